@@ -1,0 +1,16 @@
+// The table of nouns: adding a command touches its own file and one line here.
+#include "commands/commands.hpp"
+
+namespace kiln::commands {
+
+namespace {
+constexpr Noun nouns[] = {
+    {"key", add_key},
+    {"image", add_image},
+    {"version", add_version},
+};
+}  // namespace
+
+std::span<const Noun> all_commands() { return nouns; }
+
+}  // namespace kiln::commands

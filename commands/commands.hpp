@@ -1,0 +1,27 @@
+// The command table: one entry per noun, each defined in commands/<noun>.cpp (the git model).
+#pragma once
+
+#include <span>
+
+namespace CLI {
+class App;
+}
+namespace kiln::cli {
+class Context;
+}
+
+namespace kiln::commands {
+
+struct Noun {
+  const char* name;
+  void (*add)(CLI::App& app, cli::Context& ctx);
+};
+
+std::span<const Noun> all_commands();
+
+// One per file in commands/.
+void add_version(CLI::App& app, cli::Context& ctx);
+void add_key(CLI::App& app, cli::Context& ctx);
+void add_image(CLI::App& app, cli::Context& ctx);
+
+}  // namespace kiln::commands

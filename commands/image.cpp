@@ -1,0 +1,14 @@
+// kiln image: sign, verify and inspect MCUboot images.
+#include <CLI/CLI.hpp>
+
+#include "cli/context.hpp"
+#include "commands/commands.hpp"
+
+namespace kiln::commands {
+
+void add_image(CLI::App& app, cli::Context& /*ctx*/) {
+  auto* image = app.add_subcommand("image", "Sign, verify and inspect MCUboot firmware images");
+  image->require_subcommand(1);
+}
+
+}  // namespace kiln::commands

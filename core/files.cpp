@@ -1,0 +1,158 @@
+// File I/O with clear errors; AtomicFile guarantees no partial output on failure.
+#include "core/files.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fmt/format.h>
+
+#include "core/error.hpp"
+
+namespace kiln {
+namespace {
+
+Error open_error(const std::filesystem::path& path, int err, const char* what) {
+  ExitCode code = err == ENOENT ? ExitCode::not_found
+                  : (err == EACCES || err == EPERM) ? ExitCode::failure
+                                                    : ExitCode::failure;
+  std::string hint;
+  if (err == ENOENT) hint = "check the path";
+  else if (err == EACCES || err == EPERM) hint = "check the file's permissions";
+  else if (err == EISDIR) hint = "name a file, not a directory";
+  return Error(code, fmt::format("cannot {} {}: {}", what, path.string(), std::strerror(err)), hint);
+}
+
+}  // namespace
+
+std::vector<std::uint8_t> read_file(const std::filesystem::path& path) {
+  ChunkReader reader(path);
+  std::vector<std::uint8_t> out;
+  out.reserve(reader.size());
+  for (auto chunk = reader.next(); !chunk.empty(); chunk = reader.next())
+    out.insert(out.end(), chunk.begin(), chunk.end());
+  return out;
+}
+
+std::string read_text_file(const std::filesystem::path& path) {
+  auto bytes = read_file(path);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+ChunkReader::ChunkReader(const std::filesystem::path& path, std::size_t chunk_size)
+    : path_(path), buffer_(chunk_size) {
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) throw open_error(path, errno, "read");
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) {
+    int err = errno;
+    ::close(fd_);
+    throw open_error(path, err, "read");
+  }
+  if (S_ISDIR(st.st_mode)) {
+    ::close(fd_);
+    throw open_error(path, EISDIR, "read");
+  }
+  size_ = static_cast<std::uint64_t>(st.st_size);
+#ifdef POSIX_FADV_SEQUENTIAL
+  ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
+#endif
+}
+
+ChunkReader::~ChunkReader() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::span<const std::uint8_t> ChunkReader::next() {
+  std::size_t filled = 0;
+  while (filled < buffer_.size()) {
+    ssize_t n = ::read(fd_, buffer_.data() + filled, buffer_.size() - filled);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw open_error(path_, errno, "read");
+    }
+    if (n == 0) break;
+    filled += static_cast<std::size_t>(n);
+  }
+  return {buffer_.data(), filled};
+}
+
+AtomicFile::AtomicFile(std::filesystem::path path, unsigned mode, Overwrite overwrite)
+    : path_(std::move(path)), overwrite_(overwrite) {
+  if (overwrite_ == Overwrite::refuse && std::filesystem::exists(path_))
+    throw Error(ExitCode::conflict, fmt::format("{} already exists", path_.string()),
+                "pass --force to overwrite it, or choose another path");
+  auto dir = path_.parent_path();
+  if (dir.empty()) dir = ".";
+  std::string templ = (dir / (path_.filename().string() + ".kiln-XXXXXX")).string();
+  std::vector<char> buf(templ.begin(), templ.end());
+  buf.push_back('\0');
+  fd_ = ::mkostemp(buf.data(), O_CLOEXEC);
+  if (fd_ < 0) throw open_error(path_, errno, "write");
+  temp_path_ = buf.data();
+  if (::fchmod(fd_, mode) != 0) {
+    int err = errno;
+    ::close(fd_);
+    ::unlink(temp_path_.c_str());
+    fd_ = -1;
+    throw open_error(path_, err, "write");
+  }
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_ && !temp_path_.empty()) ::unlink(temp_path_.c_str());
+}
+
+void AtomicFile::write(std::span<const std::uint8_t> data) {
+  const std::uint8_t* p = data.data();
+  std::size_t left = data.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd_, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw open_error(path_, errno, "write");
+    }
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+  written_ += data.size();
+}
+
+void AtomicFile::write(std::string_view text) {
+  write(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+}
+
+void AtomicFile::commit() {
+  if (::fsync(fd_) != 0) throw open_error(path_, errno, "write");
+  if (::close(fd_) != 0) {
+    fd_ = -1;
+    throw open_error(path_, errno, "write");
+  }
+  fd_ = -1;
+  if (overwrite_ == Overwrite::refuse) {
+    // link() fails if the target appeared meanwhile: never clobber a key written concurrently.
+    if (::link(temp_path_.c_str(), path_.c_str()) != 0) {
+      int err = errno;
+      if (err == EEXIST)
+        throw Error(ExitCode::conflict, fmt::format("{} already exists", path_.string()),
+                    "pass --force to overwrite it, or choose another path");
+      throw open_error(path_, err, "write");
+    }
+    ::unlink(temp_path_.c_str());
+  } else if (::rename(temp_path_.c_str(), path_.c_str()) != 0) {
+    throw open_error(path_, errno, "write");
+  }
+  committed_ = true;
+}
+
+void write_file_atomic(const std::filesystem::path& path, std::span<const std::uint8_t> data, unsigned mode,
+                       AtomicFile::Overwrite overwrite) {
+  AtomicFile file(path, mode, overwrite);
+  file.write(data);
+  file.commit();
+}
+
+}  // namespace kiln

@@ -1,0 +1,63 @@
+// File I/O with clear errors: whole-file reads, chunked reads, and atomic writes (temp + rename).
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace kiln {
+
+std::vector<std::uint8_t> read_file(const std::filesystem::path& path);
+std::string read_text_file(const std::filesystem::path& path);
+
+// Reads a file sequentially in fixed-size chunks; constant memory for any file size.
+class ChunkReader {
+ public:
+  explicit ChunkReader(const std::filesystem::path& path, std::size_t chunk_size = 1 << 20);
+  ~ChunkReader();
+  ChunkReader(const ChunkReader&) = delete;
+  ChunkReader& operator=(const ChunkReader&) = delete;
+  // The next chunk; empty at end of file.
+  std::span<const std::uint8_t> next();
+  std::uint64_t size() const { return size_; }
+
+ private:
+  std::filesystem::path path_;
+  int fd_ = -1;
+  std::uint64_t size_ = 0;
+  std::vector<std::uint8_t> buffer_;
+};
+
+// Writes to "<path>.kiln-XXXXXX" in the same directory and renames over `path` on commit().
+// Destroyed without commit(), it removes the temp file: no partial output is ever left behind.
+class AtomicFile {
+ public:
+  enum class Overwrite { refuse, allow };
+  // mode: 0600 for anything secret, 0644 otherwise.
+  AtomicFile(std::filesystem::path path, unsigned mode = 0644, Overwrite overwrite = Overwrite::allow);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(std::span<const std::uint8_t> data);
+  void write(std::string_view text);
+  std::uint64_t written() const { return written_; }
+  void commit();
+
+ private:
+  std::filesystem::path path_;
+  std::filesystem::path temp_path_;
+  int fd_ = -1;
+  std::uint64_t written_ = 0;
+  Overwrite overwrite_;
+  bool committed_ = false;
+};
+
+// Convenience: atomically replace `path` with `data`.
+void write_file_atomic(const std::filesystem::path& path, std::span<const std::uint8_t> data,
+                       unsigned mode = 0644, AtomicFile::Overwrite overwrite = AtomicFile::Overwrite::allow);
+
+}  // namespace kiln

@@ -1,0 +1,178 @@
+// PEM private keys: generation (PKCS#8, optional encryption), loading and signing with OpenSSL.
+#include "signing/file_key.hpp"
+
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+
+#include <cstring>
+#include <fmt/format.h>
+
+#include "core/error.hpp"
+#include "core/files.hpp"
+#include "signing/openssl_ptr.hpp"
+
+namespace kiln {
+namespace {
+
+const EVP_MD* evp_md(HashAlg hash) {
+  switch (hash) {
+    case HashAlg::sha256: return EVP_sha256();
+    case HashAlg::sha384: return EVP_sha384();
+    case HashAlg::sha512: return EVP_sha512();
+  }
+  return EVP_sha256();
+}
+
+Bytes spki_der(EVP_PKEY* key) {
+  int len = i2d_PUBKEY(key, nullptr);
+  if (len <= 0) throw Error(ExitCode::failure, "cannot encode the public key").with_detail(openssl_errors());
+  Bytes out(static_cast<std::size_t>(len));
+  unsigned char* p = out.data();
+  i2d_PUBKEY(key, &p);
+  return out;
+}
+
+class FileSigner final : public Signer {
+ public:
+  FileSigner(ossl::Ptr<EVP_PKEY> key, std::string description)
+      : key_(std::move(key)), description_(std::move(description)), public_der_(spki_der(key_.get())) {
+    type_ = public_key_type(public_der_);
+  }
+  KeyType type() const override { return type_; }
+  Bytes public_key_der() const override { return public_der_; }
+  std::string description() const override { return description_; }
+
+  Bytes sign(ByteView input, HashAlg hash) const override {
+    Bytes sig;
+    if (type_ == KeyType::ed25519) {
+      ossl::Ptr<EVP_MD_CTX> ctx(EVP_MD_CTX_new());
+      size_t len = 0;
+      if (EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, key_.get()) != 1 ||
+          EVP_DigestSign(ctx.get(), nullptr, &len, input.data(), input.size()) != 1)
+        throw fail();
+      sig.resize(len);
+      if (EVP_DigestSign(ctx.get(), sig.data(), &len, input.data(), input.size()) != 1) throw fail();
+      sig.resize(len);
+      return sig;
+    }
+    if (input.size() != hash_size(hash))
+      throw Error(ExitCode::failure,
+                  fmt::format("digest is {} bytes, {} needs {}", input.size(), hash_name(hash), hash_size(hash)));
+    ossl::Ptr<EVP_PKEY_CTX> ctx(EVP_PKEY_CTX_new(key_.get(), nullptr));
+    if (!ctx || EVP_PKEY_sign_init(ctx.get()) != 1 || EVP_PKEY_CTX_set_signature_md(ctx.get(), evp_md(hash)) != 1)
+      throw fail();
+    if (is_rsa(type_) && (EVP_PKEY_CTX_set_rsa_padding(ctx.get(), RSA_PKCS1_PSS_PADDING) != 1 ||
+                          EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx.get(), static_cast<int>(hash_size(hash))) != 1))
+      throw fail();
+    size_t len = 0;
+    if (EVP_PKEY_sign(ctx.get(), nullptr, &len, input.data(), input.size()) != 1) throw fail();
+    sig.resize(len);
+    if (EVP_PKEY_sign(ctx.get(), sig.data(), &len, input.data(), input.size()) != 1) throw fail();
+    sig.resize(len);
+    return sig;
+  }
+
+ private:
+  Error fail() const {
+    return Error(ExitCode::failure, fmt::format("signing with {} failed", description_)).with_detail(openssl_errors());
+  }
+  ossl::Ptr<EVP_PKEY> key_;
+  std::string description_;
+  Bytes public_der_;
+  KeyType type_;
+};
+
+struct PassphraseState {
+  const std::optional<std::string>* passphrase;
+  bool asked = false;
+};
+
+int passphrase_callback(char* buf, int size, int /*rwflag*/, void* u) {
+  auto* state = static_cast<PassphraseState*>(u);
+  state->asked = true;
+  if (!state->passphrase->has_value()) return -1;
+  const std::string& pass = **state->passphrase;
+  if (static_cast<int>(pass.size()) > size) return -1;
+  std::memcpy(buf, pass.data(), pass.size());
+  return static_cast<int>(pass.size());
+}
+
+ossl::Ptr<EVP_PKEY> read_private_key(const std::filesystem::path& path, const std::optional<std::string>& passphrase,
+                                     bool allow_missing) {
+  std::string pem = read_text_file(path);
+  ossl::Ptr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  PassphraseState state{&passphrase};
+  ossl::Ptr<EVP_PKEY> key(PEM_read_bio_PrivateKey(bio.get(), nullptr, passphrase_callback, &state));
+  OPENSSL_cleanse(pem.data(), pem.size());
+  if (key) return key;
+  std::string detail = openssl_errors();
+  if (state.asked && !passphrase)
+    throw Error(ExitCode::authentication, fmt::format("{} is encrypted and no passphrase was given", path.string()),
+                "pass --passphrase-file FILE or --passphrase-env VAR")
+        .with_detail(detail);
+  if (state.asked)
+    throw Error(ExitCode::authentication, fmt::format("wrong passphrase for {}", path.string()),
+                "check the passphrase file or variable")
+        .with_detail(detail);
+  if (allow_missing) return nullptr;
+  throw Error(ExitCode::failure, fmt::format("{} does not hold a private key in PEM form", path.string()),
+              "pass a PKCS#8 or traditional PEM private key (kiln key generate makes one)")
+      .with_detail(detail);
+}
+
+}  // namespace
+
+std::string generate_private_key_pem(KeyType type, const std::optional<std::string>& passphrase) {
+  ossl::Ptr<EVP_PKEY> key;
+  switch (type) {
+    case KeyType::ecdsa_p256: key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256")); break;
+    case KeyType::ecdsa_p384: key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384")); break;
+    case KeyType::ed25519: key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519")); break;
+    case KeyType::rsa_2048: key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048})); break;
+    case KeyType::rsa_3072: key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{3072})); break;
+  }
+  if (!key) throw Error(ExitCode::failure, "key generation failed").with_detail(openssl_errors());
+  ossl::Ptr<BIO> bio(BIO_new(BIO_s_mem()));
+  int ok;
+  if (passphrase) {
+    ok = PEM_write_bio_PKCS8PrivateKey(bio.get(), key.get(), EVP_aes_256_cbc(), passphrase->data(),
+                                       static_cast<int>(passphrase->size()), nullptr, nullptr);
+  } else {
+    ok = PEM_write_bio_PKCS8PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr);
+  }
+  if (ok != 1) throw Error(ExitCode::failure, "cannot encode the private key").with_detail(openssl_errors());
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);
+  std::string pem(data, static_cast<std::size_t>(len));
+  OPENSSL_cleanse(data, static_cast<std::size_t>(len));
+  return pem;
+}
+
+std::unique_ptr<Signer> load_file_signer(const std::filesystem::path& path,
+                                         const std::optional<std::string>& passphrase) {
+  auto key = read_private_key(path, passphrase, false);
+  return std::make_unique<FileSigner>(std::move(key), path.filename().string());
+}
+
+Bytes load_public_key_file(const std::filesystem::path& path, const std::optional<std::string>& passphrase) {
+  std::string pem = read_text_file(path);
+  if (pem.find("PRIVATE KEY-----") != std::string::npos) {
+    OPENSSL_cleanse(pem.data(), pem.size());
+    return spki_der(read_private_key(path, passphrase, false).get());
+  }
+  ossl::Ptr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  if (pem.find("-----BEGIN CERTIFICATE-----") != std::string::npos) {
+    ossl::Ptr<X509> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+    if (cert) return spki_der(X509_get0_pubkey(cert.get()));
+  } else {
+    ossl::Ptr<EVP_PKEY> key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
+    if (key) return spki_der(key.get());
+  }
+  throw Error(ExitCode::failure, fmt::format("{} holds no key or certificate kiln can read", path.string()),
+              "pass a PEM private key, public key or certificate")
+      .with_detail(openssl_errors());
+}
+
+}  // namespace kiln

@@ -1,0 +1,21 @@
+// KEYREF dispatch: pkcs11: URIs go to the token, anything else is a PEM file path.
+#include "signing/key_ref.hpp"
+
+#include "signing/file_key.hpp"
+#include "signing/pkcs11.hpp"
+
+namespace kiln {
+
+bool is_pkcs11_uri(std::string_view keyref) { return keyref.starts_with("pkcs11:"); }
+
+std::unique_ptr<Signer> open_signer(const std::string& keyref, const KeyOptions& options) {
+  if (is_pkcs11_uri(keyref)) return open_pkcs11_signer(keyref, options);
+  return load_file_signer(keyref, options.passphrase);
+}
+
+Bytes load_public_key(const std::string& keyref, const KeyOptions& options) {
+  if (is_pkcs11_uri(keyref)) return load_pkcs11_public_key(keyref, options);
+  return load_public_key_file(keyref, options.passphrase);
+}
+
+}  // namespace kiln

@@ -1,0 +1,24 @@
+// RAII owners for OpenSSL handles used across the signing library.
+#pragma once
+
+#include <memory>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+namespace kiln::ossl {
+
+struct Free {
+  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
+  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
+  void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); }
+  void operator()(BIO* p) const { BIO_free(p); }
+  void operator()(X509* p) const { X509_free(p); }
+  void operator()(X509_REQ* p) const { X509_REQ_free(p); }
+  void operator()(ECDSA_SIG* p) const { ECDSA_SIG_free(p); }
+  void operator()(BIGNUM* p) const { BN_free(p); }
+};
+template <typename T>
+using Ptr = std::unique_ptr<T, Free>;
+
+}  // namespace kiln::ossl

@@ -1,0 +1,117 @@
+// Child processes for end-to-end tests: fork/exec with pipes, polled until exit or timeout.
+#include "tests/support/process.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+
+extern char** environ;
+
+namespace kiln::test {
+
+ProcessResult run_process(const std::string& program, const std::vector<std::string>& args,
+                          const ProcessOptions& options) {
+  int out_pipe[2], err_pipe[2], in_pipe[2];
+  if (pipe2(out_pipe, O_CLOEXEC) || pipe2(err_pipe, O_CLOEXEC) || pipe2(in_pipe, O_CLOEXEC))
+    throw std::runtime_error("pipe failed");
+
+  std::map<std::string, std::string> env;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    auto eq = kv.find('=');
+    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  for (auto& u : options.unset_env) env.erase(u);
+  for (auto& [k, v] : options.env) env[k] = v;
+  std::vector<std::string> env_strings;
+  for (auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+
+  pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    dup2(out_pipe[1], 1);
+    dup2(err_pipe[1], 2);
+    if (options.stdin_data) {
+      dup2(in_pipe[0], 0);
+    } else {
+      int devnull = open("/dev/null", O_RDONLY);
+      dup2(devnull, 0);
+    }
+    if (!options.cwd.empty() && chdir(options.cwd.c_str()) != 0) _exit(127);
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(program.c_str()));
+    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    std::vector<char*> envp;
+    for (auto& s : env_strings) envp.push_back(s.data());
+    envp.push_back(nullptr);
+    execve(program.c_str(), argv.data(), envp.data());
+    _exit(127);
+  }
+  close(out_pipe[1]);
+  close(err_pipe[1]);
+  close(in_pipe[0]);
+  if (options.stdin_data) {
+    // Small inputs only: write before reading (pipe buffer is 64 KiB).
+    const std::string& data = *options.stdin_data;
+    ssize_t ignored = write(in_pipe[1], data.data(), data.size());
+    (void)ignored;
+  }
+  close(in_pipe[1]);
+
+  ProcessResult result;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(options.timeout_seconds);
+  struct pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  int open_fds = 2;
+  char buf[65536];
+  while (open_fds > 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      kill(pid, SIGKILL);
+      break;
+    }
+    int n = poll(fds, 2, static_cast<int>(left.count()));
+    if (n < 0 && errno == EINTR) continue;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd >= 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR))) {
+        ssize_t r = read(fds[i].fd, buf, sizeof buf);
+        if (r > 0) {
+          (i == 0 ? result.out : result.err).append(buf, static_cast<std::size_t>(r));
+        } else {
+          close(fds[i].fd);
+          fds[i].fd = -1;
+          --open_fds;
+        }
+      }
+    }
+  }
+  for (auto& f : fds)
+    if (f.fd >= 0) close(f.fd);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  else if (WIFSIGNALED(status)) result.exit_code = 128 + WTERMSIG(status);
+  return result;
+}
+
+std::string bin_path(const std::string& name) { return std::string(KILN_BIN_DIR) + "/" + name; }
+
+std::string vectors_dir() { return KILN_VECTORS_DIR; }
+
+ProcessResult kiln(const std::vector<std::string>& args, ProcessOptions options) {
+  options.unset_env.insert(options.unset_env.end(),
+                           {"KILN_OUTPUT", "KILN_CONFIG", "KILN_QUIET", "KILN_VERBOSE", "KILN_DEBUG", "KILN_TOKEN",
+                            "KILN_SERVICE", "KILN_PKCS11_MODULE", "KILN_PKCS11_PIN", "KILN_EMU_DIR"});
+  if (!options.env.count("XDG_CONFIG_HOME")) options.env["XDG_CONFIG_HOME"] = "/nonexistent-kiln-test-config";
+  options.env["NO_COLOR"] = "1";
+  return run_process(bin_path("kiln"), args, options);
+}
+
+}  // namespace kiln::test
