@@ -46,7 +46,6 @@ Bytes shared_key(EVP_PKEY* own, EVP_PKEY* peer, const std::string& uid) {
   Bytes key(32);
   std::size_t key_size = key.size();
   if (!kdf || EVP_PKEY_derive_init(kdf.get()) <= 0 || EVP_PKEY_CTX_set_hkdf_md(kdf.get(), EVP_sha256()) <= 0 ||
-      EVP_PKEY_CTX_set1_hkdf_salt(kdf.get(), nullptr, 0) <= 0 ||
       EVP_PKEY_CTX_set1_hkdf_key(kdf.get(), secret.data(), static_cast<int>(secret.size())) <= 0 ||
       EVP_PKEY_CTX_add1_hkdf_info(kdf.get(), reinterpret_cast<const unsigned char*>(info.data()),
                                   static_cast<int>(info.size())) <= 0 ||
