@@ -1,0 +1,144 @@
+// Board addressing and discovery: emulator sockets from a directory, USB boards through libusb.
+#include "transport/board_address.hpp"
+
+#include <libusb.h>
+
+#include <algorithm>
+#include <regex>
+#include <strings.h>
+
+#include <fmt/format.h>
+
+#include "core/error.hpp"
+
+namespace kiln {
+namespace fs = std::filesystem;
+
+std::string BoardAddress::text() const {
+  switch (kind) {
+    case Kind::emulator: return "emu:" + location;
+    case Kind::usb: return "usb:" + location;
+    case Kind::serial: return "serial:" + location;
+  }
+  return location;
+}
+
+std::optional<BoardAddress> parse_board_address(std::string_view text) {
+  auto starts = [&](std::string_view prefix) { return text.substr(0, prefix.size()) == prefix; };
+  BoardAddress address;
+  if (starts("emu:")) {
+    address.kind = BoardAddress::Kind::emulator;
+    address.location = std::string(text.substr(4));
+    address.uid_hint = fs::path(address.location).stem().string();
+  } else if (starts("usb:")) {
+    address.kind = BoardAddress::Kind::usb;
+    address.location = std::string(text.substr(4));
+    static const std::regex usb_path(R"(\d+-\d+(\.\d+)*)");
+    if (!std::regex_match(address.location, usb_path))
+      throw Error(ExitCode::usage, fmt::format("'{}' is not a USB address", text), "use usb:BUS-PORT[.PORT], like usb:1-2.4");
+  } else if (starts("serial:")) {
+    address.kind = BoardAddress::Kind::serial;
+    address.location = std::string(text.substr(7));
+  } else {
+    return std::nullopt;
+  }
+  if (address.location.empty())
+    throw Error(ExitCode::usage, fmt::format("board address '{}' has no location", text));
+  return address;
+}
+
+std::vector<std::pair<std::uint16_t, std::uint16_t>> DiscoveryOptions::default_usb_ids() {
+  // pid.codes test VID/PID used by kiln reference firmware, and Zephyr's default SMP/CDC device.
+  return {{0x1209, 0x4b4e}, {0x2fe3, 0x0100}};
+}
+
+namespace {
+
+struct UsbContextFree {
+  void operator()(libusb_context* c) const { libusb_exit(c); }
+};
+
+std::string usb_location(libusb_device* device) {
+  std::uint8_t ports[8];
+  int n = libusb_get_port_numbers(device, ports, sizeof ports);
+  std::string location = std::to_string(libusb_get_bus_number(device));
+  for (int i = 0; i < n; ++i) location += (i == 0 ? "-" : ".") + std::to_string(ports[i]);
+  return location;
+}
+
+std::vector<BoardAddress> discover_usb(const DiscoveryOptions& options) {
+  std::vector<BoardAddress> found;
+  libusb_context* raw = nullptr;
+  if (libusb_init(&raw) != 0) return found;  // no USB on this machine: nothing attached
+  std::unique_ptr<libusb_context, UsbContextFree> context(raw);
+  libusb_device** list = nullptr;
+  ssize_t count = libusb_get_device_list(raw, &list);
+  for (ssize_t i = 0; i < count; ++i) {
+    libusb_device_descriptor descriptor{};
+    if (libusb_get_device_descriptor(list[i], &descriptor) != 0) continue;
+    bool wanted = std::any_of(options.usb_ids.begin(), options.usb_ids.end(), [&](auto id) {
+      return id.first == descriptor.idVendor && id.second == descriptor.idProduct;
+    });
+    if (!wanted) continue;
+    BoardAddress address{BoardAddress::Kind::usb, usb_location(list[i]), {}};
+    libusb_device_handle* handle = nullptr;
+    if (descriptor.iSerialNumber && libusb_open(list[i], &handle) == 0) {
+      unsigned char serial[128] = {};
+      if (libusb_get_string_descriptor_ascii(handle, descriptor.iSerialNumber, serial, sizeof serial) > 0)
+        address.uid_hint = reinterpret_cast<char*>(serial);
+      libusb_close(handle);
+    }
+    found.push_back(std::move(address));
+  }
+  if (count >= 0) libusb_free_device_list(list, 1);
+  return found;
+}
+
+}  // namespace
+
+std::vector<BoardAddress> discover_boards(const DiscoveryOptions& options) {
+  std::vector<BoardAddress> found;
+  if (options.emu_dir && fs::is_directory(*options.emu_dir)) {
+    for (const auto& entry : fs::directory_iterator(*options.emu_dir))
+      if (entry.path().extension() == ".sock" && entry.is_socket())
+        found.push_back({BoardAddress::Kind::emulator, entry.path().string(), entry.path().stem().string()});
+    std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.location < b.location; });
+  }
+  auto usb = discover_usb(options);
+  found.insert(found.end(), usb.begin(), usb.end());
+  return found;
+}
+
+BoardAddress select_board(const std::optional<std::string>& board, const DiscoveryOptions& options) {
+  if (board) {
+    if (auto address = parse_board_address(*board)) return *address;
+  }
+  auto boards = discover_boards(options);
+  if (board) {
+    for (const auto& b : boards)
+      if (!b.uid_hint.empty() && strcasecmp(b.uid_hint.c_str(), board->c_str()) == 0) return b;
+    throw Error(ExitCode::board, fmt::format("no attached board has UID {}", *board),
+                "run 'kiln board list' to see the attached boards");
+  }
+  if (boards.empty())
+    throw Error(ExitCode::board, "no board attached",
+                "connect a board over USB, or point KILN_EMU_DIR (config emu-dir) at a kiln-board-emu directory");
+  if (boards.size() > 1) {
+    std::string list;
+    for (const auto& b : boards) list += "\n  " + b.text() + (b.uid_hint.empty() ? "" : "  (" + b.uid_hint + ")");
+    throw Error(ExitCode::usage, fmt::format("{} boards are attached; choose one with --board:{}", boards.size(), list),
+                "pass -b with an address or a UID from 'kiln board list'");
+  }
+  return boards.front();
+}
+
+std::unique_ptr<Link> open_link(const BoardAddress& address) {
+  switch (address.kind) {
+    case BoardAddress::Kind::emulator: return open_socket_link(address.location);
+    case BoardAddress::Kind::usb: return open_usb_link(address);
+    case BoardAddress::Kind::serial: return open_serial_link(address.location);
+  }
+  throw Error(ExitCode::usage, "unknown board address kind");
+}
+
+}  // namespace kiln
