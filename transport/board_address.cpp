@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "core/error.hpp"
+#include "transport/provisioning_group.hpp"
 
 namespace kiln {
 namespace fs = std::filesystem;
@@ -139,6 +140,28 @@ std::unique_ptr<Link> open_link(const BoardAddress& address) {
     case BoardAddress::Kind::serial: return open_serial_link(address.location);
   }
   throw Error(ExitCode::usage, "unknown board address kind");
+}
+
+std::vector<BoardSummary> survey_boards(const DiscoveryOptions& options, std::chrono::milliseconds timeout) {
+  std::vector<BoardSummary> out;
+  for (auto& address : discover_boards(options)) {
+    BoardSummary summary{address, address.uid_hint, {}, {}, {}};
+    try {
+      SmpClientOptions client_options;
+      client_options.timeout = timeout;
+      client_options.read_retries = 0;
+      SmpClient client(open_link(address), client_options);
+      auto identity = read_identity(client);
+      summary.uid = identity.uid;
+      summary.state = std::string(manufacturing_state_name(identity.state));
+      for (const auto& slot : identity.firmware)
+        if (slot.slot == 0) summary.firmware = slot.version;
+    } catch (const Error& e) {
+      summary.error = e.what();
+    }
+    out.push_back(std::move(summary));
+  }
+  return out;
 }
 
 }  // namespace kiln

@@ -1,6 +1,7 @@
 // Board addresses (usb:, serial:, emu:, or a UID), discovery of attached boards, opening links.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -39,6 +40,16 @@ std::vector<BoardAddress> discover_boards(const DiscoveryOptions& options);
 BoardAddress select_board(const std::optional<std::string>& board, const DiscoveryOptions& options);
 
 std::unique_ptr<Link> open_link(const BoardAddress& address);
+
+// What `kiln board list` shows per board; a board that does not answer keeps its error.
+struct BoardSummary {
+  BoardAddress address;
+  std::string uid;
+  std::string state;     // manufacturing state name, empty when unreachable
+  std::string firmware;  // version in the primary slot
+  std::string error;     // empty when the board answered
+};
+std::vector<BoardSummary> survey_boards(const DiscoveryOptions& options, std::chrono::milliseconds timeout);
 
 // USB and serial links (usb_link.cpp, serial_link.cpp).
 std::unique_ptr<Link> open_usb_link(const BoardAddress& address);
