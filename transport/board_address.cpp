@@ -1,8 +1,6 @@
 // Board addressing and discovery: emulator sockets from a directory, USB boards through libusb.
 #include "transport/board_address.hpp"
 
-#include <libusb.h>
-
 #include <algorithm>
 #include <regex>
 #include <strings.h>
@@ -53,50 +51,6 @@ std::vector<std::pair<std::uint16_t, std::uint16_t>> DiscoveryOptions::default_u
   return {{0x1209, 0x4b4e}, {0x2fe3, 0x0100}};
 }
 
-namespace {
-
-struct UsbContextFree {
-  void operator()(libusb_context* c) const { libusb_exit(c); }
-};
-
-std::string usb_location(libusb_device* device) {
-  std::uint8_t ports[8];
-  int n = libusb_get_port_numbers(device, ports, sizeof ports);
-  std::string location = std::to_string(libusb_get_bus_number(device));
-  for (int i = 0; i < n; ++i) location += (i == 0 ? "-" : ".") + std::to_string(ports[i]);
-  return location;
-}
-
-std::vector<BoardAddress> discover_usb(const DiscoveryOptions& options) {
-  std::vector<BoardAddress> found;
-  libusb_context* raw = nullptr;
-  if (libusb_init(&raw) != 0) return found;  // no USB on this machine: nothing attached
-  std::unique_ptr<libusb_context, UsbContextFree> context(raw);
-  libusb_device** list = nullptr;
-  ssize_t count = libusb_get_device_list(raw, &list);
-  for (ssize_t i = 0; i < count; ++i) {
-    libusb_device_descriptor descriptor{};
-    if (libusb_get_device_descriptor(list[i], &descriptor) != 0) continue;
-    bool wanted = std::any_of(options.usb_ids.begin(), options.usb_ids.end(), [&](auto id) {
-      return id.first == descriptor.idVendor && id.second == descriptor.idProduct;
-    });
-    if (!wanted) continue;
-    BoardAddress address{BoardAddress::Kind::usb, usb_location(list[i]), {}};
-    libusb_device_handle* handle = nullptr;
-    if (descriptor.iSerialNumber && libusb_open(list[i], &handle) == 0) {
-      unsigned char serial[128] = {};
-      if (libusb_get_string_descriptor_ascii(handle, descriptor.iSerialNumber, serial, sizeof serial) > 0)
-        address.uid_hint = reinterpret_cast<char*>(serial);
-      libusb_close(handle);
-    }
-    found.push_back(std::move(address));
-  }
-  if (count >= 0) libusb_free_device_list(list, 1);
-  return found;
-}
-
-}  // namespace
-
 std::vector<BoardAddress> discover_boards(const DiscoveryOptions& options) {
   std::vector<BoardAddress> found;
   if (options.emu_dir && fs::is_directory(*options.emu_dir)) {
@@ -105,7 +59,7 @@ std::vector<BoardAddress> discover_boards(const DiscoveryOptions& options) {
         found.push_back({BoardAddress::Kind::emulator, entry.path().string(), entry.path().stem().string()});
     std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.location < b.location; });
   }
-  auto usb = discover_usb(options);
+  auto usb = discover_usb_boards(options.usb_ids);
   found.insert(found.end(), usb.begin(), usb.end());
   return found;
 }

@@ -53,6 +53,8 @@ std::vector<BoardSummary> survey_boards(const DiscoveryOptions& options, std::ch
 
 // USB and serial links (usb_link.cpp, serial_link.cpp).
 std::unique_ptr<Link> open_usb_link(const BoardAddress& address);
+// USB devices with one of the VID:PID pairs; the serial-number string becomes the UID hint.
+std::vector<BoardAddress> discover_usb_boards(const std::vector<std::pair<std::uint16_t, std::uint16_t>>& usb_ids);
 std::unique_ptr<Link> open_serial_link(const std::string& device);
 
 }  // namespace kiln

@@ -1,6 +1,8 @@
 // Link over USB bulk endpoints (vendor interface class 0xFF) through libusb-1.0.
 #include <libusb.h>
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "core/error.hpp"
@@ -142,6 +144,35 @@ std::unique_ptr<Link> open_usb_link(const BoardAddress& address) {
     return std::make_unique<UsbLink>(std::move(context), std::move(handle), interface, address.text());
   }
   throw Error(ExitCode::board, fmt::format("no USB device at {}", address.text()), "run 'kiln board list'");
+}
+
+std::vector<BoardAddress> discover_usb_boards(const std::vector<std::pair<std::uint16_t, std::uint16_t>>& usb_ids) {
+  std::vector<BoardAddress> found;
+  libusb_context* raw_context = nullptr;
+  if (libusb_init(&raw_context) != 0) return found;  // no USB on this machine: nothing attached
+  std::unique_ptr<libusb_context, ContextFree> context(raw_context);
+  libusb_device** raw_list = nullptr;
+  ssize_t count = libusb_get_device_list(raw_context, &raw_list);
+  if (count < 0) return found;
+  std::unique_ptr<libusb_device*, DeviceListFree> list(raw_list);
+  for (ssize_t i = 0; i < count; ++i) {
+    libusb_device_descriptor descriptor{};
+    if (libusb_get_device_descriptor(raw_list[i], &descriptor) != 0) continue;
+    bool wanted = std::any_of(usb_ids.begin(), usb_ids.end(), [&](auto id) {
+      return id.first == descriptor.idVendor && id.second == descriptor.idProduct;
+    });
+    if (!wanted) continue;
+    BoardAddress address{BoardAddress::Kind::usb, location_of(raw_list[i]), {}};
+    libusb_device_handle* raw_handle = nullptr;
+    if (descriptor.iSerialNumber && libusb_open(raw_list[i], &raw_handle) == 0) {
+      std::unique_ptr<libusb_device_handle, HandleFree> handle(raw_handle);
+      unsigned char serial[128] = {};
+      if (libusb_get_string_descriptor_ascii(raw_handle, descriptor.iSerialNumber, serial, sizeof serial) > 0)
+        address.uid_hint = reinterpret_cast<char*>(serial);
+    }
+    found.push_back(std::move(address));
+  }
+  return found;
 }
 
 }  // namespace kiln
