@@ -7,6 +7,7 @@ namespace {
 constexpr Noun nouns[] = {
     {"key", add_key},
     {"image", add_image},
+    {"completion", add_completion},
     {"version", add_version},
 };
 }  // namespace
