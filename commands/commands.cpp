@@ -8,6 +8,7 @@ constexpr Noun nouns[] = {
     {"key", add_key},
     {"image", add_image},
     {"completion", add_completion},
+    {"help", add_help},
     {"version", add_version},
 };
 }  // namespace

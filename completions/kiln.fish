@@ -33,11 +33,11 @@ end
 function __kiln_at
     test (__kiln_path) = "$argv[1]"
 end
-set -g __kiln_valued '.|-o' '.|--output' '.|--config' '.|--pkcs11-module' 'key|-o' 'key|--output' 'key|--config' 'key|--pkcs11-module' 'key generate|--config' 'key generate|--pkcs11-module' 'key generate|-t' 'key generate|--type' 'key generate|-o' 'key generate|--out' 'key generate|--passphrase-file' 'key generate|--passphrase-env' 'key show|-o' 'key show|--output' 'key show|--config' 'key show|--pkcs11-module' 'key show|--passphrase-file' 'key show|--passphrase-env' 'image|-o' 'image|--output' 'image|--config' 'image|--pkcs11-module' 'completion|-o' 'completion|--output' 'completion|--config' 'completion|--pkcs11-module' 'version|-o' 'version|--output' 'version|--config' 'version|--pkcs11-module'
+set -g __kiln_valued '.|-o' '.|--output' '.|--config' '.|--pkcs11-module' 'key|-o' 'key|--output' 'key|--config' 'key|--pkcs11-module' 'key generate|--config' 'key generate|--pkcs11-module' 'key generate|-t' 'key generate|--type' 'key generate|-o' 'key generate|--out' 'key generate|--passphrase-file' 'key generate|--passphrase-env' 'key show|-o' 'key show|--output' 'key show|--config' 'key show|--pkcs11-module' 'key show|--passphrase-file' 'key show|--passphrase-env' 'image|-o' 'image|--output' 'image|--config' 'image|--pkcs11-module' 'completion|-o' 'completion|--output' 'completion|--config' 'completion|--pkcs11-module' 'help|-o' 'help|--output' 'help|--config' 'help|--pkcs11-module' 'man|-o' 'man|--output' 'man|--config' 'man|--pkcs11-module' 'man|--dir' 'version|-o' 'version|--output' 'version|--config' 'version|--pkcs11-module'
 function __kiln_subs
     switch $argv[1]
         case '.'
-            printf '%s\n' 'key' 'image' 'completion' 'version'
+            printf '%s\n' 'key' 'image' 'completion' 'help' 'man' 'version'
         case 'key'
             printf '%s\n' 'generate' 'show'
     end
@@ -46,6 +46,8 @@ end
 complete -c kiln -n '__kiln_at \'.\'' -a 'key' -d 'Generate, inspect and export signing keys'
 complete -c kiln -n '__kiln_at \'.\'' -a 'image' -d 'Sign, verify and inspect MCUboot firmware images'
 complete -c kiln -n '__kiln_at \'.\'' -a 'completion' -d 'Print a shell completion script (bash, zsh, fish)'
+complete -c kiln -n '__kiln_at \'.\'' -a 'help' -d 'Explain a concept: keys, images, manifests, boards, factory, output, exit-codes'
+complete -c kiln -n '__kiln_at \'.\'' -a 'man' -d 'Write the man pages (kiln.1 and one per noun) into a directory'
 complete -c kiln -n '__kiln_at \'.\'' -a 'version' -d 'Show the versions of kiln and the libraries it uses'
 complete -c kiln -n '__kiln_at \'.\'' -s h -l help -d 'Print this help message and exit'
 complete -c kiln -n '__kiln_at \'.\'' -l help-all -d 'Show help for every command'
@@ -117,6 +119,28 @@ complete -c kiln -n '__kiln_at \'completion\'' -l pkcs11-module -r -F -d 'PKCS#1
 complete -c kiln -n '__kiln_at \'completion\'' -s h -l help -d 'Print this help message and exit'
 complete -c kiln -n '__kiln_at \'completion\'' -l help-all -d 'Show help for every command'
 complete -c kiln -n '__kiln_at \'completion\'' -a 'bash zsh fish'
+complete -c kiln -n '__kiln_at \'help\'' -l version -d 'Display program version information and exit'
+complete -c kiln -n '__kiln_at \'help\'' -s o -l output -x -a 'table json jsonl yaml csv' -d 'Output format: table, json, jsonl, yaml, csv'
+complete -c kiln -n '__kiln_at \'help\'' -s q -l quiet -d 'Only errors on stderr'
+complete -c kiln -n '__kiln_at \'help\'' -s v -l verbose -d 'More detail on stderr'
+complete -c kiln -n '__kiln_at \'help\'' -l debug -d 'Low-level detail in errors (OpenSSL, libusb, curl)'
+complete -c kiln -n '__kiln_at \'help\'' -l no-color -d 'Never color output (also NO_COLOR)'
+complete -c kiln -n '__kiln_at \'help\'' -l config -r -F -d 'Config file (TOML)'
+complete -c kiln -n '__kiln_at \'help\'' -l pkcs11-module -r -F -d 'PKCS#11 module for pkcs11: KEYREFs'
+complete -c kiln -n '__kiln_at \'help\'' -s h -l help -d 'Print this help message and exit'
+complete -c kiln -n '__kiln_at \'help\'' -l help-all -d 'Show help for every command'
+complete -c kiln -n '__kiln_at \'help\'' -F
+complete -c kiln -n '__kiln_at \'man\'' -l version -d 'Display program version information and exit'
+complete -c kiln -n '__kiln_at \'man\'' -s o -l output -x -a 'table json jsonl yaml csv' -d 'Output format: table, json, jsonl, yaml, csv'
+complete -c kiln -n '__kiln_at \'man\'' -s q -l quiet -d 'Only errors on stderr'
+complete -c kiln -n '__kiln_at \'man\'' -s v -l verbose -d 'More detail on stderr'
+complete -c kiln -n '__kiln_at \'man\'' -l debug -d 'Low-level detail in errors (OpenSSL, libusb, curl)'
+complete -c kiln -n '__kiln_at \'man\'' -l no-color -d 'Never color output (also NO_COLOR)'
+complete -c kiln -n '__kiln_at \'man\'' -l config -r -F -d 'Config file (TOML)'
+complete -c kiln -n '__kiln_at \'man\'' -l pkcs11-module -r -F -d 'PKCS#11 module for pkcs11: KEYREFs'
+complete -c kiln -n '__kiln_at \'man\'' -s h -l help -d 'Print this help message and exit'
+complete -c kiln -n '__kiln_at \'man\'' -l help-all -d 'Show help for every command'
+complete -c kiln -n '__kiln_at \'man\'' -l dir -x -a '(__fish_complete_directories)' -d 'Directory to write into'
 complete -c kiln -n '__kiln_at \'version\'' -l version -d 'Display program version information and exit'
 complete -c kiln -n '__kiln_at \'version\'' -s o -l output -x -a 'table json jsonl yaml csv' -d 'Output format: table, json, jsonl, yaml, csv'
 complete -c kiln -n '__kiln_at \'version\'' -s q -l quiet -d 'Only errors on stderr'

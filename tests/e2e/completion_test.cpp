@@ -85,7 +85,7 @@ TEST_CASE("completion: the checked-in scripts match the live command tree") {
     auto r = run_kiln({"completion", shell});
     REQUIRE(r.exit_code == 0);
     auto checked_in = kiln::read_text_file(source_dir() + "/completions/" + file);
-    CHECK_MESSAGE(r.out == checked_in, "completions/" << file << " is stale: run scripts/gen-completions.sh");
+    CHECK_MESSAGE(r.out == checked_in, "completions/" << file << " is stale: run scripts/generate.sh");
   }
 }
 
