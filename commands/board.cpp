@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "cli/context.hpp"
+#include "cli/progress.hpp"
 #include "commands/commands.hpp"
 #include "core/error.hpp"
 #include "signing/signer.hpp"
@@ -54,22 +55,13 @@ cli::Json slot_json(const ImageSlot& slot) {
           {"confirmed", slot.confirmed}, {"active", slot.active},   {"permanent", slot.permanent}};
 }
 
-// A one-line progress bar on stderr, redrawn at most ten times a second.
+// Upload progress on the shared bar (terminal only, never with --quiet), created once the total is known.
 UploadProgress progress_bar(const cli::Context& ctx) {
-  if (!ctx.stderr_is_terminal() || ctx.global.quiet) return {};
-  auto started = std::chrono::steady_clock::now();
-  auto last = std::make_shared<std::chrono::steady_clock::time_point>();
-  return [started, last](std::uint64_t done, std::uint64_t total) {
-    auto now = std::chrono::steady_clock::now();
-    if (done < total && now - *last < std::chrono::milliseconds(100)) return;
-    *last = now;
-    double seconds = std::chrono::duration<double>(now - started).count();
-    double rate = seconds > 0 ? static_cast<double>(done) / seconds : 0;
-    int percent = total ? static_cast<int>(done * 100 / total) : 100;
-    int filled = percent * 30 / 100;
-    std::cerr << fmt::format("\rupload [{:<30}] {:3}% {:.1f}/{:.1f} MiB {:.0f} KiB/s", std::string(filled, '#'), percent,
-                             static_cast<double>(done) / 1048576.0, static_cast<double>(total) / 1048576.0, rate / 1024)
-              << (done >= total ? "\n" : "") << std::flush;
+  auto bar = std::make_shared<std::unique_ptr<cli::ProgressBar>>();
+  return [&ctx, bar](std::uint64_t done, std::uint64_t total) {
+    if (!*bar) *bar = std::make_unique<cli::ProgressBar>(ctx, "upload", total);
+    (*bar)->update(done);
+    if (done >= total) (*bar)->finish();
   };
 }
 
