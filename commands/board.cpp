@@ -35,6 +35,7 @@ DiscoveryOptions discovery(const cli::Context& ctx) {
   DiscoveryOptions options;
   if (const char* dir = std::getenv("KILN_EMU_DIR"); dir && *dir) options.emu_dir = dir;
   else if (auto configured = ctx.config_value("emu-dir")) options.emu_dir = *configured;
+  if (auto ids = ctx.config_value("usb-ids")) options.usb_ids = parse_usb_ids(*ids);
   return options;
 }
 

@@ -2,9 +2,12 @@
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "core/bytes.hpp"
 #include "core/files.hpp"
+#include "signing/signer.hpp"
 #include "tests/support/emulator_process.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -144,4 +147,25 @@ TEST_CASE("kiln board: power loss during the swap leaves the old image booting")
   REQUIRE(images.size() == 2);
   CHECK(images[1]["version"] == "7.0.0");
   CHECK(images[1]["pending"] == false);
+}
+
+TEST_CASE("kiln-board-emu --print-vendor-root prints the root the boards' attestation chains end in") {
+  test::TempDir dir;
+  test::EmulatorProcess emu(dir.file("emu"), 1);
+  auto printed = test::run_process(test::bin_path("kiln-board-emu"), {"--dir", dir.file("emu"), "--print-vendor-root"});
+  REQUIRE(printed.exit_code == 0);
+  REQUIRE(printed.out.rfind("-----BEGIN CERTIFICATE-----", 0) == 0);
+  BIO* bio = BIO_new_mem_buf(printed.out.data(), static_cast<int>(printed.out.size()));
+  X509* root = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  REQUIRE(root);
+  Bytes der(static_cast<std::size_t>(i2d_X509(root, nullptr)));
+  unsigned char* p = der.data();
+  i2d_X509(root, &p);
+  X509_free(root);
+  auto info = test::kiln({"-o", "json", "board", "info"}, emu_env(dir));
+  REQUIRE(info.exit_code == 0);
+  auto attestation = json::parse(info.out)["attestation"];
+  REQUIRE(attestation.size() == 2);
+  CHECK(attestation[1] == "sha256:" + to_hex(digest(HashAlg::sha256, der)));
 }
