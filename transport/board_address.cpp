@@ -76,6 +76,8 @@ std::vector<BoardAddress> discover_boards(const DiscoveryOptions& options) {
     for (const auto& entry : fs::directory_iterator(*options.emu_dir))
       if (entry.path().extension() == ".sock" && entry.is_socket())
         found.push_back({BoardAddress::Kind::emulator, entry.path().string(), entry.path().stem().string()});
+      else if (entry.path().extension() == ".tty" && entry.is_character_file())  // kiln-board-emu --serial
+        found.push_back({BoardAddress::Kind::serial, entry.path().string(), entry.path().stem().string()});
     std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.location < b.location; });
   }
   auto usb = discover_usb_boards(options.usb_ids);

@@ -208,3 +208,18 @@ TEST_CASE("kiln board state: --dry-run checks, --yes advances, and there is no w
   CHECK(again.exit_code == 7);
   CHECK(again.err.find("only move forward") != std::string::npos);
 }
+
+TEST_CASE("kiln board over serial: kiln-board-emu --serial boards are listed and take uploads") {
+  test::TempDir dir;
+  test::EmulatorProcess emu(dir.file("emu"), 1, {"--serial"});
+  auto list = test::kiln({"-o", "json", "board", "list"}, emu_env(dir));
+  REQUIRE_MESSAGE(list.exit_code == 0, list.err);
+  auto boards = json::parse(list.out);
+  REQUIRE(boards.size() == 1);
+  CHECK(boards[0]["address"] == "serial:" + emu.sockets()[0]);
+  CHECK(boards[0]["uid"] == emu.uids()[0]);
+  auto image = write_image(dir, "fw.bin", 4, 50000);
+  auto upload = test::kiln({"-o", "json", "board", "upload", image, "--reset", "-b", emu.uids()[0]}, emu_env(dir));
+  REQUIRE_MESSAGE(upload.exit_code == 0, upload.err);
+  CHECK(active_version(dir) == "4.0.0");
+}
