@@ -23,12 +23,12 @@ int hex_value(char c) {
   return -1;
 }
 
-// Percent-encodes everything outside RFC 3986 unreserved characters (and ':' '@' which are pchars).
-std::string percent_encode(std::string_view text) {
+// Percent-encodes everything outside RFC 3986 unreserved characters, ':' and '@' (and '/' in queries).
+std::string percent_encode(std::string_view text, bool in_query = false) {
   std::string out;
   for (unsigned char c : text) {
     bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                 c == '.' || c == '_' || c == '~' || c == ':' || c == '@';
+                 c == '.' || c == '_' || c == '~' || c == ':' || c == '@' || (in_query && c == '/');
     if (plain)
       out += static_cast<char>(c);
     else
@@ -180,7 +180,7 @@ std::string Pkcs11Uri::description() const {
   if (id) add("id", percent_encode_bytes(*id));
   if (type) add("type", *type);
   std::string out = "pkcs11:" + path;
-  if (module_path) out += "?module-path=" + percent_encode(*module_path);
+  if (module_path) out += "?module-path=" + percent_encode(*module_path, true);
   return out;
 }
 
