@@ -3,6 +3,7 @@
 
 #include <dlfcn.h>
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/param_build.h>
 #include <openssl/x509.h>
 
@@ -397,24 +398,37 @@ TokenSession open_token(const std::string& text, const KeyOptions& options, bool
     throw Error(ExitCode::authentication, fmt::format("token {} needs a PIN", token_name(token.uri)),
                 "add pin-source=FILE to the URI or set KILN_PKCS11_PIN");
   if (pin && login_required) token.login = std::make_unique<Login>(*token.session, *pin, token_name(token.uri));
+  // The key lives on with the session; the PIN need not.
+  for (auto* secret : {&pin, &token.uri.pin_value})
+    if (*secret) OPENSSL_cleanse((*secret)->data(), (*secret)->size());
+  token.uri.pin_value.reset();
   return token;
+}
+
+// The one object of `object_class` the URI names; nullopt if none. Several are an error: kiln
+// never guesses which key to sign with.
+std::optional<ck_object_handle_t> only_object(TokenSession& token, ck_object_class_t object_class,
+                                              std::string_view what) {
+  auto found = find_objects(*token.session, object_class, token.uri.object, token.uri.id);
+  if (found.empty()) return std::nullopt;
+  if (found.size() > 1)
+    throw Error(ExitCode::usage,
+                fmt::format("{} {}s match {} on token {}", found.size(), what, token.uri.object_description(),
+                            token_name(token.uri)),
+                "name one with object= and id=");
+  return found.front();
 }
 
 ck_object_handle_t find_private_key(TokenSession& token) {
   if (token.uri.type && *token.uri.type != "private")
     throw Error(ExitCode::usage, fmt::format("{} names a {} object, not a private key", token.uri.description(), *token.uri.type),
                 "use type=private or leave type out");
-  auto keys = find_objects(*token.session, CKO_PRIVATE_KEY, token.uri.object, token.uri.id);
-  if (keys.empty())
+  auto key = only_object(token, CKO_PRIVATE_KEY, "private key");
+  if (!key)
     throw Error(ExitCode::not_found,
                 fmt::format("no private key {} on token {}", token.uri.object_description(), token_name(token.uri)),
                 "list the keys with pkcs11-tool --list-objects --login, or create one with kiln key generate --pkcs11");
-  if (keys.size() > 1)
-    throw Error(ExitCode::usage,
-                fmt::format("{} private keys match {} on token {}", keys.size(), token.uri.object_description(),
-                            token_name(token.uri)),
-                "name one key with object= and id=");
-  return keys.front();
+  return *key;
 }
 
 // The public half of a private key object: from the matching public key object or certificate
@@ -505,15 +519,13 @@ Bytes load_pkcs11_public_key(const std::string& uri, const KeyOptions& options) 
   auto token = open_token(uri, options, false, LoginNeed::if_pin_given);
   const auto& wanted = token.uri.type;
   if (!wanted || *wanted == "public")
-    for (auto& public_key : find_objects(*token.session, CKO_PUBLIC_KEY, token.uri.object, token.uri.id))
-      if (auto spki = spki_from_attributes(*token.session, public_key)) return *spki;
+    if (auto public_key = only_object(token, CKO_PUBLIC_KEY, "public key"))
+      if (auto spki = spki_from_attributes(*token.session, *public_key)) return *spki;
   if (!wanted || *wanted == "cert")
-    for (auto& certificate : find_objects(*token.session, CKO_CERTIFICATE, token.uri.object, token.uri.id))
-      if (auto spki = spki_from_certificate(*token.session, certificate)) return *spki;
-  if (!wanted || *wanted == "private") {
-    auto keys = find_objects(*token.session, CKO_PRIVATE_KEY, token.uri.object, token.uri.id);
-    if (!keys.empty()) return public_key_of(token, keys.front());
-  }
+    if (auto certificate = only_object(token, CKO_CERTIFICATE, "certificate"))
+      if (auto spki = spki_from_certificate(*token.session, *certificate)) return *spki;
+  if (!wanted || *wanted == "private")
+    if (auto private_key = only_object(token, CKO_PRIVATE_KEY, "private key")) return public_key_of(token, *private_key);
   throw Error(ExitCode::not_found,
               fmt::format("no key {} on token {}", token.uri.object_description(), token_name(token.uri)),
               token.login ? "list the objects with pkcs11-tool --list-objects --login"

@@ -254,6 +254,11 @@ TEST_CASE("pkcs11 errors: wrong PIN, no PIN, missing module, token or object eac
   CHECK(no_object.exit_code == 9);
   CHECK(no_object.err.find("no key 'nokey'") != std::string::npos);
 
+  token.pkcs11_tool_keypair("EC:prime256v1", "02", "otherkey");
+  auto ambiguous = token.kiln({"key", "show", "pkcs11:token=T"});
+  CHECK(ambiguous.exit_code == 2);
+  CHECK(ambiguous.err.find("2 public keys match") != std::string::npos);
+
   auto malformed = token.kiln({"key", "show", "pkcs11:token=T;objekt=signkey"});
   CHECK(malformed.exit_code == 2);
   CHECK(malformed.err.find("objekt") != std::string::npos);
