@@ -3,9 +3,9 @@
 
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <openssl/crypto.h>
+#include <CLI/CLI.hpp>
 
 #include "cli/context.hpp"
 #include "commands/commands.hpp"
@@ -90,7 +90,8 @@ void export_public(const cli::Context& ctx, const ExportArgs& args) {
     return;
   }
   write_file_atomic(args.out, exported, 0644);
-  ctx.info(fmt::format("wrote the public key of {} to {} ({})", keyref_for_display(args.keyref), args.out, args.format));
+  ctx.info(
+      fmt::format("wrote the public key of {} to {} ({})", keyref_for_display(args.keyref), args.out, args.format));
 }
 
 }  // namespace

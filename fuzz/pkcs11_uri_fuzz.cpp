@@ -12,8 +12,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     auto uri = kiln::parse_pkcs11_uri(text);
     // What we print about a URI must parse back to the same selection.
     auto again = kiln::parse_pkcs11_uri(uri.description());
-    if (again.token != uri.token || again.object != uri.object || again.id != uri.id ||
-        again.serial != uri.serial || again.module_path != uri.module_path)
+    if (again.token != uri.token || again.object != uri.object || again.id != uri.id || again.serial != uri.serial ||
+        again.module_path != uri.module_path)
       __builtin_trap();
     (void)uri.token_description();
     (void)uri.object_description();

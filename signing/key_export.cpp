@@ -17,11 +17,15 @@ namespace {
 // imgtool's KeyClass.shortname() per key type: names the emitted array.
 std::string_view imgtool_short_name(KeyType type) {
   switch (type) {
-    case KeyType::ecdsa_p256: return "ecdsa";
-    case KeyType::ecdsa_p384: return "ecdsap384";
-    case KeyType::ed25519: return "ed25519";
+    case KeyType::ecdsa_p256:
+      return "ecdsa";
+    case KeyType::ecdsa_p384:
+      return "ecdsap384";
+    case KeyType::ed25519:
+      return "ed25519";
     case KeyType::rsa_2048:
-    case KeyType::rsa_3072: return "rsa";
+    case KeyType::rsa_3072:
+      return "rsa";
   }
   return "key";
 }
@@ -45,8 +49,9 @@ std::string emit_array(std::string_view header, std::string_view trailer, ByteVi
 ossl::Ptr<EVP_PKEY> decode_spki(ByteView spki_der) {
   const unsigned char* p = spki_der.data();
   ossl::Ptr<EVP_PKEY> key(d2i_PUBKEY(nullptr, &p, static_cast<long>(spki_der.size())));
-  if (!key) throw Error(ExitCode::failure, "the public key is not a valid DER SubjectPublicKeyInfo")
-                .with_detail(openssl_errors());
+  if (!key)
+    throw Error(ExitCode::failure, "the public key is not a valid DER SubjectPublicKeyInfo")
+        .with_detail(openssl_errors());
   return key;
 }
 
@@ -90,9 +95,12 @@ bool is_binary_format(PublicKeyFormat format) {
 
 Bytes export_public_key(ByteView spki_der, PublicKeyFormat format) {
   switch (format) {
-    case PublicKeyFormat::pem: return pem_public_key(spki_der);
-    case PublicKeyFormat::der: return Bytes(spki_der.begin(), spki_der.end());
-    case PublicKeyFormat::raw: return raw_public_key(spki_der);
+    case PublicKeyFormat::pem:
+      return pem_public_key(spki_der);
+    case PublicKeyFormat::der:
+      return Bytes(spki_der.begin(), spki_der.end());
+    case PublicKeyFormat::raw:
+      return raw_public_key(spki_der);
     case PublicKeyFormat::c:
     case PublicKeyFormat::rust: {
       std::string name(imgtool_short_name(public_key_type(spki_der)));

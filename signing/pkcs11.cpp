@@ -7,11 +7,11 @@
 #include <openssl/param_build.h>
 #include <openssl/x509.h>
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <filesystem>
 #include <map>
 #include <mutex>
-#include <fmt/format.h>
 
 #include "core/error.hpp"
 #include "core/files.hpp"
@@ -25,34 +25,49 @@
 namespace kiln {
 namespace {
 
-constexpr std::string_view module_hint = "name the module with --pkcs11-module, KILN_PKCS11_MODULE, the config key "
-                                         "pkcs11-module or module-path= in the URI (SoftHSM2: "
-                                         "/usr/lib/softhsm/libsofthsm2.so)";
+constexpr std::string_view module_hint =
+    "name the module with --pkcs11-module, KILN_PKCS11_MODULE, the config key "
+    "pkcs11-module or module-path= in the URI (SoftHSM2: "
+    "/usr/lib/softhsm/libsofthsm2.so)";
 
 // DER encodings of the curve parameters tokens store in CKA_EC_PARAMS.
 constexpr std::uint8_t oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
 constexpr std::uint8_t oid_p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
 constexpr std::uint8_t oid_ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
 // PKCS#11 2.40-era modules (SoftHSM2, OpenSC) name Edwards curves with a PrintableString.
-constexpr std::uint8_t printable_edwards25519[] = {0x13, 0x0c, 'e', 'd', 'w', 'a', 'r', 'd', 's',
-                                                   '2',  '5',  '5', '1', '9'};
+constexpr std::uint8_t printable_edwards25519[] = {0x13, 0x0c, 'e', 'd', 'w', 'a', 'r',
+                                                   'd',  's',  '2', '5', '5', '1', '9'};
 
 std::string rv_text(ck_rv_t rv) {
   switch (rv) {
-    case CKR_PIN_INCORRECT: return "CKR_PIN_INCORRECT";
-    case CKR_PIN_LOCKED: return "CKR_PIN_LOCKED";
-    case CKR_USER_NOT_LOGGED_IN: return "CKR_USER_NOT_LOGGED_IN";
-    case CKR_KEY_TYPE_INCONSISTENT: return "CKR_KEY_TYPE_INCONSISTENT";
-    case CKR_MECHANISM_INVALID: return "CKR_MECHANISM_INVALID";
-    case CKR_KEY_FUNCTION_NOT_PERMITTED: return "CKR_KEY_FUNCTION_NOT_PERMITTED";
-    case CKR_TEMPLATE_INCONSISTENT: return "CKR_TEMPLATE_INCONSISTENT";
-    case CKR_ATTRIBUTE_VALUE_INVALID: return "CKR_ATTRIBUTE_VALUE_INVALID";
-    case CKR_DOMAIN_PARAMS_INVALID: return "CKR_DOMAIN_PARAMS_INVALID";
-    case CKR_TOKEN_WRITE_PROTECTED: return "CKR_TOKEN_WRITE_PROTECTED";
-    case CKR_DEVICE_REMOVED: return "CKR_DEVICE_REMOVED";
-    case CKR_TOKEN_NOT_PRESENT: return "CKR_TOKEN_NOT_PRESENT";
-    case CKR_GENERAL_ERROR: return "CKR_GENERAL_ERROR";
-    default: return fmt::format("CKR 0x{:08x}", rv);
+    case CKR_PIN_INCORRECT:
+      return "CKR_PIN_INCORRECT";
+    case CKR_PIN_LOCKED:
+      return "CKR_PIN_LOCKED";
+    case CKR_USER_NOT_LOGGED_IN:
+      return "CKR_USER_NOT_LOGGED_IN";
+    case CKR_KEY_TYPE_INCONSISTENT:
+      return "CKR_KEY_TYPE_INCONSISTENT";
+    case CKR_MECHANISM_INVALID:
+      return "CKR_MECHANISM_INVALID";
+    case CKR_KEY_FUNCTION_NOT_PERMITTED:
+      return "CKR_KEY_FUNCTION_NOT_PERMITTED";
+    case CKR_TEMPLATE_INCONSISTENT:
+      return "CKR_TEMPLATE_INCONSISTENT";
+    case CKR_ATTRIBUTE_VALUE_INVALID:
+      return "CKR_ATTRIBUTE_VALUE_INVALID";
+    case CKR_DOMAIN_PARAMS_INVALID:
+      return "CKR_DOMAIN_PARAMS_INVALID";
+    case CKR_TOKEN_WRITE_PROTECTED:
+      return "CKR_TOKEN_WRITE_PROTECTED";
+    case CKR_DEVICE_REMOVED:
+      return "CKR_DEVICE_REMOVED";
+    case CKR_TOKEN_NOT_PRESENT:
+      return "CKR_TOKEN_NOT_PRESENT";
+    case CKR_GENERAL_ERROR:
+      return "CKR_GENERAL_ERROR";
+    default:
+      return fmt::format("CKR 0x{:08x}", rv);
   }
 }
 
@@ -107,7 +122,8 @@ class Module {
     handle_ = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!handle_) {
       const char* why = dlerror();
-      throw Error(ExitCode::failure, fmt::format("cannot load PKCS#11 module {}: {}", path, why ? why : "dlopen failed"),
+      throw Error(ExitCode::failure,
+                  fmt::format("cannot load PKCS#11 module {}: {}", path, why ? why : "dlopen failed"),
                   std::string(module_hint));
     }
     auto get_function_list = reinterpret_cast<CK_C_GetFunctionList>(dlsym(handle_, "C_GetFunctionList"));
@@ -136,7 +152,8 @@ class Module {
 
 class Session {
  public:
-  Session(std::shared_ptr<Module> module, ck_slot_id_t slot, bool read_write) : module_(std::move(module)), slot_(slot) {
+  Session(std::shared_ptr<Module> module, ck_slot_id_t slot, bool read_write)
+      : module_(std::move(module)), slot_(slot) {
     ck_flags_t flags = CKF_SERIAL_SESSION | (read_write ? CKF_RW_SESSION : 0);
     ck_rv_t rv = module_->api()->C_OpenSession(slot, flags, nullptr, nullptr, &handle_);
     if (rv != CKR_OK) fail(rv, "cannot open a session on the PKCS#11 token");
@@ -161,8 +178,8 @@ class Login {
  public:
   Login(Session& session, const std::string& pin, const std::string& token_name) : session_(session) {
     if (!session.module().acquire_login(session.slot())) return;
-    ck_rv_t rv = session.api()->C_Login(session.handle(), CKU_USER, reinterpret_cast<unsigned char*>(
-                                            const_cast<char*>(pin.data())), pin.size());
+    ck_rv_t rv = session.api()->C_Login(session.handle(), CKU_USER,
+                                        reinterpret_cast<unsigned char*>(const_cast<char*>(pin.data())), pin.size());
     if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) return;
     session.module().release_login(session.slot());
     if (rv == CKR_PIN_INCORRECT)
@@ -186,7 +203,9 @@ class Login {
   Session& session_;
 };
 
-std::string token_name(const Pkcs11Uri& uri) { return uri.token_description(); }
+std::string token_name(const Pkcs11Uri& uri) {
+  return uri.token_description();
+}
 
 ck_slot_id_t find_slot(Module& module, const Pkcs11Uri& uri) {
   auto* api = module.api();
@@ -205,16 +224,15 @@ ck_slot_id_t find_slot(Module& module, const Pkcs11Uri& uri) {
     if (api->C_GetTokenInfo(slot, &info) != CKR_OK || !(info.flags & CKF_TOKEN_INITIALIZED)) continue;
     std::string label = trimmed(info.label, sizeof info.label);
     labels.push_back("'" + label + "'");
-    bool match = (!uri.token || *uri.token == label) &&
-                 (!uri.manufacturer || *uri.manufacturer == trimmed(info.manufacturer_id, sizeof info.manufacturer_id)) &&
-                 (!uri.serial || *uri.serial == trimmed(info.serial_number, sizeof info.serial_number)) &&
-                 (!uri.model || *uri.model == trimmed(info.model, sizeof info.model)) &&
-                 (!uri.slot_id || *uri.slot_id == slot);
+    bool match =
+        (!uri.token || *uri.token == label) &&
+        (!uri.manufacturer || *uri.manufacturer == trimmed(info.manufacturer_id, sizeof info.manufacturer_id)) &&
+        (!uri.serial || *uri.serial == trimmed(info.serial_number, sizeof info.serial_number)) &&
+        (!uri.model || *uri.model == trimmed(info.model, sizeof info.model)) && (!uri.slot_id || *uri.slot_id == slot);
     if (match) matches.push_back(slot);
   }
   if (matches.empty())
-    throw Error(ExitCode::not_found,
-                fmt::format("no PKCS#11 token {} in module {}", token_name(uri), module.path()),
+    throw Error(ExitCode::not_found, fmt::format("no PKCS#11 token {} in module {}", token_name(uri), module.path()),
                 labels.empty() ? std::string("the module has no initialised token (softhsm2-util --init-token)")
                                : fmt::format("tokens present: {}", fmt::join(labels, ", ")));
   if (matches.size() > 1)
@@ -263,7 +281,9 @@ std::vector<ck_object_handle_t> find_objects(Session& session, ck_object_class_t
   return found;
 }
 
-bool equals(ByteView a, ByteView b) { return std::equal(a.begin(), a.end(), b.begin(), b.end()); }
+bool equals(ByteView a, ByteView b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end());
+}
 
 // CKA_EC_POINT is an OCTET STRING holding the point (PKCS#11) but some modules return the bare point.
 Bytes unwrap_ec_point(ByteView point, std::size_t raw_size) {
@@ -277,7 +297,8 @@ Bytes unwrap_ec_point(ByteView point, std::size_t raw_size) {
     if (length == raw_size && header + length == point.size())
       return Bytes(point.begin() + static_cast<std::ptrdiff_t>(header), point.end());
   }
-  throw Error(ExitCode::failure, fmt::format("the token returned an EC point of {} bytes kiln cannot read", point.size()));
+  throw Error(ExitCode::failure,
+              fmt::format("the token returned an EC point of {} bytes kiln cannot read", point.size()));
 }
 
 Bytes spki_from_pkey(EVP_PKEY* key) {
@@ -310,7 +331,8 @@ Bytes ec_spki(const char* group, ByteView point) {
 KeyType ec_key_type(ByteView params) {
   if (equals(params, oid_p256)) return KeyType::ecdsa_p256;
   if (equals(params, oid_p384)) return KeyType::ecdsa_p384;
-  throw Error(ExitCode::failure, fmt::format("the token key uses an EC curve kiln does not support (params {})", to_hex(params)),
+  throw Error(ExitCode::failure,
+              fmt::format("the token key uses an EC curve kiln does not support (params {})", to_hex(params)),
               "use ecdsa-p256 or ecdsa-p384 keys");
 }
 
@@ -346,7 +368,8 @@ std::optional<Bytes> spki_from_attributes(Session& session, ck_object_handle_t o
     bool p256 = type == KeyType::ecdsa_p256;
     return ec_spki(p256 ? "P-256" : "P-384", unwrap_ec_point(*point, p256 ? 65 : 97));
   }
-  throw Error(ExitCode::failure, fmt::format("the token key has a key type kiln does not support (CKK 0x{:x})", key_type),
+  throw Error(ExitCode::failure,
+              fmt::format("the token key has a key type kiln does not support (CKK 0x{:x})", key_type),
               "use ecdsa-p256, ecdsa-p384, ed25519, rsa-2048 or rsa-3072 keys");
 }
 
@@ -421,7 +444,8 @@ std::optional<ck_object_handle_t> only_object(TokenSession& token, ck_object_cla
 
 ck_object_handle_t find_private_key(TokenSession& token) {
   if (token.uri.type && *token.uri.type != "private")
-    throw Error(ExitCode::usage, fmt::format("{} names a {} object, not a private key", token.uri.description(), *token.uri.type),
+    throw Error(ExitCode::usage,
+                fmt::format("{} names a {} object, not a private key", token.uri.description(), *token.uri.type),
                 "use type=private or leave type out");
   auto key = only_object(token, CKO_PRIVATE_KEY, "private key");
   if (!key)
@@ -454,8 +478,11 @@ Bytes public_key_of(TokenSession& token, ck_object_handle_t private_key) {
 class Pkcs11Signer final : public Signer {
  public:
   Pkcs11Signer(TokenSession token, ck_object_handle_t key, Bytes public_der)
-      : token_(std::move(token)), key_(key), public_der_(std::move(public_der)),
-        type_(public_key_type(public_der_)), description_(token_.uri.description()) {}
+      : token_(std::move(token)),
+        key_(key),
+        public_der_(std::move(public_der)),
+        type_(public_key_type(public_der_)),
+        description_(token_.uri.description()) {}
 
   KeyType type() const override { return type_; }
   Bytes public_key_der() const override { return public_der_; }
@@ -500,9 +527,12 @@ class Pkcs11Signer final : public Signer {
 
 Bytes ec_params_for(KeyType type) {
   switch (type) {
-    case KeyType::ecdsa_p256: return Bytes(std::begin(oid_p256), std::end(oid_p256));
-    case KeyType::ecdsa_p384: return Bytes(std::begin(oid_p384), std::end(oid_p384));
-    default: return Bytes(std::begin(printable_edwards25519), std::end(printable_edwards25519));
+    case KeyType::ecdsa_p256:
+      return Bytes(std::begin(oid_p256), std::end(oid_p256));
+    case KeyType::ecdsa_p384:
+      return Bytes(std::begin(oid_p384), std::end(oid_p384));
+    default:
+      return Bytes(std::begin(printable_edwards25519), std::end(printable_edwards25519));
   }
 }
 
@@ -525,7 +555,8 @@ Bytes load_pkcs11_public_key(const std::string& uri, const KeyOptions& options) 
     if (auto certificate = only_object(token, CKO_CERTIFICATE, "certificate"))
       if (auto spki = spki_from_certificate(*token.session, *certificate)) return *spki;
   if (!wanted || *wanted == "private")
-    if (auto private_key = only_object(token, CKO_PRIVATE_KEY, "private key")) return public_key_of(token, *private_key);
+    if (auto private_key = only_object(token, CKO_PRIVATE_KEY, "private key"))
+      return public_key_of(token, *private_key);
   throw Error(ExitCode::not_found,
               fmt::format("no key {} on token {}", token.uri.object_description(), token_name(token.uri)),
               token.login ? "list the objects with pkcs11-tool --list-objects --login"
@@ -559,9 +590,8 @@ Bytes generate_pkcs11_key(const std::string& uri_text, KeyType type, const KeyOp
   unsigned long modulus_bits = type == KeyType::rsa_3072 ? 3072 : 2048;
   std::uint8_t public_exponent[] = {0x01, 0x00, 0x01};
 
-  std::vector<ck_attribute> public_template{{CKA_TOKEN, &yes, sizeof yes},
-                                            {CKA_PRIVATE, &no, sizeof no},
-                                            {CKA_VERIFY, &yes, sizeof yes}};
+  std::vector<ck_attribute> public_template{
+      {CKA_TOKEN, &yes, sizeof yes}, {CKA_PRIVATE, &no, sizeof no}, {CKA_VERIFY, &yes, sizeof yes}};
   std::vector<ck_attribute> private_template{{CKA_TOKEN, &yes, sizeof yes},
                                              {CKA_PRIVATE, &yes, sizeof yes},
                                              {CKA_SENSITIVE, &yes, sizeof yes},
@@ -583,9 +613,9 @@ Bytes generate_pkcs11_key(const std::string& uri_text, KeyType type, const KeyOp
 
   auto* api = token.session->api();
   ck_object_handle_t public_key = 0, private_key = 0;
-  ck_rv_t rv = api->C_GenerateKeyPair(token.session->handle(), &mechanism, public_template.data(),
-                                      public_template.size(), private_template.data(), private_template.size(),
-                                      &public_key, &private_key);
+  ck_rv_t rv =
+      api->C_GenerateKeyPair(token.session->handle(), &mechanism, public_template.data(), public_template.size(),
+                             private_template.data(), private_template.size(), &public_key, &private_key);
   if (rv == CKR_ATTRIBUTE_VALUE_INVALID && type == KeyType::ed25519) {
     // PKCS#11 3.0 modules may only know the curve by its OID.
     ec_params.assign(std::begin(oid_ed25519), std::end(oid_ed25519));
@@ -597,7 +627,8 @@ Bytes generate_pkcs11_key(const std::string& uri_text, KeyType type, const KeyOp
     throw Error(ExitCode::failure,
                 fmt::format("token {} cannot generate {} keys", token_name(uri), key_type_name(type)),
                 "choose another --type or another token");
-  if (rv != CKR_OK) fail(rv, fmt::format("generating a {} key on token {} failed", key_type_name(type), token_name(uri)));
+  if (rv != CKR_OK)
+    fail(rv, fmt::format("generating a {} key on token {} failed", key_type_name(type), token_name(uri)));
   auto spki = spki_from_attributes(*token.session, public_key);
   if (!spki) throw Error(ExitCode::failure, "the token created the key but does not show its public half");
   return *spki;

@@ -1,8 +1,8 @@
 // RFC 7512 URI parsing: "pkcs11:" path-attributes (';') ["?" query-attributes ('&')], percent-decoded.
 #include "signing/pkcs11_uri.hpp"
 
-#include <charconv>
 #include <fmt/format.h>
+#include <charconv>
 
 #include "core/error.hpp"
 
@@ -27,8 +27,8 @@ int hex_value(char c) {
 std::string percent_encode(std::string_view text, bool in_query = false) {
   std::string out;
   for (unsigned char c : text) {
-    bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                 c == '.' || c == '_' || c == '~' || c == ':' || c == '@' || (in_query && c == '/');
+    bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+                 c == '_' || c == '~' || c == ':' || c == '@' || (in_query && c == '/');
     if (plain)
       out += static_cast<char>(c);
     else
@@ -126,11 +126,11 @@ std::string percent_decode(std::string_view text, std::string_view attribute) {
       out += c;
       continue;
     }
-    if (i + 2 >= text.size())
-      malformed(fmt::format("attribute '{}' ends in a truncated %-escape", attribute));
+    if (i + 2 >= text.size()) malformed(fmt::format("attribute '{}' ends in a truncated %-escape", attribute));
     int high = hex_value(text[i + 1]);
     int low = hex_value(text[i + 2]);
-    if (high < 0 || low < 0) malformed(fmt::format("attribute '{}' has a %-escape that is not two hex digits", attribute));
+    if (high < 0 || low < 0)
+      malformed(fmt::format("attribute '{}' has a %-escape that is not two hex digits", attribute));
     out += static_cast<char>(high * 16 + low);
     i += 2;
   }

@@ -57,7 +57,8 @@ struct Token {
 
   Token() {
     std::filesystem::create_directory(dir.path() / "tokens");
-    write_text(conf, "directories.tokendir = " + dir.file("tokens") + "\nobjectstore.backend = file\nlog.level = ERROR\n");
+    write_text(conf,
+               "directories.tokendir = " + dir.file("tokens") + "\nobjectstore.backend = file\nlog.level = ERROR\n");
     ::setenv("SOFTHSM2_CONF", conf.c_str(), 1);  // for the in-process library calls
     tool("softhsm2-util", {"--init-token", "--free", "--label", "T", "--pin", user_pin, "--so-pin", "5678"});
   }
@@ -103,7 +104,8 @@ struct Token {
 Bytes pkcs11_tool_public_spki(const Token& token, const std::string& id) {
   std::string exported = token.dir.file("exported-" + id + ".der");
   std::string spki = token.dir.file("spki-" + id + ".der");
-  token.tool("pkcs11-tool", {"--module", softhsm_module, "--read-object", "--type", "pubkey", "--id", id, "-o", exported});
+  token.tool("pkcs11-tool",
+             {"--module", softhsm_module, "--read-object", "--type", "pubkey", "--id", id, "-o", exported});
   token.tool("openssl", {"pkey", "-pubin", "-inform", "DER", "-in", exported, "-outform", "DER", "-out", spki});
   return read_file(spki);
 }
@@ -132,8 +134,9 @@ TEST_CASE("key show: a pkcs11 URI gives the same key hash as pkcs11-tool's expor
     CHECK(shown["fingerprint"] == "sha256:" + expected);
   }
   // Public objects are readable without a PIN, and the module may come from the URI.
-  auto without_pin = json_of(token.kiln(
-      {"-o", "json", "key", "show", "pkcs11:token=T;object=signkey?module-path=" + softhsm_module}, std::nullopt, false));
+  auto without_pin =
+      json_of(token.kiln({"-o", "json", "key", "show", "pkcs11:token=T;object=signkey?module-path=" + softhsm_module},
+                         std::nullopt, false));
   CHECK(without_pin["mcuboot_key_hash"] == expected);
 }
 
@@ -172,8 +175,7 @@ TEST_CASE("pkcs11 signer: ECDSA P-256/P-384, Ed25519 and RSA-PSS signatures pass
   // The PIN may come from a file named by pin-source.
   std::string pin_file = token.dir.file("pin.txt");
   write_text(pin_file, user_pin + "\n");
-  auto from_file = open_signer("pkcs11:token=T;object=p256?pin-source=file://" + pin_file,
-                               Token::module_only());
+  auto from_file = open_signer("pkcs11:token=T;object=p256?pin-source=file://" + pin_file, Token::module_only());
   check_signs_and_verifies(*from_file, HashAlg::sha256);
 }
 
@@ -202,7 +204,8 @@ TEST_CASE("key generate --pkcs11: ecdsa-p256 and ed25519 key pairs on the token"
   CHECK(again.err.find("already holds") != std::string::npos);
   auto same_id = token.kiln({"key", "generate", "--type", "ed25519", "--pkcs11", "pkcs11:token=T;object=new;id=%10"});
   CHECK(same_id.exit_code == 7);
-  auto forced = token.kiln({"key", "generate", "--type", "ed25519", "--force", "--pkcs11", "pkcs11:token=T;object=fw-ed"});
+  auto forced =
+      token.kiln({"key", "generate", "--type", "ed25519", "--force", "--pkcs11", "pkcs11:token=T;object=fw-ed"});
   CHECK(forced.exit_code == 2);
   auto unnamed = token.kiln({"key", "generate", "--type", "ed25519", "--pkcs11", "pkcs11:token=T"});
   CHECK(unnamed.exit_code == 2);
@@ -213,22 +216,24 @@ TEST_CASE("pkcs11 errors: wrong PIN, no PIN, missing module, token or object eac
   token.pkcs11_tool_keypair("EC:prime256v1", "01", "signkey");
   const std::string wrong_pin = "808177";
 
-  auto wrong = token.kiln({"key", "generate", "--type", "ecdsa-p256", "--pkcs11", "pkcs11:token=T;object=x"}, wrong_pin);
+  auto wrong =
+      token.kiln({"key", "generate", "--type", "ecdsa-p256", "--pkcs11", "pkcs11:token=T;object=x"}, wrong_pin);
   CHECK(wrong.exit_code == 6);
   CHECK(wrong.err.find("wrong PIN for token 'T'") != std::string::npos);
   CHECK(wrong.err.find(wrong_pin) == std::string::npos);
   CHECK(wrong.out.find(wrong_pin) == std::string::npos);
 
-  auto wrong_in_uri = token.kiln({"--debug", "-o", "json", "key", "show", "pkcs11:token=T;object=signkey?pin-value=" + wrong_pin},
-                                 std::nullopt);
+  auto wrong_in_uri = token.kiln(
+      {"--debug", "-o", "json", "key", "show", "pkcs11:token=T;object=signkey?pin-value=" + wrong_pin}, std::nullopt);
   CHECK(wrong_in_uri.exit_code == 6);
   CHECK(wrong_in_uri.err.find(wrong_pin) == std::string::npos);
 
-  auto shown_with_pin = json_of(token.kiln({"-o", "json", "key", "show", "pkcs11:token=T;object=signkey?pin-value=" + user_pin},
-                                           std::nullopt));
+  auto shown_with_pin = json_of(
+      token.kiln({"-o", "json", "key", "show", "pkcs11:token=T;object=signkey?pin-value=" + user_pin}, std::nullopt));
   CHECK(shown_with_pin["key"] == "pkcs11:token=T;object=signkey");
 
-  auto no_pin = token.kiln({"key", "generate", "--type", "ecdsa-p256", "--pkcs11", "pkcs11:token=T;object=x"}, std::nullopt);
+  auto no_pin =
+      token.kiln({"key", "generate", "--type", "ecdsa-p256", "--pkcs11", "pkcs11:token=T;object=x"}, std::nullopt);
   CHECK(no_pin.exit_code == 6);
   CHECK(no_pin.err.find("needs a PIN") != std::string::npos);
 
@@ -241,7 +246,8 @@ TEST_CASE("pkcs11 errors: wrong PIN, no PIN, missing module, token or object eac
   CHECK(missing_module.exit_code == 1);
   CHECK(missing_module.err.find("/nonexistent/libmissing.so does not exist") != std::string::npos);
 
-  auto not_a_module = token.kiln({"--pkcs11-module", "/usr/lib/x86_64-linux-gnu/libc.so.6", "key", "show", "pkcs11:token=T"});
+  auto not_a_module =
+      token.kiln({"--pkcs11-module", "/usr/lib/x86_64-linux-gnu/libc.so.6", "key", "show", "pkcs11:token=T"});
   CHECK(not_a_module.exit_code == 1);
   CHECK(not_a_module.err.find("not a PKCS#11 module") != std::string::npos);
 
@@ -300,8 +306,9 @@ TEST_CASE("key generate: encrypted PEM needs its passphrase") {
   std::string path = dir.file("enc.pem");
   ProcessOptions with_pass;
   with_pass.env["KEY_PASS"] = "correct horse";
-  auto made = json_of(test::kiln({"-o", "json", "key", "generate", "--type", "ecdsa-p256", "-o", path,
-                                  "--passphrase-env", "KEY_PASS"}, with_pass));
+  auto made = json_of(
+      test::kiln({"-o", "json", "key", "generate", "--type", "ecdsa-p256", "-o", path, "--passphrase-env", "KEY_PASS"},
+                 with_pass));
   CHECK(made["encrypted"] == true);
   CHECK(text_of(path).find("-----BEGIN ENCRYPTED PRIVATE KEY-----") == 0);
 
@@ -360,8 +367,8 @@ TEST_CASE("key export-public: pem and der match openssl, c and rust match imgtoo
     auto c_source = test::kiln({"key", "export-public", key, "--format", "c"});
     CHECK(c_source.exit_code == 0);
     CHECK(c_source.out == expected_array("const unsigned char " + c.c_name + "_pub_key[] = {", "};", mcuboot_bytes) +
-                              "const unsigned int " + c.c_name + "_pub_key_len = " +
-                              std::to_string(mcuboot_bytes.size()) + ";\n");
+                              "const unsigned int " + c.c_name +
+                              "_pub_key_len = " + std::to_string(mcuboot_bytes.size()) + ";\n");
     auto rust_source = test::kiln({"key", "export-public", key, "--format", "rust"});
     CHECK(rust_source.exit_code == 0);
     CHECK(rust_source.out == expected_array("static " + c.rust_name + "_PUB_KEY: &[u8] = &[", "];", mcuboot_bytes));

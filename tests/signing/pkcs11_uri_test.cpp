@@ -32,8 +32,9 @@ std::string message_of(std::string_view text) {
 }  // namespace
 
 TEST_CASE("pkcs11 uri: path attributes select token and object") {
-  auto uri = parse_pkcs11_uri("pkcs11:token=T;manufacturer=SoftHSM%20project;serial=0123;model=SoftHSM%20v2;"
-                              "object=sign%20key;id=%01%ff;type=private;slot-id=42");
+  auto uri = parse_pkcs11_uri(
+      "pkcs11:token=T;manufacturer=SoftHSM%20project;serial=0123;model=SoftHSM%20v2;"
+      "object=sign%20key;id=%01%ff;type=private;slot-id=42");
   CHECK(uri.token == "T");
   CHECK(uri.manufacturer == "SoftHSM project");
   CHECK(uri.serial == "0123");
