@@ -532,7 +532,7 @@ Bytes ec_params_for(KeyType type) {
     case KeyType::ecdsa_p384:
       return Bytes(std::begin(oid_p384), std::end(oid_p384));
     default:
-      return Bytes(std::begin(printable_edwards25519), std::end(printable_edwards25519));
+      return Bytes(std::begin(oid_ed25519), std::end(oid_ed25519));
   }
 }
 
@@ -616,9 +616,10 @@ Bytes generate_pkcs11_key(const std::string& uri_text, KeyType type, const KeyOp
   ck_rv_t rv =
       api->C_GenerateKeyPair(token.session->handle(), &mechanism, public_template.data(), public_template.size(),
                              private_template.data(), private_template.size(), &public_key, &private_key);
-  if (rv == CKR_ATTRIBUTE_VALUE_INVALID && type == KeyType::ed25519) {
-    // PKCS#11 3.0 modules may only know the curve by its OID.
-    ec_params.assign(std::begin(oid_ed25519), std::end(oid_ed25519));
+  if ((rv == CKR_ATTRIBUTE_VALUE_INVALID || rv == CKR_DOMAIN_PARAMS_INVALID || rv == CKR_CURVE_NOT_SUPPORTED) &&
+      type == KeyType::ed25519) {
+    // PKCS#11 2.40-era modules may only know the curve by its name.
+    ec_params.assign(std::begin(printable_edwards25519), std::end(printable_edwards25519));
     public_template.back() = {CKA_EC_PARAMS, ec_params.data(), ec_params.size()};
     rv = api->C_GenerateKeyPair(token.session->handle(), &mechanism, public_template.data(), public_template.size(),
                                 private_template.data(), private_template.size(), &public_key, &private_key);
