@@ -387,3 +387,23 @@ TEST_CASE("key export-public: works for a pkcs11 URI and matches the token's pub
   REQUIRE(exported.exit_code == 0);
   CHECK(read_file(der) == pkcs11_tool_public_spki(token, "01"));
 }
+
+TEST_CASE("key export-public: binary formats are refused on a terminal, text formats are not") {
+  std::string key = test::vectors_dir() + "/mcuboot/ed25519.pem";
+  // script(1) gives kiln a pseudo-terminal as stdout.
+  auto on_terminal = [&](const std::string& format) {
+    return test::run_process(
+        "/usr/bin/script",
+        {"-qec", test::bin_path("kiln") + " key export-public " + key + " -f " + format, "/dev/null"});
+  };
+  auto der = on_terminal("der");
+  CHECK(der.exit_code == 2);
+  CHECK(der.out.find("refusing to write binary der to a terminal") != std::string::npos);
+  auto c_source = on_terminal("c");
+  CHECK(c_source.exit_code == 0);
+  CHECK(c_source.out.find("ed25519_pub_key_len = 44;") != std::string::npos);
+  // Redirected stdout is not a terminal: binary is fine there.
+  auto piped = test::kiln({"key", "export-public", key, "-f", "raw"});
+  CHECK(piped.exit_code == 0);
+  CHECK(piped.out.size() == 32);
+}
