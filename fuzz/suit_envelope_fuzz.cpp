@@ -19,7 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (kiln::suit::encode_envelope(envelope) != kiln::Bytes(input.begin(), input.end())) std::abort();
   try {
     auto json = kiln::suit::envelope_to_json(envelope);
-    if (kiln::suit::encode_envelope(kiln::suit::envelope_from_json(json)) != kiln::Bytes(input.begin(), input.end())) std::abort();
+    if (kiln::suit::encode_envelope(kiln::suit::envelope_from_json(json)) != kiln::Bytes(input.begin(), input.end()))
+      std::abort();
     kiln::suit::VerifyOptions options;
     options.allow_unsigned = true;
     kiln::suit::verify_envelope(input, options);

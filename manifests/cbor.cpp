@@ -69,7 +69,9 @@ Value Value::boolean_value(bool b) {
   return out;
 }
 
-Value Value::null_value() { return Value{}; }
+Value Value::null_value() {
+  return Value{};
+}
 
 std::optional<std::int64_t> Value::as_int() const {
   constexpr auto max = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
@@ -127,29 +129,73 @@ struct Event {
   std::string_view rejection;
 };
 
-Event& event_of(void* context) { return *static_cast<Event*>(context); }
+Event& event_of(void* context) {
+  return *static_cast<Event*>(context);
+}
 
-void on_uint(void* c, std::uint64_t v) { event_of(c) = {Event::Type::uint, v, nullptr, {}}; }
-void on_uint8(void* c, std::uint8_t v) { on_uint(c, v); }
-void on_uint16(void* c, std::uint16_t v) { on_uint(c, v); }
-void on_uint32(void* c, std::uint32_t v) { on_uint(c, v); }
-void on_negint(void* c, std::uint64_t v) { event_of(c) = {Event::Type::negint, v, nullptr, {}}; }
-void on_negint8(void* c, std::uint8_t v) { on_negint(c, v); }
-void on_negint16(void* c, std::uint16_t v) { on_negint(c, v); }
-void on_negint32(void* c, std::uint32_t v) { on_negint(c, v); }
-void on_bytes(void* c, cbor_data data, std::size_t length) { event_of(c) = {Event::Type::bytes, length, data, {}}; }
-void on_text(void* c, cbor_data data, std::size_t length) { event_of(c) = {Event::Type::text, length, data, {}}; }
-void on_array(void* c, std::size_t n) { event_of(c) = {Event::Type::array, n, nullptr, {}}; }
-void on_map(void* c, std::size_t n) { event_of(c) = {Event::Type::map, n, nullptr, {}}; }
-void on_tag(void* c, std::uint64_t v) { event_of(c) = {Event::Type::tag, v, nullptr, {}}; }
-void on_bool(void* c, bool b) { event_of(c) = {Event::Type::boolean, b ? 1u : 0u, nullptr, {}}; }
-void on_null(void* c) { event_of(c) = {Event::Type::null, 0, nullptr, {}}; }
-void on_undefined(void* c) { event_of(c) = {Event::Type::undefined, 0, nullptr, {}}; }
-void reject(void* c, std::string_view why) { event_of(c) = {Event::Type::rejected, 0, nullptr, why}; }
-void on_indefinite(void* c) { reject(c, "indefinite-length item (SUIT requires definite lengths)"); }
-void on_break(void* c) { reject(c, "unexpected break code"); }
-void on_float(void* c, float) { reject(c, "floating-point value (not used by SUIT)"); }
-void on_double(void* c, double) { reject(c, "floating-point value (not used by SUIT)"); }
+void on_uint(void* c, std::uint64_t v) {
+  event_of(c) = {Event::Type::uint, v, nullptr, {}};
+}
+void on_uint8(void* c, std::uint8_t v) {
+  on_uint(c, v);
+}
+void on_uint16(void* c, std::uint16_t v) {
+  on_uint(c, v);
+}
+void on_uint32(void* c, std::uint32_t v) {
+  on_uint(c, v);
+}
+void on_negint(void* c, std::uint64_t v) {
+  event_of(c) = {Event::Type::negint, v, nullptr, {}};
+}
+void on_negint8(void* c, std::uint8_t v) {
+  on_negint(c, v);
+}
+void on_negint16(void* c, std::uint16_t v) {
+  on_negint(c, v);
+}
+void on_negint32(void* c, std::uint32_t v) {
+  on_negint(c, v);
+}
+void on_bytes(void* c, cbor_data data, std::size_t length) {
+  event_of(c) = {Event::Type::bytes, length, data, {}};
+}
+void on_text(void* c, cbor_data data, std::size_t length) {
+  event_of(c) = {Event::Type::text, length, data, {}};
+}
+void on_array(void* c, std::size_t n) {
+  event_of(c) = {Event::Type::array, n, nullptr, {}};
+}
+void on_map(void* c, std::size_t n) {
+  event_of(c) = {Event::Type::map, n, nullptr, {}};
+}
+void on_tag(void* c, std::uint64_t v) {
+  event_of(c) = {Event::Type::tag, v, nullptr, {}};
+}
+void on_bool(void* c, bool b) {
+  event_of(c) = {Event::Type::boolean, b ? 1u : 0u, nullptr, {}};
+}
+void on_null(void* c) {
+  event_of(c) = {Event::Type::null, 0, nullptr, {}};
+}
+void on_undefined(void* c) {
+  event_of(c) = {Event::Type::undefined, 0, nullptr, {}};
+}
+void reject(void* c, std::string_view why) {
+  event_of(c) = {Event::Type::rejected, 0, nullptr, why};
+}
+void on_indefinite(void* c) {
+  reject(c, "indefinite-length item (SUIT requires definite lengths)");
+}
+void on_break(void* c) {
+  reject(c, "unexpected break code");
+}
+void on_float(void* c, float) {
+  reject(c, "floating-point value (not used by SUIT)");
+}
+void on_double(void* c, double) {
+  reject(c, "floating-point value (not used by SUIT)");
+}
 
 cbor_callbacks make_callbacks() {
   cbor_callbacks cb = cbor_empty_callbacks;
@@ -201,8 +247,7 @@ class Decoder {
       return Error(ExitCode::failure, fmt::format("{} at offset {}: {}", what_, base_ + start, reason),
                    "the file is not well-formed deterministic CBOR; check how it was produced");
     };
-    if (depth > options_.max_depth)
-      throw error(fmt::format("nesting deeper than {} levels", options_.max_depth));
+    if (depth > options_.max_depth) throw error(fmt::format("nesting deeper than {} levels", options_.max_depth));
     if (pos_ >= input_.size()) throw error("truncated: an item was expected but the input ended");
 
     Event event;
@@ -229,8 +274,8 @@ class Decoder {
         throw error("string length runs past the end of the input");
       head = data_offset - pos_;
     }
-    const bool has_argument = event.type != Event::Type::boolean && event.type != Event::Type::null &&
-                              event.type != Event::Type::undefined;
+    const bool has_argument =
+        event.type != Event::Type::boolean && event.type != Event::Type::null && event.type != Event::Type::undefined;
     if (has_argument && head != shortest_head_size(event.argument))
       throw error("non-deterministic encoding: integer or length not in its shortest form");
     pos_ += head;

@@ -18,11 +18,11 @@ struct Value {
   Kind kind = Kind::null;
   // unsigned_int: the value; negative_int: n for the value -1-n; tag: the tag number; boolean: 0/1.
   std::uint64_t number = 0;
-  Bytes bytes;       // bytes
-  std::string text;  // text
-  std::vector<Value> items;                       // array elements; tag: exactly one (the content)
+  Bytes bytes;                                   // bytes
+  std::string text;                              // text
+  std::vector<Value> items;                      // array elements; tag: exactly one (the content)
   std::vector<std::pair<Value, Value>> entries;  // map
-  std::size_t offset = 0;                         // where the item starts in the decoded input
+  std::size_t offset = 0;                        // where the item starts in the decoded input
 
   static Value uint(std::uint64_t v);
   static Value integer(std::int64_t v);

@@ -79,22 +79,24 @@ Sign1 parse_sign1(const cbor::Value& tagged, std::string_view what) {
 
 cbor::Value to_value(const Sign1& sign1) {
   return cbor::Value::tagged(
-      sign1_tag, cbor::Value::array({cbor::Value::byte_string(sign1.protected_header), sign1.unprotected,
-                                     sign1.payload ? cbor::Value::byte_string(*sign1.payload) : cbor::Value::null_value(),
-                                     cbor::Value::byte_string(sign1.signature)}));
+      sign1_tag,
+      cbor::Value::array({cbor::Value::byte_string(sign1.protected_header), sign1.unprotected,
+                          sign1.payload ? cbor::Value::byte_string(*sign1.payload) : cbor::Value::null_value(),
+                          cbor::Value::byte_string(sign1.signature)}));
 }
 
 Bytes sig_structure(ByteView protected_header, ByteView payload) {
-  return cbor::encode(cbor::Value::array({cbor::Value::text_string("Signature1"),
-                                          cbor::Value::byte_string(Bytes(protected_header.begin(), protected_header.end())),
-                                          cbor::Value::byte_string({}),
-                                          cbor::Value::byte_string(Bytes(payload.begin(), payload.end()))}));
+  return cbor::encode(cbor::Value::array(
+      {cbor::Value::text_string("Signature1"),
+       cbor::Value::byte_string(Bytes(protected_header.begin(), protected_header.end())), cbor::Value::byte_string({}),
+       cbor::Value::byte_string(Bytes(payload.begin(), payload.end()))}));
 }
 
 Sign1 sign_detached(const Signer& signer, ByteView detached_payload) {
   const auto* info = find_algorithm(algorithm_for_key(signer.type()));
   Sign1 out;
-  out.protected_header = cbor::encode(cbor::Value::map({{cbor::Value::integer(header_alg), cbor::Value::integer(info->id)}}));
+  out.protected_header =
+      cbor::encode(cbor::Value::map({{cbor::Value::integer(header_alg), cbor::Value::integer(info->id)}}));
   Bytes to_be_signed = sig_structure(out.protected_header, detached_payload);
   if (info->key == KeyType::ed25519) {
     out.signature = signer.sign(to_be_signed, info->hash);
@@ -118,7 +120,8 @@ bool verify_detached(const Sign1& sign1, ByteView public_key_der, ByteView detac
   Bytes to_be_signed = sig_structure(sign1.protected_header, detached_payload);
   if (info->key == KeyType::ed25519) return verify_signature(public_key_der, to_be_signed, info->hash, sign1.signature);
   if (sign1.signature.size() != 2 * info->coordinate_size) return false;
-  return verify_signature(public_key_der, digest(info->hash, to_be_signed), info->hash, ecdsa_raw_to_der(sign1.signature));
+  return verify_signature(public_key_der, digest(info->hash, to_be_signed), info->hash,
+                          ecdsa_raw_to_der(sign1.signature));
 }
 
 }  // namespace kiln::cose

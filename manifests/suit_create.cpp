@@ -37,7 +37,8 @@ Error description_error(const std::string& field, const std::string& reason) {
 using Json = nlohmann::ordered_json;
 
 Value component_id(const Json& j, const std::string& field) {
-  if (!j.is_array() || j.empty()) throw description_error(field, "a component id is an array of hex strings, e.g. [\"00\"]");
+  if (!j.is_array() || j.empty())
+    throw description_error(field, "a component id is an array of hex strings, e.g. [\"00\"]");
   Value out = Value::array();
   for (const auto& part : j) {
     if (!part.is_string()) throw description_error(field, "component id parts are hex strings");
@@ -92,7 +93,9 @@ std::pair<Digest, std::uint64_t> hash_file(const std::filesystem::path& path) {
   return {Digest{digest_sha256, hasher.finish()}, size};
 }
 
-Value wrap(const Value& inner) { return Value::byte_string(cbor::encode(inner)); }
+Value wrap(const Value& inner) {
+  return Value::byte_string(cbor::encode(inner));
+}
 
 Value uuid_value(const Json& j, const std::string& field) {
   if (!j.is_string()) throw description_error(field, "expected a UUID string");
@@ -110,13 +113,15 @@ Value text_map(const Json& description, const std::vector<Component>& components
   for (const auto& [lang, texts] : description.items()) {
     Value lmap = Value::map();
     for (const auto& [name, key] : manifest_texts)
-      if (texts.contains(name)) lmap.entries.emplace_back(Value::integer(key), Value::text_string(texts[name].get<std::string>()));
+      if (texts.contains(name))
+        lmap.entries.emplace_back(Value::integer(key), Value::text_string(texts[name].get<std::string>()));
     for (const auto& c : components) {
       const Json& cd = c.json->value("description", Json::object());
       if (!cd.contains(lang)) continue;
       Value ctexts = Value::map();
       for (const auto& [name, key] : component_texts)
-        if (cd[lang].contains(name)) ctexts.entries.emplace_back(Value::integer(key), Value::text_string(cd[lang][name].get<std::string>()));
+        if (cd[lang].contains(name))
+          ctexts.entries.emplace_back(Value::integer(key), Value::text_string(cd[lang][name].get<std::string>()));
       if (!ctexts.entries.empty()) lmap.entries.emplace_back(c.install_id, std::move(ctexts));
     }
     out.entries.emplace_back(Value::text_string(lang), std::move(lmap));
@@ -145,7 +150,9 @@ Bytes vendor_id_from_domain(std::string_view domain) {
   return uuid5(dns_namespace, domain);
 }
 
-Bytes class_id_from_name(ByteView vendor_id, std::string_view name) { return uuid5(vendor_id, name); }
+Bytes class_id_from_name(ByteView vendor_id, std::string_view name) {
+  return uuid5(vendor_id, name);
+}
 
 Envelope compile_description(const Json& m, const std::filesystem::path& base_dir) {
   if (!m.is_object() || !m.contains("components") || !m["components"].is_array() || m["components"].empty())
@@ -181,7 +188,8 @@ Envelope compile_description(const Json& m, const std::filesystem::path& base_di
   // Components sharing an install-id are alternatives (slots), tried in turn.
   std::vector<std::vector<const Component*>> groups;
   for (const auto& c : components) {
-    auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& grp) { return grp[0]->install_id == c.install_id; });
+    auto g =
+        std::find_if(groups.begin(), groups.end(), [&](const auto& grp) { return grp[0]->install_id == c.install_id; });
     if (g == groups.end())
       groups.push_back({&c});
     else
@@ -210,8 +218,10 @@ Envelope compile_description(const Json& m, const std::filesystem::path& base_di
     const Component& first = *group[0];
     shared.select(index_of(first.install_id));
     Value identity = Value::map();
-    if (first.json->contains("vendor-id")) identity.set(parameter::vendor_id, uuid_value((*first.json)["vendor-id"], "vendor-id"));
-    if (first.json->contains("class-id")) identity.set(parameter::class_id, uuid_value((*first.json)["class-id"], "class-id"));
+    if (first.json->contains("vendor-id"))
+      identity.set(parameter::vendor_id, uuid_value((*first.json)["vendor-id"], "vendor-id"));
+    if (first.json->contains("class-id"))
+      identity.set(parameter::class_id, uuid_value((*first.json)["class-id"], "class-id"));
     if (group.size() == 1) {
       Value params = digest_and_size(first.install_digest, first.install_size);
       for (auto& entry : identity.entries) params.set(*entry.first.as_int(), entry.second);
@@ -219,7 +229,8 @@ Envelope compile_description(const Json& m, const std::filesystem::path& base_di
     } else {
       if (!identity.entries.empty()) shared.override_parameters(identity);
       Value choices = Value::array();
-      for (const auto* c : group) choices.items.push_back(slot_choice(*c, digest_and_size(c->install_digest, c->install_size)));
+      for (const auto* c : group)
+        choices.items.push_back(slot_choice(*c, digest_and_size(c->install_digest, c->install_size)));
       shared.add(command::try_each, std::move(choices));
     }
     if (identity.find(parameter::vendor_id)) shared.add(command::vendor_identifier, Value::uint(report_all));
@@ -253,10 +264,12 @@ Envelope compile_description(const Json& m, const std::filesystem::path& base_di
       install.add(command::fetch, Value::uint(report_on_success));
       install.add(command::image_match, Value::uint(report_all));
     } else {
-      if (!c.contains("download-id")) throw description_error("download-id", "required when install-on-download is false");
+      if (!c.contains("download-id"))
+        throw description_error("download-id", "required when install-on-download is false");
       Value download_id = component_id(c["download-id"], "download-id");
       fetch.select(index_of(download_id));
-      Digest download_digest = c.contains("download-digest") ? digest_field(c, "download-digest", "component") : first.install_digest;
+      Digest download_digest =
+          c.contains("download-digest") ? digest_field(c, "download-digest", "component") : first.install_digest;
       Value params = Value::map();
       params.set(parameter::image_digest, wrap(digest_value(download_digest)));
       params.set(parameter::uri, Value::text_string(c["uri"].get<std::string>()));
@@ -286,7 +299,8 @@ Envelope compile_description(const Json& m, const std::filesystem::path& base_di
     if (!c.json->contains("load-id")) throw description_error("load-id", "required for a loadable component");
     Value load_id = component_id((*c.json)["load-id"], "load-id");
     load.select(index_of(load_id));
-    Digest load_digest = c.json->contains("load-digest") ? digest_field(*c.json, "load-digest", "component") : c.install_digest;
+    Digest load_digest =
+        c.json->contains("load-digest") ? digest_field(*c.json, "load-digest", "component") : c.install_digest;
     std::optional<std::uint64_t> load_size = c.install_size;
     if (c.json->contains("load-size")) load_size = (*c.json)["load-size"].get<std::uint64_t>();
     Value params = digest_and_size(load_digest, load_size);
@@ -314,7 +328,8 @@ Envelope compile_description(const Json& m, const std::filesystem::path& base_di
     throw description_error("manifest-sequence-number", "an unsigned integer is required");
   manifest_value.set(manifest_key::sequence_number, Value::uint(m["manifest-sequence-number"].get<std::uint64_t>()));
   manifest_value.set(manifest_key::common, wrap(common));
-  if (m.contains("reference-uri")) manifest_value.set(manifest_key::reference_uri, Value::text_string(m["reference-uri"].get<std::string>()));
+  if (m.contains("reference-uri"))
+    manifest_value.set(manifest_key::reference_uri, Value::text_string(m["reference-uri"].get<std::string>()));
   if (!validate.empty()) manifest_value.set(manifest_key::validate, wrap(validate.value()));
   if (!load.empty()) manifest_value.set(manifest_key::load, wrap(load.value()));
   if (!invoke.empty()) manifest_value.set(manifest_key::invoke, wrap(invoke.value()));
@@ -349,8 +364,10 @@ Envelope create_envelope(const Json& description, const std::filesystem::path& b
 }
 
 Json describe(const CreateOptions& options) {
-  if (options.components.empty()) throw Error(ExitCode::usage, "no --component given", "name at least one signed image file");
-  if (options.vendor_id.size() != 16) throw Error(ExitCode::usage, "a vendor id is required", "pass --vendor-id UUID or --vendor-domain NAME");
+  if (options.components.empty())
+    throw Error(ExitCode::usage, "no --component given", "name at least one signed image file");
+  if (options.vendor_id.size() != 16)
+    throw Error(ExitCode::usage, "a vendor id is required", "pass --vendor-id UUID or --vendor-domain NAME");
   Json description = Json::object();
   Json components = Json::array();
   for (std::size_t i = 0; i < options.components.size(); ++i) {

@@ -30,10 +30,14 @@ Error digest_mismatch(const Digest& recorded, const Digest& actual, const std::s
 
 std::optional<HashAlg> digest_hash(std::int64_t algorithm) {
   switch (algorithm) {
-    case digest_sha256: return HashAlg::sha256;
-    case digest_sha384: return HashAlg::sha384;
-    case digest_sha512: return HashAlg::sha512;
-    default: return std::nullopt;
+    case digest_sha256:
+      return HashAlg::sha256;
+    case digest_sha384:
+      return HashAlg::sha384;
+    case digest_sha512:
+      return HashAlg::sha512;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -43,12 +47,14 @@ std::string digest_algorithm_name(std::int64_t algorithm) {
 }
 
 Digest parse_digest(const Value& value, std::string_view what) {
-  if (!value.is_array() || value.items.size() != 2) cbor::fail(value, what, "SUIT_Digest must be [algorithm-id, digest-bytes]");
+  if (!value.is_array() || value.items.size() != 2)
+    cbor::fail(value, what, "SUIT_Digest must be [algorithm-id, digest-bytes]");
   auto alg = value.items[0].as_int();
   if (!alg) cbor::fail(value.items[0], what, "digest algorithm-id must be an integer");
   if (!value.items[1].is_bytes()) cbor::fail(value.items[1], what, "digest-bytes must be a byte string");
   if (auto hash = digest_hash(*alg); hash && value.items[1].bytes.size() != hash_size(*hash))
-    cbor::fail(value.items[1], what, fmt::format("digest-bytes must be {} bytes for {}", hash_size(*hash), digest_algorithm_name(*alg)));
+    cbor::fail(value.items[1], what,
+               fmt::format("digest-bytes must be {} bytes for {}", hash_size(*hash), digest_algorithm_name(*alg)));
   return Digest{*alg, value.items[1].bytes};
 }
 
@@ -75,7 +81,8 @@ Digest compute_wrapped_digest(std::int64_t algorithm, ByteView content) {
 
 Envelope parse_envelope(ByteView input) {
   Value root = cbor::decode(input, "SUIT envelope");
-  if (!root.is_tag() || root.number != envelope_tag) cbor::fail(root, "SUIT envelope", "expected SUIT_Envelope_Tagged (tag 107)");
+  if (!root.is_tag() || root.number != envelope_tag)
+    cbor::fail(root, "SUIT envelope", "expected SUIT_Envelope_Tagged (tag 107)");
   Envelope envelope;
   envelope.members = root.items.at(0);
   envelope_to_json(envelope);  // walks every element by the draft's schema; throws on the first bad one
@@ -88,7 +95,9 @@ Envelope parse_envelope(ByteView input) {
   return envelope;
 }
 
-Bytes encode_envelope(const Envelope& envelope) { return cbor::encode(Value::tagged(envelope_tag, envelope.members)); }
+Bytes encode_envelope(const Envelope& envelope) {
+  return cbor::encode(Value::tagged(envelope_tag, envelope.members));
+}
 
 AuthenticationWrapper authentication(const Envelope& envelope) {
   const Value& bstr = member(envelope, envelope_key::authentication_wrapper, "authentication-wrapper");
@@ -98,9 +107,11 @@ AuthenticationWrapper authentication(const Envelope& envelope) {
     cbor::fail(wrapper, "authentication-wrapper", "expected [bstr digest, * bstr authentication-block]");
   AuthenticationWrapper out;
   out.digest_encoded = wrapper.items[0].bytes;
-  out.digest = parse_digest(cbor::decode(out.digest_encoded, "authentication-wrapper digest"), "authentication-wrapper digest");
+  out.digest =
+      parse_digest(cbor::decode(out.digest_encoded, "authentication-wrapper digest"), "authentication-wrapper digest");
   for (std::size_t i = 1; i < wrapper.items.size(); ++i) {
-    if (!wrapper.items[i].is_bytes()) cbor::fail(wrapper.items[i], "authentication-wrapper", "authentication blocks are byte strings");
+    if (!wrapper.items[i].is_bytes())
+      cbor::fail(wrapper.items[i], "authentication-wrapper", "authentication blocks are byte strings");
     out.authentication_blocks.push_back(cbor::decode(wrapper.items[i].bytes, "authentication block"));
   }
   return out;
@@ -108,7 +119,8 @@ AuthenticationWrapper authentication(const Envelope& envelope) {
 
 void set_authentication(Envelope& envelope, const AuthenticationWrapper& wrapper) {
   Value array = Value::array({Value::byte_string(wrapper.digest_encoded)});
-  for (const auto& block : wrapper.authentication_blocks) array.items.push_back(Value::byte_string(cbor::encode(block)));
+  for (const auto& block : wrapper.authentication_blocks)
+    array.items.push_back(Value::byte_string(cbor::encode(block)));
   envelope.members.set(envelope_key::authentication_wrapper, Value::byte_string(cbor::encode(array)));
 }
 
@@ -134,7 +146,8 @@ void set_manifest(Envelope& envelope, const Value& manifest_value) {
 
 std::uint64_t sequence_number(const Value& manifest_value) {
   const Value* seq = manifest_value.find(manifest_key::sequence_number);
-  if (!seq || !seq->is_uint()) cbor::fail(manifest_value, "manifest", "manifest-sequence-number missing or not an unsigned integer");
+  if (!seq || !seq->is_uint())
+    cbor::fail(manifest_value, "manifest", "manifest-sequence-number missing or not an unsigned integer");
   return seq->number;
 }
 
@@ -163,10 +176,14 @@ std::vector<std::string> sever(Envelope& envelope) {
 
 std::string severable_name(std::int64_t key) {
   switch (key) {
-    case manifest_key::payload_fetch: return "payload-fetch";
-    case manifest_key::install: return "install";
-    case manifest_key::text: return "text";
-    default: return std::to_string(key);
+    case manifest_key::payload_fetch:
+      return "payload-fetch";
+    case manifest_key::install:
+      return "install";
+    case manifest_key::text:
+      return "text";
+    default:
+      return std::to_string(key);
   }
 }
 

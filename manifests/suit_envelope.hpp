@@ -53,8 +53,8 @@ struct AuthenticationWrapper {
   std::vector<cbor::Value> authentication_blocks;  // decoded COSE items (COSE_Sign1 tag 18, ...)
 };
 
-// A SUIT envelope (SUIT_Envelope_Tagged): its map members in encoded order. Bstr-wrapped members keep their bytes, so that
-// what was signed stays exactly what is written back.
+// A SUIT envelope (SUIT_Envelope_Tagged): its map members in encoded order. Bstr-wrapped members keep their bytes, so
+// that what was signed stays exactly what is written back.
 struct Envelope {
   cbor::Value members = cbor::Value::map();
 };

@@ -113,8 +113,8 @@ constexpr Field manifest_text_fields[] = {
 };
 
 constexpr Field component_text_fields[] = {
-    {1, "vendor-name", Shape::text},          {2, "model-name", Shape::text},
-    {3, "vendor-domain", Shape::text},        {4, "model-info", Shape::text},
+    {1, "vendor-name", Shape::text},           {2, "model-name", Shape::text},
+    {3, "vendor-domain", Shape::text},         {4, "model-info", Shape::text},
     {5, "component-description", Shape::text}, {6, "component-version", Shape::text},
 };
 
@@ -147,20 +147,26 @@ Error json_error(const std::string& path, const std::string& reason) {
                "use the shape `kiln manifest show -o json` prints (docs/manifests.md)");
 }
 
-std::size_t content_offset(const Value& bstr) { return bstr.offset + cbor::byte_string_header(bstr.bytes.size()).size(); }
+std::size_t content_offset(const Value& bstr) {
+  return bstr.offset + cbor::byte_string_header(bstr.bytes.size()).size();
+}
 
 Value unwrap(const Value& bstr, const std::string& what) {
   if (!bstr.is_bytes()) cbor::fail(bstr, what, "expected a byte string wrapping CBOR");
   return cbor::decode(bstr.bytes, what, content_offset(bstr));
 }
 
-Value wrap(const Value& inner) { return Value::byte_string(cbor::encode(inner)); }
+Value wrap(const Value& inner) {
+  return Value::byte_string(cbor::encode(inner));
+}
 
 // ---- CBOR -> JSON --------------------------------------------------------------------------------
 
 Json to_json(const Value& v, Shape shape, const std::string& what);
 
-Json generic_to_json(const Value& v) { return Json{{"cbor", to_hex(cbor::encode(v))}}; }
+Json generic_to_json(const Value& v) {
+  return Json{{"cbor", to_hex(cbor::encode(v))}};
+}
 
 std::string key_to_json(const Value& key) {
   if (auto k = key.as_int()) return std::to_string(*k);
@@ -181,7 +187,9 @@ Json map_to_json(const Value& v, std::span<const Field> fields, const std::strin
   return out;
 }
 
-Json digest_json(const Value& v, const std::string& what) { return digest_to_json(parse_digest(v, what)); }
+Json digest_json(const Value& v, const std::string& what) {
+  return digest_to_json(parse_digest(v, what));
+}
 
 Json sequence_to_json(const Value& v, const std::string& what) {
   if (!v.is_array()) cbor::fail(v, what, "a command sequence must be an array");
@@ -319,7 +327,8 @@ Json to_json(const Value& v, Shape shape, const std::string& what) {
     case Shape::index:
       if (v.is_uint()) return v.number;
       if (v.kind == Value::Kind::boolean && v.number == 1) return true;
-      if (v.is_array() && !v.items.empty() && std::all_of(v.items.begin(), v.items.end(), [](const Value& i) { return i.is_uint(); })) {
+      if (v.is_array() && !v.items.empty() &&
+          std::all_of(v.items.begin(), v.items.end(), [](const Value& i) { return i.is_uint(); })) {
         Json out = Json::array();
         for (const auto& i : v.items) out.push_back(i.number);
         return out;
@@ -332,7 +341,8 @@ Json to_json(const Value& v, Shape shape, const std::string& what) {
         if (v.items[i].kind == Value::Kind::null && i + 1 == v.items.size())
           out.push_back(nullptr);
         else
-          out.push_back(sequence_to_json(unwrap(v.items[i], fmt::format("{}[{}]", what, i)), fmt::format("{}[{}]", what, i)));
+          out.push_back(
+              sequence_to_json(unwrap(v.items[i], fmt::format("{}[{}]", what, i)), fmt::format("{}[{}]", what, i)));
       }
       return out;
     }
@@ -346,7 +356,9 @@ Json to_json(const Value& v, Shape shape, const std::string& what) {
 
 Value from_json(const Json& j, Shape shape, const std::string& path);
 
-bool is_generic(const Json& j) { return j.is_object() && j.size() == 1 && j.contains("cbor") && j["cbor"].is_string(); }
+bool is_generic(const Json& j) {
+  return j.is_object() && j.size() == 1 && j.contains("cbor") && j["cbor"].is_string();
+}
 
 Value generic_from_json(const Json& j, const std::string& path) {
   if (!is_generic(j)) throw json_error(path, "expected {\"cbor\": \"<hex>\"}");
@@ -377,7 +389,9 @@ Value map_from_json(const Json& j, std::span<const Field> fields, const std::str
   return out;
 }
 
-Value digest_from(const Json& j, const std::string& path) { return digest_value(digest_from_json(j, path)); }
+Value digest_from(const Json& j, const std::string& path) {
+  return digest_value(digest_from_json(j, path));
+}
 
 Value sequence_from_json(const Json& j, const std::string& path) {
   if (!j.is_array()) throw json_error(path, "a command sequence must be an array of {\"<command>\": argument}");
@@ -457,7 +471,8 @@ Value cose_header_from_json(const Json& j, const std::string& path) {
 }
 
 Value authentication_from_json(const Json& j, const std::string& path) {
-  if (!j.is_object() || !j.contains("digest")) throw json_error(path, "expected {\"digest\": ..., \"signatures\": [...]}");
+  if (!j.is_object() || !j.contains("digest"))
+    throw json_error(path, "expected {\"digest\": ..., \"signatures\": [...]}");
   Value out = Value::array({wrap(digest_from(j["digest"], path + ".digest"))});
   if (!j.contains("signatures")) return out;
   const Json& signatures = j["signatures"];
@@ -544,7 +559,8 @@ Value from_json(const Json& j, Shape shape, const std::string& path) {
       if (!j.is_array()) throw json_error(path, "try-each takes an array of command sequences");
       Value out = Value::array();
       for (std::size_t i = 0; i < j.size(); ++i)
-        out.items.push_back(j[i].is_null() ? Value::null_value() : wrap(sequence_from_json(j[i], fmt::format("{}[{}]", path, i))));
+        out.items.push_back(j[i].is_null() ? Value::null_value()
+                                           : wrap(sequence_from_json(j[i], fmt::format("{}[{}]", path, i))));
       return out;
     }
     case Shape::cose_header:
@@ -587,21 +603,25 @@ Digest digest_from_json(const Json& j, const std::string& path) {
 std::string uuid_string(ByteView uuid) {
   std::string hex = to_hex(uuid);
   if (hex.size() != 32) return hex;
-  return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" + hex.substr(16, 4) + "-" + hex.substr(20);
+  return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" + hex.substr(16, 4) + "-" +
+         hex.substr(20);
 }
 
 Bytes parse_uuid(const std::string& text) {
   std::string hex;
   for (char c : text)
     if (c != '-') hex += c;
-  bool dashes_ok = text.size() == 32 || (text.size() == 36 && text[8] == '-' && text[13] == '-' && text[18] == '-' && text[23] == '-');
+  bool dashes_ok = text.size() == 32 ||
+                   (text.size() == 36 && text[8] == '-' && text[13] == '-' && text[18] == '-' && text[23] == '-');
   if (hex.size() != 32 || !dashes_ok)
     throw Error(ExitCode::usage, fmt::format("\"{}\" is not a UUID", text),
                 "write it as 8-4-4-4-12 hex digits, e.g. fa6b4a53-d5ad-5fdf-be9d-e663e4d41ffe");
   return from_hex(hex);
 }
 
-Json envelope_to_json(const Envelope& envelope) { return map_to_json(envelope.members, envelope_fields, "envelope"); }
+Json envelope_to_json(const Envelope& envelope) {
+  return map_to_json(envelope.members, envelope_fields, "envelope");
+}
 
 Envelope envelope_from_json(const Json& json) {
   Envelope out;

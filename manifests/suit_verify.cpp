@@ -41,7 +41,9 @@ void collect_from_sequence(const Value& wrapped, std::vector<DeclaredImage>& out
   }
 }
 
-std::string short_hex(const Bytes& b) { return to_hex(b).substr(0, 16) + "…"; }
+std::string short_hex(const Bytes& b) {
+  return to_hex(b).substr(0, 16) + "…";
+}
 
 }  // namespace
 
@@ -73,9 +75,10 @@ VerifyReport verify_envelope(ByteView input, const VerifyOptions& options) {
   // 1. The manifest is the one the digest (and so every signature) covers.
   Digest actual = compute_wrapped_digest(wrapper.digest.algorithm, manifest_bytes(envelope));
   if (actual != wrapper.digest)
-    throw failed(fmt::format("manifest digest does not match: the authentication wrapper records {}, the manifest hashes to {}",
-                             to_hex(wrapper.digest.bytes), to_hex(actual.bytes)),
-                 "the manifest was modified after signing; recreate and re-sign it");
+    throw failed(
+        fmt::format("manifest digest does not match: the authentication wrapper records {}, the manifest hashes to {}",
+                    to_hex(wrapper.digest.bytes), to_hex(actual.bytes)),
+        "the manifest was modified after signing; recreate and re-sign it");
 
   // 2. Signatures: each trusted key must have made one of them.
   for (std::size_t i = 0; i < wrapper.authentication_blocks.size(); ++i) {
@@ -104,7 +107,8 @@ VerifyReport verify_envelope(ByteView input, const VerifyOptions& options) {
     throw failed("the envelope is not signed: its authentication wrapper holds only the manifest digest",
                  "sign it with `kiln manifest sign FILE --key KEYREF`, or pass --unsigned to check digests only");
   for (const auto& key : options.keys) {
-    bool found = std::any_of(report.signatures.begin(), report.signatures.end(), [&](const auto& s) { return s.key == key.name; });
+    bool found = std::any_of(report.signatures.begin(), report.signatures.end(),
+                             [&](const auto& s) { return s.key == key.name; });
     if (!found)
       throw failed(fmt::format("no signature in the envelope verifies with key {} ({} signature{} checked)", key.name,
                                report.signatures.size(), report.signatures.size() == 1 ? "" : "s"),
@@ -128,9 +132,11 @@ VerifyReport verify_envelope(ByteView input, const VerifyOptions& options) {
     Digest recorded = parse_digest(*in_manifest, name);
     Digest carried = compute_wrapped_digest(recorded.algorithm, in_envelope->bytes);
     if (carried != recorded)
-      throw failed(fmt::format("severable {} does not match its digest in the manifest (recorded {}, carried element hashes to {})",
-                               name, to_hex(recorded.bytes), to_hex(carried.bytes)),
-                   "the severable element was modified; sever it or restore the original");
+      throw failed(
+          fmt::format(
+              "severable {} does not match its digest in the manifest (recorded {}, carried element hashes to {})",
+              name, to_hex(recorded.bytes), to_hex(carried.bytes)),
+          "the severable element was modified; sever it or restore the original");
     report.severable_checked.push_back(name);
   }
 
@@ -162,7 +168,8 @@ VerifyReport verify_envelope(ByteView input, const VerifyOptions& options) {
       if (digests[d.digest.algorithm] != d.digest.bytes) continue;
       digest_known = true;
       if (d.size && *d.size != size)
-        throw failed(fmt::format("image {} has the declared digest but {} bytes, the manifest says {}", path.string(), size, *d.size),
+        throw failed(fmt::format("image {} has the declared digest but {} bytes, the manifest says {}", path.string(),
+                                 size, *d.size),
                      "the manifest's image-size is wrong; recreate the manifest from this image");
       report.images.push_back({path, d.digest, size});
       break;
@@ -172,8 +179,8 @@ VerifyReport verify_envelope(ByteView input, const VerifyOptions& options) {
       for (const auto& d : declared)
         list += fmt::format("{}{} {}{}", list.empty() ? "" : ", ", digest_algorithm_name(d.digest.algorithm),
                             short_hex(d.digest.bytes), d.size ? fmt::format(" ({} bytes)", *d.size) : "");
-      throw failed(fmt::format("image {} (sha256 {}, {} bytes) matches no image-digest in the manifest (declared: {})", path.string(),
-                               to_hex(digests[digest_sha256]), size, list.empty() ? "none" : list),
+      throw failed(fmt::format("image {} (sha256 {}, {} bytes) matches no image-digest in the manifest (declared: {})",
+                               path.string(), to_hex(digests[digest_sha256]), size, list.empty() ? "none" : list),
                    "this is not the image the manifest was made for; pass the right file or recreate the manifest");
     }
   }

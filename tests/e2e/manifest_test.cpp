@@ -16,9 +16,13 @@ using Json = nlohmann::json;
 
 namespace {
 
-test::ProcessResult run_kiln(const std::vector<std::string>& args) { return test::kiln(args); }
+test::ProcessResult run_kiln(const std::vector<std::string>& args) {
+  return test::kiln(args);
+}
 
-std::string vector(const std::string& name) { return test::vectors_dir() + "/suit/" + name; }
+std::string vector(const std::string& name) {
+  return test::vectors_dir() + "/suit/" + name;
+}
 
 Json json_of(const test::ProcessResult& r) {
   INFO(r.err);
@@ -38,8 +42,9 @@ std::string generate_key(const test::TempDir& dir, const std::string& type) {
 
 TEST_CASE("manifest e2e: show -o json then encode reproduces every draft envelope") {
   test::TempDir dir;
-  for (const char* name : {"example0.signed.suit", "example1.unsigned.suit", "example2.signed.suit", "example2.severed.suit",
-                           "example3.signed.suit", "example4.signed.suit", "example5.unsigned.suit"}) {
+  for (const char* name :
+       {"example0.signed.suit", "example1.unsigned.suit", "example2.signed.suit", "example2.severed.suit",
+        "example3.signed.suit", "example4.signed.suit", "example5.unsigned.suit"}) {
     CAPTURE(name);
     auto shown = run_kiln({"manifest", "show", vector(name), "-o", "json"});
     REQUIRE(shown.exit_code == 0);
@@ -67,7 +72,7 @@ TEST_CASE("manifest e2e: create --from exampleN.json with the draft key matches 
     CAPTURE(n);
     std::string out = dir.file("ex.suit");
     auto r = run_kiln({"manifest", "create", "--from", vector("example" + std::to_string(n) + ".json"), "--key",
-                   vector("draft_private_key.pem"), "-o", out});
+                       vector("draft_private_key.pem"), "-o", out});
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
     Bytes ours = read_file(out), theirs = read_file(vector("example" + std::to_string(n) + ".signed.suit"));
@@ -91,9 +96,26 @@ TEST_CASE("manifest e2e: create from options, verify image, sequence floor and w
   write_file_atomic(dir.file("app.bin"), Bytes(5000, 0xa5));
   write_file_atomic(dir.file("other.bin"), Bytes(5000, 0xa6));
   std::string envelope = dir.file("app.suit");
-  auto created = json_of(run_kiln({"manifest", "create", "--component", dir.file("app.bin"), "--uri", "https://fw.example.com/app.bin",
-                               "--vendor-domain", "arm.com", "--class-name", "suit", "--sequence", "42", "--key", key,
-                               "--description", "app 1.2", "-o", envelope, "--output", "json"}));
+  auto created = json_of(run_kiln({"manifest",
+                                   "create",
+                                   "--component",
+                                   dir.file("app.bin"),
+                                   "--uri",
+                                   "https://fw.example.com/app.bin",
+                                   "--vendor-domain",
+                                   "arm.com",
+                                   "--class-name",
+                                   "suit",
+                                   "--sequence",
+                                   "42",
+                                   "--key",
+                                   key,
+                                   "--description",
+                                   "app 1.2",
+                                   "-o",
+                                   envelope,
+                                   "--output",
+                                   "json"}));
   CHECK(created["manifest-sequence-number"] == 42);
   CHECK(created["signatures"][0] == "ES256");
 
@@ -104,7 +126,8 @@ TEST_CASE("manifest e2e: create from options, verify image, sequence floor and w
   CHECK(params["image-size"] == 5000);
   CHECK(shown["manifest"]["text"]["en-US"]["manifest-description"] == "app 1.2");
 
-  auto ok = run_kiln({"manifest", "verify", envelope, "--key", key, "--image", dir.file("app.bin"), "--min-sequence", "42"});
+  auto ok =
+      run_kiln({"manifest", "verify", envelope, "--key", key, "--image", dir.file("app.bin"), "--min-sequence", "42"});
   INFO(ok.err);
   CHECK(ok.exit_code == 0);
 
@@ -125,8 +148,9 @@ TEST_CASE("manifest e2e: sequence auto is seconds since the epoch") {
   test::TempDir dir;
   write_file_atomic(dir.file("app.bin"), Bytes(10, 1));
   auto before = static_cast<std::uint64_t>(std::time(nullptr));
-  auto created = json_of(run_kiln({"manifest", "create", "--component", dir.file("app.bin"), "--vendor-domain", "example.com",
-                               "--sequence", "auto", "--unsigned", "-o", dir.file("a.suit"), "--output", "json"}));
+  auto created =
+      json_of(run_kiln({"manifest", "create", "--component", dir.file("app.bin"), "--vendor-domain", "example.com",
+                        "--sequence", "auto", "--unsigned", "-o", dir.file("a.suit"), "--output", "json"}));
   auto seq = created["manifest-sequence-number"].get<std::uint64_t>();
   CHECK(seq >= before);
   CHECK(seq <= before + 60);
@@ -141,21 +165,24 @@ TEST_CASE("manifest e2e: several signers, Ed25519 deterministic, sever keeps the
 
   auto signed_twice = json_of(run_kiln({"manifest", "sign", file, "--key", ec, "--key", ed, "--output", "json"}));
   CHECK(signed_twice["signatures"].dump() == R"(["ES256","ES384","EdDSA"])");
-  CHECK(run_kiln({"manifest", "verify", file, "--key", vector("draft_public_key.pem"), "--key", ec, "--key", ed}).exit_code == 0);
+  CHECK(run_kiln({"manifest", "verify", file, "--key", vector("draft_public_key.pem"), "--key", ec, "--key", ed})
+            .exit_code == 0);
 
   auto severed = json_of(run_kiln({"manifest", "sever", file, "-o", dir.file("severed.suit"), "--output", "json"}));
   CHECK(severed["severed"].dump() == R"(["install","text"])");
   CHECK(run_kiln({"manifest", "verify", dir.file("severed.suit"), "--key", ed}).exit_code == 0);
 
   // The draft's own envelope severs to the draft's severed envelope.
-  CHECK(run_kiln({"manifest", "sever", vector("example2.signed.suit"), "-o", dir.file("draft-severed.suit")}).exit_code == 0);
+  CHECK(
+      run_kiln({"manifest", "sever", vector("example2.signed.suit"), "-o", dir.file("draft-severed.suit")}).exit_code ==
+      0);
   CHECK(read_file(dir.file("draft-severed.suit")) == read_file(vector("example2.severed-signed.suit")));
 
   // Ed25519 signatures are deterministic: the same input gives the same bytes.
   write_file_atomic(dir.file("app.bin"), Bytes(64, 7));
   for (const char* out : {"d1.suit", "d2.suit"})
-    REQUIRE(run_kiln({"manifest", "create", "--component", dir.file("app.bin"), "--vendor-domain", "example.com", "--sequence", "1",
-                  "--key", ed, "-o", dir.file(out)})
+    REQUIRE(run_kiln({"manifest", "create", "--component", dir.file("app.bin"), "--vendor-domain", "example.com",
+                      "--sequence", "1", "--key", ed, "-o", dir.file(out)})
                 .exit_code == 0);
   CHECK(read_file(dir.file("d1.suit")) == read_file(dir.file("d2.suit")));
 }
@@ -173,13 +200,15 @@ TEST_CASE("manifest e2e: bad input and bad usage get the documented exit codes")
   CHECK(verified.err.find("not a valid SUIT envelope") != std::string::npos);
 
   write_file_atomic(dir.file("app.bin"), Bytes(10, 1));
-  auto no_key = run_kiln({"manifest", "create", "--component", dir.file("app.bin"), "--vendor-domain", "x.com", "--sequence", "1",
-                      "-o", dir.file("x.suit")});
+  auto no_key = run_kiln({"manifest", "create", "--component", dir.file("app.bin"), "--vendor-domain", "x.com",
+                          "--sequence", "1", "-o", dir.file("x.suit")});
   CHECK(no_key.exit_code == 2);
   CHECK_FALSE(std::filesystem::exists(dir.file("x.suit")));
-  auto unsigned_verify = run_kiln({"manifest", "verify", vector("example0.unsigned.suit"), "--key", vector("draft_public_key.pem")});
+  auto unsigned_verify =
+      run_kiln({"manifest", "verify", vector("example0.unsigned.suit"), "--key", vector("draft_public_key.pem")});
   CHECK(unsigned_verify.exit_code == 3);
   CHECK(run_kiln({"manifest", "verify", vector("example0.unsigned.suit"), "--unsigned"}).exit_code == 0);
-  CHECK(run_kiln({"manifest", "create", "--from", vector("example0.json"), "--sequence", "3", "--unsigned", "-o", dir.file("y.suit")})
+  CHECK(run_kiln({"manifest", "create", "--from", vector("example0.json"), "--sequence", "3", "--unsigned", "-o",
+                  dir.file("y.suit")})
             .exit_code == 2);
 }

@@ -9,14 +9,17 @@
 using namespace kiln;
 
 TEST_CASE("cose: Sig_structure is [\"Signature1\", protected, h'', payload]") {
-  CHECK(to_hex(cose::sig_structure(from_hex("a10126"), from_hex("0102"))) == "846a5369676e61747572653143a10126404201" "02");
+  CHECK(to_hex(cose::sig_structure(from_hex("a10126"), from_hex("0102"))) ==
+        "846a5369676e61747572653143a10126404201"
+        "02");
 }
 
 TEST_CASE("cose: sign and verify a detached payload with every supported key type") {
   test::TempDir dir;
   const Bytes payload = from_hex("822f5820" + std::string(64, '1'));
-  for (auto [type, alg] : {std::pair{KeyType::ecdsa_p256, cose::alg_es256}, std::pair{KeyType::ecdsa_p384, cose::alg_es384},
-                           std::pair{KeyType::ed25519, cose::alg_eddsa}}) {
+  for (auto [type, alg] :
+       {std::pair{KeyType::ecdsa_p256, cose::alg_es256}, std::pair{KeyType::ecdsa_p384, cose::alg_es384},
+        std::pair{KeyType::ed25519, cose::alg_eddsa}}) {
     CAPTURE(key_type_name(type));
     auto signer = test::make_signer(dir, type, std::string(key_type_name(type)) + ".pem");
     cose::Sign1 sign1 = cose::sign_detached(*signer, payload);

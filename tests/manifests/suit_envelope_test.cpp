@@ -11,10 +11,11 @@ using namespace kiln;
 
 namespace {
 
-const char* const vectors[] = {"example0.signed.suit", "example0.unsigned.suit", "example1.signed.suit", "example1.unsigned.suit",
-                               "example2.signed.suit", "example2.severed.suit", "example2.severed-signed.suit",
-                               "example3.signed.suit", "example3.unsigned.suit", "example4.signed.suit", "example4.unsigned.suit",
-                               "example5.signed.suit", "example5.unsigned.suit"};
+const char* const vectors[] = {"example0.signed.suit",         "example0.unsigned.suit", "example1.signed.suit",
+                               "example1.unsigned.suit",       "example2.signed.suit",   "example2.severed.suit",
+                               "example2.severed-signed.suit", "example3.signed.suit",   "example3.unsigned.suit",
+                               "example4.signed.suit",         "example4.unsigned.suit", "example5.signed.suit",
+                               "example5.unsigned.suit"};
 
 std::string parse_error(const Bytes& input) {
   try {
@@ -63,7 +64,7 @@ TEST_CASE("suit: the JSON view names elements as the draft does") {
 
   suit::Json ex2 = suit::envelope_to_json(suit::parse_envelope(test::read_suit_vector("example2.signed.suit")));
   CHECK(ex2["manifest"]["install"]["algorithm-id"] == "sha256");  // severable: a digest in the manifest
-  CHECK(ex2["install"][1]["directive-fetch"] == 2);              // and the sequence in the envelope
+  CHECK(ex2["install"][1]["directive-fetch"] == 2);               // and the sequence in the envelope
   CHECK(ex2["text"]["en-US"]["[\"00\"]"]["vendor-domain"] == "arm.com");
 }
 
@@ -124,16 +125,18 @@ TEST_CASE("suit: malformed envelopes are refused with offset and reason") {
   // Every prefix of every vector fails cleanly (never crashes, never reads past the end).
   for (const char* name : vectors) {
     Bytes input = test::read_suit_vector(name);
-    for (std::size_t n = 0; n < input.size(); ++n) CHECK_THROWS_AS(suit::parse_envelope(ByteView(input).first(n)), Error);
+    for (std::size_t n = 0; n < input.size(); ++n)
+      CHECK_THROWS_AS(suit::parse_envelope(ByteView(input).first(n)), Error);
   }
 }
 
 TEST_CASE("suit: JSON that does not describe an envelope is refused with its path") {
   suit::Json json = suit::envelope_to_json(suit::parse_envelope(test::read_suit_vector("example0.signed.suit")));
   json["manifest"]["common"]["shared-sequence"][0]["directive-override-parameters"]["image-size"] = "big";
-  CHECK_THROWS_WITH_AS(suit::envelope_from_json(json),
-                       doctest::Contains("shared-sequence[0].directive-override-parameters.image-size: expected an unsigned integer"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      suit::envelope_from_json(json),
+      doctest::Contains("shared-sequence[0].directive-override-parameters.image-size: expected an unsigned integer"),
+      Error);
   suit::Json bad_digest = suit::envelope_to_json(suit::parse_envelope(test::read_suit_vector("example0.signed.suit")));
   bad_digest["authentication-wrapper"]["digest"]["algorithm-id"] = "md5";
   CHECK_THROWS_WITH_AS(suit::envelope_from_json(bad_digest), doctest::Contains("unknown digest algorithm"), Error);
@@ -143,6 +146,8 @@ TEST_CASE("suit: unknown elements survive the JSON round trip as raw CBOR") {
   suit::Envelope envelope = suit::parse_envelope(test::read_suit_vector("example0.unsigned.suit"));
   envelope.members.set(99, cbor::Value::text_string("private"));
   suit::Json json = suit::envelope_to_json(envelope);
-  CHECK(json["99"]["cbor"] == "677072697661746" "5");
+  CHECK(json["99"]["cbor"] ==
+        "677072697661746"
+        "5");
   CHECK(suit::encode_envelope(suit::envelope_from_json(json)) == suit::encode_envelope(envelope));
 }

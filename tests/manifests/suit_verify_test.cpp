@@ -30,8 +30,9 @@ std::string verify_error(const Bytes& input, const suit::VerifyOptions& options)
 }  // namespace
 
 TEST_CASE("verify: every signed draft envelope verifies with the draft's key, example 2 full and severed") {
-  for (const char* name : {"example0.signed.suit", "example1.signed.suit", "example2.signed.suit", "example2.severed-signed.suit",
-                           "example3.signed.suit", "example4.signed.suit", "example5.signed.suit"}) {
+  for (const char* name :
+       {"example0.signed.suit", "example1.signed.suit", "example2.signed.suit", "example2.severed-signed.suit",
+        "example3.signed.suit", "example4.signed.suit", "example5.signed.suit"}) {
     CAPTURE(name);
     auto report = suit::verify_envelope(test::read_suit_vector(name), with_draft_key());
     REQUIRE(report.signatures.size() == 1);
@@ -61,7 +62,8 @@ TEST_CASE("verify: a different key, a changed manifest, a changed severable elem
   suit::VerifyOptions wrong_key;
   wrong_key.keys.push_back({"other.pem", other->public_key_der()});
   Bytes ex2 = test::read_suit_vector("example2.signed.suit");
-  CHECK(verify_error(ex2, wrong_key).find("no signature in the envelope verifies with key other.pem") != std::string::npos);
+  CHECK(verify_error(ex2, wrong_key).find("no signature in the envelope verifies with key other.pem") !=
+        std::string::npos);
 
   // The reference-uri "https://git.io/JJYoj" lives inside the manifest: change one letter.
   Bytes changed = ex2;
@@ -76,7 +78,8 @@ TEST_CASE("verify: a different key, a changed manifest, a changed severable elem
   auto in_install = std::search(install.begin(), install.end(), uri.begin(), uri.end());
   REQUIRE(in_install != install.end());
   *in_install = 'V';
-  CHECK(verify_error(install, with_draft_key()).find("severable install does not match its digest") != std::string::npos);
+  CHECK(verify_error(install, with_draft_key()).find("severable install does not match its digest") !=
+        std::string::npos);
 
   Bytes garbage = ex2;
   garbage.resize(100);
@@ -118,10 +121,11 @@ TEST_CASE("verify: images must match a declared digest and size") {
   // Same digest, wrong declared size.
   auto description = suit::describe(create);
   description["components"][0].erase("file");
-  description["components"][0]["install-digest"] = {{"algorithm-id", "sha256"},
-                                                    {"digest-bytes", to_hex(digest(HashAlg::sha256, as_bytes("firmware image v1")))}};
+  description["components"][0]["install-digest"] = {
+      {"algorithm-id", "sha256"}, {"digest-bytes", to_hex(digest(HashAlg::sha256, as_bytes("firmware image v1")))}};
   description["components"][0]["install-size"] = 99;
   Bytes wrong_size = suit::encode_envelope(suit::create_envelope(description, {}, {signer.get()}));
   options.images = {dir.file("app.bin")};
-  CHECK(verify_error(wrong_size, options).find("has the declared digest but 17 bytes, the manifest says 99") != std::string::npos);
+  CHECK(verify_error(wrong_size, options).find("has the declared digest but 17 bytes, the manifest says 99") !=
+        std::string::npos);
 }

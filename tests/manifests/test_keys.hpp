@@ -12,8 +12,12 @@
 
 namespace kiln::test {
 
-inline std::string suit_vector(const std::string& name) { return vectors_dir() + "/suit/" + name; }
-inline Bytes read_suit_vector(const std::string& name) { return read_file(suit_vector(name)); }
+inline std::string suit_vector(const std::string& name) {
+  return vectors_dir() + "/suit/" + name;
+}
+inline Bytes read_suit_vector(const std::string& name) {
+  return read_file(suit_vector(name));
+}
 
 // A fresh private key file of `type` in `dir`, opened as a Signer.
 inline std::unique_ptr<Signer> make_signer(const TempDir& dir, KeyType type, const std::string& name) {
