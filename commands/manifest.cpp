@@ -76,6 +76,20 @@ cli::Json envelope_summary(const std::string& file, const suit::Envelope& envelo
       {"signatures", signatures}};
 }
 
+// Encodes and atomically writes the envelope; returns the summary every writing verb renders.
+cli::Json write_envelope(const std::string& path, const suit::Envelope& envelope) {
+  Bytes encoded = suit::encode_envelope(envelope);
+  write_file_atomic(path, encoded);
+  return envelope_summary(path, envelope, encoded.size());
+}
+
+nlohmann::ordered_json read_json_file(const std::string& path) {
+  auto json = nlohmann::ordered_json::parse(read_text_file(path), nullptr, false);
+  if (json.is_discarded())
+    throw Error(ExitCode::failure, fmt::format("{} is not valid JSON", path), "check the file's syntax");
+  return json;
+}
+
 // The readable view: what a person checks first. `-o json` shows every element instead.
 cli::Json readable_view(const std::string& file, const suit::Envelope& envelope, std::uint64_t size) {
   cli::Json view = envelope_summary(file, envelope, size);
@@ -153,9 +167,7 @@ void add_manifest(CLI::App& app, cli::Context& ctx) {
     nlohmann::ordered_json description;
     std::filesystem::path base_dir;
     if (!a->from.empty()) {
-      description = nlohmann::ordered_json::parse(read_text_file(a->from), nullptr, false);
-      if (description.is_discarded())
-        throw Error(ExitCode::failure, fmt::format("{} is not valid JSON", a->from), "check the file's syntax");
+      description = read_json_file(a->from);
       base_dir = std::filesystem::path(a->from).parent_path();
     } else {
       if (a->sequence.empty())
@@ -175,10 +187,7 @@ void add_manifest(CLI::App& app, cli::Context& ctx) {
       signer = open_signer(a->keyref, ctx.key_options(a->passphrase));
       signers.push_back(signer.get());
     }
-    suit::Envelope envelope = suit::create_envelope(description, base_dir, signers);
-    Bytes encoded = suit::encode_envelope(envelope);
-    write_file_atomic(a->out, encoded);
-    ctx.render(envelope_summary(a->out, envelope, encoded.size()));
+    ctx.render(write_envelope(a->out, suit::create_envelope(description, base_dir, signers)));
   });
 
   auto show_args = std::make_shared<FileArgs>();
@@ -200,13 +209,10 @@ void add_manifest(CLI::App& app, cli::Context& ctx) {
   encode->add_option("JSON", encode_args->file, "JSON file")->required()->check(CLI::ExistingFile);
   encode->add_option("-o,--out", encode_args->out, "Where to write the envelope")->required();
   encode->callback([&ctx, a = encode_args] {
-    auto json = nlohmann::ordered_json::parse(read_text_file(a->file), nullptr, false);
-    if (json.is_discarded())
-      throw Error(ExitCode::failure, fmt::format("{} is not valid JSON", a->file), "check the file's syntax");
-    Bytes encoded = suit::encode_envelope(suit::envelope_from_json(json));
-    suit::Envelope envelope = suit::parse_envelope(encoded);  // what we write must read back
-    write_file_atomic(a->out, encoded);
-    ctx.render(envelope_summary(a->out, envelope, encoded.size()));
+    // Parsing what was encoded checks it is an envelope kiln (and a device) would accept.
+    suit::Envelope envelope =
+        suit::parse_envelope(suit::encode_envelope(suit::envelope_from_json(read_json_file(a->file))));
+    ctx.render(write_envelope(a->out, envelope));
   });
 
   auto verify_args = std::make_shared<FileArgs>();
@@ -263,10 +269,7 @@ void add_manifest(CLI::App& app, cli::Context& ctx) {
     suit::Envelope envelope = suit::parse_envelope(read_file(a->file));
     for (const auto& keyref : a->keyrefs)
       suit::add_signature(envelope, *open_signer(keyref, ctx.key_options(a->passphrase)));
-    std::string out = a->out.empty() ? a->file : a->out;
-    Bytes encoded = suit::encode_envelope(envelope);
-    write_file_atomic(out, encoded);
-    ctx.render(envelope_summary(out, envelope, encoded.size()));
+    ctx.render(write_envelope(a->out.empty() ? a->file : a->out, envelope));
   });
 
   auto sever_args = std::make_shared<FileArgs>();
@@ -277,10 +280,7 @@ void add_manifest(CLI::App& app, cli::Context& ctx) {
   sever->callback([&ctx, a = sever_args] {
     suit::Envelope envelope = suit::parse_envelope(read_file(a->file));
     std::vector<std::string> removed = suit::sever(envelope);
-    std::string out = a->out.empty() ? a->file : a->out;
-    Bytes encoded = suit::encode_envelope(envelope);
-    write_file_atomic(out, encoded);
-    cli::Json result = envelope_summary(out, envelope, encoded.size());
+    cli::Json result = write_envelope(a->out.empty() ? a->file : a->out, envelope);
     result["severed"] = removed;
     ctx.render(result);
   });

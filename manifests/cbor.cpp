@@ -416,6 +416,15 @@ Bytes encode(const Value& value) {
   return out;
 }
 
+Value wrap(const Value& inner) {
+  return Value::byte_string(encode(inner));
+}
+
+Value unwrap(const Value& bstr, std::string_view what) {
+  if (!bstr.is_bytes()) fail(bstr, what, "expected a byte string wrapping CBOR");
+  return decode(bstr.bytes, what, bstr.offset + byte_string_header(bstr.bytes.size()).size());
+}
+
 Bytes byte_string_header(std::uint64_t length) {
   Bytes out;
   put(out, cbor_encode_bytestring_start, static_cast<std::size_t>(length));

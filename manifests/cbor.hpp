@@ -68,6 +68,12 @@ Value decode(ByteView input, std::string_view what, std::size_t base_offset = 0,
 Bytes encode(const Value& value);
 void encode_into(Bytes& out, const Value& value);
 
+// Bstr-wrapped CBOR (`bstr .cbor T`), as SUIT nests its elements.
+Value wrap(const Value& inner);
+// Decodes the item inside a byte string, reporting offsets in the outer input. Throws Error(failure) if
+// `bstr` is not a byte string or its content is not exactly one well-formed item.
+Value unwrap(const Value& bstr, std::string_view what);
+
 // The CBOR header of a byte string of `length` bytes (for hashing bstr-wrapped content without copying).
 Bytes byte_string_header(std::uint64_t length);
 

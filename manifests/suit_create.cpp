@@ -93,9 +93,7 @@ std::pair<Digest, std::uint64_t> hash_file(const std::filesystem::path& path) {
   return {Digest{digest_sha256, hasher.finish()}, size};
 }
 
-Value wrap(const Value& inner) {
-  return Value::byte_string(cbor::encode(inner));
-}
+using cbor::wrap;
 
 Value uuid_value(const Json& j, const std::string& field) {
   if (!j.is_string()) throw description_error(field, "expected a UUID string");

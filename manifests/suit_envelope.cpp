@@ -101,27 +101,25 @@ Bytes encode_envelope(const Envelope& envelope) {
 
 AuthenticationWrapper authentication(const Envelope& envelope) {
   const Value& bstr = member(envelope, envelope_key::authentication_wrapper, "authentication-wrapper");
-  const std::size_t base = bstr.offset + cbor::byte_string_header(bstr.bytes.size()).size();
-  Value wrapper = cbor::decode(bstr.bytes, "authentication-wrapper", base);
+  Value wrapper = cbor::unwrap(bstr, "authentication-wrapper");
   if (!wrapper.is_array() || wrapper.items.empty() || !wrapper.items[0].is_bytes())
     cbor::fail(wrapper, "authentication-wrapper", "expected [bstr digest, * bstr authentication-block]");
   AuthenticationWrapper out;
   out.digest_encoded = wrapper.items[0].bytes;
   out.digest =
-      parse_digest(cbor::decode(out.digest_encoded, "authentication-wrapper digest"), "authentication-wrapper digest");
+      parse_digest(cbor::unwrap(wrapper.items[0], "authentication-wrapper digest"), "authentication-wrapper digest");
   for (std::size_t i = 1; i < wrapper.items.size(); ++i) {
     if (!wrapper.items[i].is_bytes())
       cbor::fail(wrapper.items[i], "authentication-wrapper", "authentication blocks are byte strings");
-    out.authentication_blocks.push_back(cbor::decode(wrapper.items[i].bytes, "authentication block"));
+    out.authentication_blocks.push_back(cbor::unwrap(wrapper.items[i], "authentication block"));
   }
   return out;
 }
 
 void set_authentication(Envelope& envelope, const AuthenticationWrapper& wrapper) {
   Value array = Value::array({Value::byte_string(wrapper.digest_encoded)});
-  for (const auto& block : wrapper.authentication_blocks)
-    array.items.push_back(Value::byte_string(cbor::encode(block)));
-  envelope.members.set(envelope_key::authentication_wrapper, Value::byte_string(cbor::encode(array)));
+  for (const auto& block : wrapper.authentication_blocks) array.items.push_back(cbor::wrap(block));
+  envelope.members.set(envelope_key::authentication_wrapper, cbor::wrap(array));
 }
 
 const Bytes& manifest_bytes(const Envelope& envelope) {
@@ -130,7 +128,7 @@ const Bytes& manifest_bytes(const Envelope& envelope) {
 
 Value manifest(const Envelope& envelope) {
   const Value& bstr = member(envelope, envelope_key::manifest, "manifest");
-  Value m = cbor::decode(bstr.bytes, "manifest", bstr.offset + cbor::byte_string_header(bstr.bytes.size()).size());
+  Value m = cbor::unwrap(bstr, "manifest");
   if (!m.is_map()) cbor::fail(m, "manifest", "SUIT_Manifest must be a map");
   return m;
 }

@@ -147,18 +147,8 @@ Error json_error(const std::string& path, const std::string& reason) {
                "use the shape `kiln manifest show -o json` prints (docs/manifests.md)");
 }
 
-std::size_t content_offset(const Value& bstr) {
-  return bstr.offset + cbor::byte_string_header(bstr.bytes.size()).size();
-}
-
-Value unwrap(const Value& bstr, const std::string& what) {
-  if (!bstr.is_bytes()) cbor::fail(bstr, what, "expected a byte string wrapping CBOR");
-  return cbor::decode(bstr.bytes, what, content_offset(bstr));
-}
-
-Value wrap(const Value& inner) {
-  return Value::byte_string(cbor::encode(inner));
-}
+using cbor::unwrap;
+using cbor::wrap;
 
 // ---- CBOR -> JSON --------------------------------------------------------------------------------
 

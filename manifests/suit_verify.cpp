@@ -23,13 +23,13 @@ constexpr std::int64_t parameter_image_digest = 3, parameter_image_size = 14;
 
 void collect_from_sequence(const Value& wrapped, std::vector<DeclaredImage>& out) {
   if (!wrapped.is_bytes()) return;
-  Value seq = cbor::decode(wrapped.bytes, "command sequence");
+  Value seq = cbor::unwrap(wrapped, "command sequence");
   for (std::size_t i = 0; i + 1 < seq.items.size(); i += 2) {
     auto id = seq.items[i].as_int();
     const Value& arg = seq.items[i + 1];
     if (id == override_parameters) {
       if (const Value* d = arg.find(parameter_image_digest); d && d->is_bytes()) {
-        DeclaredImage image{parse_digest(cbor::decode(d->bytes, "image-digest"), "image-digest"), std::nullopt};
+        DeclaredImage image{parse_digest(cbor::unwrap(*d, "image-digest"), "image-digest"), std::nullopt};
         if (const Value* s = arg.find(parameter_image_size); s && s->is_uint()) image.size = s->number;
         out.push_back(image);
       }
@@ -50,7 +50,7 @@ std::string short_hex(const Bytes& b) {
 std::vector<DeclaredImage> declared_images(const Envelope& envelope) {
   std::vector<DeclaredImage> out;
   Value m = manifest(envelope);
-  Value common = cbor::decode(m.find(manifest_key::common)->bytes, "common");
+  Value common = cbor::unwrap(*m.find(manifest_key::common), "common");
   if (const Value* shared = common.find(common_key::shared_sequence)) collect_from_sequence(*shared, out);
   for (const auto& [k, v] : m.entries) {
     if (k.as_int() == manifest_key::common) continue;
