@@ -64,10 +64,7 @@ void resolve_identity(CreateArgs& a) {
 cli::Json envelope_summary(const std::string& file, const suit::Envelope& envelope, std::uint64_t size) {
   auto wrapper = suit::authentication(envelope);
   cli::Json signatures = cli::Json::array();
-  for (const auto& block : wrapper.authentication_blocks)
-    signatures.push_back(block.number == cose::sign1_tag
-                             ? cose::algorithm_name(cose::algorithm(cose::parse_sign1(block, "signature")))
-                             : fmt::format("COSE tag {}", block.number));
+  for (const auto& block : wrapper.authentication_blocks) signatures.push_back(cose::block_algorithm_name(block));
   return {
       {"file", file},
       {"size", size},
@@ -130,16 +127,20 @@ void add_manifest(CLI::App& app, cli::Context& ctx) {
       ->add_option("--component", create_args->components,
                    "Signed image file to install (repeatable; digest and size computed)")
       ->check(CLI::ExistingFile);
-  create->add_option("--uri", create_args->uris,
-                     "Where the device fetches each --component, in the same order (repeatable)");
-  auto* vendor_id = create->add_option("--vendor-id", create_args->vendor_id, "Vendor UUID");
+  create
+      ->add_option("--uri", create_args->uris,
+                   "Where the device fetches each --component, in the same order (repeatable)")
+      ->type_name("URI");
+  auto* vendor_id = create->add_option("--vendor-id", create_args->vendor_id, "Vendor UUID")->type_name("UUID");
   create->add_option("--vendor-domain", create_args->vendor_domain, "Vendor domain: vendor-id = UUID5(DNS, domain)")
       ->excludes(vendor_id);
-  auto* class_id = create->add_option("--class-id", create_args->class_id, "Device class UUID");
+  auto* class_id = create->add_option("--class-id", create_args->class_id, "Device class UUID")->type_name("UUID");
   create->add_option("--class-name", create_args->class_name, "Class name: class-id = UUID5(vendor-id, name)")
       ->excludes(class_id);
-  create->add_option("--sequence", create_args->sequence,
-                     "manifest-sequence-number: N, or auto (seconds since the epoch)");
+  create
+      ->add_option("--sequence", create_args->sequence,
+                   "manifest-sequence-number: N, or auto (seconds since the epoch)")
+      ->type_name("N|auto");
   create->add_option("--reference-uri", create_args->options.reference_uri, "reference-uri of the manifest");
   create->add_option("--description", create_args->options.manifest_description, "Text: manifest-description");
   create->add_option("--update-description", create_args->options.update_description, "Text: update-description");
@@ -149,18 +150,22 @@ void add_manifest(CLI::App& app, cli::Context& ctx) {
                      "Text: component-description");
   create->add_flag("--severable", create_args->options.severable,
                    "Carry install and text as severable elements (digests in the manifest)");
-  auto* from =
-      create->add_option("--from", create_args->from, "JSON description in the schema of the draft's exampleN.json")
-          ->check(CLI::ExistingFile);
-  auto* key = create->add_option("--key", create_args->keyref, "Signing key: PEM file or pkcs11: URI");
+  create->add_option("--from", create_args->from, "JSON description in the schema of the draft's exampleN.json")
+      ->check(CLI::ExistingFile);
+  auto* key =
+      create->add_option("--key", create_args->keyref, "Signing key: PEM file or pkcs11: URI")->type_name("KEYREF");
   create->add_flag("--unsigned", create_args->unsigned_envelope, "Write an envelope without a signature")
       ->excludes(key);
   create->add_option("-o,--out", create_args->out, "Where to write the envelope")->required();
   cli::add_passphrase_options(create, create_args->passphrase);
-  for (const char* option :
-       {"--component", "--vendor-id", "--vendor-domain", "--class-id", "--class-name", "--sequence"})
-    create->get_option(option)->excludes(from);
-  create->callback([&ctx, a = create_args] {
+  create->callback([&ctx, create, a = create_args] {
+    if (!a->from.empty())
+      for (const char* option : {"--component", "--uri", "--vendor-id", "--vendor-domain", "--class-id", "--class-name",
+                                 "--sequence", "--reference-uri", "--description", "--update-description",
+                                 "--vendor-name", "--model-name", "--component-description", "--severable"})
+        if (create->count(option) > 0)
+          throw Error(ExitCode::usage, fmt::format("{} cannot be combined with --from", option),
+                      "put everything in the JSON description, or build from options without --from");
     if (a->keyref.empty() && !a->unsigned_envelope)
       throw Error(ExitCode::usage, "manifest create needs --key KEYREF or --unsigned",
                   "a device only installs signed manifests");
@@ -219,8 +224,10 @@ void add_manifest(CLI::App& app, cli::Context& ctx) {
   auto* verify =
       manifest->add_subcommand("verify", "Check digest, signatures, severable elements, images and sequence floor");
   verify->add_option("FILE", verify_args->file, "SUIT envelope")->required()->check(CLI::ExistingFile);
-  verify->add_option("--key", verify_args->keyrefs,
-                     "Trusted public key (PEM file or pkcs11: URI); each must have signed (repeatable)");
+  verify
+      ->add_option("--key", verify_args->keyrefs,
+                   "Trusted public key (PEM file or pkcs11: URI); each must have signed (repeatable)")
+      ->type_name("KEYREF");
   verify->add_flag("--unsigned", verify_args->allow_unsigned,
                    "Accept an envelope without signatures (checks digests only)");
   verify
@@ -262,7 +269,9 @@ void add_manifest(CLI::App& app, cli::Context& ctx) {
   auto sign_args = std::make_shared<FileArgs>();
   auto* sign = manifest->add_subcommand("sign", "Add a COSE_Sign1 signature (several signers allowed)");
   sign->add_option("FILE", sign_args->file, "SUIT envelope")->required()->check(CLI::ExistingFile);
-  sign->add_option("--key", sign_args->keyrefs, "Signing key: PEM file or pkcs11: URI (repeatable)")->required();
+  sign->add_option("--key", sign_args->keyrefs, "Signing key: PEM file or pkcs11: URI (repeatable)")
+      ->type_name("KEYREF")
+      ->required();
   sign->add_option("-o,--out", sign_args->out, "Where to write the signed envelope (default: replace FILE)");
   cli::add_passphrase_options(sign, sign_args->passphrase);
   sign->callback([&ctx, a = sign_args] {

@@ -77,6 +77,15 @@ Sign1 parse_sign1(const cbor::Value& tagged, std::string_view what) {
   return out;
 }
 
+std::string block_algorithm_name(const cbor::Value& block) {
+  if (!block.is_tag() || block.number != sign1_tag) return fmt::format("COSE tag {}", block.number);
+  try {
+    return algorithm_name(algorithm(parse_sign1(block, "COSE_Sign1")));
+  } catch (const Error&) {
+    return "no algorithm";
+  }
+}
+
 cbor::Value to_value(const Sign1& sign1) {
   return cbor::Value::tagged(
       sign1_tag,

@@ -34,6 +34,8 @@ std::int64_t algorithm_for_key(KeyType type);
 std::int64_t algorithm(const Sign1& sign1);
 
 Sign1 parse_sign1(const cbor::Value& tagged, std::string_view what);
+// For listings: "ES256" for a COSE_Sign1, "COSE tag 17" for other COSE structures, "no algorithm" when absent.
+std::string block_algorithm_name(const cbor::Value& block);
 cbor::Value to_value(const Sign1& sign1);
 
 // Sig_structure = ["Signature1", protected, external_aad = h'', payload].

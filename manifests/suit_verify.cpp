@@ -81,24 +81,21 @@ VerifyReport verify_envelope(ByteView input, const VerifyOptions& options) {
         "the manifest was modified after signing; recreate and re-sign it");
 
   // 2. Signatures: each trusted key must have made one of them.
-  for (std::size_t i = 0; i < wrapper.authentication_blocks.size(); ++i) {
-    const Value& block = wrapper.authentication_blocks[i];
-    if (!block.is_tag() || block.number != cose::sign1_tag) {
-      report.signatures.push_back({fmt::format("COSE tag {}", block.number), ""});
-      continue;
-    }
-    cose::Sign1 sign1 = cose::parse_sign1(block, "authentication block");
-    SignatureCheck check{cose::algorithm_name(cose::algorithm(sign1)), ""};
-    for (const auto& key : options.keys) {
-      bool ok = false;
-      try {
-        ok = cose::verify_detached(sign1, key.public_key_der, wrapper.digest_encoded);
-      } catch (const Error&) {
-        ok = false;  // a key of another type: not this signer
-      }
-      if (ok) {
-        check.key = key.name;
-        break;
+  for (const Value& block : wrapper.authentication_blocks) {
+    SignatureCheck check{cose::block_algorithm_name(block), ""};
+    if (block.is_tag() && block.number == cose::sign1_tag) {
+      cose::Sign1 sign1 = cose::parse_sign1(block, "authentication block");
+      for (const auto& key : options.keys) {
+        bool ok = false;
+        try {
+          ok = cose::verify_detached(sign1, key.public_key_der, wrapper.digest_encoded);
+        } catch (const Error&) {
+          ok = false;  // a key of another type or an unsupported algorithm: not this signer
+        }
+        if (ok) {
+          check.key = key.name;
+          break;
+        }
       }
     }
     report.signatures.push_back(check);
