@@ -33,13 +33,13 @@ end
 function __kiln_at
     test (__kiln_path) = "$argv[1]"
 end
-set -g __kiln_valued '.|-o' '.|--output' '.|--config' '.|--pkcs11-module' 'key|-o' 'key|--output' 'key|--config' 'key|--pkcs11-module' 'key generate|--config' 'key generate|--pkcs11-module' 'key generate|-t' 'key generate|--type' 'key generate|-o' 'key generate|--out' 'key generate|--passphrase-file' 'key generate|--passphrase-env' 'key show|-o' 'key show|--output' 'key show|--config' 'key show|--pkcs11-module' 'key show|--passphrase-file' 'key show|--passphrase-env' 'image|-o' 'image|--output' 'image|--config' 'image|--pkcs11-module' 'manifest|-o' 'manifest|--output' 'manifest|--config' 'manifest|--pkcs11-module' 'manifest create|--config' 'manifest create|--pkcs11-module' 'manifest create|--component' 'manifest create|--uri' 'manifest create|--vendor-id' 'manifest create|--vendor-domain' 'manifest create|--class-id' 'manifest create|--class-name' 'manifest create|--sequence' 'manifest create|--reference-uri' 'manifest create|--description' 'manifest create|--update-description' 'manifest create|--vendor-name' 'manifest create|--model-name' 'manifest create|--component-description' 'manifest create|--from' 'manifest create|--key' 'manifest create|-o' 'manifest create|--out' 'manifest create|--passphrase-file' 'manifest create|--passphrase-env' 'manifest show|-o' 'manifest show|--output' 'manifest show|--config' 'manifest show|--pkcs11-module' 'manifest encode|--config' 'manifest encode|--pkcs11-module' 'manifest encode|-o' 'manifest encode|--out' 'manifest verify|-o' 'manifest verify|--output' 'manifest verify|--config' 'manifest verify|--pkcs11-module' 'manifest verify|--key' 'manifest verify|--image' 'manifest verify|--min-sequence' 'manifest verify|--passphrase-file' 'manifest verify|--passphrase-env' 'manifest sign|--config' 'manifest sign|--pkcs11-module' 'manifest sign|--key' 'manifest sign|-o' 'manifest sign|--out' 'manifest sign|--passphrase-file' 'manifest sign|--passphrase-env' 'manifest sever|--config' 'manifest sever|--pkcs11-module' 'manifest sever|-o' 'manifest sever|--out' 'completion|-o' 'completion|--output' 'completion|--config' 'completion|--pkcs11-module' 'help|-o' 'help|--output' 'help|--config' 'help|--pkcs11-module' 'man|-o' 'man|--output' 'man|--config' 'man|--pkcs11-module' 'man|--dir' 'version|-o' 'version|--output' 'version|--config' 'version|--pkcs11-module'
+set -g __kiln_valued '.|-o' '.|--output' '.|--config' '.|--pkcs11-module' 'key|-o' 'key|--output' 'key|--config' 'key|--pkcs11-module' 'key generate|--config' 'key generate|--pkcs11-module' 'key generate|-t' 'key generate|--type' 'key generate|-o' 'key generate|--out' 'key generate|--pkcs11' 'key generate|--passphrase-file' 'key generate|--passphrase-env' 'key show|-o' 'key show|--output' 'key show|--config' 'key show|--pkcs11-module' 'key show|--passphrase-file' 'key show|--passphrase-env' 'key export-public|--config' 'key export-public|--pkcs11-module' 'key export-public|-o' 'key export-public|--out' 'key export-public|-f' 'key export-public|--format' 'key export-public|--passphrase-file' 'key export-public|--passphrase-env' 'image|-o' 'image|--output' 'image|--config' 'image|--pkcs11-module' 'manifest|-o' 'manifest|--output' 'manifest|--config' 'manifest|--pkcs11-module' 'manifest create|--config' 'manifest create|--pkcs11-module' 'manifest create|--component' 'manifest create|--uri' 'manifest create|--vendor-id' 'manifest create|--vendor-domain' 'manifest create|--class-id' 'manifest create|--class-name' 'manifest create|--sequence' 'manifest create|--reference-uri' 'manifest create|--description' 'manifest create|--update-description' 'manifest create|--vendor-name' 'manifest create|--model-name' 'manifest create|--component-description' 'manifest create|--from' 'manifest create|--key' 'manifest create|-o' 'manifest create|--out' 'manifest create|--passphrase-file' 'manifest create|--passphrase-env' 'manifest show|-o' 'manifest show|--output' 'manifest show|--config' 'manifest show|--pkcs11-module' 'manifest encode|--config' 'manifest encode|--pkcs11-module' 'manifest encode|-o' 'manifest encode|--out' 'manifest verify|-o' 'manifest verify|--output' 'manifest verify|--config' 'manifest verify|--pkcs11-module' 'manifest verify|--key' 'manifest verify|--image' 'manifest verify|--min-sequence' 'manifest verify|--passphrase-file' 'manifest verify|--passphrase-env' 'manifest sign|--config' 'manifest sign|--pkcs11-module' 'manifest sign|--key' 'manifest sign|-o' 'manifest sign|--out' 'manifest sign|--passphrase-file' 'manifest sign|--passphrase-env' 'manifest sever|--config' 'manifest sever|--pkcs11-module' 'manifest sever|-o' 'manifest sever|--out' 'completion|-o' 'completion|--output' 'completion|--config' 'completion|--pkcs11-module' 'help|-o' 'help|--output' 'help|--config' 'help|--pkcs11-module' 'man|-o' 'man|--output' 'man|--config' 'man|--pkcs11-module' 'man|--dir' 'version|-o' 'version|--output' 'version|--config' 'version|--pkcs11-module'
 function __kiln_subs
     switch $argv[1]
         case '.'
             printf '%s\n' 'key' 'image' 'manifest' 'completion' 'help' 'man' 'version'
         case 'key'
-            printf '%s\n' 'generate' 'show'
+            printf '%s\n' 'generate' 'show' 'export-public'
         case 'manifest'
             printf '%s\n' 'create' 'show' 'encode' 'verify' 'sign' 'sever'
     end
@@ -62,8 +62,9 @@ complete -c kiln -n '__kiln_at \'.\'' -l debug -d 'Low-level detail in errors (O
 complete -c kiln -n '__kiln_at \'.\'' -l no-color -d 'Never color output (also NO_COLOR)'
 complete -c kiln -n '__kiln_at \'.\'' -l config -r -F -d 'Config file (TOML)'
 complete -c kiln -n '__kiln_at \'.\'' -l pkcs11-module -r -F -d 'PKCS#11 module for pkcs11: KEYREFs'
-complete -c kiln -n '__kiln_at \'key\'' -a 'generate' -d 'Create a private key (PKCS#8 PEM, mode 0600)'
+complete -c kiln -n '__kiln_at \'key\'' -a 'generate' -d 'Create a private key: a PKCS#8 PEM file (mode 0600) or a key pair on a PKCS#11 token'
 complete -c kiln -n '__kiln_at \'key\'' -a 'show' -d 'Show a key\'s type, fingerprint and MCUboot key hash'
+complete -c kiln -n '__kiln_at \'key\'' -a 'export-public' -d 'Write a key\'s public half as PEM, DER, raw bytes or imgtool C/Rust source'
 complete -c kiln -n '__kiln_at \'key\'' -l version -d 'Display program version information and exit'
 complete -c kiln -n '__kiln_at \'key\'' -s o -l output -x -a 'table json jsonl yaml csv' -d 'Output format: table, json, jsonl, yaml, csv'
 complete -c kiln -n '__kiln_at \'key\'' -s q -l quiet -d 'Only errors on stderr'
@@ -84,8 +85,9 @@ complete -c kiln -n '__kiln_at \'key generate\'' -l pkcs11-module -r -F -d 'PKCS
 complete -c kiln -n '__kiln_at \'key generate\'' -s h -l help -d 'Print this help message and exit'
 complete -c kiln -n '__kiln_at \'key generate\'' -l help-all -d 'Show help for every command'
 complete -c kiln -n '__kiln_at \'key generate\'' -s t -l type -x -a 'ecdsa-p256 ecdsa-p384 ed25519 rsa-2048 rsa-3072' -d 'ecdsa-p256, ecdsa-p384, ed25519, rsa-2048 or rsa-3072'
-complete -c kiln -n '__kiln_at \'key generate\'' -s o -l out -r -F -d 'Where to write the private key'
-complete -c kiln -n '__kiln_at \'key generate\'' -l force -d 'Overwrite an existing file'
+complete -c kiln -n '__kiln_at \'key generate\'' -s o -l out -r -F -d 'Where to write the private key (PEM)'
+complete -c kiln -n '__kiln_at \'key generate\'' -l pkcs11 -x -d 'Create the key pair on this token instead: pkcs11:token=T;object=LABEL;id=%01'
+complete -c kiln -n '__kiln_at \'key generate\'' -l force -d 'Overwrite an existing file (never applies to token keys)'
 complete -c kiln -n '__kiln_at \'key generate\'' -l passphrase-file -r -F -d 'Read the key passphrase from this file'
 complete -c kiln -n '__kiln_at \'key generate\'' -l passphrase-env -x -d 'Read the key passphrase from this environment variable'
 complete -c kiln -n '__kiln_at \'key show\'' -l version -d 'Display program version information and exit'
@@ -101,6 +103,20 @@ complete -c kiln -n '__kiln_at \'key show\'' -l help-all -d 'Show help for every
 complete -c kiln -n '__kiln_at \'key show\'' -l passphrase-file -r -F -d 'Read the key passphrase from this file'
 complete -c kiln -n '__kiln_at \'key show\'' -l passphrase-env -x -d 'Read the key passphrase from this environment variable'
 complete -c kiln -n '__kiln_at \'key show\'' -F
+complete -c kiln -n '__kiln_at \'key export-public\'' -l version -d 'Display program version information and exit'
+complete -c kiln -n '__kiln_at \'key export-public\'' -s q -l quiet -d 'Only errors on stderr'
+complete -c kiln -n '__kiln_at \'key export-public\'' -s v -l verbose -d 'More detail on stderr'
+complete -c kiln -n '__kiln_at \'key export-public\'' -l debug -d 'Low-level detail in errors (OpenSSL, libusb, curl)'
+complete -c kiln -n '__kiln_at \'key export-public\'' -l no-color -d 'Never color output (also NO_COLOR)'
+complete -c kiln -n '__kiln_at \'key export-public\'' -l config -r -F -d 'Config file (TOML)'
+complete -c kiln -n '__kiln_at \'key export-public\'' -l pkcs11-module -r -F -d 'PKCS#11 module for pkcs11: KEYREFs'
+complete -c kiln -n '__kiln_at \'key export-public\'' -s h -l help -d 'Print this help message and exit'
+complete -c kiln -n '__kiln_at \'key export-public\'' -l help-all -d 'Show help for every command'
+complete -c kiln -n '__kiln_at \'key export-public\'' -s o -l out -r -F -d 'Output file (default: stdout)'
+complete -c kiln -n '__kiln_at \'key export-public\'' -s f -l format -x -a 'pem der c rust raw' -d 'pem (default), der, c, rust or raw'
+complete -c kiln -n '__kiln_at \'key export-public\'' -l passphrase-file -r -F -d 'Read the key passphrase from this file'
+complete -c kiln -n '__kiln_at \'key export-public\'' -l passphrase-env -x -d 'Read the key passphrase from this environment variable'
+complete -c kiln -n '__kiln_at \'key export-public\'' -F
 complete -c kiln -n '__kiln_at \'image\'' -l version -d 'Display program version information and exit'
 complete -c kiln -n '__kiln_at \'image\'' -s o -l output -x -a 'table json jsonl yaml csv' -d 'Output format: table, json, jsonl, yaml, csv'
 complete -c kiln -n '__kiln_at \'image\'' -s q -l quiet -d 'Only errors on stderr'
