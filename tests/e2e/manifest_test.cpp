@@ -212,3 +212,37 @@ TEST_CASE("manifest e2e: bad input and bad usage get the documented exit codes")
                   dir.file("y.suit")})
             .exit_code == 2);
 }
+
+TEST_CASE("manifest e2e: PKCS#11 token keys sign and verify manifests (SoftHSM2)") {
+  const std::string module = "/usr/lib/softhsm/libsofthsm2.so";
+  test::TempDir dir;
+  std::filesystem::create_directory(dir.path() / "tokens");
+  write_file_atomic(dir.file("softhsm2.conf"),
+                    as_bytes("directories.tokendir = " + dir.file("tokens") + "\nobjectstore.backend = file\n"));
+  test::ProcessOptions env;
+  env.env = {{"SOFTHSM2_CONF", dir.file("softhsm2.conf")}, {"KILN_PKCS11_MODULE", module}, {"KILN_PKCS11_PIN", "1234"}};
+  auto tool = [&](const std::string& program, const std::vector<std::string>& args) {
+    auto r = test::run_process("/usr/bin/" + program, args, env);
+    INFO(program << ": " << r.err);
+    REQUIRE(r.exit_code == 0);
+  };
+  tool("softhsm2-util", {"--init-token", "--free", "--label", "T", "--pin", "1234", "--so-pin", "5678"});
+  tool("pkcs11-tool", {"--module", module, "--login", "--pin", "1234", "--keypairgen", "--key-type", "EC:prime256v1",
+                       "--id", "01", "--label", "p256"});
+  tool("pkcs11-tool", {"--module", module, "--login", "--pin", "1234", "--keypairgen", "--key-type", "EC:secp384r1",
+                       "--id", "02", "--label", "p384"});
+  write_file_atomic(dir.file("app.bin"), Bytes(1000, 3));
+  auto run = [&](const std::vector<std::string>& args) { return test::kiln(args, env); };
+
+  auto created = json_of(
+      run({"manifest", "create", "--component", dir.file("app.bin"), "--vendor-domain", "example.com", "--sequence",
+           "5", "--key", "pkcs11:token=T;object=p256", "-o", dir.file("m.suit"), "--output", "json"}));
+  CHECK(created["signatures"].dump() == R"(["ES256"])");
+  auto signed_again =
+      json_of(run({"manifest", "sign", dir.file("m.suit"), "--key", "pkcs11:token=T;object=p384", "--output", "json"}));
+  CHECK(signed_again["signatures"].dump() == R"(["ES256","ES384"])");
+  auto verified = run({"manifest", "verify", dir.file("m.suit"), "--key", "pkcs11:token=T;object=p256", "--key",
+                       "pkcs11:token=T;object=p384", "--image", dir.file("app.bin")});
+  INFO(verified.err);
+  CHECK(verified.exit_code == 0);
+}
