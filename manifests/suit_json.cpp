@@ -150,6 +150,25 @@ Error json_error(const std::string& path, const std::string& reason) {
 using cbor::unwrap;
 using cbor::wrap;
 
+// Sequences nest through try-each and run-sequence, each level bstr-wrapped, so the CBOR decoder's depth
+// limit starts afresh at every level: without this cap a long chain of wrappers would exhaust the stack.
+constexpr int max_sequence_nesting = 16;
+
+class SequenceNesting {
+ public:
+  SequenceNesting() { ++depth_; }
+  ~SequenceNesting() { --depth_; }
+  SequenceNesting(const SequenceNesting&) = delete;
+  SequenceNesting& operator=(const SequenceNesting&) = delete;
+  bool too_deep() const { return depth_ > max_sequence_nesting; }
+
+ private:
+  static thread_local int depth_;
+};
+thread_local int SequenceNesting::depth_ = 0;
+
+const std::string too_deep_reason = fmt::format("command sequences nested deeper than {} levels", max_sequence_nesting);
+
 // ---- CBOR -> JSON --------------------------------------------------------------------------------
 
 Json to_json(const Value& v, Shape shape, const std::string& what);
@@ -182,6 +201,8 @@ Json digest_json(const Value& v, const std::string& what) {
 }
 
 Json sequence_to_json(const Value& v, const std::string& what) {
+  SequenceNesting nesting;
+  if (nesting.too_deep()) cbor::fail(v, what, too_deep_reason);
   if (!v.is_array()) cbor::fail(v, what, "a command sequence must be an array");
   if (v.items.size() % 2 != 0) cbor::fail(v, what, "a command sequence must hold (command, argument) pairs");
   Json out = Json::array();
@@ -384,6 +405,8 @@ Value digest_from(const Json& j, const std::string& path) {
 }
 
 Value sequence_from_json(const Json& j, const std::string& path) {
+  SequenceNesting nesting;
+  if (nesting.too_deep()) throw json_error(path, too_deep_reason);
   if (!j.is_array()) throw json_error(path, "a command sequence must be an array of {\"<command>\": argument}");
   Value out = Value::array();
   for (std::size_t i = 0; i < j.size(); ++i) {

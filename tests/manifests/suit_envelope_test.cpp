@@ -151,3 +151,25 @@ TEST_CASE("suit: unknown elements survive the JSON round trip as raw CBOR") {
         "5");
   CHECK(suit::encode_envelope(suit::envelope_from_json(json)) == suit::encode_envelope(envelope));
 }
+
+TEST_CASE("suit: command sequences nested through try-each are capped, in CBOR and in JSON") {
+  auto nested_validate = [](int levels) {
+    cbor::Value sequence = cbor::Value::array({cbor::Value::uint(3), cbor::Value::uint(15)});
+    for (int i = 0; i < levels; ++i)
+      sequence = cbor::Value::array({cbor::Value::uint(15), cbor::Value::array({cbor::wrap(sequence)})});
+    suit::Envelope envelope = suit::parse_envelope(test::read_suit_vector("example0.unsigned.suit"));
+    cbor::Value m = suit::manifest(envelope);
+    m.set(suit::manifest_key::validate, cbor::wrap(sequence));
+    suit::set_manifest(envelope, m);
+    return suit::encode_envelope(envelope);
+  };
+  CHECK_NOTHROW(suit::parse_envelope(nested_validate(10)));
+  CHECK(parse_error(nested_validate(40)).find("nested deeper than 16 levels") != std::string::npos);
+
+  suit::Json json = suit::envelope_to_json(suit::parse_envelope(nested_validate(15)));
+  suit::Json* validate = &json["manifest"]["validate"];
+  for (int i = 0; i < 15; ++i) validate = &(*validate)[0]["directive-try-each"][0];
+  *validate = suit::Json::array({{{"directive-try-each", suit::Json::array({*validate})}}});
+  *validate = suit::Json::array({{{"directive-try-each", suit::Json::array({*validate})}}});
+  CHECK_THROWS_WITH_AS(suit::envelope_from_json(json), doctest::Contains("nested deeper than 16 levels"), Error);
+}
