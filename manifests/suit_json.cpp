@@ -35,7 +35,6 @@ enum class Shape {
   parameters,          // SUIT_Parameters map
   index,               // set-component-index argument: uint, true or [+ uint]
   try_each,            // [2* bstr .cbor SUIT_Command_Sequence, ?nil]
-  cose_header,         // COSE header map
 };
 
 struct Field {
@@ -357,8 +356,6 @@ Json to_json(const Value& v, Shape shape, const std::string& what) {
       }
       return out;
     }
-    case Shape::cose_header:
-      return cose_header_to_json(v, what);
   }
   cbor::fail(v, what, "unhandled element");
 }
@@ -576,8 +573,6 @@ Value from_json(const Json& j, Shape shape, const std::string& path) {
                                            : wrap(sequence_from_json(j[i], fmt::format("{}[{}]", path, i))));
       return out;
     }
-    case Shape::cose_header:
-      return cose_header_from_json(j, path);
   }
   throw json_error(path, "unhandled element");
 }
@@ -638,7 +633,11 @@ Json envelope_to_json(const Envelope& envelope) {
 
 Envelope envelope_from_json(const Json& json) {
   Envelope out;
-  out.members = map_from_json(json, envelope_fields, "envelope");
+  try {
+    out.members = map_from_json(json, envelope_fields, "envelope");
+  } catch (const nlohmann::json::exception& e) {  // a value of the wrong JSON type somewhere below
+    throw json_error("envelope", e.what());
+  }
   return out;
 }
 

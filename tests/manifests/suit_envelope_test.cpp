@@ -173,3 +173,9 @@ TEST_CASE("suit: command sequences nested through try-each are capped, in CBOR a
   *validate = suit::Json::array({{{"directive-try-each", suit::Json::array({*validate})}}});
   CHECK_THROWS_WITH_AS(suit::envelope_from_json(json), doctest::Contains("nested deeper than 16 levels"), Error);
 }
+
+TEST_CASE("suit: a JSON value of the wrong type anywhere is a kiln error, not a crash") {
+  suit::Json json = suit::envelope_to_json(suit::parse_envelope(test::read_suit_vector("example0.signed.suit")));
+  json["authentication-wrapper"]["signatures"][0]["signature"] = 42;
+  CHECK_THROWS_WITH_AS(suit::envelope_from_json(json), doctest::Contains("manifest JSON at envelope"), Error);
+}
