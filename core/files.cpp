@@ -125,6 +125,11 @@ void AtomicFile::write(std::string_view text) {
   write(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
 }
 
+void AtomicFile::start_writeback() {
+  // Only a hint: an error here resurfaces in commit()'s fsync.
+  ::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
 void AtomicFile::commit() {
   if (::fsync(fd_) != 0) throw open_error(path_, errno, "write");
   if (::close(fd_) != 0) {

@@ -45,6 +45,9 @@ class AtomicFile {
   void write(std::span<const std::uint8_t> data);
   void write(std::string_view text);
   std::uint64_t written() const { return written_; }
+  // Asks the kernel to start writing what was written so far to disk, without waiting, so that
+  // commit()'s fsync has little left to do for large files.
+  void start_writeback();
   void commit();
 
  private:
