@@ -75,6 +75,12 @@ struct SignArgs {
   std::string security_counter, dependencies, erased_val = "0xff", load_addr, rom_fixed, hex_addr;
   std::string sha = "auto", public_key_format = "hash", vid, cid, boot_record, endian = "little";
   std::vector<std::pair<std::string, std::string>> custom_tlvs, custom_tlv_files;
+  // Both options, interleaved as on the command line: file=true for --custom-tlv-file.
+  struct CustomTlvArg {
+    std::string tag, value;
+    bool file;
+  };
+  std::vector<CustomTlvArg> custom_in_order;
   bool pad_header = false, pad = false, confirm = false, test = false, non_bootable = false, overwrite_only = false;
   cli::SecretSource passphrase;
 };
@@ -99,12 +105,9 @@ SignOptions sign_options(const SignArgs& a) {
   if (!a.boot_record.empty()) o.boot_record_sw_type = a.boot_record;
   if (!a.vid.empty()) o.vendor_id = a.vid;
   if (!a.cid.empty()) o.class_id = a.cid;
-  for (const auto& [tag, value] : a.custom_tlvs)
-    o.custom_tlvs.push_back({static_cast<std::uint16_t>(parse_number(tag, "--custom-tlv tag", 0xffff)),
-                             custom_tlv_value(value)});
-  for (const auto& [tag, file] : a.custom_tlv_files)
-    o.custom_tlvs.push_back({static_cast<std::uint16_t>(parse_number(tag, "--custom-tlv-file tag", 0xffff)),
-                             read_file(file)});
+  for (const auto& c : a.custom_in_order)
+    o.custom_tlvs.push_back({static_cast<std::uint16_t>(parse_number(c.tag, "custom TLV tag", 0xffff)),
+                             c.file ? read_file(c.value) : custom_tlv_value(c.value)});
   o.public_key_full = a.public_key_format == "full";
   o.hash = parse_sha(a.sha);
   if (!a.load_addr.empty()) o.load_addr = static_cast<std::uint32_t>(parse_number(a.load_addr, "--load-addr", 0xffffffff));
@@ -219,10 +222,10 @@ void add_sign(CLI::App* image, cli::Context& ctx) {
   sign->add_flag("--overwrite-only", a->overwrite_only, "Trailer for overwrite-only upgrades");
   sign->add_option("-s,--security-counter", a->security_counter, "Security counter value, or auto (from version)");
   sign->add_option("-d,--dependencies", a->dependencies, "Dependencies: \"(IMAGE_ID,VERSION), ...\"");
-  sign->add_option("--custom-tlv", a->custom_tlvs, "Protected TLV: TAG (0xa0..0xfffe) VALUE (0x-hex or text)")
+  auto* custom_tlv = sign->add_option("--custom-tlv", a->custom_tlvs, "Protected TLV: TAG (0xa0..0xfffe) VALUE (0x-hex or text)")
       ->type_size(2)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  sign->add_option("--custom-tlv-file", a->custom_tlv_files, "Protected TLV: TAG FILE (value = file contents)")
+  auto* custom_tlv_file = sign->add_option("--custom-tlv-file", a->custom_tlv_files, "Protected TLV: TAG FILE (value = file contents)")
       ->type_size(2)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   sign->add_option("--public-key-format", a->public_key_format, "hash (KEYHASH TLV) or full (PUBKEY TLV)")
@@ -239,7 +242,19 @@ void add_sign(CLI::App* image, cli::Context& ctx) {
   sign->add_option("--boot-record", a->boot_record, "Add a CBOR boot record with this software type (<= 12 chars)");
   sign->add_option("-e,--endian", a->endian, "Byte order; only little is supported")->check(CLI::IsMember({"little"}));
   cli::add_passphrase_options(sign, a->passphrase);
-  sign->callback([&ctx, a] {
+  sign->callback([&ctx, a, sign, custom_tlv, custom_tlv_file] {
+    // Protected TLVs keep the order they were given in, across both options. CLI11 records an
+    // option in parse_order() once per value taken, so each TAG VALUE pair appears twice.
+    std::size_t value_entries = 0, file_entries = 0;
+    for (const CLI::Option* opt : sign->parse_order()) {
+      if (opt == custom_tlv && value_entries++ % 2 == 0) {
+        auto& [tag, value] = a->custom_tlvs.at(value_entries / 2);
+        a->custom_in_order.push_back({tag, value, false});
+      } else if (opt == custom_tlv_file && file_entries++ % 2 == 0) {
+        auto& [tag, file] = a->custom_tlv_files.at(file_entries / 2);
+        a->custom_in_order.push_back({tag, file, true});
+      }
+    }
     SignOptions options = sign_options(*a);
     validate(options);
     std::unique_ptr<Signer> signer;

@@ -368,3 +368,63 @@ TEST_CASE("image sign: Intel HEX in and out, verified as HEX") {
   CHECK(r.exit_code == 2);
   CHECK_FALSE(fs::exists(ws.file("nobase.hex")));
 }
+
+TEST_CASE("image sign: imgtool's other options land in the header, protected TLVs and trailer") {
+  Workspace ws;
+  write_file_atomic(ws.file("tlv.txt"), as_bytes("hello-file"));
+  auto r = kiln_in(ws, {"image", "sign", "-k", "ecdsa-p256.pem", "-v", "1.2.3", "-H", "0x200", "-S", "0x40000",
+                        "--pad-header", "--boot-record", "SPE", "--vid", "example.com", "--cid", "app", "--custom-tlv", "0xb1",
+                        "0x0102", "--custom-tlv-file", "0xb0", "tlv.txt", "--custom-tlv", "0xb2", "two", "--sha", "512", "-s",
+                        "auto", "-L", "0x20000000", "--max-align", "16", "--align", "16", "--pad", "app.bin", "t.bin"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  r = kiln_in(ws, {"-o", "json", "image", "info", "t.bin", "-k", "ecdsa-p256.pem"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  auto j = nlohmann::json::parse(r.out);
+  CHECK(j["size"] == 0x40000);
+  CHECK(j["header"]["load_addr"] == "0x20000000");
+  CHECK(j["header"]["flag_names"] == nlohmann::json::array({"RAM_LOAD"}));
+  std::vector<std::string> names;
+  for (auto& t : j["protected_tlvs"]) names.push_back(t["name"]);
+  CHECK(names == std::vector<std::string>{"SEC_CNT", "BOOT_RECORD", "UUID_VID", "UUID_CID", "0xb1", "0xb0", "0xb2"});
+  CHECK(j["protected_tlvs"][0]["security_counter"] == 0x01020003);
+  // Python: uuid.uuid5(uuid.NAMESPACE_DNS, "example.com"), then uuid.uuid5(that, "app").
+  CHECK(j["protected_tlvs"][2]["value"] == "cfbff0d193755685968c48ce8b15ae17");
+  CHECK(j["protected_tlvs"][3]["value"] == "721de51c7dcf59f4bbab73915b2462c7");
+  CHECK(j["protected_tlvs"][4]["value"] == "0102");
+  CHECK(j["protected_tlvs"][5]["value"] == to_hex(as_bytes("hello-file")));
+  CHECK(j["protected_tlvs"][6]["value"] == to_hex(as_bytes("two")));
+  // CBOR boot record: {1: "SPE", 4: "1.2.3", 5: key hash, 6: "SHA512", 2: zeros}.
+  CHECK(std::string(j["protected_tlvs"][1]["value"]).starts_with("a50163535045046531"));
+  CHECK(j["tlvs"][0]["name"] == "SHA512");
+  CHECK(j["trailer"]["magic"] == true);
+  CHECK(j["trailer"]["max_align"] == 16);
+  CHECK(j["verification"]["result"] == "ok");
+}
+
+TEST_CASE("image sign: conflicting or invalid options are usage errors") {
+  Workspace ws;
+  std::vector<std::string> base = {"image", "sign", "-v", "1.0.0", "-H", "0x200", "-S", "0x40000", "--pad-header"};
+  auto run = [&](std::vector<std::string> extra) {
+    auto args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.insert(args.end(), {"app.bin", "out.bin"});
+    return kiln_in(ws, args);
+  };
+  auto r = run({"-L", "0x1000", "-F", "0x2000"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("--rom-fixed and --load-addr") != std::string::npos);
+  r = run({"--custom-tlv", "0x10", "x"});
+  CHECK(r.exit_code == 2);
+  r = run({"--custom-tlv", "0xa0", "x", "--custom-tlv", "0xa0", "y"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("already exists") != std::string::npos);
+  r = run({"--custom-tlv", "0xa0", "0x123"});
+  CHECK(r.exit_code == 2);
+  r = run({"-d", "1,1.0.0"});
+  CHECK(r.exit_code == 2);
+  r = kiln_in(ws, {"image", "sign", "-v", "1.2.3.4", "-H", "0x200", "-S", "0x40000", "--pad-header", "app.bin", "o.bin"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("invalid version") != std::string::npos);
+  CHECK_FALSE(fs::exists(ws.file("out.bin")));
+  CHECK_FALSE(fs::exists(ws.file("o.bin")));
+}
