@@ -1,6 +1,6 @@
 // kiln image: sign, verify and inspect MCUboot images (imgtool's option names and meanings).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <charconv>
 #include <cstdio>
@@ -98,7 +98,8 @@ SignOptions sign_options(const SignArgs& a) {
   o.pad = a.pad || a.test;
   o.confirm = a.confirm;
   o.erased_value = a.erased_val == "0" ? 0x00 : 0xff;
-  if (a.security_counter == "auto") o.security_counter = auto_security_counter(o.version);
+  if (a.security_counter == "auto")
+    o.security_counter = auto_security_counter(o.version);
   else if (!a.security_counter.empty())
     o.security_counter = static_cast<std::uint32_t>(parse_number(a.security_counter, "--security-counter", 0xffffffff));
   if (!a.dependencies.empty()) o.dependencies = parse_dependencies(a.dependencies);
@@ -110,7 +111,8 @@ SignOptions sign_options(const SignArgs& a) {
                              c.file ? read_file(c.value) : custom_tlv_value(c.value)});
   o.public_key_full = a.public_key_format == "full";
   o.hash = parse_sha(a.sha);
-  if (!a.load_addr.empty()) o.load_addr = static_cast<std::uint32_t>(parse_number(a.load_addr, "--load-addr", 0xffffffff));
+  if (!a.load_addr.empty())
+    o.load_addr = static_cast<std::uint32_t>(parse_number(a.load_addr, "--load-addr", 0xffffffff));
   if (!a.rom_fixed.empty())
     o.rom_fixed = static_cast<std::uint32_t>(parse_number(a.rom_fixed, "--rom-fixed", 0xffffffff));
   o.non_bootable = a.non_bootable;
@@ -178,9 +180,10 @@ cli::Json report_json(const std::string& file, const std::string& keyref, const 
           {"tlvs", tlvs_json(r.image.unprotected_area)},
           {"image_end", r.image.end},
           {"trailer", trailer},
-          {"hash", {{"algorithm", r.hash ? std::string(hash_name(*r.hash)) : ""},
-                    {"digest", to_hex(r.computed_digest)},
-                    {"matches", r.hash_ok}}},
+          {"hash",
+           {{"algorithm", r.hash ? std::string(hash_name(*r.hash)) : ""},
+            {"digest", to_hex(r.computed_digest)},
+            {"matches", r.hash_ok}}},
           {"key_hash", r.embedded_key_hash ? cli::Json(to_hex(*r.embedded_key_hash)) : cli::Json(nullptr)},
           {"verification",
            {{"key", keyref.empty() ? cli::Json(nullptr) : cli::Json(keyref)},
@@ -222,12 +225,13 @@ void add_sign(CLI::App* image, cli::Context& ctx) {
   sign->add_flag("--overwrite-only", a->overwrite_only, "Trailer for overwrite-only upgrades");
   sign->add_option("-s,--security-counter", a->security_counter, "Security counter value, or auto (from version)");
   sign->add_option("-d,--dependencies", a->dependencies, "Dependencies: \"(IMAGE_ID,VERSION), ...\"");
-  auto* custom_tlv = sign->add_option("--custom-tlv", a->custom_tlvs, "Protected TLV: TAG (0xa0..0xfffe) VALUE (0x-hex or text)")
-      ->type_size(2)
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  auto* custom_tlv_file = sign->add_option("--custom-tlv-file", a->custom_tlv_files, "Protected TLV: TAG FILE (value = file contents)")
-      ->type_size(2)
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  auto repeatable_pair = [sign](const char* name, auto& target, const char* help) {
+    return sign->add_option(name, target, help)->type_size(2)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  };
+  auto* custom_tlv =
+      repeatable_pair("--custom-tlv", a->custom_tlvs, "Protected TLV: TAG (0xa0..0xfffe) VALUE (0x-hex or text)");
+  auto* custom_tlv_file =
+      repeatable_pair("--custom-tlv-file", a->custom_tlv_files, "Protected TLV: TAG FILE (value = file contents)");
   sign->add_option("--public-key-format", a->public_key_format, "hash (KEYHASH TLV) or full (PUBKEY TLV)")
       ->check(CLI::IsMember({"hash", "full"}));
   sign->add_option("-R,--erased-val", a->erased_val, "Value of erased flash: 0 or 0xff")
@@ -238,7 +242,8 @@ void add_sign(CLI::App* image, cli::Context& ctx) {
   sign->add_flag("--non-bootable", a->non_bootable, "Mark the image non-bootable");
   sign->add_option("--vid", a->vid, "Vendor id: a UUID, or a domain name (UUIDv5)");
   sign->add_option("--cid", a->cid, "Image class id: a UUID, or a name (UUIDv5 under --vid)");
-  sign->add_option("--sha", a->sha, "Image hash: auto, 256, 384, 512")->check(CLI::IsMember({"auto", "256", "384", "512"}));
+  sign->add_option("--sha", a->sha, "Image hash: auto, 256, 384, 512")
+      ->check(CLI::IsMember({"auto", "256", "384", "512"}));
   sign->add_option("--boot-record", a->boot_record, "Add a CBOR boot record with this software type (<= 12 chars)");
   sign->add_option("-e,--endian", a->endian, "Byte order; only little is supported")->check(CLI::IsMember({"little"}));
   cli::add_passphrase_options(sign, a->passphrase);

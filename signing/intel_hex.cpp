@@ -70,8 +70,12 @@ HexImage parse_intel_hex(std::string_view text) {
     std::uint8_t type = record[3];
     ByteView data(record.data() + 4, record[0]);
     switch (type) {
-      case 0x00: runs[upper + address].insert(runs[upper + address].end(), data.begin(), data.end()); break;
-      case 0x01: ended = true; break;
+      case 0x00:
+        runs[upper + address].insert(runs[upper + address].end(), data.begin(), data.end());
+        break;
+      case 0x01:
+        ended = true;
+        break;
       case 0x02:
         if (data.size() != 2) throw hex_error(line_no, "extended segment address record needs 2 bytes");
         upper = static_cast<std::uint64_t>((data[0] << 8) | data[1]) << 4;
@@ -81,8 +85,10 @@ HexImage parse_intel_hex(std::string_view text) {
         upper = static_cast<std::uint64_t>((data[0] << 8) | data[1]) << 16;
         break;
       case 0x03:
-      case 0x05: break;  // start addresses: imgtool drops them too
-      default: throw hex_error(line_no, fmt::format("unknown record type {:02x}", type));
+      case 0x05:
+        break;  // start addresses: imgtool drops them too
+      default:
+        throw hex_error(line_no, fmt::format("unknown record type {:02x}", type));
     }
   }
   if (!ended) throw hex_error(line_no, "missing end-of-file record");
@@ -92,7 +98,8 @@ HexImage parse_intel_hex(std::string_view text) {
   std::uint64_t high = 0;
   for (auto& [addr, bytes] : runs) high = std::max(high, addr + bytes.size());
   if (high - low > max_hex_span || high > 0x100000000ull)
-    throw Error(ExitCode::failure, fmt::format("Intel HEX data spans {:#x}..{:#x}, too far apart for one image", low, high),
+    throw Error(ExitCode::failure,
+                fmt::format("Intel HEX data spans {:#x}..{:#x}, too far apart for one image", low, high),
                 "split the file, or convert the part you mean to sign to binary");
   image.base_address = static_cast<std::uint32_t>(low);
   image.data.assign(static_cast<std::size_t>(high - low), 0xff);

@@ -1,8 +1,8 @@
 // MCUboot image format: encoding and bounds-checked parsing of header, TLV areas and trailer.
 #include "signing/mcuboot_image.hpp"
 
-#include <charconv>
 #include <fmt/format.h>
+#include <charconv>
 
 namespace kiln::mcuboot {
 namespace {
@@ -12,18 +12,30 @@ struct TlvName {
   const char* name;
 };
 constexpr TlvName tlv_names[] = {
-    {tlv::keyhash, "KEYHASH"},       {tlv::pubkey, "PUBKEY"},
-    {tlv::sha256, "SHA256"},         {tlv::sha384, "SHA384"},
-    {tlv::sha512, "SHA512"},         {tlv::rsa2048_pss, "RSA2048"},
-    {0x21, "ECDSA224"},              {tlv::ecdsa_sig, "ECDSA_SIG"},
-    {tlv::rsa3072_pss, "RSA3072"},   {tlv::ed25519, "ED25519"},
-    {0x25, "SIG_PURE"},              {0x30, "ENCRSA2048"},
-    {0x31, "ENCKW"},                 {0x32, "ENCEC256"},
-    {0x33, "ENCX25519"},             {tlv::dependency, "DEPENDENCY"},
-    {tlv::security_counter, "SEC_CNT"}, {tlv::boot_record, "BOOT_RECORD"},
-    {0x70, "DECOMP_SIZE"},           {0x71, "DECOMP_SHA"},
-    {0x72, "DECOMP_SIGNATURE"},      {0x73, "COMP_DEC_SIZE"},
-    {tlv::uuid_vid, "UUID_VID"},     {tlv::uuid_cid, "UUID_CID"},
+    {tlv::keyhash, "KEYHASH"},
+    {tlv::pubkey, "PUBKEY"},
+    {tlv::sha256, "SHA256"},
+    {tlv::sha384, "SHA384"},
+    {tlv::sha512, "SHA512"},
+    {tlv::rsa2048_pss, "RSA2048"},
+    {0x21, "ECDSA224"},
+    {tlv::ecdsa_sig, "ECDSA_SIG"},
+    {tlv::rsa3072_pss, "RSA3072"},
+    {tlv::ed25519, "ED25519"},
+    {0x25, "SIG_PURE"},
+    {0x30, "ENCRSA2048"},
+    {0x31, "ENCKW"},
+    {0x32, "ENCEC256"},
+    {0x33, "ENCX25519"},
+    {tlv::dependency, "DEPENDENCY"},
+    {tlv::security_counter, "SEC_CNT"},
+    {tlv::boot_record, "BOOT_RECORD"},
+    {0x70, "DECOMP_SIZE"},
+    {0x71, "DECOMP_SHA"},
+    {0x72, "DECOMP_SIGNATURE"},
+    {0x73, "COMP_DEC_SIZE"},
+    {tlv::uuid_vid, "UUID_VID"},
+    {tlv::uuid_cid, "UUID_CID"},
 };
 
 constexpr std::uint8_t classic_boot_magic[boot_magic_size] = {0x77, 0xc2, 0x95, 0xf3, 0x60, 0xd2, 0xef, 0x7f,
@@ -174,7 +186,8 @@ Bytes encode_header(const ImageHeader& h) {
 
 ImageHeader parse_header(ByteView bytes) {
   if (bytes.size() < header_struct_size)
-    throw FormatError(bytes.size(), fmt::format("file is {} bytes, shorter than the 32-byte image header", bytes.size()));
+    throw FormatError(bytes.size(),
+                      fmt::format("file is {} bytes, shorter than the 32-byte image header", bytes.size()));
   std::uint32_t magic = get_le32(bytes, 0);
   if (magic != image_magic)
     throw FormatError(0, fmt::format("wrong magic {:#010x} (expected {:#010x})", magic, image_magic));
@@ -223,12 +236,12 @@ Bytes encode_tlv_area(std::uint16_t magic, std::span<const Tlv> entries) {
 TlvArea parse_tlv_area(ByteView bytes, std::size_t base, std::uint16_t expected_magic) {
   const char* which = expected_magic == protected_tlv_info_magic ? "protected" : "unprotected";
   if (bytes.size() < tlv_info_size)
-    throw FormatError(base, fmt::format("truncated {} TLV area: {} bytes left, the area info needs 4", which,
-                                        bytes.size()));
+    throw FormatError(base,
+                      fmt::format("truncated {} TLV area: {} bytes left, the area info needs 4", which, bytes.size()));
   std::uint16_t magic = get_le16(bytes, 0);
   if (magic != expected_magic)
-    throw FormatError(base, fmt::format("{} TLV area has magic {:#06x} (expected {:#06x})", which, magic,
-                                        expected_magic));
+    throw FormatError(base,
+                      fmt::format("{} TLV area has magic {:#06x} (expected {:#06x})", which, magic, expected_magic));
   TlvArea area;
   area.offset = base;
   area.total = get_le16(bytes, 2);
@@ -348,18 +361,25 @@ ParsedImage parse_image(ByteView image) {
 
 std::optional<HashAlg> hash_alg_of_tlv(std::uint16_t type) {
   switch (type) {
-    case tlv::sha256: return HashAlg::sha256;
-    case tlv::sha384: return HashAlg::sha384;
-    case tlv::sha512: return HashAlg::sha512;
-    default: return std::nullopt;
+    case tlv::sha256:
+      return HashAlg::sha256;
+    case tlv::sha384:
+      return HashAlg::sha384;
+    case tlv::sha512:
+      return HashAlg::sha512;
+    default:
+      return std::nullopt;
   }
 }
 
 std::uint16_t hash_tlv_type(HashAlg hash) {
   switch (hash) {
-    case HashAlg::sha256: return tlv::sha256;
-    case HashAlg::sha384: return tlv::sha384;
-    case HashAlg::sha512: return tlv::sha512;
+    case HashAlg::sha256:
+      return tlv::sha256;
+    case HashAlg::sha384:
+      return tlv::sha384;
+    case HashAlg::sha512:
+      return tlv::sha512;
   }
   return tlv::sha256;
 }
@@ -367,10 +387,14 @@ std::uint16_t hash_tlv_type(HashAlg hash) {
 std::uint16_t signature_tlv_type(KeyType type) {
   switch (type) {
     case KeyType::ecdsa_p256:
-    case KeyType::ecdsa_p384: return tlv::ecdsa_sig;
-    case KeyType::ed25519: return tlv::ed25519;
-    case KeyType::rsa_2048: return tlv::rsa2048_pss;
-    case KeyType::rsa_3072: return tlv::rsa3072_pss;
+    case KeyType::ecdsa_p384:
+      return tlv::ecdsa_sig;
+    case KeyType::ed25519:
+      return tlv::ed25519;
+    case KeyType::rsa_2048:
+      return tlv::rsa2048_pss;
+    case KeyType::rsa_3072:
+      return tlv::rsa3072_pss;
   }
   return tlv::ecdsa_sig;
 }

@@ -116,8 +116,8 @@ struct TlvEntry {
   Bytes value;
 };
 struct TlvArea {
-  std::size_t offset = 0;      // of the info header, from the start of the image
-  std::uint16_t total = 0;     // as the info header says (bytes incl. the info)
+  std::size_t offset = 0;   // of the info header, from the start of the image
+  std::uint16_t total = 0;  // as the info header says (bytes incl. the info)
   std::vector<TlvEntry> entries;
 };
 // Parses the area whose info header starts at `bytes[0]` with the expected magic.

@@ -4,18 +4,18 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cbor.h>
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <utility>
-#include <fmt/format.h>
-#include <memory>
-#include <openssl/evp.h>
 
 #include "core/error.hpp"
 #include "core/files.hpp"
@@ -165,15 +165,18 @@ HashAlg default_hash(const Signer* signer) {
 // reading gigabytes; the exact check runs once the signature exists.
 std::size_t min_signature_size(KeyType type) {
   switch (type) {
-    case KeyType::ed25519: return 64;
-    case KeyType::rsa_2048: return 256;
-    case KeyType::rsa_3072: return 384;
-    default: return 8;
+    case KeyType::ed25519:
+      return 64;
+    case KeyType::rsa_2048:
+      return 256;
+    case KeyType::rsa_3072:
+      return 384;
+    default:
+      return 8;
   }
 }
 
-Bytes encode_boot_record(const std::string& sw_type, const ImageVersion& version, HashAlg hash,
-                         ByteView key_hash) {
+Bytes encode_boot_record(const std::string& sw_type, const ImageVersion& version, HashAlg hash, ByteView key_hash) {
   if (sw_type.size() > max_boot_record_sw_type)
     throw Error(ExitCode::usage,
                 fmt::format("'{}' is too long ({} characters) for --boot-record", sw_type, sw_type.size()),
@@ -214,7 +217,8 @@ std::vector<Tlv> protected_tlvs(const SignOptions& options, HashAlg hash, ByteVi
     tlvs.push_back({tlv::security_counter, value});
   }
   if (options.boot_record_sw_type)
-    tlvs.push_back({tlv::boot_record, encode_boot_record(*options.boot_record_sw_type, options.version, hash, key_hash)});
+    tlvs.push_back(
+        {tlv::boot_record, encode_boot_record(*options.boot_record_sw_type, options.version, hash, key_hash)});
   for (const auto& d : options.dependencies) tlvs.push_back({tlv::dependency, encode_dependency(d)});
   if (options.vendor_id) {
     // Python's uuid.NAMESPACE_DNS.
@@ -239,8 +243,7 @@ std::uint32_t header_flags(const SignOptions& options) {
 // an image (header, TLV areas, trailer) that decide how the large part is hashed.
 Bytes read_at(const std::filesystem::path& path, std::uint64_t offset, std::size_t length) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    throw Error(ExitCode::failure, fmt::format("cannot read {}: {}", path.string(), std::strerror(errno)));
+  if (fd < 0) throw Error(ExitCode::failure, fmt::format("cannot read {}: {}", path.string(), std::strerror(errno)));
   Bytes out(length);
   std::size_t filled = 0;
   while (filled < length) {
@@ -254,7 +257,9 @@ Bytes read_at(const std::filesystem::path& path, std::uint64_t offset, std::size
   return out;
 }
 
-std::string hash_label(HashAlg hash) { return fmt::format("SHA-{}", hash_size(hash) * 8); }
+std::string hash_label(HashAlg hash) {
+  return fmt::format("SHA-{}", hash_size(hash) * 8);
+}
 
 }  // namespace
 
@@ -275,9 +280,8 @@ Bytes uuid_from_text_or_name(std::string_view text, ByteView name_space) {
   std::string hex;
   for (char c : text)
     if (c != '-') hex.push_back(c);
-  bool looks_like_uuid = hex.size() == 32 && std::all_of(hex.begin(), hex.end(), [](unsigned char c) {
-                           return std::isxdigit(c) != 0;
-                         });
+  bool looks_like_uuid =
+      hex.size() == 32 && std::all_of(hex.begin(), hex.end(), [](unsigned char c) { return std::isxdigit(c) != 0; });
   if (looks_like_uuid) return from_hex(hex);
   return uuid5(name_space, text);
 }
@@ -306,8 +310,8 @@ void validate(const SignOptions& o) {
                               custom.type));
     if (is_known_tlv_type(custom.type))
       throw usage(fmt::format("custom TLV {:#x} conflicts with predefined TLV", custom.type));
-    if (std::count_if(o.custom_tlvs.begin(), o.custom_tlvs.end(),
-                      [&](const Tlv& t) { return t.type == custom.type; }) > 1)
+    if (std::count_if(o.custom_tlvs.begin(), o.custom_tlvs.end(), [&](const Tlv& t) { return t.type == custom.type; }) >
+        1)
       throw usage(fmt::format("custom TLV {:#x} already exists", custom.type));
   }
 }
@@ -326,7 +330,8 @@ SignResult sign_image(const std::filesystem::path& input_path, const std::filesy
                 "pass --pad-header to add the header in front of the payload");
   const std::uint64_t payload_size = options.pad_header ? input_size : input_size - options.header_size;
   if (payload_size > 0xffffffffu)
-    throw Error(ExitCode::usage, fmt::format("{} is too large for an MCUboot image (4 GiB limit)", input_path.string()));
+    throw Error(ExitCode::usage,
+                fmt::format("{} is too large for an MCUboot image (4 GiB limit)", input_path.string()));
 
   SignResult result;
   result.hash = options.hash.value_or(default_hash(signer));
@@ -377,8 +382,10 @@ SignResult sign_image(const std::filesystem::path& input_path, const std::filesy
   for (ByteView chunk = input.next(); !chunk.empty(); chunk = input.next()) {
     check_interrupted();
     if (!options.pad_header && consumed < options.header_size) {
-      std::size_t in_header = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), options.header_size - consumed));
-      if (std::any_of(chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(in_header), [](auto b) { return b != 0; }))
+      std::size_t in_header =
+          static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), options.header_size - consumed));
+      if (std::any_of(chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(in_header),
+                      [](auto b) { return b != 0; }))
         throw Error(ExitCode::usage, "header padding was not requested and the image does not start with zeros",
                     "pass --pad-header, or reserve --header-size zero bytes at the start of the image");
       Bytes head(chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(in_header));
@@ -404,8 +411,10 @@ SignResult sign_image(const std::filesystem::path& input_path, const std::filesy
 
   std::vector<Tlv> unprotected = {{hash_tlv_type(result.hash), result.digest}};
   if (signer) {
-    if (options.public_key_full) unprotected.push_back({tlv::pubkey, key_bytes});
-    else unprotected.push_back({tlv::keyhash, result.key_hash});
+    if (options.public_key_full)
+      unprotected.push_back({tlv::pubkey, key_bytes});
+    else
+      unprotected.push_back({tlv::keyhash, result.key_hash});
     // Ed25519 signs the digest as its message (imgtool's sign_digest); ECDSA and RSA sign the digest.
     unprotected.push_back({signature_tlv_type(signer->type()), signer->sign(result.digest, result.hash)});
   }
@@ -479,7 +488,8 @@ ImageReport inspect_image(const std::filesystem::path& file, const std::optional
   report.image = parse_tlv_areas(header, tlv_bytes);
   if (report.image.end < report.file_size) {
     std::uint64_t tail_length = std::min<std::uint64_t>(256, report.file_size - report.image.end);
-    report.image.trailer = parse_trailer(bytes_at(report.file_size - tail_length, static_cast<std::size_t>(tail_length)));
+    report.image.trailer =
+        parse_trailer(bytes_at(report.file_size - tail_length, static_cast<std::size_t>(tail_length)));
   }
 
   const auto& entries = report.image.unprotected_area.entries;

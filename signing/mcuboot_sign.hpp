@@ -17,11 +17,11 @@ namespace kiln::mcuboot {
 struct SignOptions {
   ImageVersion version;
   std::uint16_t header_size = 0;
-  bool pad_header = false;               // prepend header_size erased bytes instead of overwriting zeros
+  bool pad_header = false;  // prepend header_size erased bytes instead of overwriting zeros
   std::uint64_t slot_size = 0;
-  TrailerLayout trailer;                 // align, max_align, max_sectors, overwrite_only
-  bool pad = false;                      // fill to slot_size and write the trailer (boot magic)
-  bool confirm = false;                  // implies pad; sets image_ok
+  TrailerLayout trailer;  // align, max_align, max_sectors, overwrite_only
+  bool pad = false;       // fill to slot_size and write the trailer (boot magic)
+  bool confirm = false;   // implies pad; sets image_ok
   std::uint8_t erased_value = 0xff;
   std::optional<std::uint32_t> security_counter;
   std::vector<Dependency> dependencies;
@@ -34,7 +34,7 @@ struct SignOptions {
   std::uint32_t load_addr = 0;           // sets RAM_LOAD
   std::optional<std::uint32_t> rom_fixed;
   bool non_bootable = false;
-  std::optional<std::uint32_t> hex_addr; // base address for HEX output from binary input
+  std::optional<std::uint32_t> hex_addr;  // base address for HEX output from binary input
 };
 
 // Reports bytes processed so far of a known total. Called once per chunk.
@@ -47,8 +47,8 @@ struct SignResult {
   std::optional<KeyType> key_type;  // nullopt: unsigned image
   Bytes key_hash;                   // of the MCUboot key bytes, with `hash`
   std::vector<Tlv> protected_tlvs;
-  std::uint64_t image_bytes = 0;    // header + payload + TLV areas
-  std::uint64_t output_bytes = 0;   // as written (padded to the slot with --pad)
+  std::uint64_t image_bytes = 0;   // header + payload + TLV areas
+  std::uint64_t output_bytes = 0;  // as written (padded to the slot with --pad)
 };
 
 // The sign settings checked against each other (e.g. --rom-fixed with --load-addr); throws Error(usage).
@@ -63,13 +63,13 @@ SignResult sign_image(const std::filesystem::path& input, const std::filesystem:
 struct ImageReport {
   std::uint64_t file_size = 0;
   ParsedImage image;
-  std::optional<HashAlg> hash;   // from the image's hash TLV
+  std::optional<HashAlg> hash;  // from the image's hash TLV
   Bytes computed_digest;
   bool hash_ok = false;
   std::optional<Bytes> embedded_key_hash;  // KEYHASH, or the hash of PUBKEY
   std::optional<std::uint16_t> signature_type;
   // Only when a key was given:
-  std::optional<std::string> key_hash;     // of the given key, hex
+  std::optional<std::string> key_hash;  // of the given key, hex
   std::optional<bool> key_hash_ok;
   std::optional<bool> signature_ok;
   std::string failure;  // the precise reason verification failed; empty when it passed

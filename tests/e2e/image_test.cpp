@@ -17,7 +17,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string vectors() { return test::vectors_dir() + "/mcuboot"; }
+std::string vectors() {
+  return test::vectors_dir() + "/mcuboot";
+}
 
 struct Case {
   std::string output;
@@ -77,7 +79,9 @@ std::vector<std::string> sign_args(const Case& c) {
   return args;
 }
 
-test::ProcessResult openssl(const std::vector<std::string>& args) { return test::run_process("/usr/bin/openssl", args); }
+test::ProcessResult openssl(const std::vector<std::string>& args) {
+  return test::run_process("/usr/bin/openssl", args);
+}
 
 std::vector<std::string> dir_entries(const fs::path& dir) {
   std::vector<std::string> names;
@@ -103,9 +107,12 @@ Pieces split_image(const Bytes& image) {
     std::uint16_t type = get_le16(image, pos), length = get_le16(image, pos + 2);
     Bytes value(image.begin() + static_cast<std::ptrdiff_t>(pos + 4),
                 image.begin() + static_cast<std::ptrdiff_t>(pos + 4 + length));
-    if (type >= 0x10 && type <= 0x12) p.hash_tlv = value;
-    else if (type == 0x01 || type == 0x02) p.key_tlv = value, p.key_tlv_type = type;
-    else if (type >= 0x20 && type <= 0x24) p.signature = value;
+    if (type >= 0x10 && type <= 0x12)
+      p.hash_tlv = value;
+    else if (type == 0x01 || type == 0x02)
+      p.key_tlv = value, p.key_tlv_type = type;
+    else if (type >= 0x20 && type <= 0x24)
+      p.signature = value;
     pos += 4 + length;
   }
   return p;
@@ -132,8 +139,7 @@ TEST_CASE("image sign: every CASES.txt line reproduces imgtool's output (byte fo
       REQUIRE_MESSAGE(v.exit_code == 0, v.err);
       auto info = nlohmann::json::parse(v.out);
       for (std::size_t i = 0; i + 1 < c.args.size(); ++i) {
-        if (c.args[i] == "--version")
-          CHECK(std::string(info["header"]["version"]).starts_with(c.args[i + 1]));
+        if (c.args[i] == "--version") CHECK(std::string(info["header"]["version"]).starts_with(c.args[i + 1]));
         if (c.args[i] == "--security-counter" && c.args[i + 1] != "auto")
           CHECK(info["protected_tlvs"][0]["security_counter"] == std::stoul(c.args[i + 1], nullptr, 0));
       }
@@ -189,8 +195,9 @@ TEST_CASE("image sign: images kiln signs with every key type verify with kiln an
     REQUIRE(openssl({"dgst", hash, "-binary", "-out", dir.file("digest.bin"), dir.file("region.bin")}).exit_code == 0);
     CHECK(read_file(dir.file("digest.bin")) == p.hash_tlv);
     REQUIRE(openssl({"pkey", "-in", key, "-pubout", "-out", dir.file("pub.pem")}).exit_code == 0);
-    std::vector<std::string> verify = {"pkeyutl", "-verify", "-pubin", "-inkey", dir.file("pub.pem"),
-                                       "-in", dir.file("digest.bin"), "-sigfile", dir.file("sig.bin")};
+    std::vector<std::string> verify = {
+        "pkeyutl",  "-verify",          "-pubin", "-inkey", dir.file("pub.pem"), "-in", dir.file("digest.bin"),
+        "-sigfile", dir.file("sig.bin")};
     if (type == "ed25519") verify.push_back("-rawin");  // Ed25519 signs the digest as its message
     if (type.starts_with("rsa"))
       verify.insert(verify.end(), {"-pkeyopt", "rsa_padding_mode:pss", "-pkeyopt", "rsa_pss_saltlen:32", "-pkeyopt",
@@ -200,11 +207,11 @@ TEST_CASE("image sign: images kiln signs with every key type verify with kiln an
     CHECK(o.out.find("Signature Verified Successfully") != std::string::npos);
 
     // KEYHASH = hash of SubjectPublicKeyInfo (EC, Ed25519) or PKCS#1 RSAPublicKey (RSA), as imgtool.
-    std::vector<std::string> der = type.starts_with("rsa")
-                                       ? std::vector<std::string>{"rsa", "-in", key, "-RSAPublicKey_out", "-outform", "DER",
-                                                                  "-out", dir.file("pub.der")}
-                                       : std::vector<std::string>{"pkey", "-in", key, "-pubout", "-outform", "DER", "-out",
-                                                                  dir.file("pub.der")};
+    std::vector<std::string> der =
+        type.starts_with("rsa")
+            ? std::vector<std::string>{"rsa",      "-in", key,    "-RSAPublicKey_out",
+                                       "-outform", "DER", "-out", dir.file("pub.der")}
+            : std::vector<std::string>{"pkey", "-in", key, "-pubout", "-outform", "DER", "-out", dir.file("pub.der")};
     REQUIRE(openssl(der).exit_code == 0);
     REQUIRE(openssl({"dgst", hash, "-binary", "-out", dir.file("keyhash.bin"), dir.file("pub.der")}).exit_code == 0);
     CHECK(p.key_tlv_type == 0x01);
@@ -241,8 +248,8 @@ TEST_CASE("image verify: a forged signature with the right key hash is a bad sig
 }
 
 TEST_CASE("image verify: a key of the wrong type is named as such (exit 3)") {
-  auto r = test::kiln(
-      {"image", "verify", vectors() + "/ecdsa-p256-basic.signed.bin", "--key", vectors() + "/ed25519.pem"});
+  auto r =
+      test::kiln({"image", "verify", vectors() + "/ecdsa-p256-basic.signed.bin", "--key", vectors() + "/ed25519.pem"});
   CHECK(r.exit_code == 3);
   CHECK(r.err.find("wrong key type") != std::string::npos);
 }
@@ -301,19 +308,23 @@ TEST_CASE("image sign: too big for the slot fails like imgtool and leaves no out
 TEST_CASE("image sign: failures leave no partial output file") {
   Workspace ws;
   auto before = dir_entries(ws.dir.path());
+  auto sign = [&](const std::string& key, const std::string& out, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"image", "sign",    "-k",           key,       "--version", "1.0.0", "-H", "0x200",
+                                     "-S",    "0x40000", "--pad-header", "app.bin", out};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return kiln_in(ws, args);
+  };
   SUBCASE("output directory cannot be written") {
     write_file_atomic(ws.file("notadir"), as_bytes("x"));
     before = dir_entries(ws.dir.path());
-    auto r = kiln_in(ws, {"image", "sign", "-k", "ed25519.pem", "--version", "1.0.0", "-H", "0x200", "-S", "0x40000",
-                          "--pad-header", "app.bin", "notadir/out.bin"});
+    auto r = sign("ed25519.pem", "notadir/out.bin");
     CHECK(r.exit_code == 1);
     CHECK(r.err.find("notadir/out.bin") != std::string::npos);
   }
   SUBCASE("key file holds no key") {
     write_file_atomic(ws.file("junk.pem"), as_bytes("not a key\n"));
     before = dir_entries(ws.dir.path());
-    auto r = kiln_in(ws, {"image", "sign", "-k", "junk.pem", "--version", "1.0.0", "-H", "0x200", "-S", "0x40000",
-                          "--pad-header", "app.bin", "out.bin"});
+    auto r = sign("junk.pem", "out.bin");
     CHECK(r.exit_code == 1);
   }
   SUBCASE("encrypted key without a passphrase is an authentication error") {
@@ -321,13 +332,11 @@ TEST_CASE("image sign: failures leave no partial output file") {
     REQUIRE(kiln_in(ws, {"key", "generate", "--type", "ecdsa-p256", "-o", "enc.pem", "--passphrase-file", "pass.txt"})
                 .exit_code == 0);
     before = dir_entries(ws.dir.path());
-    auto r = kiln_in(ws, {"image", "sign", "-k", "enc.pem", "--version", "1.0.0", "-H", "0x200", "-S", "0x40000",
-                          "--pad-header", "app.bin", "out.bin"});
+    auto r = sign("enc.pem", "out.bin");
     CHECK(r.exit_code == 6);
     CHECK(r.err.find("encrypted") != std::string::npos);
     CHECK(r.err.find("--passphrase-file") != std::string::npos);
-    auto ok = kiln_in(ws, {"image", "sign", "-k", "enc.pem", "--passphrase-file", "pass.txt", "--version", "1.0.0",
-                           "-H", "0x200", "-S", "0x40000", "--pad-header", "app.bin", "ok.bin"});
+    auto ok = sign("enc.pem", "ok.bin", {"--passphrase-file", "pass.txt"});
     CHECK_MESSAGE(ok.exit_code == 0, ok.err);
     fs::remove(ws.file("ok.bin"));
   }
@@ -342,8 +351,8 @@ TEST_CASE("image sign: failures leave no partial output file") {
 TEST_CASE("image sign: Intel HEX in and out, verified as HEX") {
   Workspace ws;
   // app.bin at 0x8000200 as HEX, via kiln itself (binary -> HEX needs --hex-addr).
-  auto r = kiln_in(ws, {"image", "sign", "--version", "1.0.0", "-H", "0x200", "-S", "0x40000", "--pad-header",
-                        "-x", "0x8000000", "app.bin", "unsigned.hex"});
+  auto r = kiln_in(ws, {"image", "sign", "--version", "1.0.0", "-H", "0x200", "-S", "0x40000", "--pad-header", "-x",
+                        "0x8000000", "app.bin", "unsigned.hex"});
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   std::string hex = read_text_file(ws.file("unsigned.hex"));
   CHECK(hex.starts_with(":020000040800F2\n:10000000"));
@@ -358,8 +367,8 @@ TEST_CASE("image sign: Intel HEX in and out, verified as HEX") {
                    "--slot-size", "0x40000", "--pad-header", "app.hex", "signed.hex"});
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   CHECK(read_text_file(ws.file("signed.hex")).starts_with(":020000040800F2\n"));
-  REQUIRE(test::run_process("/usr/bin/objcopy", {"-I", "ihex", "-O", "binary", ws.file("signed.hex"),
-                                                 ws.file("signed.bin")})
+  REQUIRE(test::run_process("/usr/bin/objcopy",
+                            {"-I", "ihex", "-O", "binary", ws.file("signed.hex"), ws.file("signed.bin")})
               .exit_code == 0);
   CHECK(read_file(ws.file("signed.bin")) == read_file(vectors() + "/ed25519-basic.signed.bin"));
   // Binary output without a base address for HEX is refused.
@@ -372,10 +381,45 @@ TEST_CASE("image sign: Intel HEX in and out, verified as HEX") {
 TEST_CASE("image sign: imgtool's other options land in the header, protected TLVs and trailer") {
   Workspace ws;
   write_file_atomic(ws.file("tlv.txt"), as_bytes("hello-file"));
-  auto r = kiln_in(ws, {"image", "sign", "-k", "ecdsa-p256.pem", "-v", "1.2.3", "-H", "0x200", "-S", "0x40000",
-                        "--pad-header", "--boot-record", "SPE", "--vid", "example.com", "--cid", "app", "--custom-tlv", "0xb1",
-                        "0x0102", "--custom-tlv-file", "0xb0", "tlv.txt", "--custom-tlv", "0xb2", "two", "--sha", "512", "-s",
-                        "auto", "-L", "0x20000000", "--max-align", "16", "--align", "16", "--pad", "app.bin", "t.bin"});
+  auto r = kiln_in(ws, {"image",
+                        "sign",
+                        "-k",
+                        "ecdsa-p256.pem",
+                        "-v",
+                        "1.2.3",
+                        "-H",
+                        "0x200",
+                        "-S",
+                        "0x40000",
+                        "--pad-header",
+                        "--boot-record",
+                        "SPE",
+                        "--vid",
+                        "example.com",
+                        "--cid",
+                        "app",
+                        "--custom-tlv",
+                        "0xb1",
+                        "0x0102",
+                        "--custom-tlv-file",
+                        "0xb0",
+                        "tlv.txt",
+                        "--custom-tlv",
+                        "0xb2",
+                        "two",
+                        "--sha",
+                        "512",
+                        "-s",
+                        "auto",
+                        "-L",
+                        "0x20000000",
+                        "--max-align",
+                        "16",
+                        "--align",
+                        "16",
+                        "--pad",
+                        "app.bin",
+                        "t.bin"});
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   r = kiln_in(ws, {"-o", "json", "image", "info", "t.bin", "-k", "ecdsa-p256.pem"});
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
@@ -422,7 +466,8 @@ TEST_CASE("image sign: conflicting or invalid options are usage errors") {
   CHECK(r.exit_code == 2);
   r = run({"-d", "1,1.0.0"});
   CHECK(r.exit_code == 2);
-  r = kiln_in(ws, {"image", "sign", "-v", "1.2.3.4", "-H", "0x200", "-S", "0x40000", "--pad-header", "app.bin", "o.bin"});
+  r = kiln_in(ws,
+              {"image", "sign", "-v", "1.2.3.4", "-H", "0x200", "-S", "0x40000", "--pad-header", "app.bin", "o.bin"});
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("invalid version") != std::string::npos);
   CHECK_FALSE(fs::exists(ws.file("out.bin")));

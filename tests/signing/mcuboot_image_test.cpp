@@ -15,7 +15,9 @@ using namespace kiln::mcuboot;
 
 namespace {
 
-std::string vector_path(const std::string& name) { return test::vectors_dir() + "/mcuboot/" + name; }
+std::string vector_path(const std::string& name) {
+  return test::vectors_dir() + "/mcuboot/" + name;
+}
 
 // A small, valid image built with the format functions: header, 16-byte payload, one protected
 // TLV (SEC_CNT), unprotected SHA256 TLV.
