@@ -3,10 +3,9 @@
 #include <CLI/CLI.hpp>
 
 #include <charconv>
-#include <cstdio>
-#include <iostream>
 
 #include "cli/context.hpp"
+#include "cli/progress.hpp"
 #include "commands/commands.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
@@ -52,20 +51,13 @@ Bytes custom_tlv_value(const std::string& value) {
   return Bytes(value.begin(), value.end());
 }
 
-// A one-line progress bar on a terminal's stderr; nothing otherwise.
+// The library reports (done, total); the bar is made at the first report, once the total is known.
 Progress progress_bar(const cli::Context& ctx, std::string label) {
-  if (!ctx.stderr_is_terminal() || ctx.global.quiet) return {};
-  auto last = std::make_shared<int>(-1);
-  return [label = std::move(label), last](std::uint64_t done, std::uint64_t total) {
-    if (total < (64u << 20)) return;  // small images finish before a bar helps
-    int percent = static_cast<int>(done * 100 / total);
-    if (percent == *last) return;
-    *last = percent;
-    int filled = percent / 4;
-    std::fprintf(stderr, "\r%s [%.*s%*s] %3d%%", label.c_str(), filled, "=========================", 25 - filled, "",
-                 percent);
-    if (done >= total) std::fprintf(stderr, "\r\033[K");
-    std::fflush(stderr);
+  auto bar = std::make_shared<std::unique_ptr<cli::ProgressBar>>();
+  return [&ctx, label = std::move(label), bar](std::uint64_t done, std::uint64_t total) {
+    if (!*bar) *bar = std::make_unique<cli::ProgressBar>(ctx, label, total);
+    (*bar)->update(done);
+    if (done >= total) (*bar)->finish();
   };
 }
 
