@@ -229,3 +229,54 @@ TEST_CASE("intel hex: format then parse round-trips, with extended addresses and
   CHECK_THROWS_AS(parse_intel_hex(":0100000000FE\n"), Error);  // bad checksum, no EOF
   CHECK_THROWS_AS(parse_intel_hex(":10000000\n:00000001FF\n"), Error);
 }
+
+TEST_CASE("mcuboot: sign_image reproduces imgtool's Ed25519 vector and inspect_image accepts it") {
+  test::TempDir dir;
+  auto signer = load_file_signer(vector_path("ed25519.pem"), std::nullopt);
+  SignOptions options;
+  options.version = parse_version("1.2.3+4");
+  options.header_size = 0x200;
+  options.pad_header = true;
+  options.slot_size = 0x40000;
+  auto result = sign_image(vector_path("app.bin"), dir.file("out.bin"), options, signer.get());
+  CHECK(result.image_bytes == 100659);
+  CHECK(read_file(dir.file("out.bin")) == read_file(vector_path("ed25519-basic.signed.bin")));
+  auto report = verify_image(dir.file("out.bin"), signer->public_key_der());
+  CHECK(report.signature_ok == true);
+}
+
+TEST_CASE("mcuboot: a multi-megabyte image with its header space in the input signs and verifies") {
+  test::TempDir dir;
+  Bytes firmware(3 * 1024 * 1024 + 123, 0);
+  for (std::size_t i = 0x100; i < firmware.size(); ++i) firmware[i] = static_cast<std::uint8_t>(i ^ (i >> 9));
+  write_file_atomic(dir.file("fw.bin"), firmware);
+  auto signer = load_file_signer(vector_path("ecdsa-p256.pem"), std::nullopt);
+  SignOptions options;
+  options.version = parse_version("1.0.0");
+  options.header_size = 0x100;  // no --pad-header: the first 0x100 input bytes are zero
+  options.slot_size = 4 * 1024 * 1024;
+  options.confirm = true;
+  std::uint64_t last_done = 0;
+  auto result = sign_image(dir.file("fw.bin"), dir.file("fw.signed.bin"), options, signer.get(),
+                           [&](std::uint64_t done, std::uint64_t total) {
+                             CHECK(done <= total);
+                             last_done = done;
+                           });
+  CHECK(last_done == firmware.size());
+  CHECK(result.header.image_size == firmware.size() - 0x100);
+  CHECK(result.output_bytes == options.slot_size);
+  auto report = verify_image(dir.file("fw.signed.bin"), signer->public_key_der());
+  CHECK(report.image.trailer.magic_found);
+  CHECK(report.image.trailer.image_ok == std::uint8_t{1});
+  Bytes written = read_file(dir.file("fw.signed.bin"));
+  CHECK(std::equal(firmware.begin() + 0x100, firmware.end(), written.begin() + 0x100));
+}
+
+TEST_CASE("mcuboot: sign_image refuses an input whose header space is not zero, leaving nothing") {
+  test::TempDir dir;
+  SignOptions options;
+  options.header_size = 0x200;
+  options.slot_size = 0x40000;
+  CHECK_THROWS_AS(sign_image(vector_path("app.bin"), dir.file("out.bin"), options, nullptr), Error);
+  CHECK(std::filesystem::is_empty(dir.path()));
+}
