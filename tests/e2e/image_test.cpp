@@ -327,6 +327,15 @@ TEST_CASE("image sign: failures leave no partial output file") {
     auto r = sign("junk.pem", "out.bin");
     CHECK(r.exit_code == 1);
   }
+  SUBCASE("key of a type MCUboot cannot check (secp256k1)") {
+    REQUIRE(openssl({"genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:secp256k1", "-out",
+                     ws.file("k1.pem")})
+                .exit_code == 0);
+    before = dir_entries(ws.dir.path());
+    auto r = sign("k1.pem", "out.bin");
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("secp256k1 is not supported") != std::string::npos);
+  }
   SUBCASE("encrypted key without a passphrase is an authentication error") {
     write_file_atomic(ws.file("pass.txt"), as_bytes("s3cret\n"));
     REQUIRE(kiln_in(ws, {"key", "generate", "--type", "ecdsa-p256", "-o", "enc.pem", "--passphrase-file", "pass.txt"})
