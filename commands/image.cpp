@@ -253,7 +253,7 @@ void add_sign(CLI::App* image, cli::Context& ctx) {
       }
     }
     SignOptions options = sign_options(*a);
-    validate(options);
+    validate(options);  // usage errors before asking a token or key file for anything
     std::unique_ptr<Signer> signer;
     if (!a->key.empty()) signer = open_signer(a->key, ctx.key_options(a->passphrase));
     auto r = sign_image(a->input, a->output, options, signer.get(), progress_bar(ctx, "signing"));

@@ -98,16 +98,15 @@ ImageVersion parse_version(std::string_view text) {
   }
   if (parts.size() > 3) throw version_error(text, "more than three dotted numbers");
   // imgtool only accepts +BUILD after all three numbers.
-  if (!build_text.empty() || text.find('+') != std::string_view::npos) {
-    if (parts.size() != 3) throw version_error(text, "+BUILD needs MAJOR.MINOR.REVISION before it");
-  }
+  const bool has_build = text.find('+') != std::string_view::npos;
+  if (has_build && parts.size() != 3) throw version_error(text, "+BUILD needs MAJOR.MINOR.REVISION before it");
   std::uint64_t numbers[4] = {0, 0, 0, 0};
   for (std::size_t i = 0; i < parts.size(); ++i) {
     auto n = parse_plain_decimal(parts[i]);
     if (!n) throw version_error(text, fmt::format("'{}' is not a number (no leading zeros)", parts[i]));
     numbers[i] = *n;
   }
-  if (text.find('+') != std::string_view::npos) {
+  if (has_build) {
     auto n = parse_plain_decimal(build_text);
     if (!n) throw version_error(text, fmt::format("build '{}' is not a number", build_text));
     numbers[3] = *n;
