@@ -82,6 +82,9 @@ class ImageOutput {
     if (!trailer.empty()) segments.push_back({static_cast<std::uint32_t>(base + slot_size - trailer.size()), trailer});
     write_file_atomic(path_, as_bytes(format_intel_hex(segments)));
   }
+  void reserve(std::uint64_t size) {
+    if (file_) file_->reserve(size);
+  }
   void commit() {
     if (file_) file_->commit();
   }
@@ -363,6 +366,8 @@ SignResult sign_image(const std::filesystem::path& input_path, const std::filesy
   std::uint64_t hashed_total = hashed_size(header);
   check_fits_slot(hashed_total + min_unprotected, options.trailer, options.slot_size);
 
+  // A full disk fails now rather than after the whole input was read.
+  output.reserve(pad ? options.slot_size : hashed_total + min_unprotected);
   Hasher hasher(result.hash);
   auto emit_hashed = [&](ByteView bytes) {
     hasher.update(bytes);
