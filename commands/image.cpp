@@ -73,6 +73,7 @@ struct SignArgs {
     bool file;
   };
   std::vector<CustomTlvArg> custom_in_order;
+  std::string encrypt;
   bool pad_header = false, pad = false, confirm = false, test = false, non_bootable = false, overwrite_only = false;
   cli::SecretSource passphrase;
 };
@@ -238,6 +239,7 @@ void add_sign(CLI::App* image, cli::Context& ctx) {
       ->check(CLI::IsMember({"auto", "256", "384", "512"}));
   sign->add_option("--boot-record", a->boot_record, "Add a CBOR boot record with this software type (<= 12 chars)");
   sign->add_option("-e,--endian", a->endian, "Byte order; only little is supported")->check(CLI::IsMember({"little"}));
+  sign->add_option("-E,--encrypt", a->encrypt, "Not supported yet: image encryption (imgtool's -E)");
   cli::add_passphrase_options(sign, a->passphrase);
   sign->callback([&ctx, a, sign, custom_tlv, custom_tlv_file] {
     // Protected TLVs keep the order they were given in, across both options. CLI11 records an
@@ -252,6 +254,9 @@ void add_sign(CLI::App* image, cli::Context& ctx) {
         a->custom_in_order.push_back({tag, file, true});
       }
     }
+    if (!a->encrypt.empty())
+      throw Error(ExitCode::usage, "kiln image sign cannot encrypt images yet (imgtool's -E/--encrypt)",
+                  "sign without --encrypt, or encrypt with imgtool for now");
     SignOptions options = sign_options(*a);
     validate(options);  // usage errors before asking a token or key file for anything
     std::unique_ptr<Signer> signer;

@@ -475,6 +475,9 @@ TEST_CASE("image sign: conflicting or invalid options are usage errors") {
   CHECK(r.exit_code == 2);
   r = run({"-d", "1,1.0.0"});
   CHECK(r.exit_code == 2);
+  r = run({"-E", "enc.pem"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("cannot encrypt") != std::string::npos);
   r = kiln_in(ws,
               {"image", "sign", "-v", "1.2.3.4", "-H", "0x200", "-S", "0x40000", "--pad-header", "app.bin", "o.bin"});
   CHECK(r.exit_code == 2);
