@@ -33,13 +33,13 @@ end
 function __kiln_at
     test (__kiln_path) = "$argv[1]"
 end
-set -g __kiln_valued '.|-o' '.|--output' '.|--config' '.|--pkcs11-module' 'key|-o' 'key|--output' 'key|--config' 'key|--pkcs11-module' 'key generate|--config' 'key generate|--pkcs11-module' 'key generate|-t' 'key generate|--type' 'key generate|-o' 'key generate|--out' 'key generate|--passphrase-file' 'key generate|--passphrase-env' 'key show|-o' 'key show|--output' 'key show|--config' 'key show|--pkcs11-module' 'key show|--passphrase-file' 'key show|--passphrase-env' 'image|-o' 'image|--output' 'image|--config' 'image|--pkcs11-module' 'image sign|-o' 'image sign|--output' 'image sign|--config' 'image sign|--pkcs11-module' 'image sign|-k' 'image sign|--key' 'image sign|-v' 'image sign|--version' 'image sign|-H' 'image sign|--header-size' 'image sign|-S' 'image sign|--slot-size' 'image sign|--align' 'image sign|--max-align' 'image sign|-M' 'image sign|--max-sectors' 'image sign|-s' 'image sign|--security-counter' 'image sign|-d' 'image sign|--dependencies' 'image sign|--custom-tlv' 'image sign|--custom-tlv-file' 'image sign|--public-key-format' 'image sign|-R' 'image sign|--erased-val' 'image sign|-L' 'image sign|--load-addr' 'image sign|-F' 'image sign|--rom-fixed' 'image sign|-x' 'image sign|--hex-addr' 'image sign|--vid' 'image sign|--cid' 'image sign|--sha' 'image sign|--boot-record' 'image sign|-e' 'image sign|--endian' 'image sign|-E' 'image sign|--encrypt' 'image sign|--passphrase-file' 'image sign|--passphrase-env' 'image verify|-o' 'image verify|--output' 'image verify|--config' 'image verify|--pkcs11-module' 'image verify|-k' 'image verify|--key' 'image verify|--passphrase-file' 'image verify|--passphrase-env' 'image info|-o' 'image info|--output' 'image info|--config' 'image info|--pkcs11-module' 'image info|-k' 'image info|--key' 'image info|--passphrase-file' 'image info|--passphrase-env' 'completion|-o' 'completion|--output' 'completion|--config' 'completion|--pkcs11-module' 'help|-o' 'help|--output' 'help|--config' 'help|--pkcs11-module' 'man|-o' 'man|--output' 'man|--config' 'man|--pkcs11-module' 'man|--dir' 'version|-o' 'version|--output' 'version|--config' 'version|--pkcs11-module'
+set -g __kiln_valued '.|-o' '.|--output' '.|--config' '.|--pkcs11-module' 'key|-o' 'key|--output' 'key|--config' 'key|--pkcs11-module' 'key generate|--config' 'key generate|--pkcs11-module' 'key generate|-t' 'key generate|--type' 'key generate|-o' 'key generate|--out' 'key generate|--pkcs11' 'key generate|--passphrase-file' 'key generate|--passphrase-env' 'key show|-o' 'key show|--output' 'key show|--config' 'key show|--pkcs11-module' 'key show|--passphrase-file' 'key show|--passphrase-env' 'key export-public|--config' 'key export-public|--pkcs11-module' 'key export-public|-o' 'key export-public|--out' 'key export-public|-f' 'key export-public|--format' 'key export-public|--passphrase-file' 'key export-public|--passphrase-env' 'image|-o' 'image|--output' 'image|--config' 'image|--pkcs11-module' 'image sign|-o' 'image sign|--output' 'image sign|--config' 'image sign|--pkcs11-module' 'image sign|-k' 'image sign|--key' 'image sign|-v' 'image sign|--version' 'image sign|-H' 'image sign|--header-size' 'image sign|-S' 'image sign|--slot-size' 'image sign|--align' 'image sign|--max-align' 'image sign|-M' 'image sign|--max-sectors' 'image sign|-s' 'image sign|--security-counter' 'image sign|-d' 'image sign|--dependencies' 'image sign|--custom-tlv' 'image sign|--custom-tlv-file' 'image sign|--public-key-format' 'image sign|-R' 'image sign|--erased-val' 'image sign|-L' 'image sign|--load-addr' 'image sign|-F' 'image sign|--rom-fixed' 'image sign|-x' 'image sign|--hex-addr' 'image sign|--vid' 'image sign|--cid' 'image sign|--sha' 'image sign|--boot-record' 'image sign|-e' 'image sign|--endian' 'image sign|-E' 'image sign|--encrypt' 'image sign|--passphrase-file' 'image sign|--passphrase-env' 'image verify|-o' 'image verify|--output' 'image verify|--config' 'image verify|--pkcs11-module' 'image verify|-k' 'image verify|--key' 'image verify|--passphrase-file' 'image verify|--passphrase-env' 'image info|-o' 'image info|--output' 'image info|--config' 'image info|--pkcs11-module' 'image info|-k' 'image info|--key' 'image info|--passphrase-file' 'image info|--passphrase-env' 'completion|-o' 'completion|--output' 'completion|--config' 'completion|--pkcs11-module' 'help|-o' 'help|--output' 'help|--config' 'help|--pkcs11-module' 'man|-o' 'man|--output' 'man|--config' 'man|--pkcs11-module' 'man|--dir' 'version|-o' 'version|--output' 'version|--config' 'version|--pkcs11-module'
 function __kiln_subs
     switch $argv[1]
         case '.'
             printf '%s\n' 'key' 'image' 'completion' 'help' 'man' 'version'
         case 'key'
-            printf '%s\n' 'generate' 'show'
+            printf '%s\n' 'generate' 'show' 'export-public'
         case 'image'
             printf '%s\n' 'sign' 'verify' 'info'
     end
@@ -61,8 +61,9 @@ complete -c kiln -n '__kiln_at \'.\'' -l debug -d 'Low-level detail in errors (O
 complete -c kiln -n '__kiln_at \'.\'' -l no-color -d 'Never color output (also NO_COLOR)'
 complete -c kiln -n '__kiln_at \'.\'' -l config -r -F -d 'Config file (TOML)'
 complete -c kiln -n '__kiln_at \'.\'' -l pkcs11-module -r -F -d 'PKCS#11 module for pkcs11: KEYREFs'
-complete -c kiln -n '__kiln_at \'key\'' -a 'generate' -d 'Create a private key (PKCS#8 PEM, mode 0600)'
+complete -c kiln -n '__kiln_at \'key\'' -a 'generate' -d 'Create a private key: a PKCS#8 PEM file (mode 0600) or a key pair on a PKCS#11 token'
 complete -c kiln -n '__kiln_at \'key\'' -a 'show' -d 'Show a key\'s type, fingerprint and MCUboot key hash'
+complete -c kiln -n '__kiln_at \'key\'' -a 'export-public' -d 'Write a key\'s public half as PEM, DER, raw bytes or imgtool C/Rust source'
 complete -c kiln -n '__kiln_at \'key\'' -l version -d 'Display program version information and exit'
 complete -c kiln -n '__kiln_at \'key\'' -s o -l output -x -a 'table json jsonl yaml csv' -d 'Output format: table, json, jsonl, yaml, csv'
 complete -c kiln -n '__kiln_at \'key\'' -s q -l quiet -d 'Only errors on stderr'
@@ -83,8 +84,9 @@ complete -c kiln -n '__kiln_at \'key generate\'' -l pkcs11-module -r -F -d 'PKCS
 complete -c kiln -n '__kiln_at \'key generate\'' -s h -l help -d 'Print this help message and exit'
 complete -c kiln -n '__kiln_at \'key generate\'' -l help-all -d 'Show help for every command'
 complete -c kiln -n '__kiln_at \'key generate\'' -s t -l type -x -a 'ecdsa-p256 ecdsa-p384 ed25519 rsa-2048 rsa-3072' -d 'ecdsa-p256, ecdsa-p384, ed25519, rsa-2048 or rsa-3072'
-complete -c kiln -n '__kiln_at \'key generate\'' -s o -l out -r -F -d 'Where to write the private key'
-complete -c kiln -n '__kiln_at \'key generate\'' -l force -d 'Overwrite an existing file'
+complete -c kiln -n '__kiln_at \'key generate\'' -s o -l out -r -F -d 'Where to write the private key (PEM)'
+complete -c kiln -n '__kiln_at \'key generate\'' -l pkcs11 -x -d 'Create the key pair on this token instead: pkcs11:token=T;object=LABEL;id=%01'
+complete -c kiln -n '__kiln_at \'key generate\'' -l force -d 'Overwrite an existing file (never applies to token keys)'
 complete -c kiln -n '__kiln_at \'key generate\'' -l passphrase-file -r -F -d 'Read the key passphrase from this file'
 complete -c kiln -n '__kiln_at \'key generate\'' -l passphrase-env -x -d 'Read the key passphrase from this environment variable'
 complete -c kiln -n '__kiln_at \'key show\'' -l version -d 'Display program version information and exit'
@@ -100,6 +102,20 @@ complete -c kiln -n '__kiln_at \'key show\'' -l help-all -d 'Show help for every
 complete -c kiln -n '__kiln_at \'key show\'' -l passphrase-file -r -F -d 'Read the key passphrase from this file'
 complete -c kiln -n '__kiln_at \'key show\'' -l passphrase-env -x -d 'Read the key passphrase from this environment variable'
 complete -c kiln -n '__kiln_at \'key show\'' -F
+complete -c kiln -n '__kiln_at \'key export-public\'' -l version -d 'Display program version information and exit'
+complete -c kiln -n '__kiln_at \'key export-public\'' -s q -l quiet -d 'Only errors on stderr'
+complete -c kiln -n '__kiln_at \'key export-public\'' -s v -l verbose -d 'More detail on stderr'
+complete -c kiln -n '__kiln_at \'key export-public\'' -l debug -d 'Low-level detail in errors (OpenSSL, libusb, curl)'
+complete -c kiln -n '__kiln_at \'key export-public\'' -l no-color -d 'Never color output (also NO_COLOR)'
+complete -c kiln -n '__kiln_at \'key export-public\'' -l config -r -F -d 'Config file (TOML)'
+complete -c kiln -n '__kiln_at \'key export-public\'' -l pkcs11-module -r -F -d 'PKCS#11 module for pkcs11: KEYREFs'
+complete -c kiln -n '__kiln_at \'key export-public\'' -s h -l help -d 'Print this help message and exit'
+complete -c kiln -n '__kiln_at \'key export-public\'' -l help-all -d 'Show help for every command'
+complete -c kiln -n '__kiln_at \'key export-public\'' -s o -l out -r -F -d 'Output file (default: stdout)'
+complete -c kiln -n '__kiln_at \'key export-public\'' -s f -l format -x -a 'pem der c rust raw' -d 'pem (default), der, c, rust or raw'
+complete -c kiln -n '__kiln_at \'key export-public\'' -l passphrase-file -r -F -d 'Read the key passphrase from this file'
+complete -c kiln -n '__kiln_at \'key export-public\'' -l passphrase-env -x -d 'Read the key passphrase from this environment variable'
+complete -c kiln -n '__kiln_at \'key export-public\'' -F
 complete -c kiln -n '__kiln_at \'image\'' -a 'sign' -d 'Create a signed (or, without --key, unsigned) MCUboot image'
 complete -c kiln -n '__kiln_at \'image\'' -a 'verify' -d 'Check an image\'s hash, key hash and signature (exit 3 if bad)'
 complete -c kiln -n '__kiln_at \'image\'' -a 'info' -d 'Show an image\'s header, TLVs, trailer and verification result'
