@@ -11,10 +11,6 @@
 namespace kiln {
 namespace {
 
-// A sparse address space only as large as a real flash image: refuse to allocate gigabytes for
-// a file that puts two bytes 4 GiB apart.
-constexpr std::uint64_t max_hex_span = 512u << 20;
-
 Error hex_error(std::size_t line, const std::string& why) {
   return Error(ExitCode::failure, fmt::format("invalid Intel HEX at line {}: {}", line, why),
                "check that the file is a complete Intel HEX file");
@@ -41,7 +37,7 @@ bool is_intel_hex_path(std::string_view path) {
   return ext == "hex";
 }
 
-HexImage parse_intel_hex(std::string_view text) {
+HexImage parse_intel_hex(std::string_view text, std::uint64_t max_span) {
   std::map<std::uint64_t, Bytes> runs;  // start address -> bytes, as read
   std::uint64_t upper = 0;
   std::size_t line_no = 0;
@@ -97,7 +93,8 @@ HexImage parse_intel_hex(std::string_view text) {
   std::uint64_t low = runs.begin()->first;
   std::uint64_t high = 0;
   for (auto& [addr, bytes] : runs) high = std::max(high, addr + bytes.size());
-  if (high - low > max_hex_span || high > 0x100000000ull)
+  // Refuse to allocate gigabytes for a file that puts two bytes 4 GiB apart.
+  if (high - low > max_span || high > 0x100000000ull)
     throw Error(ExitCode::failure,
                 fmt::format("Intel HEX data spans {:#x}..{:#x}, too far apart for one image", low, high),
                 "split the file, or convert the part you mean to sign to binary");

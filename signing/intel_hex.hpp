@@ -15,8 +15,9 @@ struct HexImage {
   Bytes data;  // from the lowest to the highest address, gaps filled with 0xFF (as IntelHex.tobinarray)
 };
 
-// Throws Error(failure) naming the line for bad records, checksums or overlapping data.
-HexImage parse_intel_hex(std::string_view text);
+// Throws Error(failure) naming the line for bad records, checksums or overlapping data, and for
+// data spread over more than `max_span` bytes (a flash image is contiguous; gaps become 0xFF).
+HexImage parse_intel_hex(std::string_view text, std::uint64_t max_span = 512u << 20);
 
 struct HexSegment {
   std::uint32_t address = 0;

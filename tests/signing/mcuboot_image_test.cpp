@@ -228,6 +228,10 @@ TEST_CASE("intel hex: format then parse round-trips, with extended addresses and
   CHECK(image.data[0x110] == 0x11);
   CHECK_THROWS_AS(parse_intel_hex(":0100000000FE\n"), Error);  // bad checksum, no EOF
   CHECK_THROWS_AS(parse_intel_hex(":10000000\n:00000001FF\n"), Error);
+  // Two bytes 2 MiB apart: beyond a 1 MiB span limit, within the default.
+  std::vector<HexSegment> far = {{0, ByteView(a).first(1)}, {2u << 20, ByteView(a).first(1)}};
+  CHECK_THROWS_AS(parse_intel_hex(format_intel_hex(far), 1u << 20), Error);
+  CHECK(parse_intel_hex(format_intel_hex(far)).data.size() == (2u << 20) + 1);
 }
 
 TEST_CASE("mcuboot: sign_image reproduces imgtool's Ed25519 vector and inspect_image accepts it") {
