@@ -328,9 +328,9 @@ TEST_CASE("image sign: failures leave no partial output file") {
     CHECK(r.exit_code == 1);
   }
   SUBCASE("key of a type MCUboot cannot check (secp256k1)") {
-    REQUIRE(openssl({"genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:secp256k1", "-out",
-                     ws.file("k1.pem")})
-                .exit_code == 0);
+    REQUIRE(
+        openssl({"genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:secp256k1", "-out", ws.file("k1.pem")})
+            .exit_code == 0);
     before = dir_entries(ws.dir.path());
     auto r = sign("k1.pem", "out.bin");
     CHECK(r.exit_code == 1);
@@ -484,4 +484,36 @@ TEST_CASE("image sign: conflicting or invalid options are usage errors") {
   CHECK(r.err.find("invalid version") != std::string::npos);
   CHECK_FALSE(fs::exists(ws.file("out.bin")));
   CHECK_FALSE(fs::exists(ws.file("o.bin")));
+}
+
+TEST_CASE("image sign: a key on a PKCS#11 token (SoftHSM2) signs an image that verifies") {
+  test::TempDir dir;
+  const std::string module = "/usr/lib/softhsm/libsofthsm2.so";
+  REQUIRE(fs::exists(module));
+  fs::create_directories(dir.path() / "tokens");
+  write_file_atomic(dir.file("softhsm2.conf"), as_bytes("directories.tokendir = " + dir.file("tokens") + "\n"));
+  test::ProcessOptions env;
+  env.env["SOFTHSM2_CONF"] = dir.file("softhsm2.conf");
+  REQUIRE(test::run_process("/usr/bin/softhsm2-util",
+                            {"--init-token", "--free", "--label", "T", "--pin", "1234", "--so-pin", "5678"}, env)
+              .exit_code == 0);
+  REQUIRE(test::run_process("/usr/bin/pkcs11-tool",
+                            {"--module", module, "--login", "--pin", "1234", "--keypairgen", "--key-type",
+                             "EC:prime256v1", "--id", "01", "--label", "signkey"},
+                            env)
+              .exit_code == 0);
+  env.env["KILN_PKCS11_MODULE"] = module;
+  env.env["KILN_PKCS11_PIN"] = "1234";
+  const std::string uri = "pkcs11:token=T;object=signkey";
+  auto s = test::kiln({"image", "sign", "-k", uri, "-v", "1.0.0", "-H", "0x200", "-S", "0x40000", "--pad-header",
+                       vectors() + "/app.bin", dir.file("hsm.bin")},
+                      env);
+  REQUIRE_MESSAGE(s.exit_code == 0, s.err);
+  auto v = test::kiln({"image", "verify", dir.file("hsm.bin"), "-k", uri}, env);
+  CHECK_MESSAGE(v.exit_code == 0, v.err);
+  // And with the public key alone, as a device would.
+  auto pub = test::kiln({"key", "export-public", uri, "-o", dir.file("pub.pem")}, env);
+  REQUIRE_MESSAGE(pub.exit_code == 0, pub.err);
+  v = test::kiln({"image", "verify", dir.file("hsm.bin"), "-k", dir.file("pub.pem")});
+  CHECK_MESSAGE(v.exit_code == 0, v.err);
 }
