@@ -7,6 +7,7 @@ namespace {
 constexpr Noun nouns[] = {
     {"key", add_key},
     {"image", add_image},
+    {"board", add_board},
     {"completion", add_completion},
     {"help", add_help},
     {"version", add_version},
