@@ -125,6 +125,17 @@ void AtomicFile::write(std::string_view text) {
   write(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
 }
 
+void AtomicFile::reserve(std::uint64_t size) {
+  // KEEP_SIZE: a reservation larger than what is finally written never shows up as file content.
+  if (size == 0 || ::fallocate(fd_, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(size)) == 0) return;
+  if (errno == ENOSPC || errno == EDQUOT || errno == EFBIG) throw open_error(path_, errno, "write");
+}
+
+void AtomicFile::start_writeback() {
+  // Only a hint: an error here resurfaces in commit()'s fsync.
+  ::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
 void AtomicFile::commit() {
   if (::fsync(fd_) != 0) throw open_error(path_, errno, "write");
   if (::close(fd_) != 0) {

@@ -45,6 +45,13 @@ class AtomicFile {
   void write(std::span<const std::uint8_t> data);
   void write(std::string_view text);
   std::uint64_t written() const { return written_; }
+  // Reserves disk space for a file of `size` bytes: a full disk fails now, not after minutes of
+  // work, and the file is laid out in one piece. The file's size is unchanged (only what is written
+  // counts). A no-op where the filesystem cannot reserve.
+  void reserve(std::uint64_t size);
+  // Asks the kernel to start writing what was written so far to disk, without waiting, so that
+  // commit()'s fsync has little left to do for large files.
+  void start_writeback();
   void commit();
 
  private:

@@ -66,3 +66,15 @@ TEST_CASE("files: a missing file is not_found with the path in the message") {
     CHECK(std::string(e.what()).find("/nonexistent/kiln/file") != std::string::npos);
   }
 }
+
+TEST_CASE("files: AtomicFile reserve keeps the size at what was written") {
+  test::TempDir dir;
+  auto target = dir.path() / "big.bin";
+  AtomicFile f(target);
+  f.reserve(1 << 20);
+  f.write(std::string_view("twelve bytes"));
+  f.start_writeback();
+  f.commit();
+  CHECK(std::filesystem::file_size(target) == 12);
+  CHECK(read_text_file(target) == "twelve bytes");
+}

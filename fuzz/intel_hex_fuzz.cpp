@@ -1,0 +1,20 @@
+// libFuzzer target for the Intel HEX reader: any text must parse or throw kiln::Error, never crash.
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#include "core/error.hpp"
+#include "signing/intel_hex.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  try {
+    // A small span limit keeps each run fast; the limit check itself is part of what is fuzzed.
+    auto image = kiln::parse_intel_hex(std::string_view(reinterpret_cast<const char*>(data), size), 1 << 20);
+    // What was read must write back and read again to the same bytes.
+    kiln::HexSegment segment{image.base_address, image.data};
+    auto again = kiln::parse_intel_hex(kiln::format_intel_hex({&segment, 1}));
+    if (!image.data.empty() && (again.data != image.data || again.base_address != image.base_address)) std::abort();
+  } catch (const kiln::Error&) {
+  }
+  return 0;
+}

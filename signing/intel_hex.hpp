@@ -1,0 +1,33 @@
+// Intel HEX files: parse into one contiguous image (gaps filled with 0xFF), write segments back.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "core/bytes.hpp"
+
+namespace kiln {
+
+struct HexImage {
+  std::uint32_t base_address = 0;
+  Bytes data;  // from the lowest to the highest address, gaps filled with 0xFF (as IntelHex.tobinarray)
+};
+
+// Throws Error(failure) naming the line for bad records, checksums or overlapping data, and for
+// data spread over more than `max_span` bytes (a flash image is contiguous; gaps become 0xFF).
+HexImage parse_intel_hex(std::string_view text, std::uint64_t max_span = 512u << 20);
+
+struct HexSegment {
+  std::uint32_t address = 0;
+  ByteView data;
+};
+// Records of up to 16 bytes, extended linear address records as needed, end-of-file record;
+// the same layout Python's IntelHex writes (uppercase, LF line ends).
+std::string format_intel_hex(std::span<const HexSegment> segments);
+
+// True when the path ends in .hex (any case), as imgtool decides.
+bool is_intel_hex_path(std::string_view path);
+
+}  // namespace kiln

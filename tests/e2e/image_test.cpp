@@ -1,0 +1,519 @@
+// End-to-end tests of `kiln image`: imgtool's vectors byte for byte, every key type checked by openssl, bad input.
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/bytes.hpp"
+#include "core/files.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
+
+using namespace kiln;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string vectors() {
+  return test::vectors_dir() + "/mcuboot";
+}
+
+struct Case {
+  std::string output;
+  std::vector<std::string> args;
+};
+
+// CASES.txt: "output | imgtool sign arguments" per line; the arguments are kiln's too.
+std::vector<Case> read_cases() {
+  std::vector<Case> cases;
+  std::istringstream lines(read_text_file(vectors() + "/CASES.txt"));
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    auto bar = line.find('|');
+    REQUIRE(bar != std::string::npos);
+    Case c;
+    std::istringstream name(line.substr(0, bar));
+    name >> c.output;
+    std::istringstream words(line.substr(bar + 1));
+    for (std::string w; words >> w;) c.args.push_back(w);
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+bool deterministic(const Case& c) {
+  for (std::size_t i = 0; i + 1 < c.args.size(); ++i)
+    if (c.args[i] == "-k" || c.args[i] == "--key") return c.args[i + 1].find("ed25519") != std::string::npos;
+  return true;  // unsigned
+}
+
+std::string key_of(const Case& c) {
+  for (std::size_t i = 0; i + 1 < c.args.size(); ++i)
+    if (c.args[i] == "-k" || c.args[i] == "--key") return c.args[i + 1];
+  return {};
+}
+
+// A temp dir holding the vectors' inputs, so CASES.txt's relative names work unchanged.
+struct Workspace {
+  test::TempDir dir;
+  Workspace() {
+    for (auto& entry : fs::directory_iterator(vectors()))
+      if (entry.path().extension() == ".pem" || entry.path().filename() == "app.bin")
+        fs::copy_file(entry.path(), dir.path() / entry.path().filename());
+  }
+  std::string file(const std::string& name) const { return dir.file(name); }
+};
+
+test::ProcessResult kiln_in(const Workspace& ws, std::vector<std::string> args) {
+  test::ProcessOptions options;
+  options.cwd = ws.dir.path().string();
+  return test::kiln(args, options);
+}
+
+std::vector<std::string> sign_args(const Case& c) {
+  std::vector<std::string> args = {"image", "sign"};
+  args.insert(args.end(), c.args.begin(), c.args.end());
+  return args;
+}
+
+test::ProcessResult openssl(const std::vector<std::string>& args) {
+  return test::run_process("/usr/bin/openssl", args);
+}
+
+std::vector<std::string> dir_entries(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Signature and hashed region of an image, found by walking the format by hand (not with kiln's parser).
+struct Pieces {
+  Bytes hashed_region, hash_tlv, key_tlv, signature;
+  std::uint16_t key_tlv_type = 0;
+};
+Pieces split_image(const Bytes& image) {
+  Pieces p;
+  std::size_t header_size = get_le16(image, 8), protected_size = get_le16(image, 10);
+  std::size_t payload_end = header_size + get_le32(image, 12);
+  p.hashed_region.assign(image.begin(), image.begin() + static_cast<std::ptrdiff_t>(payload_end + protected_size));
+  std::size_t pos = payload_end + protected_size;
+  REQUIRE(get_le16(image, pos) == 0x6907);
+  std::size_t end = pos + get_le16(image, pos + 2);
+  for (pos += 4; pos < end;) {
+    std::uint16_t type = get_le16(image, pos), length = get_le16(image, pos + 2);
+    Bytes value(image.begin() + static_cast<std::ptrdiff_t>(pos + 4),
+                image.begin() + static_cast<std::ptrdiff_t>(pos + 4 + length));
+    if (type >= 0x10 && type <= 0x12)
+      p.hash_tlv = value;
+    else if (type == 0x01 || type == 0x02)
+      p.key_tlv = value, p.key_tlv_type = type;
+    else if (type >= 0x20 && type <= 0x24)
+      p.signature = value;
+    pos += 4 + length;
+  }
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("image sign: every CASES.txt line reproduces imgtool's output (byte for byte where deterministic)") {
+  Workspace ws;
+  auto cases = read_cases();
+  REQUIRE(cases.size() >= 14);
+  for (const auto& c : cases) {
+    CAPTURE(c.output);
+    auto r = kiln_in(ws, sign_args(c));
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    Bytes ours = read_file(ws.file(c.output));
+    Bytes theirs = read_file(vectors() + "/" + c.output);
+    bool vector_is_image = theirs.size() >= 4 && get_le32(theirs, 0) == 0x96f3b83d;
+    if (!vector_is_image) {
+      // The vector file itself is damaged (not an MCUboot image); say so loudly, and still check
+      // our output against what its CASES.txt line asks for.
+      WARN_MESSAGE(false, "vector " << c.output << " is not an MCUboot image; comparing structure only");
+      auto v = kiln_in(ws, {"-o", "json", "image", "info", c.output, "--key", key_of(c)});
+      REQUIRE_MESSAGE(v.exit_code == 0, v.err);
+      auto info = nlohmann::json::parse(v.out);
+      for (std::size_t i = 0; i + 1 < c.args.size(); ++i) {
+        if (c.args[i] == "--version") CHECK(std::string(info["header"]["version"]).starts_with(c.args[i + 1]));
+        if (c.args[i] == "--security-counter" && c.args[i + 1] != "auto")
+          CHECK(info["protected_tlvs"][0]["security_counter"] == std::stoul(c.args[i + 1], nullptr, 0));
+      }
+      continue;
+    }
+    if (deterministic(c)) {
+      CHECK(ours == theirs);
+    } else {
+      // ECDSA and RSA-PSS signatures are randomised: everything but the signature must match,
+      // and both images must verify with the key.
+      CHECK(split_image(ours).hashed_region == split_image(theirs).hashed_region);
+      CHECK(split_image(ours).hash_tlv == split_image(theirs).hash_tlv);
+      CHECK(split_image(ours).key_tlv == split_image(theirs).key_tlv);
+      auto mine = kiln_in(ws, {"image", "verify", c.output, "--key", key_of(c)});
+      CHECK_MESSAGE(mine.exit_code == 0, mine.err);
+    }
+  }
+}
+
+TEST_CASE("image verify: imgtool's ECDSA P-256, P-384, RSA-2048 and Ed25519 vectors verify") {
+  for (std::string type : {"ecdsa-p256", "ecdsa-p384", "rsa-2048", "ed25519"}) {
+    CAPTURE(type);
+    auto r = test::kiln({"-o", "json", "image", "verify", vectors() + "/" + type + "-basic.signed.bin", "--key",
+                         vectors() + "/" + type + ".pem"});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    auto j = nlohmann::json::parse(r.out);
+    CHECK(j["result"] == "ok");
+    CHECK(j["version"] == "1.2.3+4");
+    CHECK(j["hash"] == (type == "ecdsa-p384" ? "sha384" : "sha256"));
+  }
+}
+
+TEST_CASE("image sign: images kiln signs with every key type verify with kiln and with openssl") {
+  test::TempDir dir;
+  Bytes firmware(70000);
+  for (std::size_t i = 0; i < firmware.size(); ++i) firmware[i] = static_cast<std::uint8_t>(i * 31 + 7);
+  write_file_atomic(dir.file("fw.bin"), firmware);
+  for (std::string type : {"ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-2048", "rsa-3072"}) {
+    CAPTURE(type);
+    std::string key = dir.file(type + ".pem"), image = dir.file(type + ".signed.bin");
+    REQUIRE(test::kiln({"key", "generate", "--type", type, "-o", key}).exit_code == 0);
+    auto s = test::kiln({"image", "sign", "-k", key, "--version", "2.0.1+9", "--header-size", "0x200", "--slot-size",
+                         "0x20000", "--pad-header", dir.file("fw.bin"), image});
+    REQUIRE_MESSAGE(s.exit_code == 0, s.err);
+    auto v = test::kiln({"image", "verify", image, "--key", key});
+    CHECK_MESSAGE(v.exit_code == 0, v.err);
+
+    // The independent oracle: openssl hashes the region and checks the signature itself.
+    Pieces p = split_image(read_file(image));
+    std::string hash = type == "ecdsa-p384" ? "-sha384" : "-sha256";
+    write_file_atomic(dir.file("region.bin"), p.hashed_region);
+    write_file_atomic(dir.file("sig.bin"), p.signature);
+    REQUIRE(openssl({"dgst", hash, "-binary", "-out", dir.file("digest.bin"), dir.file("region.bin")}).exit_code == 0);
+    CHECK(read_file(dir.file("digest.bin")) == p.hash_tlv);
+    REQUIRE(openssl({"pkey", "-in", key, "-pubout", "-out", dir.file("pub.pem")}).exit_code == 0);
+    std::vector<std::string> verify = {
+        "pkeyutl",  "-verify",          "-pubin", "-inkey", dir.file("pub.pem"), "-in", dir.file("digest.bin"),
+        "-sigfile", dir.file("sig.bin")};
+    if (type == "ed25519") verify.push_back("-rawin");  // Ed25519 signs the digest as its message
+    if (type.starts_with("rsa"))
+      verify.insert(verify.end(), {"-pkeyopt", "rsa_padding_mode:pss", "-pkeyopt", "rsa_pss_saltlen:32", "-pkeyopt",
+                                   "digest:sha256"});
+    auto o = openssl(verify);
+    CHECK_MESSAGE(o.exit_code == 0, o.out << o.err);
+    CHECK(o.out.find("Signature Verified Successfully") != std::string::npos);
+
+    // KEYHASH = hash of SubjectPublicKeyInfo (EC, Ed25519) or PKCS#1 RSAPublicKey (RSA), as imgtool.
+    std::vector<std::string> der =
+        type.starts_with("rsa")
+            ? std::vector<std::string>{"rsa",      "-in", key,    "-RSAPublicKey_out",
+                                       "-outform", "DER", "-out", dir.file("pub.der")}
+            : std::vector<std::string>{"pkey", "-in", key, "-pubout", "-outform", "DER", "-out", dir.file("pub.der")};
+    REQUIRE(openssl(der).exit_code == 0);
+    REQUIRE(openssl({"dgst", hash, "-binary", "-out", dir.file("keyhash.bin"), dir.file("pub.der")}).exit_code == 0);
+    CHECK(p.key_tlv_type == 0x01);
+    CHECK(read_file(dir.file("keyhash.bin")) == p.key_tlv);
+  }
+}
+
+TEST_CASE("image verify: a changed payload byte is a hash mismatch (exit 3)") {
+  test::TempDir dir;
+  Bytes image = read_file(vectors() + "/ed25519-basic.signed.bin");
+  image[0x200 + 1000] ^= 0x01;
+  write_file_atomic(dir.file("bad.bin"), image);
+  auto r = test::kiln({"image", "verify", dir.file("bad.bin"), "--key", vectors() + "/ed25519.pem"});
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("hash mismatch") != std::string::npos);
+}
+
+TEST_CASE("image verify: another key of the same type is a key hash mismatch (exit 3)") {
+  test::TempDir dir;
+  REQUIRE(test::kiln({"key", "generate", "--type", "ed25519", "-o", dir.file("other.pem")}).exit_code == 0);
+  auto r = test::kiln({"image", "verify", vectors() + "/ed25519-basic.signed.bin", "--key", dir.file("other.pem")});
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("key hash mismatch") != std::string::npos);
+}
+
+TEST_CASE("image verify: a forged signature with the right key hash is a bad signature (exit 3)") {
+  test::TempDir dir;
+  Bytes image = read_file(vectors() + "/ed25519-basic.signed.bin");
+  image[image.size() - 5] ^= 0x40;  // inside the ED25519 TLV, the last TLV
+  write_file_atomic(dir.file("forged.bin"), image);
+  auto r = test::kiln({"image", "verify", dir.file("forged.bin"), "--key", vectors() + "/ed25519.pem"});
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("bad signature") != std::string::npos);
+}
+
+TEST_CASE("image verify: a key of the wrong type is named as such (exit 3)") {
+  auto r =
+      test::kiln({"image", "verify", vectors() + "/ecdsa-p256-basic.signed.bin", "--key", vectors() + "/ed25519.pem"});
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("wrong key type") != std::string::npos);
+}
+
+TEST_CASE("image verify: truncated TLV area and wrong magic give the offset and reason (exit 3)") {
+  test::TempDir dir;
+  Bytes image = read_file(vectors() + "/ed25519-basic.signed.bin");
+  write_file_atomic(dir.file("short.bin"), ByteView(image).first(image.size() - 10));
+  auto r = test::kiln({"image", "verify", dir.file("short.bin")});
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("truncated unprotected TLV area") != std::string::npos);
+  CHECK(r.err.find("offset 0x") != std::string::npos);
+
+  image[0] = 0;
+  write_file_atomic(dir.file("magic.bin"), image);
+  r = test::kiln({"image", "verify", dir.file("magic.bin")});
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("wrong magic") != std::string::npos);
+}
+
+TEST_CASE("image info: every field in JSON, with the trailer of a confirmed image") {
+  auto r = test::kiln({"-o", "json", "image", "info", vectors() + "/ed25519-pad-confirm.signed.bin", "--key",
+                       vectors() + "/ed25519.pem"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  auto j = nlohmann::json::parse(r.out);
+  CHECK(j["size"] == 0x20000);
+  CHECK(j["header"]["version"] == "3.1.4+0");
+  CHECK(j["header"]["header_size"] == 0x200);
+  CHECK(j["header"]["image_size"] == 100003);
+  CHECK(j["tlvs"].size() == 3);
+  CHECK(j["tlvs"][2]["name"] == "ED25519");
+  CHECK(j["trailer"]["magic"] == true);
+  CHECK(j["trailer"]["confirmed"] == true);
+  CHECK(j["hash"]["matches"] == true);
+  CHECK(j["key_hash"] == "009bfbaa15b2a5e1ac8b2bf101e4d24e2bbd4ae1c4c1a6fab89e5793d80974e3");
+  CHECK(j["verification"]["signature_valid"] == true);
+  CHECK(j["verification"]["result"] == "ok");
+
+  r = test::kiln({"-o", "json", "image", "info", vectors() + "/ed25519-deps.signed.bin"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  j = nlohmann::json::parse(r.out);
+  CHECK(j["protected_tlvs"][0]["name"] == "DEPENDENCY");
+  CHECK(j["protected_tlvs"][0]["dependency"]["min_version"] == "1.2.3+0");
+  CHECK(j["verification"]["result"] == "hash-ok");
+}
+
+TEST_CASE("image sign: too big for the slot fails like imgtool and leaves no output") {
+  Workspace ws;
+  auto r = kiln_in(ws, {"image", "sign", "-k", "ed25519.pem", "--version", "1.0.0", "--header-size", "0x200",
+                        "--slot-size", "0x18a00", "--pad-header", "app.bin", "big.bin"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("exceeds requested size") != std::string::npos);
+  CHECK_FALSE(fs::exists(ws.file("big.bin")));
+}
+
+TEST_CASE("image sign: failures leave no partial output file") {
+  Workspace ws;
+  auto before = dir_entries(ws.dir.path());
+  auto sign = [&](const std::string& key, const std::string& out, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"image", "sign",    "-k",           key,       "--version", "1.0.0", "-H", "0x200",
+                                     "-S",    "0x40000", "--pad-header", "app.bin", out};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return kiln_in(ws, args);
+  };
+  SUBCASE("output directory cannot be written") {
+    write_file_atomic(ws.file("notadir"), as_bytes("x"));
+    before = dir_entries(ws.dir.path());
+    auto r = sign("ed25519.pem", "notadir/out.bin");
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("notadir/out.bin") != std::string::npos);
+  }
+  SUBCASE("key file holds no key") {
+    write_file_atomic(ws.file("junk.pem"), as_bytes("not a key\n"));
+    before = dir_entries(ws.dir.path());
+    auto r = sign("junk.pem", "out.bin");
+    CHECK(r.exit_code == 1);
+  }
+  SUBCASE("key of a type MCUboot cannot check (secp256k1)") {
+    REQUIRE(
+        openssl({"genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:secp256k1", "-out", ws.file("k1.pem")})
+            .exit_code == 0);
+    before = dir_entries(ws.dir.path());
+    auto r = sign("k1.pem", "out.bin");
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("secp256k1 is not supported") != std::string::npos);
+  }
+  SUBCASE("encrypted key without a passphrase is an authentication error") {
+    write_file_atomic(ws.file("pass.txt"), as_bytes("s3cret\n"));
+    REQUIRE(kiln_in(ws, {"key", "generate", "--type", "ecdsa-p256", "-o", "enc.pem", "--passphrase-file", "pass.txt"})
+                .exit_code == 0);
+    before = dir_entries(ws.dir.path());
+    auto r = sign("enc.pem", "out.bin");
+    CHECK(r.exit_code == 6);
+    CHECK(r.err.find("encrypted") != std::string::npos);
+    CHECK(r.err.find("--passphrase-file") != std::string::npos);
+    auto ok = sign("enc.pem", "ok.bin", {"--passphrase-file", "pass.txt"});
+    CHECK_MESSAGE(ok.exit_code == 0, ok.err);
+    fs::remove(ws.file("ok.bin"));
+  }
+  SUBCASE("input does not start with header-size zeros and --pad-header is missing") {
+    auto r = kiln_in(ws, {"image", "sign", "--version", "1.0.0", "-H", "0x200", "-S", "0x40000", "app.bin", "out.bin"});
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("does not start with zeros") != std::string::npos);
+  }
+  CHECK(dir_entries(ws.dir.path()) == before);
+}
+
+TEST_CASE("image sign: Intel HEX in and out, verified as HEX") {
+  Workspace ws;
+  // app.bin at 0x8000200 as HEX, via kiln itself (binary -> HEX needs --hex-addr).
+  auto r = kiln_in(ws, {"image", "sign", "--version", "1.0.0", "-H", "0x200", "-S", "0x40000", "--pad-header", "-x",
+                        "0x8000000", "app.bin", "unsigned.hex"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  std::string hex = read_text_file(ws.file("unsigned.hex"));
+  CHECK(hex.starts_with(":020000040800F2\n:10000000"));
+  CHECK(hex.ends_with(":00000001FF\n"));
+  r = kiln_in(ws, {"image", "verify", "unsigned.hex"});
+  CHECK_MESSAGE(r.exit_code == 0, r.err);
+  // HEX input (made by objcopy) signs to the same bytes imgtool makes from the binary.
+  REQUIRE(test::run_process("/usr/bin/objcopy", {"-I", "binary", "-O", "ihex", "--change-addresses", "0x8000200",
+                                                 ws.file("app.bin"), ws.file("app.hex")})
+              .exit_code == 0);
+  r = kiln_in(ws, {"image", "sign", "-k", "ed25519.pem", "--version", "1.2.3+4", "--header-size", "0x200",
+                   "--slot-size", "0x40000", "--pad-header", "app.hex", "signed.hex"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  CHECK(read_text_file(ws.file("signed.hex")).starts_with(":020000040800F2\n"));
+  REQUIRE(test::run_process("/usr/bin/objcopy",
+                            {"-I", "ihex", "-O", "binary", ws.file("signed.hex"), ws.file("signed.bin")})
+              .exit_code == 0);
+  CHECK(read_file(ws.file("signed.bin")) == read_file(vectors() + "/ed25519-basic.signed.bin"));
+  // Binary output without a base address for HEX is refused.
+  r = kiln_in(ws, {"image", "sign", "--version", "1.0.0", "-H", "0x200", "-S", "0x40000", "--pad-header", "app.bin",
+                   "nobase.hex"});
+  CHECK(r.exit_code == 2);
+  CHECK_FALSE(fs::exists(ws.file("nobase.hex")));
+}
+
+TEST_CASE("image sign: imgtool's other options land in the header, protected TLVs and trailer") {
+  Workspace ws;
+  write_file_atomic(ws.file("tlv.txt"), as_bytes("hello-file"));
+  auto r = kiln_in(ws, {"image",
+                        "sign",
+                        "-k",
+                        "ecdsa-p256.pem",
+                        "-v",
+                        "1.2.3",
+                        "-H",
+                        "0x200",
+                        "-S",
+                        "0x40000",
+                        "--pad-header",
+                        "--boot-record",
+                        "SPE",
+                        "--vid",
+                        "example.com",
+                        "--cid",
+                        "app",
+                        "--custom-tlv",
+                        "0xb1",
+                        "0x0102",
+                        "--custom-tlv-file",
+                        "0xb0",
+                        "tlv.txt",
+                        "--custom-tlv",
+                        "0xb2",
+                        "two",
+                        "--sha",
+                        "512",
+                        "-s",
+                        "auto",
+                        "-L",
+                        "0x20000000",
+                        "--max-align",
+                        "16",
+                        "--align",
+                        "16",
+                        "--pad",
+                        "app.bin",
+                        "t.bin"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  r = kiln_in(ws, {"-o", "json", "image", "info", "t.bin", "-k", "ecdsa-p256.pem"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  auto j = nlohmann::json::parse(r.out);
+  CHECK(j["size"] == 0x40000);
+  CHECK(j["header"]["load_addr"] == "0x20000000");
+  CHECK(j["header"]["flag_names"] == nlohmann::json::array({"RAM_LOAD"}));
+  std::vector<std::string> names;
+  for (auto& t : j["protected_tlvs"]) names.push_back(t["name"]);
+  CHECK(names == std::vector<std::string>{"SEC_CNT", "BOOT_RECORD", "UUID_VID", "UUID_CID", "0xb1", "0xb0", "0xb2"});
+  CHECK(j["protected_tlvs"][0]["security_counter"] == 0x01020003);
+  // Python: uuid.uuid5(uuid.NAMESPACE_DNS, "example.com"), then uuid.uuid5(that, "app").
+  CHECK(j["protected_tlvs"][2]["value"] == "cfbff0d193755685968c48ce8b15ae17");
+  CHECK(j["protected_tlvs"][3]["value"] == "721de51c7dcf59f4bbab73915b2462c7");
+  CHECK(j["protected_tlvs"][4]["value"] == "0102");
+  CHECK(j["protected_tlvs"][5]["value"] == to_hex(as_bytes("hello-file")));
+  CHECK(j["protected_tlvs"][6]["value"] == to_hex(as_bytes("two")));
+  // CBOR boot record: {1: "SPE", 4: "1.2.3", 5: key hash, 6: "SHA512", 2: zeros}.
+  CHECK(std::string(j["protected_tlvs"][1]["value"]).starts_with("a50163535045046531"));
+  CHECK(j["tlvs"][0]["name"] == "SHA512");
+  CHECK(j["trailer"]["magic"] == true);
+  CHECK(j["trailer"]["max_align"] == 16);
+  CHECK(j["verification"]["result"] == "ok");
+}
+
+TEST_CASE("image sign: conflicting or invalid options are usage errors") {
+  Workspace ws;
+  std::vector<std::string> base = {"image", "sign", "-v", "1.0.0", "-H", "0x200", "-S", "0x40000", "--pad-header"};
+  auto run = [&](std::vector<std::string> extra) {
+    auto args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.insert(args.end(), {"app.bin", "out.bin"});
+    return kiln_in(ws, args);
+  };
+  auto r = run({"-L", "0x1000", "-F", "0x2000"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("--rom-fixed and --load-addr") != std::string::npos);
+  r = run({"--custom-tlv", "0x10", "x"});
+  CHECK(r.exit_code == 2);
+  r = run({"--custom-tlv", "0xa0", "x", "--custom-tlv", "0xa0", "y"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("already exists") != std::string::npos);
+  r = run({"--custom-tlv", "0xa0", "0x123"});
+  CHECK(r.exit_code == 2);
+  r = run({"-d", "1,1.0.0"});
+  CHECK(r.exit_code == 2);
+  r = run({"-E", "enc.pem"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("cannot encrypt") != std::string::npos);
+  r = kiln_in(ws,
+              {"image", "sign", "-v", "1.2.3.4", "-H", "0x200", "-S", "0x40000", "--pad-header", "app.bin", "o.bin"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("invalid version") != std::string::npos);
+  CHECK_FALSE(fs::exists(ws.file("out.bin")));
+  CHECK_FALSE(fs::exists(ws.file("o.bin")));
+}
+
+TEST_CASE("image sign: a key on a PKCS#11 token (SoftHSM2) signs an image that verifies") {
+  test::TempDir dir;
+  const std::string module = "/usr/lib/softhsm/libsofthsm2.so";
+  REQUIRE(fs::exists(module));
+  fs::create_directories(dir.path() / "tokens");
+  write_file_atomic(dir.file("softhsm2.conf"), as_bytes("directories.tokendir = " + dir.file("tokens") + "\n"));
+  test::ProcessOptions env;
+  env.env["SOFTHSM2_CONF"] = dir.file("softhsm2.conf");
+  REQUIRE(test::run_process("/usr/bin/softhsm2-util",
+                            {"--init-token", "--free", "--label", "T", "--pin", "1234", "--so-pin", "5678"}, env)
+              .exit_code == 0);
+  REQUIRE(test::run_process("/usr/bin/pkcs11-tool",
+                            {"--module", module, "--login", "--pin", "1234", "--keypairgen", "--key-type",
+                             "EC:prime256v1", "--id", "01", "--label", "signkey"},
+                            env)
+              .exit_code == 0);
+  env.env["KILN_PKCS11_MODULE"] = module;
+  env.env["KILN_PKCS11_PIN"] = "1234";
+  const std::string uri = "pkcs11:token=T;object=signkey";
+  auto s = test::kiln({"image", "sign", "-k", uri, "-v", "1.0.0", "-H", "0x200", "-S", "0x40000", "--pad-header",
+                       vectors() + "/app.bin", dir.file("hsm.bin")},
+                      env);
+  REQUIRE_MESSAGE(s.exit_code == 0, s.err);
+  auto v = test::kiln({"image", "verify", dir.file("hsm.bin"), "-k", uri}, env);
+  CHECK_MESSAGE(v.exit_code == 0, v.err);
+  // And with the public key alone, as a device would.
+  auto pub = test::kiln({"key", "export-public", uri, "-o", dir.file("pub.pem")}, env);
+  REQUIRE_MESSAGE(pub.exit_code == 0, pub.err);
+  v = test::kiln({"image", "verify", dir.file("hsm.bin"), "-k", dir.file("pub.pem")});
+  CHECK_MESSAGE(v.exit_code == 0, v.err);
+}
