@@ -101,8 +101,11 @@ void yaml_emit(std::ostream& out, const json& v, int indent, bool in_list_item) 
       out << "[]\n";
       return;
     }
+    bool first = true;
     for (auto& item : v) {
-      out << pad << "- ";
+      if (!(first && in_list_item)) out << pad;
+      first = false;
+      out << "- ";
       if (item.is_structured() && !item.empty()) {
         yaml_emit(out, item, indent + 2, true);
       } else {

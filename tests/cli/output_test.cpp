@@ -73,6 +73,11 @@ TEST_CASE("output: yaml quotes strings that would change type") {
   CHECK(text.find("list:\n  - 1\n  - 2\n") != std::string::npos);
 }
 
+TEST_CASE("output: yaml nests lists inside lists") {
+  Json obj = {{"components", Json::array({Json::array({"00"}), Json::array({"01", "02"})})}};
+  CHECK(render_as(obj, OutputFormat::yaml) == "components:\n  - - \"00\"\n  - - \"01\"\n    - \"02\"\n");
+}
+
 TEST_CASE("output: a single object renders as key/value lines in table mode") {
   Json obj = {{"type", "ed25519"}, {"bits", 256}};
   CHECK(render_as(obj, OutputFormat::table) == "type  ed25519\nbits  256\n");
