@@ -7,6 +7,7 @@ namespace {
 constexpr Noun nouns[] = {
     {"key", add_key},
     {"image", add_image},
+    {"factory", add_factory},
     {"version", add_version},
 };
 }  // namespace

@@ -23,5 +23,6 @@ std::span<const Noun> all_commands();
 void add_version(CLI::App& app, cli::Context& ctx);
 void add_key(CLI::App& app, cli::Context& ctx);
 void add_image(CLI::App& app, cli::Context& ctx);
+void add_factory(CLI::App& app, cli::Context& ctx);
 
 }  // namespace kiln::commands

@@ -91,7 +91,9 @@ struct Attempt {
     ProvisionEvent event{board.text(), identity.uid, std::string(provision_step_name(which)), "", 0, ""};
     try {
       event.result = body();
+      event.uid = identity.uid;
     } catch (const Error& e) {
+      event.uid = identity.uid;
       event.result = "failed";
       event.error = e.what();
       event.duration_ms = millis_since(start);
