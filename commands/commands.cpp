@@ -8,6 +8,8 @@ constexpr Noun nouns[] = {
     {"key", add_key},
     {"image", add_image},
     {"factory", add_factory},
+    {"completion", add_completion},
+    {"help", add_help},
     {"version", add_version},
 };
 }  // namespace
