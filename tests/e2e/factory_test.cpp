@@ -152,8 +152,8 @@ TEST_CASE("factory e2e: a board failing its final state is named (exit 8) and a 
 TEST_CASE("factory e2e: kill -9 of the station mid-run, then a re-run completes every board") {
   Line line;
   line.setup();
-  test::EmulatorProcess emulator(line.emulator_args(6, {"--latency-us", "20000"}));
-  // Each request takes ~40 ms: a 1-second budget kills the station (SIGKILL) mid-run.
+  test::EmulatorProcess emulator(line.emulator_args(6, {"--latency-us", "50000"}));
+  // Each request takes ~100 ms: a 1-second budget kills the station (SIGKILL) mid-run.
   auto killed = line.kiln({"-o", "jsonl", "factory", "run", "--all", "--jobs", "2", "--profile", line.profile}, 1);
   CHECK(killed.exit_code == 128 + SIGKILL);
   auto rerun = line.kiln({"-o", "json", "factory", "run", "--all", "--jobs", "6", "--profile", line.profile});
@@ -179,9 +179,6 @@ TEST_CASE("factory e2e: quota, vendor-root mismatch and a tampered ledger are re
   test::TempDir other;
   auto root = test::run_process(test::bin_path("kiln-board-emu"), {"--dir", other.path().string(), "--print-vendor-root"});
   std::ofstream(line.dir.file("vendor.pem")) << root.out;
-  auto uid = line.lines("")
-                 .size();  // keep the compiler honest about unused helpers
-  (void)uid;
   auto first_board = emulator.output().substr(0, emulator.output().find(' '));
   auto refused = line.kiln({"factory", "provision", "--board", first_board, "--profile", line.profile});
   CHECK(refused.exit_code == 3);
