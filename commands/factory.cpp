@@ -155,7 +155,7 @@ std::string operator_name(const RunArgs& args) {
 void add_run_options(CLI::App* command, RunArgs& args) {
   command->add_option("--profile", args.profile, "Station profile (kiln factory init)")->required();
   command->add_flag("--dry-run", args.dry_run, "Show what would happen to each board; change nothing");
-  command->add_option("--operator", args.operator_name, "Operator recorded in the ledger (default: $USER)");
+  command->add_option("--operator", args.operator_name, "Operator recorded in the ledger (default: $USER)")->type_name("NAME");
   command->add_option("--timeout", args.timeout_ms, "Milliseconds to wait for each board answer")
       ->check(CLI::Range(10, 600000));
 }
@@ -209,21 +209,21 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
 
   auto init_args = std::make_shared<InitArgs>();
   auto* init = factory->add_subcommand("init", "Write a station profile (TOML)");
-  init->add_option("--ca-key", init_args->ca_key, "Station CA key: PEM file or pkcs11: URI")->required();
+  init->add_option("--ca-key", init_args->ca_key, "Station CA key: PEM file or pkcs11: URI")->required()->type_name("KEYREF");
   init->add_option("--ca-cert", init_args->ca_cert, "Station CA certificate (PEM)")->required()->check(CLI::ExistingFile);
   init->add_option("--vendor-root", init_args->vendor_root, "Silicon vendor root the attestation must chain to (PEM)")
       ->required()
       ->check(CLI::ExistingFile);
-  init->add_option("--boot-key", init_args->boot_key, "MCUboot signing key (its hash is installed)")->required();
-  init->add_option("--product", init_args->product, "Product name (O= of device certificates)")->required();
-  init->add_option("--service", init_args->service, "Security service URL installed on each device (https://...)");
+  init->add_option("--boot-key", init_args->boot_key, "MCUboot signing key (its hash is installed)")->required()->type_name("KEYREF");
+  init->add_option("--product", init_args->product, "Product name (O= of device certificates)")->required()->type_name("NAME");
+  init->add_option("--service", init_args->service, "Security service URL installed on each device (https://...)")->type_name("URL");
   init->add_option("--quota", init_args->quota, "Certificates this station may issue")->check(CLI::NonNegativeNumber);
   init->add_option("--identity", init_args->identity, "csr (key made on the board) or inject (wrapped station key)")
       ->check(CLI::IsMember({"csr", "inject"}));
-  init->add_option("--station-id", init_args->station_id, "Name of this station in the ledger");
-  init->add_option("--ledger", init_args->ledger, "Ledger database (default: station-ledger.sqlite beside the profile)");
-  init->add_option("--station-key", init_args->station_key, "Key signing ledger checkpoints and exports (default: CA key)");
-  init->add_option("--trust-anchor", init_args->trust_anchor, "Service trust anchor to install (default: CA certificate)");
+  init->add_option("--station-id", init_args->station_id, "Name of this station in the ledger")->type_name("NAME");
+  init->add_option("--ledger", init_args->ledger, "Ledger database (default: station-ledger.sqlite beside the profile)")->type_name("FILE");
+  init->add_option("--station-key", init_args->station_key, "Key signing ledger checkpoints and exports (default: CA key)")->type_name("KEYREF");
+  init->add_option("--trust-anchor", init_args->trust_anchor, "Service trust anchor to install (default: CA certificate)")->type_name("FILE");
   init->add_option("--validity-days", init_args->validity_days, "Device certificate validity")->check(CLI::Range(1, 36500));
   init->add_option("--final-state", init_args->final_state, "module-complete or device-complete")
       ->check(CLI::IsMember({"module-complete", "device-complete"}));
