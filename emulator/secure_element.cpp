@@ -36,23 +36,19 @@ ossl::Ptr<X509> read_certificate_pem(const std::string& pem) {
   return cert;
 }
 
-Bytes certificate_der(X509* cert) {
-  int len = i2d_X509(cert, nullptr);
-  if (len <= 0) fail("cannot encode certificate");
+// DER of any OpenSSL object with an i2d_* encoder.
+template <typename T, typename Encoder>
+Bytes to_der(T* object, Encoder encode, const char* what) {
+  int len = encode(object, nullptr);
+  if (len <= 0) fail(std::string("cannot encode the ") + what);
   Bytes out(static_cast<std::size_t>(len));
   unsigned char* p = out.data();
-  i2d_X509(cert, &p);
+  encode(object, &p);
   return out;
 }
 
-Bytes spki(EVP_PKEY* key) {
-  int len = i2d_PUBKEY(key, nullptr);
-  if (len <= 0) fail("cannot encode public key");
-  Bytes out(static_cast<std::size_t>(len));
-  unsigned char* p = out.data();
-  i2d_PUBKEY(key, &p);
-  return out;
-}
+Bytes certificate_der(X509* cert) { return to_der(cert, i2d_X509, "certificate"); }
+Bytes spki(EVP_PKEY* key) { return to_der(key, i2d_PUBKEY, "public key"); }
 
 void add_extension(X509* cert, X509* issuer, int nid, const char* value) {
   X509V3_CTX ctx;
@@ -105,14 +101,7 @@ std::string pem_of(X509* cert) {
   return std::string(data, static_cast<std::size_t>(len));
 }
 
-Bytes der_of_private_key(EVP_PKEY* key) {
-  int len = i2d_PrivateKey(key, nullptr);
-  if (len <= 0) fail("cannot encode private key");
-  Bytes out(static_cast<std::size_t>(len));
-  unsigned char* p = out.data();
-  i2d_PrivateKey(key, &p);
-  return out;
-}
+Bytes der_of_private_key(EVP_PKEY* key) { return to_der(key, i2d_PrivateKey, "private key"); }
 
 }  // namespace
 
@@ -171,11 +160,7 @@ Bytes SecureElement::generate_device_key(const std::string& common_name) {
   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
   if (!X509_REQ_set_pubkey(req.get(), key.get()) || !X509_REQ_sign(req.get(), key.get(), EVP_sha256()))
     fail("cannot create CSR");
-  int len = i2d_X509_REQ(req.get(), nullptr);
-  Bytes der(static_cast<std::size_t>(len));
-  unsigned char* p = der.data();
-  i2d_X509_REQ(req.get(), &p);
-  return der;
+  return to_der(req.get(), i2d_X509_REQ, "CSR");
 }
 
 Bytes SecureElement::inject_device_key(const WrappedKey& wrapped) {

@@ -1,8 +1,6 @@
 // Board addressing and discovery: emulator sockets from a directory, USB boards through libusb.
 #include "transport/board_address.hpp"
 
-#include <libusb.h>
-
 #include <algorithm>
 #include <regex>
 #include <strings.h>
@@ -10,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "core/error.hpp"
+#include "transport/provisioning_group.hpp"
 
 namespace kiln {
 namespace fs = std::filesystem;
@@ -52,50 +51,6 @@ std::vector<std::pair<std::uint16_t, std::uint16_t>> DiscoveryOptions::default_u
   return {{0x1209, 0x4b4e}, {0x2fe3, 0x0100}};
 }
 
-namespace {
-
-struct UsbContextFree {
-  void operator()(libusb_context* c) const { libusb_exit(c); }
-};
-
-std::string usb_location(libusb_device* device) {
-  std::uint8_t ports[8];
-  int n = libusb_get_port_numbers(device, ports, sizeof ports);
-  std::string location = std::to_string(libusb_get_bus_number(device));
-  for (int i = 0; i < n; ++i) location += (i == 0 ? "-" : ".") + std::to_string(ports[i]);
-  return location;
-}
-
-std::vector<BoardAddress> discover_usb(const DiscoveryOptions& options) {
-  std::vector<BoardAddress> found;
-  libusb_context* raw = nullptr;
-  if (libusb_init(&raw) != 0) return found;  // no USB on this machine: nothing attached
-  std::unique_ptr<libusb_context, UsbContextFree> context(raw);
-  libusb_device** list = nullptr;
-  ssize_t count = libusb_get_device_list(raw, &list);
-  for (ssize_t i = 0; i < count; ++i) {
-    libusb_device_descriptor descriptor{};
-    if (libusb_get_device_descriptor(list[i], &descriptor) != 0) continue;
-    bool wanted = std::any_of(options.usb_ids.begin(), options.usb_ids.end(), [&](auto id) {
-      return id.first == descriptor.idVendor && id.second == descriptor.idProduct;
-    });
-    if (!wanted) continue;
-    BoardAddress address{BoardAddress::Kind::usb, usb_location(list[i]), {}};
-    libusb_device_handle* handle = nullptr;
-    if (descriptor.iSerialNumber && libusb_open(list[i], &handle) == 0) {
-      unsigned char serial[128] = {};
-      if (libusb_get_string_descriptor_ascii(handle, descriptor.iSerialNumber, serial, sizeof serial) > 0)
-        address.uid_hint = reinterpret_cast<char*>(serial);
-      libusb_close(handle);
-    }
-    found.push_back(std::move(address));
-  }
-  if (count >= 0) libusb_free_device_list(list, 1);
-  return found;
-}
-
-}  // namespace
-
 std::vector<BoardAddress> discover_boards(const DiscoveryOptions& options) {
   std::vector<BoardAddress> found;
   if (options.emu_dir && fs::is_directory(*options.emu_dir)) {
@@ -104,7 +59,7 @@ std::vector<BoardAddress> discover_boards(const DiscoveryOptions& options) {
         found.push_back({BoardAddress::Kind::emulator, entry.path().string(), entry.path().stem().string()});
     std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.location < b.location; });
   }
-  auto usb = discover_usb(options);
+  auto usb = discover_usb_boards(options.usb_ids);
   found.insert(found.end(), usb.begin(), usb.end());
   return found;
 }
@@ -139,6 +94,28 @@ std::unique_ptr<Link> open_link(const BoardAddress& address) {
     case BoardAddress::Kind::serial: return open_serial_link(address.location);
   }
   throw Error(ExitCode::usage, "unknown board address kind");
+}
+
+std::vector<BoardSummary> survey_boards(const DiscoveryOptions& options, std::chrono::milliseconds timeout) {
+  std::vector<BoardSummary> out;
+  for (auto& address : discover_boards(options)) {
+    BoardSummary summary{address, address.uid_hint, {}, {}, {}};
+    try {
+      SmpClientOptions client_options;
+      client_options.timeout = timeout;
+      client_options.read_retries = 0;
+      SmpClient client(open_link(address), client_options);
+      auto identity = read_identity(client);
+      summary.uid = identity.uid;
+      summary.state = std::string(manufacturing_state_name(identity.state));
+      for (const auto& slot : identity.firmware)
+        if (slot.slot == 0) summary.firmware = slot.version;
+    } catch (const Error& e) {
+      summary.error = e.what();
+    }
+    out.push_back(std::move(summary));
+  }
+  return out;
 }
 
 }  // namespace kiln

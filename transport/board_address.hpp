@@ -1,6 +1,7 @@
 // Board addresses (usb:, serial:, emu:, or a UID), discovery of attached boards, opening links.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -40,8 +41,20 @@ BoardAddress select_board(const std::optional<std::string>& board, const Discove
 
 std::unique_ptr<Link> open_link(const BoardAddress& address);
 
+// What `kiln board list` shows per board; a board that does not answer keeps its error.
+struct BoardSummary {
+  BoardAddress address;
+  std::string uid;
+  std::string state;     // manufacturing state name, empty when unreachable
+  std::string firmware;  // version in the primary slot
+  std::string error;     // empty when the board answered
+};
+std::vector<BoardSummary> survey_boards(const DiscoveryOptions& options, std::chrono::milliseconds timeout);
+
 // USB and serial links (usb_link.cpp, serial_link.cpp).
 std::unique_ptr<Link> open_usb_link(const BoardAddress& address);
+// USB devices with one of the VID:PID pairs; the serial-number string becomes the UID hint.
+std::vector<BoardAddress> discover_usb_boards(const std::vector<std::pair<std::uint16_t, std::uint16_t>>& usb_ids);
 std::unique_ptr<Link> open_serial_link(const std::string& device);
 
 }  // namespace kiln

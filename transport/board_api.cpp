@@ -207,4 +207,24 @@ UploadResult upload_image(SmpClient& client, const std::filesystem::path& path, 
   return result;
 }
 
+InstallResult install_image(SmpClient& client, const std::filesystem::path& path, const InstallOptions& options,
+                            const UploadProgress& progress) {
+  InstallResult result;
+  result.upload = upload_image(client, path, options.upload, progress);
+  // Mark by the hash the board reports for its secondary slot (firmware uses MCUboot's image
+  // hash TLV, which need not equal the file's SHA-256).
+  auto slots = read_image_state(client);
+  auto uploaded = std::find_if(slots.begin(), slots.end(), [&](const ImageSlot& s) {
+    return s.image == options.upload.image && s.slot == 1 && !s.hash.empty();
+  });
+  if (uploaded == slots.end())
+    throw Error(ExitCode::board, fmt::format("board {} does not list the uploaded image in its secondary slot", client.board()));
+  result.slots = write_image_state(client, uploaded->hash, options.confirm);
+  if (options.reset) {
+    reset_board(client);
+    result.reset = true;
+  }
+  return result;
+}
+
 }  // namespace kiln

@@ -74,4 +74,18 @@ using UploadProgress = std::function<void(std::uint64_t done, std::uint64_t tota
 UploadResult upload_image(SmpClient& client, const std::filesystem::path& path, const UploadOptions& options,
                           const UploadProgress& progress = {});
 
+struct InstallOptions {
+  UploadOptions upload;
+  bool confirm = false;  // permanent instead of a test boot that reverts unless confirmed
+  bool reset = false;    // reboot into it now
+};
+struct InstallResult {
+  UploadResult upload;
+  std::vector<ImageSlot> slots;  // slot state after marking the image pending
+  bool reset = false;
+};
+// Upload, mark pending (test or permanent), and optionally reset: `kiln board upload`.
+InstallResult install_image(SmpClient& client, const std::filesystem::path& path, const InstallOptions& options,
+                            const UploadProgress& progress = {});
+
 }  // namespace kiln

@@ -2,6 +2,7 @@
 // station, quota, vendor-root refusal, ledger tamper, and openssl verify of every issued chain.
 #include <doctest/doctest.h>
 
+#include <csignal>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -44,11 +45,6 @@ struct Line {
     init.insert(init.end(), extra_init.begin(), extra_init.end());
     auto made = kiln(init);
     REQUIRE_MESSAGE(made.exit_code == 0, made.err);
-  }
-  std::vector<std::string> emulator_args(int count, std::vector<std::string> extra = {}) const {
-    std::vector<std::string> args{"--dir", emu_dir, "--count", std::to_string(count)};
-    args.insert(args.end(), extra.begin(), extra.end());
-    return args;
   }
   std::vector<json> lines(const std::string& text) const {
     std::vector<json> out;
@@ -93,7 +89,7 @@ struct Line {
 TEST_CASE("factory e2e: run --all provisions every board, streams events, and the ledger verifies and exports") {
   Line line;
   line.setup();
-  test::EmulatorProcess emulator(line.emulator_args(4));
+  test::EmulatorProcess emulator(line.emu_dir, 4);
 
   auto dry = line.kiln({"-o", "json", "factory", "run", "--all", "--profile", line.profile, "--dry-run"});
   REQUIRE_MESSAGE(dry.exit_code == 0, dry.err);
@@ -133,14 +129,14 @@ TEST_CASE("factory e2e: a board failing its final state is named (exit 8) and a 
   std::string failing_uid;
   {
     // 64:6 is set-state: every board's last step fails, after its ledger row.
-    test::EmulatorProcess emulator(line.emulator_args(3, {"--fail-command", "64:6"}));
+    test::EmulatorProcess emulator(line.emu_dir, 3, {"--fail-command", "64:6"});
     auto run = line.kiln({"-o", "json", "factory", "run", "--all", "--profile", line.profile});
     CHECK(run.exit_code == 8);
     CHECK(run.err.find("3 of 3 boards failed") != std::string::npos);
     CHECK(run.err.find("final-state") != std::string::npos);
   }
   for (const auto& [uid, state] : line.board_states()) CHECK(state.find("device-complete") == std::string::npos);
-  test::EmulatorProcess emulator(line.emulator_args(3));
+  test::EmulatorProcess emulator(line.emu_dir, 3);
   auto rerun = line.kiln({"-o", "json", "factory", "run", "--all", "--profile", line.profile});
   REQUIRE_MESSAGE(rerun.exit_code == 0, rerun.err);
   auto stats = json::parse(line.kiln({"-o", "json", "factory", "ledger", "stats", "--profile", line.profile}).out);
@@ -152,7 +148,7 @@ TEST_CASE("factory e2e: a board failing its final state is named (exit 8) and a 
 TEST_CASE("factory e2e: kill -9 of the station mid-run, then a re-run completes every board") {
   Line line;
   line.setup();
-  test::EmulatorProcess emulator(line.emulator_args(6, {"--latency-us", "50000"}));
+  test::EmulatorProcess emulator(line.emu_dir, 6, {"--latency-us", "50000"});
   // Each request takes ~100 ms: a 1-second budget kills the station (SIGKILL) mid-run.
   auto killed = line.kiln({"-o", "jsonl", "factory", "run", "--all", "--jobs", "2", "--profile", line.profile}, 1);
   CHECK(killed.exit_code == 128 + SIGKILL);
@@ -169,7 +165,7 @@ TEST_CASE("factory e2e: kill -9 of the station mid-run, then a re-run completes 
 TEST_CASE("factory e2e: quota, vendor-root mismatch and a tampered ledger are refused with their exit codes") {
   Line line;
   line.setup({"--quota", "2"});
-  test::EmulatorProcess emulator(line.emulator_args(3));
+  test::EmulatorProcess emulator(line.emu_dir, 3);
   auto run = line.kiln({"-o", "json", "factory", "run", "--all", "--jobs", "1", "--profile", line.profile});
   CHECK(run.exit_code == 8);
   CHECK(run.err.find("1 of 3 boards failed") != std::string::npos);
@@ -179,7 +175,7 @@ TEST_CASE("factory e2e: quota, vendor-root mismatch and a tampered ledger are re
   test::TempDir other;
   auto root = test::run_process(test::bin_path("kiln-board-emu"), {"--dir", other.path().string(), "--print-vendor-root"});
   std::ofstream(line.dir.file("vendor.pem")) << root.out;
-  auto first_board = emulator.output().substr(0, emulator.output().find(' '));
+  auto first_board = emulator.uids().front();
   auto refused = line.kiln({"factory", "provision", "--board", first_board, "--profile", line.profile});
   CHECK(refused.exit_code == 3);
   CHECK(refused.err.find("vendor root") != std::string::npos);
