@@ -194,7 +194,6 @@ void run_steps(Attempt& a, SmpClient& client) {
     if (!blank) throw Error(ExitCode::conflict, fmt::format("board {} is locked without a certificate", a.identity.uid));
     station.ledger->reserve_certificate(profile.quota);
     a.reserved_certificate = true;
-    std::lock_guard lock(station.ca_mutex);
     auto issued = issue_device_certificate(*station.ca, station.ca_certificate_der, a.device_public_key, a.identity.uid,
                                            {profile.product, profile.validity_days});
     a.certificate_der = issued.der;
@@ -239,6 +238,24 @@ void run_steps(Attempt& a, SmpClient& client) {
   a.outcome.result = "provisioned";
 }
 
+// One signing operation at a time: a PKCS#11 session must not be used by two threads at once,
+// and the CA key may also sign ledger checkpoints.
+class SerializedSigner : public Signer {
+ public:
+  explicit SerializedSigner(std::unique_ptr<Signer> inner) : inner_(std::move(inner)) {}
+  KeyType type() const override { return inner_->type(); }
+  Bytes public_key_der() const override { return inner_->public_key_der(); }
+  std::string description() const override { return inner_->description(); }
+  Bytes sign(ByteView input, HashAlg hash) const override {
+    std::lock_guard lock(mutex_);
+    return inner_->sign(input, hash);
+  }
+
+ private:
+  std::unique_ptr<Signer> inner_;
+  mutable std::mutex mutex_;
+};
+
 }  // namespace
 
 std::string_view provision_step_name(ProvisionStep step) {
@@ -261,8 +278,9 @@ std::unique_ptr<Station> open_station(const std::filesystem::path& profile_path,
   station->profile_hash = profile_hash(profile_path);
   station->operator_name = operator_name;
   const auto& p = station->profile;
-  station->ca = open_signer(p.ca_key, key_options);
-  station->station_signer = p.station_key == p.ca_key ? nullptr : open_signer(p.station_key, key_options);
+  station->ca = std::make_unique<SerializedSigner>(open_signer(p.ca_key, key_options));
+  if (p.station_key != p.ca_key)
+    station->station_signer = std::make_unique<SerializedSigner>(open_signer(p.station_key, key_options));
   station->ca_certificate_der = read_certificate_file(p.ca_certificate.string());
   station->vendor_root_der = read_certificate_file(p.vendor_root.string());
   station->trust_anchor_pem = certificate_pem(read_certificate_file(p.trust_anchor.string()));

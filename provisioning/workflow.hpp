@@ -26,14 +26,13 @@ struct Station {
   StationProfile profile;
   std::string profile_hash;
   std::string operator_name;
-  std::unique_ptr<Signer> ca;
-  std::unique_ptr<Signer> station_signer;
+  std::unique_ptr<Signer> ca;              // serialised: workers and ledger checkpoints share it
+  std::unique_ptr<Signer> station_signer;  // null when the CA key also signs the ledger
   Bytes ca_certificate_der;
   Bytes vendor_root_der;
   std::string trust_anchor_pem;
   Bytes boot_key_hash;
   std::unique_ptr<Ledger> ledger;
-  std::mutex ca_mutex;  // PKCS#11 sessions are not shared across threads
 };
 std::unique_ptr<Station> open_station(const std::filesystem::path& profile_path, const KeyOptions& key_options,
                                       const std::string& operator_name);

@@ -22,7 +22,7 @@ while (( SECONDS < deadline )); do
   if [[ $res == *'M>>'* ]]; then
     # Drain until the shell has been quiet for half a second: _describe may call compadd twice.
     quiet=0
-    while (( quiet < 10 )); do
+    while (( quiet < 20 )); do
       if zpty -r -t z chunk; then res+=$chunk; quiet=0; else (( quiet++ )); sleep 0.05; fi
     done
     break
