@@ -12,6 +12,7 @@
 #include "cli/context.hpp"
 #include "commands/commands.hpp"
 #include "core/error.hpp"
+#include "provisioning/board_watch.hpp"
 #include "provisioning/ledger.hpp"
 #include "provisioning/profile.hpp"
 #include "provisioning/station_ca.hpp"
@@ -42,6 +43,11 @@ struct RunArgs {
   bool dry_run = false;
   int jobs = 4;
   int timeout_ms = 5000;
+};
+
+struct WatchArgs {
+  RunArgs run;
+  std::optional<std::size_t> count;
 };
 
 struct LedgerArgs {
@@ -269,6 +275,30 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
       throw Error(ExitCode::board, "no boards attached", "plug boards in, or set KILN_EMU_DIR for emulated boards");
     EventView view(ctx);
     report(ctx, view, run_boards(ctx, view, *run_args, boards));
+  });
+
+  auto watch_args = std::make_shared<WatchArgs>();
+  auto* watch = factory->add_subcommand("watch", "Keep provisioning boards as they appear (emulator directory); stop with Ctrl-C");
+  watch->add_option("-j,--jobs", watch_args->run.jobs, "Boards in parallel")->check(CLI::Range(1, 256));
+  watch->add_option("--count", watch_args->count, "Stop after this many boards")->check(CLI::PositiveNumber);
+  add_run_options(watch, watch_args->run);
+  watch->callback([&ctx, watch_args] {
+    auto emu_dir = discovery(ctx).emu_dir;
+    if (!emu_dir)
+      throw Error(ExitCode::usage, "factory watch needs an emulator directory to watch",
+                  "set KILN_EMU_DIR or the config key emu-dir (USB hotplug is not supported yet)");
+    const auto& args = watch_args->run;
+    auto station = open_station(args.profile, ctx.key_options(), operator_name(args));
+    WatchOptions options;
+    options.jobs = args.jobs;
+    options.max_boards = watch_args->count;
+    options.provision.dry_run = args.dry_run;
+    options.provision.board_timeout = std::chrono::milliseconds(args.timeout_ms);
+    EventView view(ctx);
+    ctx.info(fmt::format("watching {} for boards (Ctrl-C to stop)", emu_dir->string()));
+    auto outcomes = watch_boards(*station, *emu_dir, options, view.sink(), {});
+    if (!args.dry_run) station->ledger->checkpoint();
+    report(ctx, view, outcomes);
   });
 
   auto* ledger_command = factory->add_subcommand("ledger", "Verify, export and summarise the station ledger");

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -189,4 +190,25 @@ TEST_CASE("factory e2e: quota, vendor-root mismatch and a tampered ledger are re
   CHECK(verify.exit_code == 3);
   CHECK(verify.err.find("row 1 was edited") != std::string::npos);
   CHECK(line.kiln({"factory", "ledger", "export", "--profile", line.profile, "-o", line.dir.file("u.jsonl")}).exit_code == 3);
+}
+
+TEST_CASE("factory e2e: watch provisions boards that appear after it started, then stops after --count") {
+  Line line;
+  line.setup();
+  std::filesystem::create_directories(line.emu_dir);
+  // The boards appear half a second after the station starts watching.
+  std::unique_ptr<test::EmulatorProcess> emulator;
+  std::thread plug_in([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    emulator = std::make_unique<test::EmulatorProcess>(line.emu_dir, 2);
+  });
+  auto watched = line.kiln({"-o", "jsonl", "factory", "watch", "--count", "2", "--profile", line.profile}, 60);
+  plug_in.join();
+  REQUIRE_MESSAGE(watched.exit_code == 0, watched.err);
+  std::set<std::string> provisioned;
+  for (const auto& e : line.lines(watched.out))
+    if (e["step"] == "done" && e["result"] == "provisioned") provisioned.insert(e["uid"].get<std::string>());
+  CHECK(provisioned.size() == 2);
+  CHECK(provisioned.count(emulator->uids().at(0)) == 1);
+  CHECK(line.kiln({"factory", "ledger", "verify", "--profile", line.profile}).exit_code == 0);
 }
