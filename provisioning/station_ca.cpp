@@ -39,14 +39,18 @@ ossl::Ptr<EVP_PKEY> parse_public_key(ByteView spki) {
   return key;
 }
 
-Bytes spki_of(EVP_PKEY* key) {
-  int len = i2d_PUBKEY(key, nullptr);
-  if (len <= 0) throw Error(ExitCode::failure, "cannot encode a public key").with_detail(openssl_errors());
+// DER of any OpenSSL object with an i2d_* encoder.
+template <typename T, typename Encoder>
+Bytes to_der(T* object, Encoder encode, const char* what) {
+  int len = encode(object, nullptr);
+  if (len <= 0) throw Error(ExitCode::failure, fmt::format("cannot encode a {}", what)).with_detail(openssl_errors());
   Bytes out(static_cast<std::size_t>(len));
   unsigned char* p = out.data();
-  i2d_PUBKEY(key, &p);
+  encode(object, &p);
   return out;
 }
+
+Bytes spki_of(EVP_PKEY* key) { return to_der(key, i2d_PUBKEY, "public key"); }
 
 void add_extension(X509* cert, X509V3_CTX* ctx, int nid, const char* value) {
   std::unique_ptr<X509_EXTENSION, StoreFree> ext(X509V3_EXT_conf_nid(nullptr, ctx, nid, value));
@@ -147,10 +151,7 @@ IssuedCertificate issue_device_certificate(const Signer& ca, ByteView ca_certifi
   signature_bits->flags |= ASN1_STRING_FLAG_BITS_LEFT;
 
   IssuedCertificate issued;
-  int der_length = i2d_X509(cert.get(), nullptr);
-  issued.der.resize(static_cast<std::size_t>(der_length));
-  unsigned char* q = issued.der.data();
-  i2d_X509(cert.get(), &q);
+  issued.der = to_der(cert.get(), i2d_X509, "certificate");
   // Never hand out a certificate that does not verify with the CA's own public key.
   auto reparsed = parse_certificate(issued.der, "the issued certificate");
   if (X509_verify(reparsed.get(), X509_get0_pubkey(ca_cert.get())) != 1)
@@ -247,11 +248,7 @@ Bytes certificate_der_from_pem(const std::string& pem) {
   ossl::Ptr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   ossl::Ptr<X509> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (!cert) throw Error(ExitCode::failure, "no PEM certificate").with_detail(openssl_errors());
-  int len = i2d_X509(cert.get(), nullptr);
-  Bytes der(static_cast<std::size_t>(len));
-  unsigned char* p = der.data();
-  i2d_X509(cert.get(), &p);
-  return der;
+  return to_der(cert.get(), i2d_X509, "certificate");
 }
 
 }  // namespace kiln
