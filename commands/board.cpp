@@ -35,6 +35,7 @@ DiscoveryOptions discovery(const cli::Context& ctx) {
   DiscoveryOptions options;
   if (const char* dir = std::getenv("KILN_EMU_DIR"); dir && *dir) options.emu_dir = dir;
   else if (auto configured = ctx.config_value("emu-dir")) options.emu_dir = *configured;
+  if (auto ids = ctx.config_value("usb-ids")) options.usb_ids = parse_usb_ids(*ids);
   return options;
 }
 
@@ -204,9 +205,10 @@ void add_board(CLI::App& app, cli::Context& ctx) {
       if (!confirm_on_terminal(question)) throw Error(ExitCode::interrupted, "not confirmed; nothing changed");
     }
     auto reached = set_manufacturing_state(client, next, state_args->dry_run);
-    ctx.render({{"address", client.board()},
-                {"state", std::string(manufacturing_state_name(reached))},
-                {"dry_run", state_args->dry_run}});
+    cli::Json out{{"address", client.board()}};
+    out[state_args->dry_run ? "would_become" : "state"] = std::string(manufacturing_state_name(reached));
+    out["dry_run"] = state_args->dry_run;
+    ctx.render(out);
   });
 }
 

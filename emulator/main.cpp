@@ -14,6 +14,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "emulator/board.hpp"
+#include "emulator/serial_server.hpp"
 #include "emulator/server.hpp"
 
 namespace fs = std::filesystem;
@@ -40,6 +41,7 @@ int run(int argc, char** argv) {
   std::string dir;
   int count = 1;
   bool print_root = false;
+  bool serial = false;
   std::uint64_t latency_us = 0;
   emu::BoardOptions board_options;
   emu::LinkShaping shaping;
@@ -51,6 +53,9 @@ int run(int argc, char** argv) {
       ->required();
   app.add_option("--count", count, "How many boards to run (existing ones are reused)")->check(CLI::Range(1, 256));
   app.add_flag("--print-vendor-root", print_root, "Print the emulated silicon vendor's root certificate (PEM) and exit");
+  app.add_flag("--serial", serial,
+               "Serve each board on a pseudo-terminal (D/<uid>.tty, SMP console framing) instead of a socket; "
+               "link shaping and faults apply to sockets only");
   app.add_option("--latency-us", latency_us, "One-way link latency in microseconds");
   app.add_option("--bandwidth", shaping.bandwidth, "Host-to-board bytes per second (USB FS ~1500000); 0 = unlimited");
   app.add_option("--drop-after-bytes", drop_after, "Drop the connection once after this many bytes (unplug)");
@@ -92,7 +97,14 @@ int run(int argc, char** argv) {
     else boards.push_back(emu::Board::create(dir, root, board_options, i));
   }
   std::vector<std::unique_ptr<emu::BoardServer>> servers;
+  std::vector<std::unique_ptr<emu::SerialBoardServer>> serial_servers;
   for (auto& board : boards) {
+    if (serial) {
+      auto link = fs::path(dir) / (board->uid() + ".tty");
+      serial_servers.push_back(std::make_unique<emu::SerialBoardServer>(*board, link));
+      std::cout << board->uid() << ' ' << link.string() << '\n';
+      continue;
+    }
     auto socket = fs::path(dir) / (board->uid() + ".sock");
     servers.push_back(std::make_unique<emu::BoardServer>(*board, socket, shaping, faults));
     servers.back()->on_power_loss = [] { std::_Exit(75); };
@@ -104,6 +116,7 @@ int run(int argc, char** argv) {
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   servers.clear();  // stops threads, removes sockets
+  serial_servers.clear();
   return 0;
 }
 

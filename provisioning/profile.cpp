@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
 #include "core/files.hpp"
@@ -17,15 +18,19 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Profile values are plain: no quotes, backslashes or control characters, so every value reads
+// back exactly (CLI11's TOML reader does not undo every TOML escape).
+bool plain_value(const std::string& value) {
+  for (char c : value)
+    if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return false;
+  return true;
+}
+
 std::string quoted(const std::string& value) {
-  std::string out = "\"";
-  for (char c : value) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (c == '\n' || c == '\r')
-      throw Error(ExitCode::usage, fmt::format("profile values cannot contain line breaks: {:?}", value));
-    out += c;
-  }
-  return out + "\"";
+  if (!plain_value(value))
+    throw Error(ExitCode::usage, fmt::format("profile values cannot contain quotes, backslashes or control characters: {}",
+                                             nlohmann::json(value).dump()));
+  return "\"" + value + "\"";
 }
 
 const std::map<std::string, std::string> known_keys = {
@@ -93,6 +98,8 @@ StationProfile parse_profile(const std::string& toml, const fs::path& base_dir) 
     if (item.inputs.empty()) continue;  // section headers
     std::string key = item.fullname();
     if (!known_keys.count(key)) throw Error(ExitCode::usage, fmt::format("profile: unknown key '{}'", key));
+    if (item.inputs.size() != 1 || !plain_value(item.inputs.front()))
+      throw Error(ExitCode::usage, fmt::format("profile: '{}' must be one plain string or number", key));
     values[key] = item.inputs.front();
   }
   auto required = [&](const std::string& key) {

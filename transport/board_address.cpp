@@ -51,12 +51,33 @@ std::vector<std::pair<std::uint16_t, std::uint16_t>> DiscoveryOptions::default_u
   return {{0x1209, 0x4b4e}, {0x2fe3, 0x0100}};
 }
 
+std::vector<std::pair<std::uint16_t, std::uint16_t>> parse_usb_ids(std::string_view text) {
+  std::vector<std::pair<std::uint16_t, std::uint16_t>> ids;
+  static const std::regex pair(R"(\s*([0-9a-fA-F]{1,4}):([0-9a-fA-F]{1,4})\s*)");
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    auto end = text.find(',', start);
+    std::string item(text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
+    std::smatch m;
+    if (!std::regex_match(item, m, pair))
+      throw Error(ExitCode::usage, fmt::format("usb-ids: '{}' is not a VID:PID pair", item),
+                  "write hex pairs separated by commas, like 1209:4b4e,2fe3:0100");
+    ids.emplace_back(static_cast<std::uint16_t>(std::stoul(m[1], nullptr, 16)),
+                     static_cast<std::uint16_t>(std::stoul(m[2], nullptr, 16)));
+    if (end == std::string_view::npos) break;
+    start = end + 1;
+  }
+  return ids;
+}
+
 std::vector<BoardAddress> discover_boards(const DiscoveryOptions& options) {
   std::vector<BoardAddress> found;
   if (options.emu_dir && fs::is_directory(*options.emu_dir)) {
     for (const auto& entry : fs::directory_iterator(*options.emu_dir))
       if (entry.path().extension() == ".sock" && entry.is_socket())
         found.push_back({BoardAddress::Kind::emulator, entry.path().string(), entry.path().stem().string()});
+      else if (entry.path().extension() == ".tty" && entry.is_character_file())  // kiln-board-emu --serial
+        found.push_back({BoardAddress::Kind::serial, entry.path().string(), entry.path().stem().string()});
     std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.location < b.location; });
   }
   auto usb = discover_usb_boards(options.usb_ids);

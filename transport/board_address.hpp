@@ -31,7 +31,11 @@ struct DiscoveryOptions {
   static std::vector<std::pair<std::uint16_t, std::uint16_t>> default_usb_ids();
 };
 
-// Emulated boards (sockets in emu_dir) and USB boards matching usb_ids.
+// "1209:4b4e,2fe3:0100" (hex VID:PID pairs) as in the config key usb-ids; throws Error(usage).
+std::vector<std::pair<std::uint16_t, std::uint16_t>> parse_usb_ids(std::string_view text);
+
+// Emulated boards (sockets, and with kiln-board-emu --serial the <uid>.tty pty links, in emu_dir)
+// and USB boards matching usb_ids.
 std::vector<BoardAddress> discover_boards(const DiscoveryOptions& options);
 
 // The one board a command acts on: --board as an address or UID, or the only attached board.

@@ -2,9 +2,14 @@
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "core/bytes.hpp"
 #include "core/files.hpp"
+#include "signing/openssl_ptr.hpp"
+#include "signing/signer.hpp"
+#include "transport/provisioning_group.hpp"
 #include "tests/support/emulator_process.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -144,4 +149,77 @@ TEST_CASE("kiln board: power loss during the swap leaves the old image booting")
   REQUIRE(images.size() == 2);
   CHECK(images[1]["version"] == "7.0.0");
   CHECK(images[1]["pending"] == false);
+}
+
+TEST_CASE("kiln-board-emu --print-vendor-root prints the root the boards' attestation chains end in") {
+  test::TempDir dir;
+  test::EmulatorProcess emu(dir.file("emu"), 1);
+  auto printed = test::run_process(test::bin_path("kiln-board-emu"), {"--dir", dir.file("emu"), "--print-vendor-root"});
+  REQUIRE(printed.exit_code == 0);
+  REQUIRE(printed.out.rfind("-----BEGIN CERTIFICATE-----", 0) == 0);
+  BIO* bio = BIO_new_mem_buf(printed.out.data(), static_cast<int>(printed.out.size()));
+  X509* root = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  REQUIRE(root);
+  Bytes der(static_cast<std::size_t>(i2d_X509(root, nullptr)));
+  unsigned char* p = der.data();
+  i2d_X509(root, &p);
+  X509_free(root);
+  auto info = test::kiln({"-o", "json", "board", "info"}, emu_env(dir));
+  REQUIRE(info.exit_code == 0);
+  auto attestation = json::parse(info.out)["attestation"];
+  REQUIRE(attestation.size() == 2);
+  CHECK(attestation[1] == "sha256:" + to_hex(digest(HashAlg::sha256, der)));
+}
+
+TEST_CASE("kiln board state: --dry-run checks, --yes advances, and there is no way back") {
+  test::TempDir dir;
+  test::EmulatorProcess emu(dir.file("emu"), 1);
+  {
+    // Give the board a device key and a certificate for it, as factory provisioning will.
+    SmpClient client(open_socket_link(emu.sockets()[0]));
+    Bytes csr = generate_device_key(client);
+    const unsigned char* p = csr.data();
+    ossl::Ptr<X509_REQ> req(d2i_X509_REQ(nullptr, &p, static_cast<long>(csr.size())));
+    REQUIRE(req);
+    ossl::Ptr<X509> cert(X509_new());
+    X509_set_version(cert.get(), 2);
+    X509_gmtime_adj(X509_getm_notBefore(cert.get()), 0);
+    X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600);
+    X509_set_pubkey(cert.get(), X509_REQ_get0_pubkey(req.get()));
+    X509_set_subject_name(cert.get(), X509_REQ_get_subject_name(req.get()));
+    X509_set_issuer_name(cert.get(), X509_REQ_get_subject_name(req.get()));
+    ossl::Ptr<EVP_PKEY> ca(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
+    REQUIRE(X509_sign(cert.get(), ca.get(), EVP_sha256()) > 0);
+    Bytes der(static_cast<std::size_t>(i2d_X509(cert.get(), nullptr)));
+    unsigned char* q = der.data();
+    i2d_X509(cert.get(), &q);
+    install_certificate_chain(client, {der});
+  }
+  auto dry = test::kiln({"-o", "json", "board", "state", "--set", "module-complete", "--dry-run"}, emu_env(dir));
+  REQUIRE_MESSAGE(dry.exit_code == 0, dry.err);
+  CHECK(json::parse(dry.out)["would_become"] == "module-complete");
+  CHECK(json::parse(test::kiln({"-o", "json", "board", "state"}, emu_env(dir)).out)["state"] == "blank");
+
+  auto done = test::kiln({"-o", "json", "board", "state", "--set", "module-complete", "--yes"}, emu_env(dir));
+  REQUIRE_MESSAGE(done.exit_code == 0, done.err);
+  CHECK(json::parse(done.out)["state"] == "module-complete");
+  auto again = test::kiln({"board", "state", "--set", "module-complete", "--yes"}, emu_env(dir));
+  CHECK(again.exit_code == 7);
+  CHECK(again.err.find("only move forward") != std::string::npos);
+}
+
+TEST_CASE("kiln board over serial: kiln-board-emu --serial boards are listed and take uploads") {
+  test::TempDir dir;
+  test::EmulatorProcess emu(dir.file("emu"), 1, {"--serial"});
+  auto list = test::kiln({"-o", "json", "board", "list"}, emu_env(dir));
+  REQUIRE_MESSAGE(list.exit_code == 0, list.err);
+  auto boards = json::parse(list.out);
+  REQUIRE(boards.size() == 1);
+  CHECK(boards[0]["address"] == "serial:" + emu.sockets()[0]);
+  CHECK(boards[0]["uid"] == emu.uids()[0]);
+  auto image = write_image(dir, "fw.bin", 4, 50000);
+  auto upload = test::kiln({"-o", "json", "board", "upload", image, "--reset", "-b", emu.uids()[0]}, emu_env(dir));
+  REQUIRE_MESSAGE(upload.exit_code == 0, upload.err);
+  CHECK(active_version(dir) == "4.0.0");
 }

@@ -10,7 +10,7 @@ namespace {
 
 StationProfile sample() {
   StationProfile p;
-  p.product = "Thermostat \"Pro\"";
+  p.product = "Thermostat Pro";
   p.station_id = "line-1";
   p.ledger = "/var/lib/kiln/ledger.sqlite";
   p.quota = 1000;
@@ -29,7 +29,7 @@ StationProfile sample() {
 
 TEST_CASE("profile: writing then reading gives the same profile") {
   auto p = parse_profile(profile_to_toml(sample()), "/base");
-  CHECK(p.product == "Thermostat \"Pro\"");
+  CHECK(p.product == "Thermostat Pro");
   CHECK(p.station_id == "line-1");
   CHECK(p.ledger == "/var/lib/kiln/ledger.sqlite");
   REQUIRE(p.quota);
@@ -52,6 +52,17 @@ TEST_CASE("profile: relative paths are taken from the profile's directory") {
   CHECK(p.trust_anchor == "/station/ca.pem");
   CHECK(p.final_state == ManufacturingState::module_complete);  // no service URL: device-complete is impossible
   CHECK_FALSE(p.quota);
+}
+
+TEST_CASE("profile: values that would not read back exactly are refused on both sides") {
+  auto quoted_name = sample();
+  quoted_name.product = "Thermostat \"Pro\"";
+  CHECK_THROWS_WITH_AS(profile_to_toml(quoted_name), doctest::Contains("quotes"), Error);
+  auto windows_path = sample();
+  windows_path.ca_certificate = "C:\\keys\\ca.pem";
+  CHECK_THROWS_AS(profile_to_toml(windows_path), Error);
+  // A fuzzer find: trailing text after a closing quote came back with the quotes in it.
+  CHECK_THROWS_WITH_AS(parse_profile("[station]\nproduct = \"P\"-\n", "/"), doctest::Contains("station.product"), Error);
 }
 
 TEST_CASE("profile: refuses unknown keys, missing keys and bad values") {

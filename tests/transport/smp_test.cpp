@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "core/error.hpp"
+#include "transport/board_address.hpp"
 #include "transport/link.hpp"
 #include "transport/provisioning_group.hpp"
 #include "transport/smp.hpp"
@@ -99,3 +100,20 @@ TEST_CASE("smp: packet assembler cuts a byte stream at packet boundaries") {
   CHECK_FALSE(assembler.next());
 }
 
+
+TEST_CASE("board address: usb, serial and emu prefixes; anything else is a UID") {
+  auto usb = parse_board_address("usb:1-2.4");
+  REQUIRE(usb);
+  CHECK(usb->kind == BoardAddress::Kind::usb);
+  CHECK(usb->location == "1-2.4");
+  CHECK(parse_board_address("serial:/dev/ttyACM0")->text() == "serial:/dev/ttyACM0");
+  auto emu = parse_board_address("emu:/tmp/d/0a1b2c.sock");
+  CHECK(emu->uid_hint == "0a1b2c");
+  CHECK_FALSE(parse_board_address("0a1b2c3d4e5f6071"));
+  CHECK_THROWS_AS(parse_board_address("usb:frontport"), Error);
+  CHECK_THROWS_AS(parse_board_address("emu:"), Error);
+  auto ids = parse_usb_ids("1209:4b4e, 2fe3:0100");
+  REQUIRE(ids.size() == 2);
+  CHECK(ids[1] == std::pair<std::uint16_t, std::uint16_t>{0x2fe3, 0x0100});
+  CHECK_THROWS_AS(parse_usb_ids("1209"), Error);
+}

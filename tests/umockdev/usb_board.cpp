@@ -83,6 +83,24 @@ UsbBoard::~UsbBoard() {
 
 void UsbBoard::unplug() {
   std::lock_guard lock(mutex_);
+  unplug_locked();
+}
+
+void UsbBoard::unplug_after_bytes(std::size_t bytes) {
+  std::lock_guard lock(mutex_);
+  unplug_after_ = bytes;
+  bytes_from_host_ = 0;
+}
+
+void UsbBoard::replug() {
+  std::lock_guard lock(mutex_);
+  unplugged_ = false;
+  unplug_after_ = 0;
+  from_host_ = PacketAssembler();
+  to_host_.clear();
+}
+
+void UsbBoard::unplug_locked() {
   unplugged_ = true;
   while (!waiting_in_.empty()) {
     finish(waiting_in_.front(), -ENODEV, 0);
@@ -175,6 +193,12 @@ void UsbBoard::submit(UMockdevIoctlClient* client, UMockdevIoctlData* arg) {
   if (urb->type == USBDEVFS_URB_TYPE_CONTROL) {
     answer_control(pending);
   } else if (urb->endpoint == bulk_out) {
+    bytes_from_host_ += static_cast<std::size_t>(urb->buffer_length);
+    if (unplug_after_ && bytes_from_host_ >= unplug_after_) {
+      finish(pending, -ENODEV, 0);
+      unplug_locked();
+      return;
+    }
     from_host_.append(ByteView(buffer->data, static_cast<std::size_t>(urb->buffer_length)));
     while (auto packet = from_host_.next()) {
       auto reply = board_.handle_packet(*packet);

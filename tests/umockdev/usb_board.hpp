@@ -27,6 +27,10 @@ class UsbBoard {
   std::string address() const { return "usb:1-1"; }
   // Model an unplug: from now on every URB completes with ENODEV.
   void unplug();
+  // Unplug by itself once the host has sent this many bytes (mid-upload).
+  void unplug_after_bytes(std::size_t bytes);
+  // Plug back in: a fresh connection to the same board (which kept its state).
+  void replug();
 
  private:
   struct PendingUrb {
@@ -39,6 +43,7 @@ class UsbBoard {
   void answer_control(PendingUrb urb);
   void fill_in_urbs();
   void finish(PendingUrb urb, int status, int actual_length);
+  void unplug_locked();
 
   emu::Board& board_;
   UMockdevTestbed* testbed_ = nullptr;
@@ -49,6 +54,8 @@ class UsbBoard {
   std::deque<PendingUrb> waiting_in_;
   std::deque<PendingUrb> completed_;
   bool unplugged_ = false;
+  std::size_t bytes_from_host_ = 0;
+  std::size_t unplug_after_ = 0;  // 0 = never
 };
 
 }  // namespace kiln::test

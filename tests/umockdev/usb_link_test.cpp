@@ -106,3 +106,21 @@ TEST_CASE("usb: kiln board list, info and upload end to end over usb:") {
   CHECK(slots[0]["version"] == "8.1.0");
   CHECK(slots[0]["active"] == true);
 }
+
+TEST_CASE("usb: kiln board upload unplugged mid-way fails naming the board; after replug it resumes") {
+  REQUIRE(under_umockdev());
+  UsbFixture f;
+  auto image = f.dir.file("fw.bin");
+  write_file_atomic(image, emu::make_test_image(9, 0, 0, 300000));
+  f.usb.unplug_after_bytes(120000);
+  auto cut = test::kiln({"board", "upload", image, "-b", "usb:1-1"});
+  CHECK(cut.exit_code == 4);
+  CHECK(cut.err.find("usb:1-1") != std::string::npos);
+  CHECK(cut.err.find("disconnected") != std::string::npos);
+  f.usb.replug();
+  auto again = test::kiln({"-o", "json", "board", "upload", image, "-b", "usb:1-1"});
+  REQUIRE_MESSAGE(again.exit_code == 0, again.err);
+  auto result = json::parse(again.out);
+  CHECK(result["resumed_from"].get<std::uint64_t>() > 0);
+  CHECK(result["slots"][1]["version"] == "9.0.0");
+}
