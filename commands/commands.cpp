@@ -7,6 +7,7 @@ namespace {
 constexpr Noun nouns[] = {
     {"key", add_key},
     {"image", add_image},
+    {"manifest", add_manifest},
     {"board", add_board},
     {"factory", add_factory},
     {"completion", add_completion},
