@@ -51,6 +51,27 @@ struct Fixture {
     sqlite3_close(db);
     REQUIRE_MESSAGE(rc == SQLITE_OK, text);
   }
+  std::string content_of(int seq) {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    sqlite3_stmt* stmt = nullptr;
+    sqlite3_prepare_v2(db, "SELECT content FROM ledger WHERE seq = ?", -1, &stmt, nullptr);
+    sqlite3_bind_int(stmt, 1, seq);
+    std::string content = sqlite3_step(stmt) == SQLITE_ROW ? reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0)) : "";
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return content;
+  }
+  // Five units (checkpoints every 2 rows), then `sql`: the report must name `row` as bad.
+  LedgerVerifyReport tampered_report(const std::string& sql, std::int64_t row) {
+    fill(5);
+    tamper(sql);
+    auto report = Ledger(path).verify(key->public_key_der());
+    CHECK_FALSE(report.ok);
+    REQUIRE(report.bad_row);
+    CHECK(*report.bad_row == row);
+    return report;
+  }
   void fill(int units) {
     Ledger ledger(path);
     ledger.set_station_signer(key.get(), 2);
@@ -75,35 +96,21 @@ TEST_CASE("ledger: an untouched ledger verifies, with checkpoints every N rows a
 
 TEST_CASE("ledger: an edited row is named") {
   Fixture f;
-  f.fill(5);
-  f.tamper("UPDATE ledger SET content = replace(content, 'UID03', 'UID99') WHERE seq = 5");
-  auto report = Ledger(f.path).verify(f.key->public_key_der());
-  CHECK_FALSE(report.ok);
-  REQUIRE(report.bad_row);
-  CHECK(*report.bad_row == 5);
+  auto report = f.tampered_report("UPDATE ledger SET content = replace(content, 'UID03', 'UID99') WHERE seq = 5", 5);
   CHECK(report.problem.find("edited") != std::string::npos);
 }
 
 TEST_CASE("ledger: a deleted row is named") {
   Fixture f;
-  f.fill(5);
-  f.tamper("DELETE FROM ledger WHERE seq = 2");
-  auto report = Ledger(f.path).verify(f.key->public_key_der());
-  CHECK_FALSE(report.ok);
-  REQUIRE(report.bad_row);
-  CHECK(*report.bad_row == 3);
+  auto report = f.tampered_report("DELETE FROM ledger WHERE seq = 2", 3);
   CHECK(report.problem.find("row 2 was deleted") != std::string::npos);
 }
 
 TEST_CASE("ledger: reordered rows are detected") {
   Fixture f;
-  f.fill(5);
-  f.tamper("UPDATE ledger SET seq = 100 WHERE seq = 1; UPDATE ledger SET seq = 1 WHERE seq = 2; "
-           "UPDATE ledger SET seq = 2 WHERE seq = 100");
-  auto report = Ledger(f.path).verify(f.key->public_key_der());
-  CHECK_FALSE(report.ok);
-  REQUIRE(report.bad_row);
-  CHECK(*report.bad_row == 1);
+  f.tampered_report("UPDATE ledger SET seq = 100 WHERE seq = 1; UPDATE ledger SET seq = 1 WHERE seq = 2; "
+                    "UPDATE ledger SET seq = 2 WHERE seq = 100",
+                    1);
 }
 
 TEST_CASE("ledger: a rewritten chain without the station key fails at the checkpoint") {
@@ -112,31 +119,11 @@ TEST_CASE("ledger: a rewritten chain without the station key fails at the checkp
   // Rewrite row 1 and re-hash the chain consistently: only the checkpoint signature can tell.
   Ledger ledger(f.path);
   f.tamper("UPDATE ledger SET content = replace(content, 'UID00', 'UID77') WHERE seq = 1");
-  std::string content;
-  {
-    sqlite3* db = nullptr;
-    sqlite3_open(f.path.c_str(), &db);
-    sqlite3_stmt* stmt = nullptr;
-    sqlite3_prepare_v2(db, "SELECT content FROM ledger WHERE seq = 1", -1, &stmt, nullptr);
-    sqlite3_step(stmt);
-    content = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
-    sqlite3_finalize(stmt);
-    sqlite3_close(db);
-  }
+  std::string content = f.content_of(1);
   auto h1 = ledger_row_hash(std::string(64, '0'), 1, "unit", content);
   f.tamper("UPDATE ledger SET hash = '" + h1 + "' WHERE seq = 1");
   f.tamper("UPDATE ledger SET prev_hash = '" + h1 + "' WHERE seq = 2");
-  std::string checkpoint_content;
-  {
-    sqlite3* db = nullptr;
-    sqlite3_open(f.path.c_str(), &db);
-    sqlite3_stmt* stmt = nullptr;
-    sqlite3_prepare_v2(db, "SELECT content FROM ledger WHERE seq = 2", -1, &stmt, nullptr);
-    sqlite3_step(stmt);
-    checkpoint_content = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
-    sqlite3_finalize(stmt);
-    sqlite3_close(db);
-  }
+  std::string checkpoint_content = f.content_of(2);
   f.tamper("UPDATE ledger SET hash = '" + ledger_row_hash(h1, 2, "checkpoint", checkpoint_content) + "' WHERE seq = 2");
   auto report = ledger.verify(f.key->public_key_der());
   CHECK_FALSE(report.ok);
