@@ -9,6 +9,7 @@ constexpr Noun nouns[] = {
     {"image", add_image},
     {"manifest", add_manifest},
     {"board", add_board},
+    {"factory", add_factory},
     {"completion", add_completion},
     {"help", add_help},
     {"version", add_version},

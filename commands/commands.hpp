@@ -24,6 +24,7 @@ void add_version(CLI::App& app, cli::Context& ctx);
 void add_key(CLI::App& app, cli::Context& ctx);
 void add_image(CLI::App& app, cli::Context& ctx);
 void add_manifest(CLI::App& app, cli::Context& ctx);
+void add_factory(CLI::App& app, cli::Context& ctx);
 void add_board(CLI::App& app, cli::Context& ctx);
 void add_completion(CLI::App& app, cli::Context& ctx);
 void add_help(CLI::App& app, cli::Context& ctx);

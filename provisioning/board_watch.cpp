@@ -1,0 +1,99 @@
+// Board watch: inotify on the emulator directory, one worker per new socket, at most `jobs` at once.
+#include "provisioning/board_watch.hpp"
+
+#include <poll.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <condition_variable>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "core/interrupt.hpp"
+
+namespace kiln {
+
+namespace {
+
+struct FileDescriptor {
+  int fd;
+  ~FileDescriptor() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+bool is_socket_name(const std::string& name) { return name.size() > 5 && name.ends_with(".sock"); }
+
+}  // namespace
+
+std::vector<ProvisionOutcome> watch_boards(Station& station, const std::filesystem::path& emu_dir,
+                                           const WatchOptions& options, const EventSink& on_event,
+                                           const std::function<void(const ProvisionOutcome&)>& on_outcome) {
+  std::filesystem::create_directories(emu_dir);
+  FileDescriptor inotify{inotify_init1(IN_NONBLOCK | IN_CLOEXEC)};
+  if (inotify.fd < 0 || inotify_add_watch(inotify.fd, emu_dir.c_str(), IN_CREATE | IN_MOVED_TO) < 0)
+    throw Error(ExitCode::failure, fmt::format("cannot watch {}: {}", emu_dir.string(), std::strerror(errno)));
+
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::size_t running = 0, finished = 0;
+  std::vector<ProvisionOutcome> outcomes;
+  std::vector<std::thread> workers;
+  std::set<std::string> seen;
+  auto limit_reached = [&] { return options.max_boards && finished >= *options.max_boards; };
+
+  auto start_board = [&](const std::string& name) {
+    if (!is_socket_name(name) || seen.count(name)) return;
+    if (options.max_boards && seen.size() >= *options.max_boards) return;
+    seen.insert(name);
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return running < static_cast<std::size_t>(std::max(options.jobs, 1)); });
+    ++running;
+    BoardAddress address{BoardAddress::Kind::emulator, (emu_dir / name).string(), name.substr(0, name.size() - 5)};
+    workers.emplace_back([&, address] {
+      ProvisionOutcome outcome;
+      // The socket exists a moment before the board listens on it: retry a refused connect.
+      for (int attempt = 0; attempt < 5; ++attempt) {
+        outcome = provision_board(station, address, options.provision, on_event);
+        if (outcome.result != "failed" || outcome.failed_step != "connect") break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      std::lock_guard done(mutex);
+      if (on_outcome) on_outcome(outcome);
+      outcomes.push_back(std::move(outcome));
+      --running;
+      ++finished;
+      changed.notify_all();
+    });
+  };
+
+  std::vector<std::string> existing;
+  for (const auto& entry : std::filesystem::directory_iterator(emu_dir)) existing.push_back(entry.path().filename().string());
+  std::sort(existing.begin(), existing.end());
+  for (const auto& name : existing) start_board(name);
+
+  alignas(inotify_event) char buffer[4096];
+  while (!interrupted()) {
+    {
+      std::lock_guard lock(mutex);
+      if (limit_reached()) break;
+    }
+    pollfd fd{inotify.fd, POLLIN, 0};
+    if (poll(&fd, 1, 200) <= 0) continue;
+    ssize_t length = read(inotify.fd, buffer, sizeof buffer);
+    for (ssize_t offset = 0; offset < length;) {
+      auto* event = reinterpret_cast<const inotify_event*>(buffer + offset);
+      if (event->len > 0) start_board(event->name);
+      offset += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
+    }
+  }
+  for (auto& worker : workers) worker.join();
+  return outcomes;
+}
+
+}  // namespace kiln

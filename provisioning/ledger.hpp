@@ -1,0 +1,124 @@
+// Station ledger: an append-only, hash-chained SQLite (WAL) log of provisioning attempts, sealed by
+// signed checkpoints; verify, export as a signed JSON-lines bundle, statistics and the quota.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "signing/signer.hpp"
+
+struct sqlite3;
+
+namespace kiln {
+
+// One step of one attempt, as the ledger keeps it.
+struct StepResult {
+  std::string step;
+  std::string result;  // "ok", "skipped", "failed"
+  std::int64_t duration_ms = 0;
+  std::string error;
+};
+
+// One provisioning attempt on one unit.
+struct LedgerEntry {
+  std::string uid;
+  std::string result;  // "provisioned" or "failed"
+  std::string failed_step;
+  std::string error;
+  std::string device_public_key_pem;
+  std::string certificate_pem;
+  std::string certificate_serial;  // hex, empty when no certificate was issued in this attempt
+  bool certificate_issued = false;  // issued by this attempt (counts against the quota)
+  std::string product;
+  std::string profile_hash;
+  std::string station_id;
+  std::string operator_name;
+  std::string final_state;
+  std::string started_at;   // ISO 8601 UTC
+  std::string finished_at;
+  std::vector<StepResult> steps;
+};
+nlohmann::json to_json(const LedgerEntry& entry);
+LedgerEntry ledger_entry_from_json(const nlohmann::json& content);
+
+struct LedgerVerifyReport {
+  std::int64_t rows = 0;
+  std::int64_t units = 0;
+  std::int64_t checkpoints = 0;
+  std::int64_t unsealed_rows = 0;  // rows after the last checkpoint (no signature covers them yet)
+  bool ok = true;
+  std::optional<std::int64_t> bad_row;  // sequence number of the first bad row
+  std::string problem;
+};
+
+struct LedgerStats {
+  std::int64_t attempts = 0;
+  std::int64_t failed_attempts = 0;
+  std::int64_t units_attempted = 0;
+  std::int64_t units_provisioned = 0;
+  std::int64_t certificates_issued = 0;
+  double yield = 0;                // units provisioned / units attempted
+  double units_per_hour = 0;       // between the first start and the last finish
+  std::vector<std::pair<std::string, std::int64_t>> failures_per_step;
+};
+
+class Ledger {
+ public:
+  // Opens or creates the ledger database (WAL, synchronous=FULL so a committed row survives power loss).
+  explicit Ledger(const std::filesystem::path& path);
+  ~Ledger();
+  Ledger(const Ledger&) = delete;
+  Ledger& operator=(const Ledger&) = delete;
+
+  // Appends one attempt row and commits it durably; returns its sequence number. When
+  // `checkpoint_every` > 0 and a signer is set, a signed checkpoint follows every N unit rows.
+  std::int64_t append(const LedgerEntry& entry);
+  // Signs the chain head unless the last row already is a checkpoint.
+  void checkpoint();
+  void set_station_signer(const Signer* signer, int checkpoint_every) {
+    signer_ = signer;
+    checkpoint_every_ = checkpoint_every;
+  }
+
+  // Quota: reserves one certificate (throws Error(conflict) when `quota` are issued or reserved);
+  // release it with release_certificate() whether the row was written or not.
+  void reserve_certificate(std::optional<std::int64_t> quota);
+  void release_certificate();
+  std::int64_t certificates_issued();
+
+  // The newest successful entry for a UID, if any.
+  std::optional<LedgerEntry> latest_provisioned(const std::string& uid);
+  // The newest certificate (PEM) any attempt recorded for a UID.
+  std::optional<std::string> latest_certificate(const std::string& uid);
+
+  // `station_public_key`: DER SPKI the checkpoints must be signed with (empty: accept the key the
+  // checkpoints name, which only proves integrity, not origin).
+  LedgerVerifyReport verify(ByteView station_public_key);
+  // Writes the units (newest successful row per UID) as JSON lines and a signed trailer line.
+  // Returns the number of units.
+  std::int64_t export_bundle(const std::filesystem::path& out, const Signer& station_signer);
+  LedgerStats stats();
+
+ private:
+  std::int64_t append_row(const std::string& kind, const std::string& content, const Signer* sign_with);
+  std::unique_ptr<sqlite3, void (*)(sqlite3*)> db_;
+  std::mutex mutex_;
+  const Signer* signer_ = nullptr;
+  int checkpoint_every_ = 0;
+  int rows_since_checkpoint_ = 0;
+  std::int64_t reserved_ = 0;
+};
+
+// SHA-256 chain link: hex of SHA-256(prev_hash "\n" seq "\n" kind "\n" content).
+std::string ledger_row_hash(const std::string& prev_hash, std::int64_t seq, const std::string& kind,
+                            const std::string& content);
+std::string utc_now_iso8601();
+
+}  // namespace kiln

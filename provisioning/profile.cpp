@@ -1,0 +1,158 @@
+// Station profile: TOML written by hand (flat, quoted strings) and read with CLI11's TOML reader.
+#include "provisioning/profile.hpp"
+
+#include <map>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "core/error.hpp"
+#include "core/files.hpp"
+#include "signing/signer.hpp"
+
+namespace kiln {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Profile values are plain: no quotes, backslashes or control characters, so every value reads
+// back exactly (CLI11's TOML reader does not undo every TOML escape).
+bool plain_value(const std::string& value) {
+  for (char c : value)
+    if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return false;
+  return true;
+}
+
+std::string quoted(const std::string& value) {
+  if (!plain_value(value))
+    throw Error(ExitCode::usage, fmt::format("profile values cannot contain quotes, backslashes or control characters: {}",
+                                             nlohmann::json(value).dump()));
+  return "\"" + value + "\"";
+}
+
+const std::map<std::string, std::string> known_keys = {
+    {"station.product", ""}, {"station.id", ""}, {"station.ledger", ""}, {"station.quota", ""},
+    {"station.checkpoint_every", ""}, {"station.key", ""}, {"ca.key", ""}, {"ca.certificate", ""},
+    {"ca.validity_days", ""}, {"attestation.vendor_root", ""}, {"identity.mode", ""},
+    {"install.boot_key_hash", ""}, {"install.service_url", ""}, {"install.trust_anchor", ""},
+    {"install.final_state", ""}};
+
+std::int64_t to_integer(const std::string& key, const std::string& value, std::int64_t min) {
+  try {
+    std::size_t used = 0;
+    auto n = std::stoll(value, &used);
+    if (used == value.size() && n >= min) return n;
+  } catch (const std::exception&) {
+  }
+  throw Error(ExitCode::usage, fmt::format("profile: {} must be an integer >= {}, not '{}'", key, min, value));
+}
+
+}  // namespace
+
+std::string_view identity_mode_name(IdentityMode mode) { return mode == IdentityMode::csr ? "csr" : "inject"; }
+
+std::string profile_to_toml(const StationProfile& p) {
+  std::ostringstream out;
+  out << "# kiln station profile: what this station does to every board (kiln factory provision / run)\n\n";
+  out << "[station]\n";
+  out << "product = " << quoted(p.product) << "\n";
+  out << "id = " << quoted(p.station_id) << "\n";
+  out << "ledger = " << quoted(p.ledger.string()) << "\n";
+  if (p.quota) out << "quota = " << *p.quota << "\n";
+  out << "checkpoint_every = " << p.checkpoint_every << "\n";
+  out << "key = " << quoted(p.station_key) << "\n\n";
+  out << "[ca]\n";
+  out << "key = " << quoted(p.ca_key) << "\n";
+  out << "certificate = " << quoted(p.ca_certificate.string()) << "\n";
+  out << "validity_days = " << p.validity_days << "\n\n";
+  out << "[attestation]\n";
+  out << "vendor_root = " << quoted(p.vendor_root.string()) << "\n\n";
+  out << "[identity]\n";
+  out << "mode = " << quoted(std::string(identity_mode_name(p.identity))) << "\n\n";
+  out << "[install]\n";
+  out << "boot_key_hash = " << quoted(p.boot_key_hash) << "\n";
+  if (p.service_url) out << "service_url = " << quoted(*p.service_url) << "\n";
+  out << "trust_anchor = " << quoted(p.trust_anchor.string()) << "\n";
+  out << "final_state = " << quoted(std::string(manufacturing_state_name(p.final_state))) << "\n";
+  return out.str();
+}
+
+void write_profile(const fs::path& path, const StationProfile& profile, bool overwrite) {
+  write_file_atomic(path, as_bytes(profile_to_toml(profile)), 0644,
+                    overwrite ? AtomicFile::Overwrite::allow : AtomicFile::Overwrite::refuse);
+}
+
+StationProfile parse_profile(const std::string& toml, const fs::path& base_dir) {
+  std::istringstream in(toml);
+  std::vector<CLI::ConfigItem> items;
+  try {
+    items = CLI::ConfigTOML().from_config(in);
+  } catch (const CLI::Error& e) {
+    throw Error(ExitCode::usage, fmt::format("profile is not valid TOML: {}", e.what()));
+  }
+  std::map<std::string, std::string> values;
+  for (const auto& item : items) {
+    if (item.inputs.empty()) continue;  // section headers
+    std::string key = item.fullname();
+    if (!known_keys.count(key)) throw Error(ExitCode::usage, fmt::format("profile: unknown key '{}'", key));
+    if (item.inputs.size() != 1 || !plain_value(item.inputs.front()))
+      throw Error(ExitCode::usage, fmt::format("profile: '{}' must be one plain string or number", key));
+    values[key] = item.inputs.front();
+  }
+  auto required = [&](const std::string& key) {
+    auto it = values.find(key);
+    if (it == values.end() || it->second.empty())
+      throw Error(ExitCode::usage, fmt::format("profile: '{}' is missing", key), "kiln factory init writes a complete profile");
+    return it->second;
+  };
+  auto optional = [&](const std::string& key) -> std::optional<std::string> {
+    auto it = values.find(key);
+    if (it == values.end() || it->second.empty()) return std::nullopt;
+    return it->second;
+  };
+  auto path_of = [&](const std::string& value) { return fs::path(value).is_absolute() ? fs::path(value) : base_dir / value; };
+  auto keyref_of = [&](const std::string& value) { return value.rfind("pkcs11:", 0) == 0 ? value : path_of(value).string(); };
+
+  StationProfile p;
+  p.product = required("station.product");
+  p.station_id = optional("station.id").value_or("station");
+  p.ledger = path_of(optional("station.ledger").value_or("station-ledger.sqlite"));
+  if (auto quota = optional("station.quota")) p.quota = to_integer("station.quota", *quota, 0);
+  if (auto every = optional("station.checkpoint_every"))
+    p.checkpoint_every = static_cast<int>(to_integer("station.checkpoint_every", *every, 1));
+  p.ca_key = keyref_of(required("ca.key"));
+  p.station_key = optional("station.key") ? keyref_of(*optional("station.key")) : p.ca_key;
+  p.ca_certificate = path_of(required("ca.certificate"));
+  if (auto days = optional("ca.validity_days")) p.validity_days = static_cast<int>(to_integer("ca.validity_days", *days, 1));
+  p.vendor_root = path_of(required("attestation.vendor_root"));
+  auto mode = optional("identity.mode").value_or("csr");
+  if (mode == "csr") p.identity = IdentityMode::csr;
+  else if (mode == "inject") p.identity = IdentityMode::inject;
+  else throw Error(ExitCode::usage, fmt::format("profile: identity.mode must be csr or inject, not '{}'", mode));
+  p.boot_key_hash = required("install.boot_key_hash");
+  if (p.boot_key_hash.size() != 64 || from_hex(p.boot_key_hash).size() != 32)
+    throw Error(ExitCode::usage, "profile: install.boot_key_hash must be 64 hex digits (SHA-256)");
+  p.service_url = optional("install.service_url");
+  if (p.service_url && p.service_url->rfind("https://", 0) != 0)
+    throw Error(ExitCode::usage, fmt::format("profile: install.service_url must start with https://, not '{}'", *p.service_url));
+  p.trust_anchor = path_of(optional("install.trust_anchor").value_or(p.ca_certificate.string()));
+  p.final_state = parse_manufacturing_state(optional("install.final_state").value_or(
+      p.service_url ? "device-complete" : "module-complete"));
+  if (p.final_state == ManufacturingState::blank)
+    throw Error(ExitCode::usage, "profile: install.final_state must be module-complete or device-complete");
+  if (p.final_state == ManufacturingState::device_complete && !p.service_url)
+    throw Error(ExitCode::usage, "profile: final_state device-complete needs install.service_url (the board requires it)");
+  return p;
+}
+
+StationProfile read_profile(const fs::path& path) {
+  if (!fs::exists(path)) throw Error(ExitCode::not_found, fmt::format("station profile {} does not exist", path.string()));
+  return parse_profile(read_text_file(path), fs::absolute(path).parent_path());
+}
+
+std::string profile_hash(const fs::path& path) { return to_hex(digest(HashAlg::sha256, read_file(path))); }
+
+}  // namespace kiln

@@ -1,0 +1,44 @@
+// Station profile (TOML): what a factory station does to every board, and with which keys.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "transport/provisioning_group.hpp"
+
+namespace kiln {
+
+enum class IdentityMode { csr, inject };
+std::string_view identity_mode_name(IdentityMode mode);
+
+struct StationProfile {
+  std::string product;
+  std::string station_id;
+  std::filesystem::path ledger;          // SQLite station ledger
+  std::optional<std::int64_t> quota;     // certificates this station may issue
+  int checkpoint_every = 16;             // unit rows between signed ledger checkpoints
+  std::string station_key;               // KEYREF signing ledger checkpoints and exports (default: CA key)
+  std::string ca_key;                    // KEYREF
+  std::filesystem::path ca_certificate;
+  int validity_days = 3650;
+  std::filesystem::path vendor_root;     // silicon vendor root the attestation must chain to
+  IdentityMode identity = IdentityMode::csr;
+  std::string boot_key_hash;             // hex SHA-256 (MCUboot KEYHASH) of the boot key
+  std::optional<std::string> service_url;
+  std::filesystem::path trust_anchor;    // PEM installed as the device's service trust anchor
+  ManufacturingState final_state = ManufacturingState::device_complete;
+};
+
+// Writes the profile as TOML (atomically; refuses to overwrite unless `overwrite`).
+std::string profile_to_toml(const StationProfile& profile);
+void write_profile(const std::filesystem::path& path, const StationProfile& profile, bool overwrite);
+// Reads and checks a profile; relative paths are taken from the profile's directory.
+// Throws Error(usage) naming the key for a missing or invalid value.
+StationProfile read_profile(const std::filesystem::path& path);
+StationProfile parse_profile(const std::string& toml, const std::filesystem::path& base_dir);
+// SHA-256 (hex) of the profile file: every ledger row names the profile it was made with.
+std::string profile_hash(const std::filesystem::path& path);
+
+}  // namespace kiln

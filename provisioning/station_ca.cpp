@@ -1,0 +1,254 @@
+// Station CA: CSR and attestation checks, device certificates signed through Signer::sign.
+#include "provisioning/station_ca.hpp"
+
+#include <openssl/bn.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <fmt/format.h>
+
+#include "core/error.hpp"
+#include "core/files.hpp"
+#include "signing/openssl_ptr.hpp"
+
+namespace kiln {
+
+namespace {
+
+struct StoreFree {
+  void operator()(X509_STORE* p) const { X509_STORE_free(p); }
+  void operator()(X509_STORE_CTX* p) const { X509_STORE_CTX_free(p); }
+  void operator()(X509_EXTENSION* p) const { X509_EXTENSION_free(p); }
+  void operator()(ASN1_INTEGER* p) const { ASN1_INTEGER_free(p); }
+  void operator()(STACK_OF(X509) * p) const { sk_X509_pop_free(p, X509_free); }
+};
+
+ossl::Ptr<X509> parse_certificate(ByteView der, const std::string& what) {
+  const unsigned char* p = der.data();
+  ossl::Ptr<X509> cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (!cert) throw Error(ExitCode::failure, fmt::format("{} is not a DER X.509 certificate", what)).with_detail(openssl_errors());
+  return cert;
+}
+
+ossl::Ptr<EVP_PKEY> parse_public_key(ByteView spki) {
+  const unsigned char* p = spki.data();
+  ossl::Ptr<EVP_PKEY> key(d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.size())));
+  if (!key) throw Error(ExitCode::failure, "not a DER public key").with_detail(openssl_errors());
+  return key;
+}
+
+// DER of any OpenSSL object with an i2d_* encoder.
+template <typename T, typename Encoder>
+Bytes to_der(T* object, Encoder encode, const char* what) {
+  int len = encode(object, nullptr);
+  if (len <= 0) throw Error(ExitCode::failure, fmt::format("cannot encode a {}", what)).with_detail(openssl_errors());
+  Bytes out(static_cast<std::size_t>(len));
+  unsigned char* p = out.data();
+  encode(object, &p);
+  return out;
+}
+
+Bytes spki_of(EVP_PKEY* key) { return to_der(key, i2d_PUBKEY, "public key"); }
+
+void add_extension(X509* cert, X509V3_CTX* ctx, int nid, const char* value) {
+  std::unique_ptr<X509_EXTENSION, StoreFree> ext(X509V3_EXT_conf_nid(nullptr, ctx, nid, value));
+  if (!ext || !X509_add_ext(cert, ext.get(), -1))
+    throw Error(ExitCode::failure, fmt::format("cannot add extension {}={}", OBJ_nid2sn(nid), value))
+        .with_detail(openssl_errors());
+}
+
+struct SignatureScheme {
+  int nid;
+  HashAlg hash;
+  bool digest_first;
+};
+
+SignatureScheme scheme_for(const Signer& ca) {
+  switch (ca.type()) {
+    case KeyType::ecdsa_p256: return {NID_ecdsa_with_SHA256, HashAlg::sha256, true};
+    case KeyType::ecdsa_p384: return {NID_ecdsa_with_SHA384, HashAlg::sha384, true};
+    case KeyType::ed25519: return {NID_ED25519, HashAlg::sha256, false};
+    default:
+      throw Error(ExitCode::usage, fmt::format("CA key {} is {}: the station CA signs with ECDSA P-256/P-384 or Ed25519",
+                                               ca.description(), key_type_name(ca.type())));
+  }
+}
+
+Bytes random_serial() {
+  Bytes serial(16);
+  if (RAND_bytes(serial.data(), static_cast<int>(serial.size())) != 1) throw Error(ExitCode::failure, "no randomness");
+  serial[0] = static_cast<std::uint8_t>((serial[0] & 0x7f) | 0x40);  // positive and a full 16 bytes
+  return serial;
+}
+
+}  // namespace
+
+Bytes verify_csr(ByteView csr_der) {
+  const unsigned char* p = csr_der.data();
+  ossl::Ptr<X509_REQ> req(d2i_X509_REQ(nullptr, &p, static_cast<long>(csr_der.size())));
+  if (!req) throw Error(ExitCode::failure, "the board's CSR is not DER PKCS#10").with_detail(openssl_errors());
+  EVP_PKEY* key = X509_REQ_get0_pubkey(req.get());
+  if (!key || X509_REQ_verify(req.get(), key) != 1)
+    throw Error(ExitCode::verification_failed, "the board's CSR signature does not verify with the key it carries")
+        .with_detail(openssl_errors());
+  return spki_of(key);
+}
+
+IssuedCertificate issue_device_certificate(const Signer& ca, ByteView ca_certificate_der, ByteView device_public_key,
+                                           const std::string& uid, const CertificateTemplate& certificate_template) {
+  auto scheme = scheme_for(ca);
+  auto ca_cert = parse_certificate(ca_certificate_der, "the CA certificate");
+  if (spki_of(X509_get0_pubkey(ca_cert.get())) != ca.public_key_der())
+    throw Error(ExitCode::usage, fmt::format("CA key {} does not belong to the CA certificate", ca.description()),
+                "check ca.key and ca.certificate in the station profile");
+  auto device_key = parse_public_key(device_public_key);
+
+  ossl::Ptr<X509> cert(X509_new());
+  X509_set_version(cert.get(), 2);
+  Bytes serial_bytes = random_serial();
+  ossl::Ptr<BIGNUM> serial_bn(BN_bin2bn(serial_bytes.data(), static_cast<int>(serial_bytes.size()), nullptr));
+  std::unique_ptr<ASN1_INTEGER, StoreFree> serial(BN_to_ASN1_INTEGER(serial_bn.get(), nullptr));
+  X509_set_serialNumber(cert.get(), serial.get());
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(ca_cert.get()));
+  X509_NAME* subject = X509_get_subject_name(cert.get());
+  auto add_name = [&](const char* field, const std::string& value) {
+    if (!X509_NAME_add_entry_by_txt(subject, field, MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(value.c_str()),
+                                    -1, -1, 0))
+      throw Error(ExitCode::failure, fmt::format("cannot put {}={} in a certificate subject", field, value));
+  };
+  add_name("CN", uid);
+  if (!certificate_template.organization.empty()) add_name("O", certificate_template.organization);
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), 0);
+  X509_time_adj_ex(X509_getm_notAfter(cert.get()), certificate_template.validity_days, 0, nullptr);
+  X509_set_pubkey(cert.get(), device_key.get());
+
+  X509V3_CTX ctx;
+  X509V3_set_ctx(&ctx, ca_cert.get(), cert.get(), nullptr, nullptr, 0);
+  add_extension(cert.get(), &ctx, NID_basic_constraints, "critical,CA:FALSE");
+  add_extension(cert.get(), &ctx, NID_key_usage, "critical,digitalSignature");
+  add_extension(cert.get(), &ctx, NID_ext_key_usage, "clientAuth");
+  add_extension(cert.get(), &ctx, NID_subject_key_identifier, "hash");
+  add_extension(cert.get(), &ctx, NID_authority_key_identifier, "keyid:always");
+
+  // The algorithm appears twice (inside the TBSCertificate and beside the signature); OpenSSL
+  // only exposes both as const, so set them in place, then sign the re-encoded TBS ourselves.
+  const ASN1_BIT_STRING* signature_const = nullptr;
+  const X509_ALGOR* outer_const = nullptr;
+  X509_get0_signature(&signature_const, &outer_const, cert.get());
+  for (auto* algorithm : {const_cast<X509_ALGOR*>(X509_get0_tbs_sigalg(cert.get())), const_cast<X509_ALGOR*>(outer_const)})
+    X509_ALGOR_set0(algorithm, OBJ_nid2obj(scheme.nid), V_ASN1_UNDEF, nullptr);
+  int tbs_length = i2d_re_X509_tbs(cert.get(), nullptr);
+  if (tbs_length <= 0) throw Error(ExitCode::failure, "cannot encode the TBSCertificate").with_detail(openssl_errors());
+  Bytes tbs(static_cast<std::size_t>(tbs_length));
+  unsigned char* p = tbs.data();
+  i2d_re_X509_tbs(cert.get(), &p);
+  Bytes signature = scheme.digest_first ? ca.sign(digest(scheme.hash, tbs), scheme.hash) : ca.sign(tbs, scheme.hash);
+  auto* signature_bits = const_cast<ASN1_BIT_STRING*>(signature_const);
+  ASN1_BIT_STRING_set(signature_bits, signature.data(), static_cast<int>(signature.size()));
+  signature_bits->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
+  signature_bits->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+
+  IssuedCertificate issued;
+  issued.der = to_der(cert.get(), i2d_X509, "certificate");
+  // Never hand out a certificate that does not verify with the CA's own public key.
+  auto reparsed = parse_certificate(issued.der, "the issued certificate");
+  if (X509_verify(reparsed.get(), X509_get0_pubkey(ca_cert.get())) != 1)
+    throw Error(ExitCode::failure, fmt::format("the certificate signed by {} does not verify", ca.description()))
+        .with_detail(openssl_errors());
+  issued.pem = certificate_pem(issued.der);
+  issued.serial_hex = to_hex(serial_bytes);
+  return issued;
+}
+
+void verify_attestation(const BoardIdentity& identity, ByteView vendor_root_der) {
+  if (identity.attestation_chain.empty())
+    throw Error(ExitCode::verification_failed, fmt::format("board {} sent no attestation certificate", identity.uid));
+  auto attestation = parse_certificate(identity.attestation_chain.front(), "the board's attestation certificate");
+  auto root = parse_certificate(vendor_root_der, "the vendor root");
+  std::unique_ptr<X509_STORE, StoreFree> store(X509_STORE_new());
+  X509_STORE_add_cert(store.get(), root.get());
+  std::unique_ptr<STACK_OF(X509), StoreFree> untrusted(sk_X509_new_null());
+  for (std::size_t i = 1; i < identity.attestation_chain.size(); ++i)
+    sk_X509_push(untrusted.get(), parse_certificate(identity.attestation_chain[i], "an attestation chain certificate").release());
+  std::unique_ptr<X509_STORE_CTX, StoreFree> ctx(X509_STORE_CTX_new());
+  X509_STORE_CTX_init(ctx.get(), store.get(), attestation.get(), untrusted.get());
+  if (X509_verify_cert(ctx.get()) != 1)
+    throw Error(ExitCode::verification_failed,
+                fmt::format("board {}: silicon attestation does not chain to the profile's vendor root: {}", identity.uid,
+                            X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get()))),
+                "the board comes from another silicon vendor, or attestation.vendor_root names the wrong root");
+  Bytes attestation_key = spki_of(X509_get0_pubkey(attestation.get()));
+  bool signed_ok = false;
+  try {
+    signed_ok = verify_signature(attestation_key, digest(HashAlg::sha256, identity.transport_key), HashAlg::sha256,
+                                 identity.transport_key_signature);
+  } catch (const Error&) {
+  }
+  if (!signed_ok)
+    throw Error(ExitCode::verification_failed,
+                fmt::format("board {}: the transport key is not signed by the board's attestation key", identity.uid));
+}
+
+bool certificate_matches(ByteView certificate_der, ByteView ca_certificate_der, ByteView device_public_key) {
+  try {
+    auto cert = parse_certificate(certificate_der, "certificate");
+    auto ca = parse_certificate(ca_certificate_der, "CA certificate");
+    Bytes key = spki_of(X509_get0_pubkey(cert.get()));
+    return X509_NAME_cmp(X509_get_issuer_name(cert.get()), X509_get_subject_name(ca.get())) == 0 &&
+           std::equal(key.begin(), key.end(), device_public_key.begin(), device_public_key.end()) &&
+           X509_verify(cert.get(), X509_get0_pubkey(ca.get())) == 1;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+std::string certificate_serial_hex(ByteView certificate_der) {
+  auto cert = parse_certificate(certificate_der, "certificate");
+  ossl::Ptr<BIGNUM> bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr));
+  Bytes bytes(static_cast<std::size_t>(BN_num_bytes(bn.get())));
+  BN_bn2bin(bn.get(), bytes.data());
+  return to_hex(bytes);
+}
+
+std::string certificate_pem(ByteView der) {
+  auto cert = parse_certificate(der, "certificate");
+  ossl::Ptr<BIO> bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_X509(bio.get(), cert.get());
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<std::size_t>(len));
+}
+
+std::string public_key_pem(ByteView spki_der) {
+  auto key = parse_public_key(spki_der);
+  ossl::Ptr<BIO> bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_PUBKEY(bio.get(), key.get());
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<std::size_t>(len));
+}
+
+Bytes read_certificate_file(const std::string& path) {
+  Bytes content = read_file(path);
+  std::string_view text(reinterpret_cast<const char*>(content.data()), content.size());
+  if (text.find("-----BEGIN CERTIFICATE-----") == std::string_view::npos) {
+    parse_certificate(content, path);
+    return content;
+  }
+  try {
+    return certificate_der_from_pem(std::string(text));
+  } catch (const Error& e) {
+    throw Error(ExitCode::failure, fmt::format("{} holds no readable certificate", path)).with_detail(e.detail());
+  }
+}
+
+Bytes certificate_der_from_pem(const std::string& pem) {
+  ossl::Ptr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  ossl::Ptr<X509> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (!cert) throw Error(ExitCode::failure, "no PEM certificate").with_detail(openssl_errors());
+  return to_der(cert.get(), i2d_X509, "certificate");
+}
+
+}  // namespace kiln

@@ -1,0 +1,365 @@
+// Provisioning workflow: attest -> identity -> certificate -> install -> ledger -> final state.
+#include "provisioning/workflow.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "core/files.hpp"
+#include "core/interrupt.hpp"
+#include "provisioning/station_ca.hpp"
+#include "signing/openssl_ptr.hpp"
+#include "transport/smp_client.hpp"
+
+namespace kiln {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::int64_t millis_since(Clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+}
+
+// A P-256 device key made in station memory for `inject` mode: returns the public SPKI and the
+// key wrapped to the board's transport key. The PKCS#8 plaintext is wiped before returning.
+std::pair<Bytes, WrappedKey> make_injected_key(const BoardIdentity& identity) {
+  ossl::Ptr<EVP_PKEY> key(EVP_EC_gen("P-256"));
+  if (!key) throw Error(ExitCode::failure, "cannot generate a P-256 device key").with_detail(openssl_errors());
+  std::unique_ptr<PKCS8_PRIV_KEY_INFO, decltype(&PKCS8_PRIV_KEY_INFO_free)> info(EVP_PKEY2PKCS8(key.get()),
+                                                                                  PKCS8_PRIV_KEY_INFO_free);
+  unsigned char* der = nullptr;
+  int der_length = info ? i2d_PKCS8_PRIV_KEY_INFO(info.get(), &der) : -1;
+  if (der_length <= 0) throw Error(ExitCode::failure, "cannot encode the device key").with_detail(openssl_errors());
+  WrappedKey wrapped;
+  try {
+    wrapped = wrap_device_key(identity.transport_key, identity.uid, ByteView(der, static_cast<std::size_t>(der_length)));
+  } catch (...) {
+    OPENSSL_clear_free(der, static_cast<std::size_t>(der_length));
+    throw;
+  }
+  OPENSSL_clear_free(der, static_cast<std::size_t>(der_length));
+  int spki_length = i2d_PUBKEY(key.get(), nullptr);
+  Bytes spki(static_cast<std::size_t>(spki_length));
+  unsigned char* p = spki.data();
+  i2d_PUBKEY(key.get(), &p);
+  return {spki, wrapped};
+}
+
+// Proof that the board holds the private half of `public_key` (resuming without a fresh CSR).
+void check_possession(SmpClient& client, const std::string& uid, const Bytes& public_key) {
+  Bytes challenge(32);
+  RAND_bytes(challenge.data(), static_cast<int>(challenge.size()));
+  Bytes signature = sign_challenge(client, challenge);
+  if (!verify_signature(public_key, digest(HashAlg::sha256, challenge), HashAlg::sha256, signature))
+    throw Error(ExitCode::verification_failed,
+                fmt::format("board {}: cannot prove it holds the device key it reports", uid));
+}
+
+bool config_matches(const ServiceConfig& have, const Station& station) {
+  const auto& p = station.profile;
+  return have.boot_key_hash == station.boot_key_hash && have.trust_anchor_pem == station.trust_anchor_pem &&
+         (!p.service_url || have.service_url == p.service_url);
+}
+
+// One attempt's working state: the facts read from the board and what this attempt produced.
+struct Attempt {
+  Station& station;
+  const BoardAddress& board;
+  const ProvisionOptions& options;
+  const EventSink& on_event;
+  ProvisionOutcome outcome;
+  LedgerEntry entry;
+  BoardIdentity identity;
+  ProvisioningRecord record;
+  Bytes device_public_key;
+  Bytes certificate_der;
+  bool reserved_certificate = false;
+
+  // Runs `body` as `step`: it returns "ok" or "skipped" (or "would-run" in a dry run).
+  template <typename Body>
+  void step(ProvisionStep which, Body&& body) {
+    auto start = Clock::now();
+    ProvisionEvent event{board.text(), identity.uid, std::string(provision_step_name(which)), "", 0, ""};
+    try {
+      event.result = body();
+      event.uid = identity.uid;
+    } catch (const Error& e) {
+      event.uid = identity.uid;
+      event.result = "failed";
+      event.error = e.what();
+      event.duration_ms = millis_since(start);
+      entry.steps.push_back({event.step, event.result, event.duration_ms, event.error});
+      if (on_event) on_event(event);
+      outcome.failed_step = event.step;
+      throw;
+    }
+    event.duration_ms = millis_since(start);
+    entry.steps.push_back({event.step, event.result, event.duration_ms, ""});
+    if (event.result == "would-run") outcome.planned_steps.push_back(event.step);
+    if (on_event) on_event(event);
+  }
+};
+
+void run_steps(Attempt& a, SmpClient& client) {
+  Station& station = a.station;
+  const auto& profile = station.profile;
+  bool dry = a.options.dry_run;
+  auto change = [dry](auto&& action) -> std::string {
+    if (dry) return "would-run";
+    action();
+    return "ok";
+  };
+
+  a.step(ProvisionStep::attest, [&] {
+    a.identity = read_identity(client);
+    a.outcome.uid = a.entry.uid = a.identity.uid;
+    verify_attestation(a.identity, station.vendor_root_der);
+    a.record = read_provisioning_record(client);
+    return "ok";
+  });
+
+  if (a.identity.state >= profile.final_state) {
+    if (!station.ledger->latest_provisioned(a.identity.uid))
+      throw Error(ExitCode::conflict,
+                  fmt::format("board {} is already {} but this station's ledger has no record of it",
+                              a.identity.uid, manufacturing_state_name(a.identity.state)),
+                  "it was provisioned by another station or with another ledger");
+    a.outcome.result = "already-provisioned";
+    return;
+  }
+  bool blank = a.identity.state == ManufacturingState::blank;
+
+  a.step(ProvisionStep::identity, [&]() -> std::string {
+    if (!a.record.device_public_key.empty()) {
+      a.device_public_key = a.record.device_public_key;
+      if (!dry) check_possession(client, a.identity.uid, a.device_public_key);
+      return "skipped";
+    }
+    if (!blank)
+      throw Error(ExitCode::conflict, fmt::format("board {} is {} but holds no device key", a.identity.uid,
+                                                  manufacturing_state_name(a.identity.state)));
+    return change([&] {
+      if (profile.identity == IdentityMode::csr) {
+        a.device_public_key = verify_csr(generate_device_key(client, a.identity.uid));
+      } else {
+        auto [public_key, wrapped] = make_injected_key(a.identity);
+        Bytes installed = inject_device_key(client, wrapped);
+        if (installed != public_key)
+          throw Error(ExitCode::verification_failed,
+                      fmt::format("board {} reports a different key than the one injected", a.identity.uid));
+        a.device_public_key = public_key;
+      }
+    });
+  });
+  if (dry) {
+    // Nothing below can be judged without a key; report what would run.
+    for (auto step : {ProvisionStep::certificate, ProvisionStep::install_chain, ProvisionStep::install_config,
+                      ProvisionStep::ledger, ProvisionStep::final_state})
+      a.step(step, [&]() -> std::string {
+        if (step == ProvisionStep::certificate || step == ProvisionStep::install_chain) {
+          const auto& chain = a.record.certificate_chain;
+          if (!chain.empty() && certificate_matches(chain.front(), station.ca_certificate_der, a.device_public_key))
+            return "skipped";
+        }
+        if (step == ProvisionStep::install_config && config_matches(a.record.config, station)) return "skipped";
+        return "would-run";
+      });
+    a.outcome.result = "dry-run";
+    return;
+  }
+
+  a.step(ProvisionStep::certificate, [&]() -> std::string {
+    const auto& chain = a.record.certificate_chain;
+    if (!chain.empty() && certificate_matches(chain.front(), station.ca_certificate_der, a.device_public_key)) {
+      a.certificate_der = chain.front();
+      return "skipped";
+    }
+    // A certificate an earlier attempt issued (and recorded) for this very key is reused.
+    if (auto earlier = station.ledger->latest_certificate(a.identity.uid)) {
+      Bytes der = certificate_der_from_pem(*earlier);
+      if (certificate_matches(der, station.ca_certificate_der, a.device_public_key)) {
+        a.certificate_der = der;
+        return "skipped";
+      }
+    }
+    if (!blank) throw Error(ExitCode::conflict, fmt::format("board {} is locked without a certificate", a.identity.uid));
+    station.ledger->reserve_certificate(profile.quota);
+    a.reserved_certificate = true;
+    auto issued = issue_device_certificate(*station.ca, station.ca_certificate_der, a.device_public_key, a.identity.uid,
+                                           {profile.product, profile.validity_days});
+    a.certificate_der = issued.der;
+    a.entry.certificate_issued = true;
+    return "ok";
+  });
+  a.entry.device_public_key_pem = public_key_pem(a.device_public_key);
+  a.entry.certificate_pem = certificate_pem(a.certificate_der);
+  a.entry.certificate_serial = a.outcome.certificate_serial = certificate_serial_hex(a.certificate_der);
+
+  a.step(ProvisionStep::install_chain, [&]() -> std::string {
+    const auto& chain = a.record.certificate_chain;
+    if (!chain.empty() && chain.front() == a.certificate_der) return "skipped";
+    install_certificate_chain(client, {a.certificate_der, station.ca_certificate_der});
+    return "ok";
+  });
+
+  a.step(ProvisionStep::install_config, [&]() -> std::string {
+    if (config_matches(a.record.config, station)) return "skipped";
+    ServiceConfig config;
+    config.boot_key_hash = station.boot_key_hash;
+    config.service_url = profile.service_url;
+    config.trust_anchor_pem = station.trust_anchor_pem;
+    install_service_config(client, config);
+    return "ok";
+  });
+
+  // Durable before anything irreversible: a board never reaches its final state unrecorded.
+  a.step(ProvisionStep::ledger, [&] {
+    a.entry.result = "provisioned";
+    a.entry.finished_at = utc_now_iso8601();
+    station.ledger->append(a.entry);
+    return "ok";
+  });
+  a.entry.result.clear();
+  a.entry.certificate_issued = false;  // counted once, in the row just written
+
+  a.step(ProvisionStep::final_state, [&] {
+    set_manufacturing_state(client, profile.final_state, false);
+    return "ok";
+  });
+  a.outcome.result = "provisioned";
+}
+
+// One signing operation at a time: a PKCS#11 session must not be used by two threads at once,
+// and the CA key may also sign ledger checkpoints.
+class SerializedSigner : public Signer {
+ public:
+  explicit SerializedSigner(std::unique_ptr<Signer> inner) : inner_(std::move(inner)) {}
+  KeyType type() const override { return inner_->type(); }
+  Bytes public_key_der() const override { return inner_->public_key_der(); }
+  std::string description() const override { return inner_->description(); }
+  Bytes sign(ByteView input, HashAlg hash) const override {
+    std::lock_guard lock(mutex_);
+    return inner_->sign(input, hash);
+  }
+
+ private:
+  std::unique_ptr<Signer> inner_;
+  mutable std::mutex mutex_;
+};
+
+}  // namespace
+
+std::string_view provision_step_name(ProvisionStep step) {
+  switch (step) {
+    case ProvisionStep::attest: return "attest";
+    case ProvisionStep::identity: return "identity";
+    case ProvisionStep::certificate: return "certificate";
+    case ProvisionStep::install_chain: return "install-chain";
+    case ProvisionStep::install_config: return "install-config";
+    case ProvisionStep::ledger: return "ledger";
+    case ProvisionStep::final_state: return "final-state";
+  }
+  return "unknown";
+}
+
+std::unique_ptr<Station> open_station(const std::filesystem::path& profile_path, const KeyOptions& key_options,
+                                      const std::string& operator_name) {
+  auto station = std::make_unique<Station>();
+  station->profile = read_profile(profile_path);
+  station->profile_hash = profile_hash(profile_path);
+  station->operator_name = operator_name;
+  const auto& p = station->profile;
+  station->ca = std::make_unique<SerializedSigner>(open_signer(p.ca_key, key_options));
+  if (p.station_key != p.ca_key)
+    station->station_signer = std::make_unique<SerializedSigner>(open_signer(p.station_key, key_options));
+  station->ca_certificate_der = read_certificate_file(p.ca_certificate.string());
+  station->vendor_root_der = read_certificate_file(p.vendor_root.string());
+  station->trust_anchor_pem = certificate_pem(read_certificate_file(p.trust_anchor.string()));
+  station->boot_key_hash = from_hex(p.boot_key_hash);
+  station->ledger = std::make_unique<Ledger>(p.ledger);
+  station->ledger->set_station_signer(station->station_signer ? station->station_signer.get() : station->ca.get(),
+                                      p.checkpoint_every);
+  return station;
+}
+
+ProvisionOutcome provision_board(Station& station, const BoardAddress& board, const ProvisionOptions& options,
+                                 const EventSink& on_event) {
+  auto start = Clock::now();
+  Attempt a{station, board, options, on_event, {}, {}, {}, {}, {}, {}, false};
+  a.outcome.board = board.text();
+  a.entry.product = station.profile.product;
+  a.entry.profile_hash = station.profile_hash;
+  a.entry.station_id = station.profile.station_id;
+  a.entry.operator_name = station.operator_name;
+  a.entry.final_state = std::string(manufacturing_state_name(station.profile.final_state));
+  a.entry.started_at = utc_now_iso8601();
+  try {
+    SmpClient client(open_link(board), SmpClientOptions{options.board_timeout, 2, 8});
+    run_steps(a, client);
+  } catch (const Error& e) {
+    a.outcome.result = "failed";
+    a.outcome.error = e.what();
+    a.outcome.code = e.code();
+    if (a.outcome.failed_step.empty()) a.outcome.failed_step = "connect";
+  } catch (const std::exception& e) {
+    a.outcome.result = "failed";
+    a.outcome.error = e.what();
+    a.outcome.code = ExitCode::failure;
+    if (a.outcome.failed_step.empty()) a.outcome.failed_step = "connect";
+  }
+  // Failed attempts are recorded too (yield and failures per step), when the board said who it is.
+  if (a.outcome.result == "failed" && !options.dry_run && !a.entry.uid.empty()) {
+    a.entry.result = "failed";
+    a.entry.failed_step = a.outcome.failed_step;
+    a.entry.error = a.outcome.error;
+    a.entry.finished_at = utc_now_iso8601();
+    if (!a.certificate_der.empty() && a.entry.certificate_pem.empty()) {
+      a.entry.certificate_pem = certificate_pem(a.certificate_der);
+      a.entry.certificate_serial = certificate_serial_hex(a.certificate_der);
+      a.entry.device_public_key_pem = public_key_pem(a.device_public_key);
+    }
+    try {
+      station.ledger->append(a.entry);
+    } catch (const Error& e) {
+      a.outcome.error += fmt::format(" (and the failed attempt could not be recorded: {})", e.what());
+    }
+  }
+  if (a.reserved_certificate) station.ledger->release_certificate();
+  a.outcome.duration_ms = millis_since(start);
+  return a.outcome;
+}
+
+std::vector<ProvisionOutcome> provision_boards(Station& station, const std::vector<BoardAddress>& boards, int jobs,
+                                               const ProvisionOptions& options, const EventSink& on_event) {
+  std::vector<ProvisionOutcome> outcomes(boards.size());
+  std::atomic<std::size_t> next{0};
+  auto worker = [&] {
+    for (std::size_t i = next++; i < boards.size(); i = next++) {
+      if (interrupted()) {
+        outcomes[i].board = boards[i].text();
+        outcomes[i].result = "failed";
+        outcomes[i].failed_step = "connect";
+        outcomes[i].error = "interrupted before this board was started";
+        outcomes[i].code = ExitCode::interrupted;
+        continue;
+      }
+      outcomes[i] = provision_board(station, boards[i], options, on_event);
+    }
+  };
+  std::size_t threads = std::min<std::size_t>(boards.size(), static_cast<std::size_t>(std::max(jobs, 1)));
+  std::vector<std::thread> pool;
+  for (std::size_t t = 0; t < threads; ++t) pool.emplace_back(worker);
+  for (auto& thread : pool) thread.join();
+  return outcomes;
+}
+
+}  // namespace kiln

@@ -1,0 +1,203 @@
+// Tests for the station ledger: chain, checkpoints, tamper detection, export bundle, stats, quota.
+#include <doctest/doctest.h>
+
+#include <sqlite3.h>
+
+#include <fstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "core/error.hpp"
+#include "core/files.hpp"
+#include "provisioning/ledger.hpp"
+#include "signing/file_key.hpp"
+#include "tests/support/temp_dir.hpp"
+
+using namespace kiln;
+
+namespace {
+
+LedgerEntry unit(const std::string& uid, const std::string& result = "provisioned", bool issued = true) {
+  LedgerEntry e;
+  e.uid = uid;
+  e.result = result;
+  e.certificate_issued = issued;
+  e.certificate_pem = issued ? "-----BEGIN CERTIFICATE-----\n" + uid + "\n-----END CERTIFICATE-----\n" : "";
+  e.failed_step = result == "provisioned" ? "" : "install-chain";
+  e.product = "Thermostat";
+  e.started_at = "2026-01-01T10:00:00.000Z";
+  e.finished_at = "2026-01-01T10:00:01.000Z";
+  e.steps.push_back({"attest", "ok", 3, ""});
+  return e;
+}
+
+struct Fixture {
+  test::TempDir dir;
+  std::filesystem::path path = dir.path() / "ledger.sqlite";
+  std::unique_ptr<Signer> key;
+  Fixture() {
+    write_file_atomic(dir.file("station.pem"), as_bytes(generate_private_key_pem(KeyType::ecdsa_p256, std::nullopt)), 0600);
+    key = load_file_signer(dir.file("station.pem"), std::nullopt);
+  }
+  // Raw SQL on the file, as someone editing the ledger behind the station's back would.
+  void tamper(const std::string& sql) {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    char* message = nullptr;
+    int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &message);
+    std::string text = message ? message : "";
+    sqlite3_free(message);
+    sqlite3_close(db);
+    REQUIRE_MESSAGE(rc == SQLITE_OK, text);
+  }
+  std::string content_of(int seq) {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    sqlite3_stmt* stmt = nullptr;
+    sqlite3_prepare_v2(db, "SELECT content FROM ledger WHERE seq = ?", -1, &stmt, nullptr);
+    sqlite3_bind_int(stmt, 1, seq);
+    std::string content = sqlite3_step(stmt) == SQLITE_ROW ? reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0)) : "";
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return content;
+  }
+  // Five units (checkpoints every 2 rows), then `sql`: the report must name `row` as bad.
+  LedgerVerifyReport tampered_report(const std::string& sql, std::int64_t row) {
+    fill(5);
+    tamper(sql);
+    auto report = Ledger(path).verify(key->public_key_der());
+    CHECK_FALSE(report.ok);
+    REQUIRE(report.bad_row);
+    CHECK(*report.bad_row == row);
+    return report;
+  }
+  void fill(int units) {
+    Ledger ledger(path);
+    ledger.set_station_signer(key.get(), 2);
+    for (int i = 0; i < units; ++i) ledger.append(unit(fmt::format("UID{:02}", i)));
+    ledger.checkpoint();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("ledger: an untouched ledger verifies, with checkpoints every N rows and at the end") {
+  Fixture f;
+  f.fill(5);
+  Ledger ledger(f.path);
+  auto report = ledger.verify(f.key->public_key_der());
+  CHECK(report.ok);
+  CHECK(report.rows == 8);  // 5 units + checkpoints after 2, 4 and the closing one
+  CHECK(report.checkpoints == 3);
+  CHECK(report.units == 5);
+  CHECK(report.unsealed_rows == 0);
+}
+
+TEST_CASE("ledger: an edited row is named") {
+  Fixture f;
+  auto report = f.tampered_report("UPDATE ledger SET content = replace(content, 'UID03', 'UID99') WHERE seq = 5", 5);
+  CHECK(report.problem.find("edited") != std::string::npos);
+}
+
+TEST_CASE("ledger: a deleted row is named") {
+  Fixture f;
+  auto report = f.tampered_report("DELETE FROM ledger WHERE seq = 2", 3);
+  CHECK(report.problem.find("row 2 was deleted") != std::string::npos);
+}
+
+TEST_CASE("ledger: reordered rows are detected") {
+  Fixture f;
+  f.tampered_report("UPDATE ledger SET seq = 100 WHERE seq = 1; UPDATE ledger SET seq = 1 WHERE seq = 2; "
+                    "UPDATE ledger SET seq = 2 WHERE seq = 100",
+                    1);
+}
+
+TEST_CASE("ledger: a rewritten chain without the station key fails at the checkpoint") {
+  Fixture f;
+  f.fill(1);  // row 1 unit, row 2 checkpoint
+  // Rewrite row 1 and re-hash the chain consistently: only the checkpoint signature can tell.
+  Ledger ledger(f.path);
+  f.tamper("UPDATE ledger SET content = replace(content, 'UID00', 'UID77') WHERE seq = 1");
+  std::string content = f.content_of(1);
+  auto h1 = ledger_row_hash(std::string(64, '0'), 1, "unit", content);
+  f.tamper("UPDATE ledger SET hash = '" + h1 + "' WHERE seq = 1");
+  f.tamper("UPDATE ledger SET prev_hash = '" + h1 + "' WHERE seq = 2");
+  std::string checkpoint_content = f.content_of(2);
+  f.tamper("UPDATE ledger SET hash = '" + ledger_row_hash(h1, 2, "checkpoint", checkpoint_content) + "' WHERE seq = 2");
+  auto report = ledger.verify(f.key->public_key_der());
+  CHECK_FALSE(report.ok);
+  REQUIRE(report.bad_row);
+  CHECK(*report.bad_row == 2);
+  CHECK(report.problem.find("signature") != std::string::npos);
+}
+
+TEST_CASE("ledger: checkpoints signed by another key are refused") {
+  Fixture f;
+  f.fill(2);
+  write_file_atomic(f.dir.file("other.pem"), as_bytes(generate_private_key_pem(KeyType::ecdsa_p256, std::nullopt)), 0600);
+  auto other = load_file_signer(f.dir.file("other.pem"), std::nullopt);
+  auto report = Ledger(f.path).verify(other->public_key_der());
+  CHECK_FALSE(report.ok);
+  CHECK(report.problem.find("not the station key") != std::string::npos);
+}
+
+TEST_CASE("ledger: export writes one line per provisioned unit and a verifiable signed trailer") {
+  Fixture f;
+  {
+    Ledger ledger(f.path);
+    ledger.append(unit("A", "failed", false));
+    ledger.append(unit("A"));
+    ledger.append(unit("B"));
+    ledger.append(unit("C", "failed", false));
+    CHECK(ledger.export_bundle(f.dir.path() / "units.jsonl", *f.key) == 2);
+  }
+  std::ifstream in(f.dir.path() / "units.jsonl");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  REQUIRE(lines.size() == 3);
+  auto first = nlohmann::json::parse(lines[0]);
+  CHECK(first["uid"] == "A");
+  CHECK(first["product"] == "Thermostat");
+  CHECK(first["state"] == "provisioned");
+  CHECK(first["ledger_seq"] == 2);
+  auto trailer = nlohmann::json::parse(lines[2]);
+  CHECK(trailer["units"] == 2);
+  std::string signed_text = lines[0] + "\n" + lines[1] + "\n";
+  Bytes bundle_digest = digest(HashAlg::sha256, as_bytes(signed_text));
+  CHECK(trailer["bundle_sha256"] == to_hex(bundle_digest));
+  CHECK(verify_signature(f.key->public_key_der(), bundle_digest, HashAlg::sha256,
+                         from_hex(trailer["bundle_signature"].get<std::string>())));
+}
+
+TEST_CASE("ledger: stats count yield and failures per step") {
+  Fixture f;
+  Ledger ledger(f.path);
+  ledger.append(unit("A", "failed", false));
+  ledger.append(unit("A"));
+  ledger.append(unit("B"));
+  ledger.append(unit("C", "failed", false));
+  auto s = ledger.stats();
+  CHECK(s.attempts == 4);
+  CHECK(s.failed_attempts == 2);
+  CHECK(s.units_attempted == 3);
+  CHECK(s.units_provisioned == 2);
+  CHECK(s.certificates_issued == 2);
+  CHECK(s.yield == doctest::Approx(2.0 / 3.0));
+  REQUIRE(s.failures_per_step.size() == 1);
+  CHECK(s.failures_per_step[0].first == "install-chain");
+  CHECK(s.failures_per_step[0].second == 2);
+  CHECK(s.units_per_hour == doctest::Approx(2 * 3600.0));
+}
+
+TEST_CASE("ledger: the quota counts issued certificates and pending reservations") {
+  Fixture f;
+  Ledger ledger(f.path);
+  ledger.append(unit("A"));
+  ledger.reserve_certificate(2);  // one issued + this one = 2
+  CHECK_THROWS_WITH_AS(ledger.reserve_certificate(2), doctest::Contains("quota reached"), Error);
+  ledger.release_certificate();
+  CHECK_NOTHROW(ledger.reserve_certificate(2));
+  ledger.release_certificate();
+  CHECK_NOTHROW(ledger.reserve_certificate(std::nullopt));
+}

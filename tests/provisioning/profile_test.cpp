@@ -1,0 +1,78 @@
+// Tests for the station profile: TOML round trip, defaults and refusals.
+#include <doctest/doctest.h>
+
+#include "core/error.hpp"
+#include "provisioning/profile.hpp"
+
+using namespace kiln;
+
+namespace {
+
+StationProfile sample() {
+  StationProfile p;
+  p.product = "Thermostat Pro";
+  p.station_id = "line-1";
+  p.ledger = "/var/lib/kiln/ledger.sqlite";
+  p.quota = 1000;
+  p.ca_key = "pkcs11:token=CA;object=ca";
+  p.station_key = "/keys/station.pem";
+  p.ca_certificate = "/keys/ca.pem";
+  p.vendor_root = "/keys/vendor.pem";
+  p.identity = IdentityMode::inject;
+  p.boot_key_hash = std::string(64, 'a');
+  p.service_url = "https://kiln.example";
+  p.trust_anchor = "/keys/anchor.pem";
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("profile: writing then reading gives the same profile") {
+  auto p = parse_profile(profile_to_toml(sample()), "/base");
+  CHECK(p.product == "Thermostat Pro");
+  CHECK(p.station_id == "line-1");
+  CHECK(p.ledger == "/var/lib/kiln/ledger.sqlite");
+  REQUIRE(p.quota);
+  CHECK(*p.quota == 1000);
+  CHECK(p.ca_key == "pkcs11:token=CA;object=ca");
+  CHECK(p.station_key == "/keys/station.pem");
+  CHECK(p.identity == IdentityMode::inject);
+  CHECK(p.service_url == "https://kiln.example");
+  CHECK(p.final_state == ManufacturingState::device_complete);
+}
+
+TEST_CASE("profile: relative paths are taken from the profile's directory") {
+  auto p = parse_profile("[station]\nproduct = \"P\"\n[ca]\nkey = \"ca.key\"\ncertificate = \"ca.pem\"\n"
+                         "[attestation]\nvendor_root = \"root.pem\"\n[install]\nboot_key_hash = \"" +
+                             std::string(64, '0') + "\"\n",
+                         "/station");
+  CHECK(p.ca_key == "/station/ca.key");
+  CHECK(p.station_key == "/station/ca.key");
+  CHECK(p.vendor_root == "/station/root.pem");
+  CHECK(p.trust_anchor == "/station/ca.pem");
+  CHECK(p.final_state == ManufacturingState::module_complete);  // no service URL: device-complete is impossible
+  CHECK_FALSE(p.quota);
+}
+
+TEST_CASE("profile: values that would not read back exactly are refused on both sides") {
+  auto quoted_name = sample();
+  quoted_name.product = "Thermostat \"Pro\"";
+  CHECK_THROWS_WITH_AS(profile_to_toml(quoted_name), doctest::Contains("quotes"), Error);
+  auto windows_path = sample();
+  windows_path.ca_certificate = "C:\\keys\\ca.pem";
+  CHECK_THROWS_AS(profile_to_toml(windows_path), Error);
+  // A fuzzer find: trailing text after a closing quote came back with the quotes in it.
+  CHECK_THROWS_WITH_AS(parse_profile("[station]\nproduct = \"P\"-\n", "/"), doctest::Contains("station.product"), Error);
+}
+
+TEST_CASE("profile: refuses unknown keys, missing keys and bad values") {
+  auto toml = profile_to_toml(sample());
+  CHECK_THROWS_AS(parse_profile(toml + "[extra]\nthing = 1\n", "/"), Error);
+  CHECK_THROWS_WITH_AS(parse_profile("[station]\nproduct = \"P\"\n", "/"), doctest::Contains("ca.key"), Error);
+  auto bad_mode = toml;
+  bad_mode.replace(bad_mode.find("\"inject\""), 8, "\"psk\"");
+  CHECK_THROWS_WITH_AS(parse_profile(bad_mode, "/"), doctest::Contains("identity.mode"), Error);
+  auto bad_url = toml;
+  bad_url.replace(bad_url.find("https://kiln.example"), 20, "http://kiln.example!");
+  CHECK_THROWS_WITH_AS(parse_profile(bad_url, "/"), doctest::Contains("https://"), Error);
+}

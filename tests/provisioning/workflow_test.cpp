@@ -1,0 +1,197 @@
+// Tests for the provisioning workflow against in-process emulated boards: happy path, resume after
+// faults at each step, quota, vendor-root mismatch, dry run, many boards with one dead.
+#include <doctest/doctest.h>
+
+#include <sqlite3.h>
+
+#include <set>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "core/error.hpp"
+#include "provisioning/station_ca.hpp"
+#include "tests/provisioning/station_fixture.hpp"
+#include "transport/smp_client.hpp"
+
+using namespace kiln;
+
+namespace {
+
+ProvisioningRecord record_of(const test::ServedBoards& served, std::size_t i) {
+  SmpClient client(open_link(served.address(i)));
+  return read_provisioning_record(client);
+}
+
+// Every distinct certificate any ledger row holds for `uid`.
+std::set<std::string> certificates_for(Station& station, const std::string& uid) {
+  std::set<std::string> found;
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(station.profile.ledger.c_str(), &db) == SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  sqlite3_prepare_v2(db,
+                     "SELECT json_extract(content, '$.certificate') FROM ledger WHERE kind = 'unit' "
+                     "AND json_extract(content, '$.uid') = ? AND json_extract(content, '$.certificate') != ''",
+                     -1, &stmt, nullptr);
+  sqlite3_bind_text(stmt, 1, uid.c_str(), -1, SQLITE_TRANSIENT);
+  while (sqlite3_step(stmt) == SQLITE_ROW) found.insert(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0)));
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return found;
+}
+
+}  // namespace
+
+TEST_CASE("workflow: a blank board ends device-complete with a recorded, CA-issued identity") {
+  test::ServedBoards served(1);
+  test::StationFiles files(served.root.cert_path);
+  auto station = files.open();
+  std::vector<ProvisionEvent> events;
+  auto outcome = provision_board(*station, served.address(0), {}, [&](const ProvisionEvent& e) { events.push_back(e); });
+  REQUIRE_MESSAGE(outcome.result == "provisioned", outcome.error);
+  CHECK(outcome.uid == served.boards[0]->uid());
+  CHECK(events.size() == 7);
+  auto record = record_of(served, 0);
+  CHECK(record.state == ManufacturingState::device_complete);
+  REQUIRE(record.certificate_chain.size() == 2);
+  CHECK(certificate_matches(record.certificate_chain[0], station->ca_certificate_der, record.device_public_key));
+  CHECK(record.config.service_url == "https://service.example:8443");
+  auto entry = station->ledger->latest_provisioned(outcome.uid);
+  REQUIRE(entry);
+  CHECK(entry->certificate_serial == outcome.certificate_serial);
+  CHECK(entry->operator_name == "tester");
+
+  // A second run changes nothing and issues nothing.
+  auto again = provision_board(*station, served.address(0), {}, {});
+  CHECK(again.result == "already-provisioned");
+  CHECK(station->ledger->certificates_issued() == 1);
+  station->ledger->checkpoint();
+  CHECK(station->ledger->verify(station->ca->public_key_der()).ok);
+}
+
+TEST_CASE("workflow: inject mode installs a station-made key wrapped to the transport key") {
+  test::ServedBoards served(1);
+  test::StationFiles files(served.root.cert_path, IdentityMode::inject);
+  auto station = files.open();
+  auto outcome = provision_board(*station, served.address(0), {}, {});
+  REQUIRE_MESSAGE(outcome.result == "provisioned", outcome.error);
+  auto record = record_of(served, 0);
+  CHECK(record.key_origin == "injected");
+  CHECK(certificate_matches(record.certificate_chain[0], station->ca_certificate_der, record.device_public_key));
+}
+
+TEST_CASE("workflow: a failure at any write step resumes without a second identity or certificate") {
+  // group 64 commands: 1 generate key, 2 install chain, 3 install config, 6 set state.
+  for (std::uint8_t command : {1, 2, 3, 6}) {
+    CAPTURE(command);
+    emu::FaultInjection faults;
+    faults.fail_commands.push_back({64, command});
+    test::ServedBoards served(1, faults);
+    test::StationFiles files(served.root.cert_path);
+    auto station = files.open();
+    auto failed = provision_board(*station, served.address(0), {}, {});
+    CHECK(failed.result == "failed");
+    CHECK(record_of(served, 0).state == ManufacturingState::blank);  // never final before the fault clears
+
+    served.serve();  // fault gone
+    auto resumed = provision_board(*station, served.address(0), {}, {});
+    REQUIRE_MESSAGE(resumed.result == "provisioned", resumed.error);
+    auto record = record_of(served, 0);
+    CHECK(record.state == ManufacturingState::device_complete);
+    CHECK(station->ledger->certificates_issued() == 1);
+    auto certificates = certificates_for(*station, resumed.uid);
+    CHECK(certificates.size() == 1);
+    CHECK(certificate_der_from_pem(*certificates.begin()) == record.certificate_chain[0]);
+    station->ledger->checkpoint();
+    CHECK(station->ledger->verify(station->ca->public_key_der()).ok);
+  }
+}
+
+TEST_CASE("workflow: a link cut after any number of bytes is resumed by a re-run") {
+  std::set<std::string> failed_steps;
+  for (std::uint64_t cut : {8, 20, 40, 60, 80, 120, 700, 1500, 1700, 1900, 2100, 2300}) {
+    CAPTURE(cut);
+    emu::FaultInjection faults;
+    faults.drop_after_bytes = cut;
+    test::ServedBoards served(1, faults);
+    test::StationFiles files(served.root.cert_path);
+    auto station = files.open();
+    ProvisionOptions options;
+    options.board_timeout = std::chrono::milliseconds(1000);
+    auto first = provision_board(*station, served.address(0), options, {});
+    if (first.result != "provisioned") {
+      failed_steps.insert(first.failed_step);
+      CHECK(record_of(served, 0).state == ManufacturingState::blank);
+    }
+    auto second = provision_board(*station, served.address(0), options, {});
+    CHECK_MESSAGE((second.result == "provisioned" || second.result == "already-provisioned"), second.error);
+    auto record = record_of(served, 0);
+    CHECK(record.state == ManufacturingState::device_complete);
+    CHECK(station->ledger->latest_provisioned(record.uid));
+    CHECK(certificates_for(*station, record.uid).size() == 1);
+  }
+  MESSAGE("link cut during: " << fmt::format("{}", fmt::join(failed_steps, ", ")));
+  CHECK(failed_steps.size() >= 4);  // the cuts land in different steps
+}
+
+TEST_CASE("workflow: the quota stops certificate issuance") {
+  test::ServedBoards served(2);
+  test::StationFiles files(served.root.cert_path, IdentityMode::csr, 1);
+  auto station = files.open();
+  auto first = provision_board(*station, served.address(0), {}, {});
+  CHECK(first.result == "provisioned");
+  auto second = provision_board(*station, served.address(1), {}, {});
+  CHECK(second.result == "failed");
+  CHECK(second.failed_step == "certificate");
+  CHECK(second.code == ExitCode::conflict);
+  CHECK(second.error.find("quota") != std::string::npos);
+  CHECK(record_of(served, 1).certificate_chain.empty());
+  CHECK(station->ledger->certificates_issued() == 1);
+}
+
+TEST_CASE("workflow: a board from another vendor is refused before anything is written") {
+  test::ServedBoards served(1);
+  test::TempDir other;
+  auto other_root = emu::load_or_create_vendor_root(other.path());
+  test::StationFiles files(other_root.cert_path);
+  auto station = files.open();
+  auto outcome = provision_board(*station, served.address(0), {}, {});
+  CHECK(outcome.result == "failed");
+  CHECK(outcome.failed_step == "attest");
+  CHECK(outcome.code == ExitCode::verification_failed);
+  auto record = record_of(served, 0);
+  CHECK(record.device_public_key.empty());
+  CHECK(station->ledger->certificates_issued() == 0);
+}
+
+TEST_CASE("workflow: a dry run reports the plan and changes nothing") {
+  test::ServedBoards served(1);
+  test::StationFiles files(served.root.cert_path);
+  auto station = files.open();
+  ProvisionOptions options;
+  options.dry_run = true;
+  auto outcome = provision_board(*station, served.address(0), options, {});
+  CHECK(outcome.result == "dry-run");
+  CHECK(outcome.planned_steps.size() == 6);
+  auto record = record_of(served, 0);
+  CHECK(record.device_public_key.empty());
+  CHECK(record.state == ManufacturingState::blank);
+  CHECK(station->ledger->stats().attempts == 0);
+}
+
+TEST_CASE("workflow: many boards at once, one of them gone, the rest provisioned") {
+  test::ServedBoards served(5);
+  test::StationFiles files(served.root.cert_path);
+  auto station = files.open();
+  auto boards = served.addresses();
+  boards.push_back({BoardAddress::Kind::emulator, (served.dir.path() / "missing.sock").string(), "missing"});
+  auto outcomes = provision_boards(*station, boards, 3, {}, {});
+  REQUIRE(outcomes.size() == 6);
+  for (std::size_t i = 0; i < 5; ++i) CHECK_MESSAGE(outcomes[i].result == "provisioned", outcomes[i].error);
+  CHECK(outcomes[5].result == "failed");
+  CHECK(outcomes[5].failed_step == "connect");
+  CHECK(station->ledger->certificates_issued() == 5);
+  std::set<std::string> serials;
+  for (std::size_t i = 0; i < 5; ++i) serials.insert(outcomes[i].certificate_serial);
+  CHECK(serials.size() == 5);
+}
