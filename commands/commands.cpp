@@ -8,6 +8,11 @@ constexpr Noun nouns[] = {
     {"key", add_key},
     {"image", add_image},
     {"version", add_version},
+    {"login", add_login},
+    {"product", add_product},
+    {"group", add_group},
+    {"device", add_device},
+    {"deployment", add_deployment},
 };
 }  // namespace
 

@@ -23,5 +23,12 @@ std::span<const Noun> all_commands();
 void add_version(CLI::App& app, cli::Context& ctx);
 void add_key(CLI::App& app, cli::Context& ctx);
 void add_image(CLI::App& app, cli::Context& ctx);
+void add_login(CLI::App& app, cli::Context& ctx);  // login, logout, whoami
+void add_product(CLI::App& app, cli::Context& ctx);
+void add_group(CLI::App& app, cli::Context& ctx);
+void add_device(CLI::App& app, cli::Context& ctx);
+void add_deployment(CLI::App& app, cli::Context& ctx);
+// image upload|list|show|download, added to the image noun by add_image.
+void add_image_service_verbs(CLI::App* image, cli::Context& ctx);
 
 }  // namespace kiln::commands

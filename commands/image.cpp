@@ -6,9 +6,10 @@
 
 namespace kiln::commands {
 
-void add_image(CLI::App& app, cli::Context& /*ctx*/) {
+void add_image(CLI::App& app, cli::Context& ctx) {
   auto* image = app.add_subcommand("image", "Sign, verify and inspect MCUboot firmware images");
   image->require_subcommand(1);
+  add_image_service_verbs(image, ctx);
 }
 
 }  // namespace kiln::commands
