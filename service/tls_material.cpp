@@ -86,7 +86,11 @@ std::string pem_of(EVP_PKEY* key) {
 
 void create_tls_material(const std::filesystem::path& dir) {
   auto ca_key = new_key();
-  auto ca = new_certificate(ca_key.get(), "kiln-service CA", nullptr, ca_key.get(), 3650, true);
+  // A unique CA name per installation: two services' CAs must never be mistaken for each other.
+  unsigned char id[4];
+  RAND_bytes(id, sizeof id);
+  std::string ca_name = "kiln-service CA " + to_hex(ByteView(id, sizeof id));
+  auto ca = new_certificate(ca_key.get(), ca_name.c_str(), nullptr, ca_key.get(), 3650, true);
   auto server_key = new_key();
   auto server = new_certificate(server_key.get(), "localhost", ca.get(), ca_key.get(), 730, false);
   auto refuse = AtomicFile::Overwrite::refuse;

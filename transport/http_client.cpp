@@ -106,7 +106,6 @@ bool transient(CURLcode code) {
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
-    case CURLE_SSL_CONNECT_ERROR:
       return true;
     default:
       return false;
@@ -130,6 +129,10 @@ Error transfer_error(CURLcode code, const std::string& detail, const HttpConfig&
       return Error(ExitCode::service, fmt::format("TLS: the service certificate of {} does not verify: {}", config.base_url, what),
                    config.ca_file.empty() ? "pass --ca-file with the service's CA (kiln-service init writes DIR/ca.pem)"
                                           : fmt::format("is {} the CA that issued the service's certificate?", config.ca_file));
+    case CURLE_SSL_CONNECT_ERROR:
+      return Error(ExitCode::service, fmt::format("TLS handshake with {} failed: {}", config.base_url, what),
+                   config.client_cert.empty() ? "check --ca-file / KILN_CA_FILE and that the URL is the service's TLS port"
+                                              : fmt::format("is {} accepted by the service?", config.client_cert));
     case CURLE_SSL_CACERT_BADFILE:
       return Error(ExitCode::service, fmt::format("TLS: cannot use CA file {}: {}", config.ca_file, what),
                    "check the --ca-file / KILN_CA_FILE path");
