@@ -99,6 +99,20 @@ void add_device(CLI::App& app, cli::Context& ctx) {
     ctx.render(result);
   });
 
+  auto* ca = device->add_subcommand("ca", "Factory CAs that device certificates must chain to (agent mutual TLS)");
+  ca->require_subcommand(1);
+  auto* ca_add = ca->add_subcommand("add", "Register a factory or station CA certificate (PEM)");
+  ca_add->add_option("FILE", args->bundle, "CA certificate, PEM")->required()->check(CLI::ExistingFile);
+  ca_add->callback([&ctx, args] {
+    auto api = connect(ctx);
+    ctx.render(transport::register_factory_ca(api, args->bundle));
+  });
+  auto* ca_list = ca->add_subcommand("list", "List registered factory CAs");
+  ca_list->callback([&ctx] {
+    auto api = connect(ctx);
+    ctx.render(transport::list_factory_cas(api));
+  });
+
   auto* challenge = device->add_subcommand("claim-challenge", "Ask the service for a claim challenge (two-step claim)");
   challenge->add_option("--id", args->id, "Device UID")->required();
   challenge->callback([&ctx, args] {

@@ -38,6 +38,7 @@ const std::vector<Role> anyone = {Role::admin, Role::operator_, Role::factory, R
 const std::vector<Role> operators = {Role::admin, Role::operator_};
 const std::vector<Role> factory = {Role::admin, Role::operator_, Role::factory};
 const std::vector<Role> admins = {Role::admin};
+const std::vector<Role> devices = {};
 
 const std::vector<Route>& routes() {
   static const std::vector<Route> table = {
@@ -70,6 +71,11 @@ const std::vector<Route>& routes() {
       {{"POST", "/v1/deployments/{}/pause", operators}, pause_deployment},
       {{"POST", "/v1/deployments/{}/resume", operators}, resume_deployment},
       {{"POST", "/v1/deployments/{}/abort", operators}, abort_deployment},
+      {{"POST", "/v1/factory-cas", admins}, register_factory_ca},
+      {{"GET", "/v1/factory-cas", anyone}, list_factory_cas},
+      {{"POST", "/v1/agent/check-in", devices}, agent_check_in},
+      {{"GET", "/v1/agent/images/{}/content", devices}, nullptr, download_image},
+      {{"POST", "/v1/agent/status", devices}, agent_report_status},
   };
   return table;
 }
@@ -270,6 +276,10 @@ CREATE TABLE IF NOT EXISTS images (tenant_id INTEGER NOT NULL, sha256 TEXT NOT N
 CREATE TABLE IF NOT EXISTS deployments (id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL,
   group_id TEXT NOT NULL REFERENCES device_groups(id), images TEXT NOT NULL, rollout INTEGER NOT NULL,
   state TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS factory_cas (tenant_id INTEGER NOT NULL, id TEXT NOT NULL, subject TEXT NOT NULL,
+  pem TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (tenant_id, id));
+CREATE TABLE IF NOT EXISTS deployment_devices (deployment_id TEXT NOT NULL, device_id TEXT NOT NULL,
+  status TEXT NOT NULL, detail TEXT, updated_at TEXT NOT NULL, PRIMARY KEY (deployment_id, device_id));
 CREATE TABLE IF NOT EXISTS idempotency (tenant_id INTEGER NOT NULL, key TEXT NOT NULL, method TEXT NOT NULL,
   path TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL,
   PRIMARY KEY (tenant_id, key));
@@ -305,12 +315,13 @@ struct Service::Impl {
   explicit Impl(ServiceConfig c) : config(std::move(c)), db(config.database) { create_schema(db); }
 
   std::optional<Principal> authenticate(const Request& request) {
+    if (!request.client_certificates.empty()) return std::nullopt;  // devices use only the agent endpoints
     auto auth = header(request, "authorization");
     if (!auth.starts_with("Bearer ")) return std::nullopt;
     auto q = db.prepare("SELECT tenant_id, role, name FROM tokens WHERE hash = ?");
     q.bind(1, token_hash(std::string_view(auth).substr(7)));
     if (!q.step()) return std::nullopt;
-    return Principal{q.integer(0), parse_role(q.text(1)).value_or(Role::reader), q.text(2)};
+    return Principal{q.integer(0), parse_role(q.text(1)).value_or(Role::reader), q.text(2), {}};
   }
 
   Response dispatch(const Request& request) {
@@ -338,10 +349,10 @@ struct Service::Impl {
       return error_response(404, "not_found", fmt::format("no such endpoint: {}", path));
     }
 
-    auto who = authenticate(request);
-    if (!who) return error_response(401, "unauthenticated", "missing or unknown bearer token");
     auto& allowed = found->info.roles;
-    if (std::find(allowed.begin(), allowed.end(), who->role) == allowed.end())
+    auto who = allowed.empty() ? authenticate_device(db, request.client_certificates) : authenticate(request);
+    if (!who) return error_response(401, "unauthenticated", "missing or unknown bearer token");
+    if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), who->role) == allowed.end())
       return error_response(403, "forbidden",
                             fmt::format("role {} may not {} {}", role_name(who->role), request.method, found->info.pattern));
 

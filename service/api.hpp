@@ -23,6 +23,8 @@ struct Request {
   std::string target;  // raw path with optional ?query, percent-encoded as received
   std::map<std::string, std::string> headers;  // lower-case names
   std::string body;
+  // Mutual TLS: the client's certificate chain, DER, leaf first (empty without a client certificate).
+  std::vector<std::string> client_certificates;
 };
 
 struct Response {
@@ -36,7 +38,7 @@ struct Response {
 struct RouteInfo {
   std::string method;
   std::string pattern;  // "/v1/devices/{}/claim"
-  std::vector<Role> roles;
+  std::vector<Role> roles;  // empty: a device endpoint, authenticated by its client certificate
 };
 const std::vector<RouteInfo>& route_table();
 

@@ -121,6 +121,8 @@ Reply delete_product(Call& call) {
   count.step();
   if (count.integer(0) > 0)
     throw ApiError{409, "conflict", fmt::format("product {} still has {} devices", call.params[0], count.integer(0))};
+  call.db.prepare("DELETE FROM deployment_devices WHERE deployment_id IN (SELECT d.id FROM deployments d JOIN device_groups g "
+                  "ON g.id = d.group_id WHERE g.product_id = ?)").bind(1, id).run();
   call.db.prepare("DELETE FROM deployments WHERE group_id IN (SELECT id FROM device_groups WHERE product_id = ?)").bind(1, id).run();
   call.db.prepare("DELETE FROM device_groups WHERE product_id = ?").bind(1, id).run();
   call.db.prepare("DELETE FROM products WHERE id = ?").bind(1, id).run();
@@ -184,6 +186,7 @@ Reply delete_group(Call& call) {
   if (count.integer(0) > 0)
     throw ApiError{409, "conflict", fmt::format("group {} still has {} devices: assign them elsewhere first",
                                                 call.params[0], count.integer(0))};
+  call.db.prepare("DELETE FROM deployment_devices WHERE deployment_id IN (SELECT id FROM deployments WHERE group_id = ?)").bind(1, id).run();
   call.db.prepare("DELETE FROM deployments WHERE group_id = ?").bind(1, id).run();
   call.db.prepare("DELETE FROM device_groups WHERE id = ?").bind(1, id).run();
   tx.commit();

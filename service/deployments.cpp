@@ -14,9 +14,13 @@ Json deployment_json(Call& call, Statement& q) {
   auto count = call.db.prepare("SELECT count(*) FROM devices WHERE group_id = ?");
   count.bind(1, q.text(7));
   count.step();
+  auto statuses = call.db.prepare("SELECT status, count(*) FROM deployment_devices WHERE deployment_id = ? GROUP BY status");
+  statuses.bind(1, q.text(0));
+  Json status_counts = Json::object();
+  while (statuses.step()) status_counts[statuses.text(0)] = statuses.integer(1);
   return {{"id", q.text(0)},        {"group", q.text(1)},         {"images", Json::parse(q.text(2))},
           {"rollout", q.integer(3)}, {"state", q.text(4)},         {"devices", count.integer(0)},
-          {"created_at", q.text(5)}, {"updated_at", q.text(6)}};
+          {"device_status", status_counts}, {"created_at", q.text(5)}, {"updated_at", q.text(6)}};
 }
 
 Json fetch_deployment(Call& call, const std::string& id) {

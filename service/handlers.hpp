@@ -25,6 +25,7 @@ struct Principal {
   std::int64_t tenant_id = 0;
   Role role = Role::reader;
   std::string token_name;
+  std::string device_id;  // set for agent calls (mutual TLS), empty for tokens
 };
 
 struct Call {
@@ -81,6 +82,13 @@ Reply list_images(Call& call);
 Reply show_image(Call& call);
 Reply upload_image_chunk(Call& call);
 Response download_image(Call& call);
+
+// Agent endpoints (mutual TLS) and the factory CAs their certificates chain to.
+Principal authenticate_device(Db& db, const std::vector<std::string>& chain_der);
+Reply register_factory_ca(Call& call);
+Reply list_factory_cas(Call& call);
+Reply agent_check_in(Call& call);
+Reply agent_report_status(Call& call);
 
 // Deployments.
 Reply create_deployment(Call& call);

@@ -62,43 +62,82 @@ service::Request to_request(const httplib::Request& in) {
   for (auto& [name, value] : in.headers) {
     std::string lower = name;
     for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    out.headers[lower] = value;
+    // cpp-httplib applies Range itself to the response body: give the service the whole request less Range.
+    if (lower != "range") out.headers[lower] = value;
   }
   out.body = in.body;
+  if (in.ssl) {
+    auto* ssl = const_cast<SSL*>(in.ssl);
+    auto der_of = [](X509* cert) {
+      int len = i2d_X509(cert, nullptr);
+      std::string der(static_cast<std::size_t>(std::max(len, 0)), '\0');
+      auto* p = reinterpret_cast<unsigned char*>(der.data());
+      if (len > 0) i2d_X509(cert, &p);
+      return der;
+    };
+    if (X509* leaf = SSL_get1_peer_certificate(ssl)) {
+      out.client_certificates.push_back(der_of(leaf));
+      X509_free(leaf);
+      // On a server the peer chain excludes the leaf.
+      if (STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl))
+        for (int i = 0; i < sk_X509_num(chain); ++i) out.client_certificates.push_back(der_of(sk_X509_value(chain, i)));
+    }
+  }
   return out;
 }
 
-int run(const Paths& paths, const std::string& listen, int threads) {
+// Devices present any certificate at the TLS layer; the service checks it against the registered
+// factory CAs and the imported device key (service/agent.cpp), which TLS cannot know about.
+int accept_any_client_certificate(int /*preverified*/, X509_STORE_CTX* /*ctx*/) { return 1; }
+
+std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, int threads, std::shared_ptr<service::Service> svc,
+                                                bool mutual_tls) {
+  auto server = std::make_unique<httplib::SSLServer>((paths.dir / "server.pem").c_str(), (paths.dir / "server.key").c_str());
+  if (!server->is_valid())
+    throw Error(ExitCode::failure, "cannot load the server certificate/key from " + paths.dir.string());
+  // Without a session-id context, TLS session resumption fails when client certificates are requested.
+  static const unsigned char session_context[] = "kiln-service";
+  SSL_CTX_set_session_id_context(server->ssl_context(), session_context, sizeof session_context - 1);
+  if (mutual_tls)
+    SSL_CTX_set_verify(server->ssl_context(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, accept_any_client_certificate);
+  server->set_tcp_nodelay(true);
+  server->set_keep_alive_max_count(100000);
+  server->set_payload_max_length(std::size_t{64} << 20);
+  server->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
+  auto handler = [svc](const httplib::Request& req, httplib::Response& res) {
+    auto reply = svc->handle(to_request(req));
+    res.status = reply.status;
+    if (reply.status == 200 && !req.ranges.empty() && reply.headers.count("Accept-Ranges")) res.status = 206;
+    for (auto& [name, value] : reply.headers) res.set_header(name, value);
+    res.set_content(std::move(reply.body), reply.content_type.c_str());
+  };
+  server->Get(".*", handler);
+  server->Post(".*", handler);
+  server->Put(".*", handler);
+  server->Patch(".*", handler);
+  server->Delete(".*", handler);
+  return server;
+}
+
+int bind_server(httplib::SSLServer& server, const std::string& listen) {
   auto colon = listen.rfind(':');
   if (colon == std::string::npos) throw Error(ExitCode::usage, "--listen wants HOST:PORT, e.g. 127.0.0.1:8443");
   std::string host = listen.substr(0, colon);
   int port = std::stoi(listen.substr(colon + 1));
-  auto svc = std::make_shared<service::Service>(service::ServiceConfig{paths.database().string(), paths.images()});
-  if (!fs::exists(paths.database())) open_service(paths);
-
-  httplib::SSLServer server((paths.dir / "server.pem").c_str(), (paths.dir / "server.key").c_str());
-  if (!server.is_valid())
-    throw Error(ExitCode::failure, "cannot load the server certificate/key from " + paths.dir.string());
-  static const unsigned char session_context[] = "kiln-service";
-  SSL_CTX_set_session_id_context(server.ssl_context(), session_context, sizeof session_context - 1);
-  server.set_tcp_nodelay(true);
-  server.set_keep_alive_max_count(100000);
-  server.set_payload_max_length(std::size_t{64} << 20);
-  server.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
-  auto handler = [svc](const httplib::Request& req, httplib::Response& res) {
-    auto reply = svc->handle(to_request(req));
-    res.status = reply.status;
-    for (auto& [name, value] : reply.headers) res.set_header(name, value);
-    res.set_content(std::move(reply.body), reply.content_type.c_str());
-  };
-  server.Get(".*", handler);
-  server.Post(".*", handler);
-  server.Put(".*", handler);
-  server.Patch(".*", handler);
-  server.Delete(".*", handler);
-
   int bound = port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
   if (bound < 0) throw Error(ExitCode::failure, "cannot listen on " + listen, "is the port in use?");
+  return bound;
+}
+
+int run(const Paths& paths, const std::string& listen, const std::string& agent_listen, int threads) {
+  open_service(paths);  // fails with a hint when the directory was never initialised
+  auto svc = std::make_shared<service::Service>(service::ServiceConfig{paths.database().string(), paths.images()});
+  auto api = make_server(paths, threads, svc, false);
+  std::unique_ptr<httplib::SSLServer> agents;
+  if (!agent_listen.empty()) agents = make_server(paths, threads, svc, true);
+  std::string host = listen.substr(0, listen.rfind(':'));
+  int port = bind_server(*api, listen);
+  int agent_port = agents ? bind_server(*agents, agent_listen) : 0;
 
   // Signals arrive on a dedicated thread so stop() runs outside a signal handler.
   sigset_t signals;
@@ -106,17 +145,22 @@ int run(const Paths& paths, const std::string& listen, int threads) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::thread waiter([&server, signals] {
+  std::thread waiter([&api, &agents, signals] {
     int received = 0;
     sigwait(&signals, &received);
-    server.stop();
+    api->stop();
+    if (agents) agents->stop();
   });
-  std::cerr << "listening on https://" << host << ":" << bound << std::endl;
-  server.listen_after_bind();
-  if (waiter.joinable()) {
-    pthread_kill(waiter.native_handle(), SIGTERM);
-    waiter.join();
+  std::thread agent_thread;
+  if (agents) {
+    std::cerr << "agents: listening on https://" << agent_listen.substr(0, agent_listen.rfind(':')) << ":" << agent_port
+              << " (mutual TLS)" << std::endl;
+    agent_thread = std::thread([&agents] { agents->listen_after_bind(); });
   }
+  std::cerr << "listening on https://" << host << ":" << port << std::endl;
+  api->listen_after_bind();
+  if (agent_thread.joinable()) agent_thread.join();
+  waiter.join();
   return 0;
 }
 
@@ -126,7 +170,7 @@ int main(int argc, char** argv) {
   CLI::App app("kiln-service: the reference kiln security service (HTTPS JSON API, SQLite store)", "kiln-service");
   app.require_subcommand(1);
   Paths paths;
-  std::string tenant = "default", listen = "127.0.0.1:8443", role, name, token_file;
+  std::string tenant = "default", listen = "127.0.0.1:8443", agent_listen, role, name, token_file;
   int threads = 8;
 
   auto* init_cmd = app.add_subcommand("init", "Create TLS material, the database, a tenant and D/admin.token (0600)");
@@ -136,7 +180,8 @@ int main(int argc, char** argv) {
   auto* run_cmd = app.add_subcommand("run", "Serve the API over HTTPS until SIGTERM/SIGINT");
   run_cmd->add_option("--dir", paths.dir, "Data directory")->required();
   run_cmd->add_option("--listen", listen, "HOST:PORT (port 0 picks a free port and prints it)");
-  run_cmd->add_option("--threads", threads, "Worker threads")->check(CLI::Range(1, 256));
+  run_cmd->add_option("--agent-listen", agent_listen, "HOST:PORT for device agents (mutual TLS); port 0 picks one");
+  run_cmd->add_option("--threads", threads, "Worker threads per listener")->check(CLI::Range(1, 256));
 
   auto* tenant_cmd = app.add_subcommand("tenant", "Manage tenants");
   tenant_cmd->require_subcommand(1);
@@ -159,7 +204,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
     if (*init_cmd) return init(paths, tenant);
-    if (*run_cmd) return run(paths, listen, threads);
+    if (*run_cmd) return run(paths, listen, agent_listen, threads);
     auto svc = open_service(paths);
     auto tenant_id = svc.find_tenant(tenant);
     if (*tenant_create) {

@@ -200,6 +200,11 @@ Json claim_device(ServiceApi& api, const std::string& id, const std::function<By
   return claim_with_signature(api, id, challenge["nonce"].get<std::string>(), signature);
 }
 
+Json register_factory_ca(ServiceApi& api, const std::filesystem::path& certificate_pem) {
+  return api.post("/v1/factory-cas", {{"certificate", read_text_file(certificate_pem)}});
+}
+Json list_factory_cas(ServiceApi& api) { return api.get("/v1/factory-cas")["items"]; }
+
 Json upload_image(ServiceApi& api, const std::filesystem::path& file,
                   const std::function<void(std::uint64_t, std::uint64_t)>& progress, std::size_t chunk_size) {
   std::string sha;

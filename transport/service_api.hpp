@@ -82,6 +82,10 @@ Json claim_device(ServiceApi& api, const std::string& id, const std::function<By
 Json claim_challenge(ServiceApi& api, const std::string& id);
 Json claim_with_signature(ServiceApi& api, const std::string& id, const std::string& nonce, ByteView signature);
 
+// Factory CAs: device certificates for the agent endpoints must chain to one of them.
+Json register_factory_ca(ServiceApi& api, const std::filesystem::path& certificate_pem);
+Json list_factory_cas(ServiceApi& api);
+
 // Content-addressed, resumable upload; an image the service already has costs one request.
 // `progress` gets (bytes confirmed by the service, total).
 Json upload_image(ServiceApi& api, const std::filesystem::path& file,

@@ -17,6 +17,7 @@
 #include "tests/support/process.hpp"
 #include "tests/support/service_process.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/test_certificates.hpp"
 
 using namespace kiln;
 using Json = nlohmann::json;
@@ -70,11 +71,11 @@ struct Setup {
   std::string admin_token_file;
   std::unique_ptr<test::ServiceProcess> service;
 
-  Setup() {
+  explicit Setup(bool agents = false) {
     auto init = test::run_process(test::bin_path("kiln-service"), {"init", "--dir", data.string()});
     REQUIRE_MESSAGE(init.exit_code == 0, init.err);
     admin_token_file = (data / "admin.token").string();
-    service = std::make_unique<test::ServiceProcess>(data);
+    service = std::make_unique<test::ServiceProcess>(data, 0, agents);
   }
 
   test::ProcessOptions env(const std::string& token_file = {}) const {
@@ -284,4 +285,48 @@ TEST_CASE("service e2e: an upload cut by the network resumes where the service s
   CHECK(s.json({"image", "show", id})["complete"] == true);
   CHECK(s.json({"image", "download", id, "-O", s.dir.file("back.bin")})["size"] == 3 << 20);
   CHECK(slurp(s.dir.file("back.bin")) == firmware);
+}
+
+TEST_CASE("service e2e: a device agent checks in and downloads a range over mutual TLS") {
+  Setup s(true);
+  REQUIRE(s.service->agent_port() > 0);
+  test::TestCa factory_ca("Acme Factory CA");
+  test::TestKey device_key;
+  spit(s.dir.file("factory-ca.pem"), factory_ca.pem);
+  spit(s.dir.file("device.pem"), factory_ca.issue(device_key, "dev-1"));
+  spit(s.dir.file("device.key"), device_key.private_pem());
+  s.json({"product", "create", "Thermo"});
+  spit(s.dir.file("bundle.jsonl"),
+       Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n");
+  s.json({"device", "import", s.dir.file("bundle.jsonl")});
+  CHECK(s.json({"device", "ca", "add", s.dir.file("factory-ca.pem")}).contains("id"));
+  CHECK(s.json({"device", "ca", "list"}).size() == 1);
+  std::string firmware(10000, 'z');
+  spit(s.dir.file("fw.bin"), firmware);
+  auto id = s.json({"image", "upload", s.dir.file("fw.bin")})["id"].get<std::string>();
+  s.json({"deployment", "create", "--group", "Thermo/Development", "--image", id});
+
+  auto agent_url = "https://127.0.0.1:" + std::to_string(s.service->agent_port());
+  std::vector<std::string> tls = {"-s", "--cacert", (s.data / "ca.pem").string(), "--cert", s.dir.file("device.pem"),
+                                  "--key", s.dir.file("device.key")};
+  auto curl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), tls.begin(), tls.end());
+    return test::run_process("/usr/bin/curl", args);
+  };
+  auto check_in = curl({"-X", "POST", "--data", R"({"version":"1.0.1"})", agent_url + "/v1/agent/check-in"});
+  REQUIRE_MESSAGE(check_in.exit_code == 0, check_in.err);
+  auto offer = Json::parse(check_in.out);
+  REQUIRE(offer["deployment"].is_object());
+  auto range = curl({"-r", "100-199", agent_url + offer["deployment"]["images"][0]["url"].get<std::string>()});
+  CHECK(range.out == firmware.substr(100, 100));
+  CHECK(s.json({"device", "show", "dev-1"})["version"] == "1.0.1");
+
+  // Without a client certificate the agent listener refuses the TLS handshake itself.
+  auto anonymous = test::run_process("/usr/bin/curl", {"-s", "--cacert", (s.data / "ca.pem").string(), "-X", "POST",
+                                                       agent_url + "/v1/agent/check-in"});
+  CHECK(anonymous.exit_code != 0);
+  // The bearer-token listener never serves agents.
+  auto via_api = test::run_process("/usr/bin/curl", {"-s", "--cacert", (s.data / "ca.pem").string(), "--data", "{}",
+                                                     s.service->url() + "/v1/agent/check-in"});
+  CHECK(Json::parse(via_api.out)["error"]["code"] == "unauthenticated");
 }

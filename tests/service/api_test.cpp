@@ -10,6 +10,7 @@
 #include "signing/key_ref.hpp"
 #include "signing/signer.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/test_certificates.hpp"
 
 #include <openssl/bio.h>
 #include <openssl/pem.h>
@@ -28,9 +29,9 @@ struct Fixture {
   std::string admin = service.create_token(tenant, Role::admin, "admin");
 
   Response call(const std::string& method, const std::string& target, const std::string& token, std::string body = {},
-                std::map<std::string, std::string> headers = {}) {
+                std::map<std::string, std::string> headers = {}, std::vector<std::string> certificates = {}) {
     if (!token.empty()) headers["authorization"] = "Bearer " + token;
-    return service.handle({method, target, headers, std::move(body)});
+    return service.handle({method, target, headers, std::move(body), std::move(certificates)});
   }
   Json json(const std::string& method, const std::string& target, const std::string& token, std::string body = {}) {
     auto r = call(method, target, token, std::move(body));
@@ -90,7 +91,8 @@ TEST_CASE("service: every role against every endpoint gets exactly the access th
       auto r = f.call(route.method, target, token, "{}");
       INFO(route.method << " " << route.pattern << " as " << role_name(role) << " -> " << r.status << " " << r.body);
       CHECK(r.status < 500);
-      if (allowed) CHECK((r.status != 401 && r.status != 403));
+      if (route.roles.empty()) CHECK(r.status == 401);  // device endpoints take no token, only a device certificate
+      else if (allowed) CHECK((r.status != 401 && r.status != 403));
       else CHECK(r.status == 403);
     }
   }
@@ -111,6 +113,12 @@ TEST_CASE("service: every role against every endpoint gets exactly the access th
 TEST_CASE("service: malformed JSON to every endpoint answers 400 with a reason, never 500") {
   Fixture f;
   f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  test::TestCa factory_ca("Factory CA");
+  test::TestKey device_key;
+  f.json("POST", "/v1/factory-cas", f.admin, Json{{"certificate", factory_ca.pem}}.dump());
+  f.json("POST", "/v1/devices/import", f.admin,
+         Json{{"uid", "Thermo"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n");
+  std::vector<std::string> device_chain = {test::pem_to_der(factory_ca.issue(device_key, "Thermo"))};
   const std::vector<std::string> bodies = {"{", "not json", "[1,2]", "\"text\"", "{\"name\": 5}", "{\"name\":\"\\ud800\"}",
                                            std::string("\x00\xff{", 3), "{\"a\":" + std::string(100, '[')};
   for (const auto& route : route_table()) {
@@ -119,7 +127,9 @@ TEST_CASE("service: malformed JSON to every endpoint answers 400 with a reason, 
                       route.pattern.find("/pause") == std::string::npos && route.pattern.find("/resume") == std::string::npos &&
                       route.pattern.find("/abort") == std::string::npos;
     for (const auto& body : bodies) {
-      auto r = f.call(route.method, fill(route.pattern, "Thermo"), f.admin, body);
+      bool agent = route.roles.empty();
+      auto r = f.call(route.method, fill(route.pattern, "Thermo"), agent ? "" : f.admin, body, {},
+                      agent ? device_chain : std::vector<std::string>{});
       INFO(route.method << " " << route.pattern << " body " << body << " -> " << r.status << " " << r.body);
       CHECK(r.status < 500);
       auto error = Json::parse(r.body, nullptr, false);
@@ -127,7 +137,9 @@ TEST_CASE("service: malformed JSON to every endpoint answers 400 with a reason, 
         REQUIRE(error.is_object());
         CHECK(!error["error"]["message"].get<std::string>().empty());
       }
-      if (takes_json && route.pattern.find("{}") == std::string::npos) CHECK(r.status == 400);
+      bool valid_object_for_optional_fields = route.pattern == "/v1/agent/check-in" && body == "{\"name\": 5}";
+      if (takes_json && route.pattern.find("{}") == std::string::npos && !valid_object_for_optional_fields)
+        CHECK(r.status == 400);
     }
   }
   auto r = f.call("POST", "/v1/products", f.admin, "{");
@@ -299,4 +311,54 @@ TEST_CASE("service: deployments move active -> paused -> active -> aborted, and 
   CHECK(f.json("POST", "/v1/deployments/" + id + "/abort", f.admin)["state"] == "aborted");
   CHECK(f.call("POST", "/v1/deployments/" + id + "/resume", f.admin).status == 409);
   CHECK(f.call("POST", "/v1/deployments", f.admin, Json{{"group", "Thermo/Production"}, {"images", {sha}}, {"rollout", 0}}.dump()).status == 400);
+}
+
+TEST_CASE("service: agents check in with a device certificate chained to a registered factory CA") {
+  Fixture f;
+  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  test::TestCa factory_ca("Acme Factory CA");
+  test::TestCa rogue_ca("Rogue CA");
+  test::TestKey device_key, other_key;
+  auto cert = test::pem_to_der(factory_ca.issue(device_key, "dev-1"));
+  f.json("POST", "/v1/devices/import", f.admin,
+         Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n");
+  auto agent = [&](const std::string& method, const std::string& target, std::vector<std::string> chain,
+                   std::string body = "{}", std::map<std::string, std::string> headers = {}) {
+    return f.call(method, target, "", std::move(body), std::move(headers), std::move(chain));
+  };
+
+  CHECK(agent("POST", "/v1/agent/check-in", {cert}).status == 401);  // no factory CA registered yet
+  f.json("POST", "/v1/factory-cas", f.admin, Json{{"certificate", factory_ca.pem}}.dump());
+  auto checked_in = agent("POST", "/v1/agent/check-in", {cert}, R"({"version":"1.2.0"})");
+  REQUIRE(checked_in.status == 200);
+  CHECK(Json::parse(checked_in.body)["deployment"].is_null());
+  auto device = f.json("GET", "/v1/devices/dev-1", f.admin);
+  CHECK(device["version"] == "1.2.0");
+  CHECK(!device["last_seen"].is_null());
+
+  // Refused: a certificate from another CA, one for another key, none at all, and a bearer token.
+  CHECK(agent("POST", "/v1/agent/check-in", {test::pem_to_der(rogue_ca.issue(device_key, "dev-1"))}).status == 401);
+  CHECK(agent("POST", "/v1/agent/check-in", {test::pem_to_der(factory_ca.issue(other_key, "dev-1"))}).status == 401);
+  CHECK(agent("POST", "/v1/agent/check-in", {test::pem_to_der(factory_ca.issue(device_key, "dev-2"))}).status == 401);
+  CHECK(agent("POST", "/v1/agent/check-in", {}).status == 401);
+  CHECK(f.call("POST", "/v1/agent/check-in", f.admin, "{}").status == 401);
+
+  // A deployment to the device's group reaches it on check-in; it downloads with Range and reports.
+  std::string content(5000, 'f');
+  auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
+  f.json("POST", "/v1/images", f.admin, Json{{"sha256", sha}, {"size", content.size()}}.dump());
+  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", f.admin, content);
+  auto dep = f.json("POST", "/v1/deployments", f.admin, Json{{"group", "Thermo/Development"}, {"images", {sha}}}.dump());
+  auto offer = Json::parse(agent("POST", "/v1/agent/check-in", {cert}).body)["deployment"];
+  REQUIRE(offer.is_object());
+  CHECK(offer["id"] == dep["id"]);
+  auto url = offer["images"][0]["url"].get<std::string>();
+  auto part = agent("GET", url, {cert}, "", {{"range", "bytes=4000-"}});
+  CHECK(part.status == 206);
+  CHECK(part.body.size() == 1000);
+  CHECK(agent("POST", "/v1/agent/status", {cert}, Json{{"deployment", dep["id"]}, {"status", "installed"}}.dump()).status == 200);
+  CHECK(agent("POST", "/v1/agent/status", {cert}, Json{{"deployment", dep["id"]}, {"status", "bogus"}}.dump()).status == 400);
+  CHECK(f.json("GET", "/v1/deployments/" + dep["id"].get<std::string>(), f.admin)["device_status"]["installed"] == 1);
+  f.json("POST", "/v1/deployments/" + dep["id"].get<std::string>() + "/pause", f.admin);
+  CHECK(Json::parse(agent("POST", "/v1/agent/check-in", {cert}).body)["deployment"].is_null());
 }

@@ -20,7 +20,8 @@ namespace kiln::test {
 class ServiceProcess {
  public:
   // Starts the service on 127.0.0.1 (port 0: a free port) and waits for "listening on https://...".
-  explicit ServiceProcess(const std::filesystem::path& dir, int port = 0) {
+  // With agents, a second listener for device agents (mutual TLS) on a free port.
+  explicit ServiceProcess(const std::filesystem::path& dir, int port = 0, bool agents = false) {
     int err_pipe[2];
     if (pipe2(err_pipe, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
     std::string program = bin_path("kiln-service");
@@ -32,7 +33,11 @@ class ServiceProcess {
       int devnull = open("/dev/null", O_RDWR);
       dup2(devnull, 0);
       dup2(devnull, 1);
-      execl(program.c_str(), program.c_str(), "run", "--dir", dir.c_str(), "--listen", listen.c_str(), nullptr);
+      if (agents)
+        execl(program.c_str(), program.c_str(), "run", "--dir", dir.c_str(), "--listen", listen.c_str(), "--agent-listen",
+              "127.0.0.1:0", nullptr);
+      else
+        execl(program.c_str(), program.c_str(), "run", "--dir", dir.c_str(), "--listen", listen.c_str(), nullptr);
       _exit(127);
     }
     close(err_pipe[1]);
@@ -47,9 +52,13 @@ class ServiceProcess {
         auto n = read(stderr_fd_, buf, sizeof buf);
         if (n <= 0) break;
         seen.append(buf, static_cast<std::size_t>(n));
-        auto at = seen.find(marker);
-        if (at != std::string::npos && seen.find('\n', at) != std::string::npos) {
+        auto at = seen.find("\n" + marker);
+        at = seen.starts_with(marker) ? 0 : (at == std::string::npos ? at : at + 1);
+        bool agents_ready = !agents || seen.find("agents: listening") != std::string::npos;
+        if (at != std::string::npos && seen.find('\n', at) != std::string::npos && agents_ready) {
           port_ = std::stoi(seen.substr(at + marker.size()));
+          const std::string agent_marker = "agents: listening on https://127.0.0.1:";
+          if (auto a = seen.find(agent_marker); a != std::string::npos) agent_port_ = std::stoi(seen.substr(a + agent_marker.size()));
           return;
         }
       }
@@ -62,6 +71,7 @@ class ServiceProcess {
   ServiceProcess& operator=(const ServiceProcess&) = delete;
 
   int port() const { return port_; }
+  int agent_port() const { return agent_port_; }
   std::string url() const { return "https://127.0.0.1:" + std::to_string(port_); }
 
   // SIGTERM and wait (SIGKILL after 10 s); returns the exit status, or -1 if already stopped.
@@ -88,6 +98,7 @@ class ServiceProcess {
   pid_t pid_ = -1;
   int stderr_fd_ = -1;
   int port_ = 0;
+  int agent_port_ = 0;
 };
 
 }  // namespace kiln::test
