@@ -148,7 +148,8 @@ bool match(const std::string& pattern, const std::vector<std::string>& segments,
 Response json_response(int status, const Json& body) {
   Response r;
   r.status = status;
-  r.body = body.dump();
+  // Messages may quote request bytes (paths, IDs) that are not UTF-8: replace, never throw.
+  r.body = body.dump(-1, ' ', false, Json::error_handler_t::replace);
   return r;
 }
 

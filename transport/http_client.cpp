@@ -106,6 +106,7 @@ bool transient(CURLcode code) {
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
+    case CURLE_SSL_CONNECT_ERROR:  // a connection dropped mid-handshake; certificate failures have their own codes
       return true;
     default:
       return false;

@@ -49,6 +49,9 @@ class FaultProxy {
     blocked_ = false;
   }
   bool cut_happened() const { return cut_happened_; }
+  // Refuse (accept and close at once) every connection until allow().
+  void block() { blocked_ = true; }
+  int connections() const { return connections_accepted_; }
 
  private:
   void accept_loop() {
@@ -57,6 +60,7 @@ class FaultProxy {
       if (poll(&p, 1, 50) <= 0) continue;
       int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (client < 0) continue;
+      ++connections_accepted_;
       if (blocked_) {
         close(client);
         continue;
@@ -112,6 +116,7 @@ class FaultProxy {
   std::atomic<bool> stopping_{false};
   std::atomic<bool> blocked_{false};
   std::atomic<bool> cut_happened_{false};
+  std::atomic<int> connections_accepted_{0};
   std::atomic<std::int64_t> budget_{-1};
   std::mutex mutex_;
   std::vector<std::thread> connections_;
