@@ -3,7 +3,9 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <chrono>
+#include <unordered_map>
 #include <ctime>
 
 #include <fmt/format.h>
@@ -312,6 +314,20 @@ struct Service::Impl {
   ServiceConfig config;
   Db db;
   std::mutex mutex;  // one writer at a time; SQLite serializes anyway
+  // Device certificates already checked (SHA-256 of the leaf DER -> device): a keep-alive agent must not
+  // pay for an X.509 chain verification per request. Emptied by any write made with a token (a CA
+  // registration or an import can change the answer) and when it grows large.
+  std::unordered_map<std::string, Principal> verified_devices;
+
+  Principal authenticate_agent(const Request& request) {
+    if (request.client_certificates.empty()) return authenticate_device(db, request.client_certificates);
+    std::string key = to_hex(digest(HashAlg::sha256, as_bytes(request.client_certificates[0])));
+    if (auto it = verified_devices.find(key); it != verified_devices.end()) return it->second;
+    Principal who = authenticate_device(db, request.client_certificates);
+    if (verified_devices.size() > 100000) verified_devices.clear();
+    verified_devices.emplace(key, who);
+    return who;
+  }
 
   explicit Impl(ServiceConfig c) : config(std::move(c)), db(config.database) { create_schema(db); }
 
@@ -351,7 +367,8 @@ struct Service::Impl {
     }
 
     auto& allowed = found->info.roles;
-    auto who = allowed.empty() ? authenticate_device(db, request.client_certificates) : authenticate(request);
+    auto who = allowed.empty() ? authenticate_agent(request) : authenticate(request);
+    if (!allowed.empty() && request.method != "GET") verified_devices.clear();
     if (!who) return error_response(401, "unauthenticated", "missing or unknown bearer token");
     if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), who->role) == allowed.end())
       return error_response(403, "forbidden",

@@ -369,6 +369,11 @@ TEST_CASE("service: agents check in with a device certificate chained to a regis
   CHECK(f.json("GET", "/v1/deployments/" + dep["id"].get<std::string>(), f.admin)["device_status"]["installed"] == 1);
   f.json("POST", "/v1/deployments/" + dep["id"].get<std::string>() + "/pause", f.admin);
   CHECK(Json::parse(agent("POST", "/v1/agent/check-in", {cert}).body)["deployment"].is_null());
+
+  // A verified certificate is remembered, but not past a re-import that changes the device key.
+  f.json("POST", "/v1/devices/import", f.admin,
+         Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", other_key.public_pem()}}.dump() + "\n");
+  CHECK(agent("POST", "/v1/agent/check-in", {cert}).status == 401);
 }
 
 TEST_CASE("service: docs/openapi.yaml documents every route of the route table") {
