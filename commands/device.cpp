@@ -25,7 +25,7 @@ struct DeviceArgs {
   std::string key;
   std::string nonce;
   std::string signature_file;
-  int page_size = 1000;
+  int page_size = 5000;
 };
 
 void add_filter_options(CLI::App* command, DeviceArgs& args) {

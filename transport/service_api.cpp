@@ -98,7 +98,8 @@ Json login(const Credentials& credentials) {
   Json stored{{"service", credentials.service}, {"token", credentials.token}};
   if (!credentials.ca_file.empty()) stored["ca_file"] = std::filesystem::absolute(credentials.ca_file).string();
   auto path = credentials_path();
-  std::filesystem::create_directories(path.parent_path());
+  if (std::filesystem::create_directories(path.parent_path()))
+    std::filesystem::permissions(path.parent_path(), std::filesystem::perms::owner_all);
   write_file_atomic(path, as_bytes(stored.dump() + "\n"), 0600);
   who["service"] = credentials.service;
   who["credentials"] = path.string();
