@@ -1,6 +1,7 @@
 // kiln entry logic: global options (flag > KILN_* env > config file > default), dispatch, exit codes.
 #include "cli/app.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -8,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "cli/command_tree.hpp"
 #include "cli/context.hpp"
 #include "commands/commands.hpp"
 #include "core/error.hpp"
@@ -70,6 +72,50 @@ void print_error(const Error& e, const Context& ctx) {
   }
 }
 
+
+// After a parse error, finds the first word the command tree does not know and the closest known one.
+std::string did_you_mean(const CLI::App& root, int argc, char** argv) {
+  const CLI::App* current = &root;
+  auto all = [](const CLI::App*) { return true; };
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--") break;
+    if (arg.starts_with("-") && arg.size() > 1) {
+      std::string name = arg.substr(0, arg.find('='));
+      std::vector<std::string> known;
+      const CLI::Option* found = nullptr;
+      for (const CLI::App* level = current; level; level = level->get_parent())
+        for (const CLI::Option* opt : level->get_options()) {
+          for (auto& l : opt->get_lnames()) known.push_back("--" + l);
+          for (auto& s : opt->get_snames()) known.push_back("-" + s);
+          if (opt->check_name(name)) found = opt;
+        }
+      if (!found) {
+        std::string match = closest_match(name, known);
+        return match.empty() ? "" : fmt::format("unknown option '{}': did you mean '{}'?", name, match);
+      }
+      if (found->get_type_size() != 0 && arg.find('=') == std::string::npos && name.starts_with("--")) ++i;
+      else if (found->get_type_size() != 0 && name.size() == 2) ++i;
+      continue;
+    }
+    auto subs = current->get_subcommands(all);
+    auto it = std::find_if(subs.begin(), subs.end(), [&](const CLI::App* s) { return s->check_name(arg); });
+    if (it != subs.end()) {
+      current = *it;
+      continue;
+    }
+    if (!subs.empty() && current->get_options([](const CLI::Option* o) { return o->get_lnames().empty() && o->get_snames().empty(); }).empty()) {
+      std::vector<std::string> names;
+      for (auto* s : subs) names.push_back(s->get_name());
+      std::string match = closest_match(arg, names);
+      std::string where = current == &root ? "kiln" : "kiln " + current->get_name();
+      if (!match.empty()) return fmt::format("'{}' is not a {} command: did you mean '{}'?", arg, where, match);
+      return fmt::format("'{}' is not a {} command", arg, where);
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 std::unique_ptr<CLI::App> build_app(Context& ctx) {
@@ -89,8 +135,9 @@ std::unique_ptr<CLI::App> build_app(Context& ctx) {
   app->add_flag("--debug", ctx.global.debug, "Low-level detail in errors (OpenSSL, libusb, curl)")
       ->envname("KILN_DEBUG");
   app->add_flag("--no-color", ctx.global.no_color, "Never color output (also NO_COLOR)")->envname("KILN_NO_COLOR");
-  app->add_option("--config", ctx.global.config_path, "Config file (TOML)")->envname("KILN_CONFIG");
+  app->add_option("--config", ctx.global.config_path, "Config file (TOML)")->envname("KILN_CONFIG")->type_name("FILE");
   app->add_option("--pkcs11-module", ctx.global.pkcs11_module, "PKCS#11 module for pkcs11: KEYREFs")
+      ->type_name("PATH")
       ->envname("KILN_PKCS11_MODULE");
 
   // Config values are defaults for global options; KILN_* and flags override them.
@@ -125,7 +172,8 @@ int run(int argc, char** argv) {
       return app->exit(e);
     } catch (const CLI::ParseError& e) {
       if (e.get_exit_code() == 0) return app->exit(e);
-      std::cerr << "kiln: error: " << e.what() << "\n";
+      std::string suggestion = did_you_mean(*app, argc, argv);
+      std::cerr << "kiln: error: " << (suggestion.empty() ? std::string(e.what()) : suggestion) << "\n";
       std::cerr << "  hint: run 'kiln --help' (or 'kiln <command> --help') for usage\n";
       return static_cast<int>(ExitCode::usage);
     }

@@ -7,6 +7,8 @@ namespace {
 constexpr Noun nouns[] = {
     {"key", add_key},
     {"image", add_image},
+    {"completion", add_completion},
+    {"help", add_help},
     {"version", add_version},
     {"login", add_login},
     {"product", add_product},

@@ -23,6 +23,8 @@ std::span<const Noun> all_commands();
 void add_version(CLI::App& app, cli::Context& ctx);
 void add_key(CLI::App& app, cli::Context& ctx);
 void add_image(CLI::App& app, cli::Context& ctx);
+void add_completion(CLI::App& app, cli::Context& ctx);
+void add_help(CLI::App& app, cli::Context& ctx);
 void add_login(CLI::App& app, cli::Context& ctx);  // login, logout, whoami
 void add_product(CLI::App& app, cli::Context& ctx);
 void add_group(CLI::App& app, cli::Context& ctx);

@@ -22,6 +22,8 @@ enum class ExitCode : int {
 };
 
 const char* exit_code_name(ExitCode code);
+// One sentence for help and man pages (docs/exit-codes.md has the long form).
+const char* exit_code_description(ExitCode code);
 
 // What went wrong (message) and, separately, what to do about it (hint). Libraries throw this;
 // the CLI prints "kiln: error: <message>" and "  hint: <hint>" and exits with code().

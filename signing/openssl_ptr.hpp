@@ -4,6 +4,7 @@
 #include <memory>
 #include <openssl/bio.h>
 #include <openssl/evp.h>
+#include <openssl/param_build.h>
 #include <openssl/x509.h>
 
 namespace kiln::ossl {
@@ -17,6 +18,8 @@ struct Free {
   void operator()(X509_REQ* p) const { X509_REQ_free(p); }
   void operator()(ECDSA_SIG* p) const { ECDSA_SIG_free(p); }
   void operator()(BIGNUM* p) const { BN_free(p); }
+  void operator()(OSSL_PARAM_BLD* p) const { OSSL_PARAM_BLD_free(p); }
+  void operator()(OSSL_PARAM* p) const { OSSL_PARAM_free(p); }
 };
 template <typename T>
 using Ptr = std::unique_ptr<T, Free>;

@@ -4,6 +4,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kiln::test {
@@ -29,6 +30,10 @@ ProcessResult run_process(const std::string& program, const std::vector<std::str
 std::string bin_path(const std::string& name);
 // Runs bin/kiln with a clean, predictable environment (no user config, no color).
 ProcessResult kiln(const std::vector<std::string>& args, ProcessOptions options = {});
+// Same as kiln(); usable with a using-declaration at global scope (where the name kiln is the namespace).
+inline ProcessResult run_kiln(const std::vector<std::string>& args, ProcessOptions options = {}) {
+  return kiln(args, std::move(options));
+}
 
 std::string vectors_dir();
 

@@ -1,0 +1,42 @@
+// A progress bar on stderr for long operations: drawn only on a terminal and never with --quiet.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace kiln::cli {
+
+class Context;
+
+class ProgressBar {
+ public:
+  // total = 0 means unknown (shows bytes and rate only).
+  ProgressBar(const Context& ctx, std::string label, std::uint64_t total);
+  ~ProgressBar();
+  ProgressBar(const ProgressBar&) = delete;
+  ProgressBar& operator=(const ProgressBar&) = delete;
+
+  void update(std::uint64_t done);
+  void finish();
+  bool enabled() const { return enabled_; }
+
+  // Rendering, separate from the terminal so it can be tested: "label  42% [#####.....] 1.2 MiB/s ETA 3s".
+  static std::string format_line(const std::string& label, std::uint64_t done, std::uint64_t total,
+                                 double seconds_elapsed, int width);
+
+ private:
+  void draw(bool final);
+  std::string label_;
+  std::uint64_t total_;
+  std::uint64_t done_ = 0;
+  bool enabled_;
+  bool finished_ = false;
+  int width_;
+  std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point last_draw_;
+};
+
+std::string human_bytes(double bytes);
+
+}  // namespace kiln::cli

@@ -1,0 +1,119 @@
+// End-to-end tests of the kiln command frame: help, version, output formats, config, exit codes.
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
+
+using kiln::test::run_kiln;
+using kiln::test::ProcessOptions;
+using kiln::test::TempDir;
+using nlohmann::json;
+
+TEST_CASE("cli: --help lists every noun with a description") {
+  auto r = run_kiln({"--help"});
+  CHECK(r.exit_code == 0);
+  for (auto noun : {"key", "image", "version"}) CHECK(r.out.find(noun) != std::string::npos);
+}
+
+TEST_CASE("cli: a noun's --help lists its verbs") {
+  auto r = run_kiln({"key", "--help"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("generate") != std::string::npos);
+  CHECK(r.out.find("show") != std::string::npos);
+}
+
+TEST_CASE("cli: version -o json names kiln, OpenSSL, libusb and libcurl") {
+  auto r = run_kiln({"version", "-o", "json"});
+  REQUIRE(r.exit_code == 0);
+  auto v = json::parse(r.out);
+  for (auto k : {"kiln", "openssl", "libusb", "libcurl"}) CHECK(v.contains(k));
+  CHECK(v["openssl"].get<std::string>().starts_with("3."));
+  CHECK(r.err.empty());
+}
+
+TEST_CASE("cli: --version prints the version only") {
+  auto r = run_kiln({"--version"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "0.1.0\n");
+}
+
+TEST_CASE("cli: unknown options and missing commands are usage errors (exit 2) on stderr") {
+  auto r = run_kiln({"key", "show", "--bogus"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.out.empty());
+  CHECK(r.err.find("kiln: error:") != std::string::npos);
+  CHECK(run_kiln({}).exit_code == 2);
+  CHECK(run_kiln({"key"}).exit_code == 2);
+}
+
+TEST_CASE("cli: output format comes from flag, then KILN_OUTPUT, then config file") {
+  TempDir dir;
+  std::filesystem::create_directories(dir.path() / "kiln");
+  std::ofstream(dir.path() / "kiln" / "config.toml") << "output = \"yaml\"\n";
+  ProcessOptions with_config;
+  with_config.env["XDG_CONFIG_HOME"] = dir.path().string();
+
+  auto from_config = run_kiln({"version"}, with_config);
+  CHECK(from_config.out.find("kiln: 0.1.0") != std::string::npos);
+
+  auto env_wins = with_config;
+  env_wins.env["KILN_OUTPUT"] = "jsonl";
+  auto from_env = run_kiln({"version"}, env_wins);
+  CHECK(json::parse(from_env.out)["kiln"] == "0.1.0");
+
+  auto from_flag = run_kiln({"version", "-o", "csv"}, env_wins);
+  CHECK(from_flag.out.starts_with("kiln,openssl,libusb,libcurl\n"));
+}
+
+TEST_CASE("cli: --config names a file explicitly; a missing one is a usage error") {
+  TempDir dir;
+  auto cfg = dir.file("k.toml");
+  std::ofstream(cfg) << "output = \"json\"\n";
+  auto r = run_kiln({"--config", cfg, "version"});
+  CHECK(json::parse(r.out)["kiln"] == "0.1.0");
+  auto missing = run_kiln({"--config", dir.file("nope.toml"), "version"});
+  CHECK(missing.exit_code == 2);
+  CHECK(missing.err.find("nope.toml") != std::string::npos);
+}
+
+TEST_CASE("cli: every output format carries the same fields") {
+  TempDir dir;
+  auto key = dir.file("k.pem");
+  REQUIRE(run_kiln({"key", "generate", "--type", "ecdsa-p256", "-o", key}).exit_code == 0);
+  auto j = json::parse(run_kiln({"key", "show", key, "--output", "json"}).out);
+  auto yaml = run_kiln({"key", "show", key, "--output", "yaml"}).out;
+  auto csv = run_kiln({"key", "show", key, "--output", "csv"}).out;
+  auto table = run_kiln({"key", "show", key}).out;
+  for (auto& [k, v] : j.items()) {
+    std::string value = v.is_string() ? v.get<std::string>() : v.dump();
+    CHECK(yaml.find(k) != std::string::npos);
+    CHECK(yaml.find(value) != std::string::npos);
+    CHECK(csv.find(value) != std::string::npos);
+    CHECK(table.find(value) != std::string::npos);
+  }
+}
+
+TEST_CASE("cli: --quiet leaves stdout data intact and stderr empty on success") {
+  TempDir dir;
+  auto q = run_kiln({"-q", "key", "generate", "--type", "ed25519", "-o", dir.file("q.pem"), "--output", "json"});
+  CHECK(q.exit_code == 0);
+  CHECK(q.err.empty());
+  CHECK(json::parse(q.out)["type"] == "ed25519");
+}
+
+TEST_CASE("cli: errors carry a hint and no OpenSSL queue unless --debug") {
+  TempDir dir;
+  auto bad = dir.file("bad.pem");
+  std::ofstream(bad) << "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+  auto r = run_kiln({"key", "show", bad});
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("hint:") != std::string::npos);
+  CHECK(r.err.find("detail:") == std::string::npos);
+  auto d = run_kiln({"--debug", "key", "show", bad});
+  CHECK(d.exit_code == 1);
+  CHECK(d.err.find("detail:") != std::string::npos);
+}

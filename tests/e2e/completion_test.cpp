@@ -1,0 +1,141 @@
+// Shell completions tested in the real shells (bash + bash-completion, fish, zsh via zpty), and
+// the checked-in completions/ kept in step with the live command tree.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "core/files.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
+
+using kiln::test::run_kiln;
+using kiln::test::run_process;
+using kiln::test::TempDir;
+
+namespace {
+
+std::string source_dir() { return KILN_SOURCE_DIR; }
+
+std::set<std::string> lines_of(const std::string& text) {
+  std::set<std::string> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) out.insert(line.substr(0, line.find('\t')));
+  return out;
+}
+
+std::string script_for(const std::string& shell, const TempDir& dir, const std::string& file) {
+  auto r = run_kiln({"completion", shell});
+  REQUIRE(r.exit_code == 0);
+  std::ofstream(dir.file(file)) << r.out;
+  return dir.file(file);
+}
+
+// COMP_WORDS from a command line; a trailing space adds an empty word, as bash does.
+std::set<std::string> bash_complete(const std::string& script, const std::string& line, const std::string& cwd = "") {
+  std::string words;
+  std::istringstream in(line);
+  std::string w;
+  int count = 0;
+  while (in >> w) {
+    words += "'" + w + "' ";
+    ++count;
+  }
+  if (line.ends_with(" ")) {
+    words += "'' ";
+    ++count;
+  }
+  std::string cmd = "source /usr/share/bash-completion/bash_completion; source '" + script + "'; " +
+                    (cwd.empty() ? "" : "cd '" + cwd + "'; ") + "COMP_WORDS=(" + words + "); COMP_CWORD=" +
+                    std::to_string(count - 1) + "; COMP_LINE='" + line + "'; COMP_POINT=${#COMP_LINE}; " +
+                    "$(complete -p kiln | sed -E 's/.*-F ([^ ]+).*/\\1/'); printf '%s\\n' \"${COMPREPLY[@]}\"";
+  kiln::test::ProcessOptions opts;
+  opts.env["PATH"] = std::string(KILN_BIN_DIR) + ":/usr/bin:/bin";
+  auto r = run_process("/bin/bash", {"-c", cmd}, opts);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  return lines_of(r.out);
+}
+
+std::set<std::string> fish_complete(const std::string& script, const std::string& line) {
+  kiln::test::ProcessOptions opts;
+  opts.env["PATH"] = std::string(KILN_BIN_DIR) + ":/usr/bin:/bin";
+  auto r = run_process("/usr/bin/fish", {"--no-config", "-c", "source '" + script + "'; complete -C '" + line + "'"}, opts);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  return lines_of(r.out);
+}
+
+std::set<std::string> zsh_complete_once(const TempDir& dir, const std::string& line) {
+  kiln::test::ProcessOptions opts;
+  opts.timeout_seconds = 60;
+  auto r = run_process("/usr/bin/zsh",
+                       {"-f", source_dir() + "/tests/e2e/data/zsh_complete.zsh", dir.path().string(), KILN_BIN_DIR, line},
+                       opts);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  return lines_of(r.out);
+}
+
+// The pty session is timing-sensitive on a loaded machine: a short read is retried, a wrong
+// answer is not hidden (the last attempt's result is returned either way).
+std::set<std::string> zsh_complete(const TempDir& dir, const std::string& line, std::size_t at_least) {
+  std::set<std::string> result;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    result = zsh_complete_once(dir, line);
+    if (result.size() >= at_least) break;
+  }
+  return result;
+}
+
+}  // namespace
+
+TEST_CASE("completion: the checked-in scripts match the live command tree") {
+  for (auto [shell, file] : {std::pair{"bash", "kiln.bash"}, {"zsh", "_kiln"}, {"fish", "kiln.fish"}}) {
+    auto r = run_kiln({"completion", shell});
+    REQUIRE(r.exit_code == 0);
+    auto checked_in = kiln::read_text_file(source_dir() + "/completions/" + file);
+    CHECK_MESSAGE(r.out == checked_in, "completions/" << file << " is stale: run scripts/generate.sh");
+  }
+}
+
+TEST_CASE("completion: an unknown shell is a usage error") { CHECK(run_kiln({"completion", "tcsh"}).exit_code == 2); }
+
+TEST_CASE("completion: bash completes nouns, verbs, options, enum values and files") {
+  TempDir dir;
+  auto script = script_for("bash", dir, "kiln.bash");
+  auto nouns = bash_complete(script, "kiln ");
+  CHECK(nouns.count("key"));
+  CHECK(nouns.count("image"));
+  CHECK(bash_complete(script, "kiln key ") == std::set<std::string>{"export-public", "generate", "show"});
+  CHECK(bash_complete(script, "kiln -o json key sh") == std::set<std::string>{"show"});
+  auto types = bash_complete(script, "kiln key generate --type ");
+  CHECK(types.count("ed25519"));
+  CHECK(types.size() == 5);
+  CHECK(bash_complete(script, "kiln --output js") == std::set<std::string>{"json", "jsonl"});
+  auto opts = bash_complete(script, "kiln key generate --pa");
+  CHECK(opts == std::set<std::string>{"--passphrase-env", "--passphrase-file"});
+  std::ofstream(dir.file("device.pem")) << "x";
+  CHECK(bash_complete(script, "kiln key show dev", dir.path().string()) == std::set<std::string>{"device.pem"});
+}
+
+TEST_CASE("completion: fish completes nested commands, options, enum values and files") {
+  TempDir dir;
+  auto script = script_for("fish", dir, "kiln.fish");
+  CHECK(fish_complete(script, "kiln ke") == std::set<std::string>{"key"});
+  CHECK(fish_complete(script, "kiln key ") == std::set<std::string>{"export-public", "generate", "show"});
+  CHECK(fish_complete(script, "kiln key generate --type ed").count("ed25519"));
+  CHECK(fish_complete(script, "kiln -o y") == std::set<std::string>{"yaml"});
+  std::ofstream(dir.file("station.pem")) << "x";
+  CHECK(fish_complete(script, "kiln key show " + dir.file("sta")).count(dir.file("station.pem")));
+}
+
+TEST_CASE("completion: zsh completes in a real interactive shell") {
+  TempDir dir;
+  script_for("zsh", dir, "_kiln");
+  CHECK(zsh_complete(dir, "kiln key ", 3) == std::set<std::string>{"export-public", "generate", "show"});
+  auto types = zsh_complete(dir, "kiln key generate --type ", 5);
+  CHECK(types.count("ecdsa-p384"));
+  CHECK(types.count("rsa-3072"));
+}
