@@ -41,6 +41,14 @@ std::string insert_group(Call& call, const std::string& product_id, const std::s
   return id;
 }
 
+// Devices in a product or group; `column` is product_id or group_id (never user input).
+std::int64_t devices_in(Call& call, const char* column, const std::string& id) {
+  auto count = call.db.prepare(fmt::format("SELECT count(*) FROM devices WHERE {} = ?", column));
+  count.bind(1, id);
+  count.step();
+  return count.integer(0);
+}
+
 }  // namespace
 
 std::string resolve_product_id(Call& call, const std::string& ref) {
@@ -106,21 +114,15 @@ Reply show_product(Call& call) {
   q.bind(1, id);
   q.step();
   Json out = product_json(q);
-  auto count = call.db.prepare("SELECT count(*) FROM devices WHERE product_id = ?");
-  count.bind(1, id);
-  count.step();
-  out["devices"] = count.integer(0);
+  out["devices"] = devices_in(call, "product_id", id);
   return {200, out};
 }
 
 Reply delete_product(Call& call) {
   auto id = resolve_product_id(call, call.params[0]);
   Transaction tx(call.db);
-  auto count = call.db.prepare("SELECT count(*) FROM devices WHERE product_id = ?");
-  count.bind(1, id);
-  count.step();
-  if (count.integer(0) > 0)
-    throw ApiError{409, "conflict", fmt::format("product {} still has {} devices", call.params[0], count.integer(0))};
+  if (auto devices = devices_in(call, "product_id", id); devices > 0)
+    throw ApiError{409, "conflict", fmt::format("product {} still has {} devices", call.params[0], devices)};
   call.db.prepare("DELETE FROM deployment_devices WHERE deployment_id IN (SELECT d.id FROM deployments d JOIN device_groups g "
                   "ON g.id = d.group_id WHERE g.product_id = ?)").bind(1, id).run();
   call.db.prepare("DELETE FROM deployments WHERE group_id IN (SELECT id FROM device_groups WHERE product_id = ?)").bind(1, id).run();
@@ -157,10 +159,7 @@ Reply list_groups(Call& call) {
 Reply show_group(Call& call) {
   auto id = resolve_group_id(call, call.params[0]);
   Json out = fetch_group(call, id);
-  auto count = call.db.prepare("SELECT count(*) FROM devices WHERE group_id = ?");
-  count.bind(1, id);
-  count.step();
-  out["devices"] = count.integer(0);
+  out["devices"] = devices_in(call, "group_id", id);
   return {200, out};
 }
 
@@ -180,12 +179,9 @@ Reply update_group(Call& call) {
 Reply delete_group(Call& call) {
   auto id = resolve_group_id(call, call.params[0]);
   Transaction tx(call.db);
-  auto count = call.db.prepare("SELECT count(*) FROM devices WHERE group_id = ?");
-  count.bind(1, id);
-  count.step();
-  if (count.integer(0) > 0)
-    throw ApiError{409, "conflict", fmt::format("group {} still has {} devices: assign them elsewhere first",
-                                                call.params[0], count.integer(0))};
+  if (auto devices = devices_in(call, "group_id", id); devices > 0)
+    throw ApiError{409, "conflict",
+                   fmt::format("group {} still has {} devices: assign them elsewhere first", call.params[0], devices)};
   call.db.prepare("DELETE FROM deployment_devices WHERE deployment_id IN (SELECT id FROM deployments WHERE group_id = ?)").bind(1, id).run();
   call.db.prepare("DELETE FROM deployments WHERE group_id = ?").bind(1, id).run();
   call.db.prepare("DELETE FROM device_groups WHERE id = ?").bind(1, id).run();

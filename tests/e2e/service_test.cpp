@@ -42,20 +42,6 @@ unsigned mode_of(const std::filesystem::path& path) {
   return st.st_mode & 0777;
 }
 
-std::string public_key_pem(const std::string& key_file) {
-  Bytes der = load_public_key(key_file);
-  const unsigned char* p = der.data();
-  EVP_PKEY* key = d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size()));
-  BIO* bio = BIO_new(BIO_s_mem());
-  PEM_write_bio_PUBKEY(bio, key);
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio, &data);
-  std::string pem(data, static_cast<std::size_t>(len));
-  BIO_free(bio);
-  EVP_PKEY_free(key);
-  return pem;
-}
-
 std::vector<Json> jsonl(const std::string& out) {
   std::vector<Json> rows;
   std::istringstream in(out);
@@ -184,7 +170,7 @@ TEST_CASE("service e2e: products, groups, import, list, count, claim, roles, dep
     auto key = s.dir.file("dev-" + std::to_string(i) + ".pem");
     REQUIRE(test::kiln({"key", "generate", "-t", "ecdsa-p256", "-o", key}).exit_code == 0);
     bundle += Json{{"uid", "dev-" + std::to_string(i)}, {"product", "Thermo"}, {"state", "secured"},
-                   {"version", i < 3 ? "1.0.0" : "1.1.0"}, {"public_key", public_key_pem(key)}}.dump() + "\n";
+                   {"version", i < 3 ? "1.0.0" : "1.1.0"}, {"public_key", test::public_key_pem_of_file(key)}}.dump() + "\n";
   }
   spit(s.dir.file("bundle.jsonl"), bundle);
   CHECK(s.json({"device", "import", s.dir.file("bundle.jsonl")})["imported"] == 5);

@@ -45,20 +45,6 @@ struct Fixture {
   }
 };
 
-std::string public_key_pem(const std::string& key_file) {
-  Bytes der = load_public_key(key_file);
-  const unsigned char* p = der.data();
-  EVP_PKEY* key = d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size()));
-  BIO* bio = BIO_new(BIO_s_mem());
-  PEM_write_bio_PUBKEY(bio, key);
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio, &data);
-  std::string pem(data, static_cast<std::size_t>(len));
-  BIO_free(bio);
-  EVP_PKEY_free(key);
-  return pem;
-}
-
 std::string write_key(const test::TempDir& dir, const std::string& name, KeyType type) {
   auto path = dir.file(name);
   std::string pem = generate_private_key_pem(type, std::nullopt);
@@ -161,7 +147,7 @@ TEST_CASE("service: another tenant's objects answer 404") {
   auto other = f.service.create_token(other_tenant, Role::admin, "admin");
   auto product = f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
   auto key = write_key(f.dir, "dev.pem", KeyType::ecdsa_p256);
-  f.json("POST", "/v1/devices/import", f.admin, unit_line("dev-1", public_key_pem(key)));
+  f.json("POST", "/v1/devices/import", f.admin, unit_line("dev-1", test::public_key_pem_of_file(key)));
   auto group = f.json("GET", "/v1/groups/Thermo%2FProduction", f.admin);
 
   CHECK(f.call("GET", "/v1/products/" + product["id"].get<std::string>(), other).status == 404);
@@ -175,7 +161,7 @@ TEST_CASE("service: another tenant's objects answer 404") {
   CHECK(f.json("GET", "/v1/products", other)["items"].empty());
   // A UID already registered to another tenant cannot be taken over by importing it again.
   f.json("POST", "/v1/products", other, R"({"name":"Thermo"})");
-  CHECK(f.call("POST", "/v1/devices/import", other, unit_line("dev-1", public_key_pem(key))).status == 409);
+  CHECK(f.call("POST", "/v1/devices/import", other, unit_line("dev-1", test::public_key_pem_of_file(key))).status == 409);
   CHECK(f.json("GET", "/v1/devices/dev-1", f.admin)["product"] == "Thermo");
 }
 
@@ -186,7 +172,7 @@ TEST_CASE("service: claim checks the device signature against the imported key, 
   auto ed_key = write_key(f.dir, "ed.pem", KeyType::ed25519);
   auto wrong_key = write_key(f.dir, "wrong.pem", KeyType::ecdsa_p256);
   f.json("POST", "/v1/devices/import", f.admin,
-         unit_line("ec-1", public_key_pem(ec_key)) + unit_line("ed-1", public_key_pem(ed_key)));
+         unit_line("ec-1", test::public_key_pem_of_file(ec_key)) + unit_line("ed-1", test::public_key_pem_of_file(ed_key)));
 
   auto claim = [&](const std::string& id, const std::string& key_file) {
     auto challenge = f.json("POST", "/v1/devices/" + id + "/claim-challenge", f.admin);
@@ -224,7 +210,7 @@ TEST_CASE("service: claim checks the device signature against the imported key, 
 TEST_CASE("service: device list pages with a cursor and filters; count groups") {
   Fixture f;
   f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
-  auto pem = public_key_pem(write_key(f.dir, "k.pem", KeyType::ecdsa_p256));
+  auto pem = test::public_key_pem_of_file(write_key(f.dir, "k.pem", KeyType::ecdsa_p256));
   std::string bundle;
   for (int i = 0; i < 25; ++i) bundle += unit_line(fmt::format("dev-{:03}", i), pem, i % 5 == 0 ? "2.0.0" : "1.0.0");
   CHECK(f.json("POST", "/v1/devices/import", f.admin, bundle)["imported"] == 25);

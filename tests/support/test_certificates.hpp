@@ -88,6 +88,16 @@ struct TestCa {
   }
 };
 
+// The public half of a PEM private key file, as a PEM SubjectPublicKeyInfo.
+inline std::string public_key_pem_of_file(const std::string& key_file) {
+  std::unique_ptr<BIO, OpenSslFree> in(BIO_new_file(key_file.c_str(), "r"));
+  std::unique_ptr<EVP_PKEY, OpenSslFree> key(in ? PEM_read_bio_PrivateKey(in.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!key) throw std::runtime_error("cannot read private key " + key_file);
+  std::unique_ptr<BIO, OpenSslFree> out(BIO_new(BIO_s_mem()));
+  PEM_write_bio_PUBKEY(out.get(), key.get());
+  return bio_text(out.get());
+}
+
 inline std::string pem_to_der(const std::string& pem) {
   std::unique_ptr<BIO, OpenSslFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   std::unique_ptr<X509, OpenSslFree> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
