@@ -7,6 +7,8 @@ namespace {
 constexpr Noun nouns[] = {
     {"key", add_key},
     {"image", add_image},
+    {"manifest", add_manifest},
+    {"board", add_board},
     {"completion", add_completion},
     {"help", add_help},
     {"version", add_version},

@@ -23,6 +23,8 @@ std::span<const Noun> all_commands();
 void add_version(CLI::App& app, cli::Context& ctx);
 void add_key(CLI::App& app, cli::Context& ctx);
 void add_image(CLI::App& app, cli::Context& ctx);
+void add_manifest(CLI::App& app, cli::Context& ctx);
+void add_board(CLI::App& app, cli::Context& ctx);
 void add_completion(CLI::App& app, cli::Context& ctx);
 void add_help(CLI::App& app, cli::Context& ctx);
 void add_login(CLI::App& app, cli::Context& ctx);  // login, logout, whoami

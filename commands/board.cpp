@@ -1,0 +1,215 @@
+// kiln board: list, inspect, update and advance boards over USB, serial or the emulator socket.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "cli/context.hpp"
+#include "cli/progress.hpp"
+#include "commands/commands.hpp"
+#include "core/error.hpp"
+#include "signing/signer.hpp"
+#include "transport/board_address.hpp"
+#include "transport/board_api.hpp"
+#include "transport/provisioning_group.hpp"
+
+namespace kiln::commands {
+namespace {
+
+struct BoardArgs {
+  std::optional<std::string> board;
+  int timeout_ms = 5000;
+  std::size_t window = 8;
+};
+
+void add_board_options(CLI::App* command, BoardArgs& args) {
+  command->add_option("-b,--board", args.board, "usb:BUS-PORT[.PORT], serial:/dev/tty..., emu:/path.sock or a UID");
+  command->add_option("--timeout", args.timeout_ms, "Milliseconds to wait for each answer")->check(CLI::Range(10, 600000));
+}
+
+DiscoveryOptions discovery(const cli::Context& ctx) {
+  DiscoveryOptions options;
+  if (const char* dir = std::getenv("KILN_EMU_DIR"); dir && *dir) options.emu_dir = dir;
+  else if (auto configured = ctx.config_value("emu-dir")) options.emu_dir = *configured;
+  if (auto ids = ctx.config_value("usb-ids")) options.usb_ids = parse_usb_ids(*ids);
+  return options;
+}
+
+SmpClient connect(const cli::Context& ctx, const BoardArgs& args) {
+  auto address = select_board(args.board, discovery(ctx));
+  ctx.debug("board " + address.text());
+  SmpClientOptions options;
+  options.timeout = std::chrono::milliseconds(args.timeout_ms);
+  options.window = args.window;
+  return SmpClient(open_link(address), options);
+}
+
+std::string fingerprint(ByteView der) { return "sha256:" + to_hex(digest(HashAlg::sha256, der)); }
+
+cli::Json slot_json(const ImageSlot& slot) {
+  return {{"image", slot.image},   {"slot", slot.slot},         {"version", slot.version},
+          {"hash", to_hex(slot.hash)}, {"bootable", slot.bootable}, {"pending", slot.pending},
+          {"confirmed", slot.confirmed}, {"active", slot.active},   {"permanent", slot.permanent}};
+}
+
+// Upload progress on the shared bar (terminal only, never with --quiet), created once the total is known.
+UploadProgress progress_bar(const cli::Context& ctx) {
+  auto bar = std::make_shared<std::unique_ptr<cli::ProgressBar>>();
+  return [&ctx, bar](std::uint64_t done, std::uint64_t total) {
+    if (!*bar) *bar = std::make_unique<cli::ProgressBar>(ctx, "upload", total);
+    (*bar)->update(done);
+    if (done >= total) (*bar)->finish();
+  };
+}
+
+bool confirm_on_terminal(const std::string& question) {
+  std::cerr << question << " Type 'yes' to continue: " << std::flush;
+  std::string answer;
+  std::getline(std::cin, answer);
+  return answer == "yes";
+}
+
+}  // namespace
+
+void add_board(CLI::App& app, cli::Context& ctx) {
+  auto* board = app.add_subcommand("board", "Talk to boards over USB, serial or the emulator (MCUmgr SMP)");
+  board->require_subcommand(1);
+
+  auto list_args = std::make_shared<BoardArgs>();
+  auto* list = board->add_subcommand("list", "Attached boards: address, UID, manufacturing state, firmware");
+  list->add_option("--timeout", list_args->timeout_ms, "Milliseconds to wait for each board")->check(CLI::Range(10, 600000));
+  list->callback([&ctx, list_args] {
+    auto boards = survey_boards(discovery(ctx), std::chrono::milliseconds(list_args->timeout_ms));
+    auto out = ctx.records();
+    for (const auto& b : boards)
+      out->add({{"address", b.address.text()}, {"uid", b.uid}, {"state", b.state}, {"firmware", b.firmware},
+                {"status", b.error.empty() ? "ok" : b.error}});
+    out->finish();
+  });
+
+  auto info_args = std::make_shared<BoardArgs>();
+  auto* info = board->add_subcommand("info", "Identity: UID, manufacturing state, firmware, attestation");
+  add_board_options(info, *info_args);
+  info->callback([&ctx, info_args] {
+    auto client = connect(ctx, *info_args);
+    auto id = read_identity(client);
+    cli::Json firmware = cli::Json::array();
+    for (const auto& slot : id.firmware)
+      firmware.push_back({{"slot", slot.slot}, {"version", slot.version}, {"hash", to_hex(slot.hash)}});
+    cli::Json attestation = cli::Json::array();
+    for (const auto& cert : id.attestation_chain) attestation.push_back(fingerprint(cert));
+    ctx.render({{"address", client.board()},
+                {"uid", id.uid},
+                {"state", std::string(manufacturing_state_name(id.state))},
+                {"firmware", firmware},
+                {"attestation", attestation},
+                {"transport_key", fingerprint(id.transport_key)}});
+  });
+
+  auto echo_args = std::make_shared<BoardArgs>();
+  auto echo_text = std::make_shared<std::string>();
+  auto* echo_cmd = board->add_subcommand("echo", "Send text and print the board's echo (link check)");
+  echo_cmd->add_option("TEXT", *echo_text, "Text to echo")->required();
+  add_board_options(echo_cmd, *echo_args);
+  echo_cmd->callback([&ctx, echo_args, echo_text] {
+    auto client = connect(ctx, *echo_args);
+    ctx.render({{"address", client.board()}, {"echo", echo(client, *echo_text)}});
+  });
+
+  auto images_args = std::make_shared<BoardArgs>();
+  auto* images = board->add_subcommand("images", "Image slots: versions, hashes, flags");
+  add_board_options(images, *images_args);
+  images->callback([&ctx, images_args] {
+    auto client = connect(ctx, *images_args);
+    auto slots = read_image_state(client);
+    auto out = ctx.records();
+    for (const auto& slot : slots) out->add(slot_json(slot));
+    out->finish();
+  });
+
+  struct UploadArgs {
+    BoardArgs board;
+    std::string file;
+    InstallOptions install;
+  };
+  auto upload_args = std::make_shared<UploadArgs>();
+  auto* upload = board->add_subcommand("upload", "Upload a signed MCUboot image to the secondary slot and mark it");
+  upload->add_option("FILE", upload_args->file, "Signed MCUboot image")->required()->check(CLI::ExistingFile);
+  upload->add_option("--slot", upload_args->install.upload.image, "MCUboot image number (multi-image boards)");
+  upload->add_flag("--confirm", upload_args->install.confirm, "Make it permanent (default: test once, revert unless confirmed)");
+  upload->add_flag("--reset", upload_args->install.reset, "Reset the board afterwards to boot the image");
+  upload->add_option("--window", upload_args->board.window, "Packets in flight (1 = stop-and-wait)")->check(CLI::Range(1, 64));
+  upload->add_option("--chunk-size", upload_args->install.upload.chunk_size, "Data bytes per packet (default: board buffer)");
+  add_board_options(upload, upload_args->board);
+  upload->callback([&ctx, upload_args] {
+    auto client = connect(ctx, upload_args->board);
+    auto result = install_image(client, upload_args->file, upload_args->install, progress_bar(ctx));
+    const auto& u = result.upload;
+    cli::Json slots = cli::Json::array();
+    for (const auto& slot : result.slots) slots.push_back(slot_json(slot));
+    ctx.render({{"address", client.board()},
+                {"file", upload_args->file},
+                {"size", u.size},
+                {"sha256", to_hex(u.sha256)},
+                {"resumed_from", u.resumed_from},
+                {"packets", u.packets},
+                {"seconds", u.seconds},
+                {"bytes_per_second", u.seconds > 0 ? static_cast<std::uint64_t>(static_cast<double>(u.size - u.resumed_from) / u.seconds) : 0},
+                {"mark", upload_args->install.confirm ? "permanent" : "test"},
+                {"reset", result.reset},
+                {"slots", slots}});
+  });
+
+  auto reset_args = std::make_shared<BoardArgs>();
+  auto* reset = board->add_subcommand("reset", "Reboot the board (MCUboot swaps in a pending image)");
+  add_board_options(reset, *reset_args);
+  reset->callback([&ctx, reset_args] {
+    auto client = connect(ctx, *reset_args);
+    reset_board(client);
+    ctx.render({{"address", client.board()}, {"reset", true}});
+  });
+
+  struct StateArgs {
+    BoardArgs board;
+    std::string set;
+    bool dry_run = false;
+    bool yes = false;
+  };
+  auto state_args = std::make_shared<StateArgs>();
+  auto* state = board->add_subcommand("state", "Show or advance the manufacturing state (one way)");
+  state->add_option("--set", state_args->set, "module-complete or device-complete (irreversible)")
+      ->check(CLI::IsMember({"module-complete", "device-complete"}));
+  auto* dry = state->add_flag("--dry-run", state_args->dry_run, "Check the transition and its preconditions only");
+  state->add_flag("-y,--yes", state_args->yes, "Confirm the irreversible change")->excludes(dry);
+  add_board_options(state, state_args->board);
+  state->callback([&ctx, state_args] {
+    if (state_args->set.empty() && (state_args->dry_run || state_args->yes))
+      throw Error(ExitCode::usage, "--dry-run and --yes need --set");
+    auto client = connect(ctx, state_args->board);
+    if (state_args->set.empty()) {
+      auto id = read_identity(client);
+      ctx.render({{"address", client.board()}, {"uid", id.uid}, {"state", std::string(manufacturing_state_name(id.state))}});
+      return;
+    }
+    auto next = parse_manufacturing_state(state_args->set);
+    if (!state_args->dry_run && !state_args->yes) {
+      std::string question = fmt::format("Advance board {} to {}? This cannot be undone.", client.board(), state_args->set);
+      if (!ctx.stdin_is_terminal())
+        throw Error(ExitCode::conflict, fmt::format("refusing to advance board {} to {} without --yes", client.board(),
+                                                    state_args->set),
+                    "the change is irreversible: check it with --dry-run, then repeat with --yes");
+      if (!confirm_on_terminal(question)) throw Error(ExitCode::interrupted, "not confirmed; nothing changed");
+    }
+    auto reached = set_manufacturing_state(client, next, state_args->dry_run);
+    cli::Json out{{"address", client.board()}};
+    out[state_args->dry_run ? "would_become" : "state"] = std::string(manufacturing_state_name(reached));
+    out["dry_run"] = state_args->dry_run;
+    ctx.render(out);
+  });
+}
+
+}  // namespace kiln::commands

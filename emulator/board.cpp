@@ -1,0 +1,595 @@
+// The emulated board: state persisted in its directory (a restart is a power cycle), flash slots
+// as files, MCUboot swap/revert, manufacturing locks and the SMP command handlers.
+#include "emulator/board.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "core/error.hpp"
+#include "core/files.hpp"
+#include "signing/signer.hpp"
+#include "transport/board_api.hpp"
+
+namespace kiln::emu {
+namespace fs = std::filesystem;
+using smp::Body;
+
+namespace {
+
+constexpr const char* primary_file = "primary.bin";
+constexpr const char* secondary_file = "secondary.bin";
+
+Body rc_error(int code) { return smp::error_body(code); }
+Body group_error(int code) { return smp::group_error_body(smp::group::kiln_provisioning, code); }
+
+std::string hex_or_empty(const Bytes& b) { return to_hex(b); }
+
+Bytes file_sha256(const fs::path& path) {
+  Hasher hasher(HashAlg::sha256);
+  if (fs::exists(path)) {
+    ChunkReader reader(path);
+    for (auto chunk = reader.next(); !chunk.empty(); chunk = reader.next()) hasher.update(chunk);
+  }
+  return hasher.finish();
+}
+
+Bytes file_head(const fs::path& path, std::size_t n) {
+  Bytes out(n);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  ssize_t got = ::pread(fd, out.data(), n, 0);
+  ::close(fd);
+  out.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
+  return out;
+}
+
+std::uint64_t file_size_or_zero(const fs::path& path) {
+  std::error_code ec;
+  auto size = fs::file_size(path, ec);
+  return ec ? 0 : size;
+}
+
+}  // namespace
+
+std::optional<McubootHeaderFields> read_mcuboot_header(ByteView bytes) {
+  if (bytes.size() < 32 || get_le32(bytes, 0) != mcuboot_magic) return std::nullopt;
+  McubootHeaderFields h;
+  h.header_size = get_le16(bytes, 8);
+  h.image_size = get_le32(bytes, 12);
+  std::uint32_t build = get_le32(bytes, 24);
+  h.version = fmt::format("{}.{}.{}", bytes[20], bytes[21], get_le16(bytes, 22));
+  if (build != 0) h.version += fmt::format(".{}", build);
+  return h;
+}
+
+Bytes make_test_image(std::uint8_t major, std::uint8_t minor, std::uint16_t revision, std::size_t payload_size) {
+  Bytes image;
+  put_le32(image, mcuboot_magic);
+  put_le32(image, 0);       // load address
+  put_le16(image, 32);      // header size
+  put_le16(image, 0);       // protected TLV size
+  put_le32(image, static_cast<std::uint32_t>(payload_size));
+  put_le32(image, 0);       // flags
+  image.push_back(major);
+  image.push_back(minor);
+  put_le16(image, revision);
+  put_le32(image, 0);       // build
+  put_le32(image, 0);       // pad
+  for (std::size_t i = 0; i < payload_size; ++i) image.push_back(static_cast<std::uint8_t>(i * 31 + major));
+  return image;
+}
+
+struct Board::State {
+  std::string uid;
+  int index = 0;
+  ManufacturingState manufacturing = ManufacturingState::blank;
+  bool primary_confirmed = true;
+  std::string pending = "none";  // secondary slot: none, test or permanent
+  bool swap_in_progress = false;
+  Bytes primary_hash;
+  Bytes secondary_hash;  // empty unless the secondary slot holds a complete upload
+  bool upload_active = false;
+  std::uint64_t upload_len = 0;
+  Bytes upload_sha;
+  std::optional<std::string> key_origin;
+  std::vector<Bytes> chain;
+  ServiceConfig config;
+
+  nlohmann::json to_json() const {
+    nlohmann::json chain_hex = nlohmann::json::array();
+    for (const auto& c : chain) chain_hex.push_back(to_hex(c));
+    nlohmann::json j{{"uid", uid},
+                     {"index", index},
+                     {"manufacturing_state", std::string(manufacturing_state_name(manufacturing))},
+                     {"primary_confirmed", primary_confirmed},
+                     {"pending", pending},
+                     {"swap_in_progress", swap_in_progress},
+                     {"primary_hash", hex_or_empty(primary_hash)},
+                     {"secondary_hash", hex_or_empty(secondary_hash)},
+                     {"upload_active", upload_active},
+                     {"upload_len", upload_len},
+                     {"upload_sha", hex_or_empty(upload_sha)},
+                     {"chain", chain_hex}};
+    if (key_origin) j["key_origin"] = *key_origin;
+    if (config.boot_key_hash) j["boot_key_hash"] = to_hex(*config.boot_key_hash);
+    if (config.service_url) j["service_url"] = *config.service_url;
+    if (config.trust_anchor_pem) j["trust_anchor"] = *config.trust_anchor_pem;
+    return j;
+  }
+
+  static State from_json(const nlohmann::json& j) {
+    State s;
+    s.uid = j.at("uid").get<std::string>();
+    s.index = j.value("index", 0);
+    s.manufacturing = parse_manufacturing_state(j.at("manufacturing_state").get<std::string>());
+    s.primary_confirmed = j.value("primary_confirmed", true);
+    s.pending = j.value("pending", "none");
+    s.swap_in_progress = j.value("swap_in_progress", false);
+    s.primary_hash = from_hex(j.value("primary_hash", ""));
+    s.secondary_hash = from_hex(j.value("secondary_hash", ""));
+    s.upload_active = j.value("upload_active", false);
+    s.upload_len = j.value("upload_len", std::uint64_t{0});
+    s.upload_sha = from_hex(j.value("upload_sha", ""));
+    if (j.contains("key_origin")) s.key_origin = j["key_origin"].get<std::string>();
+    for (const auto& c : j.value("chain", nlohmann::json::array())) s.chain.push_back(from_hex(c.get<std::string>()));
+    if (j.contains("boot_key_hash")) s.config.boot_key_hash = from_hex(j["boot_key_hash"].get<std::string>());
+    if (j.contains("service_url")) s.config.service_url = j["service_url"].get<std::string>();
+    if (j.contains("trust_anchor")) s.config.trust_anchor_pem = j["trust_anchor"].get<std::string>();
+    return s;
+  }
+};
+
+Board::Board(fs::path dir, const VendorRoot& root, BoardOptions options)
+    : dir_(std::move(dir)),
+      options_(options),
+      state_(std::make_unique<State>(State::from_json(nlohmann::json::parse(read_text_file(dir_ / "state.json"))))),
+      uid_(state_->uid),
+      index_(state_->index),
+      secure_element_(dir_, uid_, root) {}
+
+Board::~Board() {
+  if (secondary_fd_ >= 0) ::close(secondary_fd_);
+}
+
+std::unique_ptr<Board> Board::open(const fs::path& board_dir, const VendorRoot& root, BoardOptions options) {
+  if (!fs::exists(board_dir / "state.json"))
+    throw Error(ExitCode::not_found, fmt::format("{} holds no emulated board", board_dir.string()));
+  std::unique_ptr<Board> board(new Board(board_dir, root, options));
+  if (!fs::exists(board_dir / primary_file)) {
+    write_file_atomic(board_dir / primary_file, make_test_image(1, 0, 0, 4096));
+    board->state_->primary_hash = file_sha256(board_dir / primary_file);
+    board->save();
+  }
+  board->boot();
+  return board;
+}
+
+std::unique_ptr<Board> Board::create(const fs::path& emu_dir, const VendorRoot& root, BoardOptions options, int index) {
+  std::uint8_t raw[8];
+  if (RAND_bytes(raw, sizeof raw) != 1) throw Error(ExitCode::failure, "no randomness for a board UID");
+  State state;
+  state.uid = to_hex(ByteView(raw, sizeof raw));
+  state.index = index;
+  fs::create_directories(emu_dir / state.uid);
+  write_file_atomic(emu_dir / state.uid / "state.json", as_bytes(state.to_json().dump(2)));
+  return open(emu_dir / state.uid, root, options);
+}
+
+void Board::save() { write_file_atomic(dir_ / "state.json", as_bytes(state_->to_json().dump(2))); }
+
+ManufacturingState Board::manufacturing_state() const { return state_->manufacturing; }
+
+std::string Board::primary_version() const {
+  auto h = read_mcuboot_header(file_head(dir_ / primary_file, 32));
+  return h ? h->version : "";
+}
+
+void Board::write_flash(int fd, ByteView data) {
+  std::size_t allowed = data.size();
+  bool lose_power = false;
+  if (options_.power_loss_at && flash_written_ + data.size() >= *options_.power_loss_at) {
+    allowed = static_cast<std::size_t>(*options_.power_loss_at - std::min(flash_written_, *options_.power_loss_at));
+    lose_power = true;
+  }
+  std::size_t done = 0;
+  while (done < allowed) {
+    ssize_t n = ::write(fd, data.data() + done, allowed - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw Error(ExitCode::failure, fmt::format("emulated flash write failed: {}", std::strerror(errno)));
+    done += static_cast<std::size_t>(n);
+  }
+  flash_written_ += allowed;
+  if (lose_power) throw PowerLoss();
+}
+
+void Board::copy_slot(const fs::path& from, const fs::path& to) {
+  int out = ::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (out < 0) throw Error(ExitCode::failure, fmt::format("cannot write {}: {}", to.string(), std::strerror(errno)));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{out};
+  if (!fs::exists(from)) return;
+  ChunkReader reader(from, 64 * 1024);
+  for (auto chunk = reader.next(); !chunk.empty(); chunk = reader.next()) write_flash(out, chunk);
+}
+
+void Board::boot() {
+  if (secondary_fd_ >= 0) {
+    ::close(secondary_fd_);
+    secondary_fd_ = -1;
+  }
+  const auto primary = dir_ / primary_file;
+  const auto secondary = dir_ / secondary_file;
+  const auto primary_new = dir_ / "primary.swap";
+  const auto secondary_new = dir_ / "secondary.swap";
+  if (state_->swap_in_progress) {
+    // Power was lost mid-swap: the slots were never replaced, so the old image boots and the
+    // pending request is dropped (the host must mark the image again).
+    fs::remove(primary_new);
+    fs::remove(secondary_new);
+    state_->swap_in_progress = false;
+    state_->pending = "none";
+    save();
+    return;
+  }
+  bool swap_in = state_->pending != "none" && !state_->secondary_hash.empty() &&
+                 read_mcuboot_header(file_head(secondary, 32)).has_value();
+  bool revert = !swap_in && !state_->primary_confirmed;
+  if (!swap_in && !revert) {
+    if (state_->pending != "none") {  // nothing bootable to swap in
+      state_->pending = "none";
+      save();
+    }
+    return;
+  }
+  state_->swap_in_progress = true;
+  save();
+  copy_slot(secondary, primary_new);
+  copy_slot(primary, secondary_new);
+  fs::rename(primary_new, primary);
+  fs::rename(secondary_new, secondary);
+  std::swap(state_->primary_hash, state_->secondary_hash);
+  state_->primary_confirmed = swap_in ? state_->pending == "permanent" : true;
+  state_->pending = "none";
+  state_->upload_active = false;
+  state_->swap_in_progress = false;
+  save();
+}
+
+Board::Reply Board::handle_packet(ByteView packet) {
+  smp::Header header = smp::decode_header(packet);
+  if (smp::is_response(header.op)) return {};
+  smp::Header response = header;
+  response.op = smp::response_op(header.op);
+  Body body;
+  bool reset_after = false;
+  if (packet.size() - smp::header_size != header.length) {
+    body = rc_error(smp::rc::invalid);
+  } else {
+    try {
+      body = handle(header, smp::decode_body(packet.subspan(smp::header_size)), reset_after);
+    } catch (const PowerLoss&) {
+      throw;
+    } catch (const Error&) {
+      body = rc_error(smp::rc::invalid);
+    } catch (const nlohmann::json::exception&) {
+      body = rc_error(smp::rc::invalid);
+    }
+  }
+  return {smp::encode_frame(response, body), reset_after};
+}
+
+Body Board::handle(const smp::Header& header, const Body& request, bool& reset_after) {
+  if (header.length > options_.buffer_size) return rc_error(smp::rc::message_too_big);
+  switch (header.group) {
+    case smp::group::os: return os_group(header, request, reset_after);
+    case smp::group::image: return image_group(header, request);
+    case smp::group::kiln_provisioning: return provisioning_group(header, request);
+    default: return rc_error(smp::rc::not_supported);
+  }
+}
+
+Body Board::os_group(const smp::Header& header, const Body& request, bool& reset_after) {
+  bool write = header.op == smp::Op::write;
+  switch (header.command) {
+    case os_command::echo:
+      if (!write) break;
+      return Body{{"r", smp::get_text(request, "d")}};
+    case os_command::reset:
+      if (!write) break;
+      reset_after = true;
+      return Body::object();
+    case os_command::mcumgr_params:
+      return Body{{"buf_size", options_.buffer_size}, {"buf_count", options_.buffer_count}};
+    case os_command::info: {
+      std::string format = request.value("format", "s");
+      std::string out = fmt::format("kiln-board-emu {} {} emulated-mcu", uid_, primary_version());
+      if (format == "s") out = "kiln-board-emu";
+      return Body{{"output", out}};
+    }
+    default: break;
+  }
+  return rc_error(smp::rc::not_supported);
+}
+
+Body Board::firmware_list() const {
+  Body list = Body::array();
+  list.push_back({{"slot", 0}, {"version", primary_version()}, {"hash", smp::binary(state_->primary_hash)}});
+  if (!state_->secondary_hash.empty()) {
+    auto h = read_mcuboot_header(file_head(dir_ / secondary_file, 32));
+    list.push_back({{"slot", 1}, {"version", h ? h->version : ""}, {"hash", smp::binary(state_->secondary_hash)}});
+  }
+  return list;
+}
+
+Body Board::image_state_body() const {
+  Body images = Body::array();
+  images.push_back({{"image", 0},
+                    {"slot", 0},
+                    {"version", primary_version()},
+                    {"hash", smp::binary(state_->primary_hash)},
+                    {"bootable", true},
+                    {"pending", false},
+                    {"confirmed", state_->primary_confirmed},
+                    {"active", true},
+                    {"permanent", false}});
+  if (!state_->secondary_hash.empty()) {
+    auto h = read_mcuboot_header(file_head(dir_ / secondary_file, 32));
+    images.push_back({{"image", 0},
+                      {"slot", 1},
+                      {"version", h ? h->version : ""},
+                      {"hash", smp::binary(state_->secondary_hash)},
+                      {"bootable", h.has_value()},
+                      {"pending", state_->pending != "none"},
+                      {"confirmed", false},
+                      {"active", false},
+                      {"permanent", state_->pending == "permanent"}});
+  }
+  return Body{{"images", images}, {"splitStatus", 0}};
+}
+
+Body Board::image_group(const smp::Header& header, const Body& request) {
+  bool write = header.op == smp::Op::write;
+  switch (header.command) {
+    case image_command::state: {
+      if (!write) return image_state_body();
+      bool confirm = request.value("confirm", false);
+      auto hash_it = request.find("hash");
+      Bytes hash = hash_it != request.end() ? smp::get_bytes(request, "hash") : Bytes{};
+      if (hash.empty() || hash == state_->primary_hash) {
+        if (!confirm) return rc_error(smp::rc::invalid);  // testing the running image means nothing
+        state_->primary_confirmed = true;
+      } else if (!state_->secondary_hash.empty() && hash == state_->secondary_hash) {
+        state_->pending = confirm ? "permanent" : "test";
+      } else {
+        return rc_error(smp::rc::no_entry);
+      }
+      save();
+      return image_state_body();
+    }
+    case image_command::upload:
+      if (!write) break;
+      return image_upload(request);
+    case image_command::erase: {
+      if (!write) break;
+      std::uint64_t slot = request.contains("slot") ? smp::get_uint(request, "slot") : 1;
+      if (slot != 1) return rc_error(smp::rc::access_denied);  // the running slot is not erasable
+      if (secondary_fd_ >= 0) {
+        ::close(secondary_fd_);
+        secondary_fd_ = -1;
+      }
+      fs::remove(dir_ / secondary_file);
+      state_->secondary_hash.clear();
+      state_->pending = "none";
+      state_->upload_active = false;
+      save();
+      return Body::object();
+    }
+    default: break;
+  }
+  return rc_error(smp::rc::not_supported);
+}
+
+Body Board::image_upload(const Body& request) {
+  if (request.value("image", 0) != 0) return rc_error(smp::rc::no_entry);
+  std::uint64_t off = smp::get_uint(request, "off");
+  Bytes data = smp::get_bytes(request, "data");
+  const auto secondary = dir_ / secondary_file;
+  std::uint64_t have = file_size_or_zero(secondary);
+
+  if (off == 0) {
+    std::uint64_t len = smp::get_uint(request, "len");
+    Bytes sha = request.contains("sha") ? smp::get_bytes(request, "sha") : Bytes{};
+    if (len == 0 || len > options_.slot_size) return rc_error(smp::rc::no_memory);
+    if (state_->upload_active && len == state_->upload_len && !sha.empty() && sha == state_->upload_sha && have > 0 &&
+        have < len)
+      return Body{{"off", have}};  // same image: resume where the last attempt stopped
+    if (data.size() < 4 || get_le32(data, 0) != mcuboot_magic) return rc_error(smp::rc::invalid);
+    if (secondary_fd_ >= 0) ::close(secondary_fd_);
+    secondary_fd_ = ::open(secondary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (secondary_fd_ < 0) return rc_error(smp::rc::unknown);
+    state_->upload_active = true;
+    state_->upload_len = len;
+    state_->upload_sha = sha;
+    state_->secondary_hash.clear();
+    state_->pending = "none";
+    save();
+    have = 0;
+  } else {
+    if (!state_->upload_active) return rc_error(smp::rc::bad_state);
+    if (off != have) return Body{{"off", have}};  // out of step: tell the host where we are
+  }
+  if (have + data.size() > state_->upload_len) return rc_error(smp::rc::invalid);
+  if (secondary_fd_ < 0) {
+    secondary_fd_ = ::open(secondary.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (secondary_fd_ < 0) return rc_error(smp::rc::unknown);
+  }
+  write_flash(secondary_fd_, data);
+  have += data.size();
+  Body response{{"off", have}};
+  if (have == state_->upload_len) {
+    ::close(secondary_fd_);
+    secondary_fd_ = -1;
+    Bytes actual = file_sha256(secondary);
+    state_->upload_active = false;
+    if (!state_->upload_sha.empty() && actual != state_->upload_sha) {
+      fs::remove(secondary);
+      save();
+      return rc_error(smp::rc::corrupt);
+    }
+    state_->secondary_hash = actual;
+    save();
+    response["match"] = true;
+  }
+  return response;
+}
+
+Body Board::provisioning_group(const smp::Header& header, const Body& request) {
+  using namespace provisioning_command;
+  namespace prc = provisioning_rc;
+  bool write = header.op == smp::Op::write;
+  State& s = *state_;
+  bool blank = s.manufacturing == ManufacturingState::blank;
+  switch (header.command) {
+    case identity: {
+      Body chain = Body::array();
+      for (const auto& cert : secure_element_.attestation_chain()) chain.push_back(smp::binary(cert));
+      return Body{{"uid", uid_},
+                  {"state", std::string(manufacturing_state_name(s.manufacturing))},
+                  {"attestation", chain},
+                  {"transport_key", smp::binary(secure_element_.transport_public_key())},
+                  {"transport_key_sig", smp::binary(secure_element_.transport_key_signature())},
+                  {"firmware", firmware_list()}};
+    }
+    case generate_key: {
+      if (!write) break;
+      if (!blank) return group_error(prc::locked);
+      std::string cn = request.value("cn", "");
+      Bytes csr = secure_element_.generate_device_key(cn);
+      s.key_origin = "generated";
+      s.chain.clear();
+      save();
+      return Body{{"csr", smp::binary(csr)}, {"public_key", smp::binary(secure_element_.device_public_key())}};
+    }
+    case install_chain: {
+      if (!write) break;
+      if (!blank) return group_error(prc::locked);
+      if (!secure_element_.has_device_key()) return group_error(prc::no_device_key);
+      auto it = request.find("chain");
+      if (it == request.end() || !it->is_array() || it->empty()) return group_error(prc::invalid_argument);
+      std::vector<Bytes> chain;
+      for (const auto& cert : *it) {
+        if (!cert.is_binary()) return group_error(prc::invalid_argument);
+        chain.emplace_back(cert.get_binary().begin(), cert.get_binary().end());
+      }
+      // The leaf must certify the key held in the secure element.
+      const unsigned char* p = chain.front().data();
+      X509* leaf = d2i_X509(nullptr, &p, static_cast<long>(chain.front().size()));
+      if (!leaf) return group_error(prc::chain_mismatch);
+      int len = i2d_PUBKEY(X509_get0_pubkey(leaf), nullptr);
+      Bytes leaf_key(static_cast<std::size_t>(len > 0 ? len : 0));
+      unsigned char* q = leaf_key.data();
+      if (len > 0) i2d_PUBKEY(X509_get0_pubkey(leaf), &q);
+      X509_free(leaf);
+      if (leaf_key != secure_element_.device_public_key()) return group_error(prc::chain_mismatch);
+      s.chain = std::move(chain);
+      save();
+      return Body::object();
+    }
+    case install_config: {
+      if (!write) break;
+      if (s.manufacturing == ManufacturingState::device_complete) return group_error(prc::locked);
+      ServiceConfig config = s.config;
+      if (request.contains("boot_key_hash")) {
+        Bytes hash = smp::get_bytes(request, "boot_key_hash");
+        if (hash.size() != 32) return group_error(prc::invalid_argument);
+        config.boot_key_hash = hash;
+      }
+      if (request.contains("service_url")) {
+        std::string url = smp::get_text(request, "service_url");
+        if (url.rfind("https://", 0) != 0) return group_error(prc::invalid_argument);
+        config.service_url = url;
+      }
+      if (request.contains("trust_anchor")) {
+        std::string pem = smp::get_text(request, "trust_anchor");
+        if (pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos) return group_error(prc::invalid_argument);
+        config.trust_anchor_pem = pem;
+      }
+      s.config = config;
+      save();
+      return Body::object();
+    }
+    case inject_key: {
+      if (!write) break;
+      if (!blank) return group_error(prc::locked);
+      WrappedKey wrapped{smp::get_bytes(request, "epk"), smp::get_bytes(request, "iv"), smp::get_bytes(request, "ct"),
+                         smp::get_bytes(request, "tag")};
+      Bytes public_key;
+      try {
+        public_key = secure_element_.inject_device_key(wrapped);
+      } catch (const Error&) {
+        return group_error(prc::unwrap_failed);
+      }
+      s.key_origin = "injected";
+      s.chain.clear();
+      save();
+      return Body{{"public_key", smp::binary(public_key)}};
+    }
+    case provisioning_command::sign_challenge: {
+      if (!write) break;
+      if (!secure_element_.has_device_key()) return group_error(prc::no_device_key);
+      Bytes challenge = smp::get_bytes(request, "challenge");
+      if (challenge.empty() || challenge.size() > 1024) return group_error(prc::invalid_argument);
+      return Body{{"signature", smp::binary(secure_element_.sign_with_device_key(challenge))}, {"alg", "ES256"}};
+    }
+    case set_state: {
+      if (!write) break;
+      ManufacturingState next;
+      try {
+        next = parse_manufacturing_state(smp::get_text(request, "state"));
+      } catch (const Error&) {
+        return group_error(prc::invalid_argument);
+      }
+      if (next <= s.manufacturing) return group_error(prc::invalid_transition);
+      bool has_identity = secure_element_.has_device_key() && !s.chain.empty();
+      bool has_config = s.config.boot_key_hash && s.config.service_url && s.config.trust_anchor_pem;
+      if (!has_identity || (next == ManufacturingState::device_complete && !has_config))
+        return group_error(prc::precondition);
+      Body response{{"previous", std::string(manufacturing_state_name(s.manufacturing))}};
+      if (!request.value("dry_run", false)) {
+        s.manufacturing = next;
+        save();
+      }
+      response["state"] = std::string(manufacturing_state_name(next));
+      response["dry_run"] = request.value("dry_run", false);
+      return response;
+    }
+    case record: {
+      Body chain = Body::array();
+      for (const auto& cert : s.chain) chain.push_back(smp::binary(cert));
+      Body out{{"uid", uid_}, {"state", std::string(manufacturing_state_name(s.manufacturing))}};
+      if (s.key_origin) out["key_origin"] = *s.key_origin;
+      if (secure_element_.has_device_key()) out["public_key"] = smp::binary(secure_element_.device_public_key());
+      out["chain"] = chain;
+      if (s.config.boot_key_hash) out["boot_key_hash"] = smp::binary(*s.config.boot_key_hash);
+      if (s.config.service_url) out["service_url"] = *s.config.service_url;
+      if (s.config.trust_anchor_pem) out["trust_anchor"] = *s.config.trust_anchor_pem;
+      return out;
+    }
+    default: break;
+  }
+  return rc_error(smp::rc::not_supported);
+}
+
+}  // namespace kiln::emu

@@ -1,0 +1,97 @@
+// One emulated board: identity, secure element, flash slots with MCUboot semantics, the
+// manufacturing state machine, and the SMP protocol engine that answers packets.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "core/bytes.hpp"
+#include "emulator/secure_element.hpp"
+#include "transport/provisioning_group.hpp"
+#include "transport/smp.hpp"
+
+namespace kiln::emu {
+
+struct BoardOptions {
+  std::uint64_t slot_size = 16u << 20;
+  std::uint32_t buffer_size = 4096;  // reported as buf_size: largest packet the board accepts
+  std::uint32_t buffer_count = 8;    // reported as buf_count
+  std::optional<std::uint64_t> power_loss_at;  // flash bytes written before power is cut
+};
+
+// Thrown when --power-loss-at is reached during a slot write: the board stops mid-write.
+struct PowerLoss : std::runtime_error {
+  PowerLoss() : std::runtime_error("power lost during a flash write") {}
+};
+
+// The MCUboot header fields the emulator needs. A small local reader: swap it for the shared
+// signing/mcuboot_image parser once that lands.
+struct McubootHeaderFields {
+  std::uint16_t header_size = 0;
+  std::uint32_t image_size = 0;
+  std::string version;  // "major.minor.revision" plus ".build" when build is non-zero
+};
+constexpr std::uint32_t mcuboot_magic = 0x96f3b83d;
+std::optional<McubootHeaderFields> read_mcuboot_header(ByteView bytes);
+// A small MCUboot-formatted image (unsigned): the firmware a new board ships with, and test data.
+Bytes make_test_image(std::uint8_t major, std::uint8_t minor, std::uint16_t revision, std::size_t payload_size);
+
+class Board {
+ public:
+  // Opens (or creates, with a fresh UID) the board in `board_dir` and boots it.
+  static std::unique_ptr<Board> open(const std::filesystem::path& board_dir, const VendorRoot& root,
+                                     BoardOptions options);
+  static std::unique_ptr<Board> create(const std::filesystem::path& emu_dir, const VendorRoot& root,
+                                       BoardOptions options, int index);
+  ~Board();
+  Board(const Board&) = delete;
+  Board& operator=(const Board&) = delete;
+
+  const std::string& uid() const { return uid_; }
+  int index() const { return index_; }
+
+  struct Reply {
+    std::optional<Bytes> packet;  // nullopt: nothing to send (not a request)
+    bool reset_after = false;     // reboot once the reply is on the wire
+  };
+  // One SMP request packet in, one response packet out. Malformed bodies get rc "invalid";
+  // a header that cannot be parsed throws Error (the stream is out of step).
+  Reply handle_packet(ByteView packet);
+  // What a request body means to this board (tests call it without packets).
+  smp::Body handle(const smp::Header& header, const smp::Body& request, bool& reset_after);
+
+  // MCUboot's decision at power-up or reset: swap in a pending image, revert an unconfirmed
+  // test image, or abandon a swap that lost power (the old image stays).
+  void boot();
+
+  ManufacturingState manufacturing_state() const;
+  std::string primary_version() const;
+
+ private:
+  Board(std::filesystem::path dir, const VendorRoot& root, BoardOptions options);
+  struct State;
+  void save();
+  void write_flash(int fd, ByteView data);
+  void copy_slot(const std::filesystem::path& from, const std::filesystem::path& to);
+  smp::Body os_group(const smp::Header& header, const smp::Body& request, bool& reset_after);
+  smp::Body image_group(const smp::Header& header, const smp::Body& request);
+  smp::Body provisioning_group(const smp::Header& header, const smp::Body& request);
+  smp::Body image_upload(const smp::Body& request);
+  smp::Body image_state_body() const;
+  smp::Body firmware_list() const;
+
+  std::filesystem::path dir_;
+  BoardOptions options_;
+  std::unique_ptr<State> state_;
+  std::string uid_;
+  int index_ = 0;
+  SecureElement secure_element_;
+  int secondary_fd_ = -1;
+  std::uint64_t flash_written_ = 0;
+};
+
+}  // namespace kiln::emu

@@ -1,0 +1,136 @@
+// kiln-board-emu: runs N virtual boards, each on D/<uid>.sock, until SIGINT/SIGTERM.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "core/error.hpp"
+#include "core/files.hpp"
+#include "emulator/board.hpp"
+#include "emulator/serial_server.hpp"
+#include "emulator/server.hpp"
+
+namespace fs = std::filesystem;
+using namespace kiln;
+
+namespace {
+
+// Existing boards in the directory, in creation order.
+std::vector<fs::path> existing_boards(const fs::path& dir) {
+  std::vector<std::pair<int, fs::path>> found;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (!entry.is_directory() || !fs::exists(entry.path() / "state.json")) continue;
+    auto state = nlohmann::json::parse(read_text_file(entry.path() / "state.json"));
+    found.emplace_back(state.value("index", 0), entry.path());
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<fs::path> paths;
+  for (auto& [index, path] : found) paths.push_back(path);
+  return paths;
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"kiln-board-emu: virtual boards with a secure element, MCUboot slots and an SMP server"};
+  std::string dir;
+  int count = 1;
+  bool print_root = false;
+  bool serial = false;
+  std::uint64_t latency_us = 0;
+  emu::BoardOptions board_options;
+  emu::LinkShaping shaping;
+  emu::FaultInjection faults;
+  std::uint64_t drop_after = 0, power_loss_at = 0;
+  std::vector<std::string> fail_commands;
+  app.add_option("--dir", dir, "State directory: boards, sockets (<uid>.sock) and the vendor root")
+      ->envname("KILN_EMU_DIR")
+      ->required();
+  app.add_option("--count", count, "How many boards to run (existing ones are reused)")->check(CLI::Range(1, 256));
+  app.add_flag("--print-vendor-root", print_root, "Print the emulated silicon vendor's root certificate (PEM) and exit");
+  app.add_flag("--serial", serial,
+               "Serve each board on a pseudo-terminal (D/<uid>.tty, SMP console framing) instead of a socket; "
+               "link shaping and faults apply to sockets only");
+  app.add_option("--latency-us", latency_us, "One-way link latency in microseconds");
+  app.add_option("--bandwidth", shaping.bandwidth, "Host-to-board bytes per second (USB FS ~1500000); 0 = unlimited");
+  app.add_option("--drop-after-bytes", drop_after, "Drop the connection once after this many bytes (unplug)");
+  app.add_option("--corrupt-every", faults.corrupt_every, "Damage every Nth response packet");
+  app.add_option("--fail-command", fail_commands, "Answer GROUP:ID with rc 1 (repeatable)");
+  app.add_option("--power-loss-at", power_loss_at, "Cut power (exit 75) after this many flash bytes written");
+  app.add_option("--slot-size", board_options.slot_size, "Bytes per flash slot");
+  app.add_option("--buffer-size", board_options.buffer_size, "SMP buffer size reported to hosts")
+      ->check(CLI::Range(256, 65535));
+  app.add_option("--buffer-count", board_options.buffer_count, "SMP buffers reported to hosts")->check(CLI::Range(1, 64));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  shaping.latency = std::chrono::microseconds(latency_us);
+  if (drop_after) faults.drop_after_bytes = drop_after;
+  if (power_loss_at) board_options.power_loss_at = power_loss_at;
+  for (const auto& text : fail_commands) faults.fail_commands.push_back(emu::parse_group_command(text));
+
+  fs::create_directories(dir);
+  auto root = emu::load_or_create_vendor_root(dir);
+  if (print_root) {
+    std::cout << root.cert_pem();
+    return 0;
+  }
+
+  // Block the stop signals before starting threads so only sigwait below sees them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  std::vector<std::unique_ptr<emu::Board>> boards;
+  auto paths = existing_boards(dir);
+  for (int i = 0; i < count; ++i) {
+    if (i < static_cast<int>(paths.size())) boards.push_back(emu::Board::open(paths[static_cast<std::size_t>(i)], root, board_options));
+    else boards.push_back(emu::Board::create(dir, root, board_options, i));
+  }
+  std::vector<std::unique_ptr<emu::BoardServer>> servers;
+  std::vector<std::unique_ptr<emu::SerialBoardServer>> serial_servers;
+  for (auto& board : boards) {
+    if (serial) {
+      auto link = fs::path(dir) / (board->uid() + ".tty");
+      serial_servers.push_back(std::make_unique<emu::SerialBoardServer>(*board, link));
+      std::cout << board->uid() << ' ' << link.string() << '\n';
+      continue;
+    }
+    auto socket = fs::path(dir) / (board->uid() + ".sock");
+    servers.push_back(std::make_unique<emu::BoardServer>(*board, socket, shaping, faults));
+    servers.back()->on_power_loss = [] { std::_Exit(75); };
+    servers.back()->start();
+    std::cout << board->uid() << ' ' << socket.string() << '\n';
+  }
+  std::cout << "ready" << std::endl;
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  servers.clear();  // stops threads, removes sockets
+  serial_servers.clear();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const Error& e) {
+    std::cerr << "kiln-board-emu: error: " << e.what() << '\n';
+    if (!e.hint().empty()) std::cerr << "  hint: " << e.hint() << '\n';
+    return static_cast<int>(e.code());
+  } catch (const std::exception& e) {
+    std::cerr << "kiln-board-emu: error: " << e.what() << '\n';
+    return 1;
+  }
+}

@@ -1,0 +1,131 @@
+// Tests for manifests/suit_verify: each check refuses with exit code 3 and a reason.
+#include <doctest/doctest.h>
+
+#include "core/error.hpp"
+#include "manifests/suit_create.hpp"
+#include "manifests/suit_verify.hpp"
+#include "signing/key_ref.hpp"
+#include "tests/manifests/test_keys.hpp"
+
+using namespace kiln;
+
+namespace {
+
+suit::VerifyOptions with_draft_key() {
+  suit::VerifyOptions options;
+  options.keys.push_back({"draft_public_key.pem", load_public_key(test::suit_vector("draft_public_key.pem"))});
+  return options;
+}
+
+std::string verify_error(const Bytes& input, const suit::VerifyOptions& options) {
+  try {
+    suit::verify_envelope(input, options);
+  } catch (const Error& e) {
+    CHECK(e.code() == ExitCode::verification_failed);
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("verify: every signed draft envelope verifies with the draft's key, example 2 full and severed") {
+  for (const char* name :
+       {"example0.signed.suit", "example1.signed.suit", "example2.signed.suit", "example2.severed-signed.suit",
+        "example3.signed.suit", "example4.signed.suit", "example5.signed.suit"}) {
+    CAPTURE(name);
+    auto report = suit::verify_envelope(test::read_suit_vector(name), with_draft_key());
+    REQUIRE(report.signatures.size() == 1);
+    CHECK(report.signatures[0].algorithm == "ES256");
+    CHECK(report.signatures[0].key == "draft_public_key.pem");
+  }
+  auto full = suit::verify_envelope(test::read_suit_vector("example2.signed.suit"), with_draft_key());
+  CHECK(full.severable_checked == std::vector<std::string>{"install", "text"});
+  auto severed = suit::verify_envelope(test::read_suit_vector("example2.severed-signed.suit"), with_draft_key());
+  CHECK(severed.severed == std::vector<std::string>{"install", "text"});
+}
+
+TEST_CASE("verify: unsigned envelopes need allow_unsigned, and their digests are still checked") {
+  for (const char* name : {"example0.unsigned.suit", "example2.severed.suit", "example5.unsigned.suit"}) {
+    CAPTURE(name);
+    Bytes input = test::read_suit_vector(name);
+    CHECK(verify_error(input, with_draft_key()).find("not signed") != std::string::npos);
+    suit::VerifyOptions options;
+    options.allow_unsigned = true;
+    CHECK_NOTHROW(suit::verify_envelope(input, options));
+  }
+}
+
+TEST_CASE("verify: a different key, a changed manifest, a changed severable element are refused") {
+  test::TempDir dir;
+  auto other = test::make_signer(dir, KeyType::ecdsa_p256, "other.pem");
+  suit::VerifyOptions wrong_key;
+  wrong_key.keys.push_back({"other.pem", other->public_key_der()});
+  Bytes ex2 = test::read_suit_vector("example2.signed.suit");
+  CHECK(verify_error(ex2, wrong_key).find("no signature in the envelope verifies with key other.pem") !=
+        std::string::npos);
+
+  // The reference-uri "https://git.io/JJYoj" lives inside the manifest: change one letter.
+  Bytes changed = ex2;
+  auto at = std::search(changed.begin(), changed.end(), std::begin("JJYoj"), std::end("JJYoj") - 1);
+  REQUIRE(at != changed.end());
+  *at = 'K';
+  CHECK(verify_error(changed, with_draft_key()).find("manifest digest does not match") != std::string::npos);
+
+  // The URI inside the severable install sequence in the envelope.
+  Bytes install = ex2;
+  const std::string uri = "very/long/path";
+  auto in_install = std::search(install.begin(), install.end(), uri.begin(), uri.end());
+  REQUIRE(in_install != install.end());
+  *in_install = 'V';
+  CHECK(verify_error(install, with_draft_key()).find("severable install does not match its digest") !=
+        std::string::npos);
+
+  Bytes garbage = ex2;
+  garbage.resize(100);
+  CHECK(verify_error(garbage, with_draft_key()).find("not a valid SUIT envelope") != std::string::npos);
+}
+
+TEST_CASE("verify: the sequence floor refuses rollbacks") {
+  Bytes ex2 = test::read_suit_vector("example2.signed.suit");
+  auto options = with_draft_key();
+  options.min_sequence = 2;
+  CHECK(suit::verify_envelope(ex2, options).sequence_number == 2);
+  options.min_sequence = 3;
+  CHECK(verify_error(ex2, options).find("manifest-sequence-number 2 is below the minimum 3") != std::string::npos);
+}
+
+TEST_CASE("verify: images must match a declared digest and size") {
+  test::TempDir dir;
+  write_file_atomic(dir.file("app.bin"), as_bytes("firmware image v1"));
+  write_file_atomic(dir.file("other.bin"), as_bytes("firmware image v2"));
+  auto signer = test::make_signer(dir, KeyType::ed25519, "ed.pem");
+  suit::CreateOptions create;
+  create.components.push_back({dir.file("app.bin"), "https://updates.example.com/app.bin"});
+  create.vendor_id = suit::vendor_id_from_domain("example.com");
+  create.sequence_number = 7;
+  suit::Envelope envelope = suit::create_envelope(suit::describe(create), {}, {signer.get()});
+  Bytes encoded = suit::encode_envelope(envelope);
+
+  suit::VerifyOptions options;
+  options.keys.push_back({"ed.pem", signer->public_key_der()});
+  options.images.push_back(dir.file("app.bin"));
+  auto report = suit::verify_envelope(encoded, options);
+  REQUIRE(report.images.size() == 1);
+  CHECK(report.images[0].size == 17);
+  CHECK(report.signatures[0].algorithm == "EdDSA");
+
+  options.images = {dir.file("other.bin")};
+  CHECK(verify_error(encoded, options).find("other.bin (sha256") != std::string::npos);
+
+  // Same digest, wrong declared size.
+  auto description = suit::describe(create);
+  description["components"][0].erase("file");
+  description["components"][0]["install-digest"] = {
+      {"algorithm-id", "sha256"}, {"digest-bytes", to_hex(digest(HashAlg::sha256, as_bytes("firmware image v1")))}};
+  description["components"][0]["install-size"] = 99;
+  Bytes wrong_size = suit::encode_envelope(suit::create_envelope(description, {}, {signer.get()}));
+  options.images = {dir.file("app.bin")};
+  CHECK(verify_error(wrong_size, options).find("has the declared digest but 17 bytes, the manifest says 99") !=
+        std::string::npos);
+}

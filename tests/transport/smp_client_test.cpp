@@ -1,0 +1,118 @@
+// Tests for SmpClient over a scripted link: in-order matching, stale answers, timeouts and retries.
+#include <doctest/doctest.h>
+
+#include <deque>
+#include <functional>
+
+#include "core/error.hpp"
+#include "transport/smp_client.hpp"
+
+using namespace kiln;
+
+namespace {
+
+// A link whose board side is a function from request frame to zero or more response frames.
+class ScriptedLink final : public Link {
+ public:
+  using Board = std::function<std::vector<smp::Frame>(const smp::Frame&)>;
+  explicit ScriptedLink(Board board, int* sends) : board_(std::move(board)), sends_(sends) {}
+  void send(ByteView packet) override {
+    ++*sends_;
+    for (auto& reply : board_(smp::decode_frame(packet))) pending_.push_back(smp::encode_frame(reply.header, reply.body));
+  }
+  std::optional<Bytes> receive(std::chrono::milliseconds) override {
+    if (pending_.empty()) return std::nullopt;
+    Bytes packet = std::move(pending_.front());
+    pending_.pop_front();
+    return packet;
+  }
+  std::string address() const override { return "emu:/scripted.sock"; }
+
+ private:
+  Board board_;
+  int* sends_;
+  std::deque<Bytes> pending_;
+};
+
+smp::Frame answer(const smp::Frame& request, smp::Body body) {
+  smp::Frame reply{request.header, std::move(body)};
+  reply.header.op = smp::response_op(request.header.op);
+  return reply;
+}
+
+SmpRequest echo_request(const std::string& text) {
+  return {smp::Op::write, smp::group::os, 0, {{"d", text}}};
+}
+
+SmpClientOptions quick() {
+  SmpClientOptions options;
+  options.timeout = std::chrono::milliseconds(50);
+  options.read_retries = 2;
+  return options;
+}
+
+}  // namespace
+
+TEST_CASE("smp client: a window of requests is answered in order") {
+  int sends = 0;
+  SmpClient client(std::make_unique<ScriptedLink>(
+                       [](const smp::Frame& f) { return std::vector{answer(f, {{"r", f.body["d"]}})}; }, &sends),
+                   quick());
+  for (int i = 0; i < 4; ++i) client.send(echo_request(std::to_string(i)));
+  CHECK(client.in_flight() == 4);
+  for (int i = 0; i < 4; ++i) CHECK(client.receive()["r"] == std::to_string(i));
+  CHECK(client.in_flight() == 0);
+}
+
+TEST_CASE("smp client: an answer for a later request first is a protocol error") {
+  int sends = 0;
+  std::optional<smp::Frame> held;
+  SmpClient client(std::make_unique<ScriptedLink>(
+                       [&](const smp::Frame& f) {
+                         if (!held) {  // hold back the first answer, send it after the second
+                           held = answer(f, {{"r", "first"}});
+                           return std::vector<smp::Frame>{};
+                         }
+                         return std::vector{answer(f, {{"r", "second"}}), *held};
+                       },
+                       &sends),
+                   quick());
+  client.send(echo_request("a"));
+  client.send(echo_request("b"));
+  CHECK_THROWS_WITH_AS(client.receive(), doctest::Contains("out of order"), Error);
+}
+
+TEST_CASE("smp client: reads are retried after a timeout and late answers are skipped; writes are not") {
+  int sends = 0;
+  int calls = 0;
+  std::optional<smp::Frame> late;
+  auto board = [&](const smp::Frame& f) {
+    ++calls;
+    if (calls == 1) {  // the first answer is late: it arrives just before the retry's answer
+      late = answer(f, {{"ok", 1}});
+      return std::vector<smp::Frame>{};
+    }
+    return std::vector{*late, answer(f, {{"ok", calls}})};
+  };
+  SmpClient client(std::make_unique<ScriptedLink>(board, &sends), quick());
+  auto body = client.call({smp::Op::read, smp::group::os, 6, smp::Body::object()});
+  CHECK(sends == 2);
+  CHECK(body["ok"] == 2);
+
+  int write_sends = 0;
+  SmpClient writer(std::make_unique<ScriptedLink>([](const smp::Frame&) { return std::vector<smp::Frame>{}; },
+                                                  &write_sends),
+                   quick());
+  CHECK_THROWS_WITH_AS(writer.call(echo_request("x")), doctest::Contains("emu:/scripted.sock"), Error);
+  CHECK(write_sends == 1);
+}
+
+TEST_CASE("smp client: rc and group errors become errors naming the board") {
+  int sends = 0;
+  SmpClient client(std::make_unique<ScriptedLink>(
+                       [](const smp::Frame& f) { return std::vector{answer(f, smp::error_body(smp::rc::busy))}; }, &sends),
+                   quick());
+  CHECK_THROWS_WITH_AS(client.call(echo_request("x")), doctest::Contains("busy (10)"), Error);
+  auto raw = client.call_raw(echo_request("y"));
+  CHECK(smp::response_outcome(raw).rc == smp::rc::busy);
+}

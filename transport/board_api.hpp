@@ -1,0 +1,91 @@
+// Typed calls for the standard MCUmgr groups a kiln board answers: OS (echo, reset, info,
+// parameters) and Image (slot state, test/confirm, windowed resumable upload, erase).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "transport/smp_client.hpp"
+
+namespace kiln {
+
+namespace os_command {
+constexpr std::uint8_t echo = 0;
+constexpr std::uint8_t reset = 5;
+constexpr std::uint8_t mcumgr_params = 6;
+constexpr std::uint8_t info = 7;
+}  // namespace os_command
+
+namespace image_command {
+constexpr std::uint8_t state = 0;
+constexpr std::uint8_t upload = 1;
+constexpr std::uint8_t erase = 5;
+}  // namespace image_command
+
+std::string echo(SmpClient& client, const std::string& text);
+// Asks the board to reboot; the link drops afterwards (reconnect to talk again).
+void reset_board(SmpClient& client);
+
+struct McumgrParams {
+  std::uint32_t buffer_size = 0;   // largest SMP packet the board accepts
+  std::uint32_t buffer_count = 0;  // packets it can hold: the useful window
+};
+McumgrParams read_mcumgr_params(SmpClient& client);
+// OS info string; format as in Zephyr ("a" = all fields).
+std::string read_os_info(SmpClient& client, const std::string& format = "a");
+
+struct ImageSlot {
+  std::uint32_t image = 0;
+  std::uint32_t slot = 0;
+  std::string version;
+  Bytes hash;
+  bool bootable = false;
+  bool pending = false;
+  bool confirmed = false;
+  bool active = false;
+  bool permanent = false;
+};
+std::vector<ImageSlot> read_image_state(SmpClient& client);
+// Marks the image with `hash` pending for the next boot: confirm=false tests it once (reverted
+// unless confirmed after booting), confirm=true makes it permanent. An empty hash with
+// confirm=true confirms the running image.
+std::vector<ImageSlot> write_image_state(SmpClient& client, ByteView hash, bool confirm);
+void erase_slot(SmpClient& client, std::uint32_t slot);
+
+struct UploadOptions {
+  std::uint32_t image = 0;      // MCUboot image number; the data lands in its secondary slot
+  std::size_t chunk_size = 0;   // data bytes per packet; 0 = as large as the board's buffer allows
+};
+struct UploadResult {
+  std::uint64_t size = 0;
+  std::uint64_t resumed_from = 0;  // > 0 when the board already held the first bytes of this image
+  std::uint64_t packets = 0;
+  Bytes sha256;
+  double seconds = 0;
+};
+using UploadProgress = std::function<void(std::uint64_t done, std::uint64_t total)>;
+// Streams `path` to the board with up to client.window() packets in flight. A board that already
+// holds part of the same image (same length and SHA-256) reports its offset and the upload
+// continues from there.
+UploadResult upload_image(SmpClient& client, const std::filesystem::path& path, const UploadOptions& options,
+                          const UploadProgress& progress = {});
+
+struct InstallOptions {
+  UploadOptions upload;
+  bool confirm = false;  // permanent instead of a test boot that reverts unless confirmed
+  bool reset = false;    // reboot into it now
+};
+struct InstallResult {
+  UploadResult upload;
+  std::vector<ImageSlot> slots;  // slot state after marking the image pending
+  bool reset = false;
+};
+// Upload, mark pending (test or permanent), and optionally reset: `kiln board upload`.
+InstallResult install_image(SmpClient& client, const std::filesystem::path& path, const InstallOptions& options,
+                            const UploadProgress& progress = {});
+
+}  // namespace kiln

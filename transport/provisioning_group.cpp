@@ -1,0 +1,253 @@
+// Provisioning group (64) client calls and the transport-key wrapping both ends share.
+#include "transport/provisioning_group.hpp"
+
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#include <fmt/format.h>
+
+#include "core/error.hpp"
+#include "signing/openssl_ptr.hpp"
+
+namespace kiln {
+namespace {
+
+struct CipherFree {
+  void operator()(EVP_CIPHER_CTX* p) const { EVP_CIPHER_CTX_free(p); }
+};
+
+constexpr std::string_view wrap_info = "kiln key wrap v1";
+
+[[noreturn]] void crypto_failure(const char* what) {
+  throw Error(ExitCode::failure, fmt::format("key wrapping failed: {}", what)).with_detail(openssl_errors());
+}
+
+ossl::Ptr<EVP_PKEY> public_key_from_der(ByteView der) {
+  const unsigned char* p = der.data();
+  ossl::Ptr<EVP_PKEY> key(d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size())));
+  if (!key || !EVP_PKEY_is_a(key.get(), "EC"))
+    throw Error(ExitCode::verification_failed, "the transport key is not a P-256 public key").with_detail(openssl_errors());
+  return key;
+}
+
+Bytes shared_key(EVP_PKEY* own, EVP_PKEY* peer, const std::string& uid) {
+  ossl::Ptr<EVP_PKEY_CTX> ctx(EVP_PKEY_CTX_new(own, nullptr));
+  std::size_t secret_size = 0;
+  if (!ctx || EVP_PKEY_derive_init(ctx.get()) <= 0 || EVP_PKEY_derive_set_peer(ctx.get(), peer) <= 0 ||
+      EVP_PKEY_derive(ctx.get(), nullptr, &secret_size) <= 0)
+    throw Error(ExitCode::verification_failed, "ECDH with the transport key failed").with_detail(openssl_errors());
+  Bytes secret(secret_size);
+  if (EVP_PKEY_derive(ctx.get(), secret.data(), &secret_size) <= 0) crypto_failure("ECDH");
+
+  ossl::Ptr<EVP_PKEY_CTX> kdf(EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr));
+  std::string info = std::string(wrap_info) + uid;
+  Bytes key(32);
+  std::size_t key_size = key.size();
+  if (!kdf || EVP_PKEY_derive_init(kdf.get()) <= 0 || EVP_PKEY_CTX_set_hkdf_md(kdf.get(), EVP_sha256()) <= 0 ||
+      EVP_PKEY_CTX_set1_hkdf_key(kdf.get(), secret.data(), static_cast<int>(secret.size())) <= 0 ||
+      EVP_PKEY_CTX_add1_hkdf_info(kdf.get(), reinterpret_cast<const unsigned char*>(info.data()),
+                                  static_cast<int>(info.size())) <= 0 ||
+      EVP_PKEY_derive(kdf.get(), key.data(), &key_size) <= 0)
+    crypto_failure("HKDF");
+  return key;
+}
+
+smp::Body call_group(SmpClient& client, smp::Op op, std::uint8_t command, smp::Body body = smp::Body::object()) {
+  SmpRequest req{op, smp::group::kiln_provisioning, command, std::move(body)};
+  auto rsp = client.call_raw(req);
+  auto outcome = smp::response_outcome(rsp);
+  if (outcome.ok()) return rsp;
+  if (!outcome.group || *outcome.group != smp::group::kiln_provisioning) check_response(client.board(), req, rsp);
+  ExitCode code = ExitCode::board;
+  std::string hint;
+  switch (outcome.rc) {
+    case provisioning_rc::locked:
+    case provisioning_rc::invalid_transition:
+      code = ExitCode::conflict;
+      hint = "manufacturing states only move forward; a locked board cannot be changed";
+      break;
+    case provisioning_rc::precondition:
+    case provisioning_rc::no_device_key:
+      code = ExitCode::conflict;
+      hint = "run the missing provisioning step first (see docs/board-protocol.md)";
+      break;
+    case provisioning_rc::unwrap_failed:
+    case provisioning_rc::chain_mismatch: code = ExitCode::verification_failed; break;
+    default: break;
+  }
+  throw Error(code, fmt::format("board {} refused provisioning command {}: {}", client.board(), command,
+                                provisioning_rc_name(outcome.rc)),
+              hint);
+}
+
+std::vector<Bytes> bytes_array(const smp::Body& body, const char* key) {
+  std::vector<Bytes> out;
+  auto it = body.find(key);
+  if (it == body.end() || !it->is_array()) return out;
+  for (const auto& item : *it)
+    if (item.is_binary()) out.emplace_back(item.get_binary().begin(), item.get_binary().end());
+  return out;
+}
+
+}  // namespace
+
+std::string_view provisioning_rc_name(int rc) {
+  switch (rc) {
+    case provisioning_rc::locked: return "locked by the manufacturing state";
+    case provisioning_rc::no_device_key: return "no device key";
+    case provisioning_rc::chain_mismatch: return "certificate chain does not match the device key";
+    case provisioning_rc::unwrap_failed: return "wrapped key does not decrypt";
+    case provisioning_rc::invalid_transition: return "manufacturing state can only move forward";
+    case provisioning_rc::precondition: return "the next state needs data that is not installed";
+    case provisioning_rc::invalid_argument: return "invalid argument";
+    default: return "unknown error";
+  }
+}
+
+std::string_view manufacturing_state_name(ManufacturingState state) {
+  switch (state) {
+    case ManufacturingState::blank: return "blank";
+    case ManufacturingState::module_complete: return "module-complete";
+    case ManufacturingState::device_complete: return "device-complete";
+  }
+  return "blank";
+}
+
+ManufacturingState parse_manufacturing_state(std::string_view name) {
+  if (name == "blank") return ManufacturingState::blank;
+  if (name == "module-complete") return ManufacturingState::module_complete;
+  if (name == "device-complete") return ManufacturingState::device_complete;
+  throw Error(ExitCode::usage, fmt::format("unknown manufacturing state '{}'", name),
+              "use blank, module-complete or device-complete");
+}
+
+WrappedKey wrap_device_key(ByteView transport_public_key, const std::string& uid, ByteView pkcs8_private_key) {
+  auto peer = public_key_from_der(transport_public_key);
+  ossl::Ptr<EVP_PKEY> ephemeral(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
+  if (!ephemeral) crypto_failure("ephemeral key");
+  WrappedKey wrapped;
+  unsigned char* der = nullptr;
+  int der_size = i2d_PUBKEY(ephemeral.get(), &der);
+  if (der_size <= 0) crypto_failure("ephemeral key encoding");
+  wrapped.ephemeral_public_key.assign(der, der + der_size);
+  OPENSSL_free(der);
+  Bytes key = shared_key(ephemeral.get(), peer.get(), uid);
+
+  wrapped.iv.resize(12);
+  wrapped.tag.resize(16);
+  wrapped.ciphertext.resize(pkcs8_private_key.size());
+  if (RAND_bytes(wrapped.iv.data(), 12) != 1) crypto_failure("random IV");
+  std::unique_ptr<EVP_CIPHER_CTX, CipherFree> ctx(EVP_CIPHER_CTX_new());
+  int n = 0;
+  if (!ctx || EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), wrapped.iv.data()) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), nullptr, &n, reinterpret_cast<const unsigned char*>(uid.data()),
+                        static_cast<int>(uid.size())) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), wrapped.ciphertext.data(), &n, pkcs8_private_key.data(),
+                        static_cast<int>(pkcs8_private_key.size())) != 1 ||
+      EVP_EncryptFinal_ex(ctx.get(), wrapped.ciphertext.data() + n, &n) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, 16, wrapped.tag.data()) != 1)
+    crypto_failure("AES-GCM");
+  OPENSSL_cleanse(key.data(), key.size());
+  return wrapped;
+}
+
+Bytes unwrap_device_key(const WrappedKey& wrapped, ByteView transport_private_key_pkcs8, const std::string& uid) {
+  if (wrapped.iv.size() != 12 || wrapped.tag.size() != 16 || wrapped.ciphertext.empty())
+    throw Error(ExitCode::verification_failed, "wrapped key has a bad IV, tag or ciphertext size");
+  const unsigned char* p = transport_private_key_pkcs8.data();
+  ossl::Ptr<EVP_PKEY> own(d2i_AutoPrivateKey(nullptr, &p, static_cast<long>(transport_private_key_pkcs8.size())));
+  if (!own) crypto_failure("transport private key");
+  auto peer = public_key_from_der(wrapped.ephemeral_public_key);
+  Bytes key = shared_key(own.get(), peer.get(), uid);
+  Bytes plain(wrapped.ciphertext.size());
+  std::unique_ptr<EVP_CIPHER_CTX, CipherFree> ctx(EVP_CIPHER_CTX_new());
+  int n = 0;
+  Bytes tag = wrapped.tag;
+  bool ok = ctx && EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), wrapped.iv.data()) == 1 &&
+            EVP_DecryptUpdate(ctx.get(), nullptr, &n, reinterpret_cast<const unsigned char*>(uid.data()),
+                              static_cast<int>(uid.size())) == 1 &&
+            EVP_DecryptUpdate(ctx.get(), plain.data(), &n, wrapped.ciphertext.data(),
+                              static_cast<int>(wrapped.ciphertext.size())) == 1 &&
+            EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, 16, tag.data()) == 1 &&
+            EVP_DecryptFinal_ex(ctx.get(), plain.data() + n, &n) == 1;
+  OPENSSL_cleanse(key.data(), key.size());
+  if (!ok) {
+    OPENSSL_cleanse(plain.data(), plain.size());
+    throw Error(ExitCode::verification_failed, "wrapped key does not decrypt with this board's transport key")
+        .with_detail(openssl_errors());
+  }
+  return plain;
+}
+
+BoardIdentity read_identity(SmpClient& client) {
+  auto rsp = call_group(client, smp::Op::read, provisioning_command::identity);
+  BoardIdentity id;
+  id.uid = smp::get_text(rsp, "uid");
+  id.state = parse_manufacturing_state(smp::get_text(rsp, "state"));
+  id.attestation_chain = bytes_array(rsp, "attestation");
+  id.transport_key = smp::get_bytes(rsp, "transport_key");
+  id.transport_key_signature = smp::get_bytes(rsp, "transport_key_sig");
+  if (auto fw = rsp.find("firmware"); fw != rsp.end() && fw->is_array())
+    for (const auto& slot : *fw)
+      id.firmware.push_back({static_cast<std::uint32_t>(smp::get_uint(slot, "slot")), slot.value("version", ""),
+                             smp::get_bytes(slot, "hash")});
+  return id;
+}
+
+Bytes generate_device_key(SmpClient& client, const std::string& common_name) {
+  smp::Body body = smp::Body::object();
+  if (!common_name.empty()) body["cn"] = common_name;
+  return smp::get_bytes(call_group(client, smp::Op::write, provisioning_command::generate_key, body), "csr");
+}
+
+void install_certificate_chain(SmpClient& client, const std::vector<Bytes>& chain_der) {
+  smp::Body chain = smp::Body::array();
+  for (const auto& cert : chain_der) chain.push_back(smp::binary(cert));
+  call_group(client, smp::Op::write, provisioning_command::install_chain, {{"chain", chain}});
+}
+
+void install_service_config(SmpClient& client, const ServiceConfig& config) {
+  smp::Body body = smp::Body::object();
+  if (config.boot_key_hash) body["boot_key_hash"] = smp::binary(*config.boot_key_hash);
+  if (config.service_url) body["service_url"] = *config.service_url;
+  if (config.trust_anchor_pem) body["trust_anchor"] = *config.trust_anchor_pem;
+  call_group(client, smp::Op::write, provisioning_command::install_config, body);
+}
+
+Bytes inject_device_key(SmpClient& client, const WrappedKey& wrapped) {
+  smp::Body body{{"epk", smp::binary(wrapped.ephemeral_public_key)},
+                 {"iv", smp::binary(wrapped.iv)},
+                 {"ct", smp::binary(wrapped.ciphertext)},
+                 {"tag", smp::binary(wrapped.tag)}};
+  return smp::get_bytes(call_group(client, smp::Op::write, provisioning_command::inject_key, body), "public_key");
+}
+
+Bytes sign_challenge(SmpClient& client, ByteView challenge) {
+  auto rsp = call_group(client, smp::Op::write, provisioning_command::sign_challenge,
+                        {{"challenge", smp::binary(challenge)}});
+  return smp::get_bytes(rsp, "signature");
+}
+
+ManufacturingState set_manufacturing_state(SmpClient& client, ManufacturingState next, bool dry_run) {
+  auto rsp = call_group(client, smp::Op::write, provisioning_command::set_state,
+                        {{"state", std::string(manufacturing_state_name(next))}, {"dry_run", dry_run}});
+  return parse_manufacturing_state(smp::get_text(rsp, "state"));
+}
+
+ProvisioningRecord read_provisioning_record(SmpClient& client) {
+  auto rsp = call_group(client, smp::Op::read, provisioning_command::record);
+  ProvisioningRecord record;
+  record.uid = smp::get_text(rsp, "uid");
+  record.state = parse_manufacturing_state(smp::get_text(rsp, "state"));
+  if (rsp.contains("key_origin")) record.key_origin = smp::get_text(rsp, "key_origin");
+  if (rsp.contains("public_key")) record.device_public_key = smp::get_bytes(rsp, "public_key");
+  record.certificate_chain = bytes_array(rsp, "chain");
+  if (rsp.contains("boot_key_hash")) record.config.boot_key_hash = smp::get_bytes(rsp, "boot_key_hash");
+  if (rsp.contains("service_url")) record.config.service_url = smp::get_text(rsp, "service_url");
+  if (rsp.contains("trust_anchor")) record.config.trust_anchor_pem = smp::get_text(rsp, "trust_anchor");
+  return record;
+}
+
+}  // namespace kiln

@@ -1,0 +1,99 @@
+// The kiln provisioning SMP group (64): command ids, error codes, manufacturing states and typed
+// client calls. docs/board-protocol.md is the firmware engineer's view of the same contract.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "transport/smp_client.hpp"
+
+namespace kiln {
+
+namespace provisioning_command {
+constexpr std::uint8_t identity = 0;        // read
+constexpr std::uint8_t generate_key = 1;    // write: key pair inside the secure element + CSR
+constexpr std::uint8_t install_chain = 2;   // write: device certificate chain (leaf first)
+constexpr std::uint8_t install_config = 3;  // write: boot-key hash, service URL, trust anchor
+constexpr std::uint8_t inject_key = 4;      // write: device key wrapped to the transport key
+constexpr std::uint8_t sign_challenge = 5;  // write: ECDSA P-256 over SHA-256(challenge)
+constexpr std::uint8_t set_state = 6;       // write: advance the manufacturing state (one way)
+constexpr std::uint8_t record = 7;          // read: the whole provisioning record
+}  // namespace provisioning_command
+
+// Group error codes (err: {group: 64, rc: N}).
+namespace provisioning_rc {
+constexpr int locked = 1;               // the manufacturing state forbids this change
+constexpr int no_device_key = 2;        // needs a device key (generate or inject one first)
+constexpr int chain_mismatch = 3;       // leaf certificate does not hold the device public key / bad DER
+constexpr int unwrap_failed = 4;        // wrapped key does not decrypt or is not a P-256 key
+constexpr int invalid_transition = 5;   // state is not after the current one
+constexpr int precondition = 6;         // next state needs data not yet installed (see docs)
+constexpr int invalid_argument = 7;     // a value has the wrong size or form
+}  // namespace provisioning_rc
+std::string_view provisioning_rc_name(int rc);
+
+enum class ManufacturingState { blank, module_complete, device_complete };
+std::string_view manufacturing_state_name(ManufacturingState state);  // "blank", "module-complete", ...
+// Throws Error(usage) listing the valid names.
+ManufacturingState parse_manufacturing_state(std::string_view name);
+
+struct FirmwareSlot {
+  std::uint32_t slot = 0;
+  std::string version;
+  Bytes hash;
+};
+
+struct BoardIdentity {
+  std::string uid;
+  ManufacturingState state = ManufacturingState::blank;
+  std::vector<Bytes> attestation_chain;  // DER: silicon attestation certificate, then the vendor root
+  Bytes transport_key;                   // DER SPKI of the P-256 key-wrapping (ECDH) key
+  Bytes transport_key_signature;         // ECDSA by the attestation key over SHA-256(transport_key)
+  std::vector<FirmwareSlot> firmware;
+};
+
+struct ServiceConfig {
+  std::optional<Bytes> boot_key_hash;      // 32 bytes: SHA-256 of the MCUboot signing key SPKI
+  std::optional<std::string> service_url;  // https://...
+  std::optional<std::string> trust_anchor_pem;
+};
+
+struct ProvisioningRecord {
+  std::string uid;
+  ManufacturingState state = ManufacturingState::blank;
+  std::optional<std::string> key_origin;  // "generated" or "injected"
+  Bytes device_public_key;                // DER SPKI, empty before a key exists
+  std::vector<Bytes> certificate_chain;
+  ServiceConfig config;
+};
+
+// Key wrapped to a board's transport key: ECDH P-256 (ephemeral key `ephemeral_public_key`),
+// HKDF-SHA256(shared secret, salt = "", info = "kiln key wrap v1" || uid) -> AES-256-GCM key,
+// AAD = uid, plaintext = the device private key as PKCS#8 DER.
+struct WrappedKey {
+  Bytes ephemeral_public_key;  // DER SPKI
+  Bytes iv;                    // 12 bytes
+  Bytes ciphertext;
+  Bytes tag;                   // 16 bytes
+};
+WrappedKey wrap_device_key(ByteView transport_public_key, const std::string& uid, ByteView pkcs8_private_key);
+// The board side. Throws Error(verification_failed) when the key does not decrypt.
+Bytes unwrap_device_key(const WrappedKey& wrapped, ByteView transport_private_key_pkcs8, const std::string& uid);
+
+BoardIdentity read_identity(SmpClient& client);
+// Returns the PKCS#10 CSR (DER) for a P-256 key generated inside the secure element.
+Bytes generate_device_key(SmpClient& client, const std::string& common_name = {});
+void install_certificate_chain(SmpClient& client, const std::vector<Bytes>& chain_der);
+void install_service_config(SmpClient& client, const ServiceConfig& config);
+// Returns the DER SPKI of the installed key.
+Bytes inject_device_key(SmpClient& client, const WrappedKey& wrapped);
+// DER ECDSA signature by the device key over SHA-256(challenge).
+Bytes sign_challenge(SmpClient& client, ByteView challenge);
+// With dry_run the board checks the transition and its preconditions without changing state.
+ManufacturingState set_manufacturing_state(SmpClient& client, ManufacturingState next, bool dry_run);
+ProvisioningRecord read_provisioning_record(SmpClient& client);
+
+}  // namespace kiln
