@@ -13,6 +13,11 @@ constexpr Noun nouns[] = {
     {"completion", add_completion},
     {"help", add_help},
     {"version", add_version},
+    {"login", add_login},
+    {"product", add_product},
+    {"group", add_group},
+    {"device", add_device},
+    {"deployment", add_deployment},
 };
 }  // namespace
 

@@ -28,5 +28,12 @@ void add_factory(CLI::App& app, cli::Context& ctx);
 void add_board(CLI::App& app, cli::Context& ctx);
 void add_completion(CLI::App& app, cli::Context& ctx);
 void add_help(CLI::App& app, cli::Context& ctx);
+void add_login(CLI::App& app, cli::Context& ctx);  // login, logout, whoami
+void add_product(CLI::App& app, cli::Context& ctx);
+void add_group(CLI::App& app, cli::Context& ctx);
+void add_device(CLI::App& app, cli::Context& ctx);
+void add_deployment(CLI::App& app, cli::Context& ctx);
+// image upload|list|show|download, added to the image noun by add_image.
+void add_image_service_verbs(CLI::App* image, cli::Context& ctx);
 
 }  // namespace kiln::commands

@@ -307,8 +307,9 @@ void add_check(CLI::App* image, cli::Context& ctx, bool verify_only) {
 }  // namespace
 
 void add_image(CLI::App& app, cli::Context& ctx) {
-  auto* image = app.add_subcommand("image", "Sign, verify and inspect MCUboot firmware images");
+  auto* image = app.add_subcommand("image", "Sign, verify and inspect MCUboot images; upload them to the service");
   image->require_subcommand(1);
+  add_image_service_verbs(image, ctx);
   add_sign(image, ctx);
   add_check(image, ctx, true);
   add_check(image, ctx, false);

@@ -1,0 +1,149 @@
+// kiln device: import ledger bundles, list (streamed), show, count, assign and claim devices.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "cli/context.hpp"
+#include "commands/commands.hpp"
+#include "commands/service_session.hpp"
+#include "core/error.hpp"
+#include "core/files.hpp"
+#include "signing/key_ref.hpp"
+
+namespace kiln::commands {
+namespace {
+
+struct DeviceArgs {
+  transport::DeviceFilter filter;
+  std::string claimed;  // "", "true", "false"
+  std::string id;
+  std::vector<std::string> ids;
+  std::string group;
+  std::string by = "version";
+  std::string bundle;
+  std::string key;
+  std::string nonce;
+  std::string signature_file;
+  int page_size = 5000;
+};
+
+void add_filter_options(CLI::App* command, DeviceArgs& args) {
+  command->add_option("--group", args.filter.group, "Group ID or Product/Group");
+  command->add_option("--product", args.filter.product, "Product ID or name");
+  command->add_option("--state", args.filter.state, "Manufacturing state");
+  command->add_option("--version", args.filter.version, "Firmware version");
+  command->add_option("--seen-before", args.filter.seen_before, "Last seen before this time (ISO 8601 UTC)");
+  command->add_option("--seen-after", args.filter.seen_after, "Last seen after this time (ISO 8601 UTC)");
+  command->add_option("--claimed", args.claimed, "true or false")->check(CLI::IsMember({"true", "false"}));
+}
+
+transport::DeviceFilter filter_of(const DeviceArgs& args) {
+  auto f = args.filter;
+  if (!args.claimed.empty()) f.claimed = args.claimed == "true";
+  return f;
+}
+
+}  // namespace
+
+void add_device(CLI::App& app, cli::Context& ctx) {
+  auto* device = app.add_subcommand("device", "Devices on the service: import, list, count, assign, claim");
+  device->require_subcommand(1);
+  auto args = std::make_shared<DeviceArgs>();
+
+  auto* list = device->add_subcommand("list", "List devices, every page streamed (constant memory)");
+  add_filter_options(list, *args);
+  list->add_option("--page-size", args->page_size, "Devices per request")->check(CLI::Range(1, 10000));
+  list->callback([&ctx, args] {
+    auto api = connect(ctx);
+    auto out = ctx.records();
+    transport::list_devices(api, filter_of(*args), [&](const cli::Json& d) { out->add(d); }, args->page_size);
+    out->finish();
+  });
+
+  auto* show = device->add_subcommand("show", "Show one device");
+  show->add_option("ID", args->id, "Device UID")->required();
+  show->callback([&ctx, args] {
+    auto api = connect(ctx);
+    ctx.render(transport::show_device(api, args->id));
+  });
+
+  auto* count = device->add_subcommand("count", "Count devices grouped by a field");
+  count->add_option("--by", args->by, "version, group, state or product")
+      ->check(CLI::IsMember({"version", "group", "state", "product"}));
+  add_filter_options(count, *args);
+  count->callback([&ctx, args] {
+    auto api = connect(ctx);
+    ctx.render(transport::count_devices(api, args->by, filter_of(*args))["counts"]);
+  });
+
+  auto* assign = device->add_subcommand("assign", "Move devices to a group");
+  assign->add_option("ID", args->ids, "Device UIDs")->required();
+  assign->add_option("--group", args->group, "Group ID or Product/Group")->required();
+  assign->callback([&ctx, args] {
+    auto api = connect(ctx);
+    cli::Json out = cli::Json::array();
+    for (auto& id : args->ids) out.push_back(transport::assign_device(api, id, args->group));
+    ctx.render(out);
+  });
+
+  auto* import = device->add_subcommand("import", "Register units from a ledger bundle (JSON lines, docs/ledger-bundle.md)");
+  import->add_option("FILE", args->bundle, "Bundle file")->required()->check(CLI::ExistingFile);
+  import->callback([&ctx, args] {
+    auto api = connect(ctx);
+    std::function<void(std::uint64_t)> progress;
+    if (ctx.stderr_is_terminal() && !ctx.global.quiet)
+      progress = [](std::uint64_t units) { std::cerr << fmt::format("\rimported {} units", units) << std::flush; };
+    auto result = transport::import_devices(api, args->bundle, progress);
+    if (progress) std::cerr << "\n";
+    ctx.render(result);
+  });
+
+  auto* ca = device->add_subcommand("ca", "Factory CAs that device certificates must chain to (agent mutual TLS)");
+  ca->require_subcommand(1);
+  auto* ca_add = ca->add_subcommand("add", "Register a factory or station CA certificate (PEM)");
+  ca_add->add_option("FILE", args->bundle, "CA certificate, PEM")->required()->check(CLI::ExistingFile);
+  ca_add->callback([&ctx, args] {
+    auto api = connect(ctx);
+    ctx.render(transport::register_factory_ca(api, args->bundle));
+  });
+  auto* ca_list = ca->add_subcommand("list", "List registered factory CAs");
+  ca_list->callback([&ctx] {
+    auto api = connect(ctx);
+    ctx.render(transport::list_factory_cas(api));
+  });
+
+  auto* challenge = device->add_subcommand("claim-challenge", "Ask the service for a claim challenge (two-step claim)");
+  challenge->add_option("--id", args->id, "Device UID")->required();
+  challenge->callback([&ctx, args] {
+    auto api = connect(ctx);
+    ctx.render(transport::claim_challenge(api, args->id));
+  });
+
+  auto* claim = device->add_subcommand("claim", "Bind a device to your tenant by proving it holds its device key");
+  claim->add_option("--id", args->id, "Device UID")->required();
+  auto* key = claim->add_option("--key", args->key, "The device's KEYREF (emulated/development devices)");
+  auto* nonce = claim->add_option("--nonce", args->nonce, "Nonce from 'kiln device claim-challenge'");
+  claim->add_option("--signature-file", args->signature_file, "The device's signature over the challenge message (DER)")
+      ->needs(nonce)
+      ->check(CLI::ExistingFile);
+  nonce->needs("--signature-file");
+  key->excludes(nonce);
+  claim->callback([&ctx, args] {
+    auto api = connect(ctx);
+    if (!args->key.empty()) {
+      auto signer = open_signer(args->key, ctx.key_options());
+      ctx.render(transport::claim_device(api, args->id, [&](const std::string& message) {
+        return signer->type() == KeyType::ed25519 ? signer->sign(as_bytes(message), HashAlg::sha256)
+                                                  : signer->sign(digest(HashAlg::sha256, as_bytes(message)), HashAlg::sha256);
+      }));
+    } else if (!args->nonce.empty()) {
+      ctx.render(transport::claim_with_signature(api, args->id, args->nonce, read_file(args->signature_file)));
+    } else {
+      throw Error(ExitCode::usage, "how does the device sign?",
+                  "use --key KEYREF, or claim-challenge then --nonce N --signature-file F");
+    }
+  });
+}
+
+}  // namespace kiln::commands

@@ -1,0 +1,56 @@
+// kiln image upload|list|show|download: images on the service, content-addressed by SHA-256.
+#include <CLI/CLI.hpp>
+
+#include "cli/context.hpp"
+#include "commands/commands.hpp"
+#include "commands/service_session.hpp"
+
+namespace kiln::commands {
+namespace {
+
+struct ImageServiceArgs {
+  std::string file;
+  std::string manifest;
+  std::string id;
+  std::string out;
+};
+
+}  // namespace
+
+void add_image_service_verbs(CLI::App* image, cli::Context& ctx) {
+  auto args = std::make_shared<ImageServiceArgs>();
+
+  auto* upload = image->add_subcommand("upload", "Upload an image to the service (resumes an interrupted upload)");
+  upload->add_option("FILE", args->file, "Signed image")->required()->check(CLI::ExistingFile);
+  upload->add_option("--manifest", args->manifest, "SUIT envelope to upload with it")->check(CLI::ExistingFile);
+  upload->callback([&ctx, args] {
+    auto api = connect(ctx);
+    auto result = transport::upload_image(api, args->file, progress_bar(ctx, "uploading"));
+    if (!args->manifest.empty())
+      result["manifest"] = transport::upload_image(api, args->manifest, progress_bar(ctx, "manifest"))["id"];
+    ctx.render(result);
+  });
+
+  auto* list = image->add_subcommand("list", "List images on the service");
+  list->callback([&ctx] {
+    auto api = connect(ctx);
+    ctx.render(transport::list_images(api));
+  });
+
+  auto* show = image->add_subcommand("show", "Show an image on the service");
+  show->add_option("ID", args->id, "SHA-256")->required();
+  show->callback([&ctx, args] {
+    auto api = connect(ctx);
+    ctx.render(transport::show_image(api, args->id));
+  });
+
+  auto* download = image->add_subcommand("download", "Download an image, checking its SHA-256");
+  download->add_option("ID", args->id, "SHA-256")->required();
+  download->add_option("-O,--out", args->out, "Where to write it")->required();
+  download->callback([&ctx, args] {
+    auto api = connect(ctx);
+    ctx.render(transport::download_image(api, args->id, args->out));
+  });
+}
+
+}  // namespace kiln::commands

@@ -1,0 +1,57 @@
+// libFuzzer: request parsing and validation in kiln_service_lib. The first byte picks a route, the rest is
+// the body (or the query string); the service must answer < 500 with a JSON error, never crash.
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "service/api.hpp"
+
+namespace {
+
+struct Target {
+  const char* method;
+  const char* path;
+  bool body_is_query;
+};
+
+constexpr Target targets[] = {
+    {"POST", "/v1/products", false},         {"POST", "/v1/groups", false},
+    {"PATCH", "/v1/groups/Thermo%2FProduction", false},
+    {"POST", "/v1/devices/import", false},   {"POST", "/v1/devices/dev-1/assign", false},
+    {"POST", "/v1/devices/dev-1/claim", false}, {"POST", "/v1/images", false},
+    {"POST", "/v1/deployments", false},      {"POST", "/v1/tokens", false},
+    {"GET", "/v1/devices?", true},           {"GET", "/v1/devices/count?", true},
+    {"GET", "/v1/", true},                   {"POST", "/v1/factory-cas", false},
+};
+
+struct World {
+  kiln::service::Service service{{":memory:", std::filesystem::temp_directory_path() / "kiln-fuzz-images"}};
+  std::string token;
+  World() {
+    auto tenant = service.create_tenant("fuzz");
+    token = service.create_token(tenant, kiln::service::Role::admin, "fuzz");
+    call("POST", "/v1/products", R"({"name":"Thermo"})");
+  }
+  kiln::service::Response call(const std::string& method, const std::string& target, std::string body) {
+    return service.handle({method, target, {{"authorization", "Bearer " + token}}, std::move(body), {}});
+  }
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  static World world;
+  if (size == 0) return 0;
+  const Target& t = targets[data[0] % (sizeof targets / sizeof targets[0])];
+  std::string rest(reinterpret_cast<const char*>(data) + 1, size - 1);
+  auto response = t.body_is_query ? world.call(t.method, t.path + rest, "") : world.call(t.method, t.path, rest);
+  if (response.status >= 500) std::abort();
+  if (response.status >= 400) {
+    auto error = nlohmann::json::parse(response.body, nullptr, false);
+    if (!error.is_object() || !error["error"].is_object()) std::abort();
+  }
+  return 0;
+}

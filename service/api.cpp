@@ -1,0 +1,459 @@
+// The API front: schema, tokens, routing, authentication, idempotency replay, JSON errors.
+#include "service/api.hpp"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <chrono>
+#include <unordered_map>
+#include <ctime>
+
+#include <fmt/format.h>
+
+#include "core/bytes.hpp"
+#include "core/error.hpp"
+#include "service/handlers.hpp"
+#include "signing/signer.hpp"
+
+namespace kiln::service {
+namespace {
+
+using Handler = Reply (*)(Call&);
+using RawHandler = Response (*)(Call&);
+
+Reply whoami(Call& call) {
+  auto q = call.db.prepare("SELECT name FROM tenants WHERE id = ?");
+  q.bind(1, call.who.tenant_id);
+  std::string tenant = q.step() ? q.text(0) : "";
+  return {200, Json{{"tenant", tenant}, {"role", role_name(call.who.role)}, {"token", call.who.token_name}}};
+}
+
+Reply create_token_route(Call& call);
+
+struct Route {
+  RouteInfo info;
+  Handler handler = nullptr;
+  RawHandler raw = nullptr;
+};
+
+const std::vector<Role> anyone = {Role::admin, Role::operator_, Role::factory, Role::reader};
+const std::vector<Role> operators = {Role::admin, Role::operator_};
+const std::vector<Role> factory = {Role::admin, Role::operator_, Role::factory};
+const std::vector<Role> admins = {Role::admin};
+const std::vector<Role> devices = {};
+
+const std::vector<Route>& routes() {
+  static const std::vector<Route> table = {
+      {{"GET", "/v1/whoami", anyone}, whoami},
+      {{"POST", "/v1/tokens", admins}, create_token_route},
+      {{"POST", "/v1/products", operators}, create_product},
+      {{"GET", "/v1/products", anyone}, list_products},
+      {{"GET", "/v1/products/{}", anyone}, show_product},
+      {{"DELETE", "/v1/products/{}", operators}, delete_product},
+      {{"POST", "/v1/groups", operators}, create_group},
+      {{"GET", "/v1/groups", anyone}, list_groups},
+      {{"GET", "/v1/groups/{}", anyone}, show_group},
+      {{"PATCH", "/v1/groups/{}", operators}, update_group},
+      {{"DELETE", "/v1/groups/{}", operators}, delete_group},
+      {{"POST", "/v1/devices/import", factory}, import_devices},
+      {{"GET", "/v1/devices", anyone}, list_devices},
+      {{"GET", "/v1/devices/count", anyone}, count_devices},
+      {{"GET", "/v1/devices/{}", anyone}, show_device},
+      {{"POST", "/v1/devices/{}/assign", operators}, assign_device},
+      {{"POST", "/v1/devices/{}/claim-challenge", factory}, claim_challenge},
+      {{"POST", "/v1/devices/{}/claim", factory}, claim_device},
+      {{"POST", "/v1/images", operators}, create_image},
+      {{"GET", "/v1/images", anyone}, list_images},
+      {{"GET", "/v1/images/{}", anyone}, show_image},
+      {{"PUT", "/v1/images/{}/content", operators}, upload_image_chunk},
+      {{"GET", "/v1/images/{}/content", anyone}, nullptr, download_image},
+      {{"POST", "/v1/deployments", operators}, create_deployment},
+      {{"GET", "/v1/deployments", anyone}, list_deployments},
+      {{"GET", "/v1/deployments/{}", anyone}, show_deployment},
+      {{"POST", "/v1/deployments/{}/pause", operators}, pause_deployment},
+      {{"POST", "/v1/deployments/{}/resume", operators}, resume_deployment},
+      {{"POST", "/v1/deployments/{}/abort", operators}, abort_deployment},
+      {{"POST", "/v1/factory-cas", admins}, register_factory_ca},
+      {{"GET", "/v1/factory-cas", anyone}, list_factory_cas},
+      {{"POST", "/v1/agent/check-in", devices}, agent_check_in},
+      {{"GET", "/v1/agent/images/{}/content", devices}, nullptr, download_image},
+      {{"POST", "/v1/agent/status", devices}, agent_report_status},
+  };
+  return table;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::string percent_decode(std::string_view s, bool plus_is_space) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex_value(s[i + 1]) >= 0 && hex_value(s[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2])));
+      i += 2;
+    } else if (plus_is_space && s[i] == '+') {
+      out.push_back(' ');
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> split(std::string_view s, char sep) {
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  while (true) {
+    auto pos = s.find(sep, start);
+    parts.emplace_back(s.substr(start, pos == std::string_view::npos ? std::string_view::npos : pos - start));
+    if (pos == std::string_view::npos) break;
+    start = pos + 1;
+  }
+  return parts;
+}
+
+std::map<std::string, std::string> parse_query(std::string_view query) {
+  std::map<std::string, std::string> out;
+  if (query.empty()) return out;
+  for (auto& pair : split(query, '&')) {
+    if (pair.empty()) continue;
+    auto eq = pair.find('=');
+    std::string key = percent_decode(pair.substr(0, eq), true);
+    std::string value = eq == std::string::npos ? "" : percent_decode(std::string_view(pair).substr(eq + 1), true);
+    out[key] = value;
+  }
+  return out;
+}
+
+// Matches "/v1/devices/{}/claim" against decoded segments; fills params.
+bool match(const std::string& pattern, const std::vector<std::string>& segments, std::vector<std::string>& params) {
+  auto want = split(pattern, '/');
+  if (want.size() != segments.size()) return false;
+  std::vector<std::string> found;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    if (want[i] == "{}") {
+      if (segments[i].empty()) return false;
+      found.push_back(segments[i]);
+    } else if (want[i] != segments[i]) {
+      return false;
+    }
+  }
+  params = std::move(found);
+  return true;
+}
+
+Response json_response(int status, const Json& body) {
+  Response r;
+  r.status = status;
+  // Messages may quote request bytes (paths, IDs) that are not UTF-8: replace, never throw.
+  r.body = body.dump(-1, ' ', false, Json::error_handler_t::replace);
+  return r;
+}
+
+Response error_response(int status, const std::string& code, const std::string& message) {
+  return json_response(status, Json{{"error", {{"code", code}, {"message", message}}}});
+}
+
+std::string header(const Request& request, const std::string& name) {
+  auto it = request.headers.find(name);
+  return it == request.headers.end() ? std::string() : it->second;
+}
+
+}  // namespace
+
+std::string role_name(Role role) {
+  switch (role) {
+    case Role::admin: return "admin";
+    case Role::operator_: return "operator";
+    case Role::factory: return "factory";
+    case Role::reader: return "reader";
+  }
+  return "reader";
+}
+
+std::optional<Role> parse_role(std::string_view name) {
+  if (name == "admin") return Role::admin;
+  if (name == "operator") return Role::operator_;
+  if (name == "factory") return Role::factory;
+  if (name == "reader") return Role::reader;
+  return std::nullopt;
+}
+
+const std::vector<RouteInfo>& route_table() {
+  static const std::vector<RouteInfo> infos = [] {
+    std::vector<RouteInfo> out;
+    for (auto& r : routes()) out.push_back(r.info);
+    return out;
+  }();
+  return infos;
+}
+
+std::optional<std::string> Call::query_value(const std::string& name) const {
+  auto it = query.find(name);
+  if (it == query.end() || it->second.empty()) return std::nullopt;
+  return it->second;
+}
+
+Json parse_object(const std::string& body) {
+  Json value;
+  try {
+    value = Json::parse(body);
+  } catch (const Json::parse_error& e) {
+    throw ApiError{400, "malformed_json", fmt::format("request body is not valid JSON: {}", e.what())};
+  }
+  if (!value.is_object()) throw ApiError{400, "invalid_request", "request body must be a JSON object"};
+  return value;
+}
+
+std::string required_string(const Json& object, const char* field, std::size_t max_length) {
+  auto it = object.find(field);
+  if (it == object.end()) throw ApiError{400, "invalid_request", fmt::format("field '{}' is required", field)};
+  if (!it->is_string()) throw ApiError{400, "invalid_request", fmt::format("field '{}' must be a string", field)};
+  auto value = it->get<std::string>();
+  if (value.empty() || value.size() > max_length)
+    throw ApiError{400, "invalid_request", fmt::format("field '{}' must be 1..{} characters", field, max_length)};
+  return value;
+}
+
+std::optional<std::string> optional_string(const Json& object, const char* field, std::size_t max_length) {
+  auto it = object.find(field);
+  if (it == object.end() || it->is_null()) return std::nullopt;
+  if (!it->is_string()) throw ApiError{400, "invalid_request", fmt::format("field '{}' must be a string", field)};
+  auto value = it->get<std::string>();
+  if (value.size() > max_length)
+    throw ApiError{400, "invalid_request", fmt::format("field '{}' is longer than {} characters", field, max_length)};
+  return value;
+}
+
+std::string now_iso8601() {
+  auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string random_id(const char* prefix) {
+  Bytes raw(8);
+  if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1) throw ApiError{500, "internal", "no randomness"};
+  return std::string(prefix) + to_hex(raw);
+}
+
+std::string new_token() {
+  Bytes raw(32);
+  if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1)
+    throw Error(ExitCode::failure, "cannot generate a token: the random generator failed");
+  return "kiln_" + to_hex(raw);
+}
+
+std::string token_hash(std::string_view token) { return to_hex(digest(HashAlg::sha256, as_bytes(token))); }
+
+void create_schema(Db& db) {
+  db.exec(R"sql(
+CREATE TABLE IF NOT EXISTS tenants (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+  role TEXT NOT NULL, name TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS products (id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+  name TEXT NOT NULL, description TEXT, created_at TEXT NOT NULL, UNIQUE (tenant_id, name));
+CREATE TABLE IF NOT EXISTS device_groups (id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL,
+  product_id TEXT NOT NULL REFERENCES products(id), name TEXT NOT NULL, description TEXT,
+  created_at TEXT NOT NULL, UNIQUE (product_id, name));
+CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL,
+  product_id TEXT NOT NULL REFERENCES products(id), group_id TEXT REFERENCES device_groups(id),
+  state TEXT NOT NULL, version TEXT, public_key TEXT NOT NULL, certificate TEXT,
+  claimed INTEGER NOT NULL DEFAULT 0, claimed_at TEXT, last_seen TEXT, imported_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS devices_by_tenant ON devices (tenant_id, id);
+CREATE INDEX IF NOT EXISTS devices_by_version ON devices (tenant_id, version);
+CREATE INDEX IF NOT EXISTS devices_by_group ON devices (tenant_id, group_id);
+CREATE TABLE IF NOT EXISTS claim_challenges (nonce TEXT PRIMARY KEY, device_id TEXT NOT NULL,
+  tenant_id INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS images (tenant_id INTEGER NOT NULL, sha256 TEXT NOT NULL, name TEXT,
+  size INTEGER NOT NULL, received INTEGER NOT NULL DEFAULT 0, complete INTEGER NOT NULL DEFAULT 0,
+  created_at TEXT NOT NULL, PRIMARY KEY (tenant_id, sha256));
+CREATE TABLE IF NOT EXISTS deployments (id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL,
+  group_id TEXT NOT NULL REFERENCES device_groups(id), images TEXT NOT NULL, rollout INTEGER NOT NULL,
+  state TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS factory_cas (tenant_id INTEGER NOT NULL, id TEXT NOT NULL, subject TEXT NOT NULL,
+  pem TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (tenant_id, id));
+CREATE TABLE IF NOT EXISTS deployment_devices (deployment_id TEXT NOT NULL, device_id TEXT NOT NULL,
+  status TEXT NOT NULL, detail TEXT, updated_at TEXT NOT NULL, PRIMARY KEY (deployment_id, device_id));
+CREATE TABLE IF NOT EXISTS idempotency (tenant_id INTEGER NOT NULL, key TEXT NOT NULL, method TEXT NOT NULL,
+  path TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL,
+  PRIMARY KEY (tenant_id, key));
+)sql");
+}
+
+namespace {
+
+Reply create_token_route(Call& call) {
+  auto body = parse_object(call.request.body);
+  auto role_text = required_string(body, "role", 16);
+  auto role = parse_role(role_text);
+  if (!role) throw ApiError{400, "invalid_request", "role must be admin, operator, factory or reader"};
+  auto name = optional_string(body, "name", 128).value_or(role_text);
+  std::string token = new_token();
+  call.db.prepare("INSERT INTO tokens (hash, tenant_id, role, name, created_at) VALUES (?, ?, ?, ?, ?)")
+      .bind(1, token_hash(token))
+      .bind(2, call.who.tenant_id)
+      .bind(3, role_text)
+      .bind(4, name)
+      .bind(5, now_iso8601())
+      .run();
+  return {201, Json{{"name", name}, {"role", role_text}, {"token", token}}};
+}
+
+}  // namespace
+
+struct Service::Impl {
+  ServiceConfig config;
+  Db db;
+  std::mutex mutex;  // one writer at a time; SQLite serializes anyway
+  // Device certificates already checked (SHA-256 of the leaf DER -> device): a keep-alive agent must not
+  // pay for an X.509 chain verification per request. Emptied by any write made with a token (a CA
+  // registration or an import can change the answer) and when it grows large.
+  std::unordered_map<std::string, Principal> verified_devices;
+
+  Principal authenticate_agent(const Request& request) {
+    if (request.client_certificates.empty()) return authenticate_device(db, request.client_certificates);
+    std::string key = to_hex(digest(HashAlg::sha256, as_bytes(request.client_certificates[0])));
+    if (auto it = verified_devices.find(key); it != verified_devices.end()) return it->second;
+    Principal who = authenticate_device(db, request.client_certificates);
+    if (verified_devices.size() > 100000) verified_devices.clear();
+    verified_devices.emplace(key, who);
+    return who;
+  }
+
+  explicit Impl(ServiceConfig c) : config(std::move(c)), db(config.database) { create_schema(db); }
+
+  std::optional<Principal> authenticate(const Request& request) {
+    if (!request.client_certificates.empty()) return std::nullopt;  // devices use only the agent endpoints
+    auto auth = header(request, "authorization");
+    if (!auth.starts_with("Bearer ")) return std::nullopt;
+    auto q = db.prepare("SELECT tenant_id, role, name FROM tokens WHERE hash = ?");
+    q.bind(1, token_hash(std::string_view(auth).substr(7)));
+    if (!q.step()) return std::nullopt;
+    return Principal{q.integer(0), parse_role(q.text(1)).value_or(Role::reader), q.text(2), {}};
+  }
+
+  Response dispatch(const Request& request) {
+    auto qpos = request.target.find('?');
+    std::string_view path = std::string_view(request.target).substr(0, qpos);
+    std::string_view query = qpos == std::string::npos ? std::string_view() : std::string_view(request.target).substr(qpos + 1);
+    std::vector<std::string> segments;
+    for (auto& s : split(path, '/')) segments.push_back(percent_decode(s, false));
+
+    const Route* found = nullptr;
+    std::vector<std::string> params;
+    bool path_known = false;
+    for (auto& route : routes()) {
+      std::vector<std::string> p;
+      if (!match(route.info.pattern, segments, p)) continue;
+      path_known = true;
+      if (route.info.method == request.method) {
+        found = &route;
+        params = std::move(p);
+        break;
+      }
+    }
+    if (!found) {
+      if (path_known) return error_response(405, "method_not_allowed", fmt::format("{} is not allowed on {}", request.method, path));
+      return error_response(404, "not_found", fmt::format("no such endpoint: {}", path));
+    }
+
+    auto& allowed = found->info.roles;
+    auto who = allowed.empty() ? authenticate_agent(request) : authenticate(request);
+    if (!allowed.empty() && request.method != "GET") verified_devices.clear();
+    if (!who) return error_response(401, "unauthenticated", "missing or unknown bearer token");
+    if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), who->role) == allowed.end())
+      return error_response(403, "forbidden",
+                            fmt::format("role {} may not {} {}", role_name(who->role), request.method, found->info.pattern));
+
+    Call call{db, config, request, *who, std::move(params), parse_query(query)};
+    auto key = header(request, "idempotency-key");
+    bool replayable = request.method == "POST" && !key.empty();
+    if (replayable) {
+      if (key.size() > 128) return error_response(400, "invalid_request", "Idempotency-Key is longer than 128 characters");
+      auto q = db.prepare("SELECT method, path, status, body FROM idempotency WHERE tenant_id = ? AND key = ?");
+      q.bind(1, who->tenant_id).bind(2, key);
+      if (q.step()) {
+        if (q.text(1) != path)
+          return error_response(422, "idempotency_key_reused", "this Idempotency-Key was used for a different request");
+        Response r;
+        r.status = static_cast<int>(q.integer(2));
+        r.body = q.text(3);
+        r.headers["Idempotent-Replayed"] = "true";
+        return r;
+      }
+    }
+    if (found->raw) return found->raw(call);
+    Reply reply = found->handler(call);
+    Response r = json_response(reply.status, reply.body);
+    if (replayable && r.status < 500) {
+      db.prepare("INSERT OR REPLACE INTO idempotency (tenant_id, key, method, path, status, body, created_at) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)")
+          .bind(1, who->tenant_id)
+          .bind(2, key)
+          .bind(3, request.method)
+          .bind(4, path)
+          .bind(5, static_cast<std::int64_t>(r.status))
+          .bind(6, r.body)
+          .bind(7, now_iso8601())
+          .run();
+    }
+    return r;
+  }
+};
+
+Service::Service(ServiceConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Service::~Service() = default;
+
+Response Service::handle(const Request& request) {
+  std::lock_guard lock(impl_->mutex);
+  try {
+    return impl_->dispatch(request);
+  } catch (const ApiError& e) {
+    return error_response(e.status, e.code, e.message);
+  } catch (const Json::exception& e) {
+    return error_response(400, "invalid_request", fmt::format("request body has the wrong shape: {}", e.what()));
+  } catch (const Error& e) {
+    if (e.code() == ExitCode::conflict) return error_response(409, "conflict", e.what());
+    return error_response(500, "internal", e.what());
+  } catch (const std::exception& e) {
+    return error_response(500, "internal", e.what());
+  }
+}
+
+std::int64_t Service::create_tenant(const std::string& name) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->db.prepare("INSERT INTO tenants (name, created_at) VALUES (?, ?)").bind(1, name).bind(2, now_iso8601()).run();
+  return sqlite3_last_insert_rowid(impl_->db.raw());
+}
+
+std::optional<std::int64_t> Service::find_tenant(const std::string& name) {
+  std::lock_guard lock(impl_->mutex);
+  auto q = impl_->db.prepare("SELECT id FROM tenants WHERE name = ?");
+  q.bind(1, name);
+  if (!q.step()) return std::nullopt;
+  return q.integer(0);
+}
+
+std::string Service::create_token(std::int64_t tenant_id, Role role, const std::string& name) {
+  std::lock_guard lock(impl_->mutex);
+  std::string token = new_token();
+  impl_->db.prepare("INSERT INTO tokens (hash, tenant_id, role, name, created_at) VALUES (?, ?, ?, ?, ?)")
+      .bind(1, token_hash(token))
+      .bind(2, tenant_id)
+      .bind(3, role_name(role))
+      .bind(4, name)
+      .bind(5, now_iso8601())
+      .run();
+  return token;
+}
+
+}  // namespace kiln::service

@@ -1,0 +1,76 @@
+// The kiln-service REST API as plain functions of a request: routing, auth, handlers (no sockets here).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "service/db.hpp"
+
+namespace kiln::service {
+
+enum class Role { admin, operator_, factory, reader };
+std::string role_name(Role role);
+std::optional<Role> parse_role(std::string_view name);
+
+struct Request {
+  std::string method;
+  std::string target;  // raw path with optional ?query, percent-encoded as received
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;
+  // Mutual TLS: the client's certificate chain, DER, leaf first (empty without a client certificate).
+  std::vector<std::string> client_certificates;
+};
+
+struct Response {
+  int status = 200;
+  std::string body;
+  std::string content_type = "application/json";
+  std::map<std::string, std::string> headers;
+};
+
+// One row of the route table: used by the router and enumerated by the authorization tests.
+struct RouteInfo {
+  std::string method;
+  std::string pattern;  // "/v1/devices/{}/claim"
+  std::vector<Role> roles;  // empty: a device endpoint, authenticated by its client certificate
+};
+const std::vector<RouteInfo>& route_table();
+
+struct ServiceConfig {
+  std::string database;           // SQLite file (":memory:" in unit tests and the fuzzer)
+  std::filesystem::path image_dir;  // image content, one file per SHA-256
+};
+
+class Service {
+ public:
+  explicit Service(ServiceConfig config);
+  ~Service();
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  Response handle(const Request& request);
+
+  // Bootstrap (kiln-service init / token create): returns the new secret token, shown once.
+  std::int64_t create_tenant(const std::string& name);
+  std::string create_token(std::int64_t tenant_id, Role role, const std::string& name);
+  std::optional<std::int64_t> find_tenant(const std::string& name);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The schema (idempotent); exposed so init can create it before anything else runs.
+void create_schema(Db& db);
+
+// "kiln_" + 64 hex digits of randomness.
+std::string new_token();
+std::string token_hash(std::string_view token);
+
+}  // namespace kiln::service

@@ -1,0 +1,88 @@
+// sqlite3 wrapper: every failure becomes a kiln::Error naming the statement's purpose.
+#include "service/db.hpp"
+
+#include <fmt/format.h>
+
+#include "core/error.hpp"
+
+namespace kiln::service {
+namespace {
+
+[[noreturn]] void fail(sqlite3* db, std::string_view what) {
+  throw Error(ExitCode::failure, fmt::format("database: {}: {}", what, sqlite3_errmsg(db)));
+}
+
+}  // namespace
+
+Db::Db(const std::string& path) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           nullptr);
+  handle_.reset(raw);
+  if (rc != SQLITE_OK)
+    throw Error(ExitCode::failure, fmt::format("cannot open database {}: {}", path, raw ? sqlite3_errmsg(raw) : "?"));
+  sqlite3_busy_timeout(raw, 5000);
+  exec("PRAGMA journal_mode=WAL");
+  exec("PRAGMA synchronous=NORMAL");
+  exec("PRAGMA foreign_keys=ON");
+}
+
+void Db::exec(std::string_view sql) {
+  std::string text(sql);
+  char* message = nullptr;
+  if (sqlite3_exec(handle_.get(), text.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
+    std::string m = message ? message : "unknown error";
+    sqlite3_free(message);
+    throw Error(ExitCode::failure, fmt::format("database: {}", m));
+  }
+}
+
+Statement Db::prepare(std::string_view sql) { return Statement(handle_.get(), sql); }
+
+Statement::Statement(sqlite3* db, std::string_view sql) : db_(db) {
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &raw, nullptr) != SQLITE_OK)
+    fail(db, fmt::format("prepare '{}'", sql.substr(0, 60)));
+  stmt_.reset(raw);
+}
+
+Statement& Statement::bind(int index, std::string_view text) {
+  if (sqlite3_bind_text(stmt_.get(), index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT) != SQLITE_OK)
+    fail(db_, "bind");
+  return *this;
+}
+
+Statement& Statement::bind(int index, std::int64_t value) {
+  if (sqlite3_bind_int64(stmt_.get(), index, value) != SQLITE_OK) fail(db_, "bind");
+  return *this;
+}
+
+Statement& Statement::bind_null(int index) {
+  sqlite3_bind_null(stmt_.get(), index);
+  return *this;
+}
+
+Statement& Statement::bind_optional(int index, const std::optional<std::string>& text) {
+  return text ? bind(index, *text) : bind_null(index);
+}
+
+bool Statement::step() {
+  int rc = sqlite3_step(stmt_.get());
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  if (rc == SQLITE_CONSTRAINT) throw Error(ExitCode::conflict, fmt::format("conflict: {}", sqlite3_errmsg(db_)));
+  fail(db_, "step");
+}
+
+std::string Statement::text(int column) const {
+  auto* p = sqlite3_column_text(stmt_.get(), column);
+  return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(stmt_.get(), column)))
+           : std::string();
+}
+
+std::optional<std::string> Statement::optional_text(int column) const {
+  if (is_null(column)) return std::nullopt;
+  return text(column);
+}
+
+}  // namespace kiln::service

@@ -1,0 +1,101 @@
+// What route handlers share: the authenticated call, API errors, and request-field validation.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "service/api.hpp"
+#include "service/db.hpp"
+
+namespace kiln::service {
+
+using Json = nlohmann::ordered_json;
+
+// Thrown by handlers; becomes {"error":{"code":..., "message":...}} with this HTTP status.
+struct ApiError {
+  int status;
+  std::string code;
+  std::string message;
+};
+
+struct Principal {
+  std::int64_t tenant_id = 0;
+  Role role = Role::reader;
+  std::string token_name;
+  std::string device_id;  // set for agent calls (mutual TLS), empty for tokens
+};
+
+struct Call {
+  Db& db;
+  const ServiceConfig& config;
+  const Request& request;
+  Principal who;
+  std::vector<std::string> params;  // the {} segments of the route, percent-decoded
+  std::map<std::string, std::string> query;
+
+  std::optional<std::string> query_value(const std::string& name) const;
+};
+
+struct Reply {
+  int status = 200;
+  Json body;
+};
+
+// Request body as a JSON object, or ApiError 400 naming the parse error.
+Json parse_object(const std::string& body);
+std::string required_string(const Json& object, const char* field, std::size_t max_length = 256);
+std::optional<std::string> optional_string(const Json& object, const char* field, std::size_t max_length = 4096);
+std::string now_iso8601();
+std::string random_id(const char* prefix);
+
+// Catalog: products and groups.
+Reply create_product(Call& call);
+Reply list_products(Call& call);
+Reply show_product(Call& call);
+Reply delete_product(Call& call);
+Reply create_group(Call& call);
+Reply list_groups(Call& call);
+Reply show_group(Call& call);
+Reply update_group(Call& call);
+Reply delete_group(Call& call);
+// Resolves a group by ID or "Product/Group" within the caller's tenant; ApiError 404 if none.
+std::string resolve_group_id(Call& call, const std::string& ref);
+std::string resolve_product_id(Call& call, const std::string& ref);
+
+// Devices.
+Reply import_devices(Call& call);
+Reply list_devices(Call& call);
+Reply count_devices(Call& call);
+Reply show_device(Call& call);
+Reply assign_device(Call& call);
+Reply claim_challenge(Call& call);
+Reply claim_device(Call& call);
+// The bytes a device signs to be claimed (see docs/openapi.yaml, ClaimChallenge).
+std::string claim_message(const std::string& device_id, const std::string& nonce);
+
+// Images.
+Reply create_image(Call& call);
+Reply list_images(Call& call);
+Reply show_image(Call& call);
+Reply upload_image_chunk(Call& call);
+Response download_image(Call& call);
+
+// Agent endpoints (mutual TLS) and the factory CAs their certificates chain to.
+Principal authenticate_device(Db& db, const std::vector<std::string>& chain_der);
+Reply register_factory_ca(Call& call);
+Reply list_factory_cas(Call& call);
+Reply agent_check_in(Call& call);
+Reply agent_report_status(Call& call);
+
+// Deployments.
+Reply create_deployment(Call& call);
+Reply list_deployments(Call& call);
+Reply show_deployment(Call& call);
+Reply pause_deployment(Call& call);
+Reply resume_deployment(Call& call);
+Reply abort_deployment(Call& call);
+
+}  // namespace kiln::service

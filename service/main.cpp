@@ -1,0 +1,230 @@
+// kiln-service: init (TLS material, database, tenant, admin token), run (HTTPS API), tenant/token admin.
+#include <signal.h>
+
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+#include <openssl/ssl.h>
+
+#include "core/bytes.hpp"
+#include "core/error.hpp"
+#include "core/files.hpp"
+#include "service/api.hpp"
+#include "service/tls_material.hpp"
+
+namespace fs = std::filesystem;
+using namespace kiln;
+
+namespace {
+
+struct Paths {
+  fs::path dir;
+  fs::path database() const { return dir / "kiln.db"; }
+  fs::path images() const { return dir / "images"; }
+};
+
+service::Service open_service(const Paths& paths) {
+  if (!fs::exists(paths.database()))
+    throw Error(ExitCode::not_found, "no kiln-service data in " + paths.dir.string(),
+                "run 'kiln-service init --dir " + paths.dir.string() + "' first");
+  return service::Service({paths.database().string(), paths.images()});
+}
+
+void write_token(const fs::path& file, const std::string& token) {
+  write_file_atomic(file, as_bytes(token + "\n"), 0600, AtomicFile::Overwrite::refuse);
+}
+
+int init(const Paths& paths, const std::string& tenant) {
+  fs::create_directories(paths.dir);
+  fs::permissions(paths.dir, fs::perms::owner_all);
+  if (fs::exists(paths.database()))
+    throw Error(ExitCode::conflict, paths.dir.string() + " already holds a kiln-service", "pick another --dir");
+  service::create_tls_material(paths.dir);
+  service::Service svc({paths.database().string(), paths.images()});
+  auto tenant_id = svc.create_tenant(tenant);
+  write_token(paths.dir / "admin.token", svc.create_token(tenant_id, service::Role::admin, "admin"));
+  nlohmann::ordered_json out{{"dir", paths.dir.string()},
+                             {"tenant", tenant},
+                             {"ca_file", (paths.dir / "ca.pem").string()},
+                             {"admin_token_file", (paths.dir / "admin.token").string()}};
+  std::cout << out.dump(2) << "\n";
+  return 0;
+}
+
+service::Request to_request(const httplib::Request& in) {
+  service::Request out;
+  out.method = in.method;
+  out.target = in.target;
+  for (auto& [name, value] : in.headers) {
+    std::string lower = name;
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    // cpp-httplib applies Range itself to the response body: give the service the whole request less Range.
+    if (lower != "range") out.headers[lower] = value;
+  }
+  out.body = in.body;
+  if (in.ssl) {
+    auto* ssl = const_cast<SSL*>(in.ssl);
+    auto der_of = [](X509* cert) {
+      int len = i2d_X509(cert, nullptr);
+      std::string der(static_cast<std::size_t>(std::max(len, 0)), '\0');
+      auto* p = reinterpret_cast<unsigned char*>(der.data());
+      if (len > 0) i2d_X509(cert, &p);
+      return der;
+    };
+    if (X509* leaf = SSL_get1_peer_certificate(ssl)) {
+      out.client_certificates.push_back(der_of(leaf));
+      X509_free(leaf);
+      // On a server the peer chain excludes the leaf.
+      if (STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl))
+        for (int i = 0; i < sk_X509_num(chain); ++i) out.client_certificates.push_back(der_of(sk_X509_value(chain, i)));
+    }
+  }
+  return out;
+}
+
+// Devices present any certificate at the TLS layer; the service checks it against the registered
+// factory CAs and the imported device key (service/agent.cpp), which TLS cannot know about.
+int accept_any_client_certificate(int /*preverified*/, X509_STORE_CTX* /*ctx*/) { return 1; }
+
+std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, int threads, std::shared_ptr<service::Service> svc,
+                                                bool mutual_tls) {
+  auto server = std::make_unique<httplib::SSLServer>((paths.dir / "server.pem").c_str(), (paths.dir / "server.key").c_str());
+  if (!server->is_valid())
+    throw Error(ExitCode::failure, "cannot load the server certificate/key from " + paths.dir.string());
+  // Without a session-id context, TLS session resumption fails when client certificates are requested.
+  static const unsigned char session_context[] = "kiln-service";
+  SSL_CTX_set_session_id_context(server->ssl_context(), session_context, sizeof session_context - 1);
+  if (mutual_tls)
+    SSL_CTX_set_verify(server->ssl_context(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, accept_any_client_certificate);
+  server->set_tcp_nodelay(true);
+  server->set_keep_alive_max_count(100000);
+  server->set_payload_max_length(std::size_t{64} << 20);
+  server->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
+  auto handler = [svc](const httplib::Request& req, httplib::Response& res) {
+    auto reply = svc->handle(to_request(req));
+    res.status = reply.status;
+    if (reply.status == 200 && !req.ranges.empty() && reply.headers.count("Accept-Ranges")) res.status = 206;
+    for (auto& [name, value] : reply.headers) res.set_header(name, value);
+    res.set_content(std::move(reply.body), reply.content_type.c_str());
+  };
+  server->Get(".*", handler);
+  server->Post(".*", handler);
+  server->Put(".*", handler);
+  server->Patch(".*", handler);
+  server->Delete(".*", handler);
+  return server;
+}
+
+int bind_server(httplib::SSLServer& server, const std::string& listen) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos) throw Error(ExitCode::usage, "--listen wants HOST:PORT, e.g. 127.0.0.1:8443");
+  std::string host = listen.substr(0, colon);
+  int port = std::stoi(listen.substr(colon + 1));
+  int bound = port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
+  if (bound < 0) throw Error(ExitCode::failure, "cannot listen on " + listen, "is the port in use?");
+  return bound;
+}
+
+int run(const Paths& paths, const std::string& listen, const std::string& agent_listen, int threads) {
+  open_service(paths);  // fails with a hint when the directory was never initialised
+  auto svc = std::make_shared<service::Service>(service::ServiceConfig{paths.database().string(), paths.images()});
+  auto api = make_server(paths, threads, svc, false);
+  std::unique_ptr<httplib::SSLServer> agents;
+  if (!agent_listen.empty()) agents = make_server(paths, threads, svc, true);
+  std::string host = listen.substr(0, listen.rfind(':'));
+  int port = bind_server(*api, listen);
+  int agent_port = agents ? bind_server(*agents, agent_listen) : 0;
+
+  // Signals arrive on a dedicated thread so stop() runs outside a signal handler.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::thread waiter([&api, &agents, signals] {
+    int received = 0;
+    sigwait(&signals, &received);
+    api->stop();
+    if (agents) agents->stop();
+  });
+  std::thread agent_thread;
+  if (agents) {
+    std::cerr << "agents: listening on https://" << agent_listen.substr(0, agent_listen.rfind(':')) << ":" << agent_port
+              << " (mutual TLS)" << std::endl;
+    agent_thread = std::thread([&agents] { agents->listen_after_bind(); });
+  }
+  std::cerr << "listening on https://" << host << ":" << port << std::endl;
+  api->listen_after_bind();
+  if (agent_thread.joinable()) agent_thread.join();
+  waiter.join();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app("kiln-service: the reference kiln security service (HTTPS JSON API, SQLite store)", "kiln-service");
+  app.require_subcommand(1);
+  Paths paths;
+  std::string tenant = "default", listen = "127.0.0.1:8443", agent_listen, role, name, token_file;
+  int threads = 8;
+
+  auto* init_cmd = app.add_subcommand("init", "Create TLS material, the database, a tenant and D/admin.token (0600)");
+  init_cmd->add_option("--dir", paths.dir, "Data directory")->required();
+  init_cmd->add_option("--tenant", tenant, "Name of the first tenant");
+
+  auto* run_cmd = app.add_subcommand("run", "Serve the API over HTTPS until SIGTERM/SIGINT");
+  run_cmd->add_option("--dir", paths.dir, "Data directory")->required();
+  run_cmd->add_option("--listen", listen, "HOST:PORT (port 0 picks a free port and prints it)");
+  run_cmd->add_option("--agent-listen", agent_listen, "HOST:PORT for device agents (mutual TLS); port 0 picks one");
+  run_cmd->add_option("--threads", threads, "Worker threads per listener")->check(CLI::Range(1, 256));
+
+  auto* tenant_cmd = app.add_subcommand("tenant", "Manage tenants");
+  tenant_cmd->require_subcommand(1);
+  auto* tenant_create = tenant_cmd->add_subcommand("create", "Create a tenant and write its admin token 0600 to a file");
+  tenant_create->add_option("--dir", paths.dir, "Data directory")->required();
+  tenant_create->add_option("--name", tenant, "Tenant name")->required();
+  tenant_create->add_option("--token-file", token_file, "Where to write the tenant's admin token")->required();
+
+  auto* token_cmd = app.add_subcommand("token", "Manage API tokens");
+  token_cmd->require_subcommand(1);
+  auto* token_create = token_cmd->add_subcommand("create", "Create a token; prints it once (or writes it 0600 with --token-file)");
+  token_create->add_option("--dir", paths.dir, "Data directory")->required();
+  token_create->add_option("--role", role, "admin, operator, factory or reader")
+      ->required()
+      ->check(CLI::IsMember({"admin", "operator", "factory", "reader"}));
+  token_create->add_option("--tenant", tenant, "Tenant name");
+  token_create->add_option("--name", name, "A label for the token");
+  token_create->add_option("--token-file", token_file, "Write the token here (0600) instead of stdout");
+
+  try {
+    app.parse(argc, argv);
+    if (*init_cmd) return init(paths, tenant);
+    if (*run_cmd) return run(paths, listen, agent_listen, threads);
+    auto svc = open_service(paths);
+    auto tenant_id = svc.find_tenant(tenant);
+    if (*tenant_create) {
+      if (tenant_id) throw Error(ExitCode::conflict, "tenant " + tenant + " already exists");
+      write_token(token_file, svc.create_token(svc.create_tenant(tenant), service::Role::admin, "admin"));
+      return 0;
+    }
+    if (!tenant_id) throw Error(ExitCode::not_found, "tenant " + tenant + " does not exist");
+    auto token = svc.create_token(*tenant_id, *service::parse_role(role), name.empty() ? role : name);
+    if (token_file.empty()) std::cout << token << "\n";
+    else write_token(token_file, token);
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const Error& e) {
+    std::cerr << "kiln-service: error: " << e.what() << "\n";
+    if (!e.hint().empty()) std::cerr << "  hint: " << e.hint() << "\n";
+    return static_cast<int>(e.code());
+  } catch (const std::exception& e) {
+    std::cerr << "kiln-service: error: " << e.what() << "\n";
+    return 1;
+  }
+}

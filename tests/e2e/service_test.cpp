@@ -1,0 +1,318 @@
+// kiln against a real kiln-service on 127.0.0.1: real TLS, real SQLite, real processes.
+#include <doctest/doctest.h>
+
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "signing/key_ref.hpp"
+#include "tests/support/fault_proxy.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/service_process.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/test_certificates.hpp"
+
+using namespace kiln;
+using Json = nlohmann::json;
+
+namespace {
+
+std::string slurp(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void spit(const std::filesystem::path& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary);
+  out << data;
+}
+
+unsigned mode_of(const std::filesystem::path& path) {
+  struct stat st {};
+  stat(path.c_str(), &st);
+  return st.st_mode & 0777;
+}
+
+std::vector<Json> jsonl(const std::string& out) {
+  std::vector<Json> rows;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) rows.push_back(Json::parse(line));
+  return rows;
+}
+
+// A service initialised in a temp dir, the environment for kiln to reach it, and helpers.
+struct Setup {
+  test::TempDir dir;
+  std::filesystem::path data = dir.path() / "svc";
+  std::string admin_token_file;
+  std::unique_ptr<test::ServiceProcess> service;
+
+  explicit Setup(bool agents = false) {
+    auto init = test::run_process(test::bin_path("kiln-service"), {"init", "--dir", data.string()});
+    REQUIRE_MESSAGE(init.exit_code == 0, init.err);
+    admin_token_file = (data / "admin.token").string();
+    service = std::make_unique<test::ServiceProcess>(data, 0, agents);
+  }
+
+  test::ProcessOptions env(const std::string& token_file = {}) const {
+    test::ProcessOptions o;
+    o.env["XDG_CONFIG_HOME"] = dir.file("xdg");
+    o.env["KILN_SERVICE"] = service->url();
+    o.env["KILN_CA_FILE"] = (data / "ca.pem").string();
+    o.env["KILN_TOKEN"] = slurp(token_file.empty() ? admin_token_file : token_file);
+    o.env["KILN_TOKEN"].pop_back();  // newline
+    return o;
+  }
+
+  test::ProcessResult kiln(const std::vector<std::string>& args, const std::string& token_file = {}) const {
+    return test::kiln(args, env(token_file));
+  }
+
+  Json json(const std::vector<std::string>& args) const {
+    auto with_output = args;
+    with_output.insert(with_output.begin(), {"-o", "json"});
+    auto r = kiln(with_output);
+    INFO("kiln " << args[0] << " " << (args.size() > 1 ? args[1] : "") << ": " << r.err);
+    REQUIRE(r.exit_code == 0);
+    return Json::parse(r.out);
+  }
+
+  std::string token(const std::string& role) const {
+    auto file = dir.file(role + ".token");
+    auto r = test::run_process(test::bin_path("kiln-service"),
+                                {"token", "create", "--dir", data.string(), "--role", role, "--token-file", file});
+    REQUIRE(r.exit_code == 0);
+    return file;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("service e2e: init writes 0600 secrets; login keeps the token 0600 and never prints it") {
+  Setup s;
+  CHECK(mode_of(s.data / "admin.token") == 0600);
+  CHECK(mode_of(s.data / "ca.key") == 0600);
+  CHECK(mode_of(s.data / "server.key") == 0600);
+  auto again = test::run_process(test::bin_path("kiln-service"), {"init", "--dir", s.data.string()});
+  CHECK(again.exit_code == 7);
+
+  test::ProcessOptions o;
+  o.env["XDG_CONFIG_HOME"] = s.dir.file("xdg");
+  auto login = test::kiln({"-o", "json", "login", "--service", s.service->url(), "--token-file", s.admin_token_file,
+                           "--ca-file", (s.data / "ca.pem").string()},
+                          o);
+  REQUIRE_MESSAGE(login.exit_code == 0, login.err);
+  auto token = slurp(s.admin_token_file);
+  token.pop_back();
+  CHECK(login.out.find(token) == std::string::npos);
+  CHECK(login.err.find(token) == std::string::npos);
+  auto credentials = std::filesystem::path(s.dir.file("xdg")) / "kiln" / "credentials";
+  CHECK(mode_of(credentials) == 0600);
+  auto who = test::kiln({"-o", "json", "whoami"}, o);
+  REQUIRE_MESSAGE(who.exit_code == 0, who.err);
+  CHECK(Json::parse(who.out)["role"] == "admin");
+  CHECK(test::kiln({"logout"}, o).exit_code == 0);
+  CHECK(test::kiln({"whoami"}, o).exit_code == 6);
+
+  // A wrong token is refused by the service: exit 6 before anything is stored.
+  spit(s.dir.file("bad.token"), "kiln_0000\n");
+  auto bad = test::kiln({"login", "--service", s.service->url(), "--token-file", s.dir.file("bad.token"), "--ca-file",
+                         (s.data / "ca.pem").string()},
+                        o);
+  CHECK(bad.exit_code == 6);
+  CHECK(!std::filesystem::exists(credentials));
+}
+
+TEST_CASE("service e2e: TLS and connection failures say what failed") {
+  Setup s;
+  test::TempDir other;
+  REQUIRE(test::run_process(test::bin_path("kiln-service"), {"init", "--dir", other.file("svc")}).exit_code == 0);
+  auto o = s.env();
+  o.env["KILN_CA_FILE"] = other.file("svc/ca.pem");
+  auto wrong_ca = test::kiln({"whoami"}, o);
+  CHECK(wrong_ca.exit_code == 5);
+  CHECK(wrong_ca.err.find("does not verify") != std::string::npos);
+
+  o = s.env();
+  o.env["KILN_SERVICE"] = "https://localhost:" + std::to_string(s.service->port());
+  CHECK(test::kiln({"whoami"}, o).exit_code == 0);  // the certificate names localhost too
+
+  o.env["KILN_SERVICE"] = "https://127.0.0.1:1";
+  auto refused = test::kiln({"whoami"}, o);
+  CHECK(refused.exit_code == 5);
+  CHECK(refused.err.find("cannot connect") != std::string::npos);
+}
+
+TEST_CASE("service e2e: products, groups, import, list, count, claim, roles, deployments, restart keeps state") {
+  Setup s;
+  auto product = s.json({"product", "create", "Thermo"});
+  CHECK(product["groups"].size() == 3);
+  CHECK(s.kiln({"product", "create", "Thermo"}).exit_code == 7);
+  CHECK(s.json({"group", "list", "--product", "Thermo"}).size() == 3);
+  CHECK(s.json({"group", "create", "Thermo/Beta"})["name"] == "Beta");
+  CHECK(s.json({"group", "update", "Thermo/Beta", "--name", "Beta2"})["name"] == "Beta2");
+  CHECK(s.json({"group", "delete", "Thermo/Beta2"}).contains("deleted"));
+  CHECK(s.kiln({"group", "show", "Thermo/Beta2"}).exit_code == 9);
+
+  // A bundle of 5 units with real device keys.
+  std::string bundle;
+  for (int i = 0; i < 5; ++i) {
+    auto key = s.dir.file("dev-" + std::to_string(i) + ".pem");
+    REQUIRE(test::kiln({"key", "generate", "-t", "ecdsa-p256", "-o", key}).exit_code == 0);
+    bundle += Json{{"uid", "dev-" + std::to_string(i)}, {"product", "Thermo"}, {"state", "secured"},
+                   {"version", i < 3 ? "1.0.0" : "1.1.0"}, {"public_key", test::public_key_pem_of_file(key)}}.dump() + "\n";
+  }
+  spit(s.dir.file("bundle.jsonl"), bundle);
+  CHECK(s.json({"device", "import", s.dir.file("bundle.jsonl")})["imported"] == 5);
+
+  auto list = s.kiln({"-o", "jsonl", "device", "list", "--page-size", "2"});
+  REQUIRE_MESSAGE(list.exit_code == 0, list.err);
+  auto rows = jsonl(list.out);
+  REQUIRE(rows.size() == 5);
+  CHECK(rows[4]["id"] == "dev-4");
+  CHECK(jsonl(s.kiln({"-o", "jsonl", "device", "list", "--version", "1.1.0"}).out).size() == 2);
+  auto csv = s.kiln({"-o", "csv", "device", "list", "--page-size", "2"});
+  CHECK(std::count(csv.out.begin(), csv.out.end(), '\n') == 6);  // header + 5
+  auto counts = s.json({"device", "count", "--by", "version"});
+  CHECK(counts[0] == Json{{"version", "1.0.0"}, {"count", 3}});
+
+  auto claimed = s.json({"device", "claim", "--id", "dev-0", "--key", s.dir.file("dev-0.pem")});
+  CHECK(claimed["claimed"] == true);
+  auto wrong = s.kiln({"device", "claim", "--id", "dev-1", "--key", s.dir.file("dev-0.pem")});
+  CHECK(wrong.exit_code == 3);
+  CHECK(wrong.err.find("does not verify") != std::string::npos);
+  CHECK(s.kiln({"device", "show", "nope"}).exit_code == 9);
+  CHECK(s.json({"device", "assign", "dev-1", "dev-2", "--group", "Thermo/Field Test"}).size() == 2);
+  CHECK(jsonl(s.kiln({"-o", "jsonl", "device", "list", "--group", "Thermo/Field Test"}).out).size() == 2);
+
+  // Roles: a reader reads but cannot write; a factory token imports but cannot create products.
+  auto reader = s.token("reader");
+  CHECK(s.kiln({"product", "list"}, reader).exit_code == 0);
+  auto denied = s.kiln({"product", "create", "Other"}, reader);
+  CHECK(denied.exit_code == 6);
+  CHECK(denied.err.find("role reader") != std::string::npos);
+  auto factory = s.token("factory");
+  CHECK(s.kiln({"device", "import", s.dir.file("bundle.jsonl")}, factory).exit_code == 0);
+  CHECK(s.kiln({"product", "create", "Other"}, factory).exit_code == 6);
+
+  // Images and a deployment.
+  std::string firmware(200000, '\0');
+  std::mt19937 rng(7);
+  for (auto& c : firmware) c = static_cast<char>(rng());
+  spit(s.dir.file("fw.bin"), firmware);
+  auto uploaded = s.json({"image", "upload", s.dir.file("fw.bin")});
+  CHECK(uploaded["uploaded"] == true);
+  auto id = uploaded["id"].get<std::string>();
+  CHECK(s.json({"image", "upload", s.dir.file("fw.bin")})["uploaded"] == false);  // already there: one request
+  CHECK(s.json({"image", "download", id, "-O", s.dir.file("back.bin")})["size"] == 200000);
+  CHECK(slurp(s.dir.file("back.bin")) == firmware);
+  auto deployment = s.json({"deployment", "create", "--group", "Thermo/Production", "--image", id, "--rollout", "10%"});
+  CHECK(deployment["rollout"] == 10);
+  auto dep = deployment["id"].get<std::string>();
+  CHECK(s.json({"deployment", "pause", dep})["state"] == "paused");
+
+  // Restart mid-deployment: everything persists.
+  CHECK(s.service->stop() == 0);
+  s.service = std::make_unique<test::ServiceProcess>(s.data);
+  CHECK(s.json({"deployment", "show", dep})["state"] == "paused");
+  CHECK(s.json({"deployment", "resume", dep})["state"] == "active");
+  CHECK(s.json({"deployment", "abort", dep})["state"] == "aborted");
+  CHECK(s.kiln({"deployment", "resume", dep}).exit_code == 7);
+  CHECK(s.json({"device", "show", "dev-0"})["claimed"] == true);
+  CHECK(jsonl(s.kiln({"-o", "jsonl", "device", "list"}).out).size() == 5);
+  CHECK(s.json({"image", "list"}).size() == 1);
+}
+
+TEST_CASE("service e2e: malformed JSON over real TLS answers 400 with a reason") {
+  Setup s;
+  auto token = s.env().env.at("KILN_TOKEN");
+  for (const char* path : {"/v1/products", "/v1/groups", "/v1/devices/import", "/v1/images", "/v1/deployments", "/v1/tokens"}) {
+    auto r = test::run_process("/usr/bin/curl",
+                               {"-s", "-o", "-", "-w", "\n%{http_code}", "--cacert", (s.data / "ca.pem").string(), "-H",
+                                "Authorization: Bearer " + token, "--data-binary", "{\"name\":", s.service->url() + path});
+    INFO(path << ": " << r.out);
+    CHECK(r.out.ends_with("\n400"));
+    CHECK(r.out.find("\"message\"") != std::string::npos);
+  }
+}
+
+TEST_CASE("service e2e: an upload cut by the network resumes where the service stopped") {
+  Setup s;
+  test::FaultProxy proxy(s.service->port());
+  auto o = s.env();
+  o.env["KILN_SERVICE"] = "https://127.0.0.1:" + std::to_string(proxy.port());
+  std::string firmware(3 << 20, '\0');
+  std::mt19937 rng(11);
+  for (auto& c : firmware) c = static_cast<char>(rng());
+  spit(s.dir.file("big.bin"), firmware);
+
+  proxy.cut_after((3 << 20) / 2);  // somewhere in the second 1 MiB chunk
+  auto cut = test::kiln({"image", "upload", s.dir.file("big.bin")}, o);
+  CHECK(proxy.cut_happened());
+  CHECK(cut.exit_code == 5);
+
+  proxy.allow();
+  auto resumed = test::kiln({"-o", "json", "image", "upload", s.dir.file("big.bin")}, o);
+  REQUIRE_MESSAGE(resumed.exit_code == 0, resumed.err);
+  auto result = Json::parse(resumed.out);
+  CHECK(result["uploaded"] == true);
+  CHECK(result["resumed_from"] == 1 << 20);
+  auto id = result["id"].get<std::string>();
+  CHECK(s.json({"image", "show", id})["complete"] == true);
+  CHECK(s.json({"image", "download", id, "-O", s.dir.file("back.bin")})["size"] == 3 << 20);
+  CHECK(slurp(s.dir.file("back.bin")) == firmware);
+}
+
+TEST_CASE("service e2e: a device agent checks in and downloads a range over mutual TLS") {
+  Setup s(true);
+  REQUIRE(s.service->agent_port() > 0);
+  test::TestCa factory_ca("Acme Factory CA");
+  test::TestKey device_key;
+  spit(s.dir.file("factory-ca.pem"), factory_ca.pem);
+  spit(s.dir.file("device.pem"), factory_ca.issue(device_key, "dev-1"));
+  spit(s.dir.file("device.key"), device_key.private_pem());
+  s.json({"product", "create", "Thermo"});
+  spit(s.dir.file("bundle.jsonl"),
+       Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n");
+  s.json({"device", "import", s.dir.file("bundle.jsonl")});
+  CHECK(s.json({"device", "ca", "add", s.dir.file("factory-ca.pem")}).contains("id"));
+  CHECK(s.json({"device", "ca", "list"}).size() == 1);
+  std::string firmware(10000, 'z');
+  spit(s.dir.file("fw.bin"), firmware);
+  auto id = s.json({"image", "upload", s.dir.file("fw.bin")})["id"].get<std::string>();
+  s.json({"deployment", "create", "--group", "Thermo/Development", "--image", id});
+
+  auto agent_url = "https://127.0.0.1:" + std::to_string(s.service->agent_port());
+  std::vector<std::string> tls = {"-s", "--cacert", (s.data / "ca.pem").string(), "--cert", s.dir.file("device.pem"),
+                                  "--key", s.dir.file("device.key")};
+  auto curl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), tls.begin(), tls.end());
+    return test::run_process("/usr/bin/curl", args);
+  };
+  auto check_in = curl({"-X", "POST", "--data", R"({"version":"1.0.1"})", agent_url + "/v1/agent/check-in"});
+  REQUIRE_MESSAGE(check_in.exit_code == 0, check_in.err);
+  auto offer = Json::parse(check_in.out);
+  REQUIRE(offer["deployment"].is_object());
+  auto range = curl({"-r", "100-199", agent_url + offer["deployment"]["images"][0]["url"].get<std::string>()});
+  CHECK(range.out == firmware.substr(100, 100));
+  CHECK(s.json({"device", "show", "dev-1"})["version"] == "1.0.1");
+
+  // Without a client certificate the agent listener refuses the TLS handshake itself.
+  auto anonymous = test::run_process("/usr/bin/curl", {"-s", "--cacert", (s.data / "ca.pem").string(), "-X", "POST",
+                                                       agent_url + "/v1/agent/check-in"});
+  CHECK(anonymous.exit_code != 0);
+  // The bearer-token listener never serves agents.
+  auto via_api = test::run_process("/usr/bin/curl", {"-s", "--cacert", (s.data / "ca.pem").string(), "--data", "{}",
+                                                     s.service->url() + "/v1/agent/check-in"});
+  CHECK(Json::parse(via_api.out)["error"]["code"] == "unauthenticated");
+}

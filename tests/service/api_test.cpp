@@ -1,0 +1,389 @@
+// kiln_service_lib in-process: authorization matrix, malformed bodies, tenant isolation, claim, paging, idempotency.
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "core/bytes.hpp"
+#include "service/api.hpp"
+#include "signing/file_key.hpp"
+#include "signing/key_ref.hpp"
+#include "signing/signer.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/test_certificates.hpp"
+
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+using namespace kiln;
+using namespace kiln::service;
+using Json = nlohmann::json;
+
+namespace {
+
+struct Fixture {
+  test::TempDir dir;
+  Service service{{":memory:", dir.path() / "images"}};
+  std::int64_t tenant = service.create_tenant("acme");
+  std::string admin = service.create_token(tenant, Role::admin, "admin");
+
+  Response call(const std::string& method, const std::string& target, const std::string& token, std::string body = {},
+                std::map<std::string, std::string> headers = {}, std::vector<std::string> certificates = {}) {
+    if (!token.empty()) headers["authorization"] = "Bearer " + token;
+    return service.handle({method, target, headers, std::move(body), std::move(certificates)});
+  }
+  Json json(const std::string& method, const std::string& target, const std::string& token, std::string body = {}) {
+    auto r = call(method, target, token, std::move(body));
+    INFO(method << " " << target << " -> " << r.status << " " << r.body);
+    REQUIRE(r.status < 300);
+    return Json::parse(r.body);
+  }
+};
+
+std::string write_key(const test::TempDir& dir, const std::string& name, KeyType type) {
+  auto path = dir.file(name);
+  std::string pem = generate_private_key_pem(type, std::nullopt);
+  FILE* f = std::fopen(path.c_str(), "w");
+  std::fwrite(pem.data(), 1, pem.size(), f);
+  std::fclose(f);
+  return path;
+}
+
+std::string unit_line(const std::string& uid, const std::string& pem, const std::string& version = "1.0.0") {
+  return Json{{"uid", uid}, {"product", "Thermo"}, {"public_key", pem}, {"version", version}, {"state", "secured"}}.dump() + "\n";
+}
+
+// A path for a route pattern with every {} filled by `param`.
+std::string fill(const std::string& pattern, const std::string& param) {
+  std::string out = pattern;
+  for (auto pos = out.find("{}"); pos != std::string::npos; pos = out.find("{}")) out.replace(pos, 2, param);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("service: every role against every endpoint gets exactly the access the route table grants") {
+  Fixture f;
+  std::map<Role, std::string> tokens;
+  for (Role role : {Role::admin, Role::operator_, Role::factory, Role::reader})
+    tokens[role] = f.service.create_token(f.tenant, role, role_name(role));
+  for (const auto& route : route_table()) {
+    auto target = fill(route.pattern, "missing");
+    CHECK_MESSAGE(f.call(route.method, target, "").status == 401, route.method, " ", route.pattern);
+    CHECK_MESSAGE(f.call(route.method, target, "kiln_wrong").status == 401, route.method, " ", route.pattern);
+    for (auto& [role, token] : tokens) {
+      bool allowed = std::find(route.roles.begin(), route.roles.end(), role) != route.roles.end();
+      auto r = f.call(route.method, target, token, "{}");
+      INFO(route.method << " " << route.pattern << " as " << role_name(role) << " -> " << r.status << " " << r.body);
+      CHECK(r.status < 500);
+      if (route.roles.empty()) CHECK(r.status == 401);  // device endpoints take no token, only a device certificate
+      else if (allowed) CHECK((r.status != 401 && r.status != 403));
+      else CHECK(r.status == 403);
+    }
+  }
+  // Spot-check the table itself: readers read, factories import and claim, only admins mint tokens.
+  auto roles_of = [](const std::string& method, const std::string& pattern) {
+    for (auto& r : route_table())
+      if (r.method == method && r.pattern == pattern) return r.roles;
+    FAIL("no route " << method << " " << pattern);
+    return std::vector<Role>{};
+  };
+  CHECK(roles_of("POST", "/v1/tokens") == std::vector<Role>{Role::admin});
+  CHECK(roles_of("GET", "/v1/devices").size() == 4);
+  auto import_roles = roles_of("POST", "/v1/devices/import");
+  CHECK(std::find(import_roles.begin(), import_roles.end(), Role::factory) != import_roles.end());
+  CHECK(std::find(import_roles.begin(), import_roles.end(), Role::reader) == import_roles.end());
+}
+
+TEST_CASE("service: malformed JSON to every endpoint answers 400 with a reason, never 500") {
+  Fixture f;
+  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  test::TestCa factory_ca("Factory CA");
+  test::TestKey device_key;
+  f.json("POST", "/v1/factory-cas", f.admin, Json{{"certificate", factory_ca.pem}}.dump());
+  f.json("POST", "/v1/devices/import", f.admin,
+         Json{{"uid", "Thermo"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n");
+  std::vector<std::string> device_chain = {test::pem_to_der(factory_ca.issue(device_key, "Thermo"))};
+  const std::vector<std::string> bodies = {"{", "not json", "[1,2]", "\"text\"", "{\"name\": 5}", "{\"name\":\"\\ud800\"}",
+                                           std::string("\x00\xff{", 3), "{\"a\":" + std::string(100, '[')};
+  for (const auto& route : route_table()) {
+    bool takes_json = (route.method == "POST" || route.method == "PATCH") &&
+                      route.pattern.find("claim-challenge") == std::string::npos &&
+                      route.pattern.find("/pause") == std::string::npos && route.pattern.find("/resume") == std::string::npos &&
+                      route.pattern.find("/abort") == std::string::npos;
+    for (const auto& body : bodies) {
+      bool agent = route.roles.empty();
+      auto r = f.call(route.method, fill(route.pattern, "Thermo"), agent ? "" : f.admin, body, {},
+                      agent ? device_chain : std::vector<std::string>{});
+      INFO(route.method << " " << route.pattern << " body " << body << " -> " << r.status << " " << r.body);
+      CHECK(r.status < 500);
+      auto error = Json::parse(r.body, nullptr, false);
+      if (r.status >= 400) {
+        REQUIRE(error.is_object());
+        CHECK(!error["error"]["message"].get<std::string>().empty());
+      }
+      bool valid_object_for_optional_fields = route.pattern == "/v1/agent/check-in" && body == "{\"name\": 5}";
+      if (takes_json && route.pattern.find("{}") == std::string::npos && !valid_object_for_optional_fields)
+        CHECK(r.status == 400);
+    }
+  }
+  // Found by the fuzzer: an error message quoting a path that is not UTF-8.
+  auto not_utf8 = f.call("PATCH", "/v1/groups/nu%ff%ffame", f.admin, R"({"name":"x"})");
+  CHECK(not_utf8.status == 404);
+  CHECK(Json::parse(not_utf8.body)["error"]["code"] == "not_found");
+  auto r = f.call("POST", "/v1/products", f.admin, "{");
+  CHECK(Json::parse(r.body)["error"]["code"] == "malformed_json");
+  CHECK(Json::parse(r.body)["error"]["message"].get<std::string>().find("not valid JSON") != std::string::npos);
+}
+
+TEST_CASE("service: another tenant's objects answer 404") {
+  Fixture f;
+  auto other_tenant = f.service.create_tenant("globex");
+  auto other = f.service.create_token(other_tenant, Role::admin, "admin");
+  auto product = f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  auto key = write_key(f.dir, "dev.pem", KeyType::ecdsa_p256);
+  f.json("POST", "/v1/devices/import", f.admin, unit_line("dev-1", test::public_key_pem_of_file(key)));
+  auto group = f.json("GET", "/v1/groups/Thermo%2FProduction", f.admin);
+
+  CHECK(f.call("GET", "/v1/products/" + product["id"].get<std::string>(), other).status == 404);
+  CHECK(f.call("GET", "/v1/products/Thermo", other).status == 404);
+  CHECK(f.call("GET", "/v1/groups/" + group["id"].get<std::string>(), other).status == 404);
+  CHECK(f.call("GET", "/v1/devices/dev-1", other).status == 404);
+  CHECK(f.call("POST", "/v1/devices/dev-1/claim-challenge", other).status == 404);
+  CHECK(f.call("POST", "/v1/devices/dev-1/assign", other, R"({"group":"Thermo/Production"})").status == 404);
+  CHECK(f.call("DELETE", "/v1/products/Thermo", other).status == 404);
+  CHECK(f.json("GET", "/v1/devices", other)["items"].empty());
+  CHECK(f.json("GET", "/v1/products", other)["items"].empty());
+  // A UID already registered to another tenant cannot be taken over by importing it again.
+  f.json("POST", "/v1/products", other, R"({"name":"Thermo"})");
+  CHECK(f.call("POST", "/v1/devices/import", other, unit_line("dev-1", test::public_key_pem_of_file(key))).status == 409);
+  CHECK(f.json("GET", "/v1/devices/dev-1", f.admin)["product"] == "Thermo");
+}
+
+TEST_CASE("service: claim checks the device signature against the imported key, one way, repeatable") {
+  Fixture f;
+  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  auto ec_key = write_key(f.dir, "ec.pem", KeyType::ecdsa_p256);
+  auto ed_key = write_key(f.dir, "ed.pem", KeyType::ed25519);
+  auto wrong_key = write_key(f.dir, "wrong.pem", KeyType::ecdsa_p256);
+  f.json("POST", "/v1/devices/import", f.admin,
+         unit_line("ec-1", test::public_key_pem_of_file(ec_key)) + unit_line("ed-1", test::public_key_pem_of_file(ed_key)));
+
+  auto claim = [&](const std::string& id, const std::string& key_file) {
+    auto challenge = f.json("POST", "/v1/devices/" + id + "/claim-challenge", f.admin);
+    auto message = challenge["message"].get<std::string>();
+    CHECK(message.find(challenge["nonce"].get<std::string>()) != std::string::npos);
+    auto signer = open_signer(key_file);
+    Bytes signature = signer->type() == KeyType::ed25519 ? signer->sign(as_bytes(message), HashAlg::sha256)
+                                                         : signer->sign(digest(HashAlg::sha256, as_bytes(message)), HashAlg::sha256);
+    return f.call("POST", "/v1/devices/" + id + "/claim", f.admin,
+                  Json{{"nonce", challenge["nonce"]}, {"signature", to_hex(signature)}}.dump());
+  };
+  auto wrong = claim("ec-1", wrong_key);
+  CHECK(wrong.status == 422);
+  CHECK(Json::parse(wrong.body)["error"]["code"] == "signature_invalid");
+  CHECK(f.json("GET", "/v1/devices/ec-1", f.admin)["claimed"] == false);
+
+  auto ok = claim("ec-1", ec_key);
+  CHECK(ok.status == 200);
+  CHECK(Json::parse(ok.body)["claimed"] == true);
+  CHECK(claim("ec-1", ec_key).status == 200);  // repeat claim into the same tenant succeeds
+  CHECK(claim("ed-1", ed_key).status == 200);
+
+  // A nonce is single use.
+  auto challenge = f.json("POST", "/v1/devices/ec-1/claim-challenge", f.admin);
+  auto signer = open_signer(ec_key);
+  auto sig = to_hex(signer->sign(digest(HashAlg::sha256, as_bytes(challenge["message"].get<std::string>())), HashAlg::sha256));
+  auto body = Json{{"nonce", challenge["nonce"]}, {"signature", sig}}.dump();
+  CHECK(f.call("POST", "/v1/devices/ec-1/claim", f.admin, body).status == 200);
+  CHECK(f.call("POST", "/v1/devices/ec-1/claim", f.admin, body).status == 409);
+
+  CHECK(f.json("GET", "/v1/devices?claimed=true", f.admin)["items"].size() == 2);
+  CHECK(f.json("GET", "/v1/devices?claimed=false", f.admin)["items"].empty());
+}
+
+TEST_CASE("service: device list pages with a cursor and filters; count groups") {
+  Fixture f;
+  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  auto pem = test::public_key_pem_of_file(write_key(f.dir, "k.pem", KeyType::ecdsa_p256));
+  std::string bundle;
+  for (int i = 0; i < 25; ++i) bundle += unit_line(fmt::format("dev-{:03}", i), pem, i % 5 == 0 ? "2.0.0" : "1.0.0");
+  CHECK(f.json("POST", "/v1/devices/import", f.admin, bundle)["imported"] == 25);
+  CHECK(f.json("POST", "/v1/devices/import", f.admin, bundle)["imported"] == 25);  // re-import is an update
+
+  std::vector<std::string> seen;
+  std::string cursor;
+  int pages = 0;
+  while (true) {
+    auto page = f.json("GET", "/v1/devices?limit=10" + (cursor.empty() ? "" : "&cursor=" + cursor), f.admin);
+    ++pages;
+    for (auto& d : page["items"]) seen.push_back(d["id"]);
+    if (page["next_cursor"].is_null()) break;
+    cursor = page["next_cursor"];
+  }
+  CHECK(pages == 3);
+  CHECK(seen.size() == 25);
+  CHECK(std::is_sorted(seen.begin(), seen.end()));
+  CHECK(f.json("GET", "/v1/devices?version=2.0.0", f.admin)["items"].size() == 5);
+  CHECK(f.json("GET", "/v1/devices?group=Thermo%2FDevelopment&state=secured", f.admin)["items"].size() == 25);
+  CHECK(f.call("GET", "/v1/devices?group=Thermo%2FNope", f.admin).status == 404);
+  CHECK(f.call("GET", "/v1/devices?limit=0", f.admin).status == 400);
+
+  auto counts = f.json("GET", "/v1/devices/count?by=version", f.admin);
+  CHECK(counts["total"] == 25);
+  CHECK(counts["counts"][0] == Json{{"version", "1.0.0"}, {"count", 20}});
+  CHECK(counts["counts"][1] == Json{{"version", "2.0.0"}, {"count", 5}});
+  auto by_group = f.json("GET", "/v1/devices/count?by=group", f.admin);
+  CHECK(by_group["counts"][0]["group"] == "Thermo/Development");
+
+  auto moved = f.json("POST", "/v1/devices/dev-001/assign", f.admin, R"({"group":"Thermo/Field Test"})");
+  CHECK(moved["group"] == "Thermo/Field Test");
+  CHECK(f.json("GET", "/v1/devices?group=Thermo%2FField%20Test", f.admin)["items"].size() == 1);
+  CHECK(f.call("DELETE", "/v1/groups/Thermo%2FField%20Test", f.admin).status == 409);
+}
+
+TEST_CASE("service: a POST replayed with the same Idempotency-Key returns the first answer and does nothing twice") {
+  Fixture f;
+  std::map<std::string, std::string> key{{"idempotency-key", "k-1"}};
+  auto first = f.call("POST", "/v1/products", f.admin, R"({"name":"Thermo"})", key);
+  auto second = f.call("POST", "/v1/products", f.admin, R"({"name":"Thermo"})", key);
+  CHECK(first.status == 201);
+  CHECK(second.status == 201);
+  CHECK(second.body == first.body);
+  CHECK(second.headers["Idempotent-Replayed"] == "true");
+  CHECK(f.json("GET", "/v1/products", f.admin)["items"].size() == 1);
+  CHECK(f.call("POST", "/v1/products", f.admin, R"({"name":"Thermo"})").status == 409);
+  CHECK(f.call("POST", "/v1/groups", f.admin, R"({"product":"Thermo","name":"X"})", key).status == 422);
+}
+
+TEST_CASE("service: images upload in chunks at the confirmed offset, verify the digest, serve ranges") {
+  Fixture f;
+  std::string content(3000, 'x');
+  for (std::size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>(i * 7);
+  auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
+  auto created = f.call("POST", "/v1/images", f.admin, Json{{"sha256", sha}, {"size", content.size()}}.dump());
+  CHECK(created.status == 201);
+  CHECK(f.call("PUT", "/v1/images/" + sha + "/content?offset=1000", f.admin, content.substr(0, 1000)).status == 409);
+  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", f.admin, content.substr(0, 1000));
+  auto again = f.json("POST", "/v1/images", f.admin, Json{{"sha256", sha}, {"size", content.size()}}.dump());
+  CHECK(again["received"] == 1000);
+  auto done = f.json("PUT", "/v1/images/" + sha + "/content?offset=1000", f.admin, content.substr(1000));
+  CHECK(done["complete"] == true);
+  auto range = f.call("GET", "/v1/images/" + sha + "/content", f.admin, "", {{"range", "bytes=10-19"}});
+  CHECK(range.status == 206);
+  CHECK(range.body == content.substr(10, 10));
+  CHECK(range.headers["Content-Range"] == "bytes 10-19/3000");
+  CHECK(f.call("GET", "/v1/images/" + sha + "/content", f.admin, "", {{"range", "bytes=5000-"}}).status == 416);
+
+  auto bad = std::string(64, 'a');
+  f.json("POST", "/v1/images", f.admin, Json{{"sha256", bad}, {"size", 4}}.dump());
+  auto mismatch = f.call("PUT", "/v1/images/" + bad + "/content?offset=0", f.admin, "abcd");
+  CHECK(mismatch.status == 422);
+  CHECK(f.json("GET", "/v1/images/" + bad, f.admin)["received"] == 0);
+}
+
+TEST_CASE("service: deployments move active -> paused -> active -> aborted, and aborted is final") {
+  Fixture f;
+  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  std::string content = "firmware";
+  auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
+  f.json("POST", "/v1/images", f.admin, Json{{"sha256", sha}, {"size", content.size()}}.dump());
+  CHECK(f.call("POST", "/v1/deployments", f.admin, Json{{"group", "Thermo/Production"}, {"images", {sha}}}.dump()).status == 409);
+  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", f.admin, content);
+  auto d = f.json("POST", "/v1/deployments", f.admin,
+                  Json{{"group", "Thermo/Production"}, {"images", {sha}}, {"rollout", 10}}.dump());
+  CHECK(d["state"] == "active");
+  CHECK(d["rollout"] == 10);
+  auto id = d["id"].get<std::string>();
+  CHECK(f.json("POST", "/v1/deployments/" + id + "/pause", f.admin)["state"] == "paused");
+  CHECK(f.json("POST", "/v1/deployments/" + id + "/resume", f.admin)["state"] == "active");
+  CHECK(f.json("POST", "/v1/deployments/" + id + "/abort", f.admin)["state"] == "aborted");
+  CHECK(f.call("POST", "/v1/deployments/" + id + "/resume", f.admin).status == 409);
+  CHECK(f.call("POST", "/v1/deployments", f.admin, Json{{"group", "Thermo/Production"}, {"images", {sha}}, {"rollout", 0}}.dump()).status == 400);
+}
+
+TEST_CASE("service: agents check in with a device certificate chained to a registered factory CA") {
+  Fixture f;
+  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  test::TestCa factory_ca("Acme Factory CA");
+  test::TestCa rogue_ca("Rogue CA");
+  test::TestKey device_key, other_key;
+  auto cert = test::pem_to_der(factory_ca.issue(device_key, "dev-1"));
+  f.json("POST", "/v1/devices/import", f.admin,
+         Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n");
+  auto agent = [&](const std::string& method, const std::string& target, std::vector<std::string> chain,
+                   std::string body = "{}", std::map<std::string, std::string> headers = {}) {
+    return f.call(method, target, "", std::move(body), std::move(headers), std::move(chain));
+  };
+
+  CHECK(agent("POST", "/v1/agent/check-in", {cert}).status == 401);  // no factory CA registered yet
+  f.json("POST", "/v1/factory-cas", f.admin, Json{{"certificate", factory_ca.pem}}.dump());
+  auto checked_in = agent("POST", "/v1/agent/check-in", {cert}, R"({"version":"1.2.0"})");
+  REQUIRE(checked_in.status == 200);
+  CHECK(Json::parse(checked_in.body)["deployment"].is_null());
+  auto device = f.json("GET", "/v1/devices/dev-1", f.admin);
+  CHECK(device["version"] == "1.2.0");
+  CHECK(!device["last_seen"].is_null());
+
+  // Refused: a certificate from another CA, one for another key, none at all, and a bearer token.
+  CHECK(agent("POST", "/v1/agent/check-in", {test::pem_to_der(rogue_ca.issue(device_key, "dev-1"))}).status == 401);
+  CHECK(agent("POST", "/v1/agent/check-in", {test::pem_to_der(factory_ca.issue(other_key, "dev-1"))}).status == 401);
+  CHECK(agent("POST", "/v1/agent/check-in", {test::pem_to_der(factory_ca.issue(device_key, "dev-2"))}).status == 401);
+  CHECK(agent("POST", "/v1/agent/check-in", {}).status == 401);
+  CHECK(f.call("POST", "/v1/agent/check-in", f.admin, "{}").status == 401);
+
+  // A deployment to the device's group reaches it on check-in; it downloads with Range and reports.
+  std::string content(5000, 'f');
+  auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
+  f.json("POST", "/v1/images", f.admin, Json{{"sha256", sha}, {"size", content.size()}}.dump());
+  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", f.admin, content);
+  auto dep = f.json("POST", "/v1/deployments", f.admin, Json{{"group", "Thermo/Development"}, {"images", {sha}}}.dump());
+  auto offer = Json::parse(agent("POST", "/v1/agent/check-in", {cert}).body)["deployment"];
+  REQUIRE(offer.is_object());
+  CHECK(offer["id"] == dep["id"]);
+  auto url = offer["images"][0]["url"].get<std::string>();
+  auto part = agent("GET", url, {cert}, "", {{"range", "bytes=4000-"}});
+  CHECK(part.status == 206);
+  CHECK(part.body.size() == 1000);
+  CHECK(agent("POST", "/v1/agent/status", {cert}, Json{{"deployment", dep["id"]}, {"status", "installed"}}.dump()).status == 200);
+  CHECK(agent("POST", "/v1/agent/status", {cert}, Json{{"deployment", dep["id"]}, {"status", "bogus"}}.dump()).status == 400);
+  CHECK(f.json("GET", "/v1/deployments/" + dep["id"].get<std::string>(), f.admin)["device_status"]["installed"] == 1);
+  f.json("POST", "/v1/deployments/" + dep["id"].get<std::string>() + "/pause", f.admin);
+  CHECK(Json::parse(agent("POST", "/v1/agent/check-in", {cert}).body)["deployment"].is_null());
+
+  // A verified certificate is remembered, but not past a re-import that changes the device key.
+  f.json("POST", "/v1/devices/import", f.admin,
+         Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", other_key.public_pem()}}.dump() + "\n");
+  CHECK(agent("POST", "/v1/agent/check-in", {cert}).status == 401);
+}
+
+TEST_CASE("service: docs/openapi.yaml documents every route of the route table") {
+  auto doc_path = std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "docs" / "openapi.yaml";
+  std::ifstream in(doc_path);
+  REQUIRE(in.good());
+  std::stringstream text;
+  text << in.rdbuf();
+  // Paths as documented, with each {name} turned into {} to compare with the route patterns.
+  std::set<std::string> documented;
+  std::istringstream lines(text.str());
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.starts_with("  /v1/") || !line.ends_with(":")) continue;
+    std::string path = line.substr(2, line.size() - 3);
+    std::string normalized;
+    for (std::size_t i = 0; i < path.size(); ++i) {
+      if (path[i] == '{') {
+        normalized += "{}";
+        i = path.find('}', i);
+      } else {
+        normalized += path[i];
+      }
+    }
+    documented.insert(normalized);
+  }
+  for (const auto& route : route_table()) CHECK_MESSAGE(documented.count(route.pattern) == 1, route.pattern);
+}

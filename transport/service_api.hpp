@@ -1,0 +1,104 @@
+// Typed client of the kiln-service API (docs/openapi.yaml): credentials, and one function per operation.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/bytes.hpp"
+#include "transport/http_client.hpp"
+
+namespace kiln::transport {
+
+using Json = nlohmann::ordered_json;
+
+struct Credentials {
+  std::string service;  // https://HOST:PORT
+  std::string token;
+  std::string ca_file;  // pinned CA, optional
+};
+
+// $XDG_CONFIG_HOME/kiln/credentials (else ~/.config/kiln/credentials).
+std::filesystem::path credentials_path();
+// The credentials file, overridden field by field by KILN_SERVICE, KILN_TOKEN, KILN_CA_FILE.
+// `configured_service` (the config file's "service") is used when neither names a service.
+// Throws Error(authentication) when no token or no service is known.
+Credentials load_credentials(const std::optional<std::string>& configured_service = {});
+
+class ServiceApi {
+ public:
+  explicit ServiceApi(const Credentials& credentials);
+  Json get(const std::string& path);
+  // POSTs carry a fresh idempotency key (reused across this call's retries) unless one is given.
+  Json post(const std::string& path, const Json& body, std::string idempotency_key = {});
+  Json patch(const std::string& path, const Json& body);
+  Json remove(const std::string& path);
+  HttpClient& http() { return http_; }
+
+ private:
+  HttpClient http_;
+};
+
+// login: checks the token with whoami, then writes the credentials file (0600). Returns whoami.
+Json login(const Credentials& credentials);
+// logout: removes the credentials file; false if there was none.
+bool logout();
+Json whoami(ServiceApi& api);
+
+Json create_product(ServiceApi& api, const std::string& name, const std::string& description);
+Json list_products(ServiceApi& api);
+Json show_product(ServiceApi& api, const std::string& ref);
+Json delete_product(ServiceApi& api, const std::string& ref);
+
+// Groups are named by ID or "Product/Group".
+Json create_group(ServiceApi& api, const std::string& product, const std::string& name, const std::string& description);
+Json list_groups(ServiceApi& api, const std::optional<std::string>& product);
+Json show_group(ServiceApi& api, const std::string& ref);
+Json update_group(ServiceApi& api, const std::string& ref, const std::optional<std::string>& name,
+                  const std::optional<std::string>& description);
+Json delete_group(ServiceApi& api, const std::string& ref);
+
+struct DeviceFilter {
+  std::optional<std::string> group, product, state, version, seen_before, seen_after;
+  std::optional<bool> claimed;
+};
+// Every matching device, page by page (constant memory): `each` sees one device at a time.
+void list_devices(ServiceApi& api, const DeviceFilter& filter, const std::function<void(const Json&)>& each,
+                  int page_size = 1000);
+Json count_devices(ServiceApi& api, const std::string& by, const DeviceFilter& filter);
+Json show_device(ServiceApi& api, const std::string& id);
+Json assign_device(ServiceApi& api, const std::string& id, const std::string& group);
+// Sends a JSON-lines ledger bundle (docs/ledger-bundle.md) in batches; `progress` gets units sent.
+Json import_devices(ServiceApi& api, const std::filesystem::path& bundle,
+                    const std::function<void(std::uint64_t units)>& progress = {});
+// Challenge, sign, claim. `sign` gets the exact challenge message and returns the device's signature
+// (ECDSA: DER over SHA-256 of the message; Ed25519: over the message).
+Json claim_device(ServiceApi& api, const std::string& id, const std::function<Bytes(const std::string& message)>& sign);
+Json claim_challenge(ServiceApi& api, const std::string& id);
+Json claim_with_signature(ServiceApi& api, const std::string& id, const std::string& nonce, ByteView signature);
+
+// Factory CAs: device certificates for the agent endpoints must chain to one of them.
+Json register_factory_ca(ServiceApi& api, const std::filesystem::path& certificate_pem);
+Json list_factory_cas(ServiceApi& api);
+
+// Content-addressed, resumable upload; an image the service already has costs one request.
+// `progress` gets (bytes confirmed by the service, total).
+Json upload_image(ServiceApi& api, const std::filesystem::path& file,
+                  const std::function<void(std::uint64_t, std::uint64_t)>& progress = {}, std::size_t chunk_size = 1 << 20);
+Json list_images(ServiceApi& api);
+Json show_image(ServiceApi& api, const std::string& id);
+// Downloads to `out` atomically and checks the SHA-256 on the way.
+Json download_image(ServiceApi& api, const std::string& id, const std::filesystem::path& out);
+
+Json create_deployment(ServiceApi& api, const std::string& group, const std::vector<std::string>& images, int rollout);
+Json list_deployments(ServiceApi& api, const std::optional<std::string>& group);
+Json show_deployment(ServiceApi& api, const std::string& id);
+// action: pause, resume or abort.
+Json change_deployment(ServiceApi& api, const std::string& id, const std::string& action);
+
+}  // namespace kiln::transport
