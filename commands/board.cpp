@@ -10,6 +10,7 @@
 
 #include "cli/context.hpp"
 #include "cli/progress.hpp"
+#include "commands/board_session.hpp"
 #include "commands/commands.hpp"
 #include "core/error.hpp"
 #include "signing/signer.hpp"
@@ -31,16 +32,9 @@ void add_board_options(CLI::App* command, BoardArgs& args) {
   command->add_option("--timeout", args.timeout_ms, "Milliseconds to wait for each answer")->check(CLI::Range(10, 600000));
 }
 
-DiscoveryOptions discovery(const cli::Context& ctx) {
-  DiscoveryOptions options;
-  if (const char* dir = std::getenv("KILN_EMU_DIR"); dir && *dir) options.emu_dir = dir;
-  else if (auto configured = ctx.config_value("emu-dir")) options.emu_dir = *configured;
-  if (auto ids = ctx.config_value("usb-ids")) options.usb_ids = parse_usb_ids(*ids);
-  return options;
-}
 
 SmpClient connect(const cli::Context& ctx, const BoardArgs& args) {
-  auto address = select_board(args.board, discovery(ctx));
+  auto address = select_board(args.board, board_discovery(ctx));
   ctx.debug("board " + address.text());
   SmpClientOptions options;
   options.timeout = std::chrono::milliseconds(args.timeout_ms);
@@ -83,7 +77,7 @@ void add_board(CLI::App& app, cli::Context& ctx) {
   auto* list = board->add_subcommand("list", "Attached boards: address, UID, manufacturing state, firmware");
   list->add_option("--timeout", list_args->timeout_ms, "Milliseconds to wait for each board")->check(CLI::Range(10, 600000));
   list->callback([&ctx, list_args] {
-    auto boards = survey_boards(discovery(ctx), std::chrono::milliseconds(list_args->timeout_ms));
+    auto boards = survey_boards(board_discovery(ctx), std::chrono::milliseconds(list_args->timeout_ms));
     auto out = ctx.records();
     for (const auto& b : boards)
       out->add({{"address", b.address.text()}, {"uid", b.uid}, {"state", b.state}, {"firmware", b.firmware},

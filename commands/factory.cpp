@@ -10,6 +10,7 @@
 #include <fmt/ranges.h>
 
 #include "cli/context.hpp"
+#include "commands/board_session.hpp"
 #include "commands/commands.hpp"
 #include "core/error.hpp"
 #include "provisioning/board_watch.hpp"
@@ -55,12 +56,6 @@ struct LedgerArgs {
   std::string out;
 };
 
-DiscoveryOptions discovery(const cli::Context& ctx) {
-  DiscoveryOptions options;
-  if (const char* dir = std::getenv("KILN_EMU_DIR"); dir && *dir) options.emu_dir = dir;
-  else if (auto configured = ctx.config_value("emu-dir")) options.emu_dir = *configured;
-  return options;
-}
 
 std::string absolute_keyref(const std::string& keyref) {
   return is_pkcs11_uri(keyref) ? keyref : fs::absolute(keyref).string();
@@ -259,7 +254,7 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
   provision->add_option("-b,--board", provision_args->board, "usb:..., serial:..., emu:/path.sock or a UID");
   add_run_options(provision, *provision_args);
   provision->callback([&ctx, provision_args] {
-    auto board = select_board(provision_args->board, discovery(ctx));
+    auto board = select_board(provision_args->board, board_discovery(ctx));
     EventView view(ctx);
     report(ctx, view, run_boards(ctx, view, *provision_args, {board}));
   });
@@ -270,7 +265,7 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
   run->add_option("-j,--jobs", run_args->jobs, "Boards in parallel")->check(CLI::Range(1, 256));
   add_run_options(run, *run_args);
   run->callback([&ctx, run_args] {
-    auto boards = discover_boards(discovery(ctx));
+    auto boards = discover_boards(board_discovery(ctx));
     if (boards.empty())
       throw Error(ExitCode::board, "no boards attached", "plug boards in, or set KILN_EMU_DIR for emulated boards");
     EventView view(ctx);
@@ -283,7 +278,7 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
   watch->add_option("--count", watch_args->count, "Stop after this many boards")->check(CLI::PositiveNumber);
   add_run_options(watch, watch_args->run);
   watch->callback([&ctx, watch_args] {
-    auto emu_dir = discovery(ctx).emu_dir;
+    auto emu_dir = board_discovery(ctx).emu_dir;
     if (!emu_dir)
       throw Error(ExitCode::usage, "factory watch needs an emulator directory to watch",
                   "set KILN_EMU_DIR or the config key emu-dir (USB hotplug is not supported yet)");

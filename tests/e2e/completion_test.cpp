@@ -139,3 +139,60 @@ TEST_CASE("completion: zsh completes in a real interactive shell") {
   CHECK(types.count("ecdsa-p384"));
   CHECK(types.count("rsa-3072"));
 }
+
+#include "tests/support/emulator_process.hpp"
+#include "tests/support/service_process.hpp"
+
+TEST_CASE("completion: --board offers the attached boards' addresses and UIDs") {
+  TempDir dir;
+  auto boards = dir.path() / "boards";
+  kiln::test::EmulatorProcess emu(boards.string(), 2);
+  auto script = script_for("bash", dir, "kiln.bash");
+  kiln::test::ProcessOptions opts;
+  opts.env["KILN_EMU_DIR"] = boards.string();
+  auto direct = run_kiln({"__complete", "board"}, opts);
+  REQUIRE(direct.exit_code == 0);
+  auto offered = lines_of(direct.out);
+  for (auto& uid : emu.uids()) CHECK(offered.count(uid));
+  CHECK(offered.size() == 4);  // emu:<socket> and the UID for each board
+  // Through the bash script (it calls kiln from PATH with the same environment).
+  setenv("KILN_EMU_DIR", boards.c_str(), 1);
+  auto via_bash = bash_complete(script, "kiln board info -b ");
+  unsetenv("KILN_EMU_DIR");
+  CHECK(via_bash == offered);
+}
+
+TEST_CASE("completion: group and product names come from the service, cached for a minute") {
+  TempDir dir;
+  auto data = dir.path() / "svc";
+  auto init = run_process(kiln::test::bin_path("kiln-service"), {"init", "--dir", data.string()});
+  REQUIRE_MESSAGE(init.exit_code == 0, init.err);
+  kiln::test::ProcessOptions opts;
+  opts.env["XDG_CACHE_HOME"] = dir.file("cache");
+  opts.env["KILN_CA_FILE"] = (data / "ca.pem").string();
+  auto token = kiln::read_text_file(data / "admin.token");
+  while (!token.empty() && token.back() == '\n') token.pop_back();
+  opts.env["KILN_TOKEN"] = token;
+  {
+    kiln::test::ServiceProcess service(data);
+    opts.env["KILN_SERVICE"] = service.url();
+    REQUIRE(run_kiln({"product", "create", "Thermo"}, opts).exit_code == 0);
+    auto products = lines_of(run_kiln({"__complete", "product"}, opts).out);
+    CHECK(products == std::set<std::string>{"Thermo"});
+    auto groups = lines_of(run_kiln({"__complete", "group"}, opts).out);
+    CHECK(groups.count("Thermo/Development"));
+    CHECK(groups.count("Thermo/Field Test"));
+    CHECK(groups.count("Thermo/Production"));
+  }
+  // The service is gone: the cached answer is still offered, and nothing is printed on stderr.
+  auto cached = run_kiln({"__complete", "group"}, opts);
+  CHECK(cached.exit_code == 0);
+  CHECK(cached.err.empty());
+  CHECK(lines_of(cached.out).count("Thermo/Production"));
+  // Without a cache and without a service, completion offers nothing and stays silent.
+  opts.env["XDG_CACHE_HOME"] = dir.file("empty-cache");
+  auto none = run_kiln({"__complete", "product"}, opts);
+  CHECK(none.exit_code == 0);
+  CHECK(none.out.empty());
+  CHECK(none.err.empty());
+}
