@@ -34,12 +34,7 @@ void add_board_options(CLI::App* command, BoardArgs& args) {
 
 
 SmpClient connect(const cli::Context& ctx, const BoardArgs& args) {
-  auto address = select_board(args.board, board_discovery(ctx));
-  ctx.debug("board " + address.text());
-  SmpClientOptions options;
-  options.timeout = std::chrono::milliseconds(args.timeout_ms);
-  options.window = args.window;
-  return SmpClient(open_link(address), options);
+  return open_board(ctx, args.board, std::chrono::milliseconds(args.timeout_ms), args.window);
 }
 
 std::string fingerprint(ByteView der) { return "sha256:" + to_hex(digest(HashAlg::sha256, der)); }

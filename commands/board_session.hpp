@@ -5,6 +5,7 @@
 
 #include "cli/context.hpp"
 #include "transport/board_address.hpp"
+#include "transport/smp_client.hpp"
 
 namespace kiln::commands {
 
@@ -14,6 +15,17 @@ inline DiscoveryOptions board_discovery(const cli::Context& ctx) {
   else if (auto configured = ctx.config_value("emu-dir")) options.emu_dir = *configured;
   if (auto ids = ctx.config_value("usb-ids")) options.usb_ids = parse_usb_ids(*ids);
   return options;
+}
+
+// An SMP client for the one board named by --board (address or UID), or the only attached board.
+inline SmpClient open_board(const cli::Context& ctx, const std::optional<std::string>& board,
+                            std::chrono::milliseconds timeout, std::size_t window = 8) {
+  auto address = select_board(board, board_discovery(ctx));
+  ctx.debug("board " + address.text());
+  SmpClientOptions options;
+  options.timeout = timeout;
+  options.window = window;
+  return SmpClient(open_link(address), options);
 }
 
 }  // namespace kiln::commands

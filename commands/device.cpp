@@ -5,7 +5,9 @@
 #include <fmt/format.h>
 
 #include "cli/context.hpp"
+#include "commands/board_session.hpp"
 #include "commands/commands.hpp"
+#include "transport/provisioning_group.hpp"
 #include "commands/service_session.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
@@ -23,6 +25,7 @@ struct DeviceArgs {
   std::string by = "version";
   std::string bundle;
   std::string key;
+  std::string board;
   std::string nonce;
   std::string signature_file;
   int page_size = 5000;
@@ -123,15 +126,24 @@ void add_device(CLI::App& app, cli::Context& ctx) {
   auto* claim = device->add_subcommand("claim", "Bind a device to your tenant by proving it holds its device key");
   claim->add_option("--id", args->id, "Device UID")->required();
   auto* key = claim->add_option("--key", args->key, "The device's KEYREF (emulated/development devices)");
+  auto* board = claim->add_option("--board,-b", args->board,
+                                  "Ask this board to sign the challenge with its device key (address or UID)");
   auto* nonce = claim->add_option("--nonce", args->nonce, "Nonce from 'kiln device claim-challenge'");
   claim->add_option("--signature-file", args->signature_file, "The device's signature over the challenge message (DER)")
       ->needs(nonce)
       ->check(CLI::ExistingFile);
   nonce->needs("--signature-file");
   key->excludes(nonce);
+  board->excludes(key)->excludes(nonce);
   claim->callback([&ctx, args] {
     auto api = connect(ctx);
-    if (!args->key.empty()) {
+    if (!args->board.empty()) {
+      // The device key never leaves the board's secure element: the board signs over the link.
+      auto client = open_board(ctx, args->board, std::chrono::seconds(10));
+      ctx.render(transport::claim_device(api, args->id, [&](const std::string& message) {
+        return sign_challenge(client, as_bytes(message));
+      }));
+    } else if (!args->key.empty()) {
       auto signer = open_signer(args->key, ctx.key_options());
       ctx.render(transport::claim_device(api, args->id, [&](const std::string& message) {
         return signer->type() == KeyType::ed25519 ? signer->sign(as_bytes(message), HashAlg::sha256)
@@ -141,7 +153,7 @@ void add_device(CLI::App& app, cli::Context& ctx) {
       ctx.render(transport::claim_with_signature(api, args->id, args->nonce, read_file(args->signature_file)));
     } else {
       throw Error(ExitCode::usage, "how does the device sign?",
-                  "use --key KEYREF, or claim-challenge then --nonce N --signature-file F");
+                  "use --board B, --key KEYREF, or claim-challenge then --nonce N --signature-file F");
     }
   });
 }

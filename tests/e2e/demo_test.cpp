@@ -1,0 +1,60 @@
+// The README's main command (scripts/demo.sh) run for real against the built binaries: a local
+// service, 8 emulated boards, factory provisioning, import, claim over the board link, upload,
+// deployment and fleet queries. Each step's outcome is checked, not just the exit code.
+#include <doctest/doctest.h>
+
+#include <sstream>
+#include <vector>
+
+#include "tests/support/process.hpp"
+
+using kiln::test::run_process;
+
+namespace {
+std::size_t count_of(const std::string& text, const std::string& needle) {
+  std::size_t n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + needle.size())) ++n;
+  return n;
+}
+
+std::vector<std::vector<std::string>> rows_of(const std::string& text) {
+  std::vector<std::vector<std::string>> rows;
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream words(line);
+    std::vector<std::string> row;
+    for (std::string w; words >> w;) row.push_back(w);
+    rows.push_back(row);
+  }
+  return rows;
+}
+}  // namespace
+
+TEST_CASE("demo: the whole story runs on a fresh service and 8 emulated boards") {
+  kiln::test::ProcessOptions opts;
+  opts.env.emplace("KILN_DEMO_SKIP_BUILD", "yes");
+  opts.timeout_seconds = 300;
+  std::string script = KILN_SOURCE_DIR;
+  script.append("/scripts/demo.sh");
+  auto r = run_process("/bin/bash", {script}, opts);
+  std::string all = r.out;
+  all.append(r.err);
+  INFO(all);
+  REQUIRE(r.exit_code == 0);
+  CHECK(count_of(all, " blank ") >= 8);                          // 8 boards listed before provisioning
+  CHECK(count_of(all, " provisioned ") >= 8);                    // factory run: every board provisioned
+  CHECK(all.find("ok             true") != std::string::npos);   // ledger verifies
+  CHECK(all.find("imported  8") != std::string::npos);           // bundle import
+  CHECK(count_of(all, "\"claimed\":true") == 3);                 // head -3 of the claimed devices
+  bool deployment_to_all = false, new_image_active = false;
+  for (auto& row : rows_of(all)) {
+    if (row == std::vector<std::string>{"devices", "8"}) deployment_to_all = true;
+    // kiln board images after the upload and reset: image 0, slot 0 runs 1.1.0 (test boot, active).
+    if (row.size() == 9 && row[0] == "0" && row[1] == "0" && row[2] == "1.1.0" && row[7] == "true")
+      new_image_active = true;
+  }
+  CHECK(deployment_to_all);
+  CHECK(new_image_active);
+  CHECK(all.find("Done:") != std::string::npos);
+}
