@@ -57,7 +57,8 @@ emulator, a Unix socket. -b/--board takes:
   a UID                    resolved among attached boards
 
 With several boards attached and no --board, commands that act on one board refuse rather than
-guess. KILN_EMU_DIR (or the config key emu-dir) adds emulator sockets to discovery.
+guess. KILN_EMU_DIR (or the config key emu-dir) adds emulator sockets to discovery, and
+KILN_SERIAL_PORTS (or serial-ports) adds serial ports by glob, e.g. "/dev/ttyACM*".
 )"},
     {"factory", "Factory provisioning: identities, station CA, ledger",
      R"(At the factory each board gets its identity: kiln reads the board's silicon attestation and

@@ -14,6 +14,15 @@ inline DiscoveryOptions board_discovery(const cli::Context& ctx) {
   if (const char* dir = std::getenv("KILN_EMU_DIR"); dir && *dir) options.emu_dir = dir;
   else if (auto configured = ctx.config_value("emu-dir")) options.emu_dir = *configured;
   if (auto ids = ctx.config_value("usb-ids")) options.usb_ids = parse_usb_ids(*ids);
+  std::string serial;
+  if (const char* env = std::getenv("KILN_SERIAL_PORTS"); env && *env) serial = env;
+  else if (auto configured = ctx.config_value("serial-ports")) serial = *configured;
+  for (std::size_t start = 0; start < serial.size();) {
+    auto comma = serial.find(',', start);
+    if (comma == std::string::npos) comma = serial.size();
+    if (comma > start) options.serial_patterns.push_back(serial.substr(start, comma - start));
+    start = comma + 1;
+  }
   return options;
 }
 

@@ -1,6 +1,8 @@
 // Board addressing and discovery: emulator sockets from a directory, USB boards through libusb.
 #include "transport/board_address.hpp"
 
+#include <glob.h>
+
 #include <algorithm>
 #include <regex>
 #include <strings.h>
@@ -79,6 +81,16 @@ std::vector<BoardAddress> discover_boards(const DiscoveryOptions& options) {
       else if (entry.path().extension() == ".tty" && entry.is_character_file())  // kiln-board-emu --serial
         found.push_back({BoardAddress::Kind::serial, entry.path().string(), entry.path().stem().string()});
     std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.location < b.location; });
+  }
+  for (const auto& pattern : options.serial_patterns) {
+    glob_t matches{};
+    if (::glob(pattern.c_str(), 0, nullptr, &matches) == 0)
+      for (std::size_t i = 0; i < matches.gl_pathc; ++i) {
+        std::string path = matches.gl_pathv[i];
+        bool known = std::any_of(found.begin(), found.end(), [&](const auto& b) { return b.location == path; });
+        if (!known) found.push_back({BoardAddress::Kind::serial, path, ""});
+      }
+    ::globfree(&matches);
   }
   auto usb = discover_usb_boards(options.usb_ids);
   found.insert(found.end(), usb.begin(), usb.end());

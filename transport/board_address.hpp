@@ -27,6 +27,9 @@ std::optional<BoardAddress> parse_board_address(std::string_view text);
 
 struct DiscoveryOptions {
   std::optional<std::filesystem::path> emu_dir;          // KILN_EMU_DIR or config emu-dir
+  // Glob patterns for serial boards ("/dev/ttyACM*"), from KILN_SERIAL_PORTS or config serial-ports
+  // (comma-separated). Empty by default: an unrelated serial device must not count as a board.
+  std::vector<std::string> serial_patterns;
   std::vector<std::pair<std::uint16_t, std::uint16_t>> usb_ids = default_usb_ids();
   static std::vector<std::pair<std::uint16_t, std::uint16_t>> default_usb_ids();
 };

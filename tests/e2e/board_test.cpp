@@ -223,3 +223,25 @@ TEST_CASE("kiln board over serial: kiln-board-emu --serial boards are listed and
   REQUIRE_MESSAGE(upload.exit_code == 0, upload.err);
   CHECK(active_version(dir) == "4.0.0");
 }
+
+TEST_CASE("kiln board list: serial ports named by KILN_SERIAL_PORTS are probed and listed with their UID") {
+  test::TempDir dir;
+  test::EmulatorProcess emu(dir.file("emu"), 1, {"--serial"});
+  // A "real" serial port outside the emulator directory: the board's pty under another name.
+  std::filesystem::create_directories(dir.path() / "dev");
+  auto port = dir.path() / "dev" / "ttyACM0";
+  std::filesystem::create_symlink(emu.sockets()[0], port);
+  test::ProcessOptions opts;
+  opts.env["KILN_SERIAL_PORTS"] = (dir.path() / "dev" / "ttyACM*").string() + "," + dir.file("none*");
+  auto list = test::kiln({"-o", "json", "board", "list"}, opts);
+  REQUIRE_MESSAGE(list.exit_code == 0, list.err);
+  auto boards = json::parse(list.out);
+  REQUIRE(boards.size() == 1);
+  CHECK(boards[0]["address"] == "serial:" + port.string());
+  CHECK(boards[0]["uid"] == emu.uids()[0]);
+  CHECK(boards[0]["status"] == "ok");
+  // The only attached board is picked without --board.
+  auto info = test::kiln({"-o", "json", "board", "info"}, opts);
+  REQUIRE_MESSAGE(info.exit_code == 0, info.err);
+  CHECK(json::parse(info.out)["uid"] == emu.uids()[0]);
+}
