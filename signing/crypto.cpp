@@ -12,14 +12,6 @@
 namespace kiln {
 namespace {
 
-const EVP_MD* evp_md(HashAlg hash) {
-  switch (hash) {
-    case HashAlg::sha256: return EVP_sha256();
-    case HashAlg::sha384: return EVP_sha384();
-    case HashAlg::sha512: return EVP_sha512();
-  }
-  return EVP_sha256();
-}
 
 struct KeyTypeName {
   KeyType type;
@@ -73,7 +65,7 @@ Bytes digest(HashAlg hash, ByteView data) {
 }
 
 Hasher::Hasher(HashAlg hash) : alg_(hash), ctx_(EVP_MD_CTX_new()) {
-  if (!ctx_ || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), evp_md(hash), nullptr) != 1)
+  if (!ctx_ || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), ossl::md(hash), nullptr) != 1)
     throw Error(ExitCode::failure, "cannot initialise a SHA-2 digest").with_detail(openssl_errors());
 }
 
@@ -133,7 +125,7 @@ bool verify_signature(ByteView public_key_der, ByteView input, HashAlg hash, Byt
   } else {
     ossl::Ptr<EVP_PKEY_CTX> ctx(EVP_PKEY_CTX_new(key.get(), nullptr));
     ok = ctx && EVP_PKEY_verify_init(ctx.get()) == 1 &&
-         EVP_PKEY_CTX_set_signature_md(ctx.get(), evp_md(hash)) == 1;
+         EVP_PKEY_CTX_set_signature_md(ctx.get(), ossl::md(hash)) == 1;
     if (ok && is_rsa(type))
       ok = EVP_PKEY_CTX_set_rsa_padding(ctx.get(), RSA_PKCS1_PSS_PADDING) == 1 &&
            EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx.get(), static_cast<int>(hash_size(hash))) == 1;

@@ -16,14 +16,6 @@
 namespace kiln {
 namespace {
 
-const EVP_MD* evp_md(HashAlg hash) {
-  switch (hash) {
-    case HashAlg::sha256: return EVP_sha256();
-    case HashAlg::sha384: return EVP_sha384();
-    case HashAlg::sha512: return EVP_sha512();
-  }
-  return EVP_sha256();
-}
 
 Bytes spki_der(EVP_PKEY* key) {
   int len = i2d_PUBKEY(key, nullptr);
@@ -61,7 +53,7 @@ class FileSigner final : public Signer {
       throw Error(ExitCode::failure,
                   fmt::format("digest is {} bytes, {} needs {}", input.size(), hash_name(hash), hash_size(hash)));
     ossl::Ptr<EVP_PKEY_CTX> ctx(EVP_PKEY_CTX_new(key_.get(), nullptr));
-    if (!ctx || EVP_PKEY_sign_init(ctx.get()) != 1 || EVP_PKEY_CTX_set_signature_md(ctx.get(), evp_md(hash)) != 1)
+    if (!ctx || EVP_PKEY_sign_init(ctx.get()) != 1 || EVP_PKEY_CTX_set_signature_md(ctx.get(), ossl::md(hash)) != 1)
       throw fail();
     if (is_rsa(type_) && (EVP_PKEY_CTX_set_rsa_padding(ctx.get(), RSA_PKCS1_PSS_PADDING) != 1 ||
                           EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx.get(), static_cast<int>(hash_size(hash))) != 1))

@@ -7,6 +7,8 @@
 #include <openssl/param_build.h>
 #include <openssl/x509.h>
 
+#include "signing/signer.hpp"
+
 namespace kiln::ossl {
 
 struct Free {
@@ -23,5 +25,15 @@ struct Free {
 };
 template <typename T>
 using Ptr = std::unique_ptr<T, Free>;
+
+// The OpenSSL digest for a HashAlg.
+inline const EVP_MD* md(HashAlg hash) {
+  switch (hash) {
+    case HashAlg::sha256: return EVP_sha256();
+    case HashAlg::sha384: return EVP_sha384();
+    case HashAlg::sha512: return EVP_sha512();
+  }
+  return EVP_sha256();
+}
 
 }  // namespace kiln::ossl
