@@ -117,3 +117,39 @@ TEST_CASE("cli: errors carry a hint and no OpenSSL queue unless --debug") {
   CHECK(d.exit_code == 1);
   CHECK(d.err.find("detail:") != std::string::npos);
 }
+
+TEST_CASE("cli: a mistyped command or option gets a 'did you mean' with exit 2") {
+  auto noun = run_kiln({"imgae", "info", "x"});
+  CHECK(noun.exit_code == 2);
+  CHECK(noun.err.find("did you mean 'image'") != std::string::npos);
+  auto verb = run_kiln({"key", "shwo", "k.pem"});
+  CHECK(verb.exit_code == 2);
+  CHECK(verb.err.find("did you mean 'show'") != std::string::npos);
+  auto option = run_kiln({"key", "generate", "--tpye", "ed25519", "-o", "/tmp/never"});
+  CHECK(option.exit_code == 2);
+  CHECK(option.err.find("did you mean '--type'") != std::string::npos);
+  CHECK(option.out.empty());
+}
+
+namespace {
+// Runs kiln on a pseudo-terminal (util-linux `script`), so stdout is a terminal.
+std::string on_terminal(const std::string& args, bool no_color) {
+  kiln::test::ProcessOptions opts;
+  opts.unset_env = {"NO_COLOR", "KILN_NO_COLOR", "KILN_OUTPUT"};
+  opts.env["XDG_CONFIG_HOME"] = "/nonexistent-kiln-test-config";
+  opts.env["TERM"] = "xterm";
+  std::string command = std::string(KILN_BIN_DIR) + "/kiln " + args;
+  if (no_color) command = "NO_COLOR=1 " + command;
+  auto r = kiln::test::run_process("/usr/bin/script", {"-qec", command, "/dev/null"}, opts);
+  return r.out;
+}
+}  // namespace
+
+TEST_CASE("cli: color only on a terminal, and never with NO_COLOR or --no-color") {
+  CHECK(on_terminal("help", false).find("\x1b[1m") != std::string::npos);
+  CHECK(on_terminal("help", true).find("\x1b[") == std::string::npos);
+  CHECK(on_terminal("--no-color help", false).find("\x1b[") == std::string::npos);
+  kiln::test::ProcessOptions piped;
+  piped.unset_env = {"NO_COLOR"};
+  CHECK(kiln::test::run_process(kiln::test::bin_path("kiln"), {"help"}, piped).out.find("\x1b[") == std::string::npos);
+}

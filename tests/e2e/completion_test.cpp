@@ -138,6 +138,9 @@ TEST_CASE("completion: zsh completes in a real interactive shell") {
   auto types = zsh_complete(dir, "kiln key generate --type ", 5);
   CHECK(types.count("ecdsa-p384"));
   CHECK(types.count("rsa-3072"));
+  std::ofstream(dir.file("station.pem")) << "x";
+  auto files = zsh_complete(dir, "kiln key show " + dir.file("sta"), 1);
+  CHECK(files.count(dir.file("station.pem")) + files.count("station.pem") == 1);
 }
 
 #include "tests/support/emulator_process.hpp"
