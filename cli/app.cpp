@@ -2,6 +2,7 @@
 #include "cli/app.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -152,6 +153,11 @@ std::unique_ptr<CLI::App> build_app(Context& ctx) {
 }
 
 int run(int argc, char** argv) {
+  // `kiln --version` alone needs no command tree: answer before building it (scripts call it a lot).
+  if (argc == 2 && std::string_view(argv[1]) == "--version") {
+    std::fputs(KILN_VERSION "\n", stdout);
+    return 0;
+  }
   install_interrupt_handlers();
   std::ios::sync_with_stdio(false);
   Context ctx;
