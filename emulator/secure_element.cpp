@@ -10,6 +10,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "signing/file_key.hpp"
+#include "signing/certificate_builder.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
 
@@ -50,40 +51,16 @@ Bytes to_der(T* object, Encoder encode, const char* what) {
 Bytes certificate_der(X509* cert) { return to_der(cert, i2d_X509, "certificate"); }
 Bytes spki(EVP_PKEY* key) { return to_der(key, i2d_PUBKEY, "public key"); }
 
-void add_extension(X509* cert, X509* issuer, int nid, const char* value) {
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
-  if (!ext || !X509_add_ext(cert, ext, -1)) fail("cannot add certificate extension");
-  X509_EXTENSION_free(ext);
-}
 
 // A certificate for `subject_key`, signed by issuer_key (self-signed when issuer is null).
 ossl::Ptr<X509> issue_certificate(EVP_PKEY* subject_key, const std::string& common_name, bool is_ca,
                                   X509* issuer, EVP_PKEY* issuer_key) {
-  ossl::Ptr<X509> cert(X509_new());
-  if (!cert) fail("out of memory");
-  X509_set_version(cert.get(), 2);
-  unsigned char serial[16];
-  RAND_bytes(serial, sizeof serial);
-  serial[0] &= 0x7f;
-  ossl::Ptr<BIGNUM> bn(BN_bin2bn(serial, sizeof serial, nullptr));
-  BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get()));
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 60L * 60 * 24 * 365 * 30);
-  X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>("Kiln Emulated Silicon"),
-                             -1, -1, 0);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(common_name.c_str()),
-                             -1, -1, 0);
-  X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : name);
-  X509_set_pubkey(cert.get(), subject_key);
+  auto cert = start_certificate(subject_key, "Kiln Emulated Silicon", common_name, issuer, 60L * 60 * 24 * 365 * 30);
   X509* issuer_cert = issuer ? issuer : cert.get();
-  add_extension(cert.get(), issuer_cert, NID_basic_constraints, is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
-  add_extension(cert.get(), issuer_cert, NID_key_usage, is_ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature");
-  add_extension(cert.get(), issuer_cert, NID_subject_key_identifier, "hash");
-  if (issuer) add_extension(cert.get(), issuer_cert, NID_authority_key_identifier, "keyid:always");
+  add_x509_extension(cert.get(), issuer_cert, NID_basic_constraints, is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
+  add_x509_extension(cert.get(), issuer_cert, NID_key_usage, is_ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature");
+  add_x509_extension(cert.get(), issuer_cert, NID_subject_key_identifier, "hash");
+  if (issuer) add_x509_extension(cert.get(), issuer_cert, NID_authority_key_identifier, "keyid:always");
   if (!X509_sign(cert.get(), issuer_key ? issuer_key : subject_key, EVP_sha256())) fail("cannot sign certificate");
   return cert;
 }

@@ -11,6 +11,7 @@
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "signing/certificate_builder.hpp"
 #include "signing/openssl_ptr.hpp"
 
 namespace kiln::service {
@@ -26,42 +27,21 @@ ossl::Ptr<EVP_PKEY> new_key() {
   return key;
 }
 
-void add_extension(X509* cert, X509* issuer, int nid, const char* value) {
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
-  if (!ext || X509_add_ext(cert, ext, -1) != 1) fail("certificate extension");
-  X509_EXTENSION_free(ext);
-}
 
 ossl::Ptr<X509> new_certificate(EVP_PKEY* subject_key, const char* common_name, X509* issuer, EVP_PKEY* issuer_key,
                                  long days, bool ca) {
-  ossl::Ptr<X509> cert(X509_new());
-  X509_set_version(cert.get(), 2);
-  unsigned char serial[16];
-  RAND_bytes(serial, sizeof serial);
-  serial[0] &= 0x7f;
-  ossl::Ptr<BIGNUM> bn(BN_bin2bn(serial, sizeof serial, nullptr));
-  BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get()));
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), days * 24 * 3600);
-  X509_set_pubkey(cert.get(), subject_key);
-  X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("kiln-service"), -1, -1, 0);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(common_name), -1, -1, 0);
+  auto cert = start_certificate(subject_key, "kiln-service", common_name, issuer, days * 24 * 3600);
   X509* signer = issuer ? issuer : cert.get();
-  X509_set_issuer_name(cert.get(), X509_get_subject_name(signer));
   if (ca) {
-    add_extension(cert.get(), signer, NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
-    add_extension(cert.get(), signer, NID_key_usage, "critical,keyCertSign,cRLSign");
+    add_x509_extension(cert.get(), signer, NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
+    add_x509_extension(cert.get(), signer, NID_key_usage, "critical,keyCertSign,cRLSign");
   } else {
-    add_extension(cert.get(), signer, NID_basic_constraints, "critical,CA:FALSE");
-    add_extension(cert.get(), signer, NID_key_usage, "critical,digitalSignature");
-    add_extension(cert.get(), signer, NID_ext_key_usage, "serverAuth");
-    add_extension(cert.get(), signer, NID_subject_alt_name, "IP:127.0.0.1,DNS:localhost");
+    add_x509_extension(cert.get(), signer, NID_basic_constraints, "critical,CA:FALSE");
+    add_x509_extension(cert.get(), signer, NID_key_usage, "critical,digitalSignature");
+    add_x509_extension(cert.get(), signer, NID_ext_key_usage, "serverAuth");
+    add_x509_extension(cert.get(), signer, NID_subject_alt_name, "IP:127.0.0.1,DNS:localhost");
   }
-  add_extension(cert.get(), signer, NID_subject_key_identifier, "hash");
+  add_x509_extension(cert.get(), signer, NID_subject_key_identifier, "hash");
   if (X509_sign(cert.get(), issuer_key, EVP_sha256()) <= 0) fail("certificate signing");
   return cert;
 }

@@ -1,0 +1,44 @@
+// Shared X.509 v3 certificate construction on OpenSSL.
+#include "signing/certificate_builder.hpp"
+
+#include <openssl/bn.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+
+#include "core/error.hpp"
+
+namespace kiln {
+
+ossl::Ptr<X509> start_certificate(EVP_PKEY* subject_key, const std::string& organization,
+                                  const std::string& common_name, X509* issuer, long validity_seconds) {
+  ossl::Ptr<X509> cert(X509_new());
+  unsigned char serial[16];
+  if (!cert || RAND_bytes(serial, sizeof serial) != 1)
+    throw Error(ExitCode::failure, "cannot start a certificate").with_detail(openssl_errors());
+  X509_set_version(cert.get(), 2);
+  serial[0] &= 0x7f;  // a positive INTEGER
+  ossl::Ptr<BIGNUM> bn(BN_bin2bn(serial, sizeof serial, nullptr));
+  BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get()));
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), validity_seconds);
+  X509_NAME* name = X509_get_subject_name(cert.get());
+  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(organization.c_str()),
+                             -1, -1, 0);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(common_name.c_str()),
+                             -1, -1, 0);
+  X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : name);
+  X509_set_pubkey(cert.get(), subject_key);
+  return cert;
+}
+
+void add_x509_extension(X509* cert, X509* issuer, int nid, const char* value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
+  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
+  bool ok = ext && X509_add_ext(cert, ext, -1) == 1;
+  X509_EXTENSION_free(ext);
+  if (!ok) throw Error(ExitCode::failure, "cannot add a certificate extension").with_detail(openssl_errors());
+}
+
+}  // namespace kiln
