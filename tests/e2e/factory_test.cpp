@@ -201,6 +201,9 @@ TEST_CASE("factory e2e: two station processes sharing one ledger never issue mor
   // Two lines of boards, one station process each, both started at once on the same profile and
   // ledger. Latency keeps every attempt open long enough for the two to overlap.
   std::string other_dir = line.dir.file("emu2");
+  std::filesystem::create_directories(other_dir);
+  for (const char* file : {"vendor-root.pem", "vendor-root.key.pem"})  // same silicon vendor on both lines
+    std::filesystem::copy_file(std::filesystem::path(line.emu_dir) / file, std::filesystem::path(other_dir) / file);
   test::EmulatorProcess first(line.emu_dir, 3, {"--latency-us", "20000"});
   test::EmulatorProcess second(other_dir, 3, {"--latency-us", "20000"});
   test::ProcessResult a, b;
@@ -223,7 +226,7 @@ TEST_CASE("factory e2e: two station processes sharing one ledger never issue mor
     }
   }
   CHECK(provisioned == 3);
-  CHECK(refused == 3);
+  CHECK_MESSAGE(refused == 3, a.out, b.out, a.err, b.err);
   auto stats = json::parse(line.kiln({"-o", "json", "factory", "ledger", "stats", "--profile", line.profile}).out);
   CHECK(stats["certificates_issued"] == 3);
   CHECK(line.kiln({"factory", "ledger", "verify", "--profile", line.profile}).exit_code == 0);
