@@ -127,7 +127,7 @@ TEST_CASE("factory init --image --manifest --manifest-key refuses parts that do 
   // The manifest was signed by another key than the one named.
   line.make_manifest(line.dir.file("other.pem"), line.image, line.dir.file("other.suit"));
   auto args = line.init_args();
-  args[args.size() - 7] = line.dir.file("other.suit");  // --manifest
+  args[args.size() - 6] = line.dir.file("other.suit");  // --manifest
   auto wrong_signer = line.kiln(args);
   CHECK(wrong_signer.exit_code == 3);
   CHECK(wrong_signer.err.find("no signature in the envelope verifies with key the manifest key") != std::string::npos);
@@ -135,7 +135,7 @@ TEST_CASE("factory init --image --manifest --manifest-key refuses parts that do 
   // The manifest describes another image.
   line.sign(line.dir.file("boot.pem"), "2.0.1", line.dir.file("newer.signed.bin"));
   args = line.init_args();
-  args[args.size() - 9] = line.dir.file("newer.signed.bin");  // --image
+  args[args.size() - 8] = line.dir.file("newer.signed.bin");  // --image
   auto wrong_image = line.kiln(args);
   CHECK(wrong_image.exit_code == 3);
   CHECK(wrong_image.err.find("matches no image-digest in the manifest") != std::string::npos);
@@ -144,8 +144,8 @@ TEST_CASE("factory init --image --manifest --manifest-key refuses parts that do 
   line.sign(line.dir.file("other.pem"), "2.0.0", line.dir.file("foreign.signed.bin"));
   line.make_manifest(line.dir.file("suit.pem"), line.dir.file("foreign.signed.bin"), line.dir.file("foreign.suit"));
   args = line.init_args();
-  args[args.size() - 9] = line.dir.file("foreign.signed.bin");
-  args[args.size() - 7] = line.dir.file("foreign.suit");
+  args[args.size() - 8] = line.dir.file("foreign.signed.bin");
+  args[args.size() - 6] = line.dir.file("foreign.suit");
   auto wrong_boot_key = line.kiln(args);
   CHECK(wrong_boot_key.exit_code == 3);
   CHECK(wrong_boot_key.err.find("does not verify with the boot key") != std::string::npos);

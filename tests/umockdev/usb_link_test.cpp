@@ -166,7 +166,8 @@ TEST_CASE("usb: kiln factory watch provisions a USB board plugged in after it st
   bool hotplug = watched.err.find("USB (hotplug)") != std::string::npos;
   bool polling = watched.err.find("USB (polling every") != std::string::npos;
   CHECK((hotplug || polling));
-  MESSAGE("USB boards were noticed by " << (hotplug ? "libusb hotplug" : "polling"));
+  std::string mode = hotplug ? "libusb hotplug" : "polling";
+  MESSAGE("USB boards were noticed by " << mode);
   bool provisioned = false;
   std::istringstream lines(watched.out);
   for (std::string line; std::getline(lines, line);) {
