@@ -19,6 +19,13 @@ bool StationFirmware::is_image(ByteView slot_hash) const {
   return same(image_sha256) || same(image_hash_tlv);
 }
 
+Bytes file_sha256(const std::filesystem::path& path) {
+  Hasher hasher(HashAlg::sha256);
+  ChunkReader reader(path);
+  for (auto chunk = reader.next(); !chunk.empty(); chunk = reader.next()) hasher.update(chunk);
+  return hasher.finish();
+}
+
 StationFirmware check_firmware(const std::filesystem::path& image, const std::filesystem::path& manifest,
                                ByteView manifest_key, const std::optional<Bytes>& boot_key) {
   StationFirmware fw;
@@ -32,17 +39,14 @@ StationFirmware check_firmware(const std::filesystem::path& image, const std::fi
     throw Error(ExitCode::verification_failed, fmt::format("image {} does not verify{}: {}", image.string(), key, e.what()),
                 "sign the image with the boot key, or pass the boot key it was signed with");
   }
-  fw.version = mcuboot::format_version(report.image.header.version);
+  // As boards report it (1:0): major.minor.revision, with +build only when there is one.
+  const auto& v = report.image.header.version;
+  fw.version = v.build ? mcuboot::format_version(v) : fmt::format("{}.{}.{}", v.major, v.minor, v.revision);
   fw.image_hash_tlv = report.computed_digest;
   fw.image_size = report.file_size;
   fw.manifest = read_file(manifest);
   fw.manifest_digest = digest(HashAlg::sha256, fw.manifest);
-  {
-    Hasher hasher(HashAlg::sha256);
-    ChunkReader reader(image);
-    for (auto chunk = reader.next(); !chunk.empty(); chunk = reader.next()) hasher.update(chunk);
-    fw.image_sha256 = hasher.finish();
-  }
+  fw.image_sha256 = file_sha256(image);
   suit::VerifyOptions options;
   options.keys.push_back({"the manifest key", fw.manifest_key});
   options.images.push_back(image);

@@ -26,6 +26,9 @@ struct StationFirmware {
   bool is_image(ByteView slot_hash) const;
 };
 
+// SHA-256 of a file, read in chunks.
+Bytes file_sha256(const std::filesystem::path& path);
+
 // Reads the three and checks they agree: the MCUboot image verifies with `boot_key` (DER SPKI;
 // without it only the image's hash is checked), the envelope's signature verifies with
 // `manifest_key`, and the manifest declares this image's digest and size. Throws

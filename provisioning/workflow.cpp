@@ -365,19 +365,17 @@ std::unique_ptr<Station> open_station(const std::filesystem::path& profile_path,
   station->boot_key_hash = from_hex(p.boot_key_hash);
   if (p.firmware) {
     // The files must still be the ones init checked (the profile hash covers these digests).
+    for (const auto& [path, pinned] : {std::pair{p.firmware->image, p.firmware->image_sha256},
+                                       std::pair{p.firmware->manifest, p.firmware->manifest_sha256}}) {
+      auto actual = to_hex(file_sha256(path));
+      if (actual != pinned)
+        throw Error(ExitCode::verification_failed,
+                    fmt::format("{} changed since the profile was written (sha256 {}, the profile says {})",
+                                path.string(), actual, pinned),
+                    "run kiln factory init again for new firmware");
+    }
     station->firmware = check_firmware(p.firmware->image, p.firmware->manifest, from_hex(p.firmware->manifest_key),
                                        std::nullopt);
-    if (to_hex(station->firmware->image_sha256) != p.firmware->image_sha256)
-      throw Error(ExitCode::verification_failed,
-                  fmt::format("firmware image {} changed since the profile was written (sha256 {}, profile says {})",
-                              p.firmware->image.string(), to_hex(station->firmware->image_sha256), p.firmware->image_sha256),
-                  "run kiln factory init again with the new image");
-    if (to_hex(station->firmware->manifest_digest) != p.firmware->manifest_sha256)
-      throw Error(ExitCode::verification_failed,
-                  fmt::format("manifest {} changed since the profile was written (sha256 {}, profile says {})",
-                              p.firmware->manifest.string(), to_hex(station->firmware->manifest_digest),
-                              p.firmware->manifest_sha256),
-                  "run kiln factory init again with the new manifest");
   }
   station->ledger = std::make_unique<Ledger>(p.ledger);
   station->ledger->set_station_signer(station->station_signer ? station->station_signer.get() : station->ca.get(),

@@ -158,7 +158,7 @@ TEST_CASE("factory init --image --manifest --manifest-key refuses parts that do 
   test::EmulatorProcess emulator(line.emu_dir, 1);
   auto changed = line.kiln({"factory", "run", "--all", "--profile", line.profile});
   CHECK(changed.exit_code == 3);
-  CHECK(changed.err.find("changed since the profile was written") != std::string::npos);
+  CHECK_MESSAGE(changed.err.find("changed since the profile was written") != std::string::npos, changed.err);
 }
 
 TEST_CASE("factory run: the firmware step loads, swaps, confirms and records the image and its manifest; a re-run skips it") {
@@ -168,12 +168,12 @@ TEST_CASE("factory run: the firmware step loads, swaps, confirms and records the
 
   auto dry = line.kiln({"-o", "jsonl", "factory", "run", "--all", "--dry-run", "--profile", line.profile});
   REQUIRE_MESSAGE(dry.exit_code == 0, dry.err);
-  CHECK(dry.out.find(R"("result":"would-run","step":"firmware")") != std::string::npos);
+  CHECK_MESSAGE(dry.out.find(R"("step":"firmware","result":"would-run")") != std::string::npos, dry.out);
   for (const auto& uid : emulator.uids()) CHECK(line.board(uid)["running"] == "1.0.0");
 
   auto run = line.kiln({"-o", "jsonl", "factory", "run", "--all", "--jobs", "2", "--profile", line.profile});
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
-  CHECK(run.out.find(R"("result":"ok","step":"firmware")") != std::string::npos);
+  CHECK(run.out.find(R"("step":"firmware","result":"ok")") != std::string::npos);
   for (const auto& uid : emulator.uids()) {
     auto board = line.board(uid);
     CHECK(board["running"] == "2.0.0");
