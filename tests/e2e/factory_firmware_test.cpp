@@ -8,6 +8,8 @@
 #include <set>
 #include <sstream>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "tests/support/emulator_process.hpp"
@@ -234,4 +236,40 @@ TEST_CASE("factory run: power loss during the firmware upload and during the swa
   auto stats = json::parse(line.kiln({"-o", "json", "factory", "ledger", "stats", "--profile", line.profile}).out);
   CHECK(stats["units_provisioned"] == 3);
   CHECK(stats["failures_per_step"]["firmware"].get<int>() >= 3);
+}
+
+TEST_CASE("factory run: a link cut anywhere in the firmware step is resumed by a re-run") {
+  FirmwareLine line;
+  line.setup();
+  auto size = line.image_size();
+  std::set<std::string> failed_steps;
+  int cut_number = 0;
+  for (std::uintmax_t cut : {size / 3, size + size / 50, size + size / 50 + 1500, size + size / 50 + 3000}) {
+    CAPTURE(cut);
+    // A fresh board for each cut, from the same silicon vendor (the profile's vendor root).
+    std::string boards = line.dir.file("cut" + std::to_string(cut_number++));
+    std::filesystem::create_directories(boards);
+    for (const char* file : {"vendor-root.pem", "vendor-root.key.pem"})
+      std::filesystem::copy_file(std::filesystem::path(line.emu_dir) / file, std::filesystem::path(boards) / file);
+    test::EmulatorProcess emulator(boards, 1, {"--drop-after-bytes", std::to_string(cut)});
+    test::ProcessOptions options;
+    options.env["KILN_EMU_DIR"] = boards;
+    auto first = test::run_kiln({"-o", "json", "factory", "run", "--all", "--timeout", "2000", "--profile", line.profile},
+                                options);
+    if (first.exit_code != 0) {
+      CHECK(first.exit_code == 4);  // one board: its failure's own code (board link)
+      failed_steps.insert(json::parse(first.out).at(0).value("failed_step", ""));
+    }
+    auto again = test::run_kiln({"-o", "json", "factory", "run", "--all", "--profile", line.profile}, options);
+    REQUIRE_MESSAGE(again.exit_code == 0, again.err);
+    auto uid = emulator.uids().at(0);
+    auto board = json::parse(test::run_kiln({"-o", "json", "board", "info", "-b", uid}, options).out);
+    auto images = json::parse(test::run_kiln({"-o", "json", "board", "images", "-b", uid}, options).out);
+    CHECK(board["sequence"] == 7);
+    CHECK(board["state"] == "device-complete");
+    CHECK(images.at(0)["version"] == "2.0.0");
+    CHECK(images.at(0)["confirmed"] == true);
+  }
+  MESSAGE("link cut during: " << fmt::format("{}", fmt::join(failed_steps, ", ")));
+  CHECK(failed_steps.count("firmware") == 1);
 }
