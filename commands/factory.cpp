@@ -375,6 +375,7 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
                          {"yield", s.yield},
                          {"units_per_hour", s.units_per_hour},
                          {"certificates_issued", s.certificates_issued},
+                         {"certificates_reserved", s.certificates_reserved},
                          {"quota", profile.quota ? cli::Json(*profile.quota) : cli::Json(nullptr)},
                          {"failures_per_step", failures}});
   });

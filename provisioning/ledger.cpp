@@ -466,6 +466,7 @@ LedgerStats Ledger::stats() {
     if (first_start.empty() || e.started_at < first_start) first_start = e.started_at;
     if (e.finished_at > last_finish) last_finish = e.finished_at;
   }
+  s.certificates_reserved = count(db_.get(), "SELECT count(*) FROM reservations");
   s.units_attempted = static_cast<std::int64_t>(attempted.size());
   s.units_provisioned = static_cast<std::int64_t>(provisioned.size());
   s.yield = attempted.empty() ? 0 : static_cast<double>(provisioned.size()) / static_cast<double>(attempted.size());

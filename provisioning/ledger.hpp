@@ -67,6 +67,7 @@ struct LedgerStats {
   std::int64_t units_attempted = 0;
   std::int64_t units_provisioned = 0;
   std::int64_t certificates_issued = 0;
+  std::int64_t certificates_reserved = 0;  // being issued now, or left by a killed station (see quota)
   double yield = 0;                // units provisioned / units attempted
   double units_per_hour = 0;       // between the first start and the last finish
   std::vector<std::pair<std::string, std::int64_t>> failures_per_step;

@@ -229,6 +229,7 @@ TEST_CASE("factory e2e: two station processes sharing one ledger never issue mor
   CHECK_MESSAGE(refused == 3, a.out, b.out, a.err, b.err);
   auto stats = json::parse(line.kiln({"-o", "json", "factory", "ledger", "stats", "--profile", line.profile}).out);
   CHECK(stats["certificates_issued"] == 3);
+  CHECK(stats["certificates_reserved"] == 0);  // every reservation was consumed or released
   CHECK(line.kiln({"factory", "ledger", "verify", "--profile", line.profile}).exit_code == 0);
   CHECK(line.exported_and_verified().size() == 3);
 }
