@@ -65,16 +65,19 @@ void check_possession(SmpClient& client, const std::string& uid, const Bytes& pu
                 fmt::format("board {}: cannot prove it holds the device key it reports", uid));
 }
 
-// After a reset the board reboots (MCUboot swaps) and the link drops: connect again, waiting for it.
-std::unique_ptr<Link> reopen_after_reset(const BoardAddress& board, std::chrono::milliseconds timeout) {
-  auto deadline = Clock::now() + timeout;
+// After a reset the board reboots (MCUboot swaps) and the link drops: connect again and wait until
+// the board answers (a USB board re-enumerates, so the first device found may be the old one).
+void reconnect_after_reset(SmpClient& client, const BoardAddress& board, std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + 2 * timeout;
   for (;;) {
     try {
-      return open_link(board);
+      client.reconnect(open_link(board));
+      read_mcumgr_params(client);
+      return;
     } catch (const Error&) {
       if (Clock::now() >= deadline) throw;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }
 
@@ -181,7 +184,7 @@ void run_steps(Attempt& a, SmpClient& client) {
         }
         write_image_state(client, staged->hash, false);
         reset_board(client);
-        client.reconnect(reopen_after_reset(a.board, a.options.board_timeout));
+        reconnect_after_reset(client, a.board, a.options.board_timeout);
         slots = read_image_state(client);
         primary = find_slot(slots, 0);
         if (!primary || !fw.is_image(primary->hash))
