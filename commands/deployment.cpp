@@ -137,8 +137,11 @@ void finish_watch(const Json& last) {
                 fmt::format("see the failures with 'kiln device list --group \"{}\"', then 'kiln deployment resume {}' "
                             "or 'kiln deployment abort {}'",
                             last["group"].get<std::string>(), id, id));
-  throw Error(ExitCode::conflict, fmt::format("deployment {} was {} before it completed", id, state),
-              "'kiln deployment list --group GROUP' shows the deployment that replaced it, if any");
+  if (state == "superseded")
+    throw Error(ExitCode::conflict, fmt::format("deployment {} was superseded before it completed", id),
+                fmt::format("a newer deployment replaced it: kiln deployment list --group \"{}\"", last["group"].get<std::string>()));
+  throw Error(ExitCode::conflict, fmt::format("deployment {} was aborted before it completed", id),
+              "devices that installed it are sent back to the previous deployment when they check in");
 }
 
 }  // namespace
