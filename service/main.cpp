@@ -102,6 +102,10 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, int threads,
     SSL_CTX_set_verify(server->ssl_context(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, accept_any_client_certificate);
   server->set_tcp_nodelay(true);
   server->set_keep_alive_max_count(100000);
+  // A kept-alive connection holds a worker thread while it idles. Agents talk in bursts (check-in, manifest,
+  // image ranges, statuses) separated by their check-in interval: release the thread soon after a burst,
+  // or a few boards would hold every worker and the rest of the fleet would wait.
+  if (mutual_tls) server->set_keep_alive_timeout(1);
   server->set_payload_max_length(std::size_t{64} << 20);
   server->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
   auto handler = [svc](const httplib::Request& req, httplib::Response& res) {
