@@ -93,8 +93,12 @@ TableView table_view(const Json& d) {
   if (d["step_after"].get<std::int64_t>() > 0) s["step_after"] = duration_text(d["step_after"].get<std::int64_t>());
   if (!d["next_wave_at"].is_null()) s["next_wave_at"] = d["next_wave_at"];
   s["halt_on_failure"] = d["halt_on_failure"].is_null() ? Json("never") : Json(fmt::format("{}%", d["halt_on_failure"].get<double>()));
-  s["devices"] = fmt::format("{} in the group, {} admitted, {} failed", d["devices"].get<std::int64_t>(),
-                             d["admitted"].get<std::int64_t>(), d["failures"].get<std::int64_t>());
+  s["devices"] = d["devices"];
+  s["admitted"] = d["admitted"];
+  s["failures"] = d["failures"].get<std::int64_t>() > 0 && d["failures_forgiven"].get<std::int64_t>() > 0
+                      ? Json(fmt::format("{} ({} forgiven by a resume)", d["failures"].get<std::int64_t>(),
+                                         d["failures_forgiven"].get<std::int64_t>()))
+                      : d["failures"];
   std::string counts;
   for (auto& [status, count] : d["device_status"].items()) {
     if (count.get<std::int64_t>() == 0) continue;
