@@ -2,15 +2,14 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
-#include <fstream>
 #include <random>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "core/bytes.hpp"
+#include "core/files.hpp"
 #include "signing/signer.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/service_process.hpp"
@@ -23,14 +22,13 @@ using Json = nlohmann::json;
 
 namespace {
 
-std::string slurp(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string slurp(const std::filesystem::path& path) { return read_text_file(path); }
 
-void spit(const std::filesystem::path& path, const std::string& data) { std::ofstream(path, std::ios::binary) << data; }
+void spit(const std::filesystem::path& path, const std::string& data) {
+  AtomicFile out(path, 0600);
+  out.write(data);
+  out.commit();
+}
 
 std::string sha256_hex(const std::string& data) { return to_hex(digest(HashAlg::sha256, as_bytes(data))); }
 
