@@ -102,6 +102,10 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, int threads,
     SSL_CTX_set_verify(server->ssl_context(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, accept_any_client_certificate);
   server->set_tcp_nodelay(true);
   server->set_keep_alive_max_count(100000);
+  // A kept-alive connection holds a worker thread while it idles. Agents talk in bursts (check-in, manifest,
+  // image ranges, statuses) separated by their check-in interval: release the thread soon after a burst,
+  // or a few boards would hold every worker and the rest of the fleet would wait.
+  if (mutual_tls) server->set_keep_alive_timeout(1);
   server->set_payload_max_length(std::size_t{64} << 20);
   server->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
   auto handler = [svc](const httplib::Request& req, httplib::Response& res) {
@@ -129,9 +133,10 @@ int bind_server(httplib::SSLServer& server, const std::string& listen) {
   return bound;
 }
 
-int run(const Paths& paths, const std::string& listen, const std::string& agent_listen, int threads) {
+int run(const Paths& paths, const std::string& listen, const std::string& agent_listen, int threads, int check_in_after) {
   open_service(paths);  // fails with a hint when the directory was never initialised
-  auto svc = std::make_shared<service::Service>(service::ServiceConfig{paths.database().string(), paths.images()});
+  auto svc = std::make_shared<service::Service>(
+      service::ServiceConfig{paths.database().string(), paths.images(), check_in_after});
   auto api = make_server(paths, threads, svc, false);
   std::unique_ptr<httplib::SSLServer> agents;
   if (!agent_listen.empty()) agents = make_server(paths, threads, svc, true);
@@ -172,6 +177,7 @@ int main(int argc, char** argv) {
   Paths paths;
   std::string tenant = "default", listen = "127.0.0.1:8443", agent_listen, role, name, token_file;
   int threads = 8;
+  int check_in_after = 60;
 
   auto* init_cmd = app.add_subcommand("init", "Create TLS material, the database, a tenant and D/admin.token (0600)");
   init_cmd->add_option("--dir", paths.dir, "Data directory")->required();
@@ -182,6 +188,8 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--listen", listen, "HOST:PORT (port 0 picks a free port and prints it)");
   run_cmd->add_option("--agent-listen", agent_listen, "HOST:PORT for device agents (mutual TLS); port 0 picks one");
   run_cmd->add_option("--threads", threads, "Worker threads per listener")->check(CLI::Range(1, 256));
+  run_cmd->add_option("--check-in-after", check_in_after, "Seconds agents are told to wait between check-ins")
+      ->check(CLI::Range(1, 86400));
 
   auto* tenant_cmd = app.add_subcommand("tenant", "Manage tenants");
   tenant_cmd->require_subcommand(1);
@@ -204,7 +212,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
     if (*init_cmd) return init(paths, tenant);
-    if (*run_cmd) return run(paths, listen, agent_listen, threads);
+    if (*run_cmd) return run(paths, listen, agent_listen, threads, check_in_after);
     auto svc = open_service(paths);
     auto tenant_id = svc.find_tenant(tenant);
     if (*tenant_create) {
