@@ -99,7 +99,70 @@ std::chrono::milliseconds jittered(std::chrono::milliseconds base) {
   return std::chrono::milliseconds(static_cast<long long>(static_cast<double>(base.count()) * factor(rng)));
 }
 
+// Decided deployments: "DEP:MANIFEST" (install) or "DEP:MANIFEST:revert" -> final status. A revert
+// names a deployment the board may have installed before, so it is a decision of its own.
+std::string done_key(const std::string& deployment, const std::string& manifest, const std::string& action) {
+  std::string key = deployment + ":" + manifest;
+  if (action == "revert") key += ":revert";
+  return key;
+}
+
+DeploymentOffer::Object parse_object(const Json& j, const std::string& what, std::uint64_t max_size) {
+  if (!j.is_object()) throw Error(ExitCode::service, fmt::format("check-in answer: {} is not an object", what));
+  DeploymentOffer::Object o;
+  auto id = j.find("id");
+  auto size = j.find("size");
+  auto url = j.find("url");
+  if (id == j.end() || !id->is_string() || !is_sha256_hex(id->get<std::string>()))
+    throw Error(ExitCode::service, fmt::format("check-in answer: {} id is not a SHA-256 in hex", what));
+  if (size == j.end() || !size->is_number_unsigned() || size->get<std::uint64_t>() == 0 ||
+      size->get<std::uint64_t>() > max_size)
+    throw Error(ExitCode::service, fmt::format("check-in answer: {} size is missing or not 1..{}", what, max_size));
+  if (url == j.end() || !url->is_string() || !url->get<std::string>().starts_with("/") ||
+      url->get<std::string>().starts_with("//") || url->get<std::string>().size() > 512 ||
+      url->get<std::string>().find_first_of(" \r\n") != std::string::npos)
+    throw Error(ExitCode::service, fmt::format("check-in answer: {} url is not a path on the service", what));
+  o.id = id->get<std::string>();
+  o.size = size->get<std::uint64_t>();
+  o.url = url->get<std::string>();
+  return o;
+}
+
 }  // namespace
+
+CheckInReply parse_check_in_reply(std::string_view body) {
+  auto j = Json::parse(body, nullptr, false);
+  if (!j.is_object()) throw Error(ExitCode::service, "the check-in answer is not a JSON object");
+  CheckInReply reply;
+  if (auto after = j.find("check_in_after"); after != j.end() && after->is_number()) {
+    double seconds = after->get<double>();
+    if (seconds > 0 && seconds <= 86400) reply.check_in_after = std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
+  }
+  auto d = j.find("deployment");
+  if (d == j.end() || d->is_null()) return reply;
+  if (!d->is_object()) throw Error(ExitCode::service, "check-in answer: deployment is neither null nor an object");
+  DeploymentOffer offer;
+  auto id = d->find("id");
+  if (id == d->end() || !id->is_string() || id->get<std::string>().empty() || id->get<std::string>().size() > 128)
+    throw Error(ExitCode::service, "check-in answer: the deployment has no id");
+  offer.id = id->get<std::string>();
+  if (auto action = d->find("action"); action != d->end() && !action->is_null()) {
+    if (!action->is_string() || (*action != "install" && *action != "revert"))
+      throw Error(ExitCode::service, "check-in answer: action is neither install nor revert");
+    offer.action = action->get<std::string>();
+  }
+  if (auto seq = d->find("sequence"); seq != d->end() && seq->is_number_unsigned()) offer.sequence = seq->get<std::uint64_t>();
+  auto manifest = d->find("manifest");
+  if (manifest == d->end() || manifest->is_null())
+    throw Error(ExitCode::service, fmt::format("check-in answer: deployment {} carries no SUIT manifest", offer.id));
+  offer.manifest = parse_object(*manifest, "manifest", 1 << 20);
+  auto images = d->find("images");
+  if (images == d->end() || !images->is_array() || images->empty())
+    throw Error(ExitCode::service, fmt::format("check-in answer: deployment {} names no image", offer.id));
+  offer.image = parse_object((*images)[0], "image", std::uint64_t{1} << 32);
+  reply.deployment = offer;
+  return reply;
+}
 
 struct UpdateAgent::Impl {
   Board& board;
@@ -205,7 +268,7 @@ struct UpdateAgent::Impl {
     }
   }
 
-  Json check_in(const AgentView& view) {
+  CheckInReply check_in(const AgentView& view) {
     Json body{{"version", view.version},
               {"sequence", view.current.sequence},
               {"manifest_digest", view.current.manifest_digest.empty() ? Json(nullptr)
@@ -213,12 +276,7 @@ struct UpdateAgent::Impl {
               {"state", std::string(manufacturing_state_name(view.state))}};
     auto request = json_request("/v1/agent/check-in", body);
     request.idempotency_key = transport::new_idempotency_key();
-    auto response = client(view).call(request);
-    auto reply = Json::parse(response.body, nullptr, false);
-    if (!reply.is_object()) throw Error(ExitCode::service, "the check-in answer is not a JSON object");
-    if (reply.contains("check_in_after") && reply["check_in_after"].is_number() && reply["check_in_after"].get<double>() > 0)
-      service_interval = std::chrono::milliseconds(static_cast<long long>(reply["check_in_after"].get<double>() * 1000));
-    return reply;
+    return parse_check_in_reply(client(view).call(request).body);
   }
 
   // Downloads `url` into `path`, continuing a partial file with a Range request.
@@ -241,7 +299,12 @@ struct UpdateAgent::Impl {
     request.content_type = "application/octet-stream";
     request.headers.push_back("Connection: close");
     if (have > 0) request.headers.push_back(fmt::format("Range: bytes={}-", have));
+    bool overflow = false;
     request.sink = [&](std::string_view chunk) {
+      if (size && have + written + chunk.size() > size) {  // never store more than announced
+        overflow = true;
+        chunk = chunk.substr(0, static_cast<std::size_t>(size - have - written));
+      }
       write_all_at(fd, chunk.data(), chunk.size(), static_cast<off_t>(have + written));
       written += chunk.size();
     };
@@ -253,16 +316,21 @@ struct UpdateAgent::Impl {
     }
     if (response.status >= 400) transport::throw_http_error(request, response);
     if (response.status == 200 && have > 0) {
-      // The service ignored the range and sent everything: move it to the front.
-      Bytes all = read_file(path);
-      write_file_atomic(path, ByteView(all).subspan(static_cast<std::size_t>(have)));
+      // The service ignored the range and sent everything from byte 0: start over next time.
+      fs::remove(path);
+      throw Error(ExitCode::service, fmt::format("{} ignored the range request; downloading it again", url));
+    }
+    if (overflow) {
+      fs::remove(path);
+      throw Error(ExitCode::service, fmt::format("{} sent more than the {} bytes announced", url, size));
     }
   }
 
   AgentOutcome finish(const AgentView& view, const std::string& status, const std::string& detail, AgentOutcome outcome) {
     Json& job = state["job"];
     report(view, status, detail, true);
-    state["done"][job["deployment"].get<std::string>() + ":" + job["manifest_id"].get<std::string>()] = status;
+    state["done"][done_key(job["deployment"].get<std::string>(), job["manifest_id"].get<std::string>(),
+                           job.value("action", "install"))] = status;
     for (const char* key : {"manifest_file", "image_file"})
       if (job.contains(key)) fs::remove(dir / job[key].get<std::string>());
     state["job"] = nullptr;
@@ -364,41 +432,35 @@ struct UpdateAgent::Impl {
   AgentOutcome run_once() {
     AgentView view = board.agent_view();
     flush_unreported(view);
-    Json reply = check_in(view);
-    const Json& deployment = reply.contains("deployment") ? reply["deployment"] : Json(nullptr);
-    if (!deployment.is_object()) return AgentOutcome::idle;
-    std::string id = deployment.value("id", "");
-    const Json& manifest = deployment.contains("manifest") ? deployment["manifest"] : Json(nullptr);
-    const Json& images = deployment.contains("images") ? deployment["images"] : Json(nullptr);
-    if (id.empty() || !manifest.is_object() || !images.is_array() || images.empty() || !images[0].is_object())
-      throw Error(ExitCode::service, fmt::format("deployment {} names no manifest or image", id));
-    std::string manifest_id = manifest.value("id", "");
-    std::string key = id + ":" + manifest_id;
+    CheckInReply reply = check_in(view);
+    service_interval = reply.check_in_after;
+    if (!reply.deployment) return AgentOutcome::idle;
+    const DeploymentOffer& offer = *reply.deployment;
+    std::string key = done_key(offer.id, offer.manifest.id, offer.action);
     if (state["done"].contains(key)) return AgentOutcome::up_to_date;
-    if (!manifest_id.empty() && manifest_id == to_hex(view.current.manifest_digest)) {
-      state["job"] = Json{{"deployment", id}, {"manifest_id", manifest_id}};
+    if (offer.manifest.id == to_hex(view.current.manifest_digest)) {
+      state["job"] = Json{{"deployment", offer.id}, {"manifest_id", offer.manifest.id}, {"action", offer.action}};
       return finish(view, "installed", fmt::format("already running {}", view.version), AgentOutcome::up_to_date);
     }
     Json& job = state["job"];
-    if (!job.is_object() || job.value("deployment", "") != id || job.value("manifest_id", "") != manifest_id) {
+    if (!job.is_object() || job.value("deployment", "") != offer.id || job.value("manifest_id", "") != offer.manifest.id ||
+        job.value("action", "") != offer.action) {
       if (job.is_object())
         for (const char* k : {"manifest_file", "image_file"})
           if (job.contains(k)) fs::remove(dir / job[k].get<std::string>());
-      const Json& image = images[0];
-      std::string image_id = image.value("id", "");
-      state["job"] = Json{{"deployment", id},
-                          {"action", deployment.value("action", "install")},
-                          {"manifest_id", manifest_id},
-                          {"manifest_url", manifest.value("url", "")},
-                          {"manifest_size", manifest.value("size", std::uint64_t{0})},
-                          {"manifest_file", part_name("manifest", manifest_id)},
-                          {"image_id", image_id},
-                          {"image_url", image.value("url", "")},
-                          {"image_size", image.value("size", std::uint64_t{0})},
-                          {"image_file", part_name("image", image_id)},
+      state["job"] = Json{{"deployment", offer.id},
+                          {"action", offer.action},
+                          {"manifest_id", offer.manifest.id},
+                          {"manifest_url", offer.manifest.url},
+                          {"manifest_size", offer.manifest.size},
+                          {"manifest_file", part_name("manifest", offer.manifest.id)},
+                          {"image_id", offer.image.id},
+                          {"image_url", offer.image.url},
+                          {"image_size", offer.image.size},
+                          {"image_file", part_name("image", offer.image.id)},
                           {"phase", "downloading"}};
-      log(fmt::format("deployment {} ({}): sequence {}", id, deployment.value("action", "install"),
-                      deployment.contains("sequence") ? deployment["sequence"].dump() : "?"));
+      log(fmt::format("deployment {} ({}): sequence {}", offer.id, offer.action,
+                      offer.sequence ? std::to_string(*offer.sequence) : "?"));
       save();
     }
     return continue_job();

@@ -30,6 +30,26 @@ struct AgentOptions {
   std::function<void()> on_power_loss;
 };
 
+// A check-in answer (contract C2, docs/board-protocol.md), validated.
+struct DeploymentOffer {
+  struct Object {
+    std::string id;         // SHA-256 hex of the content
+    std::uint64_t size = 0;
+    std::string url;        // a path on the same service ("/v1/agent/...")
+  };
+  std::string id;
+  std::string action = "install";  // or "revert"
+  std::optional<std::uint64_t> sequence;
+  Object manifest;
+  Object image;
+};
+struct CheckInReply {
+  std::optional<DeploymentOffer> deployment;
+  std::optional<std::chrono::milliseconds> check_in_after;
+};
+// Throws Error(service) naming what is wrong: the body comes from the network.
+CheckInReply parse_check_in_reply(std::string_view body);
+
 // What one step of the agent did (for logs and tests).
 enum class AgentOutcome { not_ready, idle, up_to_date, installed, rolled_back, refused, failed, retry_later };
 const char* agent_outcome_name(AgentOutcome outcome);

@@ -143,13 +143,17 @@ class OtaFleet {
     return out;
   }
   // Uploads image and manifest, creates a deployment to the fleet's group; returns the deployment.
+  // The fleet's previous deployment is paused first, so that the new one is what the boards get.
   Json deploy(const std::string& image, const std::string& manifest, const std::vector<std::string>& extra = {}) {
+    if (!deployments_.empty()) kiln({"deployment", "pause", deployments_.back()});  // fails harmlessly when finished
     auto uploaded = json({"image", "upload", image, "--manifest", manifest});
     std::vector<std::string> args{"deployment", "create", "--group", options_.group, "--image",
                                   uploaded["id"].get<std::string>()};
     if (std::find(extra.begin(), extra.end(), "--rollout") == extra.end()) args.insert(args.end(), {"--rollout", "100%"});
     args.insert(args.end(), extra.begin(), extra.end());
-    return json(args);
+    auto created = json(args);
+    deployments_.push_back(created["id"].get<std::string>());
+    return created;
   }
 
   // ---- observing ----
@@ -284,6 +288,7 @@ class OtaFleet {
   std::unique_ptr<ServiceProcess> service_;
   std::unique_ptr<FaultProxy> proxy_;
   std::unique_ptr<EmulatorProcess> emulator_;
+  std::vector<std::string> deployments_;
 };
 
 }  // namespace kiln::test
