@@ -20,6 +20,7 @@ void Context::finalize() {
   bool stdout_tty = ::isatty(STDOUT_FILENO) == 1;
   stdin_tty_ = ::isatty(STDIN_FILENO) == 1;
   stderr_tty_ = ::isatty(STDERR_FILENO) == 1;
+  stdout_tty_ = stdout_tty;
   const char* no_color_env = std::getenv("NO_COLOR");
   bool no_color = global.no_color || (no_color_env && *no_color_env);
   render_options_.color = stdout_tty && !no_color;

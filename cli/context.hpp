@@ -48,6 +48,8 @@ class Context {
   bool color() const { return render_options_.color; }
   bool stdin_is_terminal() const { return stdin_tty_; }
   bool stderr_is_terminal() const { return stderr_tty_; }
+  bool stdout_is_terminal() const { return stdout_tty_; }
+  const RenderOptions& render_options() const { return render_options_; }
 
   // Data to stdout in the chosen format.
   void render(const Json& value) const;
@@ -68,6 +70,7 @@ class Context {
   RenderOptions render_options_;
   bool stdin_tty_ = false;
   bool stderr_tty_ = false;
+  bool stdout_tty_ = false;
 };
 
 // Reads a secret (passphrase, PIN, token) from its source; trailing newline removed.

@@ -1,5 +1,11 @@
-// kiln deployment: roll images out to a device group; pause, resume, abort.
+// kiln deployment: roll images out to a device group in waves; show, watch, pause, resume, abort.
 #include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <iostream>
+#include <sstream>
+
+#include <fmt/format.h>
 
 #include "cli/context.hpp"
 #include "commands/commands.hpp"
@@ -9,61 +15,225 @@
 namespace kiln::commands {
 namespace {
 
+using Json = cli::Json;
+
 struct DeploymentArgs {
   std::string group;
   std::vector<std::string> images;
+  std::string manifest;
   std::string rollout = "100%";
+  std::string step_after;
+  std::string halt_on_failure;
+  std::string interval = "2s";
   std::string id;
 };
 
-int parse_rollout(std::string text) {
+double parse_percent(std::string text, const char* option, double low) {
   if (text.ends_with('%')) text.pop_back();
   try {
     std::size_t used = 0;
-    int value = std::stoi(text, &used);
-    if (used == text.size() && value >= 1 && value <= 100) return value;
+    double value = std::stod(text, &used);
+    if (used == text.size() && value >= low && value <= 100) return value;
   } catch (const std::exception&) {
   }
-  throw Error(ExitCode::usage, "--rollout wants a percentage 1%..100%");
+  throw Error(ExitCode::usage, fmt::format("{} wants a percentage {}%..100%, not '{}'", option, low, text));
+}
+
+// "1%,10%,50%,100%": cumulative percentages, increasing.
+std::vector<int> parse_waves(const std::string& text) {
+  std::vector<int> waves;
+  std::stringstream in(text);
+  for (std::string part; std::getline(in, part, ',');) {
+    double value = parse_percent(part, "--rollout", 1);
+    if (value != static_cast<int>(value)) throw Error(ExitCode::usage, "--rollout takes whole percentages, e.g. 1%,10%,100%");
+    if (!waves.empty() && static_cast<int>(value) <= waves.back())
+      throw Error(ExitCode::usage, "--rollout waves must increase, e.g. 1%,10%,50%,100%");
+    waves.push_back(static_cast<int>(value));
+  }
+  if (waves.empty()) throw Error(ExitCode::usage, "--rollout wants a percentage or waves such as 1%,10%,100%");
+  return waves;
+}
+
+// "30s", "5m", "1h", "2d", or plain seconds.
+std::int64_t parse_duration_ms(const std::string& text, const char* option) {
+  try {
+    std::size_t used = 0;
+    double value = std::stod(text, &used);
+    std::string unit = text.substr(used);
+    double scale = unit.empty() || unit == "s" ? 1000 : unit == "ms" ? 1 : unit == "m" ? 60000 : unit == "h" ? 3600000
+                 : unit == "d" ? 86400000 : -1;
+    if (scale > 0 && value > 0) return static_cast<std::int64_t>(value * scale);
+  } catch (const std::exception&) {
+  }
+  throw Error(ExitCode::usage, fmt::format("{} wants a duration such as 30s, 5m or 1h, not '{}'", option, text));
+}
+
+std::string duration_text(std::int64_t seconds) {
+  if (seconds % 3600 == 0) return fmt::format("{}h", seconds / 3600);
+  if (seconds % 60 == 0) return fmt::format("{}m", seconds / 60);
+  return fmt::format("{}s", seconds);
+}
+
+// The table view: a key/value summary, then a row per wave.
+struct TableView {
+  Json summary;
+  Json waves;
+};
+
+TableView table_view(const Json& d) {
+  Json s = Json::object();
+  s["id"] = d["id"];
+  s["group"] = d["group"];
+  s["state"] = d["state"];
+  if (!d["halt_reason"].is_null()) s["reason"] = d["halt_reason"];
+  s["images"] = d["images"];
+  s["manifest"] = d["manifest"].is_null() ? Json("-") : d["manifest"];
+  s["sequence"] = d["sequence"].is_null() ? Json("-") : d["sequence"];
+  s["wave"] = fmt::format("{} of {} ({}%)", d["wave"].get<int>(), d["waves"].size(), d["rollout"].get<int>());
+  if (d["step_after"].get<std::int64_t>() > 0) s["step_after"] = duration_text(d["step_after"].get<std::int64_t>());
+  if (!d["next_wave_at"].is_null()) s["next_wave_at"] = d["next_wave_at"];
+  s["halt_on_failure"] = d["halt_on_failure"].is_null() ? Json("never") : Json(fmt::format("{}%", d["halt_on_failure"].get<double>()));
+  s["devices"] = fmt::format("{} in the group, {} admitted, {} failed", d["devices"].get<std::int64_t>(),
+                             d["admitted"].get<std::int64_t>(), d["failures"].get<std::int64_t>());
+  std::string counts;
+  for (auto& [status, count] : d["device_status"].items()) {
+    if (count.get<std::int64_t>() == 0) continue;
+    if (!counts.empty()) counts += ", ";
+    counts += fmt::format("{} {}", status, count.get<std::int64_t>());
+  }
+  s["status"] = counts.empty() ? std::string("-") : counts;
+  if (!d["previous"].is_null()) s["previous"] = d["previous"];
+  Json rows = Json::array();
+  for (auto& w : d["waves"]) {
+    Json row = {{"wave", w["wave"]}, {"percent", fmt::format("{}%", w["percent"].get<int>())}, {"state", w["state"]},
+                {"admitted", w["admitted"]}};
+    for (auto& [status, count] : w["status"].items()) row[status] = count;
+    rows.push_back(std::move(row));
+  }
+  return {s, rows};
+}
+
+std::string table_text(const cli::Context& ctx, const Json& deployment) {
+  auto view = table_view(deployment);
+  std::ostringstream out;
+  cli::render(out, view.summary, ctx.render_options());
+  out << "\n";
+  cli::render(out, view.waves, ctx.render_options());
+  return out.str();
+}
+
+void render_deployment(const cli::Context& ctx, const Json& deployment) {
+  if (ctx.format() == cli::OutputFormat::table) std::cout << table_text(ctx, deployment) << std::flush;
+  else ctx.render(deployment);
+}
+
+// watch: exit 0 completed, 8 halted, 7 aborted or superseded (docs/exit-codes.md).
+void finish_watch(const Json& last) {
+  auto state = last["state"].get<std::string>();
+  auto id = last["id"].get<std::string>();
+  if (state == "completed") return;
+  if (state == "halted")
+    throw Error(ExitCode::partial, fmt::format("deployment {} {}", id, last["halt_reason"].get<std::string>()),
+                fmt::format("see the failures with 'kiln device list --group \"{}\"', then 'kiln deployment resume {}' "
+                            "or 'kiln deployment abort {}'",
+                            last["group"].get<std::string>(), id, id));
+  throw Error(ExitCode::conflict, fmt::format("deployment {} was {} before it completed", id, state),
+              "'kiln deployment list --group GROUP' shows the deployment that replaced it, if any");
 }
 
 }  // namespace
 
 void add_deployment(CLI::App& app, cli::Context& ctx) {
-  auto* deployment = app.add_subcommand("deployment", "Deployments of images to device groups");
+  auto* deployment = app.add_subcommand("deployment", "Deployments of images to device groups, in waves");
   deployment->require_subcommand(1);
   auto args = std::make_shared<DeploymentArgs>();
 
-  auto* create = deployment->add_subcommand("create", "Deploy images to a group");
+  auto* create = deployment->add_subcommand("create", "Deploy images to a group, in waves");
   create->add_option("--group", args->group, "Group ID or Product/Group")->required();
   create->add_option("--image", args->images, "Image ID (SHA-256); repeat for several")->required();
-  create->add_option("--rollout", args->rollout, "Share of the group to update, e.g. 10%");
+  create->add_option("--manifest", args->manifest,
+                     "SUIT manifest ID (SHA-256); default: the manifest uploaded with the image");
+  create->add_option("--rollout", args->rollout, "Share of the group per wave, cumulative: 10% or 1%,10%,50%,100%");
+  create->add_option("--step-after", args->step_after, "Time before the next wave opens: 30s, 5m, 1h");
+  create->add_option("--halt-on-failure", args->halt_on_failure,
+                     "Halt when failed devices pass this share of admitted ones, e.g. 5%");
   create->callback([&ctx, args] {
-    int rollout = parse_rollout(args->rollout);
+    transport::DeploymentRequest request;
+    request.group = args->group;
+    request.images = args->images;
+    if (!args->manifest.empty()) request.manifest = args->manifest;
+    request.waves = parse_waves(args->rollout);
+    if (!args->step_after.empty()) {
+      auto ms = parse_duration_ms(args->step_after, "--step-after");
+      if (ms < 1000) throw Error(ExitCode::usage, "--step-after is at least 1s");
+      request.step_after = ms / 1000;
+    }
+    if (request.waves.size() > 1 && !request.step_after)
+      throw Error(ExitCode::usage, "a rollout in several waves needs --step-after (e.g. --step-after 1h)");
+    if (!args->halt_on_failure.empty()) request.halt_on_failure = parse_percent(args->halt_on_failure, "--halt-on-failure", 0);
     auto api = connect(ctx);
-    ctx.render(transport::create_deployment(api, args->group, args->images, rollout));
+    render_deployment(ctx, transport::create_deployment(api, request));
   });
 
   auto* list = deployment->add_subcommand("list", "List deployments");
   list->add_option("--group", args->group, "Only this group's deployments");
   list->callback([&ctx, args] {
     auto api = connect(ctx);
-    ctx.render(transport::list_deployments(api, args->group.empty() ? std::nullopt : std::optional(args->group)));
+    Json rows = Json::array();
+    auto all = transport::list_deployments(api, args->group.empty() ? std::nullopt : std::optional(args->group));
+    if (ctx.format() != cli::OutputFormat::table) return ctx.render(all);
+    for (auto& d : all)
+      rows.push_back(Json{{"id", d["id"]}, {"group", d["group"]}, {"state", d["state"]},
+                          {"wave", fmt::format("{}/{}", d["wave"].get<int>(), d["waves"].size())},
+                          {"rollout", fmt::format("{}%", d["rollout"].get<int>())}, {"admitted", d["admitted"]},
+                          {"installed", d["device_status"]["installed"]}, {"failures", d["failures"]},
+                          {"created_at", d["created_at"]}});
+    ctx.render(rows);
   });
 
-  auto* show = deployment->add_subcommand("show", "Show a deployment");
+  auto* show = deployment->add_subcommand("show", "Show a deployment: state, halt reason, counts per wave and state");
   show->add_option("ID", args->id, "Deployment ID")->required();
   show->callback([&ctx, args] {
     auto api = connect(ctx);
-    ctx.render(transport::show_deployment(api, args->id));
+    render_deployment(ctx, transport::show_deployment(api, args->id));
+  });
+
+  auto* watch = deployment->add_subcommand(
+      "watch", "Follow a deployment until it completes (exit 0), halts (8) or is aborted or superseded (7)");
+  watch->add_option("ID", args->id, "Deployment ID")->required();
+  watch->add_option("--interval", args->interval, "Time between polls: 500ms, 2s, 1m");
+  watch->callback([&ctx, args] {
+    auto interval = parse_duration_ms(args->interval, "--interval");
+    if (interval < 100) throw Error(ExitCode::usage, "--interval is at least 100ms");
+    auto api = connect(ctx);
+    bool redraw = ctx.format() == cli::OutputFormat::table && ctx.stdout_is_terminal();
+    std::size_t drawn_lines = 0;
+    auto last = transport::watch_deployment(api, args->id, static_cast<int>(interval), [&](const Json& view) {
+      if (ctx.format() == cli::OutputFormat::json || ctx.format() == cli::OutputFormat::jsonl) {
+        std::cout << view.dump() << "\n" << std::flush;  // one object per line and change
+      } else if (redraw) {
+        auto text = table_text(ctx, view);
+        // Move up over the previous drawing and clear to the end of the screen: a live table in place.
+        if (drawn_lines > 0) std::cout << fmt::format("\x1b[{}A\r\x1b[J", drawn_lines);
+        std::cout << text << std::flush;
+        drawn_lines = static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+      } else {
+        render_deployment(ctx, view);
+        if (ctx.format() == cli::OutputFormat::table) std::cout << "\n" << std::flush;
+      }
+    });
+    finish_watch(last);
   });
 
   for (const char* action : {"pause", "resume", "abort"}) {
-    auto* change = deployment->add_subcommand(action, std::string("Deployment: ") + action);
+    const char* help = std::string_view(action) == "pause"    ? "Stop offering a deployment (devices keep what they have)"
+                       : std::string_view(action) == "resume" ? "Continue a paused or halted deployment (failures so far are forgiven)"
+                                                              : "End a deployment: devices that installed it go back to the previous one";
+    auto* change = deployment->add_subcommand(action, help);
     change->add_option("ID", args->id, "Deployment ID")->required();
     change->callback([&ctx, args, action] {
       auto api = connect(ctx);
-      ctx.render(transport::change_deployment(api, args->id, action));
+      render_deployment(ctx, transport::change_deployment(api, args->id, action));
     });
   }
 }

@@ -26,8 +26,11 @@ void add_image_service_verbs(CLI::App* image, cli::Context& ctx) {
   upload->callback([&ctx, args] {
     auto api = connect(ctx);
     auto result = transport::upload_image(api, args->file, progress_bar(ctx, "uploading"));
-    if (!args->manifest.empty())
-      result["manifest"] = transport::upload_image(api, args->manifest, progress_bar(ctx, "manifest"))["id"];
+    if (!args->manifest.empty()) {
+      auto manifest = transport::upload_image(api, args->manifest, progress_bar(ctx, "manifest"))["id"].get<std::string>();
+      result["manifest"] = manifest;
+      result["sequence"] = transport::link_image_manifest(api, result["id"].get<std::string>(), manifest)["sequence"];
+    }
     ctx.render(result);
   });
 

@@ -67,6 +67,7 @@ const std::vector<Route>& routes() {
       {{"GET", "/v1/images/{}", anyone}, show_image},
       {{"PUT", "/v1/images/{}/content", operators}, upload_image_chunk},
       {{"GET", "/v1/images/{}/content", anyone}, nullptr, download_image},
+      {{"POST", "/v1/images/{}/manifest", operators}, link_image_manifest},
       {{"POST", "/v1/deployments", operators}, create_deployment},
       {{"GET", "/v1/deployments", anyone}, list_deployments},
       {{"GET", "/v1/deployments/{}", anyone}, show_deployment},
@@ -77,6 +78,7 @@ const std::vector<Route>& routes() {
       {{"GET", "/v1/factory-cas", anyone}, list_factory_cas},
       {{"POST", "/v1/agent/check-in", devices}, agent_check_in},
       {{"GET", "/v1/agent/images/{}/content", devices}, nullptr, download_image},
+      {{"GET", "/v1/agent/deployments/{}/manifest", devices}, nullptr, agent_deployment_manifest},
       {{"POST", "/v1/agent/status", devices}, agent_report_status},
   };
   return table;
@@ -287,6 +289,31 @@ CREATE TABLE IF NOT EXISTS idempotency (tenant_id INTEGER NOT NULL, key TEXT NOT
   path TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL,
   PRIMARY KEY (tenant_id, key));
 )sql");
+  // Columns added after the first release: existing databases gain them on start.
+  struct Column {
+    const char* table;
+    const char* name;
+    const char* declaration;
+  };
+  static const Column added[] = {
+      {"images", "manifest", "TEXT"},  // the SUIT manifest uploaded with this image
+      {"deployments", "manifest", "TEXT"},
+      {"deployments", "sequence", "INTEGER"},
+      {"deployments", "waves", "TEXT"},  // JSON array of cumulative percentages
+      {"deployments", "wave", "INTEGER"},
+      {"deployments", "wave_started_at", "INTEGER"},
+      {"deployments", "step_after", "INTEGER"},
+      {"deployments", "halt_on_failure", "REAL"},
+      {"deployments", "halt_reason", "TEXT"},
+      {"deployments", "failure_baseline", "INTEGER"},
+      {"deployments", "previous", "TEXT"},
+  };
+  for (const auto& column : added) {
+    auto q = db.prepare(fmt::format("SELECT 1 FROM pragma_table_info('{}') WHERE name = ?", column.table));
+    q.bind(1, column.name);
+    if (!q.step()) db.exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", column.table, column.name, column.declaration));
+  }
+  db.exec("CREATE INDEX IF NOT EXISTS deployments_by_group ON deployments (group_id)");
 }
 
 namespace {

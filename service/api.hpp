@@ -45,6 +45,7 @@ const std::vector<RouteInfo>& route_table();
 struct ServiceConfig {
   std::string database;           // SQLite file (":memory:" in unit tests and the fuzzer)
   std::filesystem::path image_dir;  // image content, one file per SHA-256
+  int check_in_after = 60;          // seconds an agent waits before its next check-in
 };
 
 class Service {

@@ -35,6 +35,7 @@ class Statement {
   Statement(sqlite3* db, std::string_view sql);
   Statement& bind(int index, std::string_view text);
   Statement& bind(int index, std::int64_t value);
+  Statement& bind(int index, double value);
   Statement& bind_null(int index);
   Statement& bind_optional(int index, const std::optional<std::string>& text);
   // Steps once: true while a row is available.
@@ -48,6 +49,7 @@ class Statement {
   std::string text(int column) const;
   std::optional<std::string> optional_text(int column) const;
   std::int64_t integer(int column) const { return sqlite3_column_int64(stmt_.get(), column); }
+  double real(int column) const { return sqlite3_column_double(stmt_.get(), column); }
   bool is_null(int column) const { return sqlite3_column_type(stmt_.get(), column) == SQLITE_NULL; }
 
  private:

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -89,6 +91,7 @@ Reply register_factory_ca(Call& call);
 Reply list_factory_cas(Call& call);
 Reply agent_check_in(Call& call);
 Reply agent_report_status(Call& call);
+Response agent_deployment_manifest(Call& call);
 
 // Deployments.
 Reply create_deployment(Call& call);
@@ -97,5 +100,30 @@ Reply show_deployment(Call& call);
 Reply pause_deployment(Call& call);
 Reply resume_deployment(Call& call);
 Reply abort_deployment(Call& call);
+// POST /v1/images/{}/manifest: records the SUIT manifest uploaded for an image (kiln image upload --manifest).
+Reply link_image_manifest(Call& call);
+
+// A deployment as stored; waves are cumulative percentages, `wave` the 1-based open wave.
+struct DeploymentRow {
+  std::string id, group_id, group;
+  Json images = Json::array();
+  std::optional<std::string> manifest;
+  std::optional<std::int64_t> sequence;
+  std::vector<int> waves;
+  int wave = 1;
+  std::int64_t wave_started_at = 0;  // unix seconds
+  std::int64_t step_after = 0;       // seconds; 0: waves do not open by themselves
+  std::optional<double> halt_on_failure;
+  std::optional<std::string> halt_reason;
+  std::int64_t failure_baseline = 0;  // failures forgiven by the last resume
+  std::optional<std::string> previous;
+  std::string state, created_at, updated_at;
+};
+// ApiError 404 when the tenant has no such deployment.
+DeploymentRow load_deployment(Db& db, std::int64_t tenant_id, const std::string& id);
+// Halts, opens the next wave or completes an active deployment as its time and device reports say.
+void evaluate_deployment(Db& db, DeploymentRow& row);
+// Where the content of a complete image or manifest blob lives.
+std::filesystem::path blob_path(const ServiceConfig& config, std::int64_t tenant_id, const std::string& sha);
 
 }  // namespace kiln::service

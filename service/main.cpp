@@ -129,9 +129,10 @@ int bind_server(httplib::SSLServer& server, const std::string& listen) {
   return bound;
 }
 
-int run(const Paths& paths, const std::string& listen, const std::string& agent_listen, int threads) {
+int run(const Paths& paths, const std::string& listen, const std::string& agent_listen, int threads, int check_in_after) {
   open_service(paths);  // fails with a hint when the directory was never initialised
-  auto svc = std::make_shared<service::Service>(service::ServiceConfig{paths.database().string(), paths.images()});
+  auto svc = std::make_shared<service::Service>(
+      service::ServiceConfig{paths.database().string(), paths.images(), check_in_after});
   auto api = make_server(paths, threads, svc, false);
   std::unique_ptr<httplib::SSLServer> agents;
   if (!agent_listen.empty()) agents = make_server(paths, threads, svc, true);
@@ -172,6 +173,7 @@ int main(int argc, char** argv) {
   Paths paths;
   std::string tenant = "default", listen = "127.0.0.1:8443", agent_listen, role, name, token_file;
   int threads = 8;
+  int check_in_after = 60;
 
   auto* init_cmd = app.add_subcommand("init", "Create TLS material, the database, a tenant and D/admin.token (0600)");
   init_cmd->add_option("--dir", paths.dir, "Data directory")->required();
@@ -182,6 +184,8 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--listen", listen, "HOST:PORT (port 0 picks a free port and prints it)");
   run_cmd->add_option("--agent-listen", agent_listen, "HOST:PORT for device agents (mutual TLS); port 0 picks one");
   run_cmd->add_option("--threads", threads, "Worker threads per listener")->check(CLI::Range(1, 256));
+  run_cmd->add_option("--check-in-after", check_in_after, "Seconds agents are told to wait between check-ins")
+      ->check(CLI::Range(1, 86400));
 
   auto* tenant_cmd = app.add_subcommand("tenant", "Manage tenants");
   tenant_cmd->require_subcommand(1);
@@ -204,7 +208,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
     if (*init_cmd) return init(paths, tenant);
-    if (*run_cmd) return run(paths, listen, agent_listen, threads);
+    if (*run_cmd) return run(paths, listen, agent_listen, threads, check_in_after);
     auto svc = open_service(paths);
     auto tenant_id = svc.find_tenant(tenant);
     if (*tenant_create) {

@@ -2,7 +2,9 @@
 #include "transport/service_api.hpp"
 
 #include <cstdlib>
+#include <chrono>
 #include <fstream>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -273,13 +275,49 @@ Json download_image(ServiceApi& api, const std::string& id, const std::filesyste
   return {{"id", id}, {"file", out.string()}, {"size", size}};
 }
 
-Json create_deployment(ServiceApi& api, const std::string& group, const std::vector<std::string>& images, int rollout) {
-  return api.post("/v1/deployments", {{"group", group}, {"images", images}, {"rollout", rollout}});
+Json link_image_manifest(ServiceApi& api, const std::string& image, const std::string& manifest) {
+  return api.post("/v1/images/" + segment(image) + "/manifest", {{"manifest", manifest}});
+}
+
+Json create_deployment(ServiceApi& api, const DeploymentRequest& request) {
+  Json body = {{"group", request.group}, {"images", request.images}};
+  if (request.manifest) body["manifest"] = *request.manifest;
+  if (request.waves.size() == 1) body["rollout"] = request.waves[0];
+  else body["rollout"] = request.waves;
+  if (request.step_after) body["step_after"] = *request.step_after;
+  if (request.halt_on_failure) body["halt_on_failure"] = *request.halt_on_failure;
+  return api.post("/v1/deployments", body);
 }
 Json list_deployments(ServiceApi& api, const std::optional<std::string>& group) {
   return api.get("/v1/deployments" + (group ? "?group=" + url_encode(*group) : std::string()))["items"];
 }
 Json show_deployment(ServiceApi& api, const std::string& id) { return api.get("/v1/deployments/" + segment(id)); }
+bool deployment_settled(const Json& deployment) {
+  auto state = deployment.value("state", std::string());
+  return state == "completed" || state == "halted" || state == "aborted" || state == "superseded";
+}
+
+Json watch_deployment(ServiceApi& api, const std::string& id, int interval_ms,
+                      const std::function<void(const Json&)>& on_change) {
+  Json last;
+  while (true) {
+    Json view = show_deployment(api, id);
+    Json compared = view;
+    compared.erase("updated_at");
+    if (compared != last) {
+      on_change(view);
+      last = std::move(compared);
+    }
+    if (deployment_settled(view)) return view;
+    // Sleep in small steps so Ctrl-C is answered at once.
+    for (int slept = 0; slept < interval_ms; slept += 50) {
+      check_interrupted();
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(50, interval_ms - slept)));
+    }
+    check_interrupted();
+  }
+}
+
 Json change_deployment(ServiceApi& api, const std::string& id, const std::string& action) {
   return api.post("/v1/deployments/" + segment(id) + "/" + action, Json::object());
 }

@@ -95,10 +95,27 @@ Json show_image(ServiceApi& api, const std::string& id);
 // Downloads to `out` atomically and checks the SHA-256 on the way.
 Json download_image(ServiceApi& api, const std::string& id, const std::filesystem::path& out);
 
-Json create_deployment(ServiceApi& api, const std::string& group, const std::vector<std::string>& images, int rollout);
+// Records the SUIT manifest made for an image, so deployments of the image carry it by default.
+Json link_image_manifest(ServiceApi& api, const std::string& image, const std::string& manifest);
+
+struct DeploymentRequest {
+  std::string group;
+  std::vector<std::string> images;
+  std::optional<std::string> manifest;       // default: the manifest linked to the image
+  std::vector<int> waves = {100};            // cumulative percentages, one per wave
+  std::optional<std::int64_t> step_after;    // seconds between waves
+  std::optional<double> halt_on_failure;     // percentage of admitted devices
+};
+Json create_deployment(ServiceApi& api, const DeploymentRequest& request);
 Json list_deployments(ServiceApi& api, const std::optional<std::string>& group);
 Json show_deployment(ServiceApi& api, const std::string& id);
 // action: pause, resume or abort.
 Json change_deployment(ServiceApi& api, const std::string& id, const std::string& action);
+// True for the states a deployment never leaves by itself: completed, halted, aborted, superseded.
+bool deployment_settled(const Json& deployment);
+// Polls the deployment every `interval_ms` and calls `on_change` with each new view (the first one
+// too) until it settles; returns the last view. Ctrl-C throws Error(interrupted).
+Json watch_deployment(ServiceApi& api, const std::string& id, int interval_ms,
+                      const std::function<void(const Json&)>& on_change);
 
 }  // namespace kiln::transport

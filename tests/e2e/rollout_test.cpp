@@ -1,0 +1,406 @@
+// Staged rollouts end to end: the real kiln-service, the real kiln, and device agents over real mutual TLS.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <fstream>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "core/bytes.hpp"
+#include "signing/signer.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/service_process.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/test_certificates.hpp"
+#include "transport/http_client.hpp"
+
+using namespace kiln;
+using Json = nlohmann::json;
+
+namespace {
+
+std::string slurp(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void spit(const std::filesystem::path& path, const std::string& data) { std::ofstream(path, std::ios::binary) << data; }
+
+std::string sha256_hex(const std::string& data) { return to_hex(digest(HashAlg::sha256, as_bytes(data))); }
+
+// docs/openapi.yaml (Deployment): first 8 bytes of SHA-256("DEP:UID"), big-endian, modulo 100.
+int bucket(const std::string& deployment, const std::string& device) {
+  std::string key = deployment;
+  key.append(":").append(device);
+  Bytes h = digest(HashAlg::sha256, as_bytes(key));
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | h[static_cast<std::size_t>(i)];
+  return static_cast<int>(v % 100);
+}
+
+// A device as its update agent talks to the service: its certificate and key, over mutual TLS.
+struct Agent {
+  std::string uid;
+  std::string cert_file, key_file;
+  std::unique_ptr<transport::HttpClient> http;
+
+  void connect(const std::string& url, const std::string& ca_file) {
+    transport::HttpConfig config;
+    config.base_url = url;
+    config.ca_file = ca_file;
+    config.client_cert = cert_file;
+    config.client_key = key_file;
+    config.max_attempts = 1;
+    http = std::make_unique<transport::HttpClient>(config);
+  }
+  // Each exchange closes its connection: 20 agents keeping connections alive would each hold one of the
+  // service's worker threads for its keep-alive timeout.
+  transport::HttpResponse post(const std::string& path, const std::string& body) {
+    return http->send({.method = "POST", .path = path, .body = body, .headers = {"Connection: close"}});
+  }
+  Json check_in(const Json& body = Json::object()) {
+    auto r = post("/v1/agent/check-in", body.dump());
+    INFO(uid << " check-in: " << r.status << " " << r.body);
+    REQUIRE(r.status == 200);
+    return Json::parse(r.body);
+  }
+  Json offer(const Json& body = Json::object()) { return check_in(body)["deployment"]; }
+  long report(const std::string& deployment, const std::string& status, const std::string& version = {}) {
+    Json body = {{"deployment", deployment}, {"status", status}, {"detail", "reported by the test"}};
+    if (!version.empty()) body["version"] = version;
+    return post("/v1/agent/status", body.dump()).status;
+  }
+  transport::HttpResponse get(const std::string& path) {
+    return http->send({.method = "GET", .path = path, .headers = {"Connection: close"}});
+  }
+};
+
+struct Fleet {
+  test::TempDir dir;
+  std::filesystem::path data = dir.path() / "svc";
+  std::unique_ptr<test::ServiceProcess> service;
+  test::TestCa factory_ca{"Acme Factory CA"};
+  std::vector<Agent> agents;  // in "Thermo/Field Test"
+  Agent stranger;             // in "Thermo/Production"
+
+  explicit Fleet(int devices) {
+    auto init = test::run_process(test::bin_path("kiln-service"), {"init", "--dir", data.string()});
+    REQUIRE_MESSAGE(init.exit_code == 0, init.err);
+    service = std::make_unique<test::ServiceProcess>(data, 0, true);
+    json({"product", "create", "Thermo"});
+    spit(dir.file("factory-ca.pem"), factory_ca.pem);
+    json({"device", "ca", "add", dir.file("factory-ca.pem")});
+    std::string bundle;
+    auto make = [&](const std::string& uid) {
+      test::TestKey key;
+      Agent agent{uid, dir.file(uid + ".crt"), dir.file(uid + ".key"), nullptr};
+      spit(agent.cert_file, factory_ca.issue(key, uid));
+      spit(agent.key_file, key.private_pem());
+      bundle += Json{{"uid", uid}, {"product", "Thermo"}, {"state", "device-complete"}, {"version", "1.0.0"},
+                     {"public_key", key.public_pem()}}.dump() + "\n";
+      return agent;
+    };
+    std::vector<std::string> uids;
+    for (int i = 0; i < devices; ++i) {
+      uids.push_back("unit-" + std::to_string(i));
+      agents.push_back(make(uids.back()));
+    }
+    stranger = make("stranger");
+    spit(dir.file("bundle.jsonl"), bundle);
+    json({"device", "import", dir.file("bundle.jsonl")});
+    std::vector<std::string> assign = {"device", "assign"};
+    assign.insert(assign.end(), uids.begin(), uids.end());
+    assign.insert(assign.end(), {"--group", "Thermo/Field Test"});
+    json(assign);
+    json({"device", "assign", "stranger", "--group", "Thermo/Production"});
+    connect_agents();
+  }
+
+  void connect_agents() {
+    auto url = "https://127.0.0.1:" + std::to_string(service->agent_port());
+    for (auto& a : agents) a.connect(url, (data / "ca.pem").string());
+    stranger.connect(url, (data / "ca.pem").string());
+  }
+
+  void restart() {
+    // Agents hang up first, as devices do when the service goes away (a kept-alive connection would hold a worker).
+    for (auto& a : agents) a.http.reset();
+    stranger.http.reset();
+    REQUIRE(service->stop() == 0);
+    service = std::make_unique<test::ServiceProcess>(data, 0, true);
+    connect_agents();
+  }
+
+  test::ProcessOptions env() const {
+    test::ProcessOptions o;
+    o.env["XDG_CONFIG_HOME"] = dir.file("xdg");
+    o.env["KILN_SERVICE"] = service->url();
+    o.env["KILN_CA_FILE"] = (data / "ca.pem").string();
+    auto token = slurp(data / "admin.token");
+    token.pop_back();
+    o.env["KILN_TOKEN"] = token;
+    return o;
+  }
+  test::ProcessResult kiln(const std::vector<std::string>& args) const { return test::kiln(args, env()); }
+  Json json(const std::vector<std::string>& args) const {
+    auto with_output = args;
+    with_output.insert(with_output.begin(), {"-o", "json"});
+    auto r = kiln(with_output);
+    INFO("kiln " << args[0] << " " << (args.size() > 1 ? args[1] : "") << ": " << r.err);
+    REQUIRE(r.exit_code == 0);
+    return Json::parse(r.out);
+  }
+
+  // A firmware file, its SUIT manifest (real kiln manifest create), both uploaded and linked. Returns {image, manifest}.
+  std::pair<std::string, std::string> release(const std::string& name, int sequence) {
+    std::string firmware(4096, '\0');
+    std::mt19937 rng(static_cast<unsigned>(sequence));
+    for (auto& c : firmware) c = static_cast<char>(rng());
+    auto fw = dir.file(name + ".bin"), suit = dir.file(name + ".suit"), key = dir.file("manifest-key.pem");
+    spit(fw, firmware);
+    if (!std::filesystem::exists(key)) REQUIRE(test::kiln({"key", "generate", "-t", "ecdsa-p256", "-o", key}).exit_code == 0);
+    auto made = test::kiln({"manifest", "create", "--component", fw, "--vendor-domain", "example.com", "--class-name", "thermo",
+                            "--sequence", std::to_string(sequence), "--key", key, "-o", suit});
+    REQUIRE_MESSAGE(made.exit_code == 0, made.err);
+    auto uploaded = json({"image", "upload", fw, "--manifest", suit});
+    CHECK(uploaded["sequence"] == sequence);
+    CHECK(uploaded["manifest"] == sha256_hex(slurp(suit)));
+    return {uploaded["id"].get<std::string>(), uploaded["manifest"].get<std::string>()};
+  }
+
+  Json show(const std::string& id) const { return json({"deployment", "show", id}); }
+
+  // Waits (without asserting on time) until the deployment satisfies `done`; gives up after a minute.
+  Json wait_for(const std::string& id, const std::function<bool(const Json&)>& done) const {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    Json d = show(id);
+    while (!done(d) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      d = show(id);
+    }
+    return d;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("rollout e2e: waves admit devices by their bucket, open after --step-after, and survive a restart") {
+  Fleet fleet(20);
+  auto [image, manifest] = fleet.release("v2", 2);
+
+  // Wave 1 of a slow rollout: exactly the devices whose bucket is below 30 are offered the update.
+  auto slow = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout", "30%,100%",
+                          "--step-after", "1h", "--halt-on-failure", "50%"});
+  auto slow_id = slow["id"].get<std::string>();
+  CHECK(slow["state"] == "active");
+  CHECK(slow["wave"] == 1);
+  CHECK(slow["manifest"] == manifest);
+  CHECK(slow["sequence"] == 2);
+  CHECK(slow["step_after"] == 3600);
+  int expected = 0;
+  for (auto& agent : fleet.agents) {
+    bool admitted = bucket(slow_id, agent.uid) < 30;
+    expected += admitted;
+    auto offer = agent.offer({{"version", "1.0.0"}, {"sequence", 1}, {"manifest_digest", nullptr}, {"state", "device-complete"}});
+    CHECK_MESSAGE(offer.is_object() == admitted, agent.uid);
+    if (admitted) {
+      CHECK(offer["wave"] == 1);
+      CHECK(offer["action"] == "install");
+      CHECK(offer["manifest"]["id"] == manifest);
+    }
+  }
+  REQUIRE(expected > 0);  // with 20 devices, a 30% wave that admits nobody would make this test pointless
+  REQUIRE(expected < 20);
+  auto shown = fleet.show(slow_id);
+  CHECK(shown["admitted"] == expected);
+  CHECK(shown["waves"][0]["admitted"] == expected);
+  CHECK(shown["waves"][0]["state"] == "open");
+  CHECK(shown["waves"][1]["state"] == "pending");
+  CHECK(shown["device_status"]["pending"] == expected);
+  auto next_wave_at = shown["next_wave_at"];
+  CHECK(next_wave_at.is_string());
+
+  // A restart changes nothing: same wave, same next wave time.
+  fleet.restart();
+  shown = fleet.show(slow_id);
+  CHECK(shown["wave"] == 1);
+  CHECK(shown["next_wave_at"] == next_wave_at);
+
+  // A newer deployment supersedes it; with --step-after 1s its second wave opens by itself.
+  auto fast = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout", "30%,100%",
+                          "--step-after", "1s"});
+  auto fast_id = fast["id"].get<std::string>();
+  CHECK(fleet.show(slow_id)["state"] == "superseded");
+  CHECK(fleet.kiln({"deployment", "resume", slow_id}).exit_code == 7);
+  auto opened = fleet.wait_for(fast_id, [](const Json& d) { return d["wave"] == 2; });
+  REQUIRE(opened["wave"] == 2);
+  CHECK(opened["rollout"] == 100);
+  CHECK(opened["admitted"] == 20);
+  CHECK(opened["waves"][0]["state"] == "done");
+  CHECK(opened["next_wave_at"].is_null());
+  for (auto& agent : fleet.agents) {
+    auto offer = agent.offer();
+    REQUIRE(offer.is_object());
+    CHECK(offer["id"] == fast_id);
+    CHECK(offer["wave"] == (bucket(fast_id, agent.uid) < 30 ? 1 : 2));
+  }
+
+  // After a restart the last wave is still open.
+  fleet.restart();
+  CHECK(fleet.show(fast_id)["wave"] == 2);
+  CHECK(fleet.agents[0].offer()["id"] == fast_id);
+
+  // Every device installs: completed; watch exits 0 and prints the final state on stdout.
+  for (auto& agent : fleet.agents) {
+    for (const char* status : {"downloading", "verifying", "installing", "testing"}) CHECK(agent.report(fast_id, status) == 200);
+    CHECK(agent.report(fast_id, "installed", "2.0.0") == 200);
+  }
+  auto done = fleet.show(fast_id);
+  CHECK(done["state"] == "completed");
+  CHECK(done["device_status"]["installed"] == 20);
+  auto watched = fleet.kiln({"-o", "jsonl", "deployment", "watch", fast_id, "--interval", "200ms"});
+  CHECK(watched.exit_code == 0);
+  CHECK(Json::parse(watched.out)["state"] == "completed");
+  CHECK(fleet.json({"device", "show", "unit-0"})["version"] == "2.0.0");
+  auto table = fleet.kiln({"deployment", "show", fast_id});
+  CHECK(table.exit_code == 0);
+  CHECK(table.out.find("completed") != std::string::npos);
+  CHECK(table.out.find("installed") != std::string::npos);
+}
+
+TEST_CASE("rollout e2e: failures past the threshold halt the deployment; show says why; resume forgives them") {
+  Fleet fleet(20);
+  auto [image, manifest] = fleet.release("v2", 2);
+  auto d = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--halt-on-failure", "10%"});
+  auto id = d["id"].get<std::string>();
+  CHECK(d["halt_on_failure"] == 10);
+
+  // 2 of 20 is 10%: not above the threshold.
+  CHECK(fleet.agents[0].report(id, "failed") == 200);
+  CHECK(fleet.agents[1].report(id, "rolled_back") == 200);
+  CHECK(fleet.show(id)["state"] == "active");
+  CHECK(fleet.agents[2].offer().is_object());
+  // The third failure (a refusal) halts it by itself.
+  CHECK(fleet.agents[2].report(id, "refused") == 200);
+  auto halted = fleet.show(id);
+  CHECK(halted["state"] == "halted");
+  CHECK(halted["halt_reason"] == "halted: 3 of 20 admitted devices failed (15%) in wave 1, above 10%");
+  CHECK(halted["failures"] == 3);
+  CHECK(fleet.agents[3].offer().is_null());
+  auto table = fleet.kiln({"deployment", "show", id});
+  CHECK(table.out.find("halted: 3 of 20 admitted devices failed (15%) in wave 1, above 10%") != std::string::npos);
+  auto watched = fleet.kiln({"-o", "json", "deployment", "watch", id});
+  CHECK(watched.exit_code == 8);
+  CHECK(Json::parse(watched.out)["state"] == "halted");
+  CHECK(watched.err.find("3 of 20") != std::string::npos);
+
+  // The halt survives a restart.
+  fleet.restart();
+  CHECK(fleet.show(id)["state"] == "halted");
+
+  // Resume: the 3 failures so far are forgiven; the threshold applies to new ones.
+  auto resumed = fleet.json({"deployment", "resume", id});
+  CHECK(resumed["state"] == "active");
+  CHECK(resumed["failures_forgiven"] == 3);
+  CHECK(resumed["halt_reason"].is_null());
+  CHECK(fleet.agents[3].offer().is_object());
+  CHECK(fleet.agents[3].report(id, "failed") == 200);
+  CHECK(fleet.agents[4].report(id, "failed") == 200);
+  CHECK(fleet.show(id)["state"] == "active");  // 2 new of 20
+  CHECK(fleet.agents[5].report(id, "failed") == 200);
+  auto again = fleet.show(id);
+  CHECK(again["state"] == "halted");
+  CHECK(again["halt_reason"] == "halted: 3 of 20 admitted devices failed (15%) in wave 1, above 10%");
+  CHECK(again["failures"] == 6);
+
+  // Pause and resume work on an active deployment; a paused one offers nothing.
+  fleet.json({"deployment", "resume", id});
+  CHECK(fleet.json({"deployment", "pause", id})["state"] == "paused");
+  CHECK(fleet.agents[6].offer().is_null());
+}
+
+TEST_CASE("rollout e2e: abort sends devices that installed it back to the previous deployment") {
+  Fleet fleet(6);
+  auto [image1, manifest1] = fleet.release("v1", 1);
+  auto [image2, manifest2] = fleet.release("v2", 2);
+  auto first = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image1})["id"].get<std::string>();
+  for (auto& agent : fleet.agents) CHECK(agent.report(first, "installed", "1.0.0") == 200);
+  CHECK(fleet.show(first)["state"] == "completed");
+
+  auto second = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image2, "--manifest", manifest2});
+  auto second_id = second["id"].get<std::string>();
+  CHECK(second["previous"] == first);
+  CHECK(fleet.show(first)["state"] == "completed");  // a completed deployment stays completed
+  // Devices 0..2 install the second release; 3..5 stay on the first.
+  for (int i = 0; i < 3; ++i) CHECK(fleet.agents[static_cast<std::size_t>(i)].report(second_id, "installed", "2.0.0") == 200);
+
+  auto aborted = fleet.json({"deployment", "abort", second_id});
+  CHECK(aborted["state"] == "aborted");
+  CHECK(fleet.kiln({"deployment", "resume", second_id}).exit_code == 7);
+  auto watched = fleet.kiln({"-o", "json", "deployment", "watch", second_id});
+  CHECK(watched.exit_code == 7);
+
+  // A device running the aborted release (its installed envelope says so) is sent back to the first.
+  auto revert = fleet.agents[0].offer({{"version", "2.0.0"}, {"sequence", 2}, {"manifest_digest", manifest2}});
+  REQUIRE(revert.is_object());
+  CHECK(revert["action"] == "revert");
+  CHECK(revert["id"] == first);
+  CHECK(revert["sequence"] == 1);
+  CHECK(revert["manifest"]["id"] == manifest1);
+  CHECK(revert["images"][0]["id"] == image1);
+  auto envelope = fleet.agents[0].get(revert["manifest"]["url"].get<std::string>());
+  CHECK(envelope.status == 200);
+  CHECK(envelope.body == slurp(fleet.dir.file("v1.suit")));
+  // Without a digest, the status it reported decides.
+  CHECK(fleet.agents[1].offer()["action"] == "revert");
+  // Devices still on the first release get nothing.
+  CHECK(fleet.agents[3].offer({{"sequence", 1}, {"manifest_digest", manifest1}}).is_null());
+  CHECK(fleet.agents[4].offer().is_null());
+  // Once reverted, the device reports on the first deployment and is offered nothing more.
+  CHECK(fleet.agents[0].report(first, "installed", "1.0.0") == 200);
+  CHECK(fleet.agents[0].offer({{"sequence", 1}, {"manifest_digest", manifest1}}).is_null());
+  CHECK(fleet.json({"device", "show", "unit-0"})["version"] == "1.0.0");
+}
+
+TEST_CASE("rollout e2e: the manifest is served to the deployment's group only; malformed agent bodies answer 400") {
+  Fleet fleet(2);
+  auto [image, manifest] = fleet.release("v2", 2);
+  auto id = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image})["id"].get<std::string>();
+  auto url = "/v1/agent/deployments/" + id + "/manifest";
+  auto own = fleet.agents[0].get(url);
+  CHECK(own.status == 200);
+  CHECK(sha256_hex(own.body) == manifest);
+  auto other = fleet.stranger.get(url);
+  CHECK(other.status == 404);
+  CHECK(Json::parse(other.body)["error"]["code"] == "not_found");
+  CHECK(fleet.stranger.offer().is_null());
+  CHECK(fleet.stranger.report(id, "installed") == 404);
+
+  for (const char* body : {"{", "[1]", R"({"sequence":-4})", R"({"manifest_digest":"xyz"})", R"({"version":[]})"}) {
+    auto r = fleet.agents[0].post("/v1/agent/check-in", body);
+    CHECK_MESSAGE(r.status == 400, body);
+    CHECK(!Json::parse(r.body)["error"]["message"].get<std::string>().empty());
+  }
+  for (const char* body : {"{", R"({"deployment":5,"status":"installed"})", R"({"status":"installed"})", R"({"deployment":"x","status":"great"})"}) {
+    auto r = fleet.agents[0].post("/v1/agent/status", body);
+    CHECK_MESSAGE(r.status == 400, body);
+  }
+
+  // Bad options are usage errors before anything is sent.
+  CHECK(fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout", "50%,10%", "--step-after", "1m"}).exit_code == 2);
+  CHECK(fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout", "10%,100%"}).exit_code == 2);
+  CHECK(fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout", "10%,100%", "--step-after", "soon"}).exit_code == 2);
+  CHECK(fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--halt-on-failure", "150%"}).exit_code == 2);
+
+  // Ctrl-C during watch exits 130.
+  auto o = fleet.env();
+  auto interrupted = test::run_process("/usr/bin/timeout", {"--preserve-status", "-s", "INT", "2", test::bin_path("kiln"), "deployment",
+                                                            "watch", id, "--interval", "200ms"}, o);
+  CHECK(interrupted.exit_code == 130);
+}
