@@ -152,10 +152,9 @@ CheckInReply parse_check_in_reply(std::string_view body) {
     offer.action = action->get<std::string>();
   }
   if (auto seq = d->find("sequence"); seq != d->end() && seq->is_number_unsigned()) offer.sequence = seq->get<std::uint64_t>();
-  auto manifest = d->find("manifest");
-  if (manifest == d->end() || manifest->is_null())
-    throw Error(ExitCode::service, fmt::format("check-in answer: deployment {} carries no SUIT manifest", offer.id));
-  offer.manifest = parse_object(*manifest, "manifest", 1 << 20);
+  // A deployment without a manifest is offered (the agent refuses it); anything else malformed is an error.
+  if (auto manifest = d->find("manifest"); manifest != d->end() && !manifest->is_null())
+    offer.manifest = parse_object(*manifest, "manifest", 1 << 20);
   auto images = d->find("images");
   if (images == d->end() || !images->is_array() || images->empty())
     throw Error(ExitCode::service, fmt::format("check-in answer: deployment {} names no image", offer.id));
@@ -438,6 +437,10 @@ struct UpdateAgent::Impl {
     const DeploymentOffer& offer = *reply.deployment;
     std::string key = done_key(offer.id, offer.manifest.id, offer.action);
     if (state["done"].contains(key)) return AgentOutcome::up_to_date;
+    if (offer.manifest.id.empty()) {
+      state["job"] = Json{{"deployment", offer.id}, {"manifest_id", ""}, {"action", offer.action}};
+      return finish(view, "refused", "envelope: the deployment carries no SUIT manifest", AgentOutcome::refused);
+    }
     if (offer.manifest.id == to_hex(view.current.manifest_digest)) {
       state["job"] = Json{{"deployment", offer.id}, {"manifest_id", offer.manifest.id}, {"action", offer.action}};
       return finish(view, "installed", fmt::format("already running {}", view.version), AgentOutcome::up_to_date);

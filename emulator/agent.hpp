@@ -40,7 +40,7 @@ struct DeploymentOffer {
   std::string id;
   std::string action = "install";  // or "revert"
   std::optional<std::uint64_t> sequence;
-  Object manifest;
+  Object manifest;  // id empty: the deployment carries no manifest (the agent refuses it)
   Object image;
 };
 struct CheckInReply {

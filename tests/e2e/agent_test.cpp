@@ -45,30 +45,50 @@ TEST_CASE("agent e2e: boards install a deployment; wrong key and older sequence 
       if (test::OtaFleet::text(row, "version") != "1.1.0") return false;
     return true;
   }));
+  CHECK(fleet.wait_service_status(first, "installed"));
+  CHECK(fleet.deployment(first)["state"] == "completed");
 
   // 2. An image signed with another key, in a manifest signed by the release key: MCUboot check refuses it.
   auto rogue = fleet.sign_image("1.2.0", "other.pem");
   auto rogue_deployment = fleet.deploy(rogue, fleet.make_manifest(rogue, 3))["id"].get<std::string>();
   CHECK(fleet.wait_all_outcome(rogue_deployment, "refused"));
+  CHECK(fleet.wait_service_status(rogue_deployment, "refused"));
 
   // 3. A manifest signed by another key: refused on its signature.
   auto v121 = fleet.sign_image("1.2.1");
   auto unsigned_by_us = fleet.deploy(v121, fleet.make_manifest(v121, 4, "other.pem"))["id"].get<std::string>();
   CHECK(fleet.wait_all_outcome(unsigned_by_us, "refused"));
+  CHECK(fleet.wait_service_status(unsigned_by_us, "refused"));
 
   // 4. An older sequence number: anti-rollback refuses it.
   auto v122 = fleet.sign_image("1.2.2");
   auto older = fleet.deploy(v122, fleet.make_manifest(v122, 1))["id"].get<std::string>();
   CHECK(fleet.wait_all_outcome(older, "refused"));
+  CHECK(fleet.wait_service_status(older, "refused"));
   for (const auto& uid : fleet.uids()) {
     CHECK(fleet.board_version(uid) == "1.1.0");
     CHECK(fleet.board_record(uid)["sequence"] == 2);
   }
 
-  // 5. 1.3.0 fails its health check after the test boot: MCUboot reverts, the board reports rolled_back.
+  // 5. 1.3.0 fails its health check after the test boot: MCUboot reverts, the board reports rolled_back,
+  //    and the service halts the deployment by itself.
   auto v130 = fleet.sign_image("1.3.0");
-  auto failing = fleet.deploy(v130, fleet.make_manifest(v130, 5))["id"].get<std::string>();
-  CHECK(fleet.wait_all_outcome(failing, "rolled_back"));
+  auto failing =
+      fleet.deploy(v130, fleet.make_manifest(v130, 5), {"--halt-on-failure", "10%"})["id"].get<std::string>();
+  CHECK(test::OtaFleet::wait_for([&] { return fleet.deployment(failing)["state"] == "halted"; }));
+  auto halted = fleet.deployment(failing);
+  CHECK(halted["device_status"]["rolled_back"].get<int>() >= 1);
+  CHECK(test::OtaFleet::text(halted, "halt_reason").find("failed") != std::string::npos);
+  // Boards that took it before the halt rolled it back (the board and the service agree); the others never got it.
+  CHECK(test::OtaFleet::wait_for([&] {
+    int rolled_back = 0;
+    for (const auto& uid : fleet.uids()) rolled_back += fleet.agent_outcome(uid, failing) == "rolled_back";
+    return rolled_back == fleet.deployment(failing)["device_status"].value("rolled_back", -1);
+  }));
+  for (const auto& uid : fleet.uids()) {
+    auto outcome = fleet.agent_outcome(uid, failing);
+    CHECK((outcome.empty() || outcome == "rolled_back"));
+  }
   for (const auto& uid : fleet.uids()) {
     CAPTURE(uid);
     CHECK(fleet.board_version(uid) == "1.1.0");
@@ -80,7 +100,36 @@ TEST_CASE("agent e2e: boards install a deployment; wrong key and older sequence 
   auto last = fleet.deploy(v140, fleet.make_manifest(v140, 6))["id"].get<std::string>();
   REQUIRE(fleet.wait_all_running("1.4.0"));
   CHECK(fleet.wait_all_outcome(last, "installed"));
+  CHECK(fleet.wait_service_status(last, "installed"));
   for (const auto& uid : fleet.uids()) CHECK(fleet.board_record(uid)["sequence"] == 6);
+}
+
+TEST_CASE("agent e2e: abort sends boards back to the previous deployment's manifest, below the installed sequence") {
+  test::OtaFleetOptions options;
+  options.boards = 2;
+  test::OtaFleet fleet(options);
+  auto v2 = fleet.sign_image("2.1.0");
+  auto m2 = fleet.make_manifest(v2, 10);
+  auto a = fleet.deploy(v2, m2)["id"].get<std::string>();
+  REQUIRE(fleet.wait_all_running("2.1.0"));
+  auto a_digest = fleet.board_record(fleet.uids().front())["manifest_digest"];
+
+  auto v3 = fleet.sign_image("2.2.0");
+  auto b = fleet.deploy(v3, fleet.make_manifest(v3, 11))["id"].get<std::string>();
+  REQUIRE(fleet.wait_all_running("2.2.0"));
+  CHECK(fleet.board_record(fleet.uids().front())["sequence"] == 11);
+
+  // Abort: the service offers deployment A again as a revert; its envelope is the board's previous
+  // record, so the lower sequence is accepted.
+  CHECK(fleet.json({"deployment", "abort", b})["state"] == "aborted");
+  REQUIRE(fleet.wait_all_running("2.1.0"));
+  for (const auto& uid : fleet.uids()) {
+    CAPTURE(uid);
+    auto record = fleet.board_record(uid);
+    CHECK(record["sequence"] == 10);
+    CHECK(record["manifest_digest"] == a_digest);
+  }
+  CHECK(fleet.wait_service_status(a, "installed"));
 }
 
 TEST_CASE("agent e2e: a download cut mid-way is kept, survives an emulator restart, and resumes with Range") {

@@ -143,17 +143,14 @@ class OtaFleet {
     return out;
   }
   // Uploads image and manifest, creates a deployment to the fleet's group; returns the deployment.
-  // The fleet's previous deployment is paused first, so that the new one is what the boards get.
+  // (The service offers a group's newest deployment: a new one supersedes the previous.)
   Json deploy(const std::string& image, const std::string& manifest, const std::vector<std::string>& extra = {}) {
-    if (!deployments_.empty()) kiln({"deployment", "pause", deployments_.back()});  // fails harmlessly when finished
     auto uploaded = json({"image", "upload", image, "--manifest", manifest});
     std::vector<std::string> args{"deployment", "create", "--group", options_.group, "--image",
                                   uploaded["id"].get<std::string>()};
     if (std::find(extra.begin(), extra.end(), "--rollout") == extra.end()) args.insert(args.end(), {"--rollout", "100%"});
     args.insert(args.end(), extra.begin(), extra.end());
-    auto created = json(args);
-    deployments_.push_back(created["id"].get<std::string>());
-    return created;
+    return json(args);
   }
 
   // ---- observing ----
@@ -198,6 +195,13 @@ class OtaFleet {
         if (agent_outcome(uid, deployment) != status) return false;
       return true;
     }, seconds);
+  }
+  // `kiln deployment show ID -o json`.
+  Json deployment(const std::string& id) const { return json({"deployment", "show", id}); }
+  // Waits until the service counts `count` devices (default: all) in `status` for the deployment.
+  bool wait_service_status(const std::string& id, const std::string& status, int count = -1, int seconds = 60) const {
+    if (count < 0) count = static_cast<int>(uids().size());
+    return wait_for([&] { return deployment(id)["device_status"].value(status, 0) == count; }, seconds);
   }
   // The service's view: device id -> row of `kiln device list`.
   std::map<std::string, Json> service_devices() const {
@@ -288,7 +292,6 @@ class OtaFleet {
   std::unique_ptr<ServiceProcess> service_;
   std::unique_ptr<FaultProxy> proxy_;
   std::unique_ptr<EmulatorProcess> emulator_;
-  std::vector<std::string> deployments_;
 };
 
 }  // namespace kiln::test
