@@ -198,10 +198,11 @@ struct UpdateAgent::Impl {
   // The HTTP client with the device's identity: chain and trust anchor as files in the agent directory,
   // the key where the secure element keeps it.
   transport::HttpClient& client(const AgentView& view) {
+    std::string identity = *view.config.service_url + "\n" + *view.config.trust_anchor_pem;
+    for (const auto& cert : view.chain) identity.append(cert.begin(), cert.end());
+    if (http && identity == http_identity) return *http;
     std::string chain_pem;
     for (const auto& cert : view.chain) chain_pem += der_to_pem(cert);
-    std::string identity = *view.config.service_url + "\n" + chain_pem + *view.config.trust_anchor_pem;
-    if (http && identity == http_identity) return *http;
     fs::create_directories(dir);
     write_file_atomic(dir / "client-chain.pem", as_bytes(chain_pem));
     write_file_atomic(dir / "trust-anchor.pem", as_bytes(*view.config.trust_anchor_pem));
@@ -275,7 +276,15 @@ struct UpdateAgent::Impl {
               {"state", std::string(manufacturing_state_name(view.state))}};
     auto request = json_request("/v1/agent/check-in", body);
     request.idempotency_key = transport::new_idempotency_key();
-    return parse_check_in_reply(client(view).call(request).body);
+    auto response = client(view).send(request);
+    if (response.status >= 400) {
+      auto error = Json::parse(response.body, nullptr, false);
+      std::string message = error.is_object() && error.contains("error") && error["error"].is_object()
+                                ? error["error"].value("message", "")
+                                : response.body.substr(0, 200);
+      throw Error(ExitCode::service, fmt::format("check-in answered HTTP {}: {}", response.status, message));
+    }
+    return parse_check_in_reply(response.body);
   }
 
   // Downloads `url` into `path`, continuing a partial file with a Range request.
