@@ -165,3 +165,25 @@ TEST_CASE("agent e2e: a download cut mid-way is kept, survives an emulator resta
   CHECK(fleet.proxy().response_bytes() - before < static_cast<std::int64_t>(payload));
   CHECK(fleet.board_record(uid)["sequence"] == 7);
 }
+
+TEST_CASE("agent e2e: power lost while the image is written to slot 1; after power-up the agent finishes the update") {
+  test::OtaFleetOptions options;
+  options.boards = 1;
+  // Provisioning writes no flash: the first flash bytes are the agent's copy into slot 1.
+  options.emulator_args = {"--power-loss-at", "100000"};
+  test::OtaFleet fleet(options);
+  const auto uid = fleet.uids().front();
+  auto image = fleet.sign_image("3.0.0", "release.pem", 300 * 1024);
+  auto deployment = fleet.deploy(image, fleet.make_manifest(image, 12))["id"].get<std::string>();
+  auto status = fleet.emulator().wait_exit(60);
+  REQUIRE(status.has_value());
+  CHECK(*status == 75);
+
+  fleet.options().emulator_args.clear();
+  fleet.restart_emulator();
+  CHECK(fleet.board_version(uid) == "1.0.0");  // the cut install never ran
+  REQUIRE(fleet.wait_all_running("3.0.0"));
+  CHECK(fleet.wait_all_outcome(deployment, "installed"));
+  CHECK(fleet.board_record(uid)["sequence"] == 12);
+  CHECK(fleet.wait_service_status(deployment, "installed"));
+}

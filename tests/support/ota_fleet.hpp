@@ -81,6 +81,8 @@ class OtaFleet {
   FaultProxy& proxy() { return *proxy_; }
   const std::vector<std::string>& uids() const { return emulator_->uids(); }
   const OtaFleetOptions& options() const { return options_; }
+  OtaFleetOptions& options() { return options_; }  // e.g. change emulator_args before restart_emulator()
+  EmulatorProcess& emulator() { return *emulator_; }
   ServiceProcess& service() { return *service_; }
 
   ProcessResult kiln(const std::vector<std::string>& args, int timeout_seconds = 120) const {
