@@ -46,9 +46,14 @@ class FaultProxy {
   void cut_after(std::int64_t bytes) { budget_ = bytes; }
   void allow() {
     budget_ = -1;
+    response_budget_ = -1;
     blocked_ = false;
   }
   bool cut_happened() const { return cut_happened_; }
+  // After `bytes` more server->client bytes, cut every connection and refuse new ones until allow().
+  void cut_responses_after(std::int64_t bytes) { response_budget_ = bytes; }
+  // Server->client bytes forwarded so far.
+  std::int64_t response_bytes() const { return response_bytes_; }
   // Refuse (accept and close at once) every connection until allow().
   void block() { blocked_ = true; }
   int connections() const { return connections_accepted_; }
@@ -103,7 +108,20 @@ class FaultProxy {
       }
       if (fds[1].revents) {
         auto n = read(server, buf, sizeof buf);
-        if (n <= 0 || write(client, buf, static_cast<std::size_t>(n)) != n) break;
+        if (n <= 0) break;
+        std::int64_t allowed = n;
+        std::int64_t budget = response_budget_;
+        if (budget >= 0) {
+          allowed = std::min<std::int64_t>(n, budget);
+          response_budget_ = budget - allowed;
+        }
+        if (allowed > 0 && write(client, buf, static_cast<std::size_t>(allowed)) != allowed) break;
+        response_bytes_ += allowed;
+        if (budget >= 0 && allowed < n) {
+          blocked_ = true;
+          cut_happened_ = true;
+          break;
+        }
       }
     }
     close(client);
@@ -118,6 +136,8 @@ class FaultProxy {
   std::atomic<bool> cut_happened_{false};
   std::atomic<int> connections_accepted_{0};
   std::atomic<std::int64_t> budget_{-1};
+  std::atomic<std::int64_t> response_budget_{-1};
+  std::atomic<std::int64_t> response_bytes_{0};
   std::mutex mutex_;
   std::vector<std::thread> connections_;
   std::thread acceptor_;
