@@ -16,7 +16,7 @@ struct HttpConfig {
   std::string client_cert{};  // PEM certificate for mutual TLS (optional)
   std::string client_key{};   // PEM private key for mutual TLS (optional)
   long connect_timeout_seconds = 10;
-  long stall_seconds = 30;  // abort a transfer that moves < 1 byte/s for this long
+  long stall_seconds = 30;  // abort a transfer (or a connect/handshake) that moves < 1 byte/s for this long
   int max_attempts = 4;     // for retryable requests
 };
 
