@@ -130,6 +130,7 @@ void add_device(CLI::App& app, cli::Context& ctx) {
   claim->add_option("--id", args->ids, "Device UID (repeat for several)");
   claim->add_option("--from-file", args->from_file,
                     "UIDs, one per line ('#' comments), or JSON lines with uid/id (ledger export, device list -o jsonl)")
+      ->type_name("FILE")
       ->check(CLI::ExistingFile);
   auto* key = claim->add_option("--key", args->key,
                                 "The device's KEYREF (emulated/development devices); {uid} in it names each device's key");
