@@ -213,7 +213,7 @@ HttpResponse HttpClient::send(const HttpRequest& request) {
     // A TCP connect or TLS handshake that moves nothing for the stall time is a stall too.
     c.easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, std::max(1L, std::min(config_.connect_timeout_seconds, config_.stall_seconds)));
     c.easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    c.easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, config_.stall_seconds);
+    c.easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, std::max(config_.stall_seconds, request.stall_seconds));
     c.easy_setopt(easy, CURLOPT_USERAGENT, "kiln/" KILN_CLIENT_VERSION);
     if (!config_.ca_file.empty()) {
       c.easy_setopt(easy, CURLOPT_CAINFO, config_.ca_file.c_str());

@@ -24,8 +24,8 @@
 namespace kiln::transport {
 namespace {
 
-constexpr std::size_t import_batch_units = 2000;
 constexpr std::size_t import_batch_bytes = 4 << 20;
+constexpr long import_apply_seconds = 600;  // a million units take the service a while to check and apply
 
 std::optional<std::string> env(const char* name) {
   const char* v = std::getenv(name);
@@ -216,7 +216,7 @@ Json import_devices(ServiceApi& api, const std::filesystem::path& bundle, const 
   Json last = Json::object();
   std::string part, line;
   std::size_t units = 0;
-  auto flush = [&] {
+  auto flush = [&](bool last_part) {
     std::string path = in_parts ? fmt::format("/v1/devices/import?import={}&offset={}", import_id, offset) : "/v1/devices/import";
     // One key per part, reused by the client's retries: a part is applied once.
     HttpRequest post{.method = "POST",
@@ -224,6 +224,8 @@ Json import_devices(ServiceApi& api, const std::filesystem::path& bundle, const 
                      .body = part,
                      .content_type = "application/x-ndjson",
                      .idempotency_key = new_idempotency_key()};
+    // The part with the trailer makes the service check and apply the whole bundle before it answers.
+    if (in_parts && last_part) post.stall_seconds = import_apply_seconds;
     try {
       last = parse_json(api.http().call(post), "/v1/devices/import");
     } catch (const Error& e) {
@@ -242,12 +244,12 @@ Json import_devices(ServiceApi& api, const std::filesystem::path& bundle, const 
   while (std::getline(in, line)) {
     check_interrupted();
     if (!in.eof()) line += '\n';  // the last line may lack its newline: keep the bytes as they are
-    if (in_parts && !part.empty() && part.size() + line.size() > import_batch_bytes) flush();
+    if (in_parts && !part.empty() && part.size() + line.size() > import_batch_bytes) flush(false);
     if (line.find_first_not_of(" \t\r\n") != std::string::npos && line.find("\"bundle_signature\"") == std::string::npos)
       ++units;
     part += line;
   }
-  flush();
+  flush(true);
   if (last.contains("received"))  // the service staged every part and is still waiting for the trailer
     throw Error(ExitCode::verification_failed,
                 fmt::format("{} has no signature trailer: it is unsigned or truncated, and nothing was imported",
