@@ -93,7 +93,8 @@ void add_device(CLI::App& app, cli::Context& ctx) {
     ctx.render(out);
   });
 
-  auto* import = device->add_subcommand("import", "Register units from a ledger bundle (JSON lines, docs/ledger-bundle.md)");
+  auto* import = device->add_subcommand(
+      "import", "Register units from a signed ledger bundle ('kiln factory ledger export', docs/ledger-bundle.md)");
   import->add_option("FILE", args->bundle, "Bundle file")->required()->check(CLI::ExistingFile);
   import->callback([&ctx, args] {
     auto api = connect(ctx);

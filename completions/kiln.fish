@@ -1003,7 +1003,7 @@ complete -c kiln -n '__kiln_at \'device\'' -a 'list' -d 'List devices, every pag
 complete -c kiln -n '__kiln_at \'device\'' -a 'show' -d 'Show one device'
 complete -c kiln -n '__kiln_at \'device\'' -a 'count' -d 'Count devices grouped by a field'
 complete -c kiln -n '__kiln_at \'device\'' -a 'assign' -d 'Move devices to a group'
-complete -c kiln -n '__kiln_at \'device\'' -a 'import' -d 'Register units from a ledger bundle (JSON lines, docs/ledger-bundle.md)'
+complete -c kiln -n '__kiln_at \'device\'' -a 'import' -d 'Register units from a signed ledger bundle (\'kiln factory ledger export\', docs/ledger-bundle.md)'
 complete -c kiln -n '__kiln_at \'device\'' -a 'ca' -d 'Factory CAs that device certificates must chain to (agent mutual TLS)'
 complete -c kiln -n '__kiln_at \'device\'' -a 'claim-challenge' -d 'Ask the service for a claim challenge (two-step claim)'
 complete -c kiln -n '__kiln_at \'device\'' -a 'claim' -d 'Bind devices to your tenant: each proves it holds its device key'

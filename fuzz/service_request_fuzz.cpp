@@ -25,6 +25,7 @@ constexpr Target targets[] = {
     {"POST", "/v1/deployments", false},      {"POST", "/v1/tokens", false},
     {"GET", "/v1/devices?", true},           {"GET", "/v1/devices/count?", true},
     {"GET", "/v1/", true},                   {"POST", "/v1/factory-cas", false},
+    {"POST", "/v1/devices/import?import=fuzz&offset=0", false},
 };
 
 struct World {

@@ -601,3 +601,18 @@ TEST_CASE("service e2e: image download writes FILE.part, resumes with Range, and
   CHECK(!std::filesystem::exists(out));
   CHECK(!std::filesystem::exists(part));
 }
+
+TEST_CASE("service e2e: one kept-alive connection carries many requests (not cpp-httplib's default of 5)") {
+  Setup s;
+  s.json({"product", "create", "Thermo"});
+  test::TestKey device;
+  s.write_bundle("units.jsonl", unit_lines("k-", 12, device.public_pem()));
+  REQUIRE(s.kiln({"device", "import", s.dir.file("units.jsonl")}).exit_code == 0);
+  test::FaultProxy proxy(s.service->port());
+  auto o = s.env();
+  o.env["KILN_SERVICE"] = "https://127.0.0.1:" + std::to_string(proxy.port());
+  auto list = test::kiln({"-o", "jsonl", "device", "list", "--page-size", "1"}, o);  // 12 requests
+  REQUIRE_MESSAGE(list.exit_code == 0, list.err);
+  CHECK(jsonl(list.out).size() == 12);
+  CHECK(proxy.connections() == 1);
+}

@@ -374,6 +374,76 @@ TEST_CASE("service: agents check in with a device certificate chained to a regis
   CHECK(agent("POST", "/v1/agent/check-in", {cert}).status == 401);
 }
 
+TEST_CASE("service: an import is applied only when its signature trailer verifies against a registered CA") {
+  Fixture f;
+  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  test::TestKey device;
+  std::string units = unit_line("a-1", device.public_pem()) + unit_line("a-2", device.public_pem());
+  auto good = f.bundle(units);
+  auto code_of = [&](const std::string& target, const std::string& body) {
+    auto r = f.call("POST", target, f.admin, body);
+    auto error = Json::parse(r.body);
+    return std::make_pair(r.status, error.contains("error") ? error["error"]["code"].get<std::string>() : std::string());
+  };
+  using Outcome = std::pair<int, std::string>;
+  CHECK(code_of("/v1/devices/import", units) == Outcome{422, "bundle_unsigned"});
+  CHECK(code_of("/v1/devices/import", good.substr(0, good.size() - 10)) == Outcome{422, "bundle_truncated"});
+  CHECK(code_of("/v1/devices/import", good + units) == Outcome{422, "bundle_modified"});  // lines after the trailer
+  auto edited = good;
+  edited.replace(edited.find("a-2"), 3, "a-3");
+  CHECK(code_of("/v1/devices/import", edited) == Outcome{422, "bundle_modified"});
+  test::TestKey rogue;
+  CHECK(code_of("/v1/devices/import", test::signed_bundle(units, rogue)) == Outcome{422, "bundle_signer_untrusted"});
+  auto bad_trailer = units + R"({"bundle_signature":"zz","units":2,"station_public_key":"x"})" + "\n";
+  CHECK(code_of("/v1/devices/import", bad_trailer).first == 400);
+  CHECK(f.json("GET", "/v1/devices", f.admin)["items"].empty());
+
+  // In parts: staged (202) until the part with the trailer; a wrong offset is a conflict.
+  auto cut = good.find('\n') + 1;
+  auto first = f.call("POST", "/v1/devices/import?import=i1&offset=0", f.admin, good.substr(0, cut));
+  CHECK(first.status == 202);
+  CHECK(Json::parse(first.body)["received"] == cut);
+  CHECK(f.call("POST", "/v1/devices/import?import=i1&offset=5", f.admin, good.substr(cut)).status == 409);
+  CHECK(f.call("POST", "/v1/devices/import?import=i1&offset=1", f.admin, "x").status == 409);
+  CHECK(f.json("GET", "/v1/devices", f.admin)["items"].empty());
+  auto done = f.json("POST", fmt::format("/v1/devices/import?import=i1&offset={}", cut), f.admin, good.substr(cut));
+  CHECK(done["imported"] == 2);
+  CHECK(f.json("GET", "/v1/devices", f.admin)["items"].size() == 2);
+  // An edited first part is found when the trailer arrives: nothing of the import is applied.
+  auto edited_first = unit_line("b-1", device.public_pem());
+  auto other = f.bundle(unit_line("b-0", device.public_pem()) + unit_line("b-2", device.public_pem()));
+  auto split = other.find('\n') + 1;
+  CHECK(f.call("POST", "/v1/devices/import?import=i2&offset=0", f.admin, edited_first).status == 202);
+  CHECK(code_of(fmt::format("/v1/devices/import?import=i2&offset={}", edited_first.size()), other.substr(split)) ==
+        Outcome{422, "bundle_modified"});
+  CHECK(f.json("GET", "/v1/devices", f.admin)["items"].size() == 2);
+}
+
+TEST_CASE("service: a station certificate chained to a registered CA acts with the factory role") {
+  Fixture f;
+  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  test::TestKey station_key, device_key;
+  std::vector<std::string> station = {test::pem_to_der(f.station.issue(station_key, "station-1"))};
+  auto as_station = [&](const std::string& method, const std::string& target, const std::string& body,
+                        std::vector<std::string> chain) { return f.call(method, target, "", body, {}, std::move(chain)); };
+  auto who = as_station("GET", "/v1/whoami", "", station);
+  REQUIRE(who.status == 200);
+  CHECK(Json::parse(who.body)["role"] == "factory");
+  CHECK(as_station("POST", "/v1/devices/import", f.bundle(unit_line("d-1", device_key.public_pem())), station).status == 200);
+  CHECK(as_station("POST", "/v1/products", R"({"name":"Other"})", station).status == 403);
+  test::TestCa rogue("Rogue CA");
+  auto refused = as_station("GET", "/v1/whoami", "", {test::pem_to_der(rogue.issue(station_key, "station-1"))});
+  CHECK(refused.status == 401);
+  CHECK(Json::parse(refused.body)["error"]["message"].get<std::string>().find("does not chain") != std::string::npos);
+  // The device's own certificate serves the agent endpoints only.
+  auto device = as_station("GET", "/v1/devices", "", {test::pem_to_der(f.station.issue(device_key, "d-1"))});
+  CHECK(device.status == 401);
+  // A CA registered by two tenants names no tenant: refused, a token is needed.
+  auto other = f.service.create_token(f.service.create_tenant("globex"), Role::admin, "admin");
+  f.trust_station(other);
+  CHECK(as_station("GET", "/v1/whoami", "", station).status == 401);
+}
+
 TEST_CASE("service: docs/openapi.yaml documents every route of the route table") {
   auto doc_path = std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "docs" / "openapi.yaml";
   std::ifstream in(doc_path);
