@@ -66,6 +66,8 @@ struct AgentFixture {
   std::int64_t tenant = service.create_tenant("acme");
   std::string admin = service.create_token(tenant, Role::admin, "admin");
   test::TestCa factory_ca{"Acme Factory CA"};
+  // The factory CA signs the ledger bundles this tenant imports and the device certificates.
+  AgentFixture() { json("POST", "/v1/factory-cas", Json{{"certificate", factory_ca.pem}}.dump()); }
 
   Response call(const std::string& method, const std::string& target, std::string body = {},
                 std::vector<std::string> chain = {}, std::map<std::string, std::string> headers = {}) {
@@ -88,7 +90,9 @@ struct AgentFixture {
   // A device in `group`, and its certificate chain for the agent endpoints.
   std::vector<std::string> device(const std::string& uid, const std::string& group) {
     test::TestKey key;
-    json("POST", "/v1/devices/import", Json{{"uid", uid}, {"product", "Thermo"}, {"public_key", key.public_pem()}}.dump() + "\n");
+    json("POST", "/v1/devices/import",
+         test::signed_bundle(Json{{"uid", uid}, {"product", "Thermo"}, {"public_key", key.public_pem()}}.dump() + "\n",
+                             factory_ca.key));
     json("POST", "/v1/devices/" + uid + "/assign", Json{{"group", group}}.dump());
     return {test::pem_to_der(factory_ca.issue(key, uid))};
   }
