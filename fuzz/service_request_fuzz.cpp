@@ -1,5 +1,6 @@
 // libFuzzer: request parsing and validation in kiln_service_lib. The first byte picks a route, the rest is
-// the body (or the query string); the service must answer < 500 with a JSON error, never crash.
+// the body (or the query string, or a station's client certificate); the service must answer < 500 with a
+// JSON error, never crash.
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -15,6 +16,7 @@ struct Target {
   const char* method;
   const char* path;
   bool body_is_query;
+  bool body_is_client_certificate = false;  // the bytes are a station's TLS client certificate (DER)
 };
 
 constexpr Target targets[] = {
@@ -26,6 +28,7 @@ constexpr Target targets[] = {
     {"GET", "/v1/devices?", true},           {"GET", "/v1/devices/count?", true},
     {"GET", "/v1/", true},                   {"POST", "/v1/factory-cas", false},
     {"POST", "/v1/devices/import?import=fuzz&offset=0", false},
+    {"GET", "/v1/whoami", false, true},
 };
 
 struct World {
@@ -39,6 +42,9 @@ struct World {
   kiln::service::Response call(const std::string& method, const std::string& target, std::string body) {
     return service.handle({method, target, {{"authorization", "Bearer " + token}}, std::move(body), {}});
   }
+  kiln::service::Response call_with_certificate(const std::string& method, const std::string& target, std::string der) {
+    return service.handle({method, target, {}, {}, {std::move(der)}});
+  }
 };
 
 }  // namespace
@@ -48,7 +54,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0) return 0;
   const Target& t = targets[data[0] % (sizeof targets / sizeof targets[0])];
   std::string rest(reinterpret_cast<const char*>(data) + 1, size - 1);
-  auto response = t.body_is_query ? world.call(t.method, t.path + rest, "") : world.call(t.method, t.path, rest);
+  auto response = t.body_is_client_certificate ? world.call_with_certificate(t.method, t.path, rest)
+                 : t.body_is_query             ? world.call(t.method, t.path + rest, "")
+                                               : world.call(t.method, t.path, rest);
   if (response.status >= 500) std::abort();
   if (response.status >= 400) {
     auto error = nlohmann::json::parse(response.body, nullptr, false);
