@@ -277,8 +277,9 @@ TEST_CASE("factory run: a link cut anywhere in the firmware step is resumed by a
 TEST_CASE("factory run: kill -9 of the station during the firmware step; a re-run completes every board") {
   FirmwareLine line;
   line.setup();
-  test::EmulatorProcess emulator(line.emu_dir, 3, {"--latency-us", "20000"});
-  // Each request takes ~40 ms: the station is killed (SIGKILL) after a second, mid-firmware.
+  // Each request takes ~120 ms, so attestation ends after ~0.3 s and the firmware step lasts ~2 s:
+  // the station is killed (SIGKILL) after a second, mid-firmware, with margin on both sides.
+  test::EmulatorProcess emulator(line.emu_dir, 3, {"--latency-us", "60000"});
   auto killed = line.kiln({"-o", "jsonl", "factory", "run", "--all", "--jobs", "3", "--profile", line.profile}, 1);
   CHECK(killed.exit_code == 128 + 9);
   CHECK(killed.out.find(R"("step":"final-state")") == std::string::npos);
