@@ -188,9 +188,14 @@ struct UsbBoardWatch::State {
   bool last_by_event = false;
   std::set<std::string> attached;   // locations seen at the last scan
 
-  static int LIBUSB_CALL on_hotplug(libusb_context*, libusb_device*, libusb_hotplug_event, void* self) {
-    // Only note it: enumeration (which opens devices for their serial number) runs in poll().
-    static_cast<State*>(self)->event = true;
+  std::vector<std::string> departed;  // locations unplugged since the last poll (hotplug events)
+
+  // Runs inside libusb_handle_events, on the poll() thread. Only notes the event: enumeration
+  // (which opens devices for their serial number) runs in poll().
+  static int LIBUSB_CALL on_hotplug(libusb_context*, libusb_device* device, libusb_hotplug_event event, void* self) {
+    auto* state = static_cast<State*>(self);
+    if (event == LIBUSB_HOTPLUG_EVENT_DEVICE_LEFT) state->departed.push_back(location_of(device));
+    state->event = true;
     return 0;  // stay registered
   }
 };
@@ -227,6 +232,9 @@ std::vector<BoardAddress> UsbBoardWatch::poll() {
   }
   // Polling; with hotplug a slower re-scan too, in case events are not delivered (no udev daemon).
   bool by_event = state_->event.exchange(false);
+  // A board unplugged and plugged in again between two scans is new again.
+  for (const auto& location : state_->departed) state_->attached.erase(location);
+  state_->departed.clear();
   bool rescan_due = now - state_->last_scan >= (state_->hotplug ? 5 : 1) * state_->poll_interval;
   std::vector<BoardAddress> arrived;
   if (!by_event && !rescan_due) return arrived;
