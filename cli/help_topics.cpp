@@ -63,8 +63,10 @@ KILN_SERIAL_PORTS (or serial-ports) adds serial ports by glob, e.g. "/dev/ttyACM
     {"factory", "Factory provisioning: identities, station CA, ledger",
      R"(At the factory each board gets its identity: kiln reads the board's silicon attestation and
 checks it against the silicon vendor's root; the board generates its device key inside its secure
-element and returns a CSR (or the station injects a key wrapped to the board's transport key); the
-station CA (a file or an HSM) issues the device certificate; the station records the unit in its
+element and returns a CSR (or the station injects a key wrapped to the board's transport key); with
+firmware in the station profile (factory init --image --manifest --manifest-key) the board is loaded
+with the signed image and given the SUIT manifest key and manifest, so it records its sequence
+number; the station CA (a file or an HSM) issues the device certificate; the station records the unit in its
 ledger (SQLite, hash-chained) before anything irreversible happens, then advances the board's
 manufacturing state (Blank -> ModuleComplete -> DeviceComplete, one way). --dry-run shows what
 would happen and changes nothing.

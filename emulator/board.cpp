@@ -17,6 +17,7 @@
 
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "emulator/update_check.hpp"
 #include "signing/signer.hpp"
 #include "transport/board_api.hpp"
 
@@ -104,6 +105,9 @@ struct Board::State {
   std::optional<std::string> key_origin;
   std::vector<Bytes> chain;
   ServiceConfig config;
+  std::optional<Bytes> manifest_key;  // DER SPKI: the SUIT manifest trust anchor
+  FirmwareRecord firmware;            // installed firmware record (64:8 or the update agent)
+  FirmwareRecord previous_firmware;   // the record before the last agent update (for a revert)
 
   nlohmann::json to_json() const {
     nlohmann::json chain_hex = nlohmann::json::array();
@@ -124,6 +128,11 @@ struct Board::State {
     if (config.boot_key_hash) j["boot_key_hash"] = to_hex(*config.boot_key_hash);
     if (config.service_url) j["service_url"] = *config.service_url;
     if (config.trust_anchor_pem) j["trust_anchor"] = *config.trust_anchor_pem;
+    if (manifest_key) j["manifest_key"] = to_hex(*manifest_key);
+    j["sequence"] = firmware.sequence;
+    j["manifest_digest"] = to_hex(firmware.manifest_digest);
+    j["previous_sequence"] = previous_firmware.sequence;
+    j["previous_manifest_digest"] = to_hex(previous_firmware.manifest_digest);
     return j;
   }
 
@@ -145,6 +154,11 @@ struct Board::State {
     if (j.contains("boot_key_hash")) s.config.boot_key_hash = from_hex(j["boot_key_hash"].get<std::string>());
     if (j.contains("service_url")) s.config.service_url = j["service_url"].get<std::string>();
     if (j.contains("trust_anchor")) s.config.trust_anchor_pem = j["trust_anchor"].get<std::string>();
+    if (j.contains("manifest_key")) s.manifest_key = from_hex(j["manifest_key"].get<std::string>());
+    s.firmware.sequence = j.value("sequence", std::uint64_t{0});
+    s.firmware.manifest_digest = from_hex(j.value("manifest_digest", ""));
+    s.previous_firmware.sequence = j.value("previous_sequence", std::uint64_t{0});
+    s.previous_firmware.manifest_digest = from_hex(j.value("previous_manifest_digest", ""));
     return s;
   }
 };
@@ -225,6 +239,7 @@ void Board::copy_slot(const fs::path& from, const fs::path& to) {
 }
 
 void Board::boot() {
+  std::lock_guard lock(mutex_);
   if (secondary_fd_ >= 0) {
     ::close(secondary_fd_);
     secondary_fd_ = -1;
@@ -268,6 +283,7 @@ void Board::boot() {
 }
 
 Board::Reply Board::handle_packet(ByteView packet) {
+  std::lock_guard lock(mutex_);
   smp::Header header = smp::decode_header(packet);
   if (smp::is_response(header.op)) return {};
   smp::Header response = header;
@@ -291,6 +307,7 @@ Board::Reply Board::handle_packet(ByteView packet) {
 }
 
 Body Board::handle(const smp::Header& header, const Body& request, bool& reset_after) {
+  std::lock_guard lock(mutex_);
   if (header.length > options_.buffer_size) return rc_error(smp::rc::message_too_big);
   switch (header.group) {
     case smp::group::os: return os_group(header, request, reset_after);
@@ -465,12 +482,14 @@ Body Board::provisioning_group(const smp::Header& header, const Body& request) {
     case identity: {
       Body chain = Body::array();
       for (const auto& cert : secure_element_.attestation_chain()) chain.push_back(smp::binary(cert));
-      return Body{{"uid", uid_},
+      Body out{{"uid", uid_},
                   {"state", std::string(manufacturing_state_name(s.manufacturing))},
                   {"attestation", chain},
                   {"transport_key", smp::binary(secure_element_.transport_public_key())},
                   {"transport_key_sig", smp::binary(secure_element_.transport_key_signature())},
                   {"firmware", firmware_list()}};
+      add_firmware_record(out);
+      return out;
     }
     case generate_key: {
       if (!write) break;
@@ -526,7 +545,14 @@ Body Board::provisioning_group(const smp::Header& header, const Body& request) {
         if (pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos) return group_error(prc::invalid_argument);
         config.trust_anchor_pem = pem;
       }
+      std::optional<Bytes> manifest_key = s.manifest_key;
+      if (request.contains("manifest_key")) {
+        Bytes der = smp::get_bytes(request, "manifest_key");
+        if (!acceptable_manifest_key(der)) return group_error(prc::invalid_argument);
+        manifest_key = der;
+      }
       s.config = config;
+      s.manifest_key = manifest_key;
       save();
       return Body::object();
     }
@@ -585,11 +611,92 @@ Body Board::provisioning_group(const smp::Header& header, const Body& request) {
       if (s.config.boot_key_hash) out["boot_key_hash"] = smp::binary(*s.config.boot_key_hash);
       if (s.config.service_url) out["service_url"] = *s.config.service_url;
       if (s.config.trust_anchor_pem) out["trust_anchor"] = *s.config.trust_anchor_pem;
+      add_firmware_record(out);
       return out;
     }
+    case board_command::install_manifest:
+      if (!write) break;
+      return install_manifest(request);
     default: break;
   }
   return rc_error(smp::rc::not_supported);
+}
+
+void Board::add_firmware_record(Body& body) const {
+  if (state_->manifest_key) body["manifest_key"] = smp::binary(*state_->manifest_key);
+  body["sequence"] = state_->firmware.sequence;
+  if (!state_->firmware.manifest_digest.empty()) body["manifest_digest"] = smp::binary(state_->firmware.manifest_digest);
+}
+
+Body Board::install_manifest(const Body& request) {
+  Bytes envelope = smp::get_bytes(request, "envelope");
+  State& s = *state_;
+  if (!s.manifest_key) return group_error(board_rc::no_manifest_key);
+  // The manifest describes the image that runs: the pending one when an update waits in slot 1.
+  bool pending = s.pending != "none" && !s.secondary_hash.empty();
+  UpdateCheckInput input;
+  input.envelope = envelope;
+  input.manifest_key = s.manifest_key;
+  input.image = dir_ / (pending ? secondary_file : primary_file);
+  input.installed_sequence = s.firmware.sequence;
+  input.allow_same_sequence = true;
+  UpdateCheckResult result = check_update(input);
+  if (!result.ok()) {
+    Body out = group_error(board_rc::manifest_refused);
+    out["reason"] = fmt::format("{}: {}", result.failed_check, result.reason);
+    return out;
+  }
+  s.firmware = FirmwareRecord{result.sequence, result.envelope_digest};
+  save();
+  return Body{{"sequence", result.sequence}, {"digest", smp::binary(result.envelope_digest)}};
+}
+
+AgentView Board::agent_view() const {
+  std::lock_guard lock(mutex_);
+  AgentView v;
+  v.state = state_->manufacturing;
+  v.has_device_key = secure_element_.has_device_key();
+  v.chain = state_->chain;
+  v.config = state_->config;
+  v.manifest_key = state_->manifest_key;
+  v.current = state_->firmware;
+  v.previous = state_->previous_firmware;
+  v.version = primary_version();
+  v.primary_hash = state_->primary_hash;
+  v.primary_confirmed = state_->primary_confirmed;
+  return v;
+}
+
+void Board::stage_test_image(const fs::path& image) {
+  std::lock_guard lock(mutex_);
+  if (secondary_fd_ >= 0) {
+    ::close(secondary_fd_);
+    secondary_fd_ = -1;
+  }
+  const auto secondary = dir_ / secondary_file;
+  state_->upload_active = false;
+  state_->secondary_hash.clear();
+  state_->pending = "none";
+  save();
+  copy_slot(image, secondary);
+  state_->secondary_hash = file_sha256(secondary);
+  state_->pending = "test";
+  save();
+}
+
+void Board::reset() { boot(); }
+
+void Board::confirm_running() {
+  std::lock_guard lock(mutex_);
+  state_->primary_confirmed = true;
+  save();
+}
+
+void Board::record_firmware(FirmwareRecord record) {
+  std::lock_guard lock(mutex_);
+  state_->previous_firmware = state_->firmware;
+  state_->firmware = std::move(record);
+  save();
 }
 
 }  // namespace kiln::emu

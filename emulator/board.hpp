@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -15,6 +16,34 @@
 #include "transport/smp.hpp"
 
 namespace kiln::emu {
+
+// Board protocol additions the host-side headers may not name yet (docs/board-protocol.md).
+namespace board_command {
+constexpr std::uint8_t install_manifest = 8;  // 64:8 write: SUIT envelope for the installed firmware
+}
+namespace board_rc {
+constexpr int manifest_refused = 8;  // the envelope failed a check; the response says which in `reason`
+constexpr int no_manifest_key = 9;   // install a manifest key (64:3) first
+}
+
+// The installed firmware record: the SUIT manifest the running firmware was accepted with.
+struct FirmwareRecord {
+  std::uint64_t sequence = 0;  // 0: none
+  Bytes manifest_digest;       // SHA-256 of the envelope; empty: none
+};
+
+// What the update agent needs to know about a board, read under the board's lock.
+struct AgentView {
+  ManufacturingState state = ManufacturingState::blank;
+  bool has_device_key = false;
+  std::vector<Bytes> chain;
+  ServiceConfig config;
+  std::optional<Bytes> manifest_key;
+  FirmwareRecord current, previous;
+  std::string version;  // running (primary) image
+  Bytes primary_hash;
+  bool primary_confirmed = true;
+};
 
 struct BoardOptions {
   std::uint64_t slot_size = 16u << 20;
@@ -70,6 +99,19 @@ class Board {
 
   ManufacturingState manufacturing_state() const;
   std::string primary_version() const;
+  const std::filesystem::path& dir() const { return dir_; }
+
+  // For the update agent running in the same process. Each takes the board's lock.
+  AgentView agent_view() const;
+  // Copies `image` into the secondary slot (flash writes: --power-loss-at applies) and marks it
+  // pending for one test boot.
+  void stage_test_image(const std::filesystem::path& image);
+  // Reset: MCUboot runs (boot()).
+  void reset();
+  // Confirms the running image (as image state write confirm=true).
+  void confirm_running();
+  // The running firmware was accepted with this manifest: the current record becomes the previous one.
+  void record_firmware(FirmwareRecord record);
 
  private:
   Board(std::filesystem::path dir, const VendorRoot& root, BoardOptions options);
@@ -83,6 +125,8 @@ class Board {
   smp::Body image_upload(const smp::Body& request);
   smp::Body image_state_body() const;
   smp::Body firmware_list() const;
+  smp::Body install_manifest(const smp::Body& request);
+  void add_firmware_record(smp::Body& body) const;
 
   std::filesystem::path dir_;
   BoardOptions options_;
@@ -92,6 +136,8 @@ class Board {
   SecureElement secure_element_;
   int secondary_fd_ = -1;
   std::uint64_t flash_written_ = 0;
+  // The SMP server thread and the update agent both drive the board.
+  mutable std::recursive_mutex mutex_;
 };
 
 }  // namespace kiln::emu

@@ -13,6 +13,7 @@
 
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "emulator/agent.hpp"
 #include "emulator/board.hpp"
 #include "emulator/serial_server.hpp"
 #include "emulator/server.hpp"
@@ -48,6 +49,9 @@ int run(int argc, char** argv) {
   emu::FaultInjection faults;
   std::uint64_t drop_after = 0, power_loss_at = 0;
   std::vector<std::string> fail_commands;
+  bool agent = false, verbose = false;
+  double check_in_interval = 60;
+  std::string fail_version;
   app.add_option("--dir", dir, "State directory: boards, sockets (<uid>.sock) and the vendor root")
       ->envname("KILN_EMU_DIR")
       ->required();
@@ -66,6 +70,14 @@ int run(int argc, char** argv) {
   app.add_option("--buffer-size", board_options.buffer_size, "SMP buffer size reported to hosts")
       ->check(CLI::Range(256, 65535));
   app.add_option("--buffer-count", board_options.buffer_count, "SMP buffers reported to hosts")->check(CLI::Range(1, 64));
+  app.add_flag("--agent", agent,
+               "Run the update agent on every device-complete board: check in with the service over mutual TLS, "
+               "install deployments (see docs/board-protocol.md)");
+  app.add_option("--check-in-interval", check_in_interval, "Seconds between an agent's check-ins (jittered +-10%)")
+      ->check(CLI::Range(0.05, 86400.0));
+  app.add_option("--fail-version", fail_version,
+                 "Images of this version fail their health check after the test boot (the agent rolls them back)");
+  app.add_flag("-v,--verbose", verbose, "Log agent activity to stderr");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -111,10 +123,23 @@ int run(int argc, char** argv) {
     servers.back()->start();
     std::cout << board->uid() << ' ' << socket.string() << '\n';
   }
+  std::unique_ptr<emu::AgentScheduler> agents;
+  if (agent) {
+    emu::AgentOptions options;
+    options.interval = std::chrono::milliseconds(static_cast<long long>(check_in_interval * 1000));
+    if (!fail_version.empty()) options.fail_version = fail_version;
+    options.verbose = verbose;
+    options.on_power_loss = [] { std::_Exit(75); };
+    std::vector<emu::Board*> all;
+    for (auto& board : boards) all.push_back(board.get());
+    agents = std::make_unique<emu::AgentScheduler>(all, options);
+    agents->start();
+  }
   std::cout << "ready" << std::endl;
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
+  agents.reset();   // lets running check-ins finish
   servers.clear();  // stops threads, removes sockets
   serial_servers.clear();
   return 0;

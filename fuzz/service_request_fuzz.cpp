@@ -30,6 +30,7 @@ constexpr Target targets[] = {
     {"GET", "/v1/", true},                   {"POST", "/v1/factory-cas", false},
     {"POST", "/v1/agent/check-in", false, true}, {"POST", "/v1/agent/status", false, true},
     {"POST", "/v1/images/0000000000000000000000000000000000000000000000000000000000000000/manifest", false},
+    {"POST", "/v1/devices/import?import=fuzz&offset=0", false},
 };
 
 struct World {

@@ -1,0 +1,42 @@
+// What a board checks before it accepts firmware described by a SUIT envelope: the envelope's COSE
+// signature against the installed manifest key, the sequence number against the installed one
+// (anti-rollback), the image's digest and size against the manifest, and the MCUboot signature
+// against the installed boot-key hash. Used by 64:8 (install manifest) and the update agent.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "core/bytes.hpp"
+
+namespace kiln::emu {
+
+struct UpdateCheckInput {
+  ByteView envelope;                   // SUIT envelope bytes
+  std::optional<Bytes> manifest_key;   // DER SPKI the envelope must be signed by; none: refused (no_manifest_key)
+  std::filesystem::path image;         // the image the manifest must describe
+  std::optional<Bytes> boot_key_hash;  // set: the image's MCUboot signature is checked against this key hash
+  std::uint64_t installed_sequence = 0;
+  bool allow_same_sequence = false;   // 64:8 accepts the installed sequence again; the agent wants a higher one
+  std::optional<Bytes> revert_digest;  // a revert: the envelope whose SHA-256 is this may go below the installed sequence
+};
+
+struct UpdateCheckResult {
+  // Empty when every check passed; else which one failed: "no_manifest_key", "envelope" (malformed),
+  // "signature", "sequence", "digest", "size", "mcuboot".
+  std::string failed_check;
+  std::string reason;  // a sentence saying why
+  std::uint64_t sequence = 0;
+  Bytes envelope_digest;  // SHA-256 of the envelope bytes
+  bool ok() const { return failed_check.empty(); }
+};
+
+// Never throws for bad input: every failure comes back as a result with the reason.
+UpdateCheckResult check_update(const UpdateCheckInput& input);
+
+// True when `der` is a DER SPKI of a key a board accepts as manifest key (ECDSA P-256 or Ed25519).
+bool acceptable_manifest_key(ByteView der);
+
+}  // namespace kiln::emu

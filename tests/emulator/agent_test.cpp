@@ -1,0 +1,94 @@
+// Tests for the update agent's check-in answer parser: contract C2 answers are accepted, anything
+// that would make the board fetch from elsewhere or without bounds is refused.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.hpp"
+#include "emulator/agent.hpp"
+
+using namespace kiln;
+using Json = nlohmann::json;
+
+namespace {
+
+Json offer_json() {
+  return Json{{"device", "d1"},
+              {"check_in_after", 30},
+              {"deployment",
+               {{"id", "dep_1"},
+                {"wave", 1},
+                {"action", "install"},
+                {"sequence", 5},
+                {"manifest", {{"id", std::string(64, 'a')}, {"size", 300}, {"url", "/v1/agent/deployments/dep_1/manifest"}}},
+                {"images", Json::array({{{"id", std::string(64, 'b')}, {"size", 1000}, {"url", "/v1/agent/images/b/content"}}})}}}};
+}
+
+bool refused(const Json& answer) {
+  try {
+    emu::parse_check_in_reply(answer.dump());
+  } catch (const Error& e) {
+    CHECK(e.code() == ExitCode::service);
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("agent: a contract C2 check-in answer parses") {
+  auto reply = emu::parse_check_in_reply(offer_json().dump());
+  REQUIRE(reply.deployment);
+  CHECK(reply.check_in_after == std::chrono::milliseconds(30000));
+  CHECK(reply.deployment->id == "dep_1");
+  CHECK(reply.deployment->action == "install");
+  CHECK(reply.deployment->sequence == 5u);
+  CHECK(reply.deployment->manifest.size == 300);
+  CHECK(reply.deployment->image.url == "/v1/agent/images/b/content");
+
+  auto idle = emu::parse_check_in_reply(R"({"device":"d1","check_in_after":60,"deployment":null})");
+  CHECK_FALSE(idle.deployment);
+
+  auto revert = offer_json();
+  revert["deployment"]["action"] = "revert";
+  revert["deployment"]["sequence"] = nullptr;
+  auto r = emu::parse_check_in_reply(revert.dump());
+  CHECK(r.deployment->action == "revert");
+  CHECK_FALSE(r.deployment->sequence);
+
+  auto no_manifest = offer_json();
+  no_manifest["deployment"]["manifest"] = nullptr;
+  CHECK(emu::parse_check_in_reply(no_manifest.dump()).deployment->manifest.id.empty());  // the agent refuses it
+}
+
+TEST_CASE("agent: malformed or dangerous check-in answers are refused") {
+  CHECK(refused("not json"));
+  CHECK(refused(Json::array()));
+  auto a = offer_json();
+  a["deployment"]["images"][0]["url"] = "https://elsewhere.example/x";
+  CHECK(refused(a));
+  a = offer_json();
+  a["deployment"]["images"][0]["url"] = "//elsewhere.example/x";
+  CHECK(refused(a));
+  a = offer_json();
+  a["deployment"]["manifest"]["url"] = "/x\r\nHost: evil";
+  CHECK(refused(a));
+  a = offer_json();
+  a["deployment"]["images"][0]["size"] = 0;
+  CHECK(refused(a));
+  a = offer_json();
+  a["deployment"]["manifest"]["size"] = 10 << 20;  // no SUIT envelope is that big
+  CHECK(refused(a));
+  a = offer_json();
+  a["deployment"]["images"][0]["id"] = "../../etc/passwd";
+  CHECK(refused(a));
+  a = offer_json();
+  a["deployment"]["images"] = Json::array();
+  CHECK(refused(a));
+  a = offer_json();
+  a["deployment"]["action"] = "wipe";
+  CHECK(refused(a));
+  a = offer_json();
+  a["deployment"]["id"] = 7;
+  CHECK(refused(a));
+}

@@ -1,0 +1,299 @@
+// An over-the-air test bench for end-to-end tests: a real kiln-service with its device-agent
+// listener, a factory station (CA, boot/release key), N kiln-board-emu boards running the update
+// agent — provisioned with `kiln factory`, imported, claimed and assigned to a group — and helpers
+// to sign images, make manifests, deploy, and read each board's state from the board and the service.
+// Header-only; uses doctest assertions. Reused by the agent test and larger fleet tests.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "signing/key_ref.hpp"
+#include "tests/support/emulator_process.hpp"
+#include "tests/support/fault_proxy.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/service_process.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "transport/link.hpp"
+#include "transport/smp_client.hpp"
+
+namespace kiln::test {
+
+struct OtaFleetOptions {
+  int boards = 3;
+  double check_in_interval = 0.3;              // seconds
+  std::vector<std::string> emulator_args;      // more kiln-board-emu options (e.g. --fail-version 1.3.0)
+  std::string product = "Thermo";
+  std::string group = "Thermo/Field Test";
+  int jobs = 4;                                // factory run --jobs
+  bool proxy = false;                          // boards reach the service through a FaultProxy (proxy())
+};
+
+class OtaFleet {
+ public:
+  using Json = nlohmann::json;
+
+  explicit OtaFleet(OtaFleetOptions options = {}) : options_(std::move(options)) {
+    auto init = run_process(bin_path("kiln-service"), {"init", "--dir", service_dir()});
+    REQUIRE_MESSAGE(init.exit_code == 0, init.err);
+    service_ = std::make_unique<ServiceProcess>(service_dir(), 0, true);
+    REQUIRE(service_->agent_port() > 0);
+    if (options_.proxy) proxy_ = std::make_unique<FaultProxy>(service_->agent_port());
+    // Keys: the release key signs images (MCUboot boot key) and manifests; `other` is an attacker's.
+    for (const char* name : {"release.pem", "other.pem", "station-ca.key.pem"})
+      REQUIRE(kiln({"key", "generate", "-t", "ecdsa-p256", "-o", file(name)}).exit_code == 0);
+    auto ca = run_process("/usr/bin/openssl",
+                          {"req", "-x509", "-new", "-key", file("station-ca.key.pem"), "-subj", "/CN=OTA Station CA/O=Test",
+                           "-days", "30", "-out", file("station-ca.pem"), "-addext", "basicConstraints=critical,CA:true",
+                           "-addext", "keyUsage=critical,keyCertSign,cRLSign"});
+    REQUIRE_MESSAGE(ca.exit_code == 0, ca.err);
+    auto root = run_process(bin_path("kiln-board-emu"), {"--dir", emu_dir(), "--print-vendor-root"});
+    REQUIRE(root.exit_code == 0);
+    write(file("vendor-root.pem"), root.out);
+
+    start_emulator();
+    install_manifest_keys();
+    provision();
+    register_on_service();
+  }
+
+  // ---- environment ----
+  std::string file(const std::string& name) const { return dir_.file(name); }
+  std::string service_dir() const { return dir_.file("svc"); }
+  std::string emu_dir() const { return dir_.file("boards"); }
+  // The service URL installed on the boards: the agent listener, or the proxy in front of it.
+  std::string agent_url() const {
+    return "https://127.0.0.1:" + std::to_string(proxy_ ? proxy_->port() : service_->agent_port());
+  }
+  FaultProxy& proxy() { return *proxy_; }
+  const std::vector<std::string>& uids() const { return emulator_->uids(); }
+  const OtaFleetOptions& options() const { return options_; }
+  OtaFleetOptions& options() { return options_; }  // e.g. change emulator_args before restart_emulator()
+  EmulatorProcess& emulator() { return *emulator_; }
+  ServiceProcess& service() { return *service_; }
+
+  ProcessResult kiln(const std::vector<std::string>& args, int timeout_seconds = 120) const {
+    ProcessOptions o;
+    o.env["XDG_CONFIG_HOME"] = dir_.file("xdg");
+    o.env["KILN_EMU_DIR"] = emu_dir();
+    o.timeout_seconds = timeout_seconds;
+    if (service_) {
+      o.env["KILN_SERVICE"] = service_->url();
+      o.env["KILN_CA_FILE"] = service_dir() + "/ca.pem";
+      std::ifstream in(service_dir() + "/admin.token");
+      std::string token;
+      std::getline(in, token);
+      o.env["KILN_TOKEN"] = token;
+    }
+    return run_kiln(args, o);
+  }
+  Json json(std::vector<std::string> args) const {
+    args.insert(args.begin(), {"-o", "json"});
+    auto r = kiln(args);
+    INFO("kiln " << args[2] << " " << (args.size() > 3 ? args[3] : "") << ": " << r.err);
+    REQUIRE(r.exit_code == 0);
+    return Json::parse(r.out);
+  }
+
+  // Restarts the emulator (a power cycle of every board) with the same boards and agent options.
+  void restart_emulator(const std::vector<std::string>& extra_args = {}) {
+    emulator_.reset();
+    start_emulator(extra_args);
+  }
+  void stop_emulator() { emulator_.reset(); }
+  void start_emulator(const std::vector<std::string>& extra_args = {}) {
+    std::vector<std::string> args{"--agent", "--check-in-interval", fmt_seconds(options_.check_in_interval), "-v"};
+    args.insert(args.end(), options_.emulator_args.begin(), options_.emulator_args.end());
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    emulator_ = std::make_unique<EmulatorProcess>(emu_dir(), options_.boards, args);
+  }
+
+  // ---- firmware ----
+  // An MCUboot image of `version` signed with `key` (a file name in the bench directory).
+  std::string sign_image(const std::string& version, const std::string& key = "release.pem",
+                         std::size_t payload = 64 * 1024) {
+    std::string name = "app-" + version + "-" + key;
+    std::string raw(payload, '\0');
+    std::mt19937 rng(static_cast<unsigned>(std::hash<std::string>{}(name)));
+    for (auto& c : raw) c = static_cast<char>(rng());
+    write(file(name + ".bin"), raw);
+    auto signed_image = file(name + ".signed.bin");
+    auto r = kiln({"image", "sign", file(name + ".bin"), signed_image, "-k", file(key), "--version", version,
+                   "--header-size", "0x200", "--slot-size", "0x100000", "--pad-header"});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    return signed_image;
+  }
+  // A SUIT envelope for `image` with `sequence`, signed with `key`.
+  std::string make_manifest(const std::string& image, std::uint64_t sequence, const std::string& key = "release.pem") {
+    auto out = image + ".seq" + std::to_string(sequence) + "." + key + ".suit";
+    auto r = kiln({"manifest", "create", "--component", image, "--vendor-domain", "example.com", "--class-name",
+                   "ota-board", "--sequence", std::to_string(sequence), "--key", file(key), "-o", out});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    return out;
+  }
+  // Uploads image and manifest, creates a deployment to the fleet's group; returns the deployment.
+  // (The service offers a group's newest deployment: a new one supersedes the previous.)
+  Json deploy(const std::string& image, const std::string& manifest, const std::vector<std::string>& extra = {}) {
+    auto uploaded = json({"image", "upload", image, "--manifest", manifest});
+    std::vector<std::string> args{"deployment", "create", "--group", options_.group, "--image",
+                                  uploaded["id"].get<std::string>()};
+    if (std::find(extra.begin(), extra.end(), "--rollout") == extra.end()) args.insert(args.end(), {"--rollout", "100%"});
+    args.insert(args.end(), extra.begin(), extra.end());
+    return json(args);
+  }
+
+  // ---- observing ----
+  // `kiln board info` of one board: the version running in slot 0.
+  std::string board_version(const std::string& uid) const {
+    auto r = kiln({"-o", "json", "board", "info", "-b", uid});
+    if (r.exit_code != 0) return "";
+    auto info = Json::parse(r.out);
+    for (const auto& slot : info["firmware"])
+      if (slot["slot"] == 0) return slot["version"].get<std::string>();
+    return "";
+  }
+  // The board's firmware record (64:7): sequence and manifest digest, read over its socket.
+  Json board_record(const std::string& uid) const {
+    SmpClient client(open_socket_link(emu_dir() + "/" + uid + ".sock"));
+    SmpRequest request;
+    request.group = 64;
+    request.command = 7;
+    smp::Body body = client.call(request);
+    Json out{{"sequence", body.value("sequence", 0)}};
+    if (body.contains("manifest_digest") && body["manifest_digest"].is_binary()) {
+      std::string hex;
+      for (auto b : body["manifest_digest"].get_binary()) hex += fmt_hex(b);
+      out["manifest_digest"] = hex;
+    }
+    return out;
+  }
+  // What the board's agent decided for a deployment ("installed", "refused", "rolled_back", "failed"),
+  // from its state in the board directory; empty while undecided.
+  std::string agent_outcome(const std::string& uid, const std::string& deployment) const {
+    std::ifstream in(emu_dir() + "/" + uid + "/agent/state.json");
+    if (!in) return "";
+    auto state = Json::parse(in, nullptr, false);
+    if (!state.is_object() || !state.contains("done")) return "";
+    for (const auto& [key, status] : state["done"].items())
+      if (key.rfind(deployment + ":", 0) == 0) return status.get<std::string>();
+    return "";
+  }
+  bool wait_all_outcome(const std::string& deployment, const std::string& status, int seconds = 60) const {
+    return wait_for([&] {
+      for (const auto& uid : uids())
+        if (agent_outcome(uid, deployment) != status) return false;
+      return true;
+    }, seconds);
+  }
+  // `kiln deployment show ID -o json`.
+  Json deployment(const std::string& id) const { return json({"deployment", "show", id}); }
+  // Waits until the service counts `count` devices (default: all) in `status` for the deployment.
+  bool wait_service_status(const std::string& id, const std::string& status, int count = -1, int seconds = 60) const {
+    if (count < 0) count = static_cast<int>(uids().size());
+    return wait_for([&] { return deployment(id)["device_status"].value(status, 0) == count; }, seconds);
+  }
+  // The service's view: device id -> row of `kiln device list`.
+  std::map<std::string, Json> service_devices() const {
+    auto r = kiln({"-o", "jsonl", "device", "list", "--group", options_.group});
+    std::map<std::string, Json> rows;
+    std::istringstream in(r.out);
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty()) {
+        auto row = Json::parse(line);
+        rows[row["id"].get<std::string>()] = row;
+      }
+    return rows;
+  }
+  // A text field of a JSON row, "" when missing or null.
+  static std::string text(const Json& row, const std::string& key) {
+    auto it = row.find(key);
+    return it != row.end() && it->is_string() ? it->get<std::string>() : std::string();
+  }
+  // Polls `done` every 200 ms until it holds or `seconds` pass (a bound for a wait, not a timing assertion).
+  static bool wait_for(const std::function<bool()>& done, int seconds = 60) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (done()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return done();
+  }
+  bool wait_all_running(const std::string& version, int seconds = 60) const {
+    return wait_for([&] {
+      for (const auto& uid : uids())
+        if (board_version(uid) != version) return false;
+      return true;
+    }, seconds);
+  }
+
+ private:
+  static void write(const std::string& path, const std::string& data) { std::ofstream(path, std::ios::binary) << data; }
+  static std::string fmt_seconds(double s) {
+    std::ostringstream o;
+    o << s;
+    return o.str();
+  }
+  static std::string fmt_hex(std::uint8_t b) {
+    const char* digits = "0123456789abcdef";
+    return {digits[b >> 4], digits[b & 15]};
+  }
+
+  // The SUIT trust anchor goes in before the factory locks the board (64:3 manifest_key).
+  void install_manifest_keys() {
+    Bytes der = load_public_key(file("release.pem"));
+    for (const auto& uid : uids()) {
+      SmpClient client(open_socket_link(emu_dir() + "/" + uid + ".sock"));
+      SmpRequest request;
+      request.op = smp::Op::write;
+      request.group = 64;
+      request.command = 3;
+      request.body = smp::Body{{"manifest_key", smp::binary(der)}};
+      smp::Body body = client.call_raw(request);
+      REQUIRE_MESSAGE(!body.contains("err"), body.dump());
+    }
+  }
+
+  void provision() {
+    auto init = kiln({"factory", "init", "--ca-key", file("station-ca.key.pem"), "--ca-cert", file("station-ca.pem"),
+                      "--vendor-root", file("vendor-root.pem"), "--boot-key", file("release.pem"), "--product",
+                      options_.product, "--service", agent_url(), "--trust-anchor", service_dir() + "/ca.pem", "-o",
+                      file("station.toml")});
+    REQUIRE_MESSAGE(init.exit_code == 0, init.err);
+    auto run = kiln({"factory", "run", "--all", "--jobs", std::to_string(options_.jobs), "--profile", file("station.toml")});
+    REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+    auto exported = kiln({"factory", "ledger", "export", "--profile", file("station.toml"), "-o", file("units.jsonl")});
+    REQUIRE_MESSAGE(exported.exit_code == 0, exported.err);
+  }
+
+  void register_on_service() {
+    json({"product", "create", options_.product});
+    json({"device", "import", file("units.jsonl")});
+    json({"device", "ca", "add", file("station-ca.pem")});
+    for (const auto& uid : uids()) json({"device", "claim", "--id", uid, "--board", uid});
+    std::vector<std::string> assign{"device", "assign"};
+    assign.insert(assign.end(), uids().begin(), uids().end());
+    assign.insert(assign.end(), {"--group", options_.group});
+    json(assign);
+  }
+
+  OtaFleetOptions options_;
+  TempDir dir_;
+  std::unique_ptr<ServiceProcess> service_;
+  std::unique_ptr<FaultProxy> proxy_;
+  std::unique_ptr<EmulatorProcess> emulator_;
+};
+
+}  // namespace kiln::test
