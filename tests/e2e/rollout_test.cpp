@@ -110,7 +110,7 @@ struct Fleet {
       agents.push_back(make(uids.back()));
     }
     stranger = make("stranger");
-    spit(dir.file("bundle.jsonl"), bundle);
+    spit(dir.file("bundle.jsonl"), test::signed_bundle(bundle, factory_ca.key));  // signed as the station exports it
     json({"device", "import", dir.file("bundle.jsonl")});
     std::vector<std::string> assign = {"device", "assign"};
     assign.insert(assign.end(), uids.begin(), uids.end());
