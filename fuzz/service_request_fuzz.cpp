@@ -48,11 +48,17 @@ struct World {
     kiln::test::TestCa ca("Fuzz Factory CA");
     kiln::test::TestKey key;
     call("POST", "/v1/factory-cas", nlohmann::json{{"certificate", ca.pem}}.dump());
-    call("POST", "/v1/devices/import",
-         kiln::test::signed_bundle(
-             nlohmann::json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", key.public_pem()}}.dump() + "\n", ca.key));
+    auto unit = nlohmann::json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", key.public_pem()}}.dump() + "\n";
+    call("POST", "/v1/devices/import", kiln::test::signed_bundle(unit, ca.key));
     call("POST", "/v1/devices/dev-1/assign", R"({"group":"Thermo/Production"})");
     device_chain = {kiln::test::pem_to_der(ca.issue(key, "dev-1"))};
+    const std::string image = "firmware", sha = "c3bf47ea1f4a4a605470313cacb3a44f4a461f68c6faeab07e737610cb5ac835";
+    call("POST", "/v1/images", nlohmann::json{{"sha256", sha}, {"size", image.size()}}.dump());
+    service.handle({"PUT", "/v1/images/" + sha + "/content?offset=0", {{"authorization", "Bearer " + token}}, image, {}});
+    call("POST", "/v1/deployments", nlohmann::json{{"group", "Thermo/Production"}, {"images", {sha}}}.dump());
+    // The agent targets are worth fuzzing only if the device is known: stop at once otherwise.
+    auto offer = nlohmann::json::parse(call("POST", "/v1/agent/check-in", "{}", true).body, nullptr, false);
+    if (!offer.is_object() || !offer["deployment"].is_object()) std::abort();
   }
   kiln::service::Response call(const std::string& method, const std::string& target, std::string body, bool device = false) {
     if (device) return service.handle({method, target, {}, std::move(body), device_chain});

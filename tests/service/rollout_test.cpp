@@ -91,8 +91,7 @@ struct AgentFixture {
   std::vector<std::string> device(const std::string& uid, const std::string& group) {
     test::TestKey key;
     json("POST", "/v1/devices/import",
-         test::signed_bundle(Json{{"uid", uid}, {"product", "Thermo"}, {"public_key", key.public_pem()}}.dump() + "\n",
-                             factory_ca.key));
+         test::signed_bundle(Json{{"uid", uid}, {"product", "Thermo"}, {"public_key", key.public_pem()}}.dump() + "\n", factory_ca.key));
     json("POST", "/v1/devices/" + uid + "/assign", Json{{"group", group}}.dump());
     return {test::pem_to_der(factory_ca.issue(key, uid))};
   }

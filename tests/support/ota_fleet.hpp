@@ -280,7 +280,7 @@ class OtaFleet {
 
   void register_on_service() {
     json({"product", "create", options_.product});
-    json({"device", "ca", "add", file("station-ca.pem")});  // trusted for the signed bundle and device certificates
+    json({"device", "ca", "add", file("station-ca.pem")});  // before the import: the service checks the bundle's signer
     json({"device", "import", file("units.jsonl")});
     for (const auto& uid : uids()) json({"device", "claim", "--id", uid, "--board", uid});
     std::vector<std::string> assign{"device", "assign"};
