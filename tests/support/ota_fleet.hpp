@@ -132,7 +132,7 @@ class OtaFleet {
     write(file(name + ".bin"), raw);
     auto signed_image = file(name + ".signed.bin");
     auto r = kiln({"image", "sign", file(name + ".bin"), signed_image, "-k", file(key), "--version", version,
-                   "--header-size", "0x200", "--slot-size", "0x100000", "--pad-header"});
+                   "--header-size", "0x200", "--slot-size", "0x1000000", "--pad-header"});
     REQUIRE_MESSAGE(r.exit_code == 0, r.err);
     return signed_image;
   }
