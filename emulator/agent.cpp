@@ -427,7 +427,9 @@ struct UpdateAgent::Impl {
                         AgentOutcome::rolled_back);
         }
         board.confirm_running();
-        board.record_firmware(FirmwareRecord{job["sequence"].get<std::uint64_t>(), from_hex(job["envelope_digest"].get<std::string>())});
+        Bytes envelope_digest = from_hex(job["envelope_digest"].get<std::string>());
+        if (view.current.manifest_digest != envelope_digest)  // not yet recorded (a restart may land here twice)
+          board.record_firmware(FirmwareRecord{job["sequence"].get<std::uint64_t>(), envelope_digest});
         return finish(board.agent_view(), "installed", fmt::format("running {}", tested), AgentOutcome::installed);
       } else {
         state["job"] = nullptr;
