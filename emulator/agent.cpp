@@ -223,7 +223,7 @@ struct UpdateAgent::Impl {
     transport::HttpRequest request;
     request.method = "POST";
     request.path = path;
-    request.body = body.dump();
+    request.body = body.dump(-1, ' ', false, Json::error_handler_t::replace);  // reasons may quote odd bytes
     // One connection per exchange: hundreds of boards must not each hold a service thread.
     request.headers.push_back("Connection: close");
     return request;
@@ -231,7 +231,14 @@ struct UpdateAgent::Impl {
 
   // Sends a status report. Final reports that do not get through are kept and sent again later.
   void report(const AgentView& view, const std::string& status, const std::string& detail, bool final) {
-    Json body{{"deployment", state["job"]["deployment"]}, {"status", status}, {"detail", detail}};
+    // The service keeps at most 1024 bytes of detail; cut on a UTF-8 boundary.
+    std::string cut = detail;
+    if (cut.size() > 1000) {
+      std::size_t at = 1000;
+      while (at > 0 && (static_cast<unsigned char>(cut[at]) & 0xC0) == 0x80) --at;
+      cut = cut.substr(0, at) + "...";
+    }
+    Json body{{"deployment", state["job"]["deployment"]}, {"status", status}, {"detail", cut}};
     body["version"] = view.version.empty() ? Json(nullptr) : Json(view.version);
     log(fmt::format("deployment {}: {}{}", body["deployment"].get<std::string>(), status,
                     detail.empty() ? "" : " (" + detail + ")"));
