@@ -49,6 +49,17 @@ for i in range(n):
     out.write(json.dumps({"uid": f"dev-{i:07d}", "product": "Thermo", "state": "secured",
                           "version": f"1.{i % 10}.0", "public_key": pem}) + "\n")
 PY
+# Sign it as a station would (kiln factory ledger export): ECDSA with the registered CA's key over the
+# SHA-256 of every unit byte, in a trailer line (docs/ledger-bundle.md).
+openssl dgst -sha256 -binary "$WORK/bundle.jsonl" >"$WORK/bundle.sha256"
+openssl pkeyutl -sign -inkey "$WORK/ca.key" -in "$WORK/bundle.sha256" -out "$WORK/bundle.sig"
+python3 - "$N" "$WORK/ca.pem" "$WORK/bundle.sha256" "$WORK/bundle.sig" >>"$WORK/bundle.jsonl" <<'PY'
+import json, subprocess, sys
+n, ca, digest, sig = int(sys.argv[1]), sys.argv[2], open(sys.argv[3], "rb").read(), open(sys.argv[4], "rb").read()
+key = subprocess.run(["openssl", "x509", "-in", ca, "-noout", "-pubkey"], capture_output=True, text=True, check=True).stdout
+print(json.dumps({"bundle_signature": sig.hex(), "algorithm": "ecdsa-p256-sha256", "bundle_sha256": digest.hex(),
+                  "units": n, "station_public_key": key}))
+PY
 
 t() { /usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -1; }
 echo "devices: $N (bundle $(du -h "$WORK/bundle.jsonl" | cut -f1))"

@@ -140,6 +140,16 @@ std::unique_ptr<CLI::App> build_app(Context& ctx) {
   app->add_option("--pkcs11-module", ctx.global.pkcs11_module, "PKCS#11 module for pkcs11: KEYREFs")
       ->type_name("PATH")
       ->envname("KILN_PKCS11_MODULE");
+  app->add_option("--client-cert", ctx.global.client_cert, "Service: authenticate with this TLS client certificate (PEM)")
+      ->type_name("FILE")
+      ->envname("KILN_CLIENT_CERT");
+  app->add_option("--client-key", ctx.global.client_key, "Service: the client certificate's key (PEM file, mode 0600)")
+      ->type_name("FILE")
+      ->envname("KILN_CLIENT_KEY");
+  app->add_option("--stall-timeout", ctx.global.stall_timeout, "Service: seconds without data before a transfer is stalled")
+      ->type_name("SECONDS")
+      ->envname("KILN_STALL_TIMEOUT")
+      ->check(CLI::Range(1, 3600));
 
   // Config values are defaults for global options; KILN_* and flags override them.
   for (auto* opt : app->get_options()) {

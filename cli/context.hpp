@@ -26,6 +26,9 @@ struct GlobalOptions {
   bool no_color = false;
   std::string config_path;
   std::string pkcs11_module;
+  std::string client_cert;  // station mutual TLS with the service (PEM files)
+  std::string client_key;
+  long stall_timeout = 30;  // seconds without data before a service transfer counts as stalled
 };
 
 // A secret read from a file or an environment variable, never from the command line itself.

@@ -63,8 +63,10 @@ KILN_SERIAL_PORTS (or serial-ports) adds serial ports by glob, e.g. "/dev/ttyACM
     {"factory", "Factory provisioning: identities, station CA, ledger",
      R"(At the factory each board gets its identity: kiln reads the board's silicon attestation and
 checks it against the silicon vendor's root; the board generates its device key inside its secure
-element and returns a CSR (or the station injects a key wrapped to the board's transport key); the
-station CA (a file or an HSM) issues the device certificate; the station records the unit in its
+element and returns a CSR (or the station injects a key wrapped to the board's transport key); with
+firmware in the station profile (factory init --image --manifest --manifest-key) the board is loaded
+with the signed image and given the SUIT manifest key and manifest, so it records its sequence
+number; the station CA (a file or an HSM) issues the device certificate; the station records the unit in its
 ledger (SQLite, hash-chained) before anything irreversible happens, then advances the board's
 manufacturing state (Blank -> ModuleComplete -> DeviceComplete, one way). --dry-run shows what
 would happen and changes nothing.
@@ -82,6 +84,27 @@ Config file: $XDG_CONFIG_HOME/kiln/config.toml (or --config FILE / KILN_CONFIG),
 
 Precedence: command-line flag, then KILN_* environment variable, then config file, then default.
 Commands that write a file take -o/--out FILE; use --output for the format there.
+)"},
+    {"rollouts", "Staged rollouts: waves, automatic halt, resume, abort and watch",
+     R"(A deployment offers images and their SUIT manifest to a device group, in waves:
+
+  kiln image upload app.signed.bin --manifest app.suit      # the manifest goes with the image
+  kiln deployment create --group "Thermo/Field Test" --image SHA256 \
+      --rollout 1%,10%,50%,100% --step-after 1h --halt-on-failure 5%
+
+Waves are cumulative shares of the group. Each device has a stable bucket 0..99 per deployment, so
+the same devices stay admitted; the next wave opens --step-after (30s, 5m, 1h) after the current
+one. The service halts the deployment by itself when the devices that failed, rolled back or
+refused the update are above --halt-on-failure of the admitted ones; `kiln deployment show ID`
+says why, with counts per wave and per device status. `resume` continues a paused or halted
+deployment and forgives the failures seen so far; `abort` ends it and sends devices that installed
+it back to the group's previous deployment. A newer deployment for the group supersedes the older
+one. A deployment completes when its last wave is open and every device it admits reported
+installed: a device that never checks in keeps it active (move it out of the group).
+
+`kiln deployment watch ID` follows it: a table redrawn in place on a terminal, a JSON object per
+change with -o json or jsonl; it exits 0 when the deployment completes, 8 when it halts and 7 when
+it is aborted or superseded (130 on Ctrl-C).
 )"},
     {"exit-codes", "What each exit code means", nullptr},
 };

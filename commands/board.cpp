@@ -91,12 +91,17 @@ void add_board(CLI::App& app, cli::Context& ctx) {
       firmware.push_back({{"slot", slot.slot}, {"version", slot.version}, {"hash", to_hex(slot.hash)}});
     cli::Json attestation = cli::Json::array();
     for (const auto& cert : id.attestation_chain) attestation.push_back(fingerprint(cert));
-    ctx.render({{"address", client.board()},
-                {"uid", id.uid},
-                {"state", std::string(manufacturing_state_name(id.state))},
-                {"firmware", firmware},
-                {"attestation", attestation},
-                {"transport_key", fingerprint(id.transport_key)}});
+    cli::Json out{{"address", client.board()},
+                  {"uid", id.uid},
+                  {"state", std::string(manufacturing_state_name(id.state))},
+                  {"firmware", firmware},
+                  {"attestation", attestation},
+                  {"transport_key", fingerprint(id.transport_key)},
+                  {"sequence", id.sequence}};
+    // The installed firmware record (SUIT manifest), when the board has one.
+    out["manifest_key"] = id.manifest_key.empty() ? cli::Json(nullptr) : cli::Json(fingerprint(id.manifest_key));
+    out["manifest_digest"] = id.manifest_digest.empty() ? cli::Json(nullptr) : cli::Json(to_hex(id.manifest_digest));
+    ctx.render(out);
   });
 
   auto echo_args = std::make_shared<BoardArgs>();

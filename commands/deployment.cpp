@@ -93,8 +93,12 @@ TableView table_view(const Json& d) {
   if (d["step_after"].get<std::int64_t>() > 0) s["step_after"] = duration_text(d["step_after"].get<std::int64_t>());
   if (!d["next_wave_at"].is_null()) s["next_wave_at"] = d["next_wave_at"];
   s["halt_on_failure"] = d["halt_on_failure"].is_null() ? Json("never") : Json(fmt::format("{}%", d["halt_on_failure"].get<double>()));
-  s["devices"] = fmt::format("{} in the group, {} admitted, {} failed", d["devices"].get<std::int64_t>(),
-                             d["admitted"].get<std::int64_t>(), d["failures"].get<std::int64_t>());
+  s["devices"] = d["devices"];
+  s["admitted"] = d["admitted"];
+  s["failures"] = d["failures"].get<std::int64_t>() > 0 && d["failures_forgiven"].get<std::int64_t>() > 0
+                      ? Json(fmt::format("{} ({} forgiven by a resume)", d["failures"].get<std::int64_t>(),
+                                         d["failures_forgiven"].get<std::int64_t>()))
+                      : d["failures"];
   std::string counts;
   for (auto& [status, count] : d["device_status"].items()) {
     if (count.get<std::int64_t>() == 0) continue;
@@ -137,8 +141,11 @@ void finish_watch(const Json& last) {
                 fmt::format("see the failures with 'kiln device list --group \"{}\"', then 'kiln deployment resume {}' "
                             "or 'kiln deployment abort {}'",
                             last["group"].get<std::string>(), id, id));
-  throw Error(ExitCode::conflict, fmt::format("deployment {} was {} before it completed", id, state),
-              "'kiln deployment list --group GROUP' shows the deployment that replaced it, if any");
+  if (state == "superseded")
+    throw Error(ExitCode::conflict, fmt::format("deployment {} was superseded before it completed", id),
+                fmt::format("a newer deployment replaced it: kiln deployment list --group \"{}\"", last["group"].get<std::string>()));
+  throw Error(ExitCode::conflict, fmt::format("deployment {} was aborted before it completed", id),
+              "devices that installed it are sent back to the previous deployment when they check in");
 }
 
 }  // namespace

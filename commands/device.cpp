@@ -1,8 +1,10 @@
 // kiln device: import ledger bundles, list (streamed), show, count, assign and claim devices.
+#include <algorithm>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "cli/context.hpp"
 #include "commands/board_session.hpp"
@@ -28,6 +30,7 @@ struct DeviceArgs {
   std::string board;
   std::string nonce;
   std::string signature_file;
+  std::string from_file;
   int page_size = 5000;
 };
 
@@ -90,7 +93,8 @@ void add_device(CLI::App& app, cli::Context& ctx) {
     ctx.render(out);
   });
 
-  auto* import = device->add_subcommand("import", "Register units from a ledger bundle (JSON lines, docs/ledger-bundle.md)");
+  auto* import = device->add_subcommand(
+      "import", "Register units from a signed ledger bundle ('kiln factory ledger export', docs/ledger-bundle.md)");
   import->add_option("FILE", args->bundle, "Bundle file")->required()->check(CLI::ExistingFile);
   import->callback([&ctx, args] {
     auto api = connect(ctx);
@@ -123,12 +127,18 @@ void add_device(CLI::App& app, cli::Context& ctx) {
     ctx.render(transport::claim_challenge(api, args->id));
   });
 
-  auto* claim = device->add_subcommand("claim", "Bind a device to your tenant by proving it holds its device key");
-  claim->add_option("--id", args->id, "Device UID")->required();
-  auto* key = claim->add_option("--key", args->key, "The device's KEYREF (emulated/development devices)");
+  auto* claim = device->add_subcommand("claim", "Bind devices to your tenant: each proves it holds its device key");
+  claim->add_option("--id", args->ids, "Device UID (repeat for several)");
+  claim->add_option("--from-file", args->from_file,
+                    "UIDs, one per line ('#' comments), or JSON lines with uid/id (ledger export, device list -o jsonl)")
+      ->type_name("FILE")
+      ->check(CLI::ExistingFile);
+  auto* key = claim->add_option("--key", args->key,
+                                "The device's KEYREF (emulated/development devices); {uid} in it names each device's key");
   auto* board = claim->add_option("--board,-b", args->board,
-                                  "Ask this board to sign the challenge with its device key (address or UID)");
-  auto* nonce = claim->add_option("--nonce", args->nonce, "Nonce from 'kiln device claim-challenge'");
+                                  "Ask this board to sign the challenge (one device); without --board and --key each "
+                                  "device's board is found by its UID");
+  auto* nonce = claim->add_option("--nonce", args->nonce, "Nonce from 'kiln device claim-challenge' (one device)");
   claim->add_option("--signature-file", args->signature_file, "The device's signature over the challenge message (DER)")
       ->needs(nonce)
       ->check(CLI::ExistingFile);
@@ -136,25 +146,57 @@ void add_device(CLI::App& app, cli::Context& ctx) {
   key->excludes(nonce);
   board->excludes(key)->excludes(nonce);
   claim->callback([&ctx, args] {
+    auto ids = args->ids;
+    if (!args->from_file.empty())
+      for (auto& id : transport::read_device_ids(args->from_file))
+        if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+    if (ids.empty())
+      throw Error(ExitCode::usage, "which devices?", "name them with --id UID (repeatable) or --from-file FILE");
+    bool several = ids.size() > 1 || !args->from_file.empty();
+    if (several && (!args->board.empty() || !args->nonce.empty()))
+      throw Error(ExitCode::usage, "--board and --nonce claim one device",
+                  "for several devices, each board is found by its UID (omit --board), or use --key with {uid}");
     auto api = connect(ctx);
-    if (!args->board.empty()) {
-      // The device key never leaves the board's secure element: the board signs over the link.
-      auto client = open_board(ctx, args->board, std::chrono::seconds(10));
-      ctx.render(transport::claim_device(api, args->id, [&](const std::string& message) {
-        return sign_challenge(client, as_bytes(message));
-      }));
-    } else if (!args->key.empty()) {
-      auto signer = open_signer(args->key, ctx.key_options());
-      ctx.render(transport::claim_device(api, args->id, [&](const std::string& message) {
-        return signer->type() == KeyType::ed25519 ? signer->sign(as_bytes(message), HashAlg::sha256)
-                                                  : signer->sign(digest(HashAlg::sha256, as_bytes(message)), HashAlg::sha256);
-      }));
-    } else if (!args->nonce.empty()) {
-      ctx.render(transport::claim_with_signature(api, args->id, args->nonce, read_file(args->signature_file)));
-    } else {
-      throw Error(ExitCode::usage, "how does the device sign?",
-                  "use --board B, --key KEYREF, or claim-challenge then --nonce N --signature-file F");
+    // The device key never leaves the board's secure element: the board signs over the link.
+    auto board_signs = [&](const std::string& address, const std::string& message) {
+      auto client = open_board(ctx, address, std::chrono::seconds(10));
+      return sign_challenge(client, as_bytes(message));
+    };
+    auto key_signs = [&](const std::string& id, const std::string& message) {
+      std::string keyref = args->key;
+      for (auto at = keyref.find("{uid}"); at != std::string::npos; at = keyref.find("{uid}", at + id.size()))
+        keyref.replace(at, 5, id);
+      auto signer = open_signer(keyref, ctx.key_options());
+      return signer->type() == KeyType::ed25519 ? signer->sign(as_bytes(message), HashAlg::sha256)
+                                                : signer->sign(digest(HashAlg::sha256, as_bytes(message)), HashAlg::sha256);
+    };
+    if (!several) {
+      const auto& id = ids.front();
+      if (!args->nonce.empty()) {
+        ctx.render(transport::claim_with_signature(api, id, args->nonce, read_file(args->signature_file)));
+      } else if (!args->key.empty()) {
+        ctx.render(transport::claim_device(api, id, [&](const std::string& m) { return key_signs(id, m); }));
+      } else {
+        auto address = args->board.empty() ? id : args->board;
+        ctx.render(transport::claim_device(api, id, [&](const std::string& m) { return board_signs(address, m); }));
+      }
+      return;
     }
+    auto rows = transport::claim_devices(api, ids, [&](const std::string& id, const std::string& message) {
+      return args->key.empty() ? board_signs(id, message) : key_signs(id, message);
+    });
+    cli::Json table = cli::Json::array();
+    std::vector<std::string> failed;
+    for (const auto& row : rows) {
+      table.push_back({{"uid", row["uid"]}, {"result", row["result"]}, {"error", row["error"]}});
+      if (row["result"] == "failed")
+        failed.push_back(fmt::format("{} ({})", row["uid"].get<std::string>(), row["error"].get<std::string>()));
+    }
+    ctx.render(table);
+    if (!failed.empty())
+      throw Error(ExitCode::partial,
+                  fmt::format("{} of {} devices were not claimed: {}", failed.size(), rows.size(), fmt::join(failed, "; ")),
+                  "fix those and run the same command again: claiming a claimed device again succeeds");
   });
 }
 

@@ -14,6 +14,7 @@
 #include "commands/commands.hpp"
 #include "core/error.hpp"
 #include "provisioning/board_watch.hpp"
+#include "provisioning/firmware.hpp"
 #include "provisioning/ledger.hpp"
 #include "provisioning/profile.hpp"
 #include "provisioning/station_ca.hpp"
@@ -30,7 +31,7 @@ namespace fs = std::filesystem;
 
 struct InitArgs {
   std::string ca_key, ca_cert, vendor_root, boot_key, product, service, identity = "csr", station_id, ledger,
-      station_key, trust_anchor, final_state, out;
+      station_key, trust_anchor, final_state, out, image, manifest, manifest_key;
   std::optional<std::int64_t> quota;
   int validity_days = 3650;
   bool force = false;
@@ -61,6 +62,15 @@ std::string absolute_keyref(const std::string& keyref) {
   return is_pkcs11_uri(keyref) ? keyref : fs::absolute(keyref).string();
 }
 
+// The firmware step's files, checked against each other and pinned by digest (exit 3 naming a mismatch).
+std::optional<FirmwareProfile> firmware_from(const InitArgs& a, const cli::Context& ctx) {
+  if (a.image.empty()) return std::nullopt;
+  auto firmware = check_firmware(a.image, a.manifest, load_public_key(a.manifest_key, ctx.key_options()),
+                                 load_public_key(a.boot_key, ctx.key_options()));
+  return FirmwareProfile{fs::absolute(a.image), fs::absolute(a.manifest), to_hex(firmware.manifest_key),
+                         to_hex(firmware.image_sha256), to_hex(firmware.manifest_digest)};
+}
+
 StationProfile profile_from(const InitArgs& a, const cli::Context& ctx) {
   StationProfile p;
   p.product = a.product;
@@ -80,6 +90,7 @@ StationProfile profile_from(const InitArgs& a, const cli::Context& ctx) {
   p.final_state = a.final_state.empty()
                       ? (p.service_url ? ManufacturingState::device_complete : ManufacturingState::module_complete)
                       : parse_manufacturing_state(a.final_state);
+  p.firmware = firmware_from(a, ctx);
   return p;
 }
 
@@ -228,6 +239,16 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
   init->add_option("--validity-days", init_args->validity_days, "Device certificate validity")->check(CLI::Range(1, 36500));
   init->add_option("--final-state", init_args->final_state, "module-complete or device-complete")
       ->check(CLI::IsMember({"module-complete", "device-complete"}));
+  auto* image = init->add_option("--image", init_args->image, "Signed MCUboot image every board must run (firmware step)")
+                    ->check(CLI::ExistingFile);
+  auto* manifest = init->add_option("--manifest", init_args->manifest, "SUIT envelope describing --image")
+                       ->check(CLI::ExistingFile);
+  auto* manifest_key = init->add_option("--manifest-key", init_args->manifest_key,
+                                        "The SUIT signer's public key (PEM or DER), or its KEYREF; installed on each board")
+                           ->type_name("FILE|KEYREF");
+  image->needs(manifest)->needs(manifest_key);
+  manifest->needs(image);
+  manifest_key->needs(image);
   init->add_option("-o,--out", init_args->out, "Profile to write")->required();
   init->add_flag("--force", init_args->force, "Overwrite an existing profile");
   init->callback([&ctx, init_args] {
@@ -246,6 +267,7 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
                          {"final_state", std::string(manufacturing_state_name(profile.final_state))},
                          {"quota", profile.quota ? cli::Json(*profile.quota) : cli::Json(nullptr)},
                          {"ledger", profile.ledger.string()},
+                         {"firmware", profile.firmware ? cli::Json(profile.firmware->image.string()) : cli::Json(nullptr)},
                          {"profile_hash", profile_hash(init_args->out)}});
   });
 
@@ -273,15 +295,13 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
   });
 
   auto watch_args = std::make_shared<WatchArgs>();
-  auto* watch = factory->add_subcommand("watch", "Keep provisioning boards as they appear (emulator directory); stop with Ctrl-C");
+  auto* watch = factory->add_subcommand(
+      "watch", "Keep provisioning boards as they appear (USB hotplug, emulator directory); stop with Ctrl-C");
   watch->add_option("-j,--jobs", watch_args->run.jobs, "Boards in parallel")->check(CLI::Range(1, 256));
   watch->add_option("--count", watch_args->count, "Stop after this many boards")->check(CLI::PositiveNumber);
   add_run_options(watch, watch_args->run);
   watch->callback([&ctx, watch_args] {
-    auto emu_dir = board_discovery(ctx).emu_dir;
-    if (!emu_dir)
-      throw Error(ExitCode::usage, "factory watch needs an emulator directory to watch",
-                  "set KILN_EMU_DIR or the config key emu-dir (USB hotplug is not supported yet)");
+    auto discovery = board_discovery(ctx);
     const auto& args = watch_args->run;
     auto station = open_station(args.profile, ctx.key_options(), operator_name(args));
     WatchOptions options;
@@ -289,9 +309,14 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
     options.max_boards = watch_args->count;
     options.provision.dry_run = args.dry_run;
     options.provision.board_timeout = std::chrono::milliseconds(args.timeout_ms);
+    options.emu_dir = discovery.emu_dir;
+    options.usb_ids = discovery.usb_ids;
     EventView view(ctx);
-    ctx.info(fmt::format("watching {} for boards (Ctrl-C to stop)", emu_dir->string()));
-    auto outcomes = watch_boards(*station, *emu_dir, options, view.sink(), {});
+    auto started = [&](const std::string& usb_mode) {
+      ctx.info(fmt::format("watching for boards: USB ({}){} (Ctrl-C to stop)", usb_mode,
+                           options.emu_dir ? ", emulator directory " + options.emu_dir->string() : std::string()));
+    };
+    auto outcomes = watch_boards(*station, options, view.sink(), {}, started);
     if (!args.dry_run) station->ledger->checkpoint();
     report(ctx, view, outcomes);
   });
@@ -350,6 +375,7 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
                          {"yield", s.yield},
                          {"units_per_hour", s.units_per_hour},
                          {"certificates_issued", s.certificates_issued},
+                         {"certificates_reserved", s.certificates_reserved},
                          {"quota", profile.quota ? cli::Json(*profile.quota) : cli::Json(nullptr)},
                          {"failures_per_step", failures}});
   });

@@ -20,7 +20,8 @@ struct LoginArgs {
 
 void add_login(CLI::App& app, cli::Context& ctx) {
   auto args = std::make_shared<LoginArgs>();
-  auto* login = app.add_subcommand("login", "Check a service token and keep it (0600) for later commands");
+  auto* login = app.add_subcommand(
+      "login", "Check a service token (or station client certificate) and keep it (0600) for later commands");
   login->add_option("--service", args->service, "Service URL, https://HOST:PORT (else KILN_SERVICE or config 'service')");
   login->add_option("--token-file", args->token_source.file, "Read the token from this file")->check(CLI::ExistingFile);
   login->add_option("--token-env", args->token_source.env, "Read the token from this environment variable");
@@ -41,8 +42,13 @@ void add_login(CLI::App& app, cli::Context& ctx) {
     } else {
       c.token = cli::read_secret(args->token_source, "token").value_or("");
     }
-    if (c.token.empty()) throw Error(ExitCode::usage, "no token given", "use --token-file FILE or --token-env VAR");
+    c.client = {ctx.global.client_cert, ctx.global.client_key};
+    if (c.client.given()) transport::check_client_certificate(c.client);
+    if (c.token.empty() && !c.client.given())
+      throw Error(ExitCode::usage, "no token given",
+                  "use --token-file FILE or --token-env VAR (stations: kiln --client-cert FILE --client-key FILE login)");
     c.ca_file = args->ca_file;
+    c.stall_seconds = ctx.global.stall_timeout;
     ctx.render(transport::login(c));
   });
 

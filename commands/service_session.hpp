@@ -12,10 +12,15 @@
 
 namespace kiln::commands {
 
-// Credentials file + KILN_SERVICE / KILN_TOKEN / KILN_CA_FILE + the config's "service".
-inline transport::ServiceApi connect(const cli::Context& ctx) {
-  return transport::ServiceApi(transport::load_credentials(ctx.config_value("service")));
+// Credentials file + KILN_SERVICE / KILN_TOKEN / KILN_CA_FILE + the config's "service", and the global
+// --client-cert/--client-key (KILN_CLIENT_CERT/KILN_CLIENT_KEY) and --stall-timeout.
+inline transport::Credentials credentials(const cli::Context& ctx) {
+  auto c = transport::load_credentials(ctx.config_value("service"), {ctx.global.client_cert, ctx.global.client_key});
+  c.stall_seconds = ctx.global.stall_timeout;
+  return c;
 }
+
+inline transport::ServiceApi connect(const cli::Context& ctx) { return transport::ServiceApi(credentials(ctx)); }
 
 // A (done, total) callback driving a cli::ProgressBar created on the first call, when total is known.
 inline std::function<void(std::uint64_t, std::uint64_t)> progress_bar(const cli::Context& ctx, std::string label) {

@@ -4,10 +4,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "service/api.hpp"
+#include "tests/support/test_certificates.hpp"
 
 namespace {
 
@@ -15,6 +17,7 @@ struct Target {
   const char* method;
   const char* path;
   bool body_is_query;
+  bool device = false;  // an agent endpoint: sent with the device's certificate chain
 };
 
 constexpr Target targets[] = {
@@ -25,17 +28,30 @@ constexpr Target targets[] = {
     {"POST", "/v1/deployments", false},      {"POST", "/v1/tokens", false},
     {"GET", "/v1/devices?", true},           {"GET", "/v1/devices/count?", true},
     {"GET", "/v1/", true},                   {"POST", "/v1/factory-cas", false},
+    {"POST", "/v1/agent/check-in", false, true}, {"POST", "/v1/agent/status", false, true},
+    {"POST", "/v1/images/0000000000000000000000000000000000000000000000000000000000000000/manifest", false},
+    {"POST", "/v1/devices/import?import=fuzz&offset=0", false},
 };
 
 struct World {
   kiln::service::Service service{{":memory:", std::filesystem::temp_directory_path() / "kiln-fuzz-images"}};
   std::string token;
+  std::vector<std::string> device_chain;
   World() {
     auto tenant = service.create_tenant("fuzz");
     token = service.create_token(tenant, kiln::service::Role::admin, "fuzz");
     call("POST", "/v1/products", R"({"name":"Thermo"})");
+    // A device of the tenant with an agent certificate, in a group with an active deployment.
+    kiln::test::TestCa ca("Fuzz Factory CA");
+    kiln::test::TestKey key;
+    call("POST", "/v1/factory-cas", nlohmann::json{{"certificate", ca.pem}}.dump());
+    call("POST", "/v1/devices/import",
+         nlohmann::json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", key.public_pem()}}.dump() + "\n");
+    call("POST", "/v1/devices/dev-1/assign", R"({"group":"Thermo/Production"})");
+    device_chain = {kiln::test::pem_to_der(ca.issue(key, "dev-1"))};
   }
-  kiln::service::Response call(const std::string& method, const std::string& target, std::string body) {
+  kiln::service::Response call(const std::string& method, const std::string& target, std::string body, bool device = false) {
+    if (device) return service.handle({method, target, {}, std::move(body), device_chain});
     return service.handle({method, target, {{"authorization", "Bearer " + token}}, std::move(body), {}});
   }
 };
@@ -47,7 +63,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0) return 0;
   const Target& t = targets[data[0] % (sizeof targets / sizeof targets[0])];
   std::string rest(reinterpret_cast<const char*>(data) + 1, size - 1);
-  auto response = t.body_is_query ? world.call(t.method, t.path + rest, "") : world.call(t.method, t.path, rest);
+  auto response = t.body_is_query ? world.call(t.method, t.path + rest, "") : world.call(t.method, t.path, rest, t.device);
   if (response.status >= 500) std::abort();
   if (response.status >= 400) {
     auto error = nlohmann::json::parse(response.body, nullptr, false);

@@ -1,4 +1,5 @@
-// Board watch: inotify on the emulator directory, one worker per new socket, at most `jobs` at once.
+// Board watch: inotify on the emulator directory and a USB hotplug (or polling) watch, one worker
+// per new board, at most `jobs` at once.
 #include "provisioning/board_watch.hpp"
 
 #include <poll.h>
@@ -31,33 +32,39 @@ bool is_socket_name(const std::string& name) { return name.size() > 5 && name.en
 
 }  // namespace
 
-std::vector<ProvisionOutcome> watch_boards(Station& station, const std::filesystem::path& emu_dir,
-                                           const WatchOptions& options, const EventSink& on_event,
-                                           const std::function<void(const ProvisionOutcome&)>& on_outcome) {
-  std::filesystem::create_directories(emu_dir);
-  FileDescriptor inotify{inotify_init1(IN_NONBLOCK | IN_CLOEXEC)};
-  if (inotify.fd < 0 || inotify_add_watch(inotify.fd, emu_dir.c_str(), IN_CREATE | IN_MOVED_TO) < 0)
-    throw Error(ExitCode::failure, fmt::format("cannot watch {}: {}", emu_dir.string(), std::strerror(errno)));
+std::vector<ProvisionOutcome> watch_boards(Station& station, const WatchOptions& options, const EventSink& on_event,
+                                           const std::function<void(const ProvisionOutcome&)>& on_outcome,
+                                           const WatchStarted& on_started) {
+  FileDescriptor inotify{-1};
+  if (options.emu_dir) {
+    std::filesystem::create_directories(*options.emu_dir);
+    inotify.fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (inotify.fd < 0 || inotify_add_watch(inotify.fd, options.emu_dir->c_str(), IN_CREATE | IN_MOVED_TO) < 0)
+      throw Error(ExitCode::failure, fmt::format("cannot watch {}: {}", options.emu_dir->string(), std::strerror(errno)));
+  }
+  std::unique_ptr<UsbBoardWatch> usb;
+  if (options.usb) usb = std::make_unique<UsbBoardWatch>(options.usb_ids, options.usb_poll_interval);
+  if (on_started)
+    on_started(!usb ? "off" : usb->hotplug() ? "hotplug"
+                                            : fmt::format("polling every {} ms", options.usb_poll_interval.count()));
 
   std::mutex mutex;
   std::condition_variable changed;
-  std::size_t running = 0, finished = 0;
+  std::size_t running = 0, finished = 0, started = 0;
   std::vector<ProvisionOutcome> outcomes;
   std::vector<std::thread> workers;
-  std::set<std::string> seen;
+  std::set<std::string> seen_sockets;
   auto limit_reached = [&] { return options.max_boards && finished >= *options.max_boards; };
 
-  auto start_board = [&](const std::string& name) {
-    if (!is_socket_name(name) || seen.count(name)) return;
-    if (options.max_boards && seen.size() >= *options.max_boards) return;
-    seen.insert(name);
+  auto start_board = [&](const BoardAddress& address) {
+    if (options.max_boards && started >= *options.max_boards) return;
+    ++started;
     std::unique_lock lock(mutex);
     changed.wait(lock, [&] { return running < static_cast<std::size_t>(std::max(options.jobs, 1)); });
     ++running;
-    BoardAddress address{BoardAddress::Kind::emulator, (emu_dir / name).string(), name.substr(0, name.size() - 5)};
     workers.emplace_back([&, address] {
       ProvisionOutcome outcome;
-      // The socket exists a moment before the board listens on it: retry a refused connect.
+      // A socket (or a USB device node) exists a moment before the board answers: retry a refused connect.
       for (int attempt = 0; attempt < 5; ++attempt) {
         outcome = provision_board(station, address, options.provision, on_event);
         if (outcome.result != "failed" || outcome.failed_step != "connect") break;
@@ -71,11 +78,19 @@ std::vector<ProvisionOutcome> watch_boards(Station& station, const std::filesyst
       changed.notify_all();
     });
   };
+  auto start_socket = [&](const std::string& name) {
+    if (!is_socket_name(name) || seen_sockets.count(name)) return;
+    seen_sockets.insert(name);
+    start_board({BoardAddress::Kind::emulator, (*options.emu_dir / name).string(), name.substr(0, name.size() - 5)});
+  };
 
-  std::vector<std::string> existing;
-  for (const auto& entry : std::filesystem::directory_iterator(emu_dir)) existing.push_back(entry.path().filename().string());
-  std::sort(existing.begin(), existing.end());
-  for (const auto& name : existing) start_board(name);
+  if (options.emu_dir) {
+    std::vector<std::string> existing;
+    for (const auto& entry : std::filesystem::directory_iterator(*options.emu_dir))
+      existing.push_back(entry.path().filename().string());
+    std::sort(existing.begin(), existing.end());
+    for (const auto& name : existing) start_socket(name);
+  }
 
   alignas(inotify_event) char buffer[4096];
   while (!interrupted()) {
@@ -83,12 +98,14 @@ std::vector<ProvisionOutcome> watch_boards(Station& station, const std::filesyst
       std::lock_guard lock(mutex);
       if (limit_reached()) break;
     }
+    if (usb)
+      for (const auto& board : usb->poll()) start_board(board);
     pollfd fd{inotify.fd, POLLIN, 0};
-    if (poll(&fd, 1, 200) <= 0) continue;
+    if (poll(&fd, inotify.fd >= 0 ? 1 : 0, 200) <= 0) continue;
     ssize_t length = read(inotify.fd, buffer, sizeof buffer);
     for (ssize_t offset = 0; offset < length;) {
       auto* event = reinterpret_cast<const inotify_event*>(buffer + offset);
-      if (event->len > 0) start_board(event->name);
+      if (event->len > 0) start_socket(event->name);
       offset += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
     }
   }

@@ -3,6 +3,8 @@
 
 #include <sqlite3.h>
 
+#include <unistd.h>
+
 #include <chrono>
 #include <ctime>
 #include <map>
@@ -104,7 +106,7 @@ Json to_json(const LedgerEntry& e) {
     if (!s.error.empty()) step["error"] = s.error;
     steps.push_back(step);
   }
-  return Json{{"uid", e.uid},
+  Json out{{"uid", e.uid},
               {"result", e.result},
               {"failed_step", e.failed_step},
               {"error", e.error},
@@ -120,6 +122,11 @@ Json to_json(const LedgerEntry& e) {
               {"started_at", e.started_at},
               {"finished_at", e.finished_at},
               {"steps", steps}};
+  // Only rows with a firmware step carry these, so rows written before it hash as they did.
+  if (!e.firmware_version.empty()) out["firmware_version"] = e.firmware_version;
+  if (!e.firmware_sha256.empty()) out["firmware_sha256"] = e.firmware_sha256;
+  if (e.manifest_sequence) out["manifest_sequence"] = *e.manifest_sequence;
+  return out;
 }
 
 LedgerEntry ledger_entry_from_json(const Json& c) {
@@ -139,6 +146,10 @@ LedgerEntry ledger_entry_from_json(const Json& c) {
   e.final_state = c.value("final_state", "");
   e.started_at = c.value("started_at", "");
   e.finished_at = c.value("finished_at", "");
+  e.firmware_version = c.value("firmware_version", "");
+  e.firmware_sha256 = c.value("firmware_sha256", "");
+  if (c.contains("manifest_sequence") && c["manifest_sequence"].is_number_unsigned())
+    e.manifest_sequence = c["manifest_sequence"].get<std::uint64_t>();
   if (c.contains("steps") && c["steps"].is_array())
     for (const auto& s : c["steps"])
       e.steps.push_back({s.value("step", ""), s.value("result", ""), s.value("duration_ms", std::int64_t{0}),
@@ -163,11 +174,18 @@ Ledger::Ledger(const std::filesystem::path& path) : db_(nullptr, close_db) {
        " prev_hash TEXT NOT NULL,"
        " hash TEXT NOT NULL,"
        " signature TEXT)");            // checkpoints: hex signature over the row hash
+  // Certificates being issued right now, by any process sharing this ledger (the quota counts them).
+  exec(db,
+       "CREATE TABLE IF NOT EXISTS reservations ("
+       " uid TEXT PRIMARY KEY,"
+       " pid INTEGER NOT NULL,"
+       " reserved_at TEXT NOT NULL)");
 }
 
 Ledger::~Ledger() = default;
 
-std::int64_t Ledger::append_row(const std::string& kind, const std::string& content, const Signer* sign_with) {
+std::int64_t Ledger::append_row(const std::string& kind, const std::string& content, const Signer* sign_with,
+                                const std::string& consume_reservation) {
   sqlite3* db = db_.get();
   Transaction tx(db);
   std::int64_t seq = 1;
@@ -191,13 +209,20 @@ std::int64_t Ledger::append_row(const std::string& kind, const std::string& cont
   if (sign_with) bind_text(insert.get(), 6, signature);
   else sqlite3_bind_null(insert.get(), 6);
   if (sqlite3_step(insert.get()) != SQLITE_DONE) fail(db, "cannot append a row");
+  if (!consume_reservation.empty()) {
+    auto drop = prepare(db, "DELETE FROM reservations WHERE uid = ?");
+    bind_text(drop.get(), 1, consume_reservation);
+    if (sqlite3_step(drop.get()) != SQLITE_DONE) fail(db, "cannot consume a certificate reservation");
+  }
   tx.commit();
   return seq;
 }
 
 std::int64_t Ledger::append(const LedgerEntry& entry) {
   std::lock_guard lock(mutex_);
-  auto seq = append_row("unit", to_json(entry).dump(), nullptr);
+  // The row that counts an issued certificate (or closes the unit) replaces its reservation atomically.
+  bool consumes = entry.certificate_issued || entry.result == "provisioned";
+  auto seq = append_row("unit", to_json(entry).dump(), nullptr, consumes ? entry.uid : std::string());
   if (signer_ && checkpoint_every_ > 0 && ++rows_since_checkpoint_ >= checkpoint_every_) {
     Json content{{"kind", "checkpoint"},
                  {"time", utc_now_iso8601()},
@@ -221,28 +246,64 @@ void Ledger::checkpoint() {
   rows_since_checkpoint_ = 0;
 }
 
-std::int64_t Ledger::certificates_issued() {
-  auto q = prepare(db_.get(),
-                   "SELECT count(*) FROM ledger WHERE kind = 'unit' AND json_extract(content, '$.certificate_issued') = 1");
-  sqlite3_step(q.get());
+namespace {
+
+std::int64_t count(sqlite3* db, const char* sql, const std::string& bound = {}) {
+  auto q = prepare(db, sql);
+  if (!bound.empty()) bind_text(q.get(), 1, bound);
+  if (sqlite3_step(q.get()) != SQLITE_ROW) fail(db, "count");
   return sqlite3_column_int64(q.get(), 0);
 }
 
-void Ledger::reserve_certificate(std::optional<std::int64_t> quota) {
+constexpr const char* count_issued =
+    "SELECT count(*) FROM ledger WHERE kind = 'unit' AND json_extract(content, '$.certificate_issued') = 1";
+
+}  // namespace
+
+std::int64_t Ledger::certificates_issued() {
   std::lock_guard lock(mutex_);
-  if (quota) {
-    auto issued = certificates_issued();
-    if (issued + reserved_ >= *quota)
-      throw Error(ExitCode::conflict,
-                  fmt::format("quota reached: {} of {} certificates issued by this station", issued, *quota),
-                  "raise the quota in the station profile only with the product owner's approval");
-  }
-  ++reserved_;
+  return count(db_.get(), count_issued);
 }
 
-void Ledger::release_certificate() {
+std::int64_t Ledger::certificates_reserved() {
   std::lock_guard lock(mutex_);
-  if (reserved_ > 0) --reserved_;
+  return count(db_.get(), "SELECT count(*) FROM reservations");
+}
+
+bool Ledger::records_certificate(const std::string& serial) {
+  std::lock_guard lock(mutex_);
+  return count(db_.get(),
+               "SELECT count(*) FROM ledger WHERE kind = 'unit' AND json_extract(content, '$.serial') = ?", serial) > 0;
+}
+
+void Ledger::reserve_certificate(const std::string& uid, std::optional<std::int64_t> quota) {
+  std::lock_guard lock(mutex_);
+  sqlite3* db = db_.get();
+  // BEGIN IMMEDIATE takes the database's write lock before counting: two stations sharing this
+  // file serialise here, so neither can pass the check on a count the other is about to change.
+  Transaction tx(db);
+  if (quota) {
+    auto issued = count(db, count_issued);
+    auto reserved = count(db, "SELECT count(*) FROM reservations WHERE uid != ?", uid);
+    if (issued + reserved >= *quota)
+      throw Error(ExitCode::conflict,
+                  fmt::format("quota reached: {} of {} certificates issued by this station{}", issued, *quota,
+                              reserved > 0 ? fmt::format(" ({} more being issued)", reserved) : std::string()),
+                  "raise the quota in the station profile only with the product owner's approval");
+  }
+  auto insert = prepare(db, "INSERT OR REPLACE INTO reservations (uid, pid, reserved_at) VALUES (?, ?, ?)");
+  bind_text(insert.get(), 1, uid);
+  sqlite3_bind_int64(insert.get(), 2, static_cast<std::int64_t>(getpid()));
+  bind_text(insert.get(), 3, utc_now_iso8601());
+  if (sqlite3_step(insert.get()) != SQLITE_DONE) fail(db, "cannot reserve a certificate");
+  tx.commit();
+}
+
+void Ledger::release_certificate(const std::string& uid) {
+  std::lock_guard lock(mutex_);
+  auto drop = prepare(db_.get(), "DELETE FROM reservations WHERE uid = ?");
+  bind_text(drop.get(), 1, uid);
+  if (sqlite3_step(drop.get()) != SQLITE_DONE) fail(db_.get(), "cannot release a certificate reservation");
 }
 
 std::optional<LedgerEntry> Ledger::latest_provisioned(const std::string& uid) {
@@ -363,6 +424,9 @@ std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signe
                                 {"provisioned_at", c.value("finished_at", "")},
                                 {"ledger_seq", sqlite3_column_int64(q.get(), 2)},
                                 {"ledger_hash", column_text(q.get(), 1)}};
+    // The firmware it left the line with (kiln device import reads `version`).
+    if (c.contains("firmware_version")) unit["version"] = c["firmware_version"];
+    if (c.contains("manifest_sequence")) unit["manifest_sequence"] = c["manifest_sequence"];
     std::string line = unit.dump() + "\n";
     hasher.update(as_bytes(line));
     file.write(line);
@@ -402,6 +466,7 @@ LedgerStats Ledger::stats() {
     if (first_start.empty() || e.started_at < first_start) first_start = e.started_at;
     if (e.finished_at > last_finish) last_finish = e.finished_at;
   }
+  s.certificates_reserved = count(db_.get(), "SELECT count(*) FROM reservations");
   s.units_attempted = static_cast<std::int64_t>(attempted.size());
   s.units_provisioned = static_cast<std::int64_t>(provisioned.size());
   s.yield = attempted.empty() ? 0 : static_cast<double>(provisioned.size()) / static_cast<double>(attempted.size());

@@ -41,6 +41,9 @@ struct LedgerEntry {
   std::string station_id;
   std::string operator_name;
   std::string final_state;
+  std::string firmware_version;  // firmware step: the image the board runs (empty without one)
+  std::string firmware_sha256;   // hex SHA-256 of the image file
+  std::optional<std::uint64_t> manifest_sequence;  // the SUIT sequence number the board recorded
   std::string started_at;   // ISO 8601 UTC
   std::string finished_at;
   std::vector<StepResult> steps;
@@ -64,6 +67,7 @@ struct LedgerStats {
   std::int64_t units_attempted = 0;
   std::int64_t units_provisioned = 0;
   std::int64_t certificates_issued = 0;
+  std::int64_t certificates_reserved = 0;  // being issued now, or left by a killed station (see quota)
   double yield = 0;                // units provisioned / units attempted
   double units_per_hour = 0;       // between the first start and the last finish
   std::vector<std::pair<std::string, std::int64_t>> failures_per_step;
@@ -87,11 +91,17 @@ class Ledger {
     checkpoint_every_ = checkpoint_every;
   }
 
-  // Quota: reserves one certificate (throws Error(conflict) when `quota` are issued or reserved);
-  // release it with release_certificate() whether the row was written or not.
-  void reserve_certificate(std::optional<std::int64_t> quota);
-  void release_certificate();
+  // Quota, shared by every process using this ledger file: reserves one certificate for `uid`
+  // inside an SQLite BEGIN IMMEDIATE transaction (throws Error(conflict) when `quota` certificates
+  // are issued or reserved by other UIDs). The reservation is a row in the database: appending the
+  // unit's row consumes it in the same transaction, release_certificate() drops it when nothing
+  // was issued, and one left by a killed station keeps counting until that UID is provisioned again.
+  void reserve_certificate(const std::string& uid, std::optional<std::int64_t> quota);
+  void release_certificate(const std::string& uid);
   std::int64_t certificates_issued();
+  std::int64_t certificates_reserved();
+  // Whether any unit row records the certificate with this serial (hex).
+  bool records_certificate(const std::string& serial);
 
   // The newest successful entry for a UID, if any.
   std::optional<LedgerEntry> latest_provisioned(const std::string& uid);
@@ -107,13 +117,13 @@ class Ledger {
   LedgerStats stats();
 
  private:
-  std::int64_t append_row(const std::string& kind, const std::string& content, const Signer* sign_with);
+  std::int64_t append_row(const std::string& kind, const std::string& content, const Signer* sign_with,
+                         const std::string& consume_reservation = {});
   std::unique_ptr<sqlite3, void (*)(sqlite3*)> db_;
   std::mutex mutex_;
   const Signer* signer_ = nullptr;
   int checkpoint_every_ = 0;
   int rows_since_checkpoint_ = 0;
-  std::int64_t reserved_ = 0;
 };
 
 // SHA-256 chain link: hex of SHA-256(prev_hash "\n" seq "\n" kind "\n" content).

@@ -38,7 +38,8 @@ const std::map<std::string, std::string> known_keys = {
     {"station.checkpoint_every", ""}, {"station.key", ""}, {"ca.key", ""}, {"ca.certificate", ""},
     {"ca.validity_days", ""}, {"attestation.vendor_root", ""}, {"identity.mode", ""},
     {"install.boot_key_hash", ""}, {"install.service_url", ""}, {"install.trust_anchor", ""},
-    {"install.final_state", ""}};
+    {"install.final_state", ""}, {"firmware.image", ""}, {"firmware.manifest", ""},
+    {"firmware.manifest_key", ""}, {"firmware.image_sha256", ""}, {"firmware.manifest_sha256", ""}};
 
 std::int64_t to_integer(const std::string& key, const std::string& value, std::int64_t min) {
   try {
@@ -77,6 +78,14 @@ std::string profile_to_toml(const StationProfile& p) {
   if (p.service_url) out << "service_url = " << quoted(*p.service_url) << "\n";
   out << "trust_anchor = " << quoted(p.trust_anchor.string()) << "\n";
   out << "final_state = " << quoted(std::string(manufacturing_state_name(p.final_state))) << "\n";
+  if (p.firmware) {
+    out << "\n[firmware]\n";
+    out << "image = " << quoted(p.firmware->image.string()) << "\n";
+    out << "image_sha256 = " << quoted(p.firmware->image_sha256) << "\n";
+    out << "manifest = " << quoted(p.firmware->manifest.string()) << "\n";
+    out << "manifest_sha256 = " << quoted(p.firmware->manifest_sha256) << "\n";
+    out << "manifest_key = " << quoted(p.firmware->manifest_key) << "\n";
+  }
   return out.str();
 }
 
@@ -145,6 +154,29 @@ StationProfile parse_profile(const std::string& toml, const fs::path& base_dir) 
     throw Error(ExitCode::usage, "profile: install.final_state must be module-complete or device-complete");
   if (p.final_state == ManufacturingState::device_complete && !p.service_url)
     throw Error(ExitCode::usage, "profile: final_state device-complete needs install.service_url (the board requires it)");
+  if (auto image = optional("firmware.image")) {
+    FirmwareProfile fw;
+    fw.image = path_of(*image);
+    fw.manifest = path_of(required("firmware.manifest"));
+    auto hex_of = [&](const std::string& key, std::size_t min_bytes, std::size_t max_bytes) {
+      auto value = required(key);
+      Bytes bytes;
+      try {
+        bytes = from_hex(value);
+      } catch (const std::exception&) {
+      }
+      if (bytes.size() < min_bytes || bytes.size() > max_bytes || value.size() != 2 * bytes.size())
+        throw Error(ExitCode::usage, fmt::format("profile: {} must be hex ({} to {} bytes)", key, min_bytes, max_bytes));
+      return value;
+    };
+    fw.image_sha256 = hex_of("firmware.image_sha256", 32, 32);
+    fw.manifest_sha256 = hex_of("firmware.manifest_sha256", 32, 32);
+    fw.manifest_key = hex_of("firmware.manifest_key", 32, 1024);
+    p.firmware = fw;
+  } else {
+    for (const char* key : {"firmware.manifest", "firmware.manifest_key", "firmware.image_sha256", "firmware.manifest_sha256"})
+      if (optional(key)) throw Error(ExitCode::usage, fmt::format("profile: '{}' needs firmware.image", key));
+  }
   return p;
 }
 

@@ -13,6 +13,16 @@ namespace kiln {
 enum class IdentityMode { csr, inject };
 std::string_view identity_mode_name(IdentityMode mode);
 
+// The firmware step: what every board must run, pinned by digest (kiln factory init checked that
+// the three agree).
+struct FirmwareProfile {
+  std::filesystem::path image;     // signed MCUboot image
+  std::filesystem::path manifest;  // SUIT envelope describing it
+  std::string manifest_key;        // hex DER SPKI of the SUIT signer, installed on the board
+  std::string image_sha256;        // hex: the files must still be these at every run
+  std::string manifest_sha256;
+};
+
 struct StationProfile {
   std::string product;
   std::string station_id;
@@ -29,6 +39,7 @@ struct StationProfile {
   std::optional<std::string> service_url;
   std::filesystem::path trust_anchor;    // PEM installed as the device's service trust anchor
   ManufacturingState final_state = ManufacturingState::device_complete;
+  std::optional<FirmwareProfile> firmware;  // no firmware step without it
 };
 
 // Writes the profile as TOML (atomically; refuses to overwrite unless `overwrite`).

@@ -17,6 +17,7 @@
 #include "core/interrupt.hpp"
 #include "provisioning/station_ca.hpp"
 #include "signing/openssl_ptr.hpp"
+#include "transport/board_api.hpp"
 #include "transport/smp_client.hpp"
 
 namespace kiln {
@@ -62,6 +63,28 @@ void check_possession(SmpClient& client, const std::string& uid, const Bytes& pu
   if (!verify_signature(public_key, digest(HashAlg::sha256, challenge), HashAlg::sha256, signature))
     throw Error(ExitCode::verification_failed,
                 fmt::format("board {}: cannot prove it holds the device key it reports", uid));
+}
+
+// After a reset the board reboots (MCUboot swaps) and the link drops: connect again and wait until
+// the board answers (a USB board re-enumerates, so the first device found may be the old one).
+void reconnect_after_reset(SmpClient& client, const BoardAddress& board, std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + 2 * timeout;
+  for (;;) {
+    try {
+      client.reconnect(open_link(board));
+      read_mcumgr_params(client);
+      return;
+    } catch (const Error&) {
+      if (Clock::now() >= deadline) throw;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+const ImageSlot* find_slot(const std::vector<ImageSlot>& slots, std::uint32_t slot) {
+  for (const auto& s : slots)
+    if (s.image == 0 && s.slot == slot) return &s;
+  return nullptr;
 }
 
 bool config_matches(const ServiceConfig& have, const Station& station) {
@@ -136,6 +159,60 @@ void run_steps(Attempt& a, SmpClient& client) {
     a.outcome.result = "already-provisioned";
     return;
   }
+
+  if (station.firmware) {
+    const auto& fw = *station.firmware;
+    a.step(ProvisionStep::firmware, [&]() -> std::string {
+      auto slots = read_image_state(client);
+      const ImageSlot* primary = find_slot(slots, 0);
+      bool running = primary && fw.is_image(primary->hash);
+      bool key_installed = a.record.config.manifest_key == fw.manifest_key;
+      bool manifest_installed = a.record.manifest_digest == fw.manifest_digest;
+      if (running && primary->confirmed && key_installed && manifest_installed) return "skipped";
+      if (dry) return "would-run";
+      if (!running) {
+        // Upload unless the secondary slot already holds it (resumes a partial upload), test it,
+        // reset so MCUboot swaps it in, and check the board now runs it.
+        const ImageSlot* staged = find_slot(slots, 1);
+        if (!staged || !fw.is_image(staged->hash)) {
+          upload_image(client, fw.image, UploadOptions{});
+          slots = read_image_state(client);
+          staged = find_slot(slots, 1);
+          if (!staged || !fw.is_image(staged->hash))
+            throw Error(ExitCode::board, fmt::format("board {} does not list the uploaded image in its secondary slot",
+                                                     a.identity.uid));
+        }
+        write_image_state(client, staged->hash, false);
+        reset_board(client);
+        reconnect_after_reset(client, a.board, a.options.board_timeout);
+        slots = read_image_state(client);
+        primary = find_slot(slots, 0);
+        if (!primary || !fw.is_image(primary->hash))
+          throw Error(ExitCode::board,
+                      fmt::format("board {} did not boot firmware {} after the reset (it runs {})", a.identity.uid,
+                                  fw.version, primary ? primary->version : "nothing"),
+                      "run again: the image stays in the secondary slot and is marked again");
+      }
+      if (!primary->confirmed) write_image_state(client, {}, true);
+      if (!key_installed) {
+        ServiceConfig config;
+        config.manifest_key = fw.manifest_key;
+        install_service_config(client, config);
+      }
+      if (!manifest_installed) {
+        auto installed = install_manifest(client, fw.manifest);
+        if (installed.sequence != fw.sequence || installed.digest != fw.manifest_digest)
+          throw Error(ExitCode::board, fmt::format("board {} recorded manifest sequence {} (digest {}), not {}",
+                                                   a.identity.uid, installed.sequence, to_hex(installed.digest),
+                                                   fw.sequence));
+      }
+      return "ok";
+    });
+    a.entry.firmware_version = fw.version;
+    a.entry.firmware_sha256 = to_hex(fw.image_sha256);
+    a.entry.manifest_sequence = fw.sequence;
+  }
+
   bool blank = a.identity.state == ManufacturingState::blank;
 
   a.step(ProvisionStep::identity, [&]() -> std::string {
@@ -181,6 +258,9 @@ void run_steps(Attempt& a, SmpClient& client) {
     const auto& chain = a.record.certificate_chain;
     if (!chain.empty() && certificate_matches(chain.front(), station.ca_certificate_der, a.device_public_key)) {
       a.certificate_der = chain.front();
+      // Issued by a station killed before it could record it: count it against the quota now.
+      if (!station.ledger->records_certificate(certificate_serial_hex(a.certificate_der)))
+        a.entry.certificate_issued = true;
       return "skipped";
     }
     // A certificate an earlier attempt issued (and recorded) for this very key is reused.
@@ -192,7 +272,7 @@ void run_steps(Attempt& a, SmpClient& client) {
       }
     }
     if (!blank) throw Error(ExitCode::conflict, fmt::format("board {} is locked without a certificate", a.identity.uid));
-    station.ledger->reserve_certificate(profile.quota);
+    station.ledger->reserve_certificate(a.identity.uid, profile.quota);
     a.reserved_certificate = true;
     auto issued = issue_device_certificate(*station.ca, station.ca_certificate_der, a.device_public_key, a.identity.uid,
                                            {profile.product, profile.validity_days});
@@ -261,6 +341,7 @@ class SerializedSigner : public Signer {
 std::string_view provision_step_name(ProvisionStep step) {
   switch (step) {
     case ProvisionStep::attest: return "attest";
+    case ProvisionStep::firmware: return "firmware";
     case ProvisionStep::identity: return "identity";
     case ProvisionStep::certificate: return "certificate";
     case ProvisionStep::install_chain: return "install-chain";
@@ -285,6 +366,20 @@ std::unique_ptr<Station> open_station(const std::filesystem::path& profile_path,
   station->vendor_root_der = read_certificate_file(p.vendor_root.string());
   station->trust_anchor_pem = certificate_pem(read_certificate_file(p.trust_anchor.string()));
   station->boot_key_hash = from_hex(p.boot_key_hash);
+  if (p.firmware) {
+    // The files must still be the ones init checked (the profile hash covers these digests).
+    for (const auto& [path, pinned] : {std::pair{p.firmware->image, p.firmware->image_sha256},
+                                       std::pair{p.firmware->manifest, p.firmware->manifest_sha256}}) {
+      auto actual = to_hex(file_sha256(path));
+      if (actual != pinned)
+        throw Error(ExitCode::verification_failed,
+                    fmt::format("{} changed since the profile was written (sha256 {}, the profile says {})",
+                                path.string(), actual, pinned),
+                    "run kiln factory init again for new firmware");
+    }
+    station->firmware = check_firmware(p.firmware->image, p.firmware->manifest, from_hex(p.firmware->manifest_key),
+                                       std::nullopt);
+  }
   station->ledger = std::make_unique<Ledger>(p.ledger);
   station->ledger->set_station_signer(station->station_signer ? station->station_signer.get() : station->ca.get(),
                                       p.checkpoint_every);
@@ -333,7 +428,15 @@ ProvisionOutcome provision_board(Station& station, const BoardAddress& board, co
       a.outcome.error += fmt::format(" (and the failed attempt could not be recorded: {})", e.what());
     }
   }
-  if (a.reserved_certificate) station.ledger->release_certificate();
+  // A certificate issued but not recorded (the row could not be written) keeps its reservation:
+  // it exists, so it keeps counting against the quota until this UID is provisioned again.
+  bool issued_unrecorded = a.entry.certificate_issued && a.outcome.result == "failed";
+  if (a.reserved_certificate && !issued_unrecorded) {
+    try {
+      station.ledger->release_certificate(a.identity.uid);
+    } catch (const Error&) {
+    }
+  }
   a.outcome.duration_ms = millis_since(start);
   return a.outcome;
 }

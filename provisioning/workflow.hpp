@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "provisioning/firmware.hpp"
 #include "provisioning/ledger.hpp"
 #include "provisioning/profile.hpp"
 #include "signing/key_ref.hpp"
@@ -18,7 +19,7 @@
 namespace kiln {
 
 // Steps in order. Every step is skipped when the board already holds its result.
-enum class ProvisionStep { attest, identity, certificate, install_chain, install_config, ledger, final_state };
+enum class ProvisionStep { attest, firmware, identity, certificate, install_chain, install_config, ledger, final_state };
 std::string_view provision_step_name(ProvisionStep step);
 
 // Everything a station needs, opened once per run and shared by all workers.
@@ -32,6 +33,7 @@ struct Station {
   Bytes vendor_root_der;
   std::string trust_anchor_pem;
   Bytes boot_key_hash;
+  std::optional<StationFirmware> firmware;  // the firmware step runs when the profile names an image
   std::unique_ptr<Ledger> ledger;
 };
 std::unique_ptr<Station> open_station(const std::filesystem::path& profile_path, const KeyOptions& key_options,

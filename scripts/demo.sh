@@ -66,10 +66,9 @@ run kiln factory ledger export --profile station.toml -o units.jsonl >/dev/null
 step "5. Service: log in, create the product, import the ledger bundle, claim every board (the board signs a challenge)"
 run kiln login --service "$service" --token-file svc/admin.token --ca-file svc/ca.pem >/dev/null
 run kiln product create Thermo >/dev/null
+run kiln device ca add station-ca.crt >/dev/null    # the tenant trusts bundles signed by this station
 run kiln device import units.jsonl
-for uid in $(kiln board list -o csv | tail -n +2 | cut -d, -f2); do
-  kiln device claim --id "$uid" --board "$uid" >/dev/null
-done
+run kiln device claim --from-file units.jsonl >/dev/null   # each board, found by its UID, signs its challenge
 run kiln device assign $(kiln board list -o csv | tail -n +2 | cut -d, -f2) --group "Thermo/Field Test" >/dev/null
 run kiln device list --group "Thermo/Field Test"
 

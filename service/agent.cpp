@@ -190,7 +190,7 @@ Reply agent_check_in(Call& call) {
   }
   if (newest) {
     auto row = load_deployment(call.db, call.who.tenant_id, *newest);
-    evaluate_deployment(call.db, row);
+    evaluate_deployment(call.db, row, true);
     if (row.state == "active" || row.state == "completed") {
       int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device));
       if (wave > 0 && wave <= row.wave) deployment = offer(call, row, wave, "install");

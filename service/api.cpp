@@ -12,6 +12,7 @@
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
+#include "service/factory_trust.hpp"
 #include "service/handlers.hpp"
 #include "signing/signer.hpp"
 
@@ -285,6 +286,8 @@ CREATE TABLE IF NOT EXISTS factory_cas (tenant_id INTEGER NOT NULL, id TEXT NOT 
   pem TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (tenant_id, id));
 CREATE TABLE IF NOT EXISTS deployment_devices (deployment_id TEXT NOT NULL, device_id TEXT NOT NULL,
   status TEXT NOT NULL, detail TEXT, updated_at TEXT NOT NULL, PRIMARY KEY (deployment_id, device_id));
+CREATE TABLE IF NOT EXISTS import_parts (tenant_id INTEGER NOT NULL, import_id TEXT NOT NULL, offset INTEGER NOT NULL,
+  body BLOB NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY (tenant_id, import_id, offset));
 CREATE TABLE IF NOT EXISTS idempotency (tenant_id INTEGER NOT NULL, key TEXT NOT NULL, method TEXT NOT NULL,
   path TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL,
   PRIMARY KEY (tenant_id, key));
@@ -358,14 +361,34 @@ struct Service::Impl {
 
   explicit Impl(ServiceConfig c) : config(std::move(c)), db(config.database) { create_schema(db); }
 
-  std::optional<Principal> authenticate(const Request& request) {
-    if (!request.client_certificates.empty()) return std::nullopt;  // devices use only the agent endpoints
+  // A bearer token, else a station's client certificate (mutual TLS, role factory). `why` says what failed.
+  std::optional<Principal> authenticate(const Request& request, std::string& why) {
     auto auth = header(request, "authorization");
-    if (!auth.starts_with("Bearer ")) return std::nullopt;
-    auto q = db.prepare("SELECT tenant_id, role, name FROM tokens WHERE hash = ?");
-    q.bind(1, token_hash(std::string_view(auth).substr(7)));
-    if (!q.step()) return std::nullopt;
-    return Principal{q.integer(0), parse_role(q.text(1)).value_or(Role::reader), q.text(2), {}};
+    if (auth.starts_with("Bearer ")) {
+      auto q = db.prepare("SELECT tenant_id, role, name FROM tokens WHERE hash = ?");
+      q.bind(1, token_hash(std::string_view(auth).substr(7)));
+      if (!q.step()) return std::nullopt;
+      return Principal{q.integer(0), parse_role(q.text(1)).value_or(Role::reader), q.text(2), {}};
+    }
+    if (request.client_certificates.empty()) return std::nullopt;
+    return authenticate_station(request, why);
+  }
+
+  // Stations present a certificate chained to a factory CA their tenant registered; they act with the
+  // factory role. Device certificates chain to the same CAs but serve only the agent endpoints.
+  std::optional<Principal> authenticate_station(const Request& request, std::string& why) {
+    const auto& leaf = request.client_certificates.front();
+    auto name = certificate_common_name(leaf);
+    auto device = db.prepare("SELECT public_key FROM devices WHERE id = ?");
+    device.bind(1, name);
+    if (device.step() && device.text(0) == to_hex(certificate_public_key(leaf))) {
+      why = fmt::format("client certificate CN={} is device {}'s certificate: devices may only call /v1/agent endpoints",
+                        name, name);
+      return std::nullopt;
+    }
+    auto station = find_station(db, request.client_certificates, why);
+    if (!station) return std::nullopt;
+    return Principal{station->tenant_id, Role::factory, "station:" + station->name, {}};
   }
 
   Response dispatch(const Request& request) {
@@ -394,9 +417,10 @@ struct Service::Impl {
     }
 
     auto& allowed = found->info.roles;
-    auto who = allowed.empty() ? authenticate_agent(request) : authenticate(request);
+    std::string why;
+    auto who = allowed.empty() ? authenticate_agent(request) : authenticate(request, why);
     if (!allowed.empty() && request.method != "GET") verified_devices.clear();
-    if (!who) return error_response(401, "unauthenticated", "missing or unknown bearer token");
+    if (!who) return error_response(401, "unauthenticated", why.empty() ? "missing or unknown bearer token" : why);
     if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), who->role) == allowed.end())
       return error_response(403, "forbidden",
                             fmt::format("role {} may not {} {}", role_name(who->role), request.method, found->info.pattern));

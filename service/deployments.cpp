@@ -118,6 +118,11 @@ Tally tally(Db& db, const DeploymentRow& row) {
   return t;
 }
 
+bool step_due(const DeploymentRow& row, std::int64_t now) {
+  return row.state == "active" && row.wave < static_cast<int>(row.waves.size()) && row.step_after > 0 &&
+         now >= row.wave_started_at + row.step_after;
+}
+
 // Moves an active deployment on: halt past the threshold, open the next wave when its time has come,
 // complete when the last wave is open and every admitted device installed. Returns the tally it used.
 Tally evaluate(Db& db, DeploymentRow& row) {
@@ -134,10 +139,12 @@ Tally evaluate(Db& db, DeploymentRow& row) {
       break;
     }
     bool last = row.wave >= static_cast<int>(row.waves.size());
-    if (!last && row.step_after > 0 && now >= row.wave_started_at + row.step_after) {
+    if (!last && step_due(row, now)) {
+      // The wave opens when it was due; if nobody looked for a whole period (the service was down, no
+      // device reported), it opens now, so that every wave is observed for step_after before the next.
+      auto due = row.wave_started_at + row.step_after;
       ++row.wave;
-      row.wave_started_at += row.step_after;
-      if (row.wave_started_at + row.step_after <= now) row.wave_started_at = now - row.step_after + 1;
+      row.wave_started_at = now - due >= row.step_after ? now : due;
       changed = true;
       t = tally(db, row);
       continue;
@@ -309,7 +316,10 @@ DeploymentRow load_deployment(Db& db, std::int64_t tenant_id, const std::string&
   return read_row(q);
 }
 
-void evaluate_deployment(Db& db, DeploymentRow& row) { evaluate(db, row); }
+void evaluate_deployment(Db& db, DeploymentRow& row, bool only_when_a_wave_is_due) {
+  if (only_when_a_wave_is_due && !step_due(row, unix_now())) return;
+  evaluate(db, row);
+}
 
 Reply create_deployment(Call& call) {
   auto body = parse_object(call.request.body);

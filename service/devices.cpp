@@ -14,6 +14,7 @@
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "service/handlers.hpp"
+#include "service/ledger_bundle.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
 
@@ -136,86 +137,241 @@ std::string claim_message(const std::string& device_id, const std::string& nonce
   return "kiln-claim-v1:" + device_id + ":" + nonce;
 }
 
-Reply import_devices(Call& call) {
-  std::unordered_map<std::string, std::string> products;  // ref -> id
-  std::unordered_map<std::string, std::string> groups;    // "product id/name" -> id
-  auto product_id = [&](const std::string& ref) {
-    auto it = products.find(ref);
-    if (it != products.end()) return it->second;
-    return products[ref] = resolve_product_id(call, ref);
-  };
-  auto group_id = [&](const std::string& product, const std::string& name) {
-    auto key = product + "/" + name;
-    auto it = groups.find(key);
-    if (it != groups.end()) return it->second;
-    auto q = call.db.prepare("SELECT id FROM device_groups WHERE product_id = ? AND name = ?");
-    q.bind(1, product).bind(2, name);
-    if (!q.step()) throw ApiError{404, "not_found", fmt::format("group {} not found", name)};
-    return groups[key] = q.text(0);
-  };
+namespace {
 
-  Transaction tx(call.db);
-  auto upsert = call.db.prepare(
-      "INSERT INTO devices (id, tenant_id, product_id, group_id, state, version, public_key, certificate, last_seen, imported_at) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
-      "ON CONFLICT(id) DO UPDATE SET product_id = excluded.product_id, group_id = excluded.group_id, "
-      "state = excluded.state, version = excluded.version, public_key = excluded.public_key, "
-      "certificate = excluded.certificate WHERE devices.tenant_id = excluded.tenant_id");
-  std::string now = now_iso8601();
-  std::int64_t imported = 0;
-  std::size_t line_number = 0;
-  std::string_view body = call.request.body;
-  while (!body.empty()) {
-    auto end = body.find('\n');
-    std::string_view line = body.substr(0, end);
-    body = end == std::string_view::npos ? std::string_view() : body.substr(end + 1);
-    ++line_number;
-    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
-    Json unit;
-    try {
-      unit = Json::parse(line);
-    } catch (const Json::parse_error& e) {
-      throw ApiError{400, "malformed_json", fmt::format("bundle line {} is not valid JSON: {}", line_number, e.what())};
+// A bundle's bytes split at its trailer: the unit text before it (what the station signed) and the trailer.
+struct SplitBundle {
+  std::string_view units;  // every byte before the trailer line
+  std::optional<Json> trailer;
+};
+
+// Finds the trailer line (the one holding "bundle_signature"); only blank lines may follow it.
+SplitBundle split_bundle(std::string_view body) {
+  SplitBundle out{body, std::nullopt};
+  std::size_t start = 0;
+  while (start < body.size()) {
+    auto end = body.find('\n', start);
+    std::string_view line = body.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
+    if (line.find("\"bundle_signature\"") != std::string_view::npos) {
+      auto parsed = Json::parse(line, nullptr, false);
+      if (is_bundle_trailer(parsed)) {
+        std::string_view rest = end == std::string_view::npos ? std::string_view() : body.substr(end + 1);
+        if (rest.find_first_not_of(" \t\r\n") != std::string_view::npos)
+          throw ApiError{422, "bundle_modified", "lines follow the bundle's signature trailer: they are not signed"};
+        out.units = body.substr(0, start);
+        out.trailer = std::move(parsed);
+        return out;
+      }
     }
-    if (!unit.is_object()) throw ApiError{400, "invalid_request", fmt::format("bundle line {} is not an object", line_number)};
-    if (unit.contains("bundle_signature")) continue;  // trailer; verification is future work (docs/ledger-bundle.md)
-    auto at = [&](const ApiError& e) {
-      return ApiError{e.status, e.code, fmt::format("bundle line {}: {}", line_number, e.message)};
-    };
-    try {
-      auto uid = required_string(unit, "uid", 128);
-      if (!valid_uid(uid)) throw ApiError{400, "invalid_request", "uid may only hold letters, digits and - _ . :"};
-      auto product = product_id(required_string(unit, "product", 128));
-      auto group = group_id(product, optional_string(unit, "group", 128).value_or("Development"));
-      auto certificate = optional_string(unit, "certificate", 16384);
-      auto public_key_pem = optional_string(unit, "public_key", 16384);
-      if (!certificate && !public_key_pem)
-        throw ApiError{400, "invalid_request", "a unit needs 'certificate' or 'public_key' (PEM)"};
-      Bytes key = certificate ? public_key_from_certificate(*certificate) : public_key_from_pem(*public_key_pem);
-      if (key.empty())
-        throw ApiError{400, "invalid_request", certificate ? "certificate is not a PEM X.509 certificate"
-                                                          : "public_key is not a PEM public key"};
-      upsert.bind(1, uid)
-          .bind(2, call.who.tenant_id)
-          .bind(3, product)
-          .bind(4, group)
-          .bind(5, optional_string(unit, "state", 32).value_or("provisioned"))
-          .bind_optional(6, optional_string(unit, "version", 64))
-          .bind(7, to_hex(key))
-          .bind_optional(8, certificate)
-          .bind_optional(9, optional_string(unit, "last_seen", 32))
-          .bind(10, now);
-      upsert.run();
-      if (call.db.changes() == 0)
-        throw ApiError{409, "conflict", fmt::format("device {} is registered to another tenant", uid)};
-      upsert.reset();
-      ++imported;
-    } catch (const ApiError& e) {
-      throw at(e);
+    if (end == std::string_view::npos) break;
+    start = end + 1;
+  }
+  return out;
+}
+
+// Applies the unit lines of a verified bundle (or one staged part of it) to the tenant's devices.
+class UnitImporter {
+ public:
+  explicit UnitImporter(Call& call)
+      : call_(call),
+        upsert_(call.db.prepare(
+            "INSERT INTO devices (id, tenant_id, product_id, group_id, state, version, public_key, certificate, last_seen, "
+            "imported_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+            "ON CONFLICT(id) DO UPDATE SET product_id = excluded.product_id, group_id = excluded.group_id, "
+            "state = excluded.state, version = excluded.version, public_key = excluded.public_key, "
+            "certificate = excluded.certificate WHERE devices.tenant_id = excluded.tenant_id")),
+        now_(now_iso8601()) {}
+
+  // Counts the unit lines of `text` without importing, checking each is a JSON object with a uid: a
+  // malformed bundle is a 400 naming the line whether or not its signature holds.
+  static std::int64_t count_units(std::string_view text, std::size_t& line_number) {
+    std::int64_t units = 0;
+    for_each_line(text, line_number, [&](const Json& unit) {
+      try {
+        required_string(unit, "uid", 128);
+      } catch (const ApiError& e) {
+        throw ApiError{e.status, e.code, fmt::format("bundle line {}: {}", line_number, e.message)};
+      }
+      ++units;
+    });
+    return units;
+  }
+
+  void apply(std::string_view text, std::size_t& line_number) {
+    for_each_line(text, line_number, [&](const Json& unit) {
+      try {
+        import_unit(unit);
+      } catch (const ApiError& e) {
+        throw ApiError{e.status, e.code, fmt::format("bundle line {}: {}", line_number, e.message)};
+      }
+    });
+  }
+  std::int64_t imported() const { return imported_; }
+
+ private:
+  template <typename Fn>
+  static void for_each_line(std::string_view text, std::size_t& line_number, Fn&& fn) {
+    while (!text.empty()) {
+      auto end = text.find('\n');
+      std::string_view line = text.substr(0, end);
+      text = end == std::string_view::npos ? std::string_view() : text.substr(end + 1);
+      ++line_number;
+      if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+      Json unit;
+      try {
+        unit = Json::parse(line);
+      } catch (const Json::parse_error& e) {
+        throw ApiError{400, "malformed_json", fmt::format("bundle line {} is not valid JSON: {}", line_number, e.what())};
+      }
+      if (!unit.is_object()) throw ApiError{400, "invalid_request", fmt::format("bundle line {} is not an object", line_number)};
+      fn(unit);
     }
   }
+
+  std::string product_id(const std::string& ref) {
+    auto it = products_.find(ref);
+    if (it != products_.end()) return it->second;
+    return products_[ref] = resolve_product_id(call_, ref);
+  }
+
+  std::string group_id(const std::string& product, const std::string& name) {
+    auto key = product + "/" + name;
+    auto it = groups_.find(key);
+    if (it != groups_.end()) return it->second;
+    auto q = call_.db.prepare("SELECT id FROM device_groups WHERE product_id = ? AND name = ?");
+    q.bind(1, product).bind(2, name);
+    if (!q.step()) throw ApiError{404, "not_found", fmt::format("group {} not found", name)};
+    return groups_[key] = q.text(0);
+  }
+
+  void import_unit(const Json& unit) {
+    auto uid = required_string(unit, "uid", 128);
+    if (!valid_uid(uid)) throw ApiError{400, "invalid_request", "uid may only hold letters, digits and - _ . :"};
+    auto product = product_id(required_string(unit, "product", 128));
+    auto group = group_id(product, optional_string(unit, "group", 128).value_or("Development"));
+    auto certificate = optional_string(unit, "certificate", 16384);
+    auto public_key_pem = optional_string(unit, "public_key", 16384);
+    if (certificate && certificate->empty()) certificate.reset();  // ledger export writes "" when there is none
+    if (public_key_pem && public_key_pem->empty()) public_key_pem.reset();
+    if (!certificate && !public_key_pem)
+      throw ApiError{400, "invalid_request", "a unit needs 'certificate' or 'public_key' (PEM)"};
+    Bytes key = certificate ? public_key_from_certificate(*certificate) : public_key_from_pem(*public_key_pem);
+    if (key.empty())
+      throw ApiError{400, "invalid_request", certificate ? "certificate is not a PEM X.509 certificate"
+                                                        : "public_key is not a PEM public key"};
+    upsert_.bind(1, uid)
+        .bind(2, call_.who.tenant_id)
+        .bind(3, product)
+        .bind(4, group)
+        .bind(5, optional_string(unit, "state", 32).value_or("provisioned"))
+        .bind_optional(6, optional_string(unit, "version", 64))
+        .bind(7, to_hex(key))
+        .bind_optional(8, certificate)
+        .bind_optional(9, optional_string(unit, "last_seen", 32))
+        .bind(10, now_);
+    upsert_.run();
+    if (call_.db.changes() == 0)
+      throw ApiError{409, "conflict", fmt::format("device {} is registered to another tenant", uid)};
+    upsert_.reset();
+    ++imported_;
+  }
+
+  Call& call_;
+  Statement upsert_;
+  std::string now_;
+  std::unordered_map<std::string, std::string> products_;  // ref -> id
+  std::unordered_map<std::string, std::string> groups_;    // "product id/name" -> id
+  std::int64_t imported_ = 0;
+};
+
+constexpr std::int64_t staged_import_seconds = 24 * 3600;
+
+}  // namespace
+
+Reply import_devices(Call& call) {
+  std::string_view body = call.request.body;
+  auto import_id = call.query_value("import");
+  if (!import_id) {
+    // The whole bundle in one request: check its signature, then import every unit in one transaction.
+    auto split = split_bundle(body);
+    if (!split.trailer && !body.empty() && body.back() != '\n')
+      throw ApiError{422, "bundle_truncated",
+                     "the bundle ends mid-line without its signature trailer: it was truncated (import the whole file "
+                     "'kiln factory ledger export' wrote)"};
+    if (!split.trailer) {
+      std::size_t line_number = 0;
+      UnitImporter::count_units(split.units, line_number);  // a malformed bundle says where first
+    }
+    if (!split.trailer)
+      throw ApiError{422, "bundle_unsigned",
+                     "the bundle has no signature trailer: it is unsigned or truncated (export it again with "
+                     "'kiln factory ledger export')"};
+    std::size_t line_number = 0;
+    auto units = UnitImporter::count_units(split.units, line_number);
+    auto trailer = parse_bundle_trailer(*split.trailer);
+    verify_bundle(call.db, call.who.tenant_id, trailer, digest(HashAlg::sha256, as_bytes(split.units)), units);
+    Transaction tx(call.db);
+    UnitImporter importer(call);
+    line_number = 0;
+    importer.apply(split.units, line_number);
+    tx.commit();
+    return {200, Json{{"imported", importer.imported()}}};
+  }
+
+  // A large bundle in parts (?import=ID&offset=BYTES): parts are staged until the one holding the trailer
+  // arrives; then the whole bundle is checked and imported at once, so nothing unsigned is ever applied.
+  if (import_id->size() > 64) throw ApiError{400, "invalid_request", "import must be at most 64 characters"};
+  std::int64_t offset = -1;
+  try {
+    offset = std::stoll(call.query_value("offset").value_or("-1"));
+  } catch (const std::exception&) {
+  }
+  std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+  Transaction tx(call.db);
+  call.db.prepare("DELETE FROM import_parts WHERE created_at < ?").bind(1, now - staged_import_seconds).run();
+  auto staged = call.db.prepare("SELECT coalesce(sum(length(CAST(body AS BLOB))), 0) FROM import_parts WHERE tenant_id = ? AND import_id = ?");
+  staged.bind(1, call.who.tenant_id).bind(2, *import_id);
+  staged.step();
+  std::int64_t received = staged.integer(0);
+  if (offset != received)
+    throw ApiError{409, "offset_mismatch",
+                   fmt::format("import {} continues at offset {}, not {}", *import_id, received, offset)};
+  auto split = split_bundle(body);
+  if (!split.trailer) {
+    if (body.empty() || body.back() != '\n')
+      throw ApiError{400, "invalid_request", "a bundle part must end at a line end"};
+    call.db.prepare("INSERT INTO import_parts (tenant_id, import_id, offset, body, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(1, call.who.tenant_id)
+        .bind(2, *import_id)
+        .bind(3, offset)
+        .bind(4, body)
+        .bind(5, now)
+        .run();
+    tx.commit();
+    return {202, Json{{"import", *import_id}, {"received", received + static_cast<std::int64_t>(body.size())}, {"imported", 0}}};
+  }
+
+  auto trailer = parse_bundle_trailer(*split.trailer);
+  auto parts = [&](auto&& fn) {
+    auto q = call.db.prepare("SELECT body FROM import_parts WHERE tenant_id = ? AND import_id = ? ORDER BY offset");
+    q.bind(1, call.who.tenant_id).bind(2, *import_id);
+    while (q.step()) fn(q.text(0));
+    fn(std::string(split.units));
+  };
+  Hasher hasher(HashAlg::sha256);
+  std::int64_t units = 0;
+  std::size_t line_number = 0;
+  parts([&](const std::string& text) {
+    hasher.update(as_bytes(text));
+    units += UnitImporter::count_units(text, line_number);
+  });
+  verify_bundle(call.db, call.who.tenant_id, trailer, hasher.finish(), units);
+  UnitImporter importer(call);
+  line_number = 0;
+  parts([&](const std::string& text) { importer.apply(text, line_number); });
+  call.db.prepare("DELETE FROM import_parts WHERE tenant_id = ? AND import_id = ?").bind(1, call.who.tenant_id).bind(2, *import_id).run();
   tx.commit();
-  return {200, Json{{"imported", imported}}};
+  return {200, Json{{"import", *import_id}, {"imported", importer.imported()}}};
 }
 
 Reply list_devices(Call& call) {

@@ -121,8 +121,10 @@ struct DeploymentRow {
 };
 // ApiError 404 when the tenant has no such deployment.
 DeploymentRow load_deployment(Db& db, std::int64_t tenant_id, const std::string& id);
-// Halts, opens the next wave or completes an active deployment as its time and device reports say.
-void evaluate_deployment(Db& db, DeploymentRow& row);
+// Halts, opens the next wave or completes an active deployment as its time and device reports say. This
+// counts the group's devices; check-ins pass only_when_a_wave_is_due (halting and completion change only
+// with status reports, which evaluate fully).
+void evaluate_deployment(Db& db, DeploymentRow& row, bool only_when_a_wave_is_due = false);
 // Where the content of a complete image or manifest blob lives.
 std::filesystem::path blob_path(const ServiceConfig& config, std::int64_t tenant_id, const std::string& sha);
 

@@ -86,8 +86,8 @@ service::Request to_request(const httplib::Request& in) {
   return out;
 }
 
-// Devices present any certificate at the TLS layer; the service checks it against the registered
-// factory CAs and the imported device key (service/agent.cpp), which TLS cannot know about.
+// Devices and stations present any certificate at the TLS layer; the service checks it against the
+// registered factory CAs (and, for devices, the imported device key), which TLS cannot know about.
 int accept_any_client_certificate(int /*preverified*/, X509_STORE_CTX* /*ctx*/) { return 1; }
 
 std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, int threads, std::shared_ptr<service::Service> svc,
@@ -98,10 +98,17 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, int threads,
   // Without a session-id context, TLS session resumption fails when client certificates are requested.
   static const unsigned char session_context[] = "kiln-service";
   SSL_CTX_set_session_id_context(server->ssl_context(), session_context, sizeof session_context - 1);
-  if (mutual_tls)
-    SSL_CTX_set_verify(server->ssl_context(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, accept_any_client_certificate);
+  // The agent listener requires a client certificate; the API listener asks for one and accepts a
+  // handshake without: stations authenticate with a certificate, people and CI with a bearer token.
+  SSL_CTX_set_verify(server->ssl_context(),
+                     mutual_tls ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER,
+                     accept_any_client_certificate);
   server->set_tcp_nodelay(true);
   server->set_keep_alive_max_count(100000);
+  // A kept-alive connection holds a worker thread while it idles. Agents talk in bursts (check-in, manifest,
+  // image ranges, statuses) separated by their check-in interval: release the thread soon after a burst,
+  // or a few boards would hold every worker and the rest of the fleet would wait.
+  if (mutual_tls) server->set_keep_alive_timeout(1);
   server->set_payload_max_length(std::size_t{64} << 20);
   server->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
   auto handler = [svc](const httplib::Request& req, httplib::Response& res) {

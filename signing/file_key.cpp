@@ -5,6 +5,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
+#include <openssl/x509.h>
 
 #include <cstring>
 #include <fmt/format.h>
@@ -150,6 +151,13 @@ std::unique_ptr<Signer> load_file_signer(const std::filesystem::path& path,
 
 Bytes load_public_key_file(const std::filesystem::path& path, const std::optional<std::string>& passphrase) {
   std::string pem = read_text_file(path);
+  if (pem.find("-----BEGIN") == std::string::npos) {
+    // A DER SubjectPublicKeyInfo (as `kiln key export-public --format der` writes).
+    const auto* p = reinterpret_cast<const unsigned char*>(pem.data());
+    ossl::Ptr<EVP_PKEY> key(d2i_PUBKEY(nullptr, &p, static_cast<long>(pem.size())));
+    if (key && p == reinterpret_cast<const unsigned char*>(pem.data()) + pem.size()) return spki_der(key.get());
+    ERR_clear_error();
+  }
   if (pem.find("PRIVATE KEY-----") != std::string::npos) {
     OPENSSL_cleanse(pem.data(), pem.size());
     return spki_der(read_private_key(path, passphrase, false).get());

@@ -64,4 +64,25 @@ std::unique_ptr<Link> open_usb_link(const BoardAddress& address);
 std::vector<BoardAddress> discover_usb_boards(const std::vector<std::pair<std::uint16_t, std::uint16_t>>& usb_ids);
 std::unique_ptr<Link> open_serial_link(const std::string& device);
 
+// USB boards as they come and go: libusb hotplug events where the platform has them
+// (LIBUSB_CAP_HAS_HOTPLUG), else a re-enumeration every `poll_interval`. poll() never blocks; it
+// returns the boards attached since the previous call (the first call: every board attached now).
+// A board unplugged and plugged in again is returned again.
+class UsbBoardWatch {
+ public:
+  explicit UsbBoardWatch(std::vector<std::pair<std::uint16_t, std::uint16_t>> usb_ids,
+                         std::chrono::milliseconds poll_interval = std::chrono::milliseconds(1000));
+  ~UsbBoardWatch();
+  UsbBoardWatch(const UsbBoardWatch&) = delete;
+  UsbBoardWatch& operator=(const UsbBoardWatch&) = delete;
+
+  bool hotplug() const;  // false: polling
+  std::vector<BoardAddress> poll();
+
+  struct State;
+
+ private:
+  std::unique_ptr<State> state_;
+};
+
 }  // namespace kiln

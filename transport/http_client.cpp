@@ -138,14 +138,21 @@ Error transfer_error(CURLcode code, const std::string& detail, const HttpConfig&
       return Error(ExitCode::service, fmt::format("TLS: cannot use CA file {}: {}", config.ca_file, what),
                    "check the --ca-file / KILN_CA_FILE path");
     case CURLE_SSL_CERTPROBLEM:
-      return Error(ExitCode::service, fmt::format("TLS: cannot use client certificate {}: {}", config.client_cert, what));
+      return Error(ExitCode::service, fmt::format("TLS: cannot use client certificate {}: {}", config.client_cert, what),
+                   "check that --client-cert and --client-key are a PEM certificate and its unencrypted PEM key");
     case CURLE_COULDNT_CONNECT:
       return Error(ExitCode::service, fmt::format("cannot connect to {}: {}", config.base_url, what),
                    "is kiln-service running and is the URL right? (kiln login --service URL)");
     case CURLE_COULDNT_RESOLVE_HOST:
       return Error(ExitCode::service, fmt::format("cannot resolve the service host in {}", config.base_url));
     case CURLE_OPERATION_TIMEDOUT:
-      return Error(ExitCode::service, fmt::format("{} {} timed out or stalled: {}", request.method, where, what),
+      if (what.find("too slow") != std::string::npos || config.connect_timeout_seconds >= config.stall_seconds)
+        return Error(ExitCode::service,
+                     fmt::format("{} {} stalled: no data moved for {} s", request.method, where, config.stall_seconds),
+                     "the network or the service stopped answering; run the command again (--stall-timeout "
+                     "SECONDS waits longer)")
+            .with_detail(what);
+      return Error(ExitCode::service, fmt::format("{} {} timed out: {}", request.method, where, what),
                    "the network or the service is too slow; the command can be run again");
     case CURLE_ABORTED_BY_CALLBACK:
     case CURLE_WRITE_ERROR:
@@ -203,9 +210,10 @@ HttpResponse HttpClient::send(const HttpRequest& request) {
     c.easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
     c.easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "https");
     c.easy_setopt(easy, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
-    c.easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, config_.connect_timeout_seconds);
+    // A TCP connect or TLS handshake that moves nothing for the stall time is a stall too.
+    c.easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, std::max(1L, std::min(config_.connect_timeout_seconds, config_.stall_seconds)));
     c.easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    c.easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, config_.stall_seconds);
+    c.easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, std::max(config_.stall_seconds, request.stall_seconds));
     c.easy_setopt(easy, CURLOPT_USERAGENT, "kiln/" KILN_CLIENT_VERSION);
     if (!config_.ca_file.empty()) {
       c.easy_setopt(easy, CURLOPT_CAINFO, config_.ca_file.c_str());
@@ -214,6 +222,7 @@ HttpResponse HttpClient::send(const HttpRequest& request) {
     if (!config_.client_cert.empty()) {
       c.easy_setopt(easy, CURLOPT_SSLCERT, config_.client_cert.c_str());
       c.easy_setopt(easy, CURLOPT_SSLKEY, config_.client_key.c_str());
+      c.easy_setopt(easy, CURLOPT_KEYPASSWD, "");  // never let OpenSSL prompt for a passphrase
     }
     c.easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_data);
     c.easy_setopt(easy, CURLOPT_WRITEDATA, &transfer);
@@ -244,6 +253,15 @@ HttpResponse HttpClient::send(const HttpRequest& request) {
 
 HttpResponse HttpClient::call(const HttpRequest& request) {
   auto response = send(request);
+  if (response.status == 401 && config_.bearer_token.empty() && !config_.client_cert.empty()) {
+    auto parsed = nlohmann::json::parse(response.body, nullptr, false);
+    std::string message = parsed.is_object() && parsed.contains("error") && parsed["error"].is_object()
+                              ? parsed["error"].value("message", "")
+                              : std::string();
+    throw Error(ExitCode::authentication,
+                fmt::format("the service refused client certificate {}: {}", config_.client_cert, message),
+                "the certificate must chain to a factory CA registered with your tenant (kiln device ca add CA.pem)");
+  }
   if (response.status >= 400) throw_http_error(request, response);
   return response;
 }

@@ -16,7 +16,7 @@ struct HttpConfig {
   std::string client_cert{};  // PEM certificate for mutual TLS (optional)
   std::string client_key{};   // PEM private key for mutual TLS (optional)
   long connect_timeout_seconds = 10;
-  long stall_seconds = 30;  // abort a transfer that moves < 1 byte/s for this long
+  long stall_seconds = 30;  // abort a transfer (or a connect/handshake) that moves < 1 byte/s for this long
   int max_attempts = 4;     // for retryable requests
 };
 
@@ -27,6 +27,9 @@ struct HttpRequest {
   std::string content_type = "application/json";
   std::string idempotency_key{};  // POSTs carrying one may be retried
   std::vector<std::string> headers{};  // extra "Name: value" lines
+  // Stall limit for this request when it is longer than the client's (0: the client's): for requests
+  // whose answer takes long to compute, such as the last part of a large import.
+  long stall_seconds = 0;
   // Receives the body as it arrives instead of HttpResponse::body (downloads).
   std::function<void(std::string_view)> sink{};
 };

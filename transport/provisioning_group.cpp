@@ -75,10 +75,17 @@ smp::Body call_group(SmpClient& client, smp::Op op, std::uint8_t command, smp::B
       break;
     case provisioning_rc::unwrap_failed:
     case provisioning_rc::chain_mismatch: code = ExitCode::verification_failed; break;
+    case provisioning_rc::manifest_refused: code = ExitCode::verification_failed; break;
+    case provisioning_rc::no_manifest_key:
+      code = ExitCode::conflict;
+      hint = "install the manifest key first (64:3 manifest_key)";
+      break;
     default: break;
   }
-  throw Error(code, fmt::format("board {} refused provisioning command {}: {}", client.board(), command,
-                                provisioning_rc_name(outcome.rc)),
+  std::string reason;
+  if (auto it = rsp.find("reason"); it != rsp.end() && it->is_string()) reason = ": " + it->get<std::string>();
+  throw Error(code, fmt::format("board {} refused provisioning command {}: {}{}", client.board(), command,
+                                provisioning_rc_name(outcome.rc), reason),
               hint);
 }
 
@@ -102,6 +109,8 @@ std::string_view provisioning_rc_name(int rc) {
     case provisioning_rc::invalid_transition: return "manufacturing state can only move forward";
     case provisioning_rc::precondition: return "the next state needs data that is not installed";
     case provisioning_rc::invalid_argument: return "invalid argument";
+    case provisioning_rc::manifest_refused: return "manifest refused";
+    case provisioning_rc::no_manifest_key: return "no manifest key installed";
     default: return "unknown error";
   }
 }
@@ -193,6 +202,9 @@ BoardIdentity read_identity(SmpClient& client) {
     for (const auto& slot : *fw)
       id.firmware.push_back({static_cast<std::uint32_t>(smp::get_uint(slot, "slot")), slot.value("version", ""),
                              smp::get_bytes(slot, "hash")});
+  if (rsp.contains("manifest_key")) id.manifest_key = smp::get_bytes(rsp, "manifest_key");
+  if (rsp.contains("sequence")) id.sequence = smp::get_uint(rsp, "sequence");
+  if (rsp.contains("manifest_digest")) id.manifest_digest = smp::get_bytes(rsp, "manifest_digest");
   return id;
 }
 
@@ -213,6 +225,7 @@ void install_service_config(SmpClient& client, const ServiceConfig& config) {
   if (config.boot_key_hash) body["boot_key_hash"] = smp::binary(*config.boot_key_hash);
   if (config.service_url) body["service_url"] = *config.service_url;
   if (config.trust_anchor_pem) body["trust_anchor"] = *config.trust_anchor_pem;
+  if (config.manifest_key) body["manifest_key"] = smp::binary(*config.manifest_key);
   call_group(client, smp::Op::write, provisioning_command::install_config, body);
 }
 
@@ -247,7 +260,22 @@ ProvisioningRecord read_provisioning_record(SmpClient& client) {
   if (rsp.contains("boot_key_hash")) record.config.boot_key_hash = smp::get_bytes(rsp, "boot_key_hash");
   if (rsp.contains("service_url")) record.config.service_url = smp::get_text(rsp, "service_url");
   if (rsp.contains("trust_anchor")) record.config.trust_anchor_pem = smp::get_text(rsp, "trust_anchor");
+  if (rsp.contains("manifest_key")) record.config.manifest_key = smp::get_bytes(rsp, "manifest_key");
+  if (rsp.contains("sequence")) record.sequence = smp::get_uint(rsp, "sequence");
+  if (rsp.contains("manifest_digest")) record.manifest_digest = smp::get_bytes(rsp, "manifest_digest");
   return record;
+}
+
+InstalledManifest install_manifest(SmpClient& client, ByteView envelope) {
+  auto rsp = call_group(client, smp::Op::write, provisioning_command::install_manifest,
+                        {{"envelope", smp::binary(envelope)}});
+  InstalledManifest installed;
+  installed.sequence = smp::get_uint(rsp, "sequence");
+  installed.digest = smp::get_bytes(rsp, "digest");
+  if (installed.digest.size() != 32)
+    throw Error(ExitCode::board, fmt::format("board {} answered install-manifest with a digest of {} bytes",
+                                             client.board(), installed.digest.size()));
+  return installed;
 }
 
 }  // namespace kiln

@@ -21,6 +21,7 @@ constexpr std::uint8_t inject_key = 4;      // write: device key wrapped to the 
 constexpr std::uint8_t sign_challenge = 5;  // write: ECDSA P-256 over SHA-256(challenge)
 constexpr std::uint8_t set_state = 6;       // write: advance the manufacturing state (one way)
 constexpr std::uint8_t record = 7;          // read: the whole provisioning record
+constexpr std::uint8_t install_manifest = 8;  // write: SUIT envelope of the running firmware
 }  // namespace provisioning_command
 
 // Group error codes (err: {group: 64, rc: N}).
@@ -32,6 +33,8 @@ constexpr int unwrap_failed = 4;        // wrapped key does not decrypt or is no
 constexpr int invalid_transition = 5;   // state is not after the current one
 constexpr int precondition = 6;         // next state needs data not yet installed (see docs)
 constexpr int invalid_argument = 7;     // a value has the wrong size or form
+constexpr int manifest_refused = 8;     // signature, image digest/size or sequence check failed (`reason`)
+constexpr int no_manifest_key = 9;      // install the manifest key (64:3 manifest_key) first
 }  // namespace provisioning_rc
 std::string_view provisioning_rc_name(int rc);
 
@@ -53,12 +56,16 @@ struct BoardIdentity {
   Bytes transport_key;                   // DER SPKI of the P-256 key-wrapping (ECDH) key
   Bytes transport_key_signature;         // ECDSA by the attestation key over SHA-256(transport_key)
   std::vector<FirmwareSlot> firmware;
+  Bytes manifest_key;          // DER SPKI of the SUIT signer the board trusts, empty when none
+  std::uint64_t sequence = 0;  // installed manifest's sequence number, 0 when none
+  Bytes manifest_digest;       // SHA-256 of the installed SUIT envelope, empty when none
 };
 
 struct ServiceConfig {
   std::optional<Bytes> boot_key_hash;      // 32 bytes: SHA-256 of the MCUboot signing key SPKI
   std::optional<std::string> service_url;  // https://...
   std::optional<std::string> trust_anchor_pem;
+  std::optional<Bytes> manifest_key;       // DER SPKI (P-256 ECDSA or Ed25519): the SUIT signer it trusts
 };
 
 struct ProvisioningRecord {
@@ -68,6 +75,14 @@ struct ProvisioningRecord {
   Bytes device_public_key;                // DER SPKI, empty before a key exists
   std::vector<Bytes> certificate_chain;
   ServiceConfig config;
+  std::uint64_t sequence = 0;  // installed manifest's sequence number, 0 when none
+  Bytes manifest_digest;       // SHA-256 of the installed SUIT envelope, empty when none
+};
+
+// The board's firmware record after it accepted a SUIT envelope (64:8).
+struct InstalledManifest {
+  std::uint64_t sequence = 0;
+  Bytes digest;  // SHA-256 of the envelope
 };
 
 // Key wrapped to a board's transport key: ECDH P-256 (ephemeral key `ephemeral_public_key`),
@@ -95,5 +110,8 @@ Bytes sign_challenge(SmpClient& client, ByteView challenge);
 // With dry_run the board checks the transition and its preconditions without changing state.
 ManufacturingState set_manufacturing_state(SmpClient& client, ManufacturingState next, bool dry_run);
 ProvisioningRecord read_provisioning_record(SmpClient& client);
+// The board verifies the envelope against its manifest key and the image it runs (or has pending),
+// then records its sequence number. A refusal throws Error(verification_failed) with the board's reason.
+InstalledManifest install_manifest(SmpClient& client, ByteView envelope);
 
 }  // namespace kiln

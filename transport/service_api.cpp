@@ -1,9 +1,17 @@
 // The typed service client: credentials resolution, JSON calls, paging, batched import, resumable upload.
 #include "transport/service_api.hpp"
 
-#include <cstdlib>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <sstream>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -16,8 +24,8 @@
 namespace kiln::transport {
 namespace {
 
-constexpr std::size_t import_batch_units = 2000;
 constexpr std::size_t import_batch_bytes = 4 << 20;
+constexpr long import_apply_seconds = 600;  // a million units take the service a while to check and apply
 
 std::optional<std::string> env(const char* name) {
   const char* v = std::getenv(name);
@@ -57,7 +65,29 @@ std::filesystem::path credentials_path() {
   throw Error(ExitCode::failure, "neither XDG_CONFIG_HOME nor HOME is set: nowhere to keep credentials");
 }
 
-Credentials load_credentials(const std::optional<std::string>& configured_service) {
+void check_client_certificate(const ClientCertificate& client) {
+  if (client.certificate.empty() || client.key.empty())
+    throw Error(ExitCode::usage, "mutual TLS needs both --client-cert FILE and --client-key FILE",
+                "or set KILN_CLIENT_CERT and KILN_CLIENT_KEY");
+  if (client.key.starts_with("pkcs11:"))
+    throw Error(ExitCode::usage, "--client-key takes a PEM key file; a pkcs11: key cannot authenticate TLS yet",
+                "issue the station a TLS key in a file (0600), or use a token");
+  for (const auto& file : {client.certificate, client.key})
+    if (!std::filesystem::is_regular_file(file))
+      throw Error(ExitCode::not_found, fmt::format("client certificate file {} does not exist", file));
+  auto mode = std::filesystem::status(client.key).permissions();
+  using std::filesystem::perms;
+  if ((mode & (perms::group_all | perms::others_all)) != perms::none)
+    throw Error(ExitCode::authentication,
+                fmt::format("client key {} is readable by other users (mode {:o}): refusing to use it", client.key,
+                            static_cast<unsigned>(mode) & 0777),
+                fmt::format("chmod 600 {}", client.key));
+  if (read_text_file(client.key).find("ENCRYPTED") != std::string::npos)
+    throw Error(ExitCode::usage, fmt::format("client key {} is encrypted", client.key),
+                "TLS client keys must be unencrypted PEM files, protected by mode 0600");
+}
+
+Credentials load_credentials(const std::optional<std::string>& configured_service, const ClientCertificate& client) {
   Credentials c;
   auto path = credentials_path();
   if (std::filesystem::exists(path)) {
@@ -67,19 +97,33 @@ Credentials load_credentials(const std::optional<std::string>& configured_servic
     c.service = stored.value("service", "");
     c.token = stored.value("token", "");
     c.ca_file = stored.value("ca_file", "");
+    c.client.certificate = stored.value("client_cert", "");
+    c.client.key = stored.value("client_key", "");
   }
   if (c.service.empty() && configured_service) c.service = *configured_service;
   if (auto v = env("KILN_SERVICE")) c.service = *v;
   if (auto v = env("KILN_TOKEN")) c.token = *v;
   if (auto v = env("KILN_CA_FILE")) c.ca_file = *v;
-  if (c.service.empty() || c.token.empty())
+  if (client.given()) {
+    // A certificate named on the command line is the identity of this call: no stored token with it.
+    c.client = client;
+    if (!env("KILN_TOKEN")) c.token.clear();
+  }
+  if (c.client.given()) check_client_certificate(c.client);
+  if (c.service.empty() || (c.token.empty() && !c.client.given()))
     throw Error(ExitCode::authentication, "not logged in to a kiln service",
-                "kiln login --service https://HOST:PORT --token-file FILE (CI: set KILN_SERVICE and KILN_TOKEN)");
+                "kiln login --service https://HOST:PORT --token-file FILE (CI: set KILN_SERVICE and KILN_TOKEN; "
+                "stations: --client-cert FILE --client-key FILE)");
   return c;
 }
 
 ServiceApi::ServiceApi(const Credentials& credentials)
-    : http_(HttpConfig{.base_url = credentials.service, .bearer_token = credentials.token, .ca_file = credentials.ca_file}) {}
+    : http_(HttpConfig{.base_url = credentials.service,
+                       .bearer_token = credentials.token,
+                       .ca_file = credentials.ca_file,
+                       .client_cert = credentials.client.certificate,
+                       .client_key = credentials.client.key,
+                       .stall_seconds = credentials.stall_seconds}) {}
 
 Json ServiceApi::get(const std::string& path) { return parse_json(http_.call({.method = "GET", .path = path}), path); }
 
@@ -97,8 +141,13 @@ Json ServiceApi::remove(const std::string& path) { return parse_json(http_.call(
 Json login(const Credentials& credentials) {
   ServiceApi api(credentials);
   Json who = whoami(api);
-  Json stored{{"service", credentials.service}, {"token", credentials.token}};
+  Json stored{{"service", credentials.service}};
+  if (!credentials.token.empty()) stored["token"] = credentials.token;
   if (!credentials.ca_file.empty()) stored["ca_file"] = std::filesystem::absolute(credentials.ca_file).string();
+  if (credentials.client.given()) {
+    stored["client_cert"] = std::filesystem::absolute(credentials.client.certificate).string();
+    stored["client_key"] = std::filesystem::absolute(credentials.client.key).string();
+  }
   auto path = credentials_path();
   if (std::filesystem::create_directories(path.parent_path()))
     std::filesystem::permissions(path.parent_path(), std::filesystem::perms::owner_all);
@@ -160,33 +209,53 @@ Json assign_device(ServiceApi& api, const std::string& id, const std::string& gr
 Json import_devices(ServiceApi& api, const std::filesystem::path& bundle, const std::function<void(std::uint64_t)>& progress) {
   std::ifstream in(bundle, std::ios::binary);
   if (!in) throw Error(ExitCode::not_found, fmt::format("cannot open bundle {}", bundle.string()));
-  std::uint64_t sent = 0, imported = 0, batches = 0;
-  std::string batch, line;
+  // The station signed every byte: send them unchanged. A large bundle goes in parts of one import.
+  bool in_parts = std::filesystem::file_size(bundle) > import_batch_bytes;
+  std::string import_id = in_parts ? new_idempotency_key() : std::string();
+  std::uint64_t sent = 0, offset = 0, parts = 0;
+  Json last = Json::object();
+  std::string part, line;
   std::size_t units = 0;
-  auto flush = [&] {
-    if (units == 0) return;
-    // One key per batch, reused by the client's retries: a batch is applied once.
-    auto response = api.http().call({.method = "POST",
-                                     .path = "/v1/devices/import",
-                                     .body = batch,
-                                     .content_type = "application/x-ndjson",
-                                     .idempotency_key = new_idempotency_key()});
-    imported += parse_json(response, "/v1/devices/import").value("imported", std::uint64_t{0});
+  auto flush = [&](bool last_part) {
+    std::string path = in_parts ? fmt::format("/v1/devices/import?import={}&offset={}", import_id, offset) : "/v1/devices/import";
+    // One key per part, reused by the client's retries: a part is applied once.
+    HttpRequest post{.method = "POST",
+                     .path = path,
+                     .body = part,
+                     .content_type = "application/x-ndjson",
+                     .idempotency_key = new_idempotency_key()};
+    // The part with the trailer makes the service check and apply the whole bundle before it answers.
+    if (in_parts && last_part) post.stall_seconds = import_apply_seconds;
+    try {
+      last = parse_json(api.http().call(post), "/v1/devices/import");
+    } catch (const Error& e) {
+      if (e.code() != ExitCode::verification_failed) throw;
+      throw Error(e.code(), fmt::format("{}: {}", bundle.string(), e.what()),
+                  "the service imports only bundles exactly as 'kiln factory ledger export' signed them, by a station "
+                  "whose CA the tenant registered (kiln device ca add CA.pem): export the bundle again");
+    }
+    offset += part.size();
     sent += units;
-    ++batches;
-    batch.clear();
+    ++parts;
+    part.clear();
     units = 0;
     if (progress) progress(sent);
   };
   while (std::getline(in, line)) {
     check_interrupted();
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    batch += line;
-    batch += '\n';
-    if (++units >= import_batch_units || batch.size() >= import_batch_bytes) flush();
+    if (!in.eof()) line += '\n';  // the last line may lack its newline: keep the bytes as they are
+    if (in_parts && !part.empty() && part.size() + line.size() > import_batch_bytes) flush(false);
+    if (line.find_first_not_of(" \t\r\n") != std::string::npos && line.find("\"bundle_signature\"") == std::string::npos)
+      ++units;
+    part += line;
   }
-  flush();
-  return {{"bundle", bundle.string()}, {"imported", imported}, {"batches", batches}};
+  flush(true);
+  if (last.contains("received"))  // the service staged every part and is still waiting for the trailer
+    throw Error(ExitCode::verification_failed,
+                fmt::format("{} has no signature trailer: it is unsigned or truncated, and nothing was imported",
+                            bundle.string()),
+                "export the bundle again with 'kiln factory ledger export' and import the whole file");
+  return {{"bundle", bundle.string()}, {"imported", last.value("imported", std::uint64_t{0})}, {"requests", parts}};
 }
 
 Json claim_challenge(ServiceApi& api, const std::string& id) {
@@ -201,6 +270,60 @@ Json claim_device(ServiceApi& api, const std::string& id, const std::function<By
   Json challenge = claim_challenge(api, id);
   Bytes signature = sign(challenge["message"].get<std::string>());
   return claim_with_signature(api, id, challenge["nonce"].get<std::string>(), signature);
+}
+
+Json claim_devices(ServiceApi& api, const std::vector<std::string>& ids,
+                   const std::function<Bytes(const std::string&, const std::string&)>& sign) {
+  Json rows = Json::array();
+  for (const auto& id : ids) {
+    check_interrupted();
+    try {
+      claim_device(api, id, [&](const std::string& message) { return sign(id, message); });
+      rows.push_back({{"uid", id}, {"result", "claimed"}, {"error", nullptr}, {"exit_code", nullptr}});
+    } catch (const Error& e) {
+      if (e.code() == ExitCode::interrupted) throw;
+      rows.push_back({{"uid", id}, {"result", "failed"}, {"error", e.what()}, {"exit_code", static_cast<int>(e.code())}});
+    }
+  }
+  return rows;
+}
+
+std::vector<std::string> read_device_ids(const std::filesystem::path& file) {
+  if (!std::filesystem::is_regular_file(file)) throw Error(ExitCode::not_found, fmt::format("cannot open {}", file.string()));
+  return parse_device_ids(read_text_file(file), file.string());
+}
+
+std::vector<std::string> parse_device_ids(const std::string& text_of_file, const std::string& name) {
+  std::istringstream in(text_of_file);
+  std::vector<std::string> ids;
+  std::set<std::string> seen;
+  std::string line;
+  std::size_t number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    auto first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos || line[first] == '#') continue;
+    auto last = line.find_last_not_of(" \t\r");
+    std::string text = line.substr(first, last - first + 1);
+    std::string id;
+    if (text.front() == '{') {
+      auto row = Json::parse(text, nullptr, false);
+      if (row.is_object() && row.contains("bundle_signature")) continue;  // a ledger bundle's trailer
+      for (const char* field : {"uid", "id"})
+        if (row.is_object() && row.contains(field) && (*row.find(field)).is_string()) {
+          id = row[field].get<std::string>();
+          break;
+        }
+      if (id.empty())
+        throw Error(ExitCode::failure, fmt::format("{} line {}: a JSON line needs a \"uid\" or \"id\" string", name, number));
+    } else {
+      if (text.find_first_of(" \t,") != std::string::npos)
+        throw Error(ExitCode::failure, fmt::format("{} line {}: one device UID per line, got '{}'", name, number, text));
+      id = text;
+    }
+    if (seen.insert(id).second) ids.push_back(id);
+  }
+  return ids;
 }
 
 Json register_factory_ca(ServiceApi& api, const std::filesystem::path& certificate_pem) {
@@ -259,20 +382,98 @@ Json upload_image(ServiceApi& api, const std::filesystem::path& file,
 Json list_images(ServiceApi& api) { return api.get("/v1/images")["items"]; }
 Json show_image(ServiceApi& api, const std::string& id) { return api.get("/v1/images/" + segment(id)); }
 
+namespace {
+
+// FILE.part, appended to across attempts and runs; flushed to disk before it is renamed.
+class PartFile {
+ public:
+  explicit PartFile(std::filesystem::path path) : path_(std::move(path)) {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw Error(ExitCode::failure, fmt::format("cannot write {}: {}", path_.string(), std::strerror(errno)));
+    struct stat st {};
+    ::fstat(fd_, &st);
+    size_ = static_cast<std::uint64_t>(st.st_size);
+  }
+  ~PartFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  PartFile(const PartFile&) = delete;
+  PartFile& operator=(const PartFile&) = delete;
+  std::uint64_t size() const { return size_; }
+  void truncate() {
+    if (::ftruncate(fd_, 0) != 0) throw Error(ExitCode::failure, fmt::format("cannot truncate {}", path_.string()));
+    size_ = 0;
+  }
+  void write(std::string_view data) {
+    while (!data.empty()) {
+      auto n = ::write(fd_, data.data(), data.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) throw Error(ExitCode::failure, fmt::format("cannot write {}: {}", path_.string(), std::strerror(errno)));
+      data.remove_prefix(static_cast<std::size_t>(n));
+      size_ += static_cast<std::uint64_t>(n);
+    }
+  }
+  void sync() {
+    if (::fsync(fd_) != 0) throw Error(ExitCode::failure, fmt::format("cannot flush {}", path_.string()));
+  }
+
+ private:
+  std::filesystem::path path_;
+  int fd_ = -1;
+  std::uint64_t size_ = 0;
+};
+
+}  // namespace
+
 Json download_image(ServiceApi& api, const std::string& id, const std::filesystem::path& out) {
-  AtomicFile file(out, 0644);
+  Json image = show_image(api, id);
+  if (!image.value("complete", false))
+    throw Error(ExitCode::conflict, fmt::format("image {} is still being uploaded", id), "finish the upload first");
+  auto size = image.value("size", std::uint64_t{0});
+  auto part_path = out;
+  part_path += ".part";
+  std::uint64_t resumed_from = 0;
+  {
+    PartFile part(part_path);
+    if (part.size() > size) part.truncate();  // not a prefix of this image
+    resumed_from = part.size();
+    constexpr int attempts_without_progress = 4;
+    int failures = 0;
+    while (part.size() < size) {
+      check_interrupted();
+      std::uint64_t before = part.size();
+      HttpRequest get{.method = "GET", .path = "/v1/images/" + segment(id) + "/content"};
+      if (before > 0) get.headers.push_back(fmt::format("Range: bytes={}-", before));
+      get.sink = [&](std::string_view data) { part.write(data.substr(0, static_cast<std::size_t>(std::min<std::uint64_t>(data.size(), size - part.size())))); };
+      try {
+        api.http().call(get);
+        if (part.size() < size)
+          throw Error(ExitCode::service, fmt::format("the service sent {} of {} bytes of image {}", part.size(), size, id));
+      } catch (const Error& e) {
+        if (e.code() != ExitCode::service) throw;
+        failures = part.size() > before ? 1 : failures + 1;
+        if (failures >= attempts_without_progress)
+          throw Error(ExitCode::service, e.what(),
+                      fmt::format("{} bytes are kept in {}: run the same command again to resume", part.size(),
+                                  part_path.string()))
+              .with_detail(e.detail());
+        std::this_thread::sleep_for(std::chrono::milliseconds(200 * failures));
+      }
+    }
+    part.sync();
+  }
   Hasher hasher(HashAlg::sha256);
-  HttpRequest get{.method = "GET", .path = "/v1/images/" + segment(id) + "/content"};
-  get.sink = [&](std::string_view data) {
-    file.write(as_bytes(data));
-    hasher.update(as_bytes(data));
-  };
-  api.http().call(get);
-  if (to_hex(hasher.finish()) != id)
-    throw Error(ExitCode::verification_failed, fmt::format("downloaded content does not hash to {}", id));
-  std::uint64_t size = file.written();
-  file.commit();
-  return {{"id", id}, {"file", out.string()}, {"size", size}};
+  {
+    ChunkReader reader(part_path);
+    for (auto piece = reader.next(); !piece.empty(); piece = reader.next()) hasher.update(piece);
+  }
+  if (to_hex(hasher.finish()) != id) {
+    std::filesystem::remove(part_path);
+    throw Error(ExitCode::verification_failed, fmt::format("downloaded content does not hash to {}", id),
+                "the partial download was discarded: run the command again");
+  }
+  std::filesystem::rename(part_path, out);
+  return {{"id", id}, {"file", out.string()}, {"size", size}, {"resumed_from", resumed_from}};
 }
 
 Json link_image_manifest(ServiceApi& api, const std::string& image, const std::string& manifest) {

@@ -17,18 +17,32 @@ namespace kiln::transport {
 
 using Json = nlohmann::ordered_json;
 
+// A station's TLS client certificate and key (PEM files): mutual TLS instead of a bearer token.
+struct ClientCertificate {
+  std::string certificate;
+  std::string key;
+  bool given() const { return !certificate.empty() || !key.empty(); }
+};
+
 struct Credentials {
   std::string service;  // https://HOST:PORT
   std::string token;
   std::string ca_file;  // pinned CA, optional
+  ClientCertificate client;
+  long stall_seconds = 30;
 };
 
 // $XDG_CONFIG_HOME/kiln/credentials (else ~/.config/kiln/credentials).
 std::filesystem::path credentials_path();
-// The credentials file, overridden field by field by KILN_SERVICE, KILN_TOKEN, KILN_CA_FILE.
-// `configured_service` (the config file's "service") is used when neither names a service.
-// Throws Error(authentication) when no token or no service is known.
-Credentials load_credentials(const std::optional<std::string>& configured_service = {});
+// The credentials file, overridden field by field by KILN_SERVICE, KILN_TOKEN, KILN_CA_FILE and by
+// `client` (--client-cert/--client-key). `configured_service` (the config file's "service") is used
+// when neither names a service. Throws Error(authentication) when no service, or neither a token nor a
+// client certificate, is known.
+Credentials load_credentials(const std::optional<std::string>& configured_service = {},
+                             const ClientCertificate& client = {});
+// Checks a client certificate pair before use: both files given and readable, the key a PEM file that
+// only its owner can read (0600) and not encrypted. Throws Error naming the file and what to do.
+void check_client_certificate(const ClientCertificate& client);
 
 class ServiceApi {
  public:
@@ -73,13 +87,24 @@ void list_devices(ServiceApi& api, const DeviceFilter& filter, const std::functi
 Json count_devices(ServiceApi& api, const std::string& by, const DeviceFilter& filter);
 Json show_device(ServiceApi& api, const std::string& id);
 Json assign_device(ServiceApi& api, const std::string& id, const std::string& group);
-// Sends a JSON-lines ledger bundle (docs/ledger-bundle.md) in batches; `progress` gets units sent.
+// Sends a signed JSON-lines ledger bundle (docs/ledger-bundle.md) byte for byte: one request up to
+// 4 MiB, else parts of an import the service checks and applies when the trailer arrives. `progress`
+// gets units sent.
 Json import_devices(ServiceApi& api, const std::filesystem::path& bundle,
                     const std::function<void(std::uint64_t units)>& progress = {});
 // Challenge, sign, claim. `sign` gets the exact challenge message and returns the device's signature
 // (ECDSA: DER over SHA-256 of the message; Ed25519: over the message).
 Json claim_device(ServiceApi& api, const std::string& id, const std::function<Bytes(const std::string& message)>& sign);
 Json claim_challenge(ServiceApi& api, const std::string& id);
+// Claims each device in turn; a failure does not stop the others. One row per device:
+// {"uid", "result": "claimed"|"failed", "error": message|null, "exit_code": N|null}.
+Json claim_devices(ServiceApi& api, const std::vector<std::string>& ids,
+                   const std::function<Bytes(const std::string& id, const std::string& message)>& sign);
+// Device UIDs from a file: one per line ('#' comments and blank lines ignored), or JSON lines with "uid"
+// or "id" (ledger export, device list -o jsonl). Duplicates are dropped, order is kept.
+std::vector<std::string> read_device_ids(const std::filesystem::path& file);
+// The same from the file's text (`name` is used in messages); throws Error(failure) naming the line.
+std::vector<std::string> parse_device_ids(const std::string& text, const std::string& name);
 Json claim_with_signature(ServiceApi& api, const std::string& id, const std::string& nonce, ByteView signature);
 
 // Factory CAs: device certificates for the agent endpoints must chain to one of them.
@@ -92,7 +117,8 @@ Json upload_image(ServiceApi& api, const std::filesystem::path& file,
                   const std::function<void(std::uint64_t, std::uint64_t)>& progress = {}, std::size_t chunk_size = 1 << 20);
 Json list_images(ServiceApi& api);
 Json show_image(ServiceApi& api, const std::string& id);
-// Downloads to `out` atomically and checks the SHA-256 on the way.
+// Downloads to `out` + ".part", resuming with Range after a cut (in this call and across calls), checks
+// the SHA-256 and only then renames to `out`: `out` never holds a partial image.
 Json download_image(ServiceApi& api, const std::string& id, const std::filesystem::path& out);
 
 // Records the SUIT manifest made for an image, so deployments of the image carry it by default.

@@ -2,6 +2,8 @@
 #include <libusb.h>
 
 #include <algorithm>
+#include <atomic>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -173,6 +175,65 @@ std::vector<BoardAddress> discover_usb_boards(const std::vector<std::pair<std::u
     found.push_back(std::move(address));
   }
   return found;
+}
+
+struct UsbBoardWatch::State {
+  std::vector<std::pair<std::uint16_t, std::uint16_t>> usb_ids;
+  std::chrono::milliseconds poll_interval;
+  std::unique_ptr<libusb_context, ContextFree> context;
+  libusb_hotplug_callback_handle callback = 0;
+  bool hotplug = false;
+  std::atomic<bool> changed{true};  // the first poll() enumerates
+  std::chrono::steady_clock::time_point last_scan{};
+  std::set<std::string> attached;   // locations seen at the last scan
+
+  static int LIBUSB_CALL on_hotplug(libusb_context*, libusb_device*, libusb_hotplug_event, void* self) {
+    // Only note it: enumeration (which opens devices for their serial number) runs in poll().
+    static_cast<State*>(self)->changed = true;
+    return 0;  // stay registered
+  }
+};
+
+UsbBoardWatch::UsbBoardWatch(std::vector<std::pair<std::uint16_t, std::uint16_t>> usb_ids,
+                             std::chrono::milliseconds poll_interval)
+    : state_(std::make_unique<State>()) {
+  state_->usb_ids = std::move(usb_ids);
+  state_->poll_interval = poll_interval;
+  libusb_context* raw_context = nullptr;
+  if (libusb_init(&raw_context) != 0) return;  // no USB here: polling finds nothing, cheaply
+  state_->context.reset(raw_context);
+  if (!libusb_has_capability(LIBUSB_CAP_HAS_HOTPLUG)) return;
+  auto events = static_cast<libusb_hotplug_event>(LIBUSB_HOTPLUG_EVENT_DEVICE_ARRIVED | LIBUSB_HOTPLUG_EVENT_DEVICE_LEFT);
+  state_->hotplug = libusb_hotplug_register_callback(raw_context, events, static_cast<libusb_hotplug_flag>(0),
+                                                     LIBUSB_HOTPLUG_MATCH_ANY, LIBUSB_HOTPLUG_MATCH_ANY,
+                                                     LIBUSB_HOTPLUG_MATCH_ANY, &State::on_hotplug, state_.get(),
+                                                     &state_->callback) == LIBUSB_SUCCESS;
+}
+
+UsbBoardWatch::~UsbBoardWatch() {
+  if (state_->hotplug) libusb_hotplug_deregister_callback(state_->context.get(), state_->callback);
+}
+
+bool UsbBoardWatch::hotplug() const { return state_->hotplug; }
+
+std::vector<BoardAddress> UsbBoardWatch::poll() {
+  auto now = std::chrono::steady_clock::now();
+  if (state_->hotplug) {
+    timeval zero{0, 0};
+    libusb_handle_events_timeout_completed(state_->context.get(), &zero, nullptr);
+  }
+  // Polling; with hotplug a slower re-scan too, in case events are not delivered (no udev daemon).
+  if (now - state_->last_scan >= (state_->hotplug ? 5 : 1) * state_->poll_interval) state_->changed = true;
+  std::vector<BoardAddress> arrived;
+  if (!state_->changed.exchange(false)) return arrived;
+  state_->last_scan = now;
+  std::set<std::string> attached;
+  for (auto& board : discover_usb_boards(state_->usb_ids)) {
+    attached.insert(board.location);
+    if (!state_->attached.count(board.location)) arrived.push_back(std::move(board));
+  }
+  state_->attached = std::move(attached);  // a board that left is new again when it comes back
+  return arrived;
 }
 
 }  // namespace kiln

@@ -26,8 +26,11 @@ struct Line {
   std::string profile = dir.file("station.toml");
 
   test::ProcessResult kiln(std::vector<std::string> args, int timeout_seconds = 120) const {
+    return kiln_on(emu_dir, std::move(args), timeout_seconds);
+  }
+  test::ProcessResult kiln_on(const std::string& boards, std::vector<std::string> args, int timeout_seconds = 120) const {
     test::ProcessOptions options;
-    options.env["KILN_EMU_DIR"] = emu_dir;
+    options.env["KILN_EMU_DIR"] = boards;
     options.timeout_seconds = timeout_seconds;
     return test::run_kiln(args, options);
   }
@@ -190,6 +193,45 @@ TEST_CASE("factory e2e: quota, vendor-root mismatch and a tampered ledger are re
   CHECK(verify.exit_code == 3);
   CHECK(verify.err.find("row 1 was edited") != std::string::npos);
   CHECK(line.kiln({"factory", "ledger", "export", "--profile", line.profile, "-o", line.dir.file("u.jsonl")}).exit_code == 3);
+}
+
+TEST_CASE("factory e2e: two station processes sharing one ledger never issue more certificates than the quota") {
+  Line line;
+  line.setup({"--quota", "3"});
+  // Two lines of boards, one station process each, both started at once on the same profile and
+  // ledger. Latency keeps every attempt open long enough for the two to overlap.
+  std::string other_dir = line.dir.file("emu2");
+  std::filesystem::create_directories(other_dir);
+  for (const char* file : {"vendor-root.pem", "vendor-root.key.pem"})  // same silicon vendor on both lines
+    std::filesystem::copy_file(std::filesystem::path(line.emu_dir) / file, std::filesystem::path(other_dir) / file);
+  test::EmulatorProcess first(line.emu_dir, 3, {"--latency-us", "20000"});
+  test::EmulatorProcess second(other_dir, 3, {"--latency-us", "20000"});
+  test::ProcessResult a, b;
+  std::thread station_a([&] {
+    a = line.kiln({"-o", "json", "factory", "run", "--all", "--jobs", "3", "--profile", line.profile, "--operator", "a"});
+  });
+  std::thread station_b([&] {
+    b = line.kiln_on(other_dir, {"-o", "json", "factory", "run", "--all", "--jobs", "3", "--profile", line.profile,
+                                 "--operator", "b"});
+  });
+  station_a.join();
+  station_b.join();
+  int provisioned = 0, refused = 0;
+  for (const auto* run : {&a, &b}) {
+    CHECK((run->exit_code == 0 || run->exit_code == 8));
+    if (run->out.empty()) continue;
+    for (const auto& board : json::parse(run->out)) {
+      if (board["result"] == "provisioned") ++provisioned;
+      if (board.value("failed_step", "") == "certificate") ++refused;
+    }
+  }
+  CHECK(provisioned == 3);
+  CHECK_MESSAGE(refused == 3, a.out, b.out, a.err, b.err);
+  auto stats = json::parse(line.kiln({"-o", "json", "factory", "ledger", "stats", "--profile", line.profile}).out);
+  CHECK(stats["certificates_issued"] == 3);
+  CHECK(stats["certificates_reserved"] == 0);  // every reservation was consumed or released
+  CHECK(line.kiln({"factory", "ledger", "verify", "--profile", line.profile}).exit_code == 0);
+  CHECK(line.exported_and_verified().size() == 3);
 }
 
 TEST_CASE("factory e2e: watch provisions boards that appear after it started, then stops after --count") {

@@ -15,7 +15,7 @@ using kiln::test::TempDir;
 TEST_CASE("help: lists topics and explains each one") {
   auto list = run_kiln({"help"});
   REQUIRE(list.exit_code == 0);
-  for (auto topic : {"keys", "images", "manifests", "boards", "factory", "output", "exit-codes"}) {
+  for (auto topic : {"keys", "images", "manifests", "boards", "factory", "output", "rollouts", "exit-codes"}) {
     CHECK(list.out.find(topic) != std::string::npos);
     auto r = run_kiln({"help", topic});
     CHECK(r.exit_code == 0);

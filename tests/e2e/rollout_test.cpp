@@ -2,15 +2,14 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
-#include <fstream>
 #include <random>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "core/bytes.hpp"
+#include "core/files.hpp"
 #include "signing/signer.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/service_process.hpp"
@@ -23,14 +22,13 @@ using Json = nlohmann::json;
 
 namespace {
 
-std::string slurp(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string slurp(const std::filesystem::path& path) { return read_text_file(path); }
 
-void spit(const std::filesystem::path& path, const std::string& data) { std::ofstream(path, std::ios::binary) << data; }
+void spit(const std::filesystem::path& path, const std::string& data) {
+  AtomicFile out(path, 0600);
+  out.write(data);
+  out.commit();
+}
 
 std::string sha256_hex(const std::string& data) { return to_hex(digest(HashAlg::sha256, as_bytes(data))); }
 
@@ -148,6 +146,18 @@ struct Fleet {
     return o;
   }
   test::ProcessResult kiln(const std::vector<std::string>& args) const { return test::kiln(args, env()); }
+  // kiln with a fresh token of this role.
+  test::ProcessResult kiln_as(const std::string& role, const std::vector<std::string>& args) const {
+    auto file = dir.file(role + ".token");
+    if (!std::filesystem::exists(file))
+      REQUIRE(test::run_process(test::bin_path("kiln-service"),
+                                {"token", "create", "--dir", data.string(), "--role", role, "--token-file", file})
+                  .exit_code == 0);
+    auto o = env();
+    o.env["KILN_TOKEN"] = slurp(file);
+    o.env["KILN_TOKEN"].pop_back();
+    return test::kiln(args, o);
+  }
   Json json(const std::vector<std::string>& args) const {
     auto with_output = args;
     with_output.insert(with_output.begin(), {"-o", "json"});
@@ -391,6 +401,17 @@ TEST_CASE("rollout e2e: the manifest is served to the deployment's group only; m
     auto r = fleet.agents[0].post("/v1/agent/status", body);
     CHECK_MESSAGE(r.status == 400, body);
   }
+
+  // Roles: readers show and watch; only operators and admins create, link manifests, pause, resume, abort.
+  CHECK(fleet.kiln_as("reader", {"deployment", "show", id}).exit_code == 0);
+  CHECK(fleet.kiln_as("reader", {"deployment", "list"}).exit_code == 0);
+  auto denied = fleet.kiln_as("reader", {"deployment", "create", "--group", "Thermo/Field Test", "--image", image});
+  CHECK(denied.exit_code == 6);
+  CHECK(denied.err.find("role reader") != std::string::npos);
+  for (const char* action : {"pause", "resume", "abort"}) CHECK(fleet.kiln_as("factory", {"deployment", action, id}).exit_code == 6);
+  CHECK(fleet.kiln_as("factory", {"image", "upload", fleet.dir.file("v2.bin"), "--manifest", fleet.dir.file("v2.suit")}).exit_code == 6);
+  CHECK(fleet.kiln_as("operator", {"deployment", "pause", id}).exit_code == 0);
+  CHECK(fleet.kiln_as("operator", {"deployment", "resume", id}).exit_code == 0);
 
   // Bad options are usage errors before anything is sent.
   CHECK(fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout", "50%,10%", "--step-after", "1m"}).exit_code == 2);

@@ -57,11 +57,24 @@ struct Setup {
   std::string admin_token_file;
   std::unique_ptr<test::ServiceProcess> service;
 
+  // The factory station CA the tenant registers: it signs ledger bundles and issues station certificates.
+  test::TestCa station{"Test Station CA"};
+
   explicit Setup(bool agents = false) {
     auto init = test::run_process(test::bin_path("kiln-service"), {"init", "--dir", data.string()});
     REQUIRE_MESSAGE(init.exit_code == 0, init.err);
     admin_token_file = (data / "admin.token").string();
     service = std::make_unique<test::ServiceProcess>(data, 0, agents);
+    spit(dir.file("station-ca.pem"), station.pem);
+    auto added = kiln({"device", "ca", "add", dir.file("station-ca.pem")});
+    REQUIRE_MESSAGE(added.exit_code == 0, added.err);
+  }
+
+  // Writes unit lines as a bundle signed by the station CA's key (as kiln factory ledger export does).
+  std::string write_bundle(const std::string& name, const std::string& units) const {
+    auto file = dir.file(name);
+    spit(file, test::signed_bundle(units, station.key));
+    return file;
   }
 
   test::ProcessOptions env(const std::string& token_file = {}) const {
@@ -172,7 +185,7 @@ TEST_CASE("service e2e: products, groups, import, list, count, claim, roles, dep
     bundle += Json{{"uid", "dev-" + std::to_string(i)}, {"product", "Thermo"}, {"state", "secured"},
                    {"version", i < 3 ? "1.0.0" : "1.1.0"}, {"public_key", test::public_key_pem_of_file(key)}}.dump() + "\n";
   }
-  spit(s.dir.file("bundle.jsonl"), bundle);
+  s.write_bundle("bundle.jsonl", bundle);
   CHECK(s.json({"device", "import", s.dir.file("bundle.jsonl")})["imported"] == 5);
 
   auto list = s.kiln({"-o", "jsonl", "device", "list", "--page-size", "2"});
@@ -241,7 +254,8 @@ TEST_CASE("service e2e: malformed JSON over real TLS answers 400 with a reason")
                                {"-s", "-o", "-", "-w", "\n%{http_code}", "--cacert", (s.data / "ca.pem").string(), "-H",
                                 "Authorization: Bearer " + token, "--data-binary", "{\"name\":", s.service->url() + path});
     INFO(path << ": " << r.out);
-    CHECK(r.out.ends_with("\n400"));
+    // A ledger bundle is JSON lines: one that ends mid-line is refused as truncated (422).
+    CHECK(r.out.ends_with(std::string(path) == "/v1/devices/import" ? "\n422" : "\n400"));
     CHECK(r.out.find("\"message\"") != std::string::npos);
   }
 }
@@ -282,11 +296,10 @@ TEST_CASE("service e2e: a device agent checks in and downloads a range over mutu
   spit(s.dir.file("device.pem"), factory_ca.issue(device_key, "dev-1"));
   spit(s.dir.file("device.key"), device_key.private_pem());
   s.json({"product", "create", "Thermo"});
-  spit(s.dir.file("bundle.jsonl"),
-       Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n");
+  s.write_bundle("bundle.jsonl", Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n");
   s.json({"device", "import", s.dir.file("bundle.jsonl")});
   CHECK(s.json({"device", "ca", "add", s.dir.file("factory-ca.pem")}).contains("id"));
-  CHECK(s.json({"device", "ca", "list"}).size() == 1);
+  CHECK(s.json({"device", "ca", "list"}).size() == 2);  // the station CA and the factory CA
   std::string firmware(10000, 'z');
   spit(s.dir.file("fw.bin"), firmware);
   auto id = s.json({"image", "upload", s.dir.file("fw.bin")})["id"].get<std::string>();
@@ -315,4 +328,291 @@ TEST_CASE("service e2e: a device agent checks in and downloads a range over mutu
   auto via_api = test::run_process("/usr/bin/curl", {"-s", "--cacert", (s.data / "ca.pem").string(), "--data", "{}",
                                                      s.service->url() + "/v1/agent/check-in"});
   CHECK(Json::parse(via_api.out)["error"]["code"] == "unauthenticated");
+}
+
+namespace {
+
+// Unit lines for `count` devices sharing one public key (the service checks keys, not uniqueness).
+std::string unit_lines(const std::string& prefix, int count, const std::string& public_pem) {
+  std::string out;
+  for (int i = 0; i < count; ++i)
+    out.append(Json{{"uid", prefix + std::to_string(i)}, {"product", "Thermo"}, {"state", "secured"}, {"public_key", public_pem}}.dump())
+        .append("\n");
+  return out;
+}
+
+std::string replace_first(std::string text, const std::string& from, const std::string& to) {
+  auto at = text.find(from);
+  REQUIRE(at != std::string::npos);
+  return text.replace(at, from.size(), to);
+}
+
+}  // namespace
+
+TEST_CASE("service e2e: import verifies the bundle signature; edited, shortened, re-signed or cut bundles import nothing") {
+  Setup s;
+  s.json({"product", "create", "Thermo"});
+  test::TestKey device;
+  auto units = unit_lines("unit-", 3, device.public_pem());
+  auto good = test::signed_bundle(units, s.station.key);
+  auto refused = [&](const std::string& name, const std::string& bundle, const std::string& reason) {
+    spit(s.dir.file(name), bundle);
+    auto r = s.kiln({"device", "import", s.dir.file(name)});
+    INFO(name << ": " << r.err);
+    CHECK(r.exit_code == 3);
+    CHECK(r.err.find(reason) != std::string::npos);
+    CHECK(r.err.find("hint:") != std::string::npos);
+  };
+  refused("edited.jsonl", replace_first(good, "\"secured\"", "\"provisioned\""), "edited after export");
+  auto second_line = good.find('\n') + 1;
+  refused("removed.jsonl", good.substr(0, second_line) + good.substr(good.find('\n', second_line) + 1), "added or removed");
+  test::TestKey rogue;
+  refused("rogue.jsonl", test::signed_bundle(units, rogue), "not the key of a factory CA registered");
+  refused("truncated.jsonl", good.substr(0, good.size() / 2), "it was truncated");
+  refused("unsigned.jsonl", units, "unsigned or truncated");
+  // A re-signed trailer that claims another key's signature: the signature itself must verify.
+  auto forged = test::signed_bundle(units, rogue);
+  auto trailer = Json::parse(forged.substr(units.size()));
+  trailer["station_public_key"] = s.station.key.public_pem();
+  refused("forged.jsonl", units + trailer.dump() + "\n", "does not verify");
+  CHECK(s.json({"device", "list"}).empty());
+
+  spit(s.dir.file("good.jsonl"), good);
+  CHECK(s.json({"device", "import", s.dir.file("good.jsonl")})["imported"] == 3);
+
+  // A station key other than the CA's: the trailer carries its certificate, issued by the registered CA.
+  test::TestKey station_key;
+  auto other_units = unit_lines("other-", 2, device.public_pem());
+  auto by_station = Json::parse(test::signed_bundle(other_units, station_key).substr(other_units.size()));
+  by_station["station_certificate"] = s.station.issue(station_key, "station-7");
+  spit(s.dir.file("station.jsonl"), other_units + by_station.dump() + "\n");
+  CHECK(s.json({"device", "import", s.dir.file("station.jsonl")})["imported"] == 2);
+  test::TestCa rogue_ca("Rogue CA");
+  by_station["station_certificate"] = rogue_ca.issue(station_key, "station-7");
+  refused("rogue-station.jsonl", other_units + by_station.dump() + "\n", "does not chain");
+
+  // Over 4 MiB the bundle goes in parts; the service checks the whole before it applies any part.
+  auto many = unit_lines("bulk-", 20000, device.public_pem());
+  REQUIRE(many.size() > (4u << 20));
+  refused("big-edited.jsonl", replace_first(test::signed_bundle(many, s.station.key), "bulk-19999", "bulk-99999"),
+          "edited after export");
+  CHECK(s.json({"device", "count", "--by", "state"})[0]["count"] == 5);
+  spit(s.dir.file("big.jsonl"), test::signed_bundle(many, s.station.key));
+  auto big = s.json({"device", "import", s.dir.file("big.jsonl")});
+  CHECK(big["imported"] == 20000);
+  CHECK(big["requests"].get<int>() >= 2);
+  CHECK(s.json({"device", "count", "--by", "state"})[0]["count"] == 20005);
+}
+
+TEST_CASE("service e2e: a station authenticates with a client certificate chained to the tenant's factory CA") {
+  Setup s;
+  s.json({"product", "create", "Thermo"});
+  test::TestKey station_key, device_key;
+  spit(s.dir.file("station.pem"), s.station.issue(station_key, "station-7"));
+  spit(s.dir.file("station.key"), station_key.private_pem());
+  std::filesystem::permissions(s.dir.file("station.key"), std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  spit(s.dir.file("device.key"), device_key.private_pem());
+  s.write_bundle("units.jsonl", Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n");
+
+  auto o = s.env();
+  o.env.erase("KILN_TOKEN");
+  auto station = [&](std::vector<std::string> args, const std::string& cert = "station.pem", const std::string& key = "station.key") {
+    args.insert(args.begin(), {"--client-cert", s.dir.file(cert), "--client-key", s.dir.file(key)});
+    return test::kiln(args, o);
+  };
+  auto who = station({"-o", "json", "whoami"});
+  REQUIRE_MESSAGE(who.exit_code == 0, who.err);
+  CHECK(Json::parse(who.out)["role"] == "factory");
+  CHECK(Json::parse(who.out)["token"] == "station:station-7");
+  auto imported = station({"-o", "json", "device", "import", s.dir.file("units.jsonl")});
+  REQUIRE_MESSAGE(imported.exit_code == 0, imported.err);
+  auto claimed = station({"-o", "json", "device", "claim", "--id", "dev-1", "--key", s.dir.file("device.key")});
+  REQUIRE_MESSAGE(claimed.exit_code == 0, claimed.err);
+  CHECK(Json::parse(claimed.out)["claimed"] == true);
+
+  // A station is not an operator.
+  auto create = station({"product", "create", "Other"});
+  CHECK(create.exit_code == 6);
+  CHECK(create.err.find("role factory") != std::string::npos);
+
+  // A certificate from a CA the tenant never registered: 401, said plainly.
+  test::TestCa rogue("Rogue CA");
+  spit(s.dir.file("rogue.pem"), rogue.issue(station_key, "station-7"));
+  auto refused = station({"whoami"}, "rogue.pem");
+  CHECK(refused.exit_code == 6);
+  CHECK(refused.err.find("refused client certificate") != std::string::npos);
+  CHECK(refused.err.find("does not chain to a factory CA") != std::string::npos);
+
+  // A device's certificate is for the agent endpoints only.
+  spit(s.dir.file("device.pem"), s.station.issue(device_key, "dev-1"));
+  std::filesystem::permissions(s.dir.file("device.key"), std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  auto as_device = station({"device", "list"}, "device.pem", "device.key");
+  CHECK(as_device.exit_code == 6);
+  CHECK(as_device.err.find("/v1/agent") != std::string::npos);
+
+  // The key file must be private, and both halves must be given.
+  spit(s.dir.file("open.key"), station_key.private_pem());
+  std::filesystem::permissions(s.dir.file("open.key"), std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
+                                                           std::filesystem::perms::group_read | std::filesystem::perms::others_read);
+  auto open_key = station({"whoami"}, "station.pem", "open.key");
+  CHECK(open_key.exit_code == 6);
+  CHECK(open_key.err.find("chmod 600") != std::string::npos);
+  CHECK(test::kiln({"--client-cert", s.dir.file("station.pem"), "whoami"}, o).exit_code == 2);
+
+  // The same from the environment, and kept by login for later commands.
+  auto env = o;
+  env.env["KILN_CLIENT_CERT"] = s.dir.file("station.pem");
+  env.env["KILN_CLIENT_KEY"] = s.dir.file("station.key");
+  CHECK(test::kiln({"whoami"}, env).exit_code == 0);
+  auto login = test::kiln({"login", "--service", s.service->url(), "--ca-file", (s.data / "ca.pem").string()}, env);
+  REQUIRE_MESSAGE(login.exit_code == 0, login.err);
+  auto later = o;
+  later.env.erase("KILN_SERVICE");
+  later.env.erase("KILN_CA_FILE");
+  auto stored = test::kiln({"-o", "json", "whoami"}, later);
+  REQUIRE_MESSAGE(stored.exit_code == 0, stored.err);
+  CHECK(Json::parse(stored.out)["role"] == "factory");
+}
+
+TEST_CASE("service e2e: device claim takes several UIDs or a file and reports a row per device") {
+  Setup s;
+  s.json({"product", "create", "Thermo"});
+  std::filesystem::create_directories(s.dir.file("keys"));
+  std::string units;
+  for (const char* uid : {"dev-a", "dev-b", "dev-c"}) {
+    auto key = s.dir.file(std::string("keys/") + uid + ".pem");
+    REQUIRE(test::kiln({"key", "generate", "-t", "ecdsa-p256", "-o", key}).exit_code == 0);
+    units += Json{{"uid", uid}, {"product", "Thermo"}, {"public_key", test::public_key_pem_of_file(key)}}.dump() + "\n";
+  }
+  s.write_bundle("units.jsonl", units);
+  REQUIRE(s.kiln({"device", "import", s.dir.file("units.jsonl")}).exit_code == 0);
+  auto keys = s.dir.file("keys") + "/{uid}.pem";
+
+  spit(s.dir.file("ids.txt"), "# line 3\ndev-a\n\n  dev-b  \n");
+  auto two = s.kiln({"-o", "json", "device", "claim", "--from-file", s.dir.file("ids.txt"), "--id", "dev-c", "--key", keys});
+  REQUIRE_MESSAGE(two.exit_code == 0, two.err);
+  auto rows = Json::parse(two.out);
+  REQUIRE(rows.size() == 3);
+  for (auto& row : rows) CHECK(row["result"] == "claimed");
+  CHECK(rows[0]["uid"] == "dev-c");  // --id first, then the file in order
+  CHECK(rows[1]["uid"] == "dev-a");
+
+  // The JSON lines of device list (or the ledger bundle itself) work as a UID file; claims repeat fine.
+  spit(s.dir.file("list.jsonl"), s.kiln({"-o", "jsonl", "device", "list"}).out);
+  CHECK(s.kiln({"device", "claim", "--from-file", s.dir.file("list.jsonl"), "--key", keys}).exit_code == 0);
+  CHECK(s.kiln({"device", "claim", "--from-file", s.dir.file("units.jsonl"), "--key", keys}).exit_code == 0);
+
+  // Some fail: exit 8, every device still tried, the failures named.
+  auto partial = s.kiln({"-o", "json", "device", "claim", "--id", "dev-a", "--id", "ghost", "--id", "dev-b", "--key",
+                         s.dir.file("keys/dev-a.pem")});
+  CHECK(partial.exit_code == 8);
+  auto result = Json::parse(partial.out);
+  REQUIRE(result.size() == 3);
+  CHECK(result[0]["result"] == "claimed");
+  CHECK(result[1]["result"] == "failed");
+  CHECK(result[2]["result"] == "failed");
+  CHECK(result[2]["error"].get<std::string>().find("does not verify") != std::string::npos);
+  CHECK(partial.err.find("2 of 3 devices") != std::string::npos);
+  CHECK(partial.err.find("ghost") != std::string::npos);
+
+  spit(s.dir.file("bad-ids.txt"), "dev-a dev-b\n");
+  auto bad = s.kiln({"device", "claim", "--from-file", s.dir.file("bad-ids.txt"), "--key", keys});
+  CHECK(bad.exit_code == 1);
+  CHECK(bad.err.find("line 1") != std::string::npos);
+  CHECK(s.kiln({"device", "claim", "--id", "dev-a", "--id", "dev-b", "--board", "emu:/nowhere"}).exit_code == 2);
+}
+
+TEST_CASE("service e2e: a stalled transfer is noticed within the stall timeout; idempotent requests are retried") {
+  Setup s;
+  test::FaultProxy proxy(s.service->port());
+  auto o = s.env();
+  o.env["KILN_SERVICE"] = "https://127.0.0.1:" + std::to_string(proxy.port());
+  o.env["KILN_STALL_TIMEOUT"] = "2";
+  std::string firmware(3 << 20, '\0');
+  std::mt19937 rng(5);
+  for (auto& c : firmware) c = static_cast<char>(rng());
+  spit(s.dir.file("fw.bin"), firmware);
+
+  // The link goes silent once, mid-chunk: the PUT is abandoned after 2 s and sent again on a new connection.
+  proxy.stall_after((3 << 20) / 2, test::FaultProxy::Direction::to_server, true);
+  auto once = test::kiln({"-o", "json", "image", "upload", s.dir.file("fw.bin")}, o);
+  REQUIRE_MESSAGE(once.exit_code == 0, once.err);
+  CHECK(proxy.stall_happened());
+  CHECK(proxy.connections() >= 2);
+  CHECK(s.json({"image", "show", Json::parse(once.out)["id"].get<std::string>()})["complete"] == true);
+
+  // The link stays silent: every attempt stalls, and kiln says so with exit 5.
+  firmware[0] ^= 1;
+  spit(s.dir.file("fw2.bin"), firmware);
+  proxy.stall_after((3 << 20) / 2);
+  auto stuck = test::kiln({"image", "upload", s.dir.file("fw2.bin")}, o);
+  CHECK(stuck.exit_code == 5);
+  CHECK(stuck.err.find("stalled: no data moved for 2 s") != std::string::npos);
+  CHECK(stuck.err.find("--stall-timeout") != std::string::npos);
+}
+
+TEST_CASE("service e2e: image download writes FILE.part, resumes with Range, and renames only a verified image") {
+  Setup s;
+  std::string firmware(3 << 20, '\0');
+  std::mt19937 rng(9);
+  for (auto& c : firmware) c = static_cast<char>(rng());
+  spit(s.dir.file("fw.bin"), firmware);
+  auto id = s.json({"image", "upload", s.dir.file("fw.bin")})["id"].get<std::string>();
+  test::FaultProxy proxy(s.service->port());
+  auto o = s.env();
+  o.env["KILN_SERVICE"] = "https://127.0.0.1:" + std::to_string(proxy.port());
+  o.env["KILN_STALL_TIMEOUT"] = "2";
+  auto out = s.dir.file("back.bin");
+  auto part = out + ".part";
+
+  // Cut mid-body, and the service stays unreachable: nothing under the final name, the bytes kept.
+  proxy.cut_after((3 << 20) / 2, test::FaultProxy::Direction::to_client);
+  auto cut = test::kiln({"image", "download", id, "-O", out}, o);
+  CHECK(proxy.cut_happened());
+  CHECK(cut.exit_code == 5);
+  CHECK(cut.err.find(".part") != std::string::npos);
+  CHECK(!std::filesystem::exists(out));
+  REQUIRE(std::filesystem::exists(part));
+  auto kept = std::filesystem::file_size(part);
+  CHECK(kept > 0);
+  CHECK(kept < firmware.size());
+
+  // The next run asks for the rest with Range.
+  proxy.allow();
+  auto resumed = test::kiln({"-o", "json", "image", "download", id, "-O", out}, o);
+  REQUIRE_MESSAGE(resumed.exit_code == 0, resumed.err);
+  CHECK(Json::parse(resumed.out)["resumed_from"] == kept);
+  CHECK(slurp(out) == firmware);
+  CHECK(!std::filesystem::exists(part));
+
+  // A stall mid-body within one run: kiln resumes by itself.
+  std::filesystem::remove(out);
+  proxy.stall_after(1 << 20, test::FaultProxy::Direction::to_client, true);
+  auto stalled = test::kiln({"-o", "json", "image", "download", id, "-O", out}, o);
+  REQUIRE_MESSAGE(stalled.exit_code == 0, stalled.err);
+  CHECK(proxy.stall_happened());
+  CHECK(slurp(out) == firmware);
+
+  // A .part that is not a prefix of the image fails the digest check and is discarded.
+  std::filesystem::remove(out);
+  spit(part, std::string(1000, 'x'));
+  auto wrong = test::kiln({"image", "download", id, "-O", out}, o);
+  CHECK(wrong.exit_code == 3);
+  CHECK(!std::filesystem::exists(out));
+  CHECK(!std::filesystem::exists(part));
+}
+
+TEST_CASE("service e2e: one kept-alive connection carries many requests (not cpp-httplib's default of 5)") {
+  Setup s;
+  s.json({"product", "create", "Thermo"});
+  test::TestKey device;
+  s.write_bundle("units.jsonl", unit_lines("k-", 12, device.public_pem()));
+  REQUIRE(s.kiln({"device", "import", s.dir.file("units.jsonl")}).exit_code == 0);
+  test::FaultProxy proxy(s.service->port());
+  auto o = s.env();
+  o.env["KILN_SERVICE"] = "https://127.0.0.1:" + std::to_string(proxy.port());
+  auto list = test::kiln({"-o", "jsonl", "device", "list", "--page-size", "1"}, o);  // 12 requests
+  REQUIRE_MESSAGE(list.exit_code == 0, list.err);
+  CHECK(jsonl(list.out).size() == 12);
+  CHECK(proxy.connections() == 1);
 }

@@ -194,10 +194,29 @@ TEST_CASE("ledger: the quota counts issued certificates and pending reservations
   Fixture f;
   Ledger ledger(f.path);
   ledger.append(unit("A"));
-  ledger.reserve_certificate(2);  // one issued + this one = 2
-  CHECK_THROWS_WITH_AS(ledger.reserve_certificate(2), doctest::Contains("quota reached"), Error);
-  ledger.release_certificate();
-  CHECK_NOTHROW(ledger.reserve_certificate(2));
-  ledger.release_certificate();
-  CHECK_NOTHROW(ledger.reserve_certificate(std::nullopt));
+  ledger.reserve_certificate("B", 2);  // one issued + this one = 2
+  CHECK_THROWS_WITH_AS(ledger.reserve_certificate("C", 2), doctest::Contains("quota reached"), Error);
+  CHECK_NOTHROW(ledger.reserve_certificate("B", 2));  // B's own reservation is not counted twice
+  ledger.release_certificate("B");
+  CHECK_NOTHROW(ledger.reserve_certificate("C", 2));
+  ledger.release_certificate("C");
+  CHECK(ledger.certificates_reserved() == 0);
+  CHECK_NOTHROW(ledger.reserve_certificate("D", std::nullopt));
+}
+
+TEST_CASE("ledger: reservations are shared by every connection to the file and consumed by the unit row") {
+  Fixture f;
+  Ledger first(f.path);
+  Ledger second(f.path);  // another station process on the same ledger
+  first.reserve_certificate("A", 1);
+  CHECK_THROWS_WITH_AS(second.reserve_certificate("B", 1), doctest::Contains("1 more being issued"), Error);
+  first.append(unit("A"));  // certificate_issued: the row replaces the reservation
+  CHECK(second.certificates_reserved() == 0);
+  CHECK(second.certificates_issued() == 1);
+  CHECK_THROWS_WITH_AS(second.reserve_certificate("B", 1), doctest::Contains("quota reached: 1 of 1"), Error);
+  // A reservation left by a killed station keeps counting until its UID is recorded.
+  { Ledger killed(f.path); killed.reserve_certificate("C", 3); }
+  CHECK(first.certificates_reserved() == 1);
+  CHECK_NOTHROW(first.reserve_certificate("D", 3));
+  CHECK_THROWS_AS(second.reserve_certificate("E", 3), Error);
 }

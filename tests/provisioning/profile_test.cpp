@@ -76,3 +76,31 @@ TEST_CASE("profile: refuses unknown keys, missing keys and bad values") {
   bad_url.replace(bad_url.find("https://kiln.example"), 20, "http://kiln.example!");
   CHECK_THROWS_WITH_AS(parse_profile(bad_url, "/"), doctest::Contains("https://"), Error);
 }
+
+TEST_CASE("profile: the firmware section reads back, and is refused when incomplete or not hex") {
+  auto p = sample();
+  p.firmware = FirmwareProfile{"app.signed.bin", "/fw/app.suit", std::string(182, 'b'), std::string(64, 'c'),
+                               std::string(64, 'd')};
+  auto text = profile_to_toml(p);
+  auto back = parse_profile(text, "/base");
+  REQUIRE(back.firmware);
+  CHECK(back.firmware->image == "/base/app.signed.bin");
+  CHECK(back.firmware->manifest == "/fw/app.suit");
+  CHECK(back.firmware->manifest_key == std::string(182, 'b'));
+  CHECK(back.firmware->image_sha256 == std::string(64, 'c'));
+  CHECK(back.firmware->manifest_sha256 == std::string(64, 'd'));
+  CHECK_FALSE(parse_profile(profile_to_toml(sample()), "/base").firmware);
+
+  auto replaced = [&](const std::string& from, const std::string& to) {
+    auto changed = text;
+    changed.replace(changed.find(from), from.size(), to);
+    return changed;
+  };
+  CHECK_THROWS_WITH_AS(parse_profile(replaced("image = \"", "imagex = \""), "/base"), doctest::Contains("imagex"), Error);
+  CHECK_THROWS_WITH_AS(parse_profile(replaced(std::string(64, 'c'), std::string(63, 'c')), "/base"),
+                       doctest::Contains("firmware.image_sha256 must be hex"), Error);
+  CHECK_THROWS_WITH_AS(parse_profile(replaced(std::string(64, 'd'), std::string(64, 'z')), "/base"),
+                       doctest::Contains("firmware.manifest_sha256"), Error);
+  auto without_image = text.substr(0, text.find("image = \"")) + text.substr(text.find("image_sha256"));
+  CHECK_THROWS_WITH_AS(parse_profile(without_image, "/base"), doctest::Contains("needs firmware.image"), Error);
+}

@@ -195,3 +195,26 @@ TEST_CASE("workflow: many boards at once, one of them gone, the rest provisioned
   for (std::size_t i = 0; i < 5; ++i) serials.insert(outcomes[i].certificate_serial);
   CHECK(serials.size() == 5);
 }
+
+TEST_CASE("workflow: a certificate found on a board but in no ledger row counts against the quota once") {
+  test::ServedBoards served(1);
+  test::StationFiles files(served.root.cert_path, IdentityMode::csr, 5);
+  auto station = files.open();
+  // A station killed between issuing and recording: the board holds a certificate from this CA,
+  // the ledger knows nothing of it.
+  {
+    SmpClient client(open_link(served.address(0)));
+    auto uid = read_identity(client).uid;
+    auto key = verify_csr(generate_device_key(client, uid));
+    auto issued = issue_device_certificate(*station->ca, station->ca_certificate_der, key, uid, {"Thermostat", 30});
+    install_certificate_chain(client, {issued.der, station->ca_certificate_der});
+  }
+  CHECK(station->ledger->certificates_issued() == 0);
+  auto outcome = provision_board(*station, served.address(0), {}, {});
+  REQUIRE_MESSAGE(outcome.result == "provisioned", outcome.error);
+  CHECK(station->ledger->certificates_issued() == 1);
+  CHECK(station->ledger->certificates_reserved() == 0);
+  // Recorded now, so a re-run does not count it again.
+  CHECK(provision_board(*station, served.address(0), {}, {}).result == "already-provisioned");
+  CHECK(station->ledger->certificates_issued() == 1);
+}

@@ -31,6 +31,16 @@ struct Fixture {
   Service service{{":memory:", dir.path() / "images"}};
   std::int64_t tenant = service.create_tenant("acme");
   std::string admin = service.create_token(tenant, Role::admin, "admin");
+  // The station whose signed ledger bundles this tenant imports (its CA is registered with the tenant).
+  test::TestCa station{"Test Station CA"};
+  Fixture() { trust_station(admin); }
+
+  void trust_station(const std::string& token) {
+    auto r = call("POST", "/v1/factory-cas", token, Json{{"certificate", station.pem}}.dump());
+    REQUIRE(r.status == 201);
+  }
+  // Unit lines as a bundle signed by the station (docs/ledger-bundle.md).
+  std::string bundle(const std::string& units) const { return test::signed_bundle(units, station.key); }
 
   Response call(const std::string& method, const std::string& target, const std::string& token, std::string body = {},
                 std::map<std::string, std::string> headers = {}, std::vector<std::string> certificates = {}) {
@@ -107,7 +117,7 @@ TEST_CASE("service: malformed JSON to every endpoint answers 400 with a reason, 
   test::TestKey device_key;
   f.json("POST", "/v1/factory-cas", f.admin, Json{{"certificate", factory_ca.pem}}.dump());
   f.json("POST", "/v1/devices/import", f.admin,
-         Json{{"uid", "Thermo"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n");
+         f.bundle(Json{{"uid", "Thermo"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n"));
   std::vector<std::string> device_chain = {test::pem_to_der(factory_ca.issue(device_key, "Thermo"))};
   const std::vector<std::string> bodies = {"{", "not json", "[1,2]", "\"text\"", "{\"name\": 5}", "{\"name\":\"\\ud800\"}",
                                            std::string("\x00\xff{", 3), "{\"a\":" + std::string(100, '[')};
@@ -128,8 +138,9 @@ TEST_CASE("service: malformed JSON to every endpoint answers 400 with a reason, 
         CHECK(!error["error"]["message"].get<std::string>().empty());
       }
       bool valid_object_for_optional_fields = route.pattern == "/v1/agent/check-in" && body == "{\"name\": 5}";
+      // A ledger bundle is JSON lines: a body that ends mid-line is first of all a truncated bundle.
       if (takes_json && route.pattern.find("{}") == std::string::npos && !valid_object_for_optional_fields)
-        CHECK(r.status == 400);
+        CHECK(r.status == (route.pattern == "/v1/devices/import" ? 422 : 400));
     }
   }
   // Found by the fuzzer: an error message quoting a path that is not UTF-8.
@@ -147,7 +158,7 @@ TEST_CASE("service: another tenant's objects answer 404") {
   auto other = f.service.create_token(other_tenant, Role::admin, "admin");
   auto product = f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
   auto key = write_key(f.dir, "dev.pem", KeyType::ecdsa_p256);
-  f.json("POST", "/v1/devices/import", f.admin, unit_line("dev-1", test::public_key_pem_of_file(key)));
+  f.json("POST", "/v1/devices/import", f.admin, f.bundle(unit_line("dev-1", test::public_key_pem_of_file(key))));
   auto group = f.json("GET", "/v1/groups/Thermo%2FProduction", f.admin);
 
   CHECK(f.call("GET", "/v1/products/" + product["id"].get<std::string>(), other).status == 404);
@@ -161,7 +172,8 @@ TEST_CASE("service: another tenant's objects answer 404") {
   CHECK(f.json("GET", "/v1/products", other)["items"].empty());
   // A UID already registered to another tenant cannot be taken over by importing it again.
   f.json("POST", "/v1/products", other, R"({"name":"Thermo"})");
-  CHECK(f.call("POST", "/v1/devices/import", other, unit_line("dev-1", test::public_key_pem_of_file(key))).status == 409);
+  f.trust_station(other);
+  CHECK(f.call("POST", "/v1/devices/import", other, f.bundle(unit_line("dev-1", test::public_key_pem_of_file(key)))).status == 409);
   CHECK(f.json("GET", "/v1/devices/dev-1", f.admin)["product"] == "Thermo");
 }
 
@@ -172,7 +184,7 @@ TEST_CASE("service: claim checks the device signature against the imported key, 
   auto ed_key = write_key(f.dir, "ed.pem", KeyType::ed25519);
   auto wrong_key = write_key(f.dir, "wrong.pem", KeyType::ecdsa_p256);
   f.json("POST", "/v1/devices/import", f.admin,
-         unit_line("ec-1", test::public_key_pem_of_file(ec_key)) + unit_line("ed-1", test::public_key_pem_of_file(ed_key)));
+         f.bundle(unit_line("ec-1", test::public_key_pem_of_file(ec_key)) + unit_line("ed-1", test::public_key_pem_of_file(ed_key))));
 
   auto claim = [&](const std::string& id, const std::string& key_file) {
     auto challenge = f.json("POST", "/v1/devices/" + id + "/claim-challenge", f.admin);
@@ -213,8 +225,8 @@ TEST_CASE("service: device list pages with a cursor and filters; count groups") 
   auto pem = test::public_key_pem_of_file(write_key(f.dir, "k.pem", KeyType::ecdsa_p256));
   std::string bundle;
   for (int i = 0; i < 25; ++i) bundle += unit_line(fmt::format("dev-{:03}", i), pem, i % 5 == 0 ? "2.0.0" : "1.0.0");
-  CHECK(f.json("POST", "/v1/devices/import", f.admin, bundle)["imported"] == 25);
-  CHECK(f.json("POST", "/v1/devices/import", f.admin, bundle)["imported"] == 25);  // re-import is an update
+  CHECK(f.json("POST", "/v1/devices/import", f.admin, f.bundle(bundle))["imported"] == 25);
+  CHECK(f.json("POST", "/v1/devices/import", f.admin, f.bundle(bundle))["imported"] == 25);  // re-import is an update
 
   std::vector<std::string> seen;
   std::string cursor;
@@ -315,7 +327,7 @@ TEST_CASE("service: agents check in with a device certificate chained to a regis
   test::TestKey device_key, other_key;
   auto cert = test::pem_to_der(factory_ca.issue(device_key, "dev-1"));
   f.json("POST", "/v1/devices/import", f.admin,
-         Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n");
+         f.bundle(Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n"));
   auto agent = [&](const std::string& method, const std::string& target, std::vector<std::string> chain,
                    std::string body = "{}", std::map<std::string, std::string> headers = {}) {
     return f.call(method, target, "", std::move(body), std::move(headers), std::move(chain));
@@ -358,8 +370,78 @@ TEST_CASE("service: agents check in with a device certificate chained to a regis
 
   // A verified certificate is remembered, but not past a re-import that changes the device key.
   f.json("POST", "/v1/devices/import", f.admin,
-         Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", other_key.public_pem()}}.dump() + "\n");
+         f.bundle(Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", other_key.public_pem()}}.dump() + "\n"));
   CHECK(agent("POST", "/v1/agent/check-in", {cert}).status == 401);
+}
+
+TEST_CASE("service: an import is applied only when its signature trailer verifies against a registered CA") {
+  Fixture f;
+  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  test::TestKey device;
+  std::string units = unit_line("a-1", device.public_pem()) + unit_line("a-2", device.public_pem());
+  auto good = f.bundle(units);
+  auto code_of = [&](const std::string& target, const std::string& body) {
+    auto r = f.call("POST", target, f.admin, body);
+    auto error = Json::parse(r.body);
+    return std::make_pair(r.status, error.contains("error") ? error["error"]["code"].get<std::string>() : std::string());
+  };
+  using Outcome = std::pair<int, std::string>;
+  CHECK(code_of("/v1/devices/import", units) == Outcome{422, "bundle_unsigned"});
+  CHECK(code_of("/v1/devices/import", good.substr(0, good.size() - 10)) == Outcome{422, "bundle_truncated"});
+  CHECK(code_of("/v1/devices/import", good + units) == Outcome{422, "bundle_modified"});  // lines after the trailer
+  auto edited = good;
+  edited.replace(edited.find("a-2"), 3, "a-3");
+  CHECK(code_of("/v1/devices/import", edited) == Outcome{422, "bundle_modified"});
+  test::TestKey rogue;
+  CHECK(code_of("/v1/devices/import", test::signed_bundle(units, rogue)) == Outcome{422, "bundle_signer_untrusted"});
+  auto bad_trailer = units + R"({"bundle_signature":"zz","units":2,"station_public_key":"x"})" + "\n";
+  CHECK(code_of("/v1/devices/import", bad_trailer).first == 400);
+  CHECK(f.json("GET", "/v1/devices", f.admin)["items"].empty());
+
+  // In parts: staged (202) until the part with the trailer; a wrong offset is a conflict.
+  auto cut = good.find('\n') + 1;
+  auto first = f.call("POST", "/v1/devices/import?import=i1&offset=0", f.admin, good.substr(0, cut));
+  CHECK(first.status == 202);
+  CHECK(Json::parse(first.body)["received"] == cut);
+  CHECK(f.call("POST", "/v1/devices/import?import=i1&offset=5", f.admin, good.substr(cut)).status == 409);
+  CHECK(f.call("POST", "/v1/devices/import?import=i1&offset=1", f.admin, "x").status == 409);
+  CHECK(f.json("GET", "/v1/devices", f.admin)["items"].empty());
+  auto done = f.json("POST", fmt::format("/v1/devices/import?import=i1&offset={}", cut), f.admin, good.substr(cut));
+  CHECK(done["imported"] == 2);
+  CHECK(f.json("GET", "/v1/devices", f.admin)["items"].size() == 2);
+  // An edited first part is found when the trailer arrives: nothing of the import is applied.
+  auto edited_first = unit_line("b-1", device.public_pem());
+  auto other = f.bundle(unit_line("b-0", device.public_pem()) + unit_line("b-2", device.public_pem()));
+  auto split = other.find('\n') + 1;
+  CHECK(f.call("POST", "/v1/devices/import?import=i2&offset=0", f.admin, edited_first).status == 202);
+  CHECK(code_of(fmt::format("/v1/devices/import?import=i2&offset={}", edited_first.size()), other.substr(split)) ==
+        Outcome{422, "bundle_modified"});
+  CHECK(f.json("GET", "/v1/devices", f.admin)["items"].size() == 2);
+}
+
+TEST_CASE("service: a station certificate chained to a registered CA acts with the factory role") {
+  Fixture f;
+  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  test::TestKey station_key, device_key;
+  std::vector<std::string> station = {test::pem_to_der(f.station.issue(station_key, "station-1"))};
+  auto as_station = [&](const std::string& method, const std::string& target, const std::string& body,
+                        std::vector<std::string> chain) { return f.call(method, target, "", body, {}, std::move(chain)); };
+  auto who = as_station("GET", "/v1/whoami", "", station);
+  REQUIRE(who.status == 200);
+  CHECK(Json::parse(who.body)["role"] == "factory");
+  CHECK(as_station("POST", "/v1/devices/import", f.bundle(unit_line("d-1", device_key.public_pem())), station).status == 200);
+  CHECK(as_station("POST", "/v1/products", R"({"name":"Other"})", station).status == 403);
+  test::TestCa rogue("Rogue CA");
+  auto refused = as_station("GET", "/v1/whoami", "", {test::pem_to_der(rogue.issue(station_key, "station-1"))});
+  CHECK(refused.status == 401);
+  CHECK(Json::parse(refused.body)["error"]["message"].get<std::string>().find("does not chain") != std::string::npos);
+  // The device's own certificate serves the agent endpoints only.
+  auto device = as_station("GET", "/v1/devices", "", {test::pem_to_der(f.station.issue(device_key, "d-1"))});
+  CHECK(device.status == 401);
+  // A CA registered by two tenants names no tenant: refused, a token is needed.
+  auto other = f.service.create_token(f.service.create_tenant("globex"), Role::admin, "admin");
+  f.trust_station(other);
+  CHECK(as_station("GET", "/v1/whoami", "", station).status == 401);
 }
 
 TEST_CASE("service: docs/openapi.yaml documents every route of the route table") {

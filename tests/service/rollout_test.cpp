@@ -9,6 +9,7 @@
 #include "core/bytes.hpp"
 #include "manifests/suit_create.hpp"
 #include "service/api.hpp"
+#include "service/db.hpp"
 #include "service/rollout.hpp"
 #include "signing/signer.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -166,4 +167,41 @@ TEST_CASE("agent contract: check-in offers the wave's deployment with its manife
   auto bad = f.call("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {unrelated}}, {"manifest", manifest}}.dump());
   CHECK(bad.status == 422);
   CHECK(Json::parse(bad.body)["error"]["code"] == "manifest_mismatch");
+}
+
+TEST_CASE("rollout: a database from before staged rollouts gains the new columns and keeps its deployments") {
+  test::TempDir dir;
+  auto database = dir.file("service.db");
+  std::string admin, group;
+  {
+    Service service({database, dir.path() / "images"});
+    admin = service.create_token(service.create_tenant("acme"), Role::admin, "admin");
+    auto r = service.handle({"POST", "/v1/products", {{"authorization", "Bearer " + admin}}, R"({"name":"Thermo"})", {}});
+    REQUIRE(r.status == 201);
+    auto groups = service.handle({"GET", "/v1/groups", {{"authorization", "Bearer " + admin}}, "", {}});
+    group = Json::parse(groups.body)["items"][0]["id"].get<std::string>();
+  }
+  {
+    // The deployments table as the first release wrote it, with one deployment.
+    Db db(database);
+    db.exec("DROP TABLE deployments");
+    db.exec("CREATE TABLE deployments (id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL, group_id TEXT NOT NULL "
+            "REFERENCES device_groups(id), images TEXT NOT NULL, rollout INTEGER NOT NULL, state TEXT NOT NULL, "
+            "created_at TEXT NOT NULL, updated_at TEXT NOT NULL)");
+    db.prepare("INSERT INTO deployments VALUES ('dep_old', 1, ?, '[\"aa\"]', 10, 'active', '2026-01-01T00:00:00Z', "
+               "'2026-01-01T00:00:00Z')")
+        .bind(1, group)
+        .run();
+  }
+  Service service({database, dir.path() / "images"});
+  auto r = service.handle({"GET", "/v1/deployments/dep_old", {{"authorization", "Bearer " + admin}}, "", {}});
+  INFO(r.body);
+  REQUIRE(r.status == 200);
+  auto d = Json::parse(r.body);
+  CHECK(d["state"] == "active");
+  CHECK(d["rollout"] == 10);
+  CHECK(d["wave"] == 1);
+  CHECK(d["waves"].size() == 1);
+  CHECK(d["manifest"].is_null());
+  CHECK(d["halt_on_failure"].is_null());
 }

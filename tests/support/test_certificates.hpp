@@ -10,6 +10,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 namespace kiln::test {
 
 struct OpenSslFree {
@@ -106,6 +108,50 @@ inline std::string pem_to_der(const std::string& pem) {
   auto* p = reinterpret_cast<unsigned char*>(der.data());
   i2d_X509(cert.get(), &p);
   return der;
+}
+
+inline std::string hex_of(const unsigned char* data, std::size_t size) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (std::size_t i = 0; i < size; ++i) {
+    out.push_back(digits[data[i] >> 4]);
+    out.push_back(digits[data[i] & 15]);
+  }
+  return out;
+}
+
+// `units` (JSON lines) followed by the signed trailer `kiln factory ledger export` writes
+// (docs/ledger-bundle.md), signed by `station` (ECDSA P-256 over the SHA-256 of the unit bytes).
+inline std::string signed_bundle(const std::string& units, const TestKey& station) {
+  unsigned char md[32];
+  unsigned int md_len = 0;
+  EVP_Digest(units.data(), units.size(), md, &md_len, EVP_sha256(), nullptr);
+  struct CtxFree {
+    void operator()(EVP_PKEY_CTX* c) const { EVP_PKEY_CTX_free(c); }
+  };
+  std::unique_ptr<EVP_PKEY_CTX, CtxFree> ctx(EVP_PKEY_CTX_new(station.key.get(), nullptr));
+  std::size_t sig_len = 0;
+  if (EVP_PKEY_sign_init(ctx.get()) <= 0 || EVP_PKEY_sign(ctx.get(), nullptr, &sig_len, md, md_len) <= 0)
+    throw std::runtime_error("EVP_PKEY_sign failed");
+  std::string sig(sig_len, '\0');
+  EVP_PKEY_sign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &sig_len, md, md_len);
+  sig.resize(sig_len);
+  std::size_t count = 0;
+  for (std::size_t start = 0; start < units.size();) {
+    auto end = units.find('\n', start);
+    if (end == std::string::npos) end = units.size();
+    if (units.find_first_not_of(" \t\r", start) < end) ++count;
+    start = end + 1;
+  }
+  nlohmann::ordered_json trailer{{"bundle_signature", hex_of(reinterpret_cast<const unsigned char*>(sig.data()), sig.size())},
+                                 {"algorithm", "ecdsa-p256-sha256"},
+                                 {"bundle_sha256", hex_of(md, md_len)},
+                                 {"units", count},
+                                 {"station_public_key", station.public_pem()}};
+  std::string out = units;
+  out.append(trailer.dump());
+  out.push_back('\n');
+  return out;
 }
 
 }  // namespace kiln::test

@@ -43,7 +43,7 @@ usbdevfs_urb* urb_of(UMockdevIoctlData* data) { return reinterpret_cast<usbdevfs
 
 }  // namespace
 
-UsbBoard::UsbBoard(emu::Board& board) : board_(board) {
+UsbBoard::UsbBoard(emu::Board& board, bool plugged) : board_(board) {
   testbed_ = umockdev_testbed_new();
   std::string root = umockdev_testbed_get_root_dir(testbed_);
   std::filesystem::create_directories(root + "/dev/bus/usb/001");
@@ -54,6 +54,10 @@ UsbBoard::UsbBoard(emu::Board& board) : board_(board) {
   GError* error = nullptr;
   if (!umockdev_testbed_attach_ioctl(testbed_, "/dev/bus/usb/001/002", handler_, &error))
     throw std::runtime_error(std::string("attach_ioctl: ") + (error ? error->message : "failed"));
+  if (plugged) plug_in();
+}
+
+void UsbBoard::plug_in() {
   std::string serial = board_.uid() + "\n";
   gchar* sys = umockdev_testbed_add_device(testbed_, "usb", "1-1", nullptr,
                                            "busnum", "1\n", "devnum", "2\n", "idVendor", "1209\n", "idProduct",

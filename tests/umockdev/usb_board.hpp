@@ -18,8 +18,11 @@ class UsbBoard {
   static constexpr std::uint16_t vendor_id = 0x1209;
   static constexpr std::uint16_t product_id = 0x4b4e;
 
-  // Adds the device at bus 1 port 1 ("usb:1-1"), serial number = the board's UID.
-  explicit UsbBoard(emu::Board& board);
+  // Adds the device at bus 1 port 1 ("usb:1-1"), serial number = the board's UID; with
+  // plugged = false only the testbed is made (child processes started now see the bus) and
+  // plug_in() adds the device later (a hotplug "add" event).
+  explicit UsbBoard(emu::Board& board, bool plugged = true);
+  void plug_in();
   ~UsbBoard();
   UsbBoard(const UsbBoard&) = delete;
   UsbBoard& operator=(const UsbBoard&) = delete;
