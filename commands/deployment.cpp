@@ -25,6 +25,7 @@ struct DeploymentArgs {
   std::string step_after;
   std::string halt_on_failure;
   std::string interval = "2s";
+  std::string status;
   std::string id;
 };
 
@@ -138,9 +139,9 @@ void finish_watch(const Json& last) {
   if (state == "completed") return;
   if (state == "halted")
     throw Error(ExitCode::partial, fmt::format("deployment {} {}", id, last["halt_reason"].get<std::string>()),
-                fmt::format("see the failures with 'kiln device list --group \"{}\"', then 'kiln deployment resume {}' "
+                fmt::format("see why with 'kiln deployment devices {} --status failures', then 'kiln deployment resume {}' "
                             "or 'kiln deployment abort {}'",
-                            last["group"].get<std::string>(), id, id));
+                            id, id, id));
   if (state == "superseded")
     throw Error(ExitCode::conflict, fmt::format("deployment {} was superseded before it completed", id),
                 fmt::format("a newer deployment replaced it: kiln deployment list --group \"{}\"", last["group"].get<std::string>()));
@@ -203,6 +204,16 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
   show->callback([&ctx, args] {
     auto api = connect(ctx);
     render_deployment(ctx, transport::show_deployment(api, args->id));
+  });
+
+  auto* devices = deployment->add_subcommand("devices", "List a deployment's admitted devices: wave, status, detail");
+  devices->add_option("ID", args->id, "Deployment ID")->required();
+  devices->add_option("--status", args->status, "Only this status (failures: failed, rolled_back or refused)")
+      ->check(CLI::IsMember({"pending", "failures", "downloading", "verifying", "installing", "testing", "installed",
+                             "failed", "rolled_back", "refused"}));
+  devices->callback([&ctx, args] {
+    auto api = connect(ctx);
+    ctx.render(transport::list_deployment_devices(api, args->id, args->status.empty() ? std::nullopt : std::optional(args->status)));
   });
 
   auto* watch = deployment->add_subcommand(

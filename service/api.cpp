@@ -72,6 +72,7 @@ const std::vector<Route>& routes() {
       {{"POST", "/v1/deployments", operators}, create_deployment},
       {{"GET", "/v1/deployments", anyone}, list_deployments},
       {{"GET", "/v1/deployments/{}", anyone}, show_deployment},
+      {{"GET", "/v1/deployments/{}/devices", anyone}, list_deployment_devices},
       {{"POST", "/v1/deployments/{}/pause", operators}, pause_deployment},
       {{"POST", "/v1/deployments/{}/resume", operators}, resume_deployment},
       {{"POST", "/v1/deployments/{}/abort", operators}, abort_deployment},

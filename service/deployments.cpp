@@ -6,6 +6,7 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
@@ -85,6 +86,32 @@ struct Tally {
   std::map<std::string, std::int64_t> status;
 };
 
+// One admitted device of a deployment: its wave and the last status it reported ("pending": none yet).
+struct AdmittedDevice {
+  std::string id;
+  int wave = 0;
+  std::string status, detail, updated_at, version;
+};
+
+// Calls `each` for every admitted device of the group; returns the number of devices in the group.
+std::int64_t for_each_admitted(Db& db, const DeploymentRow& row, const std::function<void(const AdmittedDevice&)>& each) {
+  auto q = db.prepare("SELECT d.id, dd.status, coalesce(dd.detail, ''), coalesce(dd.updated_at, ''), coalesce(d.version, '') "
+                      "FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = ? AND dd.device_id = d.id "
+                      "WHERE d.group_id = ? ORDER BY d.id");
+  q.bind(1, row.id).bind(2, row.group_id);
+  std::int64_t devices = 0;
+  while (q.step()) {
+    ++devices;
+    AdmittedDevice device{q.text(0), 0, q.is_null(1) ? std::string("pending") : q.text(1), q.text(2), q.text(3), q.text(4)};
+    device.wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device.id));
+    // A device outside the open waves that reported anyway (it was admitted before a wave change or a
+    // group move) still counts where its bucket puts it, so nothing it reported goes missing.
+    bool admitted = device.wave > 0 && (device.wave <= row.wave || device.status != "pending");
+    if (admitted) each(device);
+  }
+  return devices;
+}
+
 Tally tally(Db& db, const DeploymentRow& row) {
   Tally t;
   auto zero = [] {
@@ -96,25 +123,15 @@ Tally tally(Db& db, const DeploymentRow& row) {
   t.status = zero();
   t.waves.resize(row.waves.size());
   for (auto& w : t.waves) w.status = zero();
-  auto q = db.prepare("SELECT d.id, dd.status FROM devices d LEFT JOIN deployment_devices dd "
-                      "ON dd.deployment_id = ? AND dd.device_id = d.id WHERE d.group_id = ?");
-  q.bind(1, row.id).bind(2, row.group_id);
-  while (q.step()) {
-    ++t.devices;
-    int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, q.text(0)));
-    auto status = q.is_null(1) ? std::string("pending") : q.text(1);
-    // A device outside the open waves that reported anyway (it was admitted before a wave change or a
-    // group move) still counts where its bucket puts it, so nothing it reported goes missing.
-    bool admitted = wave > 0 && (wave <= row.wave || status != "pending");
-    if (!admitted) continue;
+  t.devices = for_each_admitted(db, row, [&](const AdmittedDevice& device) {
     ++t.admitted;
-    auto& w = t.waves[static_cast<std::size_t>(wave - 1)];
+    auto& w = t.waves[static_cast<std::size_t>(device.wave - 1)];
     ++w.admitted;
-    ++w.status[status];
-    ++t.status[status];
-    if (is_failure_status(status)) ++t.failures;
-    if (status == "installed") ++t.installed;
-  }
+    ++w.status[device.status];
+    ++t.status[device.status];
+    if (is_failure_status(device.status)) ++t.failures;
+    if (device.status == "installed") ++t.installed;
+  });
   return t;
 }
 
@@ -422,6 +439,28 @@ Reply show_deployment(Call& call) { return {200, show(call, call.params[0])}; }
 Reply pause_deployment(Call& call) { return transition(call, "paused", {"active", "completed"}); }
 Reply resume_deployment(Call& call) { return transition(call, "active", {"paused", "halted"}); }
 Reply abort_deployment(Call& call) { return transition(call, "aborted", {"active", "paused", "halted", "completed"}); }
+
+Reply list_deployment_devices(Call& call) {
+  auto row = load_deployment(call.db, call.who.tenant_id, call.params[0]);
+  evaluate(call.db, row);
+  auto status = call.query_value("status");
+  if (status && *status != "pending" && *status != "failures") {
+    auto& known = agent_statuses();
+    if (std::find(known.begin(), known.end(), *status) == known.end())
+      throw ApiError{400, "invalid_request", "status must be pending, failures or an agent status (installed, failed, ...)"};
+  }
+  Json items = Json::array();
+  for_each_admitted(call.db, row, [&](const AdmittedDevice& device) {
+    if (status && (*status == "failures" ? !is_failure_status(device.status) : device.status != *status)) return;
+    items.push_back(Json{{"device", device.id},
+                         {"wave", device.wave},
+                         {"status", device.status},
+                         {"detail", device.detail},
+                         {"version", device.version.empty() ? Json(nullptr) : Json(device.version)},
+                         {"updated_at", device.updated_at.empty() ? Json(nullptr) : Json(device.updated_at)}});
+  });
+  return {200, Json{{"items", items}}};
+}
 
 Reply link_image_manifest(Call& call) {
   auto body = parse_object(call.request.body);

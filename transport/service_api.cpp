@@ -493,6 +493,10 @@ Json list_deployments(ServiceApi& api, const std::optional<std::string>& group) 
   return api.get("/v1/deployments" + (group ? "?group=" + url_encode(*group) : std::string()))["items"];
 }
 Json show_deployment(ServiceApi& api, const std::string& id) { return api.get("/v1/deployments/" + segment(id)); }
+Json list_deployment_devices(ServiceApi& api, const std::string& id, const std::optional<std::string>& status) {
+  return api.get("/v1/deployments/" + segment(id) + "/devices" + (status ? "?status=" + url_encode(*status) : std::string()))["items"];
+}
+
 bool deployment_settled(const Json& deployment) {
   auto state = deployment.value("state", std::string());
   return state == "completed" || state == "halted" || state == "aborted" || state == "superseded";

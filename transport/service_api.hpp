@@ -135,6 +135,8 @@ struct DeploymentRequest {
 Json create_deployment(ServiceApi& api, const DeploymentRequest& request);
 Json list_deployments(ServiceApi& api, const std::optional<std::string>& group);
 Json show_deployment(ServiceApi& api, const std::string& id);
+// The admitted devices with their wave and last status; status: pending, failures or an agent status.
+Json list_deployment_devices(ServiceApi& api, const std::string& id, const std::optional<std::string>& status);
 // action: pause, resume or abort.
 Json change_deployment(ServiceApi& api, const std::string& id, const std::string& action);
 // True for the states a deployment never leaves by itself: completed, halted, aborted, superseded.

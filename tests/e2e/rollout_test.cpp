@@ -305,8 +305,23 @@ TEST_CASE("rollout e2e: failures past the threshold halt the deployment; show sa
   CHECK(fleet.agents[3].offer().is_null());
   auto table = fleet.kiln({"deployment", "show", id});
   CHECK(table.out.find("halted: 3 of 20 admitted devices failed (15%) in wave 1, above 10%") != std::string::npos);
+  auto failing = fleet.json({"deployment", "devices", id, "--status", "failures"});
+  REQUIRE(failing.size() == 3);
+  std::set<std::string> failed_devices, failed_statuses;
+  for (auto& row : failing) {
+    failed_devices.insert(row["device"].get<std::string>());
+    failed_statuses.insert(row["status"].get<std::string>());
+    CHECK(row["detail"] == "reported by the test");
+    CHECK(row["wave"] == 1);
+  }
+  CHECK(failed_devices == std::set<std::string>{"unit-0", "unit-1", "unit-2"});
+  CHECK(failed_statuses == std::set<std::string>{"failed", "rolled_back", "refused"});
+  CHECK(fleet.json({"deployment", "devices", id}).size() == 20);
+  CHECK(fleet.json({"deployment", "devices", id, "--status", "pending"}).size() == 17);
+  CHECK(fleet.kiln({"deployment", "devices", id, "--status", "bogus"}).exit_code == 2);
   auto watched = fleet.kiln({"-o", "json", "deployment", "watch", id});
   CHECK(watched.exit_code == 8);
+  CHECK(watched.err.find("kiln deployment devices " + id + " --status failures") != std::string::npos);
   CHECK(Json::parse(watched.out)["state"] == "halted");
   CHECK(watched.err.find("3 of 20") != std::string::npos);
 

@@ -249,7 +249,8 @@ TEST_CASE("service e2e: products, groups, import, list, count, claim, roles, dep
 TEST_CASE("service e2e: malformed JSON over real TLS answers 400 with a reason") {
   Setup s;
   auto token = s.env().env.at("KILN_TOKEN");
-  for (const char* path : {"/v1/products", "/v1/groups", "/v1/devices/import", "/v1/images", "/v1/deployments", "/v1/tokens"}) {
+  for (const char* path : {"/v1/products", "/v1/groups", "/v1/devices/import", "/v1/images", "/v1/deployments", "/v1/tokens",
+                           "/v1/images/0000000000000000000000000000000000000000000000000000000000000000/manifest"}) {
     auto r = test::run_process("/usr/bin/curl",
                                {"-s", "-o", "-", "-w", "\n%{http_code}", "--cacert", (s.data / "ca.pem").string(), "-H",
                                 "Authorization: Bearer " + token, "--data-binary", "{\"name\":", s.service->url() + path});
