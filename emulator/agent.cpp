@@ -393,7 +393,7 @@ struct UpdateAgent::Impl {
         Bytes envelope = read_file(manifest_file);
         UpdateCheckInput input;
         input.envelope = envelope;
-        input.manifest_key = view.manifest_key;
+        input.manifest_key = view.config.manifest_key;
         input.image = image_file;
         input.boot_key_hash = view.config.boot_key_hash;
         input.installed_sequence = view.current.sequence;
