@@ -97,6 +97,18 @@ TEST_CASE("agent e2e: boards install a deployment; wrong key and older sequence 
     CHECK(fleet.board_record(uid)["sequence"] == 2);
   }
 
+  // The service was told which check failed, once per board and deployment (details as the boards sent them).
+  for (const auto& [deployment, check] : {std::pair{rogue_deployment, "mcuboot: "}, std::pair{unsigned_by_us, "signature: "},
+                                          std::pair{older, "sequence: "}}) {
+    auto rows = fleet.deployment_devices(deployment);
+    CHECK(rows.size() == fleet.uids().size());
+    for (const auto& [device, row] : rows) {
+      CAPTURE(device);
+      CHECK(row["status"] == "refused");
+      CHECK(test::OtaFleet::text(row, "detail").rfind(check, 0) == 0);
+    }
+  }
+
   // 6. The fleet still takes the next good update.
   auto v140 = fleet.sign_image("1.4.0");
   auto last = fleet.deploy(v140, fleet.make_manifest(v140, 6))["id"].get<std::string>();

@@ -212,6 +212,12 @@ class OtaFleet {
     if (count < 0) count = static_cast<int>(uids().size());
     return wait_for([&] { return deployment(id)["device_status"].value(status, 0) == count; }, seconds);
   }
+  // `kiln deployment devices ID -o json`: device id -> {wave, status, detail, version}.
+  std::map<std::string, Json> deployment_devices(const std::string& id) const {
+    std::map<std::string, Json> rows;
+    for (const auto& row : json({"deployment", "devices", id})) rows[row["device"].get<std::string>()] = row;
+    return rows;
+  }
   // The service's view: device id -> row of `kiln device list`.
   std::map<std::string, Json> service_devices() const {
     auto r = kiln({"-o", "jsonl", "device", "list", "--group", options_.group});
