@@ -1,6 +1,7 @@
 // The README's main command (scripts/demo.sh) run for real against the built binaries: a local
 // service, 8 emulated boards, factory provisioning, import, claim over the board link, upload,
-// deployment and fleet queries. Each step's outcome is checked, not just the exit code.
+// a staged deployment the boards' update agents install over the air, and fleet queries. Each step's
+// outcome is checked, not just the exit code.
 #include <doctest/doctest.h>
 
 #include <sstream>
@@ -47,14 +48,18 @@ TEST_CASE("demo: the whole story runs on a fresh service and 8 emulated boards")
   CHECK(all.find("ok             true") != std::string::npos);   // ledger verifies
   CHECK(all.find("imported  8") != std::string::npos);           // bundle import
   CHECK(count_of(all, "\"claimed\":true") == 3);                 // head -3 of the claimed devices
-  bool deployment_to_all = false, new_image_active = false;
+  // The staged deployment completes: both waves opened and all 8 boards reported installed.
+  CHECK(all.find("state            completed") != std::string::npos);
+  CHECK(all.find("status           installed 8") != std::string::npos);
+  bool fleet_on_new_version = false, new_image_confirmed = false;
   for (auto& row : rows_of(all)) {
-    if (row == std::vector<std::string>{"devices", "8"}) deployment_to_all = true;
-    // kiln board images after the upload and reset: image 0, slot 0 runs 1.1.0 (test boot, active).
-    if (row.size() == 9 && row[0] == "0" && row[1] == "0" && row[2] == "1.1.0" && row[7] == "true")
-      new_image_active = true;
+    // kiln device count --by version: the service saw every board check in with 1.1.0.
+    if (row == std::vector<std::string>{"1.1.0", "8"}) fleet_on_new_version = true;
+    // kiln board images: the board itself runs 1.1.0 from slot 0, confirmed by its agent after the test boot.
+    if (row.size() == 9 && row[0] == "0" && row[1] == "0" && row[2] == "1.1.0" && row[6] == "true" && row[7] == "true")
+      new_image_confirmed = true;
   }
-  CHECK(deployment_to_all);
-  CHECK(new_image_active);
+  CHECK(fleet_on_new_version);
+  CHECK(new_image_confirmed);
   CHECK(all.find("Done:") != std::string::npos);
 }
