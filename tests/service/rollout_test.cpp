@@ -206,3 +206,56 @@ TEST_CASE("rollout: a database from before staged rollouts gains the new columns
   CHECK(d["manifest"].is_null());
   CHECK(d["halt_on_failure"].is_null());
 }
+
+TEST_CASE("rollout: halting counts the admitted devices of the open waves; completion waits for the last wave") {
+  AgentFixture f;
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
+  f.json("POST", "/v1/factory-cas", Json{{"certificate", f.factory_ca.pem}}.dump());
+  std::map<std::string, std::vector<std::string>> chains;
+  for (int i = 0; i < 12; ++i) {
+    auto uid = "dev-" + std::to_string(i);
+    chains[uid] = f.device(uid, "Thermo/Field Test");
+  }
+  auto image = f.upload("firmware v2");
+  // Deployment IDs are random, and so is the split: take one (a newer deployment supersedes the older)
+  // whose first wave has at least two devices and leaves some for the second.
+  Json dep;
+  std::string id;
+  std::vector<std::string> first_wave, later;
+  for (int attempt = 0; attempt < 50 && (first_wave.size() < 2 || later.empty()); ++attempt) {
+    dep = f.json("POST", "/v1/deployments",
+                 Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"rollout", {50, 100}}, {"step_after", 3600},
+                      {"halt_on_failure", 20}}
+                     .dump());
+    id = dep["id"].get<std::string>();
+    first_wave.clear();
+    later.clear();
+    for (auto& [uid, chain] : chains) (rollout_bucket(id, uid) < 50 ? first_wave : later).push_back(uid);
+  }
+  REQUIRE(first_wave.size() >= 2);
+  REQUIRE(!later.empty());
+  CHECK(dep["admitted"] == first_wave.size());
+  CHECK(dep["waves"][0]["admitted"] == first_wave.size());
+  CHECK(dep["waves"][1]["admitted"] == 0);
+
+  // Every device of the first wave installs: not completed while the last wave is closed.
+  for (auto& uid : first_wave)
+    CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "installed"}}.dump(), chains[uid]).status == 200);
+  auto shown = f.json("GET", "/v1/deployments/" + id);
+  CHECK(shown["state"] == "active");
+  CHECK(shown["waves"][0]["status"]["installed"] == first_wave.size());
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains[later[0]])["deployment"].is_null());
+
+  // One failure among the admitted devices is above 20% only if fewer than 5 are admitted.
+  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "refused"}}.dump(), chains[first_wave[0]]).status == 200);
+  auto after = f.json("GET", "/v1/deployments/" + id);
+  bool halts = 100 > 20 * first_wave.size();
+  CHECK(after["state"] == (halts ? "halted" : "active"));
+  if (halts)
+    CHECK(after["halt_reason"] == halt_reason(1, static_cast<std::int64_t>(first_wave.size()), 1, 20));
+  auto failing = f.json("GET", "/v1/deployments/" + id + "/devices?status=failures");
+  REQUIRE(failing["items"].size() == 1);
+  CHECK(failing["items"][0]["device"] == first_wave[0]);
+  CHECK(failing["items"][0]["status"] == "refused");
+  CHECK(f.call("GET", "/v1/deployments/" + id + "/devices?status=nonsense").status == 400);
+}
