@@ -312,11 +312,9 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
     options.emu_dir = discovery.emu_dir;
     options.usb_ids = discovery.usb_ids;
     EventView view(ctx);
-    auto started = [&](const std::string& usb_mode) {
-      ctx.info(fmt::format("watching for boards: USB ({}){} (Ctrl-C to stop)", usb_mode,
-                           options.emu_dir ? ", emulator directory " + options.emu_dir->string() : std::string()));
-    };
-    auto outcomes = watch_boards(*station, options, view.sink(), {}, started);
+    auto notice = [&](const std::string& message) { ctx.info(message); };
+    ctx.info("Ctrl-C stops the watch (boards in flight are finished)");
+    auto outcomes = watch_boards(*station, options, view.sink(), {}, notice);
     if (!args.dry_run) station->ledger->checkpoint();
     report(ctx, view, outcomes);
   });

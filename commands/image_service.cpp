@@ -47,9 +47,10 @@ void add_image_service_verbs(CLI::App* image, cli::Context& ctx) {
     ctx.render(transport::show_image(api, args->id));
   });
 
-  auto* download = image->add_subcommand("download", "Download an image, checking its SHA-256");
+  auto* download = image->add_subcommand(
+      "download", "Download an image via FILE.part (resumed with Range by the next run), renamed once its SHA-256 matches");
   download->add_option("ID", args->id, "SHA-256")->required();
-  download->add_option("-O,--out", args->out, "Where to write it")->required();
+  download->add_option("-o,-O,--out", args->out, "Where to write it")->required()->type_name("FILE");
   download->callback([&ctx, args] {
     auto api = connect(ctx);
     ctx.render(transport::download_image(api, args->id, args->out));

@@ -223,7 +223,7 @@ struct UpdateAgent::Impl {
     transport::HttpRequest request;
     request.method = "POST";
     request.path = path;
-    request.body = body.dump();
+    request.body = body.dump(-1, ' ', false, Json::error_handler_t::replace);  // reasons may quote odd bytes
     // One connection per exchange: hundreds of boards must not each hold a service thread.
     request.headers.push_back("Connection: close");
     return request;
@@ -231,7 +231,14 @@ struct UpdateAgent::Impl {
 
   // Sends a status report. Final reports that do not get through are kept and sent again later.
   void report(const AgentView& view, const std::string& status, const std::string& detail, bool final) {
-    Json body{{"deployment", state["job"]["deployment"]}, {"status", status}, {"detail", detail}};
+    // The service keeps at most 1024 bytes of detail; cut on a UTF-8 boundary.
+    std::string cut = detail;
+    if (cut.size() > 1000) {
+      std::size_t at = 1000;
+      while (at > 0 && (static_cast<unsigned char>(cut[at]) & 0xC0) == 0x80) --at;
+      cut = cut.substr(0, at) + "...";
+    }
+    Json body{{"deployment", state["job"]["deployment"]}, {"status", status}, {"detail", cut}};
     body["version"] = view.version.empty() ? Json(nullptr) : Json(view.version);
     log(fmt::format("deployment {}: {}{}", body["deployment"].get<std::string>(), status,
                     detail.empty() ? "" : " (" + detail + ")"));
@@ -386,7 +393,7 @@ struct UpdateAgent::Impl {
         Bytes envelope = read_file(manifest_file);
         UpdateCheckInput input;
         input.envelope = envelope;
-        input.manifest_key = view.manifest_key;
+        input.manifest_key = view.config.manifest_key;
         input.image = image_file;
         input.boot_key_hash = view.config.boot_key_hash;
         input.installed_sequence = view.current.sequence;
@@ -427,7 +434,9 @@ struct UpdateAgent::Impl {
                         AgentOutcome::rolled_back);
         }
         board.confirm_running();
-        board.record_firmware(FirmwareRecord{job["sequence"].get<std::uint64_t>(), from_hex(job["envelope_digest"].get<std::string>())});
+        Bytes envelope_digest = from_hex(job["envelope_digest"].get<std::string>());
+        if (view.current.manifest_digest != envelope_digest)  // not yet recorded (a restart may land here twice)
+          board.record_firmware(FirmwareRecord{job["sequence"].get<std::uint64_t>(), envelope_digest});
         return finish(board.agent_view(), "installed", fmt::format("running {}", tested), AgentOutcome::installed);
       } else {
         state["job"] = nullptr;

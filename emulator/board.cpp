@@ -105,7 +105,6 @@ struct Board::State {
   std::optional<std::string> key_origin;
   std::vector<Bytes> chain;
   ServiceConfig config;
-  std::optional<Bytes> manifest_key;  // DER SPKI: the SUIT manifest trust anchor
   FirmwareRecord firmware;            // installed firmware record (64:8 or the update agent)
   FirmwareRecord previous_firmware;   // the record before the last agent update (for a revert)
 
@@ -128,7 +127,7 @@ struct Board::State {
     if (config.boot_key_hash) j["boot_key_hash"] = to_hex(*config.boot_key_hash);
     if (config.service_url) j["service_url"] = *config.service_url;
     if (config.trust_anchor_pem) j["trust_anchor"] = *config.trust_anchor_pem;
-    if (manifest_key) j["manifest_key"] = to_hex(*manifest_key);
+    if (config.manifest_key) j["manifest_key"] = to_hex(*config.manifest_key);
     j["sequence"] = firmware.sequence;
     j["manifest_digest"] = to_hex(firmware.manifest_digest);
     j["previous_sequence"] = previous_firmware.sequence;
@@ -154,7 +153,7 @@ struct Board::State {
     if (j.contains("boot_key_hash")) s.config.boot_key_hash = from_hex(j["boot_key_hash"].get<std::string>());
     if (j.contains("service_url")) s.config.service_url = j["service_url"].get<std::string>();
     if (j.contains("trust_anchor")) s.config.trust_anchor_pem = j["trust_anchor"].get<std::string>();
-    if (j.contains("manifest_key")) s.manifest_key = from_hex(j["manifest_key"].get<std::string>());
+    if (j.contains("manifest_key")) s.config.manifest_key = from_hex(j["manifest_key"].get<std::string>());
     s.firmware.sequence = j.value("sequence", std::uint64_t{0});
     s.firmware.manifest_digest = from_hex(j.value("manifest_digest", ""));
     s.previous_firmware.sequence = j.value("previous_sequence", std::uint64_t{0});
@@ -545,14 +544,12 @@ Body Board::provisioning_group(const smp::Header& header, const Body& request) {
         if (pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos) return group_error(prc::invalid_argument);
         config.trust_anchor_pem = pem;
       }
-      std::optional<Bytes> manifest_key = s.manifest_key;
-      if (request.contains("manifest_key")) {
+      if (request.contains("manifest_key")) {  // the SUIT signer the board accepts updates from
         Bytes der = smp::get_bytes(request, "manifest_key");
         if (!acceptable_manifest_key(der)) return group_error(prc::invalid_argument);
-        manifest_key = der;
+        config.manifest_key = der;
       }
       s.config = config;
-      s.manifest_key = manifest_key;
       save();
       return Body::object();
     }
@@ -614,7 +611,7 @@ Body Board::provisioning_group(const smp::Header& header, const Body& request) {
       add_firmware_record(out);
       return out;
     }
-    case board_command::install_manifest:
+    case provisioning_command::install_manifest:
       if (!write) break;
       return install_manifest(request);
     default: break;
@@ -623,7 +620,7 @@ Body Board::provisioning_group(const smp::Header& header, const Body& request) {
 }
 
 void Board::add_firmware_record(Body& body) const {
-  if (state_->manifest_key) body["manifest_key"] = smp::binary(*state_->manifest_key);
+  if (state_->config.manifest_key) body["manifest_key"] = smp::binary(*state_->config.manifest_key);
   body["sequence"] = state_->firmware.sequence;
   if (!state_->firmware.manifest_digest.empty()) body["manifest_digest"] = smp::binary(state_->firmware.manifest_digest);
 }
@@ -631,18 +628,18 @@ void Board::add_firmware_record(Body& body) const {
 Body Board::install_manifest(const Body& request) {
   Bytes envelope = smp::get_bytes(request, "envelope");
   State& s = *state_;
-  if (!s.manifest_key) return group_error(board_rc::no_manifest_key);
+  if (!s.config.manifest_key) return group_error(provisioning_rc::no_manifest_key);
   // The manifest describes the image that runs: the pending one when an update waits in slot 1.
   bool pending = s.pending != "none" && !s.secondary_hash.empty();
   UpdateCheckInput input;
   input.envelope = envelope;
-  input.manifest_key = s.manifest_key;
+  input.manifest_key = s.config.manifest_key;
   input.image = dir_ / (pending ? secondary_file : primary_file);
   input.installed_sequence = s.firmware.sequence;
   input.allow_same_sequence = true;
   UpdateCheckResult result = check_update(input);
   if (!result.ok()) {
-    Body out = group_error(board_rc::manifest_refused);
+    Body out = group_error(provisioning_rc::manifest_refused);
     out["reason"] = fmt::format("{}: {}", result.failed_check, result.reason);
     return out;
   }
@@ -658,7 +655,6 @@ AgentView Board::agent_view() const {
   v.has_device_key = secure_element_.has_device_key();
   v.chain = state_->chain;
   v.config = state_->config;
-  v.manifest_key = state_->manifest_key;
   v.current = state_->firmware;
   v.previous = state_->previous_firmware;
   v.version = primary_version();

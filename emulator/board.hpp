@@ -17,15 +17,6 @@
 
 namespace kiln::emu {
 
-// Board protocol additions the host-side headers may not name yet (docs/board-protocol.md).
-namespace board_command {
-constexpr std::uint8_t install_manifest = 8;  // 64:8 write: SUIT envelope for the installed firmware
-}
-namespace board_rc {
-constexpr int manifest_refused = 8;  // the envelope failed a check; the response says which in `reason`
-constexpr int no_manifest_key = 9;   // install a manifest key (64:3) first
-}
-
 // The installed firmware record: the SUIT manifest the running firmware was accepted with.
 struct FirmwareRecord {
   std::uint64_t sequence = 0;  // 0: none
@@ -37,8 +28,7 @@ struct AgentView {
   ManufacturingState state = ManufacturingState::blank;
   bool has_device_key = false;
   std::vector<Bytes> chain;
-  ServiceConfig config;
-  std::optional<Bytes> manifest_key;
+  ServiceConfig config;  // includes manifest_key
   FirmwareRecord current, previous;
   std::string version;  // running (primary) image
   Bytes primary_hash;

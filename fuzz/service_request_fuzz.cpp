@@ -1,5 +1,6 @@
 // libFuzzer: request parsing and validation in kiln_service_lib. The first byte picks a route, the rest is
-// the body (or the query string); the service must answer < 500 with a JSON error, never crash.
+// the body (or the query string, or a station's client certificate); the service must answer < 500 with a
+// JSON error, never crash.
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -17,7 +18,8 @@ struct Target {
   const char* method;
   const char* path;
   bool body_is_query;
-  bool device = false;  // an agent endpoint: sent with the device's certificate chain
+  bool device = false;                      // an agent endpoint: sent with the device's certificate chain
+  bool body_is_client_certificate = false;  // the bytes are a station's TLS client certificate (DER)
 };
 
 constexpr Target targets[] = {
@@ -31,6 +33,7 @@ constexpr Target targets[] = {
     {"POST", "/v1/agent/check-in", false, true}, {"POST", "/v1/agent/status", false, true},
     {"POST", "/v1/images/0000000000000000000000000000000000000000000000000000000000000000/manifest", false},
     {"POST", "/v1/devices/import?import=fuzz&offset=0", false},
+    {"GET", "/v1/whoami", false, false, true},
 };
 
 struct World {
@@ -61,6 +64,9 @@ struct World {
     if (device) return service.handle({method, target, {}, std::move(body), device_chain});
     return service.handle({method, target, {{"authorization", "Bearer " + token}}, std::move(body), {}});
   }
+  kiln::service::Response call_with_certificate(const std::string& method, const std::string& target, std::string der) {
+    return service.handle({method, target, {}, {}, {std::move(der)}});
+  }
 };
 
 }  // namespace
@@ -70,7 +76,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0) return 0;
   const Target& t = targets[data[0] % (sizeof targets / sizeof targets[0])];
   std::string rest(reinterpret_cast<const char*>(data) + 1, size - 1);
-  auto response = t.body_is_query ? world.call(t.method, t.path + rest, "") : world.call(t.method, t.path, rest, t.device);
+  auto response = t.body_is_client_certificate ? world.call_with_certificate(t.method, t.path, rest)
+                 : t.body_is_query             ? world.call(t.method, t.path + rest, "")
+                                               : world.call(t.method, t.path, rest, t.device);
   if (response.status >= 500) std::abort();
   if (response.status >= 400) {
     auto error = nlohmann::json::parse(response.body, nullptr, false);

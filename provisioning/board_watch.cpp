@@ -34,7 +34,7 @@ bool is_socket_name(const std::string& name) { return name.size() > 5 && name.en
 
 std::vector<ProvisionOutcome> watch_boards(Station& station, const WatchOptions& options, const EventSink& on_event,
                                            const std::function<void(const ProvisionOutcome&)>& on_outcome,
-                                           const WatchStarted& on_started) {
+                                           const WatchNotice& on_notice) {
   FileDescriptor inotify{-1};
   if (options.emu_dir) {
     std::filesystem::create_directories(*options.emu_dir);
@@ -44,9 +44,13 @@ std::vector<ProvisionOutcome> watch_boards(Station& station, const WatchOptions&
   }
   std::unique_ptr<UsbBoardWatch> usb;
   if (options.usb) usb = std::make_unique<UsbBoardWatch>(options.usb_ids, options.usb_poll_interval);
-  if (on_started)
-    on_started(!usb ? "off" : usb->hotplug() ? "hotplug"
-                                            : fmt::format("polling every {} ms", options.usb_poll_interval.count()));
+  if (on_notice) {
+    std::string usb_mode = !usb             ? "off"
+                           : usb->hotplug() ? "hotplug"
+                                            : fmt::format("polling every {} ms", options.usb_poll_interval.count());
+    on_notice(fmt::format("watching for boards: USB ({}){}", usb_mode,
+                          options.emu_dir ? ", emulator directory " + options.emu_dir->string() : std::string()));
+  }
 
   std::mutex mutex;
   std::condition_variable changed;
@@ -99,7 +103,10 @@ std::vector<ProvisionOutcome> watch_boards(Station& station, const WatchOptions&
       if (limit_reached()) break;
     }
     if (usb)
-      for (const auto& board : usb->poll()) start_board(board);
+      for (const auto& board : usb->poll()) {
+        if (on_notice) on_notice(fmt::format("{} arrived ({})", board.text(), usb->last_cause()));
+        start_board(board);
+      }
     pollfd fd{inotify.fd, POLLIN, 0};
     if (poll(&fd, inotify.fd >= 0 ? 1 : 0, 200) <= 0) continue;
     ssize_t length = read(inotify.fd, buffer, sizeof buffer);

@@ -22,8 +22,9 @@ struct WatchOptions {
   std::chrono::milliseconds usb_poll_interval{1000};  // when libusb has no hotplug support
 };
 
-// How USB boards are noticed, for the operator ("hotplug", "polling every 1000 ms", "off").
-using WatchStarted = std::function<void(const std::string& usb_mode)>;
+// For the operator: how USB boards are noticed ("watching for boards: USB (hotplug) ..."), and each
+// USB board as it arrives ("usb:1-1 arrived (hotplug event)" or "(re-scan)").
+using WatchNotice = std::function<void(const std::string& message)>;
 
 // Provisions the boards already attached, then every board that appears (a new `<uid>.sock` in
 // the emulator directory, a USB board arriving; a USB board unplugged and plugged in again is
@@ -32,6 +33,6 @@ using WatchStarted = std::function<void(const std::string& usb_mode)>;
 // Returns every outcome in completion order.
 std::vector<ProvisionOutcome> watch_boards(Station& station, const WatchOptions& options, const EventSink& on_event,
                                            const std::function<void(const ProvisionOutcome&)>& on_outcome,
-                                           const WatchStarted& on_started = {});
+                                           const WatchNotice& on_notice = {});
 
 }  // namespace kiln

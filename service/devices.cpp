@@ -294,19 +294,17 @@ Reply import_devices(Call& call) {
   if (!import_id) {
     // The whole bundle in one request: check its signature, then import every unit in one transaction.
     auto split = split_bundle(body);
-    if (!split.trailer && !body.empty() && body.back() != '\n')
-      throw ApiError{422, "bundle_truncated",
-                     "the bundle ends mid-line without its signature trailer: it was truncated (import the whole file "
-                     "'kiln factory ledger export' wrote)"};
+    std::size_t line_number = 0;
     if (!split.trailer) {
-      std::size_t line_number = 0;
+      if (!body.empty() && body.back() != '\n')
+        throw ApiError{422, "bundle_truncated",
+                       "the bundle ends mid-line without its signature trailer: it was truncated (import the whole "
+                       "file 'kiln factory ledger export' wrote)"};
       UnitImporter::count_units(split.units, line_number);  // a malformed bundle says where first
-    }
-    if (!split.trailer)
       throw ApiError{422, "bundle_unsigned",
                      "the bundle has no signature trailer: it is unsigned or truncated (export it again with "
                      "'kiln factory ledger export')"};
-    std::size_t line_number = 0;
+    }
     auto units = UnitImporter::count_units(split.units, line_number);
     auto trailer = parse_bundle_trailer(*split.trailer);
     verify_bundle(call.db, call.who.tenant_id, trailer, digest(HashAlg::sha256, as_bytes(split.units)), units);

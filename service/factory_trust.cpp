@@ -111,13 +111,15 @@ std::optional<Station> find_station(Db& db, const std::vector<std::string>& chai
   std::string last_error = "no tenant has registered a factory CA";
   for (auto& [tenant, pems] : by_tenant) {
     auto error = verify_against(pems, chain_der);
-    if (error.empty()) tenants.push_back(tenant);
-    else last_error = error;
+    if (error.empty())
+      tenants.push_back(tenant);
+    else
+      last_error = error;
   }
   if (tenants.size() == 1) return Station{tenants.front(), name};
   why = tenants.empty()
-            ? fmt::format("client certificate CN={} does not chain to a factory CA registered with any tenant ({})", name,
-                          last_error)
+            ? fmt::format("client certificate CN={} does not chain to a factory CA registered with any tenant ({})",
+                          name, last_error)
             : fmt::format("client certificate CN={} chains to factory CAs of several tenants: use a token", name);
   return std::nullopt;
 }

@@ -47,7 +47,9 @@ Bytes spki_from_pem(const std::string& pem) {
 
 }  // namespace
 
-bool is_bundle_trailer(const Json& line) { return line.is_object() && line.contains("bundle_signature"); }
+bool is_bundle_trailer(const Json& line) {
+  return line.is_object() && line.contains("bundle_signature");
+}
 
 BundleTrailer parse_bundle_trailer(const Json& line) {
   BundleTrailer t;
@@ -68,10 +70,11 @@ BundleTrailer parse_bundle_trailer(const Json& line) {
 
 void verify_bundle(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer, ByteView digest, std::int64_t units) {
   if (trailer.units != units)
-    throw ApiError{422, "bundle_modified",
-                   fmt::format("the bundle holds {} units but its signature trailer says {}: units were added or removed "
-                               "after the station signed it",
-                               units, trailer.units)};
+    throw ApiError{
+        422, "bundle_modified",
+        fmt::format("the bundle holds {} units but its signature trailer says {}: units were added or removed "
+                    "after the station signed it",
+                    units, trailer.units)};
   if (trailer.bundle_sha256 && *trailer.bundle_sha256 != Bytes(digest.begin(), digest.end()))
     throw ApiError{422, "bundle_modified",
                    "the bundle's content does not hash to the SHA-256 its station signed: it was edited after export"};
@@ -82,7 +85,8 @@ void verify_bundle(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer,
   if (!trusted && trailer.station_certificate) {
     auto error = chain_error(db, tenant_id, {*trailer.station_certificate});
     if (certificate_public_key(*trailer.station_certificate) != trailer.station_key)
-      throw ApiError{422, "bundle_signer_untrusted", "the trailer's station certificate does not carry the station key"};
+      throw ApiError{422, "bundle_signer_untrusted",
+                     "the trailer's station certificate does not carry the station key"};
     if (!error.empty())
       throw ApiError{422, "bundle_signer_untrusted",
                      fmt::format("the bundle's station certificate does not chain to a factory CA registered with this "

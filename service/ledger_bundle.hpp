@@ -16,7 +16,7 @@ struct BundleTrailer {
   std::string algorithm;
   std::optional<Bytes> bundle_sha256;
   std::int64_t units = 0;
-  Bytes station_key;  // DER SubjectPublicKeyInfo
+  Bytes station_key;                               // DER SubjectPublicKeyInfo
   std::optional<std::string> station_certificate;  // PEM, chained to a registered factory CA
 };
 

@@ -78,6 +78,8 @@ class UsbBoardWatch {
 
   bool hotplug() const;  // false: polling
   std::vector<BoardAddress> poll();
+  // How the boards of the last non-empty poll() were noticed: "hotplug event" or "re-scan".
+  const char* last_cause() const;
 
   struct State;
 

@@ -183,13 +183,19 @@ struct UsbBoardWatch::State {
   std::unique_ptr<libusb_context, ContextFree> context;
   libusb_hotplug_callback_handle callback = 0;
   bool hotplug = false;
-  std::atomic<bool> changed{true};  // the first poll() enumerates
-  std::chrono::steady_clock::time_point last_scan{};
+  std::atomic<bool> event{false};  // set by the hotplug callback
+  std::chrono::steady_clock::time_point last_scan{};  // epoch: the first poll() enumerates
+  bool last_by_event = false;
   std::set<std::string> attached;   // locations seen at the last scan
 
-  static int LIBUSB_CALL on_hotplug(libusb_context*, libusb_device*, libusb_hotplug_event, void* self) {
-    // Only note it: enumeration (which opens devices for their serial number) runs in poll().
-    static_cast<State*>(self)->changed = true;
+  std::vector<std::string> departed;  // locations unplugged since the last poll (hotplug events)
+
+  // Runs inside libusb_handle_events, on the poll() thread. Only notes the event: enumeration
+  // (which opens devices for their serial number) runs in poll().
+  static int LIBUSB_CALL on_hotplug(libusb_context*, libusb_device* device, libusb_hotplug_event event, void* self) {
+    auto* state = static_cast<State*>(self);
+    if (event == LIBUSB_HOTPLUG_EVENT_DEVICE_LEFT) state->departed.push_back(location_of(device));
+    state->event = true;
     return 0;  // stay registered
   }
 };
@@ -216,6 +222,8 @@ UsbBoardWatch::~UsbBoardWatch() {
 
 bool UsbBoardWatch::hotplug() const { return state_->hotplug; }
 
+const char* UsbBoardWatch::last_cause() const { return state_->last_by_event ? "hotplug event" : "re-scan"; }
+
 std::vector<BoardAddress> UsbBoardWatch::poll() {
   auto now = std::chrono::steady_clock::now();
   if (state_->hotplug) {
@@ -223,9 +231,13 @@ std::vector<BoardAddress> UsbBoardWatch::poll() {
     libusb_handle_events_timeout_completed(state_->context.get(), &zero, nullptr);
   }
   // Polling; with hotplug a slower re-scan too, in case events are not delivered (no udev daemon).
-  if (now - state_->last_scan >= (state_->hotplug ? 5 : 1) * state_->poll_interval) state_->changed = true;
+  bool by_event = state_->event.exchange(false);
+  // A board unplugged and plugged in again between two scans is new again.
+  for (const auto& location : state_->departed) state_->attached.erase(location);
+  state_->departed.clear();
+  bool rescan_due = now - state_->last_scan >= (state_->hotplug ? 5 : 1) * state_->poll_interval;
   std::vector<BoardAddress> arrived;
-  if (!state_->changed.exchange(false)) return arrived;
+  if (!by_event && !rescan_due) return arrived;
   state_->last_scan = now;
   std::set<std::string> attached;
   for (auto& board : discover_usb_boards(state_->usb_ids)) {
@@ -233,6 +245,7 @@ std::vector<BoardAddress> UsbBoardWatch::poll() {
     if (!state_->attached.count(board.location)) arrived.push_back(std::move(board));
   }
   state_->attached = std::move(attached);  // a board that left is new again when it comes back
+  if (!arrived.empty()) state_->last_by_event = by_event;
   return arrived;
 }
 

@@ -21,9 +21,11 @@ TEST_CASE("agent e2e: boards install a deployment; wrong key and older sequence 
     auto devices = fleet.service_devices();
     if (devices.size() != fleet.uids().size()) return false;
     for (const auto& [id, row] : devices)
-      if (test::OtaFleet::text(row, "version") != "1.0.0") return false;
+      if (test::OtaFleet::text(row, "version") != fleet.initial_version()) return false;
     return true;
   }));
+  // The factory installed the manifest of the firmware it programmed (sequence 1).
+  for (const auto& uid : fleet.uids()) CHECK(fleet.board_record(uid)["sequence"] == 1);
 
   // 1. A good update: every board installs it, confirms it, and records sequence 2.
   auto v110 = fleet.sign_image("1.1.0");
@@ -93,6 +95,18 @@ TEST_CASE("agent e2e: boards install a deployment; wrong key and older sequence 
     CAPTURE(uid);
     CHECK(fleet.board_version(uid) == "1.1.0");
     CHECK(fleet.board_record(uid)["sequence"] == 2);
+  }
+
+  // The service was told which check failed, once per board and deployment (details as the boards sent them).
+  for (const auto& [deployment, check] : {std::pair{rogue_deployment, "mcuboot: "}, std::pair{unsigned_by_us, "signature: "},
+                                          std::pair{older, "sequence: "}}) {
+    auto rows = fleet.deployment_devices(deployment);
+    CHECK(rows.size() == fleet.uids().size());
+    for (const auto& [device, row] : rows) {
+      CAPTURE(device);
+      CHECK(row["status"] == "refused");
+      CHECK(test::OtaFleet::text(row, "detail").rfind(check, 0) == 0);
+    }
   }
 
   // 6. The fleet still takes the next good update.
@@ -169,7 +183,8 @@ TEST_CASE("agent e2e: a download cut mid-way is kept, survives an emulator resta
 TEST_CASE("agent e2e: power lost while the image is written to slot 1; after power-up the agent finishes the update") {
   test::OtaFleetOptions options;
   options.boards = 1;
-  // Provisioning writes no flash: the first flash bytes are the agent's copy into slot 1.
+  // Provisioning without the firmware step writes no flash: the first flash bytes are the agent's copy into slot 1.
+  options.factory_firmware = false;
   options.emulator_args = {"--power-loss-at", "100000"};
   test::OtaFleet fleet(options);
   const auto uid = fleet.uids().front();
@@ -181,7 +196,7 @@ TEST_CASE("agent e2e: power lost while the image is written to slot 1; after pow
 
   fleet.options().emulator_args.clear();
   fleet.restart_emulator();
-  CHECK(fleet.board_version(uid) == "1.0.0");  // the cut install never ran
+  CHECK(fleet.board_version(uid) == fleet.initial_version());  // the cut install never ran
   REQUIRE(fleet.wait_all_running("3.0.0"));
   CHECK(fleet.wait_all_outcome(deployment, "installed"));
   CHECK(fleet.board_record(uid)["sequence"] == 12);

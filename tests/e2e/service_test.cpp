@@ -580,7 +580,7 @@ TEST_CASE("service e2e: image download writes FILE.part, resumes with Range, and
 
   // The next run asks for the rest with Range.
   proxy.allow();
-  auto resumed = test::kiln({"-o", "json", "image", "download", id, "-O", out}, o);
+  auto resumed = test::kiln({"-o", "json", "image", "download", id, "-o", out}, o);  // -o after the verb: the file
   REQUIRE_MESSAGE(resumed.exit_code == 0, resumed.err);
   CHECK(Json::parse(resumed.out)["resumed_from"] == kept);
   CHECK(slurp(out) == firmware);

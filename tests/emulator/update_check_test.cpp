@@ -194,7 +194,7 @@ TEST_CASE("board C1: manifest_key in 64:3, 64:8 install manifest, the firmware r
   CHECK_FALSE(record.contains("manifest_digest"));
   auto image = signed_image(k.dir, "app.signed.bin", k.release.get(), "1.3.0");
   Bytes env = envelope_for(image, 3, k.release.get());
-  CHECK(group_rc(request(*board, 8, Op::write, {{"envelope", smp::binary(env)}})) == emu::board_rc::no_manifest_key);
+  CHECK(group_rc(request(*board, 8, Op::write, {{"envelope", smp::binary(env)}})) == provisioning_rc::no_manifest_key);
 
   // A bad key is refused; a P-256 SPKI is installed.
   CHECK(group_rc(request(*board, 3, Op::write, {{"manifest_key", smp::binary(Bytes(10, 1))}})) == 7);
@@ -204,7 +204,7 @@ TEST_CASE("board C1: manifest_key in 64:3, 64:8 install manifest, the firmware r
 
   // The running image is the factory test image: a manifest for another image is refused with the reason.
   auto refused = request(*board, 8, Op::write, {{"envelope", smp::binary(env)}});
-  CHECK(group_rc(refused) == emu::board_rc::manifest_refused);
+  CHECK(group_rc(refused) == provisioning_rc::manifest_refused);
   CHECK(refused.value("reason", "").rfind("digest:", 0) == 0);
 
   // Upload the image, mark it pending: 64:8 checks the pending image.
@@ -235,7 +235,7 @@ TEST_CASE("board C1: manifest_key in 64:3, 64:8 install manifest, the firmware r
   CHECK(board->primary_version() == "1.3.0");
   CHECK(group_rc(request(*board, 8, Op::write, {{"envelope", smp::binary(env)}})) == 0);
   auto older = request(*board, 8, Op::write, {{"envelope", smp::binary(envelope_for(image, 2, k.release.get()))}});
-  CHECK(group_rc(older) == emu::board_rc::manifest_refused);
+  CHECK(group_rc(older) == provisioning_rc::manifest_refused);
   CHECK(older.value("reason", "").rfind("sequence:", 0) == 0);
   auto other = request(*board, 8, Op::write, {{"envelope", smp::binary(envelope_for(image, 4, k.other.get()))}});
   CHECK(older.value("reason", "") != other.value("reason", ""));

@@ -66,6 +66,8 @@ struct AgentFixture {
   std::int64_t tenant = service.create_tenant("acme");
   std::string admin = service.create_token(tenant, Role::admin, "admin");
   test::TestCa factory_ca{"Acme Factory CA"};
+  // The factory CA signs the ledger bundles this tenant imports and the device certificates.
+  AgentFixture() { json("POST", "/v1/factory-cas", Json{{"certificate", factory_ca.pem}}.dump()); }
 
   Response call(const std::string& method, const std::string& target, std::string body = {},
                 std::vector<std::string> chain = {}, std::map<std::string, std::string> headers = {}) {

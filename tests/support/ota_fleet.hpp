@@ -40,6 +40,11 @@ struct OtaFleetOptions {
   std::string group = "Thermo/Field Test";
   int jobs = 4;                                // factory run --jobs
   bool proxy = false;                          // boards reach the service through a FaultProxy (proxy())
+  // The factory's firmware step programs factory_version (sequence 1, release key) and installs the
+  // manifest key and manifest; false: boards keep the emulator's 1.0.0 and the manifest key is
+  // installed over SMP before provisioning (no flash writes during provisioning).
+  bool factory_firmware = true;
+  std::string factory_version = "1.0.1";
 };
 
 class OtaFleet {
@@ -65,7 +70,7 @@ class OtaFleet {
     write(file("vendor-root.pem"), root.out);
 
     start_emulator();
-    install_manifest_keys();
+    if (!options_.factory_firmware) install_manifest_keys();
     provision();
     register_on_service();
   }
@@ -80,6 +85,8 @@ class OtaFleet {
   }
   FaultProxy& proxy() { return *proxy_; }
   const std::vector<std::string>& uids() const { return emulator_->uids(); }
+  // What every board runs when it leaves the factory.
+  std::string initial_version() const { return options_.factory_firmware ? options_.factory_version : "1.0.0"; }
   const OtaFleetOptions& options() const { return options_; }
   OtaFleetOptions& options() { return options_; }  // e.g. change emulator_args before restart_emulator()
   EmulatorProcess& emulator() { return *emulator_; }
@@ -132,7 +139,7 @@ class OtaFleet {
     write(file(name + ".bin"), raw);
     auto signed_image = file(name + ".signed.bin");
     auto r = kiln({"image", "sign", file(name + ".bin"), signed_image, "-k", file(key), "--version", version,
-                   "--header-size", "0x200", "--slot-size", "0x100000", "--pad-header"});
+                   "--header-size", "0x200", "--slot-size", "0x1000000", "--pad-header"});
     REQUIRE_MESSAGE(r.exit_code == 0, r.err);
     return signed_image;
   }
@@ -205,6 +212,12 @@ class OtaFleet {
     if (count < 0) count = static_cast<int>(uids().size());
     return wait_for([&] { return deployment(id)["device_status"].value(status, 0) == count; }, seconds);
   }
+  // `kiln deployment devices ID -o json`: device id -> {wave, status, detail, version}.
+  std::map<std::string, Json> deployment_devices(const std::string& id) const {
+    std::map<std::string, Json> rows;
+    for (const auto& row : json({"deployment", "devices", id})) rows[row["device"].get<std::string>()] = row;
+    return rows;
+  }
   // The service's view: device id -> row of `kiln device list`.
   std::map<std::string, Json> service_devices() const {
     auto r = kiln({"-o", "jsonl", "device", "list", "--group", options_.group});
@@ -267,10 +280,15 @@ class OtaFleet {
   }
 
   void provision() {
-    auto init = kiln({"factory", "init", "--ca-key", file("station-ca.key.pem"), "--ca-cert", file("station-ca.pem"),
-                      "--vendor-root", file("vendor-root.pem"), "--boot-key", file("release.pem"), "--product",
-                      options_.product, "--service", agent_url(), "--trust-anchor", service_dir() + "/ca.pem", "-o",
-                      file("station.toml")});
+    std::vector<std::string> args{"factory", "init", "--ca-key", file("station-ca.key.pem"), "--ca-cert",
+                                  file("station-ca.pem"), "--vendor-root", file("vendor-root.pem"), "--boot-key",
+                                  file("release.pem"), "--product", options_.product, "--service", agent_url(),
+                                  "--trust-anchor", service_dir() + "/ca.pem", "-o", file("station.toml")};
+    if (options_.factory_firmware) {
+      auto image = sign_image(options_.factory_version);
+      args.insert(args.end(), {"--image", image, "--manifest", make_manifest(image, 1), "--manifest-key", file("release.pem")});
+    }
+    auto init = kiln(args);
     REQUIRE_MESSAGE(init.exit_code == 0, init.err);
     auto run = kiln({"factory", "run", "--all", "--jobs", std::to_string(options_.jobs), "--profile", file("station.toml")});
     REQUIRE_MESSAGE(run.exit_code == 0, run.err);
@@ -280,7 +298,7 @@ class OtaFleet {
 
   void register_on_service() {
     json({"product", "create", options_.product});
-    json({"device", "ca", "add", file("station-ca.pem")});  // before the import: the service checks the bundle's signer
+    json({"device", "ca", "add", file("station-ca.pem")});  // first: the service imports bundles signed by a registered station
     json({"device", "import", file("units.jsonl")});
     for (const auto& uid : uids()) json({"device", "claim", "--id", uid, "--board", uid});
     std::vector<std::string> assign{"device", "assign"};

@@ -68,6 +68,9 @@ void UsbBoard::plug_in() {
   if (!sys) throw std::runtime_error("umockdev_testbed_add_device failed");
   Bytes d = descriptors();
   umockdev_testbed_set_attribute_binary(testbed_, sys, "descriptors", d.data(), static_cast<gssize>(d.size()));
+  // The add uevent fired inside add_device, before the descriptors existed: a listener (libusb's
+  // hotplug monitor in a running kiln) could not read the device then. Announce it again, complete.
+  umockdev_testbed_uevent(testbed_, sys, "add");
   g_free(sys);
 }
 

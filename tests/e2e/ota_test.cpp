@@ -1,0 +1,106 @@
+// End to end in CI: 50 emulated boards running the update agent, provisioned by the real `kiln
+// factory` (firmware 1.0.1, sequence 1), imported, claimed and grouped on a real kiln-service; then
+// one staged deployment that every board installs wave by wave, an image signed with the wrong key
+// that every board refuses, an older sequence number that every board refuses, and a failing version
+// whose first wave rolls back and halts the deployment by itself. The final state of every board is
+// read from the board (`kiln board info` over its link) and from the service (`kiln device list`).
+#include <doctest/doctest.h>
+
+#include <set>
+
+#include "tests/support/ota_fleet.hpp"
+
+using namespace kiln;
+using Json = nlohmann::json;
+
+namespace {
+constexpr int fleet_size = 50;
+
+// Devices in each per-device status of a deployment, as the service counts them.
+int count_status(const Json& deployment, const std::string& status) {
+  return deployment["device_status"].value(status, 0);
+}
+}  // namespace
+
+TEST_CASE("ota e2e: 50 boards, a staged deployment, wrong key and older sequence refused, a failing version halts") {
+  test::OtaFleetOptions options;
+  options.boards = fleet_size;
+  options.check_in_interval = 1.0;
+  options.jobs = 16;
+  options.emulator_args = {"--fail-version", "1.3.0"};
+  test::OtaFleet fleet(options);
+  REQUIRE(fleet.uids().size() == fleet_size);
+
+  // 1. A staged deployment of 1.1.0 (sequence 2): 10%, then 50%, then everyone, a wave every 2 s.
+  auto v110 = fleet.sign_image("1.1.0");
+  auto staged = fleet.deploy(v110, fleet.make_manifest(v110, 2),
+                             {"--rollout", "10%,50%,100%", "--step-after", "2s", "--halt-on-failure", "5%"});
+  auto staged_id = staged["id"].get<std::string>();
+  CHECK(staged["state"] == "active");
+  REQUIRE(fleet.wait_all_running("1.1.0", 180));
+  CHECK(fleet.wait_service_status(staged_id, "installed", fleet_size, 60));
+  CHECK(test::OtaFleet::wait_for([&] { return fleet.deployment(staged_id)["state"] == "completed"; }));
+  auto completed = fleet.deployment(staged_id);
+  CHECK(count_status(completed, "installed") == fleet_size);
+  CHECK(count_status(completed, "refused") == 0);
+  // The waves opened in order and every device was admitted by the last one.
+  REQUIRE(completed["waves"].is_array());
+  CHECK(completed["waves"].size() == 3);
+  CHECK(completed["waves"].back().value("admitted", -1) == fleet_size);
+
+  // 2. An image signed with a key the boards do not trust (the manifest itself is properly signed):
+  //    every board refuses it after checking the MCUboot signature against its boot-key hash.
+  auto rogue = fleet.sign_image("1.2.0", "other.pem");
+  auto rogue_id = fleet.deploy(rogue, fleet.make_manifest(rogue, 3))["id"].get<std::string>();
+  CHECK(fleet.wait_service_status(rogue_id, "refused", fleet_size, 90));
+  for (const auto& [device, row] : fleet.deployment_devices(rogue_id)) {
+    CAPTURE(device);
+    CHECK(row["status"] == "refused");
+    CHECK(test::OtaFleet::text(row, "detail").rfind("mcuboot: ", 0) == 0);
+  }
+
+  // 3. A correctly signed 1.2.1 whose manifest carries an older sequence number (1 < 2): anti-rollback.
+  auto v121 = fleet.sign_image("1.2.1");
+  auto older_id = fleet.deploy(v121, fleet.make_manifest(v121, 1))["id"].get<std::string>();
+  CHECK(fleet.wait_service_status(older_id, "refused", fleet_size, 90));
+  for (const auto& [device, row] : fleet.deployment_devices(older_id)) {
+    CAPTURE(device);
+    CHECK(test::OtaFleet::text(row, "detail").rfind("sequence: ", 0) == 0);
+  }
+
+  // 4. 1.3.0 fails its health check after the test boot. Waves of 10% then 100% after 10 minutes, halt
+  //    above 5%: the first wave rolls back, the service halts the deployment by itself, and the rest of
+  //    the fleet is never offered it.
+  auto v130 = fleet.sign_image("1.3.0");
+  auto failing_id = fleet.deploy(v130, fleet.make_manifest(v130, 4),
+                                 {"--rollout", "10%,100%", "--step-after", "10m", "--halt-on-failure", "5%"})["id"]
+                        .get<std::string>();
+  REQUIRE(test::OtaFleet::wait_for([&] { return fleet.deployment(failing_id)["state"] == "halted"; }, 90));
+  auto halted = fleet.deployment(failing_id);
+  INFO("halted: " << halted.dump());
+  CHECK(count_status(halted, "rolled_back") >= 1);
+  CHECK(count_status(halted, "installed") == 0);
+  CHECK(test::OtaFleet::text(halted, "halt_reason").find("above 5%") != std::string::npos);
+  // Halted in the first wave: the boards outside it never heard of 1.3.0. Give the fleet a few check-ins.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  int rolled_back = 0, untouched = 0;
+  for (const auto& uid : fleet.uids()) {
+    auto outcome = fleet.agent_outcome(uid, failing_id);
+    CAPTURE(uid);
+    CHECK((outcome.empty() || outcome == "rolled_back"));
+    rolled_back += outcome == "rolled_back";
+    untouched += outcome.empty();
+  }
+  CHECK(rolled_back == count_status(fleet.deployment(failing_id), "rolled_back"));
+  CHECK(untouched >= fleet_size / 2);
+
+  // The final state of every board, from the board and from the service: 1.1.0 confirmed, sequence 2.
+  auto devices = fleet.service_devices();
+  CHECK(devices.size() == fleet_size);
+  for (const auto& uid : fleet.uids()) {
+    CAPTURE(uid);
+    CHECK(fleet.board_version(uid) == "1.1.0");
+    CHECK(fleet.board_record(uid)["sequence"] == 2);
+    CHECK(test::OtaFleet::text(devices[uid], "version") == "1.1.0");
+  }
+}
