@@ -125,9 +125,11 @@ Tally tally(Db& db, const DeploymentRow& row) {
   for (auto& w : t.waves) w.status = zero();
   t.devices = for_each_admitted(db, row, [&](const AdmittedDevice& device) {
     ++t.admitted;
-    auto& w = t.waves[static_cast<std::size_t>(device.wave - 1)];
-    ++w.admitted;
-    ++w.status[device.status];
+    // Waves are cumulative like their percentages: a device counts in its wave and every later one.
+    for (auto w = static_cast<std::size_t>(device.wave - 1); w < t.waves.size(); ++w) {
+      ++t.waves[w].admitted;
+      ++t.waves[w].status[device.status];
+    }
     ++t.status[device.status];
     if (is_failure_status(device.status)) ++t.failures;
     if (device.status == "installed") ++t.installed;
