@@ -46,7 +46,8 @@ std::vector<int> parse_waves(const std::string& text) {
   std::stringstream in(text);
   for (std::string part; std::getline(in, part, ',');) {
     double value = parse_percent(part, "--rollout", 1);
-    if (value != static_cast<int>(value)) throw Error(ExitCode::usage, "--rollout takes whole percentages, e.g. 1%,10%,100%");
+    if (value != static_cast<int>(value))
+      throw Error(ExitCode::usage, "--rollout takes whole percentages, e.g. 1%,10%,100%");
     if (!waves.empty() && static_cast<int>(value) <= waves.back())
       throw Error(ExitCode::usage, "--rollout waves must increase, e.g. 1%,10%,50%,100%");
     waves.push_back(static_cast<int>(value));
@@ -61,8 +62,12 @@ std::int64_t parse_duration_ms(const std::string& text, const char* option) {
     std::size_t used = 0;
     double value = std::stod(text, &used);
     std::string unit = text.substr(used);
-    double scale = unit.empty() || unit == "s" ? 1000 : unit == "ms" ? 1 : unit == "m" ? 60000 : unit == "h" ? 3600000
-                 : unit == "d" ? 86400000 : -1;
+    double scale = unit.empty() || unit == "s" ? 1000
+                   : unit == "ms"              ? 1
+                   : unit == "m"               ? 60000
+                   : unit == "h"               ? 3600000
+                   : unit == "d"               ? 86400000
+                                               : -1;
     if (scale > 0 && value > 0) return static_cast<std::int64_t>(value * scale);
   } catch (const std::exception&) {
   }
@@ -93,7 +98,8 @@ TableView table_view(const Json& d) {
   s["wave"] = fmt::format("{} of {} ({}%)", d["wave"].get<int>(), d["waves"].size(), d["rollout"].get<int>());
   if (d["step_after"].get<std::int64_t>() > 0) s["step_after"] = duration_text(d["step_after"].get<std::int64_t>());
   if (!d["next_wave_at"].is_null()) s["next_wave_at"] = d["next_wave_at"];
-  s["halt_on_failure"] = d["halt_on_failure"].is_null() ? Json("never") : Json(fmt::format("{}%", d["halt_on_failure"].get<double>()));
+  s["halt_on_failure"] =
+      d["halt_on_failure"].is_null() ? Json("never") : Json(fmt::format("{}%", d["halt_on_failure"].get<double>()));
   s["devices"] = d["devices"];
   s["admitted"] = d["admitted"];
   s["failures"] = d["failures"].get<std::int64_t>() > 0 && d["failures_forgiven"].get<std::int64_t>() > 0
@@ -110,7 +116,9 @@ TableView table_view(const Json& d) {
   if (!d["previous"].is_null()) s["previous"] = d["previous"];
   Json rows = Json::array();
   for (auto& w : d["waves"]) {
-    Json row = {{"wave", w["wave"]}, {"percent", fmt::format("{}%", w["percent"].get<int>())}, {"state", w["state"]},
+    Json row = {{"wave", w["wave"]},
+                {"percent", fmt::format("{}%", w["percent"].get<int>())},
+                {"state", w["state"]},
                 {"admitted", w["admitted"]}};
     for (auto& [status, count] : w["status"].items()) row[status] = count;
     rows.push_back(std::move(row));
@@ -128,8 +136,10 @@ std::string table_text(const cli::Context& ctx, const Json& deployment) {
 }
 
 void render_deployment(const cli::Context& ctx, const Json& deployment) {
-  if (ctx.format() == cli::OutputFormat::table) std::cout << table_text(ctx, deployment) << std::flush;
-  else ctx.render(deployment);
+  if (ctx.format() == cli::OutputFormat::table)
+    std::cout << table_text(ctx, deployment) << std::flush;
+  else
+    ctx.render(deployment);
 }
 
 // watch: exit 0 completed, 8 halted, 7 aborted or superseded (docs/exit-codes.md).
@@ -138,13 +148,15 @@ void finish_watch(const Json& last) {
   auto id = last["id"].get<std::string>();
   if (state == "completed") return;
   if (state == "halted")
-    throw Error(ExitCode::partial, fmt::format("deployment {} {}", id, last["halt_reason"].get<std::string>()),
-                fmt::format("see why with 'kiln deployment devices {} --status failures', then 'kiln deployment resume {}' "
-                            "or 'kiln deployment abort {}'",
-                            id, id, id));
+    throw Error(
+        ExitCode::partial, fmt::format("deployment {} {}", id, last["halt_reason"].get<std::string>()),
+        fmt::format("see why with 'kiln deployment devices {} --status failures', then 'kiln deployment resume {}' "
+                    "or 'kiln deployment abort {}'",
+                    id, id, id));
   if (state == "superseded")
     throw Error(ExitCode::conflict, fmt::format("deployment {} was superseded before it completed", id),
-                fmt::format("a newer deployment replaced it: kiln deployment list --group \"{}\"", last["group"].get<std::string>()));
+                fmt::format("a newer deployment replaced it: kiln deployment list --group \"{}\"",
+                            last["group"].get<std::string>()));
   throw Error(ExitCode::conflict, fmt::format("deployment {} was aborted before it completed", id),
               "devices that installed it are sent back to the previous deployment when they check in");
 }
@@ -178,7 +190,8 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
     }
     if (request.waves.size() > 1 && !request.step_after)
       throw Error(ExitCode::usage, "a rollout in several waves needs --step-after (e.g. --step-after 1h)");
-    if (!args->halt_on_failure.empty()) request.halt_on_failure = parse_percent(args->halt_on_failure, "--halt-on-failure", 0);
+    if (!args->halt_on_failure.empty())
+      request.halt_on_failure = parse_percent(args->halt_on_failure, "--halt-on-failure", 0);
     auto api = connect(ctx);
     render_deployment(ctx, transport::create_deployment(api, request));
   });
@@ -191,10 +204,14 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
     auto all = transport::list_deployments(api, args->group.empty() ? std::nullopt : std::optional(args->group));
     if (ctx.format() != cli::OutputFormat::table) return ctx.render(all);
     for (auto& d : all)
-      rows.push_back(Json{{"id", d["id"]}, {"group", d["group"]}, {"state", d["state"]},
+      rows.push_back(Json{{"id", d["id"]},
+                          {"group", d["group"]},
+                          {"state", d["state"]},
                           {"wave", fmt::format("{}/{}", d["wave"].get<int>(), d["waves"].size())},
-                          {"rollout", fmt::format("{}%", d["rollout"].get<int>())}, {"admitted", d["admitted"]},
-                          {"installed", d["device_status"]["installed"]}, {"failures", d["failures"]},
+                          {"rollout", fmt::format("{}%", d["rollout"].get<int>())},
+                          {"admitted", d["admitted"]},
+                          {"installed", d["device_status"]["installed"]},
+                          {"failures", d["failures"]},
                           {"created_at", d["created_at"]}});
     ctx.render(rows);
   });
@@ -213,7 +230,8 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
                              "failed", "rolled_back", "refused"}));
   devices->callback([&ctx, args] {
     auto api = connect(ctx);
-    ctx.render(transport::list_deployment_devices(api, args->id, args->status.empty() ? std::nullopt : std::optional(args->status)));
+    ctx.render(transport::list_deployment_devices(api, args->id,
+                                                  args->status.empty() ? std::nullopt : std::optional(args->status)));
   });
 
   auto* watch = deployment->add_subcommand(
@@ -244,9 +262,10 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
   });
 
   for (const char* action : {"pause", "resume", "abort"}) {
-    const char* help = std::string_view(action) == "pause"    ? "Stop offering a deployment (devices keep what they have)"
-                       : std::string_view(action) == "resume" ? "Continue a paused or halted deployment (failures so far are forgiven)"
-                                                              : "End a deployment: devices that installed it go back to the previous one";
+    const char* help = std::string_view(action) == "pause" ? "Stop offering a deployment (devices keep what they have)"
+                       : std::string_view(action) == "resume"
+                           ? "Continue a paused or halted deployment (failures so far are forgiven)"
+                           : "End a deployment: devices that installed it go back to the previous one";
     auto* change = deployment->add_subcommand(action, help);
     change->add_option("ID", args->id, "Deployment ID")->required();
     change->callback([&ctx, args, action] {

@@ -52,7 +52,9 @@ std::string fingerprint(X509* cert) {
   return to_hex(ByteView(md, len));
 }
 
-ApiError unauthenticated(const std::string& why) { return ApiError{401, "unauthenticated", "device certificate refused: " + why}; }
+ApiError unauthenticated(const std::string& why) {
+  return ApiError{401, "unauthenticated", "device certificate refused: " + why};
+}
 
 }  // namespace
 
@@ -134,13 +136,11 @@ Json offer(Call& call, const DeploymentRow& row, int wave, const char* action) {
     auto sha = image.get<std::string>();
     images.push_back(image_entry(call, sha, "/v1/agent/images/" + sha + "/content"));
   }
-  Json manifest = row.manifest ? image_entry(call, *row.manifest, "/v1/agent/deployments/" + row.id + "/manifest") : Json(nullptr);
-  return Json{{"id", row.id},
-              {"wave", wave},
-              {"action", action},
-              {"sequence", row.sequence ? Json(*row.sequence) : Json(nullptr)},
-              {"manifest", manifest},
-              {"images", images}};
+  Json manifest =
+      row.manifest ? image_entry(call, *row.manifest, "/v1/agent/deployments/" + row.id + "/manifest") : Json(nullptr);
+  return Json{{"id", row.id},         {"wave", wave},
+              {"action", action},     {"sequence", row.sequence ? Json(*row.sequence) : Json(nullptr)},
+              {"manifest", manifest}, {"images", images}};
 }
 
 std::optional<std::string> device_group(Call& call) {
@@ -171,9 +171,12 @@ Reply agent_check_in(Call& call) {
     throw ApiError{400, "invalid_request", "field 'sequence' must be a non-negative integer"};
   auto manifest_digest = optional_string(body, "manifest_digest", 64);
   if (manifest_digest && !is_sha256_hex(*manifest_digest))
-    throw ApiError{400, "invalid_request", "field 'manifest_digest' must be 64 lower-case hex digits (SHA-256) or null"};
+    throw ApiError{400, "invalid_request",
+                   "field 'manifest_digest' must be 64 lower-case hex digits (SHA-256) or null"};
   auto& device = call.who.device_id;
-  call.db.prepare("UPDATE devices SET last_seen = ?, version = coalesce(?, version), state = coalesce(?, state) WHERE id = ?")
+  call.db
+      .prepare(
+          "UPDATE devices SET last_seen = ?, version = coalesce(?, version), state = coalesce(?, state) WHERE id = ?")
       .bind(1, now_iso8601())
       .bind_optional(2, version)
       .bind_optional(3, state)
@@ -184,7 +187,8 @@ Reply agent_check_in(Call& call) {
   auto group = device_group(call);
   std::optional<std::string> newest;
   if (group) {
-    auto q = call.db.prepare("SELECT id FROM deployments WHERE group_id = ? AND tenant_id = ? ORDER BY rowid DESC LIMIT 1");
+    auto q =
+        call.db.prepare("SELECT id FROM deployments WHERE group_id = ? AND tenant_id = ? ORDER BY rowid DESC LIMIT 1");
     q.bind(1, *group).bind(2, call.who.tenant_id);
     if (q.step()) newest = q.text(0);
   }
@@ -231,17 +235,21 @@ Reply agent_report_status(Call& call) {
   auto status = required_string(body, "status", 32);
   auto& known = agent_statuses();
   if (std::find(known.begin(), known.end(), status) == known.end())
-    throw ApiError{400, "invalid_request",
-                   "status must be downloading, verifying, installing, testing, installed, failed, rolled_back or refused"};
+    throw ApiError{
+        400, "invalid_request",
+        "status must be downloading, verifying, installing, testing, installed, failed, rolled_back or refused"};
   auto version = optional_string(body, "version", 64);
   auto detail = optional_string(body, "detail", 1024);
   auto row = load_deployment(call.db, call.who.tenant_id, deployment);
   auto group = device_group(call);
   if ((!group || *group != row.group_id) && !reported_status(call, deployment))
     throw ApiError{404, "not_found", fmt::format("deployment {} is not for this device's group", deployment)};
-  call.db.prepare("INSERT INTO deployment_devices (deployment_id, device_id, status, detail, updated_at) VALUES (?, ?, ?, ?, ?) "
-                  "ON CONFLICT (deployment_id, device_id) DO UPDATE SET status = excluded.status, "
-                  "detail = excluded.detail, updated_at = excluded.updated_at")
+  call.db
+      .prepare(
+          "INSERT INTO deployment_devices (deployment_id, device_id, status, detail, updated_at) VALUES (?, ?, ?, ?, "
+          "?) "
+          "ON CONFLICT (deployment_id, device_id) DO UPDATE SET status = excluded.status, "
+          "detail = excluded.detail, updated_at = excluded.updated_at")
       .bind(1, deployment)
       .bind(2, call.who.device_id)
       .bind(3, status)

@@ -62,8 +62,9 @@ std::string iso8601(std::int64_t unix_seconds) {
 }
 
 void save(Db& db, const DeploymentRow& row) {
-  db.prepare("UPDATE deployments SET state = ?, wave = ?, wave_started_at = ?, halt_reason = ?, failure_baseline = ?, "
-             "updated_at = ? WHERE id = ?")
+  db.prepare(
+        "UPDATE deployments SET state = ?, wave = ?, wave_started_at = ?, halt_reason = ?, failure_baseline = ?, "
+        "updated_at = ? WHERE id = ?")
       .bind(1, row.state)
       .bind(2, std::int64_t{row.wave})
       .bind(3, row.wave_started_at)
@@ -94,15 +95,18 @@ struct AdmittedDevice {
 };
 
 // Calls `each` for every admitted device of the group; returns the number of devices in the group.
-std::int64_t for_each_admitted(Db& db, const DeploymentRow& row, const std::function<void(const AdmittedDevice&)>& each) {
-  auto q = db.prepare("SELECT d.id, dd.status, coalesce(dd.detail, ''), coalesce(dd.updated_at, ''), coalesce(d.version, '') "
-                      "FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = ? AND dd.device_id = d.id "
-                      "WHERE d.group_id = ? ORDER BY d.id");
+std::int64_t for_each_admitted(Db& db, const DeploymentRow& row,
+                               const std::function<void(const AdmittedDevice&)>& each) {
+  auto q = db.prepare(
+      "SELECT d.id, dd.status, coalesce(dd.detail, ''), coalesce(dd.updated_at, ''), coalesce(d.version, '') "
+      "FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = ? AND dd.device_id = d.id "
+      "WHERE d.group_id = ? ORDER BY d.id");
   q.bind(1, row.id).bind(2, row.group_id);
   std::int64_t devices = 0;
   while (q.step()) {
     ++devices;
-    AdmittedDevice device{q.text(0), 0, q.is_null(1) ? std::string("pending") : q.text(1), q.text(2), q.text(3), q.text(4)};
+    AdmittedDevice device{q.text(0), 0,         q.is_null(1) ? std::string("pending") : q.text(1),
+                          q.text(2), q.text(3), q.text(4)};
     device.wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device.id));
     // A device outside the open waves that reported anyway (it was admitted before a wave change or a
     // group move) still counts where its bucket puts it, so nothing it reported goes missing.
@@ -125,9 +129,11 @@ Tally tally(Db& db, const DeploymentRow& row) {
   for (auto& w : t.waves) w.status = zero();
   t.devices = for_each_admitted(db, row, [&](const AdmittedDevice& device) {
     ++t.admitted;
-    auto& w = t.waves[static_cast<std::size_t>(device.wave - 1)];
-    ++w.admitted;
-    ++w.status[device.status];
+    // Waves are cumulative like their percentages: a device counts in its wave and every later one.
+    for (auto w = static_cast<std::size_t>(device.wave - 1); w < t.waves.size(); ++w) {
+      ++t.waves[w].admitted;
+      ++t.waves[w].status[device.status];
+    }
     ++t.status[device.status];
     if (is_failure_status(device.status)) ++t.failures;
     if (device.status == "installed") ++t.installed;
@@ -189,7 +195,9 @@ Json deployment_json(const DeploymentRow& row, const Tally& t) {
     int number = static_cast<int>(i + 1);
     waves.push_back(Json{{"wave", number},
                          {"percent", row.waves[i]},
-                         {"state", number < row.wave ? "done" : number == row.wave ? "open" : "pending"},
+                         {"state", number < row.wave    ? "done"
+                                   : number == row.wave ? "open"
+                                                        : "pending"},
                          {"admitted", t.waves[i].admitted},
                          {"status", counts_json(t.waves[i].status)}});
   }
@@ -370,7 +378,8 @@ Reply create_deployment(Call& call) {
     checked_blob_id(*manifest, "field 'manifest'");
   } else {
     for (auto& image : *images_it) {
-      auto q = call.db.prepare("SELECT manifest FROM images WHERE tenant_id = ? AND sha256 = ? AND manifest IS NOT NULL");
+      auto q =
+          call.db.prepare("SELECT manifest FROM images WHERE tenant_id = ? AND sha256 = ? AND manifest IS NOT NULL");
       q.bind(1, call.who.tenant_id).bind(2, image.get<std::string>());
       if (q.step()) {
         manifest = q.text(0);
@@ -387,13 +396,16 @@ Reply create_deployment(Call& call) {
 
   Transaction tx(call.db);
   // The deployment devices ran before this one (the target of a revert after an abort).
-  auto prev = call.db.prepare("SELECT id FROM deployments WHERE group_id = ? AND state != 'aborted' ORDER BY rowid DESC LIMIT 1");
+  auto prev = call.db.prepare(
+      "SELECT id FROM deployments WHERE group_id = ? AND state != 'aborted' ORDER BY rowid DESC LIMIT 1");
   prev.bind(1, group);
   std::optional<std::string> previous;
   if (prev.step()) previous = prev.text(0);
   std::string now = now_iso8601();
-  call.db.prepare("UPDATE deployments SET state = 'superseded', updated_at = ? WHERE group_id = ? AND state IN "
-                  "('active', 'paused', 'halted')")
+  call.db
+      .prepare(
+          "UPDATE deployments SET state = 'superseded', updated_at = ? WHERE group_id = ? AND state IN "
+          "('active', 'paused', 'halted')")
       .bind(1, now)
       .bind(2, group)
       .run();
@@ -411,11 +423,15 @@ Reply create_deployment(Call& call) {
       .bind(6, now)
       .bind(7, now)
       .bind_optional(8, manifest);
-  if (sequence) insert.bind(9, *sequence);
-  else insert.bind_null(9);
+  if (sequence)
+    insert.bind(9, *sequence);
+  else
+    insert.bind_null(9);
   insert.bind(10, waves_json.dump()).bind(11, unix_now()).bind(12, step_after);
-  if (halt) insert.bind(13, *halt);
-  else insert.bind_null(13);
+  if (halt)
+    insert.bind(13, *halt);
+  else
+    insert.bind_null(13);
   insert.bind_optional(14, previous).run();
   tx.commit();
   return {201, show(call, id)};
@@ -435,10 +451,18 @@ Reply list_deployments(Call& call) {
   return {200, Json{{"items", items}}};
 }
 
-Reply show_deployment(Call& call) { return {200, show(call, call.params[0])}; }
-Reply pause_deployment(Call& call) { return transition(call, "paused", {"active", "completed"}); }
-Reply resume_deployment(Call& call) { return transition(call, "active", {"paused", "halted"}); }
-Reply abort_deployment(Call& call) { return transition(call, "aborted", {"active", "paused", "halted", "completed"}); }
+Reply show_deployment(Call& call) {
+  return {200, show(call, call.params[0])};
+}
+Reply pause_deployment(Call& call) {
+  return transition(call, "paused", {"active", "completed"});
+}
+Reply resume_deployment(Call& call) {
+  return transition(call, "active", {"paused", "halted"});
+}
+Reply abort_deployment(Call& call) {
+  return transition(call, "aborted", {"active", "paused", "halted", "completed"});
+}
 
 Reply list_deployment_devices(Call& call) {
   auto row = load_deployment(call.db, call.who.tenant_id, call.params[0]);
@@ -447,7 +471,8 @@ Reply list_deployment_devices(Call& call) {
   if (status && *status != "pending" && *status != "failures") {
     auto& known = agent_statuses();
     if (std::find(known.begin(), known.end(), *status) == known.end())
-      throw ApiError{400, "invalid_request", "status must be pending, failures or an agent status (installed, failed, ...)"};
+      throw ApiError{400, "invalid_request",
+                     "status must be pending, failures or an agent status (installed, failed, ...)"};
   }
   Json items = Json::array();
   for_each_admitted(call.db, row, [&](const AdmittedDevice& device) {

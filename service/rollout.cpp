@@ -44,7 +44,7 @@ std::string halt_reason(std::int64_t failures, std::int64_t admitted, int wave, 
 }
 
 const std::vector<std::string>& agent_statuses() {
-  static const std::vector<std::string> statuses = {"downloading", "verifying", "installing", "testing",
+  static const std::vector<std::string> statuses = {"downloading", "verifying", "installing",  "testing",
                                                     "installed",   "failed",    "rolled_back", "refused"};
   return statuses;
 }

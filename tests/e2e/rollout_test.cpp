@@ -22,7 +22,9 @@ using Json = nlohmann::json;
 
 namespace {
 
-std::string slurp(const std::filesystem::path& path) { return read_text_file(path); }
+std::string slurp(const std::filesystem::path& path) {
+  return read_text_file(path);
+}
 
 void spit(const std::filesystem::path& path, const std::string& data) {
   AtomicFile out(path, 0600);
@@ -30,7 +32,9 @@ void spit(const std::filesystem::path& path, const std::string& data) {
   out.commit();
 }
 
-std::string sha256_hex(const std::string& data) { return to_hex(digest(HashAlg::sha256, as_bytes(data))); }
+std::string sha256_hex(const std::string& data) {
+  return to_hex(digest(HashAlg::sha256, as_bytes(data)));
+}
 
 // docs/openapi.yaml (Deployment): first 8 bytes of SHA-256("DEP:UID"), big-endian, modulo 100.
 int bucket(const std::string& deployment, const std::string& device) {
@@ -100,8 +104,13 @@ struct Fleet {
       Agent agent{uid, dir.file(uid + ".crt"), dir.file(uid + ".key"), nullptr};
       spit(agent.cert_file, factory_ca.issue(key, uid));
       spit(agent.key_file, key.private_pem());
-      bundle += Json{{"uid", uid}, {"product", "Thermo"}, {"state", "device-complete"}, {"version", "1.0.0"},
-                     {"public_key", key.public_pem()}}.dump() + "\n";
+      bundle += Json{{"uid", uid},
+                     {"product", "Thermo"},
+                     {"state", "device-complete"},
+                     {"version", "1.0.0"},
+                     {"public_key", key.public_pem()}}
+                    .dump() +
+                "\n";
       return agent;
     };
     std::vector<std::string> uids;
@@ -167,16 +176,18 @@ struct Fleet {
     return Json::parse(r.out);
   }
 
-  // A firmware file, its SUIT manifest (real kiln manifest create), both uploaded and linked. Returns {image, manifest}.
+  // A firmware file, its SUIT manifest (real kiln manifest create), both uploaded and linked. Returns {image,
+  // manifest}.
   std::pair<std::string, std::string> release(const std::string& name, int sequence) {
     std::string firmware(4096, '\0');
     std::mt19937 rng(static_cast<unsigned>(sequence));
     for (auto& c : firmware) c = static_cast<char>(rng());
     auto fw = dir.file(name + ".bin"), suit = dir.file(name + ".suit"), key = dir.file("manifest-key.pem");
     spit(fw, firmware);
-    if (!std::filesystem::exists(key)) REQUIRE(test::kiln({"key", "generate", "-t", "ecdsa-p256", "-o", key}).exit_code == 0);
-    auto made = test::kiln({"manifest", "create", "--component", fw, "--vendor-domain", "example.com", "--class-name", "thermo",
-                            "--sequence", std::to_string(sequence), "--key", key, "-o", suit});
+    if (!std::filesystem::exists(key))
+      REQUIRE(test::kiln({"key", "generate", "-t", "ecdsa-p256", "-o", key}).exit_code == 0);
+    auto made = test::kiln({"manifest", "create", "--component", fw, "--vendor-domain", "example.com", "--class-name",
+                            "thermo", "--sequence", std::to_string(sequence), "--key", key, "-o", suit});
     REQUIRE_MESSAGE(made.exit_code == 0, made.err);
     auto uploaded = json({"image", "upload", fw, "--manifest", suit});
     CHECK(uploaded["sequence"] == sequence);
@@ -205,19 +216,29 @@ TEST_CASE("rollout e2e: waves admit devices by their bucket, open after --step-a
   auto [image, manifest] = fleet.release("v2", 2);
 
   // Wave 1 of a slow rollout: exactly the devices whose bucket is below 30 are offered the update.
-  auto slow = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout", "30%,100%",
-                          "--step-after", "1h", "--halt-on-failure", "50%"});
-  auto slow_id = slow["id"].get<std::string>();
+  // Deployment IDs are random, and so is the first wave: take one (each supersedes the one before) that
+  // admits some of the 20 devices but not all, or the check below could not tell admitted from not.
+  Json slow;
+  std::string slow_id;
+  int expected = 0;
+  for (int attempt = 0; attempt < 20 && (expected == 0 || expected == 20); ++attempt) {
+    slow = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout",
+                       "30%,100%", "--step-after", "1h", "--halt-on-failure", "50%"});
+    slow_id = slow["id"].get<std::string>();
+    expected = 0;
+    for (auto& agent : fleet.agents) expected += bucket(slow_id, agent.uid) < 30;
+  }
+  REQUIRE(expected > 0);
+  REQUIRE(expected < 20);
   CHECK(slow["state"] == "active");
   CHECK(slow["wave"] == 1);
   CHECK(slow["manifest"] == manifest);
   CHECK(slow["sequence"] == 2);
   CHECK(slow["step_after"] == 3600);
-  int expected = 0;
   for (auto& agent : fleet.agents) {
     bool admitted = bucket(slow_id, agent.uid) < 30;
-    expected += admitted;
-    auto offer = agent.offer({{"version", "1.0.0"}, {"sequence", 1}, {"manifest_digest", nullptr}, {"state", "device-complete"}});
+    auto offer = agent.offer(
+        {{"version", "1.0.0"}, {"sequence", 1}, {"manifest_digest", nullptr}, {"state", "device-complete"}});
     CHECK_MESSAGE(offer.is_object() == admitted, agent.uid);
     if (admitted) {
       CHECK(offer["wave"] == 1);
@@ -225,8 +246,6 @@ TEST_CASE("rollout e2e: waves admit devices by their bucket, open after --step-a
       CHECK(offer["manifest"]["id"] == manifest);
     }
   }
-  REQUIRE(expected > 0);  // with 20 devices, a 30% wave that admits nobody would make this test pointless
-  REQUIRE(expected < 20);
   auto shown = fleet.show(slow_id);
   CHECK(shown["admitted"] == expected);
   CHECK(shown["waves"][0]["admitted"] == expected);
@@ -243,8 +262,8 @@ TEST_CASE("rollout e2e: waves admit devices by their bucket, open after --step-a
   CHECK(shown["next_wave_at"] == next_wave_at);
 
   // A newer deployment supersedes it; with --step-after 1s its second wave opens by itself.
-  auto fast = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout", "30%,100%",
-                          "--step-after", "1s"});
+  auto fast = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout",
+                          "30%,100%", "--step-after", "1s"});
   auto fast_id = fast["id"].get<std::string>();
   CHECK(fleet.show(slow_id)["state"] == "superseded");
   CHECK(fleet.kiln({"deployment", "resume", slow_id}).exit_code == 7);
@@ -268,7 +287,8 @@ TEST_CASE("rollout e2e: waves admit devices by their bucket, open after --step-a
 
   // Every device installs: completed; watch exits 0 and prints the final state on stdout.
   for (auto& agent : fleet.agents) {
-    for (const char* status : {"downloading", "verifying", "installing", "testing"}) CHECK(agent.report(fast_id, status) == 200);
+    for (const char* status : {"downloading", "verifying", "installing", "testing"})
+      CHECK(agent.report(fast_id, status) == 200);
     CHECK(agent.report(fast_id, "installed", "2.0.0") == 200);
   }
   auto done = fleet.show(fast_id);
@@ -287,7 +307,8 @@ TEST_CASE("rollout e2e: waves admit devices by their bucket, open after --step-a
 TEST_CASE("rollout e2e: failures past the threshold halt the deployment; show says why; resume forgives them") {
   Fleet fleet(20);
   auto [image, manifest] = fleet.release("v2", 2);
-  auto d = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--halt-on-failure", "10%"});
+  auto d = fleet.json(
+      {"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--halt-on-failure", "10%"});
   auto id = d["id"].get<std::string>();
   CHECK(d["halt_on_failure"] == 10);
 
@@ -354,16 +375,19 @@ TEST_CASE("rollout e2e: abort sends devices that installed it back to the previo
   Fleet fleet(6);
   auto [image1, manifest1] = fleet.release("v1", 1);
   auto [image2, manifest2] = fleet.release("v2", 2);
-  auto first = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image1})["id"].get<std::string>();
+  auto first =
+      fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image1})["id"].get<std::string>();
   for (auto& agent : fleet.agents) CHECK(agent.report(first, "installed", "1.0.0") == 200);
   CHECK(fleet.show(first)["state"] == "completed");
 
-  auto second = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image2, "--manifest", manifest2});
+  auto second =
+      fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image2, "--manifest", manifest2});
   auto second_id = second["id"].get<std::string>();
   CHECK(second["previous"] == first);
   CHECK(fleet.show(first)["state"] == "completed");  // a completed deployment stays completed
   // Devices 0..2 install the second release; 3..5 stay on the first.
-  for (int i = 0; i < 3; ++i) CHECK(fleet.agents[static_cast<std::size_t>(i)].report(second_id, "installed", "2.0.0") == 200);
+  for (int i = 0; i < 3; ++i)
+    CHECK(fleet.agents[static_cast<std::size_t>(i)].report(second_id, "installed", "2.0.0") == 200);
 
   auto aborted = fleet.json({"deployment", "abort", second_id});
   CHECK(aborted["state"] == "aborted");
@@ -396,7 +420,8 @@ TEST_CASE("rollout e2e: abort sends devices that installed it back to the previo
 TEST_CASE("rollout e2e: the manifest is served to the deployment's group only; malformed agent bodies answer 400") {
   Fleet fleet(2);
   auto [image, manifest] = fleet.release("v2", 2);
-  auto id = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image})["id"].get<std::string>();
+  auto id =
+      fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image})["id"].get<std::string>();
   auto url = "/v1/agent/deployments/" + id + "/manifest";
   auto own = fleet.agents[0].get(url);
   CHECK(own.status == 200);
@@ -412,7 +437,8 @@ TEST_CASE("rollout e2e: the manifest is served to the deployment's group only; m
     CHECK_MESSAGE(r.status == 400, body);
     CHECK(!Json::parse(r.body)["error"]["message"].get<std::string>().empty());
   }
-  for (const char* body : {"{", R"({"deployment":5,"status":"installed"})", R"({"status":"installed"})", R"({"deployment":"x","status":"great"})"}) {
+  for (const char* body : {"{", R"({"deployment":5,"status":"installed"})", R"({"status":"installed"})",
+                           R"({"deployment":"x","status":"great"})"}) {
     auto r = fleet.agents[0].post("/v1/agent/status", body);
     CHECK_MESSAGE(r.status == 400, body);
   }
@@ -423,20 +449,34 @@ TEST_CASE("rollout e2e: the manifest is served to the deployment's group only; m
   auto denied = fleet.kiln_as("reader", {"deployment", "create", "--group", "Thermo/Field Test", "--image", image});
   CHECK(denied.exit_code == 6);
   CHECK(denied.err.find("role reader") != std::string::npos);
-  for (const char* action : {"pause", "resume", "abort"}) CHECK(fleet.kiln_as("factory", {"deployment", action, id}).exit_code == 6);
-  CHECK(fleet.kiln_as("factory", {"image", "upload", fleet.dir.file("v2.bin"), "--manifest", fleet.dir.file("v2.suit")}).exit_code == 6);
+  for (const char* action : {"pause", "resume", "abort"})
+    CHECK(fleet.kiln_as("factory", {"deployment", action, id}).exit_code == 6);
+  CHECK(fleet.kiln_as("factory", {"image", "upload", fleet.dir.file("v2.bin"), "--manifest", fleet.dir.file("v2.suit")})
+            .exit_code == 6);
   CHECK(fleet.kiln_as("operator", {"deployment", "pause", id}).exit_code == 0);
   CHECK(fleet.kiln_as("operator", {"deployment", "resume", id}).exit_code == 0);
 
   // Bad options are usage errors before anything is sent.
-  CHECK(fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout", "50%,10%", "--step-after", "1m"}).exit_code == 2);
-  CHECK(fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout", "10%,100%"}).exit_code == 2);
-  CHECK(fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout", "10%,100%", "--step-after", "soon"}).exit_code == 2);
-  CHECK(fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--halt-on-failure", "150%"}).exit_code == 2);
+  CHECK(fleet
+            .kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout", "50%,10%",
+                   "--step-after", "1m"})
+            .exit_code == 2);
+  CHECK(fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout", "10%,100%"})
+            .exit_code == 2);
+  CHECK(fleet
+            .kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout", "10%,100%",
+                   "--step-after", "soon"})
+            .exit_code == 2);
+  CHECK(
+      fleet
+          .kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--halt-on-failure", "150%"})
+          .exit_code == 2);
 
   // Ctrl-C during watch exits 130.
   auto o = fleet.env();
-  auto interrupted = test::run_process("/usr/bin/timeout", {"--preserve-status", "-s", "INT", "2", test::bin_path("kiln"), "deployment",
-                                                            "watch", id, "--interval", "200ms"}, o);
+  auto interrupted = test::run_process(
+      "/usr/bin/timeout",
+      {"--preserve-status", "-s", "INT", "2", test::bin_path("kiln"), "deployment", "watch", id, "--interval", "200ms"},
+      o);
   CHECK(interrupted.exit_code == 130);
 }

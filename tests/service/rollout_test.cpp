@@ -91,7 +91,8 @@ struct AgentFixture {
   std::vector<std::string> device(const std::string& uid, const std::string& group) {
     test::TestKey key;
     json("POST", "/v1/devices/import",
-         test::signed_bundle(Json{{"uid", uid}, {"product", "Thermo"}, {"public_key", key.public_pem()}}.dump() + "\n", factory_ca.key));
+         test::signed_bundle(Json{{"uid", uid}, {"product", "Thermo"}, {"public_key", key.public_pem()}}.dump() + "\n",
+                             factory_ca.key));
     json("POST", "/v1/devices/" + uid + "/assign", Json{{"group", group}}.dump());
     return {test::pem_to_der(factory_ca.issue(key, uid))};
   }
@@ -109,7 +110,9 @@ std::string envelope_for(const std::filesystem::path& image_file, std::uint64_t 
 
 }  // namespace
 
-TEST_CASE("agent contract: check-in offers the wave's deployment with its manifest; the manifest is served to the group only") {
+TEST_CASE(
+    "agent contract: check-in offers the wave's deployment with its manifest; the manifest is served to the group "
+    "only") {
   AgentFixture f;
   f.json("POST", "/v1/products", R"({"name":"Thermo"})");
   f.json("POST", "/v1/factory-cas", Json{{"certificate", f.factory_ca.pem}}.dump());
@@ -144,8 +147,10 @@ TEST_CASE("agent contract: check-in offers the wave's deployment with its manife
   CHECK(offer["wave"] == 1);
   CHECK(offer["action"] == "install");
   CHECK(offer["sequence"] == 5);
-  CHECK(offer["manifest"] == Json{{"id", manifest}, {"size", envelope.size()}, {"url", "/v1/agent/deployments/" + id + "/manifest"}});
-  CHECK(offer["images"] == Json::array({Json{{"id", image}, {"size", 3000}, {"url", "/v1/agent/images/" + image + "/content"}}}));
+  CHECK(offer["manifest"] ==
+        Json{{"id", manifest}, {"size", envelope.size()}, {"url", "/v1/agent/deployments/" + id + "/manifest"}});
+  CHECK(offer["images"] ==
+        Json::array({Json{{"id", image}, {"size", 3000}, {"url", "/v1/agent/images/" + image + "/content"}}}));
 
   auto served = f.call("GET", offer["manifest"]["url"].get<std::string>(), "", inside);
   CHECK(served.status == 200);
@@ -157,17 +162,21 @@ TEST_CASE("agent contract: check-in offers the wave's deployment with its manife
 
   // Every status of the contract is accepted; unknown ones and malformed bodies are 400; other groups 404.
   for (const char* status : {"downloading", "verifying", "installing", "testing", "refused", "installed"})
-    CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", status}, {"version", "2.0.0"}, {"detail", "x"}}.dump(), inside)
+    CHECK(f.call("POST", "/v1/agent/status",
+                 Json{{"deployment", id}, {"status", status}, {"version", "2.0.0"}, {"detail", "x"}}.dump(), inside)
               .status == 200);
   CHECK(f.json("GET", "/v1/devices/dev-in")["version"] == "2.0.0");
   CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "done"}}.dump(), inside).status == 400);
-  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "installed"}}.dump(), outside).status == 404);
-  for (const char* body : {R"({"sequence":-1})", R"({"sequence":"5"})", R"({"manifest_digest":"abc"})", R"({"version":5})", "[", "[]"})
+  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "installed"}}.dump(), outside).status ==
+        404);
+  for (const char* body :
+       {R"({"sequence":-1})", R"({"sequence":"5"})", R"({"manifest_digest":"abc"})", R"({"version":5})", "[", "[]"})
     CHECK_MESSAGE(f.call("POST", "/v1/agent/check-in", body, inside).status == 400, body);
 
   // An explicit manifest must describe the images.
   auto unrelated = f.upload("another image");
-  auto bad = f.call("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {unrelated}}, {"manifest", manifest}}.dump());
+  auto bad = f.call("POST", "/v1/deployments",
+                    Json{{"group", "Thermo/Field Test"}, {"images", {unrelated}}, {"manifest", manifest}}.dump());
   CHECK(bad.status == 422);
   CHECK(Json::parse(bad.body)["error"]["code"] == "manifest_mismatch");
 }
@@ -179,7 +188,8 @@ TEST_CASE("rollout: a database from before staged rollouts gains the new columns
   {
     Service service({database, dir.path() / "images"});
     admin = service.create_token(service.create_tenant("acme"), Role::admin, "admin");
-    auto r = service.handle({"POST", "/v1/products", {{"authorization", "Bearer " + admin}}, R"({"name":"Thermo"})", {}});
+    auto r =
+        service.handle({"POST", "/v1/products", {{"authorization", "Bearer " + admin}}, R"({"name":"Thermo"})", {}});
     REQUIRE(r.status == 201);
     auto groups = service.handle({"GET", "/v1/groups", {{"authorization", "Bearer " + admin}}, "", {}});
     group = Json::parse(groups.body)["items"][0]["id"].get<std::string>();
@@ -188,11 +198,13 @@ TEST_CASE("rollout: a database from before staged rollouts gains the new columns
     // The deployments table as the first release wrote it, with one deployment.
     Db db(database);
     db.exec("DROP TABLE deployments");
-    db.exec("CREATE TABLE deployments (id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL, group_id TEXT NOT NULL "
-            "REFERENCES device_groups(id), images TEXT NOT NULL, rollout INTEGER NOT NULL, state TEXT NOT NULL, "
-            "created_at TEXT NOT NULL, updated_at TEXT NOT NULL)");
-    db.prepare("INSERT INTO deployments VALUES ('dep_old', 1, ?, '[\"aa\"]', 10, 'active', '2026-01-01T00:00:00Z', "
-               "'2026-01-01T00:00:00Z')")
+    db.exec(
+        "CREATE TABLE deployments (id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL, group_id TEXT NOT NULL "
+        "REFERENCES device_groups(id), images TEXT NOT NULL, rollout INTEGER NOT NULL, state TEXT NOT NULL, "
+        "created_at TEXT NOT NULL, updated_at TEXT NOT NULL)");
+    db.prepare(
+          "INSERT INTO deployments VALUES ('dep_old', 1, ?, '[\"aa\"]', 10, 'active', '2026-01-01T00:00:00Z', "
+          "'2026-01-01T00:00:00Z')")
         .bind(1, group)
         .run();
   }
@@ -207,4 +219,62 @@ TEST_CASE("rollout: a database from before staged rollouts gains the new columns
   CHECK(d["waves"].size() == 1);
   CHECK(d["manifest"].is_null());
   CHECK(d["halt_on_failure"].is_null());
+}
+
+TEST_CASE("rollout: halting counts the admitted devices of the open waves; completion waits for the last wave") {
+  AgentFixture f;
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
+  f.json("POST", "/v1/factory-cas", Json{{"certificate", f.factory_ca.pem}}.dump());
+  std::map<std::string, std::vector<std::string>> chains;
+  for (int i = 0; i < 12; ++i) {
+    auto uid = "dev-" + std::to_string(i);
+    chains[uid] = f.device(uid, "Thermo/Field Test");
+  }
+  auto image = f.upload("firmware v2");
+  // Deployment IDs are random, and so is the split: take one (a newer deployment supersedes the older)
+  // whose first wave has at least two devices and leaves some for the second.
+  Json dep;
+  std::string id;
+  std::vector<std::string> first_wave, later;
+  for (int attempt = 0; attempt < 50 && (first_wave.size() < 2 || later.empty()); ++attempt) {
+    dep = f.json("POST", "/v1/deployments",
+                 Json{{"group", "Thermo/Field Test"},
+                      {"images", {image}},
+                      {"rollout", {50, 100}},
+                      {"step_after", 3600},
+                      {"halt_on_failure", 20}}
+                     .dump());
+    id = dep["id"].get<std::string>();
+    first_wave.clear();
+    later.clear();
+    for (auto& [uid, chain] : chains) (rollout_bucket(id, uid) < 50 ? first_wave : later).push_back(uid);
+  }
+  REQUIRE(first_wave.size() >= 2);
+  REQUIRE(!later.empty());
+  CHECK(dep["admitted"] == first_wave.size());
+  CHECK(dep["waves"][0]["admitted"] == first_wave.size());
+  CHECK(dep["waves"][1]["admitted"] == first_wave.size());  // cumulative: wave 2 covers wave 1's devices
+
+  // Every device of the first wave installs: not completed while the last wave is closed.
+  for (auto& uid : first_wave)
+    CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "installed"}}.dump(), chains[uid])
+              .status == 200);
+  auto shown = f.json("GET", "/v1/deployments/" + id);
+  CHECK(shown["state"] == "active");
+  CHECK(shown["waves"][0]["status"]["installed"] == first_wave.size());
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains[later[0]])["deployment"].is_null());
+
+  // One failure among the admitted devices is above 20% only if fewer than 5 are admitted.
+  CHECK(
+      f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "refused"}}.dump(), chains[first_wave[0]])
+          .status == 200);
+  auto after = f.json("GET", "/v1/deployments/" + id);
+  bool halts = 100 > 20 * first_wave.size();
+  CHECK(after["state"] == (halts ? "halted" : "active"));
+  if (halts) CHECK(after["halt_reason"] == halt_reason(1, static_cast<std::int64_t>(first_wave.size()), 1, 20));
+  auto failing = f.json("GET", "/v1/deployments/" + id + "/devices?status=failures");
+  REQUIRE(failing["items"].size() == 1);
+  CHECK(failing["items"][0]["device"] == first_wave[0]);
+  CHECK(failing["items"][0]["status"] == "refused");
+  CHECK(f.call("GET", "/v1/deployments/" + id + "/devices?status=nonsense").status == 400);
 }
