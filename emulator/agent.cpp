@@ -413,7 +413,6 @@ struct UpdateAgent::Impl {
         log("image in the secondary slot; resetting into a test boot");
         board.reset();
       } else if (phase == "testing") {
-        report(view, "testing", "", false);
         if (to_hex(view.primary_hash) != job["image_sha256"].get<std::string>()) {
           // The test boot did not happen or was reverted (power cycle before the confirm).
           int attempts = job.value("install_attempts", 0) + 1;
@@ -425,6 +424,7 @@ struct UpdateAgent::Impl {
           return finish(view, "rolled_back", "the new image did not stay running through its test boot",
                         AgentOutcome::rolled_back);
         }
+        report(view, "testing", "", false);
         std::string tested = view.version;
         if (options.fail_version && tested == *options.fail_version) {
           board.reset();  // not confirmed: MCUboot swaps the previous image back

@@ -76,7 +76,7 @@ UpdateCheckResult check_update(const UpdateCheckInput& input) {
   }
   try {
     suit::VerifyOptions options;
-    options.keys.push_back({"the installed manifest key", *input.manifest_key});
+    options.keys.push_back({"manifest_key (64:3)", *input.manifest_key});
     suit::VerifyReport report = suit::verify_envelope(input.envelope, options);
     result.sequence = report.sequence_number;
   } catch (const Error& e) {

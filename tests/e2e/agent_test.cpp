@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "tests/support/ota_fleet.hpp"
 
@@ -201,4 +202,36 @@ TEST_CASE("agent e2e: power lost while the image is written to slot 1; after pow
   CHECK(fleet.wait_all_outcome(deployment, "installed"));
   CHECK(fleet.board_record(uid)["sequence"] == 12);
   CHECK(fleet.wait_service_status(deployment, "installed"));
+}
+
+TEST_CASE("agent e2e: power lost during MCUboot's swap into the test boot; after power-up the agent installs again") {
+  test::OtaFleetOptions options;
+  options.boards = 1;
+  options.factory_firmware = false;  // provisioning writes no flash
+  test::OtaFleet fleet(options);
+  const auto uid = fleet.uids().front();
+  auto image = fleet.sign_image("3.1.0", "release.pem", 200 * 1024);
+  auto image_size = std::filesystem::file_size(image);
+  // The agent writes the image to slot 1 (image_size bytes), then the swap copies it to slot 0: cut
+  // the power halfway through that copy.
+  fleet.options().emulator_args = {"--power-loss-at", std::to_string(image_size + image_size / 2)};
+  fleet.restart_emulator();
+  auto deployment = fleet.deploy(image, fleet.make_manifest(image, 13))["id"].get<std::string>();
+  auto status = fleet.emulator().wait_exit(60);
+  REQUIRE(status.has_value());
+  CHECK(*status == 75);
+  {
+    std::ifstream in(std::filesystem::path(fleet.emu_dir()) / uid / "agent" / "state.json");
+    auto state = nlohmann::json::parse(in);
+    CHECK(state["job"]["phase"] == "testing");  // the cut came after the agent asked for the test boot
+  }
+
+  fleet.options().emulator_args.clear();
+  fleet.restart_emulator();
+  REQUIRE(fleet.wait_all_running("3.1.0"));
+  CHECK(fleet.wait_all_outcome(deployment, "installed"));
+  CHECK(fleet.board_record(uid)["sequence"] == 13);
+  auto images = nlohmann::json::parse(fleet.kiln({"-o", "json", "board", "images", "-b", uid}).out);
+  for (const auto& slot : images)
+    if (slot.value("slot", -1) == 0) CHECK(slot.value("confirmed", false));
 }
