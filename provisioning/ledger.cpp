@@ -10,6 +10,8 @@
 #include <map>
 #include <set>
 
+#include <thread>
+
 #include <fmt/format.h>
 
 #include "core/error.hpp"
@@ -164,7 +166,14 @@ Ledger::Ledger(const std::filesystem::path& path) : db_(nullptr, close_db) {
   if (rc != SQLITE_OK)
     throw Error(ExitCode::failure, fmt::format("cannot open ledger {}: {}", path.string(), db ? sqlite3_errmsg(db) : "out of memory"));
   sqlite3_busy_timeout(db, 10000);
-  exec(db, "PRAGMA journal_mode=WAL");
+  // Switching to WAL needs a moment alone with the file: while another station opens the same
+  // ledger, SQLite can answer SQLITE_BUSY without consulting the busy handler. Retry for a while.
+  for (int attempt = 0;; ++attempt) {
+    int pragma_rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
+    if (pragma_rc == SQLITE_OK) break;
+    if ((pragma_rc != SQLITE_BUSY && pragma_rc != SQLITE_LOCKED) || attempt >= 200) fail(db, "PRAGMA journal_mode=WAL");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   exec(db, "PRAGMA synchronous=FULL");
   exec(db,
        "CREATE TABLE IF NOT EXISTS ledger ("
