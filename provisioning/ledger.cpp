@@ -9,7 +9,6 @@
 #include <ctime>
 #include <map>
 #include <set>
-
 #include <thread>
 
 #include <fmt/format.h>
