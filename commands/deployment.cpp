@@ -56,8 +56,9 @@ std::vector<int> parse_waves(const std::string& text) {
   return waves;
 }
 
-// "30s", "5m", "1h", "2d", or plain seconds.
+// "30s", "5m", "1h", "2d", or plain seconds; at most 366 days (the service's limit for step_after).
 std::int64_t parse_duration_ms(const std::string& text, const char* option) {
+  constexpr double max_ms = 366.0 * 86400000;
   try {
     std::size_t used = 0;
     double value = std::stod(text, &used);
@@ -68,10 +69,12 @@ std::int64_t parse_duration_ms(const std::string& text, const char* option) {
                    : unit == "h"               ? 3600000
                    : unit == "d"               ? 86400000
                                                : -1;
-    if (scale > 0 && value > 0) return static_cast<std::int64_t>(value * scale);
+    // value * scale <= max_ms also keeps inf, nan and overflowing values away from the integer cast.
+    if (scale > 0 && value > 0 && value * scale <= max_ms) return static_cast<std::int64_t>(value * scale);
   } catch (const std::exception&) {
   }
-  throw Error(ExitCode::usage, fmt::format("{} wants a duration such as 30s, 5m or 1h, not '{}'", option, text));
+  throw Error(ExitCode::usage,
+              fmt::format("{} wants a duration such as 30s, 5m or 1h (at most 366d), not '{}'", option, text));
 }
 
 std::string duration_text(std::int64_t seconds) {

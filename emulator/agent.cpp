@@ -130,7 +130,7 @@ DeploymentOffer::Object parse_object(const Json& j, const std::string& what, std
 
 }  // namespace
 
-CheckInReply parse_check_in_reply(std::string_view body) {
+CheckInReply parse_check_in_reply(std::string_view body, std::uint64_t max_image_size) {
   auto j = Json::parse(body, nullptr, false);
   if (!j.is_object()) throw Error(ExitCode::service, "the check-in answer is not a JSON object");
   CheckInReply reply;
@@ -158,7 +158,7 @@ CheckInReply parse_check_in_reply(std::string_view body) {
   auto images = d->find("images");
   if (images == d->end() || !images->is_array() || images->empty())
     throw Error(ExitCode::service, fmt::format("check-in answer: deployment {} names no image", offer.id));
-  offer.image = parse_object((*images)[0], "image", std::uint64_t{1} << 32);
+  offer.image = parse_object((*images)[0], "image", max_image_size);
   reply.deployment = offer;
   return reply;
 }
@@ -291,7 +291,7 @@ struct UpdateAgent::Impl {
                                 : response.body.substr(0, 200);
       throw Error(ExitCode::service, fmt::format("check-in answered HTTP {}: {}", response.status, message));
     }
-    return parse_check_in_reply(response.body);
+    return parse_check_in_reply(response.body, view.slot_size);
   }
 
   // Downloads `url` into `path`, continuing a partial file with a Range request.

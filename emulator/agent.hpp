@@ -47,8 +47,9 @@ struct CheckInReply {
   std::optional<DeploymentOffer> deployment;
   std::optional<std::chrono::milliseconds> check_in_after;
 };
-// Throws Error(service) naming what is wrong: the body comes from the network.
-CheckInReply parse_check_in_reply(std::string_view body);
+// Throws Error(service) naming what is wrong: the body comes from the network. An image larger than
+// `max_image_size` (the board's slot size) is refused: the board could not hold it.
+CheckInReply parse_check_in_reply(std::string_view body, std::uint64_t max_image_size);
 
 // What one step of the agent did (for logs and tests).
 enum class AgentOutcome { not_ready, idle, up_to_date, installed, rolled_back, refused, failed, retry_later };

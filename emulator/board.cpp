@@ -660,6 +660,7 @@ AgentView Board::agent_view() const {
   v.version = primary_version();
   v.primary_hash = state_->primary_hash;
   v.primary_confirmed = state_->primary_confirmed;
+  v.slot_size = options_.slot_size;
   return v;
 }
 

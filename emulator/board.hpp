@@ -33,6 +33,7 @@ struct AgentView {
   std::string version;  // running (primary) image
   Bytes primary_hash;
   bool primary_confirmed = true;
+  std::uint64_t slot_size = 0;  // the largest image the board can hold
 };
 
 struct BoardOptions {

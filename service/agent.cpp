@@ -3,13 +3,13 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
-#include <openssl/x509_vfy.h>
 
 #include <fmt/format.h>
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "service/factory_trust.hpp"
 #include "service/handlers.hpp"
 #include "service/rollout.hpp"
 #include "signing/openssl_ptr.hpp"
@@ -17,12 +17,6 @@
 
 namespace kiln::service {
 namespace {
-
-struct StoreFree {
-  void operator()(X509_STORE* s) const { X509_STORE_free(s); }
-  void operator()(X509_STORE_CTX* s) const { X509_STORE_CTX_free(s); }
-  void operator()(STACK_OF(X509) * s) const { sk_X509_pop_free(s, X509_free); }
-};
 
 ossl::Ptr<X509> parse_der(const std::string& der) {
   const auto* p = reinterpret_cast<const unsigned char*>(der.data());
@@ -70,26 +64,10 @@ Principal authenticate_device(Db& db, const std::vector<std::string>& chain_der)
   if (q.text(1) != spki_hex(leaf.get()))
     throw unauthenticated(fmt::format("the certificate's key is not the key imported for {}", uid));
 
-  std::unique_ptr<X509_STORE, StoreFree> store(X509_STORE_new());
-  auto cas = db.prepare("SELECT pem FROM factory_cas WHERE tenant_id = ?");
-  cas.bind(1, tenant);
-  int anchors = 0;
-  while (cas.step()) {
-    std::string pem = cas.text(0);
-    ossl::Ptr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-    ossl::Ptr<X509> ca(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-    if (ca && X509_STORE_add_cert(store.get(), ca.get()) == 1) ++anchors;
+  if (auto error = chain_error(db, tenant, chain_der); !error.empty()) {
+    if (error == no_factory_ca_registered) throw unauthenticated("the device's tenant has registered no factory CA");
+    throw unauthenticated(fmt::format("certificate of {} does not chain to a registered factory CA: {}", uid, error));
   }
-  if (anchors == 0) throw unauthenticated("the device's tenant has registered no factory CA");
-  X509_STORE_set_flags(store.get(), X509_V_FLAG_PARTIAL_CHAIN);
-  std::unique_ptr<STACK_OF(X509), StoreFree> untrusted(sk_X509_new_null());
-  for (std::size_t i = 1; i < chain_der.size(); ++i)
-    if (auto c = parse_der(chain_der[i])) sk_X509_push(untrusted.get(), c.release());
-  std::unique_ptr<X509_STORE_CTX, StoreFree> ctx(X509_STORE_CTX_new());
-  X509_STORE_CTX_init(ctx.get(), store.get(), leaf.get(), untrusted.get());
-  if (X509_verify_cert(ctx.get()) != 1)
-    throw unauthenticated(fmt::format("certificate of {} does not chain to a registered factory CA: {}", uid,
-                                      X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get()))));
   return Principal{tenant, Role::reader, uid, uid};
 }
 

@@ -55,7 +55,7 @@ std::string verify_against(const std::vector<std::string>& anchors_pem, const st
   for (auto& pem : anchors_pem)
     if (auto ca = parse_certificate(pem); ca && X509_STORE_add_cert(store.get(), ca.get()) == 1) ++anchors;
   ERR_clear_error();
-  if (anchors == 0) return "no factory CA is registered";
+  if (anchors == 0) return no_factory_ca_registered;
   X509_STORE_set_flags(store.get(), X509_V_FLAG_PARTIAL_CHAIN);
   std::unique_ptr<STACK_OF(X509), StoreFree> untrusted(sk_X509_new_null());
   for (std::size_t i = 1; i < chain_der.size(); ++i)

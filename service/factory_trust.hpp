@@ -15,7 +15,9 @@ namespace kiln::service {
 std::vector<Bytes> factory_ca_keys(Db& db, std::int64_t tenant_id);
 
 // Checks that `chain` (DER certificates, leaf first) chains to a factory CA registered with `tenant_id`.
-// Returns an empty string when it does, else why not (OpenSSL's verification error, in words).
+// Returns an empty string when it does, else why not (OpenSSL's verification error, in words, or
+// no_factory_ca_registered when the tenant has no usable factory CA).
+inline constexpr const char* no_factory_ca_registered = "no factory CA is registered";
 std::string chain_error(Db& db, std::int64_t tenant_id, const std::vector<std::string>& chain_der);
 
 // The tenant whose registered factory CA the station certificate chain leads to; nullopt with `why` set

@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -321,6 +323,13 @@ std::vector<std::string> parse_device_ids(const std::string& text_of_file, const
         throw Error(ExitCode::failure, fmt::format("{} line {}: one device UID per line, got '{}'", name, number, text));
       id = text;
     }
+    // The service's UID alphabet: an id also names files ({uid} in --key), so '/' never gets through.
+    bool uid_shaped = id.size() <= 128 && std::all_of(id.begin(), id.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':';
+    });
+    if (!uid_shaped || id == "." || id == "..")
+      throw Error(ExitCode::failure,
+                  fmt::format("{} line {}: a device UID holds up to 128 letters, digits and - _ . : only", name, number));
     if (seen.insert(id).second) ids.push_back(id);
   }
   return ids;
@@ -388,10 +397,15 @@ namespace {
 class PartFile {
  public:
   explicit PartFile(std::filesystem::path path) : path_(std::move(path)) {
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw Error(ExitCode::failure, fmt::format("cannot write {}: {}", path_.string(), std::strerror(errno)));
+    // Only a regular file of our own is resumed: never through a symlink (bytes would land in, or
+    // truncate, whatever it points to), nor a FIFO or device (O_NONBLOCK: opening one must not hang).
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
     struct stat st {};
-    ::fstat(fd_, &st);
+    if (fd_ < 0 && errno != ELOOP && errno != ENXIO)
+      throw Error(ExitCode::failure, fmt::format("cannot write {}: {}", path_.string(), std::strerror(errno)));
+    if (fd_ < 0 || ::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode))
+      throw Error(ExitCode::failure, fmt::format("{} is not a regular file: it is not resumed", path_.string()),
+                  "remove it (or choose another output file) and run the command again");
     size_ = static_cast<std::uint64_t>(st.st_size);
   }
   ~PartFile() {

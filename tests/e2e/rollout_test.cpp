@@ -471,6 +471,14 @@ TEST_CASE("rollout e2e: the manifest is served to the deployment's group only; m
       fleet
           .kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--halt-on-failure", "150%"})
           .exit_code == 2);
+  // Durations past the service's 366 days, or too large for any clock, are usage errors as well.
+  for (const char* after : {"400d", "1e10d", "1e300d", "inf"}) {
+    auto r = fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout",
+                         "10%,100%", "--step-after", after});
+    CHECK_MESSAGE(r.exit_code == 2, after);
+    CHECK_MESSAGE(r.err.find("--step-after wants a duration") != std::string::npos, r.err);
+  }
+  CHECK(fleet.kiln({"deployment", "watch", id, "--interval", "1e300"}).exit_code == 2);
 
   // Ctrl-C during watch exits 130.
   auto o = fleet.env();

@@ -520,6 +520,13 @@ TEST_CASE("service e2e: device claim takes several UIDs or a file and reports a 
   auto bad = s.kiln({"device", "claim", "--from-file", s.dir.file("bad-ids.txt"), "--key", keys});
   CHECK(bad.exit_code == 1);
   CHECK(bad.err.find("line 1") != std::string::npos);
+  // A UID names a key file through {uid}: one that leaves the key directory is refused before anything is signed.
+  spit(s.dir.file("escape-ids.txt"), "dev-a\n../keys/dev-b\n");
+  auto escape = s.kiln({"device", "claim", "--from-file", s.dir.file("escape-ids.txt"), "--key", keys});
+  CHECK(escape.exit_code == 1);
+  CHECK_MESSAGE(escape.err.find("line 2") != std::string::npos, escape.err);
+  spit(s.dir.file("escape.jsonl"), R"({"uid":"../keys/dev-b"})" "\n");
+  CHECK(s.kiln({"device", "claim", "--from-file", s.dir.file("escape.jsonl"), "--key", keys}).exit_code == 1);
   CHECK(s.kiln({"device", "claim", "--id", "dev-a", "--id", "dev-b", "--board", "emu:/nowhere"}).exit_code == 2);
 }
 
@@ -601,6 +608,25 @@ TEST_CASE("service e2e: image download writes FILE.part, resumes with Range, and
   CHECK(wrong.exit_code == 3);
   CHECK(!std::filesystem::exists(out));
   CHECK(!std::filesystem::exists(part));
+
+  // A .part larger than the image is no prefix of it: it starts over and the image arrives whole.
+  spit(part, std::string(firmware.size() + 4096, 'x'));
+  auto larger = test::kiln({"-o", "json", "image", "download", id, "-O", out}, o);
+  REQUIRE_MESSAGE(larger.exit_code == 0, larger.err);
+  CHECK(Json::parse(larger.out)["resumed_from"] == 0);
+  CHECK(slurp(out) == firmware);
+  CHECK(!std::filesystem::exists(part));
+
+  // A .part that is a symlink is refused: the file it points to is neither appended to nor truncated.
+  std::filesystem::remove(out);
+  spit(s.dir.file("victim.txt"), "keep me\n");
+  std::filesystem::create_symlink(s.dir.file("victim.txt"), part);
+  auto linked = test::kiln({"image", "download", id, "-O", out}, o);
+  CHECK(linked.exit_code == 1);
+  CHECK_MESSAGE(linked.err.find("not a regular file") != std::string::npos, linked.err);
+  CHECK(slurp(s.dir.file("victim.txt")) == "keep me\n");
+  CHECK(!std::filesystem::exists(out));
+  CHECK(std::filesystem::is_symlink(part));
 }
 
 TEST_CASE("service e2e: one kept-alive connection carries many requests (not cpp-httplib's default of 5)") {

@@ -12,6 +12,8 @@ using Json = nlohmann::json;
 
 namespace {
 
+constexpr std::uint64_t slot_size = 16u << 20;
+
 Json offer_json() {
   return Json{{"device", "d1"},
               {"check_in_after", 30},
@@ -26,7 +28,7 @@ Json offer_json() {
 
 bool refused(const Json& answer) {
   try {
-    emu::parse_check_in_reply(answer.dump());
+    emu::parse_check_in_reply(answer.dump(), slot_size);
   } catch (const Error& e) {
     CHECK(e.code() == ExitCode::service);
     return true;
@@ -37,7 +39,7 @@ bool refused(const Json& answer) {
 }  // namespace
 
 TEST_CASE("agent: a contract C2 check-in answer parses") {
-  auto reply = emu::parse_check_in_reply(offer_json().dump());
+  auto reply = emu::parse_check_in_reply(offer_json().dump(), slot_size);
   REQUIRE(reply.deployment);
   CHECK(reply.check_in_after == std::chrono::milliseconds(30000));
   CHECK(reply.deployment->id == "dep_1");
@@ -46,19 +48,19 @@ TEST_CASE("agent: a contract C2 check-in answer parses") {
   CHECK(reply.deployment->manifest.size == 300);
   CHECK(reply.deployment->image.url == "/v1/agent/images/b/content");
 
-  auto idle = emu::parse_check_in_reply(R"({"device":"d1","check_in_after":60,"deployment":null})");
+  auto idle = emu::parse_check_in_reply(R"({"device":"d1","check_in_after":60,"deployment":null})", slot_size);
   CHECK_FALSE(idle.deployment);
 
   auto revert = offer_json();
   revert["deployment"]["action"] = "revert";
   revert["deployment"]["sequence"] = nullptr;
-  auto r = emu::parse_check_in_reply(revert.dump());
+  auto r = emu::parse_check_in_reply(revert.dump(), slot_size);
   CHECK(r.deployment->action == "revert");
   CHECK_FALSE(r.deployment->sequence);
 
   auto no_manifest = offer_json();
   no_manifest["deployment"]["manifest"] = nullptr;
-  CHECK(emu::parse_check_in_reply(no_manifest.dump()).deployment->manifest.id.empty());  // the agent refuses it
+  CHECK(emu::parse_check_in_reply(no_manifest.dump(), slot_size).deployment->manifest.id.empty());  // the agent refuses it
 }
 
 TEST_CASE("agent: malformed or dangerous check-in answers are refused") {
@@ -78,6 +80,13 @@ TEST_CASE("agent: malformed or dangerous check-in answers are refused") {
   CHECK(refused(a));
   a = offer_json();
   a["deployment"]["manifest"]["size"] = 10 << 20;  // no SUIT envelope is that big
+  CHECK(refused(a));
+  a = offer_json();
+  a["deployment"]["images"][0]["size"] = slot_size;  // exactly a slot: fits
+  CHECK_FALSE(refused(a));
+  a["deployment"]["images"][0]["size"] = slot_size + 1;  // the board could not hold it
+  CHECK(refused(a));
+  a["deployment"]["images"][0]["size"] = std::uint64_t{1} << 31;
   CHECK(refused(a));
   a = offer_json();
   a["deployment"]["images"][0]["id"] = "../../etc/passwd";
