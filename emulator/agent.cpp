@@ -136,7 +136,8 @@ CheckInReply parse_check_in_reply(std::string_view body, std::uint64_t max_image
   CheckInReply reply;
   if (auto after = j.find("check_in_after"); after != j.end() && after->is_number()) {
     double seconds = after->get<double>();
-    if (seconds > 0 && seconds <= 86400) reply.check_in_after = std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
+    // The service asks for 1 s .. 1 day (kiln-service --check-in-after): less would have every board flood it.
+    if (seconds >= 1 && seconds <= 86400) reply.check_in_after = std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
   }
   auto d = j.find("deployment");
   if (d == j.end() || d->is_null()) return reply;

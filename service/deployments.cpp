@@ -295,8 +295,14 @@ struct ManifestFacts {
   std::vector<suit::DeclaredImage> images;
 };
 
+// No SUIT envelope is larger (the board agent refuses bigger ones too): a larger blob is not read into memory.
+constexpr std::int64_t max_manifest_size = 1 << 20;
+
 ManifestFacts read_manifest(Call& call, const std::string& sha) {
-  complete_blob(call, sha, "manifest");
+  if (auto size = complete_blob(call, sha, "manifest"); size > max_manifest_size)
+    throw ApiError{422, "manifest_invalid",
+                   fmt::format("blob {} is not a SUIT envelope: it is {} bytes, larger than a manifest may be ({} bytes)",
+                               sha, size, max_manifest_size)};
   Bytes bytes;
   try {
     bytes = read_file(blob_path(call.config, call.who.tenant_id, sha));

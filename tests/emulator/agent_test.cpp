@@ -2,6 +2,7 @@
 // that would make the board fetch from elsewhere or without bounds is refused.
 #include <doctest/doctest.h>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
@@ -50,6 +51,13 @@ TEST_CASE("agent: a contract C2 check-in answer parses") {
 
   auto idle = emu::parse_check_in_reply(R"({"device":"d1","check_in_after":60,"deployment":null})", slot_size);
   CHECK_FALSE(idle.deployment);
+  // A check_in_after below 1 s (or not a number of seconds) is ignored: the board keeps its own interval.
+  for (const char* after : {"0.001", "0", "-5", "1e9", "\"1\""}) {
+    auto odd = emu::parse_check_in_reply(fmt::format(R"({{"check_in_after":{},"deployment":null}})", after), slot_size);
+    CHECK_MESSAGE(!odd.check_in_after, std::string(after));
+  }
+  CHECK(emu::parse_check_in_reply(R"({"check_in_after":1,"deployment":null})", slot_size).check_in_after ==
+        std::chrono::milliseconds(1000));
 
   auto revert = offer_json();
   revert["deployment"]["action"] = "revert";

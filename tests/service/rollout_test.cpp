@@ -127,6 +127,17 @@ TEST_CASE(
   auto manifest = f.upload(envelope);
   auto other_manifest = f.upload("not a SUIT envelope");
   CHECK(f.call("POST", "/v1/images/" + image + "/manifest", Json{{"manifest", other_manifest}}.dump()).status == 422);
+  // A blob larger than any SUIT envelope (an image named as the manifest) is refused before it is read into memory.
+  auto huge_manifest = f.upload(std::string((1 << 20) + 1, '\xa5'));
+  for (const auto& [target, body] :
+       {std::pair{"/v1/images/" + image + "/manifest", Json{{"manifest", huge_manifest}}},
+        std::pair{std::string("/v1/deployments"),
+                  Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"manifest", huge_manifest}}}}) {
+    auto big = f.call("POST", target, body.dump());
+    CHECK(big.status == 422);
+    CHECK_MESSAGE(Json::parse(big.body)["error"]["message"].get<std::string>().find("larger than") != std::string::npos,
+                  big.body);
+  }
   auto linked = f.json("POST", "/v1/images/" + image + "/manifest", Json{{"manifest", manifest}}.dump());
   CHECK(linked["sequence"] == 5);
 
