@@ -127,22 +127,25 @@ TEST_CASE("agent e2e: abort sends boards back to the previous deployment's manif
   auto m2 = fleet.make_manifest(v2, 10);
   auto a = fleet.deploy(v2, m2)["id"].get<std::string>();
   REQUIRE(fleet.wait_all_running("2.1.0"));
+  REQUIRE(test::OtaFleet::wait_for([&] { return fleet.board_record(fleet.uids().front())["sequence"] == 10; }));
   auto a_digest = fleet.board_record(fleet.uids().front())["manifest_digest"];
 
   auto v3 = fleet.sign_image("2.2.0");
   auto b = fleet.deploy(v3, fleet.make_manifest(v3, 11))["id"].get<std::string>();
   REQUIRE(fleet.wait_all_running("2.2.0"));
-  CHECK(fleet.board_record(fleet.uids().front())["sequence"] == 11);
+  CHECK(test::OtaFleet::wait_for([&] { return fleet.board_record(fleet.uids().front())["sequence"] == 11; }));
 
   // Abort: the service offers deployment A again as a revert; its envelope is the board's previous
   // record, so the lower sequence is accepted.
   CHECK(fleet.json({"deployment", "abort", b})["state"] == "aborted");
   REQUIRE(fleet.wait_all_running("2.1.0"));
+  // Slot 0 runs 2.1.0 from the test boot on; the firmware record follows once the agent confirms it.
   for (const auto& uid : fleet.uids()) {
     CAPTURE(uid);
-    auto record = fleet.board_record(uid);
-    CHECK(record["sequence"] == 10);
-    CHECK(record["manifest_digest"] == a_digest);
+    CHECK(test::OtaFleet::wait_for([&] {
+      auto record = fleet.board_record(uid);
+      return record["sequence"] == 10 && record["manifest_digest"] == a_digest;
+    }));
   }
   CHECK(fleet.wait_service_status(a, "installed"));
 }
