@@ -110,9 +110,13 @@ void add_device(CLI::App& app, cli::Context& ctx) {
   ca->require_subcommand(1);
   auto* ca_add = ca->add_subcommand("add", "Register a factory or station CA certificate (PEM)");
   ca_add->add_option("FILE", args->bundle, "CA certificate, PEM")->required()->check(CLI::ExistingFile);
-  ca_add->callback([&ctx, args] {
+  auto stations = std::make_shared<bool>(false);
+  ca_add->add_flag("--stations", *stations,
+                   "Certificates chained to this CA may also authenticate as factory stations (mutual TLS); "
+                   "without it the CA is trusted for ledger bundles and device certificates only");
+  ca_add->callback([&ctx, args, stations] {
     auto api = connect(ctx);
-    ctx.render(transport::register_factory_ca(api, args->bundle));
+    ctx.render(transport::register_factory_ca(api, args->bundle, *stations));
   });
   auto* ca_list = ca->add_subcommand("list", "List registered factory CAs");
   ca_list->callback([&ctx] {

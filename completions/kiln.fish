@@ -1133,6 +1133,7 @@ complete -c kiln -n '__kiln_at \'device ca add\'' -l client-key -r -F -d 'Servic
 complete -c kiln -n '__kiln_at \'device ca add\'' -l stall-timeout -x -d 'Service: seconds without data before a transfer is stalled'
 complete -c kiln -n '__kiln_at \'device ca add\'' -s h -l help -d 'Print this help message and exit'
 complete -c kiln -n '__kiln_at \'device ca add\'' -l help-all -d 'Show help for every command'
+complete -c kiln -n '__kiln_at \'device ca add\'' -l stations -d 'Certificates chained to this CA may also authenticate as factory stations (mutual TLS); without it the CA is trusted for ledger bundles and device certificates only'
 complete -c kiln -n '__kiln_at \'device ca add\'' -F
 complete -c kiln -n '__kiln_at \'device ca list\'' -l version -d 'Display program version information and exit'
 complete -c kiln -n '__kiln_at \'device ca list\'' -s o -l output -x -a 'table json jsonl yaml csv' -d 'Output format: table, json, jsonl, yaml, csv'

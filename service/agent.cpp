@@ -78,24 +78,38 @@ Reply register_factory_ca(Call& call) {
   ossl::Ptr<X509> ca(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   ERR_clear_error();
   if (!ca) throw ApiError{400, "invalid_request", "certificate is not a PEM X.509 certificate"};
+  bool stations = false;
+  if (auto it = body.find("stations"); it != body.end()) {
+    if (!it->is_boolean()) throw ApiError{400, "invalid_request", "field 'stations' must be true or false"};
+    stations = it->get<bool>();
+  }
   auto id = fingerprint(ca.get());
   char subject[512] = {};
   X509_NAME_oneline(X509_get_subject_name(ca.get()), subject, sizeof subject);
-  call.db.prepare("INSERT OR IGNORE INTO factory_cas (tenant_id, id, subject, pem, created_at) VALUES (?, ?, ?, ?, ?)")
+  // Registering again may widen the CA to stations; it never narrows a registration silently.
+  call.db.prepare("INSERT INTO factory_cas (tenant_id, id, subject, pem, created_at, stations) VALUES (?, ?, ?, ?, ?, ?) "
+                  "ON CONFLICT (tenant_id, id) DO UPDATE SET stations = max(stations, excluded.stations)")
       .bind(1, call.who.tenant_id)
       .bind(2, id)
       .bind(3, subject)
       .bind(4, pem)
       .bind(5, now_iso8601())
+      .bind(6, std::int64_t{stations ? 1 : 0})
       .run();
-  return {201, Json{{"id", id}, {"subject", subject}}};
+  auto now = call.db.prepare("SELECT stations FROM factory_cas WHERE tenant_id = ? AND id = ?");
+  now.bind(1, call.who.tenant_id).bind(2, id);
+  now.step();
+  return {201, Json{{"id", id}, {"subject", subject}, {"stations", now.integer(0) != 0}}};
 }
 
 Reply list_factory_cas(Call& call) {
-  auto q = call.db.prepare("SELECT id, subject, created_at FROM factory_cas WHERE tenant_id = ? ORDER BY created_at");
+  auto q = call.db.prepare(
+      "SELECT id, subject, created_at, stations FROM factory_cas WHERE tenant_id = ? ORDER BY created_at");
   q.bind(1, call.who.tenant_id);
   Json items = Json::array();
-  while (q.step()) items.push_back(Json{{"id", q.text(0)}, {"subject", q.text(1)}, {"created_at", q.text(2)}});
+  while (q.step())
+    items.push_back(
+        Json{{"id", q.text(0)}, {"subject", q.text(1)}, {"stations", q.integer(3) != 0}, {"created_at", q.text(2)}});
   return {200, Json{{"items", items}}};
 }
 

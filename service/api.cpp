@@ -300,6 +300,7 @@ CREATE TABLE IF NOT EXISTS idempotency (tenant_id INTEGER NOT NULL, key TEXT NOT
     const char* declaration;
   };
   static const Column added[] = {
+      {"factory_cas", "stations", "INTEGER NOT NULL DEFAULT 0"},  // also authenticates station certificates
       {"images", "manifest", "TEXT"},  // the SUIT manifest uploaded with this image
       {"deployments", "manifest", "TEXT"},
       {"deployments", "sequence", "INTEGER"},

@@ -103,12 +103,14 @@ std::string chain_error(Db& db, std::int64_t tenant_id, const std::vector<std::s
 }
 
 std::optional<Station> find_station(Db& db, const std::vector<std::string>& chain_der, std::string& why) {
+  // Only CAs registered for stations: device certificates chain to the device CAs, and a device
+  // (imported or not yet) must never act as a station.
   std::map<std::int64_t, std::vector<std::string>> by_tenant;
-  auto q = db.prepare("SELECT tenant_id, pem FROM factory_cas ORDER BY tenant_id");
+  auto q = db.prepare("SELECT tenant_id, pem FROM factory_cas WHERE stations != 0 ORDER BY tenant_id");
   while (q.step()) by_tenant[q.integer(0)].push_back(q.text(1));
   std::string name = chain_der.empty() ? std::string() : certificate_common_name(chain_der[0]);
   std::vector<std::int64_t> tenants;
-  std::string last_error = "no tenant has registered a factory CA";
+  std::string last_error = "no tenant has registered a station CA (kiln device ca add --stations)";
   for (auto& [tenant, pems] : by_tenant) {
     auto error = verify_against(pems, chain_der);
     if (error.empty())
@@ -118,7 +120,7 @@ std::optional<Station> find_station(Db& db, const std::vector<std::string>& chai
   }
   if (tenants.size() == 1) return Station{tenants.front(), name};
   why = tenants.empty()
-            ? fmt::format("client certificate CN={} does not chain to a factory CA registered with any tenant ({})",
+            ? fmt::format("client certificate CN={} does not chain to a station CA registered with any tenant ({})",
                           name, last_error)
             : fmt::format("client certificate CN={} chains to factory CAs of several tenants: use a token", name);
   return std::nullopt;

@@ -335,8 +335,8 @@ std::vector<std::string> parse_device_ids(const std::string& text_of_file, const
   return ids;
 }
 
-Json register_factory_ca(ServiceApi& api, const std::filesystem::path& certificate_pem) {
-  return api.post("/v1/factory-cas", {{"certificate", read_text_file(certificate_pem)}});
+Json register_factory_ca(ServiceApi& api, const std::filesystem::path& certificate_pem, bool stations) {
+  return api.post("/v1/factory-cas", {{"certificate", read_text_file(certificate_pem)}, {"stations", stations}});
 }
 Json list_factory_cas(ServiceApi& api) { return api.get("/v1/factory-cas")["items"]; }
 

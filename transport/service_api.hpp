@@ -108,7 +108,8 @@ std::vector<std::string> parse_device_ids(const std::string& text, const std::st
 Json claim_with_signature(ServiceApi& api, const std::string& id, const std::string& nonce, ByteView signature);
 
 // Factory CAs: device certificates for the agent endpoints must chain to one of them.
-Json register_factory_ca(ServiceApi& api, const std::filesystem::path& certificate_pem);
+// `stations`: certificates chained to this CA may also authenticate factory stations (mutual TLS).
+Json register_factory_ca(ServiceApi& api, const std::filesystem::path& certificate_pem, bool stations = false);
 Json list_factory_cas(ServiceApi& api);
 
 // Content-addressed, resumable upload; an image the service already has costs one request.

@@ -66,7 +66,7 @@ struct Setup {
     admin_token_file = (data / "admin.token").string();
     service = std::make_unique<test::ServiceProcess>(data, 0, agents);
     spit(dir.file("station-ca.pem"), station.pem);
-    auto added = kiln({"device", "ca", "add", dir.file("station-ca.pem")});
+    auto added = kiln({"device", "ca", "add", "--stations", dir.file("station-ca.pem")});
     REQUIRE_MESSAGE(added.exit_code == 0, added.err);
   }
 
@@ -442,7 +442,7 @@ TEST_CASE("service e2e: a station authenticates with a client certificate chaine
   auto refused = station({"whoami"}, "rogue.pem");
   CHECK(refused.exit_code == 6);
   CHECK(refused.err.find("refused client certificate") != std::string::npos);
-  CHECK(refused.err.find("does not chain to a factory CA") != std::string::npos);
+  CHECK(refused.err.find("does not chain to a station CA") != std::string::npos);
 
   // A device's certificate is for the agent endpoints only.
   spit(s.dir.file("device.pem"), s.station.issue(device_key, "dev-1"));

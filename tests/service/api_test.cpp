@@ -36,7 +36,7 @@ struct Fixture {
   Fixture() { trust_station(admin); }
 
   void trust_station(const std::string& token) {
-    auto r = call("POST", "/v1/factory-cas", token, Json{{"certificate", station.pem}}.dump());
+    auto r = call("POST", "/v1/factory-cas", token, Json{{"certificate", station.pem}, {"stations", true}}.dump());
     REQUIRE(r.status == 201);
   }
   // Unit lines as a bundle signed by the station (docs/ledger-bundle.md).
@@ -442,6 +442,31 @@ TEST_CASE("service: a station certificate chained to a registered CA acts with t
   auto other = f.service.create_token(f.service.create_tenant("globex"), Role::admin, "admin");
   f.trust_station(other);
   CHECK(as_station("GET", "/v1/whoami", "", station).status == 401);
+}
+
+TEST_CASE("service: a CA registered for devices only never authenticates a station, even for a device not yet imported") {
+  Fixture f;
+  test::TestCa devices("Device CA");
+  auto added = f.json("POST", "/v1/factory-cas", f.admin, Json{{"certificate", devices.pem}}.dump());
+  CHECK(added["stations"] == false);
+  test::TestKey key;
+  // A device certificate whose bundle has not been imported yet: it chains to a registered CA.
+  std::vector<std::string> chain = {test::pem_to_der(devices.issue(key, "not-imported-yet"))};
+  auto as_client = [&](const std::string& target) { return f.call("GET", target, "", "", {}, chain); };
+  auto refused = as_client("/v1/devices");
+  CHECK(refused.status == 401);
+  CHECK(Json::parse(refused.body)["error"]["message"].get<std::string>().find("station CA") != std::string::npos);
+  // Registering the same CA again with stations widens it (and the listing says so); it never narrows.
+  CHECK(f.json("POST", "/v1/factory-cas", f.admin, Json{{"certificate", devices.pem}, {"stations", true}}.dump())["stations"] ==
+        true);
+  CHECK(as_client("/v1/whoami").status == 200);
+  CHECK(f.json("POST", "/v1/factory-cas", f.admin, Json{{"certificate", devices.pem}}.dump())["stations"] == true);
+  bool listed = false;
+  auto registered = f.json("GET", "/v1/factory-cas", f.admin);
+  for (const auto& ca : registered["items"])
+    if (ca["id"] == added["id"]) listed = ca["stations"] == true;
+  CHECK(listed);
+  CHECK(f.call("POST", "/v1/factory-cas", f.admin, Json{{"certificate", devices.pem}, {"stations", "yes"}}.dump()).status == 400);
 }
 
 TEST_CASE("service: docs/openapi.yaml documents every route of the route table") {
