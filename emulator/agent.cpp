@@ -20,6 +20,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "emulator/update_check.hpp"
+#include "signing/certificate_builder.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
 #include "transport/http_client.hpp"
@@ -51,11 +52,7 @@ std::string der_to_pem(const Bytes& der) {
   const unsigned char* p = der.data();
   ossl::Ptr<X509> cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
   if (!cert) throw Error(ExitCode::failure, "the board's certificate chain holds something that is not DER X.509");
-  ossl::Ptr<BIO> bio(BIO_new(BIO_s_mem()));
-  PEM_write_bio_X509(bio.get(), cert.get());
-  char* data = nullptr;
-  long n = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<std::size_t>(n));
+  return certificate_pem(cert.get());
 }
 
 std::uint64_t file_size_or_zero(const fs::path& path) {

@@ -70,14 +70,6 @@ void write_new_key(const fs::path& path) {
   write_file_atomic(path, as_bytes(pem), 0600);
 }
 
-std::string pem_of(X509* cert) {
-  ossl::Ptr<BIO> bio(BIO_new(BIO_s_mem()));
-  PEM_write_bio_X509(bio.get(), cert);
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<std::size_t>(len));
-}
-
 Bytes der_of_private_key(EVP_PKEY* key) { return to_der(key, i2d_PrivateKey, "private key"); }
 
 }  // namespace
@@ -91,7 +83,7 @@ VendorRoot load_or_create_vendor_root(const fs::path& emu_dir) {
   write_new_key(root.key_path);
   auto key = read_private_key(root.key_path);
   auto cert = issue_certificate(key.get(), "Kiln Emulated Silicon Root CA", true, nullptr, nullptr);
-  write_file_atomic(root.cert_path, as_bytes(pem_of(cert.get())));
+  write_file_atomic(root.cert_path, as_bytes(certificate_pem(cert.get())));
   return root;
 }
 

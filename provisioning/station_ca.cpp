@@ -11,6 +11,7 @@
 
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "signing/certificate_builder.hpp"
 #include "signing/openssl_ptr.hpp"
 
 namespace kiln {
@@ -213,12 +214,7 @@ std::string certificate_serial_hex(ByteView certificate_der) {
 }
 
 std::string certificate_pem(ByteView der) {
-  auto cert = parse_certificate(der, "certificate");
-  ossl::Ptr<BIO> bio(BIO_new(BIO_s_mem()));
-  PEM_write_bio_X509(bio.get(), cert.get());
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<std::size_t>(len));
+  return certificate_pem(parse_certificate(der, "certificate").get());
 }
 
 std::string public_key_pem(ByteView spki_der) {

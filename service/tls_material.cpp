@@ -46,14 +46,6 @@ ossl::Ptr<X509> new_certificate(EVP_PKEY* subject_key, const char* common_name, 
   return cert;
 }
 
-std::string pem_of(X509* cert) {
-  ossl::Ptr<BIO> bio(BIO_new(BIO_s_mem()));
-  PEM_write_bio_X509(bio.get(), cert);
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<std::size_t>(len));
-}
-
 std::string pem_of(EVP_PKEY* key) {
   ossl::Ptr<BIO> bio(BIO_new(BIO_s_mem()));
   PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr);
@@ -75,9 +67,9 @@ void create_tls_material(const std::filesystem::path& dir) {
   auto server = new_certificate(server_key.get(), "localhost", ca.get(), ca_key.get(), 730, false);
   auto refuse = AtomicFile::Overwrite::refuse;
   write_file_atomic(dir / "ca.key", as_bytes(pem_of(ca_key.get())), 0600, refuse);
-  write_file_atomic(dir / "ca.pem", as_bytes(pem_of(ca.get())), 0644, refuse);
+  write_file_atomic(dir / "ca.pem", as_bytes(certificate_pem(ca.get())), 0644, refuse);
   write_file_atomic(dir / "server.key", as_bytes(pem_of(server_key.get())), 0600, refuse);
-  write_file_atomic(dir / "server.pem", as_bytes(pem_of(server.get())), 0644, refuse);
+  write_file_atomic(dir / "server.pem", as_bytes(certificate_pem(server.get())), 0644, refuse);
 }
 
 }  // namespace kiln::service

@@ -2,6 +2,7 @@
 #include "signing/certificate_builder.hpp"
 
 #include <openssl/bn.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
@@ -39,6 +40,15 @@ void add_x509_extension(X509* cert, X509* issuer, int nid, const char* value) {
   bool ok = ext && X509_add_ext(cert, ext, -1) == 1;
   X509_EXTENSION_free(ext);
   if (!ok) throw Error(ExitCode::failure, "cannot add a certificate extension").with_detail(openssl_errors());
+}
+
+std::string certificate_pem(X509* cert) {
+  ossl::Ptr<BIO> bio(BIO_new(BIO_s_mem()));
+  if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1)
+    throw Error(ExitCode::failure, "cannot write a certificate as PEM").with_detail(openssl_errors());
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<std::size_t>(len));
 }
 
 }  // namespace kiln

@@ -19,4 +19,7 @@ ossl::Ptr<X509> start_certificate(EVP_PKEY* subject_key, const std::string& orga
 // `issuer` is the issuing certificate (the certificate itself when self-issued).
 void add_x509_extension(X509* cert, X509* issuer, int nid, const char* value);
 
+// The certificate in PEM ("-----BEGIN CERTIFICATE-----" ...).
+std::string certificate_pem(X509* cert);
+
 }  // namespace kiln
