@@ -39,7 +39,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyou
 openssl req -new -key "$WORK/device.key" -subj "/CN=dev-0000000" -out "$WORK/device.csr"
 openssl x509 -req -in "$WORK/device.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial \
   -days 2 -out "$WORK/device.pem" 2>/dev/null
-"$KILN" -q device ca add "$WORK/ca.pem" >/dev/null
+"$KILN" -q device ca add "$WORK/ca.pem" --key "$WORK/ca.key" >/dev/null
 
 python3 - "$N" "$WORK/device.pub" >"$WORK/bundle.jsonl" <<'PY'
 import json, sys

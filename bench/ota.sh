@@ -59,7 +59,7 @@ echo "factory: $boards boards provisioned (firmware 1.0.0, 1 MiB) in $(echo "$(n
 kiln factory ledger export --profile station.toml -o units.jsonl >/dev/null
 kiln login --service "$service" --token-file svc/admin.token --ca-file svc/ca.pem >/dev/null
 kiln product create Bench >/dev/null
-kiln device ca add station-ca.crt >/dev/null
+kiln device ca add station-ca.crt --key station-ca.pem >/dev/null
 kiln device import units.jsonl >/dev/null
 kiln device claim --from-file units.jsonl >/dev/null
 kiln -o csv device list | tail -n +2 | cut -d, -f1 > uids.txt

@@ -108,15 +108,23 @@ void add_device(CLI::App& app, cli::Context& ctx) {
 
   auto* ca = device->add_subcommand("ca", "Factory CAs that device certificates must chain to (agent mutual TLS)");
   ca->require_subcommand(1);
-  auto* ca_add = ca->add_subcommand("add", "Register a factory or station CA certificate (PEM)");
+  auto* ca_add = ca->add_subcommand(
+      "add",
+      "Register a factory or station CA certificate (PEM), proven by signing the service's challenge with its key");
   ca_add->add_option("FILE", args->bundle, "CA certificate, PEM")->required()->check(CLI::ExistingFile);
+  ca_add
+      ->add_option("--key", args->key,
+                   "The CA's private key (KEYREF: PEM file or pkcs11: URI); it signs a one-time challenge, proving "
+                   "the CA is yours (a CA belongs to one tenant)")
+      ->required();
   auto stations = std::make_shared<bool>(false);
   ca_add->add_flag("--stations", *stations,
                    "Certificates chained to this CA may also authenticate as factory stations (mutual TLS); "
                    "without it the CA is trusted for ledger bundles and device certificates only");
   ca_add->callback([&ctx, args, stations] {
+    auto signer = open_signer(args->key, ctx.key_options());
     auto api = connect(ctx);
-    ctx.render(transport::register_factory_ca(api, args->bundle, *stations));
+    ctx.render(transport::register_factory_ca(api, args->bundle, *signer, *stations));
   });
   auto* ca_list = ca->add_subcommand("list", "List registered factory CAs");
   ca_list->callback([&ctx] {
@@ -170,9 +178,7 @@ void add_device(CLI::App& app, cli::Context& ctx) {
       std::string keyref = args->key;
       for (auto at = keyref.find("{uid}"); at != std::string::npos; at = keyref.find("{uid}", at + id.size()))
         keyref.replace(at, 5, id);
-      auto signer = open_signer(keyref, ctx.key_options());
-      return signer->type() == KeyType::ed25519 ? signer->sign(as_bytes(message), HashAlg::sha256)
-                                                : signer->sign(digest(HashAlg::sha256, as_bytes(message)), HashAlg::sha256);
+      return transport::sign_message(*open_signer(keyref, ctx.key_options()), message);
     };
     if (!several) {
       const auto& id = ids.front();

@@ -23,17 +23,25 @@ struct Target {
 };
 
 constexpr Target targets[] = {
-    {"POST", "/v1/products", false},         {"POST", "/v1/groups", false},
+    {"POST", "/v1/products", false},
+    {"POST", "/v1/groups", false},
     {"PATCH", "/v1/groups/Thermo%2FProduction", false},
-    {"POST", "/v1/devices/import", false},   {"POST", "/v1/devices/dev-1/assign", false},
-    {"POST", "/v1/devices/dev-1/claim", false}, {"POST", "/v1/images", false},
-    {"POST", "/v1/deployments", false},      {"POST", "/v1/tokens", false},
-    {"GET", "/v1/devices?", true},           {"GET", "/v1/devices/count?", true},
-    {"GET", "/v1/", true},                   {"POST", "/v1/factory-cas", false},
-    {"POST", "/v1/agent/check-in", false, true}, {"POST", "/v1/agent/status", false, true},
+    {"POST", "/v1/devices/import", false},
+    {"POST", "/v1/devices/dev-1/assign", false},
+    {"POST", "/v1/devices/dev-1/claim", false},
+    {"POST", "/v1/images", false},
+    {"POST", "/v1/deployments", false},
+    {"POST", "/v1/tokens", false},
+    {"GET", "/v1/devices?", true},
+    {"GET", "/v1/devices/count?", true},
+    {"GET", "/v1/", true},
+    {"POST", "/v1/factory-cas", false},
+    {"POST", "/v1/agent/check-in", false, true},
+    {"POST", "/v1/agent/status", false, true},
     {"POST", "/v1/images/0000000000000000000000000000000000000000000000000000000000000000/manifest", false},
     {"POST", "/v1/devices/import?import=fuzz&offset=0", false},
     {"GET", "/v1/whoami", false, false, true},
+    {"POST", "/v1/factory-cas/challenge", false},
 };
 
 struct World {
@@ -47,7 +55,8 @@ struct World {
     // A device of the tenant with an agent certificate, in a group with an active deployment.
     kiln::test::TestCa ca("Fuzz Factory CA");
     kiln::test::TestKey key;
-    call("POST", "/v1/factory-cas", nlohmann::json{{"certificate", ca.pem}}.dump());
+    auto challenge = call("POST", "/v1/factory-cas/challenge", nlohmann::json{{"certificate", ca.pem}}.dump());
+    call("POST", "/v1/factory-cas", kiln::test::factory_ca_registration(ca, challenge.body));
     auto unit = nlohmann::json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", key.public_pem()}}.dump() + "\n";
     call("POST", "/v1/devices/import", kiln::test::signed_bundle(unit, ca.key));
     call("POST", "/v1/devices/dev-1/assign", R"({"group":"Thermo/Production"})");

@@ -39,13 +39,6 @@ std::string common_name(X509* cert) {
   return buf;
 }
 
-std::string fingerprint(X509* cert) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  X509_digest(cert, EVP_sha256(), md, &len);
-  return to_hex(ByteView(md, len));
-}
-
 ApiError unauthenticated(const std::string& why) {
   return ApiError{401, "unauthenticated", "device certificate refused: " + why};
 }
@@ -69,48 +62,6 @@ Principal authenticate_device(Db& db, const std::vector<std::string>& chain_der)
     throw unauthenticated(fmt::format("certificate of {} does not chain to a registered factory CA: {}", uid, error));
   }
   return Principal{tenant, Role::reader, uid, uid};
-}
-
-Reply register_factory_ca(Call& call) {
-  auto body = parse_object(call.request.body);
-  auto pem = required_string(body, "certificate", 16384);
-  ossl::Ptr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  ossl::Ptr<X509> ca(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-  ERR_clear_error();
-  if (!ca) throw ApiError{400, "invalid_request", "certificate is not a PEM X.509 certificate"};
-  bool stations = false;
-  if (auto it = body.find("stations"); it != body.end()) {
-    if (!it->is_boolean()) throw ApiError{400, "invalid_request", "field 'stations' must be true or false"};
-    stations = it->get<bool>();
-  }
-  auto id = fingerprint(ca.get());
-  char subject[512] = {};
-  X509_NAME_oneline(X509_get_subject_name(ca.get()), subject, sizeof subject);
-  // Registering again may widen the CA to stations; it never narrows a registration silently.
-  call.db.prepare("INSERT INTO factory_cas (tenant_id, id, subject, pem, created_at, stations) VALUES (?, ?, ?, ?, ?, ?) "
-                  "ON CONFLICT (tenant_id, id) DO UPDATE SET stations = max(stations, excluded.stations)")
-      .bind(1, call.who.tenant_id)
-      .bind(2, id)
-      .bind(3, subject)
-      .bind(4, pem)
-      .bind(5, now_iso8601())
-      .bind(6, std::int64_t{stations ? 1 : 0})
-      .run();
-  auto now = call.db.prepare("SELECT stations FROM factory_cas WHERE tenant_id = ? AND id = ?");
-  now.bind(1, call.who.tenant_id).bind(2, id);
-  now.step();
-  return {201, Json{{"id", id}, {"subject", subject}, {"stations", now.integer(0) != 0}}};
-}
-
-Reply list_factory_cas(Call& call) {
-  auto q = call.db.prepare(
-      "SELECT id, subject, created_at, stations FROM factory_cas WHERE tenant_id = ? ORDER BY created_at");
-  q.bind(1, call.who.tenant_id);
-  Json items = Json::array();
-  while (q.step())
-    items.push_back(
-        Json{{"id", q.text(0)}, {"subject", q.text(1)}, {"stations", q.integer(3) != 0}, {"created_at", q.text(2)}});
-  return {200, Json{{"items", items}}};
 }
 
 namespace {

@@ -19,6 +19,9 @@
 namespace kiln::service {
 namespace {
 
+// How long an Idempotency-Key is remembered (docs/openapi.yaml).
+constexpr std::int64_t idempotency_seconds = 24 * 3600;
+
 using Handler = Reply (*)(Call&);
 using RawHandler = Response (*)(Call&);
 
@@ -35,6 +38,8 @@ struct Route {
   RouteInfo info;
   Handler handler = nullptr;
   RawHandler raw = nullptr;
+  // The answer carries a secret shown once (a new token): it is never stored for an idempotent replay.
+  bool secret_response = false;
 };
 
 const std::vector<Role> anyone = {Role::admin, Role::operator_, Role::factory, Role::reader};
@@ -46,7 +51,7 @@ const std::vector<Role> devices = {};
 const std::vector<Route>& routes() {
   static const std::vector<Route> table = {
       {{"GET", "/v1/whoami", anyone}, whoami},
-      {{"POST", "/v1/tokens", admins}, create_token_route},
+      {{"POST", "/v1/tokens", admins}, create_token_route, nullptr, true},
       {{"POST", "/v1/products", operators}, create_product},
       {{"GET", "/v1/products", anyone}, list_products},
       {{"GET", "/v1/products/{}", anyone}, show_product},
@@ -76,6 +81,7 @@ const std::vector<Route>& routes() {
       {{"POST", "/v1/deployments/{}/pause", operators}, pause_deployment},
       {{"POST", "/v1/deployments/{}/resume", operators}, resume_deployment},
       {{"POST", "/v1/deployments/{}/abort", operators}, abort_deployment},
+      {{"POST", "/v1/factory-cas/challenge", admins}, factory_ca_challenge},
       {{"POST", "/v1/factory-cas", admins}, register_factory_ca},
       {{"GET", "/v1/factory-cas", anyone}, list_factory_cas},
       {{"POST", "/v1/agent/check-in", devices}, agent_check_in},
@@ -243,6 +249,99 @@ std::string now_iso8601() {
   return buf;
 }
 
+std::string iso8601(std::int64_t unix_seconds) {
+  auto t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::optional<std::string> normalize_timestamp(std::string_view text) {
+  // date [T time [.fraction] (Z | +HH:MM | -HH:MM)]; the fraction is dropped (storage has whole seconds).
+  std::size_t at = 0;
+  auto digits = [&](std::size_t count, int& out) {
+    if (at + count > text.size()) return false;
+    out = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      char c = text[at + i];
+      if (c < '0' || c > '9') return false;
+      out = out * 10 + (c - '0');
+    }
+    at += count;
+    return true;
+  };
+  auto literal = [&](char c) {
+    if (at >= text.size() || text[at] != c) return false;
+    ++at;
+    return true;
+  };
+  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
+  if (!digits(4, year) || !literal('-') || !digits(2, month) || !literal('-') || !digits(2, day)) return std::nullopt;
+  static const int days_in_month[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (year < 1970 || month < 1 || month > 12 || day < 1) return std::nullopt;
+  bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  if (day > days_in_month[month - 1] + (month == 2 && leap ? 1 : 0)) return std::nullopt;
+  int offset_seconds = 0;
+  if (at < text.size()) {
+    if (!literal('T') && !literal('t') && !literal(' ')) return std::nullopt;
+    if (!digits(2, hour) || !literal(':') || !digits(2, minute) || !literal(':') || !digits(2, second))
+      return std::nullopt;
+    if (hour > 23 || minute > 59 || second > 60) return std::nullopt;
+    if (second == 60) second = 59;  // a leap second sorts with the second before it
+    if (literal('.')) {
+      std::size_t start = at;
+      while (at < text.size() && text[at] >= '0' && text[at] <= '9') ++at;
+      if (at == start || at - start > 9) return std::nullopt;
+    }
+    if (!literal('Z') && !literal('z')) {
+      bool minus = at < text.size() && text[at] == '-';
+      if (!literal('+') && !literal('-')) return std::nullopt;
+      int oh = 0, om = 0;
+      if (!digits(2, oh) || !literal(':') || !digits(2, om) || oh > 23 || om > 59) return std::nullopt;
+      offset_seconds = (minus ? -1 : 1) * (oh * 3600 + om * 60);
+    }
+    if (at != text.size()) return std::nullopt;
+  }
+  std::tm tm{};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = month - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = minute;
+  tm.tm_sec = second;
+  return iso8601(static_cast<std::int64_t>(timegm(&tm)) - offset_seconds);
+}
+
+std::optional<std::string> timestamp_query(const Call& call, const std::string& name) {
+  auto value = call.query_value(name);
+  if (!value) return std::nullopt;
+  auto time = normalize_timestamp(*value);
+  if (!time)
+    throw ApiError{400, "invalid_request",
+                   fmt::format("{} must be an ISO 8601 time such as 2026-01-31T12:00:00Z or 2026-01-31 (got '{}')",
+                               name, value->substr(0, 64))};
+  return time;
+}
+
+std::string random_hex(std::size_t count) {
+  Bytes raw(count);
+  if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1) throw ApiError{500, "internal", "no randomness"};
+  return to_hex(raw);
+}
+
+bool verify_message_signature(ByteView public_key_der, std::string_view message, ByteView signature) {
+  try {
+    auto bytes = as_bytes(message);
+    Bytes input = public_key_type(public_key_der) == KeyType::ed25519 ? Bytes(bytes.begin(), bytes.end())
+                                                                      : digest(HashAlg::sha256, bytes);
+    return verify_signature(public_key_der, input, HashAlg::sha256, signature);
+  } catch (const Error&) {
+    return false;
+  }
+}
+
 std::string random_id(const char* prefix) {
   Bytes raw(8);
   if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1) throw ApiError{500, "internal", "no randomness"};
@@ -292,6 +391,10 @@ CREATE TABLE IF NOT EXISTS import_parts (tenant_id INTEGER NOT NULL, import_id T
 CREATE TABLE IF NOT EXISTS idempotency (tenant_id INTEGER NOT NULL, key TEXT NOT NULL, method TEXT NOT NULL,
   path TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL,
   PRIMARY KEY (tenant_id, key));
+CREATE TABLE IF NOT EXISTS factory_ca_owners (key_sha256 TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL,
+  created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS factory_ca_challenges (nonce TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL,
+  key_sha256 TEXT NOT NULL, expires_at INTEGER NOT NULL);
 )sql");
   // Columns added after the first release: existing databases gain them on start.
   struct Column {
@@ -312,6 +415,9 @@ CREATE TABLE IF NOT EXISTS idempotency (tenant_id INTEGER NOT NULL, key TEXT NOT
       {"deployments", "halt_reason", "TEXT"},
       {"deployments", "failure_baseline", "INTEGER"},
       {"deployments", "previous", "TEXT"},
+      {"factory_cas", "key_sha256", "TEXT"},      // SHA-256 of the CA's SubjectPublicKeyInfo (factory_ca_owners)
+      {"idempotency", "request_sha256", "TEXT"},  // method, target and body of the first request
+      {"idempotency", "secret", "INTEGER NOT NULL DEFAULT 0"},  // its answer held a secret: not stored
   };
   for (const auto& column : added) {
     auto q = db.prepare(fmt::format("SELECT 1 FROM pragma_table_info('{}') WHERE name = ?", column.table));
@@ -319,6 +425,12 @@ CREATE TABLE IF NOT EXISTS idempotency (tenant_id INTEGER NOT NULL, key TEXT NOT
     if (!q.step()) db.exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", column.table, column.name, column.declaration));
   }
   db.exec("CREATE INDEX IF NOT EXISTS deployments_by_group ON deployments (group_id)");
+  db.exec("CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created_at)");
+  adopt_factory_ca_owners(db);
+  // Earlier versions stored token answers, secret included, for replays: forget them (secure_delete
+  // overwrites the freed pages; the checkpoint empties the WAL that held them).
+  db.exec("DELETE FROM idempotency WHERE path = '/v1/tokens' AND secret = 0");
+  if (db.changes() > 0) db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
 namespace {
@@ -350,6 +462,7 @@ struct Service::Impl {
   // pay for an X.509 chain verification per request. Emptied by any write made with a token (a CA
   // registration or an import can change the answer) and when it grows large.
   std::unordered_map<std::string, Principal> verified_devices;
+  std::int64_t last_idempotency_purge = 0;  // unix seconds of the last sweep of expired idempotency keys
 
   Principal authenticate_agent(const Request& request) {
     if (request.client_certificates.empty()) return authenticate_device(db, request.client_certificates);
@@ -430,13 +543,35 @@ struct Service::Impl {
     Call call{db, config, request, *who, std::move(params), parse_query(query)};
     auto key = header(request, "idempotency-key");
     bool replayable = request.method == "POST" && !key.empty();
+    std::string request_sha256;
     if (replayable) {
       if (key.size() > 128) return error_response(400, "invalid_request", "Idempotency-Key is longer than 128 characters");
-      auto q = db.prepare("SELECT method, path, status, body FROM idempotency WHERE tenant_id = ? AND key = ?");
-      q.bind(1, who->tenant_id).bind(2, key);
+      auto now = static_cast<std::int64_t>(std::time(nullptr));
+      auto oldest = iso8601(now - idempotency_seconds);
+      if (now - last_idempotency_purge >= 60) {
+        db.prepare("DELETE FROM idempotency WHERE created_at < ?").bind(1, oldest).run();
+        last_idempotency_purge = now;
+      }
+      Hasher hasher(HashAlg::sha256);
+      for (std::string_view part :
+           {std::string_view(request.method), std::string_view("\n"), std::string_view(request.target),
+            std::string_view("\n"), std::string_view(request.body)})
+        hasher.update(as_bytes(part));
+      request_sha256 = to_hex(hasher.finish());
+      auto q = db.prepare(
+          "SELECT method, path, status, body, request_sha256, secret FROM idempotency WHERE tenant_id = ? AND key = ? "
+          "AND created_at >= ?");
+      q.bind(1, who->tenant_id).bind(2, key).bind(3, oldest);
       if (q.step()) {
-        if (q.text(1) != path)
-          return error_response(422, "idempotency_key_reused", "this Idempotency-Key was used for a different request");
+        bool same = q.is_null(4) ? q.text(0) == request.method && q.text(1) == path : q.text(4) == request_sha256;
+        if (!same)
+          return error_response(422, "idempotency_key_reused",
+                                "this Idempotency-Key was used in the last 24 hours for a different request (method, "
+                                "path or body differ): send a new key for a new request");
+        if (q.integer(5) != 0)
+          return error_response(409, "idempotency_conflict",
+                                "the request with this Idempotency-Key already succeeded; its answer held a secret, "
+                                "which is shown only once and never stored: create another (and retire the first)");
         Response r;
         r.status = static_cast<int>(q.integer(2));
         r.body = q.text(3);
@@ -448,15 +583,19 @@ struct Service::Impl {
     Reply reply = found->handler(call);
     Response r = json_response(reply.status, reply.body);
     if (replayable && r.status < 500) {
-      db.prepare("INSERT OR REPLACE INTO idempotency (tenant_id, key, method, path, status, body, created_at) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?)")
+      bool secret = found->secret_response && r.status < 300;
+      db.prepare(
+            "INSERT OR REPLACE INTO idempotency (tenant_id, key, method, path, status, body, created_at, "
+            "request_sha256, secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
           .bind(1, who->tenant_id)
           .bind(2, key)
           .bind(3, request.method)
           .bind(4, path)
           .bind(5, static_cast<std::int64_t>(r.status))
-          .bind(6, r.body)
+          .bind(6, secret ? std::string() : r.body)
           .bind(7, now_iso8601())
+          .bind(8, request_sha256)
+          .bind(9, std::int64_t{secret ? 1 : 0})
           .run();
     }
     return r;

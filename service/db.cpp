@@ -1,6 +1,12 @@
 // sqlite3 wrapper: every failure becomes a kiln::Error naming the statement's purpose.
 #include "service/db.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
 #include <fmt/format.h>
 
 #include "core/error.hpp"
@@ -12,9 +18,25 @@ namespace {
   throw Error(ExitCode::failure, fmt::format("database: {}: {}", what, sqlite3_errmsg(db)));
 }
 
+// The database holds token hashes, device keys and claim state: only the service's user may read it.
+// SQLite creates the -wal and -shm files with the database file's mode, so creating the database 0600
+// (and tightening one an older version left 0644) covers all three.
+void restrict_to_owner(const std::string& path) {
+  if (path.empty() || path == ":memory:" || path.starts_with("file:")) return;
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return;  // sqlite3_open_v2 reports why
+  int rc = ::fchmod(fd, 0600);
+  ::close(fd);
+  if (rc != 0) throw Error(ExitCode::failure, fmt::format("cannot make database {} private (0600)", path));
+  for (const char* suffix : {"-wal", "-shm", "-journal"})
+    if (::chmod((path + suffix).c_str(), 0600) != 0 && errno != ENOENT)
+      throw Error(ExitCode::failure, fmt::format("cannot make {}{} private (0600)", path, suffix));
+}
+
 }  // namespace
 
 Db::Db(const std::string& path) {
+  restrict_to_owner(path);
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                            nullptr);
@@ -25,6 +47,7 @@ Db::Db(const std::string& path) {
   exec("PRAGMA journal_mode=WAL");
   exec("PRAGMA synchronous=NORMAL");
   exec("PRAGMA foreign_keys=ON");
+  exec("PRAGMA secure_delete=ON");  // deleted challenges and replaced keys do not linger in free pages
 }
 
 void Db::exec(std::string_view sql) {

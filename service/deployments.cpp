@@ -52,15 +52,6 @@ std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-std::string iso8601(std::int64_t unix_seconds) {
-  auto t = static_cast<std::time_t>(unix_seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 void save(Db& db, const DeploymentRow& row) {
   db.prepare(
         "UPDATE deployments SET state = ?, wave = ?, wave_started_at = ?, halt_reason = ?, failure_baseline = ?, "

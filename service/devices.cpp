@@ -2,8 +2,6 @@
 #include <openssl/asn1.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
-#include <openssl/x509.h>
 
 #include <algorithm>
 #include <ctime>
@@ -13,6 +11,7 @@
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
+#include "service/factory_trust.hpp"
 #include "service/handlers.hpp"
 #include "service/ledger_bundle.hpp"
 #include "signing/openssl_ptr.hpp"
@@ -30,20 +29,6 @@ bool valid_uid(std::string_view uid) {
   return std::all_of(uid.begin(), uid.end(), [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':';
   });
-}
-
-// DER SubjectPublicKeyInfo of a PEM certificate (a full X.509 parse, ~0.2 ms with OpenSSL 3).
-Bytes public_key_from_certificate(const std::string& pem) {
-  ossl::Ptr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  ossl::Ptr<X509> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-  ERR_clear_error();
-  if (!cert) return {};
-  int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert.get()), nullptr);
-  if (len <= 0) return {};
-  Bytes der(static_cast<std::size_t>(len));
-  auto* p = der.data();
-  i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert.get()), &p);
-  return der;
 }
 
 // DER of a PEM "PUBLIC KEY" block, checked to be one DER SEQUENCE of SEQUENCE + BIT STRING.
@@ -117,8 +102,9 @@ DeviceFilter device_filter(Call& call) {
   if (auto v = call.query_value("product")) add("d.product_id =", resolve_product_id(call, *v));
   if (auto v = call.query_value("state")) add("d.state =", *v);
   if (auto v = call.query_value("version")) add("d.version =", *v);
-  if (auto v = call.query_value("seen_before")) add("d.last_seen <", *v);
-  if (auto v = call.query_value("seen_after")) add("d.last_seen >", *v);
+  // Times compare as stored text ("YYYY-MM-DDTHH:MM:SSZ"): a malformed one would silently match nothing.
+  if (auto v = timestamp_query(call, "seen_before")) add("d.last_seen <", *v);
+  if (auto v = timestamp_query(call, "seen_after")) add("d.last_seen >", *v);
   if (auto v = call.query_value("claimed")) {
     if (*v != "true" && *v != "false") throw ApiError{400, "invalid_request", "claimed must be true or false"};
     f.where += *v == "true" ? " AND d.claimed = 1" : " AND d.claimed = 0";
@@ -175,11 +161,12 @@ class UnitImporter {
   explicit UnitImporter(Call& call)
       : call_(call),
         upsert_(call.db.prepare(
-            "INSERT INTO devices (id, tenant_id, product_id, group_id, state, version, public_key, certificate, last_seen, "
+            "INSERT INTO devices (id, tenant_id, product_id, group_id, state, version, public_key, certificate, "
+            "last_seen, "
             "imported_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
             "ON CONFLICT(id) DO UPDATE SET product_id = excluded.product_id, group_id = excluded.group_id, "
-            "state = excluded.state, version = excluded.version, public_key = excluded.public_key, "
-            "certificate = excluded.certificate WHERE devices.tenant_id = excluded.tenant_id")),
+            "state = excluded.state, version = excluded.version, certificate = excluded.certificate "
+            "WHERE devices.tenant_id = excluded.tenant_id AND devices.public_key = excluded.public_key")),
         now_(now_iso8601()) {}
 
   // Counts the unit lines of `text` without importing, checking each is a JSON object with a uid: a
@@ -255,10 +242,33 @@ class UnitImporter {
     if (public_key_pem && public_key_pem->empty()) public_key_pem.reset();
     if (!certificate && !public_key_pem)
       throw ApiError{400, "invalid_request", "a unit needs 'certificate' or 'public_key' (PEM)"};
-    Bytes key = certificate ? public_key_from_certificate(*certificate) : public_key_from_pem(*public_key_pem);
-    if (key.empty())
-      throw ApiError{400, "invalid_request", certificate ? "certificate is not a PEM X.509 certificate"
-                                                        : "public_key is not a PEM public key"};
+    Bytes key;
+    if (certificate) {
+      auto facts = certificate_facts(*certificate);
+      if (!facts || !certificate->starts_with("-----BEGIN") || facts->public_key.empty())
+        throw ApiError{400, "invalid_request", "certificate is not a PEM X.509 certificate"};
+      // The certificate is the unit's identity: it must name this unit and carry the key the bundle states.
+      if (facts->common_name != uid)
+        throw ApiError{422, "bundle_unit_mismatch",
+                       fmt::format("unit {}: its certificate is issued to CN={}, not to the unit's UID: the bundle "
+                                   "is refused (re-export it from the station that provisioned the unit)",
+                                   uid, facts->common_name.substr(0, 128))};
+      if (public_key_pem && public_key_from_pem(*public_key_pem) != facts->public_key)
+        throw ApiError{
+            422, "bundle_unit_mismatch",
+            fmt::format("unit {}: its public_key is not the key of its certificate: the bundle is refused", uid)};
+      key = std::move(facts->public_key);
+    } else {
+      key = public_key_from_pem(*public_key_pem);
+      if (key.empty()) throw ApiError{400, "invalid_request", "public_key is not a PEM public key"};
+    }
+    std::optional<std::string> last_seen;
+    if (auto text = optional_string(unit, "last_seen", 64); text && !text->empty()) {
+      last_seen = normalize_timestamp(*text);
+      if (!last_seen)
+        throw ApiError{400, "invalid_request",
+                       fmt::format("unit {}: last_seen must be an ISO 8601 time such as 2026-01-31T12:00:00Z", uid)};
+    }
     upsert_.bind(1, uid)
         .bind(2, call_.who.tenant_id)
         .bind(3, product)
@@ -267,13 +277,29 @@ class UnitImporter {
         .bind_optional(6, optional_string(unit, "version", 64))
         .bind(7, to_hex(key))
         .bind_optional(8, certificate)
-        .bind_optional(9, optional_string(unit, "last_seen", 32))
+        .bind_optional(9, last_seen)
         .bind(10, now_);
     upsert_.run();
-    if (call_.db.changes() == 0)
-      throw ApiError{409, "conflict", fmt::format("device {} is registered to another tenant", uid)};
     upsert_.reset();
+    if (call_.db.changes() == 0) refuse_conflict(uid);
     ++imported_;
+  }
+
+  // The upsert changed nothing: the UID is registered with another tenant or with another key. A
+  // registered device's key is never replaced by an import (a cloned or counterfeit unit replaying the
+  // UID would take the device over); the whole import is refused and names the unit.
+  [[noreturn]] void refuse_conflict(const std::string& uid) {
+    auto q = call_.db.prepare("SELECT tenant_id FROM devices WHERE id = ?");
+    q.bind(1, uid);
+    if (q.step() && q.integer(0) != call_.who.tenant_id)
+      throw ApiError{409, "conflict",
+                     fmt::format("unit {} conflicts: a device with this UID is registered to another tenant", uid)};
+    throw ApiError{409, "device_key_conflict",
+                   fmt::format("unit {} conflicts: the service holds another key for this device, and an import never "
+                               "replaces a registered device's key (a cloned or counterfeit unit, or a board "
+                               "provisioned again with a new key); nothing was imported: remove the unit from the "
+                               "bundle, or have its registration revoked first",
+                               uid)};
   }
 
   Call& call_;
@@ -454,9 +480,7 @@ Reply assign_device(Call& call) {
 Reply claim_challenge(Call& call) {
   auto& id = call.params[0];
   require_device(call, id);
-  Bytes raw(16);
-  if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1) throw ApiError{500, "internal", "no randomness"};
-  std::string nonce = to_hex(raw);
+  std::string nonce = random_hex(16);
   std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
   call.db.prepare("DELETE FROM claim_challenges WHERE expires_at < ?").bind(1, now).run();
   call.db.prepare("INSERT INTO claim_challenges (nonce, device_id, tenant_id, expires_at) VALUES (?, ?, ?, ?)")
@@ -489,17 +513,7 @@ Reply claim_device(Call& call) {
   auto key_q = call.db.prepare("SELECT public_key FROM devices WHERE id = ?");
   key_q.bind(1, id);
   key_q.step();
-  Bytes key = from_hex(key_q.text(0));
-  std::string message = claim_message(id, nonce);
-  bool ok = false;
-  try {
-    Bytes input = public_key_type(key) == KeyType::ed25519 ? Bytes(message.begin(), message.end())
-                                                           : digest(HashAlg::sha256, as_bytes(message));
-    ok = verify_signature(key, input, HashAlg::sha256, signature);
-  } catch (const Error&) {
-    ok = false;
-  }
-  if (!ok)
+  if (!verify_message_signature(from_hex(key_q.text(0)), claim_message(id, nonce), signature))
     throw ApiError{422, "signature_invalid",
                    fmt::format("the claim signature does not verify with device {}'s imported public key", id)};
   call.db.prepare("UPDATE devices SET claimed = 1, claimed_at = coalesce(claimed_at, ?) WHERE id = ?")

@@ -1,4 +1,5 @@
-// Trust rooted in a tenant's registered factory CAs: X.509 chain checks for stations and bundle signers.
+// Trust rooted in a tenant's registered factory CAs: proof-of-possession registration, one owner per CA
+// key, X.509 chain checks for stations and bundle signers.
 #include "service/factory_trust.hpp"
 
 #include <openssl/err.h>
@@ -6,11 +7,15 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
+#include <ctime>
 #include <map>
 
 #include <fmt/format.h>
 
+#include "core/error.hpp"
+#include "service/handlers.hpp"
 #include "signing/openssl_ptr.hpp"
+#include "signing/signer.hpp"
 
 namespace kiln::service {
 namespace {
@@ -68,15 +73,65 @@ std::string verify_against(const std::vector<std::string>& anchors_pem, const st
   return why;
 }
 
+// Registrations that count: the tenant owns the CA's key.
+constexpr const char* owned_cas =
+    "SELECT c.tenant_id, c.pem FROM factory_cas c JOIN factory_ca_owners o ON o.key_sha256 = c.key_sha256 AND "
+    "o.tenant_id = c.tenant_id ";
+
 std::vector<std::string> tenant_ca_pems(Db& db, std::int64_t tenant_id) {
   std::vector<std::string> out;
-  auto q = db.prepare("SELECT pem FROM factory_cas WHERE tenant_id = ?");
+  auto q = db.prepare(std::string(owned_cas) + "WHERE c.tenant_id = ?");
   q.bind(1, tenant_id);
-  while (q.step()) out.push_back(q.text(0));
+  while (q.step()) out.push_back(q.text(1));
   return out;
 }
 
+std::string key_sha256(ByteView spki) {
+  return to_hex(digest(HashAlg::sha256, spki));
+}
+
+std::string fingerprint(X509* cert) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  X509_digest(cert, EVP_sha256(), md, &len);
+  return to_hex(ByteView(md, len));
+}
+
+// The certificate of a challenge or registration request: a PEM X.509 certificate with a public key.
+struct CaRequest {
+  ossl::Ptr<X509> certificate;
+  std::string pem;
+  Bytes public_key;
+  std::string key_sha256;
+};
+
+CaRequest parse_ca_request(const Json& body) {
+  CaRequest r;
+  r.pem = required_string(body, "certificate", 16384);
+  if (!r.pem.starts_with("-----BEGIN"))
+    throw ApiError{400, "invalid_request", "certificate is not a PEM X.509 certificate"};
+  r.certificate = parse_certificate(r.pem);
+  if (!r.certificate) throw ApiError{400, "invalid_request", "certificate is not a PEM X.509 certificate"};
+  r.public_key = spki(r.certificate.get());
+  if (r.public_key.empty()) throw ApiError{400, "invalid_request", "the certificate's public key cannot be read"};
+  r.key_sha256 = key_sha256(r.public_key);
+  return r;
+}
+
+constexpr std::int64_t ca_challenge_seconds = 300;
+
 }  // namespace
+
+std::optional<CertificateFacts> certificate_facts(const std::string& der_or_pem) {
+  auto cert = parse_certificate(der_or_pem);
+  if (!cert) return std::nullopt;
+  CertificateFacts facts{spki(cert.get()), {}};
+  char buf[256] = {};
+  X509_NAME_get_text_by_NID(X509_get_subject_name(cert.get()), NID_commonName, buf, sizeof buf);
+  ERR_clear_error();
+  facts.common_name = buf;
+  return facts;
+}
 
 Bytes certificate_public_key(const std::string& der_or_pem) {
   auto cert = parse_certificate(der_or_pem);
@@ -106,7 +161,7 @@ std::optional<Station> find_station(Db& db, const std::vector<std::string>& chai
   // Only CAs registered for stations: device certificates chain to the device CAs, and a device
   // (imported or not yet) must never act as a station.
   std::map<std::int64_t, std::vector<std::string>> by_tenant;
-  auto q = db.prepare("SELECT tenant_id, pem FROM factory_cas WHERE stations != 0 ORDER BY tenant_id");
+  auto q = db.prepare(std::string(owned_cas) + "WHERE c.stations != 0 ORDER BY c.tenant_id");
   while (q.step()) by_tenant[q.integer(0)].push_back(q.text(1));
   std::string name = chain_der.empty() ? std::string() : certificate_common_name(chain_der[0]);
   std::vector<std::int64_t> tenants;
@@ -124,6 +179,132 @@ std::optional<Station> find_station(Db& db, const std::vector<std::string>& chai
                           name, last_error)
             : fmt::format("client certificate CN={} chains to factory CAs of several tenants: use a token", name);
   return std::nullopt;
+}
+
+void adopt_factory_ca_owners(Db& db) {
+  std::vector<std::pair<std::int64_t, std::string>> pending;  // rowid, pem
+  auto q = db.prepare("SELECT rowid, pem FROM factory_cas WHERE key_sha256 IS NULL");
+  while (q.step()) pending.emplace_back(q.integer(0), q.text(1));
+  for (auto& [rowid, pem] : pending)
+    if (auto key = certificate_public_key(pem); !key.empty())
+      db.prepare("UPDATE factory_cas SET key_sha256 = ? WHERE rowid = ?").bind(1, key_sha256(key)).bind(2, rowid).run();
+  // INSERT OR IGNORE in registration order: the first tenant to have registered a key keeps it.
+  db.exec(
+      "INSERT OR IGNORE INTO factory_ca_owners (key_sha256, tenant_id, created_at) SELECT key_sha256, tenant_id, "
+      "created_at FROM factory_cas WHERE key_sha256 IS NOT NULL ORDER BY created_at, rowid");
+}
+
+std::string factory_ca_proof_message(std::int64_t tenant_id, const std::string& key_sha256, const std::string& nonce) {
+  return fmt::format("kiln-factory-ca-v1:{}:{}:{}", tenant_id, key_sha256, nonce);
+}
+
+Reply factory_ca_challenge(Call& call) {
+  auto ca = parse_ca_request(parse_object(call.request.body));
+  auto nonce = random_hex(16);
+  auto now = static_cast<std::int64_t>(std::time(nullptr));
+  call.db.prepare("DELETE FROM factory_ca_challenges WHERE expires_at < ?").bind(1, now).run();
+  call.db.prepare("INSERT INTO factory_ca_challenges (nonce, tenant_id, key_sha256, expires_at) VALUES (?, ?, ?, ?)")
+      .bind(1, nonce)
+      .bind(2, call.who.tenant_id)
+      .bind(3, ca.key_sha256)
+      .bind(4, now + ca_challenge_seconds)
+      .run();
+  return {201, Json{{"nonce", nonce},
+                    {"key_sha256", ca.key_sha256},
+                    {"message", factory_ca_proof_message(call.who.tenant_id, ca.key_sha256, nonce)},
+                    {"expires_in", ca_challenge_seconds}}};
+}
+
+Reply register_factory_ca(Call& call) {
+  auto body = parse_object(call.request.body);
+  auto ca = parse_ca_request(body);
+  bool stations = false;
+  if (auto it = body.find("stations"); it != body.end()) {
+    if (!it->is_boolean()) throw ApiError{400, "invalid_request", "field 'stations' must be true or false"};
+    stations = it->get<bool>();
+  }
+  auto nonce = optional_string(body, "nonce", 64);
+  auto signature_hex = optional_string(body, "signature", 2048);
+  if (!nonce || !signature_hex || nonce->empty() || signature_hex->empty())
+    throw ApiError{422, "proof_required",
+                   "registering a factory CA needs proof that you hold its private key: sign the message of POST "
+                   "/v1/factory-cas/challenge and send 'nonce' and 'signature' (kiln device ca add CERT --key KEYREF)"};
+  Bytes signature;
+  try {
+    signature = from_hex(*signature_hex);
+  } catch (const Error&) {
+    throw ApiError{400, "invalid_request", "signature must be hex"};
+  }
+
+  // A challenge is used once, whatever the outcome: a failed proof cannot be retried with it.
+  auto challenge =
+      call.db.prepare("SELECT tenant_id, key_sha256, expires_at FROM factory_ca_challenges WHERE nonce = ?");
+  challenge.bind(1, *nonce);
+  bool live = challenge.step() && challenge.integer(0) == call.who.tenant_id && challenge.text(1) == ca.key_sha256 &&
+              challenge.integer(2) >= static_cast<std::int64_t>(std::time(nullptr));
+  call.db.prepare("DELETE FROM factory_ca_challenges WHERE nonce = ?").bind(1, *nonce).run();
+  if (!live)
+    throw ApiError{422, "challenge_unknown",
+                   "no live challenge with this nonce for this certificate (challenges expire after 5 minutes, serve "
+                   "once, and belong to one tenant and one CA key): ask POST /v1/factory-cas/challenge again"};
+  if (!verify_message_signature(ca.public_key, factory_ca_proof_message(call.who.tenant_id, ca.key_sha256, *nonce),
+                                signature))
+    throw ApiError{422, "proof_invalid",
+                   "the challenge signature does not verify with the certificate's public key: the key that signed "
+                   "it is not this CA's private key"};
+
+  // One owner per CA key. Only a key holder gets this far, and the answer never says who owns it.
+  call.db.prepare("INSERT OR IGNORE INTO factory_ca_owners (key_sha256, tenant_id, created_at) VALUES (?, ?, ?)")
+      .bind(1, ca.key_sha256)
+      .bind(2, call.who.tenant_id)
+      .bind(3, now_iso8601())
+      .run();
+  auto owner = call.db.prepare("SELECT tenant_id FROM factory_ca_owners WHERE key_sha256 = ?");
+  owner.bind(1, ca.key_sha256);
+  if (!owner.step() || owner.integer(0) != call.who.tenant_id)
+    throw ApiError{409, "ca_unavailable",
+                   "this CA's key is already registered on this service and cannot be registered again: a factory "
+                   "CA belongs to one tenant (give each tenant its own CA)"};
+
+  auto id = fingerprint(ca.certificate.get());
+  char subject[512] = {};
+  X509_NAME_oneline(X509_get_subject_name(ca.certificate.get()), subject, sizeof subject);
+  // Registering again may widen the CA to stations; it never narrows a registration silently.
+  call.db
+      .prepare(
+          "INSERT INTO factory_cas (tenant_id, id, subject, pem, created_at, stations, key_sha256) VALUES (?, ?, ?, ?, "
+          "?, ?, ?) ON CONFLICT (tenant_id, id) DO UPDATE SET stations = max(stations, excluded.stations)")
+      .bind(1, call.who.tenant_id)
+      .bind(2, id)
+      .bind(3, subject)
+      .bind(4, ca.pem)
+      .bind(5, now_iso8601())
+      .bind(6, std::int64_t{stations ? 1 : 0})
+      .bind(7, ca.key_sha256)
+      .run();
+  auto now = call.db.prepare("SELECT stations FROM factory_cas WHERE tenant_id = ? AND id = ?");
+  now.bind(1, call.who.tenant_id).bind(2, id);
+  now.step();
+  return {201,
+          Json{{"id", id}, {"subject", subject}, {"key_sha256", ca.key_sha256}, {"stations", now.integer(0) != 0}}};
+}
+
+Reply list_factory_cas(Call& call) {
+  auto q = call.db.prepare(
+      "SELECT c.id, c.subject, c.created_at, c.stations, c.key_sha256, o.tenant_id IS NOT NULL FROM factory_cas c "
+      "LEFT JOIN factory_ca_owners o ON o.key_sha256 = c.key_sha256 AND o.tenant_id = c.tenant_id WHERE c.tenant_id = "
+      "? "
+      "ORDER BY c.created_at");
+  q.bind(1, call.who.tenant_id);
+  Json items = Json::array();
+  while (q.step())
+    items.push_back(Json{{"id", q.text(0)},
+                         {"subject", q.text(1)},
+                         {"stations", q.integer(3) != 0},
+                         {"key_sha256", q.is_null(4) ? Json(nullptr) : Json(q.text(4))},
+                         {"usable", q.integer(5) != 0},
+                         {"created_at", q.text(2)}});
+  return {200, Json{{"items", items}}};
 }
 
 }  // namespace kiln::service

@@ -11,8 +11,20 @@
 
 namespace kiln::service {
 
-// The DER SubjectPublicKeyInfo of every factory CA the tenant registered (POST /v1/factory-cas).
+// A factory CA belongs to exactly one tenant: the one that first proved it holds the CA's private key
+// (POST /v1/factory-cas with a signed challenge). factory_ca_owners maps each CA key (SHA-256 of its DER
+// SubjectPublicKeyInfo) to that tenant. A registration of the same key by another tenant, which databases
+// from before ownership may hold, stays listed but is never trusted.
+
+// The DER SubjectPublicKeyInfo of every factory CA the tenant registered and owns.
 std::vector<Bytes> factory_ca_keys(Db& db, std::int64_t tenant_id);
+
+// Fills factory_cas.key_sha256 and factory_ca_owners for rows registered before ownership existed: the
+// earliest registration of a key (created_at, then insertion order) owns it. Idempotent; run at start.
+void adopt_factory_ca_owners(Db& db);
+
+// The exact bytes a CA's private key signs to prove possession for `tenant_id` (docs/openapi.yaml).
+std::string factory_ca_proof_message(std::int64_t tenant_id, const std::string& key_sha256, const std::string& nonce);
 
 // Checks that `chain` (DER certificates, leaf first) chains to a factory CA registered with `tenant_id`.
 // Returns an empty string when it does, else why not (OpenSSL's verification error, in words, or
@@ -31,5 +43,11 @@ std::optional<Station> find_station(Db& db, const std::vector<std::string>& chai
 // SPKI (DER) and common name of a DER or PEM certificate; empty when it is not one.
 Bytes certificate_public_key(const std::string& der_or_pem);
 std::string certificate_common_name(const std::string& der_or_pem);
+// Both at once (one X.509 parse); nullopt when the text is not a certificate.
+struct CertificateFacts {
+  Bytes public_key;  // DER SubjectPublicKeyInfo
+  std::string common_name;
+};
+std::optional<CertificateFacts> certificate_facts(const std::string& der_or_pem);
 
 }  // namespace kiln::service

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/bytes.hpp"
 #include "service/api.hpp"
 #include "service/db.hpp"
 
@@ -51,7 +52,19 @@ Json parse_object(const std::string& body);
 std::string required_string(const Json& object, const char* field, std::size_t max_length = 256);
 std::optional<std::string> optional_string(const Json& object, const char* field, std::size_t max_length = 4096);
 std::string now_iso8601();
+// "YYYY-MM-DDTHH:MM:SSZ" for a unix time: the one form timestamps are stored and compared in.
+std::string iso8601(std::int64_t unix_seconds);
+// An ISO 8601 time from a client ("2026-01-31", "2026-01-31T12:00:00Z", "...T12:00:00.5+02:00") in the
+// stored form; nullopt when it is not one (callers answer 400 naming the field).
+std::optional<std::string> normalize_timestamp(std::string_view text);
+// The query parameter `name` as a normalized time; ApiError 400 naming it when malformed.
+std::optional<std::string> timestamp_query(const Call& call, const std::string& name);
 std::string random_id(const char* prefix);
+// Hex of `count` random bytes (nonces); ApiError 500 when the generator fails.
+std::string random_hex(std::size_t count);
+// Checks a signature a key holder made over a challenge `message` (ECDSA/RSA: over its SHA-256; Ed25519:
+// over the message itself, as Signer::sign takes it). False for a bad signature or an unusable key.
+bool verify_message_signature(ByteView public_key_der, std::string_view message, ByteView signature);
 
 // Catalog: products and groups.
 Reply create_product(Call& call);
@@ -87,6 +100,8 @@ Response download_image(Call& call);
 
 // Agent endpoints (mutual TLS) and the factory CAs their certificates chain to.
 Principal authenticate_device(Db& db, const std::vector<std::string>& chain_der);
+// POST /v1/factory-cas/challenge: a single-use nonce the CA's key signs to register it.
+Reply factory_ca_challenge(Call& call);
 Reply register_factory_ca(Call& call);
 Reply list_factory_cas(Call& call);
 Reply agent_check_in(Call& call);

@@ -97,7 +97,9 @@ void verify_bundle(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer,
   if (!trusted)
     throw ApiError{422, "bundle_signer_untrusted",
                    fmt::format("the bundle is signed by station key sha256:{}, which is not the key of a factory CA "
-                               "registered with this tenant (register the station CA first: kiln device ca add CA.pem)",
+                               "registered with and owned by this tenant (register the station CA first, proven by its "
+                               "key: kiln device ca add "
+                               "CA.pem --key CA.key)",
                                fingerprint.substr(0, 16))};
   bool ok = false;
   try {

@@ -2,6 +2,9 @@
 #include "transport/service_api.hpp"
 
 #include <fcntl.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +24,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "core/interrupt.hpp"
+#include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
 
 namespace kiln::transport {
@@ -234,7 +238,7 @@ Json import_devices(ServiceApi& api, const std::filesystem::path& bundle, const 
       if (e.code() != ExitCode::verification_failed) throw;
       throw Error(e.code(), fmt::format("{}: {}", bundle.string(), e.what()),
                   "the service imports only bundles exactly as 'kiln factory ledger export' signed them, by a station "
-                  "whose CA the tenant registered (kiln device ca add CA.pem): export the bundle again");
+                  "whose CA the tenant registered (kiln device ca add CA.pem --key CA.key): export the bundle again");
     }
     offset += part.size();
     sent += units;
@@ -335,8 +339,45 @@ std::vector<std::string> parse_device_ids(const std::string& text_of_file, const
   return ids;
 }
 
-Json register_factory_ca(ServiceApi& api, const std::filesystem::path& certificate_pem, bool stations) {
-  return api.post("/v1/factory-cas", {{"certificate", read_text_file(certificate_pem)}, {"stations", stations}});
+Bytes sign_message(const Signer& key, std::string_view message) {
+  return key.type() == KeyType::ed25519 ? key.sign(as_bytes(message), HashAlg::sha256)
+                                        : key.sign(digest(HashAlg::sha256, as_bytes(message)), HashAlg::sha256);
+}
+
+namespace {
+
+// DER SubjectPublicKeyInfo of a PEM certificate; throws Error naming the file when it is not one.
+Bytes certificate_key(const std::string& pem, const std::filesystem::path& file) {
+  ossl::Ptr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  ossl::Ptr<X509> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  EVP_PKEY* key = cert ? X509_get0_pubkey(cert.get()) : nullptr;
+  int len = key ? i2d_PUBKEY(key, nullptr) : 0;
+  ERR_clear_error();
+  if (len <= 0)
+    throw Error(ExitCode::failure, fmt::format("{} is not a PEM X.509 certificate", file.string()),
+                "give the CA certificate (PEM), e.g. the --ca-cert of 'kiln factory init'");
+  Bytes der(static_cast<std::size_t>(len));
+  auto* p = der.data();
+  i2d_PUBKEY(key, &p);
+  return der;
+}
+
+}  // namespace
+
+Json register_factory_ca(ServiceApi& api, const std::filesystem::path& certificate_pem, const Signer& ca_key,
+                         bool stations) {
+  auto pem = read_text_file(certificate_pem);
+  if (certificate_key(pem, certificate_pem) != ca_key.public_key_der())
+    throw Error(ExitCode::verification_failed,
+                fmt::format("{} is not the private key of {}: the service registers a CA only with proof from its key",
+                            ca_key.description(), certificate_pem.string()),
+                "pass the CA's own key with --key (the --ca-key of 'kiln factory init')");
+  auto challenge = api.post("/v1/factory-cas/challenge", {{"certificate", pem}});
+  auto signature = sign_message(ca_key, challenge.at("message").get<std::string>());
+  return api.post("/v1/factory-cas", {{"certificate", pem},
+                                      {"stations", stations},
+                                      {"nonce", challenge.at("nonce")},
+                                      {"signature", to_hex(signature)}});
 }
 Json list_factory_cas(ServiceApi& api) { return api.get("/v1/factory-cas")["items"]; }
 

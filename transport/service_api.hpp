@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/bytes.hpp"
+#include "signing/signer.hpp"
 #include "transport/http_client.hpp"
 
 namespace kiln::transport {
@@ -107,9 +108,16 @@ std::vector<std::string> read_device_ids(const std::filesystem::path& file);
 std::vector<std::string> parse_device_ids(const std::string& text, const std::string& name);
 Json claim_with_signature(ServiceApi& api, const std::string& id, const std::string& nonce, ByteView signature);
 
-// Factory CAs: device certificates for the agent endpoints must chain to one of them.
-// `stations`: certificates chained to this CA may also authenticate factory stations (mutual TLS).
-Json register_factory_ca(ServiceApi& api, const std::filesystem::path& certificate_pem, bool stations = false);
+// The signature a key holder makes over a service challenge message (claims, CA registration): ECDSA and
+// RSA over the message's SHA-256, Ed25519 over the message itself.
+Bytes sign_message(const Signer& key, std::string_view message);
+
+// Factory CAs: device certificates for the agent endpoints must chain to one of them. A CA is registered
+// with proof that the caller holds its private key: the service issues a single-use challenge, `ca_key`
+// signs it. Throws Error(verification_failed) before any request when `ca_key` is not the certificate's
+// key. `stations`: certificates chained to this CA may also authenticate factory stations (mutual TLS).
+Json register_factory_ca(ServiceApi& api, const std::filesystem::path& certificate_pem, const Signer& ca_key,
+                         bool stations = false);
 Json list_factory_cas(ServiceApi& api);
 
 // Content-addressed, resumable upload; an image the service already has costs one request.

@@ -97,7 +97,8 @@ struct Fleet {
     service = std::make_unique<test::ServiceProcess>(data, 0, true);
     json({"product", "create", "Thermo"});
     spit(dir.file("factory-ca.pem"), factory_ca.pem);
-    json({"device", "ca", "add", dir.file("factory-ca.pem")});
+    spit(dir.file("factory-ca.key"), factory_ca.key.private_pem());
+    json({"device", "ca", "add", dir.file("factory-ca.pem"), "--key", dir.file("factory-ca.key")});
     std::string bundle;
     auto make = [&](const std::string& uid) {
       test::TestKey key;

@@ -66,7 +66,11 @@ struct Setup {
     admin_token_file = (data / "admin.token").string();
     service = std::make_unique<test::ServiceProcess>(data, 0, agents);
     spit(dir.file("station-ca.pem"), station.pem);
-    auto added = kiln({"device", "ca", "add", "--stations", dir.file("station-ca.pem")});
+    spit(dir.file("station-ca.key"), station.key.private_pem());
+    std::filesystem::permissions(dir.file("station-ca.key"),
+                                 std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    auto added =
+        kiln({"device", "ca", "add", "--stations", dir.file("station-ca.pem"), "--key", dir.file("station-ca.key")});
     REQUIRE_MESSAGE(added.exit_code == 0, added.err);
   }
 
@@ -294,12 +298,14 @@ TEST_CASE("service e2e: a device agent checks in and downloads a range over mutu
   test::TestCa factory_ca("Acme Factory CA");
   test::TestKey device_key;
   spit(s.dir.file("factory-ca.pem"), factory_ca.pem);
+  spit(s.dir.file("factory-ca.key"), factory_ca.key.private_pem());
   spit(s.dir.file("device.pem"), factory_ca.issue(device_key, "dev-1"));
   spit(s.dir.file("device.key"), device_key.private_pem());
   s.json({"product", "create", "Thermo"});
   s.write_bundle("bundle.jsonl", Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n");
   s.json({"device", "import", s.dir.file("bundle.jsonl")});
-  CHECK(s.json({"device", "ca", "add", s.dir.file("factory-ca.pem")}).contains("id"));
+  CHECK(s.json({"device", "ca", "add", s.dir.file("factory-ca.pem"), "--key", s.dir.file("factory-ca.key")})
+            .contains("id"));
   CHECK(s.json({"device", "ca", "list"}).size() == 2);  // the station CA and the factory CA
   std::string firmware(10000, 'z');
   spit(s.dir.file("fw.bin"), firmware);

@@ -28,16 +28,31 @@ namespace {
 
 struct Fixture {
   test::TempDir dir;
-  Service service{{":memory:", dir.path() / "images"}};
+  std::string database;
+  Service service;
   std::int64_t tenant = service.create_tenant("acme");
   std::string admin = service.create_token(tenant, Role::admin, "admin");
   // The station whose signed ledger bundles this tenant imports (its CA is registered with the tenant).
   test::TestCa station{"Test Station CA"};
-  Fixture() { trust_station(admin); }
+  // on_disk: a SQLite file (dir/kiln.db) the test may also open, instead of an in-memory database.
+  explicit Fixture(bool on_disk = false)
+      : database(on_disk ? dir.file("kiln.db") : ":memory:"), service({database, dir.path() / "images"}) {
+    trust_station(admin);
+  }
 
-  void trust_station(const std::string& token) {
-    auto r = call("POST", "/v1/factory-cas", token, Json{{"certificate", station.pem}, {"stations", true}}.dump());
+  void trust_station(const std::string& token) { REQUIRE(register_ca(token, station, true).status == 201); }
+  // POST /v1/factory-cas with a proof of possession: the challenge signed by `signer` (default: the CA's key).
+  Response register_ca(const std::string& token, const test::TestCa& ca, bool stations = false,
+                       const test::TestKey* signer = nullptr) {
+    auto challenge = call("POST", "/v1/factory-cas/challenge", token, Json{{"certificate", ca.pem}}.dump());
+    REQUIRE(challenge.status == 201);
+    return call("POST", "/v1/factory-cas", token, test::factory_ca_registration(ca, challenge.body, stations, signer));
+  }
+  Json add_ca(const test::TestCa& ca, bool stations = false) {
+    auto r = register_ca(admin, ca, stations);
+    INFO(r.body);
     REQUIRE(r.status == 201);
+    return Json::parse(r.body);
   }
   // Unit lines as a bundle signed by the station (docs/ledger-bundle.md).
   std::string bundle(const std::string& units) const { return test::signed_bundle(units, station.key); }
@@ -115,7 +130,7 @@ TEST_CASE("service: malformed JSON to every endpoint answers 400 with a reason, 
   f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
   test::TestCa factory_ca("Factory CA");
   test::TestKey device_key;
-  f.json("POST", "/v1/factory-cas", f.admin, Json{{"certificate", factory_ca.pem}}.dump());
+  f.add_ca(factory_ca);
   f.json("POST", "/v1/devices/import", f.admin,
          f.bundle(Json{{"uid", "Thermo"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n"));
   std::vector<std::string> device_chain = {test::pem_to_der(factory_ca.issue(device_key, "Thermo"))};
@@ -172,8 +187,11 @@ TEST_CASE("service: another tenant's objects answer 404") {
   CHECK(f.json("GET", "/v1/products", other)["items"].empty());
   // A UID already registered to another tenant cannot be taken over by importing it again.
   f.json("POST", "/v1/products", other, R"({"name":"Thermo"})");
-  f.trust_station(other);
-  CHECK(f.call("POST", "/v1/devices/import", other, f.bundle(unit_line("dev-1", test::public_key_pem_of_file(key)))).status == 409);
+  test::TestCa other_station("Globex Station CA");
+  REQUIRE(f.register_ca(other, other_station).status == 201);
+  CHECK(f.call("POST", "/v1/devices/import", other,
+               test::signed_bundle(unit_line("dev-1", test::public_key_pem_of_file(key)), other_station.key))
+            .status == 409);
   CHECK(f.json("GET", "/v1/devices/dev-1", f.admin)["product"] == "Thermo");
 }
 
@@ -334,7 +352,7 @@ TEST_CASE("service: agents check in with a device certificate chained to a regis
   };
 
   CHECK(agent("POST", "/v1/agent/check-in", {cert}).status == 401);  // no factory CA registered yet
-  f.json("POST", "/v1/factory-cas", f.admin, Json{{"certificate", factory_ca.pem}}.dump());
+  f.add_ca(factory_ca);
   auto checked_in = agent("POST", "/v1/agent/check-in", {cert}, R"({"version":"1.2.0"})");
   REQUIRE(checked_in.status == 200);
   CHECK(Json::parse(checked_in.body)["deployment"].is_null());
@@ -368,10 +386,12 @@ TEST_CASE("service: agents check in with a device certificate chained to a regis
   f.json("POST", "/v1/deployments/" + dep["id"].get<std::string>() + "/pause", f.admin);
   CHECK(Json::parse(agent("POST", "/v1/agent/check-in", {cert}).body)["deployment"].is_null());
 
-  // A verified certificate is remembered, but not past a re-import that changes the device key.
-  f.json("POST", "/v1/devices/import", f.admin,
-         f.bundle(Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", other_key.public_pem()}}.dump() + "\n"));
-  CHECK(agent("POST", "/v1/agent/check-in", {cert}).status == 401);
+  // A re-import never changes a registered device's key (issue #12): the one with another key is refused,
+  // and the device's own certificate keeps working.
+  CHECK(f.call("POST", "/v1/devices/import", f.admin,
+               f.bundle(Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", other_key.public_pem()}}.dump() + "\n"))
+            .status == 409);
+  CHECK(agent("POST", "/v1/agent/check-in", {cert}).status == 200);
 }
 
 TEST_CASE("service: an import is applied only when its signature trailer verifies against a registered CA") {
@@ -438,16 +458,19 @@ TEST_CASE("service: a station certificate chained to a registered CA acts with t
   // The device's own certificate serves the agent endpoints only.
   auto device = as_station("GET", "/v1/devices", "", {test::pem_to_der(f.station.issue(device_key, "d-1"))});
   CHECK(device.status == 401);
-  // A CA registered by two tenants names no tenant: refused, a token is needed.
+  // A CA belongs to one tenant: another tenant, even one holding the key, cannot register it, and the
+  // owner's station logins keep working (before ownership, this made every station login fail).
   auto other = f.service.create_token(f.service.create_tenant("globex"), Role::admin, "admin");
-  f.trust_station(other);
-  CHECK(as_station("GET", "/v1/whoami", "", station).status == 401);
+  CHECK(f.register_ca(other, f.station, true).status == 409);
+  auto still = as_station("GET", "/v1/whoami", "", station);
+  REQUIRE(still.status == 200);
+  CHECK(Json::parse(still.body)["tenant"] == "acme");
 }
 
 TEST_CASE("service: a CA registered for devices only never authenticates a station, even for a device not yet imported") {
   Fixture f;
   test::TestCa devices("Device CA");
-  auto added = f.json("POST", "/v1/factory-cas", f.admin, Json{{"certificate", devices.pem}}.dump());
+  auto added = f.add_ca(devices);
   CHECK(added["stations"] == false);
   test::TestKey key;
   // A device certificate whose bundle has not been imported yet: it chains to a registered CA.
@@ -457,10 +480,9 @@ TEST_CASE("service: a CA registered for devices only never authenticates a stati
   CHECK(refused.status == 401);
   CHECK(Json::parse(refused.body)["error"]["message"].get<std::string>().find("station CA") != std::string::npos);
   // Registering the same CA again with stations widens it (and the listing says so); it never narrows.
-  CHECK(f.json("POST", "/v1/factory-cas", f.admin, Json{{"certificate", devices.pem}, {"stations", true}}.dump())["stations"] ==
-        true);
+  CHECK(f.add_ca(devices, true)["stations"] == true);
   CHECK(as_client("/v1/whoami").status == 200);
-  CHECK(f.json("POST", "/v1/factory-cas", f.admin, Json{{"certificate", devices.pem}}.dump())["stations"] == true);
+  CHECK(f.add_ca(devices)["stations"] == true);
   bool listed = false;
   auto registered = f.json("GET", "/v1/factory-cas", f.admin);
   for (const auto& ca : registered["items"])
@@ -493,4 +515,290 @@ TEST_CASE("service: docs/openapi.yaml documents every route of the route table")
     documented.insert(normalized);
   }
   for (const auto& route : route_table()) CHECK_MESSAGE(documented.count(route.pattern) == 1, route.pattern);
+}
+
+namespace {
+
+// A second connection to the fixture's database file, for what a test must arrange behind the API's back
+// (a challenge or key that has aged, rows an older version wrote).
+void sql(const Fixture& f, const std::string& statement) {
+  Db db(f.database);
+  db.exec(statement);
+}
+
+}  // namespace
+
+TEST_CASE("service: registering a factory CA needs a live, single-use challenge signed by the CA's own key") {
+  Fixture f(true);
+  test::TestCa ca("Acme Device CA");
+  test::TestKey rogue;
+  auto code = [](const Response& r) { return Json::parse(r.body)["error"]["code"].get<std::string>(); };
+  // No proof at all, and a proof signed by another key.
+  auto bare = f.call("POST", "/v1/factory-cas", f.admin, Json{{"certificate", ca.pem}}.dump());
+  CHECK(bare.status == 422);
+  CHECK(code(bare) == "proof_required");
+  auto wrong = f.register_ca(f.admin, ca, false, &rogue);
+  CHECK(wrong.status == 422);
+  CHECK(code(wrong) == "proof_invalid");
+  CHECK(f.json("GET", "/v1/factory-cas", f.admin)["items"].size() == 1);  // the station CA only
+
+  // A challenge serves once: the same signed answer sent again is refused, even though it verifies.
+  auto challenge = f.call("POST", "/v1/factory-cas/challenge", f.admin, Json{{"certificate", ca.pem}}.dump());
+  REQUIRE(challenge.status == 201);
+  auto answer = test::factory_ca_registration(ca, challenge.body);
+  CHECK(f.call("POST", "/v1/factory-cas", f.admin, answer).status == 201);
+  auto replayed = f.call("POST", "/v1/factory-cas", f.admin, answer);
+  CHECK(replayed.status == 422);
+  CHECK(code(replayed) == "challenge_unknown");
+  // A failed attempt uses the challenge up too: no second try with the same nonce.
+  challenge = f.call("POST", "/v1/factory-cas/challenge", f.admin, Json{{"certificate", ca.pem}}.dump());
+  CHECK(f.call("POST", "/v1/factory-cas", f.admin, test::factory_ca_registration(ca, challenge.body, false, &rogue))
+            .status == 422);
+  CHECK(code(f.call("POST", "/v1/factory-cas", f.admin, test::factory_ca_registration(ca, challenge.body))) ==
+        "challenge_unknown");
+
+  // A challenge is bound to the CA's key: one issued for another certificate does not register this one.
+  test::TestCa other_ca("Other CA");
+  auto for_other = f.call("POST", "/v1/factory-cas/challenge", f.admin, Json{{"certificate", other_ca.pem}}.dump());
+  auto message = Json::parse(for_other.body)["message"].get<std::string>();
+  auto crossed = Json{{"certificate", ca.pem},
+                      {"nonce", Json::parse(for_other.body)["nonce"]},
+                      {"signature", test::sign_message_hex(ca.key, message)}};
+  CHECK(code(f.call("POST", "/v1/factory-cas", f.admin, crossed.dump())) == "challenge_unknown");
+
+  // An expired challenge is refused.
+  challenge = f.call("POST", "/v1/factory-cas/challenge", f.admin, Json{{"certificate", ca.pem}}.dump());
+  sql(f, "UPDATE factory_ca_challenges SET expires_at = expires_at - 301");
+  auto expired = f.call("POST", "/v1/factory-cas", f.admin, test::factory_ca_registration(ca, challenge.body));
+  CHECK(expired.status == 422);
+  CHECK(code(expired) == "challenge_unknown");
+}
+
+TEST_CASE(
+    "service: another tenant cannot register a tenant's CA, import its bundles, take its devices or stop its "
+    "stations") {
+  Fixture f;  // acme: owns the station CA (stations: true)
+  auto globex = f.service.create_tenant("globex");
+  auto other = f.service.create_token(globex, Role::admin, "admin");
+  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  f.json("POST", "/v1/products", other, R"({"name":"Thermo"})");
+  test::TestKey device, station_key;
+  auto bundle = f.bundle(unit_line("unit-1", device.public_pem()));
+  std::vector<std::string> station = {test::pem_to_der(f.station.issue(station_key, "station-1"))};
+
+  // globex has the public certificate only: no proof, a proof by its own key, and the owner's (used)
+  // challenge answer are all refused the same way as for an unregistered CA.
+  auto bare = f.call("POST", "/v1/factory-cas", other, Json{{"certificate", f.station.pem}, {"stations", true}}.dump());
+  CHECK(bare.status == 422);
+  test::TestKey globex_key;
+  CHECK(f.register_ca(other, f.station, true, &globex_key).status == 422);
+  auto acme_challenge =
+      f.call("POST", "/v1/factory-cas/challenge", f.admin, Json{{"certificate", f.station.pem}}.dump());
+  auto stolen =
+      f.call("POST", "/v1/factory-cas", other, test::factory_ca_registration(f.station, acme_challenge.body, true));
+  CHECK(stolen.status == 422);  // bound to acme: refused for globex (and used up)
+  CHECK(f.json("GET", "/v1/factory-cas", other)["items"].empty());
+
+  // So globex cannot import acme's bundle first; acme's import and its station login work.
+  auto taken = f.call("POST", "/v1/devices/import", other, bundle);
+  CHECK(taken.status == 422);
+  CHECK(Json::parse(taken.body)["error"]["code"] == "bundle_signer_untrusted");
+  CHECK(f.json("POST", "/v1/devices/import", f.admin, bundle)["imported"] == 1);
+  CHECK(f.call("GET", "/v1/devices/unit-1", other).status == 404);
+  auto who = f.call("GET", "/v1/whoami", "", "", {}, station);
+  REQUIRE(who.status == 200);
+  CHECK(Json::parse(who.body)["tenant"] == "acme");
+
+  // Even holding the key, globex gets a 409 that does not say who owns the CA.
+  auto owned = f.register_ca(other, f.station, true);
+  CHECK(owned.status == 409);
+  CHECK(owned.body.find("acme") == std::string::npos);
+  CHECK(f.call("GET", "/v1/whoami", "", "", {}, station).status == 200);
+}
+
+TEST_CASE(
+    "service: a database holding one CA under two tenants keeps the first registration; the later one is unusable") {
+  test::TestKey device, station_key;
+  std::string database;
+  {
+    Fixture f(true);  // acme registered the station CA first
+    database = f.database;
+    auto globex = f.service.create_tenant("globex");
+    auto other = f.service.create_token(globex, Role::admin, "admin");
+    f.json("POST", "/v1/products", other, R"({"name":"Thermo"})");
+    // As an older version allowed: globex registered the same CA later, without proof.
+    sql(f,
+        "INSERT INTO factory_cas (tenant_id, id, subject, pem, created_at, stations) SELECT 2, id, subject, pem, "
+        "'2999-01-01T00:00:00Z', 1 FROM factory_cas WHERE tenant_id = 1");
+    sql(f, "UPDATE factory_cas SET key_sha256 = NULL");
+    sql(f, "DELETE FROM factory_ca_owners");
+    std::string bundle = f.bundle(unit_line("unit-1", device.public_pem()));
+    Service reopened({database, f.dir.path() / "images"});  // adopts owners on start
+    auto call = [&](const std::string& method, const std::string& target, const std::string& token, std::string body,
+                    std::vector<std::string> chain = {}) {
+      std::map<std::string, std::string> headers;
+      if (!token.empty()) headers["authorization"] = "Bearer " + token;
+      return reopened.handle({method, target, headers, std::move(body), std::move(chain)});
+    };
+    auto listed = Json::parse(call("GET", "/v1/factory-cas", other, "").body)["items"];
+    REQUIRE(listed.size() == 1);
+    CHECK(listed[0]["usable"] == false);
+    CHECK(Json::parse(call("GET", "/v1/factory-cas", f.admin, "").body)["items"][0]["usable"] == true);
+    CHECK(call("POST", "/v1/devices/import", other, bundle).status == 422);
+    std::vector<std::string> station = {test::pem_to_der(f.station.issue(station_key, "station-1"))};
+    auto who = call("GET", "/v1/whoami", "", "", station);
+    REQUIRE(who.status == 200);
+    CHECK(Json::parse(who.body)["tenant"] == "acme");
+  }
+}
+
+TEST_CASE("service: an import never replaces a registered device's key, in any tenant; the same key re-imports") {
+  Fixture f;
+  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  test::TestCa device_ca("Acme Device CA");
+  f.add_ca(device_ca);
+  test::TestKey genuine, counterfeit, never_claimed;
+  f.json("POST", "/v1/devices/import", f.admin,
+         f.bundle(unit_line("unit-1", genuine.public_pem()) + unit_line("unit-2", never_claimed.public_pem())));
+  auto challenge = f.json("POST", "/v1/devices/unit-1/claim-challenge", f.admin);
+  f.json(
+      "POST", "/v1/devices/unit-1/claim", f.admin,
+      Json{{"nonce", challenge["nonce"]}, {"signature", test::sign_message_hex(genuine, challenge["message"].get<std::string>())}}.dump());
+
+  // A counterfeit with the genuine UID and its own key, in a correctly signed bundle: refused, naming the unit,
+  // and nothing of the bundle is applied.
+  auto refused =
+      f.call("POST", "/v1/devices/import", f.admin,
+             f.bundle(unit_line("unit-9", counterfeit.public_pem()) + unit_line("unit-1", counterfeit.public_pem())));
+  CHECK(refused.status == 409);
+  CHECK(Json::parse(refused.body)["error"]["code"] == "device_key_conflict");
+  CHECK(refused.body.find("unit unit-1 conflicts") != std::string::npos);
+  CHECK(f.call("GET", "/v1/devices/unit-9", f.admin).status == 404);
+  // A device never claimed is protected the same way.
+  CHECK(f.call("POST", "/v1/devices/import", f.admin, f.bundle(unit_line("unit-2", counterfeit.public_pem()))).status ==
+        409);
+  // Another tenant with its own trusted station cannot replace it either.
+  auto globex = f.service.create_token(f.service.create_tenant("globex"), Role::admin, "admin");
+  f.json("POST", "/v1/products", globex, R"({"name":"Thermo"})");
+  test::TestCa globex_station("Globex Station CA");
+  REQUIRE(f.register_ca(globex, globex_station).status == 201);
+  auto elsewhere = f.call("POST", "/v1/devices/import", globex,
+                          test::signed_bundle(unit_line("unit-1", counterfeit.public_pem()), globex_station.key));
+  CHECK(elsewhere.status == 409);
+  CHECK(elsewhere.body.find("unit-1") != std::string::npos);
+
+  // The genuine device still checks in; the counterfeit's certificate does not.
+  auto agent = [&](const test::TestKey& key) {
+    return f.call("POST", "/v1/agent/check-in", "", "{}", {}, {test::pem_to_der(device_ca.issue(key, "unit-1"))});
+  };
+  CHECK(agent(genuine).status == 200);
+  CHECK(agent(counterfeit).status == 401);
+  CHECK(f.json("GET", "/v1/devices/unit-1", f.admin)["claimed"] == true);
+  // Re-importing the same unit with the same key stays an idempotent update.
+  CHECK(f.json("POST", "/v1/devices/import", f.admin,
+               f.bundle(unit_line("unit-1", genuine.public_pem(), "1.1.0")))["imported"] == 1);
+  CHECK(agent(genuine).status == 200);
+}
+
+TEST_CASE("service: a unit whose certificate names another UID is refused; malformed times are 400 naming the field") {
+  Fixture f;
+  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  test::TestKey key;
+  auto unit = [&](const std::string& uid, const std::string& cn) {
+    return Json{{"uid", uid}, {"product", "Thermo"}, {"certificate", f.station.issue(key, cn)}}.dump() + "\n";
+  };
+  auto mismatch =
+      f.call("POST", "/v1/devices/import", f.admin, f.bundle(unit("unit-1", "unit-1") + unit("unit-2", "unit-1")));
+  CHECK(mismatch.status == 422);
+  CHECK(Json::parse(mismatch.body)["error"]["code"] == "bundle_unit_mismatch");
+  CHECK(mismatch.body.find("unit unit-2") != std::string::npos);
+  CHECK(f.json("GET", "/v1/devices", f.admin)["items"].empty());
+  // public_key and certificate must agree when both are given.
+  test::TestKey other;
+  auto both = Json{{"uid", "unit-3"},
+                   {"product", "Thermo"},
+                   {"certificate", f.station.issue(key, "unit-3")},
+                   {"public_key", other.public_pem()}}
+                  .dump() +
+              "\n";
+  CHECK(f.call("POST", "/v1/devices/import", f.admin, f.bundle(both)).status == 422);
+  CHECK(f.json("POST", "/v1/devices/import", f.admin, f.bundle(unit("unit-1", "unit-1")))["imported"] == 1);
+
+  // last_seen in a bundle, seen_before/seen_after filters: malformed is 400 with the field named.
+  auto seen = [&](const std::string& uid, const std::string& when) {
+    return Json{{"uid", uid}, {"product", "Thermo"}, {"public_key", key.public_pem()}, {"last_seen", when}}.dump() +
+           "\n";
+  };
+  auto bad_seen = f.call("POST", "/v1/devices/import", f.admin, f.bundle(seen("unit-4", "yesterday")));
+  CHECK(bad_seen.status == 400);
+  CHECK(bad_seen.body.find("last_seen") != std::string::npos);
+  CHECK(f.json("POST", "/v1/devices/import", f.admin,
+               f.bundle(seen("unit-4", "2026-03-01T10:00:00+02:00")))["imported"] == 1);
+  CHECK(f.json("GET", "/v1/devices/unit-4", f.admin)["last_seen"] == "2026-03-01T08:00:00Z");
+  for (const char* field : {"seen_after", "seen_before"}) {
+    for (const char* value : {"0abc", "2026-13-01", "2026-02-30T00:00:00Z", "2026-01-01T25:00:00Z",
+                              "2026-01-01T00:00:00", "2026-01-01T00:00:00Zjunk"}) {
+      for (const char* path : {"/v1/devices?", "/v1/devices/count?by=state&"}) {
+        auto r = f.call("GET", fmt::format("{}{}={}", path, field, value), f.admin);
+        INFO(path << field << "=" << value << " -> " << r.body);
+        CHECK(r.status == 400);
+        CHECK(r.body.find(field) != std::string::npos);
+      }
+    }
+  }
+  CHECK(f.json("GET", "/v1/devices?seen_after=2026-03-01T07:59:59Z", f.admin)["items"].size() == 1);
+  CHECK(f.json("GET", "/v1/devices?seen_after=2026-03-01", f.admin)["items"].size() == 1);
+  CHECK(f.json("GET", "/v1/devices?seen_before=2026-03-01T08:00:00.000Z", f.admin)["items"].empty());
+  CHECK(f.json("GET", "/v1/devices/count?by=state&seen_after=2026-03-01T10:00:00%2B02:00", f.admin)["total"] == 0);
+}
+
+TEST_CASE("service: a secret-bearing answer is never stored for replay; keys expire after 24 h; another body is 422") {
+  Fixture f(true);
+  std::map<std::string, std::string> key{{"idempotency-key", "token-1"}};
+  auto first = f.call("POST", "/v1/tokens", f.admin, R"({"role":"reader","name":"ci"})", key);
+  REQUIRE(first.status == 201);
+  auto secret = Json::parse(first.body)["token"].get<std::string>();
+  auto again = f.call("POST", "/v1/tokens", f.admin, R"({"role":"reader","name":"ci"})", key);
+  CHECK(again.status == 409);
+  CHECK(Json::parse(again.body)["error"]["code"] == "idempotency_conflict");
+  CHECK(again.body.find(secret) == std::string::npos);
+  {
+    Db db(f.database);
+    auto q = db.prepare("SELECT body FROM idempotency");
+    while (q.step()) CHECK(q.text(0).find(secret) == std::string::npos);
+  }
+  // The same key with another body, method or path is 422, not a replay of the first answer.
+  CHECK(f.call("POST", "/v1/tokens", f.admin, R"({"role":"admin","name":"ci"})", key).status == 422);
+  std::map<std::string, std::string> k2{{"idempotency-key", "product-1"}};
+  CHECK(f.call("POST", "/v1/products", f.admin, R"({"name":"Thermo"})", k2).status == 201);
+  auto other_body = f.call("POST", "/v1/products", f.admin, R"({"name":"Other"})", k2);
+  CHECK(other_body.status == 422);
+  CHECK(Json::parse(other_body.body)["error"]["code"] == "idempotency_key_reused");
+  CHECK(f.call("POST", "/v1/products", f.admin, R"({"name":"Thermo"})", k2).headers["Idempotent-Replayed"] == "true");
+  // After 24 hours a key is forgotten: the same key names a new request.
+  sql(f, "UPDATE idempotency SET created_at = '2000-01-01T00:00:00Z'");
+  auto fresh = f.call("POST", "/v1/products", f.admin, R"({"name":"Other"})", k2);
+  CHECK(fresh.status == 201);
+  CHECK(fresh.headers.count("Idempotent-Replayed") == 0);
+}
+
+TEST_CASE("service: the database and its WAL and SHM files are created 0600; an older 0644 database is tightened") {
+  test::TempDir dir;
+  auto path = dir.file("kiln.db");
+  {
+    Service service({path, dir.path() / "images"});
+    service.create_token(service.create_tenant("acme"), Role::admin, "admin");
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      auto file = path + suffix;
+      REQUIRE(std::filesystem::exists(file));
+      CHECK_MESSAGE((std::filesystem::status(file).permissions() & std::filesystem::perms::all) ==
+                        (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write),
+                    file);
+    }
+  }
+  std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
+                                         std::filesystem::perms::group_read | std::filesystem::perms::others_read);
+  Service reopened({path, dir.path() / "images"});
+  CHECK((std::filesystem::status(path).permissions() & std::filesystem::perms::all) ==
+        (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
 }

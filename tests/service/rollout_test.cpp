@@ -67,7 +67,12 @@ struct AgentFixture {
   std::string admin = service.create_token(tenant, Role::admin, "admin");
   test::TestCa factory_ca{"Acme Factory CA"};
   // The factory CA signs the ledger bundles this tenant imports and the device certificates.
-  AgentFixture() { json("POST", "/v1/factory-cas", Json{{"certificate", factory_ca.pem}}.dump()); }
+  AgentFixture() { register_factory_ca(); }
+  // Registers the factory CA, proving possession of its key (idempotent).
+  void register_factory_ca() {
+    auto challenge = json("POST", "/v1/factory-cas/challenge", Json{{"certificate", factory_ca.pem}}.dump());
+    json("POST", "/v1/factory-cas", test::factory_ca_registration(factory_ca, challenge.dump()));
+  }
 
   Response call(const std::string& method, const std::string& target, std::string body = {},
                 std::vector<std::string> chain = {}, std::map<std::string, std::string> headers = {}) {
@@ -115,7 +120,7 @@ TEST_CASE(
     "only") {
   AgentFixture f;
   f.json("POST", "/v1/products", R"({"name":"Thermo"})");
-  f.json("POST", "/v1/factory-cas", Json{{"certificate", f.factory_ca.pem}}.dump());
+  f.register_factory_ca();
   auto inside = f.device("dev-in", "Thermo/Field Test");
   auto outside = f.device("dev-out", "Thermo/Production");
 
@@ -235,7 +240,7 @@ TEST_CASE("rollout: a database from before staged rollouts gains the new columns
 TEST_CASE("rollout: halting counts the admitted devices of the open waves; completion waits for the last wave") {
   AgentFixture f;
   f.json("POST", "/v1/products", R"({"name":"Thermo"})");
-  f.json("POST", "/v1/factory-cas", Json{{"certificate", f.factory_ca.pem}}.dump());
+  f.register_factory_ca();
   std::map<std::string, std::vector<std::string>> chains;
   for (int i = 0; i < 12; ++i) {
     auto uid = "dev-" + std::to_string(i);

@@ -298,7 +298,8 @@ class OtaFleet {
 
   void register_on_service() {
     json({"product", "create", options_.product});
-    json({"device", "ca", "add", file("station-ca.pem")});  // first: the service imports bundles signed by a registered station
+    json({"device", "ca", "add", file("station-ca.pem"), "--key",
+          file("station-ca.key.pem")});  // first: the service imports bundles signed by a registered station
     json({"device", "import", file("units.jsonl")});
     for (const auto& uid : uids()) json({"device", "claim", "--id", uid, "--board", uid});
     std::vector<std::string> assign{"device", "assign"};

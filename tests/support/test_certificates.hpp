@@ -120,6 +120,42 @@ inline std::string hex_of(const unsigned char* data, std::size_t size) {
   return out;
 }
 
+// Hex of `key`'s signature over `message` as kiln signs service challenges: DER ECDSA over its SHA-256.
+inline std::string sign_message_hex(const TestKey& key, const std::string& message) {
+  unsigned char md[32];
+  unsigned int md_len = 0;
+  EVP_Digest(message.data(), message.size(), md, &md_len, EVP_sha256(), nullptr);
+  struct CtxFree {
+    void operator()(EVP_PKEY_CTX* c) const { EVP_PKEY_CTX_free(c); }
+  };
+  std::unique_ptr<EVP_PKEY_CTX, CtxFree> ctx(EVP_PKEY_CTX_new(key.key.get(), nullptr));
+  std::size_t sig_len = 0;
+  if (EVP_PKEY_sign_init(ctx.get()) <= 0 || EVP_PKEY_sign(ctx.get(), nullptr, &sig_len, md, md_len) <= 0)
+    throw std::runtime_error("EVP_PKEY_sign failed");
+  std::string sig(sig_len, '\0');
+  EVP_PKEY_sign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &sig_len, md, md_len);
+  sig.resize(sig_len);
+  std::string out;
+  static const char digits[] = "0123456789abcdef";
+  for (unsigned char c : sig) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out;
+}
+
+// The body of POST /v1/factory-cas registering `ca`, answering the service's challenge (the JSON text
+// POST /v1/factory-cas/challenge returned) with a signature by `signer` (default: the CA's own key).
+inline std::string factory_ca_registration(const TestCa& ca, const std::string& challenge_json, bool stations = false,
+                                           const TestKey* signer = nullptr) {
+  auto challenge = nlohmann::json::parse(challenge_json);
+  return nlohmann::json{{"certificate", ca.pem},
+                        {"stations", stations},
+                        {"nonce", challenge.at("nonce")},
+                        {"signature", sign_message_hex(signer ? *signer : ca.key, challenge.at("message").get<std::string>())}}
+      .dump();
+}
+
 // `units` (JSON lines) followed by the signed trailer `kiln factory ledger export` writes
 // (docs/ledger-bundle.md), signed by `station` (ECDSA P-256 over the SHA-256 of the unit bytes).
 inline std::string signed_bundle(const std::string& units, const TestKey& station) {
