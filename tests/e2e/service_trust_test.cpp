@@ -260,3 +260,48 @@ TEST_CASE("trust e2e: a token's secret is never stored for replay; the database 
   CHECK(bad.err.find("seen_after") != std::string::npos);
   CHECK(t.kiln({"device", "count", "--seen-before", "2026-02-30"}).exit_code == 1);
 }
+
+TEST_CASE("trust e2e: a CA whose key lives on a PKCS#11 token is registered by signing the challenge on the token") {
+  TwoTenants t;
+  const std::string module = "/usr/lib/softhsm/libsofthsm2.so";
+  if (!std::filesystem::exists(module)) return;
+  auto conf = t.dir.file("softhsm2.conf");
+  std::filesystem::create_directory(t.dir.path() / "tokens");
+  std::ofstream(conf) << "directories.tokendir = " << t.dir.file("tokens")
+                      << "\nobjectstore.backend = file\nlog.level = ERROR\n";
+  test::ProcessOptions hsm;
+  hsm.env["SOFTHSM2_CONF"] = conf;
+  auto tool = [&](const std::string& program, const std::vector<std::string>& args) {
+    auto r = test::run_process(program, args, hsm);
+    INFO(program << ": " << r.err);
+    REQUIRE(r.exit_code == 0);
+  };
+  tool("/usr/bin/softhsm2-util", {"--init-token", "--free", "--label", "CA", "--pin", "1234", "--so-pin", "5678"});
+  tool("/usr/bin/pkcs11-tool", {"--module", module, "--login", "--pin", "1234", "--keypairgen", "--key-type",
+                                "EC:prime256v1", "--id", "01", "--label", "device-ca"});
+  tool("/usr/bin/pkcs11-tool",
+       {"--module", module, "--read-object", "--type", "pubkey", "--id", "01", "-o", t.dir.file("hsm.der")});
+  tool("/usr/bin/openssl",
+       {"pkey", "-pubin", "-inform", "DER", "-in", t.dir.file("hsm.der"), "-out", t.dir.file("hsm.pub")});
+  // A certificate for the token's key (-force_pubkey), issued by a file root.
+  tool("/usr/bin/openssl",
+       {"req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+        t.dir.file("root.key"), "-subj", "/CN=Root", "-days", "2", "-out", t.dir.file("root.pem")});
+  tool("/usr/bin/openssl", {"req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                            t.dir.file("dummy.key"), "-subj", "/CN=HSM Device CA", "-out", t.dir.file("dummy.csr")});
+  tool("/usr/bin/openssl",
+       {"x509", "-req", "-in", t.dir.file("dummy.csr"), "-CA", t.dir.file("root.pem"), "-CAkey", t.dir.file("root.key"),
+        "-CAcreateserial", "-force_pubkey", t.dir.file("hsm.pub"), "-days", "2", "-out", t.dir.file("hsm-ca.pem")});
+
+  auto o = t.env(t.admin);
+  o.env["SOFTHSM2_CONF"] = conf;
+  o.env["KILN_PKCS11_MODULE"] = module;
+  o.env["KILN_PKCS11_PIN"] = "1234";
+  auto added = test::kiln(
+      {"-o", "json", "device", "ca", "add", t.dir.file("hsm-ca.pem"), "--key", "pkcs11:token=CA;object=device-ca"}, o);
+  REQUIRE_MESSAGE(added.exit_code == 0, added.err);
+  CHECK(Json::parse(added.out)["stations"] == false);
+  // The root's file key is not the token's key: refused before any request.
+  auto wrong = test::kiln({"device", "ca", "add", t.dir.file("hsm-ca.pem"), "--key", t.dir.file("root.key")}, o);
+  CHECK(wrong.exit_code == 3);
+}
