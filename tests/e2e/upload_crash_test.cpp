@@ -40,7 +40,7 @@ TEST_CASE("upload crash: kill -9 of the service mid-upload, repeatedly; the uplo
   auto service = std::make_unique<test::ServiceProcess>(data);
   int port = service->port();
 
-  constexpr std::size_t size = 40 << 20;  // 40 chunks of 1 MiB
+  constexpr std::size_t size = std::size_t{128} << 20;  // 128 chunks of 1 MiB
   std::string firmware(size, '\0');
   std::mt19937_64 rng(12);
   for (std::size_t i = 0; i < size; i += 8) {
@@ -76,7 +76,26 @@ TEST_CASE("upload crash: kill -9 of the service mid-upload, repeatedly; the uplo
   };
 
   const std::string id = to_hex(digest(HashAlg::sha256, as_bytes(firmware)));
-  int mid_upload_kills = 0, runs = 0;
+  auto part = data / "images" / "1" / (id + ".part");
+  auto part_size = [&]() -> std::int64_t {
+    std::error_code error;
+    auto n = std::filesystem::file_size(part, error);
+    return error ? -1 : static_cast<std::int64_t>(n);
+  };
+  // Kill the moment the service's .part grows, i.e. while it handles a chunk it has begun to write: the
+  // worst time, when the file may be ahead of the recorded offset. Give up waiting after `patience`.
+  auto kill_when_part_grows = [&](std::future<test::ProcessResult>& upload, std::chrono::milliseconds patience) {
+    auto seen = part_size();
+    auto until = std::chrono::steady_clock::now() + patience;
+    while (std::chrono::steady_clock::now() < until) {
+      if (upload.wait_for(std::chrono::microseconds(50)) == std::future_status::ready) return false;
+      if (auto now = part_size(); now != seen && now > 0) break;
+    }
+    service->kill_hard();
+    return true;
+  };
+
+  int mid_upload_kills = 0, ahead_kills = 0, runs = 0;
   bool complete = false;
   std::mt19937 timing(7);
   for (; runs < 30 && !complete; ++runs) {
@@ -84,13 +103,15 @@ TEST_CASE("upload crash: kill -9 of the service mid-upload, repeatedly; the uplo
       return test::kiln({"-o", "json", "image", "upload", dir.file("big.bin")}, o);
     });
     // Kill while the upload runs; the CLI retries a chunk through a short outage, or gives up and is run again.
-    while (mid_upload_kills < 8) {
-      auto pause = std::chrono::milliseconds(std::uniform_int_distribution<int>(150, 600)(timing));
+    while (mid_upload_kills < 10) {
+      auto pause = std::chrono::milliseconds(std::uniform_int_distribution<int>(20, 200)(timing));
       if (upload.wait_for(pause) == std::future_status::ready) break;
-      service->kill_hard();
+      if (!kill_when_part_grows(upload, std::chrono::milliseconds(500))) break;
+      auto on_disk = part_size();
       restart();
       auto at = received(id);
       if (at > 0 && at < static_cast<std::int64_t>(size)) ++mid_upload_kills;
+      if (on_disk > at && at >= 0) ++ahead_kills;  // the crash left bytes past the recorded offset
     }
     auto result = upload.get();
     INFO("run " << runs << ": exit " << result.exit_code << ": " << result.err);
@@ -102,7 +123,9 @@ TEST_CASE("upload crash: kill -9 of the service mid-upload, repeatedly; the uplo
     else
       CHECK(result.exit_code == 5);  // the service was away for longer than the retries: run it again
   }
-  MESSAGE((runs + 1) << " upload runs, " << mid_upload_kills << " kills mid-upload");
+  MESSAGE(runs << " upload runs, " << mid_upload_kills << " kills mid-upload, " << ahead_kills
+                << " of them left the .part ahead of the recorded offset");
+  CHECK(ahead_kills >= 3);
   CHECK(mid_upload_kills >= 5);
   REQUIRE(complete);
   auto shown = test::kiln({"-o", "json", "image", "show", id}, o);
