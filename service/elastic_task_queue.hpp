@@ -19,7 +19,9 @@ class ElasticTaskQueue : public httplib::TaskQueue {
   struct Options {
     std::size_t min_threads = 8;
     std::size_t max_threads = 4096;
-    std::size_t stack_bytes = std::size_t{1} << 20;
+    // As much as a default thread: cpp-httplib matches routes and Range headers with std::regex, which
+    // recurses once per character (an 8 KB path needs about 4 MB). Untouched stack costs no memory.
+    std::size_t stack_bytes = std::size_t{8} << 20;
     std::chrono::milliseconds idle_timeout{10000};
   };
   explicit ElasticTaskQueue(Options options);
