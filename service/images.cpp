@@ -1,7 +1,14 @@
 // Images: content-addressed by SHA-256 per tenant; resumable chunked upload; download with Range.
 #include <fmt/format.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -54,6 +61,125 @@ ImageRow require_image(Call& call, const std::string& sha) {
   return *row;
 }
 
+// The `offset` query parameter of a chunk upload: decimal digits only, no sign, within the largest image.
+std::int64_t upload_offset(const Call& call) {
+  auto it = call.query.find("offset");
+  if (it == call.query.end())
+    throw ApiError{400, "invalid_request",
+                   "query parameter 'offset' is required: the byte offset this chunk starts at"};
+  const std::string& text = it->second;
+  std::int64_t value = -1;
+  bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (!digits || error != std::errc{} || end != text.data() + text.size() || value > max_image_size)
+    throw ApiError{400, "invalid_request",
+                   fmt::format("query parameter 'offset' must be a byte offset in decimal digits (0 .. {}), not '{}'",
+                               max_image_size, text.substr(0, 40))};
+  return value;
+}
+
+std::string file_sha256(const std::filesystem::path& path) {
+  Hasher hasher(HashAlg::sha256);
+  ChunkReader reader(path);
+  for (auto piece = reader.next(); !piece.empty(); piece = reader.next()) hasher.update(piece);
+  return to_hex(hasher.finish());
+}
+
+ApiError storage_error(const std::filesystem::path& path, int error, const char* action) {
+  if (error == ENOSPC || error == EDQUOT)
+    return {507, "insufficient_storage",
+            "the service has no room for this image: free disk space and resume the upload"};
+  return {500, "internal", fmt::format("cannot {} {}: {}", action, path.filename().string(), std::strerror(error))};
+}
+
+void sync_directory(const std::filesystem::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw storage_error(dir, errno, "open");
+  int result = ::fsync(fd);
+  int error = errno;
+  ::close(fd);
+  if (result != 0) throw storage_error(dir, error, "flush");
+}
+
+// The content of an image being uploaded (SHA.part). Never followed through a symlink.
+class PartFile {
+ public:
+  explicit PartFile(std::filesystem::path path) : path_(std::move(path)) {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd_ < 0) throw storage_error(path_, errno, "open");
+  }
+  ~PartFile() { ::close(fd_); }
+  PartFile(const PartFile&) = delete;
+  PartFile& operator=(const PartFile&) = delete;
+
+  std::int64_t size() const {
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) throw storage_error(path_, errno, "inspect");
+    if (!S_ISREG(st.st_mode))
+      throw ApiError{500, "internal", fmt::format("{} is not a regular file", path_.filename().string())};
+    return st.st_size;
+  }
+
+  void truncate(std::int64_t length) {
+    if (::ftruncate(fd_, length) != 0 || ::fsync(fd_) != 0) throw storage_error(path_, errno, "truncate");
+  }
+
+  // Writes `data` at `offset` and waits until it is on disk. On any failure (a full disk, a short write)
+  // the file is cut back to `offset`, so nothing half-written is ever taken for received content.
+  void write_at(std::int64_t offset, std::string_view data) {
+    std::size_t done = 0;
+    int error = 0;
+    while (done < data.size()) {
+      auto n =
+          ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(offset) + static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        error = n < 0 ? errno : ENOSPC;
+        break;
+      }
+      done += static_cast<std::size_t>(n);
+    }
+    if (error == 0 && ::fsync(fd_) != 0) error = errno;
+    if (error != 0) {
+      (void)::ftruncate(fd_, offset);
+      throw storage_error(path_, error, "write");
+    }
+  }
+
+ private:
+  std::filesystem::path path_;
+  int fd_ = -1;
+};
+
+// One range of a Range header ("bytes=A-B", "bytes=A-", "bytes=-N"), clamped to the content; nullopt when
+// the header is malformed (signs, spaces, junk, overflow, several ranges) or the range is unsatisfiable.
+std::optional<std::pair<std::int64_t, std::int64_t>> byte_range(const std::string& header, std::int64_t size) {
+  constexpr std::string_view unit = "bytes=";
+  if (!header.starts_with(unit)) return std::nullopt;
+  auto spec = std::string_view(header).substr(unit.size());
+  auto dash = spec.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  auto number = [](std::string_view text) -> std::optional<std::int64_t> {
+    std::int64_t value = 0;
+    if (text.empty() || text.size() > 18 || text.find_first_not_of("0123456789") != std::string_view::npos)
+      return std::nullopt;
+    std::from_chars(text.data(), text.data() + text.size(), value);
+    return value;
+  };
+  auto first_text = spec.substr(0, dash), last_text = spec.substr(dash + 1);
+  if (first_text.empty()) {  // the last N bytes
+    auto suffix = number(last_text);
+    if (!suffix || *suffix == 0) return std::nullopt;
+    return std::pair{std::max<std::int64_t>(0, size - *suffix), size - 1};
+  }
+  auto first = number(first_text);
+  if (!first || *first >= size) return std::nullopt;
+  if (last_text.empty()) return std::pair{*first, size - 1};
+  auto last = number(last_text);
+  if (!last || *last < *first) return std::nullopt;
+  return std::pair{*first, std::min(*last, size - 1)};
+}
+
 }  // namespace
 
 Reply create_image(Call& call) {
@@ -94,12 +220,37 @@ Reply show_image(Call& call) { return {200, image_json(require_image(call, check
 
 Reply upload_image_chunk(Call& call) {
   auto sha = checked_sha(call.params[0]);
+  auto offset = upload_offset(call);
   auto row = require_image(call, sha);
   if (row.complete) return {200, image_json(row)};
-  std::int64_t offset = -1;
-  try {
-    offset = std::stoll(call.query_value("offset").value_or("-1"));
-  } catch (const std::exception&) {
+  auto part_path = content_path(call, sha, true);
+  auto final_path = content_path(call, sha, false);
+  auto record = [&] {
+    call.db.prepare("UPDATE images SET received = ?, complete = ? WHERE tenant_id = ? AND sha256 = ?")
+        .bind(1, row.received)
+        .bind(2, std::int64_t{row.complete})
+        .bind(3, call.who.tenant_id)
+        .bind(4, sha)
+        .run();
+  };
+  // A crash between the rename of the finished content and the row update left the whole image in place.
+  if (std::filesystem::exists(final_path) && file_sha256(final_path) == sha) {
+    row.received = row.size;
+    row.complete = true;
+    record();
+    std::filesystem::remove(part_path);
+    return {200, image_json(row)};
+  }
+  PartFile part(part_path);
+  // The row is committed only after the bytes below it are on disk, so the file is never shorter than
+  // `received` unless someone removed it; bytes past `received` are from a chunk that was never recorded
+  // (a crash or a failed write): they are dropped, and that chunk is sent again.
+  auto on_disk = part.size();
+  if (on_disk < row.received) {
+    row.received = on_disk;
+    record();
+  } else if (on_disk > row.received) {
+    part.truncate(row.received);
   }
   if (offset != row.received)
     throw ApiError{409, "offset_mismatch",
@@ -107,31 +258,20 @@ Reply upload_image_chunk(Call& call) {
   auto& chunk = call.request.body;
   if (static_cast<std::int64_t>(chunk.size()) > row.size - row.received)
     throw ApiError{400, "invalid_request", "chunk goes past the image size"};
-  auto part = content_path(call, sha, true);
-  {
-    std::ofstream out(part, std::ios::binary | std::ios::app);
-    out.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-    if (!out) throw ApiError{500, "internal", "cannot write image content"};
-  }
+  part.write_at(row.received, chunk);
   row.received += static_cast<std::int64_t>(chunk.size());
   if (row.received == row.size) {
-    Hasher hasher(HashAlg::sha256);
-    ChunkReader reader(part);
-    for (auto piece = reader.next(); !piece.empty(); piece = reader.next()) hasher.update(piece);
-    if (to_hex(hasher.finish()) != sha) {
-      std::filesystem::remove(part);
-      call.db.prepare("UPDATE images SET received = 0 WHERE tenant_id = ? AND sha256 = ?").bind(1, call.who.tenant_id).bind(2, sha).run();
+    if (file_sha256(part_path) != sha) {
+      row.received = 0;
+      record();
+      std::filesystem::remove(part_path);
       throw ApiError{422, "digest_mismatch", fmt::format("uploaded content does not hash to {}: upload again", sha)};
     }
-    std::filesystem::rename(part, content_path(call, sha, false));
+    std::filesystem::rename(part_path, final_path);
+    sync_directory(final_path.parent_path());
     row.complete = true;
   }
-  call.db.prepare("UPDATE images SET received = ?, complete = ? WHERE tenant_id = ? AND sha256 = ?")
-      .bind(1, row.received)
-      .bind(2, std::int64_t{row.complete})
-      .bind(3, call.who.tenant_id)
-      .bind(4, sha)
-      .run();
+  record();
   return {200, image_json(row)};
 }
 
@@ -145,15 +285,14 @@ Response download_image(Call& call) {
   response.headers["Accept-Ranges"] = "bytes";
   auto range = call.request.headers.find("range");
   if (range != call.request.headers.end()) {
-    long long a = -1, b = -1;
-    int n = std::sscanf(range->second.c_str(), "bytes=%lld-%lld", &a, &b);
-    if (n < 1 || a < 0 || a >= row.size || (n == 2 && (b < a))) {
+    auto wanted = byte_range(range->second, row.size);
+    if (!wanted) {
       response.status = 416;
       response.headers["Content-Range"] = fmt::format("bytes */{}", row.size);
       return response;
     }
-    first = a;
-    if (n == 2) last = std::min<std::int64_t>(b, row.size - 1);
+    first = wanted->first;
+    last = wanted->second;
     response.status = 206;
     response.headers["Content-Range"] = fmt::format("bytes {}-{}/{}", first, last, row.size);
   }

@@ -1,5 +1,7 @@
 // kiln-service: init (TLS material, database, tenant, admin token), run (HTTPS API), tenant/token admin.
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 
 #include <filesystem>
 #include <iostream>
@@ -14,6 +16,8 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "service/api.hpp"
+#include "service/connection_guard.hpp"
+#include "service/elastic_task_queue.hpp"
 #include "service/tls_material.hpp"
 
 namespace fs = std::filesystem;
@@ -26,6 +30,28 @@ struct Paths {
   fs::path database() const { return dir / "kiln.db"; }
   fs::path images() const { return dir / "images"; }
 };
+
+// How each listener treats its connections (kiln-service run flags).
+struct ListenerOptions {
+  int threads = 8;         // kept ready
+  int max_threads = 4096;  // one per connection being served, up to this many
+  double handshake_timeout = 10, header_timeout = 10, body_timeout = 60;  // seconds, see ConnectionLimits
+  int max_connections_per_address = 1000;
+
+  service::ConnectionLimits limits() const {
+    auto ms = [](double seconds) { return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000)); };
+    return {ms(handshake_timeout), ms(header_timeout), ms(body_timeout), max_connections_per_address};
+  }
+};
+
+// A connection is a thread: room for thousands of descriptors, not the usual soft limit of 1024.
+void raise_descriptor_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
 
 service::Service open_service(const Paths& paths) {
   if (!fs::exists(paths.database()))
@@ -90,8 +116,9 @@ service::Request to_request(const httplib::Request& in) {
 // registered factory CAs (and, for devices, the imported device key), which TLS cannot know about.
 int accept_any_client_certificate(int /*preverified*/, X509_STORE_CTX* /*ctx*/) { return 1; }
 
-std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, int threads, std::shared_ptr<service::Service> svc,
-                                                bool mutual_tls) {
+std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const ListenerOptions& options,
+                                                std::shared_ptr<service::Service> svc, bool mutual_tls,
+                                                service::ConnectionGuard& guard, int& listen_socket) {
   auto server = std::make_unique<httplib::SSLServer>((paths.dir / "server.pem").c_str(), (paths.dir / "server.key").c_str());
   if (!server->is_valid())
     throw Error(ExitCode::failure, "cannot load the server certificate/key from " + paths.dir.string());
@@ -106,11 +133,21 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, int threads,
   server->set_tcp_nodelay(true);
   server->set_keep_alive_max_count(100000);
   // A kept-alive connection holds a worker thread while it idles. Agents talk in bursts (check-in, manifest,
-  // image ranges, statuses) separated by their check-in interval: release the thread soon after a burst,
-  // or a few boards would hold every worker and the rest of the fleet would wait.
+  // image ranges, statuses) separated by their check-in interval: release the thread soon after a burst.
   if (mutual_tls) server->set_keep_alive_timeout(1);
   server->set_payload_max_length(std::size_t{64} << 20);
-  server->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
+  // Every connection gets a thread of its own (up to --max-threads), so slow or idle clients hold only
+  // their own; the guard's deadlines bound how long any of them can.
+  server->new_task_queue = [options] {
+    return new service::ElasticTaskQueue({.min_threads = static_cast<std::size_t>(options.threads),
+                                          .max_threads = static_cast<std::size_t>(options.max_threads)});
+  };
+  guard.attach(*server);
+  // cpp-httplib listens with a backlog of 5: remember the socket to give it a deeper queue once bound.
+  server->set_socket_options([&listen_socket](socket_t socket) {
+    httplib::default_socket_options(socket);
+    listen_socket = socket;
+  });
   auto handler = [svc](const httplib::Request& req, httplib::Response& res) {
     auto reply = svc->handle(to_request(req));
     res.status = reply.status;
@@ -126,26 +163,33 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, int threads,
   return server;
 }
 
-int bind_server(httplib::SSLServer& server, const std::string& listen) {
+int bind_server(httplib::SSLServer& server, const std::string& listen, const int& listen_socket) {
   auto colon = listen.rfind(':');
   if (colon == std::string::npos) throw Error(ExitCode::usage, "--listen wants HOST:PORT, e.g. 127.0.0.1:8443");
   std::string host = listen.substr(0, colon);
   int port = std::stoi(listen.substr(colon + 1));
   int bound = port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
   if (bound < 0) throw Error(ExitCode::failure, "cannot listen on " + listen, "is the port in use?");
+  // Linux lets listen() be called again to resize the accept queue: a burst of connections is not dropped.
+  if (listen_socket >= 0) ::listen(listen_socket, SOMAXCONN);
   return bound;
 }
 
-int run(const Paths& paths, const std::string& listen, const std::string& agent_listen, int threads, int check_in_after) {
+int run(const Paths& paths, const std::string& listen, const std::string& agent_listen, const ListenerOptions& options,
+        int check_in_after) {
   open_service(paths);  // fails with a hint when the directory was never initialised
+  raise_descriptor_limit();
   auto svc = std::make_shared<service::Service>(
       service::ServiceConfig{paths.database().string(), paths.images(), check_in_after});
-  auto api = make_server(paths, threads, svc, false);
+  // The guards outlive the servers: OpenSSL reports each connection's end to its guard.
+  service::ConnectionGuard api_guard(options.limits(), "api"), agent_guard(options.limits(), "agents");
+  int api_socket = -1, agent_socket = -1;
+  auto api = make_server(paths, options, svc, false, api_guard, api_socket);
   std::unique_ptr<httplib::SSLServer> agents;
-  if (!agent_listen.empty()) agents = make_server(paths, threads, svc, true);
+  if (!agent_listen.empty()) agents = make_server(paths, options, svc, true, agent_guard, agent_socket);
   std::string host = listen.substr(0, listen.rfind(':'));
-  int port = bind_server(*api, listen);
-  int agent_port = agents ? bind_server(*agents, agent_listen) : 0;
+  int port = bind_server(*api, listen, api_socket);
+  int agent_port = agents ? bind_server(*agents, agent_listen, agent_socket) : 0;
 
   // Signals arrive on a dedicated thread so stop() runs outside a signal handler.
   sigset_t signals;
@@ -179,7 +223,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   Paths paths;
   std::string tenant = "default", listen = "127.0.0.1:8443", agent_listen, role, name, token_file;
-  int threads = 8;
+  ListenerOptions listener;
   int check_in_after = 60;
 
   auto* init_cmd = app.add_subcommand("init", "Create TLS material, the database, a tenant and D/admin.token (0600)");
@@ -190,7 +234,28 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--dir", paths.dir, "Data directory")->required();
   run_cmd->add_option("--listen", listen, "HOST:PORT (port 0 picks a free port and prints it)");
   run_cmd->add_option("--agent-listen", agent_listen, "HOST:PORT for device agents (mutual TLS); port 0 picks one");
-  run_cmd->add_option("--threads", threads, "Worker threads per listener")->check(CLI::Range(1, 256));
+  run_cmd->add_option("--threads", listener.threads, "Worker threads each listener keeps ready (default 8)")
+      ->check(CLI::Range(1, 256));
+  run_cmd
+      ->add_option("--max-threads", listener.max_threads,
+                   "Most connections each listener serves at once, a thread each (default 4096); more wait")
+      ->check(CLI::Range(1, 65536));
+  run_cmd
+      ->add_option("--handshake-timeout", listener.handshake_timeout,
+                   "Seconds a client has for the TLS handshake (default 10)")
+      ->check(CLI::Range(0.1, 3600.0));
+  run_cmd
+      ->add_option("--header-timeout", listener.header_timeout,
+                   "Seconds for a request's line and headers, from the handshake or the previous response (default 10)")
+      ->check(CLI::Range(0.1, 3600.0));
+  run_cmd
+      ->add_option("--body-timeout", listener.body_timeout,
+                   "Seconds for a request's body and its response, from the end of its headers (default 60)")
+      ->check(CLI::Range(0.1, 86400.0));
+  run_cmd
+      ->add_option("--max-connections-per-address", listener.max_connections_per_address,
+                   "Connections one IP address may hold open on each listener (default 1000; 0: no limit)")
+      ->check(CLI::Range(0, 1000000));
   run_cmd->add_option("--check-in-after", check_in_after, "Seconds agents are told to wait between check-ins")
       ->check(CLI::Range(1, 86400));
 
@@ -215,7 +280,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
     if (*init_cmd) return init(paths, tenant);
-    if (*run_cmd) return run(paths, listen, agent_listen, threads, check_in_after);
+    if (*run_cmd) return run(paths, listen, agent_listen, listener, check_in_after);
     auto svc = open_service(paths);
     auto tenant_id = svc.find_tenant(tenant);
     if (*tenant_create) {

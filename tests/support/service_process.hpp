@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/support/process.hpp"
 
@@ -21,11 +22,20 @@ class ServiceProcess {
  public:
   // Starts the service on 127.0.0.1 (port 0: a free port) and waits for "listening on https://...".
   // With agents, a second listener for device agents (mutual TLS) on a free port.
-  explicit ServiceProcess(const std::filesystem::path& dir, int port = 0, bool agents = false) {
+  // extra_args are appended to `kiln-service run` (e.g. {"--header-timeout", "3"}).
+  explicit ServiceProcess(const std::filesystem::path& dir, int port = 0, bool agents = false,
+                          const std::vector<std::string>& extra_args = {}) {
     int err_pipe[2];
     if (pipe2(err_pipe, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
     std::string program = bin_path("kiln-service");
     std::string listen = "127.0.0.1:" + std::to_string(port);
+    // Built before fork: the child of a threaded test must not allocate.
+    std::vector<std::string> args{program, "run", "--dir", dir.string(), "--listen", listen};
+    if (agents) args.insert(args.end(), {"--agent-listen", "127.0.0.1:0"});
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    std::vector<char*> argv;
+    for (auto& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
     pid_ = fork();
     if (pid_ < 0) throw std::runtime_error("fork failed");
     if (pid_ == 0) {
@@ -33,11 +43,7 @@ class ServiceProcess {
       int devnull = open("/dev/null", O_RDWR);
       dup2(devnull, 0);
       dup2(devnull, 1);
-      if (agents)
-        execl(program.c_str(), program.c_str(), "run", "--dir", dir.c_str(), "--listen", listen.c_str(), "--agent-listen",
-              "127.0.0.1:0", nullptr);
-      else
-        execl(program.c_str(), program.c_str(), "run", "--dir", dir.c_str(), "--listen", listen.c_str(), nullptr);
+      execv(program.c_str(), argv.data());
       _exit(127);
     }
     close(err_pipe[1]);
@@ -73,6 +79,18 @@ class ServiceProcess {
   int port() const { return port_; }
   int agent_port() const { return agent_port_; }
   std::string url() const { return "https://127.0.0.1:" + std::to_string(port_); }
+
+  pid_t pid() const { return pid_; }
+
+  // SIGKILL at once (a crash), and reap.
+  void kill_hard() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    close(stderr_fd_);
+  }
 
   // SIGTERM and wait (SIGKILL after 10 s); returns the exit status, or -1 if already stopped.
   int stop() {
