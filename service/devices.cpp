@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "core/bytes.hpp"
+#include "core/device_uid.hpp"
 #include "core/error.hpp"
 #include "service/handlers.hpp"
 #include "service/ledger_bundle.hpp"
@@ -25,12 +26,7 @@ constexpr std::int64_t default_page = 1000;
 constexpr std::int64_t max_page = 10000;
 constexpr std::int64_t challenge_seconds = 300;
 
-bool valid_uid(std::string_view uid) {
-  if (uid.empty() || uid.size() > 128) return false;
-  return std::all_of(uid.begin(), uid.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':';
-  });
-}
+bool valid_uid(std::string_view uid) { return is_device_uid(uid); }  // core/device_uid.hpp
 
 // DER SubjectPublicKeyInfo of a PEM certificate (a full X.509 parse, ~0.2 ms with OpenSSL 3).
 Bytes public_key_from_certificate(const std::string& pem) {
