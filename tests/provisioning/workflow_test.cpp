@@ -51,7 +51,8 @@ TEST_CASE("workflow: a blank board ends device-complete with a recorded, CA-issu
   test::StationFiles files(served.root.cert_path);
   auto station = files.open();
   std::vector<ProvisionEvent> events;
-  auto outcome = provision_board(*station, served.address(0), {}, [&](const ProvisionEvent& e) { events.push_back(e); });
+  auto outcome =
+      provision_board(*station, served.address(0), {}, [&](const ProvisionEvent& e) { events.push_back(e); });
   REQUIRE_MESSAGE(outcome.result == "provisioned", outcome.error);
   CHECK(outcome.uid == served.boards[0]->uid());
   CHECK(events.size() == 7);
@@ -123,11 +124,15 @@ TEST_CASE("workflow: a link cut after any number of bytes is resumed by a re-run
     ProvisionOptions options;
     options.board_timeout = std::chrono::milliseconds(1000);
     auto first = provision_board(*station, served.address(0), options, {});
+    CAPTURE(first.error);
     if (first.result != "provisioned") {
       failed_steps.insert(first.failed_step);
       CHECK(record_of(served, 0).state == ManufacturingState::blank);
     }
     auto second = provision_board(*station, served.address(0), options, {});
+    // A cut beyond the first attempt's bytes lands in the re-run itself: one more run resumes it.
+    if (first.result == "provisioned" && second.result == "failed")
+      second = provision_board(*station, served.address(0), options, {});
     CHECK_MESSAGE((second.result == "provisioned" || second.result == "already-provisioned"), second.error);
     auto record = record_of(served, 0);
     CHECK(record.state == ManufacturingState::device_complete);
@@ -229,7 +234,9 @@ namespace {
 // once sat between this board and a station (or that asked it itself) holds.
 smp::Body captured_identity(const test::ServedBoards& served, std::size_t i) {
   SmpClient client(open_link(served.address(i)));
-  SmpRequest request{smp::Op::read, smp::group::kiln_provisioning, provisioning_command::identity,
+  SmpRequest request{smp::Op::read,
+                     smp::group::kiln_provisioning,
+                     provisioning_command::identity,
                      {{"nonce", smp::binary(Bytes(32, 0x42))}}};
   return client.call_raw(request);
 }
@@ -291,7 +298,8 @@ TEST_CASE("workflow: a proxy relaying the challenge to the genuine board cannot 
       [&](const smp::Header& h, const smp::Body& request) -> std::optional<smp::Body> {
         if (!is_request(h, smp::group::kiln_provisioning, provisioning_command::identity)) return std::nullopt;
         SmpClient genuine(open_link(served.address(0)));
-        return genuine.call_raw({smp::Op::read, smp::group::kiln_provisioning, provisioning_command::identity, request});
+        return genuine.call_raw(
+            {smp::Op::read, smp::group::kiln_provisioning, provisioning_command::identity, request});
       },
       [&](const smp::Header& h, smp::Body& response) {
         if (is_request(h, smp::group::kiln_provisioning, provisioning_command::record)) response["uid"] = genuine_uid;
@@ -308,9 +316,9 @@ TEST_CASE("workflow: a proxy relaying the challenge to the genuine board cannot 
 }
 
 TEST_CASE("workflow: a board reporting a UID its attestation certificate does not bind is refused (exit 3)") {
-  test::ServedBoards served(2);
-  auto victim = served.boards[1]->uid();
-  // Board 0 keeps its own (genuine) attestation certificate but claims board 1's UID.
+  test::ServedBoards served(1);
+  std::string victim = "0123456789abcdef";  // another unit's UID
+  // The board keeps its own (genuine) attestation certificate but claims another unit's UID.
   edit_board_state(served, 0, [&](nlohmann::json& state) { state["uid"] = victim; });
   REQUIRE(served.boards[0]->uid() == victim);
   test::StationFiles files(served.root.cert_path);
@@ -326,13 +334,13 @@ TEST_CASE("workflow: a board reporting a UID its attestation certificate does no
 TEST_CASE("workflow: a board UID outside the service's alphabet is refused before any write (exit 4)") {
   test::ServedBoards served(1);
   std::string hostile = "unit/\x1b[2J../x";
-  test::SmpProxy proxy(
-      served.dir.path() / "proxy.sock", (served.dir.path() / (served.boards[0]->uid() + ".sock")).string(), {},
-      [&](const smp::Header& h, smp::Body& response) {
-        if (is_request(h, smp::group::kiln_provisioning, provisioning_command::identity) ||
-            is_request(h, smp::group::kiln_provisioning, provisioning_command::record))
-          response["uid"] = hostile;
-      });
+  test::SmpProxy proxy(served.dir.path() / "proxy.sock",
+                       (served.dir.path() / (served.boards[0]->uid() + ".sock")).string(), {},
+                       [&](const smp::Header& h, smp::Body& response) {
+                         if (is_request(h, smp::group::kiln_provisioning, provisioning_command::identity) ||
+                             is_request(h, smp::group::kiln_provisioning, provisioning_command::record))
+                           response["uid"] = hostile;
+                       });
   test::StationFiles files(served.root.cert_path);
   auto station = files.open();
   std::vector<ProvisionEvent> events;
@@ -389,8 +397,8 @@ TEST_CASE("workflow: a second certificate for a UID needs --reprovision, and the
   CHECK(report.reprovisions == 1);
   // The export says so, for the service and the auditor.
   station->ledger->export_bundle(files.dir.path() / "units.jsonl", *station->ca);
-  auto line = nlohmann::json::parse(read_text_file(files.dir.path() / "units.jsonl").substr(
-      0, read_text_file(files.dir.path() / "units.jsonl").find('\n')));
+  auto line = nlohmann::json::parse(read_text_file(files.dir.path() / "units.jsonl")
+                                        .substr(0, read_text_file(files.dir.path() / "units.jsonl").find('\n')));
   CHECK(line["uid"] == uid);
   CHECK(line["reprovisioned"] == true);
   CHECK(line["certificates_issued"] == 2);
@@ -399,13 +407,13 @@ TEST_CASE("workflow: a second certificate for a UID needs --reprovision, and the
 TEST_CASE("workflow: a board that acknowledges a write it did not keep is never sealed") {
   test::ServedBoards served(1);
   // The install-config write is acknowledged but never reaches the board (a flash fault, a proxy).
-  test::SmpProxy proxy(
-      served.dir.path() / "proxy.sock", (served.dir.path() / (served.boards[0]->uid() + ".sock")).string(),
-      [&](const smp::Header& h, const smp::Body&) -> std::optional<smp::Body> {
-        if (is_request(h, smp::group::kiln_provisioning, provisioning_command::install_config))
-          return smp::Body::object();
-        return std::nullopt;
-      });
+  test::SmpProxy proxy(served.dir.path() / "proxy.sock",
+                       (served.dir.path() / (served.boards[0]->uid() + ".sock")).string(),
+                       [&](const smp::Header& h, const smp::Body&) -> std::optional<smp::Body> {
+                         if (is_request(h, smp::group::kiln_provisioning, provisioning_command::install_config))
+                           return smp::Body::object();
+                         return std::nullopt;
+                       });
   test::StationFiles files(served.root.cert_path);
   // module-complete: the board itself would not insist on the service configuration.
   files.profile.final_state = ManufacturingState::module_complete;
