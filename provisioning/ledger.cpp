@@ -289,8 +289,13 @@ void Ledger::set_station_signer(const Signer* signer, int checkpoint_every) {
                  {"ledger_id", ledger_id_},
                  {"station_public_key", to_hex(ours)},
                  {"created_at", utc_now_iso8601()}};
-    signer_ = signer;
-    insert_row("station", content.dump(), signer);
+    signer_ = signer;  // insert_row signs the head with it
+    try {
+      insert_row("station", content.dump(), signer);
+    } catch (...) {
+      signer_ = nullptr;
+      throw;
+    }
   }
   tx.commit();
   signer_ = signer;

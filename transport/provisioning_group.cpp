@@ -209,7 +209,10 @@ Bytes attestation_statement(std::string_view label, ByteView nonce, std::string_
 BoardIdentity read_identity(SmpClient& client, ByteView nonce) {
   smp::Body request = smp::Body::object();
   if (!nonce.empty()) request["nonce"] = smp::binary(nonce);
-  auto rsp = call_group(client, smp::Op::read, provisioning_command::identity, request);
+  return parse_identity(call_group(client, smp::Op::read, provisioning_command::identity, request));
+}
+
+BoardIdentity parse_identity(const smp::Body& rsp) {
   BoardIdentity id;
   id.uid = smp::get_text(rsp, "uid");
   id.state = parse_manufacturing_state(smp::get_text(rsp, "state"));
@@ -218,9 +221,14 @@ BoardIdentity read_identity(SmpClient& client, ByteView nonce) {
   id.transport_key_signature = smp::get_bytes(rsp, "transport_key_sig");
   if (rsp.contains("attestation_sig")) id.attestation_signature = smp::get_bytes(rsp, "attestation_sig");
   if (auto fw = rsp.find("firmware"); fw != rsp.end() && fw->is_array())
-    for (const auto& slot : *fw)
-      id.firmware.push_back({static_cast<std::uint32_t>(smp::get_uint(slot, "slot")), slot.value("version", ""),
+    for (const auto& slot : *fw) {
+      auto version = slot.is_object() ? slot.find("version") : slot.end();
+      if (!slot.is_object() || (version != slot.end() && !version->is_string()))
+        throw Error(ExitCode::board, "the board's identity lists a firmware slot that is not {slot, version, hash}");
+      id.firmware.push_back({static_cast<std::uint32_t>(smp::get_uint(slot, "slot")),
+                             version != slot.end() ? version->get<std::string>() : std::string(),
                              smp::get_bytes(slot, "hash")});
+    }
   if (rsp.contains("manifest_key")) id.manifest_key = smp::get_bytes(rsp, "manifest_key");
   if (rsp.contains("sequence")) id.sequence = smp::get_uint(rsp, "sequence");
   if (rsp.contains("manifest_digest")) id.manifest_digest = smp::get_bytes(rsp, "manifest_digest");

@@ -113,6 +113,8 @@ constexpr std::size_t max_nonce_size = 64;
 
 // With a nonce, the board also signs the identity statement with its attestation key.
 BoardIdentity read_identity(SmpClient& client, ByteView nonce = {});
+// The 64:0 response body as a BoardIdentity. Throws Error for a missing or mistyped field.
+BoardIdentity parse_identity(const smp::Body& response);
 // Returns the PKCS#10 CSR (DER) for a P-256 key generated inside the secure element.
 Bytes generate_device_key(SmpClient& client, const std::string& common_name = {});
 struct AttestedKey {
