@@ -620,6 +620,16 @@ std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signe
                    "SELECT content, hash, seq FROM ledger WHERE seq IN (SELECT max(seq) FROM ledger WHERE kind = 'unit' "
                    "AND json_extract(content, '$.result') = 'provisioned' GROUP BY json_extract(content, '$.uid')) "
                    "ORDER BY seq");
+  // UIDs this station certified more than once (one pass, not one query per unit).
+  std::map<std::string, std::int64_t> certified_more_than_once;
+  {
+    auto twice = prepare(db_.get(),
+                         "SELECT json_extract(content, '$.uid'), count(DISTINCT json_extract(content, '$.serial')) "
+                         "FROM ledger WHERE kind = 'unit' AND json_extract(content, '$.serial') != '' "
+                         "GROUP BY json_extract(content, '$.uid') HAVING count(DISTINCT json_extract(content, '$.serial')) > 1");
+    while (sqlite3_step(twice.get()) == SQLITE_ROW)
+      certified_more_than_once[column_text(twice.get(), 0)] = sqlite3_column_int64(twice.get(), 1);
+  }
   AtomicFile file(out, 0644);
   Hasher hasher(HashAlg::sha256);
   std::int64_t units = 0;
@@ -641,13 +651,9 @@ std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signe
     if (c.contains("manifest_sequence")) unit["manifest_sequence"] = c["manifest_sequence"];
     // A UID this station certified more than once (an explicit --reprovision): the service must
     // not take the new key silently (revoke or unclaim the unit first).
-    auto certificates = count(db_.get(),
-                              "SELECT count(DISTINCT json_extract(content, '$.serial')) FROM ledger WHERE kind = 'unit' "
-                              "AND json_extract(content, '$.uid') = ? AND json_extract(content, '$.serial') != ''",
-                              c.value("uid", ""));
-    if (certificates > 1) {
+    if (auto it = certified_more_than_once.find(c.value("uid", "")); it != certified_more_than_once.end()) {
       unit["reprovisioned"] = true;
-      unit["certificates_issued"] = certificates;
+      unit["certificates_issued"] = it->second;
     }
     std::string line = unit.dump() + "\n";
     hasher.update(as_bytes(line));
