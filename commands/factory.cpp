@@ -43,6 +43,7 @@ struct RunArgs {
   std::string operator_name;
   bool all = false;
   bool dry_run = false;
+  bool reprovision = false;
   int jobs = 4;
   int timeout_ms = 5000;
 };
@@ -55,7 +56,23 @@ struct WatchArgs {
 struct LedgerArgs {
   std::string profile;
   std::string out;
+  bool allow_unverified = false;
 };
+
+// A ledger whose end no signature proves (bound to no station: written before signed heads) is
+// refused unless the operator accepts it explicitly.
+void check_provable(const LedgerVerifyReport& report, const fs::path& ledger, bool allow_unverified) {
+  if (!report.ok)
+    throw Error(ExitCode::verification_failed, fmt::format("ledger {}: {}", ledger.string(), report.problem),
+                "a ledger that fails verification is not exported; keep the file for investigation");
+  if (report.ledger_id.empty() && report.rows > 0 && !allow_unverified)
+    throw Error(ExitCode::verification_failed,
+                fmt::format("ledger {} has no station row and no signed head: {} of its {} rows are covered by no "
+                            "signature, and rows cut from its end could not be detected",
+                            ledger.string(), report.unverified_rows, report.rows),
+                "run the station once with this ledger (kiln factory run/provision binds it and signs its head), or "
+                "pass --allow-unverified to accept it as it is");
+}
 
 
 std::string absolute_keyref(const std::string& keyref) {
@@ -167,6 +184,8 @@ std::string operator_name(const RunArgs& args) {
 void add_run_options(CLI::App* command, RunArgs& args) {
   command->add_option("--profile", args.profile, "Station profile (kiln factory init)")->required();
   command->add_flag("--dry-run", args.dry_run, "Show what would happen to each board; change nothing");
+  command->add_flag("--reprovision", args.reprovision,
+                    "Issue a new certificate to a UID this station already certified (recorded in the ledger)");
   command->add_option("--operator", args.operator_name, "Operator recorded in the ledger (default: $USER)")->type_name("NAME");
   command->add_option("--timeout", args.timeout_ms, "Milliseconds to wait for each board answer")
       ->check(CLI::Range(10, 600000));
@@ -207,6 +226,7 @@ std::vector<ProvisionOutcome> run_boards(cli::Context& ctx, EventView& view, con
   auto station = open_station(args.profile, ctx.key_options(), operator_name(args));
   ProvisionOptions options;
   options.dry_run = args.dry_run;
+  options.reprovision = args.reprovision;
   options.board_timeout = std::chrono::milliseconds(args.timeout_ms);
   auto outcomes = provision_boards(*station, boards, args.jobs, options, view.sink());
   if (!args.dry_run) station->ledger->checkpoint();  // seal this run
@@ -229,14 +249,16 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
   init->add_option("--boot-key", init_args->boot_key, "MCUboot signing key (its hash is installed)")->required()->type_name("KEYREF");
   init->add_option("--product", init_args->product, "Product name (O= of device certificates)")->required()->type_name("NAME");
   init->add_option("--service", init_args->service, "Security service URL installed on each device (https://...)")->type_name("URL");
-  init->add_option("--quota", init_args->quota, "Certificates this station may issue")->check(CLI::NonNegativeNumber);
+  init->add_option("--quota", init_args->quota, "Certificates this station may issue")
+      ->check(CLI::Range(profile_range::quota.min, profile_range::quota.max));
   init->add_option("--identity", init_args->identity, "csr (key made on the board) or inject (wrapped station key)")
       ->check(CLI::IsMember({"csr", "inject"}));
   init->add_option("--station-id", init_args->station_id, "Name of this station in the ledger")->type_name("NAME");
   init->add_option("--ledger", init_args->ledger, "Ledger database (default: station-ledger.sqlite beside the profile)")->type_name("FILE");
   init->add_option("--station-key", init_args->station_key, "Key signing ledger checkpoints and exports (default: CA key)")->type_name("KEYREF");
   init->add_option("--trust-anchor", init_args->trust_anchor, "Service trust anchor to install (default: CA certificate)")->type_name("FILE");
-  init->add_option("--validity-days", init_args->validity_days, "Device certificate validity")->check(CLI::Range(1, 36500));
+  init->add_option("--validity-days", init_args->validity_days, "Device certificate validity (days)")
+      ->check(CLI::Range(profile_range::validity_days.min, profile_range::validity_days.max));
   init->add_option("--final-state", init_args->final_state, "module-complete or device-complete")
       ->check(CLI::IsMember({"module-complete", "device-complete"}));
   auto* image = init->add_option("--image", init_args->image, "Signed MCUboot image every board must run (firmware step)")
@@ -258,6 +280,17 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
     if (ca->public_key_der() != load_public_key_file(profile.ca_certificate, std::nullopt))
       throw Error(ExitCode::usage, fmt::format("CA key {} does not belong to {}", init_args->ca_key, init_args->ca_cert));
     read_certificate_file(profile.vendor_root.string());
+    // A ledger already bound to another station key stays with that station (exit 7).
+    if (fs::exists(profile.ledger)) {
+      auto station_key = open_signer(profile.station_key, ctx.key_options())->public_key_der();
+      Ledger existing(profile.ledger);
+      if (auto owner = existing.station_public_key(); owner && *owner != station_key)
+        throw Error(ExitCode::conflict,
+                    fmt::format("ledger {} belongs to another station key (sha256 {}…): this profile's station key "
+                                "could not append to it",
+                                profile.ledger.string(), to_hex(digest(HashAlg::sha256, *owner)).substr(0, 16)),
+                    "choose another ledger for this station: --ledger PATH (station.ledger in the profile)");
+    }
     auto text = profile_to_toml(profile);
     parse_profile(text, fs::absolute(init_args->out).parent_path());  // what we write, we can read
     write_profile(init_args->out, profile, init_args->force);
@@ -308,6 +341,7 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
     options.jobs = args.jobs;
     options.max_boards = watch_args->count;
     options.provision.dry_run = args.dry_run;
+    options.provision.reprovision = args.reprovision;
     options.provision.board_timeout = std::chrono::milliseconds(args.timeout_ms);
     options.emu_dir = discovery.emu_dir;
     options.usb_ids = discovery.usb_ids;
@@ -323,11 +357,17 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
   ledger_command->require_subcommand(1);
   auto ledger_args = std::make_shared<LedgerArgs>();
 
-  auto* verify = ledger_command->add_subcommand("verify", "Check the hash chain and checkpoint signatures; name the first bad row");
+  auto* verify = ledger_command->add_subcommand(
+      "verify", "Check the hash chain, station binding, checkpoint and head signatures; name the first bad row");
   verify->add_option("--profile", ledger_args->profile, "Station profile")->required();
+  verify->add_flag("--allow-unverified", ledger_args->allow_unverified,
+                   "Accept a ledger with no station row and signed head (written by an older kiln)");
   verify->callback([&ctx, ledger_args] {
     auto profile = read_profile(ledger_args->profile);
     auto station_key = load_public_key(profile.station_key, ctx.key_options());
+    if (!fs::exists(profile.ledger))
+      throw Error(ExitCode::not_found, fmt::format("ledger {} does not exist", profile.ledger.string()),
+                  "a station creates it on its first run (kiln factory run/provision)");
     Ledger ledger(profile.ledger);
     auto report = ledger.verify(station_key);
     cli::Json out{{"ledger", profile.ledger.string()},
@@ -335,25 +375,29 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
                   {"rows", report.rows},
                   {"units", report.units},
                   {"checkpoints", report.checkpoints},
-                  {"unsealed_rows", report.unsealed_rows}};
+                  {"unsealed_rows", report.unsealed_rows},
+                  {"unverified_rows", report.unverified_rows},
+                  {"head_verified", report.head_verified},
+                  {"reprovisions", report.reprovisions}};
+    if (!report.ledger_id.empty()) out["ledger_id"] = report.ledger_id;
     if (report.bad_row) out["bad_row"] = *report.bad_row;
     if (!report.ok) out["problem"] = report.problem;
     ctx.render(out);
-    if (!report.ok)
-      throw Error(ExitCode::verification_failed, fmt::format("ledger {}: {}", profile.ledger.string(), report.problem));
+    check_provable(report, profile.ledger, ledger_args->allow_unverified);
   });
 
   auto* exporter = ledger_command->add_subcommand("export", "Write the signed JSON-lines bundle for kiln device import");
   exporter->add_option("--profile", ledger_args->profile, "Station profile")->required();
   exporter->add_option("-o,--out", ledger_args->out, "Bundle to write (units.jsonl)")->required();
+  exporter->add_flag("--allow-unverified", ledger_args->allow_unverified,
+                     "Export a ledger with no station row and signed head (written by an older kiln)");
   exporter->callback([&ctx, ledger_args] {
     auto profile = read_profile(ledger_args->profile);
     auto signer = open_signer(profile.station_key, ctx.key_options());
+    if (!fs::exists(profile.ledger))
+      throw Error(ExitCode::not_found, fmt::format("ledger {} does not exist", profile.ledger.string()));
     Ledger ledger(profile.ledger);
-    auto report = ledger.verify(signer->public_key_der());
-    if (!report.ok)
-      throw Error(ExitCode::verification_failed, fmt::format("ledger {}: {}", profile.ledger.string(), report.problem),
-                  "a ledger that fails verification is not exported");
+    check_provable(ledger.verify(signer->public_key_der()), profile.ledger, ledger_args->allow_unverified);
     auto units = ledger.export_bundle(ledger_args->out, *signer);
     ctx.render(cli::Json{{"bundle", ledger_args->out}, {"units", units}});
   });

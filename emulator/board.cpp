@@ -479,6 +479,13 @@ Body Board::provisioning_group(const smp::Header& header, const Body& request) {
   bool blank = s.manufacturing == ManufacturingState::blank;
   switch (header.command) {
     case identity: {
+      // A station nonce (16..64 bytes) is answered with the attestation key: a replayed answer
+      // to another station's nonce does not verify.
+      Bytes nonce;
+      if (request.contains("nonce")) {
+        nonce = smp::get_bytes(request, "nonce");
+        if (nonce.size() < min_nonce_size || nonce.size() > max_nonce_size) return group_error(prc::invalid_argument);
+      }
       Body chain = Body::array();
       for (const auto& cert : secure_element_.attestation_chain()) chain.push_back(smp::binary(cert));
       Body out{{"uid", uid_},
@@ -487,6 +494,7 @@ Body Board::provisioning_group(const smp::Header& header, const Body& request) {
                   {"transport_key", smp::binary(secure_element_.transport_public_key())},
                   {"transport_key_sig", smp::binary(secure_element_.transport_key_signature())},
                   {"firmware", firmware_list()}};
+      if (!nonce.empty()) out["attestation_sig"] = smp::binary(secure_element_.attest_identity(nonce));
       add_firmware_record(out);
       return out;
     }
@@ -494,11 +502,19 @@ Body Board::provisioning_group(const smp::Header& header, const Body& request) {
       if (!write) break;
       if (!blank) return group_error(prc::locked);
       std::string cn = request.value("cn", "");
+      Bytes nonce;
+      if (request.contains("nonce")) {
+        nonce = smp::get_bytes(request, "nonce");
+        if (nonce.size() < min_nonce_size || nonce.size() > max_nonce_size) return group_error(prc::invalid_argument);
+      }
       Bytes csr = secure_element_.generate_device_key(cn);
       s.key_origin = "generated";
       s.chain.clear();
       save();
-      return Body{{"csr", smp::binary(csr)}, {"public_key", smp::binary(secure_element_.device_public_key())}};
+      Body out{{"csr", smp::binary(csr)}, {"public_key", smp::binary(secure_element_.device_public_key())}};
+      // The attestation key vouches that this key was made inside this secure element.
+      if (!nonce.empty()) out["key_attestation"] = smp::binary(secure_element_.attest_device_key(nonce));
+      return out;
     }
     case install_chain: {
       if (!write) break;
@@ -574,7 +590,9 @@ Body Board::provisioning_group(const smp::Header& header, const Body& request) {
       if (!secure_element_.has_device_key()) return group_error(prc::no_device_key);
       Bytes challenge = smp::get_bytes(request, "challenge");
       if (challenge.empty() || challenge.size() > 1024) return group_error(prc::invalid_argument);
-      return Body{{"signature", smp::binary(secure_element_.sign_with_device_key(challenge))}, {"alg", "ES256"}};
+      return Body{{"signature", smp::binary(secure_element_.sign_with_device_key(challenge))},
+                  {"alg", "ES256"},
+                  {"key_attestation", smp::binary(secure_element_.attest_device_key(challenge))}};
     }
     case set_state: {
       if (!write) break;

@@ -113,6 +113,18 @@ Bytes SecureElement::transport_key_signature() const {
   return signer->sign(digest(HashAlg::sha256, transport_public_key()), HashAlg::sha256);
 }
 
+Bytes SecureElement::attest_identity(ByteView nonce) const {
+  auto signer = load_file_signer(dir_ / "silicon.key.pem", std::nullopt);
+  Bytes statement = attestation_statement(identity_statement_label, nonce, uid_, transport_public_key());
+  return signer->sign(digest(HashAlg::sha256, statement), HashAlg::sha256);
+}
+
+Bytes SecureElement::attest_device_key(ByteView nonce) const {
+  auto signer = load_file_signer(dir_ / "silicon.key.pem", std::nullopt);
+  Bytes statement = attestation_statement(key_statement_label, nonce, uid_, device_public_key());
+  return signer->sign(digest(HashAlg::sha256, statement), HashAlg::sha256);
+}
+
 bool SecureElement::has_device_key() const { return fs::exists(dir_ / "device.key.pem"); }
 
 Bytes SecureElement::device_public_key() const {

@@ -30,6 +30,10 @@ class SecureElement {
   std::vector<Bytes> attestation_chain() const;  // attestation certificate, then the vendor root (DER)
   Bytes transport_public_key() const;            // DER SPKI
   Bytes transport_key_signature() const;         // attestation key, ECDSA over SHA-256(transport SPKI)
+  // The attestation key answers a station's nonce (see attestation_statement): for the identity
+  // (UID and transport key) and for the device key.
+  Bytes attest_identity(ByteView nonce) const;
+  Bytes attest_device_key(ByteView nonce) const;
 
   bool has_device_key() const;
   Bytes device_public_key() const;               // DER SPKI; throws if there is none

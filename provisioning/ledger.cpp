@@ -3,6 +3,8 @@
 
 #include <sqlite3.h>
 
+#include <openssl/rand.h>
+
 #include <unistd.h>
 
 #include <chrono>
@@ -127,6 +129,10 @@ Json to_json(const LedgerEntry& e) {
   if (!e.firmware_version.empty()) out["firmware_version"] = e.firmware_version;
   if (!e.firmware_sha256.empty()) out["firmware_sha256"] = e.firmware_sha256;
   if (e.manifest_sequence) out["manifest_sequence"] = *e.manifest_sequence;
+  if (e.reprovision) {
+    out["reprovision"] = true;
+    out["replaces_serial"] = e.replaces_serial;
+  }
   return out;
 }
 
@@ -151,6 +157,8 @@ LedgerEntry ledger_entry_from_json(const Json& c) {
   e.firmware_sha256 = c.value("firmware_sha256", "");
   if (c.contains("manifest_sequence") && c["manifest_sequence"].is_number_unsigned())
     e.manifest_sequence = c["manifest_sequence"].get<std::uint64_t>();
+  e.reprovision = c.value("reprovision", false);
+  e.replaces_serial = c.value("replaces_serial", "");
   if (c.contains("steps") && c["steps"].is_array())
     for (const auto& s : c["steps"])
       e.steps.push_back({s.value("step", ""), s.value("result", ""), s.value("duration_ms", std::int64_t{0}),
@@ -158,7 +166,7 @@ LedgerEntry ledger_entry_from_json(const Json& c) {
   return e;
 }
 
-Ledger::Ledger(const std::filesystem::path& path) : db_(nullptr, close_db) {
+Ledger::Ledger(const std::filesystem::path& path) : db_(nullptr, close_db), path_(path.string()) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   db_.reset(db);
@@ -182,6 +190,14 @@ Ledger::Ledger(const std::filesystem::path& path) : db_(nullptr, close_db) {
        " prev_hash TEXT NOT NULL,"
        " hash TEXT NOT NULL,"
        " signature TEXT)");            // checkpoints: hex signature over the row hash
+  // The signed head: the last row's sequence number and hash, signed by the station key in the
+  // same transaction as every append. Deleting rows from the end no longer matches it.
+  exec(db,
+       "CREATE TABLE IF NOT EXISTS head ("
+       " id INTEGER PRIMARY KEY CHECK (id = 1),"
+       " seq INTEGER NOT NULL,"
+       " hash TEXT NOT NULL,"
+       " signature TEXT NOT NULL)");
   // Certificates being issued right now, by any process sharing this ledger (the quota counts them).
   exec(db,
        "CREATE TABLE IF NOT EXISTS reservations ("
@@ -192,10 +208,102 @@ Ledger::Ledger(const std::filesystem::path& path) : db_(nullptr, close_db) {
 
 Ledger::~Ledger() = default;
 
-std::int64_t Ledger::append_row(const std::string& kind, const std::string& content, const Signer* sign_with,
-                                const std::string& consume_reservation) {
+std::string ledger_head_message(const std::string& ledger_id, std::int64_t seq, const std::string& hash) {
+  return fmt::format("kiln ledger head v1\n{}\n{}\n{}", ledger_id, seq, hash);
+}
+
+namespace {
+
+struct StationRow {
+  std::int64_t seq = 0;
+  Bytes public_key;
+  std::string ledger_id;
+};
+
+// The row that binds the ledger to its station key (the first one; verify refuses a second).
+std::optional<StationRow> read_station_row(sqlite3* db) {
+  auto q = prepare(db, "SELECT seq, content FROM ledger WHERE kind = 'station' ORDER BY seq LIMIT 1");
+  if (sqlite3_step(q.get()) != SQLITE_ROW) return std::nullopt;
+  StationRow row;
+  row.seq = sqlite3_column_int64(q.get(), 0);
+  try {
+    auto content = Json::parse(column_text(q.get(), 1));
+    row.public_key = from_hex(content.at("station_public_key").get<std::string>());
+    row.ledger_id = content.at("ledger_id").get<std::string>();
+  } catch (const std::exception&) {
+    throw Error(ExitCode::verification_failed, fmt::format("ledger: row {} (station binding) is malformed", row.seq),
+                "kiln factory ledger verify names what is wrong");
+  }
+  return row;
+}
+
+// Station keys named by checkpoints, for ledgers written before the station row existed.
+std::set<std::string> checkpoint_keys(sqlite3* db) {
+  std::set<std::string> keys;
+  auto q = prepare(db,
+                   "SELECT DISTINCT json_extract(content, '$.station_public_key') FROM ledger WHERE kind = 'checkpoint'");
+  while (sqlite3_step(q.get()) == SQLITE_ROW) keys.insert(column_text(q.get(), 0));
+  return keys;
+}
+
+std::string key_fingerprint(ByteView public_key) { return to_hex(digest(HashAlg::sha256, public_key)).substr(0, 16); }
+
+Error foreign_ledger(const std::string& path, ByteView owner, ByteView ours) {
+  return Error(ExitCode::conflict,
+               fmt::format("ledger {} belongs to another station key (sha256 {}…); this station's key is sha256 {}…: "
+                           "it would append rows its owner cannot verify",
+                           path, key_fingerprint(owner), key_fingerprint(ours)),
+               "give this station its own ledger: kiln factory init --ledger PATH, or set station.ledger in the "
+               "profile (each station key keeps its own ledger)");
+}
+
+}  // namespace
+
+std::optional<Bytes> Ledger::station_public_key() {
+  std::lock_guard lock(mutex_);
+  if (auto row = read_station_row(db_.get())) return row->public_key;
+  auto keys = checkpoint_keys(db_.get());
+  if (keys.empty()) return std::nullopt;
+  return from_hex(*keys.begin());
+}
+
+void Ledger::set_station_signer(const Signer* signer, int checkpoint_every) {
+  std::lock_guard lock(mutex_);
+  signer_ = nullptr;
+  checkpoint_every_ = checkpoint_every;
+  if (!signer) return;
   sqlite3* db = db_.get();
+  Bytes ours = signer->public_key_der();
   Transaction tx(db);
+  if (auto row = read_station_row(db)) {
+    if (row->public_key != ours) throw foreign_ledger(path_, row->public_key, ours);
+    ledger_id_ = row->ledger_id;
+  } else {
+    // A new ledger, or one written before station rows: bind it now, unless another key signed it.
+    for (const auto& key : checkpoint_keys(db))
+      if (from_hex(key) != ours) throw foreign_ledger(path_, from_hex(key), ours);
+    Bytes id(16);
+    if (RAND_bytes(id.data(), static_cast<int>(id.size())) != 1) throw Error(ExitCode::failure, "no randomness");
+    ledger_id_ = to_hex(id);
+    Json content{{"kind", "station"},
+                 {"ledger_id", ledger_id_},
+                 {"station_public_key", to_hex(ours)},
+                 {"created_at", utc_now_iso8601()}};
+    signer_ = signer;  // insert_row signs the head with it
+    try {
+      insert_row("station", content.dump(), signer);
+    } catch (...) {
+      signer_ = nullptr;
+      throw;
+    }
+  }
+  tx.commit();
+  signer_ = signer;
+}
+
+std::int64_t Ledger::insert_row(const std::string& kind, const std::string& content, const Signer* sign_with) {
+  sqlite3* db = db_.get();
+  if (!signer_) throw Error(ExitCode::failure, "ledger: no station key is bound to this ledger (set_station_signer)");
   std::int64_t seq = 1;
   std::string prev = genesis_hash;
   {
@@ -217,6 +325,21 @@ std::int64_t Ledger::append_row(const std::string& kind, const std::string& cont
   if (sign_with) bind_text(insert.get(), 6, signature);
   else sqlite3_bind_null(insert.get(), 6);
   if (sqlite3_step(insert.get()) != SQLITE_DONE) fail(db, "cannot append a row");
+  // The head moves with the row, in the same transaction: both or neither are durable.
+  std::string head_signature = to_hex(sign_message(*signer_, as_bytes(ledger_head_message(ledger_id_, seq, hash))));
+  auto head = prepare(db, "INSERT OR REPLACE INTO head (id, seq, hash, signature) VALUES (1, ?, ?, ?)");
+  sqlite3_bind_int64(head.get(), 1, seq);
+  bind_text(head.get(), 2, hash);
+  bind_text(head.get(), 3, head_signature);
+  if (sqlite3_step(head.get()) != SQLITE_DONE) fail(db, "cannot update the ledger head");
+  return seq;
+}
+
+std::int64_t Ledger::append_row(const std::string& kind, const std::string& content, const Signer* sign_with,
+                                const std::string& consume_reservation) {
+  sqlite3* db = db_.get();
+  Transaction tx(db);
+  auto seq = insert_row(kind, content, sign_with);
   if (!consume_reservation.empty()) {
     auto drop = prepare(db, "DELETE FROM reservations WHERE uid = ?");
     bind_text(drop.get(), 1, consume_reservation);
@@ -342,15 +465,39 @@ LedgerVerifyReport Ledger::verify(ByteView station_public_key) {
   std::string prev = genesis_hash;
   std::int64_t expected_seq = 1;
   std::set<std::string> uids;
+  Bytes expected_key(station_public_key.begin(), station_public_key.end());  // empty: the station row's
   auto bad = [&](std::int64_t seq, std::string problem) {
     report.ok = false;
     report.bad_row = seq;
     report.problem = std::move(problem);
   };
+  // A signed row (station binding or checkpoint): names its key, which must be the station key.
+  auto signed_row = [&](std::int64_t seq, const std::string& what, const std::string& content, const std::string& hash,
+                        const std::string& signature, Bytes& key) {
+    try {
+      key = from_hex(Json::parse(content).at("station_public_key").get<std::string>());
+    } catch (const std::exception&) {
+      bad(seq, fmt::format("{} row {} names no station key", what, seq));
+      return false;
+    }
+    if (!expected_key.empty() && key != expected_key) {
+      bad(seq, fmt::format("{} row {} is signed by a key that is not the station key (sha256 {}…)", what, seq,
+                           key_fingerprint(key)));
+      return false;
+    }
+    bool signed_ok = false;
+    try {
+      signed_ok = verify_message(key, from_hex(hash), from_hex(signature));
+    } catch (const Error&) {
+    }
+    if (!signed_ok) bad(seq, fmt::format("{} row {}: signature does not verify with the station key", what, seq));
+    return signed_ok;
+  };
   while (sqlite3_step(q.get()) == SQLITE_ROW) {
     std::int64_t seq = sqlite3_column_int64(q.get(), 0);
     std::string kind = column_text(q.get(), 1), content = column_text(q.get(), 2);
     std::string prev_hash = column_text(q.get(), 3), hash = column_text(q.get(), 4);
+    std::string signature = column_text(q.get(), 5);
     ++report.rows;
     if (seq != expected_seq) {
       bad(seq, fmt::format("row {} follows row {}: row {} was deleted or rows were reordered", seq, expected_seq - 1,
@@ -366,33 +513,33 @@ LedgerVerifyReport Ledger::verify(ByteView station_public_key) {
       bad(seq, fmt::format("row {} was edited: its content no longer matches its hash", seq));
       break;
     }
-    if (kind == "checkpoint") {
+    if (kind == "station") {
+      if (!report.ledger_id.empty()) {
+        bad(seq, fmt::format("row {} binds the ledger to a station a second time", seq));
+        break;
+      }
       Bytes key;
+      if (!signed_row(seq, "station", content, hash, signature, key)) break;
       try {
-        key = from_hex(Json::parse(content).at("station_public_key").get<std::string>());
+        report.ledger_id = Json::parse(content).at("ledger_id").get<std::string>();
       } catch (const std::exception&) {
-        bad(seq, fmt::format("checkpoint row {} names no station key", seq));
+      }
+      if (report.ledger_id.empty()) {
+        bad(seq, fmt::format("station row {} names no ledger id", seq));
         break;
       }
-      if (!station_public_key.empty() && !std::equal(key.begin(), key.end(), station_public_key.begin(),
-                                                     station_public_key.end())) {
-        bad(seq, fmt::format("checkpoint row {} is signed by a key that is not the station key", seq));
-        break;
-      }
-      bool signed_ok = false;
-      try {
-        signed_ok = verify_message(key, from_hex(hash), from_hex(column_text(q.get(), 5)));
-      } catch (const Error&) {
-      }
-      if (!signed_ok) {
-        bad(seq, fmt::format("checkpoint row {}: signature does not verify with the station key", seq));
-        break;
-      }
+      expected_key = key;
+      report.unsealed_rows = 0;
+    } else if (kind == "checkpoint") {
+      Bytes key;
+      if (!signed_row(seq, "checkpoint", content, hash, signature, key)) break;
       ++report.checkpoints;
       report.unsealed_rows = 0;
     } else if (kind == "unit") {
       try {
-        uids.insert(Json::parse(content).at("uid").get<std::string>());
+        auto unit = Json::parse(content);
+        uids.insert(unit.at("uid").get<std::string>());
+        if (unit.value("reprovision", false)) ++report.reprovisions;
       } catch (const std::exception&) {
         bad(seq, fmt::format("row {} is not a unit record", seq));
         break;
@@ -406,7 +553,64 @@ LedgerVerifyReport Ledger::verify(ByteView station_public_key) {
     ++expected_seq;
   }
   report.units = static_cast<std::int64_t>(uids.size());
+  if (!report.ok) return report;
+
+  // Where the ledger ends: the signed head must name the last row. Rows deleted from the end
+  // (with or without their checkpoint) leave a head that names a row that is gone.
+  std::int64_t last_seq = expected_seq - 1;
+  auto h = prepare(db_.get(), "SELECT seq, hash, signature FROM head WHERE id = 1");
+  bool has_head = sqlite3_step(h.get()) == SQLITE_ROW;
+  if (report.ledger_id.empty()) {
+    // Unbound: written before station rows (or emptied). Rows after the last checkpoint carry no signature.
+    report.unverified_rows = report.unsealed_rows;
+    if (has_head && last_seq > 0)
+      bad(last_seq, "the ledger has a signed head but no station row: its station binding was deleted");
+    return report;
+  }
+  if (!has_head) {
+    bad(last_seq + 1, fmt::format("the ledger's signed head is missing: rows after row {} may have been deleted "
+                                  "(truncated) together with it",
+                                  last_seq));
+    return report;
+  }
+  std::int64_t head_seq = sqlite3_column_int64(h.get(), 0);
+  std::string head_hash = column_text(h.get(), 1), head_signature = column_text(h.get(), 2);
+  bool head_signed = false;
+  try {
+    head_signed = verify_message(expected_key, as_bytes(ledger_head_message(report.ledger_id, head_seq, head_hash)),
+                                 from_hex(head_signature));
+  } catch (const Error&) {
+  }
+  if (!head_signed) {
+    bad(last_seq, "the ledger head's signature does not verify with the station key: the head was forged or edited");
+  } else if (head_seq > last_seq) {
+    bad(last_seq + 1, fmt::format("the ledger ends at row {} but its signed head covers {} rows: rows {} to {} were "
+                                  "deleted from its end (truncated)",
+                                  last_seq, head_seq, last_seq + 1, head_seq));
+  } else if (head_seq < last_seq) {
+    bad(head_seq + 1, fmt::format("rows {} to {} follow the signed head: they were added without the station key",
+                                  head_seq + 1, last_seq));
+  } else if (head_hash != prev) {
+    bad(last_seq, fmt::format("row {} is not the row the signed head covers: the end of the ledger was replaced",
+                              last_seq));
+  } else {
+    report.head_verified = true;
+    report.unverified_rows = 0;
+  }
   return report;
+}
+
+LedgerHead Ledger::head() {
+  std::lock_guard lock(mutex_);
+  LedgerHead out;
+  if (auto row = read_station_row(db_.get())) out.ledger_id = row->ledger_id;
+  auto h = prepare(db_.get(), "SELECT seq, hash, signature FROM head WHERE id = 1");
+  if (sqlite3_step(h.get()) == SQLITE_ROW) {
+    out.rows = sqlite3_column_int64(h.get(), 0);
+    out.hash = column_text(h.get(), 1);
+    out.signature = column_text(h.get(), 2);
+  }
+  return out;
 }
 
 std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signer& station_signer) {
@@ -416,6 +620,16 @@ std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signe
                    "SELECT content, hash, seq FROM ledger WHERE seq IN (SELECT max(seq) FROM ledger WHERE kind = 'unit' "
                    "AND json_extract(content, '$.result') = 'provisioned' GROUP BY json_extract(content, '$.uid')) "
                    "ORDER BY seq");
+  // UIDs this station certified more than once (one pass, not one query per unit).
+  std::map<std::string, std::int64_t> certified_more_than_once;
+  {
+    auto twice = prepare(db_.get(),
+                         "SELECT json_extract(content, '$.uid'), count(DISTINCT json_extract(content, '$.serial')) "
+                         "FROM ledger WHERE kind = 'unit' AND json_extract(content, '$.serial') != '' "
+                         "GROUP BY json_extract(content, '$.uid') HAVING count(DISTINCT json_extract(content, '$.serial')) > 1");
+    while (sqlite3_step(twice.get()) == SQLITE_ROW)
+      certified_more_than_once[column_text(twice.get(), 0)] = sqlite3_column_int64(twice.get(), 1);
+  }
   AtomicFile file(out, 0644);
   Hasher hasher(HashAlg::sha256);
   std::int64_t units = 0;
@@ -435,6 +649,12 @@ std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signe
     // The firmware it left the line with (kiln device import reads `version`).
     if (c.contains("firmware_version")) unit["version"] = c["firmware_version"];
     if (c.contains("manifest_sequence")) unit["manifest_sequence"] = c["manifest_sequence"];
+    // A UID this station certified more than once (an explicit --reprovision): the service must
+    // not take the new key silently (revoke or unclaim the unit first).
+    if (auto it = certified_more_than_once.find(c.value("uid", "")); it != certified_more_than_once.end()) {
+      unit["reprovisioned"] = true;
+      unit["certificates_issued"] = it->second;
+    }
     std::string line = unit.dump() + "\n";
     hasher.update(as_bytes(line));
     file.write(line);
@@ -449,6 +669,17 @@ std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signe
                                  {"bundle_sha256", to_hex(bundle_digest)},
                                  {"units", units},
                                  {"station_public_key", public_key_pem(station_signer.public_key_der())}};
+  // The ledger's signed head at export time: how many rows the station had written and the last
+  // row's hash. Bundles of one ledger_id never go back in `rows`; a later bundle with fewer rows,
+  // or another hash at the same count, is a ledger that was truncated or rolled back.
+  auto h = prepare(db_.get(), "SELECT seq, hash, signature FROM head WHERE id = 1");
+  auto station = read_station_row(db_.get());
+  if (station && sqlite3_step(h.get()) == SQLITE_ROW)
+    trailer["ledger_head"] = nlohmann::ordered_json{{"ledger_id", station->ledger_id},
+                                                    {"rows", sqlite3_column_int64(h.get(), 0)},
+                                                    {"hash", column_text(h.get(), 1)},
+                                                    {"signature", column_text(h.get(), 2)},
+                                                    {"signed", "kiln ledger head v1\\n<ledger_id>\\n<rows>\\n<hash>"}};
   file.write(trailer.dump() + "\n");
   file.commit();
   return units;

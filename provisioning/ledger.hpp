@@ -44,6 +44,8 @@ struct LedgerEntry {
   std::string firmware_version;  // firmware step: the image the board runs (empty without one)
   std::string firmware_sha256;   // hex SHA-256 of the image file
   std::optional<std::uint64_t> manifest_sequence;  // the SUIT sequence number the board recorded
+  bool reprovision = false;     // an operator re-provisioned a UID this station had certified (--reprovision)
+  std::string replaces_serial;  // the certificate (hex serial) the re-provisioning supersedes
   std::string started_at;   // ISO 8601 UTC
   std::string finished_at;
   std::vector<StepResult> steps;
@@ -55,7 +57,11 @@ struct LedgerVerifyReport {
   std::int64_t rows = 0;
   std::int64_t units = 0;
   std::int64_t checkpoints = 0;
-  std::int64_t unsealed_rows = 0;  // rows after the last checkpoint (no signature covers them yet)
+  std::int64_t unsealed_rows = 0;    // rows after the last checkpoint (or station row)
+  std::int64_t unverified_rows = 0;  // rows no signature covers (unbound ledgers: rows after the last checkpoint)
+  std::int64_t reprovisions = 0;     // unit rows recording an explicit --reprovision
+  std::string ledger_id;             // from the station row; empty for a ledger bound to no station
+  bool head_verified = false;        // the signed head names the last row: nothing was cut from the end
   bool ok = true;
   std::optional<std::int64_t> bad_row;  // sequence number of the first bad row
   std::string problem;
@@ -73,6 +79,14 @@ struct LedgerStats {
   std::vector<std::pair<std::string, std::int64_t>> failures_per_step;
 };
 
+// The signed head (empty fields when the ledger has none).
+struct LedgerHead {
+  std::string ledger_id;
+  std::int64_t rows = 0;
+  std::string hash;
+  std::string signature;  // hex, station key over ledger_head_message(ledger_id, rows, hash)
+};
+
 class Ledger {
  public:
   // Opens or creates the ledger database (WAL, synchronous=FULL so a committed row survives power loss).
@@ -86,10 +100,13 @@ class Ledger {
   std::int64_t append(const LedgerEntry& entry);
   // Signs the chain head unless the last row already is a checkpoint.
   void checkpoint();
-  void set_station_signer(const Signer* signer, int checkpoint_every) {
-    signer_ = signer;
-    checkpoint_every_ = checkpoint_every;
-  }
+  // Binds the ledger to the station key: a new ledger (or one written before station rows) gets a
+  // signed `station` row naming the key; a ledger bound to (or checkpointed by) another key is
+  // refused with Error(conflict) saying how to choose another ledger. Every append needs it: each
+  // one re-signs the ledger head.
+  void set_station_signer(const Signer* signer, int checkpoint_every);
+  // The key the ledger is bound to (its station row, else its checkpoints), if any.
+  std::optional<Bytes> station_public_key();
 
   // Quota, shared by every process using this ledger file: reserves one certificate for `uid`
   // inside an SQLite BEGIN IMMEDIATE transaction (throws Error(conflict) when `quota` certificates
@@ -111,6 +128,7 @@ class Ledger {
   // `station_public_key`: DER SPKI the checkpoints must be signed with (empty: accept the key the
   // checkpoints name, which only proves integrity, not origin).
   LedgerVerifyReport verify(ByteView station_public_key);
+  LedgerHead head();
   // Writes the units (newest successful row per UID) as JSON lines and a signed trailer line.
   // Returns the number of units.
   std::int64_t export_bundle(const std::filesystem::path& out, const Signer& station_signer);
@@ -119,7 +137,11 @@ class Ledger {
  private:
   std::int64_t append_row(const std::string& kind, const std::string& content, const Signer* sign_with,
                          const std::string& consume_reservation = {});
+  // Inside an open transaction: the row and the re-signed head.
+  std::int64_t insert_row(const std::string& kind, const std::string& content, const Signer* sign_with);
   std::unique_ptr<sqlite3, void (*)(sqlite3*)> db_;
+  std::string path_;
+  std::string ledger_id_;
   std::mutex mutex_;
   const Signer* signer_ = nullptr;
   int checkpoint_every_ = 0;
@@ -130,5 +152,7 @@ class Ledger {
 std::string ledger_row_hash(const std::string& prev_hash, std::int64_t seq, const std::string& kind,
                             const std::string& content);
 std::string utc_now_iso8601();
+// What the station key signs for the ledger head (docs/ledger-bundle.md, "Ledger head").
+std::string ledger_head_message(const std::string& ledger_id, std::int64_t seq, const std::string& hash);
 
 }  // namespace kiln

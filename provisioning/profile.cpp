@@ -41,14 +41,72 @@ const std::map<std::string, std::string> known_keys = {
     {"install.final_state", ""}, {"firmware.image", ""}, {"firmware.manifest", ""},
     {"firmware.manifest_key", ""}, {"firmware.image_sha256", ""}, {"firmware.manifest_sha256", ""}};
 
-std::int64_t to_integer(const std::string& key, const std::string& value, std::int64_t min) {
+std::int64_t to_integer(const std::string& key, const std::string& value, ProfileRange range) {
   try {
     std::size_t used = 0;
     auto n = std::stoll(value, &used);
-    if (used == value.size() && n >= min) return n;
+    if (used == value.size() && n >= range.min && n <= range.max) return n;
   } catch (const std::exception&) {
   }
-  throw Error(ExitCode::usage, fmt::format("profile: {} must be an integer >= {}, not '{}'", key, min, value));
+  throw Error(ExitCode::usage,
+              fmt::format("profile: {} must be an integer from {} to {}, not '{}'", key, range.min, range.max, value));
+}
+
+std::string trimmed(std::string_view text) {
+  auto first = text.find_first_not_of(" \t\r");
+  if (first == std::string_view::npos) return {};
+  auto last = text.find_last_not_of(" \t\r");
+  return std::string(text.substr(first, last - first + 1));
+}
+
+// A dotted key with the blanks around its parts removed ("a . b" and "a.b" are the same key).
+std::string normalized_key(std::string_view key) {
+  std::string out;
+  std::size_t start = 0;
+  while (true) {
+    auto dot = key.find('.', start);
+    if (!out.empty()) out += '.';
+    out += trimmed(key.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start));
+    if (dot == std::string_view::npos) return out;
+    start = dot + 1;
+  }
+}
+
+// CLI11's TOML reader merges a repeated table and lets a repeated key silently win, so a profile
+// edited by hand could say two things at once. Refuse both, naming the lines.
+void refuse_duplicates(const std::string& toml) {
+  std::map<std::string, std::size_t> tables, keys;
+  std::string table;
+  std::istringstream in(toml);
+  std::size_t number = 0;
+  for (std::string raw; std::getline(in, raw);) {
+    ++number;
+    std::string line = trimmed(raw);
+    if (line.empty() || line.front() == '#') continue;
+    if (line.rfind("[[", 0) == 0)
+      throw Error(ExitCode::usage, fmt::format("profile line {}: arrays of tables ({}) are not part of a station profile",
+                                               number, line));
+    if (line.front() == '[') {
+      auto close = line.find(']');
+      if (close == std::string::npos) continue;  // the TOML reader names the error
+      table = normalized_key(std::string_view(line).substr(1, close - 1));
+      auto [it, added] = tables.emplace(table, number);
+      if (!added)
+        throw Error(ExitCode::usage,
+                    fmt::format("profile line {}: table [{}] appears twice (first on line {})", number, table, it->second),
+                    "merge the two tables into one");
+      continue;
+    }
+    auto equals = line.find('=');
+    if (equals == std::string::npos) continue;
+    std::string key = normalized_key(std::string_view(line).substr(0, equals));
+    std::string full = table.empty() ? key : table + "." + key;
+    auto [it, added] = keys.emplace(full, number);
+    if (!added)
+      throw Error(ExitCode::usage,
+                  fmt::format("profile line {}: '{}' is set twice (first on line {})", number, full, it->second),
+                  "keep one value for each key");
+  }
 }
 
 }  // namespace
@@ -102,6 +160,7 @@ StationProfile parse_profile(const std::string& toml, const fs::path& base_dir) 
   } catch (const CLI::Error& e) {
     throw Error(ExitCode::usage, fmt::format("profile is not valid TOML: {}", e.what()));
   }
+  refuse_duplicates(toml);
   std::map<std::string, std::string> values;
   for (const auto& item : items) {
     if (item.inputs.empty()) continue;  // section headers
@@ -129,13 +188,15 @@ StationProfile parse_profile(const std::string& toml, const fs::path& base_dir) 
   p.product = required("station.product");
   p.station_id = optional("station.id").value_or("station");
   p.ledger = path_of(optional("station.ledger").value_or("station-ledger.sqlite"));
-  if (auto quota = optional("station.quota")) p.quota = to_integer("station.quota", *quota, 0);
+  if (auto quota = optional("station.quota")) p.quota = to_integer("station.quota", *quota, profile_range::quota);
   if (auto every = optional("station.checkpoint_every"))
-    p.checkpoint_every = static_cast<int>(to_integer("station.checkpoint_every", *every, 1));
+    p.checkpoint_every =
+        static_cast<int>(to_integer("station.checkpoint_every", *every, profile_range::checkpoint_every));
   p.ca_key = keyref_of(required("ca.key"));
   p.station_key = optional("station.key") ? keyref_of(*optional("station.key")) : p.ca_key;
   p.ca_certificate = path_of(required("ca.certificate"));
-  if (auto days = optional("ca.validity_days")) p.validity_days = static_cast<int>(to_integer("ca.validity_days", *days, 1));
+  if (auto days = optional("ca.validity_days"))
+    p.validity_days = static_cast<int>(to_integer("ca.validity_days", *days, profile_range::validity_days));
   p.vendor_root = path_of(required("attestation.vendor_root"));
   auto mode = optional("identity.mode").value_or("csr");
   if (mode == "csr") p.identity = IdentityMode::csr;

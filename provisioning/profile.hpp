@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "provisioning/station_ca.hpp"
 #include "transport/provisioning_group.hpp"
 
 namespace kiln {
@@ -22,6 +23,17 @@ struct FirmwareProfile {
   std::string image_sha256;        // hex: the files must still be these at every run
   std::string manifest_sha256;
 };
+
+// The range of every number in a profile (docs/factory-guide.md): a value outside is refused (exit 2).
+struct ProfileRange {
+  std::int64_t min;
+  std::int64_t max;
+};
+namespace profile_range {
+constexpr ProfileRange validity_days{min_validity_days, max_validity_days};  // one day to 100 years
+constexpr ProfileRange quota{0, 1'000'000'000};             // certificates
+constexpr ProfileRange checkpoint_every{1, 100'000};        // unit rows
+}  // namespace profile_range
 
 struct StationProfile {
   std::string product;

@@ -121,8 +121,20 @@ IssuedCertificate issue_device_certificate(const Signer& ca, ByteView ca_certifi
   };
   add_name("CN", uid);
   if (!certificate_template.organization.empty()) add_name("O", certificate_template.organization);
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), 0);
-  X509_time_adj_ex(X509_getm_notAfter(cert.get()), certificate_template.validity_days, 0, nullptr);
+  // The profile bounds validity_days; this is the last line of defence for any other caller.
+  if (certificate_template.validity_days < min_validity_days || certificate_template.validity_days > max_validity_days)
+    throw Error(ExitCode::usage, fmt::format("certificate validity of {} days is outside {} to {}",
+                                             certificate_template.validity_days, min_validity_days, max_validity_days),
+                "set ca.validity_days in the station profile within that range");
+  if (!X509_gmtime_adj(X509_getm_notBefore(cert.get()), 0) ||
+      !X509_time_adj_ex(X509_getm_notAfter(cert.get()), certificate_template.validity_days, 0, nullptr))
+    throw Error(ExitCode::failure, "cannot set the certificate's validity").with_detail(openssl_errors());
+  // Never issue a certificate that is valid at no instant (notAfter at or before notBefore).
+  int day = 0, second = 0;
+  if (!ASN1_TIME_diff(&day, &second, X509_get0_notBefore(cert.get()), X509_get0_notAfter(cert.get())) ||
+      day < 0 || second < 0 || (day == 0 && second == 0))
+    throw Error(ExitCode::failure,
+                fmt::format("refusing to issue a certificate for {} whose notAfter does not follow its notBefore", uid));
   X509_set_pubkey(cert.get(), device_key.get());
 
   X509V3_CTX ctx;
@@ -163,7 +175,54 @@ IssuedCertificate issue_device_certificate(const Signer& ca, ByteView ca_certifi
   return issued;
 }
 
-void verify_attestation(const BoardIdentity& identity, ByteView vendor_root_der) {
+std::string attested_uid(ByteView attestation_certificate_der) {
+  auto cert = parse_certificate(attestation_certificate_der, "the board's attestation certificate");
+  X509_NAME* subject = X509_get_subject_name(cert.get());
+  for (int nid : {NID_serialNumber, NID_commonName}) {
+    int index = X509_NAME_get_index_by_NID(subject, nid, -1);
+    if (index < 0) continue;
+    unsigned char* utf8 = nullptr;
+    int length = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, index)));
+    if (length < 0) continue;
+    std::string value(reinterpret_cast<const char*>(utf8), static_cast<std::size_t>(length));
+    OPENSSL_free(utf8);
+    return value;
+  }
+  return {};
+}
+
+namespace {
+
+Bytes attestation_public_key(const BoardIdentity& identity) {
+  if (identity.attestation_chain.empty())
+    throw Error(ExitCode::verification_failed, fmt::format("board {} sent no attestation certificate", identity.uid));
+  auto attestation = parse_certificate(identity.attestation_chain.front(), "the board's attestation certificate");
+  return spki_of(X509_get0_pubkey(attestation.get()));
+}
+
+bool verifies(ByteView public_key, ByteView message, ByteView signature) {
+  if (signature.empty()) return false;
+  try {
+    return verify_signature(public_key, digest(HashAlg::sha256, message), HashAlg::sha256, signature);
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+}  // namespace
+
+void verify_key_attestation(const BoardIdentity& identity, ByteView nonce, ByteView device_public_key,
+                            ByteView signature) {
+  Bytes statement = attestation_statement(key_statement_label, nonce, identity.uid, device_public_key);
+  if (!verifies(attestation_public_key(identity), statement, signature))
+    throw Error(ExitCode::verification_failed,
+                fmt::format("board {}: its attestation key does not vouch for the device key it reports (this "
+                            "station's challenge is not answered for that key)",
+                            identity.uid),
+                "the key was not made in the attested secure element: a proxy or a counterfeit board; set it aside");
+}
+
+void verify_attestation(const BoardIdentity& identity, ByteView vendor_root_der, ByteView nonce) {
   if (identity.attestation_chain.empty())
     throw Error(ExitCode::verification_failed, fmt::format("board {} sent no attestation certificate", identity.uid));
   auto attestation = parse_certificate(identity.attestation_chain.front(), "the board's attestation certificate");
@@ -180,16 +239,32 @@ void verify_attestation(const BoardIdentity& identity, ByteView vendor_root_der)
                 fmt::format("board {}: silicon attestation does not chain to the profile's vendor root: {}", identity.uid,
                             X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get()))),
                 "the board comes from another silicon vendor, or attestation.vendor_root names the wrong root");
+  // The UID is what the certificate binds, not whatever the board chooses to report.
+  std::string bound = attested_uid(identity.attestation_chain.front());
+  if (bound != identity.uid)
+    throw Error(ExitCode::verification_failed,
+                fmt::format("board {} reports a UID its attestation certificate does not bind (the certificate is "
+                            "for '{}')",
+                            identity.uid, bound),
+                "the board is not the unit it claims to be (cloned or relabelled identity): set it aside");
   Bytes attestation_key = spki_of(X509_get0_pubkey(attestation.get()));
-  bool signed_ok = false;
-  try {
-    signed_ok = verify_signature(attestation_key, digest(HashAlg::sha256, identity.transport_key), HashAlg::sha256,
-                                 identity.transport_key_signature);
-  } catch (const Error&) {
-  }
-  if (!signed_ok)
+  if (!verifies(attestation_key, identity.transport_key, identity.transport_key_signature))
     throw Error(ExitCode::verification_failed,
                 fmt::format("board {}: the transport key is not signed by the board's attestation key", identity.uid));
+  // A fresh nonce answered by the attestation key: a captured (replayed) identity answers another one.
+  Bytes statement = attestation_statement(identity_statement_label, nonce, identity.uid, identity.transport_key);
+  if (identity.attestation_signature.empty())
+    throw Error(ExitCode::verification_failed,
+                fmt::format("board {} did not answer this station's attestation challenge (no attestation_sig)",
+                            identity.uid),
+                "the board's firmware predates challenge attestation (docs/board-protocol.md), or a proxy stands "
+                "between station and board");
+  if (!verifies(attestation_key, statement, identity.attestation_signature))
+    throw Error(ExitCode::verification_failed,
+                fmt::format("board {}: the attestation signature does not answer this station's challenge: the identity "
+                            "was replayed from another session or board",
+                            identity.uid),
+                "set the board aside: it is not the attested unit it claims to be");
 }
 
 bool certificate_matches(ByteView certificate_der, ByteView ca_certificate_der, ByteView device_public_key) {

@@ -11,6 +11,10 @@
 
 namespace kiln {
 
+// Device certificate validity, in days (the profile's ca.validity_days has the same range).
+constexpr int min_validity_days = 1;
+constexpr int max_validity_days = 36500;
+
 struct CertificateTemplate {
   std::string organization;  // O= (the product name)
   int validity_days = 3650;
@@ -33,8 +37,16 @@ IssuedCertificate issue_device_certificate(const Signer& ca, ByteView ca_certifi
                                            const std::string& uid, const CertificateTemplate& certificate_template);
 
 // The board's attestation certificate chains to `vendor_root_der` (not to the root the board
-// sends) and signed its transport key. Throws Error(verification_failed) naming the board otherwise.
-void verify_attestation(const BoardIdentity& identity, ByteView vendor_root_der);
+// sends), binds the UID the board reports (subject serialNumber, else CN), signed its transport
+// key, and answered this station's fresh `nonce` (the identity statement). Throws
+// Error(verification_failed) naming the board otherwise: a replayed or relabelled answer fails.
+void verify_attestation(const BoardIdentity& identity, ByteView vendor_root_der, ByteView nonce);
+// The identity the attestation certificate binds: its subject serialNumber, else its CN.
+std::string attested_uid(ByteView attestation_certificate_der);
+// The attestation key (of a verified identity) vouches for `device_public_key` made in its secure
+// element: `signature` is over the key statement for `nonce`. Throws Error(verification_failed).
+void verify_key_attestation(const BoardIdentity& identity, ByteView nonce, ByteView device_public_key,
+                            ByteView signature);
 
 // A certificate's issuer and public key match the CA and the device: used to accept a chain a
 // board already holds from an earlier run.

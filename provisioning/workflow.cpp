@@ -12,7 +12,10 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 
+#include "core/device_uid.hpp"
 #include "core/files.hpp"
 #include "core/interrupt.hpp"
 #include "provisioning/station_ca.hpp"
@@ -55,15 +58,58 @@ std::pair<Bytes, WrappedKey> make_injected_key(const BoardIdentity& identity) {
   return {spki, wrapped};
 }
 
-// Proof that the board holds the private half of `public_key` (resuming without a fresh CSR).
-void check_possession(SmpClient& client, const std::string& uid, const Bytes& public_key) {
-  Bytes challenge(32);
-  RAND_bytes(challenge.data(), static_cast<int>(challenge.size()));
-  Bytes signature = sign_challenge(client, challenge);
-  if (!verify_signature(public_key, digest(HashAlg::sha256, challenge), HashAlg::sha256, signature))
-    throw Error(ExitCode::verification_failed,
-                fmt::format("board {}: cannot prove it holds the device key it reports", uid));
+Bytes fresh_nonce() {
+  Bytes nonce(32);
+  if (RAND_bytes(nonce.data(), static_cast<int>(nonce.size())) != 1)
+    throw Error(ExitCode::failure, "no randomness for a board challenge");
+  return nonce;
 }
+
+// Proof that the board holds the private half of `public_key` (resuming without a fresh CSR), and
+// that the attested secure element vouches for that key.
+void check_possession(SmpClient& client, const BoardIdentity& identity, const Bytes& public_key) {
+  Bytes challenge = fresh_nonce();
+  auto answer = sign_challenge_attested(client, challenge);
+  bool signed_ok = false;
+  try {
+    signed_ok = verify_signature(public_key, digest(HashAlg::sha256, challenge), HashAlg::sha256, answer.signature);
+  } catch (const Error&) {
+  }
+  if (!signed_ok)
+    throw Error(ExitCode::verification_failed,
+                fmt::format("board {}: cannot prove it holds the device key it reports", identity.uid));
+  verify_key_attestation(identity, challenge, public_key, answer.key_attestation);
+}
+
+// A UID as it may appear in a message: JSON-escaped (no control characters reach a terminal), cut short.
+std::string shown_uid(const std::string& uid) {
+  std::string text = nlohmann::json(uid.substr(0, 80)).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
+  return uid.size() > 80 ? text + "..." : text;
+}
+
+// Two boards reporting one UID in this station at the same time: only the first goes on.
+class InFlight {
+ public:
+  InFlight(Station& station, const std::string& uid) : station_(station), uid_(uid) {
+    std::lock_guard lock(station.in_flight_mutex);
+    if (!station.in_flight.insert(uid).second)
+      throw Error(ExitCode::conflict,
+                  fmt::format("board {} is already being provisioned on another port of this station: two boards "
+                              "report the same UID",
+                              uid),
+                  "one of them is a clone or a proxy: set both aside and check their attestation");
+  }
+  ~InFlight() {
+    std::lock_guard lock(station_.in_flight_mutex);
+    station_.in_flight.erase(uid_);
+  }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+ private:
+  Station& station_;
+  std::string uid_;
+};
 
 // After a reset the board reboots (MCUboot swaps) and the link drops: connect again and wait until
 // the board answers (a USB board re-enumerates, so the first device found may be the old one).
@@ -106,6 +152,7 @@ struct Attempt {
   Bytes device_public_key;
   Bytes certificate_der;
   bool reserved_certificate = false;
+  std::unique_ptr<InFlight> in_flight;
 
   // Runs `body` as `step`: it returns "ok" or "skipped" (or "would-run" in a dry run).
   template <typename Body>
@@ -132,6 +179,59 @@ struct Attempt {
   }
 };
 
+// A UID this station already certified gets a second certificate only when the operator says so
+// (--reprovision); the row then records it. A board that holds the recorded key is a resume.
+void check_second_certificate(Attempt& a) {
+  auto earlier = a.station.ledger->latest_certificate(a.identity.uid);
+  if (!earlier) return;
+  Bytes der = certificate_der_from_pem(*earlier);
+  const Bytes& key = a.record.device_public_key;
+  if (!key.empty() && certificate_matches(der, a.station.ca_certificate_der, key)) return;
+  std::string serial = certificate_serial_hex(der);
+  if (!a.options.reprovision)
+    throw Error(ExitCode::conflict,
+                fmt::format("board {} already has a certificate from this station (serial {}), and the board does not "
+                            "hold its key: a second certificate for one UID needs an explicit --reprovision",
+                            a.identity.uid, serial),
+                "if this really is the same unit (e.g. its secure element was replaced), run the command again with "
+                "--reprovision; a board that merely claims this UID is a clone: set it aside");
+  a.entry.reprovision = true;
+  a.entry.replaces_serial = serial;
+}
+
+// The last look before the irreversible step: no step of this attempt failed, and the board reads
+// back the identity, certificate, configuration (and firmware) this attempt installed. A write the
+// board acknowledged but did not keep (flash fault, a proxy, buggy firmware) stops the seal here.
+void check_ready_to_seal(Attempt& a, SmpClient& client) {
+  for (const auto& step : a.entry.steps)
+    if (step.result == "failed")
+      throw Error(ExitCode::failure, fmt::format("board {}: step {} failed in this attempt: not sealing it",
+                                                 a.identity.uid, step.step));
+  const Station& station = a.station;
+  auto record = read_provisioning_record(client);
+  std::vector<std::string> missing;
+  if (record.uid != a.identity.uid) missing.push_back("the same UID");
+  if (record.device_public_key.empty() || record.device_public_key != a.device_public_key)
+    missing.push_back("the device key");
+  if (record.certificate_chain.empty() || record.certificate_chain.front() != a.certificate_der)
+    missing.push_back("the device certificate");
+  if (!config_matches(record.config, station)) missing.push_back("the service configuration");
+  if (station.firmware) {
+    const auto& fw = *station.firmware;
+    auto slots = read_image_state(client);
+    const ImageSlot* primary = find_slot(slots, 0);
+    if (!primary || !fw.is_image(primary->hash) || !primary->confirmed) missing.push_back("the confirmed firmware");
+    if (record.config.manifest_key != fw.manifest_key || record.manifest_digest != fw.manifest_digest)
+      missing.push_back("the firmware manifest");
+  }
+  if (!missing.empty())
+    throw Error(ExitCode::board,
+                fmt::format("board {} does not read back {} this attempt installed: not sealing it", a.identity.uid,
+                            fmt::join(missing, ", ")),
+                "run again (the missing step is redone); if it recurs the board does not keep what it acknowledges: "
+                "set it aside");
+}
+
 void run_steps(Attempt& a, SmpClient& client) {
   Station& station = a.station;
   const auto& profile = station.profile;
@@ -143,10 +243,25 @@ void run_steps(Attempt& a, SmpClient& client) {
   };
 
   a.step(ProvisionStep::attest, [&] {
-    a.identity = read_identity(client);
+    Bytes nonce = fresh_nonce();
+    a.identity = read_identity(client, nonce);
+    // The service's UID alphabet, before the UID goes anywhere (ledger, messages, certificate).
+    if (!is_device_uid(a.identity.uid)) {
+      std::string shown = shown_uid(a.identity.uid);
+      a.identity.uid.clear();
+      throw Error(ExitCode::board,
+                  fmt::format("board {} reports UID {}, which is not a device UID ({})", a.board.text(), shown,
+                              device_uid_alphabet),
+                  "the board's identity is malformed: set it aside; nothing was written to it");
+    }
     a.outcome.uid = a.entry.uid = a.identity.uid;
-    verify_attestation(a.identity, station.vendor_root_der);
+    verify_attestation(a.identity, station.vendor_root_der, nonce);
+    a.in_flight = std::make_unique<InFlight>(station, a.identity.uid);
     a.record = read_provisioning_record(client);
+    if (a.record.uid != a.identity.uid)
+      throw Error(ExitCode::board, fmt::format("board {} reports UID {} in its provisioning record", a.identity.uid,
+                                               shown_uid(a.record.uid)));
+    if (a.identity.state < profile.final_state) check_second_certificate(a);
     return "ok";
   });
 
@@ -218,7 +333,7 @@ void run_steps(Attempt& a, SmpClient& client) {
   a.step(ProvisionStep::identity, [&]() -> std::string {
     if (!a.record.device_public_key.empty()) {
       a.device_public_key = a.record.device_public_key;
-      if (!dry) check_possession(client, a.identity.uid, a.device_public_key);
+      if (!dry) check_possession(client, a.identity, a.device_public_key);
       return "skipped";
     }
     if (!blank)
@@ -226,7 +341,10 @@ void run_steps(Attempt& a, SmpClient& client) {
                                                   manufacturing_state_name(a.identity.state)));
     return change([&] {
       if (profile.identity == IdentityMode::csr) {
-        a.device_public_key = verify_csr(generate_device_key(client, a.identity.uid));
+        Bytes nonce = fresh_nonce();
+        auto generated = generate_attested_device_key(client, a.identity.uid, nonce);
+        a.device_public_key = verify_csr(generated.csr);
+        verify_key_attestation(a.identity, nonce, a.device_public_key, generated.key_attestation);
       } else {
         auto [public_key, wrapped] = make_injected_key(a.identity);
         Bytes installed = inject_device_key(client, wrapped);
@@ -301,8 +419,10 @@ void run_steps(Attempt& a, SmpClient& client) {
     return "ok";
   });
 
-  // Durable before anything irreversible: a board never reaches its final state unrecorded.
+  // Durable before anything irreversible: a board never reaches its final state unrecorded, and
+  // never on faith: it must hold now exactly what this attempt established.
   a.step(ProvisionStep::ledger, [&] {
+    check_ready_to_seal(a, client);
     a.entry.result = "provisioned";
     a.entry.finished_at = utc_now_iso8601();
     station.ledger->append(a.entry);
@@ -389,7 +509,7 @@ std::unique_ptr<Station> open_station(const std::filesystem::path& profile_path,
 ProvisionOutcome provision_board(Station& station, const BoardAddress& board, const ProvisionOptions& options,
                                  const EventSink& on_event) {
   auto start = Clock::now();
-  Attempt a{station, board, options, on_event, {}, {}, {}, {}, {}, {}, false};
+  Attempt a{station, board, options, on_event, {}, {}, {}, {}, {}, {}, false, nullptr};
   a.outcome.board = board.text();
   a.entry.product = station.profile.product;
   a.entry.profile_hash = station.profile_hash;

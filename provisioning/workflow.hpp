@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,9 @@ struct Station {
   Bytes boot_key_hash;
   std::optional<StationFirmware> firmware;  // the firmware step runs when the profile names an image
   std::unique_ptr<Ledger> ledger;
+  // UIDs being provisioned right now by this process (two boards reporting one UID: one is a clone).
+  std::mutex in_flight_mutex;
+  std::set<std::string> in_flight;
 };
 std::unique_ptr<Station> open_station(const std::filesystem::path& profile_path, const KeyOptions& key_options,
                                       const std::string& operator_name);
@@ -63,6 +67,9 @@ struct ProvisionOutcome {
 
 struct ProvisionOptions {
   bool dry_run = false;
+  // Issue a new certificate for a UID this station already certified whose board no longer holds
+  // the certified key (recorded as a re-provisioning). Without it such a board is refused (exit 7).
+  bool reprovision = false;
   std::chrono::milliseconds board_timeout{5000};
 };
 

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "core/bytes.hpp"
+#include "core/device_uid.hpp"
 #include "core/error.hpp"
 #include "service/factory_trust.hpp"
 #include "service/handlers.hpp"
@@ -24,12 +25,7 @@ constexpr std::int64_t default_page = 1000;
 constexpr std::int64_t max_page = 10000;
 constexpr std::int64_t challenge_seconds = 300;
 
-bool valid_uid(std::string_view uid) {
-  if (uid.empty() || uid.size() > 128) return false;
-  return std::all_of(uid.begin(), uid.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':';
-  });
-}
+bool valid_uid(std::string_view uid) { return is_device_uid(uid); }  // core/device_uid.hpp
 
 // DER of a PEM "PUBLIC KEY" block, checked to be one DER SEQUENCE of SEQUENCE + BIT STRING.
 // The key itself is decoded when it is first used (claim, agent TLS): OpenSSL 3 spends ~0.6 ms

@@ -190,18 +190,45 @@ Bytes unwrap_device_key(const WrappedKey& wrapped, ByteView transport_private_ke
   return plain;
 }
 
-BoardIdentity read_identity(SmpClient& client) {
-  auto rsp = call_group(client, smp::Op::read, provisioning_command::identity);
+Bytes attestation_statement(std::string_view label, ByteView nonce, std::string_view uid, ByteView key_spki) {
+  if (nonce.size() > 0xffff || uid.size() > 0xffff)
+    throw Error(ExitCode::usage, "an attestation nonce or UID is longer than 65535 bytes");
+  Bytes out(label.begin(), label.end());
+  auto put_length = [&](std::size_t n) {
+    out.push_back(static_cast<std::uint8_t>(n >> 8));
+    out.push_back(static_cast<std::uint8_t>(n & 0xff));
+  };
+  put_length(nonce.size());
+  out.insert(out.end(), nonce.begin(), nonce.end());
+  put_length(uid.size());
+  out.insert(out.end(), uid.begin(), uid.end());
+  out.insert(out.end(), key_spki.begin(), key_spki.end());
+  return out;
+}
+
+BoardIdentity read_identity(SmpClient& client, ByteView nonce) {
+  smp::Body request = smp::Body::object();
+  if (!nonce.empty()) request["nonce"] = smp::binary(nonce);
+  return parse_identity(call_group(client, smp::Op::read, provisioning_command::identity, request));
+}
+
+BoardIdentity parse_identity(const smp::Body& rsp) {
   BoardIdentity id;
   id.uid = smp::get_text(rsp, "uid");
   id.state = parse_manufacturing_state(smp::get_text(rsp, "state"));
   id.attestation_chain = bytes_array(rsp, "attestation");
   id.transport_key = smp::get_bytes(rsp, "transport_key");
   id.transport_key_signature = smp::get_bytes(rsp, "transport_key_sig");
+  if (rsp.contains("attestation_sig")) id.attestation_signature = smp::get_bytes(rsp, "attestation_sig");
   if (auto fw = rsp.find("firmware"); fw != rsp.end() && fw->is_array())
-    for (const auto& slot : *fw)
-      id.firmware.push_back({static_cast<std::uint32_t>(smp::get_uint(slot, "slot")), slot.value("version", ""),
+    for (const auto& slot : *fw) {
+      auto version = slot.is_object() ? slot.find("version") : slot.end();
+      if (!slot.is_object() || (version != slot.end() && !version->is_string()))
+        throw Error(ExitCode::board, "the board's identity lists a firmware slot that is not {slot, version, hash}");
+      id.firmware.push_back({static_cast<std::uint32_t>(smp::get_uint(slot, "slot")),
+                             version != slot.end() ? version->get<std::string>() : std::string(),
                              smp::get_bytes(slot, "hash")});
+    }
   if (rsp.contains("manifest_key")) id.manifest_key = smp::get_bytes(rsp, "manifest_key");
   if (rsp.contains("sequence")) id.sequence = smp::get_uint(rsp, "sequence");
   if (rsp.contains("manifest_digest")) id.manifest_digest = smp::get_bytes(rsp, "manifest_digest");
@@ -212,6 +239,17 @@ Bytes generate_device_key(SmpClient& client, const std::string& common_name) {
   smp::Body body = smp::Body::object();
   if (!common_name.empty()) body["cn"] = common_name;
   return smp::get_bytes(call_group(client, smp::Op::write, provisioning_command::generate_key, body), "csr");
+}
+
+AttestedKey generate_attested_device_key(SmpClient& client, const std::string& common_name, ByteView nonce) {
+  smp::Body body{{"nonce", smp::binary(nonce)}};
+  if (!common_name.empty()) body["cn"] = common_name;
+  auto rsp = call_group(client, smp::Op::write, provisioning_command::generate_key, body);
+  AttestedKey key;
+  key.csr = smp::get_bytes(rsp, "csr");
+  if (rsp.contains("public_key")) key.public_key = smp::get_bytes(rsp, "public_key");
+  if (rsp.contains("key_attestation")) key.key_attestation = smp::get_bytes(rsp, "key_attestation");
+  return key;
 }
 
 void install_certificate_chain(SmpClient& client, const std::vector<Bytes>& chain_der) {
@@ -241,6 +279,15 @@ Bytes sign_challenge(SmpClient& client, ByteView challenge) {
   auto rsp = call_group(client, smp::Op::write, provisioning_command::sign_challenge,
                         {{"challenge", smp::binary(challenge)}});
   return smp::get_bytes(rsp, "signature");
+}
+
+ChallengeAnswer sign_challenge_attested(SmpClient& client, ByteView challenge) {
+  auto rsp = call_group(client, smp::Op::write, provisioning_command::sign_challenge,
+                        {{"challenge", smp::binary(challenge)}});
+  ChallengeAnswer answer;
+  answer.signature = smp::get_bytes(rsp, "signature");
+  if (rsp.contains("key_attestation")) answer.key_attestation = smp::get_bytes(rsp, "key_attestation");
+  return answer;
 }
 
 ManufacturingState set_manufacturing_state(SmpClient& client, ManufacturingState next, bool dry_run) {

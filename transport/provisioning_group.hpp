@@ -55,6 +55,9 @@ struct BoardIdentity {
   std::vector<Bytes> attestation_chain;  // DER: silicon attestation certificate, then the vendor root
   Bytes transport_key;                   // DER SPKI of the P-256 key-wrapping (ECDH) key
   Bytes transport_key_signature;         // ECDSA by the attestation key over SHA-256(transport_key)
+  // ECDSA by the attestation key over SHA-256(identity statement for the station's nonce): the
+  // answer to this read's challenge. Empty when the request carried no nonce (or an old board).
+  Bytes attestation_signature;
   std::vector<FirmwareSlot> firmware;
   Bytes manifest_key;          // DER SPKI of the SUIT signer the board trusts, empty when none
   std::uint64_t sequence = 0;  // installed manifest's sequence number, 0 when none
@@ -98,15 +101,40 @@ WrappedKey wrap_device_key(ByteView transport_public_key, const std::string& uid
 // The board side. Throws Error(verification_failed) when the key does not decrypt.
 Bytes unwrap_device_key(const WrappedKey& wrapped, ByteView transport_private_key_pkcs8, const std::string& uid);
 
-BoardIdentity read_identity(SmpClient& client);
+// What a board's attestation key signs (ECDSA over its SHA-256), so a signature answers one
+// station challenge about one UID and one key: label || u16 len(nonce) || nonce || u16 len(uid) ||
+// uid || key (DER SPKI), lengths big-endian. docs/board-protocol.md, "Attestation statements".
+constexpr std::string_view identity_statement_label = "kiln identity attestation v1";  // key: the transport key
+constexpr std::string_view key_statement_label = "kiln key attestation v1";            // key: the device key
+Bytes attestation_statement(std::string_view label, ByteView nonce, std::string_view uid, ByteView key_spki);
+// A station nonce is 16 to 64 bytes.
+constexpr std::size_t min_nonce_size = 16;
+constexpr std::size_t max_nonce_size = 64;
+
+// With a nonce, the board also signs the identity statement with its attestation key.
+BoardIdentity read_identity(SmpClient& client, ByteView nonce = {});
+// The 64:0 response body as a BoardIdentity. Throws Error for a missing or mistyped field.
+BoardIdentity parse_identity(const smp::Body& response);
 // Returns the PKCS#10 CSR (DER) for a P-256 key generated inside the secure element.
 Bytes generate_device_key(SmpClient& client, const std::string& common_name = {});
+struct AttestedKey {
+  Bytes csr;              // PKCS#10, DER
+  Bytes public_key;       // DER SPKI the board reports
+  Bytes key_attestation;  // attestation key over the key statement (nonce, uid, public_key)
+};
+// Generates the device key inside the secure element; the attestation key vouches for it.
+AttestedKey generate_attested_device_key(SmpClient& client, const std::string& common_name, ByteView nonce);
 void install_certificate_chain(SmpClient& client, const std::vector<Bytes>& chain_der);
 void install_service_config(SmpClient& client, const ServiceConfig& config);
 // Returns the DER SPKI of the installed key.
 Bytes inject_device_key(SmpClient& client, const WrappedKey& wrapped);
 // DER ECDSA signature by the device key over SHA-256(challenge).
 Bytes sign_challenge(SmpClient& client, ByteView challenge);
+struct ChallengeAnswer {
+  Bytes signature;        // device key over SHA-256(challenge)
+  Bytes key_attestation;  // attestation key over the key statement (challenge as nonce, uid, device key)
+};
+ChallengeAnswer sign_challenge_attested(SmpClient& client, ByteView challenge);
 // With dry_run the board checks the transition and its preconditions without changing state.
 ManufacturingState set_manufacturing_state(SmpClient& client, ManufacturingState next, bool dry_run);
 ProvisioningRecord read_provisioning_record(SmpClient& client);

@@ -21,6 +21,7 @@
 
 #include <fmt/format.h>
 
+#include "core/device_uid.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "core/interrupt.hpp"
@@ -328,10 +329,7 @@ std::vector<std::string> parse_device_ids(const std::string& text_of_file, const
       id = text;
     }
     // The service's UID alphabet: an id also names files ({uid} in --key), so '/' never gets through.
-    bool uid_shaped = id.size() <= 128 && std::all_of(id.begin(), id.end(), [](char c) {
-      return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':';
-    });
-    if (!uid_shaped || id == "." || id == "..")
+    if (!is_device_uid(id))
       throw Error(ExitCode::failure,
                   fmt::format("{} line {}: a device UID holds up to 128 letters, digits and - _ . : only", name, number));
     if (seen.insert(id).second) ids.push_back(id);

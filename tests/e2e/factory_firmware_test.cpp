@@ -260,7 +260,12 @@ TEST_CASE("factory run: a link cut anywhere in the firmware step is resumed by a
       CHECK(first.exit_code == 4);  // one board: its failure's own code (board link)
       failed_steps.insert(json::parse(first.out).at(0).value("failed_step", ""));
     }
+    CAPTURE(first.out);
     auto again = test::run_kiln({"-o", "json", "factory", "run", "--all", "--profile", line.profile}, options);
+    // A cut past the first run's last byte lands in the re-run (the emulator counts bytes across
+    // connections): one more run resumes it.
+    if (first.exit_code == 0 && again.exit_code == 4)
+      again = test::run_kiln({"-o", "json", "factory", "run", "--all", "--profile", line.profile}, options);
     REQUIRE_MESSAGE(again.exit_code == 0, again.err);
     auto uid = emulator.uids().at(0);
     auto board = json::parse(test::run_kiln({"-o", "json", "board", "info", "-b", uid}, options).out);

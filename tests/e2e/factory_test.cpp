@@ -10,9 +10,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/files.hpp"
 #include "tests/support/emulator_process.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/smp_proxy.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "transport/board_address.hpp"
+#include "transport/provisioning_group.hpp"
+#include "transport/smp_client.hpp"
 
 using namespace kiln;
 using nlohmann::json;
@@ -187,11 +192,11 @@ TEST_CASE("factory e2e: quota, vendor-root mismatch and a tampered ledger are re
   // Edit a row behind the station's back: verify names it and export refuses.
   auto edit = test::run_process("/usr/bin/sqlite3", {line.dir.file("station-ledger.sqlite"),
                                                      "UPDATE ledger SET content = replace(content, 'Thermostat', "
-                                                     "'Toaster') WHERE seq = 1"});
+                                                     "'Toaster') WHERE seq = 2"});  // row 1 binds the station
   REQUIRE_MESSAGE(edit.exit_code == 0, edit.err);
   auto verify = line.kiln({"factory", "ledger", "verify", "--profile", line.profile});
   CHECK(verify.exit_code == 3);
-  CHECK(verify.err.find("row 1 was edited") != std::string::npos);
+  CHECK(verify.err.find("row 2 was edited") != std::string::npos);
   CHECK(line.kiln({"factory", "ledger", "export", "--profile", line.profile, "-o", line.dir.file("u.jsonl")}).exit_code == 3);
 }
 
@@ -253,4 +258,140 @@ TEST_CASE("factory e2e: watch provisions boards that appear after it started, th
   CHECK(provisioned.size() == 2);
   CHECK(provisioned.count(emulator->uids().at(0)) == 1);
   CHECK(line.kiln({"factory", "ledger", "verify", "--profile", line.profile}).exit_code == 0);
+}
+
+TEST_CASE("factory e2e: a proxy board replaying a genuine board's attestation is refused with exit 3") {
+  Line line;
+  line.setup();
+  test::EmulatorProcess emulator(line.emu_dir, 2);
+  std::string genuine = emulator.sockets().at(0), counterfeit = emulator.sockets().at(1);
+  std::string genuine_uid = emulator.uids().at(0);
+  // What the attacker captured from the genuine board: its identity answer to some challenge.
+  smp::Body captured;
+  {
+    SmpClient client(open_link(BoardAddress{BoardAddress::Kind::emulator, genuine, genuine_uid}));
+    captured = client.call_raw({smp::Op::read, smp::group::kiln_provisioning, provisioning_command::identity,
+                                {{"nonce", smp::binary(Bytes(32, 0x42))}}});
+  }
+  std::filesystem::create_directories(line.dir.file("proxy"));
+  test::SmpProxy proxy(
+      line.dir.file("proxy/board.sock"), counterfeit,
+      [&](const smp::Header& h, const smp::Body&) -> std::optional<smp::Body> {
+        if (h.group == smp::group::kiln_provisioning && h.command == provisioning_command::identity) return captured;
+        return std::nullopt;
+      },
+      [&](const smp::Header& h, smp::Body& response) {
+        if (h.group == smp::group::kiln_provisioning && h.command == provisioning_command::record)
+          response["uid"] = genuine_uid;
+      });
+  auto refused = line.kiln({"factory", "provision", "--board", proxy.address(), "--profile", line.profile});
+  CHECK(refused.exit_code == 3);
+  CHECK(refused.err.find(genuine_uid) != std::string::npos);
+  CHECK(refused.err.find("replayed") != std::string::npos);
+  // The genuine board still provisions, and it is the only certificate for its UID.
+  auto real = line.kiln({"-o", "json", "factory", "provision", "--board", "emu:" + genuine, "--profile", line.profile});
+  REQUIRE_MESSAGE(real.exit_code == 0, real.err);
+  auto stats = json::parse(line.kiln({"-o", "json", "factory", "ledger", "stats", "--profile", line.profile}).out);
+  CHECK(stats["certificates_issued"] == 1);
+}
+
+TEST_CASE("factory e2e: a second certificate for a UID is refused (exit 7) unless --reprovision, which is recorded") {
+  Line line;
+  line.setup();
+  std::string uid;
+  {
+    // The certificate is issued and recorded, then installing it fails (64:2).
+    test::EmulatorProcess emulator(line.emu_dir, 1, {"--fail-command", "64:2"});
+    uid = emulator.uids().at(0);
+    auto failed = line.kiln({"factory", "run", "--all", "--profile", line.profile});
+    CHECK(failed.exit_code == 4);  // one board: its own failure's code
+  }
+  // The unit returns with an empty secure element (or a clone claims its UID: the station cannot tell).
+  auto board_dir = std::filesystem::path(line.emu_dir) / uid;
+  std::filesystem::remove(board_dir / "device.key.pem");
+  {
+    std::ifstream in(board_dir / "state.json");
+    auto state = json::parse(in);
+    state.erase("key_origin");
+    std::ofstream(board_dir / "state.json") << state.dump(2);
+  }
+  test::EmulatorProcess emulator(line.emu_dir, 1);
+  auto refused = line.kiln({"factory", "provision", "--board", uid, "--profile", line.profile});
+  CHECK(refused.exit_code == 7);
+  CHECK(refused.err.find("--reprovision") != std::string::npos);
+  CHECK(refused.err.find(uid) != std::string::npos);
+
+  auto again = line.kiln({"-o", "json", "factory", "run", "--all", "--reprovision", "--profile", line.profile});
+  REQUIRE_MESSAGE(again.exit_code == 0, again.err);
+  auto verify = line.kiln({"-o", "json", "factory", "ledger", "verify", "--profile", line.profile});
+  REQUIRE_MESSAGE(verify.exit_code == 0, verify.err);
+  CHECK(json::parse(verify.out)["reprovisions"] == 1);
+  line.exported_and_verified();
+  std::ifstream in(line.dir.file("units.jsonl"));
+  std::string first;
+  std::getline(in, first);
+  auto unit = json::parse(first);
+  CHECK(unit["uid"] == uid);
+  CHECK(unit["reprovisioned"] == true);
+}
+
+TEST_CASE("factory e2e: a second station in the same directory keeps its hands off the first one's ledger") {
+  Line line;
+  line.setup();
+  test::EmulatorProcess emulator(line.emu_dir, 2);
+  auto first_run = line.kiln({"factory", "provision", "--board", emulator.uids().at(0), "--profile", line.profile});
+  REQUIRE_MESSAGE(first_run.exit_code == 0, first_run.err);
+
+  // Another station (its own CA key) initialised in the same directory: the default ledger is taken.
+  REQUIRE(line.kiln({"key", "generate", "-t", "ecdsa-p256", "-o", line.dir.file("ca2.key.pem")}).exit_code == 0);
+  auto ca2 = test::run_process("/usr/bin/openssl", {"req", "-x509", "-new", "-key", line.dir.file("ca2.key.pem"), "-subj",
+                                                    "/CN=Line 2 CA", "-days", "30", "-out", line.dir.file("ca2.pem")});
+  REQUIRE(ca2.exit_code == 0);
+  std::vector<std::string> init{"factory", "init", "--ca-key", line.dir.file("ca2.key.pem"), "--ca-cert",
+                                line.dir.file("ca2.pem"), "--vendor-root", line.dir.file("vendor.pem"), "--boot-key",
+                                line.dir.file("boot.pem"), "--product", "Thermostat", "--service",
+                                "https://kiln.example:8443", "-o", line.dir.file("station2.toml")};
+  auto second_init = line.kiln(init);
+  CHECK(second_init.exit_code == 7);
+  CHECK(second_init.err.find("--ledger") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(line.dir.file("station2.toml")));
+
+  // Forced onto it anyway (a profile edited by hand): the run refuses before touching a board.
+  init.push_back("--ledger");
+  init.push_back(line.dir.file("line2.sqlite"));
+  REQUIRE(line.kiln(init).exit_code == 0);
+  std::string profile2 = read_text_file(line.dir.file("station2.toml"));
+  auto at = profile2.find(line.dir.file("line2.sqlite"));
+  REQUIRE(at != std::string::npos);
+  profile2.replace(at, line.dir.file("line2.sqlite").size(), line.dir.file("station-ledger.sqlite"));
+  std::ofstream(line.dir.file("station2.toml")) << profile2;
+  auto second_run = line.kiln({"factory", "provision", "--board", emulator.uids().at(1), "--profile",
+                               line.dir.file("station2.toml")});
+  CHECK(second_run.exit_code == 7);
+  CHECK(second_run.err.find("another station key") != std::string::npos);
+  CHECK(second_run.err.find("station.ledger") != std::string::npos);
+
+  // The first station's ledger is untouched: it verifies and exports.
+  auto verify = line.kiln({"-o", "json", "factory", "ledger", "verify", "--profile", line.profile});
+  REQUIRE_MESSAGE(verify.exit_code == 0, verify.err);
+  CHECK(json::parse(verify.out)["units"] == 1);
+  CHECK(line.exported_and_verified().size() == 1);
+}
+
+TEST_CASE("factory e2e: a ledger with its tail deleted no longer verifies or exports") {
+  Line line;
+  line.setup();
+  test::EmulatorProcess emulator(line.emu_dir, 3);
+  auto run = line.kiln({"factory", "run", "--all", "--profile", line.profile});
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  REQUIRE(line.kiln({"factory", "ledger", "verify", "--profile", line.profile}).exit_code == 0);
+  // Delete the last unit row and the checkpoint that closed the run, as sqlite3 on the station would.
+  auto cut = test::run_process("/usr/bin/sqlite3",
+                               {line.dir.file("station-ledger.sqlite"),
+                                "DELETE FROM ledger WHERE seq >= (SELECT max(seq) - 1 FROM ledger)"});
+  REQUIRE_MESSAGE(cut.exit_code == 0, cut.err);
+  auto verify = line.kiln({"factory", "ledger", "verify", "--profile", line.profile});
+  CHECK(verify.exit_code == 3);
+  CHECK(verify.err.find("deleted from its end") != std::string::npos);
+  CHECK(line.kiln({"factory", "ledger", "export", "--profile", line.profile, "-o", line.dir.file("u.jsonl")}).exit_code == 3);
 }

@@ -78,6 +78,12 @@ struct Fixture {
     for (int i = 0; i < units; ++i) ledger.append(unit(fmt::format("UID{:02}", i)));
     ledger.checkpoint();
   }
+  // A ledger bound to the station key (no automatic checkpoints).
+  std::unique_ptr<Ledger> open() {
+    auto ledger = std::make_unique<Ledger>(path);
+    ledger->set_station_signer(key.get(), 0);
+    return ledger;
+  }
 };
 
 }  // namespace
@@ -88,22 +94,25 @@ TEST_CASE("ledger: an untouched ledger verifies, with checkpoints every N rows a
   Ledger ledger(f.path);
   auto report = ledger.verify(f.key->public_key_der());
   CHECK(report.ok);
-  CHECK(report.rows == 8);  // 5 units + checkpoints after 2, 4 and the closing one
+  CHECK(report.rows == 9);  // the station row, 5 units, checkpoints after 2, 4 and the closing one
   CHECK(report.checkpoints == 3);
   CHECK(report.units == 5);
   CHECK(report.unsealed_rows == 0);
+  CHECK(report.head_verified);
+  CHECK(report.unverified_rows == 0);
+  CHECK(report.ledger_id.size() == 32);
 }
 
 TEST_CASE("ledger: an edited row is named") {
   Fixture f;
-  auto report = f.tampered_report("UPDATE ledger SET content = replace(content, 'UID03', 'UID99') WHERE seq = 5", 5);
+  auto report = f.tampered_report("UPDATE ledger SET content = replace(content, 'UID03', 'UID99') WHERE seq = 6", 6);
   CHECK(report.problem.find("edited") != std::string::npos);
 }
 
 TEST_CASE("ledger: a deleted row is named") {
   Fixture f;
-  auto report = f.tampered_report("DELETE FROM ledger WHERE seq = 2", 3);
-  CHECK(report.problem.find("row 2 was deleted") != std::string::npos);
+  auto report = f.tampered_report("DELETE FROM ledger WHERE seq = 3", 4);
+  CHECK(report.problem.find("row 3 was deleted") != std::string::npos);
 }
 
 TEST_CASE("ledger: reordered rows are detected") {
@@ -115,20 +124,31 @@ TEST_CASE("ledger: reordered rows are detected") {
 
 TEST_CASE("ledger: a rewritten chain without the station key fails at the checkpoint") {
   Fixture f;
-  f.fill(1);  // row 1 unit, row 2 checkpoint
-  // Rewrite row 1 and re-hash the chain consistently: only the checkpoint signature can tell.
+  f.fill(1);  // row 1 station, row 2 unit, row 3 checkpoint
+  // Rewrite row 2 and re-hash the chain consistently: only the checkpoint signature can tell.
   Ledger ledger(f.path);
-  f.tamper("UPDATE ledger SET content = replace(content, 'UID00', 'UID77') WHERE seq = 1");
-  std::string content = f.content_of(1);
-  auto h1 = ledger_row_hash(std::string(64, '0'), 1, "unit", content);
-  f.tamper("UPDATE ledger SET hash = '" + h1 + "' WHERE seq = 1");
-  f.tamper("UPDATE ledger SET prev_hash = '" + h1 + "' WHERE seq = 2");
-  std::string checkpoint_content = f.content_of(2);
-  f.tamper("UPDATE ledger SET hash = '" + ledger_row_hash(h1, 2, "checkpoint", checkpoint_content) + "' WHERE seq = 2");
+  std::string h1 = [&] {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(f.path.c_str(), &db) == SQLITE_OK);
+    sqlite3_stmt* stmt = nullptr;
+    sqlite3_prepare_v2(db, "SELECT hash FROM ledger WHERE seq = 1", -1, &stmt, nullptr);
+    REQUIRE(sqlite3_step(stmt) == SQLITE_ROW);
+    std::string hash = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return hash;
+  }();
+  f.tamper("UPDATE ledger SET content = replace(content, 'UID00', 'UID77') WHERE seq = 2");
+  std::string content = f.content_of(2);
+  auto h2 = ledger_row_hash(h1, 2, "unit", content);
+  f.tamper("UPDATE ledger SET hash = '" + h2 + "' WHERE seq = 2");
+  f.tamper("UPDATE ledger SET prev_hash = '" + h2 + "' WHERE seq = 3");
+  std::string checkpoint_content = f.content_of(3);
+  f.tamper("UPDATE ledger SET hash = '" + ledger_row_hash(h2, 3, "checkpoint", checkpoint_content) + "' WHERE seq = 3");
   auto report = ledger.verify(f.key->public_key_der());
   CHECK_FALSE(report.ok);
   REQUIRE(report.bad_row);
-  CHECK(*report.bad_row == 2);
+  CHECK(*report.bad_row == 3);
   CHECK(report.problem.find("signature") != std::string::npos);
 }
 
@@ -145,12 +165,12 @@ TEST_CASE("ledger: checkpoints signed by another key are refused") {
 TEST_CASE("ledger: export writes one line per provisioned unit and a verifiable signed trailer") {
   Fixture f;
   {
-    Ledger ledger(f.path);
-    ledger.append(unit("A", "failed", false));
-    ledger.append(unit("A"));
-    ledger.append(unit("B"));
-    ledger.append(unit("C", "failed", false));
-    CHECK(ledger.export_bundle(f.dir.path() / "units.jsonl", *f.key) == 2);
+    auto ledger = f.open();
+    ledger->append(unit("A", "failed", false));
+    ledger->append(unit("A"));
+    ledger->append(unit("B"));
+    ledger->append(unit("C", "failed", false));
+    CHECK(ledger->export_bundle(f.dir.path() / "units.jsonl", *f.key) == 2);
   }
   std::ifstream in(f.dir.path() / "units.jsonl");
   std::vector<std::string> lines;
@@ -160,9 +180,15 @@ TEST_CASE("ledger: export writes one line per provisioned unit and a verifiable 
   CHECK(first["uid"] == "A");
   CHECK(first["product"] == "Thermostat");
   CHECK(first["state"] == "provisioned");
-  CHECK(first["ledger_seq"] == 2);
+  CHECK(first["ledger_seq"] == 3);
   auto trailer = nlohmann::json::parse(lines[2]);
   CHECK(trailer["units"] == 2);
+  // The signed head travels with the bundle: 5 rows (station row and 4 units), verifiable alone.
+  auto head = trailer["ledger_head"];
+  CHECK(head["rows"] == 5);
+  CHECK(verify_signature(f.key->public_key_der(),
+                         digest(HashAlg::sha256, as_bytes(ledger_head_message(head["ledger_id"], 5, head["hash"]))),
+                         HashAlg::sha256, from_hex(head["signature"].get<std::string>())));
   std::string signed_text = lines[0] + "\n" + lines[1] + "\n";
   Bytes bundle_digest = digest(HashAlg::sha256, as_bytes(signed_text));
   CHECK(trailer["bundle_sha256"] == to_hex(bundle_digest));
@@ -172,7 +198,8 @@ TEST_CASE("ledger: export writes one line per provisioned unit and a verifiable 
 
 TEST_CASE("ledger: stats count yield and failures per step") {
   Fixture f;
-  Ledger ledger(f.path);
+  auto opened = f.open();
+  Ledger& ledger = *opened;
   ledger.append(unit("A", "failed", false));
   ledger.append(unit("A"));
   ledger.append(unit("B"));
@@ -192,7 +219,8 @@ TEST_CASE("ledger: stats count yield and failures per step") {
 
 TEST_CASE("ledger: the quota counts issued certificates and pending reservations") {
   Fixture f;
-  Ledger ledger(f.path);
+  auto opened = f.open();
+  Ledger& ledger = *opened;
   ledger.append(unit("A"));
   ledger.reserve_certificate("B", 2);  // one issued + this one = 2
   CHECK_THROWS_WITH_AS(ledger.reserve_certificate("C", 2), doctest::Contains("quota reached"), Error);
@@ -206,8 +234,10 @@ TEST_CASE("ledger: the quota counts issued certificates and pending reservations
 
 TEST_CASE("ledger: reservations are shared by every connection to the file and consumed by the unit row") {
   Fixture f;
-  Ledger first(f.path);
-  Ledger second(f.path);  // another station process on the same ledger
+  auto first_ledger = f.open();
+  auto second_ledger = f.open();  // another station process on the same ledger
+  Ledger& first = *first_ledger;
+  Ledger& second = *second_ledger;
   first.reserve_certificate("A", 1);
   CHECK_THROWS_WITH_AS(second.reserve_certificate("B", 1), doctest::Contains("1 more being issued"), Error);
   first.append(unit("A"));  // certificate_issued: the row replaces the reservation
@@ -219,4 +249,70 @@ TEST_CASE("ledger: reservations are shared by every connection to the file and c
   CHECK(first.certificates_reserved() == 1);
   CHECK_NOTHROW(first.reserve_certificate("D", 3));
   CHECK_THROWS_AS(second.reserve_certificate("E", 3), Error);
+}
+
+TEST_CASE("ledger: rows deleted from its end are detected, with or without their checkpoint") {
+  // station row 1; units 2, 3; checkpoint 4; units 5, 6; checkpoint 7; unit 8; closing checkpoint 9;
+  // then two more units (10, 11) not yet covered by a checkpoint.
+  for (const char* cut : {"DELETE FROM ledger WHERE seq >= 10",   // the rows after the last checkpoint
+                          "DELETE FROM ledger WHERE seq >= 8",    // rows and the checkpoint that sealed them
+                          "DELETE FROM ledger WHERE seq = 11",    // only the last row
+                          "DELETE FROM ledger WHERE seq >= 8; DELETE FROM head"}) {  // and the head itself
+    CAPTURE(cut);
+    Fixture f;
+    f.fill(5);
+    {
+      auto ledger = f.open();
+      ledger->append(unit("LATE1"));
+      ledger->append(unit("LATE2"));
+      REQUIRE(ledger->verify(f.key->public_key_der()).ok);
+    }
+    f.tamper(cut);
+    auto report = Ledger(f.path).verify(f.key->public_key_der());
+    CHECK_FALSE(report.ok);
+    CHECK_FALSE(report.head_verified);
+    CHECK((report.problem.find("deleted from its end") != std::string::npos ||
+           report.problem.find("head is missing") != std::string::npos));
+  }
+}
+
+TEST_CASE("ledger: a head that is not the station's, or rows added past it, are refused") {
+  Fixture f;
+  f.fill(2);
+  {
+    auto ledger = f.open();
+    ledger->append(unit("X"));
+  }
+  // Someone appends a row with a correct hash link but cannot re-sign the head.
+  f.tamper("INSERT INTO ledger (seq, kind, content, prev_hash, hash, signature) SELECT seq + 1, kind, content, hash, "
+           "hash, NULL FROM ledger WHERE seq = (SELECT max(seq) FROM ledger)");
+  auto added = Ledger(f.path).verify(f.key->public_key_der());
+  CHECK_FALSE(added.ok);  // the forged row's hash does not match (or it follows the head)
+  f.tamper("DELETE FROM ledger WHERE seq = (SELECT max(seq) FROM ledger)");
+  REQUIRE(Ledger(f.path).verify(f.key->public_key_der()).ok);
+  f.tamper("UPDATE head SET signature = '00' || substr(signature, 3)");
+  auto forged = Ledger(f.path).verify(f.key->public_key_der());
+  CHECK_FALSE(forged.ok);
+  CHECK(forged.problem.find("head") != std::string::npos);
+}
+
+TEST_CASE("ledger: a station with another key refuses to write to a ledger bound to the first") {
+  Fixture f;
+  f.fill(2);
+  write_file_atomic(f.dir.file("other.pem"), as_bytes(generate_private_key_pem(KeyType::ecdsa_p256, std::nullopt)), 0600);
+  auto other = load_file_signer(f.dir.file("other.pem"), std::nullopt);
+  Ledger ledger(f.path);
+  try {
+    ledger.set_station_signer(other.get(), 2);
+    FAIL("a second station key was bound");
+  } catch (const Error& e) {
+    CHECK(e.code() == ExitCode::conflict);
+    CHECK(std::string(e.what()).find("another station key") != std::string::npos);
+    CHECK(e.hint().find("--ledger") != std::string::npos);
+  }
+  CHECK_THROWS_AS(ledger.append(unit("INTRUDER")), Error);  // nothing bound: nothing written
+  CHECK(ledger.station_public_key() == f.key->public_key_der());
+  auto report = ledger.verify(f.key->public_key_der());
+  CHECK(report.ok);
+  CHECK(report.units == 2);
 }

@@ -104,3 +104,41 @@ TEST_CASE("profile: the firmware section reads back, and is refused when incompl
   auto without_image = text.substr(0, text.find("image = \"")) + text.substr(text.find("image_sha256"));
   CHECK_THROWS_WITH_AS(parse_profile(without_image, "/base"), doctest::Contains("needs firmware.image"), Error);
 }
+
+TEST_CASE("profile: a table or key that appears twice is refused, naming both lines") {
+  auto toml = profile_to_toml(sample());
+  // A second [ca] table further down (CLI11 would merge it, and the last validity_days would win).
+  try {
+    parse_profile(toml + "\n[ca]\nvalidity_days = 1\n", "/");
+    FAIL("a duplicate table was accepted");
+  } catch (const Error& e) {
+    CHECK(e.code() == ExitCode::usage);
+    CHECK(std::string(e.what()).find("table [ca] appears twice") != std::string::npos);
+    CHECK(std::string(e.what()).find("line ") != std::string::npos);
+  }
+  // A key set twice in one table, and the same key as a dotted key at the top.
+  auto twice = toml;
+  twice.replace(twice.find("[ca]\n"), 5, "[ca]\nkey = \"other.pem\"\n");
+  CHECK_THROWS_WITH_AS(parse_profile(twice, "/"), doctest::Contains("'ca.key' is set twice"), Error);
+  CHECK_THROWS_WITH_AS(parse_profile("ca.key = \"a.pem\"\n" + toml, "/"), doctest::Contains("set twice"), Error);
+  CHECK_THROWS_WITH_AS(parse_profile(toml + "[[station]]\nid = \"x\"\n", "/"), doctest::Contains("line"), Error);
+}
+
+TEST_CASE("profile: every number has a range") {
+  auto toml = profile_to_toml(sample());
+  auto with = [&](const std::string& from, const std::string& to) {
+    auto changed = toml;
+    changed.replace(changed.find(from), from.size(), to);
+    return changed;
+  };
+  for (const char* days : {"0", "-1", "36501", "99999999999999999999"})
+    CHECK_THROWS_WITH_AS(parse_profile(with("validity_days = 3650", std::string("validity_days = ") + days), "/"),
+                         doctest::Contains("ca.validity_days must be an integer from 1 to 36500"), Error);
+  CHECK(parse_profile(with("validity_days = 3650", "validity_days = 36500"), "/").validity_days == 36500);
+  CHECK_THROWS_WITH_AS(parse_profile(with("quota = 1000", "quota = 1000000000000"), "/"),
+                       doctest::Contains("station.quota"), Error);
+  CHECK_THROWS_WITH_AS(parse_profile(with("checkpoint_every = 16", "checkpoint_every = 0"), "/"),
+                       doctest::Contains("station.checkpoint_every"), Error);
+  CHECK_THROWS_WITH_AS(parse_profile(with("checkpoint_every = 16", "checkpoint_every = 100001"), "/"),
+                       doctest::Contains("station.checkpoint_every"), Error);
+}

@@ -1,6 +1,8 @@
 // Tests for the station CA: CSR checks, issued chains accepted by the openssl CLI, attestation.
 #include <doctest/doctest.h>
 
+#include <openssl/x509.h>
+
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "provisioning/station_ca.hpp"
@@ -81,14 +83,16 @@ TEST_CASE("station CA: a CA key that does not match the CA certificate is refuse
 TEST_CASE("station CA: attestation verifies against the vendor root and not against another") {
   test::ServedBoards served(1);
   SmpClient client(open_link(served.address(0)));
-  auto identity = read_identity(client);
+  Bytes nonce(32, 0x5a);
+  auto identity = read_identity(client, nonce);
   Bytes root = certificate_der_from_pem(served.root.cert_pem());
-  CHECK_NOTHROW(verify_attestation(identity, root));
+  CHECK_NOTHROW(verify_attestation(identity, root, nonce));
+  CHECK(attested_uid(identity.attestation_chain.front()) == identity.uid);
 
   test::TempDir other_dir;
   auto other = emu::load_or_create_vendor_root(other_dir.path());
   try {
-    verify_attestation(identity, certificate_der_from_pem(other.cert_pem()));
+    verify_attestation(identity, certificate_der_from_pem(other.cert_pem()), nonce);
     FAIL("a foreign vendor root was accepted");
   } catch (const Error& e) {
     CHECK(e.code() == ExitCode::verification_failed);
@@ -97,5 +101,56 @@ TEST_CASE("station CA: attestation verifies against the vendor root and not agai
 
   auto forged = identity;
   forged.transport_key_signature.back() ^= 0x01;
-  CHECK_THROWS_WITH_AS(verify_attestation(forged, root), doctest::Contains("transport key"), Error);
+  CHECK_THROWS_WITH_AS(verify_attestation(forged, root, nonce), doctest::Contains("transport key"), Error);
+}
+
+TEST_CASE("station CA: an attestation answer only verifies for the nonce, UID and key it was made for") {
+  test::ServedBoards served(1);
+  SmpClient client(open_link(served.address(0)));
+  Bytes root = certificate_der_from_pem(served.root.cert_pem());
+  Bytes nonce(32, 0x11), other_nonce(32, 0x22);
+  auto identity = read_identity(client, nonce);
+  // Replayed: the answer to one challenge does not answer another.
+  CHECK_THROWS_WITH_AS(verify_attestation(identity, root, other_nonce), doctest::Contains("replayed"), Error);
+  // No answer at all (an old board, or a proxy that strips it).
+  auto unanswered = read_identity(client);
+  CHECK(unanswered.attestation_signature.empty());
+  CHECK_THROWS_WITH_AS(verify_attestation(unanswered, root, nonce), doctest::Contains("challenge"), Error);
+  // Another UID than the certificate binds: refused before any signature is looked at.
+  auto relabelled = identity;
+  relabelled.uid = "0000000000000000";
+  CHECK_THROWS_WITH_AS(verify_attestation(relabelled, root, nonce), doctest::Contains("does not bind"), Error);
+
+  // The device key: the attestation key vouches for the key made in the secure element, for this nonce.
+  auto key = generate_attested_device_key(client, identity.uid, nonce);
+  Bytes public_key = verify_csr(key.csr);
+  CHECK(public_key == key.public_key);
+  CHECK_NOTHROW(verify_key_attestation(identity, nonce, public_key, key.key_attestation));
+  CHECK_THROWS_AS(verify_key_attestation(identity, other_nonce, public_key, key.key_attestation), Error);
+  Bytes outsider = verify_csr(make_csr(served.dir, "outsider"));
+  CHECK_THROWS_WITH_AS(verify_key_attestation(identity, nonce, outsider, key.key_attestation),
+                       doctest::Contains("does not vouch"), Error);
+}
+
+TEST_CASE("station CA: a certificate is never issued with a validity outside its range") {
+  test::TempDir dir;
+  test::make_ca(dir, "ca.key.pem", "ca.pem");
+  auto ca = open_signer(dir.file("ca.key.pem"));
+  Bytes ca_der = read_certificate_file(dir.file("ca.pem"));
+  Bytes key = verify_csr(make_csr(dir, "dev"));
+  for (int days : {0, -1, -36500, max_validity_days + 1, 2147483647}) {
+    CAPTURE(days);
+    CHECK_THROWS_WITH_AS(issue_device_certificate(*ca, ca_der, key, "dev", {"P", days}),
+                         doctest::Contains("validity"), Error);
+  }
+  for (int days : {min_validity_days, max_validity_days}) {
+    auto issued = issue_device_certificate(*ca, ca_der, key, "dev", {"P", days});
+    const unsigned char* p = issued.der.data();
+    X509* cert = d2i_X509(nullptr, &p, static_cast<long>(issued.der.size()));
+    REQUIRE(cert);
+    int day = 0, second = 0;
+    REQUIRE(ASN1_TIME_diff(&day, &second, X509_get0_notBefore(cert), X509_get0_notAfter(cert)));
+    CHECK(day == days);
+    X509_free(cert);
+  }
 }
