@@ -23,27 +23,38 @@ SmpRequest request(smp::Op op, std::uint16_t group, std::uint8_t command, smp::B
   return SmpRequest{op, group, command, std::move(body)};
 }
 
-bool flag(const smp::Body& body, const char* key) {
-  auto it = body.find(key);
-  return it != body.end() && it->is_boolean() && it->get<bool>();
+Error unknown_state(const std::string& board, const std::string& what) {
+  return Error(ExitCode::board, fmt::format("protocol error: board {} reports an image slot state kiln does not know: {}",
+                                            board, what),
+               "the board's firmware speaks another version of the MCUmgr image group; update kiln or the firmware");
 }
 
-std::vector<ImageSlot> parse_image_state(const smp::Body& body) {
+// A slot flag: absent is false, anything but a boolean is a state kiln cannot interpret.
+bool flag(const std::string& board, const smp::Body& entry, const char* key) {
+  auto it = entry.find(key);
+  if (it == entry.end()) return false;
+  if (!it->is_boolean()) throw unknown_state(board, fmt::format("{} = {}", key, it->dump(-1, ' ', true, smp::Body::error_handler_t::replace)));
+  return it->get<bool>();
+}
+
+std::vector<ImageSlot> parse_image_state(const std::string& board, const smp::Body& body) {
   std::vector<ImageSlot> slots;
   auto images = body.find("images");
-  if (images == body.end() || !images->is_array()) return slots;
+  if (images == body.end() || !images->is_array()) throw unknown_state(board, "no images list");
   for (const auto& entry : *images) {
-    if (!entry.is_object()) continue;
+    if (!entry.is_object()) throw unknown_state(board, "an images entry that is not a map");
     ImageSlot slot;
     slot.image = entry.contains("image") ? static_cast<std::uint32_t>(smp::get_uint(entry, "image")) : 0;
-    slot.slot = static_cast<std::uint32_t>(smp::get_uint(entry, "slot"));
-    slot.version = entry.value("version", "");
+    std::uint64_t number = smp::get_uint(entry, "slot");
+    if (number > 1) throw unknown_state(board, fmt::format("slot {} (MCUboot images have slots 0 and 1)", number));
+    slot.slot = static_cast<std::uint32_t>(number);
+    slot.version = entry.contains("version") ? smp::get_text(entry, "version") : "";
     if (entry.contains("hash")) slot.hash = smp::get_bytes(entry, "hash");
-    slot.bootable = flag(entry, "bootable");
-    slot.pending = flag(entry, "pending");
-    slot.confirmed = flag(entry, "confirmed");
-    slot.active = flag(entry, "active");
-    slot.permanent = flag(entry, "permanent");
+    slot.bootable = flag(board, entry, "bootable");
+    slot.pending = flag(board, entry, "pending");
+    slot.confirmed = flag(board, entry, "confirmed");
+    slot.active = flag(board, entry, "active");
+    slot.permanent = flag(board, entry, "permanent");
     slots.push_back(std::move(slot));
   }
   return slots;
@@ -112,13 +123,15 @@ std::string read_os_info(SmpClient& client, const std::string& format) {
 }
 
 std::vector<ImageSlot> read_image_state(SmpClient& client) {
-  return parse_image_state(client.call(request(smp::Op::read, smp::group::image, image_command::state)));
+  return parse_image_state(client.board(),
+                           client.call(request(smp::Op::read, smp::group::image, image_command::state)));
 }
 
 std::vector<ImageSlot> write_image_state(SmpClient& client, ByteView hash, bool confirm) {
   smp::Body body{{"confirm", confirm}};
   if (!hash.empty()) body["hash"] = smp::binary(hash);
-  return parse_image_state(client.call(request(smp::Op::write, smp::group::image, image_command::state, body)));
+  return parse_image_state(client.board(),
+                           client.call(request(smp::Op::write, smp::group::image, image_command::state, body)));
 }
 
 void erase_slot(SmpClient& client, std::uint32_t slot) {
