@@ -88,7 +88,7 @@ ossl::Ptr<EVP_PKEY> decode_public_key(ByteView der) {
   ossl::Ptr<EVP_PKEY> key(d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size())));
   if (!key || p != der.data() + der.size())
     throw Error(ExitCode::verification_failed,
-                "the public key is not a valid DER SubjectPublicKeyInfo (malformed, or an EC point off its curve)",
+                "the public key is invalid: not a DER SubjectPublicKeyInfo that decodes (malformed, or an EC point off its curve)",
                 "pass the key the signer published (kiln key export-public writes it)")
         .with_detail(openssl_errors());
   // The point at infinity (and, for EC, a point outside the prime-order group) verifies signatures
