@@ -325,3 +325,28 @@ TEST_CASE("kiln board upload: re-running it during a test boot keeps the fallbac
     CHECK_MESSAGE(next.exit_code == 0, next.err);
   }
 }
+
+TEST_CASE("kiln board list/info: a board UID carrying ESC[2J is printed escaped, never raw") {
+  test::TempDir dir;
+  { test::EmulatorProcess emu(dir.file("emu"), 1); }
+  // The board's own identity, as its firmware reports it, now carries a clear-screen sequence.
+  for (const auto& entry : std::filesystem::directory_iterator(dir.file("emu"))) {
+    if (!std::filesystem::exists(entry.path() / "state.json")) continue;
+    auto state = json::parse(read_text_file(entry.path() / "state.json"));
+    state["uid"] = state["uid"].get<std::string>() + "\x1b[2J\x1b]0;owned\x07";
+    write_file_atomic(entry.path() / "state.json", as_bytes(state.dump()));
+  }
+  test::EmulatorProcess emu(dir.file("emu"), 1);
+  for (std::vector<std::string> args : {std::vector<std::string>{"board", "list"}, {"-o", "csv", "board", "list"},
+                                        {"-o", "yaml", "board", "list"}, {"board", "info"}, {"board", "state"}}) {
+    CAPTURE(args.back());
+    auto r = test::kiln(args, emu_env(dir));
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    CHECK(r.out.find('\x1b') == std::string::npos);
+    CHECK(r.out.find('\x07') == std::string::npos);
+    CHECK(r.out.find("\\x1b[2J") != std::string::npos);
+  }
+  auto j = test::kiln({"-o", "json", "board", "list"}, emu_env(dir));
+  REQUIRE(j.exit_code == 0);
+  CHECK(json::parse(j.out)[0]["uid"].get<std::string>().find("\x1b[2J") != std::string::npos);  // data kept
+}

@@ -605,3 +605,29 @@ TEST_CASE("image verify: without --key it needs an explicit --hash-only (exit 2 
   CHECK(nlohmann::json::parse(r.out)["result"] == "hash-ok");
   CHECK(test::kiln({"image", "verify", image, "--hash-only", "-k", vectors() + "/ed25519.pem"}).exit_code == 2);
 }
+
+TEST_CASE("image sign: an Intel HEX address gap is checked against the slot before any memory is used") {
+  test::TempDir dir;
+  // 16 bytes at 0x0 and 16 bytes at 0x10000000: a ~150-byte file that spans 256 MiB.
+  std::string hex = ":10000000000102030405060708090A0B0C0D0E0F78\n"
+                    ":020000041000EA\n"
+                    ":10000000000102030405060708090A0B0C0D0E0F78\n"
+                    ":00000001FF\n";
+  write_file_atomic(dir.file("gap.hex"), as_bytes(hex));
+  // 128 MiB of address space: the old allocation of the whole span cannot even start.
+  auto limited = [&](const std::string& command) {
+    return test::run_process("/bin/sh", {"-c", "ulimit -v 131072; exec " + command});
+  };
+  std::string kiln = std::string(KILN_BIN_DIR) + "/kiln";
+  auto r = limited(kiln + " image sign --version 1.0.0 -H 0x20 --pad-header -S 0x40000 " + dir.file("gap.hex") + " " +
+                   dir.file("out.bin"));
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("spans 0x0..0x10000010") != std::string::npos);
+  CHECK(r.err.find("more than --slot-size 0x40000") != std::string::npos);
+  CHECK(r.err.find("between 0x10 and 0x10000000") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir.file("out.bin")));
+  // Verify has no slot size: a fixed bound applies, with the same early check.
+  r = limited(kiln + " image verify --hash-only " + dir.file("gap.hex"));
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("MiB limit") != std::string::npos);
+}
