@@ -66,10 +66,11 @@ std::map<std::string, std::string> load_config(const std::string& path, bool exp
 }
 
 void print_error(const Error& e, const Context& ctx) {
-  std::cerr << "kiln: error: " << e.what() << "\n";
-  if (!e.hint().empty()) std::cerr << "  hint: " << e.hint() << "\n";
+  // Messages quote what boards and the service sent: escaped, so they cannot drive the terminal.
+  std::cerr << "kiln: error: " << terminal_safe(e.what(), true) << "\n";
+  if (!e.hint().empty()) std::cerr << "  hint: " << terminal_safe(e.hint(), true) << "\n";
   if (!e.detail().empty()) {
-    if (ctx.global.debug) std::cerr << "  detail: " << e.detail() << "\n";
+    if (ctx.global.debug) std::cerr << "  detail: " << terminal_safe(e.detail(), true) << "\n";
   }
 }
 
@@ -189,7 +190,8 @@ int run(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
       if (e.get_exit_code() == 0) return app->exit(e);
       std::string suggestion = did_you_mean(*app, argc, argv);
-      std::cerr << "kiln: error: " << (suggestion.empty() ? std::string(e.what()) : suggestion) << "\n";
+      std::cerr << "kiln: error: " << terminal_safe(suggestion.empty() ? std::string(e.what()) : suggestion, true)
+                << "\n";
       std::cerr << "  hint: run 'kiln --help' (or 'kiln <command> --help') for usage\n";
       return static_cast<int>(ExitCode::usage);
     }
@@ -203,7 +205,7 @@ int run(int argc, char** argv) {
     std::cerr << "kiln: error: out of memory\n";
     return static_cast<int>(ExitCode::failure);
   } catch (const std::exception& e) {
-    std::cerr << "kiln: error: " << e.what() << "\n  hint: this is a bug in kiln; please report it with --debug output\n";
+    std::cerr << "kiln: error: " << terminal_safe(e.what(), true) << "\n  hint: this is a bug in kiln; please report it with --debug output\n";
     return static_cast<int>(ExitCode::failure);
   }
 }

@@ -37,15 +37,17 @@ void Context::render(const Json& value) const { cli::render(std::cout, value, re
 std::unique_ptr<RecordWriter> Context::records() const { return make_record_writer(std::cout, render_options_); }
 
 void Context::info(std::string_view message) const {
-  if (!global.quiet) std::cerr << message << "\n";
+  if (!global.quiet) std::cerr << terminal_safe(message, true) << "\n";
 }
 void Context::detail(std::string_view message) const {
-  if (global.verbose && !global.quiet) std::cerr << message << "\n";
+  if (global.verbose && !global.quiet) std::cerr << terminal_safe(message, true) << "\n";
 }
 void Context::debug(std::string_view message) const {
-  if (global.debug) std::cerr << "debug: " << message << "\n";
+  if (global.debug) std::cerr << "debug: " << terminal_safe(message, true) << "\n";
 }
-void Context::warn(std::string_view message) const { std::cerr << "kiln: warning: " << message << "\n"; }
+void Context::warn(std::string_view message) const {
+  std::cerr << "kiln: warning: " << terminal_safe(message, true) << "\n";
+}
 
 std::optional<std::string> Context::config_value(const std::string& key) const {
   auto it = config.find(key);

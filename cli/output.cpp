@@ -15,12 +15,35 @@ namespace {
 
 using json = Json;
 
+// Length of the UTF-8 sequence starting at text[i] and its code point; 0 when it is not valid
+// UTF-8 (overlong, surrogate, beyond U+10FFFF, truncated).
+std::size_t utf8_sequence(std::string_view text, std::size_t i, char32_t& code_point) {
+  auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
+  unsigned char lead = byte(i);
+  std::size_t length = lead < 0x80 ? 1 : (lead & 0xE0) == 0xC0 ? 2 : (lead & 0xF0) == 0xE0 ? 3 : (lead & 0xF8) == 0xF0 ? 4 : 0;
+  if (length == 0 || i + length > text.size()) return 0;
+  char32_t cp = length == 1 ? lead : length == 2 ? (lead & 0x1F) : length == 3 ? (lead & 0x0F) : (lead & 0x07);
+  for (std::size_t k = 1; k < length; ++k) {
+    if ((byte(i + k) & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (byte(i + k) & 0x3F);
+  }
+  static constexpr char32_t minimum[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < minimum[length] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  code_point = cp;
+  return length;
+}
+
+bool is_bidi_control(char32_t cp) { return (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069); }
+
 std::string scalar_text(const json& v) {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_null()) return "";
   if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
-  return v.dump();
+  return json_text(v);
 }
+
+// What table and CSV cells show.
+std::string cell_text(const json& v) { return terminal_safe(scalar_text(v)); }
 
 void flatten_into(json& out, const std::string& prefix, const json& v) {
   if (v.is_object()) {
@@ -44,7 +67,8 @@ void flatten_into(json& out, const std::string& prefix, const json& v) {
 }
 
 // --- CSV ---
-std::string csv_field(const std::string& s) {
+std::string csv_field(const std::string& raw) {
+  std::string s = terminal_safe(raw, true);  // a newline inside a quoted field is CSV; ESC and CR are not
   if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
   std::string q = "\"";
   for (char c : s) {
@@ -68,13 +92,25 @@ bool yaml_needs_quotes(const std::string& s) {
   return end && *end == '\0';
 }
 
+// A YAML double-quoted scalar: its escapes (\\, \", \t, \n, \xNN, \uNNNN) are the ones
+// terminal_safe writes, so a quoted value shows no raw control character.
+std::string yaml_quoted(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  // Escape after quoting backslashes, so the escapes terminal_safe adds stay escapes.
+  return terminal_safe(out) + "\"";
+}
+
 std::string yaml_scalar(const json& v) {
   if (v.is_string()) {
     auto s = v.get<std::string>();
-    return yaml_needs_quotes(s) ? json(s).dump() : s;
+    return yaml_needs_quotes(s) || terminal_safe(s) != s ? yaml_quoted(s) : s;
   }
   if (v.is_null()) return "null";
-  return v.dump();
+  return json_text(v);
 }
 
 void yaml_emit(std::ostream& out, const json& v, int indent, bool in_list_item) {
@@ -141,12 +177,12 @@ std::string fit(const std::string& s, std::size_t width) {
 
 void render_key_values(std::ostream& out, const json& flat, const RenderOptions& options) {
   std::size_t key_width = 0;
-  for (auto& [k, v] : flat.items()) key_width = std::max(key_width, display_width(k));
+  for (auto& [k, v] : flat.items()) key_width = std::max(key_width, display_width(terminal_safe(k)));
   for (auto& [k, v] : flat.items()) {
-    std::string key = fit(k, key_width);
+    std::string key = fit(terminal_safe(k), key_width);
     if (options.color) out << "\x1b[1m" << key << "\x1b[0m";
     else out << key;
-    out << "  " << scalar_text(v) << "\n";
+    out << "  " << cell_text(v) << "\n";
   }
 }
 
@@ -171,7 +207,7 @@ class TableWriter final : public RecordWriter {
     for (auto& row : pending_)
       for (auto& [k, v] : row.items()) {
         auto it = std::find(columns_.begin(), columns_.end(), k);
-        std::size_t w = std::max(display_width(k), display_width(scalar_text(v)));
+        std::size_t w = std::max(display_width(terminal_safe(k)), display_width(cell_text(v)));
         if (it == columns_.end()) {
           columns_.push_back(k);
           widths_.push_back(w);
@@ -185,7 +221,7 @@ class TableWriter final : public RecordWriter {
     if (!columns_.empty()) {
       std::string header;
       for (std::size_t i = 0; i < columns_.size(); ++i) {
-        std::string name = columns_[i];
+        std::string name = terminal_safe(columns_[i]);
         std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::toupper(c); });
         header += fit(name, widths_[i]);
         if (i + 1 < columns_.size()) header += "  ";
@@ -216,7 +252,7 @@ class TableWriter final : public RecordWriter {
     std::string line;
     for (std::size_t i = 0; i < columns_.size(); ++i) {
       auto it = flat.find(columns_[i]);
-      line += fit(it == flat.end() ? "" : scalar_text(*it), widths_[i]);
+      line += fit(it == flat.end() ? "" : cell_text(*it), widths_[i]);
       if (i + 1 < columns_.size()) line += "  ";
     }
     while (!line.empty() && line.back() == ' ') line.pop_back();
@@ -235,7 +271,7 @@ class JsonWriter final : public RecordWriter {
  public:
   explicit JsonWriter(std::ostream& out) : out_(out) {}
   void add(const json& record) override {
-    out_ << (first_ ? "[\n  " : ",\n  ") << record.dump();
+    out_ << (first_ ? "[\n  " : ",\n  ") << json_text(record);
     first_ = false;
   }
   void finish() override { out_ << (first_ ? "[]\n" : "\n]\n"); }
@@ -248,7 +284,7 @@ class JsonWriter final : public RecordWriter {
 class JsonLinesWriter final : public RecordWriter {
  public:
   explicit JsonLinesWriter(std::ostream& out) : out_(out) {}
-  void add(const json& record) override { out_ << record.dump() << "\n"; }
+  void add(const json& record) override { out_ << json_text(record) << "\n"; }
   void finish() override {}
 
  private:
@@ -300,6 +336,55 @@ class CsvWriter final : public RecordWriter {
 
 }  // namespace
 
+std::string terminal_safe(std::string_view text, bool keep_newlines) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    char32_t cp = 0;
+    std::size_t length = utf8_sequence(text, i, cp);
+    if (length == 0) {  // not UTF-8: show the byte
+      out += fmt::format("\\x{:02x}", static_cast<unsigned char>(text[i]));
+      ++i;
+      continue;
+    }
+    if (cp < 0x20 || cp == 0x7F) {
+      if (cp == '\n' && keep_newlines) out += '\n';
+      else if (cp == '\n') out += "\\n";
+      else if (cp == '\t') out += "\\t";
+      else if (cp == '\r') out += "\\r";
+      else out += fmt::format("\\x{:02x}", static_cast<unsigned>(cp));
+    } else if ((cp >= 0x80 && cp <= 0x9F) || is_bidi_control(cp)) {
+      out += fmt::format("\\u{:04x}", static_cast<unsigned>(cp));
+    } else {
+      out.append(text.substr(i, length));
+    }
+    i += length;
+  }
+  return out;
+}
+
+std::string json_text(const Json& value, int indent) {
+  std::string text = value.dump(indent, ' ', false, Json::error_handler_t::replace);
+  // dump escapes C0 controls; DEL, C1 and bidi overrides pass through. They can only occur inside
+  // strings (JSON's own syntax is ASCII), where \uNNNN means the same character.
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    char32_t cp = 0;
+    std::size_t length = utf8_sequence(text, i, cp);
+    if (length == 0) {  // dump's output is UTF-8; defensive
+      length = 1;
+      cp = static_cast<unsigned char>(text[i]);
+    }
+    if (cp == 0x7F || (cp >= 0x80 && cp <= 0x9F) || is_bidi_control(cp))
+      out += fmt::format("\\u{:04x}", static_cast<unsigned>(cp));
+    else
+      out.append(text, i, length);
+    i += length;
+  }
+  return out;
+}
+
 OutputFormat parse_output_format(std::string_view name) {
   if (name == "table") return OutputFormat::table;
   if (name == "json") return OutputFormat::json;
@@ -348,10 +433,10 @@ void render(std::ostream& out, const json& value, const RenderOptions& options) 
   switch (options.format) {
     case OutputFormat::table:
       if (value.is_object()) render_key_values(out, flatten(value), options);
-      else out << scalar_text(value) << "\n";
+      else out << cell_text(value) << "\n";
       break;
-    case OutputFormat::json: out << value.dump(2) << "\n"; break;
-    case OutputFormat::jsonl: out << value.dump() << "\n"; break;
+    case OutputFormat::json: out << json_text(value, 2) << "\n"; break;
+    case OutputFormat::jsonl: out << json_text(value) << "\n"; break;
     case OutputFormat::yaml: yaml_emit(out, value, 0, false); break;
     case OutputFormat::csv: {
       CsvWriter writer(out);

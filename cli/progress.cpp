@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "cli/context.hpp"
+#include "cli/output.hpp"
 
 namespace kiln::cli {
 
@@ -22,7 +23,7 @@ std::string human_bytes(double bytes) {
 }
 
 ProgressBar::ProgressBar(const Context& ctx, std::string label, std::uint64_t total)
-    : label_(std::move(label)),
+    : label_(terminal_safe(label)),
       total_(total),
       enabled_(ctx.stderr_is_terminal() && !ctx.global.quiet),
       width_(80),

@@ -142,6 +142,9 @@ void add_board(CLI::App& app, cli::Context& ctx) {
   upload->callback([&ctx, upload_args] {
     auto client = connect(ctx, upload_args->board);
     auto result = install_image(client, upload_args->file, upload_args->install, progress_bar(ctx));
+    if (result.already_running)
+      ctx.info(fmt::format("board {} already runs {}: nothing uploaded{}", client.board(), upload_args->file,
+                           upload_args->install.confirm ? "; it is confirmed" : ""));
     const auto& u = result.upload;
     cli::Json slots = cli::Json::array();
     for (const auto& slot : result.slots) slots.push_back(slot_json(slot));
@@ -153,9 +156,23 @@ void add_board(CLI::App& app, cli::Context& ctx) {
                 {"packets", u.packets},
                 {"seconds", u.seconds},
                 {"bytes_per_second", u.seconds > 0 ? static_cast<std::uint64_t>(static_cast<double>(u.size - u.resumed_from) / u.seconds) : 0},
-                {"mark", upload_args->install.confirm ? "permanent" : "test"},
+                {"already_running", result.already_running},
+                {"mark", result.already_running ? (upload_args->install.confirm ? "confirmed" : "none")
+                                                : upload_args->install.confirm ? "permanent" : "test"},
                 {"reset", result.reset},
                 {"slots", slots}});
+  });
+
+  auto confirm_args = std::make_shared<BoardArgs>();
+  auto* confirm = board->add_subcommand(
+      "confirm", "Confirm the running image (after a test boot): it stays, and slot 1 is free for the next upload");
+  add_board_options(confirm, *confirm_args);
+  confirm->callback([&ctx, confirm_args] {
+    auto client = connect(ctx, *confirm_args);
+    auto slots = write_image_state(client, {}, true);
+    auto out = ctx.records();
+    for (const auto& slot : slots) out->add(slot_json(slot));
+    out->finish();
   });
 
   auto reset_args = std::make_shared<BoardArgs>();

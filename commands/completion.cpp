@@ -72,11 +72,11 @@ void add_completion(CLI::App& app, cli::Context& ctx) {
     try {
       if (*kind == "board") {
         for (auto& address : discover_boards(board_discovery(ctx))) {
-          std::cout << address.text() << "\n";
-          if (!address.uid_hint.empty()) std::cout << address.uid_hint << "\n";
+          std::cout << cli::terminal_safe(address.text()) << "\n";
+          if (!address.uid_hint.empty()) std::cout << cli::terminal_safe(address.uid_hint) << "\n";
         }
       } else {
-        std::cout << service_names(ctx, *kind);
+        std::cout << cli::terminal_safe(service_names(ctx, *kind), true);  // names are the service's
       }
     } catch (const std::exception&) {
     }

@@ -249,7 +249,7 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
     std::size_t drawn_lines = 0;
     auto last = transport::watch_deployment(api, args->id, static_cast<int>(interval), [&](const Json& view) {
       if (ctx.format() == cli::OutputFormat::json || ctx.format() == cli::OutputFormat::jsonl) {
-        std::cout << view.dump() << "\n" << std::flush;  // one object per line and change
+        std::cout << cli::json_text(view) << "\n" << std::flush;  // one object per line and change
       } else if (redraw) {
         auto text = table_text(ctx, view);
         // Move up over the previous drawing and clear to the end of the screen: a live table in place.

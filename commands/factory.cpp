@@ -154,12 +154,13 @@ class EventView {
       return;
     }
     if (!live_) {
-      if (e.result == "failed") ctx_.detail(fmt::format("{} {}: {}", e.board, e.step, e.error));
+      if (e.result == "failed") ctx_.detail(fmt::format("{} {}: {}", e.board, e.step, e.error));  // detail() escapes
       return;
     }
     auto& row = rows_[e.board];
-    row = fmt::format("{:<12} {:<15} {:<10} {}", e.uid.empty() ? "?" : e.uid, e.step, e.result,
-                      e.error.substr(0, 60));
+    // UIDs and errors come from boards: escaped, or one board could redraw the operator's screen.
+    row = fmt::format("{:<12} {:<15} {:<10} {}", cli::terminal_safe(e.uid.empty() ? "?" : e.uid),
+                      cli::terminal_safe(e.step), cli::terminal_safe(e.result), cli::terminal_safe(e.error.substr(0, 60)));
     // Redraw the whole table in place: up N lines, then one line per board.
     if (drawn_ > 0) std::cerr << fmt::format("\x1b[{}A", drawn_);
     for (const auto& [board, text] : rows_) std::cerr << "\r\x1b[2K" << text << '\n';

@@ -189,6 +189,7 @@ cli::Json report_json(const std::string& file, const std::string& keyref, const 
 
 struct CheckArgs {
   std::string file, key;
+  bool hash_only = false;
   cli::SecretSource passphrase;
 };
 
@@ -283,9 +284,17 @@ void add_check(CLI::App* image, cli::Context& ctx, bool verify_only) {
                   ? image->add_subcommand("verify", "Check an image's hash, key hash and signature (exit 3 if bad)")
                   : image->add_subcommand("info", "Show an image's header, TLVs, trailer and verification result");
   cmd->add_option("FILE", a->file, "MCUboot image (.hex for Intel HEX, otherwise binary)")->required();
-  cmd->add_option("-k,--key", a->key, "Key to verify with: PEM (private or public) or pkcs11: URI");
+  auto* key_option = cmd->add_option("-k,--key", a->key, "Key to verify with: PEM (private or public) or pkcs11: URI");
+  if (verify_only)
+    cmd->add_flag("--hash-only", a->hash_only,
+                  "Check only the image's structure and hash: proves nothing about who made it")
+        ->excludes(key_option);
   cli::add_passphrase_options(cmd, a->passphrase);
   cmd->callback([&ctx, a, verify_only] {
+    // Without a key any self-consistent image passes: that must be asked for, never a default.
+    if (verify_only && a->key.empty() && !a->hash_only)
+      throw Error(ExitCode::usage, "kiln image verify needs the key the image must be signed with",
+                  "pass --key KEYREF (the public key is enough), or --hash-only to check the hash alone");
     auto key = public_key_for(ctx, *a);
     auto progress = progress_bar(ctx, "verifying");
     if (verify_only) {

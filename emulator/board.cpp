@@ -368,7 +368,8 @@ Body Board::image_state_body() const {
                       {"hash", smp::binary(state_->secondary_hash)},
                       {"bootable", h.has_value()},
                       {"pending", state_->pending != "none"},
-                      {"confirmed", false},
+                      // The image a revert boots (the running one is on test) is the confirmed one.
+                      {"confirmed", !state_->primary_confirmed},
                       {"active", false},
                       {"permanent", state_->pending == "permanent"}});
   }
@@ -401,6 +402,7 @@ Body Board::image_group(const smp::Header& header, const Body& request) {
       if (!write) break;
       std::uint64_t slot = request.contains("slot") ? smp::get_uint(request, "slot") : 1;
       if (slot != 1) return rc_error(smp::rc::access_denied);  // the running slot is not erasable
+      if (secondary_in_use()) return rc_error(smp::rc::bad_state);  // the fallback or a pending image
       if (secondary_fd_ >= 0) {
         ::close(secondary_fd_);
         secondary_fd_ = -1;
@@ -415,6 +417,10 @@ Body Board::image_group(const smp::Header& header, const Body& request) {
     default: break;
   }
   return rc_error(smp::rc::not_supported);
+}
+
+bool Board::secondary_in_use() const {
+  return !state_->secondary_hash.empty() && (!state_->primary_confirmed || state_->pending != "none");
 }
 
 Body Board::image_upload(const Body& request) {
@@ -432,6 +438,8 @@ Body Board::image_upload(const Body& request) {
         have < len)
       return Body{{"off", have}};  // same image: resume where the last attempt stopped
     if (data.size() < 4 || get_le32(data, 0) != mcuboot_magic) return rc_error(smp::rc::invalid);
+    // A new upload truncates slot 1: never while it holds the fallback or a pending image.
+    if (secondary_in_use()) return rc_error(smp::rc::bad_state);
     if (secondary_fd_ >= 0) ::close(secondary_fd_);
     secondary_fd_ = ::open(secondary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (secondary_fd_ < 0) return rc_error(smp::rc::unknown);

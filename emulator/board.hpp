@@ -115,6 +115,9 @@ class Board {
   smp::Body provisioning_group(const smp::Header& header, const smp::Body& request);
   smp::Body image_upload(const smp::Body& request);
   smp::Body image_state_body() const;
+  // As MCUboot's img_mgmt: slot 1 is in use while it holds the image a test boot reverts to (the
+  // running image is not confirmed) or an image marked for the next boot. Not erased or overwritten.
+  bool secondary_in_use() const;
   smp::Body firmware_list() const;
   smp::Body install_manifest(const smp::Body& request);
   void add_firmware_record(smp::Body& body) const;

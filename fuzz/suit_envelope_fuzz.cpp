@@ -1,5 +1,6 @@
 // libFuzzer target for the SUIT envelope decoder: never crash, and whatever decodes must re-encode identically.
 #include <cstdint>
+#include <algorithm>
 #include <cstdlib>
 
 #include "core/error.hpp"
@@ -23,6 +24,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       std::abort();
     kiln::suit::VerifyOptions options;
     options.allow_unsigned = true;
+    kiln::suit::verify_envelope(input, options);
+  } catch (const kiln::Error&) {
+  }
+  // The authentication wrapper (attached COSE payloads are refused) and a trusted key taken from
+  // the input itself: key validation must refuse junk, the point at infinity or off-curve points.
+  try {
+    (void)kiln::suit::authentication(envelope);
+  } catch (const kiln::Error&) {
+  }
+  try {
+    kiln::suit::VerifyOptions options;
+    options.keys.push_back({"fuzz", kiln::Bytes(input.begin(), input.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(size, 91)))});
     kiln::suit::verify_envelope(input, options);
   } catch (const kiln::Error&) {
   }

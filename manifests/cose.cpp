@@ -116,6 +116,9 @@ Sign1 sign_detached(const Signer& signer, ByteView detached_payload) {
 }
 
 bool verify_detached(const Sign1& sign1, ByteView public_key_der, ByteView detached_payload) {
+  if (sign1.payload)
+    throw Error(ExitCode::verification_failed, "the COSE_Sign1 carries an attached payload where a detached one (nil) is required",
+                "SUIT signatures are detached: re-sign with kiln manifest sign");
   const std::int64_t alg = algorithm(sign1);
   const auto* info = find_algorithm(alg);
   if (!info)

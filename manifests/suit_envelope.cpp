@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "core/error.hpp"
+#include "manifests/cose.hpp"
 #include "manifests/suit_json.hpp"
 
 namespace kiln::suit {
@@ -111,7 +112,14 @@ AuthenticationWrapper authentication(const Envelope& envelope) {
   for (std::size_t i = 1; i < wrapper.items.size(); ++i) {
     if (!wrapper.items[i].is_bytes())
       cbor::fail(wrapper.items[i], "authentication-wrapper", "authentication blocks are byte strings");
-    out.authentication_blocks.push_back(cbor::unwrap(wrapper.items[i], "authentication block"));
+    Value block = cbor::unwrap(wrapper.items[i], "authentication block");
+    // SUIT signs the manifest digest with a detached payload (nil). A COSE_Sign1 carrying its own
+    // payload signs something other than this manifest's digest; refuse it rather than ignore it.
+    if (block.is_tag() && block.number == cose::sign1_tag && !block.items.empty() && block.items[0].is_array() &&
+        block.items[0].items.size() == 4 && block.items[0].items[2].kind != Value::Kind::null)
+      cbor::fail(block.items[0].items[2], "authentication block",
+                 "COSE_Sign1 carries an attached payload; SUIT signatures are detached (payload must be nil)");
+    out.authentication_blocks.push_back(std::move(block));
   }
   return out;
 }

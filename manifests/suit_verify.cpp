@@ -8,6 +8,7 @@
 
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "signing/signer.hpp"
 
 namespace kiln::suit {
 namespace {
@@ -69,7 +70,21 @@ VerifyReport verify_envelope(ByteView input, const VerifyOptions& options) {
     throw failed(fmt::format("not a valid SUIT envelope: {}", e.what()), e.hint());
   }
   VerifyReport report;
-  AuthenticationWrapper wrapper = authentication(envelope);
+  AuthenticationWrapper wrapper;
+  try {
+    wrapper = authentication(envelope);
+  } catch (const Error& e) {
+    throw failed(fmt::format("not a valid SUIT envelope: {}", e.what()), e.hint());
+  }
+  // A trusted key that is no key at all (the point at infinity, off the curve) would accept
+  // signatures anyone can make: refuse it by name before looking at any signature.
+  for (const auto& key : options.keys) {
+    try {
+      check_public_key(key.public_key_der);
+    } catch (const Error& e) {
+      throw failed(fmt::format("key {} cannot be trusted: {}", key.name, e.what()), e.hint());
+    }
+  }
   report.manifest_digest = wrapper.digest;
 
   // 1. The manifest is the one the digest (and so every signature) covers.

@@ -83,11 +83,41 @@ Bytes Hasher::finish() {
   return out;
 }
 
-KeyType public_key_type(ByteView der) {
+ossl::Ptr<EVP_PKEY> decode_public_key(ByteView der) {
   const unsigned char* p = der.data();
   ossl::Ptr<EVP_PKEY> key(d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size())));
-  if (!key) throw Error(ExitCode::failure, "the public key is not a valid DER SubjectPublicKeyInfo")
-                .with_detail(openssl_errors());
+  if (!key || p != der.data() + der.size())
+    throw Error(ExitCode::verification_failed,
+                "the public key is invalid: not a DER SubjectPublicKeyInfo that decodes (malformed, or an EC point off its curve)",
+                "pass the key the signer published (kiln key export-public writes it)")
+        .with_detail(openssl_errors());
+  // The point at infinity (and, for EC, a point outside the prime-order group) verifies signatures
+  // that anyone can make: such a key must never be trusted, nor written out as a signer's key.
+  ossl::Ptr<EVP_PKEY_CTX> ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, key.get(), nullptr));
+  if (!ctx || EVP_PKEY_public_check(ctx.get()) != 1)
+    throw Error(ExitCode::verification_failed,
+                "the public key is invalid (the point at infinity, or a point not in the curve's group)",
+                "no genuine key looks like this: replace the key file, and distrust anything it verified")
+        .with_detail(openssl_errors());
+  return key;
+}
+
+void check_private_key(EVP_PKEY* key, std::string_view what) {
+  // EVP_PKEY_check: the private scalar is in [1, n-1] and the public half is the one it yields
+  // (a PEM may carry any public key next to its private key). An EC scalar of 0 signs with the
+  // point at infinity as its public key, which anyone can forge for.
+  ossl::Ptr<EVP_PKEY_CTX> ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, key, nullptr));
+  if (!ctx || EVP_PKEY_check(ctx.get()) != 1)
+    throw Error(ExitCode::verification_failed,
+                fmt::format("{} holds an invalid private key (a scalar out of range, or a public key that does not "
+                            "belong to it)",
+                            what),
+                "the file is damaged or crafted: generate a new key with kiln key generate")
+        .with_detail(openssl_errors());
+}
+
+KeyType public_key_type(ByteView der) {
+  auto key = decode_public_key(der);
   switch (EVP_PKEY_get_base_id(key.get())) {
     case EVP_PKEY_ED25519: return KeyType::ed25519;
     case EVP_PKEY_RSA: {
@@ -115,8 +145,7 @@ KeyType public_key_type(ByteView der) {
 
 bool verify_signature(ByteView public_key_der, ByteView input, HashAlg hash, ByteView signature) {
   KeyType type = public_key_type(public_key_der);
-  const unsigned char* p = public_key_der.data();
-  ossl::Ptr<EVP_PKEY> key(d2i_PUBKEY(nullptr, &p, static_cast<long>(public_key_der.size())));
+  auto key = decode_public_key(public_key_der);
   bool ok = false;
   if (type == KeyType::ed25519) {
     ossl::Ptr<EVP_MD_CTX> ctx(EVP_MD_CTX_new());
@@ -134,6 +163,8 @@ bool verify_signature(ByteView public_key_der, ByteView input, HashAlg hash, Byt
   openssl_errors();  // a failed verify leaves entries on the queue; they are not news
   return ok;
 }
+
+void check_public_key(ByteView public_key_der) { public_key_type(public_key_der); }
 
 Bytes ecdsa_der_to_raw(ByteView der, std::size_t coordinate_size) {
   const unsigned char* p = der.data();

@@ -33,11 +33,22 @@ class FileSigner final : public Signer {
       : key_(std::move(key)), description_(std::move(description)), public_der_(spki_der(key_.get())) {
     type_ = public_key_type(public_der_);
   }
+
+  // Signs, then checks the signature with the public half: a signature that does not verify
+  // (a damaged key, a fault during signing) is never handed out.
+  Bytes sign(ByteView input, HashAlg hash) const override {
+    Bytes sig = sign_unchecked(input, hash);
+    if (!verify_signature(public_der_, input, hash, sig))
+      throw Error(ExitCode::failure,
+                  fmt::format("the signature made with {} does not verify with its own public key", description_),
+                  "nothing was written; check the key file (regenerate it if it is damaged)");
+    return sig;
+  }
   KeyType type() const override { return type_; }
   Bytes public_key_der() const override { return public_der_; }
   std::string description() const override { return description_; }
 
-  Bytes sign(ByteView input, HashAlg hash) const override {
+  Bytes sign_unchecked(ByteView input, HashAlg hash) const {
     Bytes sig;
     if (type_ == KeyType::ed25519) {
       ossl::Ptr<EVP_MD_CTX> ctx(EVP_MD_CTX_new());
@@ -99,7 +110,10 @@ ossl::Ptr<EVP_PKEY> read_private_key(const std::filesystem::path& path, const st
   PassphraseState state{&passphrase};
   ossl::Ptr<EVP_PKEY> key(PEM_read_bio_PrivateKey(bio.get(), nullptr, passphrase_callback, &state));
   OPENSSL_cleanse(pem.data(), pem.size());
-  if (key) return key;
+  if (key) {
+    check_private_key(key.get(), path.string());
+    return key;
+  }
   std::string detail = openssl_errors();
   if (state.asked && !passphrase)
     throw Error(ExitCode::authentication, fmt::format("{} is encrypted and no passphrase was given", path.string()),
@@ -149,15 +163,14 @@ std::unique_ptr<Signer> load_file_signer(const std::filesystem::path& path,
   return std::make_unique<FileSigner>(std::move(key), path.filename().string());
 }
 
-Bytes load_public_key_file(const std::filesystem::path& path, const std::optional<std::string>& passphrase) {
+namespace {
+
+// The DER SubjectPublicKeyInfo in a file, not yet checked.
+Bytes read_public_key_file(const std::filesystem::path& path, const std::optional<std::string>& passphrase) {
   std::string pem = read_text_file(path);
-  if (pem.find("-----BEGIN") == std::string::npos) {
-    // A DER SubjectPublicKeyInfo (as `kiln key export-public --format der` writes).
-    const auto* p = reinterpret_cast<const unsigned char*>(pem.data());
-    ossl::Ptr<EVP_PKEY> key(d2i_PUBKEY(nullptr, &p, static_cast<long>(pem.size())));
-    if (key && p == reinterpret_cast<const unsigned char*>(pem.data()) + pem.size()) return spki_der(key.get());
-    ERR_clear_error();
-  }
+  // A DER SubjectPublicKeyInfo (as `kiln key export-public --format der` writes): its bytes as they
+  // are, so that load_public_key_file can say why a malformed or invalid key is refused.
+  if (pem.find("-----BEGIN") == std::string::npos) return Bytes(pem.begin(), pem.end());
   if (pem.find("PRIVATE KEY-----") != std::string::npos) {
     OPENSSL_cleanse(pem.data(), pem.size());
     return spki_der(read_private_key(path, passphrase, false).get());
@@ -165,14 +178,43 @@ Bytes load_public_key_file(const std::filesystem::path& path, const std::optiona
   ossl::Ptr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (pem.find("-----BEGIN CERTIFICATE-----") != std::string::npos) {
     ossl::Ptr<X509> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-    if (cert) return spki_der(X509_get0_pubkey(cert.get()));
+    if (cert) {
+      // X509_get0_pubkey fails for a certificate whose key OpenSSL cannot decode (off the curve).
+      if (EVP_PKEY* key = X509_get0_pubkey(cert.get())) return spki_der(key);
+      throw Error(ExitCode::verification_failed,
+                  fmt::format("{}: the certificate's public key is malformed or not on its curve", path.string()),
+                  "the certificate is damaged or crafted; do not trust it")
+          .with_detail(openssl_errors());
+    }
   } else {
-    ossl::Ptr<EVP_PKEY> key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
-    if (key) return spki_der(key.get());
+    char* name = nullptr;
+    char* header = nullptr;
+    unsigned char* data = nullptr;
+    long length = 0;
+    if (PEM_read_bio(bio.get(), &name, &header, &data, &length) == 1) {
+      std::string type(name);
+      Bytes der(data, data + length);
+      OPENSSL_free(name);
+      OPENSSL_free(header);
+      OPENSSL_free(data);
+      if (type == "PUBLIC KEY") return der;
+    }
   }
   throw Error(ExitCode::failure, fmt::format("{} holds no key or certificate kiln can read", path.string()),
               "pass a PEM private key, public key or certificate")
       .with_detail(openssl_errors());
+}
+
+}  // namespace
+
+Bytes load_public_key_file(const std::filesystem::path& path, const std::optional<std::string>& passphrase) {
+  Bytes spki = read_public_key_file(path, passphrase);
+  try {
+    check_public_key(spki);
+  } catch (const Error& e) {
+    throw Error(e.code(), fmt::format("{}: {}", path.string(), e.what()), e.hint()).with_detail(e.detail());
+  }
+  return spki;
 }
 
 }  // namespace kiln

@@ -37,7 +37,7 @@ bool is_intel_hex_path(std::string_view path) {
   return ext == "hex";
 }
 
-HexImage parse_intel_hex(std::string_view text, std::uint64_t max_span) {
+HexImage parse_intel_hex(std::string_view text, std::uint64_t max_span, std::string_view limit) {
   std::map<std::uint64_t, Bytes> runs;  // start address -> bytes, as read
   std::uint64_t upper = 0;
   std::size_t line_no = 0;
@@ -66,9 +66,16 @@ HexImage parse_intel_hex(std::string_view text, std::uint64_t max_span) {
     std::uint8_t type = record[3];
     ByteView data(record.data() + 4, record[0]);
     switch (type) {
-      case 0x00:
-        runs[upper + address].insert(runs[upper + address].end(), data.begin(), data.end());
+      case 0x00: {
+        // Two records at one address would be concatenated here and shift every byte after them.
+        auto& run = runs[upper + address];
+        if (!run.empty() && !data.empty())
+          throw Error(ExitCode::failure, fmt::format("Intel HEX data overlaps at address {:#x} (line {})",
+                                                     upper + address, line_no),
+                      "the file writes some addresses twice");
+        run.insert(run.end(), data.begin(), data.end());
         break;
+      }
       case 0x01:
         ended = true;
         break;
@@ -93,11 +100,27 @@ HexImage parse_intel_hex(std::string_view text, std::uint64_t max_span) {
   std::uint64_t low = runs.begin()->first;
   std::uint64_t high = 0;
   for (auto& [addr, bytes] : runs) high = std::max(high, addr + bytes.size());
-  // Refuse to allocate gigabytes for a file that puts two bytes 4 GiB apart.
-  if (high - low > max_span || high > 0x100000000ull)
+  // Refuse to allocate gigabytes for a file that puts two bytes 4 GiB apart: the gap would be
+  // filled with 0xFF, so check the span before any of it exists.
+  if (high - low > max_span || high > 0x100000000ull) {
+    std::string bound = limit.empty() ? fmt::format("the {} MiB limit for one image", max_span >> 20)
+                                      : fmt::format("{} ({} bytes)", limit, max_span);
+    // The run just before the widest gap names where the data stops and starts again.
+    std::uint64_t gap_from = low, gap_to = low, widest = 0, end = low;
+    for (auto& [addr, bytes] : runs) {
+      if (addr > end && addr - end > widest) {
+        widest = addr - end;
+        gap_from = end;
+        gap_to = addr;
+      }
+      end = std::max(end, addr + bytes.size());
+    }
     throw Error(ExitCode::failure,
-                fmt::format("Intel HEX data spans {:#x}..{:#x}, too far apart for one image", low, high),
-                "split the file, or convert the part you mean to sign to binary");
+                fmt::format("Intel HEX data spans {:#x}..{:#x} ({} bytes), more than {}{}", low, high, high - low, bound,
+                            widest > 0 ? fmt::format("; nothing is written between {:#x} and {:#x}", gap_from, gap_to)
+                                       : std::string()),
+                "a slot image is contiguous: split the file, or sign only the part that goes into the slot");
+  }
   image.base_address = static_cast<std::uint32_t>(low);
   image.data.assign(static_cast<std::size_t>(high - low), 0xff);
   std::uint64_t covered_to = low;

@@ -46,19 +46,10 @@ std::string emit_array(std::string_view header, std::string_view trailer, ByteVi
   return out;
 }
 
-ossl::Ptr<EVP_PKEY> decode_spki(ByteView spki_der) {
-  const unsigned char* p = spki_der.data();
-  ossl::Ptr<EVP_PKEY> key(d2i_PUBKEY(nullptr, &p, static_cast<long>(spki_der.size())));
-  if (!key)
-    throw Error(ExitCode::failure, "the public key is not a valid DER SubjectPublicKeyInfo")
-        .with_detail(openssl_errors());
-  return key;
-}
-
 Bytes raw_public_key(ByteView spki_der) {
   KeyType type = public_key_type(spki_der);
   if (is_rsa(type)) return mcuboot_public_key_bytes(spki_der);  // PKCS#1 RSAPublicKey
-  auto key = decode_spki(spki_der);
+  auto key = decode_public_key(spki_der);
   size_t length = 0;
   if (EVP_PKEY_get_octet_string_param(key.get(), OSSL_PKEY_PARAM_PUB_KEY, nullptr, 0, &length) != 1)
     throw Error(ExitCode::failure, "cannot extract the raw public key").with_detail(openssl_errors());
@@ -69,7 +60,7 @@ Bytes raw_public_key(ByteView spki_der) {
 }
 
 Bytes pem_public_key(ByteView spki_der) {
-  auto key = decode_spki(spki_der);
+  auto key = decode_public_key(spki_der);
   ossl::Ptr<BIO> bio(BIO_new(BIO_s_mem()));
   if (PEM_write_bio_PUBKEY(bio.get(), key.get()) != 1)
     throw Error(ExitCode::failure, "cannot encode the public key as PEM").with_detail(openssl_errors());

@@ -11,8 +11,7 @@ namespace kiln {
 
 Bytes mcuboot_public_key_bytes(ByteView spki_der) {
   if (!is_rsa(public_key_type(spki_der))) return Bytes(spki_der.begin(), spki_der.end());
-  const unsigned char* p = spki_der.data();
-  ossl::Ptr<EVP_PKEY> key(d2i_PUBKEY(nullptr, &p, static_cast<long>(spki_der.size())));
+  auto key = decode_public_key(spki_der);
   unsigned char* out = nullptr;
   size_t len = 0;
   OSSL_ENCODER_CTX* ctx =
@@ -28,8 +27,7 @@ Bytes mcuboot_public_key_bytes(ByteView spki_der) {
 KeyInfo describe_public_key(ByteView spki_der) {
   KeyInfo info;
   info.type = public_key_type(spki_der);
-  const unsigned char* p = spki_der.data();
-  ossl::Ptr<EVP_PKEY> key(d2i_PUBKEY(nullptr, &p, static_cast<long>(spki_der.size())));
+  auto key = decode_public_key(spki_der);
   info.bits = EVP_PKEY_get_bits(key.get());
   info.fingerprint = to_hex(digest(HashAlg::sha256, spki_der));
   info.mcuboot_key_hash = to_hex(digest(HashAlg::sha256, mcuboot_public_key_bytes(spki_der)));

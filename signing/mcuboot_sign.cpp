@@ -33,9 +33,10 @@ constexpr std::uint64_t writeback_interval = 32u << 20;
 // The input image: a binary file streamed in chunks, or a HEX file held in memory (as imgtool).
 class ImageInput {
  public:
-  explicit ImageInput(const std::filesystem::path& path) {
+  // `max_span`: the slot size (a HEX input that spans more cannot fit, whatever its gaps).
+  ImageInput(const std::filesystem::path& path, std::uint64_t max_span) {
     if (is_intel_hex_path(path.string())) {
-      hex_ = parse_intel_hex(read_text_file(path));
+      hex_ = parse_intel_hex(read_text_file(path), max_span, fmt::format("--slot-size {:#x}", max_span));
       base_address_ = hex_->base_address;
     } else {
       reader_.emplace(path, chunk_size);
@@ -322,7 +323,7 @@ void validate(const SignOptions& o) {
 SignResult sign_image(const std::filesystem::path& input_path, const std::filesystem::path& output_path,
                       const SignOptions& options, const Signer* signer, const Progress& progress) {
   validate(options);
-  ImageInput input(input_path);
+  ImageInput input(input_path, options.slot_size);
   ImageOutput output(output_path);
   const bool pad = options.pad || options.confirm;
   const std::uint64_t input_size = input.size();

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <string_view>
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
@@ -37,3 +38,13 @@ inline const EVP_MD* md(HashAlg hash) {
 }
 
 }  // namespace kiln::ossl
+
+namespace kiln {
+// Decodes a DER SubjectPublicKeyInfo and checks the key (EVP_PKEY_public_check: on the curve, in
+// its group, not the point at infinity). Throws Error(verification_failed) for a malformed or
+// invalid key: every public key kiln reads goes through here.
+ossl::Ptr<EVP_PKEY> decode_public_key(ByteView spki_der);
+// EVP_PKEY_check on a private key (scalar range, public half matches); throws
+// Error(verification_failed) naming `what` (e.g. the file).
+void check_private_key(EVP_PKEY* key, std::string_view what);
+}  // namespace kiln

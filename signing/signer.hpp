@@ -42,8 +42,11 @@ class Signer {
 // bad signature; throws Error only for unusable keys.
 bool verify_signature(ByteView public_key_der, ByteView input, HashAlg hash, ByteView signature);
 
-// Key type of a DER SubjectPublicKeyInfo; throws Error if it is none kiln supports.
+// Key type of a DER SubjectPublicKeyInfo; throws Error(verification_failed) for a malformed or
+// invalid key (point at infinity, off the curve), Error(failure) for a type kiln does not support.
 KeyType public_key_type(ByteView public_key_der);
+// public_key_type without the answer: throws unless the key is valid and supported.
+void check_public_key(ByteView public_key_der);
 
 // SHA-2 digests (OpenSSL EVP).
 Bytes digest(HashAlg hash, ByteView data);

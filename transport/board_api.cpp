@@ -14,6 +14,7 @@
 
 #include "core/error.hpp"
 #include "core/interrupt.hpp"
+#include "signing/mcuboot_image.hpp"
 #include "signing/signer.hpp"
 
 namespace kiln {
@@ -23,27 +24,38 @@ SmpRequest request(smp::Op op, std::uint16_t group, std::uint8_t command, smp::B
   return SmpRequest{op, group, command, std::move(body)};
 }
 
-bool flag(const smp::Body& body, const char* key) {
-  auto it = body.find(key);
-  return it != body.end() && it->is_boolean() && it->get<bool>();
+Error unknown_state(const std::string& board, const std::string& what) {
+  return Error(ExitCode::board, fmt::format("protocol error: board {} reports an image slot state kiln does not know: {}",
+                                            board, what),
+               "the board's firmware speaks another version of the MCUmgr image group; update kiln or the firmware");
 }
 
-std::vector<ImageSlot> parse_image_state(const smp::Body& body) {
+// A slot flag: absent is false, anything but a boolean is a state kiln cannot interpret.
+bool flag(const std::string& board, const smp::Body& entry, const char* key) {
+  auto it = entry.find(key);
+  if (it == entry.end()) return false;
+  if (!it->is_boolean()) throw unknown_state(board, fmt::format("{} = {}", key, it->dump(-1, ' ', true, smp::Body::error_handler_t::replace)));
+  return it->get<bool>();
+}
+
+std::vector<ImageSlot> parse_image_state(const std::string& board, const smp::Body& body) {
   std::vector<ImageSlot> slots;
   auto images = body.find("images");
-  if (images == body.end() || !images->is_array()) return slots;
+  if (images == body.end() || !images->is_array()) throw unknown_state(board, "no images list");
   for (const auto& entry : *images) {
-    if (!entry.is_object()) continue;
+    if (!entry.is_object()) throw unknown_state(board, "an images entry that is not a map");
     ImageSlot slot;
     slot.image = entry.contains("image") ? static_cast<std::uint32_t>(smp::get_uint(entry, "image")) : 0;
-    slot.slot = static_cast<std::uint32_t>(smp::get_uint(entry, "slot"));
-    slot.version = entry.value("version", "");
+    std::uint64_t number = smp::get_uint(entry, "slot");
+    if (number > 1) throw unknown_state(board, fmt::format("slot {} (MCUboot images have slots 0 and 1)", number));
+    slot.slot = static_cast<std::uint32_t>(number);
+    slot.version = entry.contains("version") ? smp::get_text(entry, "version") : "";
     if (entry.contains("hash")) slot.hash = smp::get_bytes(entry, "hash");
-    slot.bootable = flag(entry, "bootable");
-    slot.pending = flag(entry, "pending");
-    slot.confirmed = flag(entry, "confirmed");
-    slot.active = flag(entry, "active");
-    slot.permanent = flag(entry, "permanent");
+    slot.bootable = flag(board, entry, "bootable");
+    slot.pending = flag(board, entry, "pending");
+    slot.confirmed = flag(board, entry, "confirmed");
+    slot.active = flag(board, entry, "active");
+    slot.permanent = flag(board, entry, "permanent");
     slots.push_back(std::move(slot));
   }
   return slots;
@@ -112,13 +124,15 @@ std::string read_os_info(SmpClient& client, const std::string& format) {
 }
 
 std::vector<ImageSlot> read_image_state(SmpClient& client) {
-  return parse_image_state(client.call(request(smp::Op::read, smp::group::image, image_command::state)));
+  return parse_image_state(client.board(),
+                           client.call(request(smp::Op::read, smp::group::image, image_command::state)));
 }
 
 std::vector<ImageSlot> write_image_state(SmpClient& client, ByteView hash, bool confirm) {
   smp::Body body{{"confirm", confirm}};
   if (!hash.empty()) body["hash"] = smp::binary(hash);
-  return parse_image_state(client.call(request(smp::Op::write, smp::group::image, image_command::state, body)));
+  return parse_image_state(client.board(),
+                           client.call(request(smp::Op::write, smp::group::image, image_command::state, body)));
 }
 
 void erase_slot(SmpClient& client, std::uint32_t slot) {
@@ -207,10 +221,82 @@ UploadResult upload_image(SmpClient& client, const std::filesystem::path& path, 
   return result;
 }
 
+namespace {
+
+// The hashes a board may report for the image in `path`: the file's SHA-256 (what kiln's
+// emulator reports) and, for an MCUboot image, its hash TLV (what MCUboot's img_mgmt reports).
+std::vector<Bytes> reported_hashes_of(const std::filesystem::path& path) {
+  FileAtOffset file(path);
+  std::vector<Bytes> hashes{file_sha256(file)};
+  try {
+    if (file.size() < mcuboot::header_struct_size) return hashes;
+    auto header = mcuboot::parse_header(file.read(0, mcuboot::header_struct_size));
+    std::uint64_t tlv_start = std::uint64_t{header.header_size} + header.image_size;
+    if (tlv_start >= file.size()) return hashes;
+    auto tail = file.read(tlv_start, static_cast<std::size_t>(std::min<std::uint64_t>(file.size() - tlv_start, 1 << 16)));
+    auto parsed = mcuboot::parse_tlv_areas(header, tail);
+    for (const auto& e : parsed.unprotected_area.entries)
+      if (mcuboot::hash_alg_of_tlv(e.type)) hashes.push_back(e.value);
+  } catch (const Error&) {
+    // Not an MCUboot image kiln can parse: the board can only report the file's SHA-256.
+  }
+  return hashes;
+}
+
+const ImageSlot* find_slot(const std::vector<ImageSlot>& slots, std::uint32_t image, std::uint32_t number) {
+  for (const auto& s : slots)
+    if (s.image == image && s.slot == number) return &s;
+  return nullptr;
+}
+
+std::string slot_label(const ImageSlot& slot) {
+  return slot.version.empty() ? fmt::format("hash {}", to_hex(slot.hash).substr(0, 16))
+                              : fmt::format("{} (hash {}…)", slot.version, to_hex(slot.hash).substr(0, 16));
+}
+
+}  // namespace
+
 InstallResult install_image(SmpClient& client, const std::filesystem::path& path, const InstallOptions& options,
                             const UploadProgress& progress) {
   InstallResult result;
-  result.upload = upload_image(client, path, options.upload, progress);
+  const std::uint32_t image = options.upload.image;
+  // What the board runs and holds decides before anything is erased (as MCUboot's img_mgmt, which
+  // also refuses): slot 1 may hold the only way back.
+  auto before = read_image_state(client);
+  const auto hashes = reported_hashes_of(path);
+  auto is_this = [&](const ImageSlot* slot) {
+    return slot && !slot->hash.empty() && std::find(hashes.begin(), hashes.end(), slot->hash) != hashes.end();
+  };
+  const ImageSlot* running = find_slot(before, image, 0);
+  const ImageSlot* staged = find_slot(before, image, 1);
+  if (is_this(running)) {
+    // Already running it (e.g. the re-run after a test boot): nothing to upload. --confirm keeps it.
+    if (!running->confirmed && options.confirm) write_image_state(client, {}, true);
+    result.already_running = true;
+    result.slots = read_image_state(client);
+    return result;
+  }
+  if (running && !running->confirmed)
+    throw Error(ExitCode::conflict,
+                fmt::format("board {} is test-running {}, not confirmed; slot 1 holds the image it reverts to{}, and "
+                            "uploading would erase it. Nothing was changed",
+                            client.board(), slot_label(*running), staged ? " (" + slot_label(*staged) + ")" : ""),
+                "confirm the running image first (kiln board confirm), or reset the board to revert to the previous "
+                "image; then upload again");
+  if (staged && staged->pending && !is_this(staged))
+    throw Error(ExitCode::conflict,
+                fmt::format("board {} has {} in slot 1, marked for the next boot; uploading would replace it. Nothing "
+                            "was changed",
+                            client.board(), slot_label(*staged)),
+                "reset the board to boot it (then confirm it, or power-cycle to revert), and upload again");
+  if (is_this(staged) && staged->pending) {
+    // The same image already waits in slot 1 (a re-run before the reset): mark and reset only.
+    result.upload.size = std::filesystem::file_size(path);
+    result.upload.resumed_from = result.upload.size;
+    result.upload.sha256 = hashes.front();
+  } else {
+    result.upload = upload_image(client, path, options.upload, progress);
+  }
   // Mark by the hash the board reports for its secondary slot (firmware uses MCUboot's image
   // hash TLV, which need not equal the file's SHA-256).
   auto slots = read_image_state(client);

@@ -81,10 +81,17 @@ struct InstallOptions {
 };
 struct InstallResult {
   UploadResult upload;
+  bool already_running = false;  // the board runs this image: nothing uploaded, marked or reset
   std::vector<ImageSlot> slots;  // slot state after marking the image pending
   bool reset = false;
 };
 // Upload, mark pending (test or permanent), and optionally reset: `kiln board upload`.
+// Reads the board's slot state first and, before anything is erased:
+//  - the board already runs this image: nothing to do (with confirm, confirms it);
+//  - the board test-runs another image (not confirmed): Error(conflict), since slot 1 holds the
+//    image it reverts to, the only fallback;
+//  - slot 1 holds another image marked pending: Error(conflict);
+//  - slot 1 holds this image, pending: no upload, marked again (and reset if asked).
 InstallResult install_image(SmpClient& client, const std::filesystem::path& path, const InstallOptions& options,
                             const UploadProgress& progress = {});
 

@@ -25,6 +25,7 @@ SmpClient::SmpClient(std::unique_ptr<Link> link, SmpClientOptions options)
 void SmpClient::reconnect(std::unique_ptr<Link> link) {
   link_ = std::move(link);
   in_flight_.clear();
+  abandoned_.clear();
 }
 
 void SmpClient::send(const SmpRequest& request) {
@@ -59,10 +60,16 @@ std::optional<smp::Body> SmpClient::await_response(const InFlight& expected, std
                                [&](const InFlight& f) { return f.sequence == h.sequence; });
       if (later)
         throw Error(ExitCode::board,
-                    fmt::format("board {} answered out of order (sequence {} before {})", board_, h.sequence,
-                                expected.sequence),
+                    fmt::format("protocol error: board {} answered out of order (sequence {} before {})", board_,
+                                h.sequence, expected.sequence),
                     "the board's SMP server must answer requests in the order it receives them");
-      continue;  // a late answer to a request already retried or abandoned
+      // Only the late answer to a request this client gave up on (and retried) is skipped; any
+      // other sequence is a board that does not echo it, which waiting longer cannot fix.
+      if (std::find(abandoned_.begin(), abandoned_.end(), h.sequence) != abandoned_.end()) continue;
+      throw Error(ExitCode::board,
+                  fmt::format("protocol error: response sequence {} does not match request {} (board {}, {})",
+                              h.sequence, expected.sequence, board_, command_name(expected.group, expected.command)),
+                  "the board's SMP server must copy each request's sequence number into its response");
     }
     if (h.group != expected.group || h.command != expected.command || h.op != smp::response_op(expected.op))
       throw Error(ExitCode::board,
@@ -94,6 +101,9 @@ smp::Body SmpClient::call_raw(const SmpRequest& request) {
     auto body = await_response(expected, options_.timeout);
     in_flight_.clear();
     if (body) return std::move(*body);
+    // Its answer may still come, late, before the retry's: remember it as one to skip.
+    abandoned_.push_back(expected.sequence);
+    if (abandoned_.size() > 16) abandoned_.pop_front();
     if (attempt >= attempts)
       throw Error(ExitCode::board,
                   fmt::format("board {} did not answer {} within {} ms{}", board_,

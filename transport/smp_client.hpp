@@ -31,7 +31,9 @@ class SmpClient {
   SmpClient(std::unique_ptr<Link> link, SmpClientOptions options = {});
 
   // One request, one response body (which may carry rc / err: see smp::response_outcome).
-  // Throws Error(board) on timeout (naming the board and command) or a broken link.
+  // Throws Error(board) on timeout (naming the board and command), a broken link, or a response
+  // whose sequence number matches no request ("protocol error: response sequence N does not
+  // match request M"); only late answers to requests that timed out and were retried are skipped.
   smp::Body call_raw(const SmpRequest& request);
   // As call_raw, but a non-zero rc or err becomes Error(board) naming the board and command.
   smp::Body call(const SmpRequest& request);
@@ -62,6 +64,7 @@ class SmpClient {
   std::string board_;
   std::uint8_t next_sequence_ = 0;
   std::deque<InFlight> in_flight_;
+  std::deque<std::uint8_t> abandoned_;  // sequences of timed-out requests whose answers may come late
 };
 
 // Throws Error(board) "board X: <what> failed: <rc>" if the response carries rc/err.

@@ -110,3 +110,56 @@ TEST_CASE("progress: the line shows percent, a bar that fits, rate and ETA") {
   auto unknown = ProgressBar::format_line("upload", 2048, 0, 1.0, 60);
   CHECK(unknown == "upload 2.0 KiB 2.0 KiB/s");
 }
+
+namespace {
+// Bytes a hostile device or name can carry: ESC[2J (clear screen), BEL, CR, DEL, the 8-bit CSI
+// U+009B, a right-to-left override, a stray 0xff byte; and ordinary Unicode that must survive.
+const std::string hostile = "dev\x1b[2J\a\r\x7f\xc2\x9b" "31m\xe2\x80\xae" "ok\xff";
+const std::string unicode = "Müller-Gerät ✓ 温度";
+
+bool has_raw_control(const std::string& text, bool allow_newlines) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c == '\n' && allow_newlines) continue;
+    if (c < 0x20 || c == 0x7f) return true;
+    if (c == 0xc2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
+        static_cast<unsigned char>(text[i + 1]) <= 0x9f)
+      return true;  // C1 control as UTF-8
+    if (c == 0xe2 && text.compare(i, 3, "\xe2\x80\xae") == 0) return true;
+    if (c == 0xff) return true;
+  }
+  return false;
+}
+}  // namespace
+
+TEST_CASE("output: terminal_safe escapes C0, DEL, C1, bidi overrides and invalid UTF-8, keeps Unicode") {
+  CHECK(terminal_safe(hostile) == "dev\\x1b[2J\\x07\\r\\x7f\\u009b31m\\u202eok\\xff");
+  CHECK(terminal_safe(unicode) == unicode);
+  CHECK(terminal_safe("a\nb\tc") == "a\\nb\\tc");
+  CHECK(terminal_safe("a\nb", true) == "a\nb");
+  CHECK(terminal_safe("\xc0\xaf") == "\\xc0\\xaf");          // overlong '/'
+  CHECK(terminal_safe("\xed\xa0\x80") == "\\xed\\xa0\\x80");  // a UTF-16 surrogate
+  CHECK(terminal_safe("\xe2\x82") == "\\xe2\\x82");           // truncated sequence
+}
+
+TEST_CASE("output: device fields with ESC[2J reach no format raw; json stays parseable") {
+  Json records = Json::array({{{"uid", hostile}, {"state", "testing"}, {"detail", unicode}},
+                              {{"uid", "B2"}, {"state", hostile}, {"detail", "fine"}}});
+  for (auto format : {OutputFormat::table, OutputFormat::csv, OutputFormat::yaml, OutputFormat::json, OutputFormat::jsonl}) {
+    CAPTURE(output_format_name(format));
+    auto text = render_as(records, format, 80);
+    CHECK_FALSE(has_raw_control(text, true));
+    CHECK(text.find("Müller-Gerät ✓ 温度") != std::string::npos);
+    auto single = render_as(records[0], format, 80);
+    CHECK_FALSE(has_raw_control(single, true));
+  }
+  // Keys (map keys from a device, e.g. per-UID tallies) are escaped as well.
+  CHECK_FALSE(has_raw_control(render_as(Json{{hostile, 1}}, OutputFormat::table), true));
+  CHECK_FALSE(has_raw_control(render_as(Json::array({Json{{hostile, 1}}}), OutputFormat::csv), true));
+  // JSON keeps the value (U+FFFD for the invalid byte) and parses back.
+  auto parsed = Json::parse(render_as(records, OutputFormat::json));
+  CHECK(parsed[0]["uid"].get<std::string>().starts_with("dev\x1b[2J"));
+  CHECK(parsed[0]["detail"] == unicode);
+  // YAML double-quotes the value with its own escapes.
+  CHECK(render_as(Json{{"uid", "a\x1b[2Jb"}}, OutputFormat::yaml) == "uid: \"a\\x1b[2Jb\"\n");
+}

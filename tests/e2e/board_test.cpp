@@ -6,9 +6,12 @@
 #include <openssl/x509.h>
 
 #include "core/bytes.hpp"
+#include "core/error.hpp"
 #include "core/files.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
+#include "transport/board_api.hpp"
+#include "transport/link.hpp"
 #include "transport/provisioning_group.hpp"
 #include "tests/support/emulator_process.hpp"
 #include "tests/support/process.hpp"
@@ -244,4 +247,106 @@ TEST_CASE("kiln board list: serial ports named by KILN_SERIAL_PORTS are probed a
   auto info = test::kiln({"-o", "json", "board", "info"}, opts);
   REQUIRE_MESSAGE(info.exit_code == 0, info.err);
   CHECK(json::parse(info.out)["uid"] == emu.uids()[0]);
+}
+
+namespace {
+
+json board_images(const test::TempDir& dir) {
+  auto r = test::kiln({"-o", "json", "board", "images"}, emu_env(dir));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  return json::parse(r.out);
+}
+
+json slot_of(const json& images, int number) {
+  for (const auto& s : images)
+    if (s["slot"] == number) return s;
+  return nullptr;
+}
+
+}  // namespace
+
+TEST_CASE("kiln board upload: re-running it during a test boot keeps the fallback in slot 1; the board protects it too") {
+  test::TempDir dir;
+  auto v2 = write_image(dir, "v2.bin", 2, 50000);
+  auto v3 = write_image(dir, "v3.bin", 3, 50000);
+  {
+    test::EmulatorProcess emu(dir.file("emu"), 1);
+    auto first = test::kiln({"board", "upload", v2, "--reset"}, emu_env(dir));
+    REQUIRE_MESSAGE(first.exit_code == 0, first.err);
+    auto images = board_images(dir);
+    REQUIRE(slot_of(images, 0)["version"] == "2.0.0");
+    CHECK(slot_of(images, 0)["confirmed"] == false);  // a test boot
+    const json fallback = slot_of(images, 1);
+    REQUIRE(fallback["version"] == "1.0.0");
+    CHECK(fallback["confirmed"] == true);  // what a revert boots, as MCUboot reports it
+
+    // The operator runs the same command again: a no-op, the fallback stays.
+    auto again = test::kiln({"-o", "json", "board", "upload", v2}, emu_env(dir));
+    REQUIRE_MESSAGE(again.exit_code == 0, again.err);
+    CHECK(json::parse(again.out)["already_running"] == true);
+    CHECK(slot_of(board_images(dir), 1) == fallback);
+
+    // Another image while the test runs: refused before anything is erased.
+    auto other = test::kiln({"board", "upload", v3, "--reset"}, emu_env(dir));
+    CHECK(other.exit_code == 7);
+    CHECK(other.err.find("test-running 2.0.0") != std::string::npos);
+    CHECK(other.err.find("kiln board confirm") != std::string::npos);
+    CHECK(slot_of(board_images(dir), 1) == fallback);
+
+    // The board refuses on its own (a host that does not look first): upload and erase.
+    {
+      SmpClient client(open_socket_link(emu.sockets()[0]));  // the emulator serves one host at a time
+      CHECK_THROWS_WITH_AS(upload_image(client, v3, {}), doctest::Contains("bad state"), Error);
+      CHECK_THROWS_WITH_AS(erase_slot(client, 1), doctest::Contains("bad state"), Error);
+    }
+    CHECK(slot_of(board_images(dir), 1) == fallback);
+  }
+  {
+    // Power cycle without confirming: MCUboot reverts to the fallback, which is intact.
+    test::EmulatorProcess emu(dir.file("emu"), 1);
+    CHECK(active_version(dir) == "1.0.0");
+    // A pending image is protected the same way; the same image again only marks it again.
+    REQUIRE(test::kiln({"board", "upload", v3}, emu_env(dir)).exit_code == 0);
+    auto same = test::kiln({"-o", "json", "board", "upload", v3}, emu_env(dir));
+    REQUIRE_MESSAGE(same.exit_code == 0, same.err);
+    CHECK(json::parse(same.out)["packets"] == 0);
+    auto replace = test::kiln({"board", "upload", v2}, emu_env(dir));
+    CHECK(replace.exit_code == 7);
+    CHECK(replace.err.find("marked for the next boot") != std::string::npos);
+    CHECK(slot_of(board_images(dir), 1)["version"] == "3.0.0");
+    // Boot it, confirm it: slot 1 is free again for the next upload.
+    REQUIRE(test::kiln({"board", "reset"}, emu_env(dir)).exit_code == 0);
+    CHECK(active_version(dir) == "3.0.0");
+    CHECK(test::kiln({"board", "upload", v2}, emu_env(dir)).exit_code == 7);
+    auto confirmed = test::kiln({"board", "confirm"}, emu_env(dir));
+    REQUIRE_MESSAGE(confirmed.exit_code == 0, confirmed.err);
+    CHECK(slot_of(board_images(dir), 0)["confirmed"] == true);
+    auto next = test::kiln({"board", "upload", v2}, emu_env(dir));
+    CHECK_MESSAGE(next.exit_code == 0, next.err);
+  }
+}
+
+TEST_CASE("kiln board list/info: a board UID carrying ESC[2J is printed escaped, never raw") {
+  test::TempDir dir;
+  { test::EmulatorProcess emu(dir.file("emu"), 1); }
+  // The board's own identity, as its firmware reports it, now carries a clear-screen sequence.
+  for (const auto& entry : std::filesystem::directory_iterator(dir.file("emu"))) {
+    if (!std::filesystem::exists(entry.path() / "state.json")) continue;
+    auto state = json::parse(read_text_file(entry.path() / "state.json"));
+    state["uid"] = state["uid"].get<std::string>() + "\x1b[2J\x1b]0;owned\x07";
+    write_file_atomic(entry.path() / "state.json", as_bytes(state.dump()));
+  }
+  test::EmulatorProcess emu(dir.file("emu"), 1);
+  for (std::vector<std::string> args : {std::vector<std::string>{"board", "list"}, {"-o", "csv", "board", "list"},
+                                        {"-o", "yaml", "board", "list"}, {"board", "info"}, {"board", "state"}}) {
+    CAPTURE(args.back());
+    auto r = test::kiln(args, emu_env(dir));
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    CHECK(r.out.find('\x1b') == std::string::npos);
+    CHECK(r.out.find('\x07') == std::string::npos);
+    CHECK(r.out.find("\\x1b[2J") != std::string::npos);
+  }
+  auto j = test::kiln({"-o", "json", "board", "list"}, emu_env(dir));
+  REQUIRE(j.exit_code == 0);
+  CHECK(json::parse(j.out)[0]["uid"].get<std::string>().find("\x1b[2J") != std::string::npos);  // data kept
 }

@@ -9,6 +9,8 @@
 
 #include "core/bytes.hpp"
 #include "core/files.hpp"
+#include "signing/mcuboot_image.hpp"
+#include "tests/support/crafted_keys.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -258,14 +260,14 @@ TEST_CASE("image verify: truncated TLV area and wrong magic give the offset and 
   test::TempDir dir;
   Bytes image = read_file(vectors() + "/ed25519-basic.signed.bin");
   write_file_atomic(dir.file("short.bin"), ByteView(image).first(image.size() - 10));
-  auto r = test::kiln({"image", "verify", dir.file("short.bin")});
+  auto r = test::kiln({"image", "verify", dir.file("short.bin"), "--hash-only"});
   CHECK(r.exit_code == 3);
   CHECK(r.err.find("truncated unprotected TLV area") != std::string::npos);
   CHECK(r.err.find("offset 0x") != std::string::npos);
 
   image[0] = 0;
   write_file_atomic(dir.file("magic.bin"), image);
-  r = test::kiln({"image", "verify", dir.file("magic.bin")});
+  r = test::kiln({"image", "verify", dir.file("magic.bin"), "--hash-only"});
   CHECK(r.exit_code == 3);
   CHECK(r.err.find("wrong magic") != std::string::npos);
 }
@@ -366,7 +368,7 @@ TEST_CASE("image sign: Intel HEX in and out, verified as HEX") {
   std::string hex = read_text_file(ws.file("unsigned.hex"));
   CHECK(hex.starts_with(":020000040800F2\n:10000000"));
   CHECK(hex.ends_with(":00000001FF\n"));
-  r = kiln_in(ws, {"image", "verify", "unsigned.hex"});
+  r = kiln_in(ws, {"image", "verify", "unsigned.hex", "--hash-only"});
   CHECK_MESSAGE(r.exit_code == 0, r.err);
   // HEX input (made by objcopy) signs to the same bytes imgtool makes from the binary.
   REQUIRE(test::run_process("/usr/bin/objcopy", {"-I", "binary", "-O", "ihex", "--change-addresses", "0x8000200",
@@ -516,4 +518,116 @@ TEST_CASE("image sign: a key on a PKCS#11 token (SoftHSM2) signs an image that v
   REQUIRE_MESSAGE(pub.exit_code == 0, pub.err);
   v = test::kiln({"image", "verify", dir.file("hsm.bin"), "-k", dir.file("pub.pem")});
   CHECK_MESSAGE(v.exit_code == 0, v.err);
+}
+
+TEST_CASE("image sign/verify: crafted keys anyone can forge for are refused (scalar 0, n, n+1, mismatched halves)") {
+  test::TempDir dir;
+  write_file_atomic(dir.file("fw.bin"), Bytes(3000, 0x5a));
+  REQUIRE(test::kiln({"key", "generate", "--type", "ecdsa-p256", "-o", dir.file("a.pem")}).exit_code == 0);
+  REQUIRE(test::kiln({"key", "generate", "--type", "ecdsa-p256", "-o", dir.file("b.pem")}).exit_code == 0);
+  const Bytes zero(32, 0);
+  const Bytes infinity{0x00};
+  std::vector<std::pair<std::string, std::string>> keys = {
+      {"zero.pem", test::sec1_pem(zero, infinity)},  // what a scalar-0 key writes as its public half
+      {"zero-nopub.pem", test::sec1_pem(zero, std::nullopt)},
+      {"n.pem", test::sec1_pem(test::p256_order_plus(0), std::nullopt)},
+      {"n1.pem", test::sec1_pem(test::p256_order_plus(1), std::nullopt)},
+      {"mismatch.pem", test::mismatched_pem(read_text_file(dir.file("a.pem")), read_text_file(dir.file("b.pem")))}};
+  std::vector<std::string> sign = {"image", "sign", "--version", "1.0.0", "-H", "0x20", "--pad-header",
+                                   "-S",    "0x10000", dir.file("fw.bin")};
+  for (const auto& [name, pem] : keys) {
+    CAPTURE(name);
+    write_file_atomic(dir.file(name), as_bytes(pem));
+    ::chmod(dir.file(name).c_str(), 0600);
+    auto args = sign;
+    args.insert(args.end(), {dir.file(name + ".img"), "-k", dir.file(name)});
+    auto r = test::kiln(args);
+    CHECK(r.exit_code == 3);
+    CHECK(r.err.find("invalid private key") != std::string::npos);
+    CHECK_FALSE(fs::exists(dir.file(name + ".img")));  // nothing is written
+    for (const char* verb : {"show", "export-public"}) {
+      auto shown = test::kiln({"key", verb, dir.file(name)});
+      CHECK(shown.exit_code == 3);
+    }
+  }
+  // The genuine key still signs, and verify checks with it.
+  auto args = sign;
+  args.insert(args.end(), {dir.file("good.img"), "-k", dir.file("a.pem")});
+  REQUIRE(test::kiln(args).exit_code == 0);
+  CHECK(test::kiln({"image", "verify", dir.file("good.img"), "-k", dir.file("a.pem")}).exit_code == 0);
+}
+
+TEST_CASE("image verify: an image forged for the point at infinity is refused, whatever form the key takes") {
+  test::TempDir dir;
+  write_file_atomic(dir.file("fw.bin"), Bytes(3000, 0x33));
+  // An unsigned image, then what a forger adds: KEYHASH of the infinity key and an ECDSA
+  // signature (r = x(G), s = digest) that verifies under that key without any private key.
+  REQUIRE(test::kiln({"image", "sign", "--version", "1.0.0", "-H", "0x20", "--pad-header", "-S", "0x10000",
+                      dir.file("fw.bin"), dir.file("unsigned.bin")})
+              .exit_code == 0);
+  Bytes image = read_file(dir.file("unsigned.bin"));
+  auto parsed = mcuboot::parse_image(image);
+  Bytes image_digest = digest(HashAlg::sha256, ByteView(image).first(mcuboot::hashed_size(parsed.header)));
+  std::vector<mcuboot::Tlv> tlvs;
+  for (const auto& e : parsed.unprotected_area.entries) tlvs.push_back({e.type, e.value});
+  Bytes spki = test::infinity_spki();
+  tlvs.push_back({mcuboot::tlv::keyhash, digest(HashAlg::sha256, spki)});
+  tlvs.push_back({mcuboot::tlv::ecdsa_sig, test::forge_ecdsa_for_infinity(image_digest)});
+  Bytes forged(image.begin(), image.begin() + static_cast<std::ptrdiff_t>(parsed.unprotected_area.offset));
+  Bytes area = mcuboot::encode_tlv_area(mcuboot::tlv_info_magic, tlvs);
+  forged.insert(forged.end(), area.begin(), area.end());
+  write_file_atomic(dir.file("forged.bin"), forged);
+
+  write_file_atomic(dir.file("inf.der"), spki);
+  write_file_atomic(dir.file("inf.pem"), as_bytes(test::pem_of("PUBLIC KEY", spki)));
+  write_file_atomic(dir.file("off.pem"), as_bytes(test::pem_of("PUBLIC KEY", test::off_curve_spki())));
+  // The private key whose scalar is 0: its public half is the point at infinity.
+  write_file_atomic(dir.file("zero.pem"), as_bytes(test::sec1_pem(Bytes(32, 0), std::nullopt)));
+  for (const char* key : {"zero.pem", "inf.der", "inf.pem", "off.pem"}) {
+    CAPTURE(key);
+    auto r = test::kiln({"image", "verify", dir.file("forged.bin"), "-k", dir.file(key)});
+    CHECK(r.exit_code == 3);
+    CHECK(r.err.find("invalid") != std::string::npos);
+    CHECK(test::kiln({"image", "info", dir.file("forged.bin"), "-k", dir.file(key)}).exit_code == 3);
+    CHECK(test::kiln({"key", "show", dir.file(key)}).exit_code == 3);
+    CHECK(test::kiln({"key", "export-public", dir.file(key), "--format", "pem"}).exit_code == 3);
+  }
+}
+
+TEST_CASE("image verify: without --key it needs an explicit --hash-only (exit 2 with a hint)") {
+  auto image = vectors() + "/ed25519-basic.signed.bin";
+  auto r = test::kiln({"image", "verify", image});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("--hash-only") != std::string::npos);
+  CHECK(r.out.empty());
+  r = test::kiln({"-o", "json", "image", "verify", image, "--hash-only"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  CHECK(nlohmann::json::parse(r.out)["result"] == "hash-ok");
+  CHECK(test::kiln({"image", "verify", image, "--hash-only", "-k", vectors() + "/ed25519.pem"}).exit_code == 2);
+}
+
+TEST_CASE("image sign: an Intel HEX address gap is checked against the slot before any memory is used") {
+  test::TempDir dir;
+  // 16 bytes at 0x0 and 16 bytes at 0x10000000: a ~150-byte file that spans 256 MiB.
+  std::string hex = ":10000000000102030405060708090A0B0C0D0E0F78\n"
+                    ":020000041000EA\n"
+                    ":10000000000102030405060708090A0B0C0D0E0F78\n"
+                    ":00000001FF\n";
+  write_file_atomic(dir.file("gap.hex"), as_bytes(hex));
+  // 128 MiB of address space: the old allocation of the whole span cannot even start.
+  auto limited = [&](const std::string& command) {
+    return test::run_process("/bin/sh", {"-c", "ulimit -v 131072; exec " + command});
+  };
+  std::string kiln = std::string(KILN_BIN_DIR) + "/kiln";
+  auto r = limited(kiln + " image sign --version 1.0.0 -H 0x20 --pad-header -S 0x40000 " + dir.file("gap.hex") + " " +
+                   dir.file("out.bin"));
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("spans 0x0..0x10000010") != std::string::npos);
+  CHECK(r.err.find("more than --slot-size 0x40000") != std::string::npos);
+  CHECK(r.err.find("between 0x10 and 0x10000000") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir.file("out.bin")));
+  // Verify has no slot size: a fixed bound applies, with the same early check.
+  r = limited(kiln + " image verify --hash-only " + dir.file("gap.hex"));
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("MiB limit") != std::string::npos);
 }

@@ -2,10 +2,12 @@
 #include <doctest/doctest.h>
 
 #include "core/error.hpp"
+#include "manifests/cose.hpp"
 #include "manifests/suit_create.hpp"
 #include "manifests/suit_verify.hpp"
 #include "signing/key_ref.hpp"
 #include "tests/manifests/test_keys.hpp"
+#include "tests/support/crafted_keys.hpp"
 
 using namespace kiln;
 
@@ -128,4 +130,62 @@ TEST_CASE("verify: images must match a declared digest and size") {
   options.images = {dir.file("app.bin")};
   CHECK(verify_error(wrong_size, options).find("has the declared digest but 17 bytes, the manifest says 99") !=
         std::string::npos);
+}
+
+namespace {
+
+// example0 signed by "the key" at infinity: an ES256 signature anyone can make (see crafted_keys.hpp).
+Bytes envelope_forged_for_infinity(bool attach_payload) {
+  auto envelope = suit::parse_envelope(test::read_suit_vector("example0.unsigned.suit"));
+  auto wrapper = suit::authentication(envelope);
+  cose::Sign1 sign1;
+  sign1.protected_header = cbor::encode(
+      cbor::Value::map({{cbor::Value::integer(cose::header_alg), cbor::Value::integer(cose::alg_es256)}}));
+  Bytes to_be_signed = cose::sig_structure(sign1.protected_header, wrapper.digest_encoded);
+  sign1.signature = ecdsa_der_to_raw(test::forge_ecdsa_for_infinity(digest(HashAlg::sha256, to_be_signed)), 32);
+  if (attach_payload) sign1.payload = wrapper.digest_encoded;
+  wrapper.authentication_blocks.push_back(cose::to_value(sign1));
+  suit::set_authentication(envelope, wrapper);
+  return suit::encode_envelope(envelope);
+}
+
+}  // namespace
+
+TEST_CASE("verify: a trusted key at infinity or off the curve is refused by name, not trusted") {
+  Bytes forged = envelope_forged_for_infinity(false);
+  for (const auto& [name, spki] : {std::pair{"inf.pem", test::infinity_spki()}, {"off.pem", test::off_curve_spki()}}) {
+    CAPTURE(name);
+    suit::VerifyOptions options;
+    options.keys.push_back({name, spki});
+    auto error = verify_error(forged, options);
+    CHECK(error.find(std::string("key ") + name + " cannot be trusted") != std::string::npos);
+    CHECK(error.find("invalid") != std::string::npos);
+  }
+  // The forged signature itself is what a verifier without the key check accepts.
+  auto wrapper = suit::authentication(suit::parse_envelope(forged));
+  auto sign1 = cose::parse_sign1(wrapper.authentication_blocks.at(0), "forged");
+  CHECK_THROWS_AS(cose::verify_detached(sign1, test::infinity_spki(), wrapper.digest_encoded), Error);
+}
+
+TEST_CASE("verify: a COSE_Sign1 with an attached payload is refused (SUIT signatures are detached)") {
+  test::TempDir dir;
+  auto signer = test::make_signer(dir, KeyType::ecdsa_p256, "k.pem");
+  auto envelope = suit::parse_envelope(test::read_suit_vector("example0.unsigned.suit"));
+  suit::add_signature(envelope, *signer);
+  // Attach the very payload the signature covers: still not what SUIT allows.
+  auto wrapper = suit::authentication(envelope);
+  auto sign1 = cose::parse_sign1(wrapper.authentication_blocks.at(0), "signature");
+  sign1.payload = wrapper.digest_encoded;
+  wrapper.authentication_blocks.at(0) = cose::to_value(sign1);
+  suit::set_authentication(envelope, wrapper);
+  Bytes attached = suit::encode_envelope(envelope);
+
+  suit::VerifyOptions options;
+  options.keys.push_back({"k.pem", signer->public_key_der()});
+  auto error = verify_error(attached, options);
+  CHECK(error.find("attached payload") != std::string::npos);
+  CHECK_THROWS_WITH_AS(suit::authentication(suit::parse_envelope(attached)), doctest::Contains("attached payload"),
+                       Error);
+  CHECK_THROWS_WITH_AS(cose::verify_detached(sign1, signer->public_key_der(), wrapper.digest_encoded),
+                       doctest::Contains("attached payload"), Error);
 }

@@ -5,6 +5,8 @@
 #include <functional>
 
 #include "core/error.hpp"
+#include "transport/board_api.hpp"
+#include "transport/provisioning_group.hpp"
 #include "transport/smp_client.hpp"
 
 using namespace kiln;
@@ -115,4 +117,53 @@ TEST_CASE("smp client: rc and group errors become errors naming the board") {
   CHECK_THROWS_WITH_AS(client.call(echo_request("x")), doctest::Contains("busy (10)"), Error);
   auto raw = client.call_raw(echo_request("y"));
   CHECK(smp::response_outcome(raw).rc == smp::rc::busy);
+}
+
+TEST_CASE("smp client: a response with a sequence no request had is a protocol error at once, not a timeout") {
+  int sends = 0;
+  SmpClient client(std::make_unique<ScriptedLink>(
+                       [](const smp::Frame& f) {
+                         auto reply = answer(f, {{"r", "x"}});
+                         reply.header.sequence = static_cast<std::uint8_t>(f.header.sequence + 7);
+                         return std::vector{reply};
+                       },
+                       &sends),
+                   quick());
+  try {
+    client.call({smp::Op::read, smp::group::os, 6, smp::Body::object()});
+    FAIL("a wrong sequence must not pass");
+  } catch (const Error& e) {
+    CHECK(e.code() == ExitCode::board);
+    CHECK(std::string(e.what()).find("protocol error: response sequence 7 does not match request 0") !=
+          std::string::npos);
+  }
+  CHECK(sends == 1);  // not retried as if it had timed out
+}
+
+TEST_CASE("board api: unknown slot or manufacturing states from a board are exit 4 with a clear message") {
+  auto board_answering = [](smp::Body body) {
+    return [body](const smp::Frame& f) { return std::vector{answer(f, body)}; };
+  };
+  int sends = 0;
+  {
+    SmpClient client(std::make_unique<ScriptedLink>(
+                         board_answering({{"images", smp::Body::array({{{"slot", 0}, {"active", "maybe"}}})}}), &sends),
+                     quick());
+    CHECK_THROWS_WITH_AS(read_image_state(client), doctest::Contains("image slot state kiln does not know"), Error);
+  }
+  {
+    SmpClient client(std::make_unique<ScriptedLink>(board_answering({{"splitStatus", 0}}), &sends), quick());
+    CHECK_THROWS_WITH_AS(read_image_state(client), doctest::Contains("no images list"), Error);
+  }
+  {
+    SmpClient client(std::make_unique<ScriptedLink>(board_answering({{"uid", "AB"}, {"state", "\x1b[2Jbricked"}}), &sends),
+                     quick());
+    try {
+      read_identity(client);
+      FAIL("an unknown state must not pass");
+    } catch (const Error& e) {
+      CHECK(e.code() == ExitCode::board);
+      CHECK(std::string(e.what()).find("manufacturing state kiln does not know") != std::string::npos);
+    }
+  }
 }
