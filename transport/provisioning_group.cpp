@@ -99,13 +99,13 @@ std::vector<Bytes> bytes_array(const smp::Body& body, const char* key) {
 }
 
 // The manufacturing state a board reports: a name kiln does not know is the board's fault (exit 4).
-ManufacturingState reported_state(const SmpClient& client, const smp::Body& rsp) {
+ManufacturingState reported_state(std::string_view board, const smp::Body& rsp) {
   std::string name = smp::get_text(rsp, "state");
   for (auto state : {ManufacturingState::blank, ManufacturingState::module_complete, ManufacturingState::device_complete})
     if (name == manufacturing_state_name(state)) return state;
   throw Error(ExitCode::board,
-              fmt::format("protocol error: board {} reports a manufacturing state kiln does not know: {}",
-                          client.board(), smp::Body(name).dump(-1, ' ', true, smp::Body::error_handler_t::replace)),
+              fmt::format("protocol error: {} reports a manufacturing state kiln does not know: {}",
+                          board.empty() ? std::string("the board") : fmt::format("board {}", board), smp::Body(name).dump(-1, ' ', true, smp::Body::error_handler_t::replace)),
               "kiln knows blank, module-complete and device-complete; update kiln or check the board's firmware");
 }
 
@@ -226,7 +226,7 @@ BoardIdentity read_identity(SmpClient& client, ByteView nonce) {
 BoardIdentity parse_identity(const smp::Body& rsp) {
   BoardIdentity id;
   id.uid = smp::get_text(rsp, "uid");
-  id.state = reported_state(client, rsp);
+  id.state = reported_state({}, rsp);
   id.attestation_chain = bytes_array(rsp, "attestation");
   id.transport_key = smp::get_bytes(rsp, "transport_key");
   id.transport_key_signature = smp::get_bytes(rsp, "transport_key_sig");
@@ -304,14 +304,14 @@ ChallengeAnswer sign_challenge_attested(SmpClient& client, ByteView challenge) {
 ManufacturingState set_manufacturing_state(SmpClient& client, ManufacturingState next, bool dry_run) {
   auto rsp = call_group(client, smp::Op::write, provisioning_command::set_state,
                         {{"state", std::string(manufacturing_state_name(next))}, {"dry_run", dry_run}});
-  return reported_state(client, rsp);
+  return reported_state(client.board(), rsp);
 }
 
 ProvisioningRecord read_provisioning_record(SmpClient& client) {
   auto rsp = call_group(client, smp::Op::read, provisioning_command::record);
   ProvisioningRecord record;
   record.uid = smp::get_text(rsp, "uid");
-  record.state = reported_state(client, rsp);
+  record.state = reported_state(client.board(), rsp);
   if (rsp.contains("key_origin")) record.key_origin = smp::get_text(rsp, "key_origin");
   if (rsp.contains("public_key")) record.device_public_key = smp::get_bytes(rsp, "public_key");
   record.certificate_chain = bytes_array(rsp, "chain");
