@@ -177,6 +177,14 @@ int bind_server(httplib::SSLServer& server, const std::string& listen, const int
 
 int run(const Paths& paths, const std::string& listen, const std::string& agent_listen, const ListenerOptions& options,
         int check_in_after) {
+  // Signals arrive on a dedicated thread so stop() runs outside a signal handler. Blocked before any
+  // thread starts (the connection guards' watchdogs, the pools): a thread created earlier would take
+  // SIGTERM with its default action and end the process without draining.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   open_service(paths);  // fails with a hint when the directory was never initialised
   raise_descriptor_limit();
   auto svc = std::make_shared<service::Service>(
@@ -191,12 +199,6 @@ int run(const Paths& paths, const std::string& listen, const std::string& agent_
   int port = bind_server(*api, listen, api_socket);
   int agent_port = agents ? bind_server(*agents, agent_listen, agent_socket) : 0;
 
-  // Signals arrive on a dedicated thread so stop() runs outside a signal handler.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::thread waiter([&api, &agents, signals] {
     int received = 0;
     sigwait(&signals, &received);
