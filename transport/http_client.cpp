@@ -260,7 +260,7 @@ HttpResponse HttpClient::call(const HttpRequest& request) {
                               : std::string();
     throw Error(ExitCode::authentication,
                 fmt::format("the service refused client certificate {}: {}", config_.client_cert, message),
-                "the certificate must chain to a factory CA registered with your tenant (kiln device ca add CA.pem)");
+                "the certificate must chain to a factory CA registered with your tenant (kiln device ca add CA.pem --key CA.key)");
   }
   if (response.status >= 400) throw_http_error(request, response);
   return response;
