@@ -19,12 +19,7 @@ using Json = nlohmann::json;
 
 namespace {
 
-std::string slurp(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using kiln::test::slurp;
 
 void spit(const std::filesystem::path& path, const std::string& data, bool secret = false) {
   std::ofstream(path, std::ios::binary) << data;

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 namespace kiln::test {
@@ -18,5 +20,13 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// The whole content of a file, as bytes in a string ("" when it cannot be read).
+inline std::string slurp(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
 
 }  // namespace kiln::test
