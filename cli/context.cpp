@@ -32,9 +32,12 @@ void Context::finalize() {
   }
 }
 
-void Context::render(const Json& value) const { cli::render(std::cout, value, render_options_); }
+// Once an output file went to stdout ("-"), results go to stderr: stdout carries that output alone.
+static std::ostream& result_stream() { return standard_output_taken() ? std::cerr : std::cout; }
 
-std::unique_ptr<RecordWriter> Context::records() const { return make_record_writer(std::cout, render_options_); }
+void Context::render(const Json& value) const { cli::render(result_stream(), value, render_options_); }
+
+std::unique_ptr<RecordWriter> Context::records() const { return make_record_writer(result_stream(), render_options_); }
 
 void Context::info(std::string_view message) const {
   if (!global.quiet) std::cerr << terminal_safe(message, true) << "\n";

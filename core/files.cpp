@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fmt/format.h>
@@ -79,8 +80,42 @@ std::span<const std::uint8_t> ChunkReader::next() {
   return {buffer_.data(), filled};
 }
 
+namespace {
+std::atomic<bool> stdout_taken{false};
+}  // namespace
+
+bool writes_in_place(const std::filesystem::path& path) {
+  if (path == "-") return true;
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode);
+}
+
+bool standard_output_taken() { return stdout_taken.load(); }
+
 AtomicFile::AtomicFile(std::filesystem::path path, unsigned mode, Overwrite overwrite)
     : path_(std::move(path)), overwrite_(overwrite) {
+  if (writes_in_place(path_)) {
+    in_place_ = true;
+    bool secret = (mode & 077) == 0;
+    if (path_ == "-") {
+      if (secret && ::isatty(STDOUT_FILENO) == 1)
+        throw Error(ExitCode::usage, "refusing to write secret data to the terminal",
+                    "name a file, or pipe standard output elsewhere");
+      fd_ = ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 0);
+      if (fd_ < 0) throw open_error("standard output", errno, "write");
+      stdout_taken = true;
+      return;
+    }
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd_ < 0) throw open_error(path_, errno, "write");
+    if (secret && ::isatty(fd_) == 1) {
+      ::close(fd_);
+      fd_ = -1;
+      throw Error(ExitCode::usage, fmt::format("refusing to write secret data to the terminal {}", path_.string()),
+                  "name a regular file");
+    }
+    return;
+  }
   if (overwrite_ == Overwrite::refuse && std::filesystem::exists(path_))
     throw Error(ExitCode::conflict, fmt::format("{} already exists", path_.string()),
                 "pass --force to overwrite it, or choose another path");
@@ -126,23 +161,30 @@ void AtomicFile::write(std::string_view text) {
 }
 
 void AtomicFile::reserve(std::uint64_t size) {
+  if (in_place_) return;  // a device or pipe has nothing to reserve
   // KEEP_SIZE: a reservation larger than what is finally written never shows up as file content.
   if (size == 0 || ::fallocate(fd_, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(size)) == 0) return;
   if (errno == ENOSPC || errno == EDQUOT || errno == EFBIG) throw open_error(path_, errno, "write");
 }
 
 void AtomicFile::start_writeback() {
+  if (in_place_) return;
   // Only a hint: an error here resurfaces in commit()'s fsync.
   ::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
 void AtomicFile::commit() {
-  if (::fsync(fd_) != 0) throw open_error(path_, errno, "write");
+  // Pipes and most character devices cannot be synced (EINVAL): what they took is theirs.
+  if (::fsync(fd_) != 0 && !(in_place_ && (errno == EINVAL || errno == EROFS))) throw open_error(path_, errno, "write");
   if (::close(fd_) != 0) {
     fd_ = -1;
     throw open_error(path_, errno, "write");
   }
   fd_ = -1;
+  if (in_place_) {
+    committed_ = true;
+    return;
+  }
   if (overwrite_ == Overwrite::refuse) {
     // link() fails if the target appeared meanwhile: never clobber a key written concurrently.
     if (::link(temp_path_.c_str(), path_.c_str()) != 0) {
@@ -157,6 +199,25 @@ void AtomicFile::commit() {
     throw open_error(path_, errno, "write");
   }
   committed_ = true;
+}
+
+TemporaryFile::TemporaryFile(const std::filesystem::path& prefix) {
+  std::string templ = prefix.string() + "XXXXXX";
+  std::vector<char> buf(templ.begin(), templ.end());
+  buf.push_back('\0');
+  int fd = ::mkostemp(buf.data(), O_CLOEXEC);
+  if (fd < 0) throw open_error(prefix.parent_path(), errno, "write");
+  ::close(fd);
+  path_ = buf.data();
+}
+
+TemporaryFile::~TemporaryFile() { ::unlink(path_.c_str()); }
+
+void copy_file_to(const std::filesystem::path& from, const std::filesystem::path& out, unsigned mode) {
+  AtomicFile file(out, mode);
+  ChunkReader reader(from);
+  for (auto piece = reader.next(); !piece.empty(); piece = reader.next()) file.write(piece);
+  file.commit();
 }
 
 void write_file_atomic(const std::filesystem::path& path, std::span<const std::uint8_t> data, unsigned mode,

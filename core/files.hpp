@@ -31,8 +31,19 @@ class ChunkReader {
   std::vector<std::uint8_t> buffer_;
 };
 
+// True for an output written in place instead of by temp file + rename: "-" (standard output) and an
+// existing path that is not a regular file (a device such as /dev/null, a FIFO, a socket). Renaming a
+// file onto a device node replaces the node (as root: /dev/null becomes a regular file).
+bool writes_in_place(const std::filesystem::path& path);
+// True once an output went to standard output ("-"): results are rendered on stderr from then on, so
+// stdout carries only that output.
+bool standard_output_taken();
+
 // Writes to "<path>.kiln-XXXXXX" in the same directory and renames over `path` on commit().
 // Destroyed without commit(), it removes the temp file: no partial output is ever left behind.
+// Outputs for which writes_in_place() holds are opened and written in place instead (no temp file, no
+// rename, no --force needed: there is no file to lose); secret data (mode without group/other bits) is
+// never written to a terminal.
 class AtomicFile {
  public:
   enum class Overwrite { refuse, allow };
@@ -60,8 +71,26 @@ class AtomicFile {
   int fd_ = -1;
   std::uint64_t written_ = 0;
   Overwrite overwrite_;
+  bool in_place_ = false;
   bool committed_ = false;
 };
+
+// A private file ("<prefix>XXXXXX", mode 0600, made by mkstemp), removed when destroyed.
+class TemporaryFile {
+ public:
+  explicit TemporaryFile(const std::filesystem::path& prefix);
+  ~TemporaryFile();
+  TemporaryFile(const TemporaryFile&) = delete;
+  TemporaryFile& operator=(const TemporaryFile&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Copies the file `from` to `out` through AtomicFile: renamed into place for a regular file, written
+// in place for a device, FIFO or "-".
+void copy_file_to(const std::filesystem::path& from, const std::filesystem::path& out, unsigned mode = 0644);
 
 // Convenience: atomically replace `path` with `data`.
 void write_file_atomic(const std::filesystem::path& path, std::span<const std::uint8_t> data,

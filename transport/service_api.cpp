@@ -483,8 +483,11 @@ Json download_image(ServiceApi& api, const std::string& id, const std::filesyste
   if (!image.value("complete", false))
     throw Error(ExitCode::conflict, fmt::format("image {} is still being uploaded", id), "finish the upload first");
   auto size = image.value("size", std::uint64_t{0});
-  auto part_path = out;
-  part_path += ".part";
+  // A device, FIFO or "-" is written in place, and only with verified content: the download goes to a
+  // private temporary file first (not resumable), never to "<device>.part" renamed over the device.
+  std::optional<TemporaryFile> staging;
+  if (writes_in_place(out)) staging.emplace(std::filesystem::temp_directory_path() / "kiln-download");
+  auto part_path = staging ? staging->path() : std::filesystem::path(out.string() + ".part");
   std::uint64_t resumed_from = 0;
   {
     PartFile part(part_path);
@@ -525,7 +528,10 @@ Json download_image(ServiceApi& api, const std::string& id, const std::filesyste
     throw Error(ExitCode::verification_failed, fmt::format("downloaded content does not hash to {}", id),
                 "the partial download was discarded: run the command again");
   }
-  std::filesystem::rename(part_path, out);
+  if (staging)
+    copy_file_to(part_path, out);
+  else
+    std::filesystem::rename(part_path, out);
   return {{"id", id}, {"file", out.string()}, {"size", size}, {"resumed_from", resumed_from}};
 }
 

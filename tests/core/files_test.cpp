@@ -1,6 +1,8 @@
 // Tests for core/files: atomic writes never leave partial output; chunked reads see every byte.
 #include <doctest/doctest.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
@@ -77,4 +79,60 @@ TEST_CASE("files: AtomicFile reserve keeps the size at what was written") {
   f.commit();
   CHECK(std::filesystem::file_size(target) == 12);
   CHECK(read_text_file(target) == "twelve bytes");
+}
+
+namespace {
+// A character device node of our own (the same device as /dev/null), so a regression replaces only it.
+bool make_null_device(const std::filesystem::path& path) {
+  return ::mknod(path.c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0;
+}
+}  // namespace
+
+TEST_CASE("files: AtomicFile writes a character device in place, never renaming over the node") {
+  test::TempDir dir;
+  auto node = dir.path() / "null";
+  if (!make_null_device(node)) {
+    MESSAGE("mknod needs root: skipped");
+    return;
+  }
+  CHECK(writes_in_place(node));
+  write_file_atomic(node, as_bytes("discarded"));
+  struct stat st {};
+  REQUIRE(::stat(node.c_str(), &st) == 0);
+  CHECK(S_ISCHR(st.st_mode));
+  CHECK(std::filesystem::directory_iterator(dir.path()) != std::filesystem::directory_iterator());
+  // No temp file left beside it, and no --force needed: there is no file to lose.
+  write_file_atomic(node, as_bytes("again"), 0644, AtomicFile::Overwrite::refuse);
+  int entries = 0;
+  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator(dir.path())) ++entries;
+  CHECK(entries == 1);
+}
+
+TEST_CASE("files: AtomicFile writes a FIFO in place and its reader gets every byte") {
+  test::TempDir dir;
+  auto fifo = dir.path() / "pipe";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  auto received = test::read_fifo_while(fifo, [&] { write_file_atomic(fifo, as_bytes("through the pipe")); });
+  CHECK(received == "through the pipe");
+  struct stat st {};
+  REQUIRE(::stat(fifo.c_str(), &st) == 0);
+  CHECK(S_ISFIFO(st.st_mode));
+}
+
+TEST_CASE("files: a regular file and a missing path are still replaced by rename") {
+  test::TempDir dir;
+  CHECK_FALSE(writes_in_place(dir.path() / "missing.bin"));
+  write_file_atomic(dir.path() / "file.bin", as_bytes("one"));
+  CHECK_FALSE(writes_in_place(dir.path() / "file.bin"));
+  CHECK(writes_in_place("-"));
+}
+
+TEST_CASE("files: copy_file_to delivers a staged file to a FIFO") {
+  test::TempDir dir;
+  TemporaryFile staged(dir.path() / "stage");
+  write_file_atomic(staged.path(), as_bytes("verified bytes"));
+  auto fifo = dir.path() / "pipe";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  auto received = test::read_fifo_while(fifo, [&] { copy_file_to(staged.path(), fifo); });
+  CHECK(received == "verified bytes");
 }

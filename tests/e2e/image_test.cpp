@@ -1,6 +1,7 @@
 // End-to-end tests of `kiln image`: imgtool's vectors byte for byte, every key type checked by openssl, bad input.
 #include <doctest/doctest.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <filesystem>
 #include <fstream>
@@ -630,4 +631,47 @@ TEST_CASE("image sign: an Intel HEX address gap is checked against the slot befo
   r = limited(kiln + " image verify --hash-only " + dir.file("gap.hex"));
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("MiB limit") != std::string::npos);
+}
+
+TEST_CASE("image sign: devices, FIFOs and '-' are written in place, never replaced by a renamed file") {
+  test::TempDir dir;
+  auto input = vectors() + "/app.bin";
+  std::vector<std::string> sign = {"image", "sign", "--version", "1.2.3", "-H", "0x20", "--pad-header", "-S", "0x40000",
+                                   "-k", vectors() + "/ed25519.pem", input};
+  auto with = [&](const std::string& out) {
+    auto args = sign;
+    args.push_back(out);
+    return args;
+  };
+  REQUIRE(test::kiln(with(dir.file("ref.bin"))).exit_code == 0);
+  std::string reference = read_text_file(dir.file("ref.bin"));
+
+  // A FIFO: its reader gets the image, and the FIFO stays a FIFO.
+  REQUIRE(::mkfifo(dir.file("pipe").c_str(), 0600) == 0);
+  test::ProcessResult r;
+  auto piped = test::read_fifo_while(dir.file("pipe"), [&] { r = test::kiln(with(dir.file("pipe"))); });
+  CHECK(r.exit_code == 0);
+  CHECK(piped == reference);
+  struct stat st {};
+  REQUIRE(::stat(dir.file("pipe").c_str(), &st) == 0);
+  CHECK(S_ISFIFO(st.st_mode));
+
+  // "-": the image alone on stdout; the result goes to stderr.
+  auto to_stdout = with("-");
+  to_stdout.insert(to_stdout.begin(), {"-o", "json"});
+  r = test::kiln(to_stdout);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == reference);
+  CHECK(r.err.find("\"output\"") != std::string::npos);
+  CHECK_FALSE(fs::exists("-"));
+
+  // A character device of our own (as root): still a device afterwards, nothing left beside it.
+  if (::mknod(dir.file("null").c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0) {
+    CHECK(test::kiln(with(dir.file("null"))).exit_code == 0);
+    REQUIRE(::stat(dir.file("null").c_str(), &st) == 0);
+    CHECK(S_ISCHR(st.st_mode));
+    int entries = 0;
+    for ([[maybe_unused]] auto& e : fs::directory_iterator(dir.path())) ++entries;
+    CHECK(entries == 3);  // ref.bin, pipe, null, and nothing else
+  }
 }

@@ -1,5 +1,7 @@
 // kiln against a real kiln-service on 127.0.0.1: real TLS, real SQLite, real processes.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <openssl/bio.h>
 #include <openssl/pem.h>
@@ -228,6 +230,15 @@ TEST_CASE("service e2e: products, groups, import, list, count, claim, roles, dep
   CHECK(s.json({"image", "upload", s.dir.file("fw.bin")})["uploaded"] == false);  // already there: one request
   CHECK(s.json({"image", "download", id, "-O", s.dir.file("back.bin")})["size"] == 200000);
   CHECK(slurp(s.dir.file("back.bin")) == firmware);
+  // A device output is written in place (a node of our own: renaming onto /dev/null destroys it as root),
+  // from a verified staging copy, with no "<device>.part" beside it.
+  if (::mknod(s.dir.file("null").c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0) {
+    CHECK(s.json({"image", "download", id, "-O", s.dir.file("null")})["size"] == 200000);
+    struct stat st {};
+    REQUIRE(::stat(s.dir.file("null").c_str(), &st) == 0);
+    CHECK(S_ISCHR(st.st_mode));
+    CHECK_FALSE(std::filesystem::exists(s.dir.file("null.part")));
+  }
   auto deployment = s.json({"deployment", "create", "--group", "Thermo/Production", "--image", id, "--rollout", "10%"});
   CHECK(deployment["rollout"] == 10);
   auto dep = deployment["id"].get<std::string>();

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -28,5 +29,10 @@ inline std::string slurp(const std::filesystem::path& path) {
   s << in.rdbuf();
   return s.str();
 }
+
+// Opens the FIFO for reading before `writer` runs (so a writer that opens it never blocks), then
+// returns what arrives until the writer is done. A writer that renames a file over the FIFO
+// instead finishes without sending anything: the result is empty, never a hang.
+std::string read_fifo_while(const std::filesystem::path& fifo, const std::function<void()>& writer);
 
 }  // namespace kiln::test
