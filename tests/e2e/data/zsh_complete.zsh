@@ -4,7 +4,7 @@
 zmodload zsh/zpty
 fdir=$1; bindir=$2; line=$3
 zpty -b z "zsh -f -i"
-zpty -w z "PATH=$bindir:\$PATH; PS1='%% '; fpath=($fdir \$fpath); autoload -Uz compinit; compinit -u -D -d /dev/null"
+zpty -w z "PATH=$bindir:\$PATH; PS1='%% '; fpath=($fdir \$fpath); autoload -Uz compinit; compinit -u -D -d $fdir/zcompdump"
 zpty -w z "compadd() { local -a __m; builtin compadd -O __m \"\$@\"; print -rl -- '<<''M' \$__m 'M''>>' >/dev/tty; builtin compadd \"\$@\" }"
 zpty -w z "zstyle ':completion:*' list-prompt ''; zstyle ':completion:*' menu no; echo READY-''MARK"
 out=""
