@@ -10,6 +10,7 @@
 #include <fmt/ranges.h>
 
 #include "cli/context.hpp"
+#include "cli/output_file.hpp"
 #include "commands/board_session.hpp"
 #include "commands/commands.hpp"
 #include "core/error.hpp"
@@ -56,7 +57,7 @@ struct WatchArgs {
 struct LedgerArgs {
   std::string profile;
   std::string out;
-  bool allow_unverified = false;
+  bool allow_unverified = false, force = false;
 };
 
 // A ledger whose end no signature proves (bound to no station: written before signed heads) is
@@ -272,8 +273,8 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
   image->needs(manifest)->needs(manifest_key);
   manifest->needs(image);
   manifest_key->needs(image);
-  init->add_option("-o,--out", init_args->out, "Profile to write")->required();
-  init->add_flag("--force", init_args->force, "Overwrite an existing profile");
+  cli::add_output_file_option(init, init_args->out, "Profile to write")->required();
+  cli::add_force_flag(init, init_args->force);
   init->callback([&ctx, init_args] {
     auto profile = profile_from(*init_args, ctx);
     // Check now what the station will need: the CA key signs for the CA certificate.
@@ -389,10 +390,12 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
 
   auto* exporter = ledger_command->add_subcommand("export", "Write the signed JSON-lines bundle for kiln device import");
   exporter->add_option("--profile", ledger_args->profile, "Station profile")->required();
-  exporter->add_option("-o,--out", ledger_args->out, "Bundle to write (units.jsonl)")->required();
+  cli::add_output_file_option(exporter, ledger_args->out, "Bundle to write (units.jsonl)")->required();
+  cli::add_force_flag(exporter, ledger_args->force);
   exporter->add_flag("--allow-unverified", ledger_args->allow_unverified,
                      "Export a ledger with no station row and signed head (written by an older kiln)");
   exporter->callback([&ctx, ledger_args] {
+    cli::check_overwrite(ledger_args->out, ledger_args->force);
     auto profile = read_profile(ledger_args->profile);
     auto signer = open_signer(profile.station_key, ctx.key_options());
     if (!fs::exists(profile.ledger))

@@ -5,6 +5,7 @@
 #include <charconv>
 
 #include "cli/context.hpp"
+#include "cli/output_file.hpp"
 #include "cli/progress.hpp"
 #include "commands/commands.hpp"
 #include "core/error.hpp"
@@ -74,7 +75,8 @@ struct SignArgs {
   };
   std::vector<CustomTlvArg> custom_in_order;
   std::string encrypt;
-  bool pad_header = false, pad = false, confirm = false, test = false, non_bootable = false, overwrite_only = false;
+  bool pad_header = false, pad = false, confirm = false, test = false, non_bootable = false, overwrite_only = false,
+       force = false;
   cli::SecretSource passphrase;
 };
 
@@ -202,9 +204,13 @@ void add_sign(CLI::App* image, cli::Context& ctx) {
   auto a = std::make_shared<SignArgs>();
   auto* sign = image->add_subcommand("sign", "Create a signed (or, without --key, unsigned) MCUboot image");
   sign->add_option("INFILE", a->input, "Firmware to sign (.hex for Intel HEX, otherwise binary)")->required();
-  sign->add_option("OUTFILE", a->output, "Image to write (.hex for Intel HEX, otherwise binary)")->required();
+  sign->add_option("OUTFILE", a->output, "Image to write (.hex for Intel HEX, otherwise binary)")
+      ->required()
+      ->check(cli::output_file_validator());
+  cli::add_force_flag(sign, a->force);
   sign->add_option("-k,--key", a->key, "Signing key: PEM file or pkcs11: URI (omit for an unsigned image)");
-  sign->add_option("-v,--version", a->version, "Image version MAJOR.MINOR.REVISION+BUILD")->required();
+  sign->add_option("-v,--version", a->version, "Image version MAJOR.MINOR.REVISION+BUILD (as in imgtool: inside image sign, -v is the version; use --verbose for verbose)")
+      ->required();
   sign->add_option("-H,--header-size", a->header_size, "Header size in bytes (e.g. 0x200)")->required();
   sign->add_option("-S,--slot-size", a->slot_size, "Size of the slot the image is written to")->required();
   sign->add_flag("--pad-header", a->pad_header, "Prepend --header-size erased bytes for the header");
@@ -260,6 +266,7 @@ void add_sign(CLI::App* image, cli::Context& ctx) {
                   "sign without --encrypt, or encrypt with imgtool for now");
     SignOptions options = sign_options(*a);
     validate(options);  // usage errors before asking a token or key file for anything
+    cli::check_overwrite(a->output, a->force);
     std::unique_ptr<Signer> signer;
     if (!a->key.empty()) signer = open_signer(a->key, ctx.key_options(a->passphrase));
     auto r = sign_image(a->input, a->output, options, signer.get(), progress_bar(ctx, "signing"));

@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/context.hpp"
+#include "cli/output_file.hpp"
 #include "commands/commands.hpp"
 #include "commands/service_session.hpp"
 
@@ -13,6 +14,7 @@ struct ImageServiceArgs {
   std::string manifest;
   std::string id;
   std::string out;
+  bool force = false;
 };
 
 }  // namespace
@@ -50,8 +52,10 @@ void add_image_service_verbs(CLI::App* image, cli::Context& ctx) {
   auto* download = image->add_subcommand(
       "download", "Download an image via FILE.part (resumed with Range by the next run), renamed once its SHA-256 matches");
   download->add_option("ID", args->id, "SHA-256")->required();
-  download->add_option("-o,-O,--out", args->out, "Where to write it")->required()->type_name("FILE");
+  cli::add_output_file_option(download, args->out, "Where to write it")->required();
+  cli::add_force_flag(download, args->force);
   download->callback([&ctx, args] {
+    cli::check_overwrite(args->out, args->force);
     auto api = connect(ctx);
     ctx.render(transport::download_image(api, args->id, args->out));
   });

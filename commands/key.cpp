@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/context.hpp"
+#include "cli/output_file.hpp"
 #include "commands/commands.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
@@ -51,6 +52,7 @@ struct ExportArgs {
   std::string keyref;
   std::string out;
   std::string format = "pem";
+  bool force = false;
   cli::SecretSource passphrase;
 };
 
@@ -83,6 +85,7 @@ void export_public(const cli::Context& ctx, const ExportArgs& args) {
   if (args.out.empty() && is_binary_format(format) && ::isatty(STDOUT_FILENO) == 1)
     throw Error(ExitCode::usage, fmt::format("refusing to write binary {} to a terminal", args.format),
                 "add -o FILE or redirect stdout");
+  cli::check_overwrite(args.out, args.force);
   Bytes exported = export_public_key(load_public_key(args.keyref, ctx.key_options(args.passphrase)), format);
   if (args.out.empty()) {
     std::cout.write(reinterpret_cast<const char*>(exported.data()), static_cast<std::streamsize>(exported.size()));
@@ -106,7 +109,7 @@ void add_key(CLI::App& app, cli::Context& ctx) {
   generate->add_option("-t,--type", gen->type, "ecdsa-p256, ecdsa-p384, ed25519, rsa-2048 or rsa-3072")
       ->required()
       ->check(CLI::IsMember({"ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-2048", "rsa-3072"}));
-  auto* out_option = generate->add_option("-o,--out", gen->out, "Where to write the private key (PEM)");
+  auto* out_option = cli::add_output_file_option(generate, gen->out, "Where to write the private key (PEM)");
   auto* pkcs11_option = generate->add_option(
       "--pkcs11", gen->pkcs11_uri, "Create the key pair on this token instead: pkcs11:token=T;object=LABEL;id=%01");
   out_option->excludes(pkcs11_option);
@@ -131,7 +134,8 @@ void add_key(CLI::App& app, cli::Context& ctx) {
   auto* export_public_command =
       key->add_subcommand("export-public", "Write a key's public half as PEM, DER, raw bytes or imgtool C/Rust source");
   export_public_command->add_option("KEYREF", export_args->keyref, "PEM file or pkcs11: URI")->required();
-  export_public_command->add_option("-o,--out", export_args->out, "Output file (default: stdout)");
+  cli::add_output_file_option(export_public_command, export_args->out, "Output file (default: stdout)");
+  cli::add_force_flag(export_public_command, export_args->force);
   export_public_command->add_option("-f,--format", export_args->format, "pem (default), der, c, rust or raw")
       ->check(CLI::IsMember({"pem", "der", "c", "rust", "raw"}));
   cli::add_passphrase_options(export_public_command, export_args->passphrase);

@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "cli/context.hpp"
+#include "cli/output_file.hpp"
 #include "commands/commands.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
@@ -19,7 +20,7 @@ namespace {
 struct CreateArgs {
   std::vector<std::string> components, uris;
   std::string from, out, vendor_id, vendor_domain, class_id, class_name, sequence, keyref;
-  bool unsigned_envelope = false;
+  bool unsigned_envelope = false, force = false;
   suit::CreateOptions options;
   cli::SecretSource passphrase;
 };
@@ -29,7 +30,7 @@ struct FileArgs {
   std::vector<std::string> keyrefs;
   std::vector<std::string> images;
   std::optional<std::uint64_t> min_sequence;
-  bool allow_unsigned = false;
+  bool allow_unsigned = false, force = false;
   cli::SecretSource passphrase;
 };
 
@@ -156,7 +157,8 @@ void add_manifest(CLI::App& app, cli::Context& ctx) {
       create->add_option("--key", create_args->keyref, "Signing key: PEM file or pkcs11: URI")->type_name("KEYREF");
   create->add_flag("--unsigned", create_args->unsigned_envelope, "Write an envelope without a signature")
       ->excludes(key);
-  create->add_option("-o,--out", create_args->out, "Where to write the envelope")->required();
+  cli::add_output_file_option(create, create_args->out, "Where to write the envelope")->required();
+  cli::add_force_flag(create, create_args->force);
   cli::add_passphrase_options(create, create_args->passphrase);
   create->callback([&ctx, create, a = create_args] {
     if (!a->from.empty())
@@ -169,6 +171,7 @@ void add_manifest(CLI::App& app, cli::Context& ctx) {
     if (a->keyref.empty() && !a->unsigned_envelope)
       throw Error(ExitCode::usage, "manifest create needs --key KEYREF or --unsigned",
                   "a device only installs signed manifests");
+    cli::check_overwrite(a->out, a->force);
     nlohmann::ordered_json description;
     std::filesystem::path base_dir;
     if (!a->from.empty()) {
@@ -212,8 +215,10 @@ void add_manifest(CLI::App& app, cli::Context& ctx) {
   auto* encode =
       manifest->add_subcommand("encode", "Turn the JSON of `manifest show -o json` back into the envelope's bytes");
   encode->add_option("JSON", encode_args->file, "JSON file")->required()->check(CLI::ExistingFile);
-  encode->add_option("-o,--out", encode_args->out, "Where to write the envelope")->required();
+  cli::add_output_file_option(encode, encode_args->out, "Where to write the envelope")->required();
+  cli::add_force_flag(encode, encode_args->force);
   encode->callback([&ctx, a = encode_args] {
+    cli::check_overwrite(a->out, a->force);
     // Parsing what was encoded checks it is an envelope kiln (and a device) would accept.
     suit::Envelope envelope =
         suit::parse_envelope(suit::encode_envelope(suit::envelope_from_json(read_json_file(a->file))));
@@ -272,9 +277,11 @@ void add_manifest(CLI::App& app, cli::Context& ctx) {
   sign->add_option("--key", sign_args->keyrefs, "Signing key: PEM file or pkcs11: URI (repeatable)")
       ->type_name("KEYREF")
       ->required();
-  sign->add_option("-o,--out", sign_args->out, "Where to write the signed envelope (default: replace FILE)");
+  cli::add_output_file_option(sign, sign_args->out, "Where to write the signed envelope (default: replace FILE)");
+  cli::add_force_flag(sign, sign_args->force);
   cli::add_passphrase_options(sign, sign_args->passphrase);
   sign->callback([&ctx, a = sign_args] {
+    if (!a->out.empty() && a->out != a->file) cli::check_overwrite(a->out, a->force);
     suit::Envelope envelope = suit::parse_envelope(read_file(a->file));
     for (const auto& keyref : a->keyrefs)
       suit::add_signature(envelope, *open_signer(keyref, ctx.key_options(a->passphrase)));
@@ -285,8 +292,10 @@ void add_manifest(CLI::App& app, cli::Context& ctx) {
   auto* sever = manifest->add_subcommand(
       "sever", "Remove severable elements (install, payload-fetch, text), keeping their digests");
   sever->add_option("FILE", sever_args->file, "SUIT envelope")->required()->check(CLI::ExistingFile);
-  sever->add_option("-o,--out", sever_args->out, "Where to write the severed envelope (default: replace FILE)");
+  cli::add_output_file_option(sever, sever_args->out, "Where to write the severed envelope (default: replace FILE)");
+  cli::add_force_flag(sever, sever_args->force);
   sever->callback([&ctx, a = sever_args] {
+    if (!a->out.empty() && a->out != a->file) cli::check_overwrite(a->out, a->force);
     suit::Envelope envelope = suit::parse_envelope(read_file(a->file));
     std::vector<std::string> removed = suit::sever(envelope);
     cli::Json result = write_envelope(a->out.empty() ? a->file : a->out, envelope);

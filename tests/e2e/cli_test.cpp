@@ -2,7 +2,11 @@
 #include <doctest/doctest.h>
 #include <sys/stat.h>
 
+#include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iterator>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "tests/support/process.hpp"
@@ -152,4 +156,86 @@ TEST_CASE("cli: color only on a terminal, and never with NO_COLOR or --no-color"
   kiln::test::ProcessOptions piped;
   piped.unset_env = {"NO_COLOR"};
   CHECK(kiln::test::run_process(kiln::test::bin_path("kiln"), {"help"}, piped).out.find("\x1b[") == std::string::npos);
+}
+
+// Every command that writes a file: refuses an existing one without --force (exit 7, the file
+// untouched, and before any work), overwrites it with --force, and refuses a format name as the file
+// (-o json inside these commands names a file, so it is a usage error, exit 2).
+TEST_CASE("cli: output files: one spelling, --force to overwrite (exit 7 without), no format names as files") {
+  TempDir dir;
+  auto key = dir.file("k.pem");
+  REQUIRE(run_kiln({"key", "generate", "-t", "ed25519", "-o", key}).exit_code == 0);
+  std::ofstream(dir.file("app.bin"), std::ios::binary) << std::string(3000, 'a');
+  std::vector<std::string> sign = {"image", "sign", "-k", key, "-v", "1.0.0", "-H", "0x200", "--pad-header", "-S",
+                                   "0x10000", dir.file("app.bin")};
+  auto sign_to = [&](const std::string& out, std::vector<std::string> extra = {}) {
+    auto args = sign;
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back(out);
+    return run_kiln(args);
+  };
+  auto manifest_to = [&](const std::string& out, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"manifest",      "create", "--key",          key,          "--component",
+                                     dir.file("img"), "--sequence", "3", "--vendor-domain", "example.com",
+                                     "--class-name",  "app",    "-o",  out};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_kiln(args);
+  };
+  REQUIRE(sign_to(dir.file("img")).exit_code == 0);
+  struct Case {
+    std::string name;
+    std::function<kiln::test::ProcessResult(const std::string&, std::vector<std::string>)> run;
+  };
+  std::vector<Case> cases = {
+      {"image sign", sign_to},
+      {"manifest create", manifest_to},
+      {"key export-public",
+       [&](const std::string& out, std::vector<std::string> extra) {
+         std::vector<std::string> args = {"key", "export-public", key, "-o", out};
+         args.insert(args.end(), extra.begin(), extra.end());
+         return run_kiln(args);
+       }},
+      {"key generate",
+       [&](const std::string& out, std::vector<std::string> extra) {
+         std::vector<std::string> args = {"key", "generate", "-t", "ed25519", "-o", out};
+         args.insert(args.end(), extra.begin(), extra.end());
+         return run_kiln(args);
+       }},
+  };
+  for (auto& c : cases) {
+    CAPTURE(c.name);
+    auto out = dir.file("existing-" + std::to_string(&c - cases.data()));
+    std::ofstream(out) << "keep me";
+    auto refused = c.run(out, {});
+    CHECK(refused.exit_code == 7);
+    CHECK(refused.err.find("already exists") != std::string::npos);
+    CHECK(refused.err.find("--force") != std::string::npos);
+    std::ifstream kept(out);
+    std::string text((std::istreambuf_iterator<char>(kept)), std::istreambuf_iterator<char>());
+    CHECK(text == "keep me");
+    auto forced = c.run(out, {"--force"});
+    INFO(forced.err);
+    CHECK(forced.exit_code == 0);
+    std::ifstream replaced(out);
+    std::string now((std::istreambuf_iterator<char>(replaced)), std::istreambuf_iterator<char>());
+    CHECK(now != "keep me");
+  }
+  // A format name where a file is expected is a usage error, and nothing named "json" appears.
+  for (const char* format : {"json", "jsonl", "yaml", "csv", "table"}) {
+    CAPTURE(format);
+    ProcessOptions in_dir;
+    in_dir.cwd = dir.path().string();
+    auto r = run_kiln({"manifest", "create", "--key", key, "--component", dir.file("img"), "--sequence", "3",
+                       "--vendor-domain", "example.com", "--class-name", "app", "-o", format},
+                      in_dir);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("--output " + std::string(format)) != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(dir.file(format)));
+  }
+  // ./json is a file named json, and --output json inside the command is the format.
+  auto named = manifest_to(dir.file("json"), {"--output", "json"});
+  INFO(named.err);
+  CHECK(named.exit_code == 0);
+  CHECK(json::parse(named.out).is_object());
+  CHECK(std::filesystem::exists(dir.file("json")));
 }

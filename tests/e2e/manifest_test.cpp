@@ -49,7 +49,7 @@ TEST_CASE("manifest e2e: show -o json then encode reproduces every draft envelop
     auto shown = run_kiln({"manifest", "show", vector(name), "-o", "json"});
     REQUIRE(shown.exit_code == 0);
     write_file_atomic(dir.file("m.json"), as_bytes(shown.out));
-    auto encoded = run_kiln({"manifest", "encode", dir.file("m.json"), "-o", dir.file("m.suit")});
+    auto encoded = run_kiln({"manifest", "encode", dir.file("m.json"), "--force", "-o", dir.file("m.suit")});
     INFO(encoded.err);
     REQUIRE(encoded.exit_code == 0);
     CHECK(read_file(dir.file("m.suit")) == read_file(vector(name)));
@@ -72,7 +72,7 @@ TEST_CASE("manifest e2e: create --from exampleN.json with the draft key matches 
     CAPTURE(n);
     std::string out = dir.file("ex.suit");
     auto r = run_kiln({"manifest", "create", "--from", vector("example" + std::to_string(n) + ".json"), "--key",
-                       vector("draft_private_key.pem"), "-o", out});
+                       vector("draft_private_key.pem"), "--force", "-o", out});
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
     Bytes ours = read_file(out), theirs = read_file(vector("example" + std::to_string(n) + ".signed.suit"));

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -31,6 +32,10 @@ using namespace kiln;
 using Clock = std::chrono::steady_clock;
 
 namespace {
+
+// The tricklers write to connections the service is entitled to close: a write after that close
+// must come back as an error (EPIPE), not kill the test process with SIGPIPE.
+[[maybe_unused]] const bool sigpipe_ignored = [] { return ::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
 
 double since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();

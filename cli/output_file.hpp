@@ -1,0 +1,27 @@
+// One spelling for output files across every noun: `-o, --out FILE` with `--force`, and the same
+// refusal everywhere. Inside a command that writes a file, `-o` names the file; the global output
+// format is spelled `--output` there. A file name that is also a format name (`-o json`) is refused
+// as a usage error, so `kiln manifest sign m.suit -o json` cannot silently write a file named "json"
+// (`-o ./json` still can).
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+namespace kiln::cli {
+
+// Adds `-o,--out FILE` (with the format-name check) to `command`.
+CLI::Option* add_output_file_option(CLI::App* command, std::string& path, const std::string& description);
+// Adds `--force` ("Overwrite an existing FILE").
+CLI::Option* add_force_flag(CLI::App* command, bool& force);
+// The check behind `-o` (and imgtool's positional OUTFILE): the name must not be a format name.
+CLI::Validator output_file_validator();
+
+// Throws Error(conflict, exit 7) when `path` is an existing regular file and `force` is not set.
+// Devices, FIFOs and "-" are written in place and never count as overwriting. Called before any
+// work, so a refused run costs nothing (the write itself still goes through a temp file + rename).
+void check_overwrite(const std::filesystem::path& path, bool force);
+
+}  // namespace kiln::cli
