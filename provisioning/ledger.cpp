@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <map>
@@ -562,9 +563,15 @@ LedgerVerifyReport Ledger::verify(ByteView station_public_key) {
   bool has_head = sqlite3_step(h.get()) == SQLITE_ROW;
   if (report.ledger_id.empty()) {
     // Unbound: written before station rows (or emptied). Rows after the last checkpoint carry no signature.
+    // A head is only written once a station row exists: a head without one means the rows were deleted,
+    // every one of them included (an empty ledger with a head is a truncated ledger, not a new one).
     report.unverified_rows = report.unsealed_rows;
-    if (has_head && last_seq > 0)
-      bad(last_seq, "the ledger has a signed head but no station row: its station binding was deleted");
+    if (has_head)
+      bad(std::max<std::int64_t>(last_seq, 1),
+          last_seq > 0 ? "the ledger has a signed head but no station row: its station binding was deleted"
+                       : fmt::format("the ledger has no rows left but a signed head that covers {} rows: every row, "
+                                     "its station binding included, was deleted",
+                                     sqlite3_column_int64(h.get(), 0)));
     return report;
   }
   if (!has_head) {

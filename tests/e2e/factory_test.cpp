@@ -381,17 +381,55 @@ TEST_CASE("factory e2e: a second station in the same directory keeps its hands o
 TEST_CASE("factory e2e: a ledger with its tail deleted no longer verifies or exports") {
   Line line;
   line.setup();
+  {  // a checkpoint every 2 unit rows, so the ledger has rows sealed by earlier checkpoints
+    std::string profile = read_text_file(line.profile);
+    auto at = profile.find("checkpoint_every = 16");
+    REQUIRE(at != std::string::npos);
+    profile.replace(at, std::string("checkpoint_every = 16").size(), "checkpoint_every = 2");
+    std::ofstream(line.profile) << profile;
+  }
   test::EmulatorProcess emulator(line.emu_dir, 3);
   auto run = line.kiln({"factory", "run", "--all", "--profile", line.profile});
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  std::string ledger = line.dir.file("station-ledger.sqlite"), pristine = line.dir.file("pristine.sqlite");
+  auto sql = [&](const std::string& database, const std::string& statement) {
+    auto result = test::run_process("/usr/bin/sqlite3", {database, statement});
+    REQUIRE_MESSAGE(result.exit_code == 0, result.err);
+    return result.out;
+  };
+  auto layout = sql(ledger, "SELECT group_concat(kind, ',') FROM (SELECT kind FROM ledger ORDER BY seq)");
+  CAPTURE(layout);
   REQUIRE(line.kiln({"factory", "ledger", "verify", "--profile", line.profile}).exit_code == 0);
-  // Delete the last unit row and the checkpoint that closed the run, as sqlite3 on the station would.
-  auto cut = test::run_process("/usr/bin/sqlite3",
-                               {line.dir.file("station-ledger.sqlite"),
-                                "DELETE FROM ledger WHERE seq >= (SELECT max(seq) - 1 FROM ledger)"});
-  REQUIRE_MESSAGE(cut.exit_code == 0, cut.err);
-  auto verify = line.kiln({"factory", "ledger", "verify", "--profile", line.profile});
-  CHECK(verify.exit_code == 3);
-  CHECK(verify.err.find("deleted from its end") != std::string::npos);
-  CHECK(line.kiln({"factory", "ledger", "export", "--profile", line.profile, "-o", line.dir.file("u.jsonl")}).exit_code == 3);
+  sql(ledger, ".backup '" + pristine + "'");
+  // The last checkpoint, and the one (or the station row) before it.
+  const std::string last_checkpoint = "(SELECT max(seq) FROM ledger WHERE kind = 'checkpoint')";
+  const std::string earlier_seal =
+      "(SELECT max(seq) FROM ledger WHERE kind IN ('checkpoint', 'station') AND seq < " + last_checkpoint + ")";
+  struct Cut {
+    std::string sql;
+    std::string problem;
+  };
+  for (const auto& cut : {
+           Cut{"DELETE FROM ledger WHERE seq = (SELECT max(seq) FROM ledger)", "deleted from its end"},  // one row
+           Cut{"DELETE FROM ledger WHERE seq >= (SELECT max(seq) - 1 FROM ledger)", "deleted from its end"},  // several
+           // every row after a checkpoint (rows the last checkpoint sealed, and that checkpoint)
+           Cut{"DELETE FROM ledger WHERE seq > " + earlier_seal, "deleted from its end"},
+           // and the head with them
+           Cut{"DELETE FROM ledger WHERE seq > " + earlier_seal + "; DELETE FROM head", "head is missing"},
+           // every row: the head left behind covers rows that are gone
+           Cut{"DELETE FROM ledger", "every row, its station binding included, was deleted"},
+           // every row and the head: an empty file proves nothing
+           Cut{"DELETE FROM ledger; DELETE FROM head", "has no rows, no station row and no signed head"},
+       }) {
+    CAPTURE(cut.sql);
+    sql(pristine, ".backup '" + ledger + "'");
+    REQUIRE(line.kiln({"factory", "ledger", "verify", "--profile", line.profile}).exit_code == 0);
+    sql(ledger, cut.sql);
+    auto verify = line.kiln({"-o", "json", "factory", "ledger", "verify", "--profile", line.profile});
+    CHECK(verify.exit_code == 3);
+    CHECK_MESSAGE(verify.err.find(cut.problem) != std::string::npos, verify.err);
+    if (!verify.out.empty()) CHECK(json::parse(verify.out)["head_verified"] == false);
+    CHECK(line.kiln({"factory", "ledger", "export", "--profile", line.profile, "-o", line.dir.file("u.jsonl")})
+              .exit_code == 3);
+  }
 }
