@@ -189,6 +189,17 @@ TEST_CASE("ledger: export writes one line per provisioned unit and a verifiable 
   CHECK(verify_signature(f.key->public_key_der(),
                          digest(HashAlg::sha256, as_bytes(ledger_head_message(head["ledger_id"], 5, head["hash"]))),
                          HashAlg::sha256, from_hex(head["signature"].get<std::string>())));
+  // With the hash of every row up to the head, signed at export: what the service checks a later
+  // bundle against (it must extend the head imported before).
+  auto chain = head["chain"].get<std::vector<std::string>>();
+  REQUIRE(chain.size() == 5);
+  CHECK(chain.back() == head["hash"]);
+  CHECK(chain[first["ledger_seq"].get<std::size_t>() - 1] == first["ledger_hash"]);
+  CHECK(verify_station_message(f.key->public_key_der(), as_bytes(ledger_chain_message(head["ledger_id"], chain)),
+                               from_hex(head["chain_signature"].get<std::string>())));
+  chain[1] = chain[2];
+  CHECK_FALSE(verify_station_message(f.key->public_key_der(), as_bytes(ledger_chain_message(head["ledger_id"], chain)),
+                                     from_hex(head["chain_signature"].get<std::string>())));
   std::string signed_text = lines[0] + "\n" + lines[1] + "\n";
   Bytes bundle_digest = digest(HashAlg::sha256, as_bytes(signed_text));
   CHECK(trailer["bundle_sha256"] == to_hex(bundle_digest));
