@@ -69,8 +69,9 @@ BundleLedgerHead parse_ledger_head(const Json& head) {
   out.signature = hex_field(head, "signature", 2048);
   auto chain = head.find("chain");
   if (chain == head.end() || !chain->is_array())
-    throw bad_trailer("'ledger_head.chain' (the hash of every ledger row) is required: export the bundle again with "
-                      "this kiln");
+    throw bad_trailer(
+        "'ledger_head.chain' (the hash of every ledger row) is required: export the bundle again with "
+        "this kiln");
   if (static_cast<std::int64_t>(chain->size()) != out.rows)
     throw bad_trailer(fmt::format("'ledger_head.chain' holds {} hashes for {} rows", chain->size(), out.rows));
   out.chain.reserve(chain->size());
@@ -84,7 +85,10 @@ BundleLedgerHead parse_ledger_head(const Json& head) {
   return out;
 }
 
-std::string key_sha256(ByteView key) { return to_hex(kiln::digest(HashAlg::sha256, key)); }
+// SHA-256 of a DER SubjectPublicKeyInfo, hex (how the service names station and CA keys).
+std::string key_sha256(ByteView key) {
+  return to_hex(kiln::digest(HashAlg::sha256, key));
+}
 
 }  // namespace
 
@@ -121,7 +125,7 @@ void verify_bundle(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer,
     throw ApiError{422, "bundle_modified",
                    "the bundle's content does not hash to the SHA-256 its station signed: it was edited after export"};
 
-  std::string fingerprint = to_hex(kiln::digest(HashAlg::sha256, trailer.station_key));
+  std::string fingerprint = key_sha256(trailer.station_key);
   auto keys = factory_ca_keys(db, tenant_id);
   bool trusted = std::find(keys.begin(), keys.end(), trailer.station_key) != keys.end();
   if (!trusted && trailer.station_certificate) {
@@ -155,12 +159,14 @@ void verify_bundle(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer,
                                "or truncated after export",
                                fingerprint.substr(0, 16))};
   if (const auto& head = trailer.ledger_head) {
-    if (!verify_station_message(trailer.station_key, as_bytes(ledger_head_message(head->ledger_id, head->rows, head->hash)),
+    if (!verify_station_message(trailer.station_key,
+                                as_bytes(ledger_head_message(head->ledger_id, head->rows, head->hash)),
                                 head->signature))
-      throw ApiError{422, "bundle_signature_invalid",
-                     fmt::format("the bundle's ledger head (ledger {}, {} rows) is not signed by station key sha256:{}: "
-                                 "it was edited after export",
-                                 head->ledger_id, head->rows, fingerprint.substr(0, 16))};
+      throw ApiError{
+          422, "bundle_signature_invalid",
+          fmt::format("the bundle's ledger head (ledger {}, {} rows) is not signed by station key sha256:{}: "
+                      "it was edited after export",
+                      head->ledger_id, head->rows, fingerprint.substr(0, 16))};
     if (!verify_station_message(trailer.station_key, as_bytes(ledger_chain_message(head->ledger_id, head->chain)),
                                 head->chain_signature))
       throw ApiError{422, "bundle_signature_invalid",
@@ -176,8 +182,9 @@ void advance_ledger_head(Db& db, std::int64_t tenant_id, const BundleTrailer& tr
   if (!head) {
     // A station that once sent its head always does (kiln exports it for every bound ledger): a bundle
     // without one had it stripped, and with it the proof that the ledger did not go back.
-    auto seen = db.prepare("SELECT ledger_id, rows FROM ledger_heads WHERE tenant_id = ? AND station_key_sha256 = ? "
-                           "ORDER BY imported_at DESC LIMIT 1");
+    auto seen = db.prepare(
+        "SELECT ledger_id, rows FROM ledger_heads WHERE tenant_id = ? AND station_key_sha256 = ? "
+        "ORDER BY imported_at DESC LIMIT 1");
     seen.bind(1, tenant_id).bind(2, station);
     if (seen.step())
       throw ApiError{422, "ledger_head_missing",
@@ -187,8 +194,9 @@ void advance_ledger_head(Db& db, std::int64_t tenant_id, const BundleTrailer& tr
                                  station.substr(0, 16), seen.text(0), seen.integer(1))};
     return;
   }
-  auto known = db.prepare("SELECT rows, hash, station_key_sha256, imported_at FROM ledger_heads "
-                          "WHERE tenant_id = ? AND ledger_id = ?");
+  auto known = db.prepare(
+      "SELECT rows, hash, station_key_sha256, imported_at FROM ledger_heads "
+      "WHERE tenant_id = ? AND ledger_id = ?");
   known.bind(1, tenant_id).bind(2, head->ledger_id);
   if (known.step()) {
     std::int64_t rows = known.integer(0);
@@ -211,9 +219,10 @@ void advance_ledger_head(Db& db, std::int64_t tenant_id, const BundleTrailer& tr
                                  head->ledger_id, rows, rows, imported_at)};
     if (head->rows == rows) return;  // the same head again: an idempotent re-import
   }
-  db.prepare("INSERT INTO ledger_heads (tenant_id, ledger_id, station_key_sha256, rows, hash, imported_at) "
-             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, ledger_id) DO UPDATE SET rows = excluded.rows, "
-             "hash = excluded.hash, imported_at = excluded.imported_at")
+  db.prepare(
+        "INSERT INTO ledger_heads (tenant_id, ledger_id, station_key_sha256, rows, hash, imported_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, ledger_id) DO UPDATE SET rows = excluded.rows, "
+        "hash = excluded.hash, imported_at = excluded.imported_at")
       .bind(1, tenant_id)
       .bind(2, head->ledger_id)
       .bind(3, station)
