@@ -416,6 +416,10 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
   stats->add_option("--profile", ledger_args->profile, "Station profile")->required();
   stats->callback([&ctx, ledger_args] {
     auto profile = read_profile(ledger_args->profile);
+    // Opening would create an empty ledger, which verify then refuses (nothing in it is signed).
+    if (!fs::exists(profile.ledger))
+      throw Error(ExitCode::not_found, fmt::format("ledger {} does not exist", profile.ledger.string()),
+                  "a station creates it on its first run (kiln factory run/provision)");
     Ledger ledger(profile.ledger);
     auto s = ledger.stats();
     cli::Json failures = cli::Json::object();

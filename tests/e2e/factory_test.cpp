@@ -389,6 +389,9 @@ TEST_CASE("factory e2e: a ledger with its tail deleted no longer verifies or exp
     profile.replace(at, std::string("checkpoint_every = 16").size(), "checkpoint_every = 2");
     std::ofstream(line.profile) << profile;
   }
+  // Before the first run there is no ledger: stats says so (exit 9) and creates no empty one.
+  CHECK(line.kiln({"factory", "ledger", "stats", "--profile", line.profile}).exit_code == 9);
+  CHECK_FALSE(std::filesystem::exists(line.dir.file("station-ledger.sqlite")));
   test::EmulatorProcess emulator(line.emu_dir, 3);
   auto run = line.kiln({"factory", "run", "--all", "--profile", line.profile});
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
