@@ -45,9 +45,9 @@ BundleTrailer parse_bundle_trailer(const Json& line);
 void verify_bundle(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer, ByteView digest, std::int64_t units);
 
 // Inside the import's transaction, after verify_bundle: the bundle's ledger must extend the head last
-// imported from the same ledger (409 ledger_rolled_back: fewer rows, or another hash at the remembered
-// row; 409 ledger_station_mismatch: the ledger was imported from another station key), and a station
-// whose bundles carried a head must keep sending one (422 ledger_head_missing). Remembers the new head.
+// imported from the same station key and ledger_id (409 ledger_rolled_back: fewer rows, or another hash
+// at the remembered row), and a station whose bundles carried a head must keep sending one (422
+// ledger_head_missing). Remembers the new head.
 void advance_ledger_head(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer);
 
 }  // namespace kiln::service
