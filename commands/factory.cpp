@@ -66,6 +66,15 @@ void check_provable(const LedgerVerifyReport& report, const fs::path& ledger, bo
   if (!report.ok)
     throw Error(ExitCode::verification_failed, fmt::format("ledger {}: {}", ledger.string(), report.problem),
                 "a ledger that fails verification is not exported; keep the file for investigation");
+  // An empty ledger proves nothing either: a station never wrote to it, or every row (station row and
+  // head included) was deleted. Both look the same from the file alone.
+  if (report.ledger_id.empty() && report.rows == 0 && !allow_unverified)
+    throw Error(ExitCode::verification_failed,
+                fmt::format("ledger {} has no rows, no station row and no signed head: nothing proves what it held "
+                            "(a station never wrote to it, or every row was deleted)",
+                            ledger.string()),
+                "compare with the bundles this station exported before (the service refuses a ledger that goes "
+                "back); pass --allow-unverified to accept an empty ledger");
   if (report.ledger_id.empty() && report.rows > 0 && !allow_unverified)
     throw Error(ExitCode::verification_failed,
                 fmt::format("ledger {} has no station row and no signed head: {} of its {} rows are covered by no "
@@ -410,6 +419,10 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
   stats->add_option("--profile", ledger_args->profile, "Station profile")->required();
   stats->callback([&ctx, ledger_args] {
     auto profile = read_profile(ledger_args->profile);
+    // Opening would create an empty ledger, which verify then refuses (nothing in it is signed).
+    if (!fs::exists(profile.ledger))
+      throw Error(ExitCode::not_found, fmt::format("ledger {} does not exist", profile.ledger.string()),
+                  "a station creates it on its first run (kiln factory run/provision)");
     Ledger ledger(profile.ledger);
     auto s = ledger.stats();
     cli::Json failures = cli::Json::object();

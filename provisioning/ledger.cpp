@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <map>
@@ -55,6 +56,13 @@ void bind_text(sqlite3_stmt* s, int i, const std::string& value) {
   sqlite3_bind_text(s, i, value.c_str(), static_cast<int>(value.size()), SQLITE_TRANSIENT);
 }
 
+// A consistent snapshot for reading (BEGIN DEFERRED takes no write lock); ended on scope exit.
+struct ReadTransaction {
+  sqlite3* db;
+  explicit ReadTransaction(sqlite3* d) : db(d) { exec(db, "BEGIN"); }
+  ~ReadTransaction() { sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr); }
+};
+
 // Rolls back unless committed: an exception never leaves a half-written row or a held lock.
 struct Transaction {
   sqlite3* db;
@@ -68,18 +76,6 @@ struct Transaction {
     if (!done) sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
   }
 };
-
-// Ed25519 signs the message itself; ECDSA signs its SHA-256 digest.
-Bytes sign_message(const Signer& signer, ByteView message) {
-  if (signer.type() == KeyType::ed25519) return signer.sign(message, HashAlg::sha256);
-  return signer.sign(digest(HashAlg::sha256, message), HashAlg::sha256);
-}
-
-bool verify_message(ByteView public_key, ByteView message, ByteView signature) {
-  if (public_key_type(public_key) == KeyType::ed25519)
-    return verify_signature(public_key, message, HashAlg::sha256, signature);
-  return verify_signature(public_key, digest(HashAlg::sha256, message), HashAlg::sha256, signature);
-}
 
 constexpr const char* genesis_hash = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -208,10 +204,6 @@ Ledger::Ledger(const std::filesystem::path& path) : db_(nullptr, close_db), path
 
 Ledger::~Ledger() = default;
 
-std::string ledger_head_message(const std::string& ledger_id, std::int64_t seq, const std::string& hash) {
-  return fmt::format("kiln ledger head v1\n{}\n{}\n{}", ledger_id, seq, hash);
-}
-
 namespace {
 
 struct StationRow {
@@ -315,7 +307,7 @@ std::int64_t Ledger::insert_row(const std::string& kind, const std::string& cont
   }
   std::string hash = ledger_row_hash(prev, seq, kind, content);
   std::string signature;
-  if (sign_with) signature = to_hex(sign_message(*sign_with, from_hex(hash)));
+  if (sign_with) signature = to_hex(sign_station_message(*sign_with, from_hex(hash)));
   auto insert = prepare(db, "INSERT INTO ledger (seq, kind, content, prev_hash, hash, signature) VALUES (?,?,?,?,?,?)");
   sqlite3_bind_int64(insert.get(), 1, seq);
   bind_text(insert.get(), 2, kind);
@@ -326,7 +318,7 @@ std::int64_t Ledger::insert_row(const std::string& kind, const std::string& cont
   else sqlite3_bind_null(insert.get(), 6);
   if (sqlite3_step(insert.get()) != SQLITE_DONE) fail(db, "cannot append a row");
   // The head moves with the row, in the same transaction: both or neither are durable.
-  std::string head_signature = to_hex(sign_message(*signer_, as_bytes(ledger_head_message(ledger_id_, seq, hash))));
+  std::string head_signature = to_hex(sign_station_message(*signer_, as_bytes(ledger_head_message(ledger_id_, seq, hash))));
   auto head = prepare(db, "INSERT OR REPLACE INTO head (id, seq, hash, signature) VALUES (1, ?, ?, ?)");
   sqlite3_bind_int64(head.get(), 1, seq);
   bind_text(head.get(), 2, hash);
@@ -487,7 +479,7 @@ LedgerVerifyReport Ledger::verify(ByteView station_public_key) {
     }
     bool signed_ok = false;
     try {
-      signed_ok = verify_message(key, from_hex(hash), from_hex(signature));
+      signed_ok = verify_station_message(key, from_hex(hash), from_hex(signature));
     } catch (const Error&) {
     }
     if (!signed_ok) bad(seq, fmt::format("{} row {}: signature does not verify with the station key", what, seq));
@@ -562,9 +554,15 @@ LedgerVerifyReport Ledger::verify(ByteView station_public_key) {
   bool has_head = sqlite3_step(h.get()) == SQLITE_ROW;
   if (report.ledger_id.empty()) {
     // Unbound: written before station rows (or emptied). Rows after the last checkpoint carry no signature.
+    // A head is only written once a station row exists: a head without one means the rows were deleted,
+    // every one of them included (an empty ledger with a head is a truncated ledger, not a new one).
     report.unverified_rows = report.unsealed_rows;
-    if (has_head && last_seq > 0)
-      bad(last_seq, "the ledger has a signed head but no station row: its station binding was deleted");
+    if (has_head)
+      bad(std::max<std::int64_t>(last_seq, 1),
+          last_seq > 0 ? "the ledger has a signed head but no station row: its station binding was deleted"
+                       : fmt::format("the ledger has no rows left but a signed head that covers {} rows: every row, "
+                                     "its station binding included, was deleted",
+                                     sqlite3_column_int64(h.get(), 0)));
     return report;
   }
   if (!has_head) {
@@ -577,7 +575,7 @@ LedgerVerifyReport Ledger::verify(ByteView station_public_key) {
   std::string head_hash = column_text(h.get(), 1), head_signature = column_text(h.get(), 2);
   bool head_signed = false;
   try {
-    head_signed = verify_message(expected_key, as_bytes(ledger_head_message(report.ledger_id, head_seq, head_hash)),
+    head_signed = verify_station_message(expected_key, as_bytes(ledger_head_message(report.ledger_id, head_seq, head_hash)),
                                  from_hex(head_signature));
   } catch (const Error&) {
   }
@@ -615,6 +613,8 @@ LedgerHead Ledger::head() {
 
 std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signer& station_signer) {
   std::lock_guard lock(mutex_);
+  // One read snapshot: units, head and chain agree even while another station appends to the file.
+  ReadTransaction snapshot(db_.get());
   // Newest successful row per UID, in ledger order.
   auto q = prepare(db_.get(),
                    "SELECT content, hash, seq FROM ledger WHERE seq IN (SELECT max(seq) FROM ledger WHERE kind = 'unit' "
@@ -669,17 +669,33 @@ std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signe
                                  {"bundle_sha256", to_hex(bundle_digest)},
                                  {"units", units},
                                  {"station_public_key", public_key_pem(station_signer.public_key_der())}};
-  // The ledger's signed head at export time: how many rows the station had written and the last
-  // row's hash. Bundles of one ledger_id never go back in `rows`; a later bundle with fewer rows,
-  // or another hash at the same count, is a ledger that was truncated or rolled back.
-  auto h = prepare(db_.get(), "SELECT seq, hash, signature FROM head WHERE id = 1");
+  // The ledger's signed head at export time (how many rows the station had written and the last
+  // row's hash) and the hash of every row up to it, signed now: the service remembers the head it
+  // imported and refuses a later bundle of the same ledger_id that does not extend it (fewer rows, or
+  // another hash at the remembered row), which is a ledger truncated or rolled back to an older copy.
   auto station = read_station_row(db_.get());
-  if (station && sqlite3_step(h.get()) == SQLITE_ROW)
+  auto h = prepare(db_.get(), "SELECT seq, hash, signature FROM head WHERE id = 1");
+  if (station && sqlite3_step(h.get()) == SQLITE_ROW) {
+    std::int64_t rows = sqlite3_column_int64(h.get(), 0);
+    std::string head_hash = column_text(h.get(), 1);
+    std::vector<std::string> chain;
+    auto hashes = prepare(db_.get(), "SELECT hash FROM ledger WHERE seq <= ? ORDER BY seq");
+    sqlite3_bind_int64(hashes.get(), 1, rows);
+    while (sqlite3_step(hashes.get()) == SQLITE_ROW) chain.push_back(column_text(hashes.get(), 0));
+    if (static_cast<std::int64_t>(chain.size()) != rows || chain.empty() || chain.back() != head_hash)
+      throw Error(ExitCode::verification_failed,
+                  fmt::format("ledger: its rows do not end where its signed head says (row {})", rows),
+                  "kiln factory ledger verify names what is wrong");
+    auto chain_signature =
+        to_hex(sign_station_message(station_signer, as_bytes(ledger_chain_message(station->ledger_id, chain))));
     trailer["ledger_head"] = nlohmann::ordered_json{{"ledger_id", station->ledger_id},
-                                                    {"rows", sqlite3_column_int64(h.get(), 0)},
-                                                    {"hash", column_text(h.get(), 1)},
+                                                    {"rows", rows},
+                                                    {"hash", head_hash},
                                                     {"signature", column_text(h.get(), 2)},
-                                                    {"signed", "kiln ledger head v1\\n<ledger_id>\\n<rows>\\n<hash>"}};
+                                                    {"signed", "kiln ledger head v1\\n<ledger_id>\\n<rows>\\n<hash>"},
+                                                    {"chain", chain},
+                                                    {"chain_signature", chain_signature}};
+  }
   file.write(trailer.dump() + "\n");
   file.commit();
   return units;

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "signing/ledger_signature.hpp"
 #include "signing/signer.hpp"
 
 struct sqlite3;
@@ -152,7 +153,5 @@ class Ledger {
 std::string ledger_row_hash(const std::string& prev_hash, std::int64_t seq, const std::string& kind,
                             const std::string& content);
 std::string utc_now_iso8601();
-// What the station key signs for the ledger head (docs/ledger-bundle.md, "Ledger head").
-std::string ledger_head_message(const std::string& ledger_id, std::int64_t seq, const std::string& hash);
 
 }  // namespace kiln

@@ -395,6 +395,9 @@ CREATE TABLE IF NOT EXISTS factory_ca_owners (key_sha256 TEXT PRIMARY KEY, tenan
   created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS factory_ca_challenges (nonce TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL,
   key_sha256 TEXT NOT NULL, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger_heads (tenant_id INTEGER NOT NULL, station_key_sha256 TEXT NOT NULL,
+  ledger_id TEXT NOT NULL, rows INTEGER NOT NULL, hash TEXT NOT NULL, imported_at TEXT NOT NULL,
+  PRIMARY KEY (tenant_id, station_key_sha256, ledger_id));
 )sql");
   // Columns added after the first release: existing databases gain them on start.
   struct Column {

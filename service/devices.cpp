@@ -331,6 +331,7 @@ Reply import_devices(Call& call) {
     auto trailer = parse_bundle_trailer(*split.trailer);
     verify_bundle(call.db, call.who.tenant_id, trailer, digest(HashAlg::sha256, as_bytes(split.units)), units);
     Transaction tx(call.db);
+    advance_ledger_head(call.db, call.who.tenant_id, trailer);
     UnitImporter importer(call);
     line_number = 0;
     importer.apply(split.units, line_number);
@@ -386,6 +387,7 @@ Reply import_devices(Call& call) {
     units += UnitImporter::count_units(text, line_number);
   });
   verify_bundle(call.db, call.who.tenant_id, trailer, hasher.finish(), units);
+  advance_ledger_head(call.db, call.who.tenant_id, trailer);
   UnitImporter importer(call);
   line_number = 0;
   parts([&](const std::string& text) { importer.apply(text, line_number); });

@@ -10,6 +10,7 @@
 
 #include "core/error.hpp"
 #include "service/factory_trust.hpp"
+#include "signing/ledger_signature.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
 
@@ -45,6 +46,50 @@ Bytes spki_from_pem(const std::string& pem) {
   return der;
 }
 
+bool is_hex_digest(const std::string& text) {
+  return text.size() == 64 && text.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+BundleLedgerHead parse_ledger_head(const Json& head) {
+  if (!head.is_object()) throw bad_trailer("'ledger_head' must be an object");
+  BundleLedgerHead out;
+  auto id = head.find("ledger_id");
+  if (id == head.end() || !id->is_string() || id->get<std::string>().empty() || id->get<std::string>().size() > 64 ||
+      id->get<std::string>().find_first_not_of("0123456789abcdef") != std::string::npos)
+    throw bad_trailer("'ledger_head.ledger_id' must be 1 to 64 lowercase hex digits");
+  out.ledger_id = id->get<std::string>();
+  auto rows = head.find("rows");
+  if (rows == head.end() || !rows->is_number_integer() || rows->get<std::int64_t>() < 1)
+    throw bad_trailer("'ledger_head.rows' must be a positive count");
+  out.rows = rows->get<std::int64_t>();
+  auto hash = head.find("hash");
+  if (hash == head.end() || !hash->is_string() || !is_hex_digest(hash->get<std::string>()))
+    throw bad_trailer("'ledger_head.hash' must be a hex SHA-256");
+  out.hash = hash->get<std::string>();
+  out.signature = hex_field(head, "signature", 2048);
+  auto chain = head.find("chain");
+  if (chain == head.end() || !chain->is_array())
+    throw bad_trailer(
+        "'ledger_head.chain' (the hash of every ledger row) is required: export the bundle again with "
+        "this kiln");
+  if (static_cast<std::int64_t>(chain->size()) != out.rows)
+    throw bad_trailer(fmt::format("'ledger_head.chain' holds {} hashes for {} rows", chain->size(), out.rows));
+  out.chain.reserve(chain->size());
+  for (const auto& link : *chain) {
+    if (!link.is_string() || !is_hex_digest(link.get<std::string>()))
+      throw bad_trailer("'ledger_head.chain' must hold hex SHA-256 hashes");
+    out.chain.push_back(link.get<std::string>());
+  }
+  if (out.chain.back() != out.hash) throw bad_trailer("'ledger_head.chain' does not end with the head's hash");
+  out.chain_signature = hex_field(head, "chain_signature", 2048);
+  return out;
+}
+
+// SHA-256 of a DER SubjectPublicKeyInfo, hex (how the service names station and CA keys).
+std::string key_sha256(ByteView key) {
+  return to_hex(kiln::digest(HashAlg::sha256, key));
+}
+
 }  // namespace
 
 bool is_bundle_trailer(const Json& line) {
@@ -65,6 +110,7 @@ BundleTrailer parse_bundle_trailer(const Json& line) {
   t.station_key = spki_from_pem(*pem);
   if (t.station_key.empty()) throw bad_trailer("'station_public_key' is not a PEM public key");
   t.station_certificate = optional_string(line, "station_certificate", 16384);
+  if (line.contains("ledger_head")) t.ledger_head = parse_ledger_head(line["ledger_head"]);
   return t;
 }
 
@@ -79,7 +125,7 @@ void verify_bundle(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer,
     throw ApiError{422, "bundle_modified",
                    "the bundle's content does not hash to the SHA-256 its station signed: it was edited after export"};
 
-  std::string fingerprint = to_hex(kiln::digest(HashAlg::sha256, trailer.station_key));
+  std::string fingerprint = key_sha256(trailer.station_key);
   auto keys = factory_ca_keys(db, tenant_id);
   bool trusted = std::find(keys.begin(), keys.end(), trailer.station_key) != keys.end();
   if (!trusted && trailer.station_certificate) {
@@ -112,6 +158,75 @@ void verify_bundle(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer,
                    fmt::format("the bundle signature does not verify with station key sha256:{}: the bundle was edited "
                                "or truncated after export",
                                fingerprint.substr(0, 16))};
+  if (const auto& head = trailer.ledger_head) {
+    if (!verify_station_message(trailer.station_key,
+                                as_bytes(ledger_head_message(head->ledger_id, head->rows, head->hash)),
+                                head->signature))
+      throw ApiError{
+          422, "bundle_signature_invalid",
+          fmt::format("the bundle's ledger head (ledger {}, {} rows) is not signed by station key sha256:{}: "
+                      "it was edited after export",
+                      head->ledger_id, head->rows, fingerprint.substr(0, 16))};
+    if (!verify_station_message(trailer.station_key, as_bytes(ledger_chain_message(head->ledger_id, head->chain)),
+                                head->chain_signature))
+      throw ApiError{422, "bundle_signature_invalid",
+                     fmt::format("the bundle's ledger chain (ledger {}) is not signed by station key sha256:{}: it was "
+                                 "edited after export",
+                                 head->ledger_id, fingerprint.substr(0, 16))};
+  }
+}
+
+void advance_ledger_head(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer) {
+  std::string station = key_sha256(trailer.station_key);
+  const auto& head = trailer.ledger_head;
+  if (!head) {
+    // A station that once sent its head always does (kiln exports it for every bound ledger): a bundle
+    // without one had it stripped, and with it the proof that the ledger did not go back.
+    auto seen = db.prepare(
+        "SELECT ledger_id, rows FROM ledger_heads WHERE tenant_id = ? AND station_key_sha256 = ? "
+        "ORDER BY imported_at DESC LIMIT 1");
+    seen.bind(1, tenant_id).bind(2, station);
+    if (seen.step())
+      throw ApiError{422, "ledger_head_missing",
+                     fmt::format("the bundle carries no ledger head, but bundles from station key sha256:{} did "
+                                 "(ledger {}, {} rows): its head was removed from the trailer; export the bundle again "
+                                 "with 'kiln factory ledger export'",
+                                 station.substr(0, 16), seen.text(0), seen.integer(1))};
+    return;
+  }
+  // Keyed by the station key too: another station of the tenant naming this ledger_id in its own
+  // (signed) bundles has another ledger, and cannot block this one's imports.
+  auto known = db.prepare(
+      "SELECT rows, hash, imported_at FROM ledger_heads "
+      "WHERE tenant_id = ? AND station_key_sha256 = ? AND ledger_id = ?");
+  known.bind(1, tenant_id).bind(2, station).bind(3, head->ledger_id);
+  if (known.step()) {
+    std::int64_t rows = known.integer(0);
+    std::string hash = known.text(1), imported_at = known.text(2);
+    if (head->rows < rows)
+      throw ApiError{409, "ledger_rolled_back",
+                     fmt::format("ledger {} has {} rows in this bundle, but a bundle with {} rows was imported from it "
+                                 "at {}: rows were deleted from the station's ledger or it was restored from an older "
+                                 "copy; nothing was imported (export the station's current ledger, and investigate)",
+                                 head->ledger_id, head->rows, rows, imported_at)};
+    if (head->chain[static_cast<std::size_t>(rows - 1)] != hash)
+      throw ApiError{409, "ledger_rolled_back",
+                     fmt::format("ledger {}: row {} in this bundle is not the row {} imported at {}: the ledger was "
+                                 "rolled back and rewritten after that import; nothing was imported",
+                                 head->ledger_id, rows, rows, imported_at)};
+    if (head->rows == rows) return;  // the same head again: an idempotent re-import
+  }
+  db.prepare(
+        "INSERT INTO ledger_heads (tenant_id, ledger_id, station_key_sha256, rows, hash, imported_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, station_key_sha256, ledger_id) DO UPDATE SET "
+        "rows = excluded.rows, hash = excluded.hash, imported_at = excluded.imported_at")
+      .bind(1, tenant_id)
+      .bind(2, head->ledger_id)
+      .bind(3, station)
+      .bind(4, head->rows)
+      .bind(5, head->hash)
+      .bind(6, now_iso8601())
+      .run();
 }
 
 }  // namespace kiln::service

@@ -13,6 +13,7 @@
 #include "core/files.hpp"
 #include "tests/support/emulator_process.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/service_process.hpp"
 #include "tests/support/smp_proxy.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "transport/board_address.hpp"
@@ -381,17 +382,137 @@ TEST_CASE("factory e2e: a second station in the same directory keeps its hands o
 TEST_CASE("factory e2e: a ledger with its tail deleted no longer verifies or exports") {
   Line line;
   line.setup();
+  {  // a checkpoint every 2 unit rows, so the ledger has rows sealed by earlier checkpoints
+    std::string profile = read_text_file(line.profile);
+    auto at = profile.find("checkpoint_every = 16");
+    REQUIRE(at != std::string::npos);
+    profile.replace(at, std::string("checkpoint_every = 16").size(), "checkpoint_every = 2");
+    std::ofstream(line.profile) << profile;
+  }
+  // Before the first run there is no ledger: stats says so (exit 9) and creates no empty one.
+  CHECK(line.kiln({"factory", "ledger", "stats", "--profile", line.profile}).exit_code == 9);
+  CHECK_FALSE(std::filesystem::exists(line.dir.file("station-ledger.sqlite")));
   test::EmulatorProcess emulator(line.emu_dir, 3);
   auto run = line.kiln({"factory", "run", "--all", "--profile", line.profile});
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  std::string ledger = line.dir.file("station-ledger.sqlite"), pristine = line.dir.file("pristine.sqlite");
+  auto sql = [&](const std::string& database, const std::string& statement) {
+    auto result = test::run_process("/usr/bin/sqlite3", {database, statement});
+    REQUIRE_MESSAGE(result.exit_code == 0, result.err);
+    return result.out;
+  };
+  auto layout = sql(ledger, "SELECT group_concat(kind, ',') FROM (SELECT kind FROM ledger ORDER BY seq)");
+  CAPTURE(layout);
   REQUIRE(line.kiln({"factory", "ledger", "verify", "--profile", line.profile}).exit_code == 0);
-  // Delete the last unit row and the checkpoint that closed the run, as sqlite3 on the station would.
-  auto cut = test::run_process("/usr/bin/sqlite3",
-                               {line.dir.file("station-ledger.sqlite"),
-                                "DELETE FROM ledger WHERE seq >= (SELECT max(seq) - 1 FROM ledger)"});
-  REQUIRE_MESSAGE(cut.exit_code == 0, cut.err);
+  sql(ledger, ".backup '" + pristine + "'");
+  // The last checkpoint, and the one (or the station row) before it.
+  const std::string last_checkpoint = "(SELECT max(seq) FROM ledger WHERE kind = 'checkpoint')";
+  const std::string earlier_seal =
+      "(SELECT max(seq) FROM ledger WHERE kind IN ('checkpoint', 'station') AND seq < " + last_checkpoint + ")";
+  struct Cut {
+    std::string sql;
+    std::string problem;
+  };
+  for (const auto& cut : {
+           Cut{"DELETE FROM ledger WHERE seq = (SELECT max(seq) FROM ledger)", "deleted from its end"},  // one row
+           Cut{"DELETE FROM ledger WHERE seq >= (SELECT max(seq) - 1 FROM ledger)", "deleted from its end"},  // several
+           // every row after a checkpoint (rows the last checkpoint sealed, and that checkpoint)
+           Cut{"DELETE FROM ledger WHERE seq > " + earlier_seal, "deleted from its end"},
+           // and the head with them
+           Cut{"DELETE FROM ledger WHERE seq > " + earlier_seal + "; DELETE FROM head", "head is missing"},
+           // every row: the head left behind covers rows that are gone
+           Cut{"DELETE FROM ledger", "every row, its station binding included, was deleted"},
+           // every row and the head: an empty file proves nothing
+           Cut{"DELETE FROM ledger; DELETE FROM head", "has no rows, no station row and no signed head"},
+       }) {
+    CAPTURE(cut.sql);
+    sql(pristine, ".backup '" + ledger + "'");
+    REQUIRE(line.kiln({"factory", "ledger", "verify", "--profile", line.profile}).exit_code == 0);
+    sql(ledger, cut.sql);
+    auto verify = line.kiln({"-o", "json", "factory", "ledger", "verify", "--profile", line.profile});
+    CHECK(verify.exit_code == 3);
+    CHECK_MESSAGE(verify.err.find(cut.problem) != std::string::npos, verify.err);
+    if (!verify.out.empty()) CHECK(json::parse(verify.out)["head_verified"] == false);
+    CHECK(line.kiln({"factory", "ledger", "export", "--profile", line.profile, "-o", line.dir.file("u.jsonl")})
+              .exit_code == 3);
+  }
+}
+
+TEST_CASE("factory e2e: kiln-service refuses the bundle of a ledger that went back (older export, restored copy)") {
+  Line line;
+  line.setup();
+  test::EmulatorProcess emulator(line.emu_dir, 4);
+  // A service whose tenant trusts this station (its key is the line CA's, registered for stations).
+  auto data = line.dir.path() / "svc";
+  auto init = test::run_process(test::bin_path("kiln-service"), {"init", "--dir", data.string()});
+  REQUIRE_MESSAGE(init.exit_code == 0, init.err);
+  test::ServiceProcess service(data);
+  auto on_service = [&](std::vector<std::string> args) {
+    test::ProcessOptions options;
+    options.env["KILN_EMU_DIR"] = line.emu_dir;
+    options.env["XDG_CONFIG_HOME"] = line.dir.file("xdg");
+    options.env["KILN_SERVICE"] = service.url();
+    options.env["KILN_CA_FILE"] = (data / "ca.pem").string();
+    auto token = read_text_file(data / "admin.token");
+    options.env["KILN_TOKEN"] = token.substr(0, token.find('\n'));
+    return test::run_kiln(args, options);
+  };
+  auto added = on_service({"device", "ca", "add", "--stations", line.dir.file("ca.pem"), "--key", line.dir.file("ca.key.pem")});
+  REQUIRE_MESSAGE(added.exit_code == 0, added.err);
+  REQUIRE(on_service({"product", "create", "Thermostat"}).exit_code == 0);
+  auto devices = [&] {
+    auto listed = on_service({"-o", "json", "device", "list"});
+    REQUIRE_MESSAGE(listed.exit_code == 0, listed.err);
+    return json::parse(listed.out).size();
+  };
+  auto export_to = [&](const std::string& name) {
+    auto exported = line.kiln({"factory", "ledger", "export", "--profile", line.profile, "-o", line.dir.file(name)});
+    REQUIRE_MESSAGE(exported.exit_code == 0, exported.err);
+    return line.dir.file(name);
+  };
+  std::string ledger = line.dir.file("station-ledger.sqlite"), copy = line.dir.file("copy.sqlite");
+  auto sqlite = [&](const std::string& database, const std::string& statement) {
+    auto result = test::run_process("/usr/bin/sqlite3", {database, statement});
+    REQUIRE_MESSAGE(result.exit_code == 0, result.err);
+  };
+
+  // One board, an export, and a copy of the ledger as it is then; two more boards, a second export.
+  auto provision = [&](std::size_t board) {
+    auto run = line.kiln({"factory", "provision", "--board", emulator.uids().at(board), "--profile", line.profile});
+    REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  };
+  provision(0);
+  auto older = export_to("older.jsonl");
+  sqlite(ledger, ".backup '" + copy + "'");
+  provision(1);
+  provision(2);
+  auto newer = export_to("newer.jsonl");
+
+  auto imported = on_service({"-o", "json", "device", "import", newer});
+  REQUIRE_MESSAGE(imported.exit_code == 0, imported.err);
+  CHECK(devices() == 3);
+  // The older bundle is validly signed but shorter than the ledger already imported: refused (exit 7).
+  auto shorter = on_service({"device", "import", older});
+  CHECK(shorter.exit_code == 7);
+  CHECK_MESSAGE(shorter.err.find("rows were deleted from the station's ledger or it was restored from an older copy") !=
+                    std::string::npos,
+                shorter.err);
+  CHECK(devices() == 3);
+
+  // The station's ledger restored from the copy (rows 2 and 3 gone with their head) and written on: its
+  // rows and its head are the station's own, so it verifies on the station; the service, which
+  // remembers the head it imported, refuses its export, the new unit included.
+  sqlite(copy, ".backup '" + ledger + "'");
+  provision(3);
   auto verify = line.kiln({"factory", "ledger", "verify", "--profile", line.profile});
-  CHECK(verify.exit_code == 3);
-  CHECK(verify.err.find("deleted from its end") != std::string::npos);
-  CHECK(line.kiln({"factory", "ledger", "export", "--profile", line.profile, "-o", line.dir.file("u.jsonl")}).exit_code == 3);
+  CHECK(verify.exit_code == 0);
+  auto restored = on_service({"device", "import", export_to("restored.jsonl")});
+  CHECK(restored.exit_code == 7);
+  CHECK(restored.err.find("older copy") != std::string::npos);
+  CHECK(devices() == 3);
+
+  // The bundle imported before imports again (idempotent).
+  auto again = on_service({"-o", "json", "device", "import", newer});
+  CHECK_MESSAGE(again.exit_code == 0, again.err);
+  CHECK(devices() == 3);
 }

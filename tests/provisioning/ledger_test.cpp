@@ -189,6 +189,17 @@ TEST_CASE("ledger: export writes one line per provisioned unit and a verifiable 
   CHECK(verify_signature(f.key->public_key_der(),
                          digest(HashAlg::sha256, as_bytes(ledger_head_message(head["ledger_id"], 5, head["hash"]))),
                          HashAlg::sha256, from_hex(head["signature"].get<std::string>())));
+  // With the hash of every row up to the head, signed at export: what the service checks a later
+  // bundle against (it must extend the head imported before).
+  auto chain = head["chain"].get<std::vector<std::string>>();
+  REQUIRE(chain.size() == 5);
+  CHECK(chain.back() == head["hash"]);
+  CHECK(chain[first["ledger_seq"].get<std::size_t>() - 1] == first["ledger_hash"]);
+  CHECK(verify_station_message(f.key->public_key_der(), as_bytes(ledger_chain_message(head["ledger_id"], chain)),
+                               from_hex(head["chain_signature"].get<std::string>())));
+  chain[1] = chain[2];
+  CHECK_FALSE(verify_station_message(f.key->public_key_der(), as_bytes(ledger_chain_message(head["ledger_id"], chain)),
+                                     from_hex(head["chain_signature"].get<std::string>())));
   std::string signed_text = lines[0] + "\n" + lines[1] + "\n";
   Bytes bundle_digest = digest(HashAlg::sha256, as_bytes(signed_text));
   CHECK(trailer["bundle_sha256"] == to_hex(bundle_digest));
@@ -251,29 +262,54 @@ TEST_CASE("ledger: reservations are shared by every connection to the file and c
   CHECK_THROWS_AS(second.reserve_certificate("E", 3), Error);
 }
 
-TEST_CASE("ledger: rows deleted from its end are detected, with or without their checkpoint") {
+TEST_CASE("ledger: deleting one, several or all rows after a checkpoint is detected, with or without the head") {
   // station row 1; units 2, 3; checkpoint 4; units 5, 6; checkpoint 7; unit 8; closing checkpoint 9;
-  // then two more units (10, 11) not yet covered by a checkpoint.
-  for (const char* cut : {"DELETE FROM ledger WHERE seq >= 10",   // the rows after the last checkpoint
-                          "DELETE FROM ledger WHERE seq >= 8",    // rows and the checkpoint that sealed them
-                          "DELETE FROM ledger WHERE seq = 11",    // only the last row
-                          "DELETE FROM ledger WHERE seq >= 8; DELETE FROM head"}) {  // and the head itself
-    CAPTURE(cut);
+  // then three more units (10, 11, 12) not yet covered by a checkpoint, only by the signed head.
+  struct Cut {
+    const char* sql;
+    const char* problem;
+  };
+  for (auto cut : {Cut{"DELETE FROM ledger WHERE seq = 12", "rows 12 to 12 were deleted from its end"},
+                   Cut{"DELETE FROM ledger WHERE seq >= 11", "rows 11 to 12 were deleted from its end"},
+                   Cut{"DELETE FROM ledger WHERE seq >= 10", "rows 10 to 12 were deleted from its end"},
+                   // the rows and the checkpoint that sealed the ones before them
+                   Cut{"DELETE FROM ledger WHERE seq >= 8", "rows 8 to 12 were deleted from its end"},
+                   // the tail and the head that names it
+                   Cut{"DELETE FROM ledger WHERE seq >= 10; DELETE FROM head", "head is missing"},
+                   Cut{"DELETE FROM ledger WHERE seq >= 8; DELETE FROM head", "head is missing"},
+                   // every row, with the station row: the head left behind names a station that is gone
+                   Cut{"DELETE FROM ledger", "its station binding included, was deleted"}}) {
+    std::string sql = cut.sql;
+    CAPTURE(sql);
     Fixture f;
     f.fill(5);
     {
       auto ledger = f.open();
-      ledger->append(unit("LATE1"));
-      ledger->append(unit("LATE2"));
-      REQUIRE(ledger->verify(f.key->public_key_der()).ok);
+      for (const char* uid : {"LATE1", "LATE2", "LATE3"}) ledger->append(unit(uid));
+      auto before = ledger->verify(f.key->public_key_der());
+      REQUIRE(before.ok);
+      REQUIRE(before.rows == 12);
+      REQUIRE(before.unsealed_rows == 3);
+      REQUIRE(before.head_verified);  // the head signed with each append covers the unsealed rows
     }
-    f.tamper(cut);
+    f.tamper(cut.sql);
     auto report = Ledger(f.path).verify(f.key->public_key_der());
     CHECK_FALSE(report.ok);
     CHECK_FALSE(report.head_verified);
-    CHECK((report.problem.find("deleted from its end") != std::string::npos ||
-           report.problem.find("head is missing") != std::string::npos));
+    CHECK_MESSAGE(report.problem.find(cut.problem) != std::string::npos, report.problem);
   }
+}
+
+TEST_CASE("ledger: a ledger with every row and its head deleted proves nothing") {
+  // Nothing is left to say which station wrote it: the library reports an unbound, empty ledger and
+  // `kiln factory ledger verify` refuses it (e2e) unless --allow-unverified.
+  Fixture f;
+  f.fill(2);
+  f.tamper("DELETE FROM ledger; DELETE FROM head");
+  auto report = Ledger(f.path).verify(f.key->public_key_der());
+  CHECK(report.rows == 0);
+  CHECK(report.ledger_id.empty());
+  CHECK_FALSE(report.head_verified);
 }
 
 TEST_CASE("ledger: a head that is not the station's, or rows added past it, are refused") {

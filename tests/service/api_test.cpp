@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/bytes.hpp"
+#include "core/files.hpp"
+#include "provisioning/ledger.hpp"
 #include "service/api.hpp"
 #include "signing/file_key.hpp"
 #include "signing/key_ref.hpp"
@@ -801,4 +803,143 @@ TEST_CASE("service: the database and its WAL and SHM files are created 0600; an 
   Service reopened({path, dir.path() / "images"});
   CHECK((std::filesystem::status(path).permissions() & std::filesystem::perms::all) ==
         (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
+}
+
+namespace {
+
+// A station ledger signed by the tenant's registered station CA key, exported as `kiln factory ledger
+// export` does (the real provisioning::Ledger, not a hand-made trailer).
+struct StationLedger {
+  std::filesystem::path path;
+  std::unique_ptr<Signer> key;
+  StationLedger(const test::TempDir& dir, const std::string& name, const test::TestKey& station_key)
+      : path(dir.path() / name) {
+    write_file_atomic(dir.path() / (name + ".key"), as_bytes(station_key.private_pem()), 0600);
+    key = load_file_signer(dir.path() / (name + ".key"), std::nullopt);
+  }
+  void append(const std::vector<std::string>& uids, const test::TestKey& device) {
+    Ledger ledger(path);
+    ledger.set_station_signer(key.get(), 0);
+    for (const auto& uid : uids) {
+      LedgerEntry e;
+      e.uid = uid;
+      e.result = "provisioned";
+      e.product = "Thermo";
+      e.device_public_key_pem = device.public_pem();
+      e.started_at = e.finished_at = "2026-01-01T10:00:00.000Z";
+      ledger.append(e);
+    }
+  }
+  std::string bundle() {
+    Ledger ledger(path);
+    auto out = path.string() + ".jsonl";
+    ledger.export_bundle(out, *key);
+    return read_text_file(out);
+  }
+  // Another ledger file holding this one as it is now (the station's ledger, copied aside while closed).
+  StationLedger copy(const test::TempDir& dir, const std::string& name) const {
+    StationLedger other(dir, name, *this);
+    std::filesystem::copy_file(path, other.path);
+    return other;
+  }
+
+ private:
+  StationLedger(const test::TempDir& dir, const std::string& name, const StationLedger& from)
+      : path(dir.path() / name), key(load_file_signer(from.path.string() + ".key", std::nullopt)) {
+    std::filesystem::copy_file(from.path.string() + ".key", path.string() + ".key");
+  }
+};
+
+}  // namespace
+
+TEST_CASE("service: a ledger bundle must extend the head imported before; truncated, rolled back or rewritten ledgers import nothing") {
+  Fixture f;
+  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  test::TestKey device;
+  StationLedger station(f.dir, "station.sqlite", f.station.key);
+  station.append({"u-1", "u-2", "u-3"}, device);  // rows: station row + 3 units
+  auto four_rows = station.bundle();
+  auto backup = station.copy(f.dir, "backup.sqlite");  // the ledger as it was at that export
+  station.append({"u-4", "u-5"}, device);
+  auto six_rows = station.bundle();
+
+  using Outcome = std::pair<int, std::string>;
+  auto import = [&](const std::string& bundle) {
+    auto r = f.call("POST", "/v1/devices/import", f.admin, bundle);
+    auto body = Json::parse(r.body);
+    INFO(r.body);
+    return Outcome{r.status, body.contains("error") ? body["error"]["code"].get<std::string>() : std::string()};
+  };
+  auto devices = [&] { return f.json("GET", "/v1/devices", f.admin)["items"].size(); };
+
+  CHECK(import(four_rows) == Outcome{200, ""});
+  CHECK(import(four_rows) == Outcome{200, ""});  // the same bundle again: idempotent
+  CHECK(import(six_rows) == Outcome{200, ""});   // extends it
+  CHECK(devices() == 5);
+
+  // Truncated: the older export (or the ledger it came from, with its tail deleted and its old head
+  // restored) is validly signed but goes back: fewer rows than the head imported.
+  CHECK(import(four_rows) == Outcome{409, "ledger_rolled_back"});
+  auto refused = f.call("POST", "/v1/devices/import", f.admin, four_rows);
+  CHECK(Json::parse(refused.body)["error"]["message"].get<std::string>().find("has 4 rows in this bundle, but a bundle "
+                                                                              "with 6 rows") != std::string::npos);
+  // Rolled back to the copy and written on: as many rows, or more, but not the rows imported.
+  auto fork = backup.copy(f.dir, "fork.sqlite");
+  fork.append({"u-6", "u-7"}, device);
+  CHECK(import(fork.bundle()) == Outcome{409, "ledger_rolled_back"});  // 6 rows, another row 6
+  fork.append({"u-8"}, device);
+  CHECK(import(fork.bundle()) == Outcome{409, "ledger_rolled_back"});  // 7 rows, another row 6
+  CHECK(devices() == 5);
+
+  // The proof cannot be taken out or edited: a stripped head, an edited chain or head.
+  auto trailer_at = six_rows.rfind('\n', six_rows.size() - 2) + 1;
+  auto units = six_rows.substr(0, trailer_at);
+  auto trailer = Json::parse(six_rows.substr(trailer_at));
+  auto with = [&](const Json& t) { return units + t.dump() + "\n"; };
+  auto stripped = trailer;
+  stripped.erase("ledger_head");
+  CHECK(import(with(stripped)) == Outcome{422, "ledger_head_missing"});
+  auto edited_chain = trailer;
+  edited_chain["ledger_head"]["chain"][1] = edited_chain["ledger_head"]["chain"][2];
+  CHECK(import(with(edited_chain)) == Outcome{422, "bundle_signature_invalid"});
+  auto edited_head = trailer;
+  edited_head["ledger_head"]["rows"] = 7;
+  edited_head["ledger_head"]["chain"].push_back(trailer["ledger_head"]["hash"]);
+  CHECK(import(with(edited_head)) == Outcome{422, "bundle_signature_invalid"});
+  auto no_chain = trailer;
+  no_chain["ledger_head"].erase("chain");
+  CHECK(import(with(no_chain)).first == 400);
+
+  // In parts, the refusal comes with the trailer and nothing staged is applied.
+  auto cut = four_rows.find('\n') + 1;
+  CHECK(f.call("POST", "/v1/devices/import?import=p1&offset=0", f.admin, four_rows.substr(0, cut)).status == 202);
+  auto last = f.call("POST", fmt::format("/v1/devices/import?import=p1&offset={}", cut), f.admin, four_rows.substr(cut));
+  CHECK(last.status == 409);
+  CHECK(devices() == 5);
+
+  // The station's real ledger, written on, still imports.
+  station.append({"u-9"}, device);
+  CHECK(import(station.bundle()) == Outcome{200, ""});
+  CHECK(devices() == 6);
+  CHECK(import(six_rows) == Outcome{409, "ledger_rolled_back"});
+}
+
+TEST_CASE("service: a database from before ledger heads gains the table on start and remembers heads from then on") {
+  Fixture f(true);
+  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  {
+    Db db(f.database);
+    db.exec("DROP TABLE ledger_heads");  // as an older service left it
+  }
+  Service restarted({f.database, f.dir.path() / "images"});
+  auto call = [&](const std::string& body) {
+    return restarted.handle({"POST", "/v1/devices/import", {{"authorization", "Bearer " + f.admin}}, body, {}}).status;
+  };
+  test::TestKey device;
+  StationLedger station(f.dir, "station.sqlite", f.station.key);
+  station.append({"m-1"}, device);
+  auto first = station.bundle();
+  station.append({"m-2"}, device);
+  CHECK(call(station.bundle()) == 200);
+  CHECK(call(first) == 409);
 }
