@@ -25,8 +25,9 @@ CLI::Validator output_file_validator() {
       "FILE", "output file");
 }
 
-CLI::Option* add_output_file_option(CLI::App* command, std::string& path, const std::string& description) {
-  return command->add_option("-o,--out", path, description)->type_name("FILE")->check(output_file_validator());
+CLI::Option* add_output_file_option(CLI::App* command, std::string& path, const std::string& description,
+                                    const std::string& names) {
+  return command->add_option(names, path, description)->type_name("FILE")->check(output_file_validator());
 }
 
 CLI::Option* add_force_flag(CLI::App* command, bool& force) {

@@ -12,8 +12,10 @@
 
 namespace kiln::cli {
 
-// Adds `-o,--out FILE` (with the format-name check) to `command`.
-CLI::Option* add_output_file_option(CLI::App* command, std::string& path, const std::string& description);
+// Adds `-o,--out FILE` (with the format-name check) to `command`; `names` adds aliases (image
+// download keeps wget's -O).
+CLI::Option* add_output_file_option(CLI::App* command, std::string& path, const std::string& description,
+                                    const std::string& names = "-o,--out");
 // Adds `--force` ("Overwrite an existing FILE").
 CLI::Option* add_force_flag(CLI::App* command, bool& force);
 // The check behind `-o` (and imgtool's positional OUTFILE): the name must not be a format name.

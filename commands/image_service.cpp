@@ -52,7 +52,7 @@ void add_image_service_verbs(CLI::App* image, cli::Context& ctx) {
   auto* download = image->add_subcommand(
       "download", "Download an image via FILE.part (resumed with Range by the next run), renamed once its SHA-256 matches");
   download->add_option("ID", args->id, "SHA-256")->required();
-  cli::add_output_file_option(download, args->out, "Where to write it")->required();
+  cli::add_output_file_option(download, args->out, "Where to write it", "-o,-O,--out")->required();
   cli::add_force_flag(download, args->force);
   download->callback([&ctx, args] {
     cli::check_overwrite(args->out, args->force);
