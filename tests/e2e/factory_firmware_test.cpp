@@ -3,6 +3,8 @@
 // firmware, and power loss during the upload and during the swap is survived by a re-run.
 #include <doctest/doctest.h>
 
+#include <signal.h>
+
 #include <fstream>
 #include <map>
 #include <set>
@@ -282,15 +284,31 @@ TEST_CASE("factory run: a link cut anywhere in the firmware step is resumed by a
 TEST_CASE("factory run: kill -9 of the station during the firmware step; a re-run completes every board") {
   FirmwareLine line;
   line.setup();
-  // Each request takes ~120 ms, so attestation ends after ~0.3 s and the firmware step lasts ~2 s:
-  // the station is killed (SIGKILL) after a second, mid-firmware, with margin on both sides.
+  // Each request takes ~120 ms, so the firmware step lasts ~2 s. The station is killed (SIGKILL) as soon as
+  // the first board's attest step reports ok: its firmware step has begun, and no board's can have ended.
   test::EmulatorProcess emulator(line.emu_dir, 3, {"--latency-us", "60000"});
-  auto killed = line.kiln({"-o", "jsonl", "factory", "run", "--all", "--jobs", "3", "--profile", line.profile}, 1);
-  CHECK(killed.exit_code == 128 + 9);
-  // Where the kill landed, from the boards' own state (reported, not asserted: it is timing).
-  int running_new = 0;
-  for (const auto& uid : emulator.uids()) running_new += line.board(uid)["firmware"].at(0)["version"] == "2.0.0";
-  MESSAGE(running_new << " of 3 boards ran the new firmware when the station was killed");
+  test::ProcessOptions options;
+  options.env["KILN_EMU_DIR"] = line.emu_dir;
+  auto station =
+      test::start_kiln({"-o", "jsonl", "factory", "run", "--all", "--jobs", "3", "--profile", line.profile}, options);
+  auto attested = station->wait_for_line(
+      [](const std::string& l) {
+        auto e = json::parse(l, nullptr, false);
+        return e.is_object() && e.value("step", "") == "attest" && e.value("result", "") == "ok";
+      },
+      60);
+  REQUIRE_MESSAGE(attested, station->wait(5).err);
+  station->signal(SIGKILL);
+  auto killed = station->wait();
+  CHECK(killed.exit_code == 128 + SIGKILL);
+  // Where the kill landed: in the firmware step. No firmware event was written, no board runs the new image
+  // (its slots still hold the old one as active), and the ledger has no provisioned row.
+  CHECK(killed.out.find("\"step\":\"firmware\"") == std::string::npos);
+  for (const auto& uid : emulator.uids()) {
+    CAPTURE(uid);
+    CHECK(line.board(uid)["running"] != "2.0.0");
+    CHECK(line.ledger_rows_for(uid).empty());
+  }
   auto rerun = line.kiln({"-o", "json", "factory", "run", "--all", "--jobs", "3", "--profile", line.profile});
   REQUIRE_MESSAGE(rerun.exit_code == 0, rerun.err);
   CHECK(line.kiln({"factory", "ledger", "verify", "--profile", line.profile}).exit_code == 0);
