@@ -264,14 +264,15 @@ TEST_CASE("factory e2e: watch provisions boards that appear after it started, th
   Line line;
   line.setup();
   std::filesystem::create_directories(line.emu_dir);
-  // The boards appear half a second after the station starts watching.
-  std::unique_ptr<test::EmulatorProcess> emulator;
-  std::thread plug_in([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    emulator = std::make_unique<test::EmulatorProcess>(line.emu_dir, 2);
-  });
-  auto watched = line.kiln({"-o", "jsonl", "factory", "watch", "--count", "2", "--profile", line.profile}, 60);
-  plug_in.join();
+  // The boards appear once the station says it is watching (not after a fixed delay).
+  test::ProcessOptions options;
+  options.env["KILN_EMU_DIR"] = line.emu_dir;
+  auto station = test::start_kiln({"-o", "jsonl", "factory", "watch", "--count", "2", "--profile", line.profile}, options);
+  auto watching = station->wait_for_line(
+      [](const std::string& l) { return l.find("watching for boards") != std::string::npos; }, 30, true);
+  REQUIRE_MESSAGE(watching, station->wait(5).err);
+  auto emulator = std::make_unique<test::EmulatorProcess>(line.emu_dir, 2);
+  auto watched = station->wait(60);
   REQUIRE_MESSAGE(watched.exit_code == 0, watched.err);
   std::set<std::string> provisioned;
   for (const auto& e : line.lines(watched.out))
