@@ -97,7 +97,7 @@ ProcessResult run_process(const std::string& program, const std::vector<std::str
   int status = 0;
   waitpid(pid, &status, 0);
   if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
-  else if (WIFSIGNALED(status)) result.exit_code = 128 + WTERMSIG(status);
+  else if (WIFSIGNALED(status)) result.exit_code = 128 + (result.signal = WTERMSIG(status));
   return result;
 }
 
@@ -241,7 +241,7 @@ ProcessResult ChildProcess::wait(int timeout_seconds) {
     waitpid(pid_, &status, 0);
     reaped_ = true;
     if (WIFEXITED(status)) result_.exit_code = WEXITSTATUS(status);
-    else if (WIFSIGNALED(status)) result_.exit_code = 128 + WTERMSIG(status);
+    else if (WIFSIGNALED(status)) result_.exit_code = 128 + (result_.signal = WTERMSIG(status));
   }
   return result_;
 }

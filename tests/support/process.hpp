@@ -15,6 +15,7 @@ namespace kiln::test {
 
 struct ProcessResult {
   int exit_code = -1;  // 128+N when killed by signal N
+  int signal = 0;      // N when killed by signal N (0: the process exited by itself, with exit_code)
   std::string out;
   std::string err;
 };
