@@ -284,7 +284,9 @@ class JsonWriter final : public RecordWriter {
 class JsonLinesWriter final : public RecordWriter {
  public:
   explicit JsonLinesWriter(std::ostream& out) : out_(out) {}
-  void add(const json& record) override { out_ << json_text(record) << "\n"; }
+  // Flushed per record: a consumer reading a pipe (a line controller, `factory run -o jsonl`) gets each event
+  // when it happens, not when the buffer fills or the command ends.
+  void add(const json& record) override { out_ << json_text(record) << "\n" << std::flush; }
   void finish() override {}
 
  private:

@@ -163,3 +163,29 @@ TEST_CASE("output: device fields with ESC[2J reach no format raw; json stays par
   // YAML double-quotes the value with its own escapes.
   CHECK(render_as(Json{{"uid", "a\x1b[2Jb"}}, OutputFormat::yaml) == "uid: \"a\\x1b[2Jb\"\n");
 }
+
+namespace {
+// A stream buffer that counts flushes: what a reader at the other end of a pipe sees when.
+class CountingBuffer : public std::stringbuf {
+ public:
+  int syncs = 0;
+
+ protected:
+  int sync() override {
+    ++syncs;
+    return std::stringbuf::sync();
+  }
+};
+}  // namespace
+
+TEST_CASE("output: jsonl records are flushed one by one, so a pipe reader gets each event when it happens") {
+  CountingBuffer buffer;
+  std::ostream out(&buffer);
+  auto writer = make_record_writer(out, RenderOptions{OutputFormat::jsonl, false, 0});
+  writer->add(Json{{"step", "attest"}});
+  CHECK(buffer.syncs == 1);
+  CHECK(buffer.str() == "{\"step\":\"attest\"}\n");
+  writer->add(Json{{"step", "firmware"}});
+  CHECK(buffer.syncs == 2);
+  writer->finish();
+}

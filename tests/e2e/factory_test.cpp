@@ -159,9 +159,30 @@ TEST_CASE("factory e2e: kill -9 of the station mid-run, then a re-run completes 
   Line line;
   line.setup();
   test::EmulatorProcess emulator(line.emu_dir, 6, {"--latency-us", "50000"});
-  // Each request takes ~100 ms: a 1-second budget kills the station (SIGKILL) mid-run.
-  auto killed = line.kiln({"-o", "jsonl", "factory", "run", "--all", "--jobs", "2", "--profile", line.profile}, 1);
+  // Each request takes ~100 ms. The station is killed (SIGKILL) when the first board's certificate step reports
+  // ok: a certificate is issued and recorded as reserved, and that board's install and ledger steps are ahead.
+  test::ProcessOptions options;
+  options.env["KILN_EMU_DIR"] = line.emu_dir;
+  auto station =
+      test::start_kiln({"-o", "jsonl", "factory", "run", "--all", "--jobs", "2", "--profile", line.profile}, options);
+  auto issued = station->wait_for_line(
+      [](const std::string& l) {
+        auto e = json::parse(l, nullptr, false);
+        return e.is_object() && e.value("step", "") == "certificate" && e.value("result", "") == "ok";
+      },
+      60);
+  REQUIRE_MESSAGE(issued, station->wait(5).err);
+  station->signal(SIGKILL);
+  auto killed = station->wait();
   CHECK(killed.exit_code == 128 + SIGKILL);
+  // Where it landed: mid-run. At most the other job's board finished; the ledger holds fewer than 6 units.
+  int done = 0;
+  for (const auto& e : line.lines(killed.out)) done += e["step"] == "done";
+  CHECK(done <= 1);
+  auto before = json::parse(line.kiln({"-o", "json", "factory", "ledger", "stats", "--profile", line.profile}).out);
+  CHECK(before["units_provisioned"].get<int>() <= 1);
+  INFO(before.dump());
+  CHECK(before["certificates_issued"].get<int>() + before["certificates_reserved"].get<int>() >= 1);
   auto rerun = line.kiln({"-o", "json", "factory", "run", "--all", "--jobs", "6", "--profile", line.profile});
   REQUIRE_MESSAGE(rerun.exit_code == 0, rerun.err);
   auto verify = line.kiln({"factory", "ledger", "verify", "--profile", line.profile});
@@ -244,14 +265,15 @@ TEST_CASE("factory e2e: watch provisions boards that appear after it started, th
   Line line;
   line.setup();
   std::filesystem::create_directories(line.emu_dir);
-  // The boards appear half a second after the station starts watching.
-  std::unique_ptr<test::EmulatorProcess> emulator;
-  std::thread plug_in([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    emulator = std::make_unique<test::EmulatorProcess>(line.emu_dir, 2);
-  });
-  auto watched = line.kiln({"-o", "jsonl", "factory", "watch", "--count", "2", "--profile", line.profile}, 60);
-  plug_in.join();
+  // The boards appear once the station says it is watching (not after a fixed delay).
+  test::ProcessOptions options;
+  options.env["KILN_EMU_DIR"] = line.emu_dir;
+  auto station = test::start_kiln({"-o", "jsonl", "factory", "watch", "--count", "2", "--profile", line.profile}, options);
+  auto watching = station->wait_for_line(
+      [](const std::string& l) { return l.find("watching for boards") != std::string::npos; }, 30, true);
+  REQUIRE_MESSAGE(watching, station->wait(5).err);
+  auto emulator = std::make_unique<test::EmulatorProcess>(line.emu_dir, 2);
+  auto watched = station->wait(60);
   REQUIRE_MESSAGE(watched.exit_code == 0, watched.err);
   std::set<std::string> provisioned;
   for (const auto& e : line.lines(watched.out))

@@ -12,6 +12,7 @@
 #include "signing/key_ref.hpp"
 #include "signing/pkcs11.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/vectors.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using namespace kiln;
@@ -389,7 +390,7 @@ TEST_CASE("key export-public: works for a pkcs11 URI and matches the token's pub
 }
 
 TEST_CASE("key export-public: binary formats are refused on a terminal, text formats are not") {
-  std::string key = test::vectors_dir() + "/mcuboot/ed25519.pem";
+  std::string key = test::vector("mcuboot/ed25519.pem");
   // script(1) gives kiln a pseudo-terminal as stdout.
   auto on_terminal = [&](const std::string& format) {
     return test::run_process(

@@ -5,6 +5,7 @@
 #include "core/bytes.hpp"
 #include "core/files.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/vectors.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using kiln::as_bytes;
@@ -21,7 +22,7 @@ test::ProcessResult run_kiln(const std::vector<std::string>& args) {
 }
 
 std::string vector(const std::string& name) {
-  return test::vectors_dir() + "/suit/" + name;
+  return test::vector("suit/" + name);
 }
 
 Json json_of(const test::ProcessResult& r) {

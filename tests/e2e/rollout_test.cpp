@@ -1,9 +1,12 @@
 // Staged rollouts end to end: the real kiln-service, the real kiln, and device agents over real mutual TLS.
 #include <doctest/doctest.h>
 
+#include <signal.h>
+
 #include <chrono>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -481,11 +484,17 @@ TEST_CASE("rollout e2e: the manifest is served to the deployment's group only; m
   }
   CHECK(fleet.kiln({"deployment", "watch", id, "--interval", "1e300"}).exit_code == 2);
 
-  // Ctrl-C during watch exits 130.
-  auto o = fleet.env();
-  auto interrupted = test::run_process(
-      "/usr/bin/timeout",
-      {"--preserve-status", "-s", "INT", "2", test::bin_path("kiln"), "deployment", "watch", id, "--interval", "200ms"},
-      o);
+  // Ctrl-C during watch: kiln's own exit path (exit 130, not death by the signal), once it is watching,
+  // with only whole lines on stdout.
+  auto watcher = test::start_kiln({"-o", "jsonl", "deployment", "watch", id, "--interval", "200ms"}, fleet.env());
+  REQUIRE_MESSAGE(watcher->wait_for_line([](const std::string& l) { return l.starts_with("{"); }, 30),
+                  watcher->wait(5).err);
+  watcher->signal(SIGINT);
+  auto interrupted = watcher->wait(30);
+  CHECK(interrupted.signal == 0);
   CHECK(interrupted.exit_code == 130);
+  CHECK((interrupted.out.empty() || interrupted.out.back() == '\n'));
+  std::istringstream watched(interrupted.out);
+  for (std::string line; std::getline(watched, line);) CHECK_MESSAGE(Json::accept(line), line);
+  CHECK_MESSAGE(interrupted.err.find("interrupt") != std::string::npos, interrupted.err);
 }

@@ -1,7 +1,12 @@
 // Tests for manifests/suit_envelope and suit_json: the draft's envelopes decode, name and re-encode byte for byte.
 #include <doctest/doctest.h>
 
+#include <set>
+#include <sstream>
+
+#include "core/bytes.hpp"
 #include "core/error.hpp"
+#include "core/files.hpp"
 #include "manifests/suit_envelope.hpp"
 #include "manifests/suit_json.hpp"
 #include "signing/key_ref.hpp"
@@ -178,4 +183,64 @@ TEST_CASE("suit: a JSON value of the wrong type anywhere is a kiln error, not a 
   suit::Json json = suit::envelope_to_json(suit::parse_envelope(test::read_suit_vector("example0.signed.suit")));
   json["authentication-wrapper"]["signatures"][0]["signature"] = 42;
   CHECK_THROWS_WITH_AS(suit::envelope_from_json(json), doctest::Contains("manifest JSON at envelope"), Error);
+}
+
+// The draft's text for each example (exampleN.txt) prints its envelopes in hex: each hex block is one of the
+// example's binary vectors, byte for byte, and the signed envelope is among them; the JSON source is the
+// manifest kiln builds from it (its sequence number and first component's digest are in the envelope).
+TEST_CASE("suit: each example's draft text shows exactly its binary envelopes, and its JSON matches them") {
+  struct Example {
+    const char* text;
+    const char* json;
+    std::vector<const char*> binaries;
+  };
+  const std::vector<Example> examples = {
+      {"example0.txt", "example0.json", {"example0.unsigned.suit", "example0.signed.suit"}},
+      {"example1.txt", "example1.json", {"example1.unsigned.suit", "example1.signed.suit"}},
+      {"example2.txt", "example2.json",
+       {"example2.severed.suit", "example2.severed-signed.suit", "example2.signed.suit"}},
+      {"example3.txt", "example3.json", {"example3.unsigned.suit", "example3.signed.suit"}},
+      {"example4.txt", "example4.json", {"example4.unsigned.suit", "example4.signed.suit"}},
+      {"example5.txt", "example5.json", {"example5.unsigned.suit", "example5.signed.suit"}},
+  };
+  for (const auto& example : examples) {
+    CAPTURE(example.text);
+    std::set<Bytes> binaries;
+    for (const char* name : example.binaries) binaries.insert(test::read_suit_vector(name));
+    std::istringstream lines(read_text_file(test::suit_vector(example.text)));
+    // Fenced blocks (~~~ ... ~~~) that are nothing but hex digits are envelope dumps; the others are CBOR-diag.
+    std::vector<Bytes> blocks;
+    std::vector<std::string> block;
+    bool in_block = false;
+    for (std::string line; std::getline(lines, line);) {
+      if (!line.starts_with("~~~")) {
+        if (in_block) block.push_back(line);
+        continue;
+      }
+      if (in_block) {
+        std::string hex;
+        bool all_hex = !block.empty();
+        for (const auto& l : block) {
+          all_hex = all_hex && !l.empty() && l.find_first_not_of("0123456789abcdef") == std::string::npos;
+          hex += l;
+        }
+        if (all_hex) blocks.push_back(from_hex(hex));
+      }
+      in_block = !in_block;
+      block.clear();
+    }
+    REQUIRE(blocks.size() >= 1);
+    bool signed_shown = false;
+    for (const auto& dump : blocks) {
+      CHECK_MESSAGE(binaries.count(dump) == 1, "a hex block of ", example.text, " is none of its binary vectors");
+      signed_shown = signed_shown || dump == test::read_suit_vector(example.binaries.back());
+    }
+    CHECK(signed_shown);
+    auto json = suit::Json::parse(read_text_file(test::suit_vector(example.json)));
+    auto shown = suit::envelope_to_json(suit::parse_envelope(test::read_suit_vector(example.binaries.back())));
+    CHECK(shown.dump().find("\"manifest-sequence-number\":" + json["manifest-sequence-number"].dump()) !=
+          std::string::npos);
+    auto digest = json["components"][0]["install-digest"]["digest-bytes"].get<std::string>();
+    CHECK(to_hex(test::read_suit_vector(example.binaries.back())).find(digest) != std::string::npos);
+  }
 }

@@ -8,12 +8,13 @@
 #include "core/files.hpp"
 #include "signing/file_key.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/vectors.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace kiln::test {
 
 inline std::string suit_vector(const std::string& name) {
-  return vectors_dir() + "/suit/" + name;
+  return vector("suit/" + name);
 }
 inline Bytes read_suit_vector(const std::string& name) {
   return read_file(suit_vector(name));

@@ -5,6 +5,7 @@
 #include "signing/key_export.hpp"
 #include "signing/key_ref.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/vectors.hpp"
 
 using namespace kiln;
 
@@ -12,7 +13,7 @@ namespace {
 
 // The shared Ed25519 test vector's public key (openssl pkey -pubout -outform DER).
 Bytes ed25519_vector_spki() {
-  return load_public_key(test::vectors_dir() + "/mcuboot/ed25519.pem");
+  return load_public_key(test::vector("mcuboot/ed25519.pem"));
 }
 
 // Its 44 SPKI bytes as imgtool lays them out: 8 per row, 4-space indent, trailing commas.

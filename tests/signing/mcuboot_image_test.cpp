@@ -9,6 +9,7 @@
 #include "signing/mcuboot_sign.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/vectors.hpp"
 
 using namespace kiln;
 using namespace kiln::mcuboot;
@@ -16,7 +17,7 @@ using namespace kiln::mcuboot;
 namespace {
 
 std::string vector_path(const std::string& name) {
-  return test::vectors_dir() + "/mcuboot/" + name;
+  return test::vector("mcuboot/" + name);
 }
 
 // A small, valid image built with the format functions: header, 16-byte payload, one protected

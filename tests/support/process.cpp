@@ -97,7 +97,7 @@ ProcessResult run_process(const std::string& program, const std::vector<std::str
   int status = 0;
   waitpid(pid, &status, 0);
   if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
-  else if (WIFSIGNALED(status)) result.exit_code = 128 + WTERMSIG(status);
+  else if (WIFSIGNALED(status)) result.exit_code = 128 + (result.signal = WTERMSIG(status));
   return result;
 }
 
@@ -105,13 +105,145 @@ std::string bin_path(const std::string& name) { return std::string(KILN_BIN_DIR)
 
 std::string vectors_dir() { return KILN_VECTORS_DIR; }
 
-ProcessResult kiln(const std::vector<std::string>& args, ProcessOptions options) {
+namespace {
+
+void prepare_kiln(ProcessOptions& options) {
   options.unset_env.insert(options.unset_env.end(),
                            {"KILN_OUTPUT", "KILN_CONFIG", "KILN_QUIET", "KILN_VERBOSE", "KILN_DEBUG", "KILN_TOKEN",
                             "KILN_SERVICE", "KILN_PKCS11_MODULE", "KILN_PKCS11_PIN", "KILN_EMU_DIR"});
   if (!options.env.count("XDG_CONFIG_HOME")) options.env["XDG_CONFIG_HOME"] = "/nonexistent-kiln-test-config";
   options.env["NO_COLOR"] = "1";
+}
+
+}  // namespace
+
+ProcessResult kiln(const std::vector<std::string>& args, ProcessOptions options) {
+  prepare_kiln(options);
   return run_process(bin_path("kiln"), args, options);
+}
+
+std::unique_ptr<ChildProcess> start_kiln(const std::vector<std::string>& args, ProcessOptions options) {
+  prepare_kiln(options);
+  return std::make_unique<ChildProcess>(bin_path("kiln"), args, options);
+}
+
+ChildProcess::ChildProcess(const std::string& program, const std::vector<std::string>& args,
+                           const ProcessOptions& options) {
+  int out_pipe[2], err_pipe[2];
+  if (pipe2(out_pipe, O_CLOEXEC) || pipe2(err_pipe, O_CLOEXEC)) throw std::runtime_error("pipe failed");
+  std::map<std::string, std::string> env;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    auto eq = kv.find('=');
+    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  for (auto& u : options.unset_env) env.erase(u);
+  for (auto& [k, v] : options.env) env[k] = v;
+  std::vector<std::string> env_strings;
+  for (auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(program.c_str()));
+  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    dup2(out_pipe[1], 1);
+    dup2(err_pipe[1], 2);
+    int devnull = open("/dev/null", O_RDONLY);
+    dup2(devnull, 0);
+    if (!options.cwd.empty() && chdir(options.cwd.c_str()) != 0) _exit(127);
+    execve(program.c_str(), argv.data(), envp.data());
+    _exit(127);
+  }
+  close(out_pipe[1]);
+  close(err_pipe[1]);
+  out_ = out_pipe[0];
+  err_ = err_pipe[0];
+}
+
+ChildProcess::~ChildProcess() {
+  if (!reaped_) {
+    kill(pid_, SIGKILL);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+  }
+  if (out_ >= 0) close(out_);
+  if (err_ >= 0) close(err_);
+}
+
+bool ChildProcess::pump(int timeout_ms) {
+  struct pollfd fds[2] = {{out_, POLLIN, 0}, {err_, POLLIN, 0}};
+  if (out_ < 0 && err_ < 0) return false;
+  int n = poll(fds, 2, timeout_ms);
+  if (n < 0 && errno == EINTR) return true;
+  char buf[65536];
+  for (int i = 0; i < 2; ++i) {
+    if (fds[i].fd >= 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR))) {
+      ssize_t r = read(fds[i].fd, buf, sizeof buf);
+      if (r > 0) {
+        (i == 0 ? result_.out : result_.err).append(buf, static_cast<std::size_t>(r));
+      } else {
+        close(fds[i].fd);
+        (i == 0 ? out_ : err_) = -1;
+      }
+    }
+  }
+  return out_ >= 0 || err_ >= 0;
+}
+
+std::optional<std::string> ChildProcess::wait_for_line(const std::function<bool(const std::string&)>& match,
+                                                        int timeout_seconds, bool from_stderr) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
+  int which = from_stderr ? 1 : 0;
+  for (;;) {
+    const std::string& text = from_stderr ? result_.err : result_.out;
+    for (auto end = text.find('\n', scanned_[which]); end != std::string::npos; end = text.find('\n', scanned_[which])) {
+      std::string line = text.substr(scanned_[which], end - scanned_[which]);
+      scanned_[which] = end + 1;
+      if (match(line)) return line;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    if (!pump(static_cast<int>(left.count())) && (from_stderr ? err_ : out_) < 0) {
+      // Closed: scan what is left once more, then give up.
+      const std::string& rest = from_stderr ? result_.err : result_.out;
+      for (auto end = rest.find('\n', scanned_[which]); end != std::string::npos;
+           end = rest.find('\n', scanned_[which])) {
+        std::string line = rest.substr(scanned_[which], end - scanned_[which]);
+        scanned_[which] = end + 1;
+        if (match(line)) return line;
+      }
+      return std::nullopt;
+    }
+  }
+}
+
+void ChildProcess::signal(int sig) {
+  if (!reaped_) kill(pid_, sig);
+}
+
+ProcessResult ChildProcess::wait(int timeout_seconds) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      kill(pid_, SIGKILL);
+      break;
+    }
+    if (!pump(static_cast<int>(left.count()))) break;
+  }
+  if (!reaped_) {
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    reaped_ = true;
+    if (WIFEXITED(status)) result_.exit_code = WEXITSTATUS(status);
+    else if (WIFSIGNALED(status)) result_.exit_code = 128 + (result_.signal = WTERMSIG(status));
+  }
+  return result_;
 }
 
 }  // namespace kiln::test

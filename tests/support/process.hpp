@@ -1,7 +1,11 @@
 // Runs a program (usually the real kiln binary) with arguments, environment and stdin; captures all.
 #pragma once
 
+#include <sys/types.h>
+
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -11,6 +15,7 @@ namespace kiln::test {
 
 struct ProcessResult {
   int exit_code = -1;  // 128+N when killed by signal N
+  int signal = 0;      // N when killed by signal N (0: the process exited by itself, with exit_code)
   std::string out;
   std::string err;
 };
@@ -36,5 +41,35 @@ inline ProcessResult run_kiln(const std::vector<std::string>& args, ProcessOptio
 }
 
 std::string vectors_dir();
+
+// A child running in the background whose stdout and stderr are read as they come, so a test can wait for
+// the event it wants to interrupt (a JSON line, a "watching" message) instead of sleeping for a time budget.
+class ChildProcess {
+ public:
+  ChildProcess(const std::string& program, const std::vector<std::string>& args, const ProcessOptions& options = {});
+  ~ChildProcess();  // SIGKILL and reap if still running
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  // Reads until a complete line of stdout (from_stderr: stderr) satisfies `match`, and returns it; nullopt when
+  // the child closed its output or `timeout_seconds` passed first. Lines seen are kept in the final result.
+  std::optional<std::string> wait_for_line(const std::function<bool(const std::string&)>& match, int timeout_seconds,
+                                           bool from_stderr = false);
+  void signal(int sig);
+  pid_t pid() const { return pid_; }
+  // Reads the rest of the output, reaps the child (SIGKILL after `timeout_seconds`), returns all of it.
+  ProcessResult wait(int timeout_seconds = 120);
+
+ private:
+  bool pump(int timeout_ms);  // false when both pipes are closed
+  pid_t pid_ = -1;
+  int out_ = -1, err_ = -1;
+  std::size_t scanned_[2] = {0, 0};
+  ProcessResult result_;
+  bool reaped_ = false;
+};
+
+// kiln() in the background.
+std::unique_ptr<ChildProcess> start_kiln(const std::vector<std::string>& args, ProcessOptions options = {});
 
 }  // namespace kiln::test

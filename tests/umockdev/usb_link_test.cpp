@@ -150,16 +150,16 @@ TEST_CASE("usb: kiln factory watch provisions a USB board plugged in after it st
   ok({"factory", "init", "--ca-key", d + "/ca.key.pem", "--ca-cert", d + "/ca.pem", "--vendor-root", d + "/vendor.pem",
       "--boot-key", d + "/boot.pem", "--product", "Thermostat", "-o", d + "/station.toml"});
 
-  test::ProcessResult watched;
-  std::thread station([&] {
-    test::ProcessOptions options;
-    options.unset_env.push_back("KILN_EMU_DIR");
-    options.timeout_seconds = 60;
-    watched = test::kiln({"-o", "jsonl", "factory", "watch", "--count", "1", "--profile", d + "/station.toml"}, options);
-  });
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the station is watching an empty bus
+  // The board is plugged in once the station says it is watching (its hotplug callback is registered by then).
+  test::ProcessOptions options;
+  options.unset_env.push_back("KILN_EMU_DIR");
+  auto station = test::start_kiln({"-o", "jsonl", "factory", "watch", "--count", "1", "--profile", d + "/station.toml"},
+                                  options);
+  auto watching = station->wait_for_line(
+      [](const std::string& l) { return l.find("watching for boards") != std::string::npos; }, 30, true);
+  REQUIRE_MESSAGE(watching, station->wait(5).err);
   usb.plug_in();
-  station.join();
+  auto watched = station->wait(60);
   REQUIRE_MESSAGE(watched.exit_code == 0, watched.err);
   // The station says how it noticed the board: libusb's hotplug event (umockdev delivers the add
   // uevent to libusb's monitor in the kiln process), not the re-scan that backs it up every 5 s.
