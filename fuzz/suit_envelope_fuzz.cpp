@@ -1,4 +1,5 @@
-// libFuzzer target for the SUIT envelope decoder: never crash, and whatever decodes must re-encode identically.
+// libFuzzer target for the SUIT envelope decoder: never crash; whatever decodes must re-encode identically,
+// and its JSON form must round-trip to the same bytes (a throw on that path is a finding, not swallowed).
 #include <cstdint>
 #include <algorithm>
 #include <cstdlib>
@@ -18,10 +19,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   // The decoder accepts only deterministic CBOR, so decode -> encode and decode -> JSON -> encode are identities.
   if (kiln::suit::encode_envelope(envelope) != kiln::Bytes(input.begin(), input.end())) std::abort();
-  try {
+  // The JSON round trip of anything the decoder accepted is an identity; a throw here is a finding
+  // (the JSON form must represent every envelope the decoder accepts), not an expected refusal.
+  {
     auto json = kiln::suit::envelope_to_json(envelope);
     if (kiln::suit::encode_envelope(kiln::suit::envelope_from_json(json)) != kiln::Bytes(input.begin(), input.end()))
       std::abort();
+    if (kiln::suit::envelope_to_json(kiln::suit::envelope_from_json(json)) != json) std::abort();
+  }
+  try {
     kiln::suit::VerifyOptions options;
     options.allow_unsigned = true;
     kiln::suit::verify_envelope(input, options);

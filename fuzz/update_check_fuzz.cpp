@@ -1,59 +1,117 @@
-// libFuzzer target for the board-side update check (64:8 and the update agent): any envelope bytes
-// come back as a result with a named check, never a crash or an exception.
-#include <openssl/pem.h>
-#include <openssl/x509.h>
+// libFuzzer target for the board-side update check (64:8 and the update agent). Two modes, picked by
+// the first byte:
+//  - junk: any envelope bytes come back as a result with a named check, never a crash or an
+//    exception, and never as a pass (nothing junk describes the image and carries a valid signature);
+//  - release (1 input in 16): the rest of the input becomes an application and a sequence number; a
+//    real MCUboot image signed by the boot key and a real SUIT envelope signed by the manifest key are
+//    made from it, and the check must reach its success path. The same envelope must then fail on a
+//    one-byte change of the image, and on an installed sequence at or above its own.
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
+#include <memory>
 #include <string>
 
 #include "core/files.hpp"
 #include "emulator/update_check.hpp"
+#include "manifests/suit_create.hpp"
+#include "manifests/suit_envelope.hpp"
+#include "signing/signer.hpp"
+#include "signing/file_key.hpp"
+#include "signing/key_info.hpp"
+#include "signing/mcuboot_sign.hpp"
 
 namespace {
 
-// The SUIT draft's example public key (the seeds are the draft's signed examples).
-const char* draft_public_key =
-    "-----BEGIN PUBLIC KEY-----\n"
-    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEhJaBGq4LqqvSYVcYnuzaJr6qi/Eb\n"
-    "bz/m4rVlnIXbwK07HypLbAmBMcCjbazR14vTgdzfsJwFLbM5kdtzOLSolg==\n"
-    "-----END PUBLIC KEY-----\n";
+struct Fixture {
+  std::string dir;
+  std::unique_ptr<kiln::Signer> manifest_key;
+  std::unique_ptr<kiln::Signer> boot_key;
+  kiln::Bytes boot_key_hash;
 
-kiln::Bytes key_der() {
-  BIO* bio = BIO_new_mem_buf(draft_public_key, -1);
-  EVP_PKEY* key = PEM_read_bio_PUBKEY(bio, nullptr, nullptr, nullptr);
-  BIO_free(bio);
-  int len = i2d_PUBKEY(key, nullptr);
-  kiln::Bytes der(static_cast<std::size_t>(len));
-  unsigned char* p = der.data();
-  i2d_PUBKEY(key, &p);
-  EVP_PKEY_free(key);
-  return der;
+  Fixture() {
+    char path[] = "/tmp/kiln-update-check-fuzz-XXXXXX";
+    if (!mkdtemp(path)) std::abort();
+    dir = path;
+    manifest_key = signer("manifest.pem", kiln::KeyType::ecdsa_p256);
+    boot_key = signer("boot.pem", kiln::KeyType::ed25519);
+    boot_key_hash = kiln::digest(kiln::HashAlg::sha256, kiln::mcuboot_public_key_bytes(boot_key->public_key_der()));
+  }
+  ~Fixture() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  Fixture(const Fixture&) = delete;
+  Fixture& operator=(const Fixture&) = delete;
+  std::unique_ptr<kiln::Signer> signer(const std::string& name, kiln::KeyType type) const {
+    kiln::write_file_atomic(dir + "/" + name, kiln::as_bytes(kiln::generate_private_key_pem(type, std::nullopt)), 0600);
+    return kiln::load_file_signer(dir + "/" + name, std::nullopt);
+  }
+  std::string file(const std::string& name) const { return dir + "/" + name; }
+};
+
+const Fixture& fixture() {
+  static const Fixture f;
+  return f;
 }
 
-std::string image_path() {
-  char path[] = "/tmp/kiln-update-check-fuzz-XXXXXX";
-  int fd = mkstemp(path);
-  if (fd < 0) std::abort();
-  close(fd);
-  kiln::write_file_atomic(path, kiln::Bytes(1234, 0x5a));
-  return path;
+kiln::emu::UpdateCheckResult check(kiln::ByteView envelope, const std::string& image, std::uint64_t installed) {
+  kiln::emu::UpdateCheckInput input;
+  input.envelope = envelope;
+  input.manifest_key = fixture().manifest_key->public_key_der();
+  input.image = image;
+  input.boot_key_hash = fixture().boot_key_hash;
+  input.installed_sequence = installed;
+  return kiln::emu::check_update(input);
+}
+
+void release_mode(const std::uint8_t* data, std::size_t size) {
+  const Fixture& f = fixture();
+  std::uint64_t sequence = 1;
+  for (std::size_t i = 0; i < 4 && i < size; ++i) sequence = (sequence << 8) | data[i];
+  kiln::Bytes app(data + (size < 4 ? size : 4), data + size);
+  if (app.size() > 8192) app.resize(8192);
+  app.push_back(0x5a);  // never empty
+  kiln::write_file_atomic(f.file("app.bin"), app);
+  kiln::mcuboot::SignOptions sign;
+  sign.version = kiln::mcuboot::parse_version("1.0.0");
+  sign.header_size = 0x200;
+  sign.pad_header = true;
+  sign.slot_size = 0x10000;
+  sign.public_key_full = true;
+  kiln::mcuboot::sign_image(f.file("app.bin"), f.file("app.signed.bin"), sign, f.boot_key.get());
+
+  kiln::suit::CreateOptions create;
+  create.components.push_back({f.file("app.signed.bin"), ""});
+  create.vendor_id = kiln::Bytes(16, 0x42);
+  create.sequence_number = sequence;
+  kiln::Bytes envelope = kiln::suit::encode_envelope(
+      kiln::suit::create_envelope(kiln::suit::describe(create), {}, {f.manifest_key.get()}));
+
+  auto ok = check(envelope, f.file("app.signed.bin"), sequence - 1);
+  if (!ok.ok() || ok.sequence != sequence) std::abort();  // the success path must be reachable
+  if (check(envelope, f.file("app.signed.bin"), sequence).ok()) std::abort();  // anti-rollback
+
+  // One byte of the image changed (position and value from the input): the manifest digest fails.
+  kiln::Bytes image = kiln::read_file(f.file("app.signed.bin"));
+  std::size_t at = (sequence * 2654435761u) % image.size();
+  image[at] ^= static_cast<std::uint8_t>(1u << (sequence % 8));
+  kiln::write_file_atomic(f.file("changed.bin"), image);
+  if (check(envelope, f.file("changed.bin"), sequence - 1).ok()) std::abort();
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  static const kiln::Bytes key = key_der();
-  static const std::string image = image_path();
-  kiln::emu::UpdateCheckInput input;
-  input.envelope = kiln::ByteView(data, size);
-  input.manifest_key = key;
-  input.image = image;
-  input.boot_key_hash = kiln::Bytes(32, 1);
-  input.installed_sequence = 1;
-  kiln::emu::UpdateCheckResult result = kiln::emu::check_update(input);
-  if (result.ok()) std::abort();  // no input describes this image and passes the MCUboot check
+  if (size > 0 && (data[0] & 0x0f) == 0x0f) {
+    release_mode(data + 1, size - 1);
+    return 0;
+  }
+  kiln::write_file_atomic(fixture().file("junk.bin"), kiln::Bytes(1234, 0x5a));
+  auto result = check(kiln::ByteView(data, size), fixture().file("junk.bin"), 1);
+  if (result.ok()) std::abort();  // no input describes this image and carries the manifest key's signature
   if (result.failed_check.empty() || result.reason.empty()) std::abort();
   return 0;
 }

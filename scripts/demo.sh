@@ -11,7 +11,7 @@ if [ -z "${KILN_DEMO_SKIP_BUILD:-}" ]; then
   bash scripts/setup.sh
   bash scripts/build.sh >/dev/null
 fi
-bin="$root/build/bin"
+bin="${KILN_DEMO_BIN:-$root/build/bin}"  # the tests point it at their own build
 export PATH="$bin:$PATH"
 work=$(mktemp -d /tmp/kiln-demo.XXXXXX)
 pids=()
@@ -98,7 +98,11 @@ run kiln deployment show "$deployment"
 
 step "9. Fleet queries: every board now runs 1.1.0, as the service sees it and as a board says itself"
 run kiln device count --by version
-run kiln device list -o jsonl --claimed true | head -3
+# The whole list goes to a file first: `| head -3` under pipefail fails the script whenever head
+# exits before kiln has written everything (SIGPIPE, exit 141).
+kiln device list -o jsonl --claimed true >claimed.jsonl
+printf '$ %s\n' "kiln device list -o jsonl --claimed true | head -3" >&2
+head -3 claimed.jsonl
 first=$(echo "$uids" | head -1)
 run kiln board images -b "$first"
 

@@ -41,6 +41,7 @@ bool has_row(const std::string& text, const std::vector<std::string>& wanted) {
 TEST_CASE("demo: the whole story runs on a fresh service and 8 emulated boards") {
   kiln::test::ProcessOptions opts;
   opts.env.emplace("KILN_DEMO_SKIP_BUILD", "yes");
+  opts.env.emplace("KILN_DEMO_BIN", KILN_BIN_DIR);  // the binaries this test was built with
   opts.timeout_seconds = 300;
   std::string script = KILN_SOURCE_DIR;
   script.append("/scripts/demo.sh");
