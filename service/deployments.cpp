@@ -66,18 +66,6 @@ void save(Db& db, const DeploymentRow& row) {
       .run();
 }
 
-// The device counts behind halting, completion and `deployment show`: every device of the group, its wave
-// and the status it reported for this deployment.
-struct Tally {
-  struct Wave {
-    std::int64_t admitted = 0;
-    std::map<std::string, std::int64_t> status;  // agent statuses + "pending" (admitted, nothing reported)
-  };
-  std::vector<Wave> waves;
-  std::int64_t devices = 0, admitted = 0, failures = 0, installed = 0;
-  std::map<std::string, std::int64_t> status;
-};
-
 // One admitted device of a deployment: its wave and the last status it reported ("pending": none yet).
 struct AdmittedDevice {
   std::string id;
@@ -107,70 +95,36 @@ std::int64_t for_each_admitted(Db& db, const DeploymentRow& row,
   return devices;
 }
 
-Tally tally(Db& db, const DeploymentRow& row) {
-  Tally t;
-  auto zero = [] {
-    std::map<std::string, std::int64_t> m;
-    m.emplace("pending", 0);
-    for (auto& s : agent_statuses()) m.emplace(s, 0);
-    return m;
-  };
-  t.status = zero();
+// The group's devices by wave and what they reported for this deployment.
+RolloutTally tally(Db& db, const DeploymentRow& row) {
+  RolloutTally t;
   t.waves.resize(row.waves.size());
-  for (auto& w : t.waves) w.status = zero();
-  t.devices = for_each_admitted(db, row, [&](const AdmittedDevice& device) {
-    ++t.admitted;
-    // Waves are cumulative like their percentages: a device counts in its wave and every later one.
-    for (auto w = static_cast<std::size_t>(device.wave - 1); w < t.waves.size(); ++w) {
-      ++t.waves[w].admitted;
-      ++t.waves[w].status[device.status];
-    }
-    ++t.status[device.status];
-    if (is_failure_status(device.status)) ++t.failures;
-    if (device.status == "installed") ++t.installed;
-  });
-  return t;
-}
-
-bool step_due(const DeploymentRow& row, std::int64_t now) {
-  return row.state == "active" && row.wave < static_cast<int>(row.waves.size()) && row.step_after > 0 &&
-         now >= row.wave_started_at + row.step_after;
-}
-
-// Moves an active deployment on: halt past the threshold, open the next wave when its time has come,
-// complete when the last wave is open and every admitted device installed. Returns the tally it used.
-Tally evaluate(Db& db, DeploymentRow& row) {
-  Tally t = tally(db, row);
-  if (row.state != "active") return t;
-  bool changed = false;
-  std::int64_t now = unix_now();
-  while (true) {
-    auto failures = t.failures - row.failure_baseline;
-    if (row.halt_on_failure && failures_exceed(failures, t.admitted, *row.halt_on_failure)) {
-      row.state = "halted";
-      row.halt_reason = halt_reason(failures, t.admitted, row.wave, *row.halt_on_failure);
-      changed = true;
-      break;
-    }
-    bool last = row.wave >= static_cast<int>(row.waves.size());
-    if (!last && step_due(row, now)) {
-      // The wave opens when it was due; if nobody looked for a whole period (the service was down, no
-      // device reported), it opens now, so that every wave is observed for step_after before the next.
-      auto due = row.wave_started_at + row.step_after;
-      ++row.wave;
-      row.wave_started_at = now - due >= row.step_after ? now : due;
-      changed = true;
-      t = tally(db, row);
-      continue;
-    }
-    if (last && t.admitted > 0 && t.installed == t.admitted) {
-      row.state = "completed";
-      changed = true;
-    }
-    break;
+  auto q = db.prepare(
+      "SELECT d.id, dd.status FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = ? AND "
+      "dd.device_id = d.id WHERE d.group_id = ?");
+  q.bind(1, row.id).bind(2, row.group_id);
+  while (q.step()) {
+    ++t.devices;
+    int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, q.text(0)));
+    if (wave == 0) continue;
+    auto& w = t.waves[static_cast<std::size_t>(wave - 1)];
+    ++w.devices;
+    if (!q.is_null(1)) ++w.reported[q.text(1)];
   }
-  if (changed) save(db, row);
   return t;
+}
+
+// The deployment as the rules have it now, and its counts; `store` saves a change (GETs pass false: a read
+// never writes, it shows what the next write will store).
+AdmittedCounts evaluate(Db& db, DeploymentRow& row, bool store = true) {
+  auto t = tally(db, row);
+  Rollout& rollout = row;
+  Rollout next = decide_rollout(rollout, t, unix_now());
+  if (next != rollout) {
+    rollout = next;
+    if (store) save(db, row);
+  }
+  return admitted_counts(row, t);
 }
 
 Json counts_json(const std::map<std::string, std::int64_t>& counts) {
@@ -180,7 +134,7 @@ Json counts_json(const std::map<std::string, std::int64_t>& counts) {
   return out;
 }
 
-Json deployment_json(const DeploymentRow& row, const Tally& t) {
+Json deployment_json(const DeploymentRow& row, const AdmittedCounts& t) {
   Json waves = Json::array();
   for (std::size_t i = 0; i < row.waves.size(); ++i) {
     int number = static_cast<int>(i + 1);
@@ -219,7 +173,7 @@ Json deployment_json(const DeploymentRow& row, const Tally& t) {
 
 Json show(Call& call, const std::string& id) {
   auto row = load_deployment(call.db, call.who.tenant_id, id);
-  auto t = evaluate(call.db, row);
+  auto t = evaluate(call.db, row, false);
   return deployment_json(row, t);
 }
 
@@ -339,7 +293,7 @@ DeploymentRow load_deployment(Db& db, std::int64_t tenant_id, const std::string&
 }
 
 void evaluate_deployment(Db& db, DeploymentRow& row, bool only_when_a_wave_is_due) {
-  if (only_when_a_wave_is_due && !step_due(row, unix_now())) return;
+  if (only_when_a_wave_is_due && !wave_due(row, unix_now())) return;
   evaluate(db, row);
 }
 
@@ -463,7 +417,7 @@ Reply abort_deployment(Call& call) {
 
 Reply list_deployment_devices(Call& call) {
   auto row = load_deployment(call.db, call.who.tenant_id, call.params[0]);
-  evaluate(call.db, row);
+  evaluate(call.db, row, false);
   auto status = call.query_value("status");
   if (status && *status != "pending" && *status != "failures") {
     auto& known = agent_statuses();

@@ -12,6 +12,7 @@
 #include "core/bytes.hpp"
 #include "service/api.hpp"
 #include "service/db.hpp"
+#include "service/rollout.hpp"
 
 namespace kiln::service {
 
@@ -120,27 +121,20 @@ Reply list_deployment_devices(Call& call);
 // POST /v1/images/{}/manifest: records the SUIT manifest uploaded for an image (kiln image upload --manifest).
 Reply link_image_manifest(Call& call);
 
-// A deployment as stored; waves are cumulative percentages, `wave` the 1-based open wave.
-struct DeploymentRow {
+// A deployment as stored: its rollout (rollout.hpp) and what it delivers.
+struct DeploymentRow : Rollout {
   std::string id, group_id, group;
   Json images = Json::array();
   std::optional<std::string> manifest;
   std::optional<std::int64_t> sequence;
-  std::vector<int> waves;
-  int wave = 1;
-  std::int64_t wave_started_at = 0;  // unix seconds
-  std::int64_t step_after = 0;       // seconds; 0: waves do not open by themselves
-  std::optional<double> halt_on_failure;
-  std::optional<std::string> halt_reason;
-  std::int64_t failure_baseline = 0;  // failures forgiven by the last resume
   std::optional<std::string> previous;
-  std::string state, created_at, updated_at;
+  std::string created_at, updated_at;
 };
 // ApiError 404 when the tenant has no such deployment.
 DeploymentRow load_deployment(Db& db, std::int64_t tenant_id, const std::string& id);
-// Halts, opens the next wave or completes an active deployment as its time and device reports say. This
-// counts the group's devices; check-ins pass only_when_a_wave_is_due (halting and completion change only
-// with status reports, which evaluate fully).
+// Halts, opens the next wave or completes an active deployment as its time and device reports say
+// (decide_rollout) and stores the change. Check-ins pass only_when_a_wave_is_due (halting and completion
+// change only with status reports, which evaluate fully).
 void evaluate_deployment(Db& db, DeploymentRow& row, bool only_when_a_wave_is_due = false);
 // Where the content of a complete image or manifest blob lives.
 std::filesystem::path blob_path(const ServiceConfig& config, std::int64_t tenant_id, const std::string& sha);
