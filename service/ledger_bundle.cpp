@@ -68,7 +68,7 @@ BundleTrailer parse_bundle_trailer(const Json& line) {
   return t;
 }
 
-void verify_bundle(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer, ByteView digest, std::int64_t units) {
+void verify_bundle(Store& store, std::int64_t tenant_id, const BundleTrailer& trailer, ByteView digest, std::int64_t units) {
   if (trailer.units != units)
     throw ApiError{
         422, "bundle_modified",
@@ -80,10 +80,10 @@ void verify_bundle(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer,
                    "the bundle's content does not hash to the SHA-256 its station signed: it was edited after export"};
 
   std::string fingerprint = to_hex(kiln::digest(HashAlg::sha256, trailer.station_key));
-  auto keys = factory_ca_keys(db, tenant_id);
+  auto keys = factory_ca_keys(store, tenant_id);
   bool trusted = std::find(keys.begin(), keys.end(), trailer.station_key) != keys.end();
   if (!trusted && trailer.station_certificate) {
-    auto error = chain_error(db, tenant_id, {*trailer.station_certificate});
+    auto error = chain_error(store, tenant_id, {*trailer.station_certificate});
     if (certificate_public_key(*trailer.station_certificate) != trailer.station_key)
       throw ApiError{422, "bundle_signer_untrusted",
                      "the trailer's station certificate does not carry the station key"};

@@ -6,7 +6,6 @@
 #include <string>
 
 #include "core/bytes.hpp"
-#include "service/db.hpp"
 #include "service/handlers.hpp"
 
 namespace kiln::service {
@@ -29,6 +28,6 @@ BundleTrailer parse_bundle_trailer(const Json& line);
 // line and `units` the unit lines counted there. The signer must be trusted by the tenant: its key is the
 // key of a registered factory CA, or the trailer's station certificate carries it and chains to one.
 // Throws ApiError 422 (bundle_modified, bundle_signer_untrusted, bundle_signature_invalid).
-void verify_bundle(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer, ByteView digest, std::int64_t units);
+void verify_bundle(Store& store, std::int64_t tenant_id, const BundleTrailer& trailer, ByteView digest, std::int64_t units);
 
 }  // namespace kiln::service

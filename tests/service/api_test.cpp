@@ -10,6 +10,7 @@
 
 #include "core/bytes.hpp"
 #include "service/api.hpp"
+#include "service/db.hpp"
 #include "signing/file_key.hpp"
 #include "signing/key_ref.hpp"
 #include "signing/signer.hpp"
