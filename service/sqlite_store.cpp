@@ -103,9 +103,45 @@ CREATE TABLE IF NOT EXISTS factory_ca_challenges (nonce TEXT PRIMARY KEY, tenant
   db.exec("CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created_at)");
   adopt_factory_ca_owners(db);
   // Earlier versions stored token answers, secret included, for replays: forget them (secure_delete
-  // overwrites the freed pages; the checkpoint empties the WAL that held them).
+  // overwrites the freed pages; the checkpoint after the migrations empties the WAL that held them).
   db.exec("DELETE FROM idempotency WHERE path = '/v1/tokens' AND secret = 0");
-  if (db.changes() > 0) db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+// The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
+// transaction. Append only: a released migration never changes. The version lives in PRAGMA user_version
+// (0: a store from before versioned migrations, or a new file).
+struct Migration {
+  int version;
+  void (*apply)(Db& db);
+};
+constexpr Migration migrations[] = {
+    {1, baseline_schema},
+};
+
+int schema_version(Db& db) {
+  auto q = db.prepare("PRAGMA user_version");
+  q.step();
+  return static_cast<int>(q.integer(0));
+}
+
+void migrate(Db& db, const std::string& path) {
+  int current = schema_version(db);
+  int latest = std::end(migrations)[-1].version;
+  if (current > latest)
+    throw Error(ExitCode::conflict,
+                fmt::format("the store {} has schema version {}, newer than this kiln-service knows ({}): a newer "
+                            "release wrote it, and an older one must not change it",
+                            path, current, latest),
+                "run the kiln-service release that wrote this store, or a newer one");
+  if (current == latest) return;
+  for (const auto& migration : migrations) {
+    if (migration.version <= current) continue;
+    Transaction tx(db);
+    migration.apply(db);
+    db.exec(fmt::format("PRAGMA user_version = {}", migration.version));
+    tx.commit();
+  }
+  db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
 
@@ -136,7 +172,10 @@ class SqliteStore::SqliteTransaction final : public Store::Transaction {
 
 std::unique_ptr<Store::Transaction> SqliteStore::begin() { return std::make_unique<SqliteTransaction>(*this); }
 
-SqliteStore::SqliteStore(const std::string& path) : db_(path) { baseline_schema(db_); }
+SqliteStore::SqliteStore(const std::string& path) : db_(path) { migrate(db_, path); }
+
+int SqliteStore::schema_version() { return kiln::service::schema_version(db_); }
+int SqliteStore::latest_schema_version() { return std::end(migrations)[-1].version; }
 
 // Tenants and tokens.
 

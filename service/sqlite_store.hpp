@@ -11,7 +11,11 @@ namespace kiln::service {
 class SqliteStore final : public Store {
  public:
   // Opens (creating if needed) the database and brings its schema up to this binary's version.
+  // A store written by a newer release (a higher schema version) is refused: Error, ExitCode::conflict.
   explicit SqliteStore(const std::string& path);
+  // The store's schema version, and the one this binary migrates to.
+  int schema_version();
+  static int latest_schema_version();
 
   std::unique_ptr<Transaction> begin() override;
 

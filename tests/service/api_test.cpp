@@ -633,6 +633,7 @@ TEST_CASE(
         "'2999-01-01T00:00:00Z', 1 FROM factory_cas WHERE tenant_id = 1");
     sql(f, "UPDATE factory_cas SET key_sha256 = NULL");
     sql(f, "DELETE FROM factory_ca_owners");
+    sql(f, "PRAGMA user_version = 0");  // a store from before versioned migrations
     std::string bundle = f.bundle(unit_line("unit-1", device.public_pem()));
     Service reopened({database, f.dir.path() / "images"});  // adopts owners on start
     auto call = [&](const std::string& method, const std::string& target, const std::string& token, std::string body,
