@@ -46,8 +46,7 @@ void for_each_admitted(Store& store, const Deployment& row, const std::function<
 
 // The deployment as the rules have it now, and its counts; `write` saves a change (GETs pass false: a read
 // never writes, it shows what the next write will store).
-AdmittedCounts evaluate(Store& store, Deployment& row, bool write = true) {
-  auto t = store.rollout_tally(row);
+AdmittedCounts evaluate(Store& store, Deployment& row, const RolloutTally& t, bool write) {
   Rollout& rollout = row;
   Rollout next = decide_rollout(rollout, t, unix_now());
   if (next != rollout) {
@@ -55,6 +54,10 @@ AdmittedCounts evaluate(Store& store, Deployment& row, bool write = true) {
     if (write) save(store, row);
   }
   return admitted_counts(row, t);
+}
+
+AdmittedCounts evaluate(Store& store, Deployment& row, bool write = true) {
+  return evaluate(store, row, store.rollout_tally(row), write);
 }
 
 Json counts_json(const std::map<std::string, std::int64_t>& counts) {
@@ -297,9 +300,13 @@ Reply create_deployment(Call& call) {
 Reply list_deployments(Call& call) {
   std::optional<std::string> group;
   if (auto ref = call.query_value("group")) group = resolve_group_id(call, *ref);
-  auto ids = call.store.list_deployments(call.who.tenant_id, group);
+  // Two reads for the whole list: the deployments and their tallies.
+  auto tallies = call.store.rollout_tallies(call.who.tenant_id, group);
   Json items = Json::array();
-  for (auto& id : ids) items.push_back(show(call, id));
+  for (auto& row : call.store.list_deployments(call.who.tenant_id, group)) {
+    auto t = evaluate(call.store, row, tallies[row.id], false);
+    items.push_back(deployment_json(row, t));
+  }
   return {200, Json{{"items", items}}};
 }
 

@@ -107,6 +107,8 @@ CREATE TABLE IF NOT EXISTS factory_ca_challenges (nonce TEXT PRIMARY KEY, tenant
   db.exec("DELETE FROM idempotency WHERE path = '/v1/tokens' AND secret = 0");
 }
 
+void add_deployment_tallies(Db& db);
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction. Append only: a released migration never changes. The version lives in PRAGMA user_version
 // (0: a store from before versioned migrations, or a new file).
@@ -116,6 +118,7 @@ struct Migration {
 };
 constexpr Migration migrations[] = {
     {1, baseline_schema},
+    {2, add_deployment_tallies},
 };
 
 int schema_version(Db& db) {
@@ -144,6 +147,86 @@ void migrate(Db& db, const std::string& path) {
   db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
+
+// Deployment tallies (table deployment_tallies): per deployment, wave 0 with status '' holds every device
+// of the group; wave N with status '' the devices whose bucket falls in wave N; wave N with a status the
+// devices of wave N whose last report for the deployment was that status.
+
+std::vector<int> parse_waves(const std::string& text) {
+  std::vector<int> waves;
+  for (auto& w : nlohmann::json::parse(text)) waves.push_back(w.get<int>());
+  return waves;
+}
+
+void add_tally(Db& db, const std::string& deployment_id, std::int64_t wave, const std::string& status,
+               std::int64_t delta) {
+  db.prepare(
+        "INSERT INTO deployment_tallies (deployment_id, wave, status, devices) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (deployment_id, wave, status) DO UPDATE SET devices = devices + excluded.devices")
+      .bind(1, deployment_id)
+      .bind(2, wave)
+      .bind(3, status)
+      .bind(4, delta)
+      .run();
+}
+
+void add_row(RolloutTally& t, std::int64_t wave, const std::string& status, std::int64_t devices) {
+  if (wave == 0) {
+    if (status.empty()) t.devices += devices;
+    return;
+  }
+  if (wave < 0 || static_cast<std::size_t>(wave) > t.waves.size()) return;
+  auto& w = t.waves[static_cast<std::size_t>(wave - 1)];
+  if (status.empty())
+    w.devices += devices;
+  else if (devices != 0)
+    w.reported[status] += devices;
+}
+
+void write_tally(Db& db, const std::string& deployment_id, const RolloutTally& t) {
+  db.prepare("DELETE FROM deployment_tallies WHERE deployment_id = ?").bind(1, deployment_id).run();
+  add_tally(db, deployment_id, 0, "", t.devices);
+  for (std::size_t i = 0; i < t.waves.size(); ++i) {
+    auto wave = static_cast<std::int64_t>(i + 1);
+    add_tally(db, deployment_id, wave, "", t.waves[i].devices);
+    for (auto& [status, n] : t.waves[i].reported) add_tally(db, deployment_id, wave, status, n);
+  }
+}
+
+RolloutTally recount(Db& db, const Deployment& deployment) {
+  RolloutTally t;
+  t.waves.resize(deployment.waves.size());
+  auto q = db.prepare(
+      "SELECT d.id, dd.status FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = ? AND "
+      "dd.device_id = d.id WHERE d.group_id = ?");
+  q.bind(1, deployment.id).bind(2, deployment.group_id);
+  while (q.step()) {
+    ++t.devices;
+    int wave = wave_of_bucket(deployment.waves, rollout_bucket(deployment.id, q.text(0)));
+    if (wave == 0) continue;
+    auto& w = t.waves[static_cast<std::size_t>(wave - 1)];
+    ++w.devices;
+    if (!q.is_null(1)) ++w.reported[q.text(1)];
+  }
+  return t;
+}
+
+// A device joins (+1) or leaves (-1) a group: every deployment of the group counts it, and what it reported.
+void count_member(Db& db, const std::string& device_id, const std::string& group_id, std::int64_t delta) {
+  std::vector<std::pair<std::string, std::vector<int>>> deployments;
+  auto q = db.prepare("SELECT id, coalesce(waves, '[' || rollout || ']') FROM deployments WHERE group_id = ?");
+  q.bind(1, group_id);
+  while (q.step()) deployments.emplace_back(q.text(0), parse_waves(q.text(1)));
+  for (auto& [id, waves] : deployments) {
+    add_tally(db, id, 0, "", delta);
+    int wave = wave_of_bucket(waves, rollout_bucket(id, device_id));
+    if (wave == 0) continue;
+    add_tally(db, id, wave, "", delta);
+    auto status = db.prepare("SELECT status FROM deployment_devices WHERE deployment_id = ? AND device_id = ?");
+    status.bind(1, id).bind(2, device_id);
+    if (status.step()) add_tally(db, id, wave, status.text(0), delta);
+  }
+}
 
 }  // namespace
 
@@ -298,6 +381,11 @@ std::vector<Product> SqliteStore::list_products(std::int64_t tenant_id) {
 
 void SqliteStore::delete_product(const std::string& product_id) {
   db_.prepare(
+        "DELETE FROM deployment_tallies WHERE deployment_id IN (SELECT d.id FROM deployments d JOIN device_groups g "
+        "ON g.id = d.group_id WHERE g.product_id = ?)")
+      .bind(1, product_id)
+      .run();
+  db_.prepare(
         "DELETE FROM deployment_devices WHERE deployment_id IN (SELECT d.id FROM deployments d JOIN device_groups g "
         "ON g.id = d.group_id WHERE g.product_id = ?)")
       .bind(1, product_id)
@@ -356,6 +444,9 @@ void SqliteStore::update_group(const std::string& id, const std::optional<std::s
 }
 
 void SqliteStore::delete_group(const std::string& group_id) {
+  db_.prepare("DELETE FROM deployment_tallies WHERE deployment_id IN (SELECT id FROM deployments WHERE group_id = ?)")
+      .bind(1, group_id)
+      .run();
   db_.prepare("DELETE FROM deployment_devices WHERE deployment_id IN (SELECT id FROM deployments WHERE group_id = ?)")
       .bind(1, group_id)
       .run();
@@ -483,6 +574,7 @@ std::vector<DeviceCount> SqliteStore::count_devices(const DeviceFilter& filter, 
 }
 
 bool SqliteStore::upsert_device(const ImportedDevice& device) {
+  auto before = device_identity(device.id);
   auto q = db_.prepare(
       "INSERT INTO devices (id, tenant_id, product_id, group_id, state, version, public_key, certificate, last_seen, "
       "imported_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
@@ -500,7 +592,12 @@ bool SqliteStore::upsert_device(const ImportedDevice& device) {
       .bind_optional(9, device.last_seen)
       .bind(10, device.imported_at);
   q.run();
-  return db_.changes() != 0;
+  if (db_.changes() == 0) return false;
+  if (!before || before->group_id != device.group_id) {
+    if (before && before->group_id) count_member(db_, device.id, *before->group_id, -1);
+    count_member(db_, device.id, device.group_id, 1);
+  }
+  return true;
 }
 
 bool SqliteStore::group_of_device_product(const std::string& device_id, const std::string& group_id) {
@@ -511,7 +608,12 @@ bool SqliteStore::group_of_device_product(const std::string& device_id, const st
 }
 
 void SqliteStore::set_device_group(const std::string& device_id, const std::string& group_id) {
+  auto before = device_identity(device_id);
   db_.prepare("UPDATE devices SET group_id = ? WHERE id = ?").bind(1, group_id).bind(2, device_id).run();
+  if (before && before->group_id != group_id) {
+    if (before->group_id) count_member(db_, device_id, *before->group_id, -1);
+    count_member(db_, device_id, group_id, 1);
+  }
 }
 
 void SqliteStore::mark_claimed(const std::string& device_id, const std::string& now) {
@@ -775,6 +877,17 @@ Deployment read_deployment(Statement& q) {
   return row;
 }
 
+// Migration 2: tallies kept as reports arrive, counted once for the deployments a store already holds.
+void add_deployment_tallies(Db& db) {
+  db.exec(
+      "CREATE TABLE IF NOT EXISTS deployment_tallies (deployment_id TEXT NOT NULL, wave INTEGER NOT NULL, status TEXT NOT NULL, "
+      "devices INTEGER NOT NULL, PRIMARY KEY (deployment_id, wave, status))");
+  std::vector<Deployment> all;
+  auto q = db.prepare(deployment_columns);
+  while (q.step()) all.push_back(read_deployment(q));
+  for (auto& d : all) write_tally(db, d.id, recount(db, d));
+}
+
 }  // namespace
 
 std::optional<Deployment> SqliteStore::find_deployment(std::int64_t tenant_id, const std::string& id) {
@@ -794,16 +907,16 @@ std::optional<std::string> SqliteStore::newest_deployment(std::int64_t tenant_id
   return q.text(0);
 }
 
-std::vector<std::string> SqliteStore::list_deployments(std::int64_t tenant_id,
-                                                       const std::optional<std::string>& group_id) {
-  std::string sql = "SELECT id FROM deployments WHERE tenant_id = ?";
-  if (group_id) sql += " AND group_id = ?";
-  auto q = db_.prepare(sql + " ORDER BY rowid");
+std::vector<Deployment> SqliteStore::list_deployments(std::int64_t tenant_id,
+                                                      const std::optional<std::string>& group_id) {
+  std::string sql = std::string(deployment_columns) + "WHERE d.tenant_id = ?";
+  if (group_id) sql += " AND d.group_id = ?";
+  auto q = db_.prepare(sql + " ORDER BY d.rowid");
   q.bind(1, tenant_id);
   if (group_id) q.bind(2, *group_id);
-  std::vector<std::string> ids;
-  while (q.step()) ids.push_back(q.text(0));
-  return ids;
+  std::vector<Deployment> out;
+  while (q.step()) out.push_back(read_deployment(q));
+  return out;
 }
 
 void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d, const std::string& now) {
@@ -839,6 +952,7 @@ void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d,
   else
     insert.bind_null(15);
   insert.bind(16, d.failure_baseline).bind_optional(17, d.previous).run();
+  write_tally(db_, d.id, recount_rollout_tally(d));
 }
 
 void SqliteStore::save_rollout(const std::string& deployment_id, const Rollout& r, const std::string& now) {
@@ -855,22 +969,31 @@ void SqliteStore::save_rollout(const std::string& deployment_id, const Rollout& 
       .run();
 }
 
+RolloutTally SqliteStore::recount_rollout_tally(const Deployment& deployment) { return recount(db_, deployment); }
+
 RolloutTally SqliteStore::rollout_tally(const Deployment& deployment) {
   RolloutTally t;
   t.waves.resize(deployment.waves.size());
-  auto q = db_.prepare(
-      "SELECT d.id, dd.status FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = ? AND "
-      "dd.device_id = d.id WHERE d.group_id = ?");
-  q.bind(1, deployment.id).bind(2, deployment.group_id);
-  while (q.step()) {
-    ++t.devices;
-    int wave = wave_of_bucket(deployment.waves, rollout_bucket(deployment.id, q.text(0)));
-    if (wave == 0) continue;
-    auto& w = t.waves[static_cast<std::size_t>(wave - 1)];
-    ++w.devices;
-    if (!q.is_null(1)) ++w.reported[q.text(1)];
-  }
+  auto q = db_.prepare("SELECT wave, status, devices FROM deployment_tallies WHERE deployment_id = ?");
+  q.bind(1, deployment.id);
+  while (q.step()) add_row(t, q.integer(0), q.text(1), q.integer(2));
   return t;
+}
+
+std::map<std::string, RolloutTally> SqliteStore::rollout_tallies(std::int64_t tenant_id,
+                                                                 const std::optional<std::string>& group_id) {
+  std::map<std::string, RolloutTally> out;
+  for (auto& d : list_deployments(tenant_id, group_id)) out[d.id].waves.resize(d.waves.size());
+  std::string sql =
+      "SELECT t.deployment_id, t.wave, t.status, t.devices FROM deployment_tallies t JOIN deployments d ON d.id = "
+      "t.deployment_id WHERE d.tenant_id = ?";
+  if (group_id) sql += " AND d.group_id = ?";
+  auto q = db_.prepare(sql);
+  q.bind(1, tenant_id);
+  if (group_id) q.bind(2, *group_id);
+  while (q.step())
+    if (auto it = out.find(q.text(0)); it != out.end()) add_row(it->second, q.integer(1), q.text(2), q.integer(3));
+  return out;
 }
 
 void SqliteStore::for_each_deployment_device(const Deployment& deployment,
@@ -894,6 +1017,19 @@ std::optional<std::string> SqliteStore::reported_status(const std::string& deplo
 void SqliteStore::record_status(const std::string& deployment_id, const std::string& device_id,
                                 const std::string& status, const std::string& detail, const std::string& now,
                                 const std::optional<std::string>& installed_version) {
+  // The tally follows the device's last status, while the device is in the deployment's group.
+  auto previous = reported_status(deployment_id, device_id);
+  auto where = db_.prepare(
+      "SELECT coalesce(d.waves, '[' || d.rollout || ']') FROM deployments d JOIN devices v ON v.group_id = "
+      "d.group_id WHERE d.id = ? AND v.id = ?");
+  where.bind(1, deployment_id).bind(2, device_id);
+  if (where.step()) {
+    int wave = wave_of_bucket(parse_waves(where.text(0)), rollout_bucket(deployment_id, device_id));
+    if (wave > 0) {
+      if (previous) add_tally(db_, deployment_id, wave, *previous, -1);
+      add_tally(db_, deployment_id, wave, status, 1);
+    }
+  }
   db_.prepare(
         "INSERT INTO deployment_devices (deployment_id, device_id, status, detail, updated_at) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (deployment_id, device_id) DO UPDATE SET status = excluded.status, "

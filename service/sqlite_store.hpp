@@ -90,10 +90,14 @@ class SqliteStore final : public Store {
   std::optional<Deployment> find_deployment(std::int64_t tenant_id, const std::string& id) override;
   std::optional<std::string> newest_deployment(std::int64_t tenant_id, const std::string& group_id,
                                                bool skip_aborted) override;
-  std::vector<std::string> list_deployments(std::int64_t tenant_id, const std::optional<std::string>& group_id) override;
+  std::vector<Deployment> list_deployments(std::int64_t tenant_id, const std::optional<std::string>& group_id) override;
   void insert_deployment(std::int64_t tenant_id, const Deployment& deployment, const std::string& now) override;
   void save_rollout(const std::string& deployment_id, const Rollout& rollout, const std::string& now) override;
   RolloutTally rollout_tally(const Deployment& deployment) override;
+  std::map<std::string, RolloutTally> rollout_tallies(std::int64_t tenant_id,
+                                                      const std::optional<std::string>& group_id) override;
+  // The tally counted afresh from every device of the group (what rollout_tally keeps up to date).
+  RolloutTally recount_rollout_tally(const Deployment& deployment);
   void for_each_deployment_device(const Deployment& deployment,
                                   const std::function<void(const DeploymentDevice&)>& each) override;
   std::optional<std::string> reported_status(const std::string& deployment_id, const std::string& device_id) override;

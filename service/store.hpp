@@ -220,14 +220,19 @@ class Store {
   // The newest deployment of the group (skip_aborted: the newest that was not aborted).
   virtual std::optional<std::string> newest_deployment(std::int64_t tenant_id, const std::string& group_id,
                                                        bool skip_aborted) = 0;
-  virtual std::vector<std::string> list_deployments(std::int64_t tenant_id,
-                                                    const std::optional<std::string>& group_id) = 0;
+  // In creation order.
+  virtual std::vector<Deployment> list_deployments(std::int64_t tenant_id,
+                                                   const std::optional<std::string>& group_id) = 0;
   // Supersedes the group's running deployments and adds this one.
   virtual void insert_deployment(std::int64_t tenant_id, const Deployment& deployment, const std::string& now) = 0;
   // Stores the rollout part (state, wave, halt) of the deployment.
   virtual void save_rollout(const std::string& deployment_id, const Rollout& rollout, const std::string& now) = 0;
-  // The group's devices by wave and what they reported for the deployment.
+  // The group's devices by wave and what they reported for the deployment. Tallies are kept as devices
+  // report, join or leave the group (in the same unit of work): reading one counts nothing.
   virtual RolloutTally rollout_tally(const Deployment& deployment) = 0;
+  // The tallies of the tenant's deployments (of one group), by deployment ID, in one read.
+  virtual std::map<std::string, RolloutTally> rollout_tallies(std::int64_t tenant_id,
+                                                              const std::optional<std::string>& group_id) = 0;
   // Every device of the deployment's group with what it reported, in ID order.
   virtual void for_each_deployment_device(const Deployment& deployment,
                                           const std::function<void(const DeploymentDevice&)>& each) = 0;

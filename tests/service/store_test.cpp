@@ -1,7 +1,9 @@
-// The SQLite store: versioned schema migrations (older stores migrate, newer ones are refused).
+// The SQLite store: versioned schema migrations (older stores migrate, newer ones are refused) and the
+// deployment tallies it keeps (equal to a recount whatever devices report and wherever they move).
 #include <doctest/doctest.h>
 
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -92,4 +94,90 @@ TEST_CASE("store: a store newer than this binary is refused with a clear message
     CHECK(message.find("newer than this kiln-service") != std::string::npos);
   }
   CHECK(user_version(path) == newer);  // left as it was
+}
+
+namespace {
+
+void check_same(const RolloutTally& kept, const RolloutTally& counted) {
+  CHECK(kept.devices == counted.devices);
+  REQUIRE(kept.waves.size() == counted.waves.size());
+  for (std::size_t i = 0; i < kept.waves.size(); ++i) {
+    INFO("wave " << i + 1);
+    CHECK(kept.waves[i].devices == counted.waves[i].devices);
+    CHECK(kept.waves[i].reported == counted.waves[i].reported);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("store: tallies kept as devices report, join and leave groups equal a recount") {
+  test::TempDir dir;
+  SqliteStore store(dir.file("kiln.db"));
+  auto tenant = store.create_tenant("acme", "2026-01-01T00:00:00Z");
+  store.insert_product(tenant, {"prd_1", "Thermo", "", "2026-01-01T00:00:00Z"});
+  const std::vector<std::string> groups = {"grp_a", "grp_b"};
+  for (auto& g : groups) store.insert_group(tenant, {g, "prd_1", "", g, "", "2026-01-01T00:00:00Z"});
+  std::mt19937 random(7);
+  auto pick = [&](std::size_t n) { return static_cast<std::size_t>(random() % n); };
+  std::vector<std::string> devices;
+  auto import = [&](const std::string& id, const std::string& group) {
+    REQUIRE(store.upsert_device({id, tenant, "prd_1", group, "provisioned", std::nullopt, "key-" + id, std::nullopt,
+                                 std::nullopt, "2026-01-01T00:00:00Z"}));
+  };
+  for (int i = 0; i < 150; ++i) {
+    devices.push_back("dev-" + std::to_string(i));
+    import(devices.back(), groups[pick(2)]);
+  }
+  std::vector<Deployment> deployments;
+  auto deploy = [&](const std::string& group, std::vector<int> waves) {
+    Deployment d;
+    d.id = "dep_" + std::to_string(deployments.size());
+    d.group_id = group;
+    d.images = {"aa"};
+    d.state = "active";
+    d.waves = std::move(waves);
+    d.created_at = d.updated_at = "2026-01-01T00:00:00Z";
+    store.insert_deployment(tenant, d, d.created_at);
+    deployments.push_back(d);
+  };
+  deploy("grp_a", {10, 50, 100});
+  deploy("grp_b", {100});
+  auto& statuses = agent_statuses();
+  for (int step = 0; step < 3000; ++step) {
+    auto& device = devices[pick(devices.size())];
+    switch (pick(10)) {
+      case 0:  // moves to the other group
+        store.set_device_group(device, *store.device_identity(device)->group_id == "grp_a" ? "grp_b" : "grp_a");
+        break;
+      case 1:  // imported again, into a group at random (a new device now and then)
+        if (pick(4) == 0) {
+          devices.push_back("dev-" + std::to_string(devices.size()));
+          import(devices.back(), groups[pick(2)]);
+        } else {
+          import(device, groups[pick(2)]);
+        }
+        break;
+      case 2:  // a new deployment now and then (it supersedes the group's running one)
+        if (pick(20) == 0) deploy(groups[pick(2)], {20, 100});
+        break;
+      default: {  // a report, from a device in the deployment's group or one that reported before
+        auto& d = deployments[pick(deployments.size())];
+        auto status = statuses[pick(statuses.size())];
+        store.record_status(d.id, device, status, "", "2026-01-01T00:00:00Z",
+                            status == "installed" ? std::optional<std::string>("2.0") : std::nullopt);
+      }
+    }
+  }
+  auto all = store.rollout_tallies(tenant, std::nullopt);
+  REQUIRE(all.size() == deployments.size());
+  std::int64_t reported = 0;
+  for (auto& d : deployments) {
+    INFO(d.id);
+    auto counted = store.recount_rollout_tally(d);
+    check_same(store.rollout_tally(d), counted);
+    check_same(all[d.id], counted);
+    for (auto& w : counted.waves)
+      for (auto& [status, n] : w.reported) reported += n;
+  }
+  CHECK(reported > 500);  // the reports landed in the tallies, not only in deployment_devices
 }
