@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <functional>
 #include <chrono>
 #include <unordered_map>
 #include <ctime>
@@ -374,7 +375,7 @@ Reply create_token_route(Call& call) {
 struct Service::Impl {
   ServiceConfig config;
   std::unique_ptr<Store> store;
-  std::mutex mutex;  // one writer at a time; SQLite serializes anyway
+  std::mutex cache_mutex;  // guards verified_devices and last_idempotency_purge (requests run in parallel)
   // Device certificates already checked (SHA-256 of the leaf DER -> device): a keep-alive agent must not
   // pay for an X.509 chain verification per request. Emptied by any write made with a token (a CA
   // registration or an import can change the answer) and when it grows large.
@@ -384,8 +385,12 @@ struct Service::Impl {
   Principal authenticate_agent(const Request& request) {
     if (request.client_certificates.empty()) return authenticate_device(*store, request.client_certificates);
     std::string key = to_hex(digest(HashAlg::sha256, as_bytes(request.client_certificates[0])));
-    if (auto it = verified_devices.find(key); it != verified_devices.end()) return it->second;
+    {
+      std::lock_guard lock(cache_mutex);
+      if (auto it = verified_devices.find(key); it != verified_devices.end()) return it->second;
+    }
     Principal who = authenticate_device(*store, request.client_certificates);
+    std::lock_guard lock(cache_mutex);
     if (verified_devices.size() > 100000) verified_devices.clear();
     verified_devices.emplace(key, who);
     return who;
@@ -449,7 +454,10 @@ struct Service::Impl {
     auto& allowed = found->info.roles;
     std::string why;
     auto who = allowed.empty() ? authenticate_agent(request) : authenticate(request, why);
-    if (!allowed.empty() && request.method != "GET") verified_devices.clear();
+    if (!allowed.empty() && request.method != "GET") {
+      std::lock_guard lock(cache_mutex);
+      verified_devices.clear();
+    }
     if (!who) return error_response(401, "unauthenticated", why.empty() ? "missing or unknown bearer token" : why);
     if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), who->role) == allowed.end())
       return error_response(403, "forbidden",
@@ -463,10 +471,13 @@ struct Service::Impl {
       if (key.size() > 128) return error_response(400, "invalid_request", "Idempotency-Key is longer than 128 characters");
       auto now = static_cast<std::int64_t>(std::time(nullptr));
       auto oldest = iso8601(now - idempotency_seconds);
-      if (now - last_idempotency_purge >= 60) {
-        store->forget_idempotency_before(oldest);
-        last_idempotency_purge = now;
+      bool purge = false;
+      {
+        std::lock_guard lock(cache_mutex);
+        purge = now - last_idempotency_purge >= 60;
+        if (purge) last_idempotency_purge = now;
       }
+      if (purge) store->forget_idempotency_before(oldest);
       Hasher hasher(HashAlg::sha256);
       for (std::string_view part :
            {std::string_view(request.method), std::string_view("\n"), std::string_view(request.target),
@@ -508,10 +519,12 @@ struct Service::Impl {
 Service::Service(ServiceConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
 Service::~Service() = default;
 
-Response Service::handle(const Request& request) {
-  std::lock_guard lock(impl_->mutex);
+namespace {
+
+// The answer to one request: handler errors become their JSON error responses.
+Response answer(std::function<Response()> dispatch) {
   try {
-    return impl_->dispatch(request);
+    return dispatch();
   } catch (const ApiError& e) {
     return error_response(e.status, e.code, e.message);
   } catch (const Json::exception& e) {
@@ -524,20 +537,37 @@ Response Service::handle(const Request& request) {
   }
 }
 
+}  // namespace
+
+Response Service::handle(const Request& request) {
+  // Each request is one unit of work of its own (no lock shared by all requests): GETs read a snapshot,
+  // other methods write one at a time. What a handler stored before answering with an error stays (a
+  // challenge is used up even by a failed proof); the handler's own units undo their part.
+  bool reads = request.method == "GET" || request.method == "HEAD";
+  return answer([&] {
+    auto unit = impl_->store->begin(reads ? Store::Access::read : Store::Access::write);
+    Response response = answer([&] { return impl_->dispatch(request); });
+    unit->commit();
+    return response;
+  });
+}
+
 std::int64_t Service::create_tenant(const std::string& name) {
-  std::lock_guard lock(impl_->mutex);
-  return impl_->store->create_tenant(name, now_iso8601());
+  auto unit = impl_->store->begin();
+  auto id = impl_->store->create_tenant(name, now_iso8601());
+  unit->commit();
+  return id;
 }
 
 std::optional<std::int64_t> Service::find_tenant(const std::string& name) {
-  std::lock_guard lock(impl_->mutex);
   return impl_->store->find_tenant(name);
 }
 
 std::string Service::create_token(std::int64_t tenant_id, Role role, const std::string& name) {
-  std::lock_guard lock(impl_->mutex);
   std::string token = new_token();
+  auto unit = impl_->store->begin();
   impl_->store->add_token(token_hash(token), {tenant_id, role_name(role), name}, now_iso8601());
+  unit->commit();
   return token;
 }
 

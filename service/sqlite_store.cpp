@@ -1,6 +1,8 @@
 // SQLite backend of the Store: the schema, its versioned migrations, and every SQL statement of the service.
 #include "service/sqlite_store.hpp"
 
+#include <atomic>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -230,58 +232,166 @@ void count_member(Db& db, const std::string& device_id, const std::string& group
 
 }  // namespace
 
+// A connection of the pool, and the units of work open on it (0: none).
+struct SqliteStore::Connection {
+  explicit Connection(const std::string& path) : db(path) {}
+  Db db;
+  int depth = 0;
+};
+
+thread_local std::map<std::uint64_t, std::pair<SqliteStore::Connection*, int>> SqliteStore::held_;
+
+// Holds a connection for this thread while any store call or unit of work on it runs: the calls of one
+// request (one thread) share the connection and so its transaction.
+class SqliteStore::Use {
+ public:
+  explicit Use(SqliteStore& store) : store_(store) {
+    auto& slot = held_[store_.id_];
+    if (slot.second++ == 0) {
+      try {
+        slot.first = store_.acquire();
+      } catch (...) {
+        held_.erase(store_.id_);
+        throw;
+      }
+    }
+  }
+  ~Use() {
+    auto it = held_.find(store_.id_);
+    if (--it->second.second == 0) {
+      store_.release(it->second.first);
+      held_.erase(it);
+    }
+  }
+  Use(const Use&) = delete;
+  Use& operator=(const Use&) = delete;
+
+ private:
+  SqliteStore& store_;
+};
+
+SqliteStore::Connection& SqliteStore::current() { return *held_.at(id_).first; }
+Db& SqliteStore::db() { return current().db; }
+
+SqliteStore::Connection* SqliteStore::acquire() {
+  std::unique_lock lock(pool_mutex_);
+  // ":memory:" is one database per connection: every thread shares the one connection, one at a time.
+  pool_free_.wait(lock, [&] { return !idle_.empty() || !shared_ || open_ == 0; });
+  if (!idle_.empty()) {
+    auto* connection = idle_.back().release();
+    idle_.pop_back();
+    return connection;
+  }
+  ++open_;
+  lock.unlock();
+  try {
+    return new Connection(path_);
+  } catch (...) {
+    lock.lock();
+    --open_;
+    pool_free_.notify_one();
+    throw;
+  }
+}
+
+void SqliteStore::release(Connection* connection) {
+  std::unique_ptr<Connection> owned(connection);
+  std::lock_guard lock(pool_mutex_);
+  if (owned->depth != 0 || (!shared_ && idle_.size() >= max_idle_connections)) {
+    --open_;  // closed as `owned` goes
+    return;
+  }
+  idle_.push_back(std::move(owned));
+  pool_free_.notify_one();
+}
+
+// The outermost unit of a connection is a SQLite transaction (writes: BEGIN IMMEDIATE, the write lock at
+// once; reads: a snapshot of the WAL); inner units are savepoints, so a failed inner unit undoes only its part.
 class SqliteStore::SqliteTransaction final : public Store::Transaction {
  public:
-  explicit SqliteTransaction(SqliteStore& store) : store_(store) {
-    if (store_.depth_ == 0) store_.db_.exec("BEGIN IMMEDIATE");
-    ++store_.depth_;
+  SqliteTransaction(SqliteStore& store, Access access)
+      : use_(store), connection_(store.current()), level_(connection_.depth) {
+    if (level_ == 0)
+      connection_.db.exec(access == Access::write ? "BEGIN IMMEDIATE" : "BEGIN");
+    else
+      connection_.db.exec(fmt::format("SAVEPOINT unit_{}", level_));
+    ++connection_.depth;
   }
   ~SqliteTransaction() override {
     if (done_) return;
-    --store_.depth_;
-    // An inner unit that fails makes the whole request fail: the outermost one rolls back.
-    if (store_.depth_ == 0) sqlite3_exec(store_.db_.raw(), "ROLLBACK", nullptr, nullptr, nullptr);
+    --connection_.depth;
+    auto* raw = connection_.db.raw();
+    if (level_ == 0) {
+      sqlite3_exec(raw, "ROLLBACK", nullptr, nullptr, nullptr);
+    } else {
+      auto undo = fmt::format("ROLLBACK TO unit_{0}; RELEASE unit_{0}", level_);
+      sqlite3_exec(raw, undo.c_str(), nullptr, nullptr, nullptr);
+    }
   }
+  SqliteTransaction(const SqliteTransaction&) = delete;
+  SqliteTransaction& operator=(const SqliteTransaction&) = delete;
   void commit() override {
-    if (store_.depth_ == 1) store_.db_.exec("COMMIT");
-    --store_.depth_;
+    connection_.db.exec(level_ == 0 ? std::string("COMMIT") : fmt::format("RELEASE unit_{}", level_));
+    --connection_.depth;
     done_ = true;
   }
 
  private:
-  SqliteStore& store_;
+  Use use_;
+  Connection& connection_;
+  int level_;
   bool done_ = false;
 };
 
-std::unique_ptr<Store::Transaction> SqliteStore::begin() { return std::make_unique<SqliteTransaction>(*this); }
+std::unique_ptr<Store::Transaction> SqliteStore::begin(Access access) {
+  return std::make_unique<SqliteTransaction>(*this, access);
+}
 
-SqliteStore::SqliteStore(const std::string& path) : db_(path) { migrate(db_, path); }
+namespace {
+std::atomic<std::uint64_t> next_store_id{1};
+}  // namespace
 
-int SqliteStore::schema_version() { return kiln::service::schema_version(db_); }
+SqliteStore::SqliteStore(const std::string& path)
+    : path_(path), shared_(path.empty() || path == ":memory:" || path.starts_with("file::memory:")),
+      id_(next_store_id++) {
+  Use use(*this);
+  migrate(db(), path);
+}
+
+SqliteStore::~SqliteStore() = default;
+
+int SqliteStore::schema_version() {
+  Use use(*this);
+  return kiln::service::schema_version(db());
+}
 int SqliteStore::latest_schema_version() { return std::end(migrations)[-1].version; }
 
 // Tenants and tokens.
 
 std::int64_t SqliteStore::create_tenant(const std::string& name, const std::string& now) {
-  db_.prepare("INSERT INTO tenants (name, created_at) VALUES (?, ?)").bind(1, name).bind(2, now).run();
-  return sqlite3_last_insert_rowid(db_.raw());
+  Use use(*this);
+  db().prepare("INSERT INTO tenants (name, created_at) VALUES (?, ?)").bind(1, name).bind(2, now).run();
+  return sqlite3_last_insert_rowid(db().raw());
 }
 
 std::optional<std::int64_t> SqliteStore::find_tenant(const std::string& name) {
-  auto q = db_.prepare("SELECT id FROM tenants WHERE name = ?");
+  Use use(*this);
+  auto q = db().prepare("SELECT id FROM tenants WHERE name = ?");
   q.bind(1, name);
   if (!q.step()) return std::nullopt;
   return q.integer(0);
 }
 
 std::string SqliteStore::tenant_name(std::int64_t tenant_id) {
-  auto q = db_.prepare("SELECT name FROM tenants WHERE id = ?");
+  Use use(*this);
+  auto q = db().prepare("SELECT name FROM tenants WHERE id = ?");
   q.bind(1, tenant_id);
   return q.step() ? q.text(0) : "";
 }
 
 void SqliteStore::add_token(const std::string& hash, const TokenRecord& token, const std::string& now) {
-  db_.prepare("INSERT INTO tokens (hash, tenant_id, role, name, created_at) VALUES (?, ?, ?, ?, ?)")
+  Use use(*this);
+  db().prepare("INSERT INTO tokens (hash, tenant_id, role, name, created_at) VALUES (?, ?, ?, ?, ?)")
       .bind(1, hash)
       .bind(2, token.tenant_id)
       .bind(3, token.role)
@@ -291,7 +401,8 @@ void SqliteStore::add_token(const std::string& hash, const TokenRecord& token, c
 }
 
 std::optional<TokenRecord> SqliteStore::find_token(const std::string& hash) {
-  auto q = db_.prepare("SELECT tenant_id, role, name FROM tokens WHERE hash = ?");
+  Use use(*this);
+  auto q = db().prepare("SELECT tenant_id, role, name FROM tokens WHERE hash = ?");
   q.bind(1, hash);
   if (!q.step()) return std::nullopt;
   return TokenRecord{q.integer(0), q.text(1), q.text(2)};
@@ -300,12 +411,14 @@ std::optional<TokenRecord> SqliteStore::find_token(const std::string& hash) {
 // Idempotency keys.
 
 void SqliteStore::forget_idempotency_before(const std::string& oldest) {
-  db_.prepare("DELETE FROM idempotency WHERE created_at < ?").bind(1, oldest).run();
+  Use use(*this);
+  db().prepare("DELETE FROM idempotency WHERE created_at < ?").bind(1, oldest).run();
 }
 
 std::optional<IdempotencyRecord> SqliteStore::find_idempotency(std::int64_t tenant_id, const std::string& key,
                                                                const std::string& oldest) {
-  auto q = db_.prepare(
+  Use use(*this);
+  auto q = db().prepare(
       "SELECT method, path, status, body, request_sha256, secret FROM idempotency WHERE tenant_id = ? AND key = ? "
       "AND created_at >= ?");
   q.bind(1, tenant_id).bind(2, key).bind(3, oldest);
@@ -316,7 +429,8 @@ std::optional<IdempotencyRecord> SqliteStore::find_idempotency(std::int64_t tena
 
 void SqliteStore::remember_idempotency(std::int64_t tenant_id, const std::string& key,
                                        const IdempotencyRecord& record, const std::string& now) {
-  db_.prepare(
+  Use use(*this);
+  db().prepare(
         "INSERT OR REPLACE INTO idempotency (tenant_id, key, method, path, status, body, created_at, "
         "request_sha256, secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
       .bind(1, tenant_id)
@@ -346,7 +460,8 @@ Group read_group(Statement& q) { return {q.text(0), q.text(1), q.text(2), q.text
 }  // namespace
 
 std::optional<Product> SqliteStore::find_product(std::int64_t tenant_id, const std::string& ref) {
-  auto q = db_.prepare(
+  Use use(*this);
+  auto q = db().prepare(
       "SELECT id, name, coalesce(description, ''), created_at FROM products WHERE tenant_id = ? AND (id = ? OR name "
       "= ?)");
   q.bind(1, tenant_id).bind(2, ref).bind(3, ref);
@@ -355,13 +470,15 @@ std::optional<Product> SqliteStore::find_product(std::int64_t tenant_id, const s
 }
 
 bool SqliteStore::product_name_taken(std::int64_t tenant_id, const std::string& name) {
-  auto q = db_.prepare("SELECT 1 FROM products WHERE tenant_id = ? AND name = ?");
+  Use use(*this);
+  auto q = db().prepare("SELECT 1 FROM products WHERE tenant_id = ? AND name = ?");
   q.bind(1, tenant_id).bind(2, name);
   return q.step();
 }
 
 void SqliteStore::insert_product(std::int64_t tenant_id, const Product& product) {
-  db_.prepare("INSERT INTO products (id, tenant_id, name, description, created_at) VALUES (?, ?, ?, ?, ?)")
+  Use use(*this);
+  db().prepare("INSERT INTO products (id, tenant_id, name, description, created_at) VALUES (?, ?, ?, ?, ?)")
       .bind(1, product.id)
       .bind(2, tenant_id)
       .bind(3, product.name)
@@ -371,7 +488,8 @@ void SqliteStore::insert_product(std::int64_t tenant_id, const Product& product)
 }
 
 std::vector<Product> SqliteStore::list_products(std::int64_t tenant_id) {
-  auto q = db_.prepare(
+  Use use(*this);
+  auto q = db().prepare(
       "SELECT id, name, coalesce(description, ''), created_at FROM products WHERE tenant_id = ? ORDER BY name");
   q.bind(1, tenant_id);
   std::vector<Product> out;
@@ -380,39 +498,43 @@ std::vector<Product> SqliteStore::list_products(std::int64_t tenant_id) {
 }
 
 void SqliteStore::delete_product(const std::string& product_id) {
-  db_.prepare(
+  Use use(*this);
+  db().prepare(
         "DELETE FROM deployment_tallies WHERE deployment_id IN (SELECT d.id FROM deployments d JOIN device_groups g "
         "ON g.id = d.group_id WHERE g.product_id = ?)")
       .bind(1, product_id)
       .run();
-  db_.prepare(
+  db().prepare(
         "DELETE FROM deployment_devices WHERE deployment_id IN (SELECT d.id FROM deployments d JOIN device_groups g "
         "ON g.id = d.group_id WHERE g.product_id = ?)")
       .bind(1, product_id)
       .run();
-  db_.prepare("DELETE FROM deployments WHERE group_id IN (SELECT id FROM device_groups WHERE product_id = ?)")
+  db().prepare("DELETE FROM deployments WHERE group_id IN (SELECT id FROM device_groups WHERE product_id = ?)")
       .bind(1, product_id)
       .run();
-  db_.prepare("DELETE FROM device_groups WHERE product_id = ?").bind(1, product_id).run();
-  db_.prepare("DELETE FROM products WHERE id = ?").bind(1, product_id).run();
+  db().prepare("DELETE FROM device_groups WHERE product_id = ?").bind(1, product_id).run();
+  db().prepare("DELETE FROM products WHERE id = ?").bind(1, product_id).run();
 }
 
 std::optional<Group> SqliteStore::find_group(std::int64_t tenant_id, const std::string& id) {
-  auto q = db_.prepare(std::string(group_columns) + "WHERE g.id = ? AND g.tenant_id = ?");
+  Use use(*this);
+  auto q = db().prepare(std::string(group_columns) + "WHERE g.id = ? AND g.tenant_id = ?");
   q.bind(1, id).bind(2, tenant_id);
   if (!q.step()) return std::nullopt;
   return read_group(q);
 }
 
 std::optional<Group> SqliteStore::find_group_by_name(const std::string& product_id, const std::string& name) {
-  auto q = db_.prepare(std::string(group_columns) + "WHERE g.product_id = ? AND g.name = ?");
+  Use use(*this);
+  auto q = db().prepare(std::string(group_columns) + "WHERE g.product_id = ? AND g.name = ?");
   q.bind(1, product_id).bind(2, name);
   if (!q.step()) return std::nullopt;
   return read_group(q);
 }
 
 void SqliteStore::insert_group(std::int64_t tenant_id, const Group& group) {
-  db_.prepare(
+  Use use(*this);
+  db().prepare(
         "INSERT INTO device_groups (id, tenant_id, product_id, name, description, created_at) VALUES (?, ?, ?, ?, ?, "
         "?)")
       .bind(1, group.id)
@@ -425,10 +547,11 @@ void SqliteStore::insert_group(std::int64_t tenant_id, const Group& group) {
 }
 
 std::vector<Group> SqliteStore::list_groups(std::int64_t tenant_id, const std::optional<std::string>& product_id) {
+  Use use(*this);
   std::string sql = std::string(group_columns) + "WHERE g.tenant_id = ?";
   if (product_id) sql += " AND g.product_id = ?";
   sql += " ORDER BY p.name, g.name";
-  auto q = db_.prepare(sql);
+  auto q = db().prepare(sql);
   q.bind(1, tenant_id);
   if (product_id) q.bind(2, *product_id);
   std::vector<Group> out;
@@ -438,31 +561,35 @@ std::vector<Group> SqliteStore::list_groups(std::int64_t tenant_id, const std::o
 
 void SqliteStore::update_group(const std::string& id, const std::optional<std::string>& name,
                                const std::optional<std::string>& description) {
-  if (name) db_.prepare("UPDATE device_groups SET name = ? WHERE id = ?").bind(1, *name).bind(2, id).run();
+  Use use(*this);
+  if (name) db().prepare("UPDATE device_groups SET name = ? WHERE id = ?").bind(1, *name).bind(2, id).run();
   if (description)
-    db_.prepare("UPDATE device_groups SET description = ? WHERE id = ?").bind(1, *description).bind(2, id).run();
+    db().prepare("UPDATE device_groups SET description = ? WHERE id = ?").bind(1, *description).bind(2, id).run();
 }
 
 void SqliteStore::delete_group(const std::string& group_id) {
-  db_.prepare("DELETE FROM deployment_tallies WHERE deployment_id IN (SELECT id FROM deployments WHERE group_id = ?)")
+  Use use(*this);
+  db().prepare("DELETE FROM deployment_tallies WHERE deployment_id IN (SELECT id FROM deployments WHERE group_id = ?)")
       .bind(1, group_id)
       .run();
-  db_.prepare("DELETE FROM deployment_devices WHERE deployment_id IN (SELECT id FROM deployments WHERE group_id = ?)")
+  db().prepare("DELETE FROM deployment_devices WHERE deployment_id IN (SELECT id FROM deployments WHERE group_id = ?)")
       .bind(1, group_id)
       .run();
-  db_.prepare("DELETE FROM deployments WHERE group_id = ?").bind(1, group_id).run();
-  db_.prepare("DELETE FROM device_groups WHERE id = ?").bind(1, group_id).run();
+  db().prepare("DELETE FROM deployments WHERE group_id = ?").bind(1, group_id).run();
+  db().prepare("DELETE FROM device_groups WHERE id = ?").bind(1, group_id).run();
 }
 
 std::int64_t SqliteStore::devices_in_product(const std::string& product_id) {
-  auto q = db_.prepare("SELECT count(*) FROM devices WHERE product_id = ?");
+  Use use(*this);
+  auto q = db().prepare("SELECT count(*) FROM devices WHERE product_id = ?");
   q.bind(1, product_id);
   q.step();
   return q.integer(0);
 }
 
 std::int64_t SqliteStore::devices_in_group(const std::string& group_id) {
-  auto q = db_.prepare("SELECT count(*) FROM devices WHERE group_id = ?");
+  Use use(*this);
+  auto q = db().prepare("SELECT count(*) FROM devices WHERE group_id = ?");
   q.bind(1, group_id);
   q.step();
   return q.integer(0);
@@ -521,14 +648,16 @@ void bind_filter(Statement& q, const DeviceFilter& f, const FilterSql& sql) {
 }  // namespace
 
 std::optional<DeviceView> SqliteStore::find_device(std::int64_t tenant_id, const std::string& id) {
-  auto q = db_.prepare(std::string(device_columns) + "WHERE d.id = ? AND d.tenant_id = ?");
+  Use use(*this);
+  auto q = db().prepare(std::string(device_columns) + "WHERE d.id = ? AND d.tenant_id = ?");
   q.bind(1, id).bind(2, tenant_id);
   if (!q.step()) return std::nullopt;
   return read_device(q);
 }
 
 std::optional<DeviceIdentity> SqliteStore::device_identity(const std::string& id) {
-  auto q = db_.prepare("SELECT tenant_id, public_key, group_id FROM devices WHERE id = ?");
+  Use use(*this);
+  auto q = db().prepare("SELECT tenant_id, public_key, group_id FROM devices WHERE id = ?");
   q.bind(1, id);
   if (!q.step()) return std::nullopt;
   return DeviceIdentity{q.integer(0), q.text(1), q.optional_text(2)};
@@ -536,11 +665,12 @@ std::optional<DeviceIdentity> SqliteStore::device_identity(const std::string& id
 
 std::vector<DeviceView> SqliteStore::list_devices(const DeviceFilter& filter, const std::optional<std::string>& after,
                                                   std::int64_t limit) {
+  Use use(*this);
   auto sql = filter_sql(filter);
   std::string text = std::string(device_columns) + sql.where;
   if (after) text += fmt::format(" AND d.id > ?{}", sql.binds.size() + 2);
   text += fmt::format(" ORDER BY d.id LIMIT {}", limit);
-  auto q = db_.prepare(text);
+  auto q = db().prepare(text);
   bind_filter(q, filter, sql);
   if (after) q.bind(static_cast<int>(sql.binds.size() + 2), *after);
   std::vector<DeviceView> out;
@@ -549,19 +679,20 @@ std::vector<DeviceView> SqliteStore::list_devices(const DeviceFilter& filter, co
 }
 
 std::vector<DeviceCount> SqliteStore::count_devices(const DeviceFilter& filter, DeviceCountKey by) {
+  Use use(*this);
   const char* column = by == DeviceCountKey::version ? "d.version"
                        : by == DeviceCountKey::state ? "d.state"
                        : by == DeviceCountKey::group ? "d.group_id"
                                                      : "d.product_id";
   auto sql = filter_sql(filter);
-  auto q = db_.prepare(
+  auto q = db().prepare(
       fmt::format("SELECT {0}, count(*) FROM devices d {1} GROUP BY {0} ORDER BY 2 DESC", column, sql.where));
   bind_filter(q, filter, sql);
   std::vector<DeviceCount> out;
   while (q.step()) {
     DeviceCount c{q.optional_text(0), q.integer(1)};
     if (c.key && (by == DeviceCountKey::group || by == DeviceCountKey::product)) {
-      auto name = db_.prepare(by == DeviceCountKey::group
+      auto name = db().prepare(by == DeviceCountKey::group
                                   ? "SELECT p.name || '/' || g.name FROM device_groups g JOIN products p ON p.id = "
                                     "g.product_id WHERE g.id = ?"
                                   : "SELECT name FROM products WHERE id = ?");
@@ -574,8 +705,9 @@ std::vector<DeviceCount> SqliteStore::count_devices(const DeviceFilter& filter, 
 }
 
 bool SqliteStore::upsert_device(const ImportedDevice& device) {
+  Use use(*this);
   auto before = device_identity(device.id);
-  auto q = db_.prepare(
+  auto q = db().prepare(
       "INSERT INTO devices (id, tenant_id, product_id, group_id, state, version, public_key, certificate, last_seen, "
       "imported_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
       "ON CONFLICT(id) DO UPDATE SET product_id = excluded.product_id, group_id = excluded.group_id, "
@@ -592,32 +724,35 @@ bool SqliteStore::upsert_device(const ImportedDevice& device) {
       .bind_optional(9, device.last_seen)
       .bind(10, device.imported_at);
   q.run();
-  if (db_.changes() == 0) return false;
+  if (db().changes() == 0) return false;
   if (!before || before->group_id != device.group_id) {
-    if (before && before->group_id) count_member(db_, device.id, *before->group_id, -1);
-    count_member(db_, device.id, device.group_id, 1);
+    if (before && before->group_id) count_member(db(), device.id, *before->group_id, -1);
+    count_member(db(), device.id, device.group_id, 1);
   }
   return true;
 }
 
 bool SqliteStore::group_of_device_product(const std::string& device_id, const std::string& group_id) {
-  auto q = db_.prepare(
+  Use use(*this);
+  auto q = db().prepare(
       "SELECT 1 FROM devices d JOIN device_groups g ON g.product_id = d.product_id WHERE d.id = ? AND g.id = ?");
   q.bind(1, device_id).bind(2, group_id);
   return q.step();
 }
 
 void SqliteStore::set_device_group(const std::string& device_id, const std::string& group_id) {
+  Use use(*this);
   auto before = device_identity(device_id);
-  db_.prepare("UPDATE devices SET group_id = ? WHERE id = ?").bind(1, group_id).bind(2, device_id).run();
+  db().prepare("UPDATE devices SET group_id = ? WHERE id = ?").bind(1, group_id).bind(2, device_id).run();
   if (before && before->group_id != group_id) {
-    if (before->group_id) count_member(db_, device_id, *before->group_id, -1);
-    count_member(db_, device_id, group_id, 1);
+    if (before->group_id) count_member(db(), device_id, *before->group_id, -1);
+    count_member(db(), device_id, group_id, 1);
   }
 }
 
 void SqliteStore::mark_claimed(const std::string& device_id, const std::string& now) {
-  db_.prepare("UPDATE devices SET claimed = 1, claimed_at = coalesce(claimed_at, ?) WHERE id = ?")
+  Use use(*this);
+  db().prepare("UPDATE devices SET claimed = 1, claimed_at = coalesce(claimed_at, ?) WHERE id = ?")
       .bind(1, now)
       .bind(2, device_id)
       .run();
@@ -626,7 +761,8 @@ void SqliteStore::mark_claimed(const std::string& device_id, const std::string& 
 void SqliteStore::device_checked_in(const std::string& device_id, const std::string& now,
                                     const std::optional<std::string>& version,
                                     const std::optional<std::string>& state) {
-  db_.prepare("UPDATE devices SET last_seen = ?, version = coalesce(?, version), state = coalesce(?, state) WHERE id = ?")
+  Use use(*this);
+  db().prepare("UPDATE devices SET last_seen = ?, version = coalesce(?, version), state = coalesce(?, state) WHERE id = ?")
       .bind(1, now)
       .bind_optional(2, version)
       .bind_optional(3, state)
@@ -636,8 +772,9 @@ void SqliteStore::device_checked_in(const std::string& device_id, const std::str
 
 void SqliteStore::add_claim_challenge(const std::string& nonce, const std::string& device_id, std::int64_t tenant_id,
                                       std::int64_t expires_at, std::int64_t now) {
-  db_.prepare("DELETE FROM claim_challenges WHERE expires_at < ?").bind(1, now).run();
-  db_.prepare("INSERT INTO claim_challenges (nonce, device_id, tenant_id, expires_at) VALUES (?, ?, ?, ?)")
+  Use use(*this);
+  db().prepare("DELETE FROM claim_challenges WHERE expires_at < ?").bind(1, now).run();
+  db().prepare("INSERT INTO claim_challenges (nonce, device_id, tenant_id, expires_at) VALUES (?, ?, ?, ?)")
       .bind(1, nonce)
       .bind(2, device_id)
       .bind(3, tenant_id)
@@ -647,21 +784,24 @@ void SqliteStore::add_claim_challenge(const std::string& nonce, const std::strin
 
 bool SqliteStore::take_claim_challenge(const std::string& nonce, const std::string& device_id, std::int64_t tenant_id,
                                        std::int64_t now) {
-  auto q = db_.prepare("SELECT expires_at FROM claim_challenges WHERE nonce = ? AND device_id = ? AND tenant_id = ?");
+  Use use(*this);
+  auto q = db().prepare("SELECT expires_at FROM claim_challenges WHERE nonce = ? AND device_id = ? AND tenant_id = ?");
   q.bind(1, nonce).bind(2, device_id).bind(3, tenant_id);
   if (!q.step() || q.integer(0) < now) return false;
-  db_.prepare("DELETE FROM claim_challenges WHERE nonce = ?").bind(1, nonce).run();
+  db().prepare("DELETE FROM claim_challenges WHERE nonce = ?").bind(1, nonce).run();
   return true;
 }
 
 // Staged imports.
 
 void SqliteStore::forget_import_parts_before(std::int64_t oldest) {
-  db_.prepare("DELETE FROM import_parts WHERE created_at < ?").bind(1, oldest).run();
+  Use use(*this);
+  db().prepare("DELETE FROM import_parts WHERE created_at < ?").bind(1, oldest).run();
 }
 
 std::int64_t SqliteStore::import_received(std::int64_t tenant_id, const std::string& import_id) {
-  auto q = db_.prepare(
+  Use use(*this);
+  auto q = db().prepare(
       "SELECT coalesce(sum(length(CAST(body AS BLOB))), 0) FROM import_parts WHERE tenant_id = ? AND import_id = ?");
   q.bind(1, tenant_id).bind(2, import_id);
   q.step();
@@ -670,7 +810,8 @@ std::int64_t SqliteStore::import_received(std::int64_t tenant_id, const std::str
 
 void SqliteStore::add_import_part(std::int64_t tenant_id, const std::string& import_id, std::int64_t offset,
                                   std::string_view body, std::int64_t now) {
-  db_.prepare("INSERT INTO import_parts (tenant_id, import_id, offset, body, created_at) VALUES (?, ?, ?, ?, ?)")
+  Use use(*this);
+  db().prepare("INSERT INTO import_parts (tenant_id, import_id, offset, body, created_at) VALUES (?, ?, ?, ?, ?)")
       .bind(1, tenant_id)
       .bind(2, import_id)
       .bind(3, offset)
@@ -681,13 +822,15 @@ void SqliteStore::add_import_part(std::int64_t tenant_id, const std::string& imp
 
 void SqliteStore::for_each_import_part(std::int64_t tenant_id, const std::string& import_id,
                                        const std::function<void(const std::string&)>& each) {
-  auto q = db_.prepare("SELECT body FROM import_parts WHERE tenant_id = ? AND import_id = ? ORDER BY offset");
+  Use use(*this);
+  auto q = db().prepare("SELECT body FROM import_parts WHERE tenant_id = ? AND import_id = ? ORDER BY offset");
   q.bind(1, tenant_id).bind(2, import_id);
   while (q.step()) each(q.text(0));
 }
 
 void SqliteStore::delete_import(std::int64_t tenant_id, const std::string& import_id) {
-  db_.prepare("DELETE FROM import_parts WHERE tenant_id = ? AND import_id = ?").bind(1, tenant_id).bind(2, import_id).run();
+  Use use(*this);
+  db().prepare("DELETE FROM import_parts WHERE tenant_id = ? AND import_id = ?").bind(1, tenant_id).bind(2, import_id).run();
 }
 
 // Factory CAs.
@@ -702,24 +845,27 @@ constexpr const char* owned_cas =
 }  // namespace
 
 std::vector<std::string> SqliteStore::owned_factory_ca_pems(std::int64_t tenant_id) {
+  Use use(*this);
   std::vector<std::string> out;
-  auto q = db_.prepare(std::string(owned_cas) + "WHERE c.tenant_id = ?");
+  auto q = db().prepare(std::string(owned_cas) + "WHERE c.tenant_id = ?");
   q.bind(1, tenant_id);
   while (q.step()) out.push_back(q.text(1));
   return out;
 }
 
 std::map<std::int64_t, std::vector<std::string>> SqliteStore::owned_station_ca_pems() {
+  Use use(*this);
   std::map<std::int64_t, std::vector<std::string>> by_tenant;
-  auto q = db_.prepare(std::string(owned_cas) + "WHERE c.stations != 0 ORDER BY c.tenant_id");
+  auto q = db().prepare(std::string(owned_cas) + "WHERE c.stations != 0 ORDER BY c.tenant_id");
   while (q.step()) by_tenant[q.integer(0)].push_back(q.text(1));
   return by_tenant;
 }
 
 void SqliteStore::add_factory_ca_challenge(const std::string& nonce, const FactoryCaChallenge& challenge,
                                            std::int64_t now) {
-  db_.prepare("DELETE FROM factory_ca_challenges WHERE expires_at < ?").bind(1, now).run();
-  db_.prepare("INSERT INTO factory_ca_challenges (nonce, tenant_id, key_sha256, expires_at) VALUES (?, ?, ?, ?)")
+  Use use(*this);
+  db().prepare("DELETE FROM factory_ca_challenges WHERE expires_at < ?").bind(1, now).run();
+  db().prepare("INSERT INTO factory_ca_challenges (nonce, tenant_id, key_sha256, expires_at) VALUES (?, ?, ?, ?)")
       .bind(1, nonce)
       .bind(2, challenge.tenant_id)
       .bind(3, challenge.key_sha256)
@@ -728,29 +874,32 @@ void SqliteStore::add_factory_ca_challenge(const std::string& nonce, const Facto
 }
 
 std::optional<FactoryCaChallenge> SqliteStore::take_factory_ca_challenge(const std::string& nonce) {
-  auto q = db_.prepare("SELECT tenant_id, key_sha256, expires_at FROM factory_ca_challenges WHERE nonce = ?");
+  Use use(*this);
+  auto q = db().prepare("SELECT tenant_id, key_sha256, expires_at FROM factory_ca_challenges WHERE nonce = ?");
   q.bind(1, nonce);
   std::optional<FactoryCaChallenge> out;
   if (q.step()) out = FactoryCaChallenge{q.integer(0), q.text(1), q.integer(2)};
-  db_.prepare("DELETE FROM factory_ca_challenges WHERE nonce = ?").bind(1, nonce).run();
+  db().prepare("DELETE FROM factory_ca_challenges WHERE nonce = ?").bind(1, nonce).run();
   return out;
 }
 
 std::int64_t SqliteStore::claim_factory_ca_key(const std::string& key_sha256, std::int64_t tenant_id,
                                                const std::string& now) {
-  db_.prepare("INSERT OR IGNORE INTO factory_ca_owners (key_sha256, tenant_id, created_at) VALUES (?, ?, ?)")
+  Use use(*this);
+  db().prepare("INSERT OR IGNORE INTO factory_ca_owners (key_sha256, tenant_id, created_at) VALUES (?, ?, ?)")
       .bind(1, key_sha256)
       .bind(2, tenant_id)
       .bind(3, now)
       .run();
-  auto owner = db_.prepare("SELECT tenant_id FROM factory_ca_owners WHERE key_sha256 = ?");
+  auto owner = db().prepare("SELECT tenant_id FROM factory_ca_owners WHERE key_sha256 = ?");
   owner.bind(1, key_sha256);
   return owner.step() ? owner.integer(0) : 0;
 }
 
 bool SqliteStore::register_factory_ca(std::int64_t tenant_id, const FactoryCaRecord& ca) {
+  Use use(*this);
   // Registering again may widen the CA to stations; it never narrows a registration silently.
-  db_.prepare(
+  db().prepare(
         "INSERT INTO factory_cas (tenant_id, id, subject, pem, created_at, stations, key_sha256) VALUES (?, ?, ?, ?, "
         "?, ?, ?) ON CONFLICT (tenant_id, id) DO UPDATE SET stations = max(stations, excluded.stations)")
       .bind(1, tenant_id)
@@ -761,13 +910,14 @@ bool SqliteStore::register_factory_ca(std::int64_t tenant_id, const FactoryCaRec
       .bind(6, std::int64_t{ca.stations ? 1 : 0})
       .bind_optional(7, ca.key_sha256)
       .run();
-  auto q = db_.prepare("SELECT stations FROM factory_cas WHERE tenant_id = ? AND id = ?");
+  auto q = db().prepare("SELECT stations FROM factory_cas WHERE tenant_id = ? AND id = ?");
   q.bind(1, tenant_id).bind(2, ca.id);
   return q.step() && q.integer(0) != 0;
 }
 
 std::vector<FactoryCaRecord> SqliteStore::list_factory_cas(std::int64_t tenant_id) {
-  auto q = db_.prepare(
+  Use use(*this);
+  auto q = db().prepare(
       "SELECT c.id, c.subject, c.pem, c.stations, c.key_sha256, o.tenant_id IS NOT NULL, c.created_at FROM "
       "factory_cas c LEFT JOIN factory_ca_owners o ON o.key_sha256 = c.key_sha256 AND o.tenant_id = c.tenant_id "
       "WHERE c.tenant_id = ? ORDER BY c.created_at");
@@ -793,16 +943,18 @@ ImageRecord read_image(Statement& q) {
 }  // namespace
 
 std::optional<ImageRecord> SqliteStore::find_image(std::int64_t tenant_id, const std::string& sha256) {
-  auto q = db_.prepare(std::string(image_columns) + "WHERE tenant_id = ? AND sha256 = ?");
+  Use use(*this);
+  auto q = db().prepare(std::string(image_columns) + "WHERE tenant_id = ? AND sha256 = ?");
   q.bind(1, tenant_id).bind(2, sha256);
   if (!q.step()) return std::nullopt;
   return read_image(q);
 }
 
 void SqliteStore::insert_image(std::int64_t tenant_id, const ImageRecord& image) {
+  Use use(*this);
   std::optional<std::string> name;
   if (!image.name.empty()) name = image.name;
-  db_.prepare("INSERT INTO images (tenant_id, sha256, name, size, created_at) VALUES (?, ?, ?, ?, ?)")
+  db().prepare("INSERT INTO images (tenant_id, sha256, name, size, created_at) VALUES (?, ?, ?, ?, ?)")
       .bind(1, tenant_id)
       .bind(2, image.sha256)
       .bind_optional(3, name)
@@ -812,7 +964,8 @@ void SqliteStore::insert_image(std::int64_t tenant_id, const ImageRecord& image)
 }
 
 std::vector<ImageRecord> SqliteStore::list_images(std::int64_t tenant_id) {
-  auto q = db_.prepare(std::string(image_columns) + "WHERE tenant_id = ? ORDER BY created_at, sha256");
+  Use use(*this);
+  auto q = db().prepare(std::string(image_columns) + "WHERE tenant_id = ? ORDER BY created_at, sha256");
   q.bind(1, tenant_id);
   std::vector<ImageRecord> out;
   while (q.step()) out.push_back(read_image(q));
@@ -821,7 +974,8 @@ std::vector<ImageRecord> SqliteStore::list_images(std::int64_t tenant_id) {
 
 void SqliteStore::record_upload(std::int64_t tenant_id, const std::string& sha256, std::int64_t received,
                                 bool complete) {
-  db_.prepare("UPDATE images SET received = ?, complete = ? WHERE tenant_id = ? AND sha256 = ?")
+  Use use(*this);
+  db().prepare("UPDATE images SET received = ?, complete = ? WHERE tenant_id = ? AND sha256 = ?")
       .bind(1, received)
       .bind(2, std::int64_t{complete ? 1 : 0})
       .bind(3, tenant_id)
@@ -830,7 +984,8 @@ void SqliteStore::record_upload(std::int64_t tenant_id, const std::string& sha25
 }
 
 void SqliteStore::link_manifest(std::int64_t tenant_id, const std::string& image, const std::string& manifest) {
-  db_.prepare("UPDATE images SET manifest = ? WHERE tenant_id = ? AND sha256 = ?")
+  Use use(*this);
+  db().prepare("UPDATE images SET manifest = ? WHERE tenant_id = ? AND sha256 = ?")
       .bind(1, manifest)
       .bind(2, tenant_id)
       .bind(3, image)
@@ -891,7 +1046,8 @@ void add_deployment_tallies(Db& db) {
 }  // namespace
 
 std::optional<Deployment> SqliteStore::find_deployment(std::int64_t tenant_id, const std::string& id) {
-  auto q = db_.prepare(std::string(deployment_columns) + "WHERE d.id = ? AND d.tenant_id = ?");
+  Use use(*this);
+  auto q = db().prepare(std::string(deployment_columns) + "WHERE d.id = ? AND d.tenant_id = ?");
   q.bind(1, id).bind(2, tenant_id);
   if (!q.step()) return std::nullopt;
   return read_deployment(q);
@@ -899,7 +1055,8 @@ std::optional<Deployment> SqliteStore::find_deployment(std::int64_t tenant_id, c
 
 std::optional<std::string> SqliteStore::newest_deployment(std::int64_t tenant_id, const std::string& group_id,
                                                           bool skip_aborted) {
-  auto q = db_.prepare(fmt::format("SELECT id FROM deployments WHERE group_id = ? AND tenant_id = ? {} ORDER BY rowid "
+  Use use(*this);
+  auto q = db().prepare(fmt::format("SELECT id FROM deployments WHERE group_id = ? AND tenant_id = ? {} ORDER BY rowid "
                                    "DESC LIMIT 1",
                                    skip_aborted ? "AND state != 'aborted'" : ""));
   q.bind(1, group_id).bind(2, tenant_id);
@@ -909,9 +1066,10 @@ std::optional<std::string> SqliteStore::newest_deployment(std::int64_t tenant_id
 
 std::vector<Deployment> SqliteStore::list_deployments(std::int64_t tenant_id,
                                                       const std::optional<std::string>& group_id) {
+  Use use(*this);
   std::string sql = std::string(deployment_columns) + "WHERE d.tenant_id = ?";
   if (group_id) sql += " AND d.group_id = ?";
-  auto q = db_.prepare(sql + " ORDER BY d.rowid");
+  auto q = db().prepare(sql + " ORDER BY d.rowid");
   q.bind(1, tenant_id);
   if (group_id) q.bind(2, *group_id);
   std::vector<Deployment> out;
@@ -920,13 +1078,14 @@ std::vector<Deployment> SqliteStore::list_deployments(std::int64_t tenant_id,
 }
 
 void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d, const std::string& now) {
-  db_.prepare(
+  Use use(*this);
+  db().prepare(
         "UPDATE deployments SET state = 'superseded', updated_at = ? WHERE group_id = ? AND state IN "
         "('active', 'paused', 'halted')")
       .bind(1, now)
       .bind(2, d.group_id)
       .run();
-  auto insert = db_.prepare(
+  auto insert = db().prepare(
       "INSERT INTO deployments (id, tenant_id, group_id, images, rollout, state, created_at, updated_at, manifest, "
       "sequence, waves, wave, wave_started_at, step_after, halt_on_failure, failure_baseline, previous) "
       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
@@ -952,11 +1111,12 @@ void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d,
   else
     insert.bind_null(15);
   insert.bind(16, d.failure_baseline).bind_optional(17, d.previous).run();
-  write_tally(db_, d.id, recount_rollout_tally(d));
+  write_tally(db(), d.id, recount_rollout_tally(d));
 }
 
 void SqliteStore::save_rollout(const std::string& deployment_id, const Rollout& r, const std::string& now) {
-  db_.prepare(
+  Use use(*this);
+  db().prepare(
         "UPDATE deployments SET state = ?, wave = ?, wave_started_at = ?, halt_reason = ?, failure_baseline = ?, "
         "updated_at = ? WHERE id = ?")
       .bind(1, r.state)
@@ -969,12 +1129,16 @@ void SqliteStore::save_rollout(const std::string& deployment_id, const Rollout& 
       .run();
 }
 
-RolloutTally SqliteStore::recount_rollout_tally(const Deployment& deployment) { return recount(db_, deployment); }
+RolloutTally SqliteStore::recount_rollout_tally(const Deployment& deployment) {
+  Use use(*this);
+  return recount(db(), deployment);
+}
 
 RolloutTally SqliteStore::rollout_tally(const Deployment& deployment) {
+  Use use(*this);
   RolloutTally t;
   t.waves.resize(deployment.waves.size());
-  auto q = db_.prepare("SELECT wave, status, devices FROM deployment_tallies WHERE deployment_id = ?");
+  auto q = db().prepare("SELECT wave, status, devices FROM deployment_tallies WHERE deployment_id = ?");
   q.bind(1, deployment.id);
   while (q.step()) add_row(t, q.integer(0), q.text(1), q.integer(2));
   return t;
@@ -982,13 +1146,14 @@ RolloutTally SqliteStore::rollout_tally(const Deployment& deployment) {
 
 std::map<std::string, RolloutTally> SqliteStore::rollout_tallies(std::int64_t tenant_id,
                                                                  const std::optional<std::string>& group_id) {
+  Use use(*this);
   std::map<std::string, RolloutTally> out;
   for (auto& d : list_deployments(tenant_id, group_id)) out[d.id].waves.resize(d.waves.size());
   std::string sql =
       "SELECT t.deployment_id, t.wave, t.status, t.devices FROM deployment_tallies t JOIN deployments d ON d.id = "
       "t.deployment_id WHERE d.tenant_id = ?";
   if (group_id) sql += " AND d.group_id = ?";
-  auto q = db_.prepare(sql);
+  auto q = db().prepare(sql);
   q.bind(1, tenant_id);
   if (group_id) q.bind(2, *group_id);
   while (q.step())
@@ -998,7 +1163,8 @@ std::map<std::string, RolloutTally> SqliteStore::rollout_tallies(std::int64_t te
 
 void SqliteStore::for_each_deployment_device(const Deployment& deployment,
                                              const std::function<void(const DeploymentDevice&)>& each) {
-  auto q = db_.prepare(
+  Use use(*this);
+  auto q = db().prepare(
       "SELECT d.id, dd.status, coalesce(dd.detail, ''), coalesce(dd.updated_at, ''), coalesce(d.version, '') "
       "FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = ? AND dd.device_id = d.id "
       "WHERE d.group_id = ? ORDER BY d.id");
@@ -1008,7 +1174,8 @@ void SqliteStore::for_each_deployment_device(const Deployment& deployment,
 
 std::optional<std::string> SqliteStore::reported_status(const std::string& deployment_id,
                                                         const std::string& device_id) {
-  auto q = db_.prepare("SELECT status FROM deployment_devices WHERE deployment_id = ? AND device_id = ?");
+  Use use(*this);
+  auto q = db().prepare("SELECT status FROM deployment_devices WHERE deployment_id = ? AND device_id = ?");
   q.bind(1, deployment_id).bind(2, device_id);
   if (!q.step()) return std::nullopt;
   return q.text(0);
@@ -1017,20 +1184,21 @@ std::optional<std::string> SqliteStore::reported_status(const std::string& deplo
 void SqliteStore::record_status(const std::string& deployment_id, const std::string& device_id,
                                 const std::string& status, const std::string& detail, const std::string& now,
                                 const std::optional<std::string>& installed_version) {
+  Use use(*this);
   // The tally follows the device's last status, while the device is in the deployment's group.
   auto previous = reported_status(deployment_id, device_id);
-  auto where = db_.prepare(
+  auto where = db().prepare(
       "SELECT coalesce(d.waves, '[' || d.rollout || ']') FROM deployments d JOIN devices v ON v.group_id = "
       "d.group_id WHERE d.id = ? AND v.id = ?");
   where.bind(1, deployment_id).bind(2, device_id);
   if (where.step()) {
     int wave = wave_of_bucket(parse_waves(where.text(0)), rollout_bucket(deployment_id, device_id));
     if (wave > 0) {
-      if (previous) add_tally(db_, deployment_id, wave, *previous, -1);
-      add_tally(db_, deployment_id, wave, status, 1);
+      if (previous) add_tally(db(), deployment_id, wave, *previous, -1);
+      add_tally(db(), deployment_id, wave, status, 1);
     }
   }
-  db_.prepare(
+  db().prepare(
         "INSERT INTO deployment_devices (deployment_id, device_id, status, detail, updated_at) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (deployment_id, device_id) DO UPDATE SET status = excluded.status, "
         "detail = excluded.detail, updated_at = excluded.updated_at")
@@ -1041,7 +1209,7 @@ void SqliteStore::record_status(const std::string& deployment_id, const std::str
       .bind(5, now)
       .run();
   if (installed_version)
-    db_.prepare("UPDATE devices SET version = ? WHERE id = ?").bind(1, *installed_version).bind(2, device_id).run();
+    db().prepare("UPDATE devices SET version = ? WHERE id = ?").bind(1, *installed_version).bind(2, device_id).run();
 }
 
 }  // namespace kiln::service

@@ -1,7 +1,14 @@
 // The SQLite backend of the Store seam: one database file, its schema and migrations, every SQL statement.
 #pragma once
 
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "service/db.hpp"
 #include "service/store.hpp"
@@ -13,11 +20,14 @@ class SqliteStore final : public Store {
   // Opens (creating if needed) the database and brings its schema up to this binary's version.
   // A store written by a newer release (a higher schema version) is refused: Error, ExitCode::conflict.
   explicit SqliteStore(const std::string& path);
+  ~SqliteStore() override;
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
   // The store's schema version, and the one this binary migrates to.
   int schema_version();
   static int latest_schema_version();
 
-  std::unique_ptr<Transaction> begin() override;
+  std::unique_ptr<Transaction> begin(Access access = Access::write) override;
 
   std::int64_t create_tenant(const std::string& name, const std::string& now) override;
   std::optional<std::int64_t> find_tenant(const std::string& name) override;
@@ -106,9 +116,25 @@ class SqliteStore final : public Store {
                      const std::optional<std::string>& installed_version) override;
 
  private:
+  // Requests run on many threads: each holds a connection of the pool while it works (WAL: readers run
+  // beside the one writer).
+  struct Connection;
+  class Use;
   class SqliteTransaction;
-  Db db_;
-  int depth_ = 0;  // open units of work (only the outermost is a SQLite transaction)
+  Connection& current();  // the connection this thread holds (a Use is alive)
+  Db& db();
+  Connection* acquire();
+  void release(Connection* connection);
+
+  static constexpr std::size_t max_idle_connections = 16;
+  static thread_local std::map<std::uint64_t, std::pair<Connection*, int>> held_;  // store id -> held, uses
+  std::string path_;
+  bool shared_;  // an in-memory database: one connection, shared in turn
+  std::uint64_t id_;
+  std::mutex pool_mutex_;
+  std::condition_variable pool_free_;
+  std::vector<std::unique_ptr<Connection>> idle_;
+  int open_ = 0;
 };
 
 }  // namespace kiln::service

@@ -121,13 +121,16 @@ class Store {
   virtual ~Store() = default;
 
   // A unit of work: what a handler does between begin() and commit() is applied together or not at all
-  // (destroyed without commit: rolled back). Units nest; only the outermost commits.
+  // (destroyed without commit: rolled back), isolated from other requests. The service runs every request
+  // in one (reads: a consistent snapshot; writes: one writer at a time); a handler's units nest inside it
+  // and undo only their own part when they fail.
   class Transaction {
    public:
     virtual ~Transaction() = default;
     virtual void commit() = 0;
   };
-  virtual std::unique_ptr<Transaction> begin() = 0;
+  enum class Access { read, write };
+  virtual std::unique_ptr<Transaction> begin(Access access = Access::write) = 0;
 
   // Tenants and tokens.
   virtual std::int64_t create_tenant(const std::string& name, const std::string& now) = 0;
