@@ -162,10 +162,10 @@ std::vector<int> parse_waves(const std::string& text) {
 
 void add_tally(Db& db, const std::string& deployment_id, std::int64_t wave, const std::string& status,
                std::int64_t delta) {
-  db.prepare(
+  db.cached(
         "INSERT INTO deployment_tallies (deployment_id, wave, status, devices) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (deployment_id, wave, status) DO UPDATE SET devices = devices + excluded.devices")
-      .bind(1, deployment_id)
+      ->bind(1, deployment_id)
       .bind(2, wave)
       .bind(3, status)
       .bind(4, delta)
@@ -216,17 +216,23 @@ RolloutTally recount(Db& db, const Deployment& deployment) {
 // A device joins (+1) or leaves (-1) a group: every deployment of the group counts it, and what it reported.
 void count_member(Db& db, const std::string& device_id, const std::string& group_id, std::int64_t delta) {
   std::vector<std::pair<std::string, std::vector<int>>> deployments;
-  auto q = db.prepare("SELECT id, coalesce(waves, '[' || rollout || ']') FROM deployments WHERE group_id = ?");
-  q.bind(1, group_id);
-  while (q.step()) deployments.emplace_back(q.text(0), parse_waves(q.text(1)));
+  {
+    auto q = db.cached("SELECT id, coalesce(waves, '[' || rollout || ']') FROM deployments WHERE group_id = ?");
+    q->bind(1, group_id);
+    while (q->step()) deployments.emplace_back(q->text(0), parse_waves(q->text(1)));
+  }
   for (auto& [id, waves] : deployments) {
     add_tally(db, id, 0, "", delta);
     int wave = wave_of_bucket(waves, rollout_bucket(id, device_id));
     if (wave == 0) continue;
     add_tally(db, id, wave, "", delta);
-    auto status = db.prepare("SELECT status FROM deployment_devices WHERE deployment_id = ? AND device_id = ?");
-    status.bind(1, id).bind(2, device_id);
-    if (status.step()) add_tally(db, id, wave, status.text(0), delta);
+    std::optional<std::string> reported;
+    {
+      auto status = db.cached("SELECT status FROM deployment_devices WHERE deployment_id = ? AND device_id = ?");
+      status->bind(1, id).bind(2, device_id);
+      if (status->step()) reported = status->text(0);
+    }
+    if (reported) add_tally(db, id, wave, *reported, delta);
   }
 }
 
@@ -657,10 +663,10 @@ std::optional<DeviceView> SqliteStore::find_device(std::int64_t tenant_id, const
 
 std::optional<DeviceIdentity> SqliteStore::device_identity(const std::string& id) {
   Use use(*this);
-  auto q = db().prepare("SELECT tenant_id, public_key, group_id FROM devices WHERE id = ?");
-  q.bind(1, id);
-  if (!q.step()) return std::nullopt;
-  return DeviceIdentity{q.integer(0), q.text(1), q.optional_text(2)};
+  auto q = db().cached("SELECT tenant_id, public_key, group_id FROM devices WHERE id = ?");
+  q->bind(1, id);
+  if (!q->step()) return std::nullopt;
+  return DeviceIdentity{q->integer(0), q->text(1), q->optional_text(2)};
 }
 
 std::vector<DeviceView> SqliteStore::list_devices(const DeviceFilter& filter, const std::optional<std::string>& after,
@@ -707,13 +713,13 @@ std::vector<DeviceCount> SqliteStore::count_devices(const DeviceFilter& filter, 
 bool SqliteStore::upsert_device(const ImportedDevice& device) {
   Use use(*this);
   auto before = device_identity(device.id);
-  auto q = db().prepare(
+  auto q = db().cached(
       "INSERT INTO devices (id, tenant_id, product_id, group_id, state, version, public_key, certificate, last_seen, "
       "imported_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
       "ON CONFLICT(id) DO UPDATE SET product_id = excluded.product_id, group_id = excluded.group_id, "
       "state = excluded.state, version = excluded.version, certificate = excluded.certificate "
       "WHERE devices.tenant_id = excluded.tenant_id AND devices.public_key = excluded.public_key");
-  q.bind(1, device.id)
+  q->bind(1, device.id)
       .bind(2, device.tenant_id)
       .bind(3, device.product_id)
       .bind(4, device.group_id)
@@ -723,7 +729,7 @@ bool SqliteStore::upsert_device(const ImportedDevice& device) {
       .bind_optional(8, device.certificate)
       .bind_optional(9, device.last_seen)
       .bind(10, device.imported_at);
-  q.run();
+  q->run();
   if (db().changes() == 0) return false;
   if (!before || before->group_id != device.group_id) {
     if (before && before->group_id) count_member(db(), device.id, *before->group_id, -1);
@@ -1175,10 +1181,10 @@ void SqliteStore::for_each_deployment_device(const Deployment& deployment,
 std::optional<std::string> SqliteStore::reported_status(const std::string& deployment_id,
                                                         const std::string& device_id) {
   Use use(*this);
-  auto q = db().prepare("SELECT status FROM deployment_devices WHERE deployment_id = ? AND device_id = ?");
-  q.bind(1, deployment_id).bind(2, device_id);
-  if (!q.step()) return std::nullopt;
-  return q.text(0);
+  auto q = db().cached("SELECT status FROM deployment_devices WHERE deployment_id = ? AND device_id = ?");
+  q->bind(1, deployment_id).bind(2, device_id);
+  if (!q->step()) return std::nullopt;
+  return q->text(0);
 }
 
 void SqliteStore::record_status(const std::string& deployment_id, const std::string& device_id,
