@@ -316,11 +316,19 @@ void SqliteStore::release(Connection* connection) {
 class SqliteStore::SqliteTransaction final : public Store::Transaction {
  public:
   SqliteTransaction(SqliteStore& store, Access access)
-      : use_(store), connection_(store.current()), level_(connection_.depth) {
-    if (level_ == 0)
-      connection_.db.exec(access == Access::write ? "BEGIN IMMEDIATE" : "BEGIN");
-    else
+      : use_(store), connection_(store.current()), level_(connection_.depth), read_only_(access == Access::read) {
+    if (level_ == 0) {
+      // A read unit cannot write: SQLite refuses it (a GET never writes, whatever a handler tries).
+      if (read_only_) connection_.db.exec("PRAGMA query_only = ON");
+      try {
+        connection_.db.exec(read_only_ ? "BEGIN" : "BEGIN IMMEDIATE");
+      } catch (...) {
+        writable_again();
+        throw;
+      }
+    } else {
       connection_.db.exec(fmt::format("SAVEPOINT unit_{}", level_));
+    }
     ++connection_.depth;
   }
   ~SqliteTransaction() override {
@@ -329,6 +337,7 @@ class SqliteStore::SqliteTransaction final : public Store::Transaction {
     auto* raw = connection_.db.raw();
     if (level_ == 0) {
       sqlite3_exec(raw, "ROLLBACK", nullptr, nullptr, nullptr);
+      writable_again();
     } else {
       auto undo = fmt::format("ROLLBACK TO unit_{0}; RELEASE unit_{0}", level_);
       sqlite3_exec(raw, undo.c_str(), nullptr, nullptr, nullptr);
@@ -340,12 +349,19 @@ class SqliteStore::SqliteTransaction final : public Store::Transaction {
     connection_.db.exec(level_ == 0 ? std::string("COMMIT") : fmt::format("RELEASE unit_{}", level_));
     --connection_.depth;
     done_ = true;
+    if (level_ == 0) writable_again();
   }
 
  private:
+  // The connection goes back to the pool able to write.
+  void writable_again() {
+    if (read_only_) sqlite3_exec(connection_.db.raw(), "PRAGMA query_only = OFF", nullptr, nullptr, nullptr);
+  }
+
   Use use_;
   Connection& connection_;
   int level_;
+  bool read_only_;
   bool done_ = false;
 };
 

@@ -110,6 +110,30 @@ void check_same(const RolloutTally& kept, const RolloutTally& counted) {
 
 }  // namespace
 
+TEST_CASE("store: a read unit of work (every GET runs in one) cannot write; a write unit can, and commits") {
+  test::TempDir dir;
+  SqliteStore store(dir.file("kiln.db"));
+  auto tenant = store.create_tenant("acme", "2026-01-01T00:00:00Z");
+  {
+    auto unit = store.begin(Store::Access::read);
+    CHECK(store.find_tenant("acme") == tenant);
+    CHECK_THROWS_AS(store.insert_product(tenant, {"prd_1", "Thermo", "", "2026-01-01T00:00:00Z"}), Error);
+    unit->commit();
+  }
+  CHECK_FALSE(store.find_product(tenant, "Thermo"));
+  {
+    auto unit = store.begin(Store::Access::write);
+    store.insert_product(tenant, {"prd_1", "Thermo", "", "2026-01-01T00:00:00Z"});
+    {
+      auto inner = store.begin();  // a failed inner unit undoes only its own part
+      store.insert_group(tenant, {"grp_1", "prd_1", "", "Field Test", "", "2026-01-01T00:00:00Z"});
+    }
+    unit->commit();
+  }
+  CHECK(store.find_product(tenant, "Thermo"));
+  CHECK_FALSE(store.find_group(tenant, "grp_1"));
+}
+
 TEST_CASE("store: tallies kept as devices report, join and leave groups equal a recount") {
   test::TempDir dir;
   SqliteStore store(dir.file("kiln.db"));
