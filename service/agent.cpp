@@ -45,19 +45,18 @@ ApiError unauthenticated(const std::string& why) {
 
 }  // namespace
 
-Principal authenticate_device(Db& db, const std::vector<std::string>& chain_der) {
+Principal authenticate_device(Store& store, const std::vector<std::string>& chain_der) {
   if (chain_der.empty()) throw unauthenticated("this endpoint needs mutual TLS with the device certificate");
   auto leaf = parse_der(chain_der[0]);
   if (!leaf) throw unauthenticated("not an X.509 certificate");
   std::string uid = common_name(leaf.get());
-  auto q = db.prepare("SELECT tenant_id, public_key FROM devices WHERE id = ?");
-  q.bind(1, uid);
-  if (!q.step()) throw unauthenticated(fmt::format("no device {} is registered", uid));
-  std::int64_t tenant = q.integer(0);
-  if (q.text(1) != spki_hex(leaf.get()))
+  auto device = store.device_identity(uid);
+  if (!device) throw unauthenticated(fmt::format("no device {} is registered", uid));
+  std::int64_t tenant = device->tenant_id;
+  if (device->public_key != spki_hex(leaf.get()))
     throw unauthenticated(fmt::format("the certificate's key is not the key imported for {}", uid));
 
-  if (auto error = chain_error(db, tenant, chain_der); !error.empty()) {
+  if (auto error = chain_error(store, tenant, chain_der); !error.empty()) {
     if (error == no_factory_ca_registered) throw unauthenticated("the device's tenant has registered no factory CA");
     throw unauthenticated(fmt::format("certificate of {} does not chain to a registered factory CA: {}", uid, error));
   }
@@ -67,16 +66,14 @@ Principal authenticate_device(Db& db, const std::vector<std::string>& chain_der)
 namespace {
 
 Json image_entry(Call& call, const std::string& sha, const std::string& url) {
-  auto size = call.db.prepare("SELECT size FROM images WHERE tenant_id = ? AND sha256 = ?");
-  size.bind(1, call.who.tenant_id).bind(2, sha);
-  return Json{{"id", sha}, {"size", size.step() ? size.integer(0) : 0}, {"url", url}};
+  auto image = call.store.find_image(call.who.tenant_id, sha);
+  return Json{{"id", sha}, {"size", image ? image->size : 0}, {"url", url}};
 }
 
 // The deployment object of a check-in answer (docs/openapi.yaml, AgentDeployment).
-Json offer(Call& call, const DeploymentRow& row, int wave, const char* action) {
+Json offer(Call& call, const Deployment& row, int wave, const char* action) {
   Json images = Json::array();
-  for (auto& image : row.images) {
-    auto sha = image.get<std::string>();
+  for (auto& sha : row.images) {
     images.push_back(image_entry(call, sha, "/v1/agent/images/" + sha + "/content"));
   }
   Json manifest =
@@ -87,17 +84,13 @@ Json offer(Call& call, const DeploymentRow& row, int wave, const char* action) {
 }
 
 std::optional<std::string> device_group(Call& call) {
-  auto q = call.db.prepare("SELECT group_id FROM devices WHERE id = ?");
-  q.bind(1, call.who.device_id);
-  if (!q.step()) return std::nullopt;
-  return q.optional_text(0);
+  auto device = call.store.device_identity(call.who.device_id);
+  if (!device) return std::nullopt;
+  return device->group_id;
 }
 
 std::optional<std::string> reported_status(Call& call, const std::string& deployment) {
-  auto q = call.db.prepare("SELECT status FROM deployment_devices WHERE deployment_id = ? AND device_id = ?");
-  q.bind(1, deployment).bind(2, call.who.device_id);
-  if (!q.step()) return std::nullopt;
-  return q.text(0);
+  return call.store.reported_status(deployment, call.who.device_id);
 }
 
 bool is_sha256_hex(const std::string& text) {
@@ -117,27 +110,16 @@ Reply agent_check_in(Call& call) {
     throw ApiError{400, "invalid_request",
                    "field 'manifest_digest' must be 64 lower-case hex digits (SHA-256) or null"};
   auto& device = call.who.device_id;
-  call.db
-      .prepare(
-          "UPDATE devices SET last_seen = ?, version = coalesce(?, version), state = coalesce(?, state) WHERE id = ?")
-      .bind(1, now_iso8601())
-      .bind_optional(2, version)
-      .bind_optional(3, state)
-      .bind(4, device)
-      .run();
+  auto tx = call.store.begin();
+  call.store.device_checked_in(device, now_iso8601(), version, state);
 
   Json deployment = nullptr;
   auto group = device_group(call);
   std::optional<std::string> newest;
-  if (group) {
-    auto q =
-        call.db.prepare("SELECT id FROM deployments WHERE group_id = ? AND tenant_id = ? ORDER BY rowid DESC LIMIT 1");
-    q.bind(1, *group).bind(2, call.who.tenant_id);
-    if (q.step()) newest = q.text(0);
-  }
+  if (group) newest = call.store.newest_deployment(call.who.tenant_id, *group, false);
   if (newest) {
-    auto row = load_deployment(call.db, call.who.tenant_id, *newest);
-    evaluate_deployment(call.db, row, true);
+    auto row = load_deployment(call.store, call.who.tenant_id, *newest);
+    evaluate_deployment(call.store, row, true);
     if (row.state == "active" || row.state == "completed") {
       int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device));
       if (wave > 0 && wave <= row.wave) deployment = offer(call, row, wave, "install");
@@ -147,16 +129,17 @@ Reply agent_check_in(Call& call) {
       bool running = manifest_digest ? (row.manifest && *manifest_digest == *row.manifest)
                                      : reported_status(call, row.id) == std::optional<std::string>("installed");
       if (running) {
-        auto previous = load_deployment(call.db, call.who.tenant_id, *row.previous);
+        auto previous = load_deployment(call.store, call.who.tenant_id, *row.previous);
         if (previous.manifest) deployment = offer(call, previous, 0, "revert");
       }
     }
   }
+  tx->commit();
   return {200, Json{{"device", device}, {"check_in_after", call.config.check_in_after}, {"deployment", deployment}}};
 }
 
 Response agent_deployment_manifest(Call& call) {
-  auto row = load_deployment(call.db, call.who.tenant_id, call.params[0]);
+  auto row = load_deployment(call.store, call.who.tenant_id, call.params[0]);
   auto group = device_group(call);
   if (!group || *group != row.group_id)
     throw ApiError{404, "not_found", fmt::format("deployment {} is not for this device's group", row.id)};
@@ -183,25 +166,16 @@ Reply agent_report_status(Call& call) {
         "status must be downloading, verifying, installing, testing, installed, failed, rolled_back or refused"};
   auto version = optional_string(body, "version", 64);
   auto detail = optional_string(body, "detail", 1024);
-  auto row = load_deployment(call.db, call.who.tenant_id, deployment);
+  // The report, the device's version and the rollout decision it leads to commit together.
+  auto tx = call.store.begin();
+  auto row = load_deployment(call.store, call.who.tenant_id, deployment);
   auto group = device_group(call);
   if ((!group || *group != row.group_id) && !reported_status(call, deployment))
     throw ApiError{404, "not_found", fmt::format("deployment {} is not for this device's group", deployment)};
-  call.db
-      .prepare(
-          "INSERT INTO deployment_devices (deployment_id, device_id, status, detail, updated_at) VALUES (?, ?, ?, ?, "
-          "?) "
-          "ON CONFLICT (deployment_id, device_id) DO UPDATE SET status = excluded.status, "
-          "detail = excluded.detail, updated_at = excluded.updated_at")
-      .bind(1, deployment)
-      .bind(2, call.who.device_id)
-      .bind(3, status)
-      .bind(4, detail.value_or(""))
-      .bind(5, now_iso8601())
-      .run();
-  if (version && status == "installed")
-    call.db.prepare("UPDATE devices SET version = ? WHERE id = ?").bind(1, *version).bind(2, call.who.device_id).run();
-  evaluate_deployment(call.db, row);
+  call.store.record_status(deployment, call.who.device_id, status, detail.value_or(""), now_iso8601(),
+                           status == "installed" ? version : std::nullopt);
+  evaluate_deployment(call.store, row);
+  tx->commit();
   return {200, Json{{"deployment", deployment}, {"device", call.who.device_id}, {"status", status}}};
 }
 

@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <functional>
 #include <chrono>
 #include <unordered_map>
 #include <ctime>
@@ -14,6 +15,7 @@
 #include "core/error.hpp"
 #include "service/factory_trust.hpp"
 #include "service/handlers.hpp"
+#include "service/sqlite_store.hpp"
 #include "signing/signer.hpp"
 
 namespace kiln::service {
@@ -26,9 +28,7 @@ using Handler = Reply (*)(Call&);
 using RawHandler = Response (*)(Call&);
 
 Reply whoami(Call& call) {
-  auto q = call.db.prepare("SELECT name FROM tenants WHERE id = ?");
-  q.bind(1, call.who.tenant_id);
-  std::string tenant = q.step() ? q.text(0) : "";
+  std::string tenant = call.store.tenant_name(call.who.tenant_id);
   return {200, Json{{"tenant", tenant}, {"role", role_name(call.who.role)}, {"token", call.who.token_name}}};
 }
 
@@ -357,85 +357,6 @@ std::string new_token() {
 
 std::string token_hash(std::string_view token) { return to_hex(digest(HashAlg::sha256, as_bytes(token))); }
 
-void create_schema(Db& db) {
-  db.exec(R"sql(
-CREATE TABLE IF NOT EXISTS tenants (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL REFERENCES tenants(id),
-  role TEXT NOT NULL, name TEXT NOT NULL, created_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS products (id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL REFERENCES tenants(id),
-  name TEXT NOT NULL, description TEXT, created_at TEXT NOT NULL, UNIQUE (tenant_id, name));
-CREATE TABLE IF NOT EXISTS device_groups (id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL,
-  product_id TEXT NOT NULL REFERENCES products(id), name TEXT NOT NULL, description TEXT,
-  created_at TEXT NOT NULL, UNIQUE (product_id, name));
-CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL,
-  product_id TEXT NOT NULL REFERENCES products(id), group_id TEXT REFERENCES device_groups(id),
-  state TEXT NOT NULL, version TEXT, public_key TEXT NOT NULL, certificate TEXT,
-  claimed INTEGER NOT NULL DEFAULT 0, claimed_at TEXT, last_seen TEXT, imported_at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS devices_by_tenant ON devices (tenant_id, id);
-CREATE INDEX IF NOT EXISTS devices_by_version ON devices (tenant_id, version);
-CREATE INDEX IF NOT EXISTS devices_by_group ON devices (tenant_id, group_id);
-CREATE TABLE IF NOT EXISTS claim_challenges (nonce TEXT PRIMARY KEY, device_id TEXT NOT NULL,
-  tenant_id INTEGER NOT NULL, expires_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS images (tenant_id INTEGER NOT NULL, sha256 TEXT NOT NULL, name TEXT,
-  size INTEGER NOT NULL, received INTEGER NOT NULL DEFAULT 0, complete INTEGER NOT NULL DEFAULT 0,
-  created_at TEXT NOT NULL, PRIMARY KEY (tenant_id, sha256));
-CREATE TABLE IF NOT EXISTS deployments (id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL,
-  group_id TEXT NOT NULL REFERENCES device_groups(id), images TEXT NOT NULL, rollout INTEGER NOT NULL,
-  state TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS factory_cas (tenant_id INTEGER NOT NULL, id TEXT NOT NULL, subject TEXT NOT NULL,
-  pem TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (tenant_id, id));
-CREATE TABLE IF NOT EXISTS deployment_devices (deployment_id TEXT NOT NULL, device_id TEXT NOT NULL,
-  status TEXT NOT NULL, detail TEXT, updated_at TEXT NOT NULL, PRIMARY KEY (deployment_id, device_id));
-CREATE TABLE IF NOT EXISTS import_parts (tenant_id INTEGER NOT NULL, import_id TEXT NOT NULL, offset INTEGER NOT NULL,
-  body BLOB NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY (tenant_id, import_id, offset));
-CREATE TABLE IF NOT EXISTS idempotency (tenant_id INTEGER NOT NULL, key TEXT NOT NULL, method TEXT NOT NULL,
-  path TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL,
-  PRIMARY KEY (tenant_id, key));
-CREATE TABLE IF NOT EXISTS factory_ca_owners (key_sha256 TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL,
-  created_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS factory_ca_challenges (nonce TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL,
-  key_sha256 TEXT NOT NULL, expires_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS ledger_heads (tenant_id INTEGER NOT NULL, station_key_sha256 TEXT NOT NULL,
-  ledger_id TEXT NOT NULL, rows INTEGER NOT NULL, hash TEXT NOT NULL, imported_at TEXT NOT NULL,
-  PRIMARY KEY (tenant_id, station_key_sha256, ledger_id));
-)sql");
-  // Columns added after the first release: existing databases gain them on start.
-  struct Column {
-    const char* table;
-    const char* name;
-    const char* declaration;
-  };
-  static const Column added[] = {
-      {"factory_cas", "stations", "INTEGER NOT NULL DEFAULT 0"},  // also authenticates station certificates
-      {"images", "manifest", "TEXT"},  // the SUIT manifest uploaded with this image
-      {"deployments", "manifest", "TEXT"},
-      {"deployments", "sequence", "INTEGER"},
-      {"deployments", "waves", "TEXT"},  // JSON array of cumulative percentages
-      {"deployments", "wave", "INTEGER"},
-      {"deployments", "wave_started_at", "INTEGER"},
-      {"deployments", "step_after", "INTEGER"},
-      {"deployments", "halt_on_failure", "REAL"},
-      {"deployments", "halt_reason", "TEXT"},
-      {"deployments", "failure_baseline", "INTEGER"},
-      {"deployments", "previous", "TEXT"},
-      {"factory_cas", "key_sha256", "TEXT"},      // SHA-256 of the CA's SubjectPublicKeyInfo (factory_ca_owners)
-      {"idempotency", "request_sha256", "TEXT"},  // method, target and body of the first request
-      {"idempotency", "secret", "INTEGER NOT NULL DEFAULT 0"},  // its answer held a secret: not stored
-  };
-  for (const auto& column : added) {
-    auto q = db.prepare(fmt::format("SELECT 1 FROM pragma_table_info('{}') WHERE name = ?", column.table));
-    q.bind(1, column.name);
-    if (!q.step()) db.exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", column.table, column.name, column.declaration));
-  }
-  db.exec("CREATE INDEX IF NOT EXISTS deployments_by_group ON deployments (group_id)");
-  db.exec("CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created_at)");
-  adopt_factory_ca_owners(db);
-  // Earlier versions stored token answers, secret included, for replays: forget them (secure_delete
-  // overwrites the freed pages; the checkpoint empties the WAL that held them).
-  db.exec("DELETE FROM idempotency WHERE path = '/v1/tokens' AND secret = 0");
-  if (db.changes() > 0) db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
-}
-
 namespace {
 
 Reply create_token_route(Call& call) {
@@ -445,13 +366,7 @@ Reply create_token_route(Call& call) {
   if (!role) throw ApiError{400, "invalid_request", "role must be admin, operator, factory or reader"};
   auto name = optional_string(body, "name", 128).value_or(role_text);
   std::string token = new_token();
-  call.db.prepare("INSERT INTO tokens (hash, tenant_id, role, name, created_at) VALUES (?, ?, ?, ?, ?)")
-      .bind(1, token_hash(token))
-      .bind(2, call.who.tenant_id)
-      .bind(3, role_text)
-      .bind(4, name)
-      .bind(5, now_iso8601())
-      .run();
+  call.store.add_token(token_hash(token), {call.who.tenant_id, role_text, name}, now_iso8601());
   return {201, Json{{"name", name}, {"role", role_text}, {"token", token}}};
 }
 
@@ -459,8 +374,8 @@ Reply create_token_route(Call& call) {
 
 struct Service::Impl {
   ServiceConfig config;
-  Db db;
-  std::mutex mutex;  // one writer at a time; SQLite serializes anyway
+  std::unique_ptr<Store> store;
+  std::mutex cache_mutex;  // guards verified_devices and last_idempotency_purge (requests run in parallel)
   // Device certificates already checked (SHA-256 of the leaf DER -> device): a keep-alive agent must not
   // pay for an X.509 chain verification per request. Emptied by any write made with a token (a CA
   // registration or an import can change the answer) and when it grows large.
@@ -468,25 +383,28 @@ struct Service::Impl {
   std::int64_t last_idempotency_purge = 0;  // unix seconds of the last sweep of expired idempotency keys
 
   Principal authenticate_agent(const Request& request) {
-    if (request.client_certificates.empty()) return authenticate_device(db, request.client_certificates);
+    if (request.client_certificates.empty()) return authenticate_device(*store, request.client_certificates);
     std::string key = to_hex(digest(HashAlg::sha256, as_bytes(request.client_certificates[0])));
-    if (auto it = verified_devices.find(key); it != verified_devices.end()) return it->second;
-    Principal who = authenticate_device(db, request.client_certificates);
+    {
+      std::lock_guard lock(cache_mutex);
+      if (auto it = verified_devices.find(key); it != verified_devices.end()) return it->second;
+    }
+    Principal who = authenticate_device(*store, request.client_certificates);
+    std::lock_guard lock(cache_mutex);
     if (verified_devices.size() > 100000) verified_devices.clear();
     verified_devices.emplace(key, who);
     return who;
   }
 
-  explicit Impl(ServiceConfig c) : config(std::move(c)), db(config.database) { create_schema(db); }
+  explicit Impl(ServiceConfig c) : config(std::move(c)), store(std::make_unique<SqliteStore>(config.database)) {}
 
   // A bearer token, else a station's client certificate (mutual TLS, role factory). `why` says what failed.
   std::optional<Principal> authenticate(const Request& request, std::string& why) {
     auto auth = header(request, "authorization");
     if (auth.starts_with("Bearer ")) {
-      auto q = db.prepare("SELECT tenant_id, role, name FROM tokens WHERE hash = ?");
-      q.bind(1, token_hash(std::string_view(auth).substr(7)));
-      if (!q.step()) return std::nullopt;
-      return Principal{q.integer(0), parse_role(q.text(1)).value_or(Role::reader), q.text(2), {}};
+      auto token = store->find_token(token_hash(std::string_view(auth).substr(7)));
+      if (!token) return std::nullopt;
+      return Principal{token->tenant_id, parse_role(token->role).value_or(Role::reader), token->name, {}};
     }
     if (request.client_certificates.empty()) return std::nullopt;
     return authenticate_station(request, why);
@@ -497,14 +415,13 @@ struct Service::Impl {
   std::optional<Principal> authenticate_station(const Request& request, std::string& why) {
     const auto& leaf = request.client_certificates.front();
     auto name = certificate_common_name(leaf);
-    auto device = db.prepare("SELECT public_key FROM devices WHERE id = ?");
-    device.bind(1, name);
-    if (device.step() && device.text(0) == to_hex(certificate_public_key(leaf))) {
+    auto device = store->device_identity(name);
+    if (device && device->public_key == to_hex(certificate_public_key(leaf))) {
       why = fmt::format("client certificate CN={} is device {}'s certificate: devices may only call /v1/agent endpoints",
                         name, name);
       return std::nullopt;
     }
-    auto station = find_station(db, request.client_certificates, why);
+    auto station = find_station(*store, request.client_certificates, why);
     if (!station) return std::nullopt;
     return Principal{station->tenant_id, Role::factory, "station:" + station->name, {}};
   }
@@ -537,13 +454,16 @@ struct Service::Impl {
     auto& allowed = found->info.roles;
     std::string why;
     auto who = allowed.empty() ? authenticate_agent(request) : authenticate(request, why);
-    if (!allowed.empty() && request.method != "GET") verified_devices.clear();
+    if (!allowed.empty() && request.method != "GET") {
+      std::lock_guard lock(cache_mutex);
+      verified_devices.clear();
+    }
     if (!who) return error_response(401, "unauthenticated", why.empty() ? "missing or unknown bearer token" : why);
     if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), who->role) == allowed.end())
       return error_response(403, "forbidden",
                             fmt::format("role {} may not {} {}", role_name(who->role), request.method, found->info.pattern));
 
-    Call call{db, config, request, *who, std::move(params), parse_query(query)};
+    Call call{*store, config, request, *who, std::move(params), parse_query(query)};
     auto key = header(request, "idempotency-key");
     bool replayable = request.method == "POST" && !key.empty();
     std::string request_sha256;
@@ -551,33 +471,33 @@ struct Service::Impl {
       if (key.size() > 128) return error_response(400, "invalid_request", "Idempotency-Key is longer than 128 characters");
       auto now = static_cast<std::int64_t>(std::time(nullptr));
       auto oldest = iso8601(now - idempotency_seconds);
-      if (now - last_idempotency_purge >= 60) {
-        db.prepare("DELETE FROM idempotency WHERE created_at < ?").bind(1, oldest).run();
-        last_idempotency_purge = now;
+      bool purge = false;
+      {
+        std::lock_guard lock(cache_mutex);
+        purge = now - last_idempotency_purge >= 60;
+        if (purge) last_idempotency_purge = now;
       }
+      if (purge) store->forget_idempotency_before(oldest);
       Hasher hasher(HashAlg::sha256);
       for (std::string_view part :
            {std::string_view(request.method), std::string_view("\n"), std::string_view(request.target),
             std::string_view("\n"), std::string_view(request.body)})
         hasher.update(as_bytes(part));
       request_sha256 = to_hex(hasher.finish());
-      auto q = db.prepare(
-          "SELECT method, path, status, body, request_sha256, secret FROM idempotency WHERE tenant_id = ? AND key = ? "
-          "AND created_at >= ?");
-      q.bind(1, who->tenant_id).bind(2, key).bind(3, oldest);
-      if (q.step()) {
-        bool same = q.is_null(4) ? q.text(0) == request.method && q.text(1) == path : q.text(4) == request_sha256;
+      if (auto seen = store->find_idempotency(who->tenant_id, key, oldest)) {
+        bool same = !seen->request_sha256 ? seen->method == request.method && seen->path == path
+                                          : *seen->request_sha256 == request_sha256;
         if (!same)
           return error_response(422, "idempotency_key_reused",
                                 "this Idempotency-Key was used in the last 24 hours for a different request (method, "
                                 "path or body differ): send a new key for a new request");
-        if (q.integer(5) != 0)
+        if (seen->secret)
           return error_response(409, "idempotency_conflict",
                                 "the request with this Idempotency-Key already succeeded; its answer held a secret, "
                                 "which is shown only once and never stored: create another (and retire the first)");
         Response r;
-        r.status = static_cast<int>(q.integer(2));
-        r.body = q.text(3);
+        r.status = seen->status;
+        r.body = seen->body;
         r.headers["Idempotent-Replayed"] = "true";
         return r;
       }
@@ -587,19 +507,10 @@ struct Service::Impl {
     Response r = json_response(reply.status, reply.body);
     if (replayable && r.status < 500) {
       bool secret = found->secret_response && r.status < 300;
-      db.prepare(
-            "INSERT OR REPLACE INTO idempotency (tenant_id, key, method, path, status, body, created_at, "
-            "request_sha256, secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-          .bind(1, who->tenant_id)
-          .bind(2, key)
-          .bind(3, request.method)
-          .bind(4, path)
-          .bind(5, static_cast<std::int64_t>(r.status))
-          .bind(6, secret ? std::string() : r.body)
-          .bind(7, now_iso8601())
-          .bind(8, request_sha256)
-          .bind(9, std::int64_t{secret ? 1 : 0})
-          .run();
+      store->remember_idempotency(
+          who->tenant_id, key,
+          {request.method, std::string(path), r.status, secret ? std::string() : r.body, request_sha256, secret},
+          now_iso8601());
     }
     return r;
   }
@@ -608,10 +519,12 @@ struct Service::Impl {
 Service::Service(ServiceConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
 Service::~Service() = default;
 
-Response Service::handle(const Request& request) {
-  std::lock_guard lock(impl_->mutex);
+namespace {
+
+// The answer to one request: handler errors become their JSON error responses.
+Response answer(std::function<Response()> dispatch) {
   try {
-    return impl_->dispatch(request);
+    return dispatch();
   } catch (const ApiError& e) {
     return error_response(e.status, e.code, e.message);
   } catch (const Json::exception& e) {
@@ -624,30 +537,37 @@ Response Service::handle(const Request& request) {
   }
 }
 
+}  // namespace
+
+Response Service::handle(const Request& request) {
+  // Each request is one unit of work of its own (no lock shared by all requests): GETs read a snapshot,
+  // other methods write one at a time. What a handler stored before answering with an error stays (a
+  // challenge is used up even by a failed proof); the handler's own units undo their part.
+  bool reads = request.method == "GET" || request.method == "HEAD";
+  return answer([&] {
+    auto unit = impl_->store->begin(reads ? Store::Access::read : Store::Access::write);
+    Response response = answer([&] { return impl_->dispatch(request); });
+    unit->commit();
+    return response;
+  });
+}
+
 std::int64_t Service::create_tenant(const std::string& name) {
-  std::lock_guard lock(impl_->mutex);
-  impl_->db.prepare("INSERT INTO tenants (name, created_at) VALUES (?, ?)").bind(1, name).bind(2, now_iso8601()).run();
-  return sqlite3_last_insert_rowid(impl_->db.raw());
+  auto unit = impl_->store->begin();
+  auto id = impl_->store->create_tenant(name, now_iso8601());
+  unit->commit();
+  return id;
 }
 
 std::optional<std::int64_t> Service::find_tenant(const std::string& name) {
-  std::lock_guard lock(impl_->mutex);
-  auto q = impl_->db.prepare("SELECT id FROM tenants WHERE name = ?");
-  q.bind(1, name);
-  if (!q.step()) return std::nullopt;
-  return q.integer(0);
+  return impl_->store->find_tenant(name);
 }
 
 std::string Service::create_token(std::int64_t tenant_id, Role role, const std::string& name) {
-  std::lock_guard lock(impl_->mutex);
   std::string token = new_token();
-  impl_->db.prepare("INSERT INTO tokens (hash, tenant_id, role, name, created_at) VALUES (?, ?, ?, ?, ?)")
-      .bind(1, token_hash(token))
-      .bind(2, tenant_id)
-      .bind(3, role_name(role))
-      .bind(4, name)
-      .bind(5, now_iso8601())
-      .run();
+  auto unit = impl_->store->begin();
+  impl_->store->add_token(token_hash(token), {tenant_id, role_name(role), name}, now_iso8601());
+  unit->commit();
   return token;
 }
 

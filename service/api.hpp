@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "service/db.hpp"
 
 namespace kiln::service {
 
@@ -43,7 +42,7 @@ struct RouteInfo {
 const std::vector<RouteInfo>& route_table();
 
 struct ServiceConfig {
-  std::string database;           // SQLite file (":memory:" in unit tests and the fuzzer)
+  std::string database;           // the store: a SQLite file (":memory:" in unit tests and the fuzzer)
   std::filesystem::path image_dir;  // image content, one file per SHA-256
   int check_in_after = 60;          // seconds an agent waits before its next check-in
 };
@@ -66,9 +65,6 @@ class Service {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-// The schema (idempotent); exposed so init can create it before anything else runs.
-void create_schema(Db& db);
 
 // "kiln_" + 64 hex digits of randomness.
 std::string new_token();

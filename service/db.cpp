@@ -62,6 +62,12 @@ void Db::exec(std::string_view sql) {
 
 Statement Db::prepare(std::string_view sql) { return Statement(handle_.get(), sql); }
 
+ReusedStatement Db::cached(const std::string& sql) {
+  auto it = cache_.find(sql);
+  if (it == cache_.end()) it = cache_.emplace(sql, std::make_unique<Statement>(handle_.get(), sql)).first;
+  return ReusedStatement(*it->second);
+}
+
 Statement::Statement(sqlite3* db, std::string_view sql) : db_(db) {
   sqlite3_stmt* raw = nullptr;
   if (sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &raw, nullptr) != SQLITE_OK)

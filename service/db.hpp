@@ -9,10 +9,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 namespace kiln::service {
 
 class Statement;
+class ReusedStatement;
 
 class Db {
  public:
@@ -20,6 +22,9 @@ class Db {
   explicit Db(const std::string& path);
   void exec(std::string_view sql);
   Statement prepare(std::string_view sql);
+  // A statement prepared once per connection and reset for each use (hot paths: one prepare costs more
+  // than the statement). Not for a statement still being stepped when the same SQL runs again.
+  ReusedStatement cached(const std::string& sql);
   std::int64_t changes() const { return sqlite3_changes(handle_.get()); }
   sqlite3* raw() const { return handle_.get(); }
 
@@ -28,6 +33,7 @@ class Db {
     void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
   };
   std::unique_ptr<sqlite3, Close> handle_;
+  std::unordered_map<std::string, std::unique_ptr<Statement>> cache_;  // finalized before handle_ closes
 };
 
 class Statement {
@@ -58,6 +64,19 @@ class Statement {
   };
   sqlite3* db_;
   std::unique_ptr<sqlite3_stmt, Finalize> stmt_;
+};
+
+// A cached statement in use: reset when it goes, so no finished query holds a read snapshot open.
+class ReusedStatement {
+ public:
+  explicit ReusedStatement(Statement& statement) : statement_(statement) {}
+  ~ReusedStatement() { statement_.reset(); }
+  ReusedStatement(const ReusedStatement&) = delete;
+  ReusedStatement& operator=(const ReusedStatement&) = delete;
+  Statement* operator->() const { return &statement_; }
+
+ private:
+  Statement& statement_;
 };
 
 // BEGIN IMMEDIATE ... COMMIT, rolled back if destroyed without commit().

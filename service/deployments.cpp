@@ -19,64 +19,11 @@
 namespace kiln::service {
 namespace {
 
-constexpr const char* deployment_columns =
-    "SELECT d.id, d.group_id, p.name || '/' || g.name, d.images, d.manifest, d.sequence, coalesce(d.waves, "
-    "'[' || d.rollout || ']'), coalesce(d.wave, 1), coalesce(d.wave_started_at, strftime('%s', d.created_at)), "
-    "coalesce(d.step_after, 0), d.halt_on_failure, d.halt_reason, coalesce(d.failure_baseline, 0), d.previous, "
-    "d.state, d.created_at, d.updated_at "
-    "FROM deployments d JOIN device_groups g ON g.id = d.group_id JOIN products p ON p.id = g.product_id ";
-
-DeploymentRow read_row(Statement& q) {
-  DeploymentRow row;
-  row.id = q.text(0);
-  row.group_id = q.text(1);
-  row.group = q.text(2);
-  row.images = Json::parse(q.text(3));
-  row.manifest = q.optional_text(4);
-  if (!q.is_null(5)) row.sequence = q.integer(5);
-  for (auto& w : Json::parse(q.text(6))) row.waves.push_back(w.get<int>());
-  row.wave = static_cast<int>(q.integer(7));
-  row.wave_started_at = q.integer(8);
-  row.step_after = q.integer(9);
-  if (!q.is_null(10)) row.halt_on_failure = q.real(10);
-  row.halt_reason = q.optional_text(11);
-  row.failure_baseline = q.integer(12);
-  row.previous = q.optional_text(13);
-  row.state = q.text(14);
-  row.created_at = q.text(15);
-  row.updated_at = q.text(16);
-  return row;
-}
-
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-void save(Db& db, const DeploymentRow& row) {
-  db.prepare(
-        "UPDATE deployments SET state = ?, wave = ?, wave_started_at = ?, halt_reason = ?, failure_baseline = ?, "
-        "updated_at = ? WHERE id = ?")
-      .bind(1, row.state)
-      .bind(2, std::int64_t{row.wave})
-      .bind(3, row.wave_started_at)
-      .bind_optional(4, row.halt_reason)
-      .bind(5, row.failure_baseline)
-      .bind(6, now_iso8601())
-      .bind(7, row.id)
-      .run();
-}
-
-// The device counts behind halting, completion and `deployment show`: every device of the group, its wave
-// and the status it reported for this deployment.
-struct Tally {
-  struct Wave {
-    std::int64_t admitted = 0;
-    std::map<std::string, std::int64_t> status;  // agent statuses + "pending" (admitted, nothing reported)
-  };
-  std::vector<Wave> waves;
-  std::int64_t devices = 0, admitted = 0, failures = 0, installed = 0;
-  std::map<std::string, std::int64_t> status;
-};
+void save(Store& store, const Deployment& row) { store.save_rollout(row.id, row, now_iso8601()); }
 
 // One admitted device of a deployment: its wave and the last status it reported ("pending": none yet).
 struct AdmittedDevice {
@@ -85,92 +32,32 @@ struct AdmittedDevice {
   std::string status, detail, updated_at, version;
 };
 
-// Calls `each` for every admitted device of the group; returns the number of devices in the group.
-std::int64_t for_each_admitted(Db& db, const DeploymentRow& row,
-                               const std::function<void(const AdmittedDevice&)>& each) {
-  auto q = db.prepare(
-      "SELECT d.id, dd.status, coalesce(dd.detail, ''), coalesce(dd.updated_at, ''), coalesce(d.version, '') "
-      "FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = ? AND dd.device_id = d.id "
-      "WHERE d.group_id = ? ORDER BY d.id");
-  q.bind(1, row.id).bind(2, row.group_id);
-  std::int64_t devices = 0;
-  while (q.step()) {
-    ++devices;
-    AdmittedDevice device{q.text(0), 0,         q.is_null(1) ? std::string("pending") : q.text(1),
-                          q.text(2), q.text(3), q.text(4)};
+// Calls `each` for every admitted device of the group.
+void for_each_admitted(Store& store, const Deployment& row, const std::function<void(const AdmittedDevice&)>& each) {
+  store.for_each_deployment_device(row, [&](const DeploymentDevice& d) {
+    AdmittedDevice device{d.id, 0, d.status.value_or("pending"), d.detail, d.updated_at, d.version};
     device.wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device.id));
     // A device outside the open waves that reported anyway (it was admitted before a wave change or a
     // group move) still counts where its bucket puts it, so nothing it reported goes missing.
     bool admitted = device.wave > 0 && (device.wave <= row.wave || device.status != "pending");
     if (admitted) each(device);
-  }
-  return devices;
-}
-
-Tally tally(Db& db, const DeploymentRow& row) {
-  Tally t;
-  auto zero = [] {
-    std::map<std::string, std::int64_t> m;
-    m.emplace("pending", 0);
-    for (auto& s : agent_statuses()) m.emplace(s, 0);
-    return m;
-  };
-  t.status = zero();
-  t.waves.resize(row.waves.size());
-  for (auto& w : t.waves) w.status = zero();
-  t.devices = for_each_admitted(db, row, [&](const AdmittedDevice& device) {
-    ++t.admitted;
-    // Waves are cumulative like their percentages: a device counts in its wave and every later one.
-    for (auto w = static_cast<std::size_t>(device.wave - 1); w < t.waves.size(); ++w) {
-      ++t.waves[w].admitted;
-      ++t.waves[w].status[device.status];
-    }
-    ++t.status[device.status];
-    if (is_failure_status(device.status)) ++t.failures;
-    if (device.status == "installed") ++t.installed;
   });
-  return t;
 }
 
-bool step_due(const DeploymentRow& row, std::int64_t now) {
-  return row.state == "active" && row.wave < static_cast<int>(row.waves.size()) && row.step_after > 0 &&
-         now >= row.wave_started_at + row.step_after;
-}
-
-// Moves an active deployment on: halt past the threshold, open the next wave when its time has come,
-// complete when the last wave is open and every admitted device installed. Returns the tally it used.
-Tally evaluate(Db& db, DeploymentRow& row) {
-  Tally t = tally(db, row);
-  if (row.state != "active") return t;
-  bool changed = false;
-  std::int64_t now = unix_now();
-  while (true) {
-    auto failures = t.failures - row.failure_baseline;
-    if (row.halt_on_failure && failures_exceed(failures, t.admitted, *row.halt_on_failure)) {
-      row.state = "halted";
-      row.halt_reason = halt_reason(failures, t.admitted, row.wave, *row.halt_on_failure);
-      changed = true;
-      break;
-    }
-    bool last = row.wave >= static_cast<int>(row.waves.size());
-    if (!last && step_due(row, now)) {
-      // The wave opens when it was due; if nobody looked for a whole period (the service was down, no
-      // device reported), it opens now, so that every wave is observed for step_after before the next.
-      auto due = row.wave_started_at + row.step_after;
-      ++row.wave;
-      row.wave_started_at = now - due >= row.step_after ? now : due;
-      changed = true;
-      t = tally(db, row);
-      continue;
-    }
-    if (last && t.admitted > 0 && t.installed == t.admitted) {
-      row.state = "completed";
-      changed = true;
-    }
-    break;
+// The deployment as the rules have it now, and its counts; `write` saves a change (GETs pass false: a read
+// never writes, it shows what the next write will store).
+AdmittedCounts evaluate(Store& store, Deployment& row, const RolloutTally& t, bool write) {
+  Rollout& rollout = row;
+  Rollout next = decide_rollout(rollout, t, unix_now());
+  if (next != rollout) {
+    rollout = next;
+    if (write) save(store, row);
   }
-  if (changed) save(db, row);
-  return t;
+  return admitted_counts(row, t);
+}
+
+AdmittedCounts evaluate(Store& store, Deployment& row, bool write = true) {
+  return evaluate(store, row, store.rollout_tally(row), write);
 }
 
 Json counts_json(const std::map<std::string, std::int64_t>& counts) {
@@ -180,7 +67,7 @@ Json counts_json(const std::map<std::string, std::int64_t>& counts) {
   return out;
 }
 
-Json deployment_json(const DeploymentRow& row, const Tally& t) {
+Json deployment_json(const Deployment& row, const AdmittedCounts& t) {
   Json waves = Json::array();
   for (std::size_t i = 0; i < row.waves.size(); ++i) {
     int number = static_cast<int>(i + 1);
@@ -198,7 +85,7 @@ Json deployment_json(const DeploymentRow& row, const Tally& t) {
           {"group", row.group},
           {"state", row.state},
           {"halt_reason", row.halt_reason ? Json(*row.halt_reason) : Json(nullptr)},
-          {"images", row.images},
+          {"images", Json(row.images)},
           {"manifest", row.manifest ? Json(*row.manifest) : Json(nullptr)},
           {"sequence", row.sequence ? Json(*row.sequence) : Json(nullptr)},
           {"rollout", row.waves[static_cast<std::size_t>(std::max(row.wave, 1) - 1)]},
@@ -218,15 +105,15 @@ Json deployment_json(const DeploymentRow& row, const Tally& t) {
 }
 
 Json show(Call& call, const std::string& id) {
-  auto row = load_deployment(call.db, call.who.tenant_id, id);
-  auto t = evaluate(call.db, row);
+  auto row = load_deployment(call.store, call.who.tenant_id, id);
+  auto t = evaluate(call.store, row, false);
   return deployment_json(row, t);
 }
 
 Reply transition(Call& call, const char* to, std::initializer_list<const char*> from) {
   auto& id = call.params[0];
-  auto row = load_deployment(call.db, call.who.tenant_id, id);
-  auto t = evaluate(call.db, row);
+  auto row = load_deployment(call.store, call.who.tenant_id, id);
+  auto t = evaluate(call.store, row);
   if (row.state == to) return {200, deployment_json(row, t)};
   bool allowed = false;
   for (auto* f : from) allowed = allowed || row.state == f;
@@ -239,7 +126,7 @@ Reply transition(Call& call, const char* to, std::initializer_list<const char*> 
     row.wave_started_at = unix_now();
   }
   row.state = to;
-  save(call.db, row);
+  save(call.store, row);
   return {200, show(call, id)};
 }
 
@@ -274,11 +161,10 @@ std::string checked_blob_id(const std::string& text, const char* what) {
 
 // A complete blob of the tenant (image or manifest): its size; ApiError 404/409 otherwise.
 std::int64_t complete_blob(Call& call, const std::string& sha, const char* what) {
-  auto q = call.db.prepare("SELECT complete, size FROM images WHERE tenant_id = ? AND sha256 = ?");
-  q.bind(1, call.who.tenant_id).bind(2, sha);
-  if (!q.step()) throw ApiError{404, "not_found", fmt::format("{} {} not found", what, sha)};
-  if (q.integer(0) == 0) throw ApiError{409, "incomplete", fmt::format("{} {} is still being uploaded", what, sha)};
-  return q.integer(1);
+  auto blob = call.store.find_image(call.who.tenant_id, sha);
+  if (!blob) throw ApiError{404, "not_found", fmt::format("{} {} not found", what, sha)};
+  if (!blob->complete) throw ApiError{409, "incomplete", fmt::format("{} {} is still being uploaded", what, sha)};
+  return blob->size;
 }
 
 struct ManifestFacts {
@@ -331,16 +217,15 @@ std::filesystem::path blob_path(const ServiceConfig& config, std::int64_t tenant
   return config.image_dir / std::to_string(tenant_id) / sha;
 }
 
-DeploymentRow load_deployment(Db& db, std::int64_t tenant_id, const std::string& id) {
-  auto q = db.prepare(std::string(deployment_columns) + "WHERE d.id = ? AND d.tenant_id = ?");
-  q.bind(1, id).bind(2, tenant_id);
-  if (!q.step()) throw ApiError{404, "not_found", fmt::format("deployment {} not found", id)};
-  return read_row(q);
+Deployment load_deployment(Store& store, std::int64_t tenant_id, const std::string& id) {
+  auto row = store.find_deployment(tenant_id, id);
+  if (!row) throw ApiError{404, "not_found", fmt::format("deployment {} not found", id)};
+  return std::move(*row);
 }
 
-void evaluate_deployment(Db& db, DeploymentRow& row, bool only_when_a_wave_is_due) {
-  if (only_when_a_wave_is_due && !step_due(row, unix_now())) return;
-  evaluate(db, row);
+void evaluate_deployment(Store& store, Deployment& row, bool only_when_a_wave_is_due) {
+  if (only_when_a_wave_is_due && !wave_due(row, unix_now())) return;
+  evaluate(store, row);
 }
 
 Reply create_deployment(Call& call) {
@@ -375,11 +260,9 @@ Reply create_deployment(Call& call) {
     checked_blob_id(*manifest, "field 'manifest'");
   } else {
     for (auto& image : *images_it) {
-      auto q =
-          call.db.prepare("SELECT manifest FROM images WHERE tenant_id = ? AND sha256 = ? AND manifest IS NOT NULL");
-      q.bind(1, call.who.tenant_id).bind(2, image.get<std::string>());
-      if (q.step()) {
-        manifest = q.text(0);
+      auto record = call.store.find_image(call.who.tenant_id, image.get<std::string>());
+      if (record && record->manifest) {
+        manifest = record->manifest;
         break;
       }
     }
@@ -391,60 +274,39 @@ Reply create_deployment(Call& call) {
     sequence = static_cast<std::int64_t>(facts.sequence);
   }
 
-  Transaction tx(call.db);
+  auto tx = call.store.begin();
   // The deployment devices ran before this one (the target of a revert after an abort).
-  auto prev = call.db.prepare(
-      "SELECT id FROM deployments WHERE group_id = ? AND state != 'aborted' ORDER BY rowid DESC LIMIT 1");
-  prev.bind(1, group);
-  std::optional<std::string> previous;
-  if (prev.step()) previous = prev.text(0);
+  Deployment row;
+  row.previous = call.store.newest_deployment(call.who.tenant_id, group, true);
   std::string now = now_iso8601();
-  call.db
-      .prepare(
-          "UPDATE deployments SET state = 'superseded', updated_at = ? WHERE group_id = ? AND state IN "
-          "('active', 'paused', 'halted')")
-      .bind(1, now)
-      .bind(2, group)
-      .run();
   std::string id = random_id("dep_");
-  Json waves_json = waves;
-  auto insert = call.db.prepare(
-      "INSERT INTO deployments (id, tenant_id, group_id, images, rollout, state, created_at, updated_at, manifest, "
-      "sequence, waves, wave, wave_started_at, step_after, halt_on_failure, failure_baseline, previous) "
-      "VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, 1, ?, ?, ?, 0, ?)");
-  insert.bind(1, id)
-      .bind(2, call.who.tenant_id)
-      .bind(3, group)
-      .bind(4, images_it->dump())
-      .bind(5, std::int64_t{waves.back()})
-      .bind(6, now)
-      .bind(7, now)
-      .bind_optional(8, manifest);
-  if (sequence)
-    insert.bind(9, *sequence);
-  else
-    insert.bind_null(9);
-  insert.bind(10, waves_json.dump()).bind(11, unix_now()).bind(12, step_after);
-  if (halt)
-    insert.bind(13, *halt);
-  else
-    insert.bind_null(13);
-  insert.bind_optional(14, previous).run();
-  tx.commit();
+  row.id = id;
+  row.group_id = group;
+  for (auto& image : *images_it) row.images.push_back(image.get<std::string>());
+  row.manifest = manifest;
+  row.sequence = sequence;
+  row.state = "active";
+  row.waves = waves;
+  row.wave = 1;
+  row.wave_started_at = unix_now();
+  row.step_after = step_after;
+  row.halt_on_failure = halt;
+  row.created_at = row.updated_at = now;
+  call.store.insert_deployment(call.who.tenant_id, row, now);
+  tx->commit();
   return {201, show(call, id)};
 }
 
 Reply list_deployments(Call& call) {
-  auto group = call.query_value("group");
-  std::string sql = "SELECT id FROM deployments WHERE tenant_id = ?";
-  if (group) sql += " AND group_id = ?";
-  auto q = call.db.prepare(sql + " ORDER BY rowid");
-  q.bind(1, call.who.tenant_id);
-  if (group) q.bind(2, resolve_group_id(call, *group));
-  std::vector<std::string> ids;
-  while (q.step()) ids.push_back(q.text(0));
+  std::optional<std::string> group;
+  if (auto ref = call.query_value("group")) group = resolve_group_id(call, *ref);
+  // Two reads for the whole list: the deployments and their tallies.
+  auto tallies = call.store.rollout_tallies(call.who.tenant_id, group);
   Json items = Json::array();
-  for (auto& id : ids) items.push_back(show(call, id));
+  for (auto& row : call.store.list_deployments(call.who.tenant_id, group)) {
+    auto t = evaluate(call.store, row, tallies[row.id], false);
+    items.push_back(deployment_json(row, t));
+  }
   return {200, Json{{"items", items}}};
 }
 
@@ -462,8 +324,8 @@ Reply abort_deployment(Call& call) {
 }
 
 Reply list_deployment_devices(Call& call) {
-  auto row = load_deployment(call.db, call.who.tenant_id, call.params[0]);
-  evaluate(call.db, row);
+  auto row = load_deployment(call.store, call.who.tenant_id, call.params[0]);
+  evaluate(call.store, row, false);
   auto status = call.query_value("status");
   if (status && *status != "pending" && *status != "failures") {
     auto& known = agent_statuses();
@@ -472,7 +334,7 @@ Reply list_deployment_devices(Call& call) {
                      "status must be pending, failures or an agent status (installed, failed, ...)"};
   }
   Json items = Json::array();
-  for_each_admitted(call.db, row, [&](const AdmittedDevice& device) {
+  for_each_admitted(call.store, row, [&](const AdmittedDevice& device) {
     if (status && (*status == "failures" ? !is_failure_status(device.status) : device.status != *status)) return;
     items.push_back(Json{{"device", device.id},
                          {"wave", device.wave},
@@ -491,11 +353,7 @@ Reply link_image_manifest(Call& call) {
   complete_blob(call, image, "image");
   auto facts = read_manifest(call, manifest);
   check_manifest_covers(call, manifest, facts, Json::array({image}));
-  call.db.prepare("UPDATE images SET manifest = ? WHERE tenant_id = ? AND sha256 = ?")
-      .bind(1, manifest)
-      .bind(2, call.who.tenant_id)
-      .bind(3, image)
-      .run();
+  call.store.link_manifest(call.who.tenant_id, image, manifest);
   return {200, Json{{"id", image}, {"manifest", manifest}, {"sequence", facts.sequence}}};
 }
 

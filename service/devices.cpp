@@ -59,58 +59,38 @@ Bytes public_key_from_pem(const std::string& pem) {
   return der;
 }
 
-constexpr const char* device_columns =
-    "SELECT d.id, p.name, g.name, d.state, d.version, d.claimed, d.last_seen, d.imported_at "
-    "FROM devices d JOIN products p ON p.id = d.product_id LEFT JOIN device_groups g ON g.id = d.group_id ";
-
-Json device_json(Statement& q) {
-  Json out{{"id", q.text(0)},
-           {"product", q.text(1)},
-           {"group", q.is_null(2) ? Json(nullptr) : Json(q.text(1) + "/" + q.text(2))},
-           {"state", q.text(3)},
-           {"version", q.is_null(4) ? Json(nullptr) : Json(q.text(4))},
-           {"claimed", q.integer(5) != 0},
-           {"last_seen", q.is_null(6) ? Json(nullptr) : Json(q.text(6))},
-           {"imported_at", q.text(7)}};
-  return out;
+Json device_json(const DeviceView& d) {
+  return Json{{"id", d.id},
+              {"product", d.product},
+              {"group", d.group ? Json(*d.group) : Json(nullptr)},
+              {"state", d.state},
+              {"version", d.version ? Json(*d.version) : Json(nullptr)},
+              {"claimed", d.claimed},
+              {"last_seen", d.last_seen ? Json(*d.last_seen) : Json(nullptr)},
+              {"imported_at", d.imported_at}};
 }
 
 // Device visible to the caller's tenant, or 404 (other tenants' devices do not exist for you).
 void require_device(Call& call, const std::string& id) {
-  auto q = call.db.prepare("SELECT 1 FROM devices WHERE id = ? AND tenant_id = ?");
-  q.bind(1, id).bind(2, call.who.tenant_id);
-  if (!q.step()) throw ApiError{404, "not_found", fmt::format("device {} not found", id)};
+  if (!call.store.find_device(call.who.tenant_id, id))
+    throw ApiError{404, "not_found", fmt::format("device {} not found", id)};
 }
-
-struct DeviceFilter {
-  std::string where;
-  std::vector<std::string> text_binds;
-};
 
 DeviceFilter device_filter(Call& call) {
   DeviceFilter f;
-  f.where = "WHERE d.tenant_id = ?1";
-  auto add = [&](const char* clause, std::string value) {
-    f.text_binds.push_back(std::move(value));
-    f.where += fmt::format(" AND {} ?{}", clause, f.text_binds.size() + 1);
-  };
-  if (auto v = call.query_value("group")) add("d.group_id =", resolve_group_id(call, *v));
-  if (auto v = call.query_value("product")) add("d.product_id =", resolve_product_id(call, *v));
-  if (auto v = call.query_value("state")) add("d.state =", *v);
-  if (auto v = call.query_value("version")) add("d.version =", *v);
+  f.tenant_id = call.who.tenant_id;
+  if (auto v = call.query_value("group")) f.group_id = resolve_group_id(call, *v);
+  if (auto v = call.query_value("product")) f.product_id = resolve_product_id(call, *v);
+  f.state = call.query_value("state");
+  f.version = call.query_value("version");
   // Times compare as stored text ("YYYY-MM-DDTHH:MM:SSZ"): a malformed one would silently match nothing.
-  if (auto v = timestamp_query(call, "seen_before")) add("d.last_seen <", *v);
-  if (auto v = timestamp_query(call, "seen_after")) add("d.last_seen >", *v);
+  f.seen_before = timestamp_query(call, "seen_before");
+  f.seen_after = timestamp_query(call, "seen_after");
   if (auto v = call.query_value("claimed")) {
     if (*v != "true" && *v != "false") throw ApiError{400, "invalid_request", "claimed must be true or false"};
-    f.where += *v == "true" ? " AND d.claimed = 1" : " AND d.claimed = 0";
+    f.claimed = *v == "true";
   }
   return f;
-}
-
-void bind_filter(Statement& q, const Call& call, const DeviceFilter& f) {
-  q.bind(1, call.who.tenant_id);
-  for (std::size_t i = 0; i < f.text_binds.size(); ++i) q.bind(static_cast<int>(i + 2), f.text_binds[i]);
 }
 
 }  // namespace
@@ -155,15 +135,7 @@ SplitBundle split_bundle(std::string_view body) {
 class UnitImporter {
  public:
   explicit UnitImporter(Call& call)
-      : call_(call),
-        upsert_(call.db.prepare(
-            "INSERT INTO devices (id, tenant_id, product_id, group_id, state, version, public_key, certificate, "
-            "last_seen, "
-            "imported_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
-            "ON CONFLICT(id) DO UPDATE SET product_id = excluded.product_id, group_id = excluded.group_id, "
-            "state = excluded.state, version = excluded.version, certificate = excluded.certificate "
-            "WHERE devices.tenant_id = excluded.tenant_id AND devices.public_key = excluded.public_key")),
-        now_(now_iso8601()) {}
+      : call_(call), now_(now_iso8601()) {}
 
   // Counts the unit lines of `text` without importing, checking each is a JSON object with a uid: a
   // malformed bundle is a 400 naming the line whether or not its signature holds.
@@ -221,10 +193,9 @@ class UnitImporter {
     auto key = product + "/" + name;
     auto it = groups_.find(key);
     if (it != groups_.end()) return it->second;
-    auto q = call_.db.prepare("SELECT id FROM device_groups WHERE product_id = ? AND name = ?");
-    q.bind(1, product).bind(2, name);
-    if (!q.step()) throw ApiError{404, "not_found", fmt::format("group {} not found", name)};
-    return groups_[key] = q.text(0);
+    auto group = call_.store.find_group_by_name(product, name);
+    if (!group) throw ApiError{404, "not_found", fmt::format("group {} not found", name)};
+    return groups_[key] = group->id;
   }
 
   void import_unit(const Json& unit) {
@@ -265,19 +236,17 @@ class UnitImporter {
         throw ApiError{400, "invalid_request",
                        fmt::format("unit {}: last_seen must be an ISO 8601 time such as 2026-01-31T12:00:00Z", uid)};
     }
-    upsert_.bind(1, uid)
-        .bind(2, call_.who.tenant_id)
-        .bind(3, product)
-        .bind(4, group)
-        .bind(5, optional_string(unit, "state", 32).value_or("provisioned"))
-        .bind_optional(6, optional_string(unit, "version", 64))
-        .bind(7, to_hex(key))
-        .bind_optional(8, certificate)
-        .bind_optional(9, last_seen)
-        .bind(10, now_);
-    upsert_.run();
-    upsert_.reset();
-    if (call_.db.changes() == 0) refuse_conflict(uid);
+    ImportedDevice device{uid,
+                          call_.who.tenant_id,
+                          product,
+                          group,
+                          optional_string(unit, "state", 32).value_or("provisioned"),
+                          optional_string(unit, "version", 64),
+                          to_hex(key),
+                          certificate,
+                          last_seen,
+                          now_};
+    if (!call_.store.upsert_device(device)) refuse_conflict(uid);
     ++imported_;
   }
 
@@ -285,9 +254,8 @@ class UnitImporter {
   // registered device's key is never replaced by an import (a cloned or counterfeit unit replaying the
   // UID would take the device over); the whole import is refused and names the unit.
   [[noreturn]] void refuse_conflict(const std::string& uid) {
-    auto q = call_.db.prepare("SELECT tenant_id FROM devices WHERE id = ?");
-    q.bind(1, uid);
-    if (q.step() && q.integer(0) != call_.who.tenant_id)
+    auto existing = call_.store.device_identity(uid);
+    if (existing && existing->tenant_id != call_.who.tenant_id)
       throw ApiError{409, "conflict",
                      fmt::format("unit {} conflicts: a device with this UID is registered to another tenant", uid)};
     throw ApiError{409, "device_key_conflict",
@@ -299,7 +267,6 @@ class UnitImporter {
   }
 
   Call& call_;
-  Statement upsert_;
   std::string now_;
   std::unordered_map<std::string, std::string> products_;  // ref -> id
   std::unordered_map<std::string, std::string> groups_;    // "product id/name" -> id
@@ -329,13 +296,13 @@ Reply import_devices(Call& call) {
     }
     auto units = UnitImporter::count_units(split.units, line_number);
     auto trailer = parse_bundle_trailer(*split.trailer);
-    verify_bundle(call.db, call.who.tenant_id, trailer, digest(HashAlg::sha256, as_bytes(split.units)), units);
-    Transaction tx(call.db);
-    advance_ledger_head(call.db, call.who.tenant_id, trailer);
+    verify_bundle(call.store, call.who.tenant_id, trailer, digest(HashAlg::sha256, as_bytes(split.units)), units);
+    auto tx = call.store.begin();
+    advance_ledger_head(call.store, call.who.tenant_id, trailer);
     UnitImporter importer(call);
     line_number = 0;
     importer.apply(split.units, line_number);
-    tx.commit();
+    tx->commit();
     return {200, Json{{"imported", importer.imported()}}};
   }
 
@@ -348,12 +315,9 @@ Reply import_devices(Call& call) {
   } catch (const std::exception&) {
   }
   std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
-  Transaction tx(call.db);
-  call.db.prepare("DELETE FROM import_parts WHERE created_at < ?").bind(1, now - staged_import_seconds).run();
-  auto staged = call.db.prepare("SELECT coalesce(sum(length(CAST(body AS BLOB))), 0) FROM import_parts WHERE tenant_id = ? AND import_id = ?");
-  staged.bind(1, call.who.tenant_id).bind(2, *import_id);
-  staged.step();
-  std::int64_t received = staged.integer(0);
+  auto tx = call.store.begin();
+  call.store.forget_import_parts_before(now - staged_import_seconds);
+  std::int64_t received = call.store.import_received(call.who.tenant_id, *import_id);
   if (offset != received)
     throw ApiError{409, "offset_mismatch",
                    fmt::format("import {} continues at offset {}, not {}", *import_id, received, offset)};
@@ -361,22 +325,14 @@ Reply import_devices(Call& call) {
   if (!split.trailer) {
     if (body.empty() || body.back() != '\n')
       throw ApiError{400, "invalid_request", "a bundle part must end at a line end"};
-    call.db.prepare("INSERT INTO import_parts (tenant_id, import_id, offset, body, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(1, call.who.tenant_id)
-        .bind(2, *import_id)
-        .bind(3, offset)
-        .bind(4, body)
-        .bind(5, now)
-        .run();
-    tx.commit();
+    call.store.add_import_part(call.who.tenant_id, *import_id, offset, body, now);
+    tx->commit();
     return {202, Json{{"import", *import_id}, {"received", received + static_cast<std::int64_t>(body.size())}, {"imported", 0}}};
   }
 
   auto trailer = parse_bundle_trailer(*split.trailer);
   auto parts = [&](auto&& fn) {
-    auto q = call.db.prepare("SELECT body FROM import_parts WHERE tenant_id = ? AND import_id = ? ORDER BY offset");
-    q.bind(1, call.who.tenant_id).bind(2, *import_id);
-    while (q.step()) fn(q.text(0));
+    call.store.for_each_import_part(call.who.tenant_id, *import_id, fn);
     fn(std::string(split.units));
   };
   Hasher hasher(HashAlg::sha256);
@@ -386,13 +342,13 @@ Reply import_devices(Call& call) {
     hasher.update(as_bytes(text));
     units += UnitImporter::count_units(text, line_number);
   });
-  verify_bundle(call.db, call.who.tenant_id, trailer, hasher.finish(), units);
-  advance_ledger_head(call.db, call.who.tenant_id, trailer);
+  verify_bundle(call.store, call.who.tenant_id, trailer, hasher.finish(), units);
+  advance_ledger_head(call.store, call.who.tenant_id, trailer);
   UnitImporter importer(call);
   line_number = 0;
   parts([&](const std::string& text) { importer.apply(text, line_number); });
-  call.db.prepare("DELETE FROM import_parts WHERE tenant_id = ? AND import_id = ?").bind(1, call.who.tenant_id).bind(2, *import_id).run();
-  tx.commit();
+  call.store.delete_import(call.who.tenant_id, *import_id);
+  tx->commit();
   return {200, Json{{"import", *import_id}, {"imported", importer.imported()}}};
 }
 
@@ -409,56 +365,41 @@ Reply list_devices(Call& call) {
       throw ApiError{400, "invalid_request", fmt::format("limit must be 1..{}", max_page)};
   }
   auto cursor = call.query_value("cursor");
-  std::string sql = std::string(device_columns) + filter.where;
-  if (cursor) sql += fmt::format(" AND d.id > ?{}", filter.text_binds.size() + 2);
-  sql += fmt::format(" ORDER BY d.id LIMIT {}", limit + 1);
-  auto q = call.db.prepare(sql);
-  bind_filter(q, call, filter);
-  if (cursor) q.bind(static_cast<int>(filter.text_binds.size() + 2), *cursor);
+  auto devices = call.store.list_devices(filter, cursor, limit + 1);
   Json items = Json::array();
   Json next = nullptr;
-  while (q.step()) {
+  for (auto& device : devices) {
     if (static_cast<std::int64_t>(items.size()) == limit) {
       next = items.back()["id"];
       break;
     }
-    items.push_back(device_json(q));
+    items.push_back(device_json(device));
   }
   return {200, Json{{"items", std::move(items)}, {"next_cursor", next}}};
 }
 
 Reply count_devices(Call& call) {
   auto by = call.query_value("by").value_or("version");
-  std::string column;
-  if (by == "version") column = "d.version";
-  else if (by == "state") column = "d.state";
-  else if (by == "group") column = "d.group_id";
-  else if (by == "product") column = "d.product_id";
+  DeviceCountKey key;
+  if (by == "version") key = DeviceCountKey::version;
+  else if (by == "state") key = DeviceCountKey::state;
+  else if (by == "group") key = DeviceCountKey::group;
+  else if (by == "product") key = DeviceCountKey::product;
   else throw ApiError{400, "invalid_request", "by must be version, group, state or product"};
   auto filter = device_filter(call);
-  auto q = call.db.prepare(fmt::format("SELECT {0}, count(*) FROM devices d {1} GROUP BY {0} ORDER BY 2 DESC", column, filter.where));
-  bind_filter(q, call, filter);
   Json counts = Json::array();
   std::int64_t total = 0;
-  while (q.step()) {
-    Json value = q.is_null(0) ? Json(nullptr) : Json(q.text(0));
-    if ((by == "group" || by == "product") && !value.is_null()) {
-      auto name = call.db.prepare(by == "group" ? "SELECT p.name || '/' || g.name FROM device_groups g JOIN products p ON p.id = g.product_id WHERE g.id = ?"
-                                                : "SELECT name FROM products WHERE id = ?");
-      name.bind(1, q.text(0));
-      if (name.step()) value = name.text(0);
-    }
-    counts.push_back(Json{{by, value}, {"count", q.integer(1)}});
-    total += q.integer(1);
+  for (auto& count : call.store.count_devices(filter, key)) {
+    counts.push_back(Json{{by, count.key ? Json(*count.key) : Json(nullptr)}, {"count", count.count}});
+    total += count.count;
   }
   return {200, Json{{"by", by}, {"total", total}, {"counts", counts}}};
 }
 
 Reply show_device(Call& call) {
-  auto q = call.db.prepare(std::string(device_columns) + "WHERE d.id = ? AND d.tenant_id = ?");
-  q.bind(1, call.params[0]).bind(2, call.who.tenant_id);
-  if (!q.step()) throw ApiError{404, "not_found", fmt::format("device {} not found", call.params[0])};
-  return {200, device_json(q)};
+  auto device = call.store.find_device(call.who.tenant_id, call.params[0]);
+  if (!device) throw ApiError{404, "not_found", fmt::format("device {} not found", call.params[0])};
+  return {200, device_json(*device)};
 }
 
 Reply assign_device(Call& call) {
@@ -466,12 +407,9 @@ Reply assign_device(Call& call) {
   auto& id = call.params[0];
   require_device(call, id);
   auto group = resolve_group_id(call, required_string(body, "group", 260));
-  auto same_product = call.db.prepare(
-      "SELECT 1 FROM devices d JOIN device_groups g ON g.product_id = d.product_id WHERE d.id = ? AND g.id = ?");
-  same_product.bind(1, id).bind(2, group);
-  if (!same_product.step())
+  if (!call.store.group_of_device_product(id, group))
     throw ApiError{409, "conflict", fmt::format("group {} belongs to another product than device {}", group, id)};
-  call.db.prepare("UPDATE devices SET group_id = ? WHERE id = ?").bind(1, group).bind(2, id).run();
+  call.store.set_device_group(id, group);
   return show_device(call);
 }
 
@@ -480,13 +418,7 @@ Reply claim_challenge(Call& call) {
   require_device(call, id);
   std::string nonce = random_hex(16);
   std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
-  call.db.prepare("DELETE FROM claim_challenges WHERE expires_at < ?").bind(1, now).run();
-  call.db.prepare("INSERT INTO claim_challenges (nonce, device_id, tenant_id, expires_at) VALUES (?, ?, ?, ?)")
-      .bind(1, nonce)
-      .bind(2, id)
-      .bind(3, call.who.tenant_id)
-      .bind(4, now + challenge_seconds)
-      .run();
+  call.store.add_claim_challenge(nonce, id, call.who.tenant_id, now + challenge_seconds, now);
   return {201, Json{{"device", id}, {"nonce", nonce}, {"message", claim_message(id, nonce)}, {"expires_in", challenge_seconds}}};
 }
 
@@ -502,22 +434,14 @@ Reply claim_device(Call& call) {
   } catch (const Error&) {
     throw ApiError{400, "invalid_request", "signature must be hex"};
   }
-  auto challenge = call.db.prepare("SELECT expires_at FROM claim_challenges WHERE nonce = ? AND device_id = ? AND tenant_id = ?");
-  challenge.bind(1, nonce).bind(2, id).bind(3, call.who.tenant_id);
-  if (!challenge.step() || challenge.integer(0) < static_cast<std::int64_t>(std::time(nullptr)))
+  if (!call.store.take_claim_challenge(nonce, id, call.who.tenant_id, static_cast<std::int64_t>(std::time(nullptr))))
     throw ApiError{409, "challenge_unknown", "no live challenge with this nonce: ask for a new claim-challenge"};
-  call.db.prepare("DELETE FROM claim_challenges WHERE nonce = ?").bind(1, nonce).run();
 
-  auto key_q = call.db.prepare("SELECT public_key FROM devices WHERE id = ?");
-  key_q.bind(1, id);
-  key_q.step();
-  if (!verify_message_signature(from_hex(key_q.text(0)), claim_message(id, nonce), signature))
+  auto device = call.store.device_identity(id);
+  if (!device || !verify_message_signature(from_hex(device->public_key), claim_message(id, nonce), signature))
     throw ApiError{422, "signature_invalid",
                    fmt::format("the claim signature does not verify with device {}'s imported public key", id)};
-  call.db.prepare("UPDATE devices SET claimed = 1, claimed_at = coalesce(claimed_at, ?) WHERE id = ?")
-      .bind(1, now_iso8601())
-      .bind(2, id)
-      .run();
+  call.store.mark_claimed(id, now_iso8601());
   return show_device(call);
 }
 

@@ -73,19 +73,6 @@ std::string verify_against(const std::vector<std::string>& anchors_pem, const st
   return why;
 }
 
-// Registrations that count: the tenant owns the CA's key.
-constexpr const char* owned_cas =
-    "SELECT c.tenant_id, c.pem FROM factory_cas c JOIN factory_ca_owners o ON o.key_sha256 = c.key_sha256 AND "
-    "o.tenant_id = c.tenant_id ";
-
-std::vector<std::string> tenant_ca_pems(Db& db, std::int64_t tenant_id) {
-  std::vector<std::string> out;
-  auto q = db.prepare(std::string(owned_cas) + "WHERE c.tenant_id = ?");
-  q.bind(1, tenant_id);
-  while (q.step()) out.push_back(q.text(1));
-  return out;
-}
-
 std::string key_sha256(ByteView spki) {
   return to_hex(digest(HashAlg::sha256, spki));
 }
@@ -146,23 +133,21 @@ std::string certificate_common_name(const std::string& der_or_pem) {
   return buf;
 }
 
-std::vector<Bytes> factory_ca_keys(Db& db, std::int64_t tenant_id) {
+std::vector<Bytes> factory_ca_keys(Store& store, std::int64_t tenant_id) {
   std::vector<Bytes> keys;
-  for (auto& pem : tenant_ca_pems(db, tenant_id))
+  for (auto& pem : store.owned_factory_ca_pems(tenant_id))
     if (auto key = certificate_public_key(pem); !key.empty()) keys.push_back(std::move(key));
   return keys;
 }
 
-std::string chain_error(Db& db, std::int64_t tenant_id, const std::vector<std::string>& chain_der) {
-  return verify_against(tenant_ca_pems(db, tenant_id), chain_der);
+std::string chain_error(Store& store, std::int64_t tenant_id, const std::vector<std::string>& chain_der) {
+  return verify_against(store.owned_factory_ca_pems(tenant_id), chain_der);
 }
 
-std::optional<Station> find_station(Db& db, const std::vector<std::string>& chain_der, std::string& why) {
+std::optional<Station> find_station(Store& store, const std::vector<std::string>& chain_der, std::string& why) {
   // Only CAs registered for stations: device certificates chain to the device CAs, and a device
   // (imported or not yet) must never act as a station.
-  std::map<std::int64_t, std::vector<std::string>> by_tenant;
-  auto q = db.prepare(std::string(owned_cas) + "WHERE c.stations != 0 ORDER BY c.tenant_id");
-  while (q.step()) by_tenant[q.integer(0)].push_back(q.text(1));
+  auto by_tenant = store.owned_station_ca_pems();
   std::string name = chain_der.empty() ? std::string() : certificate_common_name(chain_der[0]);
   std::vector<std::int64_t> tenants;
   std::string last_error = "no tenant has registered a station CA (kiln device ca add --stations)";
@@ -181,19 +166,6 @@ std::optional<Station> find_station(Db& db, const std::vector<std::string>& chai
   return std::nullopt;
 }
 
-void adopt_factory_ca_owners(Db& db) {
-  std::vector<std::pair<std::int64_t, std::string>> pending;  // rowid, pem
-  auto q = db.prepare("SELECT rowid, pem FROM factory_cas WHERE key_sha256 IS NULL");
-  while (q.step()) pending.emplace_back(q.integer(0), q.text(1));
-  for (auto& [rowid, pem] : pending)
-    if (auto key = certificate_public_key(pem); !key.empty())
-      db.prepare("UPDATE factory_cas SET key_sha256 = ? WHERE rowid = ?").bind(1, key_sha256(key)).bind(2, rowid).run();
-  // INSERT OR IGNORE in registration order: the first tenant to have registered a key keeps it.
-  db.exec(
-      "INSERT OR IGNORE INTO factory_ca_owners (key_sha256, tenant_id, created_at) SELECT key_sha256, tenant_id, "
-      "created_at FROM factory_cas WHERE key_sha256 IS NOT NULL ORDER BY created_at, rowid");
-}
-
 std::string factory_ca_proof_message(std::int64_t tenant_id, const std::string& key_sha256, const std::string& nonce) {
   return fmt::format("kiln-factory-ca-v1:{}:{}:{}", tenant_id, key_sha256, nonce);
 }
@@ -202,13 +174,7 @@ Reply factory_ca_challenge(Call& call) {
   auto ca = parse_ca_request(parse_object(call.request.body));
   auto nonce = random_hex(16);
   auto now = static_cast<std::int64_t>(std::time(nullptr));
-  call.db.prepare("DELETE FROM factory_ca_challenges WHERE expires_at < ?").bind(1, now).run();
-  call.db.prepare("INSERT INTO factory_ca_challenges (nonce, tenant_id, key_sha256, expires_at) VALUES (?, ?, ?, ?)")
-      .bind(1, nonce)
-      .bind(2, call.who.tenant_id)
-      .bind(3, ca.key_sha256)
-      .bind(4, now + ca_challenge_seconds)
-      .run();
+  call.store.add_factory_ca_challenge(nonce, {call.who.tenant_id, ca.key_sha256, now + ca_challenge_seconds}, now);
   return {201, Json{{"nonce", nonce},
                     {"key_sha256", ca.key_sha256},
                     {"message", factory_ca_proof_message(call.who.tenant_id, ca.key_sha256, nonce)},
@@ -237,12 +203,9 @@ Reply register_factory_ca(Call& call) {
   }
 
   // A challenge is used once, whatever the outcome: a failed proof cannot be retried with it.
-  auto challenge =
-      call.db.prepare("SELECT tenant_id, key_sha256, expires_at FROM factory_ca_challenges WHERE nonce = ?");
-  challenge.bind(1, *nonce);
-  bool live = challenge.step() && challenge.integer(0) == call.who.tenant_id && challenge.text(1) == ca.key_sha256 &&
-              challenge.integer(2) >= static_cast<std::int64_t>(std::time(nullptr));
-  call.db.prepare("DELETE FROM factory_ca_challenges WHERE nonce = ?").bind(1, *nonce).run();
+  auto challenge = call.store.take_factory_ca_challenge(*nonce);
+  bool live = challenge && challenge->tenant_id == call.who.tenant_id && challenge->key_sha256 == ca.key_sha256 &&
+              challenge->expires_at >= static_cast<std::int64_t>(std::time(nullptr));
   if (!live)
     throw ApiError{422, "challenge_unknown",
                    "no live challenge with this nonce for this certificate (challenges expire after 5 minutes, serve "
@@ -254,14 +217,7 @@ Reply register_factory_ca(Call& call) {
                    "it is not this CA's private key"};
 
   // One owner per CA key. Only a key holder gets this far, and the answer never says who owns it.
-  call.db.prepare("INSERT OR IGNORE INTO factory_ca_owners (key_sha256, tenant_id, created_at) VALUES (?, ?, ?)")
-      .bind(1, ca.key_sha256)
-      .bind(2, call.who.tenant_id)
-      .bind(3, now_iso8601())
-      .run();
-  auto owner = call.db.prepare("SELECT tenant_id FROM factory_ca_owners WHERE key_sha256 = ?");
-  owner.bind(1, ca.key_sha256);
-  if (!owner.step() || owner.integer(0) != call.who.tenant_id)
+  if (call.store.claim_factory_ca_key(ca.key_sha256, call.who.tenant_id, now_iso8601()) != call.who.tenant_id)
     throw ApiError{409, "ca_unavailable",
                    "this CA's key is already registered on this service and cannot be registered again: a factory "
                    "CA belongs to one tenant (give each tenant its own CA)"};
@@ -270,40 +226,21 @@ Reply register_factory_ca(Call& call) {
   char subject[512] = {};
   X509_NAME_oneline(X509_get_subject_name(ca.certificate.get()), subject, sizeof subject);
   // Registering again may widen the CA to stations; it never narrows a registration silently.
-  call.db
-      .prepare(
-          "INSERT INTO factory_cas (tenant_id, id, subject, pem, created_at, stations, key_sha256) VALUES (?, ?, ?, ?, "
-          "?, ?, ?) ON CONFLICT (tenant_id, id) DO UPDATE SET stations = max(stations, excluded.stations)")
-      .bind(1, call.who.tenant_id)
-      .bind(2, id)
-      .bind(3, subject)
-      .bind(4, ca.pem)
-      .bind(5, now_iso8601())
-      .bind(6, std::int64_t{stations ? 1 : 0})
-      .bind(7, ca.key_sha256)
-      .run();
-  auto now = call.db.prepare("SELECT stations FROM factory_cas WHERE tenant_id = ? AND id = ?");
-  now.bind(1, call.who.tenant_id).bind(2, id);
-  now.step();
+  FactoryCaRecord record{id, subject, ca.pem, stations, ca.key_sha256, true, now_iso8601()};
+  bool serves_stations = call.store.register_factory_ca(call.who.tenant_id, record);
   return {201,
-          Json{{"id", id}, {"subject", subject}, {"key_sha256", ca.key_sha256}, {"stations", now.integer(0) != 0}}};
+          Json{{"id", id}, {"subject", subject}, {"key_sha256", ca.key_sha256}, {"stations", serves_stations}}};
 }
 
 Reply list_factory_cas(Call& call) {
-  auto q = call.db.prepare(
-      "SELECT c.id, c.subject, c.created_at, c.stations, c.key_sha256, o.tenant_id IS NOT NULL FROM factory_cas c "
-      "LEFT JOIN factory_ca_owners o ON o.key_sha256 = c.key_sha256 AND o.tenant_id = c.tenant_id WHERE c.tenant_id = "
-      "? "
-      "ORDER BY c.created_at");
-  q.bind(1, call.who.tenant_id);
   Json items = Json::array();
-  while (q.step())
-    items.push_back(Json{{"id", q.text(0)},
-                         {"subject", q.text(1)},
-                         {"stations", q.integer(3) != 0},
-                         {"key_sha256", q.is_null(4) ? Json(nullptr) : Json(q.text(4))},
-                         {"usable", q.integer(5) != 0},
-                         {"created_at", q.text(2)}});
+  for (auto& ca : call.store.list_factory_cas(call.who.tenant_id))
+    items.push_back(Json{{"id", ca.id},
+                         {"subject", ca.subject},
+                         {"stations", ca.stations},
+                         {"key_sha256", ca.key_sha256 ? Json(*ca.key_sha256) : Json(nullptr)},
+                         {"usable", ca.usable},
+                         {"created_at", ca.created_at}});
   return {200, Json{{"items", items}}};
 }
 

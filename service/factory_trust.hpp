@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "core/bytes.hpp"
-#include "service/db.hpp"
+#include "service/store.hpp"
 
 namespace kiln::service {
 
@@ -17,11 +17,8 @@ namespace kiln::service {
 // from before ownership may hold, stays listed but is never trusted.
 
 // The DER SubjectPublicKeyInfo of every factory CA the tenant registered and owns.
-std::vector<Bytes> factory_ca_keys(Db& db, std::int64_t tenant_id);
+std::vector<Bytes> factory_ca_keys(Store& store, std::int64_t tenant_id);
 
-// Fills factory_cas.key_sha256 and factory_ca_owners for rows registered before ownership existed: the
-// earliest registration of a key (created_at, then insertion order) owns it. Idempotent; run at start.
-void adopt_factory_ca_owners(Db& db);
 
 // The exact bytes a CA's private key signs to prove possession for `tenant_id` (docs/openapi.yaml).
 std::string factory_ca_proof_message(std::int64_t tenant_id, const std::string& key_sha256, const std::string& nonce);
@@ -30,7 +27,7 @@ std::string factory_ca_proof_message(std::int64_t tenant_id, const std::string& 
 // Returns an empty string when it does, else why not (OpenSSL's verification error, in words, or
 // no_factory_ca_registered when the tenant has no usable factory CA).
 inline constexpr const char* no_factory_ca_registered = "no factory CA is registered";
-std::string chain_error(Db& db, std::int64_t tenant_id, const std::vector<std::string>& chain_der);
+std::string chain_error(Store& store, std::int64_t tenant_id, const std::vector<std::string>& chain_der);
 
 // The tenant whose registered factory CA the station certificate chain leads to; nullopt with `why` set
 // when none (or several) do.
@@ -38,7 +35,7 @@ struct Station {
   std::int64_t tenant_id = 0;
   std::string name;  // the certificate's common name
 };
-std::optional<Station> find_station(Db& db, const std::vector<std::string>& chain_der, std::string& why);
+std::optional<Station> find_station(Store& store, const std::vector<std::string>& chain_der, std::string& why);
 
 // SPKI (DER) and common name of a DER or PEM certificate; empty when it is not one.
 Bytes certificate_public_key(const std::string& der_or_pem);

@@ -11,7 +11,8 @@
 
 #include "core/bytes.hpp"
 #include "service/api.hpp"
-#include "service/db.hpp"
+#include "service/rollout.hpp"
+#include "service/store.hpp"
 
 namespace kiln::service {
 
@@ -32,7 +33,7 @@ struct Principal {
 };
 
 struct Call {
-  Db& db;
+  Store& store;
   const ServiceConfig& config;
   const Request& request;
   Principal who;
@@ -99,7 +100,7 @@ Reply upload_image_chunk(Call& call);
 Response download_image(Call& call);
 
 // Agent endpoints (mutual TLS) and the factory CAs their certificates chain to.
-Principal authenticate_device(Db& db, const std::vector<std::string>& chain_der);
+Principal authenticate_device(Store& store, const std::vector<std::string>& chain_der);
 // POST /v1/factory-cas/challenge: a single-use nonce the CA's key signs to register it.
 Reply factory_ca_challenge(Call& call);
 Reply register_factory_ca(Call& call);
@@ -120,28 +121,12 @@ Reply list_deployment_devices(Call& call);
 // POST /v1/images/{}/manifest: records the SUIT manifest uploaded for an image (kiln image upload --manifest).
 Reply link_image_manifest(Call& call);
 
-// A deployment as stored; waves are cumulative percentages, `wave` the 1-based open wave.
-struct DeploymentRow {
-  std::string id, group_id, group;
-  Json images = Json::array();
-  std::optional<std::string> manifest;
-  std::optional<std::int64_t> sequence;
-  std::vector<int> waves;
-  int wave = 1;
-  std::int64_t wave_started_at = 0;  // unix seconds
-  std::int64_t step_after = 0;       // seconds; 0: waves do not open by themselves
-  std::optional<double> halt_on_failure;
-  std::optional<std::string> halt_reason;
-  std::int64_t failure_baseline = 0;  // failures forgiven by the last resume
-  std::optional<std::string> previous;
-  std::string state, created_at, updated_at;
-};
 // ApiError 404 when the tenant has no such deployment.
-DeploymentRow load_deployment(Db& db, std::int64_t tenant_id, const std::string& id);
-// Halts, opens the next wave or completes an active deployment as its time and device reports say. This
-// counts the group's devices; check-ins pass only_when_a_wave_is_due (halting and completion change only
-// with status reports, which evaluate fully).
-void evaluate_deployment(Db& db, DeploymentRow& row, bool only_when_a_wave_is_due = false);
+Deployment load_deployment(Store& store, std::int64_t tenant_id, const std::string& id);
+// Halts, opens the next wave or completes an active deployment as its time and device reports say
+// (decide_rollout) and stores the change. Check-ins pass only_when_a_wave_is_due (halting and completion
+// change only with status reports, which evaluate fully).
+void evaluate_deployment(Store& store, Deployment& row, bool only_when_a_wave_is_due = false);
 // Where the content of a complete image or manifest blob lives.
 std::filesystem::path blob_path(const ServiceConfig& config, std::int64_t tenant_id, const std::string& sha);
 

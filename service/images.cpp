@@ -35,19 +35,10 @@ std::filesystem::path content_path(const Call& call, const std::string& sha, boo
   return dir / (sha + (partial ? ".part" : ""));
 }
 
-struct ImageRow {
-  std::string sha256, name;
-  std::int64_t size = 0, received = 0;
-  bool complete = false;
-  std::string created_at;
-};
+using ImageRow = ImageRecord;
 
 std::optional<ImageRow> find_image(Call& call, const std::string& sha) {
-  auto q = call.db.prepare("SELECT sha256, coalesce(name, ''), size, received, complete, created_at FROM images "
-                           "WHERE tenant_id = ? AND sha256 = ?");
-  q.bind(1, call.who.tenant_id).bind(2, sha);
-  if (!q.step()) return std::nullopt;
-  return ImageRow{q.text(0), q.text(1), q.integer(2), q.integer(3), q.integer(4) != 0, q.text(5)};
+  return call.store.find_image(call.who.tenant_id, sha);
 }
 
 Json image_json(const ImageRow& row) {
@@ -196,23 +187,19 @@ Reply create_image(Call& call) {
       throw ApiError{409, "conflict", fmt::format("image {} exists with size {}, not {}", sha, existing->size, size)};
     return {200, image_json(*existing)};
   }
-  call.db.prepare("INSERT INTO images (tenant_id, sha256, name, size, created_at) VALUES (?, ?, ?, ?, ?)")
-      .bind(1, call.who.tenant_id)
-      .bind(2, sha)
-      .bind_optional(3, name)
-      .bind(4, size)
-      .bind(5, now_iso8601())
-      .run();
+  ImageRecord image;
+  image.sha256 = sha;
+  image.name = name.value_or("");
+  image.size = size;
+  image.created_at = now_iso8601();
+  call.store.insert_image(call.who.tenant_id, image);
   std::filesystem::remove(content_path(call, sha, true));
   return {201, image_json(require_image(call, sha))};
 }
 
 Reply list_images(Call& call) {
-  auto q = call.db.prepare("SELECT sha256, coalesce(name, ''), size, received, complete, created_at FROM images "
-                           "WHERE tenant_id = ? ORDER BY created_at, sha256");
-  q.bind(1, call.who.tenant_id);
   Json items = Json::array();
-  while (q.step()) items.push_back(image_json({q.text(0), q.text(1), q.integer(2), q.integer(3), q.integer(4) != 0, q.text(5)}));
+  for (auto& image : call.store.list_images(call.who.tenant_id)) items.push_back(image_json(image));
   return {200, Json{{"items", items}}};
 }
 
@@ -226,12 +213,7 @@ Reply upload_image_chunk(Call& call) {
   auto part_path = content_path(call, sha, true);
   auto final_path = content_path(call, sha, false);
   auto record = [&] {
-    call.db.prepare("UPDATE images SET received = ?, complete = ? WHERE tenant_id = ? AND sha256 = ?")
-        .bind(1, row.received)
-        .bind(2, std::int64_t{row.complete})
-        .bind(3, call.who.tenant_id)
-        .bind(4, sha)
-        .run();
+    call.store.record_upload(call.who.tenant_id, sha, row.received, row.complete);
   };
   // A crash between the rename of the finished content and the row update left the whole image in place.
   if (std::filesystem::exists(final_path) && file_sha256(final_path) == sha) {

@@ -114,7 +114,7 @@ BundleTrailer parse_bundle_trailer(const Json& line) {
   return t;
 }
 
-void verify_bundle(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer, ByteView digest, std::int64_t units) {
+void verify_bundle(Store& store, std::int64_t tenant_id, const BundleTrailer& trailer, ByteView digest, std::int64_t units) {
   if (trailer.units != units)
     throw ApiError{
         422, "bundle_modified",
@@ -126,10 +126,10 @@ void verify_bundle(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer,
                    "the bundle's content does not hash to the SHA-256 its station signed: it was edited after export"};
 
   std::string fingerprint = key_sha256(trailer.station_key);
-  auto keys = factory_ca_keys(db, tenant_id);
+  auto keys = factory_ca_keys(store, tenant_id);
   bool trusted = std::find(keys.begin(), keys.end(), trailer.station_key) != keys.end();
   if (!trusted && trailer.station_certificate) {
-    auto error = chain_error(db, tenant_id, {*trailer.station_certificate});
+    auto error = chain_error(store, tenant_id, {*trailer.station_certificate});
     if (certificate_public_key(*trailer.station_certificate) != trailer.station_key)
       throw ApiError{422, "bundle_signer_untrusted",
                      "the trailer's station certificate does not carry the station key"};
@@ -176,57 +176,37 @@ void verify_bundle(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer,
   }
 }
 
-void advance_ledger_head(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer) {
+void advance_ledger_head(Store& store, std::int64_t tenant_id, const BundleTrailer& trailer) {
   std::string station = key_sha256(trailer.station_key);
   const auto& head = trailer.ledger_head;
   if (!head) {
     // A station that once sent its head always does (kiln exports it for every bound ledger): a bundle
     // without one had it stripped, and with it the proof that the ledger did not go back.
-    auto seen = db.prepare(
-        "SELECT ledger_id, rows FROM ledger_heads WHERE tenant_id = ? AND station_key_sha256 = ? "
-        "ORDER BY imported_at DESC LIMIT 1");
-    seen.bind(1, tenant_id).bind(2, station);
-    if (seen.step())
+    if (auto seen = store.latest_ledger_head(tenant_id, station))
       throw ApiError{422, "ledger_head_missing",
                      fmt::format("the bundle carries no ledger head, but bundles from station key sha256:{} did "
                                  "(ledger {}, {} rows): its head was removed from the trailer; export the bundle again "
                                  "with 'kiln factory ledger export'",
-                                 station.substr(0, 16), seen.text(0), seen.integer(1))};
+                                 station.substr(0, 16), seen->ledger_id, seen->rows)};
     return;
   }
   // Keyed by the station key too: another station of the tenant naming this ledger_id in its own
   // (signed) bundles has another ledger, and cannot block this one's imports.
-  auto known = db.prepare(
-      "SELECT rows, hash, imported_at FROM ledger_heads "
-      "WHERE tenant_id = ? AND station_key_sha256 = ? AND ledger_id = ?");
-  known.bind(1, tenant_id).bind(2, station).bind(3, head->ledger_id);
-  if (known.step()) {
-    std::int64_t rows = known.integer(0);
-    std::string hash = known.text(1), imported_at = known.text(2);
-    if (head->rows < rows)
+  if (auto known = store.find_ledger_head(tenant_id, station, head->ledger_id)) {
+    if (head->rows < known->rows)
       throw ApiError{409, "ledger_rolled_back",
                      fmt::format("ledger {} has {} rows in this bundle, but a bundle with {} rows was imported from it "
                                  "at {}: rows were deleted from the station's ledger or it was restored from an older "
                                  "copy; nothing was imported (export the station's current ledger, and investigate)",
-                                 head->ledger_id, head->rows, rows, imported_at)};
-    if (head->chain[static_cast<std::size_t>(rows - 1)] != hash)
+                                 head->ledger_id, head->rows, known->rows, known->imported_at)};
+    if (head->chain[static_cast<std::size_t>(known->rows - 1)] != known->hash)
       throw ApiError{409, "ledger_rolled_back",
                      fmt::format("ledger {}: row {} in this bundle is not the row {} imported at {}: the ledger was "
                                  "rolled back and rewritten after that import; nothing was imported",
-                                 head->ledger_id, rows, rows, imported_at)};
-    if (head->rows == rows) return;  // the same head again: an idempotent re-import
+                                 head->ledger_id, known->rows, known->rows, known->imported_at)};
+    if (head->rows == known->rows) return;  // the same head again: an idempotent re-import
   }
-  db.prepare(
-        "INSERT INTO ledger_heads (tenant_id, ledger_id, station_key_sha256, rows, hash, imported_at) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, station_key_sha256, ledger_id) DO UPDATE SET "
-        "rows = excluded.rows, hash = excluded.hash, imported_at = excluded.imported_at")
-      .bind(1, tenant_id)
-      .bind(2, head->ledger_id)
-      .bind(3, station)
-      .bind(4, head->rows)
-      .bind(5, head->hash)
-      .bind(6, now_iso8601())
-      .run();
+  store.save_ledger_head(tenant_id, station, LedgerHead{head->ledger_id, head->rows, head->hash, now_iso8601()});
 }
 
 }  // namespace kiln::service

@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "core/bytes.hpp"
-#include "service/db.hpp"
 #include "service/handlers.hpp"
 
 namespace kiln::service {
@@ -42,12 +41,12 @@ BundleTrailer parse_bundle_trailer(const Json& line);
 // key of a registered factory CA, or the trailer's station certificate carries it and chains to one.
 // Throws ApiError 422 (bundle_modified, bundle_signer_untrusted, bundle_signature_invalid).
 // Also checks the ledger head's and chain's signatures with the station key (422 bundle_signature_invalid).
-void verify_bundle(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer, ByteView digest, std::int64_t units);
+void verify_bundle(Store& store, std::int64_t tenant_id, const BundleTrailer& trailer, ByteView digest, std::int64_t units);
 
 // Inside the import's transaction, after verify_bundle: the bundle's ledger must extend the head last
 // imported from the same station key and ledger_id (409 ledger_rolled_back: fewer rows, or another hash
 // at the remembered row), and a station whose bundles carried a head must keep sending one (422
 // ledger_head_missing). Remembers the new head.
-void advance_ledger_head(Db& db, std::int64_t tenant_id, const BundleTrailer& trailer);
+void advance_ledger_head(Store& store, std::int64_t tenant_id, const BundleTrailer& trailer);
 
 }  // namespace kiln::service

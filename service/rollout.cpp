@@ -53,4 +53,76 @@ bool is_failure_status(std::string_view status) {
   return status == "failed" || status == "rolled_back" || status == "refused";
 }
 
+namespace {
+
+std::map<std::string, std::int64_t> zero_counts() {
+  std::map<std::string, std::int64_t> m;
+  m.emplace("pending", 0);
+  for (auto& s : agent_statuses()) m.emplace(s, 0);
+  return m;
+}
+
+}  // namespace
+
+AdmittedCounts admitted_counts(const Rollout& rollout, const RolloutTally& tally) {
+  AdmittedCounts c;
+  c.devices = tally.devices;
+  c.status = zero_counts();
+  c.waves.resize(rollout.waves.size());
+  for (auto& w : c.waves) w.status = zero_counts();
+  for (std::size_t i = 0; i < tally.waves.size() && i < rollout.waves.size(); ++i) {
+    const auto& wave = tally.waves[i];
+    bool open = static_cast<int>(i + 1) <= rollout.wave;
+    std::map<std::string, std::int64_t> counts;
+    std::int64_t reported = 0;
+    for (auto& [status, n] : wave.reported) {
+      if (n <= 0) continue;
+      counts[status] += n;
+      reported += n;
+    }
+    if (open && wave.devices > reported) counts["pending"] += wave.devices - reported;
+    for (auto& [status, n] : counts) {
+      c.admitted += n;
+      c.status[status] += n;
+      if (is_failure_status(status)) c.failures += n;
+      if (status == "installed") c.installed += n;
+      for (auto w = i; w < c.waves.size(); ++w) {
+        c.waves[w].admitted += n;
+        c.waves[w].status[status] += n;
+      }
+    }
+  }
+  return c;
+}
+
+bool wave_due(const Rollout& rollout, std::int64_t now) {
+  return rollout.state == "active" && rollout.wave < static_cast<int>(rollout.waves.size()) &&
+         rollout.step_after > 0 && now >= rollout.wave_started_at + rollout.step_after;
+}
+
+Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::int64_t now) {
+  Rollout next = rollout;
+  if (next.state != "active") return next;
+  while (true) {
+    auto counts = admitted_counts(next, tally);
+    auto failures = counts.failures - next.failure_baseline;
+    if (next.halt_on_failure && failures_exceed(failures, counts.admitted, *next.halt_on_failure)) {
+      next.state = "halted";
+      next.halt_reason = halt_reason(failures, counts.admitted, next.wave, *next.halt_on_failure);
+      return next;
+    }
+    bool last = next.wave >= static_cast<int>(next.waves.size());
+    if (!last && wave_due(next, now)) {
+      // The wave opens when it was due; if nobody looked for a whole period (the service was down, no
+      // device reported), it opens now, so that every wave is observed for step_after before the next.
+      auto due = next.wave_started_at + next.step_after;
+      ++next.wave;
+      next.wave_started_at = now - due >= next.step_after ? now : due;
+      continue;
+    }
+    if (last && counts.admitted > 0 && counts.installed == counts.admitted) next.state = "completed";
+    return next;
+  }
+}
+
 }  // namespace kiln::service

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -28,5 +29,50 @@ std::string percent_text(double percent);
 // Device statuses an agent reports (docs/openapi.yaml AgentStatus), and which of them count as failures.
 const std::vector<std::string>& agent_statuses();
 bool is_failure_status(std::string_view status);
+
+// What the rollout rules read and change of a deployment. States: active, paused, halted, completed,
+// aborted, superseded; only an active rollout moves by itself.
+struct Rollout {
+  std::string state = "active";
+  std::vector<int> waves;  // cumulative percentages, increasing
+  int wave = 1;                 // the open wave, 1-based
+  std::int64_t wave_started_at = 0;  // unix seconds
+  std::int64_t step_after = 0;       // seconds; 0: waves do not open by themselves
+  std::optional<double> halt_on_failure;
+  std::optional<std::string> halt_reason;
+  std::int64_t failure_baseline = 0;  // failures forgiven by the last resume
+  bool operator==(const Rollout&) const = default;
+};
+
+// A deployment's group as the rules see it: devices by the wave their bucket puts them in, and the last
+// status each reported for the deployment. Kept as reports arrive; it never depends on which waves are open.
+struct RolloutTally {
+  struct Wave {
+    std::int64_t devices = 0;                      // devices of the group whose bucket falls in this wave
+    std::map<std::string, std::int64_t> reported;  // agent status -> devices of this wave that reported it last
+  };
+  std::int64_t devices = 0;  // every device of the group, in a wave or not
+  std::vector<Wave> waves;   // index 0: wave 1; as many as the rollout has
+};
+
+// The counts people and the rules read: admitted devices are those of the open waves, and any device of a
+// later wave that reported anyway (admitted before a wave change), so nothing reported goes missing.
+struct AdmittedCounts {
+  struct Wave {
+    std::int64_t admitted = 0;
+    std::map<std::string, std::int64_t> status;  // agent statuses + "pending" (admitted, nothing reported)
+  };
+  std::int64_t devices = 0, admitted = 0, failures = 0, installed = 0;
+  std::map<std::string, std::int64_t> status;
+  std::vector<Wave> waves;  // cumulative like the percentages: a device counts in its wave and every later one
+};
+AdmittedCounts admitted_counts(const Rollout& rollout, const RolloutTally& tally);
+
+// True when an active rollout's next wave is due at `now`.
+bool wave_due(const Rollout& rollout, std::int64_t now);
+
+// The one rollout decision: halt past the threshold, open the next wave when its time has come, complete
+// when the last wave is open and every admitted device installed. Pure: the same inputs, the same answer.
+Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::int64_t now);
 
 }  // namespace kiln::service

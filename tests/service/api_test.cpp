@@ -12,6 +12,7 @@
 #include "core/files.hpp"
 #include "provisioning/ledger.hpp"
 #include "service/api.hpp"
+#include "service/db.hpp"
 #include "signing/file_key.hpp"
 #include "signing/key_ref.hpp"
 #include "signing/signer.hpp"
@@ -691,6 +692,7 @@ TEST_CASE(
         "'2999-01-01T00:00:00Z', 1 FROM factory_cas WHERE tenant_id = 1");
     sql(f, "UPDATE factory_cas SET key_sha256 = NULL");
     sql(f, "DELETE FROM factory_ca_owners");
+    sql(f, "PRAGMA user_version = 0");  // a store from before versioned migrations
     std::string bundle = f.bundle(unit_line("unit-1", device.public_pem()));
     Service reopened({database, f.dir.path() / "images"});  // adopts owners on start
     auto call = [&](const std::string& method, const std::string& target, const std::string& token, std::string body,
@@ -986,7 +988,9 @@ TEST_CASE("service: a database from before ledger heads gains the table on start
   f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
   {
     Db db(f.database);
-    db.exec("DROP TABLE ledger_heads");  // as an older service left it
+    // As an older service left it: the schema version before ledger heads, without the table.
+    db.exec("DROP TABLE ledger_heads");
+    db.exec("PRAGMA user_version = 2");
   }
   Service restarted({f.database, f.dir.path() / "images"});
   auto call = [&](const std::string& body) {

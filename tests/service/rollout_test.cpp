@@ -211,8 +211,10 @@ TEST_CASE("rollout: a database from before staged rollouts gains the new columns
     group = Json::parse(groups.body)["items"][0]["id"].get<std::string>();
   }
   {
-    // The deployments table as the first release wrote it, with one deployment.
+    // The deployments table as the first release wrote it, with one deployment (a store from before
+    // versioned migrations: schema version 0).
     Db db(database);
+    db.exec("PRAGMA user_version = 0");
     db.exec("DROP TABLE deployments");
     db.exec(
         "CREATE TABLE deployments (id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL, group_id TEXT NOT NULL "

@@ -1,0 +1,267 @@
+// The service's one store seam: every record the handlers keep, as domain operations over plain structs.
+// Backends (SqliteStore today) hold all SQL; handlers, rollout rules and agent endpoints hold none.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "service/rollout.hpp"
+
+namespace kiln::service {
+
+struct TokenRecord {
+  std::int64_t tenant_id = 0;
+  std::string role, name;
+};
+
+struct IdempotencyRecord {
+  std::string method, path;
+  int status = 0;
+  std::string body;
+  std::optional<std::string> request_sha256;  // null for keys stored before request hashes
+  bool secret = false;                         // the answer held a secret: its body is not stored
+};
+
+struct Product {
+  std::string id, name, description, created_at;
+};
+
+struct Group {
+  std::string id, product_id, product, name, description, created_at;  // product: the product's name
+};
+
+// A device as listed and shown.
+struct DeviceView {
+  std::string id, product;
+  std::optional<std::string> group;  // "Product/Group"
+  std::string state;
+  std::optional<std::string> version;
+  bool claimed = false;
+  std::optional<std::string> last_seen;
+  std::string imported_at;
+};
+
+// What authentication, claims and agents need of a device.
+struct DeviceIdentity {
+  std::int64_t tenant_id = 0;
+  std::string public_key;  // hex of the DER SubjectPublicKeyInfo
+  std::optional<std::string> group_id;
+};
+
+// Device selection of list and count (empty fields: no condition). Times compare in the stored form.
+struct DeviceFilter {
+  std::int64_t tenant_id = 0;
+  std::optional<std::string> group_id, product_id, state, version, seen_before, seen_after;
+  std::optional<bool> claimed;
+};
+
+enum class DeviceCountKey { version, state, group, product };
+struct DeviceCount {
+  std::optional<std::string> key;  // the value; for group and product the "Product/Group" or product name
+  std::int64_t count = 0;
+};
+
+// One unit of an import. The upsert never changes a device of another tenant or one holding another key.
+struct ImportedDevice {
+  std::string id;
+  std::int64_t tenant_id = 0;
+  std::string product_id, group_id, state;
+  std::optional<std::string> version;
+  std::string public_key;  // hex
+  std::optional<std::string> certificate, last_seen;
+  std::string imported_at;
+};
+
+struct ImageRecord {
+  std::string sha256, name;
+  std::int64_t size = 0, received = 0;
+  bool complete = false;
+  std::string created_at;
+  std::optional<std::string> manifest;  // the SUIT manifest linked at upload
+};
+
+struct FactoryCaChallenge {
+  std::int64_t tenant_id = 0;
+  std::string key_sha256;
+  std::int64_t expires_at = 0;
+};
+
+// The head of a station's ledger as last imported (ledger_head of its bundle trailer).
+struct LedgerHead {
+  std::string ledger_id;
+  std::int64_t rows = 0;
+  std::string hash, imported_at;
+};
+
+struct FactoryCaRecord {
+  std::string id, subject, pem;
+  bool stations = false;
+  std::optional<std::string> key_sha256;
+  bool usable = false;  // the tenant owns the CA's key
+  std::string created_at;
+};
+
+// A deployment as stored: its rollout (rollout.hpp) and what it delivers.
+struct Deployment : Rollout {
+  std::string id, group_id, group;  // group: "Product/Group"
+  std::vector<std::string> images;
+  std::optional<std::string> manifest;
+  std::optional<std::int64_t> sequence;
+  std::optional<std::string> previous;
+  std::string created_at, updated_at;
+};
+
+// One device of a deployment's group and what it last reported for the deployment.
+struct DeploymentDevice {
+  std::string id;
+  std::optional<std::string> status;  // nullopt: nothing reported
+  std::string detail, updated_at, version;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // A unit of work: what a handler does between begin() and commit() is applied together or not at all
+  // (destroyed without commit: rolled back), isolated from other requests. The service runs every request
+  // in one (reads: a consistent snapshot; writes: one writer at a time); a handler's units nest inside it
+  // and undo only their own part when they fail.
+  class Transaction {
+   public:
+    virtual ~Transaction() = default;
+    virtual void commit() = 0;
+  };
+  enum class Access { read, write };
+  virtual std::unique_ptr<Transaction> begin(Access access = Access::write) = 0;
+
+  // Tenants and tokens.
+  virtual std::int64_t create_tenant(const std::string& name, const std::string& now) = 0;
+  virtual std::optional<std::int64_t> find_tenant(const std::string& name) = 0;
+  virtual std::string tenant_name(std::int64_t tenant_id) = 0;
+  virtual void add_token(const std::string& hash, const TokenRecord& token, const std::string& now) = 0;
+  virtual std::optional<TokenRecord> find_token(const std::string& hash) = 0;
+
+  // Idempotency keys (times in the stored ISO form).
+  virtual void forget_idempotency_before(const std::string& oldest) = 0;
+  virtual std::optional<IdempotencyRecord> find_idempotency(std::int64_t tenant_id, const std::string& key,
+                                                            const std::string& oldest) = 0;
+  virtual void remember_idempotency(std::int64_t tenant_id, const std::string& key, const IdempotencyRecord& record,
+                                    const std::string& now) = 0;
+
+  // Products and groups. A product `ref` is its ID or name.
+  virtual std::optional<Product> find_product(std::int64_t tenant_id, const std::string& ref) = 0;
+  virtual bool product_name_taken(std::int64_t tenant_id, const std::string& name) = 0;
+  virtual void insert_product(std::int64_t tenant_id, const Product& product) = 0;
+  virtual std::vector<Product> list_products(std::int64_t tenant_id) = 0;
+  // Removes the product with its groups and their deployments (the caller checked it has no devices).
+  virtual void delete_product(const std::string& product_id) = 0;
+  virtual std::optional<Group> find_group(std::int64_t tenant_id, const std::string& id) = 0;
+  virtual std::optional<Group> find_group_by_name(const std::string& product_id, const std::string& name) = 0;
+  virtual void insert_group(std::int64_t tenant_id, const Group& group) = 0;
+  virtual std::vector<Group> list_groups(std::int64_t tenant_id, const std::optional<std::string>& product_id) = 0;
+  virtual void update_group(const std::string& id, const std::optional<std::string>& name,
+                            const std::optional<std::string>& description) = 0;
+  virtual void delete_group(const std::string& group_id) = 0;
+  virtual std::int64_t devices_in_product(const std::string& product_id) = 0;
+  virtual std::int64_t devices_in_group(const std::string& group_id) = 0;
+
+  // Devices.
+  virtual std::optional<DeviceView> find_device(std::int64_t tenant_id, const std::string& id) = 0;
+  // Any tenant's device: authentication looks devices up before it knows the tenant.
+  virtual std::optional<DeviceIdentity> device_identity(const std::string& id) = 0;
+  // Devices in ID order after `after`, at most `limit`.
+  virtual std::vector<DeviceView> list_devices(const DeviceFilter& filter, const std::optional<std::string>& after,
+                                               std::int64_t limit) = 0;
+  virtual std::vector<DeviceCount> count_devices(const DeviceFilter& filter, DeviceCountKey by) = 0;
+  // False when nothing changed: the UID belongs to another tenant or holds another key.
+  virtual bool upsert_device(const ImportedDevice& device) = 0;
+  virtual bool group_of_device_product(const std::string& device_id, const std::string& group_id) = 0;
+  virtual void set_device_group(const std::string& device_id, const std::string& group_id) = 0;
+  virtual void mark_claimed(const std::string& device_id, const std::string& now) = 0;
+  // A check-in: last seen now; version and state when given.
+  virtual void device_checked_in(const std::string& device_id, const std::string& now,
+                                 const std::optional<std::string>& version, const std::optional<std::string>& state) = 0;
+
+  // Claim challenges (expiry in unix seconds; expired ones are dropped when a new one is added).
+  virtual void add_claim_challenge(const std::string& nonce, const std::string& device_id, std::int64_t tenant_id,
+                                   std::int64_t expires_at, std::int64_t now) = 0;
+  // Consumes a live challenge; false (and nothing consumed) when there is none.
+  virtual bool take_claim_challenge(const std::string& nonce, const std::string& device_id, std::int64_t tenant_id,
+                                    std::int64_t now) = 0;
+
+  // Staged parts of a large import (created_at in unix seconds).
+  virtual void forget_import_parts_before(std::int64_t oldest) = 0;
+  virtual std::int64_t import_received(std::int64_t tenant_id, const std::string& import_id) = 0;
+  virtual void add_import_part(std::int64_t tenant_id, const std::string& import_id, std::int64_t offset,
+                               std::string_view body, std::int64_t now) = 0;
+  virtual void for_each_import_part(std::int64_t tenant_id, const std::string& import_id,
+                                    const std::function<void(const std::string&)>& each) = 0;
+  virtual void delete_import(std::int64_t tenant_id, const std::string& import_id) = 0;
+
+  // Factory CAs: registrations, their owners (one tenant per CA key) and registration challenges.
+  virtual std::vector<std::string> owned_factory_ca_pems(std::int64_t tenant_id) = 0;
+  virtual std::map<std::int64_t, std::vector<std::string>> owned_station_ca_pems() = 0;
+  virtual void add_factory_ca_challenge(const std::string& nonce, const FactoryCaChallenge& challenge,
+                                        std::int64_t now) = 0;
+  // Removes the challenge whatever it holds and returns it.
+  virtual std::optional<FactoryCaChallenge> take_factory_ca_challenge(const std::string& nonce) = 0;
+  // Makes `tenant_id` the owner of the key unless it has one; returns the owner.
+  virtual std::int64_t claim_factory_ca_key(const std::string& key_sha256, std::int64_t tenant_id,
+                                            const std::string& now) = 0;
+  // Registers (or widens to stations) a CA; returns whether it now serves stations.
+  virtual bool register_factory_ca(std::int64_t tenant_id, const FactoryCaRecord& ca) = 0;
+  virtual std::vector<FactoryCaRecord> list_factory_cas(std::int64_t tenant_id) = 0;
+
+  // Ledger heads last imported, per tenant, station key (SHA-256 of its SubjectPublicKeyInfo, hex) and ledger.
+  virtual std::optional<LedgerHead> find_ledger_head(std::int64_t tenant_id, const std::string& station_key_sha256,
+                                                     const std::string& ledger_id) = 0;
+  // The head imported last from the station, whatever its ledger.
+  virtual std::optional<LedgerHead> latest_ledger_head(std::int64_t tenant_id,
+                                                       const std::string& station_key_sha256) = 0;
+  // Remembers the head (replacing the one of the same ledger).
+  virtual void save_ledger_head(std::int64_t tenant_id, const std::string& station_key_sha256,
+                                const LedgerHead& head) = 0;
+
+  // Images and manifests (blobs of a tenant, content-addressed).
+  virtual std::optional<ImageRecord> find_image(std::int64_t tenant_id, const std::string& sha256) = 0;
+  virtual void insert_image(std::int64_t tenant_id, const ImageRecord& image) = 0;
+  virtual std::vector<ImageRecord> list_images(std::int64_t tenant_id) = 0;
+  virtual void record_upload(std::int64_t tenant_id, const std::string& sha256, std::int64_t received,
+                             bool complete) = 0;
+  virtual void link_manifest(std::int64_t tenant_id, const std::string& image, const std::string& manifest) = 0;
+
+  // Deployments.
+  virtual std::optional<Deployment> find_deployment(std::int64_t tenant_id, const std::string& id) = 0;
+  // The newest deployment of the group (skip_aborted: the newest that was not aborted).
+  virtual std::optional<std::string> newest_deployment(std::int64_t tenant_id, const std::string& group_id,
+                                                       bool skip_aborted) = 0;
+  // In creation order.
+  virtual std::vector<Deployment> list_deployments(std::int64_t tenant_id,
+                                                   const std::optional<std::string>& group_id) = 0;
+  // Supersedes the group's running deployments and adds this one.
+  virtual void insert_deployment(std::int64_t tenant_id, const Deployment& deployment, const std::string& now) = 0;
+  // Stores the rollout part (state, wave, halt) of the deployment.
+  virtual void save_rollout(const std::string& deployment_id, const Rollout& rollout, const std::string& now) = 0;
+  // The group's devices by wave and what they reported for the deployment. Tallies are kept as devices
+  // report, join or leave the group (in the same unit of work): reading one counts nothing.
+  virtual RolloutTally rollout_tally(const Deployment& deployment) = 0;
+  // The tallies of the tenant's deployments (of one group), by deployment ID, in one read.
+  virtual std::map<std::string, RolloutTally> rollout_tallies(std::int64_t tenant_id,
+                                                              const std::optional<std::string>& group_id) = 0;
+  // Every device of the deployment's group with what it reported, in ID order.
+  virtual void for_each_deployment_device(const Deployment& deployment,
+                                          const std::function<void(const DeploymentDevice&)>& each) = 0;
+  virtual std::optional<std::string> reported_status(const std::string& deployment_id,
+                                                     const std::string& device_id) = 0;
+  // An agent's status report; `installed_version` (with status installed) becomes the device's version.
+  virtual void record_status(const std::string& deployment_id, const std::string& device_id,
+                             const std::string& status, const std::string& detail, const std::string& now,
+                             const std::optional<std::string>& installed_version) = 0;
+};
+
+}  // namespace kiln::service

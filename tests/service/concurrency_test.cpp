@@ -1,0 +1,147 @@
+// Requests in parallel on one on-disk store: each request is its own unit of work (no service-wide lock).
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "core/bytes.hpp"
+#include "service/api.hpp"
+#include "service/sqlite_store.hpp"
+#include "service/rollout.hpp"
+#include "signing/key_ref.hpp"
+#include "signing/signer.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/test_certificates.hpp"
+
+using namespace kiln;
+using namespace kiln::service;
+using Json = nlohmann::json;
+
+namespace {
+
+struct ParallelFixture {
+  test::TempDir dir;
+  std::string database = dir.file("kiln.db");
+  Service service{{database, dir.path() / "images", 7}};
+  std::int64_t tenant = service.create_tenant("acme");
+  std::string admin = service.create_token(tenant, Role::admin, "admin");
+  test::TestCa factory_ca{"Acme Factory CA"};
+
+  ParallelFixture() {
+    auto challenge = json("POST", "/v1/factory-cas/challenge", Json{{"certificate", factory_ca.pem}}.dump());
+    json("POST", "/v1/factory-cas", test::factory_ca_registration(factory_ca, challenge.dump()));
+    json("POST", "/v1/products", R"({"name":"Thermo"})");
+  }
+  Response call(const std::string& method, const std::string& target, std::string body = {},
+                std::vector<std::string> chain = {}) {
+    std::map<std::string, std::string> headers;
+    if (chain.empty()) headers["authorization"] = "Bearer " + admin;
+    return service.handle({method, target, headers, std::move(body), std::move(chain)});
+  }
+  Json json(const std::string& method, const std::string& target, const std::string& body = {}) {
+    auto r = call(method, target, body);
+    INFO(method << " " << target << " -> " << r.status << " " << r.body);
+    REQUIRE(r.status < 300);
+    return Json::parse(r.body);
+  }
+  // Imports a device into Thermo/Field Test; returns its certificate chain for the agent endpoints.
+  std::vector<std::string> device(const std::string& uid, const test::TestKey& key) {
+    json("POST", "/v1/devices/import",
+         test::signed_bundle(Json{{"uid", uid}, {"product", "Thermo"}, {"group", "Field Test"},
+                                  {"public_key", key.public_pem()}}
+                                     .dump() +
+                                 "\n",
+                             factory_ca.key));
+    return {test::pem_to_der(factory_ca.issue(key, uid))};
+  }
+};
+
+// Runs `work(thread index)` on `count` threads at once.
+template <typename Work>
+void in_parallel(int count, Work work) {
+  std::atomic<bool> go{false};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < count; ++i)
+    threads.emplace_back([&, i] {
+      while (!go) std::this_thread::yield();
+      work(i);
+    });
+  go = true;
+  for (auto& t : threads) t.join();
+}
+
+}  // namespace
+
+TEST_CASE("concurrency: racing claims with one challenge: exactly one succeeds, the others find it used") {
+  ParallelFixture f;
+  test::TestKey key;
+  f.device("dev-1", key);
+  auto challenge = f.json("POST", "/v1/devices/dev-1/claim-challenge");
+  auto key_file = f.dir.file("dev-1.pem");
+  {
+    std::ofstream out(key_file);
+    out << key.private_pem();
+  }
+  auto signer = open_signer(key_file);
+  auto message = challenge["message"].get<std::string>();
+  auto signature = signer->sign(digest(HashAlg::sha256, as_bytes(message)), HashAlg::sha256);
+  auto body = Json{{"nonce", challenge["nonce"]}, {"signature", to_hex(signature)}}.dump();
+  std::atomic<int> claimed{0}, used{0}, other{0};
+  in_parallel(8, [&](int) {
+    auto r = f.call("POST", "/v1/devices/dev-1/claim", body);
+    if (r.status == 200)
+      ++claimed;
+    else if (r.status == 409 && r.body.find("challenge_unknown") != std::string::npos)
+      ++used;
+    else
+      ++other;
+  });
+  CHECK(claimed == 1);
+  CHECK(used == 7);
+  CHECK(other == 0);
+  CHECK(f.json("GET", "/v1/devices/dev-1")["claimed"] == true);
+}
+
+TEST_CASE("concurrency: status reports in parallel keep tallies equal to a recount") {
+  ParallelFixture f;
+  constexpr int devices = 24;
+  std::vector<std::vector<std::string>> chains;
+  for (int i = 0; i < devices; ++i) {
+    test::TestKey key;
+    chains.push_back(f.device("dev-" + std::to_string(i), key));
+  }
+  auto content = std::string("firmware v2");
+  auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
+  f.json("POST", "/v1/images", Json{{"sha256", sha}, {"size", content.size()}}.dump());
+  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", content);
+  auto id = f.json("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {sha}}}.dump())["id"]
+                .get<std::string>();
+  const std::vector<std::string> statuses = {"downloading", "verifying", "installing", "testing", "installed"};
+  std::atomic<int> failed{0};
+  // Eight threads, each reporting for three devices through every status; reads run beside the writes.
+  in_parallel(8, [&](int thread) {
+    for (auto& status : statuses)
+      for (int i = thread * 3; i < thread * 3 + 3; ++i) {
+        auto r = f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", status}}.dump(), chains[i]);
+        if (r.status != 200) ++failed;
+        if (f.call("GET", "/v1/deployments/" + id).status != 200) ++failed;
+      }
+  });
+  CHECK(failed == 0);
+  auto shown = f.json("GET", "/v1/deployments/" + id);
+  CHECK(shown["admitted"] == devices);
+  CHECK(shown["device_status"]["installed"] == devices);
+  CHECK(shown["state"] == "completed");
+  SqliteStore store(f.database);
+  auto deployment = store.find_deployment(f.tenant, id);
+  REQUIRE(deployment);
+  auto kept = store.rollout_tally(*deployment);
+  auto counted = store.recount_rollout_tally(*deployment);
+  CHECK(kept.devices == counted.devices);
+  REQUIRE(kept.waves.size() == counted.waves.size());
+  CHECK(kept.waves[0].devices == counted.waves[0].devices);
+  CHECK(kept.waves[0].reported == counted.waves[0].reported);
+}

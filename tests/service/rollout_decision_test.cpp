@@ -1,0 +1,125 @@
+// The rollout decision alone (service/rollout.hpp): a table of deployments, tallies and times, and what follows.
+#include <doctest/doctest.h>
+
+#include "service/rollout.hpp"
+
+using namespace kiln::service;
+
+namespace {
+
+// A wave of `devices` devices of which `reported` said something last.
+RolloutTally::Wave wave(std::int64_t devices, std::map<std::string, std::int64_t> reported = {}) {
+  return {devices, std::move(reported)};
+}
+
+Rollout rollout(std::vector<int> waves, int open, std::int64_t started, std::int64_t step_after,
+                std::optional<double> halt = std::nullopt, std::int64_t baseline = 0, std::string state = "active") {
+  Rollout r;
+  r.state = std::move(state);
+  r.waves = std::move(waves);
+  r.wave = open;
+  r.wave_started_at = started;
+  r.step_after = step_after;
+  r.halt_on_failure = halt;
+  r.failure_baseline = baseline;
+  return r;
+}
+
+struct Case {
+  const char* name;
+  Rollout before;
+  RolloutTally tally;
+  std::int64_t now;
+  // What follows:
+  std::string state;
+  int wave;
+  std::int64_t wave_started_at;
+  const char* halt_reason;  // nullptr: none
+};
+
+}  // namespace
+
+TEST_CASE("rollout decision: a table of deployments, tallies and times") {
+  const std::vector<Case> cases = {
+      {"one wave, nothing reported: stays active", rollout({100}, 1, 1000, 0), {4, {wave(4)}}, 5000, "active", 1, 1000,
+       nullptr},
+      {"one wave, every admitted device installed: completed", rollout({100}, 1, 1000, 0),
+       {3, {wave(3, {{"installed", 3}})}}, 1001, "completed", 1, 1000, nullptr},
+      {"one wave, one device still installing: active", rollout({100}, 1, 1000, 0),
+       {3, {wave(3, {{"installed", 2}, {"installing", 1}})}}, 1001, "active", 1, 1000, nullptr},
+      {"an empty group never completes", rollout({100}, 1, 1000, 0), {0, {wave(0)}}, 9999, "active", 1, 1000, nullptr},
+      {"two waves, before step_after: the first stays open", rollout({50, 100}, 1, 1000, 600),
+       {4, {wave(2), wave(2)}}, 1599, "active", 1, 1000, nullptr},
+      {"two waves, at step_after: the second opens when it was due", rollout({50, 100}, 1, 1000, 600),
+       {4, {wave(2), wave(2)}}, 1600, "active", 2, 1600, nullptr},
+      {"nobody looked for a whole period: the wave opens now", rollout({50, 100}, 1, 1000, 600),
+       {4, {wave(2), wave(2)}}, 2300, "active", 2, 2300, nullptr},
+      {"three waves, long silence: one wave opens (now), not all of them", rollout({10, 50, 100}, 1, 1000, 600),
+       {4, {wave(1), wave(1), wave(2)}}, 3000, "active", 2, 3000, nullptr},
+      {"three waves, looked at in time: the second opens when it was due", rollout({10, 50, 100}, 1, 1000, 600),
+       {4, {wave(1), wave(1), wave(2)}}, 1700, "active", 2, 1600, nullptr},
+      {"first wave installed, last wave not yet open: no completion", rollout({50, 100}, 1, 1000, 600),
+       {4, {wave(2, {{"installed", 2}}), wave(2)}}, 1100, "active", 1, 1000, nullptr},
+      {"last wave open and all installed, including an early reporter: completed", rollout({50, 100}, 2, 1000, 600),
+       {4, {wave(2, {{"installed", 2}}), wave(2, {{"installed", 2}})}}, 1100, "completed", 2, 1000, nullptr},
+      {"a wave opening re-counts: the new wave's pending devices block completion", rollout({50, 100}, 1, 1000, 600),
+       {4, {wave(2, {{"installed", 2}}), wave(2)}}, 1600, "active", 2, 1600, nullptr},
+      {"failures above the threshold halt", rollout({100}, 1, 1000, 0, 20.0), {10, {wave(10, {{"failed", 3}})}},
+       1001, "halted", 1, 1000, "halted: 3 of 10 admitted devices failed (30%) in wave 1, above 20%"},
+      {"failures at the threshold do not halt", rollout({100}, 1, 1000, 0, 20.0), {10, {wave(10, {{"failed", 2}})}},
+       1001, "active", 1, 1000, nullptr},
+      {"rolled_back and refused count as failures", rollout({100}, 1, 1000, 0, 20.0),
+       {10, {wave(10, {{"rolled_back", 2}, {"refused", 1}})}}, 1001, "halted", 1, 1000,
+       "halted: 3 of 10 admitted devices failed (30%) in wave 1, above 20%"},
+      {"failures forgiven by a resume do not halt again", rollout({100}, 1, 1000, 0, 20.0, 3),
+       {10, {wave(10, {{"failed", 3}})}}, 1001, "active", 1, 1000, nullptr},
+      {"a new failure after a resume halts", rollout({100}, 1, 1000, 0, 5.0, 3), {10, {wave(10, {{"failed", 4}})}},
+       1001, "halted", 1, 1000, "halted: 1 of 10 admitted devices failed (10%) in wave 1, above 5%"},
+      {"a halt wins over a due wave", rollout({50, 100}, 1, 1000, 600, 10.0), {4, {wave(2, {{"failed", 1}}), wave(2)}},
+       5000, "halted", 1, 1000, "halted: 1 of 2 admitted devices failed (50%) in wave 1, above 10%"},
+      {"the threshold is taken over the admitted devices only", rollout({50, 100}, 1, 1000, 600, 40.0),
+       {8, {wave(2, {{"failed", 1}}), wave(6)}}, 1001, "halted", 1, 1000,
+       "halted: 1 of 2 admitted devices failed (50%) in wave 1, above 40%"},
+      {"a paused deployment does not move", rollout({50, 100}, 1, 1000, 600, 1.0, 0, "paused"),
+       {4, {wave(2, {{"failed", 2}}), wave(2)}}, 9999, "paused", 1, 1000, nullptr},
+      {"a halted deployment does not move", rollout({100}, 1, 1000, 0, 1.0, 0, "halted"),
+       {1, {wave(1, {{"installed", 1}})}}, 9999, "halted", 1, 1000, nullptr},
+      {"a completed deployment stays completed", rollout({100}, 1, 1000, 0, 1.0, 0, "completed"),
+       {1, {wave(1, {{"failed", 1}})}}, 9999, "completed", 1, 1000, nullptr},
+      {"step_after 0: waves do not open by themselves", rollout({50, 100}, 1, 1000, 0), {4, {wave(2), wave(2)}},
+       999999, "active", 1, 1000, nullptr},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    auto after = decide_rollout(c.before, c.tally, c.now);
+    CHECK(after.state == c.state);
+    CHECK(after.wave == c.wave);
+    CHECK(after.wave_started_at == c.wave_started_at);
+    if (c.halt_reason)
+      CHECK(after.halt_reason == std::optional<std::string>(c.halt_reason));
+    else
+      CHECK_FALSE(after.halt_reason.has_value());
+    CHECK(decide_rollout(c.before, c.tally, c.now) == after);  // pure: the same inputs, the same answer
+  }
+}
+
+TEST_CASE("rollout decision: admitted counts take early reporters of later waves and are cumulative") {
+  auto r = rollout({50, 100}, 1, 1000, 600);
+  RolloutTally t{7, {wave(3, {{"installed", 1}, {"failed", 1}}), wave(3, {{"installed", 1}})}};
+  auto c = admitted_counts(r, t);
+  CHECK(c.devices == 7);
+  CHECK(c.admitted == 4);  // three of wave 1, and wave 2's early reporter
+  CHECK(c.failures == 1);
+  CHECK(c.installed == 2);
+  CHECK(c.status.at("pending") == 1);
+  CHECK(c.status.at("installed") == 2);
+  REQUIRE(c.waves.size() == 2);
+  CHECK(c.waves[0].admitted == 3);
+  CHECK(c.waves[0].status.at("pending") == 1);
+  CHECK(c.waves[1].admitted == 4);
+  CHECK(c.waves[1].status.at("installed") == 2);
+  r.wave = 2;
+  c = admitted_counts(r, t);
+  CHECK(c.admitted == 6);
+  CHECK(c.status.at("pending") == 3);
+}
