@@ -17,6 +17,7 @@
 #include "emulator/board.hpp"
 #include "emulator/serial_server.hpp"
 #include "emulator/server.hpp"
+#include "kiln/version.hpp"
 
 namespace fs = std::filesystem;
 using namespace kiln;
@@ -52,6 +53,7 @@ int run(int argc, char** argv) {
   bool agent = false, verbose = false;
   double check_in_interval = 60;
   std::string fail_version;
+  app.set_version_flag("--version", std::string(KILN_VERSION));
   app.add_option("--dir", dir, "State directory: boards, sockets (<uid>.sock) and the vendor root")
       ->envname("KILN_EMU_DIR")
       ->required();
