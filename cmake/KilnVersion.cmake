@@ -7,7 +7,7 @@ set(KILN_RELEASE "${PROJECT_VERSION}")
 set(KILN_VERSION "${PROJECT_VERSION}")
 find_package(Git QUIET)
 if(GIT_FOUND AND EXISTS "${PROJECT_SOURCE_DIR}/.git")
-  execute_process(COMMAND "${GIT_EXECUTABLE}" describe --tags --always --dirty --abbrev=7
+  execute_process(COMMAND "${GIT_EXECUTABLE}" describe --tags --always --long --dirty --abbrev=7
                   WORKING_DIRECTORY "${PROJECT_SOURCE_DIR}" OUTPUT_VARIABLE described RESULT_VARIABLE described_rc
                   OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
   if(described_rc EQUAL 0 AND described)
@@ -16,10 +16,12 @@ if(GIT_FOUND AND EXISTS "${PROJECT_SOURCE_DIR}/.git")
       set(dirty ".dirty")
       string(REGEX REPLACE "-dirty$" "" described "${described}")
     endif()
-    if(described MATCHES "^v?([0-9][0-9A-Za-z.]*)-([0-9]+)-g([0-9a-f]+)$")
-      set(KILN_VERSION "${CMAKE_MATCH_1}+${CMAKE_MATCH_2}.g${CMAKE_MATCH_3}${dirty}")
-    elseif(described MATCHES "^v?([0-9][0-9A-Za-z.]*)$")
+    # --long: a tag always comes as TAG-N-gHASH, so a bare hash (no tag yet) cannot pass for a tag even
+    # when it starts with a digit.
+    if(described MATCHES "^v?([0-9][0-9A-Za-z.]*)-0-g[0-9a-f]+$")
       set(KILN_VERSION "${CMAKE_MATCH_1}${dirty}")
+    elseif(described MATCHES "^v?([0-9][0-9A-Za-z.]*)-([0-9]+)-g([0-9a-f]+)$")
+      set(KILN_VERSION "${CMAKE_MATCH_1}+${CMAKE_MATCH_2}.g${CMAKE_MATCH_3}${dirty}")
     elseif(described MATCHES "^[0-9a-f]+$")
       set(KILN_VERSION "${PROJECT_VERSION}+git.${described}${dirty}")
     endif()

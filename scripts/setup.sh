@@ -10,6 +10,7 @@ packages=(
   umockdev libumockdev-dev softhsm2 opensc
   clang-14 libclang-rt-14-dev
   bash-completion zsh fish hyperfine time
+  dpkg-dev lintian file curl systemd
 )
 
 missing=()

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <string_view>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -20,6 +21,7 @@
 #include "service/config_file.hpp"
 #include "service/connection_guard.hpp"
 #include "service/elastic_task_queue.hpp"
+#include "service/manual.hpp"
 #include "service/sd_notify.hpp"
 #include "service/tls_material.hpp"
 #include "kiln/version.hpp"
@@ -359,6 +361,11 @@ int main(int argc, char** argv) {
   token_create->add_option("--name", name, "A label for the token");
   token_create->add_option("--token-file", token_file, "Write the token here (0600) instead of stdout");
 
+  // Not an option: the man page is written from the tree above (scripts/generate.sh, the packages).
+  if (argc == 2 && std::string_view(argv[1]) == "--man-page") {
+    std::cout << service::manual_page(app);
+    return 0;
+  }
   try {
     app.parse(argc, argv);
     for (auto* command : {init_cmd, run_cmd})
