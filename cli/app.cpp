@@ -15,6 +15,7 @@
 #include "commands/commands.hpp"
 #include "core/error.hpp"
 #include "core/interrupt.hpp"
+#include "kiln/version.hpp"
 
 namespace kiln::cli {
 namespace {

@@ -9,6 +9,7 @@
 #include "cli/manpage.hpp"
 #include "commands/commands.hpp"
 #include "core/files.hpp"
+#include "kiln/version.hpp"
 
 namespace kiln::commands {
 
@@ -33,7 +34,7 @@ void add_help(CLI::App& app, cli::Context& ctx) {
   man->callback([&app, &ctx, dir] {
     std::filesystem::create_directories(*dir);
     cli::Json written = cli::Json::array();
-    for (auto& [name, text] : cli::man_pages(cli::describe(app), KILN_VERSION)) {
+    for (auto& [name, text] : cli::man_pages(cli::describe(app), KILN_RELEASE)) {
       write_file_atomic(std::filesystem::path(*dir) / name, as_bytes(text));
       written.push_back({{"page", name}, {"bytes", text.size()}});
     }

@@ -7,6 +7,7 @@
 
 #include "cli/context.hpp"
 #include "commands/commands.hpp"
+#include "kiln/version.hpp"
 
 namespace kiln::commands {
 namespace {

@@ -24,10 +24,13 @@
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
 #include "transport/http_client.hpp"
+#include "kiln/version.hpp"
 
 namespace kiln::emu {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
+// Named in every check-in and status report: which agent build the service is talking to.
+constexpr const char* kAgentName = "kiln-board-emu/" KILN_VERSION;
 using Clock = std::chrono::steady_clock;
 
 const char* agent_outcome_name(AgentOutcome outcome) {
@@ -238,6 +241,7 @@ struct UpdateAgent::Impl {
     }
     Json body{{"deployment", state["job"]["deployment"]}, {"status", status}, {"detail", cut}};
     body["version"] = view.version.empty() ? Json(nullptr) : Json(view.version);
+    body["agent"] = kAgentName;
     log(fmt::format("deployment {}: {}{}", body["deployment"].get<std::string>(), status,
                     detail.empty() ? "" : " (" + detail + ")"));
     if (!send_report(view, body) && final) {
@@ -278,7 +282,8 @@ struct UpdateAgent::Impl {
               {"sequence", view.current.sequence},
               {"manifest_digest", view.current.manifest_digest.empty() ? Json(nullptr)
                                                                        : Json(to_hex(view.current.manifest_digest))},
-              {"state", std::string(manufacturing_state_name(view.state))}};
+              {"state", std::string(manufacturing_state_name(view.state))},
+              {"agent", kAgentName}};
     auto request = json_request("/v1/agent/check-in", body);
     request.idempotency_key = transport::new_idempotency_key();
     auto response = client(view).send(request);

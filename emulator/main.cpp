@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -15,8 +16,10 @@
 #include "core/files.hpp"
 #include "emulator/agent.hpp"
 #include "emulator/board.hpp"
+#include "emulator/manual.hpp"
 #include "emulator/serial_server.hpp"
 #include "emulator/server.hpp"
+#include "kiln/version.hpp"
 
 namespace fs = std::filesystem;
 using namespace kiln;
@@ -52,6 +55,7 @@ int run(int argc, char** argv) {
   bool agent = false, verbose = false;
   double check_in_interval = 60;
   std::string fail_version;
+  app.set_version_flag("--version", std::string(KILN_VERSION));
   app.add_option("--dir", dir, "State directory: boards, sockets (<uid>.sock) and the vendor root")
       ->envname("KILN_EMU_DIR")
       ->required();
@@ -78,6 +82,11 @@ int run(int argc, char** argv) {
   app.add_option("--fail-version", fail_version,
                  "Images of this version fail their health check after the test boot (the agent rolls them back)");
   app.add_flag("-v,--verbose", verbose, "Log agent activity to stderr");
+  // Not an option: the man page is written from the tree above (scripts/generate.sh, the packages).
+  if (argc == 2 && std::string_view(argv[1]) == "--man-page") {
+    std::cout << emu::manual_page(app);
+    return 0;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -132,7 +132,10 @@ class PartFile {
     }
     if (error == 0 && ::fsync(fd_) != 0) error = errno;
     if (error != 0) {
-      (void)::ftruncate(fd_, offset);
+      // Best effort: cut the partial range off again. The write's error is the one the client hears, so
+      // a failing truncate adds nothing (the result is still consumed: glibc's fortify warns otherwise).
+      if (::ftruncate(fd_, static_cast<off_t>(offset)) != 0) {
+      }
       throw storage_error(path_, error, "write");
     }
   }

@@ -5,9 +5,11 @@
 
 #include <filesystem>
 #include <iostream>
+#include <string_view>
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 #include <openssl/ssl.h>
@@ -16,9 +18,13 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "service/api.hpp"
+#include "service/config_file.hpp"
 #include "service/connection_guard.hpp"
 #include "service/elastic_task_queue.hpp"
+#include "service/manual.hpp"
+#include "service/sd_notify.hpp"
 #include "service/tls_material.hpp"
+#include "kiln/version.hpp"
 
 namespace fs = std::filesystem;
 using namespace kiln;
@@ -27,9 +33,43 @@ namespace {
 
 struct Paths {
   fs::path dir;
+  fs::path tls_certificate, tls_key;  // empty: server.pem and server.key in dir
   fs::path database() const { return dir / "kiln.db"; }
   fs::path images() const { return dir / "images"; }
+  fs::path certificate() const { return tls_certificate.empty() ? dir / "server.pem" : tls_certificate; }
+  fs::path key() const { return tls_key.empty() ? dir / "server.key" : tls_key; }
 };
+
+// The config file's keys: `kiln-service run` flags without their dashes (docs/service.md).
+const std::vector<service::ConfigKey> config_keys = {
+    {"dir", service::ConfigType::string},
+    {"listen", service::ConfigType::string},
+    {"agent-listen", service::ConfigType::string},
+    {"tls-certificate", service::ConfigType::string},
+    {"tls-key", service::ConfigType::string},
+    {"threads", service::ConfigType::integer},
+    {"max-threads", service::ConfigType::integer},
+    {"handshake-timeout", service::ConfigType::number},
+    {"header-timeout", service::ConfigType::number},
+    {"body-timeout", service::ConfigType::number},
+    {"max-connections-per-address", service::ConfigType::integer},
+    {"check-in-after", service::ConfigType::integer},
+};
+
+// The config file fills the flags not given on the command line, through the flags' own checks, so a
+// bad value stops the service here, at start, with the file, line and key named (exit 2).
+void apply_config_file(CLI::App& command, const std::string& file) {
+  for (auto& [key, value] : service::read_config_file(file, config_keys)) {
+    CLI::Option* option = command.get_option_no_throw("--" + key);
+    if (!option || option->count() > 0) continue;
+    try {
+      option->add_result(value.text);
+      option->run_callback();
+    } catch (const CLI::Error& e) {
+      throw Error(ExitCode::usage, fmt::format("{}:{}: '{}': {}", file, value.line, key, e.what()));
+    }
+  }
+}
 
 // How each listener treats its connections (kiln-service run flags).
 struct ListenerOptions {
@@ -118,10 +158,13 @@ int accept_any_client_certificate(int /*preverified*/, X509_STORE_CTX* /*ctx*/) 
 
 std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const ListenerOptions& options,
                                                 std::shared_ptr<service::Service> svc, bool mutual_tls,
-                                                service::ConnectionGuard& guard, int& listen_socket) {
-  auto server = std::make_unique<httplib::SSLServer>((paths.dir / "server.pem").c_str(), (paths.dir / "server.key").c_str());
+                                                service::ConnectionGuard& guard, int& listen_socket,
+                                                service::ServerCredentials& credentials) {
+  auto server = std::make_unique<httplib::SSLServer>(paths.certificate().c_str(), paths.key().c_str());
   if (!server->is_valid())
-    throw Error(ExitCode::failure, "cannot load the server certificate/key from " + paths.dir.string());
+    throw Error(ExitCode::failure, "cannot load the server certificate/key " + paths.certificate().string() + ", " +
+                                       paths.key().string());
+  credentials.attach(server->ssl_context());
   // Without a session-id context, TLS session resumption fails when client certificates are requested.
   static const unsigned char session_context[] = "kiln-service";
   SSL_CTX_set_session_id_context(server->ssl_context(), session_context, sizeof session_context - 1);
@@ -149,6 +192,12 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const Listen
     listen_socket = socket;
   });
   auto handler = [svc](const httplib::Request& req, httplib::Response& res) {
+    // The build's version, for operators and monitoring: no token needed, nothing from the store.
+    if (req.method == "GET" && req.path == "/v1/version") {
+      res.set_content(nlohmann::json{{"service", "kiln-service"}, {"version", KILN_VERSION}}.dump() + "\n",
+                      "application/json");
+      return;
+    }
     auto reply = svc->handle(to_request(req));
     res.status = reply.status;
     if (reply.status == 200 && !req.ranges.empty() && reply.headers.count("Accept-Ranges")) res.status = 206;
@@ -184,24 +233,42 @@ int run(const Paths& paths, const std::string& listen, const std::string& agent_
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   open_service(paths);  // fails with a hint when the directory was never initialised
   raise_descriptor_limit();
+  // Both listeners present this pair; SIGHUP reads the files again (certificate renewal).
+  service::ServerCredentials credentials(paths.certificate(), paths.key());
   auto svc = std::make_shared<service::Service>(
       service::ServiceConfig{paths.database().string(), paths.images(), check_in_after});
   // The guards outlive the servers: OpenSSL reports each connection's end to its guard.
   service::ConnectionGuard api_guard(options.limits(), "api"), agent_guard(options.limits(), "agents");
   int api_socket = -1, agent_socket = -1;
-  auto api = make_server(paths, options, svc, false, api_guard, api_socket);
+  auto api = make_server(paths, options, svc, false, api_guard, api_socket, credentials);
   std::unique_ptr<httplib::SSLServer> agents;
-  if (!agent_listen.empty()) agents = make_server(paths, options, svc, true, agent_guard, agent_socket);
+  if (!agent_listen.empty()) agents = make_server(paths, options, svc, true, agent_guard, agent_socket, credentials);
   std::string host = listen.substr(0, listen.rfind(':'));
   int port = bind_server(*api, listen, api_socket);
   int agent_port = agents ? bind_server(*agents, agent_listen, agent_socket) : 0;
 
-  std::thread waiter([&api, &agents, signals] {
-    int received = 0;
-    sigwait(&signals, &received);
+  // SIGHUP: new handshakes get the certificate and key as they are now on disk; open connections keep
+  // theirs. SIGTERM/SIGINT: stop accepting; requests in flight finish before the process exits.
+  std::thread waiter([&api, &agents, &credentials, signals] {
+    while (true) {
+      int received = 0;
+      sigwait(&signals, &received);
+      if (received != SIGHUP) break;
+      service::notify_systemd("RELOADING=1");
+      try {
+        credentials.reload();
+        std::cerr << "reloaded the TLS certificate and key (" << credentials.certificate_file().string() << ")" << std::endl;
+      } catch (const Error& e) {
+        std::cerr << "kiln-service: error: " << e.what() << "; still using the previous certificate" << std::endl;
+      }
+      service::notify_systemd("READY=1");
+    }
+    service::notify_systemd("STOPPING=1");
+    std::cerr << "stopping: finishing the requests in flight" << std::endl;
     api->stop();
     if (agents) agents->stop();
   });
@@ -212,6 +279,7 @@ int run(const Paths& paths, const std::string& listen, const std::string& agent_
     agent_thread = std::thread([&agents] { agents->listen_after_bind(); });
   }
   std::cerr << "listening on https://" << host << ":" << port << std::endl;
+  service::notify_systemd("READY=1");
   api->listen_after_bind();
   if (agent_thread.joinable()) agent_thread.join();
   waiter.join();
@@ -223,17 +291,31 @@ int run(const Paths& paths, const std::string& listen, const std::string& agent_
 int main(int argc, char** argv) {
   CLI::App app("kiln-service: the reference kiln security service (HTTPS JSON API, SQLite store)", "kiln-service");
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string(KILN_VERSION));
   Paths paths;
   std::string tenant = "default", listen = "127.0.0.1:8443", agent_listen, role, name, token_file;
   ListenerOptions listener;
   int check_in_after = 60;
 
+  std::string config_file;
+  bool if_missing = false;
   auto* init_cmd = app.add_subcommand("init", "Create TLS material, the database, a tenant and D/admin.token (0600)");
-  init_cmd->add_option("--dir", paths.dir, "Data directory")->required();
+  init_cmd->add_option("--dir", paths.dir, "Data directory (or 'dir' in --config)");
+  init_cmd->add_option("--config", config_file, "Config file (TOML): its 'dir' names the data directory")
+      ->type_name("FILE");
   init_cmd->add_option("--tenant", tenant, "Name of the first tenant");
+  init_cmd->add_flag("--if-missing", if_missing, "Do nothing when the data directory already holds a service");
 
-  auto* run_cmd = app.add_subcommand("run", "Serve the API over HTTPS until SIGTERM/SIGINT");
-  run_cmd->add_option("--dir", paths.dir, "Data directory")->required();
+  auto* run_cmd = app.add_subcommand(
+      "run", "Serve the API over HTTPS until SIGTERM/SIGINT (requests in flight finish); SIGHUP reloads the TLS certificate");
+  run_cmd->add_option("--dir", paths.dir, "Data directory (or 'dir' in --config)");
+  run_cmd
+      ->add_option("--config", config_file,
+                   "Config file (TOML): any run flag without its dashes, e.g. listen = \"127.0.0.1:8443\"; flags win")
+      ->type_name("FILE");
+  run_cmd->add_option("--tls-certificate", paths.tls_certificate, "Server certificate, PEM (default D/server.pem)")
+      ->type_name("FILE");
+  run_cmd->add_option("--tls-key", paths.tls_key, "Its unencrypted PEM key (default D/server.key)")->type_name("FILE");
   run_cmd->add_option("--listen", listen, "HOST:PORT (port 0 picks a free port and prints it)");
   run_cmd->add_option("--agent-listen", agent_listen, "HOST:PORT for device agents (mutual TLS); port 0 picks one");
   run_cmd->add_option("--threads", listener.threads, "Worker threads each listener keeps ready (default 8)")
@@ -279,8 +361,18 @@ int main(int argc, char** argv) {
   token_create->add_option("--name", name, "A label for the token");
   token_create->add_option("--token-file", token_file, "Write the token here (0600) instead of stdout");
 
+  // Not an option: the man page is written from the tree above (scripts/generate.sh, the packages).
+  if (argc == 2 && std::string_view(argv[1]) == "--man-page") {
+    std::cout << service::manual_page(app);
+    return 0;
+  }
   try {
     app.parse(argc, argv);
+    for (auto* command : {init_cmd, run_cmd})
+      if (*command && !config_file.empty()) apply_config_file(*command, config_file);
+    if ((*init_cmd || *run_cmd) && paths.dir.empty())
+      throw Error(ExitCode::usage, "no data directory", "give --dir DIR, or 'dir' in the --config file");
+    if (*init_cmd && if_missing && fs::exists(paths.database())) return 0;
     if (*init_cmd) return init(paths, tenant);
     if (*run_cmd) return run(paths, listen, agent_listen, listener, check_in_after);
     auto svc = open_service(paths);

@@ -1,11 +1,13 @@
 // CA and server certificate generation with OpenSSL X509 APIs (EC P-256, SHA-256, 10 years / 2 years).
 #include "service/tls_material.hpp"
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include <cstdio>
 #include <string>
 
 #include "core/bytes.hpp"
@@ -55,6 +57,67 @@ std::string pem_of(EVP_PKEY* key) {
 }
 
 }  // namespace
+
+struct ServerCredentials::Pair {
+  ossl::Ptr<X509> certificate;
+  ossl::Ptr<EVP_PKEY> key;
+  STACK_OF(X509)* chain = sk_X509_new_null();
+  ~Pair() { sk_X509_pop_free(chain, X509_free); }
+};
+
+namespace {
+
+std::shared_ptr<const ServerCredentials::Pair> load_pair(const std::filesystem::path& certificate_file,
+                                                         const std::filesystem::path& key_file) {
+  auto unreadable = [](const std::filesystem::path& file, const char* what) {
+    return Error(ExitCode::failure, "cannot load the TLS " + std::string(what) + " from " + file.string())
+        .with_detail(openssl_errors());
+  };
+  auto pair = std::make_shared<ServerCredentials::Pair>();
+  ossl::Ptr<BIO> certificates(BIO_new_file(certificate_file.c_str(), "r"));
+  if (!certificates) throw unreadable(certificate_file, "certificate");
+  pair->certificate.reset(PEM_read_bio_X509(certificates.get(), nullptr, nullptr, nullptr));
+  if (!pair->certificate) throw unreadable(certificate_file, "certificate");
+  // Intermediate certificates may follow the server's own in the same file.
+  while (X509* next = PEM_read_bio_X509(certificates.get(), nullptr, nullptr, nullptr)) sk_X509_push(pair->chain, next);
+  ERR_clear_error();  // the loop ends on "no start line"
+  ossl::Ptr<BIO> key(BIO_new_file(key_file.c_str(), "r"));
+  if (!key) throw unreadable(key_file, "key");
+  // An empty passphrase callback: a key that wants one fails here instead of prompting.
+  pair->key.reset(PEM_read_bio_PrivateKey(key.get(), nullptr, [](char*, int, int, void*) { return 0; }, nullptr));
+  if (!pair->key) throw unreadable(key_file, "key (an unencrypted PEM key)");
+  if (X509_check_private_key(pair->certificate.get(), pair->key.get()) != 1)
+    throw Error(ExitCode::failure, "the TLS key " + key_file.string() + " does not belong to the certificate " +
+                                       certificate_file.string())
+        .with_detail(openssl_errors());
+  return pair;
+}
+
+}  // namespace
+
+ServerCredentials::ServerCredentials(std::filesystem::path certificate, std::filesystem::path key)
+    : certificate_file_(std::move(certificate)), key_file_(std::move(key)), current_(load_pair(certificate_file_, key_file_)) {}
+
+ServerCredentials::~ServerCredentials() = default;
+
+void ServerCredentials::reload() {
+  auto fresh = load_pair(certificate_file_, key_file_);
+  std::lock_guard lock(mutex_);
+  current_ = std::move(fresh);
+}
+
+std::shared_ptr<const ServerCredentials::Pair> ServerCredentials::current() const {
+  std::lock_guard lock(mutex_);
+  return current_;
+}
+
+int ServerCredentials::on_handshake(SSL* ssl, void* self) {
+  auto pair = static_cast<ServerCredentials*>(self)->current();
+  // SSL_use_cert_and_key takes its own references: the pair may be replaced while this connection lives.
+  return SSL_use_cert_and_key(ssl, pair->certificate.get(), pair->key.get(), pair->chain, 1) == 1 ? 1 : 0;
+}
+
+void ServerCredentials::attach(SSL_CTX* ctx) { SSL_CTX_set_cert_cb(ctx, &ServerCredentials::on_handshake, this); }
 
 void create_tls_material(const std::filesystem::path& dir) {
   auto ca_key = new_key();

@@ -17,6 +17,7 @@
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "core/interrupt.hpp"
+#include "kiln/version.hpp"
 
 namespace kiln::transport {
 namespace {
@@ -214,7 +215,7 @@ HttpResponse HttpClient::send(const HttpRequest& request) {
     c.easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, std::max(1L, std::min(config_.connect_timeout_seconds, config_.stall_seconds)));
     c.easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
     c.easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, std::max(config_.stall_seconds, request.stall_seconds));
-    c.easy_setopt(easy, CURLOPT_USERAGENT, "kiln/" KILN_CLIENT_VERSION);
+    c.easy_setopt(easy, CURLOPT_USERAGENT, "kiln/" KILN_VERSION);
     if (!config_.ca_file.empty()) {
       c.easy_setopt(easy, CURLOPT_CAINFO, config_.ca_file.c_str());
       c.easy_setopt(easy, CURLOPT_CAPATH, nullptr);

@@ -11,6 +11,7 @@
 
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "kiln/version.hpp"
 
 using kiln::test::run_kiln;
 using kiln::test::ProcessOptions;
@@ -42,7 +43,7 @@ TEST_CASE("cli: version -o json names kiln, OpenSSL, libusb and libcurl") {
 TEST_CASE("cli: --version prints the version only") {
   auto r = run_kiln({"--version"});
   CHECK(r.exit_code == 0);
-  CHECK(r.out == "0.1.0\n");
+  CHECK(r.out == KILN_VERSION "\n");
 }
 
 TEST_CASE("cli: unknown options and missing commands are usage errors (exit 2) on stderr") {
@@ -62,12 +63,12 @@ TEST_CASE("cli: output format comes from flag, then KILN_OUTPUT, then config fil
   with_config.env["XDG_CONFIG_HOME"] = dir.path().string();
 
   auto from_config = run_kiln({"version"}, with_config);
-  CHECK(from_config.out.find("kiln: 0.1.0") != std::string::npos);
+  CHECK(from_config.out.find("kiln: " KILN_VERSION) != std::string::npos);
 
   auto env_wins = with_config;
   env_wins.env["KILN_OUTPUT"] = "jsonl";
   auto from_env = run_kiln({"version"}, env_wins);
-  CHECK(json::parse(from_env.out)["kiln"] == "0.1.0");
+  CHECK(json::parse(from_env.out)["kiln"] == KILN_VERSION);
 
   auto from_flag = run_kiln({"version", "-o", "csv"}, env_wins);
   CHECK(from_flag.out.starts_with("kiln,openssl,libusb,libcurl\n"));
@@ -78,7 +79,7 @@ TEST_CASE("cli: --config names a file explicitly; a missing one is a usage error
   auto cfg = dir.file("k.toml");
   std::ofstream(cfg) << "output = \"json\"\n";
   auto r = run_kiln({"--config", cfg, "version"});
-  CHECK(json::parse(r.out)["kiln"] == "0.1.0");
+  CHECK(json::parse(r.out)["kiln"] == KILN_VERSION);
   auto missing = run_kiln({"--config", dir.file("nope.toml"), "version"});
   CHECK(missing.exit_code == 2);
   CHECK(missing.err.find("nope.toml") != std::string::npos);

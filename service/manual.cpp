@@ -1,0 +1,77 @@
+// kiln-service(8): options and commands come from the CLI11 tree, examples from the README.
+#include "service/manual.hpp"
+
+#include <set>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/manpage.hpp"
+#include "kiln/version.hpp"
+
+namespace kiln::service {
+
+std::string manual_page(const CLI::App& app) {
+  cli::CommandSpec root = cli::describe(app);
+  std::set<std::string> no_nouns;
+  cli::ProgramPage page;
+  page.name = "kiln-service";
+  page.section = 8;
+  page.version = KILN_RELEASE;
+  page.summary = "the reference kiln security service (HTTPS JSON API, SQLite or PostgreSQL store)";
+  page.description_roff = R"(\fBkiln-service\fR keeps tenants, products, devices, images and staged deployments for
+\fBkiln\fR(1) and answers over HTTPS (TLS 1.2+). People and CI authenticate with bearer tokens; device
+agents check in on a second listener with mutual TLS. \fBinit\fR creates a data directory (a CA, the
+server certificate and key, the database, the first tenant and \fIadmin.token\fR, mode 0600);
+\fBrun\fR serves it. The API is docs/openapi.yaml in the source tree; \fBGET /v1/version\fR answers
+without a token.
+)";
+  page.sections_roff = R"(.SH CONFIGURATION FILE
+\fB\-\-config\fR \fIFILE\fR reads a flat TOML file whose keys are the \fBrun\fR flags without their
+dashes (\fBdir\fR, \fBlisten\fR, \fBagent\-listen\fR, \fBtls\-certificate\fR, \fBtls\-key\fR,
+\fBthreads\fR, \fBmax\-threads\fR, \fBhandshake\-timeout\fR, \fBheader\-timeout\fR, \fBbody\-timeout\fR,
+\fBmax\-connections\-per\-address\fR, \fBcheck\-in\-after\fR); a flag on the command line wins.
+\fBinit\fR reads only \fBdir\fR. The whole file is checked at start: a syntax error, an unknown key,
+a value of the wrong type or out of range stops the service with the file, the line and the key
+named, exit status 2.
+.SH SIGNALS
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+Stop accepting connections, let the requests in flight finish, exit 0.
+.TP
+\fBSIGHUP\fR
+Read the TLS certificate and key again: new handshakes present them, established connections keep
+theirs. A certificate that cannot be read or does not match its key is reported on stderr and the
+previous pair stays in use.
+.SH SYSTEMD
+The package installs \fIkiln\-service.service\fR: a dynamic user, state in
+\fI/var/lib/kiln\-service\fR, settings in \fI/etc/kiln\-service/config.toml\fR, \fBinit \-\-if\-missing\fR
+before each start, \fBsystemctl reload\fR sends SIGHUP. With \fBType=notify\fR the service reports
+READY=1 once both listeners accept connections, RELOADING=1 and READY=1 around a reload and STOPPING=1
+when it drains. It writes these datagrams to \fB$NOTIFY_SOCKET\fR itself (the protocol of
+\fBsd_notify\fR(3)) rather than linking libsystemd; outside systemd the variable is unset and nothing
+is sent.
+.SH FILES
+.TP
+\fI/etc/kiln\-service/config.toml\fR
+The settings the systemd unit passes with \fB\-\-config\fR.
+.TP
+\fIDIR/kiln.db\fR, \fIDIR/images/\fR
+The SQLite store and the uploaded images.
+.TP
+\fIDIR/ca.pem\fR, \fIDIR/server.pem\fR, \fIDIR/server.key\fR
+The service's CA (clients pass it as \fB\-\-ca\-file\fR) and the server certificate and key.
+.TP
+\fIDIR/admin.token\fR
+The first tenant's admin token (mode 0600), for \fBkiln login \-\-token\-file\fR.
+.SH EXIT STATUS
+0 on success, 1 on a failure (for example a certificate that cannot be loaded), 2 on a usage or
+configuration error, 7 when a tenant already exists, 9 when it does not.
+)";
+  page.examples = cli::readme_examples(cli::readme_text(), no_nouns)["kiln-service"];
+  page.examples.push_back("systemctl enable --now kiln-service     # as packaged; settings in /etc/kiln-service/config.toml");
+  page.examples.push_back("systemctl reload kiln-service           # after renewing the TLS certificate");
+  page.see_also_roff = R"(\fBkiln\fR(1), \fBkiln\-device\fR(1), \fBkiln\-deployment\fR(1), \fBkiln\-board\-emu\fR(1), \fBsystemd.service\fR(5))";
+  return cli::program_man_page(root, page);
+}
+
+}  // namespace kiln::service
