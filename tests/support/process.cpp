@@ -16,22 +16,40 @@ extern char** environ;
 
 namespace kiln::test {
 
+namespace {
+
+// The child's environment (ours, minus unset_env, plus env) and argv, built before fork(): only
+// async-signal-safe calls may run between fork() and execve().
+struct Exec {
+  std::vector<std::string> env_strings;
+  std::vector<char*> argv, envp;
+  Exec(const std::string& program, const std::vector<std::string>& args, const ProcessOptions& options) {
+    std::map<std::string, std::string> env;
+    for (char** e = environ; *e; ++e) {
+      std::string kv = *e;
+      auto eq = kv.find('=');
+      if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    for (auto& u : options.unset_env) env.erase(u);
+    for (auto& [k, v] : options.env) env[k] = v;
+    for (auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+    argv.push_back(const_cast<char*>(program.c_str()));
+    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    for (auto& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+  }
+};
+
+}  // namespace
+
 ProcessResult run_process(const std::string& program, const std::vector<std::string>& args,
                           const ProcessOptions& options) {
   int out_pipe[2], err_pipe[2], in_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) || pipe2(err_pipe, O_CLOEXEC) || pipe2(in_pipe, O_CLOEXEC))
     throw std::runtime_error("pipe failed");
 
-  std::map<std::string, std::string> env;
-  for (char** e = environ; *e; ++e) {
-    std::string kv = *e;
-    auto eq = kv.find('=');
-    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  for (auto& u : options.unset_env) env.erase(u);
-  for (auto& [k, v] : options.env) env[k] = v;
-  std::vector<std::string> env_strings;
-  for (auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  Exec exec(program, args, options);
 
   pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
@@ -45,14 +63,7 @@ ProcessResult run_process(const std::string& program, const std::vector<std::str
       dup2(devnull, 0);
     }
     if (!options.cwd.empty() && chdir(options.cwd.c_str()) != 0) _exit(127);
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(program.c_str()));
-    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    std::vector<char*> envp;
-    for (auto& s : env_strings) envp.push_back(s.data());
-    envp.push_back(nullptr);
-    execve(program.c_str(), argv.data(), envp.data());
+    execve(program.c_str(), exec.argv.data(), exec.envp.data());
     _exit(127);
   }
   close(out_pipe[1]);
@@ -131,23 +142,7 @@ ChildProcess::ChildProcess(const std::string& program, const std::vector<std::st
                            const ProcessOptions& options) {
   int out_pipe[2], err_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) || pipe2(err_pipe, O_CLOEXEC)) throw std::runtime_error("pipe failed");
-  std::map<std::string, std::string> env;
-  for (char** e = environ; *e; ++e) {
-    std::string kv = *e;
-    auto eq = kv.find('=');
-    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  for (auto& u : options.unset_env) env.erase(u);
-  for (auto& [k, v] : options.env) env[k] = v;
-  std::vector<std::string> env_strings;
-  for (auto& [k, v] : env) env_strings.push_back(k + "=" + v);
-  std::vector<char*> argv;
-  argv.push_back(const_cast<char*>(program.c_str()));
-  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  for (auto& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
+  Exec exec(program, args, options);
   pid_ = fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
@@ -156,7 +151,7 @@ ChildProcess::ChildProcess(const std::string& program, const std::vector<std::st
     int devnull = open("/dev/null", O_RDONLY);
     dup2(devnull, 0);
     if (!options.cwd.empty() && chdir(options.cwd.c_str()) != 0) _exit(127);
-    execve(program.c_str(), argv.data(), envp.data());
+    execve(program.c_str(), exec.argv.data(), exec.envp.data());
     _exit(127);
   }
   close(out_pipe[1]);
