@@ -7,6 +7,7 @@
 #include <fmt/ranges.h>
 
 #include "cli/context.hpp"
+#include "core/time.hpp"
 #include "commands/board_session.hpp"
 #include "commands/commands.hpp"
 #include "transport/provisioning_group.hpp"
@@ -32,6 +33,7 @@ struct DeviceArgs {
   std::string signature_file;
   std::string from_file;
   int page_size = 5000;
+  transport::DevicePage page;
 };
 
 void add_filter_options(CLI::App* command, DeviceArgs& args) {
@@ -39,8 +41,17 @@ void add_filter_options(CLI::App* command, DeviceArgs& args) {
   command->add_option("--product", args.filter.product, "Product ID or name");
   command->add_option("--state", args.filter.state, "Manufacturing state");
   command->add_option("--version", args.filter.version, "Firmware version");
-  command->add_option("--seen-before", args.filter.seen_before, "Last seen before this time (ISO 8601 UTC)");
-  command->add_option("--seen-after", args.filter.seen_after, "Last seen after this time (ISO 8601 UTC)");
+  // Checked here as well as by the service: "--seen-after yesterday" is a usage error (exit 2), not zero rows.
+  CLI::Validator iso8601_time(
+      [](std::string& value) -> std::string {
+        return normalize_timestamp(value) ? std::string()
+                                          : "'" + value + "' is not an ISO 8601 time such as 2026-01-31T12:00:00Z or 2026-01-31";
+      },
+      "TIME", "ISO 8601 time");
+  command->add_option("--seen-before", args.filter.seen_before, "Last seen before this time (ISO 8601: 2026-01-31[T12:00:00Z])")
+      ->check(iso8601_time);
+  command->add_option("--seen-after", args.filter.seen_after, "Last seen after this time (ISO 8601: 2026-01-31[T12:00:00Z])")
+      ->check(iso8601_time);
   command->add_option("--claimed", args.claimed, "true or false")->check(CLI::IsMember({"true", "false"}));
 }
 
@@ -60,11 +71,16 @@ void add_device(CLI::App& app, cli::Context& ctx) {
   auto* list = device->add_subcommand("list", "List devices, every page streamed (constant memory)");
   add_filter_options(list, *args);
   list->add_option("--page-size", args->page_size, "Devices per request")->check(CLI::Range(1, 10000));
+  list->add_option("--limit", args->page.limit, "At most N devices; the cursor to continue from goes to stderr")
+      ->check(CLI::PositiveNumber);
+  list->add_option("--cursor", args->page.cursor, "Continue after this cursor (from an earlier --limit)");
   list->callback([&ctx, args] {
     auto api = connect(ctx);
     auto out = ctx.records();
-    transport::list_devices(api, filter_of(*args), [&](const cli::Json& d) { out->add(d); }, args->page_size);
+    auto next = transport::list_devices(api, filter_of(*args), [&](const cli::Json& d) { out->add(d); },
+                                        args->page_size, args->page);
     out->finish();
+    if (next) ctx.info(fmt::format("more devices match: continue with --cursor {}", *next));
   });
 
   auto* show = device->add_subcommand("show", "Show one device");

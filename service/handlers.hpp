@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/bytes.hpp"
+#include "core/time.hpp"
 #include "service/api.hpp"
 #include "service/rollout.hpp"
 #include "service/store.hpp"
@@ -52,12 +53,8 @@ struct Reply {
 Json parse_object(const std::string& body);
 std::string required_string(const Json& object, const char* field, std::size_t max_length = 256);
 std::optional<std::string> optional_string(const Json& object, const char* field, std::size_t max_length = 4096);
-std::string now_iso8601();
-// "YYYY-MM-DDTHH:MM:SSZ" for a unix time: the one form timestamps are stored and compared in.
-std::string iso8601(std::int64_t unix_seconds);
-// An ISO 8601 time from a client ("2026-01-31", "2026-01-31T12:00:00Z", "...T12:00:00.5+02:00") in the
-// stored form; nullopt when it is not one (callers answer 400 naming the field).
-std::optional<std::string> normalize_timestamp(std::string_view text);
+// Timestamps (now_iso8601, iso8601, normalize_timestamp) are core/time.hpp's: the one form they are
+// stored and compared in. A client's malformed time is answered 400 naming the field.
 // The query parameter `name` as a normalized time; ApiError 400 naming it when malformed.
 std::optional<std::string> timestamp_query(const Call& call, const std::string& name);
 std::string random_id(const char* prefix);

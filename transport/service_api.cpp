@@ -191,15 +191,24 @@ Json update_group(ServiceApi& api, const std::string& ref, const std::optional<s
 }
 Json delete_group(ServiceApi& api, const std::string& ref) { return api.remove("/v1/groups/" + segment(ref)); }
 
-void list_devices(ServiceApi& api, const DeviceFilter& filter, const std::function<void(const Json&)>& each, int page_size) {
-  std::string base = fmt::format("/v1/devices?limit={}{}", page_size, device_query(filter));
-  std::optional<std::string> cursor;
+std::optional<std::string> list_devices(ServiceApi& api, const DeviceFilter& filter,
+                                        const std::function<void(const Json&)>& each, int page_size,
+                                        const DevicePage& page) {
+  std::optional<std::string> cursor = page.cursor;
+  std::uint64_t seen = 0;
   while (true) {
     check_interrupted();
-    Json page = api.get(cursor ? base + "&cursor=" + url_encode(*cursor) : base);
-    for (const auto& device : page["items"]) each(device);
-    if (!page["next_cursor"].is_string()) break;
-    cursor = page["next_cursor"].get<std::string>();
+    std::uint64_t size = static_cast<std::uint64_t>(page_size);
+    if (page.limit > 0) size = std::min(size, page.limit - seen);
+    std::string path = fmt::format("/v1/devices?limit={}{}", size, device_query(filter));
+    Json reply = api.get(cursor ? path + "&cursor=" + url_encode(*cursor) : path);
+    for (const auto& device : reply["items"]) {
+      each(device);
+      ++seen;
+    }
+    if (!reply["next_cursor"].is_string()) return std::nullopt;
+    cursor = reply["next_cursor"].get<std::string>();
+    if (page.limit > 0 && seen >= page.limit) return cursor;
   }
 }
 

@@ -82,9 +82,16 @@ struct DeviceFilter {
   std::optional<std::string> group, product, state, version, seen_before, seen_after;
   std::optional<bool> claimed;
 };
-// Every matching device, page by page (constant memory): `each` sees one device at a time.
-void list_devices(ServiceApi& api, const DeviceFilter& filter, const std::function<void(const Json&)>& each,
-                  int page_size = 1000);
+// Matching devices, page by page (constant memory): `each` sees one device at a time. Starts after
+// `cursor` when given and stops after `limit` devices when non-zero; returns the cursor to continue
+// from when devices remain (nullopt at the end of the list).
+struct DevicePage {
+  std::optional<std::string> cursor;
+  std::uint64_t limit = 0;
+};
+std::optional<std::string> list_devices(ServiceApi& api, const DeviceFilter& filter,
+                                        const std::function<void(const Json&)>& each, int page_size = 1000,
+                                        const DevicePage& page = {});
 Json count_devices(ServiceApi& api, const std::string& by, const DeviceFilter& filter);
 Json show_device(ServiceApi& api, const std::string& id);
 Json assign_device(ServiceApi& api, const std::string& id, const std::string& group);

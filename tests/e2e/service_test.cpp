@@ -194,6 +194,27 @@ TEST_CASE("service e2e: products, groups, import, list, count, claim, roles, dep
   auto rows = jsonl(list.out);
   REQUIRE(rows.size() == 5);
   CHECK(rows[4]["id"] == "dev-4");
+  // --limit N stops after N devices and names the cursor to continue from (stderr); --cursor goes on
+  // from there; the pages together are the whole list, each device once.
+  {
+    std::vector<std::string> ids;
+    std::string cursor;
+    for (int page = 0; page < 5; ++page) {
+      std::vector<std::string> args = {"-o", "jsonl", "device", "list", "--limit", "2", "--page-size", "1"};
+      if (!cursor.empty()) args.insert(args.end(), {"--cursor", cursor});
+      auto r = s.kiln(args);
+      REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+      auto got = jsonl(r.out);
+      CHECK(got.size() <= 2);
+      for (auto& d : got) ids.push_back(d["id"]);
+      auto at = r.err.find("--cursor ");
+      if (at == std::string::npos) break;
+      cursor = r.err.substr(at + 9);
+      cursor = cursor.substr(0, cursor.find_first_of(" \n"));
+    }
+    CHECK(ids == std::vector<std::string>{"dev-0", "dev-1", "dev-2", "dev-3", "dev-4"});
+    CHECK(s.kiln({"device", "list", "--limit", "0"}).exit_code == 2);
+  }
   CHECK(jsonl(s.kiln({"-o", "jsonl", "device", "list", "--version", "1.1.0"}).out).size() == 2);
   auto csv = s.kiln({"-o", "csv", "device", "list", "--page-size", "2"});
   CHECK(std::count(csv.out.begin(), csv.out.end(), '\n') == 6);  // header + 5

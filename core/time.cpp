@@ -1,0 +1,82 @@
+#include "core/time.hpp"
+
+#include <chrono>
+#include <ctime>
+
+namespace kiln {
+
+std::string now_iso8601() {
+  auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string iso8601(std::int64_t unix_seconds) {
+  auto t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::optional<std::string> normalize_timestamp(std::string_view text) {
+  // date [T time [.fraction] (Z | +HH:MM | -HH:MM)]; the fraction is dropped (storage has whole seconds).
+  std::size_t at = 0;
+  auto digits = [&](std::size_t count, int& out) {
+    if (at + count > text.size()) return false;
+    out = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      char c = text[at + i];
+      if (c < '0' || c > '9') return false;
+      out = out * 10 + (c - '0');
+    }
+    at += count;
+    return true;
+  };
+  auto literal = [&](char c) {
+    if (at >= text.size() || text[at] != c) return false;
+    ++at;
+    return true;
+  };
+  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
+  if (!digits(4, year) || !literal('-') || !digits(2, month) || !literal('-') || !digits(2, day)) return std::nullopt;
+  static const int days_in_month[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (year < 1970 || month < 1 || month > 12 || day < 1) return std::nullopt;
+  bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  if (day > days_in_month[month - 1] + (month == 2 && leap ? 1 : 0)) return std::nullopt;
+  int offset_seconds = 0;
+  if (at < text.size()) {
+    if (!literal('T') && !literal('t') && !literal(' ')) return std::nullopt;
+    if (!digits(2, hour) || !literal(':') || !digits(2, minute) || !literal(':') || !digits(2, second))
+      return std::nullopt;
+    if (hour > 23 || minute > 59 || second > 60) return std::nullopt;
+    if (second == 60) second = 59;  // a leap second sorts with the second before it
+    if (literal('.')) {
+      std::size_t start = at;
+      while (at < text.size() && text[at] >= '0' && text[at] <= '9') ++at;
+      if (at == start || at - start > 9) return std::nullopt;
+    }
+    if (!literal('Z') && !literal('z')) {
+      bool minus = at < text.size() && text[at] == '-';
+      if (!literal('+') && !literal('-')) return std::nullopt;
+      int oh = 0, om = 0;
+      if (!digits(2, oh) || !literal(':') || !digits(2, om) || oh > 23 || om > 59) return std::nullopt;
+      offset_seconds = (minus ? -1 : 1) * (oh * 3600 + om * 60);
+    }
+    if (at != text.size()) return std::nullopt;
+  }
+  std::tm tm{};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = month - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = minute;
+  tm.tm_sec = second;
+  return iso8601(static_cast<std::int64_t>(timegm(&tm)) - offset_seconds);
+}
+
+}  // namespace kiln
