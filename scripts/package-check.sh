@@ -37,8 +37,8 @@ ddebs=("$build"/*.ddeb)
 for deb in "${debs[@]}"; do printf '%s: %s\n' "$(basename "$deb")" "$(dpkg-deb -f "$deb" Depends)" >&2; done
 
 step "lintian"
-# Errors fail the check; warnings are shown. --no-tag-display-limit: every instance, not the first few.
-lintian --fail-on error --no-tag-display-limit "${debs[@]}" || fail "lintian reports errors"
+# Errors fail the check; warnings are shown. --tag-display-limit 0: every instance, not the first few.
+lintian --fail-on error --tag-display-limit 0 "${debs[@]}" || fail "lintian reports errors"
 
 root=$(mktemp -d)
 service_pid=
