@@ -9,7 +9,9 @@
 
 #include "core/bytes.hpp"
 #include "service/api.hpp"
-#include "service/sqlite_store.hpp"
+#include "service/store.hpp"
+#include "tests/service/store_support.hpp"
+#include "tests/support/postgres.hpp"
 #include "service/rollout.hpp"
 #include "signing/key_ref.hpp"
 #include "signing/signer.hpp"
@@ -24,7 +26,7 @@ namespace {
 
 struct ParallelFixture {
   test::TempDir dir;
-  std::string database = dir.file("kiln.db");
+  std::string database = test::test_store(dir.file("kiln.db"));
   Service service{{database, dir.path() / "images", 7}};
   std::int64_t tenant = service.create_tenant("acme");
   std::string admin = service.create_token(tenant, Role::admin, "admin");
@@ -135,11 +137,11 @@ TEST_CASE("concurrency: status reports in parallel keep tallies equal to a recou
   CHECK(shown["admitted"] == devices);
   CHECK(shown["device_status"]["installed"] == devices);
   CHECK(shown["state"] == "completed");
-  SqliteStore store(f.database);
-  auto deployment = store.find_deployment(f.tenant, id);
+  auto store = open_store(f.database);
+  auto deployment = store->find_deployment(f.tenant, id);
   REQUIRE(deployment);
-  auto kept = store.rollout_tally(*deployment);
-  auto counted = store.recount_rollout_tally(*deployment);
+  auto kept = store->rollout_tally(*deployment);
+  auto counted = test::recount_tally(*store, *deployment);
   CHECK(kept.devices == counted.devices);
   REQUIRE(kept.waves.size() == counted.waves.size());
   CHECK(kept.waves[0].devices == counted.waves[0].devices);
