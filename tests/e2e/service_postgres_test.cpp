@@ -93,8 +93,10 @@ TEST_CASE("kiln-service on PostgreSQL: init keeps the URL in D/store.toml (0600)
   CHECK_FALSE(fs::exists(dir / "store.toml"));
   ::chmod(password.c_str(), 0600);
 
+  test::ProcessOptions with_password;
+  with_password.env["KILN_STORE_PASSWORD"] = "env-password-xyz";
   auto init = service({"init", "--dir", dir.string(), "--store", url, "--store-password-file", password.string()},
-                      {.env = {{"KILN_STORE_PASSWORD", "env-password-xyz"}}});
+                      with_password);
   INFO(init.err);
   REQUIRE(init.exit_code == 0);
   CHECK(init.out.find("not-a-real-password") == std::string::npos);
