@@ -147,3 +147,88 @@ TEST_CASE("concurrency: status reports in parallel keep tallies equal to a recou
   CHECK(kept.waves[0].devices == counted.waves[0].devices);
   CHECK(kept.waves[0].reported == counted.waves[0].reported);
 }
+
+TEST_CASE("concurrency: retries of one request with one Idempotency-Key, in parallel: applied once, the rest replay it") {
+  ParallelFixture f;
+  std::atomic<int> created{0}, replayed{0}, other{0};
+  std::vector<std::string> bodies(8);
+  in_parallel(8, [&](int thread) {
+    std::map<std::string, std::string> headers{{"authorization", "Bearer " + f.admin}, {"idempotency-key", "oven-1"}};
+    auto r = f.service.handle({"POST", "/v1/products", headers, R"({"name":"Oven"})", {}});
+    bodies[static_cast<std::size_t>(thread)] = r.body;
+    if (r.status != 201)
+      ++other;
+    else if (r.headers.count("Idempotent-Replayed"))
+      ++replayed;
+    else
+      ++created;
+  });
+  CHECK(created == 1);
+  CHECK(replayed == 7);
+  CHECK(other == 0);
+  for (auto& body : bodies) CHECK(body == bodies[0]);  // the one answer, replayed
+  int ovens = 0;
+  auto products = f.json("GET", "/v1/products");
+  for (auto& p : products["items"]) ovens += p["name"] == "Oven" ? 1 : 0;
+  CHECK(ovens == 1);
+}
+
+TEST_CASE("concurrency: overlapping imports beside claims: one device per UID, claims kept, tallies equal a recount") {
+  ParallelFixture f;
+  constexpr int units = 40;
+  std::vector<test::TestKey> keys(units);
+  std::vector<std::string> lines;
+  for (int i = 0; i < units; ++i)
+    lines.push_back(Json{{"uid", "dev-" + std::to_string(i)}, {"product", "Thermo"}, {"group", "Field Test"},
+                         {"public_key", keys[static_cast<std::size_t>(i)].public_pem()}}
+                        .dump() +
+                    "\n");
+  // A deployment of the group, so imports move tallies while they race.
+  f.device("dev-0", keys[0]);
+  auto content = std::string("firmware v3");
+  auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
+  f.json("POST", "/v1/images", Json{{"sha256", sha}, {"size", content.size()}}.dump());
+  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", content);
+  auto id = f.json("POST", "/v1/deployments",
+                   Json{{"group", "Thermo/Field Test"}, {"images", {sha}}, {"rollout", {50, 100}}, {"step_after", 3600}}.dump())["id"]
+                .get<std::string>();
+  // dev-0 is claimed while the imports run (each bundle holds it again).
+  auto challenge = f.json("POST", "/v1/devices/dev-0/claim-challenge");
+  auto key_file = f.dir.file("dev-0.pem");
+  {
+    std::ofstream out(key_file);
+    out << keys[0].private_pem();
+  }
+  auto signature = open_signer(key_file)->sign(
+      digest(HashAlg::sha256, as_bytes(challenge["message"].get<std::string>())), HashAlg::sha256);
+  auto claim = Json{{"nonce", challenge["nonce"]}, {"signature", to_hex(signature)}}.dump();
+  std::atomic<int> failed{0};
+  in_parallel(6, [&](int thread) {
+    if (thread == 0) {
+      if (f.call("POST", "/v1/devices/dev-0/claim", claim).status != 200) ++failed;
+      return;
+    }
+    // Bundles of 20 consecutive units, overlapping their neighbours by 10.
+    for (int round = 0; round < 2; ++round) {
+      std::string units_text;
+      int start = ((thread - 1) * 10 + round * 7) % (units - 20);
+      for (int i = start; i < start + 20; ++i) units_text += lines[static_cast<std::size_t>(i)];
+      auto r = f.call("POST", "/v1/devices/import", test::signed_bundle(units_text, f.factory_ca.key));
+      if (r.status != 200) ++failed;
+    }
+  });
+  CHECK(failed == 0);
+  auto counted = f.json("GET", "/v1/devices/count?by=group");
+  std::int64_t total = counted["total"].get<std::int64_t>();
+  CHECK(total == f.json("GET", "/v1/devices?limit=1000")["items"].size());
+  CHECK(f.json("GET", "/v1/devices/dev-0")["claimed"] == true);
+  auto store = open_store(f.database);
+  auto deployment = store->find_deployment(f.tenant, id);
+  REQUIRE(deployment);
+  auto kept = store->rollout_tally(*deployment);
+  auto recounted = test::recount_tally(*store, *deployment);
+  CHECK(kept.devices == total);
+  CHECK(kept.devices == recounted.devices);
+  REQUIRE(kept.waves.size() == recounted.waves.size());
+  for (std::size_t i = 0; i < kept.waves.size(); ++i) CHECK(kept.waves[i].devices == recounted.waves[i].devices);
+}
