@@ -146,12 +146,15 @@ class PgStore final : public Store {
   PGconn* connect();
 
   static constexpr std::size_t max_idle_connections = 16;
+  static constexpr int max_open_connections = 32;
   static thread_local std::map<std::uint64_t, std::pair<Connection*, int>> held_;  // store id -> held, uses
   std::string url_;
   PgStoreOptions options_;
   std::uint64_t id_;
   std::mutex pool_mutex_;
+  std::condition_variable pool_free_;
   std::vector<std::unique_ptr<Connection>> idle_;
+  int open_ = 0;  // connections made and not yet closed (idle or held)
 };
 
 }  // namespace kiln::service

@@ -232,3 +232,50 @@ TEST_CASE("concurrency: overlapping imports beside claims: one device per UID, c
   REQUIRE(kept.waves.size() == recounted.waves.size());
   for (std::size_t i = 0; i < kept.waves.size(); ++i) CHECK(kept.waves[i].devices == recounted.waves[i].devices);
 }
+
+TEST_CASE("concurrency: a thousand status reports at once: none lost, tallies equal a recount") {
+  ParallelFixture f;
+  constexpr int devices = 200;
+  std::vector<test::TestKey> keys(devices);
+  std::string units;
+  std::vector<std::vector<std::string>> chains;
+  for (int i = 0; i < devices; ++i) {
+    auto uid = "unit-" + std::to_string(i);
+    auto& key = keys[static_cast<std::size_t>(i)];
+    units += Json{{"uid", uid}, {"product", "Thermo"}, {"group", "Field Test"}, {"public_key", key.public_pem()}}
+                 .dump() +
+             "\n";
+    chains.push_back({test::pem_to_der(f.factory_ca.issue(key, uid))});
+  }
+  REQUIRE(f.json("POST", "/v1/devices/import", test::signed_bundle(units, f.factory_ca.key))["imported"] == devices);
+  auto content = std::string("firmware v4");
+  auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
+  f.json("POST", "/v1/images", Json{{"sha256", sha}, {"size", content.size()}}.dump());
+  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", content);
+  auto id = f.json("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {sha}}}.dump())["id"]
+                .get<std::string>();
+  const std::vector<std::string> statuses = {"downloading", "verifying", "installing", "testing", "installed"};
+  std::atomic<int> next{0}, failed{0};
+  // 1000 reports (each device through every status, in order) from 16 threads at once.
+  in_parallel(16, [&](int) {
+    for (int n = next++; n < devices; n = next++)
+      for (auto& status : statuses) {
+        auto r = f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", status}}.dump(),
+                        chains[static_cast<std::size_t>(n)]);
+        if (r.status != 200) ++failed;
+      }
+  });
+  CHECK(failed == 0);
+  auto shown = f.json("GET", "/v1/deployments/" + id);
+  CHECK(shown["device_status"]["installed"] == devices);
+  auto store = open_store(f.database);
+  auto deployment = store->find_deployment(f.tenant, id);
+  REQUIRE(deployment);
+  auto kept = store->rollout_tally(*deployment);
+  auto counted = test::recount_tally(*store, *deployment);
+  CHECK(kept.devices == devices);
+  CHECK(kept.devices == counted.devices);
+  REQUIRE(kept.waves.size() == counted.waves.size());
+  CHECK(kept.waves[0].reported == counted.waves[0].reported);
+  CHECK(counted.waves[0].reported["installed"] == devices);
+}
