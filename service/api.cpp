@@ -15,11 +15,14 @@
 #include "core/error.hpp"
 #include "service/factory_trust.hpp"
 #include "service/handlers.hpp"
-#include "service/sqlite_store.hpp"
+#include "service/store.hpp"
 #include "signing/signer.hpp"
 
 namespace kiln::service {
 namespace {
+
+// Seconds a client is told to wait (Retry-After) when the store is unavailable.
+constexpr int retry_after_seconds = 5;
 
 // How long an Idempotency-Key is remembered (docs/openapi.yaml).
 constexpr std::int64_t idempotency_seconds = 24 * 3600;
@@ -323,7 +326,8 @@ struct Service::Impl {
     return who;
   }
 
-  explicit Impl(ServiceConfig c) : config(std::move(c)), store(std::make_unique<SqliteStore>(config.database)) {}
+  explicit Impl(ServiceConfig c)
+      : config(std::move(c)), store(open_store(config.database, config.store_password_file)) {}
 
   // A bearer token, else a station's client certificate (mutual TLS, role factory). `why` says what failed.
   std::optional<Principal> authenticate(const Request& request, std::string& why) {
@@ -456,6 +460,13 @@ Response answer(std::function<Response()> dispatch) {
     return error_response(e.status, e.code, e.message);
   } catch (const Json::exception& e) {
     return error_response(400, "invalid_request", fmt::format("request body has the wrong shape: {}", e.what()));
+  } catch (const StoreUnavailable& e) {
+    // The database is down or restarting: nothing was applied; the client tries again.
+    auto r = error_response(503, "store_unavailable", e.what());
+    r.headers["Retry-After"] = std::to_string(retry_after_seconds);
+    return r;
+  } catch (const StoreRejected& e) {
+    return error_response(400, "invalid_request", e.what());
   } catch (const Error& e) {
     if (e.code() == ExitCode::conflict) return error_response(409, "conflict", e.what());
     return error_response(500, "internal", e.what());

@@ -42,9 +42,11 @@ struct RouteInfo {
 const std::vector<RouteInfo>& route_table();
 
 struct ServiceConfig {
-  std::string database;           // the store: a SQLite file (":memory:" in unit tests and the fuzzer)
+  // The store: a SQLite file (":memory:" in unit tests and the fuzzer) or a PostgreSQL connection URI.
+  std::string database;
   std::filesystem::path image_dir;  // image content, one file per SHA-256
   int check_in_after = 60;          // seconds an agent waits before its next check-in
+  std::string store_password_file = {};  // PostgreSQL: a 0600 file holding the password (else the environment)
 };
 
 class Service {

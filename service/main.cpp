@@ -23,6 +23,7 @@
 #include "service/elastic_task_queue.hpp"
 #include "service/manual.hpp"
 #include "service/sd_notify.hpp"
+#include "service/store.hpp"
 #include "service/tls_material.hpp"
 #include "kiln/version.hpp"
 
@@ -35,6 +36,9 @@ struct Paths {
   fs::path dir;
   fs::path tls_certificate, tls_key;  // empty: server.pem and server.key in dir
   fs::path database() const { return dir / "kiln.db"; }
+  // Written by `init --store URL`: the PostgreSQL store's URL (never a password) and password file.
+  fs::path store_config() const { return dir / "store.toml"; }
+  bool initialised() const { return fs::exists(database()) || fs::exists(store_config()); }
   fs::path images() const { return dir / "images"; }
   fs::path certificate() const { return tls_certificate.empty() ? dir / "server.pem" : tls_certificate; }
   fs::path key() const { return tls_key.empty() ? dir / "server.key" : tls_key; }
@@ -54,6 +58,14 @@ const std::vector<service::ConfigKey> config_keys = {
     {"body-timeout", service::ConfigType::number},
     {"max-connections-per-address", service::ConfigType::integer},
     {"check-in-after", service::ConfigType::integer},
+    {"store", service::ConfigType::string},
+    {"store-password-file", service::ConfigType::string},
+};
+
+// D/store.toml's keys.
+const std::vector<service::ConfigKey> store_keys = {
+    {"store", service::ConfigType::string},
+    {"store-password-file", service::ConfigType::string},
 };
 
 // The config file fills the flags not given on the command line, through the flags' own checks, so a
@@ -93,28 +105,74 @@ void raise_descriptor_limit() {
   }
 }
 
-service::Service open_service(const Paths& paths) {
-  if (!fs::exists(paths.database()))
+// Where the directory's store is: D/store.toml's PostgreSQL URL, else the SQLite file D/kiln.db.
+service::ServiceConfig service_config(const Paths& paths, int check_in_after = 60) {
+  if (!paths.initialised())
     throw Error(ExitCode::not_found, "no kiln-service data in " + paths.dir.string(),
                 "run 'kiln-service init --dir " + paths.dir.string() + "' first");
-  return service::Service({paths.database().string(), paths.images()});
+  service::ServiceConfig config{paths.database().string(), paths.images(), check_in_after, {}};
+  if (fs::exists(paths.store_config())) {
+    auto values = service::read_config_file(paths.store_config(), store_keys);
+    auto url = values.find("store");
+    if (url == values.end())
+      throw Error(ExitCode::usage, paths.store_config().string() + " names no store (key 'store')");
+    service::check_store_url(url->second.text);
+    config.database = url->second.text;
+    if (auto file = values.find("store-password-file"); file != values.end())
+      config.store_password_file = file->second.text;
+  }
+  return config;
 }
+
+service::Service open_service(const Paths& paths) { return service::Service(service_config(paths)); }
 
 void write_token(const fs::path& file, const std::string& token) {
   write_file_atomic(file, as_bytes(token + "\n"), 0600, AtomicFile::Overwrite::refuse);
 }
 
-int init(const Paths& paths, const std::string& tenant) {
+// The store of `init`: the SQLite file D/kiln.db, or the PostgreSQL database of --store.
+struct StoreChoice {
+  std::string url;  // empty: SQLite
+  std::string password_file;
+};
+
+int init(const Paths& paths, const std::string& tenant, const StoreChoice& store) {
+  if (!store.url.empty()) {
+    if (!service::is_postgresql_url(store.url))
+      throw Error(ExitCode::usage, "--store wants a PostgreSQL connection URI (postgresql://...)",
+                  "e.g. postgresql://kiln@db.example.com/kiln; without --store the store is SQLite in the --dir");
+    service::check_store_url(store.url);
+  }
   fs::create_directories(paths.dir);
   fs::permissions(paths.dir, fs::perms::owner_all);
-  if (fs::exists(paths.database()))
+  if (paths.initialised())
     throw Error(ExitCode::conflict, paths.dir.string() + " already holds a kiln-service", "pick another --dir");
+  service::ServiceConfig config{paths.database().string(), paths.images(), 60, {}};
+  if (!store.url.empty()) {
+    config.database = store.url;
+    config.store_password_file = store.password_file.empty() ? "" : fs::absolute(store.password_file).string();
+  }
+  // The store first: one that cannot be reached stops init before anything is written to the directory.
+  service::Service svc(config);
+  if (svc.find_tenant(tenant))
+    throw Error(ExitCode::conflict, "the store already holds a tenant named " + tenant,
+                "several instances share a store by sharing one initialised --dir (copy it); or pick --tenant");
   service::create_tls_material(paths.dir);
-  service::Service svc({paths.database().string(), paths.images()});
   auto tenant_id = svc.create_tenant(tenant);
   write_token(paths.dir / "admin.token", svc.create_token(tenant_id, service::Role::admin, "admin"));
+  if (!store.url.empty()) {
+    // TOML basic strings: the URL and path with their quotes and backslashes escaped.
+    auto quoted = [](const std::string& text) { return nlohmann::json(text).dump(); };
+    std::string toml = "# The store of this kiln-service directory (kiln-service init --store). The password is\n"
+                       "# never kept here: KILN_STORE_PASSWORD, PGPASSWORD, PGPASSFILE or store-password-file.\n"
+                       "store = " + quoted(store.url) + "\n";
+    if (!config.store_password_file.empty())
+      toml += "store-password-file = " + quoted(config.store_password_file) + "\n";
+    write_file_atomic(paths.store_config(), as_bytes(toml), 0600, AtomicFile::Overwrite::refuse);
+  }
   nlohmann::ordered_json out{{"dir", paths.dir.string()},
                              {"tenant", tenant},
+                             {"store", store.url.empty() ? paths.database().string() : service::redact_store_url(store.url)},
                              {"ca_file", (paths.dir / "ca.pem").string()},
                              {"admin_token_file", (paths.dir / "admin.token").string()}};
   std::cout << out.dump(2) << "\n";
@@ -235,12 +293,13 @@ int run(const Paths& paths, const std::string& listen, const std::string& agent_
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  open_service(paths);  // fails with a hint when the directory was never initialised
+  // Fails with a hint when the directory was never initialised, and when its store cannot be reached.
+  auto config = service_config(paths, check_in_after);
+  auto svc = std::make_shared<service::Service>(config);
+  std::cerr << "store: " << service::redact_store_url(config.database) << std::endl;
   raise_descriptor_limit();
   // Both listeners present this pair; SIGHUP reads the files again (certificate renewal).
   service::ServerCredentials credentials(paths.certificate(), paths.key());
-  auto svc = std::make_shared<service::Service>(
-      service::ServiceConfig{paths.database().string(), paths.images(), check_in_after});
   // The guards outlive the servers: OpenSSL reports each connection's end to its guard.
   service::ConnectionGuard api_guard(options.limits(), "api"), agent_guard(options.limits(), "agents");
   int api_socket = -1, agent_socket = -1;
@@ -289,7 +348,7 @@ int run(const Paths& paths, const std::string& listen, const std::string& agent_
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app("kiln-service: the reference kiln security service (HTTPS JSON API, SQLite store)", "kiln-service");
+  CLI::App app("kiln-service: the reference kiln security service (HTTPS JSON API, SQLite or PostgreSQL store)", "kiln-service");
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(KILN_VERSION));
   Paths paths;
@@ -305,6 +364,16 @@ int main(int argc, char** argv) {
       ->type_name("FILE");
   init_cmd->add_option("--tenant", tenant, "Name of the first tenant");
   init_cmd->add_flag("--if-missing", if_missing, "Do nothing when the data directory already holds a service");
+  StoreChoice store;
+  init_cmd
+      ->add_option("--store", store.url,
+                   "PostgreSQL store: a libpq connection URI (postgresql://USER@HOST/DB), kept in D/store.toml; "
+                   "no password in it (default: SQLite, D/kiln.db)")
+      ->type_name("URL");
+  init_cmd
+      ->add_option("--store-password-file", store.password_file,
+                   "A 0600 file holding the PostgreSQL password (else KILN_STORE_PASSWORD, PGPASSWORD or PGPASSFILE)")
+      ->type_name("FILE");
 
   auto* run_cmd = app.add_subcommand(
       "run", "Serve the API over HTTPS until SIGTERM/SIGINT (requests in flight finish); SIGHUP reloads the TLS certificate");
@@ -372,8 +441,8 @@ int main(int argc, char** argv) {
       if (*command && !config_file.empty()) apply_config_file(*command, config_file);
     if ((*init_cmd || *run_cmd) && paths.dir.empty())
       throw Error(ExitCode::usage, "no data directory", "give --dir DIR, or 'dir' in the --config file");
-    if (*init_cmd && if_missing && fs::exists(paths.database())) return 0;
-    if (*init_cmd) return init(paths, tenant);
+    if (*init_cmd && if_missing && paths.initialised()) return 0;
+    if (*init_cmd) return init(paths, tenant, store);
     if (*run_cmd) return run(paths, listen, agent_listen, listener, check_in_after);
     auto svc = open_service(paths);
     auto tenant_id = svc.find_tenant(tenant);

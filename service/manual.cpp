@@ -30,9 +30,21 @@ without a token.
 dashes (\fBdir\fR, \fBlisten\fR, \fBagent\-listen\fR, \fBtls\-certificate\fR, \fBtls\-key\fR,
 \fBthreads\fR, \fBmax\-threads\fR, \fBhandshake\-timeout\fR, \fBheader\-timeout\fR, \fBbody\-timeout\fR,
 \fBmax\-connections\-per\-address\fR, \fBcheck\-in\-after\fR); a flag on the command line wins.
-\fBinit\fR reads only \fBdir\fR. The whole file is checked at start: a syntax error, an unknown key,
+\fBinit\fR reads \fBdir\fR, \fBstore\fR and \fBstore\-password\-file\fR. The whole file is checked at start: a syntax error, an unknown key,
 a value of the wrong type or out of range stops the service with the file, the line and the key
 named, exit status 2.
+.SH POSTGRESQL
+By default the store is SQLite, \fIDIR/kiln.db\fR. \fBinit \-\-store\fR \fIURL\fR keeps the service's
+records in PostgreSQL 15 instead: \fIURL\fR is a libpq connection URI such as
+\fIpostgresql://kiln@db.example.com/kiln\fR or \fIpostgresql:///kiln?host=/run/postgresql\fR; \fBinit\fR
+writes it to \fIDIR/store.toml\fR (mode 0600) and \fBrun\fR uses it. A password is never taken from the
+command line: a URL holding one is refused (exit status 2). \fBkiln\-service\fR takes it from
+\fB\-\-store\-password\-file\fR \fIFILE\fR (mode 0600, its path kept in \fIstore.toml\fR), else from
+\fBKILN_STORE_PASSWORD\fR, else from libpq's own \fBPGPASSWORD\fR, \fBPGPASSFILE\fR or
+\fI~/.pgpass\fR; it never prints it. The schema is migrated at start (one transaction per version);
+a store a newer release wrote is refused (exit status 7). A store that cannot be reached at \fBinit\fR
+or \fBrun\fR stops it with exit status 5; while running, requests get 503 with \fBRetry\-After\fR until
+the database is back, and the service reconnects by itself.
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR
@@ -50,6 +62,11 @@ READY=1 once both listeners accept connections, RELOADING=1 and READY=1 around a
 when it drains. It writes these datagrams to \fB$NOTIFY_SOCKET\fR itself (the protocol of
 \fBsd_notify\fR(3)) rather than linking libsystemd; outside systemd the variable is unset and nothing
 is sent.
+.SH ENVIRONMENT
+.TP
+\fBKILN_STORE_PASSWORD\fR
+The PostgreSQL store's password (when no \fBstore\-password\-file\fR is set); libpq's \fBPGPASSWORD\fR
+and \fBPGPASSFILE\fR work too.
 .SH FILES
 .TP
 \fI/etc/kiln\-service/config.toml\fR
@@ -58,6 +75,9 @@ The settings the systemd unit passes with \fB\-\-config\fR.
 \fIDIR/kiln.db\fR, \fIDIR/images/\fR
 The SQLite store and the uploaded images.
 .TP
+\fIDIR/store.toml\fR
+With \fBinit \-\-store\fR: the PostgreSQL URL (never a password) and the password file, mode 0600.
+.TP
 \fIDIR/ca.pem\fR, \fIDIR/server.pem\fR, \fIDIR/server.key\fR
 The service's CA (clients pass it as \fB\-\-ca\-file\fR) and the server certificate and key.
 .TP
@@ -65,7 +85,9 @@ The service's CA (clients pass it as \fB\-\-ca\-file\fR) and the server certific
 The first tenant's admin token (mode 0600), for \fBkiln login \-\-token\-file\fR.
 .SH EXIT STATUS
 0 on success, 1 on a failure (for example a certificate that cannot be loaded), 2 on a usage or
-configuration error, 7 when a tenant already exists, 9 when it does not.
+configuration error (also a store URL holding a password), 5 when the store cannot be reached, 6 when
+the store password file is readable by others, 7 when a tenant already exists or the store was written
+by a newer release, 9 when a tenant does not exist.
 )";
   page.examples = cli::readme_examples(cli::readme_text(), no_nouns)["kiln-service"];
   page.examples.push_back("systemctl enable --now kiln-service     # as packaged; settings in /etc/kiln-service/config.toml");

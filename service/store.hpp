@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.hpp"
 #include "service/rollout.hpp"
 
 namespace kiln::service {
@@ -121,6 +122,21 @@ struct DeploymentDevice {
   std::string id;
   std::optional<std::string> status;  // nullopt: nothing reported
   std::string detail, updated_at, version;
+};
+
+// The store cannot be reached now (connection lost, database down or restarting): the request may be
+// retried later (HTTP 503 with Retry-After); at start, kiln-service exits with ExitCode::service.
+class StoreUnavailable : public Error {
+ public:
+  explicit StoreUnavailable(std::string message, std::string hint = {})
+      : Error(ExitCode::service, std::move(message), std::move(hint)) {}
+};
+
+// The store refused a value of the request (text PostgreSQL cannot hold: a NUL byte, invalid UTF-8):
+// the request is bad (HTTP 400).
+class StoreRejected : public Error {
+ public:
+  explicit StoreRejected(std::string message) : Error(ExitCode::usage, std::move(message)) {}
 };
 
 class Store {
@@ -263,5 +279,16 @@ class Store {
                              const std::string& status, const std::string& detail, const std::string& now,
                              const std::optional<std::string>& installed_version) = 0;
 };
+
+// Where a store lives: a PostgreSQL connection URI (postgresql://... or postgres://...) or a SQLite file
+// (":memory:" in tests).
+bool is_postgresql_url(const std::string& location);
+// Opens the store (PgStore or SqliteStore). password_file: PgStoreOptions::password_file.
+std::unique_ptr<Store> open_store(const std::string& location, const std::string& password_file = {});
+// The URL with any password replaced by "***": what messages and logs may show.
+std::string redact_store_url(const std::string& url);
+// Refuses (Error, ExitCode::usage) a PostgreSQL URL that holds a password (argv shows in ps and shell
+// history) or that libpq cannot parse.
+void check_store_url(const std::string& url);
 
 }  // namespace kiln::service

@@ -16,6 +16,7 @@
 #include "signing/file_key.hpp"
 #include "signing/key_ref.hpp"
 #include "signing/signer.hpp"
+#include "tests/support/postgres.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_certificates.hpp"
 
@@ -37,9 +38,10 @@ struct Fixture {
   std::string admin = service.create_token(tenant, Role::admin, "admin");
   // The station whose signed ledger bundles this tenant imports (its CA is registered with the tenant).
   test::TestCa station{"Test Station CA"};
-  // on_disk: a SQLite file (dir/kiln.db) the test may also open, instead of an in-memory database.
+  // on_disk: a SQLite file (dir/kiln.db) the test may also open, whatever backend the run tests; else
+  // the run's backend (an in-memory SQLite database, or a fresh PostgreSQL database).
   explicit Fixture(bool on_disk = false)
-      : database(on_disk ? dir.file("kiln.db") : ":memory:"), service({database, dir.path() / "images"}) {
+      : database(on_disk ? dir.file("kiln.db") : test::test_store(":memory:")), service({database, dir.path() / "images"}) {
     trust_station(admin);
   }
 

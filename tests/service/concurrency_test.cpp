@@ -9,7 +9,9 @@
 
 #include "core/bytes.hpp"
 #include "service/api.hpp"
-#include "service/sqlite_store.hpp"
+#include "service/store.hpp"
+#include "tests/service/store_support.hpp"
+#include "tests/support/postgres.hpp"
 #include "service/rollout.hpp"
 #include "signing/key_ref.hpp"
 #include "signing/signer.hpp"
@@ -24,7 +26,7 @@ namespace {
 
 struct ParallelFixture {
   test::TempDir dir;
-  std::string database = dir.file("kiln.db");
+  std::string database = test::test_store(dir.file("kiln.db"));
   Service service{{database, dir.path() / "images", 7}};
   std::int64_t tenant = service.create_tenant("acme");
   std::string admin = service.create_token(tenant, Role::admin, "admin");
@@ -135,13 +137,145 @@ TEST_CASE("concurrency: status reports in parallel keep tallies equal to a recou
   CHECK(shown["admitted"] == devices);
   CHECK(shown["device_status"]["installed"] == devices);
   CHECK(shown["state"] == "completed");
-  SqliteStore store(f.database);
-  auto deployment = store.find_deployment(f.tenant, id);
+  auto store = open_store(f.database);
+  auto deployment = store->find_deployment(f.tenant, id);
   REQUIRE(deployment);
-  auto kept = store.rollout_tally(*deployment);
-  auto counted = store.recount_rollout_tally(*deployment);
+  auto kept = store->rollout_tally(*deployment);
+  auto counted = test::recount_tally(*store, *deployment);
   CHECK(kept.devices == counted.devices);
   REQUIRE(kept.waves.size() == counted.waves.size());
   CHECK(kept.waves[0].devices == counted.waves[0].devices);
   CHECK(kept.waves[0].reported == counted.waves[0].reported);
+}
+
+TEST_CASE("concurrency: retries of one request with one Idempotency-Key, in parallel: applied once, the rest replay it") {
+  ParallelFixture f;
+  std::atomic<int> created{0}, replayed{0}, other{0};
+  std::vector<std::string> bodies(8);
+  in_parallel(8, [&](int thread) {
+    std::map<std::string, std::string> headers{{"authorization", "Bearer " + f.admin}, {"idempotency-key", "oven-1"}};
+    auto r = f.service.handle({"POST", "/v1/products", headers, R"({"name":"Oven"})", {}});
+    bodies[static_cast<std::size_t>(thread)] = r.body;
+    if (r.status != 201)
+      ++other;
+    else if (r.headers.count("Idempotent-Replayed"))
+      ++replayed;
+    else
+      ++created;
+  });
+  CHECK(created == 1);
+  CHECK(replayed == 7);
+  CHECK(other == 0);
+  for (auto& body : bodies) CHECK(body == bodies[0]);  // the one answer, replayed
+  int ovens = 0;
+  auto products = f.json("GET", "/v1/products");
+  for (auto& p : products["items"]) ovens += p["name"] == "Oven" ? 1 : 0;
+  CHECK(ovens == 1);
+}
+
+TEST_CASE("concurrency: overlapping imports beside claims: one device per UID, claims kept, tallies equal a recount") {
+  ParallelFixture f;
+  constexpr int units = 40;
+  std::vector<test::TestKey> keys(units);
+  std::vector<std::string> lines;
+  for (int i = 0; i < units; ++i)
+    lines.push_back(Json{{"uid", "dev-" + std::to_string(i)}, {"product", "Thermo"}, {"group", "Field Test"},
+                         {"public_key", keys[static_cast<std::size_t>(i)].public_pem()}}
+                        .dump() +
+                    "\n");
+  // A deployment of the group, so imports move tallies while they race.
+  f.device("dev-0", keys[0]);
+  auto content = std::string("firmware v3");
+  auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
+  f.json("POST", "/v1/images", Json{{"sha256", sha}, {"size", content.size()}}.dump());
+  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", content);
+  auto id = f.json("POST", "/v1/deployments",
+                   Json{{"group", "Thermo/Field Test"}, {"images", {sha}}, {"rollout", {50, 100}}, {"step_after", 3600}}.dump())["id"]
+                .get<std::string>();
+  // dev-0 is claimed while the imports run (each bundle holds it again).
+  auto challenge = f.json("POST", "/v1/devices/dev-0/claim-challenge");
+  auto key_file = f.dir.file("dev-0.pem");
+  {
+    std::ofstream out(key_file);
+    out << keys[0].private_pem();
+  }
+  auto signature = open_signer(key_file)->sign(
+      digest(HashAlg::sha256, as_bytes(challenge["message"].get<std::string>())), HashAlg::sha256);
+  auto claim = Json{{"nonce", challenge["nonce"]}, {"signature", to_hex(signature)}}.dump();
+  std::atomic<int> failed{0};
+  in_parallel(6, [&](int thread) {
+    if (thread == 0) {
+      if (f.call("POST", "/v1/devices/dev-0/claim", claim).status != 200) ++failed;
+      return;
+    }
+    // Bundles of 20 consecutive units, overlapping their neighbours by 10.
+    for (int round = 0; round < 2; ++round) {
+      std::string units_text;
+      int start = ((thread - 1) * 10 + round * 7) % (units - 20);
+      for (int i = start; i < start + 20; ++i) units_text += lines[static_cast<std::size_t>(i)];
+      auto r = f.call("POST", "/v1/devices/import", test::signed_bundle(units_text, f.factory_ca.key));
+      if (r.status != 200) ++failed;
+    }
+  });
+  CHECK(failed == 0);
+  auto counted = f.json("GET", "/v1/devices/count?by=group");
+  std::int64_t total = counted["total"].get<std::int64_t>();
+  CHECK(total == f.json("GET", "/v1/devices?limit=1000")["items"].size());
+  CHECK(f.json("GET", "/v1/devices/dev-0")["claimed"] == true);
+  auto store = open_store(f.database);
+  auto deployment = store->find_deployment(f.tenant, id);
+  REQUIRE(deployment);
+  auto kept = store->rollout_tally(*deployment);
+  auto recounted = test::recount_tally(*store, *deployment);
+  CHECK(kept.devices == total);
+  CHECK(kept.devices == recounted.devices);
+  REQUIRE(kept.waves.size() == recounted.waves.size());
+  for (std::size_t i = 0; i < kept.waves.size(); ++i) CHECK(kept.waves[i].devices == recounted.waves[i].devices);
+}
+
+TEST_CASE("concurrency: a thousand status reports at once: none lost, tallies equal a recount") {
+  ParallelFixture f;
+  constexpr int devices = 200;
+  std::vector<test::TestKey> keys(devices);
+  std::string units;
+  std::vector<std::vector<std::string>> chains;
+  for (int i = 0; i < devices; ++i) {
+    auto uid = "unit-" + std::to_string(i);
+    auto& key = keys[static_cast<std::size_t>(i)];
+    units += Json{{"uid", uid}, {"product", "Thermo"}, {"group", "Field Test"}, {"public_key", key.public_pem()}}
+                 .dump() +
+             "\n";
+    chains.push_back({test::pem_to_der(f.factory_ca.issue(key, uid))});
+  }
+  REQUIRE(f.json("POST", "/v1/devices/import", test::signed_bundle(units, f.factory_ca.key))["imported"] == devices);
+  auto content = std::string("firmware v4");
+  auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
+  f.json("POST", "/v1/images", Json{{"sha256", sha}, {"size", content.size()}}.dump());
+  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", content);
+  auto id = f.json("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {sha}}}.dump())["id"]
+                .get<std::string>();
+  const std::vector<std::string> statuses = {"downloading", "verifying", "installing", "testing", "installed"};
+  std::atomic<int> next{0}, failed{0};
+  // 1000 reports (each device through every status, in order) from 16 threads at once.
+  in_parallel(16, [&](int) {
+    for (int n = next++; n < devices; n = next++)
+      for (auto& status : statuses) {
+        auto r = f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", status}}.dump(),
+                        chains[static_cast<std::size_t>(n)]);
+        if (r.status != 200) ++failed;
+      }
+  });
+  CHECK(failed == 0);
+  auto shown = f.json("GET", "/v1/deployments/" + id);
+  CHECK(shown["device_status"]["installed"] == devices);
+  auto store = open_store(f.database);
+  auto deployment = store->find_deployment(f.tenant, id);
+  REQUIRE(deployment);
+  auto kept = store->rollout_tally(*deployment);
+  auto counted = test::recount_tally(*store, *deployment);
+  CHECK(kept.devices == devices);
+  CHECK(kept.devices == counted.devices);
+  REQUIRE(kept.waves.size() == counted.waves.size());
+  CHECK(kept.waves[0].reported == counted.waves[0].reported);
+  CHECK(counted.waves[0].reported["installed"] == devices);
 }

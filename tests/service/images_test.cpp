@@ -9,6 +9,7 @@
 #include "core/bytes.hpp"
 #include "service/api.hpp"
 #include "signing/signer.hpp"
+#include "tests/support/postgres.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using namespace kiln;
@@ -19,7 +20,7 @@ namespace {
 
 struct ImageFixture {
   test::TempDir dir;
-  Service service{{dir.file("kiln.db"), dir.path() / "images"}};
+  Service service{{test::test_store(dir.file("kiln.db")), dir.path() / "images"}};
   std::int64_t tenant = service.create_tenant("acme");
   std::string admin = service.create_token(tenant, Role::admin, "admin");
   std::string content = [] {

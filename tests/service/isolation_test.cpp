@@ -11,6 +11,7 @@
 #include "manifests/suit_create.hpp"
 #include "service/api.hpp"
 #include "signing/signer.hpp"
+#include "tests/support/postgres.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_certificates.hpp"
 
@@ -97,7 +98,7 @@ struct Tenant {
 
 TEST_CASE("isolation: every ID route and every agent endpoint answers 404 to another tenant and changes nothing") {
   test::TempDir dir;
-  Service service({":memory:", dir.path() / "images", 7});
+  Service service({test::test_store(":memory:"), dir.path() / "images", 7});
   Tenant a(service, "acme", dir.path());
   Tenant b(service, "globex", dir.path());
   // A's device has been offered its deployment (so a status report would count), before B tries anything.

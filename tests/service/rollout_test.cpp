@@ -12,6 +12,7 @@
 #include "service/db.hpp"
 #include "service/rollout.hpp"
 #include "signing/signer.hpp"
+#include "tests/support/postgres.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_certificates.hpp"
 
@@ -62,7 +63,7 @@ namespace {
 
 struct AgentFixture {
   test::TempDir dir;
-  Service service{{":memory:", dir.path() / "images", 7}};
+  Service service{{test::test_store(":memory:"), dir.path() / "images", 7}};
   std::int64_t tenant = service.create_tenant("acme");
   std::string admin = service.create_token(tenant, Role::admin, "admin");
   test::TestCa factory_ca{"Acme Factory CA"};

@@ -1,5 +1,5 @@
-// The SQLite store: versioned schema migrations (older stores migrate, newer ones are refused) and the
-// deployment tallies it keeps (equal to a recount whatever devices report and wherever they move).
+// The SQLite store: versioned schema migrations (older stores migrate, newer ones are refused); and, on the
+// run's backend (SQLite or PostgreSQL), units of work and the deployment tallies the store keeps (equal to a recount whatever devices report and wherever they move).
 #include <doctest/doctest.h>
 
 #include <fstream>
@@ -12,6 +12,8 @@
 #include "service/api.hpp"
 #include "service/db.hpp"
 #include "service/sqlite_store.hpp"
+#include "tests/service/store_support.hpp"
+#include "tests/support/postgres.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using namespace kiln;
@@ -119,7 +121,8 @@ void check_same(const RolloutTally& kept, const RolloutTally& counted) {
 
 TEST_CASE("store: a read unit of work (every GET runs in one) cannot write; a write unit can, and commits") {
   test::TempDir dir;
-  SqliteStore store(dir.file("kiln.db"));
+  auto owned = open_store(test::test_store(dir.file("kiln.db")));
+  auto& store = *owned;
   auto tenant = store.create_tenant("acme", "2026-01-01T00:00:00Z");
   {
     auto unit = store.begin(Store::Access::read);
@@ -143,7 +146,8 @@ TEST_CASE("store: a read unit of work (every GET runs in one) cannot write; a wr
 
 TEST_CASE("store: tallies kept as devices report, join and leave groups equal a recount") {
   test::TempDir dir;
-  SqliteStore store(dir.file("kiln.db"));
+  auto owned = open_store(test::test_store(dir.file("kiln.db")));
+  auto& store = *owned;
   auto tenant = store.create_tenant("acme", "2026-01-01T00:00:00Z");
   store.insert_product(tenant, {"prd_1", "Thermo", "", "2026-01-01T00:00:00Z"});
   const std::vector<std::string> groups = {"grp_a", "grp_b"};
@@ -204,7 +208,7 @@ TEST_CASE("store: tallies kept as devices report, join and leave groups equal a 
   std::int64_t reported = 0;
   for (auto& d : deployments) {
     INFO(d.id);
-    auto counted = store.recount_rollout_tally(d);
+    auto counted = test::recount_tally(store, d);
     check_same(store.rollout_tally(d), counted);
     check_same(all[d.id], counted);
     for (auto& w : counted.waves)

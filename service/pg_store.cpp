@@ -1,0 +1,1360 @@
+// PostgreSQL backend of the Store: the schema, its versioned migrations, and every SQL statement of the
+// service in PostgreSQL's dialect. Every value travels as a parameter ($1, $2, ...), never inside SQL text.
+#include "service/pg_store.hpp"
+
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "core/bytes.hpp"
+#include "core/error.hpp"
+#include "service/sqlite_store.hpp"
+
+namespace kiln::service {
+namespace {
+
+// Advisory lock keys: one writer at a time (every process sharing the database), one migrator at a time.
+constexpr std::int64_t write_lock_key = 0x6b696c6e00000001;
+constexpr std::int64_t migration_lock_key = 0x6b696c6e00000002;
+
+// One parameter of a statement: text (nullopt: SQL NULL) or bytes (bytea, sent binary).
+struct Param {
+  std::optional<std::string> value;
+  bool binary = false;
+  Param(std::nullopt_t) {}
+  Param(const std::string& text) : value(text) {}
+  Param(const char* text) : value(std::string(text)) {}
+  Param(std::string_view text) : value(std::string(text)) {}
+  Param(const std::optional<std::string>& text) : value(text) {}
+  Param(std::int64_t number) : value(std::to_string(number)) {}
+  Param(int number) : value(std::to_string(number)) {}
+  Param(bool flag) : value(flag ? "1" : "0") {}
+  Param(double number) : value(fmt::format("{}", number)) {}
+  static Param bytes(std::string_view data) {
+    Param p{std::string(data)};
+    p.binary = true;
+    return p;
+  }
+};
+
+// A query's rows, as text (or, for binary queries, raw bytes).
+class Result {
+ public:
+  explicit Result(PGresult* result) : result_(result, PQclear) {}
+  int rows() const { return PQntuples(result_.get()); }
+  bool empty() const { return rows() == 0; }
+  // Out of range (a lookup that matched nothing): null.
+  bool is_null(int row, int column) const {
+    return row >= rows() || column >= PQnfields(result_.get()) || PQgetisnull(result_.get(), row, column) != 0;
+  }
+  std::string text(int row, int column) const {
+    if (is_null(row, column)) return {};
+    return std::string(PQgetvalue(result_.get(), row, column),
+                       static_cast<std::size_t>(PQgetlength(result_.get(), row, column)));
+  }
+  std::optional<std::string> optional_text(int row, int column) const {
+    if (is_null(row, column)) return std::nullopt;
+    return text(row, column);
+  }
+  std::int64_t integer(int row, int column) const {
+    if (is_null(row, column)) return 0;
+    return std::strtoll(PQgetvalue(result_.get(), row, column), nullptr, 10);
+  }
+  double real(int row, int column) const {
+    return is_null(row, column) ? 0 : std::strtod(PQgetvalue(result_.get(), row, column), nullptr);
+  }
+  bool boolean(int row, int column) const { return text(row, column) == "t"; }
+  std::int64_t affected() const {
+    const char* n = PQcmdTuples(result_.get());
+    return n && *n ? std::strtoll(n, nullptr, 10) : 0;
+  }
+
+ private:
+  std::unique_ptr<PGresult, void (*)(PGresult*)> result_;
+};
+
+// libpq's message on one line (it may span several, with tabs).
+std::string trimmed(const char* message) {
+  std::string text;
+  for (const char* c = message ? message : ""; *c; ++c) {
+    if (*c == '\n' || *c == '\t' || *c == '\r') {
+      if (!text.empty() && text.back() != ' ') text += ' ';
+    } else {
+      text += *c;
+    }
+  }
+  while (!text.empty() && text.back() == ' ') text.pop_back();
+  return text;
+}
+
+// A connection-level failure: the server went away, is shutting down or starting up.
+bool connection_lost(PGconn* conn, const char* sqlstate) {
+  if (PQstatus(conn) != CONNECTION_OK || !sqlstate) return true;
+  std::string_view state(sqlstate);
+  return state.starts_with("08") || state == "57P01" || state == "57P02" || state == "57P03";
+}
+
+// The SQL state and message of a failed statement, turned into the store's exceptions.
+[[noreturn]] void fail(PGconn* conn, PGresult* result) {
+  const char* sqlstate = result ? PQresultErrorField(result, PG_DIAG_SQLSTATE) : nullptr;
+  std::string message = trimmed(result && *PQresultErrorMessage(result) ? PQresultErrorMessage(result)
+                                                                          : PQerrorMessage(conn));
+  bool lost = connection_lost(conn, sqlstate);
+  std::string state = sqlstate ? sqlstate : "";
+  if (result) PQclear(result);
+  if (lost)
+    throw StoreUnavailable("the PostgreSQL store is unavailable: " + message,
+                           "PostgreSQL is down or restarting: try again shortly");
+  if (state == "23505") throw Error(ExitCode::conflict, "the store refused a duplicate: " + message);
+  if (state.starts_with("22")) throw StoreRejected("the store refused a value: " + message);
+  if (state == "40001" || state == "40P01")
+    throw StoreUnavailable("the PostgreSQL store gave up a transaction: " + message, "try again");
+  throw Error(ExitCode::failure, "the PostgreSQL store failed: " + message);
+}
+
+// Text PostgreSQL can hold: UTF-8 without NUL bytes.
+bool storable_text(std::string_view text) {
+  for (std::size_t i = 0; i < text.size();) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c == 0) return false;
+    std::size_t length = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    if (length == 0 || i + length > text.size()) return false;
+    std::uint32_t code = length == 1 ? c : c & (0x7f >> length);
+    for (std::size_t k = 1; k < length; ++k) {
+      auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xc0) != 0x80) return false;
+      code = (code << 6) | (next & 0x3f);
+    }
+    static constexpr std::uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (code < smallest[length] || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return false;
+    i += length;
+  }
+  return true;
+}
+
+// Runs one statement with its parameters; throws the store's exceptions when it fails. A text value the
+// store cannot hold (a NUL byte, bytes that are not UTF-8) is refused by a write; a read finds nothing
+// (no stored text equals it).
+Result run(PGconn* conn, std::string_view sql, std::initializer_list<Param> params = {}, bool binary_result = false) {
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+  for (auto& p : params) {
+    if (p.value && !p.binary && !storable_text(*p.value)) {
+      if (sql.starts_with("SELECT")) return Result(PQmakeEmptyPGresult(conn, PGRES_TUPLES_OK));
+      throw StoreRejected("a text value holds a NUL byte or bytes that are not UTF-8, which the store cannot keep");
+    }
+    values.push_back(p.value ? p.value->c_str() : nullptr);
+    lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
+    formats.push_back(p.binary ? 1 : 0);
+  }
+  std::string text(sql);
+  PGresult* result = PQexecParams(conn, text.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
+                                  lengths.data(), formats.data(), binary_result ? 1 : 0);
+  auto status = result ? PQresultStatus(result) : PGRES_FATAL_ERROR;
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) fail(conn, result);
+  return Result(result);
+}
+
+// Several statements without parameters (schema changes).
+void run_script(PGconn* conn, const std::string& sql) {
+  PGresult* result = PQexec(conn, sql.c_str());
+  auto status = result ? PQresultStatus(result) : PGRES_FATAL_ERROR;
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) fail(conn, result);
+  PQclear(result);
+}
+
+// Migration 1: the tables (the shape SQLite's schema version 1 has, in PostgreSQL's types).
+void baseline_schema(PGconn* conn) {
+  run_script(conn, R"sql(
+CREATE TABLE tenants (id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+  created_at TEXT NOT NULL);
+CREATE TABLE tokens (hash TEXT PRIMARY KEY, tenant_id BIGINT NOT NULL REFERENCES tenants(id), role TEXT NOT NULL,
+  name TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE products (id TEXT PRIMARY KEY, tenant_id BIGINT NOT NULL REFERENCES tenants(id), name TEXT COLLATE "C" NOT NULL,
+  description TEXT, created_at TEXT NOT NULL, UNIQUE (tenant_id, name));
+CREATE TABLE device_groups (id TEXT PRIMARY KEY, tenant_id BIGINT NOT NULL, product_id TEXT NOT NULL
+  REFERENCES products(id), name TEXT COLLATE "C" NOT NULL, description TEXT, created_at TEXT NOT NULL,
+  UNIQUE (product_id, name));
+CREATE TABLE devices (id TEXT COLLATE "C" PRIMARY KEY, tenant_id BIGINT NOT NULL, product_id TEXT NOT NULL REFERENCES products(id),
+  group_id TEXT REFERENCES device_groups(id), state TEXT NOT NULL, version TEXT, public_key TEXT NOT NULL,
+  certificate TEXT, claimed INTEGER NOT NULL DEFAULT 0, claimed_at TEXT, last_seen TEXT, imported_at TEXT NOT NULL);
+CREATE INDEX devices_by_tenant ON devices (tenant_id, id);
+CREATE INDEX devices_by_version ON devices (tenant_id, version);
+CREATE INDEX devices_by_tenant_group ON devices (tenant_id, group_id);
+CREATE INDEX devices_by_group ON devices (group_id, id);
+CREATE TABLE claim_challenges (nonce TEXT PRIMARY KEY, device_id TEXT NOT NULL, tenant_id BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL);
+CREATE TABLE images (tenant_id BIGINT NOT NULL, sha256 TEXT NOT NULL, name TEXT, size BIGINT NOT NULL,
+  received BIGINT NOT NULL DEFAULT 0, complete INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, manifest TEXT,
+  PRIMARY KEY (tenant_id, sha256));
+CREATE TABLE deployments (seq BIGINT GENERATED BY DEFAULT AS IDENTITY UNIQUE, id TEXT PRIMARY KEY,
+  tenant_id BIGINT NOT NULL, group_id TEXT NOT NULL REFERENCES device_groups(id), images TEXT NOT NULL,
+  state TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, manifest TEXT, sequence BIGINT,
+  waves TEXT NOT NULL, wave INTEGER NOT NULL, wave_started_at BIGINT NOT NULL, step_after BIGINT NOT NULL,
+  halt_on_failure DOUBLE PRECISION, halt_reason TEXT, failure_baseline BIGINT NOT NULL, previous TEXT);
+CREATE INDEX deployments_by_group ON deployments (group_id);
+CREATE TABLE factory_cas (seq BIGINT GENERATED BY DEFAULT AS IDENTITY UNIQUE, tenant_id BIGINT NOT NULL,
+  id TEXT NOT NULL, subject TEXT NOT NULL, pem TEXT NOT NULL, created_at TEXT NOT NULL,
+  stations INTEGER NOT NULL DEFAULT 0, key_sha256 TEXT, PRIMARY KEY (tenant_id, id));
+CREATE TABLE deployment_devices (deployment_id TEXT NOT NULL, device_id TEXT NOT NULL, status TEXT NOT NULL,
+  detail TEXT, updated_at TEXT NOT NULL, PRIMARY KEY (deployment_id, device_id));
+CREATE TABLE import_parts (tenant_id BIGINT NOT NULL, import_id TEXT NOT NULL, part_offset BIGINT NOT NULL,
+  body BYTEA NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (tenant_id, import_id, part_offset));
+CREATE TABLE idempotency (tenant_id BIGINT NOT NULL, key TEXT NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL,
+  status INTEGER NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL, request_sha256 TEXT,
+  secret INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (tenant_id, key));
+CREATE INDEX idempotency_by_age ON idempotency (created_at);
+CREATE TABLE factory_ca_owners (key_sha256 TEXT PRIMARY KEY, tenant_id BIGINT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE factory_ca_challenges (nonce TEXT PRIMARY KEY, tenant_id BIGINT NOT NULL, key_sha256 TEXT NOT NULL,
+  expires_at BIGINT NOT NULL);
+)sql");
+}
+
+void add_deployment_tallies(PGconn* conn);
+
+// Migration 3: the head of each station ledger last imported.
+void add_ledger_heads(PGconn* conn) {
+  run_script(conn,
+             "CREATE TABLE ledger_heads (tenant_id BIGINT NOT NULL, station_key_sha256 TEXT NOT NULL, "
+             "ledger_id TEXT NOT NULL, rows BIGINT NOT NULL, hash TEXT NOT NULL, imported_at TEXT NOT NULL, "
+             "PRIMARY KEY (tenant_id, station_key_sha256, ledger_id))");
+}
+
+// The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
+// transaction (PostgreSQL's schema changes are transactional: a migration killed half-way leaves nothing,
+// and the next start runs it again). Append only: a released migration never changes. The version lives
+// in table kiln_schema (no table: a new, empty database).
+struct Migration {
+  int version;
+  void (*apply)(PGconn* conn);
+};
+constexpr Migration migrations[] = {
+    {1, baseline_schema},
+    {2, add_deployment_tallies},
+    {3, add_ledger_heads},
+};
+
+int read_schema_version(PGconn* conn) {
+  auto exists = run(conn, "SELECT to_regclass('kiln_schema') IS NOT NULL");
+  if (!exists.boolean(0, 0)) return 0;
+  auto q = run(conn, "SELECT version FROM kiln_schema WHERE id = 1");
+  return q.empty() ? 0 : static_cast<int>(q.integer(0, 0));
+}
+
+std::vector<int> parse_waves(const std::string& text) {
+  std::vector<int> waves;
+  for (auto& w : nlohmann::json::parse(text)) waves.push_back(w.get<int>());
+  return waves;
+}
+
+// Deployment tallies (table deployment_tallies), as SqliteStore keeps them: per deployment, wave 0 with
+// status '' holds every device of the group; wave N with status '' the devices whose bucket falls in
+// wave N; wave N with a status the devices of wave N whose last report for the deployment was that status.
+void add_tally(PGconn* conn, const std::string& deployment_id, std::int64_t wave, const std::string& status,
+               std::int64_t delta) {
+  run(conn,
+      "INSERT INTO deployment_tallies (deployment_id, wave, status, devices) VALUES ($1, $2, $3, $4) "
+      "ON CONFLICT (deployment_id, wave, status) DO UPDATE SET devices = deployment_tallies.devices + "
+      "excluded.devices",
+      {deployment_id, wave, status, delta});
+}
+
+void add_row(RolloutTally& t, std::int64_t wave, const std::string& status, std::int64_t devices) {
+  if (wave == 0) {
+    if (status.empty()) t.devices += devices;
+    return;
+  }
+  if (wave < 0 || static_cast<std::size_t>(wave) > t.waves.size()) return;
+  auto& w = t.waves[static_cast<std::size_t>(wave - 1)];
+  if (status.empty())
+    w.devices += devices;
+  else if (devices != 0)
+    w.reported[status] += devices;
+}
+
+void write_tally(PGconn* conn, const std::string& deployment_id, const RolloutTally& t) {
+  run(conn, "DELETE FROM deployment_tallies WHERE deployment_id = $1", {deployment_id});
+  add_tally(conn, deployment_id, 0, "", t.devices);
+  for (std::size_t i = 0; i < t.waves.size(); ++i) {
+    auto wave = static_cast<std::int64_t>(i + 1);
+    add_tally(conn, deployment_id, wave, "", t.waves[i].devices);
+    for (auto& [status, n] : t.waves[i].reported) add_tally(conn, deployment_id, wave, status, n);
+  }
+}
+
+RolloutTally recount(PGconn* conn, const Deployment& deployment) {
+  RolloutTally t;
+  t.waves.resize(deployment.waves.size());
+  auto q = run(conn,
+               "SELECT d.id, dd.status FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = $1 AND "
+               "dd.device_id = d.id WHERE d.group_id = $2",
+               {deployment.id, deployment.group_id});
+  for (int row = 0; row < q.rows(); ++row) {
+    ++t.devices;
+    int wave = wave_of_bucket(deployment.waves, rollout_bucket(deployment.id, q.text(row, 0)));
+    if (wave == 0) continue;
+    auto& w = t.waves[static_cast<std::size_t>(wave - 1)];
+    ++w.devices;
+    if (!q.is_null(row, 1)) ++w.reported[q.text(row, 1)];
+  }
+  return t;
+}
+
+// A device joins (+1) or leaves (-1) a group: every deployment of the group counts it, and what it reported.
+void count_member(PGconn* conn, const std::string& device_id, const std::string& group_id, std::int64_t delta) {
+  auto q = run(conn, "SELECT id, waves FROM deployments WHERE group_id = $1", {group_id});
+  for (int row = 0; row < q.rows(); ++row) {
+    auto id = q.text(row, 0);
+    add_tally(conn, id, 0, "", delta);
+    int wave = wave_of_bucket(parse_waves(q.text(row, 1)), rollout_bucket(id, device_id));
+    if (wave == 0) continue;
+    add_tally(conn, id, wave, "", delta);
+    auto status = run(conn, "SELECT status FROM deployment_devices WHERE deployment_id = $1 AND device_id = $2",
+                      {id, device_id});
+    if (!status.empty()) add_tally(conn, id, wave, status.text(0, 0), delta);
+  }
+}
+
+constexpr const char* deployment_columns =
+    "SELECT d.id, d.group_id, p.name || '/' || g.name, d.images, d.manifest, d.sequence, d.waves, d.wave, "
+    "d.wave_started_at, d.step_after, d.halt_on_failure, d.halt_reason, d.failure_baseline, d.previous, "
+    "d.state, d.created_at, d.updated_at "
+    "FROM deployments d JOIN device_groups g ON g.id = d.group_id JOIN products p ON p.id = g.product_id ";
+
+Deployment read_deployment(const Result& q, int r) {
+  Deployment row;
+  row.id = q.text(r, 0);
+  row.group_id = q.text(r, 1);
+  row.group = q.text(r, 2);
+  for (auto& v : nlohmann::json::parse(q.text(r, 3))) row.images.push_back(v.get<std::string>());
+  row.manifest = q.optional_text(r, 4);
+  if (!q.is_null(r, 5)) row.sequence = q.integer(r, 5);
+  row.waves = parse_waves(q.text(r, 6));
+  row.wave = static_cast<int>(q.integer(r, 7));
+  row.wave_started_at = q.integer(r, 8);
+  row.step_after = q.integer(r, 9);
+  if (!q.is_null(r, 10)) row.halt_on_failure = q.real(r, 10);
+  row.halt_reason = q.optional_text(r, 11);
+  row.failure_baseline = q.integer(r, 12);
+  row.previous = q.optional_text(r, 13);
+  row.state = q.text(r, 14);
+  row.created_at = q.text(r, 15);
+  row.updated_at = q.text(r, 16);
+  return row;
+}
+
+// Migration 2: tallies kept as reports arrive, counted once for the deployments a store already holds.
+void add_deployment_tallies(PGconn* conn) {
+  run_script(conn,
+             "CREATE TABLE deployment_tallies (deployment_id TEXT NOT NULL, wave INTEGER NOT NULL, "
+             "status TEXT NOT NULL, devices BIGINT NOT NULL, PRIMARY KEY (deployment_id, wave, status))");
+  auto q = run(conn, deployment_columns);
+  for (int r = 0; r < q.rows(); ++r) {
+    auto d = read_deployment(q, r);
+    write_tally(conn, d.id, recount(conn, d));
+  }
+}
+
+void migrate(PGconn* conn, const std::string& url, int target) {
+  int latest = std::end(migrations)[-1].version;
+  if (target <= 0 || target > latest) target = latest;
+  while (true) {
+    run(conn, "BEGIN");
+    try {
+      run(conn, "SELECT pg_advisory_xact_lock($1)", {migration_lock_key});
+      run_script(conn,
+                 "CREATE TABLE IF NOT EXISTS kiln_schema (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                 "version INTEGER NOT NULL)");
+      int current = read_schema_version(conn);
+      if (current > latest)
+        throw Error(ExitCode::conflict,
+                    fmt::format("the store {} has schema version {}, newer than this kiln-service knows ({}): a "
+                                "newer release wrote it, and an older one must not change it",
+                                redact_store_url(url), current, latest),
+                    "run the kiln-service release that wrote this store, or a newer one");
+      if (current >= target) {
+        run(conn, "COMMIT");
+        return;
+      }
+      auto& migration = migrations[current];  // versions are 1, 2, 3...: the next one
+      migration.apply(conn);
+      run(conn,
+          "INSERT INTO kiln_schema (id, version) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET version = "
+          "excluded.version",
+          {migration.version});
+      run(conn, "COMMIT");
+    } catch (...) {
+      PGresult* undo = PQexec(conn, "ROLLBACK");
+      if (undo) PQclear(undo);
+      throw;
+    }
+  }
+}
+
+std::string read_password_file(const std::string& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0)
+    throw Error(ExitCode::not_found, "cannot read the store password file " + path);
+  if ((info.st_mode & 077) != 0)
+    throw Error(ExitCode::authentication,
+                fmt::format("the store password file {} is readable by others (mode {:o})", path, info.st_mode & 0777),
+                "chmod 600 " + path);
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  if (!in && !in.eof()) throw Error(ExitCode::failure, "cannot read the store password file " + path);
+  std::string password = s.str();
+  while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) password.pop_back();
+  return password;
+}
+
+std::atomic<std::uint64_t> next_store_id{1};
+
+}  // namespace
+
+// URLs.
+
+bool is_postgresql_url(const std::string& location) {
+  return location.starts_with("postgresql://") || location.starts_with("postgres://");
+}
+
+std::string redact_store_url(const std::string& url) {
+  if (!is_postgresql_url(url)) return url;
+  auto scheme = url.find("://") + 3;
+  auto at = url.find('@', scheme);
+  auto slash = url.find('/', scheme);
+  std::string out = url;
+  if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
+    auto colon = url.find(':', scheme);
+    if (colon != std::string::npos && colon < at) out = url.substr(0, colon + 1) + "***" + url.substr(at);
+  }
+  // A password among the query parameters.
+  auto q = out.find("password=");
+  if (q != std::string::npos) {
+    auto end = out.find('&', q);
+    out = out.substr(0, q) + "password=***" + (end == std::string::npos ? "" : out.substr(end));
+  }
+  return out;
+}
+
+void check_store_url(const std::string& url) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
+  if (!options) {
+    std::string why = trimmed(error);
+    PQfreemem(error);
+    throw Error(ExitCode::usage, "the store URL is not a libpq connection URI: " + why,
+                "e.g. postgresql://kiln@db.example.com:5432/kiln or postgresql:///kiln?host=/run/postgresql");
+  }
+  bool password = false;
+  for (auto* o = options; o->keyword; ++o)
+    if (std::string_view(o->keyword) == "password" && o->val && *o->val) password = true;
+  PQconninfoFree(options);
+  if (password)
+    throw Error(ExitCode::usage,
+                "the store URL holds a password: kiln-service never takes one on the command line (it would show "
+                "in ps and in shell history)",
+                "remove it from the URL and give it in KILN_STORE_PASSWORD or PGPASSWORD, or in a 0600 file "
+                "(--store-password-file FILE, or PGPASSFILE)");
+}
+
+std::unique_ptr<Store> open_store(const std::string& location, const std::string& password_file) {
+  if (is_postgresql_url(location)) return std::make_unique<PgStore>(location, PgStoreOptions{password_file, 0});
+  return std::make_unique<SqliteStore>(location);
+}
+
+// A connection of the pool, and the units of work open on it (0: none).
+struct PgStore::Connection {
+  explicit Connection(PGconn* c) : conn(c) {}
+  ~Connection() { PQfinish(conn); }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  PGconn* conn;
+  int depth = 0;
+};
+
+thread_local std::map<std::uint64_t, std::pair<PgStore::Connection*, int>> PgStore::held_;
+
+// Holds a connection for this thread while any store call or unit of work on it runs: the calls of one
+// request (one thread) share the connection and so its transaction.
+class PgStore::Use {
+ public:
+  explicit Use(PgStore& store) : store_(store) {
+    auto& slot = held_[store_.id_];
+    if (slot.second++ == 0) {
+      try {
+        slot.first = store_.acquire();
+      } catch (...) {
+        held_.erase(store_.id_);
+        throw;
+      }
+    }
+  }
+  ~Use() {
+    auto it = held_.find(store_.id_);
+    if (--it->second.second == 0) {
+      store_.release(it->second.first);
+      held_.erase(it);
+    }
+  }
+  Use(const Use&) = delete;
+  Use& operator=(const Use&) = delete;
+  PGconn* conn() { return store_.current().conn; }
+
+ private:
+  PgStore& store_;
+};
+
+PgStore::Connection& PgStore::current() { return *held_.at(id_).first; }
+
+PGconn* PgStore::connect() {
+  std::string password;
+  if (!options_.password_file.empty())
+    password = read_password_file(options_.password_file);
+  else if (const char* env = std::getenv("KILN_STORE_PASSWORD"))
+    password = env;
+  // connect_timeout first: the URL's own value, if it has one, wins.
+  std::vector<const char*> keys = {"connect_timeout", "fallback_application_name", "dbname"};
+  std::vector<const char*> values = {"10", "kiln-service", url_.c_str()};
+  if (!password.empty()) {
+    keys.push_back("password");
+    values.push_back(password.c_str());
+  }
+  keys.push_back(nullptr);
+  values.push_back(nullptr);
+  PGconn* conn = PQconnectdbParams(keys.data(), values.data(), 1);
+  if (!conn) throw StoreUnavailable("cannot reach the PostgreSQL store " + redact_store_url(url_) + ": out of memory");
+  if (PQstatus(conn) != CONNECTION_OK) {
+    std::string why = trimmed(PQerrorMessage(conn));
+    PQfinish(conn);
+    throw StoreUnavailable("cannot reach the PostgreSQL store " + redact_store_url(url_) + ": " + why,
+                           "is PostgreSQL running, and are the URL, user and password right?");
+  }
+  // Messages of the server stay out of the service's output.
+  PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
+  return conn;
+}
+
+// At most max_open_connections at once (PostgreSQL's max_connections is 100 by default, shared by every
+// instance): a request beyond waits for one to be released.
+PgStore::Connection* PgStore::acquire() {
+  std::unique_lock lock(pool_mutex_);
+  pool_free_.wait(lock, [&] { return !idle_.empty() || open_ < max_open_connections; });
+  if (!idle_.empty()) {
+    auto* connection = idle_.back().release();
+    idle_.pop_back();
+    return connection;
+  }
+  ++open_;
+  lock.unlock();
+  try {
+    return new Connection(connect());
+  } catch (...) {
+    lock.lock();
+    --open_;
+    pool_free_.notify_one();
+    throw;
+  }
+}
+
+void PgStore::release(Connection* connection) {
+  std::unique_ptr<Connection> owned(connection);
+  bool reusable = owned->depth == 0 && PQstatus(owned->conn) == CONNECTION_OK &&
+                  PQtransactionStatus(owned->conn) == PQTRANS_IDLE;
+  std::lock_guard lock(pool_mutex_);
+  // A broken or busy connection never returns to the pool: it is closed as `owned` goes.
+  if (reusable && idle_.size() < max_idle_connections)
+    idle_.push_back(std::move(owned));
+  else
+    --open_;
+  pool_free_.notify_one();
+}
+
+// The outermost unit of a connection is a transaction (writes: READ COMMITTED holding the store's write
+// lock, so writers run one at a time as with SQLite; reads: a REPEATABLE READ READ ONLY snapshot); inner
+// units are savepoints, so a failed inner unit undoes only its part.
+class PgStore::PgTransaction final : public Store::Transaction {
+ public:
+  PgTransaction(PgStore& store, Access access)
+      : use_(store), connection_(store.current()), level_(connection_.depth) {
+    if (level_ == 0) {
+      const char* begin = access == Access::read ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                                                 : "BEGIN ISOLATION LEVEL READ COMMITTED";
+      try {
+        run(connection_.conn, begin);
+      } catch (const StoreUnavailable&) {
+        // A pooled connection the server dropped (a restart since it was last used): connect again once.
+        PQreset(connection_.conn);
+        if (PQstatus(connection_.conn) != CONNECTION_OK) throw;
+        PQsetNoticeProcessor(connection_.conn, [](void*, const char*) {}, nullptr);
+        run(connection_.conn, begin);
+      }
+      if (access == Access::write) {
+        try {
+          run(connection_.conn, "SELECT pg_advisory_xact_lock($1)", {write_lock_key});
+        } catch (...) {
+          rollback();
+          throw;
+        }
+      }
+    } else {
+      run(connection_.conn, fmt::format("SAVEPOINT unit_{}", level_));
+    }
+    ++connection_.depth;
+  }
+  ~PgTransaction() override {
+    if (done_) return;
+    --connection_.depth;
+    if (level_ == 0)
+      rollback();
+    else
+      quiet(fmt::format("ROLLBACK TO SAVEPOINT unit_{0}; RELEASE SAVEPOINT unit_{0}", level_));
+  }
+  PgTransaction(const PgTransaction&) = delete;
+  PgTransaction& operator=(const PgTransaction&) = delete;
+  void commit() override {
+    if (level_ == 0) {
+      // A statement that failed (its error is the request's answer) aborted the transaction: COMMIT then
+      // rolls it back, as PostgreSQL does.
+      --connection_.depth;
+      done_ = true;
+      run(connection_.conn, "COMMIT");
+    } else {
+      run(connection_.conn, fmt::format("RELEASE SAVEPOINT unit_{}", level_));
+      --connection_.depth;
+      done_ = true;
+    }
+  }
+
+ private:
+  void rollback() { quiet("ROLLBACK"); }
+  void quiet(const std::string& sql) {
+    if (PQstatus(connection_.conn) != CONNECTION_OK) return;
+    PGresult* r = PQexec(connection_.conn, sql.c_str());
+    if (r) PQclear(r);
+  }
+
+  Use use_;
+  Connection& connection_;
+  int level_;
+  bool done_ = false;
+};
+
+std::unique_ptr<Store::Transaction> PgStore::begin(Access access) {
+  return std::make_unique<PgTransaction>(*this, access);
+}
+
+PgStore::PgStore(const std::string& url, PgStoreOptions options)
+    : url_(url), options_(std::move(options)), id_(next_store_id++) {
+  check_store_url(url_);
+  Use use(*this);
+  migrate(use.conn(), url_, options_.migrate_to);
+}
+
+PgStore::~PgStore() = default;
+
+int PgStore::schema_version() {
+  Use use(*this);
+  return read_schema_version(use.conn());
+}
+int PgStore::latest_schema_version() { return std::end(migrations)[-1].version; }
+
+// Tenants and tokens.
+
+std::int64_t PgStore::create_tenant(const std::string& name, const std::string& now) {
+  Use use(*this);
+  return run(use.conn(), "INSERT INTO tenants (name, created_at) VALUES ($1, $2) RETURNING id", {name, now})
+      .integer(0, 0);
+}
+
+std::optional<std::int64_t> PgStore::find_tenant(const std::string& name) {
+  Use use(*this);
+  auto q = run(use.conn(), "SELECT id FROM tenants WHERE name = $1", {name});
+  if (q.empty()) return std::nullopt;
+  return q.integer(0, 0);
+}
+
+std::string PgStore::tenant_name(std::int64_t tenant_id) {
+  Use use(*this);
+  auto q = run(use.conn(), "SELECT name FROM tenants WHERE id = $1", {tenant_id});
+  return q.empty() ? "" : q.text(0, 0);
+}
+
+void PgStore::add_token(const std::string& hash, const TokenRecord& token, const std::string& now) {
+  Use use(*this);
+  run(use.conn(), "INSERT INTO tokens (hash, tenant_id, role, name, created_at) VALUES ($1, $2, $3, $4, $5)",
+      {hash, token.tenant_id, token.role, token.name, now});
+}
+
+std::optional<TokenRecord> PgStore::find_token(const std::string& hash) {
+  Use use(*this);
+  auto q = run(use.conn(), "SELECT tenant_id, role, name FROM tokens WHERE hash = $1", {hash});
+  if (q.empty()) return std::nullopt;
+  return TokenRecord{q.integer(0, 0), q.text(0, 1), q.text(0, 2)};
+}
+
+// Idempotency keys.
+
+void PgStore::forget_idempotency_before(const std::string& oldest) {
+  Use use(*this);
+  run(use.conn(), "DELETE FROM idempotency WHERE created_at < $1", {oldest});
+}
+
+std::optional<IdempotencyRecord> PgStore::find_idempotency(std::int64_t tenant_id, const std::string& key,
+                                                           const std::string& oldest) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "SELECT method, path, status, body, request_sha256, secret FROM idempotency WHERE tenant_id = $1 AND "
+               "key = $2 AND created_at >= $3",
+               {tenant_id, key, oldest});
+  if (q.empty()) return std::nullopt;
+  return IdempotencyRecord{q.text(0, 0), q.text(0, 1), static_cast<int>(q.integer(0, 2)), q.text(0, 3),
+                           q.optional_text(0, 4), q.integer(0, 5) != 0};
+}
+
+void PgStore::remember_idempotency(std::int64_t tenant_id, const std::string& key, const IdempotencyRecord& record,
+                                   const std::string& now) {
+  Use use(*this);
+  run(use.conn(),
+      "INSERT INTO idempotency (tenant_id, key, method, path, status, body, created_at, request_sha256, secret) "
+      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, key) DO UPDATE SET method = "
+      "excluded.method, path = excluded.path, status = excluded.status, body = excluded.body, created_at = "
+      "excluded.created_at, request_sha256 = excluded.request_sha256, secret = excluded.secret",
+      {tenant_id, key, record.method, record.path, record.status, record.body, now, record.request_sha256,
+       record.secret});
+}
+
+// Products and groups.
+
+namespace {
+
+constexpr const char* group_columns =
+    "SELECT g.id, g.product_id, p.name, g.name, coalesce(g.description, ''), g.created_at FROM device_groups g "
+    "JOIN products p ON p.id = g.product_id ";
+
+Group read_group(const Result& q, int r) {
+  return {q.text(r, 0), q.text(r, 1), q.text(r, 2), q.text(r, 3), q.text(r, 4), q.text(r, 5)};
+}
+
+}  // namespace
+
+std::optional<Product> PgStore::find_product(std::int64_t tenant_id, const std::string& ref) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "SELECT id, name, coalesce(description, ''), created_at FROM products WHERE tenant_id = $1 AND "
+               "(id = $2 OR name = $2) ORDER BY id = $2 DESC LIMIT 1",
+               {tenant_id, ref});
+  if (q.empty()) return std::nullopt;
+  return Product{q.text(0, 0), q.text(0, 1), q.text(0, 2), q.text(0, 3)};
+}
+
+bool PgStore::product_name_taken(std::int64_t tenant_id, const std::string& name) {
+  Use use(*this);
+  return !run(use.conn(), "SELECT 1 FROM products WHERE tenant_id = $1 AND name = $2", {tenant_id, name}).empty();
+}
+
+void PgStore::insert_product(std::int64_t tenant_id, const Product& product) {
+  Use use(*this);
+  run(use.conn(), "INSERT INTO products (id, tenant_id, name, description, created_at) VALUES ($1, $2, $3, $4, $5)",
+      {product.id, tenant_id, product.name, product.description, product.created_at});
+}
+
+std::vector<Product> PgStore::list_products(std::int64_t tenant_id) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "SELECT id, name, coalesce(description, ''), created_at FROM products WHERE tenant_id = $1 "
+               "ORDER BY name COLLATE \"C\"",
+               {tenant_id});
+  std::vector<Product> out;
+  for (int r = 0; r < q.rows(); ++r) out.push_back({q.text(r, 0), q.text(r, 1), q.text(r, 2), q.text(r, 3)});
+  return out;
+}
+
+void PgStore::delete_product(const std::string& product_id) {
+  Use use(*this);
+  auto* c = use.conn();
+  run(c,
+      "DELETE FROM deployment_tallies WHERE deployment_id IN (SELECT d.id FROM deployments d JOIN device_groups g "
+      "ON g.id = d.group_id WHERE g.product_id = $1)",
+      {product_id});
+  run(c,
+      "DELETE FROM deployment_devices WHERE deployment_id IN (SELECT d.id FROM deployments d JOIN device_groups g "
+      "ON g.id = d.group_id WHERE g.product_id = $1)",
+      {product_id});
+  run(c, "DELETE FROM deployments WHERE group_id IN (SELECT id FROM device_groups WHERE product_id = $1)",
+      {product_id});
+  run(c, "DELETE FROM device_groups WHERE product_id = $1", {product_id});
+  run(c, "DELETE FROM products WHERE id = $1", {product_id});
+}
+
+std::optional<Group> PgStore::find_group(std::int64_t tenant_id, const std::string& id) {
+  Use use(*this);
+  auto q = run(use.conn(), std::string(group_columns) + "WHERE g.id = $1 AND g.tenant_id = $2", {id, tenant_id});
+  if (q.empty()) return std::nullopt;
+  return read_group(q, 0);
+}
+
+std::optional<Group> PgStore::find_group_by_name(const std::string& product_id, const std::string& name) {
+  Use use(*this);
+  auto q = run(use.conn(), std::string(group_columns) + "WHERE g.product_id = $1 AND g.name = $2", {product_id, name});
+  if (q.empty()) return std::nullopt;
+  return read_group(q, 0);
+}
+
+void PgStore::insert_group(std::int64_t tenant_id, const Group& group) {
+  Use use(*this);
+  run(use.conn(),
+      "INSERT INTO device_groups (id, tenant_id, product_id, name, description, created_at) VALUES ($1, $2, $3, $4, "
+      "$5, $6)",
+      {group.id, tenant_id, group.product_id, group.name, group.description, group.created_at});
+}
+
+std::vector<Group> PgStore::list_groups(std::int64_t tenant_id, const std::optional<std::string>& product_id) {
+  Use use(*this);
+  std::string sql = std::string(group_columns) + "WHERE g.tenant_id = $1 AND ($2::text IS NULL OR g.product_id = $2) "
+                    "ORDER BY p.name COLLATE \"C\", g.name COLLATE \"C\"";
+  auto q = run(use.conn(), sql, {tenant_id, product_id});
+  std::vector<Group> out;
+  for (int r = 0; r < q.rows(); ++r) out.push_back(read_group(q, r));
+  return out;
+}
+
+void PgStore::update_group(const std::string& id, const std::optional<std::string>& name,
+                           const std::optional<std::string>& description) {
+  Use use(*this);
+  if (name) run(use.conn(), "UPDATE device_groups SET name = $1 WHERE id = $2", {*name, id});
+  if (description) run(use.conn(), "UPDATE device_groups SET description = $1 WHERE id = $2", {*description, id});
+}
+
+void PgStore::delete_group(const std::string& group_id) {
+  Use use(*this);
+  auto* c = use.conn();
+  run(c, "DELETE FROM deployment_tallies WHERE deployment_id IN (SELECT id FROM deployments WHERE group_id = $1)",
+      {group_id});
+  run(c, "DELETE FROM deployment_devices WHERE deployment_id IN (SELECT id FROM deployments WHERE group_id = $1)",
+      {group_id});
+  run(c, "DELETE FROM deployments WHERE group_id = $1", {group_id});
+  run(c, "DELETE FROM device_groups WHERE id = $1", {group_id});
+}
+
+std::int64_t PgStore::devices_in_product(const std::string& product_id) {
+  Use use(*this);
+  return run(use.conn(), "SELECT count(*) FROM devices WHERE product_id = $1", {product_id}).integer(0, 0);
+}
+
+std::int64_t PgStore::devices_in_group(const std::string& group_id) {
+  Use use(*this);
+  return run(use.conn(), "SELECT count(*) FROM devices WHERE group_id = $1", {group_id}).integer(0, 0);
+}
+
+// Devices.
+
+namespace {
+
+constexpr const char* device_columns =
+    "SELECT d.id, p.name, g.name, d.state, d.version, d.claimed, d.last_seen, d.imported_at "
+    "FROM devices d JOIN products p ON p.id = d.product_id LEFT JOIN device_groups g ON g.id = d.group_id ";
+
+DeviceView read_device(const Result& q, int r) {
+  DeviceView d;
+  d.id = q.text(r, 0);
+  d.product = q.text(r, 1);
+  if (!q.is_null(r, 2)) d.group = q.text(r, 1) + "/" + q.text(r, 2);
+  d.state = q.text(r, 3);
+  d.version = q.optional_text(r, 4);
+  d.claimed = q.integer(r, 5) != 0;
+  d.last_seen = q.optional_text(r, 6);
+  d.imported_at = q.text(r, 7);
+  return d;
+}
+
+// A filter's WHERE clause: $1 is the tenant; each optional condition has its parameter, NULL when unused
+// (so the statement's text and parameter count do not depend on the filter).
+constexpr const char* filter_where =
+    "WHERE d.tenant_id = $1 AND ($2::text IS NULL OR d.group_id = $2) AND ($3::text IS NULL OR d.product_id = $3) "
+    "AND ($4::text IS NULL OR d.state = $4) AND ($5::text IS NULL OR d.version = $5) "
+    "AND ($6::text IS NULL OR d.last_seen < $6) AND ($7::text IS NULL OR d.last_seen > $7) "
+    "AND ($8::int IS NULL OR d.claimed = $8) ";
+
+std::optional<std::string> claimed_param(const DeviceFilter& f) {
+  if (!f.claimed) return std::nullopt;
+  return std::string(*f.claimed ? "1" : "0");
+}
+
+}  // namespace
+
+std::optional<DeviceView> PgStore::find_device(std::int64_t tenant_id, const std::string& id) {
+  Use use(*this);
+  auto q = run(use.conn(), std::string(device_columns) + "WHERE d.id = $1 AND d.tenant_id = $2", {id, tenant_id});
+  if (q.empty()) return std::nullopt;
+  return read_device(q, 0);
+}
+
+std::optional<DeviceIdentity> PgStore::device_identity(const std::string& id) {
+  Use use(*this);
+  auto q = run(use.conn(), "SELECT tenant_id, public_key, group_id FROM devices WHERE id = $1", {id});
+  if (q.empty()) return std::nullopt;
+  return DeviceIdentity{q.integer(0, 0), q.text(0, 1), q.optional_text(0, 2)};
+}
+
+std::vector<DeviceView> PgStore::list_devices(const DeviceFilter& f, const std::optional<std::string>& after,
+                                              std::int64_t limit) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               std::string(device_columns) + filter_where +
+                   "AND ($9::text IS NULL OR d.id > $9 COLLATE \"C\") ORDER BY d.id COLLATE \"C\" LIMIT $10",
+               {f.tenant_id, f.group_id, f.product_id, f.state, f.version, f.seen_before, f.seen_after,
+                claimed_param(f), after, limit});
+  std::vector<DeviceView> out;
+  for (int r = 0; r < q.rows(); ++r) out.push_back(read_device(q, r));
+  return out;
+}
+
+std::vector<DeviceCount> PgStore::count_devices(const DeviceFilter& f, DeviceCountKey by) {
+  Use use(*this);
+  const char* column = by == DeviceCountKey::version ? "d.version"
+                       : by == DeviceCountKey::state ? "d.state"
+                       : by == DeviceCountKey::group ? "d.group_id"
+                                                     : "d.product_id";
+  auto q = run(use.conn(),
+               fmt::format("SELECT {0}, count(*) FROM devices d {1} GROUP BY {0} ORDER BY 2 DESC", column, filter_where),
+               {f.tenant_id, f.group_id, f.product_id, f.state, f.version, f.seen_before, f.seen_after,
+                claimed_param(f)});
+  std::vector<DeviceCount> out;
+  for (int r = 0; r < q.rows(); ++r) {
+    DeviceCount c{q.optional_text(r, 0), q.integer(r, 1)};
+    if (c.key && (by == DeviceCountKey::group || by == DeviceCountKey::product)) {
+      auto name = run(use.conn(),
+                      by == DeviceCountKey::group ? "SELECT p.name || '/' || g.name FROM device_groups g JOIN products "
+                                                    "p ON p.id = g.product_id WHERE g.id = $1"
+                                                  : "SELECT name FROM products WHERE id = $1",
+                      {*c.key});
+      if (!name.empty()) c.key = name.text(0, 0);
+    }
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+bool PgStore::upsert_device(const ImportedDevice& device) {
+  Use use(*this);
+  auto before = device_identity(device.id);
+  auto q = run(use.conn(),
+               "INSERT INTO devices (id, tenant_id, product_id, group_id, state, version, public_key, certificate, "
+               "last_seen, imported_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+               "ON CONFLICT (id) DO UPDATE SET product_id = excluded.product_id, group_id = excluded.group_id, "
+               "state = excluded.state, version = excluded.version, certificate = excluded.certificate "
+               "WHERE devices.tenant_id = excluded.tenant_id AND devices.public_key = excluded.public_key",
+               {device.id, device.tenant_id, device.product_id, device.group_id, device.state, device.version,
+                device.public_key, device.certificate, device.last_seen, device.imported_at});
+  if (q.affected() == 0) return false;
+  if (!before || before->group_id != device.group_id) {
+    if (before && before->group_id) count_member(use.conn(), device.id, *before->group_id, -1);
+    count_member(use.conn(), device.id, device.group_id, 1);
+  }
+  return true;
+}
+
+bool PgStore::group_of_device_product(const std::string& device_id, const std::string& group_id) {
+  Use use(*this);
+  return !run(use.conn(),
+              "SELECT 1 FROM devices d JOIN device_groups g ON g.product_id = d.product_id WHERE d.id = $1 AND "
+              "g.id = $2",
+              {device_id, group_id})
+              .empty();
+}
+
+void PgStore::set_device_group(const std::string& device_id, const std::string& group_id) {
+  Use use(*this);
+  auto before = device_identity(device_id);
+  run(use.conn(), "UPDATE devices SET group_id = $1 WHERE id = $2", {group_id, device_id});
+  if (before && before->group_id != group_id) {
+    if (before->group_id) count_member(use.conn(), device_id, *before->group_id, -1);
+    count_member(use.conn(), device_id, group_id, 1);
+  }
+}
+
+void PgStore::mark_claimed(const std::string& device_id, const std::string& now) {
+  Use use(*this);
+  run(use.conn(), "UPDATE devices SET claimed = 1, claimed_at = coalesce(claimed_at, $1) WHERE id = $2",
+      {now, device_id});
+}
+
+void PgStore::device_checked_in(const std::string& device_id, const std::string& now,
+                                const std::optional<std::string>& version, const std::optional<std::string>& state) {
+  Use use(*this);
+  run(use.conn(),
+      "UPDATE devices SET last_seen = $1, version = coalesce($2, version), state = coalesce($3, state) WHERE id = $4",
+      {now, version, state, device_id});
+}
+
+void PgStore::add_claim_challenge(const std::string& nonce, const std::string& device_id, std::int64_t tenant_id,
+                                  std::int64_t expires_at, std::int64_t now) {
+  Use use(*this);
+  run(use.conn(), "DELETE FROM claim_challenges WHERE expires_at < $1", {now});
+  run(use.conn(), "INSERT INTO claim_challenges (nonce, device_id, tenant_id, expires_at) VALUES ($1, $2, $3, $4)",
+      {nonce, device_id, tenant_id, expires_at});
+}
+
+bool PgStore::take_claim_challenge(const std::string& nonce, const std::string& device_id, std::int64_t tenant_id,
+                                   std::int64_t now) {
+  Use use(*this);
+  // One statement: of two racing claims with one nonce, only one deletes the row.
+  return !run(use.conn(),
+              "DELETE FROM claim_challenges WHERE nonce = $1 AND device_id = $2 AND tenant_id = $3 AND "
+              "expires_at >= $4 RETURNING 1",
+              {nonce, device_id, tenant_id, now})
+              .empty();
+}
+
+// Staged imports.
+
+void PgStore::forget_import_parts_before(std::int64_t oldest) {
+  Use use(*this);
+  run(use.conn(), "DELETE FROM import_parts WHERE created_at < $1", {oldest});
+}
+
+std::int64_t PgStore::import_received(std::int64_t tenant_id, const std::string& import_id) {
+  Use use(*this);
+  return run(use.conn(),
+             "SELECT coalesce(sum(octet_length(body)), 0) FROM import_parts WHERE tenant_id = $1 AND import_id = $2",
+             {tenant_id, import_id})
+      .integer(0, 0);
+}
+
+void PgStore::add_import_part(std::int64_t tenant_id, const std::string& import_id, std::int64_t offset,
+                              std::string_view body, std::int64_t now) {
+  Use use(*this);
+  run(use.conn(),
+      "INSERT INTO import_parts (tenant_id, import_id, part_offset, body, created_at) VALUES ($1, $2, $3, $4, $5)",
+      {tenant_id, import_id, offset, Param::bytes(body), now});
+}
+
+void PgStore::for_each_import_part(std::int64_t tenant_id, const std::string& import_id,
+                                   const std::function<void(const std::string&)>& each) {
+  Use use(*this);
+  // One part at a time (a part is at most a request body): the whole import is never held at once.
+  auto offsets = run(use.conn(),
+                     "SELECT part_offset FROM import_parts WHERE tenant_id = $1 AND import_id = $2 ORDER BY part_offset",
+                     {tenant_id, import_id});
+  for (int r = 0; r < offsets.rows(); ++r) {
+    auto part = run(use.conn(),
+                    "SELECT body FROM import_parts WHERE tenant_id = $1 AND import_id = $2 AND part_offset = $3",
+                    {tenant_id, import_id, offsets.integer(r, 0)}, true);
+    if (!part.empty()) each(part.text(0, 0));
+  }
+}
+
+void PgStore::delete_import(std::int64_t tenant_id, const std::string& import_id) {
+  Use use(*this);
+  run(use.conn(), "DELETE FROM import_parts WHERE tenant_id = $1 AND import_id = $2", {tenant_id, import_id});
+}
+
+// Factory CAs.
+
+namespace {
+
+// Registrations that count: the tenant owns the CA's key.
+constexpr const char* owned_cas =
+    "SELECT c.tenant_id, c.pem FROM factory_cas c JOIN factory_ca_owners o ON o.key_sha256 = c.key_sha256 AND "
+    "o.tenant_id = c.tenant_id ";
+
+}  // namespace
+
+std::vector<std::string> PgStore::owned_factory_ca_pems(std::int64_t tenant_id) {
+  Use use(*this);
+  auto q = run(use.conn(), std::string(owned_cas) + "WHERE c.tenant_id = $1 ORDER BY c.seq", {tenant_id});
+  std::vector<std::string> out;
+  for (int r = 0; r < q.rows(); ++r) out.push_back(q.text(r, 1));
+  return out;
+}
+
+std::map<std::int64_t, std::vector<std::string>> PgStore::owned_station_ca_pems() {
+  Use use(*this);
+  auto q = run(use.conn(), std::string(owned_cas) + "WHERE c.stations != 0 ORDER BY c.tenant_id, c.seq");
+  std::map<std::int64_t, std::vector<std::string>> by_tenant;
+  for (int r = 0; r < q.rows(); ++r) by_tenant[q.integer(r, 0)].push_back(q.text(r, 1));
+  return by_tenant;
+}
+
+void PgStore::add_factory_ca_challenge(const std::string& nonce, const FactoryCaChallenge& challenge,
+                                       std::int64_t now) {
+  Use use(*this);
+  run(use.conn(), "DELETE FROM factory_ca_challenges WHERE expires_at < $1", {now});
+  run(use.conn(),
+      "INSERT INTO factory_ca_challenges (nonce, tenant_id, key_sha256, expires_at) VALUES ($1, $2, $3, $4)",
+      {nonce, challenge.tenant_id, challenge.key_sha256, challenge.expires_at});
+}
+
+std::optional<FactoryCaChallenge> PgStore::take_factory_ca_challenge(const std::string& nonce) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "DELETE FROM factory_ca_challenges WHERE nonce = $1 RETURNING tenant_id, key_sha256, expires_at",
+               {nonce});
+  if (q.empty()) return std::nullopt;
+  return FactoryCaChallenge{q.integer(0, 0), q.text(0, 1), q.integer(0, 2)};
+}
+
+std::int64_t PgStore::claim_factory_ca_key(const std::string& key_sha256, std::int64_t tenant_id,
+                                           const std::string& now) {
+  Use use(*this);
+  run(use.conn(),
+      "INSERT INTO factory_ca_owners (key_sha256, tenant_id, created_at) VALUES ($1, $2, $3) "
+      "ON CONFLICT (key_sha256) DO NOTHING",
+      {key_sha256, tenant_id, now});
+  auto owner = run(use.conn(), "SELECT tenant_id FROM factory_ca_owners WHERE key_sha256 = $1", {key_sha256});
+  return owner.empty() ? 0 : owner.integer(0, 0);
+}
+
+bool PgStore::register_factory_ca(std::int64_t tenant_id, const FactoryCaRecord& ca) {
+  Use use(*this);
+  // Registering again may widen the CA to stations; it never narrows a registration silently.
+  auto q = run(use.conn(),
+               "INSERT INTO factory_cas (tenant_id, id, subject, pem, created_at, stations, key_sha256) VALUES ($1, "
+               "$2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, id) DO UPDATE SET stations = "
+               "GREATEST(factory_cas.stations, excluded.stations) RETURNING stations",
+               {tenant_id, ca.id, ca.subject, ca.pem, ca.created_at, ca.stations, ca.key_sha256});
+  return !q.empty() && q.integer(0, 0) != 0;
+}
+
+std::vector<FactoryCaRecord> PgStore::list_factory_cas(std::int64_t tenant_id) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "SELECT c.id, c.subject, c.pem, c.stations, c.key_sha256, o.tenant_id IS NOT NULL, c.created_at FROM "
+               "factory_cas c LEFT JOIN factory_ca_owners o ON o.key_sha256 = c.key_sha256 AND o.tenant_id = "
+               "c.tenant_id WHERE c.tenant_id = $1 ORDER BY c.created_at, c.seq",
+               {tenant_id});
+  std::vector<FactoryCaRecord> out;
+  for (int r = 0; r < q.rows(); ++r)
+    out.push_back({q.text(r, 0), q.text(r, 1), q.text(r, 2), q.integer(r, 3) != 0, q.optional_text(r, 4),
+                   q.boolean(r, 5), q.text(r, 6)});
+  return out;
+}
+
+// Ledger heads.
+
+std::optional<LedgerHead> PgStore::find_ledger_head(std::int64_t tenant_id, const std::string& station_key_sha256,
+                                                    const std::string& ledger_id) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "SELECT ledger_id, rows, hash, imported_at FROM ledger_heads WHERE tenant_id = $1 AND "
+               "station_key_sha256 = $2 AND ledger_id = $3",
+               {tenant_id, station_key_sha256, ledger_id});
+  if (q.empty()) return std::nullopt;
+  return LedgerHead{q.text(0, 0), q.integer(0, 1), q.text(0, 2), q.text(0, 3)};
+}
+
+std::optional<LedgerHead> PgStore::latest_ledger_head(std::int64_t tenant_id, const std::string& station_key_sha256) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "SELECT ledger_id, rows, hash, imported_at FROM ledger_heads WHERE tenant_id = $1 AND "
+               "station_key_sha256 = $2 ORDER BY imported_at DESC LIMIT 1",
+               {tenant_id, station_key_sha256});
+  if (q.empty()) return std::nullopt;
+  return LedgerHead{q.text(0, 0), q.integer(0, 1), q.text(0, 2), q.text(0, 3)};
+}
+
+void PgStore::save_ledger_head(std::int64_t tenant_id, const std::string& station_key_sha256,
+                               const LedgerHead& head) {
+  Use use(*this);
+  run(use.conn(),
+      "INSERT INTO ledger_heads (tenant_id, ledger_id, station_key_sha256, rows, hash, imported_at) VALUES ($1, $2, "
+      "$3, $4, $5, $6) ON CONFLICT (tenant_id, station_key_sha256, ledger_id) DO UPDATE SET rows = excluded.rows, "
+      "hash = excluded.hash, imported_at = excluded.imported_at",
+      {tenant_id, head.ledger_id, station_key_sha256, head.rows, head.hash, head.imported_at});
+}
+
+// Images.
+
+namespace {
+
+constexpr const char* image_columns =
+    "SELECT sha256, coalesce(name, ''), size, received, complete, created_at, manifest FROM images ";
+
+ImageRecord read_image(const Result& q, int r) {
+  return {q.text(r, 0),    q.text(r, 1), q.integer(r, 2), q.integer(r, 3), q.integer(r, 4) != 0,
+          q.text(r, 5), q.optional_text(r, 6)};
+}
+
+}  // namespace
+
+std::optional<ImageRecord> PgStore::find_image(std::int64_t tenant_id, const std::string& sha256) {
+  Use use(*this);
+  auto q = run(use.conn(), std::string(image_columns) + "WHERE tenant_id = $1 AND sha256 = $2", {tenant_id, sha256});
+  if (q.empty()) return std::nullopt;
+  return read_image(q, 0);
+}
+
+void PgStore::insert_image(std::int64_t tenant_id, const ImageRecord& image) {
+  Use use(*this);
+  std::optional<std::string> name;
+  if (!image.name.empty()) name = image.name;
+  run(use.conn(), "INSERT INTO images (tenant_id, sha256, name, size, created_at) VALUES ($1, $2, $3, $4, $5)",
+      {tenant_id, image.sha256, name, image.size, image.created_at});
+}
+
+std::vector<ImageRecord> PgStore::list_images(std::int64_t tenant_id) {
+  Use use(*this);
+  auto q = run(use.conn(), std::string(image_columns) + "WHERE tenant_id = $1 ORDER BY created_at, sha256",
+               {tenant_id});
+  std::vector<ImageRecord> out;
+  for (int r = 0; r < q.rows(); ++r) out.push_back(read_image(q, r));
+  return out;
+}
+
+void PgStore::record_upload(std::int64_t tenant_id, const std::string& sha256, std::int64_t received, bool complete) {
+  Use use(*this);
+  run(use.conn(), "UPDATE images SET received = $1, complete = $2 WHERE tenant_id = $3 AND sha256 = $4",
+      {received, complete, tenant_id, sha256});
+}
+
+void PgStore::link_manifest(std::int64_t tenant_id, const std::string& image, const std::string& manifest) {
+  Use use(*this);
+  run(use.conn(), "UPDATE images SET manifest = $1 WHERE tenant_id = $2 AND sha256 = $3", {manifest, tenant_id, image});
+}
+
+// Deployments.
+
+std::optional<Deployment> PgStore::find_deployment(std::int64_t tenant_id, const std::string& id) {
+  Use use(*this);
+  auto q = run(use.conn(), std::string(deployment_columns) + "WHERE d.id = $1 AND d.tenant_id = $2", {id, tenant_id});
+  if (q.empty()) return std::nullopt;
+  return read_deployment(q, 0);
+}
+
+std::optional<std::string> PgStore::newest_deployment(std::int64_t tenant_id, const std::string& group_id,
+                                                      bool skip_aborted) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "SELECT id FROM deployments WHERE group_id = $1 AND tenant_id = $2 AND (NOT $3::boolean OR state != "
+               "'aborted') ORDER BY seq DESC LIMIT 1",
+               {group_id, tenant_id, std::string(skip_aborted ? "true" : "false")});
+  if (q.empty()) return std::nullopt;
+  return q.text(0, 0);
+}
+
+std::vector<Deployment> PgStore::list_deployments(std::int64_t tenant_id, const std::optional<std::string>& group_id) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               std::string(deployment_columns) +
+                   "WHERE d.tenant_id = $1 AND ($2::text IS NULL OR d.group_id = $2) ORDER BY d.seq",
+               {tenant_id, group_id});
+  std::vector<Deployment> out;
+  for (int r = 0; r < q.rows(); ++r) out.push_back(read_deployment(q, r));
+  return out;
+}
+
+void PgStore::insert_deployment(std::int64_t tenant_id, const Deployment& d, const std::string& now) {
+  Use use(*this);
+  run(use.conn(),
+      "UPDATE deployments SET state = 'superseded', updated_at = $1 WHERE group_id = $2 AND state IN "
+      "('active', 'paused', 'halted')",
+      {now, d.group_id});
+  std::optional<std::string> sequence, halt;
+  if (d.sequence) sequence = std::to_string(*d.sequence);
+  if (d.halt_on_failure) halt = fmt::format("{}", *d.halt_on_failure);
+  run(use.conn(),
+      "INSERT INTO deployments (id, tenant_id, group_id, images, state, created_at, updated_at, manifest, sequence, "
+      "waves, wave, wave_started_at, step_after, halt_on_failure, failure_baseline, previous) "
+      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+      {d.id, tenant_id, d.group_id, nlohmann::json(d.images).dump(), d.state, d.created_at, d.updated_at, d.manifest,
+       sequence, nlohmann::json(d.waves).dump(), d.wave, d.wave_started_at, d.step_after, halt, d.failure_baseline,
+       d.previous});
+  write_tally(use.conn(), d.id, recount(use.conn(), d));
+}
+
+void PgStore::save_rollout(const std::string& deployment_id, const Rollout& r, const std::string& now) {
+  Use use(*this);
+  run(use.conn(),
+      "UPDATE deployments SET state = $1, wave = $2, wave_started_at = $3, halt_reason = $4, failure_baseline = $5, "
+      "updated_at = $6 WHERE id = $7",
+      {r.state, r.wave, r.wave_started_at, r.halt_reason, r.failure_baseline, now, deployment_id});
+}
+
+RolloutTally PgStore::recount_rollout_tally(const Deployment& deployment) {
+  Use use(*this);
+  return recount(use.conn(), deployment);
+}
+
+RolloutTally PgStore::rollout_tally(const Deployment& deployment) {
+  Use use(*this);
+  RolloutTally t;
+  t.waves.resize(deployment.waves.size());
+  auto q = run(use.conn(), "SELECT wave, status, devices FROM deployment_tallies WHERE deployment_id = $1",
+               {deployment.id});
+  for (int r = 0; r < q.rows(); ++r) add_row(t, q.integer(r, 0), q.text(r, 1), q.integer(r, 2));
+  return t;
+}
+
+std::map<std::string, RolloutTally> PgStore::rollout_tallies(std::int64_t tenant_id,
+                                                             const std::optional<std::string>& group_id) {
+  Use use(*this);
+  std::map<std::string, RolloutTally> out;
+  auto deployments = run(use.conn(),
+                         "SELECT id, waves FROM deployments WHERE tenant_id = $1 AND ($2::text IS NULL OR group_id = $2)",
+                         {tenant_id, group_id});
+  for (int r = 0; r < deployments.rows(); ++r)
+    out[deployments.text(r, 0)].waves.resize(parse_waves(deployments.text(r, 1)).size());
+  auto q = run(use.conn(),
+               "SELECT t.deployment_id, t.wave, t.status, t.devices FROM deployment_tallies t JOIN deployments d ON "
+               "d.id = t.deployment_id WHERE d.tenant_id = $1 AND ($2::text IS NULL OR d.group_id = $2)",
+               {tenant_id, group_id});
+  for (int r = 0; r < q.rows(); ++r)
+    if (auto it = out.find(q.text(r, 0)); it != out.end())
+      add_row(it->second, q.integer(r, 1), q.text(r, 2), q.integer(r, 3));
+  return out;
+}
+
+void PgStore::for_each_deployment_device(const Deployment& deployment,
+                                         const std::function<void(const DeploymentDevice&)>& each) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "SELECT d.id, dd.status, coalesce(dd.detail, ''), coalesce(dd.updated_at, ''), coalesce(d.version, '') "
+               "FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = $1 AND dd.device_id = d.id "
+               "WHERE d.group_id = $2 ORDER BY d.id COLLATE \"C\"",
+               {deployment.id, deployment.group_id});
+  for (int r = 0; r < q.rows(); ++r)
+    each(DeploymentDevice{q.text(r, 0), q.optional_text(r, 1), q.text(r, 2), q.text(r, 3), q.text(r, 4)});
+}
+
+std::optional<std::string> PgStore::reported_status(const std::string& deployment_id, const std::string& device_id) {
+  Use use(*this);
+  auto q = run(use.conn(), "SELECT status FROM deployment_devices WHERE deployment_id = $1 AND device_id = $2",
+               {deployment_id, device_id});
+  if (q.empty()) return std::nullopt;
+  return q.text(0, 0);
+}
+
+void PgStore::record_status(const std::string& deployment_id, const std::string& device_id, const std::string& status,
+                            const std::string& detail, const std::string& now,
+                            const std::optional<std::string>& installed_version) {
+  Use use(*this);
+  auto* c = use.conn();
+  // The tally follows the device's last status, while the device is in the deployment's group.
+  auto previous = reported_status(deployment_id, device_id);
+  auto where = run(c,
+                   "SELECT d.waves FROM deployments d JOIN devices v ON v.group_id = d.group_id WHERE d.id = $1 AND "
+                   "v.id = $2",
+                   {deployment_id, device_id});
+  if (!where.empty()) {
+    int wave = wave_of_bucket(parse_waves(where.text(0, 0)), rollout_bucket(deployment_id, device_id));
+    if (wave > 0) {
+      if (previous) add_tally(c, deployment_id, wave, *previous, -1);
+      add_tally(c, deployment_id, wave, status, 1);
+    }
+  }
+  run(c,
+      "INSERT INTO deployment_devices (deployment_id, device_id, status, detail, updated_at) VALUES ($1, $2, $3, $4, "
+      "$5) ON CONFLICT (deployment_id, device_id) DO UPDATE SET status = excluded.status, detail = excluded.detail, "
+      "updated_at = excluded.updated_at",
+      {deployment_id, device_id, status, detail, now});
+  if (installed_version) run(c, "UPDATE devices SET version = $1 WHERE id = $2", {*installed_version, device_id});
+}
+
+}  // namespace kiln::service
