@@ -8,6 +8,7 @@ constexpr Noun nouns[] = {
     {"key", add_key},
     {"image", add_image},
     {"manifest", add_manifest},
+    {"cert", add_cert},
     {"board", add_board},
     {"factory", add_factory},
     {"completion", add_completion},

@@ -23,6 +23,7 @@ std::span<const Noun> all_commands();
 void add_version(CLI::App& app, cli::Context& ctx);
 void add_key(CLI::App& app, cli::Context& ctx);
 void add_image(CLI::App& app, cli::Context& ctx);
+void add_cert(CLI::App& app, cli::Context& ctx);
 void add_manifest(CLI::App& app, cli::Context& ctx);
 void add_factory(CLI::App& app, cli::Context& ctx);
 void add_board(CLI::App& app, cli::Context& ctx);

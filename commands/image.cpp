@@ -2,6 +2,9 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include <openssl/evp.h>
+
+#include <cctype>
 #include <charconv>
 
 #include "cli/context.hpp"
@@ -74,13 +77,33 @@ struct SignArgs {
     bool file;
   };
   std::vector<CustomTlvArg> custom_in_order;
-  std::string encrypt;
+  std::string encrypt, encrypt_keylen = "128", hmac_sha = "auto", compression = "disabled";
+  std::string sig_out, vector_to_sign, fix_sig, fix_sig_pubkey;
+  bool clear = false, save_enctlv = false, pure = false, pad_sig = false;
   bool pad_header = false, pad = false, confirm = false, test = false, non_bootable = false, overwrite_only = false,
        force = false;
   cli::SecretSource passphrase;
 };
 
-SignOptions sign_options(const SignArgs& a) {
+// imgtool's --fix-sig file: base64 of the signature (whitespace ignored, as Python's b64decode does).
+Bytes read_base64_signature(const std::string& path) {
+  std::string text = read_text_file(path);
+  std::string clean;
+  for (char c : text)
+    if (!std::isspace(static_cast<unsigned char>(c))) clean.push_back(c);
+  Bytes out(clean.size());
+  int n = clean.empty() ? 0
+                        : EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(clean.data()),
+                                          static_cast<int>(clean.size()));
+  if (n <= 0 || clean.size() % 4 != 0)
+    throw Error(ExitCode::failure, fmt::format("{} does not hold a base64 signature", path),
+                "write the signature as base64 (openssl base64 -A), as imgtool's --fix-sig reads it");
+  std::size_t padding = clean.ends_with("==") ? 2 : clean.ends_with("=") ? 1 : 0;
+  out.resize(static_cast<std::size_t>(n) - padding);
+  return out;
+}
+
+SignOptions sign_options(const SignArgs& a, const cli::Context& ctx) {
   SignOptions o;
   o.version = parse_version(a.version);
   o.header_size = static_cast<std::uint16_t>(parse_number(a.header_size, "--header-size", 0xffff));
@@ -112,6 +135,36 @@ SignOptions sign_options(const SignArgs& a) {
     o.rom_fixed = static_cast<std::uint32_t>(parse_number(a.rom_fixed, "--rom-fixed", 0xffffffff));
   o.non_bootable = a.non_bootable;
   if (!a.hex_addr.empty()) o.hex_addr = static_cast<std::uint32_t>(parse_number(a.hex_addr, "--hex-addr", 0xffffffff));
+  if (!a.encrypt.empty()) {
+    SignOptions::Encryption e;
+    e.key = load_encryption_key(a.encrypt, ctx.key_options(a.passphrase));
+    e.key_bits = a.encrypt_keylen == "256" ? 256 : 128;
+    e.hmac = a.hmac_sha == "512" ? HmacSha::sha512 : HmacSha::sha256;
+    e.clear = a.clear;
+    o.encryption = std::move(e);
+  } else if (a.clear || a.encrypt_keylen != "128" || a.hmac_sha != "auto") {
+    throw Error(ExitCode::usage, "-c/--clear, --encrypt-keylen and --hmac-sha need -E/--encrypt KEY");
+  }
+  o.save_enctlv = a.save_enctlv;
+  o.compression = a.compression == "lzma2"           ? Compression::lzma2
+                  : a.compression == "lzma2armthumb" ? Compression::lzma2_arm_thumb
+                                                     : Compression::none;
+  o.pure = a.pure;
+  if (a.vector_to_sign == "payload") o.vector_to_sign = SignOptions::Vector::payload;
+  if (a.vector_to_sign == "digest") o.vector_to_sign = SignOptions::Vector::digest;
+  if (!a.fix_sig.empty()) {
+    if (a.fix_sig_pubkey.empty())
+      throw Error(ExitCode::usage, "public key of the fixed signature is not specified",
+                  "pass --fix-sig-pubkey FILE with --fix-sig");
+    o.fixed_signature = SignOptions::FixedSignature{read_base64_signature(a.fix_sig),
+                                                    load_public_key(a.fix_sig_pubkey, ctx.key_options(a.passphrase))};
+  } else if (!a.fix_sig_pubkey.empty()) {
+    if (a.vector_to_sign.empty())
+      throw Error(ExitCode::usage, "--fix-sig-pubkey needs --fix-sig FILE (or --vector-to-sign)");
+    o.signer_public_key = load_public_key(a.fix_sig_pubkey, ctx.key_options(a.passphrase));
+  }
+  o.pad_sig = a.pad_sig;
+  if (!a.sig_out.empty()) o.sig_out = a.sig_out;
   return o;
 }
 
@@ -120,7 +173,11 @@ cli::Json header_json(const ImageHeader& h) {
   if (h.flags & flag_non_bootable) flags.push_back("NON_BOOTABLE");
   if (h.flags & flag_ram_load) flags.push_back("RAM_LOAD");
   if (h.flags & flag_rom_fixed) flags.push_back("ROM_FIXED");
-  if (h.flags & 0x4) flags.push_back("ENCRYPTED_AES128");
+  if (h.flags & flag_encrypted_aes128) flags.push_back("ENCRYPTED_AES128");
+  if (h.flags & flag_encrypted_aes256) flags.push_back("ENCRYPTED_AES256");
+  if (h.flags & flag_compressed_lzma1) flags.push_back("COMPRESSED_LZMA1");
+  if (h.flags & flag_compressed_lzma2) flags.push_back("COMPRESSED_LZMA2");
+  if (h.flags & flag_compressed_arm_thumb) flags.push_back("COMPRESSED_ARM_THUMB");
   return {{"magic", fmt::format("{:#010x}", image_magic)},
           {"load_addr", fmt::format("{:#x}", h.load_addr)},
           {"header_size", h.header_size},
@@ -167,7 +224,10 @@ cli::Json report_json(const std::string& file, const std::string& keyref, const 
     trailer["copy_done"] = optional_byte(t.copy_done);
     trailer["swap_info"] = optional_byte(t.swap_info);
   }
-  std::string result = !r.ok() ? "failed" : keyref.empty() ? "hash-ok" : "ok";
+  std::string result = !r.ok()                ? "failed"
+                       : !r.unchecked.empty() ? "partly-checked"
+                       : keyref.empty()       ? "hash-ok"
+                                              : "ok";
   return {{"file", file},
           {"size", r.file_size},
           {"header", header_json(r.image.header)},
@@ -186,11 +246,20 @@ cli::Json report_json(const std::string& file, const std::string& keyref, const 
             {"key_hash_matches", r.key_hash_ok ? cli::Json(*r.key_hash_ok) : cli::Json(nullptr)},
             {"signature_valid", r.signature_ok ? cli::Json(*r.signature_ok) : cli::Json(nullptr)},
             {"result", result},
-            {"reason", r.failure}}}};
+            {"reason", r.failure},
+            {"unchecked", r.unchecked}}},
+          {"encryption",
+           r.encryption_tlv ? cli::Json{{"key_tlv", tlv_type_name(*r.encryption_tlv)}, {"decrypted", r.decrypted}}
+                            : cli::Json(nullptr)},
+          {"compression",
+           r.decompressed_size ? cli::Json{{"decompressed_size", *r.decompressed_size},
+                                           {"decompressed_ok", r.decompressed_ok ? cli::Json(*r.decompressed_ok)
+                                                                                 : cli::Json(nullptr)}}
+                               : cli::Json(nullptr)}};
 }
 
 struct CheckArgs {
-  std::string file, key;
+  std::string file, key, decrypt_key;
   bool hash_only = false;
   cli::SecretSource passphrase;
 };
@@ -246,7 +315,24 @@ void add_sign(CLI::App* image, cli::Context& ctx) {
       ->check(CLI::IsMember({"auto", "256", "384", "512"}));
   sign->add_option("--boot-record", a->boot_record, "Add a CBOR boot record with this software type (<= 12 chars)");
   sign->add_option("-e,--endian", a->endian, "Byte order; only little is supported")->check(CLI::IsMember({"little"}));
-  sign->add_option("-E,--encrypt", a->encrypt, "Not supported yet: image encryption (imgtool's -E)");
+  sign->add_option("-E,--encrypt", a->encrypt,
+                   "Encrypt for this key (ECIES-P256, ECIES-X25519 or RSA-2048 public or private PEM, or pkcs11:)");
+  sign->add_option("--encrypt-keylen", a->encrypt_keylen, "AES content key size: 128 or 256")
+      ->check(CLI::IsMember({"128", "256"}));
+  sign->add_option("--hmac-sha", a->hmac_sha, "ECIES HKDF/HMAC hash: auto, 256, 512 (512: X25519 only)")
+      ->check(CLI::IsMember({"auto", "256", "512"}));
+  sign->add_flag("-c,--clear", a->clear, "With -E: encryption flags and key TLV, but the body left in plaintext");
+  sign->add_flag("--save-enctlv", a->save_enctlv, "Trailer room for the whole key TLV (BOOT_SWAP_SAVE_ENCTLV)");
+  sign->add_option("--compression", a->compression, "Compress the payload: disabled, lzma2, lzma2armthumb")
+      ->check(CLI::IsMember({"disabled", "lzma2", "lzma2armthumb"}));
+  sign->add_flag("--pure", a->pure, "Ed25519 over the image itself (SIG_PURE TLV), not over its digest");
+  sign->add_option("--sig-out", a->sig_out, "Also write the signature, base64, to this file");
+  sign->add_option("--vector-to-sign", a->vector_to_sign,
+                   "Write what an external signer must sign instead of the image: payload or digest")
+      ->check(CLI::IsMember({"payload", "digest"}));
+  sign->add_option("--fix-sig", a->fix_sig, "Assemble the image with this externally made signature (base64)");
+  sign->add_option("--fix-sig-pubkey", a->fix_sig_pubkey, "Public key the --fix-sig signature verifies with");
+  sign->add_flag("--pad-sig", a->pad_sig, "Pad ECDSA signatures with zeros to 72/103 bytes (MCUboot < 1.5)");
   cli::add_passphrase_options(sign, a->passphrase);
   sign->callback([&ctx, a, sign, custom_tlv, custom_tlv_file] {
     // Protected TLVs keep the order they were given in, across both options. CLI11 records an
@@ -261,16 +347,24 @@ void add_sign(CLI::App* image, cli::Context& ctx) {
         a->custom_in_order.push_back({tag, file, true});
       }
     }
-    if (!a->encrypt.empty())
-      throw Error(ExitCode::usage, "kiln image sign cannot encrypt images yet (imgtool's -E/--encrypt)",
-                  "sign without --encrypt, or encrypt with imgtool for now");
-    SignOptions options = sign_options(*a);
+    SignOptions options = sign_options(*a, ctx);
     validate(options);  // usage errors before asking a token or key file for anything
     cli::check_overwrite(a->output, a->force);
     std::unique_ptr<Signer> signer;
     if (!a->key.empty()) signer = open_signer(a->key, ctx.key_options(a->passphrase));
+    validate(options, signer.get());
     auto r = sign_image(a->input, a->output, options, signer.get(), progress_bar(ctx, "signing"));
+    if (r.vector) {
+      ctx.render(cli::Json{{"output", a->output},
+                           {"vector", *r.vector == SignOptions::Vector::digest ? "digest" : "payload"},
+                           {"hash", hash_name(r.hash)},
+                           {"digest", to_hex(r.digest)},
+                           {"output_bytes", r.output_bytes}});
+      return;
+    }
     ctx.render(cli::Json{{"output", a->output},
+                         {"encrypted", r.encryption_tlv ? cli::Json(tlv_type_name(*r.encryption_tlv)) : cli::Json(false)},
+                         {"compressed", r.compressed},
                          {"version", format_version(r.header.version)},
                          {"signed", r.key_type.has_value()},
                          {"key_type", r.key_type ? cli::Json(key_type_name(*r.key_type)) : cli::Json(nullptr)},
@@ -296,6 +390,8 @@ void add_check(CLI::App* image, cli::Context& ctx, bool verify_only) {
     cmd->add_flag("--hash-only", a->hash_only,
                   "Check only the image's structure and hash: proves nothing about who made it")
         ->excludes(key_option);
+  cmd->add_option("--decrypt-key", a->decrypt_key,
+                  "Private key of an encrypted image: the hash is checked over the plaintext, as the bootloader does");
   cli::add_passphrase_options(cmd, a->passphrase);
   cmd->callback([&ctx, a, verify_only] {
     // Without a key any self-consistent image passes: that must be asked for, never a default.
@@ -303,20 +399,55 @@ void add_check(CLI::App* image, cli::Context& ctx, bool verify_only) {
       throw Error(ExitCode::usage, "kiln image verify needs the key the image must be signed with",
                   "pass --key KEYREF (the public key is enough), or --hash-only to check the hash alone");
     auto key = public_key_for(ctx, *a);
+    std::unique_ptr<ContentKeyOpener> opener;
+    if (!a->decrypt_key.empty()) opener = load_content_key_opener(a->decrypt_key, ctx.key_options(a->passphrase));
     auto progress = progress_bar(ctx, "verifying");
     if (verify_only) {
-      auto r = verify_image(a->file, key, progress);
+      auto r = verify_image(a->file, key, progress, opener.get());
+      for (const auto& what : r.unchecked) ctx.warn(fmt::format("not checked: {}", what));
       ctx.render(cli::Json{{"file", a->file},
-                           {"result", a->key.empty() ? "hash-ok" : "ok"},
+                           {"result", !r.unchecked.empty() ? "partly-checked" : a->key.empty() ? "hash-ok" : "ok"},
+                           {"unchecked", r.unchecked},
+                           {"decrypted", r.decrypted},
+                           {"decompressed_ok", r.decompressed_ok ? cli::Json(*r.decompressed_ok) : cli::Json(nullptr)},
                            {"version", format_version(r.image.header.version)},
                            {"hash", hash_name(*r.hash)},
                            {"digest", to_hex(r.computed_digest)},
                            {"key_hash", r.key_hash ? cli::Json(*r.key_hash) : cli::Json(nullptr)}});
       return;
     }
-    auto r = inspect_image(a->file, key, progress);
+    auto r = inspect_image(a->file, key, progress, opener.get());
     ctx.render(report_json(a->file, a->key, r));
     if (!r.ok()) throw Error(ExitCode::verification_failed, fmt::format("{}: {}", a->file, r.failure));
+  });
+}
+
+struct DecryptArgs {
+  std::string input, output, key;
+  bool force = false;
+  cli::SecretSource passphrase;
+};
+
+void add_decrypt(CLI::App* image, cli::Context& ctx) {
+  auto a = std::make_shared<DecryptArgs>();
+  auto* cmd = image->add_subcommand(
+      "decrypt", "Write an encrypted image with its body decrypted (exit 3 if the key does not open it)");
+  cmd->add_option("INFILE", a->input, "Encrypted MCUboot image")->required();
+  cmd->add_option("OUTFILE", a->output, "Image to write: the same image with a plaintext body")
+      ->required()
+      ->check(cli::output_file_validator());
+  cmd->add_option("--key", a->key, "Private encryption key (PEM file)")->required();
+  cli::add_force_flag(cmd, a->force);
+  cli::add_passphrase_options(cmd, a->passphrase);
+  cmd->callback([&ctx, a] {
+    cli::check_overwrite(a->output, a->force);
+    auto opener = load_content_key_opener(a->key, ctx.key_options(a->passphrase));
+    auto r = decrypt_image(a->input, a->output, *opener, progress_bar(ctx, "decrypting"));
+    ctx.render(cli::Json{{"output", a->output},
+                         {"key_tlv", tlv_type_name(r.encryption_tlv)},
+                         {"version", format_version(r.header.version)},
+                         {"image_size", r.header.image_size},
+                         {"output_bytes", r.output_bytes}});
   });
 }
 
@@ -329,6 +460,7 @@ void add_image(CLI::App& app, cli::Context& ctx) {
   add_sign(image, ctx);
   add_check(image, ctx, true);
   add_check(image, ctx, false);
+  add_decrypt(image, ctx);
 }
 
 }  // namespace kiln::commands

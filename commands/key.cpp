@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <CLI/CLI.hpp>
 
 #include "cli/context.hpp"
@@ -12,6 +13,7 @@
 #include "commands/commands.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "signing/external_signing.hpp"
 #include "signing/file_key.hpp"
 #include "signing/key_export.hpp"
 #include "signing/key_info.hpp"
@@ -140,6 +142,42 @@ void add_key(CLI::App& app, cli::Context& ctx) {
       ->check(CLI::IsMember({"pem", "der", "c", "rust", "raw"}));
   cli::add_passphrase_options(export_public_command, export_args->passphrase);
   export_public_command->callback([&ctx, export_args] { export_public(ctx, *export_args); });
+
+  struct SignDigestArgs {
+    std::string keyref, input, out;
+    bool base64 = false, force = false;
+    cli::SecretSource passphrase;
+  };
+  auto sd = std::make_shared<SignDigestArgs>();
+  auto* sign_digest = key->add_subcommand(
+      "sign-digest",
+      "Sign a vector written by --vector-to-sign (offline signing): a digest (ECDSA, RSA) or the bytes (Ed25519)");
+  sign_digest->add_option("KEYREF", sd->keyref, "Private key: PEM file or pkcs11: URI")->required();
+  sign_digest->add_option("IN", sd->input, "The digest (32/48/64 bytes) or, for Ed25519, the bytes to sign")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cli::add_output_file_option(sign_digest, sd->out, "Where to write the signature (DER for ECDSA, as openssl pkeyutl)")
+      ->required();
+  sign_digest->add_flag("--base64", sd->base64, "Write base64 (imgtool's --fix-sig format) instead of binary");
+  cli::add_force_flag(sign_digest, sd->force);
+  cli::add_passphrase_options(sign_digest, sd->passphrase);
+  sign_digest->callback([&ctx, sd] {
+    cli::check_overwrite(sd->out, sd->force);
+    auto signer = open_signer(sd->keyref, ctx.key_options(sd->passphrase));
+    Bytes signature = sign_vector(*signer, read_file(sd->input));
+    if (sd->base64) {
+      std::string text(4 * ((signature.size() + 2) / 3) + 1, '\0');
+      text.resize(static_cast<std::size_t>(EVP_EncodeBlock(reinterpret_cast<unsigned char*>(text.data()),
+                                                           signature.data(), static_cast<int>(signature.size()))));
+      write_file_atomic(sd->out, as_bytes(text));
+    } else {
+      write_file_atomic(sd->out, signature);
+    }
+    ctx.render(cli::Json{{"key", keyref_for_display(sd->keyref)},
+                         {"type", std::string(key_type_name(signer->type()))},
+                         {"output", sd->out},
+                         {"signature_bytes", signature.size()}});
+  });
 }
 
 }  // namespace kiln::commands

@@ -6,6 +6,7 @@
 #include "core/error.hpp"
 #include "manifests/cose.hpp"
 #include "manifests/suit_json.hpp"
+#include "signing/external_signing.hpp"
 
 namespace kiln::suit {
 namespace {
@@ -165,6 +166,24 @@ cose::Sign1 add_signature(Envelope& envelope, const Signer& signer) {
   wrapper.authentication_blocks.push_back(cose::to_value(sign1));
   set_authentication(envelope, wrapper);
   return sign1;
+}
+
+Bytes signature_vector(const Envelope& envelope, ByteView public_key_der, bool want_digest) {
+  AuthenticationWrapper wrapper = authentication(envelope);
+  Digest actual = compute_wrapped_digest(wrapper.digest.algorithm, manifest_bytes(envelope));
+  if (actual != wrapper.digest) throw digest_mismatch(wrapper.digest, actual, "manifest");
+  VectorRecorder recorder(Bytes(public_key_der.begin(), public_key_der.end()));
+  cose::Sign1 sign1 = cose::sign_detached(recorder, wrapper.digest_encoded);
+  Bytes to_be_signed = cose::sig_structure(sign1.protected_header, wrapper.digest_encoded);
+  if (!want_digest) return to_be_signed;
+  if (recorder.type() == KeyType::ed25519)
+    throw Error(ExitCode::usage, "EdDSA signs the COSE Sig_structure itself, not a digest",
+                "use --vector-to-sign payload with an Ed25519 key");
+  return recorder.recorded();
+}
+
+cose::Sign1 add_external_signature(Envelope& envelope, ByteView public_key_der, ByteView signature) {
+  return add_signature(envelope, *presigned_signer(public_key_der, signature, "from --signature"));
 }
 
 std::vector<std::string> sever(Envelope& envelope) {

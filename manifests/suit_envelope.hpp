@@ -76,6 +76,14 @@ std::uint64_t sequence_number(const cbor::Value& manifest_value);
 // recorded digest does not match the manifest (signing a corrupt envelope helps nobody).
 cose::Sign1 add_signature(Envelope& envelope, const Signer& signer);
 
+// Offline signing of an envelope: what the signer with `public_key_der` must sign for a COSE_Sign1 over the
+// manifest digest. `digest` (ES256/ES384): SHA-256/384 of the Sig_structure; otherwise the Sig_structure
+// itself (EdDSA signs it whole; `openssl dgst -sign` hashes it). Error(usage) for a digest with an Ed25519 key.
+Bytes signature_vector(const Envelope& envelope, ByteView public_key_der, bool digest);
+// Adds a COSE_Sign1 whose signature was made elsewhere (DER or r||s for ECDSA) after checking it verifies
+// with `public_key_der`: Error(verification_failed), envelope unchanged, when it does not.
+cose::Sign1 add_external_signature(Envelope& envelope, ByteView public_key_der, ByteView signature);
+
 // Removes every severable element the manifest holds by digest; returns the draft names of those removed.
 std::vector<std::string> sever(Envelope& envelope);
 

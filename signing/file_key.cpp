@@ -207,6 +207,15 @@ Bytes read_public_key_file(const std::filesystem::path& path, const std::optiona
 
 }  // namespace
 
+ossl::Ptr<EVP_PKEY> load_private_key_file(const std::filesystem::path& path,
+                                          const std::optional<std::string>& passphrase) {
+  return read_private_key(path, passphrase, false);
+}
+
+Bytes load_any_public_key_file(const std::filesystem::path& path, const std::optional<std::string>& passphrase) {
+  return read_public_key_file(path, passphrase);
+}
+
 Bytes load_public_key_file(const std::filesystem::path& path, const std::optional<std::string>& passphrase) {
   Bytes spki = read_public_key_file(path, passphrase);
   try {

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
 
 namespace kiln {
@@ -20,5 +21,11 @@ std::unique_ptr<Signer> load_file_signer(const std::filesystem::path& path,
 
 // Public key (DER SPKI) from a PEM holding a private key, a public key or a certificate.
 Bytes load_public_key_file(const std::filesystem::path& path, const std::optional<std::string>& passphrase);
+
+// The private key in a PEM file, checked (EVP_PKEY_check), of any type OpenSSL reads (X25519 too).
+ossl::Ptr<EVP_PKEY> load_private_key_file(const std::filesystem::path& path,
+                                          const std::optional<std::string>& passphrase);
+// load_public_key_file without the check that the key is one kiln signs with (X25519, RSA-OAEP keys).
+Bytes load_any_public_key_file(const std::filesystem::path& path, const std::optional<std::string>& passphrase);
 
 }  // namespace kiln

@@ -27,6 +27,7 @@ constexpr TlvName tlv_names[] = {
     {0x31, "ENCKW"},
     {0x32, "ENCEC256"},
     {0x33, "ENCX25519"},
+    {0x34, "ENCX25519_SHA512"},
     {tlv::dependency, "DEPENDENCY"},
     {tlv::security_counter, "SEC_CNT"},
     {tlv::boot_record, "BOOT_RECORD"},
@@ -268,7 +269,8 @@ TlvArea parse_tlv_area(ByteView bytes, std::size_t base, std::uint16_t expected_
 std::size_t trailer_size(const TrailerLayout& layout) {
   std::size_t magic_area = align_up(boot_magic_size, layout.max_align);
   if (layout.overwrite_only) return layout.max_align * 2 + magic_area;
-  return layout.max_sectors * 3 * layout.align + layout.max_align * 4 + magic_area;
+  std::size_t keys = 2 * align_up(layout.enc_key_slot, layout.max_align) * (layout.enc_key_slot != 0);
+  return layout.max_sectors * 3 * layout.align + keys + layout.max_align * 4 + magic_area;
 }
 
 Bytes boot_magic(std::size_t max_align) {

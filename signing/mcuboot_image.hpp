@@ -130,6 +130,9 @@ struct TrailerLayout {
   std::size_t max_align = default_max_align;
   std::size_t max_sectors = default_max_sectors;
   bool overwrite_only = false;
+  // Encrypted images: bytes the bootloader keeps per slot for the content key (imgtool: the key, or
+  // the whole encryption TLV with --save-enctlv, aligned to max_align); two slots' worth. 0 otherwise.
+  std::size_t enc_key_slot = 0;
 };
 std::size_t trailer_size(const TrailerLayout& layout);
 // The boot magic for this max_align (the classic 16 bytes for 8, the aligned variant otherwise).

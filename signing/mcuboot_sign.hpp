@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "signing/image_compression.hpp"
+#include "signing/image_crypto.hpp"
 #include "signing/mcuboot_image.hpp"
 #include "signing/signer.hpp"
 
@@ -35,6 +37,29 @@ struct SignOptions {
   std::optional<std::uint32_t> rom_fixed;
   bool non_bootable = false;
   std::optional<std::uint32_t> hex_addr;  // base address for HEX output from binary input
+
+  // -E/--encrypt: AES-CTR body with a random content key wrapped for `key`; hash and signature cover
+  // the plaintext (padded with zeros to 16 bytes).
+  struct Encryption {
+    EncryptionKey key;
+    std::size_t key_bits = 128;         // --encrypt-keylen 128|256
+    HmacSha hmac = HmacSha::sha256;     // --hmac-sha (512: X25519 only)
+    bool clear = false;                 // -c/--clear: flags and key TLV, plaintext body
+  };
+  std::optional<Encryption> encryption;
+  bool save_enctlv = false;                     // trailer keeps the whole TLV per slot
+  Compression compression = Compression::none;  // needs pad_header (as imgtool)
+  bool pure = false;                            // Ed25519 over the image itself (SIG_PURE), SHA-512
+  enum class Vector { payload, digest };
+  std::optional<Vector> vector_to_sign;         // write what must be signed instead of the image
+  std::optional<Bytes> signer_public_key;       // --vector-to-sign without a Signer: the key that will sign
+  struct FixedSignature {
+    Bytes signature;       // as the external signer made it (DER for ECDSA)
+    Bytes public_key_der;  // the key it must verify with
+  };
+  std::optional<FixedSignature> fixed_signature;  // --fix-sig + --fix-sig-pubkey
+  bool pad_sig = false;                           // ECDSA signature padded with zeros to 72/103 bytes
+  std::optional<std::filesystem::path> sig_out;   // base64 of the signature, written after the image
 };
 
 // Reports bytes processed so far of a known total. Called once per chunk.
@@ -49,10 +74,18 @@ struct SignResult {
   std::vector<Tlv> protected_tlvs;
   std::uint64_t image_bytes = 0;   // header + payload + TLV areas
   std::uint64_t output_bytes = 0;  // as written (padded to the slot with --pad)
+  Bytes signature;                 // the signature TLV's value (empty for unsigned images)
+  std::optional<std::uint16_t> encryption_tlv;  // type of the wrapped-key TLV
+  bool compressed = false;                      // false also when compression did not shrink it
+  std::uint64_t uncompressed_size = 0;          // payload bytes before compression
+  std::optional<SignOptions::Vector> vector;    // what was written instead of an image
 };
 
 // The sign settings checked against each other (e.g. --rom-fixed with --load-addr); throws Error(usage).
 void validate(const SignOptions& options);
+// The settings checked against the signing key: imgtool's rule that an ECDSA or RSA signing key needs
+// an encryption key of its own type, --pure only with Ed25519, a key and --fix-sig not both.
+void validate(const SignOptions& options, const Signer* signer);
 
 // Reads `input` once in chunks (binary) or into memory (.hex), writes `output` through a temp file
 // renamed at the end. `signer` may be null for an unsigned image carrying only the hash TLV.
@@ -72,18 +105,38 @@ struct ImageReport {
   std::optional<std::string> key_hash;  // of the given key, hex
   std::optional<bool> key_hash_ok;
   std::optional<bool> signature_ok;
+  // Encrypted images: the key TLV, and whether the plaintext was available to hash.
+  std::optional<std::uint16_t> encryption_tlv;
+  bool decrypted = false;
+  // Compressed images: what the protected TLVs say of the decompressed image, and whether it was checked.
+  std::optional<std::uint32_t> decompressed_size;
+  std::optional<bool> decompressed_ok;
+  std::vector<std::string> unchecked;  // what could not be checked (e.g. "hash over the plaintext: no --decrypt-key")
   std::string failure;  // the precise reason verification failed; empty when it passed
   bool ok() const { return failure.empty(); }
 };
 
+// Decrypts an encrypted image: writes the same bytes with the body in plaintext (header, TLVs and trailer
+// unchanged, like imgtool's --clear output, so hash and signature still hold: they cover the plaintext).
+// A compressed body stays compressed. Throws Error(verification_failed), writing nothing, when `opener`
+// does not open it, the image is malformed, or the decrypted body does not match the image's hash.
+struct DecryptResult {
+  ImageHeader header;
+  std::uint16_t encryption_tlv = 0;
+  std::uint64_t output_bytes = 0;
+};
+DecryptResult decrypt_image(const std::filesystem::path& input, const std::filesystem::path& output,
+                            const ContentKeyOpener& opener, const Progress& progress = {});
+
 // Parses and checks an image file. Structural errors throw FormatError (verification_failed);
 // verification results are recorded in the report. `public_key_der` is the key to verify with.
+// `decrypt`: the image's private encryption key, for checking the hash over the plaintext.
 ImageReport inspect_image(const std::filesystem::path& file, const std::optional<Bytes>& public_key_der,
-                          const Progress& progress = {});
+                          const Progress& progress = {}, const ContentKeyOpener* decrypt = nullptr);
 
 // inspect_image, then throws Error(verification_failed) with the reason when it did not pass.
 ImageReport verify_image(const std::filesystem::path& file, const std::optional<Bytes>& public_key_der,
-                         const Progress& progress = {});
+                         const Progress& progress = {}, const ContentKeyOpener* decrypt = nullptr);
 
 // RFC 4122 name-based (SHA-1) UUID, as Python's uuid.uuid5.
 Bytes uuid5(ByteView name_space, std::string_view name);

@@ -108,7 +108,7 @@ TEST_CASE("completion: bash completes nouns, verbs, options, enum values and fil
   auto nouns = bash_complete(script, "kiln ");
   CHECK(nouns.count("key"));
   CHECK(nouns.count("image"));
-  CHECK(bash_complete(script, "kiln key ") == std::set<std::string>{"export-public", "generate", "show"});
+  CHECK(bash_complete(script, "kiln key ") == std::set<std::string>{"export-public", "generate", "show", "sign-digest"});
   CHECK(bash_complete(script, "kiln -o json key sh") == std::set<std::string>{"show"});
   auto types = bash_complete(script, "kiln key generate --type ");
   CHECK(types.count("ed25519"));
@@ -124,7 +124,7 @@ TEST_CASE("completion: fish completes nested commands, options, enum values and 
   TempDir dir;
   auto script = script_for("fish", dir, "kiln.fish");
   CHECK(fish_complete(script, "kiln ke") == std::set<std::string>{"key"});
-  CHECK(fish_complete(script, "kiln key ") == std::set<std::string>{"export-public", "generate", "show"});
+  CHECK(fish_complete(script, "kiln key ") == std::set<std::string>{"export-public", "generate", "show", "sign-digest"});
   CHECK(fish_complete(script, "kiln key generate --type ed").count("ed25519"));
   CHECK(fish_complete(script, "kiln -o y") == std::set<std::string>{"yaml"});
   std::ofstream(dir.file("station.pem")) << "x";
@@ -134,7 +134,7 @@ TEST_CASE("completion: fish completes nested commands, options, enum values and 
 TEST_CASE("completion: zsh completes in a real interactive shell") {
   TempDir dir;
   script_for("zsh", dir, "_kiln");
-  CHECK(zsh_complete(dir, "kiln key ", 3) == std::set<std::string>{"export-public", "generate", "show"});
+  CHECK(zsh_complete(dir, "kiln key ", 3) == std::set<std::string>{"export-public", "generate", "show", "sign-digest"});
   auto types = zsh_complete(dir, "kiln key generate --type ", 5);
   CHECK(types.count("ecdsa-p384"));
   CHECK(types.count("rsa-3072"));

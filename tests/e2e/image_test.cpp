@@ -478,7 +478,7 @@ TEST_CASE("image sign: conflicting or invalid options are usage errors") {
   CHECK(r.exit_code == 2);
   r = run({"-d", "1,1.0.0"});
   CHECK(r.exit_code == 2);
-  r = run({"-E", "enc.pem"});
+  r = run({"-E", "ed25519.pem"});  // an Ed25519 key signs; it cannot encrypt
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("cannot encrypt") != std::string::npos);
   r = kiln_in(ws,
@@ -676,7 +676,7 @@ TEST_CASE("image sign: devices, FIFOs and '-' are written in place, never replac
   }
 }
 
-// ---- mcuboot-more: imgtool's outputs for options kiln does not implement yet (issue 16) ----
+// ---- mcuboot-more: imgtool's outputs for the release options (issue 16; kiln reproduces them in image_release_test) ----
 // Until kiln signs these itself, each vector is checked against its pin, parsed with kiln's MCUboot parser,
 // and its hash and signature recomputed by hand from the inputs beside it; plain ones are reproduced by kiln.
 

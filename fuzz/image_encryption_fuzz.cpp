@@ -1,0 +1,82 @@
+// libFuzzer target for encrypted and compressed MCUboot images: the encryption TLVs (ECIES-P256, ECIES-X25519)
+// opened with fixed test keys, and the LZMA2 decoder. Any bytes must give a result or a kiln::Error, never a
+// crash, and a hostile LZMA2 stream must not make the decoder allocate or produce more than its limits.
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "core/error.hpp"
+#include "signing/image_compression.hpp"
+#include "signing/image_crypto.hpp"
+#include "signing/mcuboot_sign.hpp"
+
+using namespace kiln::mcuboot;
+
+namespace {
+
+// Test keys only (the mcuboot-more vectors' enc-p256.pem and enc-x25519.pem): never use them for anything else.
+constexpr const char* P256_PEM =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgdJMSw0CKYtW/R7Bb\n"
+    "xzds5w4l2sIQdECAq1gcpiqcwWyhRANCAAQjZIN7hF1h6HOARVLzPMSTPj3Q44bt\n"
+    "n00waDODIsVCiLqvRcsokdKWzcQZ6t1fqiB4xVh4/rd1VvS7jGg3ufON\n"
+    "-----END PRIVATE KEY-----\n";
+constexpr const char* X25519_PEM =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MC4CAQAwBQYDK2VuBCIEIJj79UFevhKHKTGJ57DNBawRNWipu+9+vfxw9yAy3cVw\n"
+    "-----END PRIVATE KEY-----\n";
+
+struct Keys {
+  std::filesystem::path dir;
+  std::unique_ptr<ContentKeyOpener> p256, x25519;
+  std::filesystem::path image;
+  Keys() {
+    char tmpl[] = "/tmp/kiln-fuzz-XXXXXX";
+    dir = ::mkdtemp(tmpl);
+    auto write = [&](const char* name, const std::string& text) {
+      std::ofstream(dir / name) << text;
+      return (dir / name).string();
+    };
+    p256 = load_content_key_opener(write("p256.pem", P256_PEM));
+    x25519 = load_content_key_opener(write("x25519.pem", X25519_PEM));
+    image = dir / "image.bin";
+  }
+  ~Keys() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  static Keys keys;
+  kiln::ByteView bytes(data, size);
+  // The decoder alone, with a small output limit that it must respect.
+  constexpr std::uint64_t limit = 1 << 20;
+  std::uint64_t produced = 0;
+  try {
+    std::uint64_t n = decompress(bytes, size > 0 && (data[size - 1] & 1), limit,
+                                 [&](kiln::ByteView piece) { produced += piece.size(); });
+    if (n != produced || n > limit) std::abort();
+  } catch (const kiln::Error&) {
+  }
+  if (produced > limit) std::abort();
+  // The whole image path: parse, open the key TLV, decrypt, decompress, hash.
+  {
+    std::ofstream out(keys.image, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+  }
+  for (const ContentKeyOpener* opener : {keys.p256.get(), keys.x25519.get(), static_cast<ContentKeyOpener*>(nullptr)}) {
+    try {
+      auto report = inspect_image(keys.image, std::nullopt, {}, opener);
+      if (report.decompressed_ok && !report.decompressed_size) std::abort();
+    } catch (const kiln::Error&) {
+    }
+  }
+  return 0;
+}
