@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <mutex>
 #include <fstream>
 #include <thread>
 
@@ -256,15 +257,21 @@ TEST_CASE("concurrency: a thousand status reports at once: none lost, tallies eq
                 .get<std::string>();
   const std::vector<std::string> statuses = {"downloading", "verifying", "installing", "testing", "installed"};
   std::atomic<int> next{0}, failed{0};
+  std::mutex first_failure_mutex;
+  std::string first_failure;
   // 1000 reports (each device through every status, in order) from 16 threads at once.
   in_parallel(16, [&](int) {
     for (int n = next++; n < devices; n = next++)
       for (auto& status : statuses) {
         auto r = f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", status}}.dump(),
                         chains[static_cast<std::size_t>(n)]);
-        if (r.status != 200) ++failed;
+        if (r.status != 200 && failed++ == 0) {
+          std::lock_guard lock(first_failure_mutex);
+          first_failure = std::to_string(r.status) + " " + r.body;
+        }
       }
   });
+  INFO("first failure: " << first_failure);
   CHECK(failed == 0);
   auto shown = f.json("GET", "/v1/deployments/" + id);
   CHECK(shown["device_status"]["installed"] == devices);
