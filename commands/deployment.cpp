@@ -24,6 +24,8 @@ struct DeploymentArgs {
   std::string rollout = "100%";
   std::string step_after;
   std::string halt_on_failure;
+  std::string halt_min_executed;
+  bool dry_run = false;
   std::string interval = "2s";
   std::string status;
   std::string id;
@@ -38,6 +40,17 @@ double parse_percent(std::string text, const char* option, double low) {
   } catch (const std::exception&) {
   }
   throw Error(ExitCode::usage, fmt::format("{} wants a percentage {}%..100%, not '{}'", option, low, text));
+}
+
+// A whole number of devices, 1..1000000.
+std::int64_t parse_count(const std::string& text, const char* option) {
+  try {
+    std::size_t used = 0;
+    auto value = std::stoll(text, &used);
+    if (used == text.size() && value >= 1 && value <= 1000000) return value;
+  } catch (const std::exception&) {
+  }
+  throw Error(ExitCode::usage, fmt::format("{} wants a number of devices 1..1000000, not '{}'", option, text));
 }
 
 // "1%,10%,50%,100%": cumulative percentages, increasing.
@@ -83,6 +96,45 @@ std::string duration_text(std::int64_t seconds) {
   return fmt::format("{}s", seconds);
 }
 
+std::string cli_percent(double value) {
+  if (value == static_cast<double>(static_cast<long long>(value))) return fmt::format("{}%", static_cast<long long>(value));
+  return fmt::format("{}%", value);
+}
+
+// A dry run: the summary, then a row per check (the plan of waves is in -o json).
+void render_dry_run(const cli::Context& ctx, const Json& plan) {
+  if (ctx.format() != cli::OutputFormat::table) {
+    ctx.render(plan);
+  } else {
+    Json s = Json::object();
+    s["would_create"] = plan["would_create"].get<bool>() ? "yes" : "no";
+    s["group"] = plan["group"];
+    s["devices"] = plan["devices"];
+    std::string waves;
+    for (auto& w : plan["waves"])
+      waves += fmt::format("{}wave {} ({}%): {} devices", waves.empty() ? "" : ", ", w["wave"].get<int>(),
+                           w["percent"].get<int>(), w["devices"].size());
+    s["waves"] = waves;
+    auto& r = plan["rollout"];
+    s["halt_on_failure"] = r["halt_on_failure"].is_number()
+                               ? Json(fmt::format("{} (once {} devices finished)",
+                                                  cli_percent(r["halt_on_failure"].get<double>()),
+                                                  r["halt_min_executed"].get<std::int64_t>()))
+                               : Json("never");
+    std::ostringstream out;
+    cli::render(out, s, ctx.render_options());
+    out << "\n";
+    Json rows = Json::array();
+    for (auto& c : plan["checks"])
+      rows.push_back(Json{{"check", c["check"]}, {"result", c["passed"].get<bool>() ? "passed" : "FAILED"}, {"detail", c["detail"]}});
+    cli::render(out, rows, ctx.render_options());
+    std::cout << out.str() << std::flush;
+  }
+  if (!plan["would_create"].get<bool>())
+    throw Error(ExitCode::verification_failed,
+                fmt::format("the deployment would be refused: {}", plan["reason"].get<std::string>()));
+}
+
 // The table view: a key/value summary, then a row per wave.
 struct TableView {
   Json summary;
@@ -101,8 +153,11 @@ TableView table_view(const Json& d) {
   s["wave"] = fmt::format("{} of {} ({}%)", d["wave"].get<int>(), d["waves"].size(), d["rollout"].get<int>());
   if (d["step_after"].get<std::int64_t>() > 0) s["step_after"] = duration_text(d["step_after"].get<std::int64_t>());
   if (!d["next_wave_at"].is_null()) s["next_wave_at"] = d["next_wave_at"];
-  s["halt_on_failure"] =
-      d["halt_on_failure"].is_null() ? Json("never") : Json(fmt::format("{}%", d["halt_on_failure"].get<double>()));
+  s["halt_on_failure"] = !d["halt_on_failure"].is_number()
+                            ? Json("never")
+                            : Json(fmt::format("{} (once {} devices finished)",
+                                               cli_percent(d["halt_on_failure"].get<double>()),
+                                               d.value("halt_min_executed", std::int64_t{0})));
   s["devices"] = d["devices"];
   s["admitted"] = d["admitted"];
   s["failures"] = d["failures"].get<std::int64_t>() > 0 && d["failures_forgiven"].get<std::int64_t>() > 0
@@ -179,7 +234,11 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
   create->add_option("--rollout", args->rollout, "Share of the group per wave, cumulative: 10% or 1%,10%,50%,100%");
   create->add_option("--step-after", args->step_after, "Time before the next wave opens: 30s, 5m, 1h");
   create->add_option("--halt-on-failure", args->halt_on_failure,
-                     "Halt when failed devices pass this share of admitted ones, e.g. 5%");
+                     "Halt when failed devices pass this share of admitted ones (default 5%), or never");
+  create->add_option("--halt-min-executed", args->halt_min_executed,
+                     "Apply the halt threshold once this many devices finished (default 5)");
+  create->add_flag("--dry-run", args->dry_run,
+                   "Check and plan (devices, waves, checks) without creating anything; exit 3 if it would be refused");
   create->callback([&ctx, args] {
     transport::DeploymentRequest request;
     request.group = args->group;
@@ -193,10 +252,17 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
     }
     if (request.waves.size() > 1 && !request.step_after)
       throw Error(ExitCode::usage, "a rollout in several waves needs --step-after (e.g. --step-after 1h)");
-    if (!args->halt_on_failure.empty())
+    if (args->halt_on_failure == "never")
+      request.halt_never = true;
+    else if (!args->halt_on_failure.empty())
       request.halt_on_failure = parse_percent(args->halt_on_failure, "--halt-on-failure", 0);
+    if (!args->halt_min_executed.empty())
+      request.halt_min_executed = parse_count(args->halt_min_executed, "--halt-min-executed");
+    request.dry_run = args->dry_run;
     auto api = connect(ctx);
-    render_deployment(ctx, transport::create_deployment(api, request));
+    auto answer = transport::create_deployment(api, request);
+    if (args->dry_run) return render_dry_run(ctx, answer);
+    render_deployment(ctx, answer);
   });
 
   auto* list = deployment->add_subcommand("list", "List deployments");

@@ -109,9 +109,16 @@ Reply agent_check_in(Call& call) {
   if (manifest_digest && !is_sha256_hex(*manifest_digest))
     throw ApiError{400, "invalid_request",
                    "field 'manifest_digest' must be 64 lower-case hex digits (SHA-256) or null"};
+  std::optional<std::int64_t> sequence;
+  if (auto it = body.find("sequence"); it != body.end() && it->is_number_unsigned()) {
+    if (it->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))
+      throw ApiError{400, "invalid_request", "field 'sequence' is too large"};
+    sequence = static_cast<std::int64_t>(it->get<std::uint64_t>());
+  }
   auto& device = call.who.device_id;
   auto tx = call.store.begin();
   call.store.device_checked_in(device, now_iso8601(), version, state);
+  if (sequence || manifest_digest) call.store.record_device_firmware(device, sequence, manifest_digest);
 
   Json deployment = nullptr;
   auto group = device_group(call);

@@ -55,6 +55,7 @@ const std::vector<Route>& routes() {
       {{"POST", "/v1/products", operators}, create_product},
       {{"GET", "/v1/products", anyone}, list_products},
       {{"GET", "/v1/products/{}", anyone}, show_product},
+      {{"PATCH", "/v1/products/{}", operators}, update_product},
       {{"DELETE", "/v1/products/{}", operators}, delete_product},
       {{"POST", "/v1/groups", operators}, create_group},
       {{"GET", "/v1/groups", anyone}, list_groups},

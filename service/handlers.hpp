@@ -69,6 +69,8 @@ Reply create_product(Call& call);
 Reply list_products(Call& call);
 Reply show_product(Call& call);
 Reply delete_product(Call& call);
+// PATCH /v1/products/{}: boot_keys, manifest_keys (PEM public keys), slot_size.
+Reply update_product(Call& call);
 Reply create_group(Call& call);
 Reply list_groups(Call& call);
 Reply show_group(Call& call);

@@ -168,8 +168,24 @@ bool logout() { return std::filesystem::remove(credentials_path()); }
 
 Json whoami(ServiceApi& api) { return api.get("/v1/whoami"); }
 
-Json create_product(ServiceApi& api, const std::string& name, const std::string& description) {
-  return api.post("/v1/products", {{"name", name}, {"description", description}});
+namespace {
+void add_trust(Json& body, const ProductTrust& trust) {
+  if (!trust.boot_keys.empty()) body["boot_keys"] = trust.boot_keys;
+  if (!trust.manifest_keys.empty()) body["manifest_keys"] = trust.manifest_keys;
+  if (trust.slot_size > 0) body["slot_size"] = trust.slot_size;
+}
+}  // namespace
+
+Json create_product(ServiceApi& api, const std::string& name, const std::string& description,
+                    const ProductTrust& trust) {
+  Json body = {{"name", name}, {"description", description}};
+  add_trust(body, trust);
+  return api.post("/v1/products", body);
+}
+Json update_product(ServiceApi& api, const std::string& ref, const ProductTrust& trust) {
+  Json body = Json::object();
+  add_trust(body, trust);
+  return api.patch("/v1/products/" + segment(ref), body);
 }
 Json list_products(ServiceApi& api) { return api.get("/v1/products")["items"]; }
 Json show_product(ServiceApi& api, const std::string& ref) { return api.get("/v1/products/" + segment(ref)); }
@@ -554,7 +570,12 @@ Json create_deployment(ServiceApi& api, const DeploymentRequest& request) {
   if (request.waves.size() == 1) body["rollout"] = request.waves[0];
   else body["rollout"] = request.waves;
   if (request.step_after) body["step_after"] = *request.step_after;
-  if (request.halt_on_failure) body["halt_on_failure"] = *request.halt_on_failure;
+  if (request.halt_never)
+    body["halt_on_failure"] = "never";
+  else if (request.halt_on_failure)
+    body["halt_on_failure"] = *request.halt_on_failure;
+  if (request.halt_min_executed) body["halt_min_executed"] = *request.halt_min_executed;
+  if (request.dry_run) body["dry_run"] = true;
   return api.post("/v1/deployments", body);
 }
 Json list_deployments(ServiceApi& api, const std::optional<std::string>& group) {

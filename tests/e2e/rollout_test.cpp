@@ -98,7 +98,9 @@ struct Fleet {
     auto init = test::run_process(test::bin_path("kiln-service"), {"init", "--dir", data.string()});
     REQUIRE_MESSAGE(init.exit_code == 0, init.err);
     service = std::make_unique<test::ServiceProcess>(data, 0, true);
-    json({"product", "create", "Thermo"});
+    // One release key signs images (MCUboot) and manifests (SUIT); the product trusts it for both.
+    REQUIRE(test::kiln({"key", "generate", "-t", "ecdsa-p256", "-o", key_file()}).exit_code == 0);
+    json({"product", "create", "Thermo", "--boot-key", key_file(), "--manifest-key", key_file()});
     spit(dir.file("factory-ca.pem"), factory_ca.pem);
     spit(dir.file("factory-ca.key"), factory_ca.key.private_pem());
     json({"device", "ca", "add", dir.file("factory-ca.pem"), "--key", dir.file("factory-ca.key")});
@@ -132,6 +134,8 @@ struct Fleet {
     json({"device", "assign", "stranger", "--group", "Thermo/Production"});
     connect_agents();
   }
+
+  std::string key_file() const { return dir.file("manifest-key.pem"); }
 
   void connect_agents() {
     auto url = "https://127.0.0.1:" + std::to_string(service->agent_port());
@@ -180,16 +184,17 @@ struct Fleet {
     return Json::parse(r.out);
   }
 
-  // A firmware file, its SUIT manifest (real kiln manifest create), both uploaded and linked. Returns {image,
-  // manifest}.
+  // A firmware image (real kiln image sign), its SUIT manifest (real kiln manifest create), both uploaded and
+  // linked. Returns {image, manifest}.
   std::pair<std::string, std::string> release(const std::string& name, int sequence) {
     std::string firmware(4096, '\0');
     std::mt19937 rng(static_cast<unsigned>(sequence));
     for (auto& c : firmware) c = static_cast<char>(rng());
-    auto fw = dir.file(name + ".bin"), suit = dir.file(name + ".suit"), key = dir.file("manifest-key.pem");
-    spit(fw, firmware);
-    if (!std::filesystem::exists(key))
-      REQUIRE(test::kiln({"key", "generate", "-t", "ecdsa-p256", "-o", key}).exit_code == 0);
+    auto raw = dir.file(name + ".raw"), fw = dir.file(name + ".bin"), suit = dir.file(name + ".suit"), key = key_file();
+    spit(raw, firmware);
+    auto signed_image = test::kiln({"image", "sign", raw, fw, "-k", key, "--version", "1.0." + std::to_string(sequence),
+                                    "--header-size", "0x200", "--slot-size", "0x100000", "--pad-header"});
+    REQUIRE_MESSAGE(signed_image.exit_code == 0, signed_image.err);
     auto made = test::kiln({"manifest", "create", "--component", fw, "--vendor-domain", "example.com", "--class-name",
                             "thermo", "--sequence", std::to_string(sequence), "--key", key, "-o", suit});
     REQUIRE_MESSAGE(made.exit_code == 0, made.err);
@@ -311,8 +316,8 @@ TEST_CASE("rollout e2e: waves admit devices by their bucket, open after --step-a
 TEST_CASE("rollout e2e: failures past the threshold halt the deployment; show says why; resume forgives them") {
   Fleet fleet(20);
   auto [image, manifest] = fleet.release("v2", 2);
-  auto d = fleet.json(
-      {"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--halt-on-failure", "10%"});
+  auto d = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--halt-on-failure",
+                       "10%", "--halt-min-executed", "1"});
   auto id = d["id"].get<std::string>();
   CHECK(d["halt_on_failure"] == 10);
 
@@ -497,4 +502,71 @@ TEST_CASE("rollout e2e: the manifest is served to the deployment's group only; m
   std::istringstream watched(interrupted.out);
   for (std::string line; std::getline(watched, line);) CHECK_MESSAGE(Json::accept(line), line);
   CHECK_MESSAGE(interrupted.err.find("interrupt") != std::string::npos, interrupted.err);
+}
+
+TEST_CASE("rollout e2e: create refuses what the boards would refuse (exit 3, the reason); --dry-run creates nothing") {
+  Fleet fleet(4);
+  auto [image, manifest] = fleet.release("v2", 2);
+
+  // A dry run of a good release: the plan on stdout, exit 0, nothing created.
+  auto plan = fleet.kiln({"-o", "json", "deployment", "create", "--group", "Thermo/Field Test", "--image", image,
+                          "--rollout", "50%,100%", "--step-after", "1m", "--dry-run"});
+  INFO(plan.err);
+  REQUIRE(plan.exit_code == 0);
+  auto p = Json::parse(plan.out);
+  CHECK(p["would_create"] == true);
+  CHECK(p["devices"] == 4);
+  CHECK(p["waves"].size() == 2);
+  CHECK(p["checks"].size() == 6);
+  auto table = fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--dry-run"});
+  CHECK(table.exit_code == 0);
+  CHECK(table.out.find("boot_key") != std::string::npos);
+  CHECK(table.out.find("5% (once 5 devices finished)") != std::string::npos);
+  CHECK(fleet.json({"deployment", "list"}).empty());
+
+  // A raw file that is not an MCUboot image, with a manifest made for it: refused, with the reason.
+  auto raw = fleet.dir.file("raw.bin"), suit = fleet.dir.file("raw.suit");
+  spit(raw, std::string(5000, 'x'));
+  REQUIRE(test::kiln({"manifest", "create", "--component", raw, "--vendor-domain", "example.com", "--class-name",
+                      "thermo", "--sequence", "3", "--key", fleet.key_file(), "-o", suit})
+              .exit_code == 0);
+  auto raw_id = fleet.json({"image", "upload", raw, "--manifest", suit})["id"].get<std::string>();
+  auto refused = fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", raw_id});
+  CHECK(refused.exit_code == 3);
+  CHECK(refused.out.empty());
+  CHECK_MESSAGE(refused.err.find("is not an MCUboot image") != std::string::npos, refused.err);
+  auto dry = fleet.kiln({"-o", "json", "deployment", "create", "--group", "Thermo/Field Test", "--image", raw_id,
+                         "--dry-run"});
+  CHECK(dry.exit_code == 3);
+  CHECK(Json::parse(dry.out)["would_create"] == false);
+  CHECK(fleet.json({"deployment", "list"}).empty());
+
+  // Defaults are shown; "never" must be said.
+  auto d = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image});
+  CHECK(d["halt_on_failure"] == 5);
+  CHECK(d["halt_min_executed"] == 5);
+  CHECK(fleet.kiln({"deployment", "show", d["id"].get<std::string>()}).out.find("5% (once 5 devices finished)") !=
+        std::string::npos);
+  auto never = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image,
+                           "--halt-on-failure", "never"});
+  CHECK(never["halt_on_failure"] == "never");
+
+  // Bad input: exit 2 naming the option, before anything is sent.
+  for (auto args : std::vector<std::vector<std::string>>{{"--halt-on-failure", "-1%"},
+                                                         {"--halt-on-failure", "sometimes"},
+                                                         {"--halt-on-failure", "101%"},
+                                                         {"--halt-min-executed", "0"},
+                                                         {"--halt-min-executed", "-3"},
+                                                         {"--rollout", "0%"},
+                                                         {"--rollout", "150%"},
+                                                         {"--rollout", "50%,50%", "--step-after", "1m"},
+                                                         {"--rollout", "10%,100%", "--step-after", "0s"},
+                                                         {"--rollout", "10%,100%", "--step-after", "-5m"}}) {
+    std::vector<std::string> cmd{"deployment", "create", "--group", "Thermo/Field Test", "--image", image};
+    cmd.insert(cmd.end(), args.begin(), args.end());
+    auto r = fleet.kiln(cmd);
+    CHECK_MESSAGE(r.exit_code == 2, args[0], " ", args[1], ": ", r.err);
+    auto named = args.size() > 2 && args[1].find(',') != std::string::npos && args[1] != "50%,50%" ? args[2] : args[0];
+    CHECK_MESSAGE(r.err.find(named) != std::string::npos, r.err);
+  }
 }
