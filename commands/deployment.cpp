@@ -172,6 +172,9 @@ TableView table_view(const Json& d) {
   }
   s["status"] = counts.empty() ? std::string("-") : counts;
   if (!d["previous"].is_null()) s["previous"] = d["previous"];
+  if (d.contains("revert"))
+    s["revert"] = fmt::format("{} reverting, {} cannot be reverted", d["revert"]["reverting"].get<std::int64_t>(),
+                              d["revert"]["unrevertable"].get<std::int64_t>());
   Json rows = Json::array();
   for (auto& w : d["waves"]) {
     Json row = {{"wave", w["wave"]},
@@ -217,6 +220,24 @@ void finish_watch(const Json& last) {
                             last["group"].get<std::string>()));
   throw Error(ExitCode::conflict, fmt::format("deployment {} was aborted before it completed", id),
               "devices that installed it are sent back to the previous deployment when they check in");
+}
+
+// abort: exit 8 when a device that took the deployment cannot be sent back (docs/exit-codes.md).
+void finish_abort(const Json& answer) {
+  auto it = answer.find("revert");
+  if (it == answer.end() || !it->is_object()) return;
+  std::string names;
+  std::int64_t count = 0;
+  for (auto& d : (*it)["devices"]) {
+    if (d["state"] != "unrevertable") continue;
+    ++count;
+    if (count <= 10) names += fmt::format("\n  {}: {}", d["device"].get<std::string>(), d["reason"].get<std::string>());
+  }
+  if (count == 0) return;
+  throw Error(ExitCode::partial,
+              fmt::format("deployment {} is aborted, but {} device{} cannot be reverted:{}{}", answer["id"].get<std::string>(),
+                          count, count == 1 ? "" : "s", names, count > 10 ? "\n  ..." : ""),
+              "they keep running this deployment's release; deploy a newer release to them");
 }
 
 }  // namespace
@@ -334,12 +355,15 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
     const char* help = std::string_view(action) == "pause" ? "Stop offering a deployment (devices keep what they have)"
                        : std::string_view(action) == "resume"
                            ? "Continue a paused or halted deployment (failures so far are forgiven)"
-                           : "End a deployment: devices that installed it go back to the previous one";
+                           : "End a deployment: each device that installed it goes back to exactly what it ran "
+                             "before (exit 8 if one cannot)";
     auto* change = deployment->add_subcommand(action, help);
     change->add_option("ID", args->id, "Deployment ID")->required();
     change->callback([&ctx, args, action] {
       auto api = connect(ctx);
-      render_deployment(ctx, transport::change_deployment(api, args->id, action));
+      auto answer = transport::change_deployment(api, args->id, action);
+      render_deployment(ctx, answer);
+      if (std::string_view(action) == "abort") finish_abort(answer);
     });
   }
 }

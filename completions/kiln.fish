@@ -1242,7 +1242,7 @@ complete -c kiln -n '__kiln_at \'deployment\'' -a 'devices' -d 'List a deploymen
 complete -c kiln -n '__kiln_at \'deployment\'' -a 'watch' -d 'Follow a deployment until it completes (exit 0), halts (8) or is aborted or superseded (7)'
 complete -c kiln -n '__kiln_at \'deployment\'' -a 'pause' -d 'Stop offering a deployment (devices keep what they have)'
 complete -c kiln -n '__kiln_at \'deployment\'' -a 'resume' -d 'Continue a paused or halted deployment (failures so far are forgiven)'
-complete -c kiln -n '__kiln_at \'deployment\'' -a 'abort' -d 'End a deployment: devices that installed it go back to the previous one'
+complete -c kiln -n '__kiln_at \'deployment\'' -a 'abort' -d 'End a deployment: each device that installed it goes back to exactly what it ran before (exit 8 if one cannot)'
 complete -c kiln -n '__kiln_at \'deployment\'' -l version -d 'Display program version information and exit'
 complete -c kiln -n '__kiln_at \'deployment\'' -s o -l output -x -a 'table json jsonl yaml csv' -d 'Output format: table, json, jsonl, yaml, csv'
 complete -c kiln -n '__kiln_at \'deployment\'' -s q -l quiet -d 'Only errors on stderr'

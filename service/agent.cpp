@@ -130,14 +130,16 @@ Reply agent_check_in(Call& call) {
     if (row.state == "active" || row.state == "completed") {
       int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device));
       if (wave > 0 && wave <= row.wave) deployment = offer(call, row, wave, "install");
-    } else if (row.state == "aborted" && row.previous) {
-      // Back to the previous deployment, for devices running the aborted one: the installed envelope says so,
-      // or (for an agent that reports no digest) the status it reported.
-      bool running = manifest_digest ? (row.manifest && *manifest_digest == *row.manifest)
-                                     : reported_status(call, row.id) == std::optional<std::string>("installed");
-      if (running) {
-        auto previous = load_deployment(call.store, call.who.tenant_id, *row.previous);
-        if (previous.manifest) deployment = offer(call, previous, 0, "revert");
+    } else if (row.state == "aborted") {
+      // Back to exactly what it ran before, for a device running an aborted deployment (the newest
+      // deployments of the group that were aborted, newest first).
+      auto all = call.store.list_deployments(call.who.tenant_id, *group);
+      for (auto it = all.rbegin(); it != all.rend() && it->state == "aborted" && deployment.is_null(); ++it) {
+        auto target = revert_target(call.store, call.who.tenant_id, *it, device);
+        if (!runs_aborted(call.store, *it, device, manifest_digest, target)) continue;
+        if (target.to && target.to->manifest)
+          deployment = offer(call, *target.to, 0, "revert");
+        break;
       }
     }
   }

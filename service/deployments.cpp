@@ -265,6 +265,48 @@ Deployment load_deployment(Store& store, std::int64_t tenant_id, const std::stri
   return std::move(*row);
 }
 
+RevertTarget revert_target(Store& store, std::int64_t tenant_id, const Deployment& aborted, const std::string& device) {
+  auto took = store.deployment_device(aborted.id, device);
+  if (took && took->previous_manifest) {
+    if (aborted.manifest && *took->previous_manifest == *aborted.manifest) return {};
+    auto id = store.deployment_with_manifest(tenant_id, aborted.group_id, *took->previous_manifest);
+    if (id) return {store.find_deployment(tenant_id, *id), ""};
+    return {std::nullopt, fmt::format("the manifest it ran before ({}) was never deployed by this service, so it "
+                                      "cannot be offered back",
+                                      took->previous_manifest->substr(0, 12))};
+  }
+  // No digest from its agent: the deployment it last reported installed, before this one.
+  std::optional<Deployment> best;
+  std::string best_at;
+  for (auto& d : store.list_deployments(tenant_id, aborted.group_id)) {
+    if (d.id == aborted.id) break;  // in creation order: only the ones before
+    if (!d.manifest) continue;
+    auto dd = store.deployment_device(d.id, device);
+    if (!dd || dd->status != std::optional<std::string>("installed")) continue;
+    if (took && !took->started_at.empty() && dd->updated_at > took->started_at) continue;
+    if (!best || dd->updated_at >= best_at) {
+      best = d;
+      best_at = dd->updated_at;
+    }
+  }
+  if (best) return {best, ""};
+  return {std::nullopt, "the service does not know what it ran before (its agent reported no manifest digest and "
+                        "no earlier deployment installed)"};
+}
+
+bool runs_aborted(Store& store, const Deployment& aborted, const std::string& device,
+                  const std::optional<std::string>& manifest_digest, const RevertTarget& target) {
+  if (manifest_digest) return aborted.manifest && *manifest_digest == *aborted.manifest;
+  auto took = store.deployment_device(aborted.id, device);
+  if (!took || took->status != std::optional<std::string>("installed")) return false;
+  if (target.to) {
+    auto back = store.deployment_device(target.to->id, device);
+    if (back && back->status == std::optional<std::string>("installed") && back->updated_at > took->updated_at)
+      return false;  // it reported the revert installed (later: timestamps are whole seconds)
+  }
+  return true;
+}
+
 void evaluate_deployment(Store& store, Deployment& row, bool only_when_a_wave_is_due) {
   if (only_when_a_wave_is_due && !wave_due(row, unix_now())) return;
   evaluate(store, row);
@@ -590,7 +632,38 @@ Reply resume_deployment(Call& call) {
   return transition(call, "active", {"paused", "halted"});
 }
 Reply abort_deployment(Call& call) {
-  return transition(call, "aborted", {"active", "paused", "halted", "completed"});
+  auto reply = transition(call, "aborted", {"active", "paused", "halted", "completed"});
+  // Each device that took it: going back to exactly what it ran before, back already, or not revertible.
+  auto row = load_deployment(call.store, call.who.tenant_id, call.params[0]);
+  std::map<std::string, std::optional<std::string>> digests;
+  for (auto& f : call.store.group_firmware(row.group_id)) digests[f.id] = f.manifest_digest;
+  std::vector<std::string> took;
+  call.store.for_each_deployment_device(row, [&](const DeploymentDevice& d) {
+    if (d.status == std::optional<std::string>("installed") || d.status == std::optional<std::string>("testing"))
+      took.push_back(d.id);
+  });
+  Json devices = Json::array();
+  std::int64_t unrevertable = 0, reverting = 0;
+  for (auto& device : took) {
+    auto target = revert_target(call.store, call.who.tenant_id, row, device);
+    Json entry = {{"device", device}, {"to", target.to ? Json(target.to->id) : Json(nullptr)}};
+    auto digest = digests.count(device) ? digests[device] : std::nullopt;
+    if (!runs_aborted(call.store, row, device, digest, target)) {
+      entry["state"] = "reverted";
+    } else if (!target.to && target.reason.empty()) {
+      entry["state"] = "reverted";  // it ran this very manifest before
+    } else if (!target.to || !target.to->manifest) {
+      entry["state"] = "unrevertable";
+      entry["reason"] = target.to ? fmt::format("deployment {} has no manifest", target.to->id) : target.reason;
+      ++unrevertable;
+    } else {
+      entry["state"] = "reverting";
+      ++reverting;
+    }
+    devices.push_back(std::move(entry));
+  }
+  reply.body["revert"] = Json{{"reverting", reverting}, {"unrevertable", unrevertable}, {"devices", devices}};
+  return reply;
 }
 
 Reply list_deployment_devices(Call& call) {

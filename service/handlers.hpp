@@ -126,6 +126,19 @@ Deployment load_deployment(Store& store, std::int64_t tenant_id, const std::stri
 // (decide_rollout) and stores the change. Check-ins pass only_when_a_wave_is_due (halting and completion
 // change only with status reports, which evaluate fully).
 void evaluate_deployment(Store& store, Deployment& row, bool only_when_a_wave_is_due = false);
+// Where a device that took an aborted deployment goes back to: the deployment carrying exactly the manifest
+// it ran before (as its agent reported at its first status for the aborted one), or, when its agent reports
+// no digest, the one it last reported installed before. `to` unset: nothing to go back to, `reason` says why
+// (empty: it ran the same manifest before, nothing to revert).
+struct RevertTarget {
+  std::optional<Deployment> to;
+  std::string reason;
+};
+RevertTarget revert_target(Store& store, std::int64_t tenant_id, const Deployment& aborted, const std::string& device);
+// True when the device still runs the aborted deployment's release: its manifest digest says so, or (an
+// agent that reports none) it reported it installed and did not report its revert target installed since.
+bool runs_aborted(Store& store, const Deployment& aborted, const std::string& device,
+                  const std::optional<std::string>& manifest_digest, const RevertTarget& target);
 // Where the content of a complete image or manifest blob lives.
 std::filesystem::path blob_path(const ServiceConfig& config, std::int64_t tenant_id, const std::string& sha);
 

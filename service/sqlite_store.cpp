@@ -1332,6 +1332,19 @@ void SqliteStore::for_each_deployment_device(const Deployment& deployment,
                           q.optional_text(6), q.text(7)});
 }
 
+std::optional<DeploymentDevice> SqliteStore::deployment_device(const std::string& deployment_id,
+                                                               const std::string& device_id) {
+  Use use(*this);
+  auto q = db().cached(
+      "SELECT dd.device_id, dd.status, coalesce(dd.detail, ''), dd.updated_at, coalesce(d.version, ''), "
+      "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, '') FROM deployment_devices dd "
+      "JOIN devices d ON d.id = dd.device_id WHERE dd.deployment_id = ? AND dd.device_id = ?");
+  q->bind(1, deployment_id).bind(2, device_id);
+  if (!q->step()) return std::nullopt;
+  return DeploymentDevice{q->text(0), q->optional_text(1), q->text(2), q->text(3), q->text(4), q->optional_text(5),
+                          q->optional_text(6), q->text(7)};
+}
+
 std::optional<std::string> SqliteStore::deployment_with_manifest(std::int64_t tenant_id, const std::string& group_id,
                                                                 const std::string& manifest) {
   Use use(*this);

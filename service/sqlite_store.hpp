@@ -121,6 +121,8 @@ class SqliteStore final : public Store {
   void for_each_deployment_device(const Deployment& deployment,
                                   const std::function<void(const DeploymentDevice&)>& each) override;
   std::optional<std::string> reported_status(const std::string& deployment_id, const std::string& device_id) override;
+  std::optional<DeploymentDevice> deployment_device(const std::string& deployment_id,
+                                                    const std::string& device_id) override;
   std::optional<std::string> deployment_with_manifest(std::int64_t tenant_id, const std::string& group_id,
                                                       const std::string& manifest) override;
   void record_status(const std::string& deployment_id, const std::string& device_id, const std::string& status,

@@ -283,6 +283,9 @@ class Store {
                                           const std::function<void(const DeploymentDevice&)>& each) = 0;
   virtual std::optional<std::string> reported_status(const std::string& deployment_id,
                                                      const std::string& device_id) = 0;
+  // What one device reported for the deployment (nullopt: nothing).
+  virtual std::optional<DeploymentDevice> deployment_device(const std::string& deployment_id,
+                                                            const std::string& device_id) = 0;
   // The newest deployment of the group carrying this manifest (a revert target).
   virtual std::optional<std::string> deployment_with_manifest(std::int64_t tenant_id, const std::string& group_id,
                                                               const std::string& manifest) = 0;

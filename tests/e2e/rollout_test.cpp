@@ -570,3 +570,75 @@ TEST_CASE("rollout e2e: create refuses what the boards would refuse (exit 3, the
     CHECK_MESSAGE(r.err.find(named) != std::string::npos, r.err);
   }
 }
+
+TEST_CASE("rollout e2e: abort sends each device back to exactly what it ran before; abort again; exit 8 when one cannot") {
+  Fleet fleet(6);
+  auto [image_a, manifest_a] = fleet.release("a", 1);
+  auto [image_b, manifest_b] = fleet.release("b", 2);
+  auto [image_c, manifest_c] = fleet.release("c", 3);
+  auto runs = [&](std::size_t i, const std::string& manifest, int sequence) {
+    return fleet.agents[i].offer({{"sequence", sequence}, {"manifest_digest", manifest}});
+  };
+  auto install = [&](std::size_t i, const std::string& deployment, const std::string& manifest, int sequence) {
+    for (const char* status : {"downloading", "installing", "testing"})
+      CHECK(fleet.agents[i].report(deployment, status) == 200);
+    CHECK(fleet.agents[i].report(deployment, "installed", "1.0." + std::to_string(sequence)) == 200);
+    runs(i, manifest, sequence);
+  };
+  auto create = [&](const std::string& image) {
+    return fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image})["id"].get<std::string>();
+  };
+  // Every device runs A; devices 0..2 then install B; C supersedes B, and 0, 1 (from B) and 3, 4, 5 (from A)
+  // install it; 2 stays on B.
+  auto a = create(image_a);
+  for (std::size_t i = 0; i < 6; ++i) {
+    runs(i, "0000000000000000000000000000000000000000000000000000000000000000", 0);
+    install(i, a, manifest_a, 1);
+  }
+  auto b = create(image_b);
+  for (std::size_t i = 0; i < 3; ++i) install(i, b, manifest_b, 2);
+  auto c = create(image_c);
+  CHECK(fleet.show(b)["state"] == "superseded");
+  for (std::size_t i : {0, 1, 3, 4, 5}) install(i, c, manifest_c, 3);
+
+  // Abort C: 0 and 1 go back to B, 3..5 to A (never to B, which they never ran), 2 is offered nothing.
+  auto aborted = fleet.kiln({"-o", "json", "deployment", "abort", c});
+  INFO(aborted.err);
+  REQUIRE(aborted.exit_code == 0);
+  auto revert = Json::parse(aborted.out)["revert"];
+  CHECK(revert["reverting"] == 5);
+  CHECK(revert["unrevertable"] == 0);
+  for (std::size_t i : {0, 1, 3, 4, 5}) {
+    auto offer = runs(i, manifest_c, 3);
+    REQUIRE_MESSAGE(offer.is_object(), i);
+    CHECK(offer["action"] == "revert");
+    CHECK(offer["id"] == (i < 2 ? b : a));
+    CHECK(offer["manifest"]["id"] == (i < 2 ? manifest_b : manifest_a));
+  }
+  CHECK(runs(2, manifest_b, 2).is_null());
+  // They revert; a second abort of C finds every device back, exits 0 and offers nothing more.
+  for (std::size_t i : {0, 1}) install(i, b, manifest_b, 2);
+  for (std::size_t i : {3, 4, 5}) install(i, a, manifest_a, 1);
+  auto again = fleet.kiln({"-o", "json", "deployment", "abort", c});
+  CHECK(again.exit_code == 0);
+  auto back = Json::parse(again.out)["revert"];
+  CHECK(back["reverting"] == 0);
+  for (auto& d : back["devices"]) CHECK(d["state"] == "reverted");
+  for (std::size_t i : {0, 1}) CHECK(runs(i, manifest_b, 2).is_null());
+  for (std::size_t i : {3, 4, 5}) CHECK(runs(i, manifest_a, 1).is_null());
+
+  // A device whose previous manifest the service never deployed cannot be reverted: abort says so, exit 8.
+  auto [image_d, manifest_d] = fleet.release("d", 4);
+  auto d = create(image_d);
+  runs(5, std::string(64, 'f'), 1);  // what it runs now is no release of this service
+  install(5, d, manifest_d, 4);
+  install(0, d, manifest_d, 4);
+  auto partial = fleet.kiln({"deployment", "abort", d});
+  CHECK(partial.exit_code == 8);
+  CHECK_MESSAGE(partial.err.find("unit-5") != std::string::npos, partial.err);
+  CHECK(partial.err.find("unit-0") == std::string::npos);
+  CHECK(partial.err.find("never deployed by this service") != std::string::npos);
+  CHECK(fleet.show(d)["state"] == "aborted");
+  CHECK(runs(0, manifest_d, 4)["id"] == b);
+  CHECK(runs(5, manifest_d, 4).is_null());
+}
