@@ -325,17 +325,26 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
   });
 
   auto* watch = deployment->add_subcommand(
-      "watch", "Follow a deployment until it completes (exit 0), halts (8) or is aborted or superseded (7)");
+      "watch",
+      "Follow a deployment until it completes (exit 0), halts (8) or is aborted or superseded (7); -o jsonl: one "
+      "event per state change");
   watch->add_option("ID", args->id, "Deployment ID")->required();
   watch->add_option("--interval", args->interval, "Time between polls: 500ms, 2s, 1m");
   watch->callback([&ctx, args] {
     auto interval = parse_duration_ms(args->interval, "--interval");
     if (interval < 100) throw Error(ExitCode::usage, "--interval is at least 100ms");
     auto api = connect(ctx);
+    if (ctx.format() == cli::OutputFormat::jsonl) {
+      // One event per state change, flushed as it is seen (a CI job can gate on it).
+      auto last = transport::watch_deployment_events(api, args->id, static_cast<int>(interval), [](const Json& event) {
+        std::cout << cli::json_text(event) << "\n" << std::flush;
+      });
+      return finish_watch(last);
+    }
     bool redraw = ctx.format() == cli::OutputFormat::table && ctx.stdout_is_terminal();
     std::size_t drawn_lines = 0;
     auto last = transport::watch_deployment(api, args->id, static_cast<int>(interval), [&](const Json& view) {
-      if (ctx.format() == cli::OutputFormat::json || ctx.format() == cli::OutputFormat::jsonl) {
+      if (ctx.format() == cli::OutputFormat::json) {
         std::cout << cli::json_text(view) << "\n" << std::flush;  // one object per line and change
       } else if (redraw) {
         auto text = table_text(ctx, view);
@@ -349,6 +358,14 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
       }
     });
     finish_watch(last);
+  });
+
+  auto* report = deployment->add_subcommand(
+      "report", "Every device of the deployment's group: final state, versions before and after, failure, timings");
+  report->add_option("ID", args->id, "Deployment ID")->required();
+  report->callback([&ctx, args] {
+    auto api = connect(ctx);
+    ctx.render(transport::deployment_report(api, args->id));
   });
 
   for (const char* action : {"pause", "resume", "abort"}) {

@@ -79,6 +79,7 @@ const std::vector<Route>& routes() {
       {{"GET", "/v1/deployments", anyone}, list_deployments},
       {{"GET", "/v1/deployments/{}", anyone}, show_deployment},
       {{"GET", "/v1/deployments/{}/devices", anyone}, list_deployment_devices},
+      {{"GET", "/v1/deployments/{}/report", anyone}, deployment_report},
       {{"POST", "/v1/deployments/{}/pause", operators}, pause_deployment},
       {{"POST", "/v1/deployments/{}/resume", operators}, resume_deployment},
       {{"POST", "/v1/deployments/{}/abort", operators}, abort_deployment},

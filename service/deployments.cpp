@@ -689,6 +689,34 @@ Reply list_deployment_devices(Call& call) {
   return {200, Json{{"items", items}}};
 }
 
+Reply deployment_report(Call& call) {
+  auto row = load_deployment(call.store, call.who.tenant_id, call.params[0]);
+  evaluate(call.store, row, false);
+  Json items = Json::array();
+  call.store.for_each_deployment_device(row, [&](const DeploymentDevice& d) {
+    int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, d.id));
+    bool admitted = wave > 0 && (wave <= row.wave || d.status);
+    std::string state = d.status ? *d.status : admitted ? "pending" : "not_admitted";
+    bool final_state = state == "installed" || is_failure_status(state);
+    auto text_or_null = [](const std::optional<std::string>& v) { return v && !v->empty() ? Json(*v) : Json(nullptr); };
+    Json duration = nullptr;
+    if (final_state && !d.started_at.empty()) {
+      auto from = unix_seconds(d.started_at), to = unix_seconds(d.updated_at);
+      if (from && to) duration = *to - *from;
+    }
+    items.push_back(Json{{"device", d.id},
+                         {"wave", wave > 0 ? Json(wave) : Json(nullptr)},
+                         {"state", state},
+                         {"version_before", text_or_null(d.version_before)},
+                         {"version_after", state == "installed" ? text_or_null(d.version) : text_or_null(d.version_before)},
+                         {"failure_reason", is_failure_status(state) ? Json(d.detail) : Json(nullptr)},
+                         {"started_at", d.started_at.empty() ? Json(nullptr) : Json(d.started_at)},
+                         {"finished_at", final_state ? Json(d.updated_at) : Json(nullptr)},
+                         {"duration_seconds", duration}});
+  });
+  return {200, Json{{"deployment", row.id}, {"state", row.state}, {"items", items}}};
+}
+
 Reply link_image_manifest(Call& call) {
   auto body = parse_object(call.request.body);
   auto image = checked_blob_id(call.params[0], "an image ID");

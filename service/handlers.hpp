@@ -117,6 +117,8 @@ Reply resume_deployment(Call& call);
 Reply abort_deployment(Call& call);
 // GET /v1/deployments/{}/devices[?status=S]: the admitted devices, their wave and last status.
 Reply list_deployment_devices(Call& call);
+// GET /v1/deployments/{}/report: every device of the group with its final state, versions, failure and timings.
+Reply deployment_report(Call& call);
 // POST /v1/images/{}/manifest: records the SUIT manifest uploaded for an image (kiln image upload --manifest).
 Reply link_image_manifest(Call& call);
 

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <set>
 #include <thread>
@@ -25,6 +26,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "core/interrupt.hpp"
+#include "core/time.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
 
@@ -604,6 +606,82 @@ Json watch_deployment(ServiceApi& api, const std::string& id, int interval_ms,
     }
     if (deployment_settled(view)) return view;
     // Sleep in small steps so Ctrl-C is answered at once.
+    for (int slept = 0; slept < interval_ms; slept += 50) {
+      check_interrupted();
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(50, interval_ms - slept)));
+    }
+    check_interrupted();
+  }
+}
+
+Json deployment_report(ServiceApi& api, const std::string& id) {
+  return api.get("/v1/deployments/" + segment(id) + "/report")["items"];
+}
+
+std::vector<Json> deployment_events(const Json& before, const Json& before_devices, const Json& after,
+                                    const Json& after_devices, const std::string& at) {
+  std::vector<Json> events;
+  auto event = [&](const char* name) {
+    Json e = {{"event", name}, {"deployment", after["id"]}, {"state", after["state"]}, {"at", at}};
+    return e;
+  };
+  if (before.is_null()) {
+    Json e = event("watching");
+    e["wave"] = after["wave"];
+    e["admitted"] = after["admitted"];
+    e["failures"] = after["failures"];
+    events.push_back(std::move(e));
+  } else if (after.value("wave", 0) > before.value("wave", 0)) {
+    for (int w = before.value("wave", 0) + 1; w <= after.value("wave", 0); ++w) {
+      Json e = event("wave_opened");
+      e["wave"] = w;
+      if (after["waves"].is_array() && static_cast<std::size_t>(w) <= after["waves"].size())
+        e["percent"] = after["waves"][static_cast<std::size_t>(w - 1)]["percent"];
+      events.push_back(std::move(e));
+    }
+  }
+  std::map<std::string, Json> old;
+  if (before_devices.is_array())
+    for (auto& d : before_devices) old[d.value("device", "")] = d;
+  if (after_devices.is_array())
+    for (auto& d : after_devices) {
+      auto id = d.value("device", "");
+      auto it = old.find(id);
+      std::string from = it == old.end() ? "" : it->second.value("status", "");
+      if (before.is_null() || from == d.value("status", "")) continue;
+      Json e = event("device_state");
+      e["device"] = id;
+      e["from"] = from.empty() ? Json(nullptr) : Json(from);
+      e["to"] = d["status"];
+      e["wave"] = d["wave"];
+      if (d.contains("detail") && d["detail"].is_string() && !d["detail"].get<std::string>().empty())
+        e["detail"] = d["detail"];
+      events.push_back(std::move(e));
+    }
+  auto state = after.value("state", "");
+  auto was = before.is_null() ? std::string() : before.value("state", "");
+  if (!before.is_null() && state != was) {
+    const char* name = state == "active" ? "resumed" : state == "halted" ? "halted" : state == "paused" ? "paused"
+                     : state == "completed" ? "completed" : state == "aborted" ? "aborted" : "superseded";
+    Json e = event(name);
+    if (state == "halted" && after["halt_reason"].is_string()) e["reason"] = after["halt_reason"];
+    events.push_back(std::move(e));
+  } else if (before.is_null() && state != "active") {
+    events.back()["settled"] = deployment_settled(after);
+  }
+  return events;
+}
+
+Json watch_deployment_events(ServiceApi& api, const std::string& id, int interval_ms,
+                             const std::function<void(const Json&)>& on_event) {
+  Json last, last_devices;
+  while (true) {
+    Json view = show_deployment(api, id);
+    Json devices = list_deployment_devices(api, id, std::nullopt);
+    for (auto& e : deployment_events(last, last_devices, view, devices, now_iso8601())) on_event(e);
+    last = view;
+    last_devices = std::move(devices);
+    if (deployment_settled(view)) return view;
     for (int slept = 0; slept < interval_ms; slept += 50) {
       check_interrupted();
       std::this_thread::sleep_for(std::chrono::milliseconds(std::min(50, interval_ms - slept)));

@@ -171,5 +171,16 @@ bool deployment_settled(const Json& deployment);
 // too) until it settles; returns the last view. Ctrl-C throws Error(interrupted).
 Json watch_deployment(ServiceApi& api, const std::string& id, int interval_ms,
                       const std::function<void(const Json&)>& on_change);
+// The events between two polls of a deployment and its devices (GET /devices items): one object per
+// state change, {"event", "deployment", "state", "at", ...}: "watching" (the first poll), "wave_opened",
+// "device_state", "halted", "resumed", "paused", "completed", "aborted", "superseded". `before` null: the
+// first poll.
+std::vector<Json> deployment_events(const Json& before, const Json& before_devices, const Json& after,
+                                    const Json& after_devices, const std::string& at);
+// watch_deployment, polling the devices too, calling `on_event` for each event as it is seen.
+Json watch_deployment_events(ServiceApi& api, const std::string& id, int interval_ms,
+                             const std::function<void(const Json&)>& on_event);
+// Every device of the deployment's group: final state, versions before and after, failure reason, timings.
+Json deployment_report(ServiceApi& api, const std::string& id);
 
 }  // namespace kiln::transport

@@ -642,3 +642,61 @@ TEST_CASE("rollout e2e: abort sends each device back to exactly what it ran befo
   CHECK(runs(0, manifest_d, 4)["id"] == b);
   CHECK(runs(5, manifest_d, 4).is_null());
 }
+
+TEST_CASE("rollout e2e: watch -o jsonl emits one event per state change as it happens; report -o csv|json") {
+  Fleet fleet(6);
+  auto [image, manifest] = fleet.release("v2", 2);
+  auto id = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--halt-on-failure",
+                        "20%", "--halt-min-executed", "2"})["id"]
+                .get<std::string>();
+  auto watcher = test::start_kiln({"-o", "jsonl", "deployment", "watch", id, "--interval", "100ms"}, fleet.env());
+  REQUIRE(watcher->wait_for_line([](const std::string& l) { return l.find("\"watching\"") != std::string::npos; }, 30));
+  CHECK(fleet.agents[0].report(id, "downloading") == 200);
+  // Each change is on stdout while watch still runs (flushed), before the next one happens.
+  REQUIRE(watcher->wait_for_line([](const std::string& l) { return l.find("\"downloading\"") != std::string::npos; }, 30));
+  CHECK(fleet.agents[0].report(id, "installed", "2.0.0") == 200);
+  REQUIRE(watcher->wait_for_line([](const std::string& l) { return l.find("\"installed\"") != std::string::npos; }, 30));
+  CHECK(fleet.agents[1].report(id, "failed") == 200);  // 1 of 6 failed (16.7%), 2 finished: not above 20%
+  REQUIRE(watcher->wait_for_line([](const std::string& l) { return l.find("\"failed\"") != std::string::npos; }, 30));
+  CHECK(fleet.agents[2].report(id, "refused") == 200);  // 2 of 6: halted
+  auto done = watcher->wait(30);
+  CHECK(done.exit_code == 8);
+  std::vector<Json> events;
+  std::istringstream lines(done.out);
+  for (std::string line; std::getline(lines, line);) events.push_back(Json::parse(line));
+  REQUIRE(events.size() >= 5);
+  CHECK(events.front()["event"] == "watching");
+  CHECK(events.back()["event"] == "halted");
+  CHECK(events.back()["reason"].get<std::string>().find("2 of 6") != std::string::npos);
+  std::vector<std::string> seen;
+  for (auto& e : events) {
+    CHECK(e["deployment"] == id);
+    CHECK(e["at"].is_string());
+    if (e["event"] == "device_state") seen.push_back(e["device"].get<std::string>() + ":" + e["to"].get<std::string>());
+  }
+  CHECK(seen == std::vector<std::string>{"unit-0:downloading", "unit-0:installed", "unit-1:failed", "unit-2:refused"});
+
+  // The report: every device of the group, its final state, versions, failure reason and timings.
+  auto report = fleet.json({"deployment", "report", id});
+  REQUIRE(report.size() == 6);
+  std::map<std::string, Json> rows;
+  for (auto& r : report) rows[r["device"].get<std::string>()] = r;
+  CHECK(rows["unit-0"]["state"] == "installed");
+  CHECK(rows["unit-0"]["version_before"] == "1.0.0");
+  CHECK(rows["unit-0"]["version_after"] == "2.0.0");
+  CHECK(rows["unit-0"]["duration_seconds"].is_number());
+  CHECK(rows["unit-0"]["finished_at"].is_string());
+  CHECK(rows["unit-1"]["state"] == "failed");
+  CHECK(rows["unit-1"]["failure_reason"] == "reported by the test");
+  CHECK(rows["unit-1"]["version_after"] == "1.0.0");
+  CHECK(rows["unit-3"]["state"] == "pending");
+  CHECK(rows["unit-3"]["finished_at"].is_null());
+  auto csv = fleet.kiln({"-o", "csv", "deployment", "report", id});
+  CHECK(csv.exit_code == 0);
+  CHECK(csv.out.rfind("device,wave,state,version_before,version_after,failure_reason,started_at,finished_at,"
+                      "duration_seconds\n",
+                      0) == 0);
+  CHECK(std::count(csv.out.begin(), csv.out.end(), '\n') == 7);
+  CHECK(csv.out.find("unit-1,1,failed,1.0.0,1.0.0,reported by the test,") != std::string::npos);
+  CHECK(fleet.kiln({"deployment", "report", "dep_nope"}).exit_code == 9);
+}

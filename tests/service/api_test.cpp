@@ -137,6 +137,7 @@ const AccessRow access_matrix[] = {
     {"GET",    "/v1/deployments",                  "AAAA"},
     {"GET",    "/v1/deployments/{}",               "AAAA"},
     {"GET",    "/v1/deployments/{}/devices",       "AAAA"},
+    {"GET",    "/v1/deployments/{}/report",        "AAAA"},
     {"POST",   "/v1/deployments/{}/pause",         "AA--"},
     {"POST",   "/v1/deployments/{}/resume",        "AA--"},
     {"POST",   "/v1/deployments/{}/abort",         "AA--"},

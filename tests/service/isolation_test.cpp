@@ -127,6 +127,7 @@ TEST_CASE("isolation: every ID route and every agent endpoint answers 404 to ano
       {"POST", "/v1/images/{}/manifest", "/v1/images/" + a.image + "/manifest", Json{{"manifest", b.manifest}}.dump()},
       {"GET", "/v1/deployments/{}", dep, ""},
       {"GET", "/v1/deployments/{}/devices", dep + "/devices", ""},
+      {"GET", "/v1/deployments/{}/report", dep + "/report", ""},
       {"POST", "/v1/deployments/{}/pause", dep + "/pause", ""},
       {"POST", "/v1/deployments/{}/resume", dep + "/resume", ""},
       {"POST", "/v1/deployments/{}/abort", dep + "/abort", ""},
