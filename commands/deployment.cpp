@@ -172,6 +172,13 @@ TableView table_view(const Json& d) {
   }
   s["status"] = counts.empty() ? std::string("-") : counts;
   if (!d["previous"].is_null()) s["previous"] = d["previous"];
+  if (d.contains("attention") && d["attention"].is_string()) s["attention"] = d["attention"];
+  if (d.contains("silent_devices") && !d["silent_devices"].empty()) {
+    std::string names;
+    for (auto& id : d["silent_devices"]) names += (names.empty() ? "" : ", ") + id.get<std::string>();
+    if (d["silent"].get<std::int64_t>() > static_cast<std::int64_t>(d["silent_devices"].size())) names += ", ...";
+    s["silent"] = names;
+  }
   if (d.contains("revert"))
     s["revert"] = fmt::format("{} reverting, {} cannot be reverted", d["revert"]["reverting"].get<std::int64_t>(),
                               d["revert"]["unrevertable"].get<std::int64_t>());

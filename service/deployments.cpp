@@ -33,13 +33,13 @@ void save(Store& store, const Deployment& row) { store.save_rollout(row.id, row,
 struct AdmittedDevice {
   std::string id;
   int wave = 0;
-  std::string status, detail, updated_at, version;
+  std::string status, detail, updated_at, version, last_seen;
 };
 
 // Calls `each` for every admitted device of the group.
 void for_each_admitted(Store& store, const Deployment& row, const std::function<void(const AdmittedDevice&)>& each) {
   store.for_each_deployment_device(row, [&](const DeploymentDevice& d) {
-    AdmittedDevice device{d.id, 0, d.status.value_or("pending"), d.detail, d.updated_at, d.version};
+    AdmittedDevice device{d.id, 0, d.status.value_or("pending"), d.detail, d.updated_at, d.version, d.last_seen};
     device.wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device.id));
     // A device outside the open waves that reported anyway (it was admitted before a wave change or a
     // group move) still counts where its bucket puts it, so nothing it reported goes missing.
@@ -113,7 +113,25 @@ Json deployment_json(const Deployment& row, const AdmittedCounts& t) {
 Json show(Call& call, const std::string& id) {
   auto row = load_deployment(call.store, call.who.tenant_id, id);
   auto t = evaluate(call.store, row, false);
-  return deployment_json(row, t);
+  Json out = deployment_json(row, t);
+  // Devices it waits for that never checked in since it was created; an empty group says so.
+  Json silent = Json::array();
+  std::int64_t count = 0;
+  for_each_admitted(call.store, row, [&](const AdmittedDevice& d) {
+    if (d.status != "pending" || (!d.last_seen.empty() && d.last_seen >= row.created_at)) return;
+    if (++count <= 100) silent.push_back(d.id);
+  });
+  out["silent_devices"] = silent;
+  out["silent"] = count;
+  bool open = row.state == "active" || row.state == "paused" || row.state == "halted";
+  out["attention"] = !open ? Json(nullptr)
+                     : t.devices == 0
+                         ? Json(fmt::format("group {} has no devices: nothing will install it", row.group))
+                     : count > 0 ? Json(fmt::format("{} admitted device{} never checked in since it was created: it "
+                                                    "cannot complete without them (see silent_devices)",
+                                                    count, count == 1 ? "" : "s"))
+                                 : Json(nullptr);
+  return out;
 }
 
 Reply transition(Call& call, const char* to, std::initializer_list<const char*> from) {

@@ -1323,13 +1323,13 @@ void SqliteStore::for_each_deployment_device(const Deployment& deployment,
   Use use(*this);
   auto q = db().prepare(
       "SELECT d.id, dd.status, coalesce(dd.detail, ''), coalesce(dd.updated_at, ''), coalesce(d.version, ''), "
-      "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, '') "
+      "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, ''), coalesce(d.last_seen, '') "
       "FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = ? AND dd.device_id = d.id "
       "WHERE d.group_id = ? ORDER BY d.id");
   q.bind(1, deployment.id).bind(2, deployment.group_id);
   while (q.step())
     each(DeploymentDevice{q.text(0), q.optional_text(1), q.text(2), q.text(3), q.text(4), q.optional_text(5),
-                          q.optional_text(6), q.text(7)});
+                          q.optional_text(6), q.text(7), q.text(8)});
 }
 
 std::optional<DeploymentDevice> SqliteStore::deployment_device(const std::string& deployment_id,
@@ -1337,12 +1337,13 @@ std::optional<DeploymentDevice> SqliteStore::deployment_device(const std::string
   Use use(*this);
   auto q = db().cached(
       "SELECT dd.device_id, dd.status, coalesce(dd.detail, ''), dd.updated_at, coalesce(d.version, ''), "
-      "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, '') FROM deployment_devices dd "
+      "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, ''), coalesce(d.last_seen, '') "
+      "FROM deployment_devices dd "
       "JOIN devices d ON d.id = dd.device_id WHERE dd.deployment_id = ? AND dd.device_id = ?");
   q->bind(1, deployment_id).bind(2, device_id);
   if (!q->step()) return std::nullopt;
   return DeploymentDevice{q->text(0), q->optional_text(1), q->text(2), q->text(3), q->text(4), q->optional_text(5),
-                          q->optional_text(6), q->text(7)};
+                          q->optional_text(6), q->text(7), q->text(8)};
 }
 
 std::optional<std::string> SqliteStore::deployment_with_manifest(std::int64_t tenant_id, const std::string& group_id,

@@ -131,6 +131,7 @@ struct DeploymentDevice {
   // before (as its last check-in said), and when it started.
   std::optional<std::string> previous_manifest, version_before;
   std::string started_at;
+  std::string last_seen;  // the device's last check-in ("" never)
 };
 
 // What a device's agent last said it runs (check-in): SUIT sequence number and manifest digest.

@@ -700,3 +700,25 @@ TEST_CASE("rollout e2e: watch -o jsonl emits one event per state change as it ha
   CHECK(csv.out.find("unit-1,1,failed,1.0.0,1.0.0,reported by the test,") != std::string::npos);
   CHECK(fleet.kiln({"deployment", "report", "dep_nope"}).exit_code == 9);
 }
+
+TEST_CASE("rollout e2e: show lists the admitted devices that never checked in; an empty group says so") {
+  Fleet fleet(4);
+  auto [image, manifest] = fleet.release("v2", 2);
+  auto empty = fleet.json({"deployment", "create", "--group", "Thermo/Development", "--image", image});
+  auto shown = fleet.show(empty["id"].get<std::string>());
+  CHECK(shown["devices"] == 0);
+  CHECK(shown["attention"].get<std::string>().find("has no devices") != std::string::npos);
+  auto id = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image})["id"].get<std::string>();
+  fleet.agents[0].offer();
+  fleet.agents[1].offer();
+  shown = fleet.show(id);
+  CHECK(shown["silent"] == 2);
+  CHECK(shown["silent_devices"] == Json::array({"unit-2", "unit-3"}));
+  CHECK(shown["attention"].get<std::string>().find("2 admitted devices never checked in") != std::string::npos);
+  auto table = fleet.kiln({"deployment", "show", id});
+  CHECK(table.out.find("unit-2, unit-3") != std::string::npos);
+  fleet.agents[2].offer();
+  fleet.agents[3].offer();
+  CHECK(fleet.show(id)["silent"] == 0);
+  CHECK(fleet.show(id)["attention"].is_null());
+}
