@@ -88,23 +88,33 @@ Commands that write a file take -o/--out FILE; use --output for the format there
     {"rollouts", "Staged rollouts: waves, automatic halt, resume, abort and watch",
      R"(A deployment offers images and their SUIT manifest to a device group, in waves:
 
+  kiln product create Thermo --boot-key boot.pem --manifest-key manifest.pem   # what the boards trust
   kiln image upload app.signed.bin --manifest app.suit      # the manifest goes with the image
+  kiln deployment create --group "Thermo/Field Test" --image SHA256 --dry-run   # devices, waves, checks
   kiln deployment create --group "Thermo/Field Test" --image SHA256 \
       --rollout 1%,10%,50%,100% --step-after 1h --halt-on-failure 5%
+
+Before anything is created, the service checks what the boards would: an MCUboot image signed by
+one of the product's boot keys that fits its slot, a SUIT manifest signed by one of its manifest
+keys that describes the image, and a sequence number above what the group runs (the devices that
+would refuse it are named). A failed check exits 3 with the reason.
 
 Waves are cumulative shares of the group. Each device has a stable bucket 0..99 per deployment, so
 the same devices stay admitted; the next wave opens --step-after (30s, 5m, 1h) after the current
 one. The service halts the deployment by itself when the devices that failed, rolled back or
-refused the update are above --halt-on-failure of the admitted ones; `kiln deployment show ID`
-says why, with counts per wave and per device status. `resume` continues a paused or halted
-deployment and forgives the failures seen so far; `abort` ends it and sends devices that installed
-it back to the group's previous deployment. A newer deployment for the group supersedes the older
+refused the update are above --halt-on-failure of the admitted ones (default 5%, once
+--halt-min-executed devices finished, default 5; "--halt-on-failure never" turns it off);
+`kiln deployment show ID` says why, with counts per wave and per device status, and lists the
+devices that never checked in. `resume` continues a paused or halted deployment and forgives the
+failures seen so far; `abort` ends it and sends each device that installed it back to exactly what
+it ran before (exit 8 when one cannot be). A newer deployment for the group supersedes the older
 one. A deployment completes when its last wave is open and every device it admits reported
 installed: a device that never checks in keeps it active (move it out of the group).
 
 `kiln deployment watch ID` follows it: a table redrawn in place on a terminal, a JSON object per
-change with -o json or jsonl; it exits 0 when the deployment completes, 8 when it halts and 7 when
-it is aborted or superseded (130 on Ctrl-C).
+change with -o json, one event per state change with -o jsonl; it exits 0 when the deployment
+completes, 8 when it halts and 7 when it is aborted or superseded (130 on Ctrl-C).
+`kiln deployment report ID -o csv` lists every device with its outcome and timings.
 )"},
     {"exit-codes", "What each exit code means", nullptr},
 };

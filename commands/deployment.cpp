@@ -24,6 +24,8 @@ struct DeploymentArgs {
   std::string rollout = "100%";
   std::string step_after;
   std::string halt_on_failure;
+  std::string halt_min_executed;
+  bool dry_run = false;
   std::string interval = "2s";
   std::string status;
   std::string id;
@@ -38,6 +40,17 @@ double parse_percent(std::string text, const char* option, double low) {
   } catch (const std::exception&) {
   }
   throw Error(ExitCode::usage, fmt::format("{} wants a percentage {}%..100%, not '{}'", option, low, text));
+}
+
+// A whole number of devices, 1..1000000.
+std::int64_t parse_count(const std::string& text, const char* option) {
+  try {
+    std::size_t used = 0;
+    auto value = std::stoll(text, &used);
+    if (used == text.size() && value >= 1 && value <= 1000000) return value;
+  } catch (const std::exception&) {
+  }
+  throw Error(ExitCode::usage, fmt::format("{} wants a number of devices 1..1000000, not '{}'", option, text));
 }
 
 // "1%,10%,50%,100%": cumulative percentages, increasing.
@@ -83,6 +96,45 @@ std::string duration_text(std::int64_t seconds) {
   return fmt::format("{}s", seconds);
 }
 
+std::string cli_percent(double value) {
+  if (value == static_cast<double>(static_cast<long long>(value))) return fmt::format("{}%", static_cast<long long>(value));
+  return fmt::format("{}%", value);
+}
+
+// A dry run: the summary, then a row per check (the plan of waves is in -o json).
+void render_dry_run(const cli::Context& ctx, const Json& plan) {
+  if (ctx.format() != cli::OutputFormat::table) {
+    ctx.render(plan);
+  } else {
+    Json s = Json::object();
+    s["would_create"] = plan["would_create"].get<bool>() ? "yes" : "no";
+    s["group"] = plan["group"];
+    s["devices"] = plan["devices"];
+    std::string waves;
+    for (auto& w : plan["waves"])
+      waves += fmt::format("{}wave {} ({}%): {} devices", waves.empty() ? "" : ", ", w["wave"].get<int>(),
+                           w["percent"].get<int>(), w["devices"].size());
+    s["waves"] = waves;
+    auto& r = plan["rollout"];
+    s["halt_on_failure"] = r["halt_on_failure"].is_number()
+                               ? Json(fmt::format("{} (once {} devices finished)",
+                                                  cli_percent(r["halt_on_failure"].get<double>()),
+                                                  r["halt_min_executed"].get<std::int64_t>()))
+                               : Json("never");
+    std::ostringstream out;
+    cli::render(out, s, ctx.render_options());
+    out << "\n";
+    Json rows = Json::array();
+    for (auto& c : plan["checks"])
+      rows.push_back(Json{{"check", c["check"]}, {"result", c["passed"].get<bool>() ? "passed" : "FAILED"}, {"detail", c["detail"]}});
+    cli::render(out, rows, ctx.render_options());
+    std::cout << out.str() << std::flush;
+  }
+  if (!plan["would_create"].get<bool>())
+    throw Error(ExitCode::verification_failed,
+                fmt::format("the deployment would be refused: {}", plan["reason"].get<std::string>()));
+}
+
 // The table view: a key/value summary, then a row per wave.
 struct TableView {
   Json summary;
@@ -101,8 +153,11 @@ TableView table_view(const Json& d) {
   s["wave"] = fmt::format("{} of {} ({}%)", d["wave"].get<int>(), d["waves"].size(), d["rollout"].get<int>());
   if (d["step_after"].get<std::int64_t>() > 0) s["step_after"] = duration_text(d["step_after"].get<std::int64_t>());
   if (!d["next_wave_at"].is_null()) s["next_wave_at"] = d["next_wave_at"];
-  s["halt_on_failure"] =
-      d["halt_on_failure"].is_null() ? Json("never") : Json(fmt::format("{}%", d["halt_on_failure"].get<double>()));
+  s["halt_on_failure"] = !d["halt_on_failure"].is_number()
+                            ? Json("never")
+                            : Json(fmt::format("{} (once {} devices finished)",
+                                               cli_percent(d["halt_on_failure"].get<double>()),
+                                               d.value("halt_min_executed", std::int64_t{0})));
   s["devices"] = d["devices"];
   s["admitted"] = d["admitted"];
   s["failures"] = d["failures"].get<std::int64_t>() > 0 && d["failures_forgiven"].get<std::int64_t>() > 0
@@ -117,6 +172,16 @@ TableView table_view(const Json& d) {
   }
   s["status"] = counts.empty() ? std::string("-") : counts;
   if (!d["previous"].is_null()) s["previous"] = d["previous"];
+  if (d.contains("attention") && d["attention"].is_string()) s["attention"] = d["attention"];
+  if (d.contains("silent_devices") && !d["silent_devices"].empty()) {
+    std::string names;
+    for (auto& id : d["silent_devices"]) names += (names.empty() ? "" : ", ") + id.get<std::string>();
+    if (d["silent"].get<std::int64_t>() > static_cast<std::int64_t>(d["silent_devices"].size())) names += ", ...";
+    s["silent"] = names;
+  }
+  if (d.contains("revert"))
+    s["revert"] = fmt::format("{} reverting, {} cannot be reverted", d["revert"]["reverting"].get<std::int64_t>(),
+                              d["revert"]["unrevertable"].get<std::int64_t>());
   Json rows = Json::array();
   for (auto& w : d["waves"]) {
     Json row = {{"wave", w["wave"]},
@@ -164,6 +229,24 @@ void finish_watch(const Json& last) {
               "devices that installed it are sent back to the previous deployment when they check in");
 }
 
+// abort: exit 8 when a device that took the deployment cannot be sent back (docs/exit-codes.md).
+void finish_abort(const Json& answer) {
+  auto it = answer.find("revert");
+  if (it == answer.end() || !it->is_object()) return;
+  std::string names;
+  std::int64_t count = 0;
+  for (auto& d : (*it)["devices"]) {
+    if (d["state"] != "unrevertable") continue;
+    ++count;
+    if (count <= 10) names += fmt::format("\n  {}: {}", d["device"].get<std::string>(), d["reason"].get<std::string>());
+  }
+  if (count == 0) return;
+  throw Error(ExitCode::partial,
+              fmt::format("deployment {} is aborted, but {} device{} cannot be reverted:{}{}", answer["id"].get<std::string>(),
+                          count, count == 1 ? "" : "s", names, count > 10 ? "\n  ..." : ""),
+              "they keep running this deployment's release; deploy a newer release to them");
+}
+
 }  // namespace
 
 void add_deployment(CLI::App& app, cli::Context& ctx) {
@@ -179,7 +262,11 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
   create->add_option("--rollout", args->rollout, "Share of the group per wave, cumulative: 10% or 1%,10%,50%,100%");
   create->add_option("--step-after", args->step_after, "Time before the next wave opens: 30s, 5m, 1h");
   create->add_option("--halt-on-failure", args->halt_on_failure,
-                     "Halt when failed devices pass this share of admitted ones, e.g. 5%");
+                     "Halt when failed devices pass this share of admitted ones (default 5%), or never");
+  create->add_option("--halt-min-executed", args->halt_min_executed,
+                     "Apply the halt threshold once this many devices finished (default 5)");
+  create->add_flag("--dry-run", args->dry_run,
+                   "Check and plan (devices, waves, checks) without creating anything; exit 3 if it would be refused");
   create->callback([&ctx, args] {
     transport::DeploymentRequest request;
     request.group = args->group;
@@ -193,10 +280,17 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
     }
     if (request.waves.size() > 1 && !request.step_after)
       throw Error(ExitCode::usage, "a rollout in several waves needs --step-after (e.g. --step-after 1h)");
-    if (!args->halt_on_failure.empty())
+    if (args->halt_on_failure == "never")
+      request.halt_never = true;
+    else if (!args->halt_on_failure.empty())
       request.halt_on_failure = parse_percent(args->halt_on_failure, "--halt-on-failure", 0);
+    if (!args->halt_min_executed.empty())
+      request.halt_min_executed = parse_count(args->halt_min_executed, "--halt-min-executed");
+    request.dry_run = args->dry_run;
     auto api = connect(ctx);
-    render_deployment(ctx, transport::create_deployment(api, request));
+    auto answer = transport::create_deployment(api, request);
+    if (args->dry_run) return render_dry_run(ctx, answer);
+    render_deployment(ctx, answer);
   });
 
   auto* list = deployment->add_subcommand("list", "List deployments");
@@ -238,17 +332,26 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
   });
 
   auto* watch = deployment->add_subcommand(
-      "watch", "Follow a deployment until it completes (exit 0), halts (8) or is aborted or superseded (7)");
+      "watch",
+      "Follow a deployment until it completes (exit 0), halts (8) or is aborted or superseded (7); -o jsonl: one "
+      "event per state change");
   watch->add_option("ID", args->id, "Deployment ID")->required();
   watch->add_option("--interval", args->interval, "Time between polls: 500ms, 2s, 1m");
   watch->callback([&ctx, args] {
     auto interval = parse_duration_ms(args->interval, "--interval");
     if (interval < 100) throw Error(ExitCode::usage, "--interval is at least 100ms");
     auto api = connect(ctx);
+    if (ctx.format() == cli::OutputFormat::jsonl) {
+      // One event per state change, flushed as it is seen (a CI job can gate on it).
+      auto last = transport::watch_deployment_events(api, args->id, static_cast<int>(interval), [](const Json& event) {
+        std::cout << cli::json_text(event) << "\n" << std::flush;
+      });
+      return finish_watch(last);
+    }
     bool redraw = ctx.format() == cli::OutputFormat::table && ctx.stdout_is_terminal();
     std::size_t drawn_lines = 0;
     auto last = transport::watch_deployment(api, args->id, static_cast<int>(interval), [&](const Json& view) {
-      if (ctx.format() == cli::OutputFormat::json || ctx.format() == cli::OutputFormat::jsonl) {
+      if (ctx.format() == cli::OutputFormat::json) {
         std::cout << cli::json_text(view) << "\n" << std::flush;  // one object per line and change
       } else if (redraw) {
         auto text = table_text(ctx, view);
@@ -264,16 +367,27 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
     finish_watch(last);
   });
 
+  auto* report = deployment->add_subcommand(
+      "report", "Every device of the deployment's group: final state, versions before and after, failure, timings");
+  report->add_option("ID", args->id, "Deployment ID")->required();
+  report->callback([&ctx, args] {
+    auto api = connect(ctx);
+    ctx.render(transport::deployment_report(api, args->id));
+  });
+
   for (const char* action : {"pause", "resume", "abort"}) {
     const char* help = std::string_view(action) == "pause" ? "Stop offering a deployment (devices keep what they have)"
                        : std::string_view(action) == "resume"
                            ? "Continue a paused or halted deployment (failures so far are forgiven)"
-                           : "End a deployment: devices that installed it go back to the previous one";
+                           : "End a deployment: each device that installed it goes back to exactly what it ran "
+                             "before (exit 8 if one cannot)";
     auto* change = deployment->add_subcommand(action, help);
     change->add_option("ID", args->id, "Deployment ID")->required();
     change->callback([&ctx, args, action] {
       auto api = connect(ctx);
-      render_deployment(ctx, transport::change_deployment(api, args->id, action));
+      auto answer = transport::change_deployment(api, args->id, action);
+      render_deployment(ctx, answer);
+      if (std::string_view(action) == "abort") finish_abort(answer);
     });
   }
 }

@@ -1,6 +1,7 @@
 #include "core/time.hpp"
 
 #include <chrono>
+#include <cstdio>
 #include <ctime>
 
 namespace kiln {
@@ -77,6 +78,18 @@ std::optional<std::string> normalize_timestamp(std::string_view text) {
   tm.tm_min = minute;
   tm.tm_sec = second;
   return iso8601(static_cast<std::int64_t>(timegm(&tm)) - offset_seconds);
+}
+
+std::optional<std::int64_t> unix_seconds(std::string_view text) {
+  auto normal = normalize_timestamp(text);
+  if (!normal) return std::nullopt;
+  std::tm tm{};
+  if (std::sscanf(normal->c_str(), "%4d-%2d-%2dT%2d:%2d:%2dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+                  &tm.tm_min, &tm.tm_sec) != 6)
+    return std::nullopt;
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return static_cast<std::int64_t>(timegm(&tm));
 }
 
 }  // namespace kiln

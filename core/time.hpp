@@ -14,5 +14,7 @@ std::string iso8601(std::int64_t unix_seconds);
 // fractions dropped) as "YYYY-MM-DDTHH:MM:SSZ" in UTC; nullopt for anything else ("yesterday",
 // "2026-02-30", a time without a zone). Times compare correctly as text in this form.
 std::optional<std::string> normalize_timestamp(std::string_view text);
+// Unix seconds of a timestamp normalize_timestamp accepts; nullopt for anything else.
+std::optional<std::int64_t> unix_seconds(std::string_view text);
 
 }  // namespace kiln

@@ -1,6 +1,7 @@
 // libFuzzer: request parsing and validation in kiln_service_lib. The first byte picks a route, the rest is
 // the body (or the query string, or a station's client certificate); the service must answer < 500 with a
 // JSON error, never crash.
+#include <unistd.h>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -11,6 +12,7 @@
 
 #include "service/api.hpp"
 #include "tests/support/test_certificates.hpp"
+#include "tests/support/test_release.hpp"
 
 namespace {
 
@@ -61,10 +63,24 @@ struct World {
     call("POST", "/v1/devices/import", kiln::test::signed_bundle(unit, ca.key));
     call("POST", "/v1/devices/dev-1/assign", R"({"group":"Thermo/Production"})");
     device_chain = {kiln::test::pem_to_der(ca.issue(key, "dev-1"))};
-    const std::string image = "firmware", sha = "c3bf47ea1f4a4a605470313cacb3a44f4a461f68c6faeab07e737610cb5ac835";
-    call("POST", "/v1/images", nlohmann::json{{"sha256", sha}, {"size", image.size()}}.dump());
-    service.handle({"PUT", "/v1/images/" + sha + "/content?offset=0", {{"authorization", "Bearer " + token}}, image, {}});
-    call("POST", "/v1/deployments", nlohmann::json{{"group", "Thermo/Production"}, {"images", {sha}}}.dump());
+    // A release the product's boards would install: MCUboot image and SUIT manifest, signed by keys it trusts.
+    auto dir = std::filesystem::temp_directory_path() / ("kiln-fuzz-release-" + std::to_string(getpid()));
+    std::filesystem::create_directories(dir);
+    kiln::test::TestReleaseMaker releases(dir);
+    nlohmann::json trust = nlohmann::json::object();
+    releases.add_trust(trust);
+    call("PATCH", "/v1/products/Thermo", trust.dump());
+    auto release = releases.make("fw", 2);
+    std::filesystem::remove_all(dir);
+    std::string ids[2];
+    for (int i = 0; i < 2; ++i) {
+      const std::string& blob = i == 0 ? release.image : release.envelope;
+      ids[i] = kiln::to_hex(kiln::digest(kiln::HashAlg::sha256, kiln::as_bytes(blob)));
+      call("POST", "/v1/images", nlohmann::json{{"sha256", ids[i]}, {"size", blob.size()}}.dump());
+      service.handle({"PUT", "/v1/images/" + ids[i] + "/content?offset=0", {{"authorization", "Bearer " + token}}, blob, {}});
+    }
+    call("POST", "/v1/deployments",
+         nlohmann::json{{"group", "Thermo/Production"}, {"images", {ids[0]}}, {"manifest", ids[1]}}.dump());
     // The agent targets are worth fuzzing only if the device is known: stop at once otherwise.
     auto offer = nlohmann::json::parse(call("POST", "/v1/agent/check-in", "{}", true).body, nullptr, false);
     if (!offer.is_object() || !offer["deployment"].is_object()) std::abort();

@@ -75,7 +75,7 @@ run kiln factory ledger export --profile station.toml -o units.jsonl >/dev/null
 
 step "5. Service: log in, create the product, trust the station CA, import the ledger bundle, claim every board (each signs a challenge)"
 run kiln login --service "$service" --token-file svc/admin.token --ca-file svc/ca.pem >/dev/null
-run kiln product create Thermo >/dev/null
+run kiln product create Thermo --boot-key boot.pem --manifest-key manifest.pem >/dev/null   # what the boards trust: deployments are checked against it
 run kiln device ca add station-ca.crt --key station-ca.pem >/dev/null    # the tenant trusts bundles and device certificates from this station (the CA key signs the service's challenge)
 run kiln device import units.jsonl
 run kiln device claim --from-file units.jsonl >/dev/null   # each board, found by its UID, signs its challenge

@@ -109,9 +109,16 @@ Reply agent_check_in(Call& call) {
   if (manifest_digest && !is_sha256_hex(*manifest_digest))
     throw ApiError{400, "invalid_request",
                    "field 'manifest_digest' must be 64 lower-case hex digits (SHA-256) or null"};
+  std::optional<std::int64_t> sequence;
+  if (auto it = body.find("sequence"); it != body.end() && it->is_number_unsigned()) {
+    if (it->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))
+      throw ApiError{400, "invalid_request", "field 'sequence' is too large"};
+    sequence = static_cast<std::int64_t>(it->get<std::uint64_t>());
+  }
   auto& device = call.who.device_id;
   auto tx = call.store.begin();
   call.store.device_checked_in(device, now_iso8601(), version, state);
+  if (sequence || manifest_digest) call.store.record_device_firmware(device, sequence, manifest_digest);
 
   Json deployment = nullptr;
   auto group = device_group(call);
@@ -123,14 +130,16 @@ Reply agent_check_in(Call& call) {
     if (row.state == "active" || row.state == "completed") {
       int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device));
       if (wave > 0 && wave <= row.wave) deployment = offer(call, row, wave, "install");
-    } else if (row.state == "aborted" && row.previous) {
-      // Back to the previous deployment, for devices running the aborted one: the installed envelope says so,
-      // or (for an agent that reports no digest) the status it reported.
-      bool running = manifest_digest ? (row.manifest && *manifest_digest == *row.manifest)
-                                     : reported_status(call, row.id) == std::optional<std::string>("installed");
-      if (running) {
-        auto previous = load_deployment(call.store, call.who.tenant_id, *row.previous);
-        if (previous.manifest) deployment = offer(call, previous, 0, "revert");
+    } else if (row.state == "aborted") {
+      // Back to exactly what it ran before, for a device running an aborted deployment (the newest
+      // deployments of the group that were aborted, newest first).
+      auto all = call.store.list_deployments(call.who.tenant_id, *group);
+      for (auto it = all.rbegin(); it != all.rend() && it->state == "aborted" && deployment.is_null(); ++it) {
+        auto target = revert_target(call.store, call.who.tenant_id, *it, device);
+        if (!runs_aborted(call.store, *it, device, manifest_digest, target)) continue;
+        if (target.to && target.to->manifest)
+          deployment = offer(call, *target.to, 0, "revert");
+        break;
       }
     }
   }

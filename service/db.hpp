@@ -57,6 +57,7 @@ class Statement {
   std::int64_t integer(int column) const { return sqlite3_column_int64(stmt_.get(), column); }
   double real(int column) const { return sqlite3_column_double(stmt_.get(), column); }
   bool is_null(int column) const { return sqlite3_column_type(stmt_.get(), column) == SQLITE_NULL; }
+  int column_count() const { return sqlite3_column_count(stmt_.get()); }
 
  private:
   struct Finalize {

@@ -15,6 +15,10 @@
 #include "manifests/suit_verify.hpp"
 #include "service/handlers.hpp"
 #include "service/rollout.hpp"
+#include "signing/key_info.hpp"
+#include "signing/mcuboot_image.hpp"
+#include "signing/mcuboot_sign.hpp"
+#include "signing/signer.hpp"
 
 namespace kiln::service {
 namespace {
@@ -29,13 +33,13 @@ void save(Store& store, const Deployment& row) { store.save_rollout(row.id, row,
 struct AdmittedDevice {
   std::string id;
   int wave = 0;
-  std::string status, detail, updated_at, version;
+  std::string status, detail, updated_at, version, last_seen;
 };
 
 // Calls `each` for every admitted device of the group.
 void for_each_admitted(Store& store, const Deployment& row, const std::function<void(const AdmittedDevice&)>& each) {
   store.for_each_deployment_device(row, [&](const DeploymentDevice& d) {
-    AdmittedDevice device{d.id, 0, d.status.value_or("pending"), d.detail, d.updated_at, d.version};
+    AdmittedDevice device{d.id, 0, d.status.value_or("pending"), d.detail, d.updated_at, d.version, d.last_seen};
     device.wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device.id));
     // A device outside the open waves that reported anyway (it was admitted before a wave change or a
     // group move) still counts where its bucket puts it, so nothing it reported goes missing.
@@ -80,7 +84,7 @@ Json deployment_json(const Deployment& row, const AdmittedCounts& t) {
                          {"status", counts_json(t.waves[i].status)}});
   }
   bool stepping = row.state == "active" && row.wave < static_cast<int>(row.waves.size()) && row.step_after > 0;
-  Json halt = row.halt_on_failure ? Json(*row.halt_on_failure) : Json(nullptr);
+  Json halt = row.halt_on_failure ? Json(*row.halt_on_failure) : Json("never");
   return {{"id", row.id},
           {"group", row.group},
           {"state", row.state},
@@ -93,6 +97,8 @@ Json deployment_json(const Deployment& row, const AdmittedCounts& t) {
           {"step_after", row.step_after},
           {"next_wave_at", stepping ? Json(iso8601(row.wave_started_at + row.step_after)) : Json(nullptr)},
           {"halt_on_failure", halt},
+          {"halt_min_executed", row.halt_min_executed},
+          {"executed", t.executed()},
           {"previous", row.previous ? Json(*row.previous) : Json(nullptr)},
           {"devices", t.devices},
           {"admitted", t.admitted},
@@ -107,7 +113,25 @@ Json deployment_json(const Deployment& row, const AdmittedCounts& t) {
 Json show(Call& call, const std::string& id) {
   auto row = load_deployment(call.store, call.who.tenant_id, id);
   auto t = evaluate(call.store, row, false);
-  return deployment_json(row, t);
+  Json out = deployment_json(row, t);
+  // Devices it waits for that never checked in since it was created; an empty group says so.
+  Json silent = Json::array();
+  std::int64_t count = 0;
+  for_each_admitted(call.store, row, [&](const AdmittedDevice& d) {
+    if (d.status != "pending" || (!d.last_seen.empty() && d.last_seen >= row.created_at)) return;
+    if (++count <= 100) silent.push_back(d.id);
+  });
+  out["silent_devices"] = silent;
+  out["silent"] = count;
+  bool open = row.state == "active" || row.state == "paused" || row.state == "halted";
+  out["attention"] = !open ? Json(nullptr)
+                     : t.devices == 0
+                         ? Json(fmt::format("group {} has no devices: nothing will install it", row.group))
+                     : count > 0 ? Json(fmt::format("{} admitted device{} never checked in since it was created: it "
+                                                    "cannot complete without them (see silent_devices)",
+                                                    count, count == 1 ? "" : "s"))
+                                 : Json(nullptr);
+  return out;
 }
 
 Reply transition(Call& call, const char* to, std::initializer_list<const char*> from) {
@@ -139,7 +163,7 @@ std::vector<int> parse_waves(const Json& body) {
   if (it->is_number_integer()) {
     waves.push_back(0);
     auto v = it->get<std::int64_t>();
-    if (v < 1 || v > 100) throw ApiError{400, "invalid_request", "rollout must be 1..100"};
+    if (v < 1 || v > 100) throw ApiError{400, "invalid_request", "field 'rollout' must be a percentage 1..100"};
     waves[0] = static_cast<int>(v);
     return waves;
   }
@@ -151,6 +175,42 @@ std::vector<int> parse_waves(const Json& body) {
     waves.push_back(static_cast<int>(v));
   }
   return waves;
+}
+
+// The rollout part of a create request; ApiError 400 naming the field for bad input.
+struct RolloutOptions {
+  std::vector<int> waves;
+  std::int64_t step_after = 0;
+  std::optional<double> halt_on_failure = default_halt_percent;
+  std::int64_t halt_min_executed = default_halt_min_executed;
+};
+
+RolloutOptions parse_rollout_options(const Json& body) {
+  RolloutOptions o;
+  o.waves = parse_waves(body);
+  if (auto it = body.find("step_after"); it != body.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<std::int64_t>() < 1 || it->get<std::int64_t>() > 366 * 86400)
+      throw ApiError{400, "invalid_request", "field 'step_after' must be a number of seconds, 1..31622400"};
+    o.step_after = it->get<std::int64_t>();
+  }
+  if (o.waves.size() > 1 && o.step_after == 0)
+    throw ApiError{400, "invalid_request",
+                   "field 'step_after' is required for a rollout of several waves (seconds between waves)"};
+  // Absent: the default threshold. "never" (or null) turns halting off, and must be said.
+  if (auto it = body.find("halt_on_failure"); it != body.end()) {
+    if (it->is_null() || (it->is_string() && it->get<std::string>() == "never"))
+      o.halt_on_failure.reset();
+    else if (!it->is_number() || it->get<double>() < 0 || it->get<double>() > 100)
+      throw ApiError{400, "invalid_request", "field 'halt_on_failure' must be a percentage 0..100 or \"never\""};
+    else
+      o.halt_on_failure = it->get<double>();
+  }
+  if (auto it = body.find("halt_min_executed"); it != body.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<std::int64_t>() < 1 || it->get<std::int64_t>() > 1000000)
+      throw ApiError{400, "invalid_request", "field 'halt_min_executed' must be a number of devices, 1..1000000"};
+    o.halt_min_executed = it->get<std::int64_t>();
+  }
+  return o;
 }
 
 std::string checked_blob_id(const std::string& text, const char* what) {
@@ -223,10 +283,254 @@ Deployment load_deployment(Store& store, std::int64_t tenant_id, const std::stri
   return std::move(*row);
 }
 
+RevertTarget revert_target(Store& store, std::int64_t tenant_id, const Deployment& aborted, const std::string& device) {
+  auto took = store.deployment_device(aborted.id, device);
+  if (took && took->previous_manifest) {
+    if (aborted.manifest && *took->previous_manifest == *aborted.manifest) return {};
+    auto id = store.deployment_with_manifest(tenant_id, aborted.group_id, *took->previous_manifest);
+    if (id) return {store.find_deployment(tenant_id, *id), ""};
+    return {std::nullopt, fmt::format("the manifest it ran before ({}) was never deployed by this service, so it "
+                                      "cannot be offered back",
+                                      took->previous_manifest->substr(0, 12))};
+  }
+  // No digest from its agent: the deployment it last reported installed, before this one.
+  std::optional<Deployment> best;
+  std::string best_at;
+  for (auto& d : store.list_deployments(tenant_id, aborted.group_id)) {
+    if (d.id == aborted.id) break;  // in creation order: only the ones before
+    if (!d.manifest) continue;
+    auto dd = store.deployment_device(d.id, device);
+    if (!dd || dd->status != std::optional<std::string>("installed")) continue;
+    if (took && !took->started_at.empty() && dd->updated_at > took->started_at) continue;
+    if (!best || dd->updated_at >= best_at) {
+      best = d;
+      best_at = dd->updated_at;
+    }
+  }
+  if (best) return {best, ""};
+  return {std::nullopt, "the service does not know what it ran before (its agent reported no manifest digest and "
+                        "no earlier deployment installed)"};
+}
+
+bool runs_aborted(Store& store, const Deployment& aborted, const std::string& device,
+                  const std::optional<std::string>& manifest_digest, const RevertTarget& target) {
+  if (manifest_digest) return aborted.manifest && *manifest_digest == *aborted.manifest;
+  auto took = store.deployment_device(aborted.id, device);
+  if (!took || took->status != std::optional<std::string>("installed")) return false;
+  if (target.to) {
+    auto back = store.deployment_device(target.to->id, device);
+    if (back && back->status == std::optional<std::string>("installed") && back->updated_at > took->updated_at)
+      return false;  // it reported the revert installed (later: timestamps are whole seconds)
+  }
+  return true;
+}
+
 void evaluate_deployment(Store& store, Deployment& row, bool only_when_a_wave_is_due) {
   if (only_when_a_wave_is_due && !wave_due(row, unix_now())) return;
   evaluate(store, row);
 }
+
+namespace {
+
+// One check of a deployment before any device sees it (docs/service.md, "Checks at creation").
+struct Check {
+  std::string name;
+  bool passed = true;
+  std::string detail;
+};
+
+struct Checks {
+  std::vector<Check> list;
+  void pass(const std::string& name, const std::string& detail) { list.push_back({name, true, detail}); }
+  void fail(const std::string& name, const std::string& detail) { list.push_back({name, false, detail}); }
+  bool passed() const {
+    return std::all_of(list.begin(), list.end(), [](const Check& c) { return c.passed; });
+  }
+  std::string reasons() const {
+    std::string out;
+    for (auto& c : list)
+      if (!c.passed) out += (out.empty() ? "" : "; ") + c.detail;
+    return out;
+  }
+  Json json() const {
+    Json out = Json::array();
+    for (auto& c : list) out.push_back(Json{{"check", c.name}, {"passed", c.passed}, {"detail", c.detail}});
+    return out;
+  }
+};
+
+std::string short_id(const std::string& sha) { return sha.substr(0, 12); }
+
+std::string device_names(const std::vector<std::string>& ids) {
+  std::string out;
+  for (std::size_t i = 0; i < ids.size() && i < 20; ++i) out += (i ? ", " : "") + ids[i];
+  if (ids.size() > 20) out += fmt::format(" and {} more", ids.size() - 20);
+  return out;
+}
+
+// The MCUboot checks of one image blob as the product's boards make them: structure and hash, a key the
+// product trusts (by full key or key hash), the signature, and the slot it must fit.
+void check_image(Call& call, const Product& product, const std::string& sha, Checks& checks) {
+  auto path = blob_path(call.config, call.who.tenant_id, sha);
+  mcuboot::ImageReport plain;
+  try {
+    plain = mcuboot::inspect_image(path, std::nullopt);
+  } catch (const Error& e) {
+    checks.fail("mcuboot", fmt::format("image {} is not an MCUboot image: {}", short_id(sha), e.what()));
+    return;
+  }
+  if (!plain.hash_ok) {
+    checks.fail("mcuboot", fmt::format("image {} is not a valid MCUboot image: {}", short_id(sha), plain.failure));
+    return;
+  }
+  checks.pass("mcuboot", fmt::format("image {} is an MCUboot image ({} hash verified)", short_id(sha),
+                                     plain.hash ? hash_name(*plain.hash) : std::string_view("image")));
+  std::int64_t slot = product.slot_size > 0 ? product.slot_size : default_slot_size;
+  auto image_bytes = static_cast<std::int64_t>(plain.image.end);
+  auto trailer = static_cast<std::int64_t>(mcuboot::trailer_size(mcuboot::TrailerLayout{}));
+  if (image_bytes + trailer > slot)
+    checks.fail("slot_size", fmt::format("image {} needs {} bytes with its trailer ({} + {}); the slot of product {} "
+                                         "holds {} bytes",
+                                         short_id(sha), image_bytes + trailer, image_bytes, trailer, product.name, slot));
+  else
+    checks.pass("slot_size", fmt::format("image {} ({} bytes and a {}-byte trailer) fits the {}-byte slot",
+                                         short_id(sha), image_bytes, trailer, slot));
+  if (product.boot_keys.empty()) {
+    checks.fail("boot_key", fmt::format("product {} has no boot keys to check image {} against: kiln product update "
+                                        "{} --boot-key KEY.pem",
+                                        product.name, short_id(sha), product.name));
+    return;
+  }
+  if (!plain.embedded_key_hash) {
+    checks.fail("boot_key", fmt::format("image {} names no signing key (no KEYHASH or PUBKEY TLV)", short_id(sha)));
+    return;
+  }
+  auto hash_of = [](const std::string& hex) { return digest(HashAlg::sha256, mcuboot_public_key_bytes(from_hex(hex))); };
+  const std::string* boot_key = nullptr;
+  for (auto& key : product.boot_keys)
+    if (hash_of(key) == *plain.embedded_key_hash) boot_key = &key;
+  if (!boot_key) {
+    checks.fail("boot_key", fmt::format("image {} was signed by the key with hash {}, which is not a boot key of "
+                                        "product {}",
+                                        short_id(sha), to_hex(*plain.embedded_key_hash), product.name));
+    return;
+  }
+  bool full_key = false;
+  for (const auto& e : plain.image.unprotected_area.entries) full_key = full_key || e.type == mcuboot::tlv::pubkey;
+  // A board holds only the boot-key hash: with KEYHASH alone it needs the full key from elsewhere, the
+  // manifest key when it is the same key.
+  bool board_has_key = full_key || std::any_of(product.manifest_keys.begin(), product.manifest_keys.end(),
+                                               [&](const std::string& m) { return hash_of(m) == *plain.embedded_key_hash; });
+  if (!board_has_key) {
+    checks.fail("boot_key", fmt::format("image {} carries only the hash of its signing key, and the boards hold no "
+                                        "public key with that hash: sign with --public-key-format full",
+                                        short_id(sha)));
+    return;
+  }
+  auto report = mcuboot::inspect_image(path, from_hex(*boot_key));
+  if (!report.ok()) {
+    checks.fail("boot_key", fmt::format("image {}: {}", short_id(sha), report.failure));
+    return;
+  }
+  checks.pass("boot_key", fmt::format("image {} is signed by boot key {} of product {}", short_id(sha),
+                                      to_hex(*plain.embedded_key_hash).substr(0, 16), product.name));
+}
+
+// The envelope's signature by one of the product's manifest keys.
+void check_manifest_signature(Call& call, const Product& product, const std::string& manifest, Checks& checks) {
+  if (product.manifest_keys.empty()) {
+    checks.fail("manifest_key", fmt::format("product {} has no manifest keys to check manifest {} against: kiln "
+                                            "product update {} --manifest-key KEY.pem",
+                                            product.name, short_id(manifest), product.name));
+    return;
+  }
+  Bytes bytes = read_file(blob_path(call.config, call.who.tenant_id, manifest));
+  std::string last;
+  for (auto& key : product.manifest_keys) {
+    suit::VerifyOptions options;
+    options.keys.push_back({"manifest key " + describe_public_key(from_hex(key)).fingerprint.substr(0, 16), from_hex(key)});
+    try {
+      suit::verify_envelope(bytes, options);
+      checks.pass("manifest_key", fmt::format("manifest {} is signed by a manifest key of product {}", short_id(manifest),
+                                              product.name));
+      return;
+    } catch (const Error& e) {
+      last = e.what();
+    }
+  }
+  checks.fail("manifest_key", fmt::format("manifest {} does not verify against the manifest keys of product {}: {}",
+                                          short_id(manifest), product.name, last));
+}
+
+// The sequence number must be above every sequence a device of the group runs or may be installing: the
+// boards refuse anything else (anti-rollback).
+void check_sequence(Call& call, const Group& group, const std::string& manifest, std::int64_t sequence,
+                    Checks& checks) {
+  auto deployments = call.store.list_deployments(call.who.tenant_id, group.id);
+  std::map<std::string, std::pair<std::string, std::int64_t>> last_installed;  // device -> (time, sequence)
+  std::vector<std::string> problems;
+  for (auto& d : deployments) {
+    bool other_release = d.manifest != std::optional<std::string>(manifest);
+    std::vector<std::string> taking;
+    call.store.for_each_deployment_device(d, [&](const DeploymentDevice& device) {
+      if (!device.status || !d.sequence) return;
+      if (*device.status == "installed") {
+        auto& slot = last_installed[device.id];
+        if (device.updated_at >= slot.first) slot = {device.updated_at, *d.sequence};
+      } else if (!is_failure_status(*device.status) && d.state != "aborted") {
+        taking.push_back(device.id);
+      }
+    });
+    if (other_release && d.sequence && *d.sequence >= sequence && d.state != "aborted" && !taking.empty())
+      problems.push_back(fmt::format("deployment {} offers sequence {} and devices {} are installing it", d.id,
+                                     *d.sequence, device_names(taking)));
+    else if (other_release && d.sequence && *d.sequence >= sequence &&
+             (d.state == "active" || d.state == "paused" || d.state == "halted"))
+      problems.push_back(fmt::format("deployment {} still offers sequence {} to the group", d.id, *d.sequence));
+  }
+  std::vector<std::string> refusing;
+  std::int64_t highest = -1;
+  for (auto& device : call.store.group_firmware(group.id)) {
+    std::optional<std::int64_t> running = device.sequence;
+    if (!running)
+      if (auto it = last_installed.find(device.id); it != last_installed.end()) running = it->second.second;
+    if (!running) continue;
+    highest = std::max(highest, *running);
+    if (*running >= sequence && device.manifest_digest != std::optional<std::string>(manifest))
+      refusing.push_back(device.id);
+    else if (*running >= sequence && !device.manifest_digest)
+      refusing.push_back(device.id);
+  }
+  if (!refusing.empty())
+    problems.insert(problems.begin(),
+                    fmt::format("devices {} run sequence {} or higher and would refuse it", device_names(refusing),
+                                sequence));
+  if (!problems.empty()) {
+    checks.fail("sequence", fmt::format("manifest sequence number {} is not above what group {} runs or is offered: "
+                                        "{}",
+                                        sequence, group.product + "/" + group.name, fmt::join(problems, "; ")));
+    return;
+  }
+  checks.pass("sequence", highest >= 0 ? fmt::format("sequence {} is above the group's highest, {}", sequence, highest)
+                                       : fmt::format("sequence {}; no device of the group reported one", sequence));
+}
+
+// The group's devices by the wave they would be admitted in (a dry run).
+Json planned_waves(Call& call, const Group& group, const std::string& id, const std::vector<int>& waves,
+                   std::int64_t& devices) {
+  Json out = Json::array();
+  for (std::size_t i = 0; i < waves.size(); ++i)
+    out.push_back(Json{{"wave", i + 1}, {"percent", waves[i]}, {"devices", Json::array()}});
+  devices = 0;
+  for (auto& device : call.store.group_firmware(group.id)) {
+    ++devices;
+    int wave = wave_of_bucket(waves, rollout_bucket(id, device.id));
+    if (wave > 0) out[static_cast<std::size_t>(wave - 1)]["devices"].push_back(device.id);
+  }
+  return out;
+}
+
+}  // namespace
 
 Reply create_deployment(Call& call) {
   auto body = parse_object(call.request.body);
@@ -235,23 +539,14 @@ Reply create_deployment(Call& call) {
   if (images_it == body.end() || !images_it->is_array() || images_it->empty() || images_it->size() > 16)
     throw ApiError{400, "invalid_request", "field 'images' must be an array of 1..16 image IDs"};
   for (auto& image : *images_it) {
-    if (!image.is_string()) throw ApiError{400, "invalid_request", "image IDs are strings"};
+    if (!image.is_string()) throw ApiError{400, "invalid_request", "field 'images': image IDs are strings"};
     complete_blob(call, image.get<std::string>(), "image");
   }
-  auto waves = parse_waves(body);
-  std::int64_t step_after = 0;
-  if (auto it = body.find("step_after"); it != body.end() && !it->is_null()) {
-    if (!it->is_number_integer() || it->get<std::int64_t>() < 1 || it->get<std::int64_t>() > 366 * 86400)
-      throw ApiError{400, "invalid_request", "field 'step_after' must be a number of seconds, 1..31622400"};
-    step_after = it->get<std::int64_t>();
-  }
-  if (waves.size() > 1 && step_after == 0)
-    throw ApiError{400, "invalid_request", "a rollout of several waves needs 'step_after' (seconds between waves)"};
-  std::optional<double> halt;
-  if (auto it = body.find("halt_on_failure"); it != body.end() && !it->is_null()) {
-    if (!it->is_number() || it->get<double>() < 0 || it->get<double>() > 100)
-      throw ApiError{400, "invalid_request", "field 'halt_on_failure' must be a percentage 0..100"};
-    halt = it->get<double>();
+  auto options = parse_rollout_options(body);
+  bool dry_run = false;
+  if (auto it = body.find("dry_run"); it != body.end() && !it->is_null()) {
+    if (!it->is_boolean()) throw ApiError{400, "invalid_request", "field 'dry_run' must be true or false"};
+    dry_run = it->get<bool>();
   }
 
   // The manifest: named, or the one linked to the first image at upload (kiln image upload --manifest).
@@ -267,30 +562,65 @@ Reply create_deployment(Call& call) {
       }
     }
   }
+
+  // Checks before any device sees it: what the boards of the product would refuse is refused here.
+  auto group_row = call.store.find_group(call.who.tenant_id, group);
+  auto product = call.store.find_product(call.who.tenant_id, group_row->product_id);
+  Checks checks;
   std::optional<std::int64_t> sequence;
   if (manifest) {
     auto facts = read_manifest(call, *manifest);
     check_manifest_covers(call, *manifest, facts, *images_it);
     sequence = static_cast<std::int64_t>(facts.sequence);
+    checks.pass("manifest", fmt::format("manifest {} (sequence {}) describes every image", short_id(*manifest),
+                                        facts.sequence));
+    check_manifest_signature(call, *product, *manifest, checks);
+  } else {
+    checks.fail("manifest", "no SUIT manifest: the boards install nothing without one (upload the image with "
+                            "'kiln image upload IMAGE --manifest ENVELOPE', or pass --manifest ID)");
   }
+  for (auto& image : *images_it) check_image(call, *product, image.get<std::string>(), checks);
+  if (manifest) check_sequence(call, *group_row, *manifest, *sequence, checks);
+
+  std::string id = random_id("dep_");
+  if (dry_run) {
+    std::int64_t devices = 0;
+    auto waves = planned_waves(call, *group_row, id, options.waves, devices);
+    Json rollout = Json::object();
+    rollout["waves"] = options.waves;
+    rollout["step_after"] = options.step_after;
+    rollout["halt_on_failure"] = options.halt_on_failure ? Json(*options.halt_on_failure) : Json("never");
+    rollout["halt_min_executed"] = options.halt_min_executed;
+    return {200, Json{{"dry_run", true},
+                      {"would_create", checks.passed()},
+                      {"reason", checks.passed() ? Json(nullptr) : Json(checks.reasons())},
+                      {"group", group_row->product + "/" + group_row->name},
+                      {"manifest", manifest ? Json(*manifest) : Json(nullptr)},
+                      {"sequence", sequence ? Json(*sequence) : Json(nullptr)},
+                      {"devices", devices},
+                      {"rollout", rollout},
+                      {"waves", waves},
+                      {"checks", checks.json()}}};
+  }
+  if (!checks.passed()) throw ApiError{422, "deployment_refused", "refused: " + checks.reasons()};
 
   auto tx = call.store.begin();
   // The deployment devices ran before this one (the target of a revert after an abort).
   Deployment row;
   row.previous = call.store.newest_deployment(call.who.tenant_id, group, true);
   std::string now = now_iso8601();
-  std::string id = random_id("dep_");
   row.id = id;
   row.group_id = group;
   for (auto& image : *images_it) row.images.push_back(image.get<std::string>());
   row.manifest = manifest;
   row.sequence = sequence;
   row.state = "active";
-  row.waves = waves;
+  row.waves = options.waves;
   row.wave = 1;
   row.wave_started_at = unix_now();
-  row.step_after = step_after;
-  row.halt_on_failure = halt;
+  row.step_after = options.step_after;
+  row.halt_on_failure = options.halt_on_failure;
+  row.halt_min_executed = options.halt_min_executed;
   row.created_at = row.updated_at = now;
   call.store.insert_deployment(call.who.tenant_id, row, now);
   tx->commit();
@@ -320,7 +650,38 @@ Reply resume_deployment(Call& call) {
   return transition(call, "active", {"paused", "halted"});
 }
 Reply abort_deployment(Call& call) {
-  return transition(call, "aborted", {"active", "paused", "halted", "completed"});
+  auto reply = transition(call, "aborted", {"active", "paused", "halted", "completed"});
+  // Each device that took it: going back to exactly what it ran before, back already, or not revertible.
+  auto row = load_deployment(call.store, call.who.tenant_id, call.params[0]);
+  std::map<std::string, std::optional<std::string>> digests;
+  for (auto& f : call.store.group_firmware(row.group_id)) digests[f.id] = f.manifest_digest;
+  std::vector<std::string> took;
+  call.store.for_each_deployment_device(row, [&](const DeploymentDevice& d) {
+    if (d.status == std::optional<std::string>("installed") || d.status == std::optional<std::string>("testing"))
+      took.push_back(d.id);
+  });
+  Json devices = Json::array();
+  std::int64_t unrevertable = 0, reverting = 0;
+  for (auto& device : took) {
+    auto target = revert_target(call.store, call.who.tenant_id, row, device);
+    Json entry = {{"device", device}, {"to", target.to ? Json(target.to->id) : Json(nullptr)}};
+    auto digest = digests.count(device) ? digests[device] : std::nullopt;
+    if (!runs_aborted(call.store, row, device, digest, target)) {
+      entry["state"] = "reverted";
+    } else if (!target.to && target.reason.empty()) {
+      entry["state"] = "reverted";  // it ran this very manifest before
+    } else if (!target.to || !target.to->manifest) {
+      entry["state"] = "unrevertable";
+      entry["reason"] = target.to ? fmt::format("deployment {} has no manifest", target.to->id) : target.reason;
+      ++unrevertable;
+    } else {
+      entry["state"] = "reverting";
+      ++reverting;
+    }
+    devices.push_back(std::move(entry));
+  }
+  reply.body["revert"] = Json{{"reverting", reverting}, {"unrevertable", unrevertable}, {"devices", devices}};
+  return reply;
 }
 
 Reply list_deployment_devices(Call& call) {
@@ -344,6 +705,34 @@ Reply list_deployment_devices(Call& call) {
                          {"updated_at", device.updated_at.empty() ? Json(nullptr) : Json(device.updated_at)}});
   });
   return {200, Json{{"items", items}}};
+}
+
+Reply deployment_report(Call& call) {
+  auto row = load_deployment(call.store, call.who.tenant_id, call.params[0]);
+  evaluate(call.store, row, false);
+  Json items = Json::array();
+  call.store.for_each_deployment_device(row, [&](const DeploymentDevice& d) {
+    int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, d.id));
+    bool admitted = wave > 0 && (wave <= row.wave || d.status);
+    std::string state = d.status ? *d.status : admitted ? "pending" : "not_admitted";
+    bool final_state = state == "installed" || is_failure_status(state);
+    auto text_or_null = [](const std::optional<std::string>& v) { return v && !v->empty() ? Json(*v) : Json(nullptr); };
+    Json duration = nullptr;
+    if (final_state && !d.started_at.empty()) {
+      auto from = unix_seconds(d.started_at), to = unix_seconds(d.updated_at);
+      if (from && to) duration = *to - *from;
+    }
+    items.push_back(Json{{"device", d.id},
+                         {"wave", wave > 0 ? Json(wave) : Json(nullptr)},
+                         {"state", state},
+                         {"version_before", text_or_null(d.version_before)},
+                         {"version_after", state == "installed" ? text_or_null(d.version) : text_or_null(d.version_before)},
+                         {"failure_reason", is_failure_status(state) ? Json(d.detail) : Json(nullptr)},
+                         {"started_at", d.started_at.empty() ? Json(nullptr) : Json(d.started_at)},
+                         {"finished_at", final_state ? Json(d.updated_at) : Json(nullptr)},
+                         {"duration_seconds", duration}});
+  });
+  return {200, Json{{"deployment", row.id}, {"state", row.state}, {"items", items}}};
 }
 
 Reply link_image_manifest(Call& call) {

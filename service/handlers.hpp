@@ -69,6 +69,8 @@ Reply create_product(Call& call);
 Reply list_products(Call& call);
 Reply show_product(Call& call);
 Reply delete_product(Call& call);
+// PATCH /v1/products/{}: boot_keys, manifest_keys (PEM public keys), slot_size.
+Reply update_product(Call& call);
 Reply create_group(Call& call);
 Reply list_groups(Call& call);
 Reply show_group(Call& call);
@@ -115,6 +117,8 @@ Reply resume_deployment(Call& call);
 Reply abort_deployment(Call& call);
 // GET /v1/deployments/{}/devices[?status=S]: the admitted devices, their wave and last status.
 Reply list_deployment_devices(Call& call);
+// GET /v1/deployments/{}/report: every device of the group with its final state, versions, failure and timings.
+Reply deployment_report(Call& call);
 // POST /v1/images/{}/manifest: records the SUIT manifest uploaded for an image (kiln image upload --manifest).
 Reply link_image_manifest(Call& call);
 
@@ -124,6 +128,19 @@ Deployment load_deployment(Store& store, std::int64_t tenant_id, const std::stri
 // (decide_rollout) and stores the change. Check-ins pass only_when_a_wave_is_due (halting and completion
 // change only with status reports, which evaluate fully).
 void evaluate_deployment(Store& store, Deployment& row, bool only_when_a_wave_is_due = false);
+// Where a device that took an aborted deployment goes back to: the deployment carrying exactly the manifest
+// it ran before (as its agent reported at its first status for the aborted one), or, when its agent reports
+// no digest, the one it last reported installed before. `to` unset: nothing to go back to, `reason` says why
+// (empty: it ran the same manifest before, nothing to revert).
+struct RevertTarget {
+  std::optional<Deployment> to;
+  std::string reason;
+};
+RevertTarget revert_target(Store& store, std::int64_t tenant_id, const Deployment& aborted, const std::string& device);
+// True when the device still runs the aborted deployment's release: its manifest digest says so, or (an
+// agent that reports none) it reported it installed and did not report its revert target installed since.
+bool runs_aborted(Store& store, const Deployment& aborted, const std::string& device,
+                  const std::optional<std::string>& manifest_digest, const RevertTarget& target);
 // Where the content of a complete image or manifest blob lives.
 std::filesystem::path blob_path(const ServiceConfig& config, std::int64_t tenant_id, const std::string& sha);
 

@@ -106,7 +106,8 @@ Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::i
   while (true) {
     auto counts = admitted_counts(next, tally);
     auto failures = counts.failures - next.failure_baseline;
-    if (next.halt_on_failure && failures_exceed(failures, counts.admitted, *next.halt_on_failure)) {
+    if (next.halt_on_failure && counts.executed() >= next.halt_min_executed &&
+        failures_exceed(failures, counts.admitted, *next.halt_on_failure)) {
       next.state = "halted";
       next.halt_reason = halt_reason(failures, counts.admitted, next.wave, *next.halt_on_failure);
       return next;

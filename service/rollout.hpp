@@ -10,6 +10,11 @@
 
 namespace kiln::service {
 
+// A deployment's halt threshold unless its request says otherwise ("never" must be said): halt when more
+// than 5 % of the admitted devices failed, once at least 5 devices finished (installed or failed).
+constexpr double default_halt_percent = 5;
+constexpr std::int64_t default_halt_min_executed = 5;
+
 // A device's stable place in a deployment, 0..99: the first 8 bytes of SHA-256("DEPLOYMENT:DEVICE") as a
 // big-endian integer, modulo 100. Different deployments pick different first-wave devices.
 int rollout_bucket(std::string_view deployment, std::string_view device);
@@ -39,6 +44,7 @@ struct Rollout {
   std::int64_t wave_started_at = 0;  // unix seconds
   std::int64_t step_after = 0;       // seconds; 0: waves do not open by themselves
   std::optional<double> halt_on_failure;
+  std::int64_t halt_min_executed = 0;  // the threshold applies once this many admitted devices finished
   std::optional<std::string> halt_reason;
   std::int64_t failure_baseline = 0;  // failures forgiven by the last resume
   bool operator==(const Rollout&) const = default;
@@ -63,6 +69,7 @@ struct AdmittedCounts {
     std::map<std::string, std::int64_t> status;  // agent statuses + "pending" (admitted, nothing reported)
   };
   std::int64_t devices = 0, admitted = 0, failures = 0, installed = 0;
+  std::int64_t executed() const { return failures + installed; }  // admitted devices with a final status
   std::map<std::string, std::int64_t> status;
   std::vector<Wave> waves;  // cumulative like the percentages: a device counts in its wave and every later one
 };

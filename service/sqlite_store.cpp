@@ -120,6 +120,34 @@ void add_ledger_heads(Db& db) {
       "PRIMARY KEY (tenant_id, station_key_sha256, ledger_id))");
 }
 
+// Migration 4 (issue 15): what a product's boards trust (checked at deployment creation), what each device's
+// agent last said it runs, what each device ran before a deployment (the exact revert target), and the
+// halt threshold's minimum of executed devices.
+void add_rollout_safety(Db& db) {
+  struct Column {
+    const char* table;
+    const char* name;
+    const char* declaration;
+  };
+  static const Column added[] = {
+      {"products", "boot_keys", "TEXT NOT NULL DEFAULT '[]'"},  // JSON array of hex DER SPKI
+      {"products", "manifest_keys", "TEXT NOT NULL DEFAULT '[]'"},
+      {"products", "slot_size", "INTEGER NOT NULL DEFAULT 0"},  // 0: default_slot_size
+      {"devices", "sequence", "INTEGER"},                       // as the agent last reported
+      {"devices", "manifest_digest", "TEXT"},
+      {"deployment_devices", "previous_manifest", "TEXT"},  // the device's manifest before this deployment
+      {"deployment_devices", "version_before", "TEXT"},
+      {"deployment_devices", "started_at", "TEXT"},
+      {"deployments", "halt_min_executed", "INTEGER NOT NULL DEFAULT 0"},
+  };
+  // Idempotent, like migration 1: a store whose user_version was reset keeps its columns.
+  for (const auto& column : added) {
+    auto q = db.prepare(fmt::format("SELECT 1 FROM pragma_table_info('{}') WHERE name = ?", column.table));
+    q.bind(1, column.name);
+    if (!q.step()) db.exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", column.table, column.name, column.declaration));
+  }
+}
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction. Append only: a released migration never changes. The version lives in PRAGMA user_version
 // (0: a store from before versioned migrations, or a new file).
@@ -131,6 +159,7 @@ constexpr Migration migrations[] = {
     {1, baseline_schema},
     {2, add_deployment_tallies},
     {3, add_ledger_heads},
+    {4, add_rollout_safety},
 };
 
 int schema_version(Db& db) {
@@ -481,7 +510,20 @@ void SqliteStore::remember_idempotency(std::int64_t tenant_id, const std::string
 
 namespace {
 
-Product read_product(Statement& q) { return {q.text(0), q.text(1), q.text(2), q.text(3)}; }
+constexpr const char* product_columns =
+    "SELECT id, name, coalesce(description, ''), created_at, boot_keys, manifest_keys, slot_size FROM products ";
+
+std::vector<std::string> string_array(const std::string& text) {
+  std::vector<std::string> out;
+  for (auto& v : nlohmann::json::parse(text)) out.push_back(v.get<std::string>());
+  return out;
+}
+
+Product read_product(Statement& q) {
+  Product p{q.text(0), q.text(1), q.text(2), q.text(3), string_array(q.text(4)), string_array(q.text(5)),
+            q.integer(6)};
+  return p;
+}
 
 constexpr const char* group_columns =
     "SELECT g.id, g.product_id, p.name, g.name, coalesce(g.description, ''), g.created_at FROM device_groups g "
@@ -493,9 +535,7 @@ Group read_group(Statement& q) { return {q.text(0), q.text(1), q.text(2), q.text
 
 std::optional<Product> SqliteStore::find_product(std::int64_t tenant_id, const std::string& ref) {
   Use use(*this);
-  auto q = db().prepare(
-      "SELECT id, name, coalesce(description, ''), created_at FROM products WHERE tenant_id = ? AND (id = ? OR name "
-      "= ?)");
+  auto q = db().prepare(std::string(product_columns) + "WHERE tenant_id = ? AND (id = ? OR name = ?)");
   q.bind(1, tenant_id).bind(2, ref).bind(3, ref);
   if (!q.step()) return std::nullopt;
   return read_product(q);
@@ -510,19 +550,33 @@ bool SqliteStore::product_name_taken(std::int64_t tenant_id, const std::string& 
 
 void SqliteStore::insert_product(std::int64_t tenant_id, const Product& product) {
   Use use(*this);
-  db().prepare("INSERT INTO products (id, tenant_id, name, description, created_at) VALUES (?, ?, ?, ?, ?)")
+  db().prepare(
+        "INSERT INTO products (id, tenant_id, name, description, created_at, boot_keys, manifest_keys, slot_size) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
       .bind(1, product.id)
       .bind(2, tenant_id)
       .bind(3, product.name)
       .bind(4, product.description)
       .bind(5, product.created_at)
+      .bind(6, nlohmann::json(product.boot_keys).dump())
+      .bind(7, nlohmann::json(product.manifest_keys).dump())
+      .bind(8, product.slot_size)
+      .run();
+}
+
+void SqliteStore::update_product_trust(const Product& product) {
+  Use use(*this);
+  db().prepare("UPDATE products SET boot_keys = ?, manifest_keys = ?, slot_size = ? WHERE id = ?")
+      .bind(1, nlohmann::json(product.boot_keys).dump())
+      .bind(2, nlohmann::json(product.manifest_keys).dump())
+      .bind(3, product.slot_size)
+      .bind(4, product.id)
       .run();
 }
 
 std::vector<Product> SqliteStore::list_products(std::int64_t tenant_id) {
   Use use(*this);
-  auto q = db().prepare(
-      "SELECT id, name, coalesce(description, ''), created_at FROM products WHERE tenant_id = ? ORDER BY name");
+  auto q = db().prepare(std::string(product_columns) + "WHERE tenant_id = ? ORDER BY name");
   q.bind(1, tenant_id);
   std::vector<Product> out;
   while (q.step()) out.push_back(read_product(q));
@@ -802,6 +856,31 @@ void SqliteStore::device_checked_in(const std::string& device_id, const std::str
       .run();
 }
 
+void SqliteStore::record_device_firmware(const std::string& device_id, const std::optional<std::int64_t>& sequence,
+                                         const std::optional<std::string>& manifest_digest) {
+  Use use(*this);
+  auto q = db().prepare(
+      "UPDATE devices SET sequence = coalesce(?, sequence), manifest_digest = coalesce(?, manifest_digest) WHERE id = ?");
+  if (sequence)
+    q.bind(1, *sequence);
+  else
+    q.bind_null(1);
+  q.bind_optional(2, manifest_digest).bind(3, device_id).run();
+}
+
+std::vector<DeviceFirmware> SqliteStore::group_firmware(const std::string& group_id) {
+  Use use(*this);
+  auto q = db().prepare("SELECT id, sequence, manifest_digest FROM devices WHERE group_id = ? ORDER BY id");
+  q.bind(1, group_id);
+  std::vector<DeviceFirmware> out;
+  while (q.step()) {
+    DeviceFirmware f{q.text(0), std::nullopt, q.optional_text(2)};
+    if (!q.is_null(1)) f.sequence = q.integer(1);
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
 void SqliteStore::add_claim_challenge(const std::string& nonce, const std::string& device_id, std::int64_t tenant_id,
                                       std::int64_t expires_at, std::int64_t now) {
   Use use(*this);
@@ -1067,12 +1146,18 @@ void SqliteStore::link_manifest(std::int64_t tenant_id, const std::string& image
 
 namespace {
 
-constexpr const char* deployment_columns =
-    "SELECT d.id, d.group_id, p.name || '/' || g.name, d.images, d.manifest, d.sequence, coalesce(d.waves, "
-    "'[' || d.rollout || ']'), coalesce(d.wave, 1), coalesce(d.wave_started_at, strftime('%s', d.created_at)), "
-    "coalesce(d.step_after, 0), d.halt_on_failure, d.halt_reason, coalesce(d.failure_baseline, 0), d.previous, "
-    "d.state, d.created_at, d.updated_at "
-    "FROM deployments d JOIN device_groups g ON g.id = d.group_id JOIN products p ON p.id = g.product_id ";
+#define KILN_DEPLOYMENT_COLUMNS_V1                                                                            \
+  "SELECT d.id, d.group_id, p.name || '/' || g.name, d.images, d.manifest, d.sequence, coalesce(d.waves, "     \
+  "'[' || d.rollout || ']'), coalesce(d.wave, 1), coalesce(d.wave_started_at, strftime('%s', d.created_at)), " \
+  "coalesce(d.step_after, 0), d.halt_on_failure, d.halt_reason, coalesce(d.failure_baseline, 0), d.previous, " \
+  "d.state, d.created_at, d.updated_at"
+#define KILN_DEPLOYMENT_FROM \
+  " FROM deployments d JOIN device_groups g ON g.id = d.group_id JOIN products p ON p.id = g.product_id "
+// The columns as migrations 1..3 know them (migration 2 reads deployments before migration 4 adds columns).
+constexpr const char* deployment_columns_v1 = KILN_DEPLOYMENT_COLUMNS_V1 KILN_DEPLOYMENT_FROM;
+constexpr const char* deployment_columns = KILN_DEPLOYMENT_COLUMNS_V1 ", d.halt_min_executed" KILN_DEPLOYMENT_FROM;
+#undef KILN_DEPLOYMENT_COLUMNS_V1
+#undef KILN_DEPLOYMENT_FROM
 
 // Integer arrays and string arrays are stored as JSON text.
 std::vector<std::string> parse_string_array(const std::string& text) {
@@ -1100,6 +1185,7 @@ Deployment read_deployment(Statement& q) {
   row.state = q.text(14);
   row.created_at = q.text(15);
   row.updated_at = q.text(16);
+  if (q.column_count() > 17) row.halt_min_executed = q.integer(17);
   return row;
 }
 
@@ -1109,7 +1195,7 @@ void add_deployment_tallies(Db& db) {
       "CREATE TABLE IF NOT EXISTS deployment_tallies (deployment_id TEXT NOT NULL, wave INTEGER NOT NULL, status TEXT NOT NULL, "
       "devices INTEGER NOT NULL, PRIMARY KEY (deployment_id, wave, status))");
   std::vector<Deployment> all;
-  auto q = db.prepare(deployment_columns);
+  auto q = db.prepare(deployment_columns_v1);
   while (q.step()) all.push_back(read_deployment(q));
   for (auto& d : all) write_tally(db, d.id, recount(db, d));
 }
@@ -1158,8 +1244,8 @@ void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d,
       .run();
   auto insert = db().prepare(
       "INSERT INTO deployments (id, tenant_id, group_id, images, rollout, state, created_at, updated_at, manifest, "
-      "sequence, waves, wave, wave_started_at, step_after, halt_on_failure, failure_baseline, previous) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      "sequence, waves, wave, wave_started_at, step_after, halt_on_failure, failure_baseline, previous, "
+      "halt_min_executed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   insert.bind(1, d.id)
       .bind(2, tenant_id)
       .bind(3, d.group_id)
@@ -1181,7 +1267,7 @@ void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d,
     insert.bind(15, *d.halt_on_failure);
   else
     insert.bind_null(15);
-  insert.bind(16, d.failure_baseline).bind_optional(17, d.previous).run();
+  insert.bind(16, d.failure_baseline).bind_optional(17, d.previous).bind(18, d.halt_min_executed).run();
   write_tally(db(), d.id, recount_rollout_tally(d));
 }
 
@@ -1236,11 +1322,38 @@ void SqliteStore::for_each_deployment_device(const Deployment& deployment,
                                              const std::function<void(const DeploymentDevice&)>& each) {
   Use use(*this);
   auto q = db().prepare(
-      "SELECT d.id, dd.status, coalesce(dd.detail, ''), coalesce(dd.updated_at, ''), coalesce(d.version, '') "
+      "SELECT d.id, dd.status, coalesce(dd.detail, ''), coalesce(dd.updated_at, ''), coalesce(d.version, ''), "
+      "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, ''), coalesce(d.last_seen, '') "
       "FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = ? AND dd.device_id = d.id "
       "WHERE d.group_id = ? ORDER BY d.id");
   q.bind(1, deployment.id).bind(2, deployment.group_id);
-  while (q.step()) each(DeploymentDevice{q.text(0), q.optional_text(1), q.text(2), q.text(3), q.text(4)});
+  while (q.step())
+    each(DeploymentDevice{q.text(0), q.optional_text(1), q.text(2), q.text(3), q.text(4), q.optional_text(5),
+                          q.optional_text(6), q.text(7), q.text(8)});
+}
+
+std::optional<DeploymentDevice> SqliteStore::deployment_device(const std::string& deployment_id,
+                                                               const std::string& device_id) {
+  Use use(*this);
+  auto q = db().cached(
+      "SELECT dd.device_id, dd.status, coalesce(dd.detail, ''), dd.updated_at, coalesce(d.version, ''), "
+      "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, ''), coalesce(d.last_seen, '') "
+      "FROM deployment_devices dd "
+      "JOIN devices d ON d.id = dd.device_id WHERE dd.deployment_id = ? AND dd.device_id = ?");
+  q->bind(1, deployment_id).bind(2, device_id);
+  if (!q->step()) return std::nullopt;
+  return DeploymentDevice{q->text(0), q->optional_text(1), q->text(2), q->text(3), q->text(4), q->optional_text(5),
+                          q->optional_text(6), q->text(7), q->text(8)};
+}
+
+std::optional<std::string> SqliteStore::deployment_with_manifest(std::int64_t tenant_id, const std::string& group_id,
+                                                                const std::string& manifest) {
+  Use use(*this);
+  auto q = db().prepare(
+      "SELECT id FROM deployments WHERE tenant_id = ? AND group_id = ? AND manifest = ? ORDER BY rowid DESC LIMIT 1");
+  q.bind(1, tenant_id).bind(2, group_id).bind(3, manifest);
+  if (!q.step()) return std::nullopt;
+  return q.text(0);
 }
 
 std::optional<std::string> SqliteStore::reported_status(const std::string& deployment_id,
@@ -1270,7 +1383,8 @@ void SqliteStore::record_status(const std::string& deployment_id, const std::str
     }
   }
   db().prepare(
-        "INSERT INTO deployment_devices (deployment_id, device_id, status, detail, updated_at) VALUES (?, ?, ?, ?, ?) "
+        "INSERT INTO deployment_devices (deployment_id, device_id, status, detail, updated_at, previous_manifest, "
+        "version_before, started_at) SELECT ?1, ?2, ?3, ?4, ?5, manifest_digest, version, ?5 FROM devices WHERE id = ?2 "
         "ON CONFLICT (deployment_id, device_id) DO UPDATE SET status = excluded.status, "
         "detail = excluded.detail, updated_at = excluded.updated_at")
       .bind(1, deployment_id)

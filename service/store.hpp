@@ -28,9 +28,15 @@ struct IdempotencyRecord {
   bool secret = false;                         // the answer held a secret: its body is not stored
 };
 
+// A product and what its boards trust: deployments are checked against these before any device sees them.
 struct Product {
   std::string id, name, description, created_at;
+  std::vector<std::string> boot_keys;      // hex DER SubjectPublicKeyInfo of each MCUboot boot key
+  std::vector<std::string> manifest_keys;  // hex DER SubjectPublicKeyInfo of each SUIT manifest key
+  std::int64_t slot_size = 0;              // bytes of an image slot; 0: default_slot_size
 };
+// The slot size of a product that names none: kiln-board-emu's slot (16 MiB).
+constexpr std::int64_t default_slot_size = std::int64_t{16} << 20;
 
 struct Group {
   std::string id, product_id, product, name, description, created_at;  // product: the product's name
@@ -122,6 +128,18 @@ struct DeploymentDevice {
   std::string id;
   std::optional<std::string> status;  // nullopt: nothing reported
   std::string detail, updated_at, version;
+  // Kept from the device's first report for the deployment: the manifest digest and version it ran
+  // before (as its last check-in said), and when it started.
+  std::optional<std::string> previous_manifest, version_before;
+  std::string started_at;
+  std::string last_seen;  // the device's last check-in ("" never)
+};
+
+// What a device's agent last said it runs (check-in): SUIT sequence number and manifest digest.
+struct DeviceFirmware {
+  std::string id;
+  std::optional<std::int64_t> sequence;
+  std::optional<std::string> manifest_digest;
 };
 
 // The store cannot be reached now (connection lost, database down or restarting): the request may be
@@ -176,6 +194,8 @@ class Store {
   virtual std::vector<Product> list_products(std::int64_t tenant_id) = 0;
   // Removes the product with its groups and their deployments (the caller checked it has no devices).
   virtual void delete_product(const std::string& product_id) = 0;
+  // Replaces the product's boot keys, manifest keys and slot size.
+  virtual void update_product_trust(const Product& product) = 0;
   virtual std::optional<Group> find_group(std::int64_t tenant_id, const std::string& id) = 0;
   virtual std::optional<Group> find_group_by_name(const std::string& product_id, const std::string& name) = 0;
   virtual void insert_group(std::int64_t tenant_id, const Group& group) = 0;
@@ -202,6 +222,12 @@ class Store {
   // A check-in: last seen now; version and state when given.
   virtual void device_checked_in(const std::string& device_id, const std::string& now,
                                  const std::optional<std::string>& version, const std::optional<std::string>& state) = 0;
+
+  // What the device's agent reported running at check-in (each field only when given).
+  virtual void record_device_firmware(const std::string& device_id, const std::optional<std::int64_t>& sequence,
+                                      const std::optional<std::string>& manifest_digest) = 0;
+  // The firmware every device of the group last reported, in ID order.
+  virtual std::vector<DeviceFirmware> group_firmware(const std::string& group_id) = 0;
 
   // Claim challenges (expiry in unix seconds; expired ones are dropped when a new one is added).
   virtual void add_claim_challenge(const std::string& nonce, const std::string& device_id, std::int64_t tenant_id,
@@ -274,7 +300,14 @@ class Store {
                                           const std::function<void(const DeploymentDevice&)>& each) = 0;
   virtual std::optional<std::string> reported_status(const std::string& deployment_id,
                                                      const std::string& device_id) = 0;
-  // An agent's status report; `installed_version` (with status installed) becomes the device's version.
+  // What one device reported for the deployment (nullopt: nothing).
+  virtual std::optional<DeploymentDevice> deployment_device(const std::string& deployment_id,
+                                                            const std::string& device_id) = 0;
+  // The newest deployment of the group carrying this manifest (a revert target).
+  virtual std::optional<std::string> deployment_with_manifest(std::int64_t tenant_id, const std::string& group_id,
+                                                              const std::string& manifest) = 0;
+  // An agent's status report; its first one for a deployment also keeps the manifest digest and version the
+  // device reported last (previous_manifest, version_before) and the time (started_at). `installed_version` (with status installed) becomes the device's version.
   virtual void record_status(const std::string& deployment_id, const std::string& device_id,
                              const std::string& status, const std::string& detail, const std::string& now,
                              const std::optional<std::string>& installed_version) = 0;

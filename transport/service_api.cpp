@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <set>
 #include <thread>
@@ -25,6 +26,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "core/interrupt.hpp"
+#include "core/time.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
 
@@ -168,8 +170,24 @@ bool logout() { return std::filesystem::remove(credentials_path()); }
 
 Json whoami(ServiceApi& api) { return api.get("/v1/whoami"); }
 
-Json create_product(ServiceApi& api, const std::string& name, const std::string& description) {
-  return api.post("/v1/products", {{"name", name}, {"description", description}});
+namespace {
+void add_trust(Json& body, const ProductTrust& trust) {
+  if (!trust.boot_keys.empty()) body["boot_keys"] = trust.boot_keys;
+  if (!trust.manifest_keys.empty()) body["manifest_keys"] = trust.manifest_keys;
+  if (trust.slot_size > 0) body["slot_size"] = trust.slot_size;
+}
+}  // namespace
+
+Json create_product(ServiceApi& api, const std::string& name, const std::string& description,
+                    const ProductTrust& trust) {
+  Json body = {{"name", name}, {"description", description}};
+  add_trust(body, trust);
+  return api.post("/v1/products", body);
+}
+Json update_product(ServiceApi& api, const std::string& ref, const ProductTrust& trust) {
+  Json body = Json::object();
+  add_trust(body, trust);
+  return api.patch("/v1/products/" + segment(ref), body);
 }
 Json list_products(ServiceApi& api) { return api.get("/v1/products")["items"]; }
 Json show_product(ServiceApi& api, const std::string& ref) { return api.get("/v1/products/" + segment(ref)); }
@@ -554,7 +572,12 @@ Json create_deployment(ServiceApi& api, const DeploymentRequest& request) {
   if (request.waves.size() == 1) body["rollout"] = request.waves[0];
   else body["rollout"] = request.waves;
   if (request.step_after) body["step_after"] = *request.step_after;
-  if (request.halt_on_failure) body["halt_on_failure"] = *request.halt_on_failure;
+  if (request.halt_never)
+    body["halt_on_failure"] = "never";
+  else if (request.halt_on_failure)
+    body["halt_on_failure"] = *request.halt_on_failure;
+  if (request.halt_min_executed) body["halt_min_executed"] = *request.halt_min_executed;
+  if (request.dry_run) body["dry_run"] = true;
   return api.post("/v1/deployments", body);
 }
 Json list_deployments(ServiceApi& api, const std::optional<std::string>& group) {
@@ -583,6 +606,82 @@ Json watch_deployment(ServiceApi& api, const std::string& id, int interval_ms,
     }
     if (deployment_settled(view)) return view;
     // Sleep in small steps so Ctrl-C is answered at once.
+    for (int slept = 0; slept < interval_ms; slept += 50) {
+      check_interrupted();
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(50, interval_ms - slept)));
+    }
+    check_interrupted();
+  }
+}
+
+Json deployment_report(ServiceApi& api, const std::string& id) {
+  return api.get("/v1/deployments/" + segment(id) + "/report")["items"];
+}
+
+std::vector<Json> deployment_events(const Json& before, const Json& before_devices, const Json& after,
+                                    const Json& after_devices, const std::string& at) {
+  std::vector<Json> events;
+  auto event = [&](const char* name) {
+    Json e = {{"event", name}, {"deployment", after["id"]}, {"state", after["state"]}, {"at", at}};
+    return e;
+  };
+  if (before.is_null()) {
+    Json e = event("watching");
+    e["wave"] = after["wave"];
+    e["admitted"] = after["admitted"];
+    e["failures"] = after["failures"];
+    events.push_back(std::move(e));
+  } else if (after.value("wave", 0) > before.value("wave", 0)) {
+    for (int w = before.value("wave", 0) + 1; w <= after.value("wave", 0); ++w) {
+      Json e = event("wave_opened");
+      e["wave"] = w;
+      if (after["waves"].is_array() && static_cast<std::size_t>(w) <= after["waves"].size())
+        e["percent"] = after["waves"][static_cast<std::size_t>(w - 1)]["percent"];
+      events.push_back(std::move(e));
+    }
+  }
+  std::map<std::string, Json> old;
+  if (before_devices.is_array())
+    for (auto& d : before_devices) old[d.value("device", "")] = d;
+  if (after_devices.is_array())
+    for (auto& d : after_devices) {
+      auto id = d.value("device", "");
+      auto it = old.find(id);
+      std::string from = it == old.end() ? "" : it->second.value("status", "");
+      if (before.is_null() || from == d.value("status", "")) continue;
+      Json e = event("device_state");
+      e["device"] = id;
+      e["from"] = from.empty() ? Json(nullptr) : Json(from);
+      e["to"] = d["status"];
+      e["wave"] = d["wave"];
+      if (d.contains("detail") && d["detail"].is_string() && !d["detail"].get<std::string>().empty())
+        e["detail"] = d["detail"];
+      events.push_back(std::move(e));
+    }
+  auto state = after.value("state", "");
+  auto was = before.is_null() ? std::string() : before.value("state", "");
+  if (!before.is_null() && state != was) {
+    const char* name = state == "active" ? "resumed" : state == "halted" ? "halted" : state == "paused" ? "paused"
+                     : state == "completed" ? "completed" : state == "aborted" ? "aborted" : "superseded";
+    Json e = event(name);
+    if (state == "halted" && after["halt_reason"].is_string()) e["reason"] = after["halt_reason"];
+    events.push_back(std::move(e));
+  } else if (before.is_null() && state != "active") {
+    events.back()["settled"] = deployment_settled(after);
+  }
+  return events;
+}
+
+Json watch_deployment_events(ServiceApi& api, const std::string& id, int interval_ms,
+                             const std::function<void(const Json&)>& on_event) {
+  Json last, last_devices;
+  while (true) {
+    Json view = show_deployment(api, id);
+    Json devices = list_deployment_devices(api, id, std::nullopt);
+    for (auto& e : deployment_events(last, last_devices, view, devices, now_iso8601())) on_event(e);
+    last = view;
+    last_devices = std::move(devices);
+    if (deployment_settled(view)) return view;
     for (int slept = 0; slept < interval_ms; slept += 50) {
       check_interrupted();
       std::this_thread::sleep_for(std::chrono::milliseconds(std::min(50, interval_ms - slept)));

@@ -65,7 +65,14 @@ Json login(const Credentials& credentials);
 bool logout();
 Json whoami(ServiceApi& api);
 
-Json create_product(ServiceApi& api, const std::string& name, const std::string& description);
+// What a product's boards trust: PEM public keys and the image slot size (bytes); empty/0: unchanged.
+struct ProductTrust {
+  std::vector<std::string> boot_keys, manifest_keys;
+  std::int64_t slot_size = 0;
+};
+Json create_product(ServiceApi& api, const std::string& name, const std::string& description,
+                    const ProductTrust& trust = {});
+Json update_product(ServiceApi& api, const std::string& ref, const ProductTrust& trust);
 Json list_products(ServiceApi& api);
 Json show_product(ServiceApi& api, const std::string& ref);
 Json delete_product(ServiceApi& api, const std::string& ref);
@@ -146,7 +153,10 @@ struct DeploymentRequest {
   std::optional<std::string> manifest;       // default: the manifest linked to the image
   std::vector<int> waves = {100};            // cumulative percentages, one per wave
   std::optional<std::int64_t> step_after;    // seconds between waves
-  std::optional<double> halt_on_failure;     // percentage of admitted devices
+  std::optional<double> halt_on_failure;     // percentage of admitted devices; unset: the service's default
+  bool halt_never = false;                   // no halt threshold (said explicitly)
+  std::optional<std::int64_t> halt_min_executed;
+  bool dry_run = false;                      // check and plan only: nothing is created
 };
 Json create_deployment(ServiceApi& api, const DeploymentRequest& request);
 Json list_deployments(ServiceApi& api, const std::optional<std::string>& group);
@@ -161,5 +171,16 @@ bool deployment_settled(const Json& deployment);
 // too) until it settles; returns the last view. Ctrl-C throws Error(interrupted).
 Json watch_deployment(ServiceApi& api, const std::string& id, int interval_ms,
                       const std::function<void(const Json&)>& on_change);
+// The events between two polls of a deployment and its devices (GET /devices items): one object per
+// state change, {"event", "deployment", "state", "at", ...}: "watching" (the first poll), "wave_opened",
+// "device_state", "halted", "resumed", "paused", "completed", "aborted", "superseded". `before` null: the
+// first poll.
+std::vector<Json> deployment_events(const Json& before, const Json& before_devices, const Json& after,
+                                    const Json& after_devices, const std::string& at);
+// watch_deployment, polling the devices too, calling `on_event` for each event as it is seen.
+Json watch_deployment_events(ServiceApi& api, const std::string& id, int interval_ms,
+                             const std::function<void(const Json&)>& on_event);
+// Every device of the deployment's group: final state, versions before and after, failure reason, timings.
+Json deployment_report(ServiceApi& api, const std::string& id);
 
 }  // namespace kiln::transport

@@ -98,7 +98,9 @@ struct Fleet {
     auto init = test::run_process(test::bin_path("kiln-service"), {"init", "--dir", data.string()});
     REQUIRE_MESSAGE(init.exit_code == 0, init.err);
     service = std::make_unique<test::ServiceProcess>(data, 0, true);
-    json({"product", "create", "Thermo"});
+    // One release key signs images (MCUboot) and manifests (SUIT); the product trusts it for both.
+    REQUIRE(test::kiln({"key", "generate", "-t", "ecdsa-p256", "-o", key_file()}).exit_code == 0);
+    json({"product", "create", "Thermo", "--boot-key", key_file(), "--manifest-key", key_file()});
     spit(dir.file("factory-ca.pem"), factory_ca.pem);
     spit(dir.file("factory-ca.key"), factory_ca.key.private_pem());
     json({"device", "ca", "add", dir.file("factory-ca.pem"), "--key", dir.file("factory-ca.key")});
@@ -132,6 +134,8 @@ struct Fleet {
     json({"device", "assign", "stranger", "--group", "Thermo/Production"});
     connect_agents();
   }
+
+  std::string key_file() const { return dir.file("manifest-key.pem"); }
 
   void connect_agents() {
     auto url = "https://127.0.0.1:" + std::to_string(service->agent_port());
@@ -180,16 +184,17 @@ struct Fleet {
     return Json::parse(r.out);
   }
 
-  // A firmware file, its SUIT manifest (real kiln manifest create), both uploaded and linked. Returns {image,
-  // manifest}.
+  // A firmware image (real kiln image sign), its SUIT manifest (real kiln manifest create), both uploaded and
+  // linked. Returns {image, manifest}.
   std::pair<std::string, std::string> release(const std::string& name, int sequence) {
     std::string firmware(4096, '\0');
     std::mt19937 rng(static_cast<unsigned>(sequence));
     for (auto& c : firmware) c = static_cast<char>(rng());
-    auto fw = dir.file(name + ".bin"), suit = dir.file(name + ".suit"), key = dir.file("manifest-key.pem");
-    spit(fw, firmware);
-    if (!std::filesystem::exists(key))
-      REQUIRE(test::kiln({"key", "generate", "-t", "ecdsa-p256", "-o", key}).exit_code == 0);
+    auto raw = dir.file(name + ".raw"), fw = dir.file(name + ".bin"), suit = dir.file(name + ".suit"), key = key_file();
+    spit(raw, firmware);
+    auto signed_image = test::kiln({"image", "sign", raw, fw, "-k", key, "--version", "1.0." + std::to_string(sequence),
+                                    "--header-size", "0x200", "--slot-size", "0x100000", "--pad-header"});
+    REQUIRE_MESSAGE(signed_image.exit_code == 0, signed_image.err);
     auto made = test::kiln({"manifest", "create", "--component", fw, "--vendor-domain", "example.com", "--class-name",
                             "thermo", "--sequence", std::to_string(sequence), "--key", key, "-o", suit});
     REQUIRE_MESSAGE(made.exit_code == 0, made.err);
@@ -311,8 +316,8 @@ TEST_CASE("rollout e2e: waves admit devices by their bucket, open after --step-a
 TEST_CASE("rollout e2e: failures past the threshold halt the deployment; show says why; resume forgives them") {
   Fleet fleet(20);
   auto [image, manifest] = fleet.release("v2", 2);
-  auto d = fleet.json(
-      {"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--halt-on-failure", "10%"});
+  auto d = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--halt-on-failure",
+                       "10%", "--halt-min-executed", "1"});
   auto id = d["id"].get<std::string>();
   CHECK(d["halt_on_failure"] == 10);
 
@@ -497,4 +502,223 @@ TEST_CASE("rollout e2e: the manifest is served to the deployment's group only; m
   std::istringstream watched(interrupted.out);
   for (std::string line; std::getline(watched, line);) CHECK_MESSAGE(Json::accept(line), line);
   CHECK_MESSAGE(interrupted.err.find("interrupt") != std::string::npos, interrupted.err);
+}
+
+TEST_CASE("rollout e2e: create refuses what the boards would refuse (exit 3, the reason); --dry-run creates nothing") {
+  Fleet fleet(4);
+  auto [image, manifest] = fleet.release("v2", 2);
+
+  // A dry run of a good release: the plan on stdout, exit 0, nothing created.
+  auto plan = fleet.kiln({"-o", "json", "deployment", "create", "--group", "Thermo/Field Test", "--image", image,
+                          "--rollout", "50%,100%", "--step-after", "1m", "--dry-run"});
+  INFO(plan.err);
+  REQUIRE(plan.exit_code == 0);
+  auto p = Json::parse(plan.out);
+  CHECK(p["would_create"] == true);
+  CHECK(p["devices"] == 4);
+  CHECK(p["waves"].size() == 2);
+  CHECK(p["checks"].size() == 6);
+  auto table = fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--dry-run"});
+  CHECK(table.exit_code == 0);
+  CHECK(table.out.find("boot_key") != std::string::npos);
+  CHECK(table.out.find("5% (once 5 devices finished)") != std::string::npos);
+  CHECK(fleet.json({"deployment", "list"}).empty());
+
+  // A raw file that is not an MCUboot image, with a manifest made for it: refused, with the reason.
+  auto raw = fleet.dir.file("raw.bin"), suit = fleet.dir.file("raw.suit");
+  spit(raw, std::string(5000, 'x'));
+  REQUIRE(test::kiln({"manifest", "create", "--component", raw, "--vendor-domain", "example.com", "--class-name",
+                      "thermo", "--sequence", "3", "--key", fleet.key_file(), "-o", suit})
+              .exit_code == 0);
+  auto raw_id = fleet.json({"image", "upload", raw, "--manifest", suit})["id"].get<std::string>();
+  auto refused = fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", raw_id});
+  CHECK(refused.exit_code == 3);
+  CHECK(refused.out.empty());
+  CHECK_MESSAGE(refused.err.find("is not an MCUboot image") != std::string::npos, refused.err);
+  auto dry = fleet.kiln({"-o", "json", "deployment", "create", "--group", "Thermo/Field Test", "--image", raw_id,
+                         "--dry-run"});
+  CHECK(dry.exit_code == 3);
+  CHECK(Json::parse(dry.out)["would_create"] == false);
+  CHECK(fleet.json({"deployment", "list"}).empty());
+
+  // Defaults are shown; "never" must be said.
+  auto d = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image});
+  CHECK(d["halt_on_failure"] == 5);
+  CHECK(d["halt_min_executed"] == 5);
+  CHECK(fleet.kiln({"deployment", "show", d["id"].get<std::string>()}).out.find("5% (once 5 devices finished)") !=
+        std::string::npos);
+  auto never = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image,
+                           "--halt-on-failure", "never"});
+  CHECK(never["halt_on_failure"] == "never");
+
+  // Bad input: exit 2 naming the option, before anything is sent.
+  for (auto args : std::vector<std::vector<std::string>>{{"--halt-on-failure", "-1%"},
+                                                         {"--halt-on-failure", "sometimes"},
+                                                         {"--halt-on-failure", "101%"},
+                                                         {"--halt-min-executed", "0"},
+                                                         {"--halt-min-executed", "-3"},
+                                                         {"--rollout", "0%"},
+                                                         {"--rollout", "150%"},
+                                                         {"--rollout", "50%,50%", "--step-after", "1m"},
+                                                         {"--rollout", "10%,100%", "--step-after", "0s"},
+                                                         {"--rollout", "10%,100%", "--step-after", "-5m"}}) {
+    std::vector<std::string> cmd{"deployment", "create", "--group", "Thermo/Field Test", "--image", image};
+    cmd.insert(cmd.end(), args.begin(), args.end());
+    auto r = fleet.kiln(cmd);
+    CHECK_MESSAGE(r.exit_code == 2, args[0], " ", args[1], ": ", r.err);
+    auto named = args.size() > 2 && args[1].find(',') != std::string::npos && args[1] != "50%,50%" ? args[2] : args[0];
+    CHECK_MESSAGE(r.err.find(named) != std::string::npos, r.err);
+  }
+}
+
+TEST_CASE("rollout e2e: abort sends each device back to exactly what it ran before; abort again; exit 8 when one cannot") {
+  Fleet fleet(6);
+  auto [image_a, manifest_a] = fleet.release("a", 1);
+  auto [image_b, manifest_b] = fleet.release("b", 2);
+  auto [image_c, manifest_c] = fleet.release("c", 3);
+  auto runs = [&](std::size_t i, const std::string& manifest, int sequence) {
+    return fleet.agents[i].offer({{"sequence", sequence}, {"manifest_digest", manifest}});
+  };
+  auto install = [&](std::size_t i, const std::string& deployment, const std::string& manifest, int sequence) {
+    for (const char* status : {"downloading", "installing", "testing"})
+      CHECK(fleet.agents[i].report(deployment, status) == 200);
+    CHECK(fleet.agents[i].report(deployment, "installed", "1.0." + std::to_string(sequence)) == 200);
+    runs(i, manifest, sequence);
+  };
+  auto create = [&](const std::string& image) {
+    return fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image})["id"].get<std::string>();
+  };
+  // Every device runs A; devices 0..2 then install B; C supersedes B, and 0, 1 (from B) and 3, 4, 5 (from A)
+  // install it; 2 stays on B.
+  auto a = create(image_a);
+  for (std::size_t i = 0; i < 6; ++i) {
+    runs(i, "0000000000000000000000000000000000000000000000000000000000000000", 0);
+    install(i, a, manifest_a, 1);
+  }
+  auto b = create(image_b);
+  for (std::size_t i = 0; i < 3; ++i) install(i, b, manifest_b, 2);
+  auto c = create(image_c);
+  CHECK(fleet.show(b)["state"] == "superseded");
+  for (std::size_t i : {0, 1, 3, 4, 5}) install(i, c, manifest_c, 3);
+
+  // Abort C: 0 and 1 go back to B, 3..5 to A (never to B, which they never ran), 2 is offered nothing.
+  auto aborted = fleet.kiln({"-o", "json", "deployment", "abort", c});
+  INFO(aborted.err);
+  REQUIRE(aborted.exit_code == 0);
+  auto revert = Json::parse(aborted.out)["revert"];
+  CHECK(revert["reverting"] == 5);
+  CHECK(revert["unrevertable"] == 0);
+  for (std::size_t i : {0, 1, 3, 4, 5}) {
+    auto offer = runs(i, manifest_c, 3);
+    REQUIRE_MESSAGE(offer.is_object(), i);
+    CHECK(offer["action"] == "revert");
+    CHECK(offer["id"] == (i < 2 ? b : a));
+    CHECK(offer["manifest"]["id"] == (i < 2 ? manifest_b : manifest_a));
+  }
+  CHECK(runs(2, manifest_b, 2).is_null());
+  // They revert; a second abort of C finds every device back, exits 0 and offers nothing more.
+  for (std::size_t i : {0, 1}) install(i, b, manifest_b, 2);
+  for (std::size_t i : {3, 4, 5}) install(i, a, manifest_a, 1);
+  auto again = fleet.kiln({"-o", "json", "deployment", "abort", c});
+  CHECK(again.exit_code == 0);
+  auto back = Json::parse(again.out)["revert"];
+  CHECK(back["reverting"] == 0);
+  for (auto& d : back["devices"]) CHECK(d["state"] == "reverted");
+  for (std::size_t i : {0, 1}) CHECK(runs(i, manifest_b, 2).is_null());
+  for (std::size_t i : {3, 4, 5}) CHECK(runs(i, manifest_a, 1).is_null());
+
+  // A device whose previous manifest the service never deployed cannot be reverted: abort says so, exit 8.
+  auto [image_d, manifest_d] = fleet.release("d", 4);
+  auto d = create(image_d);
+  runs(5, std::string(64, 'f'), 1);  // what it runs now is no release of this service
+  install(5, d, manifest_d, 4);
+  install(0, d, manifest_d, 4);
+  auto partial = fleet.kiln({"deployment", "abort", d});
+  CHECK(partial.exit_code == 8);
+  CHECK_MESSAGE(partial.err.find("unit-5") != std::string::npos, partial.err);
+  CHECK(partial.err.find("unit-0") == std::string::npos);
+  CHECK(partial.err.find("never deployed by this service") != std::string::npos);
+  CHECK(fleet.show(d)["state"] == "aborted");
+  CHECK(runs(0, manifest_d, 4)["id"] == b);
+  CHECK(runs(5, manifest_d, 4).is_null());
+}
+
+TEST_CASE("rollout e2e: watch -o jsonl emits one event per state change as it happens; report -o csv|json") {
+  Fleet fleet(6);
+  auto [image, manifest] = fleet.release("v2", 2);
+  auto id = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--halt-on-failure",
+                        "20%", "--halt-min-executed", "2"})["id"]
+                .get<std::string>();
+  auto watcher = test::start_kiln({"-o", "jsonl", "deployment", "watch", id, "--interval", "100ms"}, fleet.env());
+  REQUIRE(watcher->wait_for_line([](const std::string& l) { return l.find("\"watching\"") != std::string::npos; }, 30));
+  CHECK(fleet.agents[0].report(id, "downloading") == 200);
+  // Each change is on stdout while watch still runs (flushed), before the next one happens.
+  REQUIRE(watcher->wait_for_line([](const std::string& l) { return l.find("\"downloading\"") != std::string::npos; }, 30));
+  CHECK(fleet.agents[0].report(id, "installed", "2.0.0") == 200);
+  REQUIRE(watcher->wait_for_line([](const std::string& l) { return l.find("\"installed\"") != std::string::npos; }, 30));
+  CHECK(fleet.agents[1].report(id, "failed") == 200);  // 1 of 6 failed (16.7%), 2 finished: not above 20%
+  REQUIRE(watcher->wait_for_line([](const std::string& l) { return l.find("\"failed\"") != std::string::npos; }, 30));
+  CHECK(fleet.agents[2].report(id, "refused") == 200);  // 2 of 6: halted
+  auto done = watcher->wait(30);
+  CHECK(done.exit_code == 8);
+  std::vector<Json> events;
+  std::istringstream lines(done.out);
+  for (std::string line; std::getline(lines, line);) events.push_back(Json::parse(line));
+  REQUIRE(events.size() >= 5);
+  CHECK(events.front()["event"] == "watching");
+  CHECK(events.back()["event"] == "halted");
+  CHECK(events.back()["reason"].get<std::string>().find("2 of 6") != std::string::npos);
+  std::vector<std::string> seen;
+  for (auto& e : events) {
+    CHECK(e["deployment"] == id);
+    CHECK(e["at"].is_string());
+    if (e["event"] == "device_state") seen.push_back(e["device"].get<std::string>() + ":" + e["to"].get<std::string>());
+  }
+  CHECK(seen == std::vector<std::string>{"unit-0:downloading", "unit-0:installed", "unit-1:failed", "unit-2:refused"});
+
+  // The report: every device of the group, its final state, versions, failure reason and timings.
+  auto report = fleet.json({"deployment", "report", id});
+  REQUIRE(report.size() == 6);
+  std::map<std::string, Json> rows;
+  for (auto& r : report) rows[r["device"].get<std::string>()] = r;
+  CHECK(rows["unit-0"]["state"] == "installed");
+  CHECK(rows["unit-0"]["version_before"] == "1.0.0");
+  CHECK(rows["unit-0"]["version_after"] == "2.0.0");
+  CHECK(rows["unit-0"]["duration_seconds"].is_number());
+  CHECK(rows["unit-0"]["finished_at"].is_string());
+  CHECK(rows["unit-1"]["state"] == "failed");
+  CHECK(rows["unit-1"]["failure_reason"] == "reported by the test");
+  CHECK(rows["unit-1"]["version_after"] == "1.0.0");
+  CHECK(rows["unit-3"]["state"] == "pending");
+  CHECK(rows["unit-3"]["finished_at"].is_null());
+  auto csv = fleet.kiln({"-o", "csv", "deployment", "report", id});
+  CHECK(csv.exit_code == 0);
+  CHECK(csv.out.rfind("device,wave,state,version_before,version_after,failure_reason,started_at,finished_at,"
+                      "duration_seconds\n",
+                      0) == 0);
+  CHECK(std::count(csv.out.begin(), csv.out.end(), '\n') == 7);
+  CHECK(csv.out.find("unit-1,1,failed,1.0.0,1.0.0,reported by the test,") != std::string::npos);
+  CHECK(fleet.kiln({"deployment", "report", "dep_nope"}).exit_code == 9);
+}
+
+TEST_CASE("rollout e2e: show lists the admitted devices that never checked in; an empty group says so") {
+  Fleet fleet(4);
+  auto [image, manifest] = fleet.release("v2", 2);
+  auto empty = fleet.json({"deployment", "create", "--group", "Thermo/Development", "--image", image});
+  auto shown = fleet.show(empty["id"].get<std::string>());
+  CHECK(shown["devices"] == 0);
+  CHECK(shown["attention"].get<std::string>().find("has no devices") != std::string::npos);
+  auto id = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image})["id"].get<std::string>();
+  fleet.agents[0].offer();
+  fleet.agents[1].offer();
+  shown = fleet.show(id);
+  CHECK(shown["silent"] == 2);
+  CHECK(shown["silent_devices"] == Json::array({"unit-2", "unit-3"}));
+  CHECK(shown["attention"].get<std::string>().find("2 admitted devices never checked in") != std::string::npos);
+  auto table = fleet.kiln({"deployment", "show", id});
+  CHECK(table.out.find("unit-2, unit-3") != std::string::npos);
+  fleet.agents[2].offer();
+  fleet.agents[3].offer();
+  CHECK(fleet.show(id)["silent"] == 0);
+  CHECK(fleet.show(id)["attention"].is_null());
 }

@@ -110,6 +110,24 @@ struct Setup {
   }
 };
 
+// A release the product Thermo's boards accept (the key becomes its boot and manifest key): `raw` signed
+// as an MCUboot image (real kiln image sign), its SUIT manifest, both uploaded. Returns {image ID, signed file}.
+std::pair<std::string, std::string> trusted_release(const Setup& s, const std::string& raw, int sequence) {
+  auto key = s.dir.file("release.pem");
+  if (!std::filesystem::exists(key)) {
+    REQUIRE(test::kiln({"key", "generate", "-t", "ecdsa-p256", "-o", key}).exit_code == 0);
+    s.json({"product", "update", "Thermo", "--boot-key", key, "--manifest-key", key});
+  }
+  auto signed_file = raw + ".signed", suit = raw + ".suit";
+  auto sign = test::kiln({"image", "sign", raw, signed_file, "-k", key, "--version", "1.0." + std::to_string(sequence),
+                          "--header-size", "0x200", "--slot-size", "0x100000", "--pad-header"});
+  REQUIRE_MESSAGE(sign.exit_code == 0, sign.err);
+  auto made = test::kiln({"manifest", "create", "--component", signed_file, "--vendor-domain", "example.com",
+                          "--class-name", "thermo", "--sequence", std::to_string(sequence), "--key", key, "-o", suit});
+  REQUIRE_MESSAGE(made.exit_code == 0, made.err);
+  return {s.json({"image", "upload", signed_file, "--manifest", suit})["id"].get<std::string>(), signed_file};
+}
+
 }  // namespace
 
 TEST_CASE("service e2e: init writes 0600 secrets; login keeps the token 0600 and never prints it") {
@@ -260,7 +278,9 @@ TEST_CASE("service e2e: products, groups, import, list, count, claim, roles, dep
     CHECK(S_ISCHR(st.st_mode));
     CHECK_FALSE(std::filesystem::exists(s.dir.file("null.part")));
   }
-  auto deployment = s.json({"deployment", "create", "--group", "Thermo/Production", "--image", id, "--rollout", "10%"});
+  auto release = trusted_release(s, s.dir.file("fw.bin"), 2).first;
+  auto deployment =
+      s.json({"deployment", "create", "--group", "Thermo/Production", "--image", release, "--rollout", "10%"});
   CHECK(deployment["rollout"] == 10);
   auto dep = deployment["id"].get<std::string>();
   CHECK(s.json({"deployment", "pause", dep})["state"] == "paused");
@@ -274,7 +294,7 @@ TEST_CASE("service e2e: products, groups, import, list, count, claim, roles, dep
   CHECK(s.kiln({"deployment", "resume", dep}).exit_code == 7);
   CHECK(s.json({"device", "show", "dev-0"})["claimed"] == true);
   CHECK(jsonl(s.kiln({"-o", "jsonl", "device", "list"}).out).size() == 5);
-  CHECK(s.json({"image", "list"}).size() == 1);
+  CHECK(s.json({"image", "list"}).size() == 3);  // the firmware, and the signed release with its manifest
 }
 
 TEST_CASE("service e2e: malformed JSON over real TLS answers 400 with a reason") {
@@ -334,9 +354,9 @@ TEST_CASE("service e2e: a device agent checks in and downloads a range over mutu
   CHECK(s.json({"device", "ca", "add", s.dir.file("factory-ca.pem"), "--key", s.dir.file("factory-ca.key")})
             .contains("id"));
   CHECK(s.json({"device", "ca", "list"}).size() == 2);  // the station CA and the factory CA
-  std::string firmware(10000, 'z');
-  spit(s.dir.file("fw.bin"), firmware);
-  auto id = s.json({"image", "upload", s.dir.file("fw.bin")})["id"].get<std::string>();
+  spit(s.dir.file("fw.bin"), std::string(10000, 'z'));
+  auto [id, signed_file] = trusted_release(s, s.dir.file("fw.bin"), 2);
+  auto firmware = slurp(signed_file);
   s.json({"deployment", "create", "--group", "Thermo/Development", "--image", id});
 
   auto agent_url = "https://127.0.0.1:" + std::to_string(s.service->agent_port());

@@ -18,6 +18,7 @@
 #include "signing/signer.hpp"
 #include "tests/support/postgres.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/test_release.hpp"
 #include "tests/support/test_certificates.hpp"
 
 #include <openssl/bio.h>
@@ -114,6 +115,7 @@ const AccessRow access_matrix[] = {
     {"POST",   "/v1/products",                     "AA--"},
     {"GET",    "/v1/products",                     "AAAA"},
     {"GET",    "/v1/products/{}",                  "AAAA"},
+    {"PATCH",  "/v1/products/{}",                  "AA--"},
     {"DELETE", "/v1/products/{}",                  "AA--"},
     {"POST",   "/v1/groups",                       "AA--"},
     {"GET",    "/v1/groups",                       "AAAA"},
@@ -137,6 +139,7 @@ const AccessRow access_matrix[] = {
     {"GET",    "/v1/deployments",                  "AAAA"},
     {"GET",    "/v1/deployments/{}",               "AAAA"},
     {"GET",    "/v1/deployments/{}/devices",       "AAAA"},
+    {"GET",    "/v1/deployments/{}/report",        "AAAA"},
     {"POST",   "/v1/deployments/{}/pause",         "AA--"},
     {"POST",   "/v1/deployments/{}/resume",        "AA--"},
     {"POST",   "/v1/deployments/{}/abort",         "AA--"},
@@ -381,14 +384,20 @@ TEST_CASE("service: images upload in chunks at the confirmed offset, verify the 
 
 TEST_CASE("service: deployments move active -> paused -> active -> aborted, and aborted is final") {
   Fixture f;
-  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
-  std::string content = "firmware";
-  auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
-  f.json("POST", "/v1/images", f.admin, Json{{"sha256", sha}, {"size", content.size()}}.dump());
+  test::TestReleaseMaker releases(f.dir.path());
+  Json product = {{"name", "Thermo"}};
+  releases.add_trust(product);
+  f.json("POST", "/v1/products", f.admin, product.dump());
+  auto release = releases.make("v2", 2);
+  auto sha = to_hex(digest(HashAlg::sha256, as_bytes(release.image)));
+  auto manifest = to_hex(digest(HashAlg::sha256, as_bytes(release.envelope)));
+  f.json("POST", "/v1/images", f.admin, Json{{"sha256", sha}, {"size", release.image.size()}}.dump());
   CHECK(f.call("POST", "/v1/deployments", f.admin, Json{{"group", "Thermo/Production"}, {"images", {sha}}}.dump()).status == 409);
-  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", f.admin, content);
+  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", f.admin, release.image);
+  f.json("POST", "/v1/images", f.admin, Json{{"sha256", manifest}, {"size", release.envelope.size()}}.dump());
+  f.json("PUT", "/v1/images/" + manifest + "/content?offset=0", f.admin, release.envelope);
   auto d = f.json("POST", "/v1/deployments", f.admin,
-                  Json{{"group", "Thermo/Production"}, {"images", {sha}}, {"rollout", 10}}.dump());
+                  Json{{"group", "Thermo/Production"}, {"images", {sha}}, {"manifest", manifest}, {"rollout", 10}}.dump());
   CHECK(d["state"] == "active");
   CHECK(d["rollout"] == 10);
   auto id = d["id"].get<std::string>();
@@ -430,18 +439,27 @@ TEST_CASE("service: agents check in with a device certificate chained to a regis
   CHECK(f.call("POST", "/v1/agent/check-in", f.admin, "{}").status == 401);
 
   // A deployment to the device's group reaches it on check-in; it downloads with Range and reports.
-  std::string content(5000, 'f');
+  test::TestReleaseMaker releases(f.dir.path());
+  Json trust = Json::object();
+  releases.add_trust(trust);
+  f.json("PATCH", "/v1/products/Thermo", f.admin, trust.dump());
+  auto release = releases.make("fw", 2, 5000);
+  auto content = release.image;
   auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
   f.json("POST", "/v1/images", f.admin, Json{{"sha256", sha}, {"size", content.size()}}.dump());
   f.json("PUT", "/v1/images/" + sha + "/content?offset=0", f.admin, content);
-  auto dep = f.json("POST", "/v1/deployments", f.admin, Json{{"group", "Thermo/Development"}, {"images", {sha}}}.dump());
+  auto manifest = to_hex(digest(HashAlg::sha256, as_bytes(release.envelope)));
+  f.json("POST", "/v1/images", f.admin, Json{{"sha256", manifest}, {"size", release.envelope.size()}}.dump());
+  f.json("PUT", "/v1/images/" + manifest + "/content?offset=0", f.admin, release.envelope);
+  auto dep = f.json("POST", "/v1/deployments", f.admin,
+                    Json{{"group", "Thermo/Development"}, {"images", {sha}}, {"manifest", manifest}}.dump());
   auto offer = Json::parse(agent("POST", "/v1/agent/check-in", {cert}).body)["deployment"];
   REQUIRE(offer.is_object());
   CHECK(offer["id"] == dep["id"]);
   auto url = offer["images"][0]["url"].get<std::string>();
   auto part = agent("GET", url, {cert}, "", {{"range", "bytes=4000-"}});
   CHECK(part.status == 206);
-  CHECK(part.body.size() == 1000);
+  CHECK(part.body.size() == content.size() - 4000);
   CHECK(agent("POST", "/v1/agent/status", {cert}, Json{{"deployment", dep["id"]}, {"status", "installed"}}.dump()).status == 200);
   CHECK(agent("POST", "/v1/agent/status", {cert}, Json{{"deployment", dep["id"]}, {"status", "bogus"}}.dump()).status == 400);
   CHECK(f.json("GET", "/v1/deployments/" + dep["id"].get<std::string>(), f.admin)["device_status"]["installed"] == 1);

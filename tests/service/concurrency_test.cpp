@@ -17,6 +17,7 @@
 #include "signing/key_ref.hpp"
 #include "signing/signer.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/test_release.hpp"
 #include "tests/support/test_certificates.hpp"
 
 using namespace kiln;
@@ -36,8 +37,11 @@ struct ParallelFixture {
   ParallelFixture() {
     auto challenge = json("POST", "/v1/factory-cas/challenge", Json{{"certificate", factory_ca.pem}}.dump());
     json("POST", "/v1/factory-cas", test::factory_ca_registration(factory_ca, challenge.dump()));
-    json("POST", "/v1/products", R"({"name":"Thermo"})");
+    Json product = {{"name", "Thermo"}};
+    releases.add_trust(product);
+    json("POST", "/v1/products", product.dump());
   }
+  test::TestReleaseMaker releases{dir.path()};
   Response call(const std::string& method, const std::string& target, std::string body = {},
                 std::vector<std::string> chain = {}) {
     std::map<std::string, std::string> headers;
@@ -116,11 +120,16 @@ TEST_CASE("concurrency: status reports in parallel keep tallies equal to a recou
     test::TestKey key;
     chains.push_back(f.device("dev-" + std::to_string(i), key));
   }
-  auto content = std::string("firmware v2");
-  auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
-  f.json("POST", "/v1/images", Json{{"sha256", sha}, {"size", content.size()}}.dump());
-  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", content);
-  auto id = f.json("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {sha}}}.dump())["id"]
+  auto release = f.releases.make("v2", 2);
+  std::string sha, manifest;
+  for (auto* blob : {&release.image, &release.envelope}) {
+    auto id = to_hex(digest(HashAlg::sha256, as_bytes(*blob)));
+    f.json("POST", "/v1/images", Json{{"sha256", id}, {"size", blob->size()}}.dump());
+    f.json("PUT", "/v1/images/" + id + "/content?offset=0", *blob);
+    (blob == &release.image ? sha : manifest) = id;
+  }
+  auto id = f.json("POST", "/v1/deployments",
+                   Json{{"group", "Thermo/Field Test"}, {"images", {sha}}, {"manifest", manifest}}.dump())["id"]
                 .get<std::string>();
   const std::vector<std::string> statuses = {"downloading", "verifying", "installing", "testing", "installed"};
   std::atomic<int> failed{0};

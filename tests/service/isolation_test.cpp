@@ -13,6 +13,7 @@
 #include "signing/signer.hpp"
 #include "tests/support/postgres.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/test_release.hpp"
 #include "tests/support/test_certificates.hpp"
 
 using namespace kiln;
@@ -34,7 +35,10 @@ struct Tenant {
       : service(s), admin(s.create_token(s.create_tenant(name), Role::admin, "admin")), factory_ca(name + " Factory CA") {
     auto challenge = json("POST", "/v1/factory-cas/challenge", Json{{"certificate", factory_ca.pem}}.dump());
     json("POST", "/v1/factory-cas", test::factory_ca_registration(factory_ca, challenge.dump(), true));
-    product_id = json("POST", "/v1/products", R"({"name":"Thermo"})")["id"].get<std::string>();
+    test::TestReleaseMaker releases(dir);
+    Json product = {{"name", "Thermo"}};
+    releases.add_trust(product);
+    product_id = json("POST", "/v1/products", product.dump())["id"].get<std::string>();
     group_id = json("GET", "/v1/groups/Thermo%2FField%20Test")["id"].get<std::string>();
     device_uid = name + "-dev";
     test::TestKey key;
@@ -44,16 +48,9 @@ struct Tenant {
              factory_ca.key));
     json("POST", "/v1/devices/" + device_uid + "/assign", Json{{"group", "Thermo/Field Test"}}.dump());
     device_chain = {test::pem_to_der(factory_ca.issue(key, device_uid))};
-    std::string firmware = name + std::string(3000, 'q');
-    auto file = dir / (name + ".bin");
-    std::ofstream(file, std::ios::binary) << firmware;
-    image = upload(firmware);
-    suit::CreateOptions options;
-    options.components.push_back({file, ""});
-    options.vendor_id = suit::vendor_id_from_domain("example.com");
-    options.sequence_number = 3;
-    auto envelope = suit::encode_envelope(suit::create_envelope(suit::describe(options), {}, {}));
-    manifest = upload(std::string(envelope.begin(), envelope.end()));
+    auto release = releases.make(name, 3);
+    image = upload(release.image);
+    manifest = upload(release.envelope);
     json("POST", "/v1/images/" + image + "/manifest", Json{{"manifest", manifest}}.dump());
     deployment =
         json("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image}}}.dump())["id"]
@@ -115,6 +112,7 @@ TEST_CASE("isolation: every ID route and every agent endpoint answers 404 to ano
   const std::vector<Attempt> attempts = {
       {"GET", "/v1/products/{}", "/v1/products/" + a.product_id, ""},
       {"DELETE", "/v1/products/{}", "/v1/products/" + a.product_id, ""},
+      {"PATCH", "/v1/products/{}", "/v1/products/" + a.product_id, R"({"slot_size":4096})"},
       {"GET", "/v1/groups/{}", "/v1/groups/" + a.group_id, ""},
       {"PATCH", "/v1/groups/{}", "/v1/groups/" + a.group_id, R"({"name":"Thermo/Stolen"})"},
       {"DELETE", "/v1/groups/{}", "/v1/groups/" + a.group_id, ""},
@@ -130,6 +128,7 @@ TEST_CASE("isolation: every ID route and every agent endpoint answers 404 to ano
       {"POST", "/v1/images/{}/manifest", "/v1/images/" + a.image + "/manifest", Json{{"manifest", b.manifest}}.dump()},
       {"GET", "/v1/deployments/{}", dep, ""},
       {"GET", "/v1/deployments/{}/devices", dep + "/devices", ""},
+      {"GET", "/v1/deployments/{}/report", dep + "/report", ""},
       {"POST", "/v1/deployments/{}/pause", dep + "/pause", ""},
       {"POST", "/v1/deployments/{}/resume", dep + "/resume", ""},
       {"POST", "/v1/deployments/{}/abort", dep + "/abort", ""},

@@ -123,3 +123,30 @@ TEST_CASE("rollout decision: admitted counts take early reporters of later waves
   CHECK(c.admitted == 6);
   CHECK(c.status.at("pending") == 3);
 }
+
+TEST_CASE("rollout decision: the halt threshold applies once its minimum of devices finished") {
+  struct MinCase {
+    const char* name;
+    std::int64_t min_executed;
+    std::map<std::string, std::int64_t> reported;  // of 20 admitted devices
+    const char* state;
+  };
+  const MinCase cases[] = {
+      {"2 failed of 2 finished, minimum 5: not yet", 5, {{"failed", 2}}, "active"},
+      {"2 failed, 2 installed (4 finished), minimum 5: not yet", 5, {{"failed", 2}, {"installed", 2}}, "active"},
+      {"2 failed, 3 installed (5 finished), minimum 5: halted", 5, {{"failed", 2}, {"installed", 3}}, "halted"},
+      {"in progress does not count as finished", 5, {{"failed", 2}, {"installing", 10}}, "active"},
+      {"refused and rolled back count as finished", 5, {{"refused", 3}, {"rolled_back", 2}}, "halted"},
+      {"minimum 0 (deployments before the minimum existed): at once", 0, {{"failed", 2}}, "halted"},
+      {"1 failed of 20 (5%) with 5 finished: at the default threshold, not above", 5, {{"failed", 1}, {"installed", 4}},
+       "active"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    auto r = rollout({100}, 1, 1000, 0, default_halt_percent);
+    r.halt_min_executed = c.min_executed;
+    auto after = decide_rollout(r, {20, {wave(20, c.reported)}}, 1001);
+    CHECK(after.state == c.state);
+    CHECK(decide_rollout(r, {20, {wave(20, c.reported)}}, 1001) == after);
+  }
+}

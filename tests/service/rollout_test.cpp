@@ -11,9 +11,11 @@
 #include "service/api.hpp"
 #include "service/db.hpp"
 #include "service/rollout.hpp"
+#include "service/store.hpp"
 #include "signing/signer.hpp"
 #include "tests/support/postgres.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/test_release.hpp"
 #include "tests/support/test_certificates.hpp"
 
 using namespace kiln;
@@ -68,7 +70,21 @@ struct AgentFixture {
   std::string admin = service.create_token(tenant, Role::admin, "admin");
   test::TestCa factory_ca{"Acme Factory CA"};
   // The factory CA signs the ledger bundles this tenant imports and the device certificates.
+  test::TestReleaseMaker releases{dir.path()};
   AgentFixture() { register_factory_ca(); }
+  // The product Thermo, trusting the release keys.
+  void product() {
+    Json body = {{"name", "Thermo"}};
+    releases.add_trust(body);
+    json("POST", "/v1/products", body.dump());
+  }
+  // A release uploaded, its manifest linked: {image, manifest}.
+  std::pair<std::string, std::string> release(const std::string& name, std::uint64_t sequence) {
+    auto r = releases.make(name, sequence);
+    auto image = upload(r.image), manifest = upload(r.envelope);
+    json("POST", "/v1/images/" + image + "/manifest", Json{{"manifest", manifest}}.dump());
+    return {image, manifest};
+  }
   // Registers the factory CA, proving possession of its key (idempotent).
   void register_factory_ca() {
     auto challenge = json("POST", "/v1/factory-cas/challenge", Json{{"certificate", factory_ca.pem}}.dump());
@@ -104,32 +120,20 @@ struct AgentFixture {
   }
 };
 
-// An unsigned SUIT envelope describing `image_file` with this sequence number.
-std::string envelope_for(const std::filesystem::path& image_file, std::uint64_t sequence) {
-  suit::CreateOptions options;
-  options.components.push_back({image_file, ""});
-  options.vendor_id = suit::vendor_id_from_domain("example.com");
-  options.sequence_number = sequence;
-  auto bytes = suit::encode_envelope(suit::create_envelope(suit::describe(options), {}, {}));
-  return std::string(bytes.begin(), bytes.end());
-}
-
 }  // namespace
 
 TEST_CASE(
     "agent contract: check-in offers the wave's deployment with its manifest; the manifest is served to the group "
     "only") {
   AgentFixture f;
-  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
+  f.product();
   f.register_factory_ca();
   auto inside = f.device("dev-in", "Thermo/Field Test");
   auto outside = f.device("dev-out", "Thermo/Production");
 
-  std::string firmware(3000, 'q');
-  auto image_file = f.dir.file("fw.bin");
-  std::ofstream(image_file, std::ios::binary) << firmware;
-  auto image = f.upload(firmware);
-  auto envelope = envelope_for(image_file, 5);
+  auto release = f.releases.make("fw", 5);
+  auto image = f.upload(release.image);
+  auto envelope = release.envelope;
   auto manifest = f.upload(envelope);
   auto other_manifest = f.upload("not a SUIT envelope");
   CHECK(f.call("POST", "/v1/images/" + image + "/manifest", Json{{"manifest", other_manifest}}.dump()).status == 422);
@@ -167,7 +171,7 @@ TEST_CASE(
   CHECK(offer["manifest"] ==
         Json{{"id", manifest}, {"size", envelope.size()}, {"url", "/v1/agent/deployments/" + id + "/manifest"}});
   CHECK(offer["images"] ==
-        Json::array({Json{{"id", image}, {"size", 3000}, {"url", "/v1/agent/images/" + image + "/content"}}}));
+        Json::array({Json{{"id", image}, {"size", release.image.size()}, {"url", "/v1/agent/images/" + image + "/content"}}}));
 
   auto served = f.call("GET", offer["manifest"]["url"].get<std::string>(), "", inside);
   CHECK(served.status == 200);
@@ -237,19 +241,19 @@ TEST_CASE("rollout: a database from before staged rollouts gains the new columns
   CHECK(d["wave"] == 1);
   CHECK(d["waves"].size() == 1);
   CHECK(d["manifest"].is_null());
-  CHECK(d["halt_on_failure"].is_null());
+  CHECK(d["halt_on_failure"] == "never");  // a deployment from before thresholds were required keeps none
 }
 
 TEST_CASE("rollout: halting counts the admitted devices of the open waves; completion waits for the last wave") {
   AgentFixture f;
-  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
+  f.product();
   f.register_factory_ca();
   std::map<std::string, std::vector<std::string>> chains;
   for (int i = 0; i < 12; ++i) {
     auto uid = "dev-" + std::to_string(i);
     chains[uid] = f.device(uid, "Thermo/Field Test");
   }
-  auto image = f.upload("firmware v2");
+  auto image = f.release("v2", 2).first;
   // Deployment IDs are random, and so is the split: take one (a newer deployment supersedes the older)
   // whose first wave has at least two devices and leaves some for the second.
   Json dep;
@@ -261,7 +265,8 @@ TEST_CASE("rollout: halting counts the admitted devices of the open waves; compl
                       {"images", {image}},
                       {"rollout", {50, 100}},
                       {"step_after", 3600},
-                      {"halt_on_failure", 20}}
+                      {"halt_on_failure", 20},
+                      {"halt_min_executed", 1}}
                      .dump());
     id = dep["id"].get<std::string>();
     first_wave.clear();
@@ -296,4 +301,174 @@ TEST_CASE("rollout: halting counts the admitted devices of the open waves; compl
   CHECK(failing["items"][0]["device"] == first_wave[0]);
   CHECK(failing["items"][0]["status"] == "refused");
   CHECK(f.call("GET", "/v1/deployments/" + id + "/devices?status=nonsense").status == 400);
+}
+
+namespace {
+
+// A SUIT envelope signed by `key` for any file (a raw file is not an MCUboot image, yet can be described).
+std::string signed_envelope(const std::filesystem::path& file, std::uint64_t sequence, const Signer& key) {
+  suit::CreateOptions options;
+  options.components.push_back({file, ""});
+  options.vendor_id = suit::vendor_id_from_domain("example.com");
+  options.sequence_number = sequence;
+  auto bytes = suit::encode_envelope(suit::create_envelope(suit::describe(options), {}, {&key}));
+  return std::string(bytes.begin(), bytes.end());
+}
+
+std::string error_message(const Response& r) {
+  auto body = Json::parse(r.body, nullptr, false);
+  return body.is_object() && body.contains("error") ? body["error"]["message"].get<std::string>() : r.body;
+}
+
+}  // namespace
+
+TEST_CASE("deployment checks: what the product's boards would refuse is refused at creation, with the reason") {
+  AgentFixture f;
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
+  auto dev = f.device("dev-1", "Thermo/Field Test");
+  auto [image, manifest] = f.release("v5", 5);
+  Json body = {{"group", "Thermo/Field Test"}, {"images", {image}}};
+  auto create = [&](const Json& b) { return f.call("POST", "/v1/deployments", b.dump()); };
+
+  // A product that names no keys: nothing can be checked, so nothing is created.
+  auto keyless = create(body);
+  CHECK(keyless.status == 422);
+  CHECK(Json::parse(keyless.body)["error"]["code"] == "deployment_refused");
+  CHECK(error_message(keyless).find("product Thermo has no boot keys") != std::string::npos);
+  CHECK(error_message(keyless).find("product Thermo has no manifest keys") != std::string::npos);
+  CHECK(f.json("GET", "/v1/deployments")["items"].empty());
+  // The product learns its keys (PATCH), shows them by fingerprint and key hash, and the same request passes.
+  Json trust = Json::object();
+  f.releases.add_trust(trust);
+  auto product = f.json("PATCH", "/v1/products/Thermo", trust.dump());
+  REQUIRE(product["boot_keys"].size() == 1);
+  CHECK(product["boot_keys"][0]["mcuboot_key_hash"].get<std::string>().size() == 64);
+  CHECK(product["slot_size"] == default_slot_size);
+  CHECK(f.call("PATCH", "/v1/products/Thermo", R"({"boot_keys":["not a key"]})").status == 400);
+  CHECK(error_message(f.call("PATCH", "/v1/products/Thermo", R"({"slot_size":-1})")).find("slot_size") !=
+        std::string::npos);
+
+  // A dry run: the plan and every check, nothing created.
+  auto plan = f.json("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image}},
+                                                      {"rollout", {50, 100}}, {"step_after", 60}, {"dry_run", true}}
+                                                    .dump());
+  CHECK(plan["dry_run"] == true);
+  CHECK(plan["would_create"] == true);
+  CHECK(plan["devices"] == 1);
+  CHECK(plan["waves"].size() == 2);
+  CHECK(plan["rollout"]["halt_on_failure"] == 5);
+  CHECK(plan["rollout"]["halt_min_executed"] == 5);
+  std::set<std::string> names;
+  for (auto& c : plan["checks"]) {
+    names.insert(c["check"].get<std::string>());
+    CHECK_MESSAGE(c["passed"] == true, c.dump());
+  }
+  CHECK(names == std::set<std::string>{"manifest", "manifest_key", "mcuboot", "boot_key", "slot_size", "sequence"} );
+  CHECK(f.json("GET", "/v1/deployments")["items"].empty());
+
+  // A raw file (not an MCUboot image) with a manifest properly made for it and signed.
+  std::string raw(2000, 'r');
+  auto raw_file = f.dir.file("raw.bin");
+  std::ofstream(raw_file, std::ios::binary) << raw;
+  auto raw_image = f.upload(raw);
+  auto raw_manifest = f.upload(signed_envelope(raw_file, 6, f.releases.manifest_key()));
+  auto r = create({{"group", "Thermo/Field Test"}, {"images", {raw_image}}, {"manifest", raw_manifest}});
+  CHECK(r.status == 422);
+  CHECK_MESSAGE(error_message(r).find("is not an MCUboot image") != std::string::npos, r.body);
+
+  // An image without a SUIT manifest.
+  auto bare = f.upload(f.releases.make("bare", 6).image);
+  r = create({{"group", "Thermo/Field Test"}, {"images", {bare}}});
+  CHECK(r.status == 422);
+  CHECK_MESSAGE(error_message(r).find("no SUIT manifest") != std::string::npos, r.body);
+
+  // An image signed by a key that is not a boot key of the product.
+  auto other = f.releases.key("other.pem");
+  auto rogue = f.releases.make("rogue", 6, 3000, false, nullptr, other.get());
+  r = create({{"group", "Thermo/Field Test"}, {"images", {f.upload(rogue.image)}}, {"manifest", f.upload(rogue.envelope)}});
+  CHECK(r.status == 422);
+  CHECK_MESSAGE(error_message(r).find("not a boot key of product Thermo") != std::string::npos, r.body);
+
+  // A manifest signed by another key.
+  auto forged = f.releases.make("forged", 6, 3000, false, other.get());
+  r = create({{"group", "Thermo/Field Test"}, {"images", {f.upload(forged.image)}}, {"manifest", f.upload(forged.envelope)}});
+  CHECK(r.status == 422);
+  CHECK_MESSAGE(error_message(r).find("does not verify against the manifest keys of product Thermo") != std::string::npos,
+                r.body);
+
+  // The device reports running sequence 7: sequence 5 would be refused by it, and it is named.
+  CHECK(f.json("POST", "/v1/agent/check-in", R"({"sequence":7})", dev)["deployment"].is_null());
+  r = create(body);
+  CHECK(r.status == 422);
+  CHECK_MESSAGE(error_message(r).find("manifest sequence number 5 is not above") != std::string::npos, r.body);
+  CHECK_MESSAGE(error_message(r).find("dev-1") != std::string::npos, r.body);
+  auto [image8, manifest8] = f.release("v8", 8);
+  auto created = f.json("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image8}}}.dump());
+  CHECK(created["halt_on_failure"] == 5);
+  CHECK(created["halt_min_executed"] == 5);
+  // A deployment still offering sequence 8 blocks an older release for the group, even where no device ran it.
+  f.json("POST", "/v1/agent/check-in", R"({"sequence":1})", dev);
+  auto [image7, manifest7] = f.release("v7b", 7);
+  r = create({{"group", "Thermo/Field Test"}, {"images", {image7}}});
+  CHECK(r.status == 422);
+  CHECK_MESSAGE(error_message(r).find("still offers sequence 8") != std::string::npos, r.body);
+
+  // The slot: an image that does not fit the product's slot size.
+  f.json("PATCH", "/v1/products/Thermo", R"({"slot_size":3072})");
+  auto [image9, manifest9] = f.release("v9", 9);
+  r = create({{"group", "Thermo/Field Test"}, {"images", {image9}}});
+  CHECK(r.status == 422);
+  CHECK_MESSAGE(error_message(r).find("holds 3072 bytes") != std::string::npos, r.body);
+  auto dry = f.json("POST", "/v1/deployments",
+                    Json{{"group", "Thermo/Field Test"}, {"images", {image9}}, {"dry_run", true}}.dump());
+  CHECK(dry["would_create"] == false);
+  CHECK(dry["reason"].get<std::string>().find("holds 3072 bytes") != std::string::npos);
+  CHECK(f.json("GET", "/v1/deployments")["items"].size() == 1);
+}
+
+TEST_CASE("deployment checks: an image carrying only its key hash needs a board that holds the key") {
+  AgentFixture f;
+  std::filesystem::create_directories(f.dir.path() / "separate");
+  test::TestReleaseMaker separate(f.dir.path() / "separate", true);  // boot key != manifest key
+  Json product = {{"name", "Thermo"}};
+  separate.add_trust(product);
+  f.json("POST", "/v1/products", product.dump());
+  auto upload = [&](const test::TestReleaseFiles& r) {
+    return Json{{"group", "Thermo/Production"}, {"images", {f.upload(r.image)}}, {"manifest", f.upload(r.envelope)}};
+  };
+  auto hash_only = f.call("POST", "/v1/deployments", upload(separate.make("hash", 2)).dump());
+  CHECK(hash_only.status == 422);
+  CHECK_MESSAGE(error_message(hash_only).find("sign with --public-key-format full") != std::string::npos,
+                hash_only.body);
+  CHECK(f.call("POST", "/v1/deployments", upload(separate.make("full", 2, 3000, true)).dump()).status == 201);
+}
+
+TEST_CASE("deployment requests: bad rollout settings are 400 naming the field") {
+  AgentFixture f;
+  f.product();
+  auto [image, manifest] = f.release("v2", 2);
+  const std::pair<Json, const char*> cases[] = {
+      {Json{{"rollout", 150}}, "rollout"},
+      {Json{{"rollout", -5}}, "rollout"},
+      {Json{{"rollout", {50, 10}}, {"step_after", 60}}, "rollout"},
+      {Json{{"rollout", {10, 100}}}, "step_after"},
+      {Json{{"rollout", {10, 100}}, {"step_after", 0}}, "step_after"},
+      {Json{{"rollout", {10, 100}}, {"step_after", -60}}, "step_after"},
+      {Json{{"halt_on_failure", 101}}, "halt_on_failure"},
+      {Json{{"halt_on_failure", -1}}, "halt_on_failure"},
+      {Json{{"halt_on_failure", "sometimes"}}, "halt_on_failure"},
+      {Json{{"halt_min_executed", 0}}, "halt_min_executed"},
+      {Json{{"dry_run", "yes"}}, "dry_run"},
+  };
+  for (auto& [extra, field] : cases) {
+    Json body = {{"group", "Thermo/Field Test"}, {"images", {image}}};
+    body.update(extra);
+    auto r = f.call("POST", "/v1/deployments", body.dump());
+    CHECK_MESSAGE(r.status == 400, body.dump());
+    CHECK_MESSAGE(error_message(r).find(field) != std::string::npos, body.dump(), " -> ", r.body);
+  }
+  // "never" must be said to have no halt threshold; it is shown as such.
+  auto never = f.json("POST", "/v1/deployments",
+                      Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"halt_on_failure", "never"}}.dump());
+  CHECK(never["halt_on_failure"] == "never");
 }

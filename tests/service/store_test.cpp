@@ -21,6 +21,16 @@ using namespace kiln::service;
 using Json = nlohmann::json;
 
 namespace {
+Product test_product() {
+  Product p;
+  p.id = "prd_1";
+  p.name = "Thermo";
+  p.created_at = "2026-01-01T00:00:00Z";
+  return p;
+}
+}  // namespace
+
+namespace {
 
 int user_version(const std::string& path) {
   Db db(path);
@@ -127,13 +137,13 @@ TEST_CASE("store: a read unit of work (every GET runs in one) cannot write; a wr
   {
     auto unit = store.begin(Store::Access::read);
     CHECK(store.find_tenant("acme") == tenant);
-    CHECK_THROWS_AS(store.insert_product(tenant, {"prd_1", "Thermo", "", "2026-01-01T00:00:00Z"}), Error);
+    CHECK_THROWS_AS(store.insert_product(tenant, test_product()), Error);
     unit->commit();
   }
   CHECK_FALSE(store.find_product(tenant, "Thermo"));
   {
     auto unit = store.begin(Store::Access::write);
-    store.insert_product(tenant, {"prd_1", "Thermo", "", "2026-01-01T00:00:00Z"});
+    store.insert_product(tenant, test_product());
     {
       auto inner = store.begin();  // a failed inner unit undoes only its own part
       store.insert_group(tenant, {"grp_1", "prd_1", "", "Field Test", "", "2026-01-01T00:00:00Z"});
@@ -149,7 +159,7 @@ TEST_CASE("store: tallies kept as devices report, join and leave groups equal a 
   auto owned = open_store(test::test_store(dir.file("kiln.db")));
   auto& store = *owned;
   auto tenant = store.create_tenant("acme", "2026-01-01T00:00:00Z");
-  store.insert_product(tenant, {"prd_1", "Thermo", "", "2026-01-01T00:00:00Z"});
+  store.insert_product(tenant, test_product());
   const std::vector<std::string> groups = {"grp_a", "grp_b"};
   for (auto& g : groups) store.insert_group(tenant, {g, "prd_1", "", g, "", "2026-01-01T00:00:00Z"});
   std::mt19937 random(7);

@@ -297,7 +297,9 @@ class OtaFleet {
   }
 
   void register_on_service() {
-    json({"product", "create", options_.product});
+    // The product trusts the release key as boot key and manifest key (what the factory installs).
+    json({"product", "create", options_.product, "--boot-key", file("release.pem"), "--manifest-key",
+          file("release.pem")});
     json({"device", "ca", "add", file("station-ca.pem"), "--key",
           file("station-ca.key.pem")});  // first: the service imports bundles signed by a registered station
     json({"device", "import", file("units.jsonl")});
