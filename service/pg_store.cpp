@@ -49,6 +49,7 @@ class Result {
   explicit Result(PGresult* result) : result_(result, PQclear) {}
   int rows() const { return PQntuples(result_.get()); }
   bool empty() const { return rows() == 0; }
+  int columns() const { return PQnfields(result_.get()); }
   // Out of range (a lookup that matched nothing): null.
   bool is_null(int row, int column) const {
     return row >= rows() || column >= PQnfields(result_.get()) || PQgetisnull(result_.get(), row, column) != 0;
@@ -226,6 +227,23 @@ void add_ledger_heads(PGconn* conn) {
              "PRIMARY KEY (tenant_id, station_key_sha256, ledger_id))");
 }
 
+// Migration 4 (issue 15): what a product's boards trust (checked at deployment creation), what each device's
+// agent last said it runs, what each device ran before a deployment (the exact revert target), and the
+// halt threshold's minimum of executed devices. Idempotent, like SQLite's migration 4.
+void add_rollout_safety(PGconn* conn) {
+  run_script(conn, R"sql(
+ALTER TABLE products ADD COLUMN IF NOT EXISTS boot_keys TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE products ADD COLUMN IF NOT EXISTS manifest_keys TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE products ADD COLUMN IF NOT EXISTS slot_size BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS sequence BIGINT;
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS manifest_digest TEXT;
+ALTER TABLE deployment_devices ADD COLUMN IF NOT EXISTS previous_manifest TEXT;
+ALTER TABLE deployment_devices ADD COLUMN IF NOT EXISTS version_before TEXT;
+ALTER TABLE deployment_devices ADD COLUMN IF NOT EXISTS started_at TEXT;
+ALTER TABLE deployments ADD COLUMN IF NOT EXISTS halt_min_executed BIGINT NOT NULL DEFAULT 0;
+)sql");
+}
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction (PostgreSQL's schema changes are transactional: a migration killed half-way leaves nothing,
 // and the next start runs it again). Append only: a released migration never changes. The version lives
@@ -238,6 +256,7 @@ constexpr Migration migrations[] = {
     {1, baseline_schema},
     {2, add_deployment_tallies},
     {3, add_ledger_heads},
+    {4, add_rollout_safety},
 };
 
 int read_schema_version(PGconn* conn) {
@@ -321,11 +340,17 @@ void count_member(PGconn* conn, const std::string& device_id, const std::string&
   }
 }
 
-constexpr const char* deployment_columns =
-    "SELECT d.id, d.group_id, p.name || '/' || g.name, d.images, d.manifest, d.sequence, d.waves, d.wave, "
-    "d.wave_started_at, d.step_after, d.halt_on_failure, d.halt_reason, d.failure_baseline, d.previous, "
-    "d.state, d.created_at, d.updated_at "
-    "FROM deployments d JOIN device_groups g ON g.id = d.group_id JOIN products p ON p.id = g.product_id ";
+#define KILN_DEPLOYMENT_COLUMNS_V1                                                                           \
+  "SELECT d.id, d.group_id, p.name || '/' || g.name, d.images, d.manifest, d.sequence, d.waves, d.wave, "     \
+  "d.wave_started_at, d.step_after, d.halt_on_failure, d.halt_reason, d.failure_baseline, d.previous, "       \
+  "d.state, d.created_at, d.updated_at"
+#define KILN_DEPLOYMENT_FROM \
+  " FROM deployments d JOIN device_groups g ON g.id = d.group_id JOIN products p ON p.id = g.product_id "
+// The columns as migrations 1..3 know them (migration 2 reads deployments before migration 4 adds columns).
+constexpr const char* deployment_columns_v1 = KILN_DEPLOYMENT_COLUMNS_V1 KILN_DEPLOYMENT_FROM;
+constexpr const char* deployment_columns = KILN_DEPLOYMENT_COLUMNS_V1 ", d.halt_min_executed" KILN_DEPLOYMENT_FROM;
+#undef KILN_DEPLOYMENT_COLUMNS_V1
+#undef KILN_DEPLOYMENT_FROM
 
 Deployment read_deployment(const Result& q, int r) {
   Deployment row;
@@ -346,6 +371,7 @@ Deployment read_deployment(const Result& q, int r) {
   row.state = q.text(r, 14);
   row.created_at = q.text(r, 15);
   row.updated_at = q.text(r, 16);
+  if (q.columns() > 17) row.halt_min_executed = q.integer(r, 17);
   return row;
 }
 
@@ -354,7 +380,7 @@ void add_deployment_tallies(PGconn* conn) {
   run_script(conn,
              "CREATE TABLE deployment_tallies (deployment_id TEXT NOT NULL, wave INTEGER NOT NULL, "
              "status TEXT NOT NULL, devices BIGINT NOT NULL, PRIMARY KEY (deployment_id, wave, status))");
-  auto q = run(conn, deployment_columns);
+  auto q = run(conn, deployment_columns_v1);
   for (int r = 0; r < q.rows(); ++r) {
     auto d = read_deployment(q, r);
     write_tally(conn, d.id, recount(conn, d));
@@ -742,16 +768,34 @@ Group read_group(const Result& q, int r) {
   return {q.text(r, 0), q.text(r, 1), q.text(r, 2), q.text(r, 3), q.text(r, 4), q.text(r, 5)};
 }
 
+constexpr const char* product_columns =
+    "SELECT id, name, coalesce(description, ''), created_at, boot_keys, manifest_keys, slot_size FROM products ";
+
+std::vector<std::string> string_array(const std::string& text) {
+  std::vector<std::string> out;
+  for (auto& v : nlohmann::json::parse(text)) out.push_back(v.get<std::string>());
+  return out;
+}
+
+Product read_product(const Result& q, int r) {
+  return Product{q.text(r, 0),
+                 q.text(r, 1),
+                 q.text(r, 2),
+                 q.text(r, 3),
+                 string_array(q.text(r, 4)),
+                 string_array(q.text(r, 5)),
+                 q.integer(r, 6)};
+}
+
 }  // namespace
 
 std::optional<Product> PgStore::find_product(std::int64_t tenant_id, const std::string& ref) {
   Use use(*this);
   auto q = run(use.conn(),
-               "SELECT id, name, coalesce(description, ''), created_at FROM products WHERE tenant_id = $1 AND "
-               "(id = $2 OR name = $2) ORDER BY id = $2 DESC LIMIT 1",
+               std::string(product_columns) + "WHERE tenant_id = $1 AND (id = $2 OR name = $2) ORDER BY id = $2 DESC LIMIT 1",
                {tenant_id, ref});
   if (q.empty()) return std::nullopt;
-  return Product{q.text(0, 0), q.text(0, 1), q.text(0, 2), q.text(0, 3)};
+  return read_product(q, 0);
 }
 
 bool PgStore::product_name_taken(std::int64_t tenant_id, const std::string& name) {
@@ -761,18 +805,26 @@ bool PgStore::product_name_taken(std::int64_t tenant_id, const std::string& name
 
 void PgStore::insert_product(std::int64_t tenant_id, const Product& product) {
   Use use(*this);
-  run(use.conn(), "INSERT INTO products (id, tenant_id, name, description, created_at) VALUES ($1, $2, $3, $4, $5)",
-      {product.id, tenant_id, product.name, product.description, product.created_at});
+  run(use.conn(),
+      "INSERT INTO products (id, tenant_id, name, description, created_at, boot_keys, manifest_keys, slot_size) "
+      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+      {product.id, tenant_id, product.name, product.description, product.created_at,
+       nlohmann::json(product.boot_keys).dump(), nlohmann::json(product.manifest_keys).dump(), product.slot_size});
+}
+
+void PgStore::update_product_trust(const Product& product) {
+  Use use(*this);
+  run(use.conn(), "UPDATE products SET boot_keys = $1, manifest_keys = $2, slot_size = $3 WHERE id = $4",
+      {nlohmann::json(product.boot_keys).dump(), nlohmann::json(product.manifest_keys).dump(), product.slot_size,
+       product.id});
 }
 
 std::vector<Product> PgStore::list_products(std::int64_t tenant_id) {
   Use use(*this);
-  auto q = run(use.conn(),
-               "SELECT id, name, coalesce(description, ''), created_at FROM products WHERE tenant_id = $1 "
-               "ORDER BY name COLLATE \"C\"",
+  auto q = run(use.conn(), std::string(product_columns) + "WHERE tenant_id = $1 ORDER BY name COLLATE \"C\"",
                {tenant_id});
   std::vector<Product> out;
-  for (int r = 0; r < q.rows(); ++r) out.push_back({q.text(r, 0), q.text(r, 1), q.text(r, 2), q.text(r, 3)});
+  for (int r = 0; r < q.rows(); ++r) out.push_back(read_product(q, r));
   return out;
 }
 
@@ -992,6 +1044,31 @@ void PgStore::device_checked_in(const std::string& device_id, const std::string&
   run(use.conn(),
       "UPDATE devices SET last_seen = $1, version = coalesce($2, version), state = coalesce($3, state) WHERE id = $4",
       {now, version, state, device_id});
+}
+
+void PgStore::record_device_firmware(const std::string& device_id, const std::optional<std::int64_t>& sequence,
+                                     const std::optional<std::string>& manifest_digest) {
+  Use use(*this);
+  std::optional<std::string> number;
+  if (sequence) number = std::to_string(*sequence);
+  run(use.conn(),
+      "UPDATE devices SET sequence = coalesce($1::bigint, sequence), manifest_digest = coalesce($2, "
+      "manifest_digest) WHERE id = $3",
+      {number, manifest_digest, device_id});
+}
+
+std::vector<DeviceFirmware> PgStore::group_firmware(const std::string& group_id) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "SELECT id, sequence, manifest_digest FROM devices WHERE group_id = $1 ORDER BY id COLLATE \"C\"",
+               {group_id});
+  std::vector<DeviceFirmware> out;
+  for (int r = 0; r < q.rows(); ++r) {
+    DeviceFirmware f{q.text(r, 0), std::nullopt, q.optional_text(r, 2)};
+    if (!q.is_null(r, 1)) f.sequence = q.integer(r, 1);
+    out.push_back(std::move(f));
+  }
+  return out;
 }
 
 void PgStore::add_claim_challenge(const std::string& nonce, const std::string& device_id, std::int64_t tenant_id,
@@ -1221,6 +1298,16 @@ void PgStore::link_manifest(std::int64_t tenant_id, const std::string& image, co
 
 // Deployments.
 
+namespace {
+
+DeploymentDevice read_deployment_device(const Result& q, int r) {
+  return DeploymentDevice{q.text(r, 0),          q.optional_text(r, 1), q.text(r, 2),
+                          q.text(r, 3),          q.text(r, 4),          q.optional_text(r, 5),
+                          q.optional_text(r, 6), q.text(r, 7),          q.text(r, 8)};
+}
+
+}  // namespace
+
 std::optional<Deployment> PgStore::find_deployment(std::int64_t tenant_id, const std::string& id) {
   Use use(*this);
   auto q = run(use.conn(), std::string(deployment_columns) + "WHERE d.id = $1 AND d.tenant_id = $2", {id, tenant_id});
@@ -1261,11 +1348,11 @@ void PgStore::insert_deployment(std::int64_t tenant_id, const Deployment& d, con
   if (d.halt_on_failure) halt = fmt::format("{}", *d.halt_on_failure);
   run(use.conn(),
       "INSERT INTO deployments (id, tenant_id, group_id, images, state, created_at, updated_at, manifest, sequence, "
-      "waves, wave, wave_started_at, step_after, halt_on_failure, failure_baseline, previous) "
-      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+      "waves, wave, wave_started_at, step_after, halt_on_failure, failure_baseline, previous, halt_min_executed) "
+      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
       {d.id, tenant_id, d.group_id, nlohmann::json(d.images).dump(), d.state, d.created_at, d.updated_at, d.manifest,
        sequence, nlohmann::json(d.waves).dump(), d.wave, d.wave_started_at, d.step_after, halt, d.failure_baseline,
-       d.previous});
+       d.previous, d.halt_min_executed});
   write_tally(use.conn(), d.id, recount(use.conn(), d));
 }
 
@@ -1315,12 +1402,36 @@ void PgStore::for_each_deployment_device(const Deployment& deployment,
                                          const std::function<void(const DeploymentDevice&)>& each) {
   Use use(*this);
   auto q = run(use.conn(),
-               "SELECT d.id, dd.status, coalesce(dd.detail, ''), coalesce(dd.updated_at, ''), coalesce(d.version, '') "
+               "SELECT d.id, dd.status, coalesce(dd.detail, ''), coalesce(dd.updated_at, ''), coalesce(d.version, ''), "
+               "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, ''), coalesce(d.last_seen, '') "
                "FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = $1 AND dd.device_id = d.id "
                "WHERE d.group_id = $2 ORDER BY d.id COLLATE \"C\"",
                {deployment.id, deployment.group_id});
-  for (int r = 0; r < q.rows(); ++r)
-    each(DeploymentDevice{q.text(r, 0), q.optional_text(r, 1), q.text(r, 2), q.text(r, 3), q.text(r, 4)});
+  for (int r = 0; r < q.rows(); ++r) each(read_deployment_device(q, r));
+}
+
+std::optional<DeploymentDevice> PgStore::deployment_device(const std::string& deployment_id,
+                                                           const std::string& device_id) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "SELECT dd.device_id, dd.status, coalesce(dd.detail, ''), dd.updated_at, coalesce(d.version, ''), "
+               "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, ''), coalesce(d.last_seen, '') "
+               "FROM deployment_devices dd JOIN devices d ON d.id = dd.device_id "
+               "WHERE dd.deployment_id = $1 AND dd.device_id = $2",
+               {deployment_id, device_id});
+  if (q.empty()) return std::nullopt;
+  return read_deployment_device(q, 0);
+}
+
+std::optional<std::string> PgStore::deployment_with_manifest(std::int64_t tenant_id, const std::string& group_id,
+                                                            const std::string& manifest) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "SELECT id FROM deployments WHERE tenant_id = $1 AND group_id = $2 AND manifest = $3 "
+               "ORDER BY seq DESC LIMIT 1",
+               {tenant_id, group_id, manifest});
+  if (q.empty()) return std::nullopt;
+  return q.text(0, 0);
 }
 
 std::optional<std::string> PgStore::reported_status(const std::string& deployment_id, const std::string& device_id) {
@@ -1350,9 +1461,10 @@ void PgStore::record_status(const std::string& deployment_id, const std::string&
     }
   }
   run(c,
-      "INSERT INTO deployment_devices (deployment_id, device_id, status, detail, updated_at) VALUES ($1, $2, $3, $4, "
-      "$5) ON CONFLICT (deployment_id, device_id) DO UPDATE SET status = excluded.status, detail = excluded.detail, "
-      "updated_at = excluded.updated_at",
+      "INSERT INTO deployment_devices (deployment_id, device_id, status, detail, updated_at, previous_manifest, "
+      "version_before, started_at) SELECT $1::text, $2::text, $3::text, $4::text, $5::text, manifest_digest, version, "
+      "$5::text FROM devices WHERE id = $2 ON CONFLICT (deployment_id, device_id) DO UPDATE SET status = "
+      "excluded.status, detail = excluded.detail, updated_at = excluded.updated_at",
       {deployment_id, device_id, status, detail, now});
   if (installed_version) run(c, "UPDATE devices SET version = $1 WHERE id = $2", {*installed_version, device_id});
 }

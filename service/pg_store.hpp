@@ -60,6 +60,7 @@ class PgStore final : public Store {
   void insert_product(std::int64_t tenant_id, const Product& product) override;
   std::vector<Product> list_products(std::int64_t tenant_id) override;
   void delete_product(const std::string& product_id) override;
+  void update_product_trust(const Product& product) override;
   std::optional<Group> find_group(std::int64_t tenant_id, const std::string& id) override;
   std::optional<Group> find_group_by_name(const std::string& product_id, const std::string& name) override;
   void insert_group(std::int64_t tenant_id, const Group& group) override;
@@ -81,6 +82,9 @@ class PgStore final : public Store {
   void mark_claimed(const std::string& device_id, const std::string& now) override;
   void device_checked_in(const std::string& device_id, const std::string& now,
                          const std::optional<std::string>& version, const std::optional<std::string>& state) override;
+  void record_device_firmware(const std::string& device_id, const std::optional<std::int64_t>& sequence,
+                              const std::optional<std::string>& manifest_digest) override;
+  std::vector<DeviceFirmware> group_firmware(const std::string& group_id) override;
 
   void add_claim_challenge(const std::string& nonce, const std::string& device_id, std::int64_t tenant_id,
                            std::int64_t expires_at, std::int64_t now) override;
@@ -129,6 +133,10 @@ class PgStore final : public Store {
   void for_each_deployment_device(const Deployment& deployment,
                                   const std::function<void(const DeploymentDevice&)>& each) override;
   std::optional<std::string> reported_status(const std::string& deployment_id, const std::string& device_id) override;
+  std::optional<DeploymentDevice> deployment_device(const std::string& deployment_id,
+                                                    const std::string& device_id) override;
+  std::optional<std::string> deployment_with_manifest(std::int64_t tenant_id, const std::string& group_id,
+                                                      const std::string& manifest) override;
   void record_status(const std::string& deployment_id, const std::string& device_id, const std::string& status,
                      const std::string& detail, const std::string& now,
                      const std::optional<std::string>& installed_version) override;

@@ -42,7 +42,10 @@ void fill_version_1(const std::string& url) {
     PgStore store(url, {{}, 1});
     CHECK(store.schema_version() == 1);
     auto tenant = store.create_tenant("acme", "2026-01-01T00:00:00Z");
-    store.insert_product(tenant, {"prd_1", "Thermo", "", "2026-01-01T00:00:00Z"});
+    // Version 1's products have no trust columns (migration 4 adds them): written as that release did.
+    test::shared_postgres().sql(database_of(url),
+                                "INSERT INTO products (id, tenant_id, name, description, created_at) VALUES ('prd_1', " +
+                                    std::to_string(tenant) + ", 'Thermo', '', '2026-01-01T00:00:00Z')");
     store.insert_group(tenant, {"grp_1", "prd_1", "", "Field", "", "2026-01-01T00:00:00Z"});
     for (int i = 0; i < 40; ++i)
       REQUIRE(store.upsert_device({"dev-" + std::to_string(i), tenant, "prd_1", "grp_1", "provisioned", std::nullopt,
@@ -99,6 +102,24 @@ TEST_CASE("postgres store: an older store migrates; its deployments gain tallies
   // Migration 3: ledger heads are kept from then on.
   store.save_ledger_head(tenant, "abcd", {"ledger-1", 5, "hash", "2026-01-02T00:00:00Z"});
   CHECK(store.find_ledger_head(tenant, "abcd", "ledger-1")->rows == 5);
+  // Migration 4: products trust nothing yet (default slot), deployments keep the halt minimum, reports
+  // already made keep no previous firmware; what devices report from then on is kept.
+  auto product = store.find_product(tenant, "Thermo");
+  REQUIRE(product);
+  CHECK(product->boot_keys.empty());
+  CHECK(product->manifest_keys.empty());
+  CHECK(product->slot_size == 0);
+  CHECK(deployment->halt_min_executed == 0);
+  auto before = store.deployment_device("dep_1", "dev-0");
+  REQUIRE(before);
+  CHECK_FALSE(before->previous_manifest);
+  CHECK(before->started_at.empty());
+  store.record_device_firmware("dev-5", 3, std::string("d1"));
+  store.record_status("dep_1", "dev-5", "downloading", "", "2026-01-02T00:00:00Z", std::nullopt);
+  auto after = store.deployment_device("dep_1", "dev-5");
+  REQUIRE(after);
+  CHECK(after->previous_manifest == "d1");
+  CHECK(after->started_at == "2026-01-02T00:00:00Z");
 }
 
 TEST_CASE("postgres store: a store a newer release wrote is refused with a clear message and left as it was") {
