@@ -42,6 +42,18 @@ struct ParallelFixture {
     json("POST", "/v1/products", product.dump());
   }
   test::TestReleaseMaker releases{dir.path()};
+  // Uploads a release the product trusts (its image and SUIT envelope): {image sha256, manifest sha256}.
+  std::pair<std::string, std::string> upload_release(const std::string& name, std::uint64_t sequence) {
+    auto release = releases.make(name, sequence);
+    std::string sha, manifest;
+    for (auto* blob : {&release.image, &release.envelope}) {
+      auto id = to_hex(digest(HashAlg::sha256, as_bytes(*blob)));
+      json("POST", "/v1/images", Json{{"sha256", id}, {"size", blob->size()}}.dump());
+      json("PUT", "/v1/images/" + id + "/content?offset=0", *blob);
+      (blob == &release.image ? sha : manifest) = id;
+    }
+    return {sha, manifest};
+  }
   Response call(const std::string& method, const std::string& target, std::string body = {},
                 std::vector<std::string> chain = {}) {
     std::map<std::string, std::string> headers;
@@ -195,12 +207,14 @@ TEST_CASE("concurrency: overlapping imports beside claims: one device per UID, c
                     "\n");
   // A deployment of the group, so imports move tallies while they race.
   f.device("dev-0", keys[0]);
-  auto content = std::string("firmware v3");
-  auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
-  f.json("POST", "/v1/images", Json{{"sha256", sha}, {"size", content.size()}}.dump());
-  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", content);
+  auto [sha, manifest] = f.upload_release("v3", 3);
   auto id = f.json("POST", "/v1/deployments",
-                   Json{{"group", "Thermo/Field Test"}, {"images", {sha}}, {"rollout", {50, 100}}, {"step_after", 3600}}.dump())["id"]
+                   Json{{"group", "Thermo/Field Test"},
+                        {"images", {sha}},
+                        {"manifest", manifest},
+                        {"rollout", {50, 100}},
+                        {"step_after", 3600}}
+                       .dump())["id"]
                 .get<std::string>();
   // dev-0 is claimed while the imports run (each bundle holds it again).
   auto challenge = f.json("POST", "/v1/devices/dev-0/claim-challenge");
@@ -258,11 +272,9 @@ TEST_CASE("concurrency: a thousand status reports at once: none lost, tallies eq
     chains.push_back({test::pem_to_der(f.factory_ca.issue(key, uid))});
   }
   REQUIRE(f.json("POST", "/v1/devices/import", test::signed_bundle(units, f.factory_ca.key))["imported"] == devices);
-  auto content = std::string("firmware v4");
-  auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
-  f.json("POST", "/v1/images", Json{{"sha256", sha}, {"size", content.size()}}.dump());
-  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", content);
-  auto id = f.json("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {sha}}}.dump())["id"]
+  auto [sha, manifest] = f.upload_release("v4", 4);
+  auto id = f.json("POST", "/v1/deployments",
+                   Json{{"group", "Thermo/Field Test"}, {"images", {sha}}, {"manifest", manifest}}.dump())["id"]
                 .get<std::string>();
   const std::vector<std::string> statuses = {"downloading", "verifying", "installing", "testing", "installed"};
   std::atomic<int> next{0}, failed{0};
