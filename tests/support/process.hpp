@@ -42,6 +42,21 @@ inline ProcessResult run_kiln(const std::vector<std::string>& args, ProcessOptio
 
 std::string vectors_dir();
 
+// True when this build (the tests and the programs they start) runs under AddressSanitizer.
+constexpr bool sanitized_build() {
+#if defined(__SANITIZE_ADDRESS__)
+  return true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  return true;
+#else
+  return false;
+#endif
+#else
+  return false;
+#endif
+}
+
 // A child running in the background whose stdout and stderr are read as they come, so a test can wait for
 // the event it wants to interrupt (a JSON line, a "watching" message) instead of sleeping for a time budget.
 class ChildProcess {
