@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ "${KILN_SANITIZE:-OFF}" = ON ]; then
   # KILN_SANITIZE_DIR, KILN_SANITIZE_FLAGS and KILN_SANITIZE_TARGET choose another tree, optimisation and
-  # target: CI builds only the e2e_tests target at -O1 without debug info (it fits in CI's time).
+  # target: e.g. only the e2e_tests target (the e2e tests and the programs they start) at -O0.
   dir=${KILN_SANITIZE_DIR:-build-test}
   # -g1 (line tables: reports name file and line) builds in about 60 % of the time of full debug info.
   flags=${KILN_SANITIZE_FLAGS:--O2 -g1 -DNDEBUG}
