@@ -18,6 +18,8 @@ if [ "${KILN_SANITIZE:-OFF}" = ON ]; then
   cmake --build "$dir" -j "$(nproc)" ${KILN_SANITIZE_TARGET:+--target "$KILN_SANITIZE_TARGET"}
   # umockdev-wrapper preloads its library before the ASan runtime: expected, not an error here.
   export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:verify_asan_link_order=0}"
+  # umockdev's preload (glib) keeps what it allocates: suppressed by library name, never kiln's code.
+  export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/tests/data/lsan.supp}"
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 else
   dir=build
