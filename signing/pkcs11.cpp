@@ -119,7 +119,9 @@ class Module {
     std::error_code ec;
     if (!std::filesystem::exists(path, ec))
       throw Error(ExitCode::failure, fmt::format("PKCS#11 module {} does not exist", path), std::string(module_hint));
-    handle_ = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    // RTLD_NODELETE: the module stays mapped after dlclose, so threads or atexit handlers it left behind
+    // (some modules start both) never run unmapped code, and leak reports can name the module.
+    handle_ = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!handle_) {
       const char* why = dlerror();
       throw Error(ExitCode::failure,

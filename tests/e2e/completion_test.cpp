@@ -92,7 +92,8 @@ std::set<std::string> zsh_complete(const TempDir& dir, const std::string& line, 
 }  // namespace
 
 TEST_CASE("completion: the checked-in scripts match the live command tree") {
-  for (auto [shell, file] : {std::pair{"bash", "kiln.bash"}, {"zsh", "_kiln"}, {"fish", "kiln.fish"}}) {
+  for (auto entry : {std::pair{"bash", "kiln.bash"}, {"zsh", "_kiln"}, {"fish", "kiln.fish"}}) {
+    std::string shell = entry.first, file = entry.second;  // named copies: clang 14's lambdas cannot capture bindings
     auto r = run_kiln({"completion", shell});
     REQUIRE(r.exit_code == 0);
     auto checked_in = kiln::read_text_file(source_dir() + "/completions/" + file);

@@ -537,7 +537,8 @@ TEST_CASE("image sign/verify: crafted keys anyone can forge for are refused (sca
   std::vector<std::string> sign = {"image", "sign", "--version", "1.0.0", "-H", "0x20", "--pad-header",
                                    "-S",    "0x10000", dir.file("fw.bin")};
   for (const auto& [name, pem] : keys) {
-    CAPTURE(name);
+    const std::string case_name = name;  // a named copy: clang 14 lambdas cannot capture bindings
+    CAPTURE(case_name);
     write_file_atomic(dir.file(name), as_bytes(pem));
     ::chmod(dir.file(name).c_str(), 0600);
     auto args = sign;
@@ -815,7 +816,8 @@ TEST_CASE("image: mcuboot-more encrypted vectors: the signature covers the plain
                                           Enc{"enc-x25519-aes128.signed.bin", 0x33, true},
                                           Enc{"enc-rsa2048-aes128.signed.bin", 0x30, true},
                                           Enc{"enc-p256-clear.signed.bin", 0x32, false}}) {
-    CAPTURE(name);
+    const std::string case_name = name;  // a named copy: clang 14 lambdas cannot capture bindings
+    CAPTURE(case_name);
     Bytes image = read_file(more(name));
     auto parsed = mcuboot::parse_image(image);
     CHECK((parsed.header.flags & 0x4) != 0);  // ENCRYPTED_AES128
@@ -916,7 +918,8 @@ Bytes payload_of(const Bytes& image, const mcuboot::ParsedImage& parsed) {
 TEST_CASE("image: the P-256 and X25519 encrypted vectors decrypt with enc-p256.pem and enc-x25519.pem to app.bin") {
   for (auto [name, pem, tlv, point] : {std::tuple{"enc-p256-aes128.signed.bin", "enc-p256.pem", 0x32, 65},
                                        std::tuple{"enc-x25519-aes128.signed.bin", "enc-x25519.pem", 0x33, 32}}) {
-    CAPTURE(name);
+    const std::string case_name = name;  // a named copy: clang 14 lambdas cannot capture bindings
+    CAPTURE(case_name);
     Bytes image = read_file(more(name));
     auto parsed = mcuboot::parse_image(image);
     REQUIRE(find_tlv(parsed, static_cast<std::uint16_t>(tlv)));

@@ -25,6 +25,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "tests/support/loopback.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/service_process.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -67,16 +68,8 @@ class Connection {
  public:
   explicit Connection(int port) {
     signal(SIGPIPE, SIG_IGN);  // a write to a service that went away fails the check instead of the test run
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    timeval timeout{10, 0};
-    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    int one = 1;
-    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<std::uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+    fd_ = test::connect_loopback(port);
+    connected_ = fd_ >= 0;
     if (!connected_) return;
     ctx_ = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_verify(ctx_, SSL_VERIFY_NONE, nullptr);
@@ -87,7 +80,7 @@ class Connection {
   ~Connection() {
     if (ssl_) SSL_free(ssl_);
     if (ctx_) SSL_CTX_free(ctx_);
-    close(fd_);
+    if (fd_ >= 0) close(fd_);
   }
   bool connected() const { return connected_; }
 

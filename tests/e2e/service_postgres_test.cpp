@@ -122,7 +122,8 @@ TEST_CASE("kiln-service on PostgreSQL: init keeps the URL in D/store.toml (0600)
     for (auto [method, target, body] : {std::tuple{"GET", "/v1/products", ""},
                                         std::tuple{"POST", "/v1/products", R"({"name":"Oven"})"}}) {
       auto r = https(dir, running.url() + target, method, body);
-      INFO(method << " " << target << ": " << r);
+      const std::string request = std::string(method) + " " + target;  // clang 14 lambdas cannot capture bindings
+      INFO(request << ": " << r);
       CHECK(status_of(r) == 503);
       CHECK(r.find("Retry-After: 5") != std::string::npos);
       CHECK(r.find("store_unavailable") != std::string::npos);

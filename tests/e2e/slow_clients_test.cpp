@@ -23,6 +23,7 @@
 
 #include <openssl/ssl.h>
 
+#include "tests/support/loopback.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/service_process.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -39,25 +40,6 @@ namespace {
 
 double since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-int connect_tcp(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  timeval timeout{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
 }
 
 // A TLS client context; with a certificate for the agent listener (any certificate gets through TLS there).
@@ -81,7 +63,7 @@ struct TlsConnection {
   int fd = -1;
   SSL* ssl = nullptr;
   TlsConnection(SSL_CTX* ctx, int port) {
-    fd = connect_tcp(port);
+    fd = test::connect_loopback(port);
     if (fd < 0) return;
     ssl = SSL_new(ctx);
     SSL_set_fd(ssl, fd);
@@ -161,7 +143,7 @@ class IdleConnections {
       int open = 0;
       for (std::size_t i = 0; i < ports.size(); ++i) {
         while (static_cast<int>(sockets[i].size()) < count && !stop_) {
-          int fd = connect_tcp(ports[i]);
+          int fd = test::connect_loopback(ports[i]);
           if (fd < 0) break;
           sockets[i].push_back(fd);
           ++opened_;
@@ -213,7 +195,7 @@ class Trickler {
   void run(Stage stage, int port, SSL_CTX* ctx) {
     while (!stop_) {
       if (stage == Stage::handshake) {
-        int fd = connect_tcp(port);
+        int fd = test::connect_loopback(port);
         if (fd < 0) continue;
         // A TLS record header announcing a 512-byte ClientHello, then its bytes one at a time.
         send(fd, "\x16\x03\x01\x02\x00", 5, MSG_NOSIGNAL);
@@ -386,17 +368,21 @@ TEST_CASE("slow clients: hundreds of idle and trickling connections on both list
 
   CHECK(most_idle >= 500);
   CHECK(api_latency.size() >= 40);
+  // Under AddressSanitizer every request, every kiln start and the service's own cut of a slow client cost
+  // about twice the CPU: the bounds say "no request waited for a slow client, every slow client was cut
+  // near its deadline", not how fast the unsanitized build is.
+  const double allowance = test::sanitized_build() ? 2.0 : 1.0;
   for (std::size_t i = 0; i < api_latency.size(); ++i) {
     INFO("api request " << i << ": status " << api_status[i] << " after " << api_latency[i] << " s");
     CHECK(api_status[i] == 200);
-    CHECK(api_latency[i] < 1.0);
+    CHECK(api_latency[i] < 1.0 * allowance);
   }
   for (std::size_t i = 0; i < agent_latency.size(); ++i) {
     INFO("agent request " << i << ": status " << agent_status[i] << " after " << agent_latency[i] << " s");
     CHECK(agent_status[i] != 0);
-    CHECK(agent_latency[i] < 1.0);
+    CHECK(agent_latency[i] < 1.0 * allowance);
   }
-  for (double seconds : cli_latency) CHECK(seconds < 1.5);
+  for (double seconds : cli_latency) CHECK(seconds < 1.5 * allowance);
 
   // Every trickler was cut at its stage's deadline (total time, though each byte came well within the
   // per-read timeout), and none waited for a thread.
@@ -414,7 +400,7 @@ TEST_CASE("slow clients: hundreds of idle and trickling connections on both list
     for (double seconds : cuts) {
       INFO(kinds[k].name << " trickler cut after " << seconds << " s, deadline " << kinds[k].deadline << " s");
       CHECK(seconds > kinds[k].deadline - 1.0);
-      CHECK(seconds < kinds[k].deadline + 1.5);
+      CHECK(seconds < kinds[k].deadline + 1.5 * allowance);
     }
   }
 }
@@ -427,7 +413,7 @@ TEST_CASE("slow clients: one address holds at most --max-connections-per-address
   auto request = service.api_request();
   REQUIRE(request_status(tls.ctx, port, request) == 200);
   std::vector<int> held;
-  for (int i = 0; i < 10; ++i) held.push_back(connect_tcp(port));
+  for (int i = 0; i < 10; ++i) held.push_back(test::connect_loopback(port));
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // each is in its handshake, counted
   CHECK(request_status(tls.ctx, port, request) == 0);           // the eleventh is refused
   for (int fd : held) close(fd);

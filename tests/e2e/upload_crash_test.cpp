@@ -90,18 +90,22 @@ TEST_CASE("upload crash: kill -9 of the service mid-upload, repeatedly; the uplo
     return true;
   };
 
-  int mid_upload_kills = 0, ahead_kills = 0, runs = 0;
+  // Kill until the faults that matter have provably landed (at least 3 kills with the .part ahead of the
+  // recorded offset, at least 5 mid-upload), whatever the machine's speed; 60 kills at most.
+  int mid_upload_kills = 0, ahead_kills = 0, kills = 0, runs = 0;
+  auto enough = [&] { return (ahead_kills >= 3 && mid_upload_kills >= 5) || kills >= 60; };
   bool complete = false;
   std::mt19937 timing(7);
-  for (; runs < 30 && !complete; ++runs) {
+  for (; runs < 40 && !complete; ++runs) {
     auto upload = std::async(std::launch::async, [&] {
       return test::kiln({"-o", "json", "image", "upload", dir.file("big.bin")}, o);
     });
     // Kill while the upload runs; the CLI retries a chunk through a short outage, or gives up and is run again.
-    while (mid_upload_kills < 10) {
+    while (!enough()) {
       auto pause = std::chrono::milliseconds(std::uniform_int_distribution<int>(20, 200)(timing));
       if (upload.wait_for(pause) == std::future_status::ready) break;
       if (!kill_when_part_grows(upload, std::chrono::milliseconds(500))) break;
+      ++kills;
       auto on_disk = part_size();
       restart();
       auto at = received(id);
@@ -118,7 +122,7 @@ TEST_CASE("upload crash: kill -9 of the service mid-upload, repeatedly; the uplo
     else
       CHECK(result.exit_code == 5);  // the service was away for longer than the retries: run it again
   }
-  MESSAGE(runs << " upload runs, " << mid_upload_kills << " kills mid-upload, " << ahead_kills
+  MESSAGE(runs << " upload runs, " << kills << " kills, " << mid_upload_kills << " kills mid-upload, " << ahead_kills
                 << " of them left the .part ahead of the recorded offset");
   CHECK(ahead_kills >= 3);
   CHECK(mid_upload_kills >= 5);

@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/loopback.hpp"
+
 namespace kiln::test {
 
 class FaultProxy {
@@ -108,14 +110,9 @@ class FaultProxy {
       close(client);
       return;
     }
-    int server = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(static_cast<std::uint16_t>(target_port_));
-    if (connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    int server = connect_loopback(target_port_, 0);
+    if (server < 0) {
       close(client);
-      close(server);
       return;
     }
     char buf[16384];
