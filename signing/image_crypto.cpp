@@ -322,6 +322,10 @@ std::unique_ptr<ContentKeyOpener> load_content_key_opener(const std::string& key
   return std::make_unique<FileOpener>(load_private_key_file(keyref, options.passphrase), keyref);
 }
 
+std::unique_ptr<ContentKeyOpener> load_content_key_opener_file(const std::string& path, const std::string& description) {
+  return std::make_unique<FileOpener>(load_private_key_file(path, std::nullopt), description);
+}
+
 Bytes random_bytes(std::size_t size) {
   Bytes out(size);
   if (RAND_priv_bytes(out.data(), static_cast<int>(out.size())) != 1)
