@@ -45,6 +45,10 @@ struct OtaFleetOptions {
   // installed over SMP before provisioning (no flash writes during provisioning).
   bool factory_firmware = true;
   std::string factory_version = "1.0.1";
+  // kiln-service runs with --delivery-key delivery.pem (an ECDSA P-256 key made for it, 0600).
+  bool delivery_key = false;
+  // Appended to the station profile before provisioning (e.g. an [encryption] table).
+  std::string profile_extra;
 };
 
 class OtaFleet {
@@ -54,7 +58,12 @@ class OtaFleet {
   explicit OtaFleet(OtaFleetOptions options = {}) : options_(std::move(options)) {
     auto init = run_process(bin_path("kiln-service"), {"init", "--dir", service_dir()});
     REQUIRE_MESSAGE(init.exit_code == 0, init.err);
-    service_ = std::make_unique<ServiceProcess>(service_dir(), 0, true);
+    std::vector<std::string> service_args;
+    if (options_.delivery_key) {
+      REQUIRE(kiln({"key", "generate", "-t", "ecdsa-p256", "-o", file("delivery.pem")}).exit_code == 0);
+      service_args = {"--delivery-key", file("delivery.pem")};
+    }
+    service_ = std::make_unique<ServiceProcess>(service_dir(), 0, true, service_args);
     REQUIRE(service_->agent_port() > 0);
     if (options_.proxy) proxy_ = std::make_unique<FaultProxy>(service_->agent_port());
     // Keys: the release key signs images (MCUboot boot key) and manifests; `other` is an attacker's.
@@ -290,6 +299,7 @@ class OtaFleet {
     }
     auto init = kiln(args);
     REQUIRE_MESSAGE(init.exit_code == 0, init.err);
+    if (!options_.profile_extra.empty()) std::ofstream(file("station.toml"), std::ios::app) << "\n" << options_.profile_extra;
     auto run = kiln({"factory", "run", "--all", "--jobs", std::to_string(options_.jobs), "--profile", file("station.toml")});
     REQUIRE_MESSAGE(run.exit_code == 0, run.err);
     auto exported = kiln({"factory", "ledger", "export", "--profile", file("station.toml"), "-o", file("units.jsonl")});
