@@ -124,3 +124,55 @@ TEST_CASE("encrypted delivery e2e: a release encrypted for the service reaches e
   CHECK_MESSAGE(copied.err.find("does not open this image") != std::string::npos, copied.err);
   CHECK(fleet.board_version(fleet.uids()[1]) == "1.1.0");
 }
+
+TEST_CASE("encrypted delivery e2e: a release encrypted for a key the boards do not hold is refused by each agent") {
+  test::OtaFleetOptions options;
+  options.boards = 2;
+  options.factory_firmware = false;
+  options.delivery_key = true;
+  options.profile_extra = "[encryption]\nmode = \"generate\"\ntype = \"ecies-x25519\"\n";
+  test::OtaFleet fleet(options);
+  // Encrypted for a key nobody but its maker holds: the service cannot re-wrap it and sends it as uploaded.
+  REQUIRE(fleet.kiln({"key", "generate", "-t", "ecdsa-p256", "-o", fleet.file("stranger.pem")}).exit_code == 0);
+  std::ofstream(fleet.file("app.bin"), std::ios::binary) << std::string(20000, 'k');
+  auto image = fleet.file("app-1.2.0.enc.bin");
+  auto sign = fleet.kiln({"image", "sign", fleet.file("app.bin"), image, "-k", fleet.file("release.pem"), "--version",
+                          "1.2.0", "--header-size", "0x200", "--slot-size", "0x1000000", "--pad-header", "-E",
+                          fleet.file("stranger.pem")});
+  REQUIRE_MESSAGE(sign.exit_code == 0, sign.err);
+  auto id = fleet.deploy(image, fleet.make_manifest(image, 2))["id"].get<std::string>();
+  REQUIRE(fleet.wait_all_outcome(id, "refused", 60));
+  CHECK(fleet.wait_service_status(id, "refused"));
+  for (const auto& [device, row] : fleet.deployment_devices(id)) {
+    CAPTURE(device);
+    auto detail = test::OtaFleet::text(row, "detail");
+    CHECK(detail.find("mcuboot") != std::string::npos);
+    CHECK(detail.find("wrapped for an ECIES-P256 key") != std::string::npos);
+  }
+  for (const auto& uid : fleet.uids()) CHECK(fleet.board_version(uid) == "1.0.0");
+}
+
+TEST_CASE("encrypted delivery e2e: kiln-service refuses a delivery key others may read, or of the wrong type") {
+  test::TempDir dir;
+  auto init = test::run_process(test::bin_path("kiln-service"), {"init", "--dir", dir.file("svc")});
+  REQUIRE_MESSAGE(init.exit_code == 0, init.err);
+  REQUIRE(test::kiln({"key", "generate", "-t", "ecdsa-p256", "-o", dir.file("delivery.pem")}).exit_code == 0);
+  std::filesystem::permissions(dir.file("delivery.pem"), std::filesystem::perms::group_read,
+                               std::filesystem::perm_options::add);
+  test::ProcessOptions quick;
+  quick.timeout_seconds = 20;
+  auto r = test::run_process(test::bin_path("kiln-service"),
+                             {"run", "--dir", dir.file("svc"), "--listen", "127.0.0.1:0", "--delivery-key",
+                              dir.file("delivery.pem")},
+                             quick);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("may be read by others") != std::string::npos);
+  CHECK(r.err.find("BEGIN") == std::string::npos);  // nothing of the key is shown
+
+  REQUIRE(test::kiln({"key", "generate", "-t", "ed25519", "-o", dir.file("ed.pem")}).exit_code == 0);
+  r = test::run_process(test::bin_path("kiln-service"),
+                        {"run", "--dir", dir.file("svc"), "--listen", "127.0.0.1:0", "--delivery-key", dir.file("ed.pem")},
+                        quick);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("cannot encrypt MCUboot images") != std::string::npos);
+}
