@@ -124,24 +124,25 @@ UpdateCheckResult check_update(const UpdateCheckInput& input) {
   }
   std::map<std::int64_t, Bytes> digests;
   for (auto& [alg, hasher] : hashers) digests[alg] = hasher->finish();
-  if (input.body_decrypted) digests.clear();  // the slot's bytes are not what was delivered
+  // An encrypted image also matches by its digest without the content-key TLV: the same for every device's
+  // wrap. One the bootloader already decrypted in its slot matches only that way (its bytes are not what was
+  // delivered).
+  std::optional<mcuboot::KeylessDigest> keyless;
+  try {
+    keyless = mcuboot::keyless_digest(input.image, input.body_decrypted ? input.decrypt : nullptr);
+  } catch (const Error&) {
+    // Not an encrypted MCUboot image the board can read: only the file's digest counts.
+  }
+  if (keyless && input.body_decrypted) digests.clear();
   const suit::DeclaredImage* match = nullptr;
   for (const auto& d : declared)
     if (digests.count(d.digest.algorithm) && digests[d.digest.algorithm] == d.digest.bytes) match = &d;
-  // An encrypted image matches by its digest without the content-key TLV: the same for every device's wrap.
-  if (!match) {
-    try {
-      auto keyless = mcuboot::keyless_digest(input.image, input.body_decrypted ? input.decrypt : nullptr);
-      if (keyless)
-        for (const auto& d : declared)
-          if (d.digest.algorithm == suit::digest_sha256 && d.digest.bytes == keyless->sha256) {
-            match = &d;
-            size = keyless->size;
-          }
-    } catch (const Error&) {
-      // Not an encrypted MCUboot image the board can read: only the file's digest counts.
-    }
-  }
+  if (!match && keyless)
+    for (const auto& d : declared)
+      if (d.digest.algorithm == suit::digest_sha256 && d.digest.bytes == keyless->sha256) {
+        match = &d;
+        size = keyless->size;
+      }
   if (!match)
     return refuse(result, "digest",
                   fmt::format("the image ({} bytes, digest {}…) matches no image digest in the manifest (declared {}…)",
