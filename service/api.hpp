@@ -55,7 +55,8 @@ struct ServiceConfig {
 };
 
 // Loads a delivery key: a PEM private key file that only its owner may read (mode 0600 or stricter), of a
-// type MCUboot decrypts with. Throws Error(usage) saying what is wrong.
+// type MCUboot decrypts with, or a pkcs11: URI naming its module and PIN (module-path=, pin-source=).
+// Throws Error(usage) saying what is wrong.
 std::shared_ptr<const mcuboot::ContentKeyOpener> load_delivery_key(const std::filesystem::path& pem);
 
 class Service {

@@ -10,11 +10,20 @@
 #include "service/handlers.hpp"
 #include "service/store.hpp"
 #include "signing/image_delivery.hpp"
+#include "signing/key_ref.hpp"
 #include "signing/signer.hpp"
 
 namespace kiln::service {
 
 std::shared_ptr<const mcuboot::ContentKeyOpener> load_delivery_key(const std::filesystem::path& pem) {
+  // On a token: the URI names the module (module-path=) and the PIN (pin-source=, a 0600 file).
+  if (is_pkcs11_uri(pem.string())) {
+    try {
+      return mcuboot::load_content_key_opener(pem.string());
+    } catch (const Error& e) {
+      throw Error(e.code(), fmt::format("delivery key: {}", e.what()), e.hint());
+    }
+  }
   struct stat st {};
   if (::stat(pem.c_str(), &st) != 0)
     throw Error(ExitCode::not_found, fmt::format("delivery key {} does not exist", pem.string()));

@@ -416,9 +416,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 86400));
   run_cmd
       ->add_option("--delivery-key", delivery_key,
-                   "The service's image-encryption private key (PEM, mode 0600): releases encrypted for it go to each "
-                   "device with the content key wrapped to the device's own key (docs/encrypted-delivery.md)")
-      ->type_name("FILE");
+                   "The service's image-encryption private key (PEM file, mode 0600, or a pkcs11: URI with module-path= "
+                   "and pin-source=): releases encrypted for it go to each device with the content key wrapped to "
+                   "the device's own key (docs/encrypted-delivery.md)")
+      ->type_name("KEYREF");
 
   auto* tenant_cmd = app.add_subcommand("tenant", "Manage tenants");
   tenant_cmd->require_subcommand(1);

@@ -176,3 +176,25 @@ TEST_CASE("encrypted delivery e2e: kiln-service refuses a delivery key others ma
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("cannot encrypt MCUboot images") != std::string::npos);
 }
+
+TEST_CASE("encrypted delivery e2e: the delivery key on a PKCS#11 token (SoftHSM2) re-wraps on the token") {
+  test::OtaFleetOptions options;
+  options.boards = 2;
+  options.factory_firmware = false;
+  options.delivery_key_on_token = true;
+  options.profile_extra = "[encryption]\nmode = \"generate\"\n";
+  test::OtaFleet fleet(options);
+  std::ofstream(fleet.file("app.bin"), std::ios::binary) << std::string(30000, 't');
+  auto image = fleet.file("app-1.1.0.enc.bin");
+  // The release engineer encrypts for the token key's public half.
+  auto sign = fleet.kiln({"image", "sign", fleet.file("app.bin"), image, "-k", fleet.file("release.pem"), "--version",
+                          "1.1.0", "--header-size", "0x200", "--slot-size", "0x1000000", "--pad-header", "-E",
+                          fleet.delivery_key_ref()});
+  REQUIRE_MESSAGE(sign.exit_code == 0, sign.err);
+  auto id = fleet.deploy(image, fleet.make_manifest(image, 2))["id"].get<std::string>();
+  REQUIRE(fleet.wait_all_running("1.1.0", 90));
+  CHECK(fleet.wait_service_status(id, "installed"));
+  // Each board got its own wrap: the release itself does not open with a board's key.
+  auto key = fleet.emu_dir() + "/" + fleet.uids()[0] + "/image-encryption.key.pem";
+  CHECK(fleet.kiln({"image", "decrypt", image, fleet.file("x.bin"), "--key", key}).exit_code == 3);
+}
