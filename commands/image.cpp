@@ -391,7 +391,8 @@ void add_check(CLI::App* image, cli::Context& ctx, bool verify_only) {
                   "Check only the image's structure and hash: proves nothing about who made it")
         ->excludes(key_option);
   cmd->add_option("--decrypt-key", a->decrypt_key,
-                  "Private key of an encrypted image: the hash is checked over the plaintext, as the bootloader does");
+                  "Private key of an encrypted image (PEM file or pkcs11: URI): the hash is checked over the plaintext, "
+                  "as the bootloader does");
   cli::add_passphrase_options(cmd, a->passphrase);
   cmd->callback([&ctx, a, verify_only] {
     // Without a key any self-consistent image passes: that must be asked for, never a default.
@@ -436,7 +437,10 @@ void add_decrypt(CLI::App* image, cli::Context& ctx) {
   cmd->add_option("OUTFILE", a->output, "Image to write: the same image with a plaintext body")
       ->required()
       ->check(cli::output_file_validator());
-  cmd->add_option("--key", a->key, "Private encryption key (PEM file)")->required();
+  cmd->add_option("--key", a->key,
+                  "Private encryption key: a PEM file, or a pkcs11: URI (the key agreement or RSA decryption runs on "
+                  "the token)")
+      ->required();
   cli::add_force_flag(cmd, a->force);
   cli::add_passphrase_options(cmd, a->passphrase);
   cmd->callback([&ctx, a] {

@@ -329,7 +329,7 @@ complete -c kiln -n '__kiln_at \'image verify\'' -s h -l help -d 'Print this hel
 complete -c kiln -n '__kiln_at \'image verify\'' -l help-all -d 'Show help for every command'
 complete -c kiln -n '__kiln_at \'image verify\'' -s k -l key -r -F -d 'Key to verify with: PEM (private or public) or pkcs11: URI'
 complete -c kiln -n '__kiln_at \'image verify\'' -l hash-only -d 'Check only the image\'s structure and hash: proves nothing about who made it'
-complete -c kiln -n '__kiln_at \'image verify\'' -l decrypt-key -x -d 'Private key of an encrypted image: the hash is checked over the plaintext, as the bootloader does'
+complete -c kiln -n '__kiln_at \'image verify\'' -l decrypt-key -r -F -d 'Private key of an encrypted image (PEM file or pkcs11: URI): the hash is checked over the plaintext, as the bootloader does'
 complete -c kiln -n '__kiln_at \'image verify\'' -l passphrase-file -r -F -d 'Read the key passphrase from this file'
 complete -c kiln -n '__kiln_at \'image verify\'' -l passphrase-env -x -d 'Read the key passphrase from this environment variable'
 complete -c kiln -n '__kiln_at \'image verify\'' -F
@@ -347,7 +347,7 @@ complete -c kiln -n '__kiln_at \'image info\'' -l stall-timeout -x -d 'Service: 
 complete -c kiln -n '__kiln_at \'image info\'' -s h -l help -d 'Print this help message and exit'
 complete -c kiln -n '__kiln_at \'image info\'' -l help-all -d 'Show help for every command'
 complete -c kiln -n '__kiln_at \'image info\'' -s k -l key -r -F -d 'Key to verify with: PEM (private or public) or pkcs11: URI'
-complete -c kiln -n '__kiln_at \'image info\'' -l decrypt-key -x -d 'Private key of an encrypted image: the hash is checked over the plaintext, as the bootloader does'
+complete -c kiln -n '__kiln_at \'image info\'' -l decrypt-key -r -F -d 'Private key of an encrypted image (PEM file or pkcs11: URI): the hash is checked over the plaintext, as the bootloader does'
 complete -c kiln -n '__kiln_at \'image info\'' -l passphrase-file -r -F -d 'Read the key passphrase from this file'
 complete -c kiln -n '__kiln_at \'image info\'' -l passphrase-env -x -d 'Read the key passphrase from this environment variable'
 complete -c kiln -n '__kiln_at \'image info\'' -F
@@ -364,7 +364,7 @@ complete -c kiln -n '__kiln_at \'image decrypt\'' -l client-key -r -F -d 'Servic
 complete -c kiln -n '__kiln_at \'image decrypt\'' -l stall-timeout -x -d 'Service: seconds without data before a transfer is stalled'
 complete -c kiln -n '__kiln_at \'image decrypt\'' -s h -l help -d 'Print this help message and exit'
 complete -c kiln -n '__kiln_at \'image decrypt\'' -l help-all -d 'Show help for every command'
-complete -c kiln -n '__kiln_at \'image decrypt\'' -l key -r -F -d 'Private encryption key (PEM file)'
+complete -c kiln -n '__kiln_at \'image decrypt\'' -l key -r -F -d 'Private encryption key: a PEM file, or a pkcs11: URI (the key agreement or RSA decryption runs on the token)'
 complete -c kiln -n '__kiln_at \'image decrypt\'' -l force -d 'Overwrite an existing output file'
 complete -c kiln -n '__kiln_at \'image decrypt\'' -l passphrase-file -r -F -d 'Read the key passphrase from this file'
 complete -c kiln -n '__kiln_at \'image decrypt\'' -l passphrase-env -x -d 'Read the key passphrase from this environment variable'

@@ -402,6 +402,8 @@ struct UpdateAgent::Impl {
         input.installed_sequence = view.current.sequence;
         if (job["action"] == "revert" && !view.previous.manifest_digest.empty())
           input.revert_digest = view.previous.manifest_digest;
+        auto opener = board.encryption_key_opener();  // opens content keys inside the secure element
+        input.decrypt = opener.get();
         UpdateCheckResult result = check_update(input);
         if (!result.ok())
           return finish(view, "refused", fmt::format("{}: {}", result.failed_check, result.reason), AgentOutcome::refused);
@@ -417,6 +419,8 @@ struct UpdateAgent::Impl {
         board.reset();
       } else if (phase == "testing") {
         if (to_hex(view.primary_hash) != job["image_sha256"].get<std::string>()) {
+          if (!view.last_boot_refusal.empty())  // the bootloader could not open the image
+            return finish(view, "refused", "mcuboot: MCUboot: " + view.last_boot_refusal, AgentOutcome::refused);
           // The test boot did not happen or was reverted (power cycle before the confirm).
           int attempts = job.value("install_attempts", 0) + 1;
           job["install_attempts"] = attempts;

@@ -18,6 +18,9 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "emulator/update_check.hpp"
+#include "signing/image_compression.hpp"
+#include "signing/mcuboot_sign.hpp"
+#include "signing/file_key.hpp"
 #include "signing/signer.hpp"
 #include "transport/board_api.hpp"
 
@@ -49,6 +52,16 @@ Bytes file_head(const fs::path& path, std::size_t n) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return {};
   ssize_t got = ::pread(fd, out.data(), n, 0);
+  ::close(fd);
+  out.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
+  return out;
+}
+
+Bytes file_range(const fs::path& path, std::uint64_t offset, std::size_t n) {
+  Bytes out(n);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  ssize_t got = ::pread(fd, out.data(), n, static_cast<off_t>(offset));
   ::close(fd);
   out.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
   return out;
@@ -107,6 +120,9 @@ struct Board::State {
   ServiceConfig config;
   FirmwareRecord firmware;            // installed firmware record (64:8 or the update agent)
   FirmwareRecord previous_firmware;   // the record before the last agent update (for a revert)
+  // Slot 1 holds an image MCUboot already decrypted (the one a swap moved out of slot 0): not decrypted again.
+  bool secondary_plain = false;
+  std::string last_boot_refusal;  // why the last pending image was not swapped in
 
   nlohmann::json to_json() const {
     nlohmann::json chain_hex = nlohmann::json::array();
@@ -132,6 +148,8 @@ struct Board::State {
     j["manifest_digest"] = to_hex(firmware.manifest_digest);
     j["previous_sequence"] = previous_firmware.sequence;
     j["previous_manifest_digest"] = to_hex(previous_firmware.manifest_digest);
+    j["secondary_plain"] = secondary_plain;
+    j["last_boot_refusal"] = last_boot_refusal;
     return j;
   }
 
@@ -158,6 +176,8 @@ struct Board::State {
     s.firmware.manifest_digest = from_hex(j.value("manifest_digest", ""));
     s.previous_firmware.sequence = j.value("previous_sequence", std::uint64_t{0});
     s.previous_firmware.manifest_digest = from_hex(j.value("previous_manifest_digest", ""));
+    s.secondary_plain = j.value("secondary_plain", false);
+    s.last_boot_refusal = j.value("last_boot_refusal", "");
     return s;
   }
 };
@@ -252,6 +272,7 @@ void Board::boot() {
     // pending request is dropped (the host must mark the image again).
     fs::remove(primary_new);
     fs::remove(secondary_new);
+    fs::remove(dir_ / "secondary.plain");  // a decrypted copy of the image being swapped in
     state_->swap_in_progress = false;
     state_->pending = "none";
     save();
@@ -267,13 +288,49 @@ void Board::boot() {
     }
     return;
   }
+  // MCUboot decrypts an encrypted image while it copies it into slot 0 (and refuses one it cannot open).
+  const auto decrypted = dir_ / "secondary.plain";
+  bool decrypt = false;
+  if (swap_in && !state_->secondary_plain) {
+    auto header = read_mcuboot_header(file_head(secondary, 32));
+    std::uint32_t flags = get_le32(file_head(secondary, 32), 16);
+    if (header && (flags & (mcuboot::flag_encrypted_aes128 | mcuboot::flag_encrypted_aes256 |
+                            mcuboot::compression_flags))) {
+      auto refusal = bootloader_refusal(secondary);
+      if (!refusal && (flags & (mcuboot::flag_encrypted_aes128 | mcuboot::flag_encrypted_aes256))) {
+        try {
+          auto opener = encryption_key_opener();
+          mcuboot::decrypt_image(secondary, decrypted, *opener);
+          decrypt = true;
+        } catch (const Error& e) {
+          // A --clear image (encryption flags, plaintext body) passed the check as it is stored: copied as it is.
+          if (!mcuboot::inspect_image(secondary, std::nullopt).hash_ok) refusal = e.what();
+        }
+      }
+      if (refusal) {
+        state_->last_boot_refusal = *refusal;
+        state_->pending = "none";
+        save();
+        if (!state_->primary_confirmed) {  // a test image was running: MCUboot still reverts it
+          swap_in = false;
+          revert = true;
+        } else {
+          return;
+        }
+      }
+    }
+  }
+  if (swap_in) state_->last_boot_refusal.clear();
   state_->swap_in_progress = true;
   save();
-  copy_slot(secondary, primary_new);
+  copy_slot(decrypt ? decrypted : secondary, primary_new);
+  if (decrypt) fs::remove(decrypted);
   copy_slot(primary, secondary_new);
   fs::rename(primary_new, primary);
   fs::rename(secondary_new, secondary);
   std::swap(state_->primary_hash, state_->secondary_hash);
+  // Slot 1 now holds what ran before: decrypted already (or never encrypted).
+  state_->secondary_plain = true;
   state_->primary_confirmed = swap_in ? state_->pending == "permanent" : true;
   state_->pending = "none";
   state_->upload_active = false;
@@ -444,6 +501,7 @@ Body Board::image_upload(const Body& request) {
     secondary_fd_ = ::open(secondary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (secondary_fd_ < 0) return rc_error(smp::rc::unknown);
     state_->upload_active = true;
+    state_->secondary_plain = false;
     state_->upload_len = len;
     state_->upload_sha = sha;
     state_->secondary_hash.clear();
@@ -471,6 +529,14 @@ Body Board::image_upload(const Body& request) {
       fs::remove(secondary);
       save();
       return rc_error(smp::rc::corrupt);
+    }
+    // The bootloader must be able to open it: refuse now, with the reason, rather than at the next boot.
+    if (auto refusal = bootloader_refusal(secondary)) {
+      fs::remove(secondary);
+      save();
+      Body refused = rc_error(smp::rc::invalid);
+      refused["rsn"] = *refusal;
+      return refused;
     }
     state_->secondary_hash = actual;
     save();
@@ -593,6 +659,28 @@ Body Board::provisioning_group(const smp::Header& header, const Body& request) {
       save();
       return Body{{"public_key", smp::binary(public_key)}};
     }
+    case provisioning_command::generate_encryption_key: {
+      if (!write) break;
+      if (!blank) return group_error(prc::locked);
+      std::string type = request.value("type", "ecies-p256");
+      mcuboot::EncryptionKeyKind kind;
+      if (type == "ecies-p256") kind = mcuboot::EncryptionKeyKind::ecies_p256;
+      else if (type == "ecies-x25519") kind = mcuboot::EncryptionKeyKind::ecies_x25519;
+      else if (type == "rsa-oaep-2048") kind = mcuboot::EncryptionKeyKind::rsa_oaep_2048;
+      else return group_error(prc::invalid_argument);
+      return Body{{"public_key", smp::binary(secure_element_.generate_encryption_key(kind))}};
+    }
+    case provisioning_command::inject_encryption_key: {
+      if (!write) break;
+      if (!blank) return group_error(prc::locked);
+      WrappedKey wrapped{smp::get_bytes(request, "epk"), smp::get_bytes(request, "iv"), smp::get_bytes(request, "ct"),
+                         smp::get_bytes(request, "tag")};
+      try {
+        return Body{{"public_key", smp::binary(secure_element_.inject_encryption_key(wrapped))}};
+      } catch (const Error&) {
+        return group_error(prc::unwrap_failed);
+      }
+    }
     case provisioning_command::sign_challenge: {
       if (!write) break;
       if (!secure_element_.has_device_key()) return group_error(prc::no_device_key);
@@ -634,6 +722,8 @@ Body Board::provisioning_group(const smp::Header& header, const Body& request) {
       if (s.config.boot_key_hash) out["boot_key_hash"] = smp::binary(*s.config.boot_key_hash);
       if (s.config.service_url) out["service_url"] = *s.config.service_url;
       if (s.config.trust_anchor_pem) out["trust_anchor"] = *s.config.trust_anchor_pem;
+      if (secure_element_.has_encryption_key())
+        out["encryption_key"] = smp::binary(secure_element_.encryption_public_key());
       add_firmware_record(out);
       return out;
     }
@@ -663,6 +753,9 @@ Body Board::install_manifest(const Body& request) {
   input.image = dir_ / (pending ? secondary_file : primary_file);
   input.installed_sequence = s.firmware.sequence;
   input.allow_same_sequence = true;
+  auto opener = secure_element_.encryption_key_opener();
+  input.decrypt = opener.get();
+  input.body_decrypted = !pending || s.secondary_plain;  // slot 0 holds what the bootloader decrypted
   UpdateCheckResult result = check_update(input);
   if (!result.ok()) {
     Body out = group_error(provisioning_rc::manifest_refused);
@@ -687,6 +780,8 @@ AgentView Board::agent_view() const {
   v.primary_hash = state_->primary_hash;
   v.primary_confirmed = state_->primary_confirmed;
   v.slot_size = options_.slot_size;
+  v.has_encryption_key = secure_element_.has_encryption_key();
+  v.last_boot_refusal = state_->last_boot_refusal;
   return v;
 }
 
@@ -702,12 +797,72 @@ void Board::stage_test_image(const fs::path& image) {
   state_->pending = "none";
   save();
   copy_slot(image, secondary);
+  state_->secondary_plain = false;
+  state_->last_boot_refusal.clear();
   state_->secondary_hash = file_sha256(secondary);
   state_->pending = "test";
   save();
 }
 
 void Board::reset() { boot(); }
+
+void Board::factory_install_encryption_key(const fs::path& pem) {
+  std::lock_guard lock(mutex_);
+  auto key = load_private_key_file(pem, std::nullopt);
+  int length = i2d_PrivateKey(key.get(), nullptr);
+  if (length <= 0) throw Error(ExitCode::usage, fmt::format("{} holds no private key kiln can encode", pem.string()));
+  Bytes der(static_cast<std::size_t>(length));
+  unsigned char* p = der.data();
+  i2d_PrivateKey(key.get(), &p);
+  struct Wipe {
+    Bytes& b;
+    ~Wipe() { OPENSSL_cleanse(b.data(), b.size()); }
+  } wipe{der};
+  try {
+    secure_element_.install_encryption_key(der);
+  } catch (const Error& e) {
+    throw Error(ExitCode::usage, fmt::format("{}: {}", pem.string(), e.what()), e.hint());
+  }
+}
+
+std::unique_ptr<mcuboot::ContentKeyOpener> Board::encryption_key_opener() const {
+  return secure_element_.encryption_key_opener();
+}
+
+std::optional<std::string> Board::bootloader_refusal(const fs::path& path) const {
+  Bytes head = file_head(path, 32);
+  if (head.size() < 32 || get_le32(head, 0) != mcuboot_magic) return std::nullopt;
+  std::uint32_t flags = get_le32(head, 16);
+  const bool encrypted = (flags & (mcuboot::flag_encrypted_aes128 | mcuboot::flag_encrypted_aes256)) != 0;
+  const bool compressed = (flags & mcuboot::compression_flags) != 0;
+  if (!encrypted && !compressed) return std::nullopt;
+  try {
+    std::unique_ptr<mcuboot::ContentKeyOpener> opener;
+    if (encrypted) {
+      opener = secure_element_.encryption_key_opener();
+      if (!opener) return std::string("the image is encrypted and this board holds no image-encryption key");
+    }
+    if (compressed) {
+      // DECOMP_SIZE bounds the decompression: never more than the slot holds.
+      auto header = mcuboot::parse_header(head);
+      std::uint64_t tlv_at = std::uint64_t{header.header_size} + header.image_size;
+      auto parsed = mcuboot::parse_tlv_areas(header, file_range(path, tlv_at, 2 * 0xffff));
+      std::optional<std::uint32_t> size;
+      if (parsed.protected_area)
+        for (const auto& e : parsed.protected_area->entries)
+          if (e.type == mcuboot::tlv::decomp_size && e.value.size() == 4) size = get_le32(e.value, 0);
+      if (!size) return std::string("the image is compressed but names no DECOMP_SIZE");
+      if (*size > options_.slot_size)
+        return fmt::format("the image decompresses to {} bytes, more than the {}-byte slot", *size, options_.slot_size);
+    }
+    mcuboot::ImageReport report = mcuboot::inspect_image(path, std::nullopt, {}, opener.get());
+    if (!report.ok()) return report.failure;
+    if (encrypted && !report.hash_ok) return std::string("the image's hash does not match its decrypted payload");
+  } catch (const Error& e) {
+    return std::string(e.what());
+  }
+  return std::nullopt;
+}
 
 void Board::confirm_running() {
   std::lock_guard lock(mutex_);

@@ -34,6 +34,8 @@ struct AgentView {
   Bytes primary_hash;
   bool primary_confirmed = true;
   std::uint64_t slot_size = 0;  // the largest image the board can hold
+  bool has_encryption_key = false;
+  std::string last_boot_refusal;  // why MCUboot did not swap in the last pending image ("" none)
 };
 
 struct BoardOptions {
@@ -99,6 +101,15 @@ class Board {
   void stage_test_image(const std::filesystem::path& image);
   // Reset: MCUboot runs (boot()).
   void reset();
+  // The emulated factory installs a given image-encryption private key (PEM) into the secure element
+  // (kiln-board-emu --encryption-key). Throws Error(usage) for a key MCUboot cannot decrypt with.
+  void factory_install_encryption_key(const std::filesystem::path& pem);
+  bool has_encryption_key() const { return secure_element_.has_encryption_key(); }
+  // The secure element's image-encryption key (nullptr when it holds none); the private key stays inside.
+  std::unique_ptr<mcuboot::ContentKeyOpener> encryption_key_opener() const;
+  // What the bootloader would say of the image at `path`: nullopt when it can open (decrypt, decompress)
+  // and check it, else the reason. Plain images (neither encrypted nor compressed) are not checked here.
+  std::optional<std::string> bootloader_refusal(const std::filesystem::path& path) const;
   // Confirms the running image (as image state write confirm=true).
   void confirm_running();
   // The running firmware was accepted with this manifest: the current record becomes the previous one.

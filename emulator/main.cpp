@@ -54,7 +54,7 @@ int run(int argc, char** argv) {
   std::vector<std::string> fail_commands;
   bool agent = false, verbose = false;
   double check_in_interval = 60;
-  std::string fail_version;
+  std::string fail_version, encryption_key;
   app.set_version_flag("--version", std::string(KILN_VERSION));
   app.add_option("--dir", dir, "State directory: boards, sockets (<uid>.sock) and the vendor root")
       ->envname("KILN_EMU_DIR")
@@ -81,6 +81,10 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(0.05, 86400.0));
   app.add_option("--fail-version", fail_version,
                  "Images of this version fail their health check after the test boot (the agent rolls them back)");
+  app.add_option("--encryption-key", encryption_key,
+                 "Install this image-encryption private key (PEM: ECIES-P256, ECIES-X25519 or RSA-2048) into the "
+                 "secure element of every board that holds none, as a factory would")
+      ->check(CLI::ExistingFile);
   app.add_flag("-v,--verbose", verbose, "Log agent activity to stderr");
   // Not an option: the man page is written from the tree above (scripts/generate.sh, the packages).
   if (argc == 2 && std::string_view(argv[1]) == "--man-page") {
@@ -116,6 +120,8 @@ int run(int argc, char** argv) {
   for (int i = 0; i < count; ++i) {
     if (i < static_cast<int>(paths.size())) boards.push_back(emu::Board::open(paths[static_cast<std::size_t>(i)], root, board_options));
     else boards.push_back(emu::Board::create(dir, root, board_options, i));
+    if (!encryption_key.empty() && !boards.back()->has_encryption_key())
+      boards.back()->factory_install_encryption_key(encryption_key);
   }
   std::vector<std::unique_ptr<emu::BoardServer>> servers;
   std::vector<std::unique_ptr<emu::SerialBoardServer>> serial_servers;

@@ -169,4 +169,70 @@ Bytes SecureElement::sign_with_device_key(ByteView message) const {
   return signer->sign(digest(HashAlg::sha256, message), HashAlg::sha256);
 }
 
+namespace {
+constexpr const char* encryption_key_file = "image-encryption.key.pem";
+
+// PEM (PKCS#8, unencrypted: the element's storage is what protects it) of a key MCUboot decrypts with.
+void store_encryption_key(const fs::path& path, EVP_PKEY* key) {
+  try {
+    (void)mcuboot::encryption_key_from_spki(spki(key), "the image-encryption key");
+  } catch (const Error& e) {
+    throw Error(ExitCode::verification_failed, e.what(), e.hint());
+  }
+  ossl::Ptr<BIO> bio(BIO_new(BIO_s_mem()));
+  if (!PEM_write_bio_PKCS8PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr))
+    fail("cannot encode the image-encryption key");
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);
+  write_file_atomic(path, ByteView(reinterpret_cast<const std::uint8_t*>(data), static_cast<std::size_t>(len)), 0600);
+}
+}  // namespace
+
+bool SecureElement::has_encryption_key() const { return fs::exists(dir_ / encryption_key_file); }
+
+Bytes SecureElement::encryption_public_key() const {
+  if (!has_encryption_key()) throw Error(ExitCode::failure, "secure element holds no image-encryption key");
+  return spki(read_private_key(dir_ / encryption_key_file).get());
+}
+
+Bytes SecureElement::generate_encryption_key(mcuboot::EncryptionKeyKind kind) {
+  ossl::Ptr<EVP_PKEY> key;
+  switch (kind) {
+    case mcuboot::EncryptionKeyKind::ecies_p256: key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256")); break;
+    case mcuboot::EncryptionKeyKind::ecies_x25519: key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "X25519")); break;
+    case mcuboot::EncryptionKeyKind::rsa_oaep_2048:
+      key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<std::size_t>(2048)));
+      break;
+  }
+  if (!key) fail("cannot generate an image-encryption key");
+  store_encryption_key(dir_ / encryption_key_file, key.get());
+  return spki(key.get());
+}
+
+Bytes SecureElement::install_encryption_key(ByteView pkcs8_der) {
+  const unsigned char* p = pkcs8_der.data();
+  ossl::Ptr<EVP_PKEY> key(d2i_AutoPrivateKey(nullptr, &p, static_cast<long>(pkcs8_der.size())));
+  if (!key) throw Error(ExitCode::verification_failed, "the image-encryption key is not a private key (PKCS#8 DER)");
+  store_encryption_key(dir_ / encryption_key_file, key.get());
+  return spki(key.get());
+}
+
+Bytes SecureElement::inject_encryption_key(const WrappedKey& wrapped) {
+  auto transport = read_private_key(dir_ / "transport.key.pem");
+  Bytes transport_der = der_of_private_key(transport.get());
+  Bytes pkcs8 = unwrap_device_key(wrapped, transport_der, uid_);
+  OPENSSL_cleanse(transport_der.data(), transport_der.size());
+  struct Wipe {
+    Bytes& b;
+    ~Wipe() { OPENSSL_cleanse(b.data(), b.size()); }
+  } wipe{pkcs8};
+  return install_encryption_key(pkcs8);
+}
+
+std::unique_ptr<mcuboot::ContentKeyOpener> SecureElement::encryption_key_opener() const {
+  if (!has_encryption_key()) return nullptr;
+  return mcuboot::load_content_key_opener_file((dir_ / encryption_key_file).string(),
+                                               "the board's image-encryption key");
+}
+
 }  // namespace kiln::emu

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/bytes.hpp"
+#include "signing/image_crypto.hpp"
 #include "transport/provisioning_group.hpp"
 
 namespace kiln::emu {
@@ -21,7 +22,8 @@ struct VendorRoot {
 };
 VendorRoot load_or_create_vendor_root(const std::filesystem::path& emu_dir);
 
-// Files under the board directory: silicon.key.pem, attestation.der, transport.key.pem, device.key.pem.
+// Files under the board directory: silicon.key.pem, attestation.der, transport.key.pem, device.key.pem,
+// image-encryption.key.pem (MCUboot's image-encryption key: ECIES-P256, ECIES-X25519 or RSA-OAEP-2048).
 class SecureElement {
  public:
   // Creates the silicon key, attestation certificate and transport key on first use.
@@ -42,6 +44,19 @@ class SecureElement {
   // Unwraps and stores an injected key; returns its DER SPKI. Throws Error(verification_failed).
   Bytes inject_device_key(const WrappedKey& wrapped);
   Bytes sign_with_device_key(ByteView message) const;  // DER ECDSA over SHA-256(message)
+
+  // The image-encryption key pair: the bootloader opens the content key of encrypted images with it.
+  bool has_encryption_key() const;
+  Bytes encryption_public_key() const;  // DER SPKI; throws if there is none
+  // Generates a fresh key of `kind` inside the element; returns its DER SPKI.
+  Bytes generate_encryption_key(mcuboot::EncryptionKeyKind kind);
+  // Installs a given private key (PKCS#8 DER): unwrapped from the transport key, or at emulator start
+  // (--encryption-key, the emulated factory). Returns its DER SPKI. Throws Error(verification_failed)
+  // for a key MCUboot cannot decrypt with.
+  Bytes install_encryption_key(ByteView pkcs8_der);
+  Bytes inject_encryption_key(const WrappedKey& wrapped);
+  // Opens content keys inside the element (the private key is never returned).
+  std::unique_ptr<mcuboot::ContentKeyOpener> encryption_key_opener() const;
 
  private:
   std::filesystem::path dir_;

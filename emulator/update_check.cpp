@@ -10,6 +10,7 @@
 #include "core/files.hpp"
 #include "manifests/suit_envelope.hpp"
 #include "manifests/suit_verify.hpp"
+#include "signing/image_delivery.hpp"
 #include "signing/key_info.hpp"
 #include "signing/mcuboot_sign.hpp"
 #include "signing/signer.hpp"
@@ -30,8 +31,12 @@ std::string short_hex(const Bytes& b) { return to_hex(b).substr(0, 16); }
 // must verify with that key. With KEYHASH only, the board needs the full key from elsewhere: the
 // manifest key when it is the same key (its hash matches).
 std::optional<std::string> check_mcuboot(const std::filesystem::path& image, const Bytes& boot_key_hash,
-                                         const std::optional<Bytes>& manifest_key) {
-  mcuboot::ImageReport plain = mcuboot::inspect_image(image, std::nullopt);
+                                         const std::optional<Bytes>& manifest_key,
+                                         const mcuboot::ContentKeyOpener* decrypt) {
+  mcuboot::ImageReport plain = mcuboot::inspect_image(image, std::nullopt, {}, decrypt);
+  if (plain.encryption_tlv && !decrypt && !plain.hash_ok)
+    return fmt::format("the image is encrypted (content key in TLV {:#04x}) and this board holds no image-encryption key",
+                       *plain.encryption_tlv);
   if (!plain.hash_ok) return plain.failure;
   if (!plain.embedded_key_hash) return std::string("the image names no signing key (no KEYHASH or PUBKEY TLV)");
   if (*plain.embedded_key_hash != boot_key_hash)
@@ -46,7 +51,7 @@ std::optional<std::string> check_mcuboot(const std::filesystem::path& image, con
     return std::string(
         "the image carries only the key hash and the board holds no public key with that hash "
         "(sign with --public-key-format full)");
-  mcuboot::ImageReport report = mcuboot::inspect_image(image, key);
+  mcuboot::ImageReport report = mcuboot::inspect_image(image, key, {}, decrypt);
   if (!report.ok()) return report.failure;
   return std::nullopt;
 }
@@ -119,9 +124,25 @@ UpdateCheckResult check_update(const UpdateCheckInput& input) {
   }
   std::map<std::int64_t, Bytes> digests;
   for (auto& [alg, hasher] : hashers) digests[alg] = hasher->finish();
+  // An encrypted image also matches by its digest without the content-key TLV: the same for every device's
+  // wrap. One the bootloader already decrypted in its slot matches only that way (its bytes are not what was
+  // delivered).
+  std::optional<mcuboot::KeylessDigest> keyless;
+  try {
+    keyless = mcuboot::keyless_digest(input.image, input.body_decrypted ? input.decrypt : nullptr);
+  } catch (const Error&) {
+    // Not an encrypted MCUboot image the board can read: only the file's digest counts.
+  }
+  if (keyless && input.body_decrypted) digests.clear();
   const suit::DeclaredImage* match = nullptr;
   for (const auto& d : declared)
     if (digests.count(d.digest.algorithm) && digests[d.digest.algorithm] == d.digest.bytes) match = &d;
+  if (!match && keyless)
+    for (const auto& d : declared)
+      if (d.digest.algorithm == suit::digest_sha256 && d.digest.bytes == keyless->sha256) {
+        match = &d;
+        size = keyless->size;
+      }
   if (!match)
     return refuse(result, "digest",
                   fmt::format("the image ({} bytes, digest {}…) matches no image digest in the manifest (declared {}…)",
@@ -135,7 +156,8 @@ UpdateCheckResult check_update(const UpdateCheckInput& input) {
   if (input.boot_key_hash) {
     std::optional<std::string> failure;
     try {
-      failure = check_mcuboot(input.image, *input.boot_key_hash, input.manifest_key);
+      failure = check_mcuboot(input.image, *input.boot_key_hash, input.manifest_key,
+                              input.body_decrypted ? nullptr : input.decrypt);
     } catch (const Error& e) {
       failure = fmt::format("not a valid MCUboot image: {}", e.what());
     }

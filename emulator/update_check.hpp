@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/bytes.hpp"
+#include "signing/image_crypto.hpp"
 
 namespace kiln::emu {
 
@@ -21,6 +22,13 @@ struct UpdateCheckInput {
   std::uint64_t installed_sequence = 0;
   bool allow_same_sequence = false;   // 64:8 accepts the installed sequence again; the agent wants a higher one
   std::optional<Bytes> revert_digest;  // a revert: the envelope whose SHA-256 is this may go below the installed sequence
+  // The board's image-encryption key: an encrypted image is decrypted to check its hash and signature (the
+  // bootloader's view), and may match the manifest by its digest without the content-key TLV
+  // (docs/encrypted-delivery.md). None: an encrypted image is refused ("mcuboot").
+  const mcuboot::ContentKeyOpener* decrypt = nullptr;
+  // The image's body was already decrypted in its slot (the running image): it is encrypted again on
+  // the fly for the manifest's digest, and its hash is checked as stored.
+  bool body_decrypted = false;
 };
 
 struct UpdateCheckResult {

@@ -1,5 +1,6 @@
 // libFuzzer target for encrypted and compressed MCUboot images: the encryption TLVs (ECIES-P256, ECIES-X25519)
-// opened with fixed test keys, and the LZMA2 decoder. Any bytes must give a result or a kiln::Error, never a
+// opened with fixed test keys, the LZMA2 decoder, and per-device delivery (locating the key TLV, re-wrapping it,
+// the digest without it). Any bytes must give a result or a kiln::Error, never a
 // crash, and a hostile LZMA2 stream must not make the decoder allocate or produce more than its limits.
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include "core/error.hpp"
 #include "signing/image_compression.hpp"
 #include "signing/image_crypto.hpp"
+#include "signing/image_delivery.hpp"
 #include "signing/mcuboot_sign.hpp"
 
 using namespace kiln::mcuboot;
@@ -75,6 +77,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     try {
       auto report = inspect_image(keys.image, std::nullopt, {}, opener);
       if (report.decompressed_ok && !report.decompressed_size) std::abort();
+    } catch (const kiln::Error&) {
+    }
+  }
+  // Per-device delivery as kiln-service does it: the key TLV, a re-wrap to the X25519 key, the device image.
+  try {
+    auto at = locate_key_tlv(keys.image);
+    if (at.area_offset + at.area_size > at.file_size) std::abort();
+    static const EncryptionKey device = encryption_key_from_spki(keys.x25519->public_key_der(), "device");
+    auto area = rewrapped_area(at, *keys.p256, device);
+    std::uint64_t streamed = stream_with_area(keys.image, at, area, [](kiln::ByteView) {});
+    if (streamed != at.file_size - at.area_size + area.size()) std::abort();
+  } catch (const kiln::Error&) {
+  }
+  for (const ContentKeyOpener* opener : {keys.p256.get(), static_cast<ContentKeyOpener*>(nullptr)}) {
+    try {
+      (void)keyless_digest(keys.image, opener);
     } catch (const kiln::Error&) {
     }
   }

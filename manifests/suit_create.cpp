@@ -10,6 +10,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "manifests/suit_json.hpp"
+#include "signing/image_delivery.hpp"
 
 namespace kiln::suit {
 namespace {
@@ -81,8 +82,15 @@ Digest digest_field(const Json& c, const char* field, const std::string& where) 
   return digest_from_json(c[field], where + "." + field);
 }
 
-// The file's SHA-256 and size, streamed in constant memory.
+// The file's SHA-256 and size, streamed in constant memory. An encrypted MCUboot image is described without
+// its content-key TLV, so the manifest fits every re-wrap of it (docs/encrypted-delivery.md).
 std::pair<Digest, std::uint64_t> hash_file(const std::filesystem::path& path) {
+  std::optional<mcuboot::KeylessDigest> keyless;
+  try {
+    keyless = mcuboot::keyless_digest(path);
+  } catch (const Error&) {
+  }
+  if (keyless) return {Digest{digest_sha256, keyless->sha256}, keyless->size};
   ChunkReader reader(path);
   Hasher hasher(HashAlg::sha256);
   std::uint64_t size = 0;

@@ -125,6 +125,7 @@ Json to_json(const LedgerEntry& e) {
   if (!e.firmware_version.empty()) out["firmware_version"] = e.firmware_version;
   if (!e.firmware_sha256.empty()) out["firmware_sha256"] = e.firmware_sha256;
   if (e.manifest_sequence) out["manifest_sequence"] = *e.manifest_sequence;
+  if (!e.encryption_public_key_pem.empty()) out["encryption_key"] = e.encryption_public_key_pem;
   if (e.reprovision) {
     out["reprovision"] = true;
     out["replaces_serial"] = e.replaces_serial;
@@ -151,6 +152,7 @@ LedgerEntry ledger_entry_from_json(const Json& c) {
   e.finished_at = c.value("finished_at", "");
   e.firmware_version = c.value("firmware_version", "");
   e.firmware_sha256 = c.value("firmware_sha256", "");
+  e.encryption_public_key_pem = c.value("encryption_key", "");
   if (c.contains("manifest_sequence") && c["manifest_sequence"].is_number_unsigned())
     e.manifest_sequence = c["manifest_sequence"].get<std::uint64_t>();
   e.reprovision = c.value("reprovision", false);
@@ -649,6 +651,8 @@ std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signe
     // The firmware it left the line with (kiln device import reads `version`).
     if (c.contains("firmware_version")) unit["version"] = c["firmware_version"];
     if (c.contains("manifest_sequence")) unit["manifest_sequence"] = c["manifest_sequence"];
+    // Its image-encryption public key: the service wraps content keys to it (docs/encrypted-delivery.md).
+    if (c.contains("encryption_key")) unit["encryption_key"] = c["encryption_key"];
     // A UID this station certified more than once (an explicit --reprovision): the service must
     // not take the new key silently (revoke or unclaim the unit first).
     if (auto it = certified_more_than_once.find(c.value("uid", "")); it != certified_more_than_once.end()) {

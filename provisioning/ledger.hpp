@@ -34,6 +34,7 @@ struct LedgerEntry {
   std::string failed_step;
   std::string error;
   std::string device_public_key_pem;
+  std::string encryption_public_key_pem;  // the board's image-encryption key (encryption-key step), PEM
   std::string certificate_pem;
   std::string certificate_serial;  // hex, empty when no certificate was issued in this attempt
   bool certificate_issued = false;  // issued by this attempt (counts against the quota)

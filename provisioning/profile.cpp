@@ -39,7 +39,8 @@ const std::map<std::string, std::string> known_keys = {
     {"ca.validity_days", ""}, {"attestation.vendor_root", ""}, {"identity.mode", ""},
     {"install.boot_key_hash", ""}, {"install.service_url", ""}, {"install.trust_anchor", ""},
     {"install.final_state", ""}, {"firmware.image", ""}, {"firmware.manifest", ""},
-    {"firmware.manifest_key", ""}, {"firmware.image_sha256", ""}, {"firmware.manifest_sha256", ""}};
+    {"firmware.manifest_key", ""}, {"firmware.image_sha256", ""}, {"firmware.manifest_sha256", ""},
+    {"encryption.mode", ""}, {"encryption.type", ""}, {"encryption.key", ""}};
 
 std::int64_t to_integer(const std::string& key, const std::string& value, ProfileRange range) {
   try {
@@ -144,6 +145,16 @@ std::string profile_to_toml(const StationProfile& p) {
     out << "manifest_sha256 = " << quoted(p.firmware->manifest_sha256) << "\n";
     out << "manifest_key = " << quoted(p.firmware->manifest_key) << "\n";
   }
+  if (p.encryption) {
+    out << "\n[encryption]\n";
+    if (p.encryption->mode == EncryptionKeyMode::generate) {
+      out << "mode = \"generate\"\n";
+      out << "type = " << quoted(p.encryption->type) << "\n";
+    } else {
+      out << "mode = \"install\"\n";
+      out << "key = " << quoted(p.encryption->key.string()) << "\n";
+    }
+  }
   return out.str();
 }
 
@@ -237,6 +248,28 @@ StationProfile parse_profile(const std::string& toml, const fs::path& base_dir) 
   } else {
     for (const char* key : {"firmware.manifest", "firmware.manifest_key", "firmware.image_sha256", "firmware.manifest_sha256"})
       if (optional(key)) throw Error(ExitCode::usage, fmt::format("profile: '{}' needs firmware.image", key));
+  }
+  if (auto enc_mode = optional("encryption.mode")) {
+    EncryptionProfile e;
+    if (*enc_mode == "generate") {
+      e.mode = EncryptionKeyMode::generate;
+      e.type = optional("encryption.type").value_or("ecies-p256");
+      if (e.type != "ecies-p256" && e.type != "ecies-x25519" && e.type != "rsa-oaep-2048")
+        throw Error(ExitCode::usage, fmt::format("profile: encryption.type must be ecies-p256, ecies-x25519 or "
+                                                 "rsa-oaep-2048, not '{}'", e.type));
+      if (optional("encryption.key")) throw Error(ExitCode::usage, "profile: encryption.key needs mode = \"install\"");
+    } else if (*enc_mode == "install") {
+      e.mode = EncryptionKeyMode::install;
+      e.key = path_of(required("encryption.key"));
+      if (optional("encryption.type"))
+        throw Error(ExitCode::usage, "profile: encryption.type is for mode = \"generate\" (install takes the key's type)");
+    } else {
+      throw Error(ExitCode::usage, fmt::format("profile: encryption.mode must be generate or install, not '{}'", *enc_mode));
+    }
+    p.encryption = e;
+  } else {
+    for (const char* key : {"encryption.type", "encryption.key"})
+      if (optional(key)) throw Error(ExitCode::usage, fmt::format("profile: '{}' needs encryption.mode", key));
   }
   return p;
 }

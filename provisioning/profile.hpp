@@ -24,6 +24,16 @@ struct FirmwareProfile {
   std::string manifest_sha256;
 };
 
+// The image-encryption key step: the board holds a key pair for MCUboot image encryption in its secure
+// element. `generate`: each board makes its own (its public half goes into the ledger and bundle);
+// `install`: the product's key (a PEM private key file) is wrapped to the board's transport key and installed.
+enum class EncryptionKeyMode { generate, install };
+struct EncryptionProfile {
+  EncryptionKeyMode mode = EncryptionKeyMode::generate;
+  std::string type = "ecies-p256";  // generate: ecies-p256, ecies-x25519 or rsa-oaep-2048
+  std::filesystem::path key;        // install: the product's private image-encryption key (PEM, 0600)
+};
+
 // The range of every number in a profile (docs/factory-guide.md): a value outside is refused (exit 2).
 struct ProfileRange {
   std::int64_t min;
@@ -52,6 +62,7 @@ struct StationProfile {
   std::filesystem::path trust_anchor;    // PEM installed as the device's service trust anchor
   ManufacturingState final_state = ManufacturingState::device_complete;
   std::optional<FirmwareProfile> firmware;  // no firmware step without it
+  std::optional<EncryptionProfile> encryption;  // no encryption-key step without it
 };
 
 // Writes the profile as TOML (atomically; refuses to overwrite unless `overwrite`).

@@ -19,6 +19,8 @@
 #include "core/files.hpp"
 #include "core/interrupt.hpp"
 #include "provisioning/station_ca.hpp"
+#include "signing/file_key.hpp"
+#include "signing/image_crypto.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "transport/board_api.hpp"
 #include "transport/smp_client.hpp"
@@ -275,6 +277,46 @@ void run_steps(Attempt& a, SmpClient& client) {
     return;
   }
 
+  // Before the firmware step: an encrypted factory image needs the key to boot.
+  if (profile.encryption) {
+    const auto& enc = *profile.encryption;
+    a.step(ProvisionStep::encryption_key, [&]() -> std::string {
+      std::optional<Bytes> product_public;
+      if (enc.mode == EncryptionKeyMode::install) product_public = mcuboot::load_encryption_key(enc.key.string()).public_key_der;
+      const Bytes& held = a.record.encryption_public_key;
+      if (!held.empty() && (!product_public || held == *product_public)) {
+        a.entry.encryption_public_key_pem = public_key_pem(held);
+        return "skipped";
+      }
+      if (a.identity.state != ManufacturingState::blank)
+        throw Error(ExitCode::conflict,
+                    fmt::format("board {} is {} and holds {} image-encryption key", a.identity.uid,
+                                manufacturing_state_name(a.identity.state), held.empty() ? "no" : "another"));
+      if (dry) return "would-run";
+      Bytes installed;
+      if (enc.mode == EncryptionKeyMode::generate) {
+        installed = generate_encryption_key(client, enc.type);
+        (void)mcuboot::encryption_key_from_spki(installed, "the board's image-encryption key");
+      } else {
+        auto key = load_private_key_file(enc.key, std::nullopt);
+        int length = i2d_PrivateKey(key.get(), nullptr);
+        if (length <= 0) throw Error(ExitCode::usage, fmt::format("{}: cannot encode the private key", enc.key.string()));
+        Bytes pkcs8(static_cast<std::size_t>(length));
+        unsigned char* out = pkcs8.data();
+        i2d_PrivateKey(key.get(), &out);
+        WrappedKey wrapped = wrap_device_key(a.identity.transport_key, a.identity.uid, pkcs8);
+        OPENSSL_cleanse(pkcs8.data(), pkcs8.size());
+        installed = inject_encryption_key(client, wrapped);
+        if (installed != *product_public)
+          throw Error(ExitCode::verification_failed,
+                      fmt::format("board {} reports a different image-encryption key than the one installed",
+                                  a.identity.uid));
+      }
+      a.entry.encryption_public_key_pem = public_key_pem(installed);
+      return "ok";
+    });
+  }
+
   if (station.firmware) {
     const auto& fw = *station.firmware;
     a.step(ProvisionStep::firmware, [&]() -> std::string {
@@ -461,6 +503,7 @@ class SerializedSigner : public Signer {
 std::string_view provision_step_name(ProvisionStep step) {
   switch (step) {
     case ProvisionStep::attest: return "attest";
+    case ProvisionStep::encryption_key: return "encryption-key";
     case ProvisionStep::firmware: return "firmware";
     case ProvisionStep::identity: return "identity";
     case ProvisionStep::certificate: return "certificate";

@@ -20,7 +20,7 @@
 namespace kiln {
 
 // Steps in order. Every step is skipped when the board already holds its result.
-enum class ProvisionStep { attest, firmware, identity, certificate, install_chain, install_config, ledger, final_state };
+enum class ProvisionStep { attest, encryption_key, firmware, identity, certificate, install_chain, install_config, ledger, final_state };
 std::string_view provision_step_name(ProvisionStep step);
 
 // Everything a station needs, opened once per run and shared by all workers.

@@ -74,7 +74,11 @@ Json image_entry(Call& call, const std::string& sha, const std::string& url) {
 Json offer(Call& call, const Deployment& row, int wave, const char* action) {
   Json images = Json::array();
   for (auto& sha : row.images) {
-    images.push_back(image_entry(call, sha, "/v1/agent/images/" + sha + "/content"));
+    // An encrypted release goes to this device with the content key wrapped to its own key (when it has one).
+    if (auto mine = device_image(call, sha))
+      images.push_back(Json{{"id", mine->sha256}, {"size", mine->size}, {"url", "/v1/agent/images/" + sha + "/content"}});
+    else
+      images.push_back(image_entry(call, sha, "/v1/agent/images/" + sha + "/content"));
   }
   Json manifest =
       row.manifest ? image_entry(call, *row.manifest, "/v1/agent/deployments/" + row.id + "/manifest") : Json(nullptr);

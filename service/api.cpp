@@ -90,7 +90,7 @@ const std::vector<Route>& routes() {
       {{"POST", "/v1/factory-cas", admins}, register_factory_ca},
       {{"GET", "/v1/factory-cas", anyone}, list_factory_cas},
       {{"POST", "/v1/agent/check-in", devices}, agent_check_in},
-      {{"GET", "/v1/agent/images/{}/content", devices}, nullptr, download_image},
+      {{"GET", "/v1/agent/images/{}/content", devices}, nullptr, agent_download_image},
       {{"GET", "/v1/agent/deployments/{}/manifest", devices}, nullptr, agent_deployment_manifest},
       {{"POST", "/v1/agent/status", devices}, agent_report_status},
   };

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "signing/image_crypto.hpp"
 
 namespace kiln::service {
 
@@ -47,7 +48,16 @@ struct ServiceConfig {
   std::filesystem::path image_dir;  // image content, one file per SHA-256
   int check_in_after = 60;          // seconds an agent waits before its next check-in
   std::string store_password_file = {};  // PostgreSQL: a 0600 file holding the password (else the environment)
+  // The service's image-encryption key (kiln-service run --delivery-key, docs/encrypted-delivery.md): opens the
+  // content key of releases encrypted for it, to wrap it for each device's own key. None: releases go out as
+  // uploaded.
+  std::shared_ptr<const mcuboot::ContentKeyOpener> delivery_key = {};
 };
+
+// Loads a delivery key: a PEM private key file that only its owner may read (mode 0600 or stricter), of a
+// type MCUboot decrypts with, or a pkcs11: URI naming its module and PIN (module-path=, pin-source=).
+// Throws Error(usage) saying what is wrong.
+std::shared_ptr<const mcuboot::ContentKeyOpener> load_delivery_key(const std::filesystem::path& pem);
 
 class Service {
  public:

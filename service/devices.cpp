@@ -15,6 +15,7 @@
 #include "service/factory_trust.hpp"
 #include "service/handlers.hpp"
 #include "service/ledger_bundle.hpp"
+#include "signing/image_crypto.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
 
@@ -246,7 +247,20 @@ class UnitImporter {
                           certificate,
                           last_seen,
                           now_};
+    // The unit's image-encryption public key (factory [encryption] step): releases are wrapped to it.
+    std::optional<Bytes> encryption_key;
+    if (auto pem = optional_string(unit, "encryption_key", 16384); pem && !pem->empty()) {
+      encryption_key = public_key_from_pem(*pem);
+      if (encryption_key->empty())
+        throw ApiError{400, "invalid_request", fmt::format("unit {}: encryption_key is not a PEM public key", uid)};
+      try {
+        (void)mcuboot::encryption_key_from_spki(*encryption_key, "encryption_key");
+      } catch (const Error& e) {
+        throw ApiError{400, "invalid_request", fmt::format("unit {}: {}", uid, e.what())};
+      }
+    }
     if (!call_.store.upsert_device(device)) refuse_conflict(uid);
+    if (encryption_key) call_.store.set_device_encryption_key(uid, to_hex(*encryption_key));
     ++imported_;
   }
 

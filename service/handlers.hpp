@@ -97,6 +97,17 @@ Reply list_images(Call& call);
 Reply show_image(Call& call);
 Reply upload_image_chunk(Call& call);
 Response download_image(Call& call);
+// One range of a Range header ("bytes=A-B", "bytes=A-", "bytes=-N") clamped to `size`; nullopt when malformed
+// or unsatisfiable.
+std::optional<std::pair<std::int64_t, std::int64_t>> byte_range(const std::string& header, std::int64_t size);
+
+// Encrypted releases delivered per device (delivery.cpp, docs/encrypted-delivery.md).
+// The release image `sha` as this device gets it: the content key wrapped to its own image-encryption key,
+// when the service has a delivery key that opens the release and the device an image-encryption key.
+// Made once per device and release and kept in the store. nullopt: the release goes out as uploaded.
+std::optional<DeviceImage> device_image(Call& call, const std::string& sha);
+// GET /v1/agent/images/{sha}/content: the device's own image when it has one, else the release.
+Response agent_download_image(Call& call);
 
 // Agent endpoints (mutual TLS) and the factory CAs their certificates chain to.
 Principal authenticate_device(Store& store, const std::vector<std::string>& chain_der);

@@ -145,6 +145,9 @@ class PartFile {
   int fd_ = -1;
 };
 
+
+}  // namespace
+
 // One range of a Range header ("bytes=A-B", "bytes=A-", "bytes=-N"), clamped to the content; nullopt when
 // the header is malformed (signs, spaces, junk, overflow, several ranges) or the range is unsatisfiable.
 std::optional<std::pair<std::int64_t, std::int64_t>> byte_range(const std::string& header, std::int64_t size) {
@@ -173,8 +176,6 @@ std::optional<std::pair<std::int64_t, std::int64_t>> byte_range(const std::strin
   if (!last || *last < *first) return std::nullopt;
   return std::pair{*first, std::min(*last, size - 1)};
 }
-
-}  // namespace
 
 Reply create_image(Call& call) {
   auto body = parse_object(call.request.body);

@@ -58,6 +58,7 @@ const std::vector<service::ConfigKey> config_keys = {
     {"body-timeout", service::ConfigType::number},
     {"max-connections-per-address", service::ConfigType::integer},
     {"check-in-after", service::ConfigType::integer},
+    {"delivery-key", service::ConfigType::string},
     {"store", service::ConfigType::string},
     {"store-password-file", service::ConfigType::string},
 };
@@ -283,7 +284,7 @@ int bind_server(httplib::SSLServer& server, const std::string& listen, const int
 }
 
 int run(const Paths& paths, const std::string& listen, const std::string& agent_listen, const ListenerOptions& options,
-        int check_in_after) {
+        int check_in_after, const std::string& delivery_key) {
   // Signals arrive on a dedicated thread so stop() runs outside a signal handler. Blocked before any
   // thread starts (the connection guards' watchdogs, the pools): a thread created earlier would take
   // SIGTERM with its default action and end the process without draining.
@@ -295,6 +296,7 @@ int run(const Paths& paths, const std::string& listen, const std::string& agent_
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   // Fails with a hint when the directory was never initialised, and when its store cannot be reached.
   auto config = service_config(paths, check_in_after);
+  if (!delivery_key.empty()) config.delivery_key = service::load_delivery_key(delivery_key);
   auto svc = std::make_shared<service::Service>(config);
   std::cerr << "store: " << service::redact_store_url(config.database) << std::endl;
   raise_descriptor_limit();
@@ -355,6 +357,7 @@ int main(int argc, char** argv) {
   std::string tenant = "default", listen = "127.0.0.1:8443", agent_listen, role, name, token_file;
   ListenerOptions listener;
   int check_in_after = 60;
+  std::string delivery_key;
 
   std::string config_file;
   bool if_missing = false;
@@ -411,6 +414,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 1000000));
   run_cmd->add_option("--check-in-after", check_in_after, "Seconds agents are told to wait between check-ins")
       ->check(CLI::Range(1, 86400));
+  run_cmd
+      ->add_option("--delivery-key", delivery_key,
+                   "The service's image-encryption private key (PEM file, mode 0600, or a pkcs11: URI with module-path= "
+                   "and pin-source=): releases encrypted for it go to each device with the content key wrapped to "
+                   "the device's own key (docs/encrypted-delivery.md)")
+      ->type_name("KEYREF");
 
   auto* tenant_cmd = app.add_subcommand("tenant", "Manage tenants");
   tenant_cmd->require_subcommand(1);
@@ -443,7 +452,7 @@ int main(int argc, char** argv) {
       throw Error(ExitCode::usage, "no data directory", "give --dir DIR, or 'dir' in the --config file");
     if (*init_cmd && if_missing && paths.initialised()) return 0;
     if (*init_cmd) return init(paths, tenant, store);
-    if (*run_cmd) return run(paths, listen, agent_listen, listener, check_in_after);
+    if (*run_cmd) return run(paths, listen, agent_listen, listener, check_in_after, delivery_key);
     auto svc = open_service(paths);
     auto tenant_id = svc.find_tenant(tenant);
     if (*tenant_create) {

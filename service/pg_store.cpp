@@ -244,6 +244,16 @@ ALTER TABLE deployments ADD COLUMN IF NOT EXISTS halt_min_executed BIGINT NOT NU
 )sql");
 }
 
+// Migration 5 (issue 16): each device's image-encryption public key (from its bundle) and the encrypted
+// releases as delivered to it (the content key wrapped to that key). Like SQLite's migration 5.
+void add_encrypted_delivery(PGconn* conn) {
+  run_script(conn, R"sql(
+CREATE TABLE IF NOT EXISTS device_encryption_keys (device_id TEXT PRIMARY KEY, public_key TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS device_images (device_id TEXT NOT NULL, image TEXT NOT NULL, area TEXT NOT NULL,
+  sha256 TEXT NOT NULL, size BIGINT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (device_id, image));
+)sql");
+}
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction (PostgreSQL's schema changes are transactional: a migration killed half-way leaves nothing,
 // and the next start runs it again). Append only: a released migration never changes. The version lives
@@ -257,6 +267,7 @@ constexpr Migration migrations[] = {
     {2, add_deployment_tallies},
     {3, add_ledger_heads},
     {4, add_rollout_safety},
+    {5, add_encrypted_delivery},
 };
 
 int read_schema_version(PGconn* conn) {
@@ -1055,6 +1066,41 @@ void PgStore::record_device_firmware(const std::string& device_id, const std::op
       "UPDATE devices SET sequence = coalesce($1::bigint, sequence), manifest_digest = coalesce($2, "
       "manifest_digest) WHERE id = $3",
       {number, manifest_digest, device_id});
+}
+
+void PgStore::set_device_encryption_key(const std::string& device_id, const std::string& public_key) {
+  Use use(*this);
+  if (device_encryption_key(device_id) == std::optional<std::string>(public_key)) return;
+  run(use.conn(), "DELETE FROM device_images WHERE device_id = $1", {device_id});
+  run(use.conn(),
+      "INSERT INTO device_encryption_keys (device_id, public_key) VALUES ($1, $2) "
+      "ON CONFLICT (device_id) DO UPDATE SET public_key = excluded.public_key",
+      {device_id, public_key});
+}
+
+std::optional<std::string> PgStore::device_encryption_key(const std::string& device_id) {
+  Use use(*this);
+  auto q = run(use.conn(), "SELECT public_key FROM device_encryption_keys WHERE device_id = $1", {device_id});
+  if (q.empty()) return std::nullopt;
+  return q.text(0, 0);
+}
+
+std::optional<DeviceImage> PgStore::find_device_image(const std::string& device_id, const std::string& image) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "SELECT area, sha256, size, created_at FROM device_images WHERE device_id = $1 AND image = $2",
+               {device_id, image});
+  if (q.empty()) return std::nullopt;
+  return DeviceImage{device_id, image, q.text(0, 0), q.text(0, 1), q.integer(0, 2), q.text(0, 3)};
+}
+
+void PgStore::save_device_image(const DeviceImage& image) {
+  Use use(*this);
+  run(use.conn(),
+      "INSERT INTO device_images (device_id, image, area, sha256, size, created_at) VALUES ($1, $2, $3, $4, $5, $6) "
+      "ON CONFLICT (device_id, image) DO UPDATE SET area = excluded.area, sha256 = excluded.sha256, "
+      "size = excluded.size, created_at = excluded.created_at",
+      {image.device_id, image.image, image.area, image.sha256, image.size, image.created_at});
 }
 
 std::vector<DeviceFirmware> PgStore::group_firmware(const std::string& group_id) {

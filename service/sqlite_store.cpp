@@ -148,6 +148,15 @@ void add_rollout_safety(Db& db) {
   }
 }
 
+// Migration 5 (issue 16): each device's image-encryption public key (from its bundle) and the encrypted
+// releases as delivered to it (the content key wrapped to that key). Tables of their own: additive.
+void add_encrypted_delivery(Db& db) {
+  db.exec("CREATE TABLE IF NOT EXISTS device_encryption_keys (device_id TEXT PRIMARY KEY, public_key TEXT NOT NULL)");
+  db.exec(
+      "CREATE TABLE IF NOT EXISTS device_images (device_id TEXT NOT NULL, image TEXT NOT NULL, area TEXT NOT NULL, "
+      "sha256 TEXT NOT NULL, size INTEGER NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (device_id, image))");
+}
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction. Append only: a released migration never changes. The version lives in PRAGMA user_version
 // (0: a store from before versioned migrations, or a new file).
@@ -160,6 +169,7 @@ constexpr Migration migrations[] = {
     {2, add_deployment_tallies},
     {3, add_ledger_heads},
     {4, add_rollout_safety},
+    {5, add_encrypted_delivery},
 };
 
 int schema_version(Db& db) {
@@ -866,6 +876,49 @@ void SqliteStore::record_device_firmware(const std::string& device_id, const std
   else
     q.bind_null(1);
   q.bind_optional(2, manifest_digest).bind(3, device_id).run();
+}
+
+void SqliteStore::set_device_encryption_key(const std::string& device_id, const std::string& public_key) {
+  Use use(*this);
+  if (device_encryption_key(device_id) == std::optional<std::string>(public_key)) return;
+  auto forget = db().prepare("DELETE FROM device_images WHERE device_id = ?");
+  forget.bind(1, device_id).run();
+  auto q = db().prepare(
+      "INSERT INTO device_encryption_keys (device_id, public_key) VALUES (?1, ?2) "
+      "ON CONFLICT(device_id) DO UPDATE SET public_key = excluded.public_key");
+  q.bind(1, device_id).bind(2, public_key).run();
+}
+
+std::optional<std::string> SqliteStore::device_encryption_key(const std::string& device_id) {
+  Use use(*this);
+  auto q = db().prepare("SELECT public_key FROM device_encryption_keys WHERE device_id = ?");
+  q.bind(1, device_id);
+  if (!q.step()) return std::nullopt;
+  return q.text(0);
+}
+
+std::optional<DeviceImage> SqliteStore::find_device_image(const std::string& device_id, const std::string& image) {
+  Use use(*this);
+  auto q = db().prepare(
+      "SELECT area, sha256, size, created_at FROM device_images WHERE device_id = ? AND image = ?");
+  q.bind(1, device_id).bind(2, image);
+  if (!q.step()) return std::nullopt;
+  return DeviceImage{device_id, image, q.text(0), q.text(1), q.integer(2), q.text(3)};
+}
+
+void SqliteStore::save_device_image(const DeviceImage& image) {
+  Use use(*this);
+  auto q = db().prepare(
+      "INSERT INTO device_images (device_id, image, area, sha256, size, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
+      "ON CONFLICT(device_id, image) DO UPDATE SET area = excluded.area, sha256 = excluded.sha256, "
+      "size = excluded.size, created_at = excluded.created_at");
+  q.bind(1, image.device_id)
+      .bind(2, image.image)
+      .bind(3, image.area)
+      .bind(4, image.sha256)
+      .bind(5, image.size)
+      .bind(6, image.created_at)
+      .run();
 }
 
 std::vector<DeviceFirmware> SqliteStore::group_firmware(const std::string& group_id) {

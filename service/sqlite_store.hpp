@@ -71,6 +71,10 @@ class SqliteStore final : public Store {
   void record_device_firmware(const std::string& device_id, const std::optional<std::int64_t>& sequence,
                               const std::optional<std::string>& manifest_digest) override;
   std::vector<DeviceFirmware> group_firmware(const std::string& group_id) override;
+  void set_device_encryption_key(const std::string& device_id, const std::string& public_key) override;
+  std::optional<std::string> device_encryption_key(const std::string& device_id) override;
+  std::optional<DeviceImage> find_device_image(const std::string& device_id, const std::string& image) override;
+  void save_device_image(const DeviceImage& image) override;
 
   void add_claim_challenge(const std::string& nonce, const std::string& device_id, std::int64_t tenant_id,
                            std::int64_t expires_at, std::int64_t now) override;

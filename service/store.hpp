@@ -92,6 +92,16 @@ struct ImageRecord {
   std::optional<std::string> manifest;  // the SUIT manifest linked at upload
 };
 
+// An encrypted release as delivered to one device (docs/encrypted-delivery.md): the release image with its
+// unprotected TLV area replaced by `area` (the content key wrapped to the device's image-encryption key).
+struct DeviceImage {
+  std::string device_id, image;  // image: the release's SHA-256
+  std::string area;              // hex of the device's unprotected TLV area
+  std::string sha256;            // hex SHA-256 of the device's image
+  std::int64_t size = 0;
+  std::string created_at;
+};
+
 struct FactoryCaChallenge {
   std::int64_t tenant_id = 0;
   std::string key_sha256;
@@ -228,6 +238,13 @@ class Store {
                                       const std::optional<std::string>& manifest_digest) = 0;
   // The firmware every device of the group last reported, in ID order.
   virtual std::vector<DeviceFirmware> group_firmware(const std::string& group_id) = 0;
+
+  // The device's image-encryption public key (hex DER SPKI) from its bundle, and what was delivered with it.
+  // A new key forgets the device's delivered images (they were wrapped to the old key).
+  virtual void set_device_encryption_key(const std::string& device_id, const std::string& public_key) = 0;
+  virtual std::optional<std::string> device_encryption_key(const std::string& device_id) = 0;
+  virtual std::optional<DeviceImage> find_device_image(const std::string& device_id, const std::string& image) = 0;
+  virtual void save_device_image(const DeviceImage& image) = 0;
 
   // Claim challenges (expiry in unix seconds; expired ones are dropped when a new one is added).
   virtual void add_claim_challenge(const std::string& nonce, const std::string& device_id, std::int64_t tenant_id,

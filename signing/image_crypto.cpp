@@ -15,6 +15,7 @@
 #include "core/error.hpp"
 #include "signing/file_key.hpp"
 #include "signing/openssl_ptr.hpp"
+#include "signing/pkcs11.hpp"
 
 namespace kiln::mcuboot {
 namespace {
@@ -158,15 +159,13 @@ std::size_t wrapped_size(EncryptionKeyKind kind, HmacSha hmac, std::size_t key_s
   return 0;
 }
 
-class FileOpener final : public ContentKeyOpener {
+// Opens content keys; how the private key agrees on a secret or decrypts RSA-OAEP is the subclass's
+// (a key file in memory, or a key on a PKCS#11 token).
+class OpenerBase : public ContentKeyOpener {
  public:
-  FileOpener(ossl::Ptr<EVP_PKEY> key, std::string description)
-      : key_(std::move(key)), description_(std::move(description)), kind_(kind_of(key_.get(), description_)) {
-    int length = i2d_PUBKEY(key_.get(), nullptr);
-    if (length <= 0) throw crypto_failure("cannot encode the public key");
-    public_der_.resize(static_cast<std::size_t>(length));
-    unsigned char* p = public_der_.data();
-    i2d_PUBKEY(key_.get(), &p);
+  OpenerBase(Bytes public_der, std::string description)
+      : description_(std::move(description)), public_der_(std::move(public_der)) {
+    kind_ = kind_of(decode_public_key(public_der_).get(), description_);
   }
   EncryptionKeyKind kind() const override { return kind_; }
   std::string description() const override { return description_; }
@@ -200,7 +199,7 @@ class FileOpener final : public ContentKeyOpener {
     if (!peer)
       throw Error(ExitCode::verification_failed, "the encryption TLV's ephemeral public key is not a valid point",
                   "the image is truncated or was altered");
-    Bytes shared = ecdh(key_.get(), peer.get());
+    Bytes shared = agree(peer.get(), value.first(point));
     Bytes derived = hkdf(shared, hmac_alg, key_size + hmac_size(hmac_alg));
     OPENSSL_cleanse(shared.data(), shared.size());
     ByteView mac = value.subspan(point, hmac_size(hmac_alg));
@@ -216,8 +215,49 @@ class FileOpener final : public ContentKeyOpener {
     return key;
   }
 
+ protected:
+  // The raw ECDH shared secret with the image's ephemeral key (`peer`, whose raw public value is `raw`).
+  virtual Bytes agree(EVP_PKEY* peer, ByteView raw) const = 0;
+  // RSA-OAEP (SHA-256, MGF1-SHA256) decryption; nullopt when it does not decrypt.
+  virtual std::optional<Bytes> rsa_decrypt(ByteView ciphertext) const = 0;
+
  private:
   Bytes open_rsa(ByteView value, std::size_t key_size) const {
+    auto out = rsa_decrypt(value);
+    if (!out)
+      throw not_opened(fmt::format("{} does not open this image: RSA-OAEP decryption of the content key failed",
+                                   description_));
+    if (out->size() != key_size) {
+      std::size_t size = out->size();
+      OPENSSL_cleanse(out->data(), out->size());
+      throw not_opened(fmt::format("the RSA-OAEP content key is {} bytes, the header's flag says {}", size, key_size));
+    }
+    return std::move(*out);
+  }
+
+  std::string description_;
+  Bytes public_der_;
+  EncryptionKeyKind kind_ = EncryptionKeyKind::ecies_p256;
+};
+
+Bytes public_der_of(EVP_PKEY* key) {
+  int length = i2d_PUBKEY(key, nullptr);
+  if (length <= 0) throw crypto_failure("cannot encode the public key");
+  Bytes der(static_cast<std::size_t>(length));
+  unsigned char* p = der.data();
+  i2d_PUBKEY(key, &p);
+  return der;
+}
+
+class FileOpener final : public OpenerBase {
+ public:
+  FileOpener(ossl::Ptr<EVP_PKEY> key, std::string description)
+      : OpenerBase(public_der_of(key.get()), std::move(description)), key_(std::move(key)) {}
+
+ protected:
+  Bytes agree(EVP_PKEY* peer, ByteView) const override { return ecdh(key_.get(), peer); }
+
+  std::optional<Bytes> rsa_decrypt(ByteView value) const override {
     ossl::Ptr<EVP_PKEY_CTX> ctx(EVP_PKEY_CTX_new(key_.get(), nullptr));
     if (!ctx || EVP_PKEY_decrypt_init(ctx.get()) != 1 ||
         EVP_PKEY_CTX_set_rsa_padding(ctx.get(), RSA_PKCS1_OAEP_PADDING) != 1 ||
@@ -228,21 +268,30 @@ class FileOpener final : public ContentKeyOpener {
     std::size_t size = out.size();
     if (EVP_PKEY_decrypt(ctx.get(), out.data(), &size, value.data(), value.size()) != 1) {
       openssl_errors();
-      throw not_opened(fmt::format("{} does not open this image: RSA-OAEP decryption of the content key failed",
-                                   description_));
+      return std::nullopt;
     }
     out.resize(size);
-    if (size != key_size) {
-      OPENSSL_cleanse(out.data(), out.size());
-      throw not_opened(fmt::format("the RSA-OAEP content key is {} bytes, the header's flag says {}", size, key_size));
-    }
     return out;
   }
 
+ private:
   ossl::Ptr<EVP_PKEY> key_;
-  std::string description_;
-  EncryptionKeyKind kind_;
-  Bytes public_der_;
+};
+
+// A private image-encryption key on a PKCS#11 token: ECDH and RSA-OAEP run on the token.
+class Pkcs11Opener final : public OpenerBase {
+ public:
+  explicit Pkcs11Opener(std::unique_ptr<Pkcs11DecryptionKey> key)
+      : OpenerBase(key->public_key_der(), key->description()), key_(std::move(key)) {}
+
+ protected:
+  Bytes agree(EVP_PKEY*, ByteView raw) const override {
+    return key_->derive(raw, kind() == EncryptionKeyKind::ecies_p256 ? 32 : x25519_point_size);
+  }
+  std::optional<Bytes> rsa_decrypt(ByteView value) const override { return key_->decrypt_rsa_oaep_sha256(value); }
+
+ private:
+  std::unique_ptr<Pkcs11DecryptionKey> key_;
 };
 
 }  // namespace
@@ -316,10 +365,12 @@ std::pair<std::uint16_t, Bytes> wrap_content_key(const EncryptionKey& key, ByteV
 }
 
 std::unique_ptr<ContentKeyOpener> load_content_key_opener(const std::string& keyref, const KeyOptions& options) {
-  if (is_pkcs11_uri(keyref))
-    throw Error(ExitCode::usage, "decrypting with a pkcs11: key is not supported yet",
-                "export nothing: keep the key on the token and decrypt on the device, or use a PEM key file");
+  if (is_pkcs11_uri(keyref)) return std::make_unique<Pkcs11Opener>(open_pkcs11_decryption_key(keyref, options));
   return std::make_unique<FileOpener>(load_private_key_file(keyref, options.passphrase), keyref);
+}
+
+std::unique_ptr<ContentKeyOpener> load_content_key_opener_file(const std::string& path, const std::string& description) {
+  return std::make_unique<FileOpener>(load_private_key_file(path, std::nullopt), description);
 }
 
 Bytes random_bytes(std::size_t size) {

@@ -64,6 +64,9 @@ class ContentKeyOpener {
 // A private key file (PEM, optionally passphrase-protected).
 std::unique_ptr<ContentKeyOpener> load_content_key_opener(const std::string& keyref, const KeyOptions& options = {});
 
+// A private key file read with no passphrase; messages name it `description` (not the path).
+std::unique_ptr<ContentKeyOpener> load_content_key_opener_file(const std::string& path, const std::string& description);
+
 // Random bytes from OpenSSL's DRBG.
 Bytes random_bytes(std::size_t size);
 

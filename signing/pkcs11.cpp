@@ -527,6 +527,81 @@ class Pkcs11Signer final : public Signer {
   mutable std::mutex mutex_;
 };
 
+class Pkcs11Decryption final : public Pkcs11DecryptionKey {
+ public:
+  Pkcs11Decryption(TokenSession token, ck_object_handle_t key, Bytes public_der)
+      : token_(std::move(token)), key_(key), public_der_(std::move(public_der)), description_(token_.uri.description()) {}
+
+  Bytes public_key_der() const override { return public_der_; }
+  std::string description() const override { return description_; }
+
+  Bytes derive(ByteView peer_public, std::size_t secret_size) const override {
+    Bytes peer(peer_public.begin(), peer_public.end());
+    ck_ecdh1_derive_params params{CKD_NULL, 0, nullptr, peer.size(), peer.data()};
+    ck_mechanism mechanism{CKM_ECDH1_DERIVE, &params, sizeof params};
+    ck_object_class_t secret_class = CKO_SECRET_KEY;
+    ck_key_type_t secret_type = CKK_GENERIC_SECRET;
+    unsigned long length = secret_size;
+    unsigned char yes = 1, no = 0;
+    ck_attribute attributes[] = {{CKA_CLASS, &secret_class, sizeof secret_class},
+                                 {CKA_KEY_TYPE, &secret_type, sizeof secret_type},
+                                 {CKA_VALUE_LEN, &length, sizeof length},
+                                 {CKA_TOKEN, &no, sizeof no},
+                                 {CKA_SENSITIVE, &no, sizeof no},
+                                 {CKA_EXTRACTABLE, &yes, sizeof yes}};
+    std::lock_guard lock(mutex_);
+    auto* api = token_.session->api();
+    auto session = token_.session->handle();
+    ck_object_handle_t secret = 0;
+    ck_rv_t rv = api->C_DeriveKey(session, &mechanism, key_, attributes, std::size(attributes), &secret);
+    if (rv == CKR_KEY_FUNCTION_NOT_PERMITTED)
+      throw Error(ExitCode::usage, fmt::format("{} does not permit key agreement (its CKA_DERIVE is false)", description_),
+                  "create or import the image-encryption key with derive usage (pkcs11-tool --usage-derive)");
+    if (rv != CKR_OK)
+      throw Error(ExitCode::verification_failed,
+                  fmt::format("the key agreement with {} failed ({})", description_, rv_text(rv)),
+                  "the image's ephemeral key is not on the key's curve, or the token cannot derive with this key");
+    auto value = read_attribute(*token_.session, secret, CKA_VALUE);
+    api->C_DestroyObject(session, secret);
+    if (!value || value->size() != secret_size)
+      throw Error(ExitCode::failure, fmt::format("the token did not give the shared secret of {}", description_));
+    return std::move(*value);
+  }
+
+  std::optional<Bytes> decrypt_rsa_oaep_sha256(ByteView ciphertext) const override {
+    ck_rsa_pkcs_oaep_params params{CKM_SHA256, CKG_MGF1_SHA256, CKZ_DATA_SPECIFIED, nullptr, 0};
+    ck_mechanism mechanism{CKM_RSA_PKCS_OAEP, &params, sizeof params};
+    std::lock_guard lock(mutex_);
+    auto* api = token_.session->api();
+    auto session = token_.session->handle();
+    ck_rv_t rv = api->C_DecryptInit(session, &mechanism, key_);
+    if (rv == CKR_KEY_FUNCTION_NOT_PERMITTED)
+      throw Error(ExitCode::usage, fmt::format("{} does not permit decryption (its CKA_DECRYPT is false)", description_),
+                  "create or import the image-encryption key with decrypt usage");
+    if (rv == CKR_ARGUMENTS_BAD || rv == CKR_MECHANISM_PARAM_INVALID || rv == CKR_MECHANISM_INVALID)
+      throw Error(ExitCode::usage,
+                  fmt::format("the token of {} does not decrypt RSA-OAEP with SHA-256 and MGF1-SHA256, MCUboot's padding "
+                              "({})",
+                              description_, rv_text(rv)),
+                  "use a token that supports it (SoftHSM2 2.6 supports OAEP with SHA-1 only), or an ECIES key");
+    if (rv != CKR_OK) fail(rv, fmt::format("the token refused to decrypt with {}", description_));
+    Bytes input(ciphertext.begin(), ciphertext.end());
+    Bytes out(512);
+    unsigned long length = out.size();
+    rv = api->C_Decrypt(session, input.data(), input.size(), out.data(), &length);
+    if (rv != CKR_OK) return std::nullopt;
+    out.resize(length);
+    return out;
+  }
+
+ private:
+  TokenSession token_;
+  ck_object_handle_t key_;
+  Bytes public_der_;
+  std::string description_;
+  mutable std::mutex mutex_;
+};
+
 Bytes ec_params_for(KeyType type) {
   switch (type) {
     case KeyType::ecdsa_p256:
@@ -545,6 +620,13 @@ std::unique_ptr<Signer> open_pkcs11_signer(const std::string& uri, const KeyOpti
   ck_object_handle_t key = find_private_key(token);
   Bytes public_der = public_key_of(token, key);
   return std::make_unique<Pkcs11Signer>(std::move(token), key, std::move(public_der));
+}
+
+std::unique_ptr<Pkcs11DecryptionKey> open_pkcs11_decryption_key(const std::string& uri, const KeyOptions& options) {
+  auto token = open_token(uri, options, false, LoginNeed::required);
+  ck_object_handle_t key = find_private_key(token);
+  Bytes public_der = public_key_of(token, key);
+  return std::make_unique<Pkcs11Decryption>(std::move(token), key, std::move(public_der));
 }
 
 Bytes load_pkcs11_public_key(const std::string& uri, const KeyOptions& options) {

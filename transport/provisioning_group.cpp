@@ -286,6 +286,21 @@ Bytes inject_device_key(SmpClient& client, const WrappedKey& wrapped) {
   return smp::get_bytes(call_group(client, smp::Op::write, provisioning_command::inject_key, body), "public_key");
 }
 
+Bytes generate_encryption_key(SmpClient& client, const std::string& type) {
+  return smp::get_bytes(
+      call_group(client, smp::Op::write, provisioning_command::generate_encryption_key, {{"type", type}}),
+      "public_key");
+}
+
+Bytes inject_encryption_key(SmpClient& client, const WrappedKey& wrapped) {
+  smp::Body body{{"epk", smp::binary(wrapped.ephemeral_public_key)},
+                 {"iv", smp::binary(wrapped.iv)},
+                 {"ct", smp::binary(wrapped.ciphertext)},
+                 {"tag", smp::binary(wrapped.tag)}};
+  return smp::get_bytes(call_group(client, smp::Op::write, provisioning_command::inject_encryption_key, body),
+                        "public_key");
+}
+
 Bytes sign_challenge(SmpClient& client, ByteView challenge) {
   auto rsp = call_group(client, smp::Op::write, provisioning_command::sign_challenge,
                         {{"challenge", smp::binary(challenge)}});
@@ -321,6 +336,7 @@ ProvisioningRecord read_provisioning_record(SmpClient& client) {
   if (rsp.contains("manifest_key")) record.config.manifest_key = smp::get_bytes(rsp, "manifest_key");
   if (rsp.contains("sequence")) record.sequence = smp::get_uint(rsp, "sequence");
   if (rsp.contains("manifest_digest")) record.manifest_digest = smp::get_bytes(rsp, "manifest_digest");
+  if (rsp.contains("encryption_key")) record.encryption_public_key = smp::get_bytes(rsp, "encryption_key");
   return record;
 }
 

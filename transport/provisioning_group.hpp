@@ -22,6 +22,8 @@ constexpr std::uint8_t sign_challenge = 5;  // write: ECDSA P-256 over SHA-256(c
 constexpr std::uint8_t set_state = 6;       // write: advance the manufacturing state (one way)
 constexpr std::uint8_t record = 7;          // read: the whole provisioning record
 constexpr std::uint8_t install_manifest = 8;  // write: SUIT envelope of the running firmware
+constexpr std::uint8_t generate_encryption_key = 9;  // write: image-encryption key pair inside the secure element
+constexpr std::uint8_t inject_encryption_key = 10;   // write: image-encryption key wrapped to the transport key
 }  // namespace provisioning_command
 
 // Group error codes (err: {group: 64, rc: N}).
@@ -80,6 +82,7 @@ struct ProvisioningRecord {
   ServiceConfig config;
   std::uint64_t sequence = 0;  // installed manifest's sequence number, 0 when none
   Bytes manifest_digest;       // SHA-256 of the installed SUIT envelope, empty when none
+  Bytes encryption_public_key; // DER SPKI of the image-encryption key, empty when none
 };
 
 // The board's firmware record after it accepted a SUIT envelope (64:8).
@@ -128,6 +131,11 @@ void install_certificate_chain(SmpClient& client, const std::vector<Bytes>& chai
 void install_service_config(SmpClient& client, const ServiceConfig& config);
 // Returns the DER SPKI of the installed key.
 Bytes inject_device_key(SmpClient& client, const WrappedKey& wrapped);
+// The image-encryption key (docs/board-protocol.md, 64:9 and 64:10): generated inside the secure element
+// (`type` "ecies-p256", "ecies-x25519" or "rsa-oaep-2048"), or a product key wrapped to the transport key
+// (wrap_device_key over its PKCS#8 DER). Both return the key's DER SPKI.
+Bytes generate_encryption_key(SmpClient& client, const std::string& type);
+Bytes inject_encryption_key(SmpClient& client, const WrappedKey& wrapped);
 // DER ECDSA signature by the device key over SHA-256(challenge).
 Bytes sign_challenge(SmpClient& client, ByteView challenge);
 struct ChallengeAnswer {

@@ -123,6 +123,9 @@ void check_response(const std::string& board, const SmpRequest& request, const s
   auto outcome = smp::response_outcome(response);
   if (outcome.ok()) return;
   std::string what = outcome.group ? fmt::format("group error {}", outcome.rc) : smp::rc_name(outcome.rc);
+  // MCUmgr's verbose error responses carry the reason as text ("rsn").
+  if (auto rsn = response.find("rsn"); rsn != response.end() && rsn->is_string() && !rsn->get<std::string>().empty())
+    what += ": " + rsn->get<std::string>().substr(0, 512);
   throw Error(ExitCode::board,
               fmt::format("board {}: {} failed: {}", board, command_name(request.group, request.command), what));
 }

@@ -538,3 +538,77 @@ TEST_CASE("factory e2e: kiln-service refuses the bundle of a ledger that went ba
   CHECK_MESSAGE(again.exit_code == 0, again.err);
   CHECK(devices() == 3);
 }
+
+TEST_CASE("factory e2e: [encryption] installs the product's image-encryption key, or each board makes its own") {
+  SUBCASE("install: every board holds the product key and boots images encrypted for it") {
+    Line line;
+    line.setup();
+    std::string product_key = KILN_VECTORS_DIR "/mcuboot-more/enc-p256.pem";
+    std::ofstream(line.profile, std::ios::app) << "\n[encryption]\nmode = \"install\"\nkey = \"" << product_key << "\"\n";
+    test::EmulatorProcess emulator(line.emu_dir, 2);
+    auto run = line.kiln({"-o", "jsonl", "factory", "run", "--all", "--profile", line.profile});
+    REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+    int steps = 0;
+    for (const auto& e : line.lines(run.out))
+      if (e["step"] == "encryption-key") {
+        CHECK(e["result"] == "ok");
+        ++steps;
+      }
+    CHECK(steps == 2);
+    auto pub = test::run_process("/usr/bin/openssl", {"pkey", "-in", product_key, "-pubout"});
+    REQUIRE(pub.exit_code == 0);
+    auto exported = line.kiln({"factory", "ledger", "export", "--profile", line.profile, "-o", line.dir.file("u.jsonl")});
+    REQUIRE_MESSAGE(exported.exit_code == 0, exported.err);
+    std::ifstream in(line.dir.file("u.jsonl"));
+    int units = 0;
+    for (std::string text; std::getline(in, text);) {
+      auto unit = json::parse(text);
+      if (unit.contains("bundle_signature")) continue;
+      CHECK(unit.value("encryption_key", "") == pub.out);
+      ++units;
+    }
+    CHECK(units == 2);
+    for (const auto& uid : emulator.uids()) {
+      auto up = line.kiln({"board", "upload", "-b", uid, "--confirm", "--reset",
+                           KILN_VECTORS_DIR "/mcuboot-more/enc-p256-aes128.signed.bin"});
+      CHECK_MESSAGE(up.exit_code == 0, up.err);
+    }
+    // A re-run finds the key in place.
+    auto again = line.kiln({"-o", "json", "factory", "run", "--all", "--profile", line.profile});
+    CHECK(again.exit_code == 0);
+  }
+  SUBCASE("generate: each board's own key, in the ledger and the bundle") {
+    Line line;
+    line.setup();
+    std::ofstream(line.profile, std::ios::app) << "\n[encryption]\nmode = \"generate\"\ntype = \"ecies-x25519\"\n";
+    test::EmulatorProcess emulator(line.emu_dir, 3);
+    auto run = line.kiln({"factory", "run", "--all", "--profile", line.profile});
+    REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+    auto exported = line.kiln({"factory", "ledger", "export", "--profile", line.profile, "-o", line.dir.file("u.jsonl")});
+    REQUIRE_MESSAGE(exported.exit_code == 0, exported.err);
+    std::ifstream in(line.dir.file("u.jsonl"));
+    std::set<std::string> keys;
+    for (std::string text; std::getline(in, text);) {
+      auto unit = json::parse(text);
+      if (unit.contains("bundle_signature")) continue;
+      REQUIRE(unit.contains("encryption_key"));
+      keys.insert(unit["encryption_key"].get<std::string>());
+      // An X25519 public key (OID 1.3.101.110), not the device's P-256 identity key.
+      std::ofstream(line.dir.file("k.pem")) << unit["encryption_key"].get<std::string>();
+      auto text_out = test::run_process("/usr/bin/openssl", {"pkey", "-pubin", "-in", line.dir.file("k.pem"), "-text", "-noout"});
+      CHECK(text_out.out.find("X25519") != std::string::npos);
+    }
+    CHECK(keys.size() == 3);
+    auto verify = line.kiln({"-o", "json", "factory", "ledger", "verify", "--profile", line.profile});
+    CHECK(verify.exit_code == 0);
+  }
+  SUBCASE("a profile with an unknown mode or a key for generate is refused (exit 2)") {
+    Line line;
+    line.setup();
+    std::ofstream(line.profile, std::ios::app) << "\n[encryption]\nmode = \"derive\"\n";
+    test::EmulatorProcess emulator(line.emu_dir, 1);
+    auto r = line.kiln({"factory", "run", "--all", "--profile", line.profile});
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("encryption.mode must be generate or install") != std::string::npos);
+  }
+}

@@ -142,3 +142,35 @@ TEST_CASE("profile: every number has a range") {
   CHECK_THROWS_WITH_AS(parse_profile(with("checkpoint_every = 16", "checkpoint_every = 100001"), "/"),
                        doctest::Contains("station.checkpoint_every"), Error);
 }
+
+TEST_CASE("profile: the encryption section reads back, and bad combinations are refused") {
+  auto p = sample();
+  p.encryption = EncryptionProfile{EncryptionKeyMode::generate, "ecies-x25519", {}};
+  auto back = parse_profile(profile_to_toml(p), "/base");
+  REQUIRE(back.encryption);
+  CHECK(back.encryption->mode == EncryptionKeyMode::generate);
+  CHECK(back.encryption->type == "ecies-x25519");
+  p.encryption = EncryptionProfile{EncryptionKeyMode::install, "ecies-p256", "product-enc.pem"};
+  back = parse_profile(profile_to_toml(p), "/base");
+  REQUIRE(back.encryption);
+  CHECK(back.encryption->mode == EncryptionKeyMode::install);
+  CHECK(back.encryption->key == "/base/product-enc.pem");
+  CHECK_FALSE(parse_profile(profile_to_toml(sample()), "/base").encryption);
+
+  auto base = profile_to_toml(sample());
+  auto refused = [&](const std::string& extra, const std::string& message) {
+    try {
+      parse_profile(base + extra, "/base");
+      FAIL("accepted: " << extra);
+    } catch (const Error& e) {
+      CHECK(e.code() == ExitCode::usage);
+      CHECK_MESSAGE(std::string(e.what()).find(message) != std::string::npos, e.what());
+    }
+  };
+  refused("\n[encryption]\nmode = \"derive\"\n", "encryption.mode must be generate or install");
+  refused("\n[encryption]\nmode = \"generate\"\ntype = \"ecies-p384\"\n", "encryption.type must be");
+  refused("\n[encryption]\nmode = \"generate\"\nkey = \"k.pem\"\n", "encryption.key needs mode");
+  refused("\n[encryption]\nmode = \"install\"\n", "encryption.key");
+  refused("\n[encryption]\nmode = \"install\"\nkey = \"k.pem\"\ntype = \"ecies-p256\"\n", "encryption.type is for");
+  refused("\n[encryption]\ntype = \"ecies-p256\"\n", "needs encryption.mode");
+}

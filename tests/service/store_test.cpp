@@ -226,3 +226,29 @@ TEST_CASE("store: tallies kept as devices report, join and leave groups equal a 
   }
   CHECK(reported > 500);  // the reports landed in the tallies, not only in deployment_devices
 }
+
+TEST_CASE("store: device image-encryption keys and the images delivered with them; a new key forgets them") {
+  test::TempDir dir;
+  auto owned = open_store(test::test_store(dir.file("kiln.db")));
+  auto& store = *owned;
+  CHECK_FALSE(store.device_encryption_key("dev-1"));
+  CHECK_FALSE(store.find_device_image("dev-1", "aa"));
+  store.set_device_encryption_key("dev-1", "3059aa");
+  store.set_device_encryption_key("dev-2", "3059bb");
+  CHECK(store.device_encryption_key("dev-1") == std::optional<std::string>("3059aa"));
+  store.save_device_image({"dev-1", "aa", "0769", "11", 100, "2026-01-01T00:00:00Z"});
+  store.save_device_image({"dev-2", "aa", "0769", "22", 101, "2026-01-01T00:00:00Z"});
+  auto mine = store.find_device_image("dev-1", "aa");
+  REQUIRE(mine);
+  CHECK(mine->area == "0769");
+  CHECK(mine->sha256 == "11");
+  CHECK(mine->size == 100);
+  CHECK_FALSE(store.find_device_image("dev-1", "bb"));
+  // The same key again keeps what was delivered; another key forgets it (it was wrapped to the old key).
+  store.set_device_encryption_key("dev-1", "3059aa");
+  CHECK(store.find_device_image("dev-1", "aa"));
+  store.set_device_encryption_key("dev-1", "3059cc");
+  CHECK(store.device_encryption_key("dev-1") == std::optional<std::string>("3059cc"));
+  CHECK_FALSE(store.find_device_image("dev-1", "aa"));
+  CHECK(store.find_device_image("dev-2", "aa"));
+}

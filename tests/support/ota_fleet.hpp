@@ -45,6 +45,12 @@ struct OtaFleetOptions {
   // installed over SMP before provisioning (no flash writes during provisioning).
   bool factory_firmware = true;
   std::string factory_version = "1.0.1";
+  // kiln-service runs with --delivery-key delivery.pem (an ECDSA P-256 key made for it, 0600).
+  bool delivery_key = false;
+  // ... with the delivery key on a SoftHSM2 token instead (delivery_key_ref(): its pkcs11: URI).
+  bool delivery_key_on_token = false;
+  // Appended to the station profile before provisioning (e.g. an [encryption] table).
+  std::string profile_extra;
 };
 
 class OtaFleet {
@@ -54,7 +60,30 @@ class OtaFleet {
   explicit OtaFleet(OtaFleetOptions options = {}) : options_(std::move(options)) {
     auto init = run_process(bin_path("kiln-service"), {"init", "--dir", service_dir()});
     REQUIRE_MESSAGE(init.exit_code == 0, init.err);
-    service_ = std::make_unique<ServiceProcess>(service_dir(), 0, true);
+    std::vector<std::string> service_args;
+    if (options_.delivery_key) {
+      REQUIRE(kiln({"key", "generate", "-t", "ecdsa-p256", "-o", file("delivery.pem")}).exit_code == 0);
+      delivery_key_ref_ = file("delivery.pem");
+      service_args = {"--delivery-key", delivery_key_ref_};
+    }
+    if (options_.delivery_key_on_token) {
+      const std::string module = "/usr/lib/softhsm/libsofthsm2.so";
+      std::filesystem::create_directories(file("tokens"));
+      write(file("softhsm2.conf"), "directories.tokendir = " + file("tokens") + "\n");
+      ::setenv("SOFTHSM2_CONF", file("softhsm2.conf").c_str(), 1);  // the service inherits it
+      REQUIRE(run_process("/usr/bin/softhsm2-util",
+                          {"--init-token", "--free", "--label", "D", "--pin", "1234", "--so-pin", "5678"})
+                  .exit_code == 0);
+      auto made = run_process("/usr/bin/pkcs11-tool", {"--module", module, "--login", "--pin", "1234", "--keypairgen",
+                                                       "--key-type", "EC:prime256v1", "--usage-derive", "--label",
+                                                       "delivery", "--id", "01"});
+      REQUIRE_MESSAGE(made.exit_code == 0, made.err);
+      write(file("delivery.pin"), "1234\n");
+      std::filesystem::permissions(file("delivery.pin"), std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+      delivery_key_ref_ = "pkcs11:token=D;object=delivery?module-path=" + module + "&pin-source=" + file("delivery.pin");
+      service_args = {"--delivery-key", delivery_key_ref_};
+    }
+    service_ = std::make_unique<ServiceProcess>(service_dir(), 0, true, service_args);
     REQUIRE(service_->agent_port() > 0);
     if (options_.proxy) proxy_ = std::make_unique<FaultProxy>(service_->agent_port());
     // Keys: the release key signs images (MCUboot boot key) and manifests; `other` is an attacker's.
@@ -84,6 +113,8 @@ class OtaFleet {
     return "https://127.0.0.1:" + std::to_string(proxy_ ? proxy_->port() : service_->agent_port());
   }
   FaultProxy& proxy() { return *proxy_; }
+  // The service's delivery key (a file or a pkcs11: URI); empty without one.
+  const std::string& delivery_key_ref() const { return delivery_key_ref_; }
   const std::vector<std::string>& uids() const { return emulator_->uids(); }
   // What every board runs when it leaves the factory.
   std::string initial_version() const { return options_.factory_firmware ? options_.factory_version : "1.0.0"; }
@@ -290,6 +321,7 @@ class OtaFleet {
     }
     auto init = kiln(args);
     REQUIRE_MESSAGE(init.exit_code == 0, init.err);
+    if (!options_.profile_extra.empty()) std::ofstream(file("station.toml"), std::ios::app) << "\n" << options_.profile_extra;
     auto run = kiln({"factory", "run", "--all", "--jobs", std::to_string(options_.jobs), "--profile", file("station.toml")});
     REQUIRE_MESSAGE(run.exit_code == 0, run.err);
     auto exported = kiln({"factory", "ledger", "export", "--profile", file("station.toml"), "-o", file("units.jsonl")});
@@ -312,6 +344,7 @@ class OtaFleet {
 
   OtaFleetOptions options_;
   TempDir dir_;
+  std::string delivery_key_ref_;
   std::unique_ptr<ServiceProcess> service_;
   std::unique_ptr<FaultProxy> proxy_;
   std::unique_ptr<EmulatorProcess> emulator_;
