@@ -61,7 +61,8 @@ TEST_CASE("board encryption: imgtool's P-256, X25519 and RSA-2048 encrypted vect
   for (auto [image, key] : {std::pair{"enc-p256-aes128.signed.bin", "enc-p256.pem"},
                             std::pair{"enc-x25519-aes128.signed.bin", "enc-x25519.pem"},
                             std::pair{"enc-rsa2048-aes128.signed.bin", "enc-rsa2048.pem"}}) {
-    CAPTURE(image);
+    const std::string vector = image;  // a named copy: clang 14 lambdas cannot capture bindings
+    CAPTURE(vector);
     test::TempDir dir;
     test::EmulatorProcess emu(dir.file("emu"), 1, {"--encryption-key", more(key)});
     auto r = test::kiln({"board", "upload", more(image), "--confirm", "--reset"}, emu_env(dir));

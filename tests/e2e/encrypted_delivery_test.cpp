@@ -144,7 +144,8 @@ TEST_CASE("encrypted delivery e2e: a release encrypted for a key the boards do n
   REQUIRE(fleet.wait_all_outcome(id, "refused", 60));
   CHECK(fleet.wait_service_status(id, "refused"));
   for (const auto& [device, row] : fleet.deployment_devices(id)) {
-    CAPTURE(device);
+    const std::string device_id = device;  // a named copy: clang 14 lambdas cannot capture bindings
+    CAPTURE(device_id);
     auto detail = test::OtaFleet::text(row, "detail");
     CHECK(detail.find("mcuboot") != std::string::npos);
     CHECK(detail.find("wrapped for an ECIES-P256 key") != std::string::npos);

@@ -66,7 +66,8 @@ TEST_CASE("image decrypt: an ECIES-P256 key on a PKCS#11 token opens imgtool's e
   token.import(more("enc-p256.pem"), "enc-p256", "01");
   token.import(more("enc-rsa2048.pem"), "enc-rsa", "02");
   for (auto [image, uri] : {std::pair{"enc-p256-aes128.signed.bin", "pkcs11:token=T;object=enc-p256"}}) {
-    CAPTURE(image);
+    const std::string vector = image;  // a named copy: clang 14 lambdas cannot capture bindings
+    CAPTURE(vector);
     auto out = token.dir.file(std::string(image) + ".plain");
     auto r = test::kiln({"image", "decrypt", more(image), out, "--key", uri}, token.env);
     REQUIRE_MESSAGE(r.exit_code == 0, r.err);
