@@ -25,6 +25,10 @@ struct DeploymentArgs {
   std::string step_after;
   std::string halt_on_failure;
   std::string halt_min_executed;
+  std::string wave_success;
+  std::string wave_success_then;
+  std::string wave_error;
+  std::vector<std::string> abort_on;
   bool dry_run = false;
   std::string interval = "2s";
   std::string status;
@@ -51,6 +55,82 @@ std::int64_t parse_count(const std::string& text, const char* option) {
   } catch (const std::exception&) {
   }
   throw Error(ExitCode::usage, fmt::format("{} wants a number of devices 1..1000000, not '{}'", option, text));
+}
+
+std::string cli_percent(double value);
+
+// A whole number 0..1000000 (a count that may be zero).
+std::int64_t parse_whole(const std::string& text, const char* option) {
+  try {
+    std::size_t used = 0;
+    auto value = std::stoll(text, &used);
+    if (used == text.size() && value >= 0 && value <= 1000000) return value;
+  } catch (const std::exception&) {
+  }
+  throw Error(ExitCode::usage, fmt::format("{} wants a number of devices 0..1000000 or a percentage, not '{}'", option, text));
+}
+
+// The rollout controls of `deployment create` as the API takes them (docs/service.md, "Rollout controls").
+Json rollout_controls(const DeploymentArgs& args) {
+  Json controls = Json::object();
+  if (!args.wave_success.empty()) {
+    controls["wave_success"] = {{"percent", parse_percent(args.wave_success, "--wave-success", 0)}};
+    if (!args.wave_success_then.empty()) controls["wave_success"]["then"] = args.wave_success_then;
+  } else if (!args.wave_success_then.empty()) {
+    throw Error(ExitCode::usage, "--wave-success-then needs --wave-success PERCENT");
+  }
+  if (!args.wave_error.empty()) {
+    if (args.wave_error.ends_with('%'))
+      controls["wave_error"] = {{"percent", parse_percent(args.wave_error, "--wave-error", 0)}};
+    else
+      controls["wave_error"] = {{"count", parse_whole(args.wave_error, "--wave-error")}};
+  }
+  if (!args.abort_on.empty()) {
+    Json criteria = Json::array();
+    static const char* kinds[] = {"failed", "refused", "rolled_back", "timed_out"};
+    for (auto& text : args.abort_on) {
+      // KIND:PERCENT[:MIN_EXECUTED]
+      auto first = text.find(':');
+      auto second = first == std::string::npos ? std::string::npos : text.find(':', first + 1);
+      auto kind = text.substr(0, first);
+      if (first == std::string::npos ||
+          std::none_of(std::begin(kinds), std::end(kinds), [&](const char* k) { return kind == k; }))
+        throw Error(ExitCode::usage,
+                    fmt::format("--abort-on wants KIND:PERCENT[:MIN_EXECUTED] with KIND failed, refused, rolled_back "
+                                "or timed_out, not '{}'",
+                                text));
+      Json c = {{"kind", kind},
+                {"percent", parse_percent(text.substr(first + 1, second == std::string::npos ? std::string::npos
+                                                                                              : second - first - 1),
+                                          "--abort-on", 0)}};
+      if (second != std::string::npos) c["min_executed"] = parse_count(text.substr(second + 1), "--abort-on");
+      for (auto& other : criteria)
+        if (other["kind"] == kind) throw Error(ExitCode::usage, fmt::format("--abort-on names {} twice", kind));
+      criteria.push_back(std::move(c));
+    }
+    controls["abort_criteria"] = criteria;
+  }
+  return controls;
+}
+
+// "2 (once 5 devices finished)"-like texts of the controls for the table view; empty when unset.
+std::string wave_success_text(const Json& v) {
+  if (!v.is_object()) return {};
+  return fmt::format("{} of a wave installed, then {}", cli_percent(v["percent"].get<double>()),
+                     v["then"] == "pause" ? "pause for a resume" : "open the next wave");
+}
+std::string wave_error_text(const Json& v) {
+  if (!v.is_object()) return {};
+  if (v.contains("count")) return fmt::format("halt above {} failed devices in a wave", v["count"].get<std::int64_t>());
+  return fmt::format("halt above {} of a wave failed", cli_percent(v["percent"].get<double>()));
+}
+std::string abort_criteria_text(const Json& v) {
+  std::string out;
+  if (!v.is_array()) return out;
+  for (auto& c : v)
+    out += fmt::format("{}{} above {} (once {} executed)", out.empty() ? "" : ", ", c["kind"].get<std::string>(),
+                       cli_percent(c["percent"].get<double>()), c["min_executed"].get<std::int64_t>());
+  return out;
 }
 
 // "1%,10%,50%,100%": cumulative percentages, increasing.
@@ -121,6 +201,9 @@ void render_dry_run(const cli::Context& ctx, const Json& plan) {
                                                   cli_percent(r["halt_on_failure"].get<double>()),
                                                   r["halt_min_executed"].get<std::int64_t>()))
                                : Json("never");
+    if (auto t = wave_success_text(r.value("wave_success", Json())); !t.empty()) s["wave_success"] = t;
+    if (auto t = wave_error_text(r.value("wave_error", Json())); !t.empty()) s["wave_error"] = t;
+    if (auto t = abort_criteria_text(r.value("abort_criteria", Json())); !t.empty()) s["abort_criteria"] = t;
     std::ostringstream out;
     cli::render(out, s, ctx.render_options());
     out << "\n";
@@ -147,6 +230,7 @@ TableView table_view(const Json& d) {
   s["group"] = d["group"];
   s["state"] = d["state"];
   if (!d["halt_reason"].is_null()) s["reason"] = d["halt_reason"];
+  if (d.contains("pause_reason") && !d["pause_reason"].is_null()) s["reason"] = d["pause_reason"];
   s["images"] = d["images"];
   s["manifest"] = d["manifest"].is_null() ? Json("-") : d["manifest"];
   s["sequence"] = d["sequence"].is_null() ? Json("-") : d["sequence"];
@@ -158,6 +242,9 @@ TableView table_view(const Json& d) {
                             : Json(fmt::format("{} (once {} devices finished)",
                                                cli_percent(d["halt_on_failure"].get<double>()),
                                                d.value("halt_min_executed", std::int64_t{0})));
+  if (auto t = wave_success_text(d.value("wave_success", Json())); !t.empty()) s["wave_success"] = t;
+  if (auto t = wave_error_text(d.value("wave_error", Json())); !t.empty()) s["wave_error"] = t;
+  if (auto t = abort_criteria_text(d.value("abort_criteria", Json())); !t.empty()) s["abort_criteria"] = t;
   s["devices"] = d["devices"];
   s["admitted"] = d["admitted"];
   s["failures"] = d["failures"].get<std::int64_t>() > 0 && d["failures_forgiven"].get<std::int64_t>() > 0
@@ -225,6 +312,9 @@ void finish_watch(const Json& last) {
     throw Error(ExitCode::conflict, fmt::format("deployment {} was superseded before it completed", id),
                 fmt::format("a newer deployment replaced it: kiln deployment list --group \"{}\"",
                             last["group"].get<std::string>()));
+  if (last.contains("halt_reason") && last["halt_reason"].is_string())
+    throw Error(ExitCode::conflict, fmt::format("deployment {} {}", id, last["halt_reason"].get<std::string>()),
+                "devices that installed it are sent back to what they ran before when they check in");
   throw Error(ExitCode::conflict, fmt::format("deployment {} was aborted before it completed", id),
               "devices that installed it are sent back to the previous deployment when they check in");
 }
@@ -265,6 +355,16 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
                      "Halt when failed devices pass this share of admitted ones (default 5%), or never");
   create->add_option("--halt-min-executed", args->halt_min_executed,
                      "Apply the halt threshold once this many devices finished (default 5)");
+  create->add_option("--wave-success", args->wave_success,
+                     "Open the next wave once this share of a wave's devices installed (e.g. 90%)");
+  create->add_option("--wave-success-then", args->wave_success_then,
+                     "On wave success: next (open the next wave, the default) or pause (wait for 'resume')")
+      ->check(CLI::IsMember({"next", "pause"}));
+  create->add_option("--wave-error", args->wave_error,
+                     "Halt when more than this many (3) or this share (10%) of a wave's devices failed");
+  create->add_option("--abort-on", args->abort_on,
+                     "Abort when more than PERCENT of executed devices ended KIND (failed, refused, rolled_back, "
+                     "timed_out), once MIN_EXECUTED (default 5) finished: KIND:PERCENT[:MIN_EXECUTED]; repeatable");
   create->add_flag("--dry-run", args->dry_run,
                    "Check and plan (devices, waves, checks) without creating anything; exit 3 if it would be refused");
   create->callback([&ctx, args] {
@@ -278,8 +378,10 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
       if (ms < 1000) throw Error(ExitCode::usage, "--step-after is at least 1s");
       request.step_after = ms / 1000;
     }
-    if (request.waves.size() > 1 && !request.step_after)
-      throw Error(ExitCode::usage, "a rollout in several waves needs --step-after (e.g. --step-after 1h)");
+    request.controls = rollout_controls(*args);
+    if (request.waves.size() > 1 && !request.step_after && args->wave_success.empty())
+      throw Error(ExitCode::usage,
+                  "a rollout in several waves needs --step-after (e.g. --step-after 1h) or --wave-success");
     if (args->halt_on_failure == "never")
       request.halt_never = true;
     else if (!args->halt_on_failure.empty())
@@ -378,7 +480,8 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
   for (const char* action : {"pause", "resume", "abort"}) {
     const char* help = std::string_view(action) == "pause" ? "Stop offering a deployment (devices keep what they have)"
                        : std::string_view(action) == "resume"
-                           ? "Continue a paused or halted deployment (failures so far are forgiven)"
+                           ? "Continue a paused or halted deployment (failures so far are forgiven; after a wave "
+                             "success pause, the next wave opens)"
                            : "End a deployment: each device that installed it goes back to exactly what it ran "
                              "before (exit 8 if one cannot)";
     auto* change = deployment->add_subcommand(action, help);

@@ -15,6 +15,7 @@
 #include "manifests/suit_verify.hpp"
 #include "service/handlers.hpp"
 #include "service/rollout.hpp"
+#include "service/rollout_policy.hpp"
 #include "signing/key_info.hpp"
 #include "signing/mcuboot_image.hpp"
 #include "signing/mcuboot_sign.hpp"
@@ -83,12 +84,15 @@ Json deployment_json(const Deployment& row, const AdmittedCounts& t) {
                          {"admitted", t.waves[i].admitted},
                          {"status", counts_json(t.waves[i].status)}});
   }
-  bool stepping = row.state == "active" && row.wave < static_cast<int>(row.waves.size()) && row.step_after > 0;
+  bool stepping = row.state == "active" && row.wave < static_cast<int>(row.waves.size()) && row.step_after > 0 &&
+                  !row.policy.wave.success_percent;
   Json halt = row.halt_on_failure ? Json(*row.halt_on_failure) : Json("never");
-  return {{"id", row.id},
+  Json out = {{"id", row.id},
           {"group", row.group},
           {"state", row.state},
           {"halt_reason", row.halt_reason ? Json(*row.halt_reason) : Json(nullptr)},
+          {"pause_reason", row.pause_reason ? Json(*row.pause_reason) : Json(nullptr)},
+          {"awaiting_approval", row.awaiting_approval},
           {"images", Json(row.images)},
           {"manifest", row.manifest ? Json(*row.manifest) : Json(nullptr)},
           {"sequence", row.sequence ? Json(*row.sequence) : Json(nullptr)},
@@ -108,6 +112,10 @@ Json deployment_json(const Deployment& row, const AdmittedCounts& t) {
           {"waves", waves},
           {"created_at", row.created_at},
           {"updated_at", row.updated_at}};
+  // The controls (null or empty when not set), after the halt threshold they add to.
+  auto controls = policy_json(row.policy);
+  for (auto& [key, value] : controls.items()) out[key] = value;
+  return out;
 }
 
 Json show(Call& call, const std::string& id) {
@@ -144,10 +152,10 @@ Reply transition(Call& call, const char* to, std::initializer_list<const char*> 
   if (!allowed)
     throw ApiError{409, "conflict", fmt::format("deployment {} is {}: it cannot become {}", id, row.state, to)};
   if (std::string_view(to) == "active") {
-    // A resume forgives the failures seen so far and gives the open wave a fresh step-after period.
-    row.failure_baseline = t.failures;
-    row.halt_reason.reset();
-    row.wave_started_at = unix_now();
+    // A resume forgives the failures seen so far and gives the open wave a fresh step-after period; after
+    // a wave met its success condition with "then": "pause", it opens the next wave.
+    Rollout& rollout = row;
+    rollout = resume_rollout(rollout, call.store.rollout_tally(row), unix_now());
   }
   row.state = to;
   save(call.store, row);
@@ -183,6 +191,7 @@ struct RolloutOptions {
   std::int64_t step_after = 0;
   std::optional<double> halt_on_failure = default_halt_percent;
   std::int64_t halt_min_executed = default_halt_min_executed;
+  RolloutPolicy policy;
 };
 
 RolloutOptions parse_rollout_options(const Json& body) {
@@ -193,9 +202,11 @@ RolloutOptions parse_rollout_options(const Json& body) {
       throw ApiError{400, "invalid_request", "field 'step_after' must be a number of seconds, 1..31622400"};
     o.step_after = it->get<std::int64_t>();
   }
-  if (o.waves.size() > 1 && o.step_after == 0)
+  o.policy = parse_policy(body);
+  if (o.waves.size() > 1 && o.step_after == 0 && !o.policy.wave.success_percent)
     throw ApiError{400, "invalid_request",
-                   "field 'step_after' is required for a rollout of several waves (seconds between waves)"};
+                   "field 'step_after' is required for a rollout of several waves (seconds between waves), unless "
+                   "field 'wave_success' opens them"};
   // Absent: the default threshold. "never" (or null) turns halting off, and must be said.
   if (auto it = body.find("halt_on_failure"); it != body.end()) {
     if (it->is_null() || (it->is_string() && it->get<std::string>() == "never"))
@@ -326,7 +337,8 @@ bool runs_aborted(Store& store, const Deployment& aborted, const std::string& de
 }
 
 void evaluate_deployment(Store& store, Deployment& row, bool only_when_a_wave_is_due) {
-  if (only_when_a_wave_is_due && !wave_due(row, unix_now())) return;
+  // A check-in looks when a wave is due by its timer, or may open on success or be paused by a control.
+  if (only_when_a_wave_is_due && !wave_due(row, unix_now()) && row.policy == RolloutPolicy{}) return;
   evaluate(store, row);
 }
 
@@ -591,6 +603,8 @@ Reply create_deployment(Call& call) {
     rollout["step_after"] = options.step_after;
     rollout["halt_on_failure"] = options.halt_on_failure ? Json(*options.halt_on_failure) : Json("never");
     rollout["halt_min_executed"] = options.halt_min_executed;
+    auto controls = policy_json(options.policy);
+    for (auto& [key, value] : controls.items()) rollout[key] = value;
     return {200, Json{{"dry_run", true},
                       {"would_create", checks.passed()},
                       {"reason", checks.passed() ? Json(nullptr) : Json(checks.reasons())},
@@ -621,6 +635,7 @@ Reply create_deployment(Call& call) {
   row.step_after = options.step_after;
   row.halt_on_failure = options.halt_on_failure;
   row.halt_min_executed = options.halt_min_executed;
+  row.policy = options.policy;
   row.created_at = row.updated_at = now;
   call.store.insert_deployment(call.who.tenant_id, row, now);
   tx->commit();

@@ -53,6 +53,11 @@ bool is_failure_status(std::string_view status) {
   return status == "failed" || status == "rolled_back" || status == "refused";
 }
 
+const std::vector<std::string>& failure_kinds() {
+  static const std::vector<std::string> kinds = {"failed", "refused", "rolled_back", "timed_out"};
+  return kinds;
+}
+
 namespace {
 
 std::map<std::string, std::int64_t> zero_counts() {
@@ -100,11 +105,70 @@ bool wave_due(const Rollout& rollout, std::int64_t now) {
          rollout.step_after > 0 && now >= rollout.wave_started_at + rollout.step_after;
 }
 
+WaveCounts open_wave_counts(const Rollout& rollout, const RolloutTally& tally) {
+  WaveCounts c;
+  auto i = static_cast<std::size_t>(std::max(rollout.wave, 1) - 1);
+  if (i >= tally.waves.size()) return c;
+  c.devices = tally.waves[i].devices;
+  for (auto& [status, n] : tally.waves[i].reported) {
+    if (status == "installed") c.installed += n;
+    if (is_failure_status(status)) c.failures += n;
+  }
+  c.failures = std::max<std::int64_t>(0, c.failures - rollout.wave_failure_baseline);
+  return c;
+}
+
+namespace {
+
+std::string plural(std::int64_t n, const char* one, const char* many) { return n == 1 ? one : many; }
+
+// The abort reason of the first criterion crossed, if any.
+std::optional<std::string> abort_reason(const Rollout& r, const AdmittedCounts& counts) {
+  for (auto& c : r.policy.abort) {
+    if (counts.executed() < c.min_executed) continue;
+    auto it = counts.status.find(c.kind);
+    std::int64_t n = it == counts.status.end() ? 0 : it->second;
+    if (!failures_exceed(n, counts.executed(), c.percent)) continue;
+    double share = static_cast<double>(n) * 100.0 / static_cast<double>(counts.executed());
+    return fmt::format("aborted: {} of {} executed devices ended {} ({}), above the abort criterion {} {} "
+                       "(once {} executed)",
+                       n, counts.executed(), c.kind, percent_text(share), c.kind, percent_text(c.percent),
+                       c.min_executed);
+  }
+  return std::nullopt;
+}
+
+// The halt reason of the open wave's error condition, if crossed.
+std::optional<std::string> wave_error_reason(const Rollout& r, const WaveCounts& w) {
+  auto& cond = r.policy.wave;
+  if (cond.error_count && w.failures > *cond.error_count)
+    return fmt::format("halted: {} {} of wave {} failed, above the wave error condition of {}", w.failures,
+                       plural(w.failures, "device", "devices"), r.wave, *cond.error_count);
+  if (cond.error_percent && failures_exceed(w.failures, w.devices, *cond.error_percent)) {
+    double share = static_cast<double>(w.failures) * 100.0 / static_cast<double>(w.devices);
+    return fmt::format("halted: {} of the {} devices of wave {} failed ({}), above the wave error condition of {}",
+                       w.failures, w.devices, r.wave, percent_text(share), percent_text(*cond.error_percent));
+  }
+  return std::nullopt;
+}
+
+bool wave_succeeded(const Rollout& r, const WaveCounts& w) {
+  auto& percent = r.policy.wave.success_percent;
+  return percent && static_cast<double>(w.installed) * 100.0 >= *percent * static_cast<double>(w.devices);
+}
+
+}  // namespace
+
 Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::int64_t now) {
   Rollout next = rollout;
   if (next.state != "active") return next;
   while (true) {
     auto counts = admitted_counts(next, tally);
+    if (auto reason = abort_reason(next, counts)) {
+      next.state = "aborted";
+      next.halt_reason = reason;
+      return next;
+    }
     auto failures = counts.failures - next.failure_baseline;
     if (next.halt_on_failure && counts.executed() >= next.halt_min_executed &&
         failures_exceed(failures, counts.admitted, *next.halt_on_failure)) {
@@ -112,18 +176,63 @@ Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::i
       next.halt_reason = halt_reason(failures, counts.admitted, next.wave, *next.halt_on_failure);
       return next;
     }
+    auto wave = open_wave_counts(next, tally);
+    if (auto reason = wave_error_reason(next, wave)) {
+      next.state = "halted";
+      next.halt_reason = reason;
+      return next;
+    }
     bool last = next.wave >= static_cast<int>(next.waves.size());
-    if (!last && wave_due(next, now)) {
+    if (!last && next.policy.wave.success_percent) {
+      // On success, no earlier than step_after after the wave opened.
+      bool observed = next.step_after == 0 || now >= next.wave_started_at + next.step_after;
+      if (observed && wave_succeeded(next, wave)) {
+        auto installed = fmt::format("{} of {} installed", wave.installed, wave.devices);
+        if (next.policy.wave.pause_on_success) {
+          next.state = "paused";
+          next.awaiting_approval = true;
+          next.pause_reason = fmt::format("wave {} met its success condition ({}, at least {}): resume to open "
+                                          "wave {}",
+                                          next.wave, installed, percent_text(*next.policy.wave.success_percent),
+                                          next.wave + 1);
+          return next;
+        }
+        ++next.wave;
+        next.wave_started_at = now;
+        next.wave_failure_baseline = 0;
+        continue;
+      }
+    } else if (!last && wave_due(next, now)) {
       // The wave opens when it was due; if nobody looked for a whole period (the service was down, no
       // device reported), it opens now, so that every wave is observed for step_after before the next.
       auto due = next.wave_started_at + next.step_after;
       ++next.wave;
       next.wave_started_at = now - due >= next.step_after ? now : due;
+      next.wave_failure_baseline = 0;
       continue;
     }
     if (last && counts.admitted > 0 && counts.installed == counts.admitted) next.state = "completed";
     return next;
   }
+}
+
+Rollout resume_rollout(const Rollout& rollout, const RolloutTally& tally, std::int64_t now) {
+  Rollout next = rollout;
+  if (next.state != "paused" && next.state != "halted") return next;
+  next.failure_baseline = admitted_counts(next, tally).failures;
+  Rollout open = next;
+  open.wave_failure_baseline = 0;
+  next.wave_failure_baseline = open_wave_counts(open, tally).failures;
+  next.halt_reason.reset();
+  next.pause_reason.reset();
+  next.wave_started_at = now;
+  if (next.awaiting_approval && next.wave < static_cast<int>(next.waves.size())) {
+    ++next.wave;
+    next.wave_failure_baseline = 0;
+  }
+  next.awaiting_approval = false;
+  next.state = "active";
+  return next;
 }
 
 }  // namespace kiln::service

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <thread>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/bytes.hpp"
@@ -721,4 +722,117 @@ TEST_CASE("rollout e2e: show lists the admitted devices that never checked in; a
   fleet.agents[3].offer();
   CHECK(fleet.show(id)["silent"] == 0);
   CHECK(fleet.show(id)["attention"].is_null());
+}
+
+TEST_CASE("rollout e2e: controls — a wave pauses on its success condition, a wave error halts at once, an abort "
+          "criterion aborts; bad values exit 2") {
+  Fleet fleet(12);
+  auto [image, manifest] = fleet.release("v2", 2);
+  // Bad values: exit 2 with the flag named, nothing created.
+  const std::vector<std::vector<std::string>> bad = {
+      {"--wave-success", "101%"},
+      {"--wave-success=-5%", ""},
+      {"--wave-success-then", "pause"},
+      {"--wave-success", "90%", "--wave-success-then", "later"},
+      {"--wave-error=-1", ""},
+      {"--wave-error", "150%"},
+      {"--abort-on", "exploded:10%"},
+      {"--abort-on", "refused"},
+      {"--abort-on", "refused:200%"},
+      {"--abort-on", "refused:10%:0"},
+      {"--abort-on", "refused:10%", "--abort-on", "refused:20%"},
+      {"--rollout", "50%,10%", "--wave-success", "90%"},
+  };
+  for (auto& extra : bad) {
+    std::vector<std::string> args = {"deployment", "create", "--group", "Thermo/Field Test", "--image", image};
+    for (auto& x : extra)
+      if (!x.empty()) args.push_back(x);
+    auto r = fleet.kiln(args);
+    INFO(extra[0] << " " << extra[1] << ": " << r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find(extra[0].substr(0, 6)) != std::string::npos);
+  }
+  CHECK(fleet.json({"deployment", "list"}).empty());
+
+  // Wave success, then pause: waves need no --step-after; the wave's devices install, the deployment pauses
+  // for a person, and resume opens the next wave.
+  std::map<std::string, Agent*> by_uid;
+  for (auto& a : fleet.agents) by_uid[a.uid] = &a;
+  Json d;
+  std::string id;
+  std::vector<Agent*> first, later;
+  for (int attempt = 0; attempt < 50 && (first.size() < 2 || later.size() < 2); ++attempt) {
+    d = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout", "50%,100%",
+                    "--wave-success", "100%", "--wave-success-then", "pause", "--halt-on-failure", "never"});
+    id = d["id"].get<std::string>();
+    first.clear();
+    later.clear();
+    for (auto& a : fleet.agents) (bucket(id, a.uid) < 50 ? first : later).push_back(&a);
+  }
+  REQUIRE(first.size() >= 2);
+  REQUIRE(later.size() >= 2);
+  CHECK(d["wave_success"] == Json{{"percent", 100.0}, {"then", "pause"}});
+  auto table = fleet.kiln({"deployment", "show", id});
+  CHECK(table.out.find("100% of a wave installed, then pause for a resume") != std::string::npos);
+  for (auto* a : first) {
+    auto offer = a->offer();
+    REQUIRE(offer.is_object());
+    CHECK(a->report(id, "installed", "1.0.2") == 200);
+  }
+  CHECK(later[0]->offer().is_null());
+  auto paused = fleet.show(id);
+  CHECK(paused["state"] == "paused");
+  CHECK(paused["awaiting_approval"] == true);
+  CHECK(paused["pause_reason"] ==
+        fmt::format("wave 1 met its success condition ({} of {} installed, at least 100%): resume to open wave 2",
+                    first.size(), first.size()));
+  CHECK(fleet.kiln({"deployment", "show", id}).out.find("resume to open wave 2") != std::string::npos);
+  auto resumed = fleet.json({"deployment", "resume", id});
+  CHECK(resumed["state"] == "active");
+  CHECK(resumed["wave"] == 2);
+  for (auto* a : later) {
+    REQUIRE(a->offer().is_object());
+    CHECK(a->report(id, "installed", "1.0.2") == 200);
+  }
+  CHECK(fleet.show(id)["state"] == "completed");
+
+  // Wave error: more than 1 failed device of the wave halts the deployment on the report that crosses it.
+  auto [image3, manifest3] = fleet.release("v3", 3);
+  auto e = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image3, "--wave-error", "1",
+                       "--halt-on-failure", "never"});
+  auto eid = e["id"].get<std::string>();
+  CHECK(e["wave_error"] == Json{{"count", 1}});
+  CHECK(fleet.agents[0].report(eid, "failed") == 200);
+  CHECK(fleet.show(eid)["state"] == "active");
+  CHECK(fleet.agents[1].report(eid, "refused") == 200);
+  auto halted = fleet.show(eid);
+  CHECK(halted["state"] == "halted");
+  CHECK(halted["halt_reason"] == "halted: 2 devices of wave 1 failed, above the wave error condition of 1");
+  CHECK(fleet.agents[2].offer().is_null());
+  auto watched = fleet.kiln({"deployment", "watch", eid});
+  CHECK(watched.exit_code == 8);
+
+  // Abort criterion: more than 20% of executed devices timed out or refused... here refused, once 3 executed.
+  auto [image4, manifest4] = fleet.release("v4", 4);
+  auto a = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image4, "--abort-on",
+                       "refused:20%:3", "--halt-on-failure", "never"});
+  auto aid = a["id"].get<std::string>();
+  CHECK(a["abort_criteria"] == Json::array({Json{{"kind", "refused"}, {"percent", 20.0}, {"min_executed", 3}}}));
+  CHECK(fleet.agents[0].report(aid, "refused") == 200);
+  CHECK(fleet.agents[1].report(aid, "installed", "1.0.4") == 200);
+  CHECK(fleet.show(aid)["state"] == "active");  // 2 executed: below the minimum
+  CHECK(fleet.agents[2].report(aid, "installed", "1.0.4") == 200);
+  auto aborted = fleet.show(aid);  // 1 refused of 3 executed (33%)
+  CHECK(aborted["state"] == "aborted");
+  CHECK(aborted["halt_reason"] ==
+        "aborted: 1 of 3 executed devices ended refused (33.3%), above the abort criterion refused 20% (once 3 "
+        "executed)");
+  auto watch_aborted = fleet.kiln({"deployment", "watch", aid});
+  CHECK(watch_aborted.exit_code == 7);
+  CHECK(watch_aborted.err.find("above the abort criterion refused 20%") != std::string::npos);
+  // The devices that installed it are sent back to what they ran before (v3's deployment never installed
+  // on them: v2's, which they installed).
+  auto back = fleet.agents[1].offer();
+  REQUIRE(back.is_object());
+  CHECK(back["action"] == "revert");
 }

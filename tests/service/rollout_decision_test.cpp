@@ -150,3 +150,156 @@ TEST_CASE("rollout decision: the halt threshold applies once its minimum of devi
     CHECK(decide_rollout(r, {20, {wave(20, c.reported)}}, 1001) == after);
   }
 }
+
+namespace {
+
+Rollout with_policy(Rollout r, RolloutPolicy p) {
+  r.policy = std::move(p);
+  return r;
+}
+
+RolloutPolicy success(double percent, bool pause = false) {
+  RolloutPolicy p;
+  p.wave.success_percent = percent;
+  p.wave.pause_on_success = pause;
+  return p;
+}
+
+RolloutPolicy wave_error(std::optional<std::int64_t> count, std::optional<double> percent) {
+  RolloutPolicy p;
+  p.wave.error_count = count;
+  p.wave.error_percent = percent;
+  return p;
+}
+
+RolloutPolicy abort_on(std::string kind, double percent, std::int64_t min_executed) {
+  RolloutPolicy p;
+  p.abort.push_back({std::move(kind), percent, min_executed});
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("rollout decision: wave success and error conditions, abort criteria (a table)") {
+  struct ControlCase {
+    const char* name;
+    Rollout before;
+    RolloutTally tally;
+    std::int64_t now;
+    std::string state;
+    int wave;
+    std::int64_t wave_started_at;
+    const char* halt_reason;   // nullptr: none
+    const char* pause_reason;  // nullptr: none
+  };
+  const std::vector<ControlCase> cases = {
+      {"success below the share: the wave stays open (no timer)", with_policy(rollout({50, 100}, 1, 1000, 0), success(90)),
+       {20, {wave(10, {{"installed", 8}}), wave(10)}}, 999999, "active", 1, 1000, nullptr, nullptr},
+      {"success at the share: the next wave opens now", with_policy(rollout({50, 100}, 1, 1000, 0), success(90)),
+       {20, {wave(10, {{"installed", 9}}), wave(10)}}, 1234, "active", 2, 1234, nullptr, nullptr},
+      {"success counts the wave's own devices, not early reporters of later waves",
+       with_policy(rollout({50, 100}, 1, 1000, 0), success(50)),
+       {20, {wave(10, {{"installed", 4}}), wave(10, {{"installed", 6}})}}, 1234, "active", 1, 1000, nullptr, nullptr},
+      {"success with step_after: not before the wave was observed that long",
+       with_policy(rollout({50, 100}, 1, 1000, 600), success(50)), {4, {wave(2, {{"installed", 2}}), wave(2)}}, 1599,
+       "active", 1, 1000, nullptr, nullptr},
+      {"success with step_after: opens once both hold", with_policy(rollout({50, 100}, 1, 1000, 600), success(50)),
+       {4, {wave(2, {{"installed", 2}}), wave(2)}}, 1700, "active", 2, 1700, nullptr, nullptr},
+      {"success with step_after: the timer alone does not open it",
+       with_policy(rollout({50, 100}, 1, 1000, 600), success(50)), {4, {wave(2), wave(2)}}, 99999, "active", 1, 1000,
+       nullptr, nullptr},
+      {"success, then pause: paused for a person, the wave stays", with_policy(rollout({50, 100}, 1, 1000, 0), success(90, true)),
+       {20, {wave(10, {{"installed", 10}}), wave(10)}}, 1234, "paused", 1, 1000, nullptr,
+       "wave 1 met its success condition (10 of 10 installed, at least 90%): resume to open wave 2"},
+      {"success on the last wave: completion still waits for every device",
+       with_policy(rollout({50, 100}, 2, 1000, 0), success(50, true)),
+       {4, {wave(2, {{"installed", 2}}), wave(2, {{"installed", 1}})}}, 1234, "active", 2, 1000, nullptr, nullptr},
+      {"a wave without devices succeeds at once, and the next opens", with_policy(rollout({1, 100}, 1, 1000, 0), success(100)),
+       {3, {wave(0), wave(3)}}, 1001, "active", 2, 1001, nullptr, nullptr},
+      {"successive successes open several waves in one look",
+       with_policy(rollout({10, 50, 100}, 1, 1000, 0), success(100)),
+       {3, {wave(1, {{"installed", 1}}), wave(1, {{"installed", 1}}), wave(1)}}, 1001, "active", 3, 1001, nullptr, nullptr},
+      {"wave error count: at the count, not halted", with_policy(rollout({100}, 1, 1000, 0), wave_error(2, std::nullopt)),
+       {20, {wave(20, {{"failed", 2}})}}, 1001, "active", 1, 1000, nullptr, nullptr},
+      {"wave error count: one more halts", with_policy(rollout({100}, 1, 1000, 0), wave_error(2, std::nullopt)),
+       {20, {wave(20, {{"failed", 1}, {"refused", 1}, {"rolled_back", 1}})}}, 1001, "halted", 1, 1000,
+       "halted: 3 devices of wave 1 failed, above the wave error condition of 2", nullptr},
+      {"wave error count 0: the first failure halts", with_policy(rollout({100}, 1, 1000, 0), wave_error(0, std::nullopt)),
+       {20, {wave(20, {{"failed", 1}})}}, 1001, "halted", 1, 1000,
+       "halted: 1 device of wave 1 failed, above the wave error condition of 0", nullptr},
+      {"wave error share: over the wave's own devices", with_policy(rollout({50, 100}, 2, 1000, 0), wave_error(std::nullopt, 20.0)),
+       {20, {wave(10, {{"failed", 1}}), wave(10, {{"failed", 3}})}}, 1001, "halted", 2, 1000,
+       "halted: 3 of the 10 devices of wave 2 failed (30%), above the wave error condition of 20%", nullptr},
+      {"wave error share: at the share, not halted", with_policy(rollout({50, 100}, 2, 1000, 0), wave_error(std::nullopt, 20.0)),
+       {20, {wave(10, {{"failed", 5}}), wave(10, {{"failed", 2}})}}, 1001, "active", 2, 1000, nullptr, nullptr},
+      {"wave error: the wave's forgiven failures do not count",
+       [] {
+         auto r = with_policy(rollout({100}, 1, 1000, 0), wave_error(0, std::nullopt));
+         r.wave_failure_baseline = 2;
+         return r;
+       }(),
+       {20, {wave(20, {{"failed", 2}})}}, 1001, "active", 1, 1000, nullptr, nullptr},
+      {"abort: refused above its share of executed devices, past the minimum",
+       with_policy(rollout({100}, 1, 1000, 0), abort_on("refused", 10, 5)),
+       {20, {wave(20, {{"refused", 1}, {"installed", 4}, {"installing", 10}})}}, 1001, "aborted", 1, 1000,
+       "aborted: 1 of 5 executed devices ended refused (20%), above the abort criterion refused 10% (once 5 executed)",
+       nullptr},
+      {"abort: below the minimum of executed devices, nothing",
+       with_policy(rollout({100}, 1, 1000, 0), abort_on("refused", 10, 5)),
+       {20, {wave(20, {{"refused", 1}, {"installed", 3}})}}, 1001, "active", 1, 1000, nullptr, nullptr},
+      {"abort: other kinds do not count", with_policy(rollout({100}, 1, 1000, 0), abort_on("rolled_back", 10, 1)),
+       {20, {wave(20, {{"refused", 3}, {"failed", 3}, {"installed", 3}})}}, 1001, "active", 1, 1000, nullptr, nullptr},
+      {"abort: at the share exactly, nothing", with_policy(rollout({100}, 1, 1000, 0), abort_on("failed", 25, 4)),
+       {20, {wave(20, {{"failed", 1}, {"installed", 3}})}}, 1001, "active", 1, 1000, nullptr, nullptr},
+      {"abort wins over a halt", with_policy(rollout({100}, 1, 1000, 0, 5.0), abort_on("failed", 10, 1)),
+       {10, {wave(10, {{"failed", 5}})}}, 1001, "aborted", 1, 1000,
+       "aborted: 5 of 5 executed devices ended failed (100%), above the abort criterion failed 10% (once 1 executed)",
+       nullptr},
+      {"abort counts failures a resume forgave", with_policy(rollout({100}, 1, 1000, 0, std::nullopt, 5), abort_on("failed", 10, 1)),
+       {10, {wave(10, {{"failed", 5}})}}, 1001, "aborted", 1, 1000,
+       "aborted: 5 of 5 executed devices ended failed (100%), above the abort criterion failed 10% (once 1 executed)",
+       nullptr},
+      {"a paused deployment with controls does not move",
+       with_policy(rollout({100}, 1, 1000, 0, std::nullopt, 0, "paused"), abort_on("failed", 0, 1)),
+       {10, {wave(10, {{"failed", 5}})}}, 1001, "paused", 1, 1000, nullptr, nullptr},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    auto after = decide_rollout(c.before, c.tally, c.now);
+    CHECK(after.state == c.state);
+    CHECK(after.wave == c.wave);
+    CHECK(after.wave_started_at == c.wave_started_at);
+    CHECK(after.halt_reason == (c.halt_reason ? std::optional<std::string>(c.halt_reason) : std::nullopt));
+    CHECK(after.pause_reason == (c.pause_reason ? std::optional<std::string>(c.pause_reason) : std::nullopt));
+    CHECK(after.awaiting_approval == (c.pause_reason != nullptr));
+    CHECK(decide_rollout(c.before, c.tally, c.now) == after);  // pure
+  }
+}
+
+TEST_CASE("rollout decision: resuming forgives, and after a success pause opens the next wave") {
+  RolloutTally t{20, {wave(10, {{"installed", 9}, {"failed", 1}}), wave(10)}};
+  auto paused = decide_rollout(with_policy(rollout({50, 100}, 1, 1000, 0), success(90, true)), t, 1100);
+  REQUIRE(paused.state == "paused");
+  auto resumed = resume_rollout(paused, t, 2000);
+  CHECK(resumed.state == "active");
+  CHECK(resumed.wave == 2);
+  CHECK(resumed.wave_started_at == 2000);
+  CHECK_FALSE(resumed.awaiting_approval);
+  CHECK_FALSE(resumed.pause_reason.has_value());
+  CHECK(resumed.failure_baseline == 1);
+  CHECK(resumed.wave_failure_baseline == 0);  // the new wave's own failures: none yet
+  CHECK(decide_rollout(resumed, t, 2001).state == "active");  // wave 2's success is not met: no pause again
+
+  // A halt by the wave error condition: the resume forgives the open wave's failures, one more halts again.
+  auto halted = decide_rollout(with_policy(rollout({100}, 1, 1000, 0), wave_error(0, std::nullopt)),
+                               {5, {wave(5, {{"failed", 1}})}}, 1100);
+  REQUIRE(halted.state == "halted");
+  auto again = resume_rollout(halted, {5, {wave(5, {{"failed", 1}})}}, 1200);
+  CHECK(again.state == "active");
+  CHECK(again.wave == 1);
+  CHECK(again.wave_failure_baseline == 1);
+  CHECK(decide_rollout(again, {5, {wave(5, {{"failed", 1}})}}, 1300).state == "active");
+  CHECK(decide_rollout(again, {5, {wave(5, {{"failed", 2}})}}, 1300).state == "halted");
+  // Only paused and halted rollouts resume.
+  CHECK(resume_rollout(rollout({100}, 1, 1000, 0, std::nullopt, 0, "aborted"), t, 5000).state == "aborted");
+}

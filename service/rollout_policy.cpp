@@ -1,0 +1,151 @@
+// Rollout controls to and from JSON (service/rollout_policy.hpp).
+#include "service/rollout_policy.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "service/handlers.hpp"
+
+namespace kiln::service {
+namespace {
+
+using OJson = nlohmann::ordered_json;
+
+ApiError bad(const std::string& field, const std::string& what) {
+  return ApiError{400, "invalid_request", fmt::format("field '{}' {}", field, what)};
+}
+
+const OJson* member(const OJson& object, const char* name) {
+  auto it = object.find(name);
+  if (it == object.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+// Only the named members: a misspelt one is refused rather than ignored.
+void known_members(const OJson& object, const std::string& field, std::initializer_list<const char*> names) {
+  for (auto& [key, value] : object.items()) {
+    bool known = std::any_of(names.begin(), names.end(), [&](const char* n) { return key == n; });
+    if (!known) throw bad(field + "." + key, "is not a known member");
+  }
+}
+
+double percent_of(const OJson& v, const std::string& field) {
+  if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < 0 || v.get<double>() > 100)
+    throw bad(field, "must be a percentage 0..100");
+  return v.get<double>();
+}
+
+std::int64_t count_of(const OJson& v, const std::string& field, std::int64_t low, std::int64_t high) {
+  if (!v.is_number_integer() || v.get<std::int64_t>() < low || v.get<std::int64_t>() > high)
+    throw bad(field, fmt::format("must be a whole number {}..{}", low, high));
+  return v.get<std::int64_t>();
+}
+
+}  // namespace
+
+OJson policy_json(const RolloutPolicy& p) {
+  OJson out = OJson::object();
+  auto& w = p.wave;
+  out["wave_success"] =
+      w.success_percent ? OJson{{"percent", *w.success_percent}, {"then", w.pause_on_success ? "pause" : "next"}}
+                        : OJson(nullptr);
+  out["wave_error"] = w.error_count     ? OJson{{"count", *w.error_count}}
+                      : w.error_percent ? OJson{{"percent", *w.error_percent}}
+                                        : OJson(nullptr);
+  OJson abort = OJson::array();
+  for (auto& c : p.abort)
+    abort.push_back(OJson{{"kind", c.kind}, {"percent", c.percent}, {"min_executed", c.min_executed}});
+  out["abort_criteria"] = abort;
+  return out;
+}
+
+RolloutPolicy parse_policy(const OJson& body) {
+  RolloutPolicy p;
+  if (auto* v = member(body, "wave_success")) {
+    if (!v->is_object()) throw bad("wave_success", "must be an object {\"percent\": 90, \"then\": \"next\"}");
+    known_members(*v, "wave_success", {"percent", "then"});
+    auto* percent = member(*v, "percent");
+    if (!percent) throw bad("wave_success.percent", "is required (the share of a wave's devices installed)");
+    p.wave.success_percent = percent_of(*percent, "wave_success.percent");
+    if (auto* then = member(*v, "then")) {
+      if (!then->is_string() || (*then != "next" && *then != "pause"))
+        throw bad("wave_success.then", "must be \"next\" (open the next wave) or \"pause\" (wait for a resume)");
+      p.wave.pause_on_success = *then == "pause";
+    }
+  }
+  if (auto* v = member(body, "wave_error")) {
+    if (!v->is_object()) throw bad("wave_error", "must be an object {\"count\": N} or {\"percent\": P}");
+    known_members(*v, "wave_error", {"count", "percent"});
+    auto* count = member(*v, "count");
+    auto* percent = member(*v, "percent");
+    if ((count != nullptr) == (percent != nullptr))
+      throw bad("wave_error", "takes exactly one of count (devices) and percent (share of the wave)");
+    if (count) p.wave.error_count = count_of(*count, "wave_error.count", 0, 1000000);
+    if (percent) p.wave.error_percent = percent_of(*percent, "wave_error.percent");
+  }
+  if (auto* v = member(body, "abort_criteria")) {
+    if (!v->is_array() || v->size() > 16) throw bad("abort_criteria", "must be an array of at most 16 criteria");
+    for (std::size_t i = 0; i < v->size(); ++i) {
+      auto field = fmt::format("abort_criteria[{}]", i);
+      auto& c = (*v)[i];
+      if (!c.is_object()) throw bad(field, "must be an object {\"kind\", \"percent\", \"min_executed\"}");
+      known_members(c, field, {"kind", "percent", "min_executed"});
+      AbortCriterion criterion;
+      auto* kind = member(c, "kind");
+      auto& kinds = failure_kinds();
+      if (!kind || !kind->is_string() || std::find(kinds.begin(), kinds.end(), kind->get<std::string>()) == kinds.end())
+        throw bad(field + ".kind", "must be one of failed, refused, rolled_back, timed_out");
+      criterion.kind = kind->get<std::string>();
+      auto* percent = member(c, "percent");
+      if (!percent) throw bad(field + ".percent", "is required (the share of executed devices)");
+      criterion.percent = percent_of(*percent, field + ".percent");
+      criterion.min_executed = default_abort_min_executed;
+      if (auto* min = member(c, "min_executed")) criterion.min_executed = count_of(*min, field + ".min_executed", 1, 1000000);
+      bool repeated = std::any_of(p.abort.begin(), p.abort.end(),
+                                  [&](const AbortCriterion& a) { return a.kind == criterion.kind; });
+      if (repeated) throw bad(field + ".kind", fmt::format("names {} a second time", criterion.kind));
+      p.abort.push_back(criterion);
+    }
+  }
+  return p;
+}
+
+std::string policy_text(const RolloutPolicy& policy) { return policy_json(policy).dump(); }
+
+RolloutPolicy policy_from_text(const std::string& text) {
+  if (text.empty()) return {};
+  auto j = OJson::parse(text);
+  RolloutPolicy p;
+  if (auto* w = member(j, "wave_success")) {
+    p.wave.success_percent = (*w)["percent"].get<double>();
+    p.wave.pause_on_success = w->value("then", std::string("next")) == "pause";
+  }
+  if (auto* w = member(j, "wave_error")) {
+    if (auto* c = member(*w, "count")) p.wave.error_count = c->get<std::int64_t>();
+    if (auto* c = member(*w, "percent")) p.wave.error_percent = c->get<double>();
+  }
+  if (auto* a = member(j, "abort_criteria"))
+    for (auto& c : *a)
+      p.abort.push_back({c["kind"].get<std::string>(), c["percent"].get<double>(), c["min_executed"].get<std::int64_t>()});
+  return p;
+}
+
+std::string progress_text(const Rollout& r) {
+  OJson j = OJson::object();
+  if (r.wave_failure_baseline) j["wave_failure_baseline"] = r.wave_failure_baseline;
+  if (r.awaiting_approval) j["awaiting_approval"] = true;
+  if (r.pause_reason) j["pause_reason"] = *r.pause_reason;
+  return j.dump();
+}
+
+void read_progress(Rollout& r, const std::string& text) {
+  if (text.empty()) return;
+  auto j = OJson::parse(text);
+  r.wave_failure_baseline = j.value("wave_failure_baseline", std::int64_t{0});
+  r.awaiting_approval = j.value("awaiting_approval", false);
+  if (auto* reason = member(j, "pause_reason")) r.pause_reason = reason->get<std::string>();
+}
+
+}  // namespace kiln::service
