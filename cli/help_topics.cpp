@@ -117,6 +117,8 @@ Controls, each shown by `deployment show`:
   --wave-error 2 | --wave-error 10%   halt when more than 2 (10%) of a wave's devices failed
   --abort-on refused:10%:20   abort when more than 10% of the executed devices refused, once 20
       finished (kinds: failed, refused, rolled_back, timed_out; repeatable)
+  --timeout downloading=10m   a device silent that long in a phase (downloading, installing,
+      testing) is timed_out, a failure (repeatable)
 
 `kiln deployment watch ID` follows it: a table redrawn in place on a terminal, a JSON object per
 change with -o json, one event per state change with -o jsonl; it exits 0 when the deployment

@@ -29,6 +29,7 @@ struct DeploymentArgs {
   std::string wave_success_then;
   std::string wave_error;
   std::vector<std::string> abort_on;
+  std::vector<std::string> timeouts;
   bool dry_run = false;
   std::string interval = "2s";
   std::string status;
@@ -58,6 +59,8 @@ std::int64_t parse_count(const std::string& text, const char* option) {
 }
 
 std::string cli_percent(double value);
+std::int64_t parse_duration_ms(const std::string& text, const char* option);
+std::string duration_text(std::int64_t seconds);
 
 // A whole number 0..1000000 (a count that may be zero).
 std::int64_t parse_whole(const std::string& text, const char* option) {
@@ -110,6 +113,24 @@ Json rollout_controls(const DeploymentArgs& args) {
     }
     controls["abort_criteria"] = criteria;
   }
+  if (!args.timeouts.empty()) {
+    // PHASE=DURATION, PHASE one of downloading, installing, testing.
+    Json timeouts = Json::object();
+    for (auto& text : args.timeouts) {
+      auto eq = text.find('=');
+      auto phase = text.substr(0, eq);
+      if (eq == std::string::npos || (phase != "downloading" && phase != "installing" && phase != "testing"))
+        throw Error(ExitCode::usage,
+                    fmt::format("--timeout wants PHASE=DURATION with PHASE downloading, installing or testing (e.g. "
+                                "downloading=10m), not '{}'",
+                                text));
+      auto ms = parse_duration_ms(text.substr(eq + 1), "--timeout");
+      if (ms < 1000 || ms > 7 * 86400000LL) throw Error(ExitCode::usage, "--timeout takes 1s..7d");
+      if (timeouts.contains(phase)) throw Error(ExitCode::usage, fmt::format("--timeout names {} twice", phase));
+      timeouts[phase] = ms / 1000;
+    }
+    controls["timeouts"] = timeouts;
+  }
   return controls;
 }
 
@@ -123,6 +144,13 @@ std::string wave_error_text(const Json& v) {
   if (!v.is_object()) return {};
   if (v.contains("count")) return fmt::format("halt above {} failed devices in a wave", v["count"].get<std::int64_t>());
   return fmt::format("halt above {} of a wave failed", cli_percent(v["percent"].get<double>()));
+}
+std::string timeouts_text(const Json& v) {
+  std::string out;
+  if (!v.is_object()) return out;
+  for (auto& [phase, seconds] : v.items())
+    out += fmt::format("{}{} {}", out.empty() ? "" : ", ", phase, duration_text(seconds.get<std::int64_t>()));
+  return out.empty() ? out : out + " (then timed_out, a failure)";
 }
 std::string abort_criteria_text(const Json& v) {
   std::string out;
@@ -204,6 +232,7 @@ void render_dry_run(const cli::Context& ctx, const Json& plan) {
     if (auto t = wave_success_text(r.value("wave_success", Json())); !t.empty()) s["wave_success"] = t;
     if (auto t = wave_error_text(r.value("wave_error", Json())); !t.empty()) s["wave_error"] = t;
     if (auto t = abort_criteria_text(r.value("abort_criteria", Json())); !t.empty()) s["abort_criteria"] = t;
+    if (auto t = timeouts_text(r.value("timeouts", Json())); !t.empty()) s["timeouts"] = t;
     std::ostringstream out;
     cli::render(out, s, ctx.render_options());
     out << "\n";
@@ -245,6 +274,7 @@ TableView table_view(const Json& d) {
   if (auto t = wave_success_text(d.value("wave_success", Json())); !t.empty()) s["wave_success"] = t;
   if (auto t = wave_error_text(d.value("wave_error", Json())); !t.empty()) s["wave_error"] = t;
   if (auto t = abort_criteria_text(d.value("abort_criteria", Json())); !t.empty()) s["abort_criteria"] = t;
+  if (auto t = timeouts_text(d.value("timeouts", Json())); !t.empty()) s["timeouts"] = t;
   s["devices"] = d["devices"];
   s["admitted"] = d["admitted"];
   s["failures"] = d["failures"].get<std::int64_t>() > 0 && d["failures_forgiven"].get<std::int64_t>() > 0
@@ -365,6 +395,9 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
   create->add_option("--abort-on", args->abort_on,
                      "Abort when more than PERCENT of executed devices ended KIND (failed, refused, rolled_back, "
                      "timed_out), once MIN_EXECUTED (default 5) finished: KIND:PERCENT[:MIN_EXECUTED]; repeatable");
+  create->add_option("--timeout", args->timeouts,
+                     "A device silent this long in a phase is timed_out, a failure: PHASE=DURATION with PHASE "
+                     "downloading, installing or testing (e.g. downloading=10m); repeatable");
   create->add_flag("--dry-run", args->dry_run,
                    "Check and plan (devices, waves, checks) without creating anything; exit 3 if it would be refused");
   create->callback([&ctx, args] {
@@ -424,9 +457,10 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
 
   auto* devices = deployment->add_subcommand("devices", "List a deployment's admitted devices: wave, status, detail");
   devices->add_option("ID", args->id, "Deployment ID")->required();
-  devices->add_option("--status", args->status, "Only this status (failures: failed, rolled_back or refused)")
+  devices->add_option("--status", args->status,
+                      "Only this status (failures: failed, rolled_back, refused or timed_out)")
       ->check(CLI::IsMember({"pending", "failures", "downloading", "verifying", "installing", "testing", "installed",
-                             "failed", "rolled_back", "refused"}));
+                             "failed", "rolled_back", "refused", "timed_out"}));
   devices->callback([&ctx, args] {
     auto api = connect(ctx);
     ctx.render(transport::list_deployment_devices(api, args->id,

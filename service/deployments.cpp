@@ -61,14 +61,31 @@ AdmittedCounts evaluate(Store& store, Deployment& row, const RolloutTally& t, bo
   return admitted_counts(row, t);
 }
 
+// Records timed_out for each device whose last report is older than its phase's timeout (writes only;
+// while the deployment is still offered or devices may still be installing it).
+void apply_timeouts(Store& store, const Deployment& row) {
+  if (row.policy.timeouts == Timeouts{}) return;
+  if (row.state != "active" && row.state != "paused" && row.state != "halted") return;
+  auto now = unix_now();
+  std::vector<std::pair<std::string, std::string>> expired;
+  store.for_each_deployment_device(row, [&](const DeploymentDevice& d) {
+    if (!d.status) return;
+    auto since = unix_seconds(d.updated_at);
+    if (!since) return;
+    if (auto detail = device_timeout(row.policy.timeouts, *d.status, *since, now)) expired.emplace_back(d.id, *detail);
+  });
+  for (auto& [device, detail] : expired) store.record_status(row.id, device, "timed_out", detail, now_iso8601(), std::nullopt);
+}
+
 AdmittedCounts evaluate(Store& store, Deployment& row, bool write = true) {
+  if (write) apply_timeouts(store, row);
   return evaluate(store, row, store.rollout_tally(row), write);
 }
 
 Json counts_json(const std::map<std::string, std::int64_t>& counts) {
   Json out = Json::object();
   out["pending"] = counts.at("pending");
-  for (auto& s : agent_statuses()) out[s] = counts.at(s);
+  for (auto& s : rollout_statuses()) out[s] = counts.at(s);
   return out;
 }
 
@@ -704,10 +721,10 @@ Reply list_deployment_devices(Call& call) {
   evaluate(call.store, row, false);
   auto status = call.query_value("status");
   if (status && *status != "pending" && *status != "failures") {
-    auto& known = agent_statuses();
+    auto& known = rollout_statuses();
     if (std::find(known.begin(), known.end(), *status) == known.end())
       throw ApiError{400, "invalid_request",
-                     "status must be pending, failures or an agent status (installed, failed, ...)"};
+                     "status must be pending, failures, timed_out or an agent status (installed, failed, ...)"};
   }
   Json items = Json::array();
   for_each_admitted(call.store, row, [&](const AdmittedDevice& device) {

@@ -49,8 +49,27 @@ const std::vector<std::string>& agent_statuses() {
   return statuses;
 }
 
+const std::vector<std::string>& rollout_statuses() {
+  static const std::vector<std::string> statuses = [] {
+    auto all = agent_statuses();
+    all.push_back("timed_out");
+    return all;
+  }();
+  return statuses;
+}
+
 bool is_failure_status(std::string_view status) {
-  return status == "failed" || status == "rolled_back" || status == "refused";
+  return status == "failed" || status == "rolled_back" || status == "refused" || status == "timed_out";
+}
+
+std::optional<std::string> device_timeout(const Timeouts& timeouts, std::string_view status, std::int64_t since,
+                                          std::int64_t now) {
+  std::int64_t limit = status == "downloading"                           ? timeouts.downloading
+                       : status == "installing" || status == "verifying" ? timeouts.installing
+                       : status == "testing"                             ? timeouts.testing
+                                                                         : 0;
+  if (limit <= 0 || now - since <= limit) return std::nullopt;
+  return fmt::format("no report for {} s while {}, above the {} s timeout", now - since, status, limit);
 }
 
 const std::vector<std::string>& failure_kinds() {
@@ -63,7 +82,7 @@ namespace {
 std::map<std::string, std::int64_t> zero_counts() {
   std::map<std::string, std::int64_t> m;
   m.emplace("pending", 0);
-  for (auto& s : agent_statuses()) m.emplace(s, 0);
+  for (auto& s : rollout_statuses()) m.emplace(s, 0);
   return m;
 }
 

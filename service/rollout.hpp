@@ -33,6 +33,8 @@ std::string percent_text(double percent);
 
 // Device statuses an agent reports (docs/openapi.yaml AgentStatus), and which of them count as failures.
 const std::vector<std::string>& agent_statuses();
+// The statuses a deployment counts: the agent's, and timed_out (recorded by the service, never reported).
+const std::vector<std::string>& rollout_statuses();
 bool is_failure_status(std::string_view status);
 
 // Per-wave conditions (hawkBit's group thresholds), over the open wave's own devices (those whose bucket
@@ -57,11 +59,19 @@ struct AbortCriterion {
 const std::vector<std::string>& failure_kinds();
 constexpr std::int64_t default_abort_min_executed = 5;
 
+// Per-device timeouts, seconds (0: none): a device whose last report is downloading, installing (or
+// verifying) or testing, and older than that phase's timeout, is recorded timed_out, a failure.
+struct Timeouts {
+  std::int64_t downloading = 0, installing = 0, testing = 0;
+  bool operator==(const Timeouts&) const = default;
+};
+
 // The controls a deployment is created with (stored as one JSON policy, rollout_policy.hpp); they never
 // change afterwards.
 struct RolloutPolicy {
   WaveConditions wave;
   std::vector<AbortCriterion> abort;
+  Timeouts timeouts;
   bool operator==(const RolloutPolicy&) const = default;
 };
 
@@ -125,6 +135,12 @@ bool wave_due(const Rollout& rollout, std::int64_t now);
 // condition, open the next wave when its time or its success has come (or pause for a person), complete
 // when the last wave is open and every admitted device installed. Pure: the same inputs, the same answer.
 Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::int64_t now);
+
+// When a device that last reported `status` at `since` (unix seconds) has run out of its phase's timeout at
+// `now`: the detail recorded with timed_out ("no report for 620 s while downloading, above the 600 s
+// timeout"); nullopt while it has time, or for a status no timeout applies to.
+std::optional<std::string> device_timeout(const Timeouts& timeouts, std::string_view status, std::int64_t since,
+                                          std::int64_t now);
 
 // A person resumes a paused or halted rollout at `now`: failures so far are forgiven, the open wave gets a
 // fresh step_after period; one paused by its wave success condition opens the next wave.

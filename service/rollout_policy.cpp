@@ -58,6 +58,16 @@ OJson policy_json(const RolloutPolicy& p) {
   for (auto& c : p.abort)
     abort.push_back(OJson{{"kind", c.kind}, {"percent", c.percent}, {"min_executed", c.min_executed}});
   out["abort_criteria"] = abort;
+  auto& t = p.timeouts;
+  if (t == Timeouts{}) {
+    out["timeouts"] = nullptr;
+  } else {
+    OJson timeouts = OJson::object();
+    if (t.downloading) timeouts["downloading"] = t.downloading;
+    if (t.installing) timeouts["installing"] = t.installing;
+    if (t.testing) timeouts["testing"] = t.testing;
+    out["timeouts"] = timeouts;
+  }
   return out;
 }
 
@@ -109,6 +119,17 @@ RolloutPolicy parse_policy(const OJson& body) {
       p.abort.push_back(criterion);
     }
   }
+  if (auto* v = member(body, "timeouts")) {
+    if (!v->is_object() || v->empty())
+      throw bad("timeouts", "must be an object of seconds per phase: {\"downloading\": 600, \"installing\": 600, "
+                            "\"testing\": 300}");
+    known_members(*v, "timeouts", {"downloading", "installing", "testing"});
+    auto seconds = [&](const char* name) -> std::int64_t {
+      auto* s = member(*v, name);
+      return s ? count_of(*s, std::string("timeouts.") + name, 1, 7 * 86400) : 0;
+    };
+    p.timeouts = {seconds("downloading"), seconds("installing"), seconds("testing")};
+  }
   return p;
 }
 
@@ -129,6 +150,9 @@ RolloutPolicy policy_from_text(const std::string& text) {
   if (auto* a = member(j, "abort_criteria"))
     for (auto& c : *a)
       p.abort.push_back({c["kind"].get<std::string>(), c["percent"].get<double>(), c["min_executed"].get<std::int64_t>()});
+  if (auto* t = member(j, "timeouts"))
+    p.timeouts = {t->value("downloading", std::int64_t{0}), t->value("installing", std::int64_t{0}),
+                  t->value("testing", std::int64_t{0})};
   return p;
 }
 

@@ -14,6 +14,7 @@ namespace kiln::service {
 //   wave_success   {"percent": 90, "then": "next"|"pause"}  or null
 //   wave_error     {"count": 3} or {"percent": 10}           or null
 //   abort_criteria [{"kind": "refused", "percent": 10, "min_executed": 5}, ...]
+//   timeouts       {"downloading": 600, "installing": 900, "testing": 300} (seconds, each optional) or null
 nlohmann::ordered_json policy_json(const RolloutPolicy& policy);
 
 // The controls of a create request (absent fields: none). Throws ApiError 400 naming the field.

@@ -836,3 +836,40 @@ TEST_CASE("rollout e2e: controls — a wave pauses on its success condition, a w
   REQUIRE(back.is_object());
   CHECK(back["action"] == "revert");
 }
+
+TEST_CASE("rollout e2e: controls — a device silent past --timeout is timed_out; --abort-on timed_out aborts") {
+  Fleet fleet(4);
+  auto [image, manifest] = fleet.release("v2", 2);
+  for (const char* bad : {"rebooting=1m", "downloading=0s", "downloading", "downloading=8d"}) {
+    auto r = fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--timeout", bad});
+    INFO(bad << ": " << r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("--timeout") != std::string::npos);
+  }
+  auto d = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--timeout",
+                       "downloading=1s", "--timeout", "testing=1h", "--abort-on", "timed_out:30%:1",
+                       "--halt-on-failure", "never"});
+  auto id = d["id"].get<std::string>();
+  CHECK(d["timeouts"] == Json{{"downloading", 1}, {"testing", 3600}});
+  CHECK(fleet.kiln({"deployment", "show", id}).out.find("downloading 1s, testing 1h (then timed_out, a failure)") !=
+        std::string::npos);
+  // unit-0 starts downloading and goes silent (its power is cut); unit-1 installs.
+  REQUIRE(fleet.agents[0].offer().is_object());
+  CHECK(fleet.agents[0].report(id, "downloading") == 200);
+  CHECK(fleet.agents[1].report(id, "installed", "1.0.2") == 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+  // The next check-in of any device of the group records the timeout, and the abort criterion follows:
+  // 1 timed out of 2 executed (50%) is above 30%.
+  fleet.agents[2].check_in();
+  auto shown = fleet.show(id);
+  CHECK(shown["state"] == "aborted");
+  CHECK(shown["device_status"]["timed_out"] == 1);
+  CHECK(shown["halt_reason"] ==
+        "aborted: 1 of 2 executed devices ended timed_out (50%), above the abort criterion timed_out 30% (once 1 "
+        "executed)");
+  auto timed_out = fleet.json({"deployment", "devices", id, "--status", "timed_out"});
+  REQUIRE(timed_out.size() == 1);
+  CHECK(timed_out[0]["device"] == "unit-0");
+  CHECK(timed_out[0]["detail"].get<std::string>().find("while downloading, above the 1 s timeout") !=
+        std::string::npos);
+}

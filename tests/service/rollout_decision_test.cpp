@@ -303,3 +303,42 @@ TEST_CASE("rollout decision: resuming forgives, and after a success pause opens 
   // Only paused and halted rollouts resume.
   CHECK(resume_rollout(rollout({100}, 1, 1000, 0, std::nullopt, 0, "aborted"), t, 5000).state == "aborted");
 }
+
+TEST_CASE("rollout decision: per-device timeouts by phase (a table); timed_out is a failure") {
+  Timeouts t{600, 900, 0};
+  struct TimeoutCase {
+    const char* status;
+    std::int64_t since, now;
+    const char* detail;  // nullptr: still has time
+  };
+  const TimeoutCase cases[] = {
+      {"downloading", 1000, 1600, nullptr},  // exactly the timeout: not above
+      {"downloading", 1000, 1601, "no report for 601 s while downloading, above the 600 s timeout"},
+      {"verifying", 1000, 1900, nullptr},
+      {"verifying", 1000, 1901, "no report for 901 s while verifying, above the 900 s timeout"},
+      {"installing", 1000, 5000, "no report for 4000 s while installing, above the 900 s timeout"},
+      {"testing", 1000, 999999, nullptr},  // no testing timeout
+      {"installed", 1000, 999999, nullptr},
+      {"failed", 1000, 999999, nullptr},
+      {"timed_out", 1000, 999999, nullptr},
+  };
+  for (const auto& c : cases) {
+    INFO(c.status << " since " << c.since << " at " << c.now);
+    auto detail = device_timeout(t, c.status, c.since, c.now);
+    CHECK(detail == (c.detail ? std::optional<std::string>(c.detail) : std::nullopt));
+  }
+  CHECK_FALSE(device_timeout(Timeouts{}, "downloading", 0, 1 << 30).has_value());
+  CHECK(is_failure_status("timed_out"));
+
+  // timed_out counts in the halt threshold and in its own abort criterion.
+  auto halted = decide_rollout(rollout({100}, 1, 1000, 0, 10.0), {10, {wave(10, {{"timed_out", 2}})}}, 1001);
+  CHECK(halted.state == "halted");
+  CHECK(halted.halt_reason == "halted: 2 of 10 admitted devices failed (20%) in wave 1, above 10%");
+  auto aborted = decide_rollout(with_policy(rollout({100}, 1, 1000, 0), abort_on("timed_out", 0, 1)),
+                                {10, {wave(10, {{"timed_out", 1}, {"failed", 3}})}}, 1001);
+  CHECK(aborted.state == "aborted");
+  CHECK(aborted.halt_reason ==
+        "aborted: 1 of 4 executed devices ended timed_out (25%), above the abort criterion timed_out 0% (once 1 "
+        "executed)");
+  CHECK(admitted_counts(rollout({100}, 1, 1000, 0), {3, {wave(3, {{"timed_out", 1}})}}).status.at("timed_out") == 1);
+}

@@ -1,8 +1,10 @@
 // Staged-rollout rules and the device agent contract (C2) in-process: check-in shape, manifest endpoint, statuses.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <fstream>
 #include <set>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -650,4 +652,59 @@ TEST_CASE("rollout controls: an abort criterion aborts the deployment and sends 
         "executed)");
   // Nobody is offered it any more.
   CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-5"])["deployment"].is_null());
+}
+
+TEST_CASE("rollout controls: a device silent past its phase's timeout is recorded timed_out, a failure") {
+  AgentFixture f;
+  f.product();
+  std::map<std::string, std::vector<std::string>> chains;
+  for (int i = 0; i < 3; ++i) chains["dev-" + std::to_string(i)] = f.device("dev-" + std::to_string(i), "Thermo/Field Test");
+  auto image = f.release("v2", 2).first;
+  for (const auto& [bad, field] : {std::pair{Json{{"downloading", 0}}, "timeouts.downloading"},
+                                   std::pair{Json{{"installing", -5}}, "timeouts.installing"},
+                                   std::pair{Json{{"testing", "1m"}}, "timeouts.testing"},
+                                   std::pair{Json{{"rebooting", 60}}, "timeouts.rebooting"},
+                                   std::pair{Json::object(), "timeouts"}}) {
+    auto r = f.call("POST", "/v1/deployments",
+                    Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"timeouts", bad}}.dump());
+    CHECK(r.status == 400);
+    CHECK_MESSAGE(error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
+  }
+  auto d = f.json("POST", "/v1/deployments",
+                  Json{{"group", "Thermo/Field Test"},
+                       {"images", {image}},
+                       {"halt_on_failure", "never"},
+                       {"timeouts", {{"downloading", 1}, {"testing", 3600}}},
+                       {"abort_criteria", {{{"kind", "timed_out"}, {"percent", 50}, {"min_executed", 1}}}}}
+                      .dump());
+  auto id = d["id"].get<std::string>();
+  CHECK(d["timeouts"] == Json{{"downloading", 1}, {"testing", 3600}});
+  auto report = [&](const std::string& uid, const char* status) {
+    CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", status}}.dump(), chains[uid])
+              .status == 200);
+  };
+  report("dev-0", "downloading");
+  report("dev-1", "installed");
+  report("dev-2", "testing");
+  CHECK(f.json("GET", "/v1/deployments/" + id)["device_status"]["timed_out"] == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2200));  // stored times are whole seconds
+  // A GET does not write; the next check-in of any device of the group records the timeout.
+  CHECK(f.json("GET", "/v1/deployments/" + id)["device_status"]["timed_out"] == 0);
+  f.json("POST", "/v1/agent/check-in", "{}", chains["dev-1"]);
+  auto shown = f.json("GET", "/v1/deployments/" + id);
+  CHECK(shown["device_status"]["timed_out"] == 1);
+  CHECK(shown["device_status"]["testing"] == 1);  // its timeout is an hour
+  CHECK(shown["failures"] == 1);
+  auto timed_out = f.json("GET", "/v1/deployments/" + id + "/devices?status=timed_out")["items"];
+  REQUIRE(timed_out.size() == 1);
+  CHECK(timed_out[0]["device"] == "dev-0");
+  CHECK(timed_out[0]["detail"].get<std::string>().find("while downloading, above the 1 s timeout") != std::string::npos);
+  // 1 timed out of 2 executed is 50%: not above the criterion. The report is a failure with its reason.
+  CHECK(shown["state"] == "active");
+  auto reported = f.json("GET", "/v1/deployments/" + id + "/report")["items"];
+  for (auto& item : reported)
+    if (item["device"] == "dev-0") CHECK(item["failure_reason"].get<std::string>().find("timeout") != std::string::npos);
+  // An agent cannot report timed_out itself.
+  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "timed_out"}}.dump(), chains["dev-2"])
+            .status == 400);
 }
