@@ -119,6 +119,8 @@ Controls, each shown by `deployment show`:
       finished (kinds: failed, refused, rolled_back, timed_out; repeatable)
   --timeout downloading=10m   a device silent that long in a phase (downloading, installing,
       testing) is timed_out, a failure (repeatable)
+  --rate 10/m --rate-factor 2 --rate-increase-on notified:50 --rate-max 200   offer it to at
+      most 10 new devices a minute, doubled each 50 notified (or succeeded:N), capped
 
 `kiln deployment watch ID` follows it: a table redrawn in place on a terminal, a JSON object per
 change with -o json, one event per state change with -o jsonl; it exits 0 when the deployment

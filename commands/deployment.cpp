@@ -30,6 +30,7 @@ struct DeploymentArgs {
   std::string wave_error;
   std::vector<std::string> abort_on;
   std::vector<std::string> timeouts;
+  std::string rate, rate_factor, rate_increase_on, rate_max;
   bool dry_run = false;
   std::string interval = "2s";
   std::string status;
@@ -61,6 +62,17 @@ std::int64_t parse_count(const std::string& text, const char* option) {
 std::string cli_percent(double value);
 std::int64_t parse_duration_ms(const std::string& text, const char* option);
 std::string duration_text(std::int64_t seconds);
+
+// Devices per minute, 1..1000.
+std::int64_t parse_per_minute(const std::string& text, const char* option) {
+  try {
+    std::size_t used = 0;
+    auto value = std::stoll(text, &used);
+    if (used == text.size() && value >= 1 && value <= 1000) return value;
+  } catch (const std::exception&) {
+  }
+  throw Error(ExitCode::usage, fmt::format("{} wants devices per minute, 1..1000 (e.g. 10 or 10/m), not '{}'", option, text));
+}
 
 // A whole number 0..1000000 (a count that may be zero).
 std::int64_t parse_whole(const std::string& text, const char* option) {
@@ -131,7 +143,48 @@ Json rollout_controls(const DeploymentArgs& args) {
     }
     controls["timeouts"] = timeouts;
   }
+  if (!args.rate.empty()) {
+    auto text = args.rate;
+    if (text.ends_with("/m")) text.resize(text.size() - 2);
+    Json rate = {{"base_per_minute", parse_per_minute(text, "--rate")}};
+    if (!args.rate_factor.empty()) {
+      try {
+        std::size_t used = 0;
+        double f = std::stod(args.rate_factor, &used);
+        if (used != args.rate_factor.size() || !(f >= 1 && f <= 5)) throw std::invalid_argument("range");
+        rate["factor"] = f;
+      } catch (const std::exception&) {
+        throw Error(ExitCode::usage, fmt::format("--rate-factor wants a number 1..5, not '{}'", args.rate_factor));
+      }
+    }
+    if (!args.rate_increase_on.empty()) {
+      // notified:N or succeeded:N
+      auto colon = args.rate_increase_on.find(':');
+      auto on = args.rate_increase_on.substr(0, colon);
+      if (colon == std::string::npos || (on != "notified" && on != "succeeded"))
+        throw Error(ExitCode::usage, fmt::format("--rate-increase-on wants notified:N or succeeded:N, not '{}'",
+                                                 args.rate_increase_on));
+      rate["increase_on"] = on;
+      rate["every"] = parse_count(args.rate_increase_on.substr(colon + 1), "--rate-increase-on");
+    }
+    if (!args.rate_max.empty()) rate["max_per_minute"] = parse_per_minute(args.rate_max, "--rate-max");
+    if (rate.value("factor", 1.0) > 1 && !rate.contains("every"))
+      throw Error(ExitCode::usage, "--rate-factor needs --rate-increase-on notified:N or succeeded:N");
+    controls["rate"] = rate;
+  } else if (!args.rate_factor.empty() || !args.rate_increase_on.empty() || !args.rate_max.empty()) {
+    throw Error(ExitCode::usage, "--rate-factor, --rate-increase-on and --rate-max need --rate DEVICES_PER_MINUTE");
+  }
   return controls;
+}
+
+std::string rate_text(const Json& v) {
+  if (!v.is_object()) return {};
+  auto out = fmt::format("{}/min", v["base_per_minute"].get<std::int64_t>());
+  if (v["factor"].get<double>() > 1)
+    out += fmt::format(", x{} each {} devices {}", v["factor"].get<double>(), v["every"].get<std::int64_t>(),
+                       v["increase_on"].get<std::string>());
+  if (v["max_per_minute"].is_number()) out += fmt::format(", at most {}/min", v["max_per_minute"].get<std::int64_t>());
+  return out;
 }
 
 // "2 (once 5 devices finished)"-like texts of the controls for the table view; empty when unset.
@@ -233,6 +286,7 @@ void render_dry_run(const cli::Context& ctx, const Json& plan) {
     if (auto t = wave_error_text(r.value("wave_error", Json())); !t.empty()) s["wave_error"] = t;
     if (auto t = abort_criteria_text(r.value("abort_criteria", Json())); !t.empty()) s["abort_criteria"] = t;
     if (auto t = timeouts_text(r.value("timeouts", Json())); !t.empty()) s["timeouts"] = t;
+    if (auto t = rate_text(r.value("rate", Json())); !t.empty()) s["rate"] = t;
     std::ostringstream out;
     cli::render(out, s, ctx.render_options());
     out << "\n";
@@ -275,6 +329,12 @@ TableView table_view(const Json& d) {
   if (auto t = wave_error_text(d.value("wave_error", Json())); !t.empty()) s["wave_error"] = t;
   if (auto t = abort_criteria_text(d.value("abort_criteria", Json())); !t.empty()) s["abort_criteria"] = t;
   if (auto t = timeouts_text(d.value("timeouts", Json())); !t.empty()) s["timeouts"] = t;
+  if (auto t = rate_text(d.value("rate", Json())); !t.empty())
+    s["rate"] = d.contains("rate_now") ? fmt::format("{} (now {}/min; {} notified of {} allowed)", t,
+                                                     d["rate_now"]["per_minute"].get<double>(),
+                                                     d["rate_now"]["notified"].get<std::int64_t>(),
+                                                     d["rate_now"]["allowed"].get<std::int64_t>())
+                                       : t;
   s["devices"] = d["devices"];
   s["admitted"] = d["admitted"];
   s["failures"] = d["failures"].get<std::int64_t>() > 0 && d["failures_forgiven"].get<std::int64_t>() > 0
@@ -398,6 +458,12 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
   create->add_option("--timeout", args->timeouts,
                      "A device silent this long in a phase is timed_out, a failure: PHASE=DURATION with PHASE "
                      "downloading, installing or testing (e.g. downloading=10m); repeatable");
+  create->add_option("--rate", args->rate,
+                     "Offer it to at most this many new devices per minute (1..1000, e.g. 10 or 10/m), the first at once");
+  create->add_option("--rate-factor", args->rate_factor, "Multiply the rate by this (1..5) at each raise");
+  create->add_option("--rate-increase-on", args->rate_increase_on,
+                     "Raise the rate each time N more devices were notified or succeeded: notified:N or succeeded:N");
+  create->add_option("--rate-max", args->rate_max, "Never above this many devices per minute (1..1000)");
   create->add_flag("--dry-run", args->dry_run,
                    "Check and plan (devices, waves, checks) without creating anything; exit 3 if it would be refused");
   create->callback([&ctx, args] {
@@ -460,7 +526,7 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
   devices->add_option("--status", args->status,
                       "Only this status (failures: failed, rolled_back, refused or timed_out)")
       ->check(CLI::IsMember({"pending", "failures", "downloading", "verifying", "installing", "testing", "installed",
-                             "failed", "rolled_back", "refused", "timed_out"}));
+                             "failed", "rolled_back", "refused", "timed_out", "notified"}));
   devices->callback([&ctx, args] {
     auto api = connect(ctx);
     ctx.render(transport::list_deployment_devices(api, args->id,

@@ -132,6 +132,12 @@ Json deployment_json(const Deployment& row, const AdmittedCounts& t) {
   // The controls (null or empty when not set), after the halt threshold they add to.
   auto controls = policy_json(row.policy);
   for (auto& [key, value] : controls.items()) out[key] = value;
+  if (row.policy.rate.base_per_minute > 0) {
+    int level = row.rate_steps.empty() ? 0 : row.rate_steps.back().level;
+    out["rate_now"] = Json{{"per_minute", rate_per_minute(row.policy.rate, level)},
+                           {"notified", t.admitted - t.status.at("pending")},
+                           {"allowed", rate_allowance(row.policy.rate, row.rate_steps, unix_now())}};
+  }
   return out;
 }
 
@@ -653,6 +659,7 @@ Reply create_deployment(Call& call) {
   row.halt_on_failure = options.halt_on_failure;
   row.halt_min_executed = options.halt_min_executed;
   row.policy = options.policy;
+  if (row.policy.rate.base_per_minute > 0) row.rate_steps = {{row.wave_started_at, 0}};
   row.created_at = row.updated_at = now;
   call.store.insert_deployment(call.who.tenant_id, row, now);
   tx->commit();

@@ -53,6 +53,7 @@ const std::vector<std::string>& rollout_statuses() {
   static const std::vector<std::string> statuses = [] {
     auto all = agent_statuses();
     all.push_back("timed_out");
+    all.push_back("notified");
     return all;
   }();
   return statuses;
@@ -124,6 +125,23 @@ bool wave_due(const Rollout& rollout, std::int64_t now) {
          rollout.step_after > 0 && now >= rollout.wave_started_at + rollout.step_after;
 }
 
+double rate_per_minute(const RatePolicy& rate, int level) {
+  double r = static_cast<double>(rate.base_per_minute) * std::pow(rate.factor, level);
+  if (rate.max_per_minute > 0) r = std::min(r, static_cast<double>(rate.max_per_minute));
+  return r;
+}
+
+std::int64_t rate_allowance(const RatePolicy& rate, const std::vector<RateStep>& steps, std::int64_t now) {
+  if (rate.base_per_minute <= 0 || steps.empty()) return 0;
+  double devices = 0;
+  for (std::size_t i = 0; i < steps.size() && steps[i].at < now; ++i) {
+    auto end = i + 1 < steps.size() ? std::min(steps[i + 1].at, now) : now;
+    devices += rate_per_minute(rate, steps[i].level) * static_cast<double>(end - steps[i].at) / 60.0;
+  }
+  // Whole devices; a tiny epsilon keeps 0.1 * 600 from landing at 59.999.
+  return 1 + static_cast<std::int64_t>(std::floor(devices + 1e-9));
+}
+
 WaveCounts open_wave_counts(const Rollout& rollout, const RolloutTally& tally) {
   WaveCounts c;
   auto i = static_cast<std::size_t>(std::max(rollout.wave, 1) - 1);
@@ -183,6 +201,16 @@ Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::i
   if (next.state != "active") return next;
   while (true) {
     auto counts = admitted_counts(next, tally);
+    // The rate is raised once per `every` devices notified (admitted devices that were offered it: any
+    // status) or installed, from now on.
+    auto& rate = next.policy.rate;
+    if (rate.base_per_minute > 0 && rate.every > 0 && !next.rate_steps.empty()) {
+      auto count = rate.on_succeeded ? counts.installed : counts.admitted - counts.status.at("pending");
+      auto level = static_cast<int>(std::min<std::int64_t>(count / rate.every, 64));
+      bool capped = rate.max_per_minute > 0 &&
+                    rate_per_minute(rate, next.rate_steps.back().level) >= static_cast<double>(rate.max_per_minute);
+      if (level > next.rate_steps.back().level && !capped) next.rate_steps.push_back({now, level});
+    }
     if (auto reason = abort_reason(next, counts)) {
       next.state = "aborted";
       next.halt_reason = reason;

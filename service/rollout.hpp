@@ -66,12 +66,36 @@ struct Timeouts {
   bool operator==(const Timeouts&) const = default;
 };
 
+// Exponential rate (AWS IoT Jobs' exponentialRate): devices are notified (first offered the deployment) at
+// most `base_per_minute`, raised by `factor` each time another `every` devices were notified (or
+// succeeded: installed), never above `max_per_minute` (0: no cap).
+struct RatePolicy {
+  std::int64_t base_per_minute = 0;  // 0: no rate control
+  double factor = 1;
+  bool on_succeeded = false;  // false: raised on notified devices
+  std::int64_t every = 0;     // 0: never raised
+  std::int64_t max_per_minute = 0;
+  bool operator==(const RatePolicy&) const = default;
+};
+// When the rate was raised: unix seconds and the level from then on (rate = base * factor^level).
+struct RateStep {
+  std::int64_t at = 0;
+  int level = 0;
+  bool operator==(const RateStep&) const = default;
+};
+// Devices per minute at `level`.
+double rate_per_minute(const RatePolicy& rate, int level);
+// How many devices may have been notified by `now`: 1 + the devices per minute integrated over the steps
+// (the first device at once, `base` in the first minute). Pure: time is an argument.
+std::int64_t rate_allowance(const RatePolicy& rate, const std::vector<RateStep>& steps, std::int64_t now);
+
 // The controls a deployment is created with (stored as one JSON policy, rollout_policy.hpp); they never
 // change afterwards.
 struct RolloutPolicy {
   WaveConditions wave;
   std::vector<AbortCriterion> abort;
   Timeouts timeouts;
+  RatePolicy rate;
   bool operator==(const RolloutPolicy&) const = default;
 };
 
@@ -92,6 +116,7 @@ struct Rollout {
   std::int64_t wave_failure_baseline = 0;  // failures of the open wave forgiven by the last resume
   bool awaiting_approval = false;          // paused by the wave success condition: resume opens the next wave
   std::optional<std::string> pause_reason;
+  std::vector<RateStep> rate_steps;  // with a rate: from creation (level 0), each raise appended
   bool operator==(const Rollout&) const = default;
 };
 

@@ -58,6 +58,15 @@ OJson policy_json(const RolloutPolicy& p) {
   for (auto& c : p.abort)
     abort.push_back(OJson{{"kind", c.kind}, {"percent", c.percent}, {"min_executed", c.min_executed}});
   out["abort_criteria"] = abort;
+  auto& r = p.rate;
+  if (r.base_per_minute > 0) {
+    OJson rate = {{"base_per_minute", r.base_per_minute}, {"factor", r.factor},
+                  {"increase_on", r.on_succeeded ? "succeeded" : "notified"}, {"every", r.every}};
+    rate["max_per_minute"] = r.max_per_minute > 0 ? OJson(r.max_per_minute) : OJson(nullptr);
+    out["rate"] = rate;
+  } else {
+    out["rate"] = nullptr;
+  }
   auto& t = p.timeouts;
   if (t == Timeouts{}) {
     out["timeouts"] = nullptr;
@@ -130,6 +139,33 @@ RolloutPolicy parse_policy(const OJson& body) {
     };
     p.timeouts = {seconds("downloading"), seconds("installing"), seconds("testing")};
   }
+  if (auto* v = member(body, "rate")) {
+    if (!v->is_object())
+      throw bad("rate", "must be an object {\"base_per_minute\": 10, \"factor\": 2, \"increase_on\": "
+                        "\"notified\", \"every\": 50}");
+    known_members(*v, "rate", {"base_per_minute", "factor", "increase_on", "every", "max_per_minute"});
+    auto* base = member(*v, "base_per_minute");
+    if (!base) throw bad("rate.base_per_minute", "is required (devices per minute, 1..1000)");
+    p.rate.base_per_minute = count_of(*base, "rate.base_per_minute", 1, 1000);
+    if (auto* f = member(*v, "factor")) {
+      if (!f->is_number() || !std::isfinite(f->get<double>()) || f->get<double>() < 1 || f->get<double>() > 5)
+        throw bad("rate.factor", "must be a number 1..5 (the rate is multiplied by it at each raise)");
+      p.rate.factor = f->get<double>();
+    }
+    if (auto* on = member(*v, "increase_on")) {
+      if (!on->is_string() || (*on != "notified" && *on != "succeeded"))
+        throw bad("rate.increase_on", "must be \"notified\" or \"succeeded\"");
+      p.rate.on_succeeded = *on == "succeeded";
+    }
+    if (auto* every = member(*v, "every")) p.rate.every = count_of(*every, "rate.every", 1, 1000000);
+    if (p.rate.factor > 1 && p.rate.every == 0)
+      throw bad("rate.every", "is required with a factor above 1 (raise the rate each time this many devices ...)");
+    if (auto* max = member(*v, "max_per_minute")) {
+      p.rate.max_per_minute = count_of(*max, "rate.max_per_minute", 1, 1000);
+      if (p.rate.max_per_minute < p.rate.base_per_minute)
+        throw bad("rate.max_per_minute", "must not be below rate.base_per_minute");
+    }
+  }
   return p;
 }
 
@@ -150,6 +186,13 @@ RolloutPolicy policy_from_text(const std::string& text) {
   if (auto* a = member(j, "abort_criteria"))
     for (auto& c : *a)
       p.abort.push_back({c["kind"].get<std::string>(), c["percent"].get<double>(), c["min_executed"].get<std::int64_t>()});
+  if (auto* r = member(j, "rate")) {
+    p.rate.base_per_minute = (*r)["base_per_minute"].get<std::int64_t>();
+    p.rate.factor = r->value("factor", 1.0);
+    p.rate.on_succeeded = r->value("increase_on", std::string("notified")) == "succeeded";
+    p.rate.every = r->value("every", std::int64_t{0});
+    if (auto* m = member(*r, "max_per_minute")) p.rate.max_per_minute = m->get<std::int64_t>();
+  }
   if (auto* t = member(j, "timeouts"))
     p.timeouts = {t->value("downloading", std::int64_t{0}), t->value("installing", std::int64_t{0}),
                   t->value("testing", std::int64_t{0})};
@@ -161,6 +204,11 @@ std::string progress_text(const Rollout& r) {
   if (r.wave_failure_baseline) j["wave_failure_baseline"] = r.wave_failure_baseline;
   if (r.awaiting_approval) j["awaiting_approval"] = true;
   if (r.pause_reason) j["pause_reason"] = *r.pause_reason;
+  if (!r.rate_steps.empty()) {
+    OJson steps = OJson::array();
+    for (auto& s : r.rate_steps) steps.push_back(OJson::array({s.at, s.level}));
+    j["rate_steps"] = steps;
+  }
   return j.dump();
 }
 
@@ -170,6 +218,8 @@ void read_progress(Rollout& r, const std::string& text) {
   r.wave_failure_baseline = j.value("wave_failure_baseline", std::int64_t{0});
   r.awaiting_approval = j.value("awaiting_approval", false);
   if (auto* reason = member(j, "pause_reason")) r.pause_reason = reason->get<std::string>();
+  if (auto* steps = member(j, "rate_steps"))
+    for (auto& s : *steps) r.rate_steps.push_back({s[0].get<std::int64_t>(), s[1].get<int>()});
 }
 
 }  // namespace kiln::service

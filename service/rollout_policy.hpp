@@ -14,6 +14,8 @@ namespace kiln::service {
 //   wave_success   {"percent": 90, "then": "next"|"pause"}  or null
 //   wave_error     {"count": 3} or {"percent": 10}           or null
 //   abort_criteria [{"kind": "refused", "percent": 10, "min_executed": 5}, ...]
+//   rate           {"base_per_minute": 10, "factor": 2, "increase_on": "notified"|"succeeded", "every": 50,
+//                   "max_per_minute": 200|null} or null
 //   timeouts       {"downloading": 600, "installing": 900, "testing": 300} (seconds, each optional) or null
 nlohmann::ordered_json policy_json(const RolloutPolicy& policy);
 

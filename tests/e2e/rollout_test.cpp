@@ -873,3 +873,52 @@ TEST_CASE("rollout e2e: controls — a device silent past --timeout is timed_out
   CHECK(timed_out[0]["detail"].get<std::string>().find("while downloading, above the 1 s timeout") !=
         std::string::npos);
 }
+
+TEST_CASE("rollout e2e: controls — --rate admits new devices over time as the rule allows; bad values exit 2") {
+  Fleet fleet(6);
+  auto [image, manifest] = fleet.release("v2", 2);
+  for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
+           {"--rate", "0"}, {"--rate=-5", ""}, {"--rate", "fast"}, {"--rate", "10", "--rate-factor", "0"},
+           {"--rate", "10", "--rate-factor", "2"}, {"--rate", "10", "--rate-increase-on", "installed:5"},
+           {"--rate-factor", "2"}}) {
+    std::vector<std::string> args = {"deployment", "create", "--group", "Thermo/Field Test", "--image", image};
+    for (auto& x : bad)
+      if (!x.empty()) args.push_back(x);
+    auto r = fleet.kiln(args);
+    INFO(bad[0] << ": " << r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("--rate") != std::string::npos);
+  }
+  // 60 per minute (one a second), doubled each 2 notified devices, at most 120 per minute.
+  auto started = std::chrono::steady_clock::now();
+  auto d = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rate", "60/m",
+                       "--rate-factor", "2", "--rate-increase-on", "notified:2", "--rate-max", "120"});
+  auto id = d["id"].get<std::string>();
+  CHECK(fleet.kiln({"deployment", "show", id}).out.find("60/min, x2 each 2 devices notified, at most 120/min") !=
+        std::string::npos);
+  // Every agent checks in every 100 ms; the admitted count never runs ahead of the rule: 1 at once, 1 a
+  // second until 2 were notified, then 2 a second. Whole seconds of the service's clock: allow one more.
+  std::set<std::string> offered;
+  std::vector<std::pair<double, std::size_t>> seen;
+  while (offered.size() < fleet.agents.size() &&
+         std::chrono::steady_clock::now() - started < std::chrono::seconds(20)) {
+    for (auto& a : fleet.agents)
+      if (a.offer().is_object()) offered.insert(a.uid);
+    double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    seen.emplace_back(t, offered.size());
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(offered.size() == fleet.agents.size());
+  for (auto& [t, n] : seen) {
+    // The rule at t: 1 at once, 1 a second until 2 were notified (t = 1), then 2 a second: 2 + 2 (t - 1).
+    // The service counts whole seconds of its clock from the second it created the deployment, up to one
+    // second ahead of ours: the bound at t + 1.
+    double bound = 2 + 2 * t;
+    INFO("t=" << t << " admitted " << n);
+    CHECK(static_cast<double>(n) <= bound);
+  }
+  CHECK(seen.front().second <= 2);  // the first moments: one device, maybe two across a second boundary
+  auto shown = fleet.show(id);
+  CHECK(shown["rate_now"]["per_minute"] == 120);
+  CHECK(shown["device_status"]["notified"].get<int>() + shown["device_status"]["pending"].get<int>() == 6);
+}

@@ -342,3 +342,59 @@ TEST_CASE("rollout decision: per-device timeouts by phase (a table); timed_out i
         "executed)");
   CHECK(admitted_counts(rollout({100}, 1, 1000, 0), {3, {wave(3, {{"timed_out", 1}})}}).status.at("timed_out") == 1);
 }
+
+TEST_CASE("rollout decision: the exponential rate — devices allowed over time follow the rule (a table)") {
+  RatePolicy flat{10, 1, false, 0, 0};           // 10 per minute
+  RatePolicy doubling{6, 2, false, 5, 0};        // 6 per minute, doubled each 5 notified
+  RatePolicy capped{6, 3, true, 2, 20};          // x3 each 2 succeeded, at most 20 per minute
+  struct RateCase {
+    const char* name;
+    RatePolicy rate;
+    std::vector<RateStep> steps;
+    std::int64_t now;
+    std::int64_t allowed;
+  };
+  const RateCase cases[] = {
+      {"at creation: the first device at once", flat, {{1000, 0}}, 1000, 1},
+      {"5.9 s of 10/min: still one", flat, {{1000, 0}}, 1005, 1},
+      {"6 s of 10/min: two", flat, {{1000, 0}}, 1006, 2},
+      {"59 s: ten", flat, {{1000, 0}}, 1059, 10},
+      {"one minute: eleven (ten in the first minute, after the first)", flat, {{1000, 0}}, 1060, 11},
+      {"ten minutes: 101", flat, {{1000, 0}}, 1600, 101},
+      {"before creation: the first only", flat, {{1000, 0}}, 900, 1},
+      {"no steps (no rate): nothing", flat, {}, 5000, 0},
+      {"doubled after a minute: 6 in the first, 12 per minute after", doubling, {{1000, 0}, {1060, 1}}, 1120, 19},
+      {"doubled twice: 6 + 12 + 24", doubling, {{1000, 0}, {1060, 1}, {1120, 2}}, 1180, 43},
+      {"a raise in the future of `now` does not count", doubling, {{1000, 0}, {1060, 1}}, 1030, 4},
+      {"capped: 6, then min(18, 20), then min(54, 20)", capped, {{1000, 0}, {1060, 1}, {1120, 2}}, 1180, 45},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    CHECK(rate_allowance(c.rate, c.steps, c.now) == c.allowed);
+  }
+  CHECK(rate_per_minute(doubling, 3) == 48);
+  CHECK(rate_per_minute(capped, 5) == 20);
+
+  // The decision raises the rate when another `every` devices were notified (any status) or succeeded.
+  auto r = rollout({100}, 1, 1000, 0);
+  r.policy.rate = doubling;
+  r.rate_steps = {{1000, 0}};
+  auto same = decide_rollout(r, {20, {wave(20, {{"notified", 3}, {"installed", 1}})}}, 1100);
+  CHECK(same.rate_steps == std::vector<RateStep>{{1000, 0}});  // 4 notified: below 5
+  auto raised = decide_rollout(r, {20, {wave(20, {{"notified", 3}, {"downloading", 1}, {"failed", 1}})}}, 1100);
+  CHECK(raised.rate_steps == std::vector<RateStep>{{1000, 0}, {1100, 1}});
+  CHECK(decide_rollout(raised, {20, {wave(20, {{"notified", 9}})}}, 1200).rate_steps ==
+        std::vector<RateStep>{{1000, 0}, {1100, 1}});  // 9: still level 1
+  CHECK(decide_rollout(raised, {20, {wave(20, {{"notified", 10}, {"installed", 5}})}}, 1200).rate_steps ==
+        std::vector<RateStep>{{1000, 0}, {1100, 1}, {1200, 3}});  // 15 notified: level 3 at once
+  // On succeeded: only installed devices raise it; at the cap it is raised no more.
+  auto s = rollout({100}, 1, 1000, 0);
+  s.policy.rate = capped;
+  s.rate_steps = {{1000, 0}};
+  CHECK(decide_rollout(s, {20, {wave(20, {{"notified", 10}, {"installed", 1}})}}, 1100).rate_steps.size() == 1);
+  auto up = decide_rollout(s, {20, {wave(20, {{"installed", 2}})}}, 1100);
+  CHECK(up.rate_steps == std::vector<RateStep>{{1000, 0}, {1100, 1}});
+  auto at_cap = decide_rollout(up, {20, {wave(20, {{"installed", 4}})}}, 1200);
+  CHECK(at_cap.rate_steps == std::vector<RateStep>{{1000, 0}, {1100, 1}, {1200, 2}});  // 54 > 20: capped level
+  CHECK(decide_rollout(at_cap, {20, {wave(20, {{"installed", 8}})}}, 1300).rate_steps.size() == 3);
+}

@@ -708,3 +708,51 @@ TEST_CASE("rollout controls: a device silent past its phase's timeout is recorde
   CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "timed_out"}}.dump(), chains["dev-2"])
             .status == 400);
 }
+
+TEST_CASE("rollout controls: the rate offers the deployment to no more new devices than it allows by now") {
+  AgentFixture f;
+  f.product();
+  std::map<std::string, std::vector<std::string>> chains;
+  for (int i = 0; i < 3; ++i) chains["dev-" + std::to_string(i)] = f.device("dev-" + std::to_string(i), "Thermo/Field Test");
+  auto image = f.release("v2", 2).first;
+  for (const auto& [bad, field] :
+       {std::pair{Json{{"base_per_minute", 0}}, "rate.base_per_minute"},
+        std::pair{Json{{"base_per_minute", -3}}, "rate.base_per_minute"},
+        std::pair{Json{{"factor", 2}, {"every", 5}}, "rate.base_per_minute"},
+        std::pair{Json{{"base_per_minute", 5}, {"factor", 0.5}, {"every", 5}}, "rate.factor"},
+        std::pair{Json{{"base_per_minute", 5}, {"factor", 2}}, "rate.every"},
+        std::pair{Json{{"base_per_minute", 5}, {"factor", 2}, {"every", 0}}, "rate.every"},
+        std::pair{Json{{"base_per_minute", 5}, {"increase_on", "installed"}}, "rate.increase_on"},
+        std::pair{Json{{"base_per_minute", 5}, {"max_per_minute", 4}}, "rate.max_per_minute"},
+        std::pair{Json{{"base_per_minute", 5}, {"speed", 4}}, "rate.speed"}}) {
+    auto r = f.call("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"rate", bad}}.dump());
+    CHECK(r.status == 400);
+    CHECK_MESSAGE(error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
+  }
+  // One device per minute: the first at once, the next a minute later (the test takes far less).
+  auto d = f.json("POST", "/v1/deployments",
+                  Json{{"group", "Thermo/Field Test"},
+                       {"images", {image}},
+                       {"rate", {{"base_per_minute", 1}, {"factor", 2}, {"every", 10}}}}
+                      .dump());
+  auto id = d["id"].get<std::string>();
+  CHECK(d["rate"] ==
+        Json{{"base_per_minute", 1}, {"factor", 2.0}, {"increase_on", "notified"}, {"every", 10}, {"max_per_minute", nullptr}});
+  CHECK(d["rate_now"] == Json{{"per_minute", 1.0}, {"notified", 0}, {"allowed", 1}});
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"]["id"] == id);
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-1"])["deployment"].is_null());
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-2"])["deployment"].is_null());
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"]["id"] == id);  // notified already
+  auto shown = f.json("GET", "/v1/deployments/" + id);
+  CHECK(shown["device_status"]["notified"] == 1);
+  CHECK(shown["device_status"]["pending"] == 2);
+  CHECK(shown["rate_now"]["notified"] == 1);
+  // Its reports take over from notified; the rate still holds the others back.
+  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "installed"}}.dump(), chains["dev-0"])
+            .status == 200);
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-1"])["deployment"].is_null());
+  CHECK(f.json("GET", "/v1/deployments/" + id)["device_status"]["installed"] == 1);
+  // An agent cannot report notified itself.
+  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "notified"}}.dump(), chains["dev-1"])
+            .status == 400);
+}
