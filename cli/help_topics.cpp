@@ -121,6 +121,7 @@ Controls, each shown by `deployment show`:
       testing) is timed_out, a failure (repeatable)
   --rate 10/m --rate-factor 2 --rate-increase-on notified:50 --rate-max 200   offer it to at
       most 10 new devices a minute, doubled each 50 notified (or succeeded:N), capped
+  --start-at 2026-12-24T02:00:00Z   offer nothing before then (waves and rate count from it)
 
 `kiln deployment watch ID` follows it: a table redrawn in place on a terminal, a JSON object per
 change with -o json, one event per state change with -o jsonl; it exits 0 when the deployment

@@ -11,6 +11,7 @@
 #include "commands/commands.hpp"
 #include "commands/service_session.hpp"
 #include "core/error.hpp"
+#include "core/time.hpp"
 
 namespace kiln::commands {
 namespace {
@@ -31,6 +32,7 @@ struct DeploymentArgs {
   std::vector<std::string> abort_on;
   std::vector<std::string> timeouts;
   std::string rate, rate_factor, rate_increase_on, rate_max;
+  std::string start_at;
   bool dry_run = false;
   std::string interval = "2s";
   std::string status;
@@ -173,6 +175,13 @@ Json rollout_controls(const DeploymentArgs& args) {
     controls["rate"] = rate;
   } else if (!args.rate_factor.empty() || !args.rate_increase_on.empty() || !args.rate_max.empty()) {
     throw Error(ExitCode::usage, "--rate-factor, --rate-increase-on and --rate-max need --rate DEVICES_PER_MINUTE");
+  }
+  if (!args.start_at.empty()) {
+    auto at = normalize_timestamp(args.start_at);
+    if (!at)
+      throw Error(ExitCode::usage, fmt::format("--start-at wants a time with its zone, e.g. 2026-12-24T02:00:00Z, not '{}'",
+                                               args.start_at));
+    controls["schedule"] = {{"start_at", *at}};
   }
   return controls;
 }
@@ -335,6 +344,7 @@ TableView table_view(const Json& d) {
                                                      d["rate_now"]["notified"].get<std::int64_t>(),
                                                      d["rate_now"]["allowed"].get<std::int64_t>())
                                        : t;
+  if (d.contains("schedule") && d["schedule"].is_object()) s["start_at"] = d["schedule"]["start_at"];
   s["devices"] = d["devices"];
   s["admitted"] = d["admitted"];
   s["failures"] = d["failures"].get<std::int64_t>() > 0 && d["failures_forgiven"].get<std::int64_t>() > 0
@@ -464,6 +474,9 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
   create->add_option("--rate-increase-on", args->rate_increase_on,
                      "Raise the rate each time N more devices were notified or succeeded: notified:N or succeeded:N");
   create->add_option("--rate-max", args->rate_max, "Never above this many devices per minute (1..1000)");
+  create->add_option("--start-at", args->start_at,
+                     "Scheduled start: nothing is offered before this time (e.g. 2026-12-24T02:00:00Z); waves and rate "
+                     "count from it");
   create->add_flag("--dry-run", args->dry_run,
                    "Check and plan (devices, waves, checks) without creating anything; exit 3 if it would be refused");
   create->callback([&ctx, args] {

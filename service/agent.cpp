@@ -143,7 +143,9 @@ Reply agent_check_in(Call& call) {
     evaluate_deployment(call.store, row, true);
     if (row.state == "active" || row.state == "completed") {
       int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device));
-      if (wave > 0 && wave <= row.wave && may_notify(call, row, device)) deployment = offer(call, row, wave, "install");
+      auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+      if (wave > 0 && wave <= row.wave && rollout_started(row, now) && may_notify(call, row, device))
+        deployment = offer(call, row, wave, "install");
     } else if (row.state == "aborted") {
       // Back to exactly what it ran before, for a device running an aborted deployment (the newest
       // deployments of the group that were aborted, newest first).

@@ -659,6 +659,8 @@ Reply create_deployment(Call& call) {
   row.halt_on_failure = options.halt_on_failure;
   row.halt_min_executed = options.halt_min_executed;
   row.policy = options.policy;
+  // A scheduled start: the first wave (its step_after and the rate) begins then.
+  row.wave_started_at = std::max(row.wave_started_at, row.policy.start_at);
   if (row.policy.rate.base_per_minute > 0) row.rate_steps = {{row.wave_started_at, 0}};
   row.created_at = row.updated_at = now;
   call.store.insert_deployment(call.who.tenant_id, row, now);

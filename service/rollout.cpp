@@ -196,9 +196,11 @@ bool wave_succeeded(const Rollout& r, const WaveCounts& w) {
 
 }  // namespace
 
+bool rollout_started(const Rollout& rollout, std::int64_t now) { return now >= rollout.policy.start_at; }
+
 Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::int64_t now) {
   Rollout next = rollout;
-  if (next.state != "active") return next;
+  if (next.state != "active" || !rollout_started(next, now)) return next;
   while (true) {
     auto counts = admitted_counts(next, tally);
     // The rate is raised once per `every` devices notified (admitted devices that were offered it: any

@@ -96,6 +96,7 @@ struct RolloutPolicy {
   std::vector<AbortCriterion> abort;
   Timeouts timeouts;
   RatePolicy rate;
+  std::int64_t start_at = 0;  // scheduled start, unix seconds (0: at creation); nothing is offered before it
   bool operator==(const RolloutPolicy&) const = default;
 };
 
@@ -155,6 +156,9 @@ WaveCounts open_wave_counts(const Rollout& rollout, const RolloutTally& tally);
 // condition opens its waves on success instead, no earlier than step_after).
 
 bool wave_due(const Rollout& rollout, std::int64_t now);
+
+// True once the rollout's scheduled start has come (always without one).
+bool rollout_started(const Rollout& rollout, std::int64_t now);
 
 // The one rollout decision: abort past an abort criterion, halt past the threshold or the wave error
 // condition, open the next wave when its time or its success has come (or pause for a person), complete

@@ -67,6 +67,7 @@ OJson policy_json(const RolloutPolicy& p) {
   } else {
     out["rate"] = nullptr;
   }
+  out["schedule"] = p.start_at > 0 ? OJson{{"start_at", iso8601(p.start_at)}} : OJson(nullptr);
   auto& t = p.timeouts;
   if (t == Timeouts{}) {
     out["timeouts"] = nullptr;
@@ -166,6 +167,16 @@ RolloutPolicy parse_policy(const OJson& body) {
         throw bad("rate.max_per_minute", "must not be below rate.base_per_minute");
     }
   }
+  if (auto* v = member(body, "schedule")) {
+    if (!v->is_object()) throw bad("schedule", "must be an object {\"start_at\": \"2026-12-24T02:00:00Z\"}");
+    known_members(*v, "schedule", {"start_at"});
+    if (auto* start = member(*v, "start_at")) {
+      auto at = start->is_string() ? unix_seconds(start->get<std::string>()) : std::nullopt;
+      if (!at || *at <= 0)
+        throw bad("schedule.start_at", "must be a time with its zone, e.g. 2026-12-24T02:00:00Z or 2026-12-24T03:00:00+01:00");
+      p.start_at = *at;
+    }
+  }
   return p;
 }
 
@@ -193,6 +204,8 @@ RolloutPolicy policy_from_text(const std::string& text) {
     p.rate.every = r->value("every", std::int64_t{0});
     if (auto* m = member(*r, "max_per_minute")) p.rate.max_per_minute = m->get<std::int64_t>();
   }
+  if (auto* s = member(j, "schedule"))
+    if (auto* start = member(*s, "start_at")) p.start_at = unix_seconds(start->get<std::string>()).value_or(0);
   if (auto* t = member(j, "timeouts"))
     p.timeouts = {t->value("downloading", std::int64_t{0}), t->value("installing", std::int64_t{0}),
                   t->value("testing", std::int64_t{0})};

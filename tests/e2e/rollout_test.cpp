@@ -14,6 +14,7 @@
 
 #include "core/bytes.hpp"
 #include "core/files.hpp"
+#include "core/time.hpp"
 #include "signing/signer.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/service_process.hpp"
@@ -921,4 +922,26 @@ TEST_CASE("rollout e2e: controls — --rate admits new devices over time as the 
   auto shown = fleet.show(id);
   CHECK(shown["rate_now"]["per_minute"] == 120);
   CHECK(shown["device_status"]["notified"].get<int>() + shown["device_status"]["pending"].get<int>() == 6);
+}
+
+TEST_CASE("rollout e2e: controls — --start-at holds devices until the scheduled start; a bad time exits 2") {
+  Fleet fleet(2);
+  auto [image, manifest] = fleet.release("v2", 2);
+  for (const char* bad : {"tomorrow", "2026-12-24T02:00:00", "2026-02-30T00:00:00Z"}) {
+    auto r = fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--start-at", bad});
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("--start-at") != std::string::npos);
+  }
+  auto start = std::chrono::system_clock::now() + std::chrono::seconds(3);
+  auto start_at = iso8601(std::chrono::floor<std::chrono::seconds>(start).time_since_epoch().count());
+  auto d = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--start-at", start_at});
+  auto id = d["id"].get<std::string>();
+  CHECK(d["schedule"]["start_at"] == start_at);
+  CHECK(fleet.kiln({"deployment", "show", id}).out.find(start_at) != std::string::npos);
+  CHECK(fleet.agents[0].offer().is_null());
+  CHECK(fleet.agents[1].offer().is_null());
+  std::this_thread::sleep_until(start + std::chrono::milliseconds(1100));
+  auto offer = fleet.agents[0].offer();
+  REQUIRE(offer.is_object());
+  CHECK(offer["id"] == id);
 }

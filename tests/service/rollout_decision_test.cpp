@@ -398,3 +398,17 @@ TEST_CASE("rollout decision: the exponential rate — devices allowed over time 
   CHECK(at_cap.rate_steps == std::vector<RateStep>{{1000, 0}, {1100, 1}, {1200, 2}});  // 54 > 20: capped level
   CHECK(decide_rollout(at_cap, {20, {wave(20, {{"installed", 8}})}}, 1300).rate_steps.size() == 3);
 }
+
+TEST_CASE("rollout decision: nothing moves before the scheduled start") {
+  auto r = rollout({50, 100}, 1, 5000, 60, 10.0);
+  r.policy.start_at = 5000;
+  RolloutTally failing{4, {wave(2, {{"failed", 2}}), wave(2)}};
+  CHECK_FALSE(rollout_started(r, 4999));
+  CHECK(decide_rollout(r, failing, 4999) == r);  // before: no halt, no wave
+  CHECK(rollout_started(r, 5000));
+  CHECK(decide_rollout(r, failing, 5000).state == "halted");
+  RolloutTally quiet{4, {wave(2), wave(2)}};
+  CHECK(decide_rollout(r, quiet, 5059).wave == 1);
+  CHECK(decide_rollout(r, quiet, 5060).wave == 2);  // step_after counts from the start
+  CHECK(rollout_started(rollout({100}, 1, 0, 0), 0));  // no schedule: started
+}

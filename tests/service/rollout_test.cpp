@@ -756,3 +756,30 @@ TEST_CASE("rollout controls: the rate offers the deployment to no more new devic
   CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "notified"}}.dump(), chains["dev-1"])
             .status == 400);
 }
+
+TEST_CASE("rollout controls: a scheduled start holds every device until it comes") {
+  AgentFixture f;
+  f.product();
+  auto chain = f.device("dev-0", "Thermo/Field Test");
+  auto image = f.release("v2", 2).first;
+  for (const auto& [bad, field] : {std::pair{Json{{"start_at", "tomorrow"}}, "schedule.start_at"},
+                                   std::pair{Json{{"start_at", "2026-12-24T02:00:00"}}, "schedule.start_at"},
+                                   std::pair{Json{{"start_at", 5}}, "schedule.start_at"},
+                                   std::pair{Json{{"windows", Json::array()}}, "schedule.windows"}}) {
+    auto r = f.call("POST", "/v1/deployments",
+                    Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"schedule", bad}}.dump());
+    CHECK(r.status == 400);
+    CHECK_MESSAGE(error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
+  }
+  auto later = f.json("POST", "/v1/deployments",
+                      Json{{"group", "Thermo/Field Test"},
+                           {"images", {image}},
+                           {"schedule", {{"start_at", "2999-01-01T01:00:00+01:00"}}}}
+                          .dump());
+  CHECK(later["schedule"] == Json{{"start_at", "2999-01-01T00:00:00Z"}});
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chain)["deployment"].is_null());
+  auto past = f.json("POST", "/v1/deployments",
+                     Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"schedule", {{"start_at", "2020-01-01"}}}}
+                         .dump());
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chain)["deployment"]["id"] == past["id"]);
+}
