@@ -111,6 +111,18 @@ it ran before (exit 8 when one cannot be). A newer deployment for the group supe
 one. A deployment completes when its last wave is open and every device it admits reported
 installed: a device that never checks in keeps it active (move it out of the group).
 
+Controls, each shown by `deployment show`:
+  --wave-success 95% [--wave-success-then pause]   open the next wave once 95% of a wave's own
+      devices installed (not before --step-after, if given), or pause until `resume` opens it
+  --wave-error 2 | --wave-error 10%   halt when more than 2 (10%) of a wave's devices failed
+  --abort-on refused:10%:20   abort when more than 10% of the executed devices refused, once 20
+      finished (kinds: failed, refused, rolled_back, timed_out; repeatable)
+  --timeout downloading=10m   a device silent that long in a phase (downloading, installing,
+      testing) is timed_out, a failure (repeatable)
+  --rate 10/m --rate-factor 2 --rate-increase-on notified:50 --rate-max 200   offer it to at
+      most 10 new devices a minute, doubled each 50 notified (or succeeded:N), capped
+  --start-at 2026-12-24T02:00:00Z   offer nothing before then (waves and rate count from it)
+
 `kiln deployment watch ID` follows it: a table redrawn in place on a terminal, a JSON object per
 change with -o json, one event per state change with -o jsonl; it exits 0 when the deployment
 completes, 8 when it halts and 7 when it is aborted or superseded (130 on Ctrl-C).

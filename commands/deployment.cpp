@@ -11,6 +11,7 @@
 #include "commands/commands.hpp"
 #include "commands/service_session.hpp"
 #include "core/error.hpp"
+#include "core/time.hpp"
 
 namespace kiln::commands {
 namespace {
@@ -25,6 +26,13 @@ struct DeploymentArgs {
   std::string step_after;
   std::string halt_on_failure;
   std::string halt_min_executed;
+  std::string wave_success;
+  std::string wave_success_then;
+  std::string wave_error;
+  std::vector<std::string> abort_on;
+  std::vector<std::string> timeouts;
+  std::string rate, rate_factor, rate_increase_on, rate_max;
+  std::string start_at;
   bool dry_run = false;
   std::string interval = "2s";
   std::string status;
@@ -51,6 +59,168 @@ std::int64_t parse_count(const std::string& text, const char* option) {
   } catch (const std::exception&) {
   }
   throw Error(ExitCode::usage, fmt::format("{} wants a number of devices 1..1000000, not '{}'", option, text));
+}
+
+std::string cli_percent(double value);
+std::int64_t parse_duration_ms(const std::string& text, const char* option);
+std::string duration_text(std::int64_t seconds);
+
+// Devices per minute, 1..1000.
+std::int64_t parse_per_minute(const std::string& text, const char* option) {
+  try {
+    std::size_t used = 0;
+    auto value = std::stoll(text, &used);
+    if (used == text.size() && value >= 1 && value <= 1000) return value;
+  } catch (const std::exception&) {
+  }
+  throw Error(ExitCode::usage, fmt::format("{} wants devices per minute, 1..1000 (e.g. 10 or 10/m), not '{}'", option, text));
+}
+
+// A whole number 0..1000000 (a count that may be zero).
+std::int64_t parse_whole(const std::string& text, const char* option) {
+  try {
+    std::size_t used = 0;
+    auto value = std::stoll(text, &used);
+    if (used == text.size() && value >= 0 && value <= 1000000) return value;
+  } catch (const std::exception&) {
+  }
+  throw Error(ExitCode::usage, fmt::format("{} wants a number of devices 0..1000000 or a percentage, not '{}'", option, text));
+}
+
+// The rollout controls of `deployment create` as the API takes them (docs/service.md, "Rollout controls").
+Json rollout_controls(const DeploymentArgs& args) {
+  Json controls = Json::object();
+  if (!args.wave_success.empty()) {
+    controls["wave_success"] = {{"percent", parse_percent(args.wave_success, "--wave-success", 0)}};
+    if (!args.wave_success_then.empty()) controls["wave_success"]["then"] = args.wave_success_then;
+  } else if (!args.wave_success_then.empty()) {
+    throw Error(ExitCode::usage, "--wave-success-then needs --wave-success PERCENT");
+  }
+  if (!args.wave_error.empty()) {
+    if (args.wave_error.ends_with('%'))
+      controls["wave_error"] = {{"percent", parse_percent(args.wave_error, "--wave-error", 0)}};
+    else
+      controls["wave_error"] = {{"count", parse_whole(args.wave_error, "--wave-error")}};
+  }
+  if (!args.abort_on.empty()) {
+    Json criteria = Json::array();
+    static const char* kinds[] = {"failed", "refused", "rolled_back", "timed_out"};
+    for (auto& text : args.abort_on) {
+      // KIND:PERCENT[:MIN_EXECUTED]
+      auto first = text.find(':');
+      auto second = first == std::string::npos ? std::string::npos : text.find(':', first + 1);
+      auto kind = text.substr(0, first);
+      if (first == std::string::npos ||
+          std::none_of(std::begin(kinds), std::end(kinds), [&](const char* k) { return kind == k; }))
+        throw Error(ExitCode::usage,
+                    fmt::format("--abort-on wants KIND:PERCENT[:MIN_EXECUTED] with KIND failed, refused, rolled_back "
+                                "or timed_out, not '{}'",
+                                text));
+      Json c = {{"kind", kind},
+                {"percent", parse_percent(text.substr(first + 1, second == std::string::npos ? std::string::npos
+                                                                                              : second - first - 1),
+                                          "--abort-on", 0)}};
+      if (second != std::string::npos) c["min_executed"] = parse_count(text.substr(second + 1), "--abort-on");
+      for (auto& other : criteria)
+        if (other["kind"] == kind) throw Error(ExitCode::usage, fmt::format("--abort-on names {} twice", kind));
+      criteria.push_back(std::move(c));
+    }
+    controls["abort_criteria"] = criteria;
+  }
+  if (!args.timeouts.empty()) {
+    // PHASE=DURATION, PHASE one of downloading, installing, testing.
+    Json timeouts = Json::object();
+    for (auto& text : args.timeouts) {
+      auto eq = text.find('=');
+      auto phase = text.substr(0, eq);
+      if (eq == std::string::npos || (phase != "downloading" && phase != "installing" && phase != "testing"))
+        throw Error(ExitCode::usage,
+                    fmt::format("--timeout wants PHASE=DURATION with PHASE downloading, installing or testing (e.g. "
+                                "downloading=10m), not '{}'",
+                                text));
+      auto ms = parse_duration_ms(text.substr(eq + 1), "--timeout");
+      if (ms < 1000 || ms > 7 * 86400000LL) throw Error(ExitCode::usage, "--timeout takes 1s..7d");
+      if (timeouts.contains(phase)) throw Error(ExitCode::usage, fmt::format("--timeout names {} twice", phase));
+      timeouts[phase] = ms / 1000;
+    }
+    controls["timeouts"] = timeouts;
+  }
+  if (!args.rate.empty()) {
+    auto text = args.rate;
+    if (text.ends_with("/m")) text.resize(text.size() - 2);
+    Json rate = {{"base_per_minute", parse_per_minute(text, "--rate")}};
+    if (!args.rate_factor.empty()) {
+      try {
+        std::size_t used = 0;
+        double f = std::stod(args.rate_factor, &used);
+        if (used != args.rate_factor.size() || !(f >= 1 && f <= 5)) throw std::invalid_argument("range");
+        rate["factor"] = f;
+      } catch (const std::exception&) {
+        throw Error(ExitCode::usage, fmt::format("--rate-factor wants a number 1..5, not '{}'", args.rate_factor));
+      }
+    }
+    if (!args.rate_increase_on.empty()) {
+      // notified:N or succeeded:N
+      auto colon = args.rate_increase_on.find(':');
+      auto on = args.rate_increase_on.substr(0, colon);
+      if (colon == std::string::npos || (on != "notified" && on != "succeeded"))
+        throw Error(ExitCode::usage, fmt::format("--rate-increase-on wants notified:N or succeeded:N, not '{}'",
+                                                 args.rate_increase_on));
+      rate["increase_on"] = on;
+      rate["every"] = parse_count(args.rate_increase_on.substr(colon + 1), "--rate-increase-on");
+    }
+    if (!args.rate_max.empty()) rate["max_per_minute"] = parse_per_minute(args.rate_max, "--rate-max");
+    if (rate.value("factor", 1.0) > 1 && !rate.contains("every"))
+      throw Error(ExitCode::usage, "--rate-factor needs --rate-increase-on notified:N or succeeded:N");
+    controls["rate"] = rate;
+  } else if (!args.rate_factor.empty() || !args.rate_increase_on.empty() || !args.rate_max.empty()) {
+    throw Error(ExitCode::usage, "--rate-factor, --rate-increase-on and --rate-max need --rate DEVICES_PER_MINUTE");
+  }
+  if (!args.start_at.empty()) {
+    auto at = normalize_timestamp(args.start_at);
+    if (!at)
+      throw Error(ExitCode::usage, fmt::format("--start-at wants a time with its zone, e.g. 2026-12-24T02:00:00Z, not '{}'",
+                                               args.start_at));
+    controls["schedule"] = {{"start_at", *at}};
+  }
+  return controls;
+}
+
+std::string rate_text(const Json& v) {
+  if (!v.is_object()) return {};
+  auto out = fmt::format("{}/min", v["base_per_minute"].get<std::int64_t>());
+  if (v["factor"].get<double>() > 1)
+    out += fmt::format(", x{} each {} devices {}", v["factor"].get<double>(), v["every"].get<std::int64_t>(),
+                       v["increase_on"].get<std::string>());
+  if (v["max_per_minute"].is_number()) out += fmt::format(", at most {}/min", v["max_per_minute"].get<std::int64_t>());
+  return out;
+}
+
+// "2 (once 5 devices finished)"-like texts of the controls for the table view; empty when unset.
+std::string wave_success_text(const Json& v) {
+  if (!v.is_object()) return {};
+  return fmt::format("{} of a wave installed, then {}", cli_percent(v["percent"].get<double>()),
+                     v["then"] == "pause" ? "pause for a resume" : "open the next wave");
+}
+std::string wave_error_text(const Json& v) {
+  if (!v.is_object()) return {};
+  if (v.contains("count")) return fmt::format("halt above {} failed devices in a wave", v["count"].get<std::int64_t>());
+  return fmt::format("halt above {} of a wave failed", cli_percent(v["percent"].get<double>()));
+}
+std::string timeouts_text(const Json& v) {
+  std::string out;
+  if (!v.is_object()) return out;
+  for (auto& [phase, seconds] : v.items())
+    out += fmt::format("{}{} {}", out.empty() ? "" : ", ", phase, duration_text(seconds.get<std::int64_t>()));
+  return out.empty() ? out : out + " (then timed_out, a failure)";
+}
+std::string abort_criteria_text(const Json& v) {
+  std::string out;
+  if (!v.is_array()) return out;
+  for (auto& c : v)
+    out += fmt::format("{}{} above {} (once {} executed)", out.empty() ? "" : ", ", c["kind"].get<std::string>(),
+                       cli_percent(c["percent"].get<double>()), c["min_executed"].get<std::int64_t>());
+  return out;
 }
 
 // "1%,10%,50%,100%": cumulative percentages, increasing.
@@ -121,6 +291,11 @@ void render_dry_run(const cli::Context& ctx, const Json& plan) {
                                                   cli_percent(r["halt_on_failure"].get<double>()),
                                                   r["halt_min_executed"].get<std::int64_t>()))
                                : Json("never");
+    if (auto t = wave_success_text(r.value("wave_success", Json())); !t.empty()) s["wave_success"] = t;
+    if (auto t = wave_error_text(r.value("wave_error", Json())); !t.empty()) s["wave_error"] = t;
+    if (auto t = abort_criteria_text(r.value("abort_criteria", Json())); !t.empty()) s["abort_criteria"] = t;
+    if (auto t = timeouts_text(r.value("timeouts", Json())); !t.empty()) s["timeouts"] = t;
+    if (auto t = rate_text(r.value("rate", Json())); !t.empty()) s["rate"] = t;
     std::ostringstream out;
     cli::render(out, s, ctx.render_options());
     out << "\n";
@@ -147,6 +322,7 @@ TableView table_view(const Json& d) {
   s["group"] = d["group"];
   s["state"] = d["state"];
   if (!d["halt_reason"].is_null()) s["reason"] = d["halt_reason"];
+  if (d.contains("pause_reason") && !d["pause_reason"].is_null()) s["reason"] = d["pause_reason"];
   s["images"] = d["images"];
   s["manifest"] = d["manifest"].is_null() ? Json("-") : d["manifest"];
   s["sequence"] = d["sequence"].is_null() ? Json("-") : d["sequence"];
@@ -158,6 +334,17 @@ TableView table_view(const Json& d) {
                             : Json(fmt::format("{} (once {} devices finished)",
                                                cli_percent(d["halt_on_failure"].get<double>()),
                                                d.value("halt_min_executed", std::int64_t{0})));
+  if (auto t = wave_success_text(d.value("wave_success", Json())); !t.empty()) s["wave_success"] = t;
+  if (auto t = wave_error_text(d.value("wave_error", Json())); !t.empty()) s["wave_error"] = t;
+  if (auto t = abort_criteria_text(d.value("abort_criteria", Json())); !t.empty()) s["abort_criteria"] = t;
+  if (auto t = timeouts_text(d.value("timeouts", Json())); !t.empty()) s["timeouts"] = t;
+  if (auto t = rate_text(d.value("rate", Json())); !t.empty())
+    s["rate"] = d.contains("rate_now") ? fmt::format("{} (now {}/min; {} notified of {} allowed)", t,
+                                                     d["rate_now"]["per_minute"].get<double>(),
+                                                     d["rate_now"]["notified"].get<std::int64_t>(),
+                                                     d["rate_now"]["allowed"].get<std::int64_t>())
+                                       : t;
+  if (d.contains("schedule") && d["schedule"].is_object()) s["start_at"] = d["schedule"]["start_at"];
   s["devices"] = d["devices"];
   s["admitted"] = d["admitted"];
   s["failures"] = d["failures"].get<std::int64_t>() > 0 && d["failures_forgiven"].get<std::int64_t>() > 0
@@ -225,6 +412,9 @@ void finish_watch(const Json& last) {
     throw Error(ExitCode::conflict, fmt::format("deployment {} was superseded before it completed", id),
                 fmt::format("a newer deployment replaced it: kiln deployment list --group \"{}\"",
                             last["group"].get<std::string>()));
+  if (last.contains("halt_reason") && last["halt_reason"].is_string())
+    throw Error(ExitCode::conflict, fmt::format("deployment {} {}", id, last["halt_reason"].get<std::string>()),
+                "devices that installed it are sent back to what they ran before when they check in");
   throw Error(ExitCode::conflict, fmt::format("deployment {} was aborted before it completed", id),
               "devices that installed it are sent back to the previous deployment when they check in");
 }
@@ -265,6 +455,28 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
                      "Halt when failed devices pass this share of admitted ones (default 5%), or never");
   create->add_option("--halt-min-executed", args->halt_min_executed,
                      "Apply the halt threshold once this many devices finished (default 5)");
+  create->add_option("--wave-success", args->wave_success,
+                     "Open the next wave once this share of a wave's devices installed (e.g. 90%)");
+  create->add_option("--wave-success-then", args->wave_success_then,
+                     "On wave success: next (open the next wave, the default) or pause (wait for 'resume')")
+      ->check(CLI::IsMember({"next", "pause"}));
+  create->add_option("--wave-error", args->wave_error,
+                     "Halt when more than this many (3) or this share (10%) of a wave's devices failed");
+  create->add_option("--abort-on", args->abort_on,
+                     "Abort when more than PERCENT of executed devices ended KIND (failed, refused, rolled_back, "
+                     "timed_out), once MIN_EXECUTED (default 5) finished: KIND:PERCENT[:MIN_EXECUTED]; repeatable");
+  create->add_option("--timeout", args->timeouts,
+                     "A device silent this long in a phase is timed_out, a failure: PHASE=DURATION with PHASE "
+                     "downloading, installing or testing (e.g. downloading=10m); repeatable");
+  create->add_option("--rate", args->rate,
+                     "Offer it to at most this many new devices per minute (1..1000, e.g. 10 or 10/m), the first at once");
+  create->add_option("--rate-factor", args->rate_factor, "Multiply the rate by this (1..5) at each raise");
+  create->add_option("--rate-increase-on", args->rate_increase_on,
+                     "Raise the rate each time N more devices were notified or succeeded: notified:N or succeeded:N");
+  create->add_option("--rate-max", args->rate_max, "Never above this many devices per minute (1..1000)");
+  create->add_option("--start-at", args->start_at,
+                     "Scheduled start: nothing is offered before this time (e.g. 2026-12-24T02:00:00Z); waves and rate "
+                     "count from it");
   create->add_flag("--dry-run", args->dry_run,
                    "Check and plan (devices, waves, checks) without creating anything; exit 3 if it would be refused");
   create->callback([&ctx, args] {
@@ -278,8 +490,10 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
       if (ms < 1000) throw Error(ExitCode::usage, "--step-after is at least 1s");
       request.step_after = ms / 1000;
     }
-    if (request.waves.size() > 1 && !request.step_after)
-      throw Error(ExitCode::usage, "a rollout in several waves needs --step-after (e.g. --step-after 1h)");
+    request.controls = rollout_controls(*args);
+    if (request.waves.size() > 1 && !request.step_after && args->wave_success.empty())
+      throw Error(ExitCode::usage,
+                  "a rollout in several waves needs --step-after (e.g. --step-after 1h) or --wave-success");
     if (args->halt_on_failure == "never")
       request.halt_never = true;
     else if (!args->halt_on_failure.empty())
@@ -322,9 +536,10 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
 
   auto* devices = deployment->add_subcommand("devices", "List a deployment's admitted devices: wave, status, detail");
   devices->add_option("ID", args->id, "Deployment ID")->required();
-  devices->add_option("--status", args->status, "Only this status (failures: failed, rolled_back or refused)")
+  devices->add_option("--status", args->status,
+                      "Only this status (failures: failed, rolled_back, refused or timed_out)")
       ->check(CLI::IsMember({"pending", "failures", "downloading", "verifying", "installing", "testing", "installed",
-                             "failed", "rolled_back", "refused"}));
+                             "failed", "rolled_back", "refused", "timed_out", "notified"}));
   devices->callback([&ctx, args] {
     auto api = connect(ctx);
     ctx.render(transport::list_deployment_devices(api, args->id,
@@ -378,7 +593,8 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
   for (const char* action : {"pause", "resume", "abort"}) {
     const char* help = std::string_view(action) == "pause" ? "Stop offering a deployment (devices keep what they have)"
                        : std::string_view(action) == "resume"
-                           ? "Continue a paused or halted deployment (failures so far are forgiven)"
+                           ? "Continue a paused or halted deployment (failures so far are forgiven; after a wave "
+                             "success pause, the next wave opens)"
                            : "End a deployment: each device that installed it goes back to exactly what it ran "
                              "before (exit 8 if one cannot)";
     auto* change = deployment->add_subcommand(action, help);

@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
+
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
@@ -97,6 +99,18 @@ std::optional<std::string> reported_status(Call& call, const std::string& deploy
   return call.store.reported_status(deployment, call.who.device_id);
 }
 
+// With a rate (RatePolicy): a device not yet offered the deployment is offered it (and recorded notified)
+// only while fewer devices were notified than the rate allows by now.
+bool may_notify(Call& call, const Deployment& row, const std::string& device) {
+  if (row.policy.rate.base_per_minute <= 0) return true;
+  if (call.store.reported_status(row.id, device)) return true;
+  auto counts = admitted_counts(row, call.store.rollout_tally(row));
+  auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  if (counts.admitted - counts.status.at("pending") >= rate_allowance(row.policy.rate, row.rate_steps, now)) return false;
+  call.store.record_status(row.id, device, "notified", "", now_iso8601(), std::nullopt);
+  return true;
+}
+
 bool is_sha256_hex(const std::string& text) {
   return text.size() == 64 && text.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
@@ -133,7 +147,9 @@ Reply agent_check_in(Call& call) {
     evaluate_deployment(call.store, row, true);
     if (row.state == "active" || row.state == "completed") {
       int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device));
-      if (wave > 0 && wave <= row.wave) deployment = offer(call, row, wave, "install");
+      auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+      if (wave > 0 && wave <= row.wave && rollout_started(row, now) && may_notify(call, row, device))
+        deployment = offer(call, row, wave, "install");
     } else if (row.state == "aborted") {
       // Back to exactly what it ran before, for a device running an aborted deployment (the newest
       // deployments of the group that were aborted, newest first).

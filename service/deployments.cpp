@@ -15,6 +15,7 @@
 #include "manifests/suit_verify.hpp"
 #include "service/handlers.hpp"
 #include "service/rollout.hpp"
+#include "service/rollout_policy.hpp"
 #include "signing/image_delivery.hpp"
 #include "signing/key_info.hpp"
 #include "signing/mcuboot_image.hpp"
@@ -61,14 +62,31 @@ AdmittedCounts evaluate(Store& store, Deployment& row, const RolloutTally& t, bo
   return admitted_counts(row, t);
 }
 
+// Records timed_out for each device whose last report is older than its phase's timeout (writes only;
+// while the deployment is still offered or devices may still be installing it).
+void apply_timeouts(Store& store, const Deployment& row) {
+  if (row.policy.timeouts == Timeouts{}) return;
+  if (row.state != "active" && row.state != "paused" && row.state != "halted") return;
+  auto now = unix_now();
+  std::vector<std::pair<std::string, std::string>> expired;
+  store.for_each_deployment_device(row, [&](const DeploymentDevice& d) {
+    if (!d.status) return;
+    auto since = unix_seconds(d.updated_at);
+    if (!since) return;
+    if (auto detail = device_timeout(row.policy.timeouts, *d.status, *since, now)) expired.emplace_back(d.id, *detail);
+  });
+  for (auto& [device, detail] : expired) store.record_status(row.id, device, "timed_out", detail, now_iso8601(), std::nullopt);
+}
+
 AdmittedCounts evaluate(Store& store, Deployment& row, bool write = true) {
+  if (write) apply_timeouts(store, row);
   return evaluate(store, row, store.rollout_tally(row), write);
 }
 
 Json counts_json(const std::map<std::string, std::int64_t>& counts) {
   Json out = Json::object();
   out["pending"] = counts.at("pending");
-  for (auto& s : agent_statuses()) out[s] = counts.at(s);
+  for (auto& s : rollout_statuses()) out[s] = counts.at(s);
   return out;
 }
 
@@ -84,12 +102,15 @@ Json deployment_json(const Deployment& row, const AdmittedCounts& t) {
                          {"admitted", t.waves[i].admitted},
                          {"status", counts_json(t.waves[i].status)}});
   }
-  bool stepping = row.state == "active" && row.wave < static_cast<int>(row.waves.size()) && row.step_after > 0;
+  bool stepping = row.state == "active" && row.wave < static_cast<int>(row.waves.size()) && row.step_after > 0 &&
+                  !row.policy.wave.success_percent;
   Json halt = row.halt_on_failure ? Json(*row.halt_on_failure) : Json("never");
-  return {{"id", row.id},
+  Json out = {{"id", row.id},
           {"group", row.group},
           {"state", row.state},
           {"halt_reason", row.halt_reason ? Json(*row.halt_reason) : Json(nullptr)},
+          {"pause_reason", row.pause_reason ? Json(*row.pause_reason) : Json(nullptr)},
+          {"awaiting_approval", row.awaiting_approval},
           {"images", Json(row.images)},
           {"manifest", row.manifest ? Json(*row.manifest) : Json(nullptr)},
           {"sequence", row.sequence ? Json(*row.sequence) : Json(nullptr)},
@@ -109,6 +130,16 @@ Json deployment_json(const Deployment& row, const AdmittedCounts& t) {
           {"waves", waves},
           {"created_at", row.created_at},
           {"updated_at", row.updated_at}};
+  // The controls (null or empty when not set), after the halt threshold they add to.
+  auto controls = policy_json(row.policy);
+  for (auto& [key, value] : controls.items()) out[key] = value;
+  if (row.policy.rate.base_per_minute > 0) {
+    int level = row.rate_steps.empty() ? 0 : row.rate_steps.back().level;
+    out["rate_now"] = Json{{"per_minute", rate_per_minute(row.policy.rate, level)},
+                           {"notified", t.admitted - t.status.at("pending")},
+                           {"allowed", rate_allowance(row.policy.rate, row.rate_steps, unix_now())}};
+  }
+  return out;
 }
 
 Json show(Call& call, const std::string& id) {
@@ -145,10 +176,10 @@ Reply transition(Call& call, const char* to, std::initializer_list<const char*> 
   if (!allowed)
     throw ApiError{409, "conflict", fmt::format("deployment {} is {}: it cannot become {}", id, row.state, to)};
   if (std::string_view(to) == "active") {
-    // A resume forgives the failures seen so far and gives the open wave a fresh step-after period.
-    row.failure_baseline = t.failures;
-    row.halt_reason.reset();
-    row.wave_started_at = unix_now();
+    // A resume forgives the failures seen so far and gives the open wave a fresh step-after period; after
+    // a wave met its success condition with "then": "pause", it opens the next wave.
+    Rollout& rollout = row;
+    rollout = resume_rollout(rollout, call.store.rollout_tally(row), unix_now());
   }
   row.state = to;
   save(call.store, row);
@@ -184,6 +215,7 @@ struct RolloutOptions {
   std::int64_t step_after = 0;
   std::optional<double> halt_on_failure = default_halt_percent;
   std::int64_t halt_min_executed = default_halt_min_executed;
+  RolloutPolicy policy;
 };
 
 RolloutOptions parse_rollout_options(const Json& body) {
@@ -194,9 +226,11 @@ RolloutOptions parse_rollout_options(const Json& body) {
       throw ApiError{400, "invalid_request", "field 'step_after' must be a number of seconds, 1..31622400"};
     o.step_after = it->get<std::int64_t>();
   }
-  if (o.waves.size() > 1 && o.step_after == 0)
+  o.policy = parse_policy(body);
+  if (o.waves.size() > 1 && o.step_after == 0 && !o.policy.wave.success_percent)
     throw ApiError{400, "invalid_request",
-                   "field 'step_after' is required for a rollout of several waves (seconds between waves)"};
+                   "field 'step_after' is required for a rollout of several waves (seconds between waves), unless "
+                   "field 'wave_success' opens them"};
   // Absent: the default threshold. "never" (or null) turns halting off, and must be said.
   if (auto it = body.find("halt_on_failure"); it != body.end()) {
     if (it->is_null() || (it->is_string() && it->get<std::string>() == "never"))
@@ -341,7 +375,8 @@ bool runs_aborted(Store& store, const Deployment& aborted, const std::string& de
 }
 
 void evaluate_deployment(Store& store, Deployment& row, bool only_when_a_wave_is_due) {
-  if (only_when_a_wave_is_due && !wave_due(row, unix_now())) return;
+  // A check-in looks when a wave is due by its timer, or may open on success or be paused by a control.
+  if (only_when_a_wave_is_due && !wave_due(row, unix_now()) && row.policy == RolloutPolicy{}) return;
   evaluate(store, row);
 }
 
@@ -624,6 +659,8 @@ Reply create_deployment(Call& call) {
     rollout["step_after"] = options.step_after;
     rollout["halt_on_failure"] = options.halt_on_failure ? Json(*options.halt_on_failure) : Json("never");
     rollout["halt_min_executed"] = options.halt_min_executed;
+    auto controls = policy_json(options.policy);
+    for (auto& [key, value] : controls.items()) rollout[key] = value;
     return {200, Json{{"dry_run", true},
                       {"would_create", checks.passed()},
                       {"reason", checks.passed() ? Json(nullptr) : Json(checks.reasons())},
@@ -654,6 +691,10 @@ Reply create_deployment(Call& call) {
   row.step_after = options.step_after;
   row.halt_on_failure = options.halt_on_failure;
   row.halt_min_executed = options.halt_min_executed;
+  row.policy = options.policy;
+  // A scheduled start: the first wave (its step_after and the rate) begins then.
+  row.wave_started_at = std::max(row.wave_started_at, row.policy.start_at);
+  if (row.policy.rate.base_per_minute > 0) row.rate_steps = {{row.wave_started_at, 0}};
   row.created_at = row.updated_at = now;
   call.store.insert_deployment(call.who.tenant_id, row, now);
   tx->commit();
@@ -722,10 +763,10 @@ Reply list_deployment_devices(Call& call) {
   evaluate(call.store, row, false);
   auto status = call.query_value("status");
   if (status && *status != "pending" && *status != "failures") {
-    auto& known = agent_statuses();
+    auto& known = rollout_statuses();
     if (std::find(known.begin(), known.end(), *status) == known.end())
       throw ApiError{400, "invalid_request",
-                     "status must be pending, failures or an agent status (installed, failed, ...)"};
+                     "status must be pending, failures, timed_out or an agent status (installed, failed, ...)"};
   }
   Json items = Json::array();
   for_each_admitted(call.store, row, [&](const AdmittedDevice& device) {

@@ -4,6 +4,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
@@ -14,6 +15,7 @@
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
+#include "service/rollout_policy.hpp"
 #include "service/sqlite_store.hpp"
 
 namespace kiln::service {
@@ -254,6 +256,15 @@ CREATE TABLE IF NOT EXISTS device_images (device_id TEXT NOT NULL, image TEXT NO
 )sql");
 }
 
+// Migration 6 (issue 15, rollout controls): a deployment's controls as one JSON policy and the JSON progress
+// of what they change, like SQLite's migration 6.
+void add_rollout_controls(PGconn* conn) {
+  run_script(conn, R"sql(
+ALTER TABLE deployments ADD COLUMN IF NOT EXISTS policy TEXT NOT NULL DEFAULT '';
+ALTER TABLE deployments ADD COLUMN IF NOT EXISTS progress TEXT NOT NULL DEFAULT '';
+)sql");
+}
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction (PostgreSQL's schema changes are transactional: a migration killed half-way leaves nothing,
 // and the next start runs it again). Append only: a released migration never changes. The version lives
@@ -268,6 +279,7 @@ constexpr Migration migrations[] = {
     {3, add_ledger_heads},
     {4, add_rollout_safety},
     {5, add_encrypted_delivery},
+    {6, add_rollout_controls},
 };
 
 int read_schema_version(PGconn* conn) {
@@ -359,7 +371,8 @@ void count_member(PGconn* conn, const std::string& device_id, const std::string&
   " FROM deployments d JOIN device_groups g ON g.id = d.group_id JOIN products p ON p.id = g.product_id "
 // The columns as migrations 1..3 know them (migration 2 reads deployments before migration 4 adds columns).
 constexpr const char* deployment_columns_v1 = KILN_DEPLOYMENT_COLUMNS_V1 KILN_DEPLOYMENT_FROM;
-constexpr const char* deployment_columns = KILN_DEPLOYMENT_COLUMNS_V1 ", d.halt_min_executed" KILN_DEPLOYMENT_FROM;
+constexpr const char* deployment_columns =
+    KILN_DEPLOYMENT_COLUMNS_V1 ", d.halt_min_executed, d.policy, d.progress" KILN_DEPLOYMENT_FROM;
 #undef KILN_DEPLOYMENT_COLUMNS_V1
 #undef KILN_DEPLOYMENT_FROM
 
@@ -383,6 +396,10 @@ Deployment read_deployment(const Result& q, int r) {
   row.created_at = q.text(r, 15);
   row.updated_at = q.text(r, 16);
   if (q.columns() > 17) row.halt_min_executed = q.integer(r, 17);
+  if (q.columns() > 19) {
+    row.policy = policy_from_text(q.text(r, 18));
+    read_progress(row, q.text(r, 19));
+  }
   return row;
 }
 
@@ -419,7 +436,9 @@ void migrate(PGconn* conn, const std::string& url, int target) {
         run(conn, "COMMIT");
         return;
       }
-      auto& migration = migrations[current];  // versions are 1, 2, 3...: the next one
+      // The first migration above the current version (versions increase; they need not be consecutive).
+      const auto& migration = *std::find_if(std::begin(migrations), std::end(migrations),
+                                            [&](const Migration& m) { return m.version > current; });
       migration.apply(conn);
       run(conn,
           "INSERT INTO kiln_schema (id, version) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET version = "
@@ -1394,11 +1413,11 @@ void PgStore::insert_deployment(std::int64_t tenant_id, const Deployment& d, con
   if (d.halt_on_failure) halt = fmt::format("{}", *d.halt_on_failure);
   run(use.conn(),
       "INSERT INTO deployments (id, tenant_id, group_id, images, state, created_at, updated_at, manifest, sequence, "
-      "waves, wave, wave_started_at, step_after, halt_on_failure, failure_baseline, previous, halt_min_executed) "
-      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+      "waves, wave, wave_started_at, step_after, halt_on_failure, failure_baseline, previous, halt_min_executed, "
+      "policy, progress) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
       {d.id, tenant_id, d.group_id, nlohmann::json(d.images).dump(), d.state, d.created_at, d.updated_at, d.manifest,
        sequence, nlohmann::json(d.waves).dump(), d.wave, d.wave_started_at, d.step_after, halt, d.failure_baseline,
-       d.previous, d.halt_min_executed});
+       d.previous, d.halt_min_executed, policy_text(d.policy), progress_text(d)});
   write_tally(use.conn(), d.id, recount(use.conn(), d));
 }
 
@@ -1406,8 +1425,8 @@ void PgStore::save_rollout(const std::string& deployment_id, const Rollout& r, c
   Use use(*this);
   run(use.conn(),
       "UPDATE deployments SET state = $1, wave = $2, wave_started_at = $3, halt_reason = $4, failure_baseline = $5, "
-      "updated_at = $6 WHERE id = $7",
-      {r.state, r.wave, r.wave_started_at, r.halt_reason, r.failure_baseline, now, deployment_id});
+      "updated_at = $6, progress = $7 WHERE id = $8",
+      {r.state, r.wave, r.wave_started_at, r.halt_reason, r.failure_baseline, now, progress_text(r), deployment_id});
 }
 
 RolloutTally PgStore::recount_rollout_tally(const Deployment& deployment) {

@@ -49,8 +49,33 @@ const std::vector<std::string>& agent_statuses() {
   return statuses;
 }
 
+const std::vector<std::string>& rollout_statuses() {
+  static const std::vector<std::string> statuses = [] {
+    auto all = agent_statuses();
+    all.push_back("timed_out");
+    all.push_back("notified");
+    return all;
+  }();
+  return statuses;
+}
+
 bool is_failure_status(std::string_view status) {
-  return status == "failed" || status == "rolled_back" || status == "refused";
+  return status == "failed" || status == "rolled_back" || status == "refused" || status == "timed_out";
+}
+
+std::optional<std::string> device_timeout(const Timeouts& timeouts, std::string_view status, std::int64_t since,
+                                          std::int64_t now) {
+  std::int64_t limit = status == "downloading"                           ? timeouts.downloading
+                       : status == "installing" || status == "verifying" ? timeouts.installing
+                       : status == "testing"                             ? timeouts.testing
+                                                                         : 0;
+  if (limit <= 0 || now - since <= limit) return std::nullopt;
+  return fmt::format("no report for {} s while {}, above the {} s timeout", now - since, status, limit);
+}
+
+const std::vector<std::string>& failure_kinds() {
+  static const std::vector<std::string> kinds = {"failed", "refused", "rolled_back", "timed_out"};
+  return kinds;
 }
 
 namespace {
@@ -58,7 +83,7 @@ namespace {
 std::map<std::string, std::int64_t> zero_counts() {
   std::map<std::string, std::int64_t> m;
   m.emplace("pending", 0);
-  for (auto& s : agent_statuses()) m.emplace(s, 0);
+  for (auto& s : rollout_statuses()) m.emplace(s, 0);
   return m;
 }
 
@@ -100,11 +125,99 @@ bool wave_due(const Rollout& rollout, std::int64_t now) {
          rollout.step_after > 0 && now >= rollout.wave_started_at + rollout.step_after;
 }
 
+double rate_per_minute(const RatePolicy& rate, int level) {
+  double r = static_cast<double>(rate.base_per_minute) * std::pow(rate.factor, level);
+  if (rate.max_per_minute > 0) r = std::min(r, static_cast<double>(rate.max_per_minute));
+  return r;
+}
+
+std::int64_t rate_allowance(const RatePolicy& rate, const std::vector<RateStep>& steps, std::int64_t now) {
+  if (rate.base_per_minute <= 0 || steps.empty()) return 0;
+  double devices = 0;
+  for (std::size_t i = 0; i < steps.size() && steps[i].at < now; ++i) {
+    auto end = i + 1 < steps.size() ? std::min(steps[i + 1].at, now) : now;
+    devices += rate_per_minute(rate, steps[i].level) * static_cast<double>(end - steps[i].at) / 60.0;
+  }
+  // Whole devices; a tiny epsilon keeps 0.1 * 600 from landing at 59.999.
+  return 1 + static_cast<std::int64_t>(std::floor(devices + 1e-9));
+}
+
+WaveCounts open_wave_counts(const Rollout& rollout, const RolloutTally& tally) {
+  WaveCounts c;
+  auto i = static_cast<std::size_t>(std::max(rollout.wave, 1) - 1);
+  if (i >= tally.waves.size()) return c;
+  c.devices = tally.waves[i].devices;
+  for (auto& [status, n] : tally.waves[i].reported) {
+    if (status == "installed") c.installed += n;
+    if (is_failure_status(status)) c.failures += n;
+  }
+  c.failures = std::max<std::int64_t>(0, c.failures - rollout.wave_failure_baseline);
+  return c;
+}
+
+namespace {
+
+std::string plural(std::int64_t n, const char* one, const char* many) { return n == 1 ? one : many; }
+
+// The abort reason of the first criterion crossed, if any.
+std::optional<std::string> abort_reason(const Rollout& r, const AdmittedCounts& counts) {
+  for (auto& c : r.policy.abort) {
+    if (counts.executed() < c.min_executed) continue;
+    auto it = counts.status.find(c.kind);
+    std::int64_t n = it == counts.status.end() ? 0 : it->second;
+    if (!failures_exceed(n, counts.executed(), c.percent)) continue;
+    double share = static_cast<double>(n) * 100.0 / static_cast<double>(counts.executed());
+    return fmt::format("aborted: {} of {} executed devices ended {} ({}), above the abort criterion {} {} "
+                       "(once {} executed)",
+                       n, counts.executed(), c.kind, percent_text(share), c.kind, percent_text(c.percent),
+                       c.min_executed);
+  }
+  return std::nullopt;
+}
+
+// The halt reason of the open wave's error condition, if crossed.
+std::optional<std::string> wave_error_reason(const Rollout& r, const WaveCounts& w) {
+  auto& cond = r.policy.wave;
+  if (cond.error_count && w.failures > *cond.error_count)
+    return fmt::format("halted: {} {} of wave {} failed, above the wave error condition of {}", w.failures,
+                       plural(w.failures, "device", "devices"), r.wave, *cond.error_count);
+  if (cond.error_percent && failures_exceed(w.failures, w.devices, *cond.error_percent)) {
+    double share = static_cast<double>(w.failures) * 100.0 / static_cast<double>(w.devices);
+    return fmt::format("halted: {} of the {} devices of wave {} failed ({}), above the wave error condition of {}",
+                       w.failures, w.devices, r.wave, percent_text(share), percent_text(*cond.error_percent));
+  }
+  return std::nullopt;
+}
+
+bool wave_succeeded(const Rollout& r, const WaveCounts& w) {
+  auto& percent = r.policy.wave.success_percent;
+  return percent && static_cast<double>(w.installed) * 100.0 >= *percent * static_cast<double>(w.devices);
+}
+
+}  // namespace
+
+bool rollout_started(const Rollout& rollout, std::int64_t now) { return now >= rollout.policy.start_at; }
+
 Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::int64_t now) {
   Rollout next = rollout;
-  if (next.state != "active") return next;
+  if (next.state != "active" || !rollout_started(next, now)) return next;
   while (true) {
     auto counts = admitted_counts(next, tally);
+    // The rate is raised once per `every` devices notified (admitted devices that were offered it: any
+    // status) or installed, from now on.
+    auto& rate = next.policy.rate;
+    if (rate.base_per_minute > 0 && rate.every > 0 && !next.rate_steps.empty()) {
+      auto count = rate.on_succeeded ? counts.installed : counts.admitted - counts.status.at("pending");
+      auto level = static_cast<int>(std::min<std::int64_t>(count / rate.every, 64));
+      bool capped = rate.max_per_minute > 0 &&
+                    rate_per_minute(rate, next.rate_steps.back().level) >= static_cast<double>(rate.max_per_minute);
+      if (level > next.rate_steps.back().level && !capped) next.rate_steps.push_back({now, level});
+    }
+    if (auto reason = abort_reason(next, counts)) {
+      next.state = "aborted";
+      next.halt_reason = reason;
+      return next;
+    }
     auto failures = counts.failures - next.failure_baseline;
     if (next.halt_on_failure && counts.executed() >= next.halt_min_executed &&
         failures_exceed(failures, counts.admitted, *next.halt_on_failure)) {
@@ -112,18 +225,63 @@ Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::i
       next.halt_reason = halt_reason(failures, counts.admitted, next.wave, *next.halt_on_failure);
       return next;
     }
+    auto wave = open_wave_counts(next, tally);
+    if (auto reason = wave_error_reason(next, wave)) {
+      next.state = "halted";
+      next.halt_reason = reason;
+      return next;
+    }
     bool last = next.wave >= static_cast<int>(next.waves.size());
-    if (!last && wave_due(next, now)) {
+    if (!last && next.policy.wave.success_percent) {
+      // On success, no earlier than step_after after the wave opened.
+      bool observed = next.step_after == 0 || now >= next.wave_started_at + next.step_after;
+      if (observed && wave_succeeded(next, wave)) {
+        auto installed = fmt::format("{} of {} installed", wave.installed, wave.devices);
+        if (next.policy.wave.pause_on_success) {
+          next.state = "paused";
+          next.awaiting_approval = true;
+          next.pause_reason = fmt::format("wave {} met its success condition ({}, at least {}): resume to open "
+                                          "wave {}",
+                                          next.wave, installed, percent_text(*next.policy.wave.success_percent),
+                                          next.wave + 1);
+          return next;
+        }
+        ++next.wave;
+        next.wave_started_at = now;
+        next.wave_failure_baseline = 0;
+        continue;
+      }
+    } else if (!last && wave_due(next, now)) {
       // The wave opens when it was due; if nobody looked for a whole period (the service was down, no
       // device reported), it opens now, so that every wave is observed for step_after before the next.
       auto due = next.wave_started_at + next.step_after;
       ++next.wave;
       next.wave_started_at = now - due >= next.step_after ? now : due;
+      next.wave_failure_baseline = 0;
       continue;
     }
     if (last && counts.admitted > 0 && counts.installed == counts.admitted) next.state = "completed";
     return next;
   }
+}
+
+Rollout resume_rollout(const Rollout& rollout, const RolloutTally& tally, std::int64_t now) {
+  Rollout next = rollout;
+  if (next.state != "paused" && next.state != "halted") return next;
+  next.failure_baseline = admitted_counts(next, tally).failures;
+  Rollout open = next;
+  open.wave_failure_baseline = 0;
+  next.wave_failure_baseline = open_wave_counts(open, tally).failures;
+  next.halt_reason.reset();
+  next.pause_reason.reset();
+  next.wave_started_at = now;
+  if (next.awaiting_approval && next.wave < static_cast<int>(next.waves.size())) {
+    ++next.wave;
+    next.wave_failure_baseline = 0;
+  }
+  next.awaiting_approval = false;
+  next.state = "active";
+  return next;
 }
 
 }  // namespace kiln::service

@@ -33,7 +33,72 @@ std::string percent_text(double percent);
 
 // Device statuses an agent reports (docs/openapi.yaml AgentStatus), and which of them count as failures.
 const std::vector<std::string>& agent_statuses();
+// The statuses a deployment counts: the agent's, and timed_out (recorded by the service, never reported).
+const std::vector<std::string>& rollout_statuses();
 bool is_failure_status(std::string_view status);
+
+// Per-wave conditions (hawkBit's group thresholds), over the open wave's own devices (those whose bucket
+// falls in it): success opens the next wave (or pauses for a person), error halts the deployment.
+struct WaveConditions {
+  std::optional<double> success_percent;    // share of the wave's devices installed, 0..100
+  bool pause_on_success = false;            // pause for a person (resume opens the next wave)
+  std::optional<std::int64_t> error_count;  // halt when more than this many of the wave's devices failed
+  std::optional<double> error_percent;      // halt when more than this share of the wave's devices failed
+  bool operator==(const WaveConditions&) const = default;
+};
+
+// An abort criterion (AWS IoT Jobs' abortConfig): abort the deployment when more than `percent` of the
+// executed (finished) admitted devices ended in `kind`, once at least `min_executed` devices finished.
+struct AbortCriterion {
+  std::string kind;  // failure_kinds()
+  double percent = 0;
+  std::int64_t min_executed = 1;
+  bool operator==(const AbortCriterion&) const = default;
+};
+// The failure kinds an abort criterion may name: failed, refused, rolled_back, timed_out.
+const std::vector<std::string>& failure_kinds();
+constexpr std::int64_t default_abort_min_executed = 5;
+
+// Per-device timeouts, seconds (0: none): a device whose last report is downloading, installing (or
+// verifying) or testing, and older than that phase's timeout, is recorded timed_out, a failure.
+struct Timeouts {
+  std::int64_t downloading = 0, installing = 0, testing = 0;
+  bool operator==(const Timeouts&) const = default;
+};
+
+// Exponential rate (AWS IoT Jobs' exponentialRate): devices are notified (first offered the deployment) at
+// most `base_per_minute`, raised by `factor` each time another `every` devices were notified (or
+// succeeded: installed), never above `max_per_minute` (0: no cap).
+struct RatePolicy {
+  std::int64_t base_per_minute = 0;  // 0: no rate control
+  double factor = 1;
+  bool on_succeeded = false;  // false: raised on notified devices
+  std::int64_t every = 0;     // 0: never raised
+  std::int64_t max_per_minute = 0;
+  bool operator==(const RatePolicy&) const = default;
+};
+// When the rate was raised: unix seconds and the level from then on (rate = base * factor^level).
+struct RateStep {
+  std::int64_t at = 0;
+  int level = 0;
+  bool operator==(const RateStep&) const = default;
+};
+// Devices per minute at `level`.
+double rate_per_minute(const RatePolicy& rate, int level);
+// How many devices may have been notified by `now`: 1 + the devices per minute integrated over the steps
+// (the first device at once, `base` in the first minute). Pure: time is an argument.
+std::int64_t rate_allowance(const RatePolicy& rate, const std::vector<RateStep>& steps, std::int64_t now);
+
+// The controls a deployment is created with (stored as one JSON policy, rollout_policy.hpp); they never
+// change afterwards.
+struct RolloutPolicy {
+  WaveConditions wave;
+  std::vector<AbortCriterion> abort;
+  Timeouts timeouts;
+  RatePolicy rate;
+  std::int64_t start_at = 0;  // scheduled start, unix seconds (0: at creation); nothing is offered before it
+  bool operator==(const RolloutPolicy&) const = default;
+};
 
 // What the rollout rules read and change of a deployment. States: active, paused, halted, completed,
 // aborted, superseded; only an active rollout moves by itself.
@@ -47,6 +112,12 @@ struct Rollout {
   std::int64_t halt_min_executed = 0;  // the threshold applies once this many admitted devices finished
   std::optional<std::string> halt_reason;
   std::int64_t failure_baseline = 0;  // failures forgiven by the last resume
+  RolloutPolicy policy;
+  // Kept as the rollout moves (the progress JSON column):
+  std::int64_t wave_failure_baseline = 0;  // failures of the open wave forgiven by the last resume
+  bool awaiting_approval = false;          // paused by the wave success condition: resume opens the next wave
+  std::optional<std::string> pause_reason;
+  std::vector<RateStep> rate_steps;  // with a rate: from creation (level 0), each raise appended
   bool operator==(const Rollout&) const = default;
 };
 
@@ -75,11 +146,33 @@ struct AdmittedCounts {
 };
 AdmittedCounts admitted_counts(const Rollout& rollout, const RolloutTally& tally);
 
-// True when an active rollout's next wave is due at `now`.
+// The open wave's own devices (not the cumulative count): how many, installed, and failed (not forgiven).
+struct WaveCounts {
+  std::int64_t devices = 0, installed = 0, failures = 0;
+};
+WaveCounts open_wave_counts(const Rollout& rollout, const RolloutTally& tally);
+
+// True when an active rollout's next wave is due at `now` by its timer (a rollout with a wave success
+// condition opens its waves on success instead, no earlier than step_after).
+
 bool wave_due(const Rollout& rollout, std::int64_t now);
 
-// The one rollout decision: halt past the threshold, open the next wave when its time has come, complete
+// True once the rollout's scheduled start has come (always without one).
+bool rollout_started(const Rollout& rollout, std::int64_t now);
+
+// The one rollout decision: abort past an abort criterion, halt past the threshold or the wave error
+// condition, open the next wave when its time or its success has come (or pause for a person), complete
 // when the last wave is open and every admitted device installed. Pure: the same inputs, the same answer.
 Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::int64_t now);
+
+// When a device that last reported `status` at `since` (unix seconds) has run out of its phase's timeout at
+// `now`: the detail recorded with timed_out ("no report for 620 s while downloading, above the 600 s
+// timeout"); nullopt while it has time, or for a status no timeout applies to.
+std::optional<std::string> device_timeout(const Timeouts& timeouts, std::string_view status, std::int64_t since,
+                                          std::int64_t now);
+
+// A person resumes a paused or halted rollout at `now`: failures so far are forgiven, the open wave gets a
+// fresh step_after period; one paused by its wave success condition opens the next wave.
+Rollout resume_rollout(const Rollout& rollout, const RolloutTally& tally, std::int64_t now);
 
 }  // namespace kiln::service

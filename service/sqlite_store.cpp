@@ -9,6 +9,7 @@
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "service/factory_trust.hpp"
+#include "service/rollout_policy.hpp"
 #include "signing/signer.hpp"
 
 namespace kiln::service {
@@ -157,6 +158,16 @@ void add_encrypted_delivery(Db& db) {
       "sha256 TEXT NOT NULL, size INTEGER NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (device_id, image))");
 }
 
+// Migration 6 (issue 15, rollout controls): a deployment's controls as one JSON policy (wave conditions,
+// abort criteria, ...; rollout_policy.hpp), and the JSON progress of what they change as it rolls out.
+void add_rollout_controls(Db& db) {
+  for (const char* name : {"policy", "progress"}) {
+    auto q = db.prepare("SELECT 1 FROM pragma_table_info('deployments') WHERE name = ?");
+    q.bind(1, name);
+    if (!q.step()) db.exec(fmt::format("ALTER TABLE deployments ADD COLUMN {} TEXT NOT NULL DEFAULT ''", name));
+  }
+}
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction. Append only: a released migration never changes. The version lives in PRAGMA user_version
 // (0: a store from before versioned migrations, or a new file).
@@ -170,6 +181,7 @@ constexpr Migration migrations[] = {
     {3, add_ledger_heads},
     {4, add_rollout_safety},
     {5, add_encrypted_delivery},
+    {6, add_rollout_controls},
 };
 
 int schema_version(Db& db) {
@@ -1208,7 +1220,8 @@ namespace {
   " FROM deployments d JOIN device_groups g ON g.id = d.group_id JOIN products p ON p.id = g.product_id "
 // The columns as migrations 1..3 know them (migration 2 reads deployments before migration 4 adds columns).
 constexpr const char* deployment_columns_v1 = KILN_DEPLOYMENT_COLUMNS_V1 KILN_DEPLOYMENT_FROM;
-constexpr const char* deployment_columns = KILN_DEPLOYMENT_COLUMNS_V1 ", d.halt_min_executed" KILN_DEPLOYMENT_FROM;
+constexpr const char* deployment_columns =
+    KILN_DEPLOYMENT_COLUMNS_V1 ", d.halt_min_executed, d.policy, d.progress" KILN_DEPLOYMENT_FROM;
 #undef KILN_DEPLOYMENT_COLUMNS_V1
 #undef KILN_DEPLOYMENT_FROM
 
@@ -1239,6 +1252,10 @@ Deployment read_deployment(Statement& q) {
   row.created_at = q.text(15);
   row.updated_at = q.text(16);
   if (q.column_count() > 17) row.halt_min_executed = q.integer(17);
+  if (q.column_count() > 19) {
+    row.policy = policy_from_text(q.text(18));
+    read_progress(row, q.text(19));
+  }
   return row;
 }
 
@@ -1298,7 +1315,7 @@ void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d,
   auto insert = db().prepare(
       "INSERT INTO deployments (id, tenant_id, group_id, images, rollout, state, created_at, updated_at, manifest, "
       "sequence, waves, wave, wave_started_at, step_after, halt_on_failure, failure_baseline, previous, "
-      "halt_min_executed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      "halt_min_executed, policy, progress) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   insert.bind(1, d.id)
       .bind(2, tenant_id)
       .bind(3, d.group_id)
@@ -1320,7 +1337,12 @@ void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d,
     insert.bind(15, *d.halt_on_failure);
   else
     insert.bind_null(15);
-  insert.bind(16, d.failure_baseline).bind_optional(17, d.previous).bind(18, d.halt_min_executed).run();
+  insert.bind(16, d.failure_baseline)
+      .bind_optional(17, d.previous)
+      .bind(18, d.halt_min_executed)
+      .bind(19, policy_text(d.policy))
+      .bind(20, progress_text(d))
+      .run();
   write_tally(db(), d.id, recount_rollout_tally(d));
 }
 
@@ -1328,14 +1350,15 @@ void SqliteStore::save_rollout(const std::string& deployment_id, const Rollout& 
   Use use(*this);
   db().prepare(
         "UPDATE deployments SET state = ?, wave = ?, wave_started_at = ?, halt_reason = ?, failure_baseline = ?, "
-        "updated_at = ? WHERE id = ?")
+        "updated_at = ?, progress = ? WHERE id = ?")
       .bind(1, r.state)
       .bind(2, std::int64_t{r.wave})
       .bind(3, r.wave_started_at)
       .bind_optional(4, r.halt_reason)
       .bind(5, r.failure_baseline)
       .bind(6, now)
-      .bind(7, deployment_id)
+      .bind(7, progress_text(r))
+      .bind(8, deployment_id)
       .run();
 }
 

@@ -578,6 +578,7 @@ Json create_deployment(ServiceApi& api, const DeploymentRequest& request) {
     body["halt_on_failure"] = *request.halt_on_failure;
   if (request.halt_min_executed) body["halt_min_executed"] = *request.halt_min_executed;
   if (request.dry_run) body["dry_run"] = true;
+  for (auto& [key, value] : request.controls.items()) body[key] = value;
   return api.post("/v1/deployments", body);
 }
 Json list_deployments(ServiceApi& api, const std::optional<std::string>& group) {
@@ -664,7 +665,10 @@ std::vector<Json> deployment_events(const Json& before, const Json& before_devic
     const char* name = state == "active" ? "resumed" : state == "halted" ? "halted" : state == "paused" ? "paused"
                      : state == "completed" ? "completed" : state == "aborted" ? "aborted" : "superseded";
     Json e = event(name);
-    if (state == "halted" && after["halt_reason"].is_string()) e["reason"] = after["halt_reason"];
+    if ((state == "halted" || state == "aborted") && after["halt_reason"].is_string())
+      e["reason"] = after["halt_reason"];
+    if (state == "paused" && after.contains("pause_reason") && after["pause_reason"].is_string())
+      e["reason"] = after["pause_reason"];
     events.push_back(std::move(e));
   } else if (before.is_null() && state != "active") {
     events.back()["settled"] = deployment_settled(after);

@@ -157,6 +157,7 @@ struct DeploymentRequest {
   bool halt_never = false;                   // no halt threshold (said explicitly)
   std::optional<std::int64_t> halt_min_executed;
   bool dry_run = false;                      // check and plan only: nothing is created
+  Json controls = Json::object();            // rollout controls, as the API takes them (wave_success, ...)
 };
 Json create_deployment(ServiceApi& api, const DeploymentRequest& request);
 Json list_deployments(ServiceApi& api, const std::optional<std::string>& group);

@@ -9,10 +9,12 @@
 #include <sstream>
 #include <thread>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/bytes.hpp"
 #include "core/files.hpp"
+#include "core/time.hpp"
 #include "signing/signer.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/service_process.hpp"
@@ -721,4 +723,225 @@ TEST_CASE("rollout e2e: show lists the admitted devices that never checked in; a
   fleet.agents[3].offer();
   CHECK(fleet.show(id)["silent"] == 0);
   CHECK(fleet.show(id)["attention"].is_null());
+}
+
+TEST_CASE("rollout e2e: controls — a wave pauses on its success condition, a wave error halts at once, an abort "
+          "criterion aborts; bad values exit 2") {
+  Fleet fleet(12);
+  auto [image, manifest] = fleet.release("v2", 2);
+  // Bad values: exit 2 with the flag named, nothing created.
+  const std::vector<std::vector<std::string>> bad = {
+      {"--wave-success", "101%"},
+      {"--wave-success=-5%", ""},
+      {"--wave-success-then", "pause"},
+      {"--wave-success", "90%", "--wave-success-then", "later"},
+      {"--wave-error=-1", ""},
+      {"--wave-error", "150%"},
+      {"--abort-on", "exploded:10%"},
+      {"--abort-on", "refused"},
+      {"--abort-on", "refused:200%"},
+      {"--abort-on", "refused:10%:0"},
+      {"--abort-on", "refused:10%", "--abort-on", "refused:20%"},
+      {"--rollout", "50%,10%", "--wave-success", "90%"},
+  };
+  for (auto& extra : bad) {
+    std::vector<std::string> args = {"deployment", "create", "--group", "Thermo/Field Test", "--image", image};
+    for (auto& x : extra)
+      if (!x.empty()) args.push_back(x);
+    auto r = fleet.kiln(args);
+    INFO(extra[0] << " " << extra[1] << ": " << r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find(extra[0].substr(0, 6)) != std::string::npos);
+  }
+  CHECK(fleet.json({"deployment", "list"}).empty());
+
+  // Wave success, then pause: waves need no --step-after; the wave's devices install, the deployment pauses
+  // for a person, and resume opens the next wave.
+  std::map<std::string, Agent*> by_uid;
+  for (auto& a : fleet.agents) by_uid[a.uid] = &a;
+  Json d;
+  std::string id;
+  std::vector<Agent*> first, later;
+  for (int attempt = 0; attempt < 50 && (first.size() < 2 || later.size() < 2); ++attempt) {
+    d = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rollout", "50%,100%",
+                    "--wave-success", "100%", "--wave-success-then", "pause", "--halt-on-failure", "never"});
+    id = d["id"].get<std::string>();
+    first.clear();
+    later.clear();
+    for (auto& a : fleet.agents) (bucket(id, a.uid) < 50 ? first : later).push_back(&a);
+  }
+  REQUIRE(first.size() >= 2);
+  REQUIRE(later.size() >= 2);
+  CHECK(d["wave_success"] == Json{{"percent", 100.0}, {"then", "pause"}});
+  auto table = fleet.kiln({"deployment", "show", id});
+  CHECK(table.out.find("100% of a wave installed, then pause for a resume") != std::string::npos);
+  for (auto* a : first) {
+    auto offer = a->offer();
+    REQUIRE(offer.is_object());
+    CHECK(a->report(id, "installed", "1.0.2") == 200);
+  }
+  CHECK(later[0]->offer().is_null());
+  auto paused = fleet.show(id);
+  CHECK(paused["state"] == "paused");
+  CHECK(paused["awaiting_approval"] == true);
+  CHECK(paused["pause_reason"] ==
+        fmt::format("wave 1 met its success condition ({} of {} installed, at least 100%): resume to open wave 2",
+                    first.size(), first.size()));
+  CHECK(fleet.kiln({"deployment", "show", id}).out.find("resume to open wave 2") != std::string::npos);
+  auto resumed = fleet.json({"deployment", "resume", id});
+  CHECK(resumed["state"] == "active");
+  CHECK(resumed["wave"] == 2);
+  for (auto* a : later) {
+    REQUIRE(a->offer().is_object());
+    CHECK(a->report(id, "installed", "1.0.2") == 200);
+  }
+  CHECK(fleet.show(id)["state"] == "completed");
+
+  // Wave error: more than 1 failed device of the wave halts the deployment on the report that crosses it.
+  auto [image3, manifest3] = fleet.release("v3", 3);
+  auto e = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image3, "--wave-error", "1",
+                       "--halt-on-failure", "never"});
+  auto eid = e["id"].get<std::string>();
+  CHECK(e["wave_error"] == Json{{"count", 1}});
+  CHECK(fleet.agents[0].report(eid, "failed") == 200);
+  CHECK(fleet.show(eid)["state"] == "active");
+  CHECK(fleet.agents[1].report(eid, "refused") == 200);
+  auto halted = fleet.show(eid);
+  CHECK(halted["state"] == "halted");
+  CHECK(halted["halt_reason"] == "halted: 2 devices of wave 1 failed, above the wave error condition of 1");
+  CHECK(fleet.agents[2].offer().is_null());
+  auto watched = fleet.kiln({"deployment", "watch", eid});
+  CHECK(watched.exit_code == 8);
+
+  // Abort criterion: more than 20% of executed devices timed out or refused... here refused, once 3 executed.
+  auto [image4, manifest4] = fleet.release("v4", 4);
+  auto a = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image4, "--abort-on",
+                       "refused:20%:3", "--halt-on-failure", "never"});
+  auto aid = a["id"].get<std::string>();
+  CHECK(a["abort_criteria"] == Json::array({Json{{"kind", "refused"}, {"percent", 20.0}, {"min_executed", 3}}}));
+  CHECK(fleet.agents[0].report(aid, "refused") == 200);
+  CHECK(fleet.agents[1].report(aid, "installed", "1.0.4") == 200);
+  CHECK(fleet.show(aid)["state"] == "active");  // 2 executed: below the minimum
+  CHECK(fleet.agents[2].report(aid, "installed", "1.0.4") == 200);
+  auto aborted = fleet.show(aid);  // 1 refused of 3 executed (33%)
+  CHECK(aborted["state"] == "aborted");
+  CHECK(aborted["halt_reason"] ==
+        "aborted: 1 of 3 executed devices ended refused (33.3%), above the abort criterion refused 20% (once 3 "
+        "executed)");
+  auto watch_aborted = fleet.kiln({"deployment", "watch", aid});
+  CHECK(watch_aborted.exit_code == 7);
+  CHECK(watch_aborted.err.find("above the abort criterion refused 20%") != std::string::npos);
+  // The devices that installed it are sent back to what they ran before (v3's deployment never installed
+  // on them: v2's, which they installed).
+  auto back = fleet.agents[1].offer();
+  REQUIRE(back.is_object());
+  CHECK(back["action"] == "revert");
+}
+
+TEST_CASE("rollout e2e: controls — a device silent past --timeout is timed_out; --abort-on timed_out aborts") {
+  Fleet fleet(4);
+  auto [image, manifest] = fleet.release("v2", 2);
+  for (const char* bad : {"rebooting=1m", "downloading=0s", "downloading", "downloading=8d"}) {
+    auto r = fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--timeout", bad});
+    INFO(bad << ": " << r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("--timeout") != std::string::npos);
+  }
+  auto d = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--timeout",
+                       "downloading=1s", "--timeout", "testing=1h", "--abort-on", "timed_out:30%:1",
+                       "--halt-on-failure", "never"});
+  auto id = d["id"].get<std::string>();
+  CHECK(d["timeouts"] == Json{{"downloading", 1}, {"testing", 3600}});
+  CHECK(fleet.kiln({"deployment", "show", id}).out.find("downloading 1s, testing 1h (then timed_out, a failure)") !=
+        std::string::npos);
+  // unit-0 starts downloading and goes silent (its power is cut); unit-1 installs.
+  REQUIRE(fleet.agents[0].offer().is_object());
+  CHECK(fleet.agents[0].report(id, "downloading") == 200);
+  CHECK(fleet.agents[1].report(id, "installed", "1.0.2") == 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+  // The next check-in of any device of the group records the timeout, and the abort criterion follows:
+  // 1 timed out of 2 executed (50%) is above 30%.
+  fleet.agents[2].check_in();
+  auto shown = fleet.show(id);
+  CHECK(shown["state"] == "aborted");
+  CHECK(shown["device_status"]["timed_out"] == 1);
+  CHECK(shown["halt_reason"] ==
+        "aborted: 1 of 2 executed devices ended timed_out (50%), above the abort criterion timed_out 30% (once 1 "
+        "executed)");
+  auto timed_out = fleet.json({"deployment", "devices", id, "--status", "timed_out"});
+  REQUIRE(timed_out.size() == 1);
+  CHECK(timed_out[0]["device"] == "unit-0");
+  CHECK(timed_out[0]["detail"].get<std::string>().find("while downloading, above the 1 s timeout") !=
+        std::string::npos);
+}
+
+TEST_CASE("rollout e2e: controls — --rate admits new devices over time as the rule allows; bad values exit 2") {
+  Fleet fleet(6);
+  auto [image, manifest] = fleet.release("v2", 2);
+  for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
+           {"--rate", "0"}, {"--rate=-5", ""}, {"--rate", "fast"}, {"--rate", "10", "--rate-factor", "0"},
+           {"--rate", "10", "--rate-factor", "2"}, {"--rate", "10", "--rate-increase-on", "installed:5"},
+           {"--rate-factor", "2"}}) {
+    std::vector<std::string> args = {"deployment", "create", "--group", "Thermo/Field Test", "--image", image};
+    for (auto& x : bad)
+      if (!x.empty()) args.push_back(x);
+    auto r = fleet.kiln(args);
+    INFO(bad[0] << ": " << r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("--rate") != std::string::npos);
+  }
+  // 60 per minute (one a second), doubled each 2 notified devices, at most 120 per minute.
+  auto started = std::chrono::steady_clock::now();
+  auto d = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--rate", "60/m",
+                       "--rate-factor", "2", "--rate-increase-on", "notified:2", "--rate-max", "120"});
+  auto id = d["id"].get<std::string>();
+  CHECK(fleet.kiln({"deployment", "show", id}).out.find("60/min, x2 each 2 devices notified, at most 120/min") !=
+        std::string::npos);
+  // Every agent checks in every 100 ms; the admitted count never runs ahead of the rule: 1 at once, 1 a
+  // second until 2 were notified, then 2 a second. Whole seconds of the service's clock: allow one more.
+  std::set<std::string> offered;
+  std::vector<std::pair<double, std::size_t>> seen;
+  while (offered.size() < fleet.agents.size() &&
+         std::chrono::steady_clock::now() - started < std::chrono::seconds(20)) {
+    for (auto& a : fleet.agents)
+      if (a.offer().is_object()) offered.insert(a.uid);
+    double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    seen.emplace_back(t, offered.size());
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(offered.size() == fleet.agents.size());
+  for (auto& [t, n] : seen) {
+    // The rule at t: 1 at once, 1 a second until 2 were notified (t = 1), then 2 a second: 2 + 2 (t - 1).
+    // The service counts whole seconds of its clock from the second it created the deployment, up to one
+    // second ahead of ours: the bound at t + 1.
+    double bound = 2 + 2 * t;
+    INFO("t=" << t << " admitted " << n);
+    CHECK(static_cast<double>(n) <= bound);
+  }
+  CHECK(seen.front().second <= 2);  // the first moments: one device, maybe two across a second boundary
+  auto shown = fleet.show(id);
+  CHECK(shown["rate_now"]["per_minute"] == 120);
+  CHECK(shown["device_status"]["notified"].get<int>() + shown["device_status"]["pending"].get<int>() == 6);
+}
+
+TEST_CASE("rollout e2e: controls — --start-at holds devices until the scheduled start; a bad time exits 2") {
+  Fleet fleet(2);
+  auto [image, manifest] = fleet.release("v2", 2);
+  for (const char* bad : {"tomorrow", "2026-12-24T02:00:00", "2026-02-30T00:00:00Z"}) {
+    auto r = fleet.kiln({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--start-at", bad});
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("--start-at") != std::string::npos);
+  }
+  auto start = std::chrono::system_clock::now() + std::chrono::seconds(3);
+  auto start_at = iso8601(std::chrono::floor<std::chrono::seconds>(start).time_since_epoch().count());
+  auto d = fleet.json({"deployment", "create", "--group", "Thermo/Field Test", "--image", image, "--start-at", start_at});
+  auto id = d["id"].get<std::string>();
+  CHECK(d["schedule"]["start_at"] == start_at);
+  CHECK(fleet.kiln({"deployment", "show", id}).out.find(start_at) != std::string::npos);
+  CHECK(fleet.agents[0].offer().is_null());
+  CHECK(fleet.agents[1].offer().is_null());
+  std::this_thread::sleep_until(start + std::chrono::milliseconds(1100));
+  auto offer = fleet.agents[0].offer();
+  REQUIRE(offer.is_object());
+  CHECK(offer["id"] == id);
 }

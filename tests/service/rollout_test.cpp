@@ -1,8 +1,10 @@
 // Staged-rollout rules and the device agent contract (C2) in-process: check-in shape, manifest endpoint, statuses.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <fstream>
 #include <set>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -471,4 +473,313 @@ TEST_CASE("deployment requests: bad rollout settings are 400 naming the field") 
   auto never = f.json("POST", "/v1/deployments",
                       Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"halt_on_failure", "never"}}.dump());
   CHECK(never["halt_on_failure"] == "never");
+}
+
+TEST_CASE("deployment requests: bad rollout controls are 400 naming the field") {
+  AgentFixture f;
+  f.product();
+  auto [image, manifest] = f.release("v2", 2);
+  const std::pair<Json, const char*> cases[] = {
+      {Json{{"wave_success", {{"percent", 101}}}}, "wave_success.percent"},
+      {Json{{"wave_success", {{"percent", -1}}}}, "wave_success.percent"},
+      {Json{{"wave_success", {{"percent", "90%"}}}}, "wave_success.percent"},
+      {Json{{"wave_success", {{"then", "next"}}}}, "wave_success.percent"},
+      {Json{{"wave_success", {{"percent", 90}, {"then", "later"}}}}, "wave_success.then"},
+      {Json{{"wave_success", {{"percent", 90}, {"than", "pause"}}}}, "wave_success.than"},
+      {Json{{"wave_success", 90}}, "wave_success"},
+      {Json{{"wave_error", {{"count", -1}}}}, "wave_error.count"},
+      {Json{{"wave_error", {{"count", 1.5}}}}, "wave_error.count"},
+      {Json{{"wave_error", {{"percent", 250}}}}, "wave_error.percent"},
+      {Json{{"wave_error", {{"percent", 10}, {"count", 2}}}}, "wave_error"},
+      {Json{{"wave_error", Json::object()}}, "wave_error"},
+      {Json{{"abort_criteria", {{{"kind", "exploded"}, {"percent", 10}}}}}, "abort_criteria[0].kind"},
+      {Json{{"abort_criteria", {{{"percent", 10}}}}}, "abort_criteria[0].kind"},
+      {Json{{"abort_criteria", {{{"kind", "failed"}, {"percent", 110}}}}}, "abort_criteria[0].percent"},
+      {Json{{"abort_criteria", {{{"kind", "failed"}}}}}, "abort_criteria[0].percent"},
+      {Json{{"abort_criteria", {{{"kind", "failed"}, {"percent", 10}, {"min_executed", 0}}}}},
+       "abort_criteria[0].min_executed"},
+      {Json{{"abort_criteria", {{{"kind", "failed"}, {"percent", 10}}, {{"kind", "failed"}, {"percent", 20}}}}},
+       "abort_criteria[1].kind"},
+      {Json{{"abort_criteria", "failed"}}, "abort_criteria"},
+  };
+  for (auto& [extra, field] : cases) {
+    Json body = {{"group", "Thermo/Field Test"}, {"images", {image}}};
+    body.update(extra);
+    auto r = f.call("POST", "/v1/deployments", body.dump());
+    CHECK_MESSAGE(r.status == 400, body.dump());
+    CHECK_MESSAGE(error_message(r).find(std::string("'") + field + "'") != std::string::npos, body.dump(), " -> ",
+                  r.body);
+  }
+  // Several waves need step_after, unless their success condition opens them; the controls are shown back.
+  auto d = f.json("POST", "/v1/deployments",
+                  Json{{"group", "Thermo/Field Test"},
+                       {"images", {image}},
+                       {"rollout", {10, 100}},
+                       {"wave_success", {{"percent", 95}, {"then", "pause"}}},
+                       {"wave_error", {{"count", 2}}},
+                       {"abort_criteria", {{{"kind", "timed_out"}, {"percent", 15}}}}}
+                      .dump());
+  CHECK(d["wave_success"] == Json{{"percent", 95.0}, {"then", "pause"}});
+  CHECK(d["wave_error"] == Json{{"count", 2}});
+  CHECK(d["abort_criteria"] ==
+        Json::array({Json{{"kind", "timed_out"}, {"percent", 15.0}, {"min_executed", default_abort_min_executed}}}));
+  CHECK(d["next_wave_at"].is_null());
+  auto shown = f.json("GET", "/v1/deployments/" + d["id"].get<std::string>());
+  CHECK(shown["wave_success"] == d["wave_success"]);
+  CHECK(shown["abort_criteria"] == d["abort_criteria"]);
+  auto plain = f.json("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image}}}.dump());
+  CHECK(plain["wave_success"].is_null());
+  CHECK(plain["wave_error"].is_null());
+  CHECK(plain["abort_criteria"] == Json::array());
+}
+
+namespace {
+
+// A deployment of `image` to the fixture's devices (`chains`) whose first wave of `first` percent holds at
+// least `min_first` devices and leaves at least one for later; its devices by wave.
+struct Split {
+  Json deployment;
+  std::string id;
+  std::vector<std::string> first, later;
+};
+Split split_deployment(AgentFixture& f, const std::map<std::string, std::vector<std::string>>& chains, Json body,
+                       int first, std::size_t min_first) {
+  Split s;
+  for (int attempt = 0; attempt < 100 && (s.first.size() < min_first || s.later.empty()); ++attempt) {
+    s.deployment = f.json("POST", "/v1/deployments", body.dump());
+    s.id = s.deployment["id"].get<std::string>();
+    s.first.clear();
+    s.later.clear();
+    for (auto& [uid, chain] : chains) (rollout_bucket(s.id, uid) < first ? s.first : s.later).push_back(uid);
+  }
+  REQUIRE(s.first.size() >= min_first);
+  REQUIRE(!s.later.empty());
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("rollout controls: a wave pauses on its success condition; resume opens the next wave") {
+  AgentFixture f;
+  f.product();
+  std::map<std::string, std::vector<std::string>> chains;
+  for (int i = 0; i < 10; ++i) chains["dev-" + std::to_string(i)] = f.device("dev-" + std::to_string(i), "Thermo/Field Test");
+  auto image = f.release("v2", 2).first;
+  auto s = split_deployment(f, chains,
+                            Json{{"group", "Thermo/Field Test"},
+                                 {"images", {image}},
+                                 {"rollout", {50, 100}},
+                                 {"halt_on_failure", "never"},
+                                 {"wave_success", {{"percent", 100}, {"then", "pause"}}}},
+                            50, 2);
+  auto report = [&](const std::string& uid, const char* status) {
+    CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", s.id}, {"status", status}}.dump(), chains[uid])
+              .status == 200);
+  };
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains[s.later[0]])["deployment"].is_null());
+  for (std::size_t i = 0; i + 1 < s.first.size(); ++i) report(s.first[i], "installed");
+  CHECK(f.json("GET", "/v1/deployments/" + s.id)["state"] == "active");  // one short of 100 %
+  report(s.first.back(), "installed");
+  auto paused = f.json("GET", "/v1/deployments/" + s.id);
+  CHECK(paused["state"] == "paused");
+  CHECK(paused["wave"] == 1);
+  CHECK(paused["awaiting_approval"] == true);
+  CHECK(paused["pause_reason"].get<std::string>().find("resume to open wave 2") != std::string::npos);
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains[s.later[0]])["deployment"].is_null());
+  auto resumed = f.json("POST", "/v1/deployments/" + s.id + "/resume");
+  CHECK(resumed["state"] == "active");
+  CHECK(resumed["wave"] == 2);
+  CHECK(resumed["awaiting_approval"] == false);
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains[s.later[0]])["deployment"]["id"] == s.id);
+  for (auto& uid : s.later) report(uid, "installed");
+  CHECK(f.json("GET", "/v1/deployments/" + s.id)["state"] == "completed");
+}
+
+TEST_CASE("rollout controls: the wave error condition halts on the report that crosses it") {
+  AgentFixture f;
+  f.product();
+  std::map<std::string, std::vector<std::string>> chains;
+  for (int i = 0; i < 10; ++i) chains["dev-" + std::to_string(i)] = f.device("dev-" + std::to_string(i), "Thermo/Field Test");
+  auto image = f.release("v2", 2).first;
+  auto s = split_deployment(f, chains,
+                            Json{{"group", "Thermo/Field Test"},
+                                 {"images", {image}},
+                                 {"rollout", {60, 100}},
+                                 {"step_after", 3600},
+                                 {"halt_on_failure", "never"},
+                                 {"wave_error", {{"count", 1}}}},
+                            60, 3);
+  auto report = [&](const std::string& uid, const char* status) {
+    CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", s.id}, {"status", status}}.dump(), chains[uid])
+              .status == 200);
+    return f.json("GET", "/v1/deployments/" + s.id);
+  };
+  CHECK(report(s.first[0], "failed")["state"] == "active");  // at the count
+  auto halted = report(s.first[1], "rolled_back");           // the report that crosses it
+  CHECK(halted["state"] == "halted");
+  CHECK(halted["halt_reason"] == "halted: 2 devices of wave 1 failed, above the wave error condition of 1");
+  // A resume forgives the wave's failures so far; the next one above the count halts again.
+  CHECK(f.json("POST", "/v1/deployments/" + s.id + "/resume")["state"] == "active");
+  CHECK(report(s.first[2], "refused")["state"] == "active");
+  if (s.first.size() > 3) CHECK(report(s.first[3], "failed")["state"] == "halted");
+}
+
+TEST_CASE("rollout controls: an abort criterion aborts the deployment and sends devices back") {
+  AgentFixture f;
+  f.product();
+  std::map<std::string, std::vector<std::string>> chains;
+  for (int i = 0; i < 6; ++i) chains["dev-" + std::to_string(i)] = f.device("dev-" + std::to_string(i), "Thermo/Field Test");
+  auto image = f.release("v2", 2).first;
+  auto d = f.json("POST", "/v1/deployments",
+                  Json{{"group", "Thermo/Field Test"},
+                       {"images", {image}},
+                       {"halt_on_failure", "never"},
+                       {"abort_criteria", {{{"kind", "refused"}, {"percent", 40}, {"min_executed", 3}}}}}
+                      .dump());
+  auto id = d["id"].get<std::string>();
+  auto report = [&](const std::string& uid, const char* status) {
+    CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", status}}.dump(), chains[uid])
+              .status == 200);
+    return f.json("GET", "/v1/deployments/" + id);
+  };
+  CHECK(report("dev-0", "refused")["state"] == "active");    // 1 executed: below the minimum of 3
+  CHECK(report("dev-1", "installed")["state"] == "active");
+  CHECK(report("dev-2", "failed")["state"] == "active");     // 1 refused of 3 executed (33%): not above 40%
+  auto aborted = report("dev-3", "refused");                 // 2 of 4 (50%)
+  CHECK(aborted["state"] == "aborted");
+  CHECK(aborted["halt_reason"] ==
+        "aborted: 2 of 4 executed devices ended refused (50%), above the abort criterion refused 40% (once 3 "
+        "executed)");
+  // Nobody is offered it any more.
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-5"])["deployment"].is_null());
+}
+
+TEST_CASE("rollout controls: a device silent past its phase's timeout is recorded timed_out, a failure") {
+  AgentFixture f;
+  f.product();
+  std::map<std::string, std::vector<std::string>> chains;
+  for (int i = 0; i < 3; ++i) chains["dev-" + std::to_string(i)] = f.device("dev-" + std::to_string(i), "Thermo/Field Test");
+  auto image = f.release("v2", 2).first;
+  for (const auto& [bad, field] : {std::pair{Json{{"downloading", 0}}, "timeouts.downloading"},
+                                   std::pair{Json{{"installing", -5}}, "timeouts.installing"},
+                                   std::pair{Json{{"testing", "1m"}}, "timeouts.testing"},
+                                   std::pair{Json{{"rebooting", 60}}, "timeouts.rebooting"},
+                                   std::pair{Json::object(), "timeouts"}}) {
+    auto r = f.call("POST", "/v1/deployments",
+                    Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"timeouts", bad}}.dump());
+    CHECK(r.status == 400);
+    CHECK_MESSAGE(error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
+  }
+  auto d = f.json("POST", "/v1/deployments",
+                  Json{{"group", "Thermo/Field Test"},
+                       {"images", {image}},
+                       {"halt_on_failure", "never"},
+                       {"timeouts", {{"downloading", 1}, {"testing", 3600}}},
+                       {"abort_criteria", {{{"kind", "timed_out"}, {"percent", 50}, {"min_executed", 1}}}}}
+                      .dump());
+  auto id = d["id"].get<std::string>();
+  CHECK(d["timeouts"] == Json{{"downloading", 1}, {"testing", 3600}});
+  auto report = [&](const std::string& uid, const char* status) {
+    CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", status}}.dump(), chains[uid])
+              .status == 200);
+  };
+  report("dev-0", "downloading");
+  report("dev-1", "installed");
+  report("dev-2", "testing");
+  CHECK(f.json("GET", "/v1/deployments/" + id)["device_status"]["timed_out"] == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2200));  // stored times are whole seconds
+  // A GET does not write; the next check-in of any device of the group records the timeout.
+  CHECK(f.json("GET", "/v1/deployments/" + id)["device_status"]["timed_out"] == 0);
+  f.json("POST", "/v1/agent/check-in", "{}", chains["dev-1"]);
+  auto shown = f.json("GET", "/v1/deployments/" + id);
+  CHECK(shown["device_status"]["timed_out"] == 1);
+  CHECK(shown["device_status"]["testing"] == 1);  // its timeout is an hour
+  CHECK(shown["failures"] == 1);
+  auto timed_out = f.json("GET", "/v1/deployments/" + id + "/devices?status=timed_out")["items"];
+  REQUIRE(timed_out.size() == 1);
+  CHECK(timed_out[0]["device"] == "dev-0");
+  CHECK(timed_out[0]["detail"].get<std::string>().find("while downloading, above the 1 s timeout") != std::string::npos);
+  // 1 timed out of 2 executed is 50%: not above the criterion. The report is a failure with its reason.
+  CHECK(shown["state"] == "active");
+  auto reported = f.json("GET", "/v1/deployments/" + id + "/report")["items"];
+  for (auto& item : reported)
+    if (item["device"] == "dev-0") CHECK(item["failure_reason"].get<std::string>().find("timeout") != std::string::npos);
+  // An agent cannot report timed_out itself.
+  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "timed_out"}}.dump(), chains["dev-2"])
+            .status == 400);
+}
+
+TEST_CASE("rollout controls: the rate offers the deployment to no more new devices than it allows by now") {
+  AgentFixture f;
+  f.product();
+  std::map<std::string, std::vector<std::string>> chains;
+  for (int i = 0; i < 3; ++i) chains["dev-" + std::to_string(i)] = f.device("dev-" + std::to_string(i), "Thermo/Field Test");
+  auto image = f.release("v2", 2).first;
+  for (const auto& [bad, field] :
+       {std::pair{Json{{"base_per_minute", 0}}, "rate.base_per_minute"},
+        std::pair{Json{{"base_per_minute", -3}}, "rate.base_per_minute"},
+        std::pair{Json{{"factor", 2}, {"every", 5}}, "rate.base_per_minute"},
+        std::pair{Json{{"base_per_minute", 5}, {"factor", 0.5}, {"every", 5}}, "rate.factor"},
+        std::pair{Json{{"base_per_minute", 5}, {"factor", 2}}, "rate.every"},
+        std::pair{Json{{"base_per_minute", 5}, {"factor", 2}, {"every", 0}}, "rate.every"},
+        std::pair{Json{{"base_per_minute", 5}, {"increase_on", "installed"}}, "rate.increase_on"},
+        std::pair{Json{{"base_per_minute", 5}, {"max_per_minute", 4}}, "rate.max_per_minute"},
+        std::pair{Json{{"base_per_minute", 5}, {"speed", 4}}, "rate.speed"}}) {
+    auto r = f.call("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"rate", bad}}.dump());
+    CHECK(r.status == 400);
+    CHECK_MESSAGE(error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
+  }
+  // One device per minute: the first at once, the next a minute later (the test takes far less).
+  auto d = f.json("POST", "/v1/deployments",
+                  Json{{"group", "Thermo/Field Test"},
+                       {"images", {image}},
+                       {"rate", {{"base_per_minute", 1}, {"factor", 2}, {"every", 10}}}}
+                      .dump());
+  auto id = d["id"].get<std::string>();
+  CHECK(d["rate"] ==
+        Json{{"base_per_minute", 1}, {"factor", 2.0}, {"increase_on", "notified"}, {"every", 10}, {"max_per_minute", nullptr}});
+  CHECK(d["rate_now"] == Json{{"per_minute", 1.0}, {"notified", 0}, {"allowed", 1}});
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"]["id"] == id);
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-1"])["deployment"].is_null());
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-2"])["deployment"].is_null());
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"]["id"] == id);  // notified already
+  auto shown = f.json("GET", "/v1/deployments/" + id);
+  CHECK(shown["device_status"]["notified"] == 1);
+  CHECK(shown["device_status"]["pending"] == 2);
+  CHECK(shown["rate_now"]["notified"] == 1);
+  // Its reports take over from notified; the rate still holds the others back.
+  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "installed"}}.dump(), chains["dev-0"])
+            .status == 200);
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-1"])["deployment"].is_null());
+  CHECK(f.json("GET", "/v1/deployments/" + id)["device_status"]["installed"] == 1);
+  // An agent cannot report notified itself.
+  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "notified"}}.dump(), chains["dev-1"])
+            .status == 400);
+}
+
+TEST_CASE("rollout controls: a scheduled start holds every device until it comes") {
+  AgentFixture f;
+  f.product();
+  auto chain = f.device("dev-0", "Thermo/Field Test");
+  auto image = f.release("v2", 2).first;
+  for (const auto& [bad, field] : {std::pair{Json{{"start_at", "tomorrow"}}, "schedule.start_at"},
+                                   std::pair{Json{{"start_at", "2026-12-24T02:00:00"}}, "schedule.start_at"},
+                                   std::pair{Json{{"start_at", 5}}, "schedule.start_at"},
+                                   std::pair{Json{{"windows", Json::array()}}, "schedule.windows"}}) {
+    auto r = f.call("POST", "/v1/deployments",
+                    Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"schedule", bad}}.dump());
+    CHECK(r.status == 400);
+    CHECK_MESSAGE(error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
+  }
+  auto later = f.json("POST", "/v1/deployments",
+                      Json{{"group", "Thermo/Field Test"},
+                           {"images", {image}},
+                           {"schedule", {{"start_at", "2999-01-01T01:00:00+01:00"}}}}
+                          .dump());
+  CHECK(later["schedule"] == Json{{"start_at", "2999-01-01T00:00:00Z"}});
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chain)["deployment"].is_null());
+  auto past = f.json("POST", "/v1/deployments",
+                     Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"schedule", {{"start_at", "2020-01-01"}}}}
+                         .dump());
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chain)["deployment"]["id"] == past["id"]);
 }
