@@ -25,7 +25,8 @@ const OJson* member(const OJson& object, const char* name) {
 
 // Only the named members: a misspelt one is refused rather than ignored.
 void known_members(const OJson& object, const std::string& field, std::initializer_list<const char*> names) {
-  for (auto& [key, value] : object.items()) {
+  for (auto& item : object.items()) {
+    const std::string& key = item.key();
     bool known = std::any_of(names.begin(), names.end(), [&](const char* n) { return key == n; });
     if (!known) throw bad(field + "." + key, "is not a known member");
   }

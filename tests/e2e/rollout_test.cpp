@@ -910,7 +910,9 @@ TEST_CASE("rollout e2e: controls — --rate admits new devices over time as the 
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   CHECK(offered.size() == fleet.agents.size());
-  for (auto& [t, n] : seen) {
+  for (auto& entry : seen) {
+    const auto t = entry.first;  // named copies: clang 14 lambdas (doctest's INFO) cannot capture bindings
+    const auto n = entry.second;
     // The rule at t: 1 at once, 1 a second until 2 were notified (t = 1), then 2 a second: 2 + 2 (t - 1).
     // The service counts whole seconds of its clock from the second it created the deployment, up to one
     // second ahead of ours: the bound at t + 1.
