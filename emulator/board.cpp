@@ -443,6 +443,12 @@ Body Board::firmware_list() const {
 }
 
 Body Board::image_state_body() const {
+  // What each slot holds: slot 0 what MCUboot wrote (decrypted, decompressed), slot 1 what was delivered.
+  auto flags_of = [&](const char* file) {
+    Bytes head = file_head(dir_ / file, 32);
+    return read_mcuboot_header(head) ? get_le32(head, 16) : 0u;
+  };
+  const std::uint32_t primary_flags = flags_of(primary_file);
   Body images = Body::array();
   images.push_back({{"image", 0},
                     {"slot", 0},
@@ -452,7 +458,9 @@ Body Board::image_state_body() const {
                     {"pending", false},
                     {"confirmed", state_->primary_confirmed},
                     {"active", true},
-                    {"permanent", false}});
+                    {"permanent", false},
+                    {"encrypted", false},
+                    {"compressed", (primary_flags & mcuboot::compression_flags) != 0}});
   if (!state_->secondary_hash.empty()) {
     auto h = read_mcuboot_header(file_head(dir_ / secondary_file, 32));
     images.push_back({{"image", 0},
@@ -465,6 +473,10 @@ Body Board::image_state_body() const {
                       {"confirmed", !state_->primary_confirmed},
                       {"active", false},
                       {"permanent", state_->pending == "permanent"}});
+    const std::uint32_t flags = flags_of(secondary_file);
+    images.back()["encrypted"] = !state_->secondary_plain &&
+                                 (flags & (mcuboot::flag_encrypted_aes128 | mcuboot::flag_encrypted_aes256)) != 0;
+    images.back()["compressed"] = (flags & mcuboot::compression_flags) != 0;
   }
   return Body{{"images", images}, {"splitStatus", 0}};
 }

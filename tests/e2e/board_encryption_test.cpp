@@ -238,11 +238,17 @@ TEST_CASE("board compression: MCUboot decompresses a compressed image into slot 
     Bytes uploaded = read_file(compressed);
     REQUIRE(uploaded.size() < read_file(plain).size());  // it did compress
     REQUIRE((mcuboot::parse_header(uploaded).flags & 0x400u) != 0);
-    auto r = test::kiln({"board", "upload", compressed, "--confirm", "--reset"}, emu_env(dir));
+    auto r = test::kiln({"board", "upload", compressed, "--confirm"}, emu_env(dir));
     REQUIRE_MESSAGE(r.exit_code == 0, r.err);
     auto s = slots(dir);
+    REQUIRE(s.size() == 2);
+    CHECK(s[1]["compressed"] == true);  // slot 1 holds it as uploaded until the swap
+    r = test::kiln({"board", "reset"}, emu_env(dir));
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    s = slots(dir);
     CHECK(s[0]["active"] == true);
     CHECK(s[0]["version"] == "3.0.0");
+    CHECK(s[0]["compressed"] == false);  // what slot 0 holds now
     // Slot 0 holds the decompressed image: the firmware itself, and exactly the image signed without
     // compression (DECOMP_SHA and DECOMP_SIGNATURE became its hash and signature), which verifies.
     CHECK(primary_payload(dir, uid) == firmware);
@@ -289,14 +295,21 @@ TEST_CASE("board encryption: a test image that reverts goes back to slot 1 encry
   // A test swap: v2 runs decrypted, and v1 goes to slot 1 as it was uploaded (re-encrypted).
   r = test::kiln({"board", "upload", v2, "--reset"}, emu_env(dir));
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
-  CHECK(slots(dir)[0]["version"] == "2.0.0");
+  auto s = slots(dir);
+  CHECK(s[0]["version"] == "2.0.0");
+  CHECK(s[0]["encrypted"] == false);
+  REQUIRE(s.size() == 2);
+  CHECK(s[1]["encrypted"] == true);
   CHECK(primary_payload(dir, uid) == padded_app());
   CHECK(slot_file(dir, uid, "secondary.bin") == read_file(v1));
   // Not confirmed: the next reset reverts. Slot 1 gets back exactly the encrypted bytes of v2.
   r = test::kiln({"board", "reset"}, emu_env(dir));
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
-  auto s = slots(dir);
+  s = slots(dir);
   CHECK(s[0]["version"] == "1.0.0");
+  REQUIRE(s.size() == 2);
+  CHECK(s[1]["version"] == "2.0.0");
+  CHECK(s[1]["encrypted"] == true);
   CHECK(primary_payload(dir, uid) == padded_app());
   Bytes secondary = slot_file(dir, uid, "secondary.bin");
   CHECK(secondary == read_file(v2));
