@@ -40,9 +40,12 @@ SmpClient connect(const cli::Context& ctx, const BoardArgs& args) {
 std::string fingerprint(ByteView der) { return "sha256:" + to_hex(digest(HashAlg::sha256, der)); }
 
 cli::Json slot_json(const ImageSlot& slot) {
-  return {{"image", slot.image},   {"slot", slot.slot},         {"version", slot.version},
-          {"hash", to_hex(slot.hash)}, {"bootable", slot.bootable}, {"pending", slot.pending},
-          {"confirmed", slot.confirmed}, {"active", slot.active},   {"permanent", slot.permanent}};
+  cli::Json out{{"image", slot.image},   {"slot", slot.slot},         {"version", slot.version},
+                {"hash", to_hex(slot.hash)}, {"bootable", slot.bootable}, {"pending", slot.pending},
+                {"confirmed", slot.confirmed}, {"active", slot.active},   {"permanent", slot.permanent}};
+  if (slot.encrypted) out["encrypted"] = *slot.encrypted;
+  if (slot.compressed) out["compressed"] = *slot.compressed;
+  return out;
 }
 
 // Upload progress on the shared bar (terminal only, never with --quiet), created once the total is known.

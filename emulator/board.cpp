@@ -32,6 +32,9 @@ namespace {
 
 constexpr const char* primary_file = "primary.bin";
 constexpr const char* secondary_file = "secondary.bin";
+// Slot 0's image as it was delivered, kept when MCUboot transformed it (decrypted, decompressed) at the
+// swap: MCUboot re-encrypts an image it moves back to slot 1, and a manifest names the delivered image.
+constexpr const char* primary_stored_file = "primary.stored";
 
 Body rc_error(int code) { return smp::error_body(code); }
 Body group_error(int code) { return smp::group_error_body(smp::group::kiln_provisioning, code); }
@@ -273,6 +276,7 @@ void Board::boot() {
     fs::remove(primary_new);
     fs::remove(secondary_new);
     fs::remove(dir_ / "secondary.plain");  // a decrypted copy of the image being swapped in
+    fs::remove(dir_ / "primary.stored.swap");
     state_->swap_in_progress = false;
     state_->pending = "none";
     save();
@@ -288,26 +292,46 @@ void Board::boot() {
     }
     return;
   }
-  // MCUboot decrypts an encrypted image while it copies it into slot 0 (and refuses one it cannot open).
-  const auto decrypted = dir_ / "secondary.plain";
-  bool decrypt = false;
-  if (swap_in && !state_->secondary_plain) {
-    auto header = read_mcuboot_header(file_head(secondary, 32));
-    std::uint32_t flags = get_le32(file_head(secondary, 32), 16);
-    if (header && (flags & (mcuboot::flag_encrypted_aes128 | mcuboot::flag_encrypted_aes256 |
-                            mcuboot::compression_flags))) {
-      auto refusal = bootloader_refusal(secondary);
-      if (!refusal && (flags & (mcuboot::flag_encrypted_aes128 | mcuboot::flag_encrypted_aes256))) {
+  // MCUboot decrypts an encrypted image while it copies it into slot 0, and decompresses a compressed one
+  // (decrypting first), refusing one it cannot open. Slot 1 keeps the image as it was stored there: the
+  // decrypted or decompressed copy is made aside.
+  const auto installed = dir_ / "secondary.plain";
+  bool transformed = false;
+  if (!state_->secondary_plain) {
+    Bytes head = file_head(secondary, 32);
+    auto header = read_mcuboot_header(head);
+    std::uint32_t flags = header ? get_le32(head, 16) : 0;
+    const bool encrypted = (flags & (mcuboot::flag_encrypted_aes128 | mcuboot::flag_encrypted_aes256)) != 0;
+    const bool compressed = (flags & mcuboot::compression_flags) != 0;
+    if (encrypted || compressed) {
+      // A revert brings back an image this board installed before: checked then, it is not refused now.
+      std::optional<std::string> refusal = swap_in ? bootloader_refusal(secondary) : std::nullopt;
+      if (!refusal) {
         try {
           auto opener = encryption_key_opener();
-          mcuboot::decrypt_image(secondary, decrypted, *opener);
-          decrypt = true;
+          if (compressed) {
+            mcuboot::decompress_image(secondary, installed, encrypted ? opener.get() : nullptr);
+            transformed = true;
+          } else if (opener) {
+            mcuboot::decrypt_image(secondary, installed, *opener);
+            transformed = true;
+          }
         } catch (const Error& e) {
           // A --clear image (encryption flags, plaintext body) passed the check as it is stored: copied as it is.
-          if (!mcuboot::inspect_image(secondary, std::nullopt).hash_ok) refusal = e.what();
+          if (compressed) {
+            try {
+              mcuboot::decompress_image(secondary, installed, nullptr);
+              transformed = true;
+            } catch (const Error&) {
+              refusal = e.what();
+            }
+          } else if (!mcuboot::inspect_image(secondary, std::nullopt).hash_ok) {
+            refusal = e.what();
+          }
         }
       }
-      if (refusal) {
+      if (refusal && swap_in) {
+        fs::remove(installed);
         state_->last_boot_refusal = *refusal;
         state_->pending = "none";
         save();
@@ -321,16 +345,28 @@ void Board::boot() {
     }
   }
   if (swap_in) state_->last_boot_refusal.clear();
+  // What goes back to slot 1 is the running image as it was stored: MCUboot re-encrypts an image it
+  // decrypted when it moves it back (and a compressed upload is kept as it came).
+  const auto primary_stored = dir_ / primary_stored_file;
+  const auto primary_stored_new = dir_ / "primary.stored.swap";
+  const bool primary_has_stored = fs::exists(primary_stored);
   state_->swap_in_progress = true;
   save();
-  copy_slot(decrypt ? decrypted : secondary, primary_new);
-  if (decrypt) fs::remove(decrypted);
-  copy_slot(primary, secondary_new);
+  copy_slot(transformed ? installed : secondary, primary_new);
+  if (transformed) copy_slot(secondary, primary_stored_new);
+  copy_slot(primary_has_stored ? primary_stored : primary, secondary_new);
   fs::rename(primary_new, primary);
   fs::rename(secondary_new, secondary);
+  if (transformed) {
+    fs::rename(primary_stored_new, primary_stored);
+    fs::remove(installed);
+  } else {
+    fs::remove(primary_stored);
+  }
   std::swap(state_->primary_hash, state_->secondary_hash);
-  // Slot 1 now holds what ran before: decrypted already (or never encrypted).
-  state_->secondary_plain = true;
+  // Slot 1 now holds what ran before: as it was delivered (decrypted again when it is swapped back in),
+  // or the bytes slot 0 held when it was never transformed.
+  state_->secondary_plain = !primary_has_stored;
   state_->primary_confirmed = swap_in ? state_->pending == "permanent" : true;
   state_->pending = "none";
   state_->upload_active = false;
@@ -407,6 +443,12 @@ Body Board::firmware_list() const {
 }
 
 Body Board::image_state_body() const {
+  // What each slot holds: slot 0 what MCUboot wrote (decrypted, decompressed), slot 1 what was delivered.
+  auto flags_of = [&](const char* file) {
+    Bytes head = file_head(dir_ / file, 32);
+    return read_mcuboot_header(head) ? get_le32(head, 16) : 0u;
+  };
+  const std::uint32_t primary_flags = flags_of(primary_file);
   Body images = Body::array();
   images.push_back({{"image", 0},
                     {"slot", 0},
@@ -416,7 +458,9 @@ Body Board::image_state_body() const {
                     {"pending", false},
                     {"confirmed", state_->primary_confirmed},
                     {"active", true},
-                    {"permanent", false}});
+                    {"permanent", false},
+                    {"encrypted", false},
+                    {"compressed", (primary_flags & mcuboot::compression_flags) != 0}});
   if (!state_->secondary_hash.empty()) {
     auto h = read_mcuboot_header(file_head(dir_ / secondary_file, 32));
     images.push_back({{"image", 0},
@@ -429,6 +473,10 @@ Body Board::image_state_body() const {
                       {"confirmed", !state_->primary_confirmed},
                       {"active", false},
                       {"permanent", state_->pending == "permanent"}});
+    const std::uint32_t flags = flags_of(secondary_file);
+    images.back()["encrypted"] = !state_->secondary_plain &&
+                                 (flags & (mcuboot::flag_encrypted_aes128 | mcuboot::flag_encrypted_aes256)) != 0;
+    images.back()["compressed"] = (flags & mcuboot::compression_flags) != 0;
   }
   return Body{{"images", images}, {"splitStatus", 0}};
 }
@@ -750,12 +798,15 @@ Body Board::install_manifest(const Body& request) {
   UpdateCheckInput input;
   input.envelope = envelope;
   input.manifest_key = s.config.manifest_key;
-  input.image = dir_ / (pending ? secondary_file : primary_file);
+  // Slot 0's image as it was delivered, when MCUboot decrypted or decompressed it at the swap: the
+  // manifest declares the delivered image.
+  const bool stored = !pending && fs::exists(dir_ / primary_stored_file);
+  input.image = dir_ / (pending ? secondary_file : stored ? primary_stored_file : primary_file);
   input.installed_sequence = s.firmware.sequence;
   input.allow_same_sequence = true;
   auto opener = secure_element_.encryption_key_opener();
   input.decrypt = opener.get();
-  input.body_decrypted = !pending || s.secondary_plain;  // slot 0 holds what the bootloader decrypted
+  input.body_decrypted = pending ? s.secondary_plain : !stored;  // slot 0 holds what the bootloader decrypted
   UpdateCheckResult result = check_update(input);
   if (!result.ok()) {
     Body out = group_error(provisioning_rc::manifest_refused);

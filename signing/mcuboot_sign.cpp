@@ -798,8 +798,9 @@ struct Decompressed {
   Bytes digest;
   std::uint64_t size = 0;
 };
+// `emit`, when set, receives every byte hashed: the decompressed image up to its unprotected TLVs.
 Decompressed decompressed_digest(const ParsedImage& image, ByteView header_bytes, ByteView body, HashAlg hash,
-                                 std::uint32_t declared_size) {
+                                 std::uint32_t declared_size, const std::function<void(ByteView)>& emit = {}) {
   const ImageHeader& h = image.header;
   if (h.flags & flag_compressed_lzma1) throw FormatError(16, "LZMA1-compressed images are not supported");
   std::vector<Tlv> kept;
@@ -819,18 +820,21 @@ Decompressed decompressed_digest(const ParsedImage& image, ByteView header_bytes
     stream = body.first(get_le32(comp->value, 0));
   }
   Hasher hasher(hash);
+  auto take = [&](ByteView piece) {
+    hasher.update(piece);
+    if (emit) emit(piece);
+  };
   Bytes head = encode_header(plain);
   head.insert(head.end(), header_bytes.begin() + header_struct_size, header_bytes.end());
-  hasher.update(head);
+  take(head);
   Decompressed out;
-  out.size = decompress(stream, (h.flags & flag_compressed_arm_thumb) != 0, declared_size,
-                        [&](ByteView piece) { hasher.update(piece); });
+  out.size = decompress(stream, (h.flags & flag_compressed_arm_thumb) != 0, declared_size, take);
   if (out.size != declared_size)
     throw Error(ExitCode::verification_failed,
                 fmt::format("the payload decompresses to {} bytes, DECOMP_SIZE says {}", out.size, declared_size),
                 "the image is truncated or was altered");
-  if (plain.image_size > declared_size) hasher.update(Bytes(plain.image_size - declared_size, 0));
-  hasher.update(protected_area);
+  if (plain.image_size > declared_size) take(Bytes(plain.image_size - declared_size, 0));
+  take(protected_area);
   out.digest = hasher.finish();
   return out;
 }
@@ -1127,6 +1131,68 @@ DecryptResult decrypt_image(const std::filesystem::path& input, const std::files
                 "the payload was altered (or the image is a --clear image); nothing was written");
   out.commit();
   return {header, find_encryption_tlv(parsed)->type, file_size};
+}
+
+DecompressResult decompress_image(const std::filesystem::path& input, const std::filesystem::path& output,
+                                  const ContentKeyOpener* opener) {
+  if (is_intel_hex_path(input.string()) || is_intel_hex_path(output.string()))
+    throw Error(ExitCode::usage, "decompressing reads and writes binary images", "convert the .hex first");
+  const std::uint64_t file_size = std::filesystem::file_size(input);
+  ImageHeader header = parse_header(read_at(input, 0, header_struct_size));
+  if (!(header.flags & compression_flags))
+    throw Error(ExitCode::usage, fmt::format("{} is not a compressed image (no LZMA flag)", input.string()));
+  const std::uint64_t payload_end = std::uint64_t{header.header_size} + header.image_size;
+  if (payload_end > file_size)
+    throw FormatError(12, fmt::format("truncated image: header size {} + image size {} = {} bytes, but the file has {}",
+                                      header.header_size, header.image_size, payload_end, file_size));
+  ParsedImage parsed = parse_tlv_areas(header, read_at(input, payload_end, 2 * 0xffff));
+  const TlvEntry* size = find_entry(parsed.protected_area, tlv::decomp_size);
+  const TlvEntry* sha = find_entry(parsed.protected_area, tlv::decomp_sha);
+  const TlvEntry* signature = find_entry(parsed.protected_area, tlv::decomp_signature);
+  if (!size || size->value.size() != 4)
+    throw FormatError(header.header_size, "the header says the image is compressed but no 4-byte DECOMP_SIZE TLV is protected");
+  if (!sha) throw FormatError(header.header_size, "the compressed image carries no protected DECOMP_SHA TLV");
+  std::optional<HashAlg> hash;
+  for (const auto& e : parsed.unprotected_area.entries)
+    if (auto alg = hash_alg_of_tlv(e.type); alg && !hash) hash = alg;
+  if (!hash) throw FormatError(parsed.unprotected_area.offset, "the unprotected TLV area has no SHA256/384/512 hash TLV");
+
+  // The compressed payload is at most a slot: held in memory; the decompressed one streams out.
+  Bytes header_bytes = read_at(input, 0, header.header_size);
+  Bytes body = read_at(input, header.header_size, header.image_size);
+  if (is_encrypted(header) && opener) {
+    Bytes key = open_content_key(parsed, *opener);
+    struct Wipe {
+      Bytes& key;
+      ~Wipe() { OPENSSL_cleanse(key.data(), key.size()); }
+    } wipe{key};
+    AesCtr(key).apply(body, body.data());
+  }
+  AtomicFile out(output);
+  Decompressed plain = decompressed_digest(parsed, header_bytes, body, *hash, get_le32(size->value, 0),
+                                           [&](ByteView piece) { out.write(piece); });
+  if (plain.digest != sha->value)
+    throw Error(ExitCode::verification_failed,
+                fmt::format("{}: the decompressed image does not match its DECOMP_SHA TLV", input.string()),
+                "the image was altered (or is encrypted and was not decrypted first); nothing was written");
+  // The unprotected TLVs of the decompressed image: its hash and signature are the DECOMP ones.
+  std::vector<Tlv> unprotected;
+  for (const auto& e : parsed.unprotected_area.entries) {
+    if (hash_alg_of_tlv(e.type)) {
+      unprotected.push_back({e.type, sha->value});
+    } else if (is_signature_tlv(e.type)) {
+      if (signature) unprotected.push_back({e.type, signature->value});
+    } else {
+      unprotected.push_back({e.type, e.value});
+    }
+  }
+  Bytes area = encode_tlv_area(tlv_info_magic, unprotected);
+  out.write(area);
+  DecompressResult result;
+  result.output_bytes = out.written();
+  result.decompressed_size = plain.size;
+  out.commit();
+  return result;
 }
 
 }  // namespace kiln::mcuboot

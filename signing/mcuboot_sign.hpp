@@ -128,6 +128,20 @@ struct DecryptResult {
 DecryptResult decrypt_image(const std::filesystem::path& input, const std::filesystem::path& output,
                             const ContentKeyOpener& opener, const Progress& progress = {});
 
+// Decompresses a compressed image as MCUboot does when it installs one: writes the image it decompresses
+// to (compression flags cleared, the decompressed size, the protected TLVs without the compression ones,
+// DECOMP_SHA and DECOMP_SIGNATURE as its hash and signature), so it verifies as an uncompressed image. An
+// encrypted body is decrypted first with `opener` (without one, the body must already be plaintext); the
+// output then has a plaintext body and keeps its header's encryption flag, as a decrypted image does.
+// Decompression is bounded by DECOMP_SIZE (and kiln's dictionary limit). Throws Error(verification_failed),
+// writing nothing, when the image is malformed or the result does not match DECOMP_SHA.
+struct DecompressResult {
+  std::uint64_t output_bytes = 0;
+  std::uint64_t decompressed_size = 0;
+};
+DecompressResult decompress_image(const std::filesystem::path& input, const std::filesystem::path& output,
+                                  const ContentKeyOpener* opener = nullptr);
+
 // Parses and checks an image file. Structural errors throw FormatError (verification_failed);
 // verification results are recorded in the report. `public_key_der` is the key to verify with.
 // `decrypt`: the image's private encryption key, for checking the hash over the plaintext.

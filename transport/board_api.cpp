@@ -56,6 +56,8 @@ std::vector<ImageSlot> parse_image_state(const std::string& board, const smp::Bo
     slot.confirmed = flag(board, entry, "confirmed");
     slot.active = flag(board, entry, "active");
     slot.permanent = flag(board, entry, "permanent");
+    if (entry.contains("encrypted")) slot.encrypted = flag(board, entry, "encrypted");
+    if (entry.contains("compressed")) slot.compressed = flag(board, entry, "compressed");
     slots.push_back(std::move(slot));
   }
   return slots;

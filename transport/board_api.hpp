@@ -48,6 +48,10 @@ struct ImageSlot {
   bool confirmed = false;
   bool active = false;
   bool permanent = false;
+  // What the slot holds, when the board says (kiln-board-emu does; MCUmgr's img_mgmt does not): a body
+  // still encrypted (MCUboot has not decrypted it), a payload still compressed.
+  std::optional<bool> encrypted;
+  std::optional<bool> compressed;
 };
 std::vector<ImageSlot> read_image_state(SmpClient& client);
 // Marks the image with `hash` pending for the next boot: confirm=false tests it once (reverted

@@ -196,3 +196,122 @@ TEST_CASE("board encryption: --encryption-key refuses a key MCUboot cannot decry
   CHECK(r.err.find("ED25519") != std::string::npos);
   CHECK(r.err.find("cannot encrypt MCUboot images") != std::string::npos);
 }
+
+namespace {
+
+// A firmware that compresses well (and is not a multiple of 16 bytes).
+Bytes compressible_firmware() {
+  Bytes fw;
+  for (std::size_t i = 0; i < 40000 + 7; ++i) fw.push_back(static_cast<std::uint8_t>((i / 64) % 7 + (i % 3)));
+  return fw;
+}
+
+Bytes slot_file(const test::TempDir& dir, const std::string& uid, const std::string& name) {
+  return read_file(dir.file("emu") + "/" + uid + "/" + name);
+}
+
+void sign_image(const test::TempDir& dir, const std::string& input, const std::string& output,
+                const std::string& version, std::vector<std::string> extra) {
+  std::vector<std::string> args{"image", "sign", "-k", more("ed25519.pem"), "--version", version, "--header-size",
+                                "0x200", "--pad-header", "--slot-size", "0x40000"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  args.push_back(input);
+  args.push_back(output);
+  auto r = test::kiln(args, emu_env(dir));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+}
+
+}  // namespace
+
+TEST_CASE("board compression: MCUboot decompresses a compressed image into slot 0 at the swap") {
+  test::TempDir dir;
+  test::EmulatorProcess emu(dir.file("emu"), 1, {"--encryption-key", more("enc-p256.pem")});
+  const std::string uid = emu.uids()[0];
+  Bytes firmware = compressible_firmware();
+  write_file_atomic(dir.file("fw.bin"), firmware);
+
+  SUBCASE("kiln's lzma2 and lzma2armthumb images") for (std::string mode : {"lzma2", "lzma2armthumb"}) {
+    CAPTURE(mode);
+    const std::string compressed = dir.file("fw-" + mode + ".bin"), plain = dir.file("fw-plain-" + mode + ".bin");
+    sign_image(dir, dir.file("fw.bin"), compressed, "3.0.0", {"--compression", mode});
+    sign_image(dir, dir.file("fw.bin"), plain, "3.0.0", {});
+    Bytes uploaded = read_file(compressed);
+    REQUIRE(uploaded.size() < read_file(plain).size());  // it did compress
+    REQUIRE((mcuboot::parse_header(uploaded).flags & 0x400u) != 0);
+    auto r = test::kiln({"board", "upload", compressed, "--confirm"}, emu_env(dir));
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    auto s = slots(dir);
+    REQUIRE(s.size() == 2);
+    CHECK(s[1]["compressed"] == true);  // slot 1 holds it as uploaded until the swap
+    r = test::kiln({"board", "reset"}, emu_env(dir));
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    s = slots(dir);
+    CHECK(s[0]["active"] == true);
+    CHECK(s[0]["version"] == "3.0.0");
+    CHECK(s[0]["compressed"] == false);  // what slot 0 holds now
+    // Slot 0 holds the decompressed image: the firmware itself, and exactly the image signed without
+    // compression (DECOMP_SHA and DECOMP_SIGNATURE became its hash and signature), which verifies.
+    CHECK(primary_payload(dir, uid) == firmware);
+    Bytes primary = slot_file(dir, uid, "primary.bin");
+    CHECK((mcuboot::parse_header(primary).flags & 0xE00u) == 0);
+    CHECK(primary == read_file(plain));
+    auto v = test::kiln({"image", "verify", dir.file("emu") + "/" + uid + "/primary.bin", "--key", more("ed25519.pem")});
+    CHECK_MESSAGE(v.exit_code == 0, v.err);
+  }
+
+  SUBCASE("imgtool's compressed vector") {
+    auto r = test::kiln({"board", "upload", more("ed25519-lzma2.signed.bin"), "--confirm", "--reset"}, emu_env(dir));
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    CHECK(slots(dir)[0]["version"] == "1.0.0");
+    CHECK(primary_payload(dir, uid) == read_file(more("compressible.bin")));
+    auto v = test::kiln({"image", "verify", dir.file("emu") + "/" + uid + "/primary.bin", "--key", more("ed25519.pem")});
+    CHECK_MESSAGE(v.exit_code == 0, v.err);
+  }
+
+  SUBCASE("encrypted and compressed: decrypted, then decompressed") {
+    const std::string image = dir.file("fw-enc-lzma2.bin");
+    sign_image(dir, dir.file("fw.bin"), image, "4.0.0", {"--compression", "lzma2", "-E", more("enc-p256.pem")});
+    REQUIRE((mcuboot::parse_header(read_file(image)).flags & 0x400u) != 0);
+    auto r = test::kiln({"board", "upload", image, "--confirm", "--reset"}, emu_env(dir));
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    CHECK(slots(dir)[0]["version"] == "4.0.0");
+    Bytes padded = firmware;
+    padded.resize((padded.size() + 15) / 16 * 16, 0);
+    CHECK(primary_payload(dir, uid) == padded);
+    auto v = test::kiln({"image", "verify", dir.file("emu") + "/" + uid + "/primary.bin", "--key", more("ed25519.pem")});
+    CHECK_MESSAGE(v.exit_code == 0, v.err);
+  }
+}
+
+TEST_CASE("board encryption: a test image that reverts goes back to slot 1 encrypted, as it was uploaded") {
+  test::TempDir dir;
+  test::EmulatorProcess emu(dir.file("emu"), 1, {"--encryption-key", more("enc-p256.pem")});
+  const std::string uid = emu.uids()[0];
+  const std::string v1 = more("enc-p256-aes128.signed.bin"), v2 = dir.file("v2.bin");
+  sign_image(dir, more("app.bin"), v2, "2.0.0", {"-E", more("enc-p256.pem")});
+
+  auto r = test::kiln({"board", "upload", v1, "--confirm", "--reset"}, emu_env(dir));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  // A test swap: v2 runs decrypted, and v1 goes to slot 1 as it was uploaded (re-encrypted).
+  r = test::kiln({"board", "upload", v2, "--reset"}, emu_env(dir));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  auto s = slots(dir);
+  CHECK(s[0]["version"] == "2.0.0");
+  CHECK(s[0]["encrypted"] == false);
+  REQUIRE(s.size() == 2);
+  CHECK(s[1]["encrypted"] == true);
+  CHECK(primary_payload(dir, uid) == padded_app());
+  CHECK(slot_file(dir, uid, "secondary.bin") == read_file(v1));
+  // Not confirmed: the next reset reverts. Slot 1 gets back exactly the encrypted bytes of v2.
+  r = test::kiln({"board", "reset"}, emu_env(dir));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  s = slots(dir);
+  CHECK(s[0]["version"] == "1.0.0");
+  REQUIRE(s.size() == 2);
+  CHECK(s[1]["version"] == "2.0.0");
+  CHECK(s[1]["encrypted"] == true);
+  CHECK(primary_payload(dir, uid) == padded_app());
+  Bytes secondary = slot_file(dir, uid, "secondary.bin");
+  CHECK(secondary == read_file(v2));
+  CHECK(secondary != slot_file(dir, uid, "primary.bin"));
+}

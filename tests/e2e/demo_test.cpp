@@ -63,7 +63,8 @@ TEST_CASE("demo: the whole story runs on a fresh service and 8 emulated boards")
     // kiln device count --by version: the service saw every board check in with 1.1.0.
     if (row == std::vector<std::string>{"1.1.0", "8"}) fleet_on_new_version = true;
     // kiln board images: the board itself runs 1.1.0 from slot 0, confirmed by its agent after the test boot.
-    if (row.size() == 9 && row[0] == "0" && row[1] == "0" && row[2] == "1.1.0" && row[6] == "true" && row[7] == "true")
+    // 11 columns: image slot version hash bootable pending confirmed active permanent encrypted compressed.
+    if (row.size() == 11 && row[0] == "0" && row[1] == "0" && row[2] == "1.1.0" && row[6] == "true" && row[7] == "true")
       new_image_confirmed = true;
   }
   CHECK(fleet_on_new_version);

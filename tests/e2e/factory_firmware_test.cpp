@@ -14,6 +14,10 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "core/bytes.hpp"
+#include "core/files.hpp"
+#include "signing/image_crypto.hpp"
+#include "signing/mcuboot_image.hpp"
 #include "tests/support/emulator_process.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -44,9 +48,13 @@ struct FirmwareLine {
     auto r = kiln(args);
     REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   }
+  std::string encrypt_for;  // an image-encryption key: the factory image is encrypted for it
   void sign(const std::string& key, const std::string& version, const std::string& out) const {
-    ok({"image", "sign", dir.file("app.bin"), out, "-k", key, "--version", version, "--header-size", "0x200",
-        "--pad-header", "--slot-size", "0x100000"});
+    std::vector<std::string> args{"image",         "sign",         dir.file("app.bin"), out,        "-k", key, "--version",
+                                  version,         "--header-size", "0x200",            "--pad-header", "--slot-size",
+                                  "0x100000"};
+    if (!encrypt_for.empty()) args.insert(args.end(), {"-E", encrypt_for});
+    ok(args);
   }
   void make_manifest(const std::string& key, const std::string& for_image, const std::string& out) const {
     ok({"manifest", "create", "--component", for_image, "--uri", "https://fw.example.com/app.bin", "--vendor-domain",
@@ -331,4 +339,56 @@ TEST_CASE("factory run: kill -9 of the station during the firmware step; a re-ru
     CHECK(line.ledger_rows_for(uid).size() >= 1);  // one per attempt that reached the ledger step
     CHECK(certificates[uid].size() == 1);
   }
+}
+
+TEST_CASE("factory run: an encrypted factory image and its manifest install on boards given the product's key") {
+  FirmwareLine line;
+  const std::string product_key = KILN_VECTORS_DIR "/mcuboot-more/enc-p256.pem";
+  line.encrypt_for = product_key;
+  line.setup();
+  {
+    Bytes image = read_file(line.image);
+    REQUIRE((mcuboot::parse_header(image).flags & mcuboot::flag_encrypted_aes128) != 0);
+  }
+  std::ofstream(line.profile, std::ios::app) << "\n[encryption]\nmode = \"install\"\nkey = \"" << product_key << "\"\n";
+  test::EmulatorProcess emulator(line.emu_dir, 2);
+
+  auto run = line.kiln({"-o", "jsonl", "factory", "run", "--all", "--jobs", "2", "--profile", line.profile});
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  CHECK(run.out.find(R"("step":"encryption-key","result":"ok")") != std::string::npos);
+  CHECK(run.out.find(R"("step":"firmware","result":"ok")") != std::string::npos);
+  const Bytes app = read_file(line.dir.file("app.bin"));
+  const std::string image_sha = to_hex(digest(HashAlg::sha256, read_file(line.image)));
+  for (const auto& uid : emulator.uids()) {
+    CAPTURE(uid);
+    auto board = line.board(uid);
+    CHECK(board["running"] == "2.0.0");
+    CHECK(board["confirmed"] == true);
+    CHECK(board["sequence"] == 7);  // 64:8 took the manifest of the encrypted image
+    CHECK(board["state"] == "device-complete");
+    // MCUboot decrypted it into slot 0 with the key the station installed.
+    Bytes primary = read_file(line.emu_dir + "/" + uid + "/primary.bin");
+    auto header = mcuboot::parse_header(primary);
+    CHECK(Bytes(primary.begin() + header.header_size, primary.begin() + header.header_size + app.size()) == app);
+    auto rows = line.ledger_rows_for(uid);
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0]["firmware_version"] == "2.0.0");
+    CHECK(rows[0]["manifest_sequence"] == 7);
+    CHECK(rows[0]["firmware_sha256"] == image_sha);
+  }
+  // A re-run finds each board provisioned: its manifest still matches the delivered (encrypted) image.
+  auto again = line.kiln({"-o", "json", "factory", "run", "--all", "--profile", line.profile});
+  REQUIRE_MESSAGE(again.exit_code == 0, again.err);
+  for (const auto& board : json::parse(again.out)) CHECK(board["result"] == "already-provisioned");
+}
+
+TEST_CASE("factory run: an encrypted factory image on a line that gives boards no key fails the firmware step") {
+  FirmwareLine line;
+  line.encrypt_for = KILN_VECTORS_DIR "/mcuboot-more/enc-p256.pem";
+  line.setup();
+  test::EmulatorProcess emulator(line.emu_dir, 1);
+  auto run = line.kiln({"-o", "json", "factory", "run", "--all", "--profile", line.profile});
+  CHECK(run.exit_code != 0);
+  CHECK_MESSAGE(run.err.find("no image-encryption key") != std::string::npos, run.err);
+  for (const auto& uid : emulator.uids()) CHECK(line.board(uid)["running"] == "1.0.0");
 }
