@@ -557,14 +557,31 @@ Split split_deployment(AgentFixture& f, const std::map<std::string, std::vector<
   return s;
 }
 
+
+// The setting of the rollout-control cases: a product, `devices` devices dev-0, dev-1, ... in its group
+// "Thermo/Field Test", and a release v2 (sequence 2) for them.
+struct ControlsFleet : AgentFixture {
+  std::map<std::string, std::vector<std::string>> chains;
+  std::string image;
+  explicit ControlsFleet(int devices) {
+    product();
+    for (int i = 0; i < devices; ++i) chains["dev-" + std::to_string(i)] = device("dev-" + std::to_string(i), "Thermo/Field Test");
+    image = release("v2", 2).first;
+  }
+  // Device `uid` reports `status` for deployment `id` (accepted); the deployment as shown after it.
+  Json report(const std::string& id, const std::string& uid, const char* status) {
+    CHECK(call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", status}}.dump(), chains[uid]).status ==
+          200);
+    return json("GET", "/v1/deployments/" + id);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("rollout controls: a wave pauses on its success condition; resume opens the next wave") {
-  AgentFixture f;
-  f.product();
-  std::map<std::string, std::vector<std::string>> chains;
-  for (int i = 0; i < 10; ++i) chains["dev-" + std::to_string(i)] = f.device("dev-" + std::to_string(i), "Thermo/Field Test");
-  auto image = f.release("v2", 2).first;
+  ControlsFleet f(10);
+  auto& chains = f.chains;
+  const std::string image = f.image;
   auto s = split_deployment(f, chains,
                             Json{{"group", "Thermo/Field Test"},
                                  {"images", {image}},
@@ -572,10 +589,7 @@ TEST_CASE("rollout controls: a wave pauses on its success condition; resume open
                                  {"halt_on_failure", "never"},
                                  {"wave_success", {{"percent", 100}, {"then", "pause"}}}},
                             50, 2);
-  auto report = [&](const std::string& uid, const char* status) {
-    CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", s.id}, {"status", status}}.dump(), chains[uid])
-              .status == 200);
-  };
+  auto report = [&](const std::string& uid, const char* status) { f.report(s.id, uid, status); };
   CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains[s.later[0]])["deployment"].is_null());
   for (std::size_t i = 0; i + 1 < s.first.size(); ++i) report(s.first[i], "installed");
   CHECK(f.json("GET", "/v1/deployments/" + s.id)["state"] == "active");  // one short of 100 %
@@ -596,11 +610,9 @@ TEST_CASE("rollout controls: a wave pauses on its success condition; resume open
 }
 
 TEST_CASE("rollout controls: the wave error condition halts on the report that crosses it") {
-  AgentFixture f;
-  f.product();
-  std::map<std::string, std::vector<std::string>> chains;
-  for (int i = 0; i < 10; ++i) chains["dev-" + std::to_string(i)] = f.device("dev-" + std::to_string(i), "Thermo/Field Test");
-  auto image = f.release("v2", 2).first;
+  ControlsFleet f(10);
+  auto& chains = f.chains;
+  const std::string image = f.image;
   auto s = split_deployment(f, chains,
                             Json{{"group", "Thermo/Field Test"},
                                  {"images", {image}},
@@ -609,11 +621,7 @@ TEST_CASE("rollout controls: the wave error condition halts on the report that c
                                  {"halt_on_failure", "never"},
                                  {"wave_error", {{"count", 1}}}},
                             60, 3);
-  auto report = [&](const std::string& uid, const char* status) {
-    CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", s.id}, {"status", status}}.dump(), chains[uid])
-              .status == 200);
-    return f.json("GET", "/v1/deployments/" + s.id);
-  };
+  auto report = [&](const std::string& uid, const char* status) { return f.report(s.id, uid, status); };
   CHECK(report(s.first[0], "failed")["state"] == "active");  // at the count
   auto halted = report(s.first[1], "rolled_back");           // the report that crosses it
   CHECK(halted["state"] == "halted");
@@ -625,11 +633,9 @@ TEST_CASE("rollout controls: the wave error condition halts on the report that c
 }
 
 TEST_CASE("rollout controls: an abort criterion aborts the deployment and sends devices back") {
-  AgentFixture f;
-  f.product();
-  std::map<std::string, std::vector<std::string>> chains;
-  for (int i = 0; i < 6; ++i) chains["dev-" + std::to_string(i)] = f.device("dev-" + std::to_string(i), "Thermo/Field Test");
-  auto image = f.release("v2", 2).first;
+  ControlsFleet f(6);
+  auto& chains = f.chains;
+  const std::string image = f.image;
   auto d = f.json("POST", "/v1/deployments",
                   Json{{"group", "Thermo/Field Test"},
                        {"images", {image}},
@@ -637,11 +643,7 @@ TEST_CASE("rollout controls: an abort criterion aborts the deployment and sends 
                        {"abort_criteria", {{{"kind", "refused"}, {"percent", 40}, {"min_executed", 3}}}}}
                       .dump());
   auto id = d["id"].get<std::string>();
-  auto report = [&](const std::string& uid, const char* status) {
-    CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", status}}.dump(), chains[uid])
-              .status == 200);
-    return f.json("GET", "/v1/deployments/" + id);
-  };
+  auto report = [&](const std::string& uid, const char* status) { return f.report(id, uid, status); };
   CHECK(report("dev-0", "refused")["state"] == "active");    // 1 executed: below the minimum of 3
   CHECK(report("dev-1", "installed")["state"] == "active");
   CHECK(report("dev-2", "failed")["state"] == "active");     // 1 refused of 3 executed (33%): not above 40%
@@ -655,11 +657,9 @@ TEST_CASE("rollout controls: an abort criterion aborts the deployment and sends 
 }
 
 TEST_CASE("rollout controls: a device silent past its phase's timeout is recorded timed_out, a failure") {
-  AgentFixture f;
-  f.product();
-  std::map<std::string, std::vector<std::string>> chains;
-  for (int i = 0; i < 3; ++i) chains["dev-" + std::to_string(i)] = f.device("dev-" + std::to_string(i), "Thermo/Field Test");
-  auto image = f.release("v2", 2).first;
+  ControlsFleet f(3);
+  auto& chains = f.chains;
+  const std::string image = f.image;
   for (const auto& [bad, field] : {std::pair{Json{{"downloading", 0}}, "timeouts.downloading"},
                                    std::pair{Json{{"installing", -5}}, "timeouts.installing"},
                                    std::pair{Json{{"testing", "1m"}}, "timeouts.testing"},
@@ -679,10 +679,7 @@ TEST_CASE("rollout controls: a device silent past its phase's timeout is recorde
                       .dump());
   auto id = d["id"].get<std::string>();
   CHECK(d["timeouts"] == Json{{"downloading", 1}, {"testing", 3600}});
-  auto report = [&](const std::string& uid, const char* status) {
-    CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", status}}.dump(), chains[uid])
-              .status == 200);
-  };
+  auto report = [&](const std::string& uid, const char* status) { f.report(id, uid, status); };
   report("dev-0", "downloading");
   report("dev-1", "installed");
   report("dev-2", "testing");
@@ -710,11 +707,9 @@ TEST_CASE("rollout controls: a device silent past its phase's timeout is recorde
 }
 
 TEST_CASE("rollout controls: the rate offers the deployment to no more new devices than it allows by now") {
-  AgentFixture f;
-  f.product();
-  std::map<std::string, std::vector<std::string>> chains;
-  for (int i = 0; i < 3; ++i) chains["dev-" + std::to_string(i)] = f.device("dev-" + std::to_string(i), "Thermo/Field Test");
-  auto image = f.release("v2", 2).first;
+  ControlsFleet f(3);
+  auto& chains = f.chains;
+  const std::string image = f.image;
   for (const auto& [bad, field] :
        {std::pair{Json{{"base_per_minute", 0}}, "rate.base_per_minute"},
         std::pair{Json{{"base_per_minute", -3}}, "rate.base_per_minute"},
