@@ -12,35 +12,17 @@ set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 boards=${2:-200}
 export PATH="$build/bin:$PATH"
-work=$(mktemp -d /tmp/kiln-ota-bench.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cd "$work"
-export XDG_CONFIG_HOME="$work/config" XDG_CACHE_HOME="$work/cache" NO_COLOR=1 KILN_EMU_DIR="$work/boards"
+source "$(dirname "$0")/../scripts/lib/local-fleet.sh"
+local_fleet_workspace kiln-ota-bench
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 now() { date +%s.%N; }
 
-kiln-service init --dir svc >/dev/null
-kiln-service run --dir svc --listen 127.0.0.1:0 --agent-listen 127.0.0.1:0 --check-in-after 1 2> svc.log &
-service_pid=$!
-pids+=($service_pid)
-for _ in $(seq 100); do grep -q "agents: listening on https://" svc.log && break; sleep 0.1; done
-service=$(grep -o "^listening on https://127.0.0.1:[0-9]*" svc.log | head -1 | cut -d' ' -f3)
-agents=$(grep -o "agents: listening on https://127.0.0.1:[0-9]*" svc.log | head -1 | cut -d' ' -f4)
-kiln-board-emu --dir boards --count "$boards" --agent --check-in-interval 1 > emu.log 2>&1 &
-pids+=($!)
-for _ in $(seq 600); do grep -q ready emu.log 2>/dev/null && break; sleep 0.1; done
+local_fleet_service --check-in-after 1
+local_fleet_boards "$boards"
 
 kiln key generate -t ecdsa-p256 -o boot.pem >/dev/null
-kiln key generate -t ecdsa-p256 -o station-ca.pem >/dev/null
-openssl req -x509 -new -key station-ca.pem -subj "/CN=Bench Station CA" -days 30 -out station-ca.crt \
-  -addext basicConstraints=critical,CA:true -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+local_fleet_station_ca "Bench Station CA"
 for v in 1.0.0:1 1.1.0:2; do
   version=${v%:*} sequence=${v#*:}
   head -c $((1024 * 1024 - 1024)) /dev/urandom > app-$version.bin
@@ -58,7 +40,7 @@ kiln factory run --all --jobs 32 --profile station.toml -o json > provisioned.js
 echo "factory: $boards boards provisioned (firmware 1.0.0, 1 MiB) in $(echo "$(now) - $start" | bc) s" >&2
 kiln factory ledger export --profile station.toml -o units.jsonl >/dev/null
 kiln login --service "$service" --token-file svc/admin.token --ca-file svc/ca.pem >/dev/null
-kiln product create Bench >/dev/null
+kiln product create Bench --boot-key boot.pem --manifest-key boot.pem >/dev/null
 kiln device ca add station-ca.crt --key station-ca.pem >/dev/null
 kiln device import units.jsonl >/dev/null
 kiln device claim --from-file units.jsonl >/dev/null

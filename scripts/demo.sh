@@ -13,42 +13,27 @@ if [ -z "${KILN_DEMO_SKIP_BUILD:-}" ]; then
 fi
 bin="${KILN_DEMO_BIN:-$root/build/bin}"  # the tests point it at their own build
 export PATH="$bin:$PATH"
-work=$(mktemp -d /tmp/kiln-demo.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cd "$work"
-export XDG_CONFIG_HOME="$work/config" XDG_CACHE_HOME="$work/cache" NO_COLOR=1
+source "$root/scripts/lib/local-fleet.sh"
+local_fleet_workspace kiln-demo
 boards=8
 
 step() { printf '\n== %s\n' "$*" >&2; }
 run() { printf '$ %s\n' "$*" >&2; "$@"; }
 
 step "1. Start a local security service (TLS on 127.0.0.1, SQLite; a second mutual-TLS listener for device agents) and $boards emulated boards"
-run kiln-service init --dir svc >/dev/null
-kiln-service run --dir svc --listen 127.0.0.1:0 --agent-listen 127.0.0.1:0 2> svc.log &
-pids+=($!)
-for _ in $(seq 100); do grep -q "agents: listening on https://" svc.log && break; sleep 0.1; done
-service=$(grep -o "^listening on https://127.0.0.1:[0-9]*" svc.log | head -1 | cut -d' ' -f3)
-agents=$(grep -o "agents: listening on https://127.0.0.1:[0-9]*" svc.log | head -1 | cut -d' ' -f4)
+printf '$ %s\n' "kiln-service init --dir svc" "kiln-service run --dir svc --listen 127.0.0.1:0 --agent-listen 127.0.0.1:0 &" >&2
+local_fleet_service
 echo "service at $service, device agents at $agents" >&2
 # Each board runs an update agent: once provisioned it checks in every second (jittered).
-kiln-board-emu --dir boards --count $boards --agent --check-in-interval 1 > emu.log 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do [ "$(ls boards/*.sock 2>/dev/null | wc -l)" = $boards ] && break; sleep 0.1; done
-export KILN_EMU_DIR="$work/boards"
+printf '$ %s\n' "kiln-board-emu --dir boards --count $boards --agent --check-in-interval 1 &" >&2
+local_fleet_boards $boards
 run kiln board list
 
 step "2. Keys: MCUboot image signing, SUIT manifest signing, and a station CA (files here; a pkcs11: URI works the same)"
 run kiln key generate --type ecdsa-p256 -o boot.pem >/dev/null
 run kiln key generate --type ecdsa-p256 -o manifest.pem >/dev/null
 run kiln key generate --type ecdsa-p256 -o station-ca.pem >/dev/null
-openssl req -x509 -new -key station-ca.pem -subj "/CN=Demo Station CA/O=Demo" -days 365 -out station-ca.crt \
-  -addext basicConstraints=critical,CA:true -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+run kiln cert create --key station-ca.pem --subject "/CN=Demo Station CA/O=Demo" --ca --days 365 -o station-ca.crt
 run kiln key show boot.pem
 
 step "3. Sign firmware 1.0.0 (the factory image) and 1.1.0 (the update) as MCUboot images, each described by a signed SUIT manifest"
