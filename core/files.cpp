@@ -37,6 +37,27 @@ std::vector<std::uint8_t> read_file(const std::filesystem::path& path) {
   return out;
 }
 
+std::vector<std::uint8_t> read_file_range(const std::filesystem::path& path, std::uint64_t offset, std::size_t length) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw open_error(path, errno, "read");
+  std::vector<std::uint8_t> out(length);
+  std::size_t filled = 0;
+  while (filled < length) {
+    ssize_t n = ::pread(fd, out.data() + filled, length - filled, static_cast<off_t>(offset + filled));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      ::close(fd);
+      throw open_error(path, err, "read");
+    }
+    if (n == 0) break;
+    filled += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  out.resize(filled);
+  return out;
+}
+
 std::string read_text_file(const std::filesystem::path& path) {
   auto bytes = read_file(path);
   return std::string(bytes.begin(), bytes.end());

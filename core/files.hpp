@@ -12,6 +12,9 @@ namespace kiln {
 
 std::vector<std::uint8_t> read_file(const std::filesystem::path& path);
 std::string read_text_file(const std::filesystem::path& path);
+// Up to `length` bytes at `offset` (fewer where the file ends first) without disturbing a sequential reader of
+// the same file: the small parts of an image (header, TLV areas, trailer) read beside a streaming pass.
+std::vector<std::uint8_t> read_file_range(const std::filesystem::path& path, std::uint64_t offset, std::size_t length);
 
 // Reads a file sequentially in fixed-size chunks; constant memory for any file size.
 class ChunkReader {

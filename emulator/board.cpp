@@ -50,25 +50,14 @@ Bytes file_sha256(const fs::path& path) {
   return hasher.finish();
 }
 
-Bytes file_head(const fs::path& path, std::size_t n) {
-  Bytes out(n);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return {};
-  ssize_t got = ::pread(fd, out.data(), n, 0);
-  ::close(fd);
-  out.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
-  return out;
+// What a board reads of a slot file that may not exist yet: nothing when it is absent.
+Bytes file_range(const fs::path& path, std::uint64_t offset, std::size_t n) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return {};
+  return read_file_range(path, offset, n);
 }
 
-Bytes file_range(const fs::path& path, std::uint64_t offset, std::size_t n) {
-  Bytes out(n);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return {};
-  ssize_t got = ::pread(fd, out.data(), n, static_cast<off_t>(offset));
-  ::close(fd);
-  out.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
-  return out;
-}
+Bytes file_head(const fs::path& path, std::size_t n) { return file_range(path, 0, n); }
 
 std::uint64_t file_size_or_zero(const fs::path& path) {
   std::error_code ec;

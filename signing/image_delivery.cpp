@@ -20,22 +20,6 @@ namespace {
 
 constexpr std::uint32_t encrypted_flags = flag_encrypted_aes128 | flag_encrypted_aes256;
 
-Bytes read_range(const std::filesystem::path& path, std::uint64_t offset, std::size_t length) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(ExitCode::failure, fmt::format("cannot read {}: {}", path.string(), std::strerror(errno)));
-  Bytes out(length);
-  std::size_t filled = 0;
-  while (filled < length) {
-    ssize_t n = ::pread(fd, out.data() + filled, length - filled, static_cast<off_t>(offset + filled));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    filled += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  out.resize(filled);
-  return out;
-}
-
 std::uint64_t size_of(const std::filesystem::path& path) {
   std::error_code ec;
   auto size = std::filesystem::file_size(path, ec);
@@ -48,14 +32,14 @@ std::uint64_t size_of(const std::filesystem::path& path) {
 KeyTlvLocation locate_key_tlv(const std::filesystem::path& image) {
   KeyTlvLocation at;
   at.file_size = size_of(image);
-  at.header = parse_header(read_range(image, 0, header_struct_size));
+  at.header = parse_header(read_file_range(image, 0, header_struct_size));
   if (!(at.header.flags & encrypted_flags))
     throw Error(ExitCode::usage, fmt::format("{} is not an encrypted image (no ENCRYPTED flag)", image.string()));
   std::uint64_t payload_end = std::uint64_t{at.header.header_size} + at.header.image_size;
   if (payload_end > at.file_size)
     throw FormatError(12, fmt::format("truncated image: the payload ends at {} but the file has {} bytes", payload_end,
                                       at.file_size));
-  ParsedImage parsed = parse_tlv_areas(at.header, read_range(image, payload_end, 2 * 0xffff));
+  ParsedImage parsed = parse_tlv_areas(at.header, read_file_range(image, payload_end, 2 * 0xffff));
   at.area_offset = parsed.unprotected_area.offset;
   at.area_size = parsed.unprotected_area.total;
   bool found = false;
@@ -100,7 +84,7 @@ std::uint64_t stream_with_area(const std::filesystem::path& image, const KeyTlvL
     if (from < position + length) {
       std::uint64_t offset = begin + (from > position ? from - position : 0);
       while (offset < end) {
-        Bytes chunk = read_range(image, offset, static_cast<std::size_t>(std::min<std::uint64_t>(end - offset, 64 * 1024)));
+        Bytes chunk = read_file_range(image, offset, static_cast<std::size_t>(std::min<std::uint64_t>(end - offset, 64 * 1024)));
         if (chunk.empty()) throw Error(ExitCode::failure, fmt::format("{} ended early", image.string()));
         sink(chunk);
         sent += chunk.size();
@@ -122,7 +106,7 @@ std::uint64_t stream_with_area(const std::filesystem::path& image, const KeyTlvL
 }
 
 std::optional<KeylessDigest> keyless_digest(const std::filesystem::path& image, const ContentKeyOpener* reencrypt) {
-  Bytes head = read_range(image, 0, header_struct_size);
+  Bytes head = read_file_range(image, 0, header_struct_size);
   if (head.size() < header_struct_size || get_le32(head, 0) != image_magic) return std::nullopt;
   ImageHeader header = parse_header(head);
   if (!(header.flags & encrypted_flags)) return std::nullopt;

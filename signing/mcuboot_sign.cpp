@@ -243,24 +243,6 @@ std::uint32_t header_flags(const SignOptions& options) {
   return flags;
 }
 
-// Reads up to `length` bytes at `offset` without disturbing a streaming reader: the small parts of
-// an image (header, TLV areas, trailer) that decide how the large part is hashed.
-Bytes read_at(const std::filesystem::path& path, std::uint64_t offset, std::size_t length) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(ExitCode::failure, fmt::format("cannot read {}: {}", path.string(), std::strerror(errno)));
-  Bytes out(length);
-  std::size_t filled = 0;
-  while (filled < length) {
-    ssize_t n = ::pread(fd, out.data() + filled, length - filled, static_cast<off_t>(offset + filled));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    filled += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  out.resize(filled);
-  return out;
-}
-
 std::string hash_label(HashAlg hash) {
   return fmt::format("SHA-{}", hash_size(hash) * 8);
 }
@@ -858,7 +840,7 @@ ImageReport inspect_image(const std::filesystem::path& file, const std::optional
       return Bytes(hex->data.begin() + static_cast<std::ptrdiff_t>(offset),
                    hex->data.begin() + static_cast<std::ptrdiff_t>(offset + n));
     }
-    return read_at(file, offset, length);
+    return read_file_range(file, offset, length);
   };
   ImageHeader header = parse_header(bytes_at(0, header_struct_size));
   std::uint64_t payload_end = std::uint64_t{header.header_size} + header.image_size;
@@ -1075,14 +1057,14 @@ DecryptResult decrypt_image(const std::filesystem::path& input, const std::files
     throw Error(ExitCode::usage, "kiln image decrypt reads and writes binary images", "convert the .hex first");
   ChunkReader reader(input, chunk_size);
   const std::uint64_t file_size = reader.size();
-  ImageHeader header = parse_header(read_at(input, 0, header_struct_size));
+  ImageHeader header = parse_header(read_file_range(input, 0, header_struct_size));
   if (!is_encrypted(header))
     throw Error(ExitCode::usage, fmt::format("{} is not an encrypted image (no ENCRYPTED flag)", input.string()));
   std::uint64_t payload_end = std::uint64_t{header.header_size} + header.image_size;
   if (payload_end > file_size)
     throw FormatError(12, fmt::format("truncated image: header size {} + image size {} = {} bytes, but the file has {}",
                                       header.header_size, header.image_size, payload_end, file_size));
-  ParsedImage parsed = parse_tlv_areas(header, read_at(input, payload_end, 2 * 0xffff));
+  ParsedImage parsed = parse_tlv_areas(header, read_file_range(input, payload_end, 2 * 0xffff));
   Bytes key = open_content_key(parsed, opener);
   struct Wipe {
     Bytes& key;
@@ -1138,14 +1120,14 @@ DecompressResult decompress_image(const std::filesystem::path& input, const std:
   if (is_intel_hex_path(input.string()) || is_intel_hex_path(output.string()))
     throw Error(ExitCode::usage, "decompressing reads and writes binary images", "convert the .hex first");
   const std::uint64_t file_size = std::filesystem::file_size(input);
-  ImageHeader header = parse_header(read_at(input, 0, header_struct_size));
+  ImageHeader header = parse_header(read_file_range(input, 0, header_struct_size));
   if (!(header.flags & compression_flags))
     throw Error(ExitCode::usage, fmt::format("{} is not a compressed image (no LZMA flag)", input.string()));
   const std::uint64_t payload_end = std::uint64_t{header.header_size} + header.image_size;
   if (payload_end > file_size)
     throw FormatError(12, fmt::format("truncated image: header size {} + image size {} = {} bytes, but the file has {}",
                                       header.header_size, header.image_size, payload_end, file_size));
-  ParsedImage parsed = parse_tlv_areas(header, read_at(input, payload_end, 2 * 0xffff));
+  ParsedImage parsed = parse_tlv_areas(header, read_file_range(input, payload_end, 2 * 0xffff));
   const TlvEntry* size = find_entry(parsed.protected_area, tlv::decomp_size);
   const TlvEntry* sha = find_entry(parsed.protected_area, tlv::decomp_sha);
   const TlvEntry* signature = find_entry(parsed.protected_area, tlv::decomp_signature);
@@ -1158,8 +1140,8 @@ DecompressResult decompress_image(const std::filesystem::path& input, const std:
   if (!hash) throw FormatError(parsed.unprotected_area.offset, "the unprotected TLV area has no SHA256/384/512 hash TLV");
 
   // The compressed payload is at most a slot: held in memory; the decompressed one streams out.
-  Bytes header_bytes = read_at(input, 0, header.header_size);
-  Bytes body = read_at(input, header.header_size, header.image_size);
+  Bytes header_bytes = read_file_range(input, 0, header.header_size);
+  Bytes body = read_file_range(input, header.header_size, header.image_size);
   if (is_encrypted(header) && opener) {
     Bytes key = open_content_key(parsed, *opener);
     struct Wipe {

@@ -59,6 +59,20 @@ TEST_CASE("files: ChunkReader returns the whole file across chunk boundaries") {
   CHECK(back == data);
 }
 
+TEST_CASE("files: read_file_range reads the bytes at an offset, fewer at the end, none past it") {
+  test::TempDir dir;
+  auto target = dir.path() / "data";
+  Bytes data(5000);
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::uint8_t>(i * 13 + 1);
+  write_file_atomic(target, data);
+  CHECK(read_file_range(target, 0, 32) == Bytes(data.begin(), data.begin() + 32));
+  CHECK(read_file_range(target, 4097, 100) == Bytes(data.begin() + 4097, data.begin() + 4197));
+  CHECK(read_file_range(target, 4990, 100) == Bytes(data.begin() + 4990, data.end()));
+  CHECK(read_file_range(target, 5000, 10).empty());
+  CHECK(read_file_range(target, 1u << 31, 10).empty());
+  CHECK_THROWS_AS(read_file_range(dir.path() / "absent", 0, 10), Error);
+}
+
 TEST_CASE("files: a missing file is not_found with the path in the message") {
   try {
     read_file("/nonexistent/kiln/file");

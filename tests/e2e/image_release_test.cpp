@@ -46,27 +46,8 @@ struct Workspace {
   }
 };
 
-struct Case {
-  std::string output;
-  std::vector<std::string> args;
-};
-
-std::vector<Case> read_cases() {
-  std::vector<Case> cases;
-  std::istringstream lines(read_text_file(more("CASES.txt")));
-  for (std::string line; std::getline(lines, line);) {
-    if (line.empty() || line[0] == '#') continue;
-    auto bar = line.find('|');
-    REQUIRE(bar != std::string::npos);
-    Case c;
-    std::istringstream name(line.substr(0, bar));
-    name >> c.output;
-    std::istringstream words(line.substr(bar + 1));
-    for (std::string w; words >> w;) c.args.push_back(w);
-    cases.push_back(c);
-  }
-  return cases;
-}
+using Case = test::ImgtoolCase;
+std::vector<Case> read_cases() { return test::imgtool_cases("mcuboot-more/CASES.txt"); }
 
 std::string arg_after(const Case& c, const std::string& flag) {
   for (std::size_t i = 0; i + 1 < c.args.size(); ++i)

@@ -35,28 +35,8 @@ std::string vec(const std::string& name) {
   return test::vector("mcuboot/" + name);
 }
 
-struct Case {
-  std::string output;
-  std::vector<std::string> args;
-};
-
-// CASES.txt: "output | imgtool sign arguments" per line; the arguments are kiln's too.
-std::vector<Case> read_cases() {
-  std::vector<Case> cases;
-  std::istringstream lines(read_text_file(vec("CASES.txt")));
-  for (std::string line; std::getline(lines, line);) {
-    if (line.empty() || line[0] == '#') continue;
-    auto bar = line.find('|');
-    REQUIRE(bar != std::string::npos);
-    Case c;
-    std::istringstream name(line.substr(0, bar));
-    name >> c.output;
-    std::istringstream words(line.substr(bar + 1));
-    for (std::string w; words >> w;) c.args.push_back(w);
-    cases.push_back(c);
-  }
-  return cases;
-}
+using Case = test::ImgtoolCase;
+std::vector<Case> read_cases() { return test::imgtool_cases("mcuboot/CASES.txt"); }
 
 bool deterministic(const Case& c) {
   for (std::size_t i = 0; i + 1 < c.args.size(); ++i)

@@ -42,6 +42,22 @@ struct Exec {
   }
 };
 
+// fork() + execve() with stdout and stderr on the given pipe ends and stdin from `in_fd` (/dev/null when -1).
+pid_t spawn(const std::string& program, const Exec& exec, const ProcessOptions& options, int in_fd, int out_fd,
+            int err_fd) {
+  pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    dup2(out_fd, 1);
+    dup2(err_fd, 2);
+    dup2(in_fd >= 0 ? in_fd : open("/dev/null", O_RDONLY), 0);
+    if (!options.cwd.empty() && chdir(options.cwd.c_str()) != 0) _exit(127);
+    execve(program.c_str(), exec.argv.data(), exec.envp.data());
+    _exit(127);
+  }
+  return pid;
+}
+
 }  // namespace
 
 ProcessResult run_process(const std::string& program, const std::vector<std::string>& args,
@@ -52,21 +68,7 @@ ProcessResult run_process(const std::string& program, const std::vector<std::str
 
   Exec exec(program, args, options);
 
-  pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    dup2(out_pipe[1], 1);
-    dup2(err_pipe[1], 2);
-    if (options.stdin_data) {
-      dup2(in_pipe[0], 0);
-    } else {
-      int devnull = open("/dev/null", O_RDONLY);
-      dup2(devnull, 0);
-    }
-    if (!options.cwd.empty() && chdir(options.cwd.c_str()) != 0) _exit(127);
-    execve(program.c_str(), exec.argv.data(), exec.envp.data());
-    _exit(127);
-  }
+  pid_t pid = spawn(program, exec, options, options.stdin_data ? in_pipe[0] : -1, out_pipe[1], err_pipe[1]);
   close(out_pipe[1]);
   close(err_pipe[1]);
   close(in_pipe[0]);
@@ -148,17 +150,7 @@ ChildProcess::ChildProcess(const std::string& program, const std::vector<std::st
   int out_pipe[2], err_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) || pipe2(err_pipe, O_CLOEXEC)) throw std::runtime_error("pipe failed");
   Exec exec(program, args, options);
-  pid_ = fork();
-  if (pid_ < 0) throw std::runtime_error("fork failed");
-  if (pid_ == 0) {
-    dup2(out_pipe[1], 1);
-    dup2(err_pipe[1], 2);
-    int devnull = open("/dev/null", O_RDONLY);
-    dup2(devnull, 0);
-    if (!options.cwd.empty() && chdir(options.cwd.c_str()) != 0) _exit(127);
-    execve(program.c_str(), exec.argv.data(), exec.envp.data());
-    _exit(127);
-  }
+  pid_ = spawn(program, exec, options, -1, out_pipe[1], err_pipe[1]);
   close(out_pipe[1]);
   close(err_pipe[1]);
   out_ = out_pipe[0];

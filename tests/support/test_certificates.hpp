@@ -120,8 +120,12 @@ inline std::string hex_of(const unsigned char* data, std::size_t size) {
   return out;
 }
 
-// Hex of `key`'s signature over `message` as kiln signs service challenges: DER ECDSA over its SHA-256.
-inline std::string sign_message_hex(const TestKey& key, const std::string& message) {
+inline std::string hex_of(const std::string& bytes) {
+  return hex_of(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+}
+
+// `key`'s DER ECDSA signature over the SHA-256 of `message`; `digest`, when given, receives that SHA-256.
+inline std::string sign_sha256(const TestKey& key, const std::string& message, std::string* digest = nullptr) {
   unsigned char md[32];
   unsigned int md_len = 0;
   EVP_Digest(message.data(), message.size(), md, &md_len, EVP_sha256(), nullptr);
@@ -135,13 +139,13 @@ inline std::string sign_message_hex(const TestKey& key, const std::string& messa
   std::string sig(sig_len, '\0');
   EVP_PKEY_sign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &sig_len, md, md_len);
   sig.resize(sig_len);
-  std::string out;
-  static const char digits[] = "0123456789abcdef";
-  for (unsigned char c : sig) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
-  }
-  return out;
+  if (digest) digest->assign(reinterpret_cast<const char*>(md), md_len);
+  return sig;
+}
+
+// Hex of `key`'s signature over `message` as kiln signs service challenges: DER ECDSA over its SHA-256.
+inline std::string sign_message_hex(const TestKey& key, const std::string& message) {
+  return hex_of(sign_sha256(key, message));
 }
 
 // The body of POST /v1/factory-cas registering `ca`, answering the service's challenge (the JSON text
@@ -159,19 +163,8 @@ inline std::string factory_ca_registration(const TestCa& ca, const std::string& 
 // `units` (JSON lines) followed by the signed trailer `kiln factory ledger export` writes
 // (docs/ledger-bundle.md), signed by `station` (ECDSA P-256 over the SHA-256 of the unit bytes).
 inline std::string signed_bundle(const std::string& units, const TestKey& station) {
-  unsigned char md[32];
-  unsigned int md_len = 0;
-  EVP_Digest(units.data(), units.size(), md, &md_len, EVP_sha256(), nullptr);
-  struct CtxFree {
-    void operator()(EVP_PKEY_CTX* c) const { EVP_PKEY_CTX_free(c); }
-  };
-  std::unique_ptr<EVP_PKEY_CTX, CtxFree> ctx(EVP_PKEY_CTX_new(station.key.get(), nullptr));
-  std::size_t sig_len = 0;
-  if (EVP_PKEY_sign_init(ctx.get()) <= 0 || EVP_PKEY_sign(ctx.get(), nullptr, &sig_len, md, md_len) <= 0)
-    throw std::runtime_error("EVP_PKEY_sign failed");
-  std::string sig(sig_len, '\0');
-  EVP_PKEY_sign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &sig_len, md, md_len);
-  sig.resize(sig_len);
+  std::string digest;
+  std::string sig = sign_sha256(station, units, &digest);
   std::size_t count = 0;
   for (std::size_t start = 0; start < units.size();) {
     auto end = units.find('\n', start);
@@ -179,9 +172,9 @@ inline std::string signed_bundle(const std::string& units, const TestKey& statio
     if (units.find_first_not_of(" \t\r", start) < end) ++count;
     start = end + 1;
   }
-  nlohmann::ordered_json trailer{{"bundle_signature", hex_of(reinterpret_cast<const unsigned char*>(sig.data()), sig.size())},
+  nlohmann::ordered_json trailer{{"bundle_signature", hex_of(sig)},
                                  {"algorithm", "ecdsa-p256-sha256"},
-                                 {"bundle_sha256", hex_of(md, md_len)},
+                                 {"bundle_sha256", hex_of(digest)},
                                  {"units", count},
                                  {"station_public_key", station.public_pem()}};
   std::string out = units;

@@ -68,4 +68,22 @@ Bytes vector_bytes(const std::string& name) {
   return read_file(vector(name));
 }
 
+std::vector<ImgtoolCase> imgtool_cases(const std::string& cases_vector) {
+  std::vector<ImgtoolCase> cases;
+  std::istringstream lines(read_text_file(vector(cases_vector)));
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    auto bar = line.find('|');
+    INFO(cases_vector, ": ", line);
+    REQUIRE(bar != std::string::npos);
+    ImgtoolCase c;
+    std::istringstream name(line.substr(0, bar));
+    name >> c.output;
+    std::istringstream words(line.substr(bar + 1));
+    for (std::string w; words >> w;) c.args.push_back(w);
+    cases.push_back(c);
+  }
+  return cases;
+}
+
 }  // namespace kiln::test

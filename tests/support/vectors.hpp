@@ -5,6 +5,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/bytes.hpp"
 
@@ -19,5 +20,14 @@ std::optional<std::string> vector_problem(const std::string& root, const std::st
 // The absolute path of a vector ("suit/example0.signed.suit") after checking it against its pin (fails the test if not).
 std::string vector(const std::string& name);
 Bytes vector_bytes(const std::string& name);
+
+// One line of an imgtool CASES.txt ("output | imgtool sign arguments"): the output vector and the arguments,
+// which are kiln's too.
+struct ImgtoolCase {
+  std::string output;
+  std::vector<std::string> args;
+};
+// The cases of a pinned CASES.txt ("mcuboot/CASES.txt"); a malformed line fails the test.
+std::vector<ImgtoolCase> imgtool_cases(const std::string& cases_vector);
 
 }  // namespace kiln::test
