@@ -37,6 +37,11 @@ static std::ostream& result_stream() { return standard_output_taken() ? std::cer
 
 void Context::render(const Json& value) const { cli::render(result_stream(), value, render_options_); }
 
+void Context::write_output(std::string_view data) const {
+  std::cout.write(data.data(), static_cast<std::streamsize>(data.size()));
+  std::cout.flush();
+}
+
 std::unique_ptr<RecordWriter> Context::records() const { return make_record_writer(result_stream(), render_options_); }
 
 void Context::info(std::string_view message) const {
@@ -50,6 +55,14 @@ void Context::debug(std::string_view message) const {
 }
 void Context::warn(std::string_view message) const {
   std::cerr << "kiln: warning: " << terminal_safe(message, true) << "\n";
+}
+
+bool Context::confirm(std::string_view question) const {
+  if (!stdin_tty_) return false;
+  std::cerr << terminal_safe(question) << " Type 'yes' to continue: " << std::flush;
+  std::string answer;
+  std::getline(std::cin, answer);
+  return answer == "yes";
 }
 
 std::optional<std::string> Context::config_value(const std::string& key) const {

@@ -57,12 +57,18 @@ class Context {
   // Data to stdout in the chosen format.
   void render(const Json& value) const;
   std::unique_ptr<RecordWriter> records() const;
+  // The command's output as raw bytes or text (a public key, a completion script, a help page): to stdout
+  // as is, flushed at once (a pipe's reader sees it as it is written).
+  void write_output(std::string_view data) const;
 
   // Human messages to stderr. info is silenced by --quiet; detail needs --verbose; debug --debug.
   void info(std::string_view message) const;
   void detail(std::string_view message) const;
   void debug(std::string_view message) const;
   void warn(std::string_view message) const;
+  // Asks on stderr and reads the answer from stdin: only "yes" confirms. Never asks (false) when stdin is not
+  // a terminal: callers refuse with a message saying which flag to pass instead.
+  bool confirm(std::string_view question) const;
 
   std::optional<std::string> config_value(const std::string& key) const;
 

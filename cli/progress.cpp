@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <memory>
 #include <fmt/format.h>
 
 #include "cli/context.hpp"
@@ -73,6 +74,15 @@ std::string ProgressBar::format_line(const std::string& label, std::uint64_t don
   int filled = static_cast<int>(fraction * bar);
   return left + "[" + std::string(static_cast<std::size_t>(filled), '#') +
          std::string(static_cast<std::size_t>(bar - filled), '.') + "]" + right;
+}
+
+std::function<void(std::uint64_t, std::uint64_t)> progress_callback(const Context& ctx, std::string label) {
+  auto bar = std::make_shared<std::unique_ptr<ProgressBar>>();
+  return [&ctx, bar, label = std::move(label)](std::uint64_t done, std::uint64_t total) {
+    if (!*bar) *bar = std::make_unique<ProgressBar>(ctx, label, total);
+    (*bar)->update(done);
+    if (done >= total) (*bar)->finish();
+  };
 }
 
 }  // namespace kiln::cli

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace kiln::cli {
@@ -38,5 +39,9 @@ class ProgressBar {
 };
 
 std::string human_bytes(double bytes);
+
+// A (done, total) callback for the libraries' progress reports, driving a ProgressBar that is made at the
+// first report, once the total is known, and finished when done reaches it.
+std::function<void(std::uint64_t done, std::uint64_t total)> progress_callback(const Context& ctx, std::string label);
 
 }  // namespace kiln::cli

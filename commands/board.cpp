@@ -3,11 +3,11 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <iostream>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "cli/board_views.hpp"
 #include "cli/context.hpp"
 #include "cli/progress.hpp"
 #include "commands/board_session.hpp"
@@ -37,34 +37,6 @@ SmpClient connect(const cli::Context& ctx, const BoardArgs& args) {
   return open_board(ctx, args.board, std::chrono::milliseconds(args.timeout_ms), args.window);
 }
 
-std::string fingerprint(ByteView der) { return "sha256:" + to_hex(digest(HashAlg::sha256, der)); }
-
-cli::Json slot_json(const ImageSlot& slot) {
-  cli::Json out{{"image", slot.image},   {"slot", slot.slot},         {"version", slot.version},
-                {"hash", to_hex(slot.hash)}, {"bootable", slot.bootable}, {"pending", slot.pending},
-                {"confirmed", slot.confirmed}, {"active", slot.active},   {"permanent", slot.permanent}};
-  if (slot.encrypted) out["encrypted"] = *slot.encrypted;
-  if (slot.compressed) out["compressed"] = *slot.compressed;
-  return out;
-}
-
-// Upload progress on the shared bar (terminal only, never with --quiet), created once the total is known.
-UploadProgress progress_bar(const cli::Context& ctx) {
-  auto bar = std::make_shared<std::unique_ptr<cli::ProgressBar>>();
-  return [&ctx, bar](std::uint64_t done, std::uint64_t total) {
-    if (!*bar) *bar = std::make_unique<cli::ProgressBar>(ctx, "upload", total);
-    (*bar)->update(done);
-    if (done >= total) (*bar)->finish();
-  };
-}
-
-bool confirm_on_terminal(const std::string& question) {
-  std::cerr << question << " Type 'yes' to continue: " << std::flush;
-  std::string answer;
-  std::getline(std::cin, answer);
-  return answer == "yes";
-}
-
 }  // namespace
 
 void add_board(CLI::App& app, cli::Context& ctx) {
@@ -88,23 +60,7 @@ void add_board(CLI::App& app, cli::Context& ctx) {
   add_board_options(info, *info_args);
   info->callback([&ctx, info_args] {
     auto client = connect(ctx, *info_args);
-    auto id = read_identity(client);
-    cli::Json firmware = cli::Json::array();
-    for (const auto& slot : id.firmware)
-      firmware.push_back({{"slot", slot.slot}, {"version", slot.version}, {"hash", to_hex(slot.hash)}});
-    cli::Json attestation = cli::Json::array();
-    for (const auto& cert : id.attestation_chain) attestation.push_back(fingerprint(cert));
-    cli::Json out{{"address", client.board()},
-                  {"uid", id.uid},
-                  {"state", std::string(manufacturing_state_name(id.state))},
-                  {"firmware", firmware},
-                  {"attestation", attestation},
-                  {"transport_key", fingerprint(id.transport_key)},
-                  {"sequence", id.sequence}};
-    // The installed firmware record (SUIT manifest), when the board has one.
-    out["manifest_key"] = id.manifest_key.empty() ? cli::Json(nullptr) : cli::Json(fingerprint(id.manifest_key));
-    out["manifest_digest"] = id.manifest_digest.empty() ? cli::Json(nullptr) : cli::Json(to_hex(id.manifest_digest));
-    ctx.render(out);
+    ctx.render(cli::identity_json(client.board(), read_identity(client)));
   });
 
   auto echo_args = std::make_shared<BoardArgs>();
@@ -124,7 +80,7 @@ void add_board(CLI::App& app, cli::Context& ctx) {
     auto client = connect(ctx, *images_args);
     auto slots = read_image_state(client);
     auto out = ctx.records();
-    for (const auto& slot : slots) out->add(slot_json(slot));
+    for (const auto& slot : slots) out->add(cli::slot_json(slot));
     out->finish();
   });
 
@@ -144,26 +100,11 @@ void add_board(CLI::App& app, cli::Context& ctx) {
   add_board_options(upload, upload_args->board);
   upload->callback([&ctx, upload_args] {
     auto client = connect(ctx, upload_args->board);
-    auto result = install_image(client, upload_args->file, upload_args->install, progress_bar(ctx));
+    auto result = install_image(client, upload_args->file, upload_args->install, cli::progress_callback(ctx, "upload"));
     if (result.already_running)
       ctx.info(fmt::format("board {} already runs {}: nothing uploaded{}", client.board(), upload_args->file,
                            upload_args->install.confirm ? "; it is confirmed" : ""));
-    const auto& u = result.upload;
-    cli::Json slots = cli::Json::array();
-    for (const auto& slot : result.slots) slots.push_back(slot_json(slot));
-    ctx.render({{"address", client.board()},
-                {"file", upload_args->file},
-                {"size", u.size},
-                {"sha256", to_hex(u.sha256)},
-                {"resumed_from", u.resumed_from},
-                {"packets", u.packets},
-                {"seconds", u.seconds},
-                {"bytes_per_second", u.seconds > 0 ? static_cast<std::uint64_t>(static_cast<double>(u.size - u.resumed_from) / u.seconds) : 0},
-                {"already_running", result.already_running},
-                {"mark", result.already_running ? (upload_args->install.confirm ? "confirmed" : "none")
-                                                : upload_args->install.confirm ? "permanent" : "test"},
-                {"reset", result.reset},
-                {"slots", slots}});
+    ctx.render(cli::install_result_json(client.board(), upload_args->file, result, upload_args->install.confirm));
   });
 
   auto confirm_args = std::make_shared<BoardArgs>();
@@ -174,7 +115,7 @@ void add_board(CLI::App& app, cli::Context& ctx) {
     auto client = connect(ctx, *confirm_args);
     auto slots = write_image_state(client, {}, true);
     auto out = ctx.records();
-    for (const auto& slot : slots) out->add(slot_json(slot));
+    for (const auto& slot : slots) out->add(cli::slot_json(slot));
     out->finish();
   });
 
@@ -216,7 +157,7 @@ void add_board(CLI::App& app, cli::Context& ctx) {
         throw Error(ExitCode::conflict, fmt::format("refusing to advance board {} to {} without --yes", client.board(),
                                                     state_args->set),
                     "the change is irreversible: check it with --dry-run, then repeat with --yes");
-      if (!confirm_on_terminal(question)) throw Error(ExitCode::interrupted, "not confirmed; nothing changed");
+      if (!ctx.confirm(question)) throw Error(ExitCode::interrupted, "not confirmed; nothing changed");
     }
     auto reached = set_manufacturing_state(client, next, state_args->dry_run);
     cli::Json out{{"address", client.board()}};

@@ -36,5 +36,9 @@ void add_device(CLI::App& app, cli::Context& ctx);
 void add_deployment(CLI::App& app, cli::Context& ctx);
 // image upload|list|show|download, added to the image noun by add_image.
 void add_image_service_verbs(CLI::App* image, cli::Context& ctx);
+// factory ledger verify|export|stats, added to the factory noun by add_factory.
+void add_factory_ledger(CLI::App* factory, cli::Context& ctx);
+// image sign (imgtool's options), added to the image noun by add_image.
+void add_image_sign(CLI::App* image, cli::Context& ctx);
 
 }  // namespace kiln::commands

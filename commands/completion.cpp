@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <iostream>
 
 #include "cli/command_tree.hpp"
 #include "cli/completion.hpp"
@@ -61,7 +60,7 @@ void add_completion(CLI::App& app, cli::Context& ctx) {
   auto shell = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand("completion", "Print a shell completion script (bash, zsh, fish)");
   cmd->add_option("SHELL", *shell, "bash, zsh or fish")->required()->check(CLI::IsMember({"bash", "zsh", "fish"}));
-  cmd->callback([&app, shell] { std::cout << cli::completion_script(cli::describe(app), *shell); });
+  cmd->callback([&app, &ctx, shell] { ctx.write_output(cli::completion_script(cli::describe(app), *shell)); });
 
   auto kind = std::make_shared<std::string>();
   auto* values = app.add_subcommand("__complete", "");
@@ -72,11 +71,11 @@ void add_completion(CLI::App& app, cli::Context& ctx) {
     try {
       if (*kind == "board") {
         for (auto& address : discover_boards(board_discovery(ctx))) {
-          std::cout << cli::terminal_safe(address.text()) << "\n";
-          if (!address.uid_hint.empty()) std::cout << cli::terminal_safe(address.uid_hint) << "\n";
+          ctx.write_output(cli::terminal_safe(address.text()) + "\n");
+          if (!address.uid_hint.empty()) ctx.write_output(cli::terminal_safe(address.uid_hint) + "\n");
         }
       } else {
-        std::cout << cli::terminal_safe(service_names(ctx, *kind), true);  // names are the service's
+        ctx.write_output(cli::terminal_safe(service_names(ctx, *kind), true));  // names are the service's
       }
     } catch (const std::exception&) {
     }

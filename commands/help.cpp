@@ -1,7 +1,6 @@
 // kiln help TOPIC and kiln man: concept help and man pages, both from data kiln carries.
 #include <CLI/CLI.hpp>
 #include <filesystem>
-#include <iostream>
 
 #include "cli/command_tree.hpp"
 #include "cli/context.hpp"
@@ -25,7 +24,7 @@ void add_help(CLI::App& app, cli::Context& ctx) {
       return;
     }
     const auto& t = cli::find_help_topic(*topic);
-    std::cout << (t.text ? std::string(t.text) : cli::exit_codes_text());
+    ctx.write_output(t.text ? std::string(t.text) : cli::exit_codes_text());
   });
 
   auto dir = std::make_shared<std::string>();

@@ -3,6 +3,7 @@
 
 #include "cli/context.hpp"
 #include "cli/output_file.hpp"
+#include "cli/progress.hpp"
 #include "commands/commands.hpp"
 #include "commands/service_session.hpp"
 
@@ -27,9 +28,9 @@ void add_image_service_verbs(CLI::App* image, cli::Context& ctx) {
   upload->add_option("--manifest", args->manifest, "SUIT envelope to upload with it")->check(CLI::ExistingFile);
   upload->callback([&ctx, args] {
     auto api = connect(ctx);
-    auto result = transport::upload_image(api, args->file, progress_bar(ctx, "uploading"));
+    auto result = transport::upload_image(api, args->file, cli::progress_callback(ctx, "uploading"));
     if (!args->manifest.empty()) {
-      auto manifest = transport::upload_image(api, args->manifest, progress_bar(ctx, "manifest"))["id"].get<std::string>();
+      auto manifest = transport::upload_image(api, args->manifest, cli::progress_callback(ctx, "manifest"))["id"].get<std::string>();
       result["manifest"] = manifest;
       result["sequence"] = transport::link_image_manifest(api, result["id"].get<std::string>(), manifest)["sequence"];
     }

@@ -1,16 +1,14 @@
 // kiln key: generate, show and export keys (PEM files or PKCS#11 tokens).
 #include <unistd.h>
 
-#include <iostream>
-
 #include <fmt/format.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <CLI/CLI.hpp>
 
 #include "cli/context.hpp"
 #include "cli/output_file.hpp"
 #include "commands/commands.hpp"
+#include "core/base64.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "signing/external_signing.hpp"
@@ -90,8 +88,7 @@ void export_public(const cli::Context& ctx, const ExportArgs& args) {
   cli::check_overwrite(args.out, args.force);
   Bytes exported = export_public_key(load_public_key(args.keyref, ctx.key_options(args.passphrase)), format);
   if (args.out.empty()) {
-    std::cout.write(reinterpret_cast<const char*>(exported.data()), static_cast<std::streamsize>(exported.size()));
-    std::cout.flush();
+    ctx.write_output(std::string_view(reinterpret_cast<const char*>(exported.data()), exported.size()));
     return;
   }
   write_file_atomic(args.out, exported, 0644);
@@ -165,14 +162,10 @@ void add_key(CLI::App& app, cli::Context& ctx) {
     cli::check_overwrite(sd->out, sd->force);
     auto signer = open_signer(sd->keyref, ctx.key_options(sd->passphrase));
     Bytes signature = sign_vector(*signer, read_file(sd->input));
-    if (sd->base64) {
-      std::string text(4 * ((signature.size() + 2) / 3) + 1, '\0');
-      text.resize(static_cast<std::size_t>(EVP_EncodeBlock(reinterpret_cast<unsigned char*>(text.data()),
-                                                           signature.data(), static_cast<int>(signature.size()))));
-      write_file_atomic(sd->out, as_bytes(text));
-    } else {
+    if (sd->base64)
+      write_file_atomic(sd->out, as_bytes(to_base64(signature)));
+    else
       write_file_atomic(sd->out, signature);
-    }
     ctx.render(cli::Json{{"key", keyref_for_display(sd->keyref)},
                          {"type", std::string(key_type_name(signer->type()))},
                          {"output", sd->out},

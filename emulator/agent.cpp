@@ -19,6 +19,7 @@
 
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "signing/file_digest.hpp"
 #include "emulator/update_check.hpp"
 #include "signing/certificate_builder.hpp"
 #include "signing/openssl_ptr.hpp"
@@ -64,12 +65,7 @@ std::uint64_t file_size_or_zero(const fs::path& path) {
   return ec ? 0 : size;
 }
 
-Bytes sha256_of_file(const fs::path& path) {
-  Hasher hasher(HashAlg::sha256);
-  ChunkReader reader(path);
-  for (auto chunk = reader.next(); !chunk.empty(); chunk = reader.next()) hasher.update(chunk);
-  return hasher.finish();
-}
+Bytes sha256_of_file(const fs::path& path) { return file_digest(HashAlg::sha256, path); }
 
 bool is_sha256_hex(const std::string& text) {
   return text.size() == 64 && std::all_of(text.begin(), text.end(), [](char c) {

@@ -18,6 +18,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "emulator/update_check.hpp"
+#include "signing/file_digest.hpp"
 #include "signing/image_compression.hpp"
 #include "signing/mcuboot_sign.hpp"
 #include "signing/file_key.hpp"
@@ -41,13 +42,9 @@ Body group_error(int code) { return smp::group_error_body(smp::group::kiln_provi
 
 std::string hex_or_empty(const Bytes& b) { return to_hex(b); }
 
+// A slot file that does not exist yet hashes as empty.
 Bytes file_sha256(const fs::path& path) {
-  Hasher hasher(HashAlg::sha256);
-  if (fs::exists(path)) {
-    ChunkReader reader(path);
-    for (auto chunk = reader.next(); !chunk.empty(); chunk = reader.next()) hasher.update(chunk);
-  }
-  return hasher.finish();
+  return fs::exists(path) ? file_digest(HashAlg::sha256, path) : digest(HashAlg::sha256, ByteView{});
 }
 
 // What a board reads of a slot file that may not exist yet: nothing when it is absent.

@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <charconv>
 
 #include "core/error.hpp"
 #include "core/files.hpp"
@@ -406,6 +407,38 @@ Json describe(const CreateOptions& options) {
   if (!texts.empty() || component_texts) description["description"] = Json{{"en-US", texts}};
   if (options.severable) description["severable"] = true;
   return description;
+}
+
+std::uint64_t parse_sequence_number(const std::string& text, std::uint64_t now_seconds) {
+  if (text == "auto") return now_seconds;
+  std::uint64_t n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size())
+    throw Error(ExitCode::usage, fmt::format("--sequence {} is not a number", text),
+                "pass an unsigned integer or \"auto\"");
+  return n;
+}
+
+nlohmann::ordered_json describe_request(CreateRequest r, std::uint64_t now_seconds) {
+  if (r.sequence.empty()) throw Error(ExitCode::usage, "--sequence is required", "pass --sequence N or --sequence auto");
+  if (!r.uris.empty() && r.uris.size() != r.components.size())
+    throw Error(ExitCode::usage, fmt::format("{} --uri for {} --component", r.uris.size(), r.components.size()),
+                "give one --uri per --component, in the same order, or none");
+  CreateOptions& o = r.options;
+  for (std::size_t i = 0; i < r.components.size(); ++i)
+    o.components.push_back({r.components[i], r.uris.empty() ? "" : r.uris[i]});
+  // Identity: an explicit UUID, or the draft's UUIDv5 derivation from a domain / model name.
+  if (!r.vendor_id.empty()) o.vendor_id = parse_uuid(r.vendor_id);
+  if (!r.vendor_domain.empty()) o.vendor_id = vendor_id_from_domain(r.vendor_domain);
+  if (!r.class_id.empty()) o.class_id = parse_uuid(r.class_id);
+  if (!r.class_name.empty()) {
+    if (o.vendor_id.empty())
+      throw Error(ExitCode::usage, "--class-name needs a vendor", "pass --vendor-id or --vendor-domain");
+    o.class_id = class_id_from_name(o.vendor_id, r.class_name);
+  }
+  if (o.vendor_domain.empty()) o.vendor_domain = r.vendor_domain;
+  o.sequence_number = parse_sequence_number(r.sequence, now_seconds);
+  return describe(o);
 }
 
 }  // namespace kiln::suit

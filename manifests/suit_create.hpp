@@ -48,4 +48,18 @@ struct CreateOptions {
 // The same description compile_description takes, built from options (the first component is bootable).
 nlohmann::ordered_json describe(const CreateOptions& options);
 
+// `kiln manifest create` as written on the command line: identities as UUIDs or names, the sequence as
+// text, one URI per component or none. describe_request resolves them (UUIDv5 from names, "auto" as
+// seconds since the epoch at `now`) and describes the envelope; usage errors (exit 2) name the option.
+struct CreateRequest {
+  std::vector<std::string> components, uris;
+  std::string vendor_id, vendor_domain, class_id, class_name;
+  std::string sequence;  // N or auto
+  CreateOptions options;  // the texts, reference-uri and severable; components and identity are filled in
+};
+nlohmann::ordered_json describe_request(CreateRequest request, std::uint64_t now_seconds);
+
+// --sequence: an unsigned decimal number, or "auto" (now_seconds, so every later build gets a larger one).
+std::uint64_t parse_sequence_number(const std::string& text, std::uint64_t now_seconds);
+
 }  // namespace kiln::suit

@@ -71,7 +71,7 @@ std::vector<ProvisionOutcome> watch_boards(Station& station, const WatchOptions&
       // A socket (or a USB device node) exists a moment before the board answers: retry a refused connect.
       for (int attempt = 0; attempt < 5; ++attempt) {
         outcome = provision_board(station, address, options.provision, on_event);
-        if (outcome.result != "failed" || outcome.failed_step != "connect") break;
+        if (outcome.result != BoardStatus::failed || outcome.failed_step != "connect") break;
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
       std::lock_guard done(mutex);

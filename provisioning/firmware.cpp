@@ -1,6 +1,8 @@
 // Station firmware: the image / manifest / manifest-key agreement checked at init and at every run.
 #include "provisioning/firmware.hpp"
 
+#include "signing/file_digest.hpp"
+
 #include <algorithm>
 
 #include <fmt/format.h>
@@ -19,12 +21,7 @@ bool StationFirmware::is_image(ByteView slot_hash) const {
   return same(image_sha256) || same(image_hash_tlv);
 }
 
-Bytes file_sha256(const std::filesystem::path& path) {
-  Hasher hasher(HashAlg::sha256);
-  ChunkReader reader(path);
-  for (auto chunk = reader.next(); !chunk.empty(); chunk = reader.next()) hasher.update(chunk);
-  return hasher.finish();
-}
+Bytes file_sha256(const std::filesystem::path& path) { return file_digest(HashAlg::sha256, path); }
 
 StationFirmware check_firmware(const std::filesystem::path& image, const std::filesystem::path& manifest,
                                ByteView manifest_key, const std::optional<Bytes>& boot_key) {

@@ -741,4 +741,26 @@ LedgerStats Ledger::stats() {
   return s;
 }
 
+void require_provable(const LedgerVerifyReport& report, const std::filesystem::path& ledger, bool allow_unverified) {
+  if (!report.ok)
+    throw Error(ExitCode::verification_failed, fmt::format("ledger {}: {}", ledger.string(), report.problem),
+                "a ledger that fails verification is not exported; keep the file for investigation");
+  // An empty ledger proves nothing either: a station never wrote to it, or every row (station row and
+  // head included) was deleted. Both look the same from the file alone.
+  if (report.ledger_id.empty() && report.rows == 0 && !allow_unverified)
+    throw Error(ExitCode::verification_failed,
+                fmt::format("ledger {} has no rows, no station row and no signed head: nothing proves what it held "
+                            "(a station never wrote to it, or every row was deleted)",
+                            ledger.string()),
+                "compare with the bundles this station exported before (the service refuses a ledger that goes "
+                "back); pass --allow-unverified to accept an empty ledger");
+  if (report.ledger_id.empty() && report.rows > 0 && !allow_unverified)
+    throw Error(ExitCode::verification_failed,
+                fmt::format("ledger {} has no station row and no signed head: {} of its {} rows are covered by no "
+                            "signature, and rows cut from its end could not be detected",
+                            ledger.string(), report.unverified_rows, report.rows),
+                "run the station once with this ledger (kiln factory run/provision binds it and signs its head), or "
+                "pass --allow-unverified to accept it as it is");
+}
+
 }  // namespace kiln

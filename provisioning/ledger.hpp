@@ -155,4 +155,9 @@ std::string ledger_row_hash(const std::string& prev_hash, std::int64_t seq, cons
                             const std::string& content);
 std::string utc_now_iso8601();
 
+// Refuses (exit 3) a ledger that failed verification, and one whose end no signature proves (no station
+// row and no signed head, or no rows at all) unless `allow_unverified`: rows cut from its end could not be
+// detected. What `factory ledger verify` and `export` require before they report or export anything.
+void require_provable(const LedgerVerifyReport& report, const std::filesystem::path& ledger, bool allow_unverified);
+
 }  // namespace kiln

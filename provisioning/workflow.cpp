@@ -156,27 +156,27 @@ struct Attempt {
   bool reserved_certificate = false;
   std::unique_ptr<InFlight> in_flight;
 
-  // Runs `body` as `step`: it returns "ok" or "skipped" (or "would-run" in a dry run).
+  // Runs `body` as `step`: it returns ok or skipped (or would_run in a dry run).
   template <typename Body>
   void step(ProvisionStep which, Body&& body) {
     auto start = Clock::now();
-    ProvisionEvent event{board.text(), identity.uid, std::string(provision_step_name(which)), "", 0, ""};
+    ProvisionEvent event{board.text(), identity.uid, std::string(provision_step_name(which)), StepStatus::ok, 0, ""};
     try {
       event.result = body();
       event.uid = identity.uid;
     } catch (const Error& e) {
       event.uid = identity.uid;
-      event.result = "failed";
+      event.result = StepStatus::failed;
       event.error = e.what();
       event.duration_ms = millis_since(start);
-      entry.steps.push_back({event.step, event.result, event.duration_ms, event.error});
+      entry.steps.push_back({event.step, std::string(step_status_name(event.result)), event.duration_ms, event.error});
       if (on_event) on_event(event);
       outcome.failed_step = event.step;
       throw;
     }
     event.duration_ms = millis_since(start);
-    entry.steps.push_back({event.step, event.result, event.duration_ms, ""});
-    if (event.result == "would-run") outcome.planned_steps.push_back(event.step);
+    entry.steps.push_back({event.step, std::string(step_status_name(event.result)), event.duration_ms, ""});
+    if (event.result == StepStatus::would_run) outcome.planned_steps.push_back(event.step);
     if (on_event) on_event(event);
   }
 };
@@ -206,7 +206,7 @@ void check_second_certificate(Attempt& a) {
 // board acknowledged but did not keep (flash fault, a proxy, buggy firmware) stops the seal here.
 void check_ready_to_seal(Attempt& a, SmpClient& client) {
   for (const auto& step : a.entry.steps)
-    if (step.result == "failed")
+    if (step.result == step_status_name(StepStatus::failed))
       throw Error(ExitCode::failure, fmt::format("board {}: step {} failed in this attempt: not sealing it",
                                                  a.identity.uid, step.step));
   const Station& station = a.station;
@@ -238,10 +238,10 @@ void run_steps(Attempt& a, SmpClient& client) {
   Station& station = a.station;
   const auto& profile = station.profile;
   bool dry = a.options.dry_run;
-  auto change = [dry](auto&& action) -> std::string {
-    if (dry) return "would-run";
+  auto change = [dry](auto&& action) -> StepStatus {
+    if (dry) return StepStatus::would_run;
     action();
-    return "ok";
+    return StepStatus::ok;
   };
 
   a.step(ProvisionStep::attest, [&] {
@@ -264,7 +264,7 @@ void run_steps(Attempt& a, SmpClient& client) {
       throw Error(ExitCode::board, fmt::format("board {} reports UID {} in its provisioning record", a.identity.uid,
                                                shown_uid(a.record.uid)));
     if (a.identity.state < profile.final_state) check_second_certificate(a);
-    return "ok";
+    return StepStatus::ok;
   });
 
   if (a.identity.state >= profile.final_state) {
@@ -273,26 +273,26 @@ void run_steps(Attempt& a, SmpClient& client) {
                   fmt::format("board {} is already {} but this station's ledger has no record of it",
                               a.identity.uid, manufacturing_state_name(a.identity.state)),
                   "it was provisioned by another station or with another ledger");
-    a.outcome.result = "already-provisioned";
+    a.outcome.result = BoardStatus::already_provisioned;
     return;
   }
 
   // Before the firmware step: an encrypted factory image needs the key to boot.
   if (profile.encryption) {
     const auto& enc = *profile.encryption;
-    a.step(ProvisionStep::encryption_key, [&]() -> std::string {
+    a.step(ProvisionStep::encryption_key, [&]() -> StepStatus {
       std::optional<Bytes> product_public;
       if (enc.mode == EncryptionKeyMode::install) product_public = mcuboot::load_encryption_key(enc.key.string()).public_key_der;
       const Bytes& held = a.record.encryption_public_key;
       if (!held.empty() && (!product_public || held == *product_public)) {
         a.entry.encryption_public_key_pem = public_key_pem(held);
-        return "skipped";
+        return StepStatus::skipped;
       }
       if (a.identity.state != ManufacturingState::blank)
         throw Error(ExitCode::conflict,
                     fmt::format("board {} is {} and holds {} image-encryption key", a.identity.uid,
                                 manufacturing_state_name(a.identity.state), held.empty() ? "no" : "another"));
-      if (dry) return "would-run";
+      if (dry) return StepStatus::would_run;
       Bytes installed;
       if (enc.mode == EncryptionKeyMode::generate) {
         installed = generate_encryption_key(client, enc.type);
@@ -313,20 +313,20 @@ void run_steps(Attempt& a, SmpClient& client) {
                                   a.identity.uid));
       }
       a.entry.encryption_public_key_pem = public_key_pem(installed);
-      return "ok";
+      return StepStatus::ok;
     });
   }
 
   if (station.firmware) {
     const auto& fw = *station.firmware;
-    a.step(ProvisionStep::firmware, [&]() -> std::string {
+    a.step(ProvisionStep::firmware, [&]() -> StepStatus {
       auto slots = read_image_state(client);
       const ImageSlot* primary = find_slot(slots, 0);
       bool running = primary && fw.is_image(primary->hash);
       bool key_installed = a.record.config.manifest_key == fw.manifest_key;
       bool manifest_installed = a.record.manifest_digest == fw.manifest_digest;
-      if (running && primary->confirmed && key_installed && manifest_installed) return "skipped";
-      if (dry) return "would-run";
+      if (running && primary->confirmed && key_installed && manifest_installed) return StepStatus::skipped;
+      if (dry) return StepStatus::would_run;
       if (!running) {
         // Upload unless the secondary slot already holds it (resumes a partial upload), test it,
         // reset so MCUboot swaps it in, and check the board now runs it.
@@ -363,7 +363,7 @@ void run_steps(Attempt& a, SmpClient& client) {
                                                    a.identity.uid, installed.sequence, to_hex(installed.digest),
                                                    fw.sequence));
       }
-      return "ok";
+      return StepStatus::ok;
     });
     a.entry.firmware_version = fw.version;
     a.entry.firmware_sha256 = to_hex(fw.image_sha256);
@@ -372,11 +372,11 @@ void run_steps(Attempt& a, SmpClient& client) {
 
   bool blank = a.identity.state == ManufacturingState::blank;
 
-  a.step(ProvisionStep::identity, [&]() -> std::string {
+  a.step(ProvisionStep::identity, [&]() -> StepStatus {
     if (!a.record.device_public_key.empty()) {
       a.device_public_key = a.record.device_public_key;
       if (!dry) check_possession(client, a.identity, a.device_public_key);
-      return "skipped";
+      return StepStatus::skipped;
     }
     if (!blank)
       throw Error(ExitCode::conflict, fmt::format("board {} is {} but holds no device key", a.identity.uid,
@@ -401,34 +401,34 @@ void run_steps(Attempt& a, SmpClient& client) {
     // Nothing below can be judged without a key; report what would run.
     for (auto step : {ProvisionStep::certificate, ProvisionStep::install_chain, ProvisionStep::install_config,
                       ProvisionStep::ledger, ProvisionStep::final_state})
-      a.step(step, [&]() -> std::string {
+      a.step(step, [&]() -> StepStatus {
         if (step == ProvisionStep::certificate || step == ProvisionStep::install_chain) {
           const auto& chain = a.record.certificate_chain;
           if (!chain.empty() && certificate_matches(chain.front(), station.ca_certificate_der, a.device_public_key))
-            return "skipped";
+            return StepStatus::skipped;
         }
-        if (step == ProvisionStep::install_config && config_matches(a.record.config, station)) return "skipped";
-        return "would-run";
+        if (step == ProvisionStep::install_config && config_matches(a.record.config, station)) return StepStatus::skipped;
+        return StepStatus::would_run;
       });
-    a.outcome.result = "dry-run";
+    a.outcome.result = BoardStatus::dry_run;
     return;
   }
 
-  a.step(ProvisionStep::certificate, [&]() -> std::string {
+  a.step(ProvisionStep::certificate, [&]() -> StepStatus {
     const auto& chain = a.record.certificate_chain;
     if (!chain.empty() && certificate_matches(chain.front(), station.ca_certificate_der, a.device_public_key)) {
       a.certificate_der = chain.front();
       // Issued by a station killed before it could record it: count it against the quota now.
       if (!station.ledger->records_certificate(certificate_serial_hex(a.certificate_der)))
         a.entry.certificate_issued = true;
-      return "skipped";
+      return StepStatus::skipped;
     }
     // A certificate an earlier attempt issued (and recorded) for this very key is reused.
     if (auto earlier = station.ledger->latest_certificate(a.identity.uid)) {
       Bytes der = certificate_der_from_pem(*earlier);
       if (certificate_matches(der, station.ca_certificate_der, a.device_public_key)) {
         a.certificate_der = der;
-        return "skipped";
+        return StepStatus::skipped;
       }
     }
     if (!blank) throw Error(ExitCode::conflict, fmt::format("board {} is locked without a certificate", a.identity.uid));
@@ -438,46 +438,46 @@ void run_steps(Attempt& a, SmpClient& client) {
                                            {profile.product, profile.validity_days});
     a.certificate_der = issued.der;
     a.entry.certificate_issued = true;
-    return "ok";
+    return StepStatus::ok;
   });
   a.entry.device_public_key_pem = public_key_pem(a.device_public_key);
   a.entry.certificate_pem = certificate_pem(a.certificate_der);
   a.entry.certificate_serial = a.outcome.certificate_serial = certificate_serial_hex(a.certificate_der);
 
-  a.step(ProvisionStep::install_chain, [&]() -> std::string {
+  a.step(ProvisionStep::install_chain, [&]() -> StepStatus {
     const auto& chain = a.record.certificate_chain;
-    if (!chain.empty() && chain.front() == a.certificate_der) return "skipped";
+    if (!chain.empty() && chain.front() == a.certificate_der) return StepStatus::skipped;
     install_certificate_chain(client, {a.certificate_der, station.ca_certificate_der});
-    return "ok";
+    return StepStatus::ok;
   });
 
-  a.step(ProvisionStep::install_config, [&]() -> std::string {
-    if (config_matches(a.record.config, station)) return "skipped";
+  a.step(ProvisionStep::install_config, [&]() -> StepStatus {
+    if (config_matches(a.record.config, station)) return StepStatus::skipped;
     ServiceConfig config;
     config.boot_key_hash = station.boot_key_hash;
     config.service_url = profile.service_url;
     config.trust_anchor_pem = station.trust_anchor_pem;
     install_service_config(client, config);
-    return "ok";
+    return StepStatus::ok;
   });
 
   // Durable before anything irreversible: a board never reaches its final state unrecorded, and
   // never on faith: it must hold now exactly what this attempt established.
   a.step(ProvisionStep::ledger, [&] {
     check_ready_to_seal(a, client);
-    a.entry.result = "provisioned";
+    a.entry.result = board_status_name(BoardStatus::provisioned);
     a.entry.finished_at = utc_now_iso8601();
     station.ledger->append(a.entry);
-    return "ok";
+    return StepStatus::ok;
   });
   a.entry.result.clear();
   a.entry.certificate_issued = false;  // counted once, in the row just written
 
   a.step(ProvisionStep::final_state, [&] {
     set_manufacturing_state(client, profile.final_state, false);
-    return "ok";
+    return StepStatus::ok;
   });
-  a.outcome.result = "provisioned";
+  a.outcome.result = BoardStatus::provisioned;
 }
 
 // One signing operation at a time: a PKCS#11 session must not be used by two threads at once,
@@ -499,6 +499,26 @@ class SerializedSigner : public Signer {
 };
 
 }  // namespace
+
+std::string_view step_status_name(StepStatus result) {
+  switch (result) {
+    case StepStatus::ok: return "ok";
+    case StepStatus::skipped: return "skipped";
+    case StepStatus::failed: return "failed";
+    case StepStatus::would_run: return "would-run";
+  }
+  return "?";
+}
+
+std::string_view board_status_name(BoardStatus result) {
+  switch (result) {
+    case BoardStatus::provisioned: return "provisioned";
+    case BoardStatus::already_provisioned: return "already-provisioned";
+    case BoardStatus::failed: return "failed";
+    case BoardStatus::dry_run: return "dry-run";
+  }
+  return "?";
+}
 
 std::string_view provision_step_name(ProvisionStep step) {
   switch (step) {
@@ -564,19 +584,19 @@ ProvisionOutcome provision_board(Station& station, const BoardAddress& board, co
     SmpClient client(open_link(board), SmpClientOptions{options.board_timeout, 2, 8});
     run_steps(a, client);
   } catch (const Error& e) {
-    a.outcome.result = "failed";
+    a.outcome.result = BoardStatus::failed;
     a.outcome.error = e.what();
     a.outcome.code = e.code();
     if (a.outcome.failed_step.empty()) a.outcome.failed_step = "connect";
   } catch (const std::exception& e) {
-    a.outcome.result = "failed";
+    a.outcome.result = BoardStatus::failed;
     a.outcome.error = e.what();
     a.outcome.code = ExitCode::failure;
     if (a.outcome.failed_step.empty()) a.outcome.failed_step = "connect";
   }
   // Failed attempts are recorded too (yield and failures per step), when the board said who it is.
-  if (a.outcome.result == "failed" && !options.dry_run && !a.entry.uid.empty()) {
-    a.entry.result = "failed";
+  if (a.outcome.result == BoardStatus::failed && !options.dry_run && !a.entry.uid.empty()) {
+    a.entry.result = board_status_name(BoardStatus::failed);
     a.entry.failed_step = a.outcome.failed_step;
     a.entry.error = a.outcome.error;
     a.entry.finished_at = utc_now_iso8601();
@@ -593,7 +613,7 @@ ProvisionOutcome provision_board(Station& station, const BoardAddress& board, co
   }
   // A certificate issued but not recorded (the row could not be written) keeps its reservation:
   // it exists, so it keeps counting against the quota until this UID is provisioned again.
-  bool issued_unrecorded = a.entry.certificate_issued && a.outcome.result == "failed";
+  bool issued_unrecorded = a.entry.certificate_issued && a.outcome.result == BoardStatus::failed;
   if (a.reserved_certificate && !issued_unrecorded) {
     try {
       station.ledger->release_certificate(a.identity.uid);
@@ -612,7 +632,7 @@ std::vector<ProvisionOutcome> provision_boards(Station& station, const std::vect
     for (std::size_t i = next++; i < boards.size(); i = next++) {
       if (interrupted()) {
         outcomes[i].board = boards[i].text();
-        outcomes[i].result = "failed";
+        outcomes[i].result = BoardStatus::failed;
         outcomes[i].failed_step = "connect";
         outcomes[i].error = "interrupted before this board was started";
         outcomes[i].code = ExitCode::interrupted;
@@ -626,6 +646,24 @@ std::vector<ProvisionOutcome> provision_boards(Station& station, const std::vect
   for (std::size_t t = 0; t < threads; ++t) pool.emplace_back(worker);
   for (auto& thread : pool) thread.join();
   return outcomes;
+}
+
+void require_all_provisioned(const std::vector<ProvisionOutcome>& outcomes) {
+  std::vector<const ProvisionOutcome*> failed;
+  for (const auto& o : outcomes)
+    if (o.result == BoardStatus::failed) failed.push_back(&o);
+  if (failed.empty()) return;
+  auto name = [](const ProvisionOutcome& o) { return o.uid.empty() ? o.board : o.uid; };
+  if (outcomes.size() == 1)
+    throw Error(failed.front()->code,
+                fmt::format("board {}: {} failed: {}", name(*failed.front()), failed.front()->failed_step,
+                            failed.front()->error),
+                "run the same command again: completed steps are skipped");
+  std::vector<std::string> names;
+  for (const auto* o : failed) names.push_back(fmt::format("{} ({})", name(*o), o->failed_step));
+  throw Error(ExitCode::partial,
+              fmt::format("{} of {} boards failed: {}", failed.size(), outcomes.size(), fmt::join(names, ", ")),
+              "run again to resume them; completed steps are skipped");
 }
 
 }  // namespace kiln

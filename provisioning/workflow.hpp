@@ -23,6 +23,13 @@ namespace kiln {
 enum class ProvisionStep { attest, encryption_key, firmware, identity, certificate, install_chain, install_config, ledger, final_state };
 std::string_view provision_step_name(ProvisionStep step);
 
+// What one step did to one board, and what a run did to one board: one string each, as the ledger, -o json
+// and the live table show them.
+enum class StepStatus { ok, skipped, failed, would_run };
+std::string_view step_status_name(StepStatus result);  // ok, skipped, failed, would-run
+enum class BoardStatus { provisioned, already_provisioned, failed, dry_run };
+std::string_view board_status_name(BoardStatus result);  // provisioned, already-provisioned, failed, dry-run
+
 // Everything a station needs, opened once per run and shared by all workers.
 struct Station {
   StationProfile profile;
@@ -47,7 +54,7 @@ struct ProvisionEvent {
   std::string board;
   std::string uid;
   std::string step;
-  std::string result;  // "ok", "skipped", "failed", "would-run" (dry run)
+  StepStatus result = StepStatus::ok;
   std::int64_t duration_ms = 0;
   std::string error;
 };
@@ -56,7 +63,7 @@ using EventSink = std::function<void(const ProvisionEvent&)>;
 struct ProvisionOutcome {
   std::string board;
   std::string uid;
-  std::string result;  // "provisioned", "already-provisioned", "failed", "dry-run"
+  BoardStatus result = BoardStatus::failed;
   std::string failed_step;
   std::string error;
   ExitCode code = ExitCode::ok;
@@ -82,5 +89,9 @@ ProvisionOutcome provision_board(Station& station, const BoardAddress& board, co
 // Outcomes are in the order of `boards`. `on_event` is called from worker threads (serialise in it).
 std::vector<ProvisionOutcome> provision_boards(Station& station, const std::vector<BoardAddress>& boards, int jobs,
                                                const ProvisionOptions& options, const EventSink& on_event);
+
+// Throws the error that names every failed board: its own exit code and step for a single board, exit 8
+// (partial) naming each failed board and step for several. Returns when none failed.
+void require_all_provisioned(const std::vector<ProvisionOutcome>& outcomes);
 
 }  // namespace kiln

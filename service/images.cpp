@@ -16,6 +16,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "service/handlers.hpp"
+#include "signing/file_digest.hpp"
 #include "signing/signer.hpp"
 
 namespace kiln::service {
@@ -69,12 +70,7 @@ std::int64_t upload_offset(const Call& call) {
   return value;
 }
 
-std::string file_sha256(const std::filesystem::path& path) {
-  Hasher hasher(HashAlg::sha256);
-  ChunkReader reader(path);
-  for (auto piece = reader.next(); !piece.empty(); piece = reader.next()) hasher.update(piece);
-  return to_hex(hasher.finish());
-}
+std::string file_sha256(const std::filesystem::path& path) { return to_hex(file_digest(HashAlg::sha256, path)); }
 
 ApiError storage_error(const std::filesystem::path& path, int error, const char* action) {
   if (error == ENOSPC || error == EDQUOT)

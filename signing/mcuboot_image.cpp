@@ -400,4 +400,13 @@ std::uint16_t signature_tlv_type(KeyType type) {
   return tlv::ecdsa_sig;
 }
 
+const TlvEntry* find_tlv(const ParsedImage& image, std::uint16_t type) {
+  for (const auto& e : image.unprotected_area.entries)
+    if (e.type == type) return &e;
+  if (image.protected_area)
+    for (const auto& e : image.protected_area->entries)
+      if (e.type == type) return &e;
+  return nullptr;
+}
+
 }  // namespace kiln::mcuboot

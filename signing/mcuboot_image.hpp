@@ -159,6 +159,8 @@ struct ParsedImage {
   TrailerInfo trailer;  // from the bytes after `end`, if any
 };
 ParsedImage parse_image(ByteView image);
+// The first TLV of `type`: the unprotected area first, then the protected one; nullptr when there is none.
+const TlvEntry* find_tlv(const ParsedImage& image, std::uint16_t type);
 // The TLV areas of an image whose header is already parsed: `after_payload` starts at offset
 // header_size + image_size and holds at least the TLV areas (more is fine). No trailer.
 ParsedImage parse_tlv_areas(const ImageHeader& header, ByteView after_payload);

@@ -18,6 +18,7 @@
 #include <thread>
 #include <utility>
 
+#include "core/base64.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "core/interrupt.hpp"
@@ -345,13 +346,6 @@ std::uint32_t compression_flag(Compression c) {
 // imgtool's ECDSA signature length with --pad-sig (sig_len()): the largest DER encoding.
 std::size_t padded_ecdsa_size(KeyType type) {
   return type == KeyType::ecdsa_p384 ? 103 : 72;
-}
-
-std::string base64(ByteView data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data.data(), static_cast<int>(data.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
 }
 
 // Chunks of a payload held in memory (a compressed payload).
@@ -688,7 +682,7 @@ SignResult sign_image(const std::filesystem::path& input_path, const std::filesy
   Bytes trailer;
   if (pad) trailer = encode_trailer(layout, options.erased_value, options.confirm);
   auto write_sig_out = [&] {
-    if (options.sig_out) write_file_atomic(*options.sig_out, as_bytes(base64(result.signature)));
+    if (options.sig_out) write_file_atomic(*options.sig_out, as_bytes(to_base64(result.signature)));
   };
   if (output->hex()) {
     std::optional<std::uint32_t> base = options.hex_addr;

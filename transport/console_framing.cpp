@@ -1,10 +1,9 @@
 // Zephyr SMP console framing: base64 lines with CRC16-XMODEM, encoder and hostile-input-safe decoder.
 #include "transport/console_framing.hpp"
 
-#include <openssl/evp.h>
-
 #include <fmt/format.h>
 
+#include "core/base64.hpp"
 #include "core/error.hpp"
 
 namespace kiln {
@@ -14,15 +13,6 @@ constexpr std::uint8_t first_marker[2] = {0x06, 0x09};
 constexpr std::uint8_t continuation_marker[2] = {0x04, 0x14};
 constexpr std::size_t raw_bytes_per_line = (console_line_max - 3) / 4 * 3;  // 93 bytes -> 124 base64 chars
 
-std::optional<Bytes> base64_decode(std::string_view text) {
-  if (text.empty() || text.size() % 4 != 0) return std::nullopt;
-  Bytes out(text.size() / 4 * 3);
-  int n = EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
-  if (n < 0) return std::nullopt;
-  std::size_t padding = (text.back() == '=') + (text.size() > 1 && text[text.size() - 2] == '=');
-  out.resize(static_cast<std::size_t>(n) - padding);
-  return out;
-}
 
 }  // namespace
 
@@ -47,14 +37,12 @@ std::string encode_console_frame(ByteView smp_packet) {
   raw.push_back(static_cast<std::uint8_t>(crc));
 
   std::string out;
-  unsigned char encoded[4 * raw_bytes_per_line / 3 + 1];
   for (std::size_t off = 0; off < raw.size(); off += raw_bytes_per_line) {
     const std::uint8_t* marker = off == 0 ? first_marker : continuation_marker;
     out.push_back(static_cast<char>(marker[0]));
     out.push_back(static_cast<char>(marker[1]));
     std::size_t n = std::min(raw_bytes_per_line, raw.size() - off);
-    int len = EVP_EncodeBlock(encoded, raw.data() + off, static_cast<int>(n));
-    out.append(reinterpret_cast<const char*>(encoded), static_cast<std::size_t>(len));
+    out += to_base64(ByteView(raw.data() + off, n));
     out.push_back('\n');
   }
   return out;
@@ -84,7 +72,7 @@ void ConsoleFrameDecoder::take_line(std::string_view line) {
                       static_cast<std::uint8_t>(line[1]) == continuation_marker[1];
   if (!first && !continuation) return;  // console output, not SMP
   if (continuation && !in_frame_) return;
-  auto decoded = base64_decode(line.substr(2));
+  auto decoded = line.size() > 2 ? from_base64(line.substr(2)) : std::nullopt;  // a marker alone is no frame
   if (!decoded) {
     in_frame_ = false;
     error_ = "bad base64 in a console frame";

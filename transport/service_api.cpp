@@ -25,6 +25,7 @@
 #include "core/device_uid.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "signing/file_digest.hpp"
 #include "core/interrupt.hpp"
 #include "core/time.hpp"
 #include "signing/openssl_ptr.hpp"
@@ -545,12 +546,7 @@ Json download_image(ServiceApi& api, const std::string& id, const std::filesyste
     }
     part.sync();
   }
-  Hasher hasher(HashAlg::sha256);
-  {
-    ChunkReader reader(part_path);
-    for (auto piece = reader.next(); !piece.empty(); piece = reader.next()) hasher.update(piece);
-  }
-  if (to_hex(hasher.finish()) != id) {
+  if (to_hex(file_digest(HashAlg::sha256, part_path)) != id) {
     std::filesystem::remove(part_path);
     throw Error(ExitCode::verification_failed, fmt::format("downloaded content does not hash to {}", id),
                 "the partial download was discarded: run the command again");

@@ -32,13 +32,6 @@ json slots(const test::TempDir& dir) {
   return json::parse(r.out);
 }
 
-// app.bin as the payload holds it: padded with zeros to 16 bytes.
-Bytes padded_app() {
-  Bytes app = read_file(more("app.bin"));
-  app.resize((app.size() + 15) / 16 * 16, 0);
-  return app;
-}
-
 // The payload of the image in the board's slot 0 (what MCUboot wrote there).
 Bytes primary_payload(const test::TempDir& dir, const std::string& uid) {
   Bytes primary = read_file(dir.file("emu") + "/" + uid + "/primary.bin");
@@ -73,7 +66,7 @@ TEST_CASE("board encryption: imgtool's P-256, X25519 and RSA-2048 encrypted vect
     CHECK(s[0]["version"] == "1.0.0");
     CHECK(s[0]["hash"] == to_hex(digest(HashAlg::sha256, read_file(more(image)))));
     // MCUboot decrypted it into slot 0: the plaintext application, not the ciphertext.
-    CHECK(primary_payload(dir, emu.uids()[0]) == padded_app());
+    CHECK(primary_payload(dir, emu.uids()[0]) == test::padded_more_app());
     // The key never leaves: the provisioning record shows the public half only.
     auto info = test::kiln({"-o", "json", "board", "info"}, emu_env(dir));
     CHECK(info.exit_code == 0);
@@ -87,7 +80,7 @@ TEST_CASE("board encryption: the --clear vector (encryption flags, plaintext bod
   auto r = test::kiln({"board", "upload", more("enc-p256-clear.signed.bin"), "--confirm", "--reset"}, emu_env(dir));
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   CHECK(slots(dir)[0]["hash"] == to_hex(digest(HashAlg::sha256, read_file(more("enc-p256-clear.signed.bin")))));
-  CHECK(primary_payload(dir, emu.uids()[0]) == padded_app());
+  CHECK(primary_payload(dir, emu.uids()[0]) == test::padded_more_app());
 }
 
 TEST_CASE("board encryption: a kiln-encrypted image (AES-256, ECIES-P256) boots; a kiln-compressed one too") {
@@ -100,7 +93,7 @@ TEST_CASE("board encryption: a kiln-encrypted image (AES-256, ECIES-P256) boots;
   auto r = test::kiln({"board", "upload", dir.file("enc.bin"), "--confirm", "--reset"}, emu_env(dir));
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   CHECK(slots(dir)[0]["version"] == "2.1.0");
-  CHECK(primary_payload(dir, emu.uids()[0]) == padded_app());
+  CHECK(primary_payload(dir, emu.uids()[0]) == test::padded_more_app());
 
   r = test::kiln({"board", "upload", more("ed25519-lzma2.signed.bin"), "--confirm", "--reset"}, emu_env(dir));
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
@@ -300,7 +293,7 @@ TEST_CASE("board encryption: a test image that reverts goes back to slot 1 encry
   CHECK(s[0]["encrypted"] == false);
   REQUIRE(s.size() == 2);
   CHECK(s[1]["encrypted"] == true);
-  CHECK(primary_payload(dir, uid) == padded_app());
+  CHECK(primary_payload(dir, uid) == test::padded_more_app());
   CHECK(slot_file(dir, uid, "secondary.bin") == read_file(v1));
   // Not confirmed: the next reset reverts. Slot 1 gets back exactly the encrypted bytes of v2.
   r = test::kiln({"board", "reset"}, emu_env(dir));
@@ -310,7 +303,7 @@ TEST_CASE("board encryption: a test image that reverts goes back to slot 1 encry
   REQUIRE(s.size() == 2);
   CHECK(s[1]["version"] == "2.0.0");
   CHECK(s[1]["encrypted"] == true);
-  CHECK(primary_payload(dir, uid) == padded_app());
+  CHECK(primary_payload(dir, uid) == test::padded_more_app());
   Bytes secondary = slot_file(dir, uid, "secondary.bin");
   CHECK(secondary == read_file(v2));
   CHECK(secondary != slot_file(dir, uid, "primary.bin"));

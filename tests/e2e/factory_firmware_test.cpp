@@ -307,17 +307,10 @@ TEST_CASE("factory run: kill -9 of the station during the firmware step; a re-ru
   test::EmulatorProcess emulator(line.emu_dir, 3, {"--latency-us", "60000"});
   test::ProcessOptions options;
   options.env["KILN_EMU_DIR"] = line.emu_dir;
-  auto station =
-      test::start_kiln({"-o", "jsonl", "factory", "run", "--all", "--jobs", "3", "--profile", line.profile}, options);
-  auto attested = station->wait_for_line(
-      [](const std::string& l) {
-        auto e = json::parse(l, nullptr, false);
-        return e.is_object() && e.value("step", "") == "attest" && e.value("result", "") == "ok";
-      },
-      60);
-  REQUIRE_MESSAGE(attested, station->wait(5).err);
-  station->signal(SIGKILL);
-  auto killed = station->wait();
+  auto run = test::kill_kiln_at_event(
+      {"-o", "jsonl", "factory", "run", "--all", "--jobs", "3", "--profile", line.profile}, options, "attest");
+  REQUIRE_MESSAGE(run.reached, run.killed.err);
+  const auto& killed = run.killed;
   CHECK(killed.exit_code == 128 + SIGKILL);
   // Where the kill landed: in the firmware step. No firmware event was written, no board runs the new image
   // (its slots still hold the old one as active), and the ledger has no provisioned row.

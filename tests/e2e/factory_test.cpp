@@ -163,17 +163,10 @@ TEST_CASE("factory e2e: kill -9 of the station mid-run, then a re-run completes 
   // ok: a certificate is issued and recorded as reserved, and that board's install and ledger steps are ahead.
   test::ProcessOptions options;
   options.env["KILN_EMU_DIR"] = line.emu_dir;
-  auto station =
-      test::start_kiln({"-o", "jsonl", "factory", "run", "--all", "--jobs", "2", "--profile", line.profile}, options);
-  auto issued = station->wait_for_line(
-      [](const std::string& l) {
-        auto e = json::parse(l, nullptr, false);
-        return e.is_object() && e.value("step", "") == "certificate" && e.value("result", "") == "ok";
-      },
-      60);
-  REQUIRE_MESSAGE(issued, station->wait(5).err);
-  station->signal(SIGKILL);
-  auto killed = station->wait();
+  auto run = test::kill_kiln_at_event(
+      {"-o", "jsonl", "factory", "run", "--all", "--jobs", "2", "--profile", line.profile}, options, "certificate");
+  REQUIRE_MESSAGE(run.reached, run.killed.err);
+  const auto& killed = run.killed;
   CHECK(killed.exit_code == 128 + SIGKILL);
   // Where it landed: mid-run. At most the other job's board finished; the ledger holds fewer than 6 units.
   int done = 0;

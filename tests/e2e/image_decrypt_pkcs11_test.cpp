@@ -52,13 +52,6 @@ struct Token {
   }
 };
 
-// app.bin as the payload holds it: padded with zeros to 16 bytes.
-Bytes padded_app() {
-  Bytes app = read_file(more("app.bin"));
-  app.resize((app.size() + 15) / 16 * 16, 0);
-  return app;
-}
-
 }  // namespace
 
 TEST_CASE("image decrypt: an ECIES-P256 key on a PKCS#11 token opens imgtool's encrypted vector") {
@@ -72,8 +65,8 @@ TEST_CASE("image decrypt: an ECIES-P256 key on a PKCS#11 token opens imgtool's e
     auto r = test::kiln({"image", "decrypt", more(image), out, "--key", uri}, token.env);
     REQUIRE_MESSAGE(r.exit_code == 0, r.err);
     Bytes plain = read_file(out);
-    CHECK(Bytes(plain.begin() + 0x200, plain.begin() + 0x200 + static_cast<std::ptrdiff_t>(padded_app().size())) ==
-          padded_app());
+    CHECK(Bytes(plain.begin() + 0x200, plain.begin() + 0x200 + static_cast<std::ptrdiff_t>(test::padded_more_app().size())) ==
+          test::padded_more_app());
     // The same as with the key file.
     auto file_key = std::string(image).find("rsa") != std::string::npos ? more("enc-rsa2048.pem") : more("enc-p256.pem");
     r = test::kiln({"image", "decrypt", more(image), token.dir.file("file.plain"), "--key", file_key});

@@ -25,10 +25,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string more(const std::string& name) {
-  return test::vector("mcuboot-more/" + name);
-}
-
 // A temp dir holding mcuboot-more's keys and inputs, so CASES.txt's relative names work unchanged.
 struct Workspace {
   test::TempDir dir;
@@ -55,21 +51,6 @@ std::string arg_after(const Case& c, const std::string& flag) {
   return {};
 }
 
-Bytes padded_app() {
-  Bytes app = read_file(more("app.bin"));
-  app.resize((app.size() + 15) / 16 * 16, 0);
-  return app;
-}
-
-const mcuboot::TlvEntry* find_tlv(const mcuboot::ParsedImage& image, std::uint16_t type) {
-  for (const auto& e : image.unprotected_area.entries)
-    if (e.type == type) return &e;
-  if (image.protected_area)
-    for (const auto& e : image.protected_area->entries)
-      if (e.type == type) return &e;
-  return nullptr;
-}
-
 Bytes body_of(const Bytes& image) {
   auto parsed = mcuboot::parse_image(image);
   return Bytes(image.begin() + parsed.header.header_size,
@@ -80,7 +61,7 @@ Bytes body_of(const Bytes& image) {
 // HKDF-SHA256 "MCUBoot_ECIES_v1", HMAC-SHA256 check, AES-128-CTR; then the body with AES-128-CTR.
 Bytes openssl_decrypt_p256(const std::string& pem_path, const Bytes& image) {
   auto parsed = mcuboot::parse_image(image);
-  const auto* tlv = find_tlv(parsed, 0x32);
+  const auto* tlv = mcuboot::find_tlv(parsed, 0x32);
   REQUIRE(tlv);
   REQUIRE(tlv->value.size() == 113);
   std::string pem = read_text_file(pem_path);
@@ -171,11 +152,11 @@ TEST_CASE("image sign: every mcuboot-more case, run by kiln with imgtool's argum
     // Random content key: not the same bytes, but the same header and hash, and it decrypts to app.bin.
     CHECK(ours.size() == theirs.size());
     CHECK(Bytes(ours.begin(), ours.begin() + 0x200) == Bytes(theirs.begin(), theirs.begin() + 0x200));
-    CHECK(find_tlv(mcuboot::parse_image(ours), mcuboot::tlv::sha256)->value ==
-          find_tlv(mcuboot::parse_image(theirs), mcuboot::tlv::sha256)->value);
+    CHECK(mcuboot::find_tlv(mcuboot::parse_image(ours), mcuboot::tlv::sha256)->value ==
+          mcuboot::find_tlv(mcuboot::parse_image(theirs), mcuboot::tlv::sha256)->value);
     bool clear = std::find(c.args.begin(), c.args.end(), "-c") != c.args.end();
-    CHECK((body_of(ours) == padded_app()) == clear);
-    if (enc == "enc-p256.pem" && !clear) CHECK(openssl_decrypt_p256(ws.file(enc), ours) == padded_app());
+    CHECK((body_of(ours) == test::padded_more_app()) == clear);
+    if (enc == "enc-p256.pem" && !clear) CHECK(openssl_decrypt_p256(ws.file(enc), ours) == test::padded_more_app());
     for (const auto& file : {c.output, "kiln-" + c.output}) {
       CAPTURE(file);
       auto v = ws.kiln({"image", "verify", file, "--key", "ed25519.pem", "--decrypt-key", enc});
@@ -184,7 +165,7 @@ TEST_CASE("image sign: every mcuboot-more case, run by kiln with imgtool's argum
       auto d = ws.kiln({"image", "decrypt", file, "plain-" + file, "--key", enc});
       REQUIRE_MESSAGE(d.exit_code == 0, d.err);
       Bytes plain = read_file(ws.file("plain-" + file));
-      CHECK(body_of(plain) == padded_app());
+      CHECK(body_of(plain) == test::padded_more_app());
       auto pv = ws.kiln({"image", "verify", "plain-" + file, "--key", "ed25519.pem"});
       CHECK_MESSAGE(pv.exit_code == 0, pv.err);
     }
@@ -229,7 +210,7 @@ TEST_CASE("image decrypt: an altered or truncated encryption TLV, or an altered 
   Workspace ws;
   Bytes image = read_file(ws.file("enc-p256-aes128.signed.bin"));
   auto parsed = mcuboot::parse_image(image);
-  const auto* tlv = find_tlv(parsed, 0x32);
+  const auto* tlv = mcuboot::find_tlv(parsed, 0x32);
   REQUIRE(tlv);
   // A flipped bit in the wrapped key: the MAC says no.
   Bytes altered = image;
@@ -283,7 +264,7 @@ TEST_CASE("image sign -E: every key type, AES-256, HMAC-SHA512, compression and 
     REQUIRE_MESSAGE(r.exit_code == 0, r.err);
     Bytes image = read_file(ws.file("enc.bin"));
     auto parsed = mcuboot::parse_image(image);
-    CHECK(find_tlv(parsed, v.tlv));
+    CHECK(mcuboot::find_tlv(parsed, v.tlv));
     bool aes256 = std::find(v.extra.begin(), v.extra.end(), "256") != v.extra.end();
     CHECK((parsed.header.flags & (aes256 ? 0x08u : 0x04u)) != 0);
     auto i = ws.kiln({"image", "info", "enc.bin", "--key", "ed25519.pem", "--decrypt-key", v.enc, "-o", "json"});
@@ -297,10 +278,10 @@ TEST_CASE("image sign -E: every key type, AES-256, HMAC-SHA512, compression and 
     CHECK_MESSAGE(pv.exit_code == 0, pv.err);
     if (input == "compressible.bin") {
       CHECK(j["compression"]["decompressed_ok"] == true);
-      CHECK(find_tlv(parsed, 0x73));  // COMP_DEC_SIZE: the compressed size before padding for AES
+      CHECK(mcuboot::find_tlv(parsed, 0x73));  // COMP_DEC_SIZE: the compressed size before padding for AES
       CHECK(parsed.header.image_size < 60000);
     } else {
-      CHECK(body_of(read_file(ws.file("dec.bin"))) == padded_app());
+      CHECK(body_of(read_file(ws.file("dec.bin"))) == test::padded_more_app());
     }
     if (std::find(v.extra.begin(), v.extra.end(), "--pad") != v.extra.end() ||
         std::find(v.extra.begin(), v.extra.end(), "--confirm") != v.extra.end()) {
@@ -385,7 +366,7 @@ TEST_CASE("image sign: external signing bad input and option rules (imgtool's, e
   // --pad-sig: a 72-byte ECDSA signature that kiln (like MCUboot) still verifies.
   r = ws.kiln(sign({"-k", "ecdsa-p256.pem", "--pad-sig"}, "app.bin", "padded.bin"));
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
-  CHECK(find_tlv(mcuboot::parse_image(read_file(ws.file("padded.bin"))), mcuboot::tlv::ecdsa_sig)->value.size() == 72);
+  CHECK(mcuboot::find_tlv(mcuboot::parse_image(read_file(ws.file("padded.bin"))), mcuboot::tlv::ecdsa_sig)->value.size() == 72);
   auto v = ws.kiln({"image", "verify", "padded.bin", "--key", "ecdsa-p256.pub.pem"});
   CHECK_MESSAGE(v.exit_code == 0, v.err);
 }

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "core/bytes.hpp"
+#include "core/base64.hpp"
 #include "core/files.hpp"
 #include "signing/file_key.hpp"
 #include "signing/mcuboot_image.hpp"
@@ -674,33 +675,14 @@ std::string more(const std::string& name) {
 
 Bytes base64_decode(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-  Bytes out(text.size());
-  int n = EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
-  REQUIRE(n >= 0);
-  std::size_t padding = text.ends_with("==") ? 2 : text.ends_with("=") ? 1 : 0;
-  out.resize(static_cast<std::size_t>(n) - padding);
-  return out;
-}
-
-const mcuboot::TlvEntry* find_tlv(const mcuboot::ParsedImage& image, std::uint16_t type) {
-  for (const auto& e : image.unprotected_area.entries)
-    if (e.type == type) return &e;
-  if (image.protected_area)
-    for (const auto& e : image.protected_area->entries)
-      if (e.type == type) return &e;
-  return nullptr;
+  auto decoded = from_base64(text);
+  REQUIRE(decoded);
+  return *decoded;
 }
 
 Bytes prefix(const Bytes& bytes, std::uint64_t size) {
   REQUIRE(size <= bytes.size());
   return Bytes(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(size));
-}
-
-// app.bin padded to 16 bytes with zeros, as imgtool encrypts it.
-Bytes padded_app() {
-  Bytes app = read_file(more("app.bin"));
-  app.resize((app.size() + 15) / 16 * 16, 0);
-  return app;
 }
 
 }  // namespace
@@ -719,8 +701,8 @@ TEST_CASE("image: mcuboot-more plain vectors (--sig-out, --vector-to-sign, --fix
   Bytes sigout = read_file(more("ed25519-sigout.signed.bin"));
   CHECK(read_file(ws.file("ed.bin")) == sigout);
   auto parsed = mcuboot::parse_image(sigout);
-  const auto* sig = find_tlv(parsed, mcuboot::tlv::ed25519);
-  const auto* hash = find_tlv(parsed, mcuboot::tlv::sha256);
+  const auto* sig = mcuboot::find_tlv(parsed, mcuboot::tlv::ed25519);
+  const auto* hash = mcuboot::find_tlv(parsed, mcuboot::tlv::sha256);
   REQUIRE(sig);
   REQUIRE(hash);
   CHECK(base64_decode(read_text_file(more("ed25519-sigout.b64"))) == sig->value);
@@ -737,10 +719,10 @@ TEST_CASE("image: mcuboot-more plain vectors (--sig-out, --vector-to-sign, --fix
   // and kiln's own ECDSA image of the same input hashes the same region.
   Bytes fixsig = read_file(more("ecdsa-p256-fixsig.signed.bin"));
   auto fixed = mcuboot::parse_image(fixsig);
-  const auto* ecdsa = find_tlv(fixed, mcuboot::tlv::ecdsa_sig);
+  const auto* ecdsa = mcuboot::find_tlv(fixed, mcuboot::tlv::ecdsa_sig);
   REQUIRE(ecdsa);
   CHECK(ecdsa->value == base64_decode(read_text_file(more("ext.sig.b64"))));
-  CHECK(find_tlv(fixed, mcuboot::tlv::sha256)->value == read_file(more("ecdsa-p256-vts-digest.bin")));
+  CHECK(mcuboot::find_tlv(fixed, mcuboot::tlv::sha256)->value == read_file(more("ecdsa-p256-vts-digest.bin")));
   auto ec_pub = load_public_key_file(more("ecdsa-p256.pub.pem"), std::nullopt);
   CHECK(ec_pub == load_public_key_file(more("ecdsa-p256.pem"), std::nullopt));
   CHECK(verify_signature(ec_pub, digest(HashAlg::sha256, prefix(fixsig, mcuboot::hashed_size(fixed.header))),
@@ -762,11 +744,11 @@ TEST_CASE("image: mcuboot-more --pure and --compression vectors parse and their 
   CHECK(mcuboot::format_version(parsed.header.version).starts_with("1.0.0"));
   Bytes region = prefix(pure, mcuboot::hashed_size(parsed.header));
   CHECK(Bytes(region.begin() + 0x200, region.end()) == read_file(more("app.bin")));
-  REQUIRE(find_tlv(parsed, 0x25));  // SIG_PURE
-  REQUIRE(find_tlv(parsed, mcuboot::tlv::sha512));
-  CHECK(find_tlv(parsed, mcuboot::tlv::sha512)->value == digest(HashAlg::sha512, region));
-  REQUIRE(find_tlv(parsed, mcuboot::tlv::ed25519));
-  CHECK(verify_signature(ed_pub, region, HashAlg::sha512, find_tlv(parsed, mcuboot::tlv::ed25519)->value));
+  REQUIRE(mcuboot::find_tlv(parsed, 0x25));  // SIG_PURE
+  REQUIRE(mcuboot::find_tlv(parsed, mcuboot::tlv::sha512));
+  CHECK(mcuboot::find_tlv(parsed, mcuboot::tlv::sha512)->value == digest(HashAlg::sha512, region));
+  REQUIRE(mcuboot::find_tlv(parsed, mcuboot::tlv::ed25519));
+  CHECK(verify_signature(ed_pub, region, HashAlg::sha512, mcuboot::find_tlv(parsed, mcuboot::tlv::ed25519)->value));
 
   // --compression lzma2: the compressed image verifies like any other (kiln checks hash, key and signature),
   // and its protected TLVs describe the decompressed image (0x70 size of compressible.bin, 0x71 its image's
@@ -776,17 +758,17 @@ TEST_CASE("image: mcuboot-more --pure and --compression vectors parse and their 
   auto lzma = mcuboot::parse_image(read_file(more("ed25519-lzma2.signed.bin")));
   Bytes plain = read_file(more("compressible.bin"));
   CHECK(lzma.header.image_size < plain.size());
-  REQUIRE(find_tlv(lzma, 0x70));
-  CHECK(get_le32(find_tlv(lzma, 0x70)->value, 0) == plain.size());
-  REQUIRE(find_tlv(lzma, 0x71));
-  CHECK(find_tlv(lzma, 0x71)->value.size() == 32);
-  REQUIRE(find_tlv(lzma, 0x72));
-  CHECK(find_tlv(lzma, 0x72)->value.size() == 64);
+  REQUIRE(mcuboot::find_tlv(lzma, 0x70));
+  CHECK(get_le32(mcuboot::find_tlv(lzma, 0x70)->value, 0) == plain.size());
+  REQUIRE(mcuboot::find_tlv(lzma, 0x71));
+  CHECK(mcuboot::find_tlv(lzma, 0x71)->value.size() == 32);
+  REQUIRE(mcuboot::find_tlv(lzma, 0x72));
+  CHECK(mcuboot::find_tlv(lzma, 0x72)->value.size() == 64);
 }
 
 TEST_CASE("image: mcuboot-more encrypted vectors: the signature covers the plaintext, the payload is not it") {
   auto ed_pub = load_public_key_file(more("ed25519.pem"), std::nullopt);
-  Bytes plain = padded_app();
+  Bytes plain = test::padded_more_app();
   struct Enc {
     const char* name;
     std::uint16_t key_tlv;  // ENC_RSA2048 0x30, ENC_EC256 0x32, ENC_X25519 0x33
@@ -805,19 +787,19 @@ TEST_CASE("image: mcuboot-more encrypted vectors: the signature covers the plain
     Bytes payload(image.begin() + parsed.header.header_size,
                   image.begin() + parsed.header.header_size + parsed.header.image_size);
     CHECK((payload == plain) == !encrypted);
-    REQUIRE(find_tlv(parsed, key_tlv));
+    REQUIRE(mcuboot::find_tlv(parsed, key_tlv));
     // The hash is over header + plaintext (+ protected TLVs, none here): recompute it from app.bin.
     Bytes hashed(image.begin(), image.begin() + parsed.header.header_size);
     hashed.insert(hashed.end(), plain.begin(), plain.end());
     REQUIRE(parsed.header.protected_tlv_size == 0);
-    const auto* hash = find_tlv(parsed, mcuboot::tlv::sha256);
+    const auto* hash = mcuboot::find_tlv(parsed, mcuboot::tlv::sha256);
     REQUIRE(hash);
     CHECK(hash->value == digest(HashAlg::sha256, hashed));
-    REQUIRE(find_tlv(parsed, mcuboot::tlv::ed25519));
-    CHECK(verify_signature(ed_pub, hash->value, HashAlg::sha256, find_tlv(parsed, mcuboot::tlv::ed25519)->value));
+    REQUIRE(mcuboot::find_tlv(parsed, mcuboot::tlv::ed25519));
+    CHECK(verify_signature(ed_pub, hash->value, HashAlg::sha256, mcuboot::find_tlv(parsed, mcuboot::tlv::ed25519)->value));
     // The wrapped content key: EC256 = 65-byte ephemeral point + 32 MAC + 16 key; X25519 = 32 + 32 + 16;
     // RSA-2048 = one 256-byte OAEP block.
-    CHECK(find_tlv(parsed, key_tlv)->value.size() == (key_tlv == 0x32 ? 113u : key_tlv == 0x33 ? 80u : 256u));
+    CHECK(mcuboot::find_tlv(parsed, key_tlv)->value.size() == (key_tlv == 0x32 ? 113u : key_tlv == 0x33 ? 80u : 256u));
   }
 }
 
@@ -902,11 +884,11 @@ TEST_CASE("image: the P-256 and X25519 encrypted vectors decrypt with enc-p256.p
     CAPTURE(case_name);
     Bytes image = read_file(more(name));
     auto parsed = mcuboot::parse_image(image);
-    REQUIRE(find_tlv(parsed, static_cast<std::uint16_t>(tlv)));
-    Bytes key = ecies_unwrap(more(pem), find_tlv(parsed, static_cast<std::uint16_t>(tlv))->value,
+    REQUIRE(mcuboot::find_tlv(parsed, static_cast<std::uint16_t>(tlv)));
+    Bytes key = ecies_unwrap(more(pem), mcuboot::find_tlv(parsed, static_cast<std::uint16_t>(tlv))->value,
                              static_cast<std::size_t>(point));
     REQUIRE(key.size() == 16);
-    CHECK(aes128_ctr(key, payload_of(image, parsed)) == padded_app());
+    CHECK(aes128_ctr(key, payload_of(image, parsed)) == test::padded_more_app());
   }
 }
 
@@ -914,7 +896,7 @@ TEST_CASE("image: the P-256 and X25519 encrypted vectors decrypt with enc-p256.p
 TEST_CASE("image: the RSA-2048 encrypted vector decrypts with enc-rsa2048.pem to app.bin") {
   Bytes image = read_file(more("enc-rsa2048-aes128.signed.bin"));
   auto parsed = mcuboot::parse_image(image);
-  Bytes wrapped = find_tlv(parsed, 0x30)->value;
+  Bytes wrapped = mcuboot::find_tlv(parsed, 0x30)->value;
   std::string pem = read_text_file(more("enc-rsa2048.pem"));
   BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
   EVP_PKEY* key = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
@@ -940,7 +922,7 @@ TEST_CASE("image: the RSA-2048 encrypted vector decrypts with enc-rsa2048.pem to
   int out = 0;
   REQUIRE(EVP_DecryptUpdate(aes, plain.data(), &out, payload.data(), static_cast<int>(payload.size())) == 1);
   EVP_CIPHER_CTX_free(aes);
-  CHECK(plain == padded_app());
+  CHECK(plain == test::padded_more_app());
 }
 
 TEST_CASE("image sign: small.bin (a payload smaller than a flash sector) signs, verifies and carries it unchanged") {

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "core/error.hpp"
+#include "tests/support/errors.hpp"
 #include "manifests/suit_create.hpp"
 #include "manifests/suit_json.hpp"
 #include "signing/key_ref.hpp"
@@ -98,4 +99,58 @@ TEST_CASE("create: descriptions without what the templates need are refused by f
   auto no_sequence = example_description(0);
   no_sequence.erase("manifest-sequence-number");
   CHECK_THROWS_WITH_AS(suit::compile_description(no_sequence), doctest::Contains("manifest-sequence-number"), Error);
+}
+
+TEST_CASE("create request: names become the draft's UUIDv5 ids, URIs pair with components, auto is now") {
+  test::TempDir dir;
+  write_file_atomic(dir.file("boot.bin"), Bytes(64, 0x5a));
+  suit::CreateRequest request;
+  request.components = {dir.file("boot.bin")};
+  request.uris = {"https://example.com/boot.bin"};
+  request.vendor_domain = "arm.com";
+  request.class_name = "suit";
+  request.sequence = "auto";
+  auto description = suit::describe_request(request, 1800000000);
+  suit::Envelope envelope = suit::create_envelope(description, {}, {});
+  const auto json = suit::envelope_to_json(envelope);
+  const auto& m = json["manifest"];
+  CHECK(m["manifest-sequence-number"] == 1800000000);
+  // One component: the shared sequence overrides its parameters without selecting a component first.
+  suit::Json parameters;
+  for (const auto& command : m["common"]["shared-sequence"])
+    if (command.contains("directive-override-parameters")) parameters = command["directive-override-parameters"];
+  CHECK(parameters["vendor-id"] == "fa6b4a53-d5ad-5fdf-be9d-e663e4d41ffe");
+  CHECK(parameters["class-id"] == "1492af14-2569-5e48-bf42-9b2d51f2ab45");
+
+  request.sequence = "42";
+  request.vendor_domain.clear();
+  request.class_name.clear();
+  request.vendor_id = "fa6b4a53-d5ad-5fdf-be9d-e663e4d41ffe";
+  CHECK(suit::envelope_to_json(suit::create_envelope(suit::describe_request(request, 1), {}, {}))["manifest"]
+                                                     ["manifest-sequence-number"] == 42);
+}
+
+TEST_CASE("create request: a missing or bad sequence, unpaired URIs and a class name without a vendor are usage errors") {
+  auto code_of = [](const suit::CreateRequest& r) { return test::exit_code_of([&] { suit::describe_request(r, 1); }); };
+
+  suit::CreateRequest base;
+  base.components = {"a.bin", "b.bin"};
+  base.vendor_domain = "arm.com";
+  base.sequence = "1";
+  for (const char* bad : {"", "-1", "1.0", "0x10", " 1", "18446744073709551616", "auto1"}) {
+    const std::string shown = bad;
+    CAPTURE(shown);
+    auto r = base;
+    r.sequence = bad;
+    CHECK(code_of(r) == ExitCode::usage);
+  }
+  auto unpaired = base;
+  unpaired.uris = {"https://example.com/a.bin"};
+  CHECK(code_of(unpaired) == ExitCode::usage);
+  auto no_vendor = base;
+  no_vendor.vendor_domain.clear();
+  no_vendor.class_name = "suit";
+  CHECK(code_of(no_vendor) == ExitCode::usage);
+  CHECK(suit::parse_sequence_number("18446744073709551615", 0) == 18446744073709551615ull);
+  CHECK(suit::parse_sequence_number("auto", 7) == 7);
 }

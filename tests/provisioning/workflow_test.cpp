@@ -53,7 +53,7 @@ TEST_CASE("workflow: a blank board ends device-complete with a recorded, CA-issu
   std::vector<ProvisionEvent> events;
   auto outcome =
       provision_board(*station, served.address(0), {}, [&](const ProvisionEvent& e) { events.push_back(e); });
-  REQUIRE_MESSAGE(outcome.result == "provisioned", outcome.error);
+  REQUIRE_MESSAGE(outcome.result == BoardStatus::provisioned, outcome.error);
   CHECK(outcome.uid == served.boards[0]->uid());
   CHECK(events.size() == 7);
   auto record = record_of(served, 0);
@@ -68,7 +68,7 @@ TEST_CASE("workflow: a blank board ends device-complete with a recorded, CA-issu
 
   // A second run changes nothing and issues nothing.
   auto again = provision_board(*station, served.address(0), {}, {});
-  CHECK(again.result == "already-provisioned");
+  CHECK(again.result == BoardStatus::already_provisioned);
   CHECK(station->ledger->certificates_issued() == 1);
   station->ledger->checkpoint();
   CHECK(station->ledger->verify(station->ca->public_key_der()).ok);
@@ -79,7 +79,7 @@ TEST_CASE("workflow: inject mode installs a station-made key wrapped to the tran
   test::StationFiles files(served.root.cert_path, IdentityMode::inject);
   auto station = files.open();
   auto outcome = provision_board(*station, served.address(0), {}, {});
-  REQUIRE_MESSAGE(outcome.result == "provisioned", outcome.error);
+  REQUIRE_MESSAGE(outcome.result == BoardStatus::provisioned, outcome.error);
   auto record = record_of(served, 0);
   CHECK(record.key_origin == "injected");
   CHECK(certificate_matches(record.certificate_chain[0], station->ca_certificate_der, record.device_public_key));
@@ -95,12 +95,12 @@ TEST_CASE("workflow: a failure at any write step resumes without a second identi
     test::StationFiles files(served.root.cert_path);
     auto station = files.open();
     auto failed = provision_board(*station, served.address(0), {}, {});
-    CHECK(failed.result == "failed");
+    CHECK(failed.result == BoardStatus::failed);
     CHECK(record_of(served, 0).state == ManufacturingState::blank);  // never final before the fault clears
 
     served.serve();  // fault gone
     auto resumed = provision_board(*station, served.address(0), {}, {});
-    REQUIRE_MESSAGE(resumed.result == "provisioned", resumed.error);
+    REQUIRE_MESSAGE(resumed.result == BoardStatus::provisioned, resumed.error);
     auto record = record_of(served, 0);
     CHECK(record.state == ManufacturingState::device_complete);
     CHECK(station->ledger->certificates_issued() == 1);
@@ -125,15 +125,15 @@ TEST_CASE("workflow: a link cut after any number of bytes is resumed by a re-run
     options.board_timeout = std::chrono::milliseconds(1000);
     auto first = provision_board(*station, served.address(0), options, {});
     CAPTURE(first.error);
-    if (first.result != "provisioned") {
+    if (first.result != BoardStatus::provisioned) {
       failed_steps.insert(first.failed_step);
       CHECK(record_of(served, 0).state == ManufacturingState::blank);
     }
     auto second = provision_board(*station, served.address(0), options, {});
     // A cut beyond the first attempt's bytes lands in the re-run itself: one more run resumes it.
-    if (first.result == "provisioned" && second.result == "failed")
+    if (first.result == BoardStatus::provisioned && second.result == BoardStatus::failed)
       second = provision_board(*station, served.address(0), options, {});
-    CHECK_MESSAGE((second.result == "provisioned" || second.result == "already-provisioned"), second.error);
+    CHECK_MESSAGE((second.result == BoardStatus::provisioned || second.result == BoardStatus::already_provisioned), second.error);
     auto record = record_of(served, 0);
     CHECK(record.state == ManufacturingState::device_complete);
     CHECK(station->ledger->latest_provisioned(record.uid));
@@ -148,9 +148,9 @@ TEST_CASE("workflow: the quota stops certificate issuance") {
   test::StationFiles files(served.root.cert_path, IdentityMode::csr, 1);
   auto station = files.open();
   auto first = provision_board(*station, served.address(0), {}, {});
-  CHECK(first.result == "provisioned");
+  CHECK(first.result == BoardStatus::provisioned);
   auto second = provision_board(*station, served.address(1), {}, {});
-  CHECK(second.result == "failed");
+  CHECK(second.result == BoardStatus::failed);
   CHECK(second.failed_step == "certificate");
   CHECK(second.code == ExitCode::conflict);
   CHECK(second.error.find("quota") != std::string::npos);
@@ -165,7 +165,7 @@ TEST_CASE("workflow: a board from another vendor is refused before anything is w
   test::StationFiles files(other_root.cert_path);
   auto station = files.open();
   auto outcome = provision_board(*station, served.address(0), {}, {});
-  CHECK(outcome.result == "failed");
+  CHECK(outcome.result == BoardStatus::failed);
   CHECK(outcome.failed_step == "attest");
   CHECK(outcome.code == ExitCode::verification_failed);
   auto record = record_of(served, 0);
@@ -180,7 +180,7 @@ TEST_CASE("workflow: a dry run reports the plan and changes nothing") {
   ProvisionOptions options;
   options.dry_run = true;
   auto outcome = provision_board(*station, served.address(0), options, {});
-  CHECK(outcome.result == "dry-run");
+  CHECK(outcome.result == BoardStatus::dry_run);
   CHECK(outcome.planned_steps.size() == 6);
   auto record = record_of(served, 0);
   CHECK(record.device_public_key.empty());
@@ -196,8 +196,8 @@ TEST_CASE("workflow: many boards at once, one of them gone, the rest provisioned
   boards.push_back({BoardAddress::Kind::emulator, (served.dir.path() / "missing.sock").string(), "missing"});
   auto outcomes = provision_boards(*station, boards, 3, {}, {});
   REQUIRE(outcomes.size() == 6);
-  for (std::size_t i = 0; i < 5; ++i) CHECK_MESSAGE(outcomes[i].result == "provisioned", outcomes[i].error);
-  CHECK(outcomes[5].result == "failed");
+  for (std::size_t i = 0; i < 5; ++i) CHECK_MESSAGE(outcomes[i].result == BoardStatus::provisioned, outcomes[i].error);
+  CHECK(outcomes[5].result == BoardStatus::failed);
   CHECK(outcomes[5].failed_step == "connect");
   CHECK(station->ledger->certificates_issued() == 5);
   std::set<std::string> serials;
@@ -220,11 +220,11 @@ TEST_CASE("workflow: a certificate found on a board but in no ledger row counts 
   }
   CHECK(station->ledger->certificates_issued() == 0);
   auto outcome = provision_board(*station, served.address(0), {}, {});
-  REQUIRE_MESSAGE(outcome.result == "provisioned", outcome.error);
+  REQUIRE_MESSAGE(outcome.result == BoardStatus::provisioned, outcome.error);
   CHECK(station->ledger->certificates_issued() == 1);
   CHECK(station->ledger->certificates_reserved() == 0);
   // Recorded now, so a re-run does not count it again.
-  CHECK(provision_board(*station, served.address(0), {}, {}).result == "already-provisioned");
+  CHECK(provision_board(*station, served.address(0), {}, {}).result == BoardStatus::already_provisioned);
   CHECK(station->ledger->certificates_issued() == 1);
 }
 
@@ -278,7 +278,7 @@ TEST_CASE("workflow: a proxy replaying another board's attestation gets no certi
   auto station = files.open();
   BoardAddress address{BoardAddress::Kind::emulator, proxy.path().string(), "proxy"};
   auto outcome = provision_board(*station, address, {}, {});
-  CHECK(outcome.result == "failed");
+  CHECK(outcome.result == BoardStatus::failed);
   CHECK(outcome.failed_step == "attest");
   CHECK(outcome.code == ExitCode::verification_failed);
   CHECK(outcome.error.find(genuine_uid) != std::string::npos);
@@ -307,7 +307,7 @@ TEST_CASE("workflow: a proxy relaying the challenge to the genuine board cannot 
   test::StationFiles files(served.root.cert_path);
   auto station = files.open();
   auto outcome = provision_board(*station, {BoardAddress::Kind::emulator, proxy.path().string(), "proxy"}, {}, {});
-  CHECK(outcome.result == "failed");
+  CHECK(outcome.result == BoardStatus::failed);
   CHECK(outcome.failed_step == "identity");
   CHECK(outcome.code == ExitCode::verification_failed);
   CHECK(outcome.error.find("does not vouch") != std::string::npos);
@@ -324,7 +324,7 @@ TEST_CASE("workflow: a board reporting a UID its attestation certificate does no
   test::StationFiles files(served.root.cert_path);
   auto station = files.open();
   auto outcome = provision_board(*station, served.address(0), {}, {});
-  CHECK(outcome.result == "failed");
+  CHECK(outcome.result == BoardStatus::failed);
   CHECK(outcome.failed_step == "attest");
   CHECK(outcome.code == ExitCode::verification_failed);
   CHECK(outcome.error.find("does not bind") != std::string::npos);
@@ -346,7 +346,7 @@ TEST_CASE("workflow: a board UID outside the service's alphabet is refused befor
   std::vector<ProvisionEvent> events;
   auto outcome = provision_board(*station, {BoardAddress::Kind::emulator, proxy.path().string(), "proxy"}, {},
                                  [&](const ProvisionEvent& e) { events.push_back(e); });
-  CHECK(outcome.result == "failed");
+  CHECK(outcome.result == BoardStatus::failed);
   CHECK(outcome.failed_step == "attest");
   CHECK(outcome.code == ExitCode::board);
   CHECK(outcome.error.find("not a device UID") != std::string::npos);
@@ -374,7 +374,7 @@ TEST_CASE("workflow: a second certificate for a UID needs --reprovision, and the
   edit_board_state(served, 0, [](nlohmann::json& state) { state.erase("key_origin"); });
 
   auto refused = provision_board(*station, served.address(0), {}, {});
-  CHECK(refused.result == "failed");
+  CHECK(refused.result == BoardStatus::failed);
   CHECK(refused.code == ExitCode::conflict);
   CHECK(refused.failed_step == "attest");
   CHECK(refused.error.find("--reprovision") != std::string::npos);
@@ -384,7 +384,7 @@ TEST_CASE("workflow: a second certificate for a UID needs --reprovision, and the
   ProvisionOptions options;
   options.reprovision = true;
   auto reprovisioned = provision_board(*station, served.address(0), options, {});
-  REQUIRE_MESSAGE(reprovisioned.result == "provisioned", reprovisioned.error);
+  REQUIRE_MESSAGE(reprovisioned.result == BoardStatus::provisioned, reprovisioned.error);
   auto entry = station->ledger->latest_provisioned(uid);
   REQUIRE(entry);
   CHECK(entry->reprovision);
@@ -420,7 +420,7 @@ TEST_CASE("workflow: a board that acknowledges a write it did not keep is never 
   write_profile(files.profile_path, files.profile, true);
   auto station = files.open();
   auto outcome = provision_board(*station, {BoardAddress::Kind::emulator, proxy.path().string(), "proxy"}, {}, {});
-  CHECK(outcome.result == "failed");
+  CHECK(outcome.result == BoardStatus::failed);
   CHECK(outcome.failed_step == "ledger");
   CHECK(outcome.code == ExitCode::board);
   CHECK(outcome.error.find("service configuration") != std::string::npos);
@@ -429,6 +429,6 @@ TEST_CASE("workflow: a board that acknowledges a write it did not keep is never 
 
   // Straight to the board, the same station finishes it.
   auto direct = provision_board(*station, served.address(0), {}, {});
-  REQUIRE_MESSAGE(direct.result == "provisioned", direct.error);
+  REQUIRE_MESSAGE(direct.result == BoardStatus::provisioned, direct.error);
   CHECK(record_of(served, 0).state == ManufacturingState::module_complete);
 }

@@ -238,4 +238,18 @@ ProcessResult ChildProcess::wait(int timeout_seconds) {
   return result_;
 }
 
+KilledAtEvent kill_kiln_at_event(const std::vector<std::string>& args, const ProcessOptions& options,
+                                 const std::string& step, const std::string& result, int timeout_seconds) {
+  auto station = start_kiln(args, options);
+  const std::string step_field = "\"step\":\"" + step + "\"";
+  const std::string result_field = "\"result\":\"" + result + "\"";
+  auto event = station->wait_for_line(
+      [&](const std::string& line) {
+        return line.find(step_field) != std::string::npos && line.find(result_field) != std::string::npos;
+      },
+      timeout_seconds);
+  station->signal(SIGKILL);
+  return {event.has_value(), station->wait()};
+}
+
 }  // namespace kiln::test

@@ -87,4 +87,14 @@ class ChildProcess {
 // kiln() in the background.
 std::unique_ptr<ChildProcess> start_kiln(const std::vector<std::string>& args, ProcessOptions options = {});
 
+// A station (kiln -o jsonl factory run|provision|watch …) killed with SIGKILL as soon as it reports that a
+// board's `step` ended with `result`: the fault lands at that event, not after a time budget. `reached` is
+// false when the event never came within `timeout_seconds` (the station is then stopped and its output kept).
+struct KilledAtEvent {
+  bool reached = false;
+  ProcessResult killed;
+};
+KilledAtEvent kill_kiln_at_event(const std::vector<std::string>& args, const ProcessOptions& options,
+                                 const std::string& step, const std::string& result = "ok", int timeout_seconds = 60);
+
 }  // namespace kiln::test

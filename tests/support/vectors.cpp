@@ -86,4 +86,10 @@ std::vector<ImgtoolCase> imgtool_cases(const std::string& cases_vector) {
   return cases;
 }
 
+Bytes padded_more_app() {
+  Bytes app = vector_bytes("mcuboot-more/app.bin");
+  app.resize((app.size() + 15) / 16 * 16, 0);
+  return app;
+}
+
 }  // namespace kiln::test

@@ -30,4 +30,8 @@ struct ImgtoolCase {
 // The cases of a pinned CASES.txt ("mcuboot/CASES.txt"); a malformed line fails the test.
 std::vector<ImgtoolCase> imgtool_cases(const std::string& cases_vector);
 
+// mcuboot-more/app.bin as an encrypted image's payload holds it: padded with zeros to 16 bytes, as imgtool
+// pads before encrypting.
+Bytes padded_more_app();
+
 }  // namespace kiln::test

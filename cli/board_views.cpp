@@ -1,0 +1,57 @@
+#include "cli/board_views.hpp"
+
+#include "signing/signer.hpp"
+
+namespace kiln::cli {
+
+std::string fingerprint(ByteView der) { return "sha256:" + to_hex(digest(HashAlg::sha256, der)); }
+
+Json slot_json(const ImageSlot& slot) {
+  Json out{{"image", slot.image},         {"slot", slot.slot},         {"version", slot.version},
+           {"hash", to_hex(slot.hash)},   {"bootable", slot.bootable}, {"pending", slot.pending},
+           {"confirmed", slot.confirmed}, {"active", slot.active},     {"permanent", slot.permanent}};
+  if (slot.encrypted) out["encrypted"] = *slot.encrypted;
+  if (slot.compressed) out["compressed"] = *slot.compressed;
+  return out;
+}
+
+Json identity_json(const std::string& address, const BoardIdentity& id) {
+  Json firmware = Json::array();
+  for (const auto& slot : id.firmware)
+    firmware.push_back({{"slot", slot.slot}, {"version", slot.version}, {"hash", to_hex(slot.hash)}});
+  Json attestation = Json::array();
+  for (const auto& cert : id.attestation_chain) attestation.push_back(fingerprint(cert));
+  Json out{{"address", address},
+           {"uid", id.uid},
+           {"state", std::string(manufacturing_state_name(id.state))},
+           {"firmware", firmware},
+           {"attestation", attestation},
+           {"transport_key", fingerprint(id.transport_key)},
+           {"sequence", id.sequence}};
+  // The installed firmware record (SUIT manifest), when the board has one.
+  out["manifest_key"] = id.manifest_key.empty() ? Json(nullptr) : Json(fingerprint(id.manifest_key));
+  out["manifest_digest"] = id.manifest_digest.empty() ? Json(nullptr) : Json(to_hex(id.manifest_digest));
+  return out;
+}
+
+Json install_result_json(const std::string& address, const std::string& file, const InstallResult& result,
+                         bool confirm) {
+  const auto& u = result.upload;
+  Json slots = Json::array();
+  for (const auto& slot : result.slots) slots.push_back(slot_json(slot));
+  const double sent = static_cast<double>(u.size - u.resumed_from);
+  return {{"address", address},
+          {"file", file},
+          {"size", u.size},
+          {"sha256", to_hex(u.sha256)},
+          {"resumed_from", u.resumed_from},
+          {"packets", u.packets},
+          {"seconds", u.seconds},
+          {"bytes_per_second", u.seconds > 0 ? static_cast<std::uint64_t>(sent / u.seconds) : 0},
+          {"already_running", result.already_running},
+          {"mark", result.already_running ? (confirm ? "confirmed" : "none") : confirm ? "permanent" : "test"},
+          {"reset", result.reset},
+          {"slots", slots}};
+}
+
+}  // namespace kiln::cli
