@@ -122,6 +122,12 @@ Controls, each shown by `deployment show`:
   --rate 10/m --rate-factor 2 --rate-increase-on notified:50 --rate-max 200   offer it to at
       most 10 new devices a minute, doubled each 50 notified (or succeeded:N), capped
   --start-at 2026-12-24T02:00:00Z   offer nothing before then (waves and rate count from it)
+  --window "Mon-Fri 01:00-04:00" [--window-tz Europe/Berlin]   start devices only inside a
+      window (repeatable; "Sat,Sun 22:00-02:00" crosses midnight; a device's own zone, set with
+      `kiln device update ID --time-zone ZONE`, wins); show gives the next opening
+  --retry 3 --retry-backoff 30s --retry-backoff-max 10m   a device whose attempt failed
+      transiently (download cut, power lost while installing) is retrying, offered the release
+      again after a doubling wait; failed (counted once) when the last attempt fails
 
 `kiln deployment watch ID` follows it: a table redrawn in place on a terminal, a JSON object per
 change with -o json, one event per state change with -o jsonl; it exits 0 when the deployment

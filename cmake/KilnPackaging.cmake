@@ -89,7 +89,7 @@ set(CPACK_DEBIAN_DEBUGINFO_PACKAGE ON)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 set(CPACK_DEBIAN_KILN_PACKAGE_NAME kiln)
 set(CPACK_DEBIAN_KILN_PACKAGE_SECTION devel)
-set(CPACK_DEBIAN_KILN_PACKAGE_DEPENDS "libcurl4")
+set(CPACK_DEBIAN_KILN_PACKAGE_DEPENDS "libcurl4, tzdata")
 set(CPACK_COMPONENT_KILN_DESCRIPTION
     "toolchain for secured microcontroller products\n"
     "kiln signs firmware as MCUboot images (imgtool-compatible), describes updates as SUIT\n"
@@ -97,6 +97,8 @@ set(CPACK_COMPONENT_KILN_DESCRIPTION
     "deploys and queries devices on a kiln-service over HTTPS.")
 set(CPACK_DEBIAN_KILN-SERVICE_PACKAGE_NAME kiln-service)
 set(CPACK_DEBIAN_KILN-SERVICE_PACKAGE_SECTION net)
+# Maintenance windows read the system time-zone database (date/tz.h, libdate-tz3 found by shlibdeps).
+set(CPACK_DEBIAN_KILN-SERVICE_PACKAGE_DEPENDS "tzdata")
 set(CPACK_DEBIAN_KILN-SERVICE_PACKAGE_CONTROL_EXTRA "${PROJECT_SOURCE_DIR}/packaging/conffiles")
 set(CPACK_COMPONENT_KILN-SERVICE_DESCRIPTION
     "reference kiln security service (HTTPS JSON API)\n"

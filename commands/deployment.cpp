@@ -11,6 +11,7 @@
 #include "commands/commands.hpp"
 #include "commands/service_session.hpp"
 #include "core/error.hpp"
+#include "core/maintenance_window.hpp"
 #include "core/time.hpp"
 
 namespace kiln::commands {
@@ -33,6 +34,9 @@ struct DeploymentArgs {
   std::vector<std::string> timeouts;
   std::string rate, rate_factor, rate_increase_on, rate_max;
   std::string start_at;
+  std::string retry, retry_backoff, retry_backoff_max;
+  std::vector<std::string> windows;
+  std::string window_tz;
   bool dry_run = false;
   std::string interval = "2s";
   std::string status;
@@ -85,6 +89,25 @@ std::int64_t parse_whole(const std::string& text, const char* option) {
   } catch (const std::exception&) {
   }
   throw Error(ExitCode::usage, fmt::format("{} wants a number of devices 0..1000000 or a percentage, not '{}'", option, text));
+}
+
+// Retries after the first attempt, 1..10.
+std::int64_t parse_retries(const std::string& text) {
+  try {
+    std::size_t used = 0;
+    auto value = std::stoll(text, &used);
+    if (used == text.size() && value >= 1 && value <= 10) return value;
+  } catch (const std::exception&) {
+  }
+  throw Error(ExitCode::usage, fmt::format("--retry wants a number of retries 1..10, not '{}'", text));
+}
+
+// A whole number of seconds 1..`max` from a duration ("30s", "5m").
+std::int64_t parse_seconds(const std::string& text, const char* option, std::int64_t max) {
+  auto ms = parse_duration_ms(text, option);
+  if (ms < 1000 || ms / 1000 > max || ms % 1000 != 0)
+    throw Error(ExitCode::usage, fmt::format("{} wants whole seconds, 1s..{}, not '{}'", option, duration_text(max), text));
+  return ms / 1000;
 }
 
 // The rollout controls of `deployment create` as the API takes them (docs/service.md, "Rollout controls").
@@ -183,6 +206,35 @@ Json rollout_controls(const DeploymentArgs& args) {
                                                args.start_at));
     controls["schedule"] = {{"start_at", *at}};
   }
+  if (!args.windows.empty()) {
+    Json windows = Json::array();
+    for (auto& text : args.windows) {
+      std::string why;
+      if (!parse_maintenance_window(text, why)) throw Error(ExitCode::usage, "--window " + why);
+      windows.push_back(text);
+    }
+    controls["schedule"]["windows"] = windows;
+    if (!args.window_tz.empty()) {
+      if (!known_time_zone(args.window_tz))
+        throw Error(ExitCode::usage,
+                    fmt::format("--window-tz wants an IANA time zone such as Europe/Berlin or UTC, not '{}'", args.window_tz));
+      controls["schedule"]["time_zone"] = args.window_tz;
+    }
+  } else if (!args.window_tz.empty()) {
+    throw Error(ExitCode::usage, "--window-tz needs --window DAYS HH:MM-HH:MM");
+  }
+  if (!args.retry.empty()) {
+    Json retry = {{"retries", parse_retries(args.retry)}};
+    if (!args.retry_backoff.empty()) retry["backoff_seconds"] = parse_seconds(args.retry_backoff, "--retry-backoff", 86400);
+    if (!args.retry_backoff_max.empty())
+      retry["backoff_max_seconds"] = parse_seconds(args.retry_backoff_max, "--retry-backoff-max", 7 * 86400);
+    if (retry.contains("backoff_seconds") && retry.contains("backoff_max_seconds") &&
+        retry["backoff_max_seconds"].get<std::int64_t>() < retry["backoff_seconds"].get<std::int64_t>())
+      throw Error(ExitCode::usage, "--retry-backoff-max must not be below --retry-backoff");
+    controls["retry"] = retry;
+  } else if (!args.retry_backoff.empty() || !args.retry_backoff_max.empty()) {
+    throw Error(ExitCode::usage, "--retry-backoff and --retry-backoff-max need --retry N");
+  }
   return controls;
 }
 
@@ -213,6 +265,19 @@ std::string timeouts_text(const Json& v) {
   for (auto& [phase, seconds] : v.items())
     out += fmt::format("{}{} {}", out.empty() ? "" : ", ", phase, duration_text(seconds.get<std::int64_t>()));
   return out.empty() ? out : out + " (then timed_out, a failure)";
+}
+std::string retry_text(const Json& v) {
+  if (!v.is_object()) return {};
+  return fmt::format("{} retries of transient failures, after {} doubling to at most {}", v["retries"].get<std::int64_t>(),
+                     duration_text(v["backoff_seconds"].get<std::int64_t>()),
+                     duration_text(v["backoff_max_seconds"].get<std::int64_t>()));
+}
+// "Mon-Fri 01:00-04:00, Sat 10:00-12:00 (Europe/Berlin)"; empty without windows.
+std::string windows_text(const Json& schedule) {
+  if (!schedule.is_object() || !schedule.contains("windows") || schedule["windows"].empty()) return {};
+  std::string out;
+  for (auto& w : schedule["windows"]) out += (out.empty() ? "" : ", ") + w.get<std::string>();
+  return fmt::format("{} ({})", out, schedule.value("time_zone", std::string("UTC")));
 }
 std::string abort_criteria_text(const Json& v) {
   std::string out;
@@ -296,6 +361,8 @@ void render_dry_run(const cli::Context& ctx, const Json& plan) {
     if (auto t = abort_criteria_text(r.value("abort_criteria", Json())); !t.empty()) s["abort_criteria"] = t;
     if (auto t = timeouts_text(r.value("timeouts", Json())); !t.empty()) s["timeouts"] = t;
     if (auto t = rate_text(r.value("rate", Json())); !t.empty()) s["rate"] = t;
+    if (auto t = retry_text(r.value("retry", Json())); !t.empty()) s["retry"] = t;
+    if (auto t = windows_text(r.value("schedule", Json())); !t.empty()) s["windows"] = t;
     std::ostringstream out;
     cli::render(out, s, ctx.render_options());
     out << "\n";
@@ -344,7 +411,16 @@ TableView table_view(const Json& d) {
                                                      d["rate_now"]["notified"].get<std::int64_t>(),
                                                      d["rate_now"]["allowed"].get<std::int64_t>())
                                        : t;
-  if (d.contains("schedule") && d["schedule"].is_object()) s["start_at"] = d["schedule"]["start_at"];
+  if (d.contains("schedule") && d["schedule"].is_object() && !d["schedule"]["start_at"].is_null())
+    s["start_at"] = d["schedule"]["start_at"];
+  if (auto t = windows_text(d.value("schedule", Json())); !t.empty()) {
+    s["windows"] = t;
+    s["next_window_at"] = d.value("window_open", false) ? Json("open now")
+                          : d.contains("next_window_at")  ? d["next_window_at"]
+                                                          : Json("-");
+    if (d.value("waiting_window", std::int64_t{0}) > 0) s["waiting_window"] = d["waiting_window"];
+  }
+  if (auto t = retry_text(d.value("retry", Json())); !t.empty()) s["retry"] = t;
   s["devices"] = d["devices"];
   s["admitted"] = d["admitted"];
   s["failures"] = d["failures"].get<std::int64_t>() > 0 && d["failures_forgiven"].get<std::int64_t>() > 0
@@ -477,6 +553,19 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
   create->add_option("--start-at", args->start_at,
                      "Scheduled start: nothing is offered before this time (e.g. 2026-12-24T02:00:00Z); waves and rate "
                      "count from it");
+  create->add_option("--retry", args->retry,
+                     "Retry a device whose attempt failed transiently (download cut, power lost while installing) up "
+                     "to N more times (1..10)");
+  create->add_option("--retry-backoff", args->retry_backoff,
+                     "Wait before the first retry (default 1m); the wait doubles at each retry");
+  create->add_option("--retry-backoff-max", args->retry_backoff_max,
+                     "At most this wait between retries (default 1h, or the backoff when above)");
+  create->add_option("--window", args->windows,
+                     "Maintenance window: devices start (or retry) only inside one: DAYS HH:MM-HH:MM, e.g. \"Mon-Fri "
+                     "01:00-04:00\" or \"Sat,Sun 22:00-02:00\" (crossing midnight); repeatable");
+  create->add_option("--window-tz", args->window_tz,
+                     "IANA time zone of the windows (default UTC); a device's own zone (device update --time-zone) "
+                     "wins");
   create->add_flag("--dry-run", args->dry_run,
                    "Check and plan (devices, waves, checks) without creating anything; exit 3 if it would be refused");
   create->callback([&ctx, args] {
@@ -539,7 +628,8 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
   devices->add_option("--status", args->status,
                       "Only this status (failures: failed, rolled_back, refused or timed_out)")
       ->check(CLI::IsMember({"pending", "failures", "downloading", "verifying", "installing", "testing", "installed",
-                             "failed", "rolled_back", "refused", "timed_out", "notified"}));
+                             "failed", "rolled_back", "refused", "timed_out", "notified", "retrying",
+                             "waiting_window"}));
   devices->callback([&ctx, args] {
     auto api = connect(ctx);
     ctx.render(transport::list_deployment_devices(api, args->id,

@@ -14,6 +14,7 @@
 #include "commands/service_session.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "core/maintenance_window.hpp"
 #include "signing/key_ref.hpp"
 
 namespace kiln::commands {
@@ -32,6 +33,7 @@ struct DeviceArgs {
   std::string nonce;
   std::string signature_file;
   std::string from_file;
+  std::string time_zone;
   int page_size = 5000;
   transport::DevicePage page;
 };
@@ -64,7 +66,7 @@ transport::DeviceFilter filter_of(const DeviceArgs& args) {
 }  // namespace
 
 void add_device(CLI::App& app, cli::Context& ctx) {
-  auto* device = app.add_subcommand("device", "Devices on the service: import, list, count, assign, claim");
+  auto* device = app.add_subcommand("device", "Devices on the service: import, list, count, assign, update, claim");
   device->require_subcommand(1);
   auto args = std::make_shared<DeviceArgs>();
 
@@ -107,6 +109,24 @@ void add_device(CLI::App& app, cli::Context& ctx) {
     cli::Json out = cli::Json::array();
     for (auto& id : args->ids) out.push_back(transport::assign_device(api, id, args->group));
     ctx.render(out);
+  });
+
+  auto* update = device->add_subcommand("update", "Change a device: its own time zone for maintenance windows");
+  update->add_option("ID", args->id, "Device UID")->required();
+  update->add_option("--time-zone", args->time_zone,
+                     "IANA time zone its deployments' maintenance windows are read in (e.g. Europe/Berlin), or none")
+      ->required();
+  update->callback([&ctx, args] {
+    std::optional<std::string> zone;
+    if (args->time_zone != "none") {
+      if (!known_time_zone(args->time_zone))
+        throw Error(ExitCode::usage, fmt::format("--time-zone wants an IANA time zone such as Europe/Berlin or UTC (or "
+                                                 "none), not '{}'",
+                                                 args->time_zone));
+      zone = args->time_zone;
+    }
+    auto api = connect(ctx);
+    ctx.render(transport::update_device(api, args->id, zone));
   });
 
   auto* import = device->add_subcommand(

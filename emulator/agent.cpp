@@ -149,6 +149,12 @@ CheckInReply parse_check_in_reply(std::string_view body, std::uint64_t max_image
     offer.action = action->get<std::string>();
   }
   if (auto seq = d->find("sequence"); seq != d->end() && seq->is_number_unsigned()) offer.sequence = seq->get<std::uint64_t>();
+  if (auto retry = d->find("retry"); retry != d->end() && !retry->is_null()) {
+    auto attempt = retry->is_object() ? retry->find("attempt") : retry->end();
+    if (attempt == retry->end() || !attempt->is_number_unsigned() || attempt->get<std::uint64_t>() == 0)
+      throw Error(ExitCode::service, "check-in answer: retry has no attempt number");
+    offer.attempt = attempt->get<std::uint64_t>();
+  }
   // A deployment without a manifest is offered (the agent refuses it); anything else malformed is an error.
   if (auto manifest = d->find("manifest"); manifest != d->end() && !manifest->is_null())
     offer.manifest = parse_object(*manifest, "manifest", 1 << 20);
@@ -168,6 +174,8 @@ struct UpdateAgent::Impl {
   std::unique_ptr<transport::HttpClient> http;
   std::string http_identity;  // what the client was made for: recreate it when this changes
   std::optional<std::chrono::milliseconds> service_interval;
+  // The emulator started with a job in its installing phase: the power was lost while it installed.
+  bool install_interrupted = false;
 
   Impl(Board& b, const AgentOptions& o) : board(b), options(o), dir(b.dir() / "agent") {
     state = Json{{"job", nullptr}, {"done", Json::object()}, {"unreported", Json::array()}};
@@ -179,6 +187,7 @@ struct UpdateAgent::Impl {
         state["unreported"] = saved.value("unreported", Json::array());
       }
     }
+    install_interrupted = state["job"].is_object() && state["job"].value("phase", "") == "installing";
   }
 
   void log(const std::string& message) const {
@@ -227,7 +236,8 @@ struct UpdateAgent::Impl {
   }
 
   // Sends a status report. Final reports that do not get through are kept and sent again later.
-  void report(const AgentView& view, const std::string& status, const std::string& detail, bool final) {
+  void report(const AgentView& view, const std::string& status, const std::string& detail, bool final,
+              const char* reason = nullptr) {
     // The service keeps at most 1024 bytes of detail; cut on a UTF-8 boundary.
     std::string cut = detail;
     if (cut.size() > 1000) {
@@ -238,6 +248,7 @@ struct UpdateAgent::Impl {
     Json body{{"deployment", state["job"]["deployment"]}, {"status", status}, {"detail", cut}};
     body["version"] = view.version.empty() ? Json(nullptr) : Json(view.version);
     body["agent"] = kAgentName;
+    if (reason) body["reason"] = reason;
     log(fmt::format("deployment {}: {}{}", body["deployment"].get<std::string>(), status,
                     detail.empty() ? "" : " (" + detail + ")"));
     if (!send_report(view, body) && final) {
@@ -352,6 +363,16 @@ struct UpdateAgent::Impl {
     return outcome;
   }
 
+  // With a retry policy (the offer has an attempt), a transient failure ends this attempt: reported failed
+  // with its reason, the job and its partial files kept for the service's next attempt.
+  AgentOutcome transient_failure(const AgentView& view, const char* reason, const std::string& detail) {
+    Json& job = state["job"];
+    job["failed_attempt"] = job.value("attempt", 0);
+    save();
+    report(view, "failed", detail, true, reason);
+    return AgentOutcome::failed;
+  }
+
   void set_phase(const std::string& phase) {
     state["job"]["phase"] = phase;
     save();
@@ -370,8 +391,13 @@ struct UpdateAgent::Impl {
           job["reported_downloading"] = true;
           save();
         }
-        download(view, job["manifest_url"].get<std::string>(), manifest_file, job["manifest_size"].get<std::uint64_t>());
-        download(view, job["image_url"].get<std::string>(), image_file, job["image_size"].get<std::uint64_t>());
+        try {
+          download(view, job["manifest_url"].get<std::string>(), manifest_file, job["manifest_size"].get<std::uint64_t>());
+          download(view, job["image_url"].get<std::string>(), image_file, job["image_size"].get<std::uint64_t>());
+        } catch (const Error& e) {
+          if (!job.contains("attempt")) throw;  // no retry policy: resumed at the next check-in
+          return transient_failure(view, "download_interrupted", e.what());
+        }
         // A complete download must be the object the service named.
         for (const auto& [file, id] : {std::pair{manifest_file, job["manifest_id"].get<std::string>()},
                                        std::pair{image_file, job["image_id"].get<std::string>()}}) {
@@ -408,6 +434,11 @@ struct UpdateAgent::Impl {
         job["image_sha256"] = to_hex(sha256_of_file(image_file));
         set_phase("installing");
       } else if (phase == "installing") {
+        if (install_interrupted && job.contains("attempt")) {
+          install_interrupted = false;
+          return transient_failure(view, "power_loss", "the power was lost while the image was written to slot 1");
+        }
+        install_interrupted = false;
         report(view, "installing", "", false);
         board.stage_test_image(image_file);
         set_phase("testing");
@@ -467,6 +498,18 @@ struct UpdateAgent::Impl {
       return finish(view, "installed", fmt::format("already running {}", view.version), AgentOutcome::up_to_date);
     }
     Json& job = state["job"];
+    bool same_job = job.is_object() && job.value("deployment", "") == offer.id &&
+                    job.value("manifest_id", "") == offer.manifest.id && job.value("action", "") == offer.action;
+    if (same_job && offer.attempt) {
+      auto attempt = static_cast<std::int64_t>(*offer.attempt);
+      // This attempt failed already: wait for the service's next one.
+      if (job.value("failed_attempt", std::int64_t{0}) == attempt) return AgentOutcome::idle;
+      if (job.value("attempt", std::int64_t{0}) != attempt) {
+        job["attempt"] = attempt;  // a new attempt: report it from its first phase again
+        job["reported_downloading"] = false;
+        save();
+      }
+    }
     if (!job.is_object() || job.value("deployment", "") != offer.id || job.value("manifest_id", "") != offer.manifest.id ||
         job.value("action", "") != offer.action) {
       if (job.is_object())
@@ -483,6 +526,7 @@ struct UpdateAgent::Impl {
                           {"image_size", offer.image.size},
                           {"image_file", part_name("image", offer.image.id)},
                           {"phase", "downloading"}};
+      if (offer.attempt) state["job"]["attempt"] = static_cast<std::int64_t>(*offer.attempt);
       log(fmt::format("deployment {} ({}): sequence {}", offer.id, offer.action,
                       offer.sequence ? std::to_string(*offer.sequence) : "?"));
       save();

@@ -40,6 +40,10 @@ struct DeploymentOffer {
   std::string id;
   std::string action = "install";  // or "revert"
   std::optional<std::uint64_t> sequence;
+  // With a retry policy: the attempt this offer is for. The agent then reports a transient failure (a
+  // download cut, power lost while it installed) as failed with a reason and waits for the service's next
+  // attempt, instead of resuming by itself.
+  std::optional<std::uint64_t> attempt;
   Object manifest;  // id empty: the deployment carries no manifest (the agent refuses it)
   Object image;
 };

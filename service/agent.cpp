@@ -72,8 +72,9 @@ Json image_entry(Call& call, const std::string& sha, const std::string& url) {
   return Json{{"id", sha}, {"size", image ? image->size : 0}, {"url", url}};
 }
 
-// The deployment object of a check-in answer (docs/openapi.yaml, AgentDeployment).
-Json offer(Call& call, const Deployment& row, int wave, const char* action) {
+// The deployment object of a check-in answer (docs/openapi.yaml, AgentDeployment). attempt: with a retry
+// policy, the attempt this offer is for (the agent reports transient failures instead of retrying by itself).
+Json offer(Call& call, const Deployment& row, int wave, const char* action, std::int64_t attempt = 0) {
   Json images = Json::array();
   for (auto& sha : row.images) {
     // An encrypted release goes to this device with the content key wrapped to its own key (when it has one).
@@ -84,9 +85,13 @@ Json offer(Call& call, const Deployment& row, int wave, const char* action) {
   }
   Json manifest =
       row.manifest ? image_entry(call, *row.manifest, "/v1/agent/deployments/" + row.id + "/manifest") : Json(nullptr);
-  return Json{{"id", row.id},         {"wave", wave},
+  Json out = {{"id", row.id},         {"wave", wave},
               {"action", action},     {"sequence", row.sequence ? Json(*row.sequence) : Json(nullptr)},
               {"manifest", manifest}, {"images", images}};
+  out["retry"] = attempt > 0 && row.policy.retry.retries > 0
+                     ? Json{{"attempt", attempt}, {"attempts", row.policy.retry.retries + 1}}
+                     : Json(nullptr);
+  return out;
 }
 
 std::optional<std::string> device_group(Call& call) {
@@ -99,16 +104,47 @@ std::optional<std::string> reported_status(Call& call, const std::string& deploy
   return call.store.reported_status(deployment, call.who.device_id);
 }
 
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 // With a rate (RatePolicy): a device not yet offered the deployment is offered it (and recorded notified)
 // only while fewer devices were notified than the rate allows by now.
 bool may_notify(Call& call, const Deployment& row, const std::string& device) {
   if (row.policy.rate.base_per_minute <= 0) return true;
   if (call.store.reported_status(row.id, device)) return true;
   auto counts = admitted_counts(row, call.store.rollout_tally(row));
-  auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  auto now = unix_now();
   if (counts.admitted - counts.status.at("pending") >= rate_allowance(row.policy.rate, row.rate_steps, now)) return false;
   call.store.record_status(row.id, device, "notified", "", now_iso8601(), std::nullopt);
   return true;
+}
+
+// The offer of an install to this device at check-in, or null (not admitted, not started, waiting to retry or
+// for a maintenance window, or held by the rate). A retrying device's next attempt starts here.
+Json install_offer(Call& call, const Deployment& row, const std::optional<std::string>& time_zone) {
+  auto& device = call.who.device_id;
+  int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device));
+  DeviceProgress progress;
+  progress.time_zone = time_zone;
+  auto mine = call.store.deployment_device(row.id, device);
+  if (mine) {
+    progress.status = mine->status ? parse_status(*mine->status) : std::nullopt;
+    progress.attempt = mine->attempt;
+    progress.retry_at = mine->retry_at;
+  }
+  auto now = unix_now();
+  auto decision = offer_decision(row, wave, progress, now);
+  if (decision.hold != Hold::none) return nullptr;
+  if (decision.new_attempt) {
+    call.store.record_status(row.id, device, status_name(DeviceStatus::notified),
+                             fmt::format("attempt {} of {} offered", decision.attempt, row.policy.retry.retries + 1),
+                             now_iso8601(), std::nullopt);
+    call.store.set_attempt(row.id, device, decision.attempt, std::nullopt);
+  } else if (!may_notify(call, row, device)) {
+    return nullptr;
+  }
+  return offer(call, row, wave, "install", decision.attempt);
 }
 
 bool is_sha256_hex(const std::string& text) {
@@ -146,10 +182,7 @@ Reply agent_check_in(Call& call) {
     auto row = load_deployment(call.store, call.who.tenant_id, *newest);
     evaluate_deployment(call.store, row, true);
     if (row.state == "active" || row.state == "completed") {
-      int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device));
-      auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-      if (wave > 0 && wave <= row.wave && rollout_started(row, now) && may_notify(call, row, device))
-        deployment = offer(call, row, wave, "install");
+      deployment = install_offer(call, row, row.policy.windows.empty() ? std::nullopt : call.store.device_time_zone(device));
     } else if (row.state == "aborted") {
       // Back to exactly what it ran before, for a device running an aborted deployment (the newest
       // deployments of the group that were aborted, newest first).
@@ -195,14 +228,32 @@ Reply agent_report_status(Call& call) {
         "status must be downloading, verifying, installing, testing, installed, failed, rolled_back or refused"};
   auto version = optional_string(body, "version", 64);
   auto detail = optional_string(body, "detail", 1024);
+  // A failure a later attempt may not have (docs/openapi.yaml AgentStatusReport.reason).
+  std::optional<TransientReason> reason;
+  if (auto text = optional_string(body, "reason", 32)) {
+    reason = parse_transient_reason(*text);
+    if (!reason || status != "failed")
+      throw ApiError{400, "invalid_request",
+                     "field 'reason' must be download_interrupted or power_loss, with status failed"};
+  }
   // The report, the device's version and the rollout decision it leads to commit together.
   auto tx = call.store.begin();
   auto row = load_deployment(call.store, call.who.tenant_id, deployment);
   auto group = device_group(call);
   if ((!group || *group != row.group_id) && !reported_status(call, deployment))
     throw ApiError{404, "not_found", fmt::format("deployment {} is not for this device's group", deployment)};
-  call.store.record_status(deployment, call.who.device_id, status, detail.value_or(""), now_iso8601(),
-                           status == "installed" ? version : std::nullopt);
+  if (status == "failed") {
+    // With retries, a transient failure waits and tries again; the last attempt's failure is the failure.
+    auto mine = call.store.deployment_device(deployment, call.who.device_id);
+    auto attempt = mine ? mine->attempt : 1;
+    auto outcome = after_failure(row.policy.retry, reason, detail.value_or(""), attempt, unix_now());
+    call.store.record_status(deployment, call.who.device_id, status_name(outcome.status), outcome.detail,
+                             now_iso8601(), std::nullopt);
+    call.store.set_attempt(deployment, call.who.device_id, attempt, outcome.retry_at);
+  } else {
+    call.store.record_status(deployment, call.who.device_id, status, detail.value_or(""), now_iso8601(),
+                             status == "installed" ? version : std::nullopt);
+  }
   evaluate_deployment(call.store, row);
   tx->commit();
   return {200, Json{{"deployment", deployment}, {"device", call.who.device_id}, {"status", status}}};

@@ -70,6 +70,7 @@ const std::vector<Route>& routes() {
       {{"GET", "/v1/devices/count", anyone}, count_devices},
       {{"GET", "/v1/devices/{}", anyone}, show_device},
       {{"POST", "/v1/devices/{}/assign", operators}, assign_device},
+      {{"PATCH", "/v1/devices/{}", operators}, update_device},
       {{"POST", "/v1/devices/{}/claim-challenge", factory}, claim_challenge},
       {{"POST", "/v1/devices/{}/claim", factory}, claim_device},
       {{"POST", "/v1/images", operators}, create_image},

@@ -36,12 +36,27 @@ struct AdmittedDevice {
   std::string id;
   int wave = 0;
   std::string status, detail, updated_at, version, last_seen;
+  std::int64_t attempt = 1;
+  std::optional<std::int64_t> retry_at;
+  std::optional<std::string> time_zone;
 };
+
+// An admitted device an active deployment holds outside its maintenance windows now: when the next opens
+// (nullopt: not held by a window).
+std::optional<std::optional<std::int64_t>> held_by_window(const Deployment& row, const AdmittedDevice& d,
+                                                          std::int64_t now) {
+  if (row.state != "active" || row.policy.windows.empty()) return std::nullopt;
+  DeviceProgress progress{parse_status(d.status), d.attempt, d.retry_at, d.time_zone};
+  auto decision = offer_decision(row, d.wave, progress, now);
+  if (decision.hold != Hold::window) return std::nullopt;
+  return decision.until;
+}
 
 // Calls `each` for every admitted device of the group.
 void for_each_admitted(Store& store, const Deployment& row, const std::function<void(const AdmittedDevice&)>& each) {
   store.for_each_deployment_device(row, [&](const DeploymentDevice& d) {
-    AdmittedDevice device{d.id, 0, d.status.value_or("pending"), d.detail, d.updated_at, d.version, d.last_seen};
+    AdmittedDevice device{d.id, 0, d.status.value_or("pending"), d.detail, d.updated_at, d.version, d.last_seen,
+                          d.attempt, d.retry_at, d.time_zone};
     device.wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device.id));
     // A device outside the open waves that reported anyway (it was admitted before a wave change or a
     // group move) still counts where its bucket puts it, so nothing it reported goes missing.
@@ -155,6 +170,18 @@ Json show(Call& call, const std::string& id) {
   });
   out["silent_devices"] = silent;
   out["silent"] = count;
+  // Maintenance windows: when the next opens in the deployment's zone, and the devices held now.
+  if (!row.policy.windows.empty()) {
+    auto now = unix_now();
+    auto next = next_window_open(row.policy.windows, row.policy.time_zone, now);
+    std::int64_t waiting = 0;
+    for_each_admitted(call.store, row, [&](const AdmittedDevice& d) {
+      if (held_by_window(row, d, now)) ++waiting;
+    });
+    out["window_open"] = next && *next == now;
+    out["next_window_at"] = next ? Json(iso8601(*next)) : Json(nullptr);
+    out["waiting_window"] = waiting;
+  }
   bool open = row.state == "active" || row.state == "paused" || row.state == "halted";
   out["attention"] = !open ? Json(nullptr)
                      : t.devices == 0
@@ -762,19 +789,32 @@ Reply list_deployment_devices(Call& call) {
   auto row = load_deployment(call.store, call.who.tenant_id, call.params[0]);
   evaluate(call.store, row, false);
   auto status = call.query_value("status");
-  if (status && *status != "pending" && *status != "failures") {
+  if (status && *status != "pending" && *status != "failures" && *status != "waiting_window") {
     auto& known = rollout_statuses();
     if (std::find(known.begin(), known.end(), *status) == known.end())
       throw ApiError{400, "invalid_request",
-                     "status must be pending, failures, timed_out or an agent status (installed, failed, ...)"};
+                     "status must be pending, failures, waiting_window, timed_out, retrying or an agent status "
+                     "(installed, failed, ...)"};
   }
   Json items = Json::array();
+  auto now = unix_now();
   for_each_admitted(call.store, row, [&](const AdmittedDevice& device) {
-    if (status && (*status == "failures" ? !is_failure_status(device.status) : device.status != *status)) return;
+    // Not yet started (or waiting to retry) outside its maintenance windows: waiting_window, until the next.
+    auto shown = device.status;
+    auto detail = device.detail;
+    if (auto held = held_by_window(row, device, now); held && device.status != "retrying") {
+      shown = "waiting_window";
+      detail = fmt::format("outside its maintenance windows ({}): the next opens at {}",
+                           window_zone(row.policy, device.time_zone), *held ? iso8601(**held) : std::string("-"));
+    }
+    if (status && (*status == "failures" ? !is_failure_status(shown) : shown != *status)) return;
     items.push_back(Json{{"device", device.id},
                          {"wave", device.wave},
-                         {"status", device.status},
-                         {"detail", device.detail},
+                         {"status", shown},
+                         {"attempt", device.attempt},
+                         {"retry_at", device.retry_at && device.status == "retrying" ? Json(iso8601(*device.retry_at))
+                                                                                     : Json(nullptr)},
+                         {"detail", detail},
                          {"version", device.version.empty() ? Json(nullptr) : Json(device.version)},
                          {"updated_at", device.updated_at.empty() ? Json(nullptr) : Json(device.updated_at)}});
   });
@@ -801,10 +841,11 @@ Reply deployment_report(Call& call) {
                          {"state", state},
                          {"version_before", text_or_null(d.version_before)},
                          {"version_after", state == "installed" ? text_or_null(d.version) : text_or_null(d.version_before)},
-                         {"failure_reason", is_failure_status(state) ? Json(d.detail) : Json(nullptr)},
+                         {"failure_reason", is_failure_status(state) || state == "retrying" ? Json(d.detail) : Json(nullptr)},
                          {"started_at", d.started_at.empty() ? Json(nullptr) : Json(d.started_at)},
                          {"finished_at", final_state ? Json(d.updated_at) : Json(nullptr)},
-                         {"duration_seconds", duration}});
+                         {"duration_seconds", duration},
+                         {"attempts", d.status ? Json(d.attempt) : Json(0)}});
   });
   return {200, Json{{"deployment", row.id}, {"state", row.state}, {"items", items}}};
 }

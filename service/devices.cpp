@@ -13,6 +13,7 @@
 #include "core/device_uid.hpp"
 #include "core/error.hpp"
 #include "service/factory_trust.hpp"
+#include "core/maintenance_window.hpp"
 #include "service/handlers.hpp"
 #include "service/ledger_bundle.hpp"
 #include "signing/image_crypto.hpp"
@@ -68,7 +69,8 @@ Json device_json(const DeviceView& d) {
               {"version", d.version ? Json(*d.version) : Json(nullptr)},
               {"claimed", d.claimed},
               {"last_seen", d.last_seen ? Json(*d.last_seen) : Json(nullptr)},
-              {"imported_at", d.imported_at}};
+              {"imported_at", d.imported_at},
+              {"time_zone", d.time_zone ? Json(*d.time_zone) : Json(nullptr)}};
 }
 
 // Device visible to the caller's tenant, or 404 (other tenants' devices do not exist for you).
@@ -424,6 +426,27 @@ Reply assign_device(Call& call) {
   if (!call.store.group_of_device_product(id, group))
     throw ApiError{409, "conflict", fmt::format("group {} belongs to another product than device {}", group, id)};
   call.store.set_device_group(id, group);
+  return show_device(call);
+}
+
+Reply update_device(Call& call) {
+  auto body = parse_object(call.request.body);
+  auto& id = call.params[0];
+  require_device(call, id);
+  for (auto& item : body.items())
+    if (item.key() != "time_zone")
+      throw ApiError{400, "invalid_request", fmt::format("field '{}' is not a known member (time_zone)", item.key())};
+  auto it = body.find("time_zone");
+  if (it == body.end()) throw ApiError{400, "invalid_request", "field 'time_zone' is required (an IANA name or null)"};
+  std::optional<std::string> zone;
+  if (!it->is_null()) {
+    if (!it->is_string() || it->get<std::string>().size() > 64 || !known_time_zone(it->get<std::string>()))
+      throw ApiError{400, "invalid_request",
+                     "field 'time_zone' must be a time zone of the service's database, an IANA name such as "
+                     "Europe/Berlin, or null"};
+    zone = it->get<std::string>();
+  }
+  call.store.set_device_time_zone(id, zone);
   return show_device(call);
 }
 

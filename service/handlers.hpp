@@ -86,6 +86,8 @@ Reply list_devices(Call& call);
 Reply count_devices(Call& call);
 Reply show_device(Call& call);
 Reply assign_device(Call& call);
+// PATCH /v1/devices/{}: the device's own time zone for maintenance windows ({"time_zone": "Europe/Berlin"|null}).
+Reply update_device(Call& call);
 Reply claim_challenge(Call& call);
 Reply claim_device(Call& call);
 // The bytes a device signs to be claimed (see docs/openapi.yaml, ClaimChallenge).

@@ -265,6 +265,16 @@ ALTER TABLE deployments ADD COLUMN IF NOT EXISTS progress TEXT NOT NULL DEFAULT 
 )sql");
 }
 
+// Migration 7 (issue 15, retries and maintenance windows): the attempt each device is on for a deployment
+// and when it may retry (unix seconds), and each device's own time zone, like SQLite's migration 7.
+void add_retries_and_zones(PGconn* conn) {
+  run_script(conn, R"sql(
+ALTER TABLE deployment_devices ADD COLUMN IF NOT EXISTS attempt BIGINT NOT NULL DEFAULT 1;
+ALTER TABLE deployment_devices ADD COLUMN IF NOT EXISTS retry_at BIGINT;
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS time_zone TEXT;
+)sql");
+}
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction (PostgreSQL's schema changes are transactional: a migration killed half-way leaves nothing,
 // and the next start runs it again). Append only: a released migration never changes. The version lives
@@ -280,6 +290,7 @@ constexpr Migration migrations[] = {
     {4, add_rollout_safety},
     {5, add_encrypted_delivery},
     {6, add_rollout_controls},
+    {7, add_retries_and_zones},
 };
 
 int read_schema_version(PGconn* conn) {
@@ -940,7 +951,7 @@ std::int64_t PgStore::devices_in_group(const std::string& group_id) {
 namespace {
 
 constexpr const char* device_columns =
-    "SELECT d.id, p.name, g.name, d.state, d.version, d.claimed, d.last_seen, d.imported_at "
+    "SELECT d.id, p.name, g.name, d.state, d.version, d.claimed, d.last_seen, d.imported_at, d.time_zone "
     "FROM devices d JOIN products p ON p.id = d.product_id LEFT JOIN device_groups g ON g.id = d.group_id ";
 
 DeviceView read_device(const Result& q, int r) {
@@ -953,6 +964,7 @@ DeviceView read_device(const Result& q, int r) {
   d.claimed = q.integer(r, 5) != 0;
   d.last_seen = q.optional_text(r, 6);
   d.imported_at = q.text(r, 7);
+  d.time_zone = q.optional_text(r, 8);
   return d;
 }
 
@@ -1365,10 +1377,14 @@ void PgStore::link_manifest(std::int64_t tenant_id, const std::string& image, co
 
 namespace {
 
+// Columns 9..11: attempt, retry_at, the device's time zone.
 DeploymentDevice read_deployment_device(const Result& q, int r) {
-  return DeploymentDevice{q.text(r, 0),          q.optional_text(r, 1), q.text(r, 2),
-                          q.text(r, 3),          q.text(r, 4),          q.optional_text(r, 5),
-                          q.optional_text(r, 6), q.text(r, 7),          q.text(r, 8)};
+  std::optional<std::int64_t> retry_at;
+  if (!q.is_null(r, 10)) retry_at = q.integer(r, 10);
+  return DeploymentDevice{q.text(r, 0),          q.optional_text(r, 1), q.text(r, 2),  q.text(r, 3),
+                          q.text(r, 4),          q.optional_text(r, 5), q.optional_text(r, 6),
+                          q.text(r, 7),          q.text(r, 8),          q.integer(r, 9), retry_at,
+                          q.optional_text(r, 11)};
 }
 
 }  // namespace
@@ -1468,7 +1484,8 @@ void PgStore::for_each_deployment_device(const Deployment& deployment,
   Use use(*this);
   auto q = run(use.conn(),
                "SELECT d.id, dd.status, coalesce(dd.detail, ''), coalesce(dd.updated_at, ''), coalesce(d.version, ''), "
-               "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, ''), coalesce(d.last_seen, '') "
+               "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, ''), coalesce(d.last_seen, ''), "
+               "coalesce(dd.attempt, 1), dd.retry_at, d.time_zone "
                "FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = $1 AND dd.device_id = d.id "
                "WHERE d.group_id = $2 ORDER BY d.id COLLATE \"C\"",
                {deployment.id, deployment.group_id});
@@ -1480,8 +1497,8 @@ std::optional<DeploymentDevice> PgStore::deployment_device(const std::string& de
   Use use(*this);
   auto q = run(use.conn(),
                "SELECT dd.device_id, dd.status, coalesce(dd.detail, ''), dd.updated_at, coalesce(d.version, ''), "
-               "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, ''), coalesce(d.last_seen, '') "
-               "FROM deployment_devices dd JOIN devices d ON d.id = dd.device_id "
+               "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, ''), coalesce(d.last_seen, ''), "
+               "dd.attempt, dd.retry_at, d.time_zone FROM deployment_devices dd JOIN devices d ON d.id = dd.device_id "
                "WHERE dd.deployment_id = $1 AND dd.device_id = $2",
                {deployment_id, device_id});
   if (q.empty()) return std::nullopt;
@@ -1532,6 +1549,27 @@ void PgStore::record_status(const std::string& deployment_id, const std::string&
       "excluded.status, detail = excluded.detail, updated_at = excluded.updated_at",
       {deployment_id, device_id, status, detail, now});
   if (installed_version) run(c, "UPDATE devices SET version = $1 WHERE id = $2", {*installed_version, device_id});
+}
+
+void PgStore::set_attempt(const std::string& deployment_id, const std::string& device_id, std::int64_t attempt,
+                          const std::optional<std::int64_t>& retry_at) {
+  Use use(*this);
+  std::optional<std::string> at;
+  if (retry_at) at = std::to_string(*retry_at);
+  run(use.conn(), "UPDATE deployment_devices SET attempt = $1, retry_at = $2::bigint WHERE deployment_id = $3 AND device_id = $4",
+      {attempt, at, deployment_id, device_id});
+}
+
+std::optional<std::string> PgStore::device_time_zone(const std::string& device_id) {
+  Use use(*this);
+  auto q = run(use.conn(), "SELECT time_zone FROM devices WHERE id = $1", {device_id});
+  if (q.empty()) return std::nullopt;
+  return q.optional_text(0, 0);
+}
+
+void PgStore::set_device_time_zone(const std::string& device_id, const std::optional<std::string>& zone) {
+  Use use(*this);
+  run(use.conn(), "UPDATE devices SET time_zone = $1 WHERE id = $2", {zone, device_id});
 }
 
 }  // namespace kiln::service

@@ -79,6 +79,8 @@ class PgStore final : public Store {
   bool upsert_device(const ImportedDevice& device) override;
   bool group_of_device_product(const std::string& device_id, const std::string& group_id) override;
   void set_device_group(const std::string& device_id, const std::string& group_id) override;
+  void set_device_time_zone(const std::string& device_id, const std::optional<std::string>& zone) override;
+  std::optional<std::string> device_time_zone(const std::string& device_id) override;
   void mark_claimed(const std::string& device_id, const std::string& now) override;
   void device_checked_in(const std::string& device_id, const std::string& now,
                          const std::optional<std::string>& version, const std::optional<std::string>& state) override;
@@ -144,6 +146,8 @@ class PgStore final : public Store {
   void record_status(const std::string& deployment_id, const std::string& device_id, const std::string& status,
                      const std::string& detail, const std::string& now,
                      const std::optional<std::string>& installed_version) override;
+  void set_attempt(const std::string& deployment_id, const std::string& device_id, std::int64_t attempt,
+                   const std::optional<std::int64_t>& retry_at) override;
 
   // The tally counted afresh from every device of the group (what rollout_tally keeps up to date).
   RolloutTally recount_rollout_tally(const Deployment& deployment);

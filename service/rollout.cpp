@@ -43,24 +43,139 @@ std::string halt_reason(std::int64_t failures, std::int64_t admitted, int wave, 
                      percent_text(share), wave, percent_text(threshold_percent));
 }
 
+namespace {
+
+// The one mapping of statuses to their names.
+constexpr std::pair<DeviceStatus, const char*> status_names[] = {
+    {DeviceStatus::pending, "pending"},         {DeviceStatus::notified, "notified"},
+    {DeviceStatus::downloading, "downloading"}, {DeviceStatus::verifying, "verifying"},
+    {DeviceStatus::installing, "installing"},   {DeviceStatus::testing, "testing"},
+    {DeviceStatus::installed, "installed"},     {DeviceStatus::failed, "failed"},
+    {DeviceStatus::rolled_back, "rolled_back"}, {DeviceStatus::refused, "refused"},
+    {DeviceStatus::timed_out, "timed_out"},     {DeviceStatus::retrying, "retrying"},
+};
+constexpr std::pair<TransientReason, const char*> reason_names[] = {
+    {TransientReason::download_interrupted, "download_interrupted"},
+    {TransientReason::power_loss, "power_loss"},
+};
+
+}  // namespace
+
+std::string status_name(DeviceStatus status) {
+  for (auto& [s, name] : status_names)
+    if (s == status) return name;
+  return "pending";
+}
+
+std::optional<DeviceStatus> parse_status(std::string_view text) {
+  for (auto& [s, name] : status_names)
+    if (text == name) return s;
+  return std::nullopt;
+}
+
+std::string transient_reason_name(TransientReason reason) {
+  for (auto& [r, name] : reason_names)
+    if (r == reason) return name;
+  return "download_interrupted";
+}
+
+std::optional<TransientReason> parse_transient_reason(std::string_view text) {
+  for (auto& [r, name] : reason_names)
+    if (text == name) return r;
+  return std::nullopt;
+}
+
 const std::vector<std::string>& agent_statuses() {
-  static const std::vector<std::string> statuses = {"downloading", "verifying", "installing",  "testing",
-                                                    "installed",   "failed",    "rolled_back", "refused"};
+  static const std::vector<std::string> statuses = [] {
+    std::vector<std::string> out;
+    for (auto s : {DeviceStatus::downloading, DeviceStatus::verifying, DeviceStatus::installing, DeviceStatus::testing,
+                   DeviceStatus::installed, DeviceStatus::failed, DeviceStatus::rolled_back, DeviceStatus::refused})
+      out.push_back(status_name(s));
+    return out;
+  }();
   return statuses;
 }
 
 const std::vector<std::string>& rollout_statuses() {
   static const std::vector<std::string> statuses = [] {
     auto all = agent_statuses();
-    all.push_back("timed_out");
-    all.push_back("notified");
+    for (auto s : {DeviceStatus::timed_out, DeviceStatus::notified, DeviceStatus::retrying}) all.push_back(status_name(s));
     return all;
   }();
   return statuses;
 }
 
 bool is_failure_status(std::string_view status) {
-  return status == "failed" || status == "rolled_back" || status == "refused" || status == "timed_out";
+  auto s = parse_status(status);
+  return s == DeviceStatus::failed || s == DeviceStatus::rolled_back || s == DeviceStatus::refused ||
+         s == DeviceStatus::timed_out;
+}
+
+std::int64_t retry_backoff(const RetryPolicy& retry, std::int64_t attempt) {
+  std::int64_t wait = std::max<std::int64_t>(retry.backoff, 0);
+  for (std::int64_t i = 1; i < attempt && wait < retry.backoff_max; ++i) wait *= 2;
+  return retry.backoff_max > 0 ? std::min(wait, retry.backoff_max) : wait;
+}
+
+FailureOutcome after_failure(const RetryPolicy& retry, std::optional<TransientReason> reason, const std::string& detail,
+                             std::int64_t attempt, std::int64_t now) {
+  FailureOutcome out;
+  if (!reason || retry.retries <= 0) {
+    out.detail = detail;
+    return out;
+  }
+  auto why = transient_reason_name(*reason) + (detail.empty() ? "" : ": " + detail);
+  if (attempt > retry.retries) {
+    out.detail = fmt::format("{} (attempt {} of {}: no retries left)", why, attempt, retry.retries + 1);
+    return out;
+  }
+  auto wait = retry_backoff(retry, attempt);
+  out.status = DeviceStatus::retrying;
+  out.retry_at = now + wait;
+  out.detail = fmt::format("{} (attempt {} of {}; retry in {} s)", why, attempt, retry.retries + 1, wait);
+  return out;
+}
+
+std::string window_zone(const RolloutPolicy& policy, const std::optional<std::string>& device_zone) {
+  if (device_zone && !device_zone->empty()) return *device_zone;
+  return policy.time_zone.empty() ? "UTC" : policy.time_zone;
+}
+
+OfferDecision offer_decision(const Rollout& rollout, int wave, const DeviceProgress& device, std::int64_t now) {
+  OfferDecision d;
+  d.attempt = device.attempt;
+  if (wave <= 0 || wave > rollout.wave) {
+    d.hold = Hold::not_admitted;
+    return d;
+  }
+  if (!rollout_started(rollout, now)) {
+    d.hold = Hold::not_started;
+    d.until = rollout.policy.start_at;
+    return d;
+  }
+  auto status = device.status.value_or(DeviceStatus::pending);
+  bool retrying = status == DeviceStatus::retrying;
+  if (retrying && device.retry_at && now < *device.retry_at) {
+    d.hold = Hold::retry_wait;
+    d.until = device.retry_at;
+    return d;
+  }
+  // Started attempts finish whatever the windows say; only a start (or a retry) waits for one.
+  bool starting = status == DeviceStatus::pending || status == DeviceStatus::notified || retrying;
+  auto& windows = rollout.policy.windows;
+  if (starting && !windows.empty()) {
+    auto zone = window_zone(rollout.policy, device.time_zone);
+    if (!window_open(windows, zone, now)) {
+      d.hold = Hold::window;
+      d.until = next_window_open(windows, zone, now);
+      return d;
+    }
+  }
+  if (retrying) {
+    d.attempt = device.attempt + 1;
+    d.new_attempt = true;
+  }
+  return d;
 }
 
 std::optional<std::string> device_timeout(const Timeouts& timeouts, std::string_view status, std::int64_t since,

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "core/maintenance_window.hpp"
+
 namespace kiln::service {
 
 // A deployment's halt threshold unless its request says otherwise ("never" must be said): halt when more
@@ -30,6 +32,21 @@ std::string halt_reason(std::int64_t failures, std::int64_t admitted, int wave, 
 
 // A percentage for people: 15, 2.5, 33.3 (at most one decimal, no trailing zero).
 std::string percent_text(double percent);
+
+// A device's status in a deployment: one enum, one string mapping (status_name, parse_status). pending is
+// never stored (admitted, nothing reported); notified, timed_out and retrying are recorded by the service.
+enum class DeviceStatus {
+  pending, notified, downloading, verifying, installing, testing, installed, failed, rolled_back, refused,
+  timed_out, retrying
+};
+std::string status_name(DeviceStatus status);
+std::optional<DeviceStatus> parse_status(std::string_view text);
+
+// Why an agent's attempt failed when a later attempt may succeed (the agent says so in its failed report,
+// field reason): a download cut or interrupted, the power lost while it installed.
+enum class TransientReason { download_interrupted, power_loss };
+std::string transient_reason_name(TransientReason reason);
+std::optional<TransientReason> parse_transient_reason(std::string_view text);
 
 // Device statuses an agent reports (docs/openapi.yaml AgentStatus), and which of them count as failures.
 const std::vector<std::string>& agent_statuses();
@@ -89,6 +106,29 @@ double rate_per_minute(const RatePolicy& rate, int level);
 // (the first device at once, `base` in the first minute). Pure: time is an argument.
 std::int64_t rate_allowance(const RatePolicy& rate, const std::vector<RateStep>& steps, std::int64_t now);
 
+// Retries of transient failures with exponential backoff: after attempt N (1-based) failed transiently, the
+// device waits backoff * 2^(N-1) seconds (at most backoff_max), then is offered the release again; a device
+// whose last attempt (1 + retries) failed counts as failed, once.
+struct RetryPolicy {
+  std::int64_t retries = 0;  // attempts after the first, 1..10; 0: transient failures are failures
+  std::int64_t backoff = 0, backoff_max = 0;  // seconds
+  bool operator==(const RetryPolicy&) const = default;
+};
+constexpr std::int64_t default_retry_backoff = 60;        // seconds, when a request names none
+constexpr std::int64_t default_retry_backoff_max = 3600;  // or the backoff, when above
+// The wait after attempt `attempt` failed.
+std::int64_t retry_backoff(const RetryPolicy& retry, std::int64_t attempt);
+
+// What a failed report on attempt `attempt` becomes: retrying until retry_at (a transient reason and
+// attempts left), or failed for good (the detail says after how many attempts when it was retried).
+struct FailureOutcome {
+  DeviceStatus status = DeviceStatus::failed;
+  std::optional<std::int64_t> retry_at;  // with retrying
+  std::string detail;
+};
+FailureOutcome after_failure(const RetryPolicy& retry, std::optional<TransientReason> reason, const std::string& detail,
+                             std::int64_t attempt, std::int64_t now);
+
 // The controls a deployment is created with (stored as one JSON policy, rollout_policy.hpp); they never
 // change afterwards.
 struct RolloutPolicy {
@@ -97,6 +137,11 @@ struct RolloutPolicy {
   Timeouts timeouts;
   RatePolicy rate;
   std::int64_t start_at = 0;  // scheduled start, unix seconds (0: at creation); nothing is offered before it
+  RetryPolicy retry;
+  // Maintenance windows: a device starts (or retries) only while one is open, in its own time zone when it
+  // has one, else in time_zone ("" : UTC). None: always.
+  std::vector<MaintenanceWindow> windows;
+  std::string time_zone;
   bool operator==(const RolloutPolicy&) const = default;
 };
 
@@ -170,6 +215,29 @@ Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::i
 // timeout"); nullopt while it has time, or for a status no timeout applies to.
 std::optional<std::string> device_timeout(const Timeouts& timeouts, std::string_view status, std::int64_t since,
                                           std::int64_t now);
+
+// The zone a device's windows are read in: its own when set, else the deployment's (UTC by default).
+std::string window_zone(const RolloutPolicy& policy, const std::optional<std::string>& device_zone);
+
+// What a device of the deployment is, as the offer rules see it.
+struct DeviceProgress {
+  std::optional<DeviceStatus> status;      // nullopt: nothing recorded (pending)
+  std::int64_t attempt = 1;                // the attempt it is on
+  std::optional<std::int64_t> retry_at;    // with retrying: not before
+  std::optional<std::string> time_zone;    // the device's own zone
+};
+// Why a check-in gets no offer (none: it gets one).
+enum class Hold { none, not_admitted, not_started, retry_wait, window };
+struct OfferDecision {
+  Hold hold = Hold::none;
+  std::int64_t attempt = 1;        // the attempt the offer is for
+  bool new_attempt = false;        // a retrying device starts its next attempt with this offer
+  std::optional<std::int64_t> until;  // retry_wait: retry_at; window: when the next window opens
+};
+// Whether a device of `wave` (0: none) is offered the deployment at `now` (the rate is applied after it). A
+// device that started an attempt finishes it whatever the windows say; one that has not, or waits to
+// retry, starts only inside a window. Pure: time is an argument.
+OfferDecision offer_decision(const Rollout& rollout, int wave, const DeviceProgress& device, std::int64_t now);
 
 // A person resumes a paused or halted rollout at `now`: failures so far are forgiven, the open wave gets a
 // fresh step_after period; one paused by its wave success condition opens the next wave.

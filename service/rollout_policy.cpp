@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "service/handlers.hpp"
@@ -38,6 +39,10 @@ double percent_of(const OJson& v, const std::string& field) {
   return v.get<double>();
 }
 
+std::int64_t unix_now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 std::int64_t count_of(const OJson& v, const std::string& field, std::int64_t low, std::int64_t high) {
   if (!v.is_number_integer() || v.get<std::int64_t>() < low || v.get<std::int64_t>() > high)
     throw bad(field, fmt::format("must be a whole number {}..{}", low, high));
@@ -68,7 +73,22 @@ OJson policy_json(const RolloutPolicy& p) {
   } else {
     out["rate"] = nullptr;
   }
-  out["schedule"] = p.start_at > 0 ? OJson{{"start_at", iso8601(p.start_at)}} : OJson(nullptr);
+  if (p.start_at > 0 || !p.windows.empty()) {
+    OJson schedule = {{"start_at", p.start_at > 0 ? OJson(iso8601(p.start_at)) : OJson(nullptr)}};
+    if (!p.windows.empty()) {
+      OJson windows = OJson::array();
+      for (auto& window : p.windows) windows.push_back(maintenance_window_text(window));
+      schedule["windows"] = windows;
+      schedule["time_zone"] = p.time_zone.empty() ? "UTC" : p.time_zone;
+    }
+    out["schedule"] = schedule;
+  } else {
+    out["schedule"] = nullptr;
+  }
+  out["retry"] = p.retry.retries > 0 ? OJson{{"retries", p.retry.retries},
+                                             {"backoff_seconds", p.retry.backoff},
+                                             {"backoff_max_seconds", p.retry.backoff_max}}
+                                     : OJson(nullptr);
   auto& t = p.timeouts;
   if (t == Timeouts{}) {
     out["timeouts"] = nullptr;
@@ -169,13 +189,55 @@ RolloutPolicy parse_policy(const OJson& body) {
     }
   }
   if (auto* v = member(body, "schedule")) {
-    if (!v->is_object()) throw bad("schedule", "must be an object {\"start_at\": \"2026-12-24T02:00:00Z\"}");
-    known_members(*v, "schedule", {"start_at"});
+    if (!v->is_object())
+      throw bad("schedule", "must be an object {\"start_at\": \"2026-12-24T02:00:00Z\", \"windows\": [\"Mon-Fri "
+                            "01:00-04:00\"], \"time_zone\": \"Europe/Berlin\"}");
+    known_members(*v, "schedule", {"start_at", "windows", "time_zone"});
     if (auto* start = member(*v, "start_at")) {
       auto at = start->is_string() ? unix_seconds(start->get<std::string>()) : std::nullopt;
       if (!at || *at <= 0)
         throw bad("schedule.start_at", "must be a time with its zone, e.g. 2026-12-24T02:00:00Z or 2026-12-24T03:00:00+01:00");
       p.start_at = *at;
+    }
+    if (auto* zone = member(*v, "time_zone")) {
+      if (!zone->is_string() || zone->get<std::string>().size() > 64 || !known_time_zone(zone->get<std::string>()))
+        throw bad("schedule.time_zone", "must be a time zone of the service's database, an IANA name such as UTC or "
+                                        "Europe/Berlin");
+      p.time_zone = zone->get<std::string>();
+    }
+    if (auto* windows = member(*v, "windows")) {
+      if (!windows->is_array() || windows->empty() || windows->size() > 16)
+        throw bad("schedule.windows", "must be an array of 1..16 windows such as \"Mon-Fri 01:00-04:00\"");
+      for (std::size_t i = 0; i < windows->size(); ++i) {
+        auto field = fmt::format("schedule.windows[{}]", i);
+        auto& w = (*windows)[i];
+        if (!w.is_string() || w.get<std::string>().size() > 64) throw bad(field, "must be a window such as \"Mon-Fri 01:00-04:00\"");
+        std::string why;
+        auto parsed = parse_maintenance_window(w.get<std::string>(), why);
+        if (!parsed) throw bad(field, "is not a window: " + why);
+        if (!next_window_open({*parsed}, p.time_zone.empty() ? "UTC" : p.time_zone, unix_now_seconds()))
+          throw bad(field, fmt::format("never opens in {}", p.time_zone.empty() ? "UTC" : p.time_zone));
+        p.windows.push_back(*parsed);
+      }
+      if (p.time_zone.empty()) p.time_zone = "UTC";
+    } else if (!p.time_zone.empty()) {
+      throw bad("schedule.time_zone", "is for maintenance windows: give schedule.windows too");
+    }
+  }
+  if (auto* v = member(body, "retry")) {
+    if (!v->is_object())
+      throw bad("retry", "must be an object {\"retries\": 3, \"backoff_seconds\": 30, \"backoff_max_seconds\": 600}");
+    known_members(*v, "retry", {"retries", "backoff_seconds", "backoff_max_seconds"});
+    auto* retries = member(*v, "retries");
+    if (!retries) throw bad("retry.retries", "is required (attempts after the first, 1..10)");
+    p.retry.retries = count_of(*retries, "retry.retries", 1, 10);
+    p.retry.backoff = default_retry_backoff;
+    if (auto* b = member(*v, "backoff_seconds")) p.retry.backoff = count_of(*b, "retry.backoff_seconds", 1, 86400);
+    p.retry.backoff_max = std::max(default_retry_backoff_max, p.retry.backoff);
+    if (auto* m = member(*v, "backoff_max_seconds")) {
+      p.retry.backoff_max = count_of(*m, "retry.backoff_max_seconds", 1, 7 * 86400);
+      if (p.retry.backoff_max < p.retry.backoff)
+        throw bad("retry.backoff_max_seconds", "must not be below retry.backoff_seconds");
     }
   }
   return p;
@@ -205,8 +267,18 @@ RolloutPolicy policy_from_text(const std::string& text) {
     p.rate.every = r->value("every", std::int64_t{0});
     if (auto* m = member(*r, "max_per_minute")) p.rate.max_per_minute = m->get<std::int64_t>();
   }
-  if (auto* s = member(j, "schedule"))
+  if (auto* s = member(j, "schedule")) {
     if (auto* start = member(*s, "start_at")) p.start_at = unix_seconds(start->get<std::string>()).value_or(0);
+    if (auto* windows = member(*s, "windows"))
+      for (auto& w : *windows) {
+        std::string why;
+        if (auto parsed = parse_maintenance_window(w.get<std::string>(), why)) p.windows.push_back(*parsed);
+      }
+    if (!p.windows.empty()) p.time_zone = s->value("time_zone", std::string("UTC"));
+  }
+  if (auto* r = member(j, "retry"))
+    p.retry = {(*r)["retries"].get<std::int64_t>(), (*r)["backoff_seconds"].get<std::int64_t>(),
+               (*r)["backoff_max_seconds"].get<std::int64_t>()};
   if (auto* t = member(j, "timeouts"))
     p.timeouts = {t->value("downloading", std::int64_t{0}), t->value("installing", std::int64_t{0}),
                   t->value("testing", std::int64_t{0})};

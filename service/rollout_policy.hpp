@@ -16,7 +16,9 @@ namespace kiln::service {
 //   abort_criteria [{"kind": "refused", "percent": 10, "min_executed": 5}, ...]
 //   rate           {"base_per_minute": 10, "factor": 2, "increase_on": "notified"|"succeeded", "every": 50,
 //                   "max_per_minute": 200|null} or null
-//   schedule       {"start_at": "2026-12-24T02:00:00Z"} or null
+//   schedule       {"start_at": "2026-12-24T02:00:00Z"|null, "windows": ["Mon-Fri 01:00-04:00"], "time_zone": "UTC"}
+//                  or null
+//   retry          {"retries": 3, "backoff_seconds": 30, "backoff_max_seconds": 600} or null
 //   timeouts       {"downloading": 600, "installing": 900, "testing": 300} (seconds, each optional) or null
 nlohmann::ordered_json policy_json(const RolloutPolicy& policy);
 

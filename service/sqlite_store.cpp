@@ -168,6 +168,26 @@ void add_rollout_controls(Db& db) {
   }
 }
 
+// Migration 7 (issue 15, retries and maintenance windows): the attempt each device is on for a deployment
+// and when it may retry (unix seconds), and each device's own time zone. Idempotent, like migration 4.
+void add_retries_and_zones(Db& db) {
+  struct Column {
+    const char* table;
+    const char* name;
+    const char* declaration;
+  };
+  static const Column added[] = {
+      {"deployment_devices", "attempt", "INTEGER NOT NULL DEFAULT 1"},
+      {"deployment_devices", "retry_at", "INTEGER"},
+      {"devices", "time_zone", "TEXT"},
+  };
+  for (const auto& column : added) {
+    auto q = db.prepare(fmt::format("SELECT 1 FROM pragma_table_info('{}') WHERE name = ?", column.table));
+    q.bind(1, column.name);
+    if (!q.step()) db.exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", column.table, column.name, column.declaration));
+  }
+}
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction. Append only: a released migration never changes. The version lives in PRAGMA user_version
 // (0: a store from before versioned migrations, or a new file).
@@ -182,6 +202,7 @@ constexpr Migration migrations[] = {
     {4, add_rollout_safety},
     {5, add_encrypted_delivery},
     {6, add_rollout_controls},
+    {7, add_retries_and_zones},
 };
 
 int schema_version(Db& db) {
@@ -708,7 +729,7 @@ std::int64_t SqliteStore::devices_in_group(const std::string& group_id) {
 namespace {
 
 constexpr const char* device_columns =
-    "SELECT d.id, p.name, g.name, d.state, d.version, d.claimed, d.last_seen, d.imported_at "
+    "SELECT d.id, p.name, g.name, d.state, d.version, d.claimed, d.last_seen, d.imported_at, d.time_zone "
     "FROM devices d JOIN products p ON p.id = d.product_id LEFT JOIN device_groups g ON g.id = d.group_id ";
 
 DeviceView read_device(Statement& q) {
@@ -721,6 +742,7 @@ DeviceView read_device(Statement& q) {
   d.claimed = q.integer(5) != 0;
   d.last_seen = q.optional_text(6);
   d.imported_at = q.text(7);
+  d.time_zone = q.optional_text(8);
   return d;
 }
 
@@ -1394,18 +1416,30 @@ std::map<std::string, RolloutTally> SqliteStore::rollout_tallies(std::int64_t te
   return out;
 }
 
+namespace {
+
+// The columns of for_each_deployment_device and deployment_device, in that order.
+DeploymentDevice read_deployment_device(Statement& q) {
+  std::optional<std::int64_t> retry_at;
+  if (!q.is_null(10)) retry_at = q.integer(10);
+  return DeploymentDevice{q.text(0), q.optional_text(1), q.text(2),         q.text(3),     q.text(4),
+                          q.optional_text(5), q.optional_text(6), q.text(7), q.text(8), q.integer(9),
+                          retry_at,   q.optional_text(11)};
+}
+
+}  // namespace
+
 void SqliteStore::for_each_deployment_device(const Deployment& deployment,
                                              const std::function<void(const DeploymentDevice&)>& each) {
   Use use(*this);
   auto q = db().prepare(
       "SELECT d.id, dd.status, coalesce(dd.detail, ''), coalesce(dd.updated_at, ''), coalesce(d.version, ''), "
-      "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, ''), coalesce(d.last_seen, '') "
+      "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, ''), coalesce(d.last_seen, ''), "
+      "coalesce(dd.attempt, 1), dd.retry_at, d.time_zone "
       "FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = ? AND dd.device_id = d.id "
       "WHERE d.group_id = ? ORDER BY d.id");
   q.bind(1, deployment.id).bind(2, deployment.group_id);
-  while (q.step())
-    each(DeploymentDevice{q.text(0), q.optional_text(1), q.text(2), q.text(3), q.text(4), q.optional_text(5),
-                          q.optional_text(6), q.text(7), q.text(8)});
+  while (q.step()) each(read_deployment_device(q));
 }
 
 std::optional<DeploymentDevice> SqliteStore::deployment_device(const std::string& deployment_id,
@@ -1413,13 +1447,12 @@ std::optional<DeploymentDevice> SqliteStore::deployment_device(const std::string
   Use use(*this);
   auto q = db().cached(
       "SELECT dd.device_id, dd.status, coalesce(dd.detail, ''), dd.updated_at, coalesce(d.version, ''), "
-      "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, ''), coalesce(d.last_seen, '') "
-      "FROM deployment_devices dd "
+      "dd.previous_manifest, dd.version_before, coalesce(dd.started_at, ''), coalesce(d.last_seen, ''), "
+      "dd.attempt, dd.retry_at, d.time_zone FROM deployment_devices dd "
       "JOIN devices d ON d.id = dd.device_id WHERE dd.deployment_id = ? AND dd.device_id = ?");
   q->bind(1, deployment_id).bind(2, device_id);
   if (!q->step()) return std::nullopt;
-  return DeploymentDevice{q->text(0), q->optional_text(1), q->text(2), q->text(3), q->text(4), q->optional_text(5),
-                          q->optional_text(6), q->text(7), q->text(8)};
+  return read_deployment_device(*q.operator->());
 }
 
 std::optional<std::string> SqliteStore::deployment_with_manifest(std::int64_t tenant_id, const std::string& group_id,
@@ -1471,6 +1504,31 @@ void SqliteStore::record_status(const std::string& deployment_id, const std::str
       .run();
   if (installed_version)
     db().prepare("UPDATE devices SET version = ? WHERE id = ?").bind(1, *installed_version).bind(2, device_id).run();
+}
+
+void SqliteStore::set_attempt(const std::string& deployment_id, const std::string& device_id, std::int64_t attempt,
+                              const std::optional<std::int64_t>& retry_at) {
+  Use use(*this);
+  auto q = db().prepare("UPDATE deployment_devices SET attempt = ?, retry_at = ? WHERE deployment_id = ? AND device_id = ?");
+  q.bind(1, attempt);
+  if (retry_at)
+    q.bind(2, *retry_at);
+  else
+    q.bind_null(2);
+  q.bind(3, deployment_id).bind(4, device_id).run();
+}
+
+std::optional<std::string> SqliteStore::device_time_zone(const std::string& device_id) {
+  Use use(*this);
+  auto q = db().cached("SELECT time_zone FROM devices WHERE id = ?");
+  q->bind(1, device_id);
+  if (!q->step()) return std::nullopt;
+  return q->optional_text(0);
+}
+
+void SqliteStore::set_device_time_zone(const std::string& device_id, const std::optional<std::string>& zone) {
+  Use use(*this);
+  db().prepare("UPDATE devices SET time_zone = ? WHERE id = ?").bind_optional(1, zone).bind(2, device_id).run();
 }
 
 }  // namespace kiln::service

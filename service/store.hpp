@@ -51,6 +51,7 @@ struct DeviceView {
   bool claimed = false;
   std::optional<std::string> last_seen;
   std::string imported_at;
+  std::optional<std::string> time_zone;  // IANA name its maintenance windows are read in (unset: the deployment's)
 };
 
 // What authentication, claims and agents need of a device.
@@ -143,6 +144,9 @@ struct DeploymentDevice {
   std::optional<std::string> previous_manifest, version_before;
   std::string started_at;
   std::string last_seen;  // the device's last check-in ("" never)
+  std::int64_t attempt = 1;               // the attempt it is on (retries of transient failures)
+  std::optional<std::int64_t> retry_at;   // retrying: not offered again before (unix seconds)
+  std::optional<std::string> time_zone;   // the device's own zone (maintenance windows)
 };
 
 // What a device's agent last said it runs (check-in): SUIT sequence number and manifest digest.
@@ -228,6 +232,9 @@ class Store {
   virtual bool upsert_device(const ImportedDevice& device) = 0;
   virtual bool group_of_device_product(const std::string& device_id, const std::string& group_id) = 0;
   virtual void set_device_group(const std::string& device_id, const std::string& group_id) = 0;
+  // The device's own time zone for maintenance windows (nullopt: none, the deployment's applies).
+  virtual void set_device_time_zone(const std::string& device_id, const std::optional<std::string>& zone) = 0;
+  virtual std::optional<std::string> device_time_zone(const std::string& device_id) = 0;
   virtual void mark_claimed(const std::string& device_id, const std::string& now) = 0;
   // A check-in: last seen now; version and state when given.
   virtual void device_checked_in(const std::string& device_id, const std::string& now,
@@ -328,6 +335,10 @@ class Store {
   virtual void record_status(const std::string& deployment_id, const std::string& device_id,
                              const std::string& status, const std::string& detail, const std::string& now,
                              const std::optional<std::string>& installed_version) = 0;
+  // The attempt a device is on for the deployment and, while it waits to retry, when it may be offered the
+  // release again (its row exists: record_status came first).
+  virtual void set_attempt(const std::string& deployment_id, const std::string& device_id, std::int64_t attempt,
+                           const std::optional<std::int64_t>& retry_at) = 0;
 };
 
 // Where a store lives: a PostgreSQL connection URI (postgresql://... or postgres://...) or a SQLite file

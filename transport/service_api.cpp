@@ -241,6 +241,10 @@ Json assign_device(ServiceApi& api, const std::string& id, const std::string& gr
   return api.post("/v1/devices/" + segment(id) + "/assign", {{"group", group}});
 }
 
+Json update_device(ServiceApi& api, const std::string& id, const std::optional<std::string>& time_zone) {
+  return api.patch("/v1/devices/" + segment(id), Json{{"time_zone", time_zone ? Json(*time_zone) : Json(nullptr)}});
+}
+
 Json import_devices(ServiceApi& api, const std::filesystem::path& bundle, const std::function<void(std::uint64_t)>& progress) {
   std::ifstream in(bundle, std::ios::binary);
   if (!in) throw Error(ExitCode::not_found, fmt::format("cannot open bundle {}", bundle.string()));

@@ -102,6 +102,8 @@ std::optional<std::string> list_devices(ServiceApi& api, const DeviceFilter& fil
 Json count_devices(ServiceApi& api, const std::string& by, const DeviceFilter& filter);
 Json show_device(ServiceApi& api, const std::string& id);
 Json assign_device(ServiceApi& api, const std::string& id, const std::string& group);
+// The device's own time zone for maintenance windows (nullopt: none, the deployment's applies).
+Json update_device(ServiceApi& api, const std::string& id, const std::optional<std::string>& time_zone);
 // Sends a signed JSON-lines ledger bundle (docs/ledger-bundle.md) byte for byte: one request up to
 // 4 MiB, else parts of an import the service checks and applies when the trailer arrives. `progress`
 // gets units sent.

@@ -696,7 +696,7 @@ TEST_CASE("rollout e2e: watch -o jsonl emits one event per state change as it ha
   auto csv = fleet.kiln({"-o", "csv", "deployment", "report", id});
   CHECK(csv.exit_code == 0);
   CHECK(csv.out.rfind("device,wave,state,version_before,version_after,failure_reason,started_at,finished_at,"
-                      "duration_seconds\n",
+                      "duration_seconds,attempts\n",
                       0) == 0);
   CHECK(std::count(csv.out.begin(), csv.out.end(), '\n') == 7);
   CHECK(csv.out.find("unit-1,1,failed,1.0.0,1.0.0,reported by the test,") != std::string::npos);

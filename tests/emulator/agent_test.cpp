@@ -109,3 +109,16 @@ TEST_CASE("agent: malformed or dangerous check-in answers are refused") {
   a["deployment"]["id"] = 7;
   CHECK(refused(a));
 }
+
+TEST_CASE("agent: an offer's retry names the attempt (the agent then reports transient failures)") {
+  CHECK_FALSE(emu::parse_check_in_reply(offer_json().dump(), slot_size).deployment->attempt);
+  auto a = offer_json();
+  a["deployment"]["retry"] = nullptr;
+  CHECK_FALSE(emu::parse_check_in_reply(a.dump(), slot_size).deployment->attempt);
+  a["deployment"]["retry"] = {{"attempt", 2}, {"attempts", 4}};
+  CHECK(emu::parse_check_in_reply(a.dump(), slot_size).deployment->attempt == 2u);
+  for (const Json& bad : {Json(2), Json{{"attempt", 0}}, Json{{"attempt", -1}}, Json{{"attempt", "2"}}, Json::object()}) {
+    a["deployment"]["retry"] = bad;
+    CHECK_MESSAGE(refused(a), bad.dump());
+  }
+}

@@ -127,6 +127,7 @@ const AccessRow access_matrix[] = {
     {"GET",    "/v1/devices/count",                "AAAA"},
     {"GET",    "/v1/devices/{}",                   "AAAA"},
     {"POST",   "/v1/devices/{}/assign",            "AA--"},
+    {"PATCH",  "/v1/devices/{}",                   "AA--"},
     {"POST",   "/v1/devices/{}/claim-challenge",   "AAA-"},
     {"POST",   "/v1/devices/{}/claim",             "AAA-"},
     {"POST",   "/v1/images",                       "AA--"},

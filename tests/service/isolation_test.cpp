@@ -118,6 +118,7 @@ TEST_CASE("isolation: every ID route and every agent endpoint answers 404 to ano
       {"DELETE", "/v1/groups/{}", "/v1/groups/" + a.group_id, ""},
       {"GET", "/v1/devices/{}", "/v1/devices/" + a.device_uid, ""},
       {"POST", "/v1/devices/{}/assign", "/v1/devices/" + a.device_uid + "/assign", R"({"group":"Thermo/Production"})"},
+      {"PATCH", "/v1/devices/{}", "/v1/devices/" + a.device_uid, R"({"time_zone":"Europe/Berlin"})"},
       {"POST", "/v1/devices/{}/claim-challenge", "/v1/devices/" + a.device_uid + "/claim-challenge", ""},
       {"POST", "/v1/devices/{}/claim", "/v1/devices/" + a.device_uid + "/claim",
        R"({"challenge":"x","signature":"00"})"},

@@ -412,3 +412,119 @@ TEST_CASE("rollout decision: nothing moves before the scheduled start") {
   CHECK(decide_rollout(r, quiet, 5060).wave == 2);  // step_after counts from the start
   CHECK(rollout_started(rollout({100}, 1, 0, 0), 0));  // no schedule: started
 }
+
+TEST_CASE("rollout decision: statuses have one name each, and back") {
+  for (auto s : {DeviceStatus::pending, DeviceStatus::notified, DeviceStatus::downloading, DeviceStatus::verifying,
+                 DeviceStatus::installing, DeviceStatus::testing, DeviceStatus::installed, DeviceStatus::failed,
+                 DeviceStatus::rolled_back, DeviceStatus::refused, DeviceStatus::timed_out, DeviceStatus::retrying})
+    CHECK(parse_status(status_name(s)) == s);
+  CHECK_FALSE(parse_status("exploded").has_value());
+  CHECK(status_name(DeviceStatus::retrying) == "retrying");
+  CHECK_FALSE(is_failure_status("retrying"));  // a device waiting to retry has not failed (yet)
+  CHECK(is_failure_status("timed_out"));
+  for (auto r : {TransientReason::download_interrupted, TransientReason::power_loss})
+    CHECK(parse_transient_reason(transient_reason_name(r)) == r);
+  CHECK_FALSE(parse_transient_reason("bad_signature").has_value());
+}
+
+TEST_CASE("rollout decision: the backoff doubles from its first wait up to its cap (a table)") {
+  struct Case {
+    RetryPolicy retry;
+    std::int64_t attempt, wait;
+  };
+  const Case cases[] = {
+      {{3, 30, 600}, 1, 30},  {{3, 30, 600}, 2, 60},   {{3, 30, 600}, 3, 120},  {{10, 30, 600}, 5, 480},
+      {{10, 30, 600}, 6, 600}, {{10, 30, 600}, 10, 600}, {{10, 30, 45}, 2, 45},  {{2, 60, 60}, 2, 60},
+      {{10, 86400, 604800}, 10, 604800},
+  };
+  for (auto& c : cases) {
+    INFO("backoff " << c.retry.backoff << " max " << c.retry.backoff_max << " attempt " << c.attempt);
+    CHECK(retry_backoff(c.retry, c.attempt) == c.wait);
+  }
+}
+
+TEST_CASE("rollout decision: a failure becomes retrying while attempts are left, else failed (a table)") {
+  const RetryPolicy two{2, 30, 100};
+  struct Case {
+    const char* name;
+    RetryPolicy retry;
+    std::optional<TransientReason> reason;
+    std::int64_t attempt;
+    DeviceStatus status;
+    std::optional<std::int64_t> retry_at;  // from now = 1000
+    const char* detail_has;
+  };
+  const Case cases[] = {
+      {"first transient failure", two, TransientReason::download_interrupted, 1, DeviceStatus::retrying, 1030,
+       "download_interrupted: cut (attempt 1 of 3; retry in 30 s)"},
+      {"second, the wait doubled", two, TransientReason::power_loss, 2, DeviceStatus::retrying, 1060,
+       "power_loss: cut (attempt 2 of 3; retry in 60 s)"},
+      {"last attempt: failed, once", two, TransientReason::download_interrupted, 3, DeviceStatus::failed, std::nullopt,
+       "(attempt 3 of 3: no retries left)"},
+      {"not transient: never retried", two, std::nullopt, 1, DeviceStatus::failed, std::nullopt, "cut"},
+      {"no retry policy", RetryPolicy{}, TransientReason::download_interrupted, 1, DeviceStatus::failed, std::nullopt,
+       "cut"},
+  };
+  for (auto& c : cases) {
+    INFO(c.name);
+    auto out = after_failure(c.retry, c.reason, "cut", c.attempt, 1000);
+    CHECK(out.status == c.status);
+    CHECK(out.retry_at == c.retry_at);
+    CHECK(out.detail.find(c.detail_has) != std::string::npos);
+  }
+}
+
+TEST_CASE("rollout decision: who is offered at check-in — waves, start, retry waits, windows in the device's zone") {
+  auto r = rollout({50, 100}, 1, 0, 60);
+  std::string why;
+  r.policy.windows = {*kiln::parse_maintenance_window("Mon-Fri 01:00-04:00", why)};
+  r.policy.time_zone = "UTC";
+  r.policy.retry = {3, 30, 600};
+  // 2026-12-07 is a Monday.
+  const std::int64_t mon_0200 = 1796601600 + 2 * 3600, mon_0500 = 1796601600 + 5 * 3600;
+  auto pending = DeviceProgress{};
+  auto downloading = DeviceProgress{DeviceStatus::downloading, 1, std::nullopt, std::nullopt};
+  auto retrying = DeviceProgress{DeviceStatus::retrying, 1, mon_0200 + 30, std::nullopt};
+  auto berlin = DeviceProgress{std::nullopt, 1, std::nullopt, std::string("Europe/Berlin")};  // UTC+1 in December
+  auto tokyo = DeviceProgress{std::nullopt, 1, std::nullopt, std::string("Asia/Tokyo")};      // UTC+9
+  struct Case {
+    const char* name;
+    int wave;
+    DeviceProgress device;
+    std::int64_t now;
+    Hold hold;
+    std::int64_t attempt;
+    std::optional<std::int64_t> until;
+  };
+  const Case cases[] = {
+      {"in the window", 1, pending, mon_0200, Hold::none, 1, std::nullopt},
+      {"a later wave", 2, pending, mon_0200, Hold::not_admitted, 1, std::nullopt},
+      {"no wave", 0, pending, mon_0200, Hold::not_admitted, 1, std::nullopt},
+      {"outside: until Tuesday 01:00", 1, pending, mon_0500, Hold::window, 1, 1796601600 + 86400 + 3600},
+      {"started attempts finish outside", 1, downloading, mon_0500, Hold::none, 1, std::nullopt},
+      {"waiting to retry", 1, retrying, mon_0200 + 29, Hold::retry_wait, 1, mon_0200 + 30},
+      {"retry due: attempt 2", 1, retrying, mon_0200 + 30, Hold::none, 2, std::nullopt},
+      {"retry due, window closed", 1, DeviceProgress{DeviceStatus::retrying, 1, mon_0200, std::nullopt}, mon_0500,
+       Hold::window, 1, 1796601600 + 86400 + 3600},
+      // 02:00 UTC is 03:00 in Berlin (inside) and 11:00 in Tokyo (outside); 05:00 UTC is 06:00 / 14:00.
+      {"the device's zone wins (inside)", 1, berlin, mon_0200, Hold::none, 1, std::nullopt},
+      {"the device's zone wins (outside)", 1, tokyo, mon_0200, Hold::window, 1, 1796601600 + 86400 + 3600 - 9 * 3600},
+  };
+  for (auto& c : cases) {
+    INFO(c.name);
+    auto d = offer_decision(r, c.wave, c.device, c.now);
+    CHECK(d.hold == c.hold);
+    CHECK(d.attempt == c.attempt);
+    CHECK(d.new_attempt == (c.hold == Hold::none && c.attempt == 2));
+    CHECK(d.until == c.until);
+  }
+  // Before the scheduled start nobody is offered; without windows everybody admitted is.
+  auto later = r;
+  later.policy.start_at = mon_0200 + 1;
+  CHECK(offer_decision(later, 1, pending, mon_0200).hold == Hold::not_started);
+  auto anytime = r;
+  anytime.policy.windows.clear();
+  CHECK(offer_decision(anytime, 1, pending, mon_0500).hold == Hold::none);
+  CHECK(window_zone(r.policy, std::nullopt) == "UTC");
+  CHECK(window_zone(r.policy, std::string("Asia/Tokyo")) == "Asia/Tokyo");
+}

@@ -6,6 +6,7 @@
 #include <set>
 #include <thread>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/bytes.hpp"
@@ -777,4 +778,171 @@ TEST_CASE("rollout controls: a scheduled start holds every device until it comes
                      Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"schedule", {{"start_at", "2020-01-01"}}}}
                          .dump());
   CHECK(f.json("POST", "/v1/agent/check-in", "{}", chain)["deployment"]["id"] == past["id"]);
+}
+
+namespace {
+
+// Checks in until the deployment is offered again (a retry's wait of about a second), at most 10 s.
+Json offered_again(ControlsFleet& f, const std::string& uid) {
+  for (int i = 0; i < 200; ++i) {
+    auto d = f.json("POST", "/v1/agent/check-in", "{}", f.chains[uid])["deployment"];
+    if (!d.is_null()) return d;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  FAIL("the deployment was not offered again within 10 s");
+  return nullptr;
+}
+
+Json device_row(ControlsFleet& f, const std::string& id, const std::string& uid) {
+  auto rows = f.json("GET", "/v1/deployments/" + id + "/devices");
+  for (auto& item : rows["items"])
+    if (item["device"] == uid) return item;
+  FAIL("no row for " << uid << " in " << rows.dump());
+  return nullptr;
+}
+
+}  // namespace
+
+TEST_CASE("rollout controls: transient failures are retried with backoff; the last attempt's failure counts once") {
+  ControlsFleet f(3);
+  auto& chains = f.chains;
+  const std::string image = f.image;
+  for (const auto& [bad, field] :
+       {std::pair{Json{{"retries", 0}}, "retry.retries"}, std::pair{Json{{"retries", 11}}, "retry.retries"},
+        std::pair{Json{{"retries", "3"}}, "retry.retries"}, std::pair{Json{{"backoff_seconds", 30}}, "retry.retries"},
+        std::pair{Json{{"retries", 3}, {"backoff_seconds", 0}}, "retry.backoff_seconds"},
+        std::pair{Json{{"retries", 3}, {"backoff_seconds", -30}}, "retry.backoff_seconds"},
+        std::pair{Json{{"retries", 3}, {"backoff_seconds", 60}, {"backoff_max_seconds", 30}}, "retry.backoff_max_seconds"},
+        std::pair{Json{{"retries", 3}, {"backoff_max_seconds", 0}}, "retry.backoff_max_seconds"},
+        std::pair{Json{{"retries", 3}, {"jitter", 1}}, "retry.jitter"}, std::pair{Json(3), "retry"}}) {
+    auto r = f.call("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"retry", bad}}.dump());
+    CHECK(r.status == 400);
+    CHECK_MESSAGE(error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
+  }
+  auto defaults = f.json("POST", "/v1/deployments",
+                         Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"retry", {{"retries", 2}}}}.dump());
+  CHECK(defaults["retry"] == Json{{"retries", 2}, {"backoff_seconds", default_retry_backoff},
+                                  {"backoff_max_seconds", default_retry_backoff_max}});
+  auto d = f.json("POST", "/v1/deployments",
+                  Json{{"group", "Thermo/Field Test"},
+                       {"images", {image}},
+                       {"halt_on_failure", "never"},
+                       {"retry", {{"retries", 2}, {"backoff_seconds", 1}, {"backoff_max_seconds", 1}}}}
+                      .dump());
+  auto id = d["id"].get<std::string>();
+  CHECK(d["retry"] == Json{{"retries", 2}, {"backoff_seconds", 1}, {"backoff_max_seconds", 1}});
+  auto offer = f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"];
+  CHECK(offer["retry"] == Json{{"attempt", 1}, {"attempts", 3}});
+  auto fail = [&](const std::string& uid, const char* status, std::optional<const char*> reason) {
+    Json body = {{"deployment", id}, {"status", status}, {"detail", "cut at byte 1000"}};
+    if (reason) body["reason"] = *reason;
+    return f.call("POST", "/v1/agent/status", body.dump(), chains[uid]).status;
+  };
+  // Attempt 1 is cut: retrying (not a failure), held until its wait is over.
+  f.report(id, "dev-0", "downloading");
+  CHECK(fail("dev-0", "failed", "download_interrupted") == 200);
+  auto shown = f.json("GET", "/v1/deployments/" + id);
+  CHECK(shown["device_status"]["retrying"] == 1);
+  CHECK(shown["failures"] == 0);
+  auto row = device_row(f, id, "dev-0");
+  CHECK(row["status"] == "retrying");
+  CHECK(row["attempt"] == 1);
+  CHECK(row["retry_at"].is_string());
+  CHECK(row["detail"].get<std::string>().find("download_interrupted: cut at byte 1000 (attempt 1 of 3") != std::string::npos);
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"].is_null());
+  // Attempt 2 is offered after the wait; power is lost: retrying again.
+  offer = offered_again(f, "dev-0");
+  CHECK(offer["retry"] == Json{{"attempt", 2}, {"attempts", 3}});
+  CHECK(device_row(f, id, "dev-0")["attempt"] == 2);
+  CHECK(f.json("GET", "/v1/deployments/" + id + "/devices?status=notified")["items"].size() == 1);
+  f.report(id, "dev-0", "installing");
+  CHECK(fail("dev-0", "failed", "power_loss") == 200);
+  CHECK(device_row(f, id, "dev-0")["status"] == "retrying");
+  // Attempt 3, the last, is cut too: failed, counted once.
+  offer = offered_again(f, "dev-0");
+  CHECK(offer["retry"]["attempt"] == 3);
+  CHECK(fail("dev-0", "failed", "download_interrupted") == 200);
+  row = device_row(f, id, "dev-0");
+  CHECK(row["status"] == "failed");
+  CHECK(row["attempt"] == 3);
+  CHECK(row["detail"].get<std::string>().find("no retries left") != std::string::npos);
+  // Failures that are not transient are never retried: failed without a reason, refused, rolled back.
+  CHECK(fail("dev-1", "failed", std::nullopt) == 200);
+  CHECK(fail("dev-2", "refused", std::nullopt) == 200);
+  CHECK(fail("dev-2", "refused", "download_interrupted") == 400);  // a reason goes with failed only
+  CHECK(fail("dev-2", "failed", "bad_signature") == 400);
+  shown = f.json("GET", "/v1/deployments/" + id);
+  CHECK(shown["device_status"]["retrying"] == 0);
+  CHECK(shown["device_status"]["failed"] == 2);
+  CHECK(shown["failures"] == 3);  // dev-0 once, dev-1, dev-2
+  CHECK(device_row(f, id, "dev-1")["attempt"] == 1);
+  auto report = f.json("GET", "/v1/deployments/" + id + "/report");
+  for (auto& item : report["items"]) CHECK(item["attempts"] == (item["device"] == "dev-0" ? 3 : 1));
+  // Without a retry policy a transient failure is a failure at once.
+  auto plain = f.json("POST", "/v1/deployments",
+                      Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"halt_on_failure", "never"}}.dump());
+  id = plain["id"].get<std::string>();
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"]["retry"].is_null());
+  CHECK(fail("dev-0", "failed", "download_interrupted") == 200);
+  CHECK(device_row(f, id, "dev-0")["status"] == "failed");
+}
+
+TEST_CASE("rollout controls: maintenance windows hold devices outside them, in the device's or the named zone") {
+  ControlsFleet f(2);
+  auto& chains = f.chains;
+  const std::string image = f.image;
+  for (const auto& [bad, field] :
+       {std::pair{Json{{"windows", {"Mon-Fri 25:00-26:00"}}}, "schedule.windows[0]"},
+        std::pair{Json{{"windows", {"Mon-Fri 01:00-04:00", "Tue 03:00-03:00"}}}, "schedule.windows[1]"},
+        std::pair{Json{{"windows", {"Someday 01:00-02:00"}}}, "schedule.windows[0]"},
+        std::pair{Json{{"windows", {7}}}, "schedule.windows[0]"},
+        std::pair{Json{{"windows", "Mon 01:00-02:00"}}, "schedule.windows"},
+        std::pair{Json{{"windows", {"Mon 01:00-02:00"}}, {"time_zone", "Mars/Olympus_Mons"}}, "schedule.time_zone"},
+        std::pair{Json{{"time_zone", "Europe/Berlin"}}, "schedule.time_zone"}}) {
+    auto r = f.call("POST", "/v1/deployments",
+                    Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"schedule", bad}}.dump());
+    CHECK(r.status == 400);
+    CHECK_MESSAGE(error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
+  }
+  // A daily two-hour window twelve hours from now in UTC: closed in UTC, open in UTC+12 (Etc/GMT-12).
+  auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  auto hour = (now / 3600) % 24;
+  auto window = fmt::format("Mon-Sun {:02}:00-{:02}:00", (hour + 12) % 24, (hour + 14) % 24);
+  auto d = f.json("POST", "/v1/deployments",
+                  Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"schedule", {{"windows", {window}}}}}.dump());
+  auto id = d["id"].get<std::string>();
+  CHECK(d["schedule"] == Json{{"start_at", nullptr}, {"windows", {window}}, {"time_zone", "UTC"}});
+  CHECK(d["window_open"] == false);
+  CHECK(d["next_window_at"].get<std::string>() > d["created_at"].get<std::string>());
+  CHECK(d["waiting_window"] == 2);
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"].is_null());
+  auto held = f.json("GET", "/v1/deployments/" + id + "/devices?status=waiting_window")["items"];
+  REQUIRE(held.size() == 2);
+  CHECK(held[0]["detail"].get<std::string>().find("outside its maintenance windows (UTC): the next opens at") !=
+        std::string::npos);
+  // The device's own zone wins: in UTC+12 the window is open.
+  for (const auto& [bad, why] : {std::pair{Json{{"time_zone", "Europe/Nowhere"}}, "time_zone"},
+                                 std::pair{Json{{"time_zone", 5}}, "time_zone"},
+                                 std::pair{Json{{"zone", "UTC"}}, "zone"}}) {
+    auto r = f.call("PATCH", "/v1/devices/dev-1", bad.dump());
+    CHECK(r.status == 400);
+    CHECK_MESSAGE(error_message(r).find(std::string("'") + why + "'") != std::string::npos, r.body);
+  }
+  CHECK(f.json("PATCH", "/v1/devices/dev-1", Json{{"time_zone", "Etc/GMT-12"}}.dump())["time_zone"] == "Etc/GMT-12");
+  CHECK(f.json("GET", "/v1/devices/dev-1")["time_zone"] == "Etc/GMT-12");
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-1"])["deployment"]["id"] == id);
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"].is_null());
+  CHECK(f.json("GET", "/v1/deployments/" + id)["waiting_window"] == 1);
+  // A device that started finishes outside its window; null clears the zone.
+  f.report(id, "dev-1", "downloading");
+  CHECK(f.json("PATCH", "/v1/devices/dev-1", Json{{"time_zone", nullptr}}.dump())["time_zone"].is_null());
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-1"])["deployment"]["id"] == id);
+  // A named zone for the deployment: the same window read in UTC+12 is open for both.
+  auto named = f.json("POST", "/v1/deployments",
+                      Json{{"group", "Thermo/Field Test"},
+                           {"images", {image}},
+                           {"schedule", {{"windows", {window}}, {"time_zone", "Etc/GMT-12"}}}}
+                          .dump());
+  CHECK(named["window_open"] == true);
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"]["id"] == named["id"]);
 }
