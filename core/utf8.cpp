@@ -6,7 +6,7 @@ namespace kiln {
 std::size_t utf8_sequence(std::string_view text, std::size_t i, char32_t& code_point) {
   auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
   unsigned char lead = byte(i);
-  std::size_t length = lead < 0x80                ? 1
+  std::size_t length = lead < 0x80             ? 1
                        : (lead & 0xE0) == 0xC0 ? 2
                        : (lead & 0xF0) == 0xE0 ? 3
                        : (lead & 0xF8) == 0xF0 ? 4
