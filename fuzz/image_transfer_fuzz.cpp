@@ -11,13 +11,14 @@
 #include <nlohmann/json.hpp>
 
 #include "core/bytes.hpp"
+#include "fuzz/scratch_dir.hpp"
 #include "service/api.hpp"
 #include "signing/signer.hpp"
 
 namespace {
 
 struct World {
-  kiln::service::Service service{{":memory:", std::filesystem::temp_directory_path() / "kiln-fuzz-transfer"}};
+  kiln::service::Service service{{":memory:", kiln::fuzz::scratch_dir() / "images"}};
   std::string token;
   std::string content = "0123456789abcdefghijklmnopqrstuv";  // a complete image of 32 bytes
   std::string complete_sha = kiln::to_hex(kiln::digest(kiln::HashAlg::sha256, kiln::as_bytes(content)));

@@ -1,7 +1,6 @@
 // libFuzzer: request parsing and validation in kiln_service_lib. The first byte picks a route, the rest is
 // the body (or the query string, or a station's client certificate); the service must answer < 500 with a
 // JSON error, never crash.
-#include <unistd.h>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -10,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fuzz/scratch_dir.hpp"
 #include "service/api.hpp"
 #include "tests/support/test_certificates.hpp"
 #include "tests/support/test_release.hpp"
@@ -47,7 +47,7 @@ constexpr Target targets[] = {
 };
 
 struct World {
-  kiln::service::Service service{{":memory:", std::filesystem::temp_directory_path() / "kiln-fuzz-images"}};
+  kiln::service::Service service{{":memory:", kiln::fuzz::scratch_dir() / "images"}};
   std::string token;
   std::vector<std::string> device_chain;
   World() {
@@ -64,7 +64,7 @@ struct World {
     call("POST", "/v1/devices/dev-1/assign", R"({"group":"Thermo/Production"})");
     device_chain = {kiln::test::pem_to_der(ca.issue(key, "dev-1"))};
     // A release the product's boards would install: MCUboot image and SUIT manifest, signed by keys it trusts.
-    auto dir = std::filesystem::temp_directory_path() / ("kiln-fuzz-release-" + std::to_string(getpid()));
+    auto dir = kiln::fuzz::scratch_dir() / "release";
     std::filesystem::create_directories(dir);
     kiln::test::TestReleaseMaker releases(dir);
     nlohmann::json trust = nlohmann::json::object();

@@ -21,11 +21,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (kiln::suit::encode_envelope(envelope) != kiln::Bytes(input.begin(), input.end())) std::abort();
   // The JSON round trip of anything the decoder accepted is an identity; a throw here is a finding
   // (the JSON form must represent every envelope the decoder accepts), not an expected refusal.
+  // Through text too, as `manifest show -o json` and `manifest encode` do.
   {
     auto json = kiln::suit::envelope_to_json(envelope);
     if (kiln::suit::encode_envelope(kiln::suit::envelope_from_json(json)) != kiln::Bytes(input.begin(), input.end()))
       std::abort();
     if (kiln::suit::envelope_to_json(kiln::suit::envelope_from_json(json)) != json) std::abort();
+    auto reread = kiln::suit::Json::parse(json.dump(2));
+    if (kiln::suit::encode_envelope(kiln::suit::envelope_from_json(reread)) != kiln::Bytes(input.begin(), input.end()))
+      std::abort();
   }
   try {
     kiln::suit::VerifyOptions options;

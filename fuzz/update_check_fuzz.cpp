@@ -6,8 +6,6 @@
 //    real MCUboot image signed by the boot key and a real SUIT envelope signed by the manifest key are
 //    made from it, and the check must reach its success path. The same envelope must then fail on a
 //    one-byte change of the image, and on an installed sequence at or above its own.
-#include <unistd.h>
-
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -16,6 +14,7 @@
 
 #include "core/files.hpp"
 #include "emulator/update_check.hpp"
+#include "fuzz/scratch_dir.hpp"
 #include "manifests/suit_create.hpp"
 #include "manifests/suit_envelope.hpp"
 #include "signing/signer.hpp"
@@ -32,19 +31,13 @@ struct Fixture {
   kiln::Bytes boot_key_hash;
 
   Fixture() {
-    char path[] = "/tmp/kiln-update-check-fuzz-XXXXXX";
-    if (!mkdtemp(path)) std::abort();
-    dir = path;
+    dir = kiln::fuzz::scratch_dir().string();
     manifest_key = signer("manifest.pem", kiln::KeyType::ecdsa_p256);
     boot_key = signer("boot.pem", kiln::KeyType::ed25519);
     boot_key_hash = kiln::digest(kiln::HashAlg::sha256, kiln::mcuboot_public_key_bytes(boot_key->public_key_der()));
     // The image junk envelopes are checked against: written once (an fsync'd write per input would
     // cap the target at about a hundred executions a second).
     kiln::write_file_atomic(file("junk.bin"), kiln::Bytes(1234, 0x5a));
-  }
-  ~Fixture() {
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
   }
   Fixture(const Fixture&) = delete;
   Fixture& operator=(const Fixture&) = delete;

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "core/error.hpp"
+#include "core/utf8.hpp"
 
 namespace kiln::cbor {
 
@@ -299,6 +300,8 @@ class Decoder {
       case Event::Type::text:
         value.kind = Value::Kind::text;
         value.text.assign(reinterpret_cast<const char*>(event.data), event.argument);
+        // RFC 8949 3.1: a text string is UTF-8; anything else is not valid CBOR (and has no JSON form).
+        if (!is_utf8(value.text)) throw error("text string is not valid UTF-8");
         pos_ += event.argument;
         break;
       case Event::Type::array:

@@ -521,8 +521,9 @@ Value from_json(const Json& j, Shape shape, const std::string& path) {
       return Value::byte_string(from_hex(j.get<std::string>()));
     case Shape::uuid: {
       if (!j.is_string()) throw json_error(path, "expected a UUID or hex string");
+      // The dashes decide, not the length: 18 bytes are 36 hex digits too, which must read back as hex.
       auto s = j.get<std::string>();
-      return Value::byte_string(s.size() == 36 ? parse_uuid(s) : from_hex(s));
+      return Value::byte_string(s.find('-') != std::string::npos ? parse_uuid(s) : from_hex(s));
     }
     case Shape::boolean:
       if (!j.is_boolean()) throw json_error(path, "expected true or false");

@@ -3,6 +3,8 @@
 
 #include <lzma.h>
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "core/error.hpp"
@@ -109,6 +111,12 @@ Bytes Compressor::finish() {
   return std::move(out_);
 }
 
+std::uint32_t decoder_dict_size(std::uint64_t declared, std::uint64_t max_output) {
+  constexpr std::uint64_t liblzma_min = 4096;
+  std::uint64_t size = std::min({declared, max_output, std::uint64_t{max_decoder_dict_size}});
+  return static_cast<std::uint32_t>(std::max(size, liblzma_min));
+}
+
 std::uint64_t decompress(ByteView input, bool arm_thumb, std::uint64_t max_output,
                          const std::function<void(ByteView)>& sink) {
   if (input.size() < 2) throw bad_stream("it is shorter than the 2-byte LZMA2 header");
@@ -123,7 +131,8 @@ std::uint64_t decompress(ByteView input, bool arm_thumb, std::uint64_t max_outpu
   if (pb > 4 || lc + lp > 4) throw bad_stream(fmt::format("properties byte {:#04x} is invalid", props));
 
   lzma_options_lzma options{};
-  options.dict_size = static_cast<std::uint32_t>(dict_size);
+  // Bounded by the output too: a stream declaring 16 MiB for a 1 KiB image gets a 4 KiB dictionary.
+  options.dict_size = decoder_dict_size(dict_size, max_output);
   options.lc = lc;
   options.lp = lp;
   options.pb = pb;
@@ -134,7 +143,7 @@ std::uint64_t decompress(ByteView input, bool arm_thumb, std::uint64_t max_outpu
   filters[n] = {LZMA_VLI_UNKNOWN, nullptr};
   // The decoder's memory is its dictionary (bounded above) plus a fixed part: checked, not assumed.
   std::uint64_t memory = lzma_raw_decoder_memusage(filters);
-  if (memory == UINT64_MAX || memory > 2 * std::uint64_t{max_decoder_dict_size})
+  if (memory == UINT64_MAX || memory > std::uint64_t{options.dict_size} + (4u << 20))
     throw bad_stream("the decoder would need more memory than kiln allows");
 
   lzma_stream stream = LZMA_STREAM_INIT;

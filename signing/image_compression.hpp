@@ -33,6 +33,11 @@ constexpr std::uint32_t max_decoder_dict_size = 16u << 20;
 // The 2-byte header: dictionary size code, then (pb * 5 + lp) * 9 + lc.
 Bytes lzma2_header();
 
+// The dictionary the decoder allocates for a stream whose header declares `declared` bytes and whose output
+// is at most `max_output` bytes: the smaller of the two (at least liblzma's 4 KiB minimum), since no
+// back-reference reaches before the start of the output. A hostile header cannot make it allocate more.
+std::uint32_t decoder_dict_size(std::uint64_t declared, std::uint64_t max_output);
+
 // Streaming compressor: feed input, collect the raw stream (without the 2-byte header).
 class Compressor {
  public:
@@ -54,6 +59,7 @@ class Compressor {
 // ARM-Thumb filter when `arm_thumb`, handing the output to `sink` in pieces. Throws
 // Error(verification_failed) for a bad header, a dictionary larger than max_decoder_dict_size, a
 // corrupt stream, one that ends early, or output beyond `max_output` bytes (checked before it is handed on).
+// The decoder's dictionary is decoder_dict_size(declared, max_output), so its memory follows `max_output`.
 std::uint64_t decompress(ByteView header_and_stream, bool arm_thumb, std::uint64_t max_output,
                          const std::function<void(ByteView)>& sink);
 

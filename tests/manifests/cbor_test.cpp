@@ -69,6 +69,12 @@ TEST_CASE("cbor: the decoder refuses malformed and non-deterministic input with 
   CHECK(decode_error("f93c00").find("floating-point") != std::string::npos);
   CHECK(decode_error("ff").find("break") != std::string::npos);
   CHECK(decode_error("").find("truncated") != std::string::npos);
+  // Text strings are UTF-8 (found by fuzz/suit_envelope_fuzz: such text has no JSON form; the input is kept as
+  // fuzz/corpus/suit_envelope/text-not-utf8): a bad continuation, an overlong form, a surrogate, a truncated sequence.
+  for (const char* bad : {"62c328", "62c0af", "63eda080", "62e282", "6180", "64f4900000"})
+    CHECK(decode_error(bad).find("at offset 0: text string is not valid UTF-8") != std::string::npos);
+  CHECK(decode_error("62c3a9").empty());
+  CHECK(decode_error("64f09f9982").empty());
 }
 
 TEST_CASE("cbor: nesting deeper than the limit is refused before it can exhaust the stack") {

@@ -147,6 +147,37 @@ TEST_CASE("suit: JSON that does not describe an envelope is refused with its pat
   CHECK_THROWS_WITH_AS(suit::envelope_from_json(bad_digest), doctest::Contains("unknown digest algorithm"), Error);
 }
 
+// Found by fuzz/suit_envelope_fuzz: an 18-byte vendor-id is 36 hex digits in JSON, the length of a dashed UUID,
+// and was read back as a UUID (and refused); the dashes decide now. The input is kept in the target's corpus
+// (fuzz/corpus/suit_envelope/vendor-id-18-bytes).
+TEST_CASE("suit: identifiers of any length round-trip through JSON, byte for byte") {
+  suit::Json json = suit::envelope_to_json(suit::parse_envelope(test::read_suit_vector("example4.unsigned.suit")));
+  auto& parameters = json["manifest"]["common"]["shared-sequence"][1]["directive-override-parameters"];
+  REQUIRE(parameters["vendor-id"] == "fa6b4a53-d5ad-5fdf-be9d-e663e4d41ffe");
+  for (std::size_t size : {0u, 1u, 15u, 16u, 17u, 18u, 32u}) {
+    CAPTURE(size);
+    Bytes id(size, 0);
+    for (std::size_t i = 0; i < size; ++i) id[i] = static_cast<std::uint8_t>(0xa0 + i);
+    parameters["vendor-id"] = to_hex(id);
+    parameters["class-id"] = to_hex(id);
+    Bytes encoded = suit::encode_envelope(suit::envelope_from_json(json));
+    // Envelope -> JSON -> envelope is an identity, and so is JSON -> envelope -> JSON.
+    suit::Json shown = suit::envelope_to_json(suit::parse_envelope(encoded));
+    CHECK(suit::encode_envelope(suit::envelope_from_json(suit::Json::parse(shown.dump()))) == encoded);
+    CHECK(suit::envelope_to_json(suit::envelope_from_json(shown)) == shown);
+    auto& shown_id = shown["manifest"]["common"]["shared-sequence"][1]["directive-override-parameters"]["vendor-id"];
+    if (size == 16) {
+      CHECK(shown_id == "a0a1a2a3-a4a5-a6a7-a8a9-aaabacadaeaf");  // a UUID is shown dashed
+    } else {
+      CHECK(shown_id == to_hex(id));
+    }
+  }
+  parameters["vendor-id"] = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1";  // 18 bytes, 36 digits: hex, not a UUID
+  CHECK_NOTHROW(suit::envelope_from_json(json));
+  parameters["vendor-id"] = "a0a1a2a3-a4a5-a6a7-a8a9-aaabacadaeafb0";  // dashed, but not 8-4-4-4-12
+  CHECK_THROWS_WITH_AS(suit::envelope_from_json(json), doctest::Contains("is not a UUID"), Error);
+}
+
 TEST_CASE("suit: unknown elements survive the JSON round trip as raw CBOR") {
   suit::Envelope envelope = suit::parse_envelope(test::read_suit_vector("example0.unsigned.suit"));
   envelope.members.set(99, cbor::Value::text_string("private"));
