@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <iostream>
 #include <memory>
 #include <fmt/format.h>
 
@@ -83,6 +84,22 @@ std::function<void(std::uint64_t, std::uint64_t)> progress_callback(const Contex
     (*bar)->update(done);
     if (done >= total) (*bar)->finish();
   };
+}
+
+CountProgress::CountProgress(const Context& ctx, std::string verb, std::string noun)
+    : enabled_(ctx.stderr_is_terminal() && !ctx.global.quiet), verb_(std::move(verb)), noun_(std::move(noun)) {}
+
+std::function<void(std::uint64_t)> CountProgress::callback() {
+  if (!enabled_) return {};
+  return [this](std::uint64_t count) {
+    std::cerr << fmt::format("\r{} {} {}", verb_, count, noun_) << std::flush;
+    drawn_ = true;
+  };
+}
+
+void CountProgress::finish() {
+  if (drawn_) std::cerr << "\n" << std::flush;
+  drawn_ = false;
 }
 
 }  // namespace kiln::cli

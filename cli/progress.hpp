@@ -40,6 +40,22 @@ class ProgressBar {
 
 std::string human_bytes(double bytes);
 
+// A count of things done with no known total ("imported 1200 units"), redrawn in place on stderr: a terminal
+// only, never with --quiet.
+class CountProgress {
+ public:
+  CountProgress(const Context& ctx, std::string verb, std::string noun);
+  // The callback the library reports the count to.
+  std::function<void(std::uint64_t count)> callback();
+  // Ends the line, when one was drawn.
+  void finish();
+
+ private:
+  bool enabled_;
+  bool drawn_ = false;
+  std::string verb_, noun_;
+};
+
 // A (done, total) callback for the libraries' progress reports, driving a ProgressBar that is made at the
 // first report, once the total is known, and finished when done reaches it.
 std::function<void(std::uint64_t done, std::uint64_t total)> progress_callback(const Context& ctx, std::string label);

@@ -38,6 +38,8 @@ void add_deployment(CLI::App& app, cli::Context& ctx);
 void add_image_service_verbs(CLI::App* image, cli::Context& ctx);
 // factory ledger verify|export|stats, added to the factory noun by add_factory.
 void add_factory_ledger(CLI::App* factory, cli::Context& ctx);
+// device claim-challenge|claim, added to the device noun by add_device.
+void add_device_claim(CLI::App* device, cli::Context& ctx);
 // image sign (imgtool's options), added to the image noun by add_image.
 void add_image_sign(CLI::App* image, cli::Context& ctx);
 

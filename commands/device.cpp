@@ -1,21 +1,17 @@
 // kiln device: import ledger bundles, list (streamed), show, count, assign and claim devices.
-#include <algorithm>
-#include <iostream>
-
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "cli/context.hpp"
+#include "cli/progress.hpp"
 #include "core/time.hpp"
-#include "commands/board_session.hpp"
 #include "commands/commands.hpp"
-#include "transport/provisioning_group.hpp"
 #include "commands/service_session.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "core/maintenance_window.hpp"
 #include "signing/key_ref.hpp"
+#include "transport/device_claims.hpp"
 
 namespace kiln::commands {
 namespace {
@@ -29,9 +25,6 @@ struct DeviceArgs {
   std::string by = "version";
   std::string bundle;
   std::string key;
-  std::string board;
-  std::string nonce;
-  std::string signature_file;
   std::string from_file;
   std::string time_zone;
   int page_size = 5000;
@@ -102,12 +95,19 @@ void add_device(CLI::App& app, cli::Context& ctx) {
   });
 
   auto* assign = device->add_subcommand("assign", "Move devices to a group");
-  assign->add_option("ID", args->ids, "Device UIDs")->required();
+  assign->add_option("ID", args->ids, "Device UIDs");
+  assign->add_option("--from-file", args->from_file,
+                     "UIDs, one per line ('#' comments), or JSON lines with uid/id (device list -o jsonl); - reads "
+                     "standard input")
+      ->type_name("FILE");
   assign->add_option("--group", args->group, "Group ID or Product/Group")->required();
   assign->callback([&ctx, args] {
+    auto ids = transport::merge_device_ids(args->ids, args->from_file);
+    if (ids.empty())
+      throw Error(ExitCode::usage, "which devices?", "name them as arguments, or with --from-file FILE (- for stdin)");
     auto api = connect(ctx);
     cli::Json out = cli::Json::array();
-    for (auto& id : args->ids) out.push_back(transport::assign_device(api, id, args->group));
+    for (auto& id : ids) out.push_back(transport::assign_device(api, id, args->group));
     ctx.render(out);
   });
 
@@ -134,11 +134,9 @@ void add_device(CLI::App& app, cli::Context& ctx) {
   import->add_option("FILE", args->bundle, "Bundle file")->required()->check(CLI::ExistingFile);
   import->callback([&ctx, args] {
     auto api = connect(ctx);
-    std::function<void(std::uint64_t)> progress;
-    if (ctx.stderr_is_terminal() && !ctx.global.quiet)
-      progress = [](std::uint64_t units) { std::cerr << fmt::format("\rimported {} units", units) << std::flush; };
-    auto result = transport::import_devices(api, args->bundle, progress);
-    if (progress) std::cerr << "\n";
+    cli::CountProgress progress(ctx, "imported", "units");
+    auto result = transport::import_devices(api, args->bundle, progress.callback());
+    progress.finish();
     ctx.render(result);
   });
 
@@ -168,82 +166,7 @@ void add_device(CLI::App& app, cli::Context& ctx) {
     ctx.render(transport::list_factory_cas(api));
   });
 
-  auto* challenge = device->add_subcommand("claim-challenge", "Ask the service for a claim challenge (two-step claim)");
-  challenge->add_option("--id", args->id, "Device UID")->required();
-  challenge->callback([&ctx, args] {
-    auto api = connect(ctx);
-    ctx.render(transport::claim_challenge(api, args->id));
-  });
-
-  auto* claim = device->add_subcommand("claim", "Bind devices to your tenant: each proves it holds its device key");
-  claim->add_option("--id", args->ids, "Device UID (repeat for several)");
-  claim->add_option("--from-file", args->from_file,
-                    "UIDs, one per line ('#' comments), or JSON lines with uid/id (ledger export, device list -o jsonl)")
-      ->type_name("FILE")
-      ->check(CLI::ExistingFile);
-  auto* key = claim->add_option("--key", args->key,
-                                "The device's KEYREF (emulated/development devices); {uid} in it names each device's key");
-  auto* board = claim->add_option("--board,-b", args->board,
-                                  "Ask this board to sign the challenge (one device); without --board and --key each "
-                                  "device's board is found by its UID");
-  auto* nonce = claim->add_option("--nonce", args->nonce, "Nonce from 'kiln device claim-challenge' (one device)");
-  claim->add_option("--signature-file", args->signature_file, "The device's signature over the challenge message (DER)")
-      ->needs(nonce)
-      ->check(CLI::ExistingFile);
-  nonce->needs("--signature-file");
-  key->excludes(nonce);
-  board->excludes(key)->excludes(nonce);
-  claim->callback([&ctx, args] {
-    auto ids = args->ids;
-    if (!args->from_file.empty())
-      for (auto& id : transport::read_device_ids(args->from_file))
-        if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
-    if (ids.empty())
-      throw Error(ExitCode::usage, "which devices?", "name them with --id UID (repeatable) or --from-file FILE");
-    bool several = ids.size() > 1 || !args->from_file.empty();
-    if (several && (!args->board.empty() || !args->nonce.empty()))
-      throw Error(ExitCode::usage, "--board and --nonce claim one device",
-                  "for several devices, each board is found by its UID (omit --board), or use --key with {uid}");
-    auto api = connect(ctx);
-    // The device key never leaves the board's secure element: the board signs over the link.
-    auto board_signs = [&](const std::string& address, const std::string& message) {
-      auto client = open_board(ctx, address, std::chrono::seconds(10));
-      return sign_challenge(client, as_bytes(message));
-    };
-    auto key_signs = [&](const std::string& id, const std::string& message) {
-      std::string keyref = args->key;
-      for (auto at = keyref.find("{uid}"); at != std::string::npos; at = keyref.find("{uid}", at + id.size()))
-        keyref.replace(at, 5, id);
-      return transport::sign_message(*open_signer(keyref, ctx.key_options()), message);
-    };
-    if (!several) {
-      const auto& id = ids.front();
-      if (!args->nonce.empty()) {
-        ctx.render(transport::claim_with_signature(api, id, args->nonce, read_file(args->signature_file)));
-      } else if (!args->key.empty()) {
-        ctx.render(transport::claim_device(api, id, [&](const std::string& m) { return key_signs(id, m); }));
-      } else {
-        auto address = args->board.empty() ? id : args->board;
-        ctx.render(transport::claim_device(api, id, [&](const std::string& m) { return board_signs(address, m); }));
-      }
-      return;
-    }
-    auto rows = transport::claim_devices(api, ids, [&](const std::string& id, const std::string& message) {
-      return args->key.empty() ? board_signs(id, message) : key_signs(id, message);
-    });
-    cli::Json table = cli::Json::array();
-    std::vector<std::string> failed;
-    for (const auto& row : rows) {
-      table.push_back({{"uid", row["uid"]}, {"result", row["result"]}, {"error", row["error"]}});
-      if (row["result"] == "failed")
-        failed.push_back(fmt::format("{} ({})", row["uid"].get<std::string>(), row["error"].get<std::string>()));
-    }
-    ctx.render(table);
-    if (!failed.empty())
-      throw Error(ExitCode::partial,
-                  fmt::format("{} of {} devices were not claimed: {}", failed.size(), rows.size(), fmt::join(failed, "; ")),
-                  "fix those and run the same command again: claiming a claimed device again succeeds");
-  });
+  add_device_claim(device, ctx);
 }
 
 }  // namespace kiln::commands

@@ -10,6 +10,7 @@
 
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "core/utf8.hpp"
 #include "manifests/suit_json.hpp"
 #include "signing/image_delivery.hpp"
 
@@ -425,6 +426,17 @@ nlohmann::ordered_json describe_request(CreateRequest r, std::uint64_t now_secon
     throw Error(ExitCode::usage, fmt::format("{} --uri for {} --component", r.uris.size(), r.components.size()),
                 "give one --uri per --component, in the same order, or none");
   CreateOptions& o = r.options;
+  // Text goes into CBOR text strings, which must be UTF-8 (a parser, kiln's own too, refuses the envelope).
+  const std::pair<const char*, const std::string*> texts[] = {
+      {"--reference-uri", &o.reference_uri},   {"--description", &o.manifest_description},
+      {"--update-description", &o.update_description}, {"--vendor-name", &o.vendor_name},
+      {"--model-name", &o.model_name},         {"--component-description", &o.component_description},
+      {"--vendor-domain", &r.vendor_domain},   {"--class-name", &r.class_name}};
+  for (const auto& text : texts)
+    if (!is_utf8(*text.second))
+      throw Error(ExitCode::usage, fmt::format("{} is not UTF-8 text", text.first), "pass the text in UTF-8");
+  for (const auto& uri : r.uris)
+    if (!is_utf8(uri)) throw Error(ExitCode::usage, "--uri is not UTF-8 text", "pass the URI in UTF-8");
   for (std::size_t i = 0; i < r.components.size(); ++i)
     o.components.push_back({r.components[i], r.uris.empty() ? "" : r.uris[i]});
   // Identity: an explicit UUID, or the draft's UUIDv5 derivation from a domain / model name.

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <iostream>
 #include <sstream>
 #include <set>
 #include <thread>
@@ -328,6 +329,10 @@ Json claim_devices(ServiceApi& api, const std::vector<std::string>& ids,
 }
 
 std::vector<std::string> read_device_ids(const std::filesystem::path& file) {
+  if (file == "-") {  // standard input: UIDs piped from another command (device list -o jsonl | ...)
+    std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+    return parse_device_ids(text, "standard input");
+  }
   if (!std::filesystem::is_regular_file(file)) throw Error(ExitCode::not_found, fmt::format("cannot open {}", file.string()));
   return parse_device_ids(read_text_file(file), file.string());
 }

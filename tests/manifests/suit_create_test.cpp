@@ -147,6 +147,12 @@ TEST_CASE("create request: a missing or bad sequence, unpaired URIs and a class 
   auto unpaired = base;
   unpaired.uris = {"https://example.com/a.bin"};
   CHECK(code_of(unpaired) == ExitCode::usage);
+  auto not_utf8 = base;
+  not_utf8.options.manifest_description = "caf\xe9";  // Latin-1, not UTF-8
+  CHECK(code_of(not_utf8) == ExitCode::usage);
+  auto bad_uri = base;
+  bad_uri.uris = {"https://example.com/\xff", "https://example.com/b"};
+  CHECK(code_of(bad_uri) == ExitCode::usage);
   auto no_vendor = base;
   no_vendor.vendor_domain.clear();
   no_vendor.class_name = "suit";

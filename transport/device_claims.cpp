@@ -1,0 +1,38 @@
+#include "transport/device_claims.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "core/error.hpp"
+
+namespace kiln::transport {
+
+std::string device_keyref(const std::string& keyref_template, const std::string& uid) {
+  std::string keyref = keyref_template;
+  for (auto at = keyref.find("{uid}"); at != std::string::npos; at = keyref.find("{uid}", at + uid.size()))
+    keyref.replace(at, 5, uid);
+  return keyref;
+}
+
+std::vector<std::string> merge_device_ids(const std::vector<std::string>& ids, const std::string& from_file) {
+  std::vector<std::string> out = ids;
+  if (!from_file.empty())
+    for (auto& id : read_device_ids(from_file))
+      if (std::find(out.begin(), out.end(), id) == out.end()) out.push_back(id);
+  return out;
+}
+
+void require_all_claimed(const Json& rows) {
+  std::vector<std::string> failed;
+  for (const auto& row : rows)
+    if (row["result"] == "failed")
+      failed.push_back(fmt::format("{} ({})", row["uid"].get<std::string>(), row["error"].get<std::string>()));
+  if (failed.empty()) return;
+  throw Error(ExitCode::partial,
+              fmt::format("{} of {} devices were not claimed: {}", failed.size(), rows.size(), fmt::join(failed, "; ")),
+              "fix those and run the same command again: claiming a claimed device again succeeds");
+}
+
+}  // namespace kiln::transport
