@@ -2,12 +2,15 @@
 // do — a retry with backoff after a download cut by the network (the fault is seen to land: attempt 1 ends
 // download_interrupted, attempt 2 installs), and a maintenance window that holds boards until it opens. The
 // two run side by side in two groups of one fleet, so the test waits for the window only once. Bad values
-// of the new options exit 2.
+// of the new options exit 2. A second case retries after the power was lost while a board wrote the image to
+// slot 1 (kiln-board-emu --power-loss-at): attempt 1 ends power_loss when the board is powered up again,
+// attempt 2 installs.
 #include <doctest/doctest.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <string>
 
 #include <fmt/format.h>
 
@@ -31,6 +34,12 @@ Json agent_job(test::OtaFleet& fleet, const std::string& uid) {
   if (!in) return nullptr;
   auto state = Json::parse(in, nullptr, false);
   return state.is_object() ? state.value("job", Json(nullptr)) : Json(nullptr);
+}
+
+// The board's own state (state.json in its directory: slots, pending swap; the emulator writes it atomically).
+Json board_state(test::OtaFleet& fleet, const std::string& uid) {
+  std::ifstream in(std::filesystem::path(fleet.emu_dir()) / uid / "state.json");
+  return in ? Json::parse(in, nullptr, false) : Json(nullptr);
 }
 
 // Bad values of the new options exit 2 (before anything is sent); device update sets and clears a zone.
@@ -156,4 +165,82 @@ TEST_CASE("rollout agents e2e: a retry installs after a cut download; a maintena
     CHECK(item["started_at"].get<std::string>() >= iso8601(opens));
   }
   for (const auto& uid : night) CHECK(fleet.board_version(uid) == "2.1.0");
+}
+
+TEST_CASE("rollout agents e2e: a retry installs after the power was lost while the board wrote the image to slot 1") {
+  test::OtaFleetOptions options;
+  options.boards = 1;
+  // Provisioning without the firmware step writes no flash: the first flash bytes are the agent's copy of the
+  // image into slot 1, and the power goes 100000 bytes into it (the emulator process exits 75).
+  options.factory_firmware = false;
+  const std::uint64_t cut_at = 100000;
+  options.emulator_args = {"--power-loss-at", std::to_string(cut_at)};
+  test::OtaFleet fleet(options);
+  const auto uid = fleet.uids().front();
+  const auto primary_before = board_state(fleet, uid)["primary_hash"];
+  REQUIRE(primary_before.is_string());
+  auto image = fleet.sign_image("2.2.0", "release.pem", 300 * 1024);
+  REQUIRE(std::filesystem::file_size(image) > cut_at);
+  auto dep = fleet.deploy(image, fleet.make_manifest(image, 11), {"--retry", "2", "--retry-backoff", "1s"});
+  const auto id = dep["id"].get<std::string>();
+  CHECK(dep["retry"]["retries"] == 2);
+  CHECK(dep["retry"]["backoff_seconds"] == 1);
+
+  // 1. The fault lands: the board loses power while it installs, and its emulator exits.
+  auto status = fleet.emulator().wait_exit(60);
+  REQUIRE(status.has_value());
+  REQUIRE(*status == 75);
+  // The agent's job stopped in its installing phase of attempt 1, not yet failed ...
+  auto job = agent_job(fleet, uid);
+  REQUIRE(job.is_object());
+  CHECK(job["deployment"] == id);
+  CHECK(job["phase"] == "installing");
+  CHECK(job["attempt"] == 1);
+  CHECK_FALSE(job.contains("failed_attempt"));
+  // ... slot 1 holds the first cut_at bytes, marked for no boot; slot 0 still holds the old image.
+  auto board = board_state(fleet, uid);
+  CHECK(std::filesystem::file_size(std::filesystem::path(fleet.emu_dir()) / uid / "secondary.bin") == cut_at);
+  CHECK(board["pending"] == "none");
+  CHECK(board["secondary_hash"] == "");
+  CHECK(board["primary_hash"] == primary_before);
+  // ... and the service last heard that it was installing (attempt 1).
+  auto row = fleet.deployment_devices(id)[uid];
+  CHECK(row["status"] == "installing");
+  CHECK(row["attempt"] == 1);
+
+  // 2. Power back on. At its first check-in the agent reports attempt 1 failed with reason power_loss; the
+  // service holds the device retrying for the backoff and offers attempt 2 at a check-in after it. The
+  // restarted board checks in every 5 s (not 0.3 s), so the retrying state stays in view for the poll below.
+  fleet.options().emulator_args.clear();
+  fleet.options().check_in_interval = 5;
+  fleet.restart_emulator();
+  REQUIRE(test::OtaFleet::wait_for([&] {
+    row = fleet.deployment_devices(id)[uid];
+    return row["status"] == "retrying";
+  }, 30));
+  CHECK(row["attempt"] == 1);
+  CHECK(row["retry_at"].is_string());
+  CHECK(test::OtaFleet::text(row, "detail").find("power_loss") != std::string::npos);
+  CHECK(test::OtaFleet::text(row, "detail").find("attempt 1 of 3") != std::string::npos);
+  CHECK(agent_job(fleet, uid).value("failed_attempt", 0) == 1);
+  CHECK(fleet.deployment(id)["failures"] == 0);  // waiting to retry is not a failure
+
+  // 3. Attempt 2 installs the image the agent kept, and the deployment completes with no failure counted.
+  REQUIRE(test::OtaFleet::wait_for([&] { return fleet.agent_outcome(uid, id) == "installed"; }, 60));
+  CHECK(fleet.wait_service_status(id, "installed", 1));
+  row = fleet.deployment_devices(id)[uid];
+  CHECK(row["status"] == "installed");
+  CHECK(row["attempt"] == 2);
+  bool reported = false;
+  for (const auto& item : fleet.json({"deployment", "report", id}))
+    if (item["device"] == uid) {
+      reported = true;
+      CHECK(item["state"] == "installed");
+      CHECK(item["attempts"] == 2);
+    }
+  CHECK(reported);
+  CHECK(fleet.board_version(uid) == "2.2.0");
+  CHECK(fleet.board_record(uid)["sequence"] == 11);
+  CHECK(test::OtaFleet::wait_for([&] { return fleet.deployment(id)["state"] == "completed"; }, 30));
+  CHECK(fleet.deployment(id)["failures"] == 0);
 }
