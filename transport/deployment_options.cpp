@@ -1,6 +1,7 @@
 #include "transport/deployment_options.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -23,48 +24,32 @@ double parse_percent(std::string text, const char* option, double low) {
   throw Error(ExitCode::usage, fmt::format("{} wants a percentage {}%..100%, not '{}'", option, low, text));
 }
 
-// A whole number of devices, 1..1000000.
+// A whole number in min..max; otherwise a usage error: "OPTION wants WHAT, not 'TEXT'".
+std::int64_t parse_whole_number(const std::string& text, const char* option, std::int64_t min, std::int64_t max,
+                                std::string_view what) {
+  std::int64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (!text.empty() && ec == std::errc() && end == text.data() + text.size() && value >= min && value <= max)
+    return value;
+  throw Error(ExitCode::usage, fmt::format("{} wants {}, not '{}'", option, what, text));
+}
+
 std::int64_t parse_count(const std::string& text, const char* option) {
-  try {
-    std::size_t used = 0;
-    auto value = std::stoll(text, &used);
-    if (used == text.size() && value >= 1 && value <= 1000000) return value;
-  } catch (const std::exception&) {
-  }
-  throw Error(ExitCode::usage, fmt::format("{} wants a number of devices 1..1000000, not '{}'", option, text));
+  return parse_whole_number(text, option, 1, 1000000, "a number of devices 1..1000000");
 }
 
-// Devices per minute, 1..1000.
 std::int64_t parse_per_minute(const std::string& text, const char* option) {
-  try {
-    std::size_t used = 0;
-    auto value = std::stoll(text, &used);
-    if (used == text.size() && value >= 1 && value <= 1000) return value;
-  } catch (const std::exception&) {
-  }
-  throw Error(ExitCode::usage, fmt::format("{} wants devices per minute, 1..1000 (e.g. 10 or 10/m), not '{}'", option, text));
+  return parse_whole_number(text, option, 1, 1000, "devices per minute, 1..1000 (e.g. 10 or 10/m)");
 }
 
-// A whole number 0..1000000 (a count that may be zero).
+// A count that may be zero (--wave-error also takes a percentage).
 std::int64_t parse_whole(const std::string& text, const char* option) {
-  try {
-    std::size_t used = 0;
-    auto value = std::stoll(text, &used);
-    if (used == text.size() && value >= 0 && value <= 1000000) return value;
-  } catch (const std::exception&) {
-  }
-  throw Error(ExitCode::usage, fmt::format("{} wants a number of devices 0..1000000 or a percentage, not '{}'", option, text));
+  return parse_whole_number(text, option, 0, 1000000, "a number of devices 0..1000000 or a percentage");
 }
 
-// Retries after the first attempt, 1..10.
+// Retries after the first attempt.
 std::int64_t parse_retries(const std::string& text) {
-  try {
-    std::size_t used = 0;
-    auto value = std::stoll(text, &used);
-    if (used == text.size() && value >= 1 && value <= 10) return value;
-  } catch (const std::exception&) {
-  }
-  throw Error(ExitCode::usage, fmt::format("--retry wants a number of retries 1..10, not '{}'", text));
+  return parse_whole_number(text, "--retry", 1, 10, "a number of retries 1..10");
 }
 
 // A whole number of seconds 1..`max` from a duration ("30s", "5m").
