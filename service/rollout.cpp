@@ -59,31 +59,31 @@ constexpr std::pair<TransientReason, const char*> reason_names[] = {
     {TransientReason::power_loss, "power_loss"},
 };
 
+// The one string of each value in a (value, name) table, and back.
+template <typename T, std::size_t N>
+std::string name_in(const std::pair<T, const char*> (&table)[N], T value, const char* fallback) {
+  for (const auto& entry : table)
+    if (entry.first == value) return entry.second;
+  return fallback;
+}
+template <typename T, std::size_t N>
+std::optional<T> value_in(const std::pair<T, const char*> (&table)[N], std::string_view text) {
+  for (const auto& entry : table)
+    if (text == entry.second) return entry.first;
+  return std::nullopt;
+}
+
 }  // namespace
 
-std::string status_name(DeviceStatus status) {
-  for (auto& [s, name] : status_names)
-    if (s == status) return name;
-  return "pending";
-}
+std::string status_name(DeviceStatus status) { return name_in(status_names, status, "pending"); }
 
-std::optional<DeviceStatus> parse_status(std::string_view text) {
-  for (auto& [s, name] : status_names)
-    if (text == name) return s;
-  return std::nullopt;
-}
+std::optional<DeviceStatus> parse_status(std::string_view text) { return value_in(status_names, text); }
 
 std::string transient_reason_name(TransientReason reason) {
-  for (auto& [r, name] : reason_names)
-    if (r == reason) return name;
-  return "download_interrupted";
+  return name_in(reason_names, reason, "download_interrupted");
 }
 
-std::optional<TransientReason> parse_transient_reason(std::string_view text) {
-  for (auto& [r, name] : reason_names)
-    if (text == name) return r;
-  return std::nullopt;
-}
+std::optional<TransientReason> parse_transient_reason(std::string_view text) { return value_in(reason_names, text); }
 
 const std::vector<std::string>& agent_statuses() {
   static const std::vector<std::string> statuses = [] {

@@ -18,7 +18,7 @@ std::int64_t at(const char* text) {
   return *t;
 }
 
-std::vector<MaintenanceWindow> windows(std::initializer_list<const char*> texts) {
+std::vector<MaintenanceWindow> windows(const std::vector<const char*>& texts) {
   std::vector<MaintenanceWindow> out;
   for (auto* text : texts) {
     std::string why;
@@ -131,13 +131,7 @@ TEST_CASE("maintenance window: open or not, a table of cases (days, midnight, zo
       {{"Mon-Sun 00:00-24:00"}, "Asia/Kolkata", "2026-12-09T12:34:00Z", true},
   };
   for (auto& c : cases) {
-    std::vector<MaintenanceWindow> w;
-    for (auto* text : c.windows) {
-      std::string why;
-      auto parsed = parse_maintenance_window(text, why);
-      REQUIRE(parsed.has_value());
-      w.push_back(*parsed);
-    }
+    auto w = windows(c.windows);
     INFO(c.windows.front() << " in " << c.zone << " at " << c.when);
     CHECK(window_open(w, c.zone, at(c.when)) == c.open);
   }
@@ -163,13 +157,7 @@ TEST_CASE("maintenance window: the next opening (itself when open; across midnig
       {{"Sun 02:00-02:30"}, "Europe/Berlin", "2026-03-28T12:00:00Z", "2026-04-05T00:00:00Z"},
   };
   for (auto& c : cases) {
-    std::vector<MaintenanceWindow> w;
-    for (auto* text : c.windows) {
-      std::string why;
-      auto parsed = parse_maintenance_window(text, why);
-      REQUIRE(parsed.has_value());
-      w.push_back(*parsed);
-    }
+    auto w = windows(c.windows);
     INFO(c.windows.front() << " in " << c.zone << " from " << c.from);
     auto next = next_window_open(w, c.zone, at(c.from));
     REQUIRE(next.has_value());

@@ -2,6 +2,8 @@
 #include <doctest/doctest.h>
 
 #include <fstream>
+#include <iostream>
+#include <sstream>
 
 #include "core/error.hpp"
 #include "tests/support/errors.hpp"
@@ -24,6 +26,12 @@ TEST_CASE("device claims: UIDs from the arguments, then the file's, each once an
   CHECK(merge_device_ids({"A"}, dir.file("ids.txt")) == std::vector<std::string>{"A", "B", "C"});
   CHECK(merge_device_ids({"A", "B"}, "") == std::vector<std::string>{"A", "B"});
   CHECK(test::exit_code_of([&] { merge_device_ids({}, dir.file("missing.txt")); }) == ExitCode::not_found);
+  // "-" reads standard input (device list -o jsonl | kiln device assign --from-file -).
+  std::istringstream piped("{\"uid\":\"D\"}\nA\n");
+  auto* saved = std::cin.rdbuf(piped.rdbuf());
+  auto from_stdin = merge_device_ids({"A"}, "-");
+  std::cin.rdbuf(saved);
+  CHECK(from_stdin == std::vector<std::string>{"A", "D"});
 }
 
 TEST_CASE("device claims: every unclaimed device is named, with its error") {
