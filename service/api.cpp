@@ -55,6 +55,8 @@ const std::vector<Route>& routes() {
   static const std::vector<Route> table = {
       {{"GET", "/v1/whoami", anyone}, whoami},
       {{"POST", "/v1/tokens", admins}, create_token_route, nullptr, true},
+      {{"GET", "/v1/tokens", admins}, list_tokens},
+      {{"DELETE", "/v1/tokens/{}", admins}, revoke_token},
       {{"POST", "/v1/products", operators}, create_product},
       {{"GET", "/v1/products", anyone}, list_products},
       {{"GET", "/v1/products/{}", anyone}, show_product},
@@ -73,6 +75,7 @@ const std::vector<Route>& routes() {
       {{"PATCH", "/v1/devices/{}", operators}, update_device},
       {{"POST", "/v1/devices/{}/claim-challenge", factory}, claim_challenge},
       {{"POST", "/v1/devices/{}/claim", factory}, claim_device},
+      {{"POST", "/v1/devices/{}/revoke", operators}, revoke_device},
       {{"POST", "/v1/images", operators}, create_image},
       {{"GET", "/v1/images", anyone}, list_images},
       {{"GET", "/v1/images/{}", anyone}, show_image},
@@ -90,6 +93,7 @@ const std::vector<Route>& routes() {
       {{"POST", "/v1/factory-cas/challenge", admins}, factory_ca_challenge},
       {{"POST", "/v1/factory-cas", admins}, register_factory_ca},
       {{"GET", "/v1/factory-cas", anyone}, list_factory_cas},
+      {{"POST", "/v1/factory-cas/{}/revoke", admins}, revoke_factory_ca},
       {{"POST", "/v1/agent/check-in", devices}, agent_check_in},
       {{"GET", "/v1/agent/images/{}/content", devices}, nullptr, agent_download_image},
       {{"GET", "/v1/agent/deployments/{}/manifest", devices}, nullptr, agent_deployment_manifest},
@@ -299,8 +303,9 @@ Reply create_token_route(Call& call) {
   if (!role) throw ApiError{400, "invalid_request", "role must be admin, operator, factory or reader"};
   auto name = optional_string(body, "name", 128).value_or(role_text);
   std::string token = new_token();
-  call.store.add_token(token_hash(token), {call.who.tenant_id, role_text, name}, now_iso8601());
-  return {201, Json{{"name", name}, {"role", role_text}, {"token", token}}};
+  auto id = random_id("tok_");
+  call.store.add_token(token_hash(token), {call.who.tenant_id, role_text, name, id}, now_iso8601());
+  return {201, Json{{"id", id}, {"name", name}, {"role", role_text}, {"token", token}}};
 }
 
 }  // namespace
@@ -332,8 +337,9 @@ struct Service::Impl {
   explicit Impl(ServiceConfig c)
       : config(std::move(c)), store(open_store(config.database, config.store_password_file)) {}
 
-  // A bearer token, else a station's client certificate (mutual TLS, role factory). `why` says what failed.
-  std::optional<Principal> authenticate(const Request& request, std::string& why) {
+  // A bearer token (a revoked one is not found), else a station's client certificate (mutual TLS, role
+  // factory). `why` says what failed; `forbidden`: the station's CA was revoked (403, not 401).
+  std::optional<Principal> authenticate(const Request& request, std::string& why, bool& forbidden) {
     auto auth = header(request, "authorization");
     if (auth.starts_with("Bearer ")) {
       auto token = store->find_token(token_hash(std::string_view(auth).substr(7)));
@@ -341,12 +347,12 @@ struct Service::Impl {
       return Principal{token->tenant_id, parse_role(token->role).value_or(Role::reader), token->name, {}};
     }
     if (request.client_certificates.empty()) return std::nullopt;
-    return authenticate_station(request, why);
+    return authenticate_station(request, why, forbidden);
   }
 
   // Stations present a certificate chained to a factory CA their tenant registered; they act with the
   // factory role. Device certificates chain to the same CAs but serve only the agent endpoints.
-  std::optional<Principal> authenticate_station(const Request& request, std::string& why) {
+  std::optional<Principal> authenticate_station(const Request& request, std::string& why, bool& forbidden) {
     const auto& leaf = request.client_certificates.front();
     auto name = certificate_common_name(leaf);
     auto device = store->device_identity(name);
@@ -356,7 +362,19 @@ struct Service::Impl {
       return std::nullopt;
     }
     auto station = find_station(*store, request.client_certificates, why);
-    if (!station) return std::nullopt;
+    if (!station) {
+      if (auto revoked = revoked_station_ca(*store, request.client_certificates)) {
+        forbidden = true;
+        why = fmt::format("client certificate CN={} chains to station CA {} ({}), revoked at {}{}: station logins "
+                          "under it are refused",
+                          name, revoked->id.substr(0, 16), revoked->subject, revoked->revoked_at.value_or("?"),
+                          revoked->revoked_reason && !revoked->revoked_reason->empty()
+                              ? " (" + *revoked->revoked_reason + ")"
+                              : std::string());
+        if (config.log) config.log("station: refused " + why);
+      }
+      return std::nullopt;
+    }
     return Principal{station->tenant_id, Role::factory, "station:" + station->name, {}};
   }
 
@@ -387,12 +405,18 @@ struct Service::Impl {
 
     auto& allowed = found->info.roles;
     std::string why;
-    auto who = allowed.empty() ? authenticate_agent(request) : authenticate(request, why);
+    bool forbidden = false;
+    auto who = allowed.empty() ? authenticate_agent(request) : authenticate(request, why, forbidden);
+    // Revocation is read from the store on every request (no cache): it holds on every instance at once.
+    if (allowed.empty() && who) refuse_revoked_device(*store, config, who->device_id);
     if (!allowed.empty() && request.method != "GET") {
       std::lock_guard lock(cache_mutex);
       verified_devices.clear();
     }
-    if (!who) return error_response(401, "unauthenticated", why.empty() ? "missing or unknown bearer token" : why);
+    if (!who && forbidden) return error_response(403, "ca_revoked", why);
+    if (!who)
+      return error_response(401, "unauthenticated",
+                            why.empty() ? "missing, unknown or revoked bearer token" : why);
     if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), who->role) == allowed.end())
       return error_response(403, "forbidden",
                             fmt::format("role {} may not {} {}", role_name(who->role), request.method, found->info.pattern));
@@ -507,7 +531,7 @@ std::optional<std::int64_t> Service::find_tenant(const std::string& name) {
 std::string Service::create_token(std::int64_t tenant_id, Role role, const std::string& name) {
   std::string token = new_token();
   auto unit = impl_->store->begin();
-  impl_->store->add_token(token_hash(token), {tenant_id, role_name(role), name}, now_iso8601());
+  impl_->store->add_token(token_hash(token), {tenant_id, role_name(role), name, random_id("tok_")}, now_iso8601());
   unit->commit();
   return token;
 }

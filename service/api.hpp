@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -52,6 +53,9 @@ struct ServiceConfig {
   // content key of releases encrypted for it, to wrap it for each device's own key. None: releases go out as
   // uploaded.
   std::shared_ptr<const mcuboot::ContentKeyOpener> delivery_key = {};
+  // The service log (kiln-service writes it to stderr): one line per event worth an operator's eye, such
+  // as an agent refused because its device was revoked. Unset: nothing is logged.
+  std::function<void(const std::string&)> log = {};
 };
 
 // Loads a delivery key: a PEM private key file that only its owner may read (mode 0600 or stricter), of a

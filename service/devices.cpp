@@ -61,6 +61,8 @@ Bytes public_key_from_pem(const std::string& pem) {
   return der;
 }
 
+}  // namespace
+
 Json device_json(const DeviceView& d) {
   return Json{{"id", d.id},
               {"product", d.product},
@@ -70,8 +72,14 @@ Json device_json(const DeviceView& d) {
               {"claimed", d.claimed},
               {"last_seen", d.last_seen ? Json(*d.last_seen) : Json(nullptr)},
               {"imported_at", d.imported_at},
-              {"time_zone", d.time_zone ? Json(*d.time_zone) : Json(nullptr)}};
+              {"time_zone", d.time_zone ? Json(*d.time_zone) : Json(nullptr)},
+              {"revoked_at", d.revoked_at ? Json(*d.revoked_at) : Json(nullptr)},
+              {"revoked_reason", d.revoked_at && d.revoked_reason && !d.revoked_reason->empty()
+                                     ? Json(*d.revoked_reason)
+                                     : Json(nullptr)}};
 }
+
+namespace {
 
 // Device visible to the caller's tenant, or 404 (other tenants' devices do not exist for you).
 void require_device(Call& call, const std::string& id) {
@@ -415,7 +423,15 @@ Reply count_devices(Call& call) {
 Reply show_device(Call& call) {
   auto device = call.store.find_device(call.who.tenant_id, call.params[0]);
   if (!device) throw ApiError{404, "not_found", fmt::format("device {} not found", call.params[0])};
-  return {200, device_json(*device)};
+  auto out = device_json(*device);
+  // A unit whose certificate chains to a factory CA revoked since its import stays, marked.
+  std::optional<FactoryCaRecord> ca;
+  if (auto identity = call.store.device_identity(device->id); identity && identity->certificate)
+    ca = revoked_factory_ca(call.store, call.who.tenant_id, {*identity->certificate});
+  out["ca_revoked"] = ca.has_value();
+  out["ca"] = ca ? Json{{"id", ca->id}, {"subject", ca->subject}, {"revoked_at", ca->revoked_at.value_or("")}}
+                 : Json(nullptr);
+  return {200, out};
 }
 
 Reply assign_device(Call& call) {

@@ -140,8 +140,53 @@ std::vector<Bytes> factory_ca_keys(Store& store, std::int64_t tenant_id) {
   return keys;
 }
 
-std::string chain_error(Store& store, std::int64_t tenant_id, const std::vector<std::string>& chain_der) {
-  return verify_against(store.owned_factory_ca_pems(tenant_id), chain_der);
+std::string chain_error(Store& store, std::int64_t tenant_id, const std::vector<std::string>& chain_der,
+                        bool include_revoked) {
+  auto anchors = store.owned_factory_ca_pems(tenant_id);
+  if (include_revoked)
+    for (auto& pem : store.revoked_factory_ca_pems(tenant_id)) anchors.push_back(pem);
+  return verify_against(anchors, chain_der);
+}
+
+std::optional<FactoryCaRecord> revoked_factory_ca(Store& store, std::int64_t tenant_id,
+                                                  const std::vector<std::string>& chain, ByteView key) {
+  if (store.revoked_factory_ca_pems(tenant_id).empty()) return std::nullopt;
+  for (auto& ca : store.list_factory_cas(tenant_id)) {
+    if (!ca.revoked_at || !ca.usable) continue;
+    if (!key.empty() && certificate_public_key(ca.pem) == Bytes(key.begin(), key.end())) return ca;
+    if (!chain.empty() && verify_against({ca.pem}, chain).empty()) return ca;
+  }
+  return std::nullopt;
+}
+
+std::optional<FactoryCaRecord> revoked_station_ca(Store& store, const std::vector<std::string>& chain_der) {
+  for (auto& [tenant, pems] : store.revoked_station_ca_pems()) {
+    if (!verify_against(pems, chain_der).empty()) continue;
+    for (auto& ca : store.list_factory_cas(tenant))
+      if (ca.revoked_at && ca.stations && verify_against({ca.pem}, chain_der).empty()) return ca;
+  }
+  return std::nullopt;
+}
+
+FactoryCaRecord find_factory_ca(Store& store, std::int64_t tenant_id, const std::string& ref) {
+  auto all = store.list_factory_cas(tenant_id);
+  std::vector<FactoryCaRecord> found;
+  for (auto& ca : all)
+    if (ca.id == ref) return ca;
+  bool hex = ref.size() >= 8 && ref.find_first_not_of("0123456789abcdef") == std::string::npos;
+  for (auto& ca : all) {
+    if (hex && ca.id.starts_with(ref)) {
+      found.push_back(ca);
+      continue;
+    }
+    auto facts = certificate_facts(ca.pem);
+    if (facts && facts->common_name == ref) found.push_back(ca);
+  }
+  if (found.empty()) throw ApiError{404, "not_found", fmt::format("factory CA {} not found", ref)};
+  if (found.size() > 1)
+    throw ApiError{409, "ambiguous",
+                   fmt::format("{} factory CAs match '{}': name one by its ID (kiln device ca list)", found.size(), ref)};
+  return found.front();
 }
 
 std::optional<Station> find_station(Store& store, const std::vector<std::string>& chain_der, std::string& why) {
@@ -226,7 +271,7 @@ Reply register_factory_ca(Call& call) {
   char subject[512] = {};
   X509_NAME_oneline(X509_get_subject_name(ca.certificate.get()), subject, sizeof subject);
   // Registering again may widen the CA to stations; it never narrows a registration silently.
-  FactoryCaRecord record{id, subject, ca.pem, stations, ca.key_sha256, true, now_iso8601()};
+  FactoryCaRecord record{id, subject, ca.pem, stations, ca.key_sha256, true, now_iso8601(), {}, {}};
   bool serves_stations = call.store.register_factory_ca(call.who.tenant_id, record);
   return {201,
           Json{{"id", id}, {"subject", subject}, {"key_sha256", ca.key_sha256}, {"stations", serves_stations}}};
@@ -240,7 +285,11 @@ Reply list_factory_cas(Call& call) {
                          {"stations", ca.stations},
                          {"key_sha256", ca.key_sha256 ? Json(*ca.key_sha256) : Json(nullptr)},
                          {"usable", ca.usable},
-                         {"created_at", ca.created_at}});
+                         {"created_at", ca.created_at},
+                         {"revoked_at", ca.revoked_at ? Json(*ca.revoked_at) : Json(nullptr)},
+                         {"revoked_reason", ca.revoked_at && ca.revoked_reason && !ca.revoked_reason->empty()
+                                                ? Json(*ca.revoked_reason)
+                                                : Json(nullptr)}});
   return {200, Json{{"items", items}}};
 }
 

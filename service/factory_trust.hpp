@@ -27,7 +27,20 @@ std::string factory_ca_proof_message(std::int64_t tenant_id, const std::string& 
 // Returns an empty string when it does, else why not (OpenSSL's verification error, in words, or
 // no_factory_ca_registered when the tenant has no usable factory CA).
 inline constexpr const char* no_factory_ca_registered = "no factory CA is registered";
-std::string chain_error(Store& store, std::int64_t tenant_id, const std::vector<std::string>& chain_der);
+// Revoked CAs count only with include_revoked (device certificates: units imported before a CA was revoked
+// stay; imports and station logins under it are refused).
+std::string chain_error(Store& store, std::int64_t tenant_id, const std::vector<std::string>& chain_der,
+                        bool include_revoked = false);
+
+// The tenant's revoked factory CA that `chain` (DER or PEM certificates, leaf first) chains to, or whose key
+// `key` (DER SubjectPublicKeyInfo, may be empty) is; nullopt when none.
+std::optional<FactoryCaRecord> revoked_factory_ca(Store& store, std::int64_t tenant_id,
+                                                  const std::vector<std::string>& chain, ByteView key = {});
+// The revoked station CA (of any tenant) a station certificate chain leads to; nullopt when none.
+std::optional<FactoryCaRecord> revoked_station_ca(Store& store, const std::vector<std::string>& chain_der);
+// Resolves a CA of the tenant by ID (its SHA-256 fingerprint, or a unique prefix of at least 8 hex digits) or
+// by the common name of its subject; ApiError 404 when none, 409 when a name or prefix is ambiguous.
+FactoryCaRecord find_factory_ca(Store& store, std::int64_t tenant_id, const std::string& ref);
 
 // The tenant whose registered factory CA the station certificate chain leads to; nullopt with `why` set
 // when none (or several) do.

@@ -58,6 +58,8 @@ std::optional<std::string> optional_string(const Json& object, const char* field
 // The query parameter `name` as a normalized time; ApiError 400 naming it when malformed.
 std::optional<std::string> timestamp_query(const Call& call, const std::string& name);
 std::string random_id(const char* prefix);
+// A device as device list and show give it.
+Json device_json(const DeviceView& device);
 // Hex of `count` random bytes (nonces); ApiError 500 when the generator fails.
 std::string random_hex(std::size_t count);
 // Checks a signature a key holder made over a challenge `message` (ECDSA/RSA: over its SHA-256; Ed25519:
@@ -89,6 +91,17 @@ Reply assign_device(Call& call);
 // PATCH /v1/devices/{}: the device's own time zone for maintenance windows ({"time_zone": "Europe/Berlin"|null}).
 Reply update_device(Call& call);
 Reply claim_challenge(Call& call);
+// Revocation (revocation.cpp, docs/security.md). POST /v1/devices/{}/revoke {"reason"}: the device's certificate
+// is refused from now on and it leaves the deployments it has not finished (status revoked). Idempotent.
+Reply revoke_device(Call& call);
+// GET /v1/tokens: the tenant's tokens (never a secret nor a hash). DELETE /v1/tokens/{ID or name}: revoked from
+// its next request on; the tenant's last live admin token cannot be revoked (409).
+Reply list_tokens(Call& call);
+Reply revoke_token(Call& call);
+// POST /v1/factory-cas/{ID or name}/revoke {"reason"}: imports and station logins under the CA are refused.
+Reply revoke_factory_ca(Call& call);
+// ApiError 403 (device_revoked) naming the device, when it is revoked.
+void refuse_revoked_device(Store& store, const ServiceConfig& config, const std::string& device_id);
 Reply claim_device(Call& call);
 // The bytes a device signs to be claimed (see docs/openapi.yaml, ClaimChallenge).
 std::string claim_message(const std::string& device_id, const std::string& nonce);

@@ -126,6 +126,18 @@ void verify_bundle(Store& store, std::int64_t tenant_id, const BundleTrailer& tr
                    "the bundle's content does not hash to the SHA-256 its station signed: it was edited after export"};
 
   std::string fingerprint = key_sha256(trailer.station_key);
+  // A revoked CA signs no more imports: neither as the station key itself nor as its certificate's issuer.
+  std::vector<std::string> chain;
+  if (trailer.station_certificate && certificate_public_key(*trailer.station_certificate) == trailer.station_key)
+    chain.push_back(*trailer.station_certificate);
+  if (auto revoked = revoked_factory_ca(store, tenant_id, chain, trailer.station_key))
+    throw ApiError{403, "ca_revoked",
+                   fmt::format("the bundle is signed under factory CA {} ({}), revoked at {}{}: imports under a "
+                               "revoked CA are refused; nothing was imported",
+                               revoked->id.substr(0, 16), revoked->subject, revoked->revoked_at.value_or("?"),
+                               revoked->revoked_reason && !revoked->revoked_reason->empty()
+                                   ? " (" + *revoked->revoked_reason + ")"
+                                   : std::string())};
   auto keys = factory_ca_keys(store, tenant_id);
   bool trusted = std::find(keys.begin(), keys.end(), trailer.station_key) != keys.end();
   if (!trusted && trailer.station_certificate) {

@@ -297,6 +297,11 @@ int run(const Paths& paths, const std::string& listen, const std::string& agent_
   // Fails with a hint when the directory was never initialised, and when its store cannot be reached.
   auto config = service_config(paths, check_in_after);
   if (!delivery_key.empty()) config.delivery_key = service::load_delivery_key(delivery_key);
+  auto log_mutex = std::make_shared<std::mutex>();
+  config.log = [log_mutex](const std::string& line) {
+    std::lock_guard lock(*log_mutex);
+    std::cerr << line << std::endl;
+  };
   auto svc = std::make_shared<service::Service>(config);
   std::cerr << "store: " << service::redact_store_url(config.database) << std::endl;
   raise_descriptor_limit();

@@ -275,6 +275,21 @@ ALTER TABLE devices ADD COLUMN IF NOT EXISTS time_zone TEXT;
 )sql");
 }
 
+// Migration 8 (issue 17, revocation): tokens get an ID people name them by (never the hash) and a
+// revocation time; devices and factory CAs a revocation time and reason, like SQLite's migration 8.
+void add_revocation(PGconn* conn) {
+  run_script(conn, R"sql(
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS id TEXT;
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS revoked_at TEXT;
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS revoked_at TEXT;
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS revoked_reason TEXT;
+ALTER TABLE factory_cas ADD COLUMN IF NOT EXISTS revoked_at TEXT;
+ALTER TABLE factory_cas ADD COLUMN IF NOT EXISTS revoked_reason TEXT;
+UPDATE tokens SET id = 'tok_' || substr(md5(hash || random()::text), 1, 16) WHERE id IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS tokens_by_id ON tokens (id);
+)sql");
+}
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction (PostgreSQL's schema changes are transactional: a migration killed half-way leaves nothing,
 // and the next start runs it again). Append only: a released migration never changes. The version lives
@@ -291,6 +306,7 @@ constexpr Migration migrations[] = {
     {5, add_encrypted_delivery},
     {6, add_rollout_controls},
     {7, add_retries_and_zones},
+    {8, add_revocation},
 };
 
 int read_schema_version(PGconn* conn) {
@@ -755,15 +771,37 @@ std::string PgStore::tenant_name(std::int64_t tenant_id) {
 
 void PgStore::add_token(const std::string& hash, const TokenRecord& token, const std::string& now) {
   Use use(*this);
-  run(use.conn(), "INSERT INTO tokens (hash, tenant_id, role, name, created_at) VALUES ($1, $2, $3, $4, $5)",
-      {hash, token.tenant_id, token.role, token.name, now});
+  run(use.conn(),
+      "INSERT INTO tokens (hash, tenant_id, role, name, created_at, id) VALUES ($1, $2, $3, $4, $5, $6)",
+      {hash, token.tenant_id, token.role, token.name, now, token.id});
 }
 
 std::optional<TokenRecord> PgStore::find_token(const std::string& hash) {
   Use use(*this);
-  auto q = run(use.conn(), "SELECT tenant_id, role, name FROM tokens WHERE hash = $1", {hash});
+  auto q = run(use.conn(), "SELECT tenant_id, role, name, id FROM tokens WHERE hash = $1 AND revoked_at IS NULL",
+               {hash});
   if (q.empty()) return std::nullopt;
-  return TokenRecord{q.integer(0, 0), q.text(0, 1), q.text(0, 2)};
+  return TokenRecord{q.integer(0, 0), q.text(0, 1), q.text(0, 2), q.text(0, 3)};
+}
+
+std::vector<TokenInfo> PgStore::list_tokens(std::int64_t tenant_id) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "SELECT id, name, role, created_at, revoked_at FROM tokens WHERE tenant_id = $1 ORDER BY created_at, "
+               "id COLLATE \"C\"",
+               {tenant_id});
+  std::vector<TokenInfo> out;
+  for (int r = 0; r < q.rows(); ++r)
+    out.push_back({q.text(r, 0), q.text(r, 1), q.text(r, 2), q.text(r, 3), q.optional_text(r, 4)});
+  return out;
+}
+
+bool PgStore::revoke_token(std::int64_t tenant_id, const std::string& id, const std::string& now) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "UPDATE tokens SET revoked_at = coalesce(revoked_at, $1) WHERE tenant_id = $2 AND id = $3",
+               {now, tenant_id, id});
+  return q.affected() > 0;
 }
 
 // Idempotency keys.
@@ -951,8 +989,8 @@ std::int64_t PgStore::devices_in_group(const std::string& group_id) {
 namespace {
 
 constexpr const char* device_columns =
-    "SELECT d.id, p.name, g.name, d.state, d.version, d.claimed, d.last_seen, d.imported_at, d.time_zone "
-    "FROM devices d JOIN products p ON p.id = d.product_id LEFT JOIN device_groups g ON g.id = d.group_id ";
+    "SELECT d.id, p.name, g.name, d.state, d.version, d.claimed, d.last_seen, d.imported_at, d.time_zone, "
+    "d.revoked_at, d.revoked_reason FROM devices d JOIN products p ON p.id = d.product_id LEFT JOIN device_groups g ON g.id = d.group_id ";
 
 DeviceView read_device(const Result& q, int r) {
   DeviceView d;
@@ -965,6 +1003,8 @@ DeviceView read_device(const Result& q, int r) {
   d.last_seen = q.optional_text(r, 6);
   d.imported_at = q.text(r, 7);
   d.time_zone = q.optional_text(r, 8);
+  d.revoked_at = q.optional_text(r, 9);
+  d.revoked_reason = q.optional_text(r, 10);
   return d;
 }
 
@@ -992,9 +1032,13 @@ std::optional<DeviceView> PgStore::find_device(std::int64_t tenant_id, const std
 
 std::optional<DeviceIdentity> PgStore::device_identity(const std::string& id) {
   Use use(*this);
-  auto q = run(use.conn(), "SELECT tenant_id, public_key, group_id FROM devices WHERE id = $1", {id});
+  auto q = run(use.conn(),
+               "SELECT tenant_id, public_key, group_id, certificate, revoked_at, revoked_reason FROM devices WHERE "
+               "id = $1",
+               {id});
   if (q.empty()) return std::nullopt;
-  return DeviceIdentity{q.integer(0, 0), q.text(0, 1), q.optional_text(0, 2)};
+  return DeviceIdentity{q.integer(0, 0),        q.text(0, 1),           q.optional_text(0, 2),
+                        q.optional_text(0, 3), q.optional_text(0, 4), q.optional_text(0, 5)};
 }
 
 std::vector<DeviceView> PgStore::list_devices(const DeviceFilter& f, const std::optional<std::string>& after,
@@ -1043,7 +1087,8 @@ bool PgStore::upsert_device(const ImportedDevice& device) {
                "INSERT INTO devices (id, tenant_id, product_id, group_id, state, version, public_key, certificate, "
                "last_seen, imported_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
                "ON CONFLICT (id) DO UPDATE SET product_id = excluded.product_id, group_id = excluded.group_id, "
-               "state = excluded.state, version = excluded.version, certificate = excluded.certificate "
+               "state = CASE WHEN devices.revoked_at IS NULL THEN excluded.state ELSE devices.state END, "
+               "version = excluded.version, certificate = excluded.certificate "
                "WHERE devices.tenant_id = excluded.tenant_id AND devices.public_key = excluded.public_key",
                {device.id, device.tenant_id, device.product_id, device.group_id, device.state, device.version,
                 device.public_key, device.certificate, device.last_seen, device.imported_at});
@@ -1062,6 +1107,14 @@ bool PgStore::group_of_device_product(const std::string& device_id, const std::s
               "g.id = $2",
               {device_id, group_id})
               .empty();
+}
+
+void PgStore::revoke_device(const std::string& device_id, const std::string& reason, const std::string& now) {
+  Use use(*this);
+  run(use.conn(),
+      "UPDATE devices SET state = 'revoked', revoked_reason = CASE WHEN revoked_at IS NULL THEN $1 ELSE "
+      "revoked_reason END, revoked_at = coalesce(revoked_at, $2) WHERE id = $3",
+      {reason, now, device_id});
 }
 
 void PgStore::set_device_group(const std::string& device_id, const std::string& group_id) {
@@ -1223,7 +1276,8 @@ constexpr const char* owned_cas =
 
 std::vector<std::string> PgStore::owned_factory_ca_pems(std::int64_t tenant_id) {
   Use use(*this);
-  auto q = run(use.conn(), std::string(owned_cas) + "WHERE c.tenant_id = $1 ORDER BY c.seq", {tenant_id});
+  auto q = run(use.conn(), std::string(owned_cas) + "WHERE c.tenant_id = $1 AND c.revoked_at IS NULL ORDER BY c.seq",
+               {tenant_id});
   std::vector<std::string> out;
   for (int r = 0; r < q.rows(); ++r) out.push_back(q.text(r, 1));
   return out;
@@ -1231,10 +1285,40 @@ std::vector<std::string> PgStore::owned_factory_ca_pems(std::int64_t tenant_id) 
 
 std::map<std::int64_t, std::vector<std::string>> PgStore::owned_station_ca_pems() {
   Use use(*this);
-  auto q = run(use.conn(), std::string(owned_cas) + "WHERE c.stations != 0 ORDER BY c.tenant_id, c.seq");
+  auto q = run(use.conn(), std::string(owned_cas) +
+                               "WHERE c.stations != 0 AND c.revoked_at IS NULL ORDER BY c.tenant_id, c.seq");
   std::map<std::int64_t, std::vector<std::string>> by_tenant;
   for (int r = 0; r < q.rows(); ++r) by_tenant[q.integer(r, 0)].push_back(q.text(r, 1));
   return by_tenant;
+}
+
+std::vector<std::string> PgStore::revoked_factory_ca_pems(std::int64_t tenant_id) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               std::string(owned_cas) + "WHERE c.tenant_id = $1 AND c.revoked_at IS NOT NULL ORDER BY c.seq",
+               {tenant_id});
+  std::vector<std::string> out;
+  for (int r = 0; r < q.rows(); ++r) out.push_back(q.text(r, 1));
+  return out;
+}
+
+std::map<std::int64_t, std::vector<std::string>> PgStore::revoked_station_ca_pems() {
+  Use use(*this);
+  auto q = run(use.conn(), std::string(owned_cas) +
+                               "WHERE c.stations != 0 AND c.revoked_at IS NOT NULL ORDER BY c.tenant_id, c.seq");
+  std::map<std::int64_t, std::vector<std::string>> by_tenant;
+  for (int r = 0; r < q.rows(); ++r) by_tenant[q.integer(r, 0)].push_back(q.text(r, 1));
+  return by_tenant;
+}
+
+bool PgStore::revoke_factory_ca(std::int64_t tenant_id, const std::string& id, const std::string& reason,
+                                const std::string& now) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "UPDATE factory_cas SET revoked_reason = CASE WHEN revoked_at IS NULL THEN $1 ELSE revoked_reason "
+               "END, revoked_at = coalesce(revoked_at, $2) WHERE tenant_id = $3 AND id = $4",
+               {reason, now, tenant_id, id});
+  return q.affected() > 0;
 }
 
 void PgStore::add_factory_ca_challenge(const std::string& nonce, const FactoryCaChallenge& challenge,
@@ -1280,14 +1364,14 @@ bool PgStore::register_factory_ca(std::int64_t tenant_id, const FactoryCaRecord&
 std::vector<FactoryCaRecord> PgStore::list_factory_cas(std::int64_t tenant_id) {
   Use use(*this);
   auto q = run(use.conn(),
-               "SELECT c.id, c.subject, c.pem, c.stations, c.key_sha256, o.tenant_id IS NOT NULL, c.created_at FROM "
-               "factory_cas c LEFT JOIN factory_ca_owners o ON o.key_sha256 = c.key_sha256 AND o.tenant_id = "
+               "SELECT c.id, c.subject, c.pem, c.stations, c.key_sha256, o.tenant_id IS NOT NULL, c.created_at, "
+               "c.revoked_at, c.revoked_reason FROM factory_cas c LEFT JOIN factory_ca_owners o ON o.key_sha256 = c.key_sha256 AND o.tenant_id = "
                "c.tenant_id WHERE c.tenant_id = $1 ORDER BY c.created_at, c.seq",
                {tenant_id});
   std::vector<FactoryCaRecord> out;
   for (int r = 0; r < q.rows(); ++r)
     out.push_back({q.text(r, 0), q.text(r, 1), q.text(r, 2), q.integer(r, 3) != 0, q.optional_text(r, 4),
-                   q.boolean(r, 5), q.text(r, 6)});
+                   q.boolean(r, 5), q.text(r, 6), q.optional_text(r, 7), q.optional_text(r, 8)});
   return out;
 }
 

@@ -48,6 +48,8 @@ class PgStore final : public Store {
   std::string tenant_name(std::int64_t tenant_id) override;
   void add_token(const std::string& hash, const TokenRecord& token, const std::string& now) override;
   std::optional<TokenRecord> find_token(const std::string& hash) override;
+  std::vector<TokenInfo> list_tokens(std::int64_t tenant_id) override;
+  bool revoke_token(std::int64_t tenant_id, const std::string& id, const std::string& now) override;
 
   void forget_idempotency_before(const std::string& oldest) override;
   std::optional<IdempotencyRecord> find_idempotency(std::int64_t tenant_id, const std::string& key,
@@ -82,6 +84,7 @@ class PgStore final : public Store {
   void set_device_time_zone(const std::string& device_id, const std::optional<std::string>& zone) override;
   std::optional<std::string> device_time_zone(const std::string& device_id) override;
   void mark_claimed(const std::string& device_id, const std::string& now) override;
+  void revoke_device(const std::string& device_id, const std::string& reason, const std::string& now) override;
   void device_checked_in(const std::string& device_id, const std::string& now,
                          const std::optional<std::string>& version, const std::optional<std::string>& state) override;
   void record_device_firmware(const std::string& device_id, const std::optional<std::int64_t>& sequence,
@@ -106,6 +109,10 @@ class PgStore final : public Store {
   void delete_import(std::int64_t tenant_id, const std::string& import_id) override;
 
   std::vector<std::string> owned_factory_ca_pems(std::int64_t tenant_id) override;
+  std::vector<std::string> revoked_factory_ca_pems(std::int64_t tenant_id) override;
+  std::map<std::int64_t, std::vector<std::string>> revoked_station_ca_pems() override;
+  bool revoke_factory_ca(std::int64_t tenant_id, const std::string& id, const std::string& reason,
+                         const std::string& now) override;
   std::map<std::int64_t, std::vector<std::string>> owned_station_ca_pems() override;
   void add_factory_ca_challenge(const std::string& nonce, const FactoryCaChallenge& challenge,
                                 std::int64_t now) override;

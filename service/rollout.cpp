@@ -53,6 +53,7 @@ constexpr std::pair<DeviceStatus, const char*> status_names[] = {
     {DeviceStatus::installed, "installed"},     {DeviceStatus::failed, "failed"},
     {DeviceStatus::rolled_back, "rolled_back"}, {DeviceStatus::refused, "refused"},
     {DeviceStatus::timed_out, "timed_out"},     {DeviceStatus::retrying, "retrying"},
+    {DeviceStatus::revoked, "revoked"},
 };
 constexpr std::pair<TransientReason, const char*> reason_names[] = {
     {TransientReason::download_interrupted, "download_interrupted"},
@@ -99,7 +100,8 @@ const std::vector<std::string>& agent_statuses() {
 const std::vector<std::string>& rollout_statuses() {
   static const std::vector<std::string> statuses = [] {
     auto all = agent_statuses();
-    for (auto s : {DeviceStatus::timed_out, DeviceStatus::notified, DeviceStatus::retrying}) all.push_back(status_name(s));
+    for (auto s : {DeviceStatus::timed_out, DeviceStatus::notified, DeviceStatus::retrying, DeviceStatus::revoked})
+      all.push_back(status_name(s));
     return all;
   }();
   return statuses;
@@ -222,6 +224,13 @@ AdmittedCounts admitted_counts(const Rollout& rollout, const RolloutTally& tally
     }
     if (open && wave.devices > reported) counts["pending"] += wave.devices - reported;
     for (auto& [status, n] : counts) {
+      if (status == "revoked") {
+        // Left the deployment: shown, never admitted (neither success nor failure toward halts).
+        c.revoked += n;
+        c.status[status] += n;
+        for (auto w = i; w < c.waves.size(); ++w) c.waves[w].status[status] += n;
+        continue;
+      }
       c.admitted += n;
       c.status[status] += n;
       if (is_failure_status(status)) c.failures += n;
@@ -265,7 +274,9 @@ WaveCounts open_wave_counts(const Rollout& rollout, const RolloutTally& tally) {
   for (auto& [status, n] : tally.waves[i].reported) {
     if (status == "installed") c.installed += n;
     if (is_failure_status(status)) c.failures += n;
+    if (status == "revoked") c.devices -= n;
   }
+  c.devices = std::max<std::int64_t>(0, c.devices);
   c.failures = std::max<std::int64_t>(0, c.failures - rollout.wave_failure_baseline);
   return c;
 }

@@ -34,10 +34,12 @@ std::string halt_reason(std::int64_t failures, std::int64_t admitted, int wave, 
 std::string percent_text(double percent);
 
 // A device's status in a deployment: one enum, one string mapping (status_name, parse_status). pending is
-// never stored (admitted, nothing reported); notified, timed_out and retrying are recorded by the service.
+// never stored (admitted, nothing reported); notified, timed_out, retrying and revoked are recorded by the
+// service. revoked: the device was revoked (kiln device revoke) before it finished; it left the deployment,
+// counting neither as installed nor as failed, nor as admitted.
 enum class DeviceStatus {
   pending, notified, downloading, verifying, installing, testing, installed, failed, rolled_back, refused,
-  timed_out, retrying
+  timed_out, retrying, revoked
 };
 std::string status_name(DeviceStatus status);
 std::optional<DeviceStatus> parse_status(std::string_view text);
@@ -50,7 +52,8 @@ std::optional<TransientReason> parse_transient_reason(std::string_view text);
 
 // Device statuses an agent reports (docs/openapi.yaml AgentStatus), and which of them count as failures.
 const std::vector<std::string>& agent_statuses();
-// The statuses a deployment counts: the agent's, and timed_out (recorded by the service, never reported).
+// The statuses a deployment counts: the agent's, and those the service records (timed_out, notified,
+// retrying, revoked), never reported.
 const std::vector<std::string>& rollout_statuses();
 bool is_failure_status(std::string_view status);
 
@@ -185,6 +188,7 @@ struct AdmittedCounts {
     std::map<std::string, std::int64_t> status;  // agent statuses + "pending" (admitted, nothing reported)
   };
   std::int64_t devices = 0, admitted = 0, failures = 0, installed = 0;
+  std::int64_t revoked = 0;  // devices revoked before they finished: left the deployment, not admitted
   std::int64_t executed() const { return failures + installed; }  // admitted devices with a final status
   std::map<std::string, std::int64_t> status;
   std::vector<Wave> waves;  // cumulative like the percentages: a device counts in its wave and every later one
@@ -193,7 +197,7 @@ AdmittedCounts admitted_counts(const Rollout& rollout, const RolloutTally& tally
 
 // The open wave's own devices (not the cumulative count): how many, installed, and failed (not forgiven).
 struct WaveCounts {
-  std::int64_t devices = 0, installed = 0, failures = 0;
+  std::int64_t devices = 0, installed = 0, failures = 0;  // devices: without those revoked before they finished
 };
 WaveCounts open_wave_counts(const Rollout& rollout, const RolloutTally& tally);
 

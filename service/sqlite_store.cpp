@@ -188,6 +188,31 @@ void add_retries_and_zones(Db& db) {
   }
 }
 
+// Migration 8 (issue 17, revocation): tokens get an ID people name them by (never the hash) and a
+// revocation time; devices and factory CAs a revocation time and reason. Idempotent, like migration 4.
+void add_revocation(Db& db) {
+  struct Column {
+    const char* table;
+    const char* name;
+    const char* declaration;
+  };
+  static const Column added[] = {
+      {"tokens", "id", "TEXT"},
+      {"tokens", "revoked_at", "TEXT"},
+      {"devices", "revoked_at", "TEXT"},
+      {"devices", "revoked_reason", "TEXT"},
+      {"factory_cas", "revoked_at", "TEXT"},
+      {"factory_cas", "revoked_reason", "TEXT"},
+  };
+  for (const auto& column : added) {
+    auto q = db.prepare(fmt::format("SELECT 1 FROM pragma_table_info('{}') WHERE name = ?", column.table));
+    q.bind(1, column.name);
+    if (!q.step()) db.exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", column.table, column.name, column.declaration));
+  }
+  db.exec("UPDATE tokens SET id = 'tok_' || lower(hex(randomblob(8))) WHERE id IS NULL");
+  db.exec("CREATE UNIQUE INDEX IF NOT EXISTS tokens_by_id ON tokens (id)");
+}
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction. Append only: a released migration never changes. The version lives in PRAGMA user_version
 // (0: a store from before versioned migrations, or a new file).
@@ -203,6 +228,7 @@ constexpr Migration migrations[] = {
     {5, add_encrypted_delivery},
     {6, add_rollout_controls},
     {7, add_retries_and_zones},
+    {8, add_revocation},
 };
 
 int schema_version(Db& db) {
@@ -495,21 +521,42 @@ std::string SqliteStore::tenant_name(std::int64_t tenant_id) {
 
 void SqliteStore::add_token(const std::string& hash, const TokenRecord& token, const std::string& now) {
   Use use(*this);
-  db().prepare("INSERT INTO tokens (hash, tenant_id, role, name, created_at) VALUES (?, ?, ?, ?, ?)")
+  db().prepare("INSERT INTO tokens (hash, tenant_id, role, name, created_at, id) VALUES (?, ?, ?, ?, ?, ?)")
       .bind(1, hash)
       .bind(2, token.tenant_id)
       .bind(3, token.role)
       .bind(4, token.name)
       .bind(5, now)
+      .bind(6, token.id)
       .run();
 }
 
 std::optional<TokenRecord> SqliteStore::find_token(const std::string& hash) {
   Use use(*this);
-  auto q = db().prepare("SELECT tenant_id, role, name FROM tokens WHERE hash = ?");
+  auto q = db().prepare("SELECT tenant_id, role, name, id FROM tokens WHERE hash = ? AND revoked_at IS NULL");
   q.bind(1, hash);
   if (!q.step()) return std::nullopt;
-  return TokenRecord{q.integer(0), q.text(1), q.text(2)};
+  return TokenRecord{q.integer(0), q.text(1), q.text(2), q.text(3)};
+}
+
+std::vector<TokenInfo> SqliteStore::list_tokens(std::int64_t tenant_id) {
+  Use use(*this);
+  auto q = db().prepare(
+      "SELECT id, name, role, created_at, revoked_at FROM tokens WHERE tenant_id = ? ORDER BY created_at, rowid");
+  q.bind(1, tenant_id);
+  std::vector<TokenInfo> out;
+  while (q.step()) out.push_back({q.text(0), q.text(1), q.text(2), q.text(3), q.optional_text(4)});
+  return out;
+}
+
+bool SqliteStore::revoke_token(std::int64_t tenant_id, const std::string& id, const std::string& now) {
+  Use use(*this);
+  db().prepare("UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE tenant_id = ? AND id = ?")
+      .bind(1, now)
+      .bind(2, tenant_id)
+      .bind(3, id)
+      .run();
+  return db().changes() > 0;
 }
 
 // Idempotency keys.
@@ -729,8 +776,8 @@ std::int64_t SqliteStore::devices_in_group(const std::string& group_id) {
 namespace {
 
 constexpr const char* device_columns =
-    "SELECT d.id, p.name, g.name, d.state, d.version, d.claimed, d.last_seen, d.imported_at, d.time_zone "
-    "FROM devices d JOIN products p ON p.id = d.product_id LEFT JOIN device_groups g ON g.id = d.group_id ";
+    "SELECT d.id, p.name, g.name, d.state, d.version, d.claimed, d.last_seen, d.imported_at, d.time_zone, "
+    "d.revoked_at, d.revoked_reason FROM devices d JOIN products p ON p.id = d.product_id LEFT JOIN device_groups g ON g.id = d.group_id ";
 
 DeviceView read_device(Statement& q) {
   DeviceView d;
@@ -743,6 +790,8 @@ DeviceView read_device(Statement& q) {
   d.last_seen = q.optional_text(6);
   d.imported_at = q.text(7);
   d.time_zone = q.optional_text(8);
+  d.revoked_at = q.optional_text(9);
+  d.revoked_reason = q.optional_text(10);
   return d;
 }
 
@@ -787,10 +836,12 @@ std::optional<DeviceView> SqliteStore::find_device(std::int64_t tenant_id, const
 
 std::optional<DeviceIdentity> SqliteStore::device_identity(const std::string& id) {
   Use use(*this);
-  auto q = db().cached("SELECT tenant_id, public_key, group_id FROM devices WHERE id = ?");
+  auto q = db().cached(
+      "SELECT tenant_id, public_key, group_id, certificate, revoked_at, revoked_reason FROM devices WHERE id = ?");
   q->bind(1, id);
   if (!q->step()) return std::nullopt;
-  return DeviceIdentity{q->integer(0), q->text(1), q->optional_text(2)};
+  return DeviceIdentity{q->integer(0),        q->text(1),           q->optional_text(2),
+                        q->optional_text(3), q->optional_text(4), q->optional_text(5)};
 }
 
 std::vector<DeviceView> SqliteStore::list_devices(const DeviceFilter& filter, const std::optional<std::string>& after,
@@ -841,7 +892,8 @@ bool SqliteStore::upsert_device(const ImportedDevice& device) {
       "INSERT INTO devices (id, tenant_id, product_id, group_id, state, version, public_key, certificate, last_seen, "
       "imported_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
       "ON CONFLICT(id) DO UPDATE SET product_id = excluded.product_id, group_id = excluded.group_id, "
-      "state = excluded.state, version = excluded.version, certificate = excluded.certificate "
+      "state = CASE WHEN devices.revoked_at IS NULL THEN excluded.state ELSE devices.state END, "
+      "version = excluded.version, certificate = excluded.certificate "
       "WHERE devices.tenant_id = excluded.tenant_id AND devices.public_key = excluded.public_key");
   q->bind(1, device.id)
       .bind(2, device.tenant_id)
@@ -885,6 +937,17 @@ void SqliteStore::mark_claimed(const std::string& device_id, const std::string& 
   db().prepare("UPDATE devices SET claimed = 1, claimed_at = coalesce(claimed_at, ?) WHERE id = ?")
       .bind(1, now)
       .bind(2, device_id)
+      .run();
+}
+
+void SqliteStore::revoke_device(const std::string& device_id, const std::string& reason, const std::string& now) {
+  Use use(*this);
+  db().prepare(
+        "UPDATE devices SET state = 'revoked', revoked_reason = CASE WHEN revoked_at IS NULL THEN ? ELSE "
+        "revoked_reason END, revoked_at = coalesce(revoked_at, ?) WHERE id = ?")
+      .bind(1, reason)
+      .bind(2, now)
+      .bind(3, device_id)
       .run();
 }
 
@@ -1045,7 +1108,7 @@ constexpr const char* owned_cas =
 std::vector<std::string> SqliteStore::owned_factory_ca_pems(std::int64_t tenant_id) {
   Use use(*this);
   std::vector<std::string> out;
-  auto q = db().prepare(std::string(owned_cas) + "WHERE c.tenant_id = ?");
+  auto q = db().prepare(std::string(owned_cas) + "WHERE c.tenant_id = ? AND c.revoked_at IS NULL");
   q.bind(1, tenant_id);
   while (q.step()) out.push_back(q.text(1));
   return out;
@@ -1054,9 +1117,41 @@ std::vector<std::string> SqliteStore::owned_factory_ca_pems(std::int64_t tenant_
 std::map<std::int64_t, std::vector<std::string>> SqliteStore::owned_station_ca_pems() {
   Use use(*this);
   std::map<std::int64_t, std::vector<std::string>> by_tenant;
-  auto q = db().prepare(std::string(owned_cas) + "WHERE c.stations != 0 ORDER BY c.tenant_id");
+  auto q = db().prepare(std::string(owned_cas) + "WHERE c.stations != 0 AND c.revoked_at IS NULL ORDER BY c.tenant_id");
   while (q.step()) by_tenant[q.integer(0)].push_back(q.text(1));
   return by_tenant;
+}
+
+std::vector<std::string> SqliteStore::revoked_factory_ca_pems(std::int64_t tenant_id) {
+  Use use(*this);
+  std::vector<std::string> out;
+  auto q = db().prepare(std::string(owned_cas) + "WHERE c.tenant_id = ? AND c.revoked_at IS NOT NULL");
+  q.bind(1, tenant_id);
+  while (q.step()) out.push_back(q.text(1));
+  return out;
+}
+
+std::map<std::int64_t, std::vector<std::string>> SqliteStore::revoked_station_ca_pems() {
+  Use use(*this);
+  std::map<std::int64_t, std::vector<std::string>> by_tenant;
+  auto q = db().prepare(std::string(owned_cas) +
+                        "WHERE c.stations != 0 AND c.revoked_at IS NOT NULL ORDER BY c.tenant_id");
+  while (q.step()) by_tenant[q.integer(0)].push_back(q.text(1));
+  return by_tenant;
+}
+
+bool SqliteStore::revoke_factory_ca(std::int64_t tenant_id, const std::string& id, const std::string& reason,
+                                    const std::string& now) {
+  Use use(*this);
+  db().prepare(
+        "UPDATE factory_cas SET revoked_reason = CASE WHEN revoked_at IS NULL THEN ? ELSE revoked_reason END, "
+        "revoked_at = coalesce(revoked_at, ?) WHERE tenant_id = ? AND id = ?")
+      .bind(1, reason)
+      .bind(2, now)
+      .bind(3, tenant_id)
+      .bind(4, id)
+      .run();
+  return db().changes() > 0;
 }
 
 void SqliteStore::add_factory_ca_challenge(const std::string& nonce, const FactoryCaChallenge& challenge,
@@ -1155,14 +1250,14 @@ bool SqliteStore::register_factory_ca(std::int64_t tenant_id, const FactoryCaRec
 std::vector<FactoryCaRecord> SqliteStore::list_factory_cas(std::int64_t tenant_id) {
   Use use(*this);
   auto q = db().prepare(
-      "SELECT c.id, c.subject, c.pem, c.stations, c.key_sha256, o.tenant_id IS NOT NULL, c.created_at FROM "
-      "factory_cas c LEFT JOIN factory_ca_owners o ON o.key_sha256 = c.key_sha256 AND o.tenant_id = c.tenant_id "
+      "SELECT c.id, c.subject, c.pem, c.stations, c.key_sha256, o.tenant_id IS NOT NULL, c.created_at, "
+      "c.revoked_at, c.revoked_reason FROM factory_cas c LEFT JOIN factory_ca_owners o ON o.key_sha256 = c.key_sha256 AND o.tenant_id = c.tenant_id "
       "WHERE c.tenant_id = ? ORDER BY c.created_at");
   q.bind(1, tenant_id);
   std::vector<FactoryCaRecord> out;
   while (q.step())
     out.push_back({q.text(0), q.text(1), q.text(2), q.integer(3) != 0, q.optional_text(4), q.integer(5) != 0,
-                   q.text(6)});
+                   q.text(6), q.optional_text(7), q.optional_text(8)});
   return out;
 }
 

@@ -18,6 +18,13 @@ namespace kiln::service {
 struct TokenRecord {
   std::int64_t tenant_id = 0;
   std::string role, name;
+  std::string id;  // "tok_" + 16 hex digits: how people name it (never its secret nor its hash)
+};
+
+// A token as listed (kiln token list): never its secret nor its hash.
+struct TokenInfo {
+  std::string id, name, role, created_at;
+  std::optional<std::string> revoked_at;
 };
 
 struct IdempotencyRecord {
@@ -52,6 +59,7 @@ struct DeviceView {
   std::optional<std::string> last_seen;
   std::string imported_at;
   std::optional<std::string> time_zone;  // IANA name its maintenance windows are read in (unset: the deployment's)
+  std::optional<std::string> revoked_at, revoked_reason;  // kiln device revoke: its certificate is refused
 };
 
 // What authentication, claims and agents need of a device.
@@ -59,6 +67,8 @@ struct DeviceIdentity {
   std::int64_t tenant_id = 0;
   std::string public_key;  // hex of the DER SubjectPublicKeyInfo
   std::optional<std::string> group_id;
+  std::optional<std::string> certificate;  // PEM, as imported
+  std::optional<std::string> revoked_at, revoked_reason;
 };
 
 // Device selection of list and count (empty fields: no condition). Times compare in the stored form.
@@ -122,6 +132,7 @@ struct FactoryCaRecord {
   std::optional<std::string> key_sha256;
   bool usable = false;  // the tenant owns the CA's key
   std::string created_at;
+  std::optional<std::string> revoked_at, revoked_reason;  // kiln device ca revoke
 };
 
 // A deployment as stored: its rollout (rollout.hpp) and what it delivers.
@@ -192,7 +203,12 @@ class Store {
   virtual std::optional<std::int64_t> find_tenant(const std::string& name) = 0;
   virtual std::string tenant_name(std::int64_t tenant_id) = 0;
   virtual void add_token(const std::string& hash, const TokenRecord& token, const std::string& now) = 0;
+  // A live token (a revoked one is not found).
   virtual std::optional<TokenRecord> find_token(const std::string& hash) = 0;
+  // The tenant's tokens, revoked ones included, in creation order.
+  virtual std::vector<TokenInfo> list_tokens(std::int64_t tenant_id) = 0;
+  // Marks the token revoked (its first revocation time stays); false when the tenant has no such token.
+  virtual bool revoke_token(std::int64_t tenant_id, const std::string& id, const std::string& now) = 0;
 
   // Idempotency keys (times in the stored ISO form).
   virtual void forget_idempotency_before(const std::string& oldest) = 0;
@@ -236,6 +252,9 @@ class Store {
   virtual void set_device_time_zone(const std::string& device_id, const std::optional<std::string>& zone) = 0;
   virtual std::optional<std::string> device_time_zone(const std::string& device_id) = 0;
   virtual void mark_claimed(const std::string& device_id, const std::string& now) = 0;
+  // Revokes the device (state revoked; a second revocation keeps the first time and reason). Imports never
+  // bring a revoked device back.
+  virtual void revoke_device(const std::string& device_id, const std::string& reason, const std::string& now) = 0;
   // A check-in: last seen now; version and state when given.
   virtual void device_checked_in(const std::string& device_id, const std::string& now,
                                  const std::optional<std::string>& version, const std::optional<std::string>& state) = 0;
@@ -270,8 +289,15 @@ class Store {
   virtual void delete_import(std::int64_t tenant_id, const std::string& import_id) = 0;
 
   // Factory CAs: registrations, their owners (one tenant per CA key) and registration challenges.
+  // owned_*: the CAs that are not revoked; revoked_factory_ca_pems: the owned CAs that are.
   virtual std::vector<std::string> owned_factory_ca_pems(std::int64_t tenant_id) = 0;
   virtual std::map<std::int64_t, std::vector<std::string>> owned_station_ca_pems() = 0;
+  virtual std::vector<std::string> revoked_factory_ca_pems(std::int64_t tenant_id) = 0;
+  // Every owned station CA that is revoked, by tenant (to say why a station login is refused).
+  virtual std::map<std::int64_t, std::vector<std::string>> revoked_station_ca_pems() = 0;
+  // Marks the tenant's CA revoked (the first time and reason stay); false when it has no such CA.
+  virtual bool revoke_factory_ca(std::int64_t tenant_id, const std::string& id, const std::string& reason,
+                                 const std::string& now) = 0;
   virtual void add_factory_ca_challenge(const std::string& nonce, const FactoryCaChallenge& challenge,
                                         std::int64_t now) = 0;
   // Removes the challenge whatever it holds and returns it.
