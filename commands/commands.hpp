@@ -34,12 +34,15 @@ void add_product(CLI::App& app, cli::Context& ctx);
 void add_group(CLI::App& app, cli::Context& ctx);
 void add_device(CLI::App& app, cli::Context& ctx);
 void add_deployment(CLI::App& app, cli::Context& ctx);
+void add_token(CLI::App& app, cli::Context& ctx);  // token list|revoke
 // image upload|list|show|download, added to the image noun by add_image.
 void add_image_service_verbs(CLI::App* image, cli::Context& ctx);
 // factory ledger verify|export|stats, added to the factory noun by add_factory.
 void add_factory_ledger(CLI::App* factory, cli::Context& ctx);
 // device claim-challenge|claim, added to the device noun by add_device.
 void add_device_claim(CLI::App* device, cli::Context& ctx);
+// device revoke and device ca revoke, added by add_device (ca: its `device ca` subcommand).
+void add_device_revoke(CLI::App* device, CLI::App* ca, cli::Context& ctx);
 // image sign (imgtool's options), added to the image noun by add_image.
 void add_image_sign(CLI::App* image, cli::Context& ctx);
 

@@ -1,4 +1,5 @@
-// kiln device: import ledger bundles, list (streamed), show, count, assign and claim devices.
+// kiln device: import ledger bundles, list (streamed), show, count, assign and claim devices (revoke:
+// device_revoke.cpp).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -59,7 +60,8 @@ transport::DeviceFilter filter_of(const DeviceArgs& args) {
 }  // namespace
 
 void add_device(CLI::App& app, cli::Context& ctx) {
-  auto* device = app.add_subcommand("device", "Devices on the service: import, list, count, assign, update, claim");
+  auto* device =
+      app.add_subcommand("device", "Devices on the service: import, list, count, assign, update, claim, revoke");
   device->require_subcommand(1);
   auto args = std::make_shared<DeviceArgs>();
 
@@ -167,6 +169,7 @@ void add_device(CLI::App& app, cli::Context& ctx) {
   });
 
   add_device_claim(device, ctx);
+  add_device_revoke(device, ca, ctx);
 }
 
 }  // namespace kiln::commands

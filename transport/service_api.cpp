@@ -416,6 +416,22 @@ Json register_factory_ca(ServiceApi& api, const std::filesystem::path& certifica
 }
 Json list_factory_cas(ServiceApi& api) { return api.get("/v1/factory-cas")["items"]; }
 
+namespace {
+Json reason_body(const std::string& reason) { return reason.empty() ? Json::object() : Json{{"reason", reason}}; }
+}  // namespace
+
+Json revoke_device(ServiceApi& api, const std::string& id, const std::string& reason) {
+  return api.post("/v1/devices/" + segment(id) + "/revoke", reason_body(reason));
+}
+
+Json revoke_factory_ca(ServiceApi& api, const std::string& ref, const std::string& reason) {
+  return api.post("/v1/factory-cas/" + segment(ref) + "/revoke", reason_body(reason));
+}
+
+Json list_tokens(ServiceApi& api) { return api.get("/v1/tokens")["items"]; }
+
+Json revoke_token(ServiceApi& api, const std::string& ref) { return api.remove("/v1/tokens/" + segment(ref)); }
+
 Json upload_image(ServiceApi& api, const std::filesystem::path& file,
                   const std::function<void(std::uint64_t, std::uint64_t)>& progress, std::size_t chunk_size) {
   std::string sha;

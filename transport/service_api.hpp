@@ -136,6 +136,15 @@ Json register_factory_ca(ServiceApi& api, const std::filesystem::path& certifica
                          bool stations = false);
 Json list_factory_cas(ServiceApi& api);
 
+// Revocation (docs/security.md). A device: its certificate is refused from now on and it leaves the
+// deployments it has not finished. A factory CA (ID, ID prefix or subject CN): imports and station logins
+// under it are refused. reason: empty for none.
+Json revoke_device(ServiceApi& api, const std::string& id, const std::string& reason);
+Json revoke_factory_ca(ServiceApi& api, const std::string& ref, const std::string& reason);
+// The tenant's tokens (IDs, names, roles; never a secret); a token by ID or name, refused from its next request.
+Json list_tokens(ServiceApi& api);
+Json revoke_token(ServiceApi& api, const std::string& ref);
+
 // Content-addressed, resumable upload; an image the service already has costs one request.
 // `progress` gets (bytes confirmed by the service, total).
 Json upload_image(ServiceApi& api, const std::filesystem::path& file,
