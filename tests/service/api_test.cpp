@@ -112,6 +112,8 @@ const AccessRow access_matrix[] = {
     // clang-format off
     {"GET",    "/v1/whoami",                       "AAAA"},
     {"POST",   "/v1/tokens",                       "A---"},  // only admins mint tokens
+    {"GET",    "/v1/tokens",                       "A---"},  // and list and revoke them
+    {"DELETE", "/v1/tokens/{}",                    "A---"},
     {"POST",   "/v1/products",                     "AA--"},
     {"GET",    "/v1/products",                     "AAAA"},
     {"GET",    "/v1/products/{}",                  "AAAA"},
@@ -130,6 +132,7 @@ const AccessRow access_matrix[] = {
     {"PATCH",  "/v1/devices/{}",                   "AA--"},
     {"POST",   "/v1/devices/{}/claim-challenge",   "AAA-"},
     {"POST",   "/v1/devices/{}/claim",             "AAA-"},
+    {"POST",   "/v1/devices/{}/revoke",            "AA--"},  // operators revoke devices
     {"POST",   "/v1/images",                       "AA--"},
     {"GET",    "/v1/images",                       "AAAA"},
     {"GET",    "/v1/images/{}",                    "AAAA"},
@@ -147,6 +150,7 @@ const AccessRow access_matrix[] = {
     {"POST",   "/v1/factory-cas/challenge",        "A---"},  // factory-CA registration is admin-only
     {"POST",   "/v1/factory-cas",                  "A---"},
     {"GET",    "/v1/factory-cas",                  "AAAA"},
+    {"POST",   "/v1/factory-cas/{}/revoke",        "A---"},  // as they register them, admins revoke CAs
     {"POST",   "/v1/agent/check-in",               "DDDD"},
     {"GET",    "/v1/agent/images/{}/content",      "DDDD"},
     {"GET",    "/v1/agent/deployments/{}/manifest","DDDD"},
