@@ -82,6 +82,19 @@ class ServiceProcess {
 
   pid_t pid() const { return pid_; }
 
+  // What the service wrote to stderr (its log) after it started listening, read up to now without waiting.
+  const std::string& log() {
+    char buf[4096];
+    while (pid_ > 0) {
+      pollfd p{stderr_fd_, POLLIN, 0};
+      if (poll(&p, 1, 0) <= 0 || !(p.revents & POLLIN)) break;
+      auto n = read(stderr_fd_, buf, sizeof buf);
+      if (n <= 0) break;
+      log_.append(buf, static_cast<std::size_t>(n));
+    }
+    return log_;
+  }
+
   // SIGKILL at once (a crash), and reap.
   void kill_hard() {
     if (pid_ <= 0) return;
@@ -117,6 +130,7 @@ class ServiceProcess {
   int stderr_fd_ = -1;
   int port_ = 0;
   int agent_port_ = 0;
+  std::string log_;
 };
 
 }  // namespace kiln::test
