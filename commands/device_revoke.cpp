@@ -33,6 +33,8 @@ void add_device_revoke(CLI::App* device, CLI::App* ca, cli::Context& ctx) {
     if (ids.empty())
       throw Error(ExitCode::usage, "which devices?", "name them as arguments, or with --from-file FILE (- for stdin)");
     auto api = connect(ctx);
+    // Every UID must exist first: an unknown one (exit 9) leaves every device as it was.
+    for (auto& id : ids) transport::show_device(api, id);
     cli::Json out = cli::Json::array();
     for (auto& id : ids) out.push_back(transport::revoke_device(api, id, a->reason));
     ctx.render(out);
