@@ -724,6 +724,18 @@ Reply create_deployment(Call& call) {
   if (row.policy.rate.base_per_minute > 0) row.rate_steps = {{row.wave_started_at, 0}};
   row.created_at = row.updated_at = now;
   call.store.insert_deployment(call.who.tenant_id, row, now);
+  // Revoked devices of the group are not in it: they are recorded revoked at once (never pending).
+  DeviceFilter revoked;
+  revoked.tenant_id = call.who.tenant_id;
+  revoked.group_id = row.group_id;
+  revoked.state = "revoked";
+  for (std::optional<std::string> after;;) {
+    auto page = call.store.list_devices(revoked, after, 1000);
+    for (auto& device : page)
+      call.store.record_status(id, device.id, status_name(DeviceStatus::revoked), "device revoked", now, std::nullopt);
+    if (page.size() < 1000) break;
+    after = page.back().id;
+  }
   tx->commit();
   return {201, show(call, id)};
 }

@@ -439,6 +439,8 @@ Reply assign_device(Call& call) {
   auto& id = call.params[0];
   require_device(call, id);
   auto group = resolve_group_id(call, required_string(body, "group", 260));
+  if (call.store.find_device(call.who.tenant_id, id)->revoked_at)
+    throw ApiError{409, "device_revoked", fmt::format("device {} is revoked: it joins no group", id)};
   if (!call.store.group_of_device_product(id, group))
     throw ApiError{409, "conflict", fmt::format("group {} belongs to another product than device {}", group, id)};
   call.store.set_device_group(id, group);

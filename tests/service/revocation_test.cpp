@@ -177,6 +177,16 @@ TEST_CASE("revocation: a revoked device is refused at every agent endpoint and l
   CHECK(f.json("GET", "/v1/devices/dev-a")["state"] == "revoked");
   CHECK(f.call("POST", "/v1/agent/check-in", "{}", a).status == 403);
 
+  // A deployment created later counts it revoked from the start (never pending); it joins no other group.
+  auto later = f.release("v3", 3);
+  auto next = f.json("POST", "/v1/deployments",
+                     Json{{"group", "Thermo/Field Test"}, {"images", {later.first}}, {"manifest", later.second}}.dump());
+  CHECK(next["device_status"]["revoked"] == 1);
+  CHECK(next["admitted"] == 2);
+  auto moved = f.call("POST", "/v1/devices/dev-a/assign", R"({"group":"Thermo/Production"})");
+  CHECK(moved.status == 409);
+  CHECK(f.code(moved) == "device_revoked");
+
   // An unknown UID: 404, nothing changed.
   auto unknown = f.call("POST", "/v1/devices/dev-zz/revoke", "{}");
   CHECK(unknown.status == 404);
