@@ -269,6 +269,8 @@ class UnitImporter {
         throw ApiError{400, "invalid_request", fmt::format("unit {}: {}", uid, e.what())};
       }
     }
+    // A revoked device stays revoked, whatever the bundle says of its state.
+    if (auto existing = call_.store.device_identity(uid); existing && existing->revoked_at) device.state = "revoked";
     if (!call_.store.upsert_device(device)) refuse_conflict(uid);
     if (encryption_key) call_.store.set_device_encryption_key(uid, to_hex(*encryption_key));
     ++imported_;

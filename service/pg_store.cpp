@@ -1080,15 +1080,28 @@ std::vector<DeviceCount> PgStore::count_devices(const DeviceFilter& f, DeviceCou
   return out;
 }
 
+namespace {
+
+// The group a device is in (the columns of every schema version: upserts run at any version in tests).
+struct DeviceGroup {
+  std::optional<std::string> group_id;
+};
+std::optional<DeviceGroup> device_group(PGconn* conn, const std::string& id) {
+  auto q = run(conn, "SELECT group_id FROM devices WHERE id = $1", {id});
+  if (q.empty()) return std::nullopt;
+  return DeviceGroup{q.optional_text(0, 0)};
+}
+
+}  // namespace
+
 bool PgStore::upsert_device(const ImportedDevice& device) {
   Use use(*this);
-  auto before = device_identity(device.id);
+  auto before = device_group(use.conn(), device.id);
   auto q = run(use.conn(),
                "INSERT INTO devices (id, tenant_id, product_id, group_id, state, version, public_key, certificate, "
                "last_seen, imported_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
                "ON CONFLICT (id) DO UPDATE SET product_id = excluded.product_id, group_id = excluded.group_id, "
-               "state = CASE WHEN devices.revoked_at IS NULL THEN excluded.state ELSE devices.state END, "
-               "version = excluded.version, certificate = excluded.certificate "
+               "state = excluded.state, version = excluded.version, certificate = excluded.certificate "
                "WHERE devices.tenant_id = excluded.tenant_id AND devices.public_key = excluded.public_key",
                {device.id, device.tenant_id, device.product_id, device.group_id, device.state, device.version,
                 device.public_key, device.certificate, device.last_seen, device.imported_at});
@@ -1119,7 +1132,7 @@ void PgStore::revoke_device(const std::string& device_id, const std::string& rea
 
 void PgStore::set_device_group(const std::string& device_id, const std::string& group_id) {
   Use use(*this);
-  auto before = device_identity(device_id);
+  auto before = device_group(use.conn(), device_id);
   run(use.conn(), "UPDATE devices SET group_id = $1 WHERE id = $2", {group_id, device_id});
   if (before && before->group_id != group_id) {
     if (before->group_id) count_member(use.conn(), device_id, *before->group_id, -1);

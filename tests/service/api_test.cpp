@@ -213,7 +213,9 @@ TEST_CASE("service: malformed JSON to every endpoint answers 400 with a reason, 
                       route.pattern.find("/abort") == std::string::npos;
     for (const auto& body : bodies) {
       bool agent = route.roles.empty();
-      auto r = f.call(route.method, fill(route.pattern, "Thermo"), agent ? "" : f.admin, body, {},
+      // Revoking the device would answer its agent calls 403 from then on: revocations name another device.
+      auto target = fill(route.pattern, route.pattern.ends_with("/revoke") ? "Other" : "Thermo");
+      auto r = f.call(route.method, target, agent ? "" : f.admin, body, {},
                       agent ? device_chain : std::vector<std::string>{});
       INFO(route.method << " " << route.pattern << " body " << body << " -> " << r.status << " " << r.body);
       CHECK(r.status < 500);
