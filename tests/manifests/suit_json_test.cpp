@@ -299,14 +299,15 @@ TEST_CASE("suit_json: malformed JSON is refused with the path of the element and
       {"signature without its bytes", [](Json& j) { j["authentication-wrapper"]["signatures"][0] = Json::object(); },
        "manifest JSON at envelope.authentication-wrapper.signatures[0]: expected a COSE_Sign1 object"},
       {"signature bytes a number", [](Json& j) { j["authentication-wrapper"]["signatures"][0]["signature"] = 42; },
-       "manifest JSON at envelope"},
+       "manifest JSON at envelope.authentication-wrapper.signatures[0].signature: expected a hex string"},
       // Hex and UUID text that does not parse: still the path of the element.
       {"bad hex in a digest",
        [](Json& j) { j["authentication-wrapper"]["digest"]["digest-bytes"] = "zz"; },
-       "manifest JSON at envelope.authentication-wrapper.digest: "},
+       "manifest JSON at envelope.authentication-wrapper.digest.digest-bytes: 'z' is not a hex digit"},
       {"odd hex in content",
        [](Json& j) { j["manifest"]["common"]["shared-sequence"][1]["directive-override-parameters"]["content"] = "abc"; },
-       "manifest JSON at envelope.manifest.common.shared-sequence[1].directive-override-parameters.content: "},
+       "manifest JSON at envelope.manifest.common.shared-sequence[1].directive-override-parameters.content: hex string has "
+       "an odd number of digits"},
       {"bad hex in a component identifier",
        [](Json& j) { j["manifest"]["common"]["components"] = Json::array({Json::array({"0g"})}); },
        "manifest JSON at envelope.manifest.common.components: "},
@@ -315,7 +316,8 @@ TEST_CASE("suit_json: malformed JSON is refused with the path of the element and
        [](Json& j) {
          j["manifest"]["common"]["shared-sequence"][1]["directive-override-parameters"]["vendor-id"] = "fa6b4a53-d5ad";
        },
-       "manifest JSON at envelope.manifest.common.shared-sequence[1].directive-override-parameters.vendor-id: "},
+       "manifest JSON at envelope.manifest.common.shared-sequence[1].directive-override-parameters.vendor-id: "
+       "\"fa6b4a53-d5ad\" is not a UUID"},
   };
   for (const Bad& b : bad) {
     CAPTURE(b.what);
