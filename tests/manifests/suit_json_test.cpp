@@ -162,9 +162,9 @@ TEST_CASE("suit_json: every element kind converts both ways") {
   CHECK(manifest.find(suit::manifest_key::reference_uri)->text == "https://example.com/manifest.suit");
   CHECK(manifest.find(suit::manifest_key::install)->is_array());  // a SUIT_Digest, not a bstr-wrapped sequence
   CHECK(manifest.find(suit::manifest_key::load)->is_bytes());     // bstr .cbor SUIT_Command_Sequence
-  cbor::Value shared =
-      cbor::unwrap(*cbor::unwrap(*manifest.find(suit::manifest_key::common), "common").find(suit::common_key::shared_sequence),
-                   "shared");
+  cbor::Value shared = cbor::unwrap(
+      *cbor::unwrap(*manifest.find(suit::manifest_key::common), "common").find(suit::common_key::shared_sequence),
+      "shared");
   REQUIRE(shared.items.size() == 14);
   CHECK(shared.items[10].as_int() == std::optional<std::int64_t>(12));
   CHECK(shared.items[11].kind == cbor::Value::Kind::boolean);
@@ -181,21 +181,26 @@ TEST_CASE("suit_json: every element kind converts both ways") {
 
 TEST_CASE("suit_json: elements the draft does not name keep their CBOR, under their number") {
   Json j = json_of("example0.unsigned.suit");
-  j["manifest"]["99"] = {{"cbor", "a10102"}};                                      // {1: 2}
+  j["manifest"]["99"] = {{"cbor", "a10102"}};                                        // {1: 2}
   j["manifest"]["common"]["shared-sequence"].push_back({{"77", {{"cbor", "f6"}}}});  // command 77, nil
-  j["manifest"]["common"]["shared-sequence"][1]["directive-override-parameters"]["-5"] = {{"cbor", "20"}};
+  j["manifest"]["common"]["shared-sequence"][0]["directive-override-parameters"]["-5"] = {{"cbor", "20"}};
   j["cbor:6161"] = {{"cbor", "01"}};  // a text key ("a") in the envelope
   Json shown = through_cbor(j);
   CHECK(shown == j);
   suit::Envelope envelope = suit::envelope_from_json(j);
   bool text_key = false;
-  for (const auto& entry : envelope.members.entries) text_key = text_key || entry.first == cbor::Value::text_string("a");
+  for (const auto& entry : envelope.members.entries)
+    text_key = text_key || entry.first == cbor::Value::text_string("a");
   CHECK(text_key);
 }
 
 TEST_CASE("suit_json: digests name their algorithms, keep unknown ones by number and refuse unknown names") {
-  for (const auto& named : std::vector<std::pair<std::int64_t, std::string>>{
-           {-16, "sha256"}, {-17, "sha512-256"}, {-18, "shake128"}, {-43, "sha384"}, {-44, "sha512"}, {-45, "shake256"}}) {
+  for (const auto& named : std::vector<std::pair<std::int64_t, std::string>>{{-16, "sha256"},
+                                                                             {-17, "sha512-256"},
+                                                                             {-18, "shake128"},
+                                                                             {-43, "sha384"},
+                                                                             {-44, "sha512"},
+                                                                             {-45, "shake256"}}) {
     suit::Digest d{named.first, Bytes{1, 2, 3}};
     Json j = suit::digest_to_json(d);
     CHECK(j["algorithm-id"] == named.second);
@@ -256,7 +261,8 @@ TEST_CASE("suit_json: malformed JSON is refused with the path of the element and
        "manifest JSON at envelope.manifest: expected an object"},
       {"components not an array", [](Json& j) { j["manifest"]["common"]["components"] = "00"; },
        "manifest JSON at envelope.manifest.common.components: expected an array of component identifiers"},
-      {"empty component identifier", [](Json& j) { j["manifest"]["common"]["components"] = Json::array({Json::array()}); },
+      {"empty component identifier",
+       [](Json& j) { j["manifest"]["common"]["components"] = Json::array({Json::array()}); },
        "manifest JSON at envelope.manifest.common.components: a component identifier is a non-empty array"},
       {"component part not a string",
        [](Json& j) { j["manifest"]["common"]["components"] = Json::array({Json::array({0})}); },
@@ -264,33 +270,52 @@ TEST_CASE("suit_json: malformed JSON is refused with the path of the element and
       {"sequence not an array", [](Json& j) { j["manifest"]["validate"] = "x"; },
        "manifest JSON at envelope.manifest.validate: a command sequence must be an array"},
       {"command with two members",
-       [](Json& j) { j["manifest"]["validate"] = Json::array({{{"directive-copy", 1}, {"directive-swap", 1}}}); },
+       [](Json& j) {
+         j["manifest"]["validate"] = Json::array({{{"directive-copy", 1}, {"directive-swap", 1}}});
+       },
        "manifest JSON at envelope.manifest.validate[0]: each command is an object with one member"},
-      {"unknown command", [](Json& j) { j["manifest"]["validate"] = Json::array({{{"directive-frobnicate", 1}}}); },
+      {"unknown command",
+       [](Json& j) {
+         j["manifest"]["validate"] = Json::array({{{"directive-frobnicate", 1}}});
+       },
        "manifest JSON at envelope.manifest.validate[0]: unknown element \"directive-frobnicate\""},
       {"boolean parameter as text",
        [](Json& j) {
-         j["manifest"]["common"]["shared-sequence"][1]["directive-override-parameters"]["strict-order"] = "yes";
+         j["manifest"]["common"]["shared-sequence"][0]["directive-override-parameters"]["strict-order"] = "yes";
        },
-       "manifest JSON at envelope.manifest.common.shared-sequence[1].directive-override-parameters.strict-order: "
+       "manifest JSON at envelope.manifest.common.shared-sequence[0].directive-override-parameters.strict-order: "
        "expected true or false"},
       {"uri as number",
-       [](Json& j) { j["manifest"]["common"]["shared-sequence"][1]["directive-override-parameters"]["uri"] = 1; },
-       "manifest JSON at envelope.manifest.common.shared-sequence[1].directive-override-parameters.uri: expected a string"},
+       [](Json& j) { j["manifest"]["common"]["shared-sequence"][0]["directive-override-parameters"]["uri"] = 1; },
+       "manifest JSON at envelope.manifest.common.shared-sequence[0].directive-override-parameters.uri: expected a "
+       "string"},
       {"image digest without bytes",
        [](Json& j) {
-         j["manifest"]["common"]["shared-sequence"][1]["directive-override-parameters"]["image-digest"] = {
+         j["manifest"]["common"]["shared-sequence"][0]["directive-override-parameters"]["image-digest"] = {
              {"algorithm-id", "sha256"}};
        },
-       "manifest JSON at envelope.manifest.common.shared-sequence[1].directive-override-parameters.image-digest: "
+       "manifest JSON at envelope.manifest.common.shared-sequence[0].directive-override-parameters.image-digest: "
        "a digest is"},
-      {"index false", [](Json& j) { j["manifest"]["common"]["shared-sequence"][0]["directive-set-component-index"] = false; },
-       "manifest JSON at envelope.manifest.common.shared-sequence[0].directive-set-component-index: expected an unsigned"},
-      {"try-each not an array", [](Json& j) { j["manifest"]["validate"] = Json::array({{{"directive-try-each", 1}}}); },
+      {"index false",
+       [](Json& j) {
+         j["manifest"]["common"]["shared-sequence"][0] = {{"directive-set-component-index", false}};
+       },
+       "manifest JSON at envelope.manifest.common.shared-sequence[0].directive-set-component-index: expected an "
+       "unsigned"},
+      {"try-each not an array",
+       [](Json& j) {
+         j["manifest"]["validate"] = Json::array({{{"directive-try-each", 1}}});
+       },
        "manifest JSON at envelope.manifest.validate[0].directive-try-each: try-each takes an array"},
-      {"text language not an object", [](Json& j) { j["manifest"]["text"] = {{"en-US", "x"}}; },
+      {"text language not an object",
+       [](Json& j) {
+         j["manifest"]["text"] = {{"en-US", "x"}};
+       },
        "manifest JSON at envelope.manifest.text.en-US: expected an object"},
-      {"text component key not JSON", [](Json& j) { j["manifest"]["text"] = {{"en-US", {{"[00", {}}}}}; },
+      {"text component key not JSON",
+       [](Json& j) {
+         j["manifest"]["text"] = {{"en-US", {{"[00", {}}}}};
+       },
        "manifest JSON at envelope.manifest.text.en-US.[00: component keys are JSON arrays"},
       {"wrapper without digest", [](Json& j) { j["authentication-wrapper"] = Json::object(); },
        "manifest JSON at envelope.authentication-wrapper: expected {\"digest\""},
@@ -301,22 +326,28 @@ TEST_CASE("suit_json: malformed JSON is refused with the path of the element and
       {"signature bytes a number", [](Json& j) { j["authentication-wrapper"]["signatures"][0]["signature"] = 42; },
        "manifest JSON at envelope.authentication-wrapper.signatures[0].signature: expected a hex string"},
       // Hex and UUID text that does not parse: still the path of the element.
-      {"bad hex in a digest",
-       [](Json& j) { j["authentication-wrapper"]["digest"]["digest-bytes"] = "zz"; },
+      {"bad hex in a digest", [](Json& j) { j["authentication-wrapper"]["digest"]["digest-bytes"] = "zz"; },
        "manifest JSON at envelope.authentication-wrapper.digest.digest-bytes: 'z' is not a hex digit"},
       {"odd hex in content",
-       [](Json& j) { j["manifest"]["common"]["shared-sequence"][1]["directive-override-parameters"]["content"] = "abc"; },
-       "manifest JSON at envelope.manifest.common.shared-sequence[1].directive-override-parameters.content: hex string has "
+       [](Json& j) {
+         j["manifest"]["common"]["shared-sequence"][0]["directive-override-parameters"]["content"] = "abc";
+       },
+       "manifest JSON at envelope.manifest.common.shared-sequence[0].directive-override-parameters.content: hex string "
+       "has "
        "an odd number of digits"},
       {"bad hex in a component identifier",
        [](Json& j) { j["manifest"]["common"]["components"] = Json::array({Json::array({"0g"})}); },
        "manifest JSON at envelope.manifest.common.components: "},
-      {"bad raw CBOR hex", [](Json& j) { j["manifest"]["99"] = {{"cbor", "xy"}}; }, "manifest JSON at envelope.manifest.99: "},
+      {"bad raw CBOR hex",
+       [](Json& j) {
+         j["manifest"]["99"] = {{"cbor", "xy"}};
+       },
+       "manifest JSON at envelope.manifest.99: "},
       {"malformed UUID",
        [](Json& j) {
-         j["manifest"]["common"]["shared-sequence"][1]["directive-override-parameters"]["vendor-id"] = "fa6b4a53-d5ad";
+         j["manifest"]["common"]["shared-sequence"][0]["directive-override-parameters"]["vendor-id"] = "fa6b4a53-d5ad";
        },
-       "manifest JSON at envelope.manifest.common.shared-sequence[1].directive-override-parameters.vendor-id: "
+       "manifest JSON at envelope.manifest.common.shared-sequence[0].directive-override-parameters.vendor-id: "
        "\"fa6b4a53-d5ad\" is not a UUID"},
   };
   for (const Bad& b : bad) {
@@ -339,7 +370,9 @@ TEST_CASE("suit_json: an element the draft's CDDL refuses is refused in JSON too
   Json inner = Json::array({{{"condition-abort", 0}}});
   const std::vector<Bad> bad = {
       {"empty component index array",
-       [](Json& j) { j["manifest"]["common"]["shared-sequence"][0]["directive-set-component-index"] = Json::array(); }},
+       [](Json& j) {
+         j["manifest"]["common"]["shared-sequence"][0] = {{"directive-set-component-index", Json::array()}};
+       }},
       {"try-each with nil before the end",
        [&](Json& j) {
          j["manifest"]["validate"] = Json::array({{{"directive-try-each", Json::array({inner, nullptr, inner})}}});

@@ -31,7 +31,8 @@ struct Fixture {
   Fixture() {
     auto challenge = call("POST", "/v1/factory-cas/challenge", Json{{"certificate", station.pem}}.dump());
     REQUIRE(challenge.status == 201);
-    REQUIRE(call("POST", "/v1/factory-cas", test::factory_ca_registration(station, challenge.body, true)).status == 201);
+    REQUIRE(call("POST", "/v1/factory-cas", test::factory_ca_registration(station, challenge.body, true)).status ==
+            201);
     json("POST", "/v1/products", R"({"name":"Thermo"})");
     json("POST", "/v1/products", R"({"name":"Lamp"})");
     json("POST", "/v1/groups", R"({"product":"Thermo","name":"Field"})");
@@ -217,8 +218,8 @@ TEST_CASE("service devices: a claim needs a live nonce of this device and hex si
   CHECK(challenge["message"] == "kiln-claim-v1:t0:" + challenge["nonce"].get<std::string>());
   CHECK(challenge["expires_in"] == 300);
 
-  auto not_hex = f.call("POST", "/v1/devices/t0/claim",
-                        Json{{"nonce", challenge["nonce"]}, {"signature", "xyz"}}.dump());
+  auto not_hex =
+      f.call("POST", "/v1/devices/t0/claim", Json{{"nonce", challenge["nonce"]}, {"signature", "xyz"}}.dump());
   CHECK(not_hex.status == 400);
   // Another device's nonce, or one never issued: 409, and the nonce of t0 is still live.
   CHECK(error_code(f.call("POST", "/v1/devices/t1/claim",
@@ -235,7 +236,9 @@ TEST_CASE("service devices: a claim needs a live nonce of this device and hex si
   CHECK(f.call("POST", "/v1/devices/nope/claim-challenge").status == 404);
 }
 
-TEST_CASE("service devices: bundle imports refuse unsigned, truncated, malformed and trailing-line bundles, naming the line") {
+TEST_CASE(
+    "service devices: bundle imports refuse unsigned, truncated, malformed and trailing-line bundles, naming the "
+    "line") {
   Fixture f;
   std::string good = f.unit("t0") + f.unit("t1");
 

@@ -305,9 +305,9 @@ TEST_CASE("mcuboot_sign: the options beyond plain signing match imgtool (mcuboot
   }
   SUBCASE("--fix-sig --fix-sig-pubkey: an external signature assembled into the image") {
     SignOptions o = base_options();
-    o.fixed_signature = SignOptions::FixedSignature{
-        read_base64_signature(more_vector("ext.sig.b64")),
-        load_public_key_file(more_vector("ecdsa-p256.pub.pem"), std::nullopt)};
+    o.fixed_signature =
+        SignOptions::FixedSignature{read_base64_signature(more_vector("ext.sig.b64")),
+                                    load_public_key_file(more_vector("ecdsa-p256.pub.pem"), std::nullopt)};
     SignResult r;
     CHECK(sign_to_bytes(dir, app, o, nullptr, &r) == read_file(more_vector("ecdsa-p256-fixsig.signed.bin")));
     CHECK(r.key_type == std::optional<KeyType>(KeyType::ecdsa_p256));
@@ -316,8 +316,8 @@ TEST_CASE("mcuboot_sign: the options beyond plain signing match imgtool (mcuboot
     SignOptions o = base_options();
     Bytes sig = read_base64_signature(more_vector("ext.sig.b64"));
     sig[sig.size() - 1] ^= 1;
-    o.fixed_signature = SignOptions::FixedSignature{
-        sig, load_public_key_file(more_vector("ecdsa-p256.pub.pem"), std::nullopt)};
+    o.fixed_signature =
+        SignOptions::FixedSignature{sig, load_public_key_file(more_vector("ecdsa-p256.pub.pem"), std::nullopt)};
     std::string out = dir.file("bad.bin");
     CHECK(test::exit_code_of([&] { sign_image(app, out, o, nullptr); }) == ExitCode::verification_failed);
     CHECK(!fs::exists(out));
@@ -372,8 +372,8 @@ TEST_CASE("mcuboot_sign: encrypted images (-E) decrypt to the payload, imgtool's
     CHECK(report.decrypted);
     CHECK(report.hash_ok);
     // Another device's key does not open it.
-    auto other = load_content_key_opener(more_vector(c.enc_pem == std::string("enc-p256.pem") ? "enc-x25519.pem"
-                                                                                             : "enc-p256.pem"));
+    auto other = load_content_key_opener(
+        more_vector(c.enc_pem == std::string("enc-p256.pem") ? "enc-x25519.pem" : "enc-p256.pem"));
     CHECK(test::exit_code_of([&] { decrypt_image(dir.file("out.bin"), dir.file("x.bin"), *other); }) ==
           ExitCode::verification_failed);
     CHECK(!fs::exists(dir.file("x.bin")));
@@ -442,7 +442,8 @@ TEST_CASE("mcuboot_sign: load address, ROM-fixed, HEX output and header size wit
     CHECK(contains(message, "no address"));
     CHECK(test::exit_code_of([&] { sign_image(app, dir.file("out.hex"), o, ed.get()); }) == ExitCode::usage);
   }
-  SUBCASE(".hex input: read at its address, header room made below it; padded output puts the trailer at the slot end") {
+  SUBCASE(
+      ".hex input: read at its address, header room made below it; padded output puts the trailer at the slot end") {
     Bytes payload = read_file(app);
     std::vector<HexSegment> segments = {{0x10200, payload}};
     write_file_atomic(dir.file("in.hex"), as_bytes(format_intel_hex(segments)));
@@ -628,8 +629,16 @@ TEST_CASE("mcuboot_sign: option checks fail with usage errors naming the option,
          o.vector_to_sign = SignOptions::Vector::digest;
        },
        "external signing"},
-      {"custom TLV below 0xa0", [](SignOptions& o) { o.custom_tlvs = {{0x50, {1}}}; }, "between 0x00a0 and 0xfffe"},
-      {"custom TLV twice", [](SignOptions& o) { o.custom_tlvs = {{0xa0, {1}}, {0xa0, {2}}}; }, "already exists"},
+      {"custom TLV below 0xa0",
+       [](SignOptions& o) {
+         o.custom_tlvs = {{0x50, {1}}};
+       },
+       "between 0x00a0 and 0xfffe"},
+      {"custom TLV twice",
+       [](SignOptions& o) {
+         o.custom_tlvs = {{0xa0, {1}}, {0xa0, {2}}};
+       },
+       "already exists"},
       {"slot too small for the image", [](SignOptions& o) { o.slot_size = 0x1000; }, "exceeds requested size 0x1000"},
   };
   for (const Bad& b : bad) {

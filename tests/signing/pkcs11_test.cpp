@@ -58,8 +58,8 @@ struct Token {
   }
   void keypair(const std::string& key_type, const std::string& id, const std::string& label,
                const std::vector<std::string>& extra = {}) const {
-    std::vector<std::string> args{"--module", softhsm_module, "--login", "--pin", user_pin, "--keypairgen",
-                                  "--key-type", key_type, "--id", id, "--label", label};
+    std::vector<std::string> args{"--module",   softhsm_module, "--login", "--pin", user_pin,  "--keypairgen",
+                                  "--key-type", key_type,       "--id",    id,      "--label", label};
     args.insert(args.end(), extra.begin(), extra.end());
     tool("pkcs11-tool", args);
   }
@@ -121,9 +121,9 @@ TEST_CASE("pkcs11: an EC P-256 key opened by URI signs digests the openssl comma
   Token token;
   token.keypair("EC:prime256v1", "01", "ec");
   std::string pem = token.public_pem("01");
-  const std::vector<std::string> uris = {"pkcs11:token=T;object=ec", "pkcs11:token=T;id=%01",
-                                         "pkcs11:object=ec;type=private",
-                                         "pkcs11:token=T;object=ec?module-path=" + softhsm_module + "&pin-value=" + user_pin};
+  const std::vector<std::string> uris = {
+      "pkcs11:token=T;object=ec", "pkcs11:token=T;id=%01", "pkcs11:object=ec;type=private",
+      "pkcs11:token=T;object=ec?module-path=" + softhsm_module + "&pin-value=" + user_pin};
   for (const std::string& uri : uris) {
     CAPTURE(uri);
     bool in_uri = contains(uri, "module-path");
@@ -223,8 +223,8 @@ TEST_CASE("pkcs11: public keys are read without a PIN, from the public object, a
   CHECK(load_pkcs11_public_key("pkcs11:token=T;id=%01;type=public", Token::options(std::nullopt)) == expected);
   CHECK(load_pkcs11_public_key("pkcs11:token=T;object=ec;type=private", Token::options()) == expected);
   // type=private without a PIN: the private object is invisible, and the hint says why.
-  Failure hidden = failure_of(
-      [] { load_pkcs11_public_key("pkcs11:token=T;object=ec;type=private", Token::options(std::nullopt)); });
+  Failure hidden =
+      failure_of([] { load_pkcs11_public_key("pkcs11:token=T;object=ec;type=private", Token::options(std::nullopt)); });
   CHECK(hidden.code == ExitCode::not_found);
   CHECK(contains(hidden.everything, "only visible after login"));
 
@@ -291,9 +291,8 @@ TEST_CASE("pkcs11: a wrong or missing PIN is an authentication error that never 
   CHECK(by_option.message == "wrong PIN for token 'T'");
   CHECK(!contains(by_option.everything, wrong));
 
-  Failure in_uri = failure_of([&] {
-    open_pkcs11_signer("pkcs11:token=T;object=ec?pin-value=" + wrong, Token::options(std::nullopt));
-  });
+  Failure in_uri = failure_of(
+      [&] { open_pkcs11_signer("pkcs11:token=T;object=ec?pin-value=" + wrong, Token::options(std::nullopt)); });
   CHECK(in_uri.code == ExitCode::authentication);
   CHECK(!contains(in_uri.everything, wrong));
 
@@ -376,8 +375,8 @@ TEST_CASE("pkcs11: missing object, token or module, and ambiguous names are clea
   CHECK(open_pkcs11_signer("pkcs11:token=T;object=ec;id=%02", Token::options())->type() == KeyType::ecdsa_p256);
 
   // Generating over an existing name is a conflict; a key without a name a usage error.
-  Failure taken = failure_of(
-      [] { generate_pkcs11_key("pkcs11:token=T;id=%01", KeyType::ecdsa_p256, Token::options()); });
+  Failure taken =
+      failure_of([] { generate_pkcs11_key("pkcs11:token=T;id=%01", KeyType::ecdsa_p256, Token::options()); });
   CHECK(taken.code == ExitCode::conflict);
   Failure nameless = failure_of([] { generate_pkcs11_key("pkcs11:token=T", KeyType::ecdsa_p256, Token::options()); });
   CHECK(nameless.code == ExitCode::usage);
