@@ -388,7 +388,8 @@ Reply import_devices(Call& call) {
 Reply list_devices(Call& call) {
   auto filter = device_filter(call);
   std::int64_t limit = decimal_query(call, "limit", max_page).value_or(default_page);
-  if (limit < 1) throw ApiError{400, "invalid_request", fmt::format("query parameter 'limit' must be 1 .. {}", max_page)};
+  if (limit < 1)
+    throw ApiError{400, "invalid_request", fmt::format("query parameter 'limit' must be 1 .. {}", max_page)};
   auto cursor = call.query_value("cursor");
   auto devices = call.store.list_devices(filter, cursor, limit + 1);
   Json items = Json::array();
