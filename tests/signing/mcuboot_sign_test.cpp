@@ -194,6 +194,22 @@ TEST_CASE("mcuboot_sign: Ed25519 images match imgtool byte for byte, option by o
     CHECK(sign_to_bytes(dir, app, o, ed.get(), &r) == read_file(mcuboot_vector("ed25519-nonboot.signed.bin")));
     CHECK(r.header.flags == flag_non_bootable);
   }
+  SUBCASE("the largest version and the smallest header: fields at their byte offsets, and it verifies") {
+    SignOptions o = base_options("255.255.65535+4294967295");
+    o.header_size = 32;
+    SignResult r;
+    Bytes out = sign_to_bytes(dir, app, o, ed.get(), &r);
+    CHECK(get_le32(out, 0) == image_magic);
+    CHECK(get_le16(out, 8) == 32);
+    CHECK(get_le32(out, 12) == fs::file_size(app));
+    CHECK(out[20] == 255);
+    CHECK(out[21] == 255);
+    CHECK(get_le16(out, 22) == 65535);
+    CHECK(get_le32(out, 24) == 4294967295u);
+    CHECK(Bytes(out.begin() + 32, out.begin() + 64) == Bytes(read_file(app).begin(), read_file(app).begin() + 32));
+    CHECK(verify_image(dir.file("out.bin"), ed->public_key_der()).ok());
+    CHECK(test::exit_code_of([] { parse_version("256.0.0"); }) == ExitCode::usage);
+  }
   SUBCASE("no key: an unsigned image with only the hash TLV") {
     SignResult r;
     Bytes out = sign_to_bytes(dir, app, base_options("1.2.3"), nullptr, &r);
