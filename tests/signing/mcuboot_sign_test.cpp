@@ -206,7 +206,8 @@ TEST_CASE("mcuboot_sign: Ed25519 images match imgtool byte for byte, option by o
     CHECK(out[21] == 255);
     CHECK(get_le16(out, 22) == 65535);
     CHECK(get_le32(out, 24) == 4294967295u);
-    CHECK(Bytes(out.begin() + 32, out.begin() + 64) == Bytes(read_file(app).begin(), read_file(app).begin() + 32));
+    const Bytes payload = read_file(app);
+    CHECK(Bytes(out.begin() + 32, out.begin() + 64) == Bytes(payload.begin(), payload.begin() + 32));
     CHECK(verify_image(dir.file("out.bin"), ed->public_key_der()).ok());
     CHECK(test::exit_code_of([] { parse_version("256.0.0"); }) == ExitCode::usage);
   }
