@@ -247,7 +247,7 @@ TEST_CASE("suit_json: malformed JSON is refused with the path of the element and
   };
   const std::vector<Bad> bad = {
       {"root not an object", [](Json& j) { j = Json::array(); }, "manifest JSON at envelope: expected an object"},
-      {"unknown envelope element", [](Json& j) { j["manifest-typo"] = 1; },
+      {"unknown envelope element", [](Json& j) { j["manifest-typo"] = {{"cbor", "01"}}; },
        "manifest JSON at envelope.manifest-typo: unknown element \"manifest-typo\""},
       {"numeric key without CBOR", [](Json& j) { j["manifest"]["99"] = 5; },
        "manifest JSON at envelope.manifest.99: expected {\"cbor\": \"<hex>\"}"},

@@ -340,7 +340,7 @@ TEST_CASE("mcuboot_sign: the options beyond plain signing match imgtool (mcuboot
     CHECK(!fs::exists(out));
     // The right signature but another key: the same.
     o.fixed_signature->signature = read_base64_signature(more_vector("ext.sig.b64"));
-    o.fixed_signature->public_key_der = load_public_key_file(mcuboot_vector("ecdsa-p256.pem"), std::nullopt);
+    o.fixed_signature->public_key_der = load_public_key_file(more_vector("enc-p256.pem"), std::nullopt);
     CHECK(test::exit_code_of([&] { sign_image(app, out, o, nullptr); }) == ExitCode::verification_failed);
     CHECK(!fs::exists(out));
   }
@@ -526,7 +526,8 @@ TEST_CASE("mcuboot_sign: --boot-record, --vid/--cid, --sha and progress") {
     o.boot_record_sw_type = "BL2";
     SignResult r;
     Bytes out = sign_to_bytes(dir, app, o, ed.get(), &r);
-    const TlvEntry* rec = find_tlv(parse_image(out), tlv::boot_record);
+    ParsedImage parsed = parse_image(out);
+    const TlvEntry* rec = find_tlv(parsed, tlv::boot_record);
     REQUIRE(rec != nullptr);
     cbor_load_result load{};
     cbor_item_t* item = cbor_load(rec->value.data(), rec->value.size(), &load);
@@ -575,7 +576,8 @@ TEST_CASE("mcuboot_sign: --boot-record, --vid/--cid, --sha and progress") {
     // A class name is a uuid5 under the vendor's UUID.
     o.class_id = "board";
     out = sign_to_bytes(dir, app, o, ed.get());
-    cid = find_tlv(parse_image(out), tlv::uuid_cid);
+    parsed = parse_image(out);
+    cid = find_tlv(parsed, tlv::uuid_cid);
     REQUIRE(cid != nullptr);
     CHECK(cid->value == uuid5(from_hex("886313e13b8a53729b900c9aee199e5d"), "board"));
   }
