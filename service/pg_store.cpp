@@ -546,39 +546,14 @@ struct PgStore::Connection {
   int depth = 0;
 };
 
-thread_local std::map<std::uint64_t, std::pair<PgStore::Connection*, int>> PgStore::held_;
-
-// Holds a connection for this thread while any store call or unit of work on it runs: the calls of one
-// request (one thread) share the connection and so its transaction.
-class PgStore::Use {
+// A held connection (held_connection.hpp) and its libpq handle.
+class PgStore::Use : public HeldConnection<PgStore> {
  public:
-  explicit Use(PgStore& store) : store_(store) {
-    auto& slot = held_[store_.id_];
-    if (slot.second++ == 0) {
-      try {
-        slot.first = store_.acquire();
-      } catch (...) {
-        held_.erase(store_.id_);
-        throw;
-      }
-    }
-  }
-  ~Use() {
-    auto it = held_.find(store_.id_);
-    if (--it->second.second == 0) {
-      store_.release(it->second.first);
-      held_.erase(it);
-    }
-  }
-  Use(const Use&) = delete;
-  Use& operator=(const Use&) = delete;
-  PGconn* conn() { return store_.current().conn; }
-
- private:
-  PgStore& store_;
+  using HeldConnection::HeldConnection;
+  PGconn* conn() { return connection().conn; }
 };
 
-PgStore::Connection& PgStore::current() { return *held_.at(id_).first; }
+PgStore::Connection& PgStore::current() { return Use::current(id_); }
 
 PGconn* PgStore::connect() {
   std::string password;

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "service/held_connection.hpp"
 #include "service/store.hpp"
 
 namespace kiln::service {
@@ -154,6 +155,7 @@ class PgStore final : public Store {
 
  private:
   struct Connection;
+  friend class HeldConnection<PgStore>;
   class Use;
   class PgTransaction;
   Connection& current();
@@ -163,7 +165,6 @@ class PgStore final : public Store {
 
   static constexpr std::size_t max_idle_connections = 16;
   static constexpr int max_open_connections = 32;
-  static thread_local std::map<std::uint64_t, std::pair<Connection*, int>> held_;  // store id -> held, uses
   std::string url_;
   PgStoreOptions options_;
   std::uint64_t id_;

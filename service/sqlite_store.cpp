@@ -327,38 +327,7 @@ struct SqliteStore::Connection {
   int depth = 0;
 };
 
-thread_local std::map<std::uint64_t, std::pair<SqliteStore::Connection*, int>> SqliteStore::held_;
-
-// Holds a connection for this thread while any store call or unit of work on it runs: the calls of one
-// request (one thread) share the connection and so its transaction.
-class SqliteStore::Use {
- public:
-  explicit Use(SqliteStore& store) : store_(store) {
-    auto& slot = held_[store_.id_];
-    if (slot.second++ == 0) {
-      try {
-        slot.first = store_.acquire();
-      } catch (...) {
-        held_.erase(store_.id_);
-        throw;
-      }
-    }
-  }
-  ~Use() {
-    auto it = held_.find(store_.id_);
-    if (--it->second.second == 0) {
-      store_.release(it->second.first);
-      held_.erase(it);
-    }
-  }
-  Use(const Use&) = delete;
-  Use& operator=(const Use&) = delete;
-
- private:
-  SqliteStore& store_;
-};
-
-SqliteStore::Connection& SqliteStore::current() { return *held_.at(id_).first; }
+SqliteStore::Connection& SqliteStore::current() { return Use::current(id_); }
 Db& SqliteStore::db() { return current().db; }
 
 SqliteStore::Connection* SqliteStore::acquire() {
