@@ -554,36 +554,13 @@ PGconn* PgStore::connect() {
 // At most max_open_connections at once (PostgreSQL's max_connections is 100 by default, shared by every
 // instance): a request beyond waits for one to be released.
 PgStore::Connection* PgStore::acquire() {
-  std::unique_lock lock(pool_mutex_);
-  pool_free_.wait(lock, [&] { return !idle_.empty() || open_ < max_open_connections; });
-  if (!idle_.empty()) {
-    auto* connection = idle_.back().release();
-    idle_.pop_back();
-    return connection;
-  }
-  ++open_;
-  lock.unlock();
-  try {
-    return new Connection(connect());
-  } catch (...) {
-    lock.lock();
-    --open_;
-    pool_free_.notify_one();
-    throw;
-  }
+  return pool_.acquire([&] { return new Connection(connect()); });
 }
 
 void PgStore::release(Connection* connection) {
-  std::unique_ptr<Connection> owned(connection);
-  bool reusable = owned->depth == 0 && PQstatus(owned->conn) == CONNECTION_OK &&
-                  PQtransactionStatus(owned->conn) == PQTRANS_IDLE;
-  std::lock_guard lock(pool_mutex_);
-  // A broken or busy connection never returns to the pool: it is closed as `owned` goes.
-  if (reusable && idle_.size() < max_idle_connections)
-    idle_.push_back(std::move(owned));
-  else
-    --open_;
-  pool_free_.notify_one();
+  // A broken or busy connection never returns to the pool: it is closed.
+  pool_.release(connection, connection->depth == 0 && PQstatus(connection->conn) == CONNECTION_OK &&
+                                PQtransactionStatus(connection->conn) == PQTRANS_IDLE);
 }
 
 // The outermost unit of a connection is a transaction (writes: READ COMMITTED holding the store's write

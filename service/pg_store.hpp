@@ -168,10 +168,7 @@ class PgStore final : public Store {
   std::string url_;
   PgStoreOptions options_;
   std::uint64_t id_;
-  std::mutex pool_mutex_;
-  std::condition_variable pool_free_;
-  std::vector<std::unique_ptr<Connection>> idle_;
-  int open_ = 0;  // connections made and not yet closed (idle or held)
+  ConnectionPool<Connection> pool_{max_idle_connections, max_open_connections};
 };
 
 }  // namespace kiln::service

@@ -322,36 +322,11 @@ SqliteStore::Connection& SqliteStore::current() { return Use::current(id_); }
 Db& SqliteStore::db() { return current().db; }
 
 SqliteStore::Connection* SqliteStore::acquire() {
-  std::unique_lock lock(pool_mutex_);
   // ":memory:" is one database per connection: every thread shares the one connection, one at a time.
-  pool_free_.wait(lock, [&] { return !idle_.empty() || !shared_ || open_ == 0; });
-  if (!idle_.empty()) {
-    auto* connection = idle_.back().release();
-    idle_.pop_back();
-    return connection;
-  }
-  ++open_;
-  lock.unlock();
-  try {
-    return new Connection(path_);
-  } catch (...) {
-    lock.lock();
-    --open_;
-    pool_free_.notify_one();
-    throw;
-  }
+  return pool_.acquire([&] { return new Connection(path_); });
 }
 
-void SqliteStore::release(Connection* connection) {
-  std::unique_ptr<Connection> owned(connection);
-  std::lock_guard lock(pool_mutex_);
-  if (owned->depth != 0 || (!shared_ && idle_.size() >= max_idle_connections)) {
-    --open_;  // closed as `owned` goes
-    return;
-  }
-  idle_.push_back(std::move(owned));
-  pool_free_.notify_one();
-}
+void SqliteStore::release(Connection* connection) { pool_.release(connection, connection->depth == 0); }
 
 // The outermost unit of a connection is a SQLite transaction (writes: BEGIN IMMEDIATE, the write lock at
 // once; reads: a snapshot of the WAL); inner units are savepoints, so a failed inner unit undoes only its part.
@@ -417,7 +392,7 @@ std::atomic<std::uint64_t> next_store_id{1};
 
 SqliteStore::SqliteStore(const std::string& path)
     : path_(path), shared_(path.empty() || path == ":memory:" || path.starts_with("file::memory:")),
-      id_(next_store_id++) {
+      id_(next_store_id++), pool_(max_idle_connections, shared_ ? 1 : 0) {
   Use use(*this);
   migrate(db(), path);
 }

@@ -154,10 +154,7 @@ class SqliteStore final : public Store {
   std::string path_;
   bool shared_;  // an in-memory database: one connection, shared in turn
   std::uint64_t id_;
-  std::mutex pool_mutex_;
-  std::condition_variable pool_free_;
-  std::vector<std::unique_ptr<Connection>> idle_;
-  int open_ = 0;
+  ConnectionPool<Connection> pool_;
 };
 
 }  // namespace kiln::service
