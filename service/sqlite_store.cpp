@@ -1074,19 +1074,15 @@ void SqliteStore::link_manifest(std::int64_t tenant_id, const std::string& image
 
 namespace {
 
-#define KILN_DEPLOYMENT_COLUMNS_V1                                                                            \
-  "SELECT d.id, d.group_id, p.name || '/' || g.name, d.images, d.manifest, d.sequence, coalesce(d.waves, "     \
-  "'[' || d.rollout || ']'), coalesce(d.wave, 1), coalesce(d.wave_started_at, strftime('%s', d.created_at)), " \
-  "coalesce(d.step_after, 0), d.halt_on_failure, d.halt_reason, coalesce(d.failure_baseline, 0), d.previous, " \
-  "d.state, d.created_at, d.updated_at"
-#define KILN_DEPLOYMENT_FROM \
-  " FROM deployments d JOIN device_groups g ON g.id = d.group_id JOIN products p ON p.id = g.product_id "
+// Rows of releases before waves and halts had their columns read with the defaults they meant.
+constexpr const char* deployment_first_columns =
+    "SELECT d.id, d.group_id, p.name || '/' || g.name, d.images, d.manifest, d.sequence, coalesce(d.waves, "
+    "'[' || d.rollout || ']'), coalesce(d.wave, 1), coalesce(d.wave_started_at, strftime('%s', d.created_at)), "
+    "coalesce(d.step_after, 0), d.halt_on_failure, d.halt_reason, coalesce(d.failure_baseline, 0), d.previous, "
+    "d.state, d.created_at, d.updated_at";
 // The columns as migrations 1..3 know them (migration 2 reads deployments before migration 4 adds columns).
-constexpr const char* deployment_columns_v1 = KILN_DEPLOYMENT_COLUMNS_V1 KILN_DEPLOYMENT_FROM;
-constexpr const char* deployment_columns =
-    KILN_DEPLOYMENT_COLUMNS_V1 ", d.halt_min_executed, d.policy, d.progress" KILN_DEPLOYMENT_FROM;
-#undef KILN_DEPLOYMENT_COLUMNS_V1
-#undef KILN_DEPLOYMENT_FROM
+const std::string deployment_columns_v1 = deployment_select(deployment_first_columns, false);
+const std::string deployment_columns = deployment_select(deployment_first_columns, true);
 
 // Migration 2: tallies kept as reports arrive, counted once for the deployments a store already holds.
 void add_deployment_tallies(Db& db) {

@@ -120,6 +120,11 @@ Deployment read_deployment(const StoreRow& row) {
   return d;
 }
 
+std::string deployment_select(std::string_view first_columns, bool later_columns) {
+  return std::string(first_columns) + (later_columns ? ", d.halt_min_executed, d.policy, d.progress" : "") +
+         " FROM deployments d JOIN device_groups g ON g.id = d.group_id JOIN products p ON p.id = g.product_id ";
+}
+
 const char* device_count_column(DeviceCountKey by) {
   return by == DeviceCountKey::version ? "d.version"
          : by == DeviceCountKey::state ? "d.state"

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "service/store.hpp"
@@ -55,6 +56,9 @@ DeploymentDevice read_deployment_device(const StoreRow& row);
 // halt_on_failure, halt_reason, failure_baseline, previous, state, created_at, updated_at; from schema
 // version 4 halt_min_executed, from version 6 policy and progress (rows of older stores stop before them).
 Deployment read_deployment(const StoreRow& row);
+// The SELECT of read_deployment from a dialect's list of its first 17 columns (`d` the deployment, `g` its
+// group, `p` the group's product); with `later_columns` those of schema versions 4 and 6 follow.
+std::string deployment_select(std::string_view first_columns, bool later_columns);
 
 // The column devices are counted by.
 const char* device_count_column(DeviceCountKey by);
