@@ -1,11 +1,9 @@
 // The SQLite backend of the Store seam: one database file, its schema and migrations, every SQL statement.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
