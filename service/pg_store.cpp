@@ -632,7 +632,8 @@ std::unique_ptr<Store::Transaction> PgStore::begin(Access access) {
 }
 
 PgStore::PgStore(const std::string& url, PgStoreOptions options)
-    : url_(url), options_(std::move(options)), id_(next_store_id++) {
+    : url_(url), options_(std::move(options)), id_(next_store_id++),
+      pool_(max_idle_connections, max_open_connections) {
   check_store_url(url_);
   Use use(*this);
   migrate(use.conn(), url_, options_.migrate_to);

@@ -166,7 +166,7 @@ class PgStore final : public Store {
   std::string url_;
   PgStoreOptions options_;
   std::uint64_t id_;
-  ConnectionPool<Connection> pool_{max_idle_connections, max_open_connections};
+  ConnectionPool<Connection> pool_;
 };
 
 }  // namespace kiln::service
