@@ -19,6 +19,7 @@ constexpr Noun nouns[] = {
     {"group", add_group},
     {"device", add_device},
     {"deployment", add_deployment},
+    {"audit", add_audit},
 };
 }  // namespace
 
