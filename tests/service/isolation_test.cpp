@@ -179,7 +179,7 @@ TEST_CASE("isolation: every ID route and every agent endpoint answers 404 to ano
     CAPTURE(entry.dump());
     if (entry["target"] == a.image || entry["target"] == a.deployment || entry["target"] == a.device_uid)
       CHECK(entry["status"] == 404);
-    CHECK(entry["action"] != "product.create" || entry["status"] == 201);
+    CHECK((entry["action"] != "product.create" || entry["status"] == 201));
   }
   std::size_t writes = 0;
   for (const auto& attempt : attempts) writes += attempt.method != "GET" ? 1 : 0;
