@@ -325,7 +325,7 @@ bool sane_request_id(const std::string& id) {
 
 // The object a write acted on: the route's ID, else the "id" of what it created, else (agent status
 // reports) the deployment reported on.
-std::string audit_target(const AuditNote& note, const Request& request, const Response& response) {
+std::string raw_audit_target(const AuditNote& note, const Request& request, const Response& response) {
   if (!note.params.empty()) return note.params.front();
   auto answer = Json::parse(response.body, nullptr, false);
   if (response.status < 300 && answer.is_object()) {
@@ -336,6 +336,15 @@ std::string audit_target(const AuditNote& note, const Request& request, const Re
   if (body.is_object())
     if (auto it = body.find("deployment"); it != body.end() && it->is_string()) return it->get<std::string>().substr(0, 64);
   return {};
+}
+
+// Text as the store can keep it whatever the request held: valid UTF-8 (bad bytes replaced), no NUL
+// bytes, at most 256 bytes.
+std::string storable(std::string raw) {
+  std::erase(raw, '\0');
+  if (raw.size() > 256) raw.resize(256);
+  auto quoted = Json(raw).dump(-1, ' ', false, Json::error_handler_t::replace);
+  return Json::parse(quoted).get<std::string>();
 }
 
 }  // namespace
@@ -404,12 +413,12 @@ struct Service::Impl {
     AuditEntry entry;
     entry.at = now_iso8601();
     bool agent = !note.who.device_id.empty();
-    entry.actor = agent ? note.who.device_id : note.who.token_name;
+    entry.actor = storable(agent ? note.who.device_id : note.who.token_name);
     entry.role = agent ? "device" : role_name(note.who.role);
     entry.action = audit_action(request.method, note.pattern);
     entry.method = request.method;
     entry.route = note.pattern;
-    entry.target = audit_target(note, request, response);
+    entry.target = storable(raw_audit_target(note, request, response));
     entry.status = response.status;
     entry.request_id = request_id;
     store->add_audit(note.who.tenant_id, entry);
@@ -548,7 +557,13 @@ Response Service::handle(const Request& request) {
     auto unit = impl_->store->begin(reads ? Store::Access::read : Store::Access::write);
     AuditNote note;
     Response response = answer([&] { return impl_->dispatch(request, note); });
-    impl_->record_audit(note, request, response, request_id);
+    try {
+      impl_->record_audit(note, request, response, request_id);
+    } catch (...) {
+      // A write is never applied without its entry; a refused one (nothing applied, its unit possibly
+      // unusable after a failed statement) keeps its own answer.
+      if (response.status < 400) throw;
+    }
     unit->commit();
     return response;
   });
