@@ -171,7 +171,7 @@ TEST_CASE("audit: every write is logged with who, what, target, result, time and
   // Setup wrote: CA challenge and registration, product, import, assign, 2 x (image create, upload), link, deployment.
   REQUIRE(setup.size() == 11);
   CHECK(setup[0]["action"] == "factory-ca.challenge");
-  CHECK(setup[1]["action"] == "factory-ca.register");
+  CHECK(setup[1]["action"] == "factory-ca.create");
   CHECK(setup[2]["action"] == "product.create");
   CHECK(setup[3]["action"] == "device.import");
   CHECK(setup[4]["action"] == "device.assign");
