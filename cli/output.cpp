@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
 
 #include "core/error.hpp"
 #include "core/utf8.hpp"
@@ -75,65 +76,48 @@ bool yaml_needs_quotes(const std::string& s) {
   return end && *end == '\0';
 }
 
-// A YAML double-quoted scalar: its escapes (\\, \", \t, \n, \xNN, \uNNNN) are the ones
-// terminal_safe writes, so a quoted value shows no raw control character.
-std::string yaml_quoted(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  // Escape after quoting backslashes, so the escapes terminal_safe adds stay escapes.
-  return terminal_safe(out) + "\"";
+// A string as a YAML scalar: plain when it reads back as the same string, double-quoted when it would change
+// type or holds what a terminal must not see raw (then every non-ASCII character is escaped too, so a
+// bidi control or an invalid byte shows as an escape; yaml-cpp writes the escapes).
+void yaml_string(YAML::Emitter& out, const std::string& s) {
+  bool unsafe = terminal_safe(s) != s;
+  if (unsafe || yaml_needs_quotes(s)) out << YAML::DoubleQuoted;
+  if (unsafe) out << YAML::EscapeNonAscii;
+  out << s;
 }
 
-std::string yaml_scalar(const json& v) {
-  if (v.is_string()) {
-    auto s = v.get<std::string>();
-    return yaml_needs_quotes(s) || terminal_safe(s) != s ? yaml_quoted(s) : s;
-  }
-  if (v.is_null()) return "null";
-  return json_text(v);
-}
-
-void yaml_emit(std::ostream& out, const json& v, int indent, bool in_list_item) {
-  std::string pad(static_cast<std::size_t>(indent), ' ');
+void yaml_node(YAML::Emitter& out, const json& v) {
   if (v.is_object()) {
-    if (v.empty()) {
-      out << "{}\n";
-      return;
+    if (v.empty()) out << YAML::Flow;
+    out << YAML::BeginMap;
+    for (const auto& item : v.items()) {
+      out << YAML::Key;
+      yaml_string(out, item.key());
+      out << YAML::Value;
+      yaml_node(out, item.value());
     }
-    bool first = true;
-    for (auto& [k, item] : v.items()) {
-      if (!(first && in_list_item)) out << pad;
-      first = false;
-      out << yaml_scalar(json(k)) << ":";
-      if (item.is_structured() && !item.empty()) {
-        out << "\n";
-        yaml_emit(out, item, indent + 2, false);
-      } else {
-        out << " " << (item.is_structured() ? (item.is_array() ? "[]" : "{}") : yaml_scalar(item)) << "\n";
-      }
-    }
+    out << YAML::EndMap;
   } else if (v.is_array()) {
-    if (v.empty()) {
-      out << "[]\n";
-      return;
-    }
-    bool first = true;
-    for (auto& item : v) {
-      if (!(first && in_list_item)) out << pad;
-      first = false;
-      out << "- ";
-      if (item.is_structured() && !item.empty()) {
-        yaml_emit(out, item, indent + 2, true);
-      } else {
-        out << (item.is_structured() ? (item.is_array() ? "[]" : "{}") : yaml_scalar(item)) << "\n";
-      }
-    }
+    if (v.empty()) out << YAML::Flow;
+    out << YAML::BeginSeq;
+    for (const auto& item : v) yaml_node(out, item);
+    out << YAML::EndSeq;
+  } else if (v.is_string()) {
+    yaml_string(out, v.get<std::string>());
+  } else if (v.is_null()) {
+    out << YAML::Null;
   } else {
-    out << yaml_scalar(v) << "\n";
+    out << json_text(v);  // numbers and booleans exactly as JSON writes them: plain scalars
   }
+}
+
+void yaml_emit(std::ostream& out, const json& v) {
+  YAML::Emitter emitter;
+  emitter.SetIndent(2);
+  yaml_node(emitter, v);
+  if (!emitter.good())
+    throw Error(ExitCode::failure, fmt::format("cannot write YAML: {}", emitter.GetLastError()));
+  out << emitter.c_str() << "\n";
 }
 
 // --- table ---
@@ -280,7 +264,7 @@ class YamlWriter final : public RecordWriter {
  public:
   explicit YamlWriter(std::ostream& out) : out_(out) {}
   void add(const json& record) override {
-    yaml_emit(out_, json::array({record}), 0, false);
+    yaml_emit(out_, json::array({record}));
     any_ = true;
   }
   void finish() override {
@@ -422,7 +406,7 @@ void render(std::ostream& out, const json& value, const RenderOptions& options) 
       break;
     case OutputFormat::json: out << json_text(value, 2) << "\n"; break;
     case OutputFormat::jsonl: out << json_text(value) << "\n"; break;
-    case OutputFormat::yaml: yaml_emit(out, value, 0, false); break;
+    case OutputFormat::yaml: yaml_emit(out, value); break;
     case OutputFormat::csv: {
       CsvWriter writer(out);
       writer.add(value);

@@ -101,12 +101,12 @@ std::string ledger_row_hash(const std::string& prev_hash, std::int64_t seq, cons
 Json to_json(const LedgerEntry& e) {
   Json steps = Json::array();
   for (const auto& s : e.steps) {
-    Json step{{"step", s.step}, {"result", s.result}, {"duration_ms", s.duration_ms}};
+    Json step{{"step", s.step}, {"result", step_status_name(s.result)}, {"duration_ms", s.duration_ms}};
     if (!s.error.empty()) step["error"] = s.error;
     steps.push_back(step);
   }
   Json out{{"uid", e.uid},
-              {"result", e.result},
+              {"result", board_status_name(e.result)},
               {"failed_step", e.failed_step},
               {"error", e.error},
               {"public_key", e.device_public_key_pem},
@@ -133,10 +133,23 @@ Json to_json(const LedgerEntry& e) {
   return out;
 }
 
+namespace {
+
+// A row's result as the enum; the chain covers the text, so an unknown one is a ledger this version cannot read.
+template <typename Status>
+Status status_from(const Json& row, std::optional<Status> (*parse)(std::string_view)) {
+  auto text = row.value("result", "");
+  if (auto status = parse(text)) return *status;
+  throw Error(ExitCode::failure, fmt::format("ledger row {}: unknown result '{}'", row.value("uid", "?"), text),
+              "the ledger was written by a newer kiln, or edited: read it with that kiln, or run 'kiln factory ledger verify'");
+}
+
+}  // namespace
+
 LedgerEntry ledger_entry_from_json(const Json& c) {
   LedgerEntry e;
   e.uid = c.value("uid", "");
-  e.result = c.value("result", "");
+  e.result = status_from(c, parse_board_status);
   e.failed_step = c.value("failed_step", "");
   e.error = c.value("error", "");
   e.device_public_key_pem = c.value("public_key", "");
@@ -159,7 +172,7 @@ LedgerEntry ledger_entry_from_json(const Json& c) {
   e.replaces_serial = c.value("replaces_serial", "");
   if (c.contains("steps") && c["steps"].is_array())
     for (const auto& s : c["steps"])
-      e.steps.push_back({s.value("step", ""), s.value("result", ""), s.value("duration_ms", std::int64_t{0}),
+      e.steps.push_back({s.value("step", ""), status_from(s, parse_step_status), s.value("duration_ms", std::int64_t{0}),
                          s.value("error", "")});
   return e;
 }
@@ -346,7 +359,7 @@ std::int64_t Ledger::append_row(const std::string& kind, const std::string& cont
 std::int64_t Ledger::append(const LedgerEntry& entry) {
   std::lock_guard lock(mutex_);
   // The row that counts an issued certificate (or closes the unit) replaces its reservation atomically.
-  bool consumes = entry.certificate_issued || entry.result == "provisioned";
+  bool consumes = entry.certificate_issued || entry.result == BoardStatus::provisioned;
   auto seq = append_row("unit", to_json(entry).dump(), nullptr, consumes ? entry.uid : std::string());
   if (signer_ && checkpoint_every_ > 0 && ++rows_since_checkpoint_ >= checkpoint_every_) {
     Json content{{"kind", "checkpoint"},
@@ -435,8 +448,9 @@ std::optional<LedgerEntry> Ledger::latest_provisioned(const std::string& uid) {
   std::lock_guard lock(mutex_);
   auto q = prepare(db_.get(),
                    "SELECT content FROM ledger WHERE kind = 'unit' AND json_extract(content, '$.uid') = ? "
-                   "AND json_extract(content, '$.result') = 'provisioned' ORDER BY seq DESC LIMIT 1");
+                   "AND json_extract(content, '$.result') = ? ORDER BY seq DESC LIMIT 1");
   bind_text(q.get(), 1, uid);
+  bind_text(q.get(), 2, std::string(board_status_name(BoardStatus::provisioned)));
   if (sqlite3_step(q.get()) != SQLITE_ROW) return std::nullopt;
   return ledger_entry_from_json(Json::parse(column_text(q.get(), 0)));
 }
@@ -620,8 +634,9 @@ std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signe
   // Newest successful row per UID, in ledger order.
   auto q = prepare(db_.get(),
                    "SELECT content, hash, seq FROM ledger WHERE seq IN (SELECT max(seq) FROM ledger WHERE kind = 'unit' "
-                   "AND json_extract(content, '$.result') = 'provisioned' GROUP BY json_extract(content, '$.uid')) "
+                   "AND json_extract(content, '$.result') = ? GROUP BY json_extract(content, '$.uid')) "
                    "ORDER BY seq");
+  bind_text(q.get(), 1, std::string(board_status_name(BoardStatus::provisioned)));
   // UIDs this station certified more than once (one pass, not one query per unit).
   std::map<std::string, std::int64_t> certified_more_than_once;
   {
@@ -716,7 +731,7 @@ LedgerStats Ledger::stats() {
     auto e = ledger_entry_from_json(Json::parse(column_text(q.get(), 0)));
     ++s.attempts;
     attempted.insert(e.uid);
-    if (e.result == "provisioned") provisioned.insert(e.uid);
+    if (e.result == BoardStatus::provisioned) provisioned.insert(e.uid);
     else {
       ++s.failed_attempts;
       ++failures[e.failed_step.empty() ? "unknown" : e.failed_step];

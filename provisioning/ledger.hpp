@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "provisioning/status.hpp"
 #include "signing/ledger_signature.hpp"
 #include "signing/signer.hpp"
 
@@ -22,7 +23,7 @@ namespace kiln {
 // One step of one attempt, as the ledger keeps it.
 struct StepResult {
   std::string step;
-  std::string result;  // "ok", "skipped", "failed"
+  StepStatus result = StepStatus::ok;
   std::int64_t duration_ms = 0;
   std::string error;
 };
@@ -30,7 +31,7 @@ struct StepResult {
 // One provisioning attempt on one unit.
 struct LedgerEntry {
   std::string uid;
-  std::string result;  // "provisioned" or "failed"
+  BoardStatus result = BoardStatus::failed;  // provisioned or failed (the ledger keeps attempts only)
   std::string failed_step;
   std::string error;
   std::string device_public_key_pem;

@@ -169,13 +169,13 @@ struct Attempt {
       event.result = StepStatus::failed;
       event.error = e.what();
       event.duration_ms = millis_since(start);
-      entry.steps.push_back({event.step, std::string(step_status_name(event.result)), event.duration_ms, event.error});
+      entry.steps.push_back({event.step, event.result, event.duration_ms, event.error});
       if (on_event) on_event(event);
       outcome.failed_step = event.step;
       throw;
     }
     event.duration_ms = millis_since(start);
-    entry.steps.push_back({event.step, std::string(step_status_name(event.result)), event.duration_ms, ""});
+    entry.steps.push_back({event.step, event.result, event.duration_ms, ""});
     if (event.result == StepStatus::would_run) outcome.planned_steps.push_back(event.step);
     if (on_event) on_event(event);
   }
@@ -206,7 +206,7 @@ void check_second_certificate(Attempt& a) {
 // board acknowledged but did not keep (flash fault, a proxy, buggy firmware) stops the seal here.
 void check_ready_to_seal(Attempt& a, SmpClient& client) {
   for (const auto& step : a.entry.steps)
-    if (step.result == step_status_name(StepStatus::failed))
+    if (step.result == StepStatus::failed)
       throw Error(ExitCode::failure, fmt::format("board {}: step {} failed in this attempt: not sealing it",
                                                  a.identity.uid, step.step));
   const Station& station = a.station;
@@ -465,12 +465,11 @@ void run_steps(Attempt& a, SmpClient& client) {
   // never on faith: it must hold now exactly what this attempt established.
   a.step(ProvisionStep::ledger, [&] {
     check_ready_to_seal(a, client);
-    a.entry.result = board_status_name(BoardStatus::provisioned);
+    a.entry.result = BoardStatus::provisioned;
     a.entry.finished_at = utc_now_iso8601();
     station.ledger->append(a.entry);
     return StepStatus::ok;
   });
-  a.entry.result.clear();
   a.entry.certificate_issued = false;  // counted once, in the row just written
 
   a.step(ProvisionStep::final_state, [&] {
@@ -499,26 +498,6 @@ class SerializedSigner : public Signer {
 };
 
 }  // namespace
-
-std::string_view step_status_name(StepStatus result) {
-  switch (result) {
-    case StepStatus::ok: return "ok";
-    case StepStatus::skipped: return "skipped";
-    case StepStatus::failed: return "failed";
-    case StepStatus::would_run: return "would-run";
-  }
-  return "?";
-}
-
-std::string_view board_status_name(BoardStatus result) {
-  switch (result) {
-    case BoardStatus::provisioned: return "provisioned";
-    case BoardStatus::already_provisioned: return "already-provisioned";
-    case BoardStatus::failed: return "failed";
-    case BoardStatus::dry_run: return "dry-run";
-  }
-  return "?";
-}
 
 std::string_view provision_step_name(ProvisionStep step) {
   switch (step) {
@@ -596,7 +575,7 @@ ProvisionOutcome provision_board(Station& station, const BoardAddress& board, co
   }
   // Failed attempts are recorded too (yield and failures per step), when the board said who it is.
   if (a.outcome.result == BoardStatus::failed && !options.dry_run && !a.entry.uid.empty()) {
-    a.entry.result = board_status_name(BoardStatus::failed);
+    a.entry.result = BoardStatus::failed;
     a.entry.failed_step = a.outcome.failed_step;
     a.entry.error = a.outcome.error;
     a.entry.finished_at = utc_now_iso8601();

@@ -23,12 +23,6 @@ namespace kiln {
 enum class ProvisionStep { attest, encryption_key, firmware, identity, certificate, install_chain, install_config, ledger, final_state };
 std::string_view provision_step_name(ProvisionStep step);
 
-// What one step did to one board, and what a run did to one board: one string each, as the ledger, -o json
-// and the live table show them.
-enum class StepStatus { ok, skipped, failed, would_run };
-std::string_view step_status_name(StepStatus result);  // ok, skipped, failed, would-run
-enum class BoardStatus { provisioned, already_provisioned, failed, dry_run };
-std::string_view board_status_name(BoardStatus result);  // provisioned, already-provisioned, failed, dry-run
 
 // Everything a station needs, opened once per run and shared by all workers.
 struct Station {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <sstream>
+#include <yaml-cpp/yaml.h>
 
 #include "cli/output.hpp"
 #include "core/error.hpp"
@@ -75,7 +76,35 @@ TEST_CASE("output: yaml quotes strings that would change type") {
 
 TEST_CASE("output: yaml nests lists inside lists") {
   Json obj = {{"components", Json::array({Json::array({"00"}), Json::array({"01", "02"})})}};
-  CHECK(render_as(obj, OutputFormat::yaml) == "components:\n  - - \"00\"\n  - - \"01\"\n    - \"02\"\n");
+  auto text = render_as(obj, OutputFormat::yaml);
+  CHECK(text == "components:\n  -\n    - \"00\"\n  -\n    - \"01\"\n    - \"02\"\n");
+  auto doc = YAML::Load(text);
+  REQUIRE(doc["components"].IsSequence());
+  REQUIRE(doc["components"].size() == 2);
+  CHECK(doc["components"][1][1].as<std::string>() == "02");
+  CHECK(doc["components"][1][1].Tag() == "!");  // quoted: stays a string, not the number 2
+}
+
+TEST_CASE("output: yaml reads back as the same data, strings that look like other types stay strings") {
+  Json obj = {{"version", "1.0"}, {"flag", "true"}, {"nothing", nullptr}, {"empty", ""}, {"dash", "-x"},
+              {"colon", "a: b"}, {"count", 42}, {"ok", false}, {"ratio", 0.5}, {"lines", "l1\nl2"},
+              {"unicode", "Müller ✓"}, {"none", Json::array()}, {"nested", {{"k", Json::object()}}}};
+  auto doc = YAML::Load(render_as(obj, OutputFormat::yaml));
+  for (const char* key : {"version", "flag", "empty", "dash", "colon", "lines", "unicode"}) {
+    CAPTURE(key);
+    CHECK(doc[key].as<std::string>() == obj[key].get<std::string>());
+  }
+  for (const char* key : {"version", "flag", "empty"}) {
+    CAPTURE(key);
+    CHECK(doc[key].Tag() == "!");
+  }
+  CHECK(doc["nothing"].IsNull());
+  CHECK(doc["count"].as<int>() == 42);
+  CHECK(doc["ok"].as<bool>() == false);
+  CHECK(doc["ratio"].as<double>() == doctest::Approx(0.5));
+  CHECK(doc["none"].IsSequence());
+  CHECK(doc["none"].size() == 0);
+  CHECK(doc["nested"]["k"].IsMap());
 }
 
 TEST_CASE("output: a single object renders as key/value lines in table mode") {

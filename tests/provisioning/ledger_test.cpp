@@ -18,17 +18,17 @@ using namespace kiln;
 
 namespace {
 
-LedgerEntry unit(const std::string& uid, const std::string& result = "provisioned", bool issued = true) {
+LedgerEntry unit(const std::string& uid, BoardStatus result = BoardStatus::provisioned, bool issued = true) {
   LedgerEntry e;
   e.uid = uid;
   e.result = result;
   e.certificate_issued = issued;
   e.certificate_pem = issued ? "-----BEGIN CERTIFICATE-----\n" + uid + "\n-----END CERTIFICATE-----\n" : "";
-  e.failed_step = result == "provisioned" ? "" : "install-chain";
+  e.failed_step = result == BoardStatus::provisioned ? "" : "install-chain";
   e.product = "Thermostat";
   e.started_at = "2026-01-01T10:00:00.000Z";
   e.finished_at = "2026-01-01T10:00:01.000Z";
-  e.steps.push_back({"attest", "ok", 3, ""});
+  e.steps.push_back({"attest", StepStatus::ok, 3, ""});
   return e;
 }
 
@@ -166,10 +166,10 @@ TEST_CASE("ledger: export writes one line per provisioned unit and a verifiable 
   Fixture f;
   {
     auto ledger = f.open();
-    ledger->append(unit("A", "failed", false));
+    ledger->append(unit("A", BoardStatus::failed, false));
     ledger->append(unit("A"));
     ledger->append(unit("B"));
-    ledger->append(unit("C", "failed", false));
+    ledger->append(unit("C", BoardStatus::failed, false));
     CHECK(ledger->export_bundle(f.dir.path() / "units.jsonl", *f.key) == 2);
   }
   std::ifstream in(f.dir.path() / "units.jsonl");
@@ -211,10 +211,10 @@ TEST_CASE("ledger: stats count yield and failures per step") {
   Fixture f;
   auto opened = f.open();
   Ledger& ledger = *opened;
-  ledger.append(unit("A", "failed", false));
+  ledger.append(unit("A", BoardStatus::failed, false));
   ledger.append(unit("A"));
   ledger.append(unit("B"));
-  ledger.append(unit("C", "failed", false));
+  ledger.append(unit("C", BoardStatus::failed, false));
   auto s = ledger.stats();
   CHECK(s.attempts == 4);
   CHECK(s.failed_attempts == 2);
@@ -226,6 +226,32 @@ TEST_CASE("ledger: stats count yield and failures per step") {
   CHECK(s.failures_per_step[0].first == "install-chain");
   CHECK(s.failures_per_step[0].second == 2);
   CHECK(s.units_per_hour == doctest::Approx(2 * 3600.0));
+}
+
+TEST_CASE("ledger: rows are read back with their typed results, and an unknown result is named") {
+  Fixture f;
+  {
+    auto opened = f.open();
+    auto failed = unit("A", BoardStatus::failed, false);
+    failed.steps.push_back({"install-chain", StepStatus::failed, 7, "write refused"});
+    opened->append(failed);
+    opened->append(unit("B"));
+  }
+  CHECK(f.content_of(2).find("\"result\":\"failed\"") != std::string::npos);
+  CHECK(f.content_of(3).find("\"result\":\"provisioned\"") != std::string::npos);
+  auto latest = Ledger(f.path).latest_provisioned("B");
+  REQUIRE(latest);
+  CHECK(latest->result == BoardStatus::provisioned);
+  REQUIRE(latest->steps.size() == 1);
+  CHECK(latest->steps[0].result == StepStatus::ok);
+  CHECK_FALSE(Ledger(f.path).latest_provisioned("A"));
+  f.tamper("UPDATE ledger SET content = replace(content, '\"result\":\"failed\"', '\"result\":\"exploded\"') WHERE seq = 2");
+  try {
+    Ledger(f.path).stats();
+    FAIL("an unknown result was read");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("unknown result 'exploded'") != std::string::npos);
+  }
 }
 
 TEST_CASE("ledger: the quota counts issued certificates and pending reservations") {

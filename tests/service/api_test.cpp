@@ -906,7 +906,7 @@ struct StationLedger {
     for (const auto& uid : uids) {
       LedgerEntry e;
       e.uid = uid;
-      e.result = "provisioned";
+      e.result = BoardStatus::provisioned;
       e.product = "Thermo";
       e.device_public_key_pem = device.public_pem();
       e.started_at = e.finished_at = "2026-01-01T10:00:00.000Z";
