@@ -149,6 +149,19 @@ Error json_error(const std::string& path, const std::string& reason) {
 using cbor::unwrap;
 using cbor::wrap;
 
+// Hex text of a JSON element (and UUIDs): a malformed one is named by its JSON path, as every other element is.
+Bytes hex_from_json(const std::string& text, const std::string& path) {
+  try {
+    return from_hex(text);
+  } catch (const Error& e) {
+    throw json_error(path, e.what());
+  }
+}
+Bytes hex_from_json(const Json& j, const std::string& path) {
+  if (!j.is_string()) throw json_error(path, "expected a hex string");
+  return hex_from_json(j.get<std::string>(), path);
+}
+
 // Sequences nest through try-each and run-sequence, each level bstr-wrapped, so the CBOR decoder's depth
 // limit starts afresh at every level: without this cap a long chain of wrappers would exhaust the stack.
 constexpr int max_sequence_nesting = 16;
@@ -370,11 +383,11 @@ bool is_generic(const Json& j) {
 
 Value generic_from_json(const Json& j, const std::string& path) {
   if (!is_generic(j)) throw json_error(path, "expected {\"cbor\": \"<hex>\"}");
-  return cbor::decode(from_hex(j["cbor"].get<std::string>()), path);
+  return cbor::decode(hex_from_json(j["cbor"], path), path);
 }
 
 Value key_from_json(const std::string& name, const std::string& path) {
-  if (name.rfind("cbor:", 0) == 0) return cbor::decode(from_hex(name.substr(5)), path);
+  if (name.rfind("cbor:", 0) == 0) return cbor::decode(hex_from_json(name.substr(5), path), path);
   try {
     std::size_t used = 0;
     long long k = std::stoll(name, &used);
@@ -428,7 +441,7 @@ Value component_id_from_json(const Json& j, const std::string& path) {
   Value out = Value::array();
   for (const auto& part : j) {
     if (!part.is_string()) throw json_error(path, "component identifier parts are hex strings");
-    out.items.push_back(Value::byte_string(from_hex(part.get<std::string>())));
+    out.items.push_back(Value::byte_string(hex_from_json(part, path)));
   }
   return out;
 }
@@ -500,8 +513,8 @@ Value authentication_from_json(const Json& j, const std::string& path) {
     if (!prot.is_null()) sign1.protected_header = cbor::encode(cose_header_from_json(prot, child + ".protected"));
     sign1.unprotected = cose_header_from_json(s.value("unprotected", Json::object()), child + ".unprotected");
     const Json& payload = s.value("payload", Json(nullptr));
-    if (!payload.is_null()) sign1.payload = from_hex(payload.get<std::string>());
-    sign1.signature = from_hex(s["signature"].get<std::string>());
+    if (!payload.is_null()) sign1.payload = hex_from_json(payload, child + ".payload");
+    sign1.signature = hex_from_json(s["signature"], child + ".signature");
     out.items.push_back(wrap(cose::to_value(sign1)));
   }
   return out;
@@ -517,13 +530,17 @@ Value from_json(const Json& j, Shape shape, const std::string& path) {
       if (!j.is_string()) throw json_error(path, "expected a string");
       return Value::text_string(j.get<std::string>());
     case Shape::bytes:
-      if (!j.is_string()) throw json_error(path, "expected a hex string");
-      return Value::byte_string(from_hex(j.get<std::string>()));
+      return Value::byte_string(hex_from_json(j, path));
     case Shape::uuid: {
       if (!j.is_string()) throw json_error(path, "expected a UUID or hex string");
       // The dashes decide, not the length: 18 bytes are 36 hex digits too, which must read back as hex.
       auto s = j.get<std::string>();
-      return Value::byte_string(s.find('-') != std::string::npos ? parse_uuid(s) : from_hex(s));
+      if (s.find('-') == std::string::npos) return Value::byte_string(hex_from_json(s, path));
+      try {
+        return Value::byte_string(parse_uuid(s));
+      } catch (const Error& e) {
+        throw json_error(path, e.what());
+      }
     }
     case Shape::boolean:
       if (!j.is_boolean()) throw json_error(path, "expected true or false");
@@ -561,6 +578,8 @@ Value from_json(const Json& j, Shape shape, const std::string& path) {
     case Shape::index:
       if (j.is_boolean() && j.get<bool>()) return Value::boolean_value(true);
       if (j.is_array()) {
+        // [+ uint]: an empty list selects nothing, and the envelope would not parse again.
+        if (j.empty()) throw json_error(path, "a component index list needs at least one index");
         Value out = Value::array();
         for (const auto& i : j) out.items.push_back(from_json(i, Shape::unsigned_int, path));
         return out;
@@ -569,9 +588,13 @@ Value from_json(const Json& j, Shape shape, const std::string& path) {
     case Shape::try_each: {
       if (!j.is_array()) throw json_error(path, "try-each takes an array of command sequences");
       Value out = Value::array();
-      for (std::size_t i = 0; i < j.size(); ++i)
+      for (std::size_t i = 0; i < j.size(); ++i) {
+        // [2* bstr .cbor SUIT_Command_Sequence, ?nil]: nil only as the last item.
+        if (j[i].is_null() && i + 1 != j.size())
+          throw json_error(fmt::format("{}[{}]", path, i), "null may only be the last item of a try-each");
         out.items.push_back(j[i].is_null() ? Value::null_value()
                                            : wrap(sequence_from_json(j[i], fmt::format("{}[{}]", path, i))));
+      }
       return out;
     }
   }
@@ -605,7 +628,7 @@ Digest digest_from_json(const Json& j, const std::string& path) {
     if (name == std::end(digest_names)) throw json_error(path + ".algorithm-id", "unknown digest algorithm");
     out.algorithm = name->id;
   }
-  out.bytes = from_hex(j["digest-bytes"].get<std::string>());
+  out.bytes = hex_from_json(j["digest-bytes"], path + ".digest-bytes");
   return out;
 }
 

@@ -4,7 +4,9 @@
 #include <openssl/pem.h>
 
 #include <algorithm>
+#include <charconv>
 #include <ctime>
+#include <limits>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -77,6 +79,21 @@ Json device_json(const DeviceView& d) {
 void require_device(Call& call, const std::string& id) {
   if (!call.store.find_device(call.who.tenant_id, id))
     throw ApiError{404, "not_found", fmt::format("device {} not found", id)};
+}
+
+// A query parameter that is a count or byte offset: decimal digits only (no sign, space or suffix: "5abc" is
+// not 5), at most `max`; nullopt when absent. ApiError 400 naming the parameter otherwise.
+std::optional<std::int64_t> decimal_query(const Call& call, const std::string& name, std::int64_t max) {
+  auto text = call.query_value(name);
+  if (!text) return std::nullopt;
+  std::int64_t value = -1;
+  bool digits = !text->empty() && text->find_first_not_of("0123456789") == std::string::npos;
+  auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), value);
+  if (!digits || error != std::errc{} || end != text->data() + text->size() || value > max)
+    throw ApiError{400, "invalid_request",
+                   fmt::format("query parameter '{}' must be a number in decimal digits (0 .. {}), not '{}'", name,
+                               max, text->substr(0, 40))};
+  return value;
 }
 
 DeviceFilter device_filter(Call& call) {
@@ -325,11 +342,11 @@ Reply import_devices(Call& call) {
   // A large bundle in parts (?import=ID&offset=BYTES): parts are staged until the one holding the trailer
   // arrives; then the whole bundle is checked and imported at once, so nothing unsigned is ever applied.
   if (import_id->size() > 64) throw ApiError{400, "invalid_request", "import must be at most 64 characters"};
-  std::int64_t offset = -1;
-  try {
-    offset = std::stoll(call.query_value("offset").value_or("-1"));
-  } catch (const std::exception&) {
-  }
+  auto offset_given = decimal_query(call, "offset", std::numeric_limits<std::int64_t>::max());
+  if (!offset_given)
+    throw ApiError{400, "invalid_request",
+                   "query parameter 'offset' is required with 'import': the byte offset this part starts at"};
+  const std::int64_t offset = *offset_given;
   std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
   auto tx = call.store.begin();
   call.store.forget_import_parts_before(now - staged_import_seconds);
@@ -370,16 +387,9 @@ Reply import_devices(Call& call) {
 
 Reply list_devices(Call& call) {
   auto filter = device_filter(call);
-  std::int64_t limit = default_page;
-  if (auto v = call.query_value("limit")) {
-    try {
-      limit = std::stoll(*v);
-    } catch (const std::exception&) {
-      throw ApiError{400, "invalid_request", "limit must be a number"};
-    }
-    if (limit < 1 || limit > max_page)
-      throw ApiError{400, "invalid_request", fmt::format("limit must be 1..{}", max_page)};
-  }
+  std::int64_t limit = decimal_query(call, "limit", max_page).value_or(default_page);
+  if (limit < 1)
+    throw ApiError{400, "invalid_request", fmt::format("query parameter 'limit' must be 1 .. {}", max_page)};
   auto cursor = call.query_value("cursor");
   auto devices = call.store.list_devices(filter, cursor, limit + 1);
   Json items = Json::array();

@@ -11,12 +11,12 @@
 #include <sstream>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "service/rollout_policy.hpp"
 #include "service/sqlite_store.hpp"
+#include "service/store_rules.hpp"
 
 namespace kiln::service {
 namespace {
@@ -81,6 +81,38 @@ class Result {
  private:
   std::unique_ptr<PGresult, void (*)(PGresult*)> result_;
 };
+
+// A row of a query's result, as the mappings both backends share read it (store_rules.hpp).
+class PgRow final : public StoreRow {
+ public:
+  PgRow(const Result& q, int row) : q_(q), row_(row) {}
+  int columns() const override { return q_.columns(); }
+  bool is_null(int column) const override { return q_.is_null(row_, column); }
+  std::string text(int column) const override { return q_.text(row_, column); }
+  std::int64_t integer(int column) const override { return q_.integer(row_, column); }
+  double real(int column) const override { return q_.real(row_, column); }
+  // A boolean column reads "t" or "f"; an integer one a number.
+  bool flag(int column) const override { return q_.boolean(row_, column) || integer(column) != 0; }
+
+ private:
+  const Result& q_;
+  int row_;
+};
+
+// Every row of `q`, mapped by `read`.
+template <class T>
+std::vector<T> all_rows(const Result& q, T (*read)(const StoreRow&)) {
+  std::vector<T> out;
+  for (int r = 0; r < q.rows(); ++r) out.push_back(read(PgRow(q, r)));
+  return out;
+}
+
+// The first row of `q`, mapped by `read`; nullopt when it has none.
+template <class T>
+std::optional<T> first_row(const Result& q, T (*read)(const StoreRow&)) {
+  if (q.empty()) return std::nullopt;
+  return read(PgRow(q, 0));
+}
 
 // libpq's message on one line (it may span several, with tabs).
 std::string trimmed(const char* message) {
@@ -312,62 +344,27 @@ int read_schema_version(PGconn* conn) {
   return q.empty() ? 0 : static_cast<int>(q.integer(0, 0));
 }
 
-std::vector<int> parse_waves(const std::string& text) {
-  std::vector<int> waves;
-  for (auto& w : nlohmann::json::parse(text)) waves.push_back(w.get<int>());
-  return waves;
-}
-
-// Deployment tallies (table deployment_tallies), as SqliteStore keeps them: per deployment, wave 0 with
-// status '' holds every device of the group; wave N with status '' the devices whose bucket falls in
-// wave N; wave N with a status the devices of wave N whose last report for the deployment was that status.
-void add_tally(PGconn* conn, const std::string& deployment_id, std::int64_t wave, const std::string& status,
-               std::int64_t delta) {
+// Deployment tallies (table deployment_tallies), as SqliteStore keeps them (store_rules.hpp).
+void add_tally(PGconn* conn, const std::string& deployment_id, const TallyRow& row) {
   run(conn,
       "INSERT INTO deployment_tallies (deployment_id, wave, status, devices) VALUES ($1, $2, $3, $4) "
       "ON CONFLICT (deployment_id, wave, status) DO UPDATE SET devices = deployment_tallies.devices + "
       "excluded.devices",
-      {deployment_id, wave, status, delta});
-}
-
-void add_row(RolloutTally& t, std::int64_t wave, const std::string& status, std::int64_t devices) {
-  if (wave == 0) {
-    if (status.empty()) t.devices += devices;
-    return;
-  }
-  if (wave < 0 || static_cast<std::size_t>(wave) > t.waves.size()) return;
-  auto& w = t.waves[static_cast<std::size_t>(wave - 1)];
-  if (status.empty())
-    w.devices += devices;
-  else if (devices != 0)
-    w.reported[status] += devices;
+      {deployment_id, row.wave, row.status, row.devices});
 }
 
 void write_tally(PGconn* conn, const std::string& deployment_id, const RolloutTally& t) {
   run(conn, "DELETE FROM deployment_tallies WHERE deployment_id = $1", {deployment_id});
-  add_tally(conn, deployment_id, 0, "", t.devices);
-  for (std::size_t i = 0; i < t.waves.size(); ++i) {
-    auto wave = static_cast<std::int64_t>(i + 1);
-    add_tally(conn, deployment_id, wave, "", t.waves[i].devices);
-    for (auto& [status, n] : t.waves[i].reported) add_tally(conn, deployment_id, wave, status, n);
-  }
+  for (const auto& row : tally_rows(t)) add_tally(conn, deployment_id, row);
 }
 
 RolloutTally recount(PGconn* conn, const Deployment& deployment) {
-  RolloutTally t;
-  t.waves.resize(deployment.waves.size());
+  auto t = empty_tally(deployment.waves);
   auto q = run(conn,
                "SELECT d.id, dd.status FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = $1 AND "
                "dd.device_id = d.id WHERE d.group_id = $2",
                {deployment.id, deployment.group_id});
-  for (int row = 0; row < q.rows(); ++row) {
-    ++t.devices;
-    int wave = wave_of_bucket(deployment.waves, rollout_bucket(deployment.id, q.text(row, 0)));
-    if (wave == 0) continue;
-    auto& w = t.waves[static_cast<std::size_t>(wave - 1)];
-    ++w.devices;
-    if (!q.is_null(row, 1)) ++w.reported[q.text(row, 1)];
-  }
+  for (int row = 0; row < q.rows(); ++row) count_device(t, deployment, q.text(row, 0), q.optional_text(row, 1));
   return t;
 }
 
@@ -376,66 +373,31 @@ void count_member(PGconn* conn, const std::string& device_id, const std::string&
   auto q = run(conn, "SELECT id, waves FROM deployments WHERE group_id = $1", {group_id});
   for (int row = 0; row < q.rows(); ++row) {
     auto id = q.text(row, 0);
-    add_tally(conn, id, 0, "", delta);
-    int wave = wave_of_bucket(parse_waves(q.text(row, 1)), rollout_bucket(id, device_id));
-    if (wave == 0) continue;
-    add_tally(conn, id, wave, "", delta);
-    auto status = run(conn, "SELECT status FROM deployment_devices WHERE deployment_id = $1 AND device_id = $2",
-                      {id, device_id});
-    if (!status.empty()) add_tally(conn, id, wave, status.text(0, 0), delta);
+    int wave = device_wave(id, parse_waves(q.text(row, 1)), device_id);
+    std::optional<std::string> reported;
+    if (wave != 0)
+      reported = run(conn, "SELECT status FROM deployment_devices WHERE deployment_id = $1 AND device_id = $2",
+                     {id, device_id})
+                     .optional_text(0, 0);
+    for (const auto& change : membership_rows(wave, reported, delta)) add_tally(conn, id, change);
   }
 }
 
-#define KILN_DEPLOYMENT_COLUMNS_V1                                                                           \
-  "SELECT d.id, d.group_id, p.name || '/' || g.name, d.images, d.manifest, d.sequence, d.waves, d.wave, "     \
-  "d.wave_started_at, d.step_after, d.halt_on_failure, d.halt_reason, d.failure_baseline, d.previous, "       \
-  "d.state, d.created_at, d.updated_at"
-#define KILN_DEPLOYMENT_FROM \
-  " FROM deployments d JOIN device_groups g ON g.id = d.group_id JOIN products p ON p.id = g.product_id "
+constexpr const char* deployment_first_columns =
+    "SELECT d.id, d.group_id, p.name || '/' || g.name, d.images, d.manifest, d.sequence, d.waves, d.wave, "
+    "d.wave_started_at, d.step_after, d.halt_on_failure, d.halt_reason, d.failure_baseline, d.previous, "
+    "d.state, d.created_at, d.updated_at";
 // The columns as migrations 1..3 know them (migration 2 reads deployments before migration 4 adds columns).
-constexpr const char* deployment_columns_v1 = KILN_DEPLOYMENT_COLUMNS_V1 KILN_DEPLOYMENT_FROM;
-constexpr const char* deployment_columns =
-    KILN_DEPLOYMENT_COLUMNS_V1 ", d.halt_min_executed, d.policy, d.progress" KILN_DEPLOYMENT_FROM;
-#undef KILN_DEPLOYMENT_COLUMNS_V1
-#undef KILN_DEPLOYMENT_FROM
-
-Deployment read_deployment(const Result& q, int r) {
-  Deployment row;
-  row.id = q.text(r, 0);
-  row.group_id = q.text(r, 1);
-  row.group = q.text(r, 2);
-  for (auto& v : nlohmann::json::parse(q.text(r, 3))) row.images.push_back(v.get<std::string>());
-  row.manifest = q.optional_text(r, 4);
-  if (!q.is_null(r, 5)) row.sequence = q.integer(r, 5);
-  row.waves = parse_waves(q.text(r, 6));
-  row.wave = static_cast<int>(q.integer(r, 7));
-  row.wave_started_at = q.integer(r, 8);
-  row.step_after = q.integer(r, 9);
-  if (!q.is_null(r, 10)) row.halt_on_failure = q.real(r, 10);
-  row.halt_reason = q.optional_text(r, 11);
-  row.failure_baseline = q.integer(r, 12);
-  row.previous = q.optional_text(r, 13);
-  row.state = q.text(r, 14);
-  row.created_at = q.text(r, 15);
-  row.updated_at = q.text(r, 16);
-  if (q.columns() > 17) row.halt_min_executed = q.integer(r, 17);
-  if (q.columns() > 19) {
-    row.policy = policy_from_text(q.text(r, 18));
-    read_progress(row, q.text(r, 19));
-  }
-  return row;
-}
+const std::string deployment_columns_v1 = deployment_select(deployment_first_columns, false);
+const std::string deployment_columns = deployment_select(deployment_first_columns, true);
 
 // Migration 2: tallies kept as reports arrive, counted once for the deployments a store already holds.
 void add_deployment_tallies(PGconn* conn) {
   run_script(conn,
              "CREATE TABLE deployment_tallies (deployment_id TEXT NOT NULL, wave INTEGER NOT NULL, "
              "status TEXT NOT NULL, devices BIGINT NOT NULL, PRIMARY KEY (deployment_id, wave, status))");
-  auto q = run(conn, deployment_columns_v1);
-  for (int r = 0; r < q.rows(); ++r) {
-    auto d = read_deployment(q, r);
+  for (const auto& d : all_rows(run(conn, deployment_columns_v1), read_deployment))
     write_tally(conn, d.id, recount(conn, d));
-  }
 }
 
 void migrate(PGconn* conn, const std::string& url, int target) {
@@ -558,39 +520,14 @@ struct PgStore::Connection {
   int depth = 0;
 };
 
-thread_local std::map<std::uint64_t, std::pair<PgStore::Connection*, int>> PgStore::held_;
-
-// Holds a connection for this thread while any store call or unit of work on it runs: the calls of one
-// request (one thread) share the connection and so its transaction.
-class PgStore::Use {
+// A held connection (held_connection.hpp) and its libpq handle.
+class PgStore::Use : public HeldConnection<PgStore> {
  public:
-  explicit Use(PgStore& store) : store_(store) {
-    auto& slot = held_[store_.id_];
-    if (slot.second++ == 0) {
-      try {
-        slot.first = store_.acquire();
-      } catch (...) {
-        held_.erase(store_.id_);
-        throw;
-      }
-    }
-  }
-  ~Use() {
-    auto it = held_.find(store_.id_);
-    if (--it->second.second == 0) {
-      store_.release(it->second.first);
-      held_.erase(it);
-    }
-  }
-  Use(const Use&) = delete;
-  Use& operator=(const Use&) = delete;
-  PGconn* conn() { return store_.current().conn; }
-
- private:
-  PgStore& store_;
+  using HeldConnection::HeldConnection;
+  PGconn* conn() { return connection().conn; }
 };
 
-PgStore::Connection& PgStore::current() { return *held_.at(id_).first; }
+PgStore::Connection& PgStore::current() { return Use::current(id_); }
 
 PGconn* PgStore::connect() {
   std::string password;
@@ -623,36 +560,13 @@ PGconn* PgStore::connect() {
 // At most max_open_connections at once (PostgreSQL's max_connections is 100 by default, shared by every
 // instance): a request beyond waits for one to be released.
 PgStore::Connection* PgStore::acquire() {
-  std::unique_lock lock(pool_mutex_);
-  pool_free_.wait(lock, [&] { return !idle_.empty() || open_ < max_open_connections; });
-  if (!idle_.empty()) {
-    auto* connection = idle_.back().release();
-    idle_.pop_back();
-    return connection;
-  }
-  ++open_;
-  lock.unlock();
-  try {
-    return new Connection(connect());
-  } catch (...) {
-    lock.lock();
-    --open_;
-    pool_free_.notify_one();
-    throw;
-  }
+  return pool_.acquire([&] { return new Connection(connect()); });
 }
 
 void PgStore::release(Connection* connection) {
-  std::unique_ptr<Connection> owned(connection);
-  bool reusable = owned->depth == 0 && PQstatus(owned->conn) == CONNECTION_OK &&
-                  PQtransactionStatus(owned->conn) == PQTRANS_IDLE;
-  std::lock_guard lock(pool_mutex_);
-  // A broken or busy connection never returns to the pool: it is closed as `owned` goes.
-  if (reusable && idle_.size() < max_idle_connections)
-    idle_.push_back(std::move(owned));
-  else
-    --open_;
-  pool_free_.notify_one();
+  // A broken or busy connection never returns to the pool: it is closed.
+  pool_.release(connection, connection->depth == 0 && PQstatus(connection->conn) == CONNECTION_OK &&
+                                PQtransactionStatus(connection->conn) == PQTRANS_IDLE);
 }
 
 // The outermost unit of a connection is a transaction (writes: READ COMMITTED holding the store's write
@@ -730,7 +644,8 @@ std::unique_ptr<Store::Transaction> PgStore::begin(Access access) {
 }
 
 PgStore::PgStore(const std::string& url, PgStoreOptions options)
-    : url_(url), options_(std::move(options)), id_(next_store_id++) {
+    : url_(url), options_(std::move(options)), id_(next_store_id++),
+      pool_(max_idle_connections, max_open_connections) {
   check_store_url(url_);
   Use use(*this);
   migrate(use.conn(), url_, options_.migrate_to);
@@ -792,9 +707,7 @@ std::optional<IdempotencyRecord> PgStore::find_idempotency(std::int64_t tenant_i
                "SELECT method, path, status, body, request_sha256, secret FROM idempotency WHERE tenant_id = $1 AND "
                "key = $2 AND created_at >= $3",
                {tenant_id, key, oldest});
-  if (q.empty()) return std::nullopt;
-  return IdempotencyRecord{q.text(0, 0), q.text(0, 1), static_cast<int>(q.integer(0, 2)), q.text(0, 3),
-                           q.optional_text(0, 4), q.integer(0, 5) != 0};
+  return first_row(q, read_idempotency);
 }
 
 void PgStore::remember_idempotency(std::int64_t tenant_id, const std::string& key, const IdempotencyRecord& record,
@@ -811,44 +724,12 @@ void PgStore::remember_idempotency(std::int64_t tenant_id, const std::string& ke
 
 // Products and groups.
 
-namespace {
-
-constexpr const char* group_columns =
-    "SELECT g.id, g.product_id, p.name, g.name, coalesce(g.description, ''), g.created_at FROM device_groups g "
-    "JOIN products p ON p.id = g.product_id ";
-
-Group read_group(const Result& q, int r) {
-  return {q.text(r, 0), q.text(r, 1), q.text(r, 2), q.text(r, 3), q.text(r, 4), q.text(r, 5)};
-}
-
-constexpr const char* product_columns =
-    "SELECT id, name, coalesce(description, ''), created_at, boot_keys, manifest_keys, slot_size FROM products ";
-
-std::vector<std::string> string_array(const std::string& text) {
-  std::vector<std::string> out;
-  for (auto& v : nlohmann::json::parse(text)) out.push_back(v.get<std::string>());
-  return out;
-}
-
-Product read_product(const Result& q, int r) {
-  return Product{q.text(r, 0),
-                 q.text(r, 1),
-                 q.text(r, 2),
-                 q.text(r, 3),
-                 string_array(q.text(r, 4)),
-                 string_array(q.text(r, 5)),
-                 q.integer(r, 6)};
-}
-
-}  // namespace
-
 std::optional<Product> PgStore::find_product(std::int64_t tenant_id, const std::string& ref) {
   Use use(*this);
   auto q = run(use.conn(),
                std::string(product_columns) + "WHERE tenant_id = $1 AND (id = $2 OR name = $2) ORDER BY id = $2 DESC LIMIT 1",
                {tenant_id, ref});
-  if (q.empty()) return std::nullopt;
-  return read_product(q, 0);
+  return first_row(q, read_product);
 }
 
 bool PgStore::product_name_taken(std::int64_t tenant_id, const std::string& name) {
@@ -862,13 +743,13 @@ void PgStore::insert_product(std::int64_t tenant_id, const Product& product) {
       "INSERT INTO products (id, tenant_id, name, description, created_at, boot_keys, manifest_keys, slot_size) "
       "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
       {product.id, tenant_id, product.name, product.description, product.created_at,
-       nlohmann::json(product.boot_keys).dump(), nlohmann::json(product.manifest_keys).dump(), product.slot_size});
+       json_array(product.boot_keys), json_array(product.manifest_keys), product.slot_size});
 }
 
 void PgStore::update_product_trust(const Product& product) {
   Use use(*this);
   run(use.conn(), "UPDATE products SET boot_keys = $1, manifest_keys = $2, slot_size = $3 WHERE id = $4",
-      {nlohmann::json(product.boot_keys).dump(), nlohmann::json(product.manifest_keys).dump(), product.slot_size,
+      {json_array(product.boot_keys), json_array(product.manifest_keys), product.slot_size,
        product.id});
 }
 
@@ -876,9 +757,7 @@ std::vector<Product> PgStore::list_products(std::int64_t tenant_id) {
   Use use(*this);
   auto q = run(use.conn(), std::string(product_columns) + "WHERE tenant_id = $1 ORDER BY name COLLATE \"C\"",
                {tenant_id});
-  std::vector<Product> out;
-  for (int r = 0; r < q.rows(); ++r) out.push_back(read_product(q, r));
-  return out;
+  return all_rows(q, read_product);
 }
 
 void PgStore::delete_product(const std::string& product_id) {
@@ -901,15 +780,13 @@ void PgStore::delete_product(const std::string& product_id) {
 std::optional<Group> PgStore::find_group(std::int64_t tenant_id, const std::string& id) {
   Use use(*this);
   auto q = run(use.conn(), std::string(group_columns) + "WHERE g.id = $1 AND g.tenant_id = $2", {id, tenant_id});
-  if (q.empty()) return std::nullopt;
-  return read_group(q, 0);
+  return first_row(q, read_group);
 }
 
 std::optional<Group> PgStore::find_group_by_name(const std::string& product_id, const std::string& name) {
   Use use(*this);
   auto q = run(use.conn(), std::string(group_columns) + "WHERE g.product_id = $1 AND g.name = $2", {product_id, name});
-  if (q.empty()) return std::nullopt;
-  return read_group(q, 0);
+  return first_row(q, read_group);
 }
 
 void PgStore::insert_group(std::int64_t tenant_id, const Group& group) {
@@ -925,9 +802,7 @@ std::vector<Group> PgStore::list_groups(std::int64_t tenant_id, const std::optio
   std::string sql = std::string(group_columns) + "WHERE g.tenant_id = $1 AND ($2::text IS NULL OR g.product_id = $2) "
                     "ORDER BY p.name COLLATE \"C\", g.name COLLATE \"C\"";
   auto q = run(use.conn(), sql, {tenant_id, product_id});
-  std::vector<Group> out;
-  for (int r = 0; r < q.rows(); ++r) out.push_back(read_group(q, r));
-  return out;
+  return all_rows(q, read_group);
 }
 
 void PgStore::update_group(const std::string& id, const std::optional<std::string>& name,
@@ -962,24 +837,6 @@ std::int64_t PgStore::devices_in_group(const std::string& group_id) {
 
 namespace {
 
-constexpr const char* device_columns =
-    "SELECT d.id, p.name, g.name, d.state, d.version, d.claimed, d.last_seen, d.imported_at, d.time_zone "
-    "FROM devices d JOIN products p ON p.id = d.product_id LEFT JOIN device_groups g ON g.id = d.group_id ";
-
-DeviceView read_device(const Result& q, int r) {
-  DeviceView d;
-  d.id = q.text(r, 0);
-  d.product = q.text(r, 1);
-  if (!q.is_null(r, 2)) d.group = q.text(r, 1) + "/" + q.text(r, 2);
-  d.state = q.text(r, 3);
-  d.version = q.optional_text(r, 4);
-  d.claimed = q.integer(r, 5) != 0;
-  d.last_seen = q.optional_text(r, 6);
-  d.imported_at = q.text(r, 7);
-  d.time_zone = q.optional_text(r, 8);
-  return d;
-}
-
 // A filter's WHERE clause: $1 is the tenant; each optional condition has its parameter, NULL when unused
 // (so the statement's text and parameter count do not depend on the filter).
 constexpr const char* filter_where =
@@ -998,8 +855,7 @@ std::optional<std::string> claimed_param(const DeviceFilter& f) {
 std::optional<DeviceView> PgStore::find_device(std::int64_t tenant_id, const std::string& id) {
   Use use(*this);
   auto q = run(use.conn(), std::string(device_columns) + "WHERE d.id = $1 AND d.tenant_id = $2", {id, tenant_id});
-  if (q.empty()) return std::nullopt;
-  return read_device(q, 0);
+  return first_row(q, read_device);
 }
 
 std::optional<DeviceIdentity> PgStore::device_identity(const std::string& id) {
@@ -1017,25 +873,20 @@ std::vector<DeviceView> PgStore::list_devices(const DeviceFilter& f, const std::
                    "AND ($9::text IS NULL OR d.id > $9 COLLATE \"C\") ORDER BY d.id COLLATE \"C\" LIMIT $10",
                {f.tenant_id, f.group_id, f.product_id, f.state, f.version, f.seen_before, f.seen_after,
                 claimed_param(f), after, limit});
-  std::vector<DeviceView> out;
-  for (int r = 0; r < q.rows(); ++r) out.push_back(read_device(q, r));
-  return out;
+  return all_rows(q, read_device);
 }
 
 std::vector<DeviceCount> PgStore::count_devices(const DeviceFilter& f, DeviceCountKey by) {
   Use use(*this);
-  const char* column = by == DeviceCountKey::version ? "d.version"
-                       : by == DeviceCountKey::state ? "d.state"
-                       : by == DeviceCountKey::group ? "d.group_id"
-                                                     : "d.product_id";
   auto q = run(use.conn(),
-               fmt::format("SELECT {0}, count(*) FROM devices d {1} GROUP BY {0} ORDER BY 2 DESC", column, filter_where),
+               fmt::format("SELECT {0}, count(*) FROM devices d {1} GROUP BY {0} ORDER BY 2 DESC",
+                           device_count_column(by), filter_where),
                {f.tenant_id, f.group_id, f.product_id, f.state, f.version, f.seen_before, f.seen_after,
                 claimed_param(f)});
   std::vector<DeviceCount> out;
   for (int r = 0; r < q.rows(); ++r) {
     DeviceCount c{q.optional_text(r, 0), q.integer(r, 1)};
-    if (c.key && (by == DeviceCountKey::group || by == DeviceCountKey::product)) {
+    if (c.key && count_key_is_id(by)) {
       auto name = run(use.conn(),
                       by == DeviceCountKey::group ? "SELECT p.name || '/' || g.name FROM device_groups g JOIN products "
                                                     "p ON p.id = g.product_id WHERE g.id = $1"
@@ -1151,13 +1002,7 @@ std::vector<DeviceFirmware> PgStore::group_firmware(const std::string& group_id)
   auto q = run(use.conn(),
                "SELECT id, sequence, manifest_digest FROM devices WHERE group_id = $1 ORDER BY id COLLATE \"C\"",
                {group_id});
-  std::vector<DeviceFirmware> out;
-  for (int r = 0; r < q.rows(); ++r) {
-    DeviceFirmware f{q.text(r, 0), std::nullopt, q.optional_text(r, 2)};
-    if (!q.is_null(r, 1)) f.sequence = q.integer(r, 1);
-    out.push_back(std::move(f));
-  }
-  return out;
+  return all_rows(q, read_device_firmware);
 }
 
 void PgStore::add_claim_challenge(const std::string& nonce, const std::string& device_id, std::int64_t tenant_id,
@@ -1224,15 +1069,6 @@ void PgStore::delete_import(std::int64_t tenant_id, const std::string& import_id
 
 // Factory CAs.
 
-namespace {
-
-// Registrations that count: the tenant owns the CA's key.
-constexpr const char* owned_cas =
-    "SELECT c.tenant_id, c.pem FROM factory_cas c JOIN factory_ca_owners o ON o.key_sha256 = c.key_sha256 AND "
-    "o.tenant_id = c.tenant_id ";
-
-}  // namespace
-
 std::vector<std::string> PgStore::owned_factory_ca_pems(std::int64_t tenant_id) {
   Use use(*this);
   auto q = run(use.conn(), std::string(owned_cas) + "WHERE c.tenant_id = $1 ORDER BY c.seq", {tenant_id});
@@ -1296,11 +1132,7 @@ std::vector<FactoryCaRecord> PgStore::list_factory_cas(std::int64_t tenant_id) {
                "factory_cas c LEFT JOIN factory_ca_owners o ON o.key_sha256 = c.key_sha256 AND o.tenant_id = "
                "c.tenant_id WHERE c.tenant_id = $1 ORDER BY c.created_at, c.seq",
                {tenant_id});
-  std::vector<FactoryCaRecord> out;
-  for (int r = 0; r < q.rows(); ++r)
-    out.push_back({q.text(r, 0), q.text(r, 1), q.text(r, 2), q.integer(r, 3) != 0, q.optional_text(r, 4),
-                   q.boolean(r, 5), q.text(r, 6)});
-  return out;
+  return all_rows(q, read_factory_ca);
 }
 
 // Ledger heads.
@@ -1312,8 +1144,7 @@ std::optional<LedgerHead> PgStore::find_ledger_head(std::int64_t tenant_id, cons
                "SELECT ledger_id, rows, hash, imported_at FROM ledger_heads WHERE tenant_id = $1 AND "
                "station_key_sha256 = $2 AND ledger_id = $3",
                {tenant_id, station_key_sha256, ledger_id});
-  if (q.empty()) return std::nullopt;
-  return LedgerHead{q.text(0, 0), q.integer(0, 1), q.text(0, 2), q.text(0, 3)};
+  return first_row(q, read_ledger_head);
 }
 
 std::optional<LedgerHead> PgStore::latest_ledger_head(std::int64_t tenant_id, const std::string& station_key_sha256) {
@@ -1322,8 +1153,7 @@ std::optional<LedgerHead> PgStore::latest_ledger_head(std::int64_t tenant_id, co
                "SELECT ledger_id, rows, hash, imported_at FROM ledger_heads WHERE tenant_id = $1 AND "
                "station_key_sha256 = $2 ORDER BY imported_at DESC LIMIT 1",
                {tenant_id, station_key_sha256});
-  if (q.empty()) return std::nullopt;
-  return LedgerHead{q.text(0, 0), q.integer(0, 1), q.text(0, 2), q.text(0, 3)};
+  return first_row(q, read_ledger_head);
 }
 
 void PgStore::save_ledger_head(std::int64_t tenant_id, const std::string& station_key_sha256,
@@ -1338,23 +1168,10 @@ void PgStore::save_ledger_head(std::int64_t tenant_id, const std::string& statio
 
 // Images.
 
-namespace {
-
-constexpr const char* image_columns =
-    "SELECT sha256, coalesce(name, ''), size, received, complete, created_at, manifest FROM images ";
-
-ImageRecord read_image(const Result& q, int r) {
-  return {q.text(r, 0),    q.text(r, 1), q.integer(r, 2), q.integer(r, 3), q.integer(r, 4) != 0,
-          q.text(r, 5), q.optional_text(r, 6)};
-}
-
-}  // namespace
-
 std::optional<ImageRecord> PgStore::find_image(std::int64_t tenant_id, const std::string& sha256) {
   Use use(*this);
   auto q = run(use.conn(), std::string(image_columns) + "WHERE tenant_id = $1 AND sha256 = $2", {tenant_id, sha256});
-  if (q.empty()) return std::nullopt;
-  return read_image(q, 0);
+  return first_row(q, read_image);
 }
 
 void PgStore::insert_image(std::int64_t tenant_id, const ImageRecord& image) {
@@ -1369,9 +1186,7 @@ std::vector<ImageRecord> PgStore::list_images(std::int64_t tenant_id) {
   Use use(*this);
   auto q = run(use.conn(), std::string(image_columns) + "WHERE tenant_id = $1 ORDER BY created_at, sha256",
                {tenant_id});
-  std::vector<ImageRecord> out;
-  for (int r = 0; r < q.rows(); ++r) out.push_back(read_image(q, r));
-  return out;
+  return all_rows(q, read_image);
 }
 
 void PgStore::record_upload(std::int64_t tenant_id, const std::string& sha256, std::int64_t received, bool complete) {
@@ -1387,25 +1202,10 @@ void PgStore::link_manifest(std::int64_t tenant_id, const std::string& image, co
 
 // Deployments.
 
-namespace {
-
-// Columns 9..11: attempt, retry_at, the device's time zone.
-DeploymentDevice read_deployment_device(const Result& q, int r) {
-  std::optional<std::int64_t> retry_at;
-  if (!q.is_null(r, 10)) retry_at = q.integer(r, 10);
-  return DeploymentDevice{q.text(r, 0),          q.optional_text(r, 1), q.text(r, 2),  q.text(r, 3),
-                          q.text(r, 4),          q.optional_text(r, 5), q.optional_text(r, 6),
-                          q.text(r, 7),          q.text(r, 8),          q.integer(r, 9), retry_at,
-                          q.optional_text(r, 11)};
-}
-
-}  // namespace
-
 std::optional<Deployment> PgStore::find_deployment(std::int64_t tenant_id, const std::string& id) {
   Use use(*this);
   auto q = run(use.conn(), std::string(deployment_columns) + "WHERE d.id = $1 AND d.tenant_id = $2", {id, tenant_id});
-  if (q.empty()) return std::nullopt;
-  return read_deployment(q, 0);
+  return first_row(q, read_deployment);
 }
 
 std::optional<std::string> PgStore::newest_deployment(std::int64_t tenant_id, const std::string& group_id,
@@ -1425,9 +1225,7 @@ std::vector<Deployment> PgStore::list_deployments(std::int64_t tenant_id, const 
                std::string(deployment_columns) +
                    "WHERE d.tenant_id = $1 AND ($2::text IS NULL OR d.group_id = $2) ORDER BY d.seq",
                {tenant_id, group_id});
-  std::vector<Deployment> out;
-  for (int r = 0; r < q.rows(); ++r) out.push_back(read_deployment(q, r));
-  return out;
+  return all_rows(q, read_deployment);
 }
 
 void PgStore::insert_deployment(std::int64_t tenant_id, const Deployment& d, const std::string& now) {
@@ -1443,8 +1241,8 @@ void PgStore::insert_deployment(std::int64_t tenant_id, const Deployment& d, con
       "INSERT INTO deployments (id, tenant_id, group_id, images, state, created_at, updated_at, manifest, sequence, "
       "waves, wave, wave_started_at, step_after, halt_on_failure, failure_baseline, previous, halt_min_executed, "
       "policy, progress) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-      {d.id, tenant_id, d.group_id, nlohmann::json(d.images).dump(), d.state, d.created_at, d.updated_at, d.manifest,
-       sequence, nlohmann::json(d.waves).dump(), d.wave, d.wave_started_at, d.step_after, halt, d.failure_baseline,
+      {d.id, tenant_id, d.group_id, json_array(d.images), d.state, d.created_at, d.updated_at, d.manifest,
+       sequence, json_array(d.waves), d.wave, d.wave_started_at, d.step_after, halt, d.failure_baseline,
        d.previous, d.halt_min_executed, policy_text(d.policy), progress_text(d)});
   write_tally(use.conn(), d.id, recount(use.conn(), d));
 }
@@ -1464,11 +1262,10 @@ RolloutTally PgStore::recount_rollout_tally(const Deployment& deployment) {
 
 RolloutTally PgStore::rollout_tally(const Deployment& deployment) {
   Use use(*this);
-  RolloutTally t;
-  t.waves.resize(deployment.waves.size());
+  auto t = empty_tally(deployment.waves);
   auto q = run(use.conn(), "SELECT wave, status, devices FROM deployment_tallies WHERE deployment_id = $1",
                {deployment.id});
-  for (int r = 0; r < q.rows(); ++r) add_row(t, q.integer(r, 0), q.text(r, 1), q.integer(r, 2));
+  for (int r = 0; r < q.rows(); ++r) add_tally_row(t, {q.integer(r, 0), q.text(r, 1), q.integer(r, 2)});
   return t;
 }
 
@@ -1480,14 +1277,14 @@ std::map<std::string, RolloutTally> PgStore::rollout_tallies(std::int64_t tenant
                          "SELECT id, waves FROM deployments WHERE tenant_id = $1 AND ($2::text IS NULL OR group_id = $2)",
                          {tenant_id, group_id});
   for (int r = 0; r < deployments.rows(); ++r)
-    out[deployments.text(r, 0)].waves.resize(parse_waves(deployments.text(r, 1)).size());
+    out[deployments.text(r, 0)] = empty_tally(parse_waves(deployments.text(r, 1)));
   auto q = run(use.conn(),
                "SELECT t.deployment_id, t.wave, t.status, t.devices FROM deployment_tallies t JOIN deployments d ON "
                "d.id = t.deployment_id WHERE d.tenant_id = $1 AND ($2::text IS NULL OR d.group_id = $2)",
                {tenant_id, group_id});
   for (int r = 0; r < q.rows(); ++r)
     if (auto it = out.find(q.text(r, 0)); it != out.end())
-      add_row(it->second, q.integer(r, 1), q.text(r, 2), q.integer(r, 3));
+      add_tally_row(it->second, {q.integer(r, 1), q.text(r, 2), q.integer(r, 3)});
   return out;
 }
 
@@ -1501,7 +1298,7 @@ void PgStore::for_each_deployment_device(const Deployment& deployment,
                "FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = $1 AND dd.device_id = d.id "
                "WHERE d.group_id = $2 ORDER BY d.id COLLATE \"C\"",
                {deployment.id, deployment.group_id});
-  for (int r = 0; r < q.rows(); ++r) each(read_deployment_device(q, r));
+  for (int r = 0; r < q.rows(); ++r) each(read_deployment_device(PgRow(q, r)));
 }
 
 std::optional<DeploymentDevice> PgStore::deployment_device(const std::string& deployment_id,
@@ -1513,8 +1310,7 @@ std::optional<DeploymentDevice> PgStore::deployment_device(const std::string& de
                "dd.attempt, dd.retry_at, d.time_zone FROM deployment_devices dd JOIN devices d ON d.id = dd.device_id "
                "WHERE dd.deployment_id = $1 AND dd.device_id = $2",
                {deployment_id, device_id});
-  if (q.empty()) return std::nullopt;
-  return read_deployment_device(q, 0);
+  return first_row(q, read_deployment_device);
 }
 
 std::optional<std::string> PgStore::deployment_with_manifest(std::int64_t tenant_id, const std::string& group_id,
@@ -1548,11 +1344,8 @@ void PgStore::record_status(const std::string& deployment_id, const std::string&
                    "v.id = $2",
                    {deployment_id, device_id});
   if (!where.empty()) {
-    int wave = wave_of_bucket(parse_waves(where.text(0, 0)), rollout_bucket(deployment_id, device_id));
-    if (wave > 0) {
-      if (previous) add_tally(c, deployment_id, wave, *previous, -1);
-      add_tally(c, deployment_id, wave, status, 1);
-    }
+    int wave = device_wave(deployment_id, parse_waves(where.text(0, 0)), device_id);
+    for (const auto& row : report_rows(wave, previous, status)) add_tally(c, deployment_id, row);
   }
   run(c,
       "INSERT INTO deployment_devices (deployment_id, device_id, status, detail, updated_at, previous_manifest, "

@@ -7,15 +7,14 @@
 
 #include <libpq-fe.h>
 
-#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "service/held_connection.hpp"
 #include "service/store.hpp"
 
 namespace kiln::service {
@@ -159,6 +158,7 @@ class PgStore final : public Store {
 
  private:
   struct Connection;
+  friend class HeldConnection<PgStore>;
   class Use;
   class PgTransaction;
   Connection& current();
@@ -168,14 +168,10 @@ class PgStore final : public Store {
 
   static constexpr std::size_t max_idle_connections = 16;
   static constexpr int max_open_connections = 32;
-  static thread_local std::map<std::uint64_t, std::pair<Connection*, int>> held_;  // store id -> held, uses
   std::string url_;
   PgStoreOptions options_;
   std::uint64_t id_;
-  std::mutex pool_mutex_;
-  std::condition_variable pool_free_;
-  std::vector<std::unique_ptr<Connection>> idle_;
-  int open_ = 0;  // connections made and not yet closed (idle or held)
+  ConnectionPool<Connection> pool_;
 };
 
 }  // namespace kiln::service

@@ -4,16 +4,45 @@
 #include <atomic>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "service/factory_trust.hpp"
 #include "service/rollout_policy.hpp"
+#include "service/store_rules.hpp"
 #include "signing/signer.hpp"
 
 namespace kiln::service {
 namespace {
+
+// A row of a stepped statement, as the mappings both backends share read it (store_rules.hpp).
+class SqliteRow final : public StoreRow {
+ public:
+  explicit SqliteRow(const Statement& q) : q_(q) {}
+  int columns() const override { return q_.column_count(); }
+  bool is_null(int column) const override { return q_.is_null(column); }
+  std::string text(int column) const override { return q_.text(column); }
+  std::int64_t integer(int column) const override { return q_.integer(column); }
+  double real(int column) const override { return q_.real(column); }
+
+ private:
+  const Statement& q_;
+};
+
+// Every row of `q`, mapped by `read`.
+template <class T>
+std::vector<T> all_rows(Statement& q, T (*read)(const StoreRow&)) {
+  std::vector<T> out;
+  while (q.step()) out.push_back(read(SqliteRow(q)));
+  return out;
+}
+
+// The first row of `q`, mapped by `read`; nullopt when it has none.
+template <class T>
+std::optional<T> first_row(Statement& q, T (*read)(const StoreRow&)) {
+  if (!q.step()) return std::nullopt;
+  return read(SqliteRow(q));
+}
 
 // Fills factory_cas.key_sha256 and factory_ca_owners for rows registered before ownership existed: the
 // earliest registration of a key (created_at, then insertion order) owns it. Idempotent.
@@ -241,67 +270,31 @@ void migrate(Db& db, const std::string& path) {
   db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
+// Deployment tallies (table deployment_tallies; store_rules.hpp says what its rows hold).
 
-// Deployment tallies (table deployment_tallies): per deployment, wave 0 with status '' holds every device
-// of the group; wave N with status '' the devices whose bucket falls in wave N; wave N with a status the
-// devices of wave N whose last report for the deployment was that status.
-
-std::vector<int> parse_waves(const std::string& text) {
-  std::vector<int> waves;
-  for (auto& w : nlohmann::json::parse(text)) waves.push_back(w.get<int>());
-  return waves;
-}
-
-void add_tally(Db& db, const std::string& deployment_id, std::int64_t wave, const std::string& status,
-               std::int64_t delta) {
+void add_tally(Db& db, const std::string& deployment_id, const TallyRow& row) {
   db.cached(
         "INSERT INTO deployment_tallies (deployment_id, wave, status, devices) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (deployment_id, wave, status) DO UPDATE SET devices = devices + excluded.devices")
       ->bind(1, deployment_id)
-      .bind(2, wave)
-      .bind(3, status)
-      .bind(4, delta)
+      .bind(2, row.wave)
+      .bind(3, row.status)
+      .bind(4, row.devices)
       .run();
-}
-
-void add_row(RolloutTally& t, std::int64_t wave, const std::string& status, std::int64_t devices) {
-  if (wave == 0) {
-    if (status.empty()) t.devices += devices;
-    return;
-  }
-  if (wave < 0 || static_cast<std::size_t>(wave) > t.waves.size()) return;
-  auto& w = t.waves[static_cast<std::size_t>(wave - 1)];
-  if (status.empty())
-    w.devices += devices;
-  else if (devices != 0)
-    w.reported[status] += devices;
 }
 
 void write_tally(Db& db, const std::string& deployment_id, const RolloutTally& t) {
   db.prepare("DELETE FROM deployment_tallies WHERE deployment_id = ?").bind(1, deployment_id).run();
-  add_tally(db, deployment_id, 0, "", t.devices);
-  for (std::size_t i = 0; i < t.waves.size(); ++i) {
-    auto wave = static_cast<std::int64_t>(i + 1);
-    add_tally(db, deployment_id, wave, "", t.waves[i].devices);
-    for (auto& [status, n] : t.waves[i].reported) add_tally(db, deployment_id, wave, status, n);
-  }
+  for (const auto& row : tally_rows(t)) add_tally(db, deployment_id, row);
 }
 
 RolloutTally recount(Db& db, const Deployment& deployment) {
-  RolloutTally t;
-  t.waves.resize(deployment.waves.size());
+  auto t = empty_tally(deployment.waves);
   auto q = db.prepare(
       "SELECT d.id, dd.status FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = ? AND "
       "dd.device_id = d.id WHERE d.group_id = ?");
   q.bind(1, deployment.id).bind(2, deployment.group_id);
-  while (q.step()) {
-    ++t.devices;
-    int wave = wave_of_bucket(deployment.waves, rollout_bucket(deployment.id, q.text(0)));
-    if (wave == 0) continue;
-    auto& w = t.waves[static_cast<std::size_t>(wave - 1)];
-    ++w.devices;
-    if (!q.is_null(1)) ++w.reported[q.text(1)];
-  }
+  while (q.step()) count_device(t, deployment, q.text(0), q.optional_text(1));
   return t;
 }
 
@@ -314,17 +307,14 @@ void count_member(Db& db, const std::string& device_id, const std::string& group
     while (q->step()) deployments.emplace_back(q->text(0), parse_waves(q->text(1)));
   }
   for (auto& [id, waves] : deployments) {
-    add_tally(db, id, 0, "", delta);
-    int wave = wave_of_bucket(waves, rollout_bucket(id, device_id));
-    if (wave == 0) continue;
-    add_tally(db, id, wave, "", delta);
+    int wave = device_wave(id, waves, device_id);
     std::optional<std::string> reported;
-    {
+    if (wave != 0) {
       auto status = db.cached("SELECT status FROM deployment_devices WHERE deployment_id = ? AND device_id = ?");
       status->bind(1, id).bind(2, device_id);
       if (status->step()) reported = status->text(0);
     }
-    if (reported) add_tally(db, id, wave, *reported, delta);
+    for (const auto& row : membership_rows(wave, reported, delta)) add_tally(db, id, row);
   }
 }
 
@@ -337,71 +327,15 @@ struct SqliteStore::Connection {
   int depth = 0;
 };
 
-thread_local std::map<std::uint64_t, std::pair<SqliteStore::Connection*, int>> SqliteStore::held_;
-
-// Holds a connection for this thread while any store call or unit of work on it runs: the calls of one
-// request (one thread) share the connection and so its transaction.
-class SqliteStore::Use {
- public:
-  explicit Use(SqliteStore& store) : store_(store) {
-    auto& slot = held_[store_.id_];
-    if (slot.second++ == 0) {
-      try {
-        slot.first = store_.acquire();
-      } catch (...) {
-        held_.erase(store_.id_);
-        throw;
-      }
-    }
-  }
-  ~Use() {
-    auto it = held_.find(store_.id_);
-    if (--it->second.second == 0) {
-      store_.release(it->second.first);
-      held_.erase(it);
-    }
-  }
-  Use(const Use&) = delete;
-  Use& operator=(const Use&) = delete;
-
- private:
-  SqliteStore& store_;
-};
-
-SqliteStore::Connection& SqliteStore::current() { return *held_.at(id_).first; }
+SqliteStore::Connection& SqliteStore::current() { return Use::current(id_); }
 Db& SqliteStore::db() { return current().db; }
 
 SqliteStore::Connection* SqliteStore::acquire() {
-  std::unique_lock lock(pool_mutex_);
   // ":memory:" is one database per connection: every thread shares the one connection, one at a time.
-  pool_free_.wait(lock, [&] { return !idle_.empty() || !shared_ || open_ == 0; });
-  if (!idle_.empty()) {
-    auto* connection = idle_.back().release();
-    idle_.pop_back();
-    return connection;
-  }
-  ++open_;
-  lock.unlock();
-  try {
-    return new Connection(path_);
-  } catch (...) {
-    lock.lock();
-    --open_;
-    pool_free_.notify_one();
-    throw;
-  }
+  return pool_.acquire([&] { return new Connection(path_); });
 }
 
-void SqliteStore::release(Connection* connection) {
-  std::unique_ptr<Connection> owned(connection);
-  std::lock_guard lock(pool_mutex_);
-  if (owned->depth != 0 || (!shared_ && idle_.size() >= max_idle_connections)) {
-    --open_;  // closed as `owned` goes
-    return;
-  }
-  idle_.push_back(std::move(owned));
-  pool_free_.notify_one();
-}
+void SqliteStore::release(Connection* connection) { pool_.release(connection, connection->depth == 0); }
 
 // The outermost unit of a connection is a SQLite transaction (writes: BEGIN IMMEDIATE, the write lock at
 // once; reads: a snapshot of the WAL); inner units are savepoints, so a failed inner unit undoes only its part.
@@ -467,7 +401,7 @@ std::atomic<std::uint64_t> next_store_id{1};
 
 SqliteStore::SqliteStore(const std::string& path)
     : path_(path), shared_(path.empty() || path == ":memory:" || path.starts_with("file::memory:")),
-      id_(next_store_id++) {
+      id_(next_store_id++), pool_(max_idle_connections, shared_ ? 1 : 0) {
   Use use(*this);
   migrate(db(), path);
 }
@@ -536,9 +470,7 @@ std::optional<IdempotencyRecord> SqliteStore::find_idempotency(std::int64_t tena
       "SELECT method, path, status, body, request_sha256, secret FROM idempotency WHERE tenant_id = ? AND key = ? "
       "AND created_at >= ?");
   q.bind(1, tenant_id).bind(2, key).bind(3, oldest);
-  if (!q.step()) return std::nullopt;
-  return IdempotencyRecord{q.text(0), q.text(1), static_cast<int>(q.integer(2)), q.text(3), q.optional_text(4),
-                           q.integer(5) != 0};
+  return first_row(q, read_idempotency);
 }
 
 void SqliteStore::remember_idempotency(std::int64_t tenant_id, const std::string& key,
@@ -561,37 +493,11 @@ void SqliteStore::remember_idempotency(std::int64_t tenant_id, const std::string
 
 // Products and groups.
 
-namespace {
-
-constexpr const char* product_columns =
-    "SELECT id, name, coalesce(description, ''), created_at, boot_keys, manifest_keys, slot_size FROM products ";
-
-std::vector<std::string> string_array(const std::string& text) {
-  std::vector<std::string> out;
-  for (auto& v : nlohmann::json::parse(text)) out.push_back(v.get<std::string>());
-  return out;
-}
-
-Product read_product(Statement& q) {
-  Product p{q.text(0), q.text(1), q.text(2), q.text(3), string_array(q.text(4)), string_array(q.text(5)),
-            q.integer(6)};
-  return p;
-}
-
-constexpr const char* group_columns =
-    "SELECT g.id, g.product_id, p.name, g.name, coalesce(g.description, ''), g.created_at FROM device_groups g "
-    "JOIN products p ON p.id = g.product_id ";
-
-Group read_group(Statement& q) { return {q.text(0), q.text(1), q.text(2), q.text(3), q.text(4), q.text(5)}; }
-
-}  // namespace
-
 std::optional<Product> SqliteStore::find_product(std::int64_t tenant_id, const std::string& ref) {
   Use use(*this);
   auto q = db().prepare(std::string(product_columns) + "WHERE tenant_id = ? AND (id = ? OR name = ?)");
   q.bind(1, tenant_id).bind(2, ref).bind(3, ref);
-  if (!q.step()) return std::nullopt;
-  return read_product(q);
+  return first_row(q, read_product);
 }
 
 bool SqliteStore::product_name_taken(std::int64_t tenant_id, const std::string& name) {
@@ -611,8 +517,8 @@ void SqliteStore::insert_product(std::int64_t tenant_id, const Product& product)
       .bind(3, product.name)
       .bind(4, product.description)
       .bind(5, product.created_at)
-      .bind(6, nlohmann::json(product.boot_keys).dump())
-      .bind(7, nlohmann::json(product.manifest_keys).dump())
+      .bind(6, json_array(product.boot_keys))
+      .bind(7, json_array(product.manifest_keys))
       .bind(8, product.slot_size)
       .run();
 }
@@ -620,8 +526,8 @@ void SqliteStore::insert_product(std::int64_t tenant_id, const Product& product)
 void SqliteStore::update_product_trust(const Product& product) {
   Use use(*this);
   db().prepare("UPDATE products SET boot_keys = ?, manifest_keys = ?, slot_size = ? WHERE id = ?")
-      .bind(1, nlohmann::json(product.boot_keys).dump())
-      .bind(2, nlohmann::json(product.manifest_keys).dump())
+      .bind(1, json_array(product.boot_keys))
+      .bind(2, json_array(product.manifest_keys))
       .bind(3, product.slot_size)
       .bind(4, product.id)
       .run();
@@ -631,9 +537,7 @@ std::vector<Product> SqliteStore::list_products(std::int64_t tenant_id) {
   Use use(*this);
   auto q = db().prepare(std::string(product_columns) + "WHERE tenant_id = ? ORDER BY name");
   q.bind(1, tenant_id);
-  std::vector<Product> out;
-  while (q.step()) out.push_back(read_product(q));
-  return out;
+  return all_rows(q, read_product);
 }
 
 void SqliteStore::delete_product(const std::string& product_id) {
@@ -659,16 +563,14 @@ std::optional<Group> SqliteStore::find_group(std::int64_t tenant_id, const std::
   Use use(*this);
   auto q = db().prepare(std::string(group_columns) + "WHERE g.id = ? AND g.tenant_id = ?");
   q.bind(1, id).bind(2, tenant_id);
-  if (!q.step()) return std::nullopt;
-  return read_group(q);
+  return first_row(q, read_group);
 }
 
 std::optional<Group> SqliteStore::find_group_by_name(const std::string& product_id, const std::string& name) {
   Use use(*this);
   auto q = db().prepare(std::string(group_columns) + "WHERE g.product_id = ? AND g.name = ?");
   q.bind(1, product_id).bind(2, name);
-  if (!q.step()) return std::nullopt;
-  return read_group(q);
+  return first_row(q, read_group);
 }
 
 void SqliteStore::insert_group(std::int64_t tenant_id, const Group& group) {
@@ -693,9 +595,7 @@ std::vector<Group> SqliteStore::list_groups(std::int64_t tenant_id, const std::o
   auto q = db().prepare(sql);
   q.bind(1, tenant_id);
   if (product_id) q.bind(2, *product_id);
-  std::vector<Group> out;
-  while (q.step()) out.push_back(read_group(q));
-  return out;
+  return all_rows(q, read_group);
 }
 
 void SqliteStore::update_group(const std::string& id, const std::optional<std::string>& name,
@@ -738,24 +638,6 @@ std::int64_t SqliteStore::devices_in_group(const std::string& group_id) {
 
 namespace {
 
-constexpr const char* device_columns =
-    "SELECT d.id, p.name, g.name, d.state, d.version, d.claimed, d.last_seen, d.imported_at, d.time_zone "
-    "FROM devices d JOIN products p ON p.id = d.product_id LEFT JOIN device_groups g ON g.id = d.group_id ";
-
-DeviceView read_device(Statement& q) {
-  DeviceView d;
-  d.id = q.text(0);
-  d.product = q.text(1);
-  if (!q.is_null(2)) d.group = q.text(1) + "/" + q.text(2);
-  d.state = q.text(3);
-  d.version = q.optional_text(4);
-  d.claimed = q.integer(5) != 0;
-  d.last_seen = q.optional_text(6);
-  d.imported_at = q.text(7);
-  d.time_zone = q.optional_text(8);
-  return d;
-}
-
 // The WHERE clause of a filter; ?1 is the tenant, the texts follow from ?2.
 struct FilterSql {
   std::string where;
@@ -791,8 +673,7 @@ std::optional<DeviceView> SqliteStore::find_device(std::int64_t tenant_id, const
   Use use(*this);
   auto q = db().prepare(std::string(device_columns) + "WHERE d.id = ? AND d.tenant_id = ?");
   q.bind(1, id).bind(2, tenant_id);
-  if (!q.step()) return std::nullopt;
-  return read_device(q);
+  return first_row(q, read_device);
 }
 
 std::optional<DeviceIdentity> SqliteStore::device_identity(const std::string& id) {
@@ -813,25 +694,19 @@ std::vector<DeviceView> SqliteStore::list_devices(const DeviceFilter& filter, co
   auto q = db().prepare(text);
   bind_filter(q, filter, sql);
   if (after) q.bind(static_cast<int>(sql.binds.size() + 2), *after);
-  std::vector<DeviceView> out;
-  while (q.step()) out.push_back(read_device(q));
-  return out;
+  return all_rows(q, read_device);
 }
 
 std::vector<DeviceCount> SqliteStore::count_devices(const DeviceFilter& filter, DeviceCountKey by) {
   Use use(*this);
-  const char* column = by == DeviceCountKey::version ? "d.version"
-                       : by == DeviceCountKey::state ? "d.state"
-                       : by == DeviceCountKey::group ? "d.group_id"
-                                                     : "d.product_id";
   auto sql = filter_sql(filter);
-  auto q = db().prepare(
-      fmt::format("SELECT {0}, count(*) FROM devices d {1} GROUP BY {0} ORDER BY 2 DESC", column, sql.where));
+  auto q = db().prepare(fmt::format("SELECT {0}, count(*) FROM devices d {1} GROUP BY {0} ORDER BY 2 DESC",
+                                    device_count_column(by), sql.where));
   bind_filter(q, filter, sql);
   std::vector<DeviceCount> out;
   while (q.step()) {
     DeviceCount c{q.optional_text(0), q.integer(1)};
-    if (c.key && (by == DeviceCountKey::group || by == DeviceCountKey::product)) {
+    if (c.key && count_key_is_id(by)) {
       auto name = db().prepare(by == DeviceCountKey::group
                                   ? "SELECT p.name || '/' || g.name FROM device_groups g JOIN products p ON p.id = "
                                     "g.product_id WHERE g.id = ?"
@@ -969,13 +844,7 @@ std::vector<DeviceFirmware> SqliteStore::group_firmware(const std::string& group
   Use use(*this);
   auto q = db().prepare("SELECT id, sequence, manifest_digest FROM devices WHERE group_id = ? ORDER BY id");
   q.bind(1, group_id);
-  std::vector<DeviceFirmware> out;
-  while (q.step()) {
-    DeviceFirmware f{q.text(0), std::nullopt, q.optional_text(2)};
-    if (!q.is_null(1)) f.sequence = q.integer(1);
-    out.push_back(std::move(f));
-  }
-  return out;
+  return all_rows(q, read_device_firmware);
 }
 
 void SqliteStore::add_claim_challenge(const std::string& nonce, const std::string& device_id, std::int64_t tenant_id,
@@ -1043,15 +912,6 @@ void SqliteStore::delete_import(std::int64_t tenant_id, const std::string& impor
 
 // Factory CAs.
 
-namespace {
-
-// Registrations that count: the tenant owns the CA's key.
-constexpr const char* owned_cas =
-    "SELECT c.tenant_id, c.pem FROM factory_cas c JOIN factory_ca_owners o ON o.key_sha256 = c.key_sha256 AND "
-    "o.tenant_id = c.tenant_id ";
-
-}  // namespace
-
 std::vector<std::string> SqliteStore::owned_factory_ca_pems(std::int64_t tenant_id) {
   Use use(*this);
   std::vector<std::string> out;
@@ -1112,8 +972,7 @@ std::optional<LedgerHead> SqliteStore::find_ledger_head(std::int64_t tenant_id,
       "SELECT ledger_id, rows, hash, imported_at FROM ledger_heads "
       "WHERE tenant_id = ? AND station_key_sha256 = ? AND ledger_id = ?");
   q.bind(1, tenant_id).bind(2, station_key_sha256).bind(3, ledger_id);
-  if (!q.step()) return std::nullopt;
-  return LedgerHead{q.text(0), q.integer(1), q.text(2), q.text(3)};
+  return first_row(q, read_ledger_head);
 }
 
 std::optional<LedgerHead> SqliteStore::latest_ledger_head(std::int64_t tenant_id,
@@ -1123,8 +982,7 @@ std::optional<LedgerHead> SqliteStore::latest_ledger_head(std::int64_t tenant_id
       "SELECT ledger_id, rows, hash, imported_at FROM ledger_heads WHERE tenant_id = ? AND station_key_sha256 = ? "
       "ORDER BY imported_at DESC LIMIT 1");
   q.bind(1, tenant_id).bind(2, station_key_sha256);
-  if (!q.step()) return std::nullopt;
-  return LedgerHead{q.text(0), q.integer(1), q.text(2), q.text(3)};
+  return first_row(q, read_ledger_head);
 }
 
 void SqliteStore::save_ledger_head(std::int64_t tenant_id, const std::string& station_key_sha256,
@@ -1169,32 +1027,16 @@ std::vector<FactoryCaRecord> SqliteStore::list_factory_cas(std::int64_t tenant_i
       "factory_cas c LEFT JOIN factory_ca_owners o ON o.key_sha256 = c.key_sha256 AND o.tenant_id = c.tenant_id "
       "WHERE c.tenant_id = ? ORDER BY c.created_at");
   q.bind(1, tenant_id);
-  std::vector<FactoryCaRecord> out;
-  while (q.step())
-    out.push_back({q.text(0), q.text(1), q.text(2), q.integer(3) != 0, q.optional_text(4), q.integer(5) != 0,
-                   q.text(6)});
-  return out;
+  return all_rows(q, read_factory_ca);
 }
 
 // Images.
-
-namespace {
-
-constexpr const char* image_columns =
-    "SELECT sha256, coalesce(name, ''), size, received, complete, created_at, manifest FROM images ";
-
-ImageRecord read_image(Statement& q) {
-  return {q.text(0), q.text(1), q.integer(2), q.integer(3), q.integer(4) != 0, q.text(5), q.optional_text(6)};
-}
-
-}  // namespace
 
 std::optional<ImageRecord> SqliteStore::find_image(std::int64_t tenant_id, const std::string& sha256) {
   Use use(*this);
   auto q = db().prepare(std::string(image_columns) + "WHERE tenant_id = ? AND sha256 = ?");
   q.bind(1, tenant_id).bind(2, sha256);
-  if (!q.step()) return std::nullopt;
-  return read_image(q);
+  return first_row(q, read_image);
 }
 
 void SqliteStore::insert_image(std::int64_t tenant_id, const ImageRecord& image) {
@@ -1214,9 +1056,7 @@ std::vector<ImageRecord> SqliteStore::list_images(std::int64_t tenant_id) {
   Use use(*this);
   auto q = db().prepare(std::string(image_columns) + "WHERE tenant_id = ? ORDER BY created_at, sha256");
   q.bind(1, tenant_id);
-  std::vector<ImageRecord> out;
-  while (q.step()) out.push_back(read_image(q));
-  return out;
+  return all_rows(q, read_image);
 }
 
 void SqliteStore::record_upload(std::int64_t tenant_id, const std::string& sha256, std::int64_t received,
@@ -1243,62 +1083,23 @@ void SqliteStore::link_manifest(std::int64_t tenant_id, const std::string& image
 
 namespace {
 
-#define KILN_DEPLOYMENT_COLUMNS_V1                                                                            \
-  "SELECT d.id, d.group_id, p.name || '/' || g.name, d.images, d.manifest, d.sequence, coalesce(d.waves, "     \
-  "'[' || d.rollout || ']'), coalesce(d.wave, 1), coalesce(d.wave_started_at, strftime('%s', d.created_at)), " \
-  "coalesce(d.step_after, 0), d.halt_on_failure, d.halt_reason, coalesce(d.failure_baseline, 0), d.previous, " \
-  "d.state, d.created_at, d.updated_at"
-#define KILN_DEPLOYMENT_FROM \
-  " FROM deployments d JOIN device_groups g ON g.id = d.group_id JOIN products p ON p.id = g.product_id "
+// Rows of releases before waves and halts had their columns read with the defaults they meant.
+constexpr const char* deployment_first_columns =
+    "SELECT d.id, d.group_id, p.name || '/' || g.name, d.images, d.manifest, d.sequence, coalesce(d.waves, "
+    "'[' || d.rollout || ']'), coalesce(d.wave, 1), coalesce(d.wave_started_at, strftime('%s', d.created_at)), "
+    "coalesce(d.step_after, 0), d.halt_on_failure, d.halt_reason, coalesce(d.failure_baseline, 0), d.previous, "
+    "d.state, d.created_at, d.updated_at";
 // The columns as migrations 1..3 know them (migration 2 reads deployments before migration 4 adds columns).
-constexpr const char* deployment_columns_v1 = KILN_DEPLOYMENT_COLUMNS_V1 KILN_DEPLOYMENT_FROM;
-constexpr const char* deployment_columns =
-    KILN_DEPLOYMENT_COLUMNS_V1 ", d.halt_min_executed, d.policy, d.progress" KILN_DEPLOYMENT_FROM;
-#undef KILN_DEPLOYMENT_COLUMNS_V1
-#undef KILN_DEPLOYMENT_FROM
-
-// Integer arrays and string arrays are stored as JSON text.
-std::vector<std::string> parse_string_array(const std::string& text) {
-  std::vector<std::string> out;
-  for (auto& v : nlohmann::json::parse(text)) out.push_back(v.get<std::string>());
-  return out;
-}
-
-Deployment read_deployment(Statement& q) {
-  Deployment row;
-  row.id = q.text(0);
-  row.group_id = q.text(1);
-  row.group = q.text(2);
-  row.images = parse_string_array(q.text(3));
-  row.manifest = q.optional_text(4);
-  if (!q.is_null(5)) row.sequence = q.integer(5);
-  for (auto& w : nlohmann::json::parse(q.text(6))) row.waves.push_back(w.get<int>());
-  row.wave = static_cast<int>(q.integer(7));
-  row.wave_started_at = q.integer(8);
-  row.step_after = q.integer(9);
-  if (!q.is_null(10)) row.halt_on_failure = q.real(10);
-  row.halt_reason = q.optional_text(11);
-  row.failure_baseline = q.integer(12);
-  row.previous = q.optional_text(13);
-  row.state = q.text(14);
-  row.created_at = q.text(15);
-  row.updated_at = q.text(16);
-  if (q.column_count() > 17) row.halt_min_executed = q.integer(17);
-  if (q.column_count() > 19) {
-    row.policy = policy_from_text(q.text(18));
-    read_progress(row, q.text(19));
-  }
-  return row;
-}
+const std::string deployment_columns_v1 = deployment_select(deployment_first_columns, false);
+const std::string deployment_columns = deployment_select(deployment_first_columns, true);
 
 // Migration 2: tallies kept as reports arrive, counted once for the deployments a store already holds.
 void add_deployment_tallies(Db& db) {
   db.exec(
       "CREATE TABLE IF NOT EXISTS deployment_tallies (deployment_id TEXT NOT NULL, wave INTEGER NOT NULL, status TEXT NOT NULL, "
       "devices INTEGER NOT NULL, PRIMARY KEY (deployment_id, wave, status))");
-  std::vector<Deployment> all;
   auto q = db.prepare(deployment_columns_v1);
-  while (q.step()) all.push_back(read_deployment(q));
+  auto all = all_rows(q, read_deployment);
   for (auto& d : all) write_tally(db, d.id, recount(db, d));
 }
 
@@ -1308,8 +1109,7 @@ std::optional<Deployment> SqliteStore::find_deployment(std::int64_t tenant_id, c
   Use use(*this);
   auto q = db().prepare(std::string(deployment_columns) + "WHERE d.id = ? AND d.tenant_id = ?");
   q.bind(1, id).bind(2, tenant_id);
-  if (!q.step()) return std::nullopt;
-  return read_deployment(q);
+  return first_row(q, read_deployment);
 }
 
 std::optional<std::string> SqliteStore::newest_deployment(std::int64_t tenant_id, const std::string& group_id,
@@ -1331,9 +1131,7 @@ std::vector<Deployment> SqliteStore::list_deployments(std::int64_t tenant_id,
   auto q = db().prepare(sql + " ORDER BY d.rowid");
   q.bind(1, tenant_id);
   if (group_id) q.bind(2, *group_id);
-  std::vector<Deployment> out;
-  while (q.step()) out.push_back(read_deployment(q));
-  return out;
+  return all_rows(q, read_deployment);
 }
 
 void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d, const std::string& now) {
@@ -1351,7 +1149,7 @@ void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d,
   insert.bind(1, d.id)
       .bind(2, tenant_id)
       .bind(3, d.group_id)
-      .bind(4, nlohmann::json(d.images).dump())
+      .bind(4, json_array(d.images))
       .bind(5, std::int64_t{d.waves.back()})
       .bind(6, d.state)
       .bind(7, d.created_at)
@@ -1361,7 +1159,7 @@ void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d,
     insert.bind(10, *d.sequence);
   else
     insert.bind_null(10);
-  insert.bind(11, nlohmann::json(d.waves).dump())
+  insert.bind(11, json_array(d.waves))
       .bind(12, std::int64_t{d.wave})
       .bind(13, d.wave_started_at)
       .bind(14, d.step_after);
@@ -1401,11 +1199,10 @@ RolloutTally SqliteStore::recount_rollout_tally(const Deployment& deployment) {
 
 RolloutTally SqliteStore::rollout_tally(const Deployment& deployment) {
   Use use(*this);
-  RolloutTally t;
-  t.waves.resize(deployment.waves.size());
+  auto t = empty_tally(deployment.waves);
   auto q = db().prepare("SELECT wave, status, devices FROM deployment_tallies WHERE deployment_id = ?");
   q.bind(1, deployment.id);
-  while (q.step()) add_row(t, q.integer(0), q.text(1), q.integer(2));
+  while (q.step()) add_tally_row(t, {q.integer(0), q.text(1), q.integer(2)});
   return t;
 }
 
@@ -1413,7 +1210,7 @@ std::map<std::string, RolloutTally> SqliteStore::rollout_tallies(std::int64_t te
                                                                  const std::optional<std::string>& group_id) {
   Use use(*this);
   std::map<std::string, RolloutTally> out;
-  for (auto& d : list_deployments(tenant_id, group_id)) out[d.id].waves.resize(d.waves.size());
+  for (auto& d : list_deployments(tenant_id, group_id)) out[d.id] = empty_tally(d.waves);
   std::string sql =
       "SELECT t.deployment_id, t.wave, t.status, t.devices FROM deployment_tallies t JOIN deployments d ON d.id = "
       "t.deployment_id WHERE d.tenant_id = ?";
@@ -1422,22 +1219,10 @@ std::map<std::string, RolloutTally> SqliteStore::rollout_tallies(std::int64_t te
   q.bind(1, tenant_id);
   if (group_id) q.bind(2, *group_id);
   while (q.step())
-    if (auto it = out.find(q.text(0)); it != out.end()) add_row(it->second, q.integer(1), q.text(2), q.integer(3));
+    if (auto it = out.find(q.text(0)); it != out.end())
+      add_tally_row(it->second, {q.integer(1), q.text(2), q.integer(3)});
   return out;
 }
-
-namespace {
-
-// The columns of for_each_deployment_device and deployment_device, in that order.
-DeploymentDevice read_deployment_device(Statement& q) {
-  std::optional<std::int64_t> retry_at;
-  if (!q.is_null(10)) retry_at = q.integer(10);
-  return DeploymentDevice{q.text(0), q.optional_text(1), q.text(2),         q.text(3),     q.text(4),
-                          q.optional_text(5), q.optional_text(6), q.text(7), q.text(8), q.integer(9),
-                          retry_at,   q.optional_text(11)};
-}
-
-}  // namespace
 
 void SqliteStore::for_each_deployment_device(const Deployment& deployment,
                                              const std::function<void(const DeploymentDevice&)>& each) {
@@ -1449,7 +1234,7 @@ void SqliteStore::for_each_deployment_device(const Deployment& deployment,
       "FROM devices d LEFT JOIN deployment_devices dd ON dd.deployment_id = ? AND dd.device_id = d.id "
       "WHERE d.group_id = ? ORDER BY d.id");
   q.bind(1, deployment.id).bind(2, deployment.group_id);
-  while (q.step()) each(read_deployment_device(q));
+  while (q.step()) each(read_deployment_device(SqliteRow(q)));
 }
 
 std::optional<DeploymentDevice> SqliteStore::deployment_device(const std::string& deployment_id,
@@ -1461,8 +1246,7 @@ std::optional<DeploymentDevice> SqliteStore::deployment_device(const std::string
       "dd.attempt, dd.retry_at, d.time_zone FROM deployment_devices dd "
       "JOIN devices d ON d.id = dd.device_id WHERE dd.deployment_id = ? AND dd.device_id = ?");
   q->bind(1, deployment_id).bind(2, device_id);
-  if (!q->step()) return std::nullopt;
-  return read_deployment_device(*q.operator->());
+  return first_row(*q.operator->(), read_deployment_device);
 }
 
 std::optional<std::string> SqliteStore::deployment_with_manifest(std::int64_t tenant_id, const std::string& group_id,
@@ -1495,11 +1279,8 @@ void SqliteStore::record_status(const std::string& deployment_id, const std::str
       "d.group_id WHERE d.id = ? AND v.id = ?");
   where.bind(1, deployment_id).bind(2, device_id);
   if (where.step()) {
-    int wave = wave_of_bucket(parse_waves(where.text(0)), rollout_bucket(deployment_id, device_id));
-    if (wave > 0) {
-      if (previous) add_tally(db(), deployment_id, wave, *previous, -1);
-      add_tally(db(), deployment_id, wave, status, 1);
-    }
+    int wave = device_wave(deployment_id, parse_waves(where.text(0)), device_id);
+    for (const auto& row : report_rows(wave, previous, status)) add_tally(db(), deployment_id, row);
   }
   db().prepare(
         "INSERT INTO deployment_devices (deployment_id, device_id, status, detail, updated_at, previous_manifest, "

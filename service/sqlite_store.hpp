@@ -1,16 +1,15 @@
 // The SQLite backend of the Store seam: one database file, its schema and migrations, every SQL statement.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "service/db.hpp"
+#include "service/held_connection.hpp"
 #include "service/store.hpp"
 
 namespace kiln::service {
@@ -146,7 +145,8 @@ class SqliteStore final : public Store {
   // Requests run on many threads: each holds a connection of the pool while it works (WAL: readers run
   // beside the one writer).
   struct Connection;
-  class Use;
+  friend class HeldConnection<SqliteStore>;
+  using Use = HeldConnection<SqliteStore>;
   class SqliteTransaction;
   Connection& current();  // the connection this thread holds (a Use is alive)
   Db& db();
@@ -154,14 +154,10 @@ class SqliteStore final : public Store {
   void release(Connection* connection);
 
   static constexpr std::size_t max_idle_connections = 16;
-  static thread_local std::map<std::uint64_t, std::pair<Connection*, int>> held_;  // store id -> held, uses
   std::string path_;
   bool shared_;  // an in-memory database: one connection, shared in turn
   std::uint64_t id_;
-  std::mutex pool_mutex_;
-  std::condition_variable pool_free_;
-  std::vector<std::unique_ptr<Connection>> idle_;
-  int open_ = 0;
+  ConnectionPool<Connection> pool_;
 };
 
 }  // namespace kiln::service
