@@ -20,6 +20,7 @@ constexpr Noun nouns[] = {
     {"device", add_device},
     {"deployment", add_deployment},
     {"token", add_token},
+    {"audit", add_audit},
 };
 }  // namespace
 

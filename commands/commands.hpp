@@ -35,6 +35,7 @@ void add_group(CLI::App& app, cli::Context& ctx);
 void add_device(CLI::App& app, cli::Context& ctx);
 void add_deployment(CLI::App& app, cli::Context& ctx);
 void add_token(CLI::App& app, cli::Context& ctx);  // token list|revoke
+void add_audit(CLI::App& app, cli::Context& ctx);
 // image upload|list|show|download, added to the image noun by add_image.
 void add_image_service_verbs(CLI::App* image, cli::Context& ctx);
 // factory ledger verify|export|stats, added to the factory noun by add_factory.

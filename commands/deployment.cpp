@@ -1,4 +1,4 @@
-// kiln deployment: roll images out to a device group in waves; show, watch, pause, resume, abort.
+// kiln deployment: roll images out to a device group in waves; show, watch, pause, resume, abort, delete.
 #include <CLI/CLI.hpp>
 
 #include <fmt/format.h>
@@ -145,6 +145,14 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
   report->callback([&ctx, args] {
     auto api = connect(ctx);
     ctx.render(transport::deployment_report(api, args->id));
+  });
+
+  auto* remove = deployment->add_subcommand(
+      "delete", "Delete a finished (completed, aborted or superseded) deployment with its device records");
+  remove->add_option("ID", args->id, "Deployment ID")->required();
+  remove->callback([&ctx, args] {
+    auto api = connect(ctx);
+    ctx.render(transport::delete_deployment(api, args->id));
   });
 
   for (const char* action : {"pause", "resume", "abort"}) {

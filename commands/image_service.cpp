@@ -1,11 +1,13 @@
-// kiln image upload|list|show|download: images on the service, content-addressed by SHA-256.
+// kiln image upload|list|show|download|delete: images on the service, content-addressed by SHA-256.
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include "cli/context.hpp"
 #include "cli/output_file.hpp"
 #include "cli/progress.hpp"
 #include "commands/commands.hpp"
 #include "commands/service_session.hpp"
+#include "core/error.hpp"
 
 namespace kiln::commands {
 namespace {
@@ -14,6 +16,7 @@ struct ImageServiceArgs {
   std::string file;
   std::string manifest;
   std::string id;
+  std::vector<std::string> ids;
   std::string out;
   bool force = false;
 };
@@ -48,6 +51,23 @@ void add_image_service_verbs(CLI::App* image, cli::Context& ctx) {
   show->callback([&ctx, args] {
     auto api = connect(ctx);
     ctx.render(transport::show_image(api, args->id));
+  });
+
+  auto* remove = image->add_subcommand(
+      "delete", "Delete images or manifests from the service (refused while an unfinished deployment uses one)");
+  remove->add_option("ID", args->ids, "SHA-256 (as image list shows); several are deleted in turn")->required();
+  remove->callback([&ctx, args] {
+    auto api = connect(ctx);
+    auto deleted = cli::Json::array();
+    for (auto& id : args->ids) {
+      try {
+        deleted.push_back(transport::delete_image(api, id));
+      } catch (const Error& e) {
+        if (deleted.empty()) throw;
+        throw Error(e.code(), fmt::format("{} (deleted before it: {})", e.what(), deleted.size()), e.hint());
+      }
+    }
+    ctx.render(deleted);
   });
 
   auto* download = image->add_subcommand(

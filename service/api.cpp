@@ -79,6 +79,7 @@ const std::vector<Route>& routes() {
       {{"POST", "/v1/images", operators}, create_image},
       {{"GET", "/v1/images", anyone}, list_images},
       {{"GET", "/v1/images/{}", anyone}, show_image},
+      {{"DELETE", "/v1/images/{}", operators}, delete_image},
       {{"PUT", "/v1/images/{}/content", operators}, upload_image_chunk},
       {{"GET", "/v1/images/{}/content", anyone}, nullptr, download_image},
       {{"POST", "/v1/images/{}/manifest", operators}, link_image_manifest},
@@ -90,6 +91,8 @@ const std::vector<Route>& routes() {
       {{"POST", "/v1/deployments/{}/pause", operators}, pause_deployment},
       {{"POST", "/v1/deployments/{}/resume", operators}, resume_deployment},
       {{"POST", "/v1/deployments/{}/abort", operators}, abort_deployment},
+      {{"DELETE", "/v1/deployments/{}", operators}, delete_deployment},
+      {{"GET", "/v1/audit", admins}, list_audit},
       {{"POST", "/v1/factory-cas/challenge", admins}, factory_ca_challenge},
       {{"POST", "/v1/factory-cas", admins}, register_factory_ca},
       {{"GET", "/v1/factory-cas", anyone}, list_factory_cas},
@@ -310,6 +313,47 @@ Reply create_token_route(Call& call) {
 
 }  // namespace
 
+namespace {
+
+// What the audit entry of a write needs from its dispatch: set once the caller is known.
+struct AuditNote {
+  bool known = false;
+  Principal who;
+  std::string pattern;
+  std::vector<std::string> params;
+};
+
+bool sane_request_id(const std::string& id) {
+  return !id.empty() && id.size() <= 128 &&
+         id.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:") == std::string::npos;
+}
+
+// The object a write acted on: the route's ID, else the "id" of what it created, else (agent status
+// reports) the deployment reported on.
+std::string raw_audit_target(const AuditNote& note, const Request& request, const Response& response) {
+  if (!note.params.empty()) return note.params.front();
+  auto answer = Json::parse(response.body, nullptr, false);
+  if (response.status < 300 && answer.is_object()) {
+    if (auto it = answer.find("id"); it != answer.end() && it->is_string()) return it->get<std::string>();
+    if (auto it = answer.find("name"); it != answer.end() && it->is_string()) return it->get<std::string>();
+  }
+  auto body = Json::parse(request.body, nullptr, false);
+  if (body.is_object())
+    if (auto it = body.find("deployment"); it != body.end() && it->is_string()) return it->get<std::string>().substr(0, 64);
+  return {};
+}
+
+// Text as the store can keep it whatever the request held: valid UTF-8 (bad bytes replaced), no NUL
+// bytes, at most 256 bytes.
+std::string storable(std::string raw) {
+  std::erase(raw, '\0');
+  if (raw.size() > 256) raw.resize(256);
+  auto quoted = Json(raw).dump(-1, ' ', false, Json::error_handler_t::replace);
+  return Json::parse(quoted).get<std::string>();
+}
+
+}  // namespace
+
 struct Service::Impl {
   ServiceConfig config;
   std::unique_ptr<Store> store;
@@ -378,7 +422,27 @@ struct Service::Impl {
     return Principal{station->tenant_id, Role::factory, "station:" + station->name, {}};
   }
 
-  Response dispatch(const Request& request) {
+  // The audit entry of a write (every method but GET and HEAD) by a known caller, refused or not; agent
+  // check-ins (a heartbeat every minute per device) are not logged. In the request's unit of work.
+  void record_audit(const AuditNote& note, const Request& request, const Response& response,
+                    const std::string& request_id) {
+    if (!note.known || request.method == "GET" || request.method == "HEAD") return;
+    if (note.pattern == "/v1/agent/check-in") return;
+    AuditEntry entry;
+    entry.at = now_iso8601();
+    bool agent = !note.who.device_id.empty();
+    entry.actor = storable(agent ? note.who.device_id : note.who.token_name);
+    entry.role = agent ? "device" : role_name(note.who.role);
+    entry.action = audit_action(request.method, note.pattern);
+    entry.method = request.method;
+    entry.route = note.pattern;
+    entry.target = storable(raw_audit_target(note, request, response));
+    entry.status = response.status;
+    entry.request_id = request_id;
+    store->add_audit(note.who.tenant_id, entry);
+  }
+
+  Response dispatch(const Request& request, AuditNote& note) {
     auto qpos = request.target.find('?');
     std::string_view path = std::string_view(request.target).substr(0, qpos);
     std::string_view query = qpos == std::string::npos ? std::string_view() : std::string_view(request.target).substr(qpos + 1);
@@ -417,6 +481,7 @@ struct Service::Impl {
     if (!who)
       return error_response(401, "unauthenticated",
                             why.empty() ? "missing, unknown or revoked bearer token" : why);
+    note = AuditNote{true, *who, found->info.pattern, params};
     if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), who->role) == allowed.end())
       return error_response(403, "forbidden",
                             fmt::format("role {} may not {} {}", role_name(who->role), request.method, found->info.pattern));
@@ -508,13 +573,26 @@ Response Service::handle(const Request& request) {
   // Each request is one unit of work of its own (no lock shared by all requests): GETs read a snapshot,
   // other methods write one at a time. What a handler stored before answering with an error stays (a
   // challenge is used up even by a failed proof); the handler's own units undo their part.
+  // Every write is logged in the same unit (audit.cpp): a refused one too, with its status.
   bool reads = request.method == "GET" || request.method == "HEAD";
-  return answer([&] {
+  auto given = header(request, "x-request-id");
+  std::string request_id = sane_request_id(given) ? given : random_id("req_");
+  Response out = answer([&] {
     auto unit = impl_->store->begin(reads ? Store::Access::read : Store::Access::write);
-    Response response = answer([&] { return impl_->dispatch(request); });
+    AuditNote note;
+    Response response = answer([&] { return impl_->dispatch(request, note); });
+    try {
+      impl_->record_audit(note, request, response, request_id);
+    } catch (...) {
+      // A write is never applied without its entry; a refused one (nothing applied, its unit possibly
+      // unusable after a failed statement) keeps its own answer.
+      if (response.status < 400) throw;
+    }
     unit->commit();
     return response;
   });
+  out.headers["X-Request-Id"] = request_id;
+  return out;
 }
 
 std::int64_t Service::create_tenant(const std::string& name) {

@@ -185,6 +185,14 @@ Reply delete_product(Call& call) {
   auto tx = call.store.begin();
   if (auto devices = call.store.devices_in_product(id); devices > 0)
     throw ApiError{409, "conflict", fmt::format("product {} still has {} devices", call.params[0], devices)};
+  // Its groups go with it once they are empty; a deployment in any of them (finished or not) keeps it.
+  std::int64_t deployments = 0;
+  for (auto& group : call.store.list_groups(call.who.tenant_id, id))
+    deployments += static_cast<std::int64_t>(call.store.list_deployments(call.who.tenant_id, group.id).size());
+  if (deployments > 0)
+    throw ApiError{409, "conflict",
+                   fmt::format("product {} still has {} deployments: delete them first (kiln deployment delete)",
+                               call.params[0], deployments)};
   call.store.delete_product(id);
   tx->commit();
   return {200, Json{{"deleted", id}}};
@@ -231,6 +239,10 @@ Reply delete_group(Call& call) {
   if (auto devices = call.store.devices_in_group(id); devices > 0)
     throw ApiError{409, "conflict",
                    fmt::format("group {} still has {} devices: assign them elsewhere first", call.params[0], devices)};
+  if (auto deployments = call.store.list_deployments(call.who.tenant_id, id).size(); deployments > 0)
+    throw ApiError{409, "conflict",
+                   fmt::format("group {} still has {} deployments: delete them first (kiln deployment delete)",
+                               call.params[0], deployments)};
   call.store.delete_group(id);
   tx->commit();
   return {200, Json{{"deleted", id}}};

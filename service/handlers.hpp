@@ -112,6 +112,8 @@ Reply list_images(Call& call);
 Reply show_image(Call& call);
 Reply upload_image_chunk(Call& call);
 Response download_image(Call& call);
+// DELETE /v1/images/{}: an image or manifest no unfinished deployment uses; its content file goes too.
+Reply delete_image(Call& call);
 // One range of a Range header ("bytes=A-B", "bytes=A-", "bytes=-N") clamped to `size`; nullopt when malformed
 // or unsatisfiable.
 std::optional<std::pair<std::int64_t, std::int64_t>> byte_range(const std::string& header, std::int64_t size);
@@ -141,6 +143,12 @@ Reply show_deployment(Call& call);
 Reply pause_deployment(Call& call);
 Reply resume_deployment(Call& call);
 Reply abort_deployment(Call& call);
+// DELETE /v1/deployments/{}: a finished deployment with its device rows.
+Reply delete_deployment(Call& call);
+// Finished: completed, aborted or superseded (active, paused and halted are not).
+bool deployment_finished(const std::string& state);
+// The unfinished deployments of the tenant that deliver the image or manifest `sha`, as "ID (state)".
+std::vector<std::string> unfinished_deployments_using(Call& call, const std::string& sha);
 // GET /v1/deployments/{}/devices[?status=S]: the admitted devices, their wave and last status.
 Reply list_deployment_devices(Call& call);
 // GET /v1/deployments/{}/report: every device of the group with its final state, versions, failure and timings.
@@ -167,6 +175,11 @@ RevertTarget revert_target(Store& store, std::int64_t tenant_id, const Deploymen
 // agent that reports none) it reported it installed and did not report its revert target installed since.
 bool runs_aborted(Store& store, const Deployment& aborted, const std::string& device,
                   const std::optional<std::string>& manifest_digest, const RevertTarget& target);
+// The audit log (audit.cpp): the action a route stands for ("image.delete", "deployment.pause", ...).
+std::string audit_action(const std::string& method, const std::string& pattern);
+// GET /v1/audit: the tenant's entries in log order; filters actor, action, target, since, until; cursor paging.
+Reply list_audit(Call& call);
+
 // Where the content of a complete image or manifest blob lives.
 std::filesystem::path blob_path(const ServiceConfig& config, std::int64_t tenant_id, const std::string& sha);
 

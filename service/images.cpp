@@ -257,6 +257,28 @@ Reply upload_image_chunk(Call& call) {
   return {200, image_json(row)};
 }
 
+Reply delete_image(Call& call) {
+  auto sha = checked_sha(call.params[0]);
+  auto tx = call.store.begin();
+  require_image(call, sha);
+  auto users = unfinished_deployments_using(call, sha);
+  if (!users.empty()) {
+    std::string names;
+    for (auto& user : users) names += (names.empty() ? "" : ", ") + user;
+    throw ApiError{409, "conflict",
+                   fmt::format("image {} is in use by deployment{} {}: wait until {} completed, or abort {}", sha,
+                               users.size() > 1 ? "s" : "", names, users.size() > 1 ? "they are" : "it is",
+                               users.size() > 1 ? "them" : "it")};
+  }
+  call.store.delete_image(call.who.tenant_id, sha);
+  tx->commit();
+  // Content is per tenant and addressed by its SHA-256: with the row gone nothing refers to the file.
+  std::error_code ignored;
+  std::filesystem::remove(content_path(call, sha, false), ignored);
+  std::filesystem::remove(content_path(call, sha, true), ignored);
+  return {200, Json{{"deleted", sha}}};
+}
+
 Response download_image(Call& call) {
   auto sha = checked_sha(call.params[0]);
   auto row = require_image(call, sha);

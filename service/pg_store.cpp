@@ -322,6 +322,17 @@ CREATE UNIQUE INDEX IF NOT EXISTS tokens_by_id ON tokens (id);
 )sql");
 }
 
+// Migration 9 (issue 17, deletion and audit): the audit log, one row per write of a tenant, in log order.
+// Like SQLite's migration 9.
+void add_audit_log(PGconn* conn) {
+  run_script(conn, R"sql(
+CREATE TABLE IF NOT EXISTS audit_log (id BIGSERIAL PRIMARY KEY, tenant_id BIGINT NOT NULL, at TEXT NOT NULL,
+  actor TEXT NOT NULL, role TEXT NOT NULL, action TEXT NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL,
+  target TEXT NOT NULL, status INTEGER NOT NULL, request_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_log_by_tenant ON audit_log (tenant_id, id);
+)sql");
+}
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction (PostgreSQL's schema changes are transactional: a migration killed half-way leaves nothing,
 // and the next start runs it again). Append only: a released migration never changes. The version lives
@@ -339,6 +350,7 @@ constexpr Migration migrations[] = {
     {6, add_rollout_controls},
     {7, add_retries_and_zones},
     {8, add_revocation},
+    {9, add_audit_log},
 };
 
 int read_schema_version(PGconn* conn) {
@@ -1458,6 +1470,50 @@ std::optional<std::string> PgStore::device_time_zone(const std::string& device_i
 void PgStore::set_device_time_zone(const std::string& device_id, const std::optional<std::string>& zone) {
   Use use(*this);
   run(use.conn(), "UPDATE devices SET time_zone = $1 WHERE id = $2", {zone, device_id});
+}
+
+void PgStore::delete_image(std::int64_t tenant_id, const std::string& sha256) {
+  Use use(*this);
+  auto* c = use.conn();
+  run(c, "DELETE FROM device_images WHERE image = $1 AND device_id IN (SELECT id FROM devices WHERE tenant_id = $2)",
+      {sha256, tenant_id});
+  run(c, "UPDATE images SET manifest = NULL WHERE tenant_id = $1 AND manifest = $2", {tenant_id, sha256});
+  run(c, "DELETE FROM images WHERE tenant_id = $1 AND sha256 = $2", {tenant_id, sha256});
+}
+
+void PgStore::delete_deployment(const std::string& deployment_id) {
+  Use use(*this);
+  auto* c = use.conn();
+  run(c, "DELETE FROM deployment_tallies WHERE deployment_id = $1", {deployment_id});
+  run(c, "DELETE FROM deployment_devices WHERE deployment_id = $1", {deployment_id});
+  run(c, "DELETE FROM deployments WHERE id = $1", {deployment_id});
+}
+
+void PgStore::add_audit(std::int64_t tenant_id, const AuditEntry& e) {
+  Use use(*this);
+  run(use.conn(),
+      "INSERT INTO audit_log (tenant_id, at, actor, role, action, method, route, target, status, request_id) "
+      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+      {tenant_id, e.at, e.actor, e.role, e.action, e.method, e.route, e.target, e.status, e.request_id});
+}
+
+std::vector<AuditEntry> PgStore::list_audit(const AuditFilter& f, const std::optional<std::int64_t>& after,
+                                            std::int64_t limit) {
+  Use use(*this);
+  std::optional<std::string> after_text;
+  if (after) after_text = std::to_string(*after);
+  auto q = run(use.conn(),
+               "SELECT id, at, actor, role, action, method, route, target, status, request_id FROM audit_log "
+               "WHERE tenant_id = $1 AND ($2::text IS NULL OR actor = $2) AND ($3::text IS NULL OR action = $3) "
+               "AND ($4::text IS NULL OR target = $4) AND ($5::text IS NULL OR at COLLATE \"C\" >= $5) "
+               "AND ($6::text IS NULL OR at COLLATE \"C\" <= $6) AND ($7::bigint IS NULL OR id > $7) "
+               "ORDER BY id LIMIT $8",
+               {f.tenant_id, f.actor, f.action, f.target, f.since, f.until, after_text, limit});
+  std::vector<AuditEntry> out;
+  for (int r = 0; r < q.rows(); ++r)
+    out.push_back(AuditEntry{q.integer(r, 0), q.text(r, 1), q.text(r, 2), q.text(r, 3), q.text(r, 4), q.text(r, 5),
+                             q.text(r, 6), q.text(r, 7), static_cast<int>(q.integer(r, 8)), q.text(r, 9)});
+  return out;
 }
 
 }  // namespace kiln::service

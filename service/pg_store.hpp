@@ -154,6 +154,11 @@ class PgStore final : public Store {
                      const std::optional<std::string>& installed_version) override;
   void set_attempt(const std::string& deployment_id, const std::string& device_id, std::int64_t attempt,
                    const std::optional<std::int64_t>& retry_at) override;
+  void delete_image(std::int64_t tenant_id, const std::string& sha256) override;
+  void delete_deployment(const std::string& deployment_id) override;
+  void add_audit(std::int64_t tenant_id, const AuditEntry& entry) override;
+  std::vector<AuditEntry> list_audit(const AuditFilter& filter, const std::optional<std::int64_t>& after,
+                                     std::int64_t limit) override;
 
   // The tally counted afresh from every device of the group (what rollout_tally keeps up to date).
   RolloutTally recount_rollout_tally(const Deployment& deployment);

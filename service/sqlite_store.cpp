@@ -242,6 +242,15 @@ void add_revocation(Db& db) {
   db.exec("CREATE UNIQUE INDEX IF NOT EXISTS tokens_by_id ON tokens (id)");
 }
 
+// Migration 9 (issue 17, deletion and audit): the audit log, one row per write of a tenant, in log order.
+void add_audit_log(Db& db) {
+  db.exec(
+      "CREATE TABLE IF NOT EXISTS audit_log (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id INTEGER NOT NULL, "
+      "at TEXT NOT NULL, actor TEXT NOT NULL, role TEXT NOT NULL, action TEXT NOT NULL, method TEXT NOT NULL, "
+      "route TEXT NOT NULL, target TEXT NOT NULL, status INTEGER NOT NULL, request_id TEXT NOT NULL)");
+  db.exec("CREATE INDEX IF NOT EXISTS audit_log_by_tenant ON audit_log (tenant_id, id)");
+}
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction. Append only: a released migration never changes. The version lives in PRAGMA user_version
 // (0: a store from before versioned migrations, or a new file).
@@ -258,6 +267,7 @@ constexpr Migration migrations[] = {
     {6, add_rollout_controls},
     {7, add_retries_and_zones},
     {8, add_revocation},
+    {9, add_audit_log},
 };
 
 int schema_version(Db& db) {
@@ -1417,6 +1427,72 @@ std::optional<std::string> SqliteStore::device_time_zone(const std::string& devi
 void SqliteStore::set_device_time_zone(const std::string& device_id, const std::optional<std::string>& zone) {
   Use use(*this);
   db().prepare("UPDATE devices SET time_zone = ? WHERE id = ?").bind_optional(1, zone).bind(2, device_id).run();
+}
+
+void SqliteStore::delete_image(std::int64_t tenant_id, const std::string& sha256) {
+  Use use(*this);
+  db().prepare("DELETE FROM device_images WHERE image = ? AND device_id IN (SELECT id FROM devices WHERE tenant_id = ?)")
+      .bind(1, sha256)
+      .bind(2, tenant_id)
+      .run();
+  db().prepare("UPDATE images SET manifest = NULL WHERE tenant_id = ? AND manifest = ?").bind(1, tenant_id).bind(2, sha256).run();
+  db().prepare("DELETE FROM images WHERE tenant_id = ? AND sha256 = ?").bind(1, tenant_id).bind(2, sha256).run();
+}
+
+void SqliteStore::delete_deployment(const std::string& deployment_id) {
+  Use use(*this);
+  db().prepare("DELETE FROM deployment_tallies WHERE deployment_id = ?").bind(1, deployment_id).run();
+  db().prepare("DELETE FROM deployment_devices WHERE deployment_id = ?").bind(1, deployment_id).run();
+  db().prepare("DELETE FROM deployments WHERE id = ?").bind(1, deployment_id).run();
+}
+
+void SqliteStore::add_audit(std::int64_t tenant_id, const AuditEntry& e) {
+  Use use(*this);
+  db().prepare(
+        "INSERT INTO audit_log (tenant_id, at, actor, role, action, method, route, target, status, request_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+      .bind(1, tenant_id)
+      .bind(2, e.at)
+      .bind(3, e.actor)
+      .bind(4, e.role)
+      .bind(5, e.action)
+      .bind(6, e.method)
+      .bind(7, e.route)
+      .bind(8, e.target)
+      .bind(9, std::int64_t{e.status})
+      .bind(10, e.request_id)
+      .run();
+}
+
+std::vector<AuditEntry> SqliteStore::list_audit(const AuditFilter& f, const std::optional<std::int64_t>& after,
+                                                std::int64_t limit) {
+  Use use(*this);
+  std::string sql =
+      "SELECT id, at, actor, role, action, method, route, target, status, request_id FROM audit_log WHERE tenant_id = ?";
+  std::vector<std::string> texts;
+  auto add = [&](const char* condition, const std::optional<std::string>& value) {
+    if (!value) return;
+    sql += fmt::format(" AND {} ?", condition);
+    texts.push_back(*value);
+  };
+  add("actor =", f.actor);
+  add("action =", f.action);
+  add("target =", f.target);
+  add("at >=", f.since);
+  add("at <=", f.until);
+  if (after) sql += " AND id > ?";
+  sql += " ORDER BY id LIMIT ?";
+  auto q = db().prepare(sql);
+  int index = 1;
+  q.bind(index++, f.tenant_id);
+  for (auto& text : texts) q.bind(index++, text);
+  if (after) q.bind(index++, *after);
+  q.bind(index, limit);
+  std::vector<AuditEntry> out;
+  while (q.step())
+    out.push_back(AuditEntry{q.integer(0), q.text(1), q.text(2), q.text(3), q.text(4), q.text(5), q.text(6), q.text(7),
+                             static_cast<int>(q.integer(8)), q.text(9)});
+  return out;
 }
 
 }  // namespace kiln::service

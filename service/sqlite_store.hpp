@@ -142,6 +142,11 @@ class SqliteStore final : public Store {
                      const std::optional<std::string>& installed_version) override;
   void set_attempt(const std::string& deployment_id, const std::string& device_id, std::int64_t attempt,
                    const std::optional<std::int64_t>& retry_at) override;
+  void delete_image(std::int64_t tenant_id, const std::string& sha256) override;
+  void delete_deployment(const std::string& deployment_id) override;
+  void add_audit(std::int64_t tenant_id, const AuditEntry& entry) override;
+  std::vector<AuditEntry> list_audit(const AuditFilter& filter, const std::optional<std::int64_t>& after,
+                                     std::int64_t limit) override;
 
  private:
   // Requests run on many threads: each holds a connection of the pool while it works (WAL: readers run

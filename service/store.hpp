@@ -167,6 +167,24 @@ struct DeviceFirmware {
   std::optional<std::string> manifest_digest;
 };
 
+// One write as the audit log keeps it (docs/service.md, GET /v1/audit).
+struct AuditEntry {
+  std::int64_t id = 0;  // given by the store, increasing: the order of the log and its paging cursor
+  std::string at;       // UTC ISO 8601, the stored form
+  std::string actor;    // token name ("station:NAME" for stations) or the device UID of an agent
+  std::string role;     // admin, operator, factory, reader or device
+  std::string action;   // "image.delete", "deployment.create", ...
+  std::string method, route, target;  // route: the pattern ("/v1/images/{}"); target: the ID acted on ("" none)
+  int status = 0;                     // the HTTP status answered
+  std::string request_id;
+};
+
+// Selection of the audit log (empty fields: no condition). since/until: inclusive, in the stored form.
+struct AuditFilter {
+  std::int64_t tenant_id = 0;
+  std::optional<std::string> actor, action, target, since, until;
+};
+
 // The store cannot be reached now (connection lost, database down or restarting): the request may be
 // retried later (HTTP 503 with Retry-After); at start, kiln-service exits with ExitCode::service.
 class StoreUnavailable : public Error {
@@ -365,6 +383,18 @@ class Store {
   // release again (its row exists: record_status came first).
   virtual void set_attempt(const std::string& deployment_id, const std::string& device_id, std::int64_t attempt,
                            const std::optional<std::int64_t>& retry_at) = 0;
+
+  // Deletion. The image's row with what refers to it (its devices' encrypted copies, manifest links to it);
+  // the caller checked that no unfinished deployment uses it and removes its content file.
+  virtual void delete_image(std::int64_t tenant_id, const std::string& sha256) = 0;
+  // The deployment with its device rows and tallies (the caller checked that it is finished).
+  virtual void delete_deployment(const std::string& deployment_id) = 0;
+
+  // The audit log: one entry per write (in the unit of work of the write it records).
+  virtual void add_audit(std::int64_t tenant_id, const AuditEntry& entry) = 0;
+  // Entries in log order after the entry `after`, at most `limit`.
+  virtual std::vector<AuditEntry> list_audit(const AuditFilter& filter, const std::optional<std::int64_t>& after,
+                                             std::int64_t limit) = 0;
 };
 
 // Where a store lives: a PostgreSQL connection URI (postgresql://... or postgres://...) or a SQLite file

@@ -719,4 +719,35 @@ Json change_deployment(ServiceApi& api, const std::string& id, const std::string
   return api.post("/v1/deployments/" + segment(id) + "/" + action, Json::object());
 }
 
+Json delete_image(ServiceApi& api, const std::string& id) { return api.remove("/v1/images/" + segment(id)); }
+
+Json delete_deployment(ServiceApi& api, const std::string& id) { return api.remove("/v1/deployments/" + segment(id)); }
+
+void list_audit(ServiceApi& api, const AuditFilter& filter, std::uint64_t limit,
+                const std::function<void(const Json&)>& each) {
+  std::string query;
+  auto add = [&](const char* name, const std::optional<std::string>& value) {
+    if (value) query += fmt::format("&{}={}", name, url_encode(*value));
+  };
+  add("actor", filter.actor);
+  add("action", filter.action);
+  add("target", filter.target);
+  add("since", filter.since);
+  add("until", filter.until);
+  std::optional<std::string> cursor;
+  std::uint64_t seen = 0;
+  while (true) {
+    check_interrupted();
+    std::uint64_t size = limit > 0 ? std::min<std::uint64_t>(1000, limit - seen) : 1000;
+    std::string path = fmt::format("/v1/audit?limit={}{}", size, query);
+    Json reply = api.get(cursor ? path + "&cursor=" + url_encode(*cursor) : path);
+    for (const auto& entry : reply["items"]) {
+      each(entry);
+      ++seen;
+    }
+    if (!reply["next_cursor"].is_string() || (limit > 0 && seen >= limit)) return;
+    cursor = reply["next_cursor"].get<std::string>();
+  }
+}
+
 }  // namespace kiln::transport

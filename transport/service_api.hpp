@@ -155,6 +155,9 @@ Json show_image(ServiceApi& api, const std::string& id);
 // the SHA-256 and only then renames to `out`: `out` never holds a partial image.
 Json download_image(ServiceApi& api, const std::string& id, const std::filesystem::path& out);
 
+// Deletes an image or manifest (refused, Error(conflict), while an unfinished deployment uses it).
+Json delete_image(ServiceApi& api, const std::string& id);
+
 // Records the SUIT manifest made for an image, so deployments of the image carry it by default.
 Json link_image_manifest(ServiceApi& api, const std::string& image, const std::string& manifest);
 
@@ -192,6 +195,17 @@ std::vector<Json> deployment_events(const Json& before, const Json& before_devic
 // watch_deployment, polling the devices too, calling `on_event` for each event as it is seen.
 Json watch_deployment_events(ServiceApi& api, const std::string& id, int interval_ms,
                              const std::function<void(const Json&)>& on_event);
+// Deletes a finished (completed, aborted, superseded) deployment; Error(conflict) otherwise.
+Json delete_deployment(ServiceApi& api, const std::string& id);
+
+// The audit log (admin): entries in log order matching the filter (empty fields: any), page by page;
+// stops after `limit` entries when non-zero.
+struct AuditFilter {
+  std::optional<std::string> actor, action, target, since, until;
+};
+void list_audit(ServiceApi& api, const AuditFilter& filter, std::uint64_t limit,
+                const std::function<void(const Json&)>& each);
+
 // Every device of the deployment's group: final state, versions before and after, failure reason, timings.
 Json deployment_report(ServiceApi& api, const std::string& id);
 

@@ -136,6 +136,7 @@ const AccessRow access_matrix[] = {
     {"POST",   "/v1/images",                       "AA--"},
     {"GET",    "/v1/images",                       "AAAA"},
     {"GET",    "/v1/images/{}",                    "AAAA"},
+    {"DELETE", "/v1/images/{}",                    "AA--"},
     {"PUT",    "/v1/images/{}/content",            "AA--"},
     {"GET",    "/v1/images/{}/content",            "AAAA"},
     {"POST",   "/v1/images/{}/manifest",           "AA--"},
@@ -147,6 +148,8 @@ const AccessRow access_matrix[] = {
     {"POST",   "/v1/deployments/{}/pause",         "AA--"},
     {"POST",   "/v1/deployments/{}/resume",        "AA--"},
     {"POST",   "/v1/deployments/{}/abort",         "AA--"},
+    {"DELETE", "/v1/deployments/{}",               "AA--"},
+    {"GET",    "/v1/audit",                        "A---"},  // the audit log is for admins
     {"POST",   "/v1/factory-cas/challenge",        "A---"},  // factory-CA registration is admin-only
     {"POST",   "/v1/factory-cas",                  "A---"},
     {"GET",    "/v1/factory-cas",                  "AAAA"},

@@ -82,7 +82,7 @@ struct Tenant {
          {"/v1/products", "/v1/products/" + product_id, "/v1/groups", "/v1/groups/" + group_id, "/v1/devices",
           "/v1/devices/" + device_uid, "/v1/images", "/v1/images/" + image, "/v1/images/" + manifest,
           "/v1/images/" + image + "/content", "/v1/deployments", "/v1/deployments/" + deployment,
-          "/v1/deployments/" + deployment + "/devices", "/v1/factory-cas", "/v1/devices/count"}) {
+          "/v1/deployments/" + deployment + "/devices", "/v1/factory-cas", "/v1/devices/count", "/v1/audit"}) {
       auto r = call("GET", target);
       REQUIRE_MESSAGE(r.status == 200, target, " -> ", r.status, " ", r.body);
       out += target + " " + r.body + "\n";
@@ -138,6 +138,9 @@ TEST_CASE("isolation: every ID route and every agent endpoint answers 404 to ano
       {"DELETE", "/v1/tokens/{}", "/v1/tokens/" + a.json("GET", "/v1/tokens")["items"][0]["id"].get<std::string>(), ""},
       {"POST", "/v1/factory-cas/{}/revoke",
        "/v1/factory-cas/" + a.json("GET", "/v1/factory-cas")["items"][0]["id"].get<std::string>() + "/revoke", "{}"},
+      {"DELETE", "/v1/deployments/{}", dep, ""},
+      {"DELETE", "/v1/images/{}", "/v1/images/" + a.image, ""},
+      {"DELETE", "/v1/images/{}", "/v1/images/" + a.manifest, ""},
       // Routes without an ID in the path that name A's objects in the body.
       {"POST", "/v1/images/{}/manifest", "/v1/images/" + b.image + "/manifest", Json{{"manifest", a.manifest}}.dump()},
       {"POST", "/v1/deployments", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {a.image}}}.dump()},
@@ -175,6 +178,19 @@ TEST_CASE("isolation: every ID route and every agent endpoint answers 404 to ano
     for (const auto& id : std::vector<std::string>{a.device_uid, a.image, a.manifest, a.deployment, a.factory_ca.pem.substr(30, 40)})
       CHECK(body.find(id) == std::string::npos);
   }
+  // B's audit log holds B's own attempts (each refused 404), none of A's writes; A's log gained nothing
+  // (the snapshot below compares it).
+  for (const auto& entry : b.json("GET", "/v1/audit?limit=1000")["items"]) {
+    CAPTURE(entry.dump());
+    if (entry["target"] == a.image || entry["target"] == a.deployment || entry["target"] == a.device_uid)
+      CHECK(entry["status"] == 404);
+    CHECK((entry["action"] != "product.create" || entry["status"] == 201));
+  }
+  std::size_t writes = 0;
+  for (const auto& attempt : attempts) writes += attempt.method != "GET" ? 1 : 0;
+  CHECK(b.json("GET", "/v1/audit?limit=1000")["items"].size() ==
+        a.json("GET", "/v1/audit?limit=1000")["items"].size() + writes);
+
   // Registering A's content hash as B's own image does not hand B A's bytes: B has received nothing.
   auto shared = b.json("POST", "/v1/images", Json{{"sha256", a.image}, {"size", 3004}}.dump());
   CHECK(shared["received"] == 0);
