@@ -62,6 +62,23 @@ void adopt_factory_ca_owners(Db& db) {
       "created_at FROM factory_cas WHERE key_sha256 IS NOT NULL ORDER BY created_at, rowid");
 }
 
+// A column a migration adds, and the helper that adds each one its table does not have yet (migrations that
+// add columns are idempotent: a store whose user_version was reset keeps its columns).
+struct Column {
+  const char* table;
+  const char* name;
+  const char* declaration;
+};
+
+template <std::size_t N>
+void add_missing_columns(Db& db, const Column (&added)[N]) {
+  for (const auto& column : added) {
+    auto q = db.prepare(fmt::format("SELECT 1 FROM pragma_table_info('{}') WHERE name = ?", column.table));
+    q.bind(1, column.name);
+    if (!q.step()) db.exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", column.table, column.name, column.declaration));
+  }
+}
+
 // Migration 1: the schema as releases before versioned migrations left it, created or completed in place
 // (every statement is idempotent, so a store of any earlier release arrives at the same tables).
 void baseline_schema(Db& db) {
@@ -104,11 +121,6 @@ CREATE TABLE IF NOT EXISTS factory_ca_challenges (nonce TEXT PRIMARY KEY, tenant
   key_sha256 TEXT NOT NULL, expires_at INTEGER NOT NULL);
 )sql");
   // Columns added after the first release: existing databases gain them on start.
-  struct Column {
-    const char* table;
-    const char* name;
-    const char* declaration;
-  };
   static const Column added[] = {
       {"factory_cas", "stations", "INTEGER NOT NULL DEFAULT 0"},  // also authenticates station certificates
       {"images", "manifest", "TEXT"},  // the SUIT manifest uploaded with this image
@@ -126,11 +138,7 @@ CREATE TABLE IF NOT EXISTS factory_ca_challenges (nonce TEXT PRIMARY KEY, tenant
       {"idempotency", "request_sha256", "TEXT"},  // method, target and body of the first request
       {"idempotency", "secret", "INTEGER NOT NULL DEFAULT 0"},  // its answer held a secret: not stored
   };
-  for (const auto& column : added) {
-    auto q = db.prepare(fmt::format("SELECT 1 FROM pragma_table_info('{}') WHERE name = ?", column.table));
-    q.bind(1, column.name);
-    if (!q.step()) db.exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", column.table, column.name, column.declaration));
-  }
+  add_missing_columns(db, added);
   db.exec("CREATE INDEX IF NOT EXISTS deployments_by_group ON deployments (group_id)");
   db.exec("CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created_at)");
   adopt_factory_ca_owners(db);
@@ -154,11 +162,6 @@ void add_ledger_heads(Db& db) {
 // agent last said it runs, what each device ran before a deployment (the exact revert target), and the
 // halt threshold's minimum of executed devices.
 void add_rollout_safety(Db& db) {
-  struct Column {
-    const char* table;
-    const char* name;
-    const char* declaration;
-  };
   static const Column added[] = {
       {"products", "boot_keys", "TEXT NOT NULL DEFAULT '[]'"},  // JSON array of hex DER SPKI
       {"products", "manifest_keys", "TEXT NOT NULL DEFAULT '[]'"},
@@ -171,11 +174,7 @@ void add_rollout_safety(Db& db) {
       {"deployments", "halt_min_executed", "INTEGER NOT NULL DEFAULT 0"},
   };
   // Idempotent, like migration 1: a store whose user_version was reset keeps its columns.
-  for (const auto& column : added) {
-    auto q = db.prepare(fmt::format("SELECT 1 FROM pragma_table_info('{}') WHERE name = ?", column.table));
-    q.bind(1, column.name);
-    if (!q.step()) db.exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", column.table, column.name, column.declaration));
-  }
+  add_missing_columns(db, added);
 }
 
 // Migration 5 (issue 16): each device's image-encryption public key (from its bundle) and the encrypted
@@ -190,41 +189,27 @@ void add_encrypted_delivery(Db& db) {
 // Migration 6 (issue 15, rollout controls): a deployment's controls as one JSON policy (wave conditions,
 // abort criteria, ...; rollout_policy.hpp), and the JSON progress of what they change as it rolls out.
 void add_rollout_controls(Db& db) {
-  for (const char* name : {"policy", "progress"}) {
-    auto q = db.prepare("SELECT 1 FROM pragma_table_info('deployments') WHERE name = ?");
-    q.bind(1, name);
-    if (!q.step()) db.exec(fmt::format("ALTER TABLE deployments ADD COLUMN {} TEXT NOT NULL DEFAULT ''", name));
-  }
+  static const Column added[] = {
+      {"deployments", "policy", "TEXT NOT NULL DEFAULT ''"},
+      {"deployments", "progress", "TEXT NOT NULL DEFAULT ''"},
+  };
+  add_missing_columns(db, added);
 }
 
 // Migration 7 (issue 15, retries and maintenance windows): the attempt each device is on for a deployment
 // and when it may retry (unix seconds), and each device's own time zone. Idempotent, like migration 4.
 void add_retries_and_zones(Db& db) {
-  struct Column {
-    const char* table;
-    const char* name;
-    const char* declaration;
-  };
   static const Column added[] = {
       {"deployment_devices", "attempt", "INTEGER NOT NULL DEFAULT 1"},
       {"deployment_devices", "retry_at", "INTEGER"},
       {"devices", "time_zone", "TEXT"},
   };
-  for (const auto& column : added) {
-    auto q = db.prepare(fmt::format("SELECT 1 FROM pragma_table_info('{}') WHERE name = ?", column.table));
-    q.bind(1, column.name);
-    if (!q.step()) db.exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", column.table, column.name, column.declaration));
-  }
+  add_missing_columns(db, added);
 }
 
 // Migration 8 (issue 17, revocation): tokens get an ID people name them by (never the hash) and a
 // revocation time; devices and factory CAs a revocation time and reason. Idempotent, like migration 4.
 void add_revocation(Db& db) {
-  struct Column {
-    const char* table;
-    const char* name;
-    const char* declaration;
-  };
   static const Column added[] = {
       {"tokens", "id", "TEXT"},
       {"tokens", "revoked_at", "TEXT"},
@@ -233,11 +218,7 @@ void add_revocation(Db& db) {
       {"factory_cas", "revoked_at", "TEXT"},
       {"factory_cas", "revoked_reason", "TEXT"},
   };
-  for (const auto& column : added) {
-    auto q = db.prepare(fmt::format("SELECT 1 FROM pragma_table_info('{}') WHERE name = ?", column.table));
-    q.bind(1, column.name);
-    if (!q.step()) db.exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", column.table, column.name, column.declaration));
-  }
+  add_missing_columns(db, added);
   db.exec("UPDATE tokens SET id = 'tok_' || lower(hex(randomblob(8))) WHERE id IS NULL");
   db.exec("CREATE UNIQUE INDEX IF NOT EXISTS tokens_by_id ON tokens (id)");
 }
