@@ -73,9 +73,14 @@ class ServiceSetup {
     o.env["XDG_CONFIG_HOME"] = dir.file("xdg");
     o.env["KILN_SERVICE"] = service->url();
     o.env["KILN_CA_FILE"] = (data / "ca.pem").string();
-    o.env["KILN_TOKEN"] = slurp(token_file.empty() ? admin_token_file : token_file);
-    o.env["KILN_TOKEN"].pop_back();  // newline
+    o.env["KILN_TOKEN"] = token_of(token_file.empty() ? admin_token_file : token_file);
     return o;
+  }
+  // The token a token file holds.
+  static std::string token_of(const std::string& file) {
+    auto token = slurp(file);
+    if (!token.empty() && token.back() == '\n') token.pop_back();
+    return token;
   }
   ProcessResult kiln(const std::vector<std::string>& args, const std::string& token_file = {}) const {
     return test::kiln(args, env(token_file));
@@ -88,6 +93,14 @@ class ServiceSetup {
     INFO("kiln " << args[0] << " " << (args.size() > 1 ? args[1] : "") << ": " << r.err);
     REQUIRE(r.exit_code == 0);
     return Json::parse(r.out);
+  }
+  // Another tenant (kiln-service tenant create, beside the running service): the file holding its admin token.
+  std::string add_tenant(const std::string& name) const {
+    auto file = dir.file(name + ".token");
+    auto r = run_process(bin_path("kiln-service"),
+                         {"tenant", "create", "--dir", data.string(), "--name", name, "--token-file", file});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    return file;
   }
   // A new token of `role` (kiln-service token create): the file holding it.
   std::string token(const std::string& role) const {
