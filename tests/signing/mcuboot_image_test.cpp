@@ -4,7 +4,6 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "signing/file_key.hpp"
-#include "signing/intel_hex.hpp"
 #include "signing/mcuboot_image.hpp"
 #include "signing/mcuboot_sign.hpp"
 #include "tests/support/process.hpp"
@@ -213,26 +212,6 @@ TEST_CASE("mcuboot: uuid5 matches Python's uuid.uuid5") {
         "886313e13b8a53729b900c9aee199e5d");
   CHECK(to_hex(uuid_from_text_or_name("00010203-0405-0607-0809-0a0b0c0d0e0f", {})) ==
         "000102030405060708090a0b0c0d0e0f");
-}
-
-TEST_CASE("intel hex: format then parse round-trips, with extended addresses and gaps") {
-  Bytes a(40), b(8, 0x11);
-  for (std::size_t i = 0; i < a.size(); ++i) a[i] = static_cast<std::uint8_t>(i);
-  std::vector<HexSegment> segments = {{0x0800fff0, a}, {0x08010100, b}};
-  std::string text = format_intel_hex(segments);
-  CHECK(text.starts_with(":020000040800F2\n:10FFF000"));
-  auto image = parse_intel_hex(text);
-  CHECK(image.base_address == 0x0800fff0);
-  REQUIRE(image.data.size() == 0x118);
-  CHECK(std::equal(a.begin(), a.end(), image.data.begin()));
-  CHECK(image.data[40] == 0xff);  // gap filled as erased flash
-  CHECK(image.data[0x110] == 0x11);
-  CHECK_THROWS_AS(parse_intel_hex(":0100000000FE\n"), Error);  // bad checksum, no EOF
-  CHECK_THROWS_AS(parse_intel_hex(":10000000\n:00000001FF\n"), Error);
-  // Two bytes 2 MiB apart: beyond a 1 MiB span limit, within the default.
-  std::vector<HexSegment> far = {{0, ByteView(a).first(1)}, {2u << 20, ByteView(a).first(1)}};
-  CHECK_THROWS_AS(parse_intel_hex(format_intel_hex(far), 1u << 20), Error);
-  CHECK(parse_intel_hex(format_intel_hex(far)).data.size() == (2u << 20) + 1);
 }
 
 TEST_CASE("mcuboot: sign_image reproduces imgtool's Ed25519 vector and inspect_image accepts it") {
