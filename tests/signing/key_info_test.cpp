@@ -31,7 +31,7 @@ TEST_CASE("key_info: EC and Ed25519 keys hash their SubjectPublicKeyInfo, as img
 
   auto ed = describe_public_key(vector_public_key("ed25519.pem"));
   CHECK(ed.type == KeyType::ed25519);
-  CHECK(ed.bits == 253);
+  CHECK(ed.bits == 256);  // OpenSSL's ED25519_BITS
   CHECK(ed.fingerprint == "009bfbaa15b2a5e1ac8b2bf101e4d24e2bbd4ae1c4c1a6fab89e5793d80974e3");
   CHECK(ed.mcuboot_key_hash == ed.fingerprint);
 
