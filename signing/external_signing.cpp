@@ -1,12 +1,25 @@
 // Offline signing helpers: sign a vector, accept a signature made elsewhere, record what must be signed.
 #include "signing/external_signing.hpp"
 
+#include <openssl/ecdsa.h>
+
 #include <fmt/format.h>
 
 #include "core/error.hpp"
+#include "signing/openssl_ptr.hpp"
 
 namespace kiln {
 namespace {
+
+// Whether `signature` is, as a whole, a DER ECDSA-Sig-Value. Its first byte alone cannot tell: one raw
+// r||s in 256 starts with 0x30, DER's SEQUENCE tag.
+bool is_der_ecdsa(ByteView signature) {
+  const unsigned char* p = signature.data();
+  ossl::Ptr<ECDSA_SIG> sig(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(signature.size())));
+  bool whole = sig && p == signature.data() + signature.size();
+  openssl_errors();  // a failed parse is an answer here, not news
+  return whole;
+}
 
 class Presigned final : public Signer {
  public:
@@ -17,7 +30,7 @@ class Presigned final : public Signer {
         type_(public_key_type(public_key_der_)) {
     // Raw r||s (COSE, PKCS#11 tokens) becomes DER, the form Signer::sign returns.
     std::size_t coordinate = type_ == KeyType::ecdsa_p384 ? 48 : 32;
-    if (is_ecdsa(type_) && signature_.size() == 2 * coordinate && signature_[0] != 0x30)
+    if (is_ecdsa(type_) && signature_.size() == 2 * coordinate && !is_der_ecdsa(signature_))
       signature_ = ecdsa_raw_to_der(signature_);
   }
   KeyType type() const override { return type_; }
