@@ -128,18 +128,6 @@ TEST_CASE("output: unknown format names are usage errors listing the choices") {
   }
 }
 
-#include "cli/progress.hpp"
-
-TEST_CASE("progress: the line shows percent, a bar that fits, rate and ETA") {
-  auto line = ProgressBar::format_line("signing", 50 * 1024 * 1024, 100 * 1024 * 1024, 2.0, 60);
-  CHECK(line.starts_with("signing  50% ["));
-  CHECK(line.find("25.0 MiB/s") != std::string::npos);
-  CHECK(line.find("ETA 2s") != std::string::npos);
-  CHECK(line.size() <= 60);
-  auto unknown = ProgressBar::format_line("upload", 2048, 0, 1.0, 60);
-  CHECK(unknown == "upload 2.0 KiB 2.0 KiB/s");
-}
-
 namespace {
 // Bytes a hostile device or name can carry: ESC[2J (clear screen), BEL, CR, DEL, the 8-bit CSI
 // U+009B, a right-to-left override, a stray 0xff byte; and ordinary Unicode that must survive.
