@@ -21,15 +21,17 @@ ApiError bad_trailer(const std::string& why) {
   return ApiError{400, "invalid_request", "bundle signature trailer: " + why};
 }
 
-Bytes hex_field(const Json& line, const char* name, std::size_t max_length) {
+// `field`: the name messages give it, the path from the trailer ("ledger_head.signature").
+Bytes hex_field(const Json& line, const char* name, std::size_t max_length, std::string_view field = {}) {
+  if (field.empty()) field = name;
   auto it = line.find(name);
-  if (it == line.end() || !it->is_string()) throw bad_trailer(fmt::format("'{}' must be a hex string", name));
+  if (it == line.end() || !it->is_string()) throw bad_trailer(fmt::format("'{}' must be a hex string", field));
   auto text = it->get<std::string>();
-  if (text.empty() || text.size() > max_length) throw bad_trailer(fmt::format("'{}' has a wrong length", name));
+  if (text.empty() || text.size() > max_length) throw bad_trailer(fmt::format("'{}' has a wrong length", field));
   try {
     return from_hex(text);
   } catch (const Error&) {
-    throw bad_trailer(fmt::format("'{}' is not hex", name));
+    throw bad_trailer(fmt::format("'{}' is not hex", field));
   }
 }
 
@@ -66,7 +68,7 @@ BundleLedgerHead parse_ledger_head(const Json& head) {
   if (hash == head.end() || !hash->is_string() || !is_hex_digest(hash->get<std::string>()))
     throw bad_trailer("'ledger_head.hash' must be a hex SHA-256");
   out.hash = hash->get<std::string>();
-  out.signature = hex_field(head, "signature", 2048);
+  out.signature = hex_field(head, "signature", 2048, "ledger_head.signature");
   auto chain = head.find("chain");
   if (chain == head.end() || !chain->is_array())
     throw bad_trailer(
@@ -81,7 +83,7 @@ BundleLedgerHead parse_ledger_head(const Json& head) {
     out.chain.push_back(link.get<std::string>());
   }
   if (out.chain.back() != out.hash) throw bad_trailer("'ledger_head.chain' does not end with the head's hash");
-  out.chain_signature = hex_field(head, "chain_signature", 2048);
+  out.chain_signature = hex_field(head, "chain_signature", 2048, "ledger_head.chain_signature");
   return out;
 }
 
