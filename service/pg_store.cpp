@@ -1336,9 +1336,9 @@ void PgStore::insert_deployment(std::int64_t tenant_id, const Deployment& d, con
       "INSERT INTO deployments (id, tenant_id, group_id, images, state, created_at, updated_at, manifest, sequence, "
       "waves, wave, wave_started_at, step_after, halt_on_failure, failure_baseline, previous, halt_min_executed, "
       "policy, progress) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-      {d.id, tenant_id, d.group_id, json_array(d.images), d.state, d.created_at, d.updated_at, d.manifest,
-       sequence, json_array(d.waves), d.wave, d.wave_started_at, d.step_after, halt, d.failure_baseline,
-       d.previous, d.halt_min_executed, policy_text(d.policy), progress_text(d)});
+      {d.id, tenant_id, d.group_id, json_array(d.images), state_name(d.state), d.created_at, d.updated_at, d.manifest,
+       sequence, json_array(d.waves), d.wave, d.wave_started_at, d.step_after, halt, d.failure_baseline, d.previous,
+       d.halt_min_executed, policy_text(d.policy), progress_text(d)});
   write_tally(use.conn(), d.id, recount(use.conn(), d));
 }
 
@@ -1347,7 +1347,8 @@ void PgStore::save_rollout(const std::string& deployment_id, const Rollout& r, c
   run(use.conn(),
       "UPDATE deployments SET state = $1, wave = $2, wave_started_at = $3, halt_reason = $4, failure_baseline = $5, "
       "updated_at = $6, progress = $7 WHERE id = $8",
-      {r.state, r.wave, r.wave_started_at, r.halt_reason, r.failure_baseline, now, progress_text(r), deployment_id});
+      {state_name(r.state), r.wave, r.wave_started_at, r.halt_reason, r.failure_baseline, now, progress_text(r),
+       deployment_id});
 }
 
 RolloutTally PgStore::recount_rollout_tally(const Deployment& deployment) {

@@ -1239,7 +1239,7 @@ void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d,
       .bind(3, d.group_id)
       .bind(4, json_array(d.images))
       .bind(5, std::int64_t{d.waves.back()})
-      .bind(6, d.state)
+      .bind(6, state_name(d.state))
       .bind(7, d.created_at)
       .bind(8, d.updated_at)
       .bind_optional(9, d.manifest);
@@ -1267,9 +1267,9 @@ void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d,
 void SqliteStore::save_rollout(const std::string& deployment_id, const Rollout& r, const std::string& now) {
   Use use(*this);
   db().prepare(
-        "UPDATE deployments SET state = ?, wave = ?, wave_started_at = ?, halt_reason = ?, failure_baseline = ?, "
-        "updated_at = ?, progress = ? WHERE id = ?")
-      .bind(1, r.state)
+          "UPDATE deployments SET state = ?, wave = ?, wave_started_at = ?, halt_reason = ?, failure_baseline = ?, "
+          "updated_at = ?, progress = ? WHERE id = ?")
+      .bind(1, state_name(r.state))
       .bind(2, std::int64_t{r.wave})
       .bind(3, r.wave_started_at)
       .bind_optional(4, r.halt_reason)

@@ -111,7 +111,10 @@ Deployment read_deployment(const StoreRow& row) {
   d.halt_reason = row.optional_text(11);
   d.failure_baseline = row.integer(12);
   d.previous = row.optional_text(13);
-  d.state = row.text(14);
+  auto state = row.text(14);
+  auto parsed = parse_deployment_state(state);
+  if (!parsed) throw Error(ExitCode::failure, "deployment " + d.id + " has an unknown state in the store: " + state);
+  d.state = *parsed;
   d.created_at = row.text(15);
   d.updated_at = row.text(16);
   if (row.columns() > 17) d.halt_min_executed = row.integer(17);

@@ -185,7 +185,7 @@ TEST_CASE("store rules: a deployment row of an old store stops before the later 
   CHECK(old.step_after == 60);
   CHECK(old.halt_on_failure == std::optional<double>(2.5));
   CHECK(old.failure_baseline == 1);
-  CHECK(old.state == "active");
+  CHECK(state_name(old.state) == "active");
   CHECK(old.created_at == "c");
   CHECK(old.updated_at == "u");
   CHECK(old.halt_min_executed == 0);
