@@ -557,8 +557,8 @@ void check_manifest_signature(Call& call, const Product& product, const std::str
                                     short_id(manifest), count.valid, product.name, count.required, count.trusted));
       return;
     }
-    checks.fail("manifest_key", fmt::format("manifest {} is not signed enough for product {}: {}", short_id(manifest),
-                                            product.name, count.describe()));
+    checks.fail("manifest_key", fmt::format("manifest {} does not verify against the manifest keys of product {}: {}",
+                                            short_id(manifest), product.name, count.describe()));
   } catch (const Error& e) {
     checks.fail("manifest_key", fmt::format("manifest {} does not verify against the manifest keys of product {}: {}",
                                             short_id(manifest), product.name, e.what()));
