@@ -128,7 +128,7 @@ SignedEnvelope check_signatures(ByteView input, const std::vector<TrustedKey>& k
   return out;
 }
 
-SignatureCount count(const std::vector<SignatureCheck>& signatures, std::size_t trusted, std::size_t threshold) {
+SignatureCount count_signers(const std::vector<SignatureCheck>& signatures, std::size_t trusted, std::size_t threshold) {
   SignatureCount c;
   c.required = threshold;
   c.trusted = trusted;
@@ -164,7 +164,7 @@ void check_threshold(std::size_t m, std::size_t n, const std::string& what) {
 
 SignatureCount count_trusted_signatures(ByteView envelope, const std::vector<TrustedKey>& keys, std::size_t threshold) {
   SignedEnvelope checked = check_signatures(envelope, keys);
-  return count(checked.signatures, checked.trusted, threshold);
+  return count_signers(checked.signatures, checked.trusted, threshold);
 }
 
 VerifyReport verify_envelope(ByteView input, const VerifyOptions& options) {
@@ -178,7 +178,7 @@ VerifyReport verify_envelope(ByteView input, const VerifyOptions& options) {
                  "sign it with `kiln manifest sign FILE --key KEYREF`, or pass --unsigned to check digests only");
   if (options.threshold) {
     // M of N: distinct trusted keys with a valid signature.
-    SignatureCount c = count(report.signatures, checked.trusted, *options.threshold);
+    SignatureCount c = count_signers(report.signatures, checked.trusted, *options.threshold);
     if (!c.met())
       throw failed(c.describe(), "collect more signatures from the trusted keys with `kiln manifest sign`");
     report.count = c;

@@ -89,8 +89,9 @@ TEST_CASE("threshold e2e: 2 of 3 manifest keys: one signature is refused everywh
   auto wrong = fleet.json(create);
   auto wrong_id = wrong["id"].get<std::string>();
   REQUIRE(fleet.wait_all_outcome(wrong_id, "refused", 30));
-  for (const auto& [uid, row] : fleet.deployment_devices(wrong_id)) {
-    CAPTURE(uid);
+  for (const auto& device : fleet.deployment_devices(wrong_id)) {
+    const Json& row = device.second;
+    CAPTURE(device.first);
     CHECK(row["status"] == "refused");
     CHECK_MESSAGE(row["detail"].get<std::string>().find(one_of_three) != std::string::npos, row.dump());
   }

@@ -271,11 +271,11 @@ TEST_CASE("threshold: a bad signature by a trusted key does not count") {
 TEST_CASE("threshold: M must be between 1 and the number of keys, and the key set not empty") {
   CHECK_NOTHROW(suit::check_threshold(1, 1, "x"));
   CHECK_NOTHROW(suit::check_threshold(2, 3, "x"));
-  for (auto [m, n] : std::vector<std::pair<std::size_t, std::size_t>>{{0, 3}, {4, 3}, {1, 0}}) {
-    CAPTURE(m);
-    CAPTURE(n);
+  for (const auto& bad : std::vector<std::pair<std::size_t, std::size_t>>{{0, 3}, {4, 3}, {1, 0}}) {
+    CAPTURE(bad.first);
+    CAPTURE(bad.second);
     try {
-      suit::check_threshold(m, n, "x");
+      suit::check_threshold(bad.first, bad.second, "x");
       FAIL("accepted");
     } catch (const Error& e) {
       CHECK(e.code() == ExitCode::usage);
