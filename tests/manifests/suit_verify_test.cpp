@@ -222,7 +222,7 @@ TEST_CASE("threshold: distinct trusted keys with a valid signature are counted, 
     CAPTURE(c_first);
     suit::Envelope two = base;
     if (c_first) suit::add_signature(two, *c);
-    Bytes vector = suit::signature_vector(two, b->public_key_der(), false);
+    Bytes vector = suit::signature_vector(two, b->public_key_der(), true);  // the digest an HSM signs
     suit::add_external_signature(two, b->public_key_der(), b->sign(vector, HashAlg::sha256));
     if (!c_first) suit::add_signature(two, *c);
     Bytes encoded = suit::encode_envelope(two);
