@@ -9,6 +9,7 @@
 
 #include <string>
 
+#include "core/files.hpp"
 #include "signing/key_ref.hpp"
 #include "tests/support/ota_fleet.hpp"
 
@@ -72,8 +73,8 @@ TEST_CASE("threshold e2e: 2 of 3 manifest keys: one signature is refused everywh
   dry.push_back("--dry-run");
   auto refused_dry = fleet.kiln(dry);
   CHECK(refused_dry.exit_code == 3);
-  CHECK_MESSAGE((refused_dry.out + refused_dry.err).find(one_of_three) != std::string::npos,
-                refused_dry.out + refused_dry.err);
+  const std::string dry_output = refused_dry.out + refused_dry.err;
+  CHECK_MESSAGE(dry_output.find(one_of_three) != std::string::npos, dry_output);
   auto refused = fleet.kiln(create);
   CHECK(refused.exit_code == 3);
   CHECK_MESSAGE(refused.err.find(one_of_three) != std::string::npos, refused.err);
