@@ -51,7 +51,8 @@ StationFirmware check_firmware(const std::filesystem::path& image, const std::fi
     options.keys.push_back({fw.manifest_keys.size() == 1 ? std::string("the manifest key")
                                                          : fmt::format("manifest key {}", i + 1),
                             fw.manifest_keys[i]});
-  options.threshold = fw.manifest_threshold;
+  // One key (1 of 1): it must have signed, as before M of N; several: the M-of-N count.
+  if (fw.manifest_keys.size() > 1) options.threshold = fw.manifest_threshold;
   options.images.push_back(image);
   try {
     fw.sequence = suit::verify_envelope(fw.manifest, options).sequence_number;

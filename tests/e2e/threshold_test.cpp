@@ -117,6 +117,27 @@ TEST_CASE("threshold e2e: 2 of 3 manifest keys: one signature is refused everywh
   REQUIRE_MESSAGE(verified.exit_code == 0, verified.err);
   CHECK(Json::parse(verified.out)["threshold"]["valid"] == 2);
 
+  // The factory: several keys need an explicit threshold within 1..N, and the station's manifest must meet it.
+  auto one_key = fleet.make_manifest(image2, 4);
+  auto factory_init = [&](const std::string& manifest, const std::vector<std::string>& extra) {
+    std::vector<std::string> args{"factory", "init", "--ca-key", fleet.file("station-ca.key.pem"), "--ca-cert",
+                                  fleet.file("station-ca.pem"), "--vendor-root", fleet.file("vendor-root.pem"),
+                                  "--boot-key", key(1), "--product", fleet.options().product, "--image", image2,
+                                  "--manifest", manifest, "--manifest-key", key(1), "--manifest-key", key(2),
+                                  "--manifest-key", key(3), "-o", fleet.file("other-station.toml"), "--force"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return fleet.kiln(args);
+  };
+  auto no_threshold = factory_init(two, {});
+  CHECK(no_threshold.exit_code == 2);
+  CHECK_MESSAGE(no_threshold.err.find("--manifest-threshold") != std::string::npos, no_threshold.err);
+  CHECK(factory_init(two, {"--manifest-threshold", "4"}).exit_code == 2);
+  auto under = factory_init(one_key, {"--manifest-threshold", "2"});
+  CHECK(under.exit_code == 3);
+  CHECK_MESSAGE(under.err.find(one_of_three) != std::string::npos, under.err);
+  auto station = factory_init(two, {"--manifest-threshold", "2"});
+  CHECK_MESSAGE(station.exit_code == 0, station.err);
+
   auto deployment = fleet.deploy(image2, two);
   auto id = deployment["id"].get<std::string>();
   REQUIRE(fleet.wait_all_outcome(id, "installed", 40));
