@@ -926,7 +926,7 @@ TEST_CASE("deployment checks: a manifest below the product's M-of-N threshold is
   Json fewer = {{"manifest_keys", {f.releases.manifest_pem()}}};
   CHECK(f.call("PATCH", "/v1/products/Thermo", fewer.dump()).status == 400);
   CHECK(f.json("GET", "/v1/products/Thermo")["manifest_keys"].size() == 3);
-  f.device("dev-1", "Thermo/Field Test");
+  f.assigned_device("dev-1", "Thermo/Field Test");
 
   // Signed by one key, then by the same key twice: refused before any device sees it, dry run too.
   auto one = f.releases.make("one", 5);
