@@ -532,7 +532,8 @@ void check_image(Call& call, const Product& product, const std::string& sha, Che
                                       to_hex(*plain.embedded_key_hash).substr(0, 16), product.name));
 }
 
-// The envelope's signature by one of the product's manifest keys.
+// The envelope's signatures: at least the product's manifest_threshold distinct manifest keys (M of N), the
+// rule its boards apply (suit::count_trusted_signatures).
 void check_manifest_signature(Call& call, const Product& product, const std::string& manifest, Checks& checks) {
   if (product.manifest_keys.empty()) {
     checks.fail("manifest_key", fmt::format("product {} has no manifest keys to check manifest {} against: kiln "
@@ -541,21 +542,28 @@ void check_manifest_signature(Call& call, const Product& product, const std::str
     return;
   }
   Bytes bytes = read_file(blob_path(call.config, call.who.tenant_id, manifest));
-  std::string last;
-  for (auto& key : product.manifest_keys) {
-    suit::VerifyOptions options;
-    options.keys.push_back({"manifest key " + describe_public_key(from_hex(key)).fingerprint.substr(0, 16), from_hex(key)});
-    try {
-      suit::verify_envelope(bytes, options);
-      checks.pass("manifest_key", fmt::format("manifest {} is signed by a manifest key of product {}", short_id(manifest),
-                                              product.name));
+  std::vector<suit::TrustedKey> keys;
+  for (auto& key : product.manifest_keys)
+    keys.push_back({"manifest key " + describe_public_key(from_hex(key)).fingerprint.substr(0, 16), from_hex(key)});
+  const auto threshold = static_cast<std::size_t>(std::max<std::int64_t>(product.manifest_threshold, 1));
+  try {
+    suit::SignatureCount count = suit::count_trusted_signatures(bytes, keys, threshold);
+    if (count.met()) {
+      checks.pass("manifest_key",
+                  product.manifest_keys.size() == 1
+                      ? fmt::format("manifest {} is signed by the manifest key of product {}", short_id(manifest),
+                                    product.name)
+                      : fmt::format("manifest {} is signed by {} of the manifest keys of product {} (threshold {} of "
+                                    "{})",
+                                    short_id(manifest), count.valid, product.name, count.required, count.trusted));
       return;
-    } catch (const Error& e) {
-      last = e.what();
     }
+    checks.fail("manifest_key", fmt::format("manifest {} does not verify against the manifest keys of product {}: {}",
+                                            short_id(manifest), product.name, count.describe()));
+  } catch (const Error& e) {
+    checks.fail("manifest_key", fmt::format("manifest {} does not verify against the manifest keys of product {}: {}",
+                                            short_id(manifest), product.name, e.what()));
   }
-  checks.fail("manifest_key", fmt::format("manifest {} does not verify against the manifest keys of product {}: {}",
-                                          short_id(manifest), product.name, last));
 }
 
 // The sequence number must be above every sequence a device of the group runs or may be installing: the

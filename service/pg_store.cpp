@@ -333,6 +333,14 @@ CREATE INDEX IF NOT EXISTS audit_log_by_tenant ON audit_log (tenant_id, id);
 )sql");
 }
 
+// Migration 10 (issue 17, M-of-N release policy): how many distinct manifest keys of a product must have
+// signed a release. Like SQLite's migration 10.
+void add_manifest_threshold(PGconn* conn) {
+  run_script(conn, R"sql(
+ALTER TABLE products ADD COLUMN IF NOT EXISTS manifest_threshold BIGINT NOT NULL DEFAULT 1;
+)sql");
+}
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction (PostgreSQL's schema changes are transactional: a migration killed half-way leaves nothing,
 // and the next start runs it again). Append only: a released migration never changes. The version lives
@@ -351,6 +359,7 @@ constexpr Migration migrations[] = {
     {7, add_retries_and_zones},
     {8, add_revocation},
     {9, add_audit_log},
+    {10, add_manifest_threshold},
 };
 
 int read_schema_version(PGconn* conn) {
@@ -778,17 +787,19 @@ bool PgStore::product_name_taken(std::int64_t tenant_id, const std::string& name
 void PgStore::insert_product(std::int64_t tenant_id, const Product& product) {
   Use use(*this);
   run(use.conn(),
-      "INSERT INTO products (id, tenant_id, name, description, created_at, boot_keys, manifest_keys, slot_size) "
-      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+      "INSERT INTO products (id, tenant_id, name, description, created_at, boot_keys, manifest_keys, slot_size, "
+      "manifest_threshold) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
       {product.id, tenant_id, product.name, product.description, product.created_at,
-       json_array(product.boot_keys), json_array(product.manifest_keys), product.slot_size});
+       json_array(product.boot_keys), json_array(product.manifest_keys), product.slot_size,
+       product.manifest_threshold});
 }
 
 void PgStore::update_product_trust(const Product& product) {
   Use use(*this);
-  run(use.conn(), "UPDATE products SET boot_keys = $1, manifest_keys = $2, slot_size = $3 WHERE id = $4",
+  run(use.conn(),
+      "UPDATE products SET boot_keys = $1, manifest_keys = $2, slot_size = $3, manifest_threshold = $4 WHERE id = $5",
       {json_array(product.boot_keys), json_array(product.manifest_keys), product.slot_size,
-       product.id});
+       product.manifest_threshold, product.id});
 }
 
 std::vector<Product> PgStore::list_products(std::int64_t tenant_id) {

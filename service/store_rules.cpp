@@ -19,7 +19,8 @@ std::optional<std::int64_t> StoreRow::optional_integer(int column) const {
 }
 
 const char* const product_columns =
-    "SELECT id, name, coalesce(description, ''), created_at, boot_keys, manifest_keys, slot_size FROM products ";
+    "SELECT id, name, coalesce(description, ''), created_at, boot_keys, manifest_keys, slot_size, "
+    "manifest_threshold FROM products ";
 
 Product read_product(const StoreRow& row) {
   return Product{row.text(0),
@@ -28,7 +29,8 @@ Product read_product(const StoreRow& row) {
                  row.text(3),
                  parse_string_array(row.text(4)),
                  parse_string_array(row.text(5)),
-                 row.integer(6)};
+                 row.integer(6),
+                 row.integer(7)};
 }
 
 const char* const group_columns =
