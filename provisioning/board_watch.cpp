@@ -37,7 +37,10 @@ std::vector<ProvisionOutcome> watch_boards(Station& station, const WatchOptions&
                                            const WatchNotice& on_notice) {
   FileDescriptor inotify{-1};
   if (options.emu_dir) {
-    std::filesystem::create_directories(*options.emu_dir);
+    std::error_code made;
+    std::filesystem::create_directories(*options.emu_dir, made);
+    if (made)
+      throw Error(ExitCode::failure, fmt::format("cannot watch {}: {}", options.emu_dir->string(), made.message()));
     inotify.fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (inotify.fd < 0 || inotify_add_watch(inotify.fd, options.emu_dir->c_str(), IN_CREATE | IN_MOVED_TO) < 0)
       throw Error(ExitCode::failure, fmt::format("cannot watch {}: {}", options.emu_dir->string(), std::strerror(errno)));
