@@ -572,7 +572,7 @@ void check_sequence(Call& call, const Group& group, const std::string& manifest,
       if (*device.status == "installed") {
         auto& slot = last_installed[device.id];
         if (device.updated_at >= slot.first) slot = {device.updated_at, *d.sequence};
-      } else if (!is_failure_status(*device.status) && *device.status != "revoked" && d.state != "aborted") {
+      } else if (!is_failure_status(*device.status) && !left_deployment(*device.status) && d.state != "aborted") {
         taking.push_back(device.id);
       }
     });
