@@ -1028,13 +1028,14 @@ void PgStore::unclaim_device(const std::string& device_id) {
   if (before && before->group_id) count_member(use.conn(), device_id, *before->group_id, -1);
 }
 
-void PgStore::transfer_device(const std::string& device_id, std::int64_t tenant_id, const std::string& now) {
+void PgStore::transfer_device(const std::string& device_id, std::int64_t tenant_id, const std::string& product_id,
+                              const std::string& now) {
   Use use(*this);
   auto before = device_group(use.conn(), device_id);
   run(use.conn(),
-      "UPDATE devices SET factory_tenant_id = coalesce(factory_tenant_id, tenant_id), tenant_id = $1, claimed = 1, "
-      "claimed_at = $2, group_id = NULL WHERE id = $3",
-      {tenant_id, now, device_id});
+      "UPDATE devices SET factory_tenant_id = coalesce(factory_tenant_id, tenant_id), tenant_id = $1, "
+      "product_id = $2, claimed = 1, claimed_at = $3, group_id = NULL WHERE id = $4",
+      {tenant_id, product_id, now, device_id});
   if (before && before->group_id) count_member(use.conn(), device_id, *before->group_id, -1);
 }
 

@@ -84,7 +84,8 @@ class PgStore final : public Store {
   std::optional<std::string> device_time_zone(const std::string& device_id) override;
   void mark_claimed(const std::string& device_id, const std::string& now) override;
   void unclaim_device(const std::string& device_id) override;
-  void transfer_device(const std::string& device_id, std::int64_t tenant_id, const std::string& now) override;
+  void transfer_device(const std::string& device_id, std::int64_t tenant_id, const std::string& product_id,
+                               const std::string& now) override;
   void add_transfer_voucher(const TransferVoucherRecord& voucher) override;
   std::optional<TransferVoucherRecord> find_transfer_voucher(const std::string& id) override;
   bool take_transfer_voucher(const std::string& id, const std::string& now) override;

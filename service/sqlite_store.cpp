@@ -842,15 +842,17 @@ void SqliteStore::unclaim_device(const std::string& device_id) {
   if (before && before->group_id) count_member(db(), device_id, *before->group_id, -1);
 }
 
-void SqliteStore::transfer_device(const std::string& device_id, std::int64_t tenant_id, const std::string& now) {
+void SqliteStore::transfer_device(const std::string& device_id, std::int64_t tenant_id, const std::string& product_id,
+                                  const std::string& now) {
   Use use(*this);
   auto before = device_group(db(), device_id);
   db().prepare(
         "UPDATE devices SET factory_tenant_id = coalesce(factory_tenant_id, tenant_id), tenant_id = ?, "
-        "claimed = 1, claimed_at = ?, group_id = NULL WHERE id = ?")
+        "product_id = ?, claimed = 1, claimed_at = ?, group_id = NULL WHERE id = ?")
       .bind(1, tenant_id)
-      .bind(2, now)
-      .bind(3, device_id)
+      .bind(2, product_id)
+      .bind(3, now)
+      .bind(4, device_id)
       .run();
   if (before && before->group_id) count_member(db(), device_id, *before->group_id, -1);
 }

@@ -287,10 +287,11 @@ class Store {
   virtual std::optional<std::string> device_time_zone(const std::string& device_id) = 0;
   virtual void mark_claimed(const std::string& device_id, const std::string& now) = 0;
   // Ownership (issue 17). unclaim: claimed = 0 and no group (it leaves its group's tallies), same tenant.
-  // transfer: the device moves to `tenant_id`, claimed at `now`, in no group; factory_tenant_id keeps the
-  // tenant whose factory CA vouched for it.
+  // transfer: the device moves to `tenant_id` and its product `product_id` (the same name there), claimed at
+  // `now`, in no group; factory_tenant_id keeps the tenant whose factory CA vouched for it.
   virtual void unclaim_device(const std::string& device_id) = 0;
-  virtual void transfer_device(const std::string& device_id, std::int64_t tenant_id, const std::string& now) = 0;
+  virtual void transfer_device(const std::string& device_id, std::int64_t tenant_id, const std::string& product_id,
+                               const std::string& now) = 0;
   virtual void add_transfer_voucher(const TransferVoucherRecord& voucher) = 0;
   virtual std::optional<TransferVoucherRecord> find_transfer_voucher(const std::string& id) = 0;
   // Marks the voucher redeemed at `now` when it was not: true for exactly one of two racing accepts.

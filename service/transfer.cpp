@@ -82,12 +82,14 @@ void require_transferable(Call& call, const std::string& id) {
 struct CheckedVoucher {
   TransferVoucher voucher;
   TransferVoucherRecord record;
+  std::map<std::string, std::string> products;  // device -> the caller's product of the same name
 };
 
 // The voucher of the request body, checked in this order: well-formed and issued by this service with this
 // exact content (else 422 voucher_invalid), for the caller's tenant (403 voucher_wrong_tenant), not redeemed
-// (409 voucher_redeemed), not expired (422 voucher_expired), and every device still its issuer's, claimed
-// and not revoked (409 transfer_conflict).
+// (409 voucher_redeemed), not expired (422 voucher_expired), every device still its issuer's, claimed and not
+// revoked (409 transfer_conflict), and the caller has a product of each device's product name (409
+// product_missing: products are a tenant's own, with its trust; the device joins the one of the same name).
 CheckedVoucher checked_voucher(Call& call, const Json& body) {
   auto text = required_string(body, "voucher", max_voucher_bytes);
   CheckedVoucher out;
@@ -123,6 +125,14 @@ CheckedVoucher checked_voucher(Call& call, const Json& body) {
                      fmt::format("device {} is no longer a claimed, unrevoked device of tenant {}: the voucher cannot "
                                  "be redeemed",
                                  id, v.from_tenant)};
+    auto view = call.store.find_device(record->from_tenant_id, id);
+    auto product = view ? call.store.find_product(call.who.tenant_id, view->product) : std::nullopt;
+    if (!product)
+      throw ApiError{409, "product_missing",
+                     fmt::format("device {} is a {}, and tenant {} has no product of that name: create it first "
+                                 "(kiln product create {} --boot-key ... --manifest-key ...)",
+                                 id, view ? view->product : "?", v.to_tenant, view ? view->product : "NAME")};
+    out.products[id] = product->id;
   }
   return out;
 }
@@ -253,7 +263,7 @@ Reply accept_transfer(Call& call) {
   Json moved = Json::array();
   for (auto& id : checked.record.devices) {
     auto left = end_deployments(call, id, checked.record.from_tenant_id, "device transferred to tenant " + v.to_tenant,
-                                [&] { call.store.transfer_device(id, call.who.tenant_id, now); });
+                                [&] { call.store.transfer_device(id, call.who.tenant_id, checked.products[id], now); });
     auto row = device_json(*call.store.find_device(call.who.tenant_id, id));
     row["deployments_left"] = left;
     moved.push_back(row);
