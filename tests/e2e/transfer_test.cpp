@@ -68,8 +68,12 @@ TEST_CASE("transfer e2e: unclaim, then a voucher moves a board to another tenant
   options.factory_firmware = false;  // boards run 1.0.0 with the release key as manifest key
   test::OtaFleet fleet(options);
   auto moving = fleet.uids().at(0), leaving = fleet.uids().at(1);
+  // Tenants are made by kiln-service itself on the data directory: with the agents stopped meanwhile, so no
+  // request writes to the SQLite store while that second process does.
+  fleet.stop_emulator();
   auto globex = create_tenant(fleet, "globex");
   auto initech = create_tenant(fleet, "initech");
+  fleet.start_emulator();
   // The new owner's product of the same name, trusting what the boards trust.
   json_as(fleet, globex, {"product", "create", "Thermo", "--boot-key", fleet.file("release.pem"), "--manifest-key",
                           fleet.file("release.pem")});
@@ -134,8 +138,8 @@ TEST_CASE("transfer e2e: unclaim, then a voucher moves a board to another tenant
   CHECK_MESSAGE(expired.exit_code == 3, expired.err);
   CHECK_MESSAGE(expired.err.find("expired") != std::string::npos, expired.err);
 
-  // The board's agent keeps checking in, now for globex, and installs globex's release.
-  json_as(fleet, globex, {"group", "create", "Thermo/Field Test"});
+  // The board's agent keeps checking in, now for globex, and installs globex's release (the product made its
+  // groups).
   json_as(fleet, globex, {"device", "assign", moving, "--group", "Thermo/Field Test"});
   auto image = fleet.sign_image("1.1.0");
   auto manifest = fleet.make_manifest(image, 2);
