@@ -107,7 +107,8 @@ struct TransferFixture {
     auto r = call("POST", "/v1/device-transfers/challenge", Json{{"voucher", text}}.dump(), token);
     if (r.status != 201) return r;
     Json proofs = Json::array();
-    for (auto& c : Json::parse(r.body)["challenges"]) {
+    auto answer = Json::parse(r.body);
+    for (auto& c : answer["challenges"]) {
       const auto& key = c["device"] == "dev-a" ? ka : (wrong ? *wrong : kb);
       proofs.push_back({{"device", c["device"]}, {"nonce", c["nonce"]}, {"signature", sign_hex(key, c["message"])}});
     }
@@ -171,7 +172,7 @@ TEST_CASE("transfer: a voucher moves claimed devices to the new tenant once, aft
   // A proof by the wrong key: refused, nothing moves, the voucher stays redeemable (all or nothing).
   test::TestKey other;
   auto wrong = f.accept(text, f.globex_admin, &other);
-  CHECK(wrong.status == 422);
+  CHECK_MESSAGE(wrong.status == 422, wrong.body);
   CHECK(TransferFixture::code(wrong) == "signature_invalid");
   CHECK(f.json("GET", "/v1/devices/dev-a")["claimed"] == true);
   CHECK(f.call("GET", "/v1/devices/dev-a", {}, f.globex_admin).status == 404);
