@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace kiln {
@@ -12,5 +13,8 @@ std::size_t utf8_sequence(std::string_view text, std::size_t i, char32_t& code_p
 
 // Whether all of `text` is valid UTF-8.
 bool is_utf8(std::string_view text);
+
+// `text` with each byte that does not start a valid sequence replaced by U+FFFD (as a JSON encoder replaces).
+std::string to_valid_utf8(std::string_view text);
 
 }  // namespace kiln

@@ -13,6 +13,7 @@
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
+#include "core/utf8.hpp"
 #include "service/factory_trust.hpp"
 #include "service/handlers.hpp"
 #include "service/store.hpp"
@@ -352,8 +353,7 @@ std::string raw_audit_target(const AuditNote& note, const Request& request, cons
 std::string storable(std::string raw) {
   std::erase(raw, '\0');
   if (raw.size() > 256) raw.resize(256);
-  auto quoted = Json(raw).dump(-1, ' ', false, Json::error_handler_t::replace);
-  return Json::parse(quoted).get<std::string>();
+  return to_valid_utf8(raw);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include "tests/support/process.hpp"
 #include "tests/support/service_process.hpp"
+#include "tests/support/service_setup.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_certificates.hpp"
 
@@ -17,70 +18,12 @@ using Json = nlohmann::json;
 
 namespace {
 
+using kiln::test::jsonl;
 using kiln::test::slurp;
+using kiln::test::spit;
 
-void spit(const std::filesystem::path& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary);
-  out << data;
-}
-
-std::vector<Json> jsonl(const std::string& out) {
-  std::vector<Json> rows;
-  std::istringstream in(out);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) rows.push_back(Json::parse(line));
-  return rows;
-}
-
-// A service initialised in a temp dir whose tenant trusts a station CA, and kiln pointed at it.
-struct Setup {
-  test::TempDir dir;
-  std::filesystem::path data = dir.path() / "svc";
-  std::string admin_token_file;
-  std::unique_ptr<test::ServiceProcess> service;
-  test::TestCa station{"Test Station CA"};
-
-  Setup() {
-    auto init = test::run_process(test::bin_path("kiln-service"), {"init", "--dir", data.string()});
-    REQUIRE_MESSAGE(init.exit_code == 0, init.err);
-    admin_token_file = (data / "admin.token").string();
-    service = std::make_unique<test::ServiceProcess>(data, 0, false);
-    spit(dir.file("station-ca.pem"), station.pem);
-    spit(dir.file("station-ca.key"), station.key.private_pem());
-    std::filesystem::permissions(dir.file("station-ca.key"),
-                                 std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
-    auto added =
-        kiln({"device", "ca", "add", "--stations", dir.file("station-ca.pem"), "--key", dir.file("station-ca.key")});
-    REQUIRE_MESSAGE(added.exit_code == 0, added.err);
-  }
-
-  test::ProcessResult kiln(const std::vector<std::string>& args, const std::string& token_file = {}) const {
-    test::ProcessOptions o;
-    o.env["XDG_CONFIG_HOME"] = dir.file("xdg");
-    o.env["KILN_SERVICE"] = service->url();
-    o.env["KILN_CA_FILE"] = (data / "ca.pem").string();
-    o.env["KILN_TOKEN"] = slurp(token_file.empty() ? admin_token_file : token_file);
-    o.env["KILN_TOKEN"].pop_back();  // newline
-    return test::kiln(args, o);
-  }
-
-  Json json(const std::vector<std::string>& args, const std::string& token_file = {}) const {
-    auto with_output = args;
-    with_output.insert(with_output.begin(), {"-o", "json"});
-    auto r = kiln(with_output, token_file);
-    INFO("kiln " << args[0] << " " << (args.size() > 1 ? args[1] : "") << ": " << r.err);
-    REQUIRE(r.exit_code == 0);
-    return Json::parse(r.out);
-  }
-
-  std::string token(const std::string& role) const {
-    auto file = dir.file(role + ".token");
-    auto r = test::run_process(test::bin_path("kiln-service"),
-                               {"token", "create", "--dir", data.string(), "--role", role, "--token-file", file});
-    REQUIRE(r.exit_code == 0);
-    return file;
-  }
-
+// The service setting (tests/support/service_setup.hpp), with its image store and audit log at hand.
+struct Setup : test::ServiceSetup {
   // Image content as the service keeps it (tenant 1: the one kiln-service init made).
   std::filesystem::path blob(const std::string& id) const { return data / "images" / "1" / id; }
 

@@ -305,13 +305,7 @@ TEST_CASE("factory run: kill -9 of the station during the firmware step; a re-ru
   // Each request takes ~120 ms, so the firmware step lasts ~2 s. The station is killed (SIGKILL) as soon as
   // the first board's attest step reports ok: its firmware step has begun, and no board's can have ended.
   test::EmulatorProcess emulator(line.emu_dir, 3, {"--latency-us", "60000"});
-  test::ProcessOptions options;
-  options.env["KILN_EMU_DIR"] = line.emu_dir;
-  auto run = test::kill_kiln_at_event(
-      {"-o", "jsonl", "factory", "run", "--all", "--jobs", "3", "--profile", line.profile}, options, "attest");
-  REQUIRE_MESSAGE(run.reached, run.killed.err);
-  const auto& killed = run.killed;
-  CHECK(killed.exit_code == 128 + SIGKILL);
+  auto killed = test::kill_factory_run_at(line.emu_dir, line.profile, 3, "attest");
   // Where the kill landed: in the firmware step. No firmware event was written, no board runs the new image
   // (its slots still hold the old one as active), and the ledger has no provisioned row.
   CHECK(killed.out.find("\"step\":\"firmware\"") == std::string::npos);

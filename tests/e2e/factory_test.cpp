@@ -161,13 +161,7 @@ TEST_CASE("factory e2e: kill -9 of the station mid-run, then a re-run completes 
   test::EmulatorProcess emulator(line.emu_dir, 6, {"--latency-us", "50000"});
   // Each request takes ~100 ms. The station is killed (SIGKILL) when the first board's certificate step reports
   // ok: a certificate is issued and recorded as reserved, and that board's install and ledger steps are ahead.
-  test::ProcessOptions options;
-  options.env["KILN_EMU_DIR"] = line.emu_dir;
-  auto run = test::kill_kiln_at_event(
-      {"-o", "jsonl", "factory", "run", "--all", "--jobs", "2", "--profile", line.profile}, options, "certificate");
-  REQUIRE_MESSAGE(run.reached, run.killed.err);
-  const auto& killed = run.killed;
-  CHECK(killed.exit_code == 128 + SIGKILL);
+  auto killed = test::kill_factory_run_at(line.emu_dir, line.profile, 2, "certificate");
   // Where it landed: mid-run. At most the other job's board finished; the ledger holds fewer than 6 units.
   int done = 0;
   for (const auto& e : line.lines(killed.out)) done += e["step"] == "done";

@@ -18,6 +18,7 @@
 #include "tests/support/fault_proxy.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/service_process.hpp"
+#include "tests/support/service_setup.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_certificates.hpp"
 
@@ -26,12 +27,9 @@ using Json = nlohmann::json;
 
 namespace {
 
+using kiln::test::jsonl;
 using kiln::test::slurp;
-
-void spit(const std::filesystem::path& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary);
-  out << data;
-}
+using kiln::test::spit;
 
 unsigned mode_of(const std::filesystem::path& path) {
   struct stat st {};
@@ -39,76 +37,7 @@ unsigned mode_of(const std::filesystem::path& path) {
   return st.st_mode & 0777;
 }
 
-std::vector<Json> jsonl(const std::string& out) {
-  std::vector<Json> rows;
-  std::istringstream in(out);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) rows.push_back(Json::parse(line));
-  return rows;
-}
-
-// A service initialised in a temp dir, the environment for kiln to reach it, and helpers.
-struct Setup {
-  test::TempDir dir;
-  std::filesystem::path data = dir.path() / "svc";
-  std::string admin_token_file;
-  std::unique_ptr<test::ServiceProcess> service;
-
-  // The factory station CA the tenant registers: it signs ledger bundles and issues station certificates.
-  test::TestCa station{"Test Station CA"};
-
-  explicit Setup(bool agents = false) {
-    auto init = test::run_process(test::bin_path("kiln-service"), {"init", "--dir", data.string()});
-    REQUIRE_MESSAGE(init.exit_code == 0, init.err);
-    admin_token_file = (data / "admin.token").string();
-    service = std::make_unique<test::ServiceProcess>(data, 0, agents);
-    spit(dir.file("station-ca.pem"), station.pem);
-    spit(dir.file("station-ca.key"), station.key.private_pem());
-    std::filesystem::permissions(dir.file("station-ca.key"),
-                                 std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
-    auto added =
-        kiln({"device", "ca", "add", "--stations", dir.file("station-ca.pem"), "--key", dir.file("station-ca.key")});
-    REQUIRE_MESSAGE(added.exit_code == 0, added.err);
-  }
-
-  // Writes unit lines as a bundle signed by the station CA's key (as kiln factory ledger export does).
-  std::string write_bundle(const std::string& name, const std::string& units) const {
-    auto file = dir.file(name);
-    spit(file, test::signed_bundle(units, station.key));
-    return file;
-  }
-
-  test::ProcessOptions env(const std::string& token_file = {}) const {
-    test::ProcessOptions o;
-    o.env["XDG_CONFIG_HOME"] = dir.file("xdg");
-    o.env["KILN_SERVICE"] = service->url();
-    o.env["KILN_CA_FILE"] = (data / "ca.pem").string();
-    o.env["KILN_TOKEN"] = slurp(token_file.empty() ? admin_token_file : token_file);
-    o.env["KILN_TOKEN"].pop_back();  // newline
-    return o;
-  }
-
-  test::ProcessResult kiln(const std::vector<std::string>& args, const std::string& token_file = {}) const {
-    return test::kiln(args, env(token_file));
-  }
-
-  Json json(const std::vector<std::string>& args) const {
-    auto with_output = args;
-    with_output.insert(with_output.begin(), {"-o", "json"});
-    auto r = kiln(with_output);
-    INFO("kiln " << args[0] << " " << (args.size() > 1 ? args[1] : "") << ": " << r.err);
-    REQUIRE(r.exit_code == 0);
-    return Json::parse(r.out);
-  }
-
-  std::string token(const std::string& role) const {
-    auto file = dir.file(role + ".token");
-    auto r = test::run_process(test::bin_path("kiln-service"),
-                                {"token", "create", "--dir", data.string(), "--role", role, "--token-file", file});
-    REQUIRE(r.exit_code == 0);
-    return file;
-  }
-};
+using Setup = test::ServiceSetup;
 
 // A release the product Thermo's boards accept (the key becomes its boot and manifest key): `raw` signed
 // as an MCUboot image (real kiln image sign), its SUIT manifest, both uploaded. Returns {image ID, signed file}.

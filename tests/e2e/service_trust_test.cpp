@@ -11,6 +11,7 @@
 
 #include "tests/support/process.hpp"
 #include "tests/support/service_process.hpp"
+#include "tests/support/service_setup.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_certificates.hpp"
 
@@ -20,12 +21,8 @@ using Json = nlohmann::json;
 namespace {
 
 using kiln::test::slurp;
+using kiln::test::spit;
 
-void spit(const std::filesystem::path& path, const std::string& data, bool secret = false) {
-  std::ofstream(path, std::ios::binary) << data;
-  if (secret)
-    std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
-}
 
 unsigned mode_of(const std::filesystem::path& path) {
   struct stat st {};
@@ -33,49 +30,13 @@ unsigned mode_of(const std::filesystem::path& path) {
   return st.st_mode & 0777;
 }
 
-// A service with two tenants: "default" (token admin.token) owns the station CA, registered with its key
-// and --stations; "globex" (token globex.token) is the other tenant, a would-be thief.
-struct TwoTenants {
-  test::TempDir dir;
-  std::filesystem::path data = dir.path() / "svc";
-  std::unique_ptr<test::ServiceProcess> service;
-  test::TestCa station{"Default Station CA"};
-  std::string admin, globex;
+// A service with two tenants: "default" (token admin.token) owns the station CA "Test Station CA", registered
+// with its key and --stations; "globex" (token globex.token) is the other tenant, a would-be thief.
+struct TwoTenants : test::ServiceSetup {
+  std::string admin = admin_token_file, globex = add_tenant("globex");
 
-  explicit TwoTenants(bool agents = false) {
-    auto init = test::run_process(test::bin_path("kiln-service"), {"init", "--dir", data.string()});
-    REQUIRE_MESSAGE(init.exit_code == 0, init.err);
-    admin = (data / "admin.token").string();
-    globex = dir.file("globex.token");
-    auto tenant = test::run_process(test::bin_path("kiln-service"), {"tenant", "create", "--dir", data.string(),
-                                                                     "--name", "globex", "--token-file", globex});
-    REQUIRE_MESSAGE(tenant.exit_code == 0, tenant.err);
-    service = std::make_unique<test::ServiceProcess>(data, 0, agents);
-    spit(dir.file("station-ca.pem"), station.pem);
-    spit(dir.file("station-ca.key"), station.key.private_pem(), true);
-    auto added =
-        kiln({"device", "ca", "add", "--stations", dir.file("station-ca.pem"), "--key", dir.file("station-ca.key")});
-    REQUIRE_MESSAGE(added.exit_code == 0, added.err);
+  explicit TwoTenants(bool agents = false) : ServiceSetup(agents) {
     for (const auto& token : {admin, globex}) REQUIRE(kiln({"product", "create", "Thermo"}, token).exit_code == 0);
-  }
-
-  std::string token_of(const std::string& file) const {
-    auto token = slurp(file);
-    if (!token.empty() && token.back() == '\n') token.pop_back();
-    return token;
-  }
-
-  test::ProcessOptions env(const std::string& token_file) const {
-    test::ProcessOptions o;
-    o.env["XDG_CONFIG_HOME"] = dir.file("xdg");
-    o.env["KILN_SERVICE"] = service->url();
-    o.env["KILN_CA_FILE"] = (data / "ca.pem").string();
-    o.env["KILN_TOKEN"] = token_of(token_file);
-    return o;
-  }
-
-  test::ProcessResult kiln(const std::vector<std::string>& args, const std::string& token_file = {}) const {
-    return test::kiln(args, env(token_file.empty() ? admin : token_file));
   }
 
   // A raw API call with curl: {HTTP status, body}.

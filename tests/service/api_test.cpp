@@ -16,10 +16,11 @@
 #include "signing/file_key.hpp"
 #include "signing/key_ref.hpp"
 #include "signing/signer.hpp"
+#include "tests/service/service_fixture.hpp"
 #include "tests/support/postgres.hpp"
 #include "tests/support/temp_dir.hpp"
-#include "tests/support/test_release.hpp"
 #include "tests/support/test_certificates.hpp"
+#include "tests/support/test_release.hpp"
 
 #include <openssl/bio.h>
 #include <openssl/pem.h>
@@ -31,49 +32,16 @@ using Json = nlohmann::json;
 
 namespace {
 
-struct Fixture {
-  test::TempDir dir;
-  std::string database;
-  Service service;
-  std::int64_t tenant = service.create_tenant("acme");
-  std::string admin = service.create_token(tenant, Role::admin, "admin");
-  // The station whose signed ledger bundles this tenant imports (its CA is registered with the tenant).
+// The service (on_disk: a SQLite file dir/kiln.db the test may also open, whatever backend the run tests) with
+// the station whose signed ledger bundles this tenant imports (its CA is registered with the tenant).
+struct Fixture : test::ServiceFixture {
   test::TestCa station{"Test Station CA"};
-  // on_disk: a SQLite file (dir/kiln.db) the test may also open, whatever backend the run tests; else
-  // the run's backend (an in-memory SQLite database, or a fresh PostgreSQL database).
-  explicit Fixture(bool on_disk = false)
-      : database(on_disk ? dir.file("kiln.db") : test::test_store(":memory:")), service({database, dir.path() / "images"}) {
+  explicit Fixture(bool on_disk = false) : ServiceFixture({.on_disk = on_disk, .check_in_after = 60}) {
     trust_station(admin);
   }
-
-  void trust_station(const std::string& token) { REQUIRE(register_ca(token, station, true).status == 201); }
-  // POST /v1/factory-cas with a proof of possession: the challenge signed by `signer` (default: the CA's key).
-  Response register_ca(const std::string& token, const test::TestCa& ca, bool stations = false,
-                       const test::TestKey* signer = nullptr) {
-    auto challenge = call("POST", "/v1/factory-cas/challenge", token, Json{{"certificate", ca.pem}}.dump());
-    REQUIRE(challenge.status == 201);
-    return call("POST", "/v1/factory-cas", token, test::factory_ca_registration(ca, challenge.body, stations, signer));
-  }
-  Json add_ca(const test::TestCa& ca, bool stations = false) {
-    auto r = register_ca(admin, ca, stations);
-    INFO(r.body);
-    REQUIRE(r.status == 201);
-    return Json::parse(r.body);
-  }
+  void trust_station(const std::string& token) { REQUIRE(register_ca(station, true, nullptr, token).status == 201); }
   // Unit lines as a bundle signed by the station (docs/ledger-bundle.md).
   std::string bundle(const std::string& units) const { return test::signed_bundle(units, station.key); }
-
-  Response call(const std::string& method, const std::string& target, const std::string& token, std::string body = {},
-                std::map<std::string, std::string> headers = {}, std::vector<std::string> certificates = {}) {
-    if (!token.empty()) headers["authorization"] = "Bearer " + token;
-    return service.handle({method, target, headers, std::move(body), std::move(certificates)});
-  }
-  Json json(const std::string& method, const std::string& target, const std::string& token, std::string body = {}) {
-    auto r = call(method, target, token, std::move(body));
-    INFO(method << " " << target << " -> " << r.status << " " << r.body);
-    REQUIRE(r.status < 300);
-    return Json::parse(r.body);
-  }
 };
 
 std::string write_key(const test::TempDir& dir, const std::string& name, KeyType type) {
@@ -186,10 +154,10 @@ TEST_CASE("service: the written-out authorization matrix covers every route, and
   for (Role role : roles) tokens[role] = f.service.create_token(f.tenant, role, role_name(role));
   for (const auto& row : access_matrix) {
     auto target = fill(row.pattern, "missing");
-    CHECK_MESSAGE(f.call(row.method, target, "").status == 401, row.method, " ", row.pattern);
-    CHECK_MESSAGE(f.call(row.method, target, "kiln_wrong").status == 401, row.method, " ", row.pattern);
+    CHECK_MESSAGE(f.call(row.method, target, {}, test::Caller::nobody()).status == 401, row.method, " ", row.pattern);
+    CHECK_MESSAGE(f.call(row.method, target, {}, "kiln_wrong").status == 401, row.method, " ", row.pattern);
     for (std::size_t i = 0; i < 4; ++i) {
-      auto r = f.call(row.method, target, tokens[roles[i]], "{}");
+      auto r = f.call(row.method, target, "{}", tokens[roles[i]]);
       INFO(row.method << " " << row.pattern << " as " << role_name(roles[i]) << " -> " << r.status << " " << r.body);
       CHECK(r.status < 500);
       switch (row.access[i]) {
@@ -204,12 +172,13 @@ TEST_CASE("service: the written-out authorization matrix covers every route, and
 
 TEST_CASE("service: malformed JSON to every endpoint answers 400 with a reason, never 500") {
   Fixture f;
-  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
   test::TestCa factory_ca("Factory CA");
   test::TestKey device_key;
   f.add_ca(factory_ca);
-  f.json("POST", "/v1/devices/import", f.admin,
-         f.bundle(Json{{"uid", "Thermo"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n"));
+  f.json(
+      "POST", "/v1/devices/import",
+      f.bundle(Json{{"uid", "Thermo"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n"));
   std::vector<std::string> device_chain = {test::pem_to_der(factory_ca.issue(device_key, "Thermo"))};
   const std::vector<std::string> bodies = {"{", "not json", "[1,2]", "\"text\"", "{\"name\": 5}", "{\"name\":\"\\ud800\"}",
                                            std::string("\x00\xff{", 3), "{\"a\":" + std::string(100, '[')};
@@ -222,8 +191,7 @@ TEST_CASE("service: malformed JSON to every endpoint answers 400 with a reason, 
       bool agent = route.roles.empty();
       // Revoking the device would answer its agent calls 403 from then on: revocations name another device.
       auto target = fill(route.pattern, route.pattern.ends_with("/revoke") ? "Other" : "Thermo");
-      auto r = f.call(route.method, target, agent ? "" : f.admin, body, {},
-                      agent ? device_chain : std::vector<std::string>{});
+      auto r = f.call(route.method, target, body, agent ? test::Caller(device_chain) : test::Caller());
       INFO(route.method << " " << route.pattern << " body " << body << " -> " << r.status << " " << r.body);
       CHECK(r.status < 500);
       auto error = Json::parse(r.body, nullptr, false);
@@ -238,10 +206,10 @@ TEST_CASE("service: malformed JSON to every endpoint answers 400 with a reason, 
     }
   }
   // Found by the fuzzer: an error message quoting a path that is not UTF-8.
-  auto not_utf8 = f.call("PATCH", "/v1/groups/nu%ff%ffame", f.admin, R"({"name":"x"})");
+  auto not_utf8 = f.call("PATCH", "/v1/groups/nu%ff%ffame", R"({"name":"x"})");
   CHECK(not_utf8.status == 404);
   CHECK(Json::parse(not_utf8.body)["error"]["code"] == "not_found");
-  auto r = f.call("POST", "/v1/products", f.admin, "{");
+  auto r = f.call("POST", "/v1/products", "{");
   CHECK(Json::parse(r.body)["error"]["code"] == "malformed_json");
   CHECK(Json::parse(r.body)["error"]["message"].get<std::string>().find("not valid JSON") != std::string::npos);
 }
@@ -250,53 +218,54 @@ TEST_CASE("service: another tenant's objects answer 404") {
   Fixture f;
   auto other_tenant = f.service.create_tenant("globex");
   auto other = f.service.create_token(other_tenant, Role::admin, "admin");
-  auto product = f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  auto product = f.json("POST", "/v1/products", R"({"name":"Thermo"})");
   auto key = write_key(f.dir, "dev.pem", KeyType::ecdsa_p256);
-  f.json("POST", "/v1/devices/import", f.admin, f.bundle(unit_line("dev-1", test::public_key_pem_of_file(key))));
-  auto group = f.json("GET", "/v1/groups/Thermo%2FProduction", f.admin);
+  f.json("POST", "/v1/devices/import", f.bundle(unit_line("dev-1", test::public_key_pem_of_file(key))));
+  auto group = f.json("GET", "/v1/groups/Thermo%2FProduction");
 
-  CHECK(f.call("GET", "/v1/products/" + product["id"].get<std::string>(), other).status == 404);
-  CHECK(f.call("GET", "/v1/products/Thermo", other).status == 404);
-  CHECK(f.call("GET", "/v1/groups/" + group["id"].get<std::string>(), other).status == 404);
-  CHECK(f.call("GET", "/v1/devices/dev-1", other).status == 404);
-  CHECK(f.call("POST", "/v1/devices/dev-1/claim-challenge", other).status == 404);
-  CHECK(f.call("POST", "/v1/devices/dev-1/assign", other, R"({"group":"Thermo/Production"})").status == 404);
-  CHECK(f.call("DELETE", "/v1/products/Thermo", other).status == 404);
-  CHECK(f.json("GET", "/v1/devices", other)["items"].empty());
-  CHECK(f.json("GET", "/v1/products", other)["items"].empty());
+  CHECK(f.call("GET", "/v1/products/" + product["id"].get<std::string>(), {}, other).status == 404);
+  CHECK(f.call("GET", "/v1/products/Thermo", {}, other).status == 404);
+  CHECK(f.call("GET", "/v1/groups/" + group["id"].get<std::string>(), {}, other).status == 404);
+  CHECK(f.call("GET", "/v1/devices/dev-1", {}, other).status == 404);
+  CHECK(f.call("POST", "/v1/devices/dev-1/claim-challenge", {}, other).status == 404);
+  CHECK(f.call("POST", "/v1/devices/dev-1/assign", R"({"group":"Thermo/Production"})", other).status == 404);
+  CHECK(f.call("DELETE", "/v1/products/Thermo", {}, other).status == 404);
+  CHECK(f.json("GET", "/v1/devices", {}, other)["items"].empty());
+  CHECK(f.json("GET", "/v1/products", {}, other)["items"].empty());
   // A UID already registered to another tenant cannot be taken over by importing it again.
-  f.json("POST", "/v1/products", other, R"({"name":"Thermo"})");
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})", other);
   test::TestCa other_station("Globex Station CA");
-  REQUIRE(f.register_ca(other, other_station).status == 201);
-  CHECK(f.call("POST", "/v1/devices/import", other,
-               test::signed_bundle(unit_line("dev-1", test::public_key_pem_of_file(key)), other_station.key))
+  REQUIRE(f.register_ca(other_station, false, nullptr, other).status == 201);
+  CHECK(f.call("POST", "/v1/devices/import",
+               test::signed_bundle(unit_line("dev-1", test::public_key_pem_of_file(key)), other_station.key), other)
             .status == 409);
-  CHECK(f.json("GET", "/v1/devices/dev-1", f.admin)["product"] == "Thermo");
+  CHECK(f.json("GET", "/v1/devices/dev-1")["product"] == "Thermo");
 }
 
 TEST_CASE("service: claim checks the device signature against the imported key, one way, repeatable") {
   Fixture f;
-  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
   auto ec_key = write_key(f.dir, "ec.pem", KeyType::ecdsa_p256);
   auto ed_key = write_key(f.dir, "ed.pem", KeyType::ed25519);
   auto wrong_key = write_key(f.dir, "wrong.pem", KeyType::ecdsa_p256);
-  f.json("POST", "/v1/devices/import", f.admin,
-         f.bundle(unit_line("ec-1", test::public_key_pem_of_file(ec_key)) + unit_line("ed-1", test::public_key_pem_of_file(ed_key))));
+  f.json("POST", "/v1/devices/import",
+         f.bundle(unit_line("ec-1", test::public_key_pem_of_file(ec_key)) +
+                  unit_line("ed-1", test::public_key_pem_of_file(ed_key))));
 
   auto claim = [&](const std::string& id, const std::string& key_file) {
-    auto challenge = f.json("POST", "/v1/devices/" + id + "/claim-challenge", f.admin);
+    auto challenge = f.json("POST", "/v1/devices/" + id + "/claim-challenge");
     auto message = challenge["message"].get<std::string>();
     CHECK(message.find(challenge["nonce"].get<std::string>()) != std::string::npos);
     auto signer = open_signer(key_file);
     Bytes signature = signer->type() == KeyType::ed25519 ? signer->sign(as_bytes(message), HashAlg::sha256)
                                                          : signer->sign(digest(HashAlg::sha256, as_bytes(message)), HashAlg::sha256);
-    return f.call("POST", "/v1/devices/" + id + "/claim", f.admin,
+    return f.call("POST", "/v1/devices/" + id + "/claim",
                   Json{{"nonce", challenge["nonce"]}, {"signature", to_hex(signature)}}.dump());
   };
   auto wrong = claim("ec-1", wrong_key);
   CHECK(wrong.status == 422);
   CHECK(Json::parse(wrong.body)["error"]["code"] == "signature_invalid");
-  CHECK(f.json("GET", "/v1/devices/ec-1", f.admin)["claimed"] == false);
+  CHECK(f.json("GET", "/v1/devices/ec-1")["claimed"] == false);
 
   auto ok = claim("ec-1", ec_key);
   CHECK(ok.status == 200);
@@ -305,31 +274,31 @@ TEST_CASE("service: claim checks the device signature against the imported key, 
   CHECK(claim("ed-1", ed_key).status == 200);
 
   // A nonce is single use.
-  auto challenge = f.json("POST", "/v1/devices/ec-1/claim-challenge", f.admin);
+  auto challenge = f.json("POST", "/v1/devices/ec-1/claim-challenge");
   auto signer = open_signer(ec_key);
   auto sig = to_hex(signer->sign(digest(HashAlg::sha256, as_bytes(challenge["message"].get<std::string>())), HashAlg::sha256));
   auto body = Json{{"nonce", challenge["nonce"]}, {"signature", sig}}.dump();
-  CHECK(f.call("POST", "/v1/devices/ec-1/claim", f.admin, body).status == 200);
-  CHECK(f.call("POST", "/v1/devices/ec-1/claim", f.admin, body).status == 409);
+  CHECK(f.call("POST", "/v1/devices/ec-1/claim", body).status == 200);
+  CHECK(f.call("POST", "/v1/devices/ec-1/claim", body).status == 409);
 
-  CHECK(f.json("GET", "/v1/devices?claimed=true", f.admin)["items"].size() == 2);
-  CHECK(f.json("GET", "/v1/devices?claimed=false", f.admin)["items"].empty());
+  CHECK(f.json("GET", "/v1/devices?claimed=true")["items"].size() == 2);
+  CHECK(f.json("GET", "/v1/devices?claimed=false")["items"].empty());
 }
 
 TEST_CASE("service: device list pages with a cursor and filters; count groups") {
   Fixture f;
-  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
   auto pem = test::public_key_pem_of_file(write_key(f.dir, "k.pem", KeyType::ecdsa_p256));
   std::string bundle;
   for (int i = 0; i < 25; ++i) bundle += unit_line(fmt::format("dev-{:03}", i), pem, i % 5 == 0 ? "2.0.0" : "1.0.0");
-  CHECK(f.json("POST", "/v1/devices/import", f.admin, f.bundle(bundle))["imported"] == 25);
-  CHECK(f.json("POST", "/v1/devices/import", f.admin, f.bundle(bundle))["imported"] == 25);  // re-import is an update
+  CHECK(f.json("POST", "/v1/devices/import", f.bundle(bundle))["imported"] == 25);
+  CHECK(f.json("POST", "/v1/devices/import", f.bundle(bundle))["imported"] == 25);  // re-import is an update
 
   std::vector<std::string> seen;
   std::string cursor;
   int pages = 0;
   while (true) {
-    auto page = f.json("GET", "/v1/devices?limit=10" + (cursor.empty() ? "" : "&cursor=" + cursor), f.admin);
+    auto page = f.json("GET", "/v1/devices?limit=10" + (cursor.empty() ? "" : "&cursor=" + cursor));
     ++pages;
     for (auto& d : page["items"]) seen.push_back(d["id"]);
     if (page["next_cursor"].is_null()) break;
@@ -338,36 +307,37 @@ TEST_CASE("service: device list pages with a cursor and filters; count groups") 
   CHECK(pages == 3);
   CHECK(seen.size() == 25);
   CHECK(std::is_sorted(seen.begin(), seen.end()));
-  CHECK(f.json("GET", "/v1/devices?version=2.0.0", f.admin)["items"].size() == 5);
-  CHECK(f.json("GET", "/v1/devices?group=Thermo%2FDevelopment&state=secured", f.admin)["items"].size() == 25);
-  CHECK(f.call("GET", "/v1/devices?group=Thermo%2FNope", f.admin).status == 404);
-  CHECK(f.call("GET", "/v1/devices?limit=0", f.admin).status == 400);
+  CHECK(f.json("GET", "/v1/devices?version=2.0.0")["items"].size() == 5);
+  CHECK(f.json("GET", "/v1/devices?group=Thermo%2FDevelopment&state=secured")["items"].size() == 25);
+  CHECK(f.call("GET", "/v1/devices?group=Thermo%2FNope").status == 404);
+  CHECK(f.call("GET", "/v1/devices?limit=0").status == 400);
 
-  auto counts = f.json("GET", "/v1/devices/count?by=version", f.admin);
+  auto counts = f.json("GET", "/v1/devices/count?by=version");
   CHECK(counts["total"] == 25);
   CHECK(counts["counts"][0] == Json{{"version", "1.0.0"}, {"count", 20}});
   CHECK(counts["counts"][1] == Json{{"version", "2.0.0"}, {"count", 5}});
-  auto by_group = f.json("GET", "/v1/devices/count?by=group", f.admin);
+  auto by_group = f.json("GET", "/v1/devices/count?by=group");
   CHECK(by_group["counts"][0]["group"] == "Thermo/Development");
 
-  auto moved = f.json("POST", "/v1/devices/dev-001/assign", f.admin, R"({"group":"Thermo/Field Test"})");
+  auto moved = f.json("POST", "/v1/devices/dev-001/assign", R"({"group":"Thermo/Field Test"})");
   CHECK(moved["group"] == "Thermo/Field Test");
-  CHECK(f.json("GET", "/v1/devices?group=Thermo%2FField%20Test", f.admin)["items"].size() == 1);
-  CHECK(f.call("DELETE", "/v1/groups/Thermo%2FField%20Test", f.admin).status == 409);
+  CHECK(f.json("GET", "/v1/devices?group=Thermo%2FField%20Test")["items"].size() == 1);
+  CHECK(f.call("DELETE", "/v1/groups/Thermo%2FField%20Test").status == 409);
 }
 
 TEST_CASE("service: a POST replayed with the same Idempotency-Key returns the first answer and does nothing twice") {
   Fixture f;
   std::map<std::string, std::string> key{{"idempotency-key", "k-1"}};
-  auto first = f.call("POST", "/v1/products", f.admin, R"({"name":"Thermo"})", key);
-  auto second = f.call("POST", "/v1/products", f.admin, R"({"name":"Thermo"})", key);
+  auto first = f.call("POST", "/v1/products", R"({"name":"Thermo"})", test::Caller(f.admin).with(key));
+  auto second = f.call("POST", "/v1/products", R"({"name":"Thermo"})", test::Caller(f.admin).with(key));
   CHECK(first.status == 201);
   CHECK(second.status == 201);
   CHECK(second.body == first.body);
   CHECK(second.headers["Idempotent-Replayed"] == "true");
-  CHECK(f.json("GET", "/v1/products", f.admin)["items"].size() == 1);
-  CHECK(f.call("POST", "/v1/products", f.admin, R"({"name":"Thermo"})").status == 409);
-  CHECK(f.call("POST", "/v1/groups", f.admin, R"({"product":"Thermo","name":"X"})", key).status == 422);
+  CHECK(f.json("GET", "/v1/products")["items"].size() == 1);
+  CHECK(f.call("POST", "/v1/products", R"({"name":"Thermo"})").status == 409);
+  CHECK(f.call("POST", "/v1/groups", R"({"product":"Thermo","name":"X"})", test::Caller(f.admin).with(key)).status ==
+        422);
 }
 
 TEST_CASE("service: images upload in chunks at the confirmed offset, verify the digest, serve ranges") {
@@ -375,25 +345,27 @@ TEST_CASE("service: images upload in chunks at the confirmed offset, verify the 
   std::string content(3000, 'x');
   for (std::size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>(i * 7);
   auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
-  auto created = f.call("POST", "/v1/images", f.admin, Json{{"sha256", sha}, {"size", content.size()}}.dump());
+  auto created = f.call("POST", "/v1/images", Json{{"sha256", sha}, {"size", content.size()}}.dump());
   CHECK(created.status == 201);
-  CHECK(f.call("PUT", "/v1/images/" + sha + "/content?offset=1000", f.admin, content.substr(0, 1000)).status == 409);
-  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", f.admin, content.substr(0, 1000));
-  auto again = f.json("POST", "/v1/images", f.admin, Json{{"sha256", sha}, {"size", content.size()}}.dump());
+  CHECK(f.call("PUT", "/v1/images/" + sha + "/content?offset=1000", content.substr(0, 1000)).status == 409);
+  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", content.substr(0, 1000));
+  auto again = f.json("POST", "/v1/images", Json{{"sha256", sha}, {"size", content.size()}}.dump());
   CHECK(again["received"] == 1000);
-  auto done = f.json("PUT", "/v1/images/" + sha + "/content?offset=1000", f.admin, content.substr(1000));
+  auto done = f.json("PUT", "/v1/images/" + sha + "/content?offset=1000", content.substr(1000));
   CHECK(done["complete"] == true);
-  auto range = f.call("GET", "/v1/images/" + sha + "/content", f.admin, "", {{"range", "bytes=10-19"}});
+  auto range =
+      f.call("GET", "/v1/images/" + sha + "/content", {}, test::Caller(f.admin).with({{"range", "bytes=10-19"}}));
   CHECK(range.status == 206);
   CHECK(range.body == content.substr(10, 10));
   CHECK(range.headers["Content-Range"] == "bytes 10-19/3000");
-  CHECK(f.call("GET", "/v1/images/" + sha + "/content", f.admin, "", {{"range", "bytes=5000-"}}).status == 416);
+  CHECK(f.call("GET", "/v1/images/" + sha + "/content", {}, test::Caller(f.admin).with({{"range", "bytes=5000-"}}))
+            .status == 416);
 
   auto bad = std::string(64, 'a');
-  f.json("POST", "/v1/images", f.admin, Json{{"sha256", bad}, {"size", 4}}.dump());
-  auto mismatch = f.call("PUT", "/v1/images/" + bad + "/content?offset=0", f.admin, "abcd");
+  f.json("POST", "/v1/images", Json{{"sha256", bad}, {"size", 4}}.dump());
+  auto mismatch = f.call("PUT", "/v1/images/" + bad + "/content?offset=0", "abcd");
   CHECK(mismatch.status == 422);
-  CHECK(f.json("GET", "/v1/images/" + bad, f.admin)["received"] == 0);
+  CHECK(f.json("GET", "/v1/images/" + bad)["received"] == 0);
 }
 
 TEST_CASE("service: deployments move active -> paused -> active -> aborted, and aborted is final") {
@@ -401,39 +373,44 @@ TEST_CASE("service: deployments move active -> paused -> active -> aborted, and 
   test::TestReleaseMaker releases(f.dir.path());
   Json product = {{"name", "Thermo"}};
   releases.add_trust(product);
-  f.json("POST", "/v1/products", f.admin, product.dump());
+  f.json("POST", "/v1/products", product.dump());
   auto release = releases.make("v2", 2);
   auto sha = to_hex(digest(HashAlg::sha256, as_bytes(release.image)));
   auto manifest = to_hex(digest(HashAlg::sha256, as_bytes(release.envelope)));
-  f.json("POST", "/v1/images", f.admin, Json{{"sha256", sha}, {"size", release.image.size()}}.dump());
-  CHECK(f.call("POST", "/v1/deployments", f.admin, Json{{"group", "Thermo/Production"}, {"images", {sha}}}.dump()).status == 409);
-  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", f.admin, release.image);
-  f.json("POST", "/v1/images", f.admin, Json{{"sha256", manifest}, {"size", release.envelope.size()}}.dump());
-  f.json("PUT", "/v1/images/" + manifest + "/content?offset=0", f.admin, release.envelope);
-  auto d = f.json("POST", "/v1/deployments", f.admin,
-                  Json{{"group", "Thermo/Production"}, {"images", {sha}}, {"manifest", manifest}, {"rollout", 10}}.dump());
+  f.json("POST", "/v1/images", Json{{"sha256", sha}, {"size", release.image.size()}}.dump());
+  CHECK(f.call("POST", "/v1/deployments", Json{{"group", "Thermo/Production"}, {"images", {sha}}}.dump()).status ==
+        409);
+  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", release.image);
+  f.json("POST", "/v1/images", Json{{"sha256", manifest}, {"size", release.envelope.size()}}.dump());
+  f.json("PUT", "/v1/images/" + manifest + "/content?offset=0", release.envelope);
+  auto d =
+      f.json("POST", "/v1/deployments",
+             Json{{"group", "Thermo/Production"}, {"images", {sha}}, {"manifest", manifest}, {"rollout", 10}}.dump());
   CHECK(d["state"] == "active");
   CHECK(d["rollout"] == 10);
   auto id = d["id"].get<std::string>();
-  CHECK(f.json("POST", "/v1/deployments/" + id + "/pause", f.admin)["state"] == "paused");
-  CHECK(f.json("POST", "/v1/deployments/" + id + "/resume", f.admin)["state"] == "active");
-  CHECK(f.json("POST", "/v1/deployments/" + id + "/abort", f.admin)["state"] == "aborted");
-  CHECK(f.call("POST", "/v1/deployments/" + id + "/resume", f.admin).status == 409);
-  CHECK(f.call("POST", "/v1/deployments", f.admin, Json{{"group", "Thermo/Production"}, {"images", {sha}}, {"rollout", 0}}.dump()).status == 400);
+  CHECK(f.json("POST", "/v1/deployments/" + id + "/pause")["state"] == "paused");
+  CHECK(f.json("POST", "/v1/deployments/" + id + "/resume")["state"] == "active");
+  CHECK(f.json("POST", "/v1/deployments/" + id + "/abort")["state"] == "aborted");
+  CHECK(f.call("POST", "/v1/deployments/" + id + "/resume").status == 409);
+  CHECK(
+      f.call("POST", "/v1/deployments", Json{{"group", "Thermo/Production"}, {"images", {sha}}, {"rollout", 0}}.dump())
+          .status == 400);
 }
 
 TEST_CASE("service: agents check in with a device certificate chained to a registered factory CA") {
   Fixture f;
-  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
   test::TestCa factory_ca("Acme Factory CA");
   test::TestCa rogue_ca("Rogue CA");
   test::TestKey device_key, other_key;
   auto cert = test::pem_to_der(factory_ca.issue(device_key, "dev-1"));
-  f.json("POST", "/v1/devices/import", f.admin,
-         f.bundle(Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n"));
+  f.json(
+      "POST", "/v1/devices/import",
+      f.bundle(Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", device_key.public_pem()}}.dump() + "\n"));
   auto agent = [&](const std::string& method, const std::string& target, std::vector<std::string> chain,
                    std::string body = "{}", std::map<std::string, std::string> headers = {}) {
-    return f.call(method, target, "", std::move(body), std::move(headers), std::move(chain));
+    return f.call(method, target, std::move(body), test::Caller(std::move(chain)).with(std::move(headers)));
   };
 
   CHECK(agent("POST", "/v1/agent/check-in", {cert}).status == 401);  // no factory CA registered yet
@@ -441,7 +418,7 @@ TEST_CASE("service: agents check in with a device certificate chained to a regis
   auto checked_in = agent("POST", "/v1/agent/check-in", {cert}, R"({"version":"1.2.0"})");
   REQUIRE(checked_in.status == 200);
   CHECK(Json::parse(checked_in.body)["deployment"].is_null());
-  auto device = f.json("GET", "/v1/devices/dev-1", f.admin);
+  auto device = f.json("GET", "/v1/devices/dev-1");
   CHECK(device["version"] == "1.2.0");
   CHECK(!device["last_seen"].is_null());
 
@@ -450,22 +427,22 @@ TEST_CASE("service: agents check in with a device certificate chained to a regis
   CHECK(agent("POST", "/v1/agent/check-in", {test::pem_to_der(factory_ca.issue(other_key, "dev-1"))}).status == 401);
   CHECK(agent("POST", "/v1/agent/check-in", {test::pem_to_der(factory_ca.issue(device_key, "dev-2"))}).status == 401);
   CHECK(agent("POST", "/v1/agent/check-in", {}).status == 401);
-  CHECK(f.call("POST", "/v1/agent/check-in", f.admin, "{}").status == 401);
+  CHECK(f.call("POST", "/v1/agent/check-in", "{}").status == 401);
 
   // A deployment to the device's group reaches it on check-in; it downloads with Range and reports.
   test::TestReleaseMaker releases(f.dir.path());
   Json trust = Json::object();
   releases.add_trust(trust);
-  f.json("PATCH", "/v1/products/Thermo", f.admin, trust.dump());
+  f.json("PATCH", "/v1/products/Thermo", trust.dump());
   auto release = releases.make("fw", 2, 5000);
   auto content = release.image;
   auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
-  f.json("POST", "/v1/images", f.admin, Json{{"sha256", sha}, {"size", content.size()}}.dump());
-  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", f.admin, content);
+  f.json("POST", "/v1/images", Json{{"sha256", sha}, {"size", content.size()}}.dump());
+  f.json("PUT", "/v1/images/" + sha + "/content?offset=0", content);
   auto manifest = to_hex(digest(HashAlg::sha256, as_bytes(release.envelope)));
-  f.json("POST", "/v1/images", f.admin, Json{{"sha256", manifest}, {"size", release.envelope.size()}}.dump());
-  f.json("PUT", "/v1/images/" + manifest + "/content?offset=0", f.admin, release.envelope);
-  auto dep = f.json("POST", "/v1/deployments", f.admin,
+  f.json("POST", "/v1/images", Json{{"sha256", manifest}, {"size", release.envelope.size()}}.dump());
+  f.json("PUT", "/v1/images/" + manifest + "/content?offset=0", release.envelope);
+  auto dep = f.json("POST", "/v1/deployments",
                     Json{{"group", "Thermo/Development"}, {"images", {sha}}, {"manifest", manifest}}.dump());
   auto offer = Json::parse(agent("POST", "/v1/agent/check-in", {cert}).body)["deployment"];
   REQUIRE(offer.is_object());
@@ -476,26 +453,27 @@ TEST_CASE("service: agents check in with a device certificate chained to a regis
   CHECK(part.body.size() == content.size() - 4000);
   CHECK(agent("POST", "/v1/agent/status", {cert}, Json{{"deployment", dep["id"]}, {"status", "installed"}}.dump()).status == 200);
   CHECK(agent("POST", "/v1/agent/status", {cert}, Json{{"deployment", dep["id"]}, {"status", "bogus"}}.dump()).status == 400);
-  CHECK(f.json("GET", "/v1/deployments/" + dep["id"].get<std::string>(), f.admin)["device_status"]["installed"] == 1);
-  f.json("POST", "/v1/deployments/" + dep["id"].get<std::string>() + "/pause", f.admin);
+  CHECK(f.json("GET", "/v1/deployments/" + dep["id"].get<std::string>())["device_status"]["installed"] == 1);
+  f.json("POST", "/v1/deployments/" + dep["id"].get<std::string>() + "/pause");
   CHECK(Json::parse(agent("POST", "/v1/agent/check-in", {cert}).body)["deployment"].is_null());
 
   // A re-import never changes a registered device's key (issue #12): the one with another key is refused,
   // and the device's own certificate keeps working.
-  CHECK(f.call("POST", "/v1/devices/import", f.admin,
-               f.bundle(Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", other_key.public_pem()}}.dump() + "\n"))
+  CHECK(f.call("POST", "/v1/devices/import",
+               f.bundle(Json{{"uid", "dev-1"}, {"product", "Thermo"}, {"public_key", other_key.public_pem()}}.dump() +
+                        "\n"))
             .status == 409);
   CHECK(agent("POST", "/v1/agent/check-in", {cert}).status == 200);
 }
 
 TEST_CASE("service: an import is applied only when its signature trailer verifies against a registered CA") {
   Fixture f;
-  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
   test::TestKey device;
   std::string units = unit_line("a-1", device.public_pem()) + unit_line("a-2", device.public_pem());
   auto good = f.bundle(units);
   auto code_of = [&](const std::string& target, const std::string& body) {
-    auto r = f.call("POST", target, f.admin, body);
+    auto r = f.call("POST", target, body);
     auto error = Json::parse(r.body);
     return std::make_pair(r.status, error.contains("error") ? error["error"]["code"].get<std::string>() : std::string());
   };
@@ -510,36 +488,38 @@ TEST_CASE("service: an import is applied only when its signature trailer verifie
   CHECK(code_of("/v1/devices/import", test::signed_bundle(units, rogue)) == Outcome{422, "bundle_signer_untrusted"});
   auto bad_trailer = units + R"({"bundle_signature":"zz","units":2,"station_public_key":"x"})" + "\n";
   CHECK(code_of("/v1/devices/import", bad_trailer).first == 400);
-  CHECK(f.json("GET", "/v1/devices", f.admin)["items"].empty());
+  CHECK(f.json("GET", "/v1/devices")["items"].empty());
 
   // In parts: staged (202) until the part with the trailer; a wrong offset is a conflict.
   auto cut = good.find('\n') + 1;
-  auto first = f.call("POST", "/v1/devices/import?import=i1&offset=0", f.admin, good.substr(0, cut));
+  auto first = f.call("POST", "/v1/devices/import?import=i1&offset=0", good.substr(0, cut));
   CHECK(first.status == 202);
   CHECK(Json::parse(first.body)["received"] == cut);
-  CHECK(f.call("POST", "/v1/devices/import?import=i1&offset=5", f.admin, good.substr(cut)).status == 409);
-  CHECK(f.call("POST", "/v1/devices/import?import=i1&offset=1", f.admin, "x").status == 409);
-  CHECK(f.json("GET", "/v1/devices", f.admin)["items"].empty());
-  auto done = f.json("POST", fmt::format("/v1/devices/import?import=i1&offset={}", cut), f.admin, good.substr(cut));
+  CHECK(f.call("POST", "/v1/devices/import?import=i1&offset=5", good.substr(cut)).status == 409);
+  CHECK(f.call("POST", "/v1/devices/import?import=i1&offset=1", "x").status == 409);
+  CHECK(f.json("GET", "/v1/devices")["items"].empty());
+  auto done = f.json("POST", fmt::format("/v1/devices/import?import=i1&offset={}", cut), good.substr(cut));
   CHECK(done["imported"] == 2);
-  CHECK(f.json("GET", "/v1/devices", f.admin)["items"].size() == 2);
+  CHECK(f.json("GET", "/v1/devices")["items"].size() == 2);
   // An edited first part is found when the trailer arrives: nothing of the import is applied.
   auto edited_first = unit_line("b-1", device.public_pem());
   auto other = f.bundle(unit_line("b-0", device.public_pem()) + unit_line("b-2", device.public_pem()));
   auto split = other.find('\n') + 1;
-  CHECK(f.call("POST", "/v1/devices/import?import=i2&offset=0", f.admin, edited_first).status == 202);
+  CHECK(f.call("POST", "/v1/devices/import?import=i2&offset=0", edited_first).status == 202);
   CHECK(code_of(fmt::format("/v1/devices/import?import=i2&offset={}", edited_first.size()), other.substr(split)) ==
         Outcome{422, "bundle_modified"});
-  CHECK(f.json("GET", "/v1/devices", f.admin)["items"].size() == 2);
+  CHECK(f.json("GET", "/v1/devices")["items"].size() == 2);
 }
 
 TEST_CASE("service: a station certificate chained to a registered CA acts with the factory role") {
   Fixture f;
-  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
   test::TestKey station_key, device_key;
   std::vector<std::string> station = {test::pem_to_der(f.station.issue(station_key, "station-1"))};
   auto as_station = [&](const std::string& method, const std::string& target, const std::string& body,
-                        std::vector<std::string> chain) { return f.call(method, target, "", body, {}, std::move(chain)); };
+                        std::vector<std::string> chain) {
+    return f.call(method, target, body, test::Caller(std::move(chain)));
+  };
   auto who = as_station("GET", "/v1/whoami", "", station);
   REQUIRE(who.status == 200);
   CHECK(Json::parse(who.body)["role"] == "factory");
@@ -555,7 +535,7 @@ TEST_CASE("service: a station certificate chained to a registered CA acts with t
   // A CA belongs to one tenant: another tenant, even one holding the key, cannot register it, and the
   // owner's station logins keep working (before ownership, this made every station login fail).
   auto other = f.service.create_token(f.service.create_tenant("globex"), Role::admin, "admin");
-  CHECK(f.register_ca(other, f.station, true).status == 409);
+  CHECK(f.register_ca(f.station, true, nullptr, other).status == 409);
   auto still = as_station("GET", "/v1/whoami", "", station);
   REQUIRE(still.status == 200);
   CHECK(Json::parse(still.body)["tenant"] == "acme");
@@ -569,7 +549,7 @@ TEST_CASE("service: a CA registered for devices only never authenticates a stati
   test::TestKey key;
   // A device certificate whose bundle has not been imported yet: it chains to a registered CA.
   std::vector<std::string> chain = {test::pem_to_der(devices.issue(key, "not-imported-yet"))};
-  auto as_client = [&](const std::string& target) { return f.call("GET", target, "", "", {}, chain); };
+  auto as_client = [&](const std::string& target) { return f.call("GET", target, {}, test::Caller(chain)); };
   auto refused = as_client("/v1/devices");
   CHECK(refused.status == 401);
   CHECK(Json::parse(refused.body)["error"]["message"].get<std::string>().find("station CA") != std::string::npos);
@@ -578,11 +558,12 @@ TEST_CASE("service: a CA registered for devices only never authenticates a stati
   CHECK(as_client("/v1/whoami").status == 200);
   CHECK(f.add_ca(devices)["stations"] == true);
   bool listed = false;
-  auto registered = f.json("GET", "/v1/factory-cas", f.admin);
+  auto registered = f.json("GET", "/v1/factory-cas");
   for (const auto& ca : registered["items"])
     if (ca["id"] == added["id"]) listed = ca["stations"] == true;
   CHECK(listed);
-  CHECK(f.call("POST", "/v1/factory-cas", f.admin, Json{{"certificate", devices.pem}, {"stations", "yes"}}.dump()).status == 400);
+  CHECK(f.call("POST", "/v1/factory-cas", Json{{"certificate", devices.pem}, {"stations", "yes"}}.dump()).status ==
+        400);
 }
 
 TEST_CASE("service: docs/openapi.yaml documents every route of the route table") {
@@ -628,42 +609,42 @@ TEST_CASE("service: registering a factory CA needs a live, single-use challenge 
   test::TestKey rogue;
   auto code = [](const Response& r) { return Json::parse(r.body)["error"]["code"].get<std::string>(); };
   // No proof at all, and a proof signed by another key.
-  auto bare = f.call("POST", "/v1/factory-cas", f.admin, Json{{"certificate", ca.pem}}.dump());
+  auto bare = f.call("POST", "/v1/factory-cas", Json{{"certificate", ca.pem}}.dump());
   CHECK(bare.status == 422);
   CHECK(code(bare) == "proof_required");
-  auto wrong = f.register_ca(f.admin, ca, false, &rogue);
+  auto wrong = f.register_ca(ca, false, &rogue);
   CHECK(wrong.status == 422);
   CHECK(code(wrong) == "proof_invalid");
-  CHECK(f.json("GET", "/v1/factory-cas", f.admin)["items"].size() == 1);  // the station CA only
+  CHECK(f.json("GET", "/v1/factory-cas")["items"].size() == 1);  // the station CA only
 
   // A challenge serves once: the same signed answer sent again is refused, even though it verifies.
-  auto challenge = f.call("POST", "/v1/factory-cas/challenge", f.admin, Json{{"certificate", ca.pem}}.dump());
+  auto challenge = f.call("POST", "/v1/factory-cas/challenge", Json{{"certificate", ca.pem}}.dump());
   REQUIRE(challenge.status == 201);
   auto answer = test::factory_ca_registration(ca, challenge.body);
-  CHECK(f.call("POST", "/v1/factory-cas", f.admin, answer).status == 201);
-  auto replayed = f.call("POST", "/v1/factory-cas", f.admin, answer);
+  CHECK(f.call("POST", "/v1/factory-cas", answer).status == 201);
+  auto replayed = f.call("POST", "/v1/factory-cas", answer);
   CHECK(replayed.status == 422);
   CHECK(code(replayed) == "challenge_unknown");
   // A failed attempt uses the challenge up too: no second try with the same nonce.
-  challenge = f.call("POST", "/v1/factory-cas/challenge", f.admin, Json{{"certificate", ca.pem}}.dump());
-  CHECK(f.call("POST", "/v1/factory-cas", f.admin, test::factory_ca_registration(ca, challenge.body, false, &rogue))
-            .status == 422);
-  CHECK(code(f.call("POST", "/v1/factory-cas", f.admin, test::factory_ca_registration(ca, challenge.body))) ==
+  challenge = f.call("POST", "/v1/factory-cas/challenge", Json{{"certificate", ca.pem}}.dump());
+  CHECK(f.call("POST", "/v1/factory-cas", test::factory_ca_registration(ca, challenge.body, false, &rogue)).status ==
+        422);
+  CHECK(code(f.call("POST", "/v1/factory-cas", test::factory_ca_registration(ca, challenge.body))) ==
         "challenge_unknown");
 
   // A challenge is bound to the CA's key: one issued for another certificate does not register this one.
   test::TestCa other_ca("Other CA");
-  auto for_other = f.call("POST", "/v1/factory-cas/challenge", f.admin, Json{{"certificate", other_ca.pem}}.dump());
+  auto for_other = f.call("POST", "/v1/factory-cas/challenge", Json{{"certificate", other_ca.pem}}.dump());
   auto message = Json::parse(for_other.body)["message"].get<std::string>();
   auto crossed = Json{{"certificate", ca.pem},
                       {"nonce", Json::parse(for_other.body)["nonce"]},
                       {"signature", test::sign_message_hex(ca.key, message)}};
-  CHECK(code(f.call("POST", "/v1/factory-cas", f.admin, crossed.dump())) == "challenge_unknown");
+  CHECK(code(f.call("POST", "/v1/factory-cas", crossed.dump())) == "challenge_unknown");
 
   // An expired challenge is refused.
-  challenge = f.call("POST", "/v1/factory-cas/challenge", f.admin, Json{{"certificate", ca.pem}}.dump());
+  challenge = f.call("POST", "/v1/factory-cas/challenge", Json{{"certificate", ca.pem}}.dump());
   sql(f, "UPDATE factory_ca_challenges SET expires_at = expires_at - 301");
-  auto expired = f.call("POST", "/v1/factory-cas", f.admin, test::factory_ca_registration(ca, challenge.body));
+  auto expired = f.call("POST", "/v1/factory-cas", test::factory_ca_registration(ca, challenge.body));
   CHECK(expired.status == 422);
   CHECK(code(expired) == "challenge_unknown");
 }
@@ -674,40 +655,39 @@ TEST_CASE(
   Fixture f;  // acme: owns the station CA (stations: true)
   auto globex = f.service.create_tenant("globex");
   auto other = f.service.create_token(globex, Role::admin, "admin");
-  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
-  f.json("POST", "/v1/products", other, R"({"name":"Thermo"})");
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})", other);
   test::TestKey device, station_key;
   auto bundle = f.bundle(unit_line("unit-1", device.public_pem()));
   std::vector<std::string> station = {test::pem_to_der(f.station.issue(station_key, "station-1"))};
 
   // globex has the public certificate only: no proof, a proof by its own key, and the owner's (used)
   // challenge answer are all refused the same way as for an unregistered CA.
-  auto bare = f.call("POST", "/v1/factory-cas", other, Json{{"certificate", f.station.pem}, {"stations", true}}.dump());
+  auto bare = f.call("POST", "/v1/factory-cas", Json{{"certificate", f.station.pem}, {"stations", true}}.dump(), other);
   CHECK(bare.status == 422);
   test::TestKey globex_key;
-  CHECK(f.register_ca(other, f.station, true, &globex_key).status == 422);
-  auto acme_challenge =
-      f.call("POST", "/v1/factory-cas/challenge", f.admin, Json{{"certificate", f.station.pem}}.dump());
+  CHECK(f.register_ca(f.station, true, &globex_key, other).status == 422);
+  auto acme_challenge = f.call("POST", "/v1/factory-cas/challenge", Json{{"certificate", f.station.pem}}.dump());
   auto stolen =
-      f.call("POST", "/v1/factory-cas", other, test::factory_ca_registration(f.station, acme_challenge.body, true));
+      f.call("POST", "/v1/factory-cas", test::factory_ca_registration(f.station, acme_challenge.body, true), other);
   CHECK(stolen.status == 422);  // bound to acme: refused for globex (and used up)
-  CHECK(f.json("GET", "/v1/factory-cas", other)["items"].empty());
+  CHECK(f.json("GET", "/v1/factory-cas", {}, other)["items"].empty());
 
   // So globex cannot import acme's bundle first; acme's import and its station login work.
-  auto taken = f.call("POST", "/v1/devices/import", other, bundle);
+  auto taken = f.call("POST", "/v1/devices/import", bundle, other);
   CHECK(taken.status == 422);
   CHECK(Json::parse(taken.body)["error"]["code"] == "bundle_signer_untrusted");
-  CHECK(f.json("POST", "/v1/devices/import", f.admin, bundle)["imported"] == 1);
-  CHECK(f.call("GET", "/v1/devices/unit-1", other).status == 404);
-  auto who = f.call("GET", "/v1/whoami", "", "", {}, station);
+  CHECK(f.json("POST", "/v1/devices/import", bundle)["imported"] == 1);
+  CHECK(f.call("GET", "/v1/devices/unit-1", {}, other).status == 404);
+  auto who = f.call("GET", "/v1/whoami", {}, test::Caller(station));
   REQUIRE(who.status == 200);
   CHECK(Json::parse(who.body)["tenant"] == "acme");
 
   // Even holding the key, globex gets a 409 that does not say who owns the CA.
-  auto owned = f.register_ca(other, f.station, true);
+  auto owned = f.register_ca(f.station, true, nullptr, other);
   CHECK(owned.status == 409);
   CHECK(owned.body.find("acme") == std::string::npos);
-  CHECK(f.call("GET", "/v1/whoami", "", "", {}, station).status == 200);
+  CHECK(f.call("GET", "/v1/whoami", {}, test::Caller(station)).status == 200);
 }
 
 TEST_CASE(
@@ -719,7 +699,7 @@ TEST_CASE(
     database = f.database;
     auto globex = f.service.create_tenant("globex");
     auto other = f.service.create_token(globex, Role::admin, "admin");
-    f.json("POST", "/v1/products", other, R"({"name":"Thermo"})");
+    f.json("POST", "/v1/products", R"({"name":"Thermo"})", other);
     // As an older version allowed: globex registered the same CA later, without proof.
     sql(f,
         "INSERT INTO factory_cas (tenant_id, id, subject, pem, created_at, stations) SELECT 2, id, subject, pem, "
@@ -749,65 +729,65 @@ TEST_CASE(
 
 TEST_CASE("service: an import never replaces a registered device's key, in any tenant; the same key re-imports") {
   Fixture f;
-  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
   test::TestCa device_ca("Acme Device CA");
   f.add_ca(device_ca);
   test::TestKey genuine, counterfeit, never_claimed;
-  f.json("POST", "/v1/devices/import", f.admin,
+  f.json("POST", "/v1/devices/import",
          f.bundle(unit_line("unit-1", genuine.public_pem()) + unit_line("unit-2", never_claimed.public_pem())));
-  auto challenge = f.json("POST", "/v1/devices/unit-1/claim-challenge", f.admin);
-  f.json(
-      "POST", "/v1/devices/unit-1/claim", f.admin,
-      Json{{"nonce", challenge["nonce"]}, {"signature", test::sign_message_hex(genuine, challenge["message"].get<std::string>())}}.dump());
+  auto challenge = f.json("POST", "/v1/devices/unit-1/claim-challenge");
+  f.json("POST", "/v1/devices/unit-1/claim",
+         Json{{"nonce", challenge["nonce"]},
+              {"signature", test::sign_message_hex(genuine, challenge["message"].get<std::string>())}}
+             .dump());
 
   // A counterfeit with the genuine UID and its own key, in a correctly signed bundle: refused, naming the unit,
   // and nothing of the bundle is applied.
   auto refused =
-      f.call("POST", "/v1/devices/import", f.admin,
+      f.call("POST", "/v1/devices/import",
              f.bundle(unit_line("unit-9", counterfeit.public_pem()) + unit_line("unit-1", counterfeit.public_pem())));
   CHECK(refused.status == 409);
   CHECK(Json::parse(refused.body)["error"]["code"] == "device_key_conflict");
   CHECK(refused.body.find("unit unit-1 conflicts") != std::string::npos);
-  CHECK(f.call("GET", "/v1/devices/unit-9", f.admin).status == 404);
+  CHECK(f.call("GET", "/v1/devices/unit-9").status == 404);
   // A device never claimed is protected the same way.
-  CHECK(f.call("POST", "/v1/devices/import", f.admin, f.bundle(unit_line("unit-2", counterfeit.public_pem()))).status ==
-        409);
+  CHECK(f.call("POST", "/v1/devices/import", f.bundle(unit_line("unit-2", counterfeit.public_pem()))).status == 409);
   // Another tenant with its own trusted station cannot replace it either.
   auto globex = f.service.create_token(f.service.create_tenant("globex"), Role::admin, "admin");
-  f.json("POST", "/v1/products", globex, R"({"name":"Thermo"})");
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})", globex);
   test::TestCa globex_station("Globex Station CA");
-  REQUIRE(f.register_ca(globex, globex_station).status == 201);
-  auto elsewhere = f.call("POST", "/v1/devices/import", globex,
-                          test::signed_bundle(unit_line("unit-1", counterfeit.public_pem()), globex_station.key));
+  REQUIRE(f.register_ca(globex_station, false, nullptr, globex).status == 201);
+  auto elsewhere =
+      f.call("POST", "/v1/devices/import",
+             test::signed_bundle(unit_line("unit-1", counterfeit.public_pem()), globex_station.key), globex);
   CHECK(elsewhere.status == 409);
   CHECK(elsewhere.body.find("unit-1") != std::string::npos);
 
   // The genuine device still checks in; the counterfeit's certificate does not.
   auto agent = [&](const test::TestKey& key) {
-    return f.call("POST", "/v1/agent/check-in", "", "{}", {}, {test::pem_to_der(device_ca.issue(key, "unit-1"))});
+    return f.call("POST", "/v1/agent/check-in", "{}", test::Caller(std::vector<std::string>{test::pem_to_der(device_ca.issue(key, "unit-1"))}));
   };
   CHECK(agent(genuine).status == 200);
   CHECK(agent(counterfeit).status == 401);
-  CHECK(f.json("GET", "/v1/devices/unit-1", f.admin)["claimed"] == true);
+  CHECK(f.json("GET", "/v1/devices/unit-1")["claimed"] == true);
   // Re-importing the same unit with the same key stays an idempotent update.
-  CHECK(f.json("POST", "/v1/devices/import", f.admin,
+  CHECK(f.json("POST", "/v1/devices/import",
                f.bundle(unit_line("unit-1", genuine.public_pem(), "1.1.0")))["imported"] == 1);
   CHECK(agent(genuine).status == 200);
 }
 
 TEST_CASE("service: a unit whose certificate names another UID is refused; malformed times are 400 naming the field") {
   Fixture f;
-  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
   test::TestKey key;
   auto unit = [&](const std::string& uid, const std::string& cn) {
     return Json{{"uid", uid}, {"product", "Thermo"}, {"certificate", f.station.issue(key, cn)}}.dump() + "\n";
   };
-  auto mismatch =
-      f.call("POST", "/v1/devices/import", f.admin, f.bundle(unit("unit-1", "unit-1") + unit("unit-2", "unit-1")));
+  auto mismatch = f.call("POST", "/v1/devices/import", f.bundle(unit("unit-1", "unit-1") + unit("unit-2", "unit-1")));
   CHECK(mismatch.status == 422);
   CHECK(Json::parse(mismatch.body)["error"]["code"] == "bundle_unit_mismatch");
   CHECK(mismatch.body.find("unit unit-2") != std::string::npos);
-  CHECK(f.json("GET", "/v1/devices", f.admin)["items"].empty());
+  CHECK(f.json("GET", "/v1/devices")["items"].empty());
   // public_key and certificate must agree when both are given.
   test::TestKey other;
   auto both = Json{{"uid", "unit-3"},
@@ -816,44 +796,43 @@ TEST_CASE("service: a unit whose certificate names another UID is refused; malfo
                    {"public_key", other.public_pem()}}
                   .dump() +
               "\n";
-  CHECK(f.call("POST", "/v1/devices/import", f.admin, f.bundle(both)).status == 422);
-  CHECK(f.json("POST", "/v1/devices/import", f.admin, f.bundle(unit("unit-1", "unit-1")))["imported"] == 1);
+  CHECK(f.call("POST", "/v1/devices/import", f.bundle(both)).status == 422);
+  CHECK(f.json("POST", "/v1/devices/import", f.bundle(unit("unit-1", "unit-1")))["imported"] == 1);
 
   // last_seen in a bundle, seen_before/seen_after filters: malformed is 400 with the field named.
   auto seen = [&](const std::string& uid, const std::string& when) {
     return Json{{"uid", uid}, {"product", "Thermo"}, {"public_key", key.public_pem()}, {"last_seen", when}}.dump() +
            "\n";
   };
-  auto bad_seen = f.call("POST", "/v1/devices/import", f.admin, f.bundle(seen("unit-4", "yesterday")));
+  auto bad_seen = f.call("POST", "/v1/devices/import", f.bundle(seen("unit-4", "yesterday")));
   CHECK(bad_seen.status == 400);
   CHECK(bad_seen.body.find("last_seen") != std::string::npos);
-  CHECK(f.json("POST", "/v1/devices/import", f.admin,
-               f.bundle(seen("unit-4", "2026-03-01T10:00:00+02:00")))["imported"] == 1);
-  CHECK(f.json("GET", "/v1/devices/unit-4", f.admin)["last_seen"] == "2026-03-01T08:00:00Z");
+  CHECK(f.json("POST", "/v1/devices/import", f.bundle(seen("unit-4", "2026-03-01T10:00:00+02:00")))["imported"] == 1);
+  CHECK(f.json("GET", "/v1/devices/unit-4")["last_seen"] == "2026-03-01T08:00:00Z");
   for (const char* field : {"seen_after", "seen_before"}) {
     for (const char* value : {"0abc", "2026-13-01", "2026-02-30T00:00:00Z", "2026-01-01T25:00:00Z",
                               "2026-01-01T00:00:00", "2026-01-01T00:00:00Zjunk"}) {
       for (const char* path : {"/v1/devices?", "/v1/devices/count?by=state&"}) {
-        auto r = f.call("GET", fmt::format("{}{}={}", path, field, value), f.admin);
+        auto r = f.call("GET", fmt::format("{}{}={}", path, field, value));
         INFO(path << field << "=" << value << " -> " << r.body);
         CHECK(r.status == 400);
         CHECK(r.body.find(field) != std::string::npos);
       }
     }
   }
-  CHECK(f.json("GET", "/v1/devices?seen_after=2026-03-01T07:59:59Z", f.admin)["items"].size() == 1);
-  CHECK(f.json("GET", "/v1/devices?seen_after=2026-03-01", f.admin)["items"].size() == 1);
-  CHECK(f.json("GET", "/v1/devices?seen_before=2026-03-01T08:00:00.000Z", f.admin)["items"].empty());
-  CHECK(f.json("GET", "/v1/devices/count?by=state&seen_after=2026-03-01T10:00:00%2B02:00", f.admin)["total"] == 0);
+  CHECK(f.json("GET", "/v1/devices?seen_after=2026-03-01T07:59:59Z")["items"].size() == 1);
+  CHECK(f.json("GET", "/v1/devices?seen_after=2026-03-01")["items"].size() == 1);
+  CHECK(f.json("GET", "/v1/devices?seen_before=2026-03-01T08:00:00.000Z")["items"].empty());
+  CHECK(f.json("GET", "/v1/devices/count?by=state&seen_after=2026-03-01T10:00:00%2B02:00")["total"] == 0);
 }
 
 TEST_CASE("service: a secret-bearing answer is never stored for replay; keys expire after 24 h; another body is 422") {
   Fixture f(true);
   std::map<std::string, std::string> key{{"idempotency-key", "token-1"}};
-  auto first = f.call("POST", "/v1/tokens", f.admin, R"({"role":"reader","name":"ci"})", key);
+  auto first = f.call("POST", "/v1/tokens", R"({"role":"reader","name":"ci"})", test::Caller(f.admin).with(key));
   REQUIRE(first.status == 201);
   auto secret = Json::parse(first.body)["token"].get<std::string>();
-  auto again = f.call("POST", "/v1/tokens", f.admin, R"({"role":"reader","name":"ci"})", key);
+  auto again = f.call("POST", "/v1/tokens", R"({"role":"reader","name":"ci"})", test::Caller(f.admin).with(key));
   CHECK(again.status == 409);
   CHECK(Json::parse(again.body)["error"]["code"] == "idempotency_conflict");
   CHECK(again.body.find(secret) == std::string::npos);
@@ -863,16 +842,17 @@ TEST_CASE("service: a secret-bearing answer is never stored for replay; keys exp
     while (q.step()) CHECK(q.text(0).find(secret) == std::string::npos);
   }
   // The same key with another body, method or path is 422, not a replay of the first answer.
-  CHECK(f.call("POST", "/v1/tokens", f.admin, R"({"role":"admin","name":"ci"})", key).status == 422);
+  CHECK(f.call("POST", "/v1/tokens", R"({"role":"admin","name":"ci"})", test::Caller(f.admin).with(key)).status == 422);
   std::map<std::string, std::string> k2{{"idempotency-key", "product-1"}};
-  CHECK(f.call("POST", "/v1/products", f.admin, R"({"name":"Thermo"})", k2).status == 201);
-  auto other_body = f.call("POST", "/v1/products", f.admin, R"({"name":"Other"})", k2);
+  CHECK(f.call("POST", "/v1/products", R"({"name":"Thermo"})", test::Caller(f.admin).with(k2)).status == 201);
+  auto other_body = f.call("POST", "/v1/products", R"({"name":"Other"})", test::Caller(f.admin).with(k2));
   CHECK(other_body.status == 422);
   CHECK(Json::parse(other_body.body)["error"]["code"] == "idempotency_key_reused");
-  CHECK(f.call("POST", "/v1/products", f.admin, R"({"name":"Thermo"})", k2).headers["Idempotent-Replayed"] == "true");
+  CHECK(f.call("POST", "/v1/products", R"({"name":"Thermo"})", test::Caller(f.admin).with(k2))
+            .headers["Idempotent-Replayed"] == "true");
   // After 24 hours a key is forgotten: the same key names a new request.
   sql(f, "UPDATE idempotency SET created_at = '2000-01-01T00:00:00Z'");
-  auto fresh = f.call("POST", "/v1/products", f.admin, R"({"name":"Other"})", k2);
+  auto fresh = f.call("POST", "/v1/products", R"({"name":"Other"})", test::Caller(f.admin).with(k2));
   CHECK(fresh.status == 201);
   CHECK(fresh.headers.count("Idempotent-Replayed") == 0);
 }
@@ -947,7 +927,7 @@ struct StationLedger {
 
 TEST_CASE("service: a ledger bundle must extend the head imported before; truncated, rolled back or rewritten ledgers import nothing") {
   Fixture f;
-  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
   test::TestKey device;
   StationLedger station(f.dir, "station.sqlite", f.station.key);
   station.append({"u-1", "u-2", "u-3"}, device);  // rows: station row + 3 units
@@ -958,12 +938,12 @@ TEST_CASE("service: a ledger bundle must extend the head imported before; trunca
 
   using Outcome = std::pair<int, std::string>;
   auto import = [&](const std::string& bundle) {
-    auto r = f.call("POST", "/v1/devices/import", f.admin, bundle);
+    auto r = f.call("POST", "/v1/devices/import", bundle);
     auto body = Json::parse(r.body);
     INFO(r.body);
     return Outcome{r.status, body.contains("error") ? body["error"]["code"].get<std::string>() : std::string()};
   };
-  auto devices = [&] { return f.json("GET", "/v1/devices", f.admin)["items"].size(); };
+  auto devices = [&] { return f.json("GET", "/v1/devices")["items"].size(); };
 
   CHECK(import(four_rows) == Outcome{200, ""});
   CHECK(import(four_rows) == Outcome{200, ""});  // the same bundle again: idempotent
@@ -973,7 +953,7 @@ TEST_CASE("service: a ledger bundle must extend the head imported before; trunca
   // Truncated: the older export (or the ledger it came from, with its tail deleted and its old head
   // restored) is validly signed but goes back: fewer rows than the head imported.
   CHECK(import(four_rows) == Outcome{409, "ledger_rolled_back"});
-  auto refused = f.call("POST", "/v1/devices/import", f.admin, four_rows);
+  auto refused = f.call("POST", "/v1/devices/import", four_rows);
   CHECK(Json::parse(refused.body)["error"]["message"].get<std::string>().find("has 4 rows in this bundle, but a bundle "
                                                                               "with 6 rows") != std::string::npos);
   // Rolled back to the copy and written on: as many rows, or more, but not the rows imported.
@@ -1005,8 +985,8 @@ TEST_CASE("service: a ledger bundle must extend the head imported before; trunca
 
   // In parts, the refusal comes with the trailer and nothing staged is applied.
   auto cut = four_rows.find('\n') + 1;
-  CHECK(f.call("POST", "/v1/devices/import?import=p1&offset=0", f.admin, four_rows.substr(0, cut)).status == 202);
-  auto last = f.call("POST", fmt::format("/v1/devices/import?import=p1&offset={}", cut), f.admin, four_rows.substr(cut));
+  CHECK(f.call("POST", "/v1/devices/import?import=p1&offset=0", four_rows.substr(0, cut)).status == 202);
+  auto last = f.call("POST", fmt::format("/v1/devices/import?import=p1&offset={}", cut), four_rows.substr(cut));
   CHECK(last.status == 409);
   CHECK(devices() == 5);
 
@@ -1019,7 +999,7 @@ TEST_CASE("service: a ledger bundle must extend the head imported before; trunca
 
 TEST_CASE("service: a database from before ledger heads gains the table on start and remembers heads from then on") {
   Fixture f(true);
-  f.json("POST", "/v1/products", f.admin, R"({"name":"Thermo"})");
+  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
   {
     Db db(f.database);
     // As an older service left it: the schema version before ledger heads, without the table.

@@ -12,6 +12,7 @@
 #include "service/api.hpp"
 #include "service/store.hpp"
 #include "tests/service/store_support.hpp"
+#include "tests/service/service_fixture.hpp"
 #include "tests/support/postgres.hpp"
 #include "service/rollout.hpp"
 #include "signing/key_ref.hpp"
@@ -26,55 +27,12 @@ using Json = nlohmann::json;
 
 namespace {
 
-struct ParallelFixture {
-  test::TempDir dir;
-  std::string database = test::test_store(dir.file("kiln.db"));
-  Service service{{database, dir.path() / "images", 7}};
-  std::int64_t tenant = service.create_tenant("acme");
-  std::string admin = service.create_token(tenant, Role::admin, "admin");
-  test::TestCa factory_ca{"Acme Factory CA"};
-
-  ParallelFixture() {
-    auto challenge = json("POST", "/v1/factory-cas/challenge", Json{{"certificate", factory_ca.pem}}.dump());
-    json("POST", "/v1/factory-cas", test::factory_ca_registration(factory_ca, challenge.dump()));
-    Json product = {{"name", "Thermo"}};
-    releases.add_trust(product);
-    json("POST", "/v1/products", product.dump());
-  }
-  test::TestReleaseMaker releases{dir.path()};
-  // Uploads a release the product trusts (its image and SUIT envelope): {image sha256, manifest sha256}.
-  std::pair<std::string, std::string> upload_release(const std::string& name, std::uint64_t sequence) {
-    auto release = releases.make(name, sequence);
-    std::string sha, manifest;
-    for (auto* blob : {&release.image, &release.envelope}) {
-      auto id = to_hex(digest(HashAlg::sha256, as_bytes(*blob)));
-      json("POST", "/v1/images", Json{{"sha256", id}, {"size", blob->size()}}.dump());
-      json("PUT", "/v1/images/" + id + "/content?offset=0", *blob);
-      (blob == &release.image ? sha : manifest) = id;
-    }
-    return {sha, manifest};
-  }
-  Response call(const std::string& method, const std::string& target, std::string body = {},
-                std::vector<std::string> chain = {}) {
-    std::map<std::string, std::string> headers;
-    if (chain.empty()) headers["authorization"] = "Bearer " + admin;
-    return service.handle({method, target, headers, std::move(body), std::move(chain)});
-  }
-  Json json(const std::string& method, const std::string& target, const std::string& body = {}) {
-    auto r = call(method, target, body);
-    INFO(method << " " << target << " -> " << r.status << " " << r.body);
-    REQUIRE(r.status < 300);
-    return Json::parse(r.body);
-  }
-  // Imports a device into Thermo/Field Test; returns its certificate chain for the agent endpoints.
+// The service on a SQLite file (or the run's PostgreSQL database) with the product Thermo; devices go into its
+// group Field Test.
+struct ParallelFixture : test::ProductFixture {
+  ParallelFixture() : ProductFixture({.sqlite = "kiln.db", .check_in_after = 7}) {}
   std::vector<std::string> device(const std::string& uid, const test::TestKey& key) {
-    json("POST", "/v1/devices/import",
-         test::signed_bundle(Json{{"uid", uid}, {"product", "Thermo"}, {"group", "Field Test"},
-                                  {"public_key", key.public_pem()}}
-                                     .dump() +
-                                 "\n",
-                             factory_ca.key));
-    return {test::pem_to_der(factory_ca.issue(key, uid))};
+    return ProductFixture::device(uid, key, "Field Test");
   }
 };
 
@@ -132,14 +90,8 @@ TEST_CASE("concurrency: status reports in parallel keep tallies equal to a recou
     test::TestKey key;
     chains.push_back(f.device("dev-" + std::to_string(i), key));
   }
-  auto release = f.releases.make("v2", 2);
   std::string sha, manifest;
-  for (auto* blob : {&release.image, &release.envelope}) {
-    auto id = to_hex(digest(HashAlg::sha256, as_bytes(*blob)));
-    f.json("POST", "/v1/images", Json{{"sha256", id}, {"size", blob->size()}}.dump());
-    f.json("PUT", "/v1/images/" + id + "/content?offset=0", *blob);
-    (blob == &release.image ? sha : manifest) = id;
-  }
+  std::tie(sha, manifest) = f.release("v2", 2);
   auto id = f.json("POST", "/v1/deployments",
                    Json{{"group", "Thermo/Field Test"}, {"images", {sha}}, {"manifest", manifest}}.dump())["id"]
                 .get<std::string>();
@@ -207,7 +159,7 @@ TEST_CASE("concurrency: overlapping imports beside claims: one device per UID, c
                     "\n");
   // A deployment of the group, so imports move tallies while they race.
   f.device("dev-0", keys[0]);
-  auto [sha, manifest] = f.upload_release("v3", 3);
+  auto [sha, manifest] = f.release("v3", 3);
   auto id = f.json("POST", "/v1/deployments",
                    Json{{"group", "Thermo/Field Test"},
                         {"images", {sha}},
@@ -272,7 +224,7 @@ TEST_CASE("concurrency: a thousand status reports at once: none lost, tallies eq
     chains.push_back({test::pem_to_der(f.factory_ca.issue(key, uid))});
   }
   REQUIRE(f.json("POST", "/v1/devices/import", test::signed_bundle(units, f.factory_ca.key))["imported"] == devices);
-  auto [sha, manifest] = f.upload_release("v4", 4);
+  auto [sha, manifest] = f.release("v4", 4);
   auto id = f.json("POST", "/v1/deployments",
                    Json{{"group", "Thermo/Field Test"}, {"images", {sha}}, {"manifest", manifest}}.dump())["id"]
                 .get<std::string>();

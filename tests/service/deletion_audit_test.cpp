@@ -10,6 +10,7 @@
 #include "core/bytes.hpp"
 #include "service/api.hpp"
 #include "signing/signer.hpp"
+#include "tests/service/service_fixture.hpp"
 #include "tests/support/postgres.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_certificates.hpp"
@@ -22,64 +23,20 @@ using Json = nlohmann::json;
 namespace {
 
 // A tenant with a product Thermo (its boards' keys), a device in Thermo/Field Test, an image with its
-// manifest and an active deployment of them to that group.
-struct Fleet {
-  test::TempDir dir;
-  Service service{{test::test_store(":memory:"), dir.path() / "images", 7}};
-  std::int64_t tenant = service.create_tenant("acme");
-  std::string admin = service.create_token(tenant, Role::admin, "alice");
+// manifest and an active deployment of them to that group; its admin is alice, with an operator beside.
+struct Fleet : test::ProductFixture {
   std::string ops = service.create_token(tenant, Role::operator_, "ops-bot");
-  test::TestCa factory_ca{"Acme Factory CA"};
-  std::string device_uid = "acme-dev", image, manifest, deployment;
-  std::vector<std::string> device_chain;
+  Deployed deployed = deploy("acme-dev", "acme");
+  const std::string &device_uid = deployed.device_uid, &image = deployed.image, &manifest = deployed.manifest,
+                    &deployment = deployed.deployment;
 
-  Fleet() {
-    auto challenge = json("POST", "/v1/factory-cas/challenge", Json{{"certificate", factory_ca.pem}}.dump());
-    json("POST", "/v1/factory-cas", test::factory_ca_registration(factory_ca, challenge.dump(), true));
-    test::TestReleaseMaker releases(dir.path());
-    Json product = {{"name", "Thermo"}};
-    releases.add_trust(product);
-    json("POST", "/v1/products", product.dump());
-    test::TestKey key;
-    json("POST", "/v1/devices/import",
-         test::signed_bundle(
-             Json{{"uid", device_uid}, {"product", "Thermo"}, {"public_key", key.public_pem()}}.dump() + "\n",
-             factory_ca.key));
-    json("POST", "/v1/devices/" + device_uid + "/assign", Json{{"group", "Thermo/Field Test"}}.dump());
-    device_chain = {test::pem_to_der(factory_ca.issue(key, device_uid))};
-    auto release = releases.make("acme", 3);
-    image = upload(release.image);
-    manifest = upload(release.envelope);
-    json("POST", "/v1/images/" + image + "/manifest", Json{{"manifest", manifest}}.dump());
-    deployment = json("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image}}}.dump())["id"]
-                     .get<std::string>();
-  }
-
-  Response call(const std::string& method, const std::string& target, std::string body = {},
-                const std::string& token = {}, std::map<std::string, std::string> headers = {}) {
-    headers["authorization"] = "Bearer " + (token.empty() ? admin : token);
-    return service.handle({method, target, headers, std::move(body), {}});
-  }
+  Fleet() : ProductFixture({.check_in_after = 7, .admin_name = "alice"}, true) {}
   Response agent(const std::string& method, const std::string& target, std::string body = "{}") {
-    return service.handle({method, target, {}, std::move(body), device_chain});
-  }
-  Json json(const std::string& method, const std::string& target, const std::string& body = {},
-            const std::string& token = {}) {
-    auto r = call(method, target, body, token);
-    INFO(method << " " << target << " -> " << r.status << " " << r.body);
-    REQUIRE(r.status < 300);
-    return Json::parse(r.body);
-  }
-  std::string upload(const std::string& content) {
-    auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
-    json("POST", "/v1/images", Json{{"sha256", sha}, {"size", content.size()}}.dump());
-    json("PUT", "/v1/images/" + sha + "/content?offset=0", content);
-    return sha;
+    return call(method, target, std::move(body), deployed.device_chain);
   }
   std::filesystem::path blob(const std::string& sha) const {
     return dir.path() / "images" / std::to_string(tenant) / sha;
   }
-  std::string message(const Response& r) const { return Json::parse(r.body)["error"]["message"].get<std::string>(); }
   Json audit(const std::string& query = {}) { return json("GET", "/v1/audit" + query)["items"]; }
 };
 
@@ -191,7 +148,7 @@ TEST_CASE("audit: every write is logged with who, what, target, result, time and
   }
 
   // A refused write is logged with its status; the request id is the client's when it sends a sane one.
-  auto refused = f.call("DELETE", "/v1/images/" + f.image, {}, f.ops, {{"x-request-id", "trace-42"}});
+  auto refused = f.call("DELETE", "/v1/images/" + f.image, {}, test::Caller(f.ops).with({{"x-request-id", "trace-42"}}));
   CHECK(refused.status == 409);
   CHECK(refused.headers["X-Request-Id"] == "trace-42");
   auto reader = f.service.create_token(f.tenant, Role::reader, "auditor");

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "service/api.hpp"
+#include "tests/service/service_fixture.hpp"
 #include "tests/support/postgres.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_certificates.hpp"
@@ -20,37 +21,19 @@ using Json = nlohmann::json;
 
 namespace {
 
-struct Fixture {
-  test::TempDir dir;
-  Service service{{test::test_store(":memory:"), dir.path() / "images"}};
-  std::int64_t tenant = service.create_tenant("acme");
-  std::string admin = service.create_token(tenant, Role::admin, "admin");
+// Products Thermo (with a group Field) and Lamp; the station CA that signs the bundles the tests import.
+struct Fixture : test::ServiceFixture {
   test::TestCa station{"Test Station CA"};
   test::TestKey key;
 
   Fixture() {
-    auto challenge = call("POST", "/v1/factory-cas/challenge", Json{{"certificate", station.pem}}.dump());
-    REQUIRE(challenge.status == 201);
-    REQUIRE(call("POST", "/v1/factory-cas", test::factory_ca_registration(station, challenge.body, true)).status ==
-            201);
+    add_ca(station, true);
     json("POST", "/v1/products", R"({"name":"Thermo"})");
     json("POST", "/v1/products", R"({"name":"Lamp"})");
     json("POST", "/v1/groups", R"({"product":"Thermo","name":"Field"})");
   }
-
-  Response call(const std::string& method, const std::string& target, std::string body = {}) {
-    return service.handle({method, target, {{"authorization", "Bearer " + admin}}, std::move(body), {}});
-  }
-  Json json(const std::string& method, const std::string& target, std::string body = {}) {
-    auto r = call(method, target, std::move(body));
-    INFO(method << " " << target << " -> " << r.status << " " << r.body);
-    REQUIRE(r.status < 300);
-    return Json::parse(r.body);
-  }
   std::string unit(const std::string& uid, const Json& extra = Json::object()) const {
-    Json u = {{"uid", uid}, {"product", "Thermo"}, {"public_key", key.public_pem()}};
-    for (auto it = extra.begin(); it != extra.end(); ++it) u[it.key()] = it.value();
-    return u.dump() + "\n";
+    return test::ProductTenant::unit(uid, key, extra);
   }
   std::string bundle(const std::string& units) const { return test::signed_bundle(units, station.key); }
   Response import(const std::string& units) { return call("POST", "/v1/devices/import", bundle(units)); }
@@ -61,11 +44,6 @@ struct Fixture {
     return out;
   }
 };
-
-std::string error_code(const Response& r) {
-  auto j = Json::parse(r.body, nullptr, false);
-  return j.is_object() && j.contains("error") ? j["error"]["code"].get<std::string>() : "";
-}
 
 }  // namespace
 
@@ -223,15 +201,15 @@ TEST_CASE("service devices: a claim needs a live nonce of this device and hex si
       f.call("POST", "/v1/devices/t0/claim", Json{{"nonce", challenge["nonce"]}, {"signature", "xyz"}}.dump());
   CHECK(not_hex.status == 400);
   // Another device's nonce, or one never issued: 409, and the nonce of t0 is still live.
-  CHECK(error_code(f.call("POST", "/v1/devices/t1/claim",
+  CHECK(test::TenantApi::code(f.call("POST", "/v1/devices/t1/claim",
                           Json{{"nonce", challenge["nonce"]}, {"signature", "00"}}.dump())) == "challenge_unknown");
-  CHECK(error_code(f.call("POST", "/v1/devices/t0/claim", Json{{"nonce", "feed"}, {"signature", "00"}}.dump())) ==
+  CHECK(test::TenantApi::code(f.call("POST", "/v1/devices/t0/claim", Json{{"nonce", "feed"}, {"signature", "00"}}.dump())) ==
         "challenge_unknown");
   auto wrong = f.call("POST", "/v1/devices/t0/claim", Json{{"nonce", challenge["nonce"]}, {"signature", "00"}}.dump());
   CHECK(wrong.status == 422);
-  CHECK(error_code(wrong) == "signature_invalid");
+  CHECK(test::TenantApi::code(wrong) == "signature_invalid");
   // The nonce was spent by the failed attempt.
-  CHECK(error_code(f.call("POST", "/v1/devices/t0/claim",
+  CHECK(test::TenantApi::code(f.call("POST", "/v1/devices/t0/claim",
                           Json{{"nonce", challenge["nonce"]}, {"signature", "00"}}.dump())) == "challenge_unknown");
   CHECK(f.json("GET", "/v1/devices/t0")["claimed"] == false);
   CHECK(f.call("POST", "/v1/devices/nope/claim-challenge").status == 404);
@@ -245,14 +223,14 @@ TEST_CASE(
 
   auto unsigned_bundle = f.call("POST", "/v1/devices/import", good);
   CHECK(unsigned_bundle.status == 422);
-  CHECK(error_code(unsigned_bundle) == "bundle_unsigned");
+  CHECK(test::TenantApi::code(unsigned_bundle) == "bundle_unsigned");
   auto truncated = f.call("POST", "/v1/devices/import", good.substr(0, good.size() - 5));
-  CHECK(error_code(truncated) == "bundle_truncated");
+  CHECK(test::TenantApi::code(truncated) == "bundle_truncated");
   auto malformed = f.call("POST", "/v1/devices/import", f.unit("t0") + "{not json\n");
   CHECK(malformed.status == 400);
   CHECK(malformed.body.find("line 2") != std::string::npos);
   auto after = f.call("POST", "/v1/devices/import", f.bundle(good) + f.unit("t9"));
-  CHECK(error_code(after) == "bundle_modified");
+  CHECK(test::TenantApi::code(after) == "bundle_modified");
 
   struct Bad {
     std::string units;

@@ -9,6 +9,7 @@
 #include "core/bytes.hpp"
 #include "service/api.hpp"
 #include "signing/signer.hpp"
+#include "tests/service/service_fixture.hpp"
 #include "tests/support/postgres.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -18,11 +19,8 @@ using Json = nlohmann::json;
 
 namespace {
 
-struct ImageFixture {
-  test::TempDir dir;
-  Service service{{test::test_store(dir.file("kiln.db")), dir.path() / "images"}};
-  std::int64_t tenant = service.create_tenant("acme");
-  std::string admin = service.create_token(tenant, Role::admin, "admin");
+// An image of 3000 bytes registered (nothing received yet), on a SQLite file or the run's PostgreSQL database.
+struct ImageFixture : test::ServiceFixture {
   std::string content = [] {
     std::string c(3000, '\0');
     for (std::size_t i = 0; i < c.size(); ++i) c[i] = static_cast<char>(i * 7 + 3);
@@ -30,15 +28,10 @@ struct ImageFixture {
   }();
   std::string sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
 
-  ImageFixture() {
+  ImageFixture() : ServiceFixture({.sqlite = "kiln.db"}) {
     REQUIRE(call("POST", "/v1/images", Json{{"sha256", sha}, {"size", content.size()}}.dump()).status == 201);
   }
 
-  Response call(const std::string& method, const std::string& target, std::string body = {},
-                std::map<std::string, std::string> headers = {}) {
-    headers["authorization"] = "Bearer " + admin;
-    return service.handle({method, target, headers, std::move(body), {}});
-  }
   Response put(const std::string& offset, const std::string& chunk) {
     return call("PUT", "/v1/images/" + sha + "/content?offset=" + offset, chunk);
   }
@@ -102,7 +95,7 @@ TEST_CASE("service images: Range headers are parsed strictly") {
   ImageFixture f;
   REQUIRE(f.put("0", f.content).status == 200);
   auto get = [&](const std::string& range) {
-    return f.call("GET", "/v1/images/" + f.sha + "/content", "", {{"range", range}});
+    return f.call("GET", "/v1/images/" + f.sha + "/content", {}, test::Caller().with({{"range", range}}));
   };
   auto tail = get("bytes=-10");
   CHECK(tail.status == 206);

@@ -11,6 +11,7 @@
 #include "manifests/suit_create.hpp"
 #include "service/api.hpp"
 #include "signing/signer.hpp"
+#include "tests/service/service_fixture.hpp"
 #include "tests/support/postgres.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_release.hpp"
@@ -24,56 +25,18 @@ namespace {
 
 // One tenant of a shared service: its admin token, its factory CA (which signs its ledger bundles and device
 // certificates), a device in its "Thermo/Field Test" group, an image with a linked manifest and a deployment.
-struct Tenant {
-  Service& service;
-  std::string admin;
-  test::TestCa factory_ca;
-  std::string device_uid, image, manifest, deployment, product_id, group_id;
-  std::vector<std::string> device_chain;
+struct Tenant : test::ProductTenant {
+  Deployed deployed;
+  const std::string &device_uid = deployed.device_uid, &image = deployed.image, &manifest = deployed.manifest,
+                    &deployment = deployed.deployment;
+  std::string product_id = json("GET", "/v1/products/Thermo")["id"].get<std::string>();
+  std::string group_id = json("GET", "/v1/groups/Thermo%2FField%20Test")["id"].get<std::string>();
 
   Tenant(Service& s, const std::string& name, const std::filesystem::path& dir)
-      : service(s), admin(s.create_token(s.create_tenant(name), Role::admin, "admin")), factory_ca(name + " Factory CA") {
-    auto challenge = json("POST", "/v1/factory-cas/challenge", Json{{"certificate", factory_ca.pem}}.dump());
-    json("POST", "/v1/factory-cas", test::factory_ca_registration(factory_ca, challenge.dump(), true));
-    test::TestReleaseMaker releases(dir);
-    Json product = {{"name", "Thermo"}};
-    releases.add_trust(product);
-    product_id = json("POST", "/v1/products", product.dump())["id"].get<std::string>();
-    group_id = json("GET", "/v1/groups/Thermo%2FField%20Test")["id"].get<std::string>();
-    device_uid = name + "-dev";
-    test::TestKey key;
-    json("POST", "/v1/devices/import",
-         test::signed_bundle(
-             Json{{"uid", device_uid}, {"product", "Thermo"}, {"public_key", key.public_pem()}}.dump() + "\n",
-             factory_ca.key));
-    json("POST", "/v1/devices/" + device_uid + "/assign", Json{{"group", "Thermo/Field Test"}}.dump());
-    device_chain = {test::pem_to_der(factory_ca.issue(key, device_uid))};
-    auto release = releases.make(name, 3);
-    image = upload(release.image);
-    manifest = upload(release.envelope);
-    json("POST", "/v1/images/" + image + "/manifest", Json{{"manifest", manifest}}.dump());
-    deployment =
-        json("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image}}}.dump())["id"]
-            .get<std::string>();
-  }
+      : ProductTenant(s, name, dir, true), deployed(deploy(name + "-dev", name)) {}
 
-  Response call(const std::string& method, const std::string& target, std::string body = {}) {
-    return service.handle({method, target, {{"authorization", "Bearer " + admin}}, std::move(body), {}});
-  }
   Response agent(const std::string& method, const std::string& target, std::string body = "{}") {
-    return service.handle({method, target, {}, std::move(body), device_chain});
-  }
-  Json json(const std::string& method, const std::string& target, const std::string& body = {}) {
-    auto r = call(method, target, body);
-    INFO(method << " " << target << " -> " << r.status << " " << r.body);
-    REQUIRE(r.status < 300);
-    return Json::parse(r.body);
-  }
-  std::string upload(const std::string& content) {
-    auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
-    json("POST", "/v1/images", Json{{"sha256", sha}, {"size", content.size()}}.dump());
-    json("PUT", "/v1/images/" + sha + "/content?offset=0", content);
-    return sha;
+    return call(method, target, std::move(body), deployed.device_chain);
   }
   // Everything the owner can read about its objects, for a before/after comparison.
   std::string snapshot() {

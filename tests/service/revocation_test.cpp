@@ -11,6 +11,7 @@
 #include "service/rollout.hpp"
 #include "service/store.hpp"
 #include "signing/signer.hpp"
+#include "tests/service/service_fixture.hpp"
 #include "tests/service/store_support.hpp"
 #include "tests/support/postgres.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -23,83 +24,19 @@ using Json = nlohmann::json;
 
 namespace {
 
-// What the service logged, line by line.
-struct LogLines {
-  std::mutex mutex;
-  std::vector<std::string> lines;
-  bool any(const std::string& a, const std::string& b) {
-    std::lock_guard lock(mutex);
-    for (auto& line : lines)
-      if (line.find(a) != std::string::npos && line.find(b) != std::string::npos) return true;
-    return false;
-  }
-};
-
-struct RevocationFixture {
-  test::TempDir dir;
-  std::shared_ptr<LogLines> log = std::make_shared<LogLines>();
-  std::string database = test::test_store(dir.file("kiln.db"));
-  Service service{config()};
-  std::int64_t tenant = service.create_tenant("acme");
-  std::string admin = service.create_token(tenant, Role::admin, "admin");
-  test::TestCa factory_ca{"Acme Factory CA"};
-  test::TestReleaseMaker releases{dir.path()};
-
-  ServiceConfig config() {
-    ServiceConfig c{database, dir.path() / "images", 7};
-    c.log = [log = log](const std::string& line) {
-      std::lock_guard lock(log->mutex);
-      log->lines.push_back(line);
-    };
-    return c;
-  }
-  RevocationFixture() {
-    auto challenge = json("POST", "/v1/factory-cas/challenge", Json{{"certificate", factory_ca.pem}}.dump());
-    json("POST", "/v1/factory-cas", test::factory_ca_registration(factory_ca, challenge.dump(), true));
-    Json product = {{"name", "Thermo"}};
-    releases.add_trust(product);
-    json("POST", "/v1/products", product.dump());
-  }
-  Response call(const std::string& method, const std::string& target, std::string body = {},
-                std::vector<std::string> chain = {}, const std::string& token = {}) {
-    std::map<std::string, std::string> headers;
-    if (chain.empty()) headers["authorization"] = "Bearer " + (token.empty() ? admin : token);
-    return service.handle({method, target, headers, std::move(body), std::move(chain)});
-  }
-  Json json(const std::string& method, const std::string& target, const std::string& body = {},
-            std::vector<std::string> chain = {}) {
-    auto r = call(method, target, body, std::move(chain));
-    INFO(method << " " << target << " -> " << r.status << " " << r.body);
-    REQUIRE(r.status < 300);
-    return Json::parse(r.body);
-  }
+// The service (its store a SQLite file the test reopens, unless the run is on PostgreSQL) with Thermo, whose
+// factory CA also signs station certificates.
+struct RevocationFixture : test::ProductFixture {
+  RevocationFixture() : ProductFixture({.sqlite = "kiln.db", .check_in_after = 7}, true) {}
   // A unit line of Thermo/Field Test carrying its certificate (issued by the factory CA).
   std::string unit(const std::string& uid, const test::TestKey& key) {
-    return Json{{"uid", uid},
-                {"product", "Thermo"},
-                {"group", "Field Test"},
-                {"public_key", key.public_pem()},
-                {"certificate", factory_ca.issue(key, uid)}}
-               .dump() +
-           "\n";
+    return ProductFixture::unit(uid, key, {{"group", "Field Test"}, {"certificate", factory_ca.issue(key, uid)}});
   }
   // Imports the device; returns its certificate chain for the agent endpoints.
   std::vector<std::string> device(const std::string& uid, const test::TestKey& key) {
-    json("POST", "/v1/devices/import", test::signed_bundle(unit(uid, key), factory_ca.key));
+    import(unit(uid, key));
     return {test::pem_to_der(factory_ca.issue(key, uid))};
   }
-  std::pair<std::string, std::string> release(const std::string& name, std::uint64_t sequence) {
-    auto made = releases.make(name, sequence);
-    std::string sha, manifest;
-    for (auto* blob : {&made.image, &made.envelope}) {
-      auto id = to_hex(digest(HashAlg::sha256, as_bytes(*blob)));
-      json("POST", "/v1/images", Json{{"sha256", id}, {"size", blob->size()}}.dump());
-      json("PUT", "/v1/images/" + id + "/content?offset=0", *blob);
-      (blob == &made.image ? sha : manifest) = id;
-    }
-    return {sha, manifest};
-  }
-  std::string code(const Response& r) { return Json::parse(r.body)["error"]["code"].get<std::string>(); }
 };
 
 }  // namespace
@@ -201,10 +138,10 @@ TEST_CASE("revocation: another tenant's devices, tokens and CAs answer 404 and s
   auto other = f.service.create_token(other_tenant, Role::admin, "admin");
   auto ca_id = f.json("GET", "/v1/factory-cas")["items"][0]["id"].get<std::string>();
   auto token_id = f.json("POST", "/v1/tokens", R"({"role":"reader","name":"dash"})")["id"].get<std::string>();
-  CHECK(f.call("POST", "/v1/devices/dev-a/revoke", "{}", {}, other).status == 404);
-  CHECK(f.call("POST", "/v1/factory-cas/" + ca_id + "/revoke", "{}", {}, other).status == 404);
-  CHECK(f.call("DELETE", "/v1/tokens/" + token_id, "", {}, other).status == 404);
-  CHECK(f.call("DELETE", "/v1/tokens/admin", "", {}, other).status == 409);  // its own last admin token
+  CHECK(f.call("POST", "/v1/devices/dev-a/revoke", "{}", other).status == 404);
+  CHECK(f.call("POST", "/v1/factory-cas/" + ca_id + "/revoke", "{}", other).status == 404);
+  CHECK(f.call("DELETE", "/v1/tokens/" + token_id, "", other).status == 404);
+  CHECK(f.call("DELETE", "/v1/tokens/admin", "", other).status == 409);  // its own last admin token
   CHECK(f.json("GET", "/v1/devices/dev-a")["revoked_at"].is_null());
   CHECK(f.call("POST", "/v1/agent/check-in", "{}", chain).status == 200);
   CHECK(f.json("GET", "/v1/factory-cas")["items"][0]["revoked_at"].is_null());
@@ -235,11 +172,11 @@ TEST_CASE("revocation: tokens are listed without secrets; a revoked one gets 401
   CHECK(by_name["ci"]["id"] == created["id"]);
   CHECK(by_name["admin"]["role"] == "admin");
 
-  CHECK(f.call("GET", "/v1/whoami", {}, {}, secret).status == 200);
+  CHECK(f.call("GET", "/v1/whoami", {}, secret).status == 200);
   auto revoked = f.json("DELETE", "/v1/tokens/ci");
   CHECK(revoked["id"] == created["id"]);
   CHECK(revoked["revoked_at"].is_string());
-  auto refused = f.call("GET", "/v1/whoami", {}, {}, secret);
+  auto refused = f.call("GET", "/v1/whoami", {}, secret);
   CHECK(refused.status == 401);
   CHECK(f.code(refused) == "unauthenticated");
   CHECK(f.json("DELETE", "/v1/tokens/" + created["id"].get<std::string>())["revoked_at"] == revoked["revoked_at"]);
@@ -251,9 +188,9 @@ TEST_CASE("revocation: tokens are listed without secrets; a revoked one gets 401
   CHECK(f.code(last) == "last_admin_token");
   CHECK(f.call("GET", "/v1/whoami").status == 200);
   auto second = f.json("POST", "/v1/tokens", R"({"role":"admin","name":"admin-2"})")["token"].get<std::string>();
-  CHECK(f.call("DELETE", "/v1/tokens/" + by_name["admin"]["id"].get<std::string>(), "", {}, second).status == 200);
+  CHECK(f.call("DELETE", "/v1/tokens/" + by_name["admin"]["id"].get<std::string>(), "", second).status == 200);
   CHECK(f.call("GET", "/v1/whoami").status == 401);
-  CHECK(f.call("DELETE", "/v1/tokens/admin-2", "", {}, second).status == 409);
+  CHECK(f.call("DELETE", "/v1/tokens/admin-2", "", second).status == 409);
 }
 
 TEST_CASE("revocation: a revoked factory CA refuses imports and station logins; units imported before stay, marked") {

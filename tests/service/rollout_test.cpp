@@ -16,6 +16,7 @@
 #include "service/rollout.hpp"
 #include "service/store.hpp"
 #include "signing/signer.hpp"
+#include "tests/service/service_fixture.hpp"
 #include "tests/support/postgres.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_release.hpp"
@@ -66,61 +67,9 @@ TEST_CASE("rollout: waves admit by cumulative percentage; the threshold is stric
 
 namespace {
 
-struct AgentFixture {
-  test::TempDir dir;
-  Service service{{test::test_store(":memory:"), dir.path() / "images", 7}};
-  std::int64_t tenant = service.create_tenant("acme");
-  std::string admin = service.create_token(tenant, Role::admin, "admin");
-  test::TestCa factory_ca{"Acme Factory CA"};
-  // The factory CA signs the ledger bundles this tenant imports and the device certificates.
-  test::TestReleaseMaker releases{dir.path()};
-  AgentFixture() { register_factory_ca(); }
-  // The product Thermo, trusting the release keys.
-  void product() {
-    Json body = {{"name", "Thermo"}};
-    releases.add_trust(body);
-    json("POST", "/v1/products", body.dump());
-  }
-  // A release uploaded, its manifest linked: {image, manifest}.
-  std::pair<std::string, std::string> release(const std::string& name, std::uint64_t sequence) {
-    auto r = releases.make(name, sequence);
-    auto image = upload(r.image), manifest = upload(r.envelope);
-    json("POST", "/v1/images/" + image + "/manifest", Json{{"manifest", manifest}}.dump());
-    return {image, manifest};
-  }
-  // Registers the factory CA, proving possession of its key (idempotent).
-  void register_factory_ca() {
-    auto challenge = json("POST", "/v1/factory-cas/challenge", Json{{"certificate", factory_ca.pem}}.dump());
-    json("POST", "/v1/factory-cas", test::factory_ca_registration(factory_ca, challenge.dump()));
-  }
-
-  Response call(const std::string& method, const std::string& target, std::string body = {},
-                std::vector<std::string> chain = {}, std::map<std::string, std::string> headers = {}) {
-    if (chain.empty()) headers["authorization"] = "Bearer " + admin;
-    return service.handle({method, target, headers, std::move(body), std::move(chain)});
-  }
-  Json json(const std::string& method, const std::string& target, const std::string& body = {},
-            std::vector<std::string> chain = {}) {
-    auto r = call(method, target, body, std::move(chain));
-    INFO(method << " " << target << " -> " << r.status << " " << r.body);
-    REQUIRE(r.status < 300);
-    return Json::parse(r.body);
-  }
-  std::string upload(const std::string& content) {
-    auto sha = to_hex(digest(HashAlg::sha256, as_bytes(content)));
-    json("POST", "/v1/images", Json{{"sha256", sha}, {"size", content.size()}}.dump());
-    json("PUT", "/v1/images/" + sha + "/content?offset=0", content);
-    return sha;
-  }
-  // A device in `group`, and its certificate chain for the agent endpoints.
-  std::vector<std::string> device(const std::string& uid, const std::string& group) {
-    test::TestKey key;
-    json("POST", "/v1/devices/import",
-         test::signed_bundle(Json{{"uid", uid}, {"product", "Thermo"}, {"public_key", key.public_pem()}}.dump() + "\n",
-                             factory_ca.key));
-    json("POST", "/v1/devices/" + uid + "/assign", Json{{"group", group}}.dump());
-    return {test::pem_to_der(factory_ca.issue(key, uid))};
-  }
+// The service with the factory CA registered; the product Thermo comes when the test asks (create_product).
+struct AgentFixture : test::ProductFixture {
+  AgentFixture() : ProductFixture({.check_in_after = 7}, false, false) {}
 };
 
 }  // namespace
@@ -129,10 +78,10 @@ TEST_CASE(
     "agent contract: check-in offers the wave's deployment with its manifest; the manifest is served to the group "
     "only") {
   AgentFixture f;
-  f.product();
-  f.register_factory_ca();
-  auto inside = f.device("dev-in", "Thermo/Field Test");
-  auto outside = f.device("dev-out", "Thermo/Production");
+  f.create_product();
+  f.add_ca(f.factory_ca);
+  auto inside = f.assigned_device("dev-in", "Thermo/Field Test");
+  auto outside = f.assigned_device("dev-out", "Thermo/Production");
 
   auto release = f.releases.make("fw", 5);
   auto image = f.upload(release.image);
@@ -249,12 +198,12 @@ TEST_CASE("rollout: a database from before staged rollouts gains the new columns
 
 TEST_CASE("rollout: halting counts the admitted devices of the open waves; completion waits for the last wave") {
   AgentFixture f;
-  f.product();
-  f.register_factory_ca();
+  f.create_product();
+  f.add_ca(f.factory_ca);
   std::map<std::string, std::vector<std::string>> chains;
   for (int i = 0; i < 12; ++i) {
     auto uid = "dev-" + std::to_string(i);
-    chains[uid] = f.device(uid, "Thermo/Field Test");
+    chains[uid] = f.assigned_device(uid, "Thermo/Field Test");
   }
   auto image = f.release("v2", 2).first;
   // Deployment IDs are random, and so is the split: take one (a newer deployment supersedes the older)
@@ -328,7 +277,7 @@ std::string error_message(const Response& r) {
 TEST_CASE("deployment checks: what the product's boards would refuse is refused at creation, with the reason") {
   AgentFixture f;
   f.json("POST", "/v1/products", R"({"name":"Thermo"})");
-  auto dev = f.device("dev-1", "Thermo/Field Test");
+  auto dev = f.assigned_device("dev-1", "Thermo/Field Test");
   auto [image, manifest] = f.release("v5", 5);
   Json body = {{"group", "Thermo/Field Test"}, {"images", {image}}};
   auto create = [&](const Json& b) { return f.call("POST", "/v1/deployments", b.dump()); };
@@ -448,7 +397,7 @@ TEST_CASE("deployment checks: an image carrying only its key hash needs a board 
 
 TEST_CASE("deployment requests: bad rollout settings are 400 naming the field") {
   AgentFixture f;
-  f.product();
+  f.create_product();
   auto [image, manifest] = f.release("v2", 2);
   const std::pair<Json, const char*> cases[] = {
       {Json{{"rollout", 150}}, "rollout"},
@@ -478,7 +427,7 @@ TEST_CASE("deployment requests: bad rollout settings are 400 naming the field") 
 
 TEST_CASE("deployment requests: bad rollout controls are 400 naming the field") {
   AgentFixture f;
-  f.product();
+  f.create_product();
   auto [image, manifest] = f.release("v2", 2);
   const std::pair<Json, const char*> cases[] = {
       {Json{{"wave_success", {{"percent", 101}}}}, "wave_success.percent"},
@@ -565,8 +514,8 @@ struct ControlsFleet : AgentFixture {
   std::map<std::string, std::vector<std::string>> chains;
   std::string image;
   explicit ControlsFleet(int devices) {
-    product();
-    for (int i = 0; i < devices; ++i) chains["dev-" + std::to_string(i)] = device("dev-" + std::to_string(i), "Thermo/Field Test");
+    create_product();
+    for (int i = 0; i < devices; ++i) chains["dev-" + std::to_string(i)] = assigned_device("dev-" + std::to_string(i), "Thermo/Field Test");
     image = release("v2", 2).first;
   }
   // Device `uid` reports `status` for deployment `id` (accepted); the deployment as shown after it.
@@ -755,8 +704,8 @@ TEST_CASE("rollout controls: the rate offers the deployment to no more new devic
 
 TEST_CASE("rollout controls: a scheduled start holds every device until it comes") {
   AgentFixture f;
-  f.product();
-  auto chain = f.device("dev-0", "Thermo/Field Test");
+  f.create_product();
+  auto chain = f.assigned_device("dev-0", "Thermo/Field Test");
   auto image = f.release("v2", 2).first;
   for (const auto& [bad, field] : {std::pair{Json{{"start_at", "tomorrow"}}, "schedule.start_at"},
                                    std::pair{Json{{"start_at", "2026-12-24T02:00:00"}}, "schedule.start_at"},

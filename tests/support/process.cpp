@@ -1,6 +1,7 @@
 // Child processes for end-to-end tests: fork/exec with pipes, polled until exit or timeout.
 #include "tests/support/process.hpp"
 
+#include <doctest/doctest.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -250,6 +251,17 @@ KilledAtEvent kill_kiln_at_event(const std::vector<std::string>& args, const Pro
       timeout_seconds);
   station->signal(SIGKILL);
   return {event.has_value(), station->wait()};
+}
+
+ProcessResult kill_factory_run_at(const std::string& emu_dir, const std::string& profile, int jobs,
+                                  const std::string& step) {
+  ProcessOptions options;
+  options.env["KILN_EMU_DIR"] = emu_dir;
+  auto run = kill_kiln_at_event(
+      {"-o", "jsonl", "factory", "run", "--all", "--jobs", std::to_string(jobs), "--profile", profile}, options, step);
+  REQUIRE_MESSAGE(run.reached, run.killed.err);
+  CHECK(run.killed.exit_code == 128 + SIGKILL);
+  return run.killed;
 }
 
 }  // namespace kiln::test

@@ -97,4 +97,10 @@ struct KilledAtEvent {
 KilledAtEvent kill_kiln_at_event(const std::vector<std::string>& args, const ProcessOptions& options,
                                  const std::string& step, const std::string& result = "ok", int timeout_seconds = 60);
 
+// `kiln -o jsonl factory run --all --jobs JOBS --profile PROFILE` with the emulator of `emu_dir`, killed (SIGKILL)
+// when the first board's `step` reports ok: what the station wrote before it died. The test fails when the
+// event never came or the station did not die of the kill.
+ProcessResult kill_factory_run_at(const std::string& emu_dir, const std::string& profile, int jobs,
+                                  const std::string& step);
+
 }  // namespace kiln::test
