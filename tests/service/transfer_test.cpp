@@ -16,11 +16,9 @@
 #include "service/store.hpp"
 #include "service/transfer_voucher.hpp"
 #include "signing/signer.hpp"
-#include "tests/service/store_support.hpp"
+#include "tests/service/service_fixture.hpp"
 #include "tests/support/postgres.hpp"
 #include "tests/support/temp_dir.hpp"
-#include "tests/support/test_certificates.hpp"
-#include "tests/support/test_release.hpp"
 
 using namespace kiln;
 using namespace kiln::service;
@@ -41,56 +39,23 @@ std::string sign_hex(const test::TestKey& key, const std::string& message) {
   return to_hex(signature);
 }
 
-struct TransferFixture {
-  test::TempDir dir;
-  std::string database = test::test_store(dir.file("kiln.db"));
-  Service service{ServiceConfig{database, dir.path() / "images", 7}};
-  std::int64_t acme = service.create_tenant("acme");
-  std::string acme_admin = service.create_token(acme, Role::admin, "admin");
-  std::int64_t globex = service.create_tenant("globex");
-  std::string globex_admin = service.create_token(globex, Role::admin, "admin");
-  std::int64_t initech = service.create_tenant("initech");
-  std::string initech_admin = service.create_token(initech, Role::admin, "admin");
-  test::TestCa factory_ca{"Acme Factory CA"};
-  test::TestReleaseMaker releases{dir.path()};
+// Tenant acme (ProductFixture: its factory CA, product Thermo) with two claimed devices of Thermo/Field Test,
+// and tenants globex (which has a product Thermo too) and initech.
+struct TransferFixture : test::ProductFixture {
+  test::TenantApi globex_api{service_instance, "globex"};
+  test::TenantApi initech_api{service_instance, "initech"};
+  std::string globex_admin = globex_api.admin, initech_admin = initech_api.admin;
   test::TestKey ka, kb;
   std::vector<std::string> chain_a, chain_b;
 
   TransferFixture() {
-    auto challenge = json("POST", "/v1/factory-cas/challenge", Json{{"certificate", factory_ca.pem}}.dump());
-    json("POST", "/v1/factory-cas", test::factory_ca_registration(factory_ca, challenge.dump(), true));
     Json product = {{"name", "Thermo"}};
     releases.add_trust(product);
-    json("POST", "/v1/products", product.dump());
-    json("POST", "/v1/products", product.dump(), globex_admin);  // the new owner's product of the same name
-    chain_a = device("dev-a", ka);
-    chain_b = device("dev-b", kb);
+    globex_api.json("POST", "/v1/products", product.dump());  // the new owner's product of the same name
+    chain_a = device("dev-a", ka, "Field Test");
+    chain_b = device("dev-b", kb, "Field Test");
     claim("dev-a", ka);
     claim("dev-b", kb);
-  }
-  Response call(const std::string& method, const std::string& target, std::string body = {},
-                const std::string& token = {}, std::vector<std::string> chain = {}) {
-    std::map<std::string, std::string> headers;
-    if (chain.empty()) headers["authorization"] = "Bearer " + (token.empty() ? acme_admin : token);
-    return service.handle({method, target, headers, std::move(body), std::move(chain)});
-  }
-  Json json(const std::string& method, const std::string& target, const std::string& body = {},
-            const std::string& token = {}, std::vector<std::string> chain = {}) {
-    auto r = call(method, target, body, token, std::move(chain));
-    INFO(method << " " << target << " -> " << r.status << " " << r.body);
-    REQUIRE(r.status < 300);
-    return Json::parse(r.body);
-  }
-  std::vector<std::string> device(const std::string& uid, const test::TestKey& key) {
-    auto line = Json{{"uid", uid},
-                     {"product", "Thermo"},
-                     {"group", "Field Test"},
-                     {"public_key", key.public_pem()},
-                     {"certificate", factory_ca.issue(key, uid)}}
-                    .dump() +
-                "\n";
-    json("POST", "/v1/devices/import", test::signed_bundle(line, factory_ca.key));
-    return {test::pem_to_der(factory_ca.issue(key, uid))};
   }
   void claim(const std::string& uid, const test::TestKey& key) {
     auto c = json("POST", "/v1/devices/" + uid + "/claim-challenge");
@@ -114,26 +79,18 @@ struct TransferFixture {
     }
     return call("POST", "/v1/device-transfers/accept", Json{{"voucher", text}, {"proofs", proofs}}.dump(), token);
   }
-  static std::string code(const Response& r) { return Json::parse(r.body)["error"]["code"].get<std::string>(); }
 };
 
 }  // namespace
 
 TEST_CASE("transfer: unclaim ends the device's deployment and group, keeps history, and refuses unknown UIDs") {
   TransferFixture f;
-  auto made = f.releases.make("v2", 2);
-  std::string ids[2];
-  for (int i = 0; i < 2; ++i) {
-    const auto& blob = i == 0 ? made.image : made.envelope;
-    ids[i] = to_hex(digest(HashAlg::sha256, as_bytes(blob)));
-    f.json("POST", "/v1/images", Json{{"sha256", ids[i]}, {"size", blob.size()}}.dump());
-    f.json("PUT", "/v1/images/" + ids[i] + "/content?offset=0", blob);
-  }
+  auto made = f.release("v2", 2);
   auto id = f.json("POST", "/v1/deployments",
-                   Json{{"group", "Thermo/Field Test"}, {"images", {ids[0]}}, {"manifest", ids[1]}}.dump())["id"]
+                   Json{{"group", "Thermo/Field Test"}, {"images", {made.first}}, {"manifest", made.second}}.dump())["id"]
                 .get<std::string>();
-  REQUIRE(f.json("POST", "/v1/agent/check-in", "{}", {}, f.chain_a)["deployment"]["id"] == id);
-  f.json("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "downloading"}}.dump(), {}, f.chain_a);
+  REQUIRE(f.json("POST", "/v1/agent/check-in", "{}", f.chain_a)["deployment"]["id"] == id);
+  f.json("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "downloading"}}.dump(), f.chain_a);
 
   auto out = f.json("POST", "/v1/devices/dev-a/unclaim");
   CHECK(out["claimed"] == false);
@@ -147,7 +104,7 @@ TEST_CASE("transfer: unclaim ends the device's deployment and group, keeps histo
   auto shown = f.json("GET", "/v1/deployments/" + id);
   CHECK(shown["failures"].get<std::int64_t>() == 0);
   // Its agent is answered, with no update.
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", {}, f.chain_a)["deployment"].is_null());
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", f.chain_a)["deployment"].is_null());
   // Bad input: nothing changes.
   CHECK(f.call("POST", "/v1/devices/dev-a/unclaim").status == 409);
   CHECK(f.call("POST", "/v1/devices/nope/unclaim").status == 404);
@@ -191,7 +148,7 @@ TEST_CASE("transfer: a voucher moves claimed devices to the new tenant once, aft
   CHECK(a["group"].is_null());
   CHECK(f.call("GET", "/v1/devices/dev-a").status == 404);  // gone from acme
   // The agent keeps working (its certificate chains to acme's factory CA), now in globex.
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", {}, f.chain_a)["deployment"].is_null());
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", f.chain_a)["deployment"].is_null());
 
   // Replayed: refused.
   auto replay = f.accept(text, f.globex_admin);
