@@ -29,7 +29,10 @@ Json identity_json(const std::string& address, const BoardIdentity& id) {
            {"transport_key", fingerprint(id.transport_key)},
            {"sequence", id.sequence}};
   // The installed firmware record (SUIT manifest), when the board has one.
-  out["manifest_key"] = id.manifest_key.empty() ? Json(nullptr) : Json(fingerprint(id.manifest_key));
+  Json manifest_keys = Json::array();
+  for (const auto& key : id.manifest_keys) manifest_keys.push_back(fingerprint(key));
+  out["manifest_keys"] = manifest_keys;
+  out["manifest_threshold"] = id.manifest_keys.empty() ? Json(nullptr) : Json(id.manifest_threshold);
   out["manifest_digest"] = id.manifest_digest.empty() ? Json(nullptr) : Json(to_hex(id.manifest_digest));
   return out;
 }

@@ -57,7 +57,7 @@ Json verify_report_json(const std::string& file, const suit::VerifyReport& repor
   Json images = Json::array();
   for (const auto& i : report.images)
     images.push_back({{"path", i.path.string()}, {"digest", to_hex(i.digest.bytes)}, {"size", i.size}});
-  return {{"file", file},
+  Json out = {{"file", file},
           {"verified", true},
           {"manifest-sequence-number", report.sequence_number},
           {"manifest-digest", digest_text(report.manifest_digest)},
@@ -65,6 +65,13 @@ Json verify_report_json(const std::string& file, const suit::VerifyReport& repor
           {"severable-checked", report.severable_checked},
           {"severed", report.severed},
           {"images", images}};
+  if (report.count)
+    out["threshold"] = {{"valid", report.count->valid},
+                        {"required", report.count->required},
+                        {"keys", report.count->trusted},
+                        {"signers", report.count->signers},
+                        {"untrusted-signatures", report.count->untrusted}};
+  return out;
 }
 
 }  // namespace kiln::cli

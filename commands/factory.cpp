@@ -111,12 +111,18 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
                     ->check(CLI::ExistingFile);
   auto* manifest = init->add_option("--manifest", init_args->setup.manifest, "SUIT envelope describing --image")
                        ->check(CLI::ExistingFile);
-  auto* manifest_key = init->add_option("--manifest-key", init_args->setup.manifest_key,
-                                        "The SUIT signer's public key (PEM or DER), or its KEYREF; installed on each board")
+  auto* manifest_key = init->add_option("--manifest-key", init_args->setup.manifest_keys,
+                                        "A SUIT signer's public key (PEM or DER), or its KEYREF; installed on each "
+                                        "board (repeatable: M of N with --manifest-threshold)")
                            ->type_name("FILE|KEYREF");
+  auto* threshold = init->add_option("--manifest-threshold", init_args->setup.manifest_threshold,
+                                     "M: distinct --manifest-key signatures a manifest needs (required with "
+                                     "more than one key; default 1)")
+                        ->type_name("M");
   image->needs(manifest)->needs(manifest_key);
   manifest->needs(image);
   manifest_key->needs(image);
+  threshold->needs(manifest_key);
   cli::add_output_file_option(init, init_args->out, "Profile to write")->required();
   cli::add_force_flag(init, init_args->force);
   init->callback([&ctx, init_args] {

@@ -22,6 +22,7 @@ struct FileArgs {
   std::vector<std::string> keyrefs;
   std::vector<std::string> images;
   std::optional<std::uint64_t> min_sequence;
+  std::optional<std::size_t> threshold;
   bool allow_unsigned = false, force = false;
   cli::SecretSource passphrase;
 };

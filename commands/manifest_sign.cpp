@@ -21,8 +21,12 @@ void add_manifest_signing(CLI::App* manifest, cli::Context& ctx) {
   verify->add_option("FILE", verify_args->file, "SUIT envelope")->required()->check(CLI::ExistingFile);
   verify
       ->add_option("--key", verify_args->keyrefs,
-                   "Trusted public key (PEM file or pkcs11: URI); each must have signed (repeatable)")
+                   "Trusted public key (PEM file or pkcs11: URI, repeatable); without --threshold each must have signed")
       ->type_name("KEYREF");
+  verify
+      ->add_option("--threshold", verify_args->threshold,
+                   "M of N: at least M distinct --key keys must have signed (others' signatures are ignored)")
+      ->type_name("M");
   verify->add_flag("--unsigned", verify_args->allow_unsigned,
                    "Accept an envelope without signatures (checks digests only)");
   verify
@@ -36,7 +40,9 @@ void add_manifest_signing(CLI::App* manifest, cli::Context& ctx) {
     if (a->keyrefs.empty() && !a->allow_unsigned)
       throw Error(ExitCode::usage, "manifest verify needs --key KEYREF",
                   "pass the signer's public key, or --unsigned to check digests only");
+    if (a->threshold) suit::check_threshold(*a->threshold, a->keyrefs.size(), "manifest verify --threshold");
     suit::VerifyOptions options;
+    options.threshold = a->threshold;
     for (const auto& keyref : a->keyrefs)
       options.keys.push_back({keyref, load_public_key(keyref, ctx.key_options(a->passphrase))});
     options.allow_unsigned = a->allow_unsigned;

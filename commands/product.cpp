@@ -7,6 +7,7 @@
 #include "commands/commands.hpp"
 #include "commands/service_session.hpp"
 #include "core/error.hpp"
+#include "manifests/suit_verify.hpp"
 #include "signing/key_export.hpp"
 #include "signing/key_ref.hpp"
 
@@ -17,6 +18,7 @@ struct ProductArgs {
   std::string name;
   std::string description;
   std::vector<std::string> boot_keys, manifest_keys;
+  std::optional<std::size_t> manifest_threshold;
   std::string slot_size;
 };
 
@@ -43,6 +45,14 @@ transport::ProductTrust trust_of(const ProductArgs& args) {
   transport::ProductTrust trust;
   for (auto& k : args.boot_keys) trust.boot_keys.push_back(public_pem(k));
   for (auto& k : args.manifest_keys) trust.manifest_keys.push_back(public_pem(k));
+  if (args.manifest_threshold) {
+    // Checked here when the keys are given too; against the product's keys by the service otherwise (400).
+    if (!args.manifest_keys.empty()) suit::check_threshold(*args.manifest_threshold, args.manifest_keys.size(),
+                                                           "--manifest-threshold");
+    else if (*args.manifest_threshold < 1)
+      throw Error(ExitCode::usage, "--manifest-threshold must be at least 1");
+    trust.manifest_threshold = static_cast<std::int64_t>(*args.manifest_threshold);
+  }
   if (!args.slot_size.empty()) trust.slot_size = parse_size(args.slot_size);
   return trust;
 }
@@ -52,6 +62,9 @@ void add_trust_options(CLI::App* command, ProductArgs& args) {
                       "Key the boards' MCUboot trusts (public or private key file; repeat for several)");
   command->add_option("--manifest-key", args.manifest_keys,
                       "Key the boards check SUIT manifests with (public or private key file; repeat for several)");
+  command->add_option("--manifest-threshold", args.manifest_threshold,
+                      "M: distinct manifest keys that must have signed a release (M of N; default 1)")
+      ->type_name("M");
   command->add_option("--slot-size", args.slot_size, "Image slot size in bytes: 0x40000, 256K, 1M (default 16M)");
 }
 
@@ -77,8 +90,10 @@ void add_product(CLI::App& app, cli::Context& ctx) {
   add_trust_options(update, *args);
   update->callback([&ctx, args] {
     auto trust = trust_of(*args);
-    if (trust.boot_keys.empty() && trust.manifest_keys.empty() && trust.slot_size == 0)
-      throw Error(ExitCode::usage, "product update needs --boot-key, --manifest-key or --slot-size");
+    if (trust.boot_keys.empty() && trust.manifest_keys.empty() && trust.manifest_threshold == 0 &&
+        trust.slot_size == 0)
+      throw Error(ExitCode::usage,
+                  "product update needs --boot-key, --manifest-key, --manifest-threshold or --slot-size");
     auto api = connect(ctx);
     ctx.render(transport::update_product(api, args->name, trust));
   });

@@ -418,7 +418,8 @@ struct UpdateAgent::Impl {
         Bytes envelope = read_file(manifest_file);
         UpdateCheckInput input;
         input.envelope = envelope;
-        input.manifest_key = view.config.manifest_key;
+        input.manifest_keys = view.config.manifest_keys;
+        input.manifest_threshold = view.config.manifest_threshold;
         input.image = image_file;
         input.boot_key_hash = view.config.boot_key_hash;
         input.installed_sequence = view.current.sequence;

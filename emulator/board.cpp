@@ -2,6 +2,7 @@
 // as files, MCUboot swap/revert, manufacturing locks and the SMP command handlers.
 #include "emulator/board.hpp"
 
+#include <algorithm>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -132,7 +133,12 @@ struct Board::State {
     if (config.boot_key_hash) j["boot_key_hash"] = to_hex(*config.boot_key_hash);
     if (config.service_url) j["service_url"] = *config.service_url;
     if (config.trust_anchor_pem) j["trust_anchor"] = *config.trust_anchor_pem;
-    if (config.manifest_key) j["manifest_key"] = to_hex(*config.manifest_key);
+    if (!config.manifest_keys.empty()) {
+      nlohmann::json keys = nlohmann::json::array();
+      for (const auto& key : config.manifest_keys) keys.push_back(to_hex(key));
+      j["manifest_keys"] = keys;
+      j["manifest_threshold"] = config.manifest_threshold;
+    }
     j["sequence"] = firmware.sequence;
     j["manifest_digest"] = to_hex(firmware.manifest_digest);
     j["previous_sequence"] = previous_firmware.sequence;
@@ -160,7 +166,13 @@ struct Board::State {
     if (j.contains("boot_key_hash")) s.config.boot_key_hash = from_hex(j["boot_key_hash"].get<std::string>());
     if (j.contains("service_url")) s.config.service_url = j["service_url"].get<std::string>();
     if (j.contains("trust_anchor")) s.config.trust_anchor_pem = j["trust_anchor"].get<std::string>();
-    if (j.contains("manifest_key")) s.config.manifest_key = from_hex(j["manifest_key"].get<std::string>());
+    for (const auto& key : j.value("manifest_keys", nlohmann::json::array()))
+      s.config.manifest_keys.push_back(from_hex(key.get<std::string>()));
+    s.config.manifest_threshold = j.value("manifest_threshold", std::uint64_t{1});
+    if (j.contains("manifest_key")) {  // a state file from before M of N: one key, 1 of 1
+      s.config.manifest_keys = {from_hex(j["manifest_key"].get<std::string>())};
+      s.config.manifest_threshold = 1;
+    }
     s.firmware.sequence = j.value("sequence", std::uint64_t{0});
     s.firmware.manifest_digest = from_hex(j.value("manifest_digest", ""));
     s.previous_firmware.sequence = j.value("previous_sequence", std::uint64_t{0});
@@ -668,10 +680,40 @@ Body Board::provisioning_group(const smp::Header& header, const Body& request) {
         if (pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos) return group_error(prc::invalid_argument);
         config.trust_anchor_pem = pem;
       }
-      if (request.contains("manifest_key")) {  // the SUIT signer the board accepts updates from
+      // The SUIT signers the board accepts updates from: one `manifest_key` (1 of 1), or `manifest_keys` and
+      // `manifest_threshold` M (M of N). Never an empty set, a key twice, or M outside 1..N.
+      if (request.contains("manifest_key") && request.contains("manifest_keys"))
+        return group_error(prc::invalid_argument);
+      if (request.contains("manifest_threshold") && !request.contains("manifest_keys"))
+        return group_error(prc::invalid_argument);
+      if (request.contains("manifest_key")) {
         Bytes der = smp::get_bytes(request, "manifest_key");
         if (!acceptable_manifest_key(der)) return group_error(prc::invalid_argument);
-        config.manifest_key = der;
+        config.manifest_keys = {der};
+        config.manifest_threshold = 1;
+      }
+      if (request.contains("manifest_keys")) {
+        const auto& keys = request["manifest_keys"];
+        if (!keys.is_array() || keys.empty()) return group_error(prc::invalid_argument);
+        std::vector<Bytes> set;
+        for (const auto& key : keys) {
+          if (!key.is_binary()) return group_error(prc::invalid_argument);
+          Bytes der(key.get_binary().begin(), key.get_binary().end());
+          if (!acceptable_manifest_key(der) || std::find(set.begin(), set.end(), der) != set.end())
+            return group_error(prc::invalid_argument);
+          set.push_back(std::move(der));
+        }
+        const auto threshold = request.find("manifest_threshold");
+        std::uint64_t m = 1;
+        if (threshold != request.end()) {
+          if (!threshold->is_number_unsigned()) return group_error(prc::invalid_argument);
+          m = threshold->get<std::uint64_t>();
+        } else if (set.size() > 1) {
+          return group_error(prc::invalid_argument);  // several keys: the threshold must be said
+        }
+        if (m < 1 || m > set.size()) return group_error(prc::invalid_argument);
+        config.manifest_keys = std::move(set);
+        config.manifest_threshold = m;
       }
       s.config = config;
       save();
@@ -770,7 +812,16 @@ Body Board::provisioning_group(const smp::Header& header, const Body& request) {
 }
 
 void Board::add_firmware_record(Body& body) const {
-  if (state_->config.manifest_key) body["manifest_key"] = smp::binary(*state_->config.manifest_key);
+  const ServiceConfig& config = state_->config;
+  if (!config.manifest_keys.empty()) {
+    // `manifest_key` as before M of N when the board trusts one key, 1 of 1.
+    if (config.manifest_keys.size() == 1 && config.manifest_threshold == 1)
+      body["manifest_key"] = smp::binary(config.manifest_keys.front());
+    Body keys = Body::array();
+    for (const auto& key : config.manifest_keys) keys.push_back(smp::binary(key));
+    body["manifest_keys"] = keys;
+    body["manifest_threshold"] = config.manifest_threshold;
+  }
   body["sequence"] = state_->firmware.sequence;
   if (!state_->firmware.manifest_digest.empty()) body["manifest_digest"] = smp::binary(state_->firmware.manifest_digest);
 }
@@ -778,12 +829,13 @@ void Board::add_firmware_record(Body& body) const {
 Body Board::install_manifest(const Body& request) {
   Bytes envelope = smp::get_bytes(request, "envelope");
   State& s = *state_;
-  if (!s.config.manifest_key) return group_error(provisioning_rc::no_manifest_key);
+  if (s.config.manifest_keys.empty()) return group_error(provisioning_rc::no_manifest_key);
   // The manifest describes the image that runs: the pending one when an update waits in slot 1.
   bool pending = s.pending != "none" && !s.secondary_hash.empty();
   UpdateCheckInput input;
   input.envelope = envelope;
-  input.manifest_key = s.config.manifest_key;
+  input.manifest_keys = s.config.manifest_keys;
+  input.manifest_threshold = s.config.manifest_threshold;
   // Slot 0's image as it was delivered, when MCUboot decrypted or decompressed it at the swap: the
   // manifest declares the delivered image.
   const bool stored = !pending && fs::exists(dir_ / primary_stored_file);

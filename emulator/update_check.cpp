@@ -29,9 +29,9 @@ std::string short_hex(const Bytes& b) { return to_hex(b).substr(0, 16); }
 // The MCUboot check as a board with a hardware key (MCUBOOT_HW_KEY) does it: the image names its
 // key (PUBKEY TLV, or KEYHASH); the key's hash must be the installed boot-key hash; the signature
 // must verify with that key. With KEYHASH only, the board needs the full key from elsewhere: the
-// manifest key when it is the same key (its hash matches).
+// manifest keys when one is the same key (its hash matches).
 std::optional<std::string> check_mcuboot(const std::filesystem::path& image, const Bytes& boot_key_hash,
-                                         const std::optional<Bytes>& manifest_key,
+                                         const std::vector<Bytes>& manifest_keys,
                                          const mcuboot::ContentKeyOpener* decrypt) {
   mcuboot::ImageReport plain = mcuboot::inspect_image(image, std::nullopt, {}, decrypt);
   if (plain.encryption_tlv && !decrypt && !plain.hash_ok)
@@ -45,8 +45,8 @@ std::optional<std::string> check_mcuboot(const std::filesystem::path& image, con
   std::optional<Bytes> key;
   for (const auto& e : plain.image.unprotected_area.entries)
     if (e.type == mcuboot::tlv::pubkey) key = e.value;
-  if (!key && manifest_key && digest(HashAlg::sha256, mcuboot_public_key_bytes(*manifest_key)) == boot_key_hash)
-    key = manifest_key;
+  for (const auto& manifest_key : manifest_keys)
+    if (!key && digest(HashAlg::sha256, mcuboot_public_key_bytes(manifest_key)) == boot_key_hash) key = manifest_key;
   if (!key)
     return std::string(
         "the image carries only the key hash and the board holds no public key with that hash "
@@ -70,9 +70,10 @@ bool acceptable_manifest_key(ByteView der) {
 UpdateCheckResult check_update(const UpdateCheckInput& input) {
   UpdateCheckResult result;
   result.envelope_digest = digest(HashAlg::sha256, input.envelope);
-  if (!input.manifest_key) return refuse(result, "no_manifest_key", "the board has no manifest key installed");
+  if (input.manifest_keys.empty())
+    return refuse(result, "no_manifest_key", "the board has no manifest key installed");
 
-  // 1. Envelope structure and signature by the installed manifest key.
+  // 1. Envelope structure and signatures by the installed manifest keys: M of N distinct ones.
   suit::Envelope envelope;
   try {
     envelope = suit::parse_envelope(input.envelope);
@@ -81,7 +82,9 @@ UpdateCheckResult check_update(const UpdateCheckInput& input) {
   }
   try {
     suit::VerifyOptions options;
-    options.keys.push_back({"manifest_key (64:3)", *input.manifest_key});
+    for (std::size_t i = 0; i < input.manifest_keys.size(); ++i)
+      options.keys.push_back({fmt::format("manifest key {} (64:3)", i + 1), input.manifest_keys[i]});
+    options.threshold = input.manifest_threshold;
     suit::VerifyReport report = suit::verify_envelope(input.envelope, options);
     result.sequence = report.sequence_number;
   } catch (const Error& e) {
@@ -156,7 +159,7 @@ UpdateCheckResult check_update(const UpdateCheckInput& input) {
   if (input.boot_key_hash) {
     std::optional<std::string> failure;
     try {
-      failure = check_mcuboot(input.image, *input.boot_key_hash, input.manifest_key,
+      failure = check_mcuboot(input.image, *input.boot_key_hash, input.manifest_keys,
                               input.body_decrypted ? nullptr : input.decrypt);
     } catch (const Error& e) {
       failure = fmt::format("not a valid MCUboot image: {}", e.what());

@@ -1,5 +1,5 @@
 // What a board checks before it accepts firmware described by a SUIT envelope: the envelope's COSE
-// signature against the installed manifest key, the sequence number against the installed one
+// signatures against the installed manifest keys (M of N), the sequence number against the installed one
 // (anti-rollback), the image's digest and size against the manifest, and the MCUboot signature
 // against the installed boot-key hash. Used by 64:8 (install manifest) and the update agent.
 #pragma once
@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/bytes.hpp"
 #include "signing/image_crypto.hpp"
@@ -16,7 +17,10 @@ namespace kiln::emu {
 
 struct UpdateCheckInput {
   ByteView envelope;                   // SUIT envelope bytes
-  std::optional<Bytes> manifest_key;   // DER SPKI the envelope must be signed by; none: refused (no_manifest_key)
+  // DER SPKI of the keys the board trusts; at least `manifest_threshold` distinct ones must have signed the
+  // envelope (suit::count_trusted_signatures). Empty: refused (no_manifest_key).
+  std::vector<Bytes> manifest_keys;
+  std::size_t manifest_threshold = 1;
   std::filesystem::path image;         // the image the manifest must describe
   std::optional<Bytes> boot_key_hash;  // set: the image's MCUboot signature is checked against this key hash
   std::uint64_t installed_sequence = 0;

@@ -56,7 +56,7 @@ const Fixture& fixture() {
 kiln::emu::UpdateCheckResult check(kiln::ByteView envelope, const std::string& image, std::uint64_t installed) {
   kiln::emu::UpdateCheckInput input;
   input.envelope = envelope;
-  input.manifest_key = fixture().manifest_key->public_key_der();
+  input.manifest_keys = {fixture().manifest_key->public_key_der()};
   input.image = image;
   input.boot_key_hash = fixture().boot_key_hash;
   input.installed_sequence = installed;

@@ -63,69 +63,140 @@ std::vector<DeclaredImage> declared_images(const Envelope& envelope) {
   return out;
 }
 
-VerifyReport verify_envelope(ByteView input, const VerifyOptions& options) {
+namespace {
+
+struct SignedEnvelope {
   Envelope envelope;
-  try {
-    envelope = parse_envelope(input);
-  } catch (const Error& e) {
-    throw failed(fmt::format("not a valid SUIT envelope: {}", e.what()), e.hint());
-  }
-  VerifyReport report;
   AuthenticationWrapper wrapper;
+  std::vector<SignatureCheck> signatures;
+  std::size_t trusted = 0;  // distinct keys (by DER) in the trusted set
+};
+
+// Structure, trusted keys, manifest digest, then which trusted key (if any) verifies each signature. Keys
+// with the same DER are one key: the first name given wins.
+SignedEnvelope check_signatures(ByteView input, const std::vector<TrustedKey>& keys) {
+  SignedEnvelope out;
   try {
-    wrapper = authentication(envelope);
+    out.envelope = parse_envelope(input);
+    out.wrapper = authentication(out.envelope);
   } catch (const Error& e) {
     throw failed(fmt::format("not a valid SUIT envelope: {}", e.what()), e.hint());
   }
   // A trusted key that is no key at all (the point at infinity, off the curve) would accept
   // signatures anyone can make: refuse it by name before looking at any signature.
-  for (const auto& key : options.keys) {
+  std::vector<const TrustedKey*> distinct;
+  for (const auto& key : keys) {
     try {
       check_public_key(key.public_key_der);
     } catch (const Error& e) {
       throw failed(fmt::format("key {} cannot be trusted: {}", key.name, e.what()), e.hint());
     }
+    if (std::none_of(distinct.begin(), distinct.end(),
+                     [&key](const TrustedKey* k) { return k->public_key_der == key.public_key_der; }))
+      distinct.push_back(&key);
   }
-  report.manifest_digest = wrapper.digest;
+  out.trusted = distinct.size();
 
-  // 1. The manifest is the one the digest (and so every signature) covers.
-  Digest actual = compute_wrapped_digest(wrapper.digest.algorithm, manifest_bytes(envelope));
+  // The manifest is the one the digest (and so every signature) covers.
+  const AuthenticationWrapper& wrapper = out.wrapper;
+  Digest actual = compute_wrapped_digest(wrapper.digest.algorithm, manifest_bytes(out.envelope));
   if (actual != wrapper.digest)
     throw failed(
         fmt::format("manifest digest does not match: the authentication wrapper records {}, the manifest hashes to {}",
                     to_hex(wrapper.digest.bytes), to_hex(actual.bytes)),
         "the manifest was modified after signing; recreate and re-sign it");
 
-  // 2. Signatures: each trusted key must have made one of them.
   for (const Value& block : wrapper.authentication_blocks) {
     SignatureCheck check{cose::block_algorithm_name(block), ""};
     if (block.is_tag() && block.number == cose::sign1_tag) {
       cose::Sign1 sign1 = cose::parse_sign1(block, "authentication block");
-      for (const auto& key : options.keys) {
+      for (const TrustedKey* key : distinct) {
         bool ok = false;
         try {
-          ok = cose::verify_detached(sign1, key.public_key_der, wrapper.digest_encoded);
+          ok = cose::verify_detached(sign1, key->public_key_der, wrapper.digest_encoded);
         } catch (const Error&) {
           ok = false;  // a key of another type or an unsupported algorithm: not this signer
         }
         if (ok) {
-          check.key = key.name;
+          check.key = key->name;
           break;
         }
       }
     }
-    report.signatures.push_back(check);
+    out.signatures.push_back(check);
   }
+  return out;
+}
+
+SignatureCount count_signers(const std::vector<SignatureCheck>& signatures, std::size_t trusted, std::size_t threshold) {
+  SignatureCount c;
+  c.required = threshold;
+  c.trusted = trusted;
+  for (const auto& s : signatures) {
+    if (s.key.empty()) {
+      ++c.untrusted;
+    } else if (std::find(c.signers.begin(), c.signers.end(), s.key) == c.signers.end()) {
+      c.signers.push_back(s.key);
+    }
+  }
+  c.valid = c.signers.size();
+  return c;
+}
+
+}  // namespace
+
+std::string SignatureCount::describe() const {
+  std::string text = fmt::format("{} valid signature{} from the trusted keys, {} required (threshold {} of {})", valid,
+                                 valid == 1 ? "" : "s", required, required, trusted);
+  if (untrusted > 0)
+    text += fmt::format("; {} signature{} by no trusted key ignored", untrusted, untrusted == 1 ? "" : "s");
+  return text;
+}
+
+void check_threshold(std::size_t m, std::size_t n, const std::string& what) {
+  if (n == 0) throw Error(ExitCode::usage, fmt::format("{}: the manifest key set is empty", what),
+                          "give at least one manifest key");
+  if (m < 1 || m > n)
+    throw Error(ExitCode::usage,
+                fmt::format("{}: manifest threshold {} is outside 1..{} (the number of manifest keys)", what, m, n),
+                "the threshold M of an M-of-N policy is at least 1 and at most the number of keys");
+}
+
+SignatureCount count_trusted_signatures(ByteView envelope, const std::vector<TrustedKey>& keys, std::size_t threshold) {
+  SignedEnvelope checked = check_signatures(envelope, keys);
+  return count_signers(checked.signatures, checked.trusted, threshold);
+}
+
+VerifyReport verify_envelope(ByteView input, const VerifyOptions& options) {
+  SignedEnvelope checked = check_signatures(input, options.keys);
+  const Envelope& envelope = checked.envelope;
+  VerifyReport report;
+  report.manifest_digest = checked.wrapper.digest;
+  report.signatures = checked.signatures;
   if (report.signatures.empty() && !options.allow_unsigned)
     throw failed("the envelope is not signed: its authentication wrapper holds only the manifest digest",
                  "sign it with `kiln manifest sign FILE --key KEYREF`, or pass --unsigned to check digests only");
-  for (const auto& key : options.keys) {
-    bool found = std::any_of(report.signatures.begin(), report.signatures.end(),
-                             [&](const auto& s) { return s.key == key.name; });
-    if (!found)
-      throw failed(fmt::format("no signature in the envelope verifies with key {} ({} signature{} checked)", key.name,
-                               report.signatures.size(), report.signatures.size() == 1 ? "" : "s"),
-                   "the envelope was signed by a different key, or modified after signing");
+  if (options.threshold) {
+    // M of N: distinct trusted keys with a valid signature.
+    SignatureCount c = count_signers(report.signatures, checked.trusted, *options.threshold);
+    if (!c.met())
+      throw failed(c.describe(), "collect more signatures from the trusted keys with `kiln manifest sign`");
+    report.count = c;
+  } else {
+    for (const auto& key : options.keys) {
+      bool found = std::any_of(report.signatures.begin(), report.signatures.end(),
+                               [&](const auto& s) { return !s.key.empty() && s.key == key.name; }) ||
+                   // A key given twice under another name: the first name verified it.
+                   std::any_of(options.keys.begin(), options.keys.end(), [&](const TrustedKey& other) {
+                     return &other != &key && other.public_key_der == key.public_key_der &&
+                            std::any_of(report.signatures.begin(), report.signatures.end(),
+                                        [&](const auto& s) { return s.key == other.name; });
+                   });
+      if (!found)
+        throw failed(fmt::format("no signature in the envelope verifies with key {} ({} signature{} checked)", key.name,
+                                 report.signatures.size(), report.signatures.size() == 1 ? "" : "s"),
+                     "the envelope was signed by a different key, or modified after signing");
+    }
   }
 
   // 3. Severable elements carried in the envelope match the digests the manifest holds.

@@ -24,10 +24,12 @@ bool StationFirmware::is_image(ByteView slot_hash) const {
 Bytes file_sha256(const std::filesystem::path& path) { return file_digest(HashAlg::sha256, path); }
 
 StationFirmware check_firmware(const std::filesystem::path& image, const std::filesystem::path& manifest,
-                               ByteView manifest_key, const std::optional<Bytes>& boot_key) {
+                               const std::vector<Bytes>& manifest_keys, std::uint64_t manifest_threshold,
+                               const std::optional<Bytes>& boot_key) {
   StationFirmware fw;
   fw.image = image;
-  fw.manifest_key.assign(manifest_key.begin(), manifest_key.end());
+  fw.manifest_keys = manifest_keys;
+  fw.manifest_threshold = manifest_threshold;
   mcuboot::ImageReport report;
   try {
     report = mcuboot::verify_image(image, boot_key);
@@ -45,7 +47,12 @@ StationFirmware check_firmware(const std::filesystem::path& image, const std::fi
   fw.manifest_digest = digest(HashAlg::sha256, fw.manifest);
   fw.image_sha256 = file_sha256(image);
   suit::VerifyOptions options;
-  options.keys.push_back({"the manifest key", fw.manifest_key});
+  for (std::size_t i = 0; i < fw.manifest_keys.size(); ++i)
+    options.keys.push_back({fw.manifest_keys.size() == 1 ? std::string("the manifest key")
+                                                         : fmt::format("manifest key {}", i + 1),
+                            fw.manifest_keys[i]});
+  // One key (1 of 1): it must have signed, as before M of N; several: the M-of-N count.
+  if (fw.manifest_keys.size() > 1) options.threshold = fw.manifest_threshold;
   options.images.push_back(image);
   try {
     fw.sequence = suit::verify_envelope(fw.manifest, options).sequence_number;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/bytes.hpp"
 
@@ -19,7 +20,8 @@ struct StationFirmware {
   std::string version;   // major.minor.revision[+build]
   Bytes manifest;        // the SUIT envelope
   Bytes manifest_digest; // SHA-256 of the envelope (the board's installed firmware record)
-  Bytes manifest_key;    // DER SPKI of the SUIT signer
+  std::vector<Bytes> manifest_keys;   // DER SPKI of each SUIT signer the board will trust
+  std::uint64_t manifest_threshold = 1;  // how many distinct ones must have signed (M of N)
   std::uint64_t sequence = 0;
 
   // Whether a slot hash reported by a board is this image.
@@ -30,10 +32,11 @@ struct StationFirmware {
 Bytes file_sha256(const std::filesystem::path& path);
 
 // Reads the three and checks they agree: the MCUboot image verifies with `boot_key` (DER SPKI;
-// without it only the image's hash is checked), the envelope's signature verifies with
-// `manifest_key`, and the manifest declares this image's digest and size. Throws
+// without it only the image's hash is checked), at least `manifest_threshold` distinct keys of
+// `manifest_keys` signed the envelope, and the manifest declares this image's digest and size. Throws
 // Error(verification_failed) naming the mismatch.
 StationFirmware check_firmware(const std::filesystem::path& image, const std::filesystem::path& manifest,
-                               ByteView manifest_key, const std::optional<Bytes>& boot_key);
+                               const std::vector<Bytes>& manifest_keys, std::uint64_t manifest_threshold,
+                               const std::optional<Bytes>& boot_key);
 
 }  // namespace kiln

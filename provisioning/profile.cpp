@@ -39,7 +39,8 @@ const std::map<std::string, std::string> known_keys = {
     {"ca.validity_days", ""}, {"attestation.vendor_root", ""}, {"identity.mode", ""},
     {"install.boot_key_hash", ""}, {"install.service_url", ""}, {"install.trust_anchor", ""},
     {"install.final_state", ""}, {"firmware.image", ""}, {"firmware.manifest", ""},
-    {"firmware.manifest_key", ""}, {"firmware.image_sha256", ""}, {"firmware.manifest_sha256", ""},
+    {"firmware.manifest_key", ""}, {"firmware.manifest_keys", ""}, {"firmware.manifest_threshold", ""},
+    {"firmware.image_sha256", ""}, {"firmware.manifest_sha256", ""},
     {"encryption.mode", ""}, {"encryption.type", ""}, {"encryption.key", ""}};
 
 std::int64_t to_integer(const std::string& key, const std::string& value, ProfileRange range) {
@@ -143,7 +144,10 @@ std::string profile_to_toml(const StationProfile& p) {
     out << "image_sha256 = " << quoted(p.firmware->image_sha256) << "\n";
     out << "manifest = " << quoted(p.firmware->manifest.string()) << "\n";
     out << "manifest_sha256 = " << quoted(p.firmware->manifest_sha256) << "\n";
-    out << "manifest_key = " << quoted(p.firmware->manifest_key) << "\n";
+    std::string keys;
+    for (const auto& key : p.firmware->manifest_keys) keys += (keys.empty() ? "" : ", ") + quoted(key);
+    out << "manifest_keys = [" << keys << "]\n";
+    out << "manifest_threshold = " << p.firmware->manifest_threshold << "\n";
   }
   if (p.encryption) {
     out << "\n[encryption]\n";
@@ -173,10 +177,18 @@ StationProfile parse_profile(const std::string& toml, const fs::path& base_dir) 
   }
   refuse_duplicates(toml);
   std::map<std::string, std::string> values;
+  std::vector<std::string> manifest_keys;
   for (const auto& item : items) {
     if (item.inputs.empty()) continue;  // section headers
     std::string key = item.fullname();
     if (!known_keys.count(key)) throw Error(ExitCode::usage, fmt::format("profile: unknown key '{}'", key));
+    if (key == "firmware.manifest_keys") {  // the one list: M-of-N manifest keys
+      for (const auto& input : item.inputs)
+        if (!plain_value(input)) throw Error(ExitCode::usage, "profile: 'firmware.manifest_keys' must be hex strings");
+      manifest_keys = item.inputs;
+      values[key] = "list";
+      continue;
+    }
     if (item.inputs.size() != 1 || !plain_value(item.inputs.front()))
       throw Error(ExitCode::usage, fmt::format("profile: '{}' must be one plain string or number", key));
     values[key] = item.inputs.front();
@@ -243,10 +255,32 @@ StationProfile parse_profile(const std::string& toml, const fs::path& base_dir) 
     };
     fw.image_sha256 = hex_of("firmware.image_sha256", 32, 32);
     fw.manifest_sha256 = hex_of("firmware.manifest_sha256", 32, 32);
-    fw.manifest_key = hex_of("firmware.manifest_key", 32, 1024);
+    // The manifest keys: `manifest_keys` and `manifest_threshold` (M of N), or one `manifest_key` (1 of 1, a
+    // profile from before M of N).
+    if (optional("firmware.manifest_key") && optional("firmware.manifest_keys"))
+      throw Error(ExitCode::usage, "profile: firmware.manifest_key and firmware.manifest_keys cannot both be set");
+    if (optional("firmware.manifest_key")) {
+      fw.manifest_keys = {hex_of("firmware.manifest_key", 32, 1024)};
+      if (optional("firmware.manifest_threshold"))
+        throw Error(ExitCode::usage, "profile: firmware.manifest_threshold goes with firmware.manifest_keys");
+    } else {
+      required("firmware.manifest_keys");
+      for (const auto& key : manifest_keys) {
+        values["firmware.manifest_keys"] = key;
+        fw.manifest_keys.push_back(hex_of("firmware.manifest_keys", 32, 1024));
+      }
+      fw.manifest_threshold = static_cast<std::uint64_t>(
+          to_integer("firmware.manifest_threshold", required("firmware.manifest_threshold"),
+                     {1, static_cast<std::int64_t>(fw.manifest_keys.size())}));
+      for (std::size_t i = 0; i < fw.manifest_keys.size(); ++i)
+        for (std::size_t j = 0; j < i; ++j)
+          if (fw.manifest_keys[i] == fw.manifest_keys[j])
+            throw Error(ExitCode::usage, "profile: firmware.manifest_keys lists a key twice");
+    }
     p.firmware = fw;
   } else {
-    for (const char* key : {"firmware.manifest", "firmware.manifest_key", "firmware.image_sha256", "firmware.manifest_sha256"})
+    for (const char* key : {"firmware.manifest", "firmware.manifest_key", "firmware.manifest_keys",
+                            "firmware.manifest_threshold", "firmware.image_sha256", "firmware.manifest_sha256"})
       if (optional(key)) throw Error(ExitCode::usage, fmt::format("profile: '{}' needs firmware.image", key));
   }
   if (auto enc_mode = optional("encryption.mode")) {

@@ -19,7 +19,8 @@ std::string_view identity_mode_name(IdentityMode mode);
 struct FirmwareProfile {
   std::filesystem::path image;     // signed MCUboot image
   std::filesystem::path manifest;  // SUIT envelope describing it
-  std::string manifest_key;        // hex DER SPKI of the SUIT signer, installed on the board
+  std::vector<std::string> manifest_keys;  // hex DER SPKI of each SUIT signer, installed on the board
+  std::uint64_t manifest_threshold = 1;    // M of N: how many distinct ones must sign a manifest
   std::string image_sha256;        // hex: the files must still be these at every run
   std::string manifest_sha256;
 };

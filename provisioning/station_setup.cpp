@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "core/error.hpp"
+#include "manifests/suit_verify.hpp"
 #include "provisioning/firmware.hpp"
 #include "provisioning/ledger.hpp"
 #include "provisioning/station_ca.hpp"
@@ -20,13 +23,32 @@ std::string absolute_keyref(const std::string& keyref) {
 
 // The firmware step's files, checked against each other and pinned by digest (exit 3 naming a mismatch).
 std::optional<FirmwareProfile> firmware_from(const StationSetup& s, const KeyOptions& keys) {
-  if (s.image.empty() && s.manifest.empty() && s.manifest_key.empty()) return std::nullopt;
-  if (s.image.empty() || s.manifest.empty() || s.manifest_key.empty())
+  if (s.image.empty() && s.manifest.empty() && s.manifest_keys.empty() && !s.manifest_threshold) return std::nullopt;
+  if (s.image.empty() || s.manifest.empty() || s.manifest_keys.empty())
     throw Error(ExitCode::usage, "the firmware step needs --image, --manifest and --manifest-key together",
                 "name all three, or none for a station without a firmware step");
-  auto firmware = check_firmware(s.image, s.manifest, load_public_key(s.manifest_key, keys),
-                                 load_public_key(s.boot_key, keys));
-  return FirmwareProfile{fs::absolute(s.image), fs::absolute(s.manifest), to_hex(firmware.manifest_key),
+  // M of N: with several keys the threshold is the operator's decision, never a default.
+  if (s.manifest_keys.size() > 1 && !s.manifest_threshold)
+    throw Error(ExitCode::usage,
+                fmt::format("{} manifest keys need --manifest-threshold M (how many must sign a release)",
+                            s.manifest_keys.size()),
+                fmt::format("for example --manifest-threshold {} for {} of {}", s.manifest_keys.size() / 2 + 1,
+                            s.manifest_keys.size() / 2 + 1, s.manifest_keys.size()));
+  std::uint64_t threshold = s.manifest_threshold.value_or(1);
+  suit::check_threshold(threshold, s.manifest_keys.size(), "--manifest-threshold");
+  std::vector<Bytes> ders;
+  for (const auto& keyref : s.manifest_keys) {
+    Bytes der = load_public_key(keyref, keys);
+    if (std::find(ders.begin(), ders.end(), der) != ders.end())
+      throw Error(ExitCode::usage, fmt::format("--manifest-key {} names a key already given", keyref),
+                  "each manifest key counts once: name N different keys");
+    ders.push_back(std::move(der));
+  }
+  auto firmware = check_firmware(s.image, s.manifest, ders, threshold, load_public_key(s.boot_key, keys));
+  std::vector<std::string> hex;
+  for (const auto& der : ders) hex.push_back(to_hex(der));
+  return FirmwareProfile{fs::absolute(s.image),        fs::absolute(s.manifest),
+                         hex,                          threshold,
                          to_hex(firmware.image_sha256), to_hex(firmware.manifest_digest)};
 }
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "provisioning/profile.hpp"
 #include "signing/key_ref.hpp"
@@ -22,7 +23,9 @@ struct StationSetup {
   std::string station_key;        // empty: the CA key
   std::string trust_anchor;       // empty: the CA certificate
   std::string final_state;        // empty: device-complete with a service, module-complete without
-  std::string image, manifest, manifest_key;  // the firmware step: all three or none
+  std::string image, manifest;              // the firmware step: both and at least one manifest key, or none
+  std::vector<std::string> manifest_keys;    // KEYREFs of the SUIT signers installed on each board (N)
+  std::optional<std::uint64_t> manifest_threshold;  // M; required when there is more than one key
   std::optional<std::int64_t> quota;
   int validity_days = 3650;
 };

@@ -223,7 +223,8 @@ void check_ready_to_seal(Attempt& a, SmpClient& client) {
     auto slots = read_image_state(client);
     const ImageSlot* primary = find_slot(slots, 0);
     if (!primary || !fw.is_image(primary->hash) || !primary->confirmed) missing.push_back("the confirmed firmware");
-    if (record.config.manifest_key != fw.manifest_key || record.manifest_digest != fw.manifest_digest)
+    if (record.config.manifest_keys != fw.manifest_keys || record.config.manifest_threshold != fw.manifest_threshold ||
+        record.manifest_digest != fw.manifest_digest)
       missing.push_back("the firmware manifest");
   }
   if (!missing.empty())
@@ -323,7 +324,8 @@ void run_steps(Attempt& a, SmpClient& client) {
       auto slots = read_image_state(client);
       const ImageSlot* primary = find_slot(slots, 0);
       bool running = primary && fw.is_image(primary->hash);
-      bool key_installed = a.record.config.manifest_key == fw.manifest_key;
+      bool key_installed = a.record.config.manifest_keys == fw.manifest_keys &&
+                           a.record.config.manifest_threshold == fw.manifest_threshold;
       bool manifest_installed = a.record.manifest_digest == fw.manifest_digest;
       if (running && primary->confirmed && key_installed && manifest_installed) return StepStatus::skipped;
       if (dry) return StepStatus::would_run;
@@ -353,7 +355,8 @@ void run_steps(Attempt& a, SmpClient& client) {
       if (!primary->confirmed) write_image_state(client, {}, true);
       if (!key_installed) {
         ServiceConfig config;
-        config.manifest_key = fw.manifest_key;
+        config.manifest_keys = fw.manifest_keys;
+        config.manifest_threshold = fw.manifest_threshold;
         install_service_config(client, config);
       }
       if (!manifest_installed) {
@@ -539,8 +542,10 @@ std::unique_ptr<Station> open_station(const std::filesystem::path& profile_path,
                                 path.string(), actual, pinned),
                     "run kiln factory init again for new firmware");
     }
-    station->firmware = check_firmware(p.firmware->image, p.firmware->manifest, from_hex(p.firmware->manifest_key),
-                                       std::nullopt);
+    std::vector<Bytes> manifest_keys;
+    for (const auto& key : p.firmware->manifest_keys) manifest_keys.push_back(from_hex(key));
+    station->firmware = check_firmware(p.firmware->image, p.firmware->manifest, manifest_keys,
+                                       p.firmware->manifest_threshold, std::nullopt);
   }
   station->ledger = std::make_unique<Ledger>(p.ledger);
   station->ledger->set_station_signer(station->station_signer ? station->station_signer.get() : station->ca.get(),

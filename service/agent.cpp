@@ -185,13 +185,14 @@ Reply agent_check_in(Call& call) {
   if (newest) {
     auto row = load_deployment(call.store, call.who.tenant_id, *newest);
     evaluate_deployment(call.store, row, true);
-    if (row.state == "active" || row.state == "completed") {
+    if (row.state == DeploymentState::active || row.state == DeploymentState::completed) {
       deployment = install_offer(call, row, row.policy.windows.empty() ? std::nullopt : call.store.device_time_zone(device));
-    } else if (row.state == "aborted") {
+    } else if (row.state == DeploymentState::aborted) {
       // Back to exactly what it ran before, for a device running an aborted deployment (the newest
       // deployments of the group that were aborted, newest first).
       auto all = call.store.list_deployments(call.who.tenant_id, *group);
-      for (auto it = all.rbegin(); it != all.rend() && it->state == "aborted" && deployment.is_null(); ++it) {
+      for (auto it = all.rbegin(); it != all.rend() && it->state == DeploymentState::aborted && deployment.is_null();
+           ++it) {
         auto target = revert_target(call.store, call.who.tenant_id, *it, device);
         if (!runs_aborted(call.store, *it, device, manifest_digest, target)) continue;
         if (target.to && target.to->manifest)

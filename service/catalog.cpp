@@ -34,6 +34,7 @@ Json product_json(const Product& p) {
           {"description", p.description},
           {"boot_keys", keys_json(p.boot_keys)},
           {"manifest_keys", keys_json(p.manifest_keys)},
+          {"manifest_threshold", p.manifest_threshold},
           {"slot_size", p.slot_size > 0 ? p.slot_size : default_slot_size},
           {"created_at", p.created_at}};
 }
@@ -78,11 +79,23 @@ std::optional<std::int64_t> slot_size_field(const Json& body) {
   return it->get<std::int64_t>();
 }
 
-// Sets the boot keys, manifest keys and slot size the body names (others keep their value).
+// Sets the boot keys, manifest keys, manifest threshold and slot size the body names (others keep their
+// value), then checks the M-of-N policy they make: 1 <= M <= N (M = 1 while there are no manifest keys).
 void apply_trust(const Json& body, Product& product) {
   if (auto keys = pem_keys(body, "boot_keys")) product.boot_keys = *keys;
   if (auto keys = pem_keys(body, "manifest_keys")) product.manifest_keys = *keys;
   if (auto size = slot_size_field(body)) product.slot_size = *size;
+  if (auto it = body.find("manifest_threshold"); it != body.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<std::int64_t>() < 1 || it->get<std::int64_t>() > 8)
+      throw ApiError{400, "invalid_request", "field 'manifest_threshold' must be a number 1..8"};
+    product.manifest_threshold = it->get<std::int64_t>();
+  }
+  const auto keys = static_cast<std::int64_t>(product.manifest_keys.size());
+  if (product.manifest_threshold > std::max<std::int64_t>(keys, 1))
+    throw ApiError{400, "invalid_request",
+                   fmt::format("manifest_threshold {} is above the number of manifest keys ({}): no release could "
+                               "ever be signed enough",
+                               product.manifest_threshold, keys)};
 }
 
 Json group_json(const Group& g) {

@@ -8,19 +8,15 @@
 
 namespace kiln::service {
 
-bool deployment_finished(const std::string& state) {
-  return state == "completed" || state == "aborted" || state == "superseded";
-}
-
 std::vector<std::string> unfinished_deployments_using(Call& call, const std::string& sha) {
   std::vector<std::string> out;
   for (auto& row : call.store.list_deployments(call.who.tenant_id, std::nullopt)) {
-    if (deployment_finished(row.state)) continue;
+    if (!is_open(row.state)) continue;
     // Its state as its time and reports say now (an active deployment may have completed since it was stored).
     evaluate_deployment(call.store, row);
-    if (deployment_finished(row.state)) continue;
+    if (!is_open(row.state)) continue;
     bool uses = std::find(row.images.begin(), row.images.end(), sha) != row.images.end() || row.manifest == sha;
-    if (uses) out.push_back(fmt::format("{} ({})", row.id, row.state));
+    if (uses) out.push_back(fmt::format("{} ({})", row.id, state_name(row.state)));
   }
   return out;
 }
@@ -29,11 +25,11 @@ Reply delete_deployment(Call& call) {
   auto tx = call.store.begin();
   auto row = load_deployment(call.store, call.who.tenant_id, call.params[0]);
   evaluate_deployment(call.store, row);
-  if (!deployment_finished(row.state))
+  if (is_open(row.state))
     throw ApiError{409, "conflict",
                    fmt::format("deployment {} is {}: only a completed, aborted or superseded deployment can be "
                                "deleted (abort it first)",
-                               row.id, row.state)};
+                               row.id, state_name(row.state))};
   call.store.delete_deployment(row.id);
   tx->commit();
   return {200, Json{{"deleted", row.id}}};

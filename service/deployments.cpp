@@ -45,7 +45,7 @@ struct AdmittedDevice {
 // (nullopt: not held by a window).
 std::optional<std::optional<std::int64_t>> held_by_window(const Deployment& row, const AdmittedDevice& d,
                                                           std::int64_t now) {
-  if (row.state != "active" || row.policy.windows.empty()) return std::nullopt;
+  if (row.state != DeploymentState::active || row.policy.windows.empty()) return std::nullopt;
   DeviceProgress progress{parse_status(d.status), d.attempt, d.retry_at, d.time_zone};
   auto decision = offer_decision(row, d.wave, progress, now);
   if (decision.hold != Hold::window) return std::nullopt;
@@ -81,7 +81,7 @@ AdmittedCounts evaluate(Store& store, Deployment& row, const RolloutTally& t, bo
 // while the deployment is still offered or devices may still be installing it).
 void apply_timeouts(Store& store, const Deployment& row) {
   if (row.policy.timeouts == Timeouts{}) return;
-  if (row.state != "active" && row.state != "paused" && row.state != "halted") return;
+  if (!is_open(row.state)) return;
   auto now = unix_now();
   std::vector<std::pair<std::string, std::string>> expired;
   store.for_each_deployment_device(row, [&](const DeploymentDevice& d) {
@@ -117,34 +117,34 @@ Json deployment_json(const Deployment& row, const AdmittedCounts& t) {
                          {"admitted", t.waves[i].admitted},
                          {"status", counts_json(t.waves[i].status)}});
   }
-  bool stepping = row.state == "active" && row.wave < static_cast<int>(row.waves.size()) && row.step_after > 0 &&
-                  !row.policy.wave.success_percent;
+  bool stepping = row.state == DeploymentState::active && row.wave < static_cast<int>(row.waves.size()) &&
+                  row.step_after > 0 && !row.policy.wave.success_percent;
   Json halt = row.halt_on_failure ? Json(*row.halt_on_failure) : Json("never");
   Json out = {{"id", row.id},
-          {"group", row.group},
-          {"state", row.state},
-          {"halt_reason", row.halt_reason ? Json(*row.halt_reason) : Json(nullptr)},
-          {"pause_reason", row.pause_reason ? Json(*row.pause_reason) : Json(nullptr)},
-          {"awaiting_approval", row.awaiting_approval},
-          {"images", Json(row.images)},
-          {"manifest", row.manifest ? Json(*row.manifest) : Json(nullptr)},
-          {"sequence", row.sequence ? Json(*row.sequence) : Json(nullptr)},
-          {"rollout", row.waves[static_cast<std::size_t>(std::max(row.wave, 1) - 1)]},
-          {"wave", row.wave},
-          {"step_after", row.step_after},
-          {"next_wave_at", stepping ? Json(iso8601(row.wave_started_at + row.step_after)) : Json(nullptr)},
-          {"halt_on_failure", halt},
-          {"halt_min_executed", row.halt_min_executed},
-          {"executed", t.executed()},
-          {"previous", row.previous ? Json(*row.previous) : Json(nullptr)},
-          {"devices", t.devices},
-          {"admitted", t.admitted},
-          {"failures", t.failures},
-          {"failures_forgiven", row.failure_baseline},
-          {"device_status", counts_json(t.status)},
-          {"waves", waves},
-          {"created_at", row.created_at},
-          {"updated_at", row.updated_at}};
+              {"group", row.group},
+              {"state", state_name(row.state)},
+              {"halt_reason", row.halt_reason ? Json(*row.halt_reason) : Json(nullptr)},
+              {"pause_reason", row.pause_reason ? Json(*row.pause_reason) : Json(nullptr)},
+              {"awaiting_approval", row.awaiting_approval},
+              {"images", Json(row.images)},
+              {"manifest", row.manifest ? Json(*row.manifest) : Json(nullptr)},
+              {"sequence", row.sequence ? Json(*row.sequence) : Json(nullptr)},
+              {"rollout", row.waves[static_cast<std::size_t>(std::max(row.wave, 1) - 1)]},
+              {"wave", row.wave},
+              {"step_after", row.step_after},
+              {"next_wave_at", stepping ? Json(iso8601(row.wave_started_at + row.step_after)) : Json(nullptr)},
+              {"halt_on_failure", halt},
+              {"halt_min_executed", row.halt_min_executed},
+              {"executed", t.executed()},
+              {"previous", row.previous ? Json(*row.previous) : Json(nullptr)},
+              {"devices", t.devices},
+              {"admitted", t.admitted},
+              {"failures", t.failures},
+              {"failures_forgiven", row.failure_baseline},
+              {"device_status", counts_json(t.status)},
+              {"waves", waves},
+              {"created_at", row.created_at},
+              {"updated_at", row.updated_at}};
   // The controls (null or empty when not set), after the halt threshold they add to.
   auto controls = policy_json(row.policy);
   for (auto& [key, value] : controls.items()) out[key] = value;
@@ -182,7 +182,7 @@ Json show(Call& call, const std::string& id) {
     out["next_window_at"] = next ? Json(iso8601(*next)) : Json(nullptr);
     out["waiting_window"] = waiting;
   }
-  bool open = row.state == "active" || row.state == "paused" || row.state == "halted";
+  bool open = is_open(row.state);
   out["attention"] = !open ? Json(nullptr)
                      : t.devices == 0
                          ? Json(fmt::format("group {} has no devices: nothing will install it", row.group))
@@ -193,16 +193,17 @@ Json show(Call& call, const std::string& id) {
   return out;
 }
 
-Reply transition(Call& call, const char* to, std::initializer_list<const char*> from) {
+Reply transition(Call& call, DeploymentState to, std::initializer_list<DeploymentState> from) {
   auto& id = call.params[0];
   auto row = load_deployment(call.store, call.who.tenant_id, id);
   auto t = evaluate(call.store, row);
   if (row.state == to) return {200, deployment_json(row, t)};
   bool allowed = false;
-  for (auto* f : from) allowed = allowed || row.state == f;
+  for (auto f : from) allowed = allowed || row.state == f;
   if (!allowed)
-    throw ApiError{409, "conflict", fmt::format("deployment {} is {}: it cannot become {}", id, row.state, to)};
-  if (std::string_view(to) == "active") {
+    throw ApiError{409, "conflict",
+                   fmt::format("deployment {} is {}: it cannot become {}", id, state_name(row.state), state_name(to))};
+  if (to == DeploymentState::active) {
     // A resume forgives the failures seen so far and gives the open wave a fresh step-after period; after
     // a wave met its success condition with "then": "pause", it opens the next wave.
     Rollout& rollout = row;
@@ -531,7 +532,8 @@ void check_image(Call& call, const Product& product, const std::string& sha, Che
                                       to_hex(*plain.embedded_key_hash).substr(0, 16), product.name));
 }
 
-// The envelope's signature by one of the product's manifest keys.
+// The envelope's signatures: at least the product's manifest_threshold distinct manifest keys (M of N), the
+// rule its boards apply (suit::count_trusted_signatures).
 void check_manifest_signature(Call& call, const Product& product, const std::string& manifest, Checks& checks) {
   if (product.manifest_keys.empty()) {
     checks.fail("manifest_key", fmt::format("product {} has no manifest keys to check manifest {} against: kiln "
@@ -540,21 +542,28 @@ void check_manifest_signature(Call& call, const Product& product, const std::str
     return;
   }
   Bytes bytes = read_file(blob_path(call.config, call.who.tenant_id, manifest));
-  std::string last;
-  for (auto& key : product.manifest_keys) {
-    suit::VerifyOptions options;
-    options.keys.push_back({"manifest key " + describe_public_key(from_hex(key)).fingerprint.substr(0, 16), from_hex(key)});
-    try {
-      suit::verify_envelope(bytes, options);
-      checks.pass("manifest_key", fmt::format("manifest {} is signed by a manifest key of product {}", short_id(manifest),
-                                              product.name));
+  std::vector<suit::TrustedKey> keys;
+  for (auto& key : product.manifest_keys)
+    keys.push_back({"manifest key " + describe_public_key(from_hex(key)).fingerprint.substr(0, 16), from_hex(key)});
+  const auto threshold = static_cast<std::size_t>(std::max<std::int64_t>(product.manifest_threshold, 1));
+  try {
+    suit::SignatureCount count = suit::count_trusted_signatures(bytes, keys, threshold);
+    if (count.met()) {
+      checks.pass("manifest_key",
+                  product.manifest_keys.size() == 1
+                      ? fmt::format("manifest {} is signed by the manifest key of product {}", short_id(manifest),
+                                    product.name)
+                      : fmt::format("manifest {} is signed by {} of the manifest keys of product {} (threshold {} of "
+                                    "{})",
+                                    short_id(manifest), count.valid, product.name, count.required, count.trusted));
       return;
-    } catch (const Error& e) {
-      last = e.what();
     }
+    checks.fail("manifest_key", fmt::format("manifest {} does not verify against the manifest keys of product {}: {}",
+                                            short_id(manifest), product.name, count.describe()));
+  } catch (const Error& e) {
+    checks.fail("manifest_key", fmt::format("manifest {} does not verify against the manifest keys of product {}: {}",
+                                            short_id(manifest), product.name, e.what()));
   }
-  checks.fail("manifest_key", fmt::format("manifest {} does not verify against the manifest keys of product {}: {}",
-                                          short_id(manifest), product.name, last));
 }
 
 // The sequence number must be above every sequence a device of the group runs or may be installing: the
@@ -572,15 +581,16 @@ void check_sequence(Call& call, const Group& group, const std::string& manifest,
       if (*device.status == "installed") {
         auto& slot = last_installed[device.id];
         if (device.updated_at >= slot.first) slot = {device.updated_at, *d.sequence};
-      } else if (!is_failure_status(*device.status) && !left_deployment(*device.status) && d.state != "aborted") {
+      } else if (!is_failure_status(*device.status) && !left_deployment(*device.status) &&
+                 d.state != DeploymentState::aborted) {
         taking.push_back(device.id);
       }
     });
-    if (other_release && d.sequence && *d.sequence >= sequence && d.state != "aborted" && !taking.empty())
+    if (other_release && d.sequence && *d.sequence >= sequence && d.state != DeploymentState::aborted &&
+        !taking.empty())
       problems.push_back(fmt::format("deployment {} offers sequence {} and devices {} are installing it", d.id,
                                      *d.sequence, device_names(taking)));
-    else if (other_release && d.sequence && *d.sequence >= sequence &&
-             (d.state == "active" || d.state == "paused" || d.state == "halted"))
+    else if (other_release && d.sequence && *d.sequence >= sequence && is_open(d.state))
       problems.push_back(fmt::format("deployment {} still offers sequence {} to the group", d.id, *d.sequence));
   }
   std::vector<std::string> refusing;
@@ -711,7 +721,7 @@ Reply create_deployment(Call& call) {
   for (auto& image : *images_it) row.images.push_back(image.get<std::string>());
   row.manifest = manifest;
   row.sequence = sequence;
-  row.state = "active";
+  row.state = DeploymentState::active;
   row.waves = options.waves;
   row.wave = 1;
   row.wave_started_at = unix_now();
@@ -757,13 +767,15 @@ Reply show_deployment(Call& call) {
   return {200, show(call, call.params[0])};
 }
 Reply pause_deployment(Call& call) {
-  return transition(call, "paused", {"active", "completed"});
+  return transition(call, DeploymentState::paused, {DeploymentState::active, DeploymentState::completed});
 }
 Reply resume_deployment(Call& call) {
-  return transition(call, "active", {"paused", "halted"});
+  return transition(call, DeploymentState::active, {DeploymentState::paused, DeploymentState::halted});
 }
 Reply abort_deployment(Call& call) {
-  auto reply = transition(call, "aborted", {"active", "paused", "halted", "completed"});
+  auto reply = transition(
+      call, DeploymentState::aborted,
+      {DeploymentState::active, DeploymentState::paused, DeploymentState::halted, DeploymentState::completed});
   // Each device that took it: going back to exactly what it ran before, back already, or not revertible.
   auto row = load_deployment(call.store, call.who.tenant_id, call.params[0]);
   std::map<std::string, std::optional<std::string>> digests;
@@ -859,7 +871,7 @@ Reply deployment_report(Call& call) {
                          {"duration_seconds", duration},
                          {"attempts", d.status ? Json(d.attempt) : Json(0)}});
   });
-  return {200, Json{{"deployment", row.id}, {"state", row.state}, {"items", items}}};
+  return {200, Json{{"deployment", row.id}, {"state", state_name(row.state)}, {"items", items}}};
 }
 
 Reply link_image_manifest(Call& call) {

@@ -159,8 +159,6 @@ Reply resume_deployment(Call& call);
 Reply abort_deployment(Call& call);
 // DELETE /v1/deployments/{}: a finished deployment with its device rows.
 Reply delete_deployment(Call& call);
-// Finished: completed, aborted or superseded (active, paused and halted are not).
-bool deployment_finished(const std::string& state);
 // The unfinished deployments of the tenant that deliver the image or manifest `sha`, as "ID (state)".
 std::vector<std::string> unfinished_deployments_using(Call& call, const std::string& sha);
 // GET /v1/deployments/{}/devices[?status=S]: the admitted devices, their wave and last status.

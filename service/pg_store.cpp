@@ -334,6 +334,14 @@ CREATE INDEX IF NOT EXISTS audit_log_by_tenant ON audit_log (tenant_id, id);
 )sql");
 }
 
+// Migration 10 (issue 17, M-of-N release policy): how many distinct manifest keys of a product must have
+// signed a release. Like SQLite's migration 10.
+void add_manifest_threshold(PGconn* conn) {
+  run_script(conn, R"sql(
+ALTER TABLE products ADD COLUMN IF NOT EXISTS manifest_threshold BIGINT NOT NULL DEFAULT 1;
+)sql");
+}
+
 // ---- Migration 11 (issue 17, ownership transfer and unclaim), like SQLite's migration 11 ----
 void add_device_transfers(PGconn* conn) {
   run_script(conn, R"sql(
@@ -363,7 +371,8 @@ constexpr Migration migrations[] = {
     {7, add_retries_and_zones},
     {8, add_revocation},
     {9, add_audit_log},
-    {11, add_device_transfers},  // issue 17 item 4 (10 is another branch's: renumbered at merge if needed)
+    {10, add_manifest_threshold},
+    {11, add_device_transfers},  // issue 17 item 4
 };
 
 int read_schema_version(PGconn* conn) {
@@ -791,17 +800,19 @@ bool PgStore::product_name_taken(std::int64_t tenant_id, const std::string& name
 void PgStore::insert_product(std::int64_t tenant_id, const Product& product) {
   Use use(*this);
   run(use.conn(),
-      "INSERT INTO products (id, tenant_id, name, description, created_at, boot_keys, manifest_keys, slot_size) "
-      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+      "INSERT INTO products (id, tenant_id, name, description, created_at, boot_keys, manifest_keys, slot_size, "
+      "manifest_threshold) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
       {product.id, tenant_id, product.name, product.description, product.created_at,
-       json_array(product.boot_keys), json_array(product.manifest_keys), product.slot_size});
+       json_array(product.boot_keys), json_array(product.manifest_keys), product.slot_size,
+       product.manifest_threshold});
 }
 
 void PgStore::update_product_trust(const Product& product) {
   Use use(*this);
-  run(use.conn(), "UPDATE products SET boot_keys = $1, manifest_keys = $2, slot_size = $3 WHERE id = $4",
+  run(use.conn(),
+      "UPDATE products SET boot_keys = $1, manifest_keys = $2, slot_size = $3, manifest_threshold = $4 WHERE id = $5",
       {json_array(product.boot_keys), json_array(product.manifest_keys), product.slot_size,
-       product.id});
+       product.manifest_threshold, product.id});
 }
 
 std::vector<Product> PgStore::list_products(std::int64_t tenant_id) {
@@ -1405,9 +1416,9 @@ void PgStore::insert_deployment(std::int64_t tenant_id, const Deployment& d, con
       "INSERT INTO deployments (id, tenant_id, group_id, images, state, created_at, updated_at, manifest, sequence, "
       "waves, wave, wave_started_at, step_after, halt_on_failure, failure_baseline, previous, halt_min_executed, "
       "policy, progress) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-      {d.id, tenant_id, d.group_id, json_array(d.images), d.state, d.created_at, d.updated_at, d.manifest,
-       sequence, json_array(d.waves), d.wave, d.wave_started_at, d.step_after, halt, d.failure_baseline,
-       d.previous, d.halt_min_executed, policy_text(d.policy), progress_text(d)});
+      {d.id, tenant_id, d.group_id, json_array(d.images), state_name(d.state), d.created_at, d.updated_at, d.manifest,
+       sequence, json_array(d.waves), d.wave, d.wave_started_at, d.step_after, halt, d.failure_baseline, d.previous,
+       d.halt_min_executed, policy_text(d.policy), progress_text(d)});
   write_tally(use.conn(), d.id, recount(use.conn(), d));
 }
 
@@ -1416,7 +1427,8 @@ void PgStore::save_rollout(const std::string& deployment_id, const Rollout& r, c
   run(use.conn(),
       "UPDATE deployments SET state = $1, wave = $2, wave_started_at = $3, halt_reason = $4, failure_baseline = $5, "
       "updated_at = $6, progress = $7 WHERE id = $8",
-      {r.state, r.wave, r.wave_started_at, r.halt_reason, r.failure_baseline, now, progress_text(r), deployment_id});
+      {state_name(r.state), r.wave, r.wave_started_at, r.halt_reason, r.failure_baseline, now, progress_text(r),
+       deployment_id});
 }
 
 RolloutTally PgStore::recount_rollout_tally(const Deployment& deployment) {

@@ -78,7 +78,7 @@ Reply revoke_device(Call& call) {
   Json left = Json::array();
   if (identity && identity->group_id) {
     for (auto& row : call.store.list_deployments(call.who.tenant_id, *identity->group_id)) {
-      if (row.state != "active" && row.state != "paused" && row.state != "halted") continue;
+      if (!is_open(row.state)) continue;
       if (finished(call.store.reported_status(row.id, id))) continue;
       call.store.record_status(row.id, id, status_name(DeviceStatus::revoked),
                                reason.empty() ? "device revoked" : "device revoked: " + reason, now, std::nullopt);

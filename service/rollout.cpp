@@ -55,6 +55,11 @@ constexpr std::pair<DeviceStatus, const char*> status_names[] = {
     {DeviceStatus::timed_out, "timed_out"},     {DeviceStatus::retrying, "retrying"},
     {DeviceStatus::revoked, "revoked"},         {DeviceStatus::unclaimed, "unclaimed"},
 };
+constexpr std::pair<DeploymentState, const char*> state_names[] = {
+    {DeploymentState::active, "active"},   {DeploymentState::paused, "paused"},
+    {DeploymentState::halted, "halted"},   {DeploymentState::completed, "completed"},
+    {DeploymentState::aborted, "aborted"}, {DeploymentState::superseded, "superseded"},
+};
 constexpr std::pair<TransientReason, const char*> reason_names[] = {
     {TransientReason::download_interrupted, "download_interrupted"},
     {TransientReason::power_loss, "power_loss"},
@@ -79,6 +84,18 @@ std::optional<T> value_in(const std::pair<T, const char*> (&table)[N], std::stri
 std::string status_name(DeviceStatus status) { return name_in(status_names, status, "pending"); }
 
 std::optional<DeviceStatus> parse_status(std::string_view text) { return value_in(status_names, text); }
+
+std::string state_name(DeploymentState state) {
+  return name_in(state_names, state, "active");
+}
+
+std::optional<DeploymentState> parse_deployment_state(std::string_view text) {
+  return value_in(state_names, text);
+}
+
+bool is_open(DeploymentState state) {
+  return state == DeploymentState::active || state == DeploymentState::paused || state == DeploymentState::halted;
+}
 
 bool left_deployment(std::string_view status) {
   return status == status_name(DeviceStatus::revoked) || status == status_name(DeviceStatus::unclaimed);
@@ -250,7 +267,7 @@ AdmittedCounts admitted_counts(const Rollout& rollout, const RolloutTally& tally
 }
 
 bool wave_due(const Rollout& rollout, std::int64_t now) {
-  return rollout.state == "active" && rollout.wave < static_cast<int>(rollout.waves.size()) &&
+  return rollout.state == DeploymentState::active && rollout.wave < static_cast<int>(rollout.waves.size()) &&
          rollout.step_after > 0 && now >= rollout.wave_started_at + rollout.step_after;
 }
 
@@ -331,7 +348,7 @@ bool rollout_started(const Rollout& rollout, std::int64_t now) { return now >= r
 
 Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::int64_t now) {
   Rollout next = rollout;
-  if (next.state != "active" || !rollout_started(next, now)) return next;
+  if (next.state != DeploymentState::active || !rollout_started(next, now)) return next;
   while (true) {
     auto counts = admitted_counts(next, tally);
     // The rate is raised once per `every` devices notified (admitted devices that were offered it: any
@@ -345,20 +362,20 @@ Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::i
       if (level > next.rate_steps.back().level && !capped) next.rate_steps.push_back({now, level});
     }
     if (auto reason = abort_reason(next, counts)) {
-      next.state = "aborted";
+      next.state = DeploymentState::aborted;
       next.halt_reason = reason;
       return next;
     }
     auto failures = counts.failures - next.failure_baseline;
     if (next.halt_on_failure && counts.executed() >= next.halt_min_executed &&
         failures_exceed(failures, counts.admitted, *next.halt_on_failure)) {
-      next.state = "halted";
+      next.state = DeploymentState::halted;
       next.halt_reason = halt_reason(failures, counts.admitted, next.wave, *next.halt_on_failure);
       return next;
     }
     auto wave = open_wave_counts(next, tally);
     if (auto reason = wave_error_reason(next, wave)) {
-      next.state = "halted";
+      next.state = DeploymentState::halted;
       next.halt_reason = reason;
       return next;
     }
@@ -369,7 +386,7 @@ Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::i
       if (observed && wave_succeeded(next, wave)) {
         auto installed = fmt::format("{} of {} installed", wave.installed, wave.devices);
         if (next.policy.wave.pause_on_success) {
-          next.state = "paused";
+          next.state = DeploymentState::paused;
           next.awaiting_approval = true;
           next.pause_reason = fmt::format("wave {} met its success condition ({}, at least {}): resume to open "
                                           "wave {}",
@@ -391,14 +408,14 @@ Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::i
       next.wave_failure_baseline = 0;
       continue;
     }
-    if (last && counts.admitted > 0 && counts.installed == counts.admitted) next.state = "completed";
+    if (last && counts.admitted > 0 && counts.installed == counts.admitted) next.state = DeploymentState::completed;
     return next;
   }
 }
 
 Rollout resume_rollout(const Rollout& rollout, const RolloutTally& tally, std::int64_t now) {
   Rollout next = rollout;
-  if (next.state != "paused" && next.state != "halted") return next;
+  if (next.state != DeploymentState::paused && next.state != DeploymentState::halted) return next;
   next.failure_baseline = admitted_counts(next, tally).failures;
   Rollout open = next;
   open.wave_failure_baseline = 0;
@@ -411,7 +428,7 @@ Rollout resume_rollout(const Rollout& rollout, const RolloutTally& tally, std::i
     next.wave_failure_baseline = 0;
   }
   next.awaiting_approval = false;
-  next.state = "active";
+  next.state = DeploymentState::active;
   return next;
 }
 

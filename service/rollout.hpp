@@ -151,10 +151,17 @@ struct RolloutPolicy {
   bool operator==(const RolloutPolicy&) const = default;
 };
 
-// What the rollout rules read and change of a deployment. States: active, paused, halted, completed,
-// aborted, superseded; only an active rollout moves by itself.
+// A deployment's state: one enum, one string mapping (state_name, parse_deployment_state). Only an active
+// rollout moves by itself; active, paused and halted are open (devices still report; its images are in use),
+// completed, aborted and superseded are finished.
+enum class DeploymentState { active, paused, halted, completed, aborted, superseded };
+std::string state_name(DeploymentState state);
+std::optional<DeploymentState> parse_deployment_state(std::string_view text);
+bool is_open(DeploymentState state);
+
+// What the rollout rules read and change of a deployment.
 struct Rollout {
-  std::string state = "active";
+  DeploymentState state = DeploymentState::active;
   std::vector<int> waves;  // cumulative percentages, increasing
   int wave = 1;                 // the open wave, 1-based
   std::int64_t wave_started_at = 0;  // unix seconds

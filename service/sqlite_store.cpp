@@ -233,6 +233,13 @@ void add_audit_log(Db& db) {
   db.exec("CREATE INDEX IF NOT EXISTS audit_log_by_tenant ON audit_log (tenant_id, id)");
 }
 
+// Migration 10 (issue 17, M-of-N release policy): how many distinct manifest keys of a product must have
+// signed a release. Idempotent, like migration 4.
+void add_manifest_threshold(Db& db) {
+  static const Column added[] = {{"products", "manifest_threshold", "INTEGER NOT NULL DEFAULT 1"}};
+  add_missing_columns(db, added);
+}
+
 // ---- Migration 11 (issue 17, ownership transfer and unclaim) ----
 // Single-use transfer vouchers (id, issuer and receiver, devices as a JSON array, digest of the signed
 // bytes, expiry in unix seconds, redemption time), and each device's factory tenant: the tenant whose
@@ -264,7 +271,8 @@ constexpr Migration migrations[] = {
     {7, add_retries_and_zones},
     {8, add_revocation},
     {9, add_audit_log},
-    {11, add_device_transfers},  // issue 17 item 4 (10 is another branch's: renumbered at merge if needed)
+    {10, add_manifest_threshold},
+    {11, add_device_transfers},  // issue 17 item 4
 };
 
 int schema_version(Db& db) {
@@ -554,8 +562,8 @@ bool SqliteStore::product_name_taken(std::int64_t tenant_id, const std::string& 
 void SqliteStore::insert_product(std::int64_t tenant_id, const Product& product) {
   Use use(*this);
   db().prepare(
-        "INSERT INTO products (id, tenant_id, name, description, created_at, boot_keys, manifest_keys, slot_size) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        "INSERT INTO products (id, tenant_id, name, description, created_at, boot_keys, manifest_keys, slot_size, "
+        "manifest_threshold) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
       .bind(1, product.id)
       .bind(2, tenant_id)
       .bind(3, product.name)
@@ -564,16 +572,18 @@ void SqliteStore::insert_product(std::int64_t tenant_id, const Product& product)
       .bind(6, json_array(product.boot_keys))
       .bind(7, json_array(product.manifest_keys))
       .bind(8, product.slot_size)
+      .bind(9, product.manifest_threshold)
       .run();
 }
 
 void SqliteStore::update_product_trust(const Product& product) {
   Use use(*this);
-  db().prepare("UPDATE products SET boot_keys = ?, manifest_keys = ?, slot_size = ? WHERE id = ?")
+  db().prepare("UPDATE products SET boot_keys = ?, manifest_keys = ?, slot_size = ?, manifest_threshold = ? WHERE id = ?")
       .bind(1, json_array(product.boot_keys))
       .bind(2, json_array(product.manifest_keys))
       .bind(3, product.slot_size)
-      .bind(4, product.id)
+      .bind(4, product.manifest_threshold)
+      .bind(5, product.id)
       .run();
 }
 
@@ -1324,7 +1334,7 @@ void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d,
       .bind(3, d.group_id)
       .bind(4, json_array(d.images))
       .bind(5, std::int64_t{d.waves.back()})
-      .bind(6, d.state)
+      .bind(6, state_name(d.state))
       .bind(7, d.created_at)
       .bind(8, d.updated_at)
       .bind_optional(9, d.manifest);
@@ -1352,9 +1362,9 @@ void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d,
 void SqliteStore::save_rollout(const std::string& deployment_id, const Rollout& r, const std::string& now) {
   Use use(*this);
   db().prepare(
-        "UPDATE deployments SET state = ?, wave = ?, wave_started_at = ?, halt_reason = ?, failure_baseline = ?, "
-        "updated_at = ?, progress = ? WHERE id = ?")
-      .bind(1, r.state)
+          "UPDATE deployments SET state = ?, wave = ?, wave_started_at = ?, halt_reason = ?, failure_baseline = ?, "
+          "updated_at = ?, progress = ? WHERE id = ?")
+      .bind(1, state_name(r.state))
       .bind(2, std::int64_t{r.wave})
       .bind(3, r.wave_started_at)
       .bind_optional(4, r.halt_reason)

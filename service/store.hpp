@@ -41,6 +41,7 @@ struct Product {
   std::vector<std::string> boot_keys;      // hex DER SubjectPublicKeyInfo of each MCUboot boot key
   std::vector<std::string> manifest_keys;  // hex DER SubjectPublicKeyInfo of each SUIT manifest key
   std::int64_t slot_size = 0;              // bytes of an image slot; 0: default_slot_size
+  std::int64_t manifest_threshold = 1;     // M: distinct manifest keys a release needs (1 <= M <= N when N > 0)
 };
 // The slot size of a product that names none: kiln-board-emu's slot (16 MiB).
 constexpr std::int64_t default_slot_size = std::int64_t{16} << 20;

@@ -19,7 +19,8 @@ std::optional<std::int64_t> StoreRow::optional_integer(int column) const {
 }
 
 const char* const product_columns =
-    "SELECT id, name, coalesce(description, ''), created_at, boot_keys, manifest_keys, slot_size FROM products ";
+    "SELECT id, name, coalesce(description, ''), created_at, boot_keys, manifest_keys, slot_size, "
+    "manifest_threshold FROM products ";
 
 Product read_product(const StoreRow& row) {
   return Product{row.text(0),
@@ -28,7 +29,8 @@ Product read_product(const StoreRow& row) {
                  row.text(3),
                  parse_string_array(row.text(4)),
                  parse_string_array(row.text(5)),
-                 row.integer(6)};
+                 row.integer(6),
+                 row.integer(7)};
 }
 
 const char* const group_columns =
@@ -111,7 +113,10 @@ Deployment read_deployment(const StoreRow& row) {
   d.halt_reason = row.optional_text(11);
   d.failure_baseline = row.integer(12);
   d.previous = row.optional_text(13);
-  d.state = row.text(14);
+  auto state = row.text(14);
+  auto parsed = parse_deployment_state(state);
+  if (!parsed) throw Error(ExitCode::failure, "deployment " + d.id + " has an unknown state in the store: " + state);
+  d.state = *parsed;
   d.created_at = row.text(15);
   d.updated_at = row.text(16);
   if (row.columns() > 17) d.halt_min_executed = row.integer(17);

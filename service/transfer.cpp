@@ -38,7 +38,7 @@ Json end_deployments(Call& call, const std::string& id, std::int64_t tenant_id, 
   std::vector<Deployment> left;
   if (identity && identity->group_id) {
     for (auto& row : call.store.list_deployments(tenant_id, *identity->group_id)) {
-      if (row.state != "active" && row.state != "paused" && row.state != "halted") continue;
+      if (!is_open(row.state)) continue;
       auto status = call.store.reported_status(row.id, id);
       if (status && (*status == "installed" || left_deployment(*status) || is_failure_status(*status))) continue;
       call.store.record_status(row.id, id, status_name(DeviceStatus::unclaimed), detail, now, std::nullopt);

@@ -98,6 +98,17 @@ std::vector<Bytes> bytes_array(const smp::Body& body, const char* key) {
   return out;
 }
 
+// The board's manifest trust: `manifest_keys` + `manifest_threshold`, or (a board from before M of N) the
+// single `manifest_key`, 1 of 1.
+void read_manifest_trust(const smp::Body& rsp, std::vector<Bytes>& keys, std::uint64_t& threshold) {
+  keys = bytes_array(rsp, "manifest_keys");
+  threshold = rsp.contains("manifest_threshold") ? smp::get_uint(rsp, "manifest_threshold") : 0;
+  if (keys.empty() && rsp.contains("manifest_key")) {
+    keys.push_back(smp::get_bytes(rsp, "manifest_key"));
+    threshold = 1;
+  }
+}
+
 // The manufacturing state a board reports: a name kiln does not know is the board's fault (exit 4).
 ManufacturingState reported_state(std::string_view board, const smp::Body& rsp) {
   std::string name = smp::get_text(rsp, "state");
@@ -240,7 +251,7 @@ BoardIdentity parse_identity(const smp::Body& rsp) {
                              version != slot.end() ? version->get<std::string>() : std::string(),
                              smp::get_bytes(slot, "hash")});
     }
-  if (rsp.contains("manifest_key")) id.manifest_key = smp::get_bytes(rsp, "manifest_key");
+  read_manifest_trust(rsp, id.manifest_keys, id.manifest_threshold);
   if (rsp.contains("sequence")) id.sequence = smp::get_uint(rsp, "sequence");
   if (rsp.contains("manifest_digest")) id.manifest_digest = smp::get_bytes(rsp, "manifest_digest");
   return id;
@@ -274,7 +285,12 @@ void install_service_config(SmpClient& client, const ServiceConfig& config) {
   if (config.boot_key_hash) body["boot_key_hash"] = smp::binary(*config.boot_key_hash);
   if (config.service_url) body["service_url"] = *config.service_url;
   if (config.trust_anchor_pem) body["trust_anchor"] = *config.trust_anchor_pem;
-  if (config.manifest_key) body["manifest_key"] = smp::binary(*config.manifest_key);
+  if (!config.manifest_keys.empty()) {
+    smp::Body keys = smp::Body::array();
+    for (const auto& key : config.manifest_keys) keys.push_back(smp::binary(key));
+    body["manifest_keys"] = keys;
+    body["manifest_threshold"] = config.manifest_threshold;
+  }
   call_group(client, smp::Op::write, provisioning_command::install_config, body);
 }
 
@@ -333,7 +349,7 @@ ProvisioningRecord read_provisioning_record(SmpClient& client) {
   if (rsp.contains("boot_key_hash")) record.config.boot_key_hash = smp::get_bytes(rsp, "boot_key_hash");
   if (rsp.contains("service_url")) record.config.service_url = smp::get_text(rsp, "service_url");
   if (rsp.contains("trust_anchor")) record.config.trust_anchor_pem = smp::get_text(rsp, "trust_anchor");
-  if (rsp.contains("manifest_key")) record.config.manifest_key = smp::get_bytes(rsp, "manifest_key");
+  read_manifest_trust(rsp, record.config.manifest_keys, record.config.manifest_threshold);
   if (rsp.contains("sequence")) record.sequence = smp::get_uint(rsp, "sequence");
   if (rsp.contains("manifest_digest")) record.manifest_digest = smp::get_bytes(rsp, "manifest_digest");
   if (rsp.contains("encryption_key")) record.encryption_public_key = smp::get_bytes(rsp, "encryption_key");

@@ -61,7 +61,8 @@ struct BoardIdentity {
   // answer to this read's challenge. Empty when the request carried no nonce (or an old board).
   Bytes attestation_signature;
   std::vector<FirmwareSlot> firmware;
-  Bytes manifest_key;          // DER SPKI of the SUIT signer the board trusts, empty when none
+  std::vector<Bytes> manifest_keys;  // DER SPKI of the SUIT signers the board trusts, empty when none
+  std::uint64_t manifest_threshold = 0;  // how many of them must sign (M of N), 0 when none installed
   std::uint64_t sequence = 0;  // installed manifest's sequence number, 0 when none
   Bytes manifest_digest;       // SHA-256 of the installed SUIT envelope, empty when none
 };
@@ -70,7 +71,10 @@ struct ServiceConfig {
   std::optional<Bytes> boot_key_hash;      // 32 bytes: SHA-256 of the MCUboot signing key SPKI
   std::optional<std::string> service_url;  // https://...
   std::optional<std::string> trust_anchor_pem;
-  std::optional<Bytes> manifest_key;       // DER SPKI (P-256 ECDSA or Ed25519): the SUIT signer it trusts
+  // DER SPKI (P-256 ECDSA or Ed25519) of each SUIT signer it trusts, and how many distinct ones must
+  // have signed a manifest (M of N, 1 <= M <= N). Empty: none installed.
+  std::vector<Bytes> manifest_keys;
+  std::uint64_t manifest_threshold = 0;
 };
 
 struct ProvisioningRecord {

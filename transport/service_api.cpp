@@ -176,6 +176,7 @@ namespace {
 void add_trust(Json& body, const ProductTrust& trust) {
   if (!trust.boot_keys.empty()) body["boot_keys"] = trust.boot_keys;
   if (!trust.manifest_keys.empty()) body["manifest_keys"] = trust.manifest_keys;
+  if (trust.manifest_threshold > 0) body["manifest_threshold"] = trust.manifest_threshold;
   if (trust.slot_size > 0) body["slot_size"] = trust.slot_size;
 }
 }  // namespace

@@ -65,9 +65,11 @@ Json login(const Credentials& credentials);
 bool logout();
 Json whoami(ServiceApi& api);
 
-// What a product's boards trust: PEM public keys and the image slot size (bytes); empty/0: unchanged.
+// What a product's boards trust: PEM public keys, how many distinct manifest keys must sign a release (M of
+// N) and the image slot size (bytes); empty/0: unchanged.
 struct ProductTrust {
   std::vector<std::string> boot_keys, manifest_keys;
+  std::int64_t manifest_threshold = 0;
   std::int64_t slot_size = 0;
 };
 Json create_product(ServiceApi& api, const std::string& name, const std::string& description,

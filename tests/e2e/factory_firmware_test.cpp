@@ -134,7 +134,8 @@ TEST_CASE("factory init --image --manifest --manifest-key refuses parts that do 
   std::ifstream written(line.profile);
   std::string text((std::istreambuf_iterator<char>(written)), std::istreambuf_iterator<char>());
   CHECK(text.find("[firmware]") != std::string::npos);
-  CHECK(text.find("manifest_key = ") != std::string::npos);
+  CHECK(text.find("manifest_keys = [\"") != std::string::npos);
+  CHECK(text.find("manifest_threshold = 1") != std::string::npos);
 
   // The manifest was signed by another key than the one named.
   line.make_manifest(line.dir.file("other.pem"), line.image, line.dir.file("other.suit"));

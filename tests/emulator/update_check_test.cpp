@@ -61,7 +61,7 @@ emu::UpdateCheckResult check(const Bytes& envelope, const Keys& k, const fs::pat
                              const Signer* boot = nullptr) {
   emu::UpdateCheckInput input;
   input.envelope = envelope;
-  input.manifest_key = k.release->public_key_der();
+  input.manifest_keys = {k.release->public_key_der()};
   input.image = image;
   input.installed_sequence = installed;
   if (boot) input.boot_key_hash = key_hash(*boot);
@@ -83,7 +83,7 @@ TEST_CASE("update check: a good envelope and image pass, each bad part fails its
   // Signed by another key.
   auto wrong_signer = check(envelope_for(image, 5, k.other.get()), k, image);
   CHECK(wrong_signer.failed_check == "signature");
-  CHECK(wrong_signer.reason.find("no signature") != std::string::npos);
+  CHECK(wrong_signer.reason.find("0 valid signatures from the trusted keys, 1 required") != std::string::npos);
   // Unsigned.
   CHECK(check(envelope_for(image, 5, nullptr), k, image).failed_check == "signature");
   // Not an envelope at all.
@@ -103,7 +103,7 @@ TEST_CASE("update check: a good envelope and image pass, each bad part fails its
   CHECK(check(good, k, image, 9).failed_check == "sequence");
   emu::UpdateCheckInput again;
   again.envelope = good;
-  again.manifest_key = k.release->public_key_der();
+  again.manifest_keys = {k.release->public_key_der()};
   again.image = image;
   again.installed_sequence = 5;
   again.allow_same_sequence = true;
@@ -253,4 +253,92 @@ TEST_CASE("board C1: manifest_key in 64:3, 64:8 install manifest, the firmware r
   board.reset();
   board = emu::Board::open(dir, root, {});
   CHECK(request(*board, 7, Op::read, smp::Body::object())["sequence"] == 3);
+}
+
+TEST_CASE("update check: M of N counts distinct installed keys, names how many it found") {
+  Keys k;
+  test::TempDir more;
+  auto third = new_signer(more, KeyType::ed25519, "third.pem");
+  auto stranger = new_signer(more, KeyType::ecdsa_p256, "stranger.pem");
+  auto image = signed_image(k.dir, "app.signed.bin", k.boot.get(), "1.2.0", 3000, true);
+  auto envelope = [&](std::vector<const Signer*> signers) {
+    suit::CreateOptions options;
+    options.components.push_back({image, ""});
+    options.vendor_id = Bytes(16, 0x42);
+    options.sequence_number = 7;
+    return suit::encode_envelope(suit::create_envelope(suit::describe(options), {}, signers));
+  };
+  emu::UpdateCheckInput input;
+  input.manifest_keys = {k.release->public_key_der(), k.other->public_key_der(), third->public_key_der()};
+  input.manifest_threshold = 2;
+  input.image = image;
+  input.boot_key_hash = key_hash(*k.boot);
+
+  Bytes one = envelope({k.release.get()});
+  input.envelope = one;
+  auto below = emu::check_update(input);
+  CHECK(below.failed_check == "signature");
+  CHECK(below.reason.find("1 valid signature from the trusted keys, 2 required (threshold 2 of 3)") !=
+        std::string::npos);
+
+  // The same key twice plus a stranger: still one.
+  Bytes padded = envelope({k.release.get(), k.release.get(), stranger.get()});
+  input.envelope = padded;
+  auto still = emu::check_update(input);
+  CHECK(still.failed_check == "signature");
+  CHECK(still.reason.find("1 valid signature from the trusted keys") != std::string::npos);
+
+  Bytes two = envelope({third.get(), k.other.get()});
+  input.envelope = two;
+  CHECK(emu::check_update(input).ok());
+  input.manifest_threshold = 3;
+  CHECK(emu::check_update(input).reason.find("2 valid signatures from the trusted keys, 3 required (threshold 3 of 3)") !=
+        std::string::npos);
+}
+
+TEST_CASE("board: 64:3 manifest_keys + manifest_threshold installs M of N; empty sets and bad thresholds refused") {
+  Keys k;
+  test::TempDir more;
+  auto third = new_signer(more, KeyType::ed25519, "third.pem");
+  auto root = emu::load_or_create_vendor_root(k.dir.path());
+  auto board = emu::Board::create(k.dir.path(), root, {}, 0);
+  using smp::Op;
+  auto keys = [](std::vector<const Signer*> signers) {
+    smp::Body out = smp::Body::array();
+    for (const auto* s : signers) out.push_back(smp::binary(s->public_key_der()));
+    return out;
+  };
+  const int invalid_argument = 7;
+  auto install = [&](smp::Body body) { return group_rc(request(*board, 3, Op::write, body)); };
+  auto all = keys({k.release.get(), k.other.get(), third.get()});
+  CHECK(install({{"manifest_keys", smp::Body::array()}, {"manifest_threshold", 1u}}) == invalid_argument);
+  CHECK(install({{"manifest_keys", all}, {"manifest_threshold", 4u}}) == invalid_argument);
+  CHECK(install({{"manifest_keys", all}, {"manifest_threshold", 0u}}) == invalid_argument);
+  CHECK(install({{"manifest_keys", all}}) == invalid_argument);  // several keys: say the threshold
+  CHECK(install({{"manifest_keys", keys({k.release.get(), k.release.get()})}, {"manifest_threshold", 1u}}) ==
+        invalid_argument);
+  CHECK(install({{"manifest_threshold", 1u}}) == invalid_argument);
+  CHECK(install({{"manifest_key", smp::binary(k.release->public_key_der())}, {"manifest_keys", all},
+                 {"manifest_threshold", 2u}}) == invalid_argument);
+  auto record = request(*board, 7, Op::read, smp::Body::object());
+  CHECK_FALSE(record.contains("manifest_keys"));  // nothing was installed by the refused requests
+
+  REQUIRE(install({{"manifest_keys", all}, {"manifest_threshold", 2u}}) == 0);
+  record = request(*board, 7, Op::read, smp::Body::object());
+  CHECK(record["manifest_keys"].size() == 3);
+  CHECK(record["manifest_threshold"] == 2);
+  CHECK_FALSE(record.contains("manifest_key"));
+
+  // Persisted across a power cycle; 64:8 counts signatures from the installed set.
+  auto dir = board->dir();
+  board.reset();
+  board = emu::Board::open(dir, root, {});
+  record = request(*board, 0, Op::read, smp::Body::object());
+  CHECK(record["manifest_threshold"] == 2);
+  CHECK(record["manifest_keys"].size() == 3);
+  auto image = signed_image(k.dir, "app.signed.bin", k.release.get(), "1.3.0");
+  auto refused = request(*board, 8, Op::write, {{"envelope", smp::binary(envelope_for(image, 3, k.release.get()))}});
+  CHECK(group_rc(refused) == provisioning_rc::manifest_refused);
+  CHECK(refused.value("reason", "").find("signature: 1 valid signature from the trusted keys, 2 required") !=
+        std::string::npos);
 }

@@ -189,3 +189,96 @@ TEST_CASE("verify: a COSE_Sign1 with an attached payload is refused (SUIT signat
   CHECK_THROWS_WITH_AS(cose::verify_detached(sign1, signer->public_key_der(), wrapper.digest_encoded),
                        doctest::Contains("attached payload"), Error);
 }
+
+TEST_CASE("threshold: distinct trusted keys with a valid signature are counted, in any signing order") {
+  test::TempDir dir;
+  auto a = test::make_signer(dir, KeyType::ecdsa_p256, "a.pem");
+  auto b = test::make_signer(dir, KeyType::ecdsa_p256, "b.pem");
+  auto c = test::make_signer(dir, KeyType::ecdsa_p256, "c.pem");
+  auto stranger = test::make_signer(dir, KeyType::ecdsa_p256, "stranger.pem");
+  std::vector<suit::TrustedKey> keys{
+      {"a", a->public_key_der()}, {"b", b->public_key_der()}, {"c", c->public_key_der()}};
+  suit::Envelope base = suit::parse_envelope(test::read_suit_vector("example0.unsigned.suit"));
+
+  suit::Envelope one = base;
+  suit::add_signature(one, *a);
+  auto count1 = suit::count_trusted_signatures(suit::encode_envelope(one), keys, 2);
+  CHECK(count1.valid == 1);
+  CHECK_FALSE(count1.met());
+  CHECK(count1.describe() == "1 valid signature from the trusted keys, 2 required (threshold 2 of 3)");
+
+  // The same key twice, and a key outside the set: still one.
+  suit::Envelope same = one;
+  suit::add_signature(same, *a);
+  suit::add_signature(same, *stranger);
+  auto count_same = suit::count_trusted_signatures(suit::encode_envelope(same), keys, 2);
+  CHECK(count_same.valid == 1);
+  CHECK(count_same.untrusted == 1);
+  CHECK_FALSE(count_same.met());
+  CHECK(count_same.describe().find("1 signature by no trusted key ignored") != std::string::npos);
+
+  // Two distinct keys, either order, the second one added from an offline signer's signature.
+  for (bool c_first : {false, true}) {
+    CAPTURE(c_first);
+    suit::Envelope two = base;
+    if (c_first) suit::add_signature(two, *c);
+    Bytes vector = suit::signature_vector(two, b->public_key_der(), true);  // the digest an HSM signs
+    suit::add_external_signature(two, b->public_key_der(), b->sign(vector, HashAlg::sha256));
+    if (!c_first) suit::add_signature(two, *c);
+    Bytes encoded = suit::encode_envelope(two);
+    auto count2 = suit::count_trusted_signatures(encoded, keys, 2);
+    CHECK(count2.valid == 2);
+    CHECK(count2.met());
+    suit::VerifyOptions options;
+    options.keys = keys;
+    options.threshold = 2;
+    auto report = suit::verify_envelope(encoded, options);
+    REQUIRE(report.count);
+    CHECK(report.count->valid == 2);
+    options.threshold = 3;
+    CHECK(verify_error(encoded, options).find("2 valid signatures from the trusted keys, 3 required (threshold 3 of 3)") !=
+          std::string::npos);
+  }
+
+  // A key listed twice is one key: 2 of {a, a} cannot be met by a alone.
+  std::vector<suit::TrustedKey> doubled{{"a", a->public_key_der()}, {"a again", a->public_key_der()}};
+  auto count_doubled = suit::count_trusted_signatures(suit::encode_envelope(same), doubled, 2);
+  CHECK(count_doubled.valid == 1);
+  CHECK(count_doubled.trusted == 1);
+  CHECK_FALSE(count_doubled.met());
+}
+
+TEST_CASE("threshold: a bad signature by a trusted key does not count") {
+  test::TempDir dir;
+  auto a = test::make_signer(dir, KeyType::ecdsa_p256, "a.pem");
+  auto b = test::make_signer(dir, KeyType::ecdsa_p256, "b.pem");
+  std::vector<suit::TrustedKey> keys{{"a", a->public_key_der()}, {"b", b->public_key_der()}};
+  suit::Envelope envelope = suit::parse_envelope(test::read_suit_vector("example0.unsigned.suit"));
+  suit::add_signature(envelope, *a);
+  cose::Sign1 by_b = suit::add_signature(envelope, *b);
+  Bytes encoded = suit::encode_envelope(envelope);
+  CHECK(suit::count_trusted_signatures(encoded, keys, 2).valid == 2);
+  // Flip the last byte of b's signature in the encoded envelope.
+  auto at = std::search(encoded.begin(), encoded.end(), by_b.signature.begin(), by_b.signature.end());
+  REQUIRE(at != encoded.end());
+  at[static_cast<std::ptrdiff_t>(by_b.signature.size()) - 1] ^= 0x01;
+  auto count = suit::count_trusted_signatures(encoded, keys, 2);
+  CHECK(count.valid == 1);
+  CHECK(count.untrusted == 1);
+  CHECK_FALSE(count.met());
+}
+
+TEST_CASE("threshold: M must be between 1 and the number of keys, and the key set not empty") {
+  CHECK_NOTHROW(suit::check_threshold(1, 1, "x"));
+  CHECK_NOTHROW(suit::check_threshold(2, 3, "x"));
+  for (const auto& bad : std::vector<std::pair<std::size_t, std::size_t>>{{0, 3}, {4, 3}, {1, 0}}) {
+    CAPTURE(bad.first);
+    CAPTURE(bad.second);
+    try {
+      suit::check_threshold(bad.first, bad.second, "x");
+      FAIL("accepted");
+    } catch (const Error& e) {
+      CHECK(e.code() == ExitCode::usage);
+    }
+  }
+}

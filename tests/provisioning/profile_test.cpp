@@ -79,14 +79,15 @@ TEST_CASE("profile: refuses unknown keys, missing keys and bad values") {
 
 TEST_CASE("profile: the firmware section reads back, and is refused when incomplete or not hex") {
   auto p = sample();
-  p.firmware = FirmwareProfile{"app.signed.bin", "/fw/app.suit", std::string(182, 'b'), std::string(64, 'c'),
+  p.firmware = FirmwareProfile{"app.signed.bin", "/fw/app.suit", {std::string(182, 'b')}, 1, std::string(64, 'c'),
                                std::string(64, 'd')};
   auto text = profile_to_toml(p);
   auto back = parse_profile(text, "/base");
   REQUIRE(back.firmware);
   CHECK(back.firmware->image == "/base/app.signed.bin");
   CHECK(back.firmware->manifest == "/fw/app.suit");
-  CHECK(back.firmware->manifest_key == std::string(182, 'b'));
+  CHECK(back.firmware->manifest_keys == std::vector<std::string>{std::string(182, 'b')});
+  CHECK(back.firmware->manifest_threshold == 1);
   CHECK(back.firmware->image_sha256 == std::string(64, 'c'));
   CHECK(back.firmware->manifest_sha256 == std::string(64, 'd'));
   CHECK_FALSE(parse_profile(profile_to_toml(sample()), "/base").firmware);
@@ -103,6 +104,41 @@ TEST_CASE("profile: the firmware section reads back, and is refused when incompl
                        doctest::Contains("firmware.manifest_sha256"), Error);
   auto without_image = text.substr(0, text.find("image = \"")) + text.substr(text.find("image_sha256"));
   CHECK_THROWS_WITH_AS(parse_profile(without_image, "/base"), doctest::Contains("needs firmware.image"), Error);
+}
+
+TEST_CASE("profile: M-of-N manifest keys read back; the old single manifest_key is 1 of 1; bad thresholds refused") {
+  auto p = sample();
+  std::vector<std::string> keys{std::string(182, 'a'), std::string(182, 'b'), std::string(182, 'e')};
+  p.firmware = FirmwareProfile{"app.signed.bin", "/fw/app.suit", keys, 2, std::string(64, 'c'), std::string(64, 'd')};
+  auto text = profile_to_toml(p);
+  CHECK(text.find("manifest_threshold = 2") != std::string::npos);
+  auto back = parse_profile(text, "/base");
+  REQUIRE(back.firmware);
+  CHECK(back.firmware->manifest_keys == keys);
+  CHECK(back.firmware->manifest_threshold == 2);
+
+  auto replaced = [&](const std::string& from, const std::string& to) {
+    auto changed = text;
+    changed.replace(changed.find(from), from.size(), to);
+    return changed;
+  };
+  CHECK_THROWS_WITH_AS(parse_profile(replaced("manifest_threshold = 2", "manifest_threshold = 4"), "/base"),
+                       doctest::Contains("firmware.manifest_threshold must be an integer from 1 to 3"), Error);
+  CHECK_THROWS_WITH_AS(parse_profile(replaced("manifest_threshold = 2", "manifest_threshold = 0"), "/base"),
+                       doctest::Contains("firmware.manifest_threshold"), Error);
+  CHECK_THROWS_WITH_AS(parse_profile(replaced(std::string(182, 'e'), std::string(182, 'a')), "/base"),
+                       doctest::Contains("twice"), Error);
+  CHECK_THROWS_WITH_AS(parse_profile(replaced("manifest_keys = [", "manifest_keys = [\"zz\", "), "/base"),
+                       doctest::Contains("firmware.manifest_keys must be hex"), Error);
+
+  // A profile written before M of N.
+  auto start = text.find("manifest_keys = [");
+  auto end = text.find("manifest_threshold = 2\n") + std::string("manifest_threshold = 2\n").size();
+  auto old = text.substr(0, start) + "manifest_key = \"" + std::string(182, 'b') + "\"\n" + text.substr(end);
+  auto single = parse_profile(old, "/base");
+  REQUIRE(single.firmware);
+  CHECK(single.firmware->manifest_keys == std::vector<std::string>{std::string(182, 'b')});
+  CHECK(single.firmware->manifest_threshold == 1);
 }
 
 TEST_CASE("profile: a table or key that appears twice is refused, naming both lines") {

@@ -15,7 +15,7 @@ RolloutTally::Wave wave(std::int64_t devices, std::map<std::string, std::int64_t
 Rollout rollout(std::vector<int> waves, int open, std::int64_t started, std::int64_t step_after,
                 std::optional<double> halt = std::nullopt, std::int64_t baseline = 0, std::string state = "active") {
   Rollout r;
-  r.state = std::move(state);
+  r.state = parse_deployment_state(state).value();
   r.waves = std::move(waves);
   r.wave = open;
   r.wave_started_at = started;
@@ -92,7 +92,7 @@ TEST_CASE("rollout decision: a table of deployments, tallies and times") {
   for (const auto& c : cases) {
     INFO(c.name);
     auto after = decide_rollout(c.before, c.tally, c.now);
-    CHECK(after.state == c.state);
+    CHECK(state_name(after.state) == c.state);
     CHECK(after.wave == c.wave);
     CHECK(after.wave_started_at == c.wave_started_at);
     if (c.halt_reason)
@@ -146,7 +146,7 @@ TEST_CASE("rollout decision: the halt threshold applies once its minimum of devi
     auto r = rollout({100}, 1, 1000, 0, default_halt_percent);
     r.halt_min_executed = c.min_executed;
     auto after = decide_rollout(r, {20, {wave(20, c.reported)}}, 1001);
-    CHECK(after.state == c.state);
+    CHECK(state_name(after.state) == c.state);
     CHECK(decide_rollout(r, {20, {wave(20, c.reported)}}, 1001) == after);
   }
 }
@@ -266,7 +266,7 @@ TEST_CASE("rollout decision: wave success and error conditions, abort criteria (
   for (const auto& c : cases) {
     INFO(c.name);
     auto after = decide_rollout(c.before, c.tally, c.now);
-    CHECK(after.state == c.state);
+    CHECK(state_name(after.state) == c.state);
     CHECK(after.wave == c.wave);
     CHECK(after.wave_started_at == c.wave_started_at);
     CHECK(after.halt_reason == (c.halt_reason ? std::optional<std::string>(c.halt_reason) : std::nullopt));
@@ -279,29 +279,29 @@ TEST_CASE("rollout decision: wave success and error conditions, abort criteria (
 TEST_CASE("rollout decision: resuming forgives, and after a success pause opens the next wave") {
   RolloutTally t{20, {wave(10, {{"installed", 9}, {"failed", 1}}), wave(10)}};
   auto paused = decide_rollout(with_policy(rollout({50, 100}, 1, 1000, 0), success(90, true)), t, 1100);
-  REQUIRE(paused.state == "paused");
+  REQUIRE(state_name(paused.state) == "paused");
   auto resumed = resume_rollout(paused, t, 2000);
-  CHECK(resumed.state == "active");
+  CHECK(state_name(resumed.state) == "active");
   CHECK(resumed.wave == 2);
   CHECK(resumed.wave_started_at == 2000);
   CHECK_FALSE(resumed.awaiting_approval);
   CHECK_FALSE(resumed.pause_reason.has_value());
   CHECK(resumed.failure_baseline == 1);
   CHECK(resumed.wave_failure_baseline == 0);  // the new wave's own failures: none yet
-  CHECK(decide_rollout(resumed, t, 2001).state == "active");  // wave 2's success is not met: no pause again
+  CHECK(state_name(decide_rollout(resumed, t, 2001).state) == "active");  // wave 2's success is not met: no pause again
 
   // A halt by the wave error condition: the resume forgives the open wave's failures, one more halts again.
   auto halted = decide_rollout(with_policy(rollout({100}, 1, 1000, 0), wave_error(0, std::nullopt)),
                                {5, {wave(5, {{"failed", 1}})}}, 1100);
-  REQUIRE(halted.state == "halted");
+  REQUIRE(state_name(halted.state) == "halted");
   auto again = resume_rollout(halted, {5, {wave(5, {{"failed", 1}})}}, 1200);
-  CHECK(again.state == "active");
+  CHECK(state_name(again.state) == "active");
   CHECK(again.wave == 1);
   CHECK(again.wave_failure_baseline == 1);
-  CHECK(decide_rollout(again, {5, {wave(5, {{"failed", 1}})}}, 1300).state == "active");
-  CHECK(decide_rollout(again, {5, {wave(5, {{"failed", 2}})}}, 1300).state == "halted");
+  CHECK(state_name(decide_rollout(again, {5, {wave(5, {{"failed", 1}})}}, 1300).state) == "active");
+  CHECK(state_name(decide_rollout(again, {5, {wave(5, {{"failed", 2}})}}, 1300).state) == "halted");
   // Only paused and halted rollouts resume.
-  CHECK(resume_rollout(rollout({100}, 1, 1000, 0, std::nullopt, 0, "aborted"), t, 5000).state == "aborted");
+  CHECK(state_name(resume_rollout(rollout({100}, 1, 1000, 0, std::nullopt, 0, "aborted"), t, 5000).state) == "aborted");
 }
 
 TEST_CASE("rollout decision: per-device timeouts by phase (a table); timed_out is a failure") {
@@ -332,11 +332,11 @@ TEST_CASE("rollout decision: per-device timeouts by phase (a table); timed_out i
 
   // timed_out counts in the halt threshold and in its own abort criterion.
   auto halted = decide_rollout(rollout({100}, 1, 1000, 0, 10.0), {10, {wave(10, {{"timed_out", 2}})}}, 1001);
-  CHECK(halted.state == "halted");
+  CHECK(state_name(halted.state) == "halted");
   CHECK(halted.halt_reason == "halted: 2 of 10 admitted devices failed (20%) in wave 1, above 10%");
   auto aborted = decide_rollout(with_policy(rollout({100}, 1, 1000, 0), abort_on("timed_out", 0, 1)),
                                 {10, {wave(10, {{"timed_out", 1}, {"failed", 3}})}}, 1001);
-  CHECK(aborted.state == "aborted");
+  CHECK(state_name(aborted.state) == "aborted");
   CHECK(aborted.halt_reason ==
         "aborted: 1 of 4 executed devices ended timed_out (25%), above the abort criterion timed_out 0% (once 1 "
         "executed)");
@@ -406,7 +406,7 @@ TEST_CASE("rollout decision: nothing moves before the scheduled start") {
   CHECK_FALSE(rollout_started(r, 4999));
   CHECK(decide_rollout(r, failing, 4999) == r);  // before: no halt, no wave
   CHECK(rollout_started(r, 5000));
-  CHECK(decide_rollout(r, failing, 5000).state == "halted");
+  CHECK(state_name(decide_rollout(r, failing, 5000).state) == "halted");
   RolloutTally quiet{4, {wave(2), wave(2)}};
   CHECK(decide_rollout(r, quiet, 5059).wave == 1);
   CHECK(decide_rollout(r, quiet, 5060).wave == 2);  // step_after counts from the start

@@ -895,3 +895,76 @@ TEST_CASE("rollout controls: maintenance windows hold devices outside them, in t
   CHECK(named["window_open"] == true);
   CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"]["id"] == named["id"]);
 }
+
+TEST_CASE("deployment checks: a manifest below the product's M-of-N threshold is refused, naming found and required") {
+  AgentFixture f;
+  auto second = f.releases.key("second.pem");
+  auto third = f.releases.key("third.pem");
+  auto pem = [](const Signer& s) {
+    auto bytes = export_public_key(s.public_key_der(), PublicKeyFormat::pem);
+    return std::string(bytes.begin(), bytes.end());
+  };
+  Json body = {{"name", "Thermo"}};
+  f.releases.add_trust(body);
+  body["manifest_keys"].push_back(pem(*second));
+  body["manifest_keys"].push_back(pem(*third));
+  // Never a threshold above the number of keys, or below 1.
+  body["manifest_threshold"] = 4;
+  auto too_high = f.call("POST", "/v1/products", body.dump());
+  CHECK(too_high.status == 400);
+  CHECK_MESSAGE(error_message(too_high).find("manifest_threshold 4 is above the number of manifest keys (3)") !=
+                    std::string::npos,
+                too_high.body);
+  body["manifest_threshold"] = 0;
+  CHECK(f.call("POST", "/v1/products", body.dump()).status == 400);
+  body["manifest_threshold"] = 2;
+  auto product = f.json("POST", "/v1/products", body.dump());
+  CHECK(product["manifest_threshold"] == 2);
+  CHECK(product["manifest_keys"].size() == 3);
+  CHECK(f.json("GET", "/v1/products/Thermo")["manifest_threshold"] == 2);
+  // Dropping keys below the threshold is refused, the product unchanged.
+  Json fewer = {{"manifest_keys", {f.releases.manifest_pem()}}};
+  CHECK(f.call("PATCH", "/v1/products/Thermo", fewer.dump()).status == 400);
+  CHECK(f.json("GET", "/v1/products/Thermo")["manifest_keys"].size() == 3);
+  f.assigned_device("dev-1", "Thermo/Field Test");
+
+  // Signed by one key, then by the same key twice: refused before any device sees it, dry run too.
+  auto one = f.releases.make("one", 5);
+  auto image = f.upload(one.image);
+  Json request = {{"group", "Thermo/Field Test"}, {"images", {image}}, {"manifest", f.upload(one.envelope)}};
+  auto r = f.call("POST", "/v1/deployments", request.dump());
+  CHECK(r.status == 422);
+  CHECK_MESSAGE(error_message(r).find("1 valid signature from the trusted keys, 2 required (threshold 2 of 3)") !=
+                    std::string::npos,
+                r.body);
+  request["dry_run"] = true;
+  auto plan = f.json("POST", "/v1/deployments", request.dump());
+  CHECK(plan["would_create"] == false);
+  CHECK(f.json("GET", "/v1/deployments")["items"].empty());
+
+  suit::Envelope twice = suit::parse_envelope(as_bytes(one.envelope));
+  suit::add_signature(twice, f.releases.manifest_key());
+  Bytes twice_bytes = suit::encode_envelope(twice);
+  request = {{"group", "Thermo/Field Test"},
+             {"images", {image}},
+             {"manifest", f.upload(std::string(twice_bytes.begin(), twice_bytes.end()))}};
+  r = f.call("POST", "/v1/deployments", request.dump());
+  CHECK(r.status == 422);
+  CHECK_MESSAGE(error_message(r).find("1 valid signature from the trusted keys") != std::string::npos, r.body);
+
+  // Two distinct keys of the set: created. The product lowered to 1 of 3 accepts one signature again.
+  suit::Envelope two = suit::parse_envelope(as_bytes(one.envelope));
+  suit::add_signature(two, *third);
+  Bytes two_bytes = suit::encode_envelope(two);
+  request["manifest"] = f.upload(std::string(two_bytes.begin(), two_bytes.end()));
+  request["dry_run"] = true;
+  plan = f.json("POST", "/v1/deployments", request.dump());
+  CHECK(plan["would_create"] == true);
+  bool named = false;
+  for (auto& c : plan["checks"])
+    if (c["check"] == "manifest_key") named = c["detail"].get<std::string>().find("threshold 2 of 3") != std::string::npos;
+  CHECK_MESSAGE(named, plan.dump());
+  CHECK(f.json("PATCH", "/v1/products/Thermo", R"({"manifest_threshold":1})")["manifest_threshold"] == 1);
+  request["manifest"] = f.upload(one.envelope);
+  CHECK(f.json("POST", "/v1/deployments", request.dump())["would_create"] == true);
+}

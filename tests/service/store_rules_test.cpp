@@ -67,13 +67,14 @@ TEST_CASE("store rules: a row reads NULL as empty text, zero and nullopt; flags 
 TEST_CASE("store rules: products, groups, images and ledger heads map column by column") {
   auto product = read_product(
       FakeRow({std::string("prd_1"), std::string("Thermo"), std::string(""), std::string("2026-01-01T00:00:00Z"),
-               std::string(R"(["aa","bb"])"), std::string("[]"), std::string("4096")}));
+               std::string(R"(["aa","bb"])"), std::string("[]"), std::string("4096"), std::string("2")}));
   CHECK(product.id == "prd_1");
   CHECK(product.name == "Thermo");
   CHECK(product.created_at == "2026-01-01T00:00:00Z");
   CHECK(product.boot_keys == std::vector<std::string>{"aa", "bb"});
   CHECK(product.manifest_keys.empty());
   CHECK(product.slot_size == 4096);
+  CHECK(product.manifest_threshold == 2);
 
   auto group = read_group(FakeRow({std::string("grp_1"), std::string("prd_1"), std::string("Thermo"),
                                    std::string("lab"), std::string("desc"), std::string("t")}));
@@ -185,7 +186,7 @@ TEST_CASE("store rules: a deployment row of an old store stops before the later 
   CHECK(old.step_after == 60);
   CHECK(old.halt_on_failure == std::optional<double>(2.5));
   CHECK(old.failure_baseline == 1);
-  CHECK(old.state == "active");
+  CHECK(state_name(old.state) == "active");
   CHECK(old.created_at == "c");
   CHECK(old.updated_at == "u");
   CHECK(old.halt_min_executed == 0);

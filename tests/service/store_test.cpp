@@ -179,7 +179,7 @@ TEST_CASE("store: tallies kept as devices report, join and leave groups equal a 
     d.id = "dep_" + std::to_string(deployments.size());
     d.group_id = group;
     d.images = {"aa"};
-    d.state = "active";
+    d.state = DeploymentState::active;
     d.waves = std::move(waves);
     d.created_at = d.updated_at = "2026-01-01T00:00:00Z";
     store.insert_deployment(tenant, d, d.created_at);

@@ -51,6 +51,11 @@ struct OtaFleetOptions {
   bool delivery_key_on_token = false;
   // Appended to the station profile before provisioning (e.g. an [encryption] table).
   std::string profile_extra;
+  // M-of-N manifest trust: the factory installs release.pem plus manifest2.pem .. manifestN.pem (made for the
+  // bench) with this threshold, the product on the service registers the same, and the factory manifest is
+  // signed by the first M of them. 1 key: release.pem alone, 1 of 1.
+  int manifest_keys = 1;
+  int manifest_threshold = 1;
 };
 
 class OtaFleet {
@@ -89,6 +94,8 @@ class OtaFleet {
     // Keys: the release key signs images (MCUboot boot key) and manifests; `other` is an attacker's.
     for (const char* name : {"release.pem", "other.pem", "station-ca.key.pem"})
       REQUIRE(kiln({"key", "generate", "-t", "ecdsa-p256", "-o", file(name)}).exit_code == 0);
+    for (int i = 2; i <= options_.manifest_keys; ++i)
+      REQUIRE(kiln({"key", "generate", "-t", "ecdsa-p256", "-o", file(manifest_key_file(i))}).exit_code == 0);
     auto ca = run_process("/usr/bin/openssl",
                           {"req", "-x509", "-new", "-key", file("station-ca.key.pem"), "-subj", "/CN=OTA Station CA/O=Test",
                            "-days", "30", "-out", file("station-ca.pem"), "-addext", "basicConstraints=critical,CA:true",
@@ -119,6 +126,8 @@ class OtaFleet {
   // What every board runs when it leaves the factory.
   std::string initial_version() const { return options_.factory_firmware ? options_.factory_version : "1.0.0"; }
   const OtaFleetOptions& options() const { return options_; }
+  // The bench's i-th manifest key (1: release.pem).
+  static std::string manifest_key_file(int i) { return i == 1 ? "release.pem" : "manifest" + std::to_string(i) + ".pem"; }
   OtaFleetOptions& options() { return options_; }  // e.g. change emulator_args before restart_emulator()
   EmulatorProcess& emulator() { return *emulator_; }
   ServiceProcess& service() { return *service_; }
@@ -317,7 +326,15 @@ class OtaFleet {
                                   "--trust-anchor", service_dir() + "/ca.pem", "-o", file("station.toml")};
     if (options_.factory_firmware) {
       auto image = sign_image(options_.factory_version);
-      args.insert(args.end(), {"--image", image, "--manifest", make_manifest(image, 1), "--manifest-key", file("release.pem")});
+      auto manifest = make_manifest(image, 1);
+      for (int i = 2; i <= options_.manifest_threshold; ++i) {
+        auto signed_more = kiln({"manifest", "sign", manifest, "--key", file(manifest_key_file(i))});
+        REQUIRE_MESSAGE(signed_more.exit_code == 0, signed_more.err);
+      }
+      args.insert(args.end(), {"--image", image, "--manifest", manifest});
+      for (int i = 1; i <= options_.manifest_keys; ++i) args.insert(args.end(), {"--manifest-key", file(manifest_key_file(i))});
+      if (options_.manifest_keys > 1)
+        args.insert(args.end(), {"--manifest-threshold", std::to_string(options_.manifest_threshold)});
     }
     auto init = kiln(args);
     REQUIRE_MESSAGE(init.exit_code == 0, init.err);
@@ -330,8 +347,11 @@ class OtaFleet {
 
   void register_on_service() {
     // The product trusts the release key as boot key and manifest key (what the factory installs).
-    json({"product", "create", options_.product, "--boot-key", file("release.pem"), "--manifest-key",
-          file("release.pem")});
+    std::vector<std::string> product{"product", "create", options_.product, "--boot-key", file("release.pem")};
+    for (int i = 1; i <= options_.manifest_keys; ++i) product.insert(product.end(), {"--manifest-key", file(manifest_key_file(i))});
+    if (options_.manifest_keys > 1)
+      product.insert(product.end(), {"--manifest-threshold", std::to_string(options_.manifest_threshold)});
+    json(product);
     json({"device", "ca", "add", file("station-ca.pem"), "--key",
           file("station-ca.key.pem")});  // first: the service imports bundles signed by a registered station
     json({"device", "import", file("units.jsonl")});
