@@ -44,6 +44,7 @@ void add_factory_ledger(CLI::App* factory, cli::Context& ctx);
 void add_device_claim(CLI::App* device, cli::Context& ctx);
 // device revoke and device ca revoke, added by add_device (ca: its `device ca` subcommand).
 void add_device_revoke(CLI::App* device, CLI::App* ca, cli::Context& ctx);
+void add_device_transfer(CLI::App* device, cli::Context& ctx);
 // image sign (imgtool's options), added to the image noun by add_image.
 void add_image_sign(CLI::App* image, cli::Context& ctx);
 

@@ -170,6 +170,7 @@ void add_device(CLI::App& app, cli::Context& ctx) {
 
   add_device_claim(device, ctx);
   add_device_revoke(device, ca, ctx);
+  add_device_transfer(device, ctx);
 }
 
 }  // namespace kiln::commands

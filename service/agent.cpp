@@ -55,11 +55,14 @@ Principal authenticate_device(Store& store, const std::vector<std::string>& chai
   auto device = store.device_identity(uid);
   if (!device) throw unauthenticated(fmt::format("no device {} is registered", uid));
   std::int64_t tenant = device->tenant_id;
+  // A transferred device still chains to the CA of the tenant that imported it (its new owner never
+  // registered that CA).
+  std::int64_t factory_tenant = device->factory_tenant_id;
   if (device->public_key != spki_hex(leaf.get()))
     throw unauthenticated(fmt::format("the certificate's key is not the key imported for {}", uid));
 
   // Units imported before their CA was revoked stay: their own certificates still chain to it.
-  if (auto error = chain_error(store, tenant, chain_der, true); !error.empty()) {
+  if (auto error = chain_error(store, factory_tenant, chain_der, true); !error.empty()) {
     if (error == no_factory_ca_registered) throw unauthenticated("the device's tenant has registered no factory CA");
     throw unauthenticated(fmt::format("certificate of {} does not chain to a registered factory CA: {}", uid, error));
   }

@@ -77,6 +77,10 @@ const std::vector<Route>& routes() {
       {{"POST", "/v1/devices/{}/claim-challenge", factory}, claim_challenge},
       {{"POST", "/v1/devices/{}/claim", factory}, claim_device},
       {{"POST", "/v1/devices/{}/revoke", operators}, revoke_device},
+      {{"POST", "/v1/devices/{}/unclaim", operators}, unclaim_device},
+      {{"POST", "/v1/device-transfers", admins}, create_transfer},
+      {{"POST", "/v1/device-transfers/challenge", operators}, transfer_challenge},
+      {{"POST", "/v1/device-transfers/accept", operators}, accept_transfer},
       {{"POST", "/v1/images", operators}, create_image},
       {{"GET", "/v1/images", anyone}, list_images},
       {{"GET", "/v1/images/{}", anyone}, show_image},
@@ -472,7 +476,9 @@ struct Service::Impl {
     bool forbidden = false;
     auto who = allowed.empty() ? authenticate_agent(request) : authenticate(request, why, forbidden);
     // Revocation is read from the store on every request (no cache): it holds on every instance at once.
-    if (allowed.empty() && who) refuse_revoked_device(*store, config, who->device_id);
+    if (allowed.empty() && who) {
+      if (auto tenant = refuse_revoked_device(*store, config, who->device_id)) who->tenant_id = *tenant;
+    }
     if (!allowed.empty() && request.method != "GET") {
       std::lock_guard lock(cache_mutex);
       verified_devices.clear();

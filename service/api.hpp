@@ -43,6 +43,8 @@ struct RouteInfo {
 };
 const std::vector<RouteInfo>& route_table();
 
+class VoucherKey;
+
 struct ServiceConfig {
   // The store: a SQLite file (":memory:" in unit tests and the fuzzer) or a PostgreSQL connection URI.
   std::string database;
@@ -56,6 +58,9 @@ struct ServiceConfig {
   // The service log (kiln-service writes it to stderr): one line per event worth an operator's eye, such
   // as an agent refused because its device was revoked. Unset: nothing is logged.
   std::function<void(const std::string&)> log = {};
+  // The key that signs device-transfer vouchers (kiln-service run: DIR/voucher-key.pem, created on first
+  // start). Unset: a key generated for this process.
+  std::shared_ptr<const VoucherKey> voucher_key = {};
 };
 
 // Loads a delivery key: a PEM private key file that only its owner may read (mode 0600 or stricter), of a

@@ -581,7 +581,7 @@ void check_sequence(Call& call, const Group& group, const std::string& manifest,
       if (*device.status == "installed") {
         auto& slot = last_installed[device.id];
         if (device.updated_at >= slot.first) slot = {device.updated_at, *d.sequence};
-      } else if (!is_failure_status(*device.status) && *device.status != status_name(DeviceStatus::revoked) &&
+      } else if (!is_failure_status(*device.status) && !left_deployment(*device.status) &&
                  d.state != DeploymentState::aborted) {
         taking.push_back(device.id);
       }

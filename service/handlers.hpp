@@ -100,8 +100,22 @@ Reply list_tokens(Call& call);
 Reply revoke_token(Call& call);
 // POST /v1/factory-cas/{ID or name}/revoke {"reason"}: imports and station logins under the CA are refused.
 Reply revoke_factory_ca(Call& call);
-// ApiError 403 (device_revoked) naming the device, when it is revoked.
-void refuse_revoked_device(Store& store, const ServiceConfig& config, const std::string& device_id);
+// ApiError 403 (device_revoked) naming the device, when it is revoked; else the device's tenant as the store
+// says now (a transfer moves it: read on every agent call, like the revocation).
+std::optional<std::int64_t> refuse_revoked_device(Store& store, const ServiceConfig& config,
+                                                  const std::string& device_id);
+// Ownership (transfer.cpp, docs/security.md "Ownership transfer"). POST /v1/devices/{}/unclaim: the device
+// is unclaimed and leaves its group; its unfinished deployments record it `unclaimed`.
+Reply unclaim_device(Call& call);
+// POST /v1/device-transfers {"to_tenant", "devices", "expires_in"}: a signed, single-use voucher.
+Reply create_transfer(Call& call);
+// POST /v1/device-transfers/challenge {"voucher"}: the voucher checked, one challenge per device.
+Reply transfer_challenge(Call& call);
+// POST /v1/device-transfers/accept {"voucher", "proofs": [{"device", "nonce", "signature"}]}: every device
+// moves to the caller's tenant, or none does.
+Reply accept_transfer(Call& call);
+// The bytes a device signs to prove possession of its key in a transfer.
+std::string transfer_message(const std::string& voucher_id, const std::string& device_id, const std::string& nonce);
 Reply claim_device(Call& call);
 // The bytes a device signs to be claimed (see docs/openapi.yaml, ClaimChallenge).
 std::string claim_message(const std::string& device_id, const std::string& nonce);

@@ -25,6 +25,7 @@
 #include "service/sd_notify.hpp"
 #include "service/store.hpp"
 #include "service/tls_material.hpp"
+#include "service/transfer_voucher.hpp"
 #include "kiln/version.hpp"
 
 namespace fs = std::filesystem;
@@ -297,6 +298,7 @@ int run(const Paths& paths, const std::string& listen, const std::string& agent_
   // Fails with a hint when the directory was never initialised, and when its store cannot be reached.
   auto config = service_config(paths, check_in_after);
   if (!delivery_key.empty()) config.delivery_key = service::load_delivery_key(delivery_key);
+  config.voucher_key = service::VoucherKey::load_or_create((paths.dir / "voucher-key.pem").string());
   auto log_mutex = std::make_shared<std::mutex>();
   config.log = [log_mutex](const std::string& line) {
     std::lock_guard lock(*log_mutex);

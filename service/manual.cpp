@@ -81,6 +81,10 @@ With \fBinit \-\-store\fR: the PostgreSQL URL (never a password) and the passwor
 \fIDIR/ca.pem\fR, \fIDIR/server.pem\fR, \fIDIR/server.key\fR
 The service's CA (clients pass it as \fB\-\-ca\-file\fR) and the server certificate and key.
 .TP
+\fIDIR/voucher\-key.pem\fR
+The Ed25519 key that signs device\-transfer vouchers (mode 0600), created by the first \fBrun\fR. Each
+voucher's record in the store keeps its public half, so instances sharing a store verify each other's.
+.TP
 \fIDIR/admin.token\fR
 The first tenant's admin token (mode 0600), for \fBkiln login \-\-token\-file\fR.
 .SH EXIT STATUS

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
@@ -341,6 +342,17 @@ ALTER TABLE products ADD COLUMN IF NOT EXISTS manifest_threshold BIGINT NOT NULL
 )sql");
 }
 
+// ---- Migration 11 (issue 17, ownership transfer and unclaim), like SQLite's migration 11 ----
+void add_device_transfers(PGconn* conn) {
+  run_script(conn, R"sql(
+CREATE TABLE IF NOT EXISTS device_transfers (id TEXT PRIMARY KEY, from_tenant_id BIGINT NOT NULL,
+  to_tenant_id BIGINT NOT NULL, devices TEXT NOT NULL, payload_sha256 TEXT NOT NULL, public_key TEXT NOT NULL,
+  expires_at BIGINT NOT NULL, created_at TEXT NOT NULL, redeemed_at TEXT);
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS factory_tenant_id BIGINT;
+)sql");
+}
+// ---- end of migration 11 ----
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction (PostgreSQL's schema changes are transactional: a migration killed half-way leaves nothing,
 // and the next start runs it again). Append only: a released migration never changes. The version lives
@@ -360,6 +372,7 @@ constexpr Migration migrations[] = {
     {8, add_revocation},
     {9, add_audit_log},
     {10, add_manifest_threshold},
+    {11, add_device_transfers},  // issue 17 item 4
 };
 
 int read_schema_version(PGconn* conn) {
@@ -910,12 +923,13 @@ std::optional<DeviceView> PgStore::find_device(std::int64_t tenant_id, const std
 std::optional<DeviceIdentity> PgStore::device_identity(const std::string& id) {
   Use use(*this);
   auto q = run(use.conn(),
-               "SELECT tenant_id, public_key, group_id, certificate, revoked_at, revoked_reason FROM devices WHERE "
-               "id = $1",
+               "SELECT tenant_id, public_key, group_id, certificate, revoked_at, revoked_reason, claimed, "
+               "coalesce(factory_tenant_id, tenant_id) FROM devices WHERE id = $1",
                {id});
   if (q.empty()) return std::nullopt;
   return DeviceIdentity{q.integer(0, 0),        q.text(0, 1),           q.optional_text(0, 2),
-                        q.optional_text(0, 3), q.optional_text(0, 4), q.optional_text(0, 5)};
+                        q.optional_text(0, 3), q.optional_text(0, 4), q.optional_text(0, 5),
+                        q.integer(0, 6) != 0,  q.integer(0, 7)};
 }
 
 std::vector<DeviceView> PgStore::list_devices(const DeviceFilter& f, const std::optional<std::string>& after,
@@ -1016,6 +1030,61 @@ void PgStore::mark_claimed(const std::string& device_id, const std::string& now)
   Use use(*this);
   run(use.conn(), "UPDATE devices SET claimed = 1, claimed_at = coalesce(claimed_at, $1) WHERE id = $2",
       {now, device_id});
+}
+
+void PgStore::unclaim_device(const std::string& device_id) {
+  Use use(*this);
+  auto before = device_group(use.conn(), device_id);
+  run(use.conn(), "UPDATE devices SET claimed = 0, group_id = NULL WHERE id = $1", {device_id});
+  if (before && before->group_id) count_member(use.conn(), device_id, *before->group_id, -1);
+}
+
+void PgStore::transfer_device(const std::string& device_id, std::int64_t tenant_id, const std::string& product_id,
+                              const std::string& now) {
+  Use use(*this);
+  auto before = device_group(use.conn(), device_id);
+  run(use.conn(),
+      "UPDATE devices SET factory_tenant_id = coalesce(factory_tenant_id, tenant_id), tenant_id = $1, "
+      "product_id = $2, claimed = 1, claimed_at = $3, group_id = NULL WHERE id = $4",
+      {tenant_id, product_id, now, device_id});
+  if (before && before->group_id) count_member(use.conn(), device_id, *before->group_id, -1);
+}
+
+void PgStore::add_transfer_voucher(const TransferVoucherRecord& v) {
+  Use use(*this);
+  run(use.conn(),
+      "INSERT INTO device_transfers (id, from_tenant_id, to_tenant_id, devices, payload_sha256, public_key, "
+      "expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+      {v.id, v.from_tenant_id, v.to_tenant_id, nlohmann::json(v.devices).dump(), v.payload_sha256, v.public_key,
+       v.expires_at, v.created_at});
+}
+
+std::optional<TransferVoucherRecord> PgStore::find_transfer_voucher(const std::string& id) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "SELECT id, from_tenant_id, to_tenant_id, devices, payload_sha256, public_key, expires_at, created_at, "
+               "redeemed_at FROM device_transfers WHERE id = $1",
+               {id});
+  if (q.empty()) return std::nullopt;
+  TransferVoucherRecord v;
+  v.id = q.text(0, 0);
+  v.from_tenant_id = q.integer(0, 1);
+  v.to_tenant_id = q.integer(0, 2);
+  v.devices = nlohmann::json::parse(q.text(0, 3)).get<std::vector<std::string>>();
+  v.payload_sha256 = q.text(0, 4);
+  v.public_key = q.text(0, 5);
+  v.expires_at = q.integer(0, 6);
+  v.created_at = q.text(0, 7);
+  v.redeemed_at = q.optional_text(0, 8);
+  return v;
+}
+
+bool PgStore::take_transfer_voucher(const std::string& id, const std::string& now) {
+  Use use(*this);
+  // One statement: of two racing accepts, only one changes the row.
+  return run(use.conn(), "UPDATE device_transfers SET redeemed_at = $1 WHERE id = $2 AND redeemed_at IS NULL",
+             {now, id})
+             .affected() == 1;
 }
 
 void PgStore::device_checked_in(const std::string& device_id, const std::string& now,

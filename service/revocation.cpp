@@ -22,7 +22,7 @@ Json text_or_null(const std::optional<std::string>& text) {
 }
 
 bool finished(const std::optional<std::string>& status) {
-  return status && (*status == "installed" || *status == "revoked" || is_failure_status(*status));
+  return status && (*status == "installed" || left_deployment(*status) || is_failure_status(*status));
 }
 
 Json token_json(const TokenInfo& t) {
@@ -52,9 +52,11 @@ TokenInfo find_token_ref(const std::vector<TokenInfo>& tokens, const std::string
 
 }  // namespace
 
-void refuse_revoked_device(Store& store, const ServiceConfig& config, const std::string& device_id) {
+std::optional<std::int64_t> refuse_revoked_device(Store& store, const ServiceConfig& config,
+                                                  const std::string& device_id) {
   auto device = store.device_identity(device_id);
-  if (!device || !device->revoked_at) return;
+  if (!device) return std::nullopt;
+  if (!device->revoked_at) return device->tenant_id;
   auto reason = device->revoked_reason && !device->revoked_reason->empty() ? *device->revoked_reason
                                                                            : std::string("no reason given");
   auto message = fmt::format("device {} was revoked at {} ({}): its certificate is refused", device_id,

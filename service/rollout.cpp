@@ -53,7 +53,7 @@ constexpr std::pair<DeviceStatus, const char*> status_names[] = {
     {DeviceStatus::installed, "installed"},     {DeviceStatus::failed, "failed"},
     {DeviceStatus::rolled_back, "rolled_back"}, {DeviceStatus::refused, "refused"},
     {DeviceStatus::timed_out, "timed_out"},     {DeviceStatus::retrying, "retrying"},
-    {DeviceStatus::revoked, "revoked"},
+    {DeviceStatus::revoked, "revoked"},         {DeviceStatus::unclaimed, "unclaimed"},
 };
 constexpr std::pair<DeploymentState, const char*> state_names[] = {
     {DeploymentState::active, "active"},   {DeploymentState::paused, "paused"},
@@ -97,6 +97,10 @@ bool is_open(DeploymentState state) {
   return state == DeploymentState::active || state == DeploymentState::paused || state == DeploymentState::halted;
 }
 
+bool left_deployment(std::string_view status) {
+  return status == status_name(DeviceStatus::revoked) || status == status_name(DeviceStatus::unclaimed);
+}
+
 std::string transient_reason_name(TransientReason reason) {
   return name_in(reason_names, reason, "download_interrupted");
 }
@@ -117,7 +121,8 @@ const std::vector<std::string>& agent_statuses() {
 const std::vector<std::string>& rollout_statuses() {
   static const std::vector<std::string> statuses = [] {
     auto all = agent_statuses();
-    for (auto s : {DeviceStatus::timed_out, DeviceStatus::notified, DeviceStatus::retrying, DeviceStatus::revoked})
+    for (auto s : {DeviceStatus::timed_out, DeviceStatus::notified, DeviceStatus::retrying, DeviceStatus::revoked,
+                   DeviceStatus::unclaimed})
       all.push_back(status_name(s));
     return all;
   }();
@@ -241,9 +246,9 @@ AdmittedCounts admitted_counts(const Rollout& rollout, const RolloutTally& tally
     }
     if (open && wave.devices > reported) counts["pending"] += wave.devices - reported;
     for (auto& [status, n] : counts) {
-      if (status == "revoked") {
+      if (left_deployment(status)) {
         // Left the deployment: shown, never admitted (neither success nor failure toward halts).
-        c.revoked += n;
+        if (status == status_name(DeviceStatus::revoked)) c.revoked += n;
         c.status[status] += n;
         for (auto w = i; w < c.waves.size(); ++w) c.waves[w].status[status] += n;
         continue;
@@ -291,7 +296,7 @@ WaveCounts open_wave_counts(const Rollout& rollout, const RolloutTally& tally) {
   for (auto& [status, n] : tally.waves[i].reported) {
     if (status == "installed") c.installed += n;
     if (is_failure_status(status)) c.failures += n;
-    if (status == "revoked") c.devices -= n;
+    if (left_deployment(status)) c.devices -= n;
   }
   c.devices = std::max<std::int64_t>(0, c.devices);
   c.failures = std::max<std::int64_t>(0, c.failures - rollout.wave_failure_baseline);

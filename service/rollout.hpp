@@ -36,13 +36,16 @@ std::string percent_text(double percent);
 // A device's status in a deployment: one enum, one string mapping (status_name, parse_status). pending is
 // never stored (admitted, nothing reported); notified, timed_out, retrying and revoked are recorded by the
 // service. revoked: the device was revoked (kiln device revoke) before it finished; it left the deployment,
-// counting neither as installed nor as failed, nor as admitted.
+// counting neither as installed nor as failed, nor as admitted. unclaimed: likewise, the device was unclaimed
+// or transferred to another tenant (kiln device unclaim, device transfer accept) before it finished.
 enum class DeviceStatus {
   pending, notified, downloading, verifying, installing, testing, installed, failed, rolled_back, refused,
-  timed_out, retrying, revoked
+  timed_out, retrying, revoked, unclaimed
 };
 std::string status_name(DeviceStatus status);
 std::optional<DeviceStatus> parse_status(std::string_view text);
+// revoked or unclaimed: the device left the deployment before it finished (neither success nor failure).
+bool left_deployment(std::string_view status);
 
 // Why an agent's attempt failed when a later attempt may succeed (the agent says so in its failed report,
 // field reason): a download cut or interrupted, the power lost while it installed.
@@ -53,7 +56,7 @@ std::optional<TransientReason> parse_transient_reason(std::string_view text);
 // Device statuses an agent reports (docs/openapi.yaml AgentStatus), and which of them count as failures.
 const std::vector<std::string>& agent_statuses();
 // The statuses a deployment counts: the agent's, and those the service records (timed_out, notified,
-// retrying, revoked), never reported.
+// retrying, revoked, unclaimed), never reported.
 const std::vector<std::string>& rollout_statuses();
 bool is_failure_status(std::string_view status);
 

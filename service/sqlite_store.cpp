@@ -4,6 +4,7 @@
 #include <atomic>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
@@ -239,6 +240,20 @@ void add_manifest_threshold(Db& db) {
   add_missing_columns(db, added);
 }
 
+// ---- Migration 11 (issue 17, ownership transfer and unclaim) ----
+// Single-use transfer vouchers (id, issuer and receiver, devices as a JSON array, digest of the signed
+// bytes, expiry in unix seconds, redemption time), and each device's factory tenant: the tenant whose
+// factory CA its certificate chains to, set when a transfer first moves it (NULL: its tenant).
+void add_device_transfers(Db& db) {
+  db.exec(
+      "CREATE TABLE IF NOT EXISTS device_transfers (id TEXT PRIMARY KEY, from_tenant_id INTEGER NOT NULL, "
+      "to_tenant_id INTEGER NOT NULL, devices TEXT NOT NULL, payload_sha256 TEXT NOT NULL, "
+      "public_key TEXT NOT NULL, expires_at INTEGER NOT NULL, created_at TEXT NOT NULL, redeemed_at TEXT)");
+  static const Column added[] = {{"devices", "factory_tenant_id", "INTEGER"}};
+  add_missing_columns(db, added);
+}
+// ---- end of migration 11 ----
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction. Append only: a released migration never changes. The version lives in PRAGMA user_version
 // (0: a store from before versioned migrations, or a new file).
@@ -257,6 +272,7 @@ constexpr Migration migrations[] = {
     {8, add_revocation},
     {9, add_audit_log},
     {10, add_manifest_threshold},
+    {11, add_device_transfers},  // issue 17 item 4
 };
 
 int schema_version(Db& db) {
@@ -717,11 +733,12 @@ std::optional<DeviceView> SqliteStore::find_device(std::int64_t tenant_id, const
 std::optional<DeviceIdentity> SqliteStore::device_identity(const std::string& id) {
   Use use(*this);
   auto q = db().cached(
-      "SELECT tenant_id, public_key, group_id, certificate, revoked_at, revoked_reason FROM devices WHERE id = ?");
+      "SELECT tenant_id, public_key, group_id, certificate, revoked_at, revoked_reason, claimed, "
+      "coalesce(factory_tenant_id, tenant_id) FROM devices WHERE id = ?");
   q->bind(1, id);
   if (!q->step()) return std::nullopt;
-  return DeviceIdentity{q->integer(0),        q->text(1),           q->optional_text(2),
-                        q->optional_text(3), q->optional_text(4), q->optional_text(5)};
+  return DeviceIdentity{q->integer(0),        q->text(1),           q->optional_text(2), q->optional_text(3),
+                        q->optional_text(4), q->optional_text(5), q->integer(6) != 0,  q->integer(7)};
 }
 
 std::vector<DeviceView> SqliteStore::list_devices(const DeviceFilter& filter, const std::optional<std::string>& after,
@@ -826,6 +843,74 @@ void SqliteStore::mark_claimed(const std::string& device_id, const std::string& 
       .bind(1, now)
       .bind(2, device_id)
       .run();
+}
+
+void SqliteStore::unclaim_device(const std::string& device_id) {
+  Use use(*this);
+  auto before = device_group(db(), device_id);
+  db().prepare("UPDATE devices SET claimed = 0, group_id = NULL WHERE id = ?").bind(1, device_id).run();
+  if (before && before->group_id) count_member(db(), device_id, *before->group_id, -1);
+}
+
+void SqliteStore::transfer_device(const std::string& device_id, std::int64_t tenant_id, const std::string& product_id,
+                                  const std::string& now) {
+  Use use(*this);
+  auto before = device_group(db(), device_id);
+  db().prepare(
+        "UPDATE devices SET factory_tenant_id = coalesce(factory_tenant_id, tenant_id), tenant_id = ?, "
+        "product_id = ?, claimed = 1, claimed_at = ?, group_id = NULL WHERE id = ?")
+      .bind(1, tenant_id)
+      .bind(2, product_id)
+      .bind(3, now)
+      .bind(4, device_id)
+      .run();
+  if (before && before->group_id) count_member(db(), device_id, *before->group_id, -1);
+}
+
+void SqliteStore::add_transfer_voucher(const TransferVoucherRecord& v) {
+  Use use(*this);
+  db().prepare(
+        "INSERT INTO device_transfers (id, from_tenant_id, to_tenant_id, devices, payload_sha256, public_key, "
+        "expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+      .bind(1, v.id)
+      .bind(2, v.from_tenant_id)
+      .bind(3, v.to_tenant_id)
+      .bind(4, nlohmann::json(v.devices).dump())
+      .bind(5, v.payload_sha256)
+      .bind(6, v.public_key)
+      .bind(7, v.expires_at)
+      .bind(8, v.created_at)
+      .run();
+}
+
+std::optional<TransferVoucherRecord> SqliteStore::find_transfer_voucher(const std::string& id) {
+  Use use(*this);
+  auto q = db().prepare(
+      "SELECT id, from_tenant_id, to_tenant_id, devices, payload_sha256, public_key, expires_at, created_at, "
+      "redeemed_at FROM device_transfers WHERE id = ?");
+  q.bind(1, id);
+  if (!q.step()) return std::nullopt;
+  TransferVoucherRecord v;
+  v.id = q.text(0);
+  v.from_tenant_id = q.integer(1);
+  v.to_tenant_id = q.integer(2);
+  v.devices = nlohmann::json::parse(q.text(3)).get<std::vector<std::string>>();
+  v.payload_sha256 = q.text(4);
+  v.public_key = q.text(5);
+  v.expires_at = q.integer(6);
+  v.created_at = q.text(7);
+  v.redeemed_at = q.optional_text(8);
+  return v;
+}
+
+bool SqliteStore::take_transfer_voucher(const std::string& id, const std::string& now) {
+  Use use(*this);
+  // One statement: of two racing accepts, only one changes the row.
+  db().prepare("UPDATE device_transfers SET redeemed_at = ? WHERE id = ? AND redeemed_at IS NULL")
+      .bind(1, now)
+      .bind(2, id)
+      .run();
+  return db().changes() == 1;
 }
 
 void SqliteStore::revoke_device(const std::string& device_id, const std::string& reason, const std::string& now) {

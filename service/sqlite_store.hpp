@@ -69,6 +69,12 @@ class SqliteStore final : public Store {
   void set_device_time_zone(const std::string& device_id, const std::optional<std::string>& zone) override;
   std::optional<std::string> device_time_zone(const std::string& device_id) override;
   void mark_claimed(const std::string& device_id, const std::string& now) override;
+  void unclaim_device(const std::string& device_id) override;
+  void transfer_device(const std::string& device_id, std::int64_t tenant_id, const std::string& product_id,
+                               const std::string& now) override;
+  void add_transfer_voucher(const TransferVoucherRecord& voucher) override;
+  std::optional<TransferVoucherRecord> find_transfer_voucher(const std::string& id) override;
+  bool take_transfer_voucher(const std::string& id, const std::string& now) override;
   void revoke_device(const std::string& device_id, const std::string& reason, const std::string& now) override;
   void device_checked_in(const std::string& device_id, const std::string& now,
                          const std::optional<std::string>& version, const std::optional<std::string>& state) override;

@@ -70,6 +70,22 @@ struct DeviceIdentity {
   std::optional<std::string> group_id;
   std::optional<std::string> certificate;  // PEM, as imported
   std::optional<std::string> revoked_at, revoked_reason;
+  bool claimed = false;
+  // The tenant whose factory CA the device's certificate chains to: the importing tenant, kept across
+  // ownership transfers (the new owner never registered that CA).
+  std::int64_t factory_tenant_id = 0;
+};
+
+// A device-transfer voucher as the service keeps it (issue 17): single use, expiring.
+struct TransferVoucherRecord {
+  std::string id;
+  std::int64_t from_tenant_id = 0, to_tenant_id = 0;
+  std::vector<std::string> devices;
+  std::string payload_sha256;  // hex SHA-256 of the signed bytes (service/transfer_voucher.hpp)
+  std::string public_key;      // hex DER SubjectPublicKeyInfo of the key that signed it
+  std::int64_t expires_at = 0;  // unix seconds
+  std::string created_at;
+  std::optional<std::string> redeemed_at;
 };
 
 // Device selection of list and count (empty fields: no condition). Times compare in the stored form.
@@ -271,6 +287,16 @@ class Store {
   virtual void set_device_time_zone(const std::string& device_id, const std::optional<std::string>& zone) = 0;
   virtual std::optional<std::string> device_time_zone(const std::string& device_id) = 0;
   virtual void mark_claimed(const std::string& device_id, const std::string& now) = 0;
+  // Ownership (issue 17). unclaim: claimed = 0 and no group (it leaves its group's tallies), same tenant.
+  // transfer: the device moves to `tenant_id` and its product `product_id` (the same name there), claimed at
+  // `now`, in no group; factory_tenant_id keeps the tenant whose factory CA vouched for it.
+  virtual void unclaim_device(const std::string& device_id) = 0;
+  virtual void transfer_device(const std::string& device_id, std::int64_t tenant_id, const std::string& product_id,
+                               const std::string& now) = 0;
+  virtual void add_transfer_voucher(const TransferVoucherRecord& voucher) = 0;
+  virtual std::optional<TransferVoucherRecord> find_transfer_voucher(const std::string& id) = 0;
+  // Marks the voucher redeemed at `now` when it was not: true for exactly one of two racing accepts.
+  virtual bool take_transfer_voucher(const std::string& id, const std::string& now) = 0;
   // Revokes the device (state revoked; a second revocation keeps the first time and reason). Imports never
   // bring a revoked device back.
   virtual void revoke_device(const std::string& device_id, const std::string& reason, const std::string& now) = 0;

@@ -5,7 +5,9 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "core/bytes.hpp"
 #include "core/error.hpp"
+#include "transport/http_client.hpp"
 
 namespace kiln::transport {
 
@@ -33,6 +35,27 @@ void require_all_claimed(const Json& rows) {
   throw Error(ExitCode::partial,
               fmt::format("{} of {} devices were not claimed: {}", failed.size(), rows.size(), fmt::join(failed, "; ")),
               "fix those and run the same command again: claiming a claimed device again succeeds");
+}
+
+Json unclaim_device(ServiceApi& api, const std::string& id) {
+  return api.post("/v1/devices/" + url_encode(id) + "/unclaim", Json::object());
+}
+
+Json create_transfer(ServiceApi& api, const std::string& to_tenant, const std::vector<std::string>& ids,
+                     std::int64_t expires_in) {
+  return api.post("/v1/device-transfers", {{"to_tenant", to_tenant}, {"devices", ids}, {"expires_in", expires_in}});
+}
+
+Json accept_transfer(ServiceApi& api, const std::string& voucher_text,
+                     const std::function<Bytes(const std::string& id, const std::string& message)>& sign) {
+  auto challenges = api.post("/v1/device-transfers/challenge", {{"voucher", voucher_text}});
+  Json proofs = Json::array();
+  for (const auto& c : challenges["challenges"]) {
+    auto id = c["device"].get<std::string>();
+    proofs.push_back(
+        {{"device", id}, {"nonce", c["nonce"]}, {"signature", to_hex(sign(id, c["message"].get<std::string>()))}});
+  }
+  return api.post("/v1/device-transfers/accept", {{"voucher", voucher_text}, {"proofs", proofs}});
 }
 
 }  // namespace kiln::transport

@@ -2,6 +2,8 @@
 // UIDs named on the command line and in a file, and the error that names every unclaimed device.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -15,5 +17,16 @@ std::string device_keyref(const std::string& keyref_template, const std::string&
 std::vector<std::string> merge_device_ids(const std::vector<std::string>& ids, const std::string& from_file);
 // Exit 8 (partial) naming every row whose result is failed, with its error; returns when all were claimed.
 void require_all_claimed(const Json& rows);
+
+// Ownership (docs/security.md "Ownership transfer"). unclaim: the device is unclaimed and leaves its group
+// and unfinished deployments. create_transfer: a signed voucher for `ids` that tenant `to_tenant` may redeem
+// within `expires_in` seconds. accept_transfer: redeems a voucher file's text: the service checks it and
+// issues one challenge per device, `sign` signs each challenge message as the device (board or key), and
+// every device moves to the caller's tenant or none does.
+Json unclaim_device(ServiceApi& api, const std::string& id);
+Json create_transfer(ServiceApi& api, const std::string& to_tenant, const std::vector<std::string>& ids,
+                     std::int64_t expires_in);
+Json accept_transfer(ServiceApi& api, const std::string& voucher_text,
+                     const std::function<Bytes(const std::string& id, const std::string& message)>& sign);
 
 }  // namespace kiln::transport

@@ -101,6 +101,10 @@ const AccessRow access_matrix[] = {
     {"POST",   "/v1/devices/{}/claim-challenge",   "AAA-"},
     {"POST",   "/v1/devices/{}/claim",             "AAA-"},
     {"POST",   "/v1/devices/{}/revoke",            "AA--"},  // operators revoke devices
+    {"POST",   "/v1/devices/{}/unclaim",           "AA--"},  // operators unclaim devices, as they revoke them
+    {"POST",   "/v1/device-transfers",             "A---"},  // giving devices to another tenant: admins only
+    {"POST",   "/v1/device-transfers/challenge",   "AA--"},  // redeeming a voucher: operators
+    {"POST",   "/v1/device-transfers/accept",      "AA--"},
     {"POST",   "/v1/images",                       "AA--"},
     {"GET",    "/v1/images",                       "AAAA"},
     {"GET",    "/v1/images/{}",                    "AAAA"},

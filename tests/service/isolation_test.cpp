@@ -98,6 +98,7 @@ TEST_CASE("isolation: every ID route and every agent endpoint answers 404 to ano
       {"POST", "/v1/deployments/{}/abort", dep + "/abort", ""},
       // Revocations of A's device, token and factory CA.
       {"POST", "/v1/devices/{}/revoke", "/v1/devices/" + a.device_uid + "/revoke", R"({"reason":"x"})"},
+      {"POST", "/v1/devices/{}/unclaim", "/v1/devices/" + a.device_uid + "/unclaim", ""},
       {"DELETE", "/v1/tokens/{}", "/v1/tokens/" + a.json("GET", "/v1/tokens")["items"][0]["id"].get<std::string>(), ""},
       {"POST", "/v1/factory-cas/{}/revoke",
        "/v1/factory-cas/" + a.json("GET", "/v1/factory-cas")["items"][0]["id"].get<std::string>() + "/revoke", "{}"},
@@ -107,6 +108,8 @@ TEST_CASE("isolation: every ID route and every agent endpoint answers 404 to ano
       // Routes without an ID in the path that name A's objects in the body.
       {"POST", "/v1/images/{}/manifest", "/v1/images/" + b.image + "/manifest", Json{{"manifest", a.manifest}}.dump()},
       {"POST", "/v1/deployments", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {a.image}}}.dump()},
+      {"POST", "/v1/device-transfers", "/v1/device-transfers",
+       Json{{"to_tenant", "acme"}, {"devices", {a.device_uid}}}.dump()},
       // B's device asking for A's image, A's deployment's manifest, and reporting on A's deployment.
       {"GET", "/v1/agent/images/{}/content", "/v1/agent/images/" + a.image + "/content", "", true},
       {"GET", "/v1/agent/deployments/{}/manifest", "/v1/agent/deployments/" + a.deployment + "/manifest", "", true},
