@@ -34,14 +34,8 @@ namespace {
 
 // The service (on_disk: a SQLite file dir/kiln.db the test may also open, whatever backend the run tests) with
 // the station whose signed ledger bundles this tenant imports (its CA is registered with the tenant).
-struct Fixture : test::ServiceFixture {
-  test::TestCa station{"Test Station CA"};
-  explicit Fixture(bool on_disk = false) : ServiceFixture({.on_disk = on_disk, .check_in_after = 60}) {
-    trust_station(admin);
-  }
-  void trust_station(const std::string& token) { REQUIRE(register_ca(station, true, nullptr, token).status == 201); }
-  // Unit lines as a bundle signed by the station (docs/ledger-bundle.md).
-  std::string bundle(const std::string& units) const { return test::signed_bundle(units, station.key); }
+struct Fixture : test::StationFixture {
+  explicit Fixture(bool on_disk = false) : StationFixture({.on_disk = on_disk, .check_in_after = 60}) {}
 };
 
 std::string write_key(const test::TempDir& dir, const std::string& name, KeyType type) {

@@ -21,13 +21,11 @@ using Json = nlohmann::json;
 
 namespace {
 
-// Products Thermo (with a group Field) and Lamp; the station CA that signs the bundles the tests import.
-struct Fixture : test::ServiceFixture {
-  test::TestCa station{"Test Station CA"};
+// Products Thermo (with a group Field) and Lamp, and the station CA that signs the bundles the tests import.
+struct Fixture : test::StationFixture {
   test::TestKey key;
 
   Fixture() {
-    add_ca(station, true);
     json("POST", "/v1/products", R"({"name":"Thermo"})");
     json("POST", "/v1/products", R"({"name":"Lamp"})");
     json("POST", "/v1/groups", R"({"product":"Thermo","name":"Field"})");
@@ -35,7 +33,6 @@ struct Fixture : test::ServiceFixture {
   std::string unit(const std::string& uid, const Json& extra = Json::object()) const {
     return test::ProductTenant::unit(uid, key, extra);
   }
-  std::string bundle(const std::string& units) const { return test::signed_bundle(units, station.key); }
   Response import(const std::string& units) { return call("POST", "/v1/devices/import", bundle(units)); }
   std::vector<std::string> ids(const std::string& query) {
     std::vector<std::string> out;

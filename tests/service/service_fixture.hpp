@@ -227,6 +227,16 @@ class ServiceFixture : public ServiceHolder, public TenantApi {
       : ServiceHolder(options), TenantApi(service_instance, "acme", options.admin_name) {}
 };
 
+// The service with the factory station CA "Test Station CA" registered (--stations): the CA whose signed ledger
+// bundles (docs/ledger-bundle.md) the tenant imports.
+class StationFixture : public ServiceFixture {
+ public:
+  TestCa station{"Test Station CA"};
+  explicit StationFixture(ServiceOptions options = {}) : ServiceFixture(options) { add_ca(station, true); }
+  // Unit lines as a bundle signed by the station.
+  std::string bundle(const std::string& units) const { return signed_bundle(units, station.key); }
+};
+
 // The service with tenant "acme" as a ProductTenant.
 class ProductFixture : public ServiceHolder, public ProductTenant {
  public:

@@ -1,6 +1,9 @@
 // What service tests need of either store backend (SQLite, PostgreSQL) beyond the Store seam.
 #pragma once
 
+#include <doctest/doctest.h>
+
+#include <cstddef>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -16,6 +19,27 @@ inline service::RolloutTally recount_tally(service::Store& store, const service:
   if (auto* pg = dynamic_cast<service::PgStore*>(&store)) return pg->recount_rollout_tally(deployment);
   if (auto* sqlite = dynamic_cast<service::SqliteStore*>(&store)) return sqlite->recount_rollout_tally(deployment);
   throw std::logic_error("a store of an unknown backend");
+}
+
+// The tally the store kept equals one counted afresh: devices, and each wave's devices and reports.
+inline void check_same(const service::RolloutTally& kept, const service::RolloutTally& counted) {
+  CHECK(kept.devices == counted.devices);
+  REQUIRE(kept.waves.size() == counted.waves.size());
+  for (std::size_t i = 0; i < kept.waves.size(); ++i) {
+    INFO("wave " << i + 1);
+    CHECK(kept.waves[i].devices == counted.waves[i].devices);
+    CHECK(kept.waves[i].reported == counted.waves[i].reported);
+  }
+}
+
+// Deployment `id` of `tenant` in the store at `database`: its kept tally, checked against a recount.
+inline service::RolloutTally checked_tally(const std::string& database, std::int64_t tenant, const std::string& id) {
+  auto store = service::open_store(database);
+  auto deployment = store->find_deployment(tenant, id);
+  REQUIRE(deployment);
+  auto kept = store->rollout_tally(*deployment);
+  check_same(kept, recount_tally(*store, *deployment));
+  return kept;
 }
 
 }  // namespace kiln::test

@@ -117,16 +117,6 @@ TEST_CASE("store: a store newer than this binary is refused with a clear message
 
 namespace {
 
-void check_same(const RolloutTally& kept, const RolloutTally& counted) {
-  CHECK(kept.devices == counted.devices);
-  REQUIRE(kept.waves.size() == counted.waves.size());
-  for (std::size_t i = 0; i < kept.waves.size(); ++i) {
-    INFO("wave " << i + 1);
-    CHECK(kept.waves[i].devices == counted.waves[i].devices);
-    CHECK(kept.waves[i].reported == counted.waves[i].reported);
-  }
-}
-
 }  // namespace
 
 TEST_CASE("store: a read unit of work (every GET runs in one) cannot write; a write unit can, and commits") {
@@ -219,8 +209,8 @@ TEST_CASE("store: tallies kept as devices report, join and leave groups equal a 
   for (auto& d : deployments) {
     INFO(d.id);
     auto counted = test::recount_tally(store, d);
-    check_same(store.rollout_tally(d), counted);
-    check_same(all[d.id], counted);
+    test::check_same(store.rollout_tally(d), counted);
+    test::check_same(all[d.id], counted);
     for (auto& w : counted.waves)
       for (auto& [status, n] : w.reported) reported += n;
   }
