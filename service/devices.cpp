@@ -480,13 +480,36 @@ Reply update_device(Call& call) {
   return show_device(call);
 }
 
+Json possession_challenge(Call& call, const std::string& device_id,
+                          const std::function<std::string(const std::string& nonce)>& message) {
+  std::string nonce = random_hex(16);
+  std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+  call.store.add_claim_challenge(nonce, device_id, call.who.tenant_id, now + challenge_seconds, now);
+  return Json{{"device", device_id}, {"nonce", nonce}, {"message", message(nonce)}, {"expires_in", challenge_seconds}};
+}
+
+void require_possession(Call& call, const std::string& device_id, const std::string& nonce, ByteView signature,
+                        const std::string& message, const std::string& unknown, const std::string& bad) {
+  if (!call.store.take_claim_challenge(nonce, device_id, call.who.tenant_id,
+                                       static_cast<std::int64_t>(std::time(nullptr))))
+    throw ApiError{409, "challenge_unknown", unknown};
+  auto device = call.store.device_identity(device_id);
+  if (!device || !verify_message_signature(from_hex(device->public_key), message, signature))
+    throw ApiError{422, "signature_invalid", bad};
+}
+
+Bytes hex_signature(const std::string& hex) {
+  try {
+    return from_hex(hex);
+  } catch (const Error&) {
+    throw ApiError{400, "invalid_request", "signature must be hex"};
+  }
+}
+
 Reply claim_challenge(Call& call) {
   auto& id = call.params[0];
   require_device(call, id);
-  std::string nonce = random_hex(16);
-  std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
-  call.store.add_claim_challenge(nonce, id, call.who.tenant_id, now + challenge_seconds, now);
-  return {201, Json{{"device", id}, {"nonce", nonce}, {"message", claim_message(id, nonce)}, {"expires_in", challenge_seconds}}};
+  return {201, possession_challenge(call, id, [&](const std::string& nonce) { return claim_message(id, nonce); })};
 }
 
 Reply claim_device(Call& call) {
@@ -494,20 +517,10 @@ Reply claim_device(Call& call) {
   auto& id = call.params[0];
   require_device(call, id);
   auto nonce = required_string(body, "nonce", 64);
-  auto signature_hex = required_string(body, "signature", 2048);
-  Bytes signature;
-  try {
-    signature = from_hex(signature_hex);
-  } catch (const Error&) {
-    throw ApiError{400, "invalid_request", "signature must be hex"};
-  }
-  if (!call.store.take_claim_challenge(nonce, id, call.who.tenant_id, static_cast<std::int64_t>(std::time(nullptr))))
-    throw ApiError{409, "challenge_unknown", "no live challenge with this nonce: ask for a new claim-challenge"};
-
-  auto device = call.store.device_identity(id);
-  if (!device || !verify_message_signature(from_hex(device->public_key), claim_message(id, nonce), signature))
-    throw ApiError{422, "signature_invalid",
-                   fmt::format("the claim signature does not verify with device {}'s imported public key", id)};
+  auto signature = hex_signature(required_string(body, "signature", 2048));
+  require_possession(call, id, nonce, signature, claim_message(id, nonce),
+                     "no live challenge with this nonce: ask for a new claim-challenge",
+                     fmt::format("the claim signature does not verify with device {}'s imported public key", id));
   call.store.mark_claimed(id, now_iso8601());
   return show_device(call);
 }

@@ -240,12 +240,7 @@ Reply register_factory_ca(Call& call) {
     throw ApiError{422, "proof_required",
                    "registering a factory CA needs proof that you hold its private key: sign the message of POST "
                    "/v1/factory-cas/challenge and send 'nonce' and 'signature' (kiln device ca add CERT --key KEYREF)"};
-  Bytes signature;
-  try {
-    signature = from_hex(*signature_hex);
-  } catch (const Error&) {
-    throw ApiError{400, "invalid_request", "signature must be hex"};
-  }
+  Bytes signature = hex_signature(*signature_hex);
 
   // A challenge is used once, whatever the outcome: a failed proof cannot be retried with it.
   auto challenge = call.store.take_factory_ca_challenge(*nonce);

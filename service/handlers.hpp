@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -119,6 +120,17 @@ std::string transfer_message(const std::string& voucher_id, const std::string& d
 Reply claim_device(Call& call);
 // The bytes a device signs to be claimed (see docs/openapi.yaml, ClaimChallenge).
 std::string claim_message(const std::string& device_id, const std::string& nonce);
+
+// Proof that a device holds its key (claim, transfer). A challenge: a fresh nonce kept for the device for five
+// minutes, and the message it signs (`message` of the nonce).
+Json possession_challenge(Call& call, const std::string& device_id,
+                          const std::function<std::string(const std::string& nonce)>& message);
+// The proof: the live challenge `nonce` of the device is spent, and `signature` verifies over `message` with the
+// device's imported public key. Else ApiError 409 challenge_unknown (`unknown`) or 422 signature_invalid (`bad`).
+void require_possession(Call& call, const std::string& device_id, const std::string& nonce, ByteView signature,
+                        const std::string& message, const std::string& unknown, const std::string& bad);
+// A hex signature field (400 when it is not hex).
+Bytes hex_signature(const std::string& hex);
 
 // Images.
 Reply create_image(Call& call);

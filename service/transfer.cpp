@@ -19,7 +19,6 @@ namespace {
 
 constexpr std::int64_t default_voucher_seconds = 24 * 3600;
 constexpr std::int64_t max_voucher_seconds = 30 * 24 * 3600;
-constexpr std::int64_t challenge_seconds = 300;
 
 std::int64_t unix_now() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
@@ -205,16 +204,10 @@ Reply create_transfer(Call& call) {
 
 Reply transfer_challenge(Call& call) {
   auto checked = checked_voucher(call, parse_object(call.request.body));
-  auto now = unix_now();
   Json challenges = Json::array();
-  for (auto& id : checked.record.devices) {
-    auto nonce = random_hex(16);
-    call.store.add_claim_challenge(nonce, id, call.who.tenant_id, now + challenge_seconds, now);
-    challenges.push_back(Json{{"device", id},
-                              {"nonce", nonce},
-                              {"message", transfer_message(checked.voucher.id, id, nonce)},
-                              {"expires_in", challenge_seconds}});
-  }
+  for (auto& id : checked.record.devices)
+    challenges.push_back(possession_challenge(
+        call, id, [&](const std::string& nonce) { return transfer_message(checked.voucher.id, id, nonce); }));
   return {201, Json{{"voucher", checked.voucher.id}, {"challenges", challenges}}};
 }
 
@@ -230,13 +223,7 @@ Reply accept_transfer(Call& call) {
     if (!p.is_object()) throw ApiError{400, "invalid_request", "each proof must be an object {device, nonce, signature}"};
     auto device = required_string(p, "device", 128);
     auto nonce = required_string(p, "nonce", 64);
-    Bytes signature;
-    try {
-      signature = from_hex(required_string(p, "signature", 2048));
-    } catch (const Error&) {
-      throw ApiError{400, "invalid_request", "signature must be hex"};
-    }
-    proofs[device] = {nonce, signature};
+    proofs[device] = {nonce, hex_signature(required_string(p, "signature", 2048))};
   }
   for (auto& id : checked.record.devices)
     if (!proofs.contains(id))
@@ -249,16 +236,10 @@ Reply accept_transfer(Call& call) {
     throw ApiError{409, "voucher_redeemed", fmt::format("voucher {} was redeemed: a voucher is single-use", v.id)};
   for (auto& id : checked.record.devices) {
     const auto& proof = proofs[id];
-    if (!call.store.take_claim_challenge(proof.first, id, call.who.tenant_id, unix_now()))
-      throw ApiError{409, "challenge_unknown",
-                     fmt::format("no live transfer challenge for device {} with this nonce: ask for new challenges", id)};
-    auto device = call.store.device_identity(id);
-    if (!device ||
-        !verify_message_signature(from_hex(device->public_key), transfer_message(v.id, id, proof.first), proof.second))
-      throw ApiError{422, "signature_invalid",
-                     fmt::format("device {}'s proof does not verify with its imported public key: nothing was "
-                                 "transferred",
-                                 id)};
+    require_possession(
+        call, id, proof.first, proof.second, transfer_message(v.id, id, proof.first),
+        fmt::format("no live transfer challenge for device {} with this nonce: ask for new challenges", id),
+        fmt::format("device {}'s proof does not verify with its imported public key: nothing was transferred", id));
   }
   Json moved = Json::array();
   for (auto& id : checked.record.devices) {
