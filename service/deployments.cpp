@@ -408,6 +408,33 @@ void evaluate_deployment(Store& store, Deployment& row, bool only_when_a_wave_is
   evaluate(store, row);
 }
 
+std::vector<std::string> leave_open_deployments(Store& store, std::int64_t tenant_id, const std::string& device_id,
+                                                DeviceStatus status, const std::string& detail,
+                                                const std::function<void()>& leave) {
+  auto identity = store.device_identity(device_id);
+  auto now = now_iso8601();
+  std::vector<Deployment> left;
+  if (identity && identity->group_id) {
+    for (auto& row : store.list_deployments(tenant_id, *identity->group_id)) {
+      if (!is_open(row.state)) continue;
+      auto reported = store.reported_status(row.id, device_id);
+      if (reported && (*reported == status_name(DeviceStatus::installed) || left_deployment(*reported) ||
+                       is_failure_status(*reported)))
+        continue;
+      store.record_status(row.id, device_id, status_name(status), detail, now, std::nullopt);
+      left.push_back(row);
+    }
+  }
+  // The device leaves (its group, its tenant, or revoked) before the deployments it left are evaluated again.
+  leave();
+  std::vector<std::string> ids;
+  for (auto& row : left) {
+    evaluate_deployment(store, row);
+    ids.push_back(row.id);
+  }
+  return ids;
+}
+
 namespace {
 
 // One check of a deployment before any device sees it (docs/service.md, "Checks at creation").

@@ -186,6 +186,14 @@ Deployment load_deployment(Store& store, std::int64_t tenant_id, const std::stri
 // (decide_rollout) and stores the change. Check-ins pass only_when_a_wave_is_due (halting and completion
 // change only with status reports, which evaluate fully).
 void evaluate_deployment(Store& store, Deployment& row, bool only_when_a_wave_is_due = false);
+// The device leaves the open deployments of its group that it has not finished (installed, failed, or left
+// already): each records `status` (revoked or unclaimed) with `detail`, its history kept; then `leave` runs
+// (the revocation, unclaim or move to another tenant, in the caller's transaction), and each deployment left
+// is evaluated again without the device. Revoke, unclaim and transfer all end a device's part this way.
+// Returns the IDs of the deployments left.
+std::vector<std::string> leave_open_deployments(Store& store, std::int64_t tenant_id, const std::string& device_id,
+                                                DeviceStatus status, const std::string& detail,
+                                                const std::function<void()>& leave);
 // Where a device that took an aborted deployment goes back to: the deployment carrying exactly the manifest
 // it ran before (as its agent reported at its first status for the aborted one), or, when its agent reports
 // no digest, the one it last reported installed before. `to` unset: nothing to go back to, `reason` says why

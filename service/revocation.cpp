@@ -21,10 +21,6 @@ Json text_or_null(const std::optional<std::string>& text) {
   return text && !text->empty() ? Json(*text) : Json(nullptr);
 }
 
-bool finished(const std::optional<std::string>& status) {
-  return status && (*status == "installed" || left_deployment(*status) || is_failure_status(*status));
-}
-
 Json token_json(const TokenInfo& t) {
   return Json{{"id", t.id},
               {"name", t.name},
@@ -70,22 +66,12 @@ Reply revoke_device(Call& call) {
   auto reason = revocation_reason(call);
   auto device = call.store.find_device(call.who.tenant_id, id);
   if (!device) throw ApiError{404, "not_found", fmt::format("device {} not found", id)};
-  auto identity = call.store.device_identity(id);
   auto now = now_iso8601();
   // The revocation, the deployments it leaves and their rollout decisions commit together.
   auto tx = call.store.begin();
-  call.store.revoke_device(id, reason, now);
-  Json left = Json::array();
-  if (identity && identity->group_id) {
-    for (auto& row : call.store.list_deployments(call.who.tenant_id, *identity->group_id)) {
-      if (!is_open(row.state)) continue;
-      if (finished(call.store.reported_status(row.id, id))) continue;
-      call.store.record_status(row.id, id, status_name(DeviceStatus::revoked),
-                               reason.empty() ? "device revoked" : "device revoked: " + reason, now, std::nullopt);
-      evaluate_deployment(call.store, row);
-      left.push_back(row.id);
-    }
-  }
+  auto left = leave_open_deployments(call.store, call.who.tenant_id, id, DeviceStatus::revoked,
+                                     reason.empty() ? "device revoked" : "device revoked: " + reason,
+                                     [&] { call.store.revoke_device(id, reason, now); });
   tx->commit();
   if (call.config.log && !device->revoked_at)
     call.config.log(fmt::format("device {} revoked by {}{}", id, call.who.token_name,

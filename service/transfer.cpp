@@ -28,31 +28,6 @@ const VoucherKey& voucher_key(const Call& call) {
   return *fallback;
 }
 
-// Ends the device's unfinished deployments (status unclaimed, history kept) and leaves its group, as
-// `leave` does (unclaim, or the move to another tenant). Returns the deployments it left.
-Json end_deployments(Call& call, const std::string& id, std::int64_t tenant_id, const std::string& detail,
-                     const std::function<void()>& leave) {
-  auto identity = call.store.device_identity(id);
-  auto now = now_iso8601();
-  std::vector<Deployment> left;
-  if (identity && identity->group_id) {
-    for (auto& row : call.store.list_deployments(tenant_id, *identity->group_id)) {
-      if (!is_open(row.state)) continue;
-      auto status = call.store.reported_status(row.id, id);
-      if (status && (*status == "installed" || left_deployment(*status) || is_failure_status(*status))) continue;
-      call.store.record_status(row.id, id, status_name(DeviceStatus::unclaimed), detail, now, std::nullopt);
-      left.push_back(row);
-    }
-  }
-  leave();
-  Json ids = Json::array();
-  for (auto& row : left) {
-    evaluate_deployment(call.store, row);
-    ids.push_back(row.id);
-  }
-  return ids;
-}
-
 std::vector<std::string> device_list(const Json& body) {
   auto it = body.find("devices");
   if (it == body.end() || !it->is_array() || it->empty() || it->size() > max_voucher_devices)
@@ -148,7 +123,8 @@ Reply unclaim_device(Call& call) {
   if (!device) throw ApiError{404, "not_found", fmt::format("device {} not found", id)};
   if (!device->claimed) throw ApiError{409, "not_claimed", fmt::format("device {} is not claimed", id)};
   auto tx = call.store.begin();
-  auto left = end_deployments(call, id, call.who.tenant_id, "device unclaimed", [&] { call.store.unclaim_device(id); });
+  auto left = leave_open_deployments(call.store, call.who.tenant_id, id, DeviceStatus::unclaimed, "device unclaimed",
+                                     [&] { call.store.unclaim_device(id); });
   tx->commit();
   auto out = device_json(*call.store.find_device(call.who.tenant_id, id));
   out["deployments_left"] = left;
@@ -243,8 +219,10 @@ Reply accept_transfer(Call& call) {
   }
   Json moved = Json::array();
   for (auto& id : checked.record.devices) {
-    auto left = end_deployments(call, id, checked.record.from_tenant_id, "device transferred to tenant " + v.to_tenant,
-                                [&] { call.store.transfer_device(id, call.who.tenant_id, checked.products[id], now); });
+    auto left = leave_open_deployments(
+        call.store, checked.record.from_tenant_id, id, DeviceStatus::unclaimed,
+        "device transferred to tenant " + v.to_tenant,
+        [&] { call.store.transfer_device(id, call.who.tenant_id, checked.products[id], now); });
     auto row = device_json(*call.store.find_device(call.who.tenant_id, id));
     row["deployments_left"] = left;
     moved.push_back(row);

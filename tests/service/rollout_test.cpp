@@ -10,7 +10,6 @@
 #include <nlohmann/json.hpp>
 
 #include "core/bytes.hpp"
-#include "manifests/suit_create.hpp"
 #include "service/api.hpp"
 #include "service/db.hpp"
 #include "service/rollout.hpp"
@@ -65,94 +64,7 @@ TEST_CASE("rollout: waves admit by cumulative percentage; the threshold is stric
   CHECK(!is_failure_status("testing"));
 }
 
-namespace {
-
-// The service with the factory CA registered; the product Thermo comes when the test asks (create_product).
-struct AgentFixture : test::ProductFixture {
-  AgentFixture() : ProductFixture({.check_in_after = 7}, false, false) {}
-};
-
-}  // namespace
-
-TEST_CASE(
-    "agent contract: check-in offers the wave's deployment with its manifest; the manifest is served to the group "
-    "only") {
-  AgentFixture f;
-  f.create_product();
-  f.add_ca(f.factory_ca);
-  auto inside = f.assigned_device("dev-in", "Thermo/Field Test");
-  auto outside = f.assigned_device("dev-out", "Thermo/Production");
-
-  auto release = f.releases.make("fw", 5);
-  auto image = f.upload(release.image);
-  auto envelope = release.envelope;
-  auto manifest = f.upload(envelope);
-  auto other_manifest = f.upload("not a SUIT envelope");
-  CHECK(f.call("POST", "/v1/images/" + image + "/manifest", Json{{"manifest", other_manifest}}.dump()).status == 422);
-  // A blob larger than any SUIT envelope (an image named as the manifest) is refused before it is read into memory.
-  auto huge_manifest = f.upload(std::string((1 << 20) + 1, '\xa5'));
-  for (const auto& [target, body] :
-       {std::pair{"/v1/images/" + image + "/manifest", Json{{"manifest", huge_manifest}}},
-        std::pair{std::string("/v1/deployments"),
-                  Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"manifest", huge_manifest}}}}) {
-    auto big = f.call("POST", target, body.dump());
-    CHECK(big.status == 422);
-    CHECK_MESSAGE(Json::parse(big.body)["error"]["message"].get<std::string>().find("larger than") != std::string::npos,
-                  big.body);
-  }
-  auto linked = f.json("POST", "/v1/images/" + image + "/manifest", Json{{"manifest", manifest}}.dump());
-  CHECK(linked["sequence"] == 5);
-
-  // The manifest linked at upload is the default; its sequence number is parsed by the service.
-  auto dep = f.json("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image}}}.dump());
-  CHECK(dep["manifest"] == manifest);
-  CHECK(dep["sequence"] == 5);
-  CHECK(dep["waves"].size() == 1);
-  auto id = dep["id"].get<std::string>();
-
-  auto answer = f.json("POST", "/v1/agent/check-in",
-                       R"({"version":"1.0.0","sequence":0,"manifest_digest":null,"state":"device-complete"})", inside);
-  CHECK(answer["device"] == "dev-in");
-  CHECK(answer["check_in_after"] == 7);
-  auto offer = answer["deployment"];
-  REQUIRE(offer.is_object());
-  CHECK(offer["id"] == id);
-  CHECK(offer["wave"] == 1);
-  CHECK(offer["action"] == "install");
-  CHECK(offer["sequence"] == 5);
-  CHECK(offer["manifest"] ==
-        Json{{"id", manifest}, {"size", envelope.size()}, {"url", "/v1/agent/deployments/" + id + "/manifest"}});
-  CHECK(offer["images"] ==
-        Json::array({Json{{"id", image}, {"size", release.image.size()}, {"url", "/v1/agent/images/" + image + "/content"}}}));
-
-  auto served = f.call("GET", offer["manifest"]["url"].get<std::string>(), "", inside);
-  CHECK(served.status == 200);
-  CHECK(served.content_type == "application/cbor");
-  CHECK(served.body == envelope);
-  CHECK(f.call("GET", offer["manifest"]["url"].get<std::string>(), "", outside).status == 404);
-  CHECK(f.call("GET", "/v1/agent/deployments/dep_nope/manifest", "", inside).status == 404);
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", outside)["deployment"].is_null());
-
-  // Every status of the contract is accepted; unknown ones and malformed bodies are 400; other groups 404.
-  for (const char* status : {"downloading", "verifying", "installing", "testing", "refused", "installed"})
-    CHECK(f.call("POST", "/v1/agent/status",
-                 Json{{"deployment", id}, {"status", status}, {"version", "2.0.0"}, {"detail", "x"}}.dump(), inside)
-              .status == 200);
-  CHECK(f.json("GET", "/v1/devices/dev-in")["version"] == "2.0.0");
-  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "done"}}.dump(), inside).status == 400);
-  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "installed"}}.dump(), outside).status ==
-        404);
-  for (const char* body :
-       {R"({"sequence":-1})", R"({"sequence":"5"})", R"({"manifest_digest":"abc"})", R"({"version":5})", "[", "[]"})
-    CHECK_MESSAGE(f.call("POST", "/v1/agent/check-in", body, inside).status == 400, body);
-
-  // An explicit manifest must describe the images.
-  auto unrelated = f.upload("another image");
-  auto bad = f.call("POST", "/v1/deployments",
-                    Json{{"group", "Thermo/Field Test"}, {"images", {unrelated}}, {"manifest", manifest}}.dump());
-  CHECK(bad.status == 422);
-  CHECK(Json::parse(bad.body)["error"]["code"] == "manifest_mismatch");
-}
+using test::AgentFixture;
 
 TEST_CASE("rollout: a database from before staged rollouts gains the new columns and keeps its deployments") {
   test::TempDir dir;
@@ -253,234 +165,6 @@ TEST_CASE("rollout: halting counts the admitted devices of the open waves; compl
   CHECK(failing["items"][0]["device"] == first_wave[0]);
   CHECK(failing["items"][0]["status"] == "refused");
   CHECK(f.call("GET", "/v1/deployments/" + id + "/devices?status=nonsense").status == 400);
-}
-
-namespace {
-
-// A SUIT envelope signed by `key` for any file (a raw file is not an MCUboot image, yet can be described).
-std::string signed_envelope(const std::filesystem::path& file, std::uint64_t sequence, const Signer& key) {
-  suit::CreateOptions options;
-  options.components.push_back({file, ""});
-  options.vendor_id = suit::vendor_id_from_domain("example.com");
-  options.sequence_number = sequence;
-  auto bytes = suit::encode_envelope(suit::create_envelope(suit::describe(options), {}, {&key}));
-  return std::string(bytes.begin(), bytes.end());
-}
-
-std::string error_message(const Response& r) {
-  auto body = Json::parse(r.body, nullptr, false);
-  return body.is_object() && body.contains("error") ? body["error"]["message"].get<std::string>() : r.body;
-}
-
-}  // namespace
-
-TEST_CASE("deployment checks: what the product's boards would refuse is refused at creation, with the reason") {
-  AgentFixture f;
-  f.json("POST", "/v1/products", R"({"name":"Thermo"})");
-  auto dev = f.assigned_device("dev-1", "Thermo/Field Test");
-  auto [image, manifest] = f.release("v5", 5);
-  Json body = {{"group", "Thermo/Field Test"}, {"images", {image}}};
-  auto create = [&](const Json& b) { return f.call("POST", "/v1/deployments", b.dump()); };
-
-  // A product that names no keys: nothing can be checked, so nothing is created.
-  auto keyless = create(body);
-  CHECK(keyless.status == 422);
-  CHECK(Json::parse(keyless.body)["error"]["code"] == "deployment_refused");
-  CHECK(error_message(keyless).find("product Thermo has no boot keys") != std::string::npos);
-  CHECK(error_message(keyless).find("product Thermo has no manifest keys") != std::string::npos);
-  CHECK(f.json("GET", "/v1/deployments")["items"].empty());
-  // The product learns its keys (PATCH), shows them by fingerprint and key hash, and the same request passes.
-  Json trust = Json::object();
-  f.releases.add_trust(trust);
-  auto product = f.json("PATCH", "/v1/products/Thermo", trust.dump());
-  REQUIRE(product["boot_keys"].size() == 1);
-  CHECK(product["boot_keys"][0]["mcuboot_key_hash"].get<std::string>().size() == 64);
-  CHECK(product["slot_size"] == default_slot_size);
-  CHECK(f.call("PATCH", "/v1/products/Thermo", R"({"boot_keys":["not a key"]})").status == 400);
-  CHECK(error_message(f.call("PATCH", "/v1/products/Thermo", R"({"slot_size":-1})")).find("slot_size") !=
-        std::string::npos);
-
-  // A dry run: the plan and every check, nothing created.
-  auto plan = f.json("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image}},
-                                                      {"rollout", {50, 100}}, {"step_after", 60}, {"dry_run", true}}
-                                                    .dump());
-  CHECK(plan["dry_run"] == true);
-  CHECK(plan["would_create"] == true);
-  CHECK(plan["devices"] == 1);
-  CHECK(plan["waves"].size() == 2);
-  CHECK(plan["rollout"]["halt_on_failure"] == 5);
-  CHECK(plan["rollout"]["halt_min_executed"] == 5);
-  std::set<std::string> names;
-  for (auto& c : plan["checks"]) {
-    names.insert(c["check"].get<std::string>());
-    CHECK_MESSAGE(c["passed"] == true, c.dump());
-  }
-  CHECK(names == std::set<std::string>{"manifest", "manifest_key", "mcuboot", "boot_key", "slot_size", "sequence"} );
-  CHECK(f.json("GET", "/v1/deployments")["items"].empty());
-
-  // A raw file (not an MCUboot image) with a manifest properly made for it and signed.
-  std::string raw(2000, 'r');
-  auto raw_file = f.dir.file("raw.bin");
-  std::ofstream(raw_file, std::ios::binary) << raw;
-  auto raw_image = f.upload(raw);
-  auto raw_manifest = f.upload(signed_envelope(raw_file, 6, f.releases.manifest_key()));
-  auto r = create({{"group", "Thermo/Field Test"}, {"images", {raw_image}}, {"manifest", raw_manifest}});
-  CHECK(r.status == 422);
-  CHECK_MESSAGE(error_message(r).find("is not an MCUboot image") != std::string::npos, r.body);
-
-  // An image without a SUIT manifest.
-  auto bare = f.upload(f.releases.make("bare", 6).image);
-  r = create({{"group", "Thermo/Field Test"}, {"images", {bare}}});
-  CHECK(r.status == 422);
-  CHECK_MESSAGE(error_message(r).find("no SUIT manifest") != std::string::npos, r.body);
-
-  // An image signed by a key that is not a boot key of the product.
-  auto other = f.releases.key("other.pem");
-  auto rogue = f.releases.make("rogue", 6, 3000, false, nullptr, other.get());
-  r = create({{"group", "Thermo/Field Test"}, {"images", {f.upload(rogue.image)}}, {"manifest", f.upload(rogue.envelope)}});
-  CHECK(r.status == 422);
-  CHECK_MESSAGE(error_message(r).find("not a boot key of product Thermo") != std::string::npos, r.body);
-
-  // A manifest signed by another key.
-  auto forged = f.releases.make("forged", 6, 3000, false, other.get());
-  r = create({{"group", "Thermo/Field Test"}, {"images", {f.upload(forged.image)}}, {"manifest", f.upload(forged.envelope)}});
-  CHECK(r.status == 422);
-  CHECK_MESSAGE(error_message(r).find("does not verify against the manifest keys of product Thermo") != std::string::npos,
-                r.body);
-
-  // The device reports running sequence 7: sequence 5 would be refused by it, and it is named.
-  CHECK(f.json("POST", "/v1/agent/check-in", R"({"sequence":7})", dev)["deployment"].is_null());
-  r = create(body);
-  CHECK(r.status == 422);
-  CHECK_MESSAGE(error_message(r).find("manifest sequence number 5 is not above") != std::string::npos, r.body);
-  CHECK_MESSAGE(error_message(r).find("dev-1") != std::string::npos, r.body);
-  auto [image8, manifest8] = f.release("v8", 8);
-  auto created = f.json("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image8}}}.dump());
-  CHECK(created["halt_on_failure"] == 5);
-  CHECK(created["halt_min_executed"] == 5);
-  // A deployment still offering sequence 8 blocks an older release for the group, even where no device ran it.
-  f.json("POST", "/v1/agent/check-in", R"({"sequence":1})", dev);
-  auto [image7, manifest7] = f.release("v7b", 7);
-  r = create({{"group", "Thermo/Field Test"}, {"images", {image7}}});
-  CHECK(r.status == 422);
-  CHECK_MESSAGE(error_message(r).find("still offers sequence 8") != std::string::npos, r.body);
-
-  // The slot: an image that does not fit the product's slot size.
-  f.json("PATCH", "/v1/products/Thermo", R"({"slot_size":3072})");
-  auto [image9, manifest9] = f.release("v9", 9);
-  r = create({{"group", "Thermo/Field Test"}, {"images", {image9}}});
-  CHECK(r.status == 422);
-  CHECK_MESSAGE(error_message(r).find("holds 3072 bytes") != std::string::npos, r.body);
-  auto dry = f.json("POST", "/v1/deployments",
-                    Json{{"group", "Thermo/Field Test"}, {"images", {image9}}, {"dry_run", true}}.dump());
-  CHECK(dry["would_create"] == false);
-  CHECK(dry["reason"].get<std::string>().find("holds 3072 bytes") != std::string::npos);
-  CHECK(f.json("GET", "/v1/deployments")["items"].size() == 1);
-}
-
-TEST_CASE("deployment checks: an image carrying only its key hash needs a board that holds the key") {
-  AgentFixture f;
-  std::filesystem::create_directories(f.dir.path() / "separate");
-  test::TestReleaseMaker separate(f.dir.path() / "separate", true);  // boot key != manifest key
-  Json product = {{"name", "Thermo"}};
-  separate.add_trust(product);
-  f.json("POST", "/v1/products", product.dump());
-  auto upload = [&](const test::TestReleaseFiles& r) {
-    return Json{{"group", "Thermo/Production"}, {"images", {f.upload(r.image)}}, {"manifest", f.upload(r.envelope)}};
-  };
-  auto hash_only = f.call("POST", "/v1/deployments", upload(separate.make("hash", 2)).dump());
-  CHECK(hash_only.status == 422);
-  CHECK_MESSAGE(error_message(hash_only).find("sign with --public-key-format full") != std::string::npos,
-                hash_only.body);
-  CHECK(f.call("POST", "/v1/deployments", upload(separate.make("full", 2, 3000, true)).dump()).status == 201);
-}
-
-TEST_CASE("deployment requests: bad rollout settings are 400 naming the field") {
-  AgentFixture f;
-  f.create_product();
-  auto [image, manifest] = f.release("v2", 2);
-  const std::pair<Json, const char*> cases[] = {
-      {Json{{"rollout", 150}}, "rollout"},
-      {Json{{"rollout", -5}}, "rollout"},
-      {Json{{"rollout", {50, 10}}, {"step_after", 60}}, "rollout"},
-      {Json{{"rollout", {10, 100}}}, "step_after"},
-      {Json{{"rollout", {10, 100}}, {"step_after", 0}}, "step_after"},
-      {Json{{"rollout", {10, 100}}, {"step_after", -60}}, "step_after"},
-      {Json{{"halt_on_failure", 101}}, "halt_on_failure"},
-      {Json{{"halt_on_failure", -1}}, "halt_on_failure"},
-      {Json{{"halt_on_failure", "sometimes"}}, "halt_on_failure"},
-      {Json{{"halt_min_executed", 0}}, "halt_min_executed"},
-      {Json{{"dry_run", "yes"}}, "dry_run"},
-  };
-  for (auto& [extra, field] : cases) {
-    Json body = {{"group", "Thermo/Field Test"}, {"images", {image}}};
-    body.update(extra);
-    auto r = f.call("POST", "/v1/deployments", body.dump());
-    CHECK_MESSAGE(r.status == 400, body.dump());
-    CHECK_MESSAGE(error_message(r).find(field) != std::string::npos, body.dump(), " -> ", r.body);
-  }
-  // "never" must be said to have no halt threshold; it is shown as such.
-  auto never = f.json("POST", "/v1/deployments",
-                      Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"halt_on_failure", "never"}}.dump());
-  CHECK(never["halt_on_failure"] == "never");
-}
-
-TEST_CASE("deployment requests: bad rollout controls are 400 naming the field") {
-  AgentFixture f;
-  f.create_product();
-  auto [image, manifest] = f.release("v2", 2);
-  const std::pair<Json, const char*> cases[] = {
-      {Json{{"wave_success", {{"percent", 101}}}}, "wave_success.percent"},
-      {Json{{"wave_success", {{"percent", -1}}}}, "wave_success.percent"},
-      {Json{{"wave_success", {{"percent", "90%"}}}}, "wave_success.percent"},
-      {Json{{"wave_success", {{"then", "next"}}}}, "wave_success.percent"},
-      {Json{{"wave_success", {{"percent", 90}, {"then", "later"}}}}, "wave_success.then"},
-      {Json{{"wave_success", {{"percent", 90}, {"than", "pause"}}}}, "wave_success.than"},
-      {Json{{"wave_success", 90}}, "wave_success"},
-      {Json{{"wave_error", {{"count", -1}}}}, "wave_error.count"},
-      {Json{{"wave_error", {{"count", 1.5}}}}, "wave_error.count"},
-      {Json{{"wave_error", {{"percent", 250}}}}, "wave_error.percent"},
-      {Json{{"wave_error", {{"percent", 10}, {"count", 2}}}}, "wave_error"},
-      {Json{{"wave_error", Json::object()}}, "wave_error"},
-      {Json{{"abort_criteria", {{{"kind", "exploded"}, {"percent", 10}}}}}, "abort_criteria[0].kind"},
-      {Json{{"abort_criteria", {{{"percent", 10}}}}}, "abort_criteria[0].kind"},
-      {Json{{"abort_criteria", {{{"kind", "failed"}, {"percent", 110}}}}}, "abort_criteria[0].percent"},
-      {Json{{"abort_criteria", {{{"kind", "failed"}}}}}, "abort_criteria[0].percent"},
-      {Json{{"abort_criteria", {{{"kind", "failed"}, {"percent", 10}, {"min_executed", 0}}}}},
-       "abort_criteria[0].min_executed"},
-      {Json{{"abort_criteria", {{{"kind", "failed"}, {"percent", 10}}, {{"kind", "failed"}, {"percent", 20}}}}},
-       "abort_criteria[1].kind"},
-      {Json{{"abort_criteria", "failed"}}, "abort_criteria"},
-  };
-  for (auto& [extra, field] : cases) {
-    Json body = {{"group", "Thermo/Field Test"}, {"images", {image}}};
-    body.update(extra);
-    auto r = f.call("POST", "/v1/deployments", body.dump());
-    CHECK_MESSAGE(r.status == 400, body.dump());
-    CHECK_MESSAGE(error_message(r).find(std::string("'") + field + "'") != std::string::npos, body.dump(), " -> ",
-                  r.body);
-  }
-  // Several waves need step_after, unless their success condition opens them; the controls are shown back.
-  auto d = f.json("POST", "/v1/deployments",
-                  Json{{"group", "Thermo/Field Test"},
-                       {"images", {image}},
-                       {"rollout", {10, 100}},
-                       {"wave_success", {{"percent", 95}, {"then", "pause"}}},
-                       {"wave_error", {{"count", 2}}},
-                       {"abort_criteria", {{{"kind", "timed_out"}, {"percent", 15}}}}}
-                      .dump());
-  CHECK(d["wave_success"] == Json{{"percent", 95.0}, {"then", "pause"}});
-  CHECK(d["wave_error"] == Json{{"count", 2}});
-  CHECK(d["abort_criteria"] ==
-        Json::array({Json{{"kind", "timed_out"}, {"percent", 15.0}, {"min_executed", default_abort_min_executed}}}));
-  CHECK(d["next_wave_at"].is_null());
-  auto shown = f.json("GET", "/v1/deployments/" + d["id"].get<std::string>());
-  CHECK(shown["wave_success"] == d["wave_success"]);
-  CHECK(shown["abort_criteria"] == d["abort_criteria"]);
-  auto plain = f.json("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image}}}.dump());
-  CHECK(plain["wave_success"].is_null());
-  CHECK(plain["wave_error"].is_null());
-  CHECK(plain["abort_criteria"] == Json::array());
 }
 
 namespace {
@@ -618,7 +302,7 @@ TEST_CASE("rollout controls: a device silent past its phase's timeout is recorde
     auto r = f.call("POST", "/v1/deployments",
                     Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"timeouts", bad}}.dump());
     CHECK(r.status == 400);
-    CHECK_MESSAGE(error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
+    CHECK_MESSAGE(test::error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
   }
   auto d = f.json("POST", "/v1/deployments",
                   Json{{"group", "Thermo/Field Test"},
@@ -672,7 +356,7 @@ TEST_CASE("rollout controls: the rate offers the deployment to no more new devic
         std::pair{Json{{"base_per_minute", 5}, {"speed", 4}}, "rate.speed"}}) {
     auto r = f.call("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"rate", bad}}.dump());
     CHECK(r.status == 400);
-    CHECK_MESSAGE(error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
+    CHECK_MESSAGE(test::error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
   }
   // One device per minute: the first at once, the next a minute later (the test takes far less).
   auto d = f.json("POST", "/v1/deployments",
@@ -714,7 +398,7 @@ TEST_CASE("rollout controls: a scheduled start holds every device until it comes
     auto r = f.call("POST", "/v1/deployments",
                     Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"schedule", bad}}.dump());
     CHECK(r.status == 400);
-    CHECK_MESSAGE(error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
+    CHECK_MESSAGE(test::error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
   }
   auto later = f.json("POST", "/v1/deployments",
                       Json{{"group", "Thermo/Field Test"},
@@ -766,7 +450,7 @@ TEST_CASE("rollout controls: transient failures are retried with backoff; the la
         std::pair{Json{{"retries", 3}, {"jitter", 1}}, "retry.jitter"}, std::pair{Json(3), "retry"}}) {
     auto r = f.call("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"retry", bad}}.dump());
     CHECK(r.status == 400);
-    CHECK_MESSAGE(error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
+    CHECK_MESSAGE(test::error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
   }
   auto defaults = f.json("POST", "/v1/deployments",
                          Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"retry", {{"retries", 2}}}}.dump());
@@ -851,7 +535,7 @@ TEST_CASE("rollout controls: maintenance windows hold devices outside them, in t
     auto r = f.call("POST", "/v1/deployments",
                     Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"schedule", bad}}.dump());
     CHECK(r.status == 400);
-    CHECK_MESSAGE(error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
+    CHECK_MESSAGE(test::error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
   }
   // A daily two-hour window twelve hours from now in UTC: closed in UTC, open in UTC+12 (Etc/GMT-12).
   auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -875,7 +559,7 @@ TEST_CASE("rollout controls: maintenance windows hold devices outside them, in t
                                  std::pair{Json{{"zone", "UTC"}}, "zone"}}) {
     auto r = f.call("PATCH", "/v1/devices/dev-1", bad.dump());
     CHECK(r.status == 400);
-    CHECK_MESSAGE(error_message(r).find(std::string("'") + why + "'") != std::string::npos, r.body);
+    CHECK_MESSAGE(test::error_message(r).find(std::string("'") + why + "'") != std::string::npos, r.body);
   }
   CHECK(f.json("PATCH", "/v1/devices/dev-1", Json{{"time_zone", "Etc/GMT-12"}}.dump())["time_zone"] == "Etc/GMT-12");
   CHECK(f.json("GET", "/v1/devices/dev-1")["time_zone"] == "Etc/GMT-12");
@@ -896,75 +580,3 @@ TEST_CASE("rollout controls: maintenance windows hold devices outside them, in t
   CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"]["id"] == named["id"]);
 }
 
-TEST_CASE("deployment checks: a manifest below the product's M-of-N threshold is refused, naming found and required") {
-  AgentFixture f;
-  auto second = f.releases.key("second.pem");
-  auto third = f.releases.key("third.pem");
-  auto pem = [](const Signer& s) {
-    auto bytes = export_public_key(s.public_key_der(), PublicKeyFormat::pem);
-    return std::string(bytes.begin(), bytes.end());
-  };
-  Json body = {{"name", "Thermo"}};
-  f.releases.add_trust(body);
-  body["manifest_keys"].push_back(pem(*second));
-  body["manifest_keys"].push_back(pem(*third));
-  // Never a threshold above the number of keys, or below 1.
-  body["manifest_threshold"] = 4;
-  auto too_high = f.call("POST", "/v1/products", body.dump());
-  CHECK(too_high.status == 400);
-  CHECK_MESSAGE(error_message(too_high).find("manifest_threshold 4 is above the number of manifest keys (3)") !=
-                    std::string::npos,
-                too_high.body);
-  body["manifest_threshold"] = 0;
-  CHECK(f.call("POST", "/v1/products", body.dump()).status == 400);
-  body["manifest_threshold"] = 2;
-  auto product = f.json("POST", "/v1/products", body.dump());
-  CHECK(product["manifest_threshold"] == 2);
-  CHECK(product["manifest_keys"].size() == 3);
-  CHECK(f.json("GET", "/v1/products/Thermo")["manifest_threshold"] == 2);
-  // Dropping keys below the threshold is refused, the product unchanged.
-  Json fewer = {{"manifest_keys", {f.releases.manifest_pem()}}};
-  CHECK(f.call("PATCH", "/v1/products/Thermo", fewer.dump()).status == 400);
-  CHECK(f.json("GET", "/v1/products/Thermo")["manifest_keys"].size() == 3);
-  f.assigned_device("dev-1", "Thermo/Field Test");
-
-  // Signed by one key, then by the same key twice: refused before any device sees it, dry run too.
-  auto one = f.releases.make("one", 5);
-  auto image = f.upload(one.image);
-  Json request = {{"group", "Thermo/Field Test"}, {"images", {image}}, {"manifest", f.upload(one.envelope)}};
-  auto r = f.call("POST", "/v1/deployments", request.dump());
-  CHECK(r.status == 422);
-  CHECK_MESSAGE(error_message(r).find("1 valid signature from the trusted keys, 2 required (threshold 2 of 3)") !=
-                    std::string::npos,
-                r.body);
-  request["dry_run"] = true;
-  auto plan = f.json("POST", "/v1/deployments", request.dump());
-  CHECK(plan["would_create"] == false);
-  CHECK(f.json("GET", "/v1/deployments")["items"].empty());
-
-  suit::Envelope twice = suit::parse_envelope(as_bytes(one.envelope));
-  suit::add_signature(twice, f.releases.manifest_key());
-  Bytes twice_bytes = suit::encode_envelope(twice);
-  request = {{"group", "Thermo/Field Test"},
-             {"images", {image}},
-             {"manifest", f.upload(std::string(twice_bytes.begin(), twice_bytes.end()))}};
-  r = f.call("POST", "/v1/deployments", request.dump());
-  CHECK(r.status == 422);
-  CHECK_MESSAGE(error_message(r).find("1 valid signature from the trusted keys") != std::string::npos, r.body);
-
-  // Two distinct keys of the set: created. The product lowered to 1 of 3 accepts one signature again.
-  suit::Envelope two = suit::parse_envelope(as_bytes(one.envelope));
-  suit::add_signature(two, *third);
-  Bytes two_bytes = suit::encode_envelope(two);
-  request["manifest"] = f.upload(std::string(two_bytes.begin(), two_bytes.end()));
-  request["dry_run"] = true;
-  plan = f.json("POST", "/v1/deployments", request.dump());
-  CHECK(plan["would_create"] == true);
-  bool named = false;
-  for (auto& c : plan["checks"])
-    if (c["check"] == "manifest_key") named = c["detail"].get<std::string>().find("threshold 2 of 3") != std::string::npos;
-  CHECK_MESSAGE(named, plan.dump());
-  CHECK(f.json("PATCH", "/v1/products/Thermo", R"({"manifest_threshold":1})")["manifest_threshold"] == 1);
-  request["manifest"] = f.upload(one.envelope);
-  CHECK(f.json("POST", "/v1/deployments", request.dump())["would_create"] == true);
-}

@@ -173,6 +173,17 @@ class ProductTenant : public TenantApi {
     json("POST", "/v1/devices/" + uid + "/assign", Json{{"group", group}}.dump());
     return chain;
   }
+  // A device of Thermo/`group`, claimed with a proof of possession signed by its key; its certificate chain.
+  std::vector<std::string> claimed_device(const std::string& uid, const std::string& group = "Field Test") {
+    TestKey key;
+    auto chain = device(uid, key, group);
+    auto challenge = json("POST", "/v1/devices/" + uid + "/claim-challenge");
+    json("POST", "/v1/devices/" + uid + "/claim",
+         Json{{"nonce", challenge["nonce"]},
+              {"signature", sign_message_hex(key, challenge["message"].get<std::string>())}}
+             .dump());
+    return chain;
+  }
   // A release uploaded and its manifest linked: {image, manifest}.
   std::pair<std::string, std::string> release(const std::string& name, std::uint64_t sequence) {
     auto made = releases.make(name, sequence);
@@ -220,6 +231,12 @@ struct ServiceHolder {
   }
 };
 
+// The message of a refused call's error, else the whole body (for a CHECK's output).
+inline std::string error_message(const service::Response& r) {
+  auto body = nlohmann::json::parse(r.body, nullptr, false);
+  return body.is_object() && body.contains("error") ? body["error"]["message"].get<std::string>() : r.body;
+}
+
 // The service with tenant "acme" and its admin token.
 class ServiceFixture : public ServiceHolder, public TenantApi {
  public:
@@ -243,6 +260,12 @@ class ProductFixture : public ServiceHolder, public ProductTenant {
   explicit ProductFixture(ServiceOptions options = {}, bool stations = false, bool product = true)
       : ServiceHolder(options),
         ProductTenant(service_instance, "acme", dir.path(), stations, options.admin_name, product) {}
+};
+
+// The service with the factory CA registered, devices checking in every 7 s; the product Thermo comes when the
+// test asks (create_product).
+struct AgentFixture : ProductFixture {
+  AgentFixture() : ProductFixture({.check_in_after = 7}, false, false) {}
 };
 
 }  // namespace kiln::test
