@@ -245,8 +245,15 @@ Reply agent_report_status(Call& call) {
   auto tx = call.store.begin();
   auto row = load_deployment(call.store, call.who.tenant_id, deployment);
   auto group = device_group(call);
-  if ((!group || *group != row.group_id) && !reported_status(call, deployment))
+  auto reported = reported_status(call, deployment);
+  if ((!group || *group != row.group_id) && !reported)
     throw ApiError{404, "not_found", fmt::format("deployment {} is not for this device's group", deployment)};
+  // A device that left the deployment (unclaimed, moved to another tenant) does not report itself back into it:
+  // its terminal status stays, and the deployment's counts with it.
+  if (reported && left_deployment(*reported))
+    throw ApiError{404, "not_found",
+                   fmt::format("device {} left deployment {} ({}): it reports no more for it", call.who.device_id,
+                               deployment, *reported)};
   if (status == "failed") {
     // With retries, a transient failure waits and tries again; the last attempt's failure is the failure.
     auto mine = call.store.deployment_device(deployment, call.who.device_id);

@@ -2,6 +2,7 @@
 // certificate check, the check-in offer and its manifest, status reports and what they refuse.
 #include <doctest/doctest.h>
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -9,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "service/api.hpp"
+#include "service/store.hpp"
 #include "tests/service/service_fixture.hpp"
 #include "tests/support/test_certificates.hpp"
 #include "tests/support/test_release.hpp"
@@ -137,4 +139,20 @@ TEST_CASE("agent: status reports name their deployment; a reason comes only with
   auto ok = report({{"deployment", d.deployment}, {"status", "failed"}, {"reason", "power_loss"}, {"detail", "brownout"}});
   CHECK(ok.status == 200);
   CHECK(Json::parse(ok.body) == Json{{"deployment", d.deployment}, {"device", "dev-1"}, {"status", "failed"}});
+}
+
+TEST_CASE("agent: a device that left a deployment (unclaimed) cannot report itself back into it") {
+  test::ProductFixture f({.sqlite = "kiln.db"});
+  auto chain = f.claimed_device("dev-1");
+  auto release = f.release("v3", 3);
+  auto id = f.json("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {release.first}}}.dump())["id"]
+                .get<std::string>();
+  f.json("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "downloading"}}.dump(), chain);
+  CHECK(f.json("POST", "/v1/devices/dev-1/unclaim")["deployments_left"] == Json::array({id}));
+  auto late = f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "installed"}}.dump(), chain);
+  CHECK(late.status == 404);
+  auto store = service::open_store(f.database);
+  CHECK(store->reported_status(id, "dev-1") == std::optional<std::string>("unclaimed"));
+  // Out of its group, it is offered nothing.
+  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chain)["deployment"].is_null());
 }
