@@ -1,56 +1,20 @@
 // Tests for SmpClient over a scripted link: in-order matching, stale answers, timeouts and retries.
 #include <doctest/doctest.h>
 
-#include <deque>
-#include <functional>
-
 #include "core/error.hpp"
-#include "transport/board_api.hpp"
-#include "transport/provisioning_group.hpp"
 #include "transport/smp_client.hpp"
+#include "tests/support/scripted_link.hpp"
 
 using namespace kiln;
 
 namespace {
 
-// A link whose board side is a function from request frame to zero or more response frames.
-class ScriptedLink final : public Link {
- public:
-  using Board = std::function<std::vector<smp::Frame>(const smp::Frame&)>;
-  explicit ScriptedLink(Board board, int* sends) : board_(std::move(board)), sends_(sends) {}
-  void send(ByteView packet) override {
-    ++*sends_;
-    for (auto& reply : board_(smp::decode_frame(packet))) pending_.push_back(smp::encode_frame(reply.header, reply.body));
-  }
-  std::optional<Bytes> receive(std::chrono::milliseconds) override {
-    if (pending_.empty()) return std::nullopt;
-    Bytes packet = std::move(pending_.front());
-    pending_.pop_front();
-    return packet;
-  }
-  std::string address() const override { return "emu:/scripted.sock"; }
-
- private:
-  Board board_;
-  int* sends_;
-  std::deque<Bytes> pending_;
-};
-
-smp::Frame answer(const smp::Frame& request, smp::Body body) {
-  smp::Frame reply{request.header, std::move(body)};
-  reply.header.op = smp::response_op(request.header.op);
-  return reply;
-}
+using test::ScriptedLink;
+using test::answer;
+using test::quick;
 
 SmpRequest echo_request(const std::string& text) {
   return {smp::Op::write, smp::group::os, 0, {{"d", text}}};
-}
-
-SmpClientOptions quick() {
-  SmpClientOptions options;
-  options.timeout = std::chrono::milliseconds(50);
-  options.read_retries = 2;
-  return options;
 }
 
 }  // namespace
@@ -138,32 +102,4 @@ TEST_CASE("smp client: a response with a sequence no request had is a protocol e
           std::string::npos);
   }
   CHECK(sends == 1);  // not retried as if it had timed out
-}
-
-TEST_CASE("board api: unknown slot or manufacturing states from a board are exit 4 with a clear message") {
-  auto board_answering = [](smp::Body body) {
-    return [body](const smp::Frame& f) { return std::vector{answer(f, body)}; };
-  };
-  int sends = 0;
-  {
-    SmpClient client(std::make_unique<ScriptedLink>(
-                         board_answering({{"images", smp::Body::array({{{"slot", 0}, {"active", "maybe"}}})}}), &sends),
-                     quick());
-    CHECK_THROWS_WITH_AS(read_image_state(client), doctest::Contains("image slot state kiln does not know"), Error);
-  }
-  {
-    SmpClient client(std::make_unique<ScriptedLink>(board_answering({{"splitStatus", 0}}), &sends), quick());
-    CHECK_THROWS_WITH_AS(read_image_state(client), doctest::Contains("no images list"), Error);
-  }
-  {
-    SmpClient client(std::make_unique<ScriptedLink>(board_answering({{"uid", "AB"}, {"state", "\x1b[2Jbricked"}}), &sends),
-                     quick());
-    try {
-      read_identity(client);
-      FAIL("an unknown state must not pass");
-    } catch (const Error& e) {
-      CHECK(e.code() == ExitCode::board);
-      CHECK(std::string(e.what()).find("manufacturing state kiln does not know") != std::string::npos);
-    }
-  }
 }

@@ -1,0 +1,228 @@
+// Tests for transport/provisioning_group: state and error names, the transport-key wrap both ends share, the
+// attestation statement layout, and the client calls over a scripted board (what each group error becomes).
+#include <doctest/doctest.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include <string>
+#include <vector>
+
+#include "core/error.hpp"
+#include "signing/openssl_ptr.hpp"
+#include "tests/support/scripted_link.hpp"
+#include "transport/provisioning_group.hpp"
+
+using namespace kiln;
+using test::answer;
+using test::quick;
+using test::ScriptedLink;
+
+namespace {
+
+struct KeyPair {
+  Bytes spki, pkcs8;
+};
+
+KeyPair new_key(const char* type, const char* curve = nullptr) {
+  ossl::Ptr<EVP_PKEY> key(curve ? EVP_PKEY_Q_keygen(nullptr, nullptr, type, curve)
+                                : EVP_PKEY_Q_keygen(nullptr, nullptr, type));
+  REQUIRE(key);
+  KeyPair out;
+  unsigned char* der = nullptr;
+  int n = i2d_PUBKEY(key.get(), &der);
+  REQUIRE(n > 0);
+  out.spki.assign(der, der + n);
+  OPENSSL_free(der);
+  der = nullptr;
+  n = i2d_PrivateKey(key.get(), &der);
+  REQUIRE(n > 0);
+  out.pkcs8.assign(der, der + n);
+  OPENSSL_free(der);
+  return out;
+}
+
+// A board answering every request with `body`; the last request it got is kept.
+struct OneAnswerBoard {
+  smp::Body body;
+  smp::Frame last;
+  SmpClient client() {
+    return SmpClient(std::make_unique<ScriptedLink>([this](const smp::Frame& f) {
+                       last = f;
+                       return std::vector{answer(f, body)};
+                     }),
+                     quick());
+  }
+};
+
+smp::Body group_error(int rc) { return {{"err", {{"group", smp::group::kiln_provisioning}, {"rc", rc}}}}; }
+
+}  // namespace
+
+TEST_CASE("provisioning group: manufacturing states and group errors have one name each") {
+  for (auto state : {ManufacturingState::blank, ManufacturingState::module_complete, ManufacturingState::device_complete})
+    CHECK(parse_manufacturing_state(manufacturing_state_name(state)) == state);
+  CHECK(manufacturing_state_name(ManufacturingState::module_complete) == "module-complete");
+  try {
+    parse_manufacturing_state("module_complete");
+    FAIL("an unknown state name must be a usage error");
+  } catch (const Error& e) {
+    CHECK(e.code() == ExitCode::usage);
+    CHECK(std::string(e.what()) == "unknown manufacturing state 'module_complete'");
+    CHECK(e.hint().find("blank, module-complete or device-complete") != std::string::npos);
+  }
+  CHECK(provisioning_rc_name(provisioning_rc::locked) == "locked by the manufacturing state");
+  CHECK(provisioning_rc_name(provisioning_rc::no_manifest_key) == "no manifest key installed");
+  CHECK(provisioning_rc_name(99) == "unknown error");
+}
+
+TEST_CASE("provisioning group: a wrapped key opens with the board's transport key and UID only") {
+  auto transport = new_key("EC", "P-256");
+  auto device = new_key("EC", "P-256");
+  auto wrapped = wrap_device_key(transport.spki, "UID-1", device.pkcs8);
+  CHECK(wrapped.iv.size() == 12);
+  CHECK(wrapped.tag.size() == 16);
+  CHECK(wrapped.ciphertext.size() == device.pkcs8.size());
+  CHECK(wrapped.ciphertext != device.pkcs8);
+  CHECK(unwrap_device_key(wrapped, transport.pkcs8, "UID-1") == device.pkcs8);
+  // Two wraps of one key differ (fresh ephemeral key and IV).
+  auto again = wrap_device_key(transport.spki, "UID-1", device.pkcs8);
+  CHECK(again.ephemeral_public_key != wrapped.ephemeral_public_key);
+
+  auto refused = [&](const WrappedKey& w, const Bytes& own, const std::string& uid, const char* what) {
+    try {
+      unwrap_device_key(w, own, uid);
+      FAIL("must not unwrap: " << what);
+    } catch (const Error& e) {
+      CHECK_MESSAGE(e.code() == ExitCode::verification_failed, what);
+    }
+  };
+  refused(wrapped, transport.pkcs8, "UID-2", "another UID (the AAD and the KDF info)");
+  refused(wrapped, new_key("EC", "P-256").pkcs8, "UID-1", "another board's transport key");
+  auto tampered = wrapped;
+  tampered.ciphertext[0] ^= 1;
+  refused(tampered, transport.pkcs8, "UID-1", "a flipped ciphertext bit");
+  auto short_iv = wrapped;
+  short_iv.iv.resize(8);
+  refused(short_iv, transport.pkcs8, "UID-1", "a short IV");
+  auto no_ciphertext = wrapped;
+  no_ciphertext.ciphertext.clear();
+  refused(no_ciphertext, transport.pkcs8, "UID-1", "no ciphertext");
+  // Only a P-256 transport key wraps.
+  auto ed = new_key("ED25519");
+  CHECK_THROWS_WITH_AS(wrap_device_key(ed.spki, "UID-1", device.pkcs8),
+                       doctest::Contains("not a P-256 public key"), Error);
+  CHECK_THROWS_AS(wrap_device_key(Bytes{1, 2, 3}, "UID-1", device.pkcs8), Error);
+}
+
+TEST_CASE("provisioning group: the attestation statement is label, sized nonce, sized UID, key") {
+  Bytes nonce{0xaa, 0xbb};
+  Bytes key{0x30, 0x01};
+  auto statement = attestation_statement(key_statement_label, nonce, "U1", key);
+  Bytes expected(key_statement_label.begin(), key_statement_label.end());
+  for (int b : {0x00, 0x02, 0xaa, 0xbb, 0x00, 0x02, int{'U'}, int{'1'}, 0x30, 0x01}) expected.push_back(static_cast<std::uint8_t>(b));
+  CHECK(statement == expected);
+  CHECK(attestation_statement(identity_statement_label, {}, "", {}).size() == identity_statement_label.size() + 4);
+  Bytes huge(0x10000, 0);
+  CHECK_THROWS_AS(attestation_statement(key_statement_label, huge, "U1", key), Error);
+}
+
+TEST_CASE("provisioning group: each group error becomes its exit code, naming the board, command and reason") {
+  struct Case {
+    int rc;
+    ExitCode code;
+  };
+  for (auto c : {Case{provisioning_rc::locked, ExitCode::conflict}, Case{provisioning_rc::invalid_transition, ExitCode::conflict},
+                 Case{provisioning_rc::precondition, ExitCode::conflict}, Case{provisioning_rc::no_device_key, ExitCode::conflict},
+                 Case{provisioning_rc::no_manifest_key, ExitCode::conflict},
+                 Case{provisioning_rc::unwrap_failed, ExitCode::verification_failed},
+                 Case{provisioning_rc::chain_mismatch, ExitCode::verification_failed},
+                 Case{provisioning_rc::manifest_refused, ExitCode::verification_failed},
+                 Case{provisioning_rc::invalid_argument, ExitCode::board}}) {
+    OneAnswerBoard board;
+    board.body = group_error(c.rc);
+    board.body["reason"] = "because";
+    auto client = board.client();
+    try {
+      set_manufacturing_state(client, ManufacturingState::device_complete, false);
+      FAIL("a group error must throw");
+    } catch (const Error& e) {
+      CAPTURE(c.rc);
+      CHECK(e.code() == c.code);
+      CHECK(std::string(e.what()) == "board emu:/scripted.sock refused provisioning command 6: " +
+                                         std::string(provisioning_rc_name(c.rc)) + ": because");
+    }
+  }
+}
+
+TEST_CASE("provisioning group: the identity a board reports, old and new manifest trust, and what is refused") {
+  Bytes key{1, 2, 3}, hash(32, 7);
+  smp::Body identity = {{"uid", "AB12"},
+                        {"state", "module-complete"},
+                        {"attestation", smp::Body::array({smp::binary(Bytes{9})})},
+                        {"transport_key", smp::binary(key)},
+                        {"transport_key_sig", smp::binary(Bytes{4})},
+                        {"firmware", smp::Body::array({{{"slot", 0u}, {"version", "1.2.3"}, {"hash", smp::binary(hash)}}})},
+                        {"manifest_key", smp::binary(key)},
+                        {"sequence", 5u}};
+  auto id = parse_identity(identity);
+  CHECK(id.uid == "AB12");
+  CHECK(id.state == ManufacturingState::module_complete);
+  CHECK(id.attestation_chain == std::vector<Bytes>{Bytes{9}});
+  REQUIRE(id.firmware.size() == 1);
+  CHECK(id.firmware[0].version == "1.2.3");
+  CHECK(id.manifest_keys == std::vector<Bytes>{key});
+  CHECK(id.manifest_threshold == 1);  // a board from before M of N: its one key, 1 of 1
+  CHECK(id.sequence == 5);
+  CHECK(id.attestation_signature.empty());
+  identity["manifest_keys"] = smp::Body::array({smp::binary(key), smp::binary(hash)});
+  identity["manifest_threshold"] = 2u;
+  id = parse_identity(identity);
+  CHECK(id.manifest_keys.size() == 2);
+  CHECK(id.manifest_threshold == 2);
+
+  auto bad_slot = identity;
+  bad_slot["firmware"] = smp::Body::array({{{"slot", 0u}, {"version", 3u}, {"hash", smp::binary(hash)}}});
+  CHECK_THROWS_WITH_AS(parse_identity(bad_slot), doctest::Contains("not {slot, version, hash}"), Error);
+
+  // A state kiln does not know is the board's fault (exit 4), shown escaped.
+  OneAnswerBoard board;
+  board.body = {{"uid", "AB"}, {"state", "\x1b[2Jbricked"}};
+  auto client = board.client();
+  try {
+    read_identity(client);
+    FAIL("an unknown state must not pass");
+  } catch (const Error& e) {
+    CHECK(e.code() == ExitCode::board);
+    CHECK(std::string(e.what()).find("manufacturing state kiln does not know") != std::string::npos);
+    CHECK(std::string(e.what()).find('\x1b') == std::string::npos);
+  }
+  // The nonce is sent only when there is one.
+  board.body = identity;
+  auto asking = board.client();
+  read_identity(asking);
+  CHECK_FALSE(board.last.body.contains("nonce"));
+  Bytes nonce(16, 1);
+  read_identity(asking, nonce);
+  CHECK(smp::get_bytes(board.last.body, "nonce") == nonce);
+}
+
+TEST_CASE("provisioning group: the service config carries only what is set") {
+  OneAnswerBoard board;
+  board.body = smp::Body::object();
+  auto client = board.client();
+  ServiceConfig config;
+  config.service_url = "https://kiln.example";
+  install_service_config(client, config);
+  CHECK(board.last.header.group == smp::group::kiln_provisioning);
+  CHECK(board.last.header.command == provisioning_command::install_config);
+  CHECK(board.last.body == smp::Body{{"service_url", "https://kiln.example"}});
+  config.manifest_keys = {Bytes{1}, Bytes{2}};
+  config.manifest_threshold = 2;
+  config.boot_key_hash = Bytes(32, 0);
+  install_service_config(client, config);
+  CHECK(board.last.body["manifest_threshold"] == 2);
+  CHECK(board.last.body["manifest_keys"].size() == 2);
+  CHECK(smp::get_bytes(board.last.body, "boot_key_hash").size() == 32);
+  CHECK_FALSE(board.last.body.contains("trust_anchor"));
+}
