@@ -179,7 +179,15 @@ int run(int argc, char** argv) {
     if (!explicit_config) config_path = default_config_path();
     ctx.config = load_config(config_path, explicit_config);
 
-    auto app = build_app(ctx);
+    // The config file's values are the global options' defaults, checked as they are set: one the option does
+    // not allow is the user's to fix (exit 2), as the same value given as a flag is.
+    std::unique_ptr<CLI::App> app;
+    try {
+      app = build_app(ctx);
+    } catch (const CLI::ParseError& e) {
+      throw Error(ExitCode::usage, fmt::format("config file {}: {}", config_path, e.what()),
+                  "fix or remove the value in the config file");
+    }
     try {
       app->parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {

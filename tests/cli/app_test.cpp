@@ -85,12 +85,21 @@ TEST_CASE("cli app: global option values are checked at parse time (exit 2)") {
   CHECK(run({}).code == 2);  // a command is required
 }
 
-TEST_CASE("cli app: a config file named but missing is exit 2") {
+TEST_CASE("cli app: the config file is checked: missing when named is exit 2, a value not allowed is exit 2") {
   test::TempDir dir;
   auto missing = run({"key", "show", "x.pem"}, dir.file("nope.toml"));
   CHECK(missing.code == 2);
   CHECK(missing.err.find("config file " + dir.file("nope.toml") + " does not exist") != std::string::npos);
   CHECK(missing.err.find("hint: fix --config / KILN_CONFIG") != std::string::npos);
+  // A value the option does not allow is exit 2 naming the file, as the flag would be (not "a bug in kiln").
+  auto bad = run({"key", "show", "x.pem"}, write(dir, "bad.toml", "output = [unterminated\n"));
+  INFO(bad.err);
+  CHECK(bad.code == 2);
+  CHECK(bad.err.find("kiln: error: config file " + dir.file("bad.toml") + ": ") == 0);
+  CHECK(bad.err.find("a bug in kiln") == std::string::npos);
+  auto xml = run({"key", "show", "x.pem"}, write(dir, "xml.toml", "output = \"xml\"\n"));
+  CHECK(xml.code == 2);
+  CHECK(xml.err.find("a bug in kiln") == std::string::npos);
 }
 
 TEST_CASE("cli app: config values are defaults for global options; a flag overrides them") {
