@@ -11,42 +11,16 @@
 #include "signing/file_key.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
+#include "tests/emulator/served_board.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "transport/board_api.hpp"
 #include "transport/provisioning_group.hpp"
 
 using namespace kiln;
 namespace fs = std::filesystem;
+using test::ServedBoard;
 
 namespace {
-
-// One board served on a socket in a temp dir, as kiln-board-emu would.
-struct ServedBoard {
-  test::TempDir dir;
-  emu::VendorRoot root = emu::load_or_create_vendor_root(dir.path());
-  std::unique_ptr<emu::Board> board;
-  std::unique_ptr<emu::BoardServer> server;
-  fs::path socket;
-
-  explicit ServedBoard(emu::BoardOptions options = {}, emu::LinkShaping shaping = {}, emu::FaultInjection faults = {}) {
-    board = emu::Board::create(dir.path(), root, options, 0);
-    serve(shaping, faults);
-  }
-  void serve(emu::LinkShaping shaping = {}, emu::FaultInjection faults = {}) {
-    socket = dir.path() / (board->uid() + ".sock");
-    server = std::make_unique<emu::BoardServer>(*board, socket, shaping, faults);
-    server->start();
-  }
-  // Power cycle: stop serving, reopen the board from its directory, serve again.
-  void power_cycle(emu::BoardOptions options = {}) {
-    server.reset();
-    auto board_dir = dir.path() / board->uid();
-    board.reset();
-    board = emu::Board::open(board_dir, root, options);
-    serve();
-  }
-  SmpClient client(SmpClientOptions options = {}) { return SmpClient(open_socket_link(socket.string()), options); }
-};
 
 fs::path write_image(const test::TempDir& dir, const std::string& name, std::uint8_t major, std::size_t size) {
   auto path = dir.path() / name;
@@ -284,47 +258,6 @@ TEST_CASE("emulator: injected key is unwrapped with the transport key and never 
   i2d_PUBKEY(device_key.get(), &q);
   CHECK(installed == expected);
   CHECK(read_provisioning_record(client).key_origin == "injected");
-}
-
-TEST_CASE("emulator: corrupted responses, failing commands and a hung board are reported") {
-  SUBCASE("corrupted frame") {
-    emu::FaultInjection faults;
-    faults.corrupt_every = 2;
-    ServedBoard b({}, {}, faults);
-    auto client = b.client();
-    echo(client, "one");
-    try {
-      echo(client, "two");
-      FAIL("corruption not detected");
-    } catch (const Error& e) {
-      CHECK(std::string(e.what()).find("damaged packet") != std::string::npos);
-    }
-  }
-  SUBCASE("failing command") {
-    emu::FaultInjection faults;
-    faults.fail_commands = {{0, 0}};
-    ServedBoard b({}, {}, faults);
-    auto client = b.client();
-    CHECK_THROWS_WITH_AS(echo(client, "x"), doctest::Contains("unknown error"), Error);
-  }
-  SUBCASE("hung board") {
-    emu::LinkShaping slow;
-    slow.latency = std::chrono::seconds(2);
-    ServedBoard b({}, slow, {});
-    SmpClientOptions options;
-    options.timeout = std::chrono::milliseconds(200);
-    options.read_retries = 1;
-    auto client = b.client(options);
-    try {
-      read_image_state(client);
-      FAIL("no timeout");
-    } catch (const Error& e) {
-      CHECK(e.code() == ExitCode::board);
-      CHECK(std::string(e.what()).find("did not answer") != std::string::npos);
-      CHECK(std::string(e.what()).find(b.socket.string()) != std::string::npos);
-      CHECK(std::string(e.what()).find("2 attempts") != std::string::npos);
-    }
-  }
 }
 
 TEST_CASE("emulator: hostile request packets get rc invalid, not a crash") {
