@@ -8,6 +8,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
+#include <optional>
+#include <string_view>
 #include <cstring>
 #include <deque>
 
@@ -34,16 +37,21 @@ void send_all(int fd, ByteView bytes) {
 }  // namespace
 
 std::pair<std::uint16_t, std::uint8_t> parse_group_command(const std::string& text) {
+  // Both numbers whole: "1:5x", "1:2:3" or " 1:5" are not a command (std::stoul stopped at the first non-digit).
+  auto number = [&](std::string_view digits, unsigned max) -> std::optional<unsigned> {
+    unsigned value = 0;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size() || value > max) return std::nullopt;
+    return value;
+  };
   auto colon = text.find(':');
-  try {
-    if (colon == std::string::npos) throw std::invalid_argument("no colon");
-    unsigned long group = std::stoul(text.substr(0, colon));
-    unsigned long id = std::stoul(text.substr(colon + 1));
-    if (group > 0xFFFF || id > 0xFF) throw std::out_of_range("range");
-    return {static_cast<std::uint16_t>(group), static_cast<std::uint8_t>(id)};
-  } catch (const std::exception&) {
-    throw Error(ExitCode::usage, fmt::format("--fail-command wants GROUP:ID (like 1:1), not '{}'", text));
+  std::optional<unsigned> group, id;
+  if (colon != std::string::npos) {
+    group = number(std::string_view(text).substr(0, colon), 0xFFFF);
+    id = number(std::string_view(text).substr(colon + 1), 0xFF);
   }
+  if (!group || !id) throw Error(ExitCode::usage, fmt::format("--fail-command wants GROUP:ID (like 1:1), not '{}'", text));
+  return {static_cast<std::uint16_t>(*group), static_cast<std::uint8_t>(*id)};
 }
 
 BoardServer::BoardServer(Board& board, std::filesystem::path socket_path, LinkShaping shaping, FaultInjection faults)

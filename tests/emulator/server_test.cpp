@@ -20,7 +20,7 @@ TEST_CASE("emulator server: --fail-command takes GROUP:ID in range, nothing else
   CHECK(emu::parse_group_command("1:5") == std::pair<std::uint16_t, std::uint8_t>{1, 5});
   CHECK(emu::parse_group_command("64:10") == std::pair<std::uint16_t, std::uint8_t>{64, 10});
   CHECK(emu::parse_group_command("65535:255") == std::pair<std::uint16_t, std::uint8_t>{65535, 255});
-  for (const char* bad : {"", "1", ":", "1:", ":5", "a:b", "65536:1", "1:256", "-1:5"}) {
+  for (const char* bad : {"", "1", ":", "1:", ":5", "a:b", "65536:1", "1:256", "-1:5", "1:5x", "1x:5", "1:2:3", " 1:5"}) {
     try {
       emu::parse_group_command(bad);
       FAIL("accepted '" << bad << "'");
