@@ -1,9 +1,12 @@
 // Secure element emulation with OpenSSL: keys stay in the board directory, only public data leaves.
 #include "emulator/secure_element.hpp"
 
+#include <openssl/core_names.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
+
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -152,7 +155,12 @@ Bytes SecureElement::inject_device_key(const WrappedKey& wrapped) {
   const unsigned char* p = pkcs8.data();
   ossl::Ptr<EVP_PKEY> key(d2i_AutoPrivateKey(nullptr, &p, static_cast<long>(pkcs8.size())));
   OPENSSL_cleanse(pkcs8.data(), pkcs8.size());
-  if (!key || !EVP_PKEY_is_a(key.get(), "EC") || EVP_PKEY_get_bits(key.get()) != 256)
+  // P-256 by its curve: 256 bits alone would let secp256k1 or brainpoolP256r1 through.
+  char curve[64] = {};
+  std::size_t curve_length = 0;
+  if (!key || !EVP_PKEY_is_a(key.get(), "EC") ||
+      EVP_PKEY_get_utf8_string_param(key.get(), OSSL_PKEY_PARAM_GROUP_NAME, curve, sizeof curve, &curve_length) != 1 ||
+      std::string_view(curve) != "prime256v1")
     throw Error(ExitCode::verification_failed, "injected key is not a P-256 private key");
   ossl::Ptr<BIO> bio(BIO_new(BIO_s_mem()));
   PEM_write_bio_PKCS8PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr);

@@ -136,6 +136,9 @@ TEST_CASE("secure element: an injected device key must be a P-256 key wrapped fo
   refused(wrap_device_key(e.se.transport_public_key(), "UID-8", pkcs8_of(key.get())), "wrapped for another UID");
   refused(wrap_device_key(e.se.transport_public_key(), "UID-7", pkcs8_of(generate("ED25519").get())), "an Ed25519 key");
   refused(wrap_device_key(e.se.transport_public_key(), "UID-7", pkcs8_of(generate("EC", "P-384").get())), "a P-384 key");
+  // 256 bits, but not P-256: the board's ECDSA is P-256 only.
+  refused(wrap_device_key(e.se.transport_public_key(), "UID-7", pkcs8_of(generate("EC", "secp256k1").get())),
+          "a secp256k1 key");
   refused(wrap_device_key(e.se.transport_public_key(), "UID-7", as_bytes("not a key")), "not a key");
 }
 
