@@ -262,7 +262,10 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const Listen
     res.status = reply.status;
     if (reply.status == 200 && !req.ranges.empty() && reply.headers.count("Accept-Ranges")) res.status = 206;
     for (auto& [name, value] : reply.headers) res.set_header(name, value);
-    res.set_content(std::move(reply.body), reply.content_type.c_str());
+    // What set_content does, without copying the body (set_content takes it by const reference).
+    res.body = std::move(reply.body);
+    res.headers.erase("Content-Type");
+    res.set_header("Content-Type", reply.content_type);
   };
   server->Get(".*", handler);
   server->Post(".*", handler);
