@@ -164,6 +164,11 @@ TEST_CASE("postgres instances: a single node's SQLite store backed up online wit
     return test::run_kiln(args, o);
   };
   auto backup = tmp.file("backup.db");
+  // A --blob-dir that is not there (a shared mount missing) stops run: exit 9, nothing served.
+  auto missing = test::run_process(test::bin_path("kiln-service"), {"run", "--dir", dir.string(), "--listen",
+                                                                    "127.0.0.1:0", "--blob-dir", tmp.file("no-mount")});
+  CHECK(missing.exit_code == 9);
+  CHECK(missing.err.find("--blob-dir " + tmp.file("no-mount") + " is not a directory") != std::string::npos);
   {
     test::ServiceProcess running(dir);
     REQUIRE(kiln_at(running.url(), {"product", "create", "Thermo"}).exit_code == 0);
