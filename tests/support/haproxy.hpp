@@ -58,7 +58,8 @@ class Haproxy {
     process_ = std::make_unique<ChildProcess>(program, std::vector<std::string>{"-db", "-q", "-f", file.string()});
     // Ready when every frontend accepts.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    for (const auto& [name, port] : ports_) {
+    for (const auto& frontend : ports_) {
+      const int port = frontend.second;  // not a structured binding: doctest's message macros capture it
       int fd = -1;
       while ((fd = connect_loopback(port, 1)) < 0 && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
