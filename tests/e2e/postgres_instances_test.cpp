@@ -103,6 +103,14 @@ TEST_CASE("postgres instances: two kiln-service behind HAProxy share one store a
   auto d2 = staged["id"].get<std::string>();
   CHECK(staged["rollout"] == 50);
   REQUIRE(test::OtaFleet::wait_for([&] { return fleet.deployment(d2)["device_status"].value("pending", 0) < 4; }, 60));
+  // Both instances have been serving the boards and kiln (round robin) up to here.
+  for (const char* frontend : {"agents", "api"}) {
+    auto served = fleet.haproxy().sessions(frontend);
+    INFO(frontend);
+    CHECK(served.size() == 2);
+    for (const auto& server : served) CHECK_MESSAGE(server.second > 2, server.first);
+  }
+  auto survivor_before = fleet.haproxy().sessions("agents")["agents2"];
   fleet.instance(1).kill_hard();
   CHECK(fleet.wait_all_running("1.3.0", 60));
   CHECK(fleet.wait_all_outcome(d2, "installed", 60));
@@ -131,6 +139,8 @@ TEST_CASE("postgres instances: two kiln-service behind HAProxy share one store a
   CHECK(audit_count(fleet, "deployment.create", d2) == 1);
   CHECK(audit_count(fleet, "deployment.halt", d1) == 1);
   CHECK(audit_count(fleet, "deployment.halt", d2) == 0);
+  // The survivor took over the agents: it was given connections after the kill.
+  CHECK(fleet.haproxy().sessions("agents")["agents2"] > survivor_before);
 
   // Backup and restore drill (docs/operations.md): pg_dump of the live store, pg_restore into an empty
   // database, a copy of the directory pointed at it: the restored service serves the same records and images.

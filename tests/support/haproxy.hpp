@@ -16,6 +16,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -51,6 +52,10 @@ class Haproxy {
         config += "  server " + name + std::to_string(i + 1) + " 127.0.0.1:" + std::to_string(ports[i]) +
                   " check inter 1s fall 1 rise 2\n";
     }
+    // Its statistics page (CSV), for tests that check which instances served connections.
+    stats_port_ = free_port();
+    config += "frontend stats\n  mode http\n  bind 127.0.0.1:" + std::to_string(stats_port_) +
+              "\n  stats enable\n  stats uri /stats\n";
     auto file = dir / "haproxy.cfg";
     std::ofstream(file) << config;
     auto check = run_process(program, {"-c", "-q", "-f", file.string()});
@@ -69,6 +74,23 @@ class Haproxy {
   }
 
   int port(const std::string& frontend) const { return ports_.at(frontend); }
+  // The connections each server of `frontend`'s backend has been given so far (server name -> total; the
+  // servers are FRONTEND1, FRONTEND2, ... in the order of the ports), from HAProxy's statistics.
+  std::map<std::string, long> sessions(const std::string& frontend) const {
+    auto csv = run_process("/usr/bin/curl", {"-s", "--max-time", "5",
+                                             "http://127.0.0.1:" + std::to_string(stats_port_) + "/stats;csv"});
+    std::map<std::string, long> out;
+    std::istringstream lines(csv.out);
+    for (std::string line; std::getline(lines, line);) {
+      std::vector<std::string> fields;
+      std::istringstream cells(line);
+      for (std::string cell; std::getline(cells, cell, ',');) fields.push_back(cell);
+      // pxname, svname, qcur, qmax, scur, smax, slim, stot, ...
+      if (fields.size() > 7 && fields[0] == frontend && fields[1] != "FRONTEND" && fields[1] != "BACKEND")
+        out[fields[1]] = std::stol(fields[7]);
+    }
+    return out;
+  }
   std::string url(const std::string& frontend) const { return "https://127.0.0.1:" + std::to_string(port(frontend)); }
 
  private:
@@ -89,6 +111,7 @@ class Haproxy {
   }
 
   std::map<std::string, int> ports_;
+  int stats_port_ = 0;
   std::unique_ptr<ChildProcess> process_;
 };
 

@@ -149,6 +149,8 @@ class OtaFleet {
   }
   // The API as kiln reaches it: HAProxy in front of the instances, else the one instance.
   std::string api_url() const { return haproxy_ ? haproxy_->url("api") : service_->url(); }
+  // HAProxy in front of the instances (options().instances > 1).
+  Haproxy& haproxy() { return *haproxy_; }
   FaultProxy& proxy() { return *proxy_; }
   // The service's delivery key (a file or a pkcs11: URI); empty without one.
   const std::string& delivery_key_ref() const { return delivery_key_ref_; }
