@@ -30,7 +30,7 @@ const char* exit_code_description(ExitCode code);
 class Error : public std::runtime_error {
  public:
   Error(ExitCode code, std::string message, std::string hint = {})
-      : std::runtime_error(std::move(message)), code_(code), hint_(std::move(hint)) {}
+      : std::runtime_error(message), code_(code), hint_(std::move(hint)) {}
   ExitCode code() const { return code_; }
   const std::string& hint() const { return hint_; }
   // Low-level detail (e.g. the OpenSSL error queue); shown only with --debug.

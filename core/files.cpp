@@ -16,9 +16,7 @@ namespace kiln {
 namespace {
 
 Error open_error(const std::filesystem::path& path, int err, const char* what) {
-  ExitCode code = err == ENOENT ? ExitCode::not_found
-                  : (err == EACCES || err == EPERM) ? ExitCode::failure
-                                                    : ExitCode::failure;
+  ExitCode code = err == ENOENT ? ExitCode::not_found : ExitCode::failure;
   std::string hint;
   if (err == ENOENT) hint = "check the path";
   else if (err == EACCES || err == EPERM) hint = "check the file's permissions";

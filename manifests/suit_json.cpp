@@ -423,7 +423,7 @@ Value sequence_from_json(const Json& j, const std::string& path) {
     std::string child = fmt::format("{}[{}]", path, i);
     if (!j[i].is_object() || j[i].size() != 1) throw json_error(child, "each command is an object with one member");
     auto command = j[i].begin();  // (items() would hand out a proxy that dies with the statement)
-    const std::string name = command.key();
+    const std::string& name = command.key();
     const Json& arg = command.value();
     if (const Field* field = field_by_name(command_fields, name)) {
       out.items.push_back(Value::integer(field->key));

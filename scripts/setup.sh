@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libcli11-dev libfmt-dev libssl-dev openssl libcurl4-openssl-dev libusb-1.0-0-dev
-  doctest-dev nlohmann-json3-dev libcbor-dev libsqlite3-dev sqlite3 libcpp-httplib-dev libpq-dev postgresql-15
+  doctest-dev nlohmann-json3-dev libcbor-dev libsqlite3-dev sqlite3 libcpp-httplib-dev libpq-dev postgresql-15 haproxy
   libp11-kit-dev libtomlplusplus-dev libyaml-cpp-dev liblzma-dev xz-utils libhowardhinnant-date-dev tzdata
   umockdev libumockdev-dev softhsm2 opensc
   clang-14 libclang-rt-14-dev clang-tidy-14

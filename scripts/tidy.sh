@@ -9,7 +9,9 @@ dirs='(core|signing|manifests|transport|provisioning|service|emulator|cli|comman
 filter="${1:-^${PWD}/${dirs}/[^/]+\.cpp$}"
 run-clang-tidy-14 -p build -quiet -j "$(nproc)" "$filter" >build/tidy.log 2>&1 || true
 # run-clang-tidy's exit status is not reliable across versions: findings are decided from its output.
-if grep -E '^(/|[a-z]).*: (warning|error): ' build/tidy.log | grep -v '^clang-tidy' >build/tidy-findings.txt; then
+# clang-tidy colours its diagnostics even into a file: strip the escapes before matching, or no line matches.
+if sed 's/\x1b\[[0-9;]*m//g' build/tidy.log | grep -E '^(/|[a-z]).*: (warning|error): ' | grep -v '^clang-tidy' \
+  >build/tidy-findings.txt; then
   sort -u build/tidy-findings.txt >&2
   echo "tidy: $(sort -u build/tidy-findings.txt | wc -l) finding(s) (full log: build/tidy.log)" >&2
   exit 1

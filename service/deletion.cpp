@@ -12,6 +12,7 @@ std::vector<std::string> unfinished_deployments_using(Call& call, const std::str
   std::vector<std::string> out;
   for (auto& row : call.store.list_deployments(call.who.tenant_id, std::nullopt)) {
     if (!is_open(row.state)) continue;
+    row.tenant_id = call.who.tenant_id;
     // Its state as its time and reports say now (an active deployment may have completed since it was stored).
     evaluate_deployment(call.store, row);
     if (!is_open(row.state)) continue;

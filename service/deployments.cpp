@@ -71,8 +71,22 @@ AdmittedCounts evaluate(Store& store, Deployment& row, const RolloutTally& t, bo
   Rollout& rollout = row;
   Rollout next = decide_rollout(rollout, t, unix_now());
   if (next != rollout) {
+    bool halts = next.state == DeploymentState::halted && rollout.state != DeploymentState::halted;
     rollout = next;
-    if (write) save(store, row);
+    if (write) {
+      save(store, row);
+      // The rules halted it: one audit entry, in the transaction that stores the halt. Writers hold the
+      // store's write lock, so of several instances seeing the failure, exactly one halts it.
+      if (halts && row.tenant_id != 0) {
+        AuditEntry entry;
+        entry.at = now_iso8601();
+        entry.actor = "kiln-service";
+        entry.role = "service";
+        entry.action = "deployment.halt";
+        entry.target = row.id;
+        store.add_audit(row.tenant_id, entry);
+      }
+    }
   }
   return admitted_counts(row, t);
 }
@@ -357,6 +371,7 @@ std::filesystem::path blob_path(const ServiceConfig& config, std::int64_t tenant
 Deployment load_deployment(Store& store, std::int64_t tenant_id, const std::string& id) {
   auto row = store.find_deployment(tenant_id, id);
   if (!row) throw ApiError{404, "not_found", fmt::format("deployment {} not found", id)};
+  row->tenant_id = tenant_id;
   return std::move(*row);
 }
 

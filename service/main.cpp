@@ -60,6 +60,7 @@ const std::vector<service::ConfigKey> config_keys = {
     {"max-connections-per-address", service::ConfigType::integer},
     {"check-in-after", service::ConfigType::integer},
     {"delivery-key", service::ConfigType::string},
+    {"blob-dir", service::ConfigType::string},
     {"store", service::ConfigType::string},
     {"store-password-file", service::ConfigType::string},
 };
@@ -262,7 +263,10 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const Listen
     res.status = reply.status;
     if (reply.status == 200 && !req.ranges.empty() && reply.headers.count("Accept-Ranges")) res.status = 206;
     for (auto& [name, value] : reply.headers) res.set_header(name, value);
-    res.set_content(std::move(reply.body), reply.content_type.c_str());
+    // What set_content does, without copying the body (set_content takes it by const reference).
+    res.body = std::move(reply.body);
+    res.headers.erase("Content-Type");
+    res.set_header("Content-Type", reply.content_type);
   };
   server->Get(".*", handler);
   server->Post(".*", handler);
@@ -284,8 +288,20 @@ int bind_server(httplib::SSLServer& server, const std::string& listen, const int
   return bound;
 }
 
+// Where image and manifest content lives: --blob-dir (one directory every instance of a PostgreSQL store
+// mounts, docs/operations.md), else D/images. A --blob-dir must exist: a mount that is missing must not
+// silently become an empty local directory only this instance sees.
+fs::path blob_directory(const Paths& paths, const std::string& blob_dir) {
+  if (blob_dir.empty()) return paths.images();
+  std::error_code ec;
+  if (!fs::is_directory(blob_dir, ec))
+    throw Error(ExitCode::not_found, "--blob-dir " + blob_dir + " is not a directory",
+                "mount the shared image directory there first (docs/operations.md, \"Several nodes\")");
+  return fs::absolute(blob_dir);
+}
+
 int run(const Paths& paths, const std::string& listen, const std::string& agent_listen, const ListenerOptions& options,
-        int check_in_after, const std::string& delivery_key) {
+        int check_in_after, const std::string& delivery_key, const std::string& blob_dir) {
   // Signals arrive on a dedicated thread so stop() runs outside a signal handler. Blocked before any
   // thread starts (the connection guards' watchdogs, the pools): a thread created earlier would take
   // SIGTERM with its default action and end the process without draining.
@@ -297,6 +313,7 @@ int run(const Paths& paths, const std::string& listen, const std::string& agent_
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   // Fails with a hint when the directory was never initialised, and when its store cannot be reached.
   auto config = service_config(paths, check_in_after);
+  config.image_dir = blob_directory(paths, blob_dir);
   if (!delivery_key.empty()) config.delivery_key = service::load_delivery_key(delivery_key);
   config.voucher_key = service::VoucherKey::load_or_create((paths.dir / "voucher-key.pem").string());
   auto log_mutex = std::make_shared<std::mutex>();
@@ -306,6 +323,7 @@ int run(const Paths& paths, const std::string& listen, const std::string& agent_
   };
   auto svc = std::make_shared<service::Service>(config);
   std::cerr << "store: " << service::redact_store_url(config.database) << std::endl;
+  std::cerr << "images: " << config.image_dir.string() << std::endl;
   raise_descriptor_limit();
   // Both listeners present this pair; SIGHUP reads the files again (certificate renewal).
   service::ServerCredentials credentials(paths.certificate(), paths.key());
@@ -364,7 +382,7 @@ int main(int argc, char** argv) {
   std::string tenant = "default", listen = "127.0.0.1:8443", agent_listen, role, name, token_file;
   ListenerOptions listener;
   int check_in_after = 60;
-  std::string delivery_key;
+  std::string delivery_key, blob_dir;
 
   std::string config_file;
   bool if_missing = false;
@@ -427,6 +445,11 @@ int main(int argc, char** argv) {
                    "and pin-source=): releases encrypted for it go to each device with the content key wrapped to "
                    "the device's own key (docs/encrypted-delivery.md)")
       ->type_name("KEYREF");
+  run_cmd
+      ->add_option("--blob-dir", blob_dir,
+                   "Directory of image and manifest content (default D/images); instances sharing a PostgreSQL "
+                   "store must all name one shared directory here (docs/operations.md)")
+      ->type_name("DIR");
 
   auto* tenant_cmd = app.add_subcommand("tenant", "Manage tenants");
   tenant_cmd->require_subcommand(1);
@@ -459,7 +482,7 @@ int main(int argc, char** argv) {
       throw Error(ExitCode::usage, "no data directory", "give --dir DIR, or 'dir' in the --config file");
     if (*init_cmd && if_missing && paths.initialised()) return 0;
     if (*init_cmd) return init(paths, tenant, store);
-    if (*run_cmd) return run(paths, listen, agent_listen, listener, check_in_after, delivery_key);
+    if (*run_cmd) return run(paths, listen, agent_listen, listener, check_in_after, delivery_key, blob_dir);
     auto svc = open_service(paths);
     auto tenant_id = svc.find_tenant(tenant);
     if (*tenant_create) {

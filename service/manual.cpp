@@ -73,7 +73,7 @@ and \fBPGPASSFILE\fR work too.
 The settings the systemd unit passes with \fB\-\-config\fR.
 .TP
 \fIDIR/kiln.db\fR, \fIDIR/images/\fR
-The SQLite store and the uploaded images.
+The SQLite store and the uploaded images (with \fB\-\-blob\-dir\fR, the images are there instead).
 .TP
 \fIDIR/store.toml\fR
 With \fBinit \-\-store\fR: the PostgreSQL URL (never a password) and the password file, mode 0600.

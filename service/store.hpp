@@ -154,6 +154,7 @@ struct FactoryCaRecord {
 
 // A deployment as stored: its rollout (rollout.hpp) and what it delivers.
 struct Deployment : Rollout {
+  std::int64_t tenant_id = 0;       // set by load_deployment: whose audit log records the rules' halts
   std::string id, group_id, group;  // group: "Product/Group"
   std::vector<std::string> images;
   std::optional<std::string> manifest;

@@ -236,3 +236,46 @@ TEST_CASE("concurrency: a thousand status reports at once: none lost, tallies eq
   CHECK(kept.devices == devices);
   CHECK(kept.waves.at(0).reported["installed"] == devices);
 }
+
+TEST_CASE("concurrency: two instances on one store: failures reported through both at once halt the deployment once") {
+  ParallelFixture f;
+  // A second instance: another Service on the same store (with PostgreSQL, a pool of its own) and blob directory.
+  service::Service other(service::ServiceConfig{f.database, f.dir.path() / "images", 7});
+  constexpr int devices = 16;
+  std::vector<std::vector<std::string>> chains;
+  for (int i = 0; i < devices; ++i) {
+    test::TestKey key;
+    chains.push_back(f.device("dev-" + std::to_string(i), key));
+  }
+  std::string sha, manifest;
+  std::tie(sha, manifest) = f.release("v2", 2);
+  auto id = f.json("POST", "/v1/deployments",
+                   Json{{"group", "Thermo/Field Test"},
+                        {"images", {sha}},
+                        {"manifest", manifest},
+                        {"halt_on_failure", 10},
+                        {"halt_min_executed", 1}}
+                       .dump())["id"]
+                .get<std::string>();
+  std::atomic<int> failed{0};
+  // Every device fails, half of them through each instance, eight threads at once: the second failure
+  // crosses 10%, and every report after it finds the deployment halted already.
+  in_parallel(8, [&](int thread) {
+    for (int i = thread * 2; i < thread * 2 + 2; ++i) {
+      service::Request request{"POST", "/v1/agent/status", {},
+                               Json{{"deployment", id}, {"status", "failed"}}.dump(), chains[static_cast<std::size_t>(i)]};
+      auto r = i % 2 ? other.handle(request) : f.service.handle(request);
+      if (r.status != 200) ++failed;
+    }
+  });
+  CHECK(failed == 0);
+  auto shown = f.json("GET", "/v1/deployments/" + id);
+  CHECK(shown["state"] == "halted");
+  CHECK(shown["device_status"]["failed"] == devices);
+  auto halts = f.json("GET", "/v1/audit?action=deployment.halt")["items"];
+  REQUIRE(halts.size() == 1);
+  CHECK(halts[0]["target"] == id);
+  CHECK(halts[0]["actor"] == "kiln-service");
+  CHECK(halts[0]["role"] == "service");
+  test::checked_tally(f.database, f.tenant, id);
+}

@@ -24,6 +24,7 @@
 #include "signing/key_ref.hpp"
 #include "tests/support/emulator_process.hpp"
 #include "tests/support/fault_proxy.hpp"
+#include "tests/support/haproxy.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/service_process.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -56,6 +57,12 @@ struct OtaFleetOptions {
   // signed by the first M of them. 1 key: release.pem alone, 1 of 1.
   int manifest_keys = 1;
   int manifest_threshold = 1;
+  // `kiln-service init --store URL` (a PostgreSQL database); empty: SQLite in the service directory.
+  std::string store;
+  // Several `kiln-service run` on copies of the initialised directory (svc, svc2, ...) sharing the store and
+  // one --blob-dir (blobs/), behind HAProxy (tests/support/haproxy.hpp): kiln and the boards talk to HAProxy.
+  // Needs `store` (copies of a SQLite directory would be separate services).
+  int instances = 1;
 };
 
 class OtaFleet {
@@ -63,7 +70,9 @@ class OtaFleet {
   using Json = nlohmann::json;
 
   explicit OtaFleet(OtaFleetOptions options = {}) : options_(std::move(options)) {
-    auto init = run_process(bin_path("kiln-service"), {"init", "--dir", service_dir()});
+    std::vector<std::string> init_args{"init", "--dir", service_dir()};
+    if (!options_.store.empty()) init_args.insert(init_args.end(), {"--store", options_.store});
+    auto init = run_process(bin_path("kiln-service"), init_args);
     REQUIRE_MESSAGE(init.exit_code == 0, init.err);
     std::vector<std::string> service_args;
     if (options_.delivery_key) {
@@ -88,8 +97,24 @@ class OtaFleet {
       delivery_key_ref_ = "pkcs11:token=D;object=delivery?module-path=" + module + "&pin-source=" + file("delivery.pin");
       service_args = {"--delivery-key", delivery_key_ref_};
     }
+    if (options_.instances > 1) {
+      REQUIRE_MESSAGE(!options_.store.empty(), "several instances share a PostgreSQL store");
+      std::filesystem::create_directories(file("blobs"));
+      service_args.insert(service_args.end(), {"--blob-dir", file("blobs")});
+      for (int i = 2; i <= options_.instances; ++i)
+        std::filesystem::copy(service_dir(), instance_dir(i), std::filesystem::copy_options::recursive);
+    }
     service_ = std::make_unique<ServiceProcess>(service_dir(), 0, true, service_args);
     REQUIRE(service_->agent_port() > 0);
+    if (options_.instances > 1) {
+      Haproxy::Frontends frontends{{"api", {service_->port()}}, {"agents", {service_->agent_port()}}};
+      for (int i = 2; i <= options_.instances; ++i) {
+        more_.push_back(std::make_unique<ServiceProcess>(instance_dir(i), 0, true, service_args));
+        frontends["api"].push_back(more_.back()->port());
+        frontends["agents"].push_back(more_.back()->agent_port());
+      }
+      haproxy_ = std::make_unique<Haproxy>(dir_.path(), frontends);
+    }
     if (options_.proxy) proxy_ = std::make_unique<FaultProxy>(service_->agent_port());
     // Keys: the release key signs images (MCUboot boot key) and manifests; `other` is an attacker's.
     for (const char* name : {"release.pem", "other.pem", "station-ca.key.pem"})
@@ -114,11 +139,18 @@ class OtaFleet {
   // ---- environment ----
   std::string file(const std::string& name) const { return dir_.file(name); }
   std::string service_dir() const { return dir_.file("svc"); }
+  // Instance i's copy of the service directory (1: service_dir()).
+  std::string instance_dir(int i) const { return i == 1 ? service_dir() : dir_.file("svc" + std::to_string(i)); }
   std::string emu_dir() const { return dir_.file("boards"); }
   // The service URL installed on the boards: the agent listener, or the proxy in front of it.
   std::string agent_url() const {
+    if (haproxy_) return haproxy_->url("agents");
     return "https://127.0.0.1:" + std::to_string(proxy_ ? proxy_->port() : service_->agent_port());
   }
+  // The API as kiln reaches it: HAProxy in front of the instances, else the one instance.
+  std::string api_url() const { return haproxy_ ? haproxy_->url("api") : service_->url(); }
+  // HAProxy in front of the instances (options().instances > 1).
+  Haproxy& haproxy() { return *haproxy_; }
   FaultProxy& proxy() { return *proxy_; }
   // The service's delivery key (a file or a pkcs11: URI); empty without one.
   const std::string& delivery_key_ref() const { return delivery_key_ref_; }
@@ -131,14 +163,17 @@ class OtaFleet {
   OtaFleetOptions& options() { return options_; }  // e.g. change emulator_args before restart_emulator()
   EmulatorProcess& emulator() { return *emulator_; }
   ServiceProcess& service() { return *service_; }
+  // Instance i of options().instances (1: service()).
+  ServiceProcess& instance(int i) { return i == 1 ? *service_ : *more_.at(static_cast<std::size_t>(i - 2)); }
 
-  ProcessResult kiln(const std::vector<std::string>& args, int timeout_seconds = 120) const {
+  // `url`: another service URL than api_url() (e.g. one instance of several, bypassing HAProxy).
+  ProcessResult kiln(const std::vector<std::string>& args, int timeout_seconds = 120, const std::string& url = "") const {
     ProcessOptions o;
     o.env["XDG_CONFIG_HOME"] = dir_.file("xdg");
     o.env["KILN_EMU_DIR"] = emu_dir();
     o.timeout_seconds = timeout_seconds;
     if (service_) {
-      o.env["KILN_SERVICE"] = service_->url();
+      o.env["KILN_SERVICE"] = url.empty() ? api_url() : url;
       o.env["KILN_CA_FILE"] = service_dir() + "/ca.pem";
       std::ifstream in(service_dir() + "/admin.token");
       std::string token;
@@ -366,6 +401,8 @@ class OtaFleet {
   TempDir dir_;
   std::string delivery_key_ref_;
   std::unique_ptr<ServiceProcess> service_;
+  std::vector<std::unique_ptr<ServiceProcess>> more_;  // instances 2.. (options_.instances)
+  std::unique_ptr<Haproxy> haproxy_;
   std::unique_ptr<FaultProxy> proxy_;
   std::unique_ptr<EmulatorProcess> emulator_;
 };
