@@ -16,6 +16,7 @@ constexpr Noun nouns[] = {
     {"version", add_version},
     {"login", add_login},
     {"product", add_product},
+    {"trust", add_trust},
     {"group", add_group},
     {"device", add_device},
     {"deployment", add_deployment},

@@ -31,6 +31,7 @@ void add_completion(CLI::App& app, cli::Context& ctx);
 void add_help(CLI::App& app, cli::Context& ctx);
 void add_login(CLI::App& app, cli::Context& ctx);  // login, logout, whoami
 void add_product(CLI::App& app, cli::Context& ctx);
+void add_trust(CLI::App& app, cli::Context& ctx);  // trust create|sign|verify|show|publish
 void add_group(CLI::App& app, cli::Context& ctx);
 void add_device(CLI::App& app, cli::Context& ctx);
 void add_deployment(CLI::App& app, cli::Context& ctx);

@@ -41,6 +41,12 @@ inline nlohmann::ordered_json read_json_file(const std::string& path) {
   return json;
 }
 
+// `NOUN sign`: adds COSE_Sign1 signatures to a SUIT envelope from key files, pkcs11: URIs or an offline signer
+// (--vector-to-sign, then --signature). `check` (may be null) refuses an input that is not what NOUN signs.
+// Shared by `manifest sign` and `trust sign` (trust updates are SUIT envelopes).
+CLI::App* add_envelope_sign(CLI::App* noun, cli::Context& ctx, const std::string& description,
+                            const std::string& file_help, void (*check)(ByteView input));
+
 // manifest verify, sign and sever (manifest_sign.cpp), added to the manifest noun by add_manifest.
 void add_manifest_signing(CLI::App* manifest, cli::Context& ctx);
 

@@ -14,6 +14,63 @@
 
 namespace kiln::commands {
 
+CLI::App* add_envelope_sign(CLI::App* noun, cli::Context& ctx, const std::string& description,
+                            const std::string& file_help, void (*check)(ByteView input)) {
+  auto sign_args = std::make_shared<FileArgs>();
+  auto* sign = noun->add_subcommand("sign", description);
+  sign->add_option("FILE", sign_args->file, file_help)->required()->check(CLI::ExistingFile);
+  sign->add_option("--key", sign_args->keyrefs, "Signing key: PEM file or pkcs11: URI (repeatable)")
+      ->type_name("KEYREF");
+  sign->add_option("--signature", sign_args->signature,
+                   "Add a detached COSE signature made elsewhere (binary: DER or r||s for ECDSA, 64 bytes for EdDSA)");
+  sign->add_option("--signer-public-key", sign_args->signer_public_key,
+                   "Public key of the offline signer (with --signature or --vector-to-sign)")
+      ->type_name("KEYREF");
+  sign->add_option("--vector-to-sign", sign_args->vector_to_sign,
+                   "Write what the offline signer must sign to -o instead: digest (ECDSA) or payload (Sig_structure)")
+      ->check(CLI::IsMember({"digest", "payload"}));
+  cli::add_output_file_option(sign, sign_args->out, "Where to write the signed envelope (default: replace FILE)");
+  cli::add_force_flag(sign, sign_args->force);
+  cli::add_passphrase_options(sign, sign_args->passphrase);
+  sign->callback([&ctx, a = sign_args, check, noun_name = noun->get_name()] {
+    const bool external = !a->signature.empty() || !a->vector_to_sign.empty();
+    if (external && !a->keyrefs.empty())
+      throw Error(ExitCode::usage, "--key cannot be combined with --signature or --vector-to-sign",
+                  "sign with keys here, or with the offline signer's signature, in separate runs");
+    if (!a->signature.empty() && !a->vector_to_sign.empty())
+      throw Error(ExitCode::usage, "--signature and --vector-to-sign are two steps of offline signing, not one");
+    if (external && a->signer_public_key.empty())
+      throw Error(ExitCode::usage, "offline signing needs --signer-public-key KEYREF",
+                  "name the public key of the key that signs (or will sign) elsewhere");
+    if (!external && a->keyrefs.empty())
+      throw Error(ExitCode::usage,
+                  fmt::format("{} sign needs --key KEYREF, or --signature SIG --signer-public-key PUB", noun_name));
+    if (!a->vector_to_sign.empty() && a->out.empty())
+      throw Error(ExitCode::usage, "--vector-to-sign needs -o FILE for the vector");
+    if (!a->out.empty() && a->out != a->file) cli::check_overwrite(a->out, a->force);
+    Bytes input = read_file(a->file);
+    if (check) check(input);
+    suit::Envelope envelope = suit::parse_envelope(input);
+    if (!a->vector_to_sign.empty()) {
+      Bytes vector = suit::signature_vector(envelope, load_public_key(a->signer_public_key, ctx.key_options(a->passphrase)),
+                                            a->vector_to_sign == "digest");
+      write_file_atomic(a->out, vector);
+      ctx.render(cli::Json{{"output", a->out}, {"vector", a->vector_to_sign}, {"bytes", vector.size()}});
+      return;
+    }
+    if (!a->signature.empty()) {
+      suit::add_external_signature(envelope, load_public_key(a->signer_public_key, ctx.key_options(a->passphrase)),
+                                   read_file(a->signature));
+    } else {
+      for (const auto& keyref : a->keyrefs)
+        suit::add_signature(envelope, *open_signer(keyref, ctx.key_options(a->passphrase)));
+    }
+    ctx.render(write_envelope(a->out.empty() ? a->file : a->out, envelope));
+  });
+
+  return sign;
+}
+
 void add_manifest_signing(CLI::App* manifest, cli::Context& ctx) {
   auto verify_args = std::make_shared<FileArgs>();
   auto* verify =
@@ -52,54 +109,7 @@ void add_manifest_signing(CLI::App* manifest, cli::Context& ctx) {
     ctx.render(cli::verify_report_json(a->file, report));
   });
 
-  auto sign_args = std::make_shared<FileArgs>();
-  auto* sign = manifest->add_subcommand("sign", "Add a COSE_Sign1 signature (several signers allowed)");
-  sign->add_option("FILE", sign_args->file, "SUIT envelope")->required()->check(CLI::ExistingFile);
-  sign->add_option("--key", sign_args->keyrefs, "Signing key: PEM file or pkcs11: URI (repeatable)")
-      ->type_name("KEYREF");
-  sign->add_option("--signature", sign_args->signature,
-                   "Add a detached COSE signature made elsewhere (binary: DER or r||s for ECDSA, 64 bytes for EdDSA)");
-  sign->add_option("--signer-public-key", sign_args->signer_public_key,
-                   "Public key of the offline signer (with --signature or --vector-to-sign)")
-      ->type_name("KEYREF");
-  sign->add_option("--vector-to-sign", sign_args->vector_to_sign,
-                   "Write what the offline signer must sign to -o instead: digest (ECDSA) or payload (Sig_structure)")
-      ->check(CLI::IsMember({"digest", "payload"}));
-  cli::add_output_file_option(sign, sign_args->out, "Where to write the signed envelope (default: replace FILE)");
-  cli::add_force_flag(sign, sign_args->force);
-  cli::add_passphrase_options(sign, sign_args->passphrase);
-  sign->callback([&ctx, a = sign_args] {
-    const bool external = !a->signature.empty() || !a->vector_to_sign.empty();
-    if (external && !a->keyrefs.empty())
-      throw Error(ExitCode::usage, "--key cannot be combined with --signature or --vector-to-sign",
-                  "sign with keys here, or with the offline signer's signature, in separate runs");
-    if (!a->signature.empty() && !a->vector_to_sign.empty())
-      throw Error(ExitCode::usage, "--signature and --vector-to-sign are two steps of offline signing, not one");
-    if (external && a->signer_public_key.empty())
-      throw Error(ExitCode::usage, "offline signing needs --signer-public-key KEYREF",
-                  "name the public key of the key that signs (or will sign) elsewhere");
-    if (!external && a->keyrefs.empty())
-      throw Error(ExitCode::usage, "manifest sign needs --key KEYREF, or --signature SIG --signer-public-key PUB");
-    if (!a->vector_to_sign.empty() && a->out.empty())
-      throw Error(ExitCode::usage, "--vector-to-sign needs -o FILE for the vector");
-    if (!a->out.empty() && a->out != a->file) cli::check_overwrite(a->out, a->force);
-    suit::Envelope envelope = suit::parse_envelope(read_file(a->file));
-    if (!a->vector_to_sign.empty()) {
-      Bytes vector = suit::signature_vector(envelope, load_public_key(a->signer_public_key, ctx.key_options(a->passphrase)),
-                                            a->vector_to_sign == "digest");
-      write_file_atomic(a->out, vector);
-      ctx.render(cli::Json{{"output", a->out}, {"vector", a->vector_to_sign}, {"bytes", vector.size()}});
-      return;
-    }
-    if (!a->signature.empty()) {
-      suit::add_external_signature(envelope, load_public_key(a->signer_public_key, ctx.key_options(a->passphrase)),
-                                   read_file(a->signature));
-    } else {
-      for (const auto& keyref : a->keyrefs)
-        suit::add_signature(envelope, *open_signer(keyref, ctx.key_options(a->passphrase)));
-    }
-    ctx.render(write_envelope(a->out.empty() ? a->file : a->out, envelope));
-  });
+  add_envelope_sign(manifest, ctx, "Add a COSE_Sign1 signature (several signers allowed)", "SUIT envelope", nullptr);
 
   auto sever_args = std::make_shared<FileArgs>();
   auto* sever = manifest->add_subcommand(

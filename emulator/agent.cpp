@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "core/base64.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "signing/file_digest.hpp"
@@ -134,6 +135,20 @@ CheckInReply parse_check_in_reply(std::string_view body, std::uint64_t max_image
     double seconds = after->get<double>();
     // The service asks for 1 s .. 1 day (kiln-service --check-in-after): less would have every board flood it.
     if (seconds >= 1 && seconds <= 86400) reply.check_in_after = std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
+  }
+  if (auto updates = j.find("trust_updates"); updates != j.end() && !updates->is_null()) {
+    if (!updates->is_array() || updates->size() > 64)
+      throw Error(ExitCode::service, "check-in answer: trust_updates is not an array of at most 64 updates");
+    for (const auto& u : *updates) {
+      auto version = u.is_object() ? u.find("version") : u.end();
+      auto update = u.is_object() ? u.find("update") : u.end();
+      if (version == u.end() || !version->is_number_unsigned() || update == u.end() || !update->is_string() ||
+          update->get<std::string>().size() > 65536)
+        throw Error(ExitCode::service, "check-in answer: a trust update has no version or no base64 update");
+      auto bytes = from_base64(update->get<std::string>());
+      if (!bytes) throw Error(ExitCode::service, "check-in answer: a trust update is not base64");
+      reply.trust_updates.emplace_back(version->get<std::uint64_t>(), std::move(*bytes));
+    }
   }
   auto d = j.find("deployment");
   if (d == j.end() || d->is_null()) return reply;
@@ -290,6 +305,7 @@ struct UpdateAgent::Impl {
               {"manifest_digest", view.current.manifest_digest.empty() ? Json(nullptr)
                                                                        : Json(to_hex(view.current.manifest_digest))},
               {"state", std::string(manufacturing_state_name(view.state))},
+              {"trust_version", view.trust_version},
               {"agent", kAgentName}};
     auto request = json_request("/v1/agent/check-in", body);
     request.idempotency_key = transport::new_idempotency_key();
@@ -421,7 +437,7 @@ struct UpdateAgent::Impl {
         input.manifest_keys = view.config.manifest_keys;
         input.manifest_threshold = view.config.manifest_threshold;
         input.image = image_file;
-        input.boot_key_hash = view.config.boot_key_hash;
+        input.boot_key_hashes = view.boot_key_hashes;
         input.installed_sequence = view.current.sequence;
         if (job["action"] == "revert" && !view.previous.manifest_digest.empty())
           input.revert_digest = view.previous.manifest_digest;
@@ -481,11 +497,27 @@ struct UpdateAgent::Impl {
     }
   }
 
+  // Each in the order given, checked against the trust in force at that step (an offline board catches up
+  // through every rotation it missed). The first refused one stops the rest: they build on it.
+  void apply_trust_updates(const std::vector<std::pair<std::uint64_t, Bytes>>& updates) {
+    for (const auto& update : updates) {
+      trust::Decision decision = board.apply_trust_update(update.second);
+      if (!decision.ok()) {
+        log(fmt::format("trust update {} refused ({}): {}", update.first, decision.failed_check, decision.reason));
+        return;
+      }
+      log(fmt::format("trust version {} installed: {} manifest key(s), threshold {}, {} boot key(s)",
+                      decision.update.version, decision.update.manifest_keys.size(),
+                      decision.update.manifest_threshold, decision.update.boot_key_hashes.size()));
+    }
+  }
+
   AgentOutcome run_once() {
     AgentView view = board.agent_view();
     flush_unreported(view);
     CheckInReply reply = check_in(view);
     service_interval = reply.check_in_after;
+    apply_trust_updates(reply.trust_updates);
     if (!reply.deployment) return AgentOutcome::idle;
     const DeploymentOffer& offer = *reply.deployment;
     std::string key = done_key(offer.id, offer.manifest.id, offer.action);

@@ -113,6 +113,11 @@ struct Board::State {
   // Slot 1 holds an image MCUboot already decrypted (the one a swap moved out of slot 0): not decrypted again.
   bool secondary_plain = false;
   std::string last_boot_refusal;  // why the last pending image was not swapped in
+  // The boot-key set (config.boot_key_hash is its first member, as 64:3 installed it) and the trust update
+  // state: the product the first accepted update bound the board to, and the installed trust version.
+  std::vector<Bytes> boot_key_hashes;
+  std::string trust_product;
+  std::uint64_t trust_version = 0;
 
   nlohmann::json to_json() const {
     nlohmann::json chain_hex = nlohmann::json::array();
@@ -145,6 +150,11 @@ struct Board::State {
     j["previous_manifest_digest"] = to_hex(previous_firmware.manifest_digest);
     j["secondary_plain"] = secondary_plain;
     j["last_boot_refusal"] = last_boot_refusal;
+    nlohmann::json hashes = nlohmann::json::array();
+    for (const auto& hash : boot_key_hashes) hashes.push_back(to_hex(hash));
+    j["boot_key_hashes"] = hashes;
+    j["trust_product"] = trust_product;
+    j["trust_version"] = trust_version;
     return j;
   }
 
@@ -179,6 +189,12 @@ struct Board::State {
     s.previous_firmware.manifest_digest = from_hex(j.value("previous_manifest_digest", ""));
     s.secondary_plain = j.value("secondary_plain", false);
     s.last_boot_refusal = j.value("last_boot_refusal", "");
+    for (const auto& hash : j.value("boot_key_hashes", nlohmann::json::array()))
+      s.boot_key_hashes.push_back(from_hex(hash.get<std::string>()));
+    // A state file from before trust updates: the one boot-key hash is the set.
+    if (s.boot_key_hashes.empty() && s.config.boot_key_hash) s.boot_key_hashes = {*s.config.boot_key_hash};
+    s.trust_product = j.value("trust_product", "");
+    s.trust_version = j.value("trust_version", std::uint64_t{0});
     return s;
   }
 };
@@ -716,6 +732,7 @@ Body Board::provisioning_group(const smp::Header& header, const Body& request) {
         config.manifest_threshold = m;
       }
       s.config = config;
+      if (request.contains("boot_key_hash")) s.boot_key_hashes = {*config.boot_key_hash};  // the factory's set
       save();
       return Body::object();
     }
@@ -824,6 +841,11 @@ void Board::add_firmware_record(Body& body) const {
   }
   body["sequence"] = state_->firmware.sequence;
   if (!state_->firmware.manifest_digest.empty()) body["manifest_digest"] = smp::binary(state_->firmware.manifest_digest);
+  Body hashes = Body::array();
+  for (const auto& hash : state_->boot_key_hashes) hashes.push_back(smp::binary(hash));
+  body["boot_key_hashes"] = hashes;
+  body["trust_version"] = state_->trust_version;
+  if (!state_->trust_product.empty()) body["trust_product"] = state_->trust_product;
 }
 
 Body Board::install_manifest(const Body& request) {
@@ -871,7 +893,32 @@ AgentView Board::agent_view() const {
   v.slot_size = options_.slot_size;
   v.has_encryption_key = secure_element_.has_encryption_key();
   v.last_boot_refusal = state_->last_boot_refusal;
+  v.boot_key_hashes = state_->boot_key_hashes;
+  v.trust_version = state_->trust_version;
   return v;
+}
+
+trust::TrustState Board::trust_state() const {
+  std::lock_guard lock(mutex_);
+  const State& s = *state_;
+  return trust::TrustState{s.trust_product, s.trust_version, s.config.manifest_keys, s.config.manifest_threshold,
+                           s.boot_key_hashes};
+}
+
+trust::Decision Board::apply_trust_update(ByteView update) {
+  std::lock_guard lock(mutex_);
+  trust::Decision decision = trust::check(update, trust_state());
+  if (!decision.ok()) return decision;
+  State& s = *state_;
+  trust::TrustState next = trust::apply(decision.update);
+  s.trust_product = next.product;
+  s.trust_version = next.version;
+  s.config.manifest_keys = next.manifest_keys;
+  s.config.manifest_threshold = next.manifest_threshold;
+  s.boot_key_hashes = next.boot_key_hashes;
+  s.config.boot_key_hash = next.boot_key_hashes.front();
+  save();
+  return decision;
 }
 
 void Board::stage_test_image(const fs::path& image) {

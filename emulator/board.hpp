@@ -12,6 +12,7 @@
 
 #include "core/bytes.hpp"
 #include "emulator/secure_element.hpp"
+#include "manifests/trust_update.hpp"
 #include "transport/provisioning_group.hpp"
 #include "transport/smp.hpp"
 
@@ -36,6 +37,10 @@ struct AgentView {
   std::uint64_t slot_size = 0;  // the largest image the board can hold
   bool has_encryption_key = false;
   std::string last_boot_refusal;  // why MCUboot did not swap in the last pending image ("" none)
+  // The boot-key hashes MCUboot accepts (the factory's one, then what trust updates installed) and the
+  // installed trust version (0: none since the factory).
+  std::vector<Bytes> boot_key_hashes;
+  std::uint64_t trust_version = 0;
 };
 
 struct BoardOptions {
@@ -114,6 +119,11 @@ class Board {
   void confirm_running();
   // The running firmware was accepted with this manifest: the current record becomes the previous one.
   void record_firmware(FirmwareRecord record);
+  // A trust update (docs/key-rotation.md): checked against the trust in force (trust::check) and, when accepted,
+  // installed: manifest keys and threshold replaced, boot-key set replaced, the board bound to its product.
+  // Nothing changes when it is refused.
+  trust::Decision apply_trust_update(ByteView update);
+  trust::TrustState trust_state() const;
 
  private:
   Board(std::filesystem::path dir, const VendorRoot& root, BoardOptions options);

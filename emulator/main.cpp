@@ -1,4 +1,5 @@
 // kiln-board-emu: runs N virtual boards, each on D/<uid>.sock, until SIGINT/SIGTERM.
+#include <algorithm>
 #include <signal.h>
 #include <unistd.h>
 
@@ -86,6 +87,10 @@ int run(int argc, char** argv) {
                  "secure element of every board that holds none, as a factory would")
       ->check(CLI::ExistingFile);
   app.add_flag("-v,--verbose", verbose, "Log agent activity to stderr");
+  std::vector<std::string> powered_off;
+  app.add_option("--power-off", powered_off,
+                 "Keep the board with this UID switched off: no socket, no agent; listed as 'UID off' (repeatable)")
+      ->type_name("UID");
   // Not an option: the man page is written from the tree above (scripts/generate.sh, the packages).
   if (argc == 2 && std::string_view(argv[1]) == "--man-page") {
     std::cout << emu::manual_page(app);
@@ -125,7 +130,14 @@ int run(int argc, char** argv) {
   }
   std::vector<std::unique_ptr<emu::BoardServer>> servers;
   std::vector<std::unique_ptr<emu::SerialBoardServer>> serial_servers;
+  auto is_off = [&powered_off](const emu::Board& board) {
+    return std::find(powered_off.begin(), powered_off.end(), board.uid()) != powered_off.end();
+  };
   for (auto& board : boards) {
+    if (is_off(*board)) {
+      std::cout << board->uid() << " off\n";
+      continue;
+    }
     if (serial) {
       auto link = fs::path(dir) / (board->uid() + ".tty");
       serial_servers.push_back(std::make_unique<emu::SerialBoardServer>(*board, link));
@@ -146,7 +158,8 @@ int run(int argc, char** argv) {
     options.verbose = verbose;
     options.on_power_loss = [] { std::_Exit(75); };
     std::vector<emu::Board*> all;
-    for (auto& board : boards) all.push_back(board.get());
+    for (auto& board : boards)
+      if (!is_off(*board)) all.push_back(board.get());
     agents = std::make_unique<emu::AgentScheduler>(all, options);
     agents->start();
   }

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 
@@ -30,7 +31,7 @@ std::string short_hex(const Bytes& b) { return to_hex(b).substr(0, 16); }
 // key (PUBKEY TLV, or KEYHASH); the key's hash must be the installed boot-key hash; the signature
 // must verify with that key. With KEYHASH only, the board needs the full key from elsewhere: the
 // manifest keys when one is the same key (its hash matches).
-std::optional<std::string> check_mcuboot(const std::filesystem::path& image, const Bytes& boot_key_hash,
+std::optional<std::string> check_mcuboot(const std::filesystem::path& image, const std::vector<Bytes>& boot_key_hashes,
                                          const std::vector<Bytes>& manifest_keys,
                                          const mcuboot::ContentKeyOpener* decrypt) {
   mcuboot::ImageReport plain = mcuboot::inspect_image(image, std::nullopt, {}, decrypt);
@@ -39,9 +40,13 @@ std::optional<std::string> check_mcuboot(const std::filesystem::path& image, con
                        *plain.encryption_tlv);
   if (!plain.hash_ok) return plain.failure;
   if (!plain.embedded_key_hash) return std::string("the image names no signing key (no KEYHASH or PUBKEY TLV)");
-  if (*plain.embedded_key_hash != boot_key_hash)
-    return fmt::format("the image was signed by the key with hash {}, the board trusts boot key hash {}",
-                       to_hex(*plain.embedded_key_hash), to_hex(boot_key_hash));
+  const Bytes& boot_key_hash = *plain.embedded_key_hash;
+  if (std::find(boot_key_hashes.begin(), boot_key_hashes.end(), boot_key_hash) == boot_key_hashes.end()) {
+    std::string trusted;
+    for (const auto& hash : boot_key_hashes) trusted += (trusted.empty() ? "" : ", ") + to_hex(hash);
+    return fmt::format("the image was signed by the key with hash {}, the board trusts boot key hash{} {}",
+                       to_hex(boot_key_hash), boot_key_hashes.size() == 1 ? "" : "es", trusted);
+  }
   std::optional<Bytes> key;
   for (const auto& e : plain.image.unprotected_area.entries)
     if (e.type == mcuboot::tlv::pubkey) key = e.value;
@@ -156,10 +161,10 @@ UpdateCheckResult check_update(const UpdateCheckInput& input) {
                   fmt::format("the image is {} bytes, the manifest says {}", size, *match->size));
 
   // 4. MCUboot signature against the boot-key hash.
-  if (input.boot_key_hash) {
+  if (!input.boot_key_hashes.empty()) {
     std::optional<std::string> failure;
     try {
-      failure = check_mcuboot(input.image, *input.boot_key_hash, input.manifest_keys,
+      failure = check_mcuboot(input.image, input.boot_key_hashes, input.manifest_keys,
                               input.body_decrypted ? nullptr : input.decrypt);
     } catch (const Error& e) {
       failure = fmt::format("not a valid MCUboot image: {}", e.what());

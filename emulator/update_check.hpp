@@ -1,7 +1,7 @@
 // What a board checks before it accepts firmware described by a SUIT envelope: the envelope's COSE
 // signatures against the installed manifest keys (M of N), the sequence number against the installed one
 // (anti-rollback), the image's digest and size against the manifest, and the MCUboot signature
-// against the installed boot-key hash. Used by 64:8 (install manifest) and the update agent.
+// against the installed boot-key hashes. Used by 64:8 (install manifest) and the update agent.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +22,9 @@ struct UpdateCheckInput {
   std::vector<Bytes> manifest_keys;
   std::size_t manifest_threshold = 1;
   std::filesystem::path image;         // the image the manifest must describe
-  std::optional<Bytes> boot_key_hash;  // set: the image's MCUboot signature is checked against this key hash
+  // Not empty: the image's MCUboot signature must be by a key whose hash is one of these (the board's boot-key
+  // set: more than one while a boot key is rotated, docs/key-rotation.md).
+  std::vector<Bytes> boot_key_hashes;
   std::uint64_t installed_sequence = 0;
   bool allow_same_sequence = false;   // 64:8 accepts the installed sequence again; the agent wants a higher one
   std::optional<Bytes> revert_digest;  // a revert: the envelope whose SHA-256 is this may go below the installed sequence

@@ -58,7 +58,7 @@ kiln::emu::UpdateCheckResult check(kiln::ByteView envelope, const std::string& i
   input.envelope = envelope;
   input.manifest_keys = {fixture().manifest_key->public_key_der()};
   input.image = image;
-  input.boot_key_hash = fixture().boot_key_hash;
+  input.boot_key_hashes = {fixture().boot_key_hash};
   input.installed_sequence = installed;
   return kiln::emu::check_update(input);
 }

@@ -173,6 +173,13 @@ Reply agent_check_in(Call& call) {
       throw ApiError{400, "invalid_request", "field 'sequence' is too large"};
     sequence = static_cast<std::int64_t>(it->get<std::uint64_t>());
   }
+  // The trust version the board runs (docs/key-rotation.md); absent: an agent that knows no trust updates.
+  std::optional<std::int64_t> trust_version;
+  if (auto it = body.find("trust_version"); it != body.end() && !it->is_null()) {
+    if (!it->is_number_unsigned() || it->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))
+      throw ApiError{400, "invalid_request", "field 'trust_version' must be a non-negative integer"};
+    trust_version = static_cast<std::int64_t>(it->get<std::uint64_t>());
+  }
   auto& device = call.who.device_id;
   auto tx = call.store.begin();
   call.store.device_checked_in(device, now_iso8601(), version, state);
@@ -201,8 +208,11 @@ Reply agent_check_in(Call& call) {
       }
     }
   }
+  Json trust_updates = trust_version ? missing_trust_updates(call, *trust_version) : Json::array();
   tx->commit();
-  return {200, Json{{"device", device}, {"check_in_after", call.config.check_in_after}, {"deployment", deployment}}};
+  Json reply{{"device", device}, {"check_in_after", call.config.check_in_after}, {"deployment", deployment}};
+  if (!trust_updates.empty()) reply["trust_updates"] = trust_updates;
+  return {200, reply};
 }
 
 Response agent_deployment_manifest(Call& call) {

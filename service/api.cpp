@@ -63,6 +63,8 @@ const std::vector<Route>& routes() {
       {{"GET", "/v1/products/{}", anyone}, show_product},
       {{"PATCH", "/v1/products/{}", operators}, update_product},
       {{"DELETE", "/v1/products/{}", operators}, delete_product},
+      {{"POST", "/v1/products/{}/trust-updates", operators}, publish_trust_update},
+      {{"GET", "/v1/products/{}/trust-updates", anyone}, list_trust_updates},
       {{"POST", "/v1/groups", operators}, create_group},
       {{"GET", "/v1/groups", anyone}, list_groups},
       {{"GET", "/v1/groups/{}", anyone}, show_group},

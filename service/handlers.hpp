@@ -159,6 +159,11 @@ Reply factory_ca_challenge(Call& call);
 Reply register_factory_ca(Call& call);
 Reply list_factory_cas(Call& call);
 Reply agent_check_in(Call& call);
+// Trust updates (service/trust_updates.cpp, docs/key-rotation.md).
+Reply publish_trust_update(Call& call);
+Reply list_trust_updates(Call& call);
+// The device's product's trust updates above `installed`, in version order: [{version, update (base64)}].
+Json missing_trust_updates(Call& call, std::int64_t installed);
 Reply agent_report_status(Call& call);
 Response agent_deployment_manifest(Call& call);
 

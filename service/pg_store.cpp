@@ -353,6 +353,15 @@ ALTER TABLE devices ADD COLUMN IF NOT EXISTS factory_tenant_id BIGINT;
 }
 // ---- end of migration 11 ----
 
+// ---- Migration 12 (issue 17 item 2, key rotation), like SQLite's migration 12 ----
+void add_trust_updates(PGconn* conn) {
+  run_script(conn, R"sql(
+CREATE TABLE IF NOT EXISTS trust_updates (product_id TEXT NOT NULL, version BIGINT NOT NULL, content TEXT NOT NULL,
+  created_at TEXT NOT NULL, PRIMARY KEY (product_id, version));
+)sql");
+}
+// ---- end of migration 12 ----
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction (PostgreSQL's schema changes are transactional: a migration killed half-way leaves nothing,
 // and the next start runs it again). Append only: a released migration never changes. The version lives
@@ -373,6 +382,7 @@ constexpr Migration migrations[] = {
     {9, add_audit_log},
     {10, add_manifest_threshold},
     {11, add_device_transfers},  // issue 17 item 4
+    {12, add_trust_updates},     // issue 17 item 2
 };
 
 int read_schema_version(PGconn* conn) {
@@ -1048,6 +1058,30 @@ void PgStore::transfer_device(const std::string& device_id, std::int64_t tenant_
       "product_id = $2, claimed = 1, claimed_at = $3, group_id = NULL WHERE id = $4",
       {tenant_id, product_id, now, device_id});
   if (before && before->group_id) count_member(use.conn(), device_id, *before->group_id, -1);
+}
+
+void PgStore::add_trust_update(const std::string& product_id, std::int64_t version, const std::string& update_base64,
+                               const std::string& now) {
+  Use use(*this);
+  run(use.conn(), "INSERT INTO trust_updates (product_id, version, content, created_at) VALUES ($1, $2, $3, $4)",
+      {product_id, version, update_base64, now});
+}
+
+std::vector<std::pair<std::int64_t, std::string>> PgStore::trust_updates_after(const std::string& product_id,
+                                                                              std::int64_t after_version) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "SELECT version, content FROM trust_updates WHERE product_id = $1 AND version > $2 ORDER BY version",
+               {product_id, after_version});
+  std::vector<std::pair<std::int64_t, std::string>> out;
+  for (int row = 0; row < q.rows(); ++row) out.emplace_back(q.integer(row, 0), q.text(row, 1));
+  return out;
+}
+
+std::int64_t PgStore::trust_version(const std::string& product_id) {
+  Use use(*this);
+  auto q = run(use.conn(), "SELECT COALESCE(MAX(version), 0) FROM trust_updates WHERE product_id = $1", {product_id});
+  return q.integer(0, 0);
 }
 
 void PgStore::add_transfer_voucher(const TransferVoucherRecord& v) {

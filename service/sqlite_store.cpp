@@ -254,6 +254,14 @@ void add_device_transfers(Db& db) {
 }
 // ---- end of migration 11 ----
 
+// ---- Migration 12 (issue 17 item 2, key rotation): every accepted trust update of a product ----
+void add_trust_updates(Db& db) {
+  db.exec(
+      "CREATE TABLE IF NOT EXISTS trust_updates (product_id TEXT NOT NULL, version INTEGER NOT NULL, "
+      "content TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (product_id, version))");
+}
+// ---- end of migration 12 ----
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction. Append only: a released migration never changes. The version lives in PRAGMA user_version
 // (0: a store from before versioned migrations, or a new file).
@@ -273,6 +281,7 @@ constexpr Migration migrations[] = {
     {9, add_audit_log},
     {10, add_manifest_threshold},
     {11, add_device_transfers},  // issue 17 item 4
+    {12, add_trust_updates},     // issue 17 item 2
 };
 
 int schema_version(Db& db) {
@@ -865,6 +874,37 @@ void SqliteStore::transfer_device(const std::string& device_id, std::int64_t ten
       .bind(4, device_id)
       .run();
   if (before && before->group_id) count_member(db(), device_id, *before->group_id, -1);
+}
+
+void SqliteStore::add_trust_update(const std::string& product_id, std::int64_t version,
+                                   const std::string& update_base64, const std::string& now) {
+  Use use(*this);
+  db().prepare("INSERT INTO trust_updates (product_id, version, content, created_at) VALUES (?, ?, ?, ?)")
+      .bind(1, product_id)
+      .bind(2, version)
+      .bind(3, update_base64)
+      .bind(4, now)
+      .run();
+}
+
+std::vector<std::pair<std::int64_t, std::string>> SqliteStore::trust_updates_after(const std::string& product_id,
+                                                                                  std::int64_t after_version) {
+  Use use(*this);
+  auto q = db().prepare(
+      "SELECT version, content FROM trust_updates WHERE product_id = ? AND version > ? ORDER BY version");
+  q.bind(1, product_id);
+  q.bind(2, after_version);
+  std::vector<std::pair<std::int64_t, std::string>> out;
+  while (q.step()) out.emplace_back(q.integer(0), q.text(1));
+  return out;
+}
+
+std::int64_t SqliteStore::trust_version(const std::string& product_id) {
+  Use use(*this);
+  auto q = db().prepare("SELECT COALESCE(MAX(version), 0) FROM trust_updates WHERE product_id = ?");
+  q.bind(1, product_id);
+  q.step();
+  return q.integer(0);
 }
 
 void SqliteStore::add_transfer_voucher(const TransferVoucherRecord& v) {

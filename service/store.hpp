@@ -294,6 +294,15 @@ class Store {
   virtual void unclaim_device(const std::string& device_id) = 0;
   virtual void transfer_device(const std::string& device_id, std::int64_t tenant_id, const std::string& product_id,
                                const std::string& now) = 0;
+  // Trust updates (issue 17 item 2, docs/key-rotation.md): every accepted update of a product, kept so that a
+  // board that was offline catches up in order. `update_base64`: the signed CBOR, base64.
+  virtual void add_trust_update(const std::string& product_id, std::int64_t version, const std::string& update_base64,
+                                const std::string& now) = 0;
+  // The product's updates above `after_version`, in version order: (version, update_base64).
+  virtual std::vector<std::pair<std::int64_t, std::string>> trust_updates_after(const std::string& product_id,
+                                                                               std::int64_t after_version) = 0;
+  // The highest accepted version (0: none).
+  virtual std::int64_t trust_version(const std::string& product_id) = 0;
   virtual void add_transfer_voucher(const TransferVoucherRecord& voucher) = 0;
   virtual std::optional<TransferVoucherRecord> find_transfer_voucher(const std::string& id) = 0;
   // Marks the voucher redeemed at `now` when it was not: true for exactly one of two racing accepts.

@@ -24,6 +24,7 @@
 #include <fmt/format.h>
 
 #include "core/device_uid.hpp"
+#include "core/base64.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "signing/file_digest.hpp"
@@ -191,6 +192,12 @@ Json update_product(ServiceApi& api, const std::string& ref, const ProductTrust&
   Json body = Json::object();
   add_trust(body, trust);
   return api.patch("/v1/products/" + segment(ref), body);
+}
+Json publish_trust_update(ServiceApi& api, const std::string& ref, ByteView update) {
+  return api.post("/v1/products/" + segment(ref) + "/trust-updates", {{"update", to_base64(update)}});
+}
+Json list_trust_updates(ServiceApi& api, const std::string& ref) {
+  return api.get("/v1/products/" + segment(ref) + "/trust-updates");
 }
 Json list_products(ServiceApi& api) { return api.get("/v1/products")["items"]; }
 Json show_product(ServiceApi& api, const std::string& ref) { return api.get("/v1/products/" + segment(ref)); }

@@ -75,6 +75,10 @@ struct ProductTrust {
 Json create_product(ServiceApi& api, const std::string& name, const std::string& description,
                     const ProductTrust& trust = {});
 Json update_product(ServiceApi& api, const std::string& ref, const ProductTrust& trust);
+// A signed trust update (docs/key-rotation.md) for the product `ref`: checked by the service against the product's
+// current keys and trust version, then handed to its devices at check-in.
+Json publish_trust_update(ServiceApi& api, const std::string& ref, ByteView update);
+Json list_trust_updates(ServiceApi& api, const std::string& ref);
 Json list_products(ServiceApi& api);
 Json show_product(ServiceApi& api, const std::string& ref);
 Json delete_product(ServiceApi& api, const std::string& ref);

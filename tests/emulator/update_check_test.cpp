@@ -64,7 +64,7 @@ emu::UpdateCheckResult check(const Bytes& envelope, const Keys& k, const fs::pat
   input.manifest_keys = {k.release->public_key_der()};
   input.image = image;
   input.installed_sequence = installed;
-  if (boot) input.boot_key_hash = key_hash(*boot);
+  if (boot) input.boot_key_hashes = {key_hash(*boot)};
   return emu::check_update(input);
 }
 
@@ -272,7 +272,7 @@ TEST_CASE("update check: M of N counts distinct installed keys, names how many i
   input.manifest_keys = {k.release->public_key_der(), k.other->public_key_der(), third->public_key_der()};
   input.manifest_threshold = 2;
   input.image = image;
-  input.boot_key_hash = key_hash(*k.boot);
+  input.boot_key_hashes = {key_hash(*k.boot)};
 
   Bytes one = envelope({k.release.get()});
   input.envelope = one;

@@ -99,6 +99,8 @@ const AccessRow access_matrix[] = {
     {"POST",   "/v1/device-transfers",             "A---"},  // giving devices to another tenant: admins only
     {"POST",   "/v1/device-transfers/challenge",   "AA--"},  // redeeming a voucher: operators
     {"POST",   "/v1/device-transfers/accept",      "AA--"},
+    {"POST",   "/v1/products/{}/trust-updates",    "AA--"},  // key rotation: operators publish
+    {"GET",    "/v1/products/{}/trust-updates",    "AAAA"},
     {"POST",   "/v1/images",                       "AA--"},
     {"GET",    "/v1/images",                       "AAAA"},
     {"GET",    "/v1/images/{}",                    "AAAA"},
