@@ -12,6 +12,7 @@
 #include "core/error.hpp"
 #include "signing/image_crypto.hpp"
 #include "signing/openssl_ptr.hpp"
+#include "tests/support/errors.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using namespace kiln;
@@ -50,15 +51,6 @@ std::string private_pem(const test::TempDir& dir, const std::string& name, EVP_P
   return path;
 }
 
-ExitCode code_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return ExitCode::ok;
-}
-
 }  // namespace
 
 TEST_CASE("image crypto: P-256, X25519 and RSA-2048 keys encrypt; other keys are usage errors naming why") {
@@ -81,7 +73,7 @@ TEST_CASE("image crypto: P-256, X25519 and RSA-2048 keys encrypt; other keys are
   refused(spki(generate("ED25519").get()), "cannot encrypt MCUboot images");
   refused(spki(generate("EC", "P-384").get()), "MCUboot's ECIES uses P-256 only");
   refused(spki(generate("RSA", "1024").get()), "1024-bit RSA key");
-  CHECK(code_of([] { encryption_key_from_spki(Bytes{0x30, 0x03, 1, 2, 3}, "junk"); }) == ExitCode::verification_failed);
+  CHECK(test::exit_code_of([] { encryption_key_from_spki(Bytes{0x30, 0x03, 1, 2, 3}, "junk"); }) == ExitCode::verification_failed);
 
   CHECK(is_encryption_tlv(tlv::enc_rsa2048));
   CHECK(is_encryption_tlv(tlv::enc_x25519_sha512));
@@ -118,13 +110,13 @@ TEST_CASE("image crypto: a content key wrapped for each kind opens with the priv
       // A flipped byte in the wrapped key, or the wrong key size, is verification_failed.
       auto tampered = wrapped.second;
       tampered.back() ^= 1;
-      CHECK(code_of([&] { opener->open(wrapped.first, tampered, size); }) == ExitCode::verification_failed);
+      CHECK(test::exit_code_of([&] { opener->open(wrapped.first, tampered, size); }) == ExitCode::verification_failed);
       if (k.tlv != tlv::enc_rsa2048) {
-        CHECK(code_of([&] { opener->open(wrapped.first, wrapped.second, size == 16 ? 32 : 16); }) ==
+        CHECK(test::exit_code_of([&] { opener->open(wrapped.first, wrapped.second, size == 16 ? 32 : 16); }) ==
               ExitCode::verification_failed);
         auto truncated = wrapped.second;
         truncated.pop_back();
-        CHECK(code_of([&] { opener->open(wrapped.first, truncated, size); }) == ExitCode::verification_failed);
+        CHECK(test::exit_code_of([&] { opener->open(wrapped.first, truncated, size); }) == ExitCode::verification_failed);
       }
     }
   }
@@ -144,7 +136,7 @@ TEST_CASE("image crypto: a content key wrapped for each kind opens with the priv
                        Error);
   CHECK_THROWS_WITH_AS(x25519->open(0x31, wrapped.second, 16), doctest::Contains("which kiln cannot open"), Error);
   // HMAC-SHA512 is X25519's only.
-  CHECK(code_of([&] { wrap_content_key(p256, random_bytes(16), HmacSha::sha512); }) == ExitCode::usage);
+  CHECK(test::exit_code_of([&] { wrap_content_key(p256, random_bytes(16), HmacSha::sha512); }) == ExitCode::usage);
 }
 
 TEST_CASE("image crypto: AES-CTR from a zero counter, streaming, is its own inverse") {

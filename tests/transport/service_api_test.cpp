@@ -13,6 +13,7 @@
 #include <string>
 
 #include "core/error.hpp"
+#include "tests/support/errors.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "transport/service_api.hpp"
 
@@ -52,15 +53,6 @@ std::string write(const test::TempDir& dir, const std::string& name, const std::
   return path;
 }
 
-ExitCode code_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return ExitCode::ok;
-}
-
 // A clean slate: credentials under `dir`, no KILN_* variables.
 std::map<std::string, std::optional<std::string>> clean(const test::TempDir& dir) {
   return {{"XDG_CONFIG_HOME", dir.file("config")},
@@ -82,7 +74,7 @@ TEST_CASE("service api: credentials live under XDG_CONFIG_HOME, else HOME, else 
     CHECK(credentials_path() == std::filesystem::path(dir.file("home")) / ".config" / "kiln" / "credentials");
   }
   Environment env({{"XDG_CONFIG_HOME", std::nullopt}, {"HOME", std::nullopt}});
-  CHECK(code_of([] { credentials_path(); }) == ExitCode::failure);
+  CHECK(test::exit_code_of([] { credentials_path(); }) == ExitCode::failure);
 }
 
 TEST_CASE("service api: the credentials file, then the config's service, then KILN_* variables") {
@@ -98,7 +90,7 @@ TEST_CASE("service api: the credentials file, then the config's service, then KI
     CHECK(e.hint().find("KILN_SERVICE and KILN_TOKEN") != std::string::npos);
   }
   // The config file names a service, but there is no token.
-  CHECK(code_of([] { load_credentials(std::string("https://configured:8443")); }) == ExitCode::authentication);
+  CHECK(test::exit_code_of([] { load_credentials(std::string("https://configured:8443")); }) == ExitCode::authentication);
 
   std::filesystem::create_directories(dir.file("config/kiln"));
   write(dir, "config/kiln/credentials", R"({"service":"https://stored:8443","token":"stored-token","ca_file":"ca.pem"})");
@@ -136,10 +128,10 @@ TEST_CASE("service api: a client certificate needs both files, a PEM key only it
   auto cert = write(dir, "c.pem", "certificate");
   auto key = write(dir, "k.pem", "-----BEGIN PRIVATE KEY-----\n");
   CHECK_NOTHROW(check_client_certificate({cert, key}));
-  CHECK(code_of([&] { check_client_certificate({cert, ""}); }) == ExitCode::usage);
-  CHECK(code_of([&] { check_client_certificate({"", key}); }) == ExitCode::usage);
-  CHECK(code_of([&] { check_client_certificate({cert, "pkcs11:token=x;object=y"}); }) == ExitCode::usage);
-  CHECK(code_of([&] { check_client_certificate({dir.file("nope.pem"), key}); }) == ExitCode::not_found);
+  CHECK(test::exit_code_of([&] { check_client_certificate({cert, ""}); }) == ExitCode::usage);
+  CHECK(test::exit_code_of([&] { check_client_certificate({"", key}); }) == ExitCode::usage);
+  CHECK(test::exit_code_of([&] { check_client_certificate({cert, "pkcs11:token=x;object=y"}); }) == ExitCode::usage);
+  CHECK(test::exit_code_of([&] { check_client_certificate({dir.file("nope.pem"), key}); }) == ExitCode::not_found);
   auto shared = write(dir, "shared.pem", "-----BEGIN PRIVATE KEY-----\n", 0640);
   try {
     check_client_certificate({cert, shared});
@@ -150,7 +142,7 @@ TEST_CASE("service api: a client certificate needs both files, a PEM key only it
     CHECK(e.hint() == "chmod 600 " + shared);
   }
   auto encrypted = write(dir, "enc.pem", "-----BEGIN ENCRYPTED PRIVATE KEY-----\n");
-  CHECK(code_of([&] { check_client_certificate({cert, encrypted}); }) == ExitCode::usage);
+  CHECK(test::exit_code_of([&] { check_client_certificate({cert, encrypted}); }) == ExitCode::usage);
 }
 
 TEST_CASE("service api: device IDs from a file: plain or JSON lines, comments, trailer, duplicates, refusals") {
@@ -178,5 +170,5 @@ TEST_CASE("service api: device IDs from a file: plain or JSON lines, comments, t
   test::TempDir dir;
   write(dir, "ids.txt", "dev-9\n");
   CHECK(read_device_ids(dir.file("ids.txt")) == std::vector<std::string>{"dev-9"});
-  CHECK(code_of([&] { read_device_ids(dir.file("missing.txt")); }) != ExitCode::ok);
+  CHECK(test::exit_code_of([&] { read_device_ids(dir.file("missing.txt")); }) != ExitCode::ok);
 }
