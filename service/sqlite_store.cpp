@@ -412,6 +412,16 @@ class SqliteStore::SqliteTransaction final : public Store::Transaction {
   SqliteTransaction(const SqliteTransaction&) = delete;
   SqliteTransaction& operator=(const SqliteTransaction&) = delete;
   void commit() override {
+    if (level_ == 0 && sqlite3_get_autocommit(connection_.db.raw())) {
+      // SQLite ended the transaction itself: it rolls back on some errors (SQLITE_BUSY, IOERR, FULL, NOMEM)
+      // that a handler may have answered and gone on from. Nothing of the unit holds as one: say so, as a
+      // store that cannot serve the request now (503, Retry-After), not "cannot commit" as a 500.
+      --connection_.depth;
+      done_ = true;
+      writable_again();
+      throw StoreUnavailable("the database rolled back this request's transaction before it could be committed",
+                             "send the request again");
+    }
     connection_.db.exec(level_ == 0 ? std::string("COMMIT") : fmt::format("RELEASE unit_{}", level_));
     --connection_.depth;
     done_ = true;
