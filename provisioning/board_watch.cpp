@@ -47,6 +47,10 @@ std::vector<ProvisionOutcome> watch_boards(Station& station, const WatchOptions&
   }
   std::unique_ptr<UsbBoardWatch> usb;
   if (options.usb) usb = std::make_unique<UsbBoardWatch>(options.usb_ids, options.usb_poll_interval);
+  // The boards already plugged in are enumerated before the watch is announced: a board plugged in after
+  // the announcement is then noticed by its hotplug event, not by a first scan that ran after it.
+  std::vector<BoardAddress> present;
+  if (usb) present = usb->poll();
   if (on_notice) {
     std::string usb_mode = !usb             ? "off"
                            : usb->hotplug() ? "hotplug"
@@ -97,6 +101,10 @@ std::vector<ProvisionOutcome> watch_boards(Station& station, const WatchOptions&
       existing.push_back(entry.path().filename().string());
     std::sort(existing.begin(), existing.end());
     for (const auto& name : existing) start_socket(name);
+  }
+  for (const auto& board : present) {
+    if (on_notice) on_notice(fmt::format("{} arrived ({})", board.text(), usb->last_cause()));
+    start_board(board);
   }
 
   alignas(inotify_event) char buffer[4096];
