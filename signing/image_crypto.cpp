@@ -5,7 +5,6 @@
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
-#include <openssl/kdf.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
@@ -14,6 +13,7 @@
 
 #include "core/error.hpp"
 #include "signing/file_key.hpp"
+#include "signing/kdf.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/pkcs11.hpp"
 
@@ -47,16 +47,7 @@ std::size_t hmac_size(HmacSha hmac) {
 }
 
 Bytes hkdf(ByteView secret, HmacSha hmac, std::size_t length) {
-  ossl::Ptr<EVP_PKEY_CTX> ctx(EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr));
-  Bytes out(length);
-  std::size_t out_size = out.size();
-  if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1 || EVP_PKEY_CTX_set_hkdf_md(ctx.get(), hmac_md(hmac)) != 1 ||
-      EVP_PKEY_CTX_set1_hkdf_key(ctx.get(), secret.data(), static_cast<int>(secret.size())) != 1 ||
-      EVP_PKEY_CTX_add1_hkdf_info(ctx.get(), reinterpret_cast<const unsigned char*>(ecies_info.data()),
-                                  static_cast<int>(ecies_info.size())) != 1 ||
-      EVP_PKEY_derive(ctx.get(), out.data(), &out_size) != 1 || out_size != length)
-    throw crypto_failure("HKDF failed");
-  return out;
+  return kiln::hkdf(hmac_md(hmac), secret, as_bytes(ecies_info), length);
 }
 
 Bytes hmac(HmacSha alg, ByteView key, ByteView data) {

@@ -2,13 +2,13 @@
 #include "transport/provisioning_group.hpp"
 
 #include <openssl/evp.h>
-#include <openssl/kdf.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 
 #include <fmt/format.h>
 
 #include "core/error.hpp"
+#include "signing/kdf.hpp"
 #include "signing/openssl_ptr.hpp"
 
 namespace kiln {
@@ -41,17 +41,7 @@ Bytes shared_key(EVP_PKEY* own, EVP_PKEY* peer, const std::string& uid) {
   Bytes secret(secret_size);
   if (EVP_PKEY_derive(ctx.get(), secret.data(), &secret_size) <= 0) crypto_failure("ECDH");
 
-  ossl::Ptr<EVP_PKEY_CTX> kdf(EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr));
-  std::string info = std::string(wrap_info) + uid;
-  Bytes key(32);
-  std::size_t key_size = key.size();
-  if (!kdf || EVP_PKEY_derive_init(kdf.get()) <= 0 || EVP_PKEY_CTX_set_hkdf_md(kdf.get(), EVP_sha256()) <= 0 ||
-      EVP_PKEY_CTX_set1_hkdf_key(kdf.get(), secret.data(), static_cast<int>(secret.size())) <= 0 ||
-      EVP_PKEY_CTX_add1_hkdf_info(kdf.get(), reinterpret_cast<const unsigned char*>(info.data()),
-                                  static_cast<int>(info.size())) <= 0 ||
-      EVP_PKEY_derive(kdf.get(), key.data(), &key_size) <= 0)
-    crypto_failure("HKDF");
-  return key;
+  return hkdf(EVP_sha256(), secret, as_bytes(std::string(wrap_info) + uid), 32);
 }
 
 smp::Body call_group(SmpClient& client, smp::Op op, std::uint8_t command, smp::Body body = smp::Body::object()) {

@@ -1,0 +1,200 @@
+// TLS session resumption on kiln-service's listeners (issue 13 item 6): devices check in on fresh connections,
+// and a ticket from one instance resumes on another instance started on a copy of the same --dir, and on the
+// same instance after a restart; an instance on another directory answers it with a full handshake. A device
+// certified through an intermediate CA is the same device on a resumed connection (the chain travels in the
+// ticket): its check-in is answered 200 on every connection, full or resumed.
+#include <doctest/doctest.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/support/loopback.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/service_process.hpp"
+#include "tests/support/service_setup.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/test_certificates.hpp"
+
+namespace fs = std::filesystem;
+using kiln::test::spit;
+
+namespace {
+
+struct SslFree {
+  void operator()(SSL_CTX* p) const { SSL_CTX_free(p); }
+  void operator()(SSL* p) const { SSL_free(p); }
+  void operator()(SSL_SESSION* p) const { SSL_SESSION_free(p); }
+  void operator()(X509* p) const { X509_free(p); }
+  void operator()(BIO* p) const { BIO_free(p); }
+};
+template <typename T>
+using Ptr = std::unique_ptr<T, SslFree>;
+
+Ptr<X509> x509_of(const std::string& pem) {
+  Ptr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  return Ptr<X509>(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+}
+
+// A device's TLS client: its certificate, the intermediate CA that issued it, its key; TLS 1.3 only.
+struct DeviceClient {
+  Ptr<SSL_CTX> ctx{SSL_CTX_new(TLS_client_method())};
+
+  DeviceClient(const std::string& service_ca_file, const std::string& leaf_pem, const std::string& intermediate_pem,
+               const kiln::test::TestKey& key) {
+    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
+    REQUIRE(SSL_CTX_load_verify_locations(ctx.get(), service_ca_file.c_str(), nullptr) == 1);
+    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+    auto leaf = x509_of(leaf_pem);
+    REQUIRE(SSL_CTX_use_certificate(ctx.get(), leaf.get()) == 1);
+    REQUIRE(SSL_CTX_add1_chain_cert(ctx.get(), x509_of(intermediate_pem).get()) == 1);
+    REQUIRE(SSL_CTX_use_PrivateKey(ctx.get(), key.key.get()) == 1);
+  }
+
+  struct Exchange {
+    bool handshake = false;
+    bool reused = false;
+    int status = 0;
+    std::string response;
+    Ptr<SSL_SESSION> session;
+  };
+
+  // One check-in on a new connection, offering `session` for resumption; the session to offer next time.
+  Exchange check_in(int port, SSL_SESSION* session = nullptr) {
+    Exchange out;
+    int fd = kiln::test::connect_loopback(port);
+    REQUIRE(fd >= 0);
+    Ptr<SSL> ssl(SSL_new(ctx.get()));
+    SSL_set_fd(ssl.get(), fd);
+    if (session) SSL_set_session(ssl.get(), session);
+    out.handshake = SSL_connect(ssl.get()) == 1;
+    if (out.handshake) {
+      out.reused = SSL_session_reused(ssl.get()) == 1;
+      std::string request =
+          "POST /v1/agent/check-in HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+          "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+      SSL_write(ssl.get(), request.data(), static_cast<int>(request.size()));
+      char buf[4096];
+      int n = 0;
+      while ((n = SSL_read(ssl.get(), buf, sizeof buf)) > 0) out.response.append(buf, static_cast<std::size_t>(n));
+      if (out.response.rfind("HTTP/1.1 ", 0) == 0) out.status = std::stoi(out.response.substr(9, 3));
+      // TLS 1.3 tickets arrive after the handshake: the session is complete once the answer was read. A
+      // connection freed without its close_notify would make OpenSSL drop the session as not resumable.
+      out.session.reset(SSL_get1_session(ssl.get()));
+      SSL_shutdown(ssl.get());
+    }
+    ERR_clear_error();
+    ::close(fd);
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("session tickets resume across instances on copies of one --dir and across restarts") {
+  kiln::test::TempDir dir;
+  fs::path a = dir.path() / "a", b = dir.path() / "b", c = dir.path() / "c";
+  for (const auto& d : {a, c}) {
+    auto init = kiln::test::run_process(kiln::test::bin_path("kiln-service"), {"init", "--dir", d.string()});
+    REQUIRE_MESSAGE(init.exit_code == 0, init.err);
+  }
+  // The secret is made by init, private.
+  struct stat st {};
+  REQUIRE(::stat((a / "session-ticket.key").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+
+  // The tenant trusts a factory root CA; the device's certificate comes from an intermediate CA under it.
+  kiln::test::TestCa root{"Acme Root CA"};
+  kiln::test::TestKey line_key, device_key;
+  X509* line_cert = nullptr;
+  std::string line_pem = kiln::test::issue_certificate(line_key, "Acme Line 3 CA", root.cert, root.key, true, &line_cert);
+  Ptr<X509> line_owner(line_cert);
+  std::string device_pem = kiln::test::issue_certificate(device_key, "unit-1", line_cert, line_key, false);
+  {
+    kiln::test::ServiceProcess first(a);
+    kiln::test::ProcessOptions env;
+    env.env["XDG_CONFIG_HOME"] = dir.file("xdg");
+    env.env["KILN_SERVICE"] = first.url();
+    env.env["KILN_CA_FILE"] = (a / "ca.pem").string();
+    env.env["KILN_TOKEN"] = kiln::test::ServiceSetup::token_of((a / "admin.token").string());
+    spit(dir.file("root.pem"), root.pem);
+    spit(dir.file("root.key"), root.key.private_pem(), true);
+    auto added = kiln::test::kiln({"device", "ca", "add", dir.file("root.pem"), "--key", dir.file("root.key")}, env);
+    REQUIRE_MESSAGE(added.exit_code == 0, added.err);
+    REQUIRE(kiln::test::kiln({"product", "create", "Thermo"}, env).exit_code == 0);
+    nlohmann::json unit = {{"uid", "unit-1"}, {"product", "Thermo"}, {"state", "device-complete"},
+                           {"version", "1.0.0"}, {"public_key", device_key.public_pem()}};
+    spit(dir.file("bundle.jsonl"), kiln::test::signed_bundle(unit.dump() + "\n", root.key));
+    auto imported = kiln::test::kiln({"device", "import", dir.file("bundle.jsonl")}, env);
+    REQUIRE_MESSAGE(imported.exit_code == 0, imported.err);
+  }
+  // A second instance's directory: a copy of the first (its certificate, its secret, here its store too).
+  fs::copy(a, b, fs::copy_options::recursive);
+
+  auto instance_a = std::make_unique<kiln::test::ServiceProcess>(a, 0, true);
+  kiln::test::ServiceProcess instance_b(b, 0, true), instance_c(c, 0, true);
+  DeviceClient device((a / "ca.pem").string(), device_pem, line_pem, device_key);
+
+  auto full = device.check_in(instance_a->agent_port());
+  REQUIRE(full.handshake);
+  CHECK_FALSE(full.reused);
+  INFO(full.response);
+  REQUIRE(full.status == 200);
+  REQUIRE(full.session);
+  CHECK(SSL_SESSION_is_resumable(full.session.get()) == 1);
+  CHECK(SSL_SESSION_has_ticket(full.session.get()) == 1);
+
+  SUBCASE("another instance on a copy of the directory resumes the session, and knows the device by its chain") {
+    auto resumed = device.check_in(instance_b.agent_port(), full.session.get());
+    REQUIRE(resumed.handshake);
+    CHECK(resumed.reused);
+    INFO(resumed.response);
+    CHECK(resumed.status == 200);
+    // And again with the ticket that instance issued on the resumed connection.
+    REQUIRE(resumed.session);
+    auto again = device.check_in(instance_a->agent_port(), resumed.session.get());
+    CHECK(again.reused);
+    CHECK(again.status == 200);
+  }
+  SUBCASE("the same instance after a restart resumes it") {
+    instance_a = std::make_unique<kiln::test::ServiceProcess>(a, 0, true);
+    auto resumed = device.check_in(instance_a->agent_port(), full.session.get());
+    REQUIRE(resumed.handshake);
+    CHECK(resumed.reused);
+    CHECK(resumed.status == 200);
+  }
+  SUBCASE("an instance with another secret makes a full handshake") {
+    // c has its own TLS certificate too: the client trusts it for this connection.
+    DeviceClient other((c / "ca.pem").string(), device_pem, line_pem, device_key);
+    auto fresh = other.check_in(instance_c.agent_port(), full.session.get());
+    REQUIRE(fresh.handshake);
+    CHECK_FALSE(fresh.reused);
+  }
+  SUBCASE("a directory from before session tickets gets its secret at run, private") {
+    instance_a.reset();
+    fs::remove(a / "session-ticket.key");
+    instance_a = std::make_unique<kiln::test::ServiceProcess>(a, 0, true);
+    REQUIRE(::stat((a / "session-ticket.key").c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    // A new secret: the old ticket no longer opens, the device still gets in.
+    auto fresh = device.check_in(instance_a->agent_port(), full.session.get());
+    REQUIRE(fresh.handshake);
+    CHECK_FALSE(fresh.reused);
+    CHECK(fresh.status == 200);
+  }
+  SUBCASE("a malformed secret stops the service with a message naming the file") {
+    instance_a.reset();
+    spit((a / "session-ticket.key").string(), "not hex\n", true);
+    auto run = kiln::test::run_process(kiln::test::bin_path("kiln-service"),
+                                       {"run", "--dir", a.string(), "--listen", "127.0.0.1:0"});
+    CHECK(run.exit_code == 1);
+    CHECK(run.err.find("session-ticket.key") != std::string::npos);
+  }
+}
