@@ -189,6 +189,21 @@ class UnitImporter {
       }
     });
   }
+  // Every check apply() makes, writing nothing: what apply() would refuse is refused here, before any unit of
+  // an import applied in several transactions is written.
+  void check(std::string_view text, std::size_t& line_number) {
+    for_each_line(text, line_number, [&](const Json& unit) {
+      try {
+        auto prepared = prepare(unit);
+        auto existing = call_.store.device_identity(prepared.device.id);
+        if (existing && (existing->tenant_id != prepared.device.tenant_id ||
+                         existing->public_key != prepared.device.public_key))
+          refuse_conflict(prepared.device.id);
+      } catch (const ApiError& e) {
+        throw ApiError{e.status, e.code, fmt::format("bundle line {}: {}", line_number, e.message)};
+      }
+    });
+  }
   std::int64_t imported() const { return imported_; }
 
  private:
@@ -226,7 +241,13 @@ class UnitImporter {
     return groups_[key] = group->id;
   }
 
-  void import_unit(const Json& unit) {
+  struct Prepared {
+    ImportedDevice device;
+    std::optional<Bytes> encryption_key;  // the unit's image-encryption public key (SPKI DER)
+  };
+
+  // A unit line checked and turned into what the store keeps (reads products and groups, writes nothing).
+  Prepared prepare(const Json& unit) {
     auto uid = required_string(unit, "uid", 128);
     if (!valid_uid(uid)) throw ApiError{400, "invalid_request", "uid may only hold letters, digits and - _ . :"};
     auto product = product_id(required_string(unit, "product", 128));
@@ -286,10 +307,16 @@ class UnitImporter {
         throw ApiError{400, "invalid_request", fmt::format("unit {}: {}", uid, e.what())};
       }
     }
+    return {std::move(device), std::move(encryption_key)};
+  }
+
+  void import_unit(const Json& unit) {
+    auto [device, encryption_key] = prepare(unit);
     // A revoked device stays revoked, whatever the bundle says of its state.
-    if (auto existing = call_.store.device_identity(uid); existing && existing->revoked_at) device.state = "revoked";
-    if (!call_.store.upsert_device(device)) refuse_conflict(uid);
-    if (encryption_key) call_.store.set_device_encryption_key(uid, to_hex(*encryption_key));
+    if (auto existing = call_.store.device_identity(device.id); existing && existing->revoked_at)
+      device.state = "revoked";
+    if (!call_.store.upsert_device(device)) refuse_conflict(device.id);
+    if (encryption_key) call_.store.set_device_encryption_key(device.id, to_hex(*encryption_key));
     ++imported_;
   }
 
@@ -373,25 +400,60 @@ Reply import_devices(Call& call) {
     return {202, Json{{"import", *import_id}, {"received", received + static_cast<std::int64_t>(body.size())}, {"imported", 0}}};
   }
 
-  auto trailer = parse_bundle_trailer(*split.trailer);
-  auto parts = [&](auto&& fn) {
-    call.store.for_each_import_part(call.who.tenant_id, *import_id, fn);
-    fn(std::string(split.units));
-  };
-  Hasher hasher(HashAlg::sha256);
-  std::int64_t units = 0;
-  std::size_t line_number = 0;
-  parts([&](const std::string& text) {
-    hasher.update(as_bytes(text));
-    units += UnitImporter::count_units(text, line_number);
-  });
-  verify_bundle(call.store, call.who.tenant_id, trailer, hasher.finish(), units);
-  advance_ledger_head(call.store, call.who.tenant_id, trailer);
-  UnitImporter importer(call);
-  line_number = 0;
-  parts([&](const std::string& text) { importer.apply(text, line_number); });
-  call.store.delete_import(call.who.tenant_id, *import_id);
+  // The part with the trailer. The whole bundle is checked first (signature, then every unit, reading only);
+  // then it is applied one staged part (at most a request body, some 10,000 units) per transaction, so that a
+  // million-unit import never holds the store's write lock for more than a part while devices check in.
   tx->commit();
+  auto trailer = parse_bundle_trailer(*split.trailer);
+  std::vector<std::int64_t> offsets;
+  auto part_at = [&](std::int64_t part_offset) {
+    auto part = call.store.import_part(call.who.tenant_id, *import_id, part_offset);
+    if (!part)
+      throw ApiError{409, "conflict",
+                     fmt::format("import {} was finished or dropped while this request applied it: run the import "
+                                 "again", *import_id)};
+    return std::move(*part);
+  };
+  auto each_part = [&](auto&& fn) {
+    for (auto part_offset : offsets) fn(part_at(part_offset));
+    fn(split.units);
+  };
+  UnitImporter importer(call);
+  {
+    auto read = call.store.begin(Store::Access::read);
+    offsets = call.store.import_part_offsets(call.who.tenant_id, *import_id);
+    Hasher hasher(HashAlg::sha256);
+    std::int64_t units = 0;
+    std::size_t line_number = 0;
+    each_part([&](std::string_view text) {
+      hasher.update(as_bytes(text));
+      units += UnitImporter::count_units(text, line_number);
+    });
+    verify_bundle(call.store, call.who.tenant_id, trailer, hasher.finish(), units);
+    line_number = 0;
+    each_part([&](std::string_view text) { importer.check(text, line_number); });
+    read->commit();
+  }
+  std::size_t line_number = 0;
+  try {
+    for (auto part_offset : offsets) {
+      auto write = call.store.begin();
+      importer.apply(part_at(part_offset), line_number);
+      write->commit();
+    }
+    // The last part, the station's ledger head and the end of the staging, at once.
+    auto write = call.store.begin();
+    importer.apply(split.units, line_number);
+    advance_ledger_head(call.store, call.who.tenant_id, trailer);
+    call.store.delete_import(call.who.tenant_id, *import_id);
+    write->commit();
+  } catch (const ApiError& e) {
+    // Only a change made meanwhile (a unit registered elsewhere since the check) gets here: what was applied is
+    // what the bundle says, and applying it again changes nothing.
+    throw ApiError{e.status, e.code,
+                   fmt::format("{} ({} units were imported before this: running the import again finishes it, and "
+                               "changes nothing of what was imported)", e.message, importer.imported())};
+  }
   return {200, Json{{"import", *import_id}, {"imported", importer.imported()}}};
 }
 

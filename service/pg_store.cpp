@@ -1225,19 +1225,23 @@ void PgStore::add_import_part(std::int64_t tenant_id, const std::string& import_
       {tenant_id, import_id, offset, Param::bytes(body), now});
 }
 
-void PgStore::for_each_import_part(std::int64_t tenant_id, const std::string& import_id,
-                                   const std::function<void(const std::string&)>& each) {
+std::vector<std::int64_t> PgStore::import_part_offsets(std::int64_t tenant_id, const std::string& import_id) {
   Use use(*this);
-  // One part at a time (a part is at most a request body): the whole import is never held at once.
   auto offsets = run(use.conn(),
                      "SELECT part_offset FROM import_parts WHERE tenant_id = $1 AND import_id = $2 ORDER BY part_offset",
                      {tenant_id, import_id});
-  for (int r = 0; r < offsets.rows(); ++r) {
-    auto part = run(use.conn(),
-                    "SELECT body FROM import_parts WHERE tenant_id = $1 AND import_id = $2 AND part_offset = $3",
-                    {tenant_id, import_id, offsets.integer(r, 0)}, true);
-    if (!part.empty()) each(part.text(0, 0));
-  }
+  std::vector<std::int64_t> out;
+  for (int r = 0; r < offsets.rows(); ++r) out.push_back(offsets.integer(r, 0));
+  return out;
+}
+
+std::optional<std::string> PgStore::import_part(std::int64_t tenant_id, const std::string& import_id,
+                                                std::int64_t offset) {
+  Use use(*this);
+  auto part = run(use.conn(), "SELECT body FROM import_parts WHERE tenant_id = $1 AND import_id = $2 AND part_offset = $3",
+                  {tenant_id, import_id, offset}, true);
+  if (part.empty()) return std::nullopt;
+  return part.text(0, 0);
 }
 
 void PgStore::delete_import(std::int64_t tenant_id, const std::string& import_id) {

@@ -1098,12 +1098,22 @@ void SqliteStore::add_import_part(std::int64_t tenant_id, const std::string& imp
       .run();
 }
 
-void SqliteStore::for_each_import_part(std::int64_t tenant_id, const std::string& import_id,
-                                       const std::function<void(const std::string&)>& each) {
+std::vector<std::int64_t> SqliteStore::import_part_offsets(std::int64_t tenant_id, const std::string& import_id) {
   Use use(*this);
-  auto q = db().prepare("SELECT body FROM import_parts WHERE tenant_id = ? AND import_id = ? ORDER BY offset");
+  std::vector<std::int64_t> out;
+  auto q = db().prepare("SELECT offset FROM import_parts WHERE tenant_id = ? AND import_id = ? ORDER BY offset");
   q.bind(1, tenant_id).bind(2, import_id);
-  while (q.step()) each(q.text(0));
+  while (q.step()) out.push_back(q.integer(0));
+  return out;
+}
+
+std::optional<std::string> SqliteStore::import_part(std::int64_t tenant_id, const std::string& import_id,
+                                                    std::int64_t offset) {
+  Use use(*this);
+  auto q = db().prepare("SELECT body FROM import_parts WHERE tenant_id = ? AND import_id = ? AND offset = ?");
+  q.bind(1, tenant_id).bind(2, import_id).bind(3, offset);
+  if (!q.step()) return std::nullopt;
+  return q.text(0);
 }
 
 void SqliteStore::delete_import(std::int64_t tenant_id, const std::string& import_id) {

@@ -339,8 +339,11 @@ class Store {
   virtual std::int64_t import_received(std::int64_t tenant_id, const std::string& import_id) = 0;
   virtual void add_import_part(std::int64_t tenant_id, const std::string& import_id, std::int64_t offset,
                                std::string_view body, std::int64_t now) = 0;
-  virtual void for_each_import_part(std::int64_t tenant_id, const std::string& import_id,
-                                    const std::function<void(const std::string&)>& each) = 0;
+  // The byte offsets of an import's staged parts, in order; one part's body (nullopt: no such part). A part is
+  // at most a request body: callers take one at a time, never the whole import at once.
+  virtual std::vector<std::int64_t> import_part_offsets(std::int64_t tenant_id, const std::string& import_id) = 0;
+  virtual std::optional<std::string> import_part(std::int64_t tenant_id, const std::string& import_id,
+                                                 std::int64_t offset) = 0;
   virtual void delete_import(std::int64_t tenant_id, const std::string& import_id) = 0;
 
   // Factory CAs: registrations, their owners (one tenant per CA key) and registration challenges.

@@ -100,6 +100,55 @@ TEST_CASE("service devices: limit and the staged import offset are decimal digit
   CHECK(f.call("POST", "/v1/devices/import?import=staged&offset=0", part).status == 202);
 }
 
+// A staged import is applied one part per transaction (so that check-ins get the store between parts); every
+// unit is checked first, so a refusal anywhere in it still leaves nothing imported.
+TEST_CASE("service devices: a staged import is checked whole before its parts are applied, one at a time") {
+  Fixture f;
+  test::TestKey other;
+  REQUIRE(f.import(test::ProductTenant::unit("k-5", other)).status == 200);
+  // Sends `units` signed, in parts of two lines each (the last one with the trailer).
+  auto staged = [&](const std::string& id, const std::string& units) {
+    auto text = f.bundle(units);
+    std::vector<std::string> lines;
+    for (std::size_t at = 0; at < text.size();) {
+      auto end = text.find('\n', at) + 1;
+      lines.push_back(text.substr(at, end - at));
+      at = end;
+    }
+    std::size_t offset = 0;
+    Response last;
+    for (std::size_t i = 0; i < lines.size(); i += 2) {
+      std::string part = lines[i] + (i + 1 < lines.size() ? lines[i + 1] : "");
+      last = f.call("POST", fmt::format("/v1/devices/import?import={}&offset={}", id, offset), part);
+      offset += part.size();
+      if (i + 2 < lines.size()) REQUIRE(last.status == 202);
+    }
+    return last;
+  };
+  std::string good;
+  for (int i = 1; i <= 4; ++i) good += f.unit(fmt::format("k-{}", i));
+  // k-5 is registered with another key: refused, in the last part or the first.
+  auto late = staged("late", good + f.unit("k-5"));
+  CHECK(late.status == 409);
+  CHECK(late.body.find("k-5") != std::string::npos);
+  auto early = staged("early", f.unit("k-5") + good);
+  CHECK(early.status == 409);
+  CHECK(f.ids("?limit=100") == std::vector<std::string>{"k-5"});
+  // A malformed unit in a later part: nothing imported either.
+  auto malformed = staged("malformed", good + f.unit("k-6", {{"last_seen", "yesterday"}}));
+  CHECK(malformed.status == 400);
+  CHECK(f.ids("?limit=100") == std::vector<std::string>{"k-5"});
+
+  auto done = staged("done", good + f.unit("k-6") + f.unit("k-7"));
+  REQUIRE(done.status == 200);
+  CHECK(Json::parse(done.body)["imported"] == 6);
+  CHECK(f.ids("?limit=100").size() == 7);
+  // Applying it again changes nothing.
+  auto again = staged("again", good + f.unit("k-6") + f.unit("k-7"));
+  CHECK(again.status == 200);
+  CHECK(f.ids("?limit=100").size() == 7);
+}
+
 TEST_CASE("service devices: filters by product, group, state, version and claimed, alone and combined") {
   Fixture f;
   std::string units = f.unit("t0", {{"version", "1.0.0"}, {"state", "secured"}}) +
