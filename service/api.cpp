@@ -44,6 +44,16 @@ struct Route {
   RawHandler raw = nullptr;
   // The answer carries a secret shown once (a new token): it is never stored for an idempotent replay.
   bool secret_response = false;
+  // The handler opens its own units of work instead of running in one (a large import applies its units in
+  // batches, so that devices get the store between them); its audit entry is written once it has answered.
+  bool own_units = false;
+};
+
+// The route of a request: found (with its path parameters), or only its path known (for another method).
+struct RouteMatch {
+  const Route* route = nullptr;
+  std::vector<std::string> params;
+  bool path_known = false;
 };
 
 const std::vector<Role> anyone = {Role::admin, Role::operator_, Role::factory, Role::reader};
@@ -70,7 +80,7 @@ const std::vector<Route>& routes() {
       {{"GET", "/v1/groups/{}", anyone}, show_group},
       {{"PATCH", "/v1/groups/{}", operators}, update_group},
       {{"DELETE", "/v1/groups/{}", operators}, delete_group},
-      {{"POST", "/v1/devices/import", factory}, import_devices},
+      {{"POST", "/v1/devices/import", factory}, import_devices, nullptr, false, true},
       {{"GET", "/v1/devices", anyone}, list_devices},
       {{"GET", "/v1/devices/count", anyone}, count_devices},
       {{"GET", "/v1/devices/{}", anyone}, show_device},
@@ -448,26 +458,34 @@ struct Service::Impl {
     store->add_audit(note.who.tenant_id, entry);
   }
 
+  static RouteMatch match_route(const std::string& method, std::string_view path) {
+    std::vector<std::string> segments;
+    for (auto& s : split(path, '/')) segments.push_back(percent_decode(s, false));
+    RouteMatch found;
+    for (auto& route : routes()) {
+      std::vector<std::string> p;
+      if (!match(route.info.pattern, segments, p)) continue;
+      found.path_known = true;
+      if (route.info.method == method) {
+        found.route = &route;
+        found.params = std::move(p);
+        break;
+      }
+    }
+    return found;
+  }
+
+  static bool owns_units(const Request& request) {
+    auto path = std::string_view(request.target).substr(0, request.target.find('?'));
+    auto found = match_route(request.method, path);
+    return found.route && found.route->own_units;
+  }
+
   Response dispatch(const Request& request, AuditNote& note) {
     auto qpos = request.target.find('?');
     std::string_view path = std::string_view(request.target).substr(0, qpos);
     std::string_view query = qpos == std::string::npos ? std::string_view() : std::string_view(request.target).substr(qpos + 1);
-    std::vector<std::string> segments;
-    for (auto& s : split(path, '/')) segments.push_back(percent_decode(s, false));
-
-    const Route* found = nullptr;
-    std::vector<std::string> params;
-    bool path_known = false;
-    for (auto& route : routes()) {
-      std::vector<std::string> p;
-      if (!match(route.info.pattern, segments, p)) continue;
-      path_known = true;
-      if (route.info.method == request.method) {
-        found = &route;
-        params = std::move(p);
-        break;
-      }
-    }
+    auto [found, params, path_known] = match_route(request.method, path);
     if (!found) {
       if (path_known) return error_response(405, "method_not_allowed", fmt::format("{} is not allowed on {}", request.method, path));
       return error_response(404, "not_found", fmt::format("no such endpoint: {}", path));
@@ -585,10 +603,13 @@ Response Service::handle(const Request& request) {
   bool reads = request.method == "GET" || request.method == "HEAD";
   auto given = header(request, "x-request-id");
   std::string request_id = sane_request_id(given) ? given : random_id("req_");
+  bool own_units = !reads && Impl::owns_units(request);
   Response out = answer([&] {
-    auto unit = impl_->store->begin(reads ? Store::Access::read : Store::Access::write);
+    std::unique_ptr<Store::Transaction> unit;
+    if (!own_units) unit = impl_->store->begin(reads ? Store::Access::read : Store::Access::write);
     AuditNote note;
     Response response = answer([&] { return impl_->dispatch(request, note); });
+    if (own_units) unit = impl_->store->begin();  // its audit entry, in a unit of its own
     try {
       impl_->record_audit(note, request, response, request_id);
     } catch (...) {

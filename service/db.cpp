@@ -10,13 +10,20 @@
 #include <fmt/format.h>
 
 #include "core/error.hpp"
+#include "service/store.hpp"
 
 namespace kiln::service {
 namespace {
 
-[[noreturn]] void fail(sqlite3* db, std::string_view what) {
-  throw Error(ExitCode::failure, fmt::format("database: {}: {}", what, sqlite3_errmsg(db)));
+// Busy (another writer held the database past busy_timeout_ms) is a store that cannot serve now: 503 with
+// Retry-After, which clients retry; anything else is a failure.
+[[noreturn]] void fail(int rc, std::string_view what, const char* message) {
+  if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+    throw StoreUnavailable(fmt::format("the database is busy ({}: {})", what, message), "send the request again");
+  throw Error(ExitCode::failure, fmt::format("database: {}: {}", what, message));
 }
+
+[[noreturn]] void fail(sqlite3* db, std::string_view what) { fail(sqlite3_extended_errcode(db), what, sqlite3_errmsg(db)); }
 
 // The database holds token hashes, device keys and claim state: only the service's user may read it.
 // SQLite creates the -wal and -shm files with the database file's mode, so creating the database 0600
@@ -43,7 +50,7 @@ Db::Db(const std::string& path) {
   handle_.reset(raw);
   if (rc != SQLITE_OK)
     throw Error(ExitCode::failure, fmt::format("cannot open database {}: {}", path, raw ? sqlite3_errmsg(raw) : "?"));
-  sqlite3_busy_timeout(raw, 5000);
+  sqlite3_busy_timeout(raw, busy_timeout_ms);
   exec("PRAGMA journal_mode=WAL");
   exec("PRAGMA synchronous=NORMAL");
   exec("PRAGMA foreign_keys=ON");
@@ -53,10 +60,10 @@ Db::Db(const std::string& path) {
 void Db::exec(std::string_view sql) {
   std::string text(sql);
   char* message = nullptr;
-  if (sqlite3_exec(handle_.get(), text.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
+  if (int rc = sqlite3_exec(handle_.get(), text.c_str(), nullptr, nullptr, &message); rc != SQLITE_OK) {
     std::string m = message ? message : "unknown error";
     sqlite3_free(message);
-    throw Error(ExitCode::failure, fmt::format("database: {}", m));
+    fail(rc, "exec", m.c_str());
   }
 }
 

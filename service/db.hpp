@@ -13,6 +13,9 @@
 
 namespace kiln::service {
 
+// How long a statement waits for another connection's write lock before the database answers busy.
+constexpr int busy_timeout_ms = 5000;
+
 class Statement;
 class ReusedStatement;
 

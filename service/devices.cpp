@@ -206,6 +206,18 @@ class UnitImporter {
   }
   std::int64_t imported() const { return imported_; }
 
+  // The first `count` lines of `text` (all of it when it has fewer), which is left holding the rest.
+  static std::string_view take_lines(std::string_view& text, std::size_t count) {
+    std::size_t end = 0;
+    for (std::size_t i = 0; i < count && end < text.size(); ++i) {
+      auto newline = text.find('\n', end);
+      end = newline == std::string_view::npos ? text.size() : newline + 1;
+    }
+    auto taken = text.substr(0, end);
+    text.remove_prefix(end);
+    return taken;
+  }
+
  private:
   template <typename Fn>
   static void for_each_line(std::string_view text, std::size_t& line_number, Fn&& fn) {
@@ -344,6 +356,8 @@ class UnitImporter {
 };
 
 constexpr std::int64_t staged_import_seconds = 24 * 3600;
+// Units written per transaction when a staged import is applied.
+constexpr std::size_t units_per_write = 1000;
 
 }  // namespace
 
@@ -401,8 +415,8 @@ Reply import_devices(Call& call) {
   }
 
   // The part with the trailer. The whole bundle is checked first (signature, then every unit, reading only);
-  // then it is applied one staged part (at most a request body, some 10,000 units) per transaction, so that a
-  // million-unit import never holds the store's write lock for more than a part while devices check in.
+  // then it is applied a thousand units per transaction, so that a million-unit import holds the store's write
+  // lock for a fraction of a second at a time while devices check in (they get it between batches).
   tx->commit();
   auto trailer = parse_bundle_trailer(*split.trailer);
   std::vector<std::int64_t> offsets;
@@ -436,14 +450,16 @@ Reply import_devices(Call& call) {
   }
   std::size_t line_number = 0;
   try {
-    for (auto part_offset : offsets) {
-      auto write = call.store.begin();
-      importer.apply(part_at(part_offset), line_number);
-      write->commit();
-    }
-    // The last part, the station's ledger head and the end of the staging, at once.
+    each_part([&](std::string_view text) {
+      while (!text.empty()) {
+        auto batch = UnitImporter::take_lines(text, units_per_write);
+        auto write = call.store.begin();
+        importer.apply(batch, line_number);
+        write->commit();
+      }
+    });
+    // The station's ledger head and the end of the staging, once every unit is in.
     auto write = call.store.begin();
-    importer.apply(split.units, line_number);
     advance_ledger_head(call.store, call.who.tenant_id, trailer);
     call.store.delete_import(call.who.tenant_id, *import_id);
     write->commit();

@@ -382,13 +382,18 @@ void SqliteStore::release(Connection* connection) { pool_.release(connection, co
 class SqliteStore::SqliteTransaction final : public Store::Transaction {
  public:
   SqliteTransaction(SqliteStore& store, Access access)
-      : use_(store), connection_(store.current()), level_(connection_.depth), read_only_(access == Access::read) {
+      : use_(store), connection_(store.current()), level_(connection_.depth), read_only_(access == Access::read),
+        turns_(level_ == 0 && !read_only_ ? &store.write_turns_ : nullptr) {
     if (level_ == 0) {
+      // Writers of this process go in turn (service/write_turns.hpp), as long as SQLite would wait for one.
+      if (turns_ && !turns_->acquire(std::chrono::milliseconds(busy_timeout_ms)))
+        throw StoreUnavailable("the database is busy with other writes", "send the request again");
       // A read unit cannot write: SQLite refuses it (a GET never writes, whatever a handler tries).
       if (read_only_) connection_.db.exec("PRAGMA query_only = ON");
       try {
         connection_.db.exec(read_only_ ? "BEGIN" : "BEGIN IMMEDIATE");
       } catch (...) {
+        end_turn();
         writable_again();
         throw;
       }
@@ -403,6 +408,7 @@ class SqliteStore::SqliteTransaction final : public Store::Transaction {
     auto* raw = connection_.db.raw();
     if (level_ == 0) {
       sqlite3_exec(raw, "ROLLBACK", nullptr, nullptr, nullptr);
+      end_turn();
       writable_again();
     } else {
       auto undo = fmt::format("ROLLBACK TO unit_{0}; RELEASE unit_{0}", level_);
@@ -418,6 +424,7 @@ class SqliteStore::SqliteTransaction final : public Store::Transaction {
       // store that cannot serve the request now (503, Retry-After), not "cannot commit" as a 500.
       --connection_.depth;
       done_ = true;
+      end_turn();
       writable_again();
       throw StoreUnavailable("the database rolled back this request's transaction before it could be committed",
                              "send the request again");
@@ -425,10 +432,17 @@ class SqliteStore::SqliteTransaction final : public Store::Transaction {
     connection_.db.exec(level_ == 0 ? std::string("COMMIT") : fmt::format("RELEASE unit_{}", level_));
     --connection_.depth;
     done_ = true;
-    if (level_ == 0) writable_again();
+    if (level_ == 0) {
+      end_turn();
+      writable_again();
+    }
   }
 
  private:
+  void end_turn() {
+    if (turns_) turns_->release();
+    turns_ = nullptr;
+  }
   // The connection goes back to the pool able to write.
   void writable_again() {
     if (read_only_) sqlite3_exec(connection_.db.raw(), "PRAGMA query_only = OFF", nullptr, nullptr, nullptr);
@@ -438,6 +452,7 @@ class SqliteStore::SqliteTransaction final : public Store::Transaction {
   Connection& connection_;
   int level_;
   bool read_only_;
+  WriteTurns* turns_;
   bool done_ = false;
 };
 

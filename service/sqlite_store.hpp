@@ -11,6 +11,7 @@
 #include "service/db.hpp"
 #include "service/held_connection.hpp"
 #include "service/store.hpp"
+#include "service/write_turns.hpp"
 
 namespace kiln::service {
 
@@ -48,6 +49,7 @@ class SqliteStore final : public Store {
   bool shared_;  // an in-memory database: one connection, shared in turn
   std::uint64_t id_;
   ConnectionPool<Connection> pool_;
+  WriteTurns write_turns_;  // this process's write units, in the order they began
 };
 
 }  // namespace kiln::service
