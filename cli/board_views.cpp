@@ -34,6 +34,12 @@ Json identity_json(const std::string& address, const BoardIdentity& id) {
   out["manifest_keys"] = manifest_keys;
   out["manifest_threshold"] = id.manifest_keys.empty() ? Json(nullptr) : Json(id.manifest_threshold);
   out["manifest_digest"] = id.manifest_digest.empty() ? Json(nullptr) : Json(to_hex(id.manifest_digest));
+  // What key rotations installed (docs/key-rotation.md).
+  out["trust_version"] = id.trust_version ? Json(*id.trust_version) : Json(nullptr);
+  out["trust_product"] = id.trust_product.empty() ? Json(nullptr) : Json(id.trust_product);
+  Json boot_key_hashes = Json::array();
+  for (const auto& hash : id.boot_key_hashes) boot_key_hashes.push_back(to_hex(hash));
+  out["boot_key_hashes"] = boot_key_hashes;
   return out;
 }
 

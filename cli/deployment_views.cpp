@@ -69,6 +69,8 @@ std::string dry_run_text(const Json& plan, const RenderOptions& options) {
   Json s = Json::object();
   s["would_create"] = plan["would_create"].get<bool>() ? "yes" : "no";
   s["group"] = plan["group"];
+  if (plan.contains("trust_version") && !plan["trust_version"].is_null())
+    s["carries"] = fmt::format("trust update, version {}", plan["trust_version"].get<std::int64_t>());
   s["devices"] = plan["devices"];
   std::string waves;
   for (auto& w : plan["waves"])
@@ -113,9 +115,14 @@ TableView table_view(const Json& d) {
   s["state"] = d["state"];
   if (!d["halt_reason"].is_null()) s["reason"] = d["halt_reason"];
   if (d.contains("pause_reason") && !d["pause_reason"].is_null()) s["reason"] = d["pause_reason"];
-  s["images"] = d["images"];
-  s["manifest"] = d["manifest"].is_null() ? Json("-") : d["manifest"];
-  s["sequence"] = d["sequence"].is_null() ? Json("-") : d["sequence"];
+  if (d.contains("trust_version") && !d["trust_version"].is_null()) {
+    s["carries"] = fmt::format("trust update, version {}", d["trust_version"].get<std::int64_t>());
+  } else {
+    s["carries"] = "release";
+    s["images"] = d["images"];
+    s["manifest"] = d["manifest"].is_null() ? Json("-") : d["manifest"];
+    s["sequence"] = d["sequence"].is_null() ? Json("-") : d["sequence"];
+  }
   s["wave"] = fmt::format("{} of {} ({}%)", d["wave"].get<int>(), d["waves"].size(), d["rollout"].get<int>());
   if (d["step_after"].get<std::int64_t>() > 0) s["step_after"] = duration_text(d["step_after"].get<std::int64_t>());
   if (!d["next_wave_at"].is_null()) s["next_wave_at"] = d["next_wave_at"];
@@ -204,6 +211,9 @@ Json deployment_list_rows(const Json& all) {
   for (auto& d : all)
     rows.push_back(Json{{"id", d["id"]},
                         {"group", d["group"]},
+                        {"carries", d.contains("trust_version") && !d["trust_version"].is_null()
+                                        ? fmt::format("trust {}", d["trust_version"].get<std::int64_t>())
+                                        : std::string("release")},
                         {"state", d["state"]},
                         {"wave", fmt::format("{}/{}", d["wave"].get<int>(), d["waves"].size())},
                         {"rollout", fmt::format("{}%", d["rollout"].get<int>())},

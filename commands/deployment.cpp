@@ -1,4 +1,5 @@
-// kiln deployment: roll images out to a device group in waves; show, watch, pause, resume, abort, delete.
+// kiln deployment: roll images (or a trust update) out to a device group in waves; show, watch, pause, resume,
+// abort, delete.
 #include <CLI/CLI.hpp>
 
 #include <fmt/format.h>
@@ -24,13 +25,19 @@ struct DeploymentArgs : transport::DeploymentOptions {
 }  // namespace
 
 void add_deployment(CLI::App& app, cli::Context& ctx) {
-  auto* deployment = app.add_subcommand("deployment", "Deployments of images to device groups, in waves");
+  auto* deployment =
+      app.add_subcommand("deployment", "Deployments of images or trust updates to device groups, in waves");
   deployment->require_subcommand(1);
   auto args = std::make_shared<DeploymentArgs>();
 
-  auto* create = deployment->add_subcommand("create", "Deploy images to a group, in waves");
+  auto* create = deployment->add_subcommand("create", "Deploy images or a trust update to a group, in waves");
   create->add_option("--group", args->group, "Group ID or Product/Group")->required();
-  create->add_option("--image", args->images, "Image ID (SHA-256); repeat for several")->required();
+  create->add_option("--image", args->images, "Image ID (SHA-256); repeat for several");
+  create->add_option("--trust-update", args->trust_update,
+                     "Signed trust update (kiln trust create/sign) to deliver instead of images: it rotates the "
+                     "group's manifest and boot keys; boards behind get every missing version, in order")
+      ->check(CLI::ExistingFile)
+      ->type_name("FILE");
   create->add_option("--manifest", args->manifest,
                      "SUIT manifest ID (SHA-256); default: the manifest uploaded with the image");
   create->add_option("--rollout", args->rollout, "Share of the group per wave, cumulative: 10% or 1%,10%,50%,100%");

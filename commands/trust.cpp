@@ -1,5 +1,6 @@
-// kiln trust: create, sign, verify, show and publish trust updates (docs/key-rotation.md), the signed
-// statements that rotate the manifest keys and boot keys of a product's boards over the air.
+// kiln trust: create, sign, verify, show and publish (register) trust updates (docs/key-rotation.md), the signed
+// statements that rotate the manifest keys and boot keys of a product's boards over the air; deployments
+// (kiln deployment create --trust-update) deliver them.
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
@@ -120,7 +121,9 @@ void add_trust(CLI::App& app, cli::Context& ctx) {
   });
 
   auto* publish = noun->add_subcommand(
-      "publish", "Send a signed trust update to the service: checked, recorded, then delivered to the product's boards");
+      "publish",
+      "Register a signed trust update on the service (checked, recorded); boards get it only through a deployment "
+      "(kiln deployment create --trust-update)");
   publish->add_option("FILE", args->file, "Signed trust update")->required()->check(CLI::ExistingFile);
   publish->add_option("--product", args->product, "Product on the service (default: the one the update names)");
   publish->callback([&ctx, a = args] {

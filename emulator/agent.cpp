@@ -150,6 +150,11 @@ CheckInReply parse_check_in_reply(std::string_view body, std::uint64_t max_image
       reply.trust_updates.emplace_back(version->get<std::uint64_t>(), std::move(*bytes));
     }
   }
+  if (auto from = j.find("trust_deployment"); from != j.end() && !from->is_null()) {
+    if (!from->is_string() || from->get<std::string>().empty() || from->get<std::string>().size() > 128)
+      throw Error(ExitCode::service, "check-in answer: trust_deployment is not a deployment ID");
+    reply.trust_deployment = from->get<std::string>();
+  }
   auto d = j.find("deployment");
   if (d == j.end() || d->is_null()) return reply;
   if (!d->is_object()) throw Error(ExitCode::service, "check-in answer: deployment is neither null nor an object");
@@ -250,9 +255,15 @@ struct UpdateAgent::Impl {
     return request;
   }
 
-  // Sends a status report. Final reports that do not get through are kept and sent again later.
+  // Sends a status report for the job's deployment. Final reports that do not get through are kept and sent
+  // again later.
   void report(const AgentView& view, const std::string& status, const std::string& detail, bool final,
               const char* reason = nullptr) {
+    report_for(state["job"]["deployment"].get<std::string>(), view, status, detail, final, reason);
+  }
+
+  void report_for(const std::string& deployment, const AgentView& view, const std::string& status,
+                  const std::string& detail, bool final, const char* reason = nullptr) {
     // The service keeps at most 1024 bytes of detail; cut on a UTF-8 boundary.
     std::string cut = detail;
     if (cut.size() > 1000) {
@@ -260,7 +271,7 @@ struct UpdateAgent::Impl {
       while (at > 0 && (static_cast<unsigned char>(cut[at]) & 0xC0) == 0x80) --at;
       cut = cut.substr(0, at) + "...";
     }
-    Json body{{"deployment", state["job"]["deployment"]}, {"status", status}, {"detail", cut}};
+    Json body{{"deployment", deployment}, {"status", status}, {"detail", cut}};
     body["version"] = view.version.empty() ? Json(nullptr) : Json(view.version);
     body["agent"] = kAgentName;
     if (reason) body["reason"] = reason;
@@ -498,26 +509,38 @@ struct UpdateAgent::Impl {
   }
 
   // Each in the order given, checked against the trust in force at that step (an offline board catches up
-  // through every rotation it missed). The first refused one stops the rest: they build on it.
-  void apply_trust_updates(const std::vector<std::pair<std::uint64_t, Bytes>>& updates) {
-    for (const auto& update : updates) {
+  // through every rotation it missed). The first refused one stops the rest (they build on it) and is
+  // reported refused for the trust deployment that handed it. True when at least one was applied.
+  bool apply_trust_updates(const CheckInReply& reply) {
+    bool applied = false;
+    for (const auto& update : reply.trust_updates) {
       trust::Decision decision = board.apply_trust_update(update.second);
       if (!decision.ok()) {
-        log(fmt::format("trust update {} refused ({}): {}", update.first, decision.failed_check, decision.reason));
-        return;
+        std::string why = fmt::format("trust update {} refused ({}): {}", update.first, decision.failed_check,
+                                      decision.reason);
+        log(why);
+        if (reply.trust_deployment) report_for(*reply.trust_deployment, board.agent_view(), "refused", why, true);
+        return false;
       }
+      applied = true;
       log(fmt::format("trust version {} installed: {} manifest key(s), threshold {}, {} boot key(s)",
                       decision.update.version, decision.update.manifest_keys.size(),
                       decision.update.manifest_threshold, decision.update.boot_key_hashes.size()));
     }
+    return applied;
   }
 
   AgentOutcome run_once() {
     AgentView view = board.agent_view();
     flush_unreported(view);
     CheckInReply reply = check_in(view);
+    // Applied trust updates are reported by checking in again at once (the service reads the new trust
+    // version: its trust deployment counts the board, and hands the rest of a long catch-up).
+    for (int round = 0; round < 8 && apply_trust_updates(reply); ++round) {
+      view = board.agent_view();
+      reply = check_in(view);
+    }
     service_interval = reply.check_in_after;
-    apply_trust_updates(reply.trust_updates);
     if (!reply.deployment) return AgentOutcome::idle;
     const DeploymentOffer& offer = *reply.deployment;
     std::string key = done_key(offer.id, offer.manifest.id, offer.action);

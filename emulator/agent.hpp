@@ -53,6 +53,8 @@ struct CheckInReply {
   // Trust updates above the version the board reported, in the order the service gave them (version order):
   // (version, signed CBOR). The board checks each against the trust in force when it applies it.
   std::vector<std::pair<std::uint64_t, Bytes>> trust_updates;
+  // The trust deployment that handed them: a refusal is reported to it.
+  std::optional<std::string> trust_deployment;
 };
 // Throws Error(service) naming what is wrong: the body comes from the network. An image larger than
 // `max_image_size` (the board's slot size) is refused: the board could not hold it.

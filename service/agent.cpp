@@ -124,13 +124,14 @@ bool may_notify(Call& call, const Deployment& row, const std::string& device) {
   return true;
 }
 
-// The offer of an install to this device at check-in, or null (not admitted, not started, waiting to retry or
-// for a maintenance window, or held by the rate). A retrying device's next attempt starts here.
-Json install_offer(Call& call, const Deployment& row, const std::optional<std::string>& time_zone) {
+// Whether this device is offered the deployment at this check-in, and the attempt it is for: nullopt when
+// not (not admitted, not started, waiting to retry or for a maintenance window, or held by the rate). A
+// retrying device's next attempt starts here.
+std::optional<std::int64_t> offer_attempt(Call& call, const Deployment& row) {
   auto& device = call.who.device_id;
   int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device));
   DeviceProgress progress;
-  progress.time_zone = time_zone;
+  if (!row.policy.windows.empty()) progress.time_zone = call.store.device_time_zone(device);
   auto mine = call.store.deployment_device(row.id, device);
   if (mine) {
     progress.status = mine->status ? parse_status(*mine->status) : std::nullopt;
@@ -139,16 +140,53 @@ Json install_offer(Call& call, const Deployment& row, const std::optional<std::s
   }
   auto now = unix_now();
   auto decision = offer_decision(row, wave, progress, now);
-  if (decision.hold != Hold::none) return nullptr;
+  if (decision.hold != Hold::none) return std::nullopt;
   if (decision.new_attempt) {
     call.store.record_status(row.id, device, status_name(DeviceStatus::notified),
                              fmt::format("attempt {} of {} offered", decision.attempt, row.policy.retry.retries + 1),
                              now_iso8601(), std::nullopt);
     call.store.set_attempt(row.id, device, decision.attempt, std::nullopt);
   } else if (!may_notify(call, row, device)) {
-    return nullptr;
+    return std::nullopt;
   }
-  return offer(call, row, wave, "install", decision.attempt);
+  return decision.attempt;
+}
+
+// The offer of an install to this device at check-in, or null.
+Json install_offer(Call& call, const Deployment& row) {
+  auto attempt = offer_attempt(call, row);
+  if (!attempt) return nullptr;
+  return offer(call, row, wave_of_bucket(row.waves, rollout_bucket(row.id, call.who.device_id)), "install", *attempt);
+}
+
+// The group's trust deployment at check-in (docs/key-rotation.md). A device that reports the deployment's
+// trust version (or above) has it: installed. One behind that the deployment admits now is handed every
+// missing version up to the deployment's, in order (it applies them one by one); its agent reports a refusal.
+void trust_offer(Call& call, const std::string& group, std::int64_t reported, Json& reply) {
+  auto id = call.store.newest_trust_deployment(call.who.tenant_id, group);
+  if (!id) return;
+  auto row = load_deployment(call.store, call.who.tenant_id, *id);
+  evaluate_deployment(call.store, row, true);
+  if (!is_open(row.state) && row.state != DeploymentState::completed) return;
+  auto& device = call.who.device_id;
+  auto status = call.store.reported_status(row.id, device);
+  if (status && (left_deployment(*status) || *status == status_name(DeviceStatus::installed))) return;
+  if (reported >= *row.trust_version) {
+    int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device));
+    if (!status && (wave == 0 || wave > row.wave)) return;  // not admitted: it counts once its wave opens
+    call.store.record_status(row.id, device, status_name(DeviceStatus::installed),
+                             fmt::format("trust version {}", reported), now_iso8601(), std::nullopt);
+    evaluate_deployment(call.store, row);
+    return;
+  }
+  if (row.state == DeploymentState::paused || row.state == DeploymentState::halted) return;
+  if (status && is_failure_status(*status)) return;  // refused: handed again only by a new deployment
+  if (!offer_attempt(call, row)) return;
+  auto device_row = call.store.find_device(call.who.tenant_id, device);
+  auto product = device_row ? call.store.find_product(call.who.tenant_id, device_row->product) : std::nullopt;
+  if (!product) return;
+  reply["trust_deployment"] = row.id;
+  reply["trust_updates"] = trust_updates_between(call, product->id, reported, *row.trust_version);
 }
 
 bool is_sha256_hex(const std::string& text) {
@@ -193,13 +231,14 @@ Reply agent_check_in(Call& call) {
     auto row = load_deployment(call.store, call.who.tenant_id, *newest);
     evaluate_deployment(call.store, row, true);
     if (row.state == DeploymentState::active || row.state == DeploymentState::completed) {
-      deployment = install_offer(call, row, row.policy.windows.empty() ? std::nullopt : call.store.device_time_zone(device));
+      deployment = install_offer(call, row);
     } else if (row.state == DeploymentState::aborted) {
-      // Back to exactly what it ran before, for a device running an aborted deployment (the newest
+      // Back to exactly what it ran before, for a device running an aborted deployment (the newest release
       // deployments of the group that were aborted, newest first).
       auto all = call.store.list_deployments(call.who.tenant_id, *group);
-      for (auto it = all.rbegin(); it != all.rend() && it->state == DeploymentState::aborted && deployment.is_null();
-           ++it) {
+      for (auto it = all.rbegin(); it != all.rend() && deployment.is_null(); ++it) {
+        if (it->trust_version) continue;
+        if (it->state != DeploymentState::aborted) break;
         auto target = revert_target(call.store, call.who.tenant_id, *it, device);
         if (!runs_aborted(call.store, *it, device, manifest_digest, target)) continue;
         if (target.to && target.to->manifest)
@@ -208,10 +247,12 @@ Reply agent_check_in(Call& call) {
       }
     }
   }
-  Json trust_updates = trust_version ? missing_trust_updates(call, *trust_version) : Json::array();
-  tx->commit();
   Json reply{{"device", device}, {"check_in_after", call.config.check_in_after}, {"deployment", deployment}};
-  if (!trust_updates.empty()) reply["trust_updates"] = trust_updates;
+  if (trust_version) {
+    call.store.record_device_trust_version(device, *trust_version);
+    if (group) trust_offer(call, *group, *trust_version, reply);
+  }
+  tx->commit();
   return {200, reply};
 }
 
@@ -264,6 +305,13 @@ Reply agent_report_status(Call& call) {
     throw ApiError{404, "not_found",
                    fmt::format("device {} left deployment {} ({}): it reports no more for it", call.who.device_id,
                                deployment, *reported)};
+  // A trust deployment's devices succeed by the trust version their check-ins report; the agent reports only
+  // why it could not apply an update.
+  if (row.trust_version && status != "refused" && status != "failed")
+    throw ApiError{400, "invalid_request",
+                   fmt::format("deployment {} carries a trust update: a device reports refused or failed for it (it "
+                               "succeeds by reporting trust_version at check-in)",
+                               deployment)};
   if (status == "failed") {
     // With retries, a transient failure waits and tries again; the last attempt's failure is the failure.
     auto mine = call.store.deployment_device(deployment, call.who.device_id);

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 
+#include "core/base64.hpp"
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
@@ -143,6 +144,8 @@ Json deployment_json(const Deployment& row, const AdmittedCounts& t) {
               {"images", Json(row.images)},
               {"manifest", row.manifest ? Json(*row.manifest) : Json(nullptr)},
               {"sequence", row.sequence ? Json(*row.sequence) : Json(nullptr)},
+              {"trust_version", row.trust_version ? Json(*row.trust_version) : Json(nullptr)},
+              {"carries", row.trust_version ? "trust_update" : "release"},
               {"rollout", row.waves[static_cast<std::size_t>(std::max(row.wave, 1) - 1)]},
               {"wave", row.wave},
               {"step_after", row.step_after},
@@ -679,16 +682,95 @@ Json planned_waves(Call& call, const Group& group, const std::string& id, const 
 
 }  // namespace
 
-Reply create_deployment(Call& call) {
-  auto body = parse_object(call.request.body);
-  auto group = resolve_group_id(call, required_string(body, "group", 260));
+namespace {
+
+// What a deployment delivers, checked before any device sees it: a release (images, manifest) or a trust update.
+struct Payload {
+  std::vector<std::string> images;
+  std::optional<std::string> manifest;
+  std::optional<std::int64_t> sequence, trust_version;
+  Checks checks;
+  // Called once the checks passed, in the deployment's unit of work (a new trust update is recorded then).
+  std::function<void()> commit;
+};
+
+Payload release_payload(Call& call, const Json& body, const Group& group, const Product& product) {
+  Payload p;
   auto images_it = body.find("images");
   if (images_it == body.end() || !images_it->is_array() || images_it->empty() || images_it->size() > 16)
-    throw ApiError{400, "invalid_request", "field 'images' must be an array of 1..16 image IDs"};
+    throw ApiError{400, "invalid_request",
+                   "field 'images' must be an array of 1..16 image IDs (or field 'trust_update' a trust update)"};
   for (auto& image : *images_it) {
     if (!image.is_string()) throw ApiError{400, "invalid_request", "field 'images': image IDs are strings"};
     complete_blob(call, image.get<std::string>(), "image");
+    p.images.push_back(image.get<std::string>());
   }
+  // The manifest: named, or the one linked to the first image at upload (kiln image upload --manifest).
+  p.manifest = optional_string(body, "manifest", 64);
+  if (p.manifest) {
+    checked_blob_id(*p.manifest, "field 'manifest'");
+  } else {
+    for (auto& image : p.images) {
+      auto record = call.store.find_image(call.who.tenant_id, image);
+      if (record && record->manifest) {
+        p.manifest = record->manifest;
+        break;
+      }
+    }
+  }
+  // What the boards of the product would refuse is refused here.
+  if (p.manifest) {
+    auto facts = read_manifest(call, *p.manifest);
+    check_manifest_covers(call, *p.manifest, facts, *images_it);
+    p.sequence = static_cast<std::int64_t>(facts.sequence);
+    p.checks.pass("manifest", fmt::format("manifest {} (sequence {}) describes every image", short_id(*p.manifest),
+                                          facts.sequence));
+    check_manifest_signature(call, product, *p.manifest, p.checks);
+  } else {
+    p.checks.fail("manifest", "no SUIT manifest: the boards install nothing without one (upload the image with "
+                              "'kiln image upload IMAGE --manifest ENVELOPE', or pass --manifest ID)");
+  }
+  for (auto& image : p.images) check_image(call, product, image, p.checks);
+  if (p.manifest) check_sequence(call, group, *p.manifest, *p.sequence, p.checks);
+  return p;
+}
+
+// A trust deployment: the update checked as kiln trust publish checks it (recorded when new, once the
+// deployment is created), and above every trust version the group is offered by a deployment not aborted.
+Payload trust_payload(Call& call, const Json& body, const Group& group, Product& product) {
+  Payload p;
+  if (body.contains("images") || body.contains("manifest"))
+    throw ApiError{400, "invalid_request", "a deployment carries images or a trust update, not both"};
+  auto bytes = from_base64(required_string(body, "trust_update", 65536));
+  if (!bytes) throw ApiError{400, "invalid_request", "field 'trust_update' must be base64"};
+  try {
+    p.trust_version = deployable_trust_version(call, product, *bytes, false);
+    p.checks.pass("trust_update",
+                  fmt::format("trust version {} for product {}: signed by enough of the keys in force",
+                              *p.trust_version, product.name));
+  } catch (const ApiError& e) {
+    if (e.status != 422) throw;
+    p.checks.fail("trust_update", e.message);
+    return p;
+  }
+  for (auto& d : call.store.list_deployments(call.who.tenant_id, group.id)) {
+    if (!d.trust_version || *d.trust_version < *p.trust_version || d.state == DeploymentState::aborted) continue;
+    p.checks.fail("trust_group", fmt::format("group {} already has trust deployment {} ({}) of trust version {}",
+                                             group.product + "/" + group.name, d.id, state_name(d.state),
+                                             *d.trust_version));
+    return p;
+  }
+  p.checks.pass("trust_group", fmt::format("no deployment offers group {} trust version {} or higher",
+                                           group.product + "/" + group.name, *p.trust_version));
+  p.commit = [&call, &product, update = *bytes] { deployable_trust_version(call, product, update, true); };
+  return p;
+}
+
+}  // namespace
+
+Reply create_deployment(Call& call) {
+  auto body = parse_object(call.request.body);
+  auto group = resolve_group_id(call, required_string(body, "group", 260));
   auto options = parse_rollout_options(body);
   bool dry_run = false;
   if (auto it = body.find("dry_run"); it != body.end() && !it->is_null()) {
@@ -696,38 +778,12 @@ Reply create_deployment(Call& call) {
     dry_run = it->get<bool>();
   }
 
-  // The manifest: named, or the one linked to the first image at upload (kiln image upload --manifest).
-  auto manifest = optional_string(body, "manifest", 64);
-  if (manifest) {
-    checked_blob_id(*manifest, "field 'manifest'");
-  } else {
-    for (auto& image : *images_it) {
-      auto record = call.store.find_image(call.who.tenant_id, image.get<std::string>());
-      if (record && record->manifest) {
-        manifest = record->manifest;
-        break;
-      }
-    }
-  }
-
-  // Checks before any device sees it: what the boards of the product would refuse is refused here.
+  // Checks before any device sees it.
   auto group_row = call.store.find_group(call.who.tenant_id, group);
   auto product = call.store.find_product(call.who.tenant_id, group_row->product_id);
-  Checks checks;
-  std::optional<std::int64_t> sequence;
-  if (manifest) {
-    auto facts = read_manifest(call, *manifest);
-    check_manifest_covers(call, *manifest, facts, *images_it);
-    sequence = static_cast<std::int64_t>(facts.sequence);
-    checks.pass("manifest", fmt::format("manifest {} (sequence {}) describes every image", short_id(*manifest),
-                                        facts.sequence));
-    check_manifest_signature(call, *product, *manifest, checks);
-  } else {
-    checks.fail("manifest", "no SUIT manifest: the boards install nothing without one (upload the image with "
-                            "'kiln image upload IMAGE --manifest ENVELOPE', or pass --manifest ID)");
-  }
-  for (auto& image : *images_it) check_image(call, *product, image.get<std::string>(), checks);
-  if (manifest) check_sequence(call, *group_row, *manifest, *sequence, checks);
+  Payload payload = body.contains("trust_update") ? trust_payload(call, body, *group_row, *product)
+                                                  : release_payload(call, body, *group_row, *product);
+  const Checks& checks = payload.checks;
 
   std::string id = random_id("dep_");
   if (dry_run) {
@@ -744,25 +800,30 @@ Reply create_deployment(Call& call) {
                       {"would_create", checks.passed()},
                       {"reason", checks.passed() ? Json(nullptr) : Json(checks.reasons())},
                       {"group", group_row->product + "/" + group_row->name},
-                      {"manifest", manifest ? Json(*manifest) : Json(nullptr)},
-                      {"sequence", sequence ? Json(*sequence) : Json(nullptr)},
+                      {"manifest", payload.manifest ? Json(*payload.manifest) : Json(nullptr)},
+                      {"sequence", payload.sequence ? Json(*payload.sequence) : Json(nullptr)},
+                      {"trust_version", payload.trust_version ? Json(*payload.trust_version) : Json(nullptr)},
                       {"devices", devices},
                       {"rollout", rollout},
                       {"waves", waves},
                       {"checks", checks.json()}}};
   }
-  if (!checks.passed()) throw ApiError{422, "deployment_refused", "refused: " + checks.reasons()};
+  if (!checks.passed())
+    throw ApiError{422, body.contains("trust_update") ? "trust_update_refused" : "deployment_refused",
+                   "refused: " + checks.reasons()};
 
   auto tx = call.store.begin();
+  if (payload.commit) payload.commit();
   // The deployment devices ran before this one (the target of a revert after an abort).
   Deployment row;
-  row.previous = call.store.newest_deployment(call.who.tenant_id, group, true);
+  if (!payload.trust_version) row.previous = call.store.newest_deployment(call.who.tenant_id, group, true);
   std::string now = now_iso8601();
   row.id = id;
   row.group_id = group;
-  for (auto& image : *images_it) row.images.push_back(image.get<std::string>());
-  row.manifest = manifest;
-  row.sequence = sequence;
+  row.images = payload.images;
+  row.manifest = payload.manifest;
+  row.sequence = payload.sequence;
+  row.trust_version = payload.trust_version;
   row.state = DeploymentState::active;
   row.waves = options.waves;
   row.wave = 1;
@@ -818,8 +879,13 @@ Reply abort_deployment(Call& call) {
   auto reply = transition(
       call, DeploymentState::aborted,
       {DeploymentState::active, DeploymentState::paused, DeploymentState::halted, DeploymentState::completed});
-  // Each device that took it: going back to exactly what it ran before, back already, or not revertible.
+  // Each device that took it: going back to exactly what it ran before, back already, or not revertible. A
+  // trust update is never taken back (boards refuse older versions): its abort only stops handing it out.
   auto row = load_deployment(call.store, call.who.tenant_id, call.params[0]);
+  if (row.trust_version) {
+    reply.body["revert"] = Json{{"reverting", 0}, {"unrevertable", 0}, {"devices", Json::array()}};
+    return reply;
+  }
   std::map<std::string, std::optional<std::string>> digests;
   for (auto& f : call.store.group_firmware(row.group_id)) digests[f.id] = f.manifest_digest;
   std::vector<std::string> took;

@@ -75,6 +75,7 @@ Json device_json(const DeviceView& d) {
               {"last_seen", d.last_seen ? Json(*d.last_seen) : Json(nullptr)},
               {"imported_at", d.imported_at},
               {"time_zone", d.time_zone ? Json(*d.time_zone) : Json(nullptr)},
+              {"trust_version", d.trust_version ? Json(*d.trust_version) : Json(nullptr)},
               {"revoked_at", d.revoked_at ? Json(*d.revoked_at) : Json(nullptr)},
               {"revoked_reason", d.revoked_at && d.revoked_reason && !d.revoked_reason->empty()
                                      ? Json(*d.revoked_reason)

@@ -162,8 +162,18 @@ Reply agent_check_in(Call& call);
 // Trust updates (service/trust_updates.cpp, docs/key-rotation.md).
 Reply publish_trust_update(Call& call);
 Reply list_trust_updates(Call& call);
-// The device's product's trust updates above `installed`, in version order: [{version, update (base64)}].
-Json missing_trust_updates(Call& call, std::int64_t installed);
+// Checks a trust update against the product's trust in force (product, version above, M-of-N of its manifest
+// keys, boot keys known); with `record`, records it and the product's keys follow. ApiError 422
+// trust_update_refused with the reason otherwise, nothing changed.
+// Returns the update's version.
+std::int64_t register_trust_update(Call& call, Product& product, ByteView bytes, bool record);
+// The version a trust deployment of `bytes` carries: a new update, checked (and recorded with `record`) as
+// register_trust_update does, or the product's newest recorded one sent again (deployed to another group).
+// ApiError 422 for anything else (older, a conflicting update of the same version, malformed).
+std::int64_t deployable_trust_version(Call& call, Product& product, ByteView bytes, bool record);
+// The product's recorded updates above `installed` up to `target`, in version order (at most 16):
+// [{version, update (base64)}].
+Json trust_updates_between(Call& call, const std::string& product_id, std::int64_t installed, std::int64_t target);
 Reply agent_report_status(Call& call);
 Response agent_deployment_manifest(Call& call);
 

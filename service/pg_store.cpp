@@ -362,6 +362,15 @@ CREATE TABLE IF NOT EXISTS trust_updates (product_id TEXT NOT NULL, version BIGI
 }
 // ---- end of migration 12 ----
 
+// ---- Migration 13 (issue 17 item 2, trust updates through deployments), like SQLite's migration 13 ----
+void add_trust_deployments(PGconn* conn) {
+  run_script(conn, R"sql(
+ALTER TABLE deployments ADD COLUMN IF NOT EXISTS trust_version BIGINT;
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS trust_version BIGINT;
+)sql");
+}
+// ---- end of migration 13 ----
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction (PostgreSQL's schema changes are transactional: a migration killed half-way leaves nothing,
 // and the next start runs it again). Append only: a released migration never changes. The version lives
@@ -383,6 +392,7 @@ constexpr Migration migrations[] = {
     {10, add_manifest_threshold},
     {11, add_device_transfers},  // issue 17 item 4
     {12, add_trust_updates},     // issue 17 item 2
+    {13, add_trust_deployments},  // issue 17 item 2
 };
 
 int read_schema_version(PGconn* conn) {
@@ -1140,6 +1150,11 @@ void PgStore::record_device_firmware(const std::string& device_id, const std::op
       {number, manifest_digest, device_id});
 }
 
+void PgStore::record_device_trust_version(const std::string& device_id, std::int64_t version) {
+  Use use(*this);
+  run(use.conn(), "UPDATE devices SET trust_version = $1 WHERE id = $2", {version, device_id});
+}
+
 void PgStore::set_device_encryption_key(const std::string& device_id, const std::string& public_key) {
   Use use(*this);
   if (device_encryption_key(device_id) == std::optional<std::string>(public_key)) return;
@@ -1425,9 +1440,19 @@ std::optional<std::string> PgStore::newest_deployment(std::int64_t tenant_id, co
                                                       bool skip_aborted) {
   Use use(*this);
   auto q = run(use.conn(),
-               "SELECT id FROM deployments WHERE group_id = $1 AND tenant_id = $2 AND (NOT $3::boolean OR state != "
-               "'aborted') ORDER BY seq DESC LIMIT 1",
+               "SELECT id FROM deployments WHERE group_id = $1 AND tenant_id = $2 AND trust_version IS NULL AND (NOT "
+               "$3::boolean OR state != 'aborted') ORDER BY seq DESC LIMIT 1",
                {group_id, tenant_id, std::string(skip_aborted ? "true" : "false")});
+  if (q.empty()) return std::nullopt;
+  return q.text(0, 0);
+}
+
+std::optional<std::string> PgStore::newest_trust_deployment(std::int64_t tenant_id, const std::string& group_id) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               "SELECT id FROM deployments WHERE group_id = $1 AND tenant_id = $2 AND trust_version IS NOT NULL ORDER "
+               "BY seq DESC LIMIT 1",
+               {group_id, tenant_id});
   if (q.empty()) return std::nullopt;
   return q.text(0, 0);
 }
@@ -1445,18 +1470,21 @@ void PgStore::insert_deployment(std::int64_t tenant_id, const Deployment& d, con
   Use use(*this);
   run(use.conn(),
       "UPDATE deployments SET state = 'superseded', updated_at = $1 WHERE group_id = $2 AND state IN "
-      "('active', 'paused', 'halted')",
-      {now, d.group_id});
+      "('active', 'paused', 'halted') AND (trust_version IS NULL) = $3::boolean",
+      {now, d.group_id, std::string(d.trust_version ? "false" : "true")});
   std::optional<std::string> sequence, halt;
   if (d.sequence) sequence = std::to_string(*d.sequence);
   if (d.halt_on_failure) halt = fmt::format("{}", *d.halt_on_failure);
+  std::optional<std::string> trust;
+  if (d.trust_version) trust = std::to_string(*d.trust_version);
   run(use.conn(),
       "INSERT INTO deployments (id, tenant_id, group_id, images, state, created_at, updated_at, manifest, sequence, "
       "waves, wave, wave_started_at, step_after, halt_on_failure, failure_baseline, previous, halt_min_executed, "
-      "policy, progress) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+      "policy, progress, trust_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
+      "$17, $18, $19, $20::bigint)",
       {d.id, tenant_id, d.group_id, json_array(d.images), state_name(d.state), d.created_at, d.updated_at, d.manifest,
        sequence, json_array(d.waves), d.wave, d.wave_started_at, d.step_after, halt, d.failure_baseline, d.previous,
-       d.halt_min_executed, policy_text(d.policy), progress_text(d)});
+       d.halt_min_executed, policy_text(d.policy), progress_text(d), trust});
   write_tally(use.conn(), d.id, recount(use.conn(), d));
 }
 

@@ -262,6 +262,18 @@ void add_trust_updates(Db& db) {
 }
 // ---- end of migration 12 ----
 
+// ---- Migration 13 (issue 17 item 2, trust updates through deployments) ----
+// A deployment may carry a trust update (its version; NULL: a release), and each device keeps the trust
+// version its agent last reported. Idempotent, like migration 4.
+void add_trust_deployments(Db& db) {
+  static const Column added[] = {
+      {"deployments", "trust_version", "INTEGER"},
+      {"devices", "trust_version", "INTEGER"},
+  };
+  add_missing_columns(db, added);
+}
+// ---- end of migration 13 ----
+
 // The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
 // transaction. Append only: a released migration never changes. The version lives in PRAGMA user_version
 // (0: a store from before versioned migrations, or a new file).
@@ -282,6 +294,7 @@ constexpr Migration migrations[] = {
     {10, add_manifest_threshold},
     {11, add_device_transfers},  // issue 17 item 4
     {12, add_trust_updates},     // issue 17 item 2
+    {13, add_trust_deployments},  // issue 17 item 2
 };
 
 int schema_version(Db& db) {
@@ -1013,6 +1026,11 @@ void SqliteStore::record_device_firmware(const std::string& device_id, const std
   q.bind_optional(2, manifest_digest).bind(3, device_id).run();
 }
 
+void SqliteStore::record_device_trust_version(const std::string& device_id, std::int64_t version) {
+  Use use(*this);
+  db().prepare("UPDATE devices SET trust_version = ? WHERE id = ?").bind(1, version).bind(2, device_id).run();
+}
+
 void SqliteStore::set_device_encryption_key(const std::string& device_id, const std::string& public_key) {
   Use use(*this);
   if (device_encryption_key(device_id) == std::optional<std::string>(public_key)) return;
@@ -1373,9 +1391,19 @@ std::optional<Deployment> SqliteStore::find_deployment(std::int64_t tenant_id, c
 std::optional<std::string> SqliteStore::newest_deployment(std::int64_t tenant_id, const std::string& group_id,
                                                           bool skip_aborted) {
   Use use(*this);
-  auto q = db().prepare(fmt::format("SELECT id FROM deployments WHERE group_id = ? AND tenant_id = ? {} ORDER BY rowid "
-                                   "DESC LIMIT 1",
+  auto q = db().prepare(fmt::format("SELECT id FROM deployments WHERE group_id = ? AND tenant_id = ? AND trust_version "
+                                   "IS NULL {} ORDER BY rowid DESC LIMIT 1",
                                    skip_aborted ? "AND state != 'aborted'" : ""));
+  q.bind(1, group_id).bind(2, tenant_id);
+  if (!q.step()) return std::nullopt;
+  return q.text(0);
+}
+
+std::optional<std::string> SqliteStore::newest_trust_deployment(std::int64_t tenant_id, const std::string& group_id) {
+  Use use(*this);
+  auto q = db().prepare(
+      "SELECT id FROM deployments WHERE group_id = ? AND tenant_id = ? AND trust_version IS NOT NULL ORDER BY rowid "
+      "DESC LIMIT 1");
   q.bind(1, group_id).bind(2, tenant_id);
   if (!q.step()) return std::nullopt;
   return q.text(0);
@@ -1396,14 +1424,16 @@ void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d,
   Use use(*this);
   db().prepare(
         "UPDATE deployments SET state = 'superseded', updated_at = ? WHERE group_id = ? AND state IN "
-        "('active', 'paused', 'halted')")
+        "('active', 'paused', 'halted') AND (trust_version IS NULL) = ?")
       .bind(1, now)
       .bind(2, d.group_id)
+      .bind(3, std::int64_t{d.trust_version ? 0 : 1})
       .run();
   auto insert = db().prepare(
       "INSERT INTO deployments (id, tenant_id, group_id, images, rollout, state, created_at, updated_at, manifest, "
       "sequence, waves, wave, wave_started_at, step_after, halt_on_failure, failure_baseline, previous, "
-      "halt_min_executed, policy, progress) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      "halt_min_executed, policy, progress, trust_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+      "?, ?, ?, ?)");
   insert.bind(1, d.id)
       .bind(2, tenant_id)
       .bind(3, d.group_id)
@@ -1429,8 +1459,12 @@ void SqliteStore::insert_deployment(std::int64_t tenant_id, const Deployment& d,
       .bind_optional(17, d.previous)
       .bind(18, d.halt_min_executed)
       .bind(19, policy_text(d.policy))
-      .bind(20, progress_text(d))
-      .run();
+      .bind(20, progress_text(d));
+  if (d.trust_version)
+    insert.bind(21, *d.trust_version);
+  else
+    insert.bind_null(21);
+  insert.run();
   write_tally(db(), d.id, recount_rollout_tally(d));
 }
 

@@ -61,6 +61,7 @@ struct DeviceView {
   std::string imported_at;
   std::optional<std::string> time_zone;  // IANA name its maintenance windows are read in (unset: the deployment's)
   std::optional<std::string> revoked_at, revoked_reason;  // kiln device revoke: its certificate is refused
+  std::optional<std::int64_t> trust_version;  // the trust version its agent last reported (null: never)
 };
 
 // What authentication, claims and agents need of a device.
@@ -159,6 +160,9 @@ struct Deployment : Rollout {
   std::vector<std::string> images;
   std::optional<std::string> manifest;
   std::optional<std::int64_t> sequence;
+  // A trust deployment (docs/key-rotation.md) carries the product's trust update of this version (and every
+  // earlier one, for boards behind) instead of images and a manifest; nullopt: a release.
+  std::optional<std::int64_t> trust_version;
   std::optional<std::string> previous;
   std::string created_at, updated_at;
 };
@@ -303,6 +307,8 @@ class Store {
                                                                                std::int64_t after_version) = 0;
   // The highest accepted version (0: none).
   virtual std::int64_t trust_version(const std::string& product_id) = 0;
+  // The trust version the device's agent reported at check-in (device show; a trust deployment's success).
+  virtual void record_device_trust_version(const std::string& device_id, std::int64_t version) = 0;
   virtual void add_transfer_voucher(const TransferVoucherRecord& voucher) = 0;
   virtual std::optional<TransferVoucherRecord> find_transfer_voucher(const std::string& id) = 0;
   // Marks the voucher redeemed at `now` when it was not: true for exactly one of two racing accepts.
@@ -387,13 +393,16 @@ class Store {
 
   // Deployments.
   virtual std::optional<Deployment> find_deployment(std::int64_t tenant_id, const std::string& id) = 0;
-  // The newest deployment of the group (skip_aborted: the newest that was not aborted).
+  // The newest release deployment of the group (skip_aborted: the newest that was not aborted). Trust
+  // deployments are a track of their own: newest_trust_deployment.
   virtual std::optional<std::string> newest_deployment(std::int64_t tenant_id, const std::string& group_id,
                                                        bool skip_aborted) = 0;
+  // The newest trust deployment of the group, whatever its state.
+  virtual std::optional<std::string> newest_trust_deployment(std::int64_t tenant_id, const std::string& group_id) = 0;
   // In creation order.
   virtual std::vector<Deployment> list_deployments(std::int64_t tenant_id,
                                                    const std::optional<std::string>& group_id) = 0;
-  // Supersedes the group's running deployments and adds this one.
+  // Supersedes the group's running deployments of the same kind (releases or trust updates) and adds this one.
   virtual void insert_deployment(std::int64_t tenant_id, const Deployment& deployment, const std::string& now) = 0;
   // Stores the rollout part (state, wave, halt) of the deployment.
   virtual void save_rollout(const std::string& deployment_id, const Rollout& rollout, const std::string& now) = 0;

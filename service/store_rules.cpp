@@ -43,14 +43,14 @@ Group read_group(const StoreRow& row) {
 
 const char* const device_columns =
     "SELECT d.id, p.name, g.name, d.state, d.version, d.claimed, d.last_seen, d.imported_at, d.time_zone, "
-    "d.revoked_at, d.revoked_reason FROM devices d JOIN products p ON p.id = d.product_id LEFT JOIN device_groups g ON g.id = d.group_id ";
+    "d.revoked_at, d.revoked_reason, d.trust_version FROM devices d JOIN products p ON p.id = d.product_id LEFT JOIN device_groups g ON g.id = d.group_id ";
 
 DeviceView read_device(const StoreRow& row) {
   std::optional<std::string> group;  // "Product/Group"
   if (!row.is_null(2)) group = row.text(1) + "/" + row.text(2);
   return DeviceView{row.text(0), row.text(1),          group,       row.text(3),         row.optional_text(4),
                     row.flag(5), row.optional_text(6), row.text(7), row.optional_text(8), row.optional_text(9),
-                    row.optional_text(10)};
+                    row.optional_text(10), row.optional_integer(11)};
 }
 
 const char* const image_columns =
@@ -124,11 +124,12 @@ Deployment read_deployment(const StoreRow& row) {
     d.policy = policy_from_text(row.text(18));
     read_progress(d, row.text(19));
   }
+  if (row.columns() > 20) d.trust_version = row.optional_integer(20);
   return d;
 }
 
 std::string deployment_select(std::string_view first_columns, bool later_columns) {
-  return std::string(first_columns) + (later_columns ? ", d.halt_min_executed, d.policy, d.progress" : "") +
+  return std::string(first_columns) + (later_columns ? ", d.halt_min_executed, d.policy, d.progress, d.trust_version" : "") +
          " FROM deployments d JOIN device_groups g ON g.id = d.group_id JOIN products p ON p.id = g.product_id ";
 }
 

@@ -54,10 +54,11 @@ DeviceFirmware read_device_firmware(const StoreRow& row);
 DeploymentDevice read_deployment_device(const StoreRow& row);
 // id, group_id, "Product/Group", images, manifest, sequence, waves, wave, wave_started_at, step_after,
 // halt_on_failure, halt_reason, failure_baseline, previous, state, created_at, updated_at; from schema
-// version 4 halt_min_executed, from version 6 policy and progress (rows of older stores stop before them).
+// version 4 halt_min_executed, from version 6 policy and progress, from version 13 trust_version (rows of
+// older stores stop before them).
 Deployment read_deployment(const StoreRow& row);
 // The SELECT of read_deployment from a dialect's list of its first 17 columns (`d` the deployment, `g` its
-// group, `p` the group's product); with `later_columns` those of schema versions 4 and 6 follow.
+// group, `p` the group's product); with `later_columns` those of schema versions 4, 6 and 13 follow.
 std::string deployment_select(std::string_view first_columns, bool later_columns);
 
 // The column devices are counted by.

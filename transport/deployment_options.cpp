@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "core/error.hpp"
+#include "core/files.hpp"
 #include "core/maintenance_window.hpp"
 #include "core/time.hpp"
 
@@ -241,8 +242,13 @@ std::string percent_text(double value) {
 DeploymentRequest deployment_request(const DeploymentOptions& args) {
   DeploymentRequest request;
   request.group = args.group;
+  if (args.images.empty() == args.trust_update.empty())
+    throw Error(ExitCode::usage, "a deployment carries images (--image) or a trust update (--trust-update FILE): give one");
+  if (!args.trust_update.empty() && !args.manifest.empty())
+    throw Error(ExitCode::usage, "--manifest goes with --image: a trust update is its own signed statement");
   request.images = args.images;
   if (!args.manifest.empty()) request.manifest = args.manifest;
+  if (!args.trust_update.empty()) request.trust_update = read_file(args.trust_update);
   request.waves = parse_waves(args.rollout);
   if (!args.step_after.empty()) {
     auto ms = parse_duration_ms(args.step_after, "--step-after");

@@ -15,6 +15,7 @@ struct DeploymentOptions {
   std::string group;
   std::vector<std::string> images;
   std::string manifest;
+  std::string trust_update;  // a signed trust update file, instead of images
   std::string rollout = "100%";
   std::string step_after;
   std::string halt_on_failure;  // a percentage, or never

@@ -244,6 +244,9 @@ BoardIdentity parse_identity(const smp::Body& rsp) {
   read_manifest_trust(rsp, id.manifest_keys, id.manifest_threshold);
   if (rsp.contains("sequence")) id.sequence = smp::get_uint(rsp, "sequence");
   if (rsp.contains("manifest_digest")) id.manifest_digest = smp::get_bytes(rsp, "manifest_digest");
+  if (rsp.contains("trust_version")) id.trust_version = smp::get_uint(rsp, "trust_version");
+  if (rsp.contains("trust_product")) id.trust_product = smp::get_text(rsp, "trust_product");
+  if (rsp.contains("boot_key_hashes")) id.boot_key_hashes = bytes_array(rsp, "boot_key_hashes");
   return id;
 }
 

@@ -65,6 +65,11 @@ struct BoardIdentity {
   std::uint64_t manifest_threshold = 0;  // how many of them must sign (M of N), 0 when none installed
   std::uint64_t sequence = 0;  // installed manifest's sequence number, 0 when none
   Bytes manifest_digest;       // SHA-256 of the installed SUIT envelope, empty when none
+  // Key rotation (docs/key-rotation.md): the trust version installed (nullopt: a board that knows no trust
+  // updates), the product its first update bound it to, and the MCUboot key hashes it accepts.
+  std::optional<std::uint64_t> trust_version;
+  std::string trust_product;
+  std::vector<Bytes> boot_key_hashes;
 };
 
 struct ServiceConfig {

@@ -596,7 +596,11 @@ Json link_image_manifest(ServiceApi& api, const std::string& image, const std::s
 }
 
 Json create_deployment(ServiceApi& api, const DeploymentRequest& request) {
-  Json body = {{"group", request.group}, {"images", request.images}};
+  Json body = {{"group", request.group}};
+  if (request.trust_update)
+    body["trust_update"] = to_base64(*request.trust_update);
+  else
+    body["images"] = request.images;
   if (request.manifest) body["manifest"] = *request.manifest;
   if (request.waves.size() == 1) body["rollout"] = request.waves[0];
   else body["rollout"] = request.waves;

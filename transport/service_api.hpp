@@ -171,6 +171,7 @@ struct DeploymentRequest {
   std::string group;
   std::vector<std::string> images;
   std::optional<std::string> manifest;       // default: the manifest linked to the image
+  std::optional<Bytes> trust_update;         // a signed trust update instead of images (a trust deployment)
   std::vector<int> waves = {100};            // cumulative percentages, one per wave
   std::optional<std::int64_t> step_after;    // seconds between waves
   std::optional<double> halt_on_failure;     // percentage of admitted devices; unset: the service's default

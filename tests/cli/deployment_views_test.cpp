@@ -76,6 +76,7 @@ TEST_CASE("deployment_views: every control of a deployment is summarised in word
   auto& waves = parts.second;
   CHECK(summary["id"] == "dep-7");
   CHECK(summary["reason"] == "3 failed devices in wave 1");
+  CHECK(summary["carries"] == "release");
   CHECK(summary["manifest"] == "-");
   CHECK(summary["sequence"] == 12);
   CHECK(summary["wave"] == "1 of 2 (10%)");
@@ -102,6 +103,17 @@ TEST_CASE("deployment_views: every control of a deployment is summarised in word
   CHECK(waves[0] == Json{{"wave", 1}, {"percent", "10%"}, {"state", "halted"}, {"admitted", 4}, {"installed", 1},
                          {"failed", 3}});
   CHECK(waves[1] == Json{{"wave", 2}, {"percent", "100%"}, {"state", "waiting"}, {"admitted", 0}});
+}
+
+TEST_CASE("deployment_views: a trust deployment says which trust version it carries, not images") {
+  Json d = full_deployment();
+  d["trust_version"] = 2;
+  d["images"] = Json::array();
+  auto summary = read_two(deployment_table_text(d, RenderOptions{OutputFormat::json})).first;
+  CHECK(summary["carries"] == "trust update, version 2");
+  CHECK_FALSE(summary.contains("images"));
+  CHECK_FALSE(summary.contains("manifest"));
+  CHECK(deployment_list_rows(Json::array({d}))[0]["carries"] == "trust 2");
 }
 
 TEST_CASE("deployment_views: unset controls are left out or say never") {
@@ -167,7 +179,7 @@ TEST_CASE("deployment_views: the dry-run plan lists waves and each check's resul
 TEST_CASE("deployment_views: the list has one row per deployment") {
   auto rows = deployment_list_rows(Json::array({full_deployment()}));
   REQUIRE(rows.size() == 1);
-  CHECK(rows[0] == Json{{"id", "dep-7"},       {"group", "thermo/eu"}, {"state", "halted"},
+  CHECK(rows[0] == Json{{"id", "dep-7"},       {"group", "thermo/eu"}, {"carries", "release"}, {"state", "halted"},
                         {"wave", "1/2"},       {"rollout", "10%"},     {"admitted", 4},
                         {"installed", 1},      {"failures", 3},        {"created_at", "2026-12-01T00:00:00Z"}});
   CHECK(deployment_list_rows(Json::array()).empty());

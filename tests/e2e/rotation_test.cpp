@@ -1,16 +1,20 @@
 // End to end key rotation over the air (issue 17 item 2) with the real binaries: 20 emulated boards leave the
 // factory trusting manifest key and boot key release.pem (1 of 1). Trust update 1 adds manifest keys m2, m3
 // (threshold 2) and boot key boot2; trust update 2, signed by the new keys, retires release.pem as manifest
-// key and as boot key. Both go through the service (checked against the product's current trust, recorded)
-// and reach the boards at check-in. Afterwards a release signed only with the new keys installs on every
-// board, one whose image is signed with the retired boot key is refused by every board, and a board that was
-// switched off through both rotations catches up in order when it comes back, then installs the new release.
-// Bad input (below threshold, replayed, older, another product, truncated, empty sets) is refused with its
-// exit code and changes nothing.
+// key and as boot key. Both travel through the normal deployment path (`kiln deployment create --trust-update`):
+// checked by the service against the product's current trust before any board sees them, then handed out by
+// the deployment's waves to the boards of its group only. Update 1 goes out in two waves (the second opens on
+// a resume); a first deployment of update 2 is aborted after its first wave and reaches no other board; a
+// board moved to another group gets nothing until a deployment to that group. Afterwards a release signed only
+// with the new keys installs on every board, one whose image is signed with the retired boot key is refused by
+// every board, and a board that was switched off through both rotations catches up in order when it comes
+// back. Bad input (below threshold, replayed, older, another product, truncated, empty sets) is refused with
+// its exit code and changes nothing.
 #include <doctest/doctest.h>
 
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "core/files.hpp"
 #include "tests/support/ota_fleet.hpp"
@@ -36,7 +40,7 @@ bool wait_trust_version(const test::OtaFleet& fleet, const std::vector<std::stri
     for (const auto& uid : uids)
       if (trust_version(fleet, uid) != version) return false;
     return true;
-  }, 30);
+  }, 60);
 }
 
 bool wait_outcome(const test::OtaFleet& fleet, const std::vector<std::string>& uids, const std::string& deployment,
@@ -45,12 +49,21 @@ bool wait_outcome(const test::OtaFleet& fleet, const std::vector<std::string>& u
     for (const auto& uid : uids)
       if (fleet.agent_outcome(uid, deployment) != status) return false;
     return true;
-  }, 30);
+  }, 60);
+}
+
+// The boards of `uids` in (or not in) `rows` (kiln deployment devices: the admitted ones).
+std::vector<std::string> split(const std::vector<std::string>& uids, const std::map<std::string, Json>& rows,
+                               bool admitted) {
+  std::vector<std::string> out;
+  for (const auto& uid : uids)
+    if ((rows.count(uid) > 0) == admitted) out.push_back(uid);
+  return out;
 }
 
 }  // namespace
 
-TEST_CASE("rotation e2e: 20 boards rotate manifest and boot keys over the air; an offline board catches up") {
+TEST_CASE("rotation e2e: 20 boards rotate manifest and boot keys through trust deployments; an offline board catches up") {
   test::OtaFleetOptions options;
   options.boards = 20;
   options.jobs = 8;
@@ -84,35 +97,73 @@ TEST_CASE("rotation e2e: 20 boards rotate manifest and boot keys over the air; a
   CHECK_FALSE(std::filesystem::exists(f("bad.cbor")));
 
   // Rotation 1: {release, m2, m3} 2 of 3, boot keys {release, boot2}, signed by the key in force (release).
+  const std::string group = fleet.options().group;
+  auto deploy_args = [&](const std::string& file, const std::vector<std::string>& extra, const std::string& to) {
+    std::vector<std::string> args{"deployment", "create", "--group", to.empty() ? group : to, "--trust-update", f(file)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  auto deploy = [&](const std::string& file, const std::vector<std::string>& extra = {}, const std::string& to = "") {
+    return fleet.kiln(deploy_args(file, extra, to));
+  };
+  auto deployed = [&](const std::string& file, const std::vector<std::string>& extra = {},
+                      const std::string& to = "") { return fleet.json(deploy_args(file, extra, to)); };
   REQUIRE(create("1", "2", "v1.cbor", v1_sets, product).exit_code == 0);
-  auto unsigned_publish = fleet.kiln({"trust", "publish", f("v1.cbor")});
-  CHECK(unsigned_publish.exit_code == 3);
-  CHECK_MESSAGE(unsigned_publish.err.find("below threshold") != std::string::npos, unsigned_publish.err);
+  auto unsigned_deploy = deploy("v1.cbor");
+  CHECK(unsigned_deploy.exit_code == 3);
+  CHECK_MESSAGE(unsigned_deploy.err.find("below threshold") != std::string::npos, unsigned_deploy.err);
   REQUIRE(fleet.kiln({"trust", "sign", f("v1.cbor"), "--key", f("release.pem")}).exit_code == 0);
   auto verified = fleet.kiln({"trust", "verify", f("v1.cbor"), "--key", f("release.pem"), "--product", product});
   CHECK_MESSAGE(verified.exit_code == 0, verified.err);
-  // Truncated, and for another product: refused, nothing recorded.
+  // Truncated, and for another product: refused, nothing recorded, no deployment.
   auto bytes = read_file(f("v1.cbor"));
   write_file_atomic(f("v1.truncated.cbor"), ByteView(bytes.data(), bytes.size() - 7));
-  auto truncated = fleet.kiln({"trust", "publish", f("v1.truncated.cbor")});
+  auto truncated = deploy("v1.truncated.cbor");
   CHECK(truncated.exit_code == 3);
   CHECK_MESSAGE(truncated.err.find("not a valid trust update") != std::string::npos, truncated.err);
   fleet.json({"product", "create", "Oven", "--boot-key", f("release.pem"), "--manifest-key", f("release.pem")});
-  auto other = fleet.kiln({"trust", "publish", f("v1.cbor"), "--product", "Oven"});
+  fleet.json({"group", "create", "Oven/Lab"});
+  auto other = deploy("v1.cbor", {}, "Oven/Lab");
   CHECK(other.exit_code == 3);
   CHECK_MESSAGE(other.err.find("for product \"" + product + "\"") != std::string::npos, other.err);
   CHECK(fleet.json({"product", "show", product})["manifest_keys"].size() == 1);
+  CHECK(fleet.json({"deployment", "list"}).empty());
+  // A dry run plans it and records nothing.
+  auto plan = fleet.json({"deployment", "create", "--group", group, "--trust-update", f("v1.cbor"), "--dry-run"});
+  CHECK(plan["would_create"] == true);
+  CHECK(plan["trust_version"] == 1);
+  CHECK(fleet.json({"product", "show", product})["manifest_keys"].size() == 1);
 
-  auto published = fleet.json({"trust", "publish", f("v1.cbor")});
-  CHECK(published["version"] == 1);
+  // Staged: wave 1 (half the group) first; once half of it has the update the rollout pauses for a person.
+  auto v1_deployment = deployed("v1.cbor", {"--rollout", "50%,100%", "--wave-success", "50%", "--wave-success-then",
+                                            "pause"});
+  const std::string v1_id = v1_deployment["id"].get<std::string>();
+  CHECK(v1_deployment["trust_version"] == 1);
+  CHECK(v1_deployment["carries"] == "trust_update");
   auto after_v1 = fleet.json({"product", "show", product});
   CHECK(after_v1["manifest_keys"].size() == 3);
   CHECK(after_v1["manifest_threshold"] == 2);
   CHECK(after_v1["boot_keys"].size() == 2);
-  auto replay = fleet.kiln({"trust", "publish", f("v1.cbor")});
+  auto shown = fleet.kiln({"deployment", "show", v1_id});
+  CHECK_MESSAGE(shown.out.find("trust update, version 1") != std::string::npos, shown.out);
+  REQUIRE(test::OtaFleet::wait_for([&] { return fleet.deployment(v1_id)["awaiting_approval"] == true; }, 60));
+  auto first_wave = split(online, fleet.deployment_devices(v1_id), true);
+  auto second_wave = split(online, fleet.deployment_devices(v1_id), false);
+  CAPTURE(first_wave.size());
+  for (const auto& uid : second_wave) CHECK(trust_version(fleet, uid) == 0);  // its wave is not open
+  auto replay = deploy("v1.cbor");
   CHECK(replay.exit_code == 3);
-  CHECK_MESSAGE(replay.err.find("older or replayed") != std::string::npos, replay.err);
+  CHECK_MESSAGE(replay.err.find("already has trust deployment " + v1_id) != std::string::npos, replay.err);
+  REQUIRE(fleet.kiln({"deployment", "resume", v1_id}).exit_code == 0);
   REQUIRE(wait_trust_version(fleet, online, 1));
+  CHECK(fleet.wait_service_status(v1_id, "installed", static_cast<int>(online.size())));
+  CHECK(fleet.json({"device", "show", online.front()})["trust_version"] == 1);
+
+  // A board moved to another group of the product gets nothing from the group's deployments.
+  const std::string lab = online.back();
+  online.pop_back();
+  fleet.json({"group", "create", product + "/Lab"});
+  fleet.json({"device", "assign", lab, "--group", product + "/Lab"});
 
   // Rotation 2: retire release.pem as manifest key and as boot key. One signature of the two now required
   // is refused; m2 and m3 sign it.
@@ -120,23 +171,53 @@ TEST_CASE("rotation e2e: 20 boards rotate manifest and boot keys over the air; a
                                          f("boot2.pem")};
   REQUIRE(create("2", "2", "v2.cbor", v2_sets, product).exit_code == 0);
   REQUIRE(fleet.kiln({"trust", "sign", f("v2.cbor"), "--key", f("release.pem")}).exit_code == 0);
-  auto below = fleet.kiln({"trust", "publish", f("v2.cbor")});
+  auto below = deploy("v2.cbor");
   CHECK(below.exit_code == 3);
   CHECK_MESSAGE(below.err.find("1 valid signature from the trusted keys, 2 required") != std::string::npos, below.err);
   REQUIRE(create("2", "2", "v2.cbor", v2_sets, product).exit_code == 0);
   REQUIRE(fleet.kiln({"trust", "sign", f("v2.cbor"), "--key", f("m2.pem"), "--key", f("m3.pem")}).exit_code == 0);
-  CHECK(fleet.json({"trust", "publish", f("v2.cbor")})["version"] == 2);
+
+  // A first deployment of it is aborted after its first wave (20%): no board outside that wave gets it.
+  auto aborted = deployed("v2.cbor", {"--rollout", "20%,100%", "--step-after", "1h"});
+  const std::string aborted_id = aborted["id"].get<std::string>();
+  CHECK(fleet.json({"deployment", "show", v1_id})["state"] == "superseded");
+  auto targeted = split(online, fleet.deployment_devices(aborted_id), true);
+  auto untargeted = split(online, fleet.deployment_devices(aborted_id), false);
+  REQUIRE(wait_trust_version(fleet, targeted, 2));
+  auto abort = fleet.kiln({"deployment", "abort", aborted_id});
+  CHECK_MESSAGE(abort.exit_code == 0, abort.err);  // a trust update is not taken back: nothing to revert
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // several check-ins of every board
+  for (const auto& uid : untargeted) CHECK(trust_version(fleet, uid) == 1);
+
+  // Deployed again to the whole group: every board of it; the board in the other group still has 1.
+  auto v2_deployment = deployed("v2.cbor");
+  const std::string v2_id = v2_deployment["id"].get<std::string>();
+  REQUIRE(wait_trust_version(fleet, online, 2));
+  CHECK(trust_version(fleet, lab) == 1);
   // An older version, properly signed by the keys in force: refused.
   REQUIRE(create("1", "2", "old.cbor", v2_sets, product).exit_code == 0);
   REQUIRE(fleet.kiln({"trust", "sign", f("old.cbor"), "--key", f("m2.pem"), "--key", f("m3.pem")}).exit_code == 0);
-  CHECK(fleet.kiln({"trust", "publish", f("old.cbor")}).exit_code == 3);
-  REQUIRE(wait_trust_version(fleet, online, 2));
+  CHECK(deploy("old.cbor").exit_code == 3);
+  // The recorded update deployed to the other group too; then the board goes back.
+  auto lab_deployment = deployed("v2.cbor", {}, product + "/Lab");
+  REQUIRE(wait_trust_version(fleet, {lab}, 2));
+  CHECK(fleet.wait_service_status(lab_deployment["id"].get<std::string>(), "installed", 1));
+  fleet.json({"device", "assign", lab, "--group", group});
+  online.push_back(lab);
+
   auto info = board_state(fleet, online.front());
   CHECK(info["trust_version"] == 2);
   CHECK(info["manifest_keys"].size() == 2);
   CHECK(info["manifest_threshold"] == 2);
   CHECK(info["boot_key_hashes"].size() == 1);
   CHECK(trust_version(fleet, offline) == 0);
+  // kiln board info shows the same.
+  auto board_info = fleet.json({"board", "info", "-b", online.front()});
+  CHECK(board_info["trust_version"] == 2);
+  CHECK(board_info["trust_product"] == product);
+  CHECK(board_info["manifest_keys"].size() == 2);
+  CHECK(board_info["manifest_threshold"] == 2);
+  CHECK(board_info["boot_key_hashes"].size() == 1);
 
   // Images signed with the new boot key carry it in full (PUBKEY TLV): the boards hold only its hash.
   auto sign_image = [&](const std::string& version, const std::string& key) {
@@ -190,4 +271,7 @@ TEST_CASE("rotation e2e: 20 boards rotate manifest and boot keys over the air; a
   REQUIRE(wait_trust_version(fleet, {offline}, 2));
   REQUIRE(wait_outcome(fleet, {offline}, good_id, "installed"));
   CHECK(fleet.board_version(offline) == "2.0.0");
+  // The trust deployment counts every board of the group now (the offline one too): completed.
+  CHECK(fleet.wait_service_status(v2_id, "installed", 20));
+  CHECK(fleet.deployment(v2_id)["state"] == "completed");
 }

@@ -71,6 +71,22 @@ TEST_CASE("agent: a contract C2 check-in answer parses") {
   CHECK(emu::parse_check_in_reply(no_manifest.dump(), slot_size).deployment->manifest.id.empty());  // the agent refuses it
 }
 
+TEST_CASE("agent: trust updates come with the trust deployment that hands them") {
+  auto a = offer_json();
+  a["trust_updates"] = Json::array({Json{{"version", 1}, {"update", "AQID"}}, Json{{"version", 2}, {"update", "BA=="}}});
+  a["trust_deployment"] = "dep_9";
+  auto reply = emu::parse_check_in_reply(a.dump(), slot_size);
+  REQUIRE(reply.trust_updates.size() == 2);
+  CHECK(reply.trust_updates[0] == std::pair<std::uint64_t, Bytes>{1, Bytes{1, 2, 3}});
+  CHECK(reply.trust_updates[1].first == 2);
+  CHECK(reply.trust_deployment == std::optional<std::string>("dep_9"));
+  CHECK_FALSE(emu::parse_check_in_reply(offer_json().dump(), slot_size).trust_deployment);
+  a["trust_deployment"] = 9;
+  CHECK(refused(a));
+  a["trust_deployment"] = "";
+  CHECK(refused(a));
+}
+
 TEST_CASE("agent: malformed or dangerous check-in answers are refused") {
   CHECK(refused("not json"));
   CHECK(refused(Json::array()));

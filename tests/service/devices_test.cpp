@@ -178,7 +178,7 @@ TEST_CASE("service devices: filters by product, group, state, version and claime
   std::set<std::string> keys;
   for (auto it = item.begin(); it != item.end(); ++it) keys.insert(it.key());
   CHECK(keys == std::set<std::string>{"id", "product", "group", "state", "version", "claimed", "last_seen",
-                                      "imported_at", "time_zone", "revoked_at", "revoked_reason"});
+                                      "imported_at", "time_zone", "trust_version", "revoked_at", "revoked_reason"});
   CHECK(item["group"] == "Lamp/Development");
   CHECK(item["claimed"] == false);
   CHECK(item["last_seen"].is_null());

@@ -104,7 +104,7 @@ TEST_CASE("store rules: a device's group reads Product/Group, and none when it h
   auto in_group = read_device(
       FakeRow({std::string("dev-1"), std::string("Thermo"), std::string("lab"), std::string("ready"),
                std::string("1.2.0"), std::string("1"), std::nullopt, std::string("t0"), std::string("Europe/Berlin"),
-               std::string("t9"), std::string("stolen")}));
+               std::string("t9"), std::string("stolen"), std::string("2")}));
   CHECK(in_group.id == "dev-1");
   CHECK(in_group.product == "Thermo");
   CHECK(in_group.group == std::optional<std::string>("Thermo/lab"));
@@ -116,12 +116,14 @@ TEST_CASE("store rules: a device's group reads Product/Group, and none when it h
   CHECK(in_group.time_zone == std::optional<std::string>("Europe/Berlin"));
   CHECK(in_group.revoked_at == std::optional<std::string>("t9"));
   CHECK(in_group.revoked_reason == std::optional<std::string>("stolen"));
+  CHECK(in_group.trust_version == std::optional<std::int64_t>(2));
 
   auto alone =
       read_device(FakeRow({std::string("dev-2"), std::string("Thermo"), std::nullopt, std::string("new"), std::nullopt,
                            std::string("0"), std::string("t1"), std::string("t0"), std::nullopt, std::nullopt,
-                           std::nullopt}));
+                           std::nullopt, std::nullopt}));
   CHECK_FALSE(alone.group.has_value());
+  CHECK_FALSE(alone.trust_version.has_value());
   CHECK_FALSE(alone.claimed);
   CHECK(alone.last_seen == std::optional<std::string>("t1"));
   CHECK_FALSE(alone.revoked_at.has_value());

@@ -104,6 +104,11 @@ TEST_CASE("deployment options: bad text is a usage error naming the option") {
       {"--rate", [](DeploymentOptions& o) { o.rate = "0"; }},
       {"--rate", [](DeploymentOptions& o) { o.rate_max = "5"; }},
       {"--start-at", [](DeploymentOptions& o) { o.start_at = "tomorrow"; }},
+      // A deployment carries images or a trust update: one of them, and --manifest only with images.
+      {"--trust-update", [](DeploymentOptions& o) { o.trust_update = "trust-1.cbor"; }},
+      {"--trust-update", [](DeploymentOptions& o) { o.images.clear(); }},
+      {"--manifest",
+       [](DeploymentOptions& o) { o.images.clear(), o.trust_update = "trust-1.cbor", o.manifest = "ab"; }},
   };
   for (const auto& c : cases) {
     const std::string option = c.option;

@@ -180,6 +180,15 @@ TEST_CASE("provisioning group: the identity a board reports, old and new manifes
   id = parse_identity(identity);
   CHECK(id.manifest_keys.size() == 2);
   CHECK(id.manifest_threshold == 2);
+  CHECK_FALSE(id.trust_version);  // a board that knows no trust updates
+  CHECK(id.boot_key_hashes.empty());
+  identity["trust_version"] = 2u;
+  identity["trust_product"] = "Thermo";
+  identity["boot_key_hashes"] = smp::Body::array({smp::binary(hash)});
+  id = parse_identity(identity);
+  CHECK(id.trust_version == std::optional<std::uint64_t>(2));
+  CHECK(id.trust_product == "Thermo");
+  CHECK(id.boot_key_hashes == std::vector<Bytes>{hash});
 
   auto bad_slot = identity;
   bad_slot["firmware"] = smp::Body::array({{{"slot", 0u}, {"version", 3u}, {"hash", smp::binary(hash)}}});
