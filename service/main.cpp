@@ -189,8 +189,7 @@ service::Request to_request(const httplib::Request& in) {
   for (auto& [name, value] : in.headers) {
     std::string lower = name;
     for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    // cpp-httplib applies Range itself to the response body: give the service the whole request less Range.
-    if (lower != "range") out.headers[lower] = value;
+    out.headers[lower] = value;
   }
   out.body = in.body;
   if (in.ssl) {
@@ -252,25 +251,47 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const Listen
     httplib::default_socket_options(socket);
     listen_socket = socket;
   });
-  auto handler = [svc](const httplib::Request& req, httplib::Response& res) {
+  auto respond = [svc](const httplib::Request& req, httplib::Response& res, const service::Request& request) {
+    auto reply = svc->handle(request);
+    // The service answered Range itself (206 with Content-Range, or 416): cpp-httplib must not cut the answer
+    // again. `req` is the server's own mutable request object, handed to handlers as const.
+    const_cast<httplib::Request&>(req).ranges.clear();
+    res.status = reply.status;
+    for (auto& [name, value] : reply.headers) res.set_header(name, value);
+    if (reply.stream && reply.stream->size() > 0) {
+      // Content goes out as cpp-httplib pulls it, 64 KiB at a time, read from the files the answer holds open.
+      auto body = std::make_shared<service::StreamedBody>(std::move(*reply.stream));
+      res.set_content_provider(static_cast<std::size_t>(body->size()), reply.content_type,
+                               [body](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+                                 constexpr std::size_t piece = 64 * 1024;
+                                 return body->send(static_cast<std::int64_t>(offset),
+                                                   static_cast<std::int64_t>(std::min(length, piece)), sink.write);
+                               });
+      return;
+    }
+    // What set_content does, without copying the body (set_content takes it by const reference).
+    res.body = std::move(reply.body);
+    res.headers.erase("Content-Type");
+    res.set_header("Content-Type", reply.content_type);
+  };
+  auto handler = [respond](const httplib::Request& req, httplib::Response& res) {
     // The build's version, for operators and monitoring: no token needed, nothing from the store.
     if (req.method == "GET" && req.path == "/v1/version") {
       res.set_content(nlohmann::json{{"service", "kiln-service"}, {"version", KILN_VERSION}}.dump() + "\n",
                       "application/json");
       return;
     }
-    auto reply = svc->handle(to_request(req));
-    res.status = reply.status;
-    if (reply.status == 200 && !req.ranges.empty() && reply.headers.count("Accept-Ranges")) res.status = 206;
-    for (auto& [name, value] : reply.headers) res.set_header(name, value);
-    // What set_content does, without copying the body (set_content takes it by const reference).
-    res.body = std::move(reply.body);
-    res.headers.erase("Content-Type");
-    res.set_header("Content-Type", reply.content_type);
+    respond(req, res, to_request(req));
+  };
+  // PUT carries image chunks: the body is handed to the service as it arrives, never held whole.
+  auto streamed = [respond](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    auto request = to_request(req);
+    request.read_body = [&reader](const service::ByteReceiver& receive) { return reader(receive); };
+    respond(req, res, request);
   };
   server->Get(".*", handler);
   server->Post(".*", handler);
-  server->Put(".*", handler);
+  server->Put(".*", streamed);
   server->Patch(".*", handler);
   server->Delete(".*", handler);
   return server;
