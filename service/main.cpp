@@ -182,6 +182,9 @@ int init(const Paths& paths, const std::string& tenant, const StoreChoice& store
   return 0;
 }
 
+// The largest request body, an image chunk included (docs/openapi.yaml: 413 above it).
+constexpr std::size_t max_request_body = std::size_t{64} << 20;
+
 service::Request to_request(const httplib::Request& in) {
   service::Request out;
   out.method = in.method;
@@ -238,7 +241,7 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const Listen
   // A kept-alive connection holds a worker thread while it idles. Agents talk in bursts (check-in, manifest,
   // image ranges, statuses) separated by their check-in interval: release the thread soon after a burst.
   if (mutual_tls) server->set_keep_alive_timeout(1);
-  server->set_payload_max_length(std::size_t{64} << 20);
+  server->set_payload_max_length(max_request_body);
   // Every connection gets a thread of its own (up to --max-threads), so slow or idle clients hold only
   // their own; the guard's deadlines bound how long any of them can.
   server->new_task_queue = [options] {
@@ -283,11 +286,26 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const Listen
     }
     respond(req, res, to_request(req));
   };
-  // PUT carries image chunks: the body is handed to the service as it arrives, never held whole.
+  // PUT carries image chunks: the body is handed to the service as it arrives, never held whole. A body
+  // over the request limit (cpp-httplib sets 413 and skips it) is answered 413, not as a cut-off body.
   auto streamed = [respond](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
     auto request = to_request(req);
-    request.read_body = [&reader](const service::ByteReceiver& receive) { return reader(receive); };
+    bool too_large = false;
+    request.read_body = [&](const service::ByteReceiver& receive) {
+      bool read = reader(receive);
+      too_large = !read && res.status == 413;
+      return read;
+    };
     respond(req, res, request);
+    if (!too_large) return;
+    res.status = 413;
+    res.set_content(nlohmann::json{{"error",
+                                    {{"code", "payload_too_large"},
+                                     {"message", fmt::format("a request body may be at most {} MiB: send the image in "
+                                                             "smaller chunks (kiln image upload sends 1 MiB)",
+                                                             max_request_body >> 20)}}}}
+                            .dump(),
+                    "application/json");
   };
   server->Get(".*", handler);
   server->Post(".*", handler);

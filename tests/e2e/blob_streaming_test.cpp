@@ -92,6 +92,18 @@ TEST_CASE("blob streaming e2e: a 256 MiB image goes up and down with the service
   };
   // The same upload serves every check below (no SUBCASE: each would upload it again).
   {
+    INFO("a chunk over the 64 MiB request limit is refused with 413 and a message, and nothing is stored");
+    auto created = s.json({"image", "show", id});
+    transport::HttpRequest put{.method = "PUT",
+                               .path = "/v1/images/" + std::string(64, 'a') + "/content?offset=0",
+                               .body = std::string((64 << 20) + 1, 'x'),
+                               .content_type = "application/octet-stream"};
+    auto refused = client.send(put);
+    CHECK(refused.status == 413);
+    CHECK_MESSAGE(refused.body.find("at most 64 MiB") != std::string::npos, refused.body);
+    CHECK(s.json({"image", "show", id}) == created);
+  }
+  {
     INFO("Range: first bytes, a middle range, a suffix, and unsatisfiable ranges");
     auto first = ranged("bytes=0-99");
     CHECK(first.status == 206);
