@@ -18,21 +18,22 @@ namespace {
 // The largest piece a transfer reads or writes at once: what a stream holds in memory.
 constexpr std::size_t piece_size = 64 * 1024;
 
-bool write_all(int fd, const char* data, std::size_t length, int& error) {
+}  // namespace
+
+bool write_all_at(int fd, std::int64_t offset, const char* data, std::size_t length, int& error) {
   while (length > 0) {
-    auto n = ::write(fd, data, length);
+    auto n = ::pwrite(fd, data, length, static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       error = n < 0 ? errno : ENOSPC;
       return false;
     }
     data += n;
+    offset += n;
     length -= static_cast<std::size_t>(n);
   }
   return true;
 }
-
-}  // namespace
 
 ApiError storage_error(const std::filesystem::path& path, int error, const char* action) {
   if (error == ENOSPC || error == EDQUOT)
@@ -65,7 +66,7 @@ std::shared_ptr<const BlobFile> BlobFile::spool(const std::function<bool(const B
   int error = 0;
   std::int64_t size = 0;
   bool complete = read_body([&](const char* data, std::size_t length) {
-    if (error == 0 && write_all(fd, data, length, error)) size += static_cast<std::int64_t>(length);
+    if (error == 0 && write_all_at(fd, size, data, length, error)) size += static_cast<std::int64_t>(length);
     return true;
   });
   if (error != 0) throw storage_error(dir / ".incoming", error, "write");

@@ -38,6 +38,9 @@ class BlobFile {
   std::string name_;
 };
 
+// Writes all of `data` at `offset` of `fd`; false with `error` (an errno value) when it cannot.
+bool write_all_at(int fd, std::int64_t offset, const char* data, std::size_t length, int& error);
+
 // The error a failed write to a blob file is answered with: 507 for a full disk or quota (the client frees
 // space and resumes), else 500 naming the file and the reason.
 ApiError storage_error(const std::filesystem::path& path, int error, const char* action);

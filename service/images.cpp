@@ -111,17 +111,8 @@ class PartFile {
     std::int64_t done = 0;
     int error = 0;
     bool sent = chunk.send(0, chunk.size(), [&](const char* data, std::size_t length) {
-      while (length > 0) {
-        auto n = ::pwrite(fd_, data, length, static_cast<off_t>(offset + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-          error = n < 0 ? errno : ENOSPC;
-          return false;
-        }
-        data += n;
-        length -= static_cast<std::size_t>(n);
-        done += n;
-      }
+      if (!write_all_at(fd_, offset + done, data, length, error)) return false;
+      done += static_cast<std::int64_t>(length);
       return true;
     });
     if (!sent && error == 0) error = EIO;  // the spooled request body could not be read back
