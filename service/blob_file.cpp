@@ -116,7 +116,8 @@ StreamedBody StreamedBody::slice(std::int64_t first, std::int64_t last) const {
     std::int64_t begin = std::max(first, at), end = std::min(last + 1, at + piece.length);
     if (begin < end) {
       Piece part{piece.file, piece.offset + (begin - at), end - begin};
-      if (!piece.file) part.bytes = piece.bytes.substr(static_cast<std::size_t>(begin - at), static_cast<std::size_t>(end - begin));
+      if (!piece.file)
+        part.bytes = piece.bytes.substr(static_cast<std::size_t>(begin - at), static_cast<std::size_t>(end - begin));
       out.pieces.push_back(std::move(part));
     }
     at += piece.length;

@@ -42,7 +42,8 @@ TEST_CASE("blob file: a body of file and byte pieces is sliced and sent like the
   auto file = file_of(dir, "blob", text);
   // The delivery layout: file[0, 1000) + a replaced area + file[1500, end).
   std::string area = "AREA-REPLACED";
-  StreamedBody body{{{file, 0, 1000}, {nullptr, 0, static_cast<std::int64_t>(area.size()), area}, {file, 1500, 198500}}};
+  StreamedBody body{
+      {{file, 0, 1000}, {nullptr, 0, static_cast<std::int64_t>(area.size()), area}, {file, 1500, 198500}}};
   std::string whole = text.substr(0, 1000) + area + text.substr(1500);
   REQUIRE(body.size() == static_cast<std::int64_t>(whole.size()));
 
