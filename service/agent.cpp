@@ -11,6 +11,7 @@
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "service/blob_file.hpp"
 #include "service/factory_trust.hpp"
 #include "service/handlers.hpp"
 #include "service/rollout.hpp"
@@ -264,12 +265,7 @@ Response agent_deployment_manifest(Call& call) {
   if (!row.manifest) throw ApiError{404, "not_found", fmt::format("deployment {} has no manifest", row.id)};
   Response response;
   response.content_type = "application/cbor";
-  try {
-    auto bytes = read_file(blob_path(call.config, call.who.tenant_id, *row.manifest));
-    response.body.assign(bytes.begin(), bytes.end());
-  } catch (const Error&) {
-    throw ApiError{500, "internal", fmt::format("cannot read the content of manifest {}", *row.manifest)};
-  }
+  response.stream = StreamedBody::of_file(BlobFile::open(blob_path(call.config, call.who.tenant_id, *row.manifest)));
   return response;
 }
 

@@ -14,6 +14,7 @@
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "core/utf8.hpp"
+#include "service/blob_file.hpp"
 #include "service/factory_trust.hpp"
 #include "service/handlers.hpp"
 #include "service/store.hpp"
@@ -44,6 +45,8 @@ struct Route {
   RawHandler raw = nullptr;
   // The answer carries a secret shown once (a new token): it is never stored for an idempotent replay.
   bool secret_response = false;
+  // The handler reads a large body from its spooled file (request_content); other handlers get `body`.
+  bool streams_body = false;
   // The handler opens its own units of work instead of running in one (a large import applies its units in
   // batches, so that devices get the store between them); its audit entry is written once it has answered.
   bool own_units = false;
@@ -80,7 +83,7 @@ const std::vector<Route>& routes() {
       {{"GET", "/v1/groups/{}", anyone}, show_group},
       {{"PATCH", "/v1/groups/{}", operators}, update_group},
       {{"DELETE", "/v1/groups/{}", operators}, delete_group},
-      {{"POST", "/v1/devices/import", factory}, import_devices, nullptr, false, true},
+      {{"POST", "/v1/devices/import", factory}, import_devices, nullptr, false, false, true},
       {{"GET", "/v1/devices", anyone}, list_devices},
       {{"GET", "/v1/devices/count", anyone}, count_devices},
       {{"GET", "/v1/devices/{}", anyone}, show_device},
@@ -97,7 +100,7 @@ const std::vector<Route>& routes() {
       {{"GET", "/v1/images", anyone}, list_images},
       {{"GET", "/v1/images/{}", anyone}, show_image},
       {{"DELETE", "/v1/images/{}", operators}, delete_image},
-      {{"PUT", "/v1/images/{}/content", operators}, upload_image_chunk},
+      {{"PUT", "/v1/images/{}/content", operators}, upload_image_chunk, nullptr, false, true},
       {{"GET", "/v1/images/{}/content", anyone}, nullptr, download_image},
       {{"POST", "/v1/images/{}/manifest", operators}, link_image_manifest},
       {{"POST", "/v1/deployments", operators}, create_deployment},
@@ -512,7 +515,15 @@ struct Service::Impl {
       return error_response(403, "forbidden",
                             fmt::format("role {} may not {} {}", role_name(who->role), request.method, found->info.pattern));
 
-    Call call{*store, config, request, *who, std::move(params), parse_query(query)};
+    // A body that came as a stream, for a handler that reads `body`: bounded by the HTTP layer's request limit.
+    Request loaded;
+    if (request.body_file && !found->streams_body) {
+      loaded = request;
+      loaded.body = request.body_file->read_all();
+      loaded.body_file.reset();
+    }
+    const Request& handled = request.body_file && !found->streams_body ? loaded : request;
+    Call call{*store, config, handled, *who, std::move(params), parse_query(query)};
     auto key = header(request, "idempotency-key");
     bool replayable = request.method == "POST" && !key.empty();
     std::string request_sha256;
@@ -596,6 +607,20 @@ Response answer(std::function<Response()> dispatch) {
 }  // namespace
 
 Response Service::handle(const Request& request) {
+  // A streamed body is on disk before the unit of work begins: the store waits for no client's upload.
+  if (request.read_body) {
+    Request spooled = request;
+    spooled.read_body = {};
+    auto spool = answer([&] {
+      spooled.body_file = BlobFile::spool(request.read_body, impl_->config.image_dir);
+      return Response{};
+    });
+    if (!spooled.body_file) {
+      spool.headers["X-Request-Id"] = random_id("req_");
+      return spool;
+    }
+    return handle(spooled);
+  }
   // Each request is one unit of work of its own (no lock shared by all requests): GETs read a snapshot,
   // other methods write one at a time. What a handler stored before answering with an error stays (a
   // challenge is used up even by a failed proof); the handler's own units undo their part.

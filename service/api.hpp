@@ -19,6 +19,31 @@ enum class Role { admin, operator_, factory, reader };
 std::string role_name(Role role);
 std::optional<Role> parse_role(std::string_view name);
 
+class BlobFile;
+
+// Bytes given to `receive` as they arrive; false from `receive` stops the transfer.
+using ByteReceiver = std::function<bool(const char* data, std::size_t length)>;
+
+// A body sent as it is read (image and manifest content), never held whole: pieces of open files and of
+// bytes, which the HTTP layer (kiln-service: cpp-httplib's content provider) pulls in bounded chunks.
+struct StreamedBody {
+  struct Piece {
+    std::shared_ptr<const BlobFile> file;  // null: the piece is `bytes`
+    std::int64_t offset = 0;               // where the piece starts in `file`
+    std::int64_t length = 0;
+    std::string bytes = {};
+  };
+  std::vector<Piece> pieces;
+
+  static StreamedBody of_file(std::shared_ptr<const BlobFile> file);
+  std::int64_t size() const;
+  // The bytes [first, last] as a body of their own (the answer to a Range).
+  StreamedBody slice(std::int64_t first, std::int64_t last) const;
+  // Gives the bytes [offset, offset + length) to `write` in pieces of at most 64 KiB. False when `write`
+  // refuses them or a file ends before its piece does (nothing past the bytes read is ever sent).
+  bool send(std::int64_t offset, std::int64_t length, const ByteReceiver& write) const;
+};
+
 struct Request {
   std::string method;
   std::string target;  // raw path with optional ?query, percent-encoded as received
@@ -26,6 +51,11 @@ struct Request {
   std::string body;
   // Mutual TLS: the client's certificate chain, DER, leaf first (empty without a client certificate).
   std::vector<std::string> client_certificates;
+  // A body that may be large (an image chunk), handed over as a reader instead of `body` (kiln-service:
+  // cpp-httplib's content reader). Service::handle drains it into an unnamed file (`body_file`) before the
+  // request's unit of work begins: no store lock or transaction waits on a client's upload speed.
+  std::function<bool(const ByteReceiver& receive)> read_body = {};
+  std::shared_ptr<const BlobFile> body_file = {};
 };
 
 struct Response {
@@ -33,6 +63,7 @@ struct Response {
   std::string body;
   std::string content_type = "application/json";
   std::map<std::string, std::string> headers;
+  std::optional<StreamedBody> stream = {};  // sent instead of `body` when set
 };
 
 // One row of the route table: used by the router and enumerated by the authorization tests.

@@ -7,6 +7,7 @@
 
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "service/blob_file.hpp"
 #include "service/handlers.hpp"
 #include "service/store.hpp"
 #include "signing/image_delivery.hpp"
@@ -76,40 +77,25 @@ Response agent_download_image(Call& call) {
   if (call.config.delivery_key && sha.size() == 64) mine = call.store.find_device_image(call.who.device_id, sha);
   if (!mine) return download_image(call);
   auto path = blob_path(call.config, call.who.tenant_id, sha);
+  // The release's file, opened before it is parsed and sent from this descriptor: a delete meanwhile
+  // cannot cut the answer short.
+  std::shared_ptr<const BlobFile> file;
   mcuboot::KeyTlvLocation at;
   try {
+    file = BlobFile::open(path);
     at = mcuboot::locate_key_tlv(path);
   } catch (const Error&) {
     throw ApiError{500, "internal", fmt::format("cannot read the content of image {}", sha)};
   }
-  Bytes area = from_hex(mine->area);
-  std::int64_t first = 0, last = mine->size - 1;
-  Response response;
-  response.content_type = "application/octet-stream";
-  response.headers["Accept-Ranges"] = "bytes";
-  auto range = call.request.headers.find("range");
-  if (range != call.request.headers.end()) {
-    auto wanted = byte_range(range->second, mine->size);
-    if (!wanted) {
-      response.status = 416;
-      response.headers["Content-Range"] = fmt::format("bytes */{}", mine->size);
-      return response;
-    }
-    first = wanted->first;
-    last = wanted->second;
-    response.status = 206;
-    response.headers["Content-Range"] = fmt::format("bytes {}-{}/{}", first, last, mine->size);
-  }
-  response.body.reserve(static_cast<std::size_t>(last - first + 1));
-  mcuboot::stream_with_area(
-      path, at, area,
-      [&](ByteView piece) {
-        std::size_t room = static_cast<std::size_t>(last - first + 1) - response.body.size();
-        std::size_t n = std::min(room, piece.size());
-        response.body.append(reinterpret_cast<const char*>(piece.data()), n);
-      },
-      static_cast<std::uint64_t>(first));
-  return response;
+  // The release with its unprotected area replaced by the device's (mcuboot::stream_with_area's layout).
+  auto area = from_hex(mine->area);
+  auto tail = static_cast<std::int64_t>(at.area_offset + at.area_size);
+  StreamedBody whole{{{file, 0, static_cast<std::int64_t>(at.area_offset)},
+                      {nullptr, 0, static_cast<std::int64_t>(area.size()), std::string(area.begin(), area.end())},
+                      {file, tail, static_cast<std::int64_t>(at.file_size) - tail}}};
+  if (whole.size() != mine->size)
+    throw ApiError{500, "internal", fmt::format("image {} changed since it was wrapped for device {}", sha, call.who.device_id)};
+  return content_response(call, std::move(whole));
 }
 
 }  // namespace kiln::service

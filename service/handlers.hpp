@@ -143,6 +143,9 @@ Reply delete_image(Call& call);
 // One range of a Range header ("bytes=A-B", "bytes=A-", "bytes=-N") clamped to `size`; nullopt when malformed
 // or unsatisfiable.
 std::optional<std::pair<std::int64_t, std::int64_t>> byte_range(const std::string& header, std::int64_t size);
+// Content streamed from its files as the answer to a GET: the whole of it (200), the one range its Range
+// header asks for (206 with Content-Range), or 416 when that range is malformed or past the end.
+Response content_response(const Call& call, StreamedBody whole);
 
 // Encrypted releases delivered per device (delivery.cpp, docs/encrypted-delivery.md).
 // The release image `sha` as this device gets it: the content key wrapped to its own image-encryption key,

@@ -10,11 +10,11 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "service/blob_file.hpp"
 #include "service/handlers.hpp"
 #include "signing/file_digest.hpp"
 #include "signing/signer.hpp"
@@ -72,13 +72,6 @@ std::int64_t upload_offset(const Call& call) {
 
 std::string file_sha256(const std::filesystem::path& path) { return to_hex(file_digest(HashAlg::sha256, path)); }
 
-ApiError storage_error(const std::filesystem::path& path, int error, const char* action) {
-  if (error == ENOSPC || error == EDQUOT)
-    return {507, "insufficient_storage",
-            "the service has no room for this image: free disk space and resume the upload"};
-  return {500, "internal", fmt::format("cannot {} {}: {}", action, path.filename().string(), std::strerror(error))};
-}
-
 void sync_directory(const std::filesystem::path& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) throw storage_error(dir, errno, "open");
@@ -111,21 +104,18 @@ class PartFile {
     if (::ftruncate(fd_, length) != 0 || ::fsync(fd_) != 0) throw storage_error(path_, errno, "truncate");
   }
 
-  // Writes `data` at `offset` and waits until it is on disk. On any failure (a full disk, a short write)
-  // the file is cut back to `offset`, so nothing half-written is ever taken for received content.
-  void write_at(std::int64_t offset, std::string_view data) {
-    std::size_t done = 0;
+  // Writes `chunk` at `offset`, a bounded piece at a time, and waits until it is on disk. On any failure (a
+  // full disk, a short write) the file is cut back to `offset`, so nothing half-written is ever taken for
+  // received content.
+  void write_at(std::int64_t offset, const StreamedBody& chunk) {
+    std::int64_t done = 0;
     int error = 0;
-    while (done < data.size()) {
-      auto n =
-          ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(offset) + static_cast<off_t>(done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        error = n < 0 ? errno : ENOSPC;
-        break;
-      }
-      done += static_cast<std::size_t>(n);
-    }
+    bool sent = chunk.send(0, chunk.size(), [&](const char* data, std::size_t length) {
+      if (!write_all_at(fd_, offset + done, data, length, error)) return false;
+      done += static_cast<std::int64_t>(length);
+      return true;
+    });
+    if (!sent && error == 0) error = EIO;  // the spooled request body could not be read back
     if (error == 0 && ::fsync(fd_) != 0) error = errno;
     if (error != 0) {
       // Best effort: cut the partial range off again. The write's error is the one the client hears, so
@@ -237,11 +227,11 @@ Reply upload_image_chunk(Call& call) {
   if (offset != row.received)
     throw ApiError{409, "offset_mismatch",
                    fmt::format("upload of {} continues at offset {}, not {}", sha, row.received, offset)};
-  auto& chunk = call.request.body;
-  if (static_cast<std::int64_t>(chunk.size()) > row.size - row.received)
+  auto chunk = request_content(call.request);
+  if (chunk.size() > row.size - row.received)
     throw ApiError{400, "invalid_request", "chunk goes past the image size"};
   part.write_at(row.received, chunk);
-  row.received += static_cast<std::int64_t>(chunk.size());
+  row.received += chunk.size();
   if (row.received == row.size) {
     if (file_sha256(part_path) != sha) {
       row.received = 0;
@@ -279,33 +269,37 @@ Reply delete_image(Call& call) {
   return {200, Json{{"deleted", sha}}};
 }
 
-Response download_image(Call& call) {
-  auto sha = checked_sha(call.params[0]);
-  auto row = require_image(call, sha);
-  if (!row.complete) throw ApiError{409, "incomplete", fmt::format("image {} is still being uploaded", sha)};
-  std::int64_t first = 0, last = row.size - 1;
+Response content_response(const Call& call, StreamedBody whole) {
+  auto size = whole.size();
   Response response;
   response.content_type = "application/octet-stream";
   response.headers["Accept-Ranges"] = "bytes";
   auto range = call.request.headers.find("range");
-  if (range != call.request.headers.end()) {
-    auto wanted = byte_range(range->second, row.size);
-    if (!wanted) {
-      response.status = 416;
-      response.headers["Content-Range"] = fmt::format("bytes */{}", row.size);
-      return response;
-    }
-    first = wanted->first;
-    last = wanted->second;
-    response.status = 206;
-    response.headers["Content-Range"] = fmt::format("bytes {}-{}/{}", first, last, row.size);
+  if (range == call.request.headers.end()) {
+    response.stream = std::move(whole);
+    return response;
   }
-  std::ifstream in(content_path(call, sha, false), std::ios::binary);
-  in.seekg(first);
-  response.body.resize(static_cast<std::size_t>(last - first + 1));
-  in.read(response.body.data(), static_cast<std::streamsize>(response.body.size()));
-  if (!in) throw ApiError{500, "internal", "cannot read image content"};
+  auto wanted = byte_range(range->second, size);
+  if (!wanted) {
+    response.status = 416;
+    response.headers["Content-Range"] = fmt::format("bytes */{}", size);
+    return response;
+  }
+  response.status = 206;
+  response.headers["Content-Range"] = fmt::format("bytes {}-{}/{}", wanted->first, wanted->second, size);
+  response.stream = whole.slice(wanted->first, wanted->second);
   return response;
+}
+
+Response download_image(Call& call) {
+  auto sha = checked_sha(call.params[0]);
+  auto row = require_image(call, sha);
+  if (!row.complete) throw ApiError{409, "incomplete", fmt::format("image {} is still being uploaded", sha)};
+  // Opened now, read as it is sent: a delete meanwhile removes the name, not the bytes this answer sends.
+  auto file = BlobFile::open(content_path(call, sha, false));
+  if (file->size() != row.size)
+    throw ApiError{500, "internal", fmt::format("the content of image {} is {} bytes, not {}", sha, file->size(), row.size)};
+  return content_response(call, StreamedBody::of_file(std::move(file)));
 }
 
 }  // namespace kiln::service

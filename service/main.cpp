@@ -186,6 +186,9 @@ int init(const Paths& paths, const std::string& tenant, const StoreChoice& store
   return 0;
 }
 
+// The largest request body, an image chunk included (docs/openapi.yaml: 413 above it).
+constexpr std::size_t max_request_body = std::size_t{64} << 20;
+
 service::Request to_request(const httplib::Request& in) {
   service::Request out;
   out.method = in.method;
@@ -193,8 +196,7 @@ service::Request to_request(const httplib::Request& in) {
   for (auto& [name, value] : in.headers) {
     std::string lower = name;
     for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    // cpp-httplib applies Range itself to the response body: give the service the whole request less Range.
-    if (lower != "range") out.headers[lower] = value;
+    out.headers[lower] = value;
   }
   out.body = in.body;
   if (in.ssl) out.client_certificates = service::SessionTicketKeys::peer_certificates(const_cast<SSL*>(in.ssl));
@@ -230,7 +232,7 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const Listen
   // A kept-alive connection holds a worker thread while it idles. Agents talk in bursts (check-in, manifest,
   // image ranges, statuses) separated by their check-in interval: release the thread soon after a burst.
   if (mutual_tls) server->set_keep_alive_timeout(1);
-  server->set_payload_max_length(std::size_t{64} << 20);
+  server->set_payload_max_length(max_request_body);
   // Every connection gets a thread of its own (up to --max-threads), so slow or idle clients hold only
   // their own; the guard's deadlines bound how long any of them can.
   server->new_task_queue = [options] {
@@ -243,25 +245,62 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const Listen
     httplib::default_socket_options(socket);
     listen_socket = socket;
   });
-  auto handler = [svc](const httplib::Request& req, httplib::Response& res) {
+  auto respond = [svc](const httplib::Request& req, httplib::Response& res, const service::Request& request) {
+    auto reply = svc->handle(request);
+    // The service answered Range itself (206 with Content-Range, or 416): cpp-httplib must not cut the answer
+    // again. `req` is the server's own mutable request object, handed to handlers as const.
+    const_cast<httplib::Request&>(req).ranges.clear();
+    res.status = reply.status;
+    for (auto& [name, value] : reply.headers) res.set_header(name, value);
+    if (reply.stream && reply.stream->size() > 0) {
+      // Content goes out as cpp-httplib pulls it, 64 KiB at a time, read from the files the answer holds open.
+      auto body = std::make_shared<service::StreamedBody>(std::move(*reply.stream));
+      res.set_content_provider(static_cast<std::size_t>(body->size()), reply.content_type,
+                               [body](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+                                 constexpr std::size_t piece = 64 * 1024;
+                                 return body->send(static_cast<std::int64_t>(offset),
+                                                   static_cast<std::int64_t>(std::min(length, piece)), sink.write);
+                               });
+      return;
+    }
+    // What set_content does, without copying the body (set_content takes it by const reference).
+    res.body = std::move(reply.body);
+    res.headers.erase("Content-Type");
+    res.set_header("Content-Type", reply.content_type);
+  };
+  auto handler = [respond](const httplib::Request& req, httplib::Response& res) {
     // The build's version, for operators and monitoring: no token needed, nothing from the store.
     if (req.method == "GET" && req.path == "/v1/version") {
       res.set_content(nlohmann::json{{"service", "kiln-service"}, {"version", KILN_VERSION}}.dump() + "\n",
                       "application/json");
       return;
     }
-    auto reply = svc->handle(to_request(req));
-    res.status = reply.status;
-    if (reply.status == 200 && !req.ranges.empty() && reply.headers.count("Accept-Ranges")) res.status = 206;
-    for (auto& [name, value] : reply.headers) res.set_header(name, value);
-    // What set_content does, without copying the body (set_content takes it by const reference).
-    res.body = std::move(reply.body);
-    res.headers.erase("Content-Type");
-    res.set_header("Content-Type", reply.content_type);
+    respond(req, res, to_request(req));
+  };
+  // PUT carries image chunks: the body is handed to the service as it arrives, never held whole. A body
+  // over the request limit (cpp-httplib sets 413 and skips it) is answered 413, not as a cut-off body.
+  auto streamed = [respond](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    auto request = to_request(req);
+    bool too_large = false;
+    request.read_body = [&](const service::ByteReceiver& receive) {
+      bool read = reader(receive);
+      too_large = !read && res.status == 413;
+      return read;
+    };
+    respond(req, res, request);
+    if (!too_large) return;
+    res.status = 413;
+    res.set_content(nlohmann::json{{"error",
+                                    {{"code", "payload_too_large"},
+                                     {"message", fmt::format("a request body may be at most {} MiB: send the image in "
+                                                             "smaller chunks (kiln image upload sends 1 MiB)",
+                                                             max_request_body >> 20)}}}}
+                            .dump(),
+                    "application/json");
   };
   server->Get(".*", handler);
   server->Post(".*", handler);
-  server->Put(".*", handler);
+  server->Put(".*", streamed);
   server->Patch(".*", handler);
   server->Delete(".*", handler);
   return server;
