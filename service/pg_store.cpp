@@ -371,29 +371,16 @@ ALTER TABLE devices ADD COLUMN IF NOT EXISTS trust_version BIGINT;
 }
 // ---- end of migration 13 ----
 
-// The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
-// transaction (PostgreSQL's schema changes are transactional: a migration killed half-way leaves nothing,
-// and the next start runs it again). Append only: a released migration never changes. The version lives
-// in table kiln_schema (no table: a new, empty database).
+// The schema's versions (KILN_STORE_MIGRATIONS), each in one transaction (PostgreSQL's schema changes are
+// transactional: a migration killed half-way leaves nothing, and the next start runs it again). The version
+// lives in table kiln_schema (no table: a new, empty database).
 struct Migration {
   int version;
   void (*apply)(PGconn* conn);
 };
-constexpr Migration migrations[] = {
-    {1, baseline_schema},
-    {2, add_deployment_tallies},
-    {3, add_ledger_heads},
-    {4, add_rollout_safety},
-    {5, add_encrypted_delivery},
-    {6, add_rollout_controls},
-    {7, add_retries_and_zones},
-    {8, add_revocation},
-    {9, add_audit_log},
-    {10, add_manifest_threshold},
-    {11, add_device_transfers},  // issue 17 item 4
-    {12, add_trust_updates},     // issue 17 item 2
-    {13, add_trust_deployments},  // issue 17 item 2
-};
+#define KILN_MIGRATION(version, apply) Migration{version, apply},
+constexpr Migration migrations[] = {KILN_STORE_MIGRATIONS(KILN_MIGRATION)};
+#undef KILN_MIGRATION
 
 int read_schema_version(PGconn* conn) {
   auto exists = run(conn, "SELECT to_regclass('kiln_schema') IS NOT NULL");
@@ -469,12 +456,7 @@ void migrate(PGconn* conn, const std::string& url, int target) {
                  "CREATE TABLE IF NOT EXISTS kiln_schema (id INTEGER PRIMARY KEY CHECK (id = 1), "
                  "version INTEGER NOT NULL)");
       int current = read_schema_version(conn);
-      if (current > latest)
-        throw Error(ExitCode::conflict,
-                    fmt::format("the store {} has schema version {}, newer than this kiln-service knows ({}): a "
-                                "newer release wrote it, and an older one must not change it",
-                                redact_store_url(url), current, latest),
-                    "run the kiln-service release that wrote this store, or a newer one");
+      check_schema_not_newer(redact_store_url(url), current, latest);
       if (current >= target) {
         run(conn, "COMMIT");
         return;

@@ -274,28 +274,15 @@ void add_trust_deployments(Db& db) {
 }
 // ---- end of migration 13 ----
 
-// The schema's versions, oldest first: migration N brings a store from version N-1 to N, in one
-// transaction. Append only: a released migration never changes. The version lives in PRAGMA user_version
-// (0: a store from before versioned migrations, or a new file).
+// The schema's versions (KILN_STORE_MIGRATIONS), each in one transaction. The version lives in PRAGMA
+// user_version (0: a store from before versioned migrations, or a new file).
 struct Migration {
   int version;
   void (*apply)(Db& db);
 };
-constexpr Migration migrations[] = {
-    {1, baseline_schema},
-    {2, add_deployment_tallies},
-    {3, add_ledger_heads},
-    {4, add_rollout_safety},
-    {5, add_encrypted_delivery},
-    {6, add_rollout_controls},
-    {7, add_retries_and_zones},
-    {8, add_revocation},
-    {9, add_audit_log},
-    {10, add_manifest_threshold},
-    {11, add_device_transfers},  // issue 17 item 4
-    {12, add_trust_updates},     // issue 17 item 2
-    {13, add_trust_deployments},  // issue 17 item 2
-};
+#define KILN_MIGRATION(version, apply) Migration{version, apply},
+constexpr Migration migrations[] = {KILN_STORE_MIGRATIONS(KILN_MIGRATION)};
+#undef KILN_MIGRATION
 
 int schema_version(Db& db) {
   auto q = db.prepare("PRAGMA user_version");
@@ -306,12 +293,7 @@ int schema_version(Db& db) {
 void migrate(Db& db, const std::string& path) {
   int current = schema_version(db);
   int latest = std::end(migrations)[-1].version;
-  if (current > latest)
-    throw Error(ExitCode::conflict,
-                fmt::format("the store {} has schema version {}, newer than this kiln-service knows ({}): a newer "
-                            "release wrote it, and an older one must not change it",
-                            path, current, latest),
-                "run the kiln-service release that wrote this store, or a newer one");
+  check_schema_not_newer(path, current, latest);
   if (current == latest) return;
   for (const auto& migration : migrations) {
     if (migration.version <= current) continue;

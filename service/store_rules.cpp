@@ -1,8 +1,11 @@
 // What the two Store backends share besides the seam: row mappings, JSON of array columns, tally bookkeeping.
 #include "service/store_rules.hpp"
 
+#include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
+#include "core/error.hpp"
 #include "service/rollout.hpp"
 #include "service/rollout_policy.hpp"
 
@@ -220,6 +223,15 @@ std::vector<TallyRow> report_rows(int wave, const std::optional<std::string>& pr
   if (previous) rows.push_back({wave, *previous, -1});
   rows.push_back({wave, status, 1});
   return rows;
+}
+
+void check_schema_not_newer(const std::string& store, int current, int latest) {
+  if (current <= latest) return;
+  throw Error(ExitCode::conflict,
+              fmt::format("the store {} has schema version {}, newer than this kiln-service knows ({}): a newer "
+                          "release wrote it, and an older one must not change it",
+                          store, current, latest),
+              "run the kiln-service release that wrote this store, or a newer one");
 }
 
 }  // namespace kiln::service

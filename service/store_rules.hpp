@@ -61,6 +61,29 @@ Deployment read_deployment(const StoreRow& row);
 // group, `p` the group's product); with `later_columns` those of schema versions 4, 6 and 13 follow.
 std::string deployment_select(std::string_view first_columns, bool later_columns);
 
+// The schema's migrations, oldest first: migration N brings a store from version N-1 to N, in one transaction.
+// Each backend defines a function of each name for its own connection and builds its table with this list,
+// so both stores know the same versions (a step one of them lacks does not compile). Append only: a
+// released migration never changes.
+#define KILN_STORE_MIGRATIONS(MIGRATION) \
+  MIGRATION(1, baseline_schema)          \
+  MIGRATION(2, add_deployment_tallies)   \
+  MIGRATION(3, add_ledger_heads)         \
+  MIGRATION(4, add_rollout_safety)       \
+  MIGRATION(5, add_encrypted_delivery)   \
+  MIGRATION(6, add_rollout_controls)     \
+  MIGRATION(7, add_retries_and_zones)    \
+  MIGRATION(8, add_revocation)           \
+  MIGRATION(9, add_audit_log)            \
+  MIGRATION(10, add_manifest_threshold)  \
+  MIGRATION(11, add_device_transfers)    \
+  MIGRATION(12, add_trust_updates)       \
+  MIGRATION(13, add_trust_deployments)
+
+// Refuses (Error conflict) a store whose schema version is newer than this release's latest: a newer
+// release wrote it, and an older one must not change it. `store` names it (a path, a redacted URL).
+void check_schema_not_newer(const std::string& store, int current, int latest);
+
 // The column devices are counted by.
 const char* device_count_column(DeviceCountKey by);
 // Counted by an id (group, product) that the answer names instead ("Product/Group", product name).

@@ -12,6 +12,7 @@
 
 #include "core/error.hpp"
 #include "signing/certificate_builder.hpp"
+#include "signing/key_export.hpp"
 #include "signing/openssl_ptr.hpp"
 
 namespace kiln {
@@ -52,15 +53,6 @@ Bytes der_of(X509* cert) {
   Bytes out(static_cast<std::size_t>(n));
   unsigned char* p = out.data();
   i2d_X509(cert, &p);
-  return out;
-}
-
-Bytes spki_of(EVP_PKEY* key) {
-  int n = i2d_PUBKEY(key, nullptr);
-  if (n <= 0) throw Error(ExitCode::failure, "cannot encode a public key").with_detail(openssl_errors());
-  Bytes out(static_cast<std::size_t>(n));
-  unsigned char* p = out.data();
-  i2d_PUBKEY(key, &p);
   return out;
 }
 
@@ -113,7 +105,7 @@ Bytes create_certificate(const CertificateRequest& request, const Signer& signer
   ossl::Ptr<X509> issuer;
   if (issuer_certificate_der) {
     issuer = parse(*issuer_certificate_der, "the issuer certificate");
-    if (spki_of(X509_get0_pubkey(issuer.get())) != signer.public_key_der())
+    if (spki_der(X509_get0_pubkey(issuer.get())) != signer.public_key_der())
       throw Error(ExitCode::verification_failed,
                   fmt::format("{} is not the key of the issuer certificate", signer.description()),
                   "pass the issuer certificate's own key with --issuer-key");
@@ -196,7 +188,7 @@ CertificateInfo describe_certificate(ByteView der) {
   info.ca = X509_check_ca(cert.get()) != 0;
   EVP_PKEY* key = X509_get0_pubkey(cert.get());
   if (!key) throw Error(ExitCode::verification_failed, "the certificate's public key is malformed");
-  info.public_key_der = spki_of(key);
+  info.public_key_der = spki_der(key);
   info.key_type = public_key_type(info.public_key_der);
   info.fingerprint = to_hex(digest(HashAlg::sha256, der));
   info.self_signed = X509_NAME_cmp(X509_get_subject_name(cert.get()), X509_get_issuer_name(cert.get())) == 0;

@@ -12,20 +12,12 @@
 
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "signing/key_export.hpp"
 #include "signing/openssl_ptr.hpp"
 
 namespace kiln {
 namespace {
 
-
-Bytes spki_der(EVP_PKEY* key) {
-  int len = i2d_PUBKEY(key, nullptr);
-  if (len <= 0) throw Error(ExitCode::failure, "cannot encode the public key").with_detail(openssl_errors());
-  Bytes out(static_cast<std::size_t>(len));
-  unsigned char* p = out.data();
-  i2d_PUBKEY(key, &p);
-  return out;
-}
 
 class FileSigner final : public Signer {
  public:

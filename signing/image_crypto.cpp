@@ -14,6 +14,7 @@
 #include "core/error.hpp"
 #include "signing/file_key.hpp"
 #include "signing/kdf.hpp"
+#include "signing/key_export.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/pkcs11.hpp"
 
@@ -231,19 +232,10 @@ class OpenerBase : public ContentKeyOpener {
   EncryptionKeyKind kind_ = EncryptionKeyKind::ecies_p256;
 };
 
-Bytes public_der_of(EVP_PKEY* key) {
-  int length = i2d_PUBKEY(key, nullptr);
-  if (length <= 0) throw crypto_failure("cannot encode the public key");
-  Bytes der(static_cast<std::size_t>(length));
-  unsigned char* p = der.data();
-  i2d_PUBKEY(key, &p);
-  return der;
-}
-
 class FileOpener final : public OpenerBase {
  public:
   FileOpener(ossl::Ptr<EVP_PKEY> key, std::string description)
-      : OpenerBase(public_der_of(key.get()), std::move(description)), key_(std::move(key)) {}
+      : OpenerBase(spki_der(key.get()), std::move(description)), key_(std::move(key)) {}
 
  protected:
   Bytes agree(EVP_PKEY* peer, ByteView) const override { return ecdh(key_.get(), peer); }

@@ -71,6 +71,15 @@ Bytes pem_public_key(ByteView spki_der) {
 
 }  // namespace
 
+Bytes spki_der(EVP_PKEY* key) {
+  int length = key ? i2d_PUBKEY(key, nullptr) : 0;
+  if (length <= 0) throw Error(ExitCode::failure, "cannot encode the public key").with_detail(openssl_errors());
+  Bytes out(static_cast<std::size_t>(length));
+  unsigned char* p = out.data();
+  i2d_PUBKEY(key, &p);
+  return out;
+}
+
 PublicKeyFormat parse_public_key_format(std::string_view name) {
   if (name == "pem") return PublicKeyFormat::pem;
   if (name == "der") return PublicKeyFormat::der;

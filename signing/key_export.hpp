@@ -3,6 +3,8 @@
 
 #include <string_view>
 
+#include <openssl/types.h>
+
 #include "core/bytes.hpp"
 
 namespace kiln {
@@ -13,6 +15,10 @@ enum class PublicKeyFormat { pem, der, c, rust, raw };
 PublicKeyFormat parse_public_key_format(std::string_view name);
 // Binary formats (der, raw) must not be written to a terminal.
 bool is_binary_format(PublicKeyFormat format);
+
+// A key's public half as DER SubjectPublicKeyInfo (as `openssl pkey -pubout -outform DER`); throws
+// Error(failure) for a null key or one OpenSSL cannot encode.
+Bytes spki_der(EVP_PKEY* key);
 
 // The key in `format`, from a DER SubjectPublicKeyInfo:
 //   pem   as `openssl pkey -pubout`;  der  the SPKI itself;

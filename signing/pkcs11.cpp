@@ -15,6 +15,7 @@
 
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "signing/key_export.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/pkcs11_uri.hpp"
 
@@ -303,15 +304,6 @@ Bytes unwrap_ec_point(ByteView point, std::size_t raw_size) {
               fmt::format("the token returned an EC point of {} bytes kiln cannot read", point.size()));
 }
 
-Bytes spki_from_pkey(EVP_PKEY* key) {
-  int length = key ? i2d_PUBKEY(key, nullptr) : 0;
-  if (length <= 0) throw Error(ExitCode::failure, "cannot encode the token's public key").with_detail(openssl_errors());
-  Bytes out(static_cast<std::size_t>(length));
-  unsigned char* p = out.data();
-  i2d_PUBKEY(key, &p);
-  return out;
-}
-
 Bytes spki_from_params(const char* algorithm, OSSL_PARAM_BLD* builder) {
   ossl::Ptr<OSSL_PARAM> params(OSSL_PARAM_BLD_to_param(builder));
   ossl::Ptr<EVP_PKEY_CTX> context(EVP_PKEY_CTX_new_from_name(nullptr, algorithm, nullptr));
@@ -320,7 +312,7 @@ Bytes spki_from_params(const char* algorithm, OSSL_PARAM_BLD* builder) {
       EVP_PKEY_fromdata(context.get(), &key, EVP_PKEY_PUBLIC_KEY, params.get()) != 1)
     throw Error(ExitCode::failure, "the token's public key is not valid").with_detail(openssl_errors());
   ossl::Ptr<EVP_PKEY> owned(key);
-  return spki_from_pkey(owned.get());
+  return spki_der(owned.get());
 }
 
 Bytes ec_spki(const char* group, ByteView point) {
@@ -361,7 +353,7 @@ std::optional<Bytes> spki_from_attributes(Session& session, ck_object_handle_t o
     if (!point) return std::nullopt;
     Bytes raw = unwrap_ec_point(*point, 32);
     ossl::Ptr<EVP_PKEY> key(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, raw.data(), raw.size()));
-    return spki_from_pkey(key.get());
+    return spki_der(key.get());
   }
   if (key_type == CKK_EC) {
     if (!params) return std::nullopt;
@@ -381,7 +373,7 @@ std::optional<Bytes> spki_from_certificate(Session& session, ck_object_handle_t 
   const unsigned char* p = der->data();
   ossl::Ptr<X509> cert(d2i_X509(nullptr, &p, static_cast<long>(der->size())));
   if (!cert) return std::nullopt;
-  return spki_from_pkey(X509_get0_pubkey(cert.get()));
+  return spki_der(X509_get0_pubkey(cert.get()));
 }
 
 // Everything one key operation needs, released in reverse order: login, session, module.

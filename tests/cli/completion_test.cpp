@@ -55,22 +55,42 @@ CommandSpec tree() {
 
 bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
+void write_script(const std::string& path, const std::string& script) {
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  REQUIRE(f);
+  std::fwrite(script.data(), 1, script.size(), f);
+  std::fclose(f);
+}
+
 // What bash's programmable completion offers after `words` (the last one being completed).
 std::string bash_offers(const std::string& script, const std::string& words) {
   test::TempDir dir;
   std::string path = dir.file("kiln.bash");
-  {
-    std::FILE* f = std::fopen(path.c_str(), "w");
-    REQUIRE(f);
-    std::fwrite(script.data(), 1, script.size(), f);
-    std::fclose(f);
-  }
+  write_script(path, script);
   auto r = test::run_process("/bin/bash", {"-c", "source " + path + "; COMP_WORDS=(" + words +
                                                      "); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _kiln; "
                                                      "printf '%s\\n' \"${COMPREPLY[@]}\" | sort | tr '\\n' ' '"});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   return r.out;
+}
+
+// What fish offers for `line` (the candidates without their descriptions, sorted, each followed by a space).
+std::string fish_offers(const std::string& script, const std::string& line) {
+  test::TempDir dir;
+  std::string path = dir.file("kiln.fish");
+  write_script(path, script);
+  auto r = test::run_process("/usr/bin/fish", {"--no-config", "-c", "source " + path + "; complete -C '" + line +
+                                                                        "' | cut -f1 | sort | tr '\\n' ' '"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  return r.out;
+}
+
+std::size_t occurrences(const std::string& text, const std::string& part) {
+  std::size_t n = 0;
+  for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
+  return n;
 }
 
 }  // namespace
@@ -122,8 +142,22 @@ TEST_CASE("completion: zsh and fish name the same commands and options, quoted f
   CHECK_FALSE(has(zsh, "__complete:"));
   auto fish = cli::completion_script(tree(), "fish");
   CHECK(has(fish, "complete -c kiln -e"));
-  CHECK(has(fish, "-a 'generate' -d 'make a key, it\\'s new'"));  // fish escapes the quote
+  CHECK(has(fish, "'generate' 'make a key, it\\'s new'"));  // fish escapes the quote
   CHECK(has(fish, "-a 'ec-p256 ed25519'"));
   CHECK(has(fish, "kiln __complete board"));
-  CHECK_FALSE(has(fish, "-a '__complete'"));
+  CHECK_FALSE(has(fish, "'__complete'"));
+}
+
+TEST_CASE("completion: fish declares each option once, at its level, and fish hands it down to the levels below") {
+  auto fish = cli::completion_script(tree(), "fish");
+  CHECK(occurrences(fish, "-l verbose") == 1);
+  CHECK(occurrences(fish, "-l output") == 1);
+  // The global -o stops where generate's own -o (a file) shadows it.
+  CHECK(has(fish, "-n '__kiln_in \\'.\\' -- \\'key generate\\'' -s o -l output"));
+  CHECK(fish_offers(fish, "kiln ") == "board key ");
+  CHECK(fish_offers(fish, "kiln -o json key ") == "generate list ");  // -o's value is skipped
+  CHECK(fish_offers(fish, "kiln key list --") == "--output --verbose ");
+  CHECK(fish_offers(fish, "kiln key generate --") == "--out --type --verbose ");
+  CHECK(fish_offers(fish, "kiln key list -o j") == "json ");
+  CHECK(fish_offers(fish, "kiln key generate --type e") == "ec-p256 ed25519 ");
 }

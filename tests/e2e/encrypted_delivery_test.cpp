@@ -23,12 +23,10 @@ std::string sha256_hex(const std::string& path) { return to_hex(digest(HashAlg::
 }  // namespace
 
 TEST_CASE("encrypted delivery e2e: a release encrypted for the service reaches each board wrapped to its own key") {
-  test::OtaFleetOptions options;
-  options.boards = 3;
-  options.factory_firmware = false;
-  options.delivery_key = true;
-  options.profile_extra = "[encryption]\nmode = \"generate\"\n";
-  test::OtaFleet fleet(options);
+  test::OtaFleet fleet({.boards = 3,
+                        .factory_firmware = false,
+                        .delivery_key = true,
+                        .profile_extra = "[encryption]\nmode = \"generate\"\n"});
   REQUIRE(fleet.uids().size() == 3);
 
   // The bundle carried each board's own image-encryption public key.
@@ -126,12 +124,10 @@ TEST_CASE("encrypted delivery e2e: a release encrypted for the service reaches e
 }
 
 TEST_CASE("encrypted delivery e2e: a release encrypted for a key the boards do not hold is refused by each agent") {
-  test::OtaFleetOptions options;
-  options.boards = 2;
-  options.factory_firmware = false;
-  options.delivery_key = true;
-  options.profile_extra = "[encryption]\nmode = \"generate\"\ntype = \"ecies-x25519\"\n";
-  test::OtaFleet fleet(options);
+  test::OtaFleet fleet({.boards = 2,
+                        .factory_firmware = false,
+                        .delivery_key = true,
+                        .profile_extra = "[encryption]\nmode = \"generate\"\ntype = \"ecies-x25519\"\n"});
   // Encrypted for a key nobody but its maker holds: the service cannot re-wrap it and sends it as uploaded.
   REQUIRE(fleet.kiln({"key", "generate", "-t", "ecdsa-p256", "-o", fleet.file("stranger.pem")}).exit_code == 0);
   std::ofstream(fleet.file("app.bin"), std::ios::binary) << std::string(20000, 'k');
@@ -179,12 +175,10 @@ TEST_CASE("encrypted delivery e2e: kiln-service refuses a delivery key others ma
 }
 
 TEST_CASE("encrypted delivery e2e: the delivery key on a PKCS#11 token (SoftHSM2) re-wraps on the token") {
-  test::OtaFleetOptions options;
-  options.boards = 2;
-  options.factory_firmware = false;
-  options.delivery_key_on_token = true;
-  options.profile_extra = "[encryption]\nmode = \"generate\"\n";
-  test::OtaFleet fleet(options);
+  test::OtaFleet fleet({.boards = 2,
+                        .factory_firmware = false,
+                        .delivery_key_on_token = true,
+                        .profile_extra = "[encryption]\nmode = \"generate\"\n"});
   std::ofstream(fleet.file("app.bin"), std::ios::binary) << std::string(30000, 't');
   auto image = fleet.file("app-1.1.0.enc.bin");
   // The release engineer encrypts for the token key's public half.

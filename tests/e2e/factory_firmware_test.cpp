@@ -73,9 +73,7 @@ struct FirmwareLine {
     auto ca = test::run_process("/usr/bin/openssl", {"req", "-x509", "-new", "-key", dir.file("ca.key.pem"), "-subj",
                                                      "/CN=Line 1 CA", "-days", "30", "-out", dir.file("ca.pem")});
     REQUIRE_MESSAGE(ca.exit_code == 0, ca.err);
-    auto root = test::run_process(test::bin_path("kiln-board-emu"), {"--dir", emu_dir, "--print-vendor-root"});
-    REQUIRE(root.exit_code == 0);
-    std::ofstream(dir.file("vendor.pem")) << root.out;
+    test::write_vendor_root(emu_dir, dir.file("vendor.pem"));
     {
       std::ofstream app(dir.file("app.bin"), std::ios::binary);
       for (std::size_t i = 0; i < payload_size; ++i) app.put(static_cast<char>((i * 31) ^ (i >> 8)));

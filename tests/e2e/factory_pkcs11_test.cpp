@@ -67,8 +67,7 @@ struct HsmStation {
 TEST_CASE("factory e2e: a PKCS#11 CA key issues chains openssl verifies; the key never leaves the token") {
   HsmStation station;
   REQUIRE(station.kiln({"key", "generate", "-t", "ecdsa-p256", "-o", station.dir.file("boot.pem")}).exit_code == 0);
-  auto root = test::run_process(test::bin_path("kiln-board-emu"), {"--dir", station.dir.file("emu"), "--print-vendor-root"});
-  std::ofstream(station.dir.file("vendor.pem")) << root.out;
+  test::write_vendor_root(station.dir.file("emu"), station.dir.file("vendor.pem"));
   auto init = station.kiln({"factory", "init", "--ca-key", "pkcs11:token=CA;object=station-ca", "--ca-cert",
                             station.dir.file("ca.pem"), "--vendor-root", station.dir.file("vendor.pem"), "--boot-key",
                             station.dir.file("boot.pem"), "--product", "Thermostat", "--service", "https://kiln.example",

@@ -40,15 +40,17 @@ struct Line {
     options.timeout_seconds = timeout_seconds;
     return test::run_kiln(args, options);
   }
+  // `factory run --all` with the line's profile.
+  test::ProcessResult run_all() const { return kiln({"factory", "run", "--all", "--profile", profile}); }
+  // Appends `text` (a TOML table) to the station profile.
+  void append_to_profile(const std::string& text) const { std::ofstream(profile, std::ios::app) << "\n" << text; }
   void setup(const std::vector<std::string>& extra_init = {}) {
     REQUIRE(kiln({"key", "generate", "-t", "ecdsa-p256", "-o", dir.file("ca.key.pem")}).exit_code == 0);
     REQUIRE(kiln({"key", "generate", "-t", "ecdsa-p256", "-o", dir.file("boot.pem")}).exit_code == 0);
     auto ca = test::run_process("/usr/bin/openssl", {"req", "-x509", "-new", "-key", dir.file("ca.key.pem"), "-subj",
                                                      "/CN=Line 1 CA", "-days", "30", "-out", dir.file("ca.pem")});
     REQUIRE_MESSAGE(ca.exit_code == 0, ca.err);
-    auto root = test::run_process(test::bin_path("kiln-board-emu"), {"--dir", emu_dir, "--print-vendor-root"});
-    REQUIRE(root.exit_code == 0);
-    std::ofstream(dir.file("vendor.pem")) << root.out;
+    test::write_vendor_root(emu_dir, dir.file("vendor.pem"));
     std::vector<std::string> init{"factory", "init", "--ca-key", dir.file("ca.key.pem"), "--ca-cert", dir.file("ca.pem"),
                                   "--vendor-root", dir.file("vendor.pem"), "--boot-key", dir.file("boot.pem"),
                                   "--product", "Thermostat", "--service", "https://kiln.example:8443", "-o", profile};
@@ -191,8 +193,7 @@ TEST_CASE("factory e2e: quota, vendor-root mismatch and a tampered ledger are re
 
   // A profile naming another vendor's root: exit 3 before anything is written.
   test::TempDir other;
-  auto root = test::run_process(test::bin_path("kiln-board-emu"), {"--dir", other.path().string(), "--print-vendor-root"});
-  std::ofstream(line.dir.file("vendor.pem")) << root.out;
+  test::write_vendor_root(other.path().string(), line.dir.file("vendor.pem"));
   auto first_board = emulator.uids().front();
   auto refused = line.kiln({"factory", "provision", "--board", first_board, "--profile", line.profile});
   CHECK(refused.exit_code == 3);
@@ -313,7 +314,7 @@ TEST_CASE("factory e2e: a second certificate for a UID is refused (exit 7) unles
     // The certificate is issued and recorded, then installing it fails (64:2).
     test::EmulatorProcess emulator(line.emu_dir, 1, {"--fail-command", "64:2"});
     uid = emulator.uids().at(0);
-    auto failed = line.kiln({"factory", "run", "--all", "--profile", line.profile});
+    auto failed = line.run_all();
     CHECK(failed.exit_code == 4);  // one board: its own failure's code
   }
   // The unit returns with an empty secure element (or a clone claims its UID: the station cannot tell).
@@ -402,7 +403,7 @@ TEST_CASE("factory e2e: a ledger with its tail deleted no longer verifies or exp
   CHECK(line.kiln({"factory", "ledger", "stats", "--profile", line.profile}).exit_code == 9);
   CHECK_FALSE(std::filesystem::exists(line.dir.file("station-ledger.sqlite")));
   test::EmulatorProcess emulator(line.emu_dir, 3);
-  auto run = line.kiln({"factory", "run", "--all", "--profile", line.profile});
+  auto run = line.run_all();
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
   std::string ledger = line.dir.file("station-ledger.sqlite"), pristine = line.dir.file("pristine.sqlite");
   auto sql = [&](const std::string& database, const std::string& statement) {
@@ -531,7 +532,7 @@ TEST_CASE("factory e2e: [encryption] installs the product's image-encryption key
     Line line;
     line.setup();
     std::string product_key = KILN_VECTORS_DIR "/mcuboot-more/enc-p256.pem";
-    std::ofstream(line.profile, std::ios::app) << "\n[encryption]\nmode = \"install\"\nkey = \"" << product_key << "\"\n";
+    line.append_to_profile("[encryption]\nmode = \"install\"\nkey = \"" + product_key + "\"\n");
     test::EmulatorProcess emulator(line.emu_dir, 2);
     auto run = line.kiln({"-o", "jsonl", "factory", "run", "--all", "--profile", line.profile});
     REQUIRE_MESSAGE(run.exit_code == 0, run.err);
@@ -567,9 +568,9 @@ TEST_CASE("factory e2e: [encryption] installs the product's image-encryption key
   SUBCASE("generate: each board's own key, in the ledger and the bundle") {
     Line line;
     line.setup();
-    std::ofstream(line.profile, std::ios::app) << "\n[encryption]\nmode = \"generate\"\ntype = \"ecies-x25519\"\n";
+    line.append_to_profile("[encryption]\nmode = \"generate\"\ntype = \"ecies-x25519\"\n");
     test::EmulatorProcess emulator(line.emu_dir, 3);
-    auto run = line.kiln({"factory", "run", "--all", "--profile", line.profile});
+    auto run = line.run_all();
     REQUIRE_MESSAGE(run.exit_code == 0, run.err);
     auto exported = line.kiln({"factory", "ledger", "export", "--profile", line.profile, "-o", line.dir.file("u.jsonl")});
     REQUIRE_MESSAGE(exported.exit_code == 0, exported.err);
@@ -592,9 +593,9 @@ TEST_CASE("factory e2e: [encryption] installs the product's image-encryption key
   SUBCASE("a profile with an unknown mode or a key for generate is refused (exit 2)") {
     Line line;
     line.setup();
-    std::ofstream(line.profile, std::ios::app) << "\n[encryption]\nmode = \"derive\"\n";
+    line.append_to_profile("[encryption]\nmode = \"derive\"\n");
     test::EmulatorProcess emulator(line.emu_dir, 1);
-    auto r = line.kiln({"factory", "run", "--all", "--profile", line.profile});
+    auto r = line.run_all();
     CHECK(r.exit_code == 2);
     CHECK(r.err.find("encryption.mode must be generate or install") != std::string::npos);
   }

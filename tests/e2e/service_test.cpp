@@ -6,7 +6,6 @@
 #include <openssl/bio.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
-#include <sys/stat.h>
 
 #include <fstream>
 #include <random>
@@ -28,14 +27,9 @@ using Json = nlohmann::json;
 namespace {
 
 using kiln::test::jsonl;
+using kiln::test::mode_of;
 using kiln::test::slurp;
 using kiln::test::spit;
-
-unsigned mode_of(const std::filesystem::path& path) {
-  struct stat st {};
-  stat(path.c_str(), &st);
-  return st.st_mode & 0777;
-}
 
 using Setup = test::ServiceSetup;
 

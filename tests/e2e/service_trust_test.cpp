@@ -2,8 +2,6 @@
 // and which secrets the service keeps (issue #12 items 1, 2, 5, 11). Real TLS, SQLite and processes.
 #include <doctest/doctest.h>
 
-#include <sys/stat.h>
-
 #include <fstream>
 #include <sstream>
 
@@ -20,15 +18,10 @@ using Json = nlohmann::json;
 
 namespace {
 
+using kiln::test::mode_of;
 using kiln::test::slurp;
 using kiln::test::spit;
 
-
-unsigned mode_of(const std::filesystem::path& path) {
-  struct stat st {};
-  stat(path.c_str(), &st);
-  return st.st_mode & 0777;
-}
 
 // A service with two tenants: "default" (token admin.token) owns the station CA "Test Station CA", registered
 // with its key and --stations; "globex" (token globex.token) is the other tenant, a would-be thief.

@@ -9,6 +9,7 @@
 #include "emulator/board.hpp"
 #include "emulator/server.hpp"
 #include "signing/file_key.hpp"
+#include "signing/key_export.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
 #include "tests/emulator/served_board.hpp"
@@ -78,9 +79,7 @@ TEST_CASE("emulator: identity carries an attestation chain that verifies to the 
   CHECK(X509_verify(leaf.get(), X509_get0_pubkey(root.get())) == 1);
   CHECK(X509_verify(root.get(), X509_get0_pubkey(root.get())) == 1);
   // The transport key is vouched for by the attestation key.
-  Bytes leaf_key(static_cast<std::size_t>(i2d_PUBKEY(X509_get0_pubkey(leaf.get()), nullptr)));
-  unsigned char* p = leaf_key.data();
-  i2d_PUBKEY(X509_get0_pubkey(leaf.get()), &p);
+  Bytes leaf_key = spki_der(X509_get0_pubkey(leaf.get()));
   CHECK(verify_signature(leaf_key, digest(HashAlg::sha256, id.transport_key), HashAlg::sha256,
                          id.transport_key_signature));
   REQUIRE(id.firmware.size() == 1);
@@ -253,10 +252,7 @@ TEST_CASE("emulator: injected key is unwrapped with the transport key and never 
     CHECK(e.code() == ExitCode::verification_failed);
   }
   Bytes installed = inject_device_key(client, wrap_device_key(id.transport_key, id.uid, pkcs8));
-  Bytes expected(static_cast<std::size_t>(i2d_PUBKEY(device_key.get(), nullptr)));
-  unsigned char* q = expected.data();
-  i2d_PUBKEY(device_key.get(), &q);
-  CHECK(installed == expected);
+  CHECK(installed == spki_der(device_key.get()));
   CHECK(read_provisioning_record(client).key_origin == "injected");
 }
 

@@ -36,9 +36,11 @@ struct Fixture {
   test::TempDir dir;
   std::filesystem::path path = dir.path() / "ledger.sqlite";
   std::unique_ptr<Signer> key;
-  Fixture() {
-    write_file_atomic(dir.file("station.pem"), as_bytes(generate_private_key_pem(KeyType::ecdsa_p256, std::nullopt)), 0600);
-    key = load_file_signer(dir.file("station.pem"), std::nullopt);
+  Fixture() : key(new_key("station.pem")) {}
+  // A fresh ECDSA P-256 key in file `name` of the fixture's directory.
+  std::unique_ptr<Signer> new_key(const std::string& name) {
+    write_file_atomic(dir.file(name), as_bytes(generate_private_key_pem(KeyType::ecdsa_p256, std::nullopt)), 0600);
+    return load_file_signer(dir.file(name), std::nullopt);
   }
   // Raw SQL on the file, as someone editing the ledger behind the station's back would.
   void tamper(const std::string& sql) {
@@ -155,8 +157,7 @@ TEST_CASE("ledger: a rewritten chain without the station key fails at the checkp
 TEST_CASE("ledger: checkpoints signed by another key are refused") {
   Fixture f;
   f.fill(2);
-  write_file_atomic(f.dir.file("other.pem"), as_bytes(generate_private_key_pem(KeyType::ecdsa_p256, std::nullopt)), 0600);
-  auto other = load_file_signer(f.dir.file("other.pem"), std::nullopt);
+  auto other = f.new_key("other.pem");
   auto report = Ledger(f.path).verify(other->public_key_der());
   CHECK_FALSE(report.ok);
   CHECK(report.problem.find("not the station key") != std::string::npos);
@@ -361,8 +362,7 @@ TEST_CASE("ledger: a head that is not the station's, or rows added past it, are 
 TEST_CASE("ledger: a station with another key refuses to write to a ledger bound to the first") {
   Fixture f;
   f.fill(2);
-  write_file_atomic(f.dir.file("other.pem"), as_bytes(generate_private_key_pem(KeyType::ecdsa_p256, std::nullopt)), 0600);
-  auto other = load_file_signer(f.dir.file("other.pem"), std::nullopt);
+  auto other = f.new_key("other.pem");
   Ledger ledger(f.path);
   try {
     ledger.set_station_signer(other.get(), 2);

@@ -34,6 +34,19 @@ struct ParallelFixture : test::ProductFixture {
   std::vector<std::string> device(const std::string& uid, const test::TestKey& key) {
     return ProductFixture::device(uid, key, "Field Test");
   }
+  // `count` devices dev-0, dev-1, ... (keys of their own); their certificate chains.
+  std::vector<std::vector<std::string>> devices(int count) {
+    std::vector<std::vector<std::string>> chains;
+    for (int i = 0; i < count; ++i) chains.push_back(device("dev-" + std::to_string(i), test::TestKey()));
+    return chains;
+  }
+  // A deployment to Thermo/Field Test of a new release `version` (sequence `sequence`), with `policy`'s
+  // fields in its body; its ID.
+  std::string deploy(const std::string& version, int sequence, Json policy = Json::object()) {
+    auto [sha, manifest] = release(version, sequence);
+    policy.update(Json{{"group", "Thermo/Field Test"}, {"images", {sha}}, {"manifest", manifest}});
+    return json("POST", "/v1/deployments", policy.dump())["id"].get<std::string>();
+  }
 };
 
 // Runs `work(thread index)` on `count` threads at once.
@@ -85,16 +98,8 @@ TEST_CASE("concurrency: racing claims with one challenge: exactly one succeeds, 
 TEST_CASE("concurrency: status reports in parallel keep tallies equal to a recount") {
   ParallelFixture f;
   constexpr int devices = 24;
-  std::vector<std::vector<std::string>> chains;
-  for (int i = 0; i < devices; ++i) {
-    test::TestKey key;
-    chains.push_back(f.device("dev-" + std::to_string(i), key));
-  }
-  std::string sha, manifest;
-  std::tie(sha, manifest) = f.release("v2", 2);
-  auto id = f.json("POST", "/v1/deployments",
-                   Json{{"group", "Thermo/Field Test"}, {"images", {sha}}, {"manifest", manifest}}.dump())["id"]
-                .get<std::string>();
+  auto chains = f.devices(devices);
+  auto id = f.deploy("v2", 2);
   const std::vector<std::string> statuses = {"downloading", "verifying", "installing", "testing", "installed"};
   std::atomic<int> failed{0};
   // Eight threads, each reporting for three devices through every status; reads run beside the writes.
@@ -151,15 +156,7 @@ TEST_CASE("concurrency: overlapping imports beside claims: one device per UID, c
                     "\n");
   // A deployment of the group, so imports move tallies while they race.
   f.device("dev-0", keys[0]);
-  auto [sha, manifest] = f.release("v3", 3);
-  auto id = f.json("POST", "/v1/deployments",
-                   Json{{"group", "Thermo/Field Test"},
-                        {"images", {sha}},
-                        {"manifest", manifest},
-                        {"rollout", {50, 100}},
-                        {"step_after", 3600}}
-                       .dump())["id"]
-                .get<std::string>();
+  auto id = f.deploy("v3", 3, {{"rollout", {50, 100}}, {"step_after", 3600}});
   // dev-0 is claimed while the imports run (each bundle holds it again).
   auto challenge = f.json("POST", "/v1/devices/dev-0/claim-challenge");
   auto key_file = f.dir.file("dev-0.pem");
@@ -208,10 +205,7 @@ TEST_CASE("concurrency: a thousand status reports at once: none lost, tallies eq
     chains.push_back({test::pem_to_der(f.factory_ca.issue(key, uid))});
   }
   REQUIRE(f.json("POST", "/v1/devices/import", test::signed_bundle(units, f.factory_ca.key))["imported"] == devices);
-  auto [sha, manifest] = f.release("v4", 4);
-  auto id = f.json("POST", "/v1/deployments",
-                   Json{{"group", "Thermo/Field Test"}, {"images", {sha}}, {"manifest", manifest}}.dump())["id"]
-                .get<std::string>();
+  auto id = f.deploy("v4", 4);
   const std::vector<std::string> statuses = {"downloading", "verifying", "installing", "testing", "installed"};
   std::atomic<int> next{0}, failed{0};
   std::mutex first_failure_mutex;
@@ -242,21 +236,8 @@ TEST_CASE("concurrency: two instances on one store: failures reported through bo
   // A second instance: another Service on the same store (with PostgreSQL, a pool of its own) and blob directory.
   service::Service other(service::ServiceConfig{f.database, f.dir.path() / "images", 7});
   constexpr int devices = 16;
-  std::vector<std::vector<std::string>> chains;
-  for (int i = 0; i < devices; ++i) {
-    test::TestKey key;
-    chains.push_back(f.device("dev-" + std::to_string(i), key));
-  }
-  std::string sha, manifest;
-  std::tie(sha, manifest) = f.release("v2", 2);
-  auto id = f.json("POST", "/v1/deployments",
-                   Json{{"group", "Thermo/Field Test"},
-                        {"images", {sha}},
-                        {"manifest", manifest},
-                        {"halt_on_failure", 10},
-                        {"halt_min_executed", 1}}
-                       .dump())["id"]
-                .get<std::string>();
+  auto chains = f.devices(devices);
+  auto id = f.deploy("v2", 2, {{"halt_on_failure", 10}, {"halt_min_executed", 1}});
   std::atomic<int> failed{0};
   // Every device fails, half of them through each instance, eight threads at once: the second failure
   // crosses 10%, and every report after it finds the deployment halted already.

@@ -34,8 +34,22 @@ struct Case {
   std::string state;
   int wave;
   std::int64_t wave_started_at;
-  const char* halt_reason;  // nullptr: none
+  const char* halt_reason;             // nullptr: none
+  const char* pause_reason = nullptr;  // nullptr: none
 };
+
+// decide_rollout on the case's deployment, tally and time gives what follows in the case, and again the same.
+void check_decision(const Case& c) {
+  INFO(c.name);
+  auto after = decide_rollout(c.before, c.tally, c.now);
+  CHECK(state_name(after.state) == c.state);
+  CHECK(after.wave == c.wave);
+  CHECK(after.wave_started_at == c.wave_started_at);
+  CHECK(after.halt_reason == (c.halt_reason ? std::optional<std::string>(c.halt_reason) : std::nullopt));
+  CHECK(after.pause_reason == (c.pause_reason ? std::optional<std::string>(c.pause_reason) : std::nullopt));
+  CHECK(after.awaiting_approval == (c.pause_reason != nullptr));
+  CHECK(decide_rollout(c.before, c.tally, c.now) == after);  // pure: the same inputs, the same answer
+}
 
 }  // namespace
 
@@ -89,18 +103,7 @@ TEST_CASE("rollout decision: a table of deployments, tallies and times") {
       {"step_after 0: waves do not open by themselves", rollout({50, 100}, 1, 1000, 0), {4, {wave(2), wave(2)}},
        999999, "active", 1, 1000, nullptr},
   };
-  for (const auto& c : cases) {
-    INFO(c.name);
-    auto after = decide_rollout(c.before, c.tally, c.now);
-    CHECK(state_name(after.state) == c.state);
-    CHECK(after.wave == c.wave);
-    CHECK(after.wave_started_at == c.wave_started_at);
-    if (c.halt_reason)
-      CHECK(after.halt_reason == std::optional<std::string>(c.halt_reason));
-    else
-      CHECK_FALSE(after.halt_reason.has_value());
-    CHECK(decide_rollout(c.before, c.tally, c.now) == after);  // pure: the same inputs, the same answer
-  }
+  for (const auto& c : cases) check_decision(c);
 }
 
 TEST_CASE("rollout decision: admitted counts take early reporters of later waves and are cumulative") {
@@ -181,18 +184,7 @@ RolloutPolicy abort_on(std::string kind, double percent, std::int64_t min_execut
 }  // namespace
 
 TEST_CASE("rollout decision: wave success and error conditions, abort criteria (a table)") {
-  struct ControlCase {
-    const char* name;
-    Rollout before;
-    RolloutTally tally;
-    std::int64_t now;
-    std::string state;
-    int wave;
-    std::int64_t wave_started_at;
-    const char* halt_reason;   // nullptr: none
-    const char* pause_reason;  // nullptr: none
-  };
-  const std::vector<ControlCase> cases = {
+  const std::vector<Case> cases = {
       {"success below the share: the wave stays open (no timer)", with_policy(rollout({50, 100}, 1, 1000, 0), success(90)),
        {20, {wave(10, {{"installed", 8}}), wave(10)}}, 999999, "active", 1, 1000, nullptr, nullptr},
       {"success at the share: the next wave opens now", with_policy(rollout({50, 100}, 1, 1000, 0), success(90)),
@@ -263,17 +255,7 @@ TEST_CASE("rollout decision: wave success and error conditions, abort criteria (
        with_policy(rollout({100}, 1, 1000, 0, std::nullopt, 0, "paused"), abort_on("failed", 0, 1)),
        {10, {wave(10, {{"failed", 5}})}}, 1001, "paused", 1, 1000, nullptr, nullptr},
   };
-  for (const auto& c : cases) {
-    INFO(c.name);
-    auto after = decide_rollout(c.before, c.tally, c.now);
-    CHECK(state_name(after.state) == c.state);
-    CHECK(after.wave == c.wave);
-    CHECK(after.wave_started_at == c.wave_started_at);
-    CHECK(after.halt_reason == (c.halt_reason ? std::optional<std::string>(c.halt_reason) : std::nullopt));
-    CHECK(after.pause_reason == (c.pause_reason ? std::optional<std::string>(c.pause_reason) : std::nullopt));
-    CHECK(after.awaiting_approval == (c.pause_reason != nullptr));
-    CHECK(decide_rollout(c.before, c.tally, c.now) == after);  // pure
-  }
+  for (const auto& c : cases) check_decision(c);
 }
 
 TEST_CASE("rollout decision: resuming forgives, and after a success pause opens the next wave") {

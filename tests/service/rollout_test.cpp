@@ -108,6 +108,33 @@ TEST_CASE("rollout: a database from before staged rollouts gains the new columns
   CHECK(d["halt_on_failure"] == "never");  // a deployment from before thresholds were required keeps none
 }
 
+namespace {
+
+// A deployment (`body`) to the fixture's devices (`chains`) whose first wave of `first` percent holds at least
+// `min_first` devices and leaves at least one for later (deployment IDs are random, and so is the split: a
+// newer deployment supersedes the older); its devices by wave.
+struct Split {
+  Json deployment;
+  std::string id;
+  std::vector<std::string> first, later;
+};
+Split split_deployment(AgentFixture& f, const std::map<std::string, std::vector<std::string>>& chains, Json body,
+                       int first, std::size_t min_first) {
+  Split s;
+  for (int attempt = 0; attempt < 100 && (s.first.size() < min_first || s.later.empty()); ++attempt) {
+    s.deployment = f.json("POST", "/v1/deployments", body.dump());
+    s.id = s.deployment["id"].get<std::string>();
+    s.first.clear();
+    s.later.clear();
+    for (auto& [uid, chain] : chains) (rollout_bucket(s.id, uid) < first ? s.first : s.later).push_back(uid);
+  }
+  REQUIRE(s.first.size() >= min_first);
+  REQUIRE(!s.later.empty());
+  return s;
+}
+
+}  // namespace
+
 TEST_CASE("rollout: halting counts the admitted devices of the open waves; completion waits for the last wave") {
   AgentFixture f;
   f.create_product();
@@ -118,27 +145,19 @@ TEST_CASE("rollout: halting counts the admitted devices of the open waves; compl
     chains[uid] = f.assigned_device(uid, "Thermo/Field Test");
   }
   auto image = f.release("v2", 2).first;
-  // Deployment IDs are random, and so is the split: take one (a newer deployment supersedes the older)
-  // whose first wave has at least two devices and leaves some for the second.
-  Json dep;
-  std::string id;
-  std::vector<std::string> first_wave, later;
-  for (int attempt = 0; attempt < 50 && (first_wave.size() < 2 || later.empty()); ++attempt) {
-    dep = f.json("POST", "/v1/deployments",
-                 Json{{"group", "Thermo/Field Test"},
-                      {"images", {image}},
-                      {"rollout", {50, 100}},
-                      {"step_after", 3600},
-                      {"halt_on_failure", 20},
-                      {"halt_min_executed", 1}}
-                     .dump());
-    id = dep["id"].get<std::string>();
-    first_wave.clear();
-    later.clear();
-    for (auto& [uid, chain] : chains) (rollout_bucket(id, uid) < 50 ? first_wave : later).push_back(uid);
-  }
-  REQUIRE(first_wave.size() >= 2);
-  REQUIRE(!later.empty());
+  // The first wave holds at least two devices.
+  auto split = split_deployment(f, chains,
+                                Json{{"group", "Thermo/Field Test"},
+                                     {"images", {image}},
+                                     {"rollout", {50, 100}},
+                                     {"step_after", 3600},
+                                     {"halt_on_failure", 20},
+                                     {"halt_min_executed", 1}},
+                                50, 2);
+  const Json& dep = split.deployment;
+  const std::string& id = split.id;
+  const std::vector<std::string>& first_wave = split.first;
+  const std::vector<std::string>& later = split.later;
   CHECK(dep["admitted"] == first_wave.size());
   CHECK(dep["waves"][0]["admitted"] == first_wave.size());
   CHECK(dep["waves"][1]["admitted"] == first_wave.size());  // cumulative: wave 2 covers wave 1's devices
@@ -169,29 +188,6 @@ TEST_CASE("rollout: halting counts the admitted devices of the open waves; compl
 
 namespace {
 
-// A deployment of `image` to the fixture's devices (`chains`) whose first wave of `first` percent holds at
-// least `min_first` devices and leaves at least one for later; its devices by wave.
-struct Split {
-  Json deployment;
-  std::string id;
-  std::vector<std::string> first, later;
-};
-Split split_deployment(AgentFixture& f, const std::map<std::string, std::vector<std::string>>& chains, Json body,
-                       int first, std::size_t min_first) {
-  Split s;
-  for (int attempt = 0; attempt < 100 && (s.first.size() < min_first || s.later.empty()); ++attempt) {
-    s.deployment = f.json("POST", "/v1/deployments", body.dump());
-    s.id = s.deployment["id"].get<std::string>();
-    s.first.clear();
-    s.later.clear();
-    for (auto& [uid, chain] : chains) (rollout_bucket(s.id, uid) < first ? s.first : s.later).push_back(uid);
-  }
-  REQUIRE(s.first.size() >= min_first);
-  REQUIRE(!s.later.empty());
-  return s;
-}
-
-
 // The setting of the rollout-control cases: a product, `devices` devices dev-0, dev-1, ... in its group
 // "Thermo/Field Test", and a release v2 (sequence 2) for them.
 struct ControlsFleet : AgentFixture {
@@ -202,6 +198,13 @@ struct ControlsFleet : AgentFixture {
     for (int i = 0; i < devices; ++i) chains["dev-" + std::to_string(i)] = assigned_device("dev-" + std::to_string(i), "Thermo/Field Test");
     image = release("v2", 2).first;
   }
+  // split_deployment of a deployment of the release to the group, with `policy`'s fields in its body.
+  Split split(Json policy, int first, std::size_t min_first) {
+    policy.update(Json{{"group", "Thermo/Field Test"}, {"images", {image}}});
+    return split_deployment(*this, chains, policy, first, min_first);
+  }
+  // What the agent of device `uid` is offered when it checks in (null: no deployment).
+  Json check_in(const std::string& uid) { return json("POST", "/v1/agent/check-in", "{}", chains[uid])["deployment"]; }
   // Device `uid` reports `status` for deployment `id` (accepted); the deployment as shown after it.
   Json report(const std::string& id, const std::string& uid, const char* status) {
     CHECK(call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", status}}.dump(), chains[uid]).status ==
@@ -214,17 +217,12 @@ struct ControlsFleet : AgentFixture {
 
 TEST_CASE("rollout controls: a wave pauses on its success condition; resume opens the next wave") {
   ControlsFleet f(10);
-  auto& chains = f.chains;
-  const std::string image = f.image;
-  auto s = split_deployment(f, chains,
-                            Json{{"group", "Thermo/Field Test"},
-                                 {"images", {image}},
-                                 {"rollout", {50, 100}},
-                                 {"halt_on_failure", "never"},
-                                 {"wave_success", {{"percent", 100}, {"then", "pause"}}}},
-                            50, 2);
+  auto s = f.split(Json{{"rollout", {50, 100}},
+                        {"halt_on_failure", "never"},
+                        {"wave_success", {{"percent", 100}, {"then", "pause"}}}},
+                   50, 2);
   auto report = [&](const std::string& uid, const char* status) { f.report(s.id, uid, status); };
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains[s.later[0]])["deployment"].is_null());
+  CHECK(f.check_in(s.later[0]).is_null());
   for (std::size_t i = 0; i + 1 < s.first.size(); ++i) report(s.first[i], "installed");
   CHECK(f.json("GET", "/v1/deployments/" + s.id)["state"] == "active");  // one short of 100 %
   report(s.first.back(), "installed");
@@ -233,28 +231,21 @@ TEST_CASE("rollout controls: a wave pauses on its success condition; resume open
   CHECK(paused["wave"] == 1);
   CHECK(paused["awaiting_approval"] == true);
   CHECK(paused["pause_reason"].get<std::string>().find("resume to open wave 2") != std::string::npos);
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains[s.later[0]])["deployment"].is_null());
+  CHECK(f.check_in(s.later[0]).is_null());
   auto resumed = f.json("POST", "/v1/deployments/" + s.id + "/resume");
   CHECK(resumed["state"] == "active");
   CHECK(resumed["wave"] == 2);
   CHECK(resumed["awaiting_approval"] == false);
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains[s.later[0]])["deployment"]["id"] == s.id);
+  CHECK(f.check_in(s.later[0])["id"] == s.id);
   for (auto& uid : s.later) report(uid, "installed");
   CHECK(f.json("GET", "/v1/deployments/" + s.id)["state"] == "completed");
 }
 
 TEST_CASE("rollout controls: the wave error condition halts on the report that crosses it") {
   ControlsFleet f(10);
-  auto& chains = f.chains;
-  const std::string image = f.image;
-  auto s = split_deployment(f, chains,
-                            Json{{"group", "Thermo/Field Test"},
-                                 {"images", {image}},
-                                 {"rollout", {60, 100}},
-                                 {"step_after", 3600},
-                                 {"halt_on_failure", "never"},
-                                 {"wave_error", {{"count", 1}}}},
-                            60, 3);
+  auto s = f.split(
+      Json{{"rollout", {60, 100}}, {"step_after", 3600}, {"halt_on_failure", "never"}, {"wave_error", {{"count", 1}}}},
+      60, 3);
   auto report = [&](const std::string& uid, const char* status) { return f.report(s.id, uid, status); };
   CHECK(report(s.first[0], "failed")["state"] == "active");  // at the count
   auto halted = report(s.first[1], "rolled_back");           // the report that crosses it
@@ -268,11 +259,9 @@ TEST_CASE("rollout controls: the wave error condition halts on the report that c
 
 TEST_CASE("rollout controls: an abort criterion aborts the deployment and sends devices back") {
   ControlsFleet f(6);
-  auto& chains = f.chains;
-  const std::string image = f.image;
   auto d = f.json("POST", "/v1/deployments",
                   Json{{"group", "Thermo/Field Test"},
-                       {"images", {image}},
+                       {"images", {f.image}},
                        {"halt_on_failure", "never"},
                        {"abort_criteria", {{{"kind", "refused"}, {"percent", 40}, {"min_executed", 3}}}}}
                       .dump());
@@ -287,26 +276,24 @@ TEST_CASE("rollout controls: an abort criterion aborts the deployment and sends 
         "aborted: 2 of 4 executed devices ended refused (50%), above the abort criterion refused 40% (once 3 "
         "executed)");
   // Nobody is offered it any more.
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-5"])["deployment"].is_null());
+  CHECK(f.check_in("dev-5").is_null());
 }
 
 TEST_CASE("rollout controls: a device silent past its phase's timeout is recorded timed_out, a failure") {
   ControlsFleet f(3);
-  auto& chains = f.chains;
-  const std::string image = f.image;
   for (const auto& [bad, field] : {std::pair{Json{{"downloading", 0}}, "timeouts.downloading"},
                                    std::pair{Json{{"installing", -5}}, "timeouts.installing"},
                                    std::pair{Json{{"testing", "1m"}}, "timeouts.testing"},
                                    std::pair{Json{{"rebooting", 60}}, "timeouts.rebooting"},
                                    std::pair{Json::object(), "timeouts"}}) {
     auto r = f.call("POST", "/v1/deployments",
-                    Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"timeouts", bad}}.dump());
+                    Json{{"group", "Thermo/Field Test"}, {"images", {f.image}}, {"timeouts", bad}}.dump());
     CHECK(r.status == 400);
     CHECK_MESSAGE(test::error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
   }
   auto d = f.json("POST", "/v1/deployments",
                   Json{{"group", "Thermo/Field Test"},
-                       {"images", {image}},
+                       {"images", {f.image}},
                        {"halt_on_failure", "never"},
                        {"timeouts", {{"downloading", 1}, {"testing", 3600}}},
                        {"abort_criteria", {{{"kind", "timed_out"}, {"percent", 50}, {"min_executed", 1}}}}}
@@ -321,7 +308,7 @@ TEST_CASE("rollout controls: a device silent past its phase's timeout is recorde
   std::this_thread::sleep_for(std::chrono::milliseconds(2200));  // stored times are whole seconds
   // A GET does not write; the next check-in of any device of the group records the timeout.
   CHECK(f.json("GET", "/v1/deployments/" + id)["device_status"]["timed_out"] == 0);
-  f.json("POST", "/v1/agent/check-in", "{}", chains["dev-1"]);
+  f.json("POST", "/v1/agent/check-in", "{}", f.chains["dev-1"]);
   auto shown = f.json("GET", "/v1/deployments/" + id);
   CHECK(shown["device_status"]["timed_out"] == 1);
   CHECK(shown["device_status"]["testing"] == 1);  // its timeout is an hour
@@ -336,14 +323,12 @@ TEST_CASE("rollout controls: a device silent past its phase's timeout is recorde
   for (auto& item : reported)
     if (item["device"] == "dev-0") CHECK(item["failure_reason"].get<std::string>().find("timeout") != std::string::npos);
   // An agent cannot report timed_out itself.
-  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "timed_out"}}.dump(), chains["dev-2"])
+  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "timed_out"}}.dump(), f.chains["dev-2"])
             .status == 400);
 }
 
 TEST_CASE("rollout controls: the rate offers the deployment to no more new devices than it allows by now") {
   ControlsFleet f(3);
-  auto& chains = f.chains;
-  const std::string image = f.image;
   for (const auto& [bad, field] :
        {std::pair{Json{{"base_per_minute", 0}}, "rate.base_per_minute"},
         std::pair{Json{{"base_per_minute", -3}}, "rate.base_per_minute"},
@@ -354,35 +339,35 @@ TEST_CASE("rollout controls: the rate offers the deployment to no more new devic
         std::pair{Json{{"base_per_minute", 5}, {"increase_on", "installed"}}, "rate.increase_on"},
         std::pair{Json{{"base_per_minute", 5}, {"max_per_minute", 4}}, "rate.max_per_minute"},
         std::pair{Json{{"base_per_minute", 5}, {"speed", 4}}, "rate.speed"}}) {
-    auto r = f.call("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"rate", bad}}.dump());
+    auto r = f.call("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {f.image}}, {"rate", bad}}.dump());
     CHECK(r.status == 400);
     CHECK_MESSAGE(test::error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
   }
   // One device per minute: the first at once, the next a minute later (the test takes far less).
   auto d = f.json("POST", "/v1/deployments",
                   Json{{"group", "Thermo/Field Test"},
-                       {"images", {image}},
+                       {"images", {f.image}},
                        {"rate", {{"base_per_minute", 1}, {"factor", 2}, {"every", 10}}}}
                       .dump());
   auto id = d["id"].get<std::string>();
   CHECK(d["rate"] ==
         Json{{"base_per_minute", 1}, {"factor", 2.0}, {"increase_on", "notified"}, {"every", 10}, {"max_per_minute", nullptr}});
   CHECK(d["rate_now"] == Json{{"per_minute", 1.0}, {"notified", 0}, {"allowed", 1}});
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"]["id"] == id);
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-1"])["deployment"].is_null());
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-2"])["deployment"].is_null());
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"]["id"] == id);  // notified already
+  CHECK(f.check_in("dev-0")["id"] == id);
+  CHECK(f.check_in("dev-1").is_null());
+  CHECK(f.check_in("dev-2").is_null());
+  CHECK(f.check_in("dev-0")["id"] == id);  // notified already
   auto shown = f.json("GET", "/v1/deployments/" + id);
   CHECK(shown["device_status"]["notified"] == 1);
   CHECK(shown["device_status"]["pending"] == 2);
   CHECK(shown["rate_now"]["notified"] == 1);
   // Its reports take over from notified; the rate still holds the others back.
-  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "installed"}}.dump(), chains["dev-0"])
+  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "installed"}}.dump(), f.chains["dev-0"])
             .status == 200);
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-1"])["deployment"].is_null());
+  CHECK(f.check_in("dev-1").is_null());
   CHECK(f.json("GET", "/v1/deployments/" + id)["device_status"]["installed"] == 1);
   // An agent cannot report notified itself.
-  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "notified"}}.dump(), chains["dev-1"])
+  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "notified"}}.dump(), f.chains["dev-1"])
             .status == 400);
 }
 
@@ -438,8 +423,6 @@ Json device_row(ControlsFleet& f, const std::string& id, const std::string& uid)
 
 TEST_CASE("rollout controls: transient failures are retried with backoff; the last attempt's failure counts once") {
   ControlsFleet f(3);
-  auto& chains = f.chains;
-  const std::string image = f.image;
   for (const auto& [bad, field] :
        {std::pair{Json{{"retries", 0}}, "retry.retries"}, std::pair{Json{{"retries", 11}}, "retry.retries"},
         std::pair{Json{{"retries", "3"}}, "retry.retries"}, std::pair{Json{{"backoff_seconds", 30}}, "retry.retries"},
@@ -448,28 +431,28 @@ TEST_CASE("rollout controls: transient failures are retried with backoff; the la
         std::pair{Json{{"retries", 3}, {"backoff_seconds", 60}, {"backoff_max_seconds", 30}}, "retry.backoff_max_seconds"},
         std::pair{Json{{"retries", 3}, {"backoff_max_seconds", 0}}, "retry.backoff_max_seconds"},
         std::pair{Json{{"retries", 3}, {"jitter", 1}}, "retry.jitter"}, std::pair{Json(3), "retry"}}) {
-    auto r = f.call("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"retry", bad}}.dump());
+    auto r = f.call("POST", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {f.image}}, {"retry", bad}}.dump());
     CHECK(r.status == 400);
     CHECK_MESSAGE(test::error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
   }
   auto defaults = f.json("POST", "/v1/deployments",
-                         Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"retry", {{"retries", 2}}}}.dump());
+                         Json{{"group", "Thermo/Field Test"}, {"images", {f.image}}, {"retry", {{"retries", 2}}}}.dump());
   CHECK(defaults["retry"] == Json{{"retries", 2}, {"backoff_seconds", default_retry_backoff},
                                   {"backoff_max_seconds", default_retry_backoff_max}});
   auto d = f.json("POST", "/v1/deployments",
                   Json{{"group", "Thermo/Field Test"},
-                       {"images", {image}},
+                       {"images", {f.image}},
                        {"halt_on_failure", "never"},
                        {"retry", {{"retries", 2}, {"backoff_seconds", 1}, {"backoff_max_seconds", 1}}}}
                       .dump());
   auto id = d["id"].get<std::string>();
   CHECK(d["retry"] == Json{{"retries", 2}, {"backoff_seconds", 1}, {"backoff_max_seconds", 1}});
-  auto offer = f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"];
+  auto offer = f.check_in("dev-0");
   CHECK(offer["retry"] == Json{{"attempt", 1}, {"attempts", 3}});
   auto fail = [&](const std::string& uid, const char* status, std::optional<const char*> reason) {
     Json body = {{"deployment", id}, {"status", status}, {"detail", "cut at byte 1000"}};
     if (reason) body["reason"] = *reason;
-    return f.call("POST", "/v1/agent/status", body.dump(), chains[uid]).status;
+    return f.call("POST", "/v1/agent/status", body.dump(), f.chains[uid]).status;
   };
   // Attempt 1 is cut: retrying (not a failure), held until its wait is over.
   f.report(id, "dev-0", "downloading");
@@ -482,7 +465,7 @@ TEST_CASE("rollout controls: transient failures are retried with backoff; the la
   CHECK(row["attempt"] == 1);
   CHECK(row["retry_at"].is_string());
   CHECK(row["detail"].get<std::string>().find("download_interrupted: cut at byte 1000 (attempt 1 of 3") != std::string::npos);
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"].is_null());
+  CHECK(f.check_in("dev-0").is_null());
   // Attempt 2 is offered after the wait; power is lost: retrying again.
   offer = offered_again(f, "dev-0");
   CHECK(offer["retry"] == Json{{"attempt", 2}, {"attempts", 3}});
@@ -513,17 +496,15 @@ TEST_CASE("rollout controls: transient failures are retried with backoff; the la
   for (auto& item : report["items"]) CHECK(item["attempts"] == (item["device"] == "dev-0" ? 3 : 1));
   // Without a retry policy a transient failure is a failure at once.
   auto plain = f.json("POST", "/v1/deployments",
-                      Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"halt_on_failure", "never"}}.dump());
+                      Json{{"group", "Thermo/Field Test"}, {"images", {f.image}}, {"halt_on_failure", "never"}}.dump());
   id = plain["id"].get<std::string>();
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"]["retry"].is_null());
+  CHECK(f.check_in("dev-0")["retry"].is_null());
   CHECK(fail("dev-0", "failed", "download_interrupted") == 200);
   CHECK(device_row(f, id, "dev-0")["status"] == "failed");
 }
 
 TEST_CASE("rollout controls: maintenance windows hold devices outside them, in the device's or the named zone") {
   ControlsFleet f(2);
-  auto& chains = f.chains;
-  const std::string image = f.image;
   for (const auto& [bad, field] :
        {std::pair{Json{{"windows", {"Mon-Fri 25:00-26:00"}}}, "schedule.windows[0]"},
         std::pair{Json{{"windows", {"Mon-Fri 01:00-04:00", "Tue 03:00-03:00"}}}, "schedule.windows[1]"},
@@ -533,7 +514,7 @@ TEST_CASE("rollout controls: maintenance windows hold devices outside them, in t
         std::pair{Json{{"windows", {"Mon 01:00-02:00"}}, {"time_zone", "Mars/Olympus_Mons"}}, "schedule.time_zone"},
         std::pair{Json{{"time_zone", "Europe/Berlin"}}, "schedule.time_zone"}}) {
     auto r = f.call("POST", "/v1/deployments",
-                    Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"schedule", bad}}.dump());
+                    Json{{"group", "Thermo/Field Test"}, {"images", {f.image}}, {"schedule", bad}}.dump());
     CHECK(r.status == 400);
     CHECK_MESSAGE(test::error_message(r).find(std::string("'") + field + "'") != std::string::npos, r.body);
   }
@@ -542,13 +523,13 @@ TEST_CASE("rollout controls: maintenance windows hold devices outside them, in t
   auto hour = (now / 3600) % 24;
   auto window = fmt::format("Mon-Sun {:02}:00-{:02}:00", (hour + 12) % 24, (hour + 14) % 24);
   auto d = f.json("POST", "/v1/deployments",
-                  Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"schedule", {{"windows", {window}}}}}.dump());
+                  Json{{"group", "Thermo/Field Test"}, {"images", {f.image}}, {"schedule", {{"windows", {window}}}}}.dump());
   auto id = d["id"].get<std::string>();
   CHECK(d["schedule"] == Json{{"start_at", nullptr}, {"windows", {window}}, {"time_zone", "UTC"}});
   CHECK(d["window_open"] == false);
   CHECK(d["next_window_at"].get<std::string>() > d["created_at"].get<std::string>());
   CHECK(d["waiting_window"] == 2);
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"].is_null());
+  CHECK(f.check_in("dev-0").is_null());
   auto held = f.json("GET", "/v1/deployments/" + id + "/devices?status=waiting_window")["items"];
   REQUIRE(held.size() == 2);
   CHECK(held[0]["detail"].get<std::string>().find("outside its maintenance windows (UTC): the next opens at") !=
@@ -563,20 +544,20 @@ TEST_CASE("rollout controls: maintenance windows hold devices outside them, in t
   }
   CHECK(f.json("PATCH", "/v1/devices/dev-1", Json{{"time_zone", "Etc/GMT-12"}}.dump())["time_zone"] == "Etc/GMT-12");
   CHECK(f.json("GET", "/v1/devices/dev-1")["time_zone"] == "Etc/GMT-12");
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-1"])["deployment"]["id"] == id);
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"].is_null());
+  CHECK(f.check_in("dev-1")["id"] == id);
+  CHECK(f.check_in("dev-0").is_null());
   CHECK(f.json("GET", "/v1/deployments/" + id)["waiting_window"] == 1);
   // A device that started finishes outside its window; null clears the zone.
   f.report(id, "dev-1", "downloading");
   CHECK(f.json("PATCH", "/v1/devices/dev-1", Json{{"time_zone", nullptr}}.dump())["time_zone"].is_null());
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-1"])["deployment"]["id"] == id);
+  CHECK(f.check_in("dev-1")["id"] == id);
   // A named zone for the deployment: the same window read in UTC+12 is open for both.
   auto named = f.json("POST", "/v1/deployments",
                       Json{{"group", "Thermo/Field Test"},
-                           {"images", {image}},
+                           {"images", {f.image}},
                            {"schedule", {{"windows", {window}}, {"time_zone", "Etc/GMT-12"}}}}
                           .dump());
   CHECK(named["window_open"] == true);
-  CHECK(f.json("POST", "/v1/agent/check-in", "{}", chains["dev-0"])["deployment"]["id"] == named["id"]);
+  CHECK(f.check_in("dev-0")["id"] == named["id"]);
 }
 

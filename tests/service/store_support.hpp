@@ -8,11 +8,28 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/error.hpp"
 #include "service/pg_store.hpp"
 #include "service/sqlite_store.hpp"
 #include "service/store.hpp"
 
 namespace kiln::test {
+
+// Opening a store whose schema version is `newer` than this release knows is refused with what users can act
+// on: the conflict code, a message naming the version, a hint.
+template <typename Open>
+void check_refuses_newer_schema(Open open, int newer) {
+  try {
+    open();
+    FAIL("a newer store was opened");
+  } catch (const Error& e) {
+    CHECK(e.code() == ExitCode::conflict);
+    std::string message = e.what();
+    CHECK(message.find("schema version " + std::to_string(newer)) != std::string::npos);
+    CHECK(message.find("newer than this kiln-service") != std::string::npos);
+    CHECK_FALSE(e.hint().empty());
+  }
+}
 
 // The tally of a deployment counted afresh from its group's devices (what the store keeps up to date).
 inline service::RolloutTally recount_tally(service::Store& store, const service::Deployment& deployment) {

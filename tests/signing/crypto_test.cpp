@@ -10,6 +10,7 @@
 
 #include "core/error.hpp"
 #include "signing/file_key.hpp"
+#include "signing/key_export.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
 #include "tests/support/crafted_keys.hpp"
@@ -20,15 +21,6 @@ using namespace kiln;
 using kiln::test::exit_code_of;
 
 namespace {
-
-Bytes spki_of(EVP_PKEY* key) {
-  int len = i2d_PUBKEY(key, nullptr);
-  REQUIRE(len > 0);
-  Bytes out(static_cast<std::size_t>(len));
-  unsigned char* p = out.data();
-  i2d_PUBKEY(key, &p);
-  return out;
-}
 
 // An RSA signature over `digest_bytes` made by OpenSSL directly, with the padding and salt given.
 Bytes rsa_sign(EVP_PKEY* key, ByteView digest_bytes, int padding, int salt_length) {
@@ -105,7 +97,7 @@ TEST_CASE("crypto: Ed25519 verification accepts RFC 8032 test 2 and nothing alte
 
 TEST_CASE("crypto: RSA verification takes PSS with the digest's salt length only, as MCUboot") {
   auto key = load_private_key_file(test::vector("mcuboot/rsa-2048.pem"), std::nullopt);
-  auto spki = spki_of(key.get());
+  auto spki = spki_der(key.get());
   auto hash = digest(HashAlg::sha256, as_bytes("firmware"));
   CHECK(verify_signature(spki, hash, HashAlg::sha256, rsa_sign(key.get(), hash, RSA_PKCS1_PSS_PADDING, 32)));
   CHECK_FALSE(verify_signature(spki, hash, HashAlg::sha256, rsa_sign(key.get(), hash, RSA_PKCS1_PSS_PADDING, 20)));
@@ -143,14 +135,14 @@ TEST_CASE("crypto: malformed or invalid public keys are verification failures; u
 
   ossl::Ptr<EVP_PKEY> k1(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "secp256k1"));
   REQUIRE(k1);
-  CHECK_THROWS_WITH_AS(public_key_type(spki_of(k1.get())), "EC curve secp256k1 is not supported", Error);
-  CHECK(exit_code_of([&] { public_key_type(spki_of(k1.get())); }) == ExitCode::failure);
+  CHECK_THROWS_WITH_AS(public_key_type(spki_der(k1.get())), "EC curve secp256k1 is not supported", Error);
+  CHECK(exit_code_of([&] { public_key_type(spki_der(k1.get())); }) == ExitCode::failure);
   ossl::Ptr<EVP_PKEY> x25519(EVP_PKEY_Q_keygen(nullptr, nullptr, "X25519"));
   REQUIRE(x25519);
-  CHECK_THROWS_WITH_AS(public_key_type(spki_of(x25519.get())), "unsupported public key algorithm", Error);
+  CHECK_THROWS_WITH_AS(public_key_type(spki_der(x25519.get())), "unsupported public key algorithm", Error);
   ossl::Ptr<EVP_PKEY> rsa1024(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", std::size_t{1024}));
   REQUIRE(rsa1024);
-  CHECK_THROWS_WITH_AS(public_key_type(spki_of(rsa1024.get())), "RSA keys of 1024 bits are not supported", Error);
+  CHECK_THROWS_WITH_AS(public_key_type(spki_der(rsa1024.get())), "RSA keys of 1024 bits are not supported", Error);
 }
 
 TEST_CASE("crypto: ECDSA DER and r||s convert both ways, with DER's sign byte and the curve's width") {

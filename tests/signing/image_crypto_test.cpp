@@ -11,6 +11,7 @@
 
 #include "core/error.hpp"
 #include "signing/image_crypto.hpp"
+#include "signing/key_export.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "tests/support/errors.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -32,14 +33,6 @@ ossl::Ptr<EVP_PKEY> generate(const char* type, const char* curve_or_bits = nullp
   return ossl::Ptr<EVP_PKEY>(key);
 }
 
-Bytes spki(EVP_PKEY* key) {
-  unsigned char* der = nullptr;
-  int n = i2d_PUBKEY(key, &der);
-  REQUIRE(n > 0);
-  Bytes out(der, der + n);
-  OPENSSL_free(der);
-  return out;
-}
 
 // The private key as a PEM file in `dir`; its path.
 std::string private_pem(const test::TempDir& dir, const std::string& name, EVP_PKEY* key) {
@@ -55,10 +48,10 @@ std::string private_pem(const test::TempDir& dir, const std::string& name, EVP_P
 
 TEST_CASE("image crypto: P-256, X25519 and RSA-2048 keys encrypt; other keys are usage errors naming why") {
   auto p256 = generate("EC", "P-256");
-  CHECK(encryption_key_from_spki(spki(p256.get()), "k").kind == EncryptionKeyKind::ecies_p256);
-  CHECK(encryption_key_from_spki(spki(generate("X25519").get()), "k").kind == EncryptionKeyKind::ecies_x25519);
+  CHECK(encryption_key_from_spki(spki_der(p256.get()), "k").kind == EncryptionKeyKind::ecies_p256);
+  CHECK(encryption_key_from_spki(spki_der(generate("X25519").get()), "k").kind == EncryptionKeyKind::ecies_x25519);
   auto rsa = generate("RSA", "2048");
-  CHECK(encryption_key_from_spki(spki(rsa.get()), "k").kind == EncryptionKeyKind::rsa_oaep_2048);
+  CHECK(encryption_key_from_spki(spki_der(rsa.get()), "k").kind == EncryptionKeyKind::rsa_oaep_2048);
   CHECK(encryption_key_kind_name(EncryptionKeyKind::ecies_x25519) == "ECIES-X25519");
 
   auto refused = [](const Bytes& der, const std::string& why) {
@@ -70,9 +63,9 @@ TEST_CASE("image crypto: P-256, X25519 and RSA-2048 keys encrypt; other keys are
       CHECK_MESSAGE(std::string(e.what()).find(why) != std::string::npos, e.what());
     }
   };
-  refused(spki(generate("ED25519").get()), "cannot encrypt MCUboot images");
-  refused(spki(generate("EC", "P-384").get()), "MCUboot's ECIES uses P-256 only");
-  refused(spki(generate("RSA", "1024").get()), "1024-bit RSA key");
+  refused(spki_der(generate("ED25519").get()), "cannot encrypt MCUboot images");
+  refused(spki_der(generate("EC", "P-384").get()), "MCUboot's ECIES uses P-256 only");
+  refused(spki_der(generate("RSA", "1024").get()), "1024-bit RSA key");
   CHECK(test::exit_code_of([] { encryption_key_from_spki(Bytes{0x30, 0x03, 1, 2, 3}, "junk"); }) == ExitCode::verification_failed);
 
   CHECK(is_encryption_tlv(tlv::enc_rsa2048));
@@ -95,7 +88,7 @@ TEST_CASE("image crypto: a content key wrapped for each kind opens with the priv
                   {"rsa", generate("RSA", "2048"), tlv::enc_rsa2048, HmacSha::sha256}};
   for (auto& k : kinds) {
     CAPTURE(k.name);
-    auto public_key = encryption_key_from_spki(spki(k.key.get()), k.name);
+    auto public_key = encryption_key_from_spki(spki_der(k.key.get()), k.name);
     auto opener = load_content_key_opener_file(private_pem(dir, std::string(k.name) + ".pem", k.key.get()), k.name);
     CHECK(opener->kind() == public_key.kind);
     CHECK(opener->public_key_der() == public_key.public_key_der);
@@ -121,7 +114,7 @@ TEST_CASE("image crypto: a content key wrapped for each kind opens with the priv
     }
   }
   // Another key of the same kind does not open it; a TLV for another kind or an unknown TLV is refused.
-  auto p256 = encryption_key_from_spki(spki(kinds[0].key.get()), "p256");
+  auto p256 = encryption_key_from_spki(spki_der(kinds[0].key.get()), "p256");
   auto wrapped = wrap_content_key(p256, random_bytes(16), HmacSha::sha256);
   auto stranger = load_content_key_opener_file(private_pem(dir, "other.pem", generate("EC", "P-256").get()), "other");
   try {

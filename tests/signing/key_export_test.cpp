@@ -1,6 +1,11 @@
 // Unit tests for public key export: imgtool's C / Rust layouts checked against a fixed key.
 #include <doctest/doctest.h>
 
+#include <openssl/pem.h>
+
+#include <cstdio>
+#include <string>
+
 #include "core/error.hpp"
 #include "signing/key_export.hpp"
 #include "signing/key_ref.hpp"
@@ -57,4 +62,24 @@ TEST_CASE("export-public: raw Ed25519 is the 32-byte key, der the SPKI, formats 
   CHECK(is_binary_format(PublicKeyFormat::raw));
   CHECK_FALSE(is_binary_format(PublicKeyFormat::c));
   CHECK_THROWS_AS(parse_public_key_format("jwk"), Error);
+}
+
+TEST_CASE("export-public: spki_der is the key's SubjectPublicKeyInfo (the vector's 44 bytes); no key is an error") {
+  Bytes expected;
+  for (auto at = ed25519_vector_rows.find("0x"); at != std::string::npos; at = ed25519_vector_rows.find("0x", at + 1))
+    expected.push_back(static_cast<std::uint8_t>(std::stoi(ed25519_vector_rows.substr(at + 2, 2), nullptr, 16)));
+  REQUIRE(expected.size() == 44);
+  std::FILE* pem = std::fopen(test::vector("mcuboot/ed25519.pem").c_str(), "r");
+  REQUIRE(pem);
+  EVP_PKEY* key = PEM_read_PrivateKey(pem, nullptr, nullptr, nullptr);
+  std::fclose(pem);
+  REQUIRE(key);
+  CHECK(spki_der(key) == expected);
+  EVP_PKEY_free(key);
+  try {
+    spki_der(nullptr);
+    FAIL("a null key was encoded");
+  } catch (const Error& e) {
+    CHECK(e.code() == ExitCode::failure);
+  }
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -78,6 +79,12 @@ EmulatorProcess::~EmulatorProcess() {
     kill(pid_, SIGKILL);
     waitpid(pid_, nullptr, 0);
   }
+}
+
+void write_vendor_root(const std::string& dir, const std::string& out) {
+  auto root = run_process(bin_path("kiln-board-emu"), {"--dir", dir, "--print-vendor-root"});
+  if (root.exit_code != 0) throw std::runtime_error("kiln-board-emu --print-vendor-root failed: " + root.err);
+  std::ofstream(out) << root.out;
 }
 
 }  // namespace kiln::test

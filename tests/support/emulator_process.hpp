@@ -29,4 +29,8 @@ class EmulatorProcess {
   std::vector<std::string> sockets_;
 };
 
+// Writes the vendor root that the boards of an emulator in `dir` chain their attestation to (kiln-board-emu
+// --print-vendor-root) to the file `out`, for a station profile's --vendor-root.
+void write_vendor_root(const std::string& dir, const std::string& out);
+
 }  // namespace kiln::test

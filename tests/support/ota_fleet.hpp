@@ -36,7 +36,7 @@ namespace kiln::test {
 struct OtaFleetOptions {
   int boards = 3;
   double check_in_interval = 0.3;              // seconds
-  std::vector<std::string> emulator_args;      // more kiln-board-emu options (e.g. --fail-version 1.3.0)
+  std::vector<std::string> emulator_args{};    // more kiln-board-emu options (e.g. --fail-version 1.3.0)
   std::string product = "Thermo";
   std::string group = "Thermo/Field Test";
   int jobs = 4;                                // factory run --jobs
@@ -51,14 +51,14 @@ struct OtaFleetOptions {
   // ... with the delivery key on a SoftHSM2 token instead (delivery_key_ref(): its pkcs11: URI).
   bool delivery_key_on_token = false;
   // Appended to the station profile before provisioning (e.g. an [encryption] table).
-  std::string profile_extra;
+  std::string profile_extra{};
   // M-of-N manifest trust: the factory installs release.pem plus manifest2.pem .. manifestN.pem (made for the
   // bench) with this threshold, the product on the service registers the same, and the factory manifest is
   // signed by the first M of them. 1 key: release.pem alone, 1 of 1.
   int manifest_keys = 1;
   int manifest_threshold = 1;
   // `kiln-service init --store URL` (a PostgreSQL database); empty: SQLite in the service directory.
-  std::string store;
+  std::string store{};
   // Several `kiln-service run` on copies of the initialised directory (svc, svc2, ...) sharing the store and
   // one --blob-dir (blobs/), behind HAProxy (tests/support/haproxy.hpp): kiln and the boards talk to HAProxy.
   // Needs `store` (copies of a SQLite directory would be separate services).
@@ -126,9 +126,7 @@ class OtaFleet {
                            "-days", "30", "-out", file("station-ca.pem"), "-addext", "basicConstraints=critical,CA:true",
                            "-addext", "keyUsage=critical,keyCertSign,cRLSign"});
     REQUIRE_MESSAGE(ca.exit_code == 0, ca.err);
-    auto root = run_process(bin_path("kiln-board-emu"), {"--dir", emu_dir(), "--print-vendor-root"});
-    REQUIRE(root.exit_code == 0);
-    write(file("vendor-root.pem"), root.out);
+    write_vendor_root(emu_dir(), file("vendor-root.pem"));
 
     start_emulator();
     if (!options_.factory_firmware) install_manifest_keys();

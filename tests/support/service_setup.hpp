@@ -27,6 +27,11 @@ inline void spit(const std::filesystem::path& path, const std::string& data, boo
     std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
 }
 
+// A file's permission bits (0600).
+inline unsigned mode_of(const std::filesystem::path& path) {
+  return static_cast<unsigned>(std::filesystem::status(path).permissions() & std::filesystem::perms::all);
+}
+
 // The rows of JSON-lines output.
 inline std::vector<nlohmann::json> jsonl(const std::string& out) {
   std::vector<nlohmann::json> rows;

@@ -12,6 +12,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "emulator/board.hpp"
+#include "tests/support/link_checks.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/umockdev/usb_board.hpp"
@@ -59,13 +60,7 @@ TEST_CASE("usb: SMP over libusb bulk transfers: echo, identity and a windowed up
   CHECK(client.board() == "usb:1-1");
   CHECK(echo(client, "over usb") == "over usb");
   CHECK(read_identity(client).uid == f.board->uid());
-  auto image = f.dir.path() / "fw.bin";
-  write_file_atomic(image, emu::make_test_image(6, 0, 1, 40000));
-  auto result = upload_image(client, image, {});
-  auto slots = read_image_state(client);
-  REQUIRE(slots.size() == 2);
-  CHECK(slots[1].version == "6.0.1");
-  CHECK(slots[1].hash == result.sha256);
+  test::check_upload_lands_in_slot_1(client, f.dir.path(), 6, 0, 1, 40000);
 }
 
 TEST_CASE("usb: unplugging mid-conversation is a clear error naming the board") {
