@@ -24,7 +24,6 @@
 #include "service/manual.hpp"
 #include "service/sd_notify.hpp"
 #include "service/store.hpp"
-#include "service/session_tickets.hpp"
 #include "service/tls_material.hpp"
 #include "service/transfer_voucher.hpp"
 #include "kiln/version.hpp"
@@ -44,8 +43,6 @@ struct Paths {
   fs::path images() const { return dir / "images"; }
   fs::path certificate() const { return tls_certificate.empty() ? dir / "server.pem" : tls_certificate; }
   fs::path key() const { return tls_key.empty() ? dir / "server.key" : tls_key; }
-  // The secret every instance on a copy of this directory derives its TLS session-ticket keys from.
-  fs::path session_ticket_secret() const { return dir / "session-ticket.key"; }
 };
 
 // The config file's keys: `kiln-service run` flags without their dashes (docs/service.md).
@@ -164,7 +161,6 @@ int init(const Paths& paths, const std::string& tenant, const StoreChoice& store
     throw Error(ExitCode::conflict, "the store already holds a tenant named " + tenant,
                 "several instances share a store by sharing one initialised --dir (copy it); or pick --tenant");
   service::create_tls_material(paths.dir);
-  service::SessionTicketKeys::load_or_create(paths.session_ticket_secret());
   auto tenant_id = svc.create_tenant(tenant);
   write_token(paths.dir / "admin.token", svc.create_token(tenant_id, service::Role::admin, "admin"));
   if (!store.url.empty()) {
@@ -199,7 +195,23 @@ service::Request to_request(const httplib::Request& in) {
     out.headers[lower] = value;
   }
   out.body = in.body;
-  if (in.ssl) out.client_certificates = service::SessionTicketKeys::peer_certificates(const_cast<SSL*>(in.ssl));
+  if (in.ssl) {
+    auto* ssl = const_cast<SSL*>(in.ssl);
+    auto der_of = [](X509* cert) {
+      int len = i2d_X509(cert, nullptr);
+      std::string der(static_cast<std::size_t>(std::max(len, 0)), '\0');
+      auto* p = reinterpret_cast<unsigned char*>(der.data());
+      if (len > 0) i2d_X509(cert, &p);
+      return der;
+    };
+    if (X509* leaf = SSL_get1_peer_certificate(ssl)) {
+      out.client_certificates.push_back(der_of(leaf));
+      X509_free(leaf);
+      // On a server the peer chain excludes the leaf.
+      if (STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl))
+        for (int i = 0; i < sk_X509_num(chain); ++i) out.client_certificates.push_back(der_of(sk_X509_value(chain, i)));
+    }
+  }
   return out;
 }
 
@@ -210,8 +222,7 @@ int accept_any_client_certificate(int /*preverified*/, X509_STORE_CTX* /*ctx*/) 
 std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const ListenerOptions& options,
                                                 std::shared_ptr<service::Service> svc, bool mutual_tls,
                                                 service::ConnectionGuard& guard, int& listen_socket,
-                                                service::ServerCredentials& credentials,
-                                                const service::SessionTicketKeys& tickets) {
+                                                service::ServerCredentials& credentials) {
   auto server = std::make_unique<httplib::SSLServer>(paths.certificate().c_str(), paths.key().c_str());
   if (!server->is_valid())
     throw Error(ExitCode::failure, "cannot load the server certificate/key " + paths.certificate().string() + ", " +
@@ -220,8 +231,6 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const Listen
   // Without a session-id context, TLS session resumption fails when client certificates are requested.
   static const unsigned char session_context[] = "kiln-service";
   SSL_CTX_set_session_id_context(server->ssl_context(), session_context, sizeof session_context - 1);
-  // Devices check in on fresh connections: a ticket from any instance on a copy of this directory resumes.
-  tickets.attach(server->ssl_context());
   // The agent listener requires a client certificate; the API listener asks for one and accepts a
   // handshake without: stations authenticate with a certificate, people and CI with a bearer token.
   SSL_CTX_set_verify(server->ssl_context(),
@@ -357,14 +366,12 @@ int run(const Paths& paths, const std::string& listen, const std::string& agent_
   raise_descriptor_limit();
   // Both listeners present this pair; SIGHUP reads the files again (certificate renewal).
   service::ServerCredentials credentials(paths.certificate(), paths.key());
-  // A directory from before session tickets gets its secret now (copy it to the other instances' directories).
-  service::SessionTicketKeys tickets(service::SessionTicketKeys::load_or_create(paths.session_ticket_secret()));
   // The guards outlive the servers: OpenSSL reports each connection's end to its guard.
   service::ConnectionGuard api_guard(options.limits(), "api"), agent_guard(options.limits(), "agents");
   int api_socket = -1, agent_socket = -1;
-  auto api = make_server(paths, options, svc, false, api_guard, api_socket, credentials, tickets);
+  auto api = make_server(paths, options, svc, false, api_guard, api_socket, credentials);
   std::unique_ptr<httplib::SSLServer> agents;
-  if (!agent_listen.empty()) agents = make_server(paths, options, svc, true, agent_guard, agent_socket, credentials, tickets);
+  if (!agent_listen.empty()) agents = make_server(paths, options, svc, true, agent_guard, agent_socket, credentials);
   std::string host = listen.substr(0, listen.rfind(':'));
   int port = bind_server(*api, listen, api_socket);
   int agent_port = agents ? bind_server(*agents, agent_listen, agent_socket) : 0;

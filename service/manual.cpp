@@ -85,11 +85,6 @@ The service's CA (clients pass it as \fB\-\-ca\-file\fR) and the server certific
 The Ed25519 key that signs device\-transfer vouchers (mode 0600), created by the first \fBrun\fR. Each
 voucher's record in the store keeps its public half, so instances sharing a store verify each other's.
 .TP
-\fIDIR/session\-ticket.key\fR
-The secret (mode 0600) the TLS session\-ticket keys are derived from, made by \fBinit\fR (or by the first
-\fBrun\fR of an older directory). Copies of the directory resume each other's sessions; a new file on every
-instance invalidates every ticket.
-.TP
 \fIDIR/admin.token\fR
 The first tenant's admin token (mode 0600), for \fBkiln login \-\-token\-file\fR.
 .SH EXIT STATUS
