@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "signing/key_wrap.hpp"  // WrappedKey, wrap_device_key, unwrap_device_key
 #include "transport/smp_client.hpp"
 
 namespace kiln {
@@ -99,19 +100,6 @@ struct InstalledManifest {
   std::uint64_t sequence = 0;
   Bytes digest;  // SHA-256 of the envelope
 };
-
-// Key wrapped to a board's transport key: ECDH P-256 (ephemeral key `ephemeral_public_key`),
-// HKDF-SHA256(shared secret, salt = "", info = "kiln key wrap v1" || uid) -> AES-256-GCM key,
-// AAD = uid, plaintext = the device private key as PKCS#8 DER.
-struct WrappedKey {
-  Bytes ephemeral_public_key;  // DER SPKI
-  Bytes iv;                    // 12 bytes
-  Bytes ciphertext;
-  Bytes tag;                   // 16 bytes
-};
-WrappedKey wrap_device_key(ByteView transport_public_key, const std::string& uid, ByteView pkcs8_private_key);
-// The board side. Throws Error(verification_failed) when the key does not decrypt.
-Bytes unwrap_device_key(const WrappedKey& wrapped, ByteView transport_private_key_pkcs8, const std::string& uid);
 
 // What a board's attestation key signs (ECDSA over its SHA-256), so a signature answers one
 // station challenge about one UID and one key: label || u16 len(nonce) || nonce || u16 len(uid) ||
