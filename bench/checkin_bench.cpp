@@ -7,10 +7,6 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +20,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "tests/support/loopback.hpp"  // the loopback connection the tests use too
 
 namespace {
 
@@ -78,25 +76,6 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-int connect_to(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  timeval timeout{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<std::uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 struct Result {
   std::vector<double> latencies_ms;
   long errors = 0, resumed = 0, handshakes = 0;
@@ -127,7 +106,7 @@ class Worker {
 
  private:
   bool connect(Result& result) {
-    int fd = connect_to(port_);
+    int fd = kiln::test::connect_loopback(port_);
     if (fd < 0) return false;
     ssl_ = SSL_new(ctx_);
     SSL_set_fd(ssl_, fd);

@@ -64,11 +64,7 @@ std::vector<std::string> split(const std::vector<std::string>& uids, const std::
 }  // namespace
 
 TEST_CASE("rotation e2e: 20 boards rotate manifest and boot keys through trust deployments; an offline board catches up") {
-  test::OtaFleetOptions options;
-  options.boards = 20;
-  options.jobs = 8;
-  options.check_in_interval = 0.3;
-  test::OtaFleet fleet(options);
+  test::OtaFleet fleet({.boards = 20, .check_in_interval = 0.3, .jobs = 8});
   const std::string product = fleet.options().product;
   const auto f = [&](const std::string& name) { return fleet.file(name); };
   for (const char* name : {"m2.pem", "m3.pem", "boot2.pem"})

@@ -35,11 +35,7 @@ std::string board_install_manifest(test::OtaFleet& fleet, const std::string& uid
 }  // namespace
 
 TEST_CASE("threshold e2e: 2 of 3 manifest keys: one signature is refused everywhere, two install") {
-  test::OtaFleetOptions options;
-  options.boards = 2;
-  options.manifest_keys = 3;
-  options.manifest_threshold = 2;
-  test::OtaFleet fleet(options);
+  test::OtaFleet fleet({.boards = 2, .manifest_keys = 3, .manifest_threshold = 2});
   const auto key = [&](int i) { return fleet.file(test::OtaFleet::manifest_key_file(i)); };
   const std::vector<std::string> trusted{"--key", key(1), "--key", key(2), "--key", key(3)};
 
