@@ -139,20 +139,6 @@ Value text_map(const Json& description, const std::vector<Component>& components
 
 }  // namespace
 
-Bytes uuid5(ByteView namespace_uuid, std::string_view name) {
-  // UUIDv5 is defined over SHA-1 (RFC 9562): the first 16 bytes with version and variant bits set.
-  Bytes input(namespace_uuid.begin(), namespace_uuid.end());
-  input.insert(input.end(), name.begin(), name.end());
-  unsigned char sha1[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  if (EVP_Digest(input.data(), input.size(), sha1, &length, EVP_sha1(), nullptr) != 1)
-    throw Error(ExitCode::failure, "SHA-1 for UUIDv5 failed").with_detail(openssl_errors());
-  Bytes uuid(sha1, sha1 + 16);
-  uuid[6] = static_cast<std::uint8_t>((uuid[6] & 0x0f) | 0x50);
-  uuid[8] = static_cast<std::uint8_t>((uuid[8] & 0x3f) | 0x80);
-  return uuid;
-}
-
 Bytes vendor_id_from_domain(std::string_view domain) {
   static const Bytes dns_namespace = from_hex("6ba7b8109dad11d180b400c04fd430c8");
   return uuid5(dns_namespace, domain);

@@ -10,11 +10,11 @@
 #include <nlohmann/json.hpp>
 
 #include "manifests/suit_envelope.hpp"
+#include "signing/uuid.hpp"  // uuid5
 
 namespace kiln::suit {
 
 // The draft's UUIDv5 derivations: vendor-id = UUID5(DNS namespace, domain); class-id = UUID5(vendor-id, name).
-Bytes uuid5(ByteView namespace_uuid, std::string_view name);
 Bytes vendor_id_from_domain(std::string_view domain);
 Bytes class_id_from_name(ByteView vendor_id, std::string_view name);
 

@@ -12,6 +12,7 @@
 #include "signing/image_crypto.hpp"
 #include "signing/mcuboot_image.hpp"
 #include "signing/signer.hpp"
+#include "signing/uuid.hpp"  // uuid5
 
 namespace kiln::mcuboot {
 
@@ -152,8 +153,6 @@ ImageReport inspect_image(const std::filesystem::path& file, const std::optional
 ImageReport verify_image(const std::filesystem::path& file, const std::optional<Bytes>& public_key_der,
                          const Progress& progress = {}, const ContentKeyOpener* decrypt = nullptr);
 
-// RFC 4122 name-based (SHA-1) UUID, as Python's uuid.uuid5.
-Bytes uuid5(ByteView name_space, std::string_view name);
 // A UUID written as text, or (for names) uuid5 under `name_space`.
 Bytes uuid_from_text_or_name(std::string_view text, ByteView name_space);
 
