@@ -1,12 +1,13 @@
-// Station profile: TOML written by hand (flat, quoted strings) and read with CLI11's TOML reader.
+// Station profile: TOML written and read with toml++ (strings escaped and unescaped by the library, each
+// value's type and line known, repeated keys and tables refused by the parser).
 #include "provisioning/profile.hpp"
 
 #include <map>
+#include <set>
 #include <sstream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
+#include <toml++/toml.h>
 
 #include "core/error.hpp"
 #include "core/files.hpp"
@@ -18,30 +19,22 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Profile values are plain: no quotes, backslashes or control characters, so every value reads
-// back exactly (CLI11's TOML reader does not undo every TOML escape).
-bool plain_value(const std::string& value) {
-  for (char c : value)
-    if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return false;
-  return true;
-}
+enum class ValueKind { string, integer, strings };
 
-std::string quoted(const std::string& value) {
-  if (!plain_value(value))
-    throw Error(ExitCode::usage, fmt::format("profile values cannot contain quotes, backslashes or control characters: {}",
-                                             nlohmann::json(value).dump()));
-  return "\"" + value + "\"";
-}
-
-const std::map<std::string, std::string> known_keys = {
-    {"station.product", ""}, {"station.id", ""}, {"station.ledger", ""}, {"station.quota", ""},
-    {"station.checkpoint_every", ""}, {"station.key", ""}, {"ca.key", ""}, {"ca.certificate", ""},
-    {"ca.validity_days", ""}, {"attestation.vendor_root", ""}, {"identity.mode", ""},
-    {"install.boot_key_hash", ""}, {"install.service_url", ""}, {"install.trust_anchor", ""},
-    {"install.final_state", ""}, {"firmware.image", ""}, {"firmware.manifest", ""},
-    {"firmware.manifest_key", ""}, {"firmware.manifest_keys", ""}, {"firmware.manifest_threshold", ""},
-    {"firmware.image_sha256", ""}, {"firmware.manifest_sha256", ""},
-    {"encryption.mode", ""}, {"encryption.type", ""}, {"encryption.key", ""}};
+// Every key a profile may hold, with the type its value must have.
+const std::map<std::string, ValueKind> known_keys = {
+    {"station.product", ValueKind::string}, {"station.id", ValueKind::string},
+    {"station.ledger", ValueKind::string}, {"station.quota", ValueKind::integer},
+    {"station.checkpoint_every", ValueKind::integer}, {"station.key", ValueKind::string},
+    {"ca.key", ValueKind::string}, {"ca.certificate", ValueKind::string}, {"ca.validity_days", ValueKind::integer},
+    {"attestation.vendor_root", ValueKind::string}, {"identity.mode", ValueKind::string},
+    {"install.boot_key_hash", ValueKind::string}, {"install.service_url", ValueKind::string},
+    {"install.trust_anchor", ValueKind::string}, {"install.final_state", ValueKind::string},
+    {"firmware.image", ValueKind::string}, {"firmware.manifest", ValueKind::string},
+    {"firmware.manifest_key", ValueKind::string}, {"firmware.manifest_keys", ValueKind::strings},
+    {"firmware.manifest_threshold", ValueKind::integer}, {"firmware.image_sha256", ValueKind::string},
+    {"firmware.manifest_sha256", ValueKind::string}, {"encryption.mode", ValueKind::string},
+    {"encryption.type", ValueKind::string}, {"encryption.key", ValueKind::string}};
 
 std::int64_t to_integer(const std::string& key, const std::string& value, ProfileRange range) {
   try {
@@ -54,61 +47,71 @@ std::int64_t to_integer(const std::string& key, const std::string& value, Profil
               fmt::format("profile: {} must be an integer from {} to {}, not '{}'", key, range.min, range.max, value));
 }
 
-std::string trimmed(std::string_view text) {
-  auto first = text.find_first_not_of(" \t\r");
-  if (first == std::string_view::npos) return {};
-  auto last = text.find_last_not_of(" \t\r");
-  return std::string(text.substr(first, last - first + 1));
-}
-
-// A dotted key with the blanks around its parts removed ("a . b" and "a.b" are the same key).
-std::string normalized_key(std::string_view key) {
-  std::string out;
-  std::size_t start = 0;
-  while (true) {
-    auto dot = key.find('.', start);
-    if (!out.empty()) out += '.';
-    out += trimmed(key.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start));
-    if (dot == std::string_view::npos) return out;
-    start = dot + 1;
+const char* kind_name(ValueKind kind) {
+  switch (kind) {
+    case ValueKind::string: return "a string";
+    case ValueKind::integer: return "an integer";
+    case ValueKind::strings: return "an array of strings";
   }
+  return "a value";
 }
 
-// CLI11's TOML reader merges a repeated table and lets a repeated key silently win, so a profile
-// edited by hand could say two things at once. Refuse both, naming the lines.
-void refuse_duplicates(const std::string& toml) {
-  std::map<std::string, std::size_t> tables, keys;
-  std::string table;
-  std::istringstream in(toml);
-  std::size_t number = 0;
-  for (std::string raw; std::getline(in, raw);) {
-    ++number;
-    std::string line = trimmed(raw);
-    if (line.empty() || line.front() == '#') continue;
-    if (line.rfind("[[", 0) == 0)
-      throw Error(ExitCode::usage, fmt::format("profile line {}: arrays of tables ({}) are not part of a station profile",
-                                               number, line));
-    if (line.front() == '[') {
-      auto close = line.find(']');
-      if (close == std::string::npos) continue;  // the TOML reader names the error
-      table = normalized_key(std::string_view(line).substr(1, close - 1));
-      auto [it, added] = tables.emplace(table, number);
-      if (!added)
-        throw Error(ExitCode::usage,
-                    fmt::format("profile line {}: table [{}] appears twice (first on line {})", number, table, it->second),
-                    "merge the two tables into one");
-      continue;
+// The profile's values as text (integers in decimal), and the one list, after checking every key and type.
+struct RawProfile {
+  std::map<std::string, std::string> values;
+  std::vector<std::string> manifest_keys;
+};
+
+RawProfile read_values(const std::string& text) {
+  toml::table root;
+  try {
+    root = toml::parse(text);
+  } catch (const toml::parse_error& e) {
+    throw Error(ExitCode::usage,
+                fmt::format("profile line {}: not valid TOML: {}", e.source().begin.line, std::string(e.description())),
+                "fix the profile, or write a new one with kiln factory init");
+  }
+  RawProfile raw;
+  for (auto&& [section, node] : root) {
+    auto line = section.source().begin.line;
+    const toml::table* table = node.as_table();
+    if (!table)
+      throw Error(ExitCode::usage, fmt::format("profile line {}: unknown key '{}' (every key belongs to a table such as "
+                                               "[station])", line, std::string(section.str())));
+    for (auto&& [name, value] : *table) {
+      std::string key = fmt::format("{}.{}", section.str(), name.str());
+      line = name.source().begin.line;
+      auto known = known_keys.find(key);
+      if (known == known_keys.end())
+        throw Error(ExitCode::usage, fmt::format("profile line {}: unknown key '{}'", line, key));
+      bool fits = false;
+      switch (known->second) {
+        case ValueKind::string:
+          if (auto s = value.value<std::string>(); s && value.is_string()) raw.values[key] = *s, fits = true;
+          break;
+        case ValueKind::integer:
+          if (auto n = value.value<std::int64_t>(); n && value.is_integer()) raw.values[key] = std::to_string(*n), fits = true;
+          break;
+        case ValueKind::strings:
+          if (const toml::array* list = value.as_array(); list && list->is_homogeneous(toml::node_type::string)) {
+            for (auto&& item : *list) raw.manifest_keys.push_back(*item.value<std::string>());
+            raw.values[key] = "list";
+            fits = true;
+          }
+          break;
+      }
+      if (!fits)
+        throw Error(ExitCode::usage, fmt::format("profile line {}: '{}' must be {}", line, key, kind_name(known->second)));
     }
-    auto equals = line.find('=');
-    if (equals == std::string::npos) continue;
-    std::string key = normalized_key(std::string_view(line).substr(0, equals));
-    std::string full = table.empty() ? key : table + "." + key;
-    auto [it, added] = keys.emplace(full, number);
-    if (!added)
-      throw Error(ExitCode::usage,
-                  fmt::format("profile line {}: '{}' is set twice (first on line {})", number, full, it->second),
-                  "keep one value for each key");
   }
+  return raw;
+}
+
+// One [section] of the written profile.
+void write_section(std::ostringstream& out, std::string_view name, toml::table table) {
+  // Basic (double-quoted) strings throughout: toml++ would pick literal ones where it can.
+  constexpr auto flags = toml::toml_formatter::default_flags & ~toml::format_flags::allow_literal_strings;
+  out << '\n' << toml::toml_formatter(toml::table{{name, std::move(table)}}, flags) << '\n';
 }
 
 }  // namespace
@@ -117,47 +120,33 @@ std::string_view identity_mode_name(IdentityMode mode) { return mode == Identity
 
 std::string profile_to_toml(const StationProfile& p) {
   std::ostringstream out;
-  out << "# kiln station profile: what this station does to every board (kiln factory provision / run)\n\n";
-  out << "[station]\n";
-  out << "product = " << quoted(p.product) << "\n";
-  out << "id = " << quoted(p.station_id) << "\n";
-  out << "ledger = " << quoted(p.ledger.string()) << "\n";
-  if (p.quota) out << "quota = " << *p.quota << "\n";
-  out << "checkpoint_every = " << p.checkpoint_every << "\n";
-  out << "key = " << quoted(p.station_key) << "\n\n";
-  out << "[ca]\n";
-  out << "key = " << quoted(p.ca_key) << "\n";
-  out << "certificate = " << quoted(p.ca_certificate.string()) << "\n";
-  out << "validity_days = " << p.validity_days << "\n\n";
-  out << "[attestation]\n";
-  out << "vendor_root = " << quoted(p.vendor_root.string()) << "\n\n";
-  out << "[identity]\n";
-  out << "mode = " << quoted(std::string(identity_mode_name(p.identity))) << "\n\n";
-  out << "[install]\n";
-  out << "boot_key_hash = " << quoted(p.boot_key_hash) << "\n";
-  if (p.service_url) out << "service_url = " << quoted(*p.service_url) << "\n";
-  out << "trust_anchor = " << quoted(p.trust_anchor.string()) << "\n";
-  out << "final_state = " << quoted(std::string(manufacturing_state_name(p.final_state))) << "\n";
+  out << "# kiln station profile: what this station does to every board (kiln factory provision / run)\n";
+  toml::table station{{"product", p.product}, {"id", p.station_id}, {"ledger", p.ledger.string()},
+                      {"checkpoint_every", p.checkpoint_every}, {"key", p.station_key}};
+  if (p.quota) station.insert("quota", *p.quota);
+  write_section(out, "station", std::move(station));
+  write_section(out, "ca", toml::table{{"key", p.ca_key}, {"certificate", p.ca_certificate.string()},
+                            {"validity_days", p.validity_days}});
+  write_section(out, "attestation", toml::table{{"vendor_root", p.vendor_root.string()}});
+  write_section(out, "identity", toml::table{{"mode", std::string(identity_mode_name(p.identity))}});
+  toml::table install{{"boot_key_hash", p.boot_key_hash}, {"trust_anchor", p.trust_anchor.string()},
+                      {"final_state", std::string(manufacturing_state_name(p.final_state))}};
+  if (p.service_url) install.insert("service_url", *p.service_url);
+  write_section(out, "install", std::move(install));
   if (p.firmware) {
-    out << "\n[firmware]\n";
-    out << "image = " << quoted(p.firmware->image.string()) << "\n";
-    out << "image_sha256 = " << quoted(p.firmware->image_sha256) << "\n";
-    out << "manifest = " << quoted(p.firmware->manifest.string()) << "\n";
-    out << "manifest_sha256 = " << quoted(p.firmware->manifest_sha256) << "\n";
-    std::string keys;
-    for (const auto& key : p.firmware->manifest_keys) keys += (keys.empty() ? "" : ", ") + quoted(key);
-    out << "manifest_keys = [" << keys << "]\n";
-    out << "manifest_threshold = " << p.firmware->manifest_threshold << "\n";
+    toml::array keys;
+    for (const auto& key : p.firmware->manifest_keys) keys.push_back(key);
+    write_section(out, "firmware",
+                  toml::table{{"image", p.firmware->image.string()}, {"image_sha256", p.firmware->image_sha256},
+                   {"manifest", p.firmware->manifest.string()}, {"manifest_sha256", p.firmware->manifest_sha256},
+                   {"manifest_keys", std::move(keys)},
+                   {"manifest_threshold", static_cast<std::int64_t>(p.firmware->manifest_threshold)}});
   }
   if (p.encryption) {
-    out << "\n[encryption]\n";
-    if (p.encryption->mode == EncryptionKeyMode::generate) {
-      out << "mode = \"generate\"\n";
-      out << "type = " << quoted(p.encryption->type) << "\n";
-    } else {
-      out << "mode = \"install\"\n";
-      out << "key = " << quoted(p.encryption->key.string()) << "\n";
-    }
+    if (p.encryption->mode == EncryptionKeyMode::generate)
+      write_section(out, "encryption", toml::table{{"mode", "generate"}, {"type", p.encryption->type}});
+    else
+      write_section(out, "encryption", toml::table{{"mode", "install"}, {"key", p.encryption->key.string()}});
   }
   return out.str();
 }
@@ -168,31 +157,9 @@ void write_profile(const fs::path& path, const StationProfile& profile, bool ove
 }
 
 StationProfile parse_profile(const std::string& toml, const fs::path& base_dir) {
-  std::istringstream in(toml);
-  std::vector<CLI::ConfigItem> items;
-  try {
-    items = CLI::ConfigTOML().from_config(in);
-  } catch (const CLI::Error& e) {
-    throw Error(ExitCode::usage, fmt::format("profile is not valid TOML: {}", e.what()));
-  }
-  refuse_duplicates(toml);
-  std::map<std::string, std::string> values;
-  std::vector<std::string> manifest_keys;
-  for (const auto& item : items) {
-    if (item.inputs.empty()) continue;  // section headers
-    std::string key = item.fullname();
-    if (!known_keys.count(key)) throw Error(ExitCode::usage, fmt::format("profile: unknown key '{}'", key));
-    if (key == "firmware.manifest_keys") {  // the one list: M-of-N manifest keys
-      for (const auto& input : item.inputs)
-        if (!plain_value(input)) throw Error(ExitCode::usage, "profile: 'firmware.manifest_keys' must be hex strings");
-      manifest_keys = item.inputs;
-      values[key] = "list";
-      continue;
-    }
-    if (item.inputs.size() != 1 || !plain_value(item.inputs.front()))
-      throw Error(ExitCode::usage, fmt::format("profile: '{}' must be one plain string or number", key));
-    values[key] = item.inputs.front();
-  }
+  RawProfile raw = read_values(toml);
+  auto& values = raw.values;  // clang 14 cannot capture structured bindings in lambdas
+  const auto& manifest_keys = raw.manifest_keys;
   auto required = [&](const std::string& key) {
     auto it = values.find(key);
     if (it == values.end() || it->second.empty())

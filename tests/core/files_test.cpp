@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <fstream>
+#include <thread>
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
@@ -71,6 +73,35 @@ TEST_CASE("files: read_file_range reads the bytes at an offset, fewer at the end
   CHECK(read_file_range(target, 5000, 10).empty());
   CHECK(read_file_range(target, 1u << 31, 10).empty());
   CHECK_THROWS_AS(read_file_range(dir.path() / "absent", 0, 10), Error);
+  // A length taken from a hostile header allocates no more than the file holds (a vector of 2^62 bytes
+  // would throw).
+  CHECK(read_file_range(target, 4990, std::size_t{1} << 62) == Bytes(data.begin() + 4990, data.end()));
+  CHECK(read_file_range(target, 6000, std::size_t{1} << 62).empty());
+}
+
+TEST_CASE("files: ChunkReader reads a file that grows past its small buffer, and a FIFO in full chunks") {
+  test::TempDir dir;
+  auto target = dir.path() / "small";
+  write_file_atomic(target, Bytes(10, 1));
+  ChunkReader reader(target);
+  CHECK(reader.size() == 10);
+  {  // grows after the reader sized its buffer
+    std::ofstream(target, std::ios::app | std::ios::binary) << std::string(40000, 'x');
+  }
+  std::size_t total = 0;
+  for (auto c = reader.next(); !c.empty(); c = reader.next()) total += c.size();
+  CHECK(total == 40010);
+
+  auto fifo = dir.path() / "fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  std::thread writer([&] { std::ofstream(fifo, std::ios::binary) << std::string(100000, 'y'); });
+  ChunkReader from_fifo(fifo, 64 * 1024);
+  auto first = from_fifo.next();
+  CHECK(first.size() == 64 * 1024);  // a FIFO reports no size: its buffer is the whole chunk
+  std::size_t fifo_total = first.size();
+  for (auto c = from_fifo.next(); !c.empty(); c = from_fifo.next()) fifo_total += c.size();
+  writer.join();
+  CHECK(fifo_total == 100000);
 }
 
 TEST_CASE("files: a missing file is not_found with the path in the message") {

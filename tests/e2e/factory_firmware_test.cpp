@@ -132,7 +132,7 @@ TEST_CASE("factory init --image --manifest --manifest-key refuses parts that do 
   std::ifstream written(line.profile);
   std::string text((std::istreambuf_iterator<char>(written)), std::istreambuf_iterator<char>());
   CHECK(text.find("[firmware]") != std::string::npos);
-  CHECK(text.find("manifest_keys = [\"") != std::string::npos);
+  CHECK(text.find("manifest_keys = [") != std::string::npos);  // a TOML array of hex strings
   CHECK(text.find("manifest_threshold = 1") != std::string::npos);
 
   // The manifest was signed by another key than the one named.
