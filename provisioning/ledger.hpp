@@ -16,7 +16,9 @@
 #include "signing/ledger_signature.hpp"
 #include "signing/signer.hpp"
 
-struct sqlite3;
+namespace kiln::sqlite {
+class Db;
+}
 
 namespace kiln {
 
@@ -142,7 +144,7 @@ class Ledger {
                          const std::string& consume_reservation = {});
   // Inside an open transaction: the row and the re-signed head.
   std::int64_t insert_row(const std::string& kind, const std::string& content, const Signer* sign_with);
-  std::unique_ptr<sqlite3, void (*)(sqlite3*)> db_;
+  std::unique_ptr<sqlite::Db> db_;
   std::string path_;
   std::string ledger_id_;
   std::mutex mutex_;

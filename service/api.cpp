@@ -13,6 +13,7 @@
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
+#include "core/sqlite.hpp"
 #include "core/utf8.hpp"
 #include "service/blob_file.hpp"
 #include "service/factory_trust.hpp"
@@ -581,6 +582,13 @@ Service::~Service() = default;
 
 namespace {
 
+// The database is down, restarting or busy past its timeout: nothing was applied; the client tries again.
+Response unavailable(const Error& e) {
+  auto r = error_response(503, "store_unavailable", e.what());
+  r.headers["Retry-After"] = std::to_string(retry_after_seconds);
+  return r;
+}
+
 // The answer to one request: handler errors become their JSON error responses.
 Response answer(std::function<Response()> dispatch) {
   try {
@@ -590,10 +598,9 @@ Response answer(std::function<Response()> dispatch) {
   } catch (const Json::exception& e) {
     return error_response(400, "invalid_request", fmt::format("request body has the wrong shape: {}", e.what()));
   } catch (const StoreUnavailable& e) {
-    // The database is down or restarting: nothing was applied; the client tries again.
-    auto r = error_response(503, "store_unavailable", e.what());
-    r.headers["Retry-After"] = std::to_string(retry_after_seconds);
-    return r;
+    return unavailable(e);
+  } catch (const sqlite::Busy& e) {
+    return unavailable(e);
   } catch (const StoreRejected& e) {
     return error_response(400, "invalid_request", e.what());
   } catch (const Error& e) {
