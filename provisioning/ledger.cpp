@@ -6,8 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
-#include <ctime>
 #include <map>
 #include <set>
 
@@ -16,6 +14,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "core/sqlite.hpp"
+#include "core/time.hpp"
 #include "provisioning/station_ca.hpp"
 
 namespace kiln {
@@ -27,17 +26,6 @@ namespace {
 constexpr const char* genesis_hash = "0000000000000000000000000000000000000000000000000000000000000000";
 
 }  // namespace
-
-std::string utc_now_iso8601() {
-  auto now = std::chrono::system_clock::now();
-  auto seconds = std::chrono::system_clock::to_time_t(now);
-  auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char buffer[32];
-  std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%S", &tm);
-  return fmt::format("{}.{:03}Z", buffer, millis);
-}
 
 std::string ledger_row_hash(const std::string& prev_hash, std::int64_t seq, const std::string& kind,
                             const std::string& content) {
@@ -231,7 +219,7 @@ void Ledger::set_station_signer(const Signer* signer, int checkpoint_every) {
     Json content{{"kind", "station"},
                  {"ledger_id", ledger_id_},
                  {"station_public_key", to_hex(ours)},
-                 {"created_at", utc_now_iso8601()}};
+                 {"created_at", now_iso8601_millis()}};
     signer_ = signer;  // insert_row signs the head with it
     try {
       insert_row("station", content.dump(), signer);
@@ -299,7 +287,7 @@ std::int64_t Ledger::append(const LedgerEntry& entry) {
   auto seq = append_row("unit", to_json(entry).dump(), nullptr, consumes ? entry.uid : std::string());
   if (signer_ && checkpoint_every_ > 0 && ++rows_since_checkpoint_ >= checkpoint_every_) {
     Json content{{"kind", "checkpoint"},
-                 {"time", utc_now_iso8601()},
+                 {"time", now_iso8601_millis()},
                  {"station_public_key", to_hex(signer_->public_key_der())}};
     append_row("checkpoint", content.dump(), signer_);
     rows_since_checkpoint_ = 0;
@@ -315,7 +303,7 @@ void Ledger::checkpoint() {
     if (!last.step() || last.text(0) == "checkpoint") return;
   }
   Json content{{"kind", "checkpoint"},
-               {"time", utc_now_iso8601()},
+               {"time", now_iso8601_millis()},
                {"station_public_key", to_hex(signer_->public_key_der())}};
   append_row("checkpoint", content.dump(), signer_);
   rows_since_checkpoint_ = 0;
@@ -369,7 +357,7 @@ void Ledger::reserve_certificate(const std::string& uid, std::optional<std::int6
   auto insert = db.prepare("INSERT OR REPLACE INTO reservations (uid, pid, reserved_at) VALUES (?, ?, ?)");
   insert.bind(1, uid);
   insert.bind(2, static_cast<std::int64_t>(getpid()));
-  insert.bind(3, utc_now_iso8601());
+  insert.bind(3, now_iso8601_millis());
   insert.run();
   tx.commit();
 }
@@ -678,13 +666,8 @@ LedgerStats Ledger::stats() {
   s.units_provisioned = static_cast<std::int64_t>(provisioned.size());
   s.yield = attempted.empty() ? 0 : static_cast<double>(provisioned.size()) / static_cast<double>(attempted.size());
   for (auto& [step, count] : failures) s.failures_per_step.emplace_back(step, count);
-  auto parse_time = [](const std::string& text) -> double {
-    std::tm tm{};
-    if (text.size() < 19 || !strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) return 0;
-    double millis = text.size() >= 23 ? std::stod(text.substr(20, 3)) / 1000.0 : 0;
-    return static_cast<double>(timegm(&tm)) + millis;
-  };
-  double span = parse_time(last_finish) - parse_time(first_start);
+  auto millis = [](const std::string& text) { return unix_millis(text).value_or(0); };
+  double span = static_cast<double>(millis(last_finish) - millis(first_start)) / 1000.0;
   if (span > 0) s.units_per_hour = static_cast<double>(s.units_provisioned) * 3600.0 / span;
   return s;
 }

@@ -156,7 +156,6 @@ class Ledger {
 // SHA-256 chain link: hex of SHA-256(prev_hash "\n" seq "\n" kind "\n" content).
 std::string ledger_row_hash(const std::string& prev_hash, std::int64_t seq, const std::string& kind,
                             const std::string& content);
-std::string utc_now_iso8601();
 
 // Refuses (exit 3) a ledger that failed verification, and one whose end no signature proves (no station
 // row and no signed head, or no rows at all) unless `allow_unverified`: rows cut from its end could not be

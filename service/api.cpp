@@ -7,7 +7,6 @@
 #include <functional>
 #include <chrono>
 #include <unordered_map>
-#include <ctime>
 
 #include <fmt/format.h>
 
@@ -530,7 +529,7 @@ struct Service::Impl {
     std::string request_sha256;
     if (replayable) {
       if (key.size() > 128) return error_response(400, "invalid_request", "Idempotency-Key is longer than 128 characters");
-      auto now = static_cast<std::int64_t>(std::time(nullptr));
+      auto now = unix_now();
       auto oldest = iso8601(now - idempotency_seconds);
       bool purge = false;
       {

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <charconv>
-#include <ctime>
 #include <limits>
 #include <unordered_map>
 
@@ -16,6 +15,7 @@
 #include "core/error.hpp"
 #include "service/factory_trust.hpp"
 #include "core/maintenance_window.hpp"
+#include "core/time.hpp"
 #include "service/handlers.hpp"
 #include "service/ledger_bundle.hpp"
 #include "signing/image_crypto.hpp"
@@ -399,7 +399,7 @@ Reply import_devices(Call& call) {
     throw ApiError{400, "invalid_request",
                    "query parameter 'offset' is required with 'import': the byte offset this part starts at"};
   const std::int64_t offset = *offset_given;
-  std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+  std::int64_t now = unix_now();
   auto tx = call.store.begin();
   call.store.forget_import_parts_before(now - staged_import_seconds);
   std::int64_t received = call.store.import_received(call.who.tenant_id, *import_id);
@@ -562,7 +562,7 @@ Reply update_device(Call& call) {
 Json possession_challenge(Call& call, const std::string& device_id,
                           const std::function<std::string(const std::string& nonce)>& message) {
   std::string nonce = random_hex(16);
-  std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+  std::int64_t now = unix_now();
   call.store.add_claim_challenge(nonce, device_id, call.who.tenant_id, now + challenge_seconds, now);
   return Json{{"device", device_id}, {"nonce", nonce}, {"message", message(nonce)}, {"expires_in", challenge_seconds}};
 }
@@ -570,7 +570,7 @@ Json possession_challenge(Call& call, const std::string& device_id,
 void require_possession(Call& call, const std::string& device_id, const std::string& nonce, ByteView signature,
                         const std::string& message, const std::string& unknown, const std::string& bad) {
   if (!call.store.take_claim_challenge(nonce, device_id, call.who.tenant_id,
-                                       static_cast<std::int64_t>(std::time(nullptr))))
+                                       unix_now()))
     throw ApiError{409, "challenge_unknown", unknown};
   auto device = call.store.device_identity(device_id);
   if (!device || !verify_message_signature(from_hex(device->public_key), message, signature))
