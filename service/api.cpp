@@ -478,17 +478,16 @@ struct Service::Impl {
     return found;
   }
 
-  static bool owns_units(const Request& request) {
-    auto path = std::string_view(request.target).substr(0, request.target.find('?'));
-    auto found = match_route(request.method, path);
-    return found.route && found.route->own_units;
+  // The request's route, matched once: handle() reads whether it opens its own units, dispatch() runs it.
+  static RouteMatch match_route(const Request& request) {
+    return match_route(request.method, std::string_view(request.target).substr(0, request.target.find('?')));
   }
 
-  Response dispatch(const Request& request, AuditNote& note) {
+  Response dispatch(const Request& request, RouteMatch match, AuditNote& note) {
     auto qpos = request.target.find('?');
     std::string_view path = std::string_view(request.target).substr(0, qpos);
     std::string_view query = qpos == std::string::npos ? std::string_view() : std::string_view(request.target).substr(qpos + 1);
-    auto [found, params, path_known] = match_route(request.method, path);
+    auto [found, params, path_known] = std::move(match);
     if (!found) {
       if (path_known) return error_response(405, "method_not_allowed", fmt::format("{} is not allowed on {}", request.method, path));
       return error_response(404, "not_found", fmt::format("no such endpoint: {}", path));
@@ -634,12 +633,13 @@ Response Service::handle(const Request& request) {
   bool reads = request.method == "GET" || request.method == "HEAD";
   auto given = header(request, "x-request-id");
   std::string request_id = sane_request_id(given) ? given : random_id("req_");
-  bool own_units = !reads && Impl::owns_units(request);
   Response out = answer([&] {
+    auto match = Impl::match_route(request);
+    bool own_units = !reads && match.route && match.route->own_units;
     std::unique_ptr<Store::Transaction> unit;
     if (!own_units) unit = impl_->store->begin(reads ? Store::Access::read : Store::Access::write);
     AuditNote note;
-    Response response = answer([&] { return impl_->dispatch(request, note); });
+    Response response = answer([&] { return impl_->dispatch(request, std::move(match), note); });
     if (own_units) unit = impl_->store->begin();  // its audit entry, in a unit of its own
     try {
       impl_->record_audit(note, request, response, request_id);
