@@ -171,11 +171,7 @@ class UnitImporter {
   static std::int64_t count_units(std::string_view text, std::size_t& line_number) {
     std::int64_t units = 0;
     for_each_line(text, line_number, [&](const Json& unit) {
-      try {
-        required_string(unit, "uid", 128);
-      } catch (const ApiError& e) {
-        throw ApiError{e.status, e.code, fmt::format("bundle line {}: {}", line_number, e.message)};
-      }
+      require_uid(unit, line_number);
       ++units;
     });
     return units;
@@ -186,24 +182,31 @@ class UnitImporter {
       try {
         import_unit(unit);
       } catch (const ApiError& e) {
-        throw ApiError{e.status, e.code, fmt::format("bundle line {}: {}", line_number, e.message)};
+        throw at_line(e, line_number);
       }
     });
   }
-  // Every check apply() makes, writing nothing: what apply() would refuse is refused here, before any unit of
-  // an import applied in several transactions is written.
-  void check(std::string_view text, std::size_t& line_number) {
+  // Counts the unit lines of `text` as count_units() does (a malformed line is thrown at once) and makes every
+  // check apply() makes, writing nothing: the first unit apply() would refuse is kept in `refusal`, thrown by the
+  // caller once the bundle's signature holds, before any unit of an import applied in several transactions is
+  // written. One parse per line for both.
+  std::int64_t count_and_check(std::string_view text, std::size_t& line_number, std::optional<ApiError>& refusal) {
+    std::int64_t units = 0;
     for_each_line(text, line_number, [&](const Json& unit) {
+      require_uid(unit, line_number);
+      ++units;
+      if (refusal) return;
       try {
         auto prepared = prepare(unit);
         auto existing = call_.store.device_identity(prepared.device.id);
         if (existing && (existing->tenant_id != prepared.device.tenant_id ||
                          existing->public_key != prepared.device.public_key))
-          refuse_conflict(prepared.device.id);
+          refuse_conflict(prepared.device.id, existing);
       } catch (const ApiError& e) {
-        throw ApiError{e.status, e.code, fmt::format("bundle line {}: {}", line_number, e.message)};
+        refusal = at_line(e, line_number);
       }
     });
+    return units;
   }
   std::int64_t imported() const { return imported_; }
 
@@ -220,6 +223,19 @@ class UnitImporter {
   }
 
  private:
+  // The error of a unit, naming its line.
+  static ApiError at_line(const ApiError& e, std::size_t line_number) {
+    return ApiError{e.status, e.code, fmt::format("bundle line {}: {}", line_number, e.message)};
+  }
+
+  static void require_uid(const Json& unit, std::size_t line_number) {
+    try {
+      required_string(unit, "uid", 128);
+    } catch (const ApiError& e) {
+      throw at_line(e, line_number);
+    }
+  }
+
   template <typename Fn>
   static void for_each_line(std::string_view text, std::size_t& line_number, Fn&& fn) {
     while (!text.empty()) {
@@ -325,10 +341,8 @@ class UnitImporter {
 
   void import_unit(const Json& unit) {
     auto [device, encryption_key] = prepare(unit);
-    // A revoked device stays revoked, whatever the bundle says of its state.
-    if (auto existing = call_.store.device_identity(device.id); existing && existing->revoked_at)
-      device.state = "revoked";
-    if (!call_.store.upsert_device(device)) refuse_conflict(device.id);
+    // A revoked device stays revoked, whatever the bundle says of its state (the store keeps it so).
+    if (!call_.store.upsert_device(device)) refuse_conflict(device.id, call_.store.device_identity(device.id));
     if (encryption_key) call_.store.set_device_encryption_key(device.id, to_hex(*encryption_key));
     ++imported_;
   }
@@ -336,8 +350,7 @@ class UnitImporter {
   // The upsert changed nothing: the UID is registered with another tenant or with another key. A
   // registered device's key is never replaced by an import (a cloned or counterfeit unit replaying the
   // UID would take the device over); the whole import is refused and names the unit.
-  [[noreturn]] void refuse_conflict(const std::string& uid) {
-    auto existing = call_.store.device_identity(uid);
+  [[noreturn]] void refuse_conflict(const std::string& uid, const std::optional<DeviceIdentity>& existing) {
     if (existing && existing->tenant_id != call_.who.tenant_id)
       throw ApiError{409, "conflict",
                      fmt::format("unit {} conflicts: a device with this UID is registered to another tenant", uid)};
@@ -435,18 +448,19 @@ Reply import_devices(Call& call) {
   };
   UnitImporter importer(call);
   {
+    // One pass reads every part once: its hash, its units counted and checked.
     auto read = call.store.begin(Store::Access::read);
     offsets = call.store.import_part_offsets(call.who.tenant_id, *import_id);
     Hasher hasher(HashAlg::sha256);
     std::int64_t units = 0;
     std::size_t line_number = 0;
+    std::optional<ApiError> refusal;
     each_part([&](std::string_view text) {
       hasher.update(as_bytes(text));
-      units += UnitImporter::count_units(text, line_number);
+      units += importer.count_and_check(text, line_number, refusal);
     });
     verify_bundle(call.store, call.who.tenant_id, trailer, hasher.finish(), units);
-    line_number = 0;
-    each_part([&](std::string_view text) { importer.check(text, line_number); });
+    if (refusal) throw *refusal;
     read->commit();
   }
   std::size_t line_number = 0;
