@@ -18,6 +18,7 @@
 #include "service/factory_trust.hpp"
 #include "service/handlers.hpp"
 #include "service/store.hpp"
+#include "signing/message_signature.hpp"
 #include "signing/signer.hpp"
 
 namespace kiln::service {
@@ -292,14 +293,7 @@ std::string random_hex(std::size_t count) {
 }
 
 bool verify_message_signature(ByteView public_key_der, std::string_view message, ByteView signature) {
-  try {
-    auto bytes = as_bytes(message);
-    Bytes input = public_key_type(public_key_der) == KeyType::ed25519 ? Bytes(bytes.begin(), bytes.end())
-                                                                      : digest(HashAlg::sha256, bytes);
-    return verify_signature(public_key_der, input, HashAlg::sha256, signature);
-  } catch (const Error&) {
-    return false;
-  }
+  return verify_message(public_key_der, as_bytes(message), HashAlg::sha256, signature);
 }
 
 std::string random_id(const char* prefix) {
