@@ -341,8 +341,10 @@ class UnitImporter {
 
   void import_unit(const Json& unit) {
     auto [device, encryption_key] = prepare(unit);
-    // A revoked device stays revoked, whatever the bundle says of its state (the store keeps it so).
-    if (!call_.store.upsert_device(device)) refuse_conflict(device.id, call_.store.device_identity(device.id));
+    // A revoked device stays revoked, whatever the bundle says of its state.
+    auto existing = call_.store.device_identity(device.id);
+    if (existing && existing->revoked_at) device.state = "revoked";
+    if (!call_.store.upsert_device(device)) refuse_conflict(device.id, existing);
     if (encryption_key) call_.store.set_device_encryption_key(device.id, to_hex(*encryption_key));
     ++imported_;
   }

@@ -827,8 +827,7 @@ bool SqliteStore::upsert_device(const ImportedDevice& device) {
       "INSERT INTO devices (id, tenant_id, product_id, group_id, state, version, public_key, certificate, last_seen, "
       "imported_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
       "ON CONFLICT(id) DO UPDATE SET product_id = excluded.product_id, group_id = excluded.group_id, "
-      "state = CASE WHEN devices.revoked_at IS NULL THEN excluded.state ELSE 'revoked' END, "
-      "version = excluded.version, certificate = excluded.certificate "
+      "state = excluded.state, version = excluded.version, certificate = excluded.certificate "
       "WHERE devices.tenant_id = excluded.tenant_id AND devices.public_key = excluded.public_key");
   q->bind(1, device.id)
       .bind(2, device.tenant_id)

@@ -284,8 +284,7 @@ class Store {
   virtual std::vector<DeviceView> list_devices(const DeviceFilter& filter, const std::optional<std::string>& after,
                                                std::int64_t limit) = 0;
   virtual std::vector<DeviceCount> count_devices(const DeviceFilter& filter, DeviceCountKey by) = 0;
-  // False when nothing changed: the UID belongs to another tenant or holds another key. A revoked device keeps
-  // the state "revoked", whatever `device.state` says.
+  // False when nothing changed: the UID belongs to another tenant or holds another key.
   virtual bool upsert_device(const ImportedDevice& device) = 0;
   virtual bool group_of_device_product(const std::string& device_id, const std::string& group_id) = 0;
   virtual void set_device_group(const std::string& device_id, const std::string& group_id) = 0;
