@@ -1,31 +1,33 @@
+// UTC timestamps: formatting and the one strict ISO 8601 parser behind every timestamp kiln reads.
 #include "core/time.hpp"
 
-#include <chrono>
-#include <cstdio>
 #include <ctime>
+
+#include <fmt/format.h>
 
 namespace kiln {
 
-std::string now_iso8601() {
-  auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-std::string iso8601(std::int64_t unix_seconds) {
+namespace {
+
+std::string format_utc(std::int64_t unix_seconds, const char* fraction) {
   auto t = static_cast<std::time_t>(unix_seconds);
   std::tm tm{};
   gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                     tm.tm_min, tm.tm_sec, fraction);
 }
 
-std::optional<std::string> normalize_timestamp(std::string_view text) {
-  // date [T time [.fraction] (Z | +HH:MM | -HH:MM)]; the fraction is dropped (storage has whole seconds).
+struct Parsed {
+  std::int64_t seconds = 0;
+  int millis = 0;
+};
+
+// date [T time [.fraction] (Z | +HH:MM | -HH:MM)], validated field by field.
+std::optional<Parsed> parse(std::string_view text) {
   std::size_t at = 0;
   auto digits = [&](std::size_t count, int& out) {
     if (at + count > text.size()) return false;
@@ -43,7 +45,7 @@ std::optional<std::string> normalize_timestamp(std::string_view text) {
     ++at;
     return true;
   };
-  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
+  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0, millis = 0;
   if (!digits(4, year) || !literal('-') || !digits(2, month) || !literal('-') || !digits(2, day)) return std::nullopt;
   static const int days_in_month[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
   if (year < 1970 || month < 1 || month > 12 || day < 1) return std::nullopt;
@@ -60,6 +62,7 @@ std::optional<std::string> normalize_timestamp(std::string_view text) {
       std::size_t start = at;
       while (at < text.size() && text[at] >= '0' && text[at] <= '9') ++at;
       if (at == start || at - start > 9) return std::nullopt;
+      for (std::size_t i = 0; i < 3; ++i) millis = millis * 10 + (start + i < at ? text[start + i] - '0' : 0);
     }
     if (!literal('Z') && !literal('z')) {
       bool minus = at < text.size() && text[at] == '-';
@@ -77,19 +80,39 @@ std::optional<std::string> normalize_timestamp(std::string_view text) {
   tm.tm_hour = hour;
   tm.tm_min = minute;
   tm.tm_sec = second;
-  return iso8601(static_cast<std::int64_t>(timegm(&tm)) - offset_seconds);
+  return Parsed{static_cast<std::int64_t>(timegm(&tm)) - offset_seconds, millis};
+}
+
+}  // namespace
+
+std::string iso8601(std::int64_t unix_seconds) { return format_utc(unix_seconds, ""); }
+
+std::string now_iso8601() { return iso8601(unix_now()); }
+
+std::string iso8601_millis(std::chrono::system_clock::time_point at) {
+  auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count();
+  auto seconds = millis / 1000 - (millis % 1000 < 0 ? 1 : 0);
+  return format_utc(seconds, fmt::format(".{:03}", millis - seconds * 1000).c_str());
+}
+
+std::string now_iso8601_millis() { return iso8601_millis(std::chrono::system_clock::now()); }
+
+std::optional<std::string> normalize_timestamp(std::string_view text) {
+  auto parsed = parse(text);
+  if (!parsed) return std::nullopt;
+  return iso8601(parsed->seconds);  // the fraction is dropped: storage has whole seconds
 }
 
 std::optional<std::int64_t> unix_seconds(std::string_view text) {
-  auto normal = normalize_timestamp(text);
-  if (!normal) return std::nullopt;
-  std::tm tm{};
-  if (std::sscanf(normal->c_str(), "%4d-%2d-%2dT%2d:%2d:%2dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-                  &tm.tm_min, &tm.tm_sec) != 6)
-    return std::nullopt;
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  return static_cast<std::int64_t>(timegm(&tm));
+  auto parsed = parse(text);
+  if (!parsed) return std::nullopt;
+  return parsed->seconds;
+}
+
+std::optional<std::int64_t> unix_millis(std::string_view text) {
+  auto parsed = parse(text);
+  if (!parsed) return std::nullopt;
+  return parsed->seconds * 1000 + parsed->millis;
 }
 
 }  // namespace kiln

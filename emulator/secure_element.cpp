@@ -14,6 +14,7 @@
 #include "core/files.hpp"
 #include "signing/file_key.hpp"
 #include "signing/certificate_builder.hpp"
+#include "signing/message_signature.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
 
@@ -113,19 +114,19 @@ Bytes SecureElement::transport_public_key() const { return spki(read_private_key
 
 Bytes SecureElement::transport_key_signature() const {
   auto signer = load_file_signer(dir_ / "silicon.key.pem", std::nullopt);
-  return signer->sign(digest(HashAlg::sha256, transport_public_key()), HashAlg::sha256);
+  return sign_message(*signer, transport_public_key(), HashAlg::sha256);
 }
 
 Bytes SecureElement::attest_identity(ByteView nonce) const {
   auto signer = load_file_signer(dir_ / "silicon.key.pem", std::nullopt);
   Bytes statement = attestation_statement(identity_statement_label, nonce, uid_, transport_public_key());
-  return signer->sign(digest(HashAlg::sha256, statement), HashAlg::sha256);
+  return sign_message(*signer, statement, HashAlg::sha256);
 }
 
 Bytes SecureElement::attest_device_key(ByteView nonce) const {
   auto signer = load_file_signer(dir_ / "silicon.key.pem", std::nullopt);
   Bytes statement = attestation_statement(key_statement_label, nonce, uid_, device_public_key());
-  return signer->sign(digest(HashAlg::sha256, statement), HashAlg::sha256);
+  return sign_message(*signer, statement, HashAlg::sha256);
 }
 
 bool SecureElement::has_device_key() const { return fs::exists(dir_ / "device.key.pem"); }
@@ -174,7 +175,7 @@ Bytes SecureElement::inject_device_key(const WrappedKey& wrapped) {
 Bytes SecureElement::sign_with_device_key(ByteView message) const {
   if (!has_device_key()) throw Error(ExitCode::failure, "secure element holds no device key");
   auto signer = load_file_signer(dir_ / "device.key.pem", std::nullopt);
-  return signer->sign(digest(HashAlg::sha256, message), HashAlg::sha256);
+  return sign_message(*signer, message, HashAlg::sha256);
 }
 
 namespace {

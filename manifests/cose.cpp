@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "core/error.hpp"
+#include "signing/message_signature.hpp"
 
 namespace kiln::cose {
 namespace {
@@ -107,11 +108,9 @@ Sign1 sign_detached(const Signer& signer, ByteView detached_payload) {
   out.protected_header =
       cbor::encode(cbor::Value::map({{cbor::Value::integer(header_alg), cbor::Value::integer(info->id)}}));
   Bytes to_be_signed = sig_structure(out.protected_header, detached_payload);
-  if (info->key == KeyType::ed25519) {
-    out.signature = signer.sign(to_be_signed, info->hash);
-  } else {
-    out.signature = ecdsa_der_to_raw(signer.sign(digest(info->hash, to_be_signed), info->hash), info->coordinate_size);
-  }
+  out.signature = sign_message(signer, to_be_signed, info->hash);
+  // COSE carries ECDSA signatures as r || s, not DER.
+  if (is_ecdsa(info->key)) out.signature = ecdsa_der_to_raw(out.signature, info->coordinate_size);
   return out;
 }
 
@@ -130,10 +129,9 @@ bool verify_detached(const Sign1& sign1, ByteView public_key_der, ByteView detac
                 fmt::format("signature algorithm {} cannot come from a {} key", info->name, key_type_name(key_type)),
                 "the envelope was signed by a different kind of key; pass the key that signed it");
   Bytes to_be_signed = sig_structure(sign1.protected_header, detached_payload);
-  if (info->key == KeyType::ed25519) return verify_signature(public_key_der, to_be_signed, info->hash, sign1.signature);
+  if (!is_ecdsa(info->key)) return verify_message(public_key_der, to_be_signed, info->hash, sign1.signature);
   if (sign1.signature.size() != 2 * info->coordinate_size) return false;
-  return verify_signature(public_key_der, digest(info->hash, to_be_signed), info->hash,
-                          ecdsa_raw_to_der(sign1.signature));
+  return verify_message(public_key_der, to_be_signed, info->hash, ecdsa_raw_to_der(sign1.signature));
 }
 
 }  // namespace kiln::cose

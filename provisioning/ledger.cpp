@@ -1,23 +1,20 @@
 // Station ledger on SQLite: append with a hash chain, signed checkpoints, verify, export, stats, quota.
 #include "provisioning/ledger.hpp"
 
-#include <sqlite3.h>
-
 #include <openssl/rand.h>
 
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
-#include <ctime>
 #include <map>
 #include <set>
-#include <thread>
 
 #include <fmt/format.h>
 
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "core/sqlite.hpp"
+#include "core/time.hpp"
 #include "provisioning/station_ca.hpp"
 
 namespace kiln {
@@ -26,71 +23,9 @@ using Json = nlohmann::json;  // sorted keys: dump() is the canonical form the h
 
 namespace {
 
-void close_db(sqlite3* db) { sqlite3_close_v2(db); }
-
-struct StatementFree {
-  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
-};
-using Statement = std::unique_ptr<sqlite3_stmt, StatementFree>;
-
-[[noreturn]] void fail(sqlite3* db, const std::string& what) {
-  throw Error(ExitCode::failure, fmt::format("ledger: {}: {}", what, sqlite3_errmsg(db)));
-}
-
-void exec(sqlite3* db, const char* sql) {
-  if (sqlite3_exec(db, sql, nullptr, nullptr, nullptr) != SQLITE_OK) fail(db, sql);
-}
-
-Statement prepare(sqlite3* db, const char* sql) {
-  sqlite3_stmt* stmt = nullptr;
-  if (sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) != SQLITE_OK) fail(db, "prepare");
-  return Statement(stmt);
-}
-
-std::string column_text(sqlite3_stmt* s, int i) {
-  auto* text = sqlite3_column_text(s, i);
-  return text ? reinterpret_cast<const char*>(text) : std::string();
-}
-
-void bind_text(sqlite3_stmt* s, int i, const std::string& value) {
-  sqlite3_bind_text(s, i, value.c_str(), static_cast<int>(value.size()), SQLITE_TRANSIENT);
-}
-
-// A consistent snapshot for reading (BEGIN DEFERRED takes no write lock); ended on scope exit.
-struct ReadTransaction {
-  sqlite3* db;
-  explicit ReadTransaction(sqlite3* d) : db(d) { exec(db, "BEGIN"); }
-  ~ReadTransaction() { sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr); }
-};
-
-// Rolls back unless committed: an exception never leaves a half-written row or a held lock.
-struct Transaction {
-  sqlite3* db;
-  bool done = false;
-  explicit Transaction(sqlite3* d) : db(d) { exec(db, "BEGIN IMMEDIATE"); }
-  void commit() {
-    exec(db, "COMMIT");
-    done = true;
-  }
-  ~Transaction() {
-    if (!done) sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-  }
-};
-
 constexpr const char* genesis_hash = "0000000000000000000000000000000000000000000000000000000000000000";
 
 }  // namespace
-
-std::string utc_now_iso8601() {
-  auto now = std::chrono::system_clock::now();
-  auto seconds = std::chrono::system_clock::to_time_t(now);
-  auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char buffer[32];
-  std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%S", &tm);
-  return fmt::format("{}.{:03}Z", buffer, millis);
-}
 
 std::string ledger_row_hash(const std::string& prev_hash, std::int64_t seq, const std::string& kind,
                             const std::string& content) {
@@ -177,23 +112,13 @@ LedgerEntry ledger_entry_from_json(const Json& c) {
   return e;
 }
 
-Ledger::Ledger(const std::filesystem::path& path) : db_(nullptr, close_db), path_(path.string()) {
-  sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
-  db_.reset(db);
-  if (rc != SQLITE_OK)
-    throw Error(ExitCode::failure, fmt::format("cannot open ledger {}: {}", path.string(), db ? sqlite3_errmsg(db) : "out of memory"));
-  sqlite3_busy_timeout(db, 10000);
-  // Switching to WAL needs a moment alone with the file: while another station opens the same
-  // ledger, SQLite can answer SQLITE_BUSY without consulting the busy handler. Retry for a while.
-  for (int attempt = 0;; ++attempt) {
-    int pragma_rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
-    if (pragma_rc == SQLITE_OK) break;
-    if ((pragma_rc != SQLITE_BUSY && pragma_rc != SQLITE_LOCKED) || attempt >= 200) fail(db, "PRAGMA journal_mode=WAL");
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  exec(db, "PRAGMA synchronous=FULL");
-  exec(db,
+// Stations sharing one ledger file wait up to 10 s for each other's appends.
+Ledger::Ledger(const std::filesystem::path& path)
+    : db_(std::make_unique<sqlite::Db>(path.string(), sqlite::Options{.label = "ledger", .busy_timeout_ms = 10000})),
+      path_(path.string()) {
+  auto& db = *db_;
+  db.exec("PRAGMA synchronous=FULL");
+  db.exec(
        "CREATE TABLE IF NOT EXISTS ledger ("
        " seq INTEGER PRIMARY KEY,"
        " kind TEXT NOT NULL,"          // 'unit' or 'checkpoint'
@@ -203,14 +128,14 @@ Ledger::Ledger(const std::filesystem::path& path) : db_(nullptr, close_db), path
        " signature TEXT)");            // checkpoints: hex signature over the row hash
   // The signed head: the last row's sequence number and hash, signed by the station key in the
   // same transaction as every append. Deleting rows from the end no longer matches it.
-  exec(db,
+  db.exec(
        "CREATE TABLE IF NOT EXISTS head ("
        " id INTEGER PRIMARY KEY CHECK (id = 1),"
        " seq INTEGER NOT NULL,"
        " hash TEXT NOT NULL,"
        " signature TEXT NOT NULL)");
   // Certificates being issued right now, by any process sharing this ledger (the quota counts them).
-  exec(db,
+  db.exec(
        "CREATE TABLE IF NOT EXISTS reservations ("
        " uid TEXT PRIMARY KEY,"
        " pid INTEGER NOT NULL,"
@@ -228,13 +153,13 @@ struct StationRow {
 };
 
 // The row that binds the ledger to its station key (the first one; verify refuses a second).
-std::optional<StationRow> read_station_row(sqlite3* db) {
-  auto q = prepare(db, "SELECT seq, content FROM ledger WHERE kind = 'station' ORDER BY seq LIMIT 1");
-  if (sqlite3_step(q.get()) != SQLITE_ROW) return std::nullopt;
+std::optional<StationRow> read_station_row(sqlite::Db& db) {
+  auto q = db.prepare("SELECT seq, content FROM ledger WHERE kind = 'station' ORDER BY seq LIMIT 1");
+  if (!q.step()) return std::nullopt;
   StationRow row;
-  row.seq = sqlite3_column_int64(q.get(), 0);
+  row.seq = q.integer(0);
   try {
-    auto content = Json::parse(column_text(q.get(), 1));
+    auto content = Json::parse(q.text(1));
     row.public_key = from_hex(content.at("station_public_key").get<std::string>());
     row.ledger_id = content.at("ledger_id").get<std::string>();
   } catch (const std::exception&) {
@@ -245,11 +170,10 @@ std::optional<StationRow> read_station_row(sqlite3* db) {
 }
 
 // Station keys named by checkpoints, for ledgers written before the station row existed.
-std::set<std::string> checkpoint_keys(sqlite3* db) {
+std::set<std::string> checkpoint_keys(sqlite::Db& db) {
   std::set<std::string> keys;
-  auto q = prepare(db,
-                   "SELECT DISTINCT json_extract(content, '$.station_public_key') FROM ledger WHERE kind = 'checkpoint'");
-  while (sqlite3_step(q.get()) == SQLITE_ROW) keys.insert(column_text(q.get(), 0));
+  auto q = db.prepare("SELECT DISTINCT json_extract(content, '$.station_public_key') FROM ledger WHERE kind = 'checkpoint'");
+  while (q.step()) keys.insert(q.text(0));
   return keys;
 }
 
@@ -268,8 +192,8 @@ Error foreign_ledger(const std::string& path, ByteView owner, ByteView ours) {
 
 std::optional<Bytes> Ledger::station_public_key() {
   std::lock_guard lock(mutex_);
-  if (auto row = read_station_row(db_.get())) return row->public_key;
-  auto keys = checkpoint_keys(db_.get());
+  if (auto row = read_station_row(*db_)) return row->public_key;
+  auto keys = checkpoint_keys(*db_);
   if (keys.empty()) return std::nullopt;
   return from_hex(*keys.begin());
 }
@@ -279,9 +203,9 @@ void Ledger::set_station_signer(const Signer* signer, int checkpoint_every) {
   signer_ = nullptr;
   checkpoint_every_ = checkpoint_every;
   if (!signer) return;
-  sqlite3* db = db_.get();
+  auto& db = *db_;
   Bytes ours = signer->public_key_der();
-  Transaction tx(db);
+  sqlite::Transaction tx(db);
   if (auto row = read_station_row(db)) {
     if (row->public_key != ours) throw foreign_ledger(path_, row->public_key, ours);
     ledger_id_ = row->ledger_id;
@@ -295,7 +219,7 @@ void Ledger::set_station_signer(const Signer* signer, int checkpoint_every) {
     Json content{{"kind", "station"},
                  {"ledger_id", ledger_id_},
                  {"station_public_key", to_hex(ours)},
-                 {"created_at", utc_now_iso8601()}};
+                 {"created_at", now_iso8601_millis()}};
     signer_ = signer;  // insert_row signs the head with it
     try {
       insert_row("station", content.dump(), signer);
@@ -309,48 +233,48 @@ void Ledger::set_station_signer(const Signer* signer, int checkpoint_every) {
 }
 
 std::int64_t Ledger::insert_row(const std::string& kind, const std::string& content, const Signer* sign_with) {
-  sqlite3* db = db_.get();
+  auto& db = *db_;
   if (!signer_) throw Error(ExitCode::failure, "ledger: no station key is bound to this ledger (set_station_signer)");
   std::int64_t seq = 1;
   std::string prev = genesis_hash;
   {
-    auto last = prepare(db, "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1");
-    if (sqlite3_step(last.get()) == SQLITE_ROW) {
-      seq = sqlite3_column_int64(last.get(), 0) + 1;
-      prev = column_text(last.get(), 1);
+    auto last = db.prepare("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1");
+    if (last.step()) {
+      seq = last.integer(0) + 1;
+      prev = last.text(1);
     }
   }
   std::string hash = ledger_row_hash(prev, seq, kind, content);
   std::string signature;
   if (sign_with) signature = to_hex(sign_station_message(*sign_with, from_hex(hash)));
-  auto insert = prepare(db, "INSERT INTO ledger (seq, kind, content, prev_hash, hash, signature) VALUES (?,?,?,?,?,?)");
-  sqlite3_bind_int64(insert.get(), 1, seq);
-  bind_text(insert.get(), 2, kind);
-  bind_text(insert.get(), 3, content);
-  bind_text(insert.get(), 4, prev);
-  bind_text(insert.get(), 5, hash);
-  if (sign_with) bind_text(insert.get(), 6, signature);
-  else sqlite3_bind_null(insert.get(), 6);
-  if (sqlite3_step(insert.get()) != SQLITE_DONE) fail(db, "cannot append a row");
+  auto insert = db.prepare("INSERT INTO ledger (seq, kind, content, prev_hash, hash, signature) VALUES (?,?,?,?,?,?)");
+  insert.bind(1, seq);
+  insert.bind(2, kind);
+  insert.bind(3, content);
+  insert.bind(4, prev);
+  insert.bind(5, hash);
+  if (sign_with) insert.bind(6, signature);
+  else insert.bind_null(6);
+  insert.run();
   // The head moves with the row, in the same transaction: both or neither are durable.
   std::string head_signature = to_hex(sign_station_message(*signer_, as_bytes(ledger_head_message(ledger_id_, seq, hash))));
-  auto head = prepare(db, "INSERT OR REPLACE INTO head (id, seq, hash, signature) VALUES (1, ?, ?, ?)");
-  sqlite3_bind_int64(head.get(), 1, seq);
-  bind_text(head.get(), 2, hash);
-  bind_text(head.get(), 3, head_signature);
-  if (sqlite3_step(head.get()) != SQLITE_DONE) fail(db, "cannot update the ledger head");
+  auto head = db.prepare("INSERT OR REPLACE INTO head (id, seq, hash, signature) VALUES (1, ?, ?, ?)");
+  head.bind(1, seq);
+  head.bind(2, hash);
+  head.bind(3, head_signature);
+  head.run();
   return seq;
 }
 
 std::int64_t Ledger::append_row(const std::string& kind, const std::string& content, const Signer* sign_with,
                                 const std::string& consume_reservation) {
-  sqlite3* db = db_.get();
-  Transaction tx(db);
+  auto& db = *db_;
+  sqlite::Transaction tx(db);
   auto seq = insert_row(kind, content, sign_with);
   if (!consume_reservation.empty()) {
-    auto drop = prepare(db, "DELETE FROM reservations WHERE uid = ?");
-    bind_text(drop.get(), 1, consume_reservation);
-    if (sqlite3_step(drop.get()) != SQLITE_DONE) fail(db, "cannot consume a certificate reservation");
+    auto drop = db.prepare("DELETE FROM reservations WHERE uid = ?");
+    drop.bind(1, consume_reservation);
+    drop.run();
   }
   tx.commit();
   return seq;
@@ -363,7 +287,7 @@ std::int64_t Ledger::append(const LedgerEntry& entry) {
   auto seq = append_row("unit", to_json(entry).dump(), nullptr, consumes ? entry.uid : std::string());
   if (signer_ && checkpoint_every_ > 0 && ++rows_since_checkpoint_ >= checkpoint_every_) {
     Json content{{"kind", "checkpoint"},
-                 {"time", utc_now_iso8601()},
+                 {"time", now_iso8601_millis()},
                  {"station_public_key", to_hex(signer_->public_key_der())}};
     append_row("checkpoint", content.dump(), signer_);
     rows_since_checkpoint_ = 0;
@@ -374,11 +298,12 @@ std::int64_t Ledger::append(const LedgerEntry& entry) {
 void Ledger::checkpoint() {
   std::lock_guard lock(mutex_);
   if (!signer_) throw Error(ExitCode::failure, "ledger: no station key to sign a checkpoint with");
-  auto last = prepare(db_.get(), "SELECT kind FROM ledger ORDER BY seq DESC LIMIT 1");
-  if (sqlite3_step(last.get()) != SQLITE_ROW || column_text(last.get(), 0) == "checkpoint") return;
-  last.reset();
+  {
+    auto last = db_->prepare("SELECT kind FROM ledger ORDER BY seq DESC LIMIT 1");
+    if (!last.step() || last.text(0) == "checkpoint") return;
+  }
   Json content{{"kind", "checkpoint"},
-               {"time", utc_now_iso8601()},
+               {"time", now_iso8601_millis()},
                {"station_public_key", to_hex(signer_->public_key_der())}};
   append_row("checkpoint", content.dump(), signer_);
   rows_since_checkpoint_ = 0;
@@ -386,11 +311,11 @@ void Ledger::checkpoint() {
 
 namespace {
 
-std::int64_t count(sqlite3* db, const char* sql, const std::string& bound = {}) {
-  auto q = prepare(db, sql);
-  if (!bound.empty()) bind_text(q.get(), 1, bound);
-  if (sqlite3_step(q.get()) != SQLITE_ROW) fail(db, "count");
-  return sqlite3_column_int64(q.get(), 0);
+std::int64_t count(sqlite::Db& db, const char* sql, const std::string& bound = {}) {
+  auto q = db.prepare(sql);
+  if (!bound.empty()) q.bind(1, bound);
+  if (!q.step()) db.fail("count");
+  return q.integer(0);
 }
 
 constexpr const char* count_issued =
@@ -400,26 +325,26 @@ constexpr const char* count_issued =
 
 std::int64_t Ledger::certificates_issued() {
   std::lock_guard lock(mutex_);
-  return count(db_.get(), count_issued);
+  return count(*db_, count_issued);
 }
 
 std::int64_t Ledger::certificates_reserved() {
   std::lock_guard lock(mutex_);
-  return count(db_.get(), "SELECT count(*) FROM reservations");
+  return count(*db_, "SELECT count(*) FROM reservations");
 }
 
 bool Ledger::records_certificate(const std::string& serial) {
   std::lock_guard lock(mutex_);
-  return count(db_.get(),
+  return count(*db_,
                "SELECT count(*) FROM ledger WHERE kind = 'unit' AND json_extract(content, '$.serial') = ?", serial) > 0;
 }
 
 void Ledger::reserve_certificate(const std::string& uid, std::optional<std::int64_t> quota) {
   std::lock_guard lock(mutex_);
-  sqlite3* db = db_.get();
+  auto& db = *db_;
   // BEGIN IMMEDIATE takes the database's write lock before counting: two stations sharing this
   // file serialise here, so neither can pass the check on a count the other is about to change.
-  Transaction tx(db);
+  sqlite::Transaction tx(db);
   if (quota) {
     auto issued = count(db, count_issued);
     auto reserved = count(db, "SELECT count(*) FROM reservations WHERE uid != ?", uid);
@@ -429,47 +354,45 @@ void Ledger::reserve_certificate(const std::string& uid, std::optional<std::int6
                               reserved > 0 ? fmt::format(" ({} more being issued)", reserved) : std::string()),
                   "raise the quota in the station profile only with the product owner's approval");
   }
-  auto insert = prepare(db, "INSERT OR REPLACE INTO reservations (uid, pid, reserved_at) VALUES (?, ?, ?)");
-  bind_text(insert.get(), 1, uid);
-  sqlite3_bind_int64(insert.get(), 2, static_cast<std::int64_t>(getpid()));
-  bind_text(insert.get(), 3, utc_now_iso8601());
-  if (sqlite3_step(insert.get()) != SQLITE_DONE) fail(db, "cannot reserve a certificate");
+  auto insert = db.prepare("INSERT OR REPLACE INTO reservations (uid, pid, reserved_at) VALUES (?, ?, ?)");
+  insert.bind(1, uid);
+  insert.bind(2, static_cast<std::int64_t>(getpid()));
+  insert.bind(3, now_iso8601_millis());
+  insert.run();
   tx.commit();
 }
 
 void Ledger::release_certificate(const std::string& uid) {
   std::lock_guard lock(mutex_);
-  auto drop = prepare(db_.get(), "DELETE FROM reservations WHERE uid = ?");
-  bind_text(drop.get(), 1, uid);
-  if (sqlite3_step(drop.get()) != SQLITE_DONE) fail(db_.get(), "cannot release a certificate reservation");
+  auto drop = db_->prepare("DELETE FROM reservations WHERE uid = ?");
+  drop.bind(1, uid);
+  drop.run();
 }
 
 std::optional<LedgerEntry> Ledger::latest_provisioned(const std::string& uid) {
   std::lock_guard lock(mutex_);
-  auto q = prepare(db_.get(),
-                   "SELECT content FROM ledger WHERE kind = 'unit' AND json_extract(content, '$.uid') = ? "
+  auto q = db_->prepare("SELECT content FROM ledger WHERE kind = 'unit' AND json_extract(content, '$.uid') = ? "
                    "AND json_extract(content, '$.result') = ? ORDER BY seq DESC LIMIT 1");
-  bind_text(q.get(), 1, uid);
-  bind_text(q.get(), 2, std::string(board_status_name(BoardStatus::provisioned)));
-  if (sqlite3_step(q.get()) != SQLITE_ROW) return std::nullopt;
-  return ledger_entry_from_json(Json::parse(column_text(q.get(), 0)));
+  q.bind(1, uid);
+  q.bind(2, std::string(board_status_name(BoardStatus::provisioned)));
+  if (!q.step()) return std::nullopt;
+  return ledger_entry_from_json(Json::parse(q.text(0)));
 }
 
 std::optional<std::string> Ledger::latest_certificate(const std::string& uid) {
   std::lock_guard lock(mutex_);
-  auto q = prepare(db_.get(),
-                   "SELECT json_extract(content, '$.certificate') FROM ledger WHERE kind = 'unit' "
+  auto q = db_->prepare("SELECT json_extract(content, '$.certificate') FROM ledger WHERE kind = 'unit' "
                    "AND json_extract(content, '$.uid') = ? AND json_extract(content, '$.certificate') != '' "
                    "ORDER BY seq DESC LIMIT 1");
-  bind_text(q.get(), 1, uid);
-  if (sqlite3_step(q.get()) != SQLITE_ROW) return std::nullopt;
-  return column_text(q.get(), 0);
+  q.bind(1, uid);
+  if (!q.step()) return std::nullopt;
+  return q.text(0);
 }
 
 LedgerVerifyReport Ledger::verify(ByteView station_public_key) {
   std::lock_guard lock(mutex_);
   LedgerVerifyReport report;
-  auto q = prepare(db_.get(), "SELECT seq, kind, content, prev_hash, hash, signature FROM ledger ORDER BY seq");
+  auto q = db_->prepare("SELECT seq, kind, content, prev_hash, hash, signature FROM ledger ORDER BY seq");
   std::string prev = genesis_hash;
   std::int64_t expected_seq = 1;
   std::set<std::string> uids;
@@ -501,11 +424,11 @@ LedgerVerifyReport Ledger::verify(ByteView station_public_key) {
     if (!signed_ok) bad(seq, fmt::format("{} row {}: signature does not verify with the station key", what, seq));
     return signed_ok;
   };
-  while (sqlite3_step(q.get()) == SQLITE_ROW) {
-    std::int64_t seq = sqlite3_column_int64(q.get(), 0);
-    std::string kind = column_text(q.get(), 1), content = column_text(q.get(), 2);
-    std::string prev_hash = column_text(q.get(), 3), hash = column_text(q.get(), 4);
-    std::string signature = column_text(q.get(), 5);
+  while (q.step()) {
+    std::int64_t seq = q.integer(0);
+    std::string kind = q.text(1), content = q.text(2);
+    std::string prev_hash = q.text(3), hash = q.text(4);
+    std::string signature = q.text(5);
     ++report.rows;
     if (seq != expected_seq) {
       bad(seq, fmt::format("row {} follows row {}: row {} was deleted or rows were reordered", seq, expected_seq - 1,
@@ -566,8 +489,8 @@ LedgerVerifyReport Ledger::verify(ByteView station_public_key) {
   // Where the ledger ends: the signed head must name the last row. Rows deleted from the end
   // (with or without their checkpoint) leave a head that names a row that is gone.
   std::int64_t last_seq = expected_seq - 1;
-  auto h = prepare(db_.get(), "SELECT seq, hash, signature FROM head WHERE id = 1");
-  bool has_head = sqlite3_step(h.get()) == SQLITE_ROW;
+  auto h = db_->prepare("SELECT seq, hash, signature FROM head WHERE id = 1");
+  bool has_head = h.step();
   if (report.ledger_id.empty()) {
     // Unbound: written before station rows (or emptied). Rows after the last checkpoint carry no signature.
     // A head is only written once a station row exists: a head without one means the rows were deleted,
@@ -578,7 +501,7 @@ LedgerVerifyReport Ledger::verify(ByteView station_public_key) {
           last_seq > 0 ? "the ledger has a signed head but no station row: its station binding was deleted"
                        : fmt::format("the ledger has no rows left but a signed head that covers {} rows: every row, "
                                      "its station binding included, was deleted",
-                                     sqlite3_column_int64(h.get(), 0)));
+                                     h.integer(0)));
     return report;
   }
   if (!has_head) {
@@ -587,8 +510,8 @@ LedgerVerifyReport Ledger::verify(ByteView station_public_key) {
                                   last_seq));
     return report;
   }
-  std::int64_t head_seq = sqlite3_column_int64(h.get(), 0);
-  std::string head_hash = column_text(h.get(), 1), head_signature = column_text(h.get(), 2);
+  std::int64_t head_seq = h.integer(0);
+  std::string head_hash = h.text(1), head_signature = h.text(2);
   bool head_signed = false;
   try {
     head_signed = verify_station_message(expected_key, as_bytes(ledger_head_message(report.ledger_id, head_seq, head_hash)),
@@ -617,12 +540,12 @@ LedgerVerifyReport Ledger::verify(ByteView station_public_key) {
 LedgerHead Ledger::head() {
   std::lock_guard lock(mutex_);
   LedgerHead out;
-  if (auto row = read_station_row(db_.get())) out.ledger_id = row->ledger_id;
-  auto h = prepare(db_.get(), "SELECT seq, hash, signature FROM head WHERE id = 1");
-  if (sqlite3_step(h.get()) == SQLITE_ROW) {
-    out.rows = sqlite3_column_int64(h.get(), 0);
-    out.hash = column_text(h.get(), 1);
-    out.signature = column_text(h.get(), 2);
+  if (auto row = read_station_row(*db_)) out.ledger_id = row->ledger_id;
+  auto h = db_->prepare("SELECT seq, hash, signature FROM head WHERE id = 1");
+  if (h.step()) {
+    out.rows = h.integer(0);
+    out.hash = h.text(1);
+    out.signature = h.text(2);
   }
   return out;
 }
@@ -630,28 +553,26 @@ LedgerHead Ledger::head() {
 std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signer& station_signer) {
   std::lock_guard lock(mutex_);
   // One read snapshot: units, head and chain agree even while another station appends to the file.
-  ReadTransaction snapshot(db_.get());
+  sqlite::ReadTransaction snapshot(*db_);
   // Newest successful row per UID, in ledger order.
-  auto q = prepare(db_.get(),
-                   "SELECT content, hash, seq FROM ledger WHERE seq IN (SELECT max(seq) FROM ledger WHERE kind = 'unit' "
+  auto q = db_->prepare("SELECT content, hash, seq FROM ledger WHERE seq IN (SELECT max(seq) FROM ledger WHERE kind = 'unit' "
                    "AND json_extract(content, '$.result') = ? GROUP BY json_extract(content, '$.uid')) "
                    "ORDER BY seq");
-  bind_text(q.get(), 1, std::string(board_status_name(BoardStatus::provisioned)));
+  q.bind(1, std::string(board_status_name(BoardStatus::provisioned)));
   // UIDs this station certified more than once (one pass, not one query per unit).
   std::map<std::string, std::int64_t> certified_more_than_once;
   {
-    auto twice = prepare(db_.get(),
-                         "SELECT json_extract(content, '$.uid'), count(DISTINCT json_extract(content, '$.serial')) "
+    auto twice = db_->prepare("SELECT json_extract(content, '$.uid'), count(DISTINCT json_extract(content, '$.serial')) "
                          "FROM ledger WHERE kind = 'unit' AND json_extract(content, '$.serial') != '' "
                          "GROUP BY json_extract(content, '$.uid') HAVING count(DISTINCT json_extract(content, '$.serial')) > 1");
-    while (sqlite3_step(twice.get()) == SQLITE_ROW)
-      certified_more_than_once[column_text(twice.get(), 0)] = sqlite3_column_int64(twice.get(), 1);
+    while (twice.step())
+      certified_more_than_once[twice.text(0)] = twice.integer(1);
   }
   AtomicFile file(out, 0644);
   Hasher hasher(HashAlg::sha256);
   std::int64_t units = 0;
-  while (sqlite3_step(q.get()) == SQLITE_ROW) {
-    auto c = Json::parse(column_text(q.get(), 0));
+  while (q.step()) {
+    auto c = Json::parse(q.text(0));
     nlohmann::ordered_json unit{{"uid", c.value("uid", "")},
                                 {"product", c.value("product", "")},
                                 {"state", "provisioned"},
@@ -661,8 +582,8 @@ std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signe
                                 {"station", c.value("station", "")},
                                 {"profile_hash", c.value("profile_hash", "")},
                                 {"provisioned_at", c.value("finished_at", "")},
-                                {"ledger_seq", sqlite3_column_int64(q.get(), 2)},
-                                {"ledger_hash", column_text(q.get(), 1)}};
+                                {"ledger_seq", q.integer(2)},
+                                {"ledger_hash", q.text(1)}};
     // The firmware it left the line with (kiln device import reads `version`).
     if (c.contains("firmware_version")) unit["version"] = c["firmware_version"];
     if (c.contains("manifest_sequence")) unit["manifest_sequence"] = c["manifest_sequence"];
@@ -692,15 +613,15 @@ std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signe
   // row's hash) and the hash of every row up to it, signed now: the service remembers the head it
   // imported and refuses a later bundle of the same ledger_id that does not extend it (fewer rows, or
   // another hash at the remembered row), which is a ledger truncated or rolled back to an older copy.
-  auto station = read_station_row(db_.get());
-  auto h = prepare(db_.get(), "SELECT seq, hash, signature FROM head WHERE id = 1");
-  if (station && sqlite3_step(h.get()) == SQLITE_ROW) {
-    std::int64_t rows = sqlite3_column_int64(h.get(), 0);
-    std::string head_hash = column_text(h.get(), 1);
+  auto station = read_station_row(*db_);
+  auto h = db_->prepare("SELECT seq, hash, signature FROM head WHERE id = 1");
+  if (station && h.step()) {
+    std::int64_t rows = h.integer(0);
+    std::string head_hash = h.text(1);
     std::vector<std::string> chain;
-    auto hashes = prepare(db_.get(), "SELECT hash FROM ledger WHERE seq <= ? ORDER BY seq");
-    sqlite3_bind_int64(hashes.get(), 1, rows);
-    while (sqlite3_step(hashes.get()) == SQLITE_ROW) chain.push_back(column_text(hashes.get(), 0));
+    auto hashes = db_->prepare("SELECT hash FROM ledger WHERE seq <= ? ORDER BY seq");
+    hashes.bind(1, rows);
+    while (hashes.step()) chain.push_back(hashes.text(0));
     if (static_cast<std::int64_t>(chain.size()) != rows || chain.empty() || chain.back() != head_hash)
       throw Error(ExitCode::verification_failed,
                   fmt::format("ledger: its rows do not end where its signed head says (row {})", rows),
@@ -710,7 +631,7 @@ std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signe
     trailer["ledger_head"] = nlohmann::ordered_json{{"ledger_id", station->ledger_id},
                                                     {"rows", rows},
                                                     {"hash", head_hash},
-                                                    {"signature", column_text(h.get(), 2)},
+                                                    {"signature", h.text(2)},
                                                     {"signed", "kiln ledger head v1\\n<ledger_id>\\n<rows>\\n<hash>"},
                                                     {"chain", chain},
                                                     {"chain_signature", chain_signature}};
@@ -723,12 +644,12 @@ std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signe
 LedgerStats Ledger::stats() {
   std::lock_guard lock(mutex_);
   LedgerStats s;
-  auto q = prepare(db_.get(), "SELECT content FROM ledger WHERE kind = 'unit' ORDER BY seq");
+  auto q = db_->prepare("SELECT content FROM ledger WHERE kind = 'unit' ORDER BY seq");
   std::set<std::string> attempted, provisioned;
   std::map<std::string, std::int64_t> failures;
   std::string first_start, last_finish;
-  while (sqlite3_step(q.get()) == SQLITE_ROW) {
-    auto e = ledger_entry_from_json(Json::parse(column_text(q.get(), 0)));
+  while (q.step()) {
+    auto e = ledger_entry_from_json(Json::parse(q.text(0)));
     ++s.attempts;
     attempted.insert(e.uid);
     if (e.result == BoardStatus::provisioned) provisioned.insert(e.uid);
@@ -740,18 +661,13 @@ LedgerStats Ledger::stats() {
     if (first_start.empty() || e.started_at < first_start) first_start = e.started_at;
     if (e.finished_at > last_finish) last_finish = e.finished_at;
   }
-  s.certificates_reserved = count(db_.get(), "SELECT count(*) FROM reservations");
+  s.certificates_reserved = count(*db_, "SELECT count(*) FROM reservations");
   s.units_attempted = static_cast<std::int64_t>(attempted.size());
   s.units_provisioned = static_cast<std::int64_t>(provisioned.size());
   s.yield = attempted.empty() ? 0 : static_cast<double>(provisioned.size()) / static_cast<double>(attempted.size());
   for (auto& [step, count] : failures) s.failures_per_step.emplace_back(step, count);
-  auto parse_time = [](const std::string& text) -> double {
-    std::tm tm{};
-    if (text.size() < 19 || !strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) return 0;
-    double millis = text.size() >= 23 ? std::stod(text.substr(20, 3)) / 1000.0 : 0;
-    return static_cast<double>(timegm(&tm)) + millis;
-  };
-  double span = parse_time(last_finish) - parse_time(first_start);
+  auto millis = [](const std::string& text) { return unix_millis(text).value_or(0); };
+  double span = static_cast<double>(millis(last_finish) - millis(first_start)) / 1000.0;
   if (span > 0) s.units_per_hour = static_cast<double>(s.units_provisioned) * 3600.0 / span;
   return s;
 }

@@ -16,7 +16,9 @@
 #include "signing/ledger_signature.hpp"
 #include "signing/signer.hpp"
 
-struct sqlite3;
+namespace kiln::sqlite {
+class Db;
+}
 
 namespace kiln {
 
@@ -142,7 +144,7 @@ class Ledger {
                          const std::string& consume_reservation = {});
   // Inside an open transaction: the row and the re-signed head.
   std::int64_t insert_row(const std::string& kind, const std::string& content, const Signer* sign_with);
-  std::unique_ptr<sqlite3, void (*)(sqlite3*)> db_;
+  std::unique_ptr<sqlite::Db> db_;
   std::string path_;
   std::string ledger_id_;
   std::mutex mutex_;
@@ -154,7 +156,6 @@ class Ledger {
 // SHA-256 chain link: hex of SHA-256(prev_hash "\n" seq "\n" kind "\n" content).
 std::string ledger_row_hash(const std::string& prev_hash, std::int64_t seq, const std::string& kind,
                             const std::string& content);
-std::string utc_now_iso8601();
 
 // Refuses (exit 3) a ledger that failed verification, and one whose end no signature proves (no station
 // row and no signed head, or no rows at all) unless `allow_unverified`: rows cut from its end could not be

@@ -12,6 +12,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "signing/certificate_builder.hpp"
+#include "signing/message_signature.hpp"
 #include "signing/openssl_ptr.hpp"
 
 namespace kiln {
@@ -63,14 +64,13 @@ void add_extension(X509* cert, X509V3_CTX* ctx, int nid, const char* value) {
 struct SignatureScheme {
   int nid;
   HashAlg hash;
-  bool digest_first;
 };
 
 SignatureScheme scheme_for(const Signer& ca) {
   switch (ca.type()) {
-    case KeyType::ecdsa_p256: return {NID_ecdsa_with_SHA256, HashAlg::sha256, true};
-    case KeyType::ecdsa_p384: return {NID_ecdsa_with_SHA384, HashAlg::sha384, true};
-    case KeyType::ed25519: return {NID_ED25519, HashAlg::sha256, false};
+    case KeyType::ecdsa_p256: return {NID_ecdsa_with_SHA256, HashAlg::sha256};
+    case KeyType::ecdsa_p384: return {NID_ecdsa_with_SHA384, HashAlg::sha384};
+    case KeyType::ed25519: return {NID_ED25519, HashAlg::sha256};
     default:
       throw Error(ExitCode::usage, fmt::format("CA key {} is {}: the station CA signs with ECDSA P-256/P-384 or Ed25519",
                                                ca.description(), key_type_name(ca.type())));
@@ -118,7 +118,7 @@ IssuedCertificate issue_device_certificate(const Signer& ca, ByteView ca_certifi
     if (!X509_NAME_add_entry_by_txt(subject, field, MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(value.c_str()),
                                     -1, -1, 0))
       throw Error(ExitCode::failure, fmt::format("cannot put {}={} in a certificate subject", field, value));
-  };
+ };
   add_name("CN", uid);
   if (!certificate_template.organization.empty()) add_name("O", certificate_template.organization);
   // The profile bounds validity_days; this is the last line of defence for any other caller.
@@ -157,7 +157,7 @@ IssuedCertificate issue_device_certificate(const Signer& ca, ByteView ca_certifi
   Bytes tbs(static_cast<std::size_t>(tbs_length));
   unsigned char* p = tbs.data();
   i2d_re_X509_tbs(cert.get(), &p);
-  Bytes signature = scheme.digest_first ? ca.sign(digest(scheme.hash, tbs), scheme.hash) : ca.sign(tbs, scheme.hash);
+  Bytes signature = sign_message(ca, tbs, scheme.hash);
   auto* signature_bits = const_cast<ASN1_BIT_STRING*>(signature_const);
   ASN1_BIT_STRING_set(signature_bits, signature.data(), static_cast<int>(signature.size()));
   signature_bits->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);

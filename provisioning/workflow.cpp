@@ -18,6 +18,7 @@
 #include "core/device_uid.hpp"
 #include "core/files.hpp"
 #include "core/interrupt.hpp"
+#include "core/time.hpp"
 #include "provisioning/station_ca.hpp"
 #include "signing/file_key.hpp"
 #include "signing/image_crypto.hpp"
@@ -469,7 +470,7 @@ void run_steps(Attempt& a, SmpClient& client) {
   a.step(ProvisionStep::ledger, [&] {
     check_ready_to_seal(a, client);
     a.entry.result = BoardStatus::provisioned;
-    a.entry.finished_at = utc_now_iso8601();
+    a.entry.finished_at = now_iso8601_millis();
     station.ledger->append(a.entry);
     return StepStatus::ok;
   });
@@ -563,7 +564,7 @@ ProvisionOutcome provision_board(Station& station, const BoardAddress& board, co
   a.entry.station_id = station.profile.station_id;
   a.entry.operator_name = station.operator_name;
   a.entry.final_state = std::string(manufacturing_state_name(station.profile.final_state));
-  a.entry.started_at = utc_now_iso8601();
+  a.entry.started_at = now_iso8601_millis();
   try {
     SmpClient client(open_link(board), SmpClientOptions{options.board_timeout, 2, 8});
     run_steps(a, client);
@@ -583,7 +584,7 @@ ProvisionOutcome provision_board(Station& station, const BoardAddress& board, co
     a.entry.result = BoardStatus::failed;
     a.entry.failed_step = a.outcome.failed_step;
     a.entry.error = a.outcome.error;
-    a.entry.finished_at = utc_now_iso8601();
+    a.entry.finished_at = now_iso8601_millis();
     if (!a.certificate_der.empty() && a.entry.certificate_pem.empty()) {
       a.entry.certificate_pem = certificate_pem(a.certificate_der);
       a.entry.certificate_serial = certificate_serial_hex(a.certificate_der);

@@ -6,11 +6,11 @@
 
 #include <fmt/format.h>
 
-#include <chrono>
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "core/time.hpp"
 #include "service/blob_file.hpp"
 #include "service/factory_trust.hpp"
 #include "service/handlers.hpp"
@@ -107,10 +107,6 @@ std::optional<std::string> device_group(Call& call) {
 
 std::optional<std::string> reported_status(Call& call, const std::string& deployment) {
   return call.store.reported_status(deployment, call.who.device_id);
-}
-
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 // With a rate (RatePolicy): a device not yet offered the deployment is offered it (and recorded notified)

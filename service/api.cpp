@@ -7,17 +7,18 @@
 #include <functional>
 #include <chrono>
 #include <unordered_map>
-#include <ctime>
 
 #include <fmt/format.h>
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
+#include "core/sqlite.hpp"
 #include "core/utf8.hpp"
 #include "service/blob_file.hpp"
 #include "service/factory_trust.hpp"
 #include "service/handlers.hpp"
 #include "service/store.hpp"
+#include "signing/message_signature.hpp"
 #include "signing/signer.hpp"
 
 namespace kiln::service {
@@ -292,14 +293,7 @@ std::string random_hex(std::size_t count) {
 }
 
 bool verify_message_signature(ByteView public_key_der, std::string_view message, ByteView signature) {
-  try {
-    auto bytes = as_bytes(message);
-    Bytes input = public_key_type(public_key_der) == KeyType::ed25519 ? Bytes(bytes.begin(), bytes.end())
-                                                                      : digest(HashAlg::sha256, bytes);
-    return verify_signature(public_key_der, input, HashAlg::sha256, signature);
-  } catch (const Error&) {
-    return false;
-  }
+  return verify_message(public_key_der, as_bytes(message), HashAlg::sha256, signature);
 }
 
 std::string random_id(const char* prefix) {
@@ -478,17 +472,16 @@ struct Service::Impl {
     return found;
   }
 
-  static bool owns_units(const Request& request) {
-    auto path = std::string_view(request.target).substr(0, request.target.find('?'));
-    auto found = match_route(request.method, path);
-    return found.route && found.route->own_units;
+  // The request's route, matched once: handle() reads whether it opens its own units, dispatch() runs it.
+  static RouteMatch match_route(const Request& request) {
+    return match_route(request.method, std::string_view(request.target).substr(0, request.target.find('?')));
   }
 
-  Response dispatch(const Request& request, AuditNote& note) {
+  Response dispatch(const Request& request, RouteMatch match, AuditNote& note) {
     auto qpos = request.target.find('?');
     std::string_view path = std::string_view(request.target).substr(0, qpos);
     std::string_view query = qpos == std::string::npos ? std::string_view() : std::string_view(request.target).substr(qpos + 1);
-    auto [found, params, path_known] = match_route(request.method, path);
+    auto [found, params, path_known] = std::move(match);
     if (!found) {
       if (path_known) return error_response(405, "method_not_allowed", fmt::format("{} is not allowed on {}", request.method, path));
       return error_response(404, "not_found", fmt::format("no such endpoint: {}", path));
@@ -529,7 +522,7 @@ struct Service::Impl {
     std::string request_sha256;
     if (replayable) {
       if (key.size() > 128) return error_response(400, "invalid_request", "Idempotency-Key is longer than 128 characters");
-      auto now = static_cast<std::int64_t>(std::time(nullptr));
+      auto now = unix_now();
       auto oldest = iso8601(now - idempotency_seconds);
       bool purge = false;
       {
@@ -581,6 +574,13 @@ Service::~Service() = default;
 
 namespace {
 
+// The database is down, restarting or busy past its timeout: nothing was applied; the client tries again.
+Response unavailable(const Error& e) {
+  auto r = error_response(503, "store_unavailable", e.what());
+  r.headers["Retry-After"] = std::to_string(retry_after_seconds);
+  return r;
+}
+
 // The answer to one request: handler errors become their JSON error responses.
 Response answer(std::function<Response()> dispatch) {
   try {
@@ -590,10 +590,9 @@ Response answer(std::function<Response()> dispatch) {
   } catch (const Json::exception& e) {
     return error_response(400, "invalid_request", fmt::format("request body has the wrong shape: {}", e.what()));
   } catch (const StoreUnavailable& e) {
-    // The database is down or restarting: nothing was applied; the client tries again.
-    auto r = error_response(503, "store_unavailable", e.what());
-    r.headers["Retry-After"] = std::to_string(retry_after_seconds);
-    return r;
+    return unavailable(e);
+  } catch (const sqlite::Busy& e) {
+    return unavailable(e);
   } catch (const StoreRejected& e) {
     return error_response(400, "invalid_request", e.what());
   } catch (const Error& e) {
@@ -628,12 +627,13 @@ Response Service::handle(const Request& request) {
   bool reads = request.method == "GET" || request.method == "HEAD";
   auto given = header(request, "x-request-id");
   std::string request_id = sane_request_id(given) ? given : random_id("req_");
-  bool own_units = !reads && Impl::owns_units(request);
   Response out = answer([&] {
+    auto match = Impl::match_route(request);
+    bool own_units = !reads && match.route && match.route->own_units;
     std::unique_ptr<Store::Transaction> unit;
     if (!own_units) unit = impl_->store->begin(reads ? Store::Access::read : Store::Access::write);
     AuditNote note;
-    Response response = answer([&] { return impl_->dispatch(request, note); });
+    Response response = answer([&] { return impl_->dispatch(request, std::move(match), note); });
     if (own_units) unit = impl_->store->begin();  // its audit entry, in a unit of its own
     try {
       impl_->record_audit(note, request, response, request_id);

@@ -3,8 +3,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
-#include <ctime>
 #include <filesystem>
 #include <functional>
 
@@ -12,6 +10,7 @@
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "core/time.hpp"
 #include "manifests/suit_envelope.hpp"
 #include "manifests/suit_verify.hpp"
 #include "service/handlers.hpp"
@@ -25,10 +24,6 @@
 
 namespace kiln::service {
 namespace {
-
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 void save(Store& store, const Deployment& row) { store.save_rollout(row.id, row, now_iso8601()); }
 

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <charconv>
-#include <ctime>
 #include <limits>
 #include <unordered_map>
 
@@ -16,6 +15,7 @@
 #include "core/error.hpp"
 #include "service/factory_trust.hpp"
 #include "core/maintenance_window.hpp"
+#include "core/time.hpp"
 #include "service/handlers.hpp"
 #include "service/ledger_bundle.hpp"
 #include "signing/image_crypto.hpp"
@@ -171,11 +171,7 @@ class UnitImporter {
   static std::int64_t count_units(std::string_view text, std::size_t& line_number) {
     std::int64_t units = 0;
     for_each_line(text, line_number, [&](const Json& unit) {
-      try {
-        required_string(unit, "uid", 128);
-      } catch (const ApiError& e) {
-        throw ApiError{e.status, e.code, fmt::format("bundle line {}: {}", line_number, e.message)};
-      }
+      require_uid(unit, line_number);
       ++units;
     });
     return units;
@@ -186,24 +182,31 @@ class UnitImporter {
       try {
         import_unit(unit);
       } catch (const ApiError& e) {
-        throw ApiError{e.status, e.code, fmt::format("bundle line {}: {}", line_number, e.message)};
+        throw at_line(e, line_number);
       }
     });
   }
-  // Every check apply() makes, writing nothing: what apply() would refuse is refused here, before any unit of
-  // an import applied in several transactions is written.
-  void check(std::string_view text, std::size_t& line_number) {
+  // Counts the unit lines of `text` as count_units() does (a malformed line is thrown at once) and makes every
+  // check apply() makes, writing nothing: the first unit apply() would refuse is kept in `refusal`, thrown by the
+  // caller once the bundle's signature holds, before any unit of an import applied in several transactions is
+  // written. One parse per line for both.
+  std::int64_t count_and_check(std::string_view text, std::size_t& line_number, std::optional<ApiError>& refusal) {
+    std::int64_t units = 0;
     for_each_line(text, line_number, [&](const Json& unit) {
+      require_uid(unit, line_number);
+      ++units;
+      if (refusal) return;
       try {
         auto prepared = prepare(unit);
         auto existing = call_.store.device_identity(prepared.device.id);
         if (existing && (existing->tenant_id != prepared.device.tenant_id ||
                          existing->public_key != prepared.device.public_key))
-          refuse_conflict(prepared.device.id);
+          refuse_conflict(prepared.device.id, existing);
       } catch (const ApiError& e) {
-        throw ApiError{e.status, e.code, fmt::format("bundle line {}: {}", line_number, e.message)};
+        refusal = at_line(e, line_number);
       }
     });
+    return units;
   }
   std::int64_t imported() const { return imported_; }
 
@@ -220,6 +223,19 @@ class UnitImporter {
   }
 
  private:
+  // The error of a unit, naming its line.
+  static ApiError at_line(const ApiError& e, std::size_t line_number) {
+    return ApiError{e.status, e.code, fmt::format("bundle line {}: {}", line_number, e.message)};
+  }
+
+  static void require_uid(const Json& unit, std::size_t line_number) {
+    try {
+      required_string(unit, "uid", 128);
+    } catch (const ApiError& e) {
+      throw at_line(e, line_number);
+    }
+  }
+
   template <typename Fn>
   static void for_each_line(std::string_view text, std::size_t& line_number, Fn&& fn) {
     while (!text.empty()) {
@@ -326,9 +342,9 @@ class UnitImporter {
   void import_unit(const Json& unit) {
     auto [device, encryption_key] = prepare(unit);
     // A revoked device stays revoked, whatever the bundle says of its state.
-    if (auto existing = call_.store.device_identity(device.id); existing && existing->revoked_at)
-      device.state = "revoked";
-    if (!call_.store.upsert_device(device)) refuse_conflict(device.id);
+    auto existing = call_.store.device_identity(device.id);
+    if (existing && existing->revoked_at) device.state = "revoked";
+    if (!call_.store.upsert_device(device)) refuse_conflict(device.id, existing);
     if (encryption_key) call_.store.set_device_encryption_key(device.id, to_hex(*encryption_key));
     ++imported_;
   }
@@ -336,8 +352,7 @@ class UnitImporter {
   // The upsert changed nothing: the UID is registered with another tenant or with another key. A
   // registered device's key is never replaced by an import (a cloned or counterfeit unit replaying the
   // UID would take the device over); the whole import is refused and names the unit.
-  [[noreturn]] void refuse_conflict(const std::string& uid) {
-    auto existing = call_.store.device_identity(uid);
+  [[noreturn]] void refuse_conflict(const std::string& uid, const std::optional<DeviceIdentity>& existing) {
     if (existing && existing->tenant_id != call_.who.tenant_id)
       throw ApiError{409, "conflict",
                      fmt::format("unit {} conflicts: a device with this UID is registered to another tenant", uid)};
@@ -399,7 +414,7 @@ Reply import_devices(Call& call) {
     throw ApiError{400, "invalid_request",
                    "query parameter 'offset' is required with 'import': the byte offset this part starts at"};
   const std::int64_t offset = *offset_given;
-  std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+  std::int64_t now = unix_now();
   auto tx = call.store.begin();
   call.store.forget_import_parts_before(now - staged_import_seconds);
   std::int64_t received = call.store.import_received(call.who.tenant_id, *import_id);
@@ -435,18 +450,19 @@ Reply import_devices(Call& call) {
   };
   UnitImporter importer(call);
   {
+    // One pass reads every part once: its hash, its units counted and checked.
     auto read = call.store.begin(Store::Access::read);
     offsets = call.store.import_part_offsets(call.who.tenant_id, *import_id);
     Hasher hasher(HashAlg::sha256);
     std::int64_t units = 0;
     std::size_t line_number = 0;
+    std::optional<ApiError> refusal;
     each_part([&](std::string_view text) {
       hasher.update(as_bytes(text));
-      units += UnitImporter::count_units(text, line_number);
+      units += importer.count_and_check(text, line_number, refusal);
     });
     verify_bundle(call.store, call.who.tenant_id, trailer, hasher.finish(), units);
-    line_number = 0;
-    each_part([&](std::string_view text) { importer.check(text, line_number); });
+    if (refusal) throw *refusal;
     read->commit();
   }
   std::size_t line_number = 0;
@@ -562,7 +578,7 @@ Reply update_device(Call& call) {
 Json possession_challenge(Call& call, const std::string& device_id,
                           const std::function<std::string(const std::string& nonce)>& message) {
   std::string nonce = random_hex(16);
-  std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+  std::int64_t now = unix_now();
   call.store.add_claim_challenge(nonce, device_id, call.who.tenant_id, now + challenge_seconds, now);
   return Json{{"device", device_id}, {"nonce", nonce}, {"message", message(nonce)}, {"expires_in", challenge_seconds}};
 }
@@ -570,7 +586,7 @@ Json possession_challenge(Call& call, const std::string& device_id,
 void require_possession(Call& call, const std::string& device_id, const std::string& nonce, ByteView signature,
                         const std::string& message, const std::string& unknown, const std::string& bad) {
   if (!call.store.take_claim_challenge(nonce, device_id, call.who.tenant_id,
-                                       static_cast<std::int64_t>(std::time(nullptr))))
+                                       unix_now()))
     throw ApiError{409, "challenge_unknown", unknown};
   auto device = call.store.device_identity(device_id);
   if (!device || !verify_message_signature(from_hex(device->public_key), message, signature))

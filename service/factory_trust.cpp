@@ -7,12 +7,12 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
-#include <ctime>
 #include <map>
 
 #include <fmt/format.h>
 
 #include "core/error.hpp"
+#include "core/time.hpp"
 #include "service/handlers.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
@@ -218,7 +218,7 @@ std::string factory_ca_proof_message(std::int64_t tenant_id, const std::string& 
 Reply factory_ca_challenge(Call& call) {
   auto ca = parse_ca_request(parse_object(call.request.body));
   auto nonce = random_hex(16);
-  auto now = static_cast<std::int64_t>(std::time(nullptr));
+  auto now = unix_now();
   call.store.add_factory_ca_challenge(nonce, {call.who.tenant_id, ca.key_sha256, now + ca_challenge_seconds}, now);
   return {201, Json{{"nonce", nonce},
                     {"key_sha256", ca.key_sha256},
@@ -245,7 +245,7 @@ Reply register_factory_ca(Call& call) {
   // A challenge is used once, whatever the outcome: a failed proof cannot be retried with it.
   auto challenge = call.store.take_factory_ca_challenge(*nonce);
   bool live = challenge && challenge->tenant_id == call.who.tenant_id && challenge->key_sha256 == ca.key_sha256 &&
-              challenge->expires_at >= static_cast<std::int64_t>(std::time(nullptr));
+              challenge->expires_at >= unix_now();
   if (!live)
     throw ApiError{422, "challenge_unknown",
                    "no live challenge with this nonce for this certificate (challenges expire after 5 minutes, serve "

@@ -185,6 +185,52 @@ int init(const Paths& paths, const std::string& tenant, const StoreChoice& store
 // The largest request body, an image chunk included (docs/openapi.yaml: 413 above it).
 constexpr std::size_t max_request_body = std::size_t{64} << 20;
 
+std::string der_of(X509* certificate) {
+  int length = i2d_X509(certificate, nullptr);
+  std::string der(static_cast<std::size_t>(std::max(length, 0)), '\0');
+  auto* out = reinterpret_cast<unsigned char*>(der.data());
+  if (length > 0) i2d_X509(certificate, &out);
+  return der;
+}
+
+// A session ticket keeps the client's leaf certificate but not the chain it sent: a device certified through an
+// intermediate CA would resume without its intermediate and no longer chain to its factory CA (401). So the
+// chain (without the leaf) goes into the ticket's application data, DER certificates one after the other; on a
+// resumed connection it comes back from there and is carried into the renewed ticket.
+int put_chain_in_ticket(SSL* ssl, void* /*arg*/) {
+  STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl);
+  if (!chain || sk_X509_num(chain) == 0) return 1;  // resumed: the session keeps the data of its ticket
+  std::string data;
+  for (int i = 0; i < sk_X509_num(chain); ++i) data += der_of(sk_X509_value(chain, i));
+  return SSL_SESSION_set1_ticket_appdata(SSL_get0_session(ssl), data.data(), data.size());
+}
+
+// The client's certificates, leaf first: its chain from the handshake, or on a resumed connection from the ticket.
+std::vector<std::string> peer_certificates(SSL* ssl) {
+  std::vector<std::string> out;
+  X509* leaf = SSL_get1_peer_certificate(ssl);
+  if (!leaf) return out;
+  out.push_back(der_of(leaf));
+  X509_free(leaf);
+  // On a server the peer chain excludes the leaf.
+  if (STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl); chain && sk_X509_num(chain) > 0) {
+    for (int i = 0; i < sk_X509_num(chain); ++i) out.push_back(der_of(sk_X509_value(chain, i)));
+    return out;
+  }
+  void* data = nullptr;
+  std::size_t size = 0;
+  if (!SSL_session_reused(ssl) || SSL_SESSION_get0_ticket_appdata(SSL_get0_session(ssl), &data, &size) != 1) return out;
+  const auto* next = static_cast<const unsigned char*>(data);
+  const auto* end = next + size;
+  while (next < end) {
+    X509* certificate = d2i_X509(nullptr, &next, static_cast<long>(end - next));
+    if (!certificate) break;  // cannot happen for a ticket this instance sealed: stop at anything else
+    out.push_back(der_of(certificate));
+    X509_free(certificate);
+  }
+  return out;
+}
+
 service::Request to_request(const httplib::Request& in) {
   service::Request out;
   out.method = in.method;
@@ -195,23 +241,7 @@ service::Request to_request(const httplib::Request& in) {
     out.headers[lower] = value;
   }
   out.body = in.body;
-  if (in.ssl) {
-    auto* ssl = const_cast<SSL*>(in.ssl);
-    auto der_of = [](X509* cert) {
-      int len = i2d_X509(cert, nullptr);
-      std::string der(static_cast<std::size_t>(std::max(len, 0)), '\0');
-      auto* p = reinterpret_cast<unsigned char*>(der.data());
-      if (len > 0) i2d_X509(cert, &p);
-      return der;
-    };
-    if (X509* leaf = SSL_get1_peer_certificate(ssl)) {
-      out.client_certificates.push_back(der_of(leaf));
-      X509_free(leaf);
-      // On a server the peer chain excludes the leaf.
-      if (STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl))
-        for (int i = 0; i < sk_X509_num(chain); ++i) out.client_certificates.push_back(der_of(sk_X509_value(chain, i)));
-    }
-  }
+  if (in.ssl) out.client_certificates = peer_certificates(const_cast<SSL*>(in.ssl));
   return out;
 }
 
@@ -231,6 +261,7 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const Listen
   // Without a session-id context, TLS session resumption fails when client certificates are requested.
   static const unsigned char session_context[] = "kiln-service";
   SSL_CTX_set_session_id_context(server->ssl_context(), session_context, sizeof session_context - 1);
+  SSL_CTX_set_session_ticket_cb(server->ssl_context(), put_chain_in_ticket, nullptr, nullptr);
   // The agent listener requires a client certificate; the API listener asks for one and accepts a
   // handshake without: stations authenticate with a certificate, people and CI with a bearer token.
   SSL_CTX_set_verify(server->ssl_context(),

@@ -1,10 +1,10 @@
 // Rollout controls to and from JSON (service/rollout_policy.hpp).
+#include "core/time.hpp"
 #include "service/rollout_policy.hpp"
 
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 
 #include "service/handlers.hpp"
@@ -37,10 +37,6 @@ double percent_of(const OJson& v, const std::string& field) {
   if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < 0 || v.get<double>() > 100)
     throw bad(field, "must be a percentage 0..100");
   return v.get<double>();
-}
-
-std::int64_t unix_now_seconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 std::int64_t count_of(const OJson& v, const std::string& field, std::int64_t low, std::int64_t high) {
@@ -215,7 +211,7 @@ RolloutPolicy parse_policy(const OJson& body) {
         std::string why;
         auto parsed = parse_maintenance_window(w.get<std::string>(), why);
         if (!parsed) throw bad(field, "is not a window: " + why);
-        if (!next_window_open({*parsed}, p.time_zone.empty() ? "UTC" : p.time_zone, unix_now_seconds()))
+        if (!next_window_open({*parsed}, p.time_zone.empty() ? "UTC" : p.time_zone, unix_now()))
           throw bad(field, fmt::format("never opens in {}", p.time_zone.empty() ? "UTC" : p.time_zone));
         p.windows.push_back(*parsed);
       }

@@ -1,7 +1,6 @@
 // Ownership (issue 17 item 4): unclaim, and transfer between tenants with a signed, single-use, expiring
 // voucher redeemed by the new owner, every device proving possession of its key again (as at claim).
 // docs/security.md "Ownership transfer" says what each refusal means.
-#include <ctime>
 #include <set>
 
 #include <fmt/format.h>
@@ -19,8 +18,6 @@ namespace {
 
 constexpr std::int64_t default_voucher_seconds = 24 * 3600;
 constexpr std::int64_t max_voucher_seconds = 30 * 24 * 3600;
-
-std::int64_t unix_now() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
 const VoucherKey& voucher_key(const Call& call) {
   if (call.config.voucher_key) return *call.config.voucher_key;

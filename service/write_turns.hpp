@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -31,6 +32,11 @@ class WriteTurns {
       while (given_up_.erase(serving_) > 0) ++serving_;
     }
     wake_.notify_all();
+  }
+  // Callers holding or waiting for a turn (not those that gave up): what a test waits on to know a caller is queued.
+  std::size_t queued() {
+    std::lock_guard lock(mutex_);
+    return static_cast<std::size_t>(next_ - serving_) - given_up_.size();
   }
 
  private:

@@ -13,6 +13,7 @@
 #include "core/error.hpp"
 #include "signing/certificate_builder.hpp"
 #include "signing/key_export.hpp"
+#include "signing/message_signature.hpp"
 #include "signing/openssl_ptr.hpp"
 
 namespace kiln {
@@ -21,17 +22,16 @@ namespace {
 struct Scheme {
   int nid;
   HashAlg hash;
-  bool digest_first;
 };
 
 Scheme scheme_for(const Signer& signer) {
   switch (signer.type()) {
     case KeyType::ecdsa_p256:
-      return {NID_ecdsa_with_SHA256, HashAlg::sha256, true};
+      return {NID_ecdsa_with_SHA256, HashAlg::sha256};
     case KeyType::ecdsa_p384:
-      return {NID_ecdsa_with_SHA384, HashAlg::sha384, true};
+      return {NID_ecdsa_with_SHA384, HashAlg::sha384};
     case KeyType::ed25519:
-      return {NID_ED25519, HashAlg::sha256, false};
+      return {NID_ED25519, HashAlg::sha256};
     default:
       throw Error(ExitCode::usage,
                   fmt::format("{} is an {} key: kiln cert signs with ECDSA P-256/P-384 or Ed25519 keys",
@@ -147,7 +147,7 @@ Bytes create_certificate(const CertificateRequest& request, const Signer& signer
   Bytes tbs(static_cast<std::size_t>(tbs_length));
   unsigned char* p = tbs.data();
   i2d_re_X509_tbs(cert.get(), &p);
-  Bytes signature = scheme.digest_first ? signer.sign(digest(scheme.hash, tbs), scheme.hash) : signer.sign(tbs, scheme.hash);
+  Bytes signature = sign_message(signer, tbs, scheme.hash);
   auto* bits = const_cast<ASN1_BIT_STRING*>(signature_const);
   ASN1_BIT_STRING_set(bits, signature.data(), static_cast<int>(signature.size()));
   bits->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "core/error.hpp"
+#include "signing/message_signature.hpp"
 
 namespace kiln {
 
@@ -22,18 +23,11 @@ std::string ledger_chain_message(const std::string& ledger_id, const std::vector
 }
 
 Bytes sign_station_message(const Signer& signer, ByteView message) {
-  if (signer.type() == KeyType::ed25519) return signer.sign(message, HashAlg::sha256);
-  return signer.sign(digest(HashAlg::sha256, message), HashAlg::sha256);
+  return sign_message(signer, message, HashAlg::sha256);
 }
 
 bool verify_station_message(ByteView public_key_der, ByteView message, ByteView signature) {
-  try {
-    if (public_key_type(public_key_der) == KeyType::ed25519)
-      return verify_signature(public_key_der, message, HashAlg::sha256, signature);
-    return verify_signature(public_key_der, digest(HashAlg::sha256, message), HashAlg::sha256, signature);
-  } catch (const Error&) {
-    return false;
-  }
+  return verify_message(public_key_der, message, HashAlg::sha256, signature);
 }
 
 }  // namespace kiln

@@ -6,6 +6,7 @@
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include "signing/signer.hpp"
@@ -23,6 +24,9 @@ struct Free {
   void operator()(BIGNUM* p) const { BN_free(p); }
   void operator()(OSSL_PARAM_BLD* p) const { OSSL_PARAM_BLD_free(p); }
   void operator()(OSSL_PARAM* p) const { OSSL_PARAM_free(p); }
+  void operator()(SSL_CTX* p) const { SSL_CTX_free(p); }
+  void operator()(SSL* p) const { SSL_free(p); }
+  void operator()(SSL_SESSION* p) const { SSL_SESSION_free(p); }
 };
 template <typename T>
 using Ptr = std::unique_ptr<T, Free>;

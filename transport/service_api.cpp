@@ -30,6 +30,7 @@
 #include "signing/file_digest.hpp"
 #include "core/interrupt.hpp"
 #include "core/time.hpp"
+#include "signing/message_signature.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
 
@@ -383,8 +384,7 @@ std::vector<std::string> parse_device_ids(const std::string& text_of_file, const
 }
 
 Bytes sign_message(const Signer& key, std::string_view message) {
-  return key.type() == KeyType::ed25519 ? key.sign(as_bytes(message), HashAlg::sha256)
-                                        : key.sign(digest(HashAlg::sha256, as_bytes(message)), HashAlg::sha256);
+  return kiln::sign_message(key, as_bytes(message), HashAlg::sha256);
 }
 
 namespace {

@@ -81,3 +81,29 @@ TEST_CASE("time: normalized times compare correctly as text") {
   CHECK(*earlier == "2026-02-01T01:30:00Z");
   CHECK(*earlier < *later);
 }
+
+TEST_CASE("time: iso8601_millis formats milliseconds, truncated, as the ledger writes them") {
+  using std::chrono::milliseconds;
+  std::chrono::system_clock::time_point at(milliseconds(1700000000123));
+  CHECK(iso8601_millis(at) == "2023-11-14T22:13:20.123Z");
+  CHECK(iso8601_millis(std::chrono::system_clock::time_point(milliseconds(5))) == "1970-01-01T00:00:00.005Z");
+  CHECK(iso8601_millis(at + std::chrono::microseconds(999)) == "2023-11-14T22:13:20.123Z");
+  auto now = now_iso8601_millis();
+  REQUIRE(now.size() == 24);
+  CHECK(now[19] == '.');
+  CHECK(now.back() == 'Z');
+}
+
+TEST_CASE("time: unix_millis keeps the fraction's first three digits; unix_now is the current second") {
+  CHECK(unix_millis("2023-11-14T22:13:20.123Z") == 1700000000123);
+  CHECK(unix_millis("2023-11-14T22:13:20.1Z") == 1700000000100);
+  CHECK(unix_millis("2023-11-14T22:13:20.123999Z") == 1700000000123);
+  CHECK(unix_millis("2023-11-14T22:13:20Z") == 1700000000000);
+  CHECK(unix_millis("2023-11-14T23:13:20.5+01:00") == 1700000000500);
+  CHECK_FALSE(unix_millis("2023-11-14T22:13:20.Z"));
+  CHECK(unix_millis(now_iso8601_millis()).value() / 1000 >= unix_seconds(now_iso8601()).value() - 1);
+  auto before = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
+  auto now = unix_now();
+  CHECK(now >= before.count());
+  CHECK(now <= before.count() + 1);
+}

@@ -22,10 +22,6 @@ using Json = nlohmann::json;
 
 namespace {
 
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 std::string hh_mm(std::int64_t t) { return fmt::format("{:02}:{:02}", (t / 3600) % 24, (t / 60) % 60); }
 
 // The board agent's saved job (agent/state.json), null without one.

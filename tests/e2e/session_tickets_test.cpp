@@ -1,7 +1,7 @@
 // TLS session resumption on kiln-service's agent listener (issue 13 item 6): devices check in on fresh
 // connections and resume their session. A device certified through an intermediate CA is the same device on a
 // resumed connection (the chain travels in the ticket): its check-in is answered 200 on every connection, full
-// or resumed. Another instance (its own ticket keys) answers the ticket with a full handshake, and lets it in.
+// or resumed (the service verifies the chain again on a resumed connection). Another instance (its own ticket keys) answers the ticket with a full handshake, and lets it in.
 #include <doctest/doctest.h>
 
 #include <openssl/err.h>
@@ -9,11 +9,11 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
+#include "signing/openssl_ptr.hpp"
 #include "tests/support/loopback.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/service_process.hpp"
@@ -26,15 +26,7 @@ using kiln::test::spit;
 
 namespace {
 
-struct SslFree {
-  void operator()(SSL_CTX* p) const { SSL_CTX_free(p); }
-  void operator()(SSL* p) const { SSL_free(p); }
-  void operator()(SSL_SESSION* p) const { SSL_SESSION_free(p); }
-  void operator()(X509* p) const { X509_free(p); }
-  void operator()(BIO* p) const { BIO_free(p); }
-};
-template <typename T>
-using Ptr = std::unique_ptr<T, SslFree>;
+using kiln::ossl::Ptr;
 
 Ptr<X509> x509_of(const std::string& pem) {
   Ptr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
@@ -131,6 +123,18 @@ TEST_CASE("session tickets: a device resumes its session and keeps its intermedi
   fs::copy(a, b, fs::copy_options::recursive);
   kiln::test::ServiceProcess instance_a(a, 0, true), instance_b(b, 0, true);
   DeviceClient device((a / "ca.pem").string(), device_pem, line_pem, device_key);
+  // The service remembers a device it verified until a write made with a token. One before each resumed
+  // check-in makes the service verify the chain the resumed session carries, not a remembered answer.
+  kiln::test::ProcessOptions admin;
+  admin.env["XDG_CONFIG_HOME"] = dir.file("xdg");
+  admin.env["KILN_SERVICE"] = instance_a.url();
+  admin.env["KILN_CA_FILE"] = (a / "ca.pem").string();
+  admin.env["KILN_TOKEN"] = kiln::test::ServiceSetup::token_of((a / "admin.token").string());
+  int products = 0;
+  auto forget_verified_devices = [&] {
+    auto created = kiln::test::kiln({"product", "create", "Other-" + std::to_string(++products)}, admin);
+    REQUIRE_MESSAGE(created.exit_code == 0, created.err);
+  };
 
   auto full = device.check_in(instance_a.agent_port());
   REQUIRE(full.handshake);
@@ -141,11 +145,14 @@ TEST_CASE("session tickets: a device resumes its session and keeps its intermedi
   CHECK(SSL_SESSION_is_resumable(full.session.get()) == 1);
 
   // Resumed, twice (the second time with the ticket issued on the resumed connection): the chain came along.
+  forget_verified_devices();
   auto resumed = device.check_in(instance_a.agent_port(), full.session.get());
   REQUIRE(resumed.handshake);
   CHECK(resumed.reused);
+  INFO(resumed.response);
   CHECK(resumed.status == 200);
   REQUIRE(resumed.session);
+  forget_verified_devices();
   auto again = device.check_in(instance_a.agent_port(), resumed.session.get());
   CHECK(again.reused);
   CHECK(again.status == 200);

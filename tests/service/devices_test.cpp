@@ -106,9 +106,8 @@ TEST_CASE("service devices: a staged import is checked whole before its parts ar
   Fixture f;
   test::TestKey other;
   REQUIRE(f.import(test::ProductTenant::unit("k-5", other)).status == 200);
-  // Sends `units` signed, in parts of two lines each (the last one with the trailer).
-  auto staged = [&](const std::string& id, const std::string& units) {
-    auto text = f.bundle(units);
+  // Sends a bundle's `text` in parts of two lines each (the last one with the trailer).
+  auto staged_text = [&](const std::string& id, const std::string& text) {
     std::vector<std::string> lines;
     for (std::size_t at = 0; at < text.size();) {
       auto end = text.find('\n', at) + 1;
@@ -125,6 +124,7 @@ TEST_CASE("service devices: a staged import is checked whole before its parts ar
     }
     return last;
   };
+  auto staged = [&](const std::string& id, const std::string& units) { return staged_text(id, f.bundle(units)); };
   std::string good;
   for (int i = 1; i <= 4; ++i) good += f.unit(fmt::format("k-{}", i));
   // k-5 is registered with another key: refused, in the last part or the first.
@@ -134,6 +134,12 @@ TEST_CASE("service devices: a staged import is checked whole before its parts ar
   auto early = staged("early", f.unit("k-5") + good);
   CHECK(early.status == 409);
   CHECK(f.ids("?limit=100") == std::vector<std::string>{"k-5"});
+  // What a unit would be refused for is only said of a bundle whose signature holds: an edited one says so.
+  auto edited = f.bundle(f.unit("k-5") + good);
+  edited.replace(edited.find("k-1"), 3, "k-9");
+  auto tampered = staged_text("tampered", edited);
+  CHECK(tampered.status == 422);
+  CHECK(tampered.body.find("bundle_modified") != std::string::npos);
   // A malformed unit in a later part: nothing imported either.
   auto malformed = staged("malformed", good + f.unit("k-6", {{"last_seen", "yesterday"}}));
   CHECK(malformed.status == 400);

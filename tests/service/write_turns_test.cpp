@@ -1,9 +1,11 @@
 // service/write_turns.hpp: writers get the store in the order they asked for it, a waiter that gives up leaves
-// the queue without delaying the ones behind it.
+// the queue without delaying the ones behind it. Threads are ordered by what the turns report (queued()), never
+// by sleeping.
 #include <doctest/doctest.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -17,12 +19,10 @@ TEST_CASE("write turns go in arrival order, not to whoever asks again first") {
   WriteTurns turns;
   REQUIRE(turns.acquire(1s));  // the importer holds the store
   std::mutex order_mutex;
-  std::vector<int> order;
-  std::atomic<int> waiting{0};
+  std::vector<std::size_t> order;
   std::vector<std::thread> waiters;
-  for (int i = 0; i < 3; ++i) {
+  for (std::size_t i = 0; i < 3; ++i) {
     waiters.emplace_back([&, i] {
-      ++waiting;
       REQUIRE(turns.acquire(10s));
       {
         std::lock_guard lock(order_mutex);
@@ -30,16 +30,15 @@ TEST_CASE("write turns go in arrival order, not to whoever asks again first") {
       }
       turns.release();
     });
-    // Each waiter is queued before the next one starts.
-    while (waiting < i + 1) std::this_thread::yield();
-    std::this_thread::sleep_for(20ms);
+    // Each waiter holds its ticket before the next one starts (the importer holds one, and i earlier waiters).
+    while (turns.queued() < i + 2) std::this_thread::yield();
   }
   // The importer ends its part and at once asks for the next one: it queues behind the three.
   turns.release();
   REQUIRE(turns.acquire(10s));
   {
     std::lock_guard lock(order_mutex);
-    CHECK(order == std::vector<int>{0, 1, 2});
+    CHECK(order == std::vector<std::size_t>{0, 1, 2});
   }
   turns.release();
   for (auto& waiter : waiters) waiter.join();
@@ -54,7 +53,7 @@ TEST_CASE("a waiter that gives up does not hold the turns behind it") {
     got = turns.acquire(10s);
     turns.release();
   });
-  std::this_thread::sleep_for(20ms);
+  while (turns.queued() < 2) std::this_thread::yield();  // `later` holds the ticket after the given-up one
   turns.release();  // the given-up ticket is skipped: `later` goes next
   later.join();
   CHECK(got);
