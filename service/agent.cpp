@@ -42,6 +42,10 @@ std::string common_name(X509* cert) {
   return buf;
 }
 
+// How stale a device's last_seen may be before a check-in writes it again (docs/service.md, "Last seen"):
+// a check-in that changes nothing else costs no write when the device checked in less than this ago.
+constexpr std::int64_t last_seen_resolution_seconds = 60;
+
 ApiError unauthenticated(const std::string& why) {
   return ApiError{401, "unauthenticated", "device certificate refused: " + why};
 }
@@ -113,6 +117,10 @@ std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// A check-in that decides something for a deployment (a status, an attempt, a wave) commits durably; one
+// that only records telemetry need not (Store::set_commit_durable).
+void decided(Call& call) { call.store.set_commit_durable(true); }
+
 // With a rate (RatePolicy): a device not yet offered the deployment is offered it (and recorded notified)
 // only while fewer devices were notified than the rate allows by now.
 bool may_notify(Call& call, const Deployment& row, const std::string& device) {
@@ -121,6 +129,7 @@ bool may_notify(Call& call, const Deployment& row, const std::string& device) {
   auto counts = admitted_counts(row, call.store.rollout_tally(row));
   auto now = unix_now();
   if (counts.admitted - counts.status.at("pending") >= rate_allowance(row.policy.rate, row.rate_steps, now)) return false;
+  decided(call);
   call.store.record_status(row.id, device, "notified", "", now_iso8601(), std::nullopt);
   return true;
 }
@@ -143,6 +152,7 @@ std::optional<std::int64_t> offer_attempt(Call& call, const Deployment& row) {
   auto decision = offer_decision(row, wave, progress, now);
   if (decision.hold != Hold::none) return std::nullopt;
   if (decision.new_attempt) {
+    decided(call);
     call.store.record_status(row.id, device, status_name(DeviceStatus::notified),
                              fmt::format("attempt {} of {} offered", decision.attempt, row.policy.retry.retries + 1),
                              now_iso8601(), std::nullopt);
@@ -167,7 +177,7 @@ void trust_offer(Call& call, const std::string& group, std::int64_t reported, Js
   auto id = call.store.newest_trust_deployment(call.who.tenant_id, group);
   if (!id) return;
   auto row = load_deployment(call.store, call.who.tenant_id, *id);
-  evaluate_deployment(call.store, row, true);
+  if (evaluate_deployment(call.store, row, true)) decided(call);
   if (!is_open(row.state) && row.state != DeploymentState::completed) return;
   auto& device = call.who.device_id;
   auto status = call.store.reported_status(row.id, device);
@@ -175,6 +185,7 @@ void trust_offer(Call& call, const std::string& group, std::int64_t reported, Js
   if (reported >= *row.trust_version) {
     int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device));
     if (!status && (wave == 0 || wave > row.wave)) return;  // not admitted: it counts once its wave opens
+    decided(call);
     call.store.record_status(row.id, device, status_name(DeviceStatus::installed),
                              fmt::format("trust version {}", reported), now_iso8601(), std::nullopt);
     evaluate_deployment(call.store, row);
@@ -221,8 +232,11 @@ Reply agent_check_in(Call& call) {
   }
   auto& device = call.who.device_id;
   auto tx = call.store.begin();
-  call.store.device_checked_in(device, now_iso8601(), version, state);
+  // Telemetry: written when it changed, and last seen at most once per last_seen_resolution_seconds.
+  auto now = unix_now();
+  call.store.device_checked_in(device, iso8601(now), iso8601(now - last_seen_resolution_seconds), version, state);
   if (sequence || manifest_digest) call.store.record_device_firmware(device, sequence, manifest_digest);
+  call.store.set_commit_durable(false);  // until the check-in decides something (decided())
 
   Json deployment = nullptr;
   auto group = device_group(call);
@@ -230,7 +244,7 @@ Reply agent_check_in(Call& call) {
   if (group) newest = call.store.newest_deployment(call.who.tenant_id, *group, false);
   if (newest) {
     auto row = load_deployment(call.store, call.who.tenant_id, *newest);
-    evaluate_deployment(call.store, row, true);
+    if (evaluate_deployment(call.store, row, true)) decided(call);
     if (row.state == DeploymentState::active || row.state == DeploymentState::completed) {
       deployment = install_offer(call, row);
     } else if (row.state == DeploymentState::aborted) {
