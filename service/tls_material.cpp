@@ -127,10 +127,10 @@ SSL_TICKET_RETURN on_ticket(SSL* ssl, SSL_SESSION* session, const unsigned char*
   switch (status) {
     case SSL_TICKET_SUCCESS:
     case SSL_TICKET_SUCCESS_RENEW: {
-      // The session's time is when its ticket was issued (a renewed ticket restarts it).
+      // The session's time is when its ticket was issued (a renewed ticket restarts it). OpenSSL asks to renew
+      // every TLS 1.3 ticket (SUCCESS_RENEW): the age decides instead.
       auto age = static_cast<long>(time(nullptr) - SSL_SESSION_get_time(session));
-      if (status == SSL_TICKET_SUCCESS_RENEW || age >= SSL_SESSION_get_timeout(session) / 2)
-        return SSL_TICKET_RETURN_USE_RENEW;
+      if (age >= SSL_SESSION_get_timeout(session) / 2) return SSL_TICKET_RETURN_USE_RENEW;
       SSL_set_num_tickets(ssl, 0);
       return SSL_TICKET_RETURN_USE;
     }
