@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "core/bytes.hpp"
@@ -54,7 +55,8 @@ std::string common_name(X509* cert) {
 }
 
 // How stale a device's last_seen may be before a check-in writes it again (docs/service.md, "Last seen"):
-// a check-in that changes nothing else costs no write when the device checked in less than this ago.
+// a check-in that changes nothing else costs no write when the device checked in less than this ago, or
+// than the check-in interval the service gives agents when that is shorter.
 constexpr std::int64_t last_seen_resolution_seconds = 60;
 
 ApiError unauthenticated(const std::string& why) {
@@ -245,9 +247,10 @@ Reply agent_check_in(Call& call) {
   }
   auto& device = call.who.device_id;
   auto tx = call.store.begin();
-  // Telemetry: written when it changed, and last seen at most once per last_seen_resolution_seconds.
+  // Telemetry: written when it changed, and last seen at most once per resolution.
   auto now = unix_now();
-  call.store.device_checked_in(device, iso8601(now), iso8601(now - last_seen_resolution_seconds), version, state);
+  auto resolution = std::min<std::int64_t>(last_seen_resolution_seconds, call.config.check_in_after);
+  call.store.device_checked_in(device, iso8601(now), iso8601(now - resolution), version, state);
   if (sequence || manifest_digest) call.store.record_device_firmware(device, sequence, manifest_digest);
   call.store.set_commit_durable(false);  // until the check-in decides something (decided())
 
