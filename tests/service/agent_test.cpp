@@ -210,7 +210,8 @@ TEST_CASE("agent check-in: on PostgreSQL, one that records only telemetry commit
   // With a rate, a device's first offer records it notified (what the rate counts): a decision.
   auto deployment = f.json("POST", "/v1/deployments",
                            Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"rate", {{"base_per_minute", 100}}}}
-                               .dump())["id"];
+                               .dump())["id"]
+                        .get<std::string>();
   // The handler on a store of its own, to count how its units commit.
   service::PgStore store(f.database);
   service::ServiceConfig config{f.database, f.dir.path() / "images", 60};
@@ -224,7 +225,7 @@ TEST_CASE("agent check-in: on PostgreSQL, one that records only telemetry commit
   CHECK(store.relaxed_commits() == before + 1);
   CHECK(check_in("dev-in").body["deployment"]["id"] == deployment);  // notified: committed durably
   CHECK(store.relaxed_commits() == before + 1);
-  auto mine = store.deployment_device(deployment.get<std::string>(), "dev-in");
+  auto mine = store.deployment_device(deployment, "dev-in");
   REQUIRE(mine);
   CHECK(mine->status == "notified");
   CHECK(check_in("dev-out").body["deployment"].is_null());
