@@ -7,6 +7,7 @@
 #   - check-ins per second (bench/checkin_bench.cpp, THREADS closed-loop clients for SECONDS each) on kept-alive
 #     connections, on fresh connections with a full TLS 1.3 handshake each, and on fresh connections
 #     resuming their session (what polling devices do);
+#     with the CPU each check-in cost the service and the load generator (which share the machine's cores);
 #   - PostgreSQL only: the resumed rate with a second instance on a copy of the directory (clients split
 #     between both).
 # PostgreSQL 15 runs from a private cluster in /tmp (as the postgres user, as the tests do). Prints a table.
@@ -79,6 +80,7 @@ start_service() {
   local dir=$1 log=$1.log
   "$SERVICE" run --dir "$dir" --listen 127.0.0.1:0 --agent-listen 127.0.0.1:0 --max-connections-per-address 0 \
     2>"$log" &
+  SERVICE_PID=$!
   PIDS+=($!)
   for _ in $(seq 300); do grep -q '^listening' "$log" 2>/dev/null && break; sleep 0.1; done
   API_PORT=$(grep '^listening' "$log" | grep -o '[0-9]*$') || { cat "$log" >&2; exit 1; }
@@ -99,6 +101,22 @@ load() {  # MODE PORTS [extra args]: one JSON line
   local mode=$1 ports=$2
   shift 2
   exec "$LOAD" --port "$ports" --ca "$SVC/ca.pem" --cert "$WORK/device.pem" --key "$WORK/device.key" --mode "$mode" "$@"
+}
+# CPU seconds (user + system) the process has used so far.
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+# `load`, and the CPU it and the service (SERVICE_PID) used: sets RESULT (its JSON line) and CPU_NOTE.
+load_measured() {
+  local before after
+  before=$(cpu_of "$SERVICE_PID")
+  RESULT=$(/usr/bin/time -f "%U %S" -o "$WORK/load.time" "$LOAD" --port "$2" --ca "$SVC/ca.pem" --cert "$WORK/device.pem" \
+    --key "$WORK/device.key" --mode "$1" "${@:3}")
+  after=$(cpu_of "$SERVICE_PID")
+  CPU_NOTE=$(python3 -c "
+import json, sys
+r = json.loads(sys.argv[1]); user, system = map(float, open(sys.argv[4]).read().split()[-2:])
+n = max(r['requests'], 1)
+print(f'CPU per check-in: service {(float(sys.argv[3]) - float(sys.argv[2])) * 1000 / n:.2f} ms, load generator {(user + system) * 1000 / n:.2f} ms')
+" "$RESULT" "$before" "$after" "$WORK/load.time")
 }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$2'])" "$1"; }
 timed() { /usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -1; }
@@ -142,9 +160,10 @@ for backend in $BACKENDS; do
 
   for mode in keepalive fresh resumed; do
     echo "== $backend: check-ins, $mode" >&2
-    result=$(load "$mode" "$AGENT_PORT" --threads "$THREADS" --seconds "$SECONDS_EACH")
+    load_measured "$mode" "$AGENT_PORT" --threads "$THREADS" --seconds "$SECONDS_EACH"
+    result=$RESULT
     row "$backend" "check-ins/s, $mode ($THREADS clients)" \
-      "$(field "$result" per_second)/s (p99 $(field "$result" p99_ms) ms; $(field "$result" resumed) of $(field "$result" handshakes) handshakes resumed)"
+      "$(field "$result" per_second)/s (p99 $(field "$result" p99_ms) ms; $(field "$result" resumed) of $(field "$result" handshakes) handshakes resumed; $CPU_NOTE)"
   done
   if [ "$backend" = postgresql ]; then
     first_port=$AGENT_PORT

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
@@ -26,6 +27,17 @@ ossl::Ptr<X509> parse_der(const std::string& der) {
   return ossl::Ptr<X509>(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
 }
 
+// The certificate's SubjectPublicKeyInfo as it is written in it, hex.
+std::string certificate_spki_hex(X509* cert) {
+  int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), nullptr);
+  if (len <= 0) return {};
+  Bytes der(static_cast<std::size_t>(len));
+  auto* p = der.data();
+  i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &p);
+  return to_hex(der);
+}
+
+// The SubjectPublicKeyInfo of the certificate's key as OpenSSL writes it (what imports keep), hex.
 std::string spki_hex(X509* cert) {
   EVP_PKEY* key = X509_get0_pubkey(cert);
   int len = key ? i2d_PUBKEY(key, nullptr) : 0;
@@ -41,6 +53,11 @@ std::string common_name(X509* cert) {
   X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buf, sizeof buf);
   return buf;
 }
+
+// How stale a device's last_seen may be before a check-in writes it again (docs/service.md, "Last seen"):
+// a check-in that changes nothing else costs no write when the device checked in less than this ago, or
+// than the check-in interval the service gives agents when that is shorter.
+constexpr std::int64_t last_seen_resolution_seconds = 60;
 
 ApiError unauthenticated(const std::string& why) {
   return ApiError{401, "unauthenticated", "device certificate refused: " + why};
@@ -59,11 +76,13 @@ Principal authenticate_device(Store& store, const std::vector<std::string>& chai
   // A transferred device still chains to the CA of the tenant that imported it (its new owner never
   // registered that CA).
   std::int64_t factory_tenant = device->factory_tenant_id;
-  if (device->public_key != spki_hex(leaf.get()))
+  // As written in the certificate first (no OpenSSL 3 encoder, which costs more than the rest of a check-in's
+  // key work); an equal key written otherwise (explicit curve parameters, a compressed point) as OpenSSL writes it.
+  if (device->public_key != certificate_spki_hex(leaf.get()) && device->public_key != spki_hex(leaf.get()))
     throw unauthenticated(fmt::format("the certificate's key is not the key imported for {}", uid));
 
   // Units imported before their CA was revoked stay: their own certificates still chain to it.
-  if (auto error = chain_error(store, factory_tenant, chain_der, true); !error.empty()) {
+  if (auto error = chain_error(store, factory_tenant, leaf.get(), chain_der, true); !error.empty()) {
     if (error == no_factory_ca_registered) throw unauthenticated("the device's tenant has registered no factory CA");
     throw unauthenticated(fmt::format("certificate of {} does not chain to a registered factory CA: {}", uid, error));
   }
@@ -109,6 +128,10 @@ std::optional<std::string> reported_status(Call& call, const std::string& deploy
   return call.store.reported_status(deployment, call.who.device_id);
 }
 
+// A check-in that decides something for a deployment (a status, an attempt, a wave) commits durably; one
+// that only records telemetry need not (Store::set_commit_durable).
+void decided(Call& call) { call.store.set_commit_durable(true); }
+
 // With a rate (RatePolicy): a device not yet offered the deployment is offered it (and recorded notified)
 // only while fewer devices were notified than the rate allows by now.
 bool may_notify(Call& call, const Deployment& row, const std::string& device) {
@@ -117,6 +140,7 @@ bool may_notify(Call& call, const Deployment& row, const std::string& device) {
   auto counts = admitted_counts(row, call.store.rollout_tally(row));
   auto now = unix_now();
   if (counts.admitted - counts.status.at("pending") >= rate_allowance(row.policy.rate, row.rate_steps, now)) return false;
+  decided(call);
   call.store.record_status(row.id, device, "notified", "", now_iso8601(), std::nullopt);
   return true;
 }
@@ -139,6 +163,7 @@ std::optional<std::int64_t> offer_attempt(Call& call, const Deployment& row) {
   auto decision = offer_decision(row, wave, progress, now);
   if (decision.hold != Hold::none) return std::nullopt;
   if (decision.new_attempt) {
+    decided(call);
     call.store.record_status(row.id, device, status_name(DeviceStatus::notified),
                              fmt::format("attempt {} of {} offered", decision.attempt, row.policy.retry.retries + 1),
                              now_iso8601(), std::nullopt);
@@ -163,7 +188,7 @@ void trust_offer(Call& call, const std::string& group, std::int64_t reported, Js
   auto id = call.store.newest_trust_deployment(call.who.tenant_id, group);
   if (!id) return;
   auto row = load_deployment(call.store, call.who.tenant_id, *id);
-  evaluate_deployment(call.store, row, true);
+  if (evaluate_deployment(call.store, row, true)) decided(call);
   if (!is_open(row.state) && row.state != DeploymentState::completed) return;
   auto& device = call.who.device_id;
   auto status = call.store.reported_status(row.id, device);
@@ -171,6 +196,7 @@ void trust_offer(Call& call, const std::string& group, std::int64_t reported, Js
   if (reported >= *row.trust_version) {
     int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device));
     if (!status && (wave == 0 || wave > row.wave)) return;  // not admitted: it counts once its wave opens
+    decided(call);
     call.store.record_status(row.id, device, status_name(DeviceStatus::installed),
                              fmt::format("trust version {}", reported), now_iso8601(), std::nullopt);
     evaluate_deployment(call.store, row);
@@ -217,8 +243,12 @@ Reply agent_check_in(Call& call) {
   }
   auto& device = call.who.device_id;
   auto tx = call.store.begin();
-  call.store.device_checked_in(device, now_iso8601(), version, state);
+  // Telemetry: written when it changed, and last seen at most once per resolution.
+  auto now = unix_now();
+  auto resolution = std::min<std::int64_t>(last_seen_resolution_seconds, call.config.check_in_after);
+  call.store.device_checked_in(device, iso8601(now), iso8601(now - resolution), version, state);
   if (sequence || manifest_digest) call.store.record_device_firmware(device, sequence, manifest_digest);
+  call.store.set_commit_durable(false);  // until the check-in decides something (decided())
 
   Json deployment = nullptr;
   auto group = device_group(call);
@@ -226,7 +256,7 @@ Reply agent_check_in(Call& call) {
   if (group) newest = call.store.newest_deployment(call.who.tenant_id, *group, false);
   if (newest) {
     auto row = load_deployment(call.store, call.who.tenant_id, *newest);
-    evaluate_deployment(call.store, row, true);
+    if (evaluate_deployment(call.store, row, true)) decided(call);
     if (row.state == DeploymentState::active || row.state == DeploymentState::completed) {
       deployment = install_offer(call, row);
     } else if (row.state == DeploymentState::aborted) {

@@ -415,10 +415,11 @@ bool runs_aborted(Store& store, const Deployment& aborted, const std::string& de
   return true;
 }
 
-void evaluate_deployment(Store& store, Deployment& row, bool only_when_a_wave_is_due) {
+bool evaluate_deployment(Store& store, Deployment& row, bool only_when_a_wave_is_due) {
   // A check-in looks when a wave is due by its timer, or may open on success or be paused by a control.
-  if (only_when_a_wave_is_due && !wave_due(row, unix_now()) && row.policy == RolloutPolicy{}) return;
+  if (only_when_a_wave_is_due && !wave_due(row, unix_now()) && row.policy == RolloutPolicy{}) return false;
   evaluate(store, row);
+  return true;
 }
 
 std::vector<std::string> leave_open_deployments(Store& store, std::int64_t tenant_id, const std::string& device_id,

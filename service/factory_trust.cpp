@@ -8,6 +8,8 @@
 #include <openssl/x509_vfy.h>
 
 #include <map>
+#include <memory>
+#include <mutex>
 
 #include <fmt/format.h>
 
@@ -50,27 +52,56 @@ Bytes spki(X509* cert) {
   return der;
 }
 
+// A verification store holding the anchors (nullptr when none parses), made once per set of anchors and
+// shared: every device check-in of a tenant verifies against the same few CAs, and with OpenSSL 3.0 parsing
+// a certificate costs more than verifying a signature. An X509_STORE is safe to share between verifications.
+std::shared_ptr<X509_STORE> anchor_store(const std::vector<std::string>& anchors_pem) {
+  static std::mutex mutex;
+  static std::map<std::string, std::shared_ptr<X509_STORE>> made;
+  std::string key;
+  for (auto& pem : anchors_pem) key.append(pem).push_back('\0');
+  std::lock_guard lock(mutex);
+  if (auto it = made.find(key); it != made.end()) return it->second;
+  std::shared_ptr<X509_STORE> store(X509_STORE_new(), X509_STORE_free);
+  int anchors = 0;
+  for (auto& pem : anchors_pem)
+    if (auto ca = parse_certificate(pem); ca && X509_STORE_add_cert(store.get(), ca.get()) == 1) ++anchors;
+  ERR_clear_error();
+  if (anchors == 0) store.reset();
+  else X509_STORE_set_flags(store.get(), X509_V_FLAG_PARTIAL_CHAIN);
+  if (made.size() >= 1024) made.clear();  // sets of anchors that are no more (a CA added or revoked) go
+  made.emplace(std::move(key), store);
+  return store;
+}
+
+std::string verify_leaf(X509* leaf, const std::vector<std::string>& anchors_pem,
+                        const std::vector<std::string>& chain_der) {
+  auto store = anchor_store(anchors_pem);
+  if (!store) return no_factory_ca_registered;
+  std::unique_ptr<STACK_OF(X509), StoreFree> untrusted(sk_X509_new_null());
+  for (std::size_t i = 1; i < chain_der.size(); ++i)
+    if (auto c = parse_certificate(chain_der[i])) sk_X509_push(untrusted.get(), c.release());
+  std::unique_ptr<X509_STORE_CTX, StoreFree> ctx(X509_STORE_CTX_new());
+  X509_STORE_CTX_init(ctx.get(), store.get(), leaf, untrusted.get());
+  int ok = X509_verify_cert(ctx.get());
+  std::string why = ok == 1 ? "" : X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get()));
+  ERR_clear_error();
+  return why;
+}
+
 // Verifies the chain against the given anchors; "" when it holds.
 std::string verify_against(const std::vector<std::string>& anchors_pem, const std::vector<std::string>& chain_der) {
   if (chain_der.empty()) return "no certificate";
   auto leaf = parse_certificate(chain_der[0]);
   if (!leaf) return "not an X.509 certificate";
-  std::unique_ptr<X509_STORE, StoreFree> store(X509_STORE_new());
-  int anchors = 0;
-  for (auto& pem : anchors_pem)
-    if (auto ca = parse_certificate(pem); ca && X509_STORE_add_cert(store.get(), ca.get()) == 1) ++anchors;
-  ERR_clear_error();
-  if (anchors == 0) return no_factory_ca_registered;
-  X509_STORE_set_flags(store.get(), X509_V_FLAG_PARTIAL_CHAIN);
-  std::unique_ptr<STACK_OF(X509), StoreFree> untrusted(sk_X509_new_null());
-  for (std::size_t i = 1; i < chain_der.size(); ++i)
-    if (auto c = parse_certificate(chain_der[i])) sk_X509_push(untrusted.get(), c.release());
-  std::unique_ptr<X509_STORE_CTX, StoreFree> ctx(X509_STORE_CTX_new());
-  X509_STORE_CTX_init(ctx.get(), store.get(), leaf.get(), untrusted.get());
-  int ok = X509_verify_cert(ctx.get());
-  std::string why = ok == 1 ? "" : X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get()));
-  ERR_clear_error();
-  return why;
+  return verify_leaf(leaf.get(), anchors_pem, chain_der);
+}
+
+std::vector<std::string> trusted_anchors(Store& store, std::int64_t tenant_id, bool include_revoked) {
+  auto anchors = store.owned_factory_ca_pems(tenant_id);
+  if (include_revoked)
+    for (auto& pem : store.revoked_factory_ca_pems(tenant_id)) anchors.push_back(pem);
+  return anchors;
 }
 
 std::string key_sha256(ByteView spki) {
@@ -142,10 +173,12 @@ std::vector<Bytes> factory_ca_keys(Store& store, std::int64_t tenant_id) {
 
 std::string chain_error(Store& store, std::int64_t tenant_id, const std::vector<std::string>& chain_der,
                         bool include_revoked) {
-  auto anchors = store.owned_factory_ca_pems(tenant_id);
-  if (include_revoked)
-    for (auto& pem : store.revoked_factory_ca_pems(tenant_id)) anchors.push_back(pem);
-  return verify_against(anchors, chain_der);
+  return verify_against(trusted_anchors(store, tenant_id, include_revoked), chain_der);
+}
+
+std::string chain_error(Store& store, std::int64_t tenant_id, X509* leaf, const std::vector<std::string>& chain_der,
+                        bool include_revoked) {
+  return verify_leaf(leaf, trusted_anchors(store, tenant_id, include_revoked), chain_der);
 }
 
 std::optional<FactoryCaRecord> revoked_factory_ca(Store& store, std::int64_t tenant_id,

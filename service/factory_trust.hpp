@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <openssl/types.h>
+
 #include "core/bytes.hpp"
 #include "service/store.hpp"
 
@@ -31,6 +33,9 @@ inline constexpr const char* no_factory_ca_registered = "no factory CA is regist
 // stay; imports and station logins under it are refused).
 std::string chain_error(Store& store, std::int64_t tenant_id, const std::vector<std::string>& chain_der,
                         bool include_revoked = false);
+// The same for a leaf the caller already parsed (chain_der[0]'s X509): a certificate is parsed once.
+std::string chain_error(Store& store, std::int64_t tenant_id, X509* leaf, const std::vector<std::string>& chain_der,
+                        bool include_revoked);
 
 // The tenant's revoked factory CA that `chain` (DER or PEM certificates, leaf first) chains to, or whose key
 // `key` (DER SubjectPublicKeyInfo, may be empty) is; nullopt when none.

@@ -202,8 +202,8 @@ Reply link_image_manifest(Call& call);
 Deployment load_deployment(Store& store, std::int64_t tenant_id, const std::string& id);
 // Halts, opens the next wave or completes an active deployment as its time and device reports say
 // (decide_rollout) and stores the change. Check-ins pass only_when_a_wave_is_due (halting and completion
-// change only with status reports, which evaluate fully).
-void evaluate_deployment(Store& store, Deployment& row, bool only_when_a_wave_is_due = false);
+// change only with status reports, which evaluate fully). False when it did not look (nothing stored).
+bool evaluate_deployment(Store& store, Deployment& row, bool only_when_a_wave_is_due = false);
 // The device leaves the open deployments of its group that it has not finished (installed, failed, or left
 // already): each records `status` (revoked or unclaimed) with `detail`, its history kept; then `leave` runs
 // (the revocation, unclaim or move to another tenant, in the caller's transaction), and each deployment left

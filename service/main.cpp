@@ -261,7 +261,7 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const Listen
   // Without a session-id context, TLS session resumption fails when client certificates are requested.
   static const unsigned char session_context[] = "kiln-service";
   SSL_CTX_set_session_id_context(server->ssl_context(), session_context, sizeof session_context - 1);
-  SSL_CTX_set_session_ticket_cb(server->ssl_context(), put_chain_in_ticket, nullptr, nullptr);
+  service::issue_tickets_sparingly(server->ssl_context(), put_chain_in_ticket);
   // The agent listener requires a client certificate; the API listener asks for one and accepts a
   // handshake without: stations authenticate with a certificate, people and CI with a bearer token.
   SSL_CTX_set_verify(server->ssl_context(),

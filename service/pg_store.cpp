@@ -558,6 +558,7 @@ struct PgStore::Connection {
   Connection& operator=(const Connection&) = delete;
   PGconn* conn;
   int depth = 0;
+  bool relaxed = false;  // the open transaction commits with synchronous_commit off
 };
 
 // A held connection (held_connection.hpp) and its libpq handle.
@@ -615,8 +616,9 @@ void PgStore::release(Connection* connection) {
 class PgStore::PgTransaction final : public Store::Transaction {
  public:
   PgTransaction(PgStore& store, Access access)
-      : use_(store), connection_(store.current()), level_(connection_.depth) {
+      : use_(store), store_(store), connection_(store.current()), level_(connection_.depth) {
     if (level_ == 0) {
+      connection_.relaxed = false;
       const char* begin = access == Access::read ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
                                                  : "BEGIN ISOLATION LEVEL READ COMMITTED";
       try {
@@ -658,6 +660,7 @@ class PgStore::PgTransaction final : public Store::Transaction {
       --connection_.depth;
       done_ = true;
       run(connection_.conn, "COMMIT");
+      if (connection_.relaxed) ++store_.relaxed_commits_;
     } else {
       run(connection_.conn, fmt::format("RELEASE SAVEPOINT unit_{}", level_));
       --connection_.depth;
@@ -674,6 +677,7 @@ class PgStore::PgTransaction final : public Store::Transaction {
   }
 
   Use use_;
+  PgStore& store_;
   Connection& connection_;
   int level_;
   bool done_ = false;
@@ -1113,12 +1117,29 @@ bool PgStore::take_transfer_voucher(const std::string& id, const std::string& no
              .affected() == 1;
 }
 
-void PgStore::device_checked_in(const std::string& device_id, const std::string& now,
+bool PgStore::device_checked_in(const std::string& device_id, const std::string& now, const std::string& stale_before,
                                 const std::optional<std::string>& version, const std::optional<std::string>& state) {
   Use use(*this);
-  run(use.conn(),
-      "UPDATE devices SET last_seen = $1, version = coalesce($2, version), state = coalesce($3, state) WHERE id = $4",
-      {now, version, state, device_id});
+  return run(use.conn(),
+             "UPDATE devices SET last_seen = $1, version = coalesce($2, version), state = coalesce($3, state) "
+             "WHERE id = $4 AND (last_seen IS NULL OR last_seen < $5 OR version IS DISTINCT FROM coalesce($2, version) "
+             "OR state IS DISTINCT FROM coalesce($3, state))",
+             {now, version, state, device_id, stale_before})
+             .affected() > 0;
+}
+
+bool PgStore::commit_durable() {
+  Use use(*this);
+  return run(use.conn(), "SHOW synchronous_commit").text(0, 0) != "off";
+}
+
+void PgStore::set_commit_durable(bool durable) {
+  Use use(*this);
+  if (current().depth == 0 || current().relaxed == !durable) return;  // outside a unit, or already so
+  // SET LOCAL: for this transaction only; its value at COMMIT is what counts. The server says what it now is.
+  if (!durable) run(use.conn(), "SET LOCAL synchronous_commit = off");
+  else run(use.conn(), "SET LOCAL synchronous_commit TO DEFAULT");
+  current().relaxed = run(use.conn(), "SHOW synchronous_commit").text(0, 0) == "off";
 }
 
 void PgStore::record_device_firmware(const std::string& device_id, const std::optional<std::int64_t>& sequence,
@@ -1128,13 +1149,15 @@ void PgStore::record_device_firmware(const std::string& device_id, const std::op
   if (sequence) number = std::to_string(*sequence);
   run(use.conn(),
       "UPDATE devices SET sequence = coalesce($1::bigint, sequence), manifest_digest = coalesce($2, "
-      "manifest_digest) WHERE id = $3",
+      "manifest_digest) WHERE id = $3 AND (sequence IS DISTINCT FROM coalesce($1::bigint, sequence) OR "
+      "manifest_digest IS DISTINCT FROM coalesce($2, manifest_digest))",
       {number, manifest_digest, device_id});
 }
 
 void PgStore::record_device_trust_version(const std::string& device_id, std::int64_t version) {
   Use use(*this);
-  run(use.conn(), "UPDATE devices SET trust_version = $1 WHERE id = $2", {version, device_id});
+  run(use.conn(), "UPDATE devices SET trust_version = $1 WHERE id = $2 AND trust_version IS DISTINCT FROM $1",
+      {version, device_id});
 }
 
 void PgStore::set_device_encryption_key(const std::string& device_id, const std::string& public_key) {

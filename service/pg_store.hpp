@@ -7,6 +7,7 @@
 
 #include <libpq-fe.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -44,6 +45,11 @@ class PgStore final : public Store {
 
   // The tally counted afresh from every device of the group (what rollout_tally keeps up to date).
   RolloutTally recount_rollout_tally(const Deployment& deployment);
+  void set_commit_durable(bool durable) override;
+  // For tests: how many transactions committed without waiting for the disk (set_commit_durable(false)), and
+  // whether the current unit's would wait (what the server says, SHOW synchronous_commit).
+  std::uint64_t relaxed_commits() const { return relaxed_commits_; }
+  bool commit_durable();
 
  private:
   struct Connection;
@@ -60,6 +66,7 @@ class PgStore final : public Store {
   std::string url_;
   PgStoreOptions options_;
   std::uint64_t id_;
+  std::atomic<std::uint64_t> relaxed_commits_{0};
   ConnectionPool<Connection> pool_;
 };
 

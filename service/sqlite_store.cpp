@@ -984,23 +984,25 @@ void SqliteStore::revoke_device(const std::string& device_id, const std::string&
       .run();
 }
 
-void SqliteStore::device_checked_in(const std::string& device_id, const std::string& now,
-                                    const std::optional<std::string>& version,
+bool SqliteStore::device_checked_in(const std::string& device_id, const std::string& now,
+                                    const std::string& stale_before, const std::optional<std::string>& version,
                                     const std::optional<std::string>& state) {
   Use use(*this);
-  db().prepare("UPDATE devices SET last_seen = ?, version = coalesce(?, version), state = coalesce(?, state) WHERE id = ?")
-      .bind(1, now)
-      .bind_optional(2, version)
-      .bind_optional(3, state)
-      .bind(4, device_id)
-      .run();
+  auto q = db().cached(
+      "UPDATE devices SET last_seen = ?1, version = coalesce(?2, version), state = coalesce(?3, state) WHERE id = ?4 "
+      "AND (last_seen IS NULL OR last_seen < ?5 OR version IS NOT coalesce(?2, version) OR "
+      "state IS NOT coalesce(?3, state))");
+  q->bind(1, now).bind_optional(2, version).bind_optional(3, state).bind(4, device_id).bind(5, stale_before);
+  q->run();
+  return db().changes() > 0;
 }
 
 void SqliteStore::record_device_firmware(const std::string& device_id, const std::optional<std::int64_t>& sequence,
                                          const std::optional<std::string>& manifest_digest) {
   Use use(*this);
   auto q = db().prepare(
-      "UPDATE devices SET sequence = coalesce(?, sequence), manifest_digest = coalesce(?, manifest_digest) WHERE id = ?");
+      "UPDATE devices SET sequence = coalesce(?1, sequence), manifest_digest = coalesce(?2, manifest_digest) WHERE id = ?3 "
+      "AND (sequence IS NOT coalesce(?1, sequence) OR manifest_digest IS NOT coalesce(?2, manifest_digest))");
   if (sequence)
     q.bind(1, *sequence);
   else
@@ -1010,7 +1012,10 @@ void SqliteStore::record_device_firmware(const std::string& device_id, const std
 
 void SqliteStore::record_device_trust_version(const std::string& device_id, std::int64_t version) {
   Use use(*this);
-  db().prepare("UPDATE devices SET trust_version = ? WHERE id = ?").bind(1, version).bind(2, device_id).run();
+  db().prepare("UPDATE devices SET trust_version = ?1 WHERE id = ?2 AND trust_version IS NOT ?1")
+      .bind(1, version)
+      .bind(2, device_id)
+      .run();
 }
 
 void SqliteStore::set_device_encryption_key(const std::string& device_id, const std::string& public_key) {

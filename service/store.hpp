@@ -237,6 +237,11 @@ class Store {
   };
   enum class Access { read, write };
   virtual std::unique_ptr<Transaction> begin(Access access = Access::write) = 0;
+  // Whether the commit of the current outermost unit waits until it is on disk (the default). Check-ins that
+  // record only telemetry (last seen, version, state) say false: a crash may then lose the last fraction of a
+  // second of them, never corrupt anything (PostgreSQL: SET LOCAL synchronous_commit = off; SQLite commits in
+  // WAL mode with synchronous=NORMAL, which is that already, so it does nothing). Saying true again restores it.
+  virtual void set_commit_durable(bool /*durable*/) {}
 
   // Tenants and tokens.
   virtual std::int64_t create_tenant(const std::string& name, const std::string& now) = 0;
@@ -316,8 +321,10 @@ class Store {
   // Revokes the device (state revoked; a second revocation keeps the first time and reason). Imports never
   // bring a revoked device back.
   virtual void revoke_device(const std::string& device_id, const std::string& reason, const std::string& now) = 0;
-  // A check-in: last seen now; version and state when given.
-  virtual void device_checked_in(const std::string& device_id, const std::string& now,
+  // A check-in: version and state when given, and last seen now. Written only when the version or state
+  // changes or the stored last seen is before `stale_before` (or none): a device checking in more often
+  // than that costs no write (docs/service.md, "Last seen"). True when it wrote.
+  virtual bool device_checked_in(const std::string& device_id, const std::string& now, const std::string& stale_before,
                                  const std::optional<std::string>& version, const std::optional<std::string>& state) = 0;
 
   // What the device's agent reported running at check-in (each field only when given).

@@ -8,6 +8,7 @@
 #include <openssl/x509v3.h>
 
 #include <cstdio>
+#include <ctime>
 #include <string>
 
 #include "core/bytes.hpp"
@@ -118,6 +119,32 @@ int ServerCredentials::on_handshake(SSL* ssl, void* self) {
 }
 
 void ServerCredentials::attach(SSL_CTX* ctx) { SSL_CTX_set_cert_cb(ctx, &ServerCredentials::on_handshake, this); }
+
+namespace {
+
+SSL_TICKET_RETURN on_ticket(SSL* ssl, SSL_SESSION* session, const unsigned char* /*key_name*/,
+                            std::size_t /*key_name_length*/, SSL_TICKET_STATUS status, void* /*arg*/) {
+  switch (status) {
+    case SSL_TICKET_SUCCESS:
+    case SSL_TICKET_SUCCESS_RENEW: {
+      // The session's time is when its ticket was issued (a renewed ticket restarts it). OpenSSL asks to renew
+      // every TLS 1.3 ticket (SUCCESS_RENEW): the age decides instead.
+      auto age = static_cast<long>(time(nullptr) - SSL_SESSION_get_time(session));
+      if (age >= SSL_SESSION_get_timeout(session) / 2) return SSL_TICKET_RETURN_USE_RENEW;
+      SSL_set_num_tickets(ssl, 0);
+      return SSL_TICKET_RETURN_USE;
+    }
+    default:  // no ticket, or one this instance cannot open: a full handshake, and a new ticket after it
+      return SSL_TICKET_RETURN_IGNORE_RENEW;
+  }
+}
+
+}  // namespace
+
+void issue_tickets_sparingly(SSL_CTX* ctx, SSL_CTX_generate_session_ticket_fn on_new_ticket) {
+  SSL_CTX_set_num_tickets(ctx, 1);
+  SSL_CTX_set_session_ticket_cb(ctx, on_new_ticket, &on_ticket, nullptr);
+}
 
 void create_tls_material(const std::filesystem::path& dir) {
   auto ca_key = new_key();

@@ -12,6 +12,12 @@ namespace kiln::service {
 // Writes ca.pem, ca.key (0600), server.pem, server.key (0600) into dir.
 void create_tls_material(const std::filesystem::path& dir);
 
+// Session tickets as fresh-connection check-ins need them (docs/operations.md): one ticket after a full
+// handshake, and a resumed connection gets a new one only once its ticket is past half its lifetime. With
+// OpenSSL 3.0 issuing a ticket costs as much as opening one (the session, its client certificate included,
+// is encoded and decoded again), so a device polling with a young ticket keeps using it.
+void issue_tickets_sparingly(SSL_CTX* ctx, SSL_CTX_generate_session_ticket_fn on_new_ticket = nullptr);
+
 // The server certificate (with any chain after it in the same PEM file) and its key, replaceable while
 // the service runs: each new TLS handshake takes the pair current at that moment, connections already
 // established keep theirs. kiln-service reloads on SIGHUP.

@@ -86,6 +86,14 @@ struct DeviceClient {
   }
 };
 
+// The ticket a session holds (what the client offers to resume it).
+std::string ticket_of(SSL_SESSION* session) {
+  const unsigned char* tick = nullptr;
+  std::size_t length = 0;
+  SSL_SESSION_get0_ticket(session, &tick, &length);
+  return std::string(reinterpret_cast<const char*>(tick), length);
+}
+
 }  // namespace
 
 TEST_CASE("session tickets: a device resumes its session and keeps its intermediate-CA chain") {
@@ -144,7 +152,9 @@ TEST_CASE("session tickets: a device resumes its session and keeps its intermedi
   REQUIRE(full.session);
   CHECK(SSL_SESSION_is_resumable(full.session.get()) == 1);
 
-  // Resumed, twice (the second time with the ticket issued on the resumed connection): the chain came along.
+  // Resumed, twice, each time after the service forgot the devices it verified: the chain came along. A young
+  // ticket is not replaced (issuing one costs the service as much as opening one): the device keeps offering
+  // the ticket of its full handshake, and it keeps working.
   forget_verified_devices();
   auto resumed = device.check_in(instance_a.agent_port(), full.session.get());
   REQUIRE(resumed.handshake);
@@ -153,6 +163,7 @@ TEST_CASE("session tickets: a device resumes its session and keeps its intermedi
   CHECK(resumed.status == 200);
   REQUIRE(resumed.session);
   forget_verified_devices();
+  CHECK(ticket_of(resumed.session.get()) == ticket_of(full.session.get()));
   auto again = device.check_in(instance_a.agent_port(), resumed.session.get());
   CHECK(again.reused);
   CHECK(again.status == 200);

@@ -2,16 +2,21 @@
 // certificate check, the check-in offer and its manifest, status reports and what they refuse.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "service/api.hpp"
+#include "service/handlers.hpp"
+#include "service/pg_store.hpp"
 #include "service/store.hpp"
 #include "tests/service/service_fixture.hpp"
+#include "tests/support/postgres.hpp"
 #include "tests/support/test_certificates.hpp"
 #include "tests/support/test_release.hpp"
 
@@ -155,4 +160,74 @@ TEST_CASE("agent: a device that left a deployment (unclaimed) cannot report itse
   CHECK(store->reported_status(id, "dev-1") == std::optional<std::string>("unclaimed"));
   // Out of its group, it is offered nothing.
   CHECK(f.json("POST", "/v1/agent/check-in", "{}", chain)["deployment"].is_null());
+}
+
+TEST_CASE("agent check-in: one that changes nothing writes nothing; last seen at most once a minute; a change at once") {
+  AgentFixture f;
+  f.create_product();
+  f.add_ca(f.factory_ca);
+  auto chain = f.assigned_device("dev-1", "Thermo/Field Test");
+  auto seen = [&](const std::string& uid) { return f.json("GET", "/v1/devices/" + uid); };
+  CHECK(seen("dev-1")["last_seen"].is_null());
+  f.json("POST", "/v1/agent/check-in", R"({"version":"1.0.0"})", chain);
+  auto first = seen("dev-1");
+  REQUIRE(first["last_seen"].is_string());  // never seen: written
+  CHECK(first["version"] == "1.0.0");
+
+  // Timestamps have whole seconds: a second later, the same report leaves last_seen as it was.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  f.json("POST", "/v1/agent/check-in", R"({"version":"1.0.0"})", chain);
+  f.json("POST", "/v1/agent/check-in", "{}", chain);
+  CHECK(seen("dev-1")["last_seen"] == first["last_seen"]);
+  // A new version is written at once, and last_seen with it.
+  f.json("POST", "/v1/agent/check-in", R"({"version":"1.1.0"})", chain);
+  auto updated = seen("dev-1");
+  CHECK(updated["version"] == "1.1.0");
+  CHECK(updated["last_seen"].get<std::string>() > first["last_seen"].get<std::string>());
+  // So is a new state.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  f.json("POST", "/v1/agent/check-in", R"({"version":"1.1.0","state":"secured"})", chain);
+  auto secured = seen("dev-1");
+  CHECK(secured["state"] == "secured");
+  CHECK(secured["last_seen"].get<std::string>() > updated["last_seen"].get<std::string>());
+
+  // A device last seen more than a minute ago is seen again by any check-in.
+  test::TestKey key;
+  f.import(f.unit("dev-2", key, Json{{"last_seen", "2026-03-01T08:00:00Z"}}));
+  std::vector<std::string> old_chain{test::pem_to_der(f.factory_ca.issue(key, "dev-2"))};
+  f.json("POST", "/v1/agent/check-in", "{}", old_chain);
+  CHECK(seen("dev-2")["last_seen"].get<std::string>() > "2026-03-01T08:00:00Z");
+}
+
+TEST_CASE("agent check-in: on PostgreSQL, one that records only telemetry commits without waiting for the disk") {
+  if (!test::testing_postgresql()) return;  // SQLite (WAL, synchronous=NORMAL) never waits per commit
+  AgentFixture f;
+  f.create_product();
+  f.add_ca(f.factory_ca);
+  auto inside = f.assigned_device("dev-in", "Thermo/Field Test");
+  auto outside = f.assigned_device("dev-out", "Thermo/Production");
+  auto [image, manifest] = f.release("fw", 3);
+  // With a rate, a device's first offer records it notified (what the rate counts): a decision.
+  auto deployment = f.json("POST", "/v1/deployments",
+                           Json{{"group", "Thermo/Field Test"}, {"images", {image}}, {"rate", {{"base_per_minute", 100}}}}
+                               .dump())["id"]
+                        .get<std::string>();
+  // The handler on a store of its own, to count how its units commit.
+  service::PgStore store(f.database);
+  service::ServiceConfig config{f.database, f.dir.path() / "images", 60};
+  auto check_in = [&](const std::string& device) {
+    service::Request request{"POST", "/v1/agent/check-in", {}, "{}", {}};
+    service::Call call{store, config, request, {f.tenant, service::Role::reader, device, device}, {}, {}};
+    return service::agent_check_in(call);
+  };
+  auto before = store.relaxed_commits();
+  CHECK(check_in("dev-out").body["deployment"].is_null());  // telemetry only
+  CHECK(store.relaxed_commits() == before + 1);
+  CHECK(check_in("dev-in").body["deployment"]["id"] == deployment);  // notified: committed durably
+  CHECK(store.relaxed_commits() == before + 1);
+  auto mine = store.deployment_device(deployment, "dev-in");
+  REQUIRE(mine);
+  CHECK(mine->status == "notified");
+  CHECK(check_in("dev-out").body["deployment"].is_null());
+  CHECK(store.relaxed_commits() == before + 2);
 }

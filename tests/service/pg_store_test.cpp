@@ -122,6 +122,47 @@ TEST_CASE("postgres store: an older store migrates; its deployments gain tallies
   CHECK(after->started_at == "2026-01-02T00:00:00Z");
 }
 
+TEST_CASE("postgres store: a unit that records only telemetry commits with synchronous_commit off; no other unit does") {
+  auto url = test::shared_postgres().create_database();
+  PgStore store(url);
+  // relaxed_commits counts commits made while the server said synchronous_commit was off.
+  auto setting = [&] { return store.relaxed_commits(); };
+  {
+    auto unit = store.begin();
+    CHECK(store.commit_durable());
+    store.set_commit_durable(false);
+    store.set_commit_durable(false);  // said twice: one setting
+    CHECK_FALSE(store.commit_durable());
+    unit->commit();
+  }
+  CHECK(setting() == 1);
+  {
+    auto unit = store.begin();  // a new unit (on the same pooled connection) waits for the disk again
+    CHECK(store.commit_durable());
+    unit->commit();
+  }
+  CHECK(setting() == 1);
+  {
+    auto unit = store.begin();
+    store.set_commit_durable(false);
+    store.set_commit_durable(true);  // something decided after the telemetry: durable again
+    unit->commit();
+  }
+  CHECK(setting() == 1);
+  {
+    auto unit = store.begin();
+    store.set_commit_durable(false);
+    // rolled back: no commit at all
+  }
+  CHECK(setting() == 1);
+  store.set_commit_durable(false);  // outside any unit: nothing to relax (SET LOCAL would not last)
+  {
+    auto unit = store.begin();  // and the connection's next unit is not relaxed by it
+    unit->commit();
+  }
+  CHECK(setting() == 1);
+}
+
 TEST_CASE("postgres store: a store a newer release wrote is refused with a clear message and left as it was") {
   auto url = test::shared_postgres().create_database();
   { PgStore store(url); }

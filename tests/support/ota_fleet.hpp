@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <fstream>
 #include <functional>
@@ -74,11 +75,13 @@ class OtaFleet {
     if (!options_.store.empty()) init_args.insert(init_args.end(), {"--store", options_.store});
     auto init = run_process(bin_path("kiln-service"), init_args);
     REQUIRE_MESSAGE(init.exit_code == 0, init.err);
-    std::vector<std::string> service_args;
+    // The service is told how often its agents check in (it records last_seen at most that often).
+    std::vector<std::string> service_args{
+        "--check-in-after", std::to_string(std::max(1, static_cast<int>(std::ceil(options_.check_in_interval))))};
     if (options_.delivery_key) {
       REQUIRE(kiln({"key", "generate", "-t", "ecdsa-p256", "-o", file("delivery.pem")}).exit_code == 0);
       delivery_key_ref_ = file("delivery.pem");
-      service_args = {"--delivery-key", delivery_key_ref_};
+      service_args.insert(service_args.end(), {"--delivery-key", delivery_key_ref_});
     }
     if (options_.delivery_key_on_token) {
       const std::string module = "/usr/lib/softhsm/libsofthsm2.so";
@@ -95,7 +98,7 @@ class OtaFleet {
       write(file("delivery.pin"), "1234\n");
       std::filesystem::permissions(file("delivery.pin"), std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
       delivery_key_ref_ = "pkcs11:token=D;object=delivery?module-path=" + module + "&pin-source=" + file("delivery.pin");
-      service_args = {"--delivery-key", delivery_key_ref_};
+      service_args.insert(service_args.end(), {"--delivery-key", delivery_key_ref_});
     }
     if (options_.instances > 1) {
       REQUIRE_MESSAGE(!options_.store.empty(), "several instances share a PostgreSQL store");
