@@ -455,6 +455,21 @@ struct Service::Impl {
     store->add_audit(note.who.tenant_id, entry);
   }
 
+  // Whether a streamed body may be stored at all: the route exists and the caller is known and may call it, the
+  // same checks dispatch() makes before any handler runs. An unknown or refused caller's upload is never
+  // written to disk (it would let anyone fill the blob directory 64 MiB per request).
+  bool admits_body(const Request& request) {
+    auto match = match_route(request);
+    if (!match.route) return false;
+    const auto& allowed = match.route->info.roles;
+    if (allowed.empty()) return true;  // an agent endpoint: its device certificate was checked in the handshake
+    auto unit = store->begin(Store::Access::read);
+    std::string why;
+    bool forbidden = false;
+    auto who = authenticate(request, why, forbidden);
+    return who && std::find(allowed.begin(), allowed.end(), who->role) != allowed.end();
+  }
+
   static RouteMatch match_route(const std::string& method, std::string_view path) {
     std::vector<std::string> segments;
     for (auto& s : split(path, '/')) segments.push_back(percent_decode(s, false));
@@ -607,9 +622,22 @@ Response answer(std::function<Response()> dispatch) {
 
 Response Service::handle(const Request& request) {
   // A streamed body is on disk before the unit of work begins: the store waits for no client's upload.
+  // A caller who may not send it gets the refusal dispatch() gives, and the body is never read.
   if (request.read_body) {
     Request spooled = request;
     spooled.read_body = {};
+    bool admitted = false;
+    auto gate = answer([&] {
+      admitted = impl_->admits_body(request);
+      return Response{};
+    });
+    if (!admitted) {
+      if (gate.status >= 500) {  // the store could not tell (503): say so, with nothing stored
+        gate.headers["X-Request-Id"] = random_id("req_");
+        return gate;
+      }
+      return handle(spooled);
+    }
     auto spool = answer([&] {
       spooled.body_file = BlobFile::spool(request.read_body, impl_->config.image_dir);
       return Response{};

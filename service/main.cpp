@@ -321,13 +321,16 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const Listen
   // over the request limit (cpp-httplib sets 413 and skips it) is answered 413, not as a cut-off body.
   auto streamed = [respond](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
     auto request = to_request(req);
-    bool too_large = false;
+    bool too_large = false, body_read = false;
     request.read_body = [&](const service::ByteReceiver& receive) {
+      body_read = true;
       bool read = reader(receive);
       too_large = !read && res.status == 413;
       return read;
     };
     respond(req, res, request);
+    // A refused upload's body was never read: the connection cannot carry another request after it.
+    if (!body_read) res.set_header("Connection", "close");
     if (!too_large) return;
     res.status = 413;
     res.set_content(nlohmann::json{{"error",

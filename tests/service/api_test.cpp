@@ -364,6 +364,30 @@ TEST_CASE("service: images upload in chunks at the confirmed offset, verify the 
   CHECK(f.json("GET", "/v1/images/" + bad)["received"] == 0);
 }
 
+TEST_CASE("service: an upload's body is read only from a caller who may send it") {
+  Fixture f;
+  auto sha = std::string(64, 'b');
+  f.json("POST", "/v1/images", Json{{"sha256", sha}, {"size", 4}}.dump());
+  auto reader = f.service.create_token(f.tenant, Role::reader, "reader");
+  auto put = [&](std::map<std::string, std::string> headers, const std::string& target) {
+    bool read = false;
+    service::Request request{"PUT", target, std::move(headers), {}, {}};
+    request.read_body = [&read](const service::ByteReceiver& receive) {
+      read = true;
+      return receive("abcd", 4);
+    };
+    auto response = f.service.handle(request);
+    return std::pair{response.status, read};
+  };
+  auto content = "/v1/images/" + sha + "/content?offset=0";
+  CHECK(put({}, content) == std::pair{401, false});                                          // no token
+  CHECK(put({{"authorization", "Bearer kiln_not-a-token"}}, content) == std::pair{401, false});  // unknown
+  CHECK(put({{"authorization", "Bearer " + reader}}, content) == std::pair{403, false});     // may not upload
+  CHECK(put({{"authorization", "Bearer " + f.admin}}, "/v1/nothing/here") == std::pair{404, false});
+  CHECK(f.json("GET", "/v1/images/" + sha)["received"] == 0);
+  CHECK(put({{"authorization", "Bearer " + f.admin}}, content).second);  // the admin's is read
+}
+
 TEST_CASE("service: deployments move active -> paused -> active -> aborted, and aborted is final") {
   Fixture f;
   test::TestReleaseMaker releases(f.dir.path());
