@@ -992,16 +992,15 @@ bool PgStore::upsert_device(const ImportedDevice& device) {
   auto q = run(use.conn(),
                "INSERT INTO devices (id, tenant_id, product_id, group_id, state, version, public_key, certificate, "
                "last_seen, imported_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
-               "ON CONFLICT (id) DO UPDATE SET product_id = excluded.product_id, group_id = excluded.group_id, "
+               "ON CONFLICT (id) DO UPDATE SET product_id = excluded.product_id, group_id = COALESCE(devices.group_id, excluded.group_id), "
                "state = excluded.state, version = excluded.version, certificate = excluded.certificate "
                "WHERE devices.tenant_id = excluded.tenant_id AND devices.public_key = excluded.public_key",
                {device.id, device.tenant_id, device.product_id, device.group_id, device.state, device.version,
                 device.public_key, device.certificate, device.last_seen, device.imported_at});
   if (q.affected() == 0) return false;
-  if (!before || before->group_id != device.group_id) {
-    if (before && before->group_id) count_member(use.conn(), device.id, *before->group_id, -1);
-    count_member(use.conn(), device.id, device.group_id, 1);
-  }
+  // A device imported again keeps the group it was put in (kiln device assign); only a new device, or one
+  // whose group was deleted, joins the bundle's group.
+  if (!before || !before->group_id) count_member(use.conn(), device.id, device.group_id, 1);
   return true;
 }
 

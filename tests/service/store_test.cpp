@@ -209,6 +209,33 @@ TEST_CASE("store: tallies kept as devices report, join and leave groups equal a 
   CHECK(reported > 500);  // the reports landed in the tallies, not only in deployment_devices
 }
 
+TEST_CASE("store: a device imported again keeps the group it was assigned to; a new one joins the import's") {
+  test::TempDir dir;
+  auto owned = open_store(test::test_store(dir.file("kiln.db")));
+  auto& store = *owned;
+  auto tenant = store.create_tenant("acme", "2026-01-01T00:00:00Z");
+  store.insert_product(tenant, test_product());
+  for (std::string g : {"grp_a", "grp_b"}) store.insert_group(tenant, {g, "prd_1", "", g, "", "2026-01-01T00:00:00Z"});
+  auto import = [&](const std::string& id, const std::string& group, const std::string& state) {
+    return store.upsert_device({id, tenant, "prd_1", group, state, std::nullopt, "key-" + id, std::nullopt, std::nullopt,
+                                "2026-01-01T00:00:00Z"});
+  };
+  REQUIRE(import("dev-1", "grp_a", "provisioned"));
+  store.set_device_group("dev-1", "grp_b");  // the operator moved it
+  REQUIRE(import("dev-1", "grp_a", "claimed"));  // the station's bundle, sent again with a later state
+  CHECK(store.device_identity("dev-1")->group_id == std::optional<std::string>("grp_b"));
+  REQUIRE(import("dev-2", "grp_a", "provisioned"));
+  CHECK(store.device_identity("dev-2")->group_id == std::optional<std::string>("grp_a"));
+  // The group sizes deployments are cut from follow: one device in each.
+  for (const char* group : {"grp_a", "grp_b"}) {
+    DeviceFilter in_group;
+    in_group.tenant_id = tenant;
+    in_group.group_id = group;
+    INFO(group);
+    CHECK(store.count_devices(in_group, DeviceCountKey::group).at(0).count == 1);
+  }
+}
+
 TEST_CASE("store: device image-encryption keys and the images delivered with them; a new key forgets them") {
   test::TempDir dir;
   auto owned = open_store(test::test_store(dir.file("kiln.db")));
