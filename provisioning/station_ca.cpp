@@ -12,7 +12,6 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "signing/certificate_builder.hpp"
-#include "signing/message_signature.hpp"
 #include "signing/openssl_ptr.hpp"
 
 namespace kiln {
@@ -61,22 +60,6 @@ void add_extension(X509* cert, X509V3_CTX* ctx, int nid, const char* value) {
         .with_detail(openssl_errors());
 }
 
-struct SignatureScheme {
-  int nid;
-  HashAlg hash;
-};
-
-SignatureScheme scheme_for(const Signer& ca) {
-  switch (ca.type()) {
-    case KeyType::ecdsa_p256: return {NID_ecdsa_with_SHA256, HashAlg::sha256};
-    case KeyType::ecdsa_p384: return {NID_ecdsa_with_SHA384, HashAlg::sha384};
-    case KeyType::ed25519: return {NID_ED25519, HashAlg::sha256};
-    default:
-      throw Error(ExitCode::usage, fmt::format("CA key {} is {}: the station CA signs with ECDSA P-256/P-384 or Ed25519",
-                                               ca.description(), key_type_name(ca.type())));
-  }
-}
-
 Bytes random_serial() {
   Bytes serial(16);
   if (RAND_bytes(serial.data(), static_cast<int>(serial.size())) != 1) throw Error(ExitCode::failure, "no randomness");
@@ -99,7 +82,7 @@ Bytes verify_csr(ByteView csr_der) {
 
 IssuedCertificate issue_device_certificate(const Signer& ca, ByteView ca_certificate_der, ByteView device_public_key,
                                            const std::string& uid, const CertificateTemplate& certificate_template) {
-  auto scheme = scheme_for(ca);
+  auto scheme = certificate_scheme(ca, "the station CA signs with ECDSA P-256/P-384 or Ed25519 keys");
   auto ca_cert = parse_certificate(ca_certificate_der, "the CA certificate");
   if (spki_of(X509_get0_pubkey(ca_cert.get())) != ca.public_key_der())
     throw Error(ExitCode::usage, fmt::format("CA key {} does not belong to the CA certificate", ca.description()),
@@ -145,23 +128,7 @@ IssuedCertificate issue_device_certificate(const Signer& ca, ByteView ca_certifi
   add_extension(cert.get(), &ctx, NID_subject_key_identifier, "hash");
   add_extension(cert.get(), &ctx, NID_authority_key_identifier, "keyid:always");
 
-  // The algorithm appears twice (inside the TBSCertificate and beside the signature); OpenSSL
-  // only exposes both as const, so set them in place, then sign the re-encoded TBS ourselves.
-  const ASN1_BIT_STRING* signature_const = nullptr;
-  const X509_ALGOR* outer_const = nullptr;
-  X509_get0_signature(&signature_const, &outer_const, cert.get());
-  for (auto* algorithm : {const_cast<X509_ALGOR*>(X509_get0_tbs_sigalg(cert.get())), const_cast<X509_ALGOR*>(outer_const)})
-    X509_ALGOR_set0(algorithm, OBJ_nid2obj(scheme.nid), V_ASN1_UNDEF, nullptr);
-  int tbs_length = i2d_re_X509_tbs(cert.get(), nullptr);
-  if (tbs_length <= 0) throw Error(ExitCode::failure, "cannot encode the TBSCertificate").with_detail(openssl_errors());
-  Bytes tbs(static_cast<std::size_t>(tbs_length));
-  unsigned char* p = tbs.data();
-  i2d_re_X509_tbs(cert.get(), &p);
-  Bytes signature = sign_message(ca, tbs, scheme.hash);
-  auto* signature_bits = const_cast<ASN1_BIT_STRING*>(signature_const);
-  ASN1_BIT_STRING_set(signature_bits, signature.data(), static_cast<int>(signature.size()));
-  signature_bits->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
-  signature_bits->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+  sign_certificate(cert.get(), ca, scheme);
 
   IssuedCertificate issued;
   issued.der = to_der(cert.get(), i2d_X509, "certificate");

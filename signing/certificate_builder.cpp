@@ -6,7 +6,11 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include <fmt/format.h>
+
 #include "core/error.hpp"
+#include "signing/key_info.hpp"
+#include "signing/message_signature.hpp"
 
 namespace kiln {
 
@@ -49,6 +53,37 @@ std::string certificate_pem(X509* cert) {
   char* data = nullptr;
   long len = BIO_get_mem_data(bio.get(), &data);
   return std::string(data, static_cast<std::size_t>(len));
+}
+
+CertificateScheme certificate_scheme(const Signer& signer, std::string_view why_not) {
+  switch (signer.type()) {
+    case KeyType::ecdsa_p256: return {NID_ecdsa_with_SHA256, HashAlg::sha256};
+    case KeyType::ecdsa_p384: return {NID_ecdsa_with_SHA384, HashAlg::sha384};
+    case KeyType::ed25519: return {NID_ED25519, HashAlg::sha256};
+    default:
+      throw Error(ExitCode::usage,
+                  fmt::format("{} is an {} key: {}", signer.description(), key_type_name(signer.type()), why_not));
+  }
+}
+
+void sign_certificate(X509* cert, const Signer& signer, CertificateScheme scheme) {
+  // The algorithm appears twice (inside the TBSCertificate and beside the signature); OpenSSL exposes both
+  // only as const, so they are set in place, then the re-encoded TBS is signed through the Signer.
+  const ASN1_BIT_STRING* signature_const = nullptr;
+  const X509_ALGOR* outer_const = nullptr;
+  X509_get0_signature(&signature_const, &outer_const, cert);
+  for (auto* algorithm : {const_cast<X509_ALGOR*>(X509_get0_tbs_sigalg(cert)), const_cast<X509_ALGOR*>(outer_const)})
+    X509_ALGOR_set0(algorithm, OBJ_nid2obj(scheme.nid), V_ASN1_UNDEF, nullptr);
+  int tbs_length = i2d_re_X509_tbs(cert, nullptr);
+  if (tbs_length <= 0) throw Error(ExitCode::failure, "cannot encode the TBSCertificate").with_detail(openssl_errors());
+  Bytes tbs(static_cast<std::size_t>(tbs_length));
+  unsigned char* p = tbs.data();
+  i2d_re_X509_tbs(cert, &p);
+  Bytes signature = sign_message(signer, tbs, scheme.hash);
+  auto* bits = const_cast<ASN1_BIT_STRING*>(signature_const);
+  ASN1_BIT_STRING_set(bits, signature.data(), static_cast<int>(signature.size()));
+  bits->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
+  bits->flags |= ASN1_STRING_FLAG_BITS_LEFT;
 }
 
 }  // namespace kiln

@@ -13,31 +13,10 @@
 #include "core/error.hpp"
 #include "signing/certificate_builder.hpp"
 #include "signing/key_export.hpp"
-#include "signing/message_signature.hpp"
 #include "signing/openssl_ptr.hpp"
 
 namespace kiln {
 namespace {
-
-struct Scheme {
-  int nid;
-  HashAlg hash;
-};
-
-Scheme scheme_for(const Signer& signer) {
-  switch (signer.type()) {
-    case KeyType::ecdsa_p256:
-      return {NID_ecdsa_with_SHA256, HashAlg::sha256};
-    case KeyType::ecdsa_p384:
-      return {NID_ecdsa_with_SHA384, HashAlg::sha384};
-    case KeyType::ed25519:
-      return {NID_ED25519, HashAlg::sha256};
-    default:
-      throw Error(ExitCode::usage,
-                  fmt::format("{} is an {} key: kiln cert signs with ECDSA P-256/P-384 or Ed25519 keys",
-                              signer.description(), key_type_name(signer.type())));
-  }
-}
 
 ossl::Ptr<X509> parse(ByteView der, const std::string& what) {
   const unsigned char* p = der.data();
@@ -98,7 +77,7 @@ std::string time_text(const ASN1_TIME* t) {
 
 Bytes create_certificate(const CertificateRequest& request, const Signer& signer,
                          const std::optional<Bytes>& issuer_certificate_der) {
-  Scheme scheme = scheme_for(signer);
+  auto scheme = certificate_scheme(signer, "kiln cert signs with ECDSA P-256/P-384 or Ed25519 keys");
   if (request.days < 1 || request.days > 36500)
     throw Error(ExitCode::usage, fmt::format("--days {} is outside 1 to 36500", request.days));
   ossl::Ptr<EVP_PKEY> subject_key = decode_public_key(request.subject_public_key);
@@ -136,22 +115,7 @@ Bytes create_certificate(const CertificateRequest& request, const Signer& signer
   add_x509_extension(cert.get(), issuer_for_ext, NID_subject_key_identifier, "hash");
   if (issuer) add_x509_extension(cert.get(), issuer_for_ext, NID_authority_key_identifier, "keyid:always");
 
-  // Both algorithm fields set in place, then the re-encoded TBSCertificate signed by the Signer.
-  const ASN1_BIT_STRING* signature_const = nullptr;
-  const X509_ALGOR* outer_const = nullptr;
-  X509_get0_signature(&signature_const, &outer_const, cert.get());
-  for (auto* alg : {const_cast<X509_ALGOR*>(X509_get0_tbs_sigalg(cert.get())), const_cast<X509_ALGOR*>(outer_const)})
-    X509_ALGOR_set0(alg, OBJ_nid2obj(scheme.nid), V_ASN1_UNDEF, nullptr);
-  int tbs_length = i2d_re_X509_tbs(cert.get(), nullptr);
-  if (tbs_length <= 0) throw Error(ExitCode::failure, "cannot encode the TBSCertificate").with_detail(openssl_errors());
-  Bytes tbs(static_cast<std::size_t>(tbs_length));
-  unsigned char* p = tbs.data();
-  i2d_re_X509_tbs(cert.get(), &p);
-  Bytes signature = sign_message(signer, tbs, scheme.hash);
-  auto* bits = const_cast<ASN1_BIT_STRING*>(signature_const);
-  ASN1_BIT_STRING_set(bits, signature.data(), static_cast<int>(signature.size()));
-  bits->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
-  bits->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+  sign_certificate(cert.get(), signer, scheme);
 
   Bytes der = der_of(cert.get());
   auto reparsed = parse(der, "the new certificate");

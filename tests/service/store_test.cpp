@@ -28,6 +28,19 @@ Product test_product() {
   p.created_at = "2026-01-01T00:00:00Z";
   return p;
 }
+
+// A store of this run's backend holding tenant "acme", its product prd_1 and the groups named.
+struct AcmeStore {
+  test::TempDir dir;
+  std::unique_ptr<Store> owned = open_store(test::test_store(dir.file("kiln.db")));
+  Store& store = *owned;
+  std::int64_t tenant = store.create_tenant("acme", "2026-01-01T00:00:00Z");
+
+  explicit AcmeStore(const std::vector<std::string>& groups) {
+    store.insert_product(tenant, test_product());
+    for (const auto& g : groups) store.insert_group(tenant, {g, "prd_1", "", g, "", "2026-01-01T00:00:00Z"});
+  }
+};
 }  // namespace
 
 namespace {
@@ -137,13 +150,10 @@ TEST_CASE("store: a read unit of work (every GET runs in one) cannot write; a wr
 }
 
 TEST_CASE("store: tallies kept as devices report, join and leave groups equal a recount") {
-  test::TempDir dir;
-  auto owned = open_store(test::test_store(dir.file("kiln.db")));
-  auto& store = *owned;
-  auto tenant = store.create_tenant("acme", "2026-01-01T00:00:00Z");
-  store.insert_product(tenant, test_product());
   const std::vector<std::string> groups = {"grp_a", "grp_b"};
-  for (auto& g : groups) store.insert_group(tenant, {g, "prd_1", "", g, "", "2026-01-01T00:00:00Z"});
+  AcmeStore acme(groups);
+  auto& store = acme.store;
+  auto tenant = acme.tenant;
   std::mt19937 random(7);
   auto pick = [&](std::size_t n) { return static_cast<std::size_t>(random() % n); };
   std::vector<std::string> devices;
@@ -210,12 +220,9 @@ TEST_CASE("store: tallies kept as devices report, join and leave groups equal a 
 }
 
 TEST_CASE("store: a device imported again keeps the group it was assigned to; a new one joins the import's") {
-  test::TempDir dir;
-  auto owned = open_store(test::test_store(dir.file("kiln.db")));
-  auto& store = *owned;
-  auto tenant = store.create_tenant("acme", "2026-01-01T00:00:00Z");
-  store.insert_product(tenant, test_product());
-  for (std::string g : {"grp_a", "grp_b"}) store.insert_group(tenant, {g, "prd_1", "", g, "", "2026-01-01T00:00:00Z"});
+  AcmeStore acme({"grp_a", "grp_b"});
+  auto& store = acme.store;
+  auto tenant = acme.tenant;
   auto import = [&](const std::string& id, const std::string& group, const std::string& state) {
     return store.upsert_device({id, tenant, "prd_1", group, state, std::nullopt, "key-" + id, std::nullopt, std::nullopt,
                                 "2026-01-01T00:00:00Z"});
