@@ -139,9 +139,11 @@ bool may_notify(Call& call, const Deployment& row, const std::string& device) {
   if (call.store.reported_status(row.id, device)) return true;
   auto counts = admitted_counts(row, call.store.rollout_tally(row));
   auto now = unix_now();
-  if (counts.admitted - counts.status.at("pending") >= rate_allowance(row.policy.rate, row.rate_steps, now)) return false;
+  if (counts.admitted - counts.status.at(status_name(DeviceStatus::pending)) >=
+      rate_allowance(row.policy.rate, row.rate_steps, now))
+    return false;
   decided(call);
-  call.store.record_status(row.id, device, "notified", "", now_iso8601(), std::nullopt);
+  call.store.record_status(row.id, device, status_name(DeviceStatus::notified), "", now_iso8601(), std::nullopt);
   return true;
 }
 
@@ -191,8 +193,9 @@ void trust_offer(Call& call, const std::string& group, std::int64_t reported, Js
   if (evaluate_deployment(call.store, row, true)) decided(call);
   if (!is_open(row.state) && row.state != DeploymentState::completed) return;
   auto& device = call.who.device_id;
-  auto status = call.store.reported_status(row.id, device);
-  if (status && (left_deployment(*status) || *status == status_name(DeviceStatus::installed))) return;
+  auto stored = call.store.reported_status(row.id, device);
+  auto status = stored ? parse_status(*stored) : std::nullopt;
+  if (status && (left_deployment(*status) || status == DeviceStatus::installed)) return;
   if (reported >= *row.trust_version) {
     int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device));
     if (!status && (wave == 0 || wave > row.wave)) return;  // not admitted: it counts once its wave opens
@@ -298,9 +301,10 @@ Response agent_deployment_manifest(Call& call) {
 Reply agent_report_status(Call& call) {
   auto body = parse_object(call.request.body);
   auto deployment = required_string(body, "deployment", 64);
-  auto status = required_string(body, "status", 32);
+  auto text = required_string(body, "status", 32);
   auto& known = agent_statuses();
-  if (std::find(known.begin(), known.end(), status) == known.end())
+  auto status = parse_status(text);
+  if (!status || std::find(known.begin(), known.end(), text) == known.end())
     throw ApiError{
         400, "invalid_request",
         "status must be downloading, verifying, installing, testing, installed, failed, rolled_back or refused"};
@@ -308,9 +312,9 @@ Reply agent_report_status(Call& call) {
   auto detail = optional_string(body, "detail", 1024);
   // A failure a later attempt may not have (docs/openapi.yaml AgentStatusReport.reason).
   std::optional<TransientReason> reason;
-  if (auto text = optional_string(body, "reason", 32)) {
-    reason = parse_transient_reason(*text);
-    if (!reason || status != "failed")
+  if (auto why = optional_string(body, "reason", 32)) {
+    reason = parse_transient_reason(*why);
+    if (!reason || status != DeviceStatus::failed)
       throw ApiError{400, "invalid_request",
                      "field 'reason' must be download_interrupted or power_loss, with status failed"};
   }
@@ -329,12 +333,12 @@ Reply agent_report_status(Call& call) {
                                deployment, *reported)};
   // A trust deployment's devices succeed by the trust version their check-ins report; the agent reports only
   // why it could not apply an update.
-  if (row.trust_version && status != "refused" && status != "failed")
+  if (row.trust_version && status != DeviceStatus::refused && status != DeviceStatus::failed)
     throw ApiError{400, "invalid_request",
                    fmt::format("deployment {} carries a trust update: a device reports refused or failed for it (it "
                                "succeeds by reporting trust_version at check-in)",
                                deployment)};
-  if (status == "failed") {
+  if (status == DeviceStatus::failed) {
     // With retries, a transient failure waits and tries again; the last attempt's failure is the failure.
     auto mine = call.store.deployment_device(deployment, call.who.device_id);
     auto attempt = mine ? mine->attempt : 1;
@@ -343,12 +347,12 @@ Reply agent_report_status(Call& call) {
                              now_iso8601(), std::nullopt);
     call.store.set_attempt(deployment, call.who.device_id, attempt, outcome.retry_at);
   } else {
-    call.store.record_status(deployment, call.who.device_id, status, detail.value_or(""), now_iso8601(),
-                             status == "installed" ? version : std::nullopt);
+    call.store.record_status(deployment, call.who.device_id, status_name(*status), detail.value_or(""), now_iso8601(),
+                             status == DeviceStatus::installed ? version : std::nullopt);
   }
   evaluate_deployment(call.store, row);
   tx->commit();
-  return {200, Json{{"deployment", deployment}, {"device", call.who.device_id}, {"status", status}}};
+  return {200, Json{{"deployment", deployment}, {"device", call.who.device_id}, {"status", text}}};
 }
 
 }  // namespace kiln::service

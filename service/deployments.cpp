@@ -27,11 +27,12 @@ namespace {
 
 void save(Store& store, const Deployment& row) { store.save_rollout(row.id, row, now_iso8601()); }
 
-// One admitted device of a deployment: its wave and the last status it reported ("pending": none yet).
+// One admitted device of a deployment: its wave and the last status it reported (pending: none yet).
 struct AdmittedDevice {
   std::string id;
   int wave = 0;
-  std::string status, detail, updated_at, version, last_seen;
+  DeviceStatus status = DeviceStatus::pending;
+  std::string detail, updated_at, version, last_seen;
   std::int64_t attempt = 1;
   std::optional<std::int64_t> retry_at;
   std::optional<std::string> time_zone;
@@ -42,7 +43,7 @@ struct AdmittedDevice {
 std::optional<std::optional<std::int64_t>> held_by_window(const Deployment& row, const AdmittedDevice& d,
                                                           std::int64_t now) {
   if (row.state != DeploymentState::active || row.policy.windows.empty()) return std::nullopt;
-  DeviceProgress progress{parse_status(d.status), d.attempt, d.retry_at, d.time_zone};
+  DeviceProgress progress{d.status, d.attempt, d.retry_at, d.time_zone};
   auto decision = offer_decision(row, d.wave, progress, now);
   if (decision.hold != Hold::window) return std::nullopt;
   return decision.until;
@@ -51,12 +52,14 @@ std::optional<std::optional<std::int64_t>> held_by_window(const Deployment& row,
 // Calls `each` for every admitted device of the group.
 void for_each_admitted(Store& store, const Deployment& row, const std::function<void(const AdmittedDevice&)>& each) {
   store.for_each_deployment_device(row, [&](const DeploymentDevice& d) {
-    AdmittedDevice device{d.id, 0, d.status.value_or("pending"), d.detail, d.updated_at, d.version, d.last_seen,
-                          d.attempt, d.retry_at, d.time_zone};
+    AdmittedDevice device{d.id,         0,          DeviceStatus::pending, d.detail,
+                          d.updated_at, d.version,  d.last_seen,           d.attempt,
+                          d.retry_at,   d.time_zone};
+    if (d.status) device.status = parse_status(*d.status).value_or(DeviceStatus::pending);
     device.wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device.id));
     // A device outside the open waves that reported anyway (it was admitted before a wave change or a
     // group move) still counts where its bucket puts it, so nothing it reported goes missing.
-    bool admitted = device.wave > 0 && (device.wave <= row.wave || device.status != "pending");
+    bool admitted = device.wave > 0 && (device.wave <= row.wave || device.status != DeviceStatus::pending);
     if (admitted) each(device);
   });
 }
@@ -100,7 +103,8 @@ void apply_timeouts(Store& store, const Deployment& row) {
     if (!since) return;
     if (auto detail = device_timeout(row.policy.timeouts, *d.status, *since, now)) expired.emplace_back(d.id, *detail);
   });
-  for (auto& [device, detail] : expired) store.record_status(row.id, device, "timed_out", detail, now_iso8601(), std::nullopt);
+  for (auto& [device, detail] : expired)
+    store.record_status(row.id, device, status_name(DeviceStatus::timed_out), detail, now_iso8601(), std::nullopt);
 }
 
 AdmittedCounts evaluate(Store& store, Deployment& row, bool write = true) {
@@ -110,7 +114,8 @@ AdmittedCounts evaluate(Store& store, Deployment& row, bool write = true) {
 
 Json counts_json(const std::map<std::string, std::int64_t>& counts) {
   Json out = Json::object();
-  out["pending"] = counts.at("pending");
+  auto pending = status_name(DeviceStatus::pending);
+  out[pending] = counts.at(pending);
   for (auto& s : rollout_statuses()) out[s] = counts.at(s);
   return out;
 }
@@ -163,7 +168,7 @@ Json deployment_json(const Deployment& row, const AdmittedCounts& t) {
   if (row.policy.rate.base_per_minute > 0) {
     int level = row.rate_steps.empty() ? 0 : row.rate_steps.back().level;
     out["rate_now"] = Json{{"per_minute", rate_per_minute(row.policy.rate, level)},
-                           {"notified", t.admitted - t.status.at("pending")},
+                           {"notified", t.admitted - t.status.at(status_name(DeviceStatus::pending))},
                            {"allowed", rate_allowance(row.policy.rate, row.rate_steps, unix_now())}};
   }
   return out;
@@ -177,7 +182,7 @@ Json show(Call& call, const std::string& id) {
   Json silent = Json::array();
   std::int64_t count = 0;
   for_each_admitted(call.store, row, [&](const AdmittedDevice& d) {
-    if (d.status != "pending" || (!d.last_seen.empty() && d.last_seen >= row.created_at)) return;
+    if (d.status != DeviceStatus::pending || (!d.last_seen.empty() && d.last_seen >= row.created_at)) return;
     if (++count <= 100) silent.push_back(d.id);
   });
   out["silent_devices"] = silent;
@@ -390,7 +395,7 @@ RevertTarget revert_target(Store& store, std::int64_t tenant_id, const Deploymen
     if (d.id == aborted.id) break;  // in creation order: only the ones before
     if (!d.manifest) continue;
     auto dd = store.deployment_device(d.id, device);
-    if (!dd || dd->status != std::optional<std::string>("installed")) continue;
+    if (!dd || !status_is(dd->status, DeviceStatus::installed)) continue;
     if (took && !took->started_at.empty() && dd->updated_at > took->started_at) continue;
     if (!best || dd->updated_at >= best_at) {
       best = d;
@@ -406,10 +411,10 @@ bool runs_aborted(Store& store, const Deployment& aborted, const std::string& de
                   const std::optional<std::string>& manifest_digest, const RevertTarget& target) {
   if (manifest_digest) return aborted.manifest && *manifest_digest == *aborted.manifest;
   auto took = store.deployment_device(aborted.id, device);
-  if (!took || took->status != std::optional<std::string>("installed")) return false;
+  if (!took || !status_is(took->status, DeviceStatus::installed)) return false;
   if (target.to) {
     auto back = store.deployment_device(target.to->id, device);
-    if (back && back->status == std::optional<std::string>("installed") && back->updated_at > took->updated_at)
+    if (back && status_is(back->status, DeviceStatus::installed) && back->updated_at > took->updated_at)
       return false;  // it reported the revert installed (later: timestamps are whole seconds)
   }
   return true;
@@ -431,9 +436,10 @@ std::vector<std::string> leave_open_deployments(Store& store, std::int64_t tenan
   if (identity && identity->group_id) {
     for (auto& row : store.list_deployments(tenant_id, *identity->group_id)) {
       if (!is_open(row.state)) continue;
-      auto reported = store.reported_status(row.id, device_id);
-      if (reported && (*reported == status_name(DeviceStatus::installed) || left_deployment(*reported) ||
-                       is_failure_status(*reported)))
+      auto stored = store.reported_status(row.id, device_id);
+      auto reported = stored ? parse_status(*stored) : std::nullopt;
+      if (reported &&
+          (reported == DeviceStatus::installed || left_deployment(*reported) || is_failure_status(*reported)))
         continue;
       store.record_status(row.id, device_id, status_name(status), detail, now, std::nullopt);
       left.push_back(row);
@@ -619,10 +625,11 @@ void check_sequence(Call& call, const Group& group, const std::string& manifest,
     std::vector<std::string> taking;
     call.store.for_each_deployment_device(d, [&](const DeploymentDevice& device) {
       if (!device.status || !d.sequence) return;
-      if (*device.status == "installed") {
+      auto status = parse_status(*device.status);
+      if (status == DeviceStatus::installed) {
         auto& slot = last_installed[device.id];
         if (device.updated_at >= slot.first) slot = {device.updated_at, *d.sequence};
-      } else if (!is_failure_status(*device.status) && !left_deployment(*device.status) &&
+      } else if (!(status && (is_failure_status(*status) || left_deployment(*status))) &&
                  d.state != DeploymentState::aborted) {
         taking.push_back(device.id);
       }
@@ -886,7 +893,7 @@ Reply abort_deployment(Call& call) {
   for (auto& f : call.store.group_firmware(row.group_id)) digests[f.id] = f.manifest_digest;
   std::vector<std::string> took;
   call.store.for_each_deployment_device(row, [&](const DeploymentDevice& d) {
-    if (d.status == std::optional<std::string>("installed") || d.status == std::optional<std::string>("testing"))
+    if (status_is(d.status, DeviceStatus::installed) || status_is(d.status, DeviceStatus::testing))
       took.push_back(d.id);
   });
   Json devices = Json::array();
@@ -917,7 +924,7 @@ Reply list_deployment_devices(Call& call) {
   auto row = load_deployment(call.store, call.who.tenant_id, call.params[0]);
   evaluate(call.store, row, false);
   auto status = call.query_value("status");
-  if (status && *status != "pending" && *status != "failures" && *status != "waiting_window") {
+  if (status && *status != status_name(DeviceStatus::pending) && *status != "failures" && *status != "waiting_window") {
     auto& known = rollout_statuses();
     if (std::find(known.begin(), known.end(), *status) == known.end())
       throw ApiError{400, "invalid_request",
@@ -928,9 +935,10 @@ Reply list_deployment_devices(Call& call) {
   auto now = unix_now();
   for_each_admitted(call.store, row, [&](const AdmittedDevice& device) {
     // Not yet started (or waiting to retry) outside its maintenance windows: waiting_window, until the next.
-    auto shown = device.status;
+    auto shown = status_name(device.status);
     auto detail = device.detail;
-    if (auto held = held_by_window(row, device, now); held && device.status != "retrying") {
+    bool retrying = device.status == DeviceStatus::retrying;
+    if (auto held = held_by_window(row, device, now); held && !retrying) {
       shown = "waiting_window";
       detail = fmt::format("outside its maintenance windows ({}): the next opens at {}",
                            window_zone(row.policy, device.time_zone), *held ? iso8601(**held) : std::string("-"));
@@ -940,8 +948,7 @@ Reply list_deployment_devices(Call& call) {
                          {"wave", device.wave},
                          {"status", shown},
                          {"attempt", device.attempt},
-                         {"retry_at", device.retry_at && device.status == "retrying" ? Json(iso8601(*device.retry_at))
-                                                                                     : Json(nullptr)},
+                         {"retry_at", device.retry_at && retrying ? Json(iso8601(*device.retry_at)) : Json(nullptr)},
                          {"detail", detail},
                          {"version", device.version.empty() ? Json(nullptr) : Json(device.version)},
                          {"updated_at", device.updated_at.empty() ? Json(nullptr) : Json(device.updated_at)}});
@@ -956,24 +963,27 @@ Reply deployment_report(Call& call) {
   call.store.for_each_deployment_device(row, [&](const DeploymentDevice& d) {
     int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, d.id));
     bool admitted = wave > 0 && (wave <= row.wave || d.status);
-    std::string state = d.status ? *d.status : admitted ? "pending" : "not_admitted";
-    bool final_state = state == "installed" || is_failure_status(state);
+    std::string state = d.status ? *d.status : admitted ? status_name(DeviceStatus::pending) : "not_admitted";
+    auto status = parse_status(state);
+    bool installed = status == DeviceStatus::installed, failed = status && is_failure_status(*status);
+    bool final_state = installed || failed;
     auto text_or_null = [](const std::optional<std::string>& v) { return v && !v->empty() ? Json(*v) : Json(nullptr); };
     Json duration = nullptr;
     if (final_state && !d.started_at.empty()) {
       auto from = unix_seconds(d.started_at), to = unix_seconds(d.updated_at);
       if (from && to) duration = *to - *from;
     }
-    items.push_back(Json{{"device", d.id},
-                         {"wave", wave > 0 ? Json(wave) : Json(nullptr)},
-                         {"state", state},
-                         {"version_before", text_or_null(d.version_before)},
-                         {"version_after", state == "installed" ? text_or_null(d.version) : text_or_null(d.version_before)},
-                         {"failure_reason", is_failure_status(state) || state == "retrying" ? Json(d.detail) : Json(nullptr)},
-                         {"started_at", d.started_at.empty() ? Json(nullptr) : Json(d.started_at)},
-                         {"finished_at", final_state ? Json(d.updated_at) : Json(nullptr)},
-                         {"duration_seconds", duration},
-                         {"attempts", d.status ? Json(d.attempt) : Json(0)}});
+    items.push_back(
+        Json{{"device", d.id},
+             {"wave", wave > 0 ? Json(wave) : Json(nullptr)},
+             {"state", state},
+             {"version_before", text_or_null(d.version_before)},
+             {"version_after", installed ? text_or_null(d.version) : text_or_null(d.version_before)},
+             {"failure_reason", failed || status == DeviceStatus::retrying ? Json(d.detail) : Json(nullptr)},
+             {"started_at", d.started_at.empty() ? Json(nullptr) : Json(d.started_at)},
+             {"finished_at", final_state ? Json(d.updated_at) : Json(nullptr)},
+             {"duration_seconds", duration},
+             {"attempts", d.status ? Json(d.attempt) : Json(0)}});
   });
   return {200, Json{{"deployment", row.id}, {"state", state_name(row.state)}, {"items", items}}};
 }

@@ -97,8 +97,17 @@ bool is_open(DeploymentState state) {
   return state == DeploymentState::active || state == DeploymentState::paused || state == DeploymentState::halted;
 }
 
+bool status_is(const std::optional<std::string>& stored, DeviceStatus status) {
+  return stored && parse_status(*stored) == status;
+}
+
+bool left_deployment(DeviceStatus status) {
+  return status == DeviceStatus::revoked || status == DeviceStatus::unclaimed;
+}
+
 bool left_deployment(std::string_view status) {
-  return status == status_name(DeviceStatus::revoked) || status == status_name(DeviceStatus::unclaimed);
+  auto s = parse_status(status);
+  return s && left_deployment(*s);
 }
 
 std::string transient_reason_name(TransientReason reason) {
@@ -129,10 +138,14 @@ const std::vector<std::string>& rollout_statuses() {
   return statuses;
 }
 
+bool is_failure_status(DeviceStatus status) {
+  return status == DeviceStatus::failed || status == DeviceStatus::rolled_back || status == DeviceStatus::refused ||
+         status == DeviceStatus::timed_out;
+}
+
 bool is_failure_status(std::string_view status) {
   auto s = parse_status(status);
-  return s == DeviceStatus::failed || s == DeviceStatus::rolled_back || s == DeviceStatus::refused ||
-         s == DeviceStatus::timed_out;
+  return s && is_failure_status(*s);
 }
 
 std::int64_t retry_backoff(const RetryPolicy& retry, std::int64_t attempt) {
@@ -204,16 +217,19 @@ OfferDecision offer_decision(const Rollout& rollout, int wave, const DeviceProgr
 
 std::optional<std::string> device_timeout(const Timeouts& timeouts, std::string_view status, std::int64_t since,
                                           std::int64_t now) {
-  std::int64_t limit = status == "downloading"                           ? timeouts.downloading
-                       : status == "installing" || status == "verifying" ? timeouts.installing
-                       : status == "testing"                             ? timeouts.testing
-                                                                         : 0;
+  auto s = parse_status(status);
+  std::int64_t limit = s == DeviceStatus::downloading                                  ? timeouts.downloading
+                       : s == DeviceStatus::installing || s == DeviceStatus::verifying ? timeouts.installing
+                       : s == DeviceStatus::testing                                    ? timeouts.testing
+                                                                                       : 0;
   if (limit <= 0 || now - since <= limit) return std::nullopt;
   return fmt::format("no report for {} s while {}, above the {} s timeout", now - since, status, limit);
 }
 
 const std::vector<std::string>& failure_kinds() {
-  static const std::vector<std::string> kinds = {"failed", "refused", "rolled_back", "timed_out"};
+  static const std::vector<std::string> kinds = {status_name(DeviceStatus::failed), status_name(DeviceStatus::refused),
+                                                 status_name(DeviceStatus::rolled_back),
+                                                 status_name(DeviceStatus::timed_out)};
   return kinds;
 }
 
@@ -221,7 +237,7 @@ namespace {
 
 std::map<std::string, std::int64_t> zero_counts() {
   std::map<std::string, std::int64_t> m;
-  m.emplace("pending", 0);
+  m.emplace(status_name(DeviceStatus::pending), 0);
   for (auto& s : rollout_statuses()) m.emplace(s, 0);
   return m;
 }
@@ -244,19 +260,20 @@ AdmittedCounts admitted_counts(const Rollout& rollout, const RolloutTally& tally
       counts[status] += n;
       reported += n;
     }
-    if (open && wave.devices > reported) counts["pending"] += wave.devices - reported;
+    if (open && wave.devices > reported) counts[status_name(DeviceStatus::pending)] += wave.devices - reported;
     for (auto& [status, n] : counts) {
-      if (left_deployment(status)) {
+      auto s = parse_status(status);
+      if (s && left_deployment(*s)) {
         // Left the deployment: shown, never admitted (neither success nor failure toward halts).
-        if (status == status_name(DeviceStatus::revoked)) c.revoked += n;
+        if (s == DeviceStatus::revoked) c.revoked += n;
         c.status[status] += n;
         for (auto w = i; w < c.waves.size(); ++w) c.waves[w].status[status] += n;
         continue;
       }
       c.admitted += n;
       c.status[status] += n;
-      if (is_failure_status(status)) c.failures += n;
-      if (status == "installed") c.installed += n;
+      if (s && is_failure_status(*s)) c.failures += n;
+      if (s == DeviceStatus::installed) c.installed += n;
       for (auto w = i; w < c.waves.size(); ++w) {
         c.waves[w].admitted += n;
         c.waves[w].status[status] += n;
@@ -294,9 +311,11 @@ WaveCounts open_wave_counts(const Rollout& rollout, const RolloutTally& tally) {
   if (i >= tally.waves.size()) return c;
   c.devices = tally.waves[i].devices;
   for (auto& [status, n] : tally.waves[i].reported) {
-    if (status == "installed") c.installed += n;
-    if (is_failure_status(status)) c.failures += n;
-    if (left_deployment(status)) c.devices -= n;
+    auto s = parse_status(status);
+    if (!s) continue;
+    if (s == DeviceStatus::installed) c.installed += n;
+    if (is_failure_status(*s)) c.failures += n;
+    if (left_deployment(*s)) c.devices -= n;
   }
   c.devices = std::max<std::int64_t>(0, c.devices);
   c.failures = std::max<std::int64_t>(0, c.failures - rollout.wave_failure_baseline);
@@ -355,7 +374,8 @@ Rollout decide_rollout(const Rollout& rollout, const RolloutTally& tally, std::i
     // status) or installed, from now on.
     auto& rate = next.policy.rate;
     if (rate.base_per_minute > 0 && rate.every > 0 && !next.rate_steps.empty()) {
-      auto count = rate.on_succeeded ? counts.installed : counts.admitted - counts.status.at("pending");
+      auto count =
+          rate.on_succeeded ? counts.installed : counts.admitted - counts.status.at(status_name(DeviceStatus::pending));
       auto level = static_cast<int>(std::min<std::int64_t>(count / rate.every, 64));
       bool capped = rate.max_per_minute > 0 &&
                     rate_per_minute(rate, next.rate_steps.back().level) >= static_cast<double>(rate.max_per_minute);

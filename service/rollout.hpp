@@ -44,7 +44,11 @@ enum class DeviceStatus {
 };
 std::string status_name(DeviceStatus status);
 std::optional<DeviceStatus> parse_status(std::string_view text);
+// Whether a status read from the store (nullopt: nothing recorded) is `status`.
+bool status_is(const std::optional<std::string>& stored, DeviceStatus status);
 // revoked or unclaimed: the device left the deployment before it finished (neither success nor failure).
+// The text form parses first: a text that is no status has not left.
+bool left_deployment(DeviceStatus status);
 bool left_deployment(std::string_view status);
 
 // Why an agent's attempt failed when a later attempt may succeed (the agent says so in its failed report,
@@ -58,6 +62,8 @@ const std::vector<std::string>& agent_statuses();
 // The statuses a deployment counts: the agent's, and those the service records (timed_out, notified,
 // retrying, revoked, unclaimed), never reported.
 const std::vector<std::string>& rollout_statuses();
+// failed, rolled_back, refused or timed_out. The text form parses first: a text that is no status is no failure.
+bool is_failure_status(DeviceStatus status);
 bool is_failure_status(std::string_view status);
 
 // Per-wave conditions (hawkBit's group thresholds), over the open wave's own devices (those whose bucket

@@ -62,6 +62,16 @@ TEST_CASE("rollout: waves admit by cumulative percentage; the threshold is stric
   CHECK(halt_reason(1, 3, 1, 2.5) == "halted: 1 of 3 admitted devices failed (33.3%) in wave 1, above 2.5%");
   CHECK(is_failure_status("refused"));
   CHECK(!is_failure_status("testing"));
+  CHECK(!is_failure_status("no such status"));
+  CHECK(is_failure_status(DeviceStatus::timed_out));
+  CHECK(!is_failure_status(DeviceStatus::retrying));
+  CHECK(left_deployment(DeviceStatus::unclaimed));
+  CHECK(left_deployment("revoked"));
+  CHECK(!left_deployment(DeviceStatus::installed));
+  CHECK(status_is(std::optional<std::string>("installed"), DeviceStatus::installed));
+  CHECK(!status_is(std::optional<std::string>("testing"), DeviceStatus::installed));
+  CHECK(!status_is(std::nullopt, DeviceStatus::pending));
+  CHECK(failure_kinds() == std::vector<std::string>{"failed", "refused", "rolled_back", "timed_out"});
 }
 
 using test::AgentFixture;
