@@ -176,7 +176,10 @@ enum class Stage { handshake, headers, body };
 // service closes it, how long after the stage began.
 class Trickler {
  public:
-  Trickler(Stage stage, int port, SSL_CTX* ctx) : thread_([this, stage, port, ctx] { run(stage, port, ctx); }) {}
+  // `body_request`: for Stage::body, the request line and headers before Content-Length (a request whose body
+  // the service reads: an upload with a token on the API, a check-in on the agent listener).
+  Trickler(Stage stage, int port, SSL_CTX* ctx, std::string body_request = {})
+      : thread_([this, stage, port, ctx, body_request = std::move(body_request)] { run(stage, port, ctx, body_request); }) {}
   ~Trickler() {
     stop_ = true;
     thread_.join();
@@ -192,7 +195,7 @@ class Trickler {
     std::lock_guard lock(mutex_);
     cuts_.push_back(seconds);
   }
-  void run(Stage stage, int port, SSL_CTX* ctx) {
+  void run(Stage stage, int port, SSL_CTX* ctx, const std::string& body_request) {
     while (!stop_) {
       if (stage == Stage::handshake) {
         int fd = test::connect_loopback(port);
@@ -217,9 +220,7 @@ class Trickler {
       }
       std::string slow = "GET /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + std::string(200, 'a');
       if (stage == Stage::body) {
-        if (!c.write_all("PUT /v1/images/" + std::string(64, 'a') +
-                         "/content?offset=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
-                         "Content-Length: 100000\r\n\r\n"))
+        if (!c.write_all(body_request + "Content-Length: 100000\r\n\r\n"))
           continue;
         slow = std::string(1000, 'b');
       }
@@ -308,15 +309,22 @@ TEST_CASE("slow clients: hundreds of idle and trickling connections on both list
     SSL_CTX* ctx;
     double deadline;
     std::string name;
+    std::string body_request = {};
   };
+  // The API's slow uploader holds a token: an unknown caller's upload is refused before its body is read.
+  std::string upload = "PUT /v1/images/" + std::string(64, 'a') +
+                       "/content?offset=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+                       "Authorization: Bearer " + read_token(service.data / "admin.token") + "\r\n";
+  std::string check_in = "POST /v1/agent/check-in HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n";
   std::vector<Kind> kinds = {{Stage::handshake, api_port, api_tls.ctx, handshake_deadline, "api handshake"},
                              {Stage::headers, api_port, api_tls.ctx, header_deadline, "api headers"},
-                             {Stage::body, api_port, api_tls.ctx, body_deadline, "api body"},
+                             {Stage::body, api_port, api_tls.ctx, body_deadline, "api body", upload},
                              {Stage::handshake, agent_port, agent_tls.ctx, handshake_deadline, "agent handshake"},
                              {Stage::headers, agent_port, agent_tls.ctx, header_deadline, "agent headers"},
-                             {Stage::body, agent_port, agent_tls.ctx, body_deadline, "agent body"}};
+                             {Stage::body, agent_port, agent_tls.ctx, body_deadline, "agent body", check_in}};
   for (auto& kind : kinds)
-    for (int i = 0; i < 8; ++i) tricklers.push_back(std::make_unique<Trickler>(kind.stage, kind.port, kind.ctx));
+    for (int i = 0; i < 8; ++i)
+      tricklers.push_back(std::make_unique<Trickler>(kind.stage, kind.port, kind.ctx, kind.body_request));
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
 
   // The normal client: a fresh TLS connection and request to each listener every 200 ms, for 16 s.
