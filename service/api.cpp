@@ -53,13 +53,6 @@ struct Route {
   bool own_units = false;
 };
 
-// The route of a request: found (with its path parameters), or only its path known (for another method).
-struct RouteMatch {
-  const Route* route = nullptr;
-  std::vector<std::string> params;
-  bool path_known = false;
-};
-
 const std::vector<Role> anyone = {Role::admin, Role::operator_, Role::factory, Role::reader};
 const std::vector<Role> operators = {Role::admin, Role::operator_};
 const std::vector<Role> factory = {Role::admin, Role::operator_, Role::factory};
@@ -209,6 +202,13 @@ std::string header(const Request& request, const std::string& name) {
 }
 
 }  // namespace
+
+// The route of a request: found (with its path parameters), or only its path known (for another method).
+struct RouteMatch {
+  const Route* route = nullptr;
+  std::vector<std::string> params;
+  bool path_known = false;
+};
 
 std::string role_name(Role role) {
   switch (role) {
@@ -455,19 +455,40 @@ struct Service::Impl {
     store->add_audit(note.who.tenant_id, entry);
   }
 
-  // Whether a streamed body may be stored at all: the route exists and the caller is known and may call it, the
-  // same checks dispatch() makes before any handler runs. An unknown or refused caller's upload is never
-  // written to disk (it would let anyone fill the blob directory 64 MiB per request).
-  bool admits_body(const Request& request) {
-    auto match = match_route(request);
-    if (!match.route) return false;
-    const auto& allowed = match.route->info.roles;
-    if (allowed.empty()) return true;  // an agent endpoint: its device certificate was checked in the handshake
-    auto unit = store->begin(Store::Access::read);
+  // Who calls a route and whether they may: the checks made before any handler runs (dispatch) and before a
+  // streamed body is stored (handle), so an unknown or refused caller's upload is never written to disk (it
+  // would let anyone fill the blob directory 64 MiB per request). With a refusal, nothing runs.
+  struct Admission {
+    std::optional<Principal> who;
+    std::optional<Response> refusal;
+  };
+  Admission admit(const Request& request, const Route& route) {
+    const auto& allowed = route.info.roles;
+    Admission admission;
     std::string why;
     bool forbidden = false;
-    auto who = authenticate(request, why, forbidden);
-    return who && std::find(allowed.begin(), allowed.end(), who->role) != allowed.end();
+    auto& who = admission.who;
+    who = allowed.empty() ? authenticate_agent(request) : authenticate(request, why, forbidden);
+    // Revocation is read from the store on every request (no cache): it holds on every instance at once.
+    if (allowed.empty() && who) {
+      if (auto tenant = refuse_revoked_device(*store, config, who->device_id)) who->tenant_id = *tenant;
+    }
+    if (!who && forbidden)
+      admission.refusal = error_response(403, "ca_revoked", why);
+    else if (!who)
+      admission.refusal =
+          error_response(401, "unauthenticated", why.empty() ? "missing, unknown or revoked bearer token" : why);
+    else if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), who->role) == allowed.end())
+      admission.refusal = error_response(
+          403, "forbidden", fmt::format("role {} may not {} {}", role_name(who->role), request.method, route.info.pattern));
+    return admission;
+  }
+
+  // Whether a streamed body may be stored: the route exists and admit() lets its caller in.
+  bool admits_body(const Request& request, const RouteMatch& match) {
+    if (!match.route) return false;
+    auto unit = store->begin(Store::Access::read);
+    return !admit(request, *match.route).refusal;
   }
 
   static RouteMatch match_route(const std::string& method, std::string_view path) {
@@ -502,26 +523,13 @@ struct Service::Impl {
       return error_response(404, "not_found", fmt::format("no such endpoint: {}", path));
     }
 
-    auto& allowed = found->info.roles;
-    std::string why;
-    bool forbidden = false;
-    auto who = allowed.empty() ? authenticate_agent(request) : authenticate(request, why, forbidden);
-    // Revocation is read from the store on every request (no cache): it holds on every instance at once.
-    if (allowed.empty() && who) {
-      if (auto tenant = refuse_revoked_device(*store, config, who->device_id)) who->tenant_id = *tenant;
-    }
-    if (!allowed.empty() && request.method != "GET") {
+    auto [who, refusal] = admit(request, *found);
+    if (!found->info.roles.empty() && request.method != "GET") {
       std::lock_guard lock(cache_mutex);
       verified_devices.clear();
     }
-    if (!who && forbidden) return error_response(403, "ca_revoked", why);
-    if (!who)
-      return error_response(401, "unauthenticated",
-                            why.empty() ? "missing, unknown or revoked bearer token" : why);
-    note = AuditNote{true, *who, found->info.pattern, params};
-    if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), who->role) == allowed.end())
-      return error_response(403, "forbidden",
-                            fmt::format("role {} may not {} {}", role_name(who->role), request.method, found->info.pattern));
+    if (who) note = AuditNote{true, *who, found->info.pattern, params};
+    if (refusal) return std::move(*refusal);
 
     // A body that came as a stream, for a handler that reads `body`: bounded by the HTTP layer's request limit.
     Request loaded;
@@ -621,33 +629,36 @@ Response answer(std::function<Response()> dispatch) {
 }  // namespace
 
 Response Service::handle(const Request& request) {
+  auto match = Impl::match_route(request);
   // A streamed body is on disk before the unit of work begins: the store waits for no client's upload.
   // A caller who may not send it gets the refusal dispatch() gives, and the body is never read.
-  if (request.read_body) {
-    Request spooled = request;
-    spooled.read_body = {};
-    bool admitted = false;
-    auto gate = answer([&] {
-      admitted = impl_->admits_body(request);
-      return Response{};
-    });
-    if (!admitted) {
-      if (gate.status >= 500) {  // the store could not tell (503): say so, with nothing stored
-        gate.headers["X-Request-Id"] = random_id("req_");
-        return gate;
-      }
-      return handle(spooled);
+  if (!request.read_body) return handle(request, std::move(match));
+  Request spooled = request;
+  spooled.read_body = {};
+  bool admitted = false;
+  auto gate = answer([&] {
+    admitted = impl_->admits_body(request, match);
+    return Response{};
+  });
+  if (!admitted) {
+    if (gate.status >= 500) {  // the store could not tell (503): say so, with nothing stored
+      gate.headers["X-Request-Id"] = random_id("req_");
+      return gate;
     }
-    auto spool = answer([&] {
-      spooled.body_file = BlobFile::spool(request.read_body, impl_->config.image_dir);
-      return Response{};
-    });
-    if (!spooled.body_file) {
-      spool.headers["X-Request-Id"] = random_id("req_");
-      return spool;
-    }
-    return handle(spooled);
+    return handle(spooled, std::move(match));
   }
+  auto spool = answer([&] {
+    spooled.body_file = BlobFile::spool(request.read_body, impl_->config.image_dir);
+    return Response{};
+  });
+  if (!spooled.body_file) {
+    spool.headers["X-Request-Id"] = random_id("req_");
+    return spool;
+  }
+  return handle(spooled, std::move(match));
+}
+
+Response Service::handle(const Request& request, RouteMatch match) {
   // Each request is one unit of work of its own (no lock shared by all requests): GETs read a snapshot,
   // other methods write one at a time. What a handler stored before answering with an error stays (a
   // challenge is used up even by a failed proof); the handler's own units undo their part.
@@ -656,7 +667,6 @@ Response Service::handle(const Request& request) {
   auto given = header(request, "x-request-id");
   std::string request_id = sane_request_id(given) ? given : random_id("req_");
   Response out = answer([&] {
-    auto match = Impl::match_route(request);
     bool own_units = !reads && match.route && match.route->own_units;
     std::unique_ptr<Store::Transaction> unit;
     if (!own_units) unit = impl_->store->begin(reads ? Store::Access::read : Store::Access::write);

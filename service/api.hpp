@@ -75,6 +75,7 @@ struct RouteInfo {
 const std::vector<RouteInfo>& route_table();
 
 class VoucherKey;
+struct RouteMatch;
 
 struct ServiceConfig {
   // The store: a SQLite file (":memory:" in unit tests and the fuzzer) or a PostgreSQL connection URI.
@@ -116,6 +117,8 @@ class Service {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  // The request once its route is matched (and a streamed body spooled): one unit of work.
+  Response handle(const Request& request, RouteMatch match);
 };
 
 // "kiln_" + 64 hex digits of randomness.
