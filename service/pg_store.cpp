@@ -1135,10 +1135,10 @@ bool PgStore::commit_durable() {
 void PgStore::set_commit_durable(bool durable) {
   Use use(*this);
   if (current().depth == 0 || current().relaxed == !durable) return;  // outside a unit, or already so
-  // SET LOCAL: for this transaction only; its value at COMMIT is what counts. The server says what it now is.
-  if (!durable) run(use.conn(), "SET LOCAL synchronous_commit = off");
-  else run(use.conn(), "SET LOCAL synchronous_commit TO DEFAULT");
-  current().relaxed = run(use.conn(), "SHOW synchronous_commit").text(0, 0) == "off";
+  // SET LOCAL: for this transaction only; its value at COMMIT is what counts. One round trip: the flag is
+  // kept here (what the server then says is read only by tests, commit_durable()).
+  run(use.conn(), durable ? "SET LOCAL synchronous_commit TO DEFAULT" : "SET LOCAL synchronous_commit = off");
+  current().relaxed = !durable;
 }
 
 void PgStore::record_device_firmware(const std::string& device_id, const std::optional<std::int64_t>& sequence,

@@ -125,7 +125,7 @@ TEST_CASE("postgres store: an older store migrates; its deployments gain tallies
 TEST_CASE("postgres store: a unit that records only telemetry commits with synchronous_commit off; no other unit does") {
   auto url = test::shared_postgres().create_database();
   PgStore store(url);
-  // relaxed_commits counts commits made while the server said synchronous_commit was off.
+  // relaxed_commits counts commits made after set_commit_durable(false); commit_durable() asks the server.
   auto setting = [&] { return store.relaxed_commits(); };
   {
     auto unit = store.begin();
