@@ -36,15 +36,10 @@ const std::map<std::string, ValueKind> known_keys = {
     {"firmware.manifest_sha256", ValueKind::string}, {"encryption.mode", ValueKind::string},
     {"encryption.type", ValueKind::string}, {"encryption.key", ValueKind::string}};
 
-std::int64_t to_integer(const std::string& key, const std::string& value, ProfileRange range) {
-  try {
-    std::size_t used = 0;
-    auto n = std::stoll(value, &used);
-    if (used == value.size() && n >= range.min && n <= range.max) return n;
-  } catch (const std::exception&) {
-  }
+std::int64_t in_range(const std::string& key, std::int64_t n, ProfileRange range) {
+  if (n >= range.min && n <= range.max) return n;
   throw Error(ExitCode::usage,
-              fmt::format("profile: {} must be an integer from {} to {}, not '{}'", key, range.min, range.max, value));
+              fmt::format("profile: {} must be an integer from {} to {}, not '{}'", key, range.min, range.max, n));
 }
 
 const char* kind_name(ValueKind kind) {
@@ -56,10 +51,11 @@ const char* kind_name(ValueKind kind) {
   return "a value";
 }
 
-// The profile's values as text (integers in decimal), and the one list, after checking every key and type.
+// The profile's values by type, after checking every key and type (a list is the one array of strings).
 struct RawProfile {
-  std::map<std::string, std::string> values;
-  std::vector<std::string> manifest_keys;
+  std::map<std::string, std::string> strings;
+  std::map<std::string, std::int64_t> integers;
+  std::optional<std::vector<std::string>> manifest_keys;
 };
 
 RawProfile read_values(const std::string& text) {
@@ -87,15 +83,16 @@ RawProfile read_values(const std::string& text) {
       bool fits = false;
       switch (known->second) {
         case ValueKind::string:
-          if (auto s = value.value<std::string>(); s && value.is_string()) raw.values[key] = *s, fits = true;
+          if (auto s = value.value<std::string>(); s && value.is_string()) raw.strings[key] = *s, fits = true;
           break;
         case ValueKind::integer:
-          if (auto n = value.value<std::int64_t>(); n && value.is_integer()) raw.values[key] = std::to_string(*n), fits = true;
+          if (auto n = value.value<std::int64_t>(); n && value.is_integer()) raw.integers[key] = *n, fits = true;
           break;
         case ValueKind::strings:
-          if (const toml::array* list = value.as_array(); list && list->is_homogeneous(toml::node_type::string)) {
-            for (auto&& item : *list) raw.manifest_keys.push_back(*item.value<std::string>());
-            raw.values[key] = "list";
+          if (const toml::array* list = value.as_array();
+              list && (list->empty() || list->is_homogeneous(toml::node_type::string))) {
+            raw.manifest_keys.emplace();
+            for (auto&& item : *list) raw.manifest_keys->push_back(*item.value<std::string>());
             fits = true;
           }
           break;
@@ -157,19 +154,27 @@ void write_profile(const fs::path& path, const StationProfile& profile, bool ove
 }
 
 StationProfile parse_profile(const std::string& toml, const fs::path& base_dir) {
-  RawProfile raw = read_values(toml);
-  auto& values = raw.values;  // clang 14 cannot capture structured bindings in lambdas
-  const auto& manifest_keys = raw.manifest_keys;
-  auto required = [&](const std::string& key) {
-    auto it = values.find(key);
-    if (it == values.end() || it->second.empty())
-      throw Error(ExitCode::usage, fmt::format("profile: '{}' is missing", key), "kiln factory init writes a complete profile");
+  const RawProfile raw = read_values(toml);
+  auto missing = [](const std::string& key) {
+    return Error(ExitCode::usage, fmt::format("profile: '{}' is missing", key), "kiln factory init writes a complete profile");
+  };
+  // A string key (an empty string counts as absent), and an integer key within its range.
+  auto optional = [&](const std::string& key) -> std::optional<std::string> {
+    auto it = raw.strings.find(key);
+    if (it == raw.strings.end() || it->second.empty()) return std::nullopt;
     return it->second;
   };
-  auto optional = [&](const std::string& key) -> std::optional<std::string> {
-    auto it = values.find(key);
-    if (it == values.end() || it->second.empty()) return std::nullopt;
-    return it->second;
+  auto required = [&](const std::string& key) {
+    if (auto value = optional(key)) return *value;
+    throw missing(key);
+  };
+  auto integer = [&](const std::string& key, ProfileRange range) -> std::optional<std::int64_t> {
+    auto it = raw.integers.find(key);
+    if (it == raw.integers.end()) return std::nullopt;
+    return in_range(key, it->second, range);
+  };
+  auto present = [&](const std::string& key) {
+    return optional(key) || raw.integers.contains(key) || (key == "firmware.manifest_keys" && raw.manifest_keys);
   };
   auto path_of = [&](const std::string& value) { return fs::path(value).is_absolute() ? fs::path(value) : base_dir / value; };
   auto keyref_of = [&](const std::string& value) { return value.rfind("pkcs11:", 0) == 0 ? value : path_of(value).string(); };
@@ -178,15 +183,13 @@ StationProfile parse_profile(const std::string& toml, const fs::path& base_dir) 
   p.product = required("station.product");
   p.station_id = optional("station.id").value_or("station");
   p.ledger = path_of(optional("station.ledger").value_or("station-ledger.sqlite"));
-  if (auto quota = optional("station.quota")) p.quota = to_integer("station.quota", *quota, profile_range::quota);
-  if (auto every = optional("station.checkpoint_every"))
-    p.checkpoint_every =
-        static_cast<int>(to_integer("station.checkpoint_every", *every, profile_range::checkpoint_every));
+  p.quota = integer("station.quota", profile_range::quota);
+  if (auto every = integer("station.checkpoint_every", profile_range::checkpoint_every))
+    p.checkpoint_every = static_cast<int>(*every);
   p.ca_key = keyref_of(required("ca.key"));
   p.station_key = optional("station.key") ? keyref_of(*optional("station.key")) : p.ca_key;
   p.ca_certificate = path_of(required("ca.certificate"));
-  if (auto days = optional("ca.validity_days"))
-    p.validity_days = static_cast<int>(to_integer("ca.validity_days", *days, profile_range::validity_days));
+  if (auto days = integer("ca.validity_days", profile_range::validity_days)) p.validity_days = static_cast<int>(*days);
   p.vendor_root = path_of(required("attestation.vendor_root"));
   auto mode = optional("identity.mode").value_or("csr");
   if (mode == "csr") p.identity = IdentityMode::csr;
@@ -209,8 +212,7 @@ StationProfile parse_profile(const std::string& toml, const fs::path& base_dir) 
     FirmwareProfile fw;
     fw.image = path_of(*image);
     fw.manifest = path_of(required("firmware.manifest"));
-    auto hex_of = [&](const std::string& key, std::size_t min_bytes, std::size_t max_bytes) {
-      auto value = required(key);
+    auto hex_of = [&](const std::string& key, const std::string& value, std::size_t min_bytes, std::size_t max_bytes) {
       Bytes bytes;
       try {
         bytes = from_hex(value);
@@ -220,25 +222,24 @@ StationProfile parse_profile(const std::string& toml, const fs::path& base_dir) 
         throw Error(ExitCode::usage, fmt::format("profile: {} must be hex ({} to {} bytes)", key, min_bytes, max_bytes));
       return value;
     };
-    fw.image_sha256 = hex_of("firmware.image_sha256", 32, 32);
-    fw.manifest_sha256 = hex_of("firmware.manifest_sha256", 32, 32);
+    fw.image_sha256 = hex_of("firmware.image_sha256", required("firmware.image_sha256"), 32, 32);
+    fw.manifest_sha256 = hex_of("firmware.manifest_sha256", required("firmware.manifest_sha256"), 32, 32);
     // The manifest keys: `manifest_keys` and `manifest_threshold` (M of N), or one `manifest_key` (1 of 1, a
     // profile from before M of N).
-    if (optional("firmware.manifest_key") && optional("firmware.manifest_keys"))
-      throw Error(ExitCode::usage, "profile: firmware.manifest_key and firmware.manifest_keys cannot both be set");
-    if (optional("firmware.manifest_key")) {
-      fw.manifest_keys = {hex_of("firmware.manifest_key", 32, 1024)};
-      if (optional("firmware.manifest_threshold"))
+    if (auto single = optional("firmware.manifest_key")) {
+      if (raw.manifest_keys)
+        throw Error(ExitCode::usage, "profile: firmware.manifest_key and firmware.manifest_keys cannot both be set");
+      fw.manifest_keys = {hex_of("firmware.manifest_key", *single, 32, 1024)};
+      if (present("firmware.manifest_threshold"))
         throw Error(ExitCode::usage, "profile: firmware.manifest_threshold goes with firmware.manifest_keys");
     } else {
-      required("firmware.manifest_keys");
-      for (const auto& key : manifest_keys) {
-        values["firmware.manifest_keys"] = key;
-        fw.manifest_keys.push_back(hex_of("firmware.manifest_keys", 32, 1024));
-      }
-      fw.manifest_threshold = static_cast<std::uint64_t>(
-          to_integer("firmware.manifest_threshold", required("firmware.manifest_threshold"),
-                     {1, static_cast<std::int64_t>(fw.manifest_keys.size())}));
+      if (!raw.manifest_keys || raw.manifest_keys->empty()) throw missing("firmware.manifest_keys");
+      for (const auto& key : *raw.manifest_keys)
+        fw.manifest_keys.push_back(hex_of("firmware.manifest_keys", key, 32, 1024));
+      auto threshold =
+          integer("firmware.manifest_threshold", {1, static_cast<std::int64_t>(fw.manifest_keys.size())});
+      if (!threshold) throw missing("firmware.manifest_threshold");
+      fw.manifest_threshold = static_cast<std::uint64_t>(*threshold);
       for (std::size_t i = 0; i < fw.manifest_keys.size(); ++i)
         for (std::size_t j = 0; j < i; ++j)
           if (fw.manifest_keys[i] == fw.manifest_keys[j])
@@ -248,7 +249,7 @@ StationProfile parse_profile(const std::string& toml, const fs::path& base_dir) 
   } else {
     for (const char* key : {"firmware.manifest", "firmware.manifest_key", "firmware.manifest_keys",
                             "firmware.manifest_threshold", "firmware.image_sha256", "firmware.manifest_sha256"})
-      if (optional(key)) throw Error(ExitCode::usage, fmt::format("profile: '{}' needs firmware.image", key));
+      if (present(key)) throw Error(ExitCode::usage, fmt::format("profile: '{}' needs firmware.image", key));
   }
   if (auto enc_mode = optional("encryption.mode")) {
     EncryptionProfile e;

@@ -145,9 +145,14 @@ TEST_CASE("profile: M-of-N manifest keys read back; the old single manifest_key 
                        doctest::Contains("twice"), Error);
   CHECK_THROWS_WITH_AS(parse_profile(replaced("manifest_keys = [", "manifest_keys = [\"zz\", "), "/base"),
                        doctest::Contains("firmware.manifest_keys must be hex"), Error);
+  auto start = text.find("manifest_keys = [");
+  auto without_keys = text.substr(0, start) + "manifest_keys = []\n" + text.substr(text.find("]\n", start) + 2);
+  CHECK_THROWS_WITH_AS(parse_profile(without_keys, "/base"), doctest::Contains("'firmware.manifest_keys' is missing"),
+                       Error);
+  CHECK_THROWS_WITH_AS(parse_profile(replaced("manifest_threshold = 2\n", ""), "/base"),
+                       doctest::Contains("'firmware.manifest_threshold' is missing"), Error);
 
   // A profile written before M of N.
-  auto start = text.find("manifest_keys = [");
   auto old = text.substr(0, start) + "manifest_key = \"" + std::string(182, 'b') + "\"\n" +
              text.substr(text.find("]\n", start) + 2);
   old.erase(old.find("manifest_threshold = 2\n"), std::string("manifest_threshold = 2\n").size());
