@@ -25,6 +25,7 @@
 #include "service/sd_notify.hpp"
 #include "service/store.hpp"
 #include "service/tls_material.hpp"
+#include "service/ticket_keys.hpp"
 #include "service/transfer_voucher.hpp"
 #include "kiln/version.hpp"
 
@@ -43,6 +44,9 @@ struct Paths {
   fs::path images() const { return dir / "images"; }
   fs::path certificate() const { return tls_certificate.empty() ? dir / "server.pem" : tls_certificate; }
   fs::path key() const { return tls_key.empty() ? dir / "server.key" : tls_key; }
+  // Secrets every instance on a copy of the directory shares (written by init, 0600).
+  fs::path voucher_key() const { return dir / "voucher-key.pem"; }
+  fs::path ticket_key() const { return dir / "ticket-key"; }
 };
 
 // The config file's keys: `kiln-service run` flags without their dashes (docs/service.md).
@@ -161,6 +165,9 @@ int init(const Paths& paths, const std::string& tenant, const StoreChoice& store
     throw Error(ExitCode::conflict, "the store already holds a tenant named " + tenant,
                 "several instances share a store by sharing one initialised --dir (copy it); or pick --tenant");
   service::create_tls_material(paths.dir);
+  // Written now, not at the first run: instances started on copies of this directory share them.
+  service::VoucherKey::load_or_create(paths.voucher_key().string());
+  service::TicketKeys::load_or_create(paths.ticket_key());
   auto tenant_id = svc.create_tenant(tenant);
   write_token(paths.dir / "admin.token", svc.create_token(tenant_id, service::Role::admin, "admin"));
   if (!store.url.empty()) {
@@ -252,7 +259,8 @@ int accept_any_client_certificate(int /*preverified*/, X509_STORE_CTX* /*ctx*/) 
 std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const ListenerOptions& options,
                                                 std::shared_ptr<service::Service> svc, bool mutual_tls,
                                                 service::ConnectionGuard& guard, int& listen_socket,
-                                                service::ServerCredentials& credentials) {
+                                                service::ServerCredentials& credentials,
+                                                const service::TicketKeys& tickets) {
   auto server = std::make_unique<httplib::SSLServer>(paths.certificate().c_str(), paths.key().c_str());
   if (!server->is_valid())
     throw Error(ExitCode::failure, "cannot load the server certificate/key " + paths.certificate().string() + ", " +
@@ -262,6 +270,7 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const Listen
   static const unsigned char session_context[] = "kiln-service";
   SSL_CTX_set_session_id_context(server->ssl_context(), session_context, sizeof session_context - 1);
   service::issue_tickets_sparingly(server->ssl_context(), put_chain_in_ticket);
+  tickets.attach(server->ssl_context());
   // The agent listener requires a client certificate; the API listener asks for one and accepts a
   // handshake without: stations authenticate with a certificate, people and CI with a bearer token.
   SSL_CTX_set_verify(server->ssl_context(),
@@ -388,7 +397,8 @@ int run(const Paths& paths, const std::string& listen, const std::string& agent_
   auto config = service_config(paths, check_in_after);
   config.image_dir = blob_directory(paths, blob_dir);
   if (!delivery_key.empty()) config.delivery_key = service::load_delivery_key(delivery_key);
-  config.voucher_key = service::VoucherKey::load_or_create((paths.dir / "voucher-key.pem").string());
+  config.voucher_key = service::VoucherKey::load_or_create(paths.voucher_key().string());
+  auto tickets = service::TicketKeys::load_or_create(paths.ticket_key());
   auto log_mutex = std::make_shared<std::mutex>();
   config.log = [log_mutex](const std::string& line) {
     std::lock_guard lock(*log_mutex);
@@ -403,9 +413,9 @@ int run(const Paths& paths, const std::string& listen, const std::string& agent_
   // The guards outlive the servers: OpenSSL reports each connection's end to its guard.
   service::ConnectionGuard api_guard(options.limits(), "api"), agent_guard(options.limits(), "agents");
   int api_socket = -1, agent_socket = -1;
-  auto api = make_server(paths, options, svc, false, api_guard, api_socket, credentials);
+  auto api = make_server(paths, options, svc, false, api_guard, api_socket, credentials, *tickets);
   std::unique_ptr<httplib::SSLServer> agents;
-  if (!agent_listen.empty()) agents = make_server(paths, options, svc, true, agent_guard, agent_socket, credentials);
+  if (!agent_listen.empty()) agents = make_server(paths, options, svc, true, agent_guard, agent_socket, credentials, *tickets);
   std::string host = listen.substr(0, listen.rfind(':'));
   int port = bind_server(*api, listen, api_socket);
   int agent_port = agents ? bind_server(*agents, agent_listen, agent_socket) : 0;

@@ -82,8 +82,14 @@ With \fBinit \-\-store\fR: the PostgreSQL URL (never a password) and the passwor
 The service's CA (clients pass it as \fB\-\-ca\-file\fR) and the server certificate and key.
 .TP
 \fIDIR/voucher\-key.pem\fR
-The Ed25519 key that signs device\-transfer vouchers (mode 0600), created by the first \fBrun\fR. Each
-voucher's record in the store keeps its public half, so instances sharing a store verify each other's.
+The Ed25519 key that signs device\-transfer vouchers (mode 0600), created by \fBinit\fR (or by the first
+\fBrun\fR of an older directory). Each voucher's record in the store keeps its public half, so instances
+sharing a store verify each other's.
+.TP
+\fIDIR/ticket\-key\fR
+The 32\-byte secret the TLS session\-ticket keys are derived from, an hour's keys at a time (mode 0600,
+created like \fIvoucher\-key.pem\fR). Instances on copies of the directory resume each other's
+tickets, and a restart keeps them; replacing it on every instance makes every earlier ticket useless.
 .TP
 \fIDIR/admin.token\fR
 The first tenant's admin token (mode 0600), for \fBkiln login \-\-token\-file\fR.

@@ -14,6 +14,7 @@
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "core/time.hpp"
+#include "service/secret_file.hpp"
 #include "signing/file_key.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
@@ -128,20 +129,11 @@ std::shared_ptr<const VoucherKey> VoucherKey::ephemeral() {
 }
 
 std::shared_ptr<const VoucherKey> VoucherKey::load_or_create(const std::string& path) {
-  if (!std::filesystem::exists(path)) {
-    try {
-      write_file_atomic(path, as_bytes(generate_private_key_pem(KeyType::ed25519, std::nullopt)), 0600,
-                        AtomicFile::Overwrite::refuse);
-    } catch (const Error&) {
-      if (!std::filesystem::exists(path)) throw;  // another instance created it first: use theirs
-    }
-  }
-  auto status = std::filesystem::status(path);
-  if ((status.permissions() & (std::filesystem::perms::group_all | std::filesystem::perms::others_all)) !=
-      std::filesystem::perms::none)
-    throw Error(ExitCode::authentication, fmt::format("the voucher key {} is readable by others", path),
-                fmt::format("chmod 600 {}", path));
-  auto bytes = read_file(path);
+  auto bytes = load_or_create_secret(path, "the voucher key",
+                                     [] {
+                                       auto pem = generate_private_key_pem(KeyType::ed25519, std::nullopt);
+                                       return Bytes(pem.begin(), pem.end());
+                                     });
   return std::make_shared<const VoucherKey>(std::string(bytes.begin(), bytes.end()));
 }
 

@@ -1,7 +1,9 @@
 // TLS session resumption on kiln-service's agent listener (issue 13 item 6): devices check in on fresh
 // connections and resume their session. A device certified through an intermediate CA is the same device on a
 // resumed connection (the chain travels in the ticket): its check-in is answered 200 on every connection, full
-// or resumed (the service verifies the chain again on a resumed connection). Another instance (its own ticket keys) answers the ticket with a full handshake, and lets it in.
+// or resumed (the service verifies the chain again on a resumed connection). Instances on copies of one directory
+// share the ticket secret, and a restart keeps it: the ticket resumes on each. An instance with another secret
+// answers the ticket with a full handshake, and lets the device in.
 #include <doctest/doctest.h>
 
 #include <openssl/err.h>
@@ -168,9 +170,29 @@ TEST_CASE("session tickets: a device resumes its session and keeps its intermedi
   CHECK(again.reused);
   CHECK(again.status == 200);
 
-  // Another instance cannot open the ticket: a full handshake, and the device is let in.
+  // Another instance on a copy of the directory shares its ticket secret (written by init): the ticket resumes
+  // there too, as it does behind a load balancer.
   auto other = device.check_in(instance_b.agent_port(), full.session.get());
   REQUIRE(other.handshake);
-  CHECK_FALSE(other.reused);
+  CHECK(other.reused);
   CHECK(other.status == 200);
+
+  // A restart keeps the tickets working: the fleet does not come back with full handshakes all at once.
+  instance_a.stop();
+  kiln::test::ServiceProcess restarted(a, 0, true);
+  auto after_restart = device.check_in(restarted.agent_port(), full.session.get());
+  REQUIRE(after_restart.handshake);
+  CHECK(after_restart.reused);
+  CHECK(after_restart.status == 200);
+
+  // An instance with another secret cannot open the ticket: a full handshake, and the device is let in.
+  fs::path c = dir.path() / "c";
+  fs::copy(b, c, fs::copy_options::recursive);
+  fs::remove(c / "ticket-key");
+  kiln::test::ServiceProcess instance_c(c, 0, true);
+  CHECK((fs::status(c / "ticket-key").permissions() & (fs::perms::group_all | fs::perms::others_all)) == fs::perms::none);
+  auto stranger = device.check_in(instance_c.agent_port(), full.session.get());
+  REQUIRE(stranger.handshake);
+  CHECK_FALSE(stranger.reused);
+  CHECK(stranger.status == 200);
 }
