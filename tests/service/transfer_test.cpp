@@ -237,38 +237,3 @@ TEST_CASE("transfer: of two racing redemptions of one voucher, the store lets ex
   CHECK(store->find_transfer_voucher(v.id)->redeemed_at == "2026-01-01T00:00:01Z");
   CHECK_FALSE(store->find_transfer_voucher("xfer_ffffffffffffffffffffffffffffffff"));
 }
-
-TEST_CASE("transfer: the voucher parser is strict and the signature covers every value") {
-  auto key = VoucherKey::ephemeral();
-  TransferVoucher v;
-  v.id = "xfer_0123456789abcdef0123456789abcdef";
-  v.from_tenant = "acme";
-  v.to_tenant = "globex";
-  v.devices = {"dev-a"};
-  v.issued_at = "2026-01-01T00:00:00Z";
-  v.expires_at = "2026-01-02T00:00:00Z";
-  v.key_id = key->key_id();
-  v.signature = key->sign(voucher_signed_bytes(v));
-  auto text = voucher_json(v).dump(2);
-  auto parsed = parse_transfer_voucher(text);
-  CHECK(voucher_signature_valid(parsed, key->public_key_der()));
-  CHECK_FALSE(voucher_signature_valid(parsed, VoucherKey::ephemeral()->public_key_der()));
-  parsed.devices.push_back("dev-b");
-  CHECK_FALSE(voucher_signature_valid(parsed, key->public_key_der()));
-  auto with = [&](const char* field, const Json& value) {
-    auto j = voucher_json(v);
-    if (value.is_null())
-      j.erase(field);
-    else
-      j[field] = value;
-    return j.dump();
-  };
-  for (const auto& bad :
-       {with("version", 2), with("version", "1"), with("id", "x"), with("devices", Json::array()),
-        with("devices", Json::array({"a", "a"})), with("devices", Json::array({"bad uid"})),
-        with("issued_at", "yesterday"), with("expires_at", "2025-01-01T00:00:00Z"), with("signature", "AAAA"),
-        with("key_id", "zz"), with("extra", 1), with("to_tenant", nullptr), std::string("{"), std::string("null")}) {
-    INFO(bad);
-    CHECK_THROWS_AS(parse_transfer_voucher(bad), Error);
-  }
-}

@@ -45,15 +45,11 @@ TEST_CASE("file_key: generated keys are PKCS#8 PEM, of the asked type, and sign 
 
 TEST_CASE("file_key: Ed25519 from RFC 8032 test 2 signs exactly the RFC's signature") {
   test::TempDir dir;
-  auto pkcs8 = from_hex("302e020100300506032b657004220420"
-                        "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb");
-  auto path = write(dir, "rfc8032.pem", test::pem_of("PRIVATE KEY", pkcs8));
+  auto path = write(dir, "rfc8032.pem", test::rfc8032_test2_pem());
   auto signer = load_file_signer(path, std::nullopt);
-  CHECK(to_hex(signer->public_key_der()) ==
-        "302a300506032b65700321003d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c");
+  CHECK(to_hex(signer->public_key_der()) == std::string("302a300506032b6570032100") + test::rfc8032_test2_public_hex);
   CHECK(to_hex(signer->sign(Bytes{0x72}, HashAlg::sha256)) ==
-        "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da"
-        "085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00");
+        test::rfc8032_test2_signature_hex);
 }
 
 TEST_CASE("file_key: a digest of the wrong length for the hash is refused, naming both") {

@@ -48,6 +48,17 @@ inline std::string pem_of(const std::string& label, ByteView der) {
   return out;
 }
 
+// The Ed25519 private key of RFC 8032 section 7.1 test 2 as a PKCS#8 PEM: its signature over the one byte 0x72
+// is the RFC's (rfc8032_test2_signature_hex), so a test can pin exact signatures.
+inline std::string rfc8032_test2_pem() {
+  return pem_of("PRIVATE KEY", from_hex("302e020100300506032b657004220420"
+                                        "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb"));
+}
+constexpr const char* rfc8032_test2_public_hex = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+constexpr const char* rfc8032_test2_signature_hex =  // over the message 0x72
+    "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da"
+    "085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00";
+
 // SubjectPublicKeyInfo for a P-256 point as encoded ("00" is the point at infinity).
 inline Bytes p256_spki(ByteView point) {
   Bytes algorithm = der_tlv(0x30, concat({from_hex("06072a8648ce3d0201"), p256_oid()}));
