@@ -75,36 +75,33 @@ TEST_CASE("factory_views: a profile names its settings and the SHA-256 of its fi
 }
 
 TEST_CASE("factory_views: a ledger's verification report, sound and broken") {
-  LedgerVerifyReport sound;
-  sound.rows = 12;
-  sound.units = 10;
-  sound.checkpoints = 1;
-  sound.unsealed_rows = 2;
-  sound.head_verified = true;
-  sound.ledger_id = "L-1";
+  LedgerVerifyReport sound{.rows = 12,
+                           .units = 10,
+                           .checkpoints = 1,
+                           .unsealed_rows = 2,
+                           .ledger_id = "L-1",
+                           .head_verified = true,
+                           .bad_row = std::nullopt,
+                           .problem = ""};
   CHECK(ledger_verify_json("ledger.db", sound).dump() ==
         R"({"ledger":"ledger.db","ok":true,"rows":12,"units":10,"checkpoints":1,"unsealed_rows":2,)"
         R"("unverified_rows":0,"head_verified":true,"reprovisions":0,"ledger_id":"L-1"})");
-  LedgerVerifyReport broken;
-  broken.ok = false;
-  broken.bad_row = 5;
-  broken.problem = "row 5: hash does not chain";
+  LedgerVerifyReport broken{.ledger_id = "", .ok = false, .bad_row = 5, .problem = "row 5: hash does not chain"};
   CHECK(ledger_verify_json("l", broken).dump() ==
         R"({"ledger":"l","ok":false,"rows":0,"units":0,"checkpoints":0,"unsealed_rows":0,"unverified_rows":0,)"
         R"("head_verified":false,"reprovisions":0,"bad_row":5,"problem":"row 5: hash does not chain"})");
 }
 
 TEST_CASE("factory_views: ledger statistics with failures per step, and the quota when there is one") {
-  LedgerStats s;
-  s.attempts = 12;
-  s.failed_attempts = 2;
-  s.units_attempted = 10;
-  s.units_provisioned = 9;
-  s.yield = 0.9;
-  s.units_per_hour = 120.5;
-  s.certificates_issued = 9;
-  s.certificates_reserved = 1;
-  s.failures_per_step = {{"firmware", 1}, {"certificate", 1}};
+  LedgerStats s{.attempts = 12,
+                .failed_attempts = 2,
+                .units_attempted = 10,
+                .units_provisioned = 9,
+                .certificates_issued = 9,
+                .certificates_reserved = 1,
+                .yield = 0.9,
+                .units_per_hour = 120.5,
+                .failures_per_step = {{"firmware", 1}, {"certificate", 1}}};
   CHECK(ledger_stats_json(s, 100).dump() ==
         R"({"attempts":12,"failed_attempts":2,"units_attempted":10,"units_provisioned":9,"yield":0.9,)"
         R"("units_per_hour":120.5,"certificates_issued":9,"certificates_reserved":1,"quota":100,)"

@@ -4,7 +4,6 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
-#include <poll.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 #include "emulator/board.hpp"
 #include "emulator/serial_server.hpp"
 #include "signing/signer.hpp"
+#include "tests/support/console_port.hpp"
 #include "tests/support/link_checks.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "transport/board_address.hpp"
@@ -58,17 +58,7 @@ class RawPort {
   void write(const std::string& lines) {
     REQUIRE(::write(fd_, lines.data(), lines.size()) == static_cast<ssize_t>(lines.size()));
   }
-  smp::Frame read_frame() {
-    while (true) {
-      if (auto packet = decoder_.next()) return smp::decode_frame(*packet);
-      pollfd pfd{fd_, POLLIN, 0};
-      REQUIRE(::poll(&pfd, 1, 5000) == 1);
-      std::uint8_t chunk[4096];
-      ssize_t n = ::read(fd_, chunk, sizeof chunk);
-      REQUIRE(n > 0);
-      decoder_.feed(ByteView(chunk, static_cast<std::size_t>(n)));
-    }
-  }
+  smp::Frame read_frame() { return smp::decode_frame(test::read_console_packet(fd_, decoder_)); }
 
  private:
   int fd_ = -1;
