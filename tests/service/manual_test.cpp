@@ -29,13 +29,10 @@ TEST_CASE("service manual: kiln-service(8) from its command tree, with the READM
   CHECK(page.find(".SS kiln\\-service run\nServe a data directory\n") != std::string::npos);
   CHECK(page.find("\\fB\\-\\-listen\\fR") != std::string::npos);
   CHECK(page.find("\\fBSIGHUP\\fR\nRead the TLS certificate and key again") != std::string::npos);
-  auto examples = test::readme_example_lines("kiln-service");
-  REQUIRE(examples.size() >= 2);
-  std::string expected = ".SH EXAMPLES\n.nf\n";
-  for (const auto& line : examples) expected += line + "\n";
-  expected += "\\&systemctl enable \\-\\-now kiln\\-service     # as packaged; settings in "
-              "/etc/kiln\\-service/config.toml\n"
-              "\\&systemctl reload kiln\\-service           # after renewing the TLS certificate\n.fi\n";
-  CHECK(page.find(expected) != std::string::npos);
+  auto examples = test::expected_examples_section(
+      "kiln-service", 2,
+      {"systemctl enable --now kiln-service     # as packaged; settings in /etc/kiln-service/config.toml",
+       "systemctl reload kiln-service           # after renewing the TLS certificate"});
+  CHECK(page.find(examples + ".SH SEE ALSO\n") != std::string::npos);
   CHECK(page.ends_with("\\fBsystemd.service\\fR(5)\n"));
 }

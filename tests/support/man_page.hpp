@@ -1,6 +1,8 @@
-// Reading a generated roff man page back in tests: its section titles in order, and the README lines a program's
-// EXAMPLES section must carry (each as roff writes it).
+// Reading a generated roff man page back in tests: its section titles in order, and the EXAMPLES section a program's
+// page must carry (the README's examples as roff writes them).
 #pragma once
+
+#include <doctest/doctest.h>
 
 #include <sstream>
 #include <string>
@@ -19,18 +21,24 @@ inline std::vector<std::string> man_sections(const std::string& roff) {
   return titles;
 }
 
-// The README's lines that start with `program` and a space, each with its dashes escaped as in roff ("\-") and
-// prefixed with "\&" as an EXAMPLES line is.
-inline std::vector<std::string> readme_example_lines(const std::string& program) {
-  std::vector<std::string> out;
+// The EXAMPLES section a program's page must have: the README's lines that start with `program` and a space (at
+// least `at_least` of them), then `extra` lines, each with its dashes escaped as in roff ("\-") and prefixed with
+// "\&", unfilled.
+inline std::string expected_examples_section(const std::string& program, std::size_t at_least,
+                                             const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> examples;
   std::istringstream lines(read_text_file(std::string(KILN_SOURCE_DIR) + "/README.md"));
-  for (std::string line; std::getline(lines, line);) {
-    if (!line.starts_with(program + " ")) continue;
-    std::string roff = "\\&";
-    for (char c : line) roff += c == '-' ? std::string("\\-") : std::string(1, c);
-    out.push_back(roff);
+  for (std::string line; std::getline(lines, line);)
+    if (line.starts_with(program + " ")) examples.push_back(line);
+  CHECK(examples.size() >= at_least);
+  examples.insert(examples.end(), extra.begin(), extra.end());
+  std::string section = ".SH EXAMPLES\n.nf\n";
+  for (const auto& example : examples) {
+    section += "\\&";
+    for (char c : example) section += c == '-' ? std::string("\\-") : std::string(1, c);
+    section += "\n";
   }
-  return out;
+  return section + ".fi\n";
 }
 
 }  // namespace kiln::test

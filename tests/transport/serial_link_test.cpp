@@ -3,7 +3,6 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -11,6 +10,7 @@
 #include <string>
 
 #include "core/error.hpp"
+#include "tests/support/console_port.hpp"
 #include "tests/support/errors.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "transport/board_address.hpp"
@@ -42,15 +42,7 @@ class PtyBoard {
   // Reads what kiln sent until the decoder yields a whole packet.
   Bytes read_packet() const {
     ConsoleFrameDecoder decoder;
-    while (true) {
-      if (auto packet = decoder.next()) return *packet;
-      pollfd pfd{fd_, POLLIN, 0};
-      REQUIRE(::poll(&pfd, 1, 5000) == 1);
-      std::uint8_t chunk[4096];
-      ssize_t n = ::read(fd_, chunk, sizeof chunk);
-      REQUIRE(n > 0);
-      decoder.feed(ByteView(chunk, static_cast<std::size_t>(n)));
-    }
+    return test::read_console_packet(fd_, decoder);
   }
   void hang_up() {
     if (fd_ >= 0) ::close(fd_);
