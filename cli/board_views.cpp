@@ -1,5 +1,8 @@
 #include "cli/board_views.hpp"
 
+#include <fmt/format.h>
+
+#include "core/error.hpp"
 #include "signing/signer.hpp"
 
 namespace kiln::cli {
@@ -61,6 +64,46 @@ Json install_result_json(const std::string& address, const std::string& file, co
           {"mark", result.already_running ? (confirm ? "confirmed" : "none") : confirm ? "permanent" : "test"},
           {"reset", result.reset},
           {"slots", slots}};
+}
+
+void render_boards(const Context& ctx, const std::vector<BoardSummary>& boards) {
+  auto out = ctx.records();
+  for (const auto& b : boards)
+    out->add({{"address", b.address.text()}, {"uid", b.uid}, {"state", b.state}, {"firmware", b.firmware},
+              {"status", b.error.empty() ? "ok" : b.error}});
+  out->finish();
+}
+
+void render_slots(const Context& ctx, const std::vector<ImageSlot>& slots) {
+  auto out = ctx.records();
+  for (const auto& slot : slots) out->add(slot_json(slot));
+  out->finish();
+}
+
+void render_install(const Context& ctx, const std::string& address, const std::string& file,
+                    const InstallResult& result, bool confirm) {
+  if (result.already_running)
+    ctx.info(fmt::format("board {} already runs {}: nothing uploaded{}", address, file, confirm ? "; it is confirmed" : ""));
+  ctx.render(install_result_json(address, file, result, confirm));
+}
+
+Json board_state_json(const std::string& address, const BoardIdentity& identity) {
+  return {{"address", address}, {"uid", identity.uid}, {"state", std::string(manufacturing_state_name(identity.state))}};
+}
+
+Json state_change_json(const std::string& address, ManufacturingState reached, bool dry_run) {
+  Json out{{"address", address}};
+  out[dry_run ? "would_become" : "state"] = std::string(manufacturing_state_name(reached));
+  out["dry_run"] = dry_run;
+  return out;
+}
+
+void confirm_state_change(const Context& ctx, const std::string& address, const std::string& state) {
+  if (!ctx.stdin_is_terminal())
+    throw Error(ExitCode::conflict, fmt::format("refusing to advance board {} to {} without --yes", address, state),
+                "the change is irreversible: check it with --dry-run, then repeat with --yes");
+  if (!ctx.confirm(fmt::format("Advance board {} to {}? This cannot be undone.", address, state)))
+    throw Error(ExitCode::interrupted, "not confirmed; nothing changed");
 }
 
 }  // namespace kiln::cli

@@ -205,6 +205,12 @@ void render_deployment(const Context& ctx, const Json& deployment) {
     ctx.render(deployment);
 }
 
+void render_deployment_plan(const Context& ctx, const Json& plan) {
+  if (ctx.format() == OutputFormat::table)
+    ctx.write_output(dry_run_text(plan, ctx.render_options()));
+  else
+    ctx.render(plan);
+}
 
 Json deployment_list_rows(const Json& all) {
   Json rows = Json::array();
@@ -224,12 +230,22 @@ Json deployment_list_rows(const Json& all) {
   return rows;
 }
 
+void render_deployment_list(const Context& ctx, const Json& deployments) {
+  ctx.render(ctx.format() == OutputFormat::table ? deployment_list_rows(deployments) : deployments);
+}
+
 DeploymentWatchView::DeploymentWatchView(const Context& ctx)
     : ctx_(ctx), redraw_(ctx.format() == OutputFormat::table && ctx.stdout_is_terminal()) {}
 
+bool DeploymentWatchView::events() const { return ctx_.format() == OutputFormat::jsonl; }
+
+std::function<void(const Json&)> DeploymentWatchView::sink() {
+  return [this](const Json& item) { show(item); };
+}
+
 void DeploymentWatchView::show(const Json& view) {
-  if (ctx_.format() == OutputFormat::json) {
-    ctx_.write_output(json_text(view) + "\n");  // one object per line and change
+  if (ctx_.format() == OutputFormat::json || events()) {
+    ctx_.write_output(json_text(view) + "\n");  // one object per line and change, flushed
   } else if (redraw_) {
     auto text = deployment_table_text(view, ctx_.render_options());
     // Move up over the previous drawing and clear to the end of the screen: a live table in place.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <string>
 
 #include "cli/context.hpp"
@@ -15,15 +16,23 @@ std::string deployment_table_text(const Json& deployment, const RenderOptions& o
 void render_deployment(const Context& ctx, const Json& deployment);
 // A dry run as a table: the summary, then a row per check (the plan of waves is in -o json).
 std::string dry_run_text(const Json& plan, const RenderOptions& options);
+// The plan of `deployment create --dry-run`: dry_run_text on a table format, the JSON otherwise.
+void render_deployment_plan(const Context& ctx, const Json& plan);
 // `deployment list` as table rows.
 Json deployment_list_rows(const Json& deployments);
+// The list: deployment_list_rows on a table format, the deployments as the service gave them otherwise.
+void render_deployment_list(const Context& ctx, const Json& deployments);
 
-// What `deployment watch` shows at each change: one JSON object per line (-o json), the table redrawn in place
-// on a terminal, or each table after the last.
+// What `deployment watch` shows at each change: one JSON object per line (-o json: each view; -o jsonl: each
+// event, flushed as it is seen), the table redrawn in place on a terminal, or each table after the last.
 class DeploymentWatchView {
  public:
   explicit DeploymentWatchView(const Context& ctx);
-  void show(const Json& deployment);
+  // True for -o jsonl: the watch reports events (transport::watch_deployment_events), not whole views.
+  bool events() const;
+  void show(const Json& deployment_or_event);
+  // show(), as the callback a watch reports to.
+  std::function<void(const Json&)> sink();
 
  private:
   const Context& ctx_;

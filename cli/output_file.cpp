@@ -5,6 +5,7 @@
 #include <array>
 #include <string_view>
 
+#include "cli/context.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
 
@@ -40,6 +41,22 @@ void check_overwrite(const std::filesystem::path& path, bool force) {
   if (std::filesystem::exists(path, ec))
     throw Error(ExitCode::conflict, fmt::format("{} already exists", path.string()),
                 "pass --force to overwrite it, or choose another path");
+}
+
+void check_file_or_stdout(const Context& ctx, const std::string& path, bool force, std::string_view binary_format) {
+  if (path.empty() && !binary_format.empty() && ctx.stdout_is_terminal())
+    throw Error(ExitCode::usage, fmt::format("refusing to write binary {} to a terminal", binary_format),
+                "add -o FILE or redirect stdout");
+  check_overwrite(path, force);
+}
+
+bool write_file_or_stdout(const Context& ctx, const std::string& path, ByteView data) {
+  if (path.empty()) {
+    ctx.write_output(std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
+    return false;
+  }
+  write_file_atomic(path, data, 0644);
+  return true;
 }
 
 }  // namespace kiln::cli

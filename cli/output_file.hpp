@@ -7,10 +7,15 @@
 
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 #include <CLI/CLI.hpp>
 
+#include "core/bytes.hpp"
+
 namespace kiln::cli {
+
+class Context;
 
 // Adds `-o,--out FILE` (with the format-name check) to `command`; `names` adds aliases (image
 // download keeps wget's -O).
@@ -25,5 +30,13 @@ CLI::Validator output_file_validator();
 // Devices, FIFOs and "-" are written in place and never count as overwriting. Called before any
 // work, so a refused run costs nothing (the write itself still goes through a temp file + rename).
 void check_overwrite(const std::filesystem::path& path, bool force);
+
+// For output that goes to `-o FILE` or, without one, to standard output. Before the work: check_overwrite for
+// a file; for standard output, data in a binary format (`binary_format` names it, "der"; empty for text) is
+// refused on a terminal (Error(usage): add -o FILE or redirect stdout).
+void check_file_or_stdout(const Context& ctx, const std::string& path, bool force, std::string_view binary_format = {});
+// Writes `data` to `path` (temp + rename for a regular file, mode 0644) or, when `path` is empty, to standard
+// output. True when a file was written.
+bool write_file_or_stdout(const Context& ctx, const std::string& path, ByteView data);
 
 }  // namespace kiln::cli

@@ -2,9 +2,9 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/context.hpp"
+#include "cli/timestamp_option.hpp"
 #include "commands/commands.hpp"
 #include "commands/service_session.hpp"
-#include "core/time.hpp"
 
 namespace kiln::commands {
 namespace {
@@ -27,16 +27,10 @@ void add_audit(CLI::App& app, cli::Context& ctx) {
   list->add_option("--action", args->filter.action, "Action such as image.delete or deployment.create");
   list->add_option("--target", args->filter.target, "ID of the object acted on");
   // Checked here as well as by the service: "--since yesterday" is a usage error (exit 2), not zero rows.
-  CLI::Validator iso8601_time(
-      [](std::string& value) -> std::string {
-        return normalize_timestamp(value) ? std::string()
-                                          : "'" + value + "' is not an ISO 8601 time such as 2026-01-31T12:00:00Z or 2026-01-31";
-      },
-      "TIME", "ISO 8601 time");
   list->add_option("--since", args->filter.since, "Entries at or after this time (ISO 8601: 2026-01-31[T12:00:00Z])")
-      ->check(iso8601_time);
+      ->check(cli::timestamp_validator());
   list->add_option("--until", args->filter.until, "Entries at or before this time (ISO 8601: 2026-01-31[T12:00:00Z])")
-      ->check(iso8601_time);
+      ->check(cli::timestamp_validator());
   list->add_option("--limit", args->limit, "At most N entries")->check(CLI::PositiveNumber);
   list->callback([&ctx, args] {
     auto api = connect(ctx);

@@ -1,11 +1,7 @@
 // kiln board: list, inspect, update and advance boards over USB, serial or the emulator socket.
-#include <unistd.h>
-
 #include <chrono>
-#include <cstdlib>
 
 #include <CLI/CLI.hpp>
-#include <fmt/format.h>
 
 #include "cli/board_views.hpp"
 #include "cli/context.hpp"
@@ -13,7 +9,6 @@
 #include "commands/board_session.hpp"
 #include "commands/commands.hpp"
 #include "core/error.hpp"
-#include "signing/signer.hpp"
 #include "transport/board_address.hpp"
 #include "transport/board_api.hpp"
 #include "transport/provisioning_group.hpp"
@@ -32,7 +27,6 @@ void add_board_options(CLI::App* command, BoardArgs& args) {
   command->add_option("--timeout", args.timeout_ms, "Milliseconds to wait for each answer")->check(CLI::Range(10, 600000));
 }
 
-
 SmpClient connect(const cli::Context& ctx, const BoardArgs& args) {
   return open_board(ctx, args.board, std::chrono::milliseconds(args.timeout_ms), args.window);
 }
@@ -47,12 +41,7 @@ void add_board(CLI::App& app, cli::Context& ctx) {
   auto* list = board->add_subcommand("list", "Attached boards: address, UID, manufacturing state, firmware");
   list->add_option("--timeout", list_args->timeout_ms, "Milliseconds to wait for each board")->check(CLI::Range(10, 600000));
   list->callback([&ctx, list_args] {
-    auto boards = survey_boards(board_discovery(ctx), std::chrono::milliseconds(list_args->timeout_ms));
-    auto out = ctx.records();
-    for (const auto& b : boards)
-      out->add({{"address", b.address.text()}, {"uid", b.uid}, {"state", b.state}, {"firmware", b.firmware},
-                {"status", b.error.empty() ? "ok" : b.error}});
-    out->finish();
+    cli::render_boards(ctx, survey_boards(board_discovery(ctx), std::chrono::milliseconds(list_args->timeout_ms)));
   });
 
   auto info_args = std::make_shared<BoardArgs>();
@@ -78,10 +67,7 @@ void add_board(CLI::App& app, cli::Context& ctx) {
   add_board_options(images, *images_args);
   images->callback([&ctx, images_args] {
     auto client = connect(ctx, *images_args);
-    auto slots = read_image_state(client);
-    auto out = ctx.records();
-    for (const auto& slot : slots) out->add(cli::slot_json(slot));
-    out->finish();
+    cli::render_slots(ctx, read_image_state(client));
   });
 
   struct UploadArgs {
@@ -101,10 +87,7 @@ void add_board(CLI::App& app, cli::Context& ctx) {
   upload->callback([&ctx, upload_args] {
     auto client = connect(ctx, upload_args->board);
     auto result = install_image(client, upload_args->file, upload_args->install, cli::progress_callback(ctx, "upload"));
-    if (result.already_running)
-      ctx.info(fmt::format("board {} already runs {}: nothing uploaded{}", client.board(), upload_args->file,
-                           upload_args->install.confirm ? "; it is confirmed" : ""));
-    ctx.render(cli::install_result_json(client.board(), upload_args->file, result, upload_args->install.confirm));
+    cli::render_install(ctx, client.board(), upload_args->file, result, upload_args->install.confirm);
   });
 
   auto confirm_args = std::make_shared<BoardArgs>();
@@ -113,10 +96,7 @@ void add_board(CLI::App& app, cli::Context& ctx) {
   add_board_options(confirm, *confirm_args);
   confirm->callback([&ctx, confirm_args] {
     auto client = connect(ctx, *confirm_args);
-    auto slots = write_image_state(client, {}, true);
-    auto out = ctx.records();
-    for (const auto& slot : slots) out->add(cli::slot_json(slot));
-    out->finish();
+    cli::render_slots(ctx, write_image_state(client, {}, true));
   });
 
   auto reset_args = std::make_shared<BoardArgs>();
@@ -145,25 +125,11 @@ void add_board(CLI::App& app, cli::Context& ctx) {
     if (state_args->set.empty() && (state_args->dry_run || state_args->yes))
       throw Error(ExitCode::usage, "--dry-run and --yes need --set");
     auto client = connect(ctx, state_args->board);
-    if (state_args->set.empty()) {
-      auto id = read_identity(client);
-      ctx.render({{"address", client.board()}, {"uid", id.uid}, {"state", std::string(manufacturing_state_name(id.state))}});
-      return;
-    }
+    if (state_args->set.empty()) return ctx.render(cli::board_state_json(client.board(), read_identity(client)));
     auto next = parse_manufacturing_state(state_args->set);
-    if (!state_args->dry_run && !state_args->yes) {
-      std::string question = fmt::format("Advance board {} to {}? This cannot be undone.", client.board(), state_args->set);
-      if (!ctx.stdin_is_terminal())
-        throw Error(ExitCode::conflict, fmt::format("refusing to advance board {} to {} without --yes", client.board(),
-                                                    state_args->set),
-                    "the change is irreversible: check it with --dry-run, then repeat with --yes");
-      if (!ctx.confirm(question)) throw Error(ExitCode::interrupted, "not confirmed; nothing changed");
-    }
+    if (!state_args->dry_run && !state_args->yes) cli::confirm_state_change(ctx, client.board(), state_args->set);
     auto reached = set_manufacturing_state(client, next, state_args->dry_run);
-    cli::Json out{{"address", client.board()}};
-    out[state_args->dry_run ? "would_become" : "state"] = std::string(manufacturing_state_name(reached));
-    out["dry_run"] = state_args->dry_run;
-    ctx.render(out);
+    ctx.render(cli::state_change_json(client.board(), reached, state_args->dry_run));
   });
 }
 

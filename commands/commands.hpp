@@ -43,9 +43,13 @@ void add_image_service_verbs(CLI::App* image, cli::Context& ctx);
 void add_factory_ledger(CLI::App* factory, cli::Context& ctx);
 // device claim-challenge|claim, added to the device noun by add_device.
 void add_device_claim(CLI::App* device, cli::Context& ctx);
+// device ca add|list, added by add_device; returns the `device ca` subcommand.
+CLI::App* add_device_ca(CLI::App* device, cli::Context& ctx);
 // device revoke and device ca revoke, added by add_device (ca: its `device ca` subcommand).
 void add_device_revoke(CLI::App* device, CLI::App* ca, cli::Context& ctx);
 void add_device_transfer(CLI::App* device, cli::Context& ctx);
+// deployment create (its rollout controls), added to the deployment noun by add_deployment.
+void add_deployment_create(CLI::App* deployment, cli::Context& ctx);
 // image sign (imgtool's options), added to the image noun by add_image.
 void add_image_sign(CLI::App* image, cli::Context& ctx);
 

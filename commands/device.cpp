@@ -1,17 +1,13 @@
-// kiln device: import ledger bundles, list (streamed), show, count, assign and claim devices (revoke:
-// device_revoke.cpp).
+// kiln device: import ledger bundles, list (streamed), show, count, assign and update devices (factory CAs:
+// device_ca.cpp; claim: device_claim.cpp; revoke: device_revoke.cpp; transfer: device_transfer.cpp).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "cli/context.hpp"
 #include "cli/progress.hpp"
-#include "core/time.hpp"
+#include "cli/timestamp_option.hpp"
 #include "commands/commands.hpp"
 #include "commands/service_session.hpp"
-#include "core/error.hpp"
-#include "core/files.hpp"
-#include "core/maintenance_window.hpp"
-#include "signing/key_ref.hpp"
 #include "transport/device_claims.hpp"
 
 namespace kiln::commands {
@@ -25,7 +21,6 @@ struct DeviceArgs {
   std::string group;
   std::string by = "version";
   std::string bundle;
-  std::string key;
   std::string from_file;
   std::string time_zone;
   int page_size = 5000;
@@ -38,16 +33,10 @@ void add_filter_options(CLI::App* command, DeviceArgs& args) {
   command->add_option("--state", args.filter.state, "Manufacturing state");
   command->add_option("--version", args.filter.version, "Firmware version");
   // Checked here as well as by the service: "--seen-after yesterday" is a usage error (exit 2), not zero rows.
-  CLI::Validator iso8601_time(
-      [](std::string& value) -> std::string {
-        return normalize_timestamp(value) ? std::string()
-                                          : "'" + value + "' is not an ISO 8601 time such as 2026-01-31T12:00:00Z or 2026-01-31";
-      },
-      "TIME", "ISO 8601 time");
   command->add_option("--seen-before", args.filter.seen_before, "Last seen before this time (ISO 8601: 2026-01-31[T12:00:00Z])")
-      ->check(iso8601_time);
+      ->check(cli::timestamp_validator());
   command->add_option("--seen-after", args.filter.seen_after, "Last seen after this time (ISO 8601: 2026-01-31[T12:00:00Z])")
-      ->check(iso8601_time);
+      ->check(cli::timestamp_validator());
   command->add_option("--claimed", args.claimed, "true or false")->check(CLI::IsMember({"true", "false"}));
 }
 
@@ -104,13 +93,9 @@ void add_device(CLI::App& app, cli::Context& ctx) {
       ->type_name("FILE");
   assign->add_option("--group", args->group, "Group ID or Product/Group")->required();
   assign->callback([&ctx, args] {
-    auto ids = transport::merge_device_ids(args->ids, args->from_file);
-    if (ids.empty())
-      throw Error(ExitCode::usage, "which devices?", "name them as arguments, or with --from-file FILE (- for stdin)");
+    auto ids = transport::named_device_ids(args->ids, args->from_file);
     auto api = connect(ctx);
-    cli::Json out = cli::Json::array();
-    for (auto& id : ids) out.push_back(transport::assign_device(api, id, args->group));
-    ctx.render(out);
+    ctx.render(transport::assign_devices(api, ids, args->group));
   });
 
   auto* update = device->add_subcommand("update", "Change a device: its own time zone for maintenance windows");
@@ -119,14 +104,7 @@ void add_device(CLI::App& app, cli::Context& ctx) {
                      "IANA time zone its deployments' maintenance windows are read in (e.g. Europe/Berlin), or none")
       ->required();
   update->callback([&ctx, args] {
-    std::optional<std::string> zone;
-    if (args->time_zone != "none") {
-      if (!known_time_zone(args->time_zone))
-        throw Error(ExitCode::usage, fmt::format("--time-zone wants an IANA time zone such as Europe/Berlin or UTC (or "
-                                                 "none), not '{}'",
-                                                 args->time_zone));
-      zone = args->time_zone;
-    }
+    auto zone = transport::device_time_zone(args->time_zone);
     auto api = connect(ctx);
     ctx.render(transport::update_device(api, args->id, zone));
   });
@@ -142,31 +120,7 @@ void add_device(CLI::App& app, cli::Context& ctx) {
     ctx.render(result);
   });
 
-  auto* ca = device->add_subcommand("ca", "Factory CAs that device certificates must chain to (agent mutual TLS)");
-  ca->require_subcommand(1);
-  auto* ca_add = ca->add_subcommand(
-      "add",
-      "Register a factory or station CA certificate (PEM), proven by signing the service's challenge with its key");
-  ca_add->add_option("FILE", args->bundle, "CA certificate, PEM")->required()->check(CLI::ExistingFile);
-  ca_add
-      ->add_option("--key", args->key,
-                   "The CA's private key (KEYREF: PEM file or pkcs11: URI); it signs a one-time challenge, proving "
-                   "the CA is yours (a CA belongs to one tenant)")
-      ->required();
-  auto stations = std::make_shared<bool>(false);
-  ca_add->add_flag("--stations", *stations,
-                   "Certificates chained to this CA may also authenticate as factory stations (mutual TLS); "
-                   "without it the CA is trusted for ledger bundles and device certificates only");
-  ca_add->callback([&ctx, args, stations] {
-    auto signer = open_signer(args->key, ctx.key_options());
-    auto api = connect(ctx);
-    ctx.render(transport::register_factory_ca(api, args->bundle, *signer, *stations));
-  });
-  auto* ca_list = ca->add_subcommand("list", "List registered factory CAs");
-  ca_list->callback([&ctx] {
-    auto api = connect(ctx);
-    ctx.render(transport::list_factory_cas(api));
-  });
+  auto* ca = add_device_ca(device, ctx);
 
   add_device_claim(device, ctx);
   add_device_revoke(device, ca, ctx);

@@ -51,9 +51,7 @@ void add_device_claim(CLI::App* device, cli::Context& ctx) {
   key->excludes(nonce);
   board->excludes(key)->excludes(nonce);
   claim->callback([&ctx, a] {
-    auto ids = transport::merge_device_ids(a->ids, a->from_file);
-    if (ids.empty())
-      throw Error(ExitCode::usage, "which devices?", "name them with --id UID (repeatable) or --from-file FILE");
+    auto ids = transport::named_device_ids(a->ids, a->from_file, "name them with --id UID (repeatable) or --from-file FILE");
     bool several = ids.size() > 1 || !a->from_file.empty();
     if (several && (!a->board.empty() || !a->nonce.empty()))
       throw Error(ExitCode::usage, "--board and --nonce claim one device",

@@ -29,9 +29,7 @@ void add_device_revoke(CLI::App* device, CLI::App* ca, cli::Context& ctx) {
       ->type_name("FILE");
   revoke->add_option("--reason", a->reason, "Why (kept with the device and written to the service log)");
   revoke->callback([&ctx, a] {
-    auto ids = transport::merge_device_ids(a->ids, a->from_file);
-    if (ids.empty())
-      throw Error(ExitCode::usage, "which devices?", "name them as arguments, or with --from-file FILE (- for stdin)");
+    auto ids = transport::named_device_ids(a->ids, a->from_file);
     auto api = connect(ctx);
     // Every UID must exist first: an unknown one (exit 9) leaves every device as it was.
     for (auto& id : ids) transport::show_device(api, id);

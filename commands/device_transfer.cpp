@@ -24,10 +24,7 @@ struct TransferArgs {
 };
 
 std::vector<std::string> named_devices(const TransferArgs& a) {
-  auto ids = transport::merge_device_ids(a.ids, a.from_file);
-  if (ids.empty())
-    throw Error(ExitCode::usage, "which devices?", "name them as arguments, or with --from-file FILE (- for stdin)");
-  return ids;
+  return transport::named_device_ids(a.ids, a.from_file);
 }
 
 void add_from_file(CLI::App* command, std::string& from_file) {
@@ -74,15 +71,11 @@ void add_device_transfer(CLI::App* device, cli::Context& ctx) {
     auto ms = transport::parse_duration_ms(a->expires, "--expires");
     if (ms < 1000 || ms > 30LL * 24 * 3600 * 1000)
       throw Error(ExitCode::usage, "--expires must be between 1s and 30d", "for example --expires 24h");
-    if (!a->out.empty()) cli::check_overwrite(a->out, a->force);
+    cli::check_file_or_stdout(ctx, a->out, a->force);
     auto api = connect(ctx);
     auto voucher = transport::create_transfer(api, a->to_tenant, ids, ms / 1000);
-    if (a->out.empty()) {
-      ctx.write_output(voucher.dump(2) + "\n");
-      return;
-    }
-    // Not a secret: redeeming it takes the receiving tenant's token and every device's key.
-    write_file_atomic(a->out, as_bytes(voucher.dump(2) + "\n"), 0644);
+    // Not a secret (0644): redeeming it takes the receiving tenant's token and every device's key.
+    if (!cli::write_file_or_stdout(ctx, a->out, as_bytes(voucher.dump(2) + "\n"))) return;
     ctx.render(cli::Json{{"voucher", voucher["id"]},
                          {"file", a->out},
                          {"to_tenant", voucher["to_tenant"]},

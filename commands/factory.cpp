@@ -1,10 +1,6 @@
 // kiln factory: station profile (init), one board (provision), every board (run), boards as they appear
 // (watch). The ledger verbs are in factory_ledger.cpp.
-#include <chrono>
-#include <cstdlib>
-
 #include <CLI/CLI.hpp>
-#include <fmt/format.h>
 
 #include "cli/context.hpp"
 #include "cli/factory_views.hpp"
@@ -12,12 +8,9 @@
 #include "cli/output_file.hpp"
 #include "commands/board_session.hpp"
 #include "commands/commands.hpp"
-#include "core/error.hpp"
-#include "provisioning/board_watch.hpp"
-#include "provisioning/ledger.hpp"
 #include "provisioning/profile.hpp"
+#include "provisioning/station_run.hpp"
 #include "provisioning/station_setup.hpp"
-#include "provisioning/workflow.hpp"
 #include "transport/board_address.hpp"
 
 namespace kiln::commands {
@@ -30,34 +23,23 @@ struct InitArgs {
 };
 
 struct RunArgs {
+  StationRun run;
   std::optional<std::string> board;
-  std::string profile;
-  std::string operator_name;
   bool all = false;
-  bool dry_run = false;
-  bool reprovision = false;
-  int jobs = 4;
-  int timeout_ms = 5000;
 };
 
 struct WatchArgs {
-  RunArgs run;
+  StationRun run;
   std::optional<std::size_t> count;
 };
 
-std::string operator_name(const RunArgs& args) {
-  if (!args.operator_name.empty()) return args.operator_name;
-  const char* user = std::getenv("USER");
-  return user && *user ? user : "unknown";
-}
-
-void add_run_options(CLI::App* command, RunArgs& args) {
-  command->add_option("--profile", args.profile, "Station profile (kiln factory init)")->required();
-  command->add_flag("--dry-run", args.dry_run, "Show what would happen to each board; change nothing");
-  command->add_flag("--reprovision", args.reprovision,
+void add_run_options(CLI::App* command, StationRun& run) {
+  command->add_option("--profile", run.profile, "Station profile (kiln factory init)")->required();
+  command->add_flag("--dry-run", run.dry_run, "Show what would happen to each board; change nothing");
+  command->add_flag("--reprovision", run.reprovision,
                     "Issue a new certificate to a UID this station already certified (recorded in the ledger)");
-  command->add_option("--operator", args.operator_name, "Operator recorded in the ledger (default: $USER)")->type_name("NAME");
-  command->add_option("--timeout", args.timeout_ms, "Milliseconds to wait for each board answer")
+  command->add_option("--operator", run.operator_name, "Operator recorded in the ledger (default: $USER)")->type_name("NAME");
+  command->add_option("--timeout", run.timeout_ms, "Milliseconds to wait for each board answer")
       ->check(CLI::Range(10, 600000));
 }
 
@@ -65,18 +47,6 @@ void add_run_options(CLI::App* command, RunArgs& args) {
 void report(cli::ProvisionView& view, const std::vector<ProvisionOutcome>& outcomes) {
   view.render_outcomes(outcomes);
   require_all_provisioned(outcomes);
-}
-
-std::vector<ProvisionOutcome> run_boards(cli::Context& ctx, cli::ProvisionView& view, const RunArgs& args,
-                                         const std::vector<BoardAddress>& boards) {
-  auto station = open_station(args.profile, ctx.key_options(), operator_name(args));
-  ProvisionOptions options;
-  options.dry_run = args.dry_run;
-  options.reprovision = args.reprovision;
-  options.board_timeout = std::chrono::milliseconds(args.timeout_ms);
-  auto outcomes = provision_boards(*station, boards, args.jobs, options, view.sink());
-  if (!args.dry_run) station->ledger->checkpoint();  // seal this run
-  return outcomes;
 }
 
 }  // namespace
@@ -133,24 +103,22 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
   auto provision_args = std::make_shared<RunArgs>();
   auto* provision = factory->add_subcommand("provision", "Provision one board (resumable: a re-run continues)");
   provision->add_option("-b,--board", provision_args->board, "usb:..., serial:..., emu:/path.sock or a UID");
-  add_run_options(provision, *provision_args);
+  add_run_options(provision, provision_args->run);
   provision->callback([&ctx, provision_args] {
     auto board = select_board(provision_args->board, board_discovery(ctx));
     cli::ProvisionView view(ctx);
-    report(view, run_boards(ctx, view, *provision_args, {board}));
+    report(view, run_station(provision_args->run, {board}, ctx.key_options(), view.sink()));
   });
 
   auto run_args = std::make_shared<RunArgs>();
   auto* run = factory->add_subcommand("run", "Provision every attached board concurrently");
   run->add_flag("--all", run_args->all, "Every board found (USB and KILN_EMU_DIR)")->required();
-  run->add_option("-j,--jobs", run_args->jobs, "Boards in parallel")->check(CLI::Range(1, 256));
-  add_run_options(run, *run_args);
+  run->add_option("-j,--jobs", run_args->run.jobs, "Boards in parallel")->check(CLI::Range(1, 256));
+  add_run_options(run, run_args->run);
   run->callback([&ctx, run_args] {
     auto boards = discover_boards(board_discovery(ctx));
-    if (boards.empty())
-      throw Error(ExitCode::board, "no boards attached", "plug boards in, or set KILN_EMU_DIR for emulated boards");
     cli::ProvisionView view(ctx);
-    report(view, run_boards(ctx, view, *run_args, boards));
+    report(view, run_station(run_args->run, boards, ctx.key_options(), view.sink()));
   });
 
   auto watch_args = std::make_shared<WatchArgs>();
@@ -160,23 +128,10 @@ void add_factory(CLI::App& app, cli::Context& ctx) {
   watch->add_option("--count", watch_args->count, "Stop after this many boards")->check(CLI::PositiveNumber);
   add_run_options(watch, watch_args->run);
   watch->callback([&ctx, watch_args] {
-    auto discovery = board_discovery(ctx);
-    const auto& args = watch_args->run;
-    auto station = open_station(args.profile, ctx.key_options(), operator_name(args));
-    WatchOptions options;
-    options.jobs = args.jobs;
-    options.max_boards = watch_args->count;
-    options.provision.dry_run = args.dry_run;
-    options.provision.reprovision = args.reprovision;
-    options.provision.board_timeout = std::chrono::milliseconds(args.timeout_ms);
-    options.emu_dir = discovery.emu_dir;
-    options.usb_ids = discovery.usb_ids;
+    auto where = watch_where(board_discovery(ctx), watch_args->count);
     cli::ProvisionView view(ctx);
-    auto notice = [&](const std::string& message) { ctx.info(message); };
-    ctx.info("Ctrl-C stops the watch (boards in flight are finished)");
-    auto outcomes = watch_boards(*station, options, view.sink(), {}, notice);
-    if (!args.dry_run) station->ledger->checkpoint();
-    report(view, outcomes);
+    auto notice = [&ctx](const std::string& message) { ctx.info(message); };
+    report(view, watch_station(watch_args->run, where, ctx.key_options(), view.sink(), notice));
   });
 
   add_factory_ledger(factory, ctx);

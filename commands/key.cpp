@@ -1,39 +1,19 @@
 // kiln key: generate, show and export keys (PEM files or PKCS#11 tokens).
-#include <unistd.h>
-
 #include <fmt/format.h>
-#include <openssl/crypto.h>
 #include <CLI/CLI.hpp>
 
 #include "cli/context.hpp"
+#include "cli/key_views.hpp"
 #include "cli/output_file.hpp"
 #include "commands/commands.hpp"
-#include "core/base64.hpp"
-#include "core/error.hpp"
-#include "core/files.hpp"
 #include "signing/external_signing.hpp"
-#include "signing/file_key.hpp"
 #include "signing/key_export.hpp"
+#include "signing/key_generate.hpp"
 #include "signing/key_info.hpp"
 #include "signing/key_ref.hpp"
-#include "signing/pkcs11.hpp"
-#include "signing/pkcs11_uri.hpp"
 
 namespace kiln::commands {
 namespace {
-
-// How output names a key: PEM paths as given, pkcs11: URIs without their PIN.
-std::string keyref_for_display(const std::string& keyref) {
-  return is_pkcs11_uri(keyref) ? parse_pkcs11_uri(keyref).description() : keyref;
-}
-
-cli::Json key_info_json(const std::string& keyref, const KeyInfo& info) {
-  return {{"key", keyref_for_display(keyref)},
-          {"type", std::string(key_type_name(info.type))},
-          {"bits", info.bits},
-          {"fingerprint", "sha256:" + info.fingerprint},
-          {"mcuboot_key_hash", info.mcuboot_key_hash}};
-}
 
 struct GenerateArgs {
   std::string type;
@@ -56,46 +36,6 @@ struct ExportArgs {
   cli::SecretSource passphrase;
 };
 
-void generate_key(const cli::Context& ctx, const GenerateArgs& args) {
-  KeyType type = parse_key_type(args.type);
-  if (!args.pkcs11_uri.empty()) {
-    if (args.passphrase.given())
-      throw Error(ExitCode::usage, "--passphrase-file/--passphrase-env protect PEM files, not token keys",
-                  "the token's PIN protects --pkcs11 keys");
-    if (args.force)
-      throw Error(ExitCode::usage, "--force does not replace keys on a token",
-                  "delete the old key first (pkcs11-tool --delete-object) or choose another object=/id=");
-    Bytes spki = generate_pkcs11_key(args.pkcs11_uri, type, ctx.key_options());
-    ctx.render(key_info_json(args.pkcs11_uri, describe_public_key(spki)));
-    return;
-  }
-  auto passphrase = cli::read_secret(args.passphrase, "passphrase");
-  std::string pem = generate_private_key_pem(type, passphrase);
-  write_file_atomic(args.out, as_bytes(pem), 0600,
-                    args.force ? AtomicFile::Overwrite::allow : AtomicFile::Overwrite::refuse);
-  OPENSSL_cleanse(pem.data(), pem.size());
-  auto info = describe_public_key(load_public_key(args.out, ctx.key_options(args.passphrase)));
-  auto out = key_info_json(args.out, info);
-  out["encrypted"] = passphrase.has_value();
-  ctx.render(out);
-}
-
-void export_public(const cli::Context& ctx, const ExportArgs& args) {
-  PublicKeyFormat format = parse_public_key_format(args.format);
-  if (args.out.empty() && is_binary_format(format) && ::isatty(STDOUT_FILENO) == 1)
-    throw Error(ExitCode::usage, fmt::format("refusing to write binary {} to a terminal", args.format),
-                "add -o FILE or redirect stdout");
-  cli::check_overwrite(args.out, args.force);
-  Bytes exported = export_public_key(load_public_key(args.keyref, ctx.key_options(args.passphrase)), format);
-  if (args.out.empty()) {
-    ctx.write_output(std::string_view(reinterpret_cast<const char*>(exported.data()), exported.size()));
-    return;
-  }
-  write_file_atomic(args.out, exported, 0644);
-  ctx.info(
-      fmt::format("wrote the public key of {} to {} ({})", keyref_for_display(args.keyref), args.out, args.format));
-}
-
 }  // namespace
 
 void add_key(CLI::App& app, cli::Context& ctx) {
@@ -115,9 +55,9 @@ void add_key(CLI::App& app, cli::Context& ctx) {
   generate->add_flag("--force", gen->force, "Overwrite an existing file (never applies to token keys)");
   cli::add_passphrase_options(generate, gen->passphrase);
   generate->callback([&ctx, gen] {
-    if (gen->out.empty() && gen->pkcs11_uri.empty())
-      throw Error(ExitCode::usage, "key generate needs -o FILE or --pkcs11 URI", "say where the new key goes");
-    generate_key(ctx, *gen);
+    KeyGeneration request{parse_key_type(gen->type), gen->out, gen->pkcs11_uri, gen->force, gen->passphrase.given()};
+    auto keys = ctx.key_options(gen->out.empty() ? cli::SecretSource{} : gen->passphrase);  // PEM files only
+    ctx.render(cli::generated_key_json(generate_key(request, keys)));
   });
 
   auto show_args = std::make_shared<ShowArgs>();
@@ -126,7 +66,7 @@ void add_key(CLI::App& app, cli::Context& ctx) {
   cli::add_passphrase_options(show, show_args->passphrase);
   show->callback([&ctx, show_args] {
     auto info = describe_public_key(load_public_key(show_args->keyref, ctx.key_options(show_args->passphrase)));
-    ctx.render(key_info_json(show_args->keyref, info));
+    ctx.render(cli::key_info_json(show_args->keyref, info));
   });
 
   auto export_args = std::make_shared<ExportArgs>();
@@ -138,7 +78,14 @@ void add_key(CLI::App& app, cli::Context& ctx) {
   export_public_command->add_option("-f,--format", export_args->format, "pem (default), der, c, rust or raw")
       ->check(CLI::IsMember({"pem", "der", "c", "rust", "raw"}));
   cli::add_passphrase_options(export_public_command, export_args->passphrase);
-  export_public_command->callback([&ctx, export_args] { export_public(ctx, *export_args); });
+  export_public_command->callback([&ctx, export_args] {
+    const auto& a = *export_args;
+    PublicKeyFormat format = parse_public_key_format(a.format);
+    cli::check_file_or_stdout(ctx, a.out, a.force, is_binary_format(format) ? a.format : "");
+    Bytes exported = export_public_key(load_public_key(a.keyref, ctx.key_options(a.passphrase)), format);
+    if (cli::write_file_or_stdout(ctx, a.out, exported))
+      ctx.info(fmt::format("wrote the public key of {} to {} ({})", keyref_display_name(a.keyref), a.out, a.format));
+  });
 
   struct SignDigestArgs {
     std::string keyref, input, out;
@@ -161,15 +108,8 @@ void add_key(CLI::App& app, cli::Context& ctx) {
   sign_digest->callback([&ctx, sd] {
     cli::check_overwrite(sd->out, sd->force);
     auto signer = open_signer(sd->keyref, ctx.key_options(sd->passphrase));
-    Bytes signature = sign_vector(*signer, read_file(sd->input));
-    if (sd->base64)
-      write_file_atomic(sd->out, as_bytes(to_base64(signature)));
-    else
-      write_file_atomic(sd->out, signature);
-    ctx.render(cli::Json{{"key", keyref_for_display(sd->keyref)},
-                         {"type", std::string(key_type_name(signer->type()))},
-                         {"output", sd->out},
-                         {"signature_bytes", signature.size()}});
+    Bytes signature = sign_vector_file(*signer, sd->input, sd->out, sd->base64);
+    ctx.render(cli::signature_json(sd->keyref, signer->type(), sd->out, signature.size()));
   });
 }
 

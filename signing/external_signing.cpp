@@ -5,7 +5,9 @@
 
 #include <fmt/format.h>
 
+#include "core/base64.hpp"
 #include "core/error.hpp"
+#include "core/files.hpp"
 #include "signing/openssl_ptr.hpp"
 
 namespace kiln {
@@ -81,6 +83,16 @@ Bytes sign_vector(const Signer& signer, ByteView vector) {
                   "write the digest with --vector-to-sign digest");
   }
   return signer.sign(vector, hash);
+}
+
+Bytes sign_vector_file(const Signer& signer, const std::filesystem::path& vector, const std::filesystem::path& out,
+                       bool base64) {
+  Bytes signature = sign_vector(signer, read_file(vector));
+  if (base64)
+    write_file_atomic(out, as_bytes(to_base64(signature)));
+  else
+    write_file_atomic(out, signature);
+  return signature;
 }
 
 std::unique_ptr<Signer> presigned_signer(ByteView public_key_der, ByteView signature, std::string description) {

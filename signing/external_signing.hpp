@@ -1,6 +1,7 @@
 // Signing split across hosts: what an offline signer must sign, its signature brought back and checked.
 #pragma once
 
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -13,6 +14,10 @@ namespace kiln {
 // `openssl pkeyutl -sign` do; Ed25519 signs the bytes themselves (a digest, or a --pure payload).
 // Throws Error(usage) for a digest of a length no hash has.
 Bytes sign_vector(const Signer& signer, ByteView vector);
+// sign_vector over the file `vector`, the signature written to `out` (temp + rename), as base64 (imgtool's
+// --fix-sig format) or binary. Returns the signature.
+Bytes sign_vector_file(const Signer& signer, const std::filesystem::path& vector, const std::filesystem::path& out,
+                       bool base64);
 
 // A Signer whose signature was made elsewhere: sign() returns `signature` after checking that it verifies
 // over the input with `public_key_der` (Error(verification_failed) otherwise). ECDSA signatures may be DER

@@ -3,10 +3,15 @@
 
 #include "signing/file_key.hpp"
 #include "signing/pkcs11.hpp"
+#include "signing/pkcs11_uri.hpp"
 
 namespace kiln {
 
 bool is_pkcs11_uri(std::string_view keyref) { return keyref.starts_with("pkcs11:"); }
+
+std::string keyref_display_name(const std::string& keyref) {
+  return is_pkcs11_uri(keyref) ? parse_pkcs11_uri(keyref).description() : keyref;
+}
 
 std::unique_ptr<Signer> open_signer(const std::string& keyref, const KeyOptions& options) {
   if (is_pkcs11_uri(keyref)) {

@@ -18,6 +18,8 @@ struct KeyOptions {
 };
 
 bool is_pkcs11_uri(std::string_view keyref);
+// How output names a key: a PEM path as given, a pkcs11: URI without its PIN.
+std::string keyref_display_name(const std::string& keyref);
 
 // Opens the private key named by `keyref`.
 std::unique_ptr<Signer> open_signer(const std::string& keyref, const KeyOptions& options = {});

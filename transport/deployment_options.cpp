@@ -270,6 +270,12 @@ DeploymentRequest deployment_request(const DeploymentOptions& args) {
 }
 
 // watch: exit 0 completed, 8 halted, 7 aborted or superseded (docs/exit-codes.md).
+int watch_interval_ms(const std::string& text) {
+  auto interval = parse_duration_ms(text, "--interval");
+  if (interval < 100) throw Error(ExitCode::usage, "--interval is at least 100ms");
+  return static_cast<int>(interval);
+}
+
 void require_watch_completed(const Json& last) {
   auto state = last["state"].get<std::string>();
   auto id = last["id"].get<std::string>();

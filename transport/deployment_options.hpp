@@ -46,6 +46,8 @@ std::string duration_text(std::int64_t seconds);
 // 5 -> "5%", 2.5 -> "2.5%".
 std::string percent_text(double value);
 
+// `deployment watch --interval`: parse_duration_ms, at least 100ms (Error(usage) otherwise).
+int watch_interval_ms(const std::string& text);
 // `deployment watch`: returns when the last view is completed; exit 8 (partial) when halted, 7 when aborted or
 // superseded, with the reason and what to do.
 void require_watch_completed(const Json& last);

@@ -7,6 +7,7 @@
 
 #include "core/bytes.hpp"
 #include "core/error.hpp"
+#include "core/maintenance_window.hpp"
 #include "transport/http_client.hpp"
 
 namespace kiln::transport {
@@ -24,6 +25,27 @@ std::vector<std::string> merge_device_ids(const std::vector<std::string>& ids, c
     for (auto& id : read_device_ids(from_file))
       if (std::find(out.begin(), out.end(), id) == out.end()) out.push_back(id);
   return out;
+}
+
+std::vector<std::string> named_device_ids(const std::vector<std::string>& ids, const std::string& from_file,
+                                          const std::string& how) {
+  auto named = merge_device_ids(ids, from_file);
+  if (named.empty()) throw Error(ExitCode::usage, "which devices?", how);
+  return named;
+}
+
+Json assign_devices(ServiceApi& api, const std::vector<std::string>& ids, const std::string& group) {
+  Json moved = Json::array();
+  for (const auto& id : ids) moved.push_back(assign_device(api, id, group));
+  return moved;
+}
+
+std::optional<std::string> device_time_zone(const std::string& text) {
+  if (text == "none") return std::nullopt;
+  if (!known_time_zone(text))
+    throw Error(ExitCode::usage,
+                fmt::format("--time-zone wants an IANA time zone such as Europe/Berlin or UTC (or none), not '{}'", text));
+  return text;
 }
 
 void require_all_claimed(const Json& rows) {

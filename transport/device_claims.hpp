@@ -1,9 +1,11 @@
-// What `kiln device claim` and `assign` need beyond the API calls: a device's key named by a template, the
-// UIDs named on the command line and in a file, and the error that names every unclaimed device.
+// What the `kiln device` commands need beyond single API calls: a device's key named by a template, the UIDs
+// named on the command line and in a file, the error that names every unclaimed device, many devices moved
+// to a group, and a device's own time zone as `device update --time-zone` gives it.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,8 +17,19 @@ namespace kiln::transport {
 std::string device_keyref(const std::string& keyref_template, const std::string& uid);
 // `ids` as given, then those read from `from_file` ("-": standard input; empty: none) that are not there yet.
 std::vector<std::string> merge_device_ids(const std::vector<std::string>& ids, const std::string& from_file);
+// merge_device_ids, with Error(usage) "which devices?" and `how` (how to name them) when there are none.
+std::vector<std::string> named_device_ids(
+    const std::vector<std::string>& ids, const std::string& from_file,
+    const std::string& how = "name them as arguments, or with --from-file FILE (- for stdin)");
 // Exit 8 (partial) naming every row whose result is failed, with its error; returns when all were claimed.
 void require_all_claimed(const Json& rows);
+
+// `device assign`: each device moved to `group` in turn, the service's answer for each; the first device the
+// service refuses throws its error (the devices before it are moved).
+Json assign_devices(ServiceApi& api, const std::vector<std::string>& ids, const std::string& group);
+// `device update --time-zone`: an IANA time zone (kept), or "none" (nullopt: the deployment's zone applies);
+// anything else is Error(usage) naming the option.
+std::optional<std::string> device_time_zone(const std::string& text);
 
 // Ownership (docs/security.md "Ownership transfer"). unclaim: the device is unclaimed and leaves its group
 // and unfinished deployments. create_transfer: a signed voucher for `ids` that tenant `to_tenant` may redeem

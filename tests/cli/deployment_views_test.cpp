@@ -1,16 +1,12 @@
 // Tests for cli/deployment_views: the summary and wave rows of one deployment, the dry-run plan and the list,
 // rendered as JSON and read back (exact texts), and the watch view's one-object-per-line and table forms.
 #include <doctest/doctest.h>
-#include <fcntl.h>
-#include <unistd.h>
 
-#include <cstdio>
 #include <sstream>
 
 #include "cli/context.hpp"
 #include "cli/deployment_views.hpp"
-#include "core/files.hpp"
-#include "tests/support/temp_dir.hpp"
+#include "tests/support/captured_output.hpp"
 
 using namespace kiln;
 using namespace kiln::cli;
@@ -66,6 +62,18 @@ std::pair<Json, Json> read_two(const std::string& text) {
   Json first, second;
   in >> first >> second;
   return {first, second};
+}
+
+// A dry run's answer: two waves, one failed check.
+Json refused_plan() {
+  return {{"would_create", false},
+          {"group", "thermo/eu"},
+          {"devices", 12},
+          {"waves", Json::array({Json{{"wave", 1}, {"percent", 25}, {"devices", Json::array({"A", "B", "C"})}},
+                                 Json{{"wave", 2}, {"percent", 100}, {"devices", Json::array({"D"})}}})},
+          {"rollout", {{"halt_on_failure", 10}, {"halt_min_executed", 3}, {"timeouts", {{"install", 7200}}}}},
+          {"checks", Json::array({Json{{"check", "image signed by a boot key"}, {"passed", true}, {"detail", ""}},
+                                  Json{{"check", "sequence"}, {"passed", false}, {"detail", "12 is not above 12"}}})}};
 }
 
 }  // namespace
@@ -150,14 +158,7 @@ TEST_CASE("deployment_views: unset controls are left out or say never") {
 }
 
 TEST_CASE("deployment_views: the dry-run plan lists waves and each check's result") {
-  Json plan = {{"would_create", false},
-               {"group", "thermo/eu"},
-               {"devices", 12},
-               {"waves", Json::array({Json{{"wave", 1}, {"percent", 25}, {"devices", Json::array({"A", "B", "C"})}},
-                                      Json{{"wave", 2}, {"percent", 100}, {"devices", Json::array({"D"})}}})},
-               {"rollout", {{"halt_on_failure", 10}, {"halt_min_executed", 3}, {"timeouts", {{"install", 7200}}}}},
-               {"checks", Json::array({Json{{"check", "image signed by a boot key"}, {"passed", true}, {"detail", ""}},
-                                       Json{{"check", "sequence"}, {"passed", false}, {"detail", "12 is not above 12"}}})}};
+  Json plan = refused_plan();
   auto parts = read_two(dry_run_text(plan, RenderOptions{OutputFormat::json}));
   auto& summary = parts.first;
   auto& checks = parts.second;
@@ -186,23 +187,7 @@ TEST_CASE("deployment_views: the list has one row per deployment") {
 }
 
 TEST_CASE("deployment_views: watch writes one JSON object per line with -o json, else each table in turn") {
-  test::TempDir dir;
-  auto capture = [&](const std::string& format, auto&& body) {
-    std::fflush(stdout);
-    int saved = ::dup(STDOUT_FILENO);
-    int file = ::open(dir.file("stdout").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    REQUIRE(file >= 0);
-    ::dup2(file, STDOUT_FILENO);
-    ::close(file);
-    Context ctx;
-    ctx.global.output = format;
-    ctx.finalize();
-    body(ctx);
-    std::fflush(stdout);
-    ::dup2(saved, STDOUT_FILENO);
-    ::close(saved);
-    return read_text_file(dir.file("stdout"));
-  };
+  auto capture = [](const std::string& format, auto&& body) { return test::capture_output(format, body).out; };
   Json d = full_deployment();
   auto json = capture("json", [&](const Context& ctx) {
     DeploymentWatchView view(ctx);
@@ -226,4 +211,30 @@ TEST_CASE("deployment_views: watch writes one JSON object per line with -o json,
   CHECK(table.find("\x1b[") == std::string::npos);  // not a terminal: no cursor movement
   auto one = deployment_table_text(d, RenderOptions{OutputFormat::table});
   CHECK(table == one + "\n" + one + "\n");
+}
+
+TEST_CASE("deployment_views: -o jsonl watches events, one line each; the plan and the list follow the format") {
+  auto lines = test::capture_output("jsonl", [&](const Context& ctx) {
+    DeploymentWatchView view(ctx);
+    CHECK(view.events());
+    auto sink = view.sink();
+    sink(Json{{"event", "watching"}, {"state", "active"}});
+    sink(Json{{"event", "completed"}});
+  });
+  CHECK(lines.out == "{\"event\":\"watching\",\"state\":\"active\"}\n{\"event\":\"completed\"}\n");
+  test::capture_output("json", [&](const Context& ctx) { CHECK_FALSE(DeploymentWatchView(ctx).events()); });
+
+  Json plan = refused_plan();
+  auto as_json = test::capture_output("json", [&](const Context& ctx) { render_deployment_plan(ctx, plan); });
+  CHECK(Json::parse(as_json.out) == plan);
+  auto as_table = test::capture_output("table", [&](const Context& ctx) { render_deployment_plan(ctx, plan); });
+  CHECK(as_table.out == dry_run_text(plan, RenderOptions{OutputFormat::table}));
+
+  Json all = Json::array({full_deployment()});
+  auto list_json = test::capture_output("json", [&](const Context& ctx) { render_deployment_list(ctx, all); });
+  CHECK(Json::parse(list_json.out) == all);
+  auto list_table = test::capture_output("csv", [&](const Context& ctx) { render_deployment_list(ctx, all); });
+  CHECK(list_table.out.find("carries") == std::string::npos);  // csv is not the table: the service's fields
+  auto table = test::capture_output("table", [&](const Context& ctx) { render_deployment_list(ctx, all); });
+  CHECK(table.out.find("release") != std::string::npos);  // the table's "carries" column
 }

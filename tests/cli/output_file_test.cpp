@@ -1,7 +1,12 @@
-// Tests for cli/output_file: -o refuses a format name (through a real CLI11 parse), --force, and
-// check_overwrite on real files, directories, devices, FIFOs and "-".
+// Tests for cli/output_file: -o refuses a format name (through a real CLI11 parse), --force,
+// check_overwrite on real files, directories, devices, FIFOs and "-", and output to -o FILE or stdout
+// (binary refused on a real pseudo-terminal).
 #include <doctest/doctest.h>
+#include <pty.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include <filesystem>
 
@@ -9,6 +14,8 @@
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "cli/context.hpp"
+#include "tests/support/captured_output.hpp"
 #include "tests/support/errors.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -95,4 +102,41 @@ TEST_CASE("output_file: devices, FIFOs, \"-\" and no path are written in place a
   CHECK_NOTHROW(check_overwrite("", false));
   REQUIRE(::mkfifo(dir.file("fifo").c_str(), 0600) == 0);
   CHECK_NOTHROW(check_overwrite(dir.file("fifo"), false));
+}
+
+TEST_CASE("output_file: -o FILE or stdout; binary data is refused on a terminal, written to a pipe or file") {
+  test::TempDir dir;
+  const Bytes data = {0x30, 0x00, 0xff};
+  // To a file: 0644, and an existing one needs --force.
+  auto written = test::capture_output("table", [&](const Context& ctx) {
+    check_file_or_stdout(ctx, dir.file("key.der"), false, "der");
+    CHECK(write_file_or_stdout(ctx, dir.file("key.der"), data));
+    CHECK(exit_code_of([&] { check_file_or_stdout(ctx, dir.file("key.der"), false, "der"); }) == ExitCode::conflict);
+    check_file_or_stdout(ctx, dir.file("key.der"), true, "der");
+  });
+  CHECK(written.out.empty());
+  CHECK(read_file(dir.file("key.der")) == data);
+  struct stat st {};
+  REQUIRE(::stat(dir.file("key.der").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0644);
+  // To stdout when it is not a terminal: the bytes as they are.
+  auto piped = test::capture_output("table", [&](const Context& ctx) {
+    check_file_or_stdout(ctx, "", false, "der");
+    CHECK_FALSE(write_file_or_stdout(ctx, "", data));
+  });
+  CHECK(piped.out == std::string("\x30\x00\xff", 3));
+  // On a terminal: binary is refused before any work, text is not.
+  int controller = -1, terminal = -1;
+  REQUIRE(::openpty(&controller, &terminal, nullptr, nullptr, nullptr) == 0);
+  std::fflush(stdout);
+  int saved = ::dup(STDOUT_FILENO);
+  ::dup2(terminal, STDOUT_FILENO);
+  Context ctx;
+  ctx.finalize();
+  auto binary = exit_code_of([&] { check_file_or_stdout(ctx, "", false, "der"); });
+  auto text = exit_code_of([&] { check_file_or_stdout(ctx, "", false); });
+  ::dup2(saved, STDOUT_FILENO);
+  for (int fd : {saved, terminal, controller}) ::close(fd);
+  CHECK(binary == ExitCode::usage);
+  CHECK(text == ExitCode::ok);
 }

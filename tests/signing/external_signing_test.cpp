@@ -1,11 +1,17 @@
 // Tests for signing/external_signing: sign_vector picks the hash by digest length, presigned signatures are
-// checked (DER or raw r||s, whatever its first byte), and VectorRecorder hands out what must be signed.
+// checked (DER or raw r||s, whatever its first byte), VectorRecorder hands out what must be signed, and
+// sign_vector_file writes the signature binary or base64.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+
+#include "core/base64.hpp"
 #include "core/error.hpp"
+#include "core/files.hpp"
 #include "signing/external_signing.hpp"
 #include "signing/file_key.hpp"
 #include "tests/support/errors.hpp"
+#include "tests/support/temp_dir.hpp"
 #include "tests/support/vectors.hpp"
 
 using namespace kiln;
@@ -119,4 +125,21 @@ TEST_CASE("external_signing: VectorRecorder records the input and returns a well
   VectorRecorder rsa(vector_signer("rsa-2048.pem")->public_key_der());
   CHECK(rsa.sign(d, HashAlg::sha384).size() == 256);
   CHECK(exit_code_of([] { VectorRecorder bad(Bytes{0x30, 0x00}); }) == ExitCode::verification_failed);
+}
+
+TEST_CASE("external_signing: sign_vector_file writes the signature as binary or as imgtool's base64") {
+  test::TempDir dir;
+  auto p256 = vector_signer("ecdsa-p256.pem");
+  auto d = digest(HashAlg::sha256, as_bytes("image"));
+  write_file_atomic(dir.file("vector.bin"), d);
+  auto binary = sign_vector_file(*p256, dir.file("vector.bin"), dir.file("sig.der"), false);
+  CHECK(read_file(dir.file("sig.der")) == binary);
+  CHECK(verify_signature(p256->public_key_der(), d, HashAlg::sha256, binary));
+  auto encoded = sign_vector_file(*p256, dir.file("vector.bin"), dir.file("sig.b64"), true);
+  CHECK(read_text_file(dir.file("sig.b64")) == to_base64(encoded));
+  CHECK(verify_signature(p256->public_key_der(), d, HashAlg::sha256, encoded));
+  write_file_atomic(dir.file("short.bin"), Bytes(20, 1));
+  CHECK(exit_code_of([&] { sign_vector_file(*p256, dir.file("short.bin"), dir.file("none.der"), false); }) ==
+        ExitCode::usage);
+  CHECK_FALSE(std::filesystem::exists(dir.file("none.der")));
 }

@@ -66,3 +66,11 @@ TEST_CASE("key_ref: a missing file and a pkcs11: URI without a module fail with 
   options.pkcs11_module = dir.file("absent-module.so");
   CHECK(exit_code_of([&] { open_signer("pkcs11:token=T;object=k", options); }) == ExitCode::failure);
 }
+
+TEST_CASE("key_ref: output names a PEM key by its path and a token key by its URI without the PIN") {
+  CHECK(keyref_display_name("keys/release.pem") == "keys/release.pem");
+  auto shown = keyref_display_name("pkcs11:token=Factory;object=release?pin-value=123456");
+  CHECK(shown.find("123456") == std::string::npos);
+  CHECK(shown.find("Factory") != std::string::npos);
+  CHECK(shown.find("release") != std::string::npos);
+}

@@ -145,3 +145,12 @@ TEST_CASE("deployment options: a watch ends by the deployment's state; an abort 
   CHECK(test::exit_code_of([] { require_would_create({{"would_create", false}, {"reason", "x"}}); }) ==
         ExitCode::verification_failed);
 }
+
+TEST_CASE("deployment options: a watch polls at least every 100ms, at the interval given") {
+  CHECK(watch_interval_ms("2s") == 2000);
+  CHECK(watch_interval_ms("100ms") == 100);
+  CHECK(watch_interval_ms("1m") == 60000);
+  CHECK(test::exit_code_of([] { watch_interval_ms("50ms"); }) == ExitCode::usage);
+  CHECK_THROWS_WITH(watch_interval_ms("99ms"), "--interval is at least 100ms");
+  CHECK(test::exit_code_of([] { watch_interval_ms("soon"); }) == ExitCode::usage);
+}

@@ -1,4 +1,5 @@
-// Tests for transport/device_claims: key templates, UIDs from arguments and files, the unclaimed-devices error.
+// Tests for transport/device_claims: key templates, UIDs from arguments and files (none named is a usage error),
+// the unclaimed-devices error, devices moved to a group on a real kiln-service, and `--time-zone` values.
 #include <doctest/doctest.h>
 
 #include <fstream>
@@ -7,6 +8,7 @@
 
 #include "core/error.hpp"
 #include "tests/support/errors.hpp"
+#include "tests/support/service_setup.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "transport/device_claims.hpp"
 
@@ -47,4 +49,62 @@ TEST_CASE("device claims: every unclaimed device is named, with its error") {
     CHECK(e.code() == ExitCode::partial);
     CHECK(std::string(e.what()) == "2 of 3 devices were not claimed: B (bad signature); C (not found)");
   }
+}
+
+TEST_CASE("device claims: no device named is a usage error saying how to name them") {
+  CHECK(named_device_ids({"A", "B"}, "") == std::vector<std::string>{"A", "B"});
+  try {
+    named_device_ids({}, "", "name them with --id UID");
+    FAIL("accepted");
+  } catch (const Error& e) {
+    CHECK(e.code() == ExitCode::usage);
+    CHECK(std::string(e.what()) == "which devices?");
+    CHECK(e.hint() == "name them with --id UID");
+  }
+  test::TempDir dir;
+  std::ofstream(dir.file("empty.txt")) << "# nothing\n";
+  CHECK(test::exit_code_of([&] { named_device_ids({}, dir.file("empty.txt")); }) == ExitCode::usage);
+}
+
+TEST_CASE("device claims: a device's time zone is an IANA zone or none, else a usage error naming --time-zone") {
+  CHECK(device_time_zone("Europe/Berlin") == std::optional<std::string>("Europe/Berlin"));
+  CHECK(device_time_zone("UTC") == std::optional<std::string>("UTC"));
+  CHECK(device_time_zone("none") == std::nullopt);
+  try {
+    device_time_zone("Mars/Olympus");
+    FAIL("accepted");
+  } catch (const Error& e) {
+    CHECK(e.code() == ExitCode::usage);
+    CHECK(std::string(e.what()) ==
+          "--time-zone wants an IANA time zone such as Europe/Berlin or UTC (or none), not 'Mars/Olympus'");
+  }
+}
+
+TEST_CASE("device claims: devices are moved to a group in order; the first one refused stops the rest") {
+  test::ServiceSetup s;
+  s.json({"product", "create", "Thermo"});
+  s.json({"group", "create", "Thermo/Lab"});
+  test::TestKey one, two;
+  std::string units;
+  for (auto [uid, key] : {std::pair{"dev-1", &one}, std::pair{"dev-2", &two}})
+    units += Json{{"uid", uid}, {"product", "Thermo"}, {"state", "secured"}, {"public_key", key->public_pem()}}.dump() + "\n";
+  s.json({"device", "import", s.write_bundle("units.jsonl", units)});
+  Credentials credentials;
+  credentials.service = s.service->url();
+  credentials.token = test::ServiceSetup::token_of(s.admin_token_file);
+  credentials.ca_file = (s.data / "ca.pem").string();
+  ServiceApi api(credentials);
+
+  auto moved = assign_devices(api, {"dev-2", "dev-1"}, "Thermo/Lab");
+  REQUIRE(moved.size() == 2);
+  CHECK(moved[0]["id"] == "dev-2");
+  CHECK(moved[1]["id"] == "dev-1");
+  CHECK(moved[0]["group"] == moved[1]["group"]);
+  CHECK_FALSE(moved[0]["group"].is_null());
+  CHECK(assign_devices(api, {}, "Thermo/Lab").empty());
+  s.json({"group", "create", "Thermo/Spare"});
+  CHECK(test::exit_code_of([&] { assign_devices(api, {"dev-1", "no-such-device", "dev-2"}, "Thermo/Spare"); }) ==
+        ExitCode::not_found);
+  CHECK(show_device(api, "dev-1")["group"] != moved[0]["group"]);  // moved before the refusal
+  CHECK(show_device(api, "dev-2")["group"] == moved[0]["group"]);  // not after it
 }
