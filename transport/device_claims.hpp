@@ -4,7 +4,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "transport/service_api.hpp"
@@ -15,7 +17,12 @@ namespace kiln::transport {
 std::string device_keyref(const std::string& keyref_template, const std::string& uid);
 // `ids` as given, then those read from `from_file` ("-": standard input; empty: none) that are not there yet.
 std::vector<std::string> merge_device_ids(const std::vector<std::string>& ids, const std::string& from_file);
-// Exit 8 (partial) naming every row whose result is failed, with its error; returns when all were claimed.
+// A claim_devices row's "result": one enum, one string mapping each way.
+enum class ClaimResult { claimed, failed };
+std::string claim_result_name(ClaimResult result);
+std::optional<ClaimResult> parse_claim_result(std::string_view text);
+// Exit 8 (partial) naming every row not claimed (failed, or a result this kiln does not know), with its error;
+// returns when all were claimed.
 void require_all_claimed(const Json& rows);
 
 // Ownership (docs/security.md "Ownership transfer"). unclaim: the device is unclaimed and leaves its group

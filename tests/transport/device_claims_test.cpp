@@ -48,3 +48,22 @@ TEST_CASE("device claims: every unclaimed device is named, with its error") {
     CHECK(std::string(e.what()) == "2 of 3 devices were not claimed: B (bad signature); C (not found)");
   }
 }
+
+TEST_CASE("device claims: claim results round-trip through their names; another result is no claim") {
+  for (auto result : {ClaimResult::claimed, ClaimResult::failed})
+    CHECK(parse_claim_result(claim_result_name(result)) == result);
+  CHECK(claim_result_name(ClaimResult::claimed) == "claimed");
+  CHECK(claim_result_name(ClaimResult::failed) == "failed");
+  CHECK_FALSE(parse_claim_result("Claimed").has_value());
+  CHECK_FALSE(parse_claim_result("").has_value());
+  // A row whose result this kiln does not know counts as not claimed, named with that result.
+  Json rows = Json::array({{{"uid", "A"}, {"result", "claimed"}, {"error", nullptr}},
+                           {{"uid", "B"}, {"result", "queued"}, {"error", nullptr}}});
+  try {
+    require_all_claimed(rows);
+    FAIL("accepted");
+  } catch (const Error& e) {
+    CHECK(e.code() == ExitCode::partial);
+    CHECK(std::string(e.what()) == "1 of 2 devices were not claimed: B (result 'queued')");
+  }
+}
