@@ -61,7 +61,7 @@ Json install_result_json(const std::string& address, const std::string& file, co
           {"seconds", u.seconds},
           {"bytes_per_second", u.seconds > 0 ? static_cast<std::uint64_t>(sent / u.seconds) : 0},
           {"already_running", result.already_running},
-          {"mark", result.already_running ? (confirm ? "confirmed" : "none") : confirm ? "permanent" : "test"},
+          {"mark", image_mark_name(install_mark(result, confirm))},
           {"reset", result.reset},
           {"slots", slots}};
 }

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "core/deployment_states.hpp"
 #include "transport/deployment_options.hpp"
 
 namespace kiln::cli {
@@ -224,7 +225,7 @@ Json deployment_list_rows(const Json& all) {
                         {"wave", fmt::format("{}/{}", d["wave"].get<int>(), d["waves"].size())},
                         {"rollout", fmt::format("{}%", d["rollout"].get<int>())},
                         {"admitted", d["admitted"]},
-                        {"installed", d["device_status"]["installed"]},
+                        {"installed", d["device_status"][status_name(DeviceStatus::installed)]},
                         {"failures", d["failures"]},
                         {"created_at", d["created_at"]}});
   return rows;

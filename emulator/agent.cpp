@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base64.hpp"
+#include "core/deployment_states.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "signing/file_digest.hpp"
@@ -207,7 +208,8 @@ struct UpdateAgent::Impl {
         state["unreported"] = saved.value("unreported", Json::array());
       }
     }
-    install_interrupted = state["job"].is_object() && state["job"].value("phase", "") == "installing";
+    install_interrupted =
+        state["job"].is_object() && parse_status(state["job"].value("phase", "")) == DeviceStatus::installing;
   }
 
   void log(const std::string& message) const {
@@ -257,13 +259,13 @@ struct UpdateAgent::Impl {
 
   // Sends a status report for the job's deployment. Final reports that do not get through are kept and sent
   // again later.
-  void report(const AgentView& view, const std::string& status, const std::string& detail, bool final,
-              const char* reason = nullptr) {
+  void report(const AgentView& view, DeviceStatus status, const std::string& detail, bool final,
+              std::optional<TransientReason> reason = std::nullopt) {
     report_for(state["job"]["deployment"].get<std::string>(), view, status, detail, final, reason);
   }
 
-  void report_for(const std::string& deployment, const AgentView& view, const std::string& status,
-                  const std::string& detail, bool final, const char* reason = nullptr) {
+  void report_for(const std::string& deployment, const AgentView& view, DeviceStatus status,
+                  const std::string& detail, bool final, std::optional<TransientReason> reason = std::nullopt) {
     // The service keeps at most 1024 bytes of detail; cut on a UTF-8 boundary.
     std::string cut = detail;
     if (cut.size() > 1000) {
@@ -271,11 +273,11 @@ struct UpdateAgent::Impl {
       while (at > 0 && (static_cast<unsigned char>(cut[at]) & 0xC0) == 0x80) --at;
       cut = cut.substr(0, at) + "...";
     }
-    Json body{{"deployment", deployment}, {"status", status}, {"detail", cut}};
+    Json body{{"deployment", deployment}, {"status", status_name(status)}, {"detail", cut}};
     body["version"] = view.version.empty() ? Json(nullptr) : Json(view.version);
     body["agent"] = kAgentName;
-    if (reason) body["reason"] = reason;
-    log(fmt::format("deployment {}: {}{}", body["deployment"].get<std::string>(), status,
+    if (reason) body["reason"] = transient_reason_name(*reason);
+    log(fmt::format("deployment {}: {}{}", body["deployment"].get<std::string>(), status_name(status),
                     detail.empty() ? "" : " (" + detail + ")"));
     if (!send_report(view, body) && final) {
       state["unreported"].push_back(body);
@@ -378,11 +380,11 @@ struct UpdateAgent::Impl {
     }
   }
 
-  AgentOutcome finish(const AgentView& view, const std::string& status, const std::string& detail, AgentOutcome outcome) {
+  AgentOutcome finish(const AgentView& view, DeviceStatus status, const std::string& detail, AgentOutcome outcome) {
     Json& job = state["job"];
     report(view, status, detail, true);
     state["done"][done_key(job["deployment"].get<std::string>(), job["manifest_id"].get<std::string>(),
-                           job.value("action", "install"))] = status;
+                           job.value("action", "install"))] = status_name(status);
     for (const char* key : {"manifest_file", "image_file"})
       if (job.contains(key)) fs::remove(dir / job[key].get<std::string>());
     state["job"] = nullptr;
@@ -392,29 +394,31 @@ struct UpdateAgent::Impl {
 
   // With a retry policy (the offer has an attempt), a transient failure ends this attempt: reported failed
   // with its reason, the job and its partial files kept for the service's next attempt.
-  AgentOutcome transient_failure(const AgentView& view, const char* reason, const std::string& detail) {
+  AgentOutcome transient_failure(const AgentView& view, TransientReason reason, const std::string& detail) {
     Json& job = state["job"];
     job["failed_attempt"] = job.value("attempt", 0);
     save();
-    report(view, "failed", detail, true, reason);
+    report(view, DeviceStatus::failed, detail, true, reason);
     return AgentOutcome::failed;
   }
 
-  void set_phase(const std::string& phase) {
-    state["job"]["phase"] = phase;
+  // The job's phase is the status it reports while in it (downloading, verifying, installing, testing).
+  void set_phase(DeviceStatus phase) {
+    state["job"]["phase"] = status_name(phase);
     save();
   }
 
   AgentOutcome continue_job() {
     while (true) {
       Json& job = state["job"];
-      std::string phase = job["phase"];
+      // Parsed once: a phase this agent does not know (a state file from another version) drops the job below.
+      auto phase = parse_status(job.value("phase", ""));
       AgentView view = board.agent_view();
       fs::path manifest_file = dir / job["manifest_file"].get<std::string>();
       fs::path image_file = dir / job["image_file"].get<std::string>();
-      if (phase == "downloading") {
+      if (phase == DeviceStatus::downloading) {
         if (!job.value("reported_downloading", false)) {
-          report(view, "downloading", "", false);
+          report(view, DeviceStatus::downloading, "", false);
           job["reported_downloading"] = true;
           save();
         }
@@ -423,7 +427,7 @@ struct UpdateAgent::Impl {
           download(view, job["image_url"].get<std::string>(), image_file, job["image_size"].get<std::uint64_t>());
         } catch (const Error& e) {
           if (!job.contains("attempt")) throw;  // no retry policy: resumed at the next check-in
-          return transient_failure(view, "download_interrupted", e.what());
+          return transient_failure(view, TransientReason::download_interrupted, e.what());
         }
         // A complete download must be the object the service named.
         for (const auto& [file, id] : {std::pair{manifest_file, job["manifest_id"].get<std::string>()},
@@ -434,14 +438,14 @@ struct UpdateAgent::Impl {
           job["download_attempts"] = attempts;
           save();
           if (attempts >= 3)
-            return finish(view, "failed", fmt::format("the download of {} does not match its SHA-256", id),
+            return finish(view, DeviceStatus::failed, fmt::format("the download of {} does not match its SHA-256", id),
                           AgentOutcome::failed);
           log(fmt::format("the download of {} does not match its SHA-256; starting it again", id));
           return AgentOutcome::retry_later;
         }
-        set_phase("verifying");
-      } else if (phase == "verifying") {
-        report(view, "verifying", "", false);
+        set_phase(DeviceStatus::verifying);
+      } else if (phase == DeviceStatus::verifying) {
+        report(view, DeviceStatus::verifying, "", false);
         Bytes envelope = read_file(manifest_file);
         UpdateCheckInput input;
         input.envelope = envelope;
@@ -456,42 +460,42 @@ struct UpdateAgent::Impl {
         input.decrypt = opener.get();
         UpdateCheckResult result = check_update(input);
         if (!result.ok())
-          return finish(view, "refused", fmt::format("{}: {}", result.failed_check, result.reason), AgentOutcome::refused);
+          return finish(view, DeviceStatus::refused, fmt::format("{}: {}", result.failed_check, result.reason), AgentOutcome::refused);
         job["sequence"] = result.sequence;
         job["envelope_digest"] = to_hex(result.envelope_digest);
         job["image_sha256"] = to_hex(sha256_of_file(image_file));
-        set_phase("installing");
-      } else if (phase == "installing") {
+        set_phase(DeviceStatus::installing);
+      } else if (phase == DeviceStatus::installing) {
         if (install_interrupted && job.contains("attempt")) {
           install_interrupted = false;
-          return transient_failure(view, "power_loss", "the power was lost while the image was written to slot 1");
+          return transient_failure(view, TransientReason::power_loss, "the power was lost while the image was written to slot 1");
         }
         install_interrupted = false;
-        report(view, "installing", "", false);
+        report(view, DeviceStatus::installing, "", false);
         board.stage_test_image(image_file);
-        set_phase("testing");
+        set_phase(DeviceStatus::testing);
         log("image in the secondary slot; resetting into a test boot");
         board.reset();
-      } else if (phase == "testing") {
+      } else if (phase == DeviceStatus::testing) {
         if (to_hex(view.primary_hash) != job["image_sha256"].get<std::string>()) {
           if (!view.last_boot_refusal.empty())  // the bootloader could not open the image
-            return finish(view, "refused", "mcuboot: MCUboot: " + view.last_boot_refusal, AgentOutcome::refused);
+            return finish(view, DeviceStatus::refused, "mcuboot: MCUboot: " + view.last_boot_refusal, AgentOutcome::refused);
           // The test boot did not happen or was reverted (power cycle before the confirm).
           int attempts = job.value("install_attempts", 0) + 1;
           job["install_attempts"] = attempts;
           if (attempts < 3) {
-            set_phase("installing");
+            set_phase(DeviceStatus::installing);
             continue;
           }
-          return finish(view, "rolled_back", "the new image did not stay running through its test boot",
+          return finish(view, DeviceStatus::rolled_back, "the new image did not stay running through its test boot",
                         AgentOutcome::rolled_back);
         }
-        report(view, "testing", "", false);
+        report(view, DeviceStatus::testing, "", false);
         std::string tested = view.version;
         if (options.fail_version && tested == *options.fail_version) {
           board.reset();  // not confirmed: MCUboot swaps the previous image back
           AgentView after = board.agent_view();
-          return finish(after, "rolled_back",
+          return finish(after, DeviceStatus::rolled_back,
                         fmt::format("version {} failed its health check; MCUboot reverted to {}", tested, after.version),
                         AgentOutcome::rolled_back);
         }
@@ -499,7 +503,7 @@ struct UpdateAgent::Impl {
         Bytes envelope_digest = from_hex(job["envelope_digest"].get<std::string>());
         if (view.current.manifest_digest != envelope_digest)  // not yet recorded (a restart may land here twice)
           board.record_firmware(FirmwareRecord{job["sequence"].get<std::uint64_t>(), envelope_digest});
-        return finish(board.agent_view(), "installed", fmt::format("running {}", tested), AgentOutcome::installed);
+        return finish(board.agent_view(), DeviceStatus::installed, fmt::format("running {}", tested), AgentOutcome::installed);
       } else {
         state["job"] = nullptr;
         save();
@@ -519,7 +523,7 @@ struct UpdateAgent::Impl {
         std::string why = fmt::format("trust update {} refused ({}): {}", update.first, decision.failed_check,
                                       decision.reason);
         log(why);
-        if (reply.trust_deployment) report_for(*reply.trust_deployment, board.agent_view(), "refused", why, true);
+        if (reply.trust_deployment) report_for(*reply.trust_deployment, board.agent_view(), DeviceStatus::refused, why, true);
         return false;
       }
       applied = true;
@@ -547,11 +551,11 @@ struct UpdateAgent::Impl {
     if (state["done"].contains(key)) return AgentOutcome::up_to_date;
     if (offer.manifest.id.empty()) {
       state["job"] = Json{{"deployment", offer.id}, {"manifest_id", ""}, {"action", offer.action}};
-      return finish(view, "refused", "envelope: the deployment carries no SUIT manifest", AgentOutcome::refused);
+      return finish(view, DeviceStatus::refused, "envelope: the deployment carries no SUIT manifest", AgentOutcome::refused);
     }
     if (offer.manifest.id == to_hex(view.current.manifest_digest)) {
       state["job"] = Json{{"deployment", offer.id}, {"manifest_id", offer.manifest.id}, {"action", offer.action}};
-      return finish(view, "installed", fmt::format("already running {}", view.version), AgentOutcome::up_to_date);
+      return finish(view, DeviceStatus::installed, fmt::format("already running {}", view.version), AgentOutcome::up_to_date);
     }
     Json& job = state["job"];
     bool same_job = job.is_object() && job.value("deployment", "") == offer.id &&
@@ -581,7 +585,7 @@ struct UpdateAgent::Impl {
                           {"image_url", offer.image.url},
                           {"image_size", offer.image.size},
                           {"image_file", part_name("image", offer.image.id)},
-                          {"phase", "downloading"}};
+                          {"phase", status_name(DeviceStatus::downloading)}};
       if (offer.attempt) state["job"]["attempt"] = static_cast<std::int64_t>(*offer.attempt);
       log(fmt::format("deployment {} ({}): sequence {}", offer.id, offer.action,
                       offer.sequence ? std::to_string(*offer.sequence) : "?"));

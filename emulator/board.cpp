@@ -93,12 +93,25 @@ Bytes make_test_image(std::uint8_t major, std::uint8_t minor, std::uint16_t revi
   return image;
 }
 
+namespace {
+
+// Slot 1's mark as the state file keeps it: none, test or permanent; anything else is a file this emulator
+// cannot read (never read as some other mark).
+ImageMark pending_mark(const std::string& text) {
+  auto mark = parse_image_mark(text);
+  if (!mark || *mark == ImageMark::confirmed)
+    throw Error(ExitCode::failure, fmt::format("board state file: pending '{}' is not none, test or permanent", text));
+  return *mark;
+}
+
+}  // namespace
+
 struct Board::State {
   std::string uid;
   int index = 0;
   ManufacturingState manufacturing = ManufacturingState::blank;
   bool primary_confirmed = true;
-  std::string pending = "none";  // secondary slot: none, test or permanent
+  ImageMark pending = ImageMark::none;  // secondary slot: none, test or permanent
   bool swap_in_progress = false;
   Bytes primary_hash;
   Bytes secondary_hash;  // empty unless the secondary slot holds a complete upload
@@ -126,7 +139,7 @@ struct Board::State {
                      {"index", index},
                      {"manufacturing_state", std::string(manufacturing_state_name(manufacturing))},
                      {"primary_confirmed", primary_confirmed},
-                     {"pending", pending},
+                     {"pending", image_mark_name(pending)},
                      {"swap_in_progress", swap_in_progress},
                      {"primary_hash", hex_or_empty(primary_hash)},
                      {"secondary_hash", hex_or_empty(secondary_hash)},
@@ -164,7 +177,7 @@ struct Board::State {
     s.index = j.value("index", 0);
     s.manufacturing = parse_manufacturing_state(j.at("manufacturing_state").get<std::string>());
     s.primary_confirmed = j.value("primary_confirmed", true);
-    s.pending = j.value("pending", "none");
+    s.pending = pending_mark(j.value("pending", image_mark_name(ImageMark::none)));
     s.swap_in_progress = j.value("swap_in_progress", false);
     s.primary_hash = from_hex(j.value("primary_hash", ""));
     s.secondary_hash = from_hex(j.value("secondary_hash", ""));
@@ -292,16 +305,16 @@ void Board::boot() {
     fs::remove(dir_ / "secondary.plain");  // a decrypted copy of the image being swapped in
     fs::remove(dir_ / "primary.stored.swap");
     state_->swap_in_progress = false;
-    state_->pending = "none";
+    state_->pending = ImageMark::none;
     save();
     return;
   }
-  bool swap_in = state_->pending != "none" && !state_->secondary_hash.empty() &&
+  bool swap_in = state_->pending != ImageMark::none && !state_->secondary_hash.empty() &&
                  read_mcuboot_header(file_head(secondary, 32)).has_value();
   bool revert = !swap_in && !state_->primary_confirmed;
   if (!swap_in && !revert) {
-    if (state_->pending != "none") {  // nothing bootable to swap in
-      state_->pending = "none";
+    if (state_->pending != ImageMark::none) {  // nothing bootable to swap in
+      state_->pending = ImageMark::none;
       save();
     }
     return;
@@ -347,7 +360,7 @@ void Board::boot() {
       if (refusal && swap_in) {
         fs::remove(installed);
         state_->last_boot_refusal = *refusal;
-        state_->pending = "none";
+        state_->pending = ImageMark::none;
         save();
         if (!state_->primary_confirmed) {  // a test image was running: MCUboot still reverts it
           swap_in = false;
@@ -381,8 +394,8 @@ void Board::boot() {
   // Slot 1 now holds what ran before: as it was delivered (decrypted again when it is swapped back in),
   // or the bytes slot 0 held when it was never transformed.
   state_->secondary_plain = !primary_has_stored;
-  state_->primary_confirmed = swap_in ? state_->pending == "permanent" : true;
-  state_->pending = "none";
+  state_->primary_confirmed = swap_in ? state_->pending == ImageMark::permanent : true;
+  state_->pending = ImageMark::none;
   state_->upload_active = false;
   state_->swap_in_progress = false;
   save();
@@ -482,11 +495,11 @@ Body Board::image_state_body() const {
                       {"version", h ? h->version : ""},
                       {"hash", smp::binary(state_->secondary_hash)},
                       {"bootable", h.has_value()},
-                      {"pending", state_->pending != "none"},
+                      {"pending", state_->pending != ImageMark::none},
                       // The image a revert boots (the running one is on test) is the confirmed one.
                       {"confirmed", !state_->primary_confirmed},
                       {"active", false},
-                      {"permanent", state_->pending == "permanent"}});
+                      {"permanent", state_->pending == ImageMark::permanent}});
     const std::uint32_t flags = flags_of(secondary_file);
     images.back()["encrypted"] = !state_->secondary_plain &&
                                  (flags & (mcuboot::flag_encrypted_aes128 | mcuboot::flag_encrypted_aes256)) != 0;
@@ -507,7 +520,7 @@ Body Board::image_group(const smp::Header& header, const Body& request) {
         if (!confirm) return rc_error(smp::rc::invalid);  // testing the running image means nothing
         state_->primary_confirmed = true;
       } else if (!state_->secondary_hash.empty() && hash == state_->secondary_hash) {
-        state_->pending = confirm ? "permanent" : "test";
+        state_->pending = confirm ? ImageMark::permanent : ImageMark::test;
       } else {
         return rc_error(smp::rc::no_entry);
       }
@@ -528,7 +541,7 @@ Body Board::image_group(const smp::Header& header, const Body& request) {
       }
       fs::remove(dir_ / secondary_file);
       state_->secondary_hash.clear();
-      state_->pending = "none";
+      state_->pending = ImageMark::none;
       state_->upload_active = false;
       save();
       return Body::object();
@@ -539,7 +552,7 @@ Body Board::image_group(const smp::Header& header, const Body& request) {
 }
 
 bool Board::secondary_in_use() const {
-  return !state_->secondary_hash.empty() && (!state_->primary_confirmed || state_->pending != "none");
+  return !state_->secondary_hash.empty() && (!state_->primary_confirmed || state_->pending != ImageMark::none);
 }
 
 Body Board::image_upload(const Body& request) {
@@ -567,7 +580,7 @@ Body Board::image_upload(const Body& request) {
     state_->upload_len = len;
     state_->upload_sha = sha;
     state_->secondary_hash.clear();
-    state_->pending = "none";
+    state_->pending = ImageMark::none;
     save();
     have = 0;
   } else {
@@ -853,7 +866,7 @@ Body Board::install_manifest(const Body& request) {
   State& s = *state_;
   if (s.config.manifest_keys.empty()) return group_error(provisioning_rc::no_manifest_key);
   // The manifest describes the image that runs: the pending one when an update waits in slot 1.
-  bool pending = s.pending != "none" && !s.secondary_hash.empty();
+  bool pending = s.pending != ImageMark::none && !s.secondary_hash.empty();
   UpdateCheckInput input;
   input.envelope = envelope;
   input.manifest_keys = s.config.manifest_keys;
@@ -930,13 +943,13 @@ void Board::stage_test_image(const fs::path& image) {
   const auto secondary = dir_ / secondary_file;
   state_->upload_active = false;
   state_->secondary_hash.clear();
-  state_->pending = "none";
+  state_->pending = ImageMark::none;
   save();
   copy_slot(image, secondary);
   state_->secondary_plain = false;
   state_->last_boot_refusal.clear();
   state_->secondary_hash = file_sha256(secondary);
-  state_->pending = "test";
+  state_->pending = ImageMark::test;
   save();
 }
 

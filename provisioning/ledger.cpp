@@ -575,7 +575,7 @@ std::int64_t Ledger::export_bundle(const std::filesystem::path& out, const Signe
     auto c = Json::parse(q.text(0));
     nlohmann::ordered_json unit{{"uid", c.value("uid", "")},
                                 {"product", c.value("product", "")},
-                                {"state", "provisioned"},
+                                {"state", std::string(board_status_name(BoardStatus::provisioned))},
                                 {"certificate", c.value("certificate", "")},
                                 {"public_key", c.value("public_key", "")},
                                 {"serial", c.value("serial", "")},

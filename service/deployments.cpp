@@ -903,15 +903,15 @@ Reply abort_deployment(Call& call) {
     Json entry = {{"device", device}, {"to", target.to ? Json(target.to->id) : Json(nullptr)}};
     auto digest = digests.count(device) ? digests[device] : std::nullopt;
     if (!runs_aborted(call.store, row, device, digest, target)) {
-      entry["state"] = "reverted";
+      entry["state"] = revert_state_name(RevertState::reverted);
     } else if (!target.to && target.reason.empty()) {
-      entry["state"] = "reverted";  // it ran this very manifest before
+      entry["state"] = revert_state_name(RevertState::reverted);  // it ran this very manifest before
     } else if (!target.to || !target.to->manifest) {
-      entry["state"] = "unrevertable";
+      entry["state"] = revert_state_name(RevertState::unrevertable);
       entry["reason"] = target.to ? fmt::format("deployment {} has no manifest", target.to->id) : target.reason;
       ++unrevertable;
     } else {
-      entry["state"] = "reverting";
+      entry["state"] = revert_state_name(RevertState::reverting);
       ++reverting;
     }
     devices.push_back(std::move(entry));
@@ -924,8 +924,8 @@ Reply list_deployment_devices(Call& call) {
   auto row = load_deployment(call.store, call.who.tenant_id, call.params[0]);
   evaluate(call.store, row, false);
   auto status = call.query_value("status");
-  if (status && *status != status_name(DeviceStatus::pending) && *status != "failures" && *status != "waiting_window") {
-    auto& known = rollout_statuses();
+  if (status) {
+    const auto& known = device_status_filters();
     if (std::find(known.begin(), known.end(), *status) == known.end())
       throw ApiError{400, "invalid_request",
                      "status must be pending, failures, waiting_window, timed_out, retrying or an agent status "
@@ -939,11 +939,11 @@ Reply list_deployment_devices(Call& call) {
     auto detail = device.detail;
     bool retrying = device.status == DeviceStatus::retrying;
     if (auto held = held_by_window(row, device, now); held && !retrying) {
-      shown = "waiting_window";
+      shown = waiting_window_status;
       detail = fmt::format("outside its maintenance windows ({}): the next opens at {}",
                            window_zone(row.policy, device.time_zone), *held ? iso8601(**held) : std::string("-"));
     }
-    if (status && (*status == "failures" ? !is_failure_status(shown) : shown != *status)) return;
+    if (status && (*status == failures_filter ? !is_failure_status(shown) : shown != *status)) return;
     items.push_back(Json{{"device", device.id},
                          {"wave", device.wave},
                          {"status", shown},

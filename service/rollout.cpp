@@ -43,109 +43,8 @@ std::string halt_reason(std::int64_t failures, std::int64_t admitted, int wave, 
                      percent_text(share), wave, percent_text(threshold_percent));
 }
 
-namespace {
-
-// The one mapping of statuses to their names.
-constexpr std::pair<DeviceStatus, const char*> status_names[] = {
-    {DeviceStatus::pending, "pending"},         {DeviceStatus::notified, "notified"},
-    {DeviceStatus::downloading, "downloading"}, {DeviceStatus::verifying, "verifying"},
-    {DeviceStatus::installing, "installing"},   {DeviceStatus::testing, "testing"},
-    {DeviceStatus::installed, "installed"},     {DeviceStatus::failed, "failed"},
-    {DeviceStatus::rolled_back, "rolled_back"}, {DeviceStatus::refused, "refused"},
-    {DeviceStatus::timed_out, "timed_out"},     {DeviceStatus::retrying, "retrying"},
-    {DeviceStatus::revoked, "revoked"},         {DeviceStatus::unclaimed, "unclaimed"},
-};
-constexpr std::pair<DeploymentState, const char*> state_names[] = {
-    {DeploymentState::active, "active"},   {DeploymentState::paused, "paused"},
-    {DeploymentState::halted, "halted"},   {DeploymentState::completed, "completed"},
-    {DeploymentState::aborted, "aborted"}, {DeploymentState::superseded, "superseded"},
-};
-constexpr std::pair<TransientReason, const char*> reason_names[] = {
-    {TransientReason::download_interrupted, "download_interrupted"},
-    {TransientReason::power_loss, "power_loss"},
-};
-
-// The one string of each value in a (value, name) table, and back.
-template <typename T, std::size_t N>
-std::string name_in(const std::pair<T, const char*> (&table)[N], T value, const char* fallback) {
-  for (const auto& entry : table)
-    if (entry.first == value) return entry.second;
-  return fallback;
-}
-template <typename T, std::size_t N>
-std::optional<T> value_in(const std::pair<T, const char*> (&table)[N], std::string_view text) {
-  for (const auto& entry : table)
-    if (text == entry.second) return entry.first;
-  return std::nullopt;
-}
-
-}  // namespace
-
-std::string status_name(DeviceStatus status) { return name_in(status_names, status, "pending"); }
-
-std::optional<DeviceStatus> parse_status(std::string_view text) { return value_in(status_names, text); }
-
-std::string state_name(DeploymentState state) {
-  return name_in(state_names, state, "active");
-}
-
-std::optional<DeploymentState> parse_deployment_state(std::string_view text) {
-  return value_in(state_names, text);
-}
-
-bool is_open(DeploymentState state) {
-  return state == DeploymentState::active || state == DeploymentState::paused || state == DeploymentState::halted;
-}
-
 bool status_is(const std::optional<std::string>& stored, DeviceStatus status) {
   return stored && parse_status(*stored) == status;
-}
-
-bool left_deployment(DeviceStatus status) {
-  return status == DeviceStatus::revoked || status == DeviceStatus::unclaimed;
-}
-
-bool left_deployment(std::string_view status) {
-  auto s = parse_status(status);
-  return s && left_deployment(*s);
-}
-
-std::string transient_reason_name(TransientReason reason) {
-  return name_in(reason_names, reason, "download_interrupted");
-}
-
-std::optional<TransientReason> parse_transient_reason(std::string_view text) { return value_in(reason_names, text); }
-
-const std::vector<std::string>& agent_statuses() {
-  static const std::vector<std::string> statuses = [] {
-    std::vector<std::string> out;
-    for (auto s : {DeviceStatus::downloading, DeviceStatus::verifying, DeviceStatus::installing, DeviceStatus::testing,
-                   DeviceStatus::installed, DeviceStatus::failed, DeviceStatus::rolled_back, DeviceStatus::refused})
-      out.push_back(status_name(s));
-    return out;
-  }();
-  return statuses;
-}
-
-const std::vector<std::string>& rollout_statuses() {
-  static const std::vector<std::string> statuses = [] {
-    auto all = agent_statuses();
-    for (auto s : {DeviceStatus::timed_out, DeviceStatus::notified, DeviceStatus::retrying, DeviceStatus::revoked,
-                   DeviceStatus::unclaimed})
-      all.push_back(status_name(s));
-    return all;
-  }();
-  return statuses;
-}
-
-bool is_failure_status(DeviceStatus status) {
-  return status == DeviceStatus::failed || status == DeviceStatus::rolled_back || status == DeviceStatus::refused ||
-         status == DeviceStatus::timed_out;
-}
-
-bool is_failure_status(std::string_view status) {
-  auto s = parse_status(status);
-  return s && is_failure_status(*s);
 }
 
 std::int64_t retry_backoff(const RetryPolicy& retry, std::int64_t attempt) {
@@ -224,13 +123,6 @@ std::optional<std::string> device_timeout(const Timeouts& timeouts, std::string_
                                                                                        : 0;
   if (limit <= 0 || now - since <= limit) return std::nullopt;
   return fmt::format("no report for {} s while {}, above the {} s timeout", now - since, status, limit);
-}
-
-const std::vector<std::string>& failure_kinds() {
-  static const std::vector<std::string> kinds = {status_name(DeviceStatus::failed), status_name(DeviceStatus::refused),
-                                                 status_name(DeviceStatus::rolled_back),
-                                                 status_name(DeviceStatus::timed_out)};
-  return kinds;
 }
 
 namespace {

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/deployment_states.hpp"
 #include "core/maintenance_window.hpp"
 
 namespace kiln::service {
@@ -33,38 +34,8 @@ std::string halt_reason(std::int64_t failures, std::int64_t admitted, int wave, 
 // A percentage for people: 15, 2.5, 33.3 (at most one decimal, no trailing zero).
 std::string percent_text(double percent);
 
-// A device's status in a deployment: one enum, one string mapping (status_name, parse_status). pending is
-// never stored (admitted, nothing reported); notified, timed_out, retrying and revoked are recorded by the
-// service. revoked: the device was revoked (kiln device revoke) before it finished; it left the deployment,
-// counting neither as installed nor as failed, nor as admitted. unclaimed: likewise, the device was unclaimed
-// or transferred to another tenant (kiln device unclaim, device transfer accept) before it finished.
-enum class DeviceStatus {
-  pending, notified, downloading, verifying, installing, testing, installed, failed, rolled_back, refused,
-  timed_out, retrying, revoked, unclaimed
-};
-std::string status_name(DeviceStatus status);
-std::optional<DeviceStatus> parse_status(std::string_view text);
 // Whether a status read from the store (nullopt: nothing recorded) is `status`.
 bool status_is(const std::optional<std::string>& stored, DeviceStatus status);
-// revoked or unclaimed: the device left the deployment before it finished (neither success nor failure).
-// The text form parses first: a text that is no status has not left.
-bool left_deployment(DeviceStatus status);
-bool left_deployment(std::string_view status);
-
-// Why an agent's attempt failed when a later attempt may succeed (the agent says so in its failed report,
-// field reason): a download cut or interrupted, the power lost while it installed.
-enum class TransientReason { download_interrupted, power_loss };
-std::string transient_reason_name(TransientReason reason);
-std::optional<TransientReason> parse_transient_reason(std::string_view text);
-
-// Device statuses an agent reports (docs/openapi.yaml AgentStatus), and which of them count as failures.
-const std::vector<std::string>& agent_statuses();
-// The statuses a deployment counts: the agent's, and those the service records (timed_out, notified,
-// retrying, revoked, unclaimed), never reported.
-const std::vector<std::string>& rollout_statuses();
-// failed, rolled_back, refused or timed_out. The text form parses first: a text that is no status is no failure.
-bool is_failure_status(DeviceStatus status);
-bool is_failure_status(std::string_view status);
 
 // Per-wave conditions (hawkBit's group thresholds), over the open wave's own devices (those whose bucket
 // falls in it): success opens the next wave (or pauses for a person), error halts the deployment.
@@ -79,13 +50,11 @@ struct WaveConditions {
 // An abort criterion (AWS IoT Jobs' abortConfig): abort the deployment when more than `percent` of the
 // executed (finished) admitted devices ended in `kind`, once at least `min_executed` devices finished.
 struct AbortCriterion {
-  std::string kind;  // failure_kinds()
+  std::string kind;  // failure_kinds() (core/deployment_states.hpp)
   double percent = 0;
   std::int64_t min_executed = 1;
   bool operator==(const AbortCriterion&) const = default;
 };
-// The failure kinds an abort criterion may name: failed, refused, rolled_back, timed_out.
-const std::vector<std::string>& failure_kinds();
 constexpr std::int64_t default_abort_min_executed = 5;
 
 // Per-device timeouts, seconds (0: none): a device whose last report is downloading, installing (or
@@ -156,14 +125,6 @@ struct RolloutPolicy {
   std::string time_zone;
   bool operator==(const RolloutPolicy&) const = default;
 };
-
-// A deployment's state: one enum, one string mapping (state_name, parse_deployment_state). Only an active
-// rollout moves by itself; active, paused and halted are open (devices still report; its images are in use),
-// completed, aborted and superseded are finished.
-enum class DeploymentState { active, paused, halted, completed, aborted, superseded };
-std::string state_name(DeploymentState state);
-std::optional<DeploymentState> parse_deployment_state(std::string_view text);
-bool is_open(DeploymentState state);
 
 // What the rollout rules read and change of a deployment.
 struct Rollout {

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "core/error.hpp"
+#include "core/name_table.hpp"
 #include "core/interrupt.hpp"
 #include "signing/mcuboot_image.hpp"
 #include "signing/signer.hpp"
@@ -123,6 +124,26 @@ McumgrParams read_mcumgr_params(SmpClient& client) {
 std::string read_os_info(SmpClient& client, const std::string& format) {
   auto rsp = client.call(request(smp::Op::read, smp::group::os, os_command::info, {{"format", format}}));
   return smp::get_text(rsp, "output");
+}
+
+namespace {
+
+constexpr NameTable<ImageMark, 4> image_mark_names{{
+    {ImageMark::none, "none"},
+    {ImageMark::test, "test"},
+    {ImageMark::permanent, "permanent"},
+    {ImageMark::confirmed, "confirmed"},
+}};
+
+}  // namespace
+
+std::string image_mark_name(ImageMark mark) { return std::string(name_in(image_mark_names, mark)); }
+
+std::optional<ImageMark> parse_image_mark(std::string_view text) { return value_in(image_mark_names, text); }
+
+ImageMark install_mark(const InstallResult& result, bool confirm) {
+  if (result.already_running) return confirm ? ImageMark::confirmed : ImageMark::none;
+  return confirm ? ImageMark::permanent : ImageMark::test;
 }
 
 std::vector<ImageSlot> read_image_state(SmpClient& client) {

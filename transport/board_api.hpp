@@ -7,6 +7,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "transport/smp_client.hpp"
@@ -83,12 +84,23 @@ struct InstallOptions {
   bool confirm = false;  // permanent instead of a test boot that reverts unless confirmed
   bool reset = false;    // reboot into it now
 };
+// The mark on an MCUboot image: one enum, one string mapping each way. none: nothing marked; test: slot 1 is
+// swapped in for one test boot and reverted unless confirmed; permanent: swapped in for good; confirmed: the
+// running image confirmed in place. kiln-board-emu keeps its slot 1's mark (none, test or permanent) as
+// "pending" in its state file; kiln board install reports what it did as "mark".
+enum class ImageMark { none, test, permanent, confirmed };
+std::string image_mark_name(ImageMark mark);
+std::optional<ImageMark> parse_image_mark(std::string_view text);
+
 struct InstallResult {
   UploadResult upload;
   bool already_running = false;  // the board runs this image: nothing uploaded, marked or reset
   std::vector<ImageSlot> slots;  // slot state after marking the image pending
   bool reset = false;
 };
+// What install_image did with `confirm`: marked the upload permanent or test, or, when the board already ran the
+// image, confirmed it or nothing.
+ImageMark install_mark(const InstallResult& result, bool confirm);
 // Upload, mark pending (test or permanent), and optionally reset: `kiln board upload`.
 // Reads the board's slot state first and, before anything is erased:
 //  - the board already runs this image: nothing to do (with confirm, confirms it);

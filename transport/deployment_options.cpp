@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "core/deployment_states.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "core/maintenance_window.hpp"
@@ -80,14 +81,14 @@ Json rollout_controls(const DeploymentOptions& args) {
   }
   if (!args.abort_on.empty()) {
     Json criteria = Json::array();
-    static const char* kinds[] = {"failed", "refused", "rolled_back", "timed_out"};
+    const auto& kinds = failure_kinds();
     for (auto& text : args.abort_on) {
       // KIND:PERCENT[:MIN_EXECUTED]
       auto first = text.find(':');
       auto second = first == std::string::npos ? std::string::npos : text.find(':', first + 1);
       auto kind = text.substr(0, first);
       if (first == std::string::npos ||
-          std::none_of(std::begin(kinds), std::end(kinds), [&](const char* k) { return kind == k; }))
+          std::find(kinds.begin(), kinds.end(), kind) == kinds.end())
         throw Error(ExitCode::usage,
                     fmt::format("--abort-on wants KIND:PERCENT[:MIN_EXECUTED] with KIND failed, refused, rolled_back "
                                 "or timed_out, not '{}'",
@@ -109,7 +110,8 @@ Json rollout_controls(const DeploymentOptions& args) {
     for (auto& text : args.timeouts) {
       auto eq = text.find('=');
       auto phase = text.substr(0, eq);
-      if (eq == std::string::npos || (phase != "downloading" && phase != "installing" && phase != "testing"))
+      const auto& phases = timeout_phases();
+      if (eq == std::string::npos || std::find(phases.begin(), phases.end(), phase) == phases.end())
         throw Error(ExitCode::usage,
                     fmt::format("--timeout wants PHASE=DURATION with PHASE downloading, installing or testing (e.g. "
                                 "downloading=10m), not '{}'",
@@ -277,16 +279,16 @@ int watch_interval_ms(const std::string& text) {
 }
 
 void require_watch_completed(const Json& last) {
-  auto state = last["state"].get<std::string>();
+  auto state = deployment_state(last);
   auto id = last["id"].get<std::string>();
-  if (state == "completed") return;
-  if (state == "halted")
+  if (state == DeploymentState::completed) return;
+  if (state == DeploymentState::halted)
     throw Error(
         ExitCode::partial, fmt::format("deployment {} {}", id, last["halt_reason"].get<std::string>()),
         fmt::format("see why with 'kiln deployment devices {} --status failures', then 'kiln deployment resume {}' "
                     "or 'kiln deployment abort {}'",
                     id, id, id));
-  if (state == "superseded")
+  if (state == DeploymentState::superseded)
     throw Error(ExitCode::conflict, fmt::format("deployment {} was superseded before it completed", id),
                 fmt::format("a newer deployment replaced it: kiln deployment list --group \"{}\"",
                             last["group"].get<std::string>()));
@@ -304,7 +306,13 @@ void require_all_reverted(const Json& answer) {
   std::string names;
   std::int64_t count = 0;
   for (auto& d : (*it)["devices"]) {
-    if (d["state"] != "unrevertable") continue;
+    auto text = d.value("state", "");
+    auto state = parse_revert_state(text);
+    if (!state)
+      throw Error(ExitCode::service, fmt::format("the service reports device {} in a revert state this kiln does not know: '{}'",
+                                                 d.value("device", "?"), text),
+                  "upgrade kiln to one that knows the service's revert states");
+    if (*state != RevertState::unrevertable) continue;
     ++count;
     if (count <= 10) names += fmt::format("\n  {}: {}", d["device"].get<std::string>(), d["reason"].get<std::string>());
   }

@@ -8,6 +8,7 @@
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "core/maintenance_window.hpp"
+#include "core/name_table.hpp"
 #include "transport/http_client.hpp"
 
 namespace kiln::transport {
@@ -47,12 +48,28 @@ std::optional<std::string> device_time_zone(const std::string& text) {
                 fmt::format("--time-zone wants an IANA time zone such as Europe/Berlin or UTC (or none), not '{}'", text));
   return text;
 }
+namespace {
+
+constexpr NameTable<ClaimResult, 2> claim_result_names{{
+    {ClaimResult::claimed, "claimed"},
+    {ClaimResult::failed, "failed"},
+}};
+
+}  // namespace
+
+std::string claim_result_name(ClaimResult result) { return std::string(name_in(claim_result_names, result)); }
+
+std::optional<ClaimResult> parse_claim_result(std::string_view text) { return value_in(claim_result_names, text); }
 
 void require_all_claimed(const Json& rows) {
   std::vector<std::string> failed;
-  for (const auto& row : rows)
-    if (row["result"] == "failed")
-      failed.push_back(fmt::format("{} ({})", row["uid"].get<std::string>(), row["error"].get<std::string>()));
+  for (const auto& row : rows) {
+    auto text = row.value("result", "");
+    if (parse_claim_result(text) == ClaimResult::claimed) continue;
+    auto error = row.contains("error") && row["error"].is_string() ? row["error"].get<std::string>()
+                                                                  : fmt::format("result '{}'", text);
+    failed.push_back(fmt::format("{} ({})", row["uid"].get<std::string>(), error));
+  }
   if (failed.empty()) return;
   throw Error(ExitCode::partial,
               fmt::format("{} of {} devices were not claimed: {}", failed.size(), rows.size(), fmt::join(failed, "; ")),

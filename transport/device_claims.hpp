@@ -7,6 +7,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "transport/service_api.hpp"
@@ -21,7 +22,12 @@ std::vector<std::string> merge_device_ids(const std::vector<std::string>& ids, c
 std::vector<std::string> named_device_ids(
     const std::vector<std::string>& ids, const std::string& from_file,
     const std::string& how = "name them as arguments, or with --from-file FILE (- for stdin)");
-// Exit 8 (partial) naming every row whose result is failed, with its error; returns when all were claimed.
+// A claim_devices row's "result": one enum, one string mapping each way.
+enum class ClaimResult { claimed, failed };
+std::string claim_result_name(ClaimResult result);
+std::optional<ClaimResult> parse_claim_result(std::string_view text);
+// Exit 8 (partial) naming every row not claimed (failed, or a result this kiln does not know), with its error;
+// returns when all were claimed.
 void require_all_claimed(const Json& rows);
 
 // `device assign`: each device moved to `group` in turn, the service's answer for each; the first device the

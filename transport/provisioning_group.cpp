@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "core/error.hpp"
+#include "core/name_table.hpp"
 #include "signing/key_wrap.hpp"
 #include "signing/openssl_ptr.hpp"
 
@@ -97,19 +98,20 @@ std::string_view provisioning_rc_name(int rc) {
   }
 }
 
-std::string_view manufacturing_state_name(ManufacturingState state) {
-  switch (state) {
-    case ManufacturingState::blank: return "blank";
-    case ManufacturingState::module_complete: return "module-complete";
-    case ManufacturingState::device_complete: return "device-complete";
-  }
-  return "blank";
-}
+namespace {
+
+constexpr NameTable<ManufacturingState, 3> manufacturing_state_names{{
+    {ManufacturingState::blank, "blank"},
+    {ManufacturingState::module_complete, "module-complete"},
+    {ManufacturingState::device_complete, "device-complete"},
+}};
+
+}  // namespace
+
+std::string_view manufacturing_state_name(ManufacturingState state) { return name_in(manufacturing_state_names, state); }
 
 ManufacturingState parse_manufacturing_state(std::string_view name) {
-  if (name == "blank") return ManufacturingState::blank;
-  if (name == "module-complete") return ManufacturingState::module_complete;
-  if (name == "device-complete") return ManufacturingState::device_complete;
+  if (auto state = value_in(manufacturing_state_names, name)) return *state;
   throw Error(ExitCode::usage, fmt::format("unknown manufacturing state '{}'", name),
               "use blank, module-complete or device-complete");
 }

@@ -33,6 +33,7 @@
 #include "signing/message_signature.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "signing/signer.hpp"
+#include "transport/device_claims.hpp"
 
 namespace kiln::transport {
 namespace {
@@ -328,10 +329,10 @@ Json claim_devices(ServiceApi& api, const std::vector<std::string>& ids,
     check_interrupted();
     try {
       claim_device(api, id, [&](const std::string& message) { return sign(id, message); });
-      rows.push_back({{"uid", id}, {"result", "claimed"}, {"error", nullptr}, {"exit_code", nullptr}});
+      rows.push_back({{"uid", id}, {"result", claim_result_name(ClaimResult::claimed)}, {"error", nullptr}, {"exit_code", nullptr}});
     } catch (const Error& e) {
       if (e.code() == ExitCode::interrupted) throw;
-      rows.push_back({{"uid", id}, {"result", "failed"}, {"error", e.what()}, {"exit_code", static_cast<int>(e.code())}});
+      rows.push_back({{"uid", id}, {"result", claim_result_name(ClaimResult::failed)}, {"error", e.what()}, {"exit_code", static_cast<int>(e.code())}});
     }
   }
   return rows;
@@ -622,10 +623,17 @@ Json list_deployment_devices(ServiceApi& api, const std::string& id, const std::
   return api.get("/v1/deployments/" + segment(id) + "/devices" + (status ? "?status=" + url_encode(*status) : std::string()))["items"];
 }
 
-bool deployment_settled(const Json& deployment) {
-  auto state = deployment.value("state", std::string());
-  return state == "completed" || state == "halted" || state == "aborted" || state == "superseded";
+DeploymentState deployment_state(const Json& deployment) {
+  auto it = deployment.find("state");
+  auto text = it != deployment.end() && it->is_string() ? it->get<std::string>() : std::string();
+  if (auto state = parse_deployment_state(text)) return *state;
+  throw Error(ExitCode::service,
+              fmt::format("the service reports deployment {} in a state this kiln does not know: '{}'",
+                          deployment.value("id", "?"), text),
+              "upgrade kiln to one that knows the service's deployment states");
 }
+
+bool deployment_settled(const Json& deployment) { return is_settled(deployment_state(deployment)); }
 
 Json watch_deployment(ServiceApi& api, const std::string& id, int interval_ms,
                       const std::function<void(const Json&)>& on_change) {
@@ -655,7 +663,7 @@ Json deployment_report(ServiceApi& api, const std::string& id) {
 std::vector<Json> deployment_events(const Json& before, const Json& before_devices, const Json& after,
                                     const Json& after_devices, const std::string& at) {
   std::vector<Json> events;
-  auto event = [&](const char* name) {
+  auto event = [&](const std::string& name) {
     Json e = {{"event", name}, {"deployment", after["id"]}, {"state", after["state"]}, {"at", at}};
     return e;
   };
@@ -692,18 +700,16 @@ std::vector<Json> deployment_events(const Json& before, const Json& before_devic
         e["detail"] = d["detail"];
       events.push_back(std::move(e));
     }
-  auto state = after.value("state", "");
-  auto was = before.is_null() ? std::string() : before.value("state", "");
-  if (!before.is_null() && state != was) {
-    const char* name = state == "active" ? "resumed" : state == "halted" ? "halted" : state == "paused" ? "paused"
-                     : state == "completed" ? "completed" : state == "aborted" ? "aborted" : "superseded";
-    Json e = event(name);
-    if ((state == "halted" || state == "aborted") && after["halt_reason"].is_string())
+  auto state = deployment_state(after);
+  if (!before.is_null() && state != deployment_state(before)) {
+    // Each state's event is named after it, but for active: the rollout resumed.
+    Json e = event(state == DeploymentState::active ? "resumed" : state_name(state));
+    if ((state == DeploymentState::halted || state == DeploymentState::aborted) && after["halt_reason"].is_string())
       e["reason"] = after["halt_reason"];
-    if (state == "paused" && after.contains("pause_reason") && after["pause_reason"].is_string())
+    if (state == DeploymentState::paused && after.contains("pause_reason") && after["pause_reason"].is_string())
       e["reason"] = after["pause_reason"];
     events.push_back(std::move(e));
-  } else if (before.is_null() && state != "active") {
+  } else if (before.is_null() && state != DeploymentState::active) {
     events.back()["settled"] = deployment_settled(after);
   }
   return events;

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/bytes.hpp"
+#include "core/deployment_states.hpp"
 #include "signing/signer.hpp"
 #include "transport/http_client.hpp"
 
@@ -187,6 +188,9 @@ Json show_deployment(ServiceApi& api, const std::string& id);
 Json list_deployment_devices(ServiceApi& api, const std::string& id, const std::optional<std::string>& status);
 // action: pause, resume or abort.
 Json change_deployment(ServiceApi& api, const std::string& id, const std::string& action);
+// A deployment view's "state", parsed once here; Error(service) for a state this kiln does not know (a newer
+// service), so nothing reads an unknown state as some other one.
+DeploymentState deployment_state(const Json& deployment);
 // True for the states a deployment never leaves by itself: completed, halted, aborted, superseded.
 bool deployment_settled(const Json& deployment);
 // Polls the deployment every `interval_ms` and calls `on_change` with each new view (the first one

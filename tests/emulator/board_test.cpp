@@ -4,6 +4,9 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
 #include "core/error.hpp"
 #include "core/files.hpp"
 #include "emulator/board.hpp"
@@ -270,4 +273,25 @@ TEST_CASE("emulator: hostile request packets get rc invalid, not a crash") {
   reply = board->handle_packet(bad_cbor);
   REQUIRE(reply.packet);
   CHECK(smp::response_outcome(smp::decode_frame(*reply.packet).body).rc == smp::rc::invalid);
+}
+
+TEST_CASE("emulator: a state file whose slot 1 mark is unknown is refused, not read as another mark") {
+  test::TempDir dir;
+  auto root = emu::load_or_create_vendor_root(dir.path());
+  auto board_dir = emu::Board::create(dir.path(), root, {}, 0)->dir();
+  auto state = nlohmann::json::parse(read_text_file(board_dir / "state.json"));
+  CHECK(state["pending"] == "none");
+  state["pending"] = "test";
+  write_file_atomic(board_dir / "state.json", as_bytes(state.dump()));
+  CHECK_NOTHROW(emu::Board::open(board_dir, root, {}));
+  for (const char* unknown : {"confirmed", "sometimes"}) {
+    state["pending"] = unknown;
+    write_file_atomic(board_dir / "state.json", as_bytes(state.dump()));
+    try {
+      emu::Board::open(board_dir, root, {});
+      FAIL("opened");
+    } catch (const Error& e) {
+      CHECK(std::string(e.what()) == fmt::format("board state file: pending '{}' is not none, test or permanent", unknown));
+    }
+  }
 }

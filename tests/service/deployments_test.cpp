@@ -26,7 +26,6 @@
 
 using namespace kiln;
 using Json = nlohmann::json;
-using service::DeviceStatus;
 using test::AgentFixture;
 using service::leave_open_deployments;
 using service::open_store;

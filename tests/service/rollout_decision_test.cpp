@@ -3,6 +3,7 @@
 
 #include "service/rollout.hpp"
 
+using namespace kiln;
 using namespace kiln::service;
 
 namespace {

@@ -258,3 +258,21 @@ TEST_CASE("board api: install decides from the slots before erasing: running, te
   }
   CHECK(uploads(forgetful) == 1);
 }
+
+TEST_CASE("board api: image marks round-trip through their names; install reports the mark it set") {
+  const std::vector<std::pair<ImageMark, std::string>> all = {{ImageMark::none, "none"},
+                                                              {ImageMark::test, "test"},
+                                                              {ImageMark::permanent, "permanent"},
+                                                              {ImageMark::confirmed, "confirmed"}};
+  for (const auto& [mark, name] : all) {
+    CHECK(image_mark_name(mark) == name);
+    CHECK(parse_image_mark(name) == mark);
+  }
+  for (const char* unknown : {"", "None", "pending", "test ", "perm"}) CHECK_FALSE(parse_image_mark(unknown).has_value());
+  InstallResult uploaded, running;
+  running.already_running = true;
+  CHECK(install_mark(uploaded, false) == ImageMark::test);
+  CHECK(install_mark(uploaded, true) == ImageMark::permanent);
+  CHECK(install_mark(running, false) == ImageMark::none);
+  CHECK(install_mark(running, true) == ImageMark::confirmed);
+}

@@ -154,3 +154,14 @@ TEST_CASE("deployment options: a watch polls at least every 100ms, at the interv
   CHECK_THROWS_WITH(watch_interval_ms("99ms"), "--interval is at least 100ms");
   CHECK(test::exit_code_of([] { watch_interval_ms("soon"); }) == ExitCode::usage);
 }
+
+TEST_CASE("deployment options: a deployment or revert state this kiln does not know is an error, not another state") {
+  CHECK(test::exit_code_of([] { require_watch_completed({{"id", "d1"}, {"state", "resumed"}}); }) == ExitCode::service);
+  CHECK(test::exit_code_of([] { require_watch_completed({{"id", "d1"}}); }) == ExitCode::service);
+  CHECK(test::exit_code_of([] { deployment_settled({{"id", "d1"}, {"state", "Completed"}}); }) == ExitCode::service);
+  CHECK(deployment_settled({{"id", "d1"}, {"state", "halted"}}));
+  CHECK_FALSE(deployment_settled({{"id", "d1"}, {"state", "paused"}}));
+  Json answer = {{"id", "d1"},
+                 {"revert", {{"devices", Json::array({{{"device", "A"}, {"state", "irreversible"}, {"reason", ""}}})}}}};
+  CHECK(test::exit_code_of([&] { require_all_reverted(answer); }) == ExitCode::service);
+}

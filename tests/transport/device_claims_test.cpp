@@ -108,3 +108,22 @@ TEST_CASE("device claims: devices are moved to a group in order; the first one r
   CHECK(show_device(api, "dev-1")["group"] != moved[0]["group"]);  // moved before the refusal
   CHECK(show_device(api, "dev-2")["group"] == moved[0]["group"]);  // not after it
 }
+
+TEST_CASE("device claims: claim results round-trip through their names; another result is no claim") {
+  for (auto result : {ClaimResult::claimed, ClaimResult::failed})
+    CHECK(parse_claim_result(claim_result_name(result)) == result);
+  CHECK(claim_result_name(ClaimResult::claimed) == "claimed");
+  CHECK(claim_result_name(ClaimResult::failed) == "failed");
+  CHECK_FALSE(parse_claim_result("Claimed").has_value());
+  CHECK_FALSE(parse_claim_result("").has_value());
+  // A row whose result this kiln does not know counts as not claimed, named with that result.
+  Json rows = Json::array({{{"uid", "A"}, {"result", "claimed"}, {"error", nullptr}},
+                           {{"uid", "B"}, {"result", "queued"}, {"error", nullptr}}});
+  try {
+    require_all_claimed(rows);
+    FAIL("accepted");
+  } catch (const Error& e) {
+    CHECK(e.code() == ExitCode::partial);
+    CHECK(std::string(e.what()) == "1 of 2 devices were not claimed: B (result 'queued')");
+  }
+}
