@@ -6,6 +6,7 @@
 #include "cli/deployment_views.hpp"
 #include "commands/commands.hpp"
 #include "commands/service_session.hpp"
+#include "core/deployment_states.hpp"
 #include "transport/deployment_options.hpp"
 
 namespace kiln::commands {
@@ -47,9 +48,7 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
   devices->add_option("ID", args->id, "Deployment ID")->required();
   devices->add_option("--status", args->status,
                       "Only this status (failures: failed, rolled_back, refused or timed_out)")
-      ->check(CLI::IsMember({"pending", "failures", "downloading", "verifying", "installing", "testing", "installed",
-                             "failed", "rolled_back", "refused", "timed_out", "notified", "retrying",
-                             "waiting_window"}));
+      ->check(CLI::IsMember(device_status_filters()));
   devices->callback([&ctx, args] {
     auto api = connect(ctx);
     ctx.render(transport::list_deployment_devices(api, args->id,
