@@ -51,6 +51,9 @@ struct Route {
   // The handler opens its own units of work instead of running in one (a large import applies its units in
   // batches, so that devices get the store between them); its audit entry is written once it has answered.
   bool own_units = false;
+  // Runs first in an Access::telemetry unit, which waits for no writer, and again in a write unit only when it
+  // writes more than the device's telemetry (an agent check-in that decides something).
+  bool telemetry_first = false;
 };
 
 const std::vector<Role> anyone = {Role::admin, Role::operator_, Role::factory, Role::reader};
@@ -111,7 +114,7 @@ const std::vector<Route>& routes() {
       {{"POST", "/v1/factory-cas", admins}, register_factory_ca},
       {{"GET", "/v1/factory-cas", anyone}, list_factory_cas},
       {{"POST", "/v1/factory-cas/{}/revoke", admins}, revoke_factory_ca},
-      {{"POST", "/v1/agent/check-in", devices}, agent_check_in},
+      {{"POST", "/v1/agent/check-in", devices}, agent_check_in, nullptr, false, false, false, true},
       {{"GET", "/v1/agent/images/{}/content", devices}, nullptr, agent_download_image},
       {{"GET", "/v1/agent/deployments/{}/manifest", devices}, nullptr, agent_deployment_manifest},
       {{"POST", "/v1/agent/status", devices}, agent_report_status},
@@ -513,11 +516,11 @@ struct Service::Impl {
     return match_route(request.method, std::string_view(request.target).substr(0, request.target.find('?')));
   }
 
-  Response dispatch(const Request& request, RouteMatch match, AuditNote& note) {
+  Response dispatch(const Request& request, const RouteMatch& match, AuditNote& note) {
     auto qpos = request.target.find('?');
     std::string_view path = std::string_view(request.target).substr(0, qpos);
     std::string_view query = qpos == std::string::npos ? std::string_view() : std::string_view(request.target).substr(qpos + 1);
-    auto [found, params, path_known] = std::move(match);
+    auto [found, params, path_known] = match;
     if (!found) {
       if (path_known) return error_response(405, "method_not_allowed", fmt::format("{} is not allowed on {}", request.method, path));
       return error_response(404, "not_found", fmt::format("no such endpoint: {}", path));
@@ -608,6 +611,8 @@ Response unavailable(const Error& e) {
 Response answer(std::function<Response()> dispatch) {
   try {
     return dispatch();
+  } catch (const WriteOrderNeeded&) {
+    throw;  // the request runs again in a write unit (Service::handle)
   } catch (const ApiError& e) {
     return error_response(e.status, e.code, e.message);
   } catch (const Json::exception& e) {
@@ -666,15 +671,19 @@ Response Service::handle(const Request& request, RouteMatch match) {
   bool reads = request.method == "GET" || request.method == "HEAD";
   auto given = header(request, "x-request-id");
   std::string request_id = sane_request_id(given) ? given : random_id("req_");
-  Response out = answer([&] {
-    bool own_units = !reads && match.route && match.route->own_units;
+  bool own_units = !reads && match.route && match.route->own_units;
+  auto access = reads ? Store::Access::read
+                      : match.route && match.route->telemetry_first ? Store::Access::telemetry : Store::Access::write;
+  auto one_unit = [&] {
     std::unique_ptr<Store::Transaction> unit;
-    if (!own_units) unit = impl_->store->begin(reads ? Store::Access::read : Store::Access::write);
+    if (!own_units) unit = impl_->store->begin(access);
     AuditNote note;
-    Response response = answer([&] { return impl_->dispatch(request, std::move(match), note); });
+    Response response = answer([&] { return impl_->dispatch(request, match, note); });
     if (own_units) unit = impl_->store->begin();  // its audit entry, in a unit of its own
     try {
       impl_->record_audit(note, request, response, request_id);
+    } catch (const WriteOrderNeeded&) {
+      throw;
     } catch (...) {
       // A write is never applied without its entry; a refused one (nothing applied, its unit possibly
       // unusable after a failed statement) keeps its own answer.
@@ -682,6 +691,14 @@ Response Service::handle(const Request& request, RouteMatch match) {
     }
     unit->commit();
     return response;
+  };
+  Response out = answer([&] {
+    try {
+      return one_unit();
+    } catch (const WriteOrderNeeded&) {
+      access = Store::Access::write;  // it decides something: rolled back, and run again in the write order
+      return one_unit();
+    }
   });
   out.headers["X-Request-Id"] = request_id;
   return out;

@@ -174,10 +174,32 @@ bool storable_text(std::string_view text) {
   return true;
 }
 
+// The connection whose outermost unit is an Access::telemetry one on this thread (a unit never changes
+// threads), and whether one of the telemetry writes it allows is running.
+thread_local PGconn* telemetry_unit = nullptr;
+thread_local bool telemetry_write = false;
+
+// A telemetry write (PgStore::device_checked_in and the like): allowed in an Access::telemetry unit.
+class TelemetryWrite {
+ public:
+  TelemetryWrite() { telemetry_write = true; }
+  ~TelemetryWrite() { telemetry_write = false; }
+  TelemetryWrite(const TelemetryWrite&) = delete;
+  TelemetryWrite& operator=(const TelemetryWrite&) = delete;
+};
+
+bool writes(std::string_view sql) {
+  auto start = sql.find_first_not_of(" \n");
+  if (start == std::string_view::npos) return false;
+  sql.remove_prefix(start);
+  return sql.starts_with("INSERT") || sql.starts_with("UPDATE") || sql.starts_with("DELETE");
+}
+
 // Runs one statement with its parameters; throws the store's exceptions when it fails. A text value the
 // store cannot hold (a NUL byte, bytes that are not UTF-8) is refused by a write; a read finds nothing
 // (no stored text equals it).
 Result run(PGconn* conn, std::string_view sql, std::initializer_list<Param> params = {}, bool binary_result = false) {
+  if (conn == telemetry_unit && !telemetry_write && writes(sql)) throw WriteOrderNeeded();
   std::vector<const char*> values;
   std::vector<int> lengths, formats;
   for (auto& p : params) {
@@ -630,6 +652,7 @@ class PgStore::PgTransaction final : public Store::Transaction {
         PQsetNoticeProcessor(connection_.conn, [](void*, const char*) {}, nullptr);
         run(connection_.conn, begin);
       }
+      telemetry_unit = access == Access::telemetry ? connection_.conn : nullptr;
       if (access == Access::write) {
         try {
           run(connection_.conn, "SELECT pg_advisory_xact_lock($1)", {write_lock_key});
@@ -659,6 +682,7 @@ class PgStore::PgTransaction final : public Store::Transaction {
       // rolls it back, as PostgreSQL does.
       --connection_.depth;
       done_ = true;
+      if (telemetry_unit == connection_.conn) telemetry_unit = nullptr;
       run(connection_.conn, "COMMIT");
       if (connection_.relaxed) ++store_.relaxed_commits_;
     } else {
@@ -669,7 +693,10 @@ class PgStore::PgTransaction final : public Store::Transaction {
   }
 
  private:
-  void rollback() { quiet("ROLLBACK"); }
+  void rollback() {
+    if (telemetry_unit == connection_.conn) telemetry_unit = nullptr;
+    quiet("ROLLBACK");
+  }
   void quiet(const std::string& sql) {
     if (PQstatus(connection_.conn) != CONNECTION_OK) return;
     PGresult* r = PQexec(connection_.conn, sql.c_str());
@@ -1119,6 +1146,7 @@ bool PgStore::take_transfer_voucher(const std::string& id, const std::string& no
 bool PgStore::device_checked_in(const std::string& device_id, const std::string& now, const std::string& stale_before,
                                 const std::optional<std::string>& version, const std::optional<std::string>& state) {
   Use use(*this);
+  TelemetryWrite telemetry;
   return run(use.conn(),
              "UPDATE devices SET last_seen = $1, version = coalesce($2, version), state = coalesce($3, state) "
              "WHERE id = $4 AND (last_seen IS NULL OR last_seen < $5 OR version IS DISTINCT FROM coalesce($2, version) "
@@ -1144,6 +1172,7 @@ void PgStore::set_commit_durable(bool durable) {
 void PgStore::record_device_firmware(const std::string& device_id, const std::optional<std::int64_t>& sequence,
                                      const std::optional<std::string>& manifest_digest) {
   Use use(*this);
+  TelemetryWrite telemetry;
   std::optional<std::string> number;
   if (sequence) number = std::to_string(*sequence);
   run(use.conn(),
@@ -1155,6 +1184,7 @@ void PgStore::record_device_firmware(const std::string& device_id, const std::op
 
 void PgStore::record_device_trust_version(const std::string& device_id, std::int64_t version) {
   Use use(*this);
+  TelemetryWrite telemetry;
   run(use.conn(), "UPDATE devices SET trust_version = $1 WHERE id = $2 AND trust_version IS DISTINCT FROM $1",
       {version, device_id});
 }

@@ -222,6 +222,13 @@ class StoreRejected : public Error {
   explicit StoreRejected(std::string message) : Error(ExitCode::usage, std::move(message)) {}
 };
 
+// A write other than a device's telemetry in an Access::telemetry unit: roll the unit back and run it again with
+// Access::write. Not an Error: it never reaches a client.
+class WriteOrderNeeded : public std::exception {
+ public:
+  const char* what() const noexcept override { return "a telemetry unit tried a write that needs the write order"; }
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -235,7 +242,12 @@ class Store {
     virtual ~Transaction() = default;
     virtual void commit() = 0;
   };
-  enum class Access { read, write };
+  // read: a consistent snapshot. write: one writer at a time (the store's write order). telemetry: a unit that
+  // does not wait for the write order and may write only a device's own telemetry (device_checked_in,
+  // record_device_firmware, record_device_trust_version); any other write throws WriteOrderNeeded, so that an
+  // agent check-in deciding nothing never waits for writers. A store whose writers queue anyway (SQLite) takes
+  // it as write.
+  enum class Access { read, write, telemetry };
   virtual std::unique_ptr<Transaction> begin(Access access = Access::write) = 0;
   // Whether the commit of the current outermost unit waits until it is on disk (the default). Check-ins that
   // record only telemetry (last seen, version, state) say false: a crash may then lose the last fraction of a

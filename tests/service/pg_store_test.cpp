@@ -163,6 +163,73 @@ TEST_CASE("postgres store: a unit that records only telemetry commits with synch
   CHECK(setting() == 1);
 }
 
+TEST_CASE("postgres store: a telemetry unit records a check-in while a writer holds the write order; any other "
+          "write in it needs the order") {
+  auto url = test::shared_postgres().create_database();
+  PgStore store(url);
+  std::int64_t tenant = 0;
+  auto product = [](std::string id, std::string name) {
+    Product p;
+    p.id = std::move(id);
+    p.name = std::move(name);
+    p.created_at = "2026-01-01T00:00:00Z";
+    return p;
+  };
+  {
+    auto unit = store.begin();
+    tenant = store.create_tenant("acme", "2026-01-01T00:00:00Z");
+    store.insert_product(tenant, product("prd_1", "Thermo"));
+    store.insert_group(tenant, {"grp_1", "prd_1", "", "Field", "", "2026-01-01T00:00:00Z"});
+    REQUIRE(store.upsert_device({"dev-1", tenant, "prd_1", "grp_1", "provisioned", std::nullopt, "key", std::nullopt,
+                                 std::nullopt, "2026-01-01T00:00:00Z"}));
+    unit->commit();
+  }
+  // A writer holds the write order on another connection (its thread) until the check-in is done.
+  // It gives up after 20 s: a check-in that waited for it would finish only then, and fail below.
+  std::atomic<bool> holding{false}, release{false}, gave_up{false};
+  std::thread writer([&] {
+    auto unit = store.begin(Store::Access::write);
+    holding = true;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!release && !(gave_up = std::chrono::steady_clock::now() > deadline))
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    unit->commit();
+  });
+  while (!holding) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  {
+    auto unit = store.begin(Store::Access::telemetry);  // a write unit would wait here for the writer
+    CHECK(store.device_checked_in("dev-1", "2026-01-02T00:00:00Z", "2026-01-01T23:59:00Z", std::string("1.1.0"),
+                                  std::nullopt));
+    store.record_device_firmware("dev-1", 7, std::nullopt);
+    store.record_device_trust_version("dev-1", 3);
+    CHECK(store.find_device(tenant, "dev-1"));  // reads are allowed
+    unit->commit();
+  }
+  release = true;
+  writer.join();
+  CHECK_FALSE(gave_up);
+  auto seen = store.find_device(tenant, "dev-1");
+  REQUIRE(seen);
+  CHECK(seen->version == "1.1.0");
+  CHECK(seen->last_seen == "2026-01-02T00:00:00Z");
+  CHECK(seen->trust_version == 3);
+
+  {  // Anything else is refused before it is sent, and the unit is rolled back whole.
+    auto unit = store.begin(Store::Access::telemetry);
+    CHECK(store.device_checked_in("dev-1", "2026-01-03T00:00:00Z", "2026-01-02T23:59:00Z", std::string("1.2.0"),
+                                  std::nullopt));
+    CHECK_THROWS_AS(store.insert_product(tenant, product("prd_2", "Other")), WriteOrderNeeded);
+  }
+  CHECK_FALSE(store.find_product(tenant, "prd_2"));
+  CHECK(store.find_device(tenant, "dev-1")->version == "1.1.0");
+  {  // The next unit on the connection is an ordinary one again.
+    auto unit = store.begin();
+    store.insert_product(tenant, product("prd_2", "Other"));
+    unit->commit();
+  }
+  CHECK(store.find_product(tenant, "prd_2"));
+}
+
 TEST_CASE("postgres store: a store a newer release wrote is refused with a clear message and left as it was") {
   auto url = test::shared_postgres().create_database();
   { PgStore store(url); }
