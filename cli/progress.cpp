@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <iostream>
 #include <memory>
 #include <fmt/format.h>
 
@@ -24,9 +23,10 @@ std::string human_bytes(double bytes) {
   return u == 0 ? fmt::format("{:.0f} {}", bytes, units[u]) : fmt::format("{:.1f} {}", bytes, units[u]);
 }
 
-ProgressBar::ProgressBar(const Context& ctx, std::string label, std::uint64_t total)
+ProgressBar::ProgressBar(const Context& ctx, std::string label, std::uint64_t total, std::string noun)
     : label_(terminal_safe(label)),
       total_(total),
+      noun_(terminal_safe(noun)),
       enabled_(ctx.stderr_is_terminal() && !ctx.global.quiet),
       width_(80),
       start_(std::chrono::steady_clock::now()),
@@ -57,16 +57,18 @@ void ProgressBar::finish() {
 
 void ProgressBar::draw(bool /*final*/) {
   double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  std::string line = format_line(label_, done_, total_, elapsed, width_ - 1);
+  std::string line = format_line(label_, done_, total_, elapsed, width_ - 1, noun_);
   std::fprintf(stderr, "\r%s\x1b[K", line.c_str());
   std::fflush(stderr);
 }
 
 std::string ProgressBar::format_line(const std::string& label, std::uint64_t done, std::uint64_t total,
-                                     double seconds_elapsed, int width) {
+                                     double seconds_elapsed, int width, const std::string& noun) {
   double rate = seconds_elapsed > 0 ? static_cast<double>(done) / seconds_elapsed : 0;
-  std::string right = fmt::format(" {}/s", human_bytes(rate));
-  if (total == 0) return fmt::format("{} {}{}", label, human_bytes(static_cast<double>(done)), right);
+  std::string amount = noun.empty() ? human_bytes(static_cast<double>(done)) : fmt::format("{} {}", done, noun);
+  std::string right = noun.empty() ? fmt::format(" {}/s", human_bytes(rate)) : fmt::format(" {:.0f} {}/s", rate, noun);
+  if (total == 0) return fmt::format("{} {}{}", label, amount, right);
+  if (!noun.empty()) right = fmt::format(" {}/{} {}", done, total, noun) + right;
   double fraction = std::min(1.0, static_cast<double>(done) / static_cast<double>(total));
   if (rate > 0 && done < total) right += fmt::format(" ETA {:.0f}s", static_cast<double>(total - done) / rate);
   std::string left = fmt::format("{} {:3.0f}% ", label, fraction * 100);
@@ -86,20 +88,9 @@ std::function<void(std::uint64_t, std::uint64_t)> progress_callback(const Contex
   };
 }
 
-CountProgress::CountProgress(const Context& ctx, std::string verb, std::string noun)
-    : enabled_(ctx.stderr_is_terminal() && !ctx.global.quiet), verb_(std::move(verb)), noun_(std::move(noun)) {}
-
-std::function<void(std::uint64_t)> CountProgress::callback() {
+std::function<void(std::uint64_t)> ProgressBar::callback() {
   if (!enabled_) return {};
-  return [this](std::uint64_t count) {
-    std::cerr << fmt::format("\r{} {} {}", verb_, count, noun_) << std::flush;
-    drawn_ = true;
-  };
-}
-
-void CountProgress::finish() {
-  if (drawn_) std::cerr << "\n" << std::flush;
-  drawn_ = false;
+  return [this](std::uint64_t done) { update(done); };
 }
 
 }  // namespace kiln::cli

@@ -1,4 +1,5 @@
-// A progress bar on stderr for long operations: drawn only on a terminal and never with --quiet.
+// The one progress line on stderr for long operations, of bytes (signing, uploads, downloads) or of things counted
+// (devices imported): drawn only on a terminal and never with --quiet.
 #pragma once
 
 #include <chrono>
@@ -12,8 +13,9 @@ class Context;
 
 class ProgressBar {
  public:
-  // total = 0 means unknown (shows bytes and rate only).
-  ProgressBar(const Context& ctx, std::string label, std::uint64_t total);
+  // total = 0 means unknown (shows the amount and rate only). `noun` counts things instead of bytes
+  // ("imported 1200 units 300 units/s").
+  ProgressBar(const Context& ctx, std::string label, std::uint64_t total, std::string noun = {});
   ~ProgressBar();
   ProgressBar(const ProgressBar&) = delete;
   ProgressBar& operator=(const ProgressBar&) = delete;
@@ -21,15 +23,20 @@ class ProgressBar {
   void update(std::uint64_t done);
   void finish();
   bool enabled() const { return enabled_; }
+  // A count callback for a library's reports (done so far) drawing this line; empty when nothing is drawn, so
+  // that the library can skip its reports.
+  std::function<void(std::uint64_t done)> callback();
 
-  // Rendering, separate from the terminal so it can be tested: "label  42% [#####.....] 1.2 MiB/s ETA 3s".
+  // Rendering, separate from the terminal so it can be tested: "label  42% [#####.....] 1.2 MiB/s ETA 3s", or
+  // with a noun "label  42% [#####.....] 42/100 units 7 units/s ETA 3s".
   static std::string format_line(const std::string& label, std::uint64_t done, std::uint64_t total,
-                                 double seconds_elapsed, int width);
+                                 double seconds_elapsed, int width, const std::string& noun = {});
 
  private:
   void draw(bool final);
   std::string label_;
   std::uint64_t total_;
+  std::string noun_;
   std::uint64_t done_ = 0;
   bool enabled_;
   bool finished_ = false;
@@ -39,22 +46,6 @@ class ProgressBar {
 };
 
 std::string human_bytes(double bytes);
-
-// A count of things done with no known total ("imported 1200 units"), redrawn in place on stderr: a terminal
-// only, never with --quiet.
-class CountProgress {
- public:
-  CountProgress(const Context& ctx, std::string verb, std::string noun);
-  // The callback the library reports the count to.
-  std::function<void(std::uint64_t count)> callback();
-  // Ends the line, when one was drawn.
-  void finish();
-
- private:
-  bool enabled_;
-  bool drawn_ = false;
-  std::string verb_, noun_;
-};
 
 // A (done, total) callback for the libraries' progress reports, driving a ProgressBar that is made at the
 // first report, once the total is known, and finished when done reaches it.

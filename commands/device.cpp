@@ -114,7 +114,7 @@ void add_device(CLI::App& app, cli::Context& ctx) {
   import->add_option("FILE", args->bundle, "Bundle file")->required()->check(CLI::ExistingFile);
   import->callback([&ctx, args] {
     auto api = connect(ctx);
-    cli::CountProgress progress(ctx, "imported", "units");
+    cli::ProgressBar progress(ctx, "imported", 0, "units");
     auto result = transport::import_devices(api, args->bundle, progress.callback());
     progress.finish();
     ctx.render(result);

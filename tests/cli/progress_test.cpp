@@ -24,6 +24,13 @@ TEST_CASE("progress: the line shows percent, a bar that fits, rate and ETA") {
   CHECK(unknown == "upload 2.0 KiB 2.0 KiB/s");
 }
 
+TEST_CASE("progress: a line of things counted says how many, of how many when known, and how fast") {
+  CHECK(ProgressBar::format_line("imported", 1200, 0, 4.0, 60, "units") == "imported 1200 units 300 units/s");
+  CHECK(ProgressBar::format_line("imported", 25, 100, 5.0, 60, "units") ==
+        "imported  25% [###..........] 25/100 units 5 units/s ETA 15s");
+  CHECK(ProgressBar::format_line("imported", 0, 0, 0.0, 60, "units") == "imported 0 units 0 units/s");
+}
+
 TEST_CASE("progress: past the total it stays at 100%, no time yet means no rate, and a narrow line drops the bar") {
   CHECK(ProgressBar::format_line("x", 5000, 4000, 1.0, 40) == "x 100% [#####################] 4.9 KiB/s");
   CHECK(ProgressBar::format_line("download", 1, 3, 0.0, 40) == "download  33% [######............] 0 B/s");
@@ -60,7 +67,7 @@ TEST_CASE("progress: with stderr not a terminal nothing is drawn and the callbac
   CHECK_FALSE(bar.enabled());
   bar.update(50);
   bar.finish();
-  CountProgress count(ctx, "imported", "units");
+  ProgressBar count(ctx, "imported", 0, "units");
   CHECK_FALSE(count.callback());  // no callback: the library skips its reports
   count.finish();
   auto callback = progress_callback(ctx, "download");
