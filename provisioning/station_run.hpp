@@ -37,8 +37,7 @@ std::vector<ProvisionOutcome> run_station(const StationRun& run, const std::vect
 // Where a watch looks for boards (discovery's emulator directory and USB IDs) and when it stops.
 WatchOptions watch_where(const DiscoveryOptions& discovery, std::optional<std::size_t> max_boards);
 
-// watch_boards for the run: `where` says where boards appear and when to stop (emu_dir, usb, usb_ids,
-// max_boards); its jobs and provision options are the run's. The operator is told first how to stop it.
+// watch_boards for the run: `where` says where boards appear and when to stop (emu_dir, usb_ids, max_boards); its jobs and provision options are the run's. The operator is told first how to stop it.
 std::vector<ProvisionOutcome> watch_station(const StationRun& run, WatchOptions where, const KeyOptions& keys,
                                             const EventSink& on_event, const WatchNotice& on_notice);
 

@@ -527,7 +527,9 @@ struct Service::Impl {
     }
 
     auto [who, refusal] = admit(request, *found);
-    if (!found->info.roles.empty() && request.method != "GET") {
+    // A write by an admitted caller may change what a device certificate proves (a CA revoked, a device
+    // re-imported): devices are verified again. A refused caller cannot make every agent pay for that.
+    if (!found->info.roles.empty() && request.method != "GET" && who && !refusal) {
       std::lock_guard lock(cache_mutex);
       verified_devices.clear();
     }

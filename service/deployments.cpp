@@ -1,6 +1,7 @@
 // Deployments: a group, images and a SUIT manifest, rolled out in waves that open on a timer and halt by
 // themselves past a failure threshold. States: active, paused, halted, completed, aborted, superseded.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -927,9 +928,7 @@ Reply list_deployment_devices(Call& call) {
   if (status) {
     const auto& known = device_status_filters();
     if (std::find(known.begin(), known.end(), *status) == known.end())
-      throw ApiError{400, "invalid_request",
-                     "status must be pending, failures, waiting_window, timed_out, retrying or an agent status "
-                     "(installed, failed, ...)"};
+      throw ApiError{400, "invalid_request", fmt::format("status must be one of {}", fmt::join(known, ", "))};
   }
   Json items = Json::array();
   auto now = unix_now();

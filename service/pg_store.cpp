@@ -136,6 +136,20 @@ bool connection_lost(PGconn* conn, const char* sqlstate) {
   return state.starts_with("08") || state == "57P01" || state == "57P02" || state == "57P03";
 }
 
+// The connection whose outermost unit is an Access::telemetry one on this thread (a unit never changes
+// threads), and whether one of the telemetry writes it allows is running.
+thread_local PGconn* telemetry_unit = nullptr;
+thread_local bool telemetry_write = false;
+
+// A telemetry write (PgStore::device_checked_in and the like): allowed in an Access::telemetry unit.
+class TelemetryWrite {
+ public:
+  TelemetryWrite() { telemetry_write = true; }
+  ~TelemetryWrite() { telemetry_write = false; }
+  TelemetryWrite(const TelemetryWrite&) = delete;
+  TelemetryWrite& operator=(const TelemetryWrite&) = delete;
+};
+
 // The SQL state and message of a failed statement, turned into the store's exceptions.
 [[noreturn]] void fail(PGconn* conn, PGresult* result) {
   const char* sqlstate = result ? PQresultErrorField(result, PG_DIAG_SQLSTATE) : nullptr;
@@ -149,6 +163,9 @@ bool connection_lost(PGconn* conn, const char* sqlstate) {
                            "PostgreSQL is down or restarting: try again shortly");
   if (state == "23505") throw Error(ExitCode::conflict, "the store refused a duplicate: " + message);
   if (state.starts_with("22")) throw StoreRejected("the store refused a value: " + message);
+  // A telemetry unit reads one snapshot; a row a writer changed after it began cannot be updated in it: the
+  // request runs again in the write order, which waits for that writer.
+  if ((state == "40001" || state == "40P01") && conn == telemetry_unit) throw WriteOrderNeeded();
   if (state == "40001" || state == "40P01")
     throw StoreUnavailable("the PostgreSQL store gave up a transaction: " + message, "try again");
   throw Error(ExitCode::failure, "the PostgreSQL store failed: " + message);
@@ -173,20 +190,6 @@ bool storable_text(std::string_view text) {
   }
   return true;
 }
-
-// The connection whose outermost unit is an Access::telemetry one on this thread (a unit never changes
-// threads), and whether one of the telemetry writes it allows is running.
-thread_local PGconn* telemetry_unit = nullptr;
-thread_local bool telemetry_write = false;
-
-// A telemetry write (PgStore::device_checked_in and the like): allowed in an Access::telemetry unit.
-class TelemetryWrite {
- public:
-  TelemetryWrite() { telemetry_write = true; }
-  ~TelemetryWrite() { telemetry_write = false; }
-  TelemetryWrite(const TelemetryWrite&) = delete;
-  TelemetryWrite& operator=(const TelemetryWrite&) = delete;
-};
 
 bool writes(std::string_view sql) {
   auto start = sql.find_first_not_of(" \n");
@@ -641,8 +644,10 @@ class PgStore::PgTransaction final : public Store::Transaction {
       : use_(store), store_(store), connection_(store.current()), level_(connection_.depth) {
     if (level_ == 0) {
       connection_.relaxed = false;
-      const char* begin = access == Access::read ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-                                                 : "BEGIN ISOLATION LEVEL READ COMMITTED";
+      // A telemetry unit reads one snapshot too (its statements agree with each other without the write lock).
+      const char* begin = access == Access::read        ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                          : access == Access::telemetry ? "BEGIN ISOLATION LEVEL REPEATABLE READ"
+                                                        : "BEGIN ISOLATION LEVEL READ COMMITTED";
       try {
         run(connection_.conn, begin);
       } catch (const StoreUnavailable&) {

@@ -242,11 +242,12 @@ class Store {
     virtual ~Transaction() = default;
     virtual void commit() = 0;
   };
-  // read: a consistent snapshot. write: one writer at a time (the store's write order). telemetry: a unit that
-  // does not wait for the write order and may write only a device's own telemetry (device_checked_in,
-  // record_device_firmware, record_device_trust_version); any other write throws WriteOrderNeeded, so that an
-  // agent check-in deciding nothing never waits for writers. A store whose writers queue anyway (SQLite) takes
-  // it as write.
+  // read: a consistent snapshot. write: one writer at a time (the store's write order). telemetry: a snapshot
+  // that does not take the write order and may write only a device's own telemetry (device_checked_in,
+  // record_device_firmware, record_device_trust_version; its device row may still be locked by a writer for a
+  // moment); any other write, or a telemetry row a writer changed after the snapshot, throws WriteOrderNeeded,
+  // so that an agent check-in deciding nothing does not queue behind writers. A store whose writers queue anyway
+  // (SQLite) takes it as write.
   enum class Access { read, write, telemetry };
   virtual std::unique_ptr<Transaction> begin(Access access = Access::write) = 0;
   // Whether the commit of the current outermost unit waits until it is on disk (the default). Check-ins that

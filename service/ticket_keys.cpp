@@ -30,7 +30,8 @@ int keys_index() {
 TicketKeys::TicketKeys(Bytes secret) : secret_(std::move(secret)) {
   if (secret_.size() != secret_size)
     throw Error(ExitCode::usage, "the session-ticket secret must be 32 bytes",
-                "delete the ticket-key file on every instance and start them again (kiln-service run makes a new one)");
+                "write a new one (head -c 32 /dev/urandom > ticket-key; chmod 600 ticket-key) and copy it to every "
+                "instance on a copy of this directory");
 }
 
 std::shared_ptr<const TicketKeys> TicketKeys::load_or_create(const std::filesystem::path& path) {
@@ -71,8 +72,9 @@ void TicketKeys::attach(SSL_CTX* ctx) const {
     throw Error(ExitCode::failure, "cannot install the session-ticket keys in the TLS context");
 }
 
-// OpenSSL's ticket-key callback: 1 sealed or opened, 2 opened with an older hour's keys (renew the ticket),
-// 0 a name none of the accepted hours has (a full handshake), -1 an error.
+// OpenSSL's ticket-key callback: 1 sealed or opened, 2 opened with an older hour's keys, 0 a name none of the
+// accepted hours has (a full handshake), -1 an error. Whether an opened ticket is renewed is decided by its age
+// (issue_tickets_sparingly): three accepted hours outlast a ticket's two-hour lifetime.
 int TicketKeys::on_ticket_key(SSL* ssl, unsigned char* name, unsigned char* iv, EVP_CIPHER_CTX* cipher,
                               EVP_MAC_CTX* mac, int encrypt) {
   const auto* self = static_cast<const TicketKeys*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), keys_index()));

@@ -6,7 +6,7 @@
 // directory). Each hour has its own keys, derived from the secret with HKDF-SHA256: a 16-byte key name, an
 // AES-256-CBC key and an HMAC-SHA256 key, as RFC 5077 tickets use them. New tickets are sealed with the
 // current hour's keys; a ticket sealed in the previous `accepted_hours` − 1 hours still opens (a ticket lives
-// 2 hours). Replacing the file on every instance makes every ticket issued before it useless.
+// 2 hours, and is renewed past half of it). Replacing the file on every instance makes every ticket issued before it useless.
 #pragma once
 
 #include <array>

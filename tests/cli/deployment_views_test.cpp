@@ -235,6 +235,7 @@ TEST_CASE("deployment_views: -o jsonl watches events, one line each; the plan an
   CHECK(Json::parse(list_json.out) == all);
   auto list_table = test::capture_output("csv", [&](const Context& ctx) { render_deployment_list(ctx, all); });
   CHECK(list_table.out.find("carries") == std::string::npos);  // csv is not the table: the service's fields
+  CHECK(list_table.out.find(all[0]["id"].get<std::string>()) != std::string::npos);
   auto table = test::capture_output("table", [&](const Context& ctx) { render_deployment_list(ctx, all); });
   CHECK(table.out.find("release") != std::string::npos);  // the table's "carries" column
 }
