@@ -275,6 +275,8 @@ DeploymentRequest deployment_request(const DeploymentOptions& args) {
 int watch_interval_ms(const std::string& text) {
   auto interval = parse_duration_ms(text, "--interval");
   if (interval < 100) throw Error(ExitCode::usage, "--interval is at least 100ms");
+  // An int of milliseconds holds 24 days; a watch that polls less than daily is not watching.
+  if (interval > 24 * 3600 * 1000) throw Error(ExitCode::usage, "--interval is at most 24h");
   return static_cast<int>(interval);
 }
 

@@ -153,6 +153,9 @@ TEST_CASE("deployment options: a watch polls at least every 100ms, at the interv
   CHECK(test::exit_code_of([] { watch_interval_ms("50ms"); }) == ExitCode::usage);
   CHECK_THROWS_WITH(watch_interval_ms("99ms"), "--interval is at least 100ms");
   CHECK(test::exit_code_of([] { watch_interval_ms("soon"); }) == ExitCode::usage);
+  CHECK(watch_interval_ms("24h") == 24 * 3600 * 1000);
+  CHECK_THROWS_WITH(watch_interval_ms("25h"), "--interval is at most 24h");
+  CHECK_THROWS_WITH(watch_interval_ms("600h"), "--interval is at most 24h");
 }
 
 TEST_CASE("deployment options: a deployment or revert state this kiln does not know is an error, not another state") {
