@@ -466,6 +466,7 @@ TEST_CASE("rollout controls: transient failures are retried with backoff; the la
   };
   // Attempt 1 is cut: retrying (not a failure), held until its wait is over.
   f.report(id, "dev-0", "downloading");
+  auto cut_at = std::chrono::steady_clock::now();
   CHECK(fail("dev-0", "failed", "download_interrupted") == 200);
   auto shown = f.json("GET", "/v1/deployments/" + id);
   CHECK(shown["device_status"]["retrying"] == 1);
@@ -475,7 +476,10 @@ TEST_CASE("rollout controls: transient failures are retried with backoff; the la
   CHECK(row["attempt"] == 1);
   CHECK(row["retry_at"].is_string());
   CHECK(row["detail"].get<std::string>().find("download_interrupted: cut at byte 1000 (attempt 1 of 3") != std::string::npos);
-  CHECK(f.check_in("dev-0").is_null());
+  // Held for its 1 s wait: a check-in that certainly came within it (timed from before the report was sent
+  // until its answer arrived) is offered nothing. On a machine too loaded for that, the wait is over anyway.
+  auto early = f.check_in("dev-0");
+  if (std::chrono::steady_clock::now() - cut_at < std::chrono::milliseconds(900)) CHECK(early.is_null());
   // Attempt 2 is offered after the wait; power is lost: retrying again.
   offer = offered_again(f, "dev-0");
   CHECK(offer["retry"] == Json{{"attempt", 2}, {"attempts", 3}});
