@@ -97,8 +97,10 @@ std::string did_you_mean(const CLI::App& root, int argc, char** argv) {
         std::string match = closest_match(name, known);
         return match.empty() ? "" : fmt::format("unknown option '{}': did you mean '{}'?", name, match);
       }
-      if (found->get_type_size() != 0 && arg.find('=') == std::string::npos && name.starts_with("--")) ++i;
-      else if (found->get_type_size() != 0 && name.size() == 2) ++i;
+      // A flag (-q, --debug) takes no value: the next word is a command or an argument, not the flag's.
+      bool takes_value = found->get_items_expected_max() != 0;
+      if (takes_value && arg.find('=') == std::string::npos && name.starts_with("--")) ++i;
+      else if (takes_value && name.size() == 2) ++i;
       continue;
     }
     auto subs = current->get_subcommands(all);

@@ -73,6 +73,16 @@ TEST_CASE("cli app: a misspelt command or option is exit 2 with the closest name
   auto option = run({"--verbsoe", "key", "show", "x.pem"});
   CHECK(option.code == 2);
   CHECK(option.err.find("unknown option '--verbsoe': did you mean '--verbose'?") != std::string::npos);
+  // A global flag before the command takes no value: a known command's own error is reported, not the verb
+  // read as a misspelt command.
+  for (const char* flag : {"-q", "-v", "--debug", "--no-color"}) {
+    auto required = run({flag, "image", "sign", "in.bin", "out.bin"});
+    CHECK(required.code == 2);
+    CHECK_MESSAGE(required.err.find("is not a kiln command") == std::string::npos, required.err);
+    CHECK_MESSAGE(required.err.find("is required") != std::string::npos, required.err);
+  }
+  auto valued = run({"-o", "json", "key", "shwo"});
+  CHECK(valued.err.find("'shwo' is not a kiln key command: did you mean 'show'?") != std::string::npos);
   // Nothing close: the parser's own message, still exit 2.
   auto far = run({"zzzzzzzzzz"});
   CHECK(far.code == 2);
