@@ -294,9 +294,8 @@ Reply agent_report_status(Call& call) {
   auto body = parse_object(call.request.body);
   auto deployment = required_string(body, "deployment", 64);
   auto text = required_string(body, "status", 32);
-  auto& known = agent_statuses();
   auto status = parse_status(text);
-  if (!status || std::find(known.begin(), known.end(), text) == known.end())
+  if (!status || !is_agent_status(*status))
     throw ApiError{
         400, "invalid_request",
         "status must be downloading, verifying, installing, testing, installed, failed, rolled_back or refused"};
