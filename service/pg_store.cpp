@@ -720,6 +720,12 @@ std::unique_ptr<Store::Transaction> PgStore::begin(Access access) {
   return std::make_unique<PgTransaction>(*this, access);
 }
 
+void PgStore::require_write_order() {
+  if (!telemetry_unit) return;  // no telemetry unit on this thread (nor a connection to look at)
+  Use use(*this);
+  if (use.conn() == telemetry_unit) throw WriteOrderNeeded();
+}
+
 PgStore::PgStore(const std::string& url, PgStoreOptions options)
     : url_(url), options_(std::move(options)), id_(next_store_id++),
       pool_(max_idle_connections, max_open_connections) {

@@ -45,6 +45,7 @@ class PgStore final : public Store {
 
   // The tally counted afresh from every device of the group (what rollout_tally keeps up to date).
   RolloutTally recount_rollout_tally(const Deployment& deployment);
+  void require_write_order() override;
   // For tests: how many transactions committed without waiting for the disk (Access::telemetry units), and
   // whether the current unit's would wait (what the server says, SHOW synchronous_commit).
   std::uint64_t relaxed_commits() const { return relaxed_commits_; }

@@ -252,6 +252,10 @@ class Store {
   // synchronous=NORMAL, which never waits per commit) takes it as write.
   enum class Access { read, write, telemetry };
   virtual std::unique_ptr<Transaction> begin(Access access = Access::write) = 0;
+  // Said before costly work that leads to a write other than telemetry: in a telemetry unit that write would
+  // throw WriteOrderNeeded, so this throws it now and the work is done once, in the write order. Does nothing
+  // in any other unit (and in SQLite, which has no telemetry unit).
+  virtual void require_write_order() {}
 
   // Tenants and tokens.
   virtual std::int64_t create_tenant(const std::string& name, const std::string& now) = 0;
