@@ -1,7 +1,10 @@
 // The one string mapping of device statuses, deployment states, revert states and transient failure reasons.
 #include "core/deployment_states.hpp"
 
+#include <algorithm>
+#include <array>
 #include <initializer_list>
+#include <span>
 
 #include "core/name_table.hpp"
 
@@ -35,10 +38,18 @@ constexpr NameTable<TransientReason, 2> reason_names{{
     {TransientReason::power_loss, "power_loss"},
 }};
 
-std::vector<std::string> names_of(std::initializer_list<DeviceStatus> statuses) {
+constexpr std::array agent_reported = {DeviceStatus::downloading, DeviceStatus::verifying, DeviceStatus::installing,
+                                       DeviceStatus::testing,     DeviceStatus::installed, DeviceStatus::failed,
+                                       DeviceStatus::rolled_back, DeviceStatus::refused};
+
+std::vector<std::string> names_of(std::span<const DeviceStatus> statuses) {
   std::vector<std::string> out;
   for (auto s : statuses) out.push_back(status_name(s));
   return out;
+}
+
+std::vector<std::string> names_of(std::initializer_list<DeviceStatus> statuses) {
+  return names_of(std::span(statuses.begin(), statuses.size()));
 }
 
 }  // namespace
@@ -66,10 +77,12 @@ bool is_failure_status(std::string_view status) {
   return s && is_failure_status(*s);
 }
 
+bool is_agent_status(DeviceStatus status) {
+  return std::find(agent_reported.begin(), agent_reported.end(), status) != agent_reported.end();
+}
+
 const std::vector<std::string>& agent_statuses() {
-  static const auto statuses =
-      names_of({DeviceStatus::downloading, DeviceStatus::verifying, DeviceStatus::installing, DeviceStatus::testing,
-                DeviceStatus::installed, DeviceStatus::failed, DeviceStatus::rolled_back, DeviceStatus::refused});
+  static const auto statuses = names_of(agent_reported);
   return statuses;
 }
 

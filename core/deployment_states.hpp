@@ -31,6 +31,7 @@ bool is_failure_status(DeviceStatus status);
 bool is_failure_status(std::string_view status);
 
 // Device statuses an agent reports (docs/openapi.yaml AgentStatus): downloading .. refused.
+bool is_agent_status(DeviceStatus status);
 const std::vector<std::string>& agent_statuses();
 // The statuses a deployment counts: the agent's, and those the service records (timed_out, notified, retrying,
 // revoked, unclaimed), never reported.

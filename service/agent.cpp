@@ -128,10 +128,6 @@ std::optional<std::string> reported_status(Call& call, const std::string& deploy
   return call.store.reported_status(deployment, call.who.device_id);
 }
 
-// A check-in that decides something for a deployment (a status, an attempt, a wave) commits durably; one
-// that only records telemetry need not (Store::set_commit_durable).
-void decided(Call& call) { call.store.set_commit_durable(true); }
-
 // With a rate (RatePolicy): a device not yet offered the deployment is offered it (and recorded notified)
 // only while fewer devices were notified than the rate allows by now.
 bool may_notify(Call& call, const Deployment& row, const std::string& device) {
@@ -142,7 +138,6 @@ bool may_notify(Call& call, const Deployment& row, const std::string& device) {
   if (counts.admitted - counts.status.at(status_name(DeviceStatus::pending)) >=
       rate_allowance(row.policy.rate, row.rate_steps, now))
     return false;
-  decided(call);
   call.store.record_status(row.id, device, status_name(DeviceStatus::notified), "", now_iso8601(), std::nullopt);
   return true;
 }
@@ -165,7 +160,6 @@ std::optional<std::int64_t> offer_attempt(Call& call, const Deployment& row) {
   auto decision = offer_decision(row, wave, progress, now);
   if (decision.hold != Hold::none) return std::nullopt;
   if (decision.new_attempt) {
-    decided(call);
     call.store.record_status(row.id, device, status_name(DeviceStatus::notified),
                              fmt::format("attempt {} of {} offered", decision.attempt, row.policy.retry.retries + 1),
                              now_iso8601(), std::nullopt);
@@ -190,7 +184,7 @@ void trust_offer(Call& call, const std::string& group, std::int64_t reported, Js
   auto id = call.store.newest_trust_deployment(call.who.tenant_id, group);
   if (!id) return;
   auto row = load_deployment(call.store, call.who.tenant_id, *id);
-  if (evaluate_deployment(call.store, row, true)) decided(call);
+  evaluate_deployment(call.store, row, true);
   if (!is_open(row.state) && row.state != DeploymentState::completed) return;
   auto& device = call.who.device_id;
   auto stored = call.store.reported_status(row.id, device);
@@ -199,7 +193,6 @@ void trust_offer(Call& call, const std::string& group, std::int64_t reported, Js
   if (reported >= *row.trust_version) {
     int wave = wave_of_bucket(row.waves, rollout_bucket(row.id, device));
     if (!status && (wave == 0 || wave > row.wave)) return;  // not admitted: it counts once its wave opens
-    decided(call);
     call.store.record_status(row.id, device, status_name(DeviceStatus::installed),
                              fmt::format("trust version {}", reported), now_iso8601(), std::nullopt);
     evaluate_deployment(call.store, row);
@@ -251,7 +244,6 @@ Reply agent_check_in(Call& call) {
   auto resolution = std::min<std::int64_t>(last_seen_resolution_seconds, call.config.check_in_after);
   call.store.device_checked_in(device, iso8601(now), iso8601(now - resolution), version, state);
   if (sequence || manifest_digest) call.store.record_device_firmware(device, sequence, manifest_digest);
-  call.store.set_commit_durable(false);  // until the check-in decides something (decided())
 
   Json deployment = nullptr;
   auto group = device_group(call);
@@ -259,7 +251,7 @@ Reply agent_check_in(Call& call) {
   if (group) newest = call.store.newest_deployment(call.who.tenant_id, *group, false);
   if (newest) {
     auto row = load_deployment(call.store, call.who.tenant_id, *newest);
-    if (evaluate_deployment(call.store, row, true)) decided(call);
+    evaluate_deployment(call.store, row, true);
     if (row.state == DeploymentState::active || row.state == DeploymentState::completed) {
       deployment = install_offer(call, row);
     } else if (row.state == DeploymentState::aborted) {
@@ -302,9 +294,8 @@ Reply agent_report_status(Call& call) {
   auto body = parse_object(call.request.body);
   auto deployment = required_string(body, "deployment", 64);
   auto text = required_string(body, "status", 32);
-  auto& known = agent_statuses();
   auto status = parse_status(text);
-  if (!status || std::find(known.begin(), known.end(), text) == known.end())
+  if (!status || !is_agent_status(*status))
     throw ApiError{
         400, "invalid_request",
         "status must be downloading, verifying, installing, testing, installed, failed, rolled_back or refused"};

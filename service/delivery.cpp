@@ -57,6 +57,10 @@ std::optional<DeviceImage> device_image(Call& call, const std::string& sha) {
   Bytes area;
   try {
     auto key = mcuboot::encryption_key_from_spki(from_hex(*device_key), fmt::format("device {}'s key", device));
+    // The image made here is saved: a check-in's telemetry unit, where that write would need the write order, goes
+    // there now, so that the wrap and the image's hash are done once (a release encrypted for another key then
+    // finds that out in the write order).
+    call.store.require_write_order();
     area = mcuboot::rewrapped_area(at, *call.config.delivery_key, key);
   } catch (const Error& e) {
     // Encrypted for another key (e.g. a product key every board holds), or a device key MCUboot cannot use:

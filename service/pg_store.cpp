@@ -583,7 +583,7 @@ struct PgStore::Connection {
   Connection& operator=(const Connection&) = delete;
   PGconn* conn;
   int depth = 0;
-  bool relaxed = false;  // the open transaction commits with synchronous_commit off
+  bool relaxed = false;  // the open transaction commits with synchronous_commit off (an Access::telemetry unit)
 };
 
 // A held connection (held_connection.hpp) and its libpq handle.
@@ -643,7 +643,6 @@ class PgStore::PgTransaction final : public Store::Transaction {
   PgTransaction(PgStore& store, Access access)
       : use_(store), store_(store), connection_(store.current()), level_(connection_.depth) {
     if (level_ == 0) {
-      connection_.relaxed = false;
       // A telemetry unit reads one snapshot too (its statements agree with each other without the write lock).
       const char* begin = access == Access::read        ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
                           : access == Access::telemetry ? "BEGIN ISOLATION LEVEL REPEATABLE READ"
@@ -658,13 +657,15 @@ class PgStore::PgTransaction final : public Store::Transaction {
         run(connection_.conn, begin);
       }
       telemetry_unit = access == Access::telemetry ? connection_.conn : nullptr;
-      if (access == Access::write) {
-        try {
-          run(connection_.conn, "SELECT pg_advisory_xact_lock($1)", {write_lock_key});
-        } catch (...) {
-          rollback();
-          throw;
-        }
+      connection_.relaxed = access == Access::telemetry;
+      try {
+        // A write unit takes the write order. A telemetry unit writes only a device's own telemetry: its commit
+        // need not wait for the disk (SET LOCAL: this transaction only).
+        if (access == Access::write) run(connection_.conn, "SELECT pg_advisory_xact_lock($1)", {write_lock_key});
+        if (access == Access::telemetry) run(connection_.conn, "SET LOCAL synchronous_commit = off");
+      } catch (...) {
+        rollback();
+        throw;
       }
     } else {
       run(connection_.conn, fmt::format("SAVEPOINT unit_{}", level_));
@@ -717,6 +718,12 @@ class PgStore::PgTransaction final : public Store::Transaction {
 
 std::unique_ptr<Store::Transaction> PgStore::begin(Access access) {
   return std::make_unique<PgTransaction>(*this, access);
+}
+
+void PgStore::require_write_order() {
+  if (!telemetry_unit) return;  // no telemetry unit on this thread (nor a connection to look at)
+  Use use(*this);
+  if (use.conn() == telemetry_unit) throw WriteOrderNeeded();
 }
 
 PgStore::PgStore(const std::string& url, PgStoreOptions options)
@@ -1163,15 +1170,6 @@ bool PgStore::device_checked_in(const std::string& device_id, const std::string&
 bool PgStore::commit_durable() {
   Use use(*this);
   return run(use.conn(), "SHOW synchronous_commit").text(0, 0) != "off";
-}
-
-void PgStore::set_commit_durable(bool durable) {
-  Use use(*this);
-  if (current().depth == 0 || current().relaxed == !durable) return;  // outside a unit, or already so
-  // SET LOCAL: for this transaction only; its value at COMMIT is what counts. One round trip: the flag is
-  // kept here (what the server then says is read only by tests, commit_durable()).
-  run(use.conn(), durable ? "SET LOCAL synchronous_commit TO DEFAULT" : "SET LOCAL synchronous_commit = off");
-  current().relaxed = !durable;
 }
 
 void PgStore::record_device_firmware(const std::string& device_id, const std::optional<std::int64_t>& sequence,

@@ -45,8 +45,8 @@ class PgStore final : public Store {
 
   // The tally counted afresh from every device of the group (what rollout_tally keeps up to date).
   RolloutTally recount_rollout_tally(const Deployment& deployment);
-  void set_commit_durable(bool durable) override;
-  // For tests: how many transactions committed without waiting for the disk (set_commit_durable(false)), and
+  void require_write_order() override;
+  // For tests: how many transactions committed without waiting for the disk (Access::telemetry units), and
   // whether the current unit's would wait (what the server says, SHOW synchronous_commit).
   std::uint64_t relaxed_commits() const { return relaxed_commits_; }
   bool commit_durable();

@@ -246,15 +246,16 @@ class Store {
   // that does not take the write order and may write only a device's own telemetry (device_checked_in,
   // record_device_firmware, record_device_trust_version; its device row may still be locked by a writer for a
   // moment); any other write, or a telemetry row a writer changed after the snapshot, throws WriteOrderNeeded,
-  // so that an agent check-in deciding nothing does not queue behind writers. A store whose writers queue anyway
-  // (SQLite) takes it as write.
+  // so that an agent check-in deciding nothing does not queue behind writers. A telemetry unit's commit need not
+  // wait until it is on disk: a crash may lose the last fraction of a second of check-ins, never corrupt anything
+  // (PostgreSQL: SET LOCAL synchronous_commit = off). A store whose writers queue anyway (SQLite, in WAL mode with
+  // synchronous=NORMAL, which never waits per commit) takes it as write.
   enum class Access { read, write, telemetry };
   virtual std::unique_ptr<Transaction> begin(Access access = Access::write) = 0;
-  // Whether the commit of the current outermost unit waits until it is on disk (the default). Check-ins that
-  // record only telemetry (last seen, version, state) say false: a crash may then lose the last fraction of a
-  // second of them, never corrupt anything (PostgreSQL: SET LOCAL synchronous_commit = off; SQLite commits in
-  // WAL mode with synchronous=NORMAL, which is that already, so it does nothing). Saying true again restores it.
-  virtual void set_commit_durable(bool /*durable*/) {}
+  // Said before costly work that leads to a write other than telemetry: in a telemetry unit that write would
+  // throw WriteOrderNeeded, so this throws it now and the work is done once, in the write order. Does nothing
+  // in any other unit (and in SQLite, which has no telemetry unit).
+  virtual void require_write_order() {}
 
   // Tenants and tokens.
   virtual std::int64_t create_tenant(const std::string& name, const std::string& now) = 0;

@@ -58,9 +58,34 @@ TicketKeys::Keys TicketKeys::keys_at(std::int64_t at) const {
   return keys;
 }
 
-std::optional<std::pair<TicketKeys::Keys, bool>> TicketKeys::find(const unsigned char* name, std::int64_t now) const {
+std::shared_ptr<const TicketKeys::Window> TicketKeys::window_at(std::int64_t now) const {
+  std::int64_t hour = now / hour_seconds;
+  std::lock_guard lock(mutex_);
+  if (window_ && window_->hour == hour) return window_;
+  auto made = std::make_shared<Window>();
+  made->hour = hour;
   for (std::int64_t back = 0; back < accepted_hours; ++back) {
-    auto keys = keys_at(now - back * hour_seconds);
+    // An hour the previous window holds keeps its keys; only the new ones are derived.
+    std::int64_t held = window_ ? window_->hour - (hour - back) : -1;
+    auto& keys = made->keys[static_cast<std::size_t>(back)];
+    if (held >= 0 && held < accepted_hours) {
+      keys = window_->keys[static_cast<std::size_t>(held)];
+    } else {
+      keys = keys_at((hour - back) * hour_seconds);
+      ++derivations_;
+    }
+  }
+  // A handshake that read the clock just before the hour turned gets its window without replacing the newer one.
+  if (!window_ || hour > window_->hour) window_ = made;
+  return made;
+}
+
+TicketKeys::Keys TicketKeys::sealing_keys(std::int64_t now) const { return window_at(now)->keys[0]; }
+
+std::optional<std::pair<TicketKeys::Keys, bool>> TicketKeys::find(const unsigned char* name, std::int64_t now) const {
+  auto window = window_at(now);
+  for (std::size_t back = 0; back < window->keys.size(); ++back) {
+    const auto& keys = window->keys[back];
     if (std::memcmp(keys.name.data(), name, keys.name.size()) == 0) return std::pair{keys, back == 0};
   }
   return std::nullopt;
@@ -82,7 +107,7 @@ int TicketKeys::on_ticket_key(SSL* ssl, unsigned char* name, unsigned char* iv, 
   auto now = unix_now();
   std::optional<std::pair<Keys, bool>> found;
   if (encrypt) {
-    found.emplace(self->keys_at(now), true);
+    found.emplace(self->sealing_keys(now), true);
     std::memcpy(name, found->first.name.data(), found->first.name.size());
     if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1) return -1;
   } else {

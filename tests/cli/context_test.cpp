@@ -3,8 +3,6 @@
 // terminal, config values, and secrets read from a file or a variable, never from the command line.
 #include <doctest/doctest.h>
 
-#include <stdlib.h>
-
 #include <CLI/CLI.hpp>
 
 #include "cli/context.hpp"
@@ -12,6 +10,7 @@
 #include "core/files.hpp"
 #include "tests/support/cli_context.hpp"
 #include "tests/support/errors.hpp"
+#include "tests/support/scoped_env.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using namespace kiln;
@@ -103,11 +102,13 @@ TEST_CASE("context: secrets come from a file or a variable, trimmed of the line 
   write_file_atomic(dir.file("pass"), as_bytes("correct horse\r\n"), 0600);
   CHECK(read_secret({dir.file("pass"), ""}, "passphrase") == std::optional<std::string>("correct horse"));
   CHECK_FALSE(read_secret({}, "passphrase"));
-  ::setenv("KILN_TEST_SECRET", "from env", 1);
-  CHECK(read_secret({"", "KILN_TEST_SECRET"}, "PIN") == std::optional<std::string>("from env"));
-  CHECK_THROWS_WITH_AS(read_secret({dir.file("pass"), "KILN_TEST_SECRET"}, "PIN"),
-                       "give the PIN either in a file or in a variable, not both", Error);
-  ::unsetenv("KILN_TEST_SECRET");
+  {
+    test::ScopedEnv secret("KILN_TEST_SECRET", "from env");
+    CHECK(read_secret({"", "KILN_TEST_SECRET"}, "PIN") == std::optional<std::string>("from env"));
+    CHECK_THROWS_WITH_AS(read_secret({dir.file("pass"), "KILN_TEST_SECRET"}, "PIN"),
+                         "give the PIN either in a file or in a variable, not both", Error);
+  }
+  test::ScopedEnv unset("KILN_TEST_SECRET", nullptr);
   CHECK_THROWS_WITH_AS(read_secret({"", "KILN_TEST_SECRET"}, "PIN"),
                        "environment variable KILN_TEST_SECRET (the PIN) is not set", Error);
   write_file_atomic(dir.file("empty"), as_bytes("\n"), 0600);
@@ -120,9 +121,10 @@ TEST_CASE("context: key options carry the passphrase, the PKCS#11 module and KIL
   write_file_atomic(dir.file("pass"), as_bytes("pw\n"), 0600);
   Context ctx;
   ctx.global.pkcs11_module = "/usr/lib/softhsm/libsofthsm2.so";
-  ::setenv("KILN_PKCS11_PIN", "1234", 1);
-  auto options = ctx.key_options({dir.file("pass"), ""});
-  ::unsetenv("KILN_PKCS11_PIN");
+  auto options = [&] {
+    test::ScopedEnv pin("KILN_PKCS11_PIN", "1234");
+    return ctx.key_options({dir.file("pass"), ""});
+  }();
   CHECK(options.passphrase == std::optional<std::string>("pw"));
   CHECK(options.pkcs11_module == std::optional<std::string>("/usr/lib/softhsm/libsofthsm2.so"));
   CHECK(options.pkcs11_pin == std::optional<std::string>("1234"));

@@ -46,6 +46,20 @@ TEST_CASE("deployment states: the status lists are the documented ones, in the d
   CHECK_FALSE(left_deployment(DeviceStatus::retrying));
 }
 
+TEST_CASE("deployment states: an agent reports downloading .. refused; the service records the rest") {
+  std::vector<std::string> reported;
+  for (int i = 0; i <= static_cast<int>(DeviceStatus::unclaimed); ++i) {
+    auto status = static_cast<DeviceStatus>(i);
+    if (is_agent_status(status)) reported.push_back(status_name(status));
+  }
+  CHECK(reported == agent_statuses());
+  CHECK(is_agent_status(DeviceStatus::downloading));
+  CHECK(is_agent_status(DeviceStatus::refused));
+  for (auto recorded : {DeviceStatus::pending, DeviceStatus::notified, DeviceStatus::timed_out, DeviceStatus::retrying,
+                        DeviceStatus::revoked, DeviceStatus::unclaimed})
+    CHECK_FALSE(is_agent_status(recorded));
+}
+
 TEST_CASE("deployment states: every deployment state round-trips; the open and settled ones") {
   const std::vector<std::pair<DeploymentState, std::string>> all = {
       {DeploymentState::active, "active"},       {DeploymentState::paused, "paused"},

@@ -3,7 +3,6 @@
 // says how to stop it and provisions with the run's options.
 #include <doctest/doctest.h>
 
-#include <cstdlib>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,6 +11,7 @@
 #include "provisioning/station_run.hpp"
 #include "tests/provisioning/station_fixture.hpp"
 #include "tests/support/errors.hpp"
+#include "tests/support/scoped_env.hpp"
 
 using namespace kiln;
 
@@ -36,39 +36,19 @@ struct TwoBoards {
   }
 };
 
-// Sets an environment variable for one scope and restores it.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    if (value) ::setenv(name, value, 1);
-    else ::unsetenv(name);
-  }
-  ~ScopedEnv() {
-    if (old_) ::setenv(name_, old_->c_str(), 1);
-    else ::unsetenv(name_);
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
-
 }  // namespace
 
 TEST_CASE("station run: the operator named, else $USER, else unknown") {
   CHECK(station_operator("alice") == "alice");
   {
-    ScopedEnv user("USER", "bob");
+    test::ScopedEnv user("USER", "bob");
     CHECK(station_operator("") == "bob");
   }
   {
-    ScopedEnv user("USER", "");
+    test::ScopedEnv user("USER", "");
     CHECK(station_operator("") == "unknown");
   }
-  ScopedEnv user("USER", nullptr);
+  test::ScopedEnv user("USER", nullptr);
   CHECK(station_operator("") == "unknown");
 }
 

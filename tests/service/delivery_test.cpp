@@ -173,3 +173,42 @@ TEST_CASE("delivery: no key, a plain release, a release for another key, or no d
   CHECK_FALSE(device_image(token, d.sha));
   CHECK(device_image(without, d.sha));
 }
+
+TEST_CASE("delivery: a device's first image in a check-in's telemetry unit is wrapped once, in the write order") {
+  // The delivery key, counting the content keys it opens (one per wrap).
+  struct CountingOpener : mcuboot::ContentKeyOpener {
+    std::shared_ptr<const mcuboot::ContentKeyOpener> real;
+    mutable int opened = 0;
+    explicit CountingOpener(std::shared_ptr<const mcuboot::ContentKeyOpener> key) : real(std::move(key)) {}
+    mcuboot::EncryptionKeyKind kind() const override { return real->kind(); }
+    std::string description() const override { return real->description(); }
+    Bytes public_key_der() const override { return real->public_key_der(); }
+    Bytes open(std::uint16_t type, ByteView value, std::size_t key_size) const override {
+      ++opened;
+      return real->open(type, value, key_size);
+    }
+  };
+  Delivery d;
+  auto counting = std::make_shared<CountingOpener>(d.config.delivery_key);
+  d.config.delivery_key = counting;
+  d.give_key("alpha");
+  auto alpha = d.as("alpha", d.sha);
+  // As the service runs a check-in: a telemetry unit first, and the write order when it writes more.
+  auto in_unit = [&](Store::Access access) {
+    auto unit = d.store->begin(access);
+    auto made = device_image(alpha, d.sha);
+    unit->commit();
+    return made;
+  };
+  std::optional<DeviceImage> made;
+  try {
+    made = in_unit(Store::Access::telemetry);
+  } catch (const WriteOrderNeeded&) {
+    made = in_unit(Store::Access::write);
+  }
+  REQUIRE(made);
+  CHECK(counting->opened == 1);
+  // Kept: the next check-in's telemetry unit finds it, and wraps nothing.
+  CHECK(in_unit(Store::Access::telemetry)->area == made->area);
+  CHECK(counting->opened == 1);
+}

@@ -122,45 +122,46 @@ TEST_CASE("postgres store: an older store migrates; its deployments gain tallies
   CHECK(after->started_at == "2026-01-02T00:00:00Z");
 }
 
-TEST_CASE("postgres store: a unit that records only telemetry commits with synchronous_commit off; no other unit does") {
+TEST_CASE("postgres store: a telemetry unit commits with synchronous_commit off; no other unit does") {
   auto url = test::shared_postgres().create_database();
   PgStore store(url);
-  // relaxed_commits counts commits made after set_commit_durable(false); commit_durable() asks the server.
-  auto setting = [&] { return store.relaxed_commits(); };
+  // relaxed_commits counts commits of telemetry units; commit_durable() asks the server (SHOW synchronous_commit).
+  auto relaxed = [&] { return store.relaxed_commits(); };
   {
-    auto unit = store.begin();
-    CHECK(store.commit_durable());
-    store.set_commit_durable(false);
-    store.set_commit_durable(false);  // said twice: one setting
+    auto unit = store.begin(Store::Access::telemetry);
     CHECK_FALSE(store.commit_durable());
+    {
+      auto inner = store.begin();  // a unit inside it is part of its transaction
+      CHECK_FALSE(store.commit_durable());
+      inner->commit();
+    }
     unit->commit();
   }
-  CHECK(setting() == 1);
+  CHECK(relaxed() == 1);
   {
-    auto unit = store.begin();  // a new unit (on the same pooled connection) waits for the disk again
+    auto unit = store.begin(Store::Access::write);  // the next unit on the same pooled connection waits again
     CHECK(store.commit_durable());
     unit->commit();
   }
-  CHECK(setting() == 1);
+  CHECK(relaxed() == 1);
   {
-    auto unit = store.begin();
-    store.set_commit_durable(false);
-    store.set_commit_durable(true);  // something decided after the telemetry: durable again
+    auto unit = store.begin(Store::Access::read);
+    CHECK(store.commit_durable());
     unit->commit();
   }
-  CHECK(setting() == 1);
+  CHECK(relaxed() == 1);
   {
-    auto unit = store.begin();
-    store.set_commit_durable(false);
+    auto unit = store.begin(Store::Access::telemetry);
+    CHECK_FALSE(store.commit_durable());
     // rolled back: no commit at all
   }
-  CHECK(setting() == 1);
-  store.set_commit_durable(false);  // outside any unit: nothing to relax (SET LOCAL would not last)
+  CHECK(relaxed() == 1);
   {
-    auto unit = store.begin();  // and the connection's next unit is not relaxed by it
+    auto unit = store.begin();
+    CHECK(store.commit_durable());
     unit->commit();
   }
-  CHECK(setting() == 1);
+  CHECK(relaxed() == 1);
 }
 
 TEST_CASE("postgres store: a telemetry unit records a check-in while a writer holds the write order; any other "

@@ -52,6 +52,38 @@ TEST_CASE("ticket keys: a ticket opens for three hours, with the current hour's 
   CHECK_FALSE(stranger.find(name.data(), sealed_at));
 }
 
+TEST_CASE("ticket keys: each hour's keys are derived once, equal fresh ones, and roll over when the hour turns") {
+  TicketKeys keys(secret_of(3));
+  constexpr std::int64_t noon = 1'796'904'000;  // 2026-12-10T12:00:00Z, the start of an hour
+  auto same = [](const TicketKeys::Keys& a, const TicketKeys::Keys& b) {
+    return a.name == b.name && a.cipher_key == b.cipher_key && a.mac_key == b.mac_key;
+  };
+  CHECK(same(keys.sealing_keys(noon + 10), keys.keys_at(noon)));
+  CHECK(keys.derivations() == 3);  // this hour and the two before it
+  for (std::int64_t back = 0; back < TicketKeys::accepted_hours; ++back) {
+    auto sealed = keys.keys_at(noon - back * 3600);
+    auto found = keys.find(sealed.name.data(), noon + 3599);
+    REQUIRE(found);
+    CHECK(same(found->first, sealed));
+    CHECK(found->second == (back == 0));
+  }
+  CHECK(keys.derivations() == 3);  // every handshake of the hour uses them
+
+  // The hour turns: one new hour's keys, the previous two kept; the oldest no longer opens.
+  CHECK(same(keys.sealing_keys(noon + 3600), keys.keys_at(noon + 3600)));
+  CHECK(keys.derivations() == 4);
+  auto last_hour = keys.find(keys.keys_at(noon).name.data(), noon + 3600);
+  REQUIRE(last_hour);
+  CHECK(same(last_hour->first, keys.keys_at(noon)));
+  CHECK_FALSE(last_hour->second);
+  CHECK(keys.find(keys.keys_at(noon - 3600).name.data(), noon + 3600));
+  CHECK_FALSE(keys.find(keys.keys_at(noon - 2 * 3600).name.data(), noon + 3600));
+  // A handshake whose clock read came just before the turn still gets that hour's keys, and the newer hour stays.
+  CHECK(same(keys.sealing_keys(noon + 3599), keys.keys_at(noon)));
+  CHECK(same(keys.sealing_keys(noon + 3601), keys.keys_at(noon + 3600)));
+  CHECK(keys.derivations() == 4 + 1);  // the late one's window had one hour the cache no longer held
+}
+
 TEST_CASE("ticket keys: the secret file is created 0600 once, read back the same, and refused when others may read it") {
   kiln::test::TempDir dir;
   auto path = dir.path() / "ticket-key";
