@@ -53,7 +53,29 @@ std::size_t SessionCache::size() const {
 bool SessionCache::attached(SSL* ssl) { return cache_of(ssl) != nullptr; }
 
 void SessionCache::issue_stateful(SSL* ssl) {
-  if (cache_of(ssl)) SSL_set_options(ssl, SSL_OP_NO_TICKET);
+  auto* self = cache_of(ssl);
+  if (!self) return;
+  // A full cache issues stateless tickets (resumed at their usual cost) rather than push out sessions that
+  // devices are about to use: a cache smaller than the fleet must not turn resumptions into full handshakes.
+  if (self->has_room())
+    SSL_set_options(ssl, SSL_OP_NO_TICKET);
+  else
+    SSL_clear_options(ssl, SSL_OP_NO_TICKET);
+}
+
+bool SessionCache::has_room() {
+  std::lock_guard lock(mutex_);
+  // Sessions go in as their tickets are issued, so the oldest expire first.
+  auto now = time(nullptr);
+  while (!order_.empty()) {
+    auto oldest = sessions_.find(order_.front());
+    SSL_SESSION* session = oldest->second.session;
+    if (now - SSL_SESSION_get_time(session) < SSL_SESSION_get_timeout(session)) break;
+    SSL_SESSION_free(session);
+    sessions_.erase(oldest);
+    order_.pop_front();
+  }
+  return sessions_.size() < capacity_;
 }
 
 // A stateful ticket is a session ID (32 bytes); a stateless one is far longer. OpenSSL opens the kind the

@@ -3,8 +3,9 @@
 // session stays in this process) instead of stateless ones (the session sealed with the ticket keys): resuming
 // one costs no ticket decryption and, above all, no decoding of the session and its client certificate, which
 // OpenSSL 3.0 makes the largest cost of a resumed check-in. Each session is used once (a resumption takes it
-// out and its new ticket puts the next one in), so a device holds one entry; the oldest go when there are N.
-// Stateless tickets (issued before, or by another instance) are still accepted. The price: a session lives
+// out and its new ticket puts the next one in), so a device holds one entry. Expired sessions go; with N
+// live ones, new tickets are stateless until there is room again. Stateless tickets (issued then, before, or
+// by another instance) are still accepted. The price: a session lives
 // in one process, so a restart, or another instance behind the load balancer, meets such a ticket with a full
 // handshake; and memory for each device that checked in within a ticket's lifetime.
 #pragma once
@@ -41,6 +42,7 @@ class SessionCache {
   static int on_client_hello(SSL* ssl, int* alert, void* self);
   static int on_new_session(SSL* ssl, SSL_SESSION* session);
   static SSL_SESSION* on_get_session(SSL* ssl, const unsigned char* id, int length, int* copy);
+  bool has_room();  // drops the expired sessions first
   void put(SSL_SESSION* session);
   SSL_SESSION* take(const std::string& id);
 

@@ -281,3 +281,27 @@ TEST_CASE("session tickets: --session-cache resumes stateful tickets once each, 
   CHECK(stateless_again.reused);
   CHECK(stateless_again.status == 200);
 }
+
+// A full cache does not push out sessions devices are about to use: new tickets are stateless until a
+// resumption takes a session out.
+TEST_CASE("session tickets: a full --session-cache issues stateless tickets") {
+  Fleet fleet;
+  auto device = fleet.device();
+  kiln::test::ServiceProcess cached(fleet.a, 0, true, {"--session-cache", "1"});
+  auto first = device.check_in(cached.agent_port());
+  REQUIRE(first.status == 200);
+  REQUIRE(first.session);
+  CHECK(ticket_of(first.session.get()).size() == SSL_MAX_SSL_SESSION_ID_LENGTH);
+  auto second = device.check_in(cached.agent_port());  // another full handshake: the cache holds `first`'s
+  REQUIRE(second.status == 200);
+  REQUIRE(second.session);
+  CHECK(ticket_of(second.session.get()).size() > SSL_MAX_SSL_SESSION_ID_LENGTH);
+  auto resumed = device.check_in(cached.agent_port(), first.session.get());
+  CHECK(resumed.reused);
+  CHECK(resumed.status == 200);
+  REQUIRE(resumed.session);
+  CHECK(ticket_of(resumed.session.get()).size() == SSL_MAX_SSL_SESSION_ID_LENGTH);
+  auto stateless = device.check_in(cached.agent_port(), second.session.get());
+  CHECK(stateless.reused);
+  CHECK(stateless.status == 200);
+}
