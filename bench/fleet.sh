@@ -6,7 +6,7 @@
 #   - `kiln device list -o jsonl` of every device (wall time, client peak RSS) and `device count --by version`;
 #   - check-ins per second (bench/checkin_bench.cpp, THREADS closed-loop clients for SECONDS each) on kept-alive
 #     connections, on fresh connections with a full TLS 1.3 handshake each, and on fresh connections
-#     resuming their session (what polling devices do);
+#     resuming their session (what polling devices do), with stateless tickets and with `--session-cache`;
 #     with the CPU each check-in cost the service and the load generator (which share the machine's cores);
 #   - PostgreSQL only: the resumed rate with a second instance on a copy of the directory (clients split
 #     between both).
@@ -75,11 +75,12 @@ bundle(f"{work}/first.jsonl", 0, 1)
 bundle(f"{work}/bundle.jsonl", 1, n)
 PY
 
-# Starts `kiln-service run` on DIR; sets API_PORT and AGENT_PORT.
+# Starts `kiln-service run` on DIR [LOG [extra flags]]; sets API_PORT and AGENT_PORT.
 start_service() {
-  local dir=$1 log=$1.log
+  local dir=$1 log=${2:-$1.log}
+  shift $(($# < 2 ? $# : 2))
   "$SERVICE" run --dir "$dir" --listen 127.0.0.1:0 --agent-listen 127.0.0.1:0 --max-connections-per-address 0 \
-    2>"$log" &
+    "$@" 2>"$log" &
   SERVICE_PID=$!
   PIDS+=($!)
   for _ in $(seq 300); do grep -q '^listening' "$log" 2>/dev/null && break; sleep 0.1; done
@@ -165,6 +166,17 @@ for backend in $BACKENDS; do
     row "$backend" "check-ins/s, $mode ($THREADS clients)" \
       "$(field "$result" per_second)/s (p99 $(field "$result" p99_ms) ms; $(field "$result" resumed) of $(field "$result" handshakes) handshakes resumed; $CPU_NOTE)"
   done
+  # The same with the agent listener keeping sessions (stateful tickets): an instance on the same directory.
+  plain_pid=$SERVICE_PID plain_port=$AGENT_PORT
+  start_service "$SVC" "$SVC-cache.log" --session-cache 1000000
+  echo "== $backend: check-ins, resumed, --session-cache" >&2
+  load_measured resumed "$AGENT_PORT" --threads "$THREADS" --seconds "$SECONDS_EACH"
+  result=$RESULT
+  row "$backend" "check-ins/s, resumed, \`--session-cache\` ($THREADS clients)" \
+    "$(field "$result" per_second)/s (p99 $(field "$result" p99_ms) ms; $(field "$result" resumed) of $(field "$result" handshakes) handshakes resumed; $CPU_NOTE)"
+  kill "$SERVICE_PID"
+  wait "$SERVICE_PID" 2>/dev/null || true
+  SERVICE_PID=$plain_pid AGENT_PORT=$plain_port
   if [ "$backend" = postgresql ]; then
     first_port=$AGENT_PORT
     cp -a "$SVC" "$SVC-2"

@@ -80,6 +80,12 @@ ReusedStatement Db::cached(const std::string& sql) {
   return ReusedStatement(*it->second);
 }
 
+void Db::exec_cached(const std::string& sql) {
+  auto statement = cached(sql);
+  while (statement->step()) {
+  }
+}
+
 Statement::Statement(const Db& db, std::string_view sql) : db_(&db) {
   sqlite3_stmt* raw = nullptr;
   if (sqlite3_prepare_v2(db.raw(), sql.data(), static_cast<int>(sql.size()), &raw, nullptr) != SQLITE_OK)

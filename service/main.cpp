@@ -23,6 +23,7 @@
 #include "service/elastic_task_queue.hpp"
 #include "service/manual.hpp"
 #include "service/sd_notify.hpp"
+#include "service/session_cache.hpp"
 #include "service/store.hpp"
 #include "service/tls_material.hpp"
 #include "service/ticket_keys.hpp"
@@ -62,6 +63,7 @@ const std::vector<service::ConfigKey> config_keys = {
     {"header-timeout", service::ConfigType::number},
     {"body-timeout", service::ConfigType::number},
     {"max-connections-per-address", service::ConfigType::integer},
+    {"session-cache", service::ConfigType::integer},
     {"check-in-after", service::ConfigType::integer},
     {"delivery-key", service::ConfigType::string},
     {"blob-dir", service::ConfigType::string},
@@ -96,6 +98,7 @@ struct ListenerOptions {
   int max_threads = 4096;  // one per connection being served, up to this many
   double handshake_timeout = 10, header_timeout = 10, body_timeout = 60;  // seconds, see ConnectionLimits
   int max_connections_per_address = 1000;
+  int session_cache = 0;  // sessions the agent listener keeps for stateful tickets; 0: stateless tickets only
 
   service::ConnectionLimits limits() const {
     auto ms = [](double seconds) { return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000)); };
@@ -205,6 +208,7 @@ std::string der_of(X509* certificate) {
 // chain (without the leaf) goes into the ticket's application data, DER certificates one after the other; on a
 // resumed connection it comes back from there and is carried into the renewed ticket.
 int put_chain_in_ticket(SSL* ssl, void* /*arg*/) {
+  service::SessionCache::issue_stateful(ssl);  // when the listener keeps sessions itself (--session-cache)
   STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl);
   if (!chain || sk_X509_num(chain) == 0) return 1;  // resumed: the session keeps the data of its ticket
   std::string data;
@@ -260,7 +264,7 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const Listen
                                                 std::shared_ptr<service::Service> svc, bool mutual_tls,
                                                 service::ConnectionGuard& guard, int& listen_socket,
                                                 service::ServerCredentials& credentials,
-                                                const service::TicketKeys& tickets) {
+                                                const service::TicketKeys& tickets, service::SessionCache* sessions) {
   auto server = std::make_unique<httplib::SSLServer>(paths.certificate().c_str(), paths.key().c_str());
   if (!server->is_valid())
     throw Error(ExitCode::failure, "cannot load the server certificate/key " + paths.certificate().string() + ", " +
@@ -271,6 +275,7 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const Listen
   SSL_CTX_set_session_id_context(server->ssl_context(), session_context, sizeof session_context - 1);
   service::issue_tickets_sparingly(server->ssl_context(), put_chain_in_ticket);
   tickets.attach(server->ssl_context());
+  if (sessions) sessions->attach(server->ssl_context());
   // The agent listener requires a client certificate; the API listener asks for one and accepts a
   // handshake without: stations authenticate with a certificate, people and CI with a bearer token.
   SSL_CTX_set_verify(server->ssl_context(),
@@ -413,9 +418,15 @@ int run(const Paths& paths, const std::string& listen, const std::string& agent_
   // The guards outlive the servers: OpenSSL reports each connection's end to its guard.
   service::ConnectionGuard api_guard(options.limits(), "api"), agent_guard(options.limits(), "agents");
   int api_socket = -1, agent_socket = -1;
-  auto api = make_server(paths, options, svc, false, api_guard, api_socket, credentials, *tickets);
+  auto api = make_server(paths, options, svc, false, api_guard, api_socket, credentials, *tickets, nullptr);
   std::unique_ptr<httplib::SSLServer> agents;
-  if (!agent_listen.empty()) agents = make_server(paths, options, svc, true, agent_guard, agent_socket, credentials, *tickets);
+  // Outlives the agent listener's SSL_CTX, whose callbacks use it.
+  std::unique_ptr<service::SessionCache> agent_sessions;
+  if (options.session_cache > 0)
+    agent_sessions = std::make_unique<service::SessionCache>(static_cast<std::size_t>(options.session_cache));
+  if (!agent_listen.empty())
+    agents = make_server(paths, options, svc, true, agent_guard, agent_socket, credentials, *tickets,
+                         agent_sessions.get());
   std::string host = listen.substr(0, listen.rfind(':'));
   int port = bind_server(*api, listen, api_socket);
   int agent_port = agents ? bind_server(*agents, agent_listen, agent_socket) : 0;
@@ -520,6 +531,12 @@ int main(int argc, char** argv) {
       ->add_option("--max-connections-per-address", listener.max_connections_per_address,
                    "Connections one IP address may hold open on each listener (default 1000; 0: no limit)")
       ->check(CLI::Range(0, 1000000));
+  run_cmd
+      ->add_option("--session-cache", listener.session_cache,
+                   "TLS sessions the agent listener keeps in memory to resume devices with stateful tickets, "
+                   "cheaper than stateless ones but lost on restart and not shared between instances "
+                   "(default 0: stateless tickets only; docs/operations.md)")
+      ->check(CLI::Range(0, 100000000));
   run_cmd->add_option("--check-in-after", check_in_after, "Seconds agents are told to wait between check-ins")
       ->check(CLI::Range(1, 86400));
   run_cmd

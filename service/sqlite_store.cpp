@@ -384,9 +384,9 @@ class SqliteStore::SqliteTransaction final : public Store::Transaction {
       if (turns_ && !turns_->acquire(std::chrono::milliseconds(busy_timeout_ms)))
         throw StoreUnavailable("the database is busy with other writes", "send the request again");
       // A read unit cannot write: SQLite refuses it (a GET never writes, whatever a handler tries).
-      if (read_only_) connection_.db.exec("PRAGMA query_only = ON");
+      if (read_only_) connection_.db.exec_cached("PRAGMA query_only = ON");
       try {
-        connection_.db.exec(read_only_ ? "BEGIN" : "BEGIN IMMEDIATE");
+        connection_.db.exec_cached(read_only_ ? "BEGIN" : "BEGIN IMMEDIATE");
       } catch (...) {
         end_turn();
         writable_again();
@@ -424,7 +424,10 @@ class SqliteStore::SqliteTransaction final : public Store::Transaction {
       throw StoreUnavailable("the database rolled back this request's transaction before it could be committed",
                              "send the request again");
     }
-    connection_.db.exec(level_ == 0 ? std::string("COMMIT") : fmt::format("RELEASE unit_{}", level_));
+    if (level_ == 0)
+      connection_.db.exec_cached("COMMIT");
+    else
+      connection_.db.exec(fmt::format("RELEASE unit_{}", level_));
     --connection_.depth;
     done_ = true;
     if (level_ == 0) {
@@ -440,7 +443,11 @@ class SqliteStore::SqliteTransaction final : public Store::Transaction {
   }
   // The connection goes back to the pool able to write.
   void writable_again() {
-    if (read_only_) sqlite3_exec(connection_.db.raw(), "PRAGMA query_only = OFF", nullptr, nullptr, nullptr);
+    if (!read_only_) return;
+    try {
+      connection_.db.exec_cached("PRAGMA query_only = OFF");
+    } catch (...) {  // cannot fail in practice; a destructor must not throw
+    }
   }
 
   Use use_;
@@ -1377,22 +1384,24 @@ std::optional<Deployment> SqliteStore::find_deployment(std::int64_t tenant_id, c
 std::optional<std::string> SqliteStore::newest_deployment(std::int64_t tenant_id, const std::string& group_id,
                                                           bool skip_aborted) {
   Use use(*this);
-  auto q = db().prepare(fmt::format("SELECT id FROM deployments WHERE group_id = ? AND tenant_id = ? AND trust_version "
-                                   "IS NULL {} ORDER BY rowid DESC LIMIT 1",
-                                   skip_aborted ? "AND state != 'aborted'" : ""));
-  q.bind(1, group_id).bind(2, tenant_id);
-  if (!q.step()) return std::nullopt;
-  return q.text(0);
+  // Every check-in asks: prepared once per connection.
+  auto q = db().cached(skip_aborted ? "SELECT id FROM deployments WHERE group_id = ? AND tenant_id = ? AND "
+                                      "trust_version IS NULL AND state != 'aborted' ORDER BY rowid DESC LIMIT 1"
+                                    : "SELECT id FROM deployments WHERE group_id = ? AND tenant_id = ? AND "
+                                      "trust_version IS NULL ORDER BY rowid DESC LIMIT 1");
+  q->bind(1, group_id).bind(2, tenant_id);
+  if (!q->step()) return std::nullopt;
+  return q->text(0);
 }
 
 std::optional<std::string> SqliteStore::newest_trust_deployment(std::int64_t tenant_id, const std::string& group_id) {
   Use use(*this);
-  auto q = db().prepare(
+  auto q = db().cached(
       "SELECT id FROM deployments WHERE group_id = ? AND tenant_id = ? AND trust_version IS NOT NULL ORDER BY rowid "
       "DESC LIMIT 1");
-  q.bind(1, group_id).bind(2, tenant_id);
-  if (!q.step()) return std::nullopt;
-  return q.text(0);
+  q->bind(1, group_id).bind(2, tenant_id);
+  if (!q->step()) return std::nullopt;
+  return q->text(0);
 }
 
 std::vector<Deployment> SqliteStore::list_deployments(std::int64_t tenant_id,

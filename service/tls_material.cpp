@@ -1,6 +1,7 @@
 // CA and server certificate generation with OpenSSL X509 APIs (EC P-256, SHA-256, 10 years / 2 years).
 #include "service/tls_material.hpp"
 
+
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -14,6 +15,7 @@
 #include "core/bytes.hpp"
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "service/session_cache.hpp"
 #include "signing/certificate_builder.hpp"
 #include "signing/openssl_ptr.hpp"
 
@@ -130,7 +132,8 @@ SSL_TICKET_RETURN on_ticket(SSL* ssl, SSL_SESSION* session, const unsigned char*
       // The session's time is when its ticket was issued (a renewed ticket restarts it). OpenSSL asks to renew
       // every TLS 1.3 ticket (SUCCESS_RENEW): the age decides instead.
       auto age = static_cast<long>(time(nullptr) - SSL_SESSION_get_time(session));
-      if (age >= SSL_SESSION_get_timeout(session) / 2) return SSL_TICKET_RETURN_USE_RENEW;
+      // A listener that keeps sessions (--session-cache) swaps the ticket for a stateful one at once.
+      if (age >= SSL_SESSION_get_timeout(session) / 2 || SessionCache::attached(ssl)) return SSL_TICKET_RETURN_USE_RENEW;
       SSL_set_num_tickets(ssl, 0);
       return SSL_TICKET_RETURN_USE;
     }

@@ -96,28 +96,25 @@ std::string ticket_of(SSL_SESSION* session) {
   return std::string(reinterpret_cast<const char*>(tick), length);
 }
 
-}  // namespace
-
-TEST_CASE("session tickets: a device resumes its session and keeps its intermediate-CA chain") {
+// A service directory `a` whose tenant trusts a factory root CA, with unit-1 imported: its certificate comes from an
+// intermediate CA under the root.
+struct Fleet {
   kiln::test::TempDir dir;
-  fs::path a = dir.path() / "a", b = dir.path() / "b";
-  auto init = kiln::test::run_process(kiln::test::bin_path("kiln-service"), {"init", "--dir", a.string()});
-  REQUIRE_MESSAGE(init.exit_code == 0, init.err);
-
-  // The tenant trusts a factory root CA; the device's certificate comes from an intermediate CA under it.
+  fs::path a = dir.path() / "a";
   kiln::test::TestCa root{"Acme Root CA"};
   kiln::test::TestKey line_key, device_key;
-  X509* line_cert = nullptr;
-  std::string line_pem = kiln::test::issue_certificate(line_key, "Acme Line 3 CA", root.cert, root.key, true, &line_cert);
-  Ptr<X509> line_owner(line_cert);
-  std::string device_pem = kiln::test::issue_certificate(device_key, "unit-1", line_cert, line_key, false);
-  {
+  std::string line_pem, device_pem;
+  Ptr<X509> line_owner;
+
+  Fleet() {
+    auto init = kiln::test::run_process(kiln::test::bin_path("kiln-service"), {"init", "--dir", a.string()});
+    REQUIRE_MESSAGE(init.exit_code == 0, init.err);
+    X509* line_cert = nullptr;
+    line_pem = kiln::test::issue_certificate(line_key, "Acme Line 3 CA", root.cert, root.key, true, &line_cert);
+    line_owner.reset(line_cert);
+    device_pem = kiln::test::issue_certificate(device_key, "unit-1", line_cert, line_key, false);
     kiln::test::ServiceProcess first(a);
-    kiln::test::ProcessOptions env;
-    env.env["XDG_CONFIG_HOME"] = dir.file("xdg");
-    env.env["KILN_SERVICE"] = first.url();
-    env.env["KILN_CA_FILE"] = (a / "ca.pem").string();
-    env.env["KILN_TOKEN"] = kiln::test::ServiceSetup::token_of((a / "admin.token").string());
+    auto env = admin(first);
     spit(dir.file("root.pem"), root.pem);
     spit(dir.file("root.key"), root.key.private_pem(), true);
     auto added = kiln::test::kiln({"device", "ca", "add", dir.file("root.pem"), "--key", dir.file("root.key")}, env);
@@ -129,22 +126,42 @@ TEST_CASE("session tickets: a device resumes its session and keeps its intermedi
     auto imported = kiln::test::kiln({"device", "import", dir.file("bundle.jsonl")}, env);
     REQUIRE_MESSAGE(imported.exit_code == 0, imported.err);
   }
+
+  // The environment of `kiln` as the tenant's admin of `instance` (any instance on a copy of `a`).
+  kiln::test::ProcessOptions admin(const kiln::test::ServiceProcess& instance) {
+    kiln::test::ProcessOptions env;
+    env.env["XDG_CONFIG_HOME"] = dir.file("xdg");
+    env.env["KILN_SERVICE"] = instance.url();
+    env.env["KILN_CA_FILE"] = (a / "ca.pem").string();
+    env.env["KILN_TOKEN"] = kiln::test::ServiceSetup::token_of((a / "admin.token").string());
+    return env;
+  }
+
+  DeviceClient device() { return DeviceClient((a / "ca.pem").string(), device_pem, line_pem, device_key); }
+
+  // The service remembers a device it verified until a write made with a token: one before a resumed check-in
+  // makes the service verify the chain the resumed session carries, not a remembered answer.
+  void forget_verified_devices(const kiln::test::ServiceProcess& instance) {
+    auto created = kiln::test::kiln({"product", "create", "Other-" + std::to_string(++products_)}, admin(instance));
+    REQUIRE_MESSAGE(created.exit_code == 0, created.err);
+  }
+
+ private:
+  int products_ = 0;
+};
+
+}  // namespace
+
+TEST_CASE("session tickets: a device resumes its session and keeps its intermediate-CA chain") {
+  Fleet fleet;
+  auto& dir = fleet.dir;
+  const fs::path& a = fleet.a;
+  fs::path b = dir.path() / "b";
   // A second instance on a copy of the directory (its store too, here).
   fs::copy(a, b, fs::copy_options::recursive);
   kiln::test::ServiceProcess instance_a(a, 0, true), instance_b(b, 0, true);
-  DeviceClient device((a / "ca.pem").string(), device_pem, line_pem, device_key);
-  // The service remembers a device it verified until a write made with a token. One before each resumed
-  // check-in makes the service verify the chain the resumed session carries, not a remembered answer.
-  kiln::test::ProcessOptions admin;
-  admin.env["XDG_CONFIG_HOME"] = dir.file("xdg");
-  admin.env["KILN_SERVICE"] = instance_a.url();
-  admin.env["KILN_CA_FILE"] = (a / "ca.pem").string();
-  admin.env["KILN_TOKEN"] = kiln::test::ServiceSetup::token_of((a / "admin.token").string());
-  int products = 0;
-  auto forget_verified_devices = [&] {
-    auto created = kiln::test::kiln({"product", "create", "Other-" + std::to_string(++products)}, admin);
-    REQUIRE_MESSAGE(created.exit_code == 0, created.err);
-  };
+  auto device = fleet.device();
+  auto forget_verified_devices = [&] { fleet.forget_verified_devices(instance_a); };
 
   auto full = device.check_in(instance_a.agent_port());
   REQUIRE(full.handshake);
@@ -195,4 +212,96 @@ TEST_CASE("session tickets: a device resumes its session and keeps its intermedi
   REQUIRE(stranger.handshake);
   CHECK_FALSE(stranger.reused);
   CHECK(stranger.status == 200);
+}
+
+// `--session-cache N`: the agent listener issues stateful tickets (a 32-byte session ID, the session kept in the
+// process) and resumes them without opening a sealed ticket. A stateless ticket (from before, or from another
+// instance) still resumes, and is swapped for a stateful one at once; each stateful ticket resumes once (the
+// resumption hands out the next); the chain comes along; a restart or an instance without the session answers
+// such a ticket with a full handshake, and lets the device in.
+TEST_CASE("session tickets: --session-cache resumes stateful tickets once each, and still takes stateless ones") {
+  Fleet fleet;
+  fs::path b = fleet.dir.path() / "b";
+  fs::copy(fleet.a, b, fs::copy_options::recursive);
+  auto device = fleet.device();
+  std::vector<std::string> cache_args = {"--session-cache", "100"};
+  auto stateless = [&] {
+    kiln::test::ServiceProcess plain(fleet.a, 0, true);
+    auto full = device.check_in(plain.agent_port());
+    REQUIRE(full.status == 200);
+    REQUIRE(full.session);
+    return std::move(full.session);
+  }();
+  CHECK(ticket_of(stateless.get()).size() > SSL_MAX_SSL_SESSION_ID_LENGTH);
+
+  auto cached = std::make_unique<kiln::test::ServiceProcess>(b, 0, true, cache_args);
+  auto swapped = device.check_in(cached->agent_port(), stateless.get());
+  REQUIRE(swapped.handshake);
+  CHECK(swapped.reused);
+  CHECK(swapped.status == 200);
+  REQUIRE(swapped.session);
+  CHECK(ticket_of(swapped.session.get()).size() == SSL_MAX_SSL_SESSION_ID_LENGTH);
+
+  fleet.forget_verified_devices(*cached);
+  auto resumed = device.check_in(cached->agent_port(), swapped.session.get());
+  REQUIRE(resumed.handshake);
+  CHECK(resumed.reused);
+  INFO(resumed.response);
+  CHECK(resumed.status == 200);  // the intermediate CA came along in the kept session
+  REQUIRE(resumed.session);
+  CHECK(ticket_of(resumed.session.get()).size() == SSL_MAX_SSL_SESSION_ID_LENGTH);
+  CHECK(ticket_of(resumed.session.get()) != ticket_of(swapped.session.get()));
+
+  // Used once: the same ticket again is a full handshake (and a device let in).
+  auto replayed = device.check_in(cached->agent_port(), swapped.session.get());
+  REQUIRE(replayed.handshake);
+  CHECK_FALSE(replayed.reused);
+  CHECK(replayed.status == 200);
+  auto next = device.check_in(cached->agent_port(), resumed.session.get());
+  CHECK(next.reused);
+  CHECK(next.status == 200);
+  REQUIRE(next.session);
+
+  // The session lives in the process: an instance without it, or a restart, means a full handshake.
+  {
+    kiln::test::ServiceProcess plain(fleet.a, 0, true);
+    auto elsewhere = device.check_in(plain.agent_port(), next.session.get());
+    REQUIRE(elsewhere.handshake);
+    CHECK_FALSE(elsewhere.reused);
+    CHECK(elsewhere.status == 200);
+  }
+  cached.reset();
+  kiln::test::ServiceProcess restarted(b, 0, true, cache_args);
+  auto after_restart = device.check_in(restarted.agent_port(), next.session.get());
+  REQUIRE(after_restart.handshake);
+  CHECK_FALSE(after_restart.reused);
+  CHECK(after_restart.status == 200);
+  // The stateless ticket still resumes after the restart (the ticket secret is on disk).
+  auto stateless_again = device.check_in(restarted.agent_port(), stateless.get());
+  CHECK(stateless_again.reused);
+  CHECK(stateless_again.status == 200);
+}
+
+// A full cache does not push out sessions devices are about to use: new tickets are stateless until a
+// resumption takes a session out.
+TEST_CASE("session tickets: a full --session-cache issues stateless tickets") {
+  Fleet fleet;
+  auto device = fleet.device();
+  kiln::test::ServiceProcess cached(fleet.a, 0, true, {"--session-cache", "1"});
+  auto first = device.check_in(cached.agent_port());
+  REQUIRE(first.status == 200);
+  REQUIRE(first.session);
+  CHECK(ticket_of(first.session.get()).size() == SSL_MAX_SSL_SESSION_ID_LENGTH);
+  auto second = device.check_in(cached.agent_port());  // another full handshake: the cache holds `first`'s
+  REQUIRE(second.status == 200);
+  REQUIRE(second.session);
+  CHECK(ticket_of(second.session.get()).size() > SSL_MAX_SSL_SESSION_ID_LENGTH);
+  auto resumed = device.check_in(cached.agent_port(), first.session.get());
+  CHECK(resumed.reused);
+  CHECK(resumed.status == 200);
+  REQUIRE(resumed.session);
+  CHECK(ticket_of(resumed.session.get()).size() == SSL_MAX_SSL_SESSION_ID_LENGTH);
+  auto stateless = device.check_in(cached.agent_port(), second.session.get());
+  CHECK(stateless.reused);
+  CHECK(stateless.status == 200);
 }
