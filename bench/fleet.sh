@@ -4,6 +4,7 @@
 #   - the import's wall time, and the p99 check-in latency while it runs (200 check-ins/s on fresh
 #     connections resuming their sessions, each timed from its scheduled start);
 #   - `kiln device list -o jsonl` of every device (wall time, client peak RSS) and `device count --by version`;
+#   - last, all N assigned to one group, a staged deployment to it, and `deployment show` and `list` of it;
 #   - check-ins per second (bench/checkin_bench.cpp, THREADS closed-loop clients for SECONDS each) on kept-alive
 #     connections, on fresh connections with a full TLS 1.3 handshake each, and on fresh connections
 #     resuming their session (what polling devices do), with stateless tickets and with `--session-cache`;
@@ -75,6 +76,16 @@ bundle(f"{work}/first.jsonl", 0, 1)
 bundle(f"{work}/bundle.jsonl", 1, n)
 PY
 
+# An update for the deployment to the whole fleet: a small MCUboot image and its signed SUIT manifest.
+head -c 65536 /dev/urandom >"$WORK/app.bin"
+"$KILN" -q key generate --type ecdsa-p256 -o "$WORK/boot.pem" >/dev/null
+"$KILN" -q key generate --type ecdsa-p256 -o "$WORK/manifest.pem" >/dev/null
+"$KILN" -q image sign "$WORK/app.bin" "$WORK/app.signed.bin" -k "$WORK/boot.pem" --version 2.0.0 --header-size 0x200 \
+  --slot-size 0x20000 --pad-header --public-key-format full >/dev/null
+"$KILN" -q manifest create --component "$WORK/app.signed.bin" --uri "https://127.0.0.1/v1/agent/images" \
+  --vendor-domain example.com --class-name bench-board --sequence 2 --key "$WORK/manifest.pem" -o "$WORK/app.suit" \
+  >/dev/null
+
 # Starts `kiln-service run` on DIR [LOG [extra flags]]; sets API_PORT and AGENT_PORT.
 start_service() {
   local dir=$1 log=${2:-$1.log}
@@ -138,7 +149,7 @@ for backend in $BACKENDS; do
   export KILN_SERVICE="https://127.0.0.1:$API_PORT" KILN_CA_FILE="$SVC/ca.pem"
   KILN_TOKEN=$(cat "$SVC/admin.token")
   export KILN_TOKEN
-  "$KILN" -q product create Thermo >/dev/null
+  "$KILN" -q product create Thermo --boot-key "$WORK/boot.pem" --manifest-key "$WORK/manifest.pem" >/dev/null
   "$KILN" -q device ca add "$WORK/ca.pem" --key "$WORK/ca.key" >/dev/null
   "$KILN" -q device import "$WORK/first.jsonl" >/dev/null
 
@@ -177,6 +188,19 @@ for backend in $BACKENDS; do
   kill "$SERVICE_PID"
   wait "$SERVICE_PID" 2>/dev/null || true
   SERVICE_PID=$plain_pid AGENT_PORT=$plain_port
+  # Last, because its offers would change what the check-ins above measure.
+  echo "== $backend: a staged deployment to all $N devices" >&2
+  read -r wall _ < <(timed bash -c '"$1" -o jsonl device list | "$1" -q device assign --from-file - --group Thermo/Production' \
+    assign "$KILN")
+  row "$backend" "\`device assign\` of $N to one group" "${wall} s"
+  image=$("$KILN" image upload "$WORK/app.signed.bin" --manifest "$WORK/app.suit" -o json |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+  deployment=$("$KILN" deployment create --group Thermo/Production --image "$image" --rollout 1%,10%,100% \
+    --step-after 1h -o json | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+  read -r wall _ < <(timed "$KILN" deployment show "$deployment")
+  row "$backend" "\`deployment show\` of a $N-device deployment" "${wall} s"
+  read -r wall _ < <(timed "$KILN" deployment list)
+  row "$backend" "\`deployment list\`" "${wall} s"
   if [ "$backend" = postgresql ]; then
     first_port=$AGENT_PORT
     cp -a "$SVC" "$SVC-2"
