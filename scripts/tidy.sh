@@ -45,6 +45,11 @@ if sed 's/\x1b\[[0-9;]*m//g' build/tidy.log | grep -E '^(/|[a-z]).*: (warning|er
   echo "tidy: $(sort -u build/tidy-findings.txt | wc -l) finding(s) (full log: build/tidy.log)" >&2
   exit 1
 fi
+# A crash prints no finding: it fails the run, and nothing is recorded.
+if grep -qE 'Stack dump|PLEASE submit|Error while processing|clang-tidy-14: .*(error|Segmentation)' build/tidy.log; then
+  echo "tidy: clang-tidy failed on a source (full log: build/tidy.log)" >&2
+  exit 1
+fi
 checked=$(grep -c '^clang-tidy' build/tidy.log || true)
 [ "$checked" -ge "$todo" ] || { echo "tidy: clang-tidy ran on ${checked} of ${todo} files (full log: build/tidy.log)" >&2; exit 1; }
 echo "tidy: ${total} files, ${checked} checked ($((total - todo)) unchanged since a clean run), no findings" >&2

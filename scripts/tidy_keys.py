@@ -2,8 +2,8 @@
 """Prints "KEY PATH" for every source in build/compile_commands.json whose path matches a regex.
 
 KEY is the SHA-256 of everything clang-tidy's result depends on: the clang-tidy version, the .clang-tidy
-configuration, the compile flags, and the translation unit as clang-14 preprocesses it (every header it
-includes, expanded). Paths under the checkout are written relative to it, so a clone elsewhere gets the same
+configuration (and these two scripts), the compile flags, and the translation unit as clang-14 preprocesses it
+with its comments and line markers (every header it includes, expanded). Paths under the checkout are written relative to it, so a clone elsewhere gets the same
 keys. Two runs with equal keys give equal findings: scripts/tidy.sh skips a source whose key is recorded in
 .ci/tidy-clean (a run that found nothing in it), as ccache skips a compilation it has seen.
 
@@ -32,7 +32,9 @@ def preprocess_command(entry):
         if arg == entry["file"]:
             continue
         out.append(arg)
-    return out + ["-E", "-P", "-w", entry["file"], "-o", "-"]
+    # -C keeps comments (a NOLINT is input to clang-tidy); line markers stay, as they name each header's file
+    # and line (HeaderFilterRegex and NOLINTNEXTLINE depend on them).
+    return out + ["-E", "-C", "-w", entry["file"], "-o", "-"]
 
 
 def main():
@@ -41,9 +43,12 @@ def main():
     with open(os.path.join(build, "compile_commands.json"), encoding="utf-8") as f:
         entries = [e for e in json.load(f) if pattern.search(e["file"])]
     version = subprocess.run(["clang-tidy-14", "--version"], capture_output=True, text=True, check=True).stdout
-    with open(os.path.join(root, ".clang-tidy"), encoding="utf-8") as f:
-        config = f.read()
-    common = (version + "\0" + config + "\0").encode()
+    # What decides a result besides the source: the checks, and how tidy.sh runs clang-tidy and keys sources.
+    config = ""
+    for name in (".clang-tidy", "scripts/tidy.sh", "scripts/tidy_keys.py"):
+        with open(os.path.join(root, name), encoding="utf-8") as f:
+            config += f.read() + "\0"
+    common = (version + "\0" + config).encode()
     # The version string names the commit: it cannot change a finding, and keeping it would re-check every
     # source that prints the version after each commit.
     stamp = None
