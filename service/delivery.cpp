@@ -57,17 +57,16 @@ std::optional<DeviceImage> device_image(Call& call, const std::string& sha) {
   Bytes area;
   try {
     auto key = mcuboot::encryption_key_from_spki(from_hex(*device_key), fmt::format("device {}'s key", device));
-    // The image made here is saved: a check-in's telemetry unit, where that write would need the write order, goes
-    // there now, so that the wrap and the image's hash are done once (a release encrypted for another key then
-    // finds that out in the write order).
-    call.store.require_write_order();
     area = mcuboot::rewrapped_area(at, *call.config.delivery_key, key);
   } catch (const Error& e) {
     // Encrypted for another key (e.g. a product key every board holds), or a device key MCUboot cannot use:
-    // the release goes out as uploaded.
+    // the release goes out as uploaded, decided inside a check-in's telemetry unit.
     if (e.code() == ExitCode::verification_failed || e.code() == ExitCode::usage) return std::nullopt;
     throw;
   }
+  // The image made here is saved: a check-in's telemetry unit, where that write needs the write order, goes there
+  // before hashing the whole image, so the hash is done once (the wrap, a key exchange, twice).
+  call.store.require_write_order();
   Hasher hasher(HashAlg::sha256);
   std::uint64_t size = mcuboot::stream_with_area(path, at, area, [&](ByteView piece) { hasher.update(piece); });
   DeviceImage made{device, sha, to_hex(area), to_hex(hasher.finish()), static_cast<std::int64_t>(size), now_iso8601()};
