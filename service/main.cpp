@@ -192,6 +192,8 @@ int init(const Paths& paths, const std::string& tenant, const StoreChoice& store
   return 0;
 }
 
+// The largest client certificate chain the agent listener accepts (docs/operations.md, --session-cache).
+constexpr long max_agent_certificate_chain = 16 * 1024;
 // The largest request body, an image chunk included (docs/openapi.yaml: 413 above it).
 constexpr std::size_t max_request_body = std::size_t{64} << 20;
 
@@ -276,6 +278,9 @@ std::unique_ptr<httplib::SSLServer> make_server(const Paths& paths, const Listen
   service::issue_tickets_sparingly(server->ssl_context(), put_chain_in_ticket);
   tickets.attach(server->ssl_context());
   if (sessions) sessions->attach(server->ssl_context());
+  // A device's chain is a leaf and an intermediate or two (~2 KiB): a longer one is refused in the handshake, so
+  // a stranger's certificates cannot make a kept session (--session-cache) or a ticket large.
+  if (mutual_tls) SSL_CTX_set_max_cert_list(server->ssl_context(), max_agent_certificate_chain);
   // The agent listener requires a client certificate; the API listener asks for one and accepts a
   // handshake without: stations authenticate with a certificate, people and CI with a bearer token.
   SSL_CTX_set_verify(server->ssl_context(),
@@ -419,11 +424,11 @@ int run(const Paths& paths, const std::string& listen, const std::string& agent_
   service::ConnectionGuard api_guard(options.limits(), "api"), agent_guard(options.limits(), "agents");
   int api_socket = -1, agent_socket = -1;
   auto api = make_server(paths, options, svc, false, api_guard, api_socket, credentials, *tickets, nullptr);
-  std::unique_ptr<httplib::SSLServer> agents;
-  // Outlives the agent listener's SSL_CTX, whose callbacks use it.
+  // Declared before the agent listener, so it outlives the listener's SSL_CTX, whose callbacks use it.
   std::unique_ptr<service::SessionCache> agent_sessions;
   if (options.session_cache > 0)
     agent_sessions = std::make_unique<service::SessionCache>(static_cast<std::size_t>(options.session_cache));
+  std::unique_ptr<httplib::SSLServer> agents;
   if (!agent_listen.empty())
     agents = make_server(paths, options, svc, true, agent_guard, agent_socket, credentials, *tickets,
                          agent_sessions.get());

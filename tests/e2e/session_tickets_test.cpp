@@ -5,6 +5,7 @@
 // share the ticket secret, and a restart keeps it: the ticket resumes on each. An instance with another secret
 // answers the ticket with a full handshake, and lets the device in.
 #include <doctest/doctest.h>
+#include <csignal>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -48,6 +49,11 @@ struct DeviceClient {
     REQUIRE(SSL_CTX_use_certificate(ctx.get(), leaf.get()) == 1);
     REQUIRE(SSL_CTX_add1_chain_cert(ctx.get(), x509_of(intermediate_pem).get()) == 1);
     REQUIRE(SSL_CTX_use_PrivateKey(ctx.get(), key.key.get()) == 1);
+  }
+
+  // Sends `copies` more copies of `pem` in its chain (a stranger's oversized chain).
+  void pad_chain(const std::string& pem, int copies) {
+    for (int i = 0; i < copies; ++i) REQUIRE(SSL_CTX_add1_chain_cert(ctx.get(), x509_of(pem).get()) == 1);
   }
 
   struct Exchange {
@@ -304,4 +310,24 @@ TEST_CASE("session tickets: a full --session-cache issues stateless tickets") {
   auto stateless = device.check_in(cached.agent_port(), second.session.get());
   CHECK(stateless.reused);
   CHECK(stateless.status == 200);
+}
+
+TEST_CASE("session tickets: the agent listener refuses a client certificate chain over 16 KiB") {
+  Fleet fleet;
+  kiln::test::ServiceProcess cached(fleet.a, 0, true, {"--session-cache", "10"});
+  auto device = fleet.device();
+  CHECK(device.check_in(cached.agent_port()).status == 200);
+  std::signal(SIGPIPE, SIG_IGN);  // the service closes the connection while the long chain is still being sent
+  // The same device, its intermediate sent 100 more times (~40 KiB): refused in the handshake, nothing kept.
+  auto padded = fleet.device();
+  padded.pad_chain(fleet.line_pem, 100);
+  auto refused = padded.check_in(cached.agent_port());
+  // (A TLS 1.3 client may finish its side of the handshake before the service reads its certificates: the
+  // refusal shows as a connection closed without an answer.)
+  CHECK(refused.status == 0);
+  CHECK(refused.response.empty());
+  // Under the limit (8 more copies, ~3 KiB) it is let in as before.
+  auto longer = fleet.device();
+  longer.pad_chain(fleet.line_pem, 8);
+  CHECK(longer.check_in(cached.agent_port()).status == 200);
 }
