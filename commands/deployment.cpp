@@ -60,7 +60,7 @@ void add_deployment(CLI::App& app, cli::Context& ctx) {
       "Follow a deployment until it completes (exit 0), halts (8) or is aborted or superseded (7); -o jsonl: one "
       "event per state change");
   watch->add_option("ID", args->id, "Deployment ID")->required();
-  watch->add_option("--interval", args->interval, "Time between polls: 500ms, 2s, 1m");
+  watch->add_option("--interval", args->interval, "Time between polls, 100ms to 24h: 500ms, 2s, 1m");
   watch->callback([&ctx, args] {
     auto interval = transport::watch_interval_ms(args->interval);
     auto api = connect(ctx);

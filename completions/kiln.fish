@@ -321,7 +321,7 @@ complete -c kiln -n '__kiln_in \'deployment create\'' -l window-tz -x -d 'IANA t
 complete -c kiln -n '__kiln_in \'deployment create\'' -l dry-run -d 'Check and plan (devices, waves, checks) without creating anything; exit 3 if it would be refused'
 complete -c kiln -n '__kiln_in \'deployment list\'' -l group -x -a '(kiln __complete group 2>/dev/null)' -d 'Only this group\'s deployments'
 complete -c kiln -n '__kiln_in \'deployment devices\'' -l status -x -a 'pending failures waiting_window downloading verifying installing testing installed failed rolled_back refused timed_out notified retrying revoked unclaimed' -d 'Only this status (failures: failed, rolled_back, refused or timed_out)'
-complete -c kiln -n '__kiln_in \'deployment watch\'' -l interval -x -d 'Time between polls: 500ms, 2s, 1m'
+complete -c kiln -n '__kiln_in \'deployment watch\'' -l interval -x -d 'Time between polls, 100ms to 24h: 500ms, 2s, 1m'
 complete -c kiln -n '__kiln_in \'audit list\'' -l actor -x -d 'Token name (station:NAME for stations) or device UID'
 complete -c kiln -n '__kiln_in \'audit list\'' -l action -x -d 'Action such as image.delete or deployment.create'
 complete -c kiln -n '__kiln_in \'audit list\'' -l target -x -d 'ID of the object acted on'
