@@ -1384,12 +1384,10 @@ std::optional<Deployment> SqliteStore::find_deployment(std::int64_t tenant_id, c
 std::optional<std::string> SqliteStore::newest_deployment(std::int64_t tenant_id, const std::string& group_id,
                                                           bool skip_aborted) {
   Use use(*this);
-  // Every check-in asks: prepared once per connection.
-  auto q = db().cached(skip_aborted ? "SELECT id FROM deployments WHERE group_id = ? AND tenant_id = ? AND "
-                                      "trust_version IS NULL AND state != 'aborted' ORDER BY rowid DESC LIMIT 1"
-                                    : "SELECT id FROM deployments WHERE group_id = ? AND tenant_id = ? AND "
-                                      "trust_version IS NULL ORDER BY rowid DESC LIMIT 1");
-  q->bind(1, group_id).bind(2, tenant_id);
+  // Every check-in asks: prepared once per connection, one statement for both kinds of question.
+  auto q = db().cached("SELECT id FROM deployments WHERE group_id = ?1 AND tenant_id = ?2 AND trust_version IS NULL "
+                       "AND (?3 = 0 OR state != 'aborted') ORDER BY rowid DESC LIMIT 1");
+  q->bind(1, group_id).bind(2, tenant_id).bind(3, static_cast<std::int64_t>(skip_aborted ? 1 : 0));
   if (!q->step()) return std::nullopt;
   return q->text(0);
 }
