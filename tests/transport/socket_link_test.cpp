@@ -65,15 +65,22 @@ Bytes packet(std::uint8_t sequence, const std::string& text) {
   return smp::encode_frame(header, {{"d", text}});
 }
 
+// A link connected to a listener in a temp dir, and the board's end of it.
+struct Connected {
+  test::TempDir dir;
+  Listener listener{dir.file("board.sock")};
+  std::unique_ptr<Link> link = open_socket_link(dir.file("board.sock"));
+  int board = listener.accept();
+};
+
 }  // namespace
 
 TEST_CASE("socket_link: packets go out byte for byte and come back whole, however the peer writes them") {
-  test::TempDir dir;
-  Listener listener(dir.file("board.sock"));
-  auto link = open_socket_link(dir.file("board.sock"));
-  int board = listener.accept();
+  Connected c;
+  auto& link = c.link;
+  int board = c.board;
   REQUIRE(board >= 0);
-  CHECK(link->address() == "emu:" + dir.file("board.sock"));
+  CHECK(link->address() == "emu:" + c.dir.file("board.sock"));
 
   Bytes request = smp::encode_frame(smp::Header{}, {{"d", "ping"}});
   link->send(request);
@@ -98,10 +105,9 @@ TEST_CASE("socket_link: packets go out byte for byte and come back whole, howeve
 }
 
 TEST_CASE("socket_link: a header that cannot be SMP is a board error, not a wait for a bogus length") {
-  test::TempDir dir;
-  Listener listener(dir.file("board.sock"));
-  auto link = open_socket_link(dir.file("board.sock"));
-  int board = listener.accept();
+  Connected c;
+  auto& link = c.link;
+  int board = c.board;
   REQUIRE(board >= 0);
   write_all(board, Bytes{0xff, 0, 0xff, 0xff, 0, 0, 0, 0});
   CHECK(test::exit_code_of([&] { link->receive(1s); }) == ExitCode::board);
