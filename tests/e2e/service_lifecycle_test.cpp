@@ -181,6 +181,27 @@ TEST_CASE("service: a config file with an unknown key or a wrong type stops run 
   CHECK(no_dir.err.find("no data directory") != std::string::npos);
 }
 
+// The session cache serves the agent listener only: asked for without one, run stops at start instead of ignoring it.
+TEST_CASE("service: --session-cache without --agent-listen stops run at start (exit 2), as a flag or in the config file") {
+  test::TempDir dir;
+  auto data = init_service(dir);
+  test::ProcessOptions briefly;
+  briefly.timeout_seconds = 10;  // a run that ignored the setting would serve until killed
+  auto flag = test::run_process(test::bin_path("kiln-service"),
+                                {"run", "--dir", data.string(), "--listen", "127.0.0.1:0", "--session-cache", "100"},
+                                briefly);
+  CHECK(flag.exit_code == 2);
+  CHECK_MESSAGE(flag.err.find("--session-cache keeps the agent listener's sessions, and there is no agent listener") !=
+                    std::string::npos,
+                flag.err);
+  CHECK_MESSAGE(flag.err.find("hint: give --agent-listen HOST:PORT") != std::string::npos, flag.err);
+  auto config = dir.file("config.toml");
+  std::ofstream(config) << "dir = \"" << data.string() << "\"\nlisten = \"127.0.0.1:0\"\nsession-cache = 100\n";
+  auto file = test::run_process(test::bin_path("kiln-service"), {"run", "--config", config}, briefly);
+  CHECK(file.exit_code == 2);
+  CHECK_MESSAGE(file.err.find("there is no agent listener") != std::string::npos, file.err);
+}
+
 TEST_CASE("service: the config file supplies run's settings, and flags win over it") {
   test::TempDir dir;
   auto data = init_service(dir);
