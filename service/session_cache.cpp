@@ -50,7 +50,10 @@ std::size_t SessionCache::size() const {
   return sessions_.size();
 }
 
-bool SessionCache::attached(SSL* ssl) { return cache_of(ssl) != nullptr; }
+bool SessionCache::has_room_for(SSL* ssl) {
+  auto* self = cache_of(ssl);
+  return self && self->has_room();
+}
 
 void SessionCache::issue_stateful(SSL* ssl) {
   auto* self = cache_of(ssl);

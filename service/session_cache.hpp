@@ -32,8 +32,9 @@ class SessionCache {
   void attach(SSL_CTX* ctx);
   std::size_t size() const;
 
-  // Whether ssl's listener keeps sessions here.
-  static bool attached(SSL* ssl);
+  // Whether ssl's listener keeps sessions here and has room for one more: a resumption with a stateless ticket is
+  // then worth a new ticket, a stateful one (a full cache would issue another stateless one).
+  static bool has_room_for(SSL* ssl);
   // A generate-ticket callback calls this first: with a cache attached, the ticket about to be issued is a
   // stateful one.
   static void issue_stateful(SSL* ssl);
