@@ -14,7 +14,6 @@
 
 #include <chrono>
 #include <cstddef>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -27,6 +26,7 @@
 
 #include "tests/support/loopback.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/scoped_env.hpp"
 #include "tests/support/service_process.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -136,19 +136,16 @@ bool alive(pid_t pid) { return waitpid(pid, nullptr, WNOHANG) == 0; }
 // systemd's side of sd_notify: a datagram socket named by NOTIFY_SOCKET for the processes started meanwhile.
 struct NotifySocket {
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  explicit NotifySocket(const std::string& path) {
+  test::ScopedEnv notify_socket;
+  explicit NotifySocket(const std::string& path) : notify_socket("NOTIFY_SOCKET", path.c_str()) {
     sockaddr_un address{};
     address.sun_family = AF_UNIX;
     std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
     REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
     timeval timeout{10, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    setenv("NOTIFY_SOCKET", path.c_str(), 1);
   }
-  ~NotifySocket() {
-    unsetenv("NOTIFY_SOCKET");
-    close(fd);
-  }
+  ~NotifySocket() { close(fd); }
   std::string next() const {
     char buffer[256];
     auto n = recv(fd, buffer, sizeof buffer, 0);
