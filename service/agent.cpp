@@ -5,6 +5,7 @@
 #include <openssl/x509.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 
@@ -296,9 +297,8 @@ Reply agent_report_status(Call& call) {
   auto text = required_string(body, "status", 32);
   auto status = parse_status(text);
   if (!status || !is_agent_status(*status))
-    throw ApiError{
-        400, "invalid_request",
-        "status must be downloading, verifying, installing, testing, installed, failed, rolled_back or refused"};
+    throw ApiError{400, "invalid_request",
+                   fmt::format("status must be one of {}", fmt::join(agent_statuses(), ", "))};
   auto version = optional_string(body, "version", 64);
   auto detail = optional_string(body, "detail", 1024);
   // A failure a later attempt may not have (docs/openapi.yaml AgentStatusReport.reason).

@@ -540,7 +540,7 @@ int main(int argc, char** argv) {
       ->add_option("--session-cache", listener.session_cache,
                    "TLS sessions the agent listener keeps in memory to resume devices with stateful tickets, "
                    "cheaper than stateless ones but lost on restart and not shared between instances "
-                   "(default 0: stateless tickets only; docs/operations.md)")
+                   "(default 0: stateless tickets only; needs --agent-listen; docs/operations.md)")
       ->check(CLI::Range(0, 100000000));
   run_cmd->add_option("--check-in-after", check_in_after, "Seconds agents are told to wait between check-ins")
       ->check(CLI::Range(1, 86400));
@@ -585,6 +585,11 @@ int main(int argc, char** argv) {
       if (*command && !config_file.empty()) apply_config_file(*command, config_file);
     if ((*init_cmd || *run_cmd) && paths.dir.empty())
       throw Error(ExitCode::usage, "no data directory", "give --dir DIR, or 'dir' in the --config file");
+    // The cache serves the agent listener only: without one, N would be ignored, and the operator left believing
+    // devices resume statefully. An error, as for any other bad setting in the file: it is checked at start.
+    if (*run_cmd && listener.session_cache > 0 && agent_listen.empty())
+      throw Error(ExitCode::usage, "--session-cache keeps the agent listener's sessions, and there is no agent listener",
+                  "give --agent-listen HOST:PORT (or 'agent-listen' in the --config file), or leave --session-cache out");
     if (*init_cmd && if_missing && paths.initialised()) return 0;
     if (*init_cmd) return init(paths, tenant, store);
     if (*run_cmd) return run(paths, listen, agent_listen, listener, check_in_after, delivery_key, blob_dir);

@@ -50,7 +50,10 @@ std::size_t SessionCache::size() const {
   return sessions_.size();
 }
 
-bool SessionCache::attached(SSL* ssl) { return cache_of(ssl) != nullptr; }
+bool SessionCache::has_room_for(SSL* ssl) {
+  auto* self = cache_of(ssl);
+  return self && self->has_room();
+}
 
 void SessionCache::issue_stateful(SSL* ssl) {
   auto* self = cache_of(ssl);
@@ -65,6 +68,11 @@ void SessionCache::issue_stateful(SSL* ssl) {
 
 bool SessionCache::has_room() {
   std::lock_guard lock(mutex_);
+  drop_expired();
+  return sessions_.size() < capacity_;
+}
+
+void SessionCache::drop_expired() {
   // Sessions go in as their tickets are issued, so the oldest expire first.
   auto now = time(nullptr);
   while (!order_.empty()) {
@@ -75,7 +83,6 @@ bool SessionCache::has_room() {
     sessions_.erase(oldest);
     order_.pop_front();
   }
-  return sessions_.size() < capacity_;
 }
 
 // A stateful ticket is a session ID (32 bytes); a stateless one is far longer. OpenSSL opens the kind the
@@ -92,8 +99,10 @@ int SessionCache::on_client_hello(SSL* ssl, int* /*alert*/, void* /*self*/) {
 int SessionCache::on_new_session(SSL* ssl, SSL_SESSION* session) {
   auto* self = cache_of(ssl);
   if (!self || (SSL_get_options(ssl) & SSL_OP_NO_TICKET) == 0) return 0;
-  self->put(session);
-  return 1;  // the cache keeps the reference OpenSSL gave it
+  // 1: the cache keeps the reference OpenSSL gave it. Refused (another handshake took the last room since
+  // issue_stateful looked): OpenSSL frees the session, and this device's next resumption is a full handshake
+  // rather than another device's.
+  return self->put(session) ? 1 : 0;
 }
 
 SSL_SESSION* SessionCache::on_get_session(SSL* ssl, const unsigned char* id, int length, int* copy) {
@@ -108,7 +117,7 @@ SSL_SESSION* SessionCache::on_get_session(SSL* ssl, const unsigned char* id, int
   return session;
 }
 
-void SessionCache::put(SSL_SESSION* session) {
+bool SessionCache::put(SSL_SESSION* session) {
   std::string id = id_of(session);
   std::lock_guard lock(mutex_);
   if (auto it = sessions_.find(id); it != sessions_.end()) {  // cannot happen (random IDs): replace it
@@ -116,14 +125,11 @@ void SessionCache::put(SSL_SESSION* session) {
     order_.erase(it->second.position);
     sessions_.erase(it);
   }
-  while (!order_.empty() && sessions_.size() >= capacity_) {
-    auto oldest = sessions_.find(order_.front());
-    SSL_SESSION_free(oldest->second.session);
-    sessions_.erase(oldest);
-    order_.pop_front();
-  }
+  drop_expired();
+  if (sessions_.size() >= capacity_) return false;
   order_.push_back(id);
   sessions_.emplace(std::move(id), Entry{session, std::prev(order_.end())});
+  return true;
 }
 
 SSL_SESSION* SessionCache::take(const std::string& id) {

@@ -32,19 +32,27 @@ class SessionCache {
   void attach(SSL_CTX* ctx);
   std::size_t size() const;
 
-  // Whether ssl's listener keeps sessions here.
-  static bool attached(SSL* ssl);
+  // Whether ssl's listener keeps sessions here and has room for one more: a resumption with a stateless ticket is
+  // then worth a new ticket, a stateful one (a full cache would issue another stateless one).
+  static bool has_room_for(SSL* ssl);
   // A generate-ticket callback calls this first: with a cache attached, the ticket about to be issued is a
   // stateful one.
   static void issue_stateful(SSL* ssl);
+
+  // Whether another session fits; drops the expired sessions first.
+  bool has_room();
+  // Keeps `session` (taking the caller's reference) when it fits, checked under the same lock as the insert:
+  // two handshakes that both saw room for one session do not push out a session a device is about to use.
+  // false: refused, the reference stays the caller's.
+  bool put(SSL_SESSION* session);
+  // The session with this ID, out of the cache (the caller's reference now), or nullptr.
+  SSL_SESSION* take(const std::string& id);
 
  private:
   static int on_client_hello(SSL* ssl, int* alert, void* self);
   static int on_new_session(SSL* ssl, SSL_SESSION* session);
   static SSL_SESSION* on_get_session(SSL* ssl, const unsigned char* id, int length, int* copy);
-  bool has_room();  // drops the expired sessions first
-  void put(SSL_SESSION* session);
-  SSL_SESSION* take(const std::string& id);
+  void drop_expired();  // with mutex_ held
 
   std::size_t capacity_;
   mutable std::mutex mutex_;

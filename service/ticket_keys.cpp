@@ -61,22 +61,32 @@ TicketKeys::Keys TicketKeys::keys_at(std::int64_t at) const {
 std::shared_ptr<const TicketKeys::Window> TicketKeys::window_at(std::int64_t now) const {
   std::int64_t hour = now / hour_seconds;
   std::lock_guard lock(mutex_);
-  if (window_ && window_->hour == hour) return window_;
+  for (const auto& cached : {window_, earlier_})
+    if (cached && cached->hour == hour) return cached;
   auto made = std::make_shared<Window>();
   made->hour = hour;
   for (std::int64_t back = 0; back < accepted_hours; ++back) {
-    // An hour the previous window holds keeps its keys; only the new ones are derived.
-    std::int64_t held = window_ ? window_->hour - (hour - back) : -1;
+    // An hour a cached window holds keeps its keys; only the others are derived.
     auto& keys = made->keys[static_cast<std::size_t>(back)];
-    if (held >= 0 && held < accepted_hours) {
-      keys = window_->keys[static_cast<std::size_t>(held)];
-    } else {
+    auto held = [&](const std::shared_ptr<const Window>& cached) {
+      std::int64_t at = cached ? cached->hour - (hour - back) : -1;
+      if (at < 0 || at >= accepted_hours) return false;
+      keys = cached->keys[static_cast<std::size_t>(at)];
+      return true;
+    };
+    if (!held(window_) && !held(earlier_)) {
       keys = keys_at((hour - back) * hour_seconds);
       ++derivations_;
     }
   }
-  // A handshake that read the clock just before the hour turned gets its window without replacing the newer one.
-  if (!window_ || hour > window_->hour) window_ = made;
+  // A new hour replaces the newest window, which stays for the late clock reads of the hour before. An earlier
+  // hour (a late read, or a clock stepped back) leaves the newest window in place: the clock comes back to it.
+  if (!window_ || hour > window_->hour) {
+    earlier_ = window_;
+    window_ = made;
+  } else {
+    earlier_ = made;
+  }
   return made;
 }
 

@@ -65,8 +65,12 @@ class TicketKeys {
   Bytes secret_;
   // The newest hour's window (the callback runs on every server thread at once): a handshake copies the pointer
   // under the lock; the first one of a new hour derives that hour's keys and keeps the previous hours' ones.
+  // `earlier_` is the last window asked for an hour before the newest: the previous hour's, for a handshake that
+  // read the clock just before the hour turned, or the one a clock stepped back reads, derived once, not on
+  // every handshake until the clock catches up with `window_`.
   mutable std::mutex mutex_;
   mutable std::shared_ptr<const Window> window_;
+  mutable std::shared_ptr<const Window> earlier_;
   mutable std::atomic<std::uint64_t> derivations_{0};
 };
 

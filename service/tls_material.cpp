@@ -132,8 +132,12 @@ SSL_TICKET_RETURN on_ticket(SSL* ssl, SSL_SESSION* session, const unsigned char*
       // The session's time is when its ticket was issued (a renewed ticket restarts it). OpenSSL asks to renew
       // every TLS 1.3 ticket (SUCCESS_RENEW): the age decides instead.
       auto age = static_cast<long>(time(nullptr) - SSL_SESSION_get_time(session));
-      // A listener that keeps sessions (--session-cache) swaps the ticket for a stateful one at once.
-      if (age >= SSL_SESSION_get_timeout(session) / 2 || SessionCache::attached(ssl)) return SSL_TICKET_RETURN_USE_RENEW;
+      // A listener that keeps sessions (--session-cache) swaps the ticket for a stateful one at once, when it has
+      // room for one: a full cache would only seal another stateless ticket, at the cost the age rule avoids.
+      // (Only stateless tickets come here: a stateful one is looked up in the cache, used once, and its
+      // resumption issues the next whatever this callback says.)
+      if (age >= SSL_SESSION_get_timeout(session) / 2 || SessionCache::has_room_for(ssl))
+        return SSL_TICKET_RETURN_USE_RENEW;
       SSL_set_num_tickets(ssl, 0);
       return SSL_TICKET_RETURN_USE;
     }

@@ -9,6 +9,7 @@
 
 #include "core/files.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/scoped_env.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using kiln::test::run_kiln;
@@ -160,10 +161,8 @@ TEST_CASE("completion: --board offers the attached boards' addresses and UIDs") 
   for (auto& uid : emu.uids()) CHECK(offered.count(uid));
   CHECK(offered.size() == 4);  // emu:<socket> and the UID for each board
   // Through the bash script (it calls kiln from PATH with the same environment).
-  setenv("KILN_EMU_DIR", boards.c_str(), 1);
-  auto via_bash = bash_complete(script, "kiln board info -b ");
-  unsetenv("KILN_EMU_DIR");
-  CHECK(via_bash == offered);
+  kiln::test::ScopedEnv emu_dir("KILN_EMU_DIR", boards.c_str());
+  CHECK(bash_complete(script, "kiln board info -b ") == offered);
 }
 
 TEST_CASE("completion: group and product names come from the service, cached for a minute") {

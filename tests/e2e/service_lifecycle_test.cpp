@@ -14,7 +14,6 @@
 
 #include <chrono>
 #include <cstddef>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -27,6 +26,7 @@
 
 #include "tests/support/loopback.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/scoped_env.hpp"
 #include "tests/support/service_process.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -136,19 +136,16 @@ bool alive(pid_t pid) { return waitpid(pid, nullptr, WNOHANG) == 0; }
 // systemd's side of sd_notify: a datagram socket named by NOTIFY_SOCKET for the processes started meanwhile.
 struct NotifySocket {
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  explicit NotifySocket(const std::string& path) {
+  test::ScopedEnv notify_socket;
+  explicit NotifySocket(const std::string& path) : notify_socket("NOTIFY_SOCKET", path.c_str()) {
     sockaddr_un address{};
     address.sun_family = AF_UNIX;
     std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
     REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
     timeval timeout{10, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    setenv("NOTIFY_SOCKET", path.c_str(), 1);
   }
-  ~NotifySocket() {
-    unsetenv("NOTIFY_SOCKET");
-    close(fd);
-  }
+  ~NotifySocket() { close(fd); }
   std::string next() const {
     char buffer[256];
     auto n = recv(fd, buffer, sizeof buffer, 0);
@@ -179,6 +176,27 @@ TEST_CASE("service: a config file with an unknown key or a wrong type stops run 
   auto no_dir = run("listen = \"127.0.0.1:0\"\n");
   CHECK(no_dir.exit_code == 2);
   CHECK(no_dir.err.find("no data directory") != std::string::npos);
+}
+
+// The session cache serves the agent listener only: asked for without one, run stops at start instead of ignoring it.
+TEST_CASE("service: --session-cache without --agent-listen stops run at start (exit 2), as a flag or in the config file") {
+  test::TempDir dir;
+  auto data = init_service(dir);
+  test::ProcessOptions briefly;
+  briefly.timeout_seconds = 10;  // a run that ignored the setting would serve until killed
+  auto flag = test::run_process(test::bin_path("kiln-service"),
+                                {"run", "--dir", data.string(), "--listen", "127.0.0.1:0", "--session-cache", "100"},
+                                briefly);
+  CHECK(flag.exit_code == 2);
+  CHECK_MESSAGE(flag.err.find("--session-cache keeps the agent listener's sessions, and there is no agent listener") !=
+                    std::string::npos,
+                flag.err);
+  CHECK_MESSAGE(flag.err.find("hint: give --agent-listen HOST:PORT") != std::string::npos, flag.err);
+  auto config = dir.file("config.toml");
+  std::ofstream(config) << "dir = \"" << data.string() << "\"\nlisten = \"127.0.0.1:0\"\nsession-cache = 100\n";
+  auto file = test::run_process(test::bin_path("kiln-service"), {"run", "--config", config}, briefly);
+  CHECK(file.exit_code == 2);
+  CHECK_MESSAGE(file.err.find("there is no agent listener") != std::string::npos, file.err);
 }
 
 TEST_CASE("service: the config file supplies run's settings, and flags win over it") {

@@ -289,7 +289,7 @@ TEST_CASE("session tickets: --session-cache resumes stateful tickets once each, 
 }
 
 // A full cache does not push out sessions devices are about to use: new tickets are stateless until a
-// resumption takes a session out.
+// resumption takes a session out, and a young stateless ticket resumes without a new one.
 TEST_CASE("session tickets: a full --session-cache issues stateless tickets") {
   Fleet fleet;
   auto device = fleet.device();
@@ -310,6 +310,10 @@ TEST_CASE("session tickets: a full --session-cache issues stateless tickets") {
   auto stateless = device.check_in(cached.agent_port(), second.session.get());
   CHECK(stateless.reused);
   CHECK(stateless.status == 200);
+  // The cache is full again (the resumption put its next session in): no room for a stateful ticket, so the
+  // young stateless one is not renewed either (another stateless ticket would cost what the age rule saves).
+  REQUIRE(stateless.session);
+  CHECK(ticket_of(stateless.session.get()) == ticket_of(second.session.get()));
 }
 
 TEST_CASE("session tickets: the agent listener refuses a client certificate chain over 16 KiB") {

@@ -2,6 +2,7 @@
 // certificate check, the check-in offer and its manifest, status reports and what they refuse.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/deployment_states.hpp"
 #include "service/api.hpp"
 #include "service/handlers.hpp"
 #include "service/pg_store.hpp"
@@ -89,7 +91,15 @@ TEST_CASE(
                  Json{{"deployment", id}, {"status", status}, {"version", "2.0.0"}, {"detail", "x"}}.dump(), inside)
               .status == 200);
   CHECK(f.json("GET", "/v1/devices/dev-in")["version"] == "2.0.0");
-  CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "done"}}.dump(), inside).status == 400);
+  auto unknown = f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "done"}}.dump(), inside);
+  CHECK(unknown.status == 400);
+  // The message lists what an agent may report, from the one list the check uses (core/deployment_states).
+  auto message = Json::parse(unknown.body)["error"]["message"].get<std::string>();
+  for (const auto& status : agent_statuses())
+    CHECK_MESSAGE(message.find(status) != std::string::npos, message);
+  for (const auto& status : rollout_statuses())
+    if (std::find(agent_statuses().begin(), agent_statuses().end(), status) == agent_statuses().end())
+      CHECK_MESSAGE(message.find(status) == std::string::npos, message);
   CHECK(f.call("POST", "/v1/agent/status", Json{{"deployment", id}, {"status", "installed"}}.dump(), outside).status ==
         404);
   for (const char* body :

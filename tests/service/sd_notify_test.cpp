@@ -6,11 +6,11 @@
 #include <unistd.h>
 
 #include <cstddef>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "service/sd_notify.hpp"
+#include "tests/support/scoped_env.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using namespace kiln;
@@ -20,7 +20,8 @@ namespace {
 // A bound datagram socket standing in for systemd's notify socket; NOTIFY_SOCKET names it while it lives.
 struct NotifyListener {
   int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  explicit NotifyListener(const std::string& name) {
+  test::ScopedEnv notify_socket;
+  explicit NotifyListener(const std::string& name) : notify_socket("NOTIFY_SOCKET", name.c_str()) {
     sockaddr_un address{};
     address.sun_family = AF_UNIX;
     std::memcpy(address.sun_path, name.data(), name.size());
@@ -29,12 +30,8 @@ struct NotifyListener {
     REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), length) == 0);
     timeval timeout{2, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    setenv("NOTIFY_SOCKET", name.c_str(), 1);
   }
-  ~NotifyListener() {
-    unsetenv("NOTIFY_SOCKET");
-    ::close(fd);
-  }
+  ~NotifyListener() { ::close(fd); }
   std::string receive() const {
     char buffer[512];
     auto n = ::recv(fd, buffer, sizeof buffer, 0);
@@ -63,12 +60,15 @@ TEST_CASE("sd_notify: an abstract socket is written @name") {
 }
 
 TEST_CASE("sd_notify: without NOTIFY_SOCKET (or with a bad one) nothing is sent and the caller goes on") {
-  unsetenv("NOTIFY_SOCKET");
-  CHECK_FALSE(service::notify_systemd("READY=1"));
-  setenv("NOTIFY_SOCKET", "relative/path", 1);
-  CHECK_FALSE(service::notify_systemd("READY=1"));
+  {
+    test::ScopedEnv unset("NOTIFY_SOCKET", nullptr);
+    CHECK_FALSE(service::notify_systemd("READY=1"));
+  }
+  {
+    test::ScopedEnv relative("NOTIFY_SOCKET", "relative/path");
+    CHECK_FALSE(service::notify_systemd("READY=1"));
+  }
   test::TempDir dir;
-  setenv("NOTIFY_SOCKET", dir.file("nobody-listens").c_str(), 1);
+  test::ScopedEnv nobody("NOTIFY_SOCKET", dir.file("nobody-listens").c_str());
   CHECK_FALSE(service::notify_systemd("READY=1"));
-  unsetenv("NOTIFY_SOCKET");
 }

@@ -81,7 +81,44 @@ TEST_CASE("ticket keys: each hour's keys are derived once, equal fresh ones, and
   // A handshake whose clock read came just before the turn still gets that hour's keys, and the newer hour stays.
   CHECK(same(keys.sealing_keys(noon + 3599), keys.keys_at(noon)));
   CHECK(same(keys.sealing_keys(noon + 3601), keys.keys_at(noon + 3600)));
-  CHECK(keys.derivations() == 4 + 1);  // the late one's window had one hour the cache no longer held
+  CHECK(keys.derivations() == 4);  // the late one's window is the previous hour's, still cached
+}
+
+TEST_CASE("ticket keys: a clock stepped back derives the keys of its hours once, not on every handshake") {
+  TicketKeys keys(secret_of(4));
+  constexpr std::int64_t noon = 1'796'904'000;  // 2026-12-10T12:00:00Z, the start of an hour
+  auto same = [](const TicketKeys::Keys& a, const TicketKeys::Keys& b) {
+    return a.name == b.name && a.cipher_key == b.cipher_key && a.mac_key == b.mac_key;
+  };
+  CHECK(same(keys.sealing_keys(noon + 10), keys.keys_at(noon)));
+  CHECK(keys.derivations() == 3);
+
+  // Stepped back five hours: that hour and the two before it, once; every later handshake of the hour uses them.
+  constexpr std::int64_t back = noon - 5 * 3600;
+  for (int handshake = 0; handshake < 100; ++handshake)
+    CHECK(same(keys.sealing_keys(back + handshake), keys.keys_at(back)));
+  CHECK(keys.derivations() == 3 + 3);
+  auto older = keys.find(keys.keys_at(back - 3600).name.data(), back + 100);
+  REQUIRE(older);
+  CHECK_FALSE(older->second);
+  CHECK(keys.derivations() == 3 + 3);
+
+  // Its next hour: one new hour's keys, as when no clock stepped.
+  for (int handshake = 0; handshake < 100; ++handshake)
+    CHECK(same(keys.sealing_keys(back + 3600 + handshake), keys.keys_at(back + 3600)));
+  CHECK(keys.derivations() == 3 + 3 + 1);
+
+  // The clock catches up: the newest window, kept all along.
+  CHECK(same(keys.sealing_keys(noon + 20), keys.keys_at(noon)));
+  CHECK(keys.derivations() == 3 + 3 + 1);
+
+  // The hour turns, then the clock steps back a few seconds across the turn: the previous hour's window again,
+  // not derived again on every handshake until the clock reaches the new hour.
+  CHECK(same(keys.sealing_keys(noon + 3602), keys.keys_at(noon + 3600)));
+  CHECK(keys.derivations() == 3 + 3 + 1 + 1);
+  for (int handshake = 0; handshake < 100; ++handshake)
+    CHECK(same(keys.sealing_keys(noon + 3595 + handshake % 5), keys.keys_at(noon)));
+  CHECK(keys.derivations() == 3 + 3 + 1 + 1);
 }
 
 TEST_CASE("ticket keys: the secret file is created 0600 once, read back the same, and refused when others may read it") {

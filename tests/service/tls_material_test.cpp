@@ -14,6 +14,7 @@
 
 #include "core/error.hpp"
 #include "core/files.hpp"
+#include "service/session_cache.hpp"
 #include "service/tls_material.hpp"
 #include "signing/openssl_ptr.hpp"
 #include "tests/support/errors.hpp"
@@ -56,11 +57,24 @@ int on_ticket_made(SSL* /*ssl*/, void* /*arg*/) {
   ++tickets_made;
   return 1;
 }
+// The agent listener's generate-ticket callback with --session-cache: the cache decides the ticket's kind.
+int on_ticket_made_with_cache(SSL* ssl, void* arg) {
+  service::SessionCache::issue_stateful(ssl);
+  return on_ticket_made(ssl, arg);
+}
 ossl::Ptr<SSL_SESSION> last_ticket;
 int on_new_session(SSL* /*ssl*/, SSL_SESSION* session) {
   ++tickets_received;
   last_ticket.reset(session);  // returning 1: the reference is ours
   return 1;
+}
+
+// The ticket a client holds: a stateful one is the 32-byte ID of a session the server keeps.
+std::size_t ticket_length(SSL_SESSION* session) {
+  const unsigned char* ticket = nullptr;
+  std::size_t length = 0;
+  SSL_SESSION_get0_ticket(session, &ticket, &length);
+  return length;
 }
 
 // A client that trusts `ca_file` and checks the name localhost; it counts the tickets it gets when asked.
@@ -220,5 +234,55 @@ TEST_CASE("tls_material: one session ticket after a full handshake, none when a 
   CHECK(SSL_session_reused(resumed.client.get()));
   CHECK(tickets_received == 1);
   CHECK(tickets_made == 1);
+  last_ticket.reset();
+}
+
+// --session-cache: a stateless ticket is swapped for a stateful one when the cache has room for it. A full cache
+// would only seal another stateless ticket, so a young ticket resumes without one (the age rule), as without a cache.
+TEST_CASE("tls_material: with a full session cache a young stateless ticket resumes without a new ticket") {
+  test::TempDir dir;
+  service::create_tls_material(dir.path());
+  service::ServerCredentials credentials(dir.path() / "server.pem", dir.path() / "server.key");
+  service::SessionCache cache(1);  // outlives the context whose callbacks use it
+  auto server_ctx = server_context(credentials);
+  service::issue_tickets_sparingly(server_ctx.get(), on_ticket_made_with_cache);
+  cache.attach(server_ctx.get());
+  auto client_ctx = client_context(dir.path() / "ca.pem", true);
+  tickets_received = 0;
+  tickets_made = 0;
+  // Each connection lives to the end: one freed without its close_notify makes the client's session unresumable.
+  auto first = handshake(server_ctx.get(), client_ctx.get());
+  REQUIRE(last_ticket);
+  ossl::Ptr<SSL_SESSION> stateful(last_ticket.release());
+  CHECK(ticket_length(stateful.get()) == SSL_MAX_SSL_SESSION_ID_LENGTH);
+  CHECK(cache.size() == 1);
+  auto second = handshake(server_ctx.get(), client_ctx.get());  // the cache is full: a stateless ticket
+  REQUIRE(last_ticket);
+  ossl::Ptr<SSL_SESSION> stateless(last_ticket.release());
+  CHECK(ticket_length(stateless.get()) > SSL_MAX_SSL_SESSION_ID_LENGTH);
+  auto third = handshake(server_ctx.get(), client_ctx.get());  // and another, offered once room is back
+  REQUIRE(last_ticket);
+  ossl::Ptr<SSL_SESSION> later(last_ticket.release());
+  CHECK(ticket_length(later.get()) > SSL_MAX_SSL_SESSION_ID_LENGTH);
+  CHECK(tickets_made == 3);
+
+  auto resumed = handshake(server_ctx.get(), client_ctx.get(), stateless.get());
+  CHECK(SSL_session_reused(resumed.client.get()));
+  CHECK(tickets_made == 3);
+  CHECK(tickets_received == 3);
+
+  // Room again (the kept session resumed elsewhere, say): the stateless ticket is swapped for a stateful one.
+  const unsigned char* id = nullptr;
+  std::size_t id_length = 0;
+  SSL_SESSION_get0_ticket(stateful.get(), &id, &id_length);
+  SSL_SESSION* taken = cache.take(std::string(reinterpret_cast<const char*>(id), id_length));
+  REQUIRE(taken);
+  SSL_SESSION_free(taken);
+  auto swapped = handshake(server_ctx.get(), client_ctx.get(), later.get());
+  CHECK(SSL_session_reused(swapped.client.get()));
+  CHECK(tickets_made == 4);
+  REQUIRE(last_ticket);
+  CHECK(ticket_length(last_ticket.get()) == SSL_MAX_SSL_SESSION_ID_LENGTH);
+  CHECK(cache.size() == 1);
   last_ticket.reset();
 }

@@ -4,16 +4,14 @@
 
 #include <sys/stat.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <map>
-#include <optional>
 #include <string>
 
 #include "core/error.hpp"
 #include "tests/support/errors.hpp"
+#include "tests/support/scoped_env.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "transport/service_api.hpp"
 
@@ -22,30 +20,6 @@ using namespace kiln::transport;
 
 namespace {
 
-// Sets (or, with nullopt, unsets) environment variables for one test and restores them after.
-class Environment {
- public:
-  explicit Environment(const std::map<std::string, std::optional<std::string>>& values) {
-    for (auto& entry : values) {
-      const char* before = std::getenv(entry.first.c_str());
-      saved_[entry.first] = before ? std::optional<std::string>(before) : std::nullopt;
-      set(entry.first, entry.second);
-    }
-  }
-  ~Environment() {
-    for (auto& entry : saved_) set(entry.first, entry.second);
-  }
-  Environment(const Environment&) = delete;
-  Environment& operator=(const Environment&) = delete;
-
- private:
-  static void set(const std::string& name, const std::optional<std::string>& value) {
-    if (value) ::setenv(name.c_str(), value->c_str(), 1);
-    else ::unsetenv(name.c_str());
-  }
-  std::map<std::string, std::optional<std::string>> saved_;
-};
-
 std::string write(const test::TempDir& dir, const std::string& name, const std::string& text, int mode = 0600) {
   auto path = dir.file(name);
   std::ofstream(path) << text;
@@ -53,33 +27,32 @@ std::string write(const test::TempDir& dir, const std::string& name, const std::
   return path;
 }
 
-// A clean slate: credentials under `dir`, no KILN_* variables.
-std::map<std::string, std::optional<std::string>> clean(const test::TempDir& dir) {
-  return {{"XDG_CONFIG_HOME", dir.file("config")},
-          {"KILN_SERVICE", std::nullopt},
-          {"KILN_TOKEN", std::nullopt},
-          {"KILN_CA_FILE", std::nullopt}};
-}
+// A clean slate for one scope: credentials under `dir`, no KILN_* variables.
+struct CleanEnvironment {
+  explicit CleanEnvironment(const test::TempDir& dir) : config("XDG_CONFIG_HOME", dir.file("config").c_str()) {}
+  test::ScopedEnv config;
+  test::ScopedEnv service{"KILN_SERVICE", nullptr}, token{"KILN_TOKEN", nullptr}, ca_file{"KILN_CA_FILE", nullptr};
+};
 
 }  // namespace
 
 TEST_CASE("service api: credentials live under XDG_CONFIG_HOME, else HOME, else nowhere (exit 1)") {
   test::TempDir dir;
   {
-    Environment env({{"XDG_CONFIG_HOME", dir.file("xdg")}, {"HOME", dir.file("home")}});
+    test::ScopedEnv config("XDG_CONFIG_HOME", dir.file("xdg").c_str()), home("HOME", dir.file("home").c_str());
     CHECK(credentials_path() == std::filesystem::path(dir.file("xdg")) / "kiln" / "credentials");
   }
   {
-    Environment env({{"XDG_CONFIG_HOME", std::nullopt}, {"HOME", dir.file("home")}});
+    test::ScopedEnv config("XDG_CONFIG_HOME", nullptr), home("HOME", dir.file("home").c_str());
     CHECK(credentials_path() == std::filesystem::path(dir.file("home")) / ".config" / "kiln" / "credentials");
   }
-  Environment env({{"XDG_CONFIG_HOME", std::nullopt}, {"HOME", std::nullopt}});
+  test::ScopedEnv config("XDG_CONFIG_HOME", nullptr), home("HOME", nullptr);
   CHECK(test::exit_code_of([] { credentials_path(); }) == ExitCode::failure);
 }
 
 TEST_CASE("service api: the credentials file, then the config's service, then KILN_* variables") {
   test::TempDir dir;
-  Environment env(clean(dir));
+  CleanEnvironment env(dir);
   // Nothing known: not logged in (exit 6) with the ways to log in.
   try {
     load_credentials();
@@ -99,7 +72,8 @@ TEST_CASE("service api: the credentials file, then the config's service, then KI
   CHECK(stored.token == "stored-token");
   CHECK(stored.ca_file == "ca.pem");
   {
-    Environment over({{"KILN_SERVICE", "https://env:1"}, {"KILN_TOKEN", "env-token"}, {"KILN_CA_FILE", "env.pem"}});
+    test::ScopedEnv service("KILN_SERVICE", "https://env:1"), token("KILN_TOKEN", "env-token"),
+        ca_file("KILN_CA_FILE", "env.pem");
     auto c = load_credentials();
     CHECK(c.service == "https://env:1");
     CHECK(c.token == "env-token");
