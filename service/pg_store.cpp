@@ -2,6 +2,7 @@
 // service in PostgreSQL's dialect. Every value travels as a parameter ($1, $2, ...), never inside SQL text.
 #include "service/pg_store.hpp"
 
+#include <libpq-events.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <unordered_map>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -198,6 +200,75 @@ bool writes(std::string_view sql) {
   return sql.starts_with("INSERT") || sql.starts_with("UPDATE") || sql.starts_with("DELETE");
 }
 
+// The statements prepared on one connection, by SQL text: each is parsed and planned once per session
+// (PQprepare under a name of its own, "k1", "k2"...), then only executed (PQexecPrepared). The server forgets
+// them when its session ends: a reconnect (PQreset) empties the cache, PQfinish frees it (libpq events).
+struct Statements {
+  std::unordered_map<std::string, std::string> names;
+  std::uint64_t next = 1;
+};
+// Text built with variable parts is bounded (savepoint levels, count keys); past this, statements run unnamed.
+constexpr std::size_t max_prepared = 512;
+
+int statements_event(PGEventId event, void* info, void*) {
+  try {
+    if (event == PGEVT_REGISTER)
+      return PQsetInstanceData(static_cast<PGEventRegister*>(info)->conn, statements_event, new Statements);
+    if (event == PGEVT_CONNRESET) {
+      auto* conn = static_cast<PGEventConnReset*>(info)->conn;
+      if (auto* statements = static_cast<Statements*>(PQinstanceData(conn, statements_event)))
+        statements->names.clear();
+    }
+    if (event == PGEVT_CONNDESTROY)
+      delete static_cast<Statements*>(PQinstanceData(static_cast<PGEventConnDestroy*>(info)->conn, statements_event));
+  } catch (...) {
+    return 0;  // out of memory registering: the connection runs its statements unprepared
+  }
+  return 1;
+}
+
+// Runs `text`: prepared once on this connection (see Statements), else unnamed. A failed PQprepare's result
+// is returned (the caller fails with it); nothing is cached then.
+PGresult* execute(PGconn* conn, const std::string& text, const std::vector<const char*>& values,
+                  const std::vector<int>& lengths, const std::vector<int>& formats, bool binary_result) {
+  int count = static_cast<int>(values.size());
+  auto* statements = static_cast<Statements*>(PQinstanceData(conn, statements_event));
+  auto known = statements ? statements->names.find(text) : decltype(statements->names)::iterator{};
+  if (statements && known == statements->names.end() && statements->names.size() < max_prepared) {
+    std::string name = "k" + std::to_string(statements->next++);
+    PGresult* prepared = PQprepare(conn, name.c_str(), text.c_str(), count, nullptr);
+    if (!prepared || PQresultStatus(prepared) != PGRES_COMMAND_OK) return prepared;
+    PQclear(prepared);
+    known = statements->names.emplace(text, std::move(name)).first;
+  }
+  if (statements && known != statements->names.end())
+    return PQexecPrepared(conn, known->second.c_str(), count, values.data(), lengths.data(), formats.data(),
+                          binary_result ? 1 : 0);
+  return PQexecParams(conn, text.c_str(), count, nullptr, values.data(), lengths.data(), formats.data(),
+                      binary_result ? 1 : 0);
+}
+
+// A prepared statement whose result columns changed type since it was prepared (ALTER on another instance's
+// migration): PostgreSQL refuses to run it. Forgets it (the next run prepares it afresh) and tells whether
+// to run it again now: only when no transaction was open (its error aborted nothing).
+bool forget_stale(PGconn* conn, const std::string& text, PGresult* result) {
+  const char* state = result ? PQresultErrorField(result, PG_DIAG_SQLSTATE) : nullptr;
+  const char* message = result ? PQresultErrorField(result, PG_DIAG_MESSAGE_PRIMARY) : nullptr;
+  auto* statements = static_cast<Statements*>(PQinstanceData(conn, statements_event));
+  if (!statements || !state || std::string_view(state) != "0A000" || !message ||
+      std::string_view(message) != "cached plan must not change result type")
+    return false;
+  auto known = statements->names.find(text);
+  if (known == statements->names.end()) return false;
+  bool idle = PQtransactionStatus(conn) == PQTRANS_IDLE;
+  if (idle) {
+    PGresult* gone = PQexec(conn, ("DEALLOCATE " + known->second).c_str());
+    if (gone) PQclear(gone);
+  }
+  statements->names.erase(known);
+  return true;
+}
+
 // Runs one statement with its parameters; throws the store's exceptions when it fails. A text value the
 // store cannot hold (a NUL byte, bytes that are not UTF-8) is refused by a write; a read finds nothing
 // (no stored text equals it).
@@ -215,9 +286,16 @@ Result run(PGconn* conn, std::string_view sql, std::initializer_list<Param> para
     formats.push_back(p.binary ? 1 : 0);
   }
   std::string text(sql);
-  PGresult* result = PQexecParams(conn, text.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
-                                  lengths.data(), formats.data(), binary_result ? 1 : 0);
+  PGresult* result = execute(conn, text, values, lengths, formats, binary_result);
   auto status = result ? PQresultStatus(result) : PGRES_FATAL_ERROR;
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK && forget_stale(conn, text, result)) {
+    PQclear(result);
+    // In a transaction the error aborted it: the request is tried again (as after a serialization failure).
+    if (PQtransactionStatus(conn) != PQTRANS_IDLE)
+      throw StoreUnavailable("the PostgreSQL store's schema changed under a statement", "try again");
+    result = execute(conn, text, values, lengths, formats, binary_result);
+    status = result ? PQresultStatus(result) : PGRES_FATAL_ERROR;
+  }
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) fail(conn, result);
   return Result(result);
 }
@@ -620,6 +698,8 @@ PGconn* PgStore::connect() {
   }
   // Messages of the server stay out of the service's output.
   PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
+  // Its prepared statements (no cache if this fails: they run unprepared).
+  PQregisterEventProc(conn, statements_event, "kiln statements", nullptr);
   return conn;
 }
 
@@ -1170,6 +1250,15 @@ bool PgStore::device_checked_in(const std::string& device_id, const std::string&
 bool PgStore::commit_durable() {
   Use use(*this);
   return run(use.conn(), "SHOW synchronous_commit").text(0, 0) != "off";
+}
+
+std::int64_t PgStore::prepared_statements() {
+  Use use(*this);
+  // Not through run(): this statement stays out of the count.
+  PGresult* q = PQexec(use.conn(), "SELECT count(*) FROM pg_prepared_statements");
+  std::int64_t count = PQresultStatus(q) == PGRES_TUPLES_OK ? std::strtoll(PQgetvalue(q, 0, 0), nullptr, 10) : -1;
+  PQclear(q);
+  return count;
 }
 
 void PgStore::record_device_firmware(const std::string& device_id, const std::optional<std::int64_t>& sequence,

@@ -50,6 +50,8 @@ class PgStore final : public Store {
   // whether the current unit's would wait (what the server says, SHOW synchronous_commit).
   std::uint64_t relaxed_commits() const { return relaxed_commits_; }
   bool commit_durable();
+  // For tests: how many statements the server holds prepared for the session of this thread's connection.
+  std::int64_t prepared_statements();
 
  private:
   struct Connection;

@@ -311,6 +311,42 @@ TEST_CASE("postgres store: a database that stops answers 503 with Retry-After (n
   CHECK(Json::parse(call("GET", "/v1/products").body)["items"].size() == 1);
 }
 
+TEST_CASE("postgres store: each statement is prepared once per connection; a reconnect prepares them again") {
+  auto& pg = test::shared_postgres();
+  auto url = pg.create_database();
+  PgStore store(url);
+  auto tenant = store.create_tenant("acme", "2026-01-01T00:00:00Z");
+  auto calls = [&] {
+    auto unit = store.begin(Store::Access::read);
+    CHECK(store.tenant_name(tenant) == "acme");
+    CHECK(store.find_tenant("acme") == tenant);
+    unit->commit();
+  };
+  calls();
+  auto prepared = store.prepared_statements();
+  CHECK(prepared >= 4);  // BEGIN, two queries, COMMIT at least
+  for (int i = 0; i < 20; ++i) calls();
+  CHECK(store.prepared_statements() == prepared);  // the same statements again: none prepared anew
+
+  // A restart: the pooled connection reconnects (PQreset) into a session that holds none of them.
+  pg.stop();
+  pg.start();
+  calls();
+  CHECK(store.prepared_statements() == 4);  // those of this unit only, in the new session
+
+  // A column's type changed under a prepared statement (another instance's migration): PostgreSQL refuses
+  // the statement ("cached plan must not change result type"). Outside a unit it is prepared again at once;
+  // in one, the request gets 503 (try again) and the next prepares it again.
+  pg.sql(database_of(url), "ALTER TABLE tenants ALTER COLUMN name TYPE VARCHAR(200)");
+  CHECK(store.tenant_name(tenant) == "acme");
+  pg.sql(database_of(url), "ALTER TABLE tenants ALTER COLUMN name TYPE TEXT");
+  {
+    auto unit = store.begin(Store::Access::read);
+    CHECK_THROWS_AS(store.tenant_name(tenant), StoreUnavailable);
+  }
+  calls();
+}
+
 TEST_CASE("postgres store: text PostgreSQL cannot hold (a NUL byte, bytes that are not UTF-8) is a 400, not a 500") {
   test::TempDir dir;
   Service service({test::shared_postgres().create_database(), dir.path() / "images"});
