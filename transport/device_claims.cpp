@@ -35,9 +35,27 @@ std::vector<std::string> named_device_ids(const std::vector<std::string>& ids, c
   return named;
 }
 
-Json assign_devices(ServiceApi& api, const std::vector<std::string>& ids, const std::string& group) {
+Json assign_devices(ServiceApi& api, const std::vector<std::string>& ids, const std::string& group,
+                    const std::function<void(std::uint64_t done)>& progress, std::size_t batch_size) {
+  batch_size = std::clamp<std::size_t>(batch_size, 1, assign_batch_size);
   Json moved = Json::array();
-  for (const auto& id : ids) moved.push_back(assign_device(api, id, group));
+  for (std::size_t first = 0; first < ids.size(); first += batch_size) {
+    std::vector<std::string> batch(ids.begin() + static_cast<std::ptrdiff_t>(first),
+                                   ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), first + batch_size)));
+    Json answer;
+    try {
+      answer = assign_device_batch(api, batch, group);
+    } catch (const Error& e) {
+      if (first == 0) throw;
+      throw Error(e.code(),
+                  fmt::format("{} ({} devices before this batch of {} were moved)", e.what(), first, batch.size()),
+                  e.hint().empty() ? "fix that device and run the same command again: assigning a device to the "
+                                     "group it is in changes nothing"
+                                   : e.hint());
+    }
+    for (auto& device : answer.at("devices")) moved.push_back(std::move(device));
+    if (progress) progress(moved.size());
+  }
   return moved;
 }
 
