@@ -531,13 +531,18 @@ Reply count_devices(Call& call) {
 
 namespace {
 
-// A device as `device show` answers it: its view, and whether the factory CA it chains to was revoked since.
-Json device_answer(Call& call, const DeviceView& device) {
+// Whether the caller's tenant has revoked a factory CA: else no device of it chains to one (device_answer).
+bool any_revoked_factory_ca(Call& call) { return !call.store.revoked_factory_ca_pems(call.who.tenant_id).empty(); }
+
+// A device as `device show` answers it: its view, and whether the factory CA it chains to was revoked since
+// (`revoked_cas`: any_revoked_factory_ca, asked once for many devices).
+Json device_answer(Call& call, const DeviceView& device, bool revoked_cas) {
   auto out = device_json(device);
   // A unit whose certificate chains to a factory CA revoked since its import stays, marked.
   std::optional<FactoryCaRecord> ca;
-  if (auto identity = call.store.device_identity(device.id); identity && identity->certificate)
-    ca = revoked_factory_ca(call.store, call.who.tenant_id, {*identity->certificate});
+  if (revoked_cas)
+    if (auto identity = call.store.device_identity(device.id); identity && identity->certificate)
+      ca = revoked_factory_ca(call.store, call.who.tenant_id, {*identity->certificate});
   out["ca_revoked"] = ca.has_value();
   out["ca"] = ca ? Json{{"id", ca->id}, {"subject", ca->subject}, {"revoked_at", ca->revoked_at.value_or("")}}
                  : Json(nullptr);
@@ -549,7 +554,7 @@ Json device_answer(Call& call, const DeviceView& device) {
 Reply show_device(Call& call) {
   auto device = call.store.find_device(call.who.tenant_id, call.params[0]);
   if (!device) throw ApiError{404, "not_found", fmt::format("device {} not found", call.params[0])};
-  return {200, device_answer(call, *device)};
+  return {200, device_answer(call, *device, any_revoked_factory_ca(call))};
 }
 
 Reply assign_device(Call& call) {
@@ -567,8 +572,8 @@ Reply assign_device(Call& call) {
 
 // Many devices to one group, all or none: every device is checked first with the single route's rules (an
 // unknown device or another tenant's is 404, a revoked one or one of another product 409, the message naming it),
-// so a refused batch changes nothing; then all move in this request's unit of work, each device's deployments'
-// tallies kept as set_device_group keeps them. A UID named twice is moved once (device_ids_field).
+// so a refused batch changes nothing; then all move in this request's unit of work (set_devices_group), each
+// device's deployments' tallies kept as set_device_group keeps them. A UID named twice is moved once.
 Reply assign_devices(Call& call) {
   auto body = parse_object(call.request.body);
   auto group = resolve_group_id(call, required_string(body, "group", 260));
@@ -584,9 +589,11 @@ Reply assign_devices(Call& call) {
       throw ApiError{409, "conflict", fmt::format("group {} belongs to another product than device {} ({})", group,
                                                   id, nothing_moved)};
   }
-  for (const auto& id : ids) call.store.set_device_group(id, group);
+  call.store.set_devices_group(ids, group);
   Json moved = Json::array();
-  for (const auto& id : ids) moved.push_back(device_answer(call, *call.store.find_device(call.who.tenant_id, id)));
+  bool revoked_cas = any_revoked_factory_ca(call);
+  for (const auto& id : ids)
+    moved.push_back(device_answer(call, *call.store.find_device(call.who.tenant_id, id), revoked_cas));
   return {200, Json{{"assigned", ids.size()}, {"devices", std::move(moved)}}};
 }
 

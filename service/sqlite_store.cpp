@@ -872,6 +872,12 @@ void SqliteStore::set_device_group(const std::string& device_id, const std::stri
   }
 }
 
+// In-process statements cost little: each device moves as set_device_group moves it, in the caller's unit.
+void SqliteStore::set_devices_group(const std::vector<std::string>& device_ids, const std::string& group_id) {
+  Use use(*this);
+  for (const auto& id : device_ids) set_device_group(id, group_id);
+}
+
 void SqliteStore::mark_claimed(const std::string& device_id, const std::string& now) {
   Use use(*this);
   db().prepare("UPDATE devices SET claimed = 1, claimed_at = coalesce(claimed_at, ?) WHERE id = ?")

@@ -307,6 +307,10 @@ class Store {
   virtual bool upsert_device(const ImportedDevice& device) = 0;
   virtual bool group_of_device_product(const std::string& device_id, const std::string& group_id) = 0;
   virtual void set_device_group(const std::string& device_id, const std::string& group_id) = 0;
+  // The devices (existing ones, checked by the caller) to `group_id` at once, each counted by its old and new group's
+  // deployments as set_device_group counts it; a few statements for the batch, not a few per device, when neither
+  // group has deployments (POST /v1/devices/assign).
+  virtual void set_devices_group(const std::vector<std::string>& device_ids, const std::string& group_id) = 0;
   // The device's own time zone for maintenance windows (nullopt: none, the deployment's applies).
   virtual void set_device_time_zone(const std::string& device_id, const std::optional<std::string>& zone) = 0;
   virtual std::optional<std::string> device_time_zone(const std::string& device_id) = 0;
