@@ -576,24 +576,30 @@ Reply assign_device(Call& call) {
 // device's deployments' tallies kept as set_device_group keeps them. A UID named twice is moved once.
 Reply assign_devices(Call& call) {
   auto body = parse_object(call.request.body);
-  auto group = resolve_group_id(call, required_string(body, "group", 260));
+  auto group = *call.store.find_group(call.who.tenant_id, resolve_group_id(call, required_string(body, "group", 260)));
   auto ids = device_ids_field(body, max_assign_batch);
+  auto by_id = [&] {
+    std::unordered_map<std::string, DeviceView> found;
+    for (auto& device : call.store.find_devices(call.who.tenant_id, ids)) found.emplace(device.id, std::move(device));
+    return found;
+  };
   const std::string nothing_moved = "no device of this request was moved";
+  auto before = by_id();
   for (const auto& id : ids) {
-    auto device = call.store.find_device(call.who.tenant_id, id);
-    if (!device) throw ApiError{404, "not_found", fmt::format("device {} not found ({})", id, nothing_moved)};
-    if (device->revoked_at)
+    auto it = before.find(id);
+    if (it == before.end()) throw ApiError{404, "not_found", fmt::format("device {} not found ({})", id, nothing_moved)};
+    if (it->second.revoked_at)
       throw ApiError{409, "device_revoked",
                      fmt::format("device {} is revoked: it joins no group ({})", id, nothing_moved)};
-    if (!call.store.group_of_device_product(id, group))
-      throw ApiError{409, "conflict", fmt::format("group {} belongs to another product than device {} ({})", group,
+    if (it->second.product != group.product)  // product names are unique in a tenant (group_of_device_product)
+      throw ApiError{409, "conflict", fmt::format("group {} belongs to another product than device {} ({})", group.id,
                                                   id, nothing_moved)};
   }
-  call.store.set_devices_group(ids, group);
-  Json moved = Json::array();
+  call.store.set_devices_group(ids, group.id);
+  auto after = by_id();
   bool revoked_cas = any_revoked_factory_ca(call);
-  for (const auto& id : ids)
-    moved.push_back(device_answer(call, *call.store.find_device(call.who.tenant_id, id), revoked_cas));
+  Json moved = Json::array();
+  for (const auto& id : ids) moved.push_back(device_answer(call, after.at(id), revoked_cas));
   return {200, Json{{"assigned", ids.size()}, {"devices", std::move(moved)}}};
 }
 

@@ -966,6 +966,15 @@ std::optional<DeviceView> PgStore::find_device(std::int64_t tenant_id, const std
   return first_row(q, read_device);
 }
 
+std::vector<DeviceView> PgStore::find_devices(std::int64_t tenant_id, const std::vector<std::string>& ids) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               std::string(device_columns) +
+                   "WHERE d.id IN (SELECT json_array_elements_text($1::json)) AND d.tenant_id = $2",
+               {nlohmann::json(ids).dump(), tenant_id});
+  return all_rows(q, read_device);
+}
+
 std::optional<DeviceIdentity> PgStore::device_identity(const std::string& id) {
   Use use(*this);
   auto q = run(use.conn(),

@@ -297,6 +297,9 @@ class Store {
 
   // Devices.
   virtual std::optional<DeviceView> find_device(std::int64_t tenant_id, const std::string& id) = 0;
+  // The tenant's devices among `ids` (any order; an unknown or another tenant's ID is left out): one query for a
+  // batch (POST /v1/devices/assign).
+  virtual std::vector<DeviceView> find_devices(std::int64_t tenant_id, const std::vector<std::string>& ids) = 0;
   // Any tenant's device: authentication looks devices up before it knows the tenant.
   virtual std::optional<DeviceIdentity> device_identity(const std::string& id) = 0;
   // Devices in ID order after `after`, at most `limit`.
