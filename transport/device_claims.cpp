@@ -1,6 +1,7 @@
 #include "transport/device_claims.hpp"
 
 #include <algorithm>
+#include <unordered_set>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -22,9 +23,12 @@ std::string device_keyref(const std::string& keyref_template, const std::string&
 
 std::vector<std::string> merge_device_ids(const std::vector<std::string>& ids, const std::string& from_file) {
   std::vector<std::string> out = ids;
-  if (!from_file.empty())
+  if (!from_file.empty()) {
+    // A set of what is in, not a search of the list per line: a million lines would take hours.
+    std::unordered_set<std::string> seen(out.begin(), out.end());
     for (auto& id : read_device_ids(from_file))
-      if (std::find(out.begin(), out.end(), id) == out.end()) out.push_back(id);
+      if (seen.insert(id).second) out.push_back(id);
+  }
   return out;
 }
 
