@@ -85,7 +85,8 @@ void add_device(CLI::App& app, cli::Context& ctx) {
     ctx.render(transport::count_devices(api, args->by, filter_of(*args))["counts"]);
   });
 
-  auto* assign = device->add_subcommand("assign", "Move devices to a group");
+  auto* assign = device->add_subcommand(
+      "assign", "Move devices to a group: 1,000 per request, each request all or none (a refused one names the device)");
   assign->add_option("ID", args->ids, "Device UIDs");
   assign->add_option("--from-file", args->from_file,
                      "UIDs, one per line ('#' comments), or JSON lines with uid/id (device list -o jsonl); - reads "
@@ -95,7 +96,10 @@ void add_device(CLI::App& app, cli::Context& ctx) {
   assign->callback([&ctx, args] {
     auto ids = transport::named_device_ids(args->ids, args->from_file);
     auto api = connect(ctx);
-    ctx.render(transport::assign_devices(api, ids, args->group));
+    cli::ProgressBar progress(ctx, "assigned", ids.size(), "devices");
+    auto moved = transport::assign_devices(api, ids, args->group, progress.callback());
+    progress.finish();
+    ctx.render(moved);
   });
 
   auto* update = device->add_subcommand("update", "Change a device: its own time zone for maintenance windows");

@@ -5,12 +5,14 @@
 
 #include <algorithm>
 #include <functional>
+#include <set>
 #include <chrono>
 #include <unordered_map>
 
 #include <fmt/format.h>
 
 #include "core/bytes.hpp"
+#include "core/device_uid.hpp"
 #include "core/error.hpp"
 #include "core/sqlite.hpp"
 #include "core/utf8.hpp"
@@ -84,6 +86,7 @@ const std::vector<Route>& routes() {
       {{"GET", "/v1/devices", anyone}, list_devices},
       {{"GET", "/v1/devices/count", anyone}, count_devices},
       {{"GET", "/v1/devices/{}", anyone}, show_device},
+      {{"POST", "/v1/devices/assign", operators}, assign_devices},
       {{"POST", "/v1/devices/{}/assign", operators}, assign_device},
       {{"PATCH", "/v1/devices/{}", operators}, update_device},
       {{"POST", "/v1/devices/{}/claim-challenge", factory}, claim_challenge},
@@ -267,6 +270,21 @@ std::string required_string(const Json& object, const char* field, std::size_t m
   return value;
 }
 
+std::vector<std::string> device_ids_field(const Json& object, std::size_t max) {
+  auto it = object.find("devices");
+  if (it == object.end() || !it->is_array() || it->empty() || it->size() > max)
+    throw ApiError{400, "invalid_request", fmt::format("field 'devices' must be an array of 1 to {} device UIDs", max)};
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  for (const auto& d : *it) {
+    if (!d.is_string() || d.get_ref<const std::string&>().empty() ||
+        d.get_ref<const std::string&>().size() > max_device_uid_length)
+      throw ApiError{400, "invalid_request", "field 'devices' must hold device UIDs"};
+    if (seen.insert(d.get<std::string>()).second) out.push_back(d.get<std::string>());
+  }
+  return out;
+}
+
 std::optional<std::string> optional_string(const Json& object, const char* field, std::size_t max_length) {
   auto it = object.find(field);
   if (it == object.end() || it->is_null()) return std::nullopt;
@@ -346,7 +364,7 @@ bool sane_request_id(const std::string& id) {
 }
 
 // The object a write acted on: the route's ID, else the "id" of what it created, else (agent status
-// reports) the deployment reported on.
+// reports) the deployment reported on, else (a batch assign) the group the devices go to.
 std::string raw_audit_target(const AuditNote& note, const Request& request, const Response& response) {
   if (!note.params.empty()) return note.params.front();
   auto answer = Json::parse(response.body, nullptr, false);
@@ -355,8 +373,10 @@ std::string raw_audit_target(const AuditNote& note, const Request& request, cons
     if (auto it = answer.find("name"); it != answer.end() && it->is_string()) return it->get<std::string>();
   }
   auto body = Json::parse(request.body, nullptr, false);
-  if (body.is_object())
+  if (body.is_object()) {
     if (auto it = body.find("deployment"); it != body.end() && it->is_string()) return it->get<std::string>().substr(0, 64);
+    if (auto it = body.find("group"); it != body.end() && it->is_string()) return it->get<std::string>();
+  }
   return {};
 }
 

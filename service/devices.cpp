@@ -28,6 +28,8 @@ namespace {
 constexpr std::int64_t default_page = 1000;
 constexpr std::int64_t max_page = 10000;
 constexpr std::int64_t challenge_seconds = 300;
+// The most devices one POST /v1/devices/assign moves (docs/openapi.yaml; the CLI sends batches of this size).
+constexpr std::size_t max_assign_batch = 1000;
 
 bool valid_uid(std::string_view uid) { return is_device_uid(uid); }  // core/device_uid.hpp
 
@@ -527,18 +529,32 @@ Reply count_devices(Call& call) {
   return {200, Json{{"by", by}, {"total", total}, {"counts", counts}}};
 }
 
-Reply show_device(Call& call) {
-  auto device = call.store.find_device(call.who.tenant_id, call.params[0]);
-  if (!device) throw ApiError{404, "not_found", fmt::format("device {} not found", call.params[0])};
-  auto out = device_json(*device);
+namespace {
+
+// Whether the caller's tenant has revoked a factory CA: else no device of it chains to one (device_answer).
+bool any_revoked_factory_ca(Call& call) { return !call.store.revoked_factory_ca_pems(call.who.tenant_id).empty(); }
+
+// A device as `device show` answers it: its view, and whether the factory CA it chains to was revoked since
+// (`revoked_cas`: any_revoked_factory_ca, asked once for many devices).
+Json device_answer(Call& call, const DeviceView& device, bool revoked_cas) {
+  auto out = device_json(device);
   // A unit whose certificate chains to a factory CA revoked since its import stays, marked.
   std::optional<FactoryCaRecord> ca;
-  if (auto identity = call.store.device_identity(device->id); identity && identity->certificate)
-    ca = revoked_factory_ca(call.store, call.who.tenant_id, {*identity->certificate});
+  if (revoked_cas)
+    if (auto identity = call.store.device_identity(device.id); identity && identity->certificate)
+      ca = revoked_factory_ca(call.store, call.who.tenant_id, {*identity->certificate});
   out["ca_revoked"] = ca.has_value();
   out["ca"] = ca ? Json{{"id", ca->id}, {"subject", ca->subject}, {"revoked_at", ca->revoked_at.value_or("")}}
                  : Json(nullptr);
-  return {200, out};
+  return out;
+}
+
+}  // namespace
+
+Reply show_device(Call& call) {
+  auto device = call.store.find_device(call.who.tenant_id, call.params[0]);
+  if (!device) throw ApiError{404, "not_found", fmt::format("device {} not found", call.params[0])};
+  return {200, device_answer(call, *device, any_revoked_factory_ca(call))};
 }
 
 Reply assign_device(Call& call) {
@@ -552,6 +568,39 @@ Reply assign_device(Call& call) {
     throw ApiError{409, "conflict", fmt::format("group {} belongs to another product than device {}", group, id)};
   call.store.set_device_group(id, group);
   return show_device(call);
+}
+
+// Many devices to one group, all or none: every device is checked first with the single route's rules (an
+// unknown device or another tenant's is 404, a revoked one or one of another product 409, the message naming it),
+// so a refused batch changes nothing; then all move in this request's unit of work (set_devices_group), each
+// device's deployments' tallies kept as set_device_group keeps them. A UID named twice is moved once.
+Reply assign_devices(Call& call) {
+  auto body = parse_object(call.request.body);
+  auto group = *call.store.find_group(call.who.tenant_id, resolve_group_id(call, required_string(body, "group", 260)));
+  auto ids = device_ids_field(body, max_assign_batch);
+  auto by_id = [&] {
+    std::unordered_map<std::string, DeviceView> found;
+    for (auto& device : call.store.find_devices(call.who.tenant_id, ids)) found.emplace(device.id, std::move(device));
+    return found;
+  };
+  const std::string nothing_moved = "no device of this request was moved";
+  auto before = by_id();
+  for (const auto& id : ids) {
+    auto it = before.find(id);
+    if (it == before.end()) throw ApiError{404, "not_found", fmt::format("device {} not found ({})", id, nothing_moved)};
+    if (it->second.revoked_at)
+      throw ApiError{409, "device_revoked",
+                     fmt::format("device {} is revoked: it joins no group ({})", id, nothing_moved)};
+    if (it->second.product != group.product)  // product names are unique in a tenant (group_of_device_product)
+      throw ApiError{409, "conflict", fmt::format("group {} belongs to another product than device {} ({})", group.id,
+                                                  id, nothing_moved)};
+  }
+  call.store.set_devices_group(ids, group.id);
+  auto after = by_id();
+  bool revoked_cas = any_revoked_factory_ca(call);
+  Json moved = Json::array();
+  for (const auto& id : ids) moved.push_back(device_answer(call, after.at(id), revoked_cas));
+  return {200, Json{{"assigned", ids.size()}, {"devices", std::move(moved)}}};
 }
 
 Reply update_device(Call& call) {

@@ -54,6 +54,9 @@ struct Reply {
 Json parse_object(const std::string& body);
 std::string required_string(const Json& object, const char* field, std::size_t max_length = 256);
 std::optional<std::string> optional_string(const Json& object, const char* field, std::size_t max_length = 4096);
+// Field 'devices': an array of 1 to `max` device UIDs, each taken once in first-seen order (a repeat is
+// ignored); ApiError 400 otherwise.
+std::vector<std::string> device_ids_field(const Json& object, std::size_t max);
 // Timestamps (now_iso8601, iso8601, normalize_timestamp) are core/time.hpp's: the one form they are
 // stored and compared in. A client's malformed time is answered 400 naming the field.
 // The query parameter `name` as a normalized time; ApiError 400 naming it when malformed.
@@ -89,6 +92,8 @@ Reply list_devices(Call& call);
 Reply count_devices(Call& call);
 Reply show_device(Call& call);
 Reply assign_device(Call& call);
+// POST /v1/devices/assign: many devices to one group, all or none (docs/openapi.yaml).
+Reply assign_devices(Call& call);
 // PATCH /v1/devices/{}: the device's own time zone for maintenance windows ({"time_zone": "Europe/Berlin"|null}).
 Reply update_device(Call& call);
 Reply claim_challenge(Call& call);

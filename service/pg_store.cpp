@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <unordered_map>
 
@@ -1045,6 +1046,15 @@ std::optional<DeviceView> PgStore::find_device(std::int64_t tenant_id, const std
   return first_row(q, read_device);
 }
 
+std::vector<DeviceView> PgStore::find_devices(std::int64_t tenant_id, const std::vector<std::string>& ids) {
+  Use use(*this);
+  auto q = run(use.conn(),
+               std::string(device_columns) +
+                   "WHERE d.id IN (SELECT json_array_elements_text($1::json)) AND d.tenant_id = $2",
+               {nlohmann::json(ids).dump(), tenant_id});
+  return all_rows(q, read_device);
+}
+
 std::optional<DeviceIdentity> PgStore::device_identity(const std::string& id) {
   Use use(*this);
   auto q = run(use.conn(),
@@ -1147,6 +1157,35 @@ void PgStore::set_device_group(const std::string& device_id, const std::string& 
   if (before && before->group_id != group_id) {
     if (before->group_id) count_member(use.conn(), device_id, *before->group_id, -1);
     count_member(use.conn(), device_id, group_id, 1);
+  }
+}
+
+void PgStore::set_devices_group(const std::vector<std::string>& device_ids, const std::string& group_id) {
+  Use use(*this);
+  auto ids = nlohmann::json(device_ids).dump();
+  // Who moves, from where (locked until the unit ends); then one UPDATE for all of them.
+  auto q = run(use.conn(),
+               "SELECT id, group_id FROM devices WHERE id IN (SELECT json_array_elements_text($1::json)) AND "
+               "group_id IS DISTINCT FROM $2 FOR UPDATE",
+               {ids, group_id});
+  std::vector<std::pair<std::string, std::optional<std::string>>> moving;
+  for (int row = 0; row < q.rows(); ++row) moving.emplace_back(q.text(row, 0), q.optional_text(row, 1));
+  if (moving.empty()) return;
+  run(use.conn(), "UPDATE devices SET group_id = $1 WHERE id IN (SELECT json_array_elements_text($2::json))",
+      {group_id, ids});
+  // The groups involved that have deployments: only their tallies change, device by device.
+  std::set<std::string> groups = {group_id};
+  for (const auto& [id, from] : moving)
+    if (from) groups.insert(*from);
+  auto deployed = run(use.conn(),
+                      "SELECT DISTINCT group_id FROM deployments WHERE group_id IN (SELECT "
+                      "json_array_elements_text($1::json))",
+                      {nlohmann::json(groups).dump()});
+  std::set<std::string> counted;
+  for (int row = 0; row < deployed.rows(); ++row) counted.insert(deployed.text(row, 0));
+  for (const auto& [id, from] : moving) {
+    if (from && counted.count(*from)) count_member(use.conn(), id, *from, -1);
+    if (counted.count(group_id)) count_member(use.conn(), id, group_id, 1);
   }
 }
 

@@ -766,6 +766,15 @@ std::optional<DeviceView> SqliteStore::find_device(std::int64_t tenant_id, const
   return first_row(q, read_device);
 }
 
+// A query per device: in-process, about as cheap as one for all.
+std::vector<DeviceView> SqliteStore::find_devices(std::int64_t tenant_id, const std::vector<std::string>& ids) {
+  Use use(*this);
+  std::vector<DeviceView> out;
+  for (const auto& id : ids)
+    if (auto device = find_device(tenant_id, id)) out.push_back(std::move(*device));
+  return out;
+}
+
 std::optional<DeviceIdentity> SqliteStore::device_identity(const std::string& id) {
   Use use(*this);
   auto q = db().cached(
@@ -870,6 +879,12 @@ void SqliteStore::set_device_group(const std::string& device_id, const std::stri
     if (before->group_id) count_member(db(), device_id, *before->group_id, -1);
     count_member(db(), device_id, group_id, 1);
   }
+}
+
+// In-process statements cost little: each device moves as set_device_group moves it, in the caller's unit.
+void SqliteStore::set_devices_group(const std::vector<std::string>& device_ids, const std::string& group_id) {
+  Use use(*this);
+  for (const auto& id : device_ids) set_device_group(id, group_id);
 }
 
 void SqliteStore::mark_claimed(const std::string& device_id, const std::string& now) {

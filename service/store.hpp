@@ -297,6 +297,9 @@ class Store {
 
   // Devices.
   virtual std::optional<DeviceView> find_device(std::int64_t tenant_id, const std::string& id) = 0;
+  // The tenant's devices among `ids` (any order; an unknown or another tenant's ID is left out): one query for a
+  // batch (POST /v1/devices/assign).
+  virtual std::vector<DeviceView> find_devices(std::int64_t tenant_id, const std::vector<std::string>& ids) = 0;
   // Any tenant's device: authentication looks devices up before it knows the tenant.
   virtual std::optional<DeviceIdentity> device_identity(const std::string& id) = 0;
   // Devices in ID order after `after`, at most `limit`.
@@ -307,6 +310,10 @@ class Store {
   virtual bool upsert_device(const ImportedDevice& device) = 0;
   virtual bool group_of_device_product(const std::string& device_id, const std::string& group_id) = 0;
   virtual void set_device_group(const std::string& device_id, const std::string& group_id) = 0;
+  // The devices (existing ones, checked by the caller) to `group_id` at once, each counted by its old and new group's
+  // deployments as set_device_group counts it; a few statements for the batch, not a few per device, when neither
+  // group has deployments (POST /v1/devices/assign).
+  virtual void set_devices_group(const std::vector<std::string>& device_ids, const std::string& group_id) = 0;
   // The device's own time zone for maintenance windows (nullopt: none, the deployment's applies).
   virtual void set_device_time_zone(const std::string& device_id, const std::optional<std::string>& zone) = 0;
   virtual std::optional<std::string> device_time_zone(const std::string& device_id) = 0;

@@ -25,21 +25,6 @@ const VoucherKey& voucher_key(const Call& call) {
   return *fallback;
 }
 
-std::vector<std::string> device_list(const Json& body) {
-  auto it = body.find("devices");
-  if (it == body.end() || !it->is_array() || it->empty() || it->size() > max_voucher_devices)
-    throw ApiError{400, "invalid_request",
-                   fmt::format("field 'devices' must be an array of 1 to {} device UIDs", max_voucher_devices)};
-  std::vector<std::string> out;
-  std::set<std::string> seen;
-  for (auto& d : *it) {
-    if (!d.is_string() || d.get_ref<const std::string&>().empty() || d.get_ref<const std::string&>().size() > 128)
-      throw ApiError{400, "invalid_request", "field 'devices' must hold device UIDs"};
-    if (seen.insert(d.get<std::string>()).second) out.push_back(d.get<std::string>());
-  }
-  return out;
-}
-
 // A device the caller's tenant owns (claimed, not revoked), or the ApiError saying why not.
 void require_transferable(Call& call, const std::string& id) {
   auto device = call.store.find_device(call.who.tenant_id, id);
@@ -135,7 +120,7 @@ Reply create_transfer(Call& call) {
       throw ApiError{400, "invalid_request",
                      fmt::format("field '{}' is not a known member (to_tenant, devices, expires_in)", item.key())};
   auto to_name = required_string(body, "to_tenant", 128);
-  auto devices = device_list(body);
+  auto devices = device_ids_field(body, max_voucher_devices);
   std::int64_t expires_in = default_voucher_seconds;
   if (auto it = body.find("expires_in"); it != body.end()) {
     if (!it->is_number_integer() || it->get<std::int64_t>() < 1 || it->get<std::int64_t>() > max_voucher_seconds)

@@ -1,6 +1,7 @@
 #include "transport/device_claims.hpp"
 
 #include <algorithm>
+#include <unordered_set>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -22,9 +23,12 @@ std::string device_keyref(const std::string& keyref_template, const std::string&
 
 std::vector<std::string> merge_device_ids(const std::vector<std::string>& ids, const std::string& from_file) {
   std::vector<std::string> out = ids;
-  if (!from_file.empty())
+  if (!from_file.empty()) {
+    // A set of what is in, not a search of the list per line: a million lines would take hours.
+    std::unordered_set<std::string> seen(out.begin(), out.end());
     for (auto& id : read_device_ids(from_file))
-      if (std::find(out.begin(), out.end(), id) == out.end()) out.push_back(id);
+      if (seen.insert(id).second) out.push_back(id);
+  }
   return out;
 }
 
@@ -35,9 +39,27 @@ std::vector<std::string> named_device_ids(const std::vector<std::string>& ids, c
   return named;
 }
 
-Json assign_devices(ServiceApi& api, const std::vector<std::string>& ids, const std::string& group) {
+Json assign_devices(ServiceApi& api, const std::vector<std::string>& ids, const std::string& group,
+                    const std::function<void(std::uint64_t done)>& progress, std::size_t batch_size) {
+  batch_size = std::clamp<std::size_t>(batch_size, 1, assign_batch_size);
   Json moved = Json::array();
-  for (const auto& id : ids) moved.push_back(assign_device(api, id, group));
+  for (std::size_t first = 0; first < ids.size(); first += batch_size) {
+    std::vector<std::string> batch(ids.begin() + static_cast<std::ptrdiff_t>(first),
+                                   ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), first + batch_size)));
+    Json answer;
+    try {
+      answer = assign_device_batch(api, batch, group);
+    } catch (const Error& e) {
+      if (first == 0) throw;
+      throw Error(e.code(),
+                  fmt::format("{} ({} devices before this batch of {} were moved)", e.what(), first, batch.size()),
+                  e.hint().empty() ? "fix that device and run the same command again: assigning a device to the "
+                                     "group it is in changes nothing"
+                                   : e.hint());
+    }
+    for (auto& device : answer.at("devices")) moved.push_back(std::move(device));
+    if (progress) progress(moved.size());
+  }
   return moved;
 }
 

@@ -30,9 +30,13 @@ std::optional<ClaimResult> parse_claim_result(std::string_view text);
 // returns when all were claimed.
 void require_all_claimed(const Json& rows);
 
-// `device assign`: each device moved to `group` in turn, the service's answer for each; the first device the
-// service refuses throws its error (the devices before it are moved).
-Json assign_devices(ServiceApi& api, const std::vector<std::string>& ids, const std::string& group);
+// `device assign`: the devices moved to `group` in batches of `batch_size` (at most assign_batch_size), one
+// request each, the service's answer for each device in order. A batch is moved all or none: the first batch the
+// service refuses throws its error, naming the device, and the batches before it stay moved. `progress` (if
+// set) hears the count moved after each batch.
+Json assign_devices(ServiceApi& api, const std::vector<std::string>& ids, const std::string& group,
+                    const std::function<void(std::uint64_t done)>& progress = {},
+                    std::size_t batch_size = assign_batch_size);
 // `device update --time-zone`: an IANA time zone (kept), or "none" (nullopt: the deployment's zone applies);
 // anything else is Error(usage) naming the option.
 std::optional<std::string> device_time_zone(const std::string& text);

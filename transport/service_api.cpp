@@ -252,6 +252,10 @@ Json assign_device(ServiceApi& api, const std::string& id, const std::string& gr
   return api.post("/v1/devices/" + segment(id) + "/assign", {{"group", group}});
 }
 
+Json assign_device_batch(ServiceApi& api, const std::vector<std::string>& ids, const std::string& group) {
+  return api.post("/v1/devices/assign", Json{{"group", group}, {"devices", ids}});
+}
+
 Json update_device(ServiceApi& api, const std::string& id, const std::optional<std::string>& time_zone) {
   return api.patch("/v1/devices/" + segment(id), Json{{"time_zone", time_zone ? Json(*time_zone) : Json(nullptr)}});
 }

@@ -109,6 +109,11 @@ std::optional<std::string> list_devices(ServiceApi& api, const DeviceFilter& fil
 Json count_devices(ServiceApi& api, const std::string& by, const DeviceFilter& filter);
 Json show_device(ServiceApi& api, const std::string& id);
 Json assign_device(ServiceApi& api, const std::string& id, const std::string& group);
+// POST /v1/devices/assign: up to assign_batch_size devices to `group`, all or none; the answer's "devices"
+// holds each moved device as `device show` gives it.
+Json assign_device_batch(ServiceApi& api, const std::vector<std::string>& ids, const std::string& group);
+// The most devices the service moves in one POST /v1/devices/assign.
+constexpr std::size_t assign_batch_size = 1000;
 // The device's own time zone for maintenance windows (nullopt: none, the deployment's applies).
 Json update_device(ServiceApi& api, const std::string& id, const std::optional<std::string>& time_zone);
 // Sends a signed JSON-lines ledger bundle (docs/ledger-bundle.md) byte for byte: one request up to

@@ -89,6 +89,7 @@ const AccessRow access_matrix[] = {
     {"POST",   "/v1/devices/import",               "AAA-"},  // the factory imports ledger bundles
     {"GET",    "/v1/devices",                      "AAAA"},
     {"GET",    "/v1/devices/count",                "AAAA"},
+    {"POST",   "/v1/devices/assign",               "AA--"},  // as the single device's assign
     {"GET",    "/v1/devices/{}",                   "AAAA"},
     {"POST",   "/v1/devices/{}/assign",            "AA--"},
     {"PATCH",  "/v1/devices/{}",                   "AA--"},
@@ -236,6 +237,10 @@ TEST_CASE("service: another tenant's objects answer 404") {
                test::signed_bundle(unit_line("dev-1", test::public_key_pem_of_file(key)), other_station.key), other)
             .status == 409);
   CHECK(f.json("GET", "/v1/devices/dev-1")["product"] == "Thermo");
+  // A batch naming the other tenant's device, into a group of the caller's own product of the same name.
+  CHECK(f.call("POST", "/v1/devices/assign", R"({"group":"Thermo/Production","devices":["dev-1"]})", other).status ==
+        404);
+  CHECK(f.json("GET", "/v1/devices/dev-1")["group"] == "Thermo/Development");
 }
 
 TEST_CASE("service: claim checks the device signature against the imported key, one way, repeatable") {

@@ -113,6 +113,9 @@ TEST_CASE("isolation: every ID route and every agent endpoint answers 404 to ano
       {"POST", "/v1/deployments", "/v1/deployments", Json{{"group", "Thermo/Field Test"}, {"images", {a.image}}}.dump()},
       {"POST", "/v1/device-transfers", "/v1/device-transfers",
        Json{{"to_tenant", "acme"}, {"devices", {a.device_uid}}}.dump()},
+      // A batch of B's own device and A's: refused whole (B's device stays too, checked below).
+      {"POST", "/v1/devices/assign", "/v1/devices/assign",
+       Json{{"group", "Thermo/Production"}, {"devices", {b.device_uid, a.device_uid}}}.dump()},
       // B's device asking for A's image, A's deployment's manifest, and reporting on A's deployment.
       {"GET", "/v1/agent/images/{}/content", "/v1/agent/images/" + a.image + "/content", "", true},
       {"GET", "/v1/agent/deployments/{}/manifest", "/v1/agent/deployments/" + a.deployment + "/manifest", "", true},
@@ -139,6 +142,8 @@ TEST_CASE("isolation: every ID route and every agent endpoint answers 404 to ano
     if (route.pattern.find("{}") != std::string::npos)
       CHECK_MESSAGE(covered.count({route.method, route.pattern}) == 1, "route takes an ID but has no isolation check: ",
                     route.method, " ", route.pattern);
+
+  CHECK(b.json("GET", "/v1/devices/" + b.device_uid)["group"] == "Thermo/Field Test");
 
   // B's lists hold none of A's objects.
   for (std::string list : {"/v1/devices", "/v1/images", "/v1/deployments", "/v1/factory-cas"}) {

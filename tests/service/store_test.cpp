@@ -2,6 +2,7 @@
 // run's backend (SQLite or PostgreSQL), units of work and the deployment tallies the store keeps (equal to a recount whatever devices report and wherever they move).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -197,6 +198,14 @@ TEST_CASE("store: tallies kept as devices report, join and leave groups equal a 
       case 2:  // a new deployment now and then (it supersedes the group's running one)
         if (pick(20) == 0) deploy(groups[pick(2)], {20, 100});
         break;
+      case 3: {  // several devices move at once (POST /v1/devices/assign), some already in the group
+        std::vector<std::string> moving;
+        for (std::size_t i = 0, n = 1 + pick(8); i < n; ++i) moving.push_back(devices[pick(devices.size())]);
+        std::sort(moving.begin(), moving.end());
+        moving.erase(std::unique(moving.begin(), moving.end()), moving.end());
+        store.set_devices_group(moving, groups[pick(2)]);
+        break;
+      }
       default: {  // a report, from a device in the deployment's group or one that reported before
         auto& d = deployments[pick(deployments.size())];
         auto status = statuses[pick(statuses.size())];

@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "core/error.hpp"
@@ -80,33 +81,92 @@ TEST_CASE("device claims: a device's time zone is an IANA zone or none, else a u
   }
 }
 
-TEST_CASE("device claims: devices are moved to a group in order; the first one refused stops the rest") {
+// The service with the product Thermo, its group Lab and `count` devices dev-1 .. dev-`count` (one key), and a
+// client logged in as its admin.
+struct AssignSetup {
   test::ServiceSetup s;
-  s.json({"product", "create", "Thermo"});
-  s.json({"group", "create", "Thermo/Lab"});
-  test::TestKey one, two;
-  std::string units;
-  for (auto [uid, key] : {std::pair{"dev-1", &one}, std::pair{"dev-2", &two}})
-    units += Json{{"uid", uid}, {"product", "Thermo"}, {"state", "secured"}, {"public_key", key->public_pem()}}.dump() + "\n";
-  s.json({"device", "import", s.write_bundle("units.jsonl", units)});
-  Credentials credentials;
-  credentials.service = s.service->url();
-  credentials.token = test::ServiceSetup::token_of(s.admin_token_file);
-  credentials.ca_file = (s.data / "ca.pem").string();
-  ServiceApi api(credentials);
+  std::optional<ServiceApi> api;
+  explicit AssignSetup(int count) {
+    s.json({"product", "create", "Thermo"});
+    s.json({"group", "create", "Thermo/Lab"});
+    test::TestKey key;
+    std::string units;
+    for (int i = 1; i <= count; ++i)
+      units += Json{{"uid", "dev-" + std::to_string(i)}, {"product", "Thermo"}, {"state", "secured"},
+                    {"public_key", key.public_pem()}}
+                   .dump() +
+               "\n";
+    s.json({"device", "import", s.write_bundle("units.jsonl", units)});
+    Credentials credentials;
+    credentials.service = s.service->url();
+    credentials.token = test::ServiceSetup::token_of(s.admin_token_file);
+    credentials.ca_file = (s.data / "ca.pem").string();
+    api.emplace(credentials);
+  }
+  // The requests made to the batch route so far (each is one audit entry).
+  std::size_t batch_requests() {
+    std::size_t n = 0;
+    auto audit = api->get("/v1/audit?action=device.assign&limit=1000");
+    for (const auto& entry : audit["items"])
+      n += entry["route"] == "/v1/devices/assign" ? 1 : 0;
+    return n;
+  }
+};
 
+TEST_CASE("device claims: devices are moved to a group in order, a batch per request; a refused batch moves none") {
+  AssignSetup a(3);
+  auto& api = *a.api;
   auto moved = assign_devices(api, {"dev-2", "dev-1"}, "Thermo/Lab");
   REQUIRE(moved.size() == 2);
   CHECK(moved[0]["id"] == "dev-2");
   CHECK(moved[1]["id"] == "dev-1");
-  CHECK(moved[0]["group"] == moved[1]["group"]);
-  CHECK_FALSE(moved[0]["group"].is_null());
+  CHECK(moved[0]["group"] == "Thermo/Lab");
+  CHECK(moved[1]["group"] == "Thermo/Lab");
+  CHECK(moved[0] == show_device(api, "dev-2"));  // each as device show gives it, as before batches
+  CHECK(a.batch_requests() == 1);
   CHECK(assign_devices(api, {}, "Thermo/Lab").empty());
-  s.json({"group", "create", "Thermo/Spare"});
-  CHECK(test::exit_code_of([&] { assign_devices(api, {"dev-1", "no-such-device", "dev-2"}, "Thermo/Spare"); }) ==
+  CHECK(a.batch_requests() == 1);  // none named, no request
+
+  a.s.json({"group", "create", "Thermo/Spare"});
+  // Batches of 2: the first (dev-1, dev-3) moves, the second is refused whole (dev-2 stays), naming the device.
+  std::vector<std::uint64_t> reports;
+  try {
+    assign_devices(api, {"dev-1", "dev-3", "no-such-device", "dev-2"}, "Thermo/Spare",
+                   [&](std::uint64_t done) { reports.push_back(done); }, 2);
+    FAIL("accepted");
+  } catch (const Error& e) {
+    CHECK(e.code() == ExitCode::not_found);
+    CHECK(std::string(e.what()).find("device no-such-device not found") != std::string::npos);
+    CHECK(std::string(e.what()).find("(2 devices before this batch of 2 were moved)") != std::string::npos);
+    CHECK_FALSE(e.hint().empty());
+  }
+  CHECK(reports == std::vector<std::uint64_t>{2});
+  CHECK(show_device(api, "dev-1")["group"] == "Thermo/Spare");
+  CHECK(show_device(api, "dev-3")["group"] == "Thermo/Spare");
+  CHECK(show_device(api, "dev-2")["group"] == "Thermo/Lab");
+  // A refused first batch moves nothing.
+  CHECK(test::exit_code_of([&] { assign_devices(api, {"dev-2", "no-such-device"}, "Thermo/Spare"); }) ==
         ExitCode::not_found);
-  CHECK(show_device(api, "dev-1")["group"] != moved[0]["group"]);  // moved before the refusal
-  CHECK(show_device(api, "dev-2")["group"] == moved[0]["group"]);  // not after it
+  CHECK(show_device(api, "dev-2")["group"] == "Thermo/Lab");
+}
+
+TEST_CASE("device claims: 2,500 devices are assigned in 3 requests of at most 1,000, all moved, in order") {
+  AssignSetup a(2500);
+  std::vector<std::string> ids;
+  for (int i = 2500; i >= 1; --i) ids.push_back("dev-" + std::to_string(i));
+  std::vector<std::uint64_t> reports;
+  auto moved = assign_devices(*a.api, ids, "Thermo/Lab", [&](std::uint64_t done) { reports.push_back(done); });
+  CHECK(a.batch_requests() == 3);
+  CHECK(reports == std::vector<std::uint64_t>{1000, 2000, 2500});
+  REQUIRE(moved.size() == 2500);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    CHECK(moved[i]["id"] == ids[i]);
+    CHECK(moved[i]["group"] == "Thermo/Lab");
+  }
+  auto counts = count_devices(*a.api, "group", DeviceFilter{});
+  REQUIRE(counts["counts"].size() == 1);
+  CHECK(counts["counts"][0]["group"] == "Thermo/Lab");
+  CHECK(counts["counts"][0]["count"] == 2500);
 }
 
 TEST_CASE("device claims: claim results round-trip through their names; another result is no claim") {
