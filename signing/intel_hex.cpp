@@ -16,15 +16,29 @@ Error hex_error(std::size_t line, const std::string& why) {
                "check that the file is a complete Intel HEX file");
 }
 
+// Appends one record: ':', then byte count, address, type, data and checksum as uppercase hex digit pairs
+// (as IntelHex writes), and a line feed. Written digit by digit: a 64 MiB image is four million records.
 void put_record(std::string& out, std::uint8_t type, std::uint16_t address, ByteView data) {
-  std::uint8_t sum = static_cast<std::uint8_t>(data.size()) + static_cast<std::uint8_t>(address >> 8) +
-                     static_cast<std::uint8_t>(address) + type;
-  fmt::format_to(std::back_inserter(out), ":{:02X}{:04X}{:02X}", data.size(), address, type);
+  static constexpr char digits[] = "0123456789ABCDEF";
+  auto put = [&out](std::uint8_t b) {
+    out.push_back(digits[b >> 4]);
+    out.push_back(digits[b & 0xf]);
+  };
+  auto count = static_cast<std::uint8_t>(data.size());
+  auto high = static_cast<std::uint8_t>(address >> 8);
+  auto low = static_cast<std::uint8_t>(address);
+  std::uint8_t sum = static_cast<std::uint8_t>(count + high + low + type);
+  out.push_back(':');
+  put(count);
+  put(high);
+  put(low);
+  put(type);
   for (auto b : data) {
-    fmt::format_to(std::back_inserter(out), "{:02X}", b);
+    put(b);
     sum = static_cast<std::uint8_t>(sum + b);
   }
-  fmt::format_to(std::back_inserter(out), "{:02X}\n", static_cast<std::uint8_t>(-sum));
+  put(static_cast<std::uint8_t>(-sum));
+  out.push_back('\n');
 }
 
 }  // namespace
@@ -138,7 +152,13 @@ std::string format_intel_hex(std::span<const HexSegment> segments) {
   std::string out;
   // Like IntelHex, only files reaching past 64 KiB get extended linear address records.
   std::uint64_t end = 0;
-  for (const auto& segment : segments) end = std::max(end, std::uint64_t{segment.address} + segment.data.size());
+  std::size_t bytes = 0;
+  for (const auto& segment : segments) {
+    end = std::max(end, std::uint64_t{segment.address} + segment.data.size());
+    bytes += segment.data.size();
+  }
+  // Two digits a byte, and about 12 characters of framing per 16-byte record (plus the address records).
+  out.reserve(bytes * 2 + (bytes / 16 + 2 * segments.size() + 2) * 12 + ((bytes >> 16) + segments.size() + 1) * 16);
   std::uint64_t high_written = end > 0x10000 ? ~0ull : 0;
   for (const auto& segment : segments) {
     std::uint64_t address = segment.address;
