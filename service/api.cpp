@@ -363,8 +363,11 @@ bool sane_request_id(const std::string& id) {
          id.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:") == std::string::npos;
 }
 
+// The batch route of device assign: logged one entry per device moved (audit_targets).
+constexpr std::string_view batch_assign_route = "/v1/devices/assign";
+
 // The object a write acted on: the route's ID, else the "id" of what it created, else (agent status
-// reports) the deployment reported on, else (a batch assign) the group the devices go to.
+// reports) the deployment reported on, else (a refused batch assign) the group as the request named it.
 std::string raw_audit_target(const AuditNote& note, const Request& request, const Response& response) {
   if (!note.params.empty()) return note.params.front();
   auto answer = Json::parse(response.body, nullptr, false);
@@ -375,9 +378,24 @@ std::string raw_audit_target(const AuditNote& note, const Request& request, cons
   auto body = Json::parse(request.body, nullptr, false);
   if (body.is_object()) {
     if (auto it = body.find("deployment"); it != body.end() && it->is_string()) return it->get<std::string>().substr(0, 64);
-    if (auto it = body.find("group"); it != body.end() && it->is_string()) return it->get<std::string>();
+    if (auto it = body.find("group"); note.pattern == batch_assign_route && it != body.end() && it->is_string())
+      return it->get<std::string>();
   }
   return {};
+}
+
+// What a write's audit entries name: one target, except a batch assign that moved devices, which is logged
+// once per device (its UID the target), so that `audit list --target UID` finds who moved a board.
+std::vector<std::string> audit_targets(const AuditNote& note, const Request& request, const Response& response) {
+  if (note.pattern == batch_assign_route && response.status < 300) {
+    std::vector<std::string> ids;
+    auto answer = Json::parse(response.body, nullptr, false);
+    if (answer.is_object() && answer["devices"].is_array())
+      for (const auto& device : answer["devices"])
+        if (device.is_object() && device["id"].is_string()) ids.push_back(device["id"].get<std::string>());
+    if (!ids.empty()) return ids;
+  }
+  return {raw_audit_target(note, request, response)};
 }
 
 // Text as the store can keep it whatever the request held: valid UTF-8 (bad bytes replaced), no NUL
@@ -472,10 +490,12 @@ struct Service::Impl {
     entry.action = audit_action(request.method, note.pattern);
     entry.method = request.method;
     entry.route = note.pattern;
-    entry.target = storable(raw_audit_target(note, request, response));
     entry.status = response.status;
     entry.request_id = request_id;
-    store->add_audit(note.who.tenant_id, entry);
+    for (auto& target : audit_targets(note, request, response)) {
+      entry.target = storable(std::move(target));
+      store->add_audit(note.who.tenant_id, entry);
+    }
   }
 
   // Who calls a route and whether they may: the checks made before any handler runs (dispatch) and before a

@@ -60,11 +60,18 @@ TEST_CASE("assign batch: the devices move in one request, each answered as devic
   // Again: nothing changes, the same answer.
   CHECK(f.assign("Thermo/Field Test", {"d0"}).status == 200);
   CHECK(f.group_of("d0") == "Thermo/Field Test");
-  // One audit entry for the request, its target the group.
+  // One audit entry per device moved, its UID the target (audit list --target UID finds who moved a board),
+  // all with the request's ID.
   auto audit = f.json("GET", "/v1/audit?action=device.assign");
-  REQUIRE(audit["items"].size() == 2);
-  CHECK(audit["items"][0]["target"] == "Thermo/Field Test");
-  CHECK(audit["items"][0]["route"] == "/v1/devices/assign");
+  REQUIRE(audit["items"].size() == 4);
+  CHECK(audit["items"][0]["target"] == "d3");
+  CHECK(audit["items"][1]["target"] == "d0");
+  CHECK(audit["items"][2]["target"] == "d1");
+  CHECK(audit["items"][3]["target"] == "d0");
+  for (const auto& item : audit["items"]) CHECK(item["route"] == "/v1/devices/assign");
+  CHECK(audit["items"][0]["request_id"] == audit["items"][2]["request_id"]);
+  CHECK(audit["items"][0]["request_id"] != audit["items"][3]["request_id"]);
+  CHECK(f.json("GET", "/v1/audit?target=d1")["items"].size() == 1);
 }
 
 TEST_CASE("assign batch: a refused batch changes nothing and names the device or field") {
@@ -144,3 +151,4 @@ TEST_CASE("assign batch: devices moving into and out of a deployment's group kee
   CHECK(test::checked_tally(f.database, f.tenant, id).devices == 8);
   CHECK(f.json("GET", "/v1/deployments/" + id)["devices"] == 8);
 }
+

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "core/error.hpp"
@@ -103,13 +104,18 @@ struct AssignSetup {
     credentials.ca_file = (s.data / "ca.pem").string();
     api.emplace(credentials);
   }
-  // The requests made to the batch route so far (each is one audit entry).
+  // The requests made to the batch route so far: the distinct request IDs of its audit entries (one per device
+  // moved, or one for a refused batch), read page by page.
   std::size_t batch_requests() {
-    std::size_t n = 0;
-    auto audit = api->get("/v1/audit?action=device.assign&limit=1000");
-    for (const auto& entry : audit["items"])
-      n += entry["route"] == "/v1/devices/assign" ? 1 : 0;
-    return n;
+    std::set<std::string> requests;
+    std::string cursor;
+    do {
+      auto audit = api->get("/v1/audit?action=device.assign&limit=1000" + (cursor.empty() ? "" : "&cursor=" + cursor));
+      for (const auto& entry : audit["items"])
+        if (entry["route"] == "/v1/devices/assign") requests.insert(entry["request_id"].get<std::string>());
+      cursor = audit.value("next_cursor", Json()).is_string() ? audit["next_cursor"].get<std::string>() : "";
+    } while (!cursor.empty());
+    return requests.size();
   }
 };
 
