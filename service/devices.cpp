@@ -595,7 +595,13 @@ Reply assign_devices(Call& call) {
       throw ApiError{409, "conflict", fmt::format("group {} belongs to another product than device {} ({})", group.id,
                                                   id, nothing_moved)};
   }
-  call.store.set_devices_group(ids, group.id);
+  {
+    // A unit of its own: the request's unit is committed even when the handler answers with an error, so a
+    // move that fails part-way (an I/O error) must undo itself, tallies included.
+    auto move = call.store.begin();
+    call.store.set_devices_group(ids, group.id);
+    move->commit();
+  }
   auto after = by_id();
   bool revoked_cas = any_revoked_factory_ca(call);
   Json moved = Json::array();

@@ -2,6 +2,7 @@
 // answered as device show answers each; a refused batch (unknown, revoked or other-product device, too many
 // devices, bad body) changes nothing and names the device; deployments' tallies stay equal to a recount.
 #include <doctest/doctest.h>
+#include <sqlite3.h>
 
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@ namespace {
 // The product Thermo on a SQLite file (or the run's PostgreSQL database) and devices of it imported into a group.
 struct BatchFixture : test::ProductFixture {
   BatchFixture() : ProductFixture({.sqlite = "kiln.db", .check_in_after = 7}) {}
+  explicit BatchFixture(test::ServiceOptions options) : ProductFixture(options) {}
   // Devices `prefix`0 .. `prefix`(count - 1) in Thermo/`group`; their certificate chains.
   std::vector<std::vector<std::string>> devices(const std::string& prefix, int count, const std::string& group) {
     std::vector<std::vector<std::string>> chains;
@@ -152,3 +154,22 @@ TEST_CASE("assign batch: devices moving into and out of a deployment's group kee
   CHECK(f.json("GET", "/v1/deployments/" + id)["devices"] == 8);
 }
 
+TEST_CASE("assign batch: a move that fails part-way undoes itself although the request's unit commits") {
+  // On a SQLite file the test opens too: a trigger makes the store's update of d2 fail (as an I/O error would)
+  // after d0 and d1 moved in the same request.
+  BatchFixture f({.on_disk = true, .check_in_after = 7});
+  f.devices("d", 3, "Development");
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(f.database.c_str(), &db) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(db,
+                       "CREATE TRIGGER fail_d2 BEFORE UPDATE OF group_id ON devices WHEN NEW.id = 'd2' "
+                       "BEGIN SELECT RAISE(ABORT, 'simulated write failure'); END",
+                       nullptr, nullptr, nullptr) == SQLITE_OK);
+  auto r = f.assign("Thermo/Field Test", {"d0", "d1", "d2"});
+  CHECK(r.status >= 400);  // the failure (a constraint error here: 409) is the answer
+  for (const char* uid : {"d0", "d1", "d2"}) CHECK(f.group_of(uid) == "Thermo/Development");
+  REQUIRE(sqlite3_exec(db, "DROP TRIGGER fail_d2", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(db);
+  REQUIRE(f.assign("Thermo/Field Test", {"d0", "d1", "d2"}).status == 200);
+  for (const char* uid : {"d0", "d1", "d2"}) CHECK(f.group_of(uid) == "Thermo/Field Test");
+}
