@@ -207,6 +207,7 @@ bool writes(std::string_view sql) {
 struct Statements {
   std::unordered_map<std::string, std::string> names;
   std::uint64_t next = 1;
+  std::vector<std::string> stale;  // forgotten inside a transaction: deallocated when the connection is idle
 };
 // Text built with variable parts is bounded (savepoint levels, count keys); past this, statements run unnamed.
 constexpr std::size_t max_prepared = 512;
@@ -234,6 +235,11 @@ PGresult* execute(PGconn* conn, const std::string& text, const std::vector<const
                   const std::vector<int>& lengths, const std::vector<int>& formats, bool binary_result) {
   int count = static_cast<int>(values.size());
   auto* statements = static_cast<Statements*>(PQinstanceData(conn, statements_event));
+  if (statements && !statements->stale.empty() && PQtransactionStatus(conn) == PQTRANS_IDLE) {
+    for (const auto& name : statements->stale)
+      if (PGresult* gone = PQexec(conn, ("DEALLOCATE " + name).c_str())) PQclear(gone);
+    statements->stale.clear();
+  }
   auto known = statements ? statements->names.find(text) : decltype(statements->names)::iterator{};
   if (statements && known == statements->names.end() && statements->names.size() < max_prepared) {
     std::string name = "k" + std::to_string(statements->next++);
@@ -249,23 +255,28 @@ PGresult* execute(PGconn* conn, const std::string& text, const std::vector<const
                       binary_result ? 1 : 0);
 }
 
-// A prepared statement whose result columns changed type since it was prepared (ALTER on another instance's
-// migration): PostgreSQL refuses to run it. Forgets it (the next run prepares it afresh) and tells whether
-// to run it again now: only when no transaction was open (its error aborted nothing).
+// A prepared statement the server can no longer run as prepared:
+//  - its result columns changed type since it was prepared (ALTER by another instance's migration): SQLSTATE
+//    0A000 raised by RevalidateCachedQuery (the function's name, unlike the message, is not translated);
+//  - the server has none of this session's statements (26000: a pooler that does not keep sessions handed the
+//    connection to another server session, or DISCARD ALL).
+// Forgets it (all of them for 26000; the next run prepares afresh) and tells whether it was such an error.
 bool forget_stale(PGconn* conn, const std::string& text, PGresult* result) {
   const char* state = result ? PQresultErrorField(result, PG_DIAG_SQLSTATE) : nullptr;
-  const char* message = result ? PQresultErrorField(result, PG_DIAG_MESSAGE_PRIMARY) : nullptr;
+  const char* function = result ? PQresultErrorField(result, PG_DIAG_SOURCE_FUNCTION) : nullptr;
   auto* statements = static_cast<Statements*>(PQinstanceData(conn, statements_event));
-  if (!statements || !state || std::string_view(state) != "0A000" || !message ||
-      std::string_view(message) != "cached plan must not change result type")
+  if (!statements || !state) return false;
+  if (std::string_view(state) == "26000") {
+    if (statements->names.empty()) return false;
+    statements->names.clear();
+    statements->stale.clear();
+    return true;
+  }
+  if (std::string_view(state) != "0A000" || !function || std::string_view(function) != "RevalidateCachedQuery")
     return false;
   auto known = statements->names.find(text);
   if (known == statements->names.end()) return false;
-  bool idle = PQtransactionStatus(conn) == PQTRANS_IDLE;
-  if (idle) {
-    PGresult* gone = PQexec(conn, ("DEALLOCATE " + known->second).c_str());
-    if (gone) PQclear(gone);
-  }
+  statements->stale.push_back(known->second);  // deallocated now if idle, else when the transaction is over
   statements->names.erase(known);
   return true;
 }
@@ -293,7 +304,10 @@ Result run(PGconn* conn, std::string_view sql, std::initializer_list<Param> para
     PQclear(result);
     // In a transaction the error aborted it: the request is tried again (as after a serialization failure).
     if (PQtransactionStatus(conn) != PQTRANS_IDLE)
-      throw StoreUnavailable("the PostgreSQL store's schema changed under a statement", "try again");
+      throw StoreUnavailable("a prepared statement of the PostgreSQL store could not run (its schema changed, or "
+                             "the server session lost it)",
+                             "try again; if this repeats, a connection pooler between kiln-service and PostgreSQL "
+                             "must keep sessions (PgBouncer pool_mode = session, or max_prepared_statements)");
     result = execute(conn, text, values, lengths, formats, binary_result);
     status = result ? PQresultStatus(result) : PGRES_FATAL_ERROR;
   }

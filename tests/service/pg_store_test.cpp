@@ -345,6 +345,8 @@ TEST_CASE("postgres store: each statement is prepared once per connection; a rec
     CHECK_THROWS_AS(store.tenant_name(tenant), StoreUnavailable);
   }
   calls();
+  // The statement forgotten inside the unit was deallocated once the connection was idle: no leftover.
+  CHECK(store.prepared_statements() == 4);
 }
 
 TEST_CASE("postgres store: text PostgreSQL cannot hold (a NUL byte, bytes that are not UTF-8) is a 400, not a 500") {
