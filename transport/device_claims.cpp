@@ -51,14 +51,23 @@ Json assign_devices(ServiceApi& api, const std::vector<std::string>& ids, const 
       answer = assign_device_batch(api, batch, group);
     } catch (const Error& e) {
       if (first == 0) throw;
-      throw Error(e.code(),
-                  fmt::format("{} ({} devices before this batch of {} were moved)", e.what(), first, batch.size()),
-                  e.hint().empty() ? "fix that device and run the same command again: assigning a device to the "
-                                     "group it is in changes nothing"
-                                   : e.hint());
+      // Earlier batches moved: partial work (docs/exit-codes.md). A refusal naming a device moved nothing of its
+      // batch; any other failure (the service unreachable, a 5xx) may have come after the batch was applied.
+      bool refused = e.code() == ExitCode::not_found || e.code() == ExitCode::conflict;
+      throw Error(ExitCode::partial,
+                  refused ? fmt::format("{} devices were moved, then a batch of {} was refused: {}", first,
+                                        batch.size(), e.what())
+                          : fmt::format("{} devices were moved, then a batch of {} failed and may or may not have "
+                                        "been applied: {}",
+                                        first, batch.size(), e.what()),
+                  refused ? "fix that device and run the same command again: assigning a device to the group it "
+                            "is in changes nothing"
+                          : (e.hint().empty() ? std::string() : e.hint() + "; then ") +
+                                "run the same command again: assigning a device to the group it is in changes nothing")
+          .with_detail(e.detail());
     }
     for (auto& device : answer.at("devices")) moved.push_back(std::move(device));
-    if (progress) progress(moved.size());
+    if (progress) progress(first + batch.size());  // named IDs done (one named twice is moved once)
   }
   return moved;
 }
