@@ -11,6 +11,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <map>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -543,6 +544,35 @@ void count_member(PGconn* conn, const std::string& device_id, const std::string&
                      {id, device_id})
                      .optional_text(0, 0);
     for (const auto& change : membership_rows(wave, reported, delta)) add_tally(conn, id, change);
+  }
+}
+
+// Many devices join (+1) or leave (-1) one group at once (a batch assign): what count_member does for each, with
+// one read of their reports per deployment and one upsert per changed tally row, not statements per device.
+void count_members(PGconn* conn, const std::vector<std::string>& device_ids, const std::string& group_id,
+                   std::int64_t delta) {
+  if (device_ids.empty()) return;
+  auto ids = nlohmann::json(device_ids).dump();
+  auto q = run(conn, "SELECT id, waves FROM deployments WHERE group_id = $1", {group_id});
+  for (int row = 0; row < q.rows(); ++row) {
+    auto id = q.text(row, 0);
+    auto waves = parse_waves(q.text(row, 1));
+    std::unordered_map<std::string, std::string> reported;
+    auto r = run(conn,
+                 "SELECT device_id, status FROM deployment_devices WHERE deployment_id = $1 AND device_id IN (SELECT "
+                 "json_array_elements_text($2::json))",
+                 {id, ids});
+    for (int i = 0; i < r.rows(); ++i)
+      if (auto status = r.optional_text(i, 1)) reported.emplace(r.text(i, 0), *status);
+    std::map<std::pair<std::int64_t, std::string>, std::int64_t> sums;
+    for (const auto& device : device_ids) {
+      int wave = device_wave(id, waves, device);
+      std::optional<std::string> status;
+      if (auto it = reported.find(device); wave != 0 && it != reported.end()) status = it->second;
+      for (const auto& change : membership_rows(wave, status, delta)) sums[{change.wave, change.status}] += change.devices;
+    }
+    for (const auto& [key, devices] : sums)
+      if (devices != 0) add_tally(conn, id, TallyRow{key.first, key.second, devices});
   }
 }
 
@@ -1197,10 +1227,14 @@ void PgStore::set_devices_group(const std::vector<std::string>& device_ids, cons
                       {nlohmann::json(groups).dump()});
   std::set<std::string> counted;
   for (int row = 0; row < deployed.rows(); ++row) counted.insert(deployed.text(row, 0));
+  std::map<std::string, std::vector<std::string>> leaving;  // group -> its devices that move out
+  std::vector<std::string> joining;
   for (const auto& [id, from] : moving) {
-    if (from && counted.count(*from)) count_member(use.conn(), id, *from, -1);
-    if (counted.count(group_id)) count_member(use.conn(), id, group_id, 1);
+    if (from && counted.count(*from)) leaving[*from].push_back(id);
+    joining.push_back(id);
   }
+  for (const auto& [from, ids_from] : leaving) count_members(use.conn(), ids_from, from, -1);
+  if (counted.count(group_id)) count_members(use.conn(), joining, group_id, 1);
 }
 
 void PgStore::mark_claimed(const std::string& device_id, const std::string& now) {
