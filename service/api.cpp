@@ -276,10 +276,11 @@ std::vector<std::string> device_ids_field(const Json& object, std::size_t max) {
     throw ApiError{400, "invalid_request", fmt::format("field 'devices' must be an array of 1 to {} device UIDs", max)};
   std::vector<std::string> out;
   std::set<std::string> seen;
-  for (const auto& d : *it) {
-    if (!d.is_string() || d.get_ref<const std::string&>().empty() ||
-        d.get_ref<const std::string&>().size() > max_device_uid_length)
-      throw ApiError{400, "invalid_request", "field 'devices' must hold device UIDs"};
+  for (std::size_t i = 0; i < it->size(); ++i) {
+    const auto& d = (*it)[i];
+    if (!d.is_string() || !is_device_uid(d.get_ref<const std::string&>()))
+      throw ApiError{400, "invalid_request",
+                     fmt::format("field 'devices' must hold device UIDs ({}); element {} is not one", device_uid_alphabet, i)};
     if (seen.insert(d.get<std::string>()).second) out.push_back(d.get<std::string>());
   }
   return out;

@@ -114,6 +114,12 @@ TEST_CASE("assign batch: a refused batch changes nothing and names the device or
     CAPTURE(body);
     CHECK(f.call("POST", "/v1/devices/assign", body).status == 400);
   }
+  // A string outside the UID alphabet is refused by name and place on both stores (PostgreSQL cannot hold a NUL).
+  for (const std::string& bad : {std::string("d\0x", 3), std::string("d 1"), std::string(".."), std::string(129, 'a')}) {
+    auto r = f.assign("Thermo/Production", {"d0", bad});
+    CHECK(r.status == 400);
+    CHECK(test::error_message(r).find("element 1 is not one") != std::string::npos);
+  }
   CHECK(f.assign("Thermo/Nope", {"d0"}).status == 404);
   CHECK(f.assign("Lamp/Production", {"d0"}).status == 409);
   for (const char* uid : {"d0", "d1", "d2"}) CHECK(f.group_of(uid) == "Thermo/Development");
