@@ -97,9 +97,16 @@ void add_device(CLI::App& app, cli::Context& ctx) {
     auto ids = transport::named_device_ids(args->ids, args->from_file);
     auto api = connect(ctx);
     cli::ProgressBar progress(ctx, "assigned", ids.size(), "devices");
-    auto moved = transport::assign_devices(api, ids, args->group, progress.callback());
+    auto out = ctx.records();  // written batch by batch; what moved before a failing batch is shown (exit 8)
+    std::size_t shown = 0;
+    try {
+      transport::assign_devices_each(api, ids, args->group, [&](cli::Json d) { out->add(d), ++shown; }, progress.callback());
+    } catch (...) {
+      if (shown > 0) out->finish();  // the progress line is cleared as the error unwinds
+      throw;
+    }
     progress.finish();
-    ctx.render(moved);
+    out->finish();
   });
 
   auto* update = device->add_subcommand("update", "Change a device: its own time zone for maintenance windows");

@@ -39,10 +39,10 @@ std::vector<std::string> named_device_ids(const std::vector<std::string>& ids, c
   return named;
 }
 
-Json assign_devices(ServiceApi& api, const std::vector<std::string>& ids, const std::string& group,
-                    const std::function<void(std::uint64_t done)>& progress, std::size_t batch_size) {
+void assign_devices_each(ServiceApi& api, const std::vector<std::string>& ids, const std::string& group,
+                         const std::function<void(Json device)>& each,
+                         const std::function<void(std::uint64_t done)>& progress, std::size_t batch_size) {
   batch_size = std::clamp<std::size_t>(batch_size, 1, assign_batch_size);
-  Json moved = Json::array();
   for (std::size_t first = 0; first < ids.size(); first += batch_size) {
     std::vector<std::string> batch(ids.begin() + static_cast<std::ptrdiff_t>(first),
                                    ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), first + batch_size)));
@@ -66,9 +66,16 @@ Json assign_devices(ServiceApi& api, const std::vector<std::string>& ids, const 
                                 "run the same command again: assigning a device to the group it is in changes nothing")
           .with_detail(e.detail());
     }
-    for (auto& device : answer.at("devices")) moved.push_back(std::move(device));
+    for (auto& device : answer.at("devices")) each(std::move(device));
     if (progress) progress(first + batch.size());  // named IDs done (one named twice is moved once)
   }
+}
+
+Json assign_devices(ServiceApi& api, const std::vector<std::string>& ids, const std::string& group,
+                    const std::function<void(std::uint64_t done)>& progress, std::size_t batch_size) {
+  Json moved = Json::array();
+  assign_devices_each(
+      api, ids, group, [&](Json device) { moved.push_back(std::move(device)); }, progress, batch_size);
   return moved;
 }
 

@@ -31,9 +31,15 @@ std::optional<ClaimResult> parse_claim_result(std::string_view text);
 void require_all_claimed(const Json& rows);
 
 // `device assign`: the devices moved to `group` in batches of `batch_size` (at most assign_batch_size), one
-// request each, the service's answer for each device in order. A batch is moved all or none: the first batch the
-// service refuses throws its error, naming the device, and the batches before it stay moved. `progress` (if
-// set) hears the count moved after each batch.
+// request each; `each` hears the service's answer for every device in order, batch by batch (memory stays that of
+// one batch, a million devices or not). A batch is moved all or none: the first batch the service refuses throws
+// its error, naming the device (exit 8, partial, when batches before it moved: they stay moved). `progress` (if
+// set) hears the count of named devices done after each batch.
+void assign_devices_each(ServiceApi& api, const std::vector<std::string>& ids, const std::string& group,
+                         const std::function<void(Json device)>& each,
+                         const std::function<void(std::uint64_t done)>& progress = {},
+                         std::size_t batch_size = assign_batch_size);
+// The same, the answers collected in one array.
 Json assign_devices(ServiceApi& api, const std::vector<std::string>& ids, const std::string& group,
                     const std::function<void(std::uint64_t done)>& progress = {},
                     std::size_t batch_size = assign_batch_size);
