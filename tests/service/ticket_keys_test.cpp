@@ -17,6 +17,11 @@ namespace {
 
 Bytes secret_of(std::uint8_t fill) { return Bytes(32, fill); }
 
+// Two hours' keys are the same keys: name, cipher key and MAC key.
+bool same(const TicketKeys::Keys& a, const TicketKeys::Keys& b) {
+  return a.name == b.name && a.cipher_key == b.cipher_key && a.mac_key == b.mac_key;
+}
+
 }  // namespace
 
 TEST_CASE("ticket keys: one secret gives every holder the same keys each hour, and other keys the next hour") {
@@ -55,9 +60,6 @@ TEST_CASE("ticket keys: a ticket opens for three hours, with the current hour's 
 TEST_CASE("ticket keys: each hour's keys are derived once, equal fresh ones, and roll over when the hour turns") {
   TicketKeys keys(secret_of(3));
   constexpr std::int64_t noon = 1'796'904'000;  // 2026-12-10T12:00:00Z, the start of an hour
-  auto same = [](const TicketKeys::Keys& a, const TicketKeys::Keys& b) {
-    return a.name == b.name && a.cipher_key == b.cipher_key && a.mac_key == b.mac_key;
-  };
   CHECK(same(keys.sealing_keys(noon + 10), keys.keys_at(noon)));
   CHECK(keys.derivations() == 3);  // this hour and the two before it
   for (std::int64_t back = 0; back < TicketKeys::accepted_hours; ++back) {
@@ -87,9 +89,6 @@ TEST_CASE("ticket keys: each hour's keys are derived once, equal fresh ones, and
 TEST_CASE("ticket keys: a clock stepped back derives the keys of its hours once, not on every handshake") {
   TicketKeys keys(secret_of(4));
   constexpr std::int64_t noon = 1'796'904'000;  // 2026-12-10T12:00:00Z, the start of an hour
-  auto same = [](const TicketKeys::Keys& a, const TicketKeys::Keys& b) {
-    return a.name == b.name && a.cipher_key == b.cipher_key && a.mac_key == b.mac_key;
-  };
   CHECK(same(keys.sealing_keys(noon + 10), keys.keys_at(noon)));
   CHECK(keys.derivations() == 3);
 
